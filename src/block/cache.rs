@@ -1,0 +1,202 @@
+//! A bounded block cache in front of any [`BlockSource`], shared by every
+//! reader of a disk, with sequential read-ahead.
+//!
+//! Filesystem decoding reads many small, nearby pieces (inodes, directory
+//! blocks); the cache turns them into whole chunks read once. When reads go
+//! forward chunk after chunk, each miss fetches a growing window in one
+//! request. Large reads pass straight through, so streaming a disk does not
+//! flush what the UI is looking at.
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+use crate::block::{check_range, BlockError, BlockSource, Extent};
+
+/// Bytes per cached chunk.
+pub const CHUNK: u64 = 64 << 10;
+/// Largest read-ahead window, in chunks (2 MiB).
+const MAX_WINDOW: u64 = 32;
+
+/// Cache statistics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub readahead_chunks: u64,
+}
+
+/// A caching wrapper around a block source.
+pub struct BlockCache {
+    inner: Arc<dyn BlockSource>,
+    chunks: Mutex<LruCache<u64, Arc<[u8]>>>,
+    capacity_bytes: u64,
+    /// Chunk index after the last miss, and the current window.
+    next_expected: AtomicU64,
+    window: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    readahead: AtomicU64,
+}
+
+impl BlockCache {
+    /// Wraps `inner` with a cache of at most `capacity_bytes`.
+    pub fn new(inner: Arc<dyn BlockSource>, capacity_bytes: u64) -> Self {
+        let slots = (capacity_bytes / CHUNK).max(MAX_WINDOW * 2) as usize;
+        BlockCache {
+            inner,
+            chunks: Mutex::new(LruCache::new(
+                NonZeroUsize::new(slots).unwrap_or(NonZeroUsize::MIN),
+            )),
+            capacity_bytes: slots as u64 * CHUNK,
+            next_expected: AtomicU64::new(u64::MAX),
+            window: AtomicU64::new(1),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            readahead: AtomicU64::new(0),
+        }
+    }
+
+    /// The wrapped source.
+    pub fn inner(&self) -> &Arc<dyn BlockSource> {
+        &self.inner
+    }
+
+    /// Hits, misses and read-ahead so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            readahead_chunks: self.readahead.load(Ordering::Relaxed),
+        }
+    }
+
+    fn cached(&self, index: u64) -> Result<Option<Arc<[u8]>>, BlockError> {
+        Ok(self.lock()?.get(&index).cloned())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, LruCache<u64, Arc<[u8]>>>, BlockError> {
+        self.chunks.lock().map_err(|_| BlockError::Internal {
+            what: "the block cache lock was poisoned".into(),
+        })
+    }
+
+    /// Fetches chunk `index` (and, when reads are sequential, the chunks
+    /// after it) from the inner source.
+    fn fetch(&self, index: u64) -> Result<Arc<[u8]>, BlockError> {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let sequential = self.next_expected.load(Ordering::Relaxed) == index;
+        let window = if sequential {
+            (self.window.load(Ordering::Relaxed) * 2).min(MAX_WINDOW)
+        } else {
+            1
+        };
+        let size = self.inner.len();
+        let start = index * CHUNK;
+        let end = start.saturating_add(window * CHUNK).min(size);
+        let mut buf = vec![0u8; (end - start) as usize];
+        self.inner.read_at(start, &mut buf)?;
+        let fetched = (end - start).div_ceil(CHUNK);
+        self.window.store(window, Ordering::Relaxed);
+        self.next_expected.store(index + fetched, Ordering::Relaxed);
+        self.readahead.fetch_add(fetched - 1, Ordering::Relaxed);
+        let mut first = None;
+        let mut cache = self.lock()?;
+        for (i, piece) in buf.chunks(CHUNK as usize).enumerate() {
+            let chunk: Arc<[u8]> = piece.into();
+            if i == 0 {
+                first = Some(Arc::clone(&chunk));
+            }
+            cache.put(index + i as u64, chunk);
+        }
+        first.ok_or_else(|| BlockError::Internal {
+            what: format!("cache fetch of chunk {index} returned nothing"),
+        })
+    }
+}
+
+impl BlockSource for BlockCache {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        check_range(
+            self.inner.name(),
+            self.inner.len(),
+            offset,
+            buf.len() as u64,
+        )?;
+        if buf.len() as u64 > self.capacity_bytes / 4 {
+            return self.inner.read_at(offset, buf);
+        }
+        let end = offset + buf.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / CHUNK;
+            let chunk = match self.cached(index)? {
+                Some(c) => {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    c
+                }
+                None => self.fetch(index)?,
+            };
+            let at = (pos - index * CHUNK) as usize;
+            let n = ((end - pos) as usize).min(chunk.len() - at);
+            let from = (pos - offset) as usize;
+            buf[from..from + n].copy_from_slice(&chunk[at..at + n]);
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
+        self.inner.block_status(offset, len)
+    }
+
+    fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
+        self.inner.locate(offset, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::raw::RawFile;
+    use crate::block::storage::MemStorage;
+
+    fn source(len: usize) -> (Arc<dyn BlockSource>, Vec<u8>) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+        let raw = RawFile::new("mem", Arc::new(MemStorage::new(bytes.clone())));
+        (Arc::new(raw), bytes)
+    }
+
+    #[test]
+    fn reads_match_the_source_and_sequential_reads_fetch_ahead() {
+        let (src, bytes) = source(5 * 1024 * 1024 + 123);
+        let cache = BlockCache::new(src, 8 << 20);
+        let mut buf = vec![0u8; 4096];
+        let mut pos = 0u64;
+        while pos + 4096 <= bytes.len() as u64 {
+            cache.read_at(pos, &mut buf).unwrap();
+            assert_eq!(&buf[..], &bytes[pos as usize..pos as usize + 4096]);
+            pos += 4096;
+        }
+        let s = cache.stats();
+        assert!(s.readahead_chunks > 0, "{s:?}");
+        assert!(s.misses < bytes.len() as u64 / CHUNK / 4, "{s:?}");
+        // An unaligned read across chunk boundaries, and the ragged end.
+        let mut odd = vec![0u8; 200_000];
+        cache.read_at(65_000, &mut odd).unwrap();
+        assert_eq!(&odd[..], &bytes[65_000..265_000]);
+        let mut tail = vec![0u8; 123];
+        cache.read_at(bytes.len() as u64 - 123, &mut tail).unwrap();
+        assert_eq!(&tail[..], &bytes[bytes.len() - 123..]);
+        assert!(cache.read_at(bytes.len() as u64 - 1, &mut tail).is_err());
+    }
+}

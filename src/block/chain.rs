@@ -1,0 +1,331 @@
+//! Discovering a backing chain the way qemu does: the backing file name is
+//! taken relative to the overlay's directory (not the current directory),
+//! its format comes from the overlay's header extension or is probed, the
+//! depth is bounded and a file that appears twice is a loop.
+//!
+//! Files are opened through an [`Opener`], so the embedded demo chain (bytes
+//! in the binary) resolves its backing names exactly like files on disk.
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+
+use crate::block::probe::{probe, Format, Probe};
+use crate::block::qcow2::Qcow2Layer;
+use crate::block::raw::RawFile;
+use crate::block::storage::{FileStorage, Storage};
+use crate::block::{BlockError, BlockSource};
+
+/// qemu-like bound on chain length; deeper chains are refused.
+pub const MAX_CHAIN_DEPTH: usize = 64;
+
+/// Identifies a file for loop detection.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum FileId {
+    /// Device and inode of a file on disk.
+    Inode(u64, u64),
+    /// A name in an in-memory table.
+    Name(String),
+}
+
+/// An opened image file.
+pub struct Opened {
+    pub storage: Arc<dyn Storage>,
+    pub id: FileId,
+}
+
+/// Opens image files by path, read-only.
+pub trait Opener {
+    /// Opens `path`.
+    ///
+    /// # Errors
+    /// `Open` (with the `io::Error`, so a missing backing file can be told
+    /// apart), `IsDirectory`.
+    fn open(&self, path: &str) -> Result<Opened, BlockError>;
+}
+
+/// Opens files on the local filesystem, read-only.
+pub struct FsOpener;
+
+impl Opener for FsOpener {
+    fn open(&self, path: &str) -> Result<Opened, BlockError> {
+        let open_err = |source: io::Error| BlockError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        // std's File::open is O_RDONLY: layerscope never writes.
+        let mut file = File::open(path).map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        if meta.is_dir() {
+            return Err(BlockError::IsDirectory {
+                path: path.to_owned(),
+            });
+        }
+        let id = FileId::Inode(meta.dev(), meta.ino());
+        let storage = if meta.is_file() {
+            FileStorage::new(file).map_err(open_err)?
+        } else {
+            // A block device: its size is where a seek to the end lands.
+            let len = file.seek(SeekFrom::End(0)).map_err(open_err)?;
+            FileStorage::with_len(file, len)
+        };
+        Ok(Opened {
+            storage: Arc::new(storage),
+            id,
+        })
+    }
+}
+
+/// How to open a chain.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChainOptions {
+    /// Format of the top image (default: probe).
+    pub format: Option<Format>,
+    /// Format of backing files whose overlay names none (default: probe).
+    pub backing_format: Option<Format>,
+}
+
+/// One layer of a chain.
+pub struct Layer {
+    /// Position from the bottom: 0 is the base.
+    pub index: usize,
+    /// The path it was opened by (for backing files: the resolved path).
+    pub path: String,
+    pub format: Format,
+    /// The format was guessed from the content, not stated.
+    pub format_probed: bool,
+    pub source: Arc<dyn BlockSource>,
+    /// The qcow2 reader, for qcow2 layers.
+    pub qcow2: Option<Arc<Qcow2Layer>>,
+    pub storage: Arc<dyn Storage>,
+    /// The backing file name as written in the image.
+    pub backing_name: Option<String>,
+    /// The backing file name resolved like qemu resolves it.
+    pub backing_resolved: Option<String>,
+    /// The backing format named in the image's header extension.
+    pub backing_format: Option<String>,
+}
+
+/// A backing chain, base first.
+pub struct Chain {
+    pub layers: Vec<Layer>,
+}
+
+impl Chain {
+    /// The top layer.
+    pub fn top(&self) -> Option<&Layer> {
+        self.layers.last()
+    }
+
+    /// qemu's depth of layer `index` (0 is the top).
+    pub fn depth_of(&self, index: usize) -> usize {
+        self.layers.len().saturating_sub(1).saturating_sub(index)
+    }
+
+    /// The chain as of layer `index`: that layer and everything below it.
+    pub fn cut(&self, index: usize) -> Chain {
+        Chain {
+            layers: self
+                .layers
+                .iter()
+                .take(index.saturating_add(1))
+                .map(Layer::share)
+                .collect(),
+        }
+    }
+}
+
+impl Layer {
+    fn share(&self) -> Layer {
+        Layer {
+            index: self.index,
+            path: self.path.clone(),
+            format: self.format,
+            format_probed: self.format_probed,
+            source: Arc::clone(&self.source),
+            qcow2: self.qcow2.clone(),
+            storage: Arc::clone(&self.storage),
+            backing_name: self.backing_name.clone(),
+            backing_resolved: self.backing_resolved.clone(),
+            backing_format: self.backing_format.clone(),
+        }
+    }
+}
+
+/// qemu's `path_has_protocol`: a `:` before any `/`.
+fn has_protocol(name: &str) -> bool {
+    name.find([':', '/'])
+        .is_some_and(|i| name.as_bytes()[i] == b':')
+}
+
+/// Resolves a backing file name the way qemu's `path_combine` does: an
+/// absolute name stays; a relative one is joined to the overlay's directory
+/// as a string (so `dir/top.qcow2` + `../base` gives `dir/../base`).
+///
+/// # Errors
+/// `Unsupported` for protocol names (`nbd:…`, `json:{…}`).
+pub fn resolve_backing(overlay: &str, name: &str) -> Result<String, BlockError> {
+    if name.starts_with('/') {
+        return Ok(name.to_owned());
+    }
+    if has_protocol(name) {
+        return Err(BlockError::unsupported(
+            overlay,
+            format!("backing file {name:?} uses a protocol, not a local file"),
+        ));
+    }
+    let dir_len = overlay.rfind('/').map_or(0, |i| i + 1);
+    Ok(format!("{}{}", &overlay[..dir_len], name))
+}
+
+/// Opens the image at `path` and every backing file below it.
+///
+/// # Errors
+/// Open and format errors of any layer (naming it); `MissingBacking`,
+/// `BackingLoop`, `ChainTooDeep`.
+pub fn open_chain(
+    path: &str,
+    opts: ChainOptions,
+    opener: &dyn Opener,
+) -> Result<Chain, BlockError> {
+    let mut stack: Vec<Layer> = Vec::new();
+    let mut seen: HashMap<FileId, String> = HashMap::new();
+    let mut current = path.to_owned();
+    let mut hint = opts.format;
+    loop {
+        let opened = match opener.open(&current) {
+            Ok(o) => o,
+            Err(BlockError::Open { source, .. }) if !stack.is_empty() => {
+                let above = &stack[stack.len() - 1];
+                return Err(BlockError::MissingBacking {
+                    overlay: above.path.clone(),
+                    name: above.backing_name.clone().unwrap_or_default(),
+                    tried: current,
+                    source,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(first) = seen.get(&opened.id) {
+            let mut names: Vec<&str> = stack.iter().map(|l| l.path.as_str()).collect();
+            names.push(&current);
+            return Err(BlockError::BackingLoop {
+                chain: format!("{} (the same file as {first})", names.join(" -> ")),
+            });
+        }
+        if stack.len() >= MAX_CHAIN_DEPTH {
+            return Err(BlockError::ChainTooDeep {
+                overlay: path.to_owned(),
+                limit: MAX_CHAIN_DEPTH,
+            });
+        }
+        seen.insert(opened.id.clone(), current.clone());
+        let layer = open_layer(&current, opened.storage, hint)?;
+        let next = match &layer.backing_name {
+            Some(name) => Some(resolve_backing(&current, name)?),
+            None => None,
+        };
+        hint = match &layer.backing_format {
+            Some(name) => Some(Format::from_name(name).ok_or_else(|| {
+                BlockError::unsupported(&current, format!("backing file format {name:?}"))
+            })?),
+            None => opts.backing_format,
+        };
+        let mut layer = layer;
+        layer.backing_resolved = next.clone();
+        stack.push(layer);
+        match next {
+            Some(n) => current = n,
+            None => break,
+        }
+    }
+    stack.reverse();
+    for (i, layer) in stack.iter_mut().enumerate() {
+        layer.index = i;
+    }
+    Ok(Chain { layers: stack })
+}
+
+/// Opens one file as a layer in the given (or probed) format.
+fn open_layer(
+    path: &str,
+    storage: Arc<dyn Storage>,
+    format: Option<Format>,
+) -> Result<Layer, BlockError> {
+    if storage.is_empty() {
+        return Err(BlockError::EmptyFile {
+            path: path.to_owned(),
+        });
+    }
+    let (format, probed) = match format {
+        Some(f) => (f, false),
+        None => (probe_storage(path, storage.as_ref())?, true),
+    };
+    let mut layer = Layer {
+        index: 0,
+        path: path.to_owned(),
+        format,
+        format_probed: probed,
+        source: Arc::new(RawFile::new(path, Arc::clone(&storage))),
+        qcow2: None,
+        storage: Arc::clone(&storage),
+        backing_name: None,
+        backing_resolved: None,
+        backing_format: None,
+    };
+    if format == Format::Qcow2 {
+        let q = Arc::new(Qcow2Layer::open(path, storage)?);
+        layer.backing_name = q.header().backing_file.clone();
+        layer.backing_format = q.header().backing_format.clone();
+        layer.source = q.clone();
+        layer.qcow2 = Some(q);
+    }
+    Ok(layer)
+}
+
+fn probe_storage(path: &str, storage: &dyn Storage) -> Result<Format, BlockError> {
+    let len = storage.len();
+    let mut head = vec![0u8; len.min(512) as usize];
+    storage
+        .read_exact_at(0, &mut head)
+        .map_err(|e| BlockError::io(path, "reading the first sector", 0, e))?;
+    let mut tail = vec![0u8; len.min(512) as usize];
+    let tail_at = len - tail.len() as u64;
+    storage
+        .read_exact_at(tail_at, &mut tail)
+        .map_err(|e| BlockError::io(path, "reading the last sector", tail_at, e))?;
+    match probe(&head, &tail) {
+        Probe::Readable(f) => Ok(f),
+        Probe::Foreign(name) => Err(BlockError::NotAnImage {
+            path: path.to_owned(),
+            detected: name.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backing_paths_resolve_like_qemu() {
+        assert_eq!(
+            resolve_backing("top.qcow2", "base.qcow2").unwrap(),
+            "base.qcow2"
+        );
+        assert_eq!(
+            resolve_backing("dir/top.qcow2", "base.qcow2").unwrap(),
+            "dir/base.qcow2"
+        );
+        assert_eq!(
+            resolve_backing("a/b/top", "../c/base").unwrap(),
+            "a/b/../c/base"
+        );
+        assert_eq!(resolve_backing("a/top", "/abs/base").unwrap(), "/abs/base");
+        assert!(resolve_backing("top", "nbd://host/x").is_err());
+        assert!(resolve_backing("top", "json:{}").is_err());
+        // A colon after a slash is part of a file name.
+        assert_eq!(resolve_backing("d/top", "x/y:z").unwrap(), "d/x/y:z");
+    }
+}

@@ -1,0 +1,169 @@
+//! The runtime hit map: which layer served each block of the virtual disk,
+//! and how many bytes and reads each layer served so far.
+//!
+//! Readers record with relaxed atomic stores and the UI reads at any moment
+//! without taking a lock. Memory is bounded whatever the disk size: the
+//! cell size grows with the disk so there are at most [`MAX_CELLS`] cells,
+//! and cells live in pages allocated on first touch.
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+/// Upper bound on cells (one byte each): 4 MiB for any disk.
+pub const MAX_CELLS: u64 = 1 << 22;
+const PAGE_CELLS: u64 = 4096;
+const NOT_READ: u8 = 0;
+const NO_LAYER: u8 = u8::MAX;
+
+/// Who served a cell, as far as the hit map knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Nothing has read this cell yet.
+    NotRead,
+    /// Layer `n` (0 is the base) served the last read of the cell.
+    Layer(usize),
+    /// No layer holds the cell: it read as zeros.
+    Nowhere,
+}
+
+/// Bytes and reads served by one layer.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub bytes: AtomicU64,
+    pub reads: AtomicU64,
+}
+
+/// A snapshot of one layer's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub bytes: u64,
+    pub reads: u64,
+}
+
+/// The hit map of one layered disk.
+pub struct HitMap {
+    size: u64,
+    shift: u32,
+    pages: Box<[OnceLock<Box<[AtomicU8]>>]>,
+    layers: Box<[Counters]>,
+    nowhere: Counters,
+}
+
+impl HitMap {
+    /// A hit map for a disk of `size` bytes with `layers` layers; cells are
+    /// at least `min_cell` bytes (rounded up to a power of two, at least 512).
+    pub fn new(size: u64, layers: usize, min_cell: u64) -> Self {
+        let mut shift = min_cell.max(512).next_power_of_two().trailing_zeros();
+        while size.div_ceil(1u64 << shift) > MAX_CELLS {
+            shift += 1;
+        }
+        let cells = size.div_ceil(1u64 << shift);
+        let pages = cells.div_ceil(PAGE_CELLS) as usize;
+        HitMap {
+            size,
+            shift,
+            pages: (0..pages).map(|_| OnceLock::new()).collect(),
+            layers: (0..layers.min(usize::from(NO_LAYER) - 1))
+                .map(|_| Counters::default())
+                .collect(),
+            nowhere: Counters::default(),
+        }
+    }
+
+    /// Bytes covered by one cell.
+    pub fn cell_size(&self) -> u64 {
+        1u64 << self.shift
+    }
+
+    /// Number of cells.
+    pub fn cells(&self) -> u64 {
+        self.size.div_ceil(self.cell_size())
+    }
+
+    /// Records that `layer` (`None`: no layer, zeros) served
+    /// `[offset, offset + len)`.
+    pub fn record(&self, layer: Option<usize>, offset: u64, len: u64) {
+        if len == 0 || offset >= self.size {
+            return;
+        }
+        let (counters, value) = match layer.and_then(|l| self.layers.get(l).map(|c| (c, l))) {
+            Some((c, l)) => (c, l as u8 + 1),
+            None => (&self.nowhere, NO_LAYER),
+        };
+        counters.bytes.fetch_add(len, Ordering::Relaxed);
+        counters.reads.fetch_add(1, Ordering::Relaxed);
+        let first = offset >> self.shift;
+        let last = (offset.saturating_add(len).min(self.size) - 1) >> self.shift;
+        for cell in first..=last {
+            let page = self.pages[(cell / PAGE_CELLS) as usize]
+                .get_or_init(|| (0..PAGE_CELLS).map(|_| AtomicU8::new(NOT_READ)).collect());
+            page[(cell % PAGE_CELLS) as usize].store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Who served the cell holding `offset`.
+    pub fn served(&self, offset: u64) -> Served {
+        if offset >= self.size {
+            return Served::NotRead;
+        }
+        let cell = offset >> self.shift;
+        let value = self.pages[(cell / PAGE_CELLS) as usize]
+            .get()
+            .map_or(NOT_READ, |p| {
+                p[(cell % PAGE_CELLS) as usize].load(Ordering::Relaxed)
+            });
+        match value {
+            NOT_READ => Served::NotRead,
+            NO_LAYER => Served::Nowhere,
+            v => Served::Layer(usize::from(v - 1)),
+        }
+    }
+
+    /// Per-layer totals (index 0 is the base), then the zeros served by no
+    /// layer.
+    pub fn totals(&self) -> (Vec<Totals>, Totals) {
+        let snap = |c: &Counters| Totals {
+            bytes: c.bytes.load(Ordering::Relaxed),
+            reads: c.reads.load(Ordering::Relaxed),
+        };
+        (self.layers.iter().map(snap).collect(), snap(&self.nowhere))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_reads_back() {
+        let h = HitMap::new(1 << 20, 3, 4096);
+        assert_eq!(h.cell_size(), 4096);
+        h.record(Some(2), 0, 8192);
+        h.record(None, 8192, 100);
+        h.record(Some(0), 1 << 19, 1);
+        assert_eq!(h.served(4095), Served::Layer(2));
+        assert_eq!(h.served(4096), Served::Layer(2));
+        assert_eq!(h.served(8192), Served::Nowhere);
+        assert_eq!(h.served(12288), Served::NotRead);
+        assert_eq!(h.served(1 << 19), Served::Layer(0));
+        let (layers, nowhere) = h.totals();
+        assert_eq!(
+            layers[2],
+            Totals {
+                bytes: 8192,
+                reads: 1
+            }
+        );
+        assert_eq!(nowhere.bytes, 100);
+    }
+
+    #[test]
+    fn memory_is_bounded_for_a_huge_disk() {
+        let h = HitMap::new(1 << 40, 2, 512);
+        assert!(h.cells() <= MAX_CELLS);
+        assert_eq!(h.cell_size(), (1u64 << 40) / MAX_CELLS);
+        h.record(Some(1), (1 << 40) - 1, 1);
+        assert_eq!(h.served((1 << 40) - 1), Served::Layer(1));
+        let touched = h.pages.iter().filter(|p| p.get().is_some()).count();
+        assert_eq!(touched, 1);
+    }
+}

@@ -1,0 +1,206 @@
+//! The layered reader: a chain of layers seen as one disk.
+//!
+//! Each read is split where the serving layer changes; each piece is served
+//! by the topmost layer that holds it (data or zeros), and what no layer
+//! holds reads as zeros. Every piece is recorded in the [`HitMap`].
+//!
+//! The static allocation map ([`LayeredReader::map_entry`]) answers "which
+//! layer owns this range" from metadata alone, with qemu's exact rules (see
+//! [`crate::block::map`]).
+use std::sync::Arc;
+
+use crate::block::chain::Chain;
+use crate::block::hitmap::HitMap;
+use crate::block::map::MapEntry;
+use crate::block::{check_range, BlockError, BlockSource, Status};
+
+/// A chain of layers read as one disk.
+pub struct LayeredReader {
+    name: String,
+    /// Base first.
+    layers: Vec<Arc<dyn BlockSource>>,
+    size: u64,
+    hits: Arc<HitMap>,
+}
+
+/// Who serves a range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The layer that holds the range (0 is the base), `None` when no layer
+    /// does and it reads as zeros.
+    pub layer: Option<usize>,
+    /// What that layer says about it.
+    pub status: Status,
+    /// How far this answer holds, from the queried offset.
+    pub len: u64,
+}
+
+impl LayeredReader {
+    /// Stacks the layers of `chain`.
+    ///
+    /// # Errors
+    /// `Internal` for an empty chain.
+    pub fn new(chain: &Chain) -> Result<Self, BlockError> {
+        let top = chain.top().ok_or_else(|| BlockError::Internal {
+            what: "a chain with no layers".into(),
+        })?;
+        let min_cluster = chain
+            .layers
+            .iter()
+            .filter_map(|l| l.qcow2.as_ref().map(|q| q.header().cluster_size()))
+            .min()
+            .unwrap_or(65536);
+        let size = top.source.len();
+        Ok(LayeredReader {
+            name: top.path.clone(),
+            layers: chain.layers.iter().map(|l| Arc::clone(&l.source)).collect(),
+            size,
+            hits: Arc::new(HitMap::new(size, chain.layers.len(), min_cluster)),
+        })
+    }
+
+    /// The runtime hit map.
+    pub fn hits(&self) -> &Arc<HitMap> {
+        &self.hits
+    }
+
+    /// Number of layers.
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Which layer would serve a read at `offset`, and for how long.
+    ///
+    /// # Errors
+    /// Errors of the layers' metadata.
+    pub fn owner(&self, offset: u64, len: u64) -> Result<Owner, BlockError> {
+        check_range(&self.name, self.size, offset, len)?;
+        let mut len = len;
+        for (index, layer) in self.layers.iter().enumerate().rev() {
+            let layer_len = layer.len();
+            if offset >= layer_len {
+                // Past the end of a shorter backing file: zeros.
+                break;
+            }
+            len = len.min(layer_len - offset);
+            let e = layer.locate(offset, len)?;
+            len = e.len.min(len);
+            if e.status != Status::Unallocated {
+                return Ok(Owner {
+                    layer: Some(index),
+                    status: e.status,
+                    len,
+                });
+            }
+        }
+        Ok(Owner {
+            layer: None,
+            status: Status::Zero,
+            len,
+        })
+    }
+
+    /// qemu's `get_block_status` for `qemu-img map`: the status of a prefix
+    /// of `[offset, offset + len)`, from the topmost layer that holds it.
+    ///
+    /// # Errors
+    /// Errors of the layers' metadata.
+    pub fn map_entry(&self, offset: u64, len: u64) -> Result<MapEntry, BlockError> {
+        check_range(&self.name, self.size, offset, len)?;
+        let top = self.layers.len() - 1;
+        let mut bytes = len;
+        let mut index = top;
+        loop {
+            let layer = &self.layers[index];
+            let e = layer
+                .block_status(offset, bytes)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| BlockError::Internal {
+                    what: format!("{}: no block status at {offset:#x}", layer.name()),
+                })?;
+            bytes = e.len.min(bytes);
+            let below = index.checked_sub(1).map(|i| self.layers[i].len());
+            let end_here = match (e.status, below) {
+                (Status::Unallocated, Some(below_len)) => offset >= below_len,
+                _ => true,
+            };
+            if end_here {
+                let present = e.status != Status::Unallocated;
+                return Ok(MapEntry {
+                    start: offset,
+                    length: bytes,
+                    depth: (top - index) as u64,
+                    present,
+                    zero: e.status != Status::Data,
+                    data: e.status == Status::Data,
+                    compressed: e.compressed,
+                    offset: e.host_offset,
+                });
+            }
+            // Ask the layer below, for no more than it has.
+            bytes = bytes.min(below.unwrap_or(0) - offset);
+            index -= 1;
+        }
+    }
+}
+
+impl BlockSource for LayeredReader {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn len(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        check_range(&self.name, self.size, offset, buf.len() as u64)?;
+        let end = offset + buf.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            let owner = self.owner(pos, end - pos)?;
+            let from = (pos - offset) as usize;
+            let piece = &mut buf[from..from + owner.len as usize];
+            match (owner.layer, owner.status) {
+                (Some(index), Status::Data) => self.layers[index].read_at(pos, piece)?,
+                _ => piece.fill(0),
+            }
+            self.hits.record(owner.layer, pos, owner.len);
+            pos += owner.len;
+        }
+        Ok(())
+    }
+
+    fn block_status(&self, offset: u64, len: u64) -> Result<Vec<crate::block::Extent>, BlockError> {
+        let e = self.map_entry(offset, len)?;
+        Ok(vec![crate::block::Extent {
+            offset,
+            len: e.length,
+            status: if e.data {
+                Status::Data
+            } else if e.present {
+                Status::Zero
+            } else {
+                Status::Unallocated
+            },
+            compressed: e.compressed,
+            host_offset: None,
+        }])
+    }
+
+    fn locate(&self, offset: u64, len: u64) -> Result<crate::block::Extent, BlockError> {
+        let o = self.owner(offset, len)?;
+        Ok(crate::block::Extent {
+            offset,
+            len: o.len,
+            status: if o.layer.is_some() {
+                o.status
+            } else {
+                Status::Unallocated
+            },
+            compressed: false,
+            host_offset: None,
+        })
+    }
+}

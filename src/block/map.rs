@@ -1,0 +1,113 @@
+//! The allocation map of a chain, merged exactly like `qemu-img map`, so
+//! `layerscope map --json` and `qemu-img map --output=json` can be compared
+//! entry by entry.
+use serde::Serialize;
+
+use crate::block::layered::LayeredReader;
+use crate::block::{BlockError, BlockSource};
+
+/// One range of the map, with qemu's fields and meanings: `depth` 0 is the
+/// top layer; `present` means some layer holds the range; `offset` is where
+/// it lives in that layer's file, when it lives at one contiguous place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MapEntry {
+    pub start: u64,
+    pub length: u64,
+    pub depth: u64,
+    pub present: bool,
+    pub zero: bool,
+    pub data: bool,
+    pub compressed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+impl MapEntry {
+    /// qemu's `entry_mergeable`: same kind, same layer, and (where there is
+    /// a host offset) the next range continues where this one ends.
+    pub fn mergeable(&self, next: &MapEntry) -> bool {
+        self.length > 0
+            && self.start + self.length == next.start
+            && self.zero == next.zero
+            && self.data == next.data
+            && self.compressed == next.compressed
+            && self.depth == next.depth
+            && self.present == next.present
+            && match (self.offset, next.offset) {
+                (Some(a), Some(b)) => a + self.length == b,
+                (None, None) => true,
+                _ => false,
+            }
+    }
+
+    /// The entry as qemu prints it in `--output=json` (one line).
+    pub fn qemu_json(&self) -> String {
+        let mut s = format!(
+            "{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {}, \"zero\": {}, \"data\": {}, \"compressed\": {}",
+            self.start, self.length, self.depth, self.present, self.zero, self.data, self.compressed
+        );
+        if let Some(o) = self.offset {
+            s.push_str(&format!(", \"offset\": {o}"));
+        }
+        s.push('}');
+        s
+    }
+}
+
+/// Merged map entries over `[start, end)`, computed lazily: memory stays
+/// constant however large the disk.
+pub struct MapIter<'a> {
+    reader: &'a LayeredReader,
+    pos: u64,
+    end: u64,
+    pending: Option<MapEntry>,
+    failed: bool,
+}
+
+impl<'a> MapIter<'a> {
+    /// Iterates over the whole disk.
+    pub fn new(reader: &'a LayeredReader) -> Self {
+        Self::range(reader, 0, reader.len())
+    }
+
+    /// Iterates over `[start, end)`.
+    pub fn range(reader: &'a LayeredReader, start: u64, end: u64) -> Self {
+        MapIter {
+            reader,
+            pos: start,
+            end: end.min(reader.len()),
+            pending: None,
+            failed: false,
+        }
+    }
+}
+
+impl Iterator for MapIter<'_> {
+    type Item = Result<MapEntry, BlockError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        while self.pos < self.end {
+            let next = match self.reader.map_entry(self.pos, self.end - self.pos) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            };
+            self.pos += next.length;
+            match &mut self.pending {
+                Some(cur) if cur.mergeable(&next) => cur.length += next.length,
+                Some(cur) => {
+                    let done = *cur;
+                    self.pending = Some(next);
+                    return Some(Ok(done));
+                }
+                None => self.pending = Some(next),
+            }
+        }
+        self.pending.take().map(Ok)
+    }
+}

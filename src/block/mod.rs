@@ -1,0 +1,128 @@
+//! The block layer: everything that turns image files into a virtual disk.
+//!
+//! One seam, [`BlockSource`], is implemented by every kind of layer (a raw
+//! file, a qcow2 layer opened alone) and by the [`layered::LayeredReader`]
+//! that stacks them, so the filesystem code above never knows what it reads.
+//!
+//! What this module does not own: the filesystem inside the disk, and the
+//! user interface. Nothing here ever writes to an image.
+use serde::Serialize;
+
+pub mod cache;
+pub mod chain;
+pub mod error;
+pub mod hitmap;
+pub mod layered;
+pub mod map;
+pub mod probe;
+pub mod qcow2;
+pub mod raw;
+pub mod storage;
+
+pub use error::BlockError;
+
+/// What a layer says about a range of the virtual disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The layer holds data for the range.
+    Data,
+    /// The layer says the range reads as zeros (a qcow2 zero cluster, a hole
+    /// in a raw file). It still *holds* the range: layers below are hidden.
+    Zero,
+    /// The layer does not hold the range: ask the layer below.
+    Unallocated,
+}
+
+/// A run of the virtual disk with one [`Status`] in one layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// Start in the virtual disk.
+    pub offset: u64,
+    /// Length in bytes (never 0).
+    pub len: u64,
+    pub status: Status,
+    /// The data is stored compressed (qcow2 compressed clusters).
+    pub compressed: bool,
+    /// Where the range lives in the layer's own file, when the format stores
+    /// it at a known, contiguous place (what `qemu-img map` prints as
+    /// `offset`).
+    pub host_offset: Option<u64>,
+}
+
+impl Extent {
+    /// The end of the extent in the virtual disk.
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.len)
+    }
+}
+
+/// A readable, fixed-size virtual disk: one layer or a whole stack.
+///
+/// Implementations must be safe to share between threads: the UI's workers
+/// and the CLI read through the same source.
+pub trait BlockSource: Send + Sync {
+    /// A short name for messages and the UI (usually the file path).
+    fn name(&self) -> &str;
+
+    /// The size of the virtual disk in bytes.
+    fn len(&self) -> u64;
+
+    /// True for a zero-length disk.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Fills `buf` with the bytes at `offset`.
+    ///
+    /// # Errors
+    /// [`BlockError::OutOfRange`] when the range passes the end of the disk;
+    /// I/O and corruption errors name the file and offset.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError>;
+
+    /// Describes a prefix of `[offset, offset + len)`: a non-empty list of
+    /// contiguous extents in order, starting at `offset`. Like qemu's
+    /// `block_status`, it may stop early (at the end of a metadata table, or
+    /// after a bounded number of extents); callers loop.
+    ///
+    /// # Errors
+    /// As [`BlockSource::read_at`]; `len` must be non-zero and the range
+    /// inside the disk.
+    fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError>;
+
+    /// Where a read of a prefix of the range would be served from. May be
+    /// coarser than [`BlockSource::block_status`]: a raw file answers `Data`
+    /// for holes too, because they read as zeros anyway and asking the
+    /// kernel costs two syscalls.
+    ///
+    /// # Errors
+    /// As [`BlockSource::block_status`].
+    fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
+        let extents = self.block_status(offset, len)?;
+        extents
+            .into_iter()
+            .next()
+            .ok_or_else(|| BlockError::Internal {
+                what: format!(
+                    "{}: block status returned no extent at {offset:#x}",
+                    self.name()
+                ),
+            })
+    }
+}
+
+/// Checks that `[offset, offset + len)` lies inside a disk of `size` bytes.
+///
+/// # Errors
+/// [`BlockError::OutOfRange`] naming `name`.
+pub fn check_range(name: &str, size: u64, offset: u64, len: u64) -> Result<(), BlockError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(BlockError::OutOfRange {
+            name: name.to_owned(),
+            offset,
+            len,
+            size,
+        }),
+    }
+}

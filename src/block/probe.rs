@@ -1,0 +1,113 @@
+//! Telling image formats apart by their first bytes, the way qemu probes.
+//!
+//! layerscope reads qcow2 and raw. Files of other formats are recognised
+//! only to refuse them with a useful name instead of showing their metadata
+//! as if it were a disk.
+use serde::Serialize;
+
+/// A format layerscope can read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Qcow2,
+    Raw,
+}
+
+impl Format {
+    /// qemu's name for the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Qcow2 => "qcow2",
+            Format::Raw => "raw",
+        }
+    }
+
+    /// Parses qemu's name (as in a backing-format header extension).
+    pub fn from_name(name: &str) -> Option<Format> {
+        match name {
+            "qcow2" => Some(Format::Qcow2),
+            "raw" => Some(Format::Raw),
+            _ => None,
+        }
+    }
+}
+
+/// What the first bytes of a file say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Readable(Format),
+    /// Another image format, by name.
+    Foreign(&'static str),
+}
+
+/// Guesses the format from the first bytes (at least 512 when the file has
+/// them) and the tail (the last 512 bytes, for formats with a footer).
+pub fn probe(head: &[u8], tail: &[u8]) -> Probe {
+    let starts = |magic: &[u8]| head.starts_with(magic);
+    if starts(b"QFI\xfb") {
+        let version = head
+            .get(4..8)
+            .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+        return match version {
+            Some(1) => Probe::Foreign("qcow version 1"),
+            _ => Probe::Readable(Format::Qcow2),
+        };
+    }
+    const MAGICS: &[(&[u8], &str)] = &[
+        (b"KDMV", "VMDK"),
+        (b"# Disk DescriptorFile", "VMDK descriptor"),
+        (b"conectix", "VHD (vpc)"),
+        (b"vhdxfile", "VHDX"),
+        (b"WithoutFreeSpace", "Parallels"),
+        (b"WithouFreSpacExt", "Parallels"),
+        (b"Bochs Virtual HD Image", "Bochs"),
+        (b"QED\0", "QED"),
+        (b"LUKS\xba\xbe", "LUKS"),
+        (b"#!/bin/sh\n#V2.0 Format", "cloop"),
+    ];
+    for (magic, name) in MAGICS {
+        if starts(magic) {
+            return Probe::Foreign(name);
+        }
+    }
+    // VDI: signature 0xbeda107f at offset 64.
+    if head.get(64..68) == Some(&[0x7f, 0x10, 0xda, 0xbe]) {
+        return Probe::Foreign("VDI");
+    }
+    // VHD fixed disks and DMG keep their signature in a 512-byte footer.
+    if tail.len() >= 512 {
+        let footer = &tail[tail.len() - 512..];
+        if footer.starts_with(b"conectix") {
+            return Probe::Foreign("VHD (vpc)");
+        }
+        if footer.starts_with(b"koly") {
+            return Probe::Foreign("DMG");
+        }
+    }
+    Probe::Readable(Format::Raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_magics() {
+        assert_eq!(
+            probe(b"QFI\xfb\0\0\0\x03", &[]),
+            Probe::Readable(Format::Qcow2)
+        );
+        assert_eq!(
+            probe(b"QFI\xfb\0\0\0\x01", &[]),
+            Probe::Foreign("qcow version 1")
+        );
+        assert_eq!(probe(b"KDMV\x01", &[]), Probe::Foreign("VMDK"));
+        assert_eq!(
+            probe(&[0u8; 512], &[0u8; 512]),
+            Probe::Readable(Format::Raw)
+        );
+        let mut tail = vec![0u8; 512];
+        tail[..4].copy_from_slice(b"koly");
+        assert_eq!(probe(&[0u8; 512], &tail), Probe::Foreign("DMG"));
+    }
+}

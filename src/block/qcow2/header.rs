@@ -1,0 +1,519 @@
+//! The qcow2 header and its extensions, decoded from the first bytes of the
+//! file. A pure function over bytes: nothing here does I/O.
+//!
+//! Layout from qemu's `docs/interop/qcow2.txt`; every field is big-endian.
+use crate::block::BlockError;
+use crate::layout::{decode_table, value_of, Endian, Field, FieldValue};
+
+/// `QFI\xfb`.
+pub const MAGIC: [u8; 4] = *b"QFI\xfb";
+/// Size of a version 2 header; version 3 headers say their own length.
+pub const V2_HEADER_LEN: u32 = 72;
+/// Smallest and largest cluster_bits qemu accepts.
+pub const MIN_CLUSTER_BITS: u32 = 9;
+pub const MAX_CLUSTER_BITS: u32 = 21;
+/// qemu's limit on the L1 table (QCOW_MAX_L1_SIZE), in bytes.
+pub const MAX_L1_BYTES: u64 = 32 << 20;
+/// Backing file names longer than this are refused by qemu.
+pub const MAX_BACKING_NAME: u32 = 1023;
+
+/// Incompatible feature bits.
+pub const INCOMPAT_DIRTY: u64 = 1 << 0;
+pub const INCOMPAT_CORRUPT: u64 = 1 << 1;
+pub const INCOMPAT_DATA_FILE: u64 = 1 << 2;
+pub const INCOMPAT_COMPRESSION: u64 = 1 << 3;
+pub const INCOMPAT_EXTL2: u64 = 1 << 4;
+const INCOMPAT_KNOWN: u64 =
+    INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
+/// Compatible feature bit: lazy refcounts.
+pub const COMPAT_LAZY_REFCOUNTS: u64 = 1 << 0;
+
+/// Header extension types.
+const EXT_END: u32 = 0;
+const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
+const EXT_FEATURE_TABLE: u32 = 0x6803_f857;
+const EXT_CRYPTO: u32 = 0x0537_be77;
+const EXT_BITMAPS: u32 = 0x2385_2875;
+const EXT_DATA_FILE: u32 = 0x4441_5441;
+
+/// The header fields, in file order. Drives decoding and display.
+pub const HEADER: &[Field] = &[
+    Field::new("magic", 0, 4, "QFI\\xfb"),
+    Field::new("version", 4, 4, "2 or 3"),
+    Field::new(
+        "backing_file_offset",
+        8,
+        8,
+        "where the backing file name is, 0 if none",
+    ),
+    Field::new(
+        "backing_file_size",
+        16,
+        4,
+        "length of the backing file name",
+    ),
+    Field::new("cluster_bits", 20, 4, "log2 of the cluster size"),
+    Field::new("size", 24, 8, "virtual disk size in bytes"),
+    Field::new("crypt_method", 32, 4, "0 none, 1 AES, 2 LUKS"),
+    Field::new("l1_size", 36, 4, "entries in the active L1 table"),
+    Field::new(
+        "l1_table_offset",
+        40,
+        8,
+        "file offset of the active L1 table",
+    ),
+    Field::new(
+        "refcount_table_offset",
+        48,
+        8,
+        "file offset of the refcount table",
+    ),
+    Field::new(
+        "refcount_table_clusters",
+        56,
+        4,
+        "clusters of the refcount table",
+    ),
+    Field::new("nb_snapshots", 60, 4, "number of internal snapshots"),
+    Field::new(
+        "snapshots_offset",
+        64,
+        8,
+        "file offset of the snapshot table",
+    ),
+    Field::new(
+        "incompatible_features",
+        72,
+        8,
+        "v3: features a reader must know",
+    ),
+    Field::new(
+        "compatible_features",
+        80,
+        8,
+        "v3: features a reader may ignore",
+    ),
+    Field::new(
+        "autoclear_features",
+        88,
+        8,
+        "v3: features cleared by old writers",
+    ),
+    Field::new(
+        "refcount_order",
+        96,
+        4,
+        "v3: log2 of the refcount width in bits",
+    ),
+    Field::new(
+        "header_length",
+        100,
+        4,
+        "v3: length of the header structure",
+    ),
+    Field::new("compression_type", 104, 1, "v3: 0 zlib, 1 zstd"),
+];
+
+/// How compressed clusters are compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Zlib,
+    Zstd,
+}
+
+impl Compression {
+    /// The name qemu uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Zlib => "zlib",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// A decoded, validated qcow2 header.
+#[derive(Clone, Debug)]
+pub struct Header {
+    /// Every field with its offset and raw value.
+    pub fields: Vec<FieldValue>,
+    pub version: u32,
+    pub cluster_bits: u32,
+    pub size: u64,
+    pub l1_size: u32,
+    pub l1_table_offset: u64,
+    pub nb_snapshots: u32,
+    pub incompatible_features: u64,
+    pub compatible_features: u64,
+    pub refcount_order: u32,
+    pub header_length: u32,
+    pub compression: Compression,
+    /// The backing file name as written in the image.
+    pub backing_file: Option<String>,
+    /// The backing format from the header extension.
+    pub backing_format: Option<String>,
+    /// Names from the feature name table: (type 0/1/2, bit, name).
+    pub feature_names: Vec<(u8, u8, String)>,
+    pub has_bitmaps: bool,
+}
+
+impl Header {
+    /// Cluster size in bytes.
+    pub fn cluster_size(&self) -> u64 {
+        1u64 << self.cluster_bits
+    }
+
+    /// True when L2 entries carry a subcluster bitmap (128-bit entries).
+    pub fn extended_l2(&self) -> bool {
+        self.incompatible_features & INCOMPAT_EXTL2 != 0
+    }
+
+    /// The image was not closed cleanly (refcounts may be stale; the data
+    /// mapping is still valid).
+    pub fn dirty(&self) -> bool {
+        self.incompatible_features & INCOMPAT_DIRTY != 0
+    }
+
+    /// qemu found corruption and marked the image.
+    pub fn corrupt(&self) -> bool {
+        self.incompatible_features & INCOMPAT_CORRUPT != 0
+    }
+
+    /// Refcount width in bits.
+    pub fn refcount_bits(&self) -> u32 {
+        1u32 << self.refcount_order.min(6)
+    }
+
+    /// How many bytes from the start of the file [`Header::decode`] wants:
+    /// the first cluster plus room for a backing file name that starts near
+    /// its end. Known from the fixed part alone.
+    pub fn wanted_len(fixed: &[u8]) -> u64 {
+        let bits = Field::new("", 20, 4, "")
+            .read(fixed, Endian::Big)
+            .unwrap_or(16)
+            .clamp(u64::from(MIN_CLUSTER_BITS), u64::from(MAX_CLUSTER_BITS));
+        (1u64 << bits) + u64::from(MAX_BACKING_NAME) + 1
+    }
+
+    /// Decodes and validates the header. `bytes` are the first bytes of the
+    /// file (see [`Header::wanted_len`]), `file_len` its full length, and
+    /// `path` names the file in errors.
+    ///
+    /// # Errors
+    /// `Corrupt` for impossible values (naming the field and its offset),
+    /// `Unsupported` for encryption, external data files, unknown
+    /// incompatible features and versions other than 2 and 3.
+    pub fn decode(path: &str, bytes: &[u8], file_len: u64) -> Result<Header, BlockError> {
+        let bad = |field: &str, detail: String| {
+            let offset = HEADER
+                .iter()
+                .find(|f| f.name == field)
+                .map_or(0, |f| f.offset as u64);
+            BlockError::corrupt(path, "qcow2 header", offset, format!("{field}: {detail}"))
+        };
+        if bytes.get(0..4) != Some(&MAGIC[..]) {
+            return Err(BlockError::corrupt(path, "qcow2 header", 0, "bad magic"));
+        }
+        if (bytes.len() as u64) < u64::from(V2_HEADER_LEN) {
+            return Err(BlockError::corrupt(
+                path,
+                "qcow2 header",
+                0,
+                format!(
+                    "truncated: the file has {} bytes, a qcow2 header needs {V2_HEADER_LEN}",
+                    bytes.len()
+                ),
+            ));
+        }
+        let all = decode_table(HEADER, bytes, Endian::Big, 0);
+        let get = |name: &str| value_of(&all, name).unwrap_or(0);
+        let version = get("version") as u32;
+        if version != 2 && version != 3 {
+            return Err(BlockError::unsupported(
+                path,
+                format!("qcow2 version {version} (only 2 and 3 exist)"),
+            ));
+        }
+        let header_length = if version == 2 {
+            V2_HEADER_LEN
+        } else {
+            get("header_length") as u32
+        };
+        let cluster_bits = get("cluster_bits") as u32;
+        if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
+            return Err(bad(
+                "cluster_bits",
+                format!("{cluster_bits}, expected {MIN_CLUSTER_BITS}..={MAX_CLUSTER_BITS}"),
+            ));
+        }
+        let cluster_size = 1u64 << cluster_bits;
+        if version == 3 {
+            if header_length < 104 || header_length % 8 != 0 {
+                return Err(bad(
+                    "header_length",
+                    format!("{header_length}, expected a multiple of 8, at least 104"),
+                ));
+            }
+            if u64::from(header_length) > cluster_size {
+                return Err(bad(
+                    "header_length",
+                    format!("{header_length} is larger than the cluster size {cluster_size}"),
+                ));
+            }
+            if (bytes.len() as u64) < u64::from(header_length) {
+                return Err(bad(
+                    "header_length",
+                    format!(
+                        "{header_length}, but the file has only {} bytes",
+                        bytes.len()
+                    ),
+                ));
+            }
+        }
+        // Fields past header_length do not exist in this image.
+        let fields: Vec<FieldValue> = all
+            .into_iter()
+            .filter(|f| f.offset + f.size as u64 <= u64::from(header_length))
+            .collect();
+        let get = |name: &str| value_of(&fields, name);
+
+        match get("crypt_method").unwrap_or(0) {
+            0 => {}
+            1 => return Err(BlockError::unsupported(path, "encrypted image (AES)")),
+            2 => return Err(BlockError::unsupported(path, "encrypted image (LUKS)")),
+            n => return Err(bad("crypt_method", format!("unknown method {n}"))),
+        }
+
+        let incompatible_features = get("incompatible_features").unwrap_or(0);
+        let compatible_features = get("compatible_features").unwrap_or(0);
+        let refcount_order = get("refcount_order").map_or(4, |v| v as u32);
+        if refcount_order > 6 {
+            return Err(bad(
+                "refcount_order",
+                format!("{refcount_order}, expected 0..=6"),
+            ));
+        }
+        let compression = match get("compression_type").unwrap_or(0) {
+            0 => Compression::Zlib,
+            1 => Compression::Zstd,
+            n => {
+                return Err(BlockError::unsupported(
+                    path,
+                    format!("compression type {n} (only 0 zlib and 1 zstd exist)"),
+                ))
+            }
+        };
+        if compression != Compression::Zlib && incompatible_features & INCOMPAT_COMPRESSION == 0 {
+            return Err(bad(
+                "compression_type",
+                "non-zlib compression without the compression-type feature bit".into(),
+            ));
+        }
+
+        // Extensions follow the header, up to the backing file name or the
+        // end of the first cluster.
+        let backing_file_offset = get("backing_file_offset").unwrap_or(0);
+        let backing_file_size = get("backing_file_size").unwrap_or(0) as u32;
+        let ext_end = if backing_file_offset != 0 {
+            backing_file_offset.min(cluster_size)
+        } else {
+            cluster_size
+        }
+        .min(bytes.len() as u64);
+        let exts = decode_extensions(path, bytes, u64::from(header_length), ext_end)?;
+
+        let unknown = incompatible_features & !INCOMPAT_KNOWN;
+        if unknown != 0 {
+            let names: Vec<String> = (0..64u8)
+                .filter(|b| unknown & (1u64 << b) != 0)
+                .map(|b| {
+                    exts.feature_names
+                        .iter()
+                        .find(|(t, bit, _)| *t == 0 && *bit == b)
+                        .map_or_else(|| format!("bit {b}"), |(_, _, n)| format!("bit {b} ({n})"))
+                })
+                .collect();
+            return Err(BlockError::unsupported(
+                path,
+                format!("unknown incompatible feature {}", names.join(", ")),
+            ));
+        }
+        if incompatible_features & INCOMPAT_DATA_FILE != 0 || exts.data_file.is_some() {
+            let name = exts.data_file.clone().unwrap_or_default();
+            return Err(BlockError::unsupported(
+                path,
+                format!("external data file {name:?}"),
+            ));
+        }
+        if exts.crypto {
+            return Err(BlockError::unsupported(
+                path,
+                "encrypted image (crypto header)",
+            ));
+        }
+        let extended = incompatible_features & INCOMPAT_EXTL2 != 0;
+        if extended && cluster_bits < 14 {
+            return Err(bad(
+                "cluster_bits",
+                format!("{cluster_bits}: extended L2 entries need clusters of at least 16 KiB"),
+            ));
+        }
+
+        // Virtual size and L1 table.
+        let size = get("size").unwrap_or(0);
+        if size > i64::MAX as u64 {
+            return Err(bad("size", format!("{size} is larger than 2^63-1")));
+        }
+        let l2_bits = cluster_bits - if extended { 4 } else { 3 };
+        let per_l1 = 1u64 << (cluster_bits + l2_bits);
+        let l1_needed = size.div_ceil(per_l1);
+        let l1_size = get("l1_size").unwrap_or(0) as u32;
+        let l1_bytes = u64::from(l1_size) * 8;
+        if l1_bytes > MAX_L1_BYTES {
+            return Err(bad(
+                "l1_size",
+                format!(
+                    "{l1_size} entries is more than qemu's limit of {} entries",
+                    MAX_L1_BYTES / 8
+                ),
+            ));
+        }
+        if u64::from(l1_size) < l1_needed {
+            return Err(bad(
+                "l1_size",
+                format!("{l1_size} entries cannot map a {size}-byte disk (needs {l1_needed})"),
+            ));
+        }
+        let l1_table_offset = get("l1_table_offset").unwrap_or(0);
+        if l1_size > 0 {
+            if l1_table_offset % cluster_size != 0 {
+                return Err(bad(
+                    "l1_table_offset",
+                    format!("{l1_table_offset:#x} is not aligned to the cluster size"),
+                ));
+            }
+            if l1_table_offset
+                .checked_add(l1_bytes)
+                .is_none_or(|end| end > file_len)
+            {
+                return Err(bad(
+                    "l1_table_offset",
+                    format!(
+                        "L1 table at {l1_table_offset:#x} ({l1_bytes} bytes) passes the end of the file ({file_len} bytes)"
+                    ),
+                ));
+            }
+        }
+
+        let backing_file = if backing_file_offset != 0 {
+            if backing_file_size > MAX_BACKING_NAME {
+                return Err(bad(
+                    "backing_file_size",
+                    format!("{backing_file_size}, longer than {MAX_BACKING_NAME}"),
+                ));
+            }
+            if backing_file_offset > cluster_size {
+                return Err(bad(
+                    "backing_file_offset",
+                    format!("{backing_file_offset:#x} is outside the first cluster"),
+                ));
+            }
+            let start = backing_file_offset as usize;
+            let end = start + backing_file_size as usize;
+            let name = bytes.get(start..end).ok_or_else(|| {
+                bad(
+                    "backing_file_offset",
+                    format!("name at {start:#x}+{backing_file_size} passes the end of the file"),
+                )
+            })?;
+            Some(String::from_utf8_lossy(name).into_owned())
+        } else {
+            None
+        };
+
+        let nb_snapshots = get("nb_snapshots").unwrap_or(0) as u32;
+        Ok(Header {
+            fields,
+            version,
+            cluster_bits,
+            size,
+            l1_size,
+            l1_table_offset,
+            nb_snapshots,
+            incompatible_features,
+            compatible_features,
+            refcount_order,
+            header_length,
+            compression,
+            backing_file: backing_file.filter(|n| !n.is_empty()),
+            backing_format: exts.backing_format,
+            feature_names: exts.feature_names,
+            has_bitmaps: exts.bitmaps,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Extensions {
+    backing_format: Option<String>,
+    feature_names: Vec<(u8, u8, String)>,
+    data_file: Option<String>,
+    crypto: bool,
+    bitmaps: bool,
+}
+
+fn decode_extensions(
+    path: &str,
+    bytes: &[u8],
+    start: u64,
+    end: u64,
+) -> Result<Extensions, BlockError> {
+    let mut exts = Extensions::default();
+    let mut pos = start;
+    // Each extension takes at least 8 bytes, so this loop ends.
+    while pos.saturating_add(8) <= end {
+        let p = pos as usize;
+        let be32 = |at: usize| {
+            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
+        let kind = be32(p);
+        let len = u64::from(be32(p + 4));
+        if kind == EXT_END {
+            break;
+        }
+        let data_start = pos + 8;
+        let data_end = data_start + len;
+        if data_end > end {
+            return Err(BlockError::corrupt(
+                path,
+                "qcow2 header extension",
+                pos,
+                format!("extension {kind:#010x} of {len} bytes passes the end of the header area ({end:#x})"),
+            ));
+        }
+        let data = &bytes[data_start as usize..data_end as usize];
+        let text = || {
+            String::from_utf8_lossy(data)
+                .trim_end_matches('\0')
+                .to_owned()
+        };
+        match kind {
+            EXT_BACKING_FORMAT => exts.backing_format = Some(text()),
+            EXT_DATA_FILE => exts.data_file = Some(text()),
+            EXT_CRYPTO => exts.crypto = true,
+            EXT_BITMAPS => exts.bitmaps = true,
+            EXT_FEATURE_TABLE => {
+                for entry in data.chunks_exact(48) {
+                    let name = String::from_utf8_lossy(&entry[2..]);
+                    exts.feature_names.push((
+                        entry[0],
+                        entry[1],
+                        name.trim_end_matches('\0').to_owned(),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        pos = data_end.next_multiple_of(8);
+    }
+    Ok(exts)
+}

@@ -1,0 +1,82 @@
+//! Byte counts for people: parsing `64K`, `0x400`, `1GiB`, and printing
+//! `1.5 MiB`.
+
+/// Parses a byte count: decimal or `0x` hex, with an optional binary suffix
+/// (`K`, `M`, `G`, `T`, `P`, optionally followed by `iB` or `B`; `s` for
+/// 512-byte sectors).
+///
+/// # Errors
+/// A message naming the bad input.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let bad = || format!("{text:?} is not a byte count (examples: 4096, 0x1000, 64K, 1MiB)");
+    let (digits, radix) = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => (hex, 16),
+        None => (t, 10),
+    };
+    let split = digits
+        .find(|c: char| !c.is_ascii_hexdigit() || (radix == 10 && !c.is_ascii_digit()))
+        .unwrap_or(digits.len());
+    let (num, suffix) = digits.split_at(split);
+    let value = u64::from_str_radix(num, radix).map_err(|_| bad())?;
+    let shift = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "s" => 9,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        "p" | "pb" | "pib" => 50,
+        _ => return Err(bad()),
+    };
+    value.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// Formats a byte count with a binary unit (`512 B`, `64 KiB`, `1.5 GiB`).
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut unit = 0;
+    let mut whole = bytes;
+    while whole >= 1024 && unit < UNITS.len() - 1 {
+        whole /= 1024;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes} B");
+    }
+    let exact = bytes % (1u64 << (10 * unit)) == 0;
+    if exact {
+        format!("{whole} {}", UNITS[unit])
+    } else {
+        format!(
+            "{:.1} {}",
+            bytes as f64 / (1u64 << (10 * unit)) as f64,
+            UNITS[unit]
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("0x400"), Ok(1024));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2s"), Ok(1024));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999P").is_err());
+    }
+
+    #[test]
+    fn formats_sizes() {
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(65536), "64 KiB");
+        assert_eq!(human(1536 * 1024), "1.5 MiB");
+        assert_eq!(human(1 << 40), "1 TiB");
+    }
+}
