@@ -19,6 +19,8 @@ pub const CHUNK: u64 = 64 << 10;
 /// Largest read-ahead window, in chunks (2 MiB).
 const MAX_WINDOW: u64 = 32;
 
+type Chunks = LruCache<u64, Arc<[u8]>>;
+
 /// Cache statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
@@ -30,7 +32,7 @@ pub struct CacheStats {
 /// A caching wrapper around a block source.
 pub struct BlockCache {
     inner: Arc<dyn BlockSource>,
-    chunks: Mutex<LruCache<u64, Arc<[u8]>>>,
+    chunks: Mutex<Chunks>,
     capacity_bytes: u64,
     /// Chunk index after the last miss, and the current window.
     next_expected: AtomicU64,
@@ -76,7 +78,7 @@ impl BlockCache {
         Ok(self.lock()?.get(&index).cloned())
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, LruCache<u64, Arc<[u8]>>>, BlockError> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Chunks>, BlockError> {
         self.chunks.lock().map_err(|_| BlockError::Internal {
             what: "the block cache lock was poisoned".into(),
         })

@@ -284,6 +284,9 @@ fn open_layer(
     Ok(layer)
 }
 
+/// File name endings that promise a qcow2 image.
+const QCOW2_SUFFIXES: &[&str] = &[".qcow2", ".qcow", ".qcow2c", ".qcow3"];
+
 fn probe_storage(path: &str, storage: &dyn Storage) -> Result<Format, BlockError> {
     let len = storage.len();
     let mut head = vec![0u8; len.min(512) as usize];
@@ -296,6 +299,20 @@ fn probe_storage(path: &str, storage: &dyn Storage) -> Result<Format, BlockError
         .read_exact_at(tail_at, &mut tail)
         .map_err(|e| BlockError::io(path, "reading the last sector", tail_at, e))?;
     match probe(&head, &tail) {
+        // A file named like a qcow2 image that lacks the magic is a damaged
+        // image, not a raw disk: say so instead of showing garbage.
+        Probe::Readable(Format::Raw) if QCOW2_SUFFIXES.iter().any(|s| path.ends_with(s)) => {
+            let found: Vec<String> = head.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            Err(BlockError::corrupt(
+                path,
+                "qcow2 header",
+                0,
+                format!(
+                    "magic: named like a qcow2 image but found {} instead of 51 46 49 fb; use --format raw to read its bytes as a raw disk",
+                    found.join(" ")
+                ),
+            ))
+        }
         Probe::Readable(f) => Ok(f),
         Probe::Foreign(name) => Err(BlockError::NotAnImage {
             path: path.to_owned(),

@@ -211,7 +211,16 @@ impl Header {
             BlockError::corrupt(path, "qcow2 header", offset, format!("{field}: {detail}"))
         };
         if bytes.get(0..4) != Some(&MAGIC[..]) {
-            return Err(BlockError::corrupt(path, "qcow2 header", 0, "bad magic"));
+            let found: Vec<String> = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            return Err(BlockError::corrupt(
+                path,
+                "qcow2 header",
+                0,
+                format!(
+                    "magic: not a qcow2 image (found {}, expected 51 46 49 fb)",
+                    found.join(" ")
+                ),
+            ));
         }
         if (bytes.len() as u64) < u64::from(V2_HEADER_LEN) {
             return Err(BlockError::corrupt(
@@ -246,6 +255,17 @@ impl Header {
             ));
         }
         let cluster_size = 1u64 << cluster_bits;
+        if version == 3 && (bytes.len() as u64) < 104 {
+            return Err(BlockError::corrupt(
+                path,
+                "qcow2 header",
+                0,
+                format!(
+                    "truncated: the file has {} bytes, a version 3 header needs at least 104",
+                    bytes.len()
+                ),
+            ));
+        }
         if version == 3 {
             if header_length < 104 || header_length % 8 != 0 {
                 return Err(bad(
