@@ -82,6 +82,10 @@ pub struct ReadArgs {
     /// How many bytes (default: to the end of the disk).
     #[arg(long, value_parser = crate::units::parse_size)]
     pub length: Option<u64>,
+    /// After reading, print to stderr one JSON line saying how many bytes
+    /// and reads each layer served (the runtime hit map's counters).
+    #[arg(long)]
+    pub hits: bool,
 }
 
 impl ImageArgs {
@@ -107,9 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Chain(args)) => chain::run(&args.image.open()?, args.json, &mut out),
         Some(Command::Map(args)) => map::run(&args.image.open()?, args.json, &mut out),
-        Some(Command::Read(args)) => {
-            read::run(&args.image.open()?, args.offset, args.length, &mut out)
-        }
+        Some(Command::Read(args)) => read::run(&args.image.open()?, &args, &mut out),
         None => {
             let demo = crate::demo::open().context("opening the embedded demo chain")?;
             chain::run(&demo, false, &mut out)?;

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""layerscope benchmark: side-by-side timings against the tools people use.
+
+Builds (once, cached in bench/work/) a 2 GiB ext4 chain with ~20k files and
+three thin overlays (the middle one compressed), and a 1 TiB chain with a few
+allocated clusters; then times layerscope and the reference tool on the same
+input in the same run and prints ratios.
+
+    python3 bench/bench.py            # build if needed, run everything
+    python3 bench/bench.py --rebuild  # regenerate the images first
+
+Thin overlays are made the way qemu users make them: an overlay over the
+edited flat image, rebased (safe mode) onto the real backing file, so it
+holds exactly the clusters that differ (`qemu-img rebase -c` compresses).
+Timings are warm-cache medians of several runs; no root, no cache dropping.
+"""
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+WORK = os.path.join(HERE, "work")
+BIN = os.path.join(ROOT, "target", "release", "layerscope")
+RUNS = 5
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def build_tree(path, files=20000, seed=1):
+    """~20k files in ~200 directories, mostly small, a few large: ~700 MiB."""
+    rng = random.Random(seed)
+    os.makedirs(path)
+    blob = os.urandom(8 << 20)
+    total = 0
+    for i in range(files):
+        d = os.path.join(path, f"d{i % 200:03d}", f"s{(i // 200) % 10}")
+        os.makedirs(d, exist_ok=True)
+        r = rng.random()
+        size = rng.randint(0, 16 << 10) if r < 0.9 else rng.randint(64 << 10, 1 << 20) if r < 0.995 else rng.randint(4 << 20, 8 << 20)
+        start = rng.randint(0, len(blob) - size)
+        with open(os.path.join(d, f"f{i:05d}.dat"), "wb") as f:
+            f.write(blob[start:start + size])
+        total += size
+    return total
+
+
+def debugfs(image, commands):
+    script = os.path.join(WORK, "debugfs.cmds")
+    with open(script, "w") as f:
+        f.write("\n".join(commands) + "\n")
+    sh("debugfs", "-w", "-f", script, image, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def thin_overlay(flat, backing, out, compress=False):
+    """An overlay of `backing` holding exactly the clusters where `flat` differs."""
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.abspath(flat), "-F", "raw", out)
+    args = ["qemu-img", "rebase", "-b", os.path.basename(backing), "-F", "qcow2"]
+    if compress:
+        args.append("-c")
+    sh(*args, out, cwd=os.path.dirname(out) or ".")
+
+
+def build():
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    tree = os.path.join(WORK, "tree")
+    t0 = time.time()
+    data = build_tree(tree)
+    print(f"  tree: 20000 files, {data >> 20} MiB ({time.time() - t0:.1f}s)", flush=True)
+    base_raw = os.path.join(WORK, "base.raw")
+    sh("mke2fs", "-q", "-t", "ext4", "-b", "4096", "-d", tree, "-E", "root_owner=0:0", base_raw, "2G")
+    sh("qemu-img", "convert", "-O", "qcow2", base_raw, os.path.join(WORK, "base.qcow2"))
+    payload = os.path.join(WORK, "payload")
+    with open(payload, "wb") as f:
+        f.write(os.urandom(256 << 10))
+    # Overlay 1 (compressed): 200 new files, 100 deleted.
+    flat1 = os.path.join(WORK, "flat1.raw")
+    sh("cp", "--sparse=always", base_raw, flat1)
+    debugfs(flat1, ["mkdir /new1"] + [f"write {payload} /new1/n{i}" for i in range(200)]
+            + [f"rm /d{i % 200:03d}/s0/f{i:05d}.dat" for i in range(0, 20000, 200)][:100])
+    thin_overlay(flat1, "base.qcow2", os.path.join(WORK, "l1.qcow2"), compress=True)
+    # Overlay 2: a directory of 1000 small files.
+    flat2 = os.path.join(WORK, "flat2.raw")
+    sh("cp", "--sparse=always", flat1, flat2)
+    debugfs(flat2, ["mkdir /many"] + [f"write /etc/hostname /many/m{i}" for i in range(1000)])
+    thin_overlay(flat2, "l1.qcow2", os.path.join(WORK, "l2.qcow2"))
+    # Overlay 3 (top): 100 files changed.
+    flat3 = os.path.join(WORK, "flat3.raw")
+    sh("cp", "--sparse=always", flat2, flat3)
+    cmds = []
+    for i in range(1, 20000, 200)[:100]:
+        p = f"/d{i % 200:03d}/s{(i // 200) % 10}/f{i:05d}.dat"
+        cmds += [f"rm {p}", f"write {payload} {p}"]
+    debugfs(flat3, cmds)
+    thin_overlay(flat3, "l2.qcow2", os.path.join(WORK, "top.qcow2"))
+    for f in (flat1, flat2, flat3):
+        os.remove(f)
+    shutil.rmtree(tree)
+    # The 1 TiB chains: a few clusters, and ten times as many.
+    for name, count in (("tb", 40), ("tb10", 400)):
+        base = os.path.join(WORK, f"{name}-base.qcow2")
+        top = os.path.join(WORK, f"{name}-top.qcow2")
+        sh("qemu-img", "create", "-q", "-f", "qcow2", base, "1T")
+        sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.basename(base), "-F", "qcow2", top)
+        rng = random.Random(count)
+        for img in (base, top):
+            cmds = [f"write -P {i % 250 + 1} {rng.randrange(0, (1 << 40) >> 16) << 16} 64k" for i in range(count)]
+            script = os.path.join(WORK, "qemu-io.cmds")
+            with open(script, "w") as f:
+                f.write("\n".join(cmds) + "\n")
+            with open(script) as f:
+                sh("qemu-io", "-f", "qcow2", img, stdin=f, stdout=subprocess.DEVNULL)
+    print(f"  built in {time.time() - t0:.0f}s", flush=True)
+
+
+def timed(cmd, out=subprocess.DEVNULL, runs=RUNS):
+    """Median wall time of `cmd` and its peak RSS (KiB) from GNU time."""
+    times, rss = [], 0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, stdout=out, stderr=subprocess.PIPE, check=True)
+        times.append(time.perf_counter() - t0)
+        rss = max(rss, int(p.stderr.decode().strip().splitlines()[-1]))
+    return statistics.median(times), rss
+
+
+def row(what, ours, theirs, theirs_name, goal):
+    (t1, m1), (t2, m2) = ours, theirs
+    print(f"{what:<44} layerscope {t1 * 1000:9.1f} ms {m1 / 1024:7.1f} MiB | {theirs_name:<28} {t2 * 1000:9.1f} ms {m2 / 1024:7.1f} MiB | ratio {t1 / t2:5.2f}x  (goal {goal})")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rebuild", action="store_true")
+    args = ap.parse_args()
+    sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
+    if args.rebuild or not os.path.exists(os.path.join(WORK, "tb10-top.qcow2")):
+        print("building benchmark images in bench/work ...", flush=True)
+        build()
+    top = os.path.join(WORK, "top.qcow2")
+    size = int(subprocess.check_output(["qemu-img", "info", "--output=json", top]).split(b'"virtual-size": ')[1].split(b",")[0])
+    print(f"\nchain: {top} (4 layers, {size >> 20} MiB virtual); {RUNS} runs each, medians, warm cache\n")
+
+    row("map --json (2 GiB chain)", timed([BIN, "map", "--json", top]),
+        timed(["qemu-img", "map", "--output=json", top]), "qemu-img map --output=json", "<= 0.5x")
+
+    out_raw = os.path.join(WORK, "out.raw")
+    with open(out_raw, "wb") as f:
+        ours_file = timed([BIN, "read", top], out=f, runs=3)
+    qemu = timed(["qemu-img", "convert", "-O", "raw", top, out_raw], runs=3)
+    ours_null = timed([BIN, "read", top], runs=3)
+    os.remove(out_raw)
+    mib = size / (1 << 20)
+    print(f"{'full read, 2 GiB':<44} layerscope read >/dev/null {mib / ours_null[0]:7.0f} MiB/s | read >file {mib / ours_file[0]:7.0f} MiB/s | qemu-img convert -O raw {mib / qemu[0]:7.0f} MiB/s")
+    print(f"{'':<44} throughput ratio (layerscope / qemu-img): {qemu[0] / ours_null[0]:.2f}x to /dev/null, {qemu[0] / ours_file[0]:.2f}x to a file (goal >= 1.0x)")
+
+    for name in ("tb", "tb10"):
+        img = os.path.join(WORK, f"{name}-top.qcow2")
+        row(f"map --json (1 TiB, {'80' if name == 'tb' else '800'} clusters)", timed([BIN, "map", "--json", img]),
+            timed(["qemu-img", "map", "--output=json", img]), "qemu-img map --output=json", "RSS < 64 MiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
