@@ -23,6 +23,13 @@ pub struct LayeredReader {
     hits: Arc<HitMap>,
 }
 
+/// Each layer's last block status during a walk (see
+/// [`LayeredReader::map_entry_cached`]).
+#[derive(Debug, Default)]
+pub struct StatusCache {
+    last: Vec<Option<crate::block::Extent>>,
+}
+
 /// Who serves a range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
@@ -106,19 +113,42 @@ impl LayeredReader {
     /// # Errors
     /// Errors of the layers' metadata.
     pub fn map_entry(&self, offset: u64, len: u64) -> Result<MapEntry, BlockError> {
+        self.map_entry_cached(offset, len, &mut StatusCache::default())
+    }
+
+    /// [`LayeredReader::map_entry`] for a walk over the disk: `cache` keeps
+    /// each layer's last answer, so a long run in an upper layer is scanned
+    /// once rather than once per entry found below it.
+    ///
+    /// # Errors
+    /// Errors of the layers' metadata.
+    pub fn map_entry_cached(
+        &self,
+        offset: u64,
+        len: u64,
+        cache: &mut StatusCache,
+    ) -> Result<MapEntry, BlockError> {
         check_range(&self.name, self.size, offset, len)?;
+        cache.last.resize(self.layers.len(), None);
         let top = self.layers.len() - 1;
         let mut bytes = len;
         let mut index = top;
         loop {
-            let layer = &self.layers[index];
-            let e = layer
-                .block_status(offset, bytes)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| BlockError::Internal {
-                    what: format!("{}: no block status at {offset:#x}", layer.name()),
-                })?;
+            let e = match cache.last[index].and_then(|e| e.remainder(offset)) {
+                Some(e) => e,
+                None => {
+                    let layer = &self.layers[index];
+                    let e = layer
+                        .block_status(offset, bytes)?
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| BlockError::Internal {
+                            what: format!("{}: no block status at {offset:#x}", layer.name()),
+                        })?;
+                    cache.last[index] = Some(e);
+                    e
+                }
+            };
             bytes = e.len.min(bytes);
             let below = index.checked_sub(1).map(|i| self.layers[i].len());
             let end_here = match (e.status, below) {
@@ -142,6 +172,60 @@ impl LayeredReader {
             bytes = bytes.min(below.unwrap_or(0) - offset);
             index -= 1;
         }
+    }
+}
+
+/// What [`LayeredReader::read_chunk`] produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// This many bytes of data were read into the buffer.
+    Data(usize),
+    /// This many bytes read as zeros; the buffer was not touched.
+    Zeros(u64),
+}
+
+impl LayeredReader {
+    /// Reads the next piece of a stream at `offset` (at most `max_len`
+    /// bytes): either data into `buf` (stopping before the next range that
+    /// reads as zeros), or the length of a zero range, which is neither
+    /// read nor copied. Streaming copies use it to skip unallocated space
+    /// the way `qemu-img convert` does. Hits are recorded either way.
+    ///
+    /// # Errors
+    /// As [`BlockSource::read_at`].
+    pub fn read_chunk(
+        &self,
+        offset: u64,
+        max_len: u64,
+        buf: &mut [u8],
+    ) -> Result<Chunk, BlockError> {
+        check_range(&self.name, self.size, offset, max_len)?;
+        let first = self.owner(offset, max_len)?;
+        if first.status != Status::Data {
+            self.hits.record(first.layer, offset, first.len);
+            return Ok(Chunk::Zeros(first.len));
+        }
+        let want = (buf.len() as u64).min(max_len);
+        let mut filled = 0u64;
+        let mut owner = first;
+        loop {
+            let len = owner.len.min(want - filled);
+            let at = filled as usize;
+            let pos = offset + filled;
+            if let Some(index) = owner.layer {
+                self.layers[index].read_at(pos, &mut buf[at..at + len as usize])?;
+            }
+            self.hits.record(owner.layer, pos, len);
+            filled += len;
+            if filled == want {
+                break;
+            }
+            owner = self.owner(offset + filled, want - filled)?;
+            if owner.status != Status::Data {
+                break;
+            }
+        }
+        Ok(Chunk::Data(filled as usize))
     }
 }
 

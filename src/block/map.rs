@@ -3,7 +3,7 @@
 //! entry by entry.
 use serde::Serialize;
 
-use crate::block::layered::LayeredReader;
+use crate::block::layered::{LayeredReader, StatusCache};
 use crate::block::{BlockError, BlockSource};
 
 /// One range of the map, with qemu's fields and meanings: `depth` 0 is the
@@ -61,6 +61,7 @@ pub struct MapIter<'a> {
     pos: u64,
     end: u64,
     pending: Option<MapEntry>,
+    cache: StatusCache,
     failed: bool,
 }
 
@@ -77,6 +78,7 @@ impl<'a> MapIter<'a> {
             pos: start,
             end: end.min(reader.len()),
             pending: None,
+            cache: StatusCache::default(),
             failed: false,
         }
     }
@@ -90,13 +92,17 @@ impl Iterator for MapIter<'_> {
             return None;
         }
         while self.pos < self.end {
-            let next = match self.reader.map_entry(self.pos, self.end - self.pos) {
-                Ok(e) => e,
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            };
+            let next =
+                match self
+                    .reader
+                    .map_entry_cached(self.pos, self.end - self.pos, &mut self.cache)
+                {
+                    Ok(e) => e,
+                    Err(e) => {
+                        self.failed = true;
+                        return Some(Err(e));
+                    }
+                };
             self.pos += next.length;
             match &mut self.pending {
                 Some(cur) if cur.mergeable(&next) => cur.length += next.length,

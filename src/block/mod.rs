@@ -55,6 +55,21 @@ impl Extent {
     pub fn end(&self) -> u64 {
         self.offset.saturating_add(self.len)
     }
+
+    /// The part of this extent from `offset` on, if `offset` is inside it:
+    /// a suffix of a run is a run with the same status.
+    pub fn remainder(&self, offset: u64) -> Option<Extent> {
+        if offset < self.offset || offset >= self.end() {
+            return None;
+        }
+        let delta = offset - self.offset;
+        Some(Extent {
+            offset,
+            len: self.len - delta,
+            host_offset: self.host_offset.map(|h| h + delta),
+            ..*self
+        })
+    }
 }
 
 /// A readable, fixed-size virtual disk: one layer or a whole stack.

@@ -111,7 +111,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Chain(args)) => chain::run(&args.image.open()?, args.json, &mut out),
         Some(Command::Map(args)) => map::run(&args.image.open()?, args.json, &mut out),
-        Some(Command::Read(args)) => read::run(&args.image.open()?, &args, &mut out),
+        Some(Command::Read(args)) => {
+            let chain = args.image.open()?;
+            match read::SparseFile::for_stdout() {
+                Some(mut file) => read::run(&chain, &args, &mut file),
+                None => read::run(&chain, &args, &mut read::Plain(&mut out)),
+            }
+        }
         None => {
             let demo = crate::demo::open().context("opening the embedded demo chain")?;
             chain::run(&demo, false, &mut out)?;

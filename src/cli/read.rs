@@ -1,35 +1,143 @@
-//! `layerscope read`: raw bytes of the virtual disk, for pipes.
-use std::io::Write;
+//! `layerscope read`: raw bytes of the virtual disk, for pipes and files.
+//!
+//! Streams like `qemu-img convert`: ranges that read as zeros are never
+//! read or copied (the layered reader says where they are), a reader thread
+//! fills the next buffer while this one is written, and a regular file as
+//! stdout becomes a sparse file.
+use std::io::{self, Write};
+use std::sync::mpsc;
 
 use super::ReadArgs;
 use crate::block::chain::Chain;
-use crate::block::layered::LayeredReader;
-use crate::block::{check_range, BlockSource};
+use crate::block::layered::{Chunk, LayeredReader};
+use crate::block::{check_range, BlockError, BlockSource};
 
-/// Bytes per read: large enough that per-call overhead vanishes.
-const BUF: u64 = 4 << 20;
+/// Bytes per buffer: large enough that per-call overhead vanishes.
+const BUF: usize = 4 << 20;
+/// Buffers in flight between the reader thread and the writer.
+const BUFFERS: usize = 3;
 
-/// Copies `[offset, offset + length)` of the disk to `out`.
+/// Where the bytes go: a pipe (zeros are written) or a sparse file (zeros
+/// become holes).
+pub trait Sink {
+    /// Writes data.
+    ///
+    /// # Errors
+    /// Write errors.
+    fn data(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Writes `len` zero bytes.
+    ///
+    /// # Errors
+    /// Write errors.
+    fn zeros(&mut self, len: u64) -> io::Result<()>;
+    /// Completes the output.
+    ///
+    /// # Errors
+    /// Write errors.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// Any writer: zeros are written out.
+pub struct Plain<W: Write>(pub W);
+
+impl<W: Write> Sink for Plain<W> {
+    fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes)
+    }
+
+    fn zeros(&mut self, len: u64) -> io::Result<()> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(ZEROS.len() as u64) as usize;
+            self.0.write_all(&ZEROS[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Writes what the reader thread sends, returning each buffer for reuse.
+fn write_pieces(
+    pieces: mpsc::Receiver<Result<Piece, BlockError>>,
+    recycle: mpsc::Sender<Vec<u8>>,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<()> {
+    for piece in pieces {
+        match piece? {
+            Piece::Data(buf, n) => {
+                sink.data(&buf[..n])?;
+                // The reader may be done and gone: nothing to recycle for.
+                let _ = recycle.send(buf);
+            }
+            Piece::Zeros(n) => sink.zeros(n)?,
+        }
+    }
+    Ok(())
+}
+
+enum Piece {
+    Data(Vec<u8>, usize),
+    Zeros(u64),
+}
+
+/// Copies `[offset, offset + length)` of the disk to `sink`.
 ///
 /// # Errors
 /// A range outside the disk; read errors naming the layer and offset;
 /// write errors (a closed pipe is reported as such, and the binary exits 0).
-pub fn run(chain: &Chain, args: &ReadArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn run(chain: &Chain, args: &ReadArgs, sink: &mut dyn Sink) -> anyhow::Result<()> {
     let (offset, length) = (args.offset, args.length);
     let reader = LayeredReader::new(chain)?;
     let size = reader.len();
     let length = length.unwrap_or(size.saturating_sub(offset));
     check_range(reader.name(), size, offset, length)?;
-    let mut buf = vec![0u8; BUF.min(length) as usize];
-    let mut pos = offset;
     let end = offset + length;
-    while pos < end {
-        let n = BUF.min(end - pos) as usize;
-        reader.read_at(pos, &mut buf[..n])?;
-        out.write_all(&buf[..n])?;
-        pos += n as u64;
+
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Piece, BlockError>>(BUFFERS);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..BUFFERS {
+        // Cannot fail: the receiver is alive.
+        let _ = empty_tx.send(vec![0u8; BUF.min(length as usize).max(1)]);
     }
-    out.flush()?;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let reader = &reader;
+        scope.spawn(move || {
+            let mut pos = offset;
+            // A buffer not filled (the last piece was zeros) is kept here,
+            // so this thread never waits for one it holds itself.
+            let mut spare: Option<Vec<u8>> = None;
+            while pos < end {
+                let Some(mut buf) = spare.take().or_else(|| empty_rx.recv().ok()) else {
+                    return;
+                };
+                let piece = match reader.read_chunk(pos, end - pos, &mut buf) {
+                    Ok(Chunk::Data(n)) => {
+                        pos += n as u64;
+                        Ok(Piece::Data(buf, n))
+                    }
+                    Ok(Chunk::Zeros(n)) => {
+                        pos += n;
+                        spare = Some(buf);
+                        Ok(Piece::Zeros(n))
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = piece.is_err();
+                if full_tx.send(piece).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        // Owns the receiving end and the recycling sender: when it returns
+        // early (an error), both are dropped and the reader thread ends.
+        write_pieces(full_rx, empty_tx, sink)
+    })?;
+    sink.finish()?;
     if args.hits {
         let (layers, nowhere) = reader.hits().totals();
         let layers: Vec<_> = layers
@@ -41,4 +149,91 @@ pub fn run(chain: &Chain, args: &ReadArgs, out: &mut dyn Write) -> anyhow::Resul
         eprintln!("{line}");
     }
     Ok(())
+}
+
+/// Granularity of hole detection in [`SparseFile`].
+const HOLE_BLOCK: usize = 4096;
+
+/// Writes to a regular file, seeking over zeros instead of writing them, so
+/// `layerscope read disk.qcow2 > disk.raw` makes a sparse file the way
+/// `qemu-img convert` and `cp --sparse` do. Data blocks that happen to be
+/// all zeros become holes too.
+pub struct SparseFile {
+    file: std::fs::File,
+    /// Zero bytes seen but not yet skipped over.
+    hole: u64,
+}
+
+impl SparseFile {
+    /// Stdout as a sparse writer, when it is a regular file that was not
+    /// opened for appending (seeking would not move appended writes).
+    pub fn for_stdout() -> Option<SparseFile> {
+        use std::os::fd::AsFd;
+        let stdout = io::stdout();
+        let flags = rustix::fs::fcntl_getfl(stdout.as_fd()).ok()?;
+        if flags.contains(rustix::fs::OFlags::APPEND) {
+            return None;
+        }
+        let file = std::fs::File::from(stdout.as_fd().try_clone_to_owned().ok()?);
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
+        Some(SparseFile { file, hole: 0 })
+    }
+
+    fn skip_hole(&mut self) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        if self.hole > 0 {
+            let step = i64::try_from(self.hole).map_err(|_| io::ErrorKind::InvalidInput)?;
+            self.file.seek(SeekFrom::Current(step))?;
+            self.hole = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for SparseFile {
+    fn data(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut data_start = None;
+        let mut at = 0;
+        for block in buf.chunks(HOLE_BLOCK) {
+            let zero = block.iter().all(|&b| b == 0);
+            match (zero, data_start) {
+                (true, Some(start)) => {
+                    self.file.write_all(&buf[start..at])?;
+                    data_start = None;
+                    self.hole += block.len() as u64;
+                }
+                (true, None) => self.hole += block.len() as u64,
+                (false, None) => {
+                    self.skip_hole()?;
+                    data_start = Some(at);
+                }
+                (false, Some(_)) => {}
+            }
+            at += block.len();
+        }
+        if let Some(start) = data_start {
+            self.file.write_all(&buf[start..])?;
+        }
+        Ok(())
+    }
+
+    fn zeros(&mut self, len: u64) -> io::Result<()> {
+        self.hole += len;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        use std::io::Seek;
+        if self.hole > 0 {
+            self.skip_hole()?;
+            // A trailing hole: make the file reach the end.
+            let end = self.file.stream_position()?;
+            if self.file.metadata()?.len() < end {
+                self.file.set_len(end)?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -26,7 +26,7 @@ use header::Header;
 use l2::{Invalid, Kind, L1E_OFFSET_MASK};
 
 /// Bytes of L2 tables each layer keeps decoded in memory.
-const L2_CACHE_BYTES: u64 = 16 << 20;
+const L2_CACHE_BYTES: u64 = 4 << 20;
 /// Decompressed clusters kept per layer (reads are often smaller than a
 /// cluster, and each piece would otherwise decompress it again).
 const DECOMPRESSED_CACHE: usize = 8;
@@ -43,7 +43,7 @@ pub struct Qcow2Layer {
     /// extended L2 entries, else a cluster).
     unit_bits: u32,
     l1: Box<[u64]>,
-    l2_cache: Mutex<LruCache<u64, Arc<[u64]>>>,
+    l2_cache: Mutex<LruCache<u64, Arc<[u8]>>>,
     zcache: Mutex<LruCache<u64, Arc<[u8]>>>,
 }
 
@@ -142,7 +142,7 @@ impl Qcow2Layer {
         Ok(held)
     }
 
-    fn l2_table(&self, l1_index: usize) -> Result<Option<Arc<[u64]>>, BlockError> {
+    fn l2_table(&self, l1_index: usize) -> Result<Option<Arc<[u8]>>, BlockError> {
         let Some(&entry) = self.l1.get(l1_index) else {
             return Ok(None);
         };
@@ -180,10 +180,9 @@ impl Qcow2Layer {
         self.storage
             .read_exact_at(offset, &mut raw)
             .map_err(|e| BlockError::io(&self.path, "reading an L2 table", offset, e))?;
-        let table: Arc<[u64]> = raw
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
+        // Kept as raw bytes: entries are decoded when looked at, so a walk
+        // over a sparse table does not convert thousands of empty entries.
+        let table: Arc<[u8]> = raw.into();
         self.l2_cache
             .lock()
             .map_err(|_| poisoned())?
@@ -235,15 +234,20 @@ impl Qcow2Layer {
 
     /// Kind of the unit containing `offset`, and the host offset of the byte
     /// at `offset` where the kind stores one.
-    fn unit_kind(&self, table: &[u64], offset: u64) -> Result<(Kind, Option<u64>), BlockError> {
+    fn unit_kind(&self, table: &[u8], offset: u64) -> Result<(Kind, Option<u64>), BlockError> {
         let h = &self.header;
         let in_cluster = offset & (self.cluster_size - 1);
         let index =
             ((offset >> h.cluster_bits) & ((1 << (self.l1_shift - h.cluster_bits)) - 1)) as usize;
+        let word = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&table[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(b)
+        };
         let (entry, bitmap) = if h.extended_l2() {
-            (table[index * 2], table[index * 2 + 1])
+            (word(index * 2), word(index * 2 + 1))
         } else {
-            (table[index], 0)
+            (word(index), 0)
         };
         let sc = (in_cluster >> self.unit_bits) as u32;
         let kind = l2::classify(entry, bitmap, sc, h.extended_l2(), self.cluster_size, h.version)
