@@ -162,7 +162,7 @@ impl LayeredReader {
                     length: bytes,
                     depth: (top - index) as u64,
                     present,
-                    zero: e.status != Status::Data,
+                    zero: e.status != Status::Data || e.reads_zero,
                     data: e.status == Status::Data,
                     compressed: e.compressed,
                     offset: e.host_offset,
@@ -270,6 +270,7 @@ impl BlockSource for LayeredReader {
             },
             compressed: e.compressed,
             host_offset: None,
+            reads_zero: false,
         }])
     }
 
@@ -285,6 +286,7 @@ impl BlockSource for LayeredReader {
             },
             compressed: false,
             host_offset: None,
+            reads_zero: false,
         })
     }
 }

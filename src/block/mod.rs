@@ -48,6 +48,9 @@ pub struct Extent {
     /// it at a known, contiguous place (what `qemu-img map` prints as
     /// `offset`).
     pub host_offset: Option<u64>,
+    /// `Data` whose storage is a hole in the layer's file, so it reads as
+    /// zeros (qemu reports such ranges as both data and zero).
+    pub reads_zero: bool,
 }
 
 impl Extent {

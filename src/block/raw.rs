@@ -61,6 +61,7 @@ impl BlockSource for RawFile {
             status: if data { Status::Data } else { Status::Zero },
             compressed: false,
             host_offset: Some(offset),
+            reads_zero: false,
         }])
     }
 
@@ -73,6 +74,7 @@ impl BlockSource for RawFile {
             status: Status::Data,
             compressed: false,
             host_offset: Some(offset),
+            reads_zero: false,
         })
     }
 }

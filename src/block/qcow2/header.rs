@@ -141,6 +141,8 @@ pub struct Header {
     pub size: u64,
     pub l1_size: u32,
     pub l1_table_offset: u64,
+    pub refcount_table_offset: u64,
+    pub refcount_table_clusters: u32,
     pub nb_snapshots: u32,
     pub incompatible_features: u64,
     pub compatible_features: u64,
@@ -451,6 +453,8 @@ impl Header {
         };
 
         let nb_snapshots = get("nb_snapshots").unwrap_or(0) as u32;
+        let refcount_table_offset = get("refcount_table_offset").unwrap_or(0);
+        let refcount_table_clusters = get("refcount_table_clusters").unwrap_or(0) as u32;
         Ok(Header {
             fields,
             version,
@@ -458,6 +462,8 @@ impl Header {
             size,
             l1_size,
             l1_table_offset,
+            refcount_table_offset,
+            refcount_table_clusters,
             nb_snapshots,
             incompatible_features,
             compatible_features,

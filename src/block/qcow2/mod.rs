@@ -21,6 +21,7 @@ use crate::block::{check_range, BlockError, BlockSource, Extent, Status};
 pub mod compressed;
 pub mod header;
 pub mod l2;
+pub mod refcount;
 
 use header::Header;
 use l2::{Invalid, Kind, L1E_OFFSET_MASK};
@@ -43,6 +44,9 @@ pub struct Qcow2Layer {
     /// extended L2 entries, else a cluster).
     unit_bits: u32,
     l1: Box<[u64]>,
+    /// qemu's metadata-preallocation heuristic said yes: block status looks
+    /// for holes in the file under data clusters.
+    metadata_prealloc: bool,
     l2_cache: Mutex<LruCache<u64, Arc<[u8]>>>,
     zcache: Mutex<LruCache<u64, Arc<[u8]>>>,
 }
@@ -95,6 +99,12 @@ impl Qcow2Layer {
             .collect();
 
         let tables = (L2_CACHE_BYTES / cluster_size).max(4) as usize;
+        let metadata_prealloc = refcount::detect_metadata_preallocation(
+            storage.as_ref(),
+            &header,
+            header.refcount_table_offset,
+            header.refcount_table_clusters,
+        );
         Ok(Qcow2Layer {
             path: path.to_owned(),
             storage,
@@ -102,6 +112,7 @@ impl Qcow2Layer {
             l1_shift: cluster_bits + l2_bits,
             unit_bits,
             l1,
+            metadata_prealloc,
             l2_cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(tables).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -274,6 +285,35 @@ impl Qcow2Layer {
         Ok((kind, host))
     }
 
+    /// qemu's recursion into the file for preallocated metadata (block/io.c,
+    /// `BDRV_BLOCK_RECURSE`): data over a hole in the file reads as zero,
+    /// and the answer stops where the file's hole or data run ends. A hole
+    /// that runs to the end of the file, or storage past it, does not
+    /// shorten the answer.
+    fn find_holes(&self, e: &mut Extent, host: u64) -> Result<(), BlockError> {
+        let file_len = self.storage.len();
+        if host >= file_len {
+            e.reads_zero = true;
+            return Ok(());
+        }
+        let run = self
+            .storage
+            .next_run(host)
+            .map_err(|err| BlockError::io(&self.path, "asking for holes", host, err))?;
+        let Some((data, run_end)) = run else {
+            return Ok(());
+        };
+        let in_run = run_end.saturating_sub(host);
+        let at_eof = host + in_run.min(e.len) >= file_len;
+        if !data && at_eof {
+            e.reads_zero = true;
+        } else {
+            e.len = e.len.min(in_run.max(1));
+            e.reads_zero = !data;
+        }
+        Ok(())
+    }
+
     /// The decompressed bytes of the compressed cluster `descriptor`.
     fn decompressed(&self, descriptor: u64) -> Result<Arc<[u8]>, BlockError> {
         if let Some(c) = self.zcache.lock().map_err(|_| poisoned())?.get(&descriptor) {
@@ -328,6 +368,7 @@ fn status_of(run: &Run) -> Extent {
         status,
         compressed,
         host_offset: run.host,
+        reads_zero: false,
     }
 }
 
@@ -382,7 +423,13 @@ impl BlockSource for Qcow2Layer {
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
         // One run per call: callers loop, and a run never costs more than
         // the units it covers (qemu's block_status does the same).
-        Ok(vec![self.locate(offset, len)?])
+        let mut e = self.locate(offset, len)?;
+        if self.metadata_prealloc && e.status == Status::Data && !e.compressed {
+            if let Some(host) = e.host_offset {
+                self.find_holes(&mut e, host)?;
+            }
+        }
+        Ok(vec![e])
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
