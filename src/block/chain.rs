@@ -98,7 +98,10 @@ pub struct Layer {
     pub source: Arc<dyn BlockSource>,
     /// The qcow2 reader, for qcow2 layers.
     pub qcow2: Option<Arc<Qcow2Layer>>,
-    pub storage: Arc<dyn Storage>,
+    /// The NBD client, for a layer read over NBD.
+    pub nbd: Option<Arc<crate::block::nbd::NbdClient>>,
+    /// The file, for layers that are files.
+    pub storage: Option<Arc<dyn Storage>>,
     /// The backing file name as written in the image.
     pub backing_name: Option<String>,
     /// The backing file name resolved like qemu resolves it.
@@ -145,7 +148,8 @@ impl Layer {
             format_probed: self.format_probed,
             source: Arc::clone(&self.source),
             qcow2: self.qcow2.clone(),
-            storage: Arc::clone(&self.storage),
+            nbd: self.nbd.clone(),
+            storage: self.storage.clone(),
             backing_name: self.backing_name.clone(),
             backing_resolved: self.backing_resolved.clone(),
             backing_format: self.backing_format.clone(),
@@ -247,6 +251,34 @@ pub fn open_chain(
     Ok(Chain { layers: stack })
 }
 
+/// Opens an NBD export as a one-layer chain. (qemu-nbd exports the whole
+/// chain flattened; `qemu:allocation-depth` says which layer holds what.)
+///
+/// # Errors
+/// Connection and handshake errors.
+pub fn open_nbd(uri: &str, opts: crate::block::nbd::Options) -> Result<Chain, BlockError> {
+    let parsed = crate::block::nbd::NbdUri::parse(uri).map_err(|why| BlockError::Open {
+        path: uri.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+    })?;
+    let client = Arc::new(crate::block::nbd::NbdClient::connect(parsed, opts)?);
+    Ok(Chain {
+        layers: vec![Layer {
+            index: 0,
+            path: uri.to_owned(),
+            format: Format::Nbd,
+            format_probed: false,
+            source: client.clone(),
+            qcow2: None,
+            nbd: Some(client),
+            storage: None,
+            backing_name: None,
+            backing_resolved: None,
+            backing_format: None,
+        }],
+    })
+}
+
 /// Opens one file as a layer in the given (or probed) format.
 fn open_layer(
     path: &str,
@@ -259,6 +291,12 @@ fn open_layer(
         });
     }
     let (format, probed) = match format {
+        Some(Format::Nbd) => {
+            return Err(BlockError::unsupported(
+                path,
+                "an NBD export cannot be a backing file here",
+            ))
+        }
         Some(f) => (f, false),
         None => (probe_storage(path, storage.as_ref())?, true),
     };
@@ -269,7 +307,8 @@ fn open_layer(
         format_probed: probed,
         source: Arc::new(RawFile::new(path, Arc::clone(&storage))),
         qcow2: None,
-        storage: Arc::clone(&storage),
+        nbd: None,
+        storage: Some(Arc::clone(&storage)),
         backing_name: None,
         backing_resolved: None,
         backing_format: None,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod hitmap;
 pub mod layered;
 pub mod map;
+pub mod nbd;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;

@@ -11,6 +11,9 @@ use serde::Serialize;
 pub enum Format {
     Qcow2,
     Raw,
+    /// An NBD export (chosen by the URI, never by `--format`).
+    #[value(skip)]
+    Nbd,
 }
 
 impl Format {
@@ -19,6 +22,7 @@ impl Format {
         match self {
             Format::Qcow2 => "qcow2",
             Format::Raw => "raw",
+            Format::Nbd => "nbd",
         }
     }
 

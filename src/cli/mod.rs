@@ -11,6 +11,7 @@ use crate::block::probe::Format;
 
 mod chain;
 mod map;
+mod nbd;
 mod read;
 
 /// Explore layered disk images: qcow2 backing chains and raw files.
@@ -34,6 +35,31 @@ pub enum Command {
     Map(MapArgs),
     /// Write raw bytes of the virtual disk to stdout (pipe into `hexyl`).
     Read(ReadArgs),
+    /// Show an NBD connection: export, size, flags, block sizes, metadata
+    /// contexts, and the client's counters (like `nbdinfo`).
+    NbdInfo(NbdInfoArgs),
+    /// List the exports of an NBD server.
+    Exports(ExportsArgs),
+}
+
+/// Arguments of `nbd-info`.
+#[derive(Debug, Args)]
+pub struct NbdInfoArgs {
+    /// `nbd://host[:port]/export` or `nbd+unix:///export?socket=PATH`.
+    pub uri: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `exports`.
+#[derive(Debug, Args)]
+pub struct ExportsArgs {
+    /// `nbd://host[:port]` or `nbd+unix:///?socket=PATH`.
+    pub uri: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How to open an image.
@@ -94,6 +120,12 @@ impl ImageArgs {
     /// # Errors
     /// Any error opening a layer.
     pub fn open(&self) -> anyhow::Result<Chain> {
+        if crate::block::nbd::is_nbd_uri(&self.image) {
+            return Ok(crate::block::chain::open_nbd(
+                &self.image,
+                Default::default(),
+            )?);
+        }
         let opts = ChainOptions {
             format: self.format,
             backing_format: self.backing_format,
@@ -118,6 +150,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 None => read::run(&chain, &args, &mut read::Plain(&mut out)),
             }
         }
+        Some(Command::NbdInfo(args)) => nbd::info(&args, &mut out),
+        Some(Command::Exports(args)) => nbd::exports(&args, &mut out),
         None => {
             let demo = crate::demo::open().context("opening the embedded demo chain")?;
             chain::run(&demo, false, &mut out)?;

@@ -1,0 +1,14 @@
+//! An NBD client of our own, read-only, speaking the current protocol:
+//! fixed newstyle handshake, NBD_OPT_GO with export and block-size info,
+//! structured replies, metadata contexts (`base:allocation`,
+//! `qemu:allocation-depth`), block status, pipelined reads.
+//!
+//! Why not the `nbd` crate: its client knows only the old
+//! NBD_OPT_EXPORT_NAME handshake and simple replies.
+pub mod client;
+pub mod proto;
+pub mod status;
+pub mod uri;
+
+pub use client::{list_exports, ExportInfo, NbdClient, Options};
+pub use uri::{is_nbd_uri, NbdUri};

@@ -1,0 +1,172 @@
+//! NBD URIs as libnbd and qemu spell them:
+//! `nbd://host[:port][/export]` and `nbd+unix:///[export]?socket=PATH`.
+use std::fmt;
+
+/// Where an NBD server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp { host: String, port: u16 },
+    Unix { socket: String },
+}
+
+/// A parsed NBD URI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NbdUri {
+    pub transport: Transport,
+    /// The export name ("" is the default export).
+    pub export: String,
+}
+
+/// The IANA port for NBD.
+pub const DEFAULT_PORT: u16 = 10809;
+
+/// True when `text` looks like an NBD URI (so it is not a file path).
+pub fn is_nbd_uri(text: &str) -> bool {
+    [
+        "nbd://",
+        "nbd+unix://",
+        "nbds://",
+        "nbds+unix://",
+        "nbd+vsock://",
+    ]
+    .iter()
+    .any(|p| text.starts_with(p))
+}
+
+impl NbdUri {
+    /// Parses a URI.
+    ///
+    /// # Errors
+    /// A message saying what is wrong (TLS and vsock are not supported).
+    pub fn parse(text: &str) -> Result<NbdUri, String> {
+        let bad = |why: &str| format!("{text:?}: {why}");
+        if text.starts_with("nbds") {
+            return Err(bad("TLS (nbds://) is not supported"));
+        }
+        if let Some(rest) = text.strip_prefix("nbd+unix://") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            if !path.is_empty() && !path.starts_with('/') {
+                return Err(bad(
+                    "nbd+unix:// takes no host: write nbd+unix:///export?socket=PATH",
+                ));
+            }
+            let socket = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("socket="))
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| bad("missing ?socket=PATH"))?;
+            return Ok(NbdUri {
+                transport: Transport::Unix {
+                    socket: percent_decode(socket).map_err(|e| bad(&e))?,
+                },
+                export: percent_decode(path.trim_start_matches('/')).map_err(|e| bad(&e))?,
+            });
+        }
+        if let Some(rest) = text.strip_prefix("nbd://") {
+            let (authority, path) = match rest.find(['/', '?']) {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, ""),
+            };
+            let path = path.split('?').next().unwrap_or("");
+            let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+                let (h, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| bad("unclosed [ in host"))?;
+                (h.to_owned(), after.strip_prefix(':'))
+            } else {
+                match authority.rsplit_once(':') {
+                    Some((h, p)) => (h.to_owned(), Some(p)),
+                    None => (authority.to_owned(), None),
+                }
+            };
+            let host = if host.is_empty() {
+                "localhost".to_owned()
+            } else {
+                host
+            };
+            let port = match port {
+                Some(p) => p.parse().map_err(|_| bad("bad port"))?,
+                None => DEFAULT_PORT,
+            };
+            return Ok(NbdUri {
+                transport: Transport::Tcp { host, port },
+                export: percent_decode(path.strip_prefix('/').unwrap_or(path))
+                    .map_err(|e| bad(&e))?,
+            });
+        }
+        Err(bad(
+            "not an NBD URI (nbd://host[:port]/export or nbd+unix:///export?socket=PATH)",
+        ))
+    }
+}
+
+impl fmt::Display for NbdUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.transport {
+            Transport::Tcp { host, port } if host.contains(':') => {
+                write!(f, "nbd://[{host}]:{port}/{}", self.export)
+            }
+            Transport::Tcp { host, port } => write!(f, "nbd://{host}:{port}/{}", self.export),
+            Transport::Unix { socket } => write!(f, "nbd+unix:///{}?socket={socket}", self.export),
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or("truncated %-escape")?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape %{hex}"))?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "%-escapes are not UTF-8".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_libnbd_uris() {
+        let u = NbdUri::parse("nbd+unix:///?socket=/tmp/nbd.sock").unwrap();
+        assert_eq!(
+            u.transport,
+            Transport::Unix {
+                socket: "/tmp/nbd.sock".into()
+            }
+        );
+        assert_eq!(u.export, "");
+        let u = NbdUri::parse("nbd+unix:///disk%201?socket=/s").unwrap();
+        assert_eq!(u.export, "disk 1");
+        let u = NbdUri::parse("nbd://127.0.0.1:10810/top").unwrap();
+        assert_eq!(
+            u.transport,
+            Transport::Tcp {
+                host: "127.0.0.1".into(),
+                port: 10810
+            }
+        );
+        assert_eq!(u.export, "top");
+        let u = NbdUri::parse("nbd://[::1]/x").unwrap();
+        assert_eq!(
+            u.transport,
+            Transport::Tcp {
+                host: "::1".into(),
+                port: DEFAULT_PORT
+            }
+        );
+        assert_eq!(NbdUri::parse("nbd://h").unwrap().export, "");
+        assert!(NbdUri::parse("nbds://h/x").is_err());
+        assert!(NbdUri::parse("nbd+unix:///x").is_err());
+        assert!(NbdUri::parse("nbd://h:99999/").is_err());
+        assert!(is_nbd_uri("nbd+unix:///?socket=s"));
+        assert!(!is_nbd_uri("./nbd:x"));
+    }
+}
