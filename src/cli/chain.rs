@@ -35,8 +35,7 @@ struct LayerJson {
     refcount_bits: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lazy_refcounts: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dirty_flag: Option<bool>,
+    dirty_flag: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     corrupt: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -76,7 +75,7 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
         lazy_refcounts: h.map(|h| {
             h.compatible_features & crate::block::qcow2::header::COMPAT_LAZY_REFCOUNTS != 0
         }),
-        dirty_flag: h.map(|h| h.dirty()),
+        dirty_flag: h.is_some_and(|h| h.dirty()),
         corrupt: h.map(|h| h.corrupt()),
         snapshots: h.map(|h| h.nb_snapshots),
         allocated_bytes: allocated,
@@ -147,7 +146,7 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
             .unwrap_or_default();
         writeln!(out, "  file size:     {}{on_disk}", human(l.file_size))?;
         let mut flags = Vec::new();
-        if l.dirty_flag == Some(true) {
+        if l.dirty_flag {
             flags.push("dirty (not closed cleanly)");
         }
         if l.corrupt == Some(true) {

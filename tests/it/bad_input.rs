@@ -1,0 +1,363 @@
+//! Bad input: each case gives exit 1, exactly one line on stderr that names
+//! the file, and no panic. Corrupt images are made by patching the header
+//! of a real qemu-made image.
+use std::path::Path;
+
+use crate::util::*;
+
+/// Runs `map` on `image` and checks the failure shape; returns the line.
+fn fails(cwd: &Path, args: &[&str], names: &str) -> String {
+    let run = layerscope(cwd, args);
+    assert_eq!(
+        run.code,
+        1,
+        "{args:?} should fail with exit 1; stdout: {} stderr: {}",
+        run.text(),
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("panicked"),
+        "{args:?} panicked: {}",
+        run.stderr
+    );
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?}: expected one stderr line, got {:?}",
+        run.stderr
+    );
+    assert!(lines[0].starts_with("layerscope: "), "{}", lines[0]);
+    assert!(
+        lines[0].contains(names),
+        "{args:?}: message {:?} does not name {names:?}",
+        lines[0]
+    );
+    lines[0].to_owned()
+}
+
+/// A copy of a valid image with `bytes` written at `offset`.
+fn patched(dir: &Path, from: &str, to: &str, offset: usize, bytes: &[u8]) {
+    let mut data = std::fs::read(dir.join(from)).unwrap();
+    data[offset..offset + bytes.len()].copy_from_slice(bytes);
+    std::fs::write(dir.join(to), data).unwrap();
+}
+
+#[test]
+fn paths_that_are_not_images() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir(dir.join("adir")).unwrap();
+    std::fs::write(dir.join("empty.img"), b"").unwrap();
+    let l = fails(dir, &["map", "missing.qcow2"], "missing.qcow2");
+    assert!(l.contains("No such file"), "{l}");
+    let l = fails(dir, &["chain", "adir"], "adir");
+    assert!(l.contains("directory"), "{l}");
+    let l = fails(dir, &["read", "empty.img"], "empty.img");
+    assert!(l.contains("empty"), "{l}");
+    // Usage errors are exit 2 (clap), not 1.
+    assert_eq!(layerscope(dir, &["map"]).code, 2);
+    assert_eq!(layerscope(dir, &["read", "x", "--offset", "12Q"]).code, 2);
+}
+
+#[test]
+fn corrupt_qcow2_headers() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "good.qcow2",
+            "16M",
+        ],
+    );
+    qemu_io(dir, "good.qcow2", &["write -P 1 0 64k"]);
+    let good = std::fs::read(dir.join("good.qcow2")).unwrap();
+
+    std::fs::write(dir.join("trunc.qcow2"), &good[..100]).unwrap();
+    let l = fails(dir, &["map", "trunc.qcow2"], "trunc.qcow2");
+    assert!(l.contains("truncated"), "{l}");
+    std::fs::write(dir.join("short.qcow2"), &good[..0x30000]).unwrap();
+    let l = fails(dir, &["map", "short.qcow2"], "short.qcow2");
+    assert!(l.contains("passes the end of the file"), "{l}");
+
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("garbage.qcow2"), &garbage).unwrap();
+    let l = fails(dir, &["map", "garbage.qcow2"], "garbage.qcow2");
+    assert!(l.contains("magic"), "{l}");
+    patched(dir, "good.qcow2", "magic.qcow2", 0, b"QFI\0");
+    let l = fails(dir, &["map", "magic.qcow2"], "magic.qcow2");
+    assert!(l.contains("magic"), "{l}");
+    // Named otherwise, a file without any magic is a raw disk (as in qemu);
+    // asking for qcow2 says what is wrong.
+    std::fs::write(dir.join("garbage.img"), &garbage).unwrap();
+    let l = fails(
+        dir,
+        &["map", "--format", "qcow2", "garbage.img"],
+        "garbage.img",
+    );
+    assert!(l.contains("not a qcow2 image"), "{l}");
+
+    for (bits, name) in [(0u32, "cb0.qcow2"), (31, "cb31.qcow2")] {
+        patched(dir, "good.qcow2", name, 20, &bits.to_be_bytes());
+        let l = fails(dir, &["map", name], name);
+        assert!(l.contains("cluster_bits"), "{l}");
+    }
+    patched(
+        dir,
+        "good.qcow2",
+        "l1huge.qcow2",
+        36,
+        &0x7fff_ffffu32.to_be_bytes(),
+    );
+    let l = fails(dir, &["map", "l1huge.qcow2"], "l1huge.qcow2");
+    assert!(l.contains("l1_size"), "{l}");
+    patched(
+        dir,
+        "good.qcow2",
+        "l1far.qcow2",
+        40,
+        &(1u64 << 40).to_be_bytes(),
+    );
+    let l = fails(dir, &["map", "l1far.qcow2"], "l1far.qcow2");
+    assert!(l.contains("L1 table"), "{l}");
+    patched(
+        dir,
+        "good.qcow2",
+        "feature.qcow2",
+        72,
+        &(1u64 << 20).to_be_bytes(),
+    );
+    let l = fails(dir, &["map", "feature.qcow2"], "feature.qcow2");
+    assert!(l.contains("unsupported") && l.contains("bit 20"), "{l}");
+    patched(dir, "good.qcow2", "version.qcow2", 4, &7u32.to_be_bytes());
+    let l = fails(dir, &["map", "version.qcow2"], "version.qcow2");
+    assert!(l.contains("version 7"), "{l}");
+}
+
+#[test]
+fn corrupt_tables_are_reported_with_their_offset() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "good.qcow2",
+            "16M",
+        ],
+    );
+    qemu_io(dir, "good.qcow2", &["write -P 1 0 64k"]);
+    let good = std::fs::read(dir.join("good.qcow2")).unwrap();
+    let l1 = u64::from_be_bytes(good[40..48].try_into().unwrap()) as usize;
+    // L1 entry 0 pointing past the end of the file, and unaligned.
+    let far = (0x8000_0000_0000_0000u64 | (1 << 40)).to_be_bytes();
+    patched(dir, "good.qcow2", "l2far.qcow2", l1, &far);
+    let l = fails(
+        dir,
+        &["read", "l2far.qcow2", "--length", "4096"],
+        "l2far.qcow2",
+    );
+    assert!(
+        l.contains("L2 table") && l.contains(&format!("{l1:#x}")),
+        "{l}"
+    );
+    let odd = (0x8000_0000_0000_0000u64 | 0x30200).to_be_bytes();
+    patched(dir, "good.qcow2", "l2odd.qcow2", l1, &odd);
+    let l = fails(dir, &["map", "l2odd.qcow2"], "l2odd.qcow2");
+    assert!(l.contains("not cluster-aligned"), "{l}");
+}
+
+#[test]
+fn encrypted_image_is_unsupported() {
+    if !need("qemu-img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "--object",
+            "secret,id=sec0,data=abc",
+            "-o",
+            "encrypt.format=luks,encrypt.key-secret=sec0",
+            "enc.qcow2",
+            "1M",
+        ],
+    );
+    let l = fails(dir, &["map", "enc.qcow2"], "enc.qcow2");
+    assert!(l.contains("encrypted"), "{l}");
+}
+
+#[test]
+fn backing_loops_and_missing_backing_files() {
+    if !need("qemu-img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &["qemu-img", "create", "-q", "-f", "qcow2", "a.qcow2", "16M"],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img", "create", "-q", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", "b.qcow2",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img", "rebase", "-u", "-b", "b.qcow2", "-F", "qcow2", "a.qcow2",
+        ],
+    );
+    let l = fails(dir, &["chain", "b.qcow2"], "b.qcow2");
+    assert!(l.contains("loop"), "{l}");
+    // A self-loop.
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "self.qcow2",
+            "1M",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "rebase",
+            "-u",
+            "-b",
+            "self.qcow2",
+            "-F",
+            "qcow2",
+            "self.qcow2",
+        ],
+    );
+    fails(dir, &["map", "self.qcow2"], "self.qcow2");
+
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            "../gone/base.qcow2",
+            "-F",
+            "qcow2",
+            "sub/orphan.qcow2",
+            "1M",
+        ],
+    );
+    let l = fails(dir, &["map", "sub/orphan.qcow2"], "sub/orphan.qcow2");
+    assert!(
+        l.contains("backing file") && l.contains("sub/../gone/base.qcow2"),
+        "names the path it tried: {l}"
+    );
+}
+
+#[test]
+fn chains_deeper_than_the_limit_are_refused() {
+    if !need("qemu-img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &["qemu-img", "create", "-q", "-f", "qcow2", "l0.qcow2", "1M"],
+    );
+    for i in 1..=65 {
+        sh(
+            dir,
+            &[
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-u",
+                "-b",
+                &format!("l{}.qcow2", i - 1),
+                "-F",
+                "qcow2",
+                &format!("l{i}.qcow2"),
+                "1M",
+            ],
+        );
+    }
+    let l = fails(dir, &["chain", "l65.qcow2"], "l65.qcow2");
+    assert!(l.contains("deeper than 64"), "{l}");
+    // 64 layers are fine.
+    layerscope(dir, &["map", "--json", "l63.qcow2"]).ok();
+}
+
+#[test]
+fn other_image_formats_from_the_qemu_corpus() {
+    let Some(corpus) = corpus() else { return };
+    if !need("bzip2") {
+        return;
+    }
+    let iotests = corpus.join("qemu-iotests");
+    let manifest = std::fs::read_to_string(iotests.join("MANIFEST.tsv")).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let mut seen = 0;
+    for line in manifest.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (file, qemu_format) = (cols[0], cols[3]);
+        let name = file.trim_end_matches(".bz2");
+        let out = sh(dir, &["bzip2", "-dc", iotests.join(file).to_str().unwrap()]);
+        std::fs::write(dir.join(name), &out.stdout).unwrap();
+        seen += 1;
+        if qemu_format == "raw" {
+            // A real raw disk: detected as raw and readable.
+            let chain = layerscope(dir, &["chain", "--json", name]).ok().json();
+            assert_eq!(chain[0]["format"], "raw", "{name}");
+            continue;
+        }
+        let l = fails(dir, &["map", name], name);
+        assert!(l.contains("not a qcow2 or raw image"), "{name}: {l}");
+        // Asked explicitly, the bytes read as a raw disk.
+        let run = layerscope(dir, &["read", "--format", "raw", name]).ok();
+        assert!(
+            run.stdout == out.stdout,
+            "{name}: --format raw does not give the file's bytes"
+        );
+    }
+    assert!(seen >= 15, "only {seen} corpus images");
+}

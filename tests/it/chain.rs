@@ -1,0 +1,727 @@
+//! Chains built with qemu-img/qemu-io/mke2fs/debugfs in each test, and
+//! everything layerscope says about them compared with qemu:
+//! `map --json` = `qemu-img map --output=json`; `read` = `qemu-img convert
+//! -O raw`; `chain --json` = `qemu-img info --backing-chain`; and the bytes
+//! each layer served in a full read (the hit map) = what qemu's map assigns
+//! to that layer.
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// All four comparisons for IMAGE, run from `cwd`.
+fn check(cwd: &Path, image: &str) {
+    check_map(cwd, image);
+    check_read(cwd, image);
+    check_chain(cwd, image);
+    check_hits(cwd, image);
+}
+
+fn check_map(cwd: &Path, image: &str) {
+    let ours = layerscope(cwd, &["map", "--json", image]).ok().json();
+    let theirs = qemu_map(cwd, image);
+    assert_eq!(
+        ours, theirs,
+        "map --json of {image} differs from qemu-img map"
+    );
+}
+
+fn check_read(cwd: &Path, image: &str) {
+    let flat = cwd.join(format!("{}.qemu-flat", image.replace('/', "_")));
+    sh(
+        cwd,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "raw",
+            image,
+            flat.to_str().unwrap(),
+        ],
+    );
+    let theirs = std::fs::read(&flat).unwrap();
+    std::fs::remove_file(&flat).unwrap();
+    let ours = layerscope(cwd, &["read", image]).ok().stdout;
+    assert_eq!(ours.len(), theirs.len(), "read length of {image}");
+    if let Some(at) = ours.iter().zip(&theirs).position(|(a, b)| a != b) {
+        panic!("read of {image} differs from qemu-img convert at byte {at:#x}");
+    }
+}
+
+/// Sum of `length` of qemu map entries matching `pred`.
+fn sum(map: &Value, pred: impl Fn(&Value) -> bool) -> u64 {
+    map.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| pred(e))
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum()
+}
+
+fn check_chain(cwd: &Path, image: &str) {
+    let ours = layerscope(cwd, &["chain", "--json", image]).ok().json();
+    let theirs = qemu_info_chain(cwd, image);
+    let (ours, theirs) = (ours.as_array().unwrap(), theirs.as_array().unwrap());
+    assert_eq!(ours.len(), theirs.len(), "chain length of {image}");
+    for (depth, (o, t)) in ours.iter().zip(theirs).enumerate() {
+        let what = format!("{image}, layer at depth {depth}");
+        for key in [
+            "filename",
+            "format",
+            "virtual-size",
+            "actual-size",
+            "cluster-size",
+            "backing-filename",
+            "full-backing-filename",
+            "backing-filename-format",
+            "dirty-flag",
+        ] {
+            assert_eq!(o.get(key), t.get(key), "{what}: {key}");
+        }
+        assert_eq!(o["depth"], depth, "{what}: depth");
+        if t["format"] == "qcow2" {
+            // Every qcow2 fact qemu prints (v2 images have fewer).
+            let data = t["format-specific"]["data"].as_object().unwrap();
+            for key in [
+                "compat",
+                "compression-type",
+                "refcount-bits",
+                "corrupt",
+                "lazy-refcounts",
+                "extended-l2",
+            ] {
+                if let Some(v) = data.get(key) {
+                    assert_eq!(&o[key], v, "{what}: {key}");
+                }
+            }
+            // What this file holds by itself: qemu's map of it without its
+            // backing file.
+            let file = t["filename"].as_str().unwrap();
+            let alone = format!(
+                r#"json:{{"driver":"qcow2","backing":null,"file":{{"driver":"file","filename":"{file}"}}}}"#
+            );
+            let held = sum(&qemu_map(cwd, &alone), |e| e["present"] == true);
+            assert_eq!(o["allocated-bytes"], held, "{what}: allocated bytes");
+        }
+    }
+}
+
+fn check_hits(cwd: &Path, image: &str) {
+    let run = layerscope(cwd, &["read", "--hits", image]).ok();
+    let hits: Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    let map = qemu_map(cwd, image);
+    let layers = hits["layers"].as_array().unwrap();
+    let top = layers.len() as u64 - 1;
+    for l in layers {
+        let depth = top - l["index"].as_u64().unwrap();
+        let expected = sum(&map, |e| e["present"] == true && e["depth"] == depth);
+        assert_eq!(
+            l["bytes"], expected,
+            "{image}: bytes served by layer {}",
+            l["index"]
+        );
+    }
+    assert_eq!(
+        hits["nowhere"]["bytes"],
+        sum(&map, |e| e["present"] == false),
+        "{image}: zeros from no layer"
+    );
+}
+
+fn tools() -> bool {
+    need("qemu-img") && need("qemu-io") && need("mke2fs") && need("debugfs")
+}
+
+/// An ext4 base as qcow2 with `create_opts`, plus its raw image.
+fn ext4_base(dir: &Path, opts: &str) {
+    mkfs(dir, "base", "32M", 40);
+    let mut args = vec!["qemu-img", "convert", "-O", "qcow2"];
+    if !opts.is_empty() {
+        args.extend(["-o", opts]);
+    }
+    args.extend(["base.raw", "base.qcow2"]);
+    sh(dir, &args);
+}
+
+/// Edits a copy of FROM into TO with debugfs: adds, changes, deletes.
+fn edit(dir: &Path, from: &str, to: &str, tag: &str) {
+    std::fs::copy(dir.join(from), dir.join(to)).unwrap();
+    let payload = dir.join(format!("{tag}.payload"));
+    let body: Vec<u8> = (0..150_000u32)
+        .map(|i| (i % 97) as u8 ^ tag.len() as u8)
+        .collect();
+    std::fs::write(&payload, body).unwrap();
+    let p = payload.to_str().unwrap();
+    debugfs_w(dir, to, &format!("mkdir /{tag}\nwrite {p} /{tag}/new.bin\nrm /d1/s1/f1.bin\nrm /hello.txt\nwrite {p} /hello.txt\n"));
+}
+
+#[test]
+fn thin_overlay_with_file_edits() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    ext4_base(dir, "");
+    edit(dir, "base.raw", "edit.raw", "one");
+    thin_overlay(
+        dir,
+        "top.qcow2",
+        "base.qcow2",
+        "qcow2",
+        &dir.join("edit.raw"),
+        "",
+        false,
+    );
+    check(dir, "top.qcow2");
+    check(dir, "base.qcow2");
+}
+
+#[test]
+fn compressed_overlays_zlib_and_zstd() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    ext4_base(dir, "");
+    edit(dir, "base.raw", "e1.raw", "zl");
+    thin_overlay(
+        dir,
+        "zlib.qcow2",
+        "base.qcow2",
+        "qcow2",
+        &dir.join("e1.raw"),
+        "",
+        true,
+    );
+    edit(dir, "e1.raw", "e2.raw", "zs");
+    thin_overlay(
+        dir,
+        "zstd.qcow2",
+        "zlib.qcow2",
+        "qcow2",
+        &dir.join("e2.raw"),
+        "compression_type=zstd",
+        true,
+    );
+    let info = qemu_map(dir, "zstd.qcow2");
+    assert!(
+        info.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["compressed"] == true && e["depth"] == 0),
+        "no compressed cluster in the zstd layer"
+    );
+    check(dir, "zstd.qcow2");
+    // A whole image compressed, both ways.
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            "compression_type=zstd",
+            "base.raw",
+            "allzstd.qcow2",
+        ],
+    );
+    check(dir, "allzstd.qcow2");
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "base.raw",
+            "allzlib.qcow2",
+        ],
+    );
+    check(dir, "allzlib.qcow2");
+}
+
+#[test]
+fn zero_clusters_and_partial_writes() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    ext4_base(dir, "");
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ],
+    );
+    // Zeros over data (plain zero cluster), a zero over an allocated
+    // cluster (zero-alloc), a partial write (copy-on-write of a cluster).
+    qemu_io(
+        dir,
+        "top.qcow2",
+        &[
+            "write -z 0x100000 128k",
+            "write -P 0x5a 0x300000 64k",
+            "write -z 0x300000 64k",
+            "write -P 0x11 0x401000 512",
+            "write -z 0x1ff0000 64k",
+        ],
+    );
+    check(dir, "top.qcow2");
+}
+
+#[test]
+fn raw_backing_file() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "base", "24M", 30);
+    // Make it sparse with a hole in the middle, as raw images often are.
+    sh(
+        dir,
+        &[
+            "fallocate",
+            "--punch-hole",
+            "--offset",
+            "8M",
+            "--length",
+            "4M",
+            "base.raw",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            "top.qcow2",
+        ],
+    );
+    qemu_io(
+        dir,
+        "top.qcow2",
+        &["write -P 0x22 0x200000 64k", "write -z 0x900000 64k"],
+    );
+    check(dir, "top.qcow2");
+    check(dir, "base.raw");
+}
+
+#[test]
+fn overlay_in_another_directory_with_relative_backing_path() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir_all(dir.join("images/base")).unwrap();
+    std::fs::create_dir_all(dir.join("images/vm")).unwrap();
+    std::fs::create_dir_all(dir.join("elsewhere")).unwrap();
+    let base = dir.join("images/base");
+    ext4_base(&base, "");
+    edit(&base, "base.raw", "edit.raw", "rel");
+    thin_overlay(
+        dir,
+        "images/vm/top.qcow2",
+        "../base/base.qcow2",
+        "qcow2",
+        &base.join("edit.raw"),
+        "",
+        false,
+    );
+    // Run from a directory where the backing path means nothing.
+    check(&dir.join("elsewhere"), "../images/vm/top.qcow2");
+    check(dir, "images/vm/top.qcow2");
+}
+
+#[test]
+fn four_deep_chain_with_mixed_cluster_sizes() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    ext4_base(dir, "cluster_size=4096");
+    edit(dir, "base.raw", "e1.raw", "l1");
+    thin_overlay(
+        dir,
+        "l1.qcow2",
+        "base.qcow2",
+        "qcow2",
+        &dir.join("e1.raw"),
+        "cluster_size=65536",
+        false,
+    );
+    edit(dir, "e1.raw", "e2.raw", "l2");
+    thin_overlay(
+        dir,
+        "l2.qcow2",
+        "l1.qcow2",
+        "qcow2",
+        &dir.join("e2.raw"),
+        "cluster_size=2M",
+        true,
+    );
+    edit(dir, "e2.raw", "e3.raw", "l3");
+    thin_overlay(
+        dir,
+        "l3.qcow2",
+        "l2.qcow2",
+        "qcow2",
+        &dir.join("e3.raw"),
+        "cluster_size=4096",
+        false,
+    );
+    let chain = layerscope(dir, &["chain", "--json", "l3.qcow2"])
+        .ok()
+        .json();
+    assert_eq!(chain.as_array().unwrap().len(), 4);
+    check(dir, "l3.qcow2");
+}
+
+#[test]
+fn cluster_sizes_4k_64k_2m() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "base", "16M", 20);
+    for cs in ["4096", "65536", "2M"] {
+        let img = format!("c{cs}.qcow2");
+        sh(
+            dir,
+            &[
+                "qemu-img",
+                "convert",
+                "-O",
+                "qcow2",
+                "-o",
+                &format!("cluster_size={cs}"),
+                "base.raw",
+                &img,
+            ],
+        );
+        let top = format!("t{cs}.qcow2");
+        sh(
+            dir,
+            &[
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &format!("cluster_size={cs}"),
+                "-b",
+                &img,
+                "-F",
+                "qcow2",
+                &top,
+            ],
+        );
+        qemu_io(
+            dir,
+            &top,
+            &[
+                "write -P 0x33 0x123000 0x5000",
+                "write -z 0xa00000 0x200000",
+            ],
+        );
+        check(dir, &top);
+    }
+}
+
+#[test]
+fn qcow2_version_2_and_extended_l2() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "base", "16M", 20);
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            "base.raw",
+            "v2.qcow2",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            "-b",
+            "v2.qcow2",
+            "-F",
+            "qcow2",
+            "v2top.qcow2",
+        ],
+    );
+    qemu_io(dir, "v2top.qcow2", &["write -P 0x44 0x10000 0x10000"]);
+    check(dir, "v2top.qcow2");
+    // Extended L2: 4 KiB subclusters of 128 KiB clusters, written piecemeal.
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "extended_l2=on,cluster_size=128k",
+            "-b",
+            "v2.qcow2",
+            "-F",
+            "qcow2",
+            "ext.qcow2",
+        ],
+    );
+    qemu_io(
+        dir,
+        "ext.qcow2",
+        &[
+            "write -P 0x55 0x1000 0x1000",
+            "write -P 0x56 0x4000 0x3000",
+            "write -z 0x20000 0x2000",
+            "write -z 0x80000 0x20000",
+            "write -P 0x57 0x81000 0x1000",
+        ],
+    );
+    check(dir, "ext.qcow2");
+}
+
+#[test]
+fn overlay_larger_than_its_backing_file() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "base", "16M", 10);
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "qcow2",
+            "base.raw",
+            "base.qcow2",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "big.qcow2",
+            "40M",
+        ],
+    );
+    qemu_io(
+        dir,
+        "big.qcow2",
+        &[
+            "write -P 0x66 0xff0000 0x20000",
+            "write -P 0x67 0x2000000 0x10000",
+        ],
+    );
+    check(dir, "big.qcow2");
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            "bigraw.qcow2",
+            "20M",
+        ],
+    );
+    check(dir, "bigraw.qcow2");
+}
+
+#[test]
+fn metadata_preallocation() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    for p in ["metadata", "falloc", "full"] {
+        let img = format!("{p}.qcow2");
+        sh(
+            dir,
+            &[
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &format!("preallocation={p}"),
+                &img,
+                "8M",
+            ],
+        );
+        qemu_io(dir, &img, &["write -P 0x77 1M 64k"]);
+        check(dir, &img);
+    }
+}
+
+#[test]
+fn one_tebibyte_chain_with_a_few_clusters() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "base.qcow2",
+            "1T",
+        ],
+    );
+    qemu_io(
+        dir,
+        "base.qcow2",
+        &[
+            "write -P 1 0 64k",
+            "write -P 2 512G 64k",
+            "write -P 3 1099511562240 64k",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ],
+    );
+    qemu_io(
+        dir,
+        "top.qcow2",
+        &[
+            "write -P 4 100G 128k",
+            "write -z 200G 1M",
+            "write -c -P 5 300G 64k",
+        ],
+    );
+    check_map(dir, "top.qcow2");
+    check_chain(dir, "top.qcow2");
+    // Windows of the disk, compared with `qemu-io -c "read -v"` of them.
+    for (off, len) in [
+        (0u64, 65536u64),
+        (100 << 30, 131072),
+        (200 << 30, 65536),
+        (300 << 30, 65536),
+        (512 << 30, 65536),
+        ((1 << 40) - 65536, 65536),
+    ] {
+        let theirs = qemu_io_read(dir, "top.qcow2", off, len);
+        let ours = layerscope(
+            dir,
+            &[
+                "read",
+                "top.qcow2",
+                "--offset",
+                &off.to_string(),
+                "--length",
+                &len.to_string(),
+            ],
+        )
+        .ok()
+        .stdout;
+        assert_eq!(ours.len(), theirs.len());
+        assert!(
+            ours == theirs,
+            "window at {off:#x} differs from qemu-io read"
+        );
+    }
+}
+
+#[test]
+fn embedded_demo_chain_opens_with_no_arguments() {
+    let dir = std::env::temp_dir();
+    let run = layerscope(&dir, &[]).ok();
+    let text = run.text();
+    assert!(text.contains("3 layers"), "{text}");
+    assert!(text.contains("[demo]/update.qcow2"), "{text}");
+    assert!(text.contains("what each layer serves"), "{text}");
+}
+
+#[test]
+fn demo_assets_agree_with_qemu() {
+    if !tools() {
+        return;
+    }
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    let d = tempfile::tempdir().unwrap();
+    for f in ["base.qcow2", "update.qcow2", "top.qcow2"] {
+        std::fs::copy(assets.join(f), d.path().join(f)).unwrap();
+    }
+    check(d.path(), "top.qcow2");
+}

@@ -1,0 +1,269 @@
+//! Shared test helpers: finding tools (a missing tool fails under CI),
+//! running layerscope, building images and asking the oracles.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// True when `tool` is on PATH. When it is missing: under CI (`CI=true`)
+/// the test fails; elsewhere it is skipped with a message.
+pub fn need(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is not installed, and CI=true: tests must not skip (see .ci/run)");
+        }
+        eprintln!("SKIP: {tool} is not installed");
+    }
+    found
+}
+
+/// The corpus of third-party test images (`LAYERSCOPE_CORPUS`), with the
+/// same rule as [`need`].
+pub fn corpus() -> Option<PathBuf> {
+    match std::env::var_os("LAYERSCOPE_CORPUS") {
+        Some(p) if Path::new(&p).is_dir() => Some(PathBuf::from(p)),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("LAYERSCOPE_CORPUS is not set to a directory, and CI=true");
+            }
+            eprintln!("SKIP: LAYERSCOPE_CORPUS is not set");
+            None
+        }
+    }
+}
+
+/// The result of running layerscope.
+pub struct Run {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.stdout)
+            .unwrap_or_else(|e| panic!("bad JSON ({e}): {}\nstderr: {}", self.text(), self.stderr))
+    }
+
+    /// Asserts success and returns self.
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "layerscope failed: {}", self.stderr);
+        self
+    }
+}
+
+/// Runs layerscope with `args` in `cwd`.
+pub fn layerscope(cwd: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_layerscope"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("running layerscope");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a tool in `cwd` and asserts it succeeded.
+pub fn sh(cwd: &Path, args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `qemu-img map --output=json IMAGE`, parsed.
+pub fn qemu_map(cwd: &Path, image: &str) -> Value {
+    serde_json::from_slice(&sh(cwd, &["qemu-img", "map", "--output=json", image]).stdout).unwrap()
+}
+
+/// `qemu-img info --backing-chain --output=json IMAGE`, parsed.
+pub fn qemu_info_chain(cwd: &Path, image: &str) -> Value {
+    serde_json::from_slice(
+        &sh(
+            cwd,
+            &[
+                "qemu-img",
+                "info",
+                "--backing-chain",
+                "--output=json",
+                image,
+            ],
+        )
+        .stdout,
+    )
+    .unwrap()
+}
+
+/// `qemu-io -f FMT -c CMD… IMAGE`.
+pub fn qemu_io(cwd: &Path, image: &str, cmds: &[&str]) {
+    let mut args = vec!["qemu-io", "-f", "qcow2"];
+    for c in cmds {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(image);
+    let out = sh(cwd, &args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("error") && !text.contains("failed"),
+        "qemu-io {cmds:?}: {text}"
+    );
+}
+
+/// A directory tree for `mke2fs -d`: `files` files of various sizes in a
+/// few directories, deterministic content.
+pub fn make_tree(root: &Path, files: usize) {
+    for i in 0..files {
+        let dir = root.join(format!("d{}", i % 7)).join(format!("s{}", i % 3));
+        std::fs::create_dir_all(&dir).unwrap();
+        let size = [0usize, 100, 4096, 5000, 70_000, 300_000][i % 6];
+        let body: Vec<u8> = (0..size).map(|j| ((i * 31 + j * 7) % 251) as u8).collect();
+        std::fs::write(dir.join(format!("f{i}.bin")), body).unwrap();
+    }
+    std::fs::write(root.join("hello.txt"), b"hello from the base layer\n").unwrap();
+}
+
+/// Makes `NAME.raw` (ext4 of `size`, from a generated tree) in `dir`.
+pub fn mkfs(dir: &Path, name: &str, size: &str, files: usize) {
+    let tree = dir.join(format!("{name}.tree"));
+    make_tree(&tree, files);
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-t",
+            "ext4",
+            "-b",
+            "4096",
+            "-E",
+            "root_owner=0:0",
+            "-d",
+            tree.to_str().unwrap(),
+            &format!("{name}.raw"),
+            size,
+        ],
+    );
+    std::fs::remove_dir_all(tree).unwrap();
+}
+
+/// Applies debugfs commands (one per line) to a raw image, writing.
+pub fn debugfs_w(dir: &Path, image: &str, commands: &str) {
+    let script = dir.join(format!("{image}.debugfs"));
+    std::fs::write(&script, commands).unwrap();
+    sh(
+        dir,
+        &["debugfs", "-w", "-f", script.to_str().unwrap(), image],
+    );
+}
+
+/// A thin overlay: OVERLAY (in `dir`) over BACKING (a path as written in
+/// the header, relative to the overlay's directory) holding exactly the
+/// clusters where FLAT differs from BACKING, made with `qemu-img rebase`
+/// (safe mode) from an overlay over FLAT. `create_opts` go to
+/// `qemu-img create -o`; `compress` writes compressed clusters.
+pub fn thin_overlay(
+    dir: &Path,
+    overlay: &str,
+    backing: &str,
+    backing_fmt: &str,
+    flat: &Path,
+    create_opts: &str,
+    compress: bool,
+) {
+    let flat = flat.canonicalize().unwrap();
+    let mut args = vec![
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        flat.to_str().unwrap(),
+        "-F",
+        "raw",
+    ];
+    if !create_opts.is_empty() {
+        args.push("-o");
+        args.push(create_opts);
+    }
+    args.push(overlay);
+    sh(dir, &args);
+    let overlay_dir = dir.join(overlay).parent().unwrap().to_path_buf();
+    let file = Path::new(overlay)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut args = vec!["qemu-img", "rebase", "-q", "-b", backing, "-F", backing_fmt];
+    if compress {
+        args.push("-c");
+    }
+    args.push(&file);
+    sh(&overlay_dir, &args);
+}
+
+/// sha256 of a file, hex.
+pub fn sha256(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut f = std::fs::File::open(path).unwrap();
+    std::io::copy(&mut f, &mut h).unwrap();
+    format!("{:x}", h.finalize())
+}
+
+/// Bytes of IMAGE at `[off, off+len)` as `qemu-io -c "read -v"` dumps them.
+pub fn qemu_io_read(cwd: &Path, image: &str, off: u64, len: u64) -> Vec<u8> {
+    let out = sh(
+        cwd,
+        &[
+            "qemu-io",
+            "-f",
+            "qcow2",
+            "-r",
+            "-c",
+            &format!("read -v {off} {len}"),
+            image,
+        ],
+    );
+    let mut bytes = Vec::with_capacity(len as usize);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some((addr, rest)) = line.split_once(":  ") else {
+            continue;
+        };
+        if u64::from_str_radix(addr.trim(), 16).is_err() {
+            continue;
+        }
+        for tok in rest.split_whitespace().take(16) {
+            match u8::from_str_radix(tok, 16) {
+                Ok(b) if tok.len() == 2 => bytes.push(b),
+                _ => break,
+            }
+        }
+    }
+    assert_eq!(
+        bytes.len() as u64,
+        len,
+        "could not parse qemu-io read -v output"
+    );
+    bytes
+}
