@@ -3,5 +3,6 @@
 mod bad_input;
 mod chain;
 mod mutate;
+mod oracle;
 mod readonly;
 mod util;
