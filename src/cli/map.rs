@@ -12,12 +12,30 @@ use crate::units::human;
 /// # Errors
 /// Metadata errors of any layer; write errors.
 pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    if let Some(nbd) = chain.layers.first().and_then(|l| l.nbd.as_ref()) {
+        // Over NBD the server's chain is known only through its metadata
+        // contexts: the whole export is mapped in one go (memory: a few
+        // entries per allocated range).
+        let entries = nbd.map_entries(0, crate::block::BlockSource::len(nbd.as_ref()))?;
+        return print(chain, entries.into_iter().map(Ok), json, out, true);
+    }
     let reader = LayeredReader::new(chain)?;
+    print(chain, MapIter::new(&reader), json, out, false)
+}
+
+/// Prints map entries as JSON (qemu's layout) or a table with a summary.
+fn print(
+    chain: &Chain,
+    entries: impl Iterator<Item = Result<MapEntry, crate::block::BlockError>>,
+    json: bool,
+    out: &mut dyn Write,
+    remote: bool,
+) -> anyhow::Result<()> {
     if json {
         // Streamed in qemu's own layout, so the output can even be diffed
         // as text against `qemu-img map --output=json`.
         let mut first = true;
-        for entry in MapIter::new(&reader) {
+        for entry in entries {
             let entry = entry?;
             out.write_all(if first { b"[" } else { b",\n" })?;
             first = false;
@@ -25,6 +43,9 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         }
         out.write_all(if first { b"[]\n" } else { b"]\n" })?;
         return Ok(());
+    }
+    if remote {
+        return print_remote(entries, out);
     }
     let layers = chain.layers.len();
     let name_of = |e: &MapEntry| -> String {
@@ -36,12 +57,6 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         let file = path.rsplit('/').next().unwrap_or(path);
         format!("{index} {}", printable(file))
     };
-    let kind_of = |e: &MapEntry| match (e.present, e.data, e.zero, e.compressed) {
-        (false, ..) => "unallocated (zeros)",
-        (true, true, _, true) => "data, compressed",
-        (true, true, _, false) => "data",
-        _ => "zeros",
-    };
     // Per layer (plus one slot for "no layer"): bytes and ranges.
     let mut held = vec![(0u64, 0u64); layers + 1];
     writeln!(
@@ -49,7 +64,7 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         "{:>18} {:>18} {:>10}  {:<24} kind",
         "start", "end", "length", "layer"
     )?;
-    for entry in MapIter::new(&reader) {
+    for entry in entries {
         let e = entry?;
         writeln!(
             out,
@@ -87,5 +102,59 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         human(bytes),
         if ranges == 1 { "" } else { "s" }
     )?;
+    Ok(())
+}
+
+fn kind_of(e: &MapEntry) -> &'static str {
+    match (e.present, e.data, e.zero, e.compressed) {
+        (false, ..) => "unallocated (zeros)",
+        (true, true, _, true) => "data, compressed",
+        (true, true, _, false) => "data",
+        _ => "zeros",
+    }
+}
+
+/// The map of an NBD export: layers are known by depth only (1 is the
+/// server's top layer).
+fn print_remote(
+    entries: impl Iterator<Item = Result<MapEntry, crate::block::BlockError>>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut by_depth: std::collections::BTreeMap<Option<u64>, (u64, u64)> = Default::default();
+    writeln!(
+        out,
+        "{:>18} {:>18} {:>10}  {:<24} kind",
+        "start", "end", "length", "server layer"
+    )?;
+    for entry in entries {
+        let e = entry?;
+        let layer = if e.present {
+            format!("depth {}", e.depth)
+        } else {
+            "-".into()
+        };
+        writeln!(
+            out,
+            "{:>#18x} {:>#18x} {:>10}  {:<24} {}",
+            e.start,
+            e.start + e.length,
+            human(e.length),
+            layer,
+            kind_of(&e)
+        )?;
+        let slot = by_depth.entry(e.present.then_some(e.depth)).or_default();
+        slot.0 += e.length;
+        slot.1 += 1;
+    }
+    writeln!(out, "\nwhat each server layer serves (depth 0 is the top):")?;
+    for (depth, (bytes, ranges)) in &by_depth {
+        let name = depth.map_or_else(|| "no layer".to_owned(), |d| format!("depth {d}"));
+        writeln!(
+            out,
+            "  {name:<10} {:>10} in {ranges} range{}",
+            human(*bytes),
+            if *ranges == 1 { "" } else { "s" }
+        )?;
+    }
     Ok(())
 }

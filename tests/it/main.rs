@@ -3,6 +3,7 @@
 mod bad_input;
 mod chain;
 mod mutate;
+mod nbd;
 mod oracle;
 mod readonly;
 mod util;

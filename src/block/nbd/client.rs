@@ -417,7 +417,7 @@ impl NbdClient {
                 }
             }
             let Some(conn) = guard.as_mut() else { continue };
-            match op(conn) {
+            match op(conn).map_err(|e| explain(e, self.opts.request_timeout)) {
                 Ok(v) => return Ok(v),
                 Err(e)
                     if e.kind() == io::ErrorKind::Other
@@ -760,9 +760,25 @@ fn block_status(c: &mut Conn, id: u32, offset: u64, len: u32) -> io::Result<Vec<
     Err(invalid("block status reply never finished".into()))
 }
 
+/// Says in plain words what the socket layer reports tersely.
+fn explain(e: io::Error, timeout: Duration) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server closed the connection in the middle of a reply",
+        ),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer from the server within {timeout:?}"),
+        ),
+        _ => e,
+    }
+}
+
 fn open_conn(uri: &NbdUri, opts: &Options) -> io::Result<Conn> {
     let mut stream = dial(uri, opts.connect_timeout)?;
-    let info = handshake(stream.as_mut(), &uri.export)?;
+    let info =
+        handshake(stream.as_mut(), &uri.export).map_err(|e| explain(e, opts.connect_timeout))?;
     stream.set_timeout(opts.request_timeout)?;
     Ok(Conn {
         stream,
@@ -860,5 +876,96 @@ impl BlockSource for NbdClient {
             *g = Some(first);
         }
         Ok(first)
+    }
+}
+
+impl NbdClient {
+    /// The allocation map of the export, merged like `qemu-img map`, for
+    /// `[offset, offset + len)`: from `base:allocation` (data, zero, hole)
+    /// and, where the server offers it, `qemu:allocation-depth` (which
+    /// layer of the server's chain holds each range: 1 is the top).
+    ///
+    /// Without a depth context every range is depth 0. With one, an
+    /// unallocated range gets the deepest depth seen so far (the server
+    /// does not say how deep its chain is; this equals qemu's bottom depth
+    /// whenever the base layer holds anything).
+    ///
+    /// # Errors
+    /// Connection and protocol errors.
+    pub fn map_entries(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<crate::block::map::MapEntry>, BlockError> {
+        use crate::block::map::MapEntry;
+        check_range(&self.name, self.info.size, offset, len)?;
+        let end = offset + len;
+        let has_depth = self.info.context("qemu:allocation-depth").is_some();
+        let has_alloc = self.info.context("base:allocation").is_some();
+        let mut out: Vec<MapEntry> = Vec::new();
+        let mut deepest = 0u64;
+        let mut pos = offset;
+        let mut alloc: std::collections::VecDeque<(u64, u32)> = Default::default();
+        let mut depth: std::collections::VecDeque<(u64, u32)> = Default::default();
+        while pos < end {
+            if alloc.is_empty() {
+                alloc = if has_alloc {
+                    self.status_descriptors("base:allocation", pos, end - pos)?
+                        .into()
+                } else {
+                    vec![(end - pos, 0)].into()
+                };
+            }
+            if depth.is_empty() {
+                depth = if has_depth {
+                    self.status_descriptors("qemu:allocation-depth", pos, end - pos)?
+                        .into()
+                } else {
+                    vec![(end - pos, 1)].into()
+                };
+            }
+            let (Some(&(a_len, a_flags)), Some(&(d_len, d_value))) = (alloc.front(), depth.front())
+            else {
+                break;
+            };
+            let n = a_len.min(d_len).min(end - pos);
+            for q in [&mut alloc, &mut depth] {
+                if let Some(front) = q.front_mut() {
+                    front.0 -= n;
+                    if front.0 == 0 {
+                        q.pop_front();
+                    }
+                }
+            }
+            let hole = a_flags & STATE_HOLE != 0;
+            let present = if has_depth { d_value > 0 } else { !hole };
+            let entry = MapEntry {
+                start: pos,
+                length: n,
+                depth: u64::from(d_value.saturating_sub(1)),
+                present,
+                zero: a_flags & STATE_ZERO != 0 || hole,
+                data: !hole,
+                compressed: false,
+                offset: None,
+            };
+            pos += n;
+            if present {
+                deepest = deepest.max(entry.depth);
+            }
+            out.push(entry);
+        }
+        // Unallocated ranges sit at the bottom of the chain, as in qemu.
+        for e in out.iter_mut().filter(|e| !e.present) {
+            e.depth = deepest;
+        }
+        let mut merged: Vec<MapEntry> = Vec::with_capacity(out.len());
+        for e in out {
+            match merged.last_mut() {
+                Some(last) if last.mergeable(&e) => last.length += e.length,
+                _ => merged.push(e),
+            }
+        }
+        Ok(merged)
     }
 }

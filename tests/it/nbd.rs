@@ -1,0 +1,794 @@
+//! NBD against real servers started by the tests (qemu-nbd, nbdkit) and an
+//! in-process hostile server. Oracles: qemu-img convert, the local map of
+//! the same chain, nbdinfo.
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use layerscope::block::nbd::{NbdClient, NbdUri, Options};
+use layerscope::block::BlockSource;
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A server process, killed when dropped.
+struct Server {
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `args` in `dir` and waits until `ready` exists (a socket) or a
+/// TCP port answers.
+fn serve(dir: &Path, args: &[&str], ready: &dyn Fn() -> bool) -> Server {
+    let child = Command::new(args[0])
+        .args(&args[1..])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+    let server = Server { child };
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{args:?} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+fn socket_ready(p: PathBuf) -> impl Fn() -> bool {
+    move || std::os::unix::net::UnixStream::connect(&p).is_ok()
+}
+
+fn unix_uri(sock: &Path) -> String {
+    format!("nbd+unix:///?socket={}", sock.display())
+}
+
+/// A 3-layer chain with data, compressed and zero clusters, plus its flat
+/// image from qemu-img.
+fn chain(dir: &Path) -> Vec<u8> {
+    mkfs(dir, "base", "16M", 20);
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "qcow2",
+            "base.raw",
+            "base.qcow2",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "mid.qcow2",
+        ],
+    );
+    qemu_io(
+        dir,
+        "mid.qcow2",
+        &[
+            "write -c -P 0x31 0x200000 64k",
+            "write -z 0x300000 128k",
+            "write -P 0x32 0x3ff000 4k",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ],
+    );
+    qemu_io(
+        dir,
+        "top.qcow2",
+        &["write -P 0x33 0x110000 64k", "write -z 0 64k"],
+    );
+    sh(
+        dir,
+        &["qemu-img", "convert", "-O", "raw", "top.qcow2", "flat.raw"],
+    );
+    std::fs::read(dir.join("flat.raw")).unwrap()
+}
+
+/// Map entries reduced to what NBD can know (no host offsets), merged.
+fn normalized(map: &Value) -> Vec<(u64, u64, u64, bool, bool, bool)> {
+    let mut out: Vec<(u64, u64, u64, bool, bool, bool)> = Vec::new();
+    for e in map.as_array().unwrap() {
+        let k = (
+            e["depth"].as_u64().unwrap(),
+            e["present"] == true,
+            e["zero"] == true,
+            e["data"] == true,
+        );
+        let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+        match out.last_mut() {
+            Some(l) if (l.2, l.3, l.4, l.5) == k && l.0 + l.1 == start => l.1 += len,
+            _ => out.push((start, len, k.0, k.1, k.2, k.3)),
+        }
+    }
+    out
+}
+
+fn tools() -> bool {
+    need("qemu-nbd") && need("qemu-img") && need("qemu-io") && need("mke2fs")
+}
+
+#[test]
+fn qemu_nbd_export_reads_and_maps_like_the_local_chain() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let flat = chain(dir);
+    let sock = dir.join("nbd.sock");
+    let _server = serve(
+        dir,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "--shared=4",
+            "-A",
+            "--socket",
+            sock.to_str().unwrap(),
+            "-f",
+            "qcow2",
+            "top.qcow2",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let uri = unix_uri(&sock);
+    let ours = layerscope(dir, &["read", &uri]).ok().stdout;
+    assert!(ours == flat, "read over NBD differs from qemu-img convert");
+    let remote = layerscope(dir, &["map", "--json", &uri]).ok().json();
+    let local = layerscope(dir, &["map", "--json", "top.qcow2"]).ok().json();
+    assert_eq!(
+        normalized(&remote),
+        normalized(&local),
+        "map over NBD (allocation depth) differs from the local map"
+    );
+    // Without -A the server offers base:allocation only: data/zero/hole.
+    let sock2 = dir.join("plain.sock");
+    let _plain = serve(
+        dir,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "--socket",
+            sock2.to_str().unwrap(),
+            "-f",
+            "qcow2",
+            "top.qcow2",
+        ],
+        &socket_ready(sock2.clone()),
+    );
+    let info = layerscope(dir, &["nbd-info", "--json", &unix_uri(&sock2)])
+        .ok()
+        .json();
+    let contexts: Vec<&str> = info["meta_contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[1].as_str().unwrap())
+        .collect();
+    assert_eq!(contexts, ["base:allocation"]);
+    let plain = layerscope(dir, &["map", "--json", &unix_uri(&sock2)])
+        .ok()
+        .json();
+    for e in plain.as_array().unwrap() {
+        assert_eq!(e["depth"], 0);
+        assert_eq!(
+            e["present"],
+            e["data"].as_bool().unwrap() || e["zero"] == false,
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn nbd_info_agrees_with_nbdinfo() {
+    if !tools() || !need("nbdinfo") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    chain(dir);
+    let sock = dir.join("nbd.sock");
+    let _server = serve(
+        dir,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "-A",
+            "-x",
+            "disk one",
+            "--socket",
+            sock.to_str().unwrap(),
+            "-f",
+            "qcow2",
+            "top.qcow2",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let uri = format!("nbd+unix:///disk%20one?socket={}", sock.display());
+    let ours = layerscope(dir, &["nbd-info", "--json", &uri]).ok().json();
+    let theirs: Value =
+        serde_json::from_slice(&sh(dir, &["nbdinfo", "--json", &uri]).stdout).unwrap();
+    let t = &theirs["exports"][0];
+    assert_eq!(ours["name"], t["export-name"]);
+    assert_eq!(ours["size"], t["export-size"]);
+    assert_eq!(ours["block_min"], t["block_size_minimum"]);
+    assert_eq!(ours["block_preferred"], t["block_size_preferred"]);
+    assert_eq!(ours["block_max"], t["block_size_maximum"]);
+    assert_eq!(ours["structured_replies"], theirs["structured"]);
+    let names: Vec<&str> = ours["flag_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for (flag, key) in [
+        ("read-only", "is_read_only"),
+        ("flush", "can_flush"),
+        ("fua", "can_fua"),
+        ("cache", "can_cache"),
+        ("df", "can_df"),
+        ("multi-conn", "can_multi_conn"),
+        ("trim", "can_trim"),
+        ("write-zeroes", "can_zero"),
+        ("rotational", "is_rotational"),
+        ("fast-zero", "can_fast_zero"),
+    ] {
+        assert_eq!(
+            names.contains(&flag),
+            t[key] == true,
+            "{flag} vs nbdinfo {key}"
+        );
+    }
+    let mut ctx: Vec<&str> = ours["meta_contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[1].as_str().unwrap())
+        .collect();
+    let mut their_ctx: Vec<&str> = t["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    ctx.sort();
+    their_ctx.sort();
+    assert_eq!(ctx, their_ctx);
+    assert_eq!(ours["status"]["state"], "ready");
+}
+
+#[test]
+fn tcp_export_and_export_list() {
+    if !tools() || !need("nbdinfo") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let flat = chain(dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let _server = serve(
+        dir,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-x",
+            "top",
+            "-f",
+            "qcow2",
+            "top.qcow2",
+        ],
+        &|| std::net::TcpStream::connect(&addr).is_ok(),
+    );
+    let uri = format!("nbd://127.0.0.1:{port}/top");
+    assert!(layerscope(dir, &["read", &uri]).ok().stdout == flat);
+    let ours = layerscope(
+        dir,
+        &["exports", "--json", &format!("nbd://127.0.0.1:{port}")],
+    )
+    .ok()
+    .json();
+    let theirs: Value = serde_json::from_slice(
+        &sh(
+            dir,
+            &[
+                "nbdinfo",
+                "--list",
+                "--json",
+                &format!("nbd://127.0.0.1:{port}"),
+            ],
+        )
+        .stdout,
+    )
+    .unwrap();
+    let names: Vec<&Value> = ours
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["name"])
+        .collect();
+    let their_names: Vec<&Value> = theirs["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["export-name"])
+        .collect();
+    assert_eq!(names, their_names);
+    // The wrong export name: a clear error naming the URI.
+    let run = layerscope(
+        dir,
+        &[
+            "read",
+            &format!("nbd://127.0.0.1:{port}/nope"),
+            "--length",
+            "1",
+        ],
+    );
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("nope") && run.stderr.lines().count() == 1,
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn nbdkit_without_structured_replies_and_with_errors() {
+    if !need("nbdkit") || !need("mke2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "disk", "8M", 10);
+    let flat = std::fs::read(dir.join("disk.raw")).unwrap();
+    let sock = dir.join("kit.sock");
+    let _kit = serve(
+        dir,
+        &[
+            "nbdkit",
+            "-f",
+            "-r",
+            "--no-sr",
+            "-U",
+            sock.to_str().unwrap(),
+            "file",
+            "file=disk.raw",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let uri = unix_uri(&sock);
+    assert!(
+        layerscope(dir, &["read", &uri]).ok().stdout == flat,
+        "simple replies"
+    );
+    let info = layerscope(dir, &["nbd-info", "--json", &uri]).ok().json();
+    assert_eq!(info["structured_replies"], false);
+
+    let sock2 = dir.join("mem.sock");
+    let _mem = serve(
+        dir,
+        &[
+            "nbdkit",
+            "-f",
+            "-U",
+            sock2.to_str().unwrap(),
+            "memory",
+            "64M",
+        ],
+        &socket_ready(sock2.clone()),
+    );
+    let zeros = layerscope(dir, &["read", &unix_uri(&sock2), "--length", "1M"])
+        .ok()
+        .stdout;
+    assert!(zeros.len() == 1 << 20 && zeros.iter().all(|&b| b == 0));
+
+    let sock3 = dir.join("err.sock");
+    let _err = serve(
+        dir,
+        &[
+            "nbdkit",
+            "-f",
+            "-r",
+            "-U",
+            sock3.to_str().unwrap(),
+            "--filter=error",
+            "file",
+            "file=disk.raw",
+            "error-pread-rate=100%",
+            "error-pread=EIO",
+        ],
+        &socket_ready(sock3.clone()),
+    );
+    let run = layerscope(dir, &["read", &unix_uri(&sock3), "--length", "64K"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("EIO")
+            && run.stderr.lines().count() == 1
+            && !run.stderr.contains("panicked"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn stalled_server_times_out() {
+    if !need("nbdkit") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let sock = dir.join("slow.sock");
+    let _slow = serve(
+        dir,
+        &[
+            "nbdkit",
+            "-f",
+            "-U",
+            sock.to_str().unwrap(),
+            "--filter=delay",
+            "memory",
+            "16M",
+            "delay-read=30",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let opts = Options {
+        request_timeout: Duration::from_millis(500),
+        reconnect_attempts: 0,
+        ..Options::default()
+    };
+    let client = NbdClient::connect(NbdUri::parse(&unix_uri(&sock)).unwrap(), opts).unwrap();
+    let start = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let err = client.read_at(0, &mut buf).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        format!("{err:#}").contains(&sock.display().to_string()),
+        "{err:#}"
+    );
+    let s = client.stats().snapshot();
+    assert_eq!(format!("{:?}", s.state), "Failed");
+    assert!(s.last_error.is_some());
+}
+
+#[test]
+fn killed_server_fails_then_reconnects() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let flat = chain(dir);
+    let sock = dir.join("nbd.sock");
+    let args = [
+        "qemu-nbd",
+        "--read-only",
+        "--persistent",
+        "--socket",
+        sock.to_str().unwrap(),
+        "-f",
+        "qcow2",
+        "top.qcow2",
+    ];
+    let server = serve(dir, &args, &socket_ready(sock.clone()));
+    let opts = Options {
+        reconnect_attempts: 1,
+        ..Options::default()
+    };
+    let client = NbdClient::connect(NbdUri::parse(&unix_uri(&sock)).unwrap(), opts).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    client.read_at(0, &mut buf).unwrap();
+    assert!(buf == flat[..1 << 20]);
+    drop(server);
+    let _ = std::fs::remove_file(&sock);
+    assert!(
+        client.read_at(0, &mut buf).is_err(),
+        "a read from a dead server must fail"
+    );
+    let s = client.stats().snapshot();
+    assert_eq!(format!("{:?}", s.state), "Failed");
+    let _back = serve(dir, &args, &socket_ready(sock.clone()));
+    client.read_at(1 << 20, &mut buf).unwrap();
+    assert!(buf == flat[1 << 20..2 << 20]);
+    let s = client.stats().snapshot();
+    assert_eq!(format!("{:?}", s.state), "Ready");
+    assert!(s.reconnects >= 1);
+}
+
+#[test]
+fn the_original_flow_a_filesystem_through_qemu_nbd() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(dir, &["mke2fs", "-q", "-t", "ext4", "base.img", "10M"]);
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "qcow2",
+            "base.img",
+            "base.qcow2",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "layer.qcow2",
+        ],
+    );
+    let sock = dir.join("nbd.sock");
+    let _server = serve(
+        dir,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "--socket",
+            sock.to_str().unwrap(),
+            "--format",
+            "qcow2",
+            "layer.qcow2",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    // The ext4 superblock's magic (0xEF53, little-endian) at 1024 + 0x38.
+    let magic = layerscope(
+        dir,
+        &[
+            "read",
+            &unix_uri(&sock),
+            "--offset",
+            "1080",
+            "--length",
+            "2",
+        ],
+    )
+    .ok()
+    .stdout;
+    assert_eq!(magic, [0x53, 0xef]);
+    let local = layerscope(dir, &["read", "layer.qcow2", "--length", "64K"])
+        .ok()
+        .stdout;
+    let remote = layerscope(dir, &["read", &unix_uri(&sock), "--length", "64K"])
+        .ok()
+        .stdout;
+    assert!(local == remote);
+}
+
+/// How the in-process server misbehaves after a correct handshake.
+#[derive(Clone, Copy, Debug)]
+enum Evil {
+    WrongCookie,
+    HugeChunk,
+    ChunkOutsideRead,
+    TruncatedThenClose,
+    Stall,
+    SimpleAfterStructured,
+    EscapeInError,
+    Garbage,
+}
+
+/// A fixed-newstyle server that agrees to structured replies and one
+/// export of 1 MiB, then answers the first read per `evil`.
+fn evil_server(listener: UnixListener, evil: Evil) {
+    let Ok((mut s, _)) = listener.accept() else {
+        return;
+    };
+    let be64 = |v: u64| v.to_be_bytes();
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&be64(0x4e42_444d_4147_4943));
+    hello.extend_from_slice(&be64(0x4948_4156_454f_5054));
+    hello.extend_from_slice(&3u16.to_be_bytes());
+    let _ = s.write_all(&hello);
+    let mut flags = [0u8; 4];
+    let _ = s.read_exact(&mut flags);
+    loop {
+        let mut h = [0u8; 16];
+        if s.read_exact(&mut h).is_err() {
+            return;
+        }
+        let opt = u32::from_be_bytes(h[8..12].try_into().unwrap());
+        let len = u32::from_be_bytes(h[12..16].try_into().unwrap());
+        let mut data = vec![0u8; len as usize];
+        let _ = s.read_exact(&mut data);
+        let reply = |s: &mut std::os::unix::net::UnixStream, kind: u32, payload: &[u8]| {
+            let mut r = Vec::new();
+            r.extend_from_slice(&0x0003_e889_0455_65a9u64.to_be_bytes());
+            r.extend_from_slice(&opt.to_be_bytes());
+            r.extend_from_slice(&kind.to_be_bytes());
+            r.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            r.extend_from_slice(payload);
+            let _ = s.write_all(&r);
+        };
+        match opt {
+            8 => reply(&mut s, 1, &[]),
+            7 => {
+                let mut info = 0u16.to_be_bytes().to_vec();
+                info.extend_from_slice(&(1u64 << 20).to_be_bytes());
+                info.extend_from_slice(&3u16.to_be_bytes());
+                reply(&mut s, 3, &info);
+                reply(&mut s, 1, &[]);
+                break;
+            }
+            _ => reply(&mut s, (1 << 31) | 1, &[]),
+        }
+    }
+    let mut req = [0u8; 28];
+    if s.read_exact(&mut req).is_err() {
+        return;
+    }
+    let cookie = u64::from_be_bytes(req[8..16].try_into().unwrap());
+    let offset = u64::from_be_bytes(req[16..24].try_into().unwrap());
+    let chunk = |flags: u16, kind: u16, cookie: u64, payload: &[u8], declared: Option<u32>| {
+        let mut r = Vec::new();
+        r.extend_from_slice(&0x668e_33efu32.to_be_bytes());
+        r.extend_from_slice(&flags.to_be_bytes());
+        r.extend_from_slice(&kind.to_be_bytes());
+        r.extend_from_slice(&cookie.to_be_bytes());
+        r.extend_from_slice(&declared.unwrap_or(payload.len() as u32).to_be_bytes());
+        r.extend_from_slice(payload);
+        r
+    };
+    let mut data = offset.to_be_bytes().to_vec();
+    data.extend_from_slice(&[7u8; 512]);
+    let out = match evil {
+        Evil::WrongCookie => chunk(1, 1, cookie ^ 0xdead, &data, None),
+        Evil::HugeChunk => chunk(1, 1, cookie, &data[..8], Some(u32::MAX)),
+        Evil::ChunkOutsideRead => {
+            let mut far = (offset + (1 << 19)).to_be_bytes().to_vec();
+            far.extend_from_slice(&[7u8; 512]);
+            chunk(1, 1, cookie, &far, None)
+        }
+        Evil::TruncatedThenClose => {
+            let mut c = chunk(1, 1, cookie, &data, None);
+            c.truncate(c.len() - 300);
+            c
+        }
+        Evil::Stall => {
+            std::thread::sleep(Duration::from_secs(3));
+            return;
+        }
+        Evil::SimpleAfterStructured => {
+            let mut r = 0x6744_6698u32.to_be_bytes().to_vec();
+            r.extend_from_slice(&0u32.to_be_bytes());
+            r.extend_from_slice(&cookie.to_be_bytes());
+            r.extend_from_slice(&[7u8; 512]);
+            r
+        }
+        Evil::EscapeInError => {
+            let msg = b"bad \x1b[2J\x07 day";
+            let mut p = 5u32.to_be_bytes().to_vec();
+            p.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+            p.extend_from_slice(msg);
+            chunk(1, (1 << 15) + 1, cookie, &p, None)
+        }
+        Evil::Garbage => vec![0x5a; 64],
+    };
+    let _ = s.write_all(&out);
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+#[test]
+fn hostile_server_replies_give_clear_errors() {
+    for evil in [
+        Evil::WrongCookie,
+        Evil::HugeChunk,
+        Evil::ChunkOutsideRead,
+        Evil::TruncatedThenClose,
+        Evil::Stall,
+        Evil::SimpleAfterStructured,
+        Evil::EscapeInError,
+        Evil::Garbage,
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("evil.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || evil_server(listener, evil));
+        let opts = Options {
+            request_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_millis(500),
+            reconnect_attempts: 0,
+            ..Options::default()
+        };
+        let client = NbdClient::connect(NbdUri::parse(&unix_uri(&sock)).unwrap(), opts).unwrap();
+        assert_eq!(client.len(), 1 << 20);
+        let start = Instant::now();
+        let mut buf = vec![0u8; 512];
+        let err = client
+            .read_at(0, &mut buf)
+            .expect_err(&format!("{evil:?} must fail"));
+        let mut msg = err.to_string();
+        let mut cause = std::error::Error::source(&err);
+        while let Some(c) = cause {
+            msg.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{evil:?} took {:?}",
+            start.elapsed()
+        );
+        assert!(
+            !msg.chars().any(|c| c.is_control()),
+            "{evil:?}: raw control characters in {msg:?}"
+        );
+        let expected = match evil {
+            Evil::WrongCookie => "unknown cookie",
+            Evil::HugeChunk | Evil::ChunkOutsideRead => "outside the read",
+            Evil::TruncatedThenClose => "closed the connection in the middle of a reply",
+            Evil::Stall => "no answer from the server within",
+            Evil::SimpleAfterStructured => "simple reply",
+            Evil::EscapeInError => "EIO): bad \\x1b[2J\\x07 day",
+            Evil::Garbage => "reply magic",
+        };
+        assert!(msg.contains(expected), "{evil:?}: {msg}");
+        drop(client);
+        server.join().unwrap();
+    }
+}
