@@ -139,15 +139,19 @@ impl ImageArgs {
 /// # Errors
 /// Whatever the command hit; [`error_line`] turns it into one line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut out = io::stdout().lock();
+    // Block-buffered: line buffering would cost a syscall per map entry.
+    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     match cli.command {
         Some(Command::Chain(args)) => chain::run(&args.image.open()?, args.json, &mut out),
         Some(Command::Map(args)) => map::run(&args.image.open()?, args.json, &mut out),
         Some(Command::Read(args)) => {
             let chain = args.image.open()?;
-            match read::SparseFile::for_stdout() {
-                Some(mut file) => read::run(&chain, &args, &mut file),
-                None => read::run(&chain, &args, &mut read::Plain(&mut out)),
+            // Straight to the file descriptor: stdout's line buffering
+            // would scan every data buffer for newlines.
+            match (read::SparseFile::for_stdout(), read::stdout_file()) {
+                (Some(mut file), _) => read::run(&chain, &args, &mut file),
+                (None, Some(file)) => read::run(&chain, &args, &mut read::Plain(file)),
+                (None, None) => read::run(&chain, &args, &mut read::Plain(&mut out)),
             }
         }
         Some(Command::NbdInfo(args)) => nbd::info(&args, &mut out),
@@ -158,7 +162,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             io::Write::write_all(&mut out, b"\n")?;
             map::run(&demo, false, &mut out)
         }
-    }
+    }?;
+    io::Write::flush(&mut out)?;
+    Ok(())
 }
 
 /// The error as one line: each cause after a colon, control characters

@@ -46,7 +46,7 @@ impl<W: Write> Sink for Plain<W> {
     }
 
     fn zeros(&mut self, len: u64) -> io::Result<()> {
-        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
         let mut left = len;
         while left > 0 {
             let n = left.min(ZEROS.len() as u64) as usize;
@@ -149,6 +149,14 @@ pub fn run(chain: &Chain, args: &ReadArgs, sink: &mut dyn Sink) -> anyhow::Resul
         eprintln!("{line}");
     }
     Ok(())
+}
+
+/// Stdout as a plain `File` (a duplicate of its descriptor), unbuffered.
+pub fn stdout_file() -> Option<std::fs::File> {
+    use std::os::fd::AsFd;
+    Some(std::fs::File::from(
+        io::stdout().as_fd().try_clone_to_owned().ok()?,
+    ))
 }
 
 /// Granularity of hole detection in [`SparseFile`].

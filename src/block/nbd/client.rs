@@ -40,7 +40,7 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
             max_in_flight: 16,
-            max_request: 2 << 20,
+            max_request: 256 << 10,
             reconnect_attempts: 3,
         }
     }
@@ -323,7 +323,9 @@ pub fn list_exports(uri: &NbdUri, opts: &Options) -> Result<Vec<(String, String)
 }
 
 struct Conn {
-    stream: Box<dyn Stream>,
+    /// Buffered for replies (headers are many small reads); requests are
+    /// written to the stream underneath.
+    reader: io::BufReader<Box<dyn Stream>>,
     info: ExportInfo,
     next_cookie: u64,
 }
@@ -336,8 +338,9 @@ pub struct NbdClient {
     conn: Mutex<Option<Conn>>,
     info: ExportInfo,
     stats: Arc<Stats>,
-    /// The last block status answer, reused for reads inside it.
-    last_status: Mutex<Option<Extent>>,
+    /// The extents of the last block status answer, reused for reads
+    /// inside them (one round trip serves many extents).
+    last_status: Mutex<Vec<Extent>>,
 }
 
 impl NbdClient {
@@ -362,7 +365,7 @@ impl NbdClient {
             conn: Mutex::new(Some(conn)),
             info,
             stats,
-            last_status: Mutex::new(None),
+            last_status: Mutex::new(Vec::new()),
         })
     }
 
@@ -443,35 +446,45 @@ impl NbdClient {
         }
     }
 
-    /// Block status for `[offset, offset+len)` in the metadata context
-    /// `context`: (length, flags) descriptors covering a prefix.
+    /// Block status for `[offset, offset+len)`: for each negotiated
+    /// metadata context (by name), (length, flags) descriptors covering a
+    /// prefix of the range.
     ///
     /// # Errors
-    /// `Unsupported` when the context was not negotiated; I/O and protocol
+    /// `Unsupported` when no context was negotiated; I/O and protocol
     /// errors.
-    pub fn status_descriptors(
+    pub fn status_all(
         &self,
-        context: &str,
         offset: u64,
         len: u64,
-    ) -> Result<Vec<(u64, u32)>, BlockError> {
-        let Some(id) = self.info.context(context) else {
+    ) -> Result<HashMap<String, Vec<(u64, u32)>>, BlockError> {
+        if self.info.meta_contexts.is_empty() {
             return Err(BlockError::unsupported(
                 &self.name,
-                format!("the server did not agree to {context}"),
+                "the server agreed to no metadata context",
             ));
-        };
+        }
         check_range(&self.name, self.info.size, offset, len)?;
         let len32 = len.min(u64::from(u32::MAX) & !0xfff).max(1) as u32;
-        self.with_conn("block status", offset, |c| {
+        let by_id = self.with_conn("block status", offset, |c| {
             let t = Instant::now();
-            let r = block_status(c, id, offset, len32);
+            let r = block_status(c, offset, len32);
             self.stats.record_request(t.elapsed(), 0);
             r
-        })
+        })?;
+        Ok(self
+            .info
+            .meta_contexts
+            .iter()
+            .filter_map(|(id, name)| by_id.get(id).map(|d| (name.clone(), d.clone())))
+            .collect())
     }
 
     /// A read of many requests in flight: `buf` filled from `offset`.
+    ///
+    /// The buffer is not cleared first: every byte must be covered by
+    /// exactly one data or hole chunk (overlaps and gaps are protocol
+    /// errors), so nothing stale can survive.
     fn pipelined_read(&self, c: &mut Conn, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let piece = u64::from(
             self.opts
@@ -480,12 +493,13 @@ impl NbdClient {
                 .max(512),
         );
         let total = buf.len() as u64;
-        buf.fill(0);
-        // cookie -> (start within buf, length, bytes received, sent at)
-        let mut pending: HashMap<u64, (u64, u64, u64, Instant)> = HashMap::new();
+        let mut pending: HashMap<u64, Pending> = HashMap::new();
         let mut next = 0u64;
         let mut error: Option<io::Error> = None;
+        let mut requests = Vec::with_capacity(28 * self.opts.max_in_flight.max(1));
         while next < total || !pending.is_empty() {
+            // Top up the requests in flight, sent in one write.
+            requests.clear();
             while next < total && pending.len() < self.opts.max_in_flight.max(1) {
                 let len = piece.min(total - next);
                 let cookie = c.next_cookie;
@@ -498,23 +512,36 @@ impl NbdClient {
                     offset: offset + next,
                     length: len as u32,
                 };
-                c.stream.write_all(&req.to_bytes())?;
-                pending.insert(cookie, (next, len, 0, Instant::now()));
+                requests.extend_from_slice(&req.to_bytes());
+                pending.insert(
+                    cookie,
+                    Pending {
+                        start: next,
+                        len,
+                        covered: Vec::new(),
+                        sent: Instant::now(),
+                    },
+                );
+                next += len;
+            }
+            if !requests.is_empty() {
+                let w = c.reader.get_mut();
+                w.write_all(&requests)?;
+                w.flush()?;
                 self.stats
                     .in_flight
                     .store(pending.len() as u64, Ordering::Relaxed);
-                next += len;
             }
-            c.stream.flush()?;
-            let header = ReplyHeader::read_from(c.stream.as_mut())?;
+            let header = ReplyHeader::read_from(&mut c.reader)?;
             let cookie = match header {
                 ReplyHeader::Simple { cookie, .. } | ReplyHeader::Structured { cookie, .. } => {
                     cookie
                 }
             };
-            let &(start, len, got, sent) = pending
-                .get(&cookie)
+            let p = pending
+                .get_mut(&cookie)
                 .ok_or_else(|| invalid(format!("reply for unknown cookie {cookie:#x}")))?;
+            let (start, len) = (p.start as usize, p.len as usize);
             let mut done = false;
             match header {
                 ReplyHeader::Simple { error: e, .. } => {
@@ -530,9 +557,8 @@ impl NbdClient {
                                 .into(),
                         ));
                     } else {
-                        c.stream
-                            .read_exact(&mut buf[start as usize..(start + len) as usize])?;
-                        self.stats.bytes_read.fetch_add(len, Ordering::Relaxed);
+                        c.reader.read_exact(&mut buf[start..start + len])?;
+                        self.stats.bytes_read.fetch_add(p.len, Ordering::Relaxed);
                     }
                     done = true;
                 }
@@ -542,31 +568,30 @@ impl NbdClient {
                     length,
                     ..
                 } => {
-                    let chunk_got = read_chunk(
+                    let base = offset + p.start;
+                    if let Some((at, n)) = read_chunk(
                         c,
                         kind,
                         length,
-                        offset + start,
-                        &mut buf[start as usize..(start + len) as usize],
+                        base,
+                        &mut buf[start..start + len],
                         &mut error,
-                    )?;
-                    self.stats
-                        .bytes_read
-                        .fetch_add(chunk_got, Ordering::Relaxed);
-                    if let Some(p) = pending.get_mut(&cookie) {
-                        p.2 += chunk_got;
-                        if p.2 > len {
+                    )? {
+                        if p.covered.iter().any(|&(a, m)| at < a + m && a < at + n) {
                             return Err(invalid(format!(
-                                "server sent {} bytes for a {len}-byte read",
-                                p.2
+                                "overlapping reply chunks at {:#x}",
+                                base + at
                             )));
                         }
+                        p.covered.push((at, n));
+                        self.stats.bytes_read.fetch_add(n, Ordering::Relaxed);
                     }
                     if flags & REPLY_FLAG_DONE != 0 {
-                        let got = got + chunk_got;
-                        if error.is_none() && got != len {
+                        let got: u64 = p.covered.iter().map(|&(_, n)| n).sum();
+                        if error.is_none() && got != p.len {
                             return Err(invalid(format!(
-                                "read reply covered {got} of {len} bytes"
+                                "read reply covered {got} of {} bytes",
+                                p.len
                             )));
                         }
                         done = true;
@@ -574,11 +599,12 @@ impl NbdClient {
                 }
             }
             if done {
-                pending.remove(&cookie);
+                if let Some(p) = pending.remove(&cookie) {
+                    self.stats.record_request(p.sent.elapsed(), 0);
+                }
                 self.stats
                     .in_flight
                     .store(pending.len() as u64, Ordering::Relaxed);
-                self.stats.record_request(sent.elapsed(), 0);
             }
         }
         match error {
@@ -588,8 +614,18 @@ impl NbdClient {
     }
 }
 
+/// A read request waiting for its reply.
+struct Pending {
+    /// Where its bytes go in the caller's buffer.
+    start: u64,
+    len: u64,
+    /// Ranges (relative to `start`) already filled by chunks.
+    covered: Vec<(u64, u64)>,
+    sent: Instant,
+}
+
 /// Reads one structured chunk of a read reply into `buf` (which starts at
-/// disk offset `base`); returns how many bytes of the read it covered.
+/// disk offset `base`); returns the range of `buf` it filled, if any.
 fn read_chunk(
     c: &mut Conn,
     kind: u16,
@@ -597,8 +633,8 @@ fn read_chunk(
     base: u64,
     buf: &mut [u8],
     error: &mut Option<io::Error>,
-) -> io::Result<u64> {
-    let s = c.stream.as_mut();
+) -> io::Result<Option<(u64, u64)>> {
+    let s = &mut c.reader;
     let end = base + buf.len() as u64;
     let mut b8 = [0u8; 8];
     match kind {
@@ -606,7 +642,7 @@ fn read_chunk(
             if length != 0 {
                 return Err(invalid(format!("NONE chunk with {length} bytes")));
             }
-            Ok(0)
+            Ok(None)
         }
         REPLY_TYPE_OFFSET_DATA => {
             if length < 8 {
@@ -622,7 +658,7 @@ fn read_chunk(
             }
             let from = (at - base) as usize;
             s.read_exact(&mut buf[from..from + n as usize])?;
-            Ok(n)
+            Ok(Some((at - base, n)))
         }
         REPLY_TYPE_OFFSET_HOLE => {
             if length != 12 {
@@ -642,7 +678,7 @@ fn read_chunk(
             }
             let from = (at - base) as usize;
             buf[from..from + n as usize].fill(0);
-            Ok(n)
+            Ok(Some((at - base, n)))
         }
         REPLY_TYPE_ERROR | REPLY_TYPE_ERROR_OFFSET => {
             if !(6..=MAX_OPTION_REPLY).contains(&length) {
@@ -662,7 +698,7 @@ fn read_chunk(
                 if msg.is_empty() { "" } else { ": " },
                 crate::escape::printable(&msg)
             )));
-            Ok(0)
+            Ok(None)
         }
         k => Err(invalid(format!(
             "unexpected chunk type {k} in a read reply"
@@ -670,8 +706,12 @@ fn read_chunk(
     }
 }
 
-/// One BLOCK_STATUS request; descriptors of context `id`.
-fn block_status(c: &mut Conn, id: u32, offset: u64, len: u32) -> io::Result<Vec<(u64, u32)>> {
+/// Descriptors of each metadata context, by context id.
+type Descriptors = HashMap<u32, Vec<(u64, u32)>>;
+
+/// One BLOCK_STATUS request: the server answers for every negotiated
+/// context at once, so one round trip serves them all.
+fn block_status(c: &mut Conn, offset: u64, len: u32) -> io::Result<Descriptors> {
     let cookie = c.next_cookie;
     c.next_cookie = c.next_cookie.wrapping_add(1);
     let req = Request {
@@ -681,13 +721,14 @@ fn block_status(c: &mut Conn, id: u32, offset: u64, len: u32) -> io::Result<Vec<
         offset,
         length: len,
     };
-    c.stream.write_all(&req.to_bytes())?;
-    c.stream.flush()?;
-    let mut out = Vec::new();
+    let w = c.reader.get_mut();
+    w.write_all(&req.to_bytes())?;
+    w.flush()?;
+    let mut out: Descriptors = HashMap::new();
     let mut error = None;
     // Each chunk must make progress toward DONE; bound the count anyway.
     for _ in 0..MAX_REPLIES_PER_OPTION {
-        let header = ReplyHeader::read_from(c.stream.as_mut())?;
+        let header = ReplyHeader::read_from(&mut c.reader)?;
         let ReplyHeader::Structured {
             flags,
             kind,
@@ -718,24 +759,33 @@ fn block_status(c: &mut Conn, id: u32, offset: u64, len: u32) -> io::Result<Vec<
                     return Err(invalid(format!("block status chunk of {length} bytes")));
                 }
                 let mut p = vec![0u8; length as usize];
-                c.stream.read_exact(&mut p)?;
+                c.reader.read_exact(&mut p)?;
                 let ctx = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-                if ctx == id {
-                    let mut pos = offset;
-                    for d in p[4..].chunks_exact(8) {
-                        let n = u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
-                        let f = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
-                        if n == 0 {
-                            return Err(invalid("zero-length block status descriptor".into()));
-                        }
-                        // The last extent may reach past the request: clamp.
-                        let n = n.min((offset + u64::from(len)).saturating_sub(pos));
-                        if n == 0 {
-                            break;
-                        }
-                        out.push((n, f));
-                        pos += n;
+                if !c.info.meta_contexts.iter().any(|(id, _)| *id == ctx) {
+                    return Err(invalid(format!(
+                        "block status for context {ctx}, which was not negotiated"
+                    )));
+                }
+                let list = out.entry(ctx).or_default();
+                if !list.is_empty() {
+                    return Err(invalid(format!(
+                        "two block status chunks for context {ctx}"
+                    )));
+                }
+                let mut pos = offset;
+                for d in p[4..].chunks_exact(8) {
+                    let n = u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+                    let f = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+                    if n == 0 {
+                        return Err(invalid("zero-length block status descriptor".into()));
                     }
+                    // The last extent may reach past the request: clamp.
+                    let n = n.min((offset + u64::from(len)).saturating_sub(pos));
+                    if n == 0 {
+                        break;
+                    }
+                    list.push((n, f));
+                    pos += n;
                 }
             }
             _ => {
@@ -751,7 +801,7 @@ fn block_status(c: &mut Conn, id: u32, offset: u64, len: u32) -> io::Result<Vec<
             if let Some(e) = error {
                 return Err(e);
             }
-            if out.is_empty() {
+            if out.values().all(Vec::is_empty) {
                 return Err(invalid("block status reply without descriptors".into()));
             }
             return Ok(out);
@@ -781,7 +831,7 @@ fn open_conn(uri: &NbdUri, opts: &Options) -> io::Result<Conn> {
         handshake(stream.as_mut(), &uri.export).map_err(|e| explain(e, opts.connect_timeout))?;
     stream.set_timeout(opts.request_timeout)?;
     Ok(Conn {
-        stream,
+        reader: io::BufReader::with_capacity(256 << 10, stream),
         info,
         next_cookie: 1,
     })
@@ -799,8 +849,9 @@ impl Drop for NbdClient {
                     offset: 0,
                     length: 0,
                 };
-                let _ = c.stream.write_all(&req.to_bytes());
-                let _ = c.stream.flush();
+                let w = c.reader.get_mut();
+                let _ = w.write_all(&req.to_bytes());
+                let _ = w.flush();
             }
         }
     }
@@ -835,9 +886,10 @@ impl BlockSource for NbdClient {
                 reads_zero: false,
             }]);
         }
+        let all = self.status_all(offset, len)?;
         let mut pos = offset;
         let mut out = Vec::new();
-        for (n, flags) in self.status_descriptors("base:allocation", offset, len)? {
+        for &(n, flags) in all.get("base:allocation").into_iter().flatten() {
             let status = match (flags & STATE_HOLE != 0, flags & STATE_ZERO != 0) {
                 (true, _) => Status::Unallocated,
                 (false, true) => Status::Zero,
@@ -853,29 +905,42 @@ impl BlockSource for NbdClient {
             });
             pos += n;
         }
+        if out.is_empty() {
+            return Err(BlockError::io(
+                &self.name,
+                "block status",
+                offset,
+                invalid("no base:allocation descriptors".into()),
+            ));
+        }
         Ok(out)
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
-        if let Ok(g) = self.last_status.lock() {
-            if let Some(e) = g.and_then(|e| e.remainder(offset)) {
+        if let Ok(cached) = self.last_status.lock() {
+            if let Some(e) = cached.iter().find_map(|e| e.remainder(offset)) {
                 return Ok(Extent {
                     len: e.len.min(len),
                     ..e
                 });
             }
         }
-        let extents = self.block_status(offset, len)?;
+        // Ask about the rest of the disk, not just this read: the answer
+        // covers the reads that follow.
+        let extents = self.block_status(offset, self.info.size - offset)?;
         let first = extents
             .first()
             .copied()
             .ok_or_else(|| BlockError::Internal {
                 what: "empty block status".into(),
             })?;
-        if let Ok(mut g) = self.last_status.lock() {
-            *g = Some(first);
+        if let Ok(mut cached) = self.last_status.lock() {
+            *cached = extents;
         }
-        Ok(first)
+        Ok(Extent {
+            len: first.len.min(len),
+            ..first
+        })
     }
 }
 
@@ -908,21 +973,24 @@ impl NbdClient {
         let mut alloc: std::collections::VecDeque<(u64, u32)> = Default::default();
         let mut depth: std::collections::VecDeque<(u64, u32)> = Default::default();
         while pos < end {
-            if alloc.is_empty() {
-                alloc = if has_alloc {
-                    self.status_descriptors("base:allocation", pos, end - pos)?
-                        .into()
-                } else {
-                    vec![(end - pos, 0)].into()
-                };
+            if (has_alloc && alloc.is_empty()) || (has_depth && depth.is_empty()) {
+                // Both contexts come back from one request.
+                let mut all = self.status_all(pos, end - pos)?;
+                if has_alloc && alloc.is_empty() {
+                    alloc = all.remove("base:allocation").unwrap_or_default().into();
+                }
+                if has_depth && depth.is_empty() {
+                    depth = all
+                        .remove("qemu:allocation-depth")
+                        .unwrap_or_default()
+                        .into();
+                }
             }
-            if depth.is_empty() {
-                depth = if has_depth {
-                    self.status_descriptors("qemu:allocation-depth", pos, end - pos)?
-                        .into()
-                } else {
-                    vec![(end - pos, 1)].into()
-                };
+            if !has_alloc {
+                alloc = vec![(end - pos, 0)].into();
+            }
+            if !has_depth {
+                depth = vec![(end - pos, 1)].into();
             }
             let (Some(&(a_len, a_flags)), Some(&(d_len, d_value))) = (alloc.front(), depth.front())
             else {
