@@ -16,6 +16,14 @@ pub enum BlockError {
     #[error("{overlay}: backing chain deeper than {limit} layers")]
     ChainTooDeep { overlay: String, limit: usize },
 
+    /// A server could not be reached or refused the handshake.
+    #[error("{uri}: cannot connect")]
+    Connect {
+        uri: String,
+        #[source]
+        source: io::Error,
+    },
+
     /// On-disk metadata that cannot be right.
     #[error("{path}: corrupt {structure} at offset {offset:#x}: {detail}")]
     Corrupt {

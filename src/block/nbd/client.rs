@@ -281,7 +281,10 @@ pub fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<ExportInfo> {
 /// Connection and protocol errors.
 pub fn list_exports(uri: &NbdUri, opts: &Options) -> Result<Vec<(String, String)>, BlockError> {
     let name = uri.to_string();
-    let io_err = |e: io::Error| BlockError::io(&name, "listing exports", 0, e);
+    let io_err = |e: io::Error| BlockError::Connect {
+        uri: name.clone(),
+        source: e,
+    };
     let mut s = dial(uri, opts.connect_timeout).map_err(io_err)?;
     let mut b8 = [0u8; 8];
     s.read_exact(&mut b8).map_err(io_err)?;
@@ -354,7 +357,10 @@ impl NbdClient {
         stats.set_state(ConnState::Connecting, None);
         let conn = open_conn(&uri, &opts).map_err(|e| {
             stats.set_state(ConnState::Failed, Some(e.to_string()));
-            BlockError::io(&name, "connecting", 0, e)
+            BlockError::Connect {
+                uri: name.clone(),
+                source: e,
+            }
         })?;
         stats.set_state(ConnState::Ready, None);
         let info = conn.info.clone();
