@@ -59,22 +59,10 @@ fn print(
     };
     // Per layer (plus one slot for "no layer"): bytes and ranges.
     let mut held = vec![(0u64, 0u64); layers + 1];
-    writeln!(
-        out,
-        "{:>18} {:>18} {:>10}  {:<24} kind",
-        "start", "end", "length", "layer"
-    )?;
+    header(out, "layer")?;
     for entry in entries {
         let e = entry?;
-        writeln!(
-            out,
-            "{:>#18x} {:>#18x} {:>10}  {:<24} {}",
-            e.start,
-            e.start + e.length,
-            human(e.length),
-            name_of(&e),
-            kind_of(&e)
-        )?;
+        row(out, &e, &name_of(&e))?;
         let slot = if e.present {
             layers.saturating_sub(1).saturating_sub(e.depth as usize)
         } else {
@@ -105,6 +93,27 @@ fn print(
     Ok(())
 }
 
+/// The table's heading.
+fn header(out: &mut dyn Write, layer: &str) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>18} {:>18} {:>10}  {layer:<24} kind",
+        "start", "end", "length"
+    )
+}
+
+/// One range of the table.
+fn row(out: &mut dyn Write, e: &MapEntry, layer: &str) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>#18x} {:>#18x} {:>10}  {layer:<24} {}",
+        e.start,
+        e.start + e.length,
+        human(e.length),
+        kind_of(e)
+    )
+}
+
 fn kind_of(e: &MapEntry) -> &'static str {
     match (e.present, e.data, e.zero, e.compressed) {
         (false, ..) => "unallocated (zeros)",
@@ -121,11 +130,7 @@ fn print_remote(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut by_depth: std::collections::BTreeMap<Option<u64>, (u64, u64)> = Default::default();
-    writeln!(
-        out,
-        "{:>18} {:>18} {:>10}  {:<24} kind",
-        "start", "end", "length", "server layer"
-    )?;
+    header(out, "server layer")?;
     for entry in entries {
         let e = entry?;
         let layer = if e.present {
@@ -133,15 +138,7 @@ fn print_remote(
         } else {
             "-".into()
         };
-        writeln!(
-            out,
-            "{:>#18x} {:>#18x} {:>10}  {:<24} {}",
-            e.start,
-            e.start + e.length,
-            human(e.length),
-            layer,
-            kind_of(&e)
-        )?;
+        row(out, &e, &layer)?;
         let slot = by_depth.entry(e.present.then_some(e.depth)).or_default();
         slot.0 += e.length;
         slot.1 += 1;

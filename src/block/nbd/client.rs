@@ -333,6 +333,23 @@ struct Conn {
     next_cookie: u64,
 }
 
+impl Conn {
+    /// A request with a fresh cookie.
+    fn request(&mut self, command: Command, offset: u64, length: u32) -> Request {
+        let cookie = self.next_cookie;
+        self.next_cookie = self.next_cookie.wrapping_add(1);
+        // No flags: no DF (fragmented replies are handled chunk by chunk),
+        // and nothing that writes.
+        Request {
+            flags: 0,
+            command,
+            cookie,
+            offset,
+            length,
+        }
+    }
+}
+
 /// A read-only NBD export as a block source.
 pub struct NbdClient {
     uri: NbdUri,
@@ -508,19 +525,10 @@ impl NbdClient {
             requests.clear();
             while next < total && pending.len() < self.opts.max_in_flight.max(1) {
                 let len = piece.min(total - next);
-                let cookie = c.next_cookie;
-                c.next_cookie = c.next_cookie.wrapping_add(1);
-                let req = Request {
-                    // No DF: fragmented replies are handled chunk by chunk.
-                    flags: 0,
-                    command: Command::Read,
-                    cookie,
-                    offset: offset + next,
-                    length: len as u32,
-                };
+                let req = c.request(Command::Read, offset + next, len as u32);
                 requests.extend_from_slice(&req.to_bytes());
                 pending.insert(
-                    cookie,
+                    req.cookie,
                     Pending {
                         start: next,
                         len,
@@ -718,15 +726,8 @@ type Descriptors = HashMap<u32, Vec<(u64, u32)>>;
 /// One BLOCK_STATUS request: the server answers for every negotiated
 /// context at once, so one round trip serves them all.
 fn block_status(c: &mut Conn, offset: u64, len: u32) -> io::Result<Descriptors> {
-    let cookie = c.next_cookie;
-    c.next_cookie = c.next_cookie.wrapping_add(1);
-    let req = Request {
-        flags: 0,
-        command: Command::BlockStatus,
-        cookie,
-        offset,
-        length: len,
-    };
+    let req = c.request(Command::BlockStatus, offset, len);
+    let cookie = req.cookie;
     let w = c.reader.get_mut();
     w.write_all(&req.to_bytes())?;
     w.flush()?;
@@ -848,13 +849,7 @@ impl Drop for NbdClient {
         // NBD_CMD_DISC: a polite goodbye; errors do not matter any more.
         if let Ok(mut g) = self.conn.lock() {
             if let Some(c) = g.as_mut() {
-                let req = Request {
-                    flags: 0,
-                    command: Command::Disconnect,
-                    cookie: c.next_cookie,
-                    offset: 0,
-                    length: 0,
-                };
+                let req = c.request(Command::Disconnect, 0, 0);
                 let w = c.reader.get_mut();
                 let _ = w.write_all(&req.to_bytes());
                 let _ = w.flush();
