@@ -14,4 +14,5 @@ pub mod cli;
 pub mod demo;
 pub mod escape;
 pub mod layout;
+pub mod ui;
 pub mod units;

@@ -14,14 +14,19 @@ mod map;
 mod nbd;
 mod read;
 
-/// Explore layered disk images: qcow2 backing chains and raw files.
+/// Explore layered disk images: qcow2 backing chains, raw files, NBD
+/// exports.
 ///
-/// With no command, shows the demo chain built into the binary.
+/// `layerscope [IMAGE|URI]` opens the terminal UI (with no argument, on the
+/// demo chain built into the binary); the commands below answer one
+/// question each, for scripts.
 #[derive(Debug, Parser)]
-#[command(name = "layerscope", version, about, long_about = None)]
+#[command(name = "layerscope", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Image or NBD URI to open in the UI (default: the embedded demo).
+    pub image: Option<String>,
 }
 
 /// The commands.
@@ -40,6 +45,53 @@ pub enum Command {
     NbdInfo(NbdInfoArgs),
     /// List the exports of an NBD server.
     Exports(ExportsArgs),
+    /// Print one frame of the UI as text, after a key script (for snapshot
+    /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
+    Render(RenderArgs),
+}
+
+/// Arguments of `render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Image or NBD URI (default: the embedded demo).
+    pub image: Option<String>,
+    /// Terminal size, COLUMNSxROWS.
+    #[arg(long, default_value = "120x40", value_parser = parse_term_size)]
+    pub size: (u16, u16),
+    /// Keys to press first: names (Enter Tab BackTab Esc Up Down PageUp
+    /// PageDown Home End Space Backspace) or text, separated by spaces.
+    #[arg(long, default_value = "")]
+    pub keys: String,
+    /// Keep colours (ANSI escape sequences).
+    #[arg(long)]
+    pub ansi: bool,
+}
+
+fn parse_term_size(text: &str) -> Result<(u16, u16), String> {
+    let (w, h) = text
+        .split_once('x')
+        .ok_or_else(|| format!("{text:?}: expected COLUMNSxROWS, like 80x24"))?;
+    let w: u16 = w
+        .parse()
+        .map_err(|_| format!("{w:?}: not a column count"))?;
+    let h: u16 = h.parse().map_err(|_| format!("{h:?}: not a row count"))?;
+    if !(20..=1000).contains(&w) || !(6..=1000).contains(&h) {
+        return Err(format!("{text}: between 20x6 and 1000x1000, please"));
+    }
+    Ok((w, h))
+}
+
+/// Opens IMAGE (a path or NBD URI), or the embedded demo when absent.
+fn open_or_demo(image: Option<&str>) -> anyhow::Result<Chain> {
+    match image {
+        Some(i) => ImageArgs {
+            image: i.to_owned(),
+            format: None,
+            backing_format: None,
+        }
+        .open(),
+        None => Ok(crate::demo::open().context("opening the embedded demo chain")?),
+    }
 }
 
 /// Arguments of `nbd-info`.
@@ -112,6 +164,22 @@ pub struct ReadArgs {
     /// and reads each layer served (the runtime hit map's counters).
     #[arg(long)]
     pub hits: bool,
+    /// Print a hex dump (through the hexyl library, hexyl's colours)
+    /// instead of raw bytes.
+    #[arg(long)]
+    pub hex: bool,
+    /// Colours for `--hex`: auto (when stdout is a terminal and NO_COLOR is
+    /// unset), always, never.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorChoice,
+}
+
+/// When to colour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 impl ImageArgs {
@@ -146,6 +214,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Map(args)) => map::run(&args.image.open()?, args.json, &mut out),
         Some(Command::Read(args)) => {
             let chain = args.image.open()?;
+            if args.hex {
+                return read::hex(&chain, &args, &mut out);
+            }
             // Straight to the file descriptor: stdout's line buffering
             // would scan every data buffer for newlines.
             match (read::SparseFile::for_stdout(), read::stdout_file()) {
@@ -156,11 +227,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::NbdInfo(args)) => nbd::info(&args, &mut out),
         Some(Command::Exports(args)) => nbd::exports(&args, &mut out),
+        Some(Command::Render(args)) => {
+            let chain = open_or_demo(args.image.as_deref())?;
+            let (w, h) = args.size;
+            let frame = crate::ui::render_frame(chain, w, h, &args.keys, args.ansi);
+            io::Write::write_all(&mut out, frame.as_bytes()).map_err(Into::into)
+        }
         None => {
-            let demo = crate::demo::open().context("opening the embedded demo chain")?;
-            chain::run(&demo, false, &mut out)?;
+            let chain = open_or_demo(cli.image.as_deref())?;
+            if io::IsTerminal::is_terminal(&io::stdout())
+                && io::IsTerminal::is_terminal(&io::stdin())
+            {
+                drop(out);
+                return crate::ui::run(chain).context("running the terminal UI");
+            }
+            // Not a terminal (a pipe, a test): the chain and its map as text.
+            chain::run(&chain, false, &mut out)?;
             io::Write::write_all(&mut out, b"\n")?;
-            map::run(&demo, false, &mut out)
+            map::run(&chain, false, &mut out)
         }
     }?;
     io::Write::flush(&mut out)?;

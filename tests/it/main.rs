@@ -2,8 +2,10 @@
 //! images with the real tools and compares layerscope with them.
 mod bad_input;
 mod chain;
+mod e2e;
 mod mutate;
 mod nbd;
 mod oracle;
 mod readonly;
+mod tui;
 mod util;

@@ -1,0 +1,387 @@
+//! The TUI's state and what actions do to it. No I/O and no drawing here:
+//! `App::apply` turns an [`Action`] into state changes and [`Request`]s for
+//! the worker; `App::receive` takes the worker's [`Reply`]s.
+use crate::block::hitmap::Served;
+use crate::block::nbd::status::StatsSnapshot;
+use crate::block::nbd::ExportInfo;
+
+/// The panes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pane {
+    Chain,
+    Status,
+    Hex,
+    HitMap,
+}
+
+impl Pane {
+    const ORDER: [Pane; 4] = [Pane::Chain, Pane::Hex, Pane::HitMap, Pane::Status];
+
+    fn step(self, by: isize) -> Pane {
+        let i = Self::ORDER.iter().position(|p| *p == self).unwrap_or(0) as isize;
+        Self::ORDER[(i + by).rem_euclid(Self::ORDER.len() as isize) as usize]
+    }
+}
+
+/// What the user asked for (from keys, mouse or a script).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Quit,
+    NextPane,
+    PrevPane,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+    Enter,
+    Back,
+    Help,
+    /// Start the "go to" prompt.
+    Goto,
+    /// A character typed into the prompt.
+    Char(char),
+    Backspace,
+    ToggleHitMode,
+    /// The terminal's new size.
+    Resize(u16, u16),
+    /// Time passes: refresh live data.
+    Tick,
+    /// Focus a pane (mouse click).
+    Focus(Pane),
+}
+
+/// Work for the worker thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Bytes (and the layer of each 16-byte row) of the disk as of layer
+    /// `as_of`.
+    Hex { as_of: usize, offset: u64, len: u64 },
+    /// The hit map grid of `cells` cells.
+    Grid {
+        as_of: usize,
+        cells: usize,
+        mode: HitMode,
+    },
+    /// The NBD connection's state.
+    Nbd,
+}
+
+/// The worker's answers.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    Hex(HexData),
+    Grid(Grid),
+    Nbd(Box<(ExportInfo, StatsSnapshot)>),
+    Error(String),
+}
+
+/// Bytes for the hex pane.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HexData {
+    pub as_of: usize,
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+    /// The layer serving each 16-byte row (None: no layer, zeros).
+    pub owners: Vec<Option<usize>>,
+}
+
+/// Static ownership (from metadata) or runtime hits (what reads touched).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HitMode {
+    Static,
+    Runtime,
+}
+
+/// One cell of the hit map grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CellOwner {
+    Layer(usize),
+    Nowhere,
+    NotRead,
+}
+
+/// The hit map grid and per-layer byte counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grid {
+    pub mode: HitMode,
+    pub as_of: usize,
+    pub cells: Vec<CellOwner>,
+    /// Bytes per layer (index 0 is the base), then the bytes of no layer.
+    pub bytes: Vec<u64>,
+    pub nowhere: u64,
+}
+
+impl From<Served> for CellOwner {
+    fn from(s: Served) -> Self {
+        match s {
+            Served::Layer(l) => CellOwner::Layer(l),
+            Served::Nowhere => CellOwner::Nowhere,
+            Served::NotRead => CellOwner::NotRead,
+        }
+    }
+}
+
+/// One layer as the chain pane shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerView {
+    pub index: usize,
+    /// Escaped for the terminal.
+    pub name: String,
+    pub format: String,
+    /// Cluster size and compression, for qcow2.
+    pub detail: String,
+    pub size: u64,
+}
+
+/// The whole UI state.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub title: String,
+    /// Base first.
+    pub layers: Vec<LayerView>,
+    pub disk_size: u64,
+    pub focus: Pane,
+    /// The chain pane's selection.
+    pub chain_sel: usize,
+    /// The layer the disk is seen "as of" (the chain cut there).
+    pub as_of: usize,
+    /// First byte shown in the hex pane (a multiple of 16).
+    pub hex_offset: u64,
+    pub hex: Option<HexData>,
+    pub hit_mode: HitMode,
+    pub grid: Option<Grid>,
+    pub nbd: Option<Box<(ExportInfo, StatsSnapshot)>>,
+    pub is_nbd: bool,
+    pub help: bool,
+    /// The "go to" prompt's text while it is open.
+    pub prompt: Option<String>,
+    pub message: Option<String>,
+    pub quit: bool,
+    pub width: u16,
+    pub height: u16,
+}
+
+impl App {
+    /// A new app for a chain described by `layers` (base first).
+    pub fn new(title: String, layers: Vec<LayerView>, disk_size: u64, is_nbd: bool) -> App {
+        let top = layers.len().saturating_sub(1);
+        App {
+            title,
+            layers,
+            disk_size,
+            focus: Pane::Hex,
+            chain_sel: top,
+            as_of: top,
+            hex_offset: 0,
+            hex: None,
+            hit_mode: HitMode::Static,
+            grid: None,
+            nbd: None,
+            is_nbd,
+            help: false,
+            prompt: None,
+            message: None,
+            quit: false,
+            width: 80,
+            height: 24,
+        }
+    }
+
+    /// Rows the hex pane shows at the current size.
+    pub fn hex_rows(&self) -> u64 {
+        let area = super::render::layout(self, Pane::Hex).hex;
+        u64::from(area.map_or(1, |r| r.height.saturating_sub(2))).max(1)
+    }
+
+    /// Cells the hit map pane shows at the current size (its last row is
+    /// the legend).
+    pub fn grid_cells(&self) -> usize {
+        let area = super::render::layout(self, Pane::HitMap).hitmap;
+        area.map_or(0, |r| {
+            usize::from(r.width.saturating_sub(2)) * usize::from(r.height.saturating_sub(3))
+        })
+    }
+
+    /// Whether all panes fit side by side.
+    pub fn wide(&self) -> bool {
+        self.width >= 110 && self.height >= 30
+    }
+
+    /// The requests that fill the screen for the current state.
+    pub fn refresh(&self) -> Vec<Request> {
+        let mut r = vec![Request::Hex {
+            as_of: self.as_of,
+            offset: self.hex_offset,
+            len: (self.hex_rows() * 16).min(self.disk_size.saturating_sub(self.hex_offset)),
+        }];
+        if self.grid_cells() > 0 {
+            r.push(Request::Grid {
+                as_of: self.as_of,
+                cells: self.grid_cells(),
+                mode: self.hit_mode,
+            });
+        }
+        if self.is_nbd {
+            r.push(Request::Nbd);
+        }
+        r
+    }
+
+    fn max_offset(&self) -> u64 {
+        let rows = self.disk_size.div_ceil(16);
+        rows.saturating_sub(self.hex_rows()) * 16
+    }
+
+    fn scroll_hex(&mut self, rows: i64) -> Vec<Request> {
+        let delta = rows.unsigned_abs().saturating_mul(16);
+        let new = if rows < 0 {
+            self.hex_offset.saturating_sub(delta)
+        } else {
+            self.hex_offset.saturating_add(delta).min(self.max_offset())
+        };
+        self.hex_offset = new;
+        self.refresh().into_iter().take(1).collect()
+    }
+
+    /// Applies an action; returns work for the worker.
+    pub fn apply(&mut self, action: Action) -> Vec<Request> {
+        if let Some(text) = &mut self.prompt {
+            match action {
+                Action::Char(c) => text.push(c),
+                Action::Backspace => {
+                    text.pop();
+                }
+                Action::Back => self.prompt = None,
+                Action::Enter => {
+                    let text = self.prompt.take().unwrap_or_default();
+                    return self.goto(&text);
+                }
+                Action::Resize(w, h) => {
+                    self.width = w;
+                    self.height = h;
+                }
+                _ => {}
+            }
+            return Vec::new();
+        }
+        if self.help && !matches!(action, Action::Resize(..) | Action::Tick) {
+            self.help = false;
+            if action == Action::Help || action == Action::Back {
+                return Vec::new();
+            }
+        }
+        self.message = None;
+        let page = self.hex_rows() as i64;
+        match (action, self.focus) {
+            (Action::Quit, _) => self.quit = true,
+            (Action::Help, _) => self.help = true,
+            (Action::NextPane, _) => self.focus = self.focus.step(1),
+            (Action::PrevPane, _) => self.focus = self.focus.step(-1),
+            (Action::Focus(p), _) => self.focus = p,
+            (Action::Goto, _) => self.prompt = Some(String::new()),
+            (Action::ToggleHitMode, _) => {
+                self.hit_mode = match self.hit_mode {
+                    HitMode::Static => HitMode::Runtime,
+                    HitMode::Runtime => HitMode::Static,
+                };
+                self.grid = None;
+                return self.refresh();
+            }
+            (Action::Resize(w, h), _) => {
+                self.width = w;
+                self.height = h;
+                self.hex_offset = self.hex_offset.min(self.max_offset());
+                return self.refresh();
+            }
+            (Action::Tick, _) => {
+                return self
+                    .refresh()
+                    .into_iter()
+                    .filter(|r| {
+                        matches!(r, Request::Nbd)
+                            || (self.hit_mode == HitMode::Runtime
+                                && matches!(r, Request::Grid { .. }))
+                    })
+                    .collect()
+            }
+            (Action::Up, Pane::Chain) => {
+                self.chain_sel = (self.chain_sel + 1).min(self.layers.len().saturating_sub(1))
+            }
+            (Action::Down, Pane::Chain) => self.chain_sel = self.chain_sel.saturating_sub(1),
+            (Action::Top, Pane::Chain) => self.chain_sel = self.layers.len().saturating_sub(1),
+            (Action::Bottom, Pane::Chain) => self.chain_sel = 0,
+            (Action::Enter, Pane::Chain) => {
+                self.as_of = self.chain_sel;
+                self.hex = None;
+                self.grid = None;
+                self.message = Some(format!("disk as of layer {}", self.as_of));
+                return self.refresh();
+            }
+            (Action::Back, Pane::Chain) => {
+                self.as_of = self.layers.len().saturating_sub(1);
+                self.chain_sel = self.as_of;
+                self.hex = None;
+                self.grid = None;
+                return self.refresh();
+            }
+            (Action::Up, _) => return self.scroll_hex(-1),
+            (Action::Down, _) => return self.scroll_hex(1),
+            (Action::PageUp, _) => return self.scroll_hex(-page),
+            (Action::PageDown, _) => return self.scroll_hex(page),
+            (Action::Top, _) => return self.scroll_hex(i64::MIN / 32),
+            (Action::Bottom, _) => return self.scroll_hex(i64::MAX / 32),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    /// "Go to": an offset (`0x400`, `4096`, `64K`) or `b<N>` for block N of
+    /// 4096 bytes.
+    fn goto(&mut self, text: &str) -> Vec<Request> {
+        let t = text.trim();
+        let target = match t.strip_prefix('b') {
+            Some(block) => crate::units::parse_size(block).map(|b| b.saturating_mul(4096)),
+            None => crate::units::parse_size(t),
+        };
+        match target {
+            Ok(off) if off < self.disk_size => {
+                self.hex_offset = (off & !15).min(self.max_offset());
+                self.focus = Pane::Hex;
+                self.refresh().into_iter().take(1).collect()
+            }
+            Ok(off) => {
+                self.message = Some(format!(
+                    "{off:#x} is past the end of the disk ({:#x})",
+                    self.disk_size
+                ));
+                Vec::new()
+            }
+            Err(e) => {
+                self.message = Some(e);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Takes a worker reply (stale ones, for another layer or offset, are
+    /// dropped).
+    pub fn receive(&mut self, reply: Reply) {
+        match reply {
+            Reply::Hex(h) if h.as_of == self.as_of && h.offset == self.hex_offset => {
+                self.hex = Some(h)
+            }
+            Reply::Grid(g)
+                if g.as_of == self.as_of
+                    && g.mode == self.hit_mode
+                    && g.cells.len() == self.grid_cells() =>
+            {
+                self.grid = Some(g)
+            }
+            Reply::Nbd(n) => self.nbd = Some(n),
+            Reply::Error(e) => self.message = Some(e),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! Drawing: pure functions of the [`App`] state into a ratatui frame. The
+//! same code draws the real terminal and the headless frames of
+//! `layerscope render` and snapshot tests.
+//!
+//! Wide layout (at least 110x30), every pane visible:
+//!
+//! ```text
+//! ┌Chain───────┐┌Hex──────────────────────────────────────┐
+//! │▶2 top.qcow2││0000000400 53 ef 01 00 …  S⋄•⋄           │
+//! │ 1 update   ││…                                        │
+//! ├Status──────┤│                                         │
+//! ├Hit map─────┤│                                         │
+//! │██··▒▒      ││                                         │
+//! └────────────┘└─────────────────────────────────────────┘
+//!  q quit  ? help  Tab pane  g go to  m map mode   [message]
+//! ```
+//!
+//! Narrow (80x24): a tab line, the focused pane full size (Hex first), and
+//! the key bar; Tab brings in the others.
+use ratatui::layout::{Constraint, Direction, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use ratatui::Frame;
+
+use super::app::{App, CellOwner, HitMode, Pane};
+use super::hex::{glyph, layer_color, ByteClass};
+use crate::units::human;
+
+/// Where each pane goes for a terminal size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Areas {
+    pub chain: Option<Rect>,
+    pub status: Option<Rect>,
+    pub hex: Option<Rect>,
+    pub hitmap: Option<Rect>,
+    pub tabs: Option<Rect>,
+    pub bar: Rect,
+}
+
+/// Width of a hex row: offset digits, 16 bytes, 16 glyphs, borders.
+fn hex_width(digits: u16) -> u16 {
+    digits + 1 + 48 + 1 + 16 + 2
+}
+
+/// Hex digits of the offset column for a disk of `size` bytes.
+pub fn offset_digits(size: u64) -> u16 {
+    if size > 1 << 40 {
+        12
+    } else if size > 1 << 32 {
+        10
+    } else {
+        8
+    }
+}
+
+/// The layout for the app's terminal size.
+pub fn areas(app: &App) -> Areas {
+    layout(app, app.focus)
+}
+
+/// The layout as it would be with `focus` (in the narrow layout only the
+/// focused pane is on screen).
+pub fn layout(app: &App, focus: Pane) -> Areas {
+    let full = Rect::new(0, 0, app.width, app.height);
+    let rows = Layout::default()
+        .direction(Direction::Vertical)
+        .constraints([Constraint::Min(1), Constraint::Length(1)])
+        .split(full);
+    let (main, bar) = (rows[0], rows[1]);
+    if app.wide() {
+        let hex_w = hex_width(offset_digits(app.disk_size)).min(main.width.saturating_sub(28));
+        let cols = Layout::default()
+            .direction(Direction::Horizontal)
+            .constraints([Constraint::Min(28), Constraint::Length(hex_w)])
+            .split(main);
+        let chain_h = (app.layers.len() as u16 + 2).clamp(3, main.height / 3);
+        let status_h = if app.is_nbd { 9 } else { 4 };
+        let left = Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([
+                Constraint::Length(chain_h),
+                Constraint::Length(status_h),
+                Constraint::Min(3),
+            ])
+            .split(cols[0]);
+        Areas {
+            chain: Some(left[0]),
+            status: Some(left[1]),
+            hitmap: Some(left[2]),
+            hex: Some(cols[1]),
+            tabs: None,
+            bar,
+        }
+    } else {
+        let parts = Layout::default()
+            .direction(Direction::Vertical)
+            .constraints([Constraint::Length(1), Constraint::Min(1)])
+            .split(main);
+        let body = Some(parts[1]);
+        let mut a = Areas {
+            chain: None,
+            status: None,
+            hex: None,
+            hitmap: None,
+            tabs: Some(parts[0]),
+            bar,
+        };
+        match focus {
+            Pane::Chain => a.chain = body,
+            Pane::Status => a.status = body,
+            Pane::Hex => a.hex = body,
+            Pane::HitMap => a.hitmap = body,
+        }
+        a
+    }
+}
+
+struct Styles {
+    color: bool,
+}
+
+impl Styles {
+    fn fg(&self, c: Color) -> Style {
+        if self.color {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+}
+
+fn pane_block<'a>(title: String, focused: bool) -> Block<'a> {
+    let style = if focused {
+        Style::default().add_modifier(Modifier::BOLD)
+    } else {
+        Style::default()
+    };
+    Block::default()
+        .borders(Borders::ALL)
+        .title(Span::styled(title, style))
+        .border_style(if focused {
+            Style::default().add_modifier(Modifier::BOLD)
+        } else {
+            Style::default()
+        })
+}
+
+/// Draws the whole app.
+pub fn draw(f: &mut Frame, app: &App, color: bool) {
+    let s = Styles { color };
+    let a = areas(app);
+    if let Some(r) = a.tabs {
+        draw_tabs(f, r, app);
+    }
+    if let Some(r) = a.chain {
+        draw_chain(f, r, app, &s);
+    }
+    if let Some(r) = a.status {
+        draw_status(f, r, app);
+    }
+    if let Some(r) = a.hex {
+        draw_hex(f, r, app, &s);
+    }
+    if let Some(r) = a.hitmap {
+        draw_hitmap(f, r, app, &s);
+    }
+    draw_bar(f, a.bar, app);
+    if app.help {
+        draw_help(f, Rect::new(0, 0, app.width, app.height));
+    }
+}
+
+fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
+    let names = [
+        (Pane::Chain, "Chain"),
+        (Pane::Hex, "Hex"),
+        (Pane::HitMap, "Hit map"),
+        (Pane::Status, "Status"),
+    ];
+    let mut spans = Vec::new();
+    for (p, n) in names {
+        let style = if p == app.focus {
+            Style::default().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::default()
+        };
+        spans.push(Span::styled(format!(" {n} "), style));
+        spans.push(Span::raw(" "));
+    }
+    f.render_widget(Paragraph::new(Line::from(spans)), r);
+}
+
+fn draw_chain(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
+    let focused = app.focus == Pane::Chain;
+    let lines: Vec<Line> = app
+        .layers
+        .iter()
+        .rev()
+        .map(|l| {
+            let sel = focused && l.index == app.chain_sel;
+            let mark = if l.index == app.as_of { "▶" } else { " " };
+            let style = if sel {
+                Style::default().add_modifier(Modifier::REVERSED)
+            } else {
+                Style::default()
+            };
+            Line::from(vec![
+                Span::raw(mark),
+                Span::styled("█", s.fg(layer_color(Some(l.index)))),
+                Span::styled(
+                    format!("{} {} {} {}", l.index, l.name, l.format, l.detail),
+                    style,
+                ),
+            ])
+        })
+        .collect();
+    let title = format!(
+        "Chain: {} layers, {}",
+        app.layers.len(),
+        human(app.disk_size)
+    );
+    f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
+}
+
+fn draw_status(f: &mut Frame, r: Rect, app: &App) {
+    let mut lines = Vec::new();
+    match &app.nbd {
+        Some(n) => {
+            let (info, st) = (&n.0, &n.1);
+            lines.push(Line::from(format!(
+                "{:?}  export {:?}",
+                st.state,
+                crate::escape::printable(&info.name)
+            )));
+            lines.push(Line::from(format!(
+                "size {}  {}",
+                human(info.size),
+                info.handshake
+            )));
+            let ctx: Vec<&str> = info.meta_contexts.iter().map(|(_, n)| n.as_str()).collect();
+            lines.push(Line::from(format!(
+                "contexts {}",
+                crate::escape::printable(&ctx.join(" "))
+            )));
+            lines.push(Line::from(format!(
+                "read {}  {} requests, {} in flight",
+                human(st.bytes_read),
+                st.requests,
+                st.in_flight
+            )));
+            let ms = |v: Option<u32>| {
+                v.map_or("-".into(), |us| format!("{:.2} ms", f64::from(us) / 1000.0))
+            };
+            lines.push(Line::from(format!(
+                "latency p50 {} p99 {}",
+                ms(st.latency_p50_us),
+                ms(st.latency_p99_us)
+            )));
+            lines.push(Line::from(format!(
+                "errors {}  reconnects {}",
+                st.errors, st.reconnects
+            )));
+            if let Some(e) = &st.last_error {
+                lines.push(Line::from(format!(
+                    "last error: {}",
+                    crate::escape::printable(e)
+                )));
+            }
+        }
+        None if app.is_nbd => lines.push(Line::from("connecting…")),
+        None => {
+            lines.push(Line::from("local files (no NBD connection)"));
+            lines.push(Line::from(format!("disk as of layer {}", app.as_of)));
+        }
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(pane_block("Status".into(), app.focus == Pane::Status)),
+        r,
+    );
+}
+
+fn draw_hex(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
+    let focused = app.focus == Pane::Hex;
+    let digits = usize::from(offset_digits(app.disk_size));
+    let title = format!("Hex @ {:#x} (as of layer {})", app.hex_offset, app.as_of);
+    let mut lines = Vec::new();
+    match &app.hex {
+        None => lines.push(Line::from("reading…")),
+        Some(h) => {
+            for (row, chunk) in h.bytes.chunks(16).enumerate() {
+                let at = h.offset + row as u64 * 16;
+                let owner = h.owners.get(row).copied().flatten();
+                let mut spans = vec![
+                    Span::styled(format!("{at:0digits$x}"), s.fg(layer_color(owner))),
+                    Span::raw(" "),
+                ];
+                for (i, b) in chunk.iter().enumerate() {
+                    spans.push(Span::styled(
+                        format!("{b:02x}"),
+                        s.fg(ByteClass::of(*b).color()),
+                    ));
+                    spans.push(Span::raw(if i == 7 { "  " } else { " " }));
+                }
+                for _ in chunk.len()..16 {
+                    spans.push(Span::raw("   "));
+                }
+                for b in chunk {
+                    spans.push(Span::styled(
+                        glyph(*b).to_string(),
+                        s.fg(ByteClass::of(*b).color()),
+                    ));
+                }
+                lines.push(Line::from(spans));
+            }
+        }
+    }
+    f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
+}
+
+fn draw_hitmap(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
+    let focused = app.focus == Pane::HitMap;
+    let mode = match app.hit_mode {
+        HitMode::Static => "owner",
+        HitMode::Runtime => "served so far",
+    };
+    let title = format!("Hit map: {mode} (m)");
+    let inner_w = usize::from(r.width.saturating_sub(2)).max(1);
+    let mut lines: Vec<Line> = Vec::new();
+    match &app.grid {
+        None => lines.push(Line::from("computing…")),
+        Some(g) => {
+            for row in g.cells.chunks(inner_w) {
+                let spans: Vec<Span> = row
+                    .iter()
+                    .map(|c| match c {
+                        CellOwner::Layer(l) => Span::styled("█", s.fg(layer_color(Some(*l)))),
+                        CellOwner::Nowhere => Span::styled("·", s.fg(Color::DarkGray)),
+                        CellOwner::NotRead => Span::raw(" "),
+                    })
+                    .collect();
+                lines.push(Line::from(spans));
+            }
+            // The legend replaces the last grid row.
+            let mut legend = Vec::new();
+            for (i, b) in g.bytes.iter().enumerate().rev() {
+                legend.push(Span::styled("█", s.fg(layer_color(Some(i)))));
+                legend.push(Span::raw(format!("{i}:{} ", human(*b))));
+            }
+            legend.push(Span::styled("·", s.fg(Color::DarkGray)));
+            legend.push(Span::raw(format!("none:{}", human(g.nowhere))));
+            let room = usize::from(r.height.saturating_sub(2)).max(1);
+            lines.truncate(room - 1);
+            lines.push(Line::from(legend));
+        }
+    }
+    f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
+}
+
+fn draw_bar(f: &mut Frame, r: Rect, app: &App) {
+    let text = match (&app.prompt, &app.message) {
+        (Some(p), _) => format!(" go to (offset, 0x.., 64K, b<block>): {p}▏"),
+        (None, Some(m)) => format!(" {m}"),
+        (None, None) => format!(
+            " q quit  ? help  Tab pane  g go to  m map mode  │ {}",
+            app.title
+        ),
+    };
+    f.render_widget(
+        Paragraph::new(Line::from(text)).style(Style::default().add_modifier(Modifier::REVERSED)),
+        r,
+    );
+}
+
+/// Every key, for `?`.
+pub const HELP: &[(&str, &str)] = &[
+    ("q, Ctrl-C", "quit"),
+    ("?", "this help (any key closes it)"),
+    ("Tab, Shift-Tab", "next / previous pane"),
+    ("j, k, ↓, ↑", "scroll the hex view; move in the chain"),
+    ("PgDn, PgUp, Space", "scroll a page"),
+    ("Home, End", "start / end of the disk"),
+    ("Enter", "chain: see the disk as of that layer"),
+    ("Esc", "chain: back to the top layer; close a prompt"),
+    (
+        "g",
+        "go to an offset: 0x400, 4096, 64K, or b<N> for 4 KiB block N",
+    ),
+    (
+        "m",
+        "hit map: who owns each region, or who served it so far",
+    ),
+    ("mouse", "click a pane to focus it, wheel to scroll"),
+];
+
+fn draw_help(f: &mut Frame, full: Rect) {
+    let w = 78.min(full.width);
+    let h = (HELP.len() as u16 + 2).min(full.height);
+    let r = Rect::new((full.width - w) / 2, (full.height - h) / 2, w, h);
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(k, v)| Line::from(format!("{k:<18} {v}")))
+        .collect();
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title("Keys")),
+        r,
+    );
+}
