@@ -178,11 +178,23 @@ def main():
     print(f"{'':<44} throughput ratio layerscope/qemu-img: {qemu[0] / ours_file[0]:.2f}x writing the same sparse file, {qemu[0] / ours_null[0]:.2f}x to /dev/null (goal >= 1.0x)")
 
     nbd_bench(top, size)
+    tui_bench(top)
 
     for name in ("tb", "tb10"):
         img = os.path.join(WORK, f"{name}-top.qcow2")
         row(f"map --json (1 TiB, {'80' if name == 'tb' else '800'} clusters)", timed([BIN, "map", "--json", img]),
             timed(["qemu-img", "map", "--output=json", img]), "qemu-img map --output=json", "RSS < 64 MiB")
+
+
+def tui_bench(top):
+    """The UI, headless (layerscope render): the first frame with data, and
+    the cost of one keystroke (a frame after 400 scroll keys, less the
+    first frame, over 400)."""
+    first = timed([BIN, "render", top, "--size", "120x40"])
+    many = timed([BIN, "render", top, "--size", "120x40", "--keys", " ".join(["PageDown"] * 400)])
+    per_key = (many[0] - first[0]) / 400
+    print(f"{'TUI first frame with data (120x40)':<44} {first[0] * 1000:6.1f} ms (goal < 100 ms), RSS {first[1] / 1024:.1f} MiB")
+    print(f"{'TUI keystroke to frame (PageDown, 2 GiB)':<44} {per_key * 1000:6.2f} ms per key (goal < 16 ms), RSS after 400 pages {many[1] / 1024:.1f} MiB (goal < 64 MiB)")
 
 
 def nbd_bench(top, size):
