@@ -11,25 +11,57 @@ pub enum Endian {
     Little,
 }
 
-/// One field of an on-disk structure: an unsigned integer of 1 to 8 bytes.
+/// How a field's bytes are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// An unsigned integer of 1 to 8 bytes.
+    Uint,
+    /// A NUL-padded string (labels, paths).
+    Text,
+    /// A 16-byte UUID.
+    Uuid,
+    /// Bytes shown in hex.
+    Bytes,
+}
+
+/// One field of an on-disk structure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Field {
     pub name: &'static str,
     /// Offset from the start of the structure.
     pub offset: usize,
-    /// Size in bytes (1..=8).
+    /// Size in bytes.
     pub size: usize,
+    pub kind: Kind,
     /// One line saying what the field means.
     pub doc: &'static str,
 }
 
 impl Field {
-    /// A field description for a table.
+    /// An unsigned integer field (1 to 8 bytes).
     pub const fn new(name: &'static str, offset: usize, size: usize, doc: &'static str) -> Self {
         Field {
             name,
             offset,
             size,
+            kind: Kind::Uint,
+            doc,
+        }
+    }
+
+    /// A field of another kind.
+    pub const fn of(
+        kind: Kind,
+        name: &'static str,
+        offset: usize,
+        size: usize,
+        doc: &'static str,
+    ) -> Self {
+        Field {
+            name,
+            offset,
+            size,
+            kind,
             doc,
         }
     }
@@ -51,13 +83,18 @@ impl Field {
 }
 
 /// A decoded field: where it is, and its value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FieldValue {
     pub name: &'static str,
     /// Absolute byte offset in the file or disk.
     pub offset: u64,
     pub size: usize,
+    /// The value of an integer field (0 for other kinds).
     pub value: u64,
+    /// The value of a text, UUID or byte field, as shown (escaped for a
+    /// terminal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// Decodes every field of `table` present in `bytes`; `base` is the
@@ -73,16 +110,45 @@ pub fn decode_table(
     table
         .iter()
         .filter_map(|f| {
-            let value = f.read(bytes, endian)?;
             let offset = base.checked_add(u64::try_from(f.offset).ok()?)?;
+            let (value, text) = match f.kind {
+                Kind::Uint => (f.read(bytes, endian)?, None),
+                kind => {
+                    let raw = bytes.get(f.offset..f.offset.checked_add(f.size)?)?;
+                    (0, Some(render(kind, raw)))
+                }
+            };
             Some(FieldValue {
                 name: f.name,
                 offset,
                 size: f.size,
                 value,
+                text,
             })
         })
         .collect()
+}
+
+/// Shows raw bytes of a non-integer field.
+fn render(kind: Kind, raw: &[u8]) -> String {
+    match kind {
+        Kind::Text => {
+            let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            crate::escape::printable(&String::from_utf8_lossy(&raw[..end]))
+        }
+        Kind::Uuid if raw.len() == 16 => {
+            let h: Vec<String> = raw.iter().map(|b| format!("{b:02x}")).collect();
+            format!(
+                "{}-{}-{}-{}-{}",
+                h[0..4].concat(),
+                h[4..6].concat(),
+                h[6..8].concat(),
+                h[8..10].concat(),
+                h[10..16].concat()
+            )
+        }
+        _ => raw.iter().map(|b| format!("{b:02x}")).collect(),
+    }
 }
 
 /// Looks a field up by name in a decoded list.

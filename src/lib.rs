@@ -13,6 +13,7 @@ pub mod block;
 pub mod cli;
 pub mod demo;
 pub mod escape;
+pub mod fs;
 pub mod layout;
 pub mod ui;
 pub mod units;

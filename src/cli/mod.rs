@@ -10,6 +10,7 @@ use crate::block::chain::{open_chain, Chain, ChainOptions, FsOpener};
 use crate::block::probe::Format;
 
 mod chain;
+mod fs;
 mod map;
 mod nbd;
 mod read;
@@ -45,9 +46,26 @@ pub enum Command {
     NbdInfo(NbdInfoArgs),
     /// List the exports of an NBD server.
     Exports(ExportsArgs),
+    /// The ext2/3/4 superblock, like `dumpe2fs -h`.
+    Info(FsArgs),
+    /// The block group descriptors, like dumpe2fs's group list.
+    Groups(FsArgs),
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
+}
+
+/// Arguments of the filesystem commands.
+#[derive(Debug, Args)]
+pub struct FsArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// See the filesystem as of layer N of the chain (0 is the base).
+    #[arg(long)]
+    pub layer: Option<usize>,
 }
 
 /// Arguments of `render`.
@@ -227,6 +245,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::NbdInfo(args)) => nbd::info(&args, &mut out),
         Some(Command::Exports(args)) => nbd::exports(&args, &mut out),
+        Some(Command::Info(args)) => fs::info(&args, &mut out),
+        Some(Command::Groups(args)) => fs::groups(&args, &mut out),
         Some(Command::Render(args)) => {
             let chain = open_or_demo(args.image.as_deref())?;
             let (w, h) = args.size;

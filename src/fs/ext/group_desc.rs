@@ -1,0 +1,223 @@
+//! Block group descriptors: 32 bytes, or `s_desc_size` (64) with the 64bit
+//! feature; found after the superblock, or per meta group with meta_bg.
+use crate::layout::{decode_table, value_of, Endian, Field, FieldValue};
+
+use super::checksum::{crc16, crc32c_raw};
+use super::superblock::Superblock;
+
+/// Every field (the second half exists only in 64-byte descriptors).
+pub const GROUP_DESC: &[Field] = &[
+    Field::new("bg_block_bitmap_lo", 0x0, 4, "block bitmap block"),
+    Field::new("bg_inode_bitmap_lo", 0x4, 4, "inode bitmap block"),
+    Field::new("bg_inode_table_lo", 0x8, 4, "first inode table block"),
+    Field::new("bg_free_blocks_count_lo", 0xc, 2, "free blocks"),
+    Field::new("bg_free_inodes_count_lo", 0xe, 2, "free inodes"),
+    Field::new("bg_used_dirs_count_lo", 0x10, 2, "directories"),
+    Field::new(
+        "bg_flags",
+        0x12,
+        2,
+        "1 INODE_UNINIT, 2 BLOCK_UNINIT, 4 ITABLE_ZEROED",
+    ),
+    Field::new("bg_exclude_bitmap_lo", 0x14, 4, "snapshot exclusion bitmap"),
+    Field::new(
+        "bg_block_bitmap_csum_lo",
+        0x18,
+        2,
+        "block bitmap crc32c (low)",
+    ),
+    Field::new(
+        "bg_inode_bitmap_csum_lo",
+        0x1a,
+        2,
+        "inode bitmap crc32c (low)",
+    ),
+    Field::new(
+        "bg_itable_unused_lo",
+        0x1c,
+        2,
+        "unused inodes at the end of the table",
+    ),
+    Field::new("bg_checksum", 0x1e, 2, "descriptor checksum"),
+    Field::new("bg_block_bitmap_hi", 0x20, 4, "block bitmap block (high)"),
+    Field::new("bg_inode_bitmap_hi", 0x24, 4, "inode bitmap block (high)"),
+    Field::new("bg_inode_table_hi", 0x28, 4, "inode table block (high)"),
+    Field::new("bg_free_blocks_count_hi", 0x2c, 2, "free blocks (high)"),
+    Field::new("bg_free_inodes_count_hi", 0x2e, 2, "free inodes (high)"),
+    Field::new("bg_used_dirs_count_hi", 0x30, 2, "directories (high)"),
+    Field::new("bg_itable_unused_hi", 0x32, 2, "unused inodes (high)"),
+    Field::new("bg_exclude_bitmap_hi", 0x34, 4, "exclusion bitmap (high)"),
+    Field::new(
+        "bg_block_bitmap_csum_hi",
+        0x38,
+        2,
+        "block bitmap crc32c (high)",
+    ),
+    Field::new(
+        "bg_inode_bitmap_csum_hi",
+        0x3a,
+        2,
+        "inode bitmap crc32c (high)",
+    ),
+    Field::new("bg_reserved", 0x3c, 4, "padding"),
+];
+
+/// Flag names as dumpe2fs prints them.
+pub const FLAGS: &[(u16, &str)] = &[
+    (1, "INODE_UNINIT"),
+    (2, "BLOCK_UNINIT"),
+    (4, "ITABLE_ZEROED"),
+];
+
+/// One decoded descriptor.
+#[derive(Clone, Debug)]
+pub struct GroupDesc {
+    pub group: u64,
+    pub fields: Vec<FieldValue>,
+    pub block_bitmap: u64,
+    pub inode_bitmap: u64,
+    pub inode_table: u64,
+    pub free_blocks: u64,
+    pub free_inodes: u64,
+    pub used_dirs: u64,
+    pub itable_unused: u64,
+    pub flags: u16,
+    pub checksum: u16,
+    /// Whether the stored checksum matches (None when the filesystem has
+    /// neither metadata_csum nor uninit_bg).
+    pub checksum_ok: Option<bool>,
+}
+
+impl GroupDesc {
+    /// Decodes descriptor `group` from its `bytes` (desc_size long) at disk
+    /// offset `base`.
+    pub fn decode(sb: &Superblock, group: u64, bytes: &[u8], base: u64) -> GroupDesc {
+        let fields = decode_table(GROUP_DESC, bytes, Endian::Little, base);
+        let get = |n: &str| value_of(&fields, n).unwrap_or(0);
+        let wide = sb.is_64bit() && bytes.len() >= 64;
+        let join = |lo: &str, hi: &str| {
+            get(lo)
+                | if wide {
+                    get(hi)
+                        << if lo.ends_with("count_lo") || lo.ends_with("unused_lo") {
+                            16
+                        } else {
+                            32
+                        }
+                } else {
+                    0
+                }
+        };
+        let checksum = get("bg_checksum") as u16;
+        GroupDesc {
+            group,
+            block_bitmap: join("bg_block_bitmap_lo", "bg_block_bitmap_hi"),
+            inode_bitmap: join("bg_inode_bitmap_lo", "bg_inode_bitmap_hi"),
+            inode_table: join("bg_inode_table_lo", "bg_inode_table_hi"),
+            free_blocks: join("bg_free_blocks_count_lo", "bg_free_blocks_count_hi"),
+            free_inodes: join("bg_free_inodes_count_lo", "bg_free_inodes_count_hi"),
+            used_dirs: join("bg_used_dirs_count_lo", "bg_used_dirs_count_hi"),
+            itable_unused: join("bg_itable_unused_lo", "bg_itable_unused_hi"),
+            flags: get("bg_flags") as u16,
+            checksum,
+            checksum_ok: expected_checksum(sb, group, bytes).map(|c| c == checksum),
+            fields,
+        }
+    }
+
+    /// Flag names.
+    pub fn flag_names(&self) -> Vec<&'static str> {
+        FLAGS
+            .iter()
+            .filter(|(b, _)| self.flags & b != 0)
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+/// The checksum a descriptor should carry, per e2fsprogs'
+/// `ext2fs_group_desc_csum`.
+pub fn expected_checksum(sb: &Superblock, group: u64, bytes: &[u8]) -> Option<u16> {
+    let uuid = sb_uuid(sb);
+    let group_le = (group as u32).to_le_bytes();
+    let size = bytes.len();
+    let (before, after) = (&bytes[..0x1e.min(size)], bytes.get(0x20..).unwrap_or(&[]));
+    if sb.has_metadata_csum() {
+        let seed = if sb.has_incompat(0x2000) {
+            sb.get("s_checksum_seed") as u32
+        } else {
+            crc32c_raw(!0, &uuid)
+        };
+        let mut c = crc32c_raw(seed, &group_le);
+        c = crc32c_raw(c, before);
+        c = crc32c_raw(c, &[0, 0]);
+        c = crc32c_raw(c, after);
+        Some((c & 0xffff) as u16)
+    } else if sb.has_ro_compat(0x10) {
+        let mut c = crc16(!0, &uuid);
+        c = crc16(c, &group_le);
+        c = crc16(c, before);
+        if sb.is_64bit() {
+            c = crc16(c, after);
+        }
+        Some(c)
+    } else {
+        None
+    }
+}
+
+fn sb_uuid(sb: &Superblock) -> [u8; 16] {
+    let text = sb.text("s_uuid").replace('-', "");
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = text
+            .get(i * 2..i * 2 + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
+/// Whether `group` keeps a superblock backup (and so a descriptor table
+/// copy): every group without sparse_super; else 0, 1 and powers of 3, 5,
+/// 7; with sparse_super2, 0 and the two named groups.
+pub fn has_super(sb: &Superblock, group: u64) -> bool {
+    if group == 0 {
+        return true;
+    }
+    if sb.feature_compat & 0x200 != 0 {
+        return group == sb.get("s_backup_bgs_0") || group == sb.get("s_backup_bgs_1");
+    }
+    if !sb.has_ro_compat(0x1) {
+        return true;
+    }
+    if group <= 1 {
+        return true;
+    }
+    [3u64, 5, 7].iter().any(|&base| {
+        let mut p = base;
+        while p < group {
+            p = p.saturating_mul(base);
+        }
+        p == group
+    })
+}
+
+/// The block holding descriptor block `i` of the primary table
+/// (e2fsprogs' `ext2fs_descriptor_block_loc2`).
+pub fn desc_block(sb: &Superblock, i: u64) -> u64 {
+    let first = u64::from(sb.first_data_block);
+    if !sb.has_incompat(0x10) || i < u64::from(sb.first_meta_bg) {
+        // bigalloc on 1 KiB blocks sets s_first_data_block to 0, but the
+        // superblock still fills block 1 (as in e2fsprogs).
+        let group_block = if first == 0 && sb.block_size == 1024 {
+            1
+        } else {
+            first
+        };
+        return group_block + 1 + i;
+    }
+    let per_block = sb.block_size / u64::from(sb.desc_size.max(32));
+    let group = per_block * i;
+    first + group * u64::from(sb.blocks_per_group) + u64::from(has_super(sb, group))
+}
