@@ -12,6 +12,11 @@ use crate::fs::ext::Ext4;
 
 /// Opens the filesystem of the image's chain, cut at `--layer`.
 fn open(args: &FsArgs) -> anyhow::Result<Ext4> {
+    Ok(open_with_reader(args)?.0)
+}
+
+/// As [`open`], keeping the layered reader (to say which layer holds what).
+fn open_with_reader(args: &FsArgs) -> anyhow::Result<(Ext4, Arc<LayeredReader>)> {
     let chain = args.image.open()?;
     let chain = match args.layer {
         Some(n) if n >= chain.layers.len() => {
@@ -25,7 +30,253 @@ fn open(args: &FsArgs) -> anyhow::Result<Ext4> {
     };
     let reader = Arc::new(LayeredReader::new(&chain)?);
     let name = chain.top().map(|l| l.path.clone()).unwrap_or_default();
-    Ext4::open(reader).map_err(|e| anyhow::Error::new(e).context(name))
+    let fs = Ext4::open(reader.clone()).map_err(|e| anyhow::Error::new(e).context(name))?;
+    Ok((fs, reader))
+}
+
+/// `<N>` (debugfs's inode syntax) or a path.
+fn resolve(fs: &Ext4, target: &str) -> anyhow::Result<u64> {
+    if let Some(n) = target.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
+        return n
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{target:?}: not an inode number"));
+    }
+    Ok(fs.lookup(target)?)
+}
+
+/// debugfs's date format for `ls -l` (`14-Nov-2023 22:13`, UTC).
+fn ls_date(t: i64) -> String {
+    let c = ctime(t.max(0) as u64);
+    if c == "n/a" {
+        return " 1-Jan-1970 00:00".into();
+    }
+    // "Tue Nov 14 22:13:20 2023" -> "14-Nov-2023 22:13"
+    let p: Vec<&str> = c.split_whitespace().collect();
+    format!("{:>2}-{}-{} {}", p[2], p[1], p[4], &p[3][..5])
+}
+
+/// `ls`.
+///
+/// # Errors
+/// Opening; a path that does not exist or is not a directory.
+pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let fs = open(&args.fs)?;
+    let start = resolve(&fs, &args.path)?;
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    let mut stack = vec![(start, args.path.trim_end_matches('/').to_owned())];
+    let mut seen = std::collections::HashSet::new();
+    while let Some((ino, path)) = stack.pop() {
+        if !seen.insert(ino) {
+            errors.push(format!(
+                "{path}: directory inode {ino} already listed (a loop)"
+            ));
+            continue;
+        }
+        let node = fs.inode(ino)?;
+        if !node.is_dir() {
+            anyhow::bail!(
+                "{}: not a directory (inode {ino})",
+                crate::escape::printable(&path)
+            );
+        }
+        let entries = fs.read_dir(&node, &mut errors)?;
+        let mut subdirs = Vec::new();
+        for e in entries {
+            let child = match fs.inode(u64::from(e.inode)) {
+                Ok(i) => i,
+                Err(err) => {
+                    errors.push(format!("{}: {err}", e.display_name()));
+                    continue;
+                }
+            };
+            let name = e.display_name();
+            if args.recursive && child.is_dir() && name != "." && name != ".." {
+                subdirs.push((
+                    u64::from(e.inode),
+                    format!("{path}/{}", String::from_utf8_lossy(&e.name)),
+                ));
+            }
+            rows.push((path.clone(), e, child));
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    if args.fs.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(dir, e, i)| json!({
+                "dir": crate::escape::printable(if dir.is_empty() { "/" } else { dir }),
+                "name": String::from_utf8_lossy(&e.name), "inode": e.inode, "file_type": e.file_type,
+                "mode": i.mode, "uid": i.uid, "gid": i.gid, "size": i.size, "links": i.links, "mtime": i.mtime,
+            }))
+            .collect();
+        serde_json::to_writer_pretty(&mut *out, &json!({"entries": list, "errors": errors}))?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let mut last_dir = None;
+    for (dir, e, i) in &rows {
+        if args.recursive && last_dir != Some(dir) {
+            writeln!(
+                out,
+                "\n{}:",
+                crate::escape::printable(if dir.is_empty() { "/" } else { dir })
+            )?;
+            last_dir = Some(dir);
+        }
+        if args.long {
+            writeln!(
+                out,
+                " {:>6}  {:>6o} ({})  {:>5}  {:>5}   {:>5} {} {}",
+                e.inode,
+                i.mode,
+                e.file_type,
+                i.uid,
+                i.gid,
+                i.size,
+                ls_date(i.mtime),
+                e.display_name()
+            )?;
+        } else {
+            writeln!(out, "{}", e.display_name())?;
+        }
+    }
+    for err in errors {
+        writeln!(out, "error: {}", crate::escape::printable(&err))?;
+    }
+    Ok(())
+}
+
+/// `stat`.
+///
+/// # Errors
+/// Opening; a bad path or inode.
+pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let fs = open(&args.fs)?;
+    let ino = resolve(&fs, &args.path)?;
+    let i = fs.inode(ino)?;
+    let runs = fs.runs(&i);
+    if args.fs.json {
+        let runs_json = match &runs {
+            Ok(r) => json!(r),
+            Err(e) => json!({"error": e.to_string()}),
+        };
+        serde_json::to_writer_pretty(
+            &mut *out,
+            &json!({
+                "inode": ino, "mode": i.mode, "type": i.type_char().to_string(), "uid": i.uid, "gid": i.gid,
+                "size": i.size, "links": i.links, "flags": i.flags, "blocks": i.blocks, "mtime": i.mtime,
+                "runs": runs_json, "fields": i.fields,
+            }),
+        )?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "Inode: {ino}   Type: {}   Mode:  {:04o}   Flags: {:#x}",
+        i.type_char(),
+        i.mode & 0o7777,
+        i.flags
+    )?;
+    writeln!(
+        out,
+        "User: {:>5}   Group: {:>5}   Size: {}",
+        i.uid, i.gid, i.size
+    )?;
+    writeln!(out, "Links: {}   Blockcount: {}", i.links, i.blocks)?;
+    writeln!(out, "mtime: {}", ctime(i.mtime.max(0) as u64))?;
+    for f in &i.fields {
+        match &f.text {
+            Some(t) => writeln!(out, "  {:<16} @{:#x}  {t}", f.name, f.offset)?,
+            None => writeln!(out, "  {:<16} @{:#x}  {}", f.name, f.offset, f.value)?,
+        }
+    }
+    match runs {
+        Ok(r) => {
+            writeln!(out, "Runs (logical: physical):")?;
+            for r in r {
+                if r.meta {
+                    writeln!(out, "  (map block): {}", r.physical)?;
+                } else {
+                    writeln!(
+                        out,
+                        "  ({}-{}): {}-{}{}",
+                        r.logical,
+                        r.logical + r.len - 1,
+                        r.physical,
+                        r.physical + r.len - 1,
+                        if r.uninit { " [uninit]" } else { "" }
+                    )?;
+                }
+            }
+        }
+        Err(e) => writeln!(
+            out,
+            "Runs: error: {}",
+            crate::escape::printable(&e.to_string())
+        )?,
+    }
+    Ok(())
+}
+
+/// `cat`: the file's bytes, streamed.
+///
+/// # Errors
+/// Opening; a bad path; read errors.
+pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let fs = open(&args.fs)?;
+    let ino = resolve(&fs, &args.path)?;
+    let i = fs.inode(ino)?;
+    let runs = fs.runs(&i)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < i.size {
+        let n = (i.size - pos).min(buf.len() as u64) as usize;
+        fs.read_file(&i, &runs, pos, &mut buf[..n])?;
+        out.write_all(&buf[..n])?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// `blocks`: the file's physical blocks, and the layer holding each run.
+///
+/// # Errors
+/// Opening; a bad path; corrupt block maps.
+pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (fs, reader) = open_with_reader(&args.fs)?;
+    let ino = resolve(&fs, &args.path)?;
+    let i = fs.inode(ino)?;
+    let bs = fs.superblock().block_size;
+    let mut list = Vec::new();
+    for r in fs.runs(&i)? {
+        // Split each run where the serving layer changes.
+        let (mut at, end) = (r.physical * bs, (r.physical + r.len) * bs);
+        while at < end {
+            let o = reader.owner(at, end - at)?;
+            list.push(json!({"logical": r.logical + (at / bs - r.physical), "physical": at / bs, "count": o.len.div_ceil(bs), "uninit": r.uninit, "meta": r.meta, "layer": o.layer}));
+            at += o.len.max(1);
+        }
+    }
+    if args.fs.json {
+        serde_json::to_writer_pretty(&mut *out, &list)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for r in &list {
+        let layer = r["layer"]
+            .as_u64()
+            .map_or_else(|| "none".to_owned(), |l| format!("layer {l}"));
+        writeln!(
+            out,
+            "{}-{} ({} blocks) {layer}",
+            r["physical"],
+            r["physical"].as_u64().unwrap_or(0) + r["count"].as_u64().unwrap_or(1) - 1,
+            r["count"]
+        )?;
+    }
+    Ok(())
 }
 
 /// A Unix time as dumpe2fs prints it (`ctime`, in UTC), or `n/a` for 0.

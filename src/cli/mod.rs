@@ -50,6 +50,14 @@ pub enum Command {
     Info(FsArgs),
     /// The block group descriptors, like dumpe2fs's group list.
     Groups(FsArgs),
+    /// List a directory, like `debugfs -R "ls -l"`.
+    Ls(LsArgs),
+    /// An inode's fields and block runs (PATH or <INODE>), like `debugfs stat`.
+    Stat(PathArgs),
+    /// A file's content to stdout (PATH or <INODE>), like `debugfs dump`.
+    Cat(PathArgs),
+    /// A file's physical blocks and the layer that holds each run.
+    Blocks(PathArgs),
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
@@ -66,6 +74,31 @@ pub struct FsArgs {
     /// See the filesystem as of layer N of the chain (0 is the base).
     #[arg(long)]
     pub layer: Option<usize>,
+}
+
+/// Arguments of `ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub fs: FsArgs,
+    /// The directory (default: the root).
+    #[arg(default_value = "/")]
+    pub path: String,
+    /// Long listing: inode, mode, type, owner, size, time.
+    #[arg(short = 'l', long)]
+    pub long: bool,
+    /// Recurse into subdirectories.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+}
+
+/// Arguments of commands about one file.
+#[derive(Debug, Args)]
+pub struct PathArgs {
+    #[command(flatten)]
+    pub fs: FsArgs,
+    /// A path (`/etc/hostname`) or an inode number (`<12>`).
+    pub path: String,
 }
 
 /// Arguments of `render`.
@@ -247,6 +280,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Exports(args)) => nbd::exports(&args, &mut out),
         Some(Command::Info(args)) => fs::info(&args, &mut out),
         Some(Command::Groups(args)) => fs::groups(&args, &mut out),
+        Some(Command::Ls(args)) => fs::ls(&args, &mut out),
+        Some(Command::Stat(args)) => fs::stat(&args, &mut out),
+        Some(Command::Cat(args)) => match read::stdout_file() {
+            Some(mut f) => fs::cat(&args, &mut f),
+            None => fs::cat(&args, &mut out),
+        },
+        Some(Command::Blocks(args)) => fs::blocks(&args, &mut out),
         Some(Command::Render(args)) => {
             let chain = open_or_demo(args.image.as_deref())?;
             let (w, h) = args.size;

@@ -16,6 +16,9 @@ pub enum FsError {
     /// Not an ext2/3/4 filesystem at all.
     #[error("no ext2/3/4 filesystem found: {detail}")]
     NotExt { detail: String },
+    /// A path that does not exist.
+    #[error("{path}: not found: {detail}")]
+    NotFound { path: String, detail: String },
     /// Reading the disk failed.
     #[error(transparent)]
     Block(#[from] BlockError),
