@@ -10,12 +10,21 @@ use crate::block::nbd::ExportInfo;
 pub enum Pane {
     Chain,
     Status,
+    Tree,
+    Superblock,
     Hex,
     HitMap,
 }
 
 impl Pane {
-    const ORDER: [Pane; 4] = [Pane::Chain, Pane::Hex, Pane::HitMap, Pane::Status];
+    const ORDER: [Pane; 6] = [
+        Pane::Chain,
+        Pane::Tree,
+        Pane::Hex,
+        Pane::HitMap,
+        Pane::Superblock,
+        Pane::Status,
+    ];
 
     fn step(self, by: isize) -> Pane {
         let i = Self::ORDER.iter().position(|p| *p == self).unwrap_or(0) as isize;
@@ -66,6 +75,12 @@ pub enum Request {
     },
     /// The NBD connection's state.
     Nbd,
+    /// The filesystem's superblock and root directory as of a layer.
+    Fs { as_of: usize },
+    /// A directory's entries.
+    Dir { as_of: usize, ino: u64 },
+    /// Where a file's first data block is on the disk.
+    File { as_of: usize, ino: u64 },
 }
 
 /// The worker's answers.
@@ -74,7 +89,46 @@ pub enum Reply {
     Hex(HexData),
     Grid(Grid),
     Nbd(Box<(ExportInfo, StatsSnapshot)>),
+    /// The superblock's fields (or why there is no filesystem).
+    Fs {
+        as_of: usize,
+        fields: Result<Vec<FieldRow>, String>,
+    },
+    Dir {
+        as_of: usize,
+        ino: u64,
+        entries: Result<Vec<TreeNode>, String>,
+    },
+    /// A file's first data byte on the disk (None: no data blocks).
+    FileAt {
+        as_of: usize,
+        ino: u64,
+        offset: Option<u64>,
+    },
     Error(String),
+}
+
+/// One superblock field for the pane and the hex highlight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldRow {
+    pub name: &'static str,
+    pub offset: u64,
+    pub size: usize,
+    /// Escaped for the terminal.
+    pub value: String,
+}
+
+/// One line of the directory tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeNode {
+    pub ino: u64,
+    /// Escaped for the terminal.
+    pub name: String,
+    pub depth: usize,
+    pub is_dir: bool,
+    pub expanded: bool,
+    pub size: u64,
+    pub mode: u16,
 }
 
 /// Bytes for the hex pane.
@@ -153,6 +207,15 @@ pub struct App {
     pub hit_mode: HitMode,
     pub grid: Option<Grid>,
     pub nbd: Option<Box<(ExportInfo, StatsSnapshot)>>,
+    /// The superblock pane's rows, or why there is no filesystem.
+    pub sb: Option<Result<Vec<FieldRow>, String>>,
+    pub sb_sel: usize,
+    /// The tree, flattened in display order.
+    pub tree: Vec<TreeNode>,
+    pub tree_sel: usize,
+    pub tree_error: Option<String>,
+    /// Bytes the hex view highlights (a selected field).
+    pub highlight: Option<(u64, usize)>,
     pub is_nbd: bool,
     pub help: bool,
     /// The "go to" prompt's text while it is open.
@@ -179,6 +242,12 @@ impl App {
             hit_mode: HitMode::Static,
             grid: None,
             nbd: None,
+            sb: None,
+            sb_sel: 0,
+            tree: Vec::new(),
+            tree_sel: 0,
+            tree_error: None,
+            highlight: None,
             is_nbd,
             help: false,
             prompt: None,
@@ -226,7 +295,57 @@ impl App {
         if self.is_nbd {
             r.push(Request::Nbd);
         }
+        if self.sb.is_none() {
+            r.push(Request::Fs { as_of: self.as_of });
+        }
         r
+    }
+
+    /// Moves the superblock selection and highlights the field's bytes.
+    fn select_field(&mut self, sel: usize) -> Vec<Request> {
+        let Some(Ok(rows)) = &self.sb else {
+            return Vec::new();
+        };
+        let Some(row) = rows.get(sel.min(rows.len().saturating_sub(1))) else {
+            return Vec::new();
+        };
+        self.sb_sel = sel.min(rows.len() - 1);
+        self.highlight = Some((row.offset, row.size));
+        let rows_on_screen = self.hex_rows() * 16;
+        if row.offset < self.hex_offset || row.offset >= self.hex_offset + rows_on_screen {
+            self.hex_offset = (row.offset & !15)
+                .saturating_sub((rows_on_screen / 2) & !15)
+                .min(self.max_offset());
+            return self.refresh().into_iter().take(1).collect();
+        }
+        Vec::new()
+    }
+
+    /// Enter in the tree: open or close a directory, or show a file's bytes.
+    fn tree_enter(&mut self) -> Vec<Request> {
+        let Some(node) = self.tree.get(self.tree_sel).cloned() else {
+            return Vec::new();
+        };
+        if !node.is_dir {
+            return vec![Request::File {
+                as_of: self.as_of,
+                ino: node.ino,
+            }];
+        }
+        if node.expanded {
+            // Close: drop the deeper lines that follow.
+            let end = self.tree[self.tree_sel + 1..]
+                .iter()
+                .position(|n| n.depth <= node.depth)
+                .map_or(self.tree.len(), |p| self.tree_sel + 1 + p);
+            self.tree.drain(self.tree_sel + 1..end);
+            self.tree[self.tree_sel].expanded = false;
+            return Vec::new();
+        }
+        vec![Request::Dir {
+            as_of: self.as_of,
+            ino: node.ino,
+        }]
     }
 
     fn max_offset(&self) -> u64 {
@@ -306,6 +425,30 @@ impl App {
                     })
                     .collect()
             }
+            (Action::Up, Pane::Superblock) => {
+                return self.select_field(self.sb_sel.saturating_sub(1))
+            }
+            (Action::Down, Pane::Superblock) => return self.select_field(self.sb_sel + 1),
+            (Action::PageUp, Pane::Superblock) => {
+                return self.select_field(self.sb_sel.saturating_sub(10))
+            }
+            (Action::PageDown, Pane::Superblock) => return self.select_field(self.sb_sel + 10),
+            (Action::Enter, Pane::Superblock) => {
+                self.focus = Pane::Superblock;
+                return self.select_field(self.sb_sel);
+            }
+            (Action::Up, Pane::Tree) => self.tree_sel = self.tree_sel.saturating_sub(1),
+            (Action::Down, Pane::Tree) => {
+                self.tree_sel = (self.tree_sel + 1).min(self.tree.len().saturating_sub(1))
+            }
+            (Action::PageUp, Pane::Tree) => {
+                self.tree_sel = self.tree_sel.saturating_sub(page as usize)
+            }
+            (Action::PageDown, Pane::Tree) => {
+                self.tree_sel =
+                    (self.tree_sel + page as usize).min(self.tree.len().saturating_sub(1))
+            }
+            (Action::Enter, Pane::Tree) => return self.tree_enter(),
             (Action::Up, Pane::Chain) => {
                 self.chain_sel = (self.chain_sel + 1).min(self.layers.len().saturating_sub(1))
             }
@@ -316,6 +459,9 @@ impl App {
                 self.as_of = self.chain_sel;
                 self.hex = None;
                 self.grid = None;
+                self.sb = None;
+                self.tree.clear();
+                self.tree_sel = 0;
                 self.message = Some(format!("disk as of layer {}", self.as_of));
                 return self.refresh();
             }
@@ -324,6 +470,9 @@ impl App {
                 self.chain_sel = self.as_of;
                 self.hex = None;
                 self.grid = None;
+                self.sb = None;
+                self.tree.clear();
+                self.tree_sel = 0;
                 return self.refresh();
             }
             (Action::Up, _) => return self.scroll_hex(-1),
@@ -366,8 +515,8 @@ impl App {
     }
 
     /// Takes a worker reply (stale ones, for another layer or offset, are
-    /// dropped).
-    pub fn receive(&mut self, reply: Reply) {
+    /// dropped); returns any follow-up work.
+    pub fn receive(&mut self, reply: Reply) -> Vec<Request> {
         match reply {
             Reply::Hex(h) if h.as_of == self.as_of && h.offset == self.hex_offset => {
                 self.hex = Some(h)
@@ -380,8 +529,58 @@ impl App {
                 self.grid = Some(g)
             }
             Reply::Nbd(n) => self.nbd = Some(n),
+            Reply::Fs { as_of, fields } if as_of == self.as_of => {
+                self.sb = Some(fields);
+                self.tree = vec![TreeNode {
+                    ino: 2,
+                    name: "/".into(),
+                    depth: 0,
+                    is_dir: true,
+                    expanded: false,
+                    size: 0,
+                    mode: 0o40755,
+                }];
+                self.tree_sel = 0;
+                self.tree_error = None;
+            }
+            Reply::Dir {
+                as_of,
+                ino,
+                entries,
+            } if as_of == self.as_of => match entries {
+                Ok(children) => {
+                    if let Some(i) = self
+                        .tree
+                        .iter()
+                        .position(|n| n.ino == ino && n.is_dir && !n.expanded)
+                    {
+                        let depth = self.tree[i].depth + 1;
+                        self.tree[i].expanded = true;
+                        let rows = children.into_iter().map(|mut c| {
+                            c.depth = depth;
+                            c
+                        });
+                        self.tree.splice(i + 1..i + 1, rows);
+                    }
+                }
+                Err(e) => self.tree_error = Some(e),
+            },
+            Reply::FileAt { as_of, offset, .. } if as_of == self.as_of => match offset {
+                Some(off) => {
+                    self.hex_offset = (off & !15).min(self.max_offset());
+                    self.highlight = None;
+                    self.focus = Pane::Hex;
+                    self.message = Some(format!("file data at {off:#x}"));
+                    self.hex = None;
+                    return self.refresh().into_iter().take(1).collect();
+                }
+                None => {
+                    self.message = Some("no data blocks (empty, inline or a fast symlink)".into())
+                }
+            },
             Reply::Error(e) => self.message = Some(e),
             _ => {}
         }
+        Vec::new()
     }
 }

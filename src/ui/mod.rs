@@ -143,9 +143,17 @@ pub fn render_frame(chain: Chain, width: u16, height: u16, keys: &str, ansi: boo
     let mut app = app_for(&chain);
     let mut worker = Worker::new(chain);
     let mut serve = |app: &mut App, requests: Vec<app::Request>| {
-        for r in requests {
+        // Follow-up requests (a file's bytes after its location) too,
+        // bounded in case of a loop.
+        let mut queue: std::collections::VecDeque<app::Request> = requests.into();
+        let mut budget = 64;
+        while let Some(r) = queue.pop_front() {
+            budget -= 1;
+            if budget == 0 {
+                break;
+            }
             let reply = worker.handle(r);
-            app.receive(reply);
+            queue.extend(app.receive(reply));
         }
     };
     let first = app.apply(Action::Resize(width, height));
@@ -289,7 +297,9 @@ where
             }
         }
         while let Ok(reply) = rx.try_recv() {
-            app.receive(reply);
+            for r in app.receive(reply) {
+                let _ = tx.send(r);
+            }
         }
         if last_tick.elapsed() > Duration::from_millis(500) {
             last_tick = Instant::now();

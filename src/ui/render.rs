@@ -32,6 +32,8 @@ use crate::units::human;
 pub struct Areas {
     pub chain: Option<Rect>,
     pub status: Option<Rect>,
+    pub tree: Option<Rect>,
+    pub superblock: Option<Rect>,
     pub hex: Option<Rect>,
     pub hitmap: Option<Rect>,
     pub tabs: Option<Rect>,
@@ -81,13 +83,22 @@ pub fn layout(app: &App, focus: Pane) -> Areas {
             .constraints([
                 Constraint::Length(chain_h),
                 Constraint::Length(status_h),
-                Constraint::Min(3),
+                Constraint::Min(6),
+                Constraint::Length(main.height / 4),
             ])
             .split(cols[0]);
+        // The tree's slot shows the superblock while that pane has focus.
+        let (tree, superblock) = if focus == Pane::Superblock {
+            (None, Some(left[2]))
+        } else {
+            (Some(left[2]), None)
+        };
         Areas {
             chain: Some(left[0]),
             status: Some(left[1]),
-            hitmap: Some(left[2]),
+            tree,
+            superblock,
+            hitmap: Some(left[3]),
             hex: Some(cols[1]),
             tabs: None,
             bar,
@@ -101,12 +112,16 @@ pub fn layout(app: &App, focus: Pane) -> Areas {
         let mut a = Areas {
             chain: None,
             status: None,
+            tree: None,
+            superblock: None,
             hex: None,
             hitmap: None,
             tabs: Some(parts[0]),
             bar,
         };
         match focus {
+            Pane::Tree => a.tree = body,
+            Pane::Superblock => a.superblock = body,
             Pane::Chain => a.chain = body,
             Pane::Status => a.status = body,
             Pane::Hex => a.hex = body,
@@ -159,6 +174,12 @@ pub fn draw(f: &mut Frame, app: &App, color: bool) {
     if let Some(r) = a.status {
         draw_status(f, r, app);
     }
+    if let Some(r) = a.tree {
+        draw_tree(f, r, app, &s);
+    }
+    if let Some(r) = a.superblock {
+        draw_superblock(f, r, app);
+    }
     if let Some(r) = a.hex {
         draw_hex(f, r, app, &s);
     }
@@ -174,8 +195,10 @@ pub fn draw(f: &mut Frame, app: &App, color: bool) {
 fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
     let names = [
         (Pane::Chain, "Chain"),
+        (Pane::Tree, "Tree"),
         (Pane::Hex, "Hex"),
         (Pane::HitMap, "Hit map"),
+        (Pane::Superblock, "Superblock"),
         (Pane::Status, "Status"),
     ];
     let mut spans = Vec::new();
@@ -318,6 +341,87 @@ fn draw_hex(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
     f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
 }
 
+/// The first row to show so that `sel` is visible in `height` rows.
+fn scroll_start(sel: usize, height: usize) -> usize {
+    if height == 0 {
+        0
+    } else {
+        sel.saturating_sub(height - 1)
+    }
+}
+
+fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
+    let focused = app.focus == Pane::Tree;
+    let title = format!("Tree (as of layer {})", app.as_of);
+    let height = usize::from(r.height.saturating_sub(2));
+    let mut lines: Vec<Line> = Vec::new();
+    match &app.sb {
+        None => lines.push(Line::from("reading…")),
+        Some(Err(e)) => lines.push(Line::from(format!("no filesystem: {e}"))),
+        Some(Ok(_)) => {
+            let start = scroll_start(app.tree_sel, height);
+            let width = usize::from(r.width.saturating_sub(2));
+            for (i, n) in app.tree.iter().enumerate().skip(start).take(height) {
+                let mark = match (n.is_dir, n.expanded) {
+                    (true, true) => "▾ ",
+                    (true, false) => "▸ ",
+                    _ => "  ",
+                };
+                let size = if n.is_dir {
+                    String::new()
+                } else {
+                    human(n.size)
+                };
+                let left = format!("{}{mark}{}", "  ".repeat(n.depth), n.name);
+                let pad = width.saturating_sub(left.chars().count() + size.len() + 1);
+                let style = if focused && i == app.tree_sel {
+                    Style::default().add_modifier(Modifier::REVERSED)
+                } else if n.is_dir {
+                    s.fg(Color::Blue)
+                } else {
+                    Style::default()
+                };
+                lines.push(Line::from(Span::styled(
+                    format!("{left}{} {size}", " ".repeat(pad)),
+                    style,
+                )));
+            }
+            if let Some(e) = &app.tree_error {
+                lines.push(Line::from(format!("error: {e}")));
+            }
+        }
+    }
+    f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
+}
+
+fn draw_superblock(f: &mut Frame, r: Rect, app: &App) {
+    let focused = app.focus == Pane::Superblock;
+    let height = usize::from(r.height.saturating_sub(2));
+    let mut lines: Vec<Line> = Vec::new();
+    match &app.sb {
+        None => lines.push(Line::from("reading…")),
+        Some(Err(e)) => lines.push(Line::from(format!("no filesystem: {e}"))),
+        Some(Ok(rows)) => {
+            let start = scroll_start(app.sb_sel, height);
+            for (i, row) in rows.iter().enumerate().skip(start).take(height) {
+                let style = if focused && i == app.sb_sel {
+                    Style::default().add_modifier(Modifier::REVERSED)
+                } else {
+                    Style::default()
+                };
+                lines.push(Line::from(Span::styled(
+                    format!("{:#06x} {:<24} {}", row.offset, row.name, row.value),
+                    style,
+                )));
+            }
+        }
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(pane_block("Superblock (ext)".into(), focused)),
+        r,
+    );
+}
+
 fn draw_hitmap(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
     let focused = app.focus == Pane::HitMap;
     let mode = match app.hit_mode {
@@ -377,10 +481,16 @@ pub const HELP: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit"),
     ("?", "this help (any key closes it)"),
     ("Tab, Shift-Tab", "next / previous pane"),
-    ("j, k, ↓, ↑", "scroll the hex view; move in the chain"),
+    (
+        "j, k, ↓, ↑",
+        "scroll the hex view; move in chain, tree, superblock",
+    ),
     ("PgDn, PgUp, Space", "scroll a page"),
     ("Home, End", "start / end of the disk"),
-    ("Enter", "chain: see the disk as of that layer"),
+    (
+        "Enter",
+        "chain: the disk as of that layer; tree: open, or a file's bytes",
+    ),
     ("Esc", "chain: back to the top layer; close a prompt"),
     (
         "g",

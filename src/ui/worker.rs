@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
-use super::app::{CellOwner, Grid, HexData, HitMode, Reply, Request};
+use super::app::{CellOwner, FieldRow, Grid, HexData, HitMode, Reply, Request, TreeNode};
 use crate::block::cache::BlockCache;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
 use crate::block::map::MapIter;
 use crate::block::{BlockError, BlockSource};
+use crate::fs::ext::Ext4;
 
 /// Map entries kept per layer for the static hit map; past this the rest
 /// of the disk shows as "not read" rather than using unbounded memory.
@@ -24,6 +25,8 @@ struct View {
     cache: BlockCache,
     /// The static map (start, end, owner), computed once.
     map: Option<Vec<(u64, u64, CellOwner)>>,
+    /// The filesystem as of this layer, opened once.
+    fs: Option<Result<Ext4, String>>,
 }
 
 /// Owns the chain and everything read from it.
@@ -52,6 +55,7 @@ impl Worker {
                     reader,
                     cache,
                     map: None,
+                    fs: None,
                 },
             );
         }
@@ -67,6 +71,16 @@ impl Worker {
         let result = match request {
             Request::Hex { as_of, offset, len } => self.hex(as_of, offset, len).map(Reply::Hex),
             Request::Grid { as_of, cells, mode } => self.grid(as_of, cells, mode).map(Reply::Grid),
+            Request::Fs { as_of } => self.fs(as_of).map(|fields| Reply::Fs { as_of, fields }),
+            Request::Dir { as_of, ino } => self.dir(as_of, ino).map(|entries| Reply::Dir {
+                as_of,
+                ino,
+                entries,
+            }),
+            Request::File { as_of, ino } => {
+                self.file(as_of, ino)
+                    .map(|offset| Reply::FileAt { as_of, ino, offset })
+            }
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
                 Some(n) => Ok(Reply::Nbd(Box::new((
                     n.info().clone(),
@@ -76,6 +90,76 @@ impl Worker {
             },
         };
         result.unwrap_or_else(|e| Reply::Error(crate::escape::printable(&error_chain(&e))))
+    }
+
+    /// The filesystem as of `as_of`, opened on first use.
+    fn ext(&mut self, as_of: usize) -> Result<Result<&Ext4, String>, BlockError> {
+        let view = self.view(as_of)?;
+        if view.fs.is_none() {
+            let source: Arc<dyn BlockSource> = view.reader.clone();
+            view.fs =
+                Some(Ext4::open(source).map_err(|e| crate::escape::printable(&error_chain(&e))));
+        }
+        Ok(match view.fs.as_ref() {
+            Some(Ok(fs)) => Ok(fs),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("no filesystem".into()),
+        })
+    }
+
+    fn fs(&mut self, as_of: usize) -> Result<Result<Vec<FieldRow>, String>, BlockError> {
+        Ok(self.ext(as_of)?.map(|fs| {
+            fs.superblock()
+                .fields
+                .iter()
+                .map(|f| FieldRow {
+                    name: f.name,
+                    offset: f.offset,
+                    size: f.size,
+                    value: f.text.clone().unwrap_or_else(|| f.value.to_string()),
+                })
+                .collect()
+        }))
+    }
+
+    fn dir(&mut self, as_of: usize, ino: u64) -> Result<Result<Vec<TreeNode>, String>, BlockError> {
+        Ok(self.ext(as_of)?.and_then(|fs| {
+            let node = fs.inode(ino).map_err(|e| e.to_string())?;
+            let mut errors = Vec::new();
+            let entries = fs.read_dir(&node, &mut errors).map_err(|e| e.to_string())?;
+            let mut out: Vec<TreeNode> = entries
+                .iter()
+                .filter(|e| e.name != b"." && e.name != b"..")
+                .map(|e| {
+                    let child = fs.inode(u64::from(e.inode)).ok();
+                    TreeNode {
+                        ino: u64::from(e.inode),
+                        name: e.display_name(),
+                        depth: 0,
+                        is_dir: child.as_ref().is_some_and(|c| c.is_dir()),
+                        expanded: false,
+                        size: child.as_ref().map_or(0, |c| c.size),
+                        mode: child.as_ref().map_or(0, |c| c.mode),
+                    }
+                })
+                .collect();
+            out.sort_by(|a, b| (!a.is_dir, &a.name).cmp(&(!b.is_dir, &b.name)));
+            Ok(out)
+        }))
+    }
+
+    fn file(&mut self, as_of: usize, ino: u64) -> Result<Option<u64>, BlockError> {
+        let Ok(fs) = self.ext(as_of)? else {
+            return Ok(None);
+        };
+        let Ok(node) = fs.inode(ino) else {
+            return Ok(None);
+        };
+        let bs = fs.superblock().block_size;
+        Ok(fs
+            .runs(&node)
+            .ok()
+            .and_then(|runs| runs.iter().find(|r| !r.meta).map(|r| r.physical * bs)))
     }
 
     fn hex(&mut self, as_of: usize, offset: u64, len: u64) -> Result<HexData, BlockError> {

@@ -117,8 +117,13 @@ fn open_jump_switch_layer_quit_in_a_real_terminal() {
         s.contains("53 ef"),
         "the superblock magic is on screen:\n{s}"
     );
+    // The tree: open /, open /etc, Enter on hosts shows its bytes.
+    t.keys(&[
+        "BTab", "Enter", "Down", "Down", "Enter", "Down", "Down", "Enter",
+    ]);
+    t.wait_for("127.0.0.1 localh");
     // To the chain pane, choose the base layer.
-    t.keys(&["BTab", "Down", "Down", "Enter"]);
+    t.keys(&["BTab", "BTab", "Down", "Down", "Enter"]);
     t.wait_for("▶█0 base.qcow2");
     t.keys(&["Tab", "?"]);
     t.wait_for("Keys");

@@ -34,7 +34,7 @@ fn snapshot_superblock_bytes_after_goto() {
 #[test]
 fn snapshot_chain_pane_and_layer_choice() {
     // Chain pane, select the base (two steps down), see the disk as of it.
-    let frame = demo(80, 24, "BackTab Down Down Enter");
+    let frame = demo(80, 24, "BackTab BackTab Down Down Enter");
     assert!(frame.contains("▶█0 base.qcow2"), "{frame}");
     assert!(frame.contains("disk as of layer 0"), "{frame}");
     insta::assert_snapshot!("chain_as_of_base_80x24", frame);
@@ -46,6 +46,52 @@ fn snapshot_runtime_hit_map_and_help() {
     assert!(frame.contains("Hit map: served so far"), "{frame}");
     insta::assert_snapshot!("runtime_hit_map_120x40", frame);
     insta::assert_snapshot!("help_80x24", demo(80, 24, "?"));
+}
+
+#[test]
+fn snapshot_tree_and_file_bytes() {
+    // Tree pane: open /, open /etc, go to hosts, Enter shows its bytes.
+    let frame = demo(80, 24, "BackTab Enter Down Down Enter Down Down Enter");
+    assert!(frame.contains("127.0.0.1 localh"), "{frame}");
+    insta::assert_snapshot!("file_bytes_from_tree_80x24", frame);
+    let frame = demo(
+        120,
+        40,
+        "BackTab Enter Down Down Enter Down Down Down Down Down",
+    );
+    assert!(
+        frame.contains("▾ etc") && frame.contains("hostname"),
+        "{frame}"
+    );
+    insta::assert_snapshot!("tree_expanded_120x40", frame);
+}
+
+#[test]
+fn tree_as_of_the_base_layer_lacks_the_overlays_files() {
+    let top = demo(120, 40, "BackTab Enter Down Down Down Down Down Enter");
+    assert!(top.contains("▾ srv") && top.contains("www"), "{top}");
+    // Chain pane: choose the base, then the tree of the base.
+    let base = demo(
+        120,
+        40,
+        "BackTab BackTab Down Down Enter Tab Enter Down Down Down Down Down Enter",
+    );
+    assert!(base.contains("Tree (as of layer 0)"), "{base}");
+    assert!(
+        base.contains("▾ srv") && !base.contains("www"),
+        "the base has no /srv/www:\n{base}"
+    );
+}
+
+#[test]
+fn snapshot_superblock_pane_highlights_fields() {
+    let frame = demo(
+        120,
+        40,
+        "Tab Tab Enter Down Down Down Down Down Down Down Down Down Down Down Down Down Down Down",
+    );
+    assert!(frame.contains("0x0438 s_magic"), "{frame}");
+    insta::assert_snapshot!("superblock_120x40", frame);
 }
 
 #[test]
