@@ -62,10 +62,12 @@ fn ls_date(t: i64) -> String {
 pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let fs = open(&args.fs)?;
     let start = resolve(&fs, &args.path)?;
-    let mut rows = Vec::new();
+    let mut json_rows = Vec::new();
     let mut errors = Vec::new();
     let mut stack = vec![(start, args.path.trim_end_matches('/').to_owned())];
     let mut seen = std::collections::HashSet::new();
+    // Depth first, printing each directory as it is read: memory stays
+    // proportional to the deepest path's siblings, not the whole tree.
     while let Some((ino, path)) = stack.pop() {
         if !seen.insert(ino) {
             errors.push(format!(
@@ -79,6 +81,10 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 "{}: not a directory (inode {ino})",
                 crate::escape::printable(&path)
             );
+        }
+        let shown = crate::escape::printable(if path.is_empty() { "/" } else { &path });
+        if args.recursive && !args.fs.json {
+            writeln!(out, "\n{shown}:")?;
         }
         let entries = fs.read_dir(&node, &mut errors)?;
         let mut subdirs = Vec::new();
@@ -97,49 +103,34 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                     format!("{path}/{}", String::from_utf8_lossy(&e.name)),
                 ));
             }
-            rows.push((path.clone(), e, child));
+            if args.fs.json {
+                json_rows.push(json!({
+                    "dir": shown, "name": String::from_utf8_lossy(&e.name), "inode": e.inode,
+                    "file_type": e.file_type, "mode": child.mode, "uid": child.uid, "gid": child.gid,
+                    "size": child.size, "links": child.links, "mtime": child.mtime,
+                }));
+            } else if args.long {
+                writeln!(
+                    out,
+                    " {:>6}  {:>6o} ({})  {:>5}  {:>5}   {:>5} {} {name}",
+                    e.inode,
+                    child.mode,
+                    e.file_type,
+                    child.uid,
+                    child.gid,
+                    child.size,
+                    ls_date(child.mtime)
+                )?;
+            } else {
+                writeln!(out, "{name}")?;
+            }
         }
         stack.extend(subdirs.into_iter().rev());
     }
     if args.fs.json {
-        let list: Vec<_> = rows
-            .iter()
-            .map(|(dir, e, i)| json!({
-                "dir": crate::escape::printable(if dir.is_empty() { "/" } else { dir }),
-                "name": String::from_utf8_lossy(&e.name), "inode": e.inode, "file_type": e.file_type,
-                "mode": i.mode, "uid": i.uid, "gid": i.gid, "size": i.size, "links": i.links, "mtime": i.mtime,
-            }))
-            .collect();
-        serde_json::to_writer_pretty(&mut *out, &json!({"entries": list, "errors": errors}))?;
+        serde_json::to_writer_pretty(&mut *out, &json!({"entries": json_rows, "errors": errors}))?;
         writeln!(out)?;
         return Ok(());
-    }
-    let mut last_dir = None;
-    for (dir, e, i) in &rows {
-        if args.recursive && last_dir != Some(dir) {
-            writeln!(
-                out,
-                "\n{}:",
-                crate::escape::printable(if dir.is_empty() { "/" } else { dir })
-            )?;
-            last_dir = Some(dir);
-        }
-        if args.long {
-            writeln!(
-                out,
-                " {:>6}  {:>6o} ({})  {:>5}  {:>5}   {:>5} {} {}",
-                e.inode,
-                i.mode,
-                e.file_type,
-                i.uid,
-                i.gid,
-                i.size,
-                ls_date(i.mtime),
-                e.display_name()
-            )?;
-        } else {
-            writeln!(out, "{}", e.display_name())?;
-        }
     }
     for err in errors {
         writeln!(out, "error: {}", crate::escape::printable(&err))?;
@@ -166,7 +157,7 @@ pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             &json!({
                 "inode": ino, "mode": i.mode, "type": i.type_char().to_string(), "uid": i.uid, "gid": i.gid,
                 "size": i.size, "links": i.links, "flags": i.flags, "blocks": i.blocks, "mtime": i.mtime,
-                "runs": runs_json, "fields": i.fields,
+                "runs": runs_json, "fields": i.fields(),
             }),
         )?;
         writeln!(out)?;
@@ -186,7 +177,7 @@ pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     writeln!(out, "Links: {}   Blockcount: {}", i.links, i.blocks)?;
     writeln!(out, "mtime: {}", ctime(i.mtime.max(0) as u64))?;
-    for f in &i.fields {
+    for f in &i.fields() {
         match &f.text {
             Some(t) => writeln!(out, "  {:<16} @{:#x}  {t}", f.name, f.offset)?,
             None => writeln!(out, "  {:<16} @{:#x}  {}", f.name, f.offset, f.value)?,

@@ -1,6 +1,6 @@
 //! Inodes: 128 bytes plus `i_extra_isize` more in large inodes,
 //! little-endian, found through their group's inode table.
-use crate::layout::{decode_table, value_of, Endian, Field, FieldValue, Kind};
+use crate::layout::{decode_table, Endian, Field, FieldValue, Kind};
 
 /// Every field of the on-disk inode (kernel names).
 pub const INODE: &[Field] = &[
@@ -74,11 +74,15 @@ pub const EXTENTS_FL: u32 = 0x80000;
 pub const INLINE_DATA_FL: u32 = 0x1000_0000;
 pub const INDEX_FL: u32 = 0x1000;
 
-/// A decoded inode.
+/// A decoded inode. The full field list is decoded on demand
+/// ([`Inode::fields`]): a walk over thousands of inodes needs only the few
+/// facts kept here.
 #[derive(Clone, Debug)]
 pub struct Inode {
     pub ino: u64,
-    pub fields: Vec<FieldValue>,
+    /// The on-disk bytes (128 + i_extra_isize at most) and their offset.
+    raw: Vec<u8>,
+    base: u64,
     pub mode: u16,
     pub uid: u32,
     pub gid: u32,
@@ -102,8 +106,19 @@ impl Inode {
         } else {
             bytes.len().min(128)
         };
-        let fields = decode_table(INODE, &bytes[..end], Endian::Little, base);
-        let get = |n: &str| value_of(&fields, n).unwrap_or(0);
+        let raw = bytes[..end].to_vec();
+        let le = |at: usize, n: usize| -> u64 {
+            raw.get(at..at + n).map_or(0, |b| {
+                b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x))
+            })
+        };
+        let field = |name: &str| {
+            INODE
+                .iter()
+                .find(|f| f.name == name)
+                .map_or(0, |f| le(f.offset, f.size))
+        };
+        let get = field;
         let mut block = [0u8; 60];
         if let Some(b) = bytes.get(0x28..0x64) {
             block.copy_from_slice(b);
@@ -122,8 +137,14 @@ impl Inode {
             blocks: get("i_blocks_lo") | get("i_blocks_high") << 32,
             block,
             mtime,
-            fields,
+            raw,
+            base,
         }
+    }
+
+    /// Every field with its disk offset, for `stat` and the hex view.
+    pub fn fields(&self) -> Vec<FieldValue> {
+        decode_table(INODE, &self.raw, Endian::Little, self.base)
     }
 
     pub fn is_dir(&self) -> bool {

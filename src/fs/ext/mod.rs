@@ -31,6 +31,9 @@ const CACHE_BYTES: u64 = 32 << 20;
 pub struct Ext4 {
     disk: BlockCache,
     sb: Superblock,
+    /// Inode table block of each group seen so far (a walk looks the same
+    /// groups up again and again).
+    itables: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 impl Ext4 {
@@ -49,7 +52,11 @@ impl Ext4 {
         let mut raw = vec![0u8; superblock::SIZE];
         disk.read_at(superblock::OFFSET, &mut raw)?;
         let sb = Superblock::decode(&raw, superblock::OFFSET)?;
-        Ok(Ext4 { disk, sb })
+        Ok(Ext4 {
+            disk,
+            sb,
+            itables: Default::default(),
+        })
     }
 
     /// The superblock.
@@ -140,10 +147,24 @@ impl Ext4 {
             ));
         }
         let ipg = u64::from(sb.inodes_per_group);
-        let desc = self.group((ino - 1) / ipg)?;
+        let group = (ino - 1) / ipg;
+        let cached = self
+            .itables
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&group).copied());
+        let itable = match cached {
+            Some(t) => t,
+            None => {
+                let t = self.group(group)?.inode_table;
+                if let Ok(mut m) = self.itables.lock() {
+                    m.insert(group, t);
+                }
+                t
+            }
+        };
         let size = u64::from(sb.inode_size);
-        let offset = desc
-            .inode_table
+        let offset = itable
             .checked_mul(sb.block_size)
             .and_then(|t| t.checked_add((ino - 1) % ipg * size))
             .filter(|o| o + size <= self.disk.len())
@@ -151,11 +172,8 @@ impl Ext4 {
                 FsError::corrupt(
                     "group descriptor",
                     "bg_inode_table",
-                    desc.fields.first().map_or(0, |f| f.offset),
-                    format!(
-                        "inode table of group {} at block {} is outside the disk",
-                        desc.group, desc.inode_table
-                    ),
+                    0,
+                    format!("inode table of group {group} at block {itable} is outside the disk (inode {ino})"),
                 )
             })?;
         let mut raw = vec![0u8; size as usize];
