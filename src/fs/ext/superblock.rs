@@ -428,6 +428,15 @@ impl Superblock {
             } else {
                 0
             };
+        if blocks_count
+            .checked_mul(block_size)
+            .is_none_or(|b| b > i64::MAX as u64)
+        {
+            return Err(bad(
+                "s_blocks_count_lo",
+                format!("{blocks_count} blocks of {block_size} bytes is more than any disk"),
+            ));
+        }
         let blocks_per_group = get("s_blocks_per_group") as u32;
         if blocks_per_group == 0 {
             return Err(bad("s_blocks_per_group", "0".into()));
