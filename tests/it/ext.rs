@@ -611,9 +611,60 @@ fn check_files(dir: &Path, image: &str, flat: &str) {
             })
             .collect();
         assert_eq!(ours, theirs, "{image}: blocks of inode {ino}");
+        check_stat(dir, image, flat, ino);
         checked += 1;
     }
     assert!(checked > 30, "{image}: only {checked} files checked");
+}
+
+/// `stat --json` against `debugfs stat`: mode, flags, owner, size, links,
+/// block count.
+fn check_stat(dir: &Path, image: &str, flat: &str, ino: u64) {
+    let ours = layerscope(dir, &["stat", "--json", image, &format!("<{ino}>")])
+        .ok()
+        .json();
+    let text = String::from_utf8_lossy(
+        &sh(dir, &["debugfs", "-R", &format!("stat <{ino}>"), flat]).stdout,
+    )
+    .into_owned();
+    let word_after = |key: &str| -> String {
+        let i = text
+            .find(key)
+            .unwrap_or_else(|| panic!("debugfs stat has no {key:?}:\n{text}"));
+        text[i + key.len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let what = format!("{image}: stat of inode {ino}");
+    assert_eq!(
+        ours["mode"].as_u64().unwrap() & 0o7777,
+        u64::from_str_radix(&word_after("Mode:"), 8).unwrap(),
+        "{what}: mode"
+    );
+    assert_eq!(
+        ours["flags"].as_u64().unwrap(),
+        u64::from_str_radix(word_after("Flags:").trim_start_matches("0x"), 16).unwrap(),
+        "{what}: flags"
+    );
+    assert_eq!(ours["uid"].to_string(), word_after("User:"), "{what}: uid");
+    assert_eq!(ours["gid"].to_string(), word_after("Group:"), "{what}: gid");
+    assert_eq!(
+        ours["size"].to_string(),
+        word_after("Size:"),
+        "{what}: size"
+    );
+    assert_eq!(
+        ours["links"].to_string(),
+        word_after("Links:"),
+        "{what}: links"
+    );
+    assert_eq!(
+        ours["blocks"].to_string(),
+        word_after("Blockcount:"),
+        "{what}: block count"
+    );
 }
 
 #[test]
