@@ -14,10 +14,13 @@ use lru::LruCache;
 
 use crate::block::{check_range, BlockError, BlockSource, Extent};
 
+/// Reads at least this large bypass the cache.
+const BYPASS: u64 = 256 << 10;
 /// Bytes per cached chunk.
 pub const CHUNK: u64 = 64 << 10;
-/// Largest read-ahead window, in chunks (2 MiB).
-const MAX_WINDOW: u64 = 32;
+/// Largest read-ahead window, in chunks (512 KiB): metadata walks read
+/// mostly nearby blocks; larger windows mostly fetched unused inode table.
+const MAX_WINDOW: u64 = 8;
 
 type Chunks = LruCache<u64, Arc<[u8]>>;
 
@@ -134,7 +137,9 @@ impl BlockSource for BlockCache {
             offset,
             buf.len() as u64,
         )?;
-        if buf.len() as u64 > self.capacity_bytes / 4 {
+        // Bulk reads (file contents, streaming) go straight through: they
+        // gain nothing from chunking and would evict the metadata.
+        if buf.len() as u64 >= BYPASS.min(self.capacity_bytes / 4) {
             return self.inner.read_at(offset, buf);
         }
         let end = offset + buf.len() as u64;
