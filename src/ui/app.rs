@@ -104,6 +104,9 @@ pub enum Reply {
         as_of: usize,
         ino: u64,
         offset: Option<u64>,
+        /// The layers its blocks come from (None: no layer, zeros), top
+        /// first.
+        layers: Vec<Option<usize>>,
     },
     Error(String),
 }
@@ -565,12 +568,29 @@ impl App {
                 }
                 Err(e) => self.tree_error = Some(e),
             },
-            Reply::FileAt { as_of, offset, .. } if as_of == self.as_of => match offset {
+            Reply::FileAt {
+                as_of,
+                offset,
+                layers,
+                ..
+            } if as_of == self.as_of => match offset {
                 Some(off) => {
                     self.hex_offset = (off & !15).min(self.max_offset());
                     self.highlight = None;
                     self.focus = Pane::Hex;
-                    self.message = Some(format!("file data at {off:#x}"));
+                    let names: Vec<String> = layers
+                        .iter()
+                        .map(|l| {
+                            l.map_or_else(
+                                || "no layer (zeros)".to_owned(),
+                                |i| format!("layer {i}"),
+                            )
+                        })
+                        .collect();
+                    self.message = Some(format!(
+                        "file data at {off:#x}; its blocks come from {}",
+                        names.join(", ")
+                    ));
                     self.hex = None;
                     return self.refresh().into_iter().take(1).collect();
                 }

@@ -78,8 +78,12 @@ impl Worker {
                 entries,
             }),
             Request::File { as_of, ino } => {
-                self.file(as_of, ino)
-                    .map(|offset| Reply::FileAt { as_of, ino, offset })
+                self.file(as_of, ino).map(|(offset, layers)| Reply::FileAt {
+                    as_of,
+                    ino,
+                    offset,
+                    layers,
+                })
             }
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
                 Some(n) => Ok(Reply::Nbd(Box::new((
@@ -148,18 +152,40 @@ impl Worker {
         }))
     }
 
-    fn file(&mut self, as_of: usize, ino: u64) -> Result<Option<u64>, BlockError> {
+    /// A file's first data byte and the layers holding its blocks.
+    fn file(
+        &mut self,
+        as_of: usize,
+        ino: u64,
+    ) -> Result<(Option<u64>, Vec<Option<usize>>), BlockError> {
+        let reader = Arc::clone(&self.view(as_of)?.reader);
         let Ok(fs) = self.ext(as_of)? else {
-            return Ok(None);
+            return Ok((None, Vec::new()));
         };
         let Ok(node) = fs.inode(ino) else {
-            return Ok(None);
+            return Ok((None, Vec::new()));
         };
         let bs = fs.superblock().block_size;
-        Ok(fs
-            .runs(&node)
-            .ok()
-            .and_then(|runs| runs.iter().find(|r| !r.meta).map(|r| r.physical * bs)))
+        let Ok(runs) = fs.runs(&node) else {
+            return Ok((None, Vec::new()));
+        };
+        let mut layers: Vec<Option<usize>> = Vec::new();
+        // Bounded: a file with a pathological number of runs is sampled.
+        for r in runs.iter().filter(|r| !r.meta).take(4096) {
+            let (mut at, end) = (r.physical * bs, (r.physical + r.len) * bs);
+            while at < end {
+                let o = reader.owner(at, end - at)?;
+                if !layers.contains(&o.layer) {
+                    layers.push(o.layer);
+                }
+                at += o.len.max(1);
+            }
+        }
+        layers.sort_by(|a, b| b.cmp(a));
+        Ok((
+            runs.iter().find(|r| !r.meta).map(|r| r.physical * bs),
+            layers,
+        ))
     }
 
     fn hex(&mut self, as_of: usize, offset: u64, len: u64) -> Result<HexData, BlockError> {

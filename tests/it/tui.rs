@@ -53,6 +53,17 @@ fn snapshot_tree_and_file_bytes() {
     // Tree pane: open /, open /etc, go to hosts, Enter shows its bytes.
     let frame = demo(80, 24, "BackTab Enter Down Down Enter Down Down Enter");
     assert!(frame.contains("127.0.0.1 localh"), "{frame}");
+    // /srv/www/app.js was added by the update layer; the top rewrote the
+    // cluster holding its tail: its blocks come from both.
+    let app_js = demo(
+        120,
+        40,
+        "BackTab Enter Down Down Down Down Down Enter Down Enter Down Enter",
+    );
+    assert!(
+        app_js.contains("its blocks come from layer 2, layer 1"),
+        "{app_js}"
+    );
     insta::assert_snapshot!("file_bytes_from_tree_80x24", frame);
     let frame = demo(
         120,
