@@ -7,16 +7,31 @@ use serde_json::json;
 
 use super::FsArgs;
 use crate::block::layered::LayeredReader;
+use crate::block::partition::{read_table, Partition, Slice, Table};
+use crate::block::BlockSource;
 use crate::fs::ext::superblock::{feature_names, Superblock};
 use crate::fs::ext::Ext4;
 
 /// Opens the filesystem of the image's chain, cut at `--layer`.
 fn open(args: &FsArgs) -> anyhow::Result<Ext4> {
-    Ok(open_with_reader(args)?.0)
+    Ok(open_full(args)?.fs)
 }
 
-/// As [`open`], keeping the layered reader (to say which layer holds what).
-fn open_with_reader(args: &FsArgs) -> anyhow::Result<(Ext4, Arc<LayeredReader>)> {
+/// An opened filesystem and where it sits.
+struct Opened {
+    fs: Ext4,
+    /// The layered reader of the whole disk (to say which layer holds what).
+    reader: Arc<LayeredReader>,
+    /// Byte offset of the filesystem on the disk (its partition's start).
+    base: u64,
+    table: Option<Table>,
+    /// The partition used, if any.
+    partition: Option<usize>,
+}
+
+/// Opens the chain (cut at `--layer`), finds the partition (`--partition`,
+/// or the only one holding ext2/3/4), and opens the filesystem.
+fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
     let chain = args.image.open()?;
     let chain = match args.layer {
         Some(n) if n >= chain.layers.len() => {
@@ -30,8 +45,89 @@ fn open_with_reader(args: &FsArgs) -> anyhow::Result<(Ext4, Arc<LayeredReader>)>
     };
     let reader = Arc::new(LayeredReader::new(&chain)?);
     let name = chain.top().map(|l| l.path.clone()).unwrap_or_default();
-    let fs = Ext4::open(reader.clone()).map_err(|e| anyhow::Error::new(e).context(name))?;
-    Ok((fs, reader))
+    let table = read_table(reader.as_ref())?;
+    let slice = |p: &Partition| -> Arc<dyn BlockSource> {
+        Arc::new(Slice::new(
+            reader.clone(),
+            p.start,
+            p.len,
+            format!("{name} partition {}", p.index),
+        ))
+    };
+    let describe = |t: &Table| -> String {
+        t.partitions
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} (type {}, {} at {:#x})",
+                    p.index,
+                    p.kind,
+                    crate::units::human(p.len),
+                    p.start
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(n) = args.partition {
+        let t = table.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("{name}: --partition {n}: the disk has no partition table")
+        })?;
+        let p = t.partitions.iter().find(|p| p.index == n).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{name}: no partition {n}; the {} table has {}",
+                t.label,
+                describe(t)
+            )
+        })?;
+        let fs = Ext4::open(slice(p))
+            .map_err(|e| anyhow::Error::new(e).context(format!("{name} partition {n}")))?;
+        return Ok(Opened {
+            fs,
+            base: p.start,
+            reader,
+            partition: Some(n),
+            table,
+        });
+    }
+    let whole: Arc<dyn BlockSource> = reader.clone();
+    match Ext4::open(whole) {
+        Ok(fs) => Ok(Opened {
+            fs,
+            reader,
+            base: 0,
+            table: None,
+            partition: None,
+        }),
+        Err(e) => {
+            let Some(t) = table.as_ref().filter(|t| !t.partitions.is_empty()) else {
+                return Err(anyhow::Error::new(e).context(name));
+            };
+            // The only partition with an ext2/3/4 filesystem, if there is
+            // exactly one; else the user chooses.
+            let mut found: Vec<(Ext4, &Partition)> = t
+                .partitions
+                .iter()
+                .filter_map(|p| Ext4::open(slice(p)).ok().map(|fs| (fs, p)))
+                .collect();
+            if found.len() == 1 {
+                let (fs, p) = found.remove(0);
+                let (base, index) = (p.start, p.index);
+                return Ok(Opened {
+                    fs,
+                    reader,
+                    base,
+                    partition: Some(index),
+                    table,
+                });
+            }
+            anyhow::bail!(
+                "{name}: no ext2/3/4 filesystem at the start of the disk; its {} partition table has {}: choose one with --partition N",
+                t.label,
+                describe(t)
+            )
+        }
+    }
 }
 
 /// `<N>` (debugfs's inode syntax) or a path.
@@ -236,17 +332,20 @@ pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 /// # Errors
 /// Opening; a bad path; corrupt block maps.
 pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let (fs, reader) = open_with_reader(&args.fs)?;
+    let Opened {
+        fs, reader, base, ..
+    } = open_full(&args.fs)?;
     let ino = resolve(&fs, &args.path)?;
     let i = fs.inode(ino)?;
     let bs = fs.superblock().block_size;
     let mut list = Vec::new();
     for r in fs.runs(&i)? {
         // Split each run where the serving layer changes.
-        let (mut at, end) = (r.physical * bs, (r.physical + r.len) * bs);
+        let (mut at, end) = (base + r.physical * bs, base + (r.physical + r.len) * bs);
         while at < end {
             let o = reader.owner(at, end - at)?;
-            list.push(json!({"logical": r.logical + (at / bs - r.physical), "physical": at / bs, "count": o.len.div_ceil(bs), "uninit": r.uninit, "meta": r.meta, "layer": o.layer}));
+            let block = (at - base) / bs;
+            list.push(json!({"logical": r.logical + (block - r.physical), "physical": block, "count": o.len.div_ceil(bs), "uninit": r.uninit, "meta": r.meta, "layer": o.layer}));
             at += o.len.max(1);
         }
     }
@@ -629,10 +728,14 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
 /// # Errors
 /// Opening the image or the filesystem.
 pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let fs = open(args)?;
+    let opened = open_full(args)?;
+    let fs = &opened.fs;
     let sb = fs.superblock();
     if args.json {
         let j = json!({
+            "partition_table": opened.table,
+            "partition": opened.partition,
+            "offset": opened.base,
             "summary": info_lines(sb).into_iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
             "features": feature_names(sb.feature_compat, sb.feature_incompat, sb.feature_ro_compat),
             "checksum_ok": sb.checksum_ok,
@@ -641,6 +744,36 @@ pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         serde_json::to_writer_pretty(&mut *out, &j)?;
         writeln!(out)?;
         return Ok(());
+    }
+    if let Some(t) = &opened.table {
+        // The table first (in words dumpe2fs does not use, so lines cannot
+        // be mistaken for its fields).
+        writeln!(
+            out,
+            "{} partition table, filesystem in partition {}:",
+            t.label,
+            opened.partition.unwrap_or(0)
+        )?;
+        for p in &t.partitions {
+            let mark = if Some(p.index) == opened.partition {
+                " <- this filesystem"
+            } else {
+                ""
+            };
+            writeln!(
+                out,
+                "  #{} type {} start {:#x} length {} {}{mark}",
+                p.index,
+                p.kind,
+                p.start,
+                crate::units::human(p.len),
+                p.name
+            )?;
+        }
+        for problem in &t.problems {
+            writeln!(out, "  problem: {}", crate::escape::printable(problem))?;
+        }
+        writeln!(out)?;
     }
     for (k, v) in info_lines(sb) {
         writeln!(out, "{:<26}{v}", format!("{k}:"))?;

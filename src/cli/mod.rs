@@ -74,6 +74,10 @@ pub struct FsArgs {
     /// See the filesystem as of layer N of the chain (0 is the base).
     #[arg(long)]
     pub layer: Option<usize>,
+    /// The filesystem in partition N (MBR or GPT; as Linux numbers them).
+    /// Default: the start of the disk, or the only partition with ext2/3/4.
+    #[arg(long)]
+    pub partition: Option<usize>,
 }
 
 /// Arguments of `ls`.

@@ -38,11 +38,18 @@ fn journal_line(k: &str) -> bool {
 }
 
 fn check_info(dir: &Path, image: &str, flat: &str, layer: Option<&str>) {
+    check_info_with(dir, image, flat, layer, &[]);
+}
+
+fn check_info_with(dir: &Path, image: &str, flat: &str, layer: Option<&str>, extra: &[&str]) {
     let mut args = vec!["info", image];
     if let Some(l) = layer {
         args.extend(["--layer", l]);
     }
-    let ours = pairs(&layerscope(dir, &args).ok().text());
+    args.extend_from_slice(extra);
+    let mut ours = pairs(&layerscope(dir, &args).ok().text());
+    // The partition table heading is ours alone.
+    ours.retain(|k, _| !k.contains("partition table"));
     let out = std::process::Command::new("dumpe2fs")
         .args(["-h", flat])
         .current_dir(dir)
@@ -455,6 +462,169 @@ fn e2fsprogs_corpus() {
     assert!(total >= 236, "only {total} corpus images");
     assert!(opened >= 200, "only {opened} of {total} opened");
     eprintln!("corpus: {total} images, {opened} opened, {not_ext} not ext");
+}
+
+#[test]
+fn partitioned_disks_mbr_and_gpt() {
+    if !tools() || !need("sfdisk") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // MBR: an ext4 and an ext2 partition, made inside the disk image.
+    std::fs::File::create(dir.join("mbr.raw"))
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let mut sfdisk = std::process::Command::new("sfdisk")
+        .args(["-q", "mbr.raw"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\nstart=2048, size=40960, type=83\nstart=43008, type=83\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-L",
+            "one",
+            "-E",
+            &format!("offset={}", 2048 * 512),
+            "mbr.raw",
+            "20M",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext2",
+            "-L",
+            "two",
+            "-E",
+            &format!("offset={}", 43008 * 512),
+            "mbr.raw",
+            "44032k",
+        ],
+    );
+    // The table equals sfdisk's.
+    let theirs: Value =
+        serde_json::from_slice(&sh(dir, &["sfdisk", "--json", "mbr.raw"]).stdout).unwrap();
+    let ours = layerscope(dir, &["info", "--json", "mbr.raw", "--partition", "1"])
+        .ok()
+        .json();
+    let table = &ours["partition_table"];
+    assert_eq!(table["label"], theirs["partitiontable"]["label"]);
+    let parts = table["partitions"].as_array().unwrap();
+    let their_parts = theirs["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), their_parts.len());
+    for (o, t) in parts.iter().zip(their_parts) {
+        assert_eq!(
+            o["start"].as_u64().unwrap(),
+            t["start"].as_u64().unwrap() * 512
+        );
+        assert_eq!(
+            o["len"].as_u64().unwrap(),
+            t["size"].as_u64().unwrap() * 512
+        );
+        assert_eq!(o["kind"].as_str().unwrap(), t["type"].as_str().unwrap());
+    }
+    // Each partition's filesystem equals dumpe2fs of the partition alone.
+    let disk = std::fs::read(dir.join("mbr.raw")).unwrap();
+    for (n, start, len) in [
+        ("1", 2048 * 512, 40960 * 512),
+        ("2", 43008 * 512, 88064 * 512),
+    ] {
+        let part = format!("part{n}.raw");
+        std::fs::write(dir.join(&part), &disk[start..start + len]).unwrap();
+        check_info_with(dir, "mbr.raw", &part, None, &["--partition", n]);
+    }
+    // Two filesystems: the user must choose.
+    let run = layerscope(dir, &["ls", "mbr.raw"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("--partition") && run.stderr.contains("2 (type 83"),
+        "{}",
+        run.stderr
+    );
+    let run = layerscope(dir, &["ls", "mbr.raw", "--partition", "7"]);
+    assert!(
+        run.code == 1 && run.stderr.contains("no partition 7"),
+        "{}",
+        run.stderr
+    );
+    // The same disk as a qcow2 image.
+    sh(
+        dir,
+        &["qemu-img", "convert", "-O", "qcow2", "mbr.raw", "mbr.qcow2"],
+    );
+    check_info_with(dir, "mbr.qcow2", "part2.raw", None, &["--partition", "2"]);
+
+    // GPT with one named partition: found without being asked.
+    std::fs::File::create(dir.join("gpt.raw"))
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let mut sfdisk = std::process::Command::new("sfdisk")
+        .args(["-q", "gpt.raw"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sfdisk.stdin.take().unwrap().write_all(b"label: gpt\nstart=2048, size=40960, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"root fs\"\n").unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-E",
+            &format!("offset={}", 2048 * 512),
+            "gpt.raw",
+            "20M",
+        ],
+    );
+    let theirs: Value =
+        serde_json::from_slice(&sh(dir, &["sfdisk", "--json", "gpt.raw"]).stdout).unwrap();
+    let ours = layerscope(dir, &["info", "--json", "gpt.raw"]).ok().json();
+    assert_eq!(ours["partition"], 1);
+    let (o, t) = (
+        &ours["partition_table"]["partitions"][0],
+        &theirs["partitiontable"]["partitions"][0],
+    );
+    assert_eq!(
+        o["start"].as_u64().unwrap(),
+        t["start"].as_u64().unwrap() * 512
+    );
+    assert_eq!(o["kind"], t["type"]);
+    assert_eq!(o["name"], t["name"]);
+    let disk = std::fs::read(dir.join("gpt.raw")).unwrap();
+    std::fs::write(
+        dir.join("gpart.raw"),
+        &disk[2048 * 512..(2048 + 40960) * 512],
+    )
+    .unwrap();
+    check_info(dir, "gpt.raw", "gpart.raw", None);
+    let ls = layerscope(dir, &["ls", "gpt.raw"]).ok().text();
+    assert!(ls.contains("lost+found"), "{ls}");
 }
 
 /// A source tree with the cases `ls`, `cat` and `blocks` must get right.
