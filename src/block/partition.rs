@@ -294,3 +294,77 @@ impl BlockSource for Slice {
         Ok(Extent { offset, ..e })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::raw::RawFile;
+    use crate::block::storage::MemStorage;
+
+    fn disk(bytes: Vec<u8>) -> RawFile {
+        RawFile::new("mem", Arc::new(MemStorage::new(bytes)))
+    }
+
+    fn entry(b: &mut [u8], at: usize, kind: u8, start: u32, sectors: u32) {
+        b[at + 4] = kind;
+        b[at + 8..at + 12].copy_from_slice(&start.to_le_bytes());
+        b[at + 12..at + 16].copy_from_slice(&sectors.to_le_bytes());
+    }
+
+    #[test]
+    fn logical_partitions_and_a_looping_chain() {
+        let mut b = vec![0u8; 1 << 20];
+        b[510] = 0x55;
+        b[511] = 0xaa;
+        entry(&mut b, 446, 0x83, 8, 100);
+        entry(&mut b, 462, 0x05, 200, 1000);
+        // EBR at sector 200: a logical partition, then a link to itself.
+        let ebr = 200 * 512;
+        b[ebr + 510] = 0x55;
+        b[ebr + 511] = 0xaa;
+        entry(&mut b, ebr + 446, 0x83, 2, 50);
+        entry(&mut b, ebr + 462, 0x05, 0, 10);
+        let t = read_table(&disk(b)).unwrap().unwrap();
+        assert_eq!(t.label, "dos");
+        let found: Vec<(usize, u64, u64)> = t
+            .partitions
+            .iter()
+            .map(|p| (p.index, p.start, p.len))
+            .collect();
+        assert_eq!(
+            found,
+            vec![(1, 8 * 512, 100 * 512), (5, 202 * 512, 50 * 512)]
+        );
+        assert!(
+            t.problems.iter().any(|p| p.contains("loop")),
+            "{:?}",
+            t.problems
+        );
+    }
+
+    #[test]
+    fn entries_outside_the_disk_and_absurd_gpt_arrays_are_problems() {
+        let mut b = vec![0u8; 64 << 10];
+        b[510] = 0x55;
+        b[511] = 0xaa;
+        entry(&mut b, 446, 0x83, 8, u32::MAX);
+        let t = read_table(&disk(b.clone())).unwrap().unwrap();
+        assert!(
+            t.partitions.is_empty() && t.problems[0].contains("passes the end"),
+            "{:?}",
+            t.problems
+        );
+        // Protective MBR, GPT header claiming 2^32 entries.
+        entry(&mut b, 446, 0xee, 1, 100);
+        b[512..520].copy_from_slice(b"EFI PART");
+        b[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        b[512 + 80..512 + 84].copy_from_slice(&u32::MAX.to_le_bytes());
+        b[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        let t = read_table(&disk(b)).unwrap().unwrap();
+        assert_eq!(t.label, "gpt");
+        assert!(t.problems[0].contains("not readable"), "{:?}", t.problems);
+        // No signature: no table; a tiny disk: no table.
+        assert!(read_table(&disk(vec![0u8; 4096])).unwrap().is_none());
+        assert!(read_table(&disk(vec![0u8; 100])).unwrap().is_none());
+    }
+}
