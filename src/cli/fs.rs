@@ -738,6 +738,7 @@ pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             "offset": opened.base,
             "summary": info_lines(sb).into_iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
             "features": feature_names(sb.feature_compat, sb.feature_incompat, sb.feature_ro_compat),
+            "journal": fs.journal().map(|j| j.fields),
             "checksum_ok": sb.checksum_ok,
             "fields": sb.fields,
         });
@@ -775,7 +776,11 @@ pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         writeln!(out)?;
     }
-    for (k, v) in info_lines(sb) {
+    let mut lines = info_lines(sb);
+    if let Some(j) = fs.journal() {
+        lines.extend(j.lines(sb.block_size));
+    }
+    for (k, v) in lines {
         writeln!(out, "{:<26}{v}", format!("{k}:"))?;
     }
     Ok(())

@@ -15,6 +15,7 @@ pub mod dir;
 pub mod error;
 pub mod group_desc;
 pub mod inode;
+pub mod journal;
 pub mod superblock;
 
 use blockmap::Run;
@@ -343,6 +344,23 @@ impl Ext4 {
                 })?;
         }
         Ok(ino)
+    }
+
+    /// The journal superblock of an internal journal (`None` without one,
+    /// with an external journal device, or when it cannot be read).
+    pub fn journal(&self) -> Option<journal::JournalSb> {
+        let ino = self.sb.get("s_journal_inum");
+        if ino == 0 || self.sb.has_incompat(0x8) || self.sb.feature_compat & 0x4 == 0 {
+            return None;
+        }
+        let node = self.inode(ino).ok()?;
+        let first = self
+            .runs(&node)
+            .ok()?
+            .into_iter()
+            .find(|r| !r.meta && r.logical == 0)?;
+        let block = self.block(first.physical).ok()?;
+        journal::JournalSb::decode(&block, first.physical * self.sb.block_size)
     }
 
     /// The range of blocks of `group`: (first, last).
