@@ -80,7 +80,27 @@ fn check_chain(cwd: &Path, image: &str) {
             assert_eq!(o.get(key), t.get(key), "{what}: {key}");
         }
         assert_eq!(o["depth"], depth, "{what}: depth");
+        assert_eq!(o["index"], ours.len() - 1 - depth, "{what}: index");
+        let path = cwd.join(t["filename"].as_str().unwrap());
+        let file_size = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(o["file-size"], file_size, "{what}: file-size");
         if t["format"] == "qcow2" {
+            // Ours has every qcow2 key, whatever qemu leaves out for v2.
+            for key in [
+                "cluster-size",
+                "qcow2-version",
+                "compat",
+                "compression-type",
+                "extended-l2",
+                "refcount-bits",
+                "dirty-flag",
+                "corrupt",
+                "allocated-bytes",
+            ] {
+                assert!(o.get(key).is_some(), "{what}: no {key} in {o}");
+            }
+            let version = if o["compat"] == "0.10" { 2 } else { 3 };
+            assert_eq!(o["qcow2-version"], version, "{what}: qcow2-version");
             // Every qcow2 fact qemu prints (v2 images have fewer).
             let data = t["format-specific"]["data"].as_object().unwrap();
             for key in [
@@ -724,4 +744,412 @@ fn demo_assets_agree_with_qemu() {
         std::fs::copy(assets.join(f), d.path().join(f)).unwrap();
     }
     check(d.path(), "top.qcow2");
+}
+
+/// Bytes of IMAGE flattened by `qemu-img convert -O raw`.
+fn qemu_flat(cwd: &Path, image: &str) -> Vec<u8> {
+    let flat = tempfile::NamedTempFile::new_in(cwd).unwrap();
+    sh(
+        cwd,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "raw",
+            image,
+            flat.path().to_str().unwrap(),
+        ],
+    );
+    std::fs::read(flat.path()).unwrap()
+}
+
+/// Block numbers of a file in a raw ext image, from `debugfs blocks`.
+fn blocks_of(dir: &Path, image: &str, path: &str) -> Vec<u64> {
+    let out = sh(dir, &["debugfs", "-R", &format!("blocks {path}"), image]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|b| b.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn thin_overlays_cluster_by_cluster_with_qemu_io() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    ext4_base(dir, "cluster_size=65536");
+    // update: file edits, every changed cluster compressed (zlib).
+    edit(dir, "base.raw", "e1.raw", "update");
+    let compressed = Writes {
+        compress: true,
+        zeros: false,
+    };
+    let n1 = thin_overlay_io(
+        dir,
+        "update.qcow2",
+        "base.qcow2",
+        "qcow2",
+        &dir.join("e1.raw"),
+        "",
+        compressed,
+    );
+    // zstd: more edits, compressed with zstd.
+    edit(dir, "e1.raw", "e2.raw", "zstd");
+    let n2 = thin_overlay_io(
+        dir,
+        "zstd.qcow2",
+        "update.qcow2",
+        "qcow2",
+        &dir.join("e2.raw"),
+        "compression_type=zstd",
+        compressed,
+    );
+    // top: a 300 KB file deleted and its blocks zeroed (as a guest's
+    // discard would), a new file; plain clusters and zero clusters.
+    std::fs::copy(dir.join("e2.raw"), dir.join("e3.raw")).unwrap();
+    let gone = blocks_of(dir, "e3.raw", "/d5/s2/f5.bin");
+    assert!(gone.len() > 40, "{gone:?}");
+    debugfs_w(dir, "e3.raw", "rm /d5/s2/f5.bin\n");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("e3.raw"))
+            .unwrap();
+        for b in &gone {
+            f.seek(SeekFrom::Start(b * 4096)).unwrap();
+            f.write_all(&[0u8; 4096]).unwrap();
+        }
+    }
+    debugfs_w(dir, "e3.raw", "mkdir /top\nsymlink /top/link /d0\n");
+    let n3 = thin_overlay_io(
+        dir,
+        "top.qcow2",
+        "zstd.qcow2",
+        "qcow2",
+        &dir.join("e3.raw"),
+        "",
+        Writes {
+            compress: false,
+            zeros: true,
+        },
+    );
+    // The chain really is what was meant: qemu flattens it to e3.raw, each
+    // overlay holds exactly the clusters written, with the right kinds.
+    assert!(
+        qemu_flat(dir, "top.qcow2") == std::fs::read(dir.join("e3.raw")).unwrap(),
+        "the overlays do not rebuild the edited image"
+    );
+    let chain = layerscope(dir, &["chain", "--json", "top.qcow2"])
+        .ok()
+        .json();
+    for (depth, n) in [(0usize, n3), (1, n2), (2, n1)] {
+        assert!(n > 0, "layer at depth {depth} holds nothing");
+        assert_eq!(
+            chain[depth]["allocated-bytes"],
+            n as u64 * 65536,
+            "depth {depth}"
+        );
+    }
+    assert_eq!(chain[1]["compression-type"], "zstd");
+    let map = qemu_map(dir, "top.qcow2");
+    let has = |pred: &dyn Fn(&Value) -> bool| map.as_array().unwrap().iter().any(pred);
+    assert!(has(&|e| e["depth"] == 2 && e["compressed"] == true));
+    assert!(has(&|e| e["depth"] == 1 && e["compressed"] == true));
+    assert!(has(&|e| e["depth"] == 0
+        && e["zero"] == true
+        && e["present"] == true));
+    check(dir, "top.qcow2");
+    check(dir, "update.qcow2");
+}
+
+/// The same overlay named in different ways: `filename` is exactly what was
+/// given, and backing paths are joined to its directory as written, not
+/// canonicalised (so a symlink to an overlay in another directory finds
+/// nothing there, in qemu too).
+#[test]
+fn path_spellings_resolve_like_qemu() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir_all(dir.join("real")).unwrap();
+    std::fs::create_dir_all(dir.join("other")).unwrap();
+    let real = dir.join("real");
+    mkfs(&real, "base", "8M", 8);
+    sh(
+        &real,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "qcow2",
+            "base.raw",
+            "base.qcow2",
+        ],
+    );
+    sh(
+        &real,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ],
+    );
+    qemu_io(&real, "top.qcow2", &["write -P 0x42 1M 64k"]);
+    let absolute = real.join("top.qcow2");
+    for image in [
+        "./real/top.qcow2",
+        "real//top.qcow2",
+        "real/../real/top.qcow2",
+        absolute.to_str().unwrap(),
+    ] {
+        check_chain(dir, image);
+        check_map(dir, image);
+    }
+    // Through a symlink in another directory: "base.qcow2" is looked for
+    // beside the link; qemu fails to open it, and so must we.
+    std::os::unix::fs::symlink("../real/top.qcow2", dir.join("other/top.qcow2")).unwrap();
+    let qemu = std::process::Command::new("qemu-img")
+        .args(["info", "--backing-chain", "other/top.qcow2"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!qemu.status.success(), "qemu opened it after all");
+    let run = layerscope(dir, &["chain", "other/top.qcow2"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("other/base.qcow2"), "{}", run.stderr);
+}
+
+/// Replaces the backing-format header extension of a qcow2 file by an
+/// unknown one (which qemu ignores): the header then names no format.
+fn drop_backing_format(path: &Path) {
+    let mut data = std::fs::read(path).unwrap();
+    let at = data
+        .windows(4)
+        .take(4096)
+        .position(|w| w == [0xe2, 0x79, 0x2a, 0xca])
+        .expect("a backing format extension");
+    data[at..at + 4].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn unrecorded_backing_format_is_probed_or_forced() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "base", "8M", 8);
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "qcow2",
+            "base.raw",
+            "base.qcow2",
+        ],
+    );
+    for (backing, fmt) in [("base.raw", "raw"), ("base.qcow2", "qcow2")] {
+        let top = format!("over-{fmt}.qcow2");
+        sh(
+            dir,
+            &[
+                "qemu-img", "create", "-q", "-f", "qcow2", "-b", backing, "-F", fmt, &top,
+            ],
+        );
+        qemu_io(dir, &top, &["write -P 0x24 2M 64k", "write -z 4M 64k"]);
+        drop_backing_format(&dir.join(&top));
+        let info = qemu_info_chain(dir, &top);
+        assert!(info[0].get("backing-filename-format").is_none(), "{info}");
+        assert_eq!(info[1]["format"], fmt, "qemu probes the backing file");
+        check(dir, &top);
+    }
+    // Forced: the qcow2 base read as a raw disk, as qemu does when told so.
+    let spec = r#"json:{"driver":"qcow2","file":{"driver":"file","filename":"over-qcow2.qcow2"},"backing":{"driver":"raw","file":{"driver":"file","filename":"base.qcow2"}}}"#;
+    let ours = layerscope(
+        dir,
+        &[
+            "map",
+            "--json",
+            "--backing-format",
+            "raw",
+            "over-qcow2.qcow2",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(ours, qemu_map(dir, spec), "map with --backing-format raw");
+    let ours = layerscope(
+        dir,
+        &["read", "--backing-format", "raw", "over-qcow2.qcow2"],
+    )
+    .ok()
+    .stdout;
+    assert!(
+        ours == qemu_flat(dir, spec),
+        "read with --backing-format raw"
+    );
+    // Forced wrong: a raw file is not a qcow2 image.
+    let run = layerscope(
+        dir,
+        &["chain", "--backing-format", "qcow2", "over-raw.qcow2"],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("base.raw"), "{}", run.stderr);
+}
+
+#[test]
+fn a_qcow2_file_read_with_format_raw() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &["qemu-img", "create", "-q", "-f", "qcow2", "b.qcow2", "4M"],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "t.qcow2",
+        ],
+    );
+    qemu_io(dir, "t.qcow2", &["write -P 0x31 0 64k"]);
+    let ours = layerscope(dir, &["map", "--json", "--format", "raw", "t.qcow2"])
+        .ok()
+        .json();
+    let theirs: Value = serde_json::from_slice(
+        &sh(
+            dir,
+            &["qemu-img", "map", "-f", "raw", "--output=json", "t.qcow2"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(ours, theirs);
+    let ours = layerscope(dir, &["chain", "--json", "--format", "raw", "t.qcow2"])
+        .ok()
+        .json();
+    assert_eq!(ours.as_array().unwrap().len(), 1, "{ours}");
+    assert_eq!(ours[0]["format"], "raw");
+    assert!(ours[0].get("backing-filename").is_none(), "{ours}");
+    let theirs: Value = serde_json::from_slice(
+        &sh(
+            dir,
+            &["qemu-img", "info", "-f", "raw", "--output=json", "t.qcow2"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    for key in ["filename", "format", "virtual-size", "actual-size"] {
+        assert_eq!(ours[0][key], theirs[key], "{key}");
+    }
+    let bytes = layerscope(dir, &["read", "--format", "raw", "t.qcow2"])
+        .ok()
+        .stdout;
+    assert!(bytes == std::fs::read(dir.join("t.qcow2")).unwrap());
+}
+
+/// `read --offset/--length` windows (unaligned, across clusters and layers,
+/// at the very end, in every size spelling) are slices of qemu's flat image.
+#[test]
+fn read_windows_are_slices_of_the_flat_image() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "base", "16M", 20);
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "base.raw",
+            "base.qcow2",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4096",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ],
+    );
+    qemu_io(
+        dir,
+        "top.qcow2",
+        &[
+            "write -P 0x71 0xff00 0x300",
+            "write -z 0x20000 0x3000",
+            "write -P 0x72 0xfff000 0x1000",
+        ],
+    );
+    let flat = qemu_flat(dir, "top.qcow2");
+    let size = flat.len() as u64;
+    let windows: &[(&str, &str, u64, u64)] = &[
+        ("0", "1", 0, 1),
+        ("511", "2", 511, 2),
+        ("0xfffe", "0x203", 0xfffe, 0x203),
+        ("65535", "70000", 65535, 70000),
+        ("0x1ffff", "0x5002", 0x1ffff, 0x5002),
+        ("0x400", "1K", 0x400, 1024),
+        ("64K", "1MiB", 65536, 1 << 20),
+        ("16777215", "1", size - 1, 1),
+        ("16777116", "100", size - 100, 100),
+        ("0x123", "0", 0x123, 0),
+    ];
+    for &(off, len, o, l) in windows {
+        let ours = layerscope(
+            dir,
+            &["read", "top.qcow2", "--offset", off, "--length", len],
+        )
+        .ok()
+        .stdout;
+        assert!(
+            ours == flat[o as usize..(o + l) as usize],
+            "read --offset {off} --length {len}"
+        );
+    }
+    // Only one of them: to the end, or from the start.
+    let tail = layerscope(dir, &["read", "top.qcow2", "--offset", "15M"])
+        .ok()
+        .stdout;
+    assert!(tail == flat[15 << 20..]);
+    let head = layerscope(dir, &["read", "top.qcow2", "--length", "70001"])
+        .ok()
+        .stdout;
+    assert!(head == flat[..70001]);
+    let end = layerscope(dir, &["read", "top.qcow2", "--offset", "16M"])
+        .ok()
+        .stdout;
+    assert!(end.is_empty());
 }
