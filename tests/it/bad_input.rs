@@ -348,6 +348,8 @@ fn other_image_formats_from_the_qemu_corpus() {
             // A real raw disk: detected as raw and readable.
             let chain = layerscope(dir, &["chain", "--json", name]).ok().json();
             assert_eq!(chain[0]["format"], "raw", "{name}");
+            let run = layerscope(dir, &["read", name]).ok();
+            assert!(run.stdout == out.stdout, "{name}: read is not the file");
             continue;
         }
         let l = fails(dir, &["map", name], name);
@@ -360,4 +362,111 @@ fn other_image_formats_from_the_qemu_corpus() {
         );
     }
     assert!(seen >= 15, "only {seen} corpus images");
+}
+
+/// More header fields that qemu refuses too, each patched into a copy of a
+/// valid image; the message names the file and the field.
+#[test]
+fn header_fields_qemu_also_refuses() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "base.qcow2",
+            "16M",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "good.qcow2",
+        ],
+    );
+    qemu_io(dir, "good.qcow2", &["write -P 1 0 64k"]);
+    let be32 = |v: u32| v.to_be_bytes().to_vec();
+    let be64 = |v: u64| v.to_be_bytes().to_vec();
+    let cases: &[(&str, usize, Vec<u8>, &str)] = &[
+        // The backing file name outside the first cluster, or too long.
+        ("bfo.qcow2", 8, be64(0x10_0000), "backing_file_offset"),
+        ("bfs.qcow2", 16, be32(5000), "backing_file_size"),
+        // Legacy AES encryption, and a method nobody defined.
+        ("aes.qcow2", 32, be32(1), "encrypted"),
+        ("crypt9.qcow2", 32, be32(9), "crypt_method"),
+        // A disk larger than any offset, or than its L1 table maps.
+        ("size.qcow2", 24, be64(u64::MAX), "size"),
+        ("size62.qcow2", 24, be64(1 << 62), "l1_size"),
+        ("l1zero.qcow2", 36, be32(0), "l1_size"),
+        // Refcounts wider than 64 bits; a v3 header shorter than v3's.
+        ("rco.qcow2", 96, be32(7), "refcount_order"),
+        ("hlen.qcow2", 100, be32(50), "header_length"),
+    ];
+    for (name, offset, bytes, field) in cases {
+        patched(dir, "good.qcow2", name, *offset, bytes);
+        let qemu = std::process::Command::new("qemu-img")
+            .args(["info", name])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        // (qemu-img info opens an AES image: it needs no key for that.)
+        if *name != "aes.qcow2" {
+            assert!(
+                !qemu.status.success(),
+                "qemu opens {name}: the case is wrong"
+            );
+        }
+        for cmd in ["chain", "map", "read"] {
+            let l = fails(dir, &[cmd, name], name);
+            assert!(l.contains(field), "{cmd} {name}: {l} does not say {field}");
+        }
+    }
+}
+
+/// A window that ends past the disk is bad input, not a short read.
+#[test]
+fn read_ranges_past_the_end() {
+    if !need("qemu-img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &["qemu-img", "create", "-q", "-f", "qcow2", "d.qcow2", "1M"],
+    );
+    fails(dir, &["read", "d.qcow2", "--offset", "2M"], "d.qcow2");
+    fails(
+        dir,
+        &["read", "d.qcow2", "--offset", "1048000", "--length", "1000"],
+        "d.qcow2",
+    );
+    fails(dir, &["read", "d.qcow2", "--length", "1048577"], "d.qcow2");
+}
+
+/// Symlinks: a dangling one is a missing file; a special file with no size
+/// is not an image.
+#[test]
+fn dangling_symlinks_and_devices() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::os::unix::fs::symlink("nowhere.qcow2", dir.join("dangling.qcow2")).unwrap();
+    fails(dir, &["chain", "dangling.qcow2"], "dangling.qcow2");
+    fails(dir, &["map", "/dev/null"], "/dev/null");
 }
