@@ -94,3 +94,100 @@ fn commands_leave_every_layer_untouched() {
         .json();
     assert_eq!(chain[0]["dirty-flag"], true);
 }
+
+/// Every kind of layer (v2, extended L2, zstd-compressed, 4 KiB clusters,
+/// in another directory) and commands that fail half-way (a backing loop, a
+/// missing backing file) leave every file as it was.
+#[test]
+fn every_kind_of_layer_and_failing_opens_are_untouched() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir(dir.join("base")).unwrap();
+    std::fs::create_dir(dir.join("vm")).unwrap();
+    let create = |args: &[&str]| {
+        let mut a = vec!["qemu-img", "create", "-q", "-f", "qcow2"];
+        a.extend(args);
+        sh(dir, &a);
+    };
+    create(&["-o", "compat=0.10", "base/v2.qcow2", "8M"]);
+    qemu_io(dir, "base/v2.qcow2", &["write -P 1 0 1M"]);
+    create(&[
+        "-o",
+        "extended_l2=on",
+        "-b",
+        "../base/v2.qcow2",
+        "-F",
+        "qcow2",
+        "vm/ext.qcow2",
+    ]);
+    qemu_io(
+        dir,
+        "vm/ext.qcow2",
+        &["write -P 2 0x1000 0x1000", "write -z 0x8000 0x2000"],
+    );
+    create(&[
+        "-o",
+        "compression_type=zstd",
+        "-b",
+        "ext.qcow2",
+        "-F",
+        "qcow2",
+        "vm/zstd.qcow2",
+    ]);
+    qemu_io(dir, "vm/zstd.qcow2", &["write -c -P 3 0x100000 64k"]);
+    create(&[
+        "-o",
+        "cluster_size=4096",
+        "-b",
+        "zstd.qcow2",
+        "-F",
+        "qcow2",
+        "vm/top.qcow2",
+    ]);
+    qemu_io(dir, "vm/top.qcow2", &["write -P 4 0x200800 0x1000"]);
+    // A loop and an orphan, for failing commands.
+    create(&["a.qcow2", "1M"]);
+    create(&["-b", "a.qcow2", "-F", "qcow2", "b.qcow2"]);
+    sh(
+        dir,
+        &[
+            "qemu-img", "rebase", "-u", "-b", "b.qcow2", "-F", "qcow2", "a.qcow2",
+        ],
+    );
+    create(&[
+        "-u",
+        "-b",
+        "gone.qcow2",
+        "-F",
+        "qcow2",
+        "orphan.qcow2",
+        "1M",
+    ]);
+    let files = [
+        "base/v2.qcow2",
+        "vm/ext.qcow2",
+        "vm/zstd.qcow2",
+        "vm/top.qcow2",
+        "a.qcow2",
+        "b.qcow2",
+        "orphan.qcow2",
+    ];
+    let before = fingerprint(dir, &files);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    for cmd in [&["chain", "--json"][..], &["map", "--json"], &["read"]] {
+        for image in ["vm/top.qcow2", "b.qcow2", "orphan.qcow2"] {
+            let mut args = cmd.to_vec();
+            args.push(image);
+            let run = layerscope(dir, &args);
+            assert_eq!(
+                run.code,
+                if image == "vm/top.qcow2" { 0 } else { 1 },
+                "{args:?}"
+            );
+            assert_eq!(fingerprint(dir, &files), before, "{args:?} changed a file");
+        }
+    }
+}
