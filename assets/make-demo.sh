@@ -16,14 +16,22 @@
 #           zero cluster over free space near the end of the disk (a qcow2
 #           zero cluster: the layer holds "reads as zeros").
 #
-# Overlays are thin, as people make them: an overlay over the edited flat
-# image is rebased (qemu-img rebase, safe mode) onto the real backing file,
-# so it holds exactly the clusters that differ. Backing names are relative.
+# Overlays are thin: each is created empty over its backing file
+# (qemu-img create -b NAME -F qcow2, a relative name), the flat image is
+# edited with debugfs -w, the flat before and after are compared per 64 KiB
+# cluster, and only the clusters that differ are written, in one qemu-io run
+# (write -c -s / write -s, one file per cluster). qemu-io runs the writes in
+# order, so the output is the same on every run (rebase -c is not: its
+# compressed clusters land in completion order). Times are pinned
+# (E2FSPROGS_FAKE_TIME, touch, and the ctimes mke2fs -d copies), the UUID
+# and hash seed fixed: the same e2fsprogs and qemu give the same bytes, which
+# tests/it/demo.rs checks.
 #
-# Needs: mke2fs, debugfs (e2fsprogs), qemu-img, qemu-io (qemu-utils).
+# Usage: assets/make-demo.sh [OUTDIR]   (default: assets/demo)
+# Needs: mke2fs, debugfs (e2fsprogs), qemu-img, qemu-io (qemu-utils), python3.
 set -euo pipefail
-cd "$(dirname "$0")"
-out=demo
+here=$(cd "$(dirname "$0")" && pwd)
+out=$(realpath -m "${1:-$here/demo}")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -46,15 +54,48 @@ find "$tree" -exec touch -h -t "$stamp" {} +
 raw=$work/base.raw
 mke2fs -q -t ext4 -b 4096 -L demo -U 5c0a7e5c-0a7e-4c0a-8e5c-0a7e5c0a7e5c \
     -E hash_seed=1a2b3c4d-1a2b-3c4d-1a2b-3c4d1a2b3c4d,root_owner=0:0 -d "$tree" "$raw" 16M
+# mke2fs -d copies each file's ctime, which touch cannot set: pin them (the
+# root, lost+found at 11, then one inode per entry of the tree).
+entries=$(find "$tree" | wc -l)
+for ino in 2 $(seq 11 $((10 + entries))); do echo "sif <$ino> ctime $stamp"; done |
+    debugfs -w -f - "$raw" >/dev/null 2>&1
 mkdir -p "$out"
 rm -f "$out"/*.qcow2
 qemu-img convert -O qcow2 -o cluster_size=65536 "$raw" "$out/base.qcow2"
 
-# thin OVERLAY BACKING FLAT [-c]: OVERLAY holds what FLAT changes over BACKING.
+# thin OVERLAY BACKING OLD NEW [WRITE-FLAGS] [EXTRA-QEMU-IO-COMMAND...]:
+# create OVERLAY over BACKING (its name as the header keeps it, relative to
+# OVERLAY's directory), then write into it only the 64 KiB clusters where the
+# flat image NEW differs from OLD (the flat contents of BACKING), with
+# `write WRITE-FLAGS -s CLUSTER-FILE OFFSET 65536`, all in one qemu-io run.
 thin() {
-    local overlay=$1 backing=$2 flat=$3; shift 3
-    qemu-img create -q -f qcow2 -o cluster_size=65536 -b "$flat" -F raw "$overlay"
-    (cd "$(dirname "$overlay")" && qemu-img rebase -q "$@" -b "$backing" -F qcow2 "$(basename "$overlay")")
+    local overlay=$1 backing=$2 old=$3 new=$4 flags=${5:-}
+    shift $(($# < 5 ? $# : 5))
+    (cd "$(dirname "$overlay")" &&
+        qemu-img create -q -f qcow2 -o cluster_size=65536 -b "$backing" -F qcow2 "$(basename "$overlay")")
+    local pieces=$work/pieces.$(basename "$overlay")
+    mkdir -p "$pieces"
+    local cmds=()
+    for idx in $(python3 - "$old" "$new" <<'PY'
+import sys
+cs = 65536
+with open(sys.argv[1], 'rb') as a, open(sys.argv[2], 'rb') as b:
+    i = 0
+    while True:
+        x, y = a.read(cs), b.read(cs)
+        if not x and not y:
+            break
+        if x != y:
+            print(i)
+        i += 1
+PY
+    ); do
+        dd if="$new" of="$pieces/$idx" bs=65536 skip="$idx" count=1 status=none
+        cmds+=(-c "write -q $flags -s $pieces/$idx $((idx * 65536)) 65536")
+    done
+    for extra in "$@"; do cmds+=(-c "$extra"); done
+    # (qemu-io without -c would read commands from stdin)
+    [ "${#cmds[@]}" -eq 0 ] || qemu-io -f qcow2 "${cmds[@]}" "$overlay"
 }
 
 dfs() { debugfs -w -f - "$1" >/dev/null 2>&1; }
@@ -78,7 +119,7 @@ write $work/logo.bin /srv/www/logo.bin
 write $work/app.js /srv/www/app.js
 mkdir /var/log/app
 CMDS
-thin "$out/update.qcow2" base.qcow2 "$flat1" -c
+thin "$out/update.qcow2" base.qcow2 "$raw" "$flat1" -c
 
 flat2=$work/top.raw
 cp --sparse=always "$flat1" "$flat2"
@@ -92,14 +133,19 @@ write $work/app.log /var/log/app/app.log
 rm /srv/www/logo.bin
 write $work/notes.txt /home/user/notes.txt
 CMDS
-thin "$out/top.qcow2" update.qcow2 "$flat2"
 # One zero cluster over free space near the end of the disk (checked free).
 zero_at=$((15 * 1024 * 1024))
-if debugfs -R "testb $((zero_at / 4096)) 16" "$flat2" 2>/dev/null | grep -q "marked in use"; then
+if debugfs -R "testb $((zero_at / 4096)) 16" "$flat2" 2>/dev/null | grep "marked in use" >/dev/null; then
     echo "make-demo: blocks at $zero_at are in use; pick another zero cluster" >&2
     exit 1
 fi
-qemu-io -f qcow2 -c "write -z $zero_at 64k" "$out/top.qcow2" >/dev/null
+thin "$out/top.qcow2" update.qcow2 "$flat1" "$flat2" "" "write -q -z $zero_at 64k"
+
+# The tools that made these bytes (tests/it/demo.rs compares bytes only
+# when its machine has the same ones).
+# (sed, not head: head would stop reading, and under pipefail the writer's
+# SIGPIPE would fail the script now and then.)
+{ qemu-img --version | sed -n 1p; mke2fs -V 2>&1 | sed -n 1p; } > "$out/TOOLS"
 
 ls -l "$out"
 qemu-img info --backing-chain "$out/top.qcow2" | grep -E '^(image|backing file):'

@@ -2,6 +2,7 @@
 //! images with the real tools and compares layerscope with them.
 mod bad_input;
 mod chain;
+mod demo;
 mod e2e;
 mod ext;
 mod mutate;
