@@ -1153,3 +1153,36 @@ fn read_windows_are_slices_of_the_flat_image() {
         .stdout;
     assert!(end.is_empty());
 }
+
+/// A header whose backing file name is absent (offset 0, or size 0) but
+/// which still carries a backing-format extension: qemu opens it as a lone
+/// image and reports no backing-filename-format.
+#[test]
+fn backing_format_extension_without_a_backing_name() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &["qemu-img", "create", "-q", "-f", "qcow2", "b.qcow2", "4M"],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img", "create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "t.qcow2",
+        ],
+    );
+    qemu_io(dir, "t.qcow2", &["write -P 0x31 64k 64k"]);
+    let good = std::fs::read(dir.join("t.qcow2")).unwrap();
+    for (name, offset) in [("no-offset.qcow2", 8usize), ("no-size.qcow2", 16)] {
+        let mut data = good.clone();
+        let width = if offset == 8 { 8 } else { 4 };
+        data[offset..offset + width].fill(0);
+        std::fs::write(dir.join(name), data).unwrap();
+        let info = qemu_info_chain(dir, name);
+        assert_eq!(info.as_array().unwrap().len(), 1, "{info}");
+        check(dir, name);
+    }
+}
