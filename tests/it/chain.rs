@@ -1186,3 +1186,51 @@ fn backing_format_extension_without_a_backing_name() {
         check(dir, name);
     }
 }
+
+/// Extended L2 with 64 KiB clusters (2 KiB subclusters) and zstd: writes of
+/// 4 KiB and less into subclusters, a whole compressed cluster and a write
+/// into it afterwards, zeroed subclusters and an unmapped zero cluster.
+#[test]
+fn extended_l2_64k_subclusters_with_zstd() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &["qemu-img", "create", "-q", "-f", "qcow2", "b.qcow2", "4M"],
+    );
+    qemu_io(dir, "b.qcow2", &["write -P 1 0 4M"]);
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "extended_l2=on,cluster_size=64k,compression_type=zstd",
+            "-b",
+            "b.qcow2",
+            "-F",
+            "qcow2",
+            "e.qcow2",
+        ],
+    );
+    qemu_io(
+        dir,
+        "e.qcow2",
+        &[
+            "write -P 2 0x1000 0x1000",
+            "write -c -P 3 0x10000 64k",
+            "write -z 0x21000 0x1000",
+            "write -P 4 0x30000 0x800",
+            "write -z -u 0x40000 64k",
+            "write -c -P 5 0x50000 64k",
+            "write -P 6 0x51000 0x1000",
+        ],
+    );
+    check(dir, "e.qcow2");
+}
