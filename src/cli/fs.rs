@@ -9,21 +9,23 @@ use super::FsArgs;
 use crate::block::layered::LayeredReader;
 use crate::block::partition::{read_table, Partition, Slice, Table};
 use crate::block::BlockSource;
+use crate::fs::ext::checksum::Check;
+use crate::fs::ext::group_desc::placement;
 use crate::fs::ext::superblock::{feature_names, Superblock};
 use crate::fs::ext::Ext4;
 
 /// Opens the filesystem of the image's chain, cut at `--layer`.
-fn open(args: &FsArgs) -> anyhow::Result<Ext4> {
+pub(super) fn open(args: &FsArgs) -> anyhow::Result<Ext4> {
     Ok(open_full(args)?.fs)
 }
 
 /// An opened filesystem and where it sits.
-struct Opened {
-    fs: Ext4,
+pub(super) struct Opened {
+    pub fs: Ext4,
     /// The layered reader of the whole disk (to say which layer holds what).
-    reader: Arc<LayeredReader>,
+    pub reader: Arc<LayeredReader>,
     /// Byte offset of the filesystem on the disk (its partition's start).
-    base: u64,
+    pub base: u64,
     table: Option<Table>,
     /// The partition used, if any.
     partition: Option<usize>,
@@ -31,7 +33,7 @@ struct Opened {
 
 /// Opens the chain (cut at `--layer`), finds the partition (`--partition`,
 /// or the only one holding ext2/3/4), and opens the filesystem.
-fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
+pub(super) fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
     let chain = args.image.open()?;
     let chain = match args.layer {
         Some(n) if n >= chain.layers.len() => {
@@ -131,7 +133,7 @@ fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
 }
 
 /// `<N>` (debugfs's inode syntax) or a path.
-fn resolve(fs: &Ext4, target: &str) -> anyhow::Result<u64> {
+pub(super) fn resolve(fs: &Ext4, target: &str) -> anyhow::Result<u64> {
     if let Some(n) = target.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
         return n
             .parse()
@@ -140,244 +142,23 @@ fn resolve(fs: &Ext4, target: &str) -> anyhow::Result<u64> {
     Ok(fs.lookup(target)?)
 }
 
-/// debugfs's date format for `ls -l` (`14-Nov-2023 22:13`, UTC).
-fn ls_date(t: i64) -> String {
-    let c = ctime(t.max(0) as u64);
-    if c == "n/a" {
-        return " 1-Jan-1970 00:00".into();
-    }
-    // "Tue Nov 14 22:13:20 2023" -> "14-Nov-2023 22:13"
-    let p: Vec<&str> = c.split_whitespace().collect();
-    format!("{:>2}-{}-{} {}", p[2], p[1], p[4], &p[3][..5])
-}
-
-/// `ls`.
-///
-/// # Errors
-/// Opening; a path that does not exist or is not a directory.
-pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let fs = open(&args.fs)?;
-    let start = resolve(&fs, &args.path)?;
-    let mut json_rows = Vec::new();
-    let mut errors = Vec::new();
-    let mut stack = vec![(start, args.path.trim_end_matches('/').to_owned())];
-    let mut seen = std::collections::HashSet::new();
-    // Depth first, printing each directory as it is read: memory stays
-    // proportional to the deepest path's siblings, not the whole tree.
-    while let Some((ino, path)) = stack.pop() {
-        if !seen.insert(ino) {
-            errors.push(format!(
-                "{path}: directory inode {ino} already listed (a loop)"
-            ));
-            continue;
-        }
-        let node = fs.inode(ino)?;
-        if !node.is_dir() {
-            anyhow::bail!(
-                "{}: not a directory (inode {ino})",
-                crate::escape::printable(&path)
-            );
-        }
-        let shown = crate::escape::printable(if path.is_empty() { "/" } else { &path });
-        if args.recursive && !args.fs.json {
-            writeln!(out, "\n{shown}:")?;
-        }
-        let entries = fs.read_dir(&node, &mut errors)?;
-        let mut subdirs = Vec::new();
-        for e in entries {
-            let child = match fs.inode(u64::from(e.inode)) {
-                Ok(i) => i,
-                Err(err) => {
-                    errors.push(format!("{}: {err}", e.display_name()));
-                    continue;
-                }
-            };
-            let name = e.display_name();
-            if args.recursive && child.is_dir() && name != "." && name != ".." {
-                subdirs.push((
-                    u64::from(e.inode),
-                    format!("{path}/{}", String::from_utf8_lossy(&e.name)),
-                ));
-            }
-            if args.fs.json {
-                json_rows.push(json!({
-                    "dir": shown, "name": String::from_utf8_lossy(&e.name), "inode": e.inode,
-                    "file_type": e.file_type, "mode": child.mode, "uid": child.uid, "gid": child.gid,
-                    "size": child.size, "links": child.links, "mtime": child.mtime,
-                }));
-            } else if args.long {
-                writeln!(
-                    out,
-                    " {:>6}  {:>6o} ({})  {:>5}  {:>5}   {:>5} {} {name}",
-                    e.inode,
-                    child.mode,
-                    e.file_type,
-                    child.uid,
-                    child.gid,
-                    child.size,
-                    ls_date(child.mtime)
-                )?;
-            } else {
-                writeln!(out, "{name}")?;
-            }
-        }
-        stack.extend(subdirs.into_iter().rev());
-    }
-    if args.fs.json {
-        serde_json::to_writer_pretty(&mut *out, &json!({"entries": json_rows, "errors": errors}))?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    for err in errors {
-        writeln!(out, "error: {}", crate::escape::printable(&err))?;
-    }
-    Ok(())
-}
-
-/// `stat`.
-///
-/// # Errors
-/// Opening; a bad path or inode.
-pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let fs = open(&args.fs)?;
-    let ino = resolve(&fs, &args.path)?;
-    let i = fs.inode(ino)?;
-    let runs = fs.runs(&i);
-    if args.fs.json {
-        let runs_json = match &runs {
-            Ok(r) => json!(r),
-            Err(e) => json!({"error": e.to_string()}),
-        };
-        serde_json::to_writer_pretty(
-            &mut *out,
-            &json!({
-                "inode": ino, "mode": i.mode, "type": i.type_char().to_string(), "uid": i.uid, "gid": i.gid,
-                "size": i.size, "links": i.links, "flags": i.flags, "blocks": i.blocks, "mtime": i.mtime,
-                "runs": runs_json, "fields": i.fields(),
-            }),
-        )?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    writeln!(
-        out,
-        "Inode: {ino}   Type: {}   Mode:  {:04o}   Flags: {:#x}",
-        i.type_char(),
-        i.mode & 0o7777,
-        i.flags
-    )?;
-    writeln!(
-        out,
-        "User: {:>5}   Group: {:>5}   Size: {}",
-        i.uid, i.gid, i.size
-    )?;
-    writeln!(out, "Links: {}   Blockcount: {}", i.links, i.blocks)?;
-    writeln!(out, "mtime: {}", ctime(i.mtime.max(0) as u64))?;
-    for f in &i.fields() {
-        match &f.text {
-            Some(t) => writeln!(out, "  {:<16} @{:#x}  {t}", f.name, f.offset)?,
-            None => writeln!(out, "  {:<16} @{:#x}  {}", f.name, f.offset, f.value)?,
-        }
-    }
-    match runs {
-        Ok(r) => {
-            writeln!(out, "Runs (logical: physical):")?;
-            for r in r {
-                if r.meta {
-                    writeln!(out, "  (map block): {}", r.physical)?;
-                } else {
-                    writeln!(
-                        out,
-                        "  ({}-{}): {}-{}{}",
-                        r.logical,
-                        r.logical + r.len - 1,
-                        r.physical,
-                        r.physical + r.len - 1,
-                        if r.uninit { " [uninit]" } else { "" }
-                    )?;
-                }
-            }
-        }
-        Err(e) => writeln!(
-            out,
-            "Runs: error: {}",
-            crate::escape::printable(&e.to_string())
-        )?,
-    }
-    Ok(())
-}
-
-/// `cat`: the file's bytes, streamed.
-///
-/// # Errors
-/// Opening; a bad path; read errors.
-pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let fs = open(&args.fs)?;
-    let ino = resolve(&fs, &args.path)?;
-    let i = fs.inode(ino)?;
-    let runs = fs.runs(&i)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    while pos < i.size {
-        let n = (i.size - pos).min(buf.len() as u64) as usize;
-        fs.read_file(&i, &runs, pos, &mut buf[..n])?;
-        out.write_all(&buf[..n])?;
-        pos += n as u64;
-    }
-    Ok(())
-}
-
-/// `blocks`: the file's physical blocks, and the layer holding each run.
-///
-/// # Errors
-/// Opening; a bad path; corrupt block maps.
-pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let Opened {
-        fs, reader, base, ..
-    } = open_full(&args.fs)?;
-    let ino = resolve(&fs, &args.path)?;
-    let i = fs.inode(ino)?;
-    let bs = fs.superblock().block_size;
-    let mut list = Vec::new();
-    for r in fs.runs(&i)? {
-        // Split each run where the serving layer changes.
-        let (mut at, end) = (base + r.physical * bs, base + (r.physical + r.len) * bs);
-        while at < end {
-            let o = reader.owner(at, end - at)?;
-            let block = (at - base) / bs;
-            list.push(json!({"logical": r.logical + (block - r.physical), "physical": block, "count": o.len.div_ceil(bs), "uninit": r.uninit, "meta": r.meta, "layer": o.layer}));
-            at += o.len.max(1);
-        }
-    }
-    if args.fs.json {
-        serde_json::to_writer_pretty(&mut *out, &list)?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    for r in &list {
-        let layer = r["layer"]
-            .as_u64()
-            .map_or_else(|| "none".to_owned(), |l| format!("layer {l}"));
-        writeln!(
-            out,
-            "{}-{} ({} blocks) {layer}",
-            r["physical"],
-            r["physical"].as_u64().unwrap_or(0) + r["count"].as_u64().unwrap_or(1) - 1,
-            r["count"]
-        )?;
-    }
-    Ok(())
-}
-
 /// A Unix time as dumpe2fs prints it (`ctime`, in UTC), or `n/a` for 0.
 pub fn ctime(t: u64) -> String {
     if t == 0 {
         return "n/a".into();
     }
-    let days = t / 86400;
-    let secs = t % 86400;
+    asctime(i64::try_from(t).unwrap_or(i64::MAX))
+}
+
+/// A Unix time as C's `asctime(gmtime(t))` prints it, without the
+/// newline: `Thu Jan  1 00:00:00 1970`.
+pub fn asctime(t: i64) -> String {
+    // Keep the year within four or five digits.
+    let t = t.clamp(-(1i64 << 40), 1i64 << 40);
+    let days = t.div_euclid(86400);
+    let secs = t.rem_euclid(86400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
+    let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
@@ -392,7 +173,7 @@ pub fn ctime(t: u64) -> String {
     ];
     format!(
         "{} {} {:2} {:02}:{:02}:{:02} {year}",
-        WD[(days % 7) as usize],
+        WD[days.rem_euclid(7) as usize],
         MO[(month - 1) as usize],
         day,
         secs / 3600,
@@ -794,10 +575,11 @@ pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let fs = open(args)?;
     let count = fs.superblock().group_count();
     let mut list = Vec::new();
+    let mut problems = Vec::new();
     if !args.json {
         writeln!(
             out,
-            "{:>6} {:>21} {:>12} {:>12} {:>21} {:>8} {:>8} {:>6}  flags, checksum",
+            "{:>6} {:>21} {:>12} {:>12} {:>21} {:>8} {:>8} {:>6}  flags, checksum; placement",
             "group",
             "blocks",
             "block bmp",
@@ -836,19 +618,65 @@ pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             Some(false) => format!("csum {:#06x} BAD", d.checksum),
             None => String::new(),
         };
+        let place = placement(fs.superblock(), g);
+        // A bitmap that cannot be read is an error of its own; the rest
+        // of the group is still shown.
+        let mut bitmap_error = None;
+        let (bb, ib) = fs.bitmap_checksums(&d).unwrap_or_else(|e| {
+            bitmap_error = Some(format!("group {g}: bitmaps: {e}"));
+            (None, None)
+        });
+        let bitmap_csum = |c: Option<Check>| c.map(|c| c.ok());
         if args.json {
             list.push(json!({
                 "group": g, "first_block": first, "last_block": last,
+                "superblock": place.superblock,
+                "descriptors": place.descriptors.map(|(a, b)| [a, b]),
+                "reserved_gdt": place.reserved_gdt.map(|(a, b)| [a, b]),
+                "meta_descriptor": place.meta_descriptor,
                 "block_bitmap": d.block_bitmap, "inode_bitmap": d.inode_bitmap,
                 "inode_table": d.inode_table, "inode_table_last": d.inode_table + itable_blocks.saturating_sub(1),
                 "free_blocks": d.free_blocks, "free_inodes": d.free_inodes, "directories": d.used_dirs,
                 "unused_inodes": d.itable_unused, "flags": d.flag_names(), "checksum": d.checksum,
-                "checksum_ok": d.checksum_ok, "fields": d.fields,
+                "checksum_ok": d.checksum_ok,
+                "block_bitmap_csum": fs.superblock().has_metadata_csum().then_some(d.block_bitmap_csum),
+                "block_bitmap_csum_ok": bitmap_csum(bb),
+                "inode_bitmap_csum": fs.superblock().has_metadata_csum().then_some(d.inode_bitmap_csum),
+                "inode_bitmap_csum_ok": bitmap_csum(ib),
+                "bitmap_error": bitmap_error,
+                "fields": d.fields,
             }));
         } else {
+            problems.extend(bitmap_error);
+            let mut notes = Vec::new();
+            if let Some(s) = place.superblock {
+                notes.push(format!(
+                    "{} sb {s}",
+                    if g == 0 { "primary" } else { "backup" }
+                ));
+            }
+            if let Some((a, b)) = place.descriptors {
+                notes.push(format!("gdt {a}-{b}"));
+            }
+            if let Some((a, b)) = place.reserved_gdt {
+                notes.push(format!("reserved gdt {a}-{b}"));
+            }
+            if let Some(m) = place.meta_descriptor {
+                notes.push(format!("meta_bg gdt {m}"));
+            }
+            for (name, c) in [("block bitmap", bb), ("inode bitmap", ib)] {
+                match c {
+                    Some(c) if c.ok() => notes.push(format!("{name} csum ok")),
+                    Some(c) => notes.push(format!(
+                        "{name} csum {:#010x} BAD (computed {:#010x})",
+                        c.stored, c.computed
+                    )),
+                    None => {}
+                }
+            }
             writeln!(
                 out,
-                "{g:>6} {:>21} {:>12} {:>12} {:>21} {:>8} {:>8} {:>6}  {} {csum}",
+                "{g:>6} {:>21} {:>12} {:>12} {:>21} {:>8} {:>8} {:>6}  {} {csum}{}{}",
                 format!("{first}-{last}"),
                 d.block_bitmap,
                 d.inode_bitmap,
@@ -860,13 +688,18 @@ pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 d.free_blocks,
                 d.free_inodes,
                 d.used_dirs,
-                d.flag_names().join(",")
+                d.flag_names().join(","),
+                if notes.is_empty() { "" } else { "; " },
+                notes.join(", ")
             )?;
         }
     }
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &list)?;
         writeln!(out)?;
+    }
+    for p in problems {
+        writeln!(out, "error: {}", crate::escape::printable(&p))?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ use crate::block::chain::{open_chain, Chain, ChainOptions, FsOpener};
 use crate::block::probe::Format;
 
 mod chain;
+mod files;
 mod fs;
 mod map;
 mod nbd;
@@ -284,13 +285,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Exports(args)) => nbd::exports(&args, &mut out),
         Some(Command::Info(args)) => fs::info(&args, &mut out),
         Some(Command::Groups(args)) => fs::groups(&args, &mut out),
-        Some(Command::Ls(args)) => fs::ls(&args, &mut out),
-        Some(Command::Stat(args)) => fs::stat(&args, &mut out),
+        Some(Command::Ls(args)) => files::ls(&args, &mut out),
+        Some(Command::Stat(args)) => files::stat(&args, &mut out),
         Some(Command::Cat(args)) => match read::stdout_file() {
-            Some(mut f) => fs::cat(&args, &mut f),
-            None => fs::cat(&args, &mut out),
+            Some(mut f) => files::cat(&args, &mut f),
+            None => files::cat(&args, &mut out),
         },
-        Some(Command::Blocks(args)) => fs::blocks(&args, &mut out),
+        Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
         Some(Command::Render(args)) => {
             let chain = open_or_demo(args.image.as_deref())?;
             let (w, h) = args.size;

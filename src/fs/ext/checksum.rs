@@ -1,6 +1,7 @@
 //! The two checksum functions ext4 uses, in the kernel's raw form (no
 //! final inversion): crc32c for metadata_csum, crc16 for the older
-//! uninit_bg/gdt_csum group descriptor checksum.
+//! uninit_bg/gdt_csum group descriptor checksum; and the seeds metadata
+//! checksums start from.
 
 /// The kernel's `ext4_chksum(seed, data)`: crc32c without the final xor.
 pub fn crc32c_raw(seed: u32, data: &[u8]) -> u32 {
@@ -24,6 +25,35 @@ pub fn crc16(seed: u16, data: &[u8]) -> u16 {
     crc
 }
 
+/// The filesystem's checksum seed (`s_csum_seed` in the kernel):
+/// `s_checksum_seed` with metadata_csum_seed, else crc32c of the UUID.
+pub fn fs_seed(uuid: &[u8; 16], stored_seed: Option<u32>) -> u32 {
+    stored_seed.unwrap_or_else(|| crc32c_raw(!0, uuid))
+}
+
+/// The seed of one inode's checksums (inode, extent blocks, directory
+/// blocks): the filesystem seed, then the inode number and generation
+/// (the kernel's `ei->i_csum_seed`).
+pub fn inode_seed(fs_seed: u32, ino: u32, generation: u32) -> u32 {
+    crc32c_raw(
+        crc32c_raw(fs_seed, &ino.to_le_bytes()),
+        &generation.to_le_bytes(),
+    )
+}
+
+/// A checksum as stored and as computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub stored: u32,
+    pub computed: u32,
+}
+
+impl Check {
+    pub fn ok(&self) -> bool {
+        self.stored == self.computed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +64,12 @@ mod tests {
         assert_eq!(!crc32c_raw(!0, b"123456789"), 0xe306_9283);
         // CRC-16/ARC("123456789") = 0xbb3d with seed 0.
         assert_eq!(crc16(0, b"123456789"), 0xbb3d);
+        // The seed is the raw crc of the UUID, continued per inode.
+        let uuid = [7u8; 16];
+        assert_eq!(fs_seed(&uuid, None), crc32c_raw(!0, &uuid));
+        assert_eq!(fs_seed(&uuid, Some(5)), 5);
+        let mut both = 12u32.to_le_bytes().to_vec();
+        both.extend(3u32.to_le_bytes());
+        assert_eq!(inode_seed(9, 12, 3), crc32c_raw(9, &both));
     }
 }

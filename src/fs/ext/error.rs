@@ -5,7 +5,8 @@ use crate::block::BlockError;
 /// An error decoding an ext2/3/4 filesystem.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
-    /// A structure whose value cannot be right.
+    /// A structure whose value cannot be right. `offset` is the absolute
+    /// byte offset of the field (or of the structure) on the disk.
     #[error("corrupt {structure} at {offset:#x}: {field}: {detail}")]
     Corrupt {
         structure: &'static str,
@@ -13,6 +14,10 @@ pub enum FsError {
         offset: u64,
         detail: String,
     },
+    /// Something valid that layerscope does not decode (yet): encrypted or
+    /// compressed contents, values stored in other inodes.
+    #[error("unsupported: {what}")]
+    Unsupported { what: String },
     /// Not an ext2/3/4 filesystem at all.
     #[error("no ext2/3/4 filesystem found: {detail}")]
     NotExt { detail: String },
@@ -21,7 +26,7 @@ pub enum FsError {
     NotFound { path: String, detail: String },
     /// Reading the disk failed.
     #[error(transparent)]
-    Block(#[from] BlockError),
+    Io(#[from] BlockError),
 }
 
 impl FsError {
@@ -38,5 +43,44 @@ impl FsError {
             offset,
             detail: detail.into(),
         }
+    }
+
+    /// A stored checksum that does not match the computed one.
+    pub fn checksum(
+        structure: &'static str,
+        field: &'static str,
+        offset: u64,
+        stored: u32,
+        computed: u32,
+    ) -> Self {
+        FsError::corrupt(
+            structure,
+            field,
+            offset,
+            format!("checksum {stored:#010x} does not match the computed {computed:#010x}"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_structure_offset_field_and_expectation() {
+        let e = FsError::corrupt("extent node", "eh_magic", 0x1234, "0x0000, expected 0xf30a");
+        assert_eq!(
+            e.to_string(),
+            "corrupt extent node at 0x1234: eh_magic: 0x0000, expected 0xf30a"
+        );
+        let e = FsError::checksum("inode", "i_checksum", 0x400, 1, 2);
+        assert_eq!(
+            e.to_string(),
+            "corrupt inode at 0x400: i_checksum: checksum 0x00000001 does not match the computed 0x00000002"
+        );
+        let e = FsError::Unsupported {
+            what: "inode 13: encrypted contents".into(),
+        };
+        assert_eq!(e.to_string(), "unsupported: inode 13: encrypted contents");
     }
 }

@@ -86,6 +86,12 @@ pub struct GroupDesc {
     /// Whether the stored checksum matches (None when the filesystem has
     /// neither metadata_csum nor uninit_bg).
     pub checksum_ok: Option<bool>,
+    /// The bitmaps' stored crc32c (metadata_csum): the low 16 bits, and
+    /// the high ones when the descriptor is large enough to hold them.
+    pub block_bitmap_csum: u32,
+    pub inode_bitmap_csum: u32,
+    /// Whether the descriptor holds the bitmap checksums' high halves.
+    pub bitmap_csum_hi: bool,
 }
 
 impl GroupDesc {
@@ -121,6 +127,19 @@ impl GroupDesc {
             flags: get("bg_flags") as u16,
             checksum,
             checksum_ok: expected_checksum(sb, group, bytes).map(|c| c == checksum),
+            block_bitmap_csum: (get("bg_block_bitmap_csum_lo")
+                | if bytes.len() >= 0x3a {
+                    get("bg_block_bitmap_csum_hi") << 16
+                } else {
+                    0
+                }) as u32,
+            inode_bitmap_csum: (get("bg_inode_bitmap_csum_lo")
+                | if bytes.len() >= 0x3c {
+                    get("bg_inode_bitmap_csum_hi") << 16
+                } else {
+                    0
+                }) as u32,
+            bitmap_csum_hi: bytes.len() >= 0x3c,
             fields,
         }
     }
@@ -138,7 +157,7 @@ impl GroupDesc {
 /// The checksum a descriptor should carry, per e2fsprogs'
 /// `ext2fs_group_desc_csum`.
 pub fn expected_checksum(sb: &Superblock, group: u64, bytes: &[u8]) -> Option<u16> {
-    let uuid = sb_uuid(sb);
+    let uuid = sb.uuid;
     let group_le = (group as u32).to_le_bytes();
     let size = bytes.len();
     let (before, after) = (&bytes[..0x1e.min(size)], bytes.get(0x20..).unwrap_or(&[]));
@@ -166,16 +185,59 @@ pub fn expected_checksum(sb: &Superblock, group: u64, bytes: &[u8]) -> Option<u1
     }
 }
 
-fn sb_uuid(sb: &Superblock) -> [u8; 16] {
-    let text = sb.text("s_uuid").replace('-', "");
-    let mut out = [0u8; 16];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = text
-            .get(i * 2..i * 2 + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
+/// Where a group keeps its copy of the superblock and descriptors
+/// (e2fsprogs' `ext2fs_super_and_bgd_loc2`, as dumpe2fs prints it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Placement {
+    /// The superblock (primary in group 0, else a backup).
+    pub superblock: Option<u64>,
+    /// The descriptor table copy (`first`, `last`) before meta_bg.
+    pub descriptors: Option<(u64, u64)>,
+    /// The blocks reserved for growing that table.
+    pub reserved_gdt: Option<(u64, u64)>,
+    /// The one descriptor block a meta_bg group holds.
+    pub meta_descriptor: Option<u64>,
+}
+
+/// The placement of group `group`'s superblock and descriptor copies.
+pub fn placement(sb: &Superblock, group: u64) -> Placement {
+    let first = u64::from(sb.first_data_block)
+        .saturating_add(group.saturating_mul(u64::from(sb.blocks_per_group)));
+    let group_block = if first == 0 && sb.block_size == 1024 {
+        1
+    } else {
+        first
+    };
+    let per_block = (sb.block_size / u64::from(sb.desc_size.max(32))).max(1);
+    let desc_blocks = sb.group_count().div_ceil(per_block);
+    let meta_bg = sb.has_incompat(0x10);
+    let old_desc_blocks = if meta_bg {
+        u64::from(sb.first_meta_bg)
+    } else {
+        desc_blocks
+    };
+    let has = has_super(sb, group);
+    let mut p = Placement {
+        superblock: has.then_some(group_block),
+        ..Placement::default()
+    };
+    if !meta_bg || group / per_block < u64::from(sb.first_meta_bg) {
+        if has && old_desc_blocks > 0 {
+            let start = group_block + 1;
+            p.descriptors = Some((start, start + old_desc_blocks - 1));
+            let reserved = sb.get("s_reserved_gdt_blocks");
+            if reserved > 0 {
+                let r = start + old_desc_blocks;
+                p.reserved_gdt = Some((r, r + reserved - 1));
+            }
+        }
+    } else {
+        let at = group % per_block;
+        if at == 0 || at == 1 || at == per_block - 1 {
+            p.meta_descriptor = Some(group_block + u64::from(has));
+        }
     }
-    out
+    p
 }
 
 /// Whether `group` keeps a superblock backup (and so a descriptor table

@@ -1,8 +1,13 @@
-//! Inodes: 128 bytes plus `i_extra_isize` more in large inodes,
-//! little-endian, found through their group's inode table.
+//! Inodes: 128 bytes plus `i_extra_isize` more in large inodes (the rest
+//! of `s_inode_size` holds in-inode extended attributes), little-endian,
+//! found through their group's inode table.
 use crate::layout::{decode_table, Endian, Field, FieldValue, Kind};
 
-/// Every field of the on-disk inode (kernel names).
+use super::checksum::{crc32c_raw, Check};
+use super::error::FsError;
+
+/// Every field of the on-disk inode (kernel names). Fields past 128 exist
+/// only when `i_extra_isize` covers them.
 pub const INODE: &[Field] = &[
     Field::new("i_mode", 0x0, 2, "type and permissions"),
     Field::new("i_uid", 0x2, 2, "owner (low)"),
@@ -10,10 +15,10 @@ pub const INODE: &[Field] = &[
     Field::new("i_atime", 0x8, 4, "access time"),
     Field::new("i_ctime", 0xc, 4, "change time"),
     Field::new("i_mtime", 0x10, 4, "modification time"),
-    Field::new("i_dtime", 0x14, 4, "deletion time"),
+    Field::new("i_dtime", 0x14, 4, "deletion time (or next orphan)"),
     Field::new("i_gid", 0x18, 2, "group (low)"),
     Field::new("i_links_count", 0x1a, 2, "hard links"),
-    Field::new("i_blocks_lo", 0x1c, 4, "blocks (low)"),
+    Field::new("i_blocks_lo", 0x1c, 4, "512-byte sectors (low)"),
     Field::new("i_flags", 0x20, 4, "flags"),
     Field::new("i_version", 0x24, 4, "version (osd1)"),
     Field::of(
@@ -21,13 +26,13 @@ pub const INODE: &[Field] = &[
         "i_block",
         0x28,
         60,
-        "block map, extent tree root or inline data",
+        "block map, extent tree root, inline data or symlink target",
     ),
     Field::new("i_generation", 0x64, 4, "generation (NFS)"),
     Field::new("i_file_acl_lo", 0x68, 4, "extended attribute block (low)"),
     Field::new("i_size_high", 0x6c, 4, "size (high)"),
     Field::new("i_obso_faddr", 0x70, 4, "obsolete fragment address"),
-    Field::new("i_blocks_high", 0x74, 2, "blocks (high)"),
+    Field::new("i_blocks_high", 0x74, 2, "sectors (high)"),
     Field::new(
         "i_file_acl_high",
         0x76,
@@ -73,78 +78,244 @@ pub const INODE: &[Field] = &[
 pub const EXTENTS_FL: u32 = 0x80000;
 pub const INLINE_DATA_FL: u32 = 0x1000_0000;
 pub const INDEX_FL: u32 = 0x1000;
+pub const ENCRYPT_FL: u32 = 0x800;
+pub const EA_INODE_FL: u32 = 0x20_0000;
 
-/// A decoded inode. The full field list is decoded on demand
-/// ([`Inode::fields`]): a walk over thousands of inodes needs only the few
-/// facts kept here.
-#[derive(Clone, Debug)]
+/// Flag names (the kernel's `EXT4_*_FL`, lower case).
+pub const FLAGS: &[(u32, &str)] = &[
+    (0x1, "secrm"),
+    (0x2, "unrm"),
+    (0x4, "compr"),
+    (0x8, "sync"),
+    (0x10, "immutable"),
+    (0x20, "append"),
+    (0x40, "nodump"),
+    (0x80, "noatime"),
+    (0x100, "dirty"),
+    (0x200, "comprblk"),
+    (0x400, "nocompr"),
+    (0x800, "encrypt"),
+    (0x1000, "index"),
+    (0x2000, "imagic"),
+    (0x4000, "journal_data"),
+    (0x8000, "notail"),
+    (0x1_0000, "dirsync"),
+    (0x2_0000, "topdir"),
+    (0x4_0000, "huge_file"),
+    (0x8_0000, "extents"),
+    (0x10_0000, "verity"),
+    (0x20_0000, "ea_inode"),
+    (0x40_0000, "eofblocks"),
+    (0x100_0000, "snapfile"),
+    (0x200_0000, "dax"),
+    (0x400_0000, "snapfile_deleted"),
+    (0x800_0000, "snapfile_shrunk"),
+    (0x1000_0000, "inline_data"),
+    (0x2000_0000, "projinherit"),
+    (0x4000_0000, "casefold"),
+    (0x8000_0000, "reserved"),
+];
+
+/// An inode timestamp: the 32-bit seconds, and in large inodes the
+/// `_extra` word (two epoch bits extending the seconds past 2038, and
+/// nanoseconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Timestamp {
+    /// Seconds since 1970 (signed, extended by the epoch bits).
+    pub secs: i64,
+    pub nsec: u32,
+    /// The on-disk words.
+    pub raw: u32,
+    pub extra: Option<u32>,
+}
+
+impl Timestamp {
+    fn new(raw: u32, extra: Option<u32>) -> Timestamp {
+        let e = extra.unwrap_or(0);
+        Timestamp {
+            // The kernel's ext4_decode_extra_time.
+            secs: i64::from(raw as i32) + (i64::from(e & 3) << 32),
+            nsec: e >> 2,
+            raw,
+            extra,
+        }
+    }
+}
+
+/// A decoded inode.
+#[derive(Debug)]
 pub struct Inode {
     pub ino: u64,
-    /// The on-disk bytes (128 + i_extra_isize at most) and their offset.
+    /// The on-disk bytes (`s_inode_size` of them) and their disk offset.
     raw: Vec<u8>,
-    base: u64,
+    pub base: u64,
     pub mode: u16,
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
     pub links: u16,
     pub flags: u32,
+    /// `i_blocks` as stored (512-byte sectors, or filesystem blocks with
+    /// the huge_file flag).
     pub blocks: u64,
     pub block: [u8; 60],
-    pub mtime: i64,
+    pub generation: u32,
+    pub file_acl: u64,
+    /// `i_extra_isize`, 0 in 128-byte inodes (or when it is invalid; see
+    /// `problems`).
+    pub extra_isize: u16,
+    pub atime: Timestamp,
+    pub ctime: Timestamp,
+    pub mtime: Timestamp,
+    pub crtime: Option<Timestamp>,
+    pub dtime: u32,
+    /// `i_version` (and `i_version_hi` when present).
+    pub version: u32,
+    pub version_hi: Option<u32>,
+    pub projid: Option<u32>,
+    /// The checksum (metadata_csum only; set by the filesystem, which
+    /// knows the seed).
+    pub checksum: Option<Check>,
+    /// Non-fatal problems found decoding (a bad extra size, a checksum
+    /// that does not match).
+    pub problems: Vec<FsError>,
+}
+
+fn le(raw: &[u8], at: usize, n: usize) -> Option<u64> {
+    raw.get(at..at.checked_add(n)?)
+        .map(|b| b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
 }
 
 impl Inode {
-    /// Decodes inode `ino` from its bytes at disk offset `base`; fields
-    /// past 128 + i_extra_isize do not exist in this inode.
-    pub fn decode(ino: u64, bytes: &[u8], base: u64) -> Inode {
-        let extra = bytes
-            .get(0x80..0x82)
-            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
-        let end = if bytes.len() > 128 {
-            (128 + extra).min(bytes.len())
+    /// Decodes inode `ino` from its `bytes` (the whole on-disk inode,
+    /// `s_inode_size` long) at disk offset `base`.
+    ///
+    /// # Errors
+    /// `Corrupt` when fewer than 128 bytes are given.
+    pub fn decode(ino: u64, bytes: &[u8], base: u64) -> Result<Inode, FsError> {
+        if bytes.len() < 128 {
+            return Err(FsError::corrupt(
+                "inode",
+                "size",
+                base,
+                format!("inode {ino}: {} bytes, expected at least 128", bytes.len()),
+            ));
+        }
+        let mut problems = Vec::new();
+        let mut extra_isize = if bytes.len() > 128 {
+            le(bytes, 0x80, 2).unwrap_or(0) as u16
         } else {
-            bytes.len().min(128)
+            0
         };
-        let raw = bytes[..end].to_vec();
-        let le = |at: usize, n: usize| -> u64 {
-            raw.get(at..at + n).map_or(0, |b| {
-                b.iter().rev().fold(0u64, |a, &x| (a << 8) | u64::from(x))
-            })
-        };
-        let field = |name: &str| {
+        if bytes.len() > 128
+            && (128 + usize::from(extra_isize) > bytes.len() || extra_isize % 4 != 0)
+        {
+            problems.push(FsError::corrupt(
+                "inode",
+                "i_extra_isize",
+                base + 0x80,
+                format!(
+                    "inode {ino}: {extra_isize}, expected a multiple of 4 of at most {}",
+                    bytes.len() - 128
+                ),
+            ));
+            extra_isize = 0;
+        }
+        let end = 128 + usize::from(extra_isize);
+        let visible = &bytes[..end];
+        let get = |name: &str| -> Option<u64> {
             INODE
                 .iter()
                 .find(|f| f.name == name)
-                .map_or(0, |f| le(f.offset, f.size))
+                .and_then(|f| le(visible, f.offset, f.size))
         };
-        let get = field;
+        let g = |name: &str| get(name).unwrap_or(0);
         let mut block = [0u8; 60];
-        if let Some(b) = bytes.get(0x28..0x64) {
-            block.copy_from_slice(b);
-        }
-        let extra_time = get("i_mtime_extra");
-        // The two low bits of *_extra extend the signed 32-bit seconds.
-        let mtime = i64::from(get("i_mtime") as u32 as i32) + (((extra_time & 3) as i64) << 32);
-        Inode {
+        block.copy_from_slice(&bytes[0x28..0x64]);
+        let extra = |name: &str| get(name).map(|v| v as u32);
+        Ok(Inode {
             ino,
-            mode: get("i_mode") as u16,
-            uid: (get("i_uid") | get("i_uid_high") << 16) as u32,
-            gid: (get("i_gid") | get("i_gid_high") << 16) as u32,
-            size: get("i_size_lo") | get("i_size_high") << 32,
-            links: get("i_links_count") as u16,
-            flags: get("i_flags") as u32,
-            blocks: get("i_blocks_lo") | get("i_blocks_high") << 32,
+            mode: g("i_mode") as u16,
+            uid: (g("i_uid") | g("i_uid_high") << 16) as u32,
+            gid: (g("i_gid") | g("i_gid_high") << 16) as u32,
+            size: g("i_size_lo") | g("i_size_high") << 32,
+            links: g("i_links_count") as u16,
+            flags: g("i_flags") as u32,
+            blocks: g("i_blocks_lo") | g("i_blocks_high") << 32,
             block,
-            mtime,
-            raw,
+            generation: g("i_generation") as u32,
+            file_acl: g("i_file_acl_lo") | g("i_file_acl_high") << 32,
+            extra_isize,
+            atime: Timestamp::new(g("i_atime") as u32, extra("i_atime_extra")),
+            ctime: Timestamp::new(g("i_ctime") as u32, extra("i_ctime_extra")),
+            mtime: Timestamp::new(g("i_mtime") as u32, extra("i_mtime_extra")),
+            crtime: get("i_crtime").map(|t| Timestamp::new(t as u32, extra("i_crtime_extra"))),
+            dtime: g("i_dtime") as u32,
+            version: g("i_version") as u32,
+            version_hi: extra("i_version_hi"),
+            projid: extra("i_projid"),
+            checksum: None,
+            problems,
+            raw: bytes.to_vec(),
             base,
-        }
+        })
+    }
+
+    /// The on-disk bytes (the whole `s_inode_size`).
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
     }
 
     /// Every field with its disk offset, for `stat` and the hex view.
     pub fn fields(&self) -> Vec<FieldValue> {
-        decode_table(INODE, &self.raw, Endian::Little, self.base)
+        let end = (128 + usize::from(self.extra_isize)).min(self.raw.len());
+        decode_table(INODE, &self.raw[..end], Endian::Little, self.base)
+    }
+
+    /// The stored checksum and the one computed with the filesystem seed
+    /// `fs_seed` (the kernel's `ext4_inode_csum`): crc32c over the whole
+    /// on-disk inode with the checksum fields as zeros, seeded with the
+    /// inode number and generation. In 128-byte inodes only the low 16
+    /// bits are stored and compared.
+    pub fn compute_checksum(&self, fs_seed: u32) -> Check {
+        let seed = super::checksum::inode_seed(fs_seed, self.ino as u32, self.generation);
+        let raw = &self.raw;
+        let mut c = crc32c_raw(seed, &raw[..0x7c]);
+        c = crc32c_raw(c, &[0, 0]);
+        c = crc32c_raw(c, &raw[0x7e..128]);
+        let has_hi = raw.len() > 128 && self.extra_isize >= 4;
+        if raw.len() > 128 {
+            c = crc32c_raw(c, &raw[128..0x82]);
+            let rest = if has_hi {
+                c = crc32c_raw(c, &[0, 0]);
+                0x84
+            } else {
+                0x82
+            };
+            c = crc32c_raw(c, &raw[rest..]);
+        }
+        let lo = le(raw, 0x7c, 2).unwrap_or(0) as u32;
+        if has_hi {
+            let hi = le(raw, 0x82, 2).unwrap_or(0) as u32;
+            Check {
+                stored: lo | hi << 16,
+                computed: c,
+            }
+        } else {
+            Check {
+                stored: lo,
+                computed: c & 0xffff,
+            }
+        }
+    }
+
+    /// Names of the set flags.
+    pub fn flag_names(&self) -> Vec<&'static str> {
+        FLAGS
+            .iter()
+            .filter(|(b, _)| self.flags & b != 0)
+            .map(|(_, n)| *n)
+            .collect()
     }
 
     pub fn is_dir(&self) -> bool {
@@ -159,6 +330,15 @@ impl Inode {
         self.mode & 0xf000 == 0x8000
     }
 
+    /// Block or character device.
+    pub fn is_device(&self) -> bool {
+        matches!(self.mode & 0xf000, 0x2000 | 0x6000)
+    }
+
+    pub fn has_inline_data(&self) -> bool {
+        self.flags & INLINE_DATA_FL != 0
+    }
+
     /// The letter `ls -l` shows for the type.
     pub fn type_char(&self) -> char {
         match self.mode & 0xf000 {
@@ -170,5 +350,95 @@ impl Inode {
             0xc000 => 's',
             _ => '-',
         }
+    }
+
+    /// The type as debugfs names it.
+    pub fn type_name(&self) -> &'static str {
+        match self.mode & 0xf000 {
+            0x4000 => "directory",
+            0x8000 => "regular",
+            0xa000 => "symlink",
+            0x6000 => "block special",
+            0x2000 => "character special",
+            0x1000 => "FIFO",
+            0xc000 => "socket",
+            _ => "bad type",
+        }
+    }
+
+    /// The in-inode extended attribute area: the bytes after
+    /// `128 + i_extra_isize` (starting with the 4-byte magic), and their
+    /// disk offset. Empty for 128-byte inodes.
+    pub fn xattr_area(&self) -> (&[u8], u64) {
+        let start = 128 + usize::from(self.extra_isize);
+        match self.raw.get(start..) {
+            Some(a) if self.raw.len() > 128 => (a, self.base + start as u64),
+            _ => (&[], self.base),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut b = vec![0u8; 256];
+        b[0..2].copy_from_slice(&0o100644u16.to_le_bytes());
+        b[4..8].copy_from_slice(&5u32.to_le_bytes());
+        b[0x10..0x14].copy_from_slice(&0x8000_0000u32.to_le_bytes()); // mtime < 0
+        b[0x1a..0x1c].copy_from_slice(&1u16.to_le_bytes());
+        b[0x64..0x68].copy_from_slice(&77u32.to_le_bytes());
+        b[0x80..0x82].copy_from_slice(&32u16.to_le_bytes());
+        // mtime extra: epoch 1, 999_999_999 ns.
+        b[0x88..0x8c].copy_from_slice(&((999_999_999u32 << 2) | 1).to_le_bytes());
+        b[0x9c..0xa0].copy_from_slice(&42u32.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn decodes_times_with_epoch_bits_and_large_fields() {
+        let i = Inode::decode(12, &sample(), 0x1000).unwrap();
+        assert_eq!(i.mode, 0o100644);
+        assert_eq!(i.size, 5);
+        assert_eq!(i.generation, 77);
+        assert_eq!(i.extra_isize, 32);
+        assert_eq!(i.projid, Some(42));
+        // -2^31 + 2^32: the epoch bit carries the time past 2038.
+        assert_eq!(i.mtime.secs, (1i64 << 31));
+        assert_eq!(i.mtime.nsec, 999_999_999);
+        assert!(i.problems.is_empty());
+        let f = i.fields();
+        assert_eq!(f.last().unwrap().name, "i_projid");
+        assert_eq!(f.last().unwrap().offset, 0x1000 + 0x9c);
+    }
+
+    #[test]
+    fn small_extra_isize_hides_later_fields_and_bad_one_is_a_problem() {
+        let mut b = sample();
+        b[0x80..0x82].copy_from_slice(&4u16.to_le_bytes());
+        let i = Inode::decode(12, &b, 0).unwrap();
+        assert_eq!(i.projid, None);
+        assert_eq!(i.crtime, None);
+        assert_eq!(i.mtime.nsec, 0);
+        b[0x80..0x82].copy_from_slice(&200u16.to_le_bytes());
+        let i = Inode::decode(12, &b, 0).unwrap();
+        assert_eq!(i.extra_isize, 0);
+        assert!(i.problems[0].to_string().contains("i_extra_isize"));
+        assert!(Inode::decode(12, &b[..100], 0x80).is_err());
+    }
+
+    #[test]
+    fn checksum_round_trip() {
+        let mut b = sample();
+        let i = Inode::decode(12, &b, 0).unwrap();
+        let c = i.compute_checksum(0x1234_5678).computed;
+        b[0x7c..0x7e].copy_from_slice(&(c as u16).to_le_bytes());
+        b[0x82..0x84].copy_from_slice(&((c >> 16) as u16).to_le_bytes());
+        let i = Inode::decode(12, &b, 0).unwrap();
+        assert!(i.compute_checksum(0x1234_5678).ok());
+        b[0x40] ^= 1;
+        let i = Inode::decode(12, &b, 0).unwrap();
+        assert!(!i.compute_checksum(0x1234_5678).ok());
     }
 }

@@ -337,6 +337,13 @@ pub struct Superblock {
     pub feature_ro_compat: u32,
     pub desc_size: u16,
     pub first_meta_bg: u32,
+    /// `s_uuid` as bytes.
+    pub uuid: [u8; 16],
+    /// The seed every metadata checksum starts from (the kernel's
+    /// `s_csum_seed`), whether or not the filesystem has metadata_csum.
+    pub csum_seed: u32,
+    /// `s_clusters_per_group` (blocks per group without bigalloc).
+    pub clusters_per_group: u32,
     /// The stored crc32c and whether it matches (None without
     /// metadata_csum).
     pub checksum_ok: Option<bool>,
@@ -381,6 +388,21 @@ impl Superblock {
     /// metadata_csum.
     pub fn has_metadata_csum(&self) -> bool {
         self.has_ro_compat(0x400)
+    }
+
+    /// The filetype feature: directory entries carry a type byte (else
+    /// the name length is 16 bits).
+    pub fn has_filetype(&self) -> bool {
+        self.has_incompat(0x2)
+    }
+
+    /// The absolute offset of a superblock field, for error messages.
+    pub fn offset_of(field: &str) -> u64 {
+        OFFSET
+            + SUPERBLOCK
+                .iter()
+                .find(|f| f.name == field)
+                .map_or(0, |f| f.offset as u64)
     }
 
     /// Decodes the 1024 superblock bytes (`base` is their offset on the
@@ -462,6 +484,10 @@ impl Superblock {
             let stored = get("s_checksum") as u32;
             super::checksum::crc32c_raw(!0, &bytes[..0x3fc]) == stored
         });
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&bytes[0x68..0x78]);
+        let stored_seed = (incompat & 0x2000 != 0).then(|| get("s_checksum_seed") as u32);
+        let csum_seed = super::checksum::fs_seed(&uuid, stored_seed);
         let desc_size = if incompat & 0x80 != 0 {
             get("s_desc_size") as u16
         } else {
@@ -481,6 +507,9 @@ impl Superblock {
             feature_ro_compat: ro_compat,
             desc_size,
             first_meta_bg: get("s_first_meta_bg") as u32,
+            uuid,
+            csum_seed,
+            clusters_per_group: get("s_clusters_per_group") as u32,
             checksum_ok,
             fields,
         })

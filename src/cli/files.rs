@@ -1,0 +1,584 @@
+//! `layerscope ls`, `stat`, `cat` and `blocks`: files and directories of
+//! an ext2/3/4 filesystem, in debugfs's words where debugfs has a word for
+//! it (`ls -l`, `stat`, `dump`, `blocks`).
+use std::collections::HashSet;
+use std::io::Write;
+
+use serde_json::{json, Value};
+
+use super::fs::{asctime, open, open_full, resolve, Opened};
+use crate::escape::printable;
+use crate::fs::ext::blockmap::{BlockMap, Run};
+use crate::fs::ext::file::Xattrs;
+use crate::fs::ext::inode::{Inode, Timestamp, EXTENTS_FL};
+use crate::fs::ext::xattr::Xattr;
+use crate::fs::ext::Ext4;
+
+/// debugfs's date format for `ls -l` (`14-Nov-2023 22:13`, UTC).
+fn ls_date(t: i64) -> String {
+    // "Tue Nov 14 22:13:20 2023" -> "14-Nov-2023 22:13"
+    let c = asctime(t);
+    let p: Vec<&str> = c.split_whitespace().collect();
+    format!("{:>2}-{}-{} {}", p[2], p[1], p[4], &p[3][..5])
+}
+
+/// `ls`.
+///
+/// # Errors
+/// Opening; a path that does not exist or is not a directory.
+pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let fs = open(&args.fs)?;
+    let start = resolve(&fs, &args.path)?;
+    let mut json_rows = Vec::new();
+    let mut errors = Vec::new();
+    let mut stack = vec![(start, args.path.trim_end_matches('/').to_owned())];
+    let mut seen = HashSet::new();
+    // Depth first, printing each directory as it is read: memory stays
+    // proportional to the deepest path's siblings, not the whole tree.
+    while let Some((ino, path)) = stack.pop() {
+        if !seen.insert(ino) {
+            errors.push(format!(
+                "{path}: directory inode {ino} already listed (a loop)"
+            ));
+            continue;
+        }
+        let node = fs.inode(ino)?;
+        if !node.is_dir() {
+            anyhow::bail!("{}: not a directory (inode {ino})", printable(&path));
+        }
+        let shown = printable(if path.is_empty() { "/" } else { &path });
+        if args.recursive && !args.fs.json {
+            writeln!(out, "\n{shown}:")?;
+        }
+        let entries = fs.read_dir(&node, &mut errors)?;
+        let mut subdirs = Vec::new();
+        for e in entries {
+            let child = match fs.inode(u64::from(e.inode)) {
+                Ok(i) => i,
+                Err(err) => {
+                    errors.push(format!("{}: {err}", e.display_name()));
+                    continue;
+                }
+            };
+            let name = e.display_name();
+            if args.recursive && child.is_dir() && !e.is_dot_or_dotdot() {
+                subdirs.push((
+                    u64::from(e.inode),
+                    format!("{path}/{}", String::from_utf8_lossy(&e.name)),
+                ));
+            }
+            if args.fs.json {
+                json_rows.push(json!({
+                    "dir": shown, "name": String::from_utf8_lossy(&e.name), "inode": e.inode,
+                    "file_type": e.file_type, "mode": child.mode, "uid": child.uid, "gid": child.gid,
+                    "size": child.size, "links": child.links, "mtime": child.mtime.secs,
+                }));
+            } else if args.long {
+                // debugfs prints the 32-bit seconds as they are.
+                writeln!(
+                    out,
+                    " {:>6}  {:>6o} ({})  {:>5}  {:>5}   {:>5} {} {name}",
+                    e.inode,
+                    child.mode,
+                    e.file_type,
+                    child.uid,
+                    child.gid,
+                    child.size,
+                    ls_date(i64::from(child.mtime.raw))
+                )?;
+            } else {
+                writeln!(out, "{name}")?;
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    if args.fs.json {
+        serde_json::to_writer_pretty(&mut *out, &json!({"entries": json_rows, "errors": errors}))?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for err in errors {
+        writeln!(out, "error: {}", printable(&err))?;
+    }
+    Ok(())
+}
+
+/// e2fsprogs' `print_c_string`: C escapes, octal for the rest.
+fn c_string(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    for &b in bytes {
+        match b {
+            7 => s.push_str("\\a"),
+            8 => s.push_str("\\b"),
+            12 => s.push_str("\\f"),
+            b'\n' => s.push_str("\\n"),
+            b'\t' => s.push_str("\\t"),
+            11 => s.push_str("\\v"),
+            b'\\' => s.push_str("\\\\"),
+            b'\'' => s.push_str("\\'"),
+            b'"' => s.push_str("\\\""),
+            32..=126 => s.push(char::from(b)),
+            _ => s.push_str(&format!("\\{b:03o}")),
+        }
+    }
+    s
+}
+
+/// debugfs's `print_xattr_string`: a C string when printable enough,
+/// else hex bytes.
+fn xattr_string(bytes: &[u8], quotes: bool) -> String {
+    let printable = bytes.iter().filter(|b| (32..=126).contains(*b)).count();
+    if printable <= bytes.len() * 7 / 8 {
+        return bytes.iter().map(|b| format!("{b:02x} ")).collect();
+    }
+    if quotes {
+        format!("\"{}\"", c_string(bytes))
+    } else {
+        c_string(bytes)
+    }
+}
+
+/// One attribute as `debugfs stat` lists it.
+fn xattr_line(x: &Xattr) -> String {
+    let mut line = format!("  {} ({})", xattr_string(&x.name, false), x.value_size);
+    if x.value_inum != 0 {
+        line.push_str(&format!(" = <in inode {}>", x.value_inum));
+    } else if x.name != b"system.data" && !x.value.is_empty() && x.value.len() < 40 {
+        line.push_str(&format!(" = {}", xattr_string(&x.value, true)));
+    }
+    line
+}
+
+/// A timestamp line of `debugfs stat`: ` mtime: 0x5f5e1000:0bebc200 -- …`.
+fn time_line(name: &str, t: &Timestamp, large: bool) -> String {
+    match t.extra {
+        Some(extra) if large => format!(
+            "{name:>6}: {:#010x}:{extra:08x} -- {}",
+            t.raw,
+            asctime(t.secs)
+        ),
+        _ => format!("{name}: {:#010x} -- {}", t.raw, asctime(t.secs)),
+    }
+}
+
+/// debugfs's block list (`(0-11):100-111, (IND):112, …`) for `runs`.
+fn block_list(runs: &[Run], extents: bool) -> String {
+    let mut parts = Vec::new();
+    for r in runs {
+        if r.meta {
+            parts.push(if extents {
+                format!("(ETB{}):{}", r.level, r.physical)
+            } else {
+                let name = ["", "IND", "DIND", "TIND"][usize::from(r.level.min(3))];
+                format!("({name}):{}", r.physical)
+            });
+            continue;
+        }
+        let u = if r.uninit { "[u]" } else { "" };
+        parts.push(if r.len == 1 {
+            format!("({}{u}):{}", r.logical, r.physical)
+        } else {
+            format!(
+                "({}-{}{u}):{}-{}",
+                r.logical,
+                r.logical + r.len - 1,
+                r.physical,
+                r.physical + r.len - 1
+            )
+        });
+    }
+    parts.join(", ")
+}
+
+/// The part of `stat` that equals `debugfs stat`.
+fn stat_debugfs(
+    fs: &Ext4,
+    i: &Inode,
+    map: &Option<BlockMap>,
+    xattrs: &Xattrs,
+) -> anyhow::Result<String> {
+    let sb = fs.superblock();
+    let mut s = String::new();
+    let large = sb.inode_size > 128;
+    let x = i.extra_isize;
+    s += &format!(
+        "Inode: {}   Type: {}    Mode:  0{:03o}   Flags: {:#x}\n",
+        i.ino,
+        i.type_name(),
+        i.mode & 0o7777,
+        i.flags
+    );
+    match i.version_hi.filter(|_| large && x >= 24) {
+        Some(hi) => {
+            s += &format!(
+                "Generation: {}    Version: {hi:#010x}:{:08x}\n",
+                i.generation, i.version
+            )
+        }
+        None => {
+            s += &format!(
+                "Generation: {}    Version: {:#010x}\n",
+                i.generation, i.version
+            )
+        }
+    }
+    s += &format!("User: {:>5}   Group: {:>5}", i.uid as i32, i.gid as i32);
+    if let Some(p) = i.projid.filter(|_| large && x >= 32) {
+        s += &format!("   Project: {:>5}", p as i32);
+    }
+    let size = if i.is_reg() || i.is_dir() {
+        i.size
+    } else {
+        i.size & 0xffff_ffff
+    };
+    s += &format!("   Size: {size}\n");
+    s += &format!("File ACL: {}\n", i.file_acl);
+    s += &format!("Links: {}   Blockcount: {}\n", i.links, i.blocks);
+    let faddr = i
+        .fields()
+        .iter()
+        .find(|f| f.name == "i_obso_faddr")
+        .map_or(0, |f| f.value);
+    s += &format!("Fragment:  Address: {faddr}    Number: 0    Size: 0\n");
+    let times = large && x >= 24;
+    for (name, t) in [
+        ("ctime", &i.ctime),
+        ("atime", &i.atime),
+        ("mtime", &i.mtime),
+    ] {
+        s += &time_line(name, t, times);
+        s.push('\n');
+    }
+    if let Some(c) = i.crtime.as_ref().filter(|_| times) {
+        s += &time_line("crtime", c, true);
+        s.push('\n');
+    }
+    if i.dtime != 0 {
+        match i.ctime.extra.filter(|_| times) {
+            Some(e) => {
+                let secs = i64::from(i.dtime as i32) + (i64::from(e & 3) << 32);
+                s += &format!(" dtime: {:#010x}:({e:08x}) -- {}\n", i.dtime, asctime(secs));
+            }
+            None => {
+                s += &format!(
+                    "dtime: {:#010x} -- {}\n",
+                    i.dtime,
+                    asctime(i64::from(i.dtime as i32))
+                )
+            }
+        }
+    }
+    if large {
+        s += &format!("Size of extra inode fields: {x}\n");
+    }
+    if !xattrs.attrs.is_empty() && xattrs.problems.is_empty() {
+        s += "Extended attributes:\n";
+        for a in &xattrs.attrs {
+            s += &xattr_line(a);
+            s.push('\n');
+        }
+    }
+    if let Some(c) = i.checksum {
+        s += &format!("Inode checksum: {:#010x}\n", c.stored);
+    }
+    let fast = i.is_symlink() && i.size > 0 && i.size < 60;
+    if fast || (i.is_symlink() && i.has_inline_data()) {
+        let target = fs.symlink_target(i)?;
+        let end = target.iter().position(|&b| b == 0).unwrap_or(target.len());
+        s += &format!(
+            "Fast link dest: \"{}\"\n",
+            printable(&String::from_utf8_lossy(&target[..end]))
+        );
+    } else if i.is_device() {
+        let w = |n: usize| {
+            u32::from_le_bytes([i.block[n], i.block[n + 1], i.block[n + 2], i.block[n + 3]])
+        };
+        let (major, minor, note) = if w(0) != 0 {
+            ((w(0) >> 8) & 255, w(0) & 255, "")
+        } else {
+            (
+                (w(4) & 0xfff00) >> 8,
+                (w(4) & 0xff) | ((w(4) >> 12) & 0xfff00),
+                "(New-style) ",
+            )
+        };
+        s += &format!(
+            "{note}Device major/minor number: {major:02}:{minor:02} (hex {major:02x}:{minor:02x})\n"
+        );
+    } else if i.flags & EXTENTS_FL != 0 {
+        s += "EXTENTS:\n";
+        if let Some(m) = map {
+            let list = block_list(&m.runs, true);
+            if !list.is_empty() {
+                s += &list;
+                s.push('\n');
+            }
+        }
+    } else if i.has_inline_data() {
+        s += &format!("Size of inline data: {}\n", fs.inline_data(i)?.len());
+    } else {
+        s += "BLOCKS:\n";
+        if let Some(m) = map {
+            s += &block_list(&m.runs, false);
+            if !m.runs.is_empty() {
+                let total: u64 = m.runs.iter().map(|r| r.len).sum();
+                s += &format!("\nTOTAL: {total}\n");
+            }
+        }
+        s.push('\n');
+    }
+    Ok(s)
+}
+
+fn time_json(t: &Timestamp) -> Value {
+    json!({"secs": t.secs, "nsec": t.nsec, "raw": t.raw, "extra": t.extra})
+}
+
+fn xattr_json(x: &Xattr) -> Value {
+    json!({
+        "name": String::from_utf8_lossy(&x.name), "value_size": x.value_size,
+        "value_text": std::str::from_utf8(&x.value).ok(),
+        "value_hex": x.value.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "value_inum": x.value_inum, "in_inode": x.in_inode, "offset": x.offset,
+    })
+}
+
+/// `stat`: debugfs's lines first, then what layerscope adds (checksums
+/// verified, flag names, problems, the htree index, every field with its
+/// offset).
+///
+/// # Errors
+/// Opening; a bad path or inode.
+pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let fs = open(&args.fs)?;
+    let ino = resolve(&fs, &args.path)?;
+    let i = fs.inode(ino)?;
+    let (map, map_error) = match fs.block_map(&i) {
+        Ok(m) => (Some(m), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let xattrs = fs.xattrs(&i)?;
+    let htree = fs.htree(&i)?;
+    let target = if i.is_symlink() {
+        fs.symlink_target(&i).ok()
+    } else {
+        None
+    };
+    let mut problems: Vec<String> = i.problems.iter().map(|e| e.to_string()).collect();
+    problems.extend(map_error);
+    if let Some(m) = &map {
+        problems.extend(
+            m.skipped
+                .iter()
+                .chain(&m.bad_checksums)
+                .map(|e| e.to_string()),
+        );
+    }
+    problems.extend(xattrs.problems.iter().map(|e| e.to_string()));
+    if let Some(h) = &htree {
+        problems.extend(h.problems.iter().map(|e| e.to_string()));
+        let bad = h
+            .root
+            .iter()
+            .chain(h.nodes.iter().map(|n| &n.1))
+            .filter_map(|n| n.checksum)
+            .filter(|c| !c.ok())
+            .count();
+        if bad > 0 {
+            problems.push(format!("{bad} htree index blocks with a bad checksum"));
+        }
+    }
+    if args.fs.json {
+        serde_json::to_writer_pretty(
+            &mut *out,
+            &json!({
+                "inode": ino, "type": i.type_name(), "mode": i.mode, "uid": i.uid, "gid": i.gid,
+                "size": i.size, "links": i.links, "flags": i.flags, "flag_names": i.flag_names(),
+                "blocks": i.blocks, "generation": i.generation, "version": i.version,
+                "version_hi": i.version_hi, "file_acl": i.file_acl, "extra_isize": i.extra_isize,
+                "projid": i.projid, "atime": time_json(&i.atime), "ctime": time_json(&i.ctime),
+                "mtime": time_json(&i.mtime), "crtime": i.crtime.as_ref().map(time_json),
+                "dtime": i.dtime,
+                "checksum": i.checksum.map(|c| json!({"stored": c.stored, "computed": c.computed, "ok": c.ok()})),
+                "symlink_target": target.as_ref().map(|t| String::from_utf8_lossy(t)),
+                "inline_data_size": if i.has_inline_data() { fs.inline_data(&i).ok().map(|d| d.len()) } else { None },
+                "xattrs": xattrs.attrs.iter().map(xattr_json).collect::<Vec<_>>(),
+                "runs": map.as_ref().map(|m| &m.runs), "htree": htree,
+                "problems": problems, "fields": i.fields(),
+            }),
+        )?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    out.write_all(stat_debugfs(&fs, &i, &map, &xattrs)?.as_bytes())?;
+    writeln!(out, "\nFlags: {}", i.flag_names().join(" "))?;
+    if let Some(c) = i.checksum {
+        let state = if c.ok() {
+            "ok".to_owned()
+        } else {
+            format!("BAD (computed {:#010x})", c.computed)
+        };
+        writeln!(out, "Inode checksum {:#010x}: {state}", c.stored)?;
+    }
+    if let Some(t) = target.as_ref().filter(|_| !fs.fast_symlink(&i)) {
+        writeln!(
+            out,
+            "Link target: \"{}\"",
+            printable(&String::from_utf8_lossy(t))
+        )?;
+    }
+    if let Some(root) = htree.as_ref().and_then(|h| h.root.as_ref()) {
+        writeln!(
+            out,
+            "Htree: hash version {}, {} index levels below the root, root {}/{} entries, {} inner nodes",
+            root.hash_version,
+            root.indirect_levels,
+            root.count,
+            root.limit,
+            htree.as_ref().map_or(0, |h| h.nodes.len())
+        )?;
+    }
+    for p in &problems {
+        writeln!(out, "problem: {}", printable(p))?;
+    }
+    writeln!(out, "Fields:")?;
+    for f in &i.fields() {
+        match &f.text {
+            Some(t) => writeln!(out, "  {:#08x}  {:<16} {t}", f.offset, f.name)?,
+            None => writeln!(out, "  {:#08x}  {:<16} {}", f.offset, f.name, f.value)?,
+        }
+    }
+    Ok(())
+}
+
+/// Reports the map's problems on stderr; fails when parts of the map were
+/// skipped (the output has zeros there).
+fn report(map: &BlockMap, ino: u64) -> anyhow::Result<()> {
+    for e in &map.bad_checksums {
+        eprintln!("layerscope: warning: {}", printable(&e.to_string()));
+    }
+    if let Some(first) = map.skipped.first() {
+        for e in &map.skipped[1..] {
+            eprintln!("layerscope: {}", printable(&e.to_string()));
+        }
+        anyhow::bail!(
+            "inode {ino}: {} part(s) of the block map skipped (read as zeros): {first}",
+            map.skipped.len()
+        );
+    }
+    Ok(())
+}
+
+/// `cat`: the file's bytes, streamed; holes and uninitialized extents as
+/// zeros, like `debugfs dump`.
+///
+/// # Errors
+/// Opening; a bad path; read errors; a block map with skipped parts
+/// (after writing what could be read).
+pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let fs = open(&args.fs)?;
+    let ino = resolve(&fs, &args.path)?;
+    let i = fs.inode(ino)?;
+    let map = fs.block_map(&i)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < i.size {
+        let n = (i.size - pos).min(buf.len() as u64) as usize;
+        fs.read_file(&i, &map.runs, pos, &mut buf[..n])?;
+        out.write_all(&buf[..n])?;
+        pos += n as u64;
+    }
+    out.flush()?;
+    report(&map, ino)
+}
+
+/// `blocks`: the file's physical blocks, and the layer holding each run.
+///
+/// # Errors
+/// Opening; a bad path; corrupt block maps.
+pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let Opened {
+        fs, reader, base, ..
+    } = open_full(&args.fs)?;
+    let ino = resolve(&fs, &args.path)?;
+    let i = fs.inode(ino)?;
+    let bs = fs.superblock().block_size;
+    let map = fs.block_map(&i)?;
+    let mut list = Vec::new();
+    for r in &map.runs {
+        // Split each run where the serving layer changes.
+        let (mut at, end) = (base + r.physical * bs, base + (r.physical + r.len) * bs);
+        while at < end {
+            let o = reader.owner(at, end - at)?;
+            let block = (at - base) / bs;
+            list.push(json!({"logical": r.logical + (block - r.physical), "physical": block, "count": o.len.div_ceil(bs), "uninit": r.uninit, "meta": r.meta, "level": r.level, "layer": o.layer}));
+            at += o.len.max(1);
+        }
+    }
+    if args.fs.json {
+        serde_json::to_writer_pretty(&mut *out, &list)?;
+        writeln!(out)?;
+    } else {
+        for r in &list {
+            let layer = r["layer"]
+                .as_u64()
+                .map_or_else(|| "none".to_owned(), |l| format!("layer {l}"));
+            writeln!(
+                out,
+                "{}-{} ({} blocks) {layer}",
+                r["physical"],
+                r["physical"].as_u64().unwrap_or(0) + r["count"].as_u64().unwrap_or(1) - 1,
+                r["count"]
+            )?;
+        }
+    }
+    out.flush()?;
+    report(&map, ino)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debugfs_string_forms() {
+        assert_eq!(c_string(b"a\"b\\\n\x01\xff"), "a\\\"b\\\\\\n\\001\\377");
+        assert_eq!(xattr_string(b"hello", true), "\"hello\"");
+        assert_eq!(xattr_string(&[1, 2, 3], true), "01 02 03 ");
+        assert_eq!(ls_date(0), " 1-Jan-1970 00:00");
+        let runs = [
+            Run {
+                logical: 0,
+                physical: 10,
+                len: 12,
+                uninit: false,
+                meta: false,
+                level: 0,
+            },
+            Run {
+                logical: 12,
+                physical: 22,
+                len: 1,
+                uninit: false,
+                meta: true,
+                level: 1,
+            },
+            Run {
+                logical: 12,
+                physical: 23,
+                len: 1,
+                uninit: true,
+                meta: false,
+                level: 0,
+            },
+        ];
+        assert_eq!(
+            block_list(&runs, false),
+            "(0-11):10-21, (IND):22, (12[u]):23"
+        );
+        assert_eq!(
+            block_list(&runs, true),
+            "(0-11):10-21, (ETB1):22, (12[u]):23"
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! Extent trees (ext4): a 12-byte header, then 12-byte entries, index
+//! entries in inner nodes and extents in leaves; the root lives in the
+//! inode's `i_block`, other nodes in whole blocks ending with a crc32c
+//! (metadata_csum). Depth is at most 5 (the kernel's limit).
+use std::collections::HashSet;
+
+use crate::layout::{decode_table, Endian, Field, FieldValue};
+
+use super::blockmap::{le16, le32, BlockMap, Geometry, ReadBlock, Run};
+use super::checksum::{crc32c_raw, Check};
+use super::error::FsError;
+
+/// `struct ext4_extent_header`.
+pub const HEADER: &[Field] = &[
+    Field::new("eh_magic", 0x0, 2, "0xF30A"),
+    Field::new("eh_entries", 0x2, 2, "entries in use"),
+    Field::new("eh_max", 0x4, 2, "entries that fit"),
+    Field::new("eh_depth", 0x6, 2, "0 for a leaf, else levels below"),
+    Field::new("eh_generation", 0x8, 4, "generation (unused)"),
+];
+/// `struct ext4_extent` (a leaf entry).
+pub const LEAF: &[Field] = &[
+    Field::new("ee_block", 0x0, 4, "first logical block"),
+    Field::new(
+        "ee_len",
+        0x4,
+        2,
+        "blocks; over 32768: uninitialized, len - 32768",
+    ),
+    Field::new("ee_start_hi", 0x6, 2, "physical block (high)"),
+    Field::new("ee_start_lo", 0x8, 4, "physical block (low)"),
+];
+/// `struct ext4_extent_idx` (an inner entry).
+pub const INDEX: &[Field] = &[
+    Field::new("ei_block", 0x0, 4, "first logical block covered"),
+    Field::new("ei_leaf_lo", 0x4, 4, "child node block (low)"),
+    Field::new("ei_leaf_hi", 0x8, 2, "child node block (high)"),
+    Field::new("ei_unused", 0xa, 2, "unused"),
+];
+
+/// `eh_magic`.
+pub const MAGIC: u16 = 0xf30a;
+/// The kernel's limit on tree depth.
+pub const MAX_DEPTH: u16 = 5;
+/// Extents longer than this are uninitialized (they read as zeros).
+const INIT_MAX_LEN: u16 = 32768;
+
+/// One entry of a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Entry {
+    Leaf {
+        logical: u32,
+        len: u16,
+        uninit: bool,
+        physical: u64,
+    },
+    Index {
+        logical: u32,
+        child: u64,
+    },
+}
+
+/// A decoded node: the header and its entries.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub header: Vec<FieldValue>,
+    pub depth: u16,
+    pub max: u16,
+    pub entries: Vec<Entry>,
+    /// The disk offset of each entry.
+    pub entry_offsets: Vec<u64>,
+}
+
+impl Node {
+    /// Decodes a node from its bytes (60 for the root in `i_block`, a
+    /// block otherwise) at disk offset `base`.
+    ///
+    /// # Errors
+    /// `Corrupt` for a bad magic, a depth over 5, or entries that do not
+    /// fit in the node.
+    pub fn decode(bytes: &[u8], base: u64) -> Result<Node, FsError> {
+        if bytes.len() < 12 {
+            return Err(FsError::corrupt(
+                "extent node",
+                "eh_magic",
+                base,
+                format!("{} bytes, too short for a header", bytes.len()),
+            ));
+        }
+        let magic = le16(bytes, 0);
+        if magic != MAGIC {
+            return Err(FsError::corrupt(
+                "extent node",
+                "eh_magic",
+                base,
+                format!("{magic:#06x}, expected {MAGIC:#06x}"),
+            ));
+        }
+        let (entries, max, depth) = (le16(bytes, 2), le16(bytes, 4), le16(bytes, 6));
+        if depth > MAX_DEPTH {
+            return Err(FsError::corrupt(
+                "extent node",
+                "eh_depth",
+                base + 6,
+                format!("{depth}, expected at most {MAX_DEPTH}"),
+            ));
+        }
+        let room = (bytes.len() - 12) / 12;
+        if usize::from(max) > room || entries > max {
+            return Err(FsError::corrupt(
+                "extent node",
+                "eh_entries",
+                base + 2,
+                format!(
+                    "{entries} entries of at most {max}, expected at most {room} in {} bytes",
+                    bytes.len()
+                ),
+            ));
+        }
+        let mut out = Vec::with_capacity(usize::from(entries));
+        let mut offsets = Vec::with_capacity(usize::from(entries));
+        for i in 0..usize::from(entries) {
+            let at = 12 + i * 12;
+            let e = &bytes[at..at + 12];
+            offsets.push(base + at as u64);
+            out.push(if depth == 0 {
+                let raw_len = le16(e, 4);
+                let uninit = raw_len > INIT_MAX_LEN;
+                Entry::Leaf {
+                    logical: le32(e, 0),
+                    len: if uninit {
+                        raw_len - INIT_MAX_LEN
+                    } else {
+                        raw_len
+                    },
+                    uninit,
+                    physical: u64::from(le16(e, 6)) << 32 | u64::from(le32(e, 8)),
+                }
+            } else {
+                Entry::Index {
+                    logical: le32(e, 0),
+                    child: u64::from(le16(e, 8)) << 32 | u64::from(le32(e, 4)),
+                }
+            });
+        }
+        Ok(Node {
+            header: decode_table(HEADER, bytes, Endian::Little, base),
+            depth,
+            max,
+            entries: out,
+            entry_offsets: offsets,
+        })
+    }
+
+    /// The checksum of a non-root node (the kernel's
+    /// `ext4_extent_block_csum`): crc32c from the inode's seed over the
+    /// header and all `eh_max` entry slots, stored right after them.
+    /// `None` when the block has no room for it.
+    pub fn checksum(&self, block: &[u8], inode_seed: u32) -> Option<Check> {
+        let tail = 12 + 12 * usize::from(self.max);
+        let stored = block.get(tail..tail + 4)?;
+        Some(Check {
+            stored: u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]),
+            computed: crc32c_raw(inode_seed, &block[..tail]),
+        })
+    }
+}
+
+/// Walks the tree rooted in `root` (the inode's `i_block`, at disk offset
+/// `root_offset`) of inode `ino`.
+///
+/// # Errors
+/// `Corrupt` when the root itself is not a valid node; I/O errors.
+/// Problems below the root are in the map's `skipped` and
+/// `bad_checksums`.
+pub fn walk(
+    ino: u64,
+    root: &[u8],
+    root_offset: u64,
+    geo: &Geometry,
+    read: &mut ReadBlock,
+) -> Result<BlockMap, FsError> {
+    let node = Node::decode(root, root_offset)?;
+    let mut w = Walker {
+        ino,
+        geo,
+        read,
+        map: BlockMap::default(),
+        seen: HashSet::new(),
+        next_logical: 0,
+    };
+    w.node(&node, 0)?;
+    Ok(w.map)
+}
+
+struct Walker<'a, 'r> {
+    ino: u64,
+    geo: &'a Geometry,
+    read: &'a mut ReadBlock<'r>,
+    map: BlockMap,
+    /// Node blocks visited: a second visit is a cycle.
+    seen: HashSet<u64>,
+    /// The first logical block the next extent may start at: extents are
+    /// sorted and do not overlap.
+    next_logical: u64,
+}
+
+impl Walker<'_, '_> {
+    fn skip(&mut self, field: &'static str, offset: u64, detail: String) {
+        self.map.skipped.push(FsError::corrupt(
+            "extent tree",
+            field,
+            offset,
+            format!("inode {}: {detail}", self.ino),
+        ));
+    }
+
+    fn node(&mut self, node: &Node, level: u8) -> Result<(), FsError> {
+        for (entry, &at) in node.entries.iter().zip(&node.entry_offsets) {
+            match *entry {
+                Entry::Leaf {
+                    logical,
+                    len,
+                    uninit,
+                    physical,
+                } => {
+                    let (logical, len) = (u64::from(logical), u64::from(len));
+                    if len == 0 {
+                        continue;
+                    }
+                    if !self.geo.contains(physical, len) {
+                        self.skip(
+                            "ee_start_lo",
+                            at + 8,
+                            format!("extent of logical block {logical} is at blocks {physical}+{len}, expected inside {}..{}", self.geo.first_data_block, self.geo.blocks_count),
+                        );
+                        continue;
+                    }
+                    if logical < self.next_logical {
+                        self.skip(
+                            "ee_block",
+                            at,
+                            format!("extent starts at logical block {logical}, overlapping the previous one (expected {} or more)", self.next_logical),
+                        );
+                        continue;
+                    }
+                    self.next_logical = logical + len;
+                    self.map.runs.push(Run {
+                        logical,
+                        physical,
+                        len,
+                        uninit,
+                        meta: false,
+                        level: 0,
+                    });
+                }
+                Entry::Index { logical, child } => {
+                    if !self.geo.contains(child, 1) {
+                        self.skip(
+                            "ei_leaf_lo",
+                            at + 4,
+                            format!(
+                                "index points to block {child}, expected inside {}..{}",
+                                self.geo.first_data_block, self.geo.blocks_count
+                            ),
+                        );
+                        continue;
+                    }
+                    if !self.seen.insert(child) {
+                        self.skip(
+                            "ei_leaf_lo",
+                            at + 4,
+                            format!("block {child} appears twice in the tree (a cycle)"),
+                        );
+                        continue;
+                    }
+                    self.map.runs.push(Run {
+                        logical: u64::from(logical),
+                        physical: child,
+                        len: 1,
+                        uninit: false,
+                        meta: true,
+                        level,
+                    });
+                    let block = (self.read)(child)?;
+                    let base = child.saturating_mul(self.geo.block_size);
+                    let sub = match Node::decode(&block, base) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.map.skipped.push(e);
+                            continue;
+                        }
+                    };
+                    if sub.depth + 1 != node.depth {
+                        self.skip(
+                            "eh_depth",
+                            base + 6,
+                            format!(
+                                "node at block {child} has depth {}, expected {}",
+                                sub.depth,
+                                node.depth - 1
+                            ),
+                        );
+                        continue;
+                    }
+                    if let Some(seed) = self.geo.csum_seed {
+                        if let Some(c) = sub.checksum(&block, seed).filter(|c| !c.ok()) {
+                            let tail = base + 12 + 12 * u64::from(sub.max);
+                            self.map.bad_checksums.push(FsError::checksum(
+                                "extent node",
+                                "et_checksum",
+                                tail,
+                                c.stored,
+                                c.computed,
+                            ));
+                        }
+                    }
+                    self.node(&sub, level + 1)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(entries: u16, max: u16, depth: u16) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in [MAGIC, entries, max, depth] {
+            b.extend(v.to_le_bytes());
+        }
+        b.extend(0u32.to_le_bytes());
+        b
+    }
+
+    fn leaf(logical: u32, len: u16, physical: u32) -> Vec<u8> {
+        let mut b = logical.to_le_bytes().to_vec();
+        b.extend(len.to_le_bytes());
+        b.extend(0u16.to_le_bytes());
+        b.extend(physical.to_le_bytes());
+        b
+    }
+
+    fn index(logical: u32, child: u32) -> Vec<u8> {
+        let mut b = logical.to_le_bytes().to_vec();
+        b.extend(child.to_le_bytes());
+        b.extend([0u8; 4]);
+        b
+    }
+
+    fn block(mut b: Vec<u8>) -> Vec<u8> {
+        b.resize(1024, 0);
+        b
+    }
+
+    const GEO: Geometry = Geometry {
+        block_size: 1024,
+        first_data_block: 1,
+        blocks_count: 1000,
+        csum_seed: None,
+    };
+
+    #[test]
+    fn a_two_level_tree_with_an_uninitialized_extent() {
+        let mut root = header(1, 4, 1);
+        root.extend(index(0, 50));
+        root.resize(60, 0);
+        let mut leafb = header(2, 84, 0);
+        leafb.extend(leaf(0, 4, 100));
+        leafb.extend(leaf(10, 32768 + 2, 200));
+        let leafb = block(leafb);
+        let mut read = |b: u64| {
+            assert_eq!(b, 50);
+            Ok(leafb.clone())
+        };
+        let map = walk(12, &root, 0x4028, &GEO, &mut read).unwrap();
+        assert!(map.is_clean(), "{map:?}");
+        let r: Vec<(u64, u64, u64, bool, bool)> = map
+            .runs
+            .iter()
+            .map(|r| (r.logical, r.physical, r.len, r.uninit, r.meta))
+            .collect();
+        assert_eq!(
+            r,
+            [
+                (0, 50, 1, false, true),
+                (0, 100, 4, false, false),
+                (10, 200, 2, true, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn cycles_bad_pointers_and_overlaps_are_skipped_and_named() {
+        // The leaf points back to itself as an index node would.
+        let mut root = header(2, 4, 1);
+        root.extend(index(0, 50));
+        root.extend(index(100, 5000));
+        root.resize(60, 0);
+        let mut node = header(1, 84, 1);
+        node.extend(index(0, 50));
+        let node = block(node);
+        let mut read = |_: u64| Ok(node.clone());
+        let map = walk(12, &root, 0x4028, &GEO, &mut read).unwrap();
+        let msgs: Vec<String> = map.skipped.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        // depth mismatch (the node says 1, expected 0)
+        assert!(msgs[0].contains("eh_depth") && msgs[0].contains("expected 0"));
+        assert!(
+            msgs[1].contains("0x4044")
+                && msgs[1].contains("block 5000")
+                && msgs[1].contains("expected inside 1..1000"),
+            "{}",
+            msgs[1]
+        );
+        // Overlapping extents in a leaf root.
+        let mut root = header(3, 4, 0);
+        root.extend(leaf(0, 10, 100));
+        root.extend(leaf(5, 10, 300));
+        root.extend(leaf(10, 1, 400));
+        root.resize(60, 0);
+        let map = walk(12, &root, 0, &GEO, &mut |_| unreachable!()).unwrap();
+        assert_eq!(map.runs.len(), 2);
+        assert!(map.skipped[0].to_string().contains("overlapping"));
+        // A self-reference is a cycle.
+        let mut root = header(1, 4, 2);
+        root.extend(index(0, 60));
+        root.resize(60, 0);
+        let mut selfref = header(1, 84, 1);
+        selfref.extend(index(0, 60));
+        let selfref = block(selfref);
+        let mut read = |_: u64| Ok(selfref.clone());
+        let map = walk(12, &root, 0, &GEO, &mut read).unwrap();
+        assert!(map.skipped[0].to_string().contains("cycle"), "{map:?}");
+    }
+
+    #[test]
+    fn bad_roots_are_errors_naming_the_field() {
+        let e = Node::decode(&[0u8; 60], 0x4028).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "corrupt extent node at 0x4028: eh_magic: 0x0000, expected 0xf30a"
+        );
+        let mut root = header(5, 5, 0);
+        root.resize(60, 0);
+        let e = Node::decode(&root, 0).unwrap_err().to_string();
+        assert!(e.contains("eh_entries") && e.contains("at most 4"), "{e}");
+        let mut root = header(0, 4, 9);
+        root.resize(60, 0);
+        let e = Node::decode(&root, 0).unwrap_err().to_string();
+        assert!(e.contains("eh_depth") && e.contains("at most 5"), "{e}");
+    }
+
+    #[test]
+    fn checksums_are_checked_but_not_fatal() {
+        let mut root = header(1, 4, 1);
+        root.extend(index(0, 50));
+        root.resize(60, 0);
+        let mut leafb = header(1, 84, 0);
+        leafb.extend(leaf(0, 1, 100));
+        let mut leafb = block(leafb);
+        let seed = 0xdead_beef;
+        let good = crc32c_raw(seed, &leafb[..12 + 84 * 12]);
+        leafb[1020..1024].copy_from_slice(&good.to_le_bytes());
+        let geo = Geometry {
+            csum_seed: Some(seed),
+            ..GEO
+        };
+        let ok = leafb.clone();
+        let map = walk(12, &root, 0, &geo, &mut |_| Ok(ok.clone())).unwrap();
+        assert!(map.is_clean());
+        leafb[1020] ^= 0xff;
+        let map = walk(12, &root, 0, &geo, &mut |_| Ok(leafb.clone())).unwrap();
+        assert_eq!(map.runs.len(), 2);
+        assert!(map.skipped.is_empty());
+        assert!(map.bad_checksums[0].to_string().contains("et_checksum"));
+    }
+}

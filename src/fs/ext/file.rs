@@ -1,0 +1,248 @@
+//! A file's content through its inode: the block map (extents or
+//! indirect), inline data (`i_block` then the `system.data` attribute),
+//! symlink targets (fast, inline or in a block), extended attributes.
+use super::blockmap::{BlockMap, Geometry, Run};
+use super::error::FsError;
+use super::inode::{Inode, EA_INODE_FL, ENCRYPT_FL, EXTENTS_FL};
+use super::xattr::{self, Xattr, XattrBlock};
+use super::Ext4;
+use crate::block::BlockSource;
+
+/// Longest symlink target read (the kernel's limit is one page; 64 KiB
+/// blocks allow more, nothing sane needs it).
+const MAX_LINK: u64 = 65536;
+
+/// An inode's extended attributes, and what was wrong reading them.
+#[derive(Debug, Default)]
+pub struct Xattrs {
+    pub attrs: Vec<Xattr>,
+    /// The attribute block's header, when there is one.
+    pub block: Option<XattrBlock>,
+    pub problems: Vec<FsError>,
+}
+
+impl Ext4 {
+    /// What a block map walk of `inode` needs.
+    pub fn geometry(&self, inode: &Inode) -> Geometry {
+        Geometry {
+            block_size: self.sb.block_size,
+            first_data_block: u64::from(self.sb.first_data_block),
+            blocks_count: self.sb.blocks_count,
+            csum_seed: self.inode_seed(inode),
+        }
+    }
+
+    /// Whether `inode` keeps no block map: inline data, fast symlinks,
+    /// devices (their `i_block` holds the device number).
+    fn has_no_map(&self, inode: &Inode) -> bool {
+        inode.has_inline_data() || self.fast_symlink(inode) || inode.is_device()
+    }
+
+    /// The walk of `inode`'s block map: its runs, and the parts that could
+    /// not be followed. Empty for inodes without a map.
+    ///
+    /// # Errors
+    /// `Corrupt` when the extent tree root is unreadable; I/O errors.
+    pub fn block_map(&self, inode: &Inode) -> Result<BlockMap, FsError> {
+        if self.has_no_map(inode) {
+            return Ok(BlockMap::default());
+        }
+        let geo = self.geometry(inode);
+        let mut read = |b: u64| self.block(b);
+        let root_at = inode.base + 0x28;
+        if inode.flags & EXTENTS_FL != 0 {
+            super::extent::walk(inode.ino, &inode.block, root_at, &geo, &mut read)
+        } else {
+            super::indirect::walk(inode.ino, &inode.block, root_at, &geo, &mut read)
+        }
+    }
+
+    /// Where the file's blocks are, when the whole map can be read.
+    ///
+    /// # Errors
+    /// The first part of the map that could not be followed (see
+    /// [`Ext4::block_map`] for a partial map).
+    pub fn runs(&self, inode: &Inode) -> Result<Vec<Run>, FsError> {
+        let mut map = self.block_map(inode)?;
+        match map.skipped.is_empty() {
+            true => Ok(map.runs),
+            false => Err(map.skipped.swap_remove(0)),
+        }
+    }
+
+    /// A symlink whose target sits in `i_block` (the kernel's
+    /// `ext4_inode_is_fast_symlink`: no data blocks besides an attribute
+    /// block, no inline data).
+    pub fn fast_symlink(&self, inode: &Inode) -> bool {
+        if !inode.is_symlink() || inode.has_inline_data() {
+            return false;
+        }
+        if inode.flags & EA_INODE_FL != 0 {
+            return inode.size > 0 && inode.size < 60;
+        }
+        let cluster = if self.sb.has_ro_compat(0x200) {
+            1024u64 << self.sb.get("s_log_cluster_size").min(30)
+        } else {
+            self.sb.block_size
+        };
+        let ea_sectors = if inode.file_acl != 0 {
+            cluster / 512
+        } else {
+            0
+        };
+        inode.blocks.saturating_sub(ea_sectors) == 0
+    }
+
+    /// The extended attributes of `inode`: in the inode, then in its
+    /// attribute block. Problems (a damaged area, a bad block checksum)
+    /// are listed; the attributes read before them are kept.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn xattrs(&self, inode: &Inode) -> Result<Xattrs, FsError> {
+        let mut out = Xattrs::default();
+        let (area, base) = inode.xattr_area();
+        match xattr::decode_ibody(area, base) {
+            Ok(a) => out.attrs = a,
+            Err(e) => out.problems.push(e),
+        }
+        if inode.file_acl != 0 {
+            match self.block(inode.file_acl) {
+                Ok(bytes) => {
+                    let base = inode.file_acl * self.sb.block_size;
+                    if self.sb.has_metadata_csum() {
+                        let c = XattrBlock::checksum(&bytes, inode.file_acl, self.sb.csum_seed);
+                        if !c.ok() {
+                            out.problems.push(FsError::checksum(
+                                "extended attribute block",
+                                "h_checksum",
+                                base + 0x10,
+                                c.stored,
+                                c.computed,
+                            ));
+                        }
+                    }
+                    match XattrBlock::decode(&bytes, base) {
+                        Ok(b) => {
+                            out.attrs.extend(b.attrs.iter().cloned());
+                            out.block = Some(b);
+                        }
+                        Err(e) => out.problems.push(e),
+                    }
+                }
+                Err(FsError::Io(e)) => return Err(FsError::Io(e)),
+                Err(_) => out.problems.push(FsError::corrupt(
+                    "inode",
+                    "i_file_acl_lo",
+                    inode.base + 0x68,
+                    format!(
+                        "inode {}: attribute block {} is outside the filesystem",
+                        inode.ino, inode.file_acl
+                    ),
+                )),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The whole inline data of `inode`: the 60 bytes of `i_block`, then
+    /// the `system.data` attribute's value.
+    ///
+    /// # Errors
+    /// A damaged in-inode attribute area.
+    pub fn inline_data(&self, inode: &Inode) -> Result<Vec<u8>, FsError> {
+        let mut data = inode.block.to_vec();
+        let (area, base) = inode.xattr_area();
+        if let Some(x) = xattr::decode_ibody(area, base)?
+            .into_iter()
+            .find(|x| x.name == b"system.data")
+        {
+            data.extend_from_slice(&x.value);
+        }
+        Ok(data)
+    }
+
+    /// The target of a symlink, raw bytes.
+    ///
+    /// # Errors
+    /// `Unsupported` for encrypted targets; a damaged map or block.
+    pub fn symlink_target(&self, inode: &Inode) -> Result<Vec<u8>, FsError> {
+        if inode.flags & ENCRYPT_FL != 0 {
+            return Err(FsError::Unsupported {
+                what: format!("inode {}: encrypted symlink target", inode.ino),
+            });
+        }
+        let len = inode.size.min(MAX_LINK);
+        let mut buf = vec![0u8; len as usize];
+        if self.fast_symlink(inode) {
+            let n = buf.len().min(60);
+            buf[..n].copy_from_slice(&inode.block[..n]);
+            buf.truncate(n);
+        } else {
+            let runs = if inode.has_inline_data() {
+                Vec::new()
+            } else {
+                self.runs(inode)?
+            };
+            self.read_file(inode, &runs, 0, &mut buf)?;
+        }
+        Ok(buf)
+    }
+
+    /// The whole content of a file, holes and uninitialized extents as
+    /// zeros, at most `limit` bytes (callers stream big files with
+    /// [`Ext4::read_file`]).
+    ///
+    /// # Errors
+    /// Corrupt block maps; read errors.
+    pub fn read_all(&self, inode: &Inode, limit: u64) -> Result<Vec<u8>, FsError> {
+        let len = inode.size.min(limit);
+        let mut buf = vec![0u8; len as usize];
+        self.read_file(inode, &self.runs(inode)?, 0, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Fills `buf` with the file's bytes at `offset`, given its `runs`
+    /// (from [`Ext4::block_map`]); what no run covers reads as zeros.
+    ///
+    /// # Errors
+    /// Read errors; a damaged inline data area.
+    pub fn read_file(
+        &self,
+        inode: &Inode,
+        runs: &[Run],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), FsError> {
+        buf.fill(0);
+        if inode.has_inline_data() || self.fast_symlink(inode) {
+            let data = if inode.has_inline_data() {
+                self.inline_data(inode)?
+            } else {
+                inode.block.to_vec()
+            };
+            let start = usize::try_from(offset)
+                .unwrap_or(usize::MAX)
+                .min(data.len());
+            let n = buf.len().min(data.len() - start);
+            buf[..n].copy_from_slice(&data[start..start + n]);
+            return Ok(());
+        }
+        let bs = self.sb.block_size;
+        let end = offset.saturating_add(buf.len() as u64);
+        for r in runs.iter().filter(|r| !r.uninit && !r.meta) {
+            let start = r.logical.saturating_mul(bs);
+            let stop = r.logical.saturating_add(r.len).saturating_mul(bs);
+            let (a, b) = (start.max(offset), stop.min(end));
+            if a >= b {
+                continue;
+            }
+            let disk_at = self.block_offset(r.physical)? + (a - start);
+            self.disk.read_at(
+                disk_at,
+                &mut buf[(a - offset) as usize..(b - offset) as usize],
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,290 @@
+//! Extended attributes: in the inode (after `128 + i_extra_isize`: a
+//! 4-byte magic, then entries, values counted from the first entry) and in
+//! one block (`i_file_acl`: a 32-byte header, entries, values counted from
+//! the block start). Entries end with four zero bytes; values may also
+//! live in their own inode (ea_inode), which is named, not read.
+use crate::layout::{decode_table, Endian, Field, FieldValue};
+
+use super::blockmap::{le16, le32};
+use super::checksum::{crc32c_raw, Check};
+use super::error::FsError;
+
+/// `h_magic` / the in-inode magic.
+pub const MAGIC: u32 = 0xea02_0000;
+
+/// `struct ext4_xattr_header` (the block header).
+pub const BLOCK_HEADER: &[Field] = &[
+    Field::new("h_magic", 0x0, 4, "0xEA020000"),
+    Field::new("h_refcount", 0x4, 4, "inodes sharing the block"),
+    Field::new("h_blocks", 0x8, 4, "blocks used (always 1)"),
+    Field::new("h_hash", 0xc, 4, "hash of all attributes"),
+    Field::new("h_checksum", 0x10, 4, "crc32c of the block"),
+];
+
+/// `struct ext4_xattr_entry` (the name follows).
+pub const ENTRY: &[Field] = &[
+    Field::new("e_name_len", 0x0, 1, "name length"),
+    Field::new(
+        "e_name_index",
+        0x1,
+        1,
+        "name prefix (1 user., 7 system., …)",
+    ),
+    Field::new("e_value_offs", 0x2, 2, "value offset"),
+    Field::new("e_value_inum", 0x4, 4, "inode holding the value (ea_inode)"),
+    Field::new("e_value_size", 0x8, 4, "value size"),
+    Field::new("e_hash", 0xc, 4, "hash of name and value"),
+];
+
+/// Name prefixes by index (e2fsprogs' `ea_names`).
+const PREFIXES: &[(u8, &str)] = &[
+    (1, "user."),
+    (2, "system.posix_acl_access"),
+    (3, "system.posix_acl_default"),
+    (4, "trusted."),
+    (6, "security."),
+    (7, "system."),
+    (8, "system.richacl"),
+    (10, "gnu."),
+];
+
+/// One attribute.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Xattr {
+    /// The full name, prefix included (raw bytes: names are not
+    /// necessarily UTF-8).
+    #[serde(skip)]
+    pub name: Vec<u8>,
+    /// The value, unless it lives in another inode.
+    #[serde(skip)]
+    pub value: Vec<u8>,
+    pub value_size: u32,
+    /// The inode holding the value (ea_inode), not read here.
+    pub value_inum: u32,
+    /// The disk offset of the entry.
+    pub offset: u64,
+    /// True for attributes in the inode, false for the block.
+    pub in_inode: bool,
+}
+
+impl Xattr {
+    /// The name for display, escaped for terminals.
+    pub fn display_name(&self) -> String {
+        crate::escape::printable(&String::from_utf8_lossy(&self.name))
+    }
+}
+
+fn prefix(index: u8) -> Option<&'static str> {
+    PREFIXES.iter().find(|(i, _)| *i == index).map(|(_, p)| *p)
+}
+
+/// Decodes the entries in `area[entries_at..]`, values at `value_base +
+/// e_value_offs` in `area`, `base` being the disk offset of `area`.
+fn entries(
+    area: &[u8],
+    entries_at: usize,
+    value_base: usize,
+    base: u64,
+    in_inode: bool,
+    structure: &'static str,
+) -> Result<Vec<Xattr>, FsError> {
+    let mut out = Vec::new();
+    let mut pos = entries_at;
+    // Every entry takes at least 16 bytes: the loop ends.
+    while pos + 4 <= area.len() && le32(area, pos) != 0 {
+        let at = base + pos as u64;
+        if pos + 16 > area.len() {
+            return Err(FsError::corrupt(
+                structure,
+                "e_name_len",
+                at,
+                "entry runs past the end of the area",
+            ));
+        }
+        let name_len = usize::from(area[pos]);
+        let index = area[pos + 1];
+        let value_offs = usize::from(le16(area, pos + 2));
+        let value_inum = le32(area, pos + 4);
+        let value_size = le32(area, pos + 8);
+        let name_end = pos + 16 + name_len;
+        let Some(suffix) = area.get(pos + 16..name_end) else {
+            return Err(FsError::corrupt(
+                structure,
+                "e_name_len",
+                at,
+                format!("name of {name_len} bytes runs past the end of the area"),
+            ));
+        };
+        let mut name = match prefix(index) {
+            Some(p) => p.as_bytes().to_vec(),
+            None => format!("(index {index})").into_bytes(),
+        };
+        name.extend_from_slice(suffix);
+        let value = if value_inum != 0 {
+            Vec::new()
+        } else {
+            let start = value_base + value_offs;
+            match area.get(start..start.saturating_add(value_size as usize)) {
+                Some(v) => v.to_vec(),
+                None => {
+                    return Err(FsError::corrupt(
+                        structure,
+                        "e_value_offs",
+                        at + 2,
+                        format!(
+                            "value of {value_size} bytes at {value_offs} runs past the end of the area ({} bytes)",
+                            area.len() - value_base
+                        ),
+                    ))
+                }
+            }
+        };
+        out.push(Xattr {
+            name,
+            value,
+            value_size,
+            value_inum,
+            offset: at,
+            in_inode,
+        });
+        pos = name_end.next_multiple_of(4);
+    }
+    Ok(out)
+}
+
+/// The attributes in an inode's extra space (`area` from
+/// `128 + i_extra_isize` to the inode's end, at disk offset `base`).
+/// Without the magic there are none.
+///
+/// # Errors
+/// `Corrupt` for an entry or value outside the area.
+pub fn decode_ibody(area: &[u8], base: u64) -> Result<Vec<Xattr>, FsError> {
+    if area.len() < 4 || le32(area, 0) != MAGIC {
+        return Ok(Vec::new());
+    }
+    entries(
+        &area[4..],
+        0,
+        0,
+        base + 4,
+        true,
+        "in-inode extended attributes",
+    )
+}
+
+/// A decoded attribute block.
+#[derive(Clone, Debug)]
+pub struct XattrBlock {
+    pub header: Vec<FieldValue>,
+    pub refcount: u32,
+    pub attrs: Vec<Xattr>,
+}
+
+impl XattrBlock {
+    /// Decodes the block `bytes` at disk offset `base`.
+    ///
+    /// # Errors
+    /// `Corrupt` for a bad magic or an entry or value outside the block.
+    pub fn decode(bytes: &[u8], base: u64) -> Result<XattrBlock, FsError> {
+        let magic = if bytes.len() >= 32 { le32(bytes, 0) } else { 0 };
+        if magic != MAGIC {
+            return Err(FsError::corrupt(
+                "extended attribute block",
+                "h_magic",
+                base,
+                format!("{magic:#010x}, expected {MAGIC:#010x}"),
+            ));
+        }
+        Ok(XattrBlock {
+            header: decode_table(BLOCK_HEADER, bytes, Endian::Little, base),
+            refcount: le32(bytes, 4),
+            attrs: entries(bytes, 32, 0, base, false, "extended attribute block")?,
+        })
+    }
+
+    /// The block's checksum (the kernel's `ext4_xattr_block_csum`): crc32c
+    /// from the filesystem seed over the block number and the block with
+    /// `h_checksum` as zeros.
+    pub fn checksum(bytes: &[u8], block: u64, fs_seed: u32) -> Check {
+        let mut c = crc32c_raw(fs_seed, &block.to_le_bytes());
+        c = crc32c_raw(c, &bytes[..0x10]);
+        c = crc32c_raw(c, &[0; 4]);
+        c = crc32c_raw(c, &bytes[0x14..]);
+        Check {
+            stored: le32(bytes, 0x10),
+            computed: c,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u8, name: &[u8], offs: u16, size: u32) -> Vec<u8> {
+        let mut e = vec![name.len() as u8, index];
+        e.extend(offs.to_le_bytes());
+        e.extend(0u32.to_le_bytes());
+        e.extend(size.to_le_bytes());
+        e.extend(0u32.to_le_bytes());
+        e.extend(name);
+        while e.len() % 4 != 0 {
+            e.push(0);
+        }
+        e
+    }
+
+    #[test]
+    fn in_inode_attributes_with_values_counted_from_the_first_entry() {
+        let mut area = MAGIC.to_le_bytes().to_vec();
+        area.extend(entry(7, b"data", 60, 5));
+        area.extend(entry(1, b"colour", 68, 3));
+        area.extend([0u8; 4]);
+        area.resize(4 + 60, 0);
+        area.extend(b"hello\0\0\0red");
+        area.resize(96, 0);
+        let x = decode_ibody(&area, 0x1080).unwrap();
+        assert_eq!(x.len(), 2);
+        assert_eq!(x[0].name, b"system.data");
+        assert_eq!(x[0].value, b"hello");
+        assert_eq!(x[0].offset, 0x1084);
+        assert_eq!(x[1].name, b"user.colour");
+        assert_eq!(x[1].value, b"red");
+        assert!(decode_ibody(&[0u8; 96], 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn values_outside_the_area_are_errors() {
+        let mut area = MAGIC.to_le_bytes().to_vec();
+        area.extend(entry(1, b"x", 60, 1000));
+        area.resize(96, 0);
+        let e = decode_ibody(&area, 0x1080).unwrap_err().to_string();
+        assert!(
+            e.contains("at 0x1086") && e.contains("e_value_offs") && e.contains("1000 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn block_with_checksum() {
+        let mut b = MAGIC.to_le_bytes().to_vec();
+        b.extend(1u32.to_le_bytes());
+        b.extend(1u32.to_le_bytes());
+        b.resize(32, 0);
+        b.extend(entry(6, b"selinux", 1000, 4));
+        b.resize(1000, 0);
+        b.extend(b"ctx\0");
+        b.resize(1024, 0);
+        let x = XattrBlock::decode(&b, 0x2000).unwrap();
+        assert_eq!(x.attrs[0].name, b"security.selinux");
+        assert_eq!(x.attrs[0].value, b"ctx\0");
+        let c = XattrBlock::checksum(&b, 8, 1).computed;
+        b[0x10..0x14].copy_from_slice(&c.to_le_bytes());
+        assert!(XattrBlock::checksum(&b, 8, 1).ok());
+        assert!(!XattrBlock::checksum(&b, 9, 1).ok());
+        let e = XattrBlock::decode(&[0u8; 1024], 0x2000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("h_magic") && e.contains("0xea020000"), "{e}");
+    }
+}

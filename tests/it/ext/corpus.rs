@@ -1,0 +1,240 @@
+//! The e2fsprogs test images (many of them corrupt) through the library:
+//! no panic, no hang, no huge allocation; where dumpe2fs read an image, the
+//! superblock agrees with it.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use layerscope::block::chain::{open_chain, ChainOptions, FsOpener};
+use layerscope::block::layered::LayeredReader;
+use layerscope::block::probe::Format;
+use layerscope::fs::ext::{Ext4, FsError};
+
+use crate::util::*;
+
+/// Longest time one image may take (debug build, a shared machine).
+const LIMIT: Duration = Duration::from_secs(60);
+/// Inodes visited per image at most.
+const MAX_INODES: usize = 20_000;
+
+/// What the walk of one image found.
+#[derive(Debug, Default)]
+struct Walk {
+    /// The superblock facts the manifest has: features, block size, block
+    /// count, inode count. `None` when the filesystem did not open.
+    facts: Option<[String; 4]>,
+    /// The error when it did not open.
+    open_error: Option<String>,
+    not_ext: bool,
+    inodes: usize,
+    problems: usize,
+}
+
+/// Everything the commands do, through the library: info (superblock,
+/// journal), groups (descriptors, placement, bitmap checksums), ls -R,
+/// stat (fields, block map, attributes, htree, symlink targets) and cat
+/// (up to 1 MiB) of every reachable inode.
+fn walk(path: &Path) -> Walk {
+    let mut w = Walk::default();
+    let opts = ChainOptions {
+        format: Some(Format::Raw),
+        backing_format: None,
+    };
+    let chain = open_chain(path.to_str().unwrap(), opts, &FsOpener).unwrap();
+    let reader = Arc::new(LayeredReader::new(&chain).unwrap());
+    let fs = match Ext4::open(reader) {
+        Ok(fs) => fs,
+        Err(FsError::NotExt { .. }) => {
+            w.not_ext = true;
+            return w;
+        }
+        Err(e) => {
+            w.open_error = Some(e.to_string());
+            return w;
+        }
+    };
+    let sb = fs.superblock();
+    let mut features = layerscope::fs::ext::superblock::feature_names(
+        sb.feature_compat,
+        sb.feature_incompat,
+        sb.feature_ro_compat,
+    )
+    .join(" ");
+    if features.is_empty() {
+        features = "(none)".into();
+    }
+    w.facts = Some([
+        features,
+        sb.block_size.to_string(),
+        sb.blocks_count.to_string(),
+        sb.inodes_count.to_string(),
+    ]);
+    if let Some(j) = fs.journal() {
+        let _ = j.lines(sb.block_size);
+    }
+    for g in 0..sb.group_count().min(1 << 16) {
+        let _ = layerscope::fs::ext::group_desc::placement(sb, g);
+        if let Ok(d) = fs.group(g) {
+            let _ = fs.bitmap_checksums(&d);
+        }
+    }
+    let mut stack = vec![2u64];
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = Vec::new();
+    while let Some(ino) = stack.pop() {
+        if !seen.insert(ino) || seen.len() > MAX_INODES {
+            continue;
+        }
+        w.inodes += 1;
+        let Ok(node) = fs.inode(ino) else {
+            w.problems += 1;
+            continue;
+        };
+        w.problems += node.problems.len();
+        let _ = node.fields();
+        if let Ok(x) = fs.xattrs(&node) {
+            w.problems += x.problems.len();
+        }
+        let map = fs.block_map(&node);
+        if let Ok(m) = &map {
+            w.problems += m.skipped.len() + m.bad_checksums.len();
+        }
+        if node.is_dir() {
+            let _ = fs.htree(&node);
+            if let Ok(listing) = fs.list_dir(&node) {
+                w.problems += listing.problems.len();
+                stack.extend(listing.entries.iter().map(|e| u64::from(e.inode)));
+            }
+        } else if node.is_symlink() {
+            let _ = fs.symlink_target(&node);
+        } else if let Ok(m) = &map {
+            buf.resize(node.size.min(1 << 20) as usize, 0);
+            let _ = fs.read_file(&node, &m.runs, 0, &mut buf);
+        }
+    }
+    w
+}
+
+/// The images of one corpus file (a .tar.bz2 holds several: external
+/// journal tests), decompressed into `tmp`.
+fn images(dir: &Path, file: &str, tmp: &Path) -> Vec<PathBuf> {
+    if file.ends_with(".tar.bz2") {
+        let into = tmp.join("tar");
+        let _ = std::fs::remove_dir_all(&into);
+        std::fs::create_dir_all(&into).unwrap();
+        sh(dir, &["tar", "-xjf", file, "-C", into.to_str().unwrap()]);
+        let mut found = Vec::new();
+        let mut todo = vec![into];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else if std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0) > 0 {
+                    found.push(p);
+                }
+            }
+        }
+        found.sort();
+        return found;
+    }
+    let bytes = if file.ends_with(".bz2") {
+        sh(dir, &["bzip2", "-dc", file]).stdout
+    } else {
+        let mut gz = flate2::read::GzDecoder::new(std::fs::File::open(dir.join(file)).unwrap());
+        let mut bytes = Vec::new();
+        gz.read_to_end(&mut bytes)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        bytes
+    };
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    let path = tmp.join("image.raw");
+    std::fs::write(&path, &bytes).unwrap();
+    vec![path]
+}
+
+/// Every image of the e2fsprogs test suite, many of them corrupt, each in
+/// its own thread with a time limit: no panic, no hang; where dumpe2fs
+/// read the superblock, our features, sizes and counts agree with the
+/// manifest's.
+#[test]
+fn e2fsprogs_corpus() {
+    let Some(corpus) = corpus() else { return };
+    let dir = corpus.join("e2fsprogs");
+    let manifest = std::fs::read_to_string(dir.join("MANIFEST.tsv")).unwrap();
+    let mut lines = manifest.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut opened, mut not_ext, mut total, mut inodes, mut problems) = (0, 0, 0, 0, 0);
+    let mut slowest = (Duration::ZERO, String::new());
+    for line in lines {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let file = cols[col("file")];
+        let single = !file.ends_with(".tar.bz2");
+        for path in images(&dir, file, tmp.path()) {
+            total += 1;
+            let name = format!("{file} ({})", path.file_name().unwrap().to_string_lossy());
+            let start = Instant::now();
+            let (tx, rx) = mpsc::channel();
+            let p = path.clone();
+            let worker = std::thread::spawn(move || {
+                let _ = tx.send(walk(&p));
+            });
+            let w = match rx.recv_timeout(LIMIT) {
+                Ok(w) => w,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{name}: still running after {LIMIT:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // The worker panicked: show its message.
+                    match worker.join() {
+                        Err(e) => std::panic::resume_unwind(e),
+                        Ok(()) => unreachable!(),
+                    }
+                }
+            };
+            worker.join().unwrap();
+            let took = start.elapsed();
+            if took > slowest.0 {
+                slowest = (took, name.clone());
+            }
+            inodes += w.inodes;
+            problems += w.problems;
+            if w.not_ext {
+                not_ext += 1;
+                if single {
+                    assert_ne!(
+                        cols[col("raw_magic_at_1080")],
+                        "ef53",
+                        "{name}: has the magic but did not open"
+                    );
+                }
+            } else if let Some(e) = &w.open_error {
+                // Impossible geometry: the message names the field.
+                assert!(e.contains("superblock"), "{name}: {e}");
+            } else {
+                opened += 1;
+            }
+            if let (Some(facts), true) = (&w.facts, single) {
+                if cols[col("dumpe2fs_magic")] == "ok" && cols[col("dumpe2fs_rc")] == "0" {
+                    let theirs = ["fs_features", "block_size", "block_count", "inode_count"]
+                        .map(|c| cols[col(c)].to_owned());
+                    assert_eq!(
+                        facts, &theirs,
+                        "{name}: features, block size, blocks, inodes"
+                    );
+                }
+            }
+        }
+    }
+    assert!(total >= 236, "only {total} corpus images");
+    assert!(opened >= 200, "only {opened} of {total} opened");
+    eprintln!(
+        "corpus: {total} images, {opened} opened, {not_ext} not ext, {inodes} inodes walked, {problems} problems reported; slowest {} in {:?}",
+        slowest.1, slowest.0
+    );
+}

@@ -1,0 +1,491 @@
+//! `info` and `groups` against dumpe2fs: ext2/3/4, block sizes 1k/2k/4k,
+//! 64bit on and off, meta_bg, flex_bg, bigalloc, crc16 and crc32c
+//! descriptor checksums, partitions, and through qcow2 chains (`--layer`).
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{pairs, tools};
+use crate::util::*;
+
+pub(super) fn check_info(dir: &Path, image: &str, flat: &str, layer: Option<&str>) {
+    check_info_with(dir, image, flat, layer, &[]);
+}
+
+fn check_info_with(dir: &Path, image: &str, flat: &str, layer: Option<&str>, extra: &[&str]) {
+    let mut args = vec!["info", image];
+    if let Some(l) = layer {
+        args.extend(["--layer", l]);
+    }
+    args.extend_from_slice(extra);
+    let mut ours = pairs(&layerscope(dir, &args).ok().text());
+    // The partition table heading is ours alone.
+    ours.retain(|k, _| !k.contains("partition table"));
+    let out = std::process::Command::new("dumpe2fs")
+        .args(["-h", flat])
+        .current_dir(dir)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    let theirs = pairs(&String::from_utf8_lossy(&out.stdout));
+    assert!(theirs.len() > 20, "dumpe2fs printed too little for {flat}");
+    for (k, v) in &theirs {
+        assert_eq!(
+            ours.get(k),
+            Some(v),
+            "{image}: {k:?} differs from dumpe2fs (ours: {:?})",
+            ours.get(k)
+        );
+    }
+    for k in ours.keys() {
+        assert!(
+            theirs.contains_key(k),
+            "{image}: we print {k:?}, dumpe2fs does not"
+        );
+    }
+}
+
+/// dumpe2fs's group list: group -> its facts.
+fn dumpe2fs_groups(dir: &Path, flat: &str) -> Vec<BTreeMap<&'static str, String>> {
+    let out = sh(dir, &["dumpe2fs", flat]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut groups: Vec<BTreeMap<&'static str, String>> = Vec::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(rest) = l
+            .strip_prefix("Group ")
+            .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        {
+            let mut g = BTreeMap::new();
+            let (_, blocks) = rest.split_once("(Blocks ").unwrap();
+            let (range, tail) = blocks.split_once(')').unwrap();
+            let (a, b) = range.split_once('-').unwrap();
+            g.insert("first_block", a.to_owned());
+            g.insert("last_block", b.to_owned());
+            if let Some(c) = tail.split_whitespace().skip_while(|w| *w != "csum").nth(1) {
+                g.insert(
+                    "checksum",
+                    u64::from_str_radix(c.trim_start_matches("0x"), 16)
+                        .unwrap()
+                        .to_string(),
+                );
+            }
+            let flags = tail
+                .split_once('[')
+                .map(|(_, f)| f.trim_end_matches(']').replace(", ", ","))
+                .unwrap_or_default();
+            g.insert("flags", flags);
+            groups.push(g);
+        } else if let Some(g) = groups.last_mut() {
+            let num = |s: &str| {
+                s.split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let csum = |r: &str| {
+                r.split_once("csum 0x")
+                    .map(|(_, c)| u64::from_str_radix(c.trim(), 16).unwrap().to_string())
+            };
+            if l.starts_with("Primary superblock at ")
+                || l.starts_with("Backup superblock at ")
+                || l.starts_with("Group descriptor")
+            {
+                for part in l.split(", ") {
+                    let value = part.rsplit(' ').next().unwrap();
+                    let range = |v: &str| match v.split_once('-') {
+                        Some((a, b)) => format!("[{a},{b}]"),
+                        None => format!("[{v},{v}]"),
+                    };
+                    if part.contains("superblock at") {
+                        g.insert("superblock", value.to_owned());
+                    } else if part.starts_with("Group descriptors at") {
+                        g.insert("descriptors", range(value));
+                    } else if part.starts_with("Group descriptor at") {
+                        g.insert("meta_descriptor", value.to_owned());
+                    }
+                }
+            } else if let Some(r) = l.strip_prefix("Reserved GDT blocks at ") {
+                let (a, b) = r.split_once('-').unwrap();
+                g.insert("reserved_gdt", format!("[{a},{b}]"));
+            } else if let Some(r) = l.strip_prefix("Block bitmap at ") {
+                g.insert("block_bitmap", num(r));
+                if let Some(c) = csum(r) {
+                    g.insert("block_bitmap_csum", c);
+                }
+            } else if let Some(r) = l.strip_prefix("Inode bitmap at ") {
+                g.insert("inode_bitmap", num(r));
+                if let Some(c) = csum(r) {
+                    g.insert("inode_bitmap_csum", c);
+                }
+            } else if let Some(r) = l.strip_prefix("Inode table at ") {
+                let (a, b) = r.split_once('-').unwrap();
+                g.insert("inode_table", a.to_owned());
+                g.insert("inode_table_last", num(b));
+            } else if l.contains("free blocks,") {
+                let nums: Vec<String> = l.split(", ").map(num).collect();
+                g.insert("free_blocks", nums[0].clone());
+                g.insert("free_inodes", nums[1].clone());
+                g.insert("directories", nums[2].clone());
+                if let Some(u) = nums.get(3) {
+                    g.insert("unused_inodes", u.clone());
+                }
+            }
+        }
+    }
+    groups
+}
+
+fn check_groups(dir: &Path, image: &str, flat: &str) {
+    let ours = layerscope(dir, &["groups", "--json", image]).ok().json();
+    let theirs = dumpe2fs_groups(dir, flat);
+    let ours = ours.as_array().unwrap();
+    assert_eq!(ours.len(), theirs.len(), "{image}: group count");
+    for (o, t) in ours.iter().zip(&theirs) {
+        for (k, v) in t {
+            let mine = match &o[*k] {
+                Value::Array(a) if *k == "flags" => a
+                    .iter()
+                    .map(|f| f.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            assert_eq!(&mine, v, "{image}: group {} {k}", o["group"]);
+        }
+        // Placement dumpe2fs does not print is absent.
+        for k in [
+            "superblock",
+            "descriptors",
+            "reserved_gdt",
+            "meta_descriptor",
+        ] {
+            if !t.contains_key(k) {
+                assert_eq!(o[k], Value::Null, "{image}: group {} {k}", o["group"]);
+            }
+        }
+        // Initialized bitmaps carry a matching checksum (metadata_csum).
+        for (k, flag) in [
+            ("block_bitmap", "BLOCK_UNINIT"),
+            ("inode_bitmap", "INODE_UNINIT"),
+        ] {
+            let ok = &o[format!("{k}_csum_ok").as_str()];
+            if t.contains_key(format!("{k}_csum").as_str()) && !t["flags"].contains(flag) {
+                assert_eq!(ok, true, "{image}: group {} {k} checksum", o["group"]);
+            } else {
+                assert_eq!(
+                    ok,
+                    &Value::Null,
+                    "{image}: group {} {k} checksum",
+                    o["group"]
+                );
+            }
+        }
+        if !t.contains_key("checksum") {
+            assert_eq!(
+                o["checksum_ok"],
+                Value::Null,
+                "{image}: no checksum expected"
+            );
+        } else {
+            assert_eq!(
+                o["checksum_ok"], true,
+                "{image}: group {} checksum",
+                o["group"]
+            );
+        }
+    }
+}
+
+#[test]
+fn info_and_groups_equal_dumpe2fs_across_layouts() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    make_tree(&tree, 30);
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("ext2-1k", &["-t", "ext2", "-b", "1024"], "24M"),
+        ("ext3-2k", &["-t", "ext3", "-b", "2048"], "40M"),
+        ("ext4", &["-t", "ext4"], "64M"),
+        ("ext4-32bit", &["-t", "ext4", "-O", "^64bit"], "64M"),
+        (
+            "ext4-1k-many-groups",
+            &["-t", "ext4", "-b", "1024", "-O", "^resize_inode"],
+            "80M",
+        ),
+        (
+            "ext4-meta-bg",
+            &["-t", "ext4", "-b", "1024", "-O", "meta_bg,^resize_inode"],
+            "64M",
+        ),
+        (
+            "ext4-crc16",
+            &["-t", "ext4", "-O", "^metadata_csum,uninit_bg"],
+            "48M",
+        ),
+        (
+            "ext4-bigalloc",
+            &["-t", "ext4", "-O", "bigalloc", "-C", "16384"],
+            "64M",
+        ),
+        (
+            "ext4-labelled",
+            &[
+                "-t",
+                "ext4",
+                "-L",
+                "my disk",
+                "-M",
+                "/mnt/data",
+                "-i",
+                "8192",
+            ],
+            "32M",
+        ),
+    ];
+    for (name, opts, size) in cases {
+        let raw = format!("{name}.raw");
+        let mut args = vec!["mke2fs", "-q", "-F"];
+        args.extend_from_slice(opts);
+        args.extend(["-d", tree.to_str().unwrap(), &raw, size]);
+        sh(dir, &args);
+        check_info(dir, &raw, &raw, None);
+        check_groups(dir, &raw, &raw);
+        // The same filesystem through qcow2.
+        let q = format!("{name}.qcow2");
+        sh(dir, &["qemu-img", "convert", "-O", "qcow2", &raw, &q]);
+        check_info(dir, &q, &raw, None);
+    }
+}
+
+#[test]
+fn layer_option_shows_the_filesystem_as_of_each_layer() {
+    if !tools() || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "base", "32M", 20);
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "qcow2",
+            "base.raw",
+            "base.qcow2",
+        ],
+    );
+    std::fs::copy(dir.join("base.raw"), dir.join("edit.raw")).unwrap();
+    let payload = dir.join("payload");
+    std::fs::write(&payload, vec![7u8; 300_000]).unwrap();
+    debugfs_w(
+        dir,
+        "edit.raw",
+        &format!(
+            "mkdir /new\nwrite {} /new/big\nrm /hello.txt\n",
+            payload.display()
+        ),
+    );
+    thin_overlay(
+        dir,
+        "top.qcow2",
+        "base.qcow2",
+        "qcow2",
+        &dir.join("edit.raw"),
+        "",
+        false,
+    );
+    check_info(dir, "top.qcow2", "edit.raw", None);
+    check_info(dir, "top.qcow2", "base.raw", Some("0"));
+    check_info(dir, "top.qcow2", "edit.raw", Some("1"));
+    check_groups(dir, "top.qcow2", "edit.raw");
+    let run = layerscope(dir, &["info", "top.qcow2", "--layer", "5"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("--layer 5"), "{}", run.stderr);
+}
+
+#[test]
+fn not_a_filesystem_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("zeros.raw"), vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(d.path().join("tiny.raw"), vec![0u8; 100]).unwrap();
+    for f in ["zeros.raw", "tiny.raw"] {
+        let run = layerscope(d.path(), &["info", f]);
+        assert_eq!(run.code, 1, "{f}");
+        assert!(
+            run.stderr.contains("no ext2/3/4 filesystem found") && run.stderr.contains(f),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.lines().count(), 1);
+    }
+}
+
+#[test]
+fn partitioned_disks_mbr_and_gpt() {
+    if !tools() || !need("sfdisk") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // MBR: an ext4 and an ext2 partition, made inside the disk image.
+    std::fs::File::create(dir.join("mbr.raw"))
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let mut sfdisk = std::process::Command::new("sfdisk")
+        .args(["-q", "mbr.raw"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\nstart=2048, size=40960, type=83\nstart=43008, type=83\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-L",
+            "one",
+            "-E",
+            &format!("offset={}", 2048 * 512),
+            "mbr.raw",
+            "20M",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext2",
+            "-L",
+            "two",
+            "-E",
+            &format!("offset={}", 43008 * 512),
+            "mbr.raw",
+            "44032k",
+        ],
+    );
+    // The table equals sfdisk's.
+    let theirs: Value =
+        serde_json::from_slice(&sh(dir, &["sfdisk", "--json", "mbr.raw"]).stdout).unwrap();
+    let ours = layerscope(dir, &["info", "--json", "mbr.raw", "--partition", "1"])
+        .ok()
+        .json();
+    let table = &ours["partition_table"];
+    assert_eq!(table["label"], theirs["partitiontable"]["label"]);
+    let parts = table["partitions"].as_array().unwrap();
+    let their_parts = theirs["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), their_parts.len());
+    for (o, t) in parts.iter().zip(their_parts) {
+        assert_eq!(
+            o["start"].as_u64().unwrap(),
+            t["start"].as_u64().unwrap() * 512
+        );
+        assert_eq!(
+            o["len"].as_u64().unwrap(),
+            t["size"].as_u64().unwrap() * 512
+        );
+        assert_eq!(o["kind"].as_str().unwrap(), t["type"].as_str().unwrap());
+    }
+    // Each partition's filesystem equals dumpe2fs of the partition alone.
+    let disk = std::fs::read(dir.join("mbr.raw")).unwrap();
+    for (n, start, len) in [
+        ("1", 2048 * 512, 40960 * 512),
+        ("2", 43008 * 512, 88064 * 512),
+    ] {
+        let part = format!("part{n}.raw");
+        std::fs::write(dir.join(&part), &disk[start..start + len]).unwrap();
+        check_info_with(dir, "mbr.raw", &part, None, &["--partition", n]);
+    }
+    // Two filesystems: the user must choose.
+    let run = layerscope(dir, &["ls", "mbr.raw"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("--partition") && run.stderr.contains("2 (type 83"),
+        "{}",
+        run.stderr
+    );
+    let run = layerscope(dir, &["ls", "mbr.raw", "--partition", "7"]);
+    assert!(
+        run.code == 1 && run.stderr.contains("no partition 7"),
+        "{}",
+        run.stderr
+    );
+    // The same disk as a qcow2 image.
+    sh(
+        dir,
+        &["qemu-img", "convert", "-O", "qcow2", "mbr.raw", "mbr.qcow2"],
+    );
+    check_info_with(dir, "mbr.qcow2", "part2.raw", None, &["--partition", "2"]);
+
+    // GPT with one named partition: found without being asked.
+    std::fs::File::create(dir.join("gpt.raw"))
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let mut sfdisk = std::process::Command::new("sfdisk")
+        .args(["-q", "gpt.raw"])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sfdisk.stdin.take().unwrap().write_all(b"label: gpt\nstart=2048, size=40960, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=\"root fs\"\n").unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-E",
+            &format!("offset={}", 2048 * 512),
+            "gpt.raw",
+            "20M",
+        ],
+    );
+    let theirs: Value =
+        serde_json::from_slice(&sh(dir, &["sfdisk", "--json", "gpt.raw"]).stdout).unwrap();
+    let ours = layerscope(dir, &["info", "--json", "gpt.raw"]).ok().json();
+    assert_eq!(ours["partition"], 1);
+    let (o, t) = (
+        &ours["partition_table"]["partitions"][0],
+        &theirs["partitiontable"]["partitions"][0],
+    );
+    assert_eq!(
+        o["start"].as_u64().unwrap(),
+        t["start"].as_u64().unwrap() * 512
+    );
+    assert_eq!(o["kind"], t["type"]);
+    assert_eq!(o["name"], t["name"]);
+    let disk = std::fs::read(dir.join("gpt.raw")).unwrap();
+    std::fs::write(
+        dir.join("gpart.raw"),
+        &disk[2048 * 512..(2048 + 40960) * 512],
+    )
+    .unwrap();
+    check_info(dir, "gpt.raw", "gpart.raw", None);
+    let ls = layerscope(dir, &["ls", "gpt.raw"]).ok().text();
+    assert!(ls.contains("lost+found"), "{ls}");
+}
