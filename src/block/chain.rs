@@ -316,7 +316,12 @@ fn open_layer(
     if format == Format::Qcow2 {
         let q = Arc::new(Qcow2Layer::open(path, storage)?);
         layer.backing_name = q.header().backing_file.clone();
-        layer.backing_format = q.header().backing_format.clone();
+        // qemu reports a backing format only with a backing name: a format
+        // extension in a lone image means nothing.
+        layer.backing_format = layer
+            .backing_name
+            .as_ref()
+            .and_then(|_| q.header().backing_format.clone());
         layer.source = q.clone();
         layer.qcow2 = Some(q);
     }
