@@ -6,7 +6,8 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use super::fs::{asctime, open, open_full, resolve, Opened};
+use super::fs::{open, open_full, resolve, Opened};
+use super::superblock::asctime;
 use crate::escape::printable;
 use crate::fs::ext::blockmap::{BlockMap, Run};
 use crate::fs::ext::file::Xattrs;

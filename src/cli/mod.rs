@@ -15,6 +15,7 @@ mod fs;
 mod map;
 mod nbd;
 mod read;
+mod superblock;
 
 /// Explore layered disk images: qcow2 backing chains, raw files, NBD
 /// exports.

@@ -71,7 +71,6 @@ const INCOMPAT: &[(u32, &str)] = &[
     (0x10, "journal_checksum_v3"),
     (0x20, "journal_fast_commit"),
 ];
-const FAST_COMMIT: u32 = 0x20;
 
 /// A decoded journal superblock.
 #[derive(Clone, Debug)]
@@ -91,8 +90,9 @@ impl JournalSb {
     }
 
     /// dumpe2fs's journal lines (e2fsprogs' `e2p_list_journal_super`), given
-    /// the filesystem's block size.
-    pub fn lines(&self, fs_block_size: u64) -> Vec<(String, String)> {
+    /// the filesystem's block size and whether it has the fast_commit
+    /// feature (which reserves the journal's last blocks).
+    pub fn lines(&self, fs_block_size: u64, fast_commit: bool) -> Vec<(String, String)> {
         let mut v = Vec::new();
         let mut names = Vec::new();
         for (value, table, letter) in [
@@ -120,7 +120,7 @@ impl JournalSb {
         ));
         let maxlen = self.get("s_maxlen");
         let blocksize = self.get("s_blocksize");
-        let fc = if self.get("s_feature_incompat") as u32 & FAST_COMMIT != 0 {
+        let fc = if fast_commit {
             match self.get("s_num_fc_blks") {
                 0 => 256,
                 n => n,

@@ -202,7 +202,7 @@ pub const SUPERBLOCK: &[Field] = &[
     Field::new("s_backup_bgs_0", 0x24c, 4, "sparse_super2 backup group 1"),
     Field::new("s_backup_bgs_1", 0x250, 4, "sparse_super2 backup group 2"),
     Field::of(Bytes, "s_encrypt_algos", 0x254, 4, "encryption algorithms"),
-    Field::of(Bytes, "s_encrypt_pw_salt", 0x258, 16, "encryption salt"),
+    Field::of(Uuid, "s_encrypt_pw_salt", 0x258, 16, "encryption salt"),
     Field::new("s_lpf_ino", 0x268, 4, "lost+found inode"),
     Field::new("s_prj_quota_inum", 0x26c, 4, "project quota inode"),
     Field::new(

@@ -71,7 +71,7 @@ fn walk(path: &Path) -> Walk {
         sb.inodes_count.to_string(),
     ]);
     if let Some(j) = fs.journal() {
-        let _ = j.lines(sb.block_size);
+        let _ = j.lines(sb.block_size, true);
     }
     for g in 0..sb.group_count().min(1 << 16) {
         let _ = layerscope::fs::ext::group_desc::placement(sb, g);

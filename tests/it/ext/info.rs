@@ -246,6 +246,41 @@ fn info_and_groups_equal_dumpe2fs_across_layouts() {
             ],
             "32M",
         ),
+        ("ext2-rev0", &["-t", "ext2", "-r", "0"], "16M"),
+        (
+            "ext4-casefold-orphan-quota",
+            &[
+                "-t",
+                "ext4",
+                "-O",
+                "casefold,orphan_file,quota,project,encrypt,metadata_csum_seed",
+            ],
+            "64M",
+        ),
+        (
+            "ext4-raid-sparse2-fc",
+            &[
+                "-t",
+                "ext4",
+                "-E",
+                "stride=8,stripe_width=32",
+                "-O",
+                "sparse_super2,fast_commit,large_dir,ea_inode",
+            ],
+            "64M",
+        ),
+        (
+            "ext4-huge-inodes-small-groups",
+            &[
+                "-t", "ext4", "-I", "1024", "-g", "4096", "-G", "4", "-b", "1024",
+            ],
+            "32M",
+        ),
+        (
+            "ext4-nojournal-nohash",
+            &["-t", "ext4", "-O", "^has_journal,^dir_index"],
+            "32M",
+        ),
     ];
     for (name, opts, size) in cases {
         let raw = format!("{name}.raw");
@@ -260,6 +295,60 @@ fn info_and_groups_equal_dumpe2fs_across_layouts() {
         sh(dir, &["qemu-img", "convert", "-O", "qcow2", &raw, &q]);
         check_info(dir, &q, &raw, None);
     }
+}
+
+/// Superblock fields only tune2fs and debugfs set: errors behaviour,
+/// check interval, reserved uid/gid, mount options, error records,
+/// snapshot fields, orphan list head, lifetime writes.
+#[test]
+fn info_equals_dumpe2fs_after_tune2fs_and_debugfs() {
+    if !tools() || !need("tune2fs") || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "t", "32M", 5);
+    sh(
+        dir,
+        &[
+            "tune2fs",
+            "-e",
+            "panic",
+            "-c",
+            "20",
+            "-i",
+            "1d",
+            "-r",
+            "1000",
+            "-u",
+            "1",
+            "-g",
+            "1",
+            "-E",
+            "mount_opts=nodelalloc",
+            "-o",
+            "acl,user_xattr,journal_data",
+            "t.raw",
+        ],
+    );
+    debugfs_w(
+        dir,
+        "t.raw",
+        "ssv error_count 3\nssv first_error_time 20200102030405\n\
+         ssv first_error_func ext4_lookup\nssv first_error_line 42\n\
+         ssv first_error_ino 12\nssv first_error_block 99\n\
+         ssv last_error_time 20210102030405\nssv last_error_func ext4_readdir\n\
+         ssv last_error_line 7\nssv last_orphan 13\nssv kbytes_written 123456789\n\
+         ssv overhead_clusters 77\nssv state 3\nssv snapshot_inum 5\n\
+         ssv snapshot_id 2\nssv snapshot_list 6\n\
+         ssv encrypt_pw_salt 01020304-0506-0708-090a-0b0c0d0e0f10\nssv mtime 0\n",
+    );
+    check_info(dir, "t.raw", "t.raw", None);
+    let text = layerscope(dir, &["info", "t.raw"]).ok().text();
+    assert!(
+        text.contains("ext4_lookup") && text.contains("clean with errors"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::util::*;
 
 mod corpus;
+mod damage;
 mod files;
 mod info;
 

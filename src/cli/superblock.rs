@@ -1,0 +1,501 @@
+//! The superblock in dumpe2fs's words (e2fsprogs 1.47's `list_super2`):
+//! which lines, in which order, under which conditions, and its date and
+//! interval formats.
+use crate::fs::ext::superblock::{feature_names, Superblock};
+
+/// A Unix time as dumpe2fs prints it (`ctime`, in UTC), or `n/a` for 0.
+pub fn ctime(t: u64) -> String {
+    if t == 0 {
+        return "n/a".into();
+    }
+    asctime(i64::try_from(t).unwrap_or(i64::MAX))
+}
+
+/// A Unix time as C's `asctime(gmtime(t))` prints it, without the
+/// newline: `Thu Jan  1 00:00:00 1970`.
+pub fn asctime(t: i64) -> String {
+    // Keep the year within four or five digits.
+    let t = t.clamp(-(1i64 << 40), 1i64 << 40);
+    let days = t.div_euclid(86400);
+    let secs = t.rem_euclid(86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MO: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{} {} {:2} {:02}:{:02}:{:02} {year}",
+        WD[days.rem_euclid(7) as usize],
+        MO[(month - 1) as usize],
+        day,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// e2fsprogs' `interval_string`.
+fn interval(secs: u64) -> String {
+    if secs == 0 {
+        return "<none>".into();
+    }
+    let mut parts = Vec::new();
+    let mut left = secs;
+    for (unit, name) in [(86400 * 30, "month"), (86400 * 7, "week"), (86400, "day")] {
+        if left >= unit {
+            let n = left / unit;
+            left -= n * unit;
+            parts.push(format!("{n} {name}{}", if n > 1 { "s" } else { "" }));
+        }
+    }
+    if left > 0 {
+        parts.push(format!(
+            "{}:{:02}:{:02}",
+            left / 3600,
+            left / 60 % 60,
+            left % 60
+        ));
+    }
+    parts.join(", ")
+}
+
+/// The local name of a uid or gid, as dumpe2fs shows it (from this
+/// machine's /etc/passwd or /etc/group, like getpwuid).
+fn local_name(file: &str, id: u64) -> String {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let mut cols = l.split(':');
+                let name = cols.next()?;
+                cols.nth(1)?
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&v| v == id)
+                    .map(|_| crate::escape::printable(name))
+            })
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The superblock as (dumpe2fs name, value) lines.
+pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
+    let g = |n: &str| sb.get(n);
+    let mut v: Vec<(String, String)> = Vec::new();
+    let mut add = |k: &str, val: String| v.push((k.to_owned(), val));
+    let label = sb.text("s_volume_name");
+    add(
+        "Filesystem volume name",
+        if label.is_empty() {
+            "<none>".into()
+        } else {
+            label
+        },
+    );
+    let lm = sb.text("s_last_mounted");
+    add(
+        "Last mounted on",
+        if lm.is_empty() {
+            "<not available>".into()
+        } else {
+            lm
+        },
+    );
+    add("Filesystem UUID", sb.text("s_uuid"));
+    add(
+        "Filesystem magic number",
+        format!("{:#06X}", g("s_magic")).replace("0X", "0x"),
+    );
+    add(
+        "Filesystem revision #",
+        format!(
+            "{} ({})",
+            sb.rev_level,
+            if sb.rev_level == 0 {
+                "original"
+            } else {
+                "dynamic"
+            }
+        ),
+    );
+    let features = feature_names(sb.feature_compat, sb.feature_incompat, sb.feature_ro_compat);
+    add(
+        "Filesystem features",
+        if features.is_empty() {
+            "(none)".into()
+        } else {
+            features.join(" ")
+        },
+    );
+    let flags: Vec<&str> = [
+        (1, "signed_directory_hash"),
+        (2, "unsigned_directory_hash"),
+        (4, "test_filesystem"),
+    ]
+    .iter()
+    .filter(|(b, _)| g("s_flags") & b != 0)
+    .map(|(_, n)| *n)
+    .collect();
+    if !flags.is_empty() {
+        add("Filesystem flags", flags.join(" "));
+    }
+    let opts = g("s_default_mount_opts");
+    let mut names: Vec<String> = Vec::new();
+    match opts & 0x60 {
+        0x20 => names.push("journal_data".into()),
+        0x40 => names.push("journal_data_ordered".into()),
+        0x60 => names.push("journal_data_writeback".into()),
+        _ => {}
+    }
+    const MNTOPTS: &[(u64, &str)] = &[
+        (0x1, "debug"),
+        (0x2, "bsdgroups"),
+        (0x4, "user_xattr"),
+        (0x8, "acl"),
+        (0x10, "uid16"),
+        (0x100, "nobarrier"),
+        (0x200, "block_validity"),
+        (0x400, "discard"),
+        (0x800, "nodelalloc"),
+    ];
+    for bit in (0..32)
+        .map(|i| 1u64 << i)
+        .filter(|b| b & 0x60 == 0 && opts & b != 0)
+    {
+        names.push(MNTOPTS.iter().find(|(m, _)| *m == bit).map_or_else(
+            || format!("MNTOPT_{}", bit.trailing_zeros()),
+            |(_, n)| (*n).to_owned(),
+        ));
+    }
+    add(
+        "Default mount options",
+        if names.is_empty() {
+            "(none)".into()
+        } else {
+            names.join(" ")
+        },
+    );
+    let mount_opts = sb.text("s_mount_opts");
+    if !mount_opts.is_empty() {
+        add("Mount options", mount_opts);
+    }
+    let state = g("s_state");
+    let mut st = if state & 1 != 0 {
+        "clean".to_owned()
+    } else {
+        "not clean".to_owned()
+    };
+    if state & 2 != 0 {
+        st.push_str(" with errors");
+    }
+    add("Filesystem state", st);
+    add(
+        "Errors behavior",
+        match g("s_errors") {
+            1 => "Continue".into(),
+            2 => "Remount read-only".into(),
+            3 => "Panic".into(),
+            n => format!("Unknown (continue) {n}"),
+        },
+    );
+    add(
+        "Filesystem OS type",
+        match g("s_creator_os") {
+            0 => "Linux".into(),
+            1 => "Hurd".into(),
+            2 => "Masix".into(),
+            3 => "FreeBSD".into(),
+            4 => "Lites".into(),
+            n => format!("(unknown os {n})"),
+        },
+    );
+    add("Inode count", sb.inodes_count.to_string());
+    add("Block count", sb.blocks_count.to_string());
+    let hi = |lo: &str, hi: &str| g(lo) | if sb.is_64bit() { g(hi) << 32 } else { 0 };
+    add(
+        "Reserved block count",
+        hi("s_r_blocks_count_lo", "s_r_blocks_count_hi").to_string(),
+    );
+    if g("s_overhead_clusters") != 0 {
+        add("Overhead clusters", g("s_overhead_clusters").to_string());
+    }
+    add(
+        "Free blocks",
+        hi("s_free_blocks_count_lo", "s_free_blocks_count_hi").to_string(),
+    );
+    add("Free inodes", g("s_free_inodes_count").to_string());
+    add("First block", sb.first_data_block.to_string());
+    add("Block size", sb.block_size.to_string());
+    let bigalloc = sb.has_ro_compat(0x200);
+    let cluster = 1024u64 << g("s_log_cluster_size").min(30);
+    add(
+        if bigalloc {
+            "Cluster size"
+        } else {
+            "Fragment size"
+        },
+        cluster.to_string(),
+    );
+    if sb.is_64bit() {
+        add("Group descriptor size", sb.desc_size.to_string());
+    }
+    if g("s_reserved_gdt_blocks") != 0 {
+        add(
+            "Reserved GDT blocks",
+            g("s_reserved_gdt_blocks").to_string(),
+        );
+    }
+    add("Blocks per group", sb.blocks_per_group.to_string());
+    add(
+        if bigalloc {
+            "Clusters per group"
+        } else {
+            "Fragments per group"
+        },
+        g("s_clusters_per_group").to_string(),
+    );
+    add("Inodes per group", sb.inodes_per_group.to_string());
+    add(
+        "Inode blocks per group",
+        (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size))
+            .div_ceil(sb.block_size)
+            .to_string(),
+    );
+    let nonzero = |name: &str| Some(g(name)).filter(|&v| v != 0);
+    if let Some(v) = nonzero("s_raid_stride") {
+        add("RAID stride", v.to_string());
+    }
+    if let Some(v) = nonzero("s_raid_stripe_width") {
+        add("RAID stripe width", v.to_string());
+    }
+    if let Some(v) = nonzero("s_first_meta_bg") {
+        add("First meta block group", v.to_string());
+    }
+    if let Some(v) = nonzero("s_log_groups_per_flex") {
+        add("Flex block group size", (1u64 << v.min(31)).to_string());
+    }
+    let t = |lo: &str, hi: &str| g(lo) | (g(hi) << 32);
+    if g("s_mkfs_time") != 0 {
+        add(
+            "Filesystem created",
+            ctime(t("s_mkfs_time", "s_mkfs_time_hi")),
+        );
+    }
+    // Only the mount time says n/a for 0 (e2fsprogs' list_super2).
+    add("Last mount time", ctime(t("s_mtime", "s_mtime_hi")));
+    add(
+        "Last write time",
+        asctime(t("s_wtime", "s_wtime_hi") as i64),
+    );
+    add("Mount count", g("s_mnt_count").to_string());
+    add(
+        "Maximum mount count",
+        (g("s_max_mnt_count") as u16 as i16).to_string(),
+    );
+    let lastcheck = t("s_lastcheck", "s_lastcheck_hi");
+    add("Last checked", asctime(lastcheck as i64));
+    let interval_secs = g("s_checkinterval");
+    add(
+        "Check interval",
+        format!("{interval_secs} ({})", interval(interval_secs)),
+    );
+    if interval_secs != 0 {
+        add(
+            "Next check after",
+            asctime(g("s_lastcheck") as i64 + interval_secs as i64),
+        );
+    }
+    let kb = g("s_kbytes_written");
+    if kb != 0 {
+        add(
+            "Lifetime writes",
+            match kb {
+                k if k < 1 << 13 => format!("{k} kB"),
+                k if k < 1 << 23 => format!("{} MB", (k + (1 << 9)) >> 10),
+                k if k < 1 << 33 => format!("{} GB", (k + (1 << 19)) >> 20),
+                k if k < 1 << 43 => format!("{} TB", (k + (1 << 29)) >> 30),
+                k => format!("{} PB", (k + (1 << 39)) >> 40),
+            },
+        );
+    }
+    let uid = g("s_def_resuid");
+    add(
+        "Reserved blocks uid",
+        format!("{uid} (user {})", local_name("/etc/passwd", uid)),
+    );
+    let gid = g("s_def_resgid");
+    add(
+        "Reserved blocks gid",
+        format!("{gid} (group {})", local_name("/etc/group", gid)),
+    );
+    if sb.rev_level >= 1 {
+        add("First inode", g("s_first_ino").to_string());
+        add("Inode size", g("s_inode_size").to_string());
+        if let Some(v) = nonzero("s_min_extra_isize") {
+            add("Required extra isize", v.to_string());
+        }
+        if let Some(v) = nonzero("s_want_extra_isize") {
+            add("Desired extra isize", v.to_string());
+        }
+    }
+    let uuid_set = |name: &str| {
+        let t = sb.text(name);
+        (!t.chars().all(|c| c == '0' || c == '-')).then_some(t)
+    };
+    if let Some(u) = uuid_set("s_journal_uuid") {
+        add("Journal UUID", u);
+    }
+    if let Some(v) = nonzero("s_journal_inum") {
+        add("Journal inode", v.to_string());
+    }
+    if let Some(v) = nonzero("s_journal_dev") {
+        add("Journal device", format!("{v:#06x}"));
+    }
+    if let Some(v) = nonzero("s_last_orphan") {
+        add("First orphan inode", v.to_string());
+    }
+    let hash = g("s_def_hash_version");
+    if sb.feature_compat & 0x20 != 0 || hash != 0 {
+        add(
+            "Default directory hash",
+            match hash {
+                0 => "legacy".into(),
+                1 => "half_md4".into(),
+                2 => "tea".into(),
+                n => format!("HASHALG_{n}"),
+            },
+        );
+    }
+    if let Some(u) = uuid_set("s_hash_seed") {
+        add("Directory Hash Seed", u);
+    }
+    match g("s_jnl_backup_type") {
+        0 => {}
+        1 => add("Journal backup", "inode blocks".into()),
+        n => add("Journal backup", format!("type {n}")),
+    }
+    let backups: Vec<String> = ["s_backup_bgs_0", "s_backup_bgs_1"]
+        .iter()
+        .filter_map(|n| nonzero(n))
+        .map(|v| v.to_string())
+        .collect();
+    if !backups.is_empty() {
+        add("Backup block groups", backups.join(" "));
+    }
+    if let Some(v) = nonzero("s_snapshot_inum") {
+        add("Snapshot inode", v.to_string());
+        add("Snapshot ID", g("s_snapshot_id").to_string());
+        add(
+            "Snapshot reserved blocks",
+            g("s_snapshot_r_blocks_count").to_string(),
+        );
+    }
+    if let Some(v) = nonzero("s_snapshot_list") {
+        add("Snapshot list head", v.to_string());
+    }
+    if let Some(v) = nonzero("s_error_count") {
+        add("FS Error count", v.to_string());
+    }
+    for (when, title) in [("first", "First"), ("last", "Last")] {
+        let f = |field: &str| format!("s_{when}_error_{field}");
+        if g(&f("time")) == 0 {
+            continue;
+        }
+        add(
+            &format!("{title} error time"),
+            asctime(g(&f("time")) as i64),
+        );
+        add(&format!("{title} error function"), sb.text(&f("func")));
+        add(&format!("{title} error line #"), g(&f("line")).to_string());
+        if let Some(v) = nonzero(&f("ino")) {
+            add(&format!("{title} error inode #"), v.to_string());
+        }
+        if let Some(v) = nonzero(&f("block")) {
+            add(&format!("{title} error block #"), v.to_string());
+        }
+        if let Some(v) = nonzero(&f("errcode")) {
+            const CODES: [&str; 18] = [
+                "",
+                "UNKNOWN",
+                "EIO",
+                "ENOMEM",
+                "EFSBADCRC",
+                "EFSCORRUPTED",
+                "ENOSPC",
+                "ENOKEY",
+                "EROFS",
+                "EFBIG",
+                "EEXIST",
+                "ERANGE",
+                "EOVERFLOW",
+                "EBUSY",
+                "ENOTDIR",
+                "ENOTEMPTY",
+                "ESHUTDOWN",
+                "EFAULT",
+            ];
+            add(
+                &format!("{title} error err"),
+                CODES
+                    .get(v as usize)
+                    .map_or_else(|| format!("UNKNOWN_ERRCODE_{v}"), |c| (*c).to_owned()),
+            );
+        }
+    }
+    if sb.has_incompat(0x100) {
+        add("MMP block number", g("s_mmp_block").to_string());
+        add("MMP update interval", g("s_mmp_interval").to_string());
+    }
+    for (field, title) in [
+        ("s_usr_quota_inum", "User quota inode"),
+        ("s_grp_quota_inum", "Group quota inode"),
+        ("s_prj_quota_inum", "Project quota inode"),
+    ] {
+        if let Some(v) = nonzero(field) {
+            add(title, v.to_string());
+        }
+    }
+    if sb.has_metadata_csum() {
+        add(
+            "Checksum type",
+            if g("s_checksum_type") == 1 {
+                "crc32c".into()
+            } else {
+                "unknown".into()
+            },
+        );
+        let state = match sb.checksum_ok {
+            Some(false) => " (does not match the superblock)",
+            _ => "",
+        };
+        add("Checksum", format!("{:#010x}{state}", g("s_checksum")));
+    }
+    if let Some(u) = uuid_set("s_encrypt_pw_salt") {
+        add("Encryption PW Salt", u);
+    }
+    if sb.has_incompat(0x2000) {
+        add("Checksum seed", format!("{:#010x}", g("s_checksum_seed")));
+    }
+    if sb.has_incompat(0x20000) {
+        add(
+            "Character encoding",
+            match g("s_encoding") {
+                1 => "utf8-12.1".into(),
+                n => format!("UNKNOWN_ENCODING_{n}"),
+            },
+        );
+    }
+    if sb.feature_compat & 0x1000 != 0 {
+        add("Orphan file inode", g("s_orphan_file_inum").to_string());
+    }
+    v
+}

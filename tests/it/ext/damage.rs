@@ -1,0 +1,260 @@
+//! Deep extent trees and damaged structures on real filesystems: checksum
+//! mismatches are shown and never fatal; cycles, out-of-range pointers and
+//! broken directory entries are named (structure, field, offset,
+//! expectation) while the rest is still read.
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::files::{check_content, check_stat};
+use super::tools;
+use crate::util::*;
+
+/// A file of 880 one-block fragments on a 1 KiB filesystem: an extent tree
+/// of depth 2 (the root holds 4 entries, a node 84).
+fn fragmented(dir: &Path) -> (String, Vec<u8>) {
+    let raw = "frag.raw".to_owned();
+    sh(
+        dir,
+        &[
+            "mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", "-N", "4096", &raw, "8M",
+        ],
+    );
+    let one = dir.join("one");
+    std::fs::write(&one, b"x").unwrap();
+    let body: Vec<u8> = (0..900_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    std::fs::write(dir.join("body"), &body).unwrap();
+    let mut script = String::new();
+    for i in 0..2000 {
+        script += &format!("write {} f{i:04}\n", one.display());
+    }
+    for i in (0..2000).step_by(2) {
+        script += &format!("rm f{i:04}\n");
+    }
+    script += &format!("write {} frag\n", dir.join("body").display());
+    debugfs_w(dir, &raw, &script);
+    (raw, body)
+}
+
+fn patch(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+/// The runs of a file (`stat --json`).
+fn runs(dir: &Path, image: &str, path: &str) -> Vec<Value> {
+    layerscope(dir, &["stat", "--json", image, path])
+        .ok()
+        .json()["runs"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn deep_extent_trees_and_damaged_maps() {
+    if !tools() || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (raw, body) = fragmented(dir);
+    let ino: u64 = layerscope(dir, &["stat", "--json", &raw, "/frag"])
+        .ok()
+        .json()["inode"]
+        .as_u64()
+        .unwrap();
+    check_stat(dir, &raw, &raw, ino);
+    check_content(dir, &raw, &raw, ino, "frag");
+    let r = runs(dir, &raw, "/frag");
+    let level1: Vec<u64> = r
+        .iter()
+        .filter(|r| r["meta"] == true && r["level"] == 1)
+        .map(|r| r["physical"].as_u64().unwrap())
+        .collect();
+    assert!(level1.len() > 4, "not a depth-2 tree: {r:?}");
+    assert!(r.iter().filter(|r| r["meta"] == false).count() > 336);
+
+    // A leaf's checksum damaged: shown, and the content is still all there.
+    let leaf = level1[0];
+    let bad = dir.join("bad-csum.raw");
+    std::fs::copy(dir.join(&raw), &bad).unwrap();
+    patch(&bad, leaf * 1024 + 12 + 84 * 12, &[0xde, 0xad]);
+    let run = layerscope(dir, &["cat", "bad-csum.raw", "/frag"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout == body);
+    assert!(
+        run.stderr.contains("warning: corrupt extent node")
+            && run.stderr.contains("et_checksum")
+            && run.stderr.contains("does not match"),
+        "{}",
+        run.stderr
+    );
+    let s = layerscope(dir, &["stat", "bad-csum.raw", "/frag"])
+        .ok()
+        .text();
+    assert!(s.contains("problem: corrupt extent node at 0x"), "{s}");
+
+    // An index entry pointing to its own node: a cycle, reported, no hang;
+    // the rest of the file is still written.
+    let etb0 = r
+        .iter()
+        .find(|r| r["meta"] == true && r["level"] == 0)
+        .unwrap()["physical"]
+        .as_u64()
+        .unwrap();
+    let cyc = dir.join("cycle.raw");
+    std::fs::copy(dir.join(&raw), &cyc).unwrap();
+    patch(
+        &cyc,
+        etb0 * 1024 + 12 + 12 + 4,
+        &(etb0 as u32).to_le_bytes(),
+    );
+    let run = layerscope(dir, &["cat", "cycle.raw", "/frag"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout.len(), body.len());
+    assert!(
+        run.stderr.contains("ei_leaf_lo") && run.stderr.contains("(a cycle)"),
+        "{}",
+        run.stderr
+    );
+    // A leaf extent pointing past the end of the filesystem.
+    let far = dir.join("far.raw");
+    std::fs::copy(dir.join(&raw), &far).unwrap();
+    patch(&far, leaf * 1024 + 12 + 8, &0x7fff_0000u32.to_le_bytes());
+    let run = layerscope(dir, &["blocks", "far.raw", "/frag"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("ee_start_lo") && run.stderr.contains("expected inside 1..8192"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_checksums_are_shown_not_fatal() {
+    if !tools() || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    make_tree(&tree, 30);
+    let raw = "csum.raw";
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-b",
+            "1024",
+            "-d",
+            tree.to_str().unwrap(),
+            raw,
+            "32M",
+        ],
+    );
+    // The inode checksum.
+    debugfs_w(dir, raw, "sif /hello.txt checksum 0x1234\n");
+    let s = layerscope(dir, &["stat", raw, "/hello.txt"]).ok().text();
+    assert!(
+        s.contains("problem: corrupt inode at 0x") && s.contains("i_checksum_lo: checksum 0x"),
+        "{s}"
+    );
+    assert_eq!(
+        layerscope(dir, &["cat", raw, "/hello.txt"]).ok().stdout,
+        b"hello from the base layer\n"
+    );
+    // A directory block's tail checksum.
+    let d0 = runs(dir, raw, "/d0");
+    let block = d0[0]["physical"].as_u64().unwrap();
+    patch(&dir.join(raw), block * 1024 + 1020, &[1, 2, 3, 4]);
+    let ls = layerscope(dir, &["ls", raw, "/d0"]).ok().text();
+    assert!(ls.lines().any(|l| l == "s0"), "{ls}");
+    assert!(
+        ls.contains(&format!(
+            "error: corrupt directory block at {:#x}: det_checksum",
+            block * 1024 + 1020
+        )),
+        "{ls}"
+    );
+    // A block bitmap.
+    let groups = layerscope(dir, &["groups", "--json", raw]).ok().json();
+    let bitmap = groups[0]["block_bitmap"].as_u64().unwrap();
+    assert_eq!(groups[0]["block_bitmap_csum_ok"], true);
+    patch(&dir.join(raw), bitmap * 1024 + 1000, &[0x55]);
+    let groups = layerscope(dir, &["groups", "--json", raw]).ok().json();
+    assert_eq!(groups[0]["block_bitmap_csum_ok"], false);
+    let text = layerscope(dir, &["groups", raw]).ok().text();
+    assert!(
+        text.contains("block bitmap csum 0x") && text.contains("BAD"),
+        "{text}"
+    );
+}
+
+#[test]
+fn damaged_directories_and_indirect_cycles() {
+    if !tools() || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    make_tree(&tree, 12);
+    let body: Vec<u8> = (0..400_000u32).map(|i| (i % 249) as u8).collect();
+    std::fs::write(tree.join("big.bin"), &body).unwrap();
+    let raw = "ext2.raw";
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext2",
+            "-b",
+            "1024",
+            "-d",
+            tree.to_str().unwrap(),
+            raw,
+            "16M",
+        ],
+    );
+    // The double indirect block lists itself.
+    let r = runs(dir, raw, "/big.bin");
+    let dind = r.iter().find(|r| r["level"] == 2).unwrap()["physical"]
+        .as_u64()
+        .unwrap();
+    patch(&dir.join(raw), dind * 1024, &(dind as u32).to_le_bytes());
+    let run = layerscope(dir, &["cat", raw, "/big.bin"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.stdout.len(), body.len());
+    assert_eq!(run.stdout[..12 * 1024], body[..12 * 1024]);
+    assert!(
+        run.stderr
+            .contains(&format!("corrupt block map at {:#x}", dind * 1024))
+            && run.stderr.contains("(a cycle)"),
+        "{}",
+        run.stderr
+    );
+    // A zero record length in a directory block: the entries before it are
+    // listed, the damage is named, listing goes on.
+    let d0 = runs(dir, raw, "/d0");
+    let block = d0[0]["physical"].as_u64().unwrap();
+    patch(&dir.join(raw), block * 1024 + 24 + 4, &[0, 0]);
+    let run = layerscope(dir, &["ls", "-R", raw, "/"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = run.text();
+    assert!(
+        text.contains(&format!(
+            "error: corrupt directory entry at {:#x}: rec_len: rec_len 0",
+            block * 1024 + 24
+        )),
+        "{text}"
+    );
+    assert!(text.contains("/d1/s1:"), "{text}");
+}
