@@ -151,6 +151,7 @@ pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let opened = open_full(args)?;
     let fs = &opened.fs;
     let sb = fs.superblock();
+    let bad_blocks = fs.bad_blocks();
     if args.json {
         let j = json!({
             "partition_table": opened.table,
@@ -161,6 +162,8 @@ pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             "journal": fs.journal().map(|j| j.fields),
             "checksum_ok": sb.checksum_ok,
             "csum_seed": sb.csum_seed,
+            "bad_blocks": bad_blocks.as_ref().ok(),
+            "bad_blocks_error": bad_blocks.as_ref().err().map(|e| e.to_string()),
             "fields": sb.fields,
         });
         serde_json::to_writer_pretty(&mut *out, &j)?;
@@ -201,8 +204,23 @@ pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(j) = fs.journal() {
         lines.extend(j.lines(sb.block_size, sb.feature_compat & 0x400 != 0));
     }
+    match bad_blocks {
+        Ok(bad) if !bad.is_empty() => {
+            let list: Vec<String> = bad.iter().map(u64::to_string).collect();
+            lines.push(("Bad blocks".into(), list.join(", ")));
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!(
+            "layerscope: warning: the bad block inode: {}",
+            crate::escape::printable(&e.to_string())
+        ),
+    }
     for (k, v) in lines {
-        writeln!(out, "{:<26}{v}", format!("{k}:"))?;
+        if k.is_empty() {
+            writeln!(out, "{:<26}{v}", "")?;
+        } else {
+            writeln!(out, "{:<26}{v}", format!("{k}:"))?;
+        }
     }
     Ok(())
 }
@@ -303,6 +321,12 @@ pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             }
             if let Some(m) = place.meta_descriptor {
                 notes.push(format!("meta_bg gdt {m}"));
+            }
+            if d.flags != 0 && !d.flags_apply {
+                notes.push(format!(
+                    "bg_flags {:#x} ignored (no descriptor checksums)",
+                    d.flags
+                ));
             }
             for (name, c) in [("block bitmap", bb), ("inode bitmap", ib)] {
                 match c {

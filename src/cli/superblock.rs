@@ -110,7 +110,10 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
             lm
         },
     );
-    add("Filesystem UUID", sb.text("s_uuid"));
+    add(
+        "Filesystem UUID",
+        crate::fs::ext::journal::uuid_text(&sb.uuid),
+    );
     add(
         "Filesystem magic number",
         format!("{:#06X}", g("s_magic")).replace("0X", "0x"),
@@ -204,7 +207,7 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
             1 => "Continue".into(),
             2 => "Remount read-only".into(),
             3 => "Panic".into(),
-            n => format!("Unknown (continue) {n}"),
+            _ => "Unknown (continue)".into(),
         },
     );
     add(

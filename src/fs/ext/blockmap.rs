@@ -35,6 +35,9 @@ pub struct BlockMap {
     /// filesystem, cycles, bad node headers): skipped, so the file reads
     /// as zeros there.
     pub skipped: Vec<FsError>,
+    /// How many of `skipped` were map blocks (indirect blocks, extent tree
+    /// nodes) rather than data blocks.
+    pub skipped_map_blocks: usize,
     /// Map blocks whose checksum does not match (metadata_csum); they were
     /// followed all the same.
     pub bad_checksums: Vec<FsError>,

@@ -257,6 +257,7 @@ impl Walker<'_, '_> {
                 }
                 Entry::Index { logical, child } => {
                     if !self.geo.contains(child, 1) {
+                        self.map.skipped_map_blocks += 1;
                         self.skip(
                             "ei_leaf_lo",
                             at + 4,
@@ -268,6 +269,7 @@ impl Walker<'_, '_> {
                         continue;
                     }
                     if !self.seen.insert(child) {
+                        self.map.skipped_map_blocks += 1;
                         self.skip(
                             "ei_leaf_lo",
                             at + 4,
@@ -288,11 +290,13 @@ impl Walker<'_, '_> {
                     let sub = match Node::decode(&block, base) {
                         Ok(n) => n,
                         Err(e) => {
+                            self.map.skipped_map_blocks += 1;
                             self.map.skipped.push(e);
                             continue;
                         }
                     };
                     if sub.depth + 1 != node.depth {
+                        self.map.skipped_map_blocks += 1;
                         self.skip(
                             "eh_depth",
                             base + 6,

@@ -92,6 +92,9 @@ pub struct GroupDesc {
     pub inode_bitmap_csum: u32,
     /// Whether the descriptor holds the bitmap checksums' high halves.
     pub bitmap_csum_hi: bool,
+    /// Whether `flags` mean anything: only with descriptor checksums
+    /// (metadata_csum or uninit_bg); the kernel ignores them otherwise.
+    pub flags_apply: bool,
 }
 
 impl GroupDesc {
@@ -140,15 +143,17 @@ impl GroupDesc {
                     0
                 }) as u32,
             bitmap_csum_hi: bytes.len() >= 0x3c,
+            flags_apply: sb.has_metadata_csum() || sb.has_ro_compat(0x10),
             fields,
         }
     }
 
-    /// Flag names.
+    /// The names of the flags in effect (none without descriptor
+    /// checksums, as dumpe2fs shows them).
     pub fn flag_names(&self) -> Vec<&'static str> {
         FLAGS
             .iter()
-            .filter(|(b, _)| self.flags & b != 0)
+            .filter(|(b, _)| self.flags_apply && self.flags & b != 0)
             .map(|(_, n)| *n)
             .collect()
     }

@@ -114,10 +114,12 @@ impl Walker<'_, '_> {
                 self.geo.first_data_block, self.geo.blocks_count
             );
             self.bad(name, block, at, &range);
+            self.map.skipped_map_blocks += 1;
             return Ok(());
         }
         if !self.seen.insert(block) {
             self.bad(name, block, at, "already used in this map (a cycle)");
+            self.map.skipped_map_blocks += 1;
             return Ok(());
         }
         self.map.runs.push(Run {

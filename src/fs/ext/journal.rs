@@ -63,26 +63,44 @@ pub const JOURNAL_SB: &[Field] = &[
 ];
 
 const COMPAT: &[(u32, &str)] = &[(1, "journal_checksum")];
+/// e2fsprogs' names (1.47 has none for fast commit, 0x20: it prints
+/// `FEATURE_I5`).
 const INCOMPAT: &[(u32, &str)] = &[
     (1, "journal_incompat_revoke"),
-    (2, "journal_async_commit"),
-    (4, "journal_64bit"),
+    (2, "journal_64bit"),
+    (4, "journal_async_commit"),
     (8, "journal_checksum_v2"),
     (0x10, "journal_checksum_v3"),
-    (0x20, "journal_fast_commit"),
 ];
+/// Most users a shared journal lists (`JBD2_USERS_MAX`).
+const USERS_MAX: usize = 48;
 
 /// A decoded journal superblock.
 #[derive(Clone, Debug)]
 pub struct JournalSb {
     pub fields: Vec<FieldValue>,
+    /// `s_users`: the UUIDs of the filesystems sharing the journal (as
+    /// many as `s_nr_users` says, at most 48).
+    pub users: Vec<[u8; 16]>,
 }
 
 impl JournalSb {
     /// Decodes the first journal block; `None` without the magic.
     pub fn decode(bytes: &[u8], base: u64) -> Option<JournalSb> {
         let fields = decode_table(JOURNAL_SB, bytes, Endian::Big, base);
-        (value_of(&fields, "h_magic") == Some(u64::from(MAGIC))).then_some(JournalSb { fields })
+        if value_of(&fields, "h_magic") != Some(u64::from(MAGIC)) {
+            return None;
+        }
+        let nr = value_of(&fields, "s_nr_users").unwrap_or(0);
+        let users = (0..usize::try_from(nr).unwrap_or(USERS_MAX).min(USERS_MAX))
+            .map_while(|i| {
+                let at = 0x100 + i * 16;
+                let mut u = [0u8; 16];
+                u.copy_from_slice(bytes.get(at..at + 16)?);
+                Some(u)
+            })
+            .collect();
+        Some(JournalSb { fields, users })
     }
 
     fn get(&self, name: &str) -> u64 {
@@ -166,9 +184,6 @@ impl JournalSb {
         }
         if self.get("s_feature_incompat") & 0x18 != 0 {
             let kind = match self.get("s_checksum_type") {
-                1 => "crc32",
-                2 => "md5",
-                3 => "sha1",
                 4 => "crc32c",
                 _ => "unknown",
             };
@@ -178,10 +193,37 @@ impl JournalSb {
                 format!("{:#010x}", self.get("s_checksum")),
             ));
         }
+        let first_set = self
+            .users
+            .first()
+            .is_some_and(|u| u.iter().any(|&b| b != 0));
+        if users > 1 || first_set {
+            for (i, u) in self.users.iter().enumerate() {
+                // Continuation lines have no name (dumpe2fs indents them).
+                let name = if i == 0 { "Journal users" } else { "" };
+                v.push((name.to_owned(), uuid_text(u)));
+            }
+        }
         let errno = self.get("s_errno") as u32 as i32;
         if errno != 0 {
             v.push(("Journal errno".to_owned(), errno.to_string()));
         }
         v
     }
+}
+
+/// A UUID as e2fsprogs prints it (`<none>` when all zeros).
+pub fn uuid_text(u: &[u8; 16]) -> String {
+    if u.iter().all(|&b| b == 0) {
+        return "<none>".into();
+    }
+    let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        h[0..4].concat(),
+        h[4..6].concat(),
+        h[6..8].concat(),
+        h[8..10].concat(),
+        h[10..16].concat()
+    )
 }

@@ -301,11 +301,21 @@ impl Ext4 {
         Ok((blocks, inodes))
     }
 
-    /// The journal superblock of an internal journal (`None` without one,
-    /// with an external journal device, or when it cannot be read).
+    /// The journal superblock: of the internal journal, or of this
+    /// filesystem when it is an external journal device (`None` without
+    /// one, or when it cannot be read).
     pub fn journal(&self) -> Option<journal::JournalSb> {
+        if self.sb.has_incompat(0x8) {
+            // A journal device: the journal superblock follows the
+            // filesystem superblock's block.
+            let block = u64::from(self.sb.first_data_block) + 1;
+            let at = self.block_offset(block).ok()?;
+            let mut raw = vec![0u8; 1024];
+            self.disk.read_at(at, &mut raw).ok()?;
+            return journal::JournalSb::decode(&raw, at);
+        }
         let ino = self.sb.get("s_journal_inum");
-        if ino == 0 || self.sb.has_incompat(0x8) || self.sb.feature_compat & 0x4 == 0 {
+        if ino == 0 || self.sb.feature_compat & 0x4 == 0 {
             return None;
         }
         let node = self.inode(ino).ok()?;
@@ -317,6 +327,31 @@ impl Ext4 {
             .find(|r| !r.meta && r.logical == 0)?;
         let block = self.block(first.physical).ok()?;
         journal::JournalSb::decode(&block, first.physical * self.sb.block_size)
+    }
+
+    /// The blocks listed in the bad block inode (inode 1), sorted, as
+    /// e2fsprogs reads them: data blocks only, those outside the
+    /// filesystem ignored.
+    ///
+    /// # Errors
+    /// The inode cannot be read, or its map has a damaged indirect block
+    /// (e2fsprogs then refuses the whole list).
+    pub fn bad_blocks(&self) -> Result<Vec<u64>, FsError> {
+        let node = self.inode(1)?;
+        let mut map = self.block_map(&node)?;
+        if map.skipped_map_blocks > 0 {
+            return Err(map.skipped.swap_remove(0));
+        }
+        let mut out = std::collections::BTreeSet::new();
+        for r in map.runs.iter().filter(|r| !r.meta) {
+            for b in r.physical..r.physical.saturating_add(r.len) {
+                if out.len() >= 1 << 20 {
+                    break;
+                }
+                out.insert(b);
+            }
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// The range of blocks of `group`: (first, last).

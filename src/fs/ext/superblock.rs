@@ -372,8 +372,11 @@ impl Superblock {
         self.feature_ro_compat & bit != 0
     }
 
-    /// Number of block groups.
+    /// Number of block groups (none on an external journal device).
     pub fn group_count(&self) -> u64 {
+        if self.has_incompat(0x8) {
+            return 0;
+        }
         (self
             .blocks_count
             .saturating_sub(u64::from(self.first_data_block)))
@@ -464,7 +467,8 @@ impl Superblock {
             return Err(bad("s_blocks_per_group", "0".into()));
         }
         let inodes_per_group = get("s_inodes_per_group") as u32;
-        if inodes_per_group == 0 {
+        // An external journal device has no inodes.
+        if inodes_per_group == 0 && incompat & 0x8 == 0 {
             return Err(bad("s_inodes_per_group", "0".into()));
         }
         let rev_level = get("s_rev_level") as u32;

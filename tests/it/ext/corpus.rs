@@ -116,6 +116,15 @@ fn walk(path: &Path) -> Walk {
     w
 }
 
+/// Whether dumpe2fs with `args` succeeds.
+fn dumpe2fs_ok(args: &[&str]) -> bool {
+    std::process::Command::new("dumpe2fs")
+        .args(args)
+        .env("TZ", "UTC")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// The images of one corpus file (a .tar.bz2 holds several: external
 /// journal tests), decompressed into `tmp`.
 fn images(dir: &Path, file: &str, tmp: &Path) -> Vec<PathBuf> {
@@ -151,7 +160,8 @@ fn images(dir: &Path, file: &str, tmp: &Path) -> Vec<PathBuf> {
     if bytes.is_empty() {
         return Vec::new();
     }
-    let path = tmp.join("image.raw");
+    // Named after the corpus file, so messages say which image failed.
+    let path = tmp.join(file.split('.').next().unwrap_or("image"));
     std::fs::write(&path, &bytes).unwrap();
     vec![path]
 }
@@ -171,6 +181,8 @@ fn e2fsprogs_corpus() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut opened, mut not_ext, mut total, mut inodes, mut problems) = (0, 0, 0, 0, 0);
     let mut slowest = (Duration::ZERO, String::new());
+    let (mut info_checked, mut groups_checked) = (0, 0);
+    let dumpe2fs = need("dumpe2fs");
     for line in lines {
         let cols: Vec<&str> = line.split('\t').collect();
         let file = cols[col("file")];
@@ -219,6 +231,19 @@ fn e2fsprogs_corpus() {
             } else {
                 opened += 1;
             }
+            // Where dumpe2fs reads the image, info and groups say what it
+            // says.
+            if w.facts.is_some() && dumpe2fs {
+                let image = path.to_str().unwrap();
+                if dumpe2fs_ok(&["-h", image]) {
+                    super::info::check_info(tmp.path(), image, image, None);
+                    info_checked += 1;
+                }
+                if dumpe2fs_ok(&[image]) {
+                    super::info::check_groups_with(tmp.path(), image, image, false);
+                    groups_checked += 1;
+                }
+            }
             if let (Some(facts), true) = (&w.facts, single) {
                 if cols[col("dumpe2fs_magic")] == "ok" && cols[col("dumpe2fs_rc")] == "0" {
                     let theirs = ["fs_features", "block_size", "block_count", "inode_count"]
@@ -229,12 +254,25 @@ fn e2fsprogs_corpus() {
                     );
                 }
             }
+            if single {
+                let _ = std::fs::remove_file(&path);
+            }
         }
     }
     assert!(total >= 236, "only {total} corpus images");
     assert!(opened >= 200, "only {opened} of {total} opened");
+    if dumpe2fs {
+        assert!(
+            info_checked >= 150,
+            "only {info_checked} images compared with dumpe2fs -h"
+        );
+        assert!(
+            groups_checked >= 100,
+            "only {groups_checked} images compared with dumpe2fs"
+        );
+    }
     eprintln!(
-        "corpus: {total} images, {opened} opened, {not_ext} not ext, {inodes} inodes walked, {problems} problems reported; slowest {} in {:?}",
+        "corpus: {total} images, {opened} opened, {not_ext} not ext, {inodes} inodes walked, {problems} problems reported; info equal to dumpe2fs -h on {info_checked}, groups to dumpe2fs on {groups_checked}; slowest {} in {:?}",
         slowest.1, slowest.0
     );
 }
