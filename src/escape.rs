@@ -26,9 +26,29 @@ pub fn printable(text: &str) -> String {
     out
 }
 
+/// Raw bytes from disk (names are not necessarily UTF-8) made safe the
+/// same way; bytes that are not UTF-8 are shown as `\xNN`, so different
+/// names never look alike.
+pub fn printable_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(&printable(chunk.valid()));
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_escaped_not_replaced() {
+        assert_eq!(printable_bytes(b"a\xff\xfeb\x1b"), "a\\xff\\xfeb\\x1b");
+        assert_eq!(printable_bytes("ünï".as_bytes()), "ünï");
+    }
 
     #[test]
     fn escapes_control_characters() {

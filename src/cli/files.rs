@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::fs::{open, open_full, resolve, Opened};
 use super::superblock::asctime;
-use crate::escape::printable;
+use crate::escape::{printable, printable_bytes};
 use crate::fs::ext::blockmap::{BlockMap, Run};
 use crate::fs::ext::file::Xattrs;
 use crate::fs::ext::inode::{Inode, Timestamp, EXTENTS_FL};
@@ -32,22 +32,27 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let start = resolve(&fs, &args.path)?;
     let mut json_rows = Vec::new();
     let mut errors = Vec::new();
-    let mut stack = vec![(start, args.path.trim_end_matches('/').to_owned())];
+    // Paths are bytes: names on disk need not be UTF-8.
+    let mut stack = vec![(start, args.path.trim_end_matches('/').as_bytes().to_vec())];
     let mut seen = HashSet::new();
     // Depth first, printing each directory as it is read: memory stays
     // proportional to the deepest path's siblings, not the whole tree.
     while let Some((ino, path)) = stack.pop() {
+        let shown = if path.is_empty() {
+            "/".to_owned()
+        } else {
+            printable_bytes(&path)
+        };
         if !seen.insert(ino) {
             errors.push(format!(
-                "{path}: directory inode {ino} already listed (a loop)"
+                "{shown}: directory inode {ino} already listed (a loop)"
             ));
             continue;
         }
         let node = fs.inode(ino)?;
         if !node.is_dir() {
-            anyhow::bail!("{}: not a directory (inode {ino})", printable(&path));
+            anyhow::bail!("{shown}: not a directory (inode {ino})");
         }
-        let shown = printable(if path.is_empty() { "/" } else { &path });
         if args.recursive && !args.fs.json {
             writeln!(out, "\n{shown}:")?;
         }
@@ -63,14 +68,15 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             };
             let name = e.display_name();
             if args.recursive && child.is_dir() && !e.is_dot_or_dotdot() {
-                subdirs.push((
-                    u64::from(e.inode),
-                    format!("{path}/{}", String::from_utf8_lossy(&e.name)),
-                ));
+                let mut sub = path.clone();
+                sub.push(b'/');
+                sub.extend_from_slice(&e.name);
+                subdirs.push((u64::from(e.inode), sub));
             }
             if args.fs.json {
                 json_rows.push(json!({
-                    "dir": shown, "name": String::from_utf8_lossy(&e.name), "inode": e.inode,
+                    "dir": String::from_utf8_lossy(if path.is_empty() { b"/" } else { &path }),
+                    "name": String::from_utf8_lossy(&e.name), "inode": e.inode,
                     "file_type": e.file_type, "mode": child.mode, "uid": child.uid, "gid": child.gid,
                     "size": child.size, "links": child.links, "mtime": child.mtime.secs,
                 }));
@@ -142,24 +148,10 @@ fn xattr_string(bytes: &[u8], quotes: bool) -> String {
 /// One attribute as `debugfs stat` lists it.
 fn xattr_line(x: &Xattr) -> String {
     let mut line = format!("  {} ({})", xattr_string(&x.name, false), x.value_size);
-    if x.value_inum != 0 {
-        line.push_str(&format!(" = <in inode {}>", x.value_inum));
-    } else if x.name != b"system.data" && !x.value.is_empty() && x.value.len() < 40 {
+    if x.name != b"system.data" && !x.value.is_empty() && x.value.len() < 40 {
         line.push_str(&format!(" = {}", xattr_string(&x.value, true)));
     }
     line
-}
-
-/// A timestamp line of `debugfs stat`: ` mtime: 0x5f5e1000:0bebc200 -- …`.
-fn time_line(name: &str, t: &Timestamp, large: bool) -> String {
-    match t.extra {
-        Some(extra) if large => format!(
-            "{name:>6}: {:#010x}:{extra:08x} -- {}",
-            t.raw,
-            asctime(t.secs)
-        ),
-        _ => format!("{name}: {:#010x} -- {}", t.raw, asctime(t.secs)),
-    }
 }
 
 /// debugfs's block list (`(0-11):100-111, (IND):112, …`) for `runs`.
@@ -191,17 +183,24 @@ fn block_list(runs: &[Run], extents: bool) -> String {
     parts.join(", ")
 }
 
-/// The part of `stat` that equals `debugfs stat`.
-fn stat_debugfs(
-    fs: &Ext4,
-    i: &Inode,
-    map: &Option<BlockMap>,
-    xattrs: &Xattrs,
-) -> anyhow::Result<String> {
+/// The part of `stat` that equals `debugfs stat` (e2fsprogs 1.47): the
+/// same lines under the same conditions, which debugfs decides from the
+/// raw `i_extra_isize`, even an invalid one.
+fn stat_debugfs(fs: &Ext4, i: &Inode, map: &Option<BlockMap>, xattrs: &Xattrs) -> String {
     let sb = fs.superblock();
-    let mut s = String::new();
+    let raw = i.raw();
+    let r16 = |at: usize| {
+        raw.get(at..at + 2)
+            .map_or(0, |b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let r32 = |at: usize| {
+        raw.get(at..at + 4)
+            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let large = sb.inode_size > 128;
-    let x = i.extra_isize;
+    let x = if large { r16(0x80) } else { 0 };
+    let hurd = sb.get("s_creator_os") == 1;
+    let mut s = String::new();
     s += &format!(
         "Inode: {}   Type: {}    Mode:  0{:03o}   Flags: {:#x}\n",
         i.ino,
@@ -209,23 +208,22 @@ fn stat_debugfs(
         i.mode & 0o7777,
         i.flags
     );
-    match i.version_hi.filter(|_| large && x >= 24) {
-        Some(hi) => {
-            s += &format!(
-                "Generation: {}    Version: {hi:#010x}:{:08x}\n",
-                i.generation, i.version
-            )
-        }
-        None => {
-            s += &format!(
-                "Generation: {}    Version: {:#010x}\n",
-                i.generation, i.version
-            )
-        }
+    if large && x >= 24 {
+        s += &format!(
+            "Generation: {}    Version: {:#010x}:{:08x}\n",
+            i.generation,
+            r32(0x98),
+            i.version
+        );
+    } else {
+        s += &format!(
+            "Generation: {}    Version: {:#010x}\n",
+            i.generation, i.version
+        );
     }
     s += &format!("User: {:>5}   Group: {:>5}", i.uid as i32, i.gid as i32);
-    if let Some(p) = i.projid.filter(|_| large && x >= 32) {
-        s += &format!("   Project: {:>5}", p as i32);
+    if large && x >= 32 {
+        s += &format!("   Project: {:>5}", r32(0x9c) as i32);
     }
     let size = if i.is_reg() || i.is_dir() {
         i.size
@@ -233,45 +231,59 @@ fn stat_debugfs(
         i.size & 0xffff_ffff
     };
     s += &format!("   Size: {size}\n");
-    s += &format!("File ACL: {}\n", i.file_acl);
-    s += &format!("Links: {}   Blockcount: {}\n", i.links, i.blocks);
-    let faddr = i
-        .fields()
-        .iter()
-        .find(|f| f.name == "i_obso_faddr")
-        .map_or(0, |f| f.value);
-    s += &format!("Fragment:  Address: {faddr}    Number: 0    Size: 0\n");
-    let times = large && x >= 24;
-    for (name, t) in [
-        ("ctime", &i.ctime),
-        ("atime", &i.atime),
-        ("mtime", &i.mtime),
-    ] {
-        s += &time_line(name, t, times);
-        s.push('\n');
+    if hurd {
+        s += &format!("File ACL: {} Translator: {}\n", r32(0x68), i.version);
+        s += &format!("Links: {}   Blockcount: {}\n", i.links, r32(0x1c));
+        s += &format!(
+            "Fragment:  Address: {}    Number: {}    Size: {}\n",
+            r32(0x70),
+            raw[0x74],
+            raw[0x75]
+        );
+    } else {
+        s += &format!("File ACL: {}\n", i.file_acl);
+        s += &format!("Links: {}   Blockcount: {}\n", i.links, i.blocks);
+        s += &format!(
+            "Fragment:  Address: {}    Number: 0    Size: 0\n",
+            r32(0x70)
+        );
     }
-    if let Some(c) = i.crtime.as_ref().filter(|_| times) {
-        s += &time_line("crtime", c, true);
-        s.push('\n');
-    }
-    if i.dtime != 0 {
-        match i.ctime.extra.filter(|_| times) {
-            Some(e) => {
-                let secs = i64::from(i.dtime as i32) + (i64::from(e & 3) << 32);
-                s += &format!(" dtime: {:#010x}:({e:08x}) -- {}\n", i.dtime, asctime(secs));
-            }
-            None => {
-                s += &format!(
-                    "dtime: {:#010x} -- {}\n",
-                    i.dtime,
-                    asctime(i64::from(i.dtime as i32))
-                )
-            }
+    let decode = |secs: u32, extra: u32| i64::from(secs as i32) + (i64::from(extra & 3) << 32);
+    if large && x >= 24 {
+        for (name, at, extra) in [
+            (" ctime", 0xc, 0x84),
+            (" atime", 0x8, 0x8c),
+            (" mtime", 0x10, 0x88),
+            ("crtime", 0x90, 0x94),
+        ] {
+            let (t, e) = (r32(at), r32(extra));
+            s += &format!("{name}: {t:#010x}:{e:08x} -- {}\n", asctime(decode(t, e)));
+        }
+        if i.dtime != 0 {
+            let e = r32(0x84);
+            s += &format!(
+                " dtime: {:#010x}:({e:08x}) -- {}\n",
+                i.dtime,
+                asctime(decode(i.dtime, e))
+            );
+        }
+    } else {
+        for (name, at) in [("ctime", 0xc), ("atime", 0x8), ("mtime", 0x10)] {
+            let t = r32(at);
+            s += &format!("{name}: {t:#010x} -- {}\n", asctime(decode(t, 0)));
+        }
+        if i.dtime != 0 {
+            s += &format!(
+                "dtime: {:#010x} -- {}\n",
+                i.dtime,
+                asctime(decode(i.dtime, 0))
+            );
         }
     }
     if large {
         s += &format!("Size of extra inode fields: {x}\n");
     }
+    // debugfs lists attributes only when all of them could be read.
     if !xattrs.attrs.is_empty() && xattrs.problems.is_empty() {
         s += "Extended attributes:\n";
         for a in &xattrs.attrs {
@@ -279,17 +291,20 @@ fn stat_debugfs(
             s.push('\n');
         }
     }
-    if let Some(c) = i.checksum {
-        s += &format!("Inode checksum: {:#010x}\n", c.stored);
+    if sb.has_metadata_csum() {
+        let hi = if large && x >= 2 { r16(0x82) << 16 } else { 0 };
+        s += &format!("Inode checksum: {:#010x}\n", r16(0x7c) | hi);
     }
     let fast = i.is_symlink() && i.size > 0 && i.size < 60;
     if fast || (i.is_symlink() && i.has_inline_data()) {
-        let target = fs.symlink_target(i)?;
+        // The target as stored (debugfs prints it up to a NUL).
+        let target = if fast {
+            i.block[..i.size as usize].to_vec()
+        } else {
+            fs.symlink_target(i).unwrap_or_default()
+        };
         let end = target.iter().position(|&b| b == 0).unwrap_or(target.len());
-        s += &format!(
-            "Fast link dest: \"{}\"\n",
-            printable(&String::from_utf8_lossy(&target[..end]))
-        );
+        s += &format!("Fast link dest: \"{}\"\n", printable_bytes(&target[..end]));
     } else if i.is_device() {
         let w = |n: usize| {
             u32::from_le_bytes([i.block[n], i.block[n + 1], i.block[n + 2], i.block[n + 3]])
@@ -316,7 +331,9 @@ fn stat_debugfs(
             }
         }
     } else if i.has_inline_data() {
-        s += &format!("Size of inline data: {}\n", fs.inline_data(i)?.len());
+        if let Ok(d) = fs.inline_data(i) {
+            s += &format!("Size of inline data: {}\n", d.len());
+        }
     } else {
         s += "BLOCKS:\n";
         if let Some(m) = map {
@@ -328,7 +345,7 @@ fn stat_debugfs(
         }
         s.push('\n');
     }
-    Ok(s)
+    s
 }
 
 fn time_json(t: &Timestamp) -> Value {
@@ -337,7 +354,8 @@ fn time_json(t: &Timestamp) -> Value {
 
 fn xattr_json(x: &Xattr) -> Value {
     json!({
-        "name": String::from_utf8_lossy(&x.name), "value_size": x.value_size,
+        "name": String::from_utf8_lossy(&x.name), "name_index": x.name_index,
+        "value_size": x.value_size,
         "value_text": std::str::from_utf8(&x.value).ok(),
         "value_hex": x.value.iter().map(|b| format!("{b:02x}")).collect::<String>(),
         "value_inum": x.value_inum, "in_inode": x.in_inode, "offset": x.offset,
@@ -368,12 +386,7 @@ pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut problems: Vec<String> = i.problems.iter().map(|e| e.to_string()).collect();
     problems.extend(map_error);
     if let Some(m) = &map {
-        problems.extend(
-            m.skipped
-                .iter()
-                .chain(&m.bad_checksums)
-                .map(|e| e.to_string()),
-        );
+        problems.extend(m.skipped.iter().chain(&m.warnings).map(|e| e.to_string()));
     }
     problems.extend(xattrs.problems.iter().map(|e| e.to_string()));
     if let Some(h) = &htree {
@@ -411,7 +424,7 @@ pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out)?;
         return Ok(());
     }
-    out.write_all(stat_debugfs(&fs, &i, &map, &xattrs)?.as_bytes())?;
+    out.write_all(stat_debugfs(&fs, &i, &map, &xattrs).as_bytes())?;
     writeln!(out, "\nFlags: {}", i.flag_names().join(" "))?;
     if let Some(c) = i.checksum {
         let state = if c.ok() {
@@ -422,11 +435,7 @@ pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "Inode checksum {:#010x}: {state}", c.stored)?;
     }
     if let Some(t) = target.as_ref().filter(|_| !fs.fast_symlink(&i)) {
-        writeln!(
-            out,
-            "Link target: \"{}\"",
-            printable(&String::from_utf8_lossy(t))
-        )?;
+        writeln!(out, "Link target: \"{}\"", printable_bytes(t))?;
     }
     if let Some(root) = htree.as_ref().and_then(|h| h.root.as_ref()) {
         writeln!(
@@ -455,7 +464,7 @@ pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 /// Reports the map's problems on stderr; fails when parts of the map were
 /// skipped (the output has zeros there).
 fn report(map: &BlockMap, ino: u64) -> anyhow::Result<()> {
-    for e in &map.bad_checksums {
+    for e in &map.warnings {
         eprintln!("layerscope: warning: {}", printable(&e.to_string()));
     }
     if let Some(first) = map.skipped.first() {

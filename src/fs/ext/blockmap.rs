@@ -38,15 +38,16 @@ pub struct BlockMap {
     /// How many of `skipped` were map blocks (indirect blocks, extent tree
     /// nodes) rather than data blocks.
     pub skipped_map_blocks: usize,
-    /// Map blocks whose checksum does not match (metadata_csum); they were
-    /// followed all the same.
-    pub bad_checksums: Vec<FsError>,
+    /// Damage that did not stop the walk: map blocks whose checksum does
+    /// not match (metadata_csum), extents out of logical order (listed,
+    /// but the kernel's binary search would miss them).
+    pub warnings: Vec<FsError>,
 }
 
 impl BlockMap {
     /// True when the whole map was read and every checksum matched.
     pub fn is_clean(&self) -> bool {
-        self.skipped.is_empty() && self.bad_checksums.is_empty()
+        self.skipped.is_empty() && self.warnings.is_empty()
     }
 }
 

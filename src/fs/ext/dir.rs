@@ -41,9 +41,10 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The name for display: lossy UTF-8, escaped for terminals.
+    /// The name for display, escaped for terminals (bytes that are not
+    /// UTF-8 as `\xNN`).
     pub fn display_name(&self) -> String {
-        crate::escape::printable(&String::from_utf8_lossy(&self.name))
+        crate::escape::printable_bytes(&self.name)
     }
 
     pub fn is_dot_or_dotdot(&self) -> bool {

@@ -2,7 +2,7 @@
 //! entries in inner nodes and extents in leaves; the root lives in the
 //! inode's `i_block`, other nodes in whole blocks ending with a crc32c
 //! (metadata_csum). Depth is at most 5 (the kernel's limit).
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use crate::layout::{decode_table, Endian, Field, FieldValue};
 
@@ -173,7 +173,7 @@ impl Node {
 /// # Errors
 /// `Corrupt` when the root itself is not a valid node; I/O errors.
 /// Problems below the root are in the map's `skipped` and
-/// `bad_checksums`.
+/// `warnings`.
 pub fn walk(
     ino: u64,
     root: &[u8],
@@ -188,7 +188,7 @@ pub fn walk(
         read,
         map: BlockMap::default(),
         seen: HashSet::new(),
-        next_logical: 0,
+        covered: BTreeMap::new(),
     };
     w.node(&node, 0)?;
     Ok(w.map)
@@ -201,12 +201,24 @@ struct Walker<'a, 'r> {
     map: BlockMap,
     /// Node blocks visited: a second visit is a cycle.
     seen: HashSet<u64>,
-    /// The first logical block the next extent may start at: extents are
-    /// sorted and do not overlap.
-    next_logical: u64,
+    /// Logical ranges mapped so far (start -> end): extents must not
+    /// overlap (out of order is shown, overlapping is skipped: a block
+    /// cannot hold two places of the file).
+    covered: BTreeMap<u64, u64>,
 }
 
 impl Walker<'_, '_> {
+    /// An earlier extent overlapping `[logical, logical + len)`.
+    fn overlap(&self, logical: u64, len: u64) -> Option<(u64, u64)> {
+        let end = logical + len;
+        let before = self.covered.range(..=logical).next_back();
+        let after = self.covered.range(logical..end).next();
+        before
+            .filter(|(_, &e)| e > logical)
+            .or(after)
+            .map(|(&s, &e)| (s, e))
+    }
+
     fn skip(&mut self, field: &'static str, offset: u64, detail: String) {
         self.map.skipped.push(FsError::corrupt(
             "extent tree",
@@ -237,15 +249,25 @@ impl Walker<'_, '_> {
                         );
                         continue;
                     }
-                    if logical < self.next_logical {
+                    if let Some((start, end)) = self.overlap(logical, len) {
                         self.skip(
                             "ee_block",
                             at,
-                            format!("extent starts at logical block {logical}, overlapping the previous one (expected {} or more)", self.next_logical),
+                            format!("extent of logical blocks {logical}+{len} overlaps an earlier one ({start}..{end}); expected disjoint extents"),
                         );
                         continue;
                     }
-                    self.next_logical = logical + len;
+                    if let Some((&last, _)) = self.covered.last_key_value() {
+                        if last > logical {
+                            self.map.warnings.push(FsError::corrupt(
+                                "extent tree",
+                                "ee_block",
+                                at,
+                                format!("inode {}: extent of logical block {logical} follows one at {last}; expected ascending order (the kernel would not find it)", self.ino),
+                            ));
+                        }
+                    }
+                    self.covered.insert(logical, logical + len);
                     self.map.runs.push(Run {
                         logical,
                         physical,
@@ -311,7 +333,7 @@ impl Walker<'_, '_> {
                     if let Some(seed) = self.geo.csum_seed {
                         if let Some(c) = sub.checksum(&block, seed).filter(|c| !c.ok()) {
                             let tail = base + 12 + 12 * u64::from(sub.max);
-                            self.map.bad_checksums.push(FsError::checksum(
+                            self.map.warnings.push(FsError::checksum(
                                 "extent node",
                                 "et_checksum",
                                 tail,
@@ -429,7 +451,20 @@ mod tests {
         root.resize(60, 0);
         let map = walk(12, &root, 0, &GEO, &mut |_| unreachable!()).unwrap();
         assert_eq!(map.runs.len(), 2);
-        assert!(map.skipped[0].to_string().contains("overlapping"));
+        assert!(map.skipped[0]
+            .to_string()
+            .contains("overlaps an earlier one (0..10)"));
+        // Out of order but disjoint is kept, in map order.
+        let mut root = header(2, 4, 0);
+        root.extend(leaf(12, 4, 300));
+        root.extend(leaf(0, 12, 100));
+        root.resize(60, 0);
+        let map = walk(12, &root, 0, &GEO, &mut |_| unreachable!()).unwrap();
+        assert!(map.skipped.is_empty());
+        assert!(map.warnings[0]
+            .to_string()
+            .contains("expected ascending order"));
+        assert_eq!((map.runs[0].logical, map.runs[1].logical), (12, 0));
         // A self-reference is a cycle.
         let mut root = header(1, 4, 2);
         root.extend(index(0, 60));
@@ -481,6 +516,6 @@ mod tests {
         let map = walk(12, &root, 0, &geo, &mut |_| Ok(leafb.clone())).unwrap();
         assert_eq!(map.runs.len(), 2);
         assert!(map.skipped.is_empty());
-        assert!(map.bad_checksums[0].to_string().contains("et_checksum"));
+        assert!(map.warnings[0].to_string().contains("et_checksum"));
     }
 }

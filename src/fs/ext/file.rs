@@ -12,6 +12,10 @@ use crate::block::BlockSource;
 /// blocks allow more, nothing sane needs it).
 const MAX_LINK: u64 = 65536;
 
+/// Largest attribute value read from an attribute inode (the kernel's
+/// limit, `XATTR_SIZE_MAX`).
+const MAX_EA_VALUE: u64 = 65536;
+
 /// An inode's extended attributes, and what was wrong reading them.
 #[derive(Debug, Default)]
 pub struct Xattrs {
@@ -101,6 +105,7 @@ impl Ext4 {
     /// I/O errors.
     pub fn xattrs(&self, inode: &Inode) -> Result<Xattrs, FsError> {
         let mut out = Xattrs::default();
+        let sb = &self.sb;
         let (area, base) = inode.xattr_area();
         match xattr::decode_ibody(area, base) {
             Ok(a) => out.attrs = a,
@@ -142,7 +147,94 @@ impl Ext4 {
                 )),
             }
         }
+        // Attributes the features do not allow are shown, and flagged.
+        if !out.attrs.is_empty() && sb.feature_compat & 0x8 == 0 && !sb.has_incompat(0x8000) {
+            out.problems.push(FsError::corrupt(
+                "superblock",
+                "s_feature_compat",
+                super::superblock::Superblock::offset_of("s_feature_compat"),
+                format!(
+                    "inode {} has extended attributes, but the filesystem lacks ext_attr",
+                    inode.ino
+                ),
+            ));
+        }
+        // Values in their own inode (ea_inode): read, bounded.
+        for x in out.attrs.iter_mut().filter(|x| x.value_inum != 0) {
+            if !sb.has_incompat(0x400) {
+                out.problems.push(FsError::corrupt(
+                    "extended attribute entry",
+                    "e_value_inum",
+                    x.offset + 4,
+                    format!(
+                        "inode {}: value in inode {}, but the filesystem lacks ea_inode",
+                        inode.ino, x.value_inum
+                    ),
+                ));
+                continue;
+            }
+            match self.ea_inode_value(inode.ino, x) {
+                Ok(v) => x.value = v,
+                Err(e @ FsError::Io(_)) => return Err(e),
+                Err(e) => out.problems.push(e),
+            }
+        }
+        // Entry hashes, where set.
+        for x in out.attrs.iter().filter(|x| x.hash != 0) {
+            let holder = if x.value_inum != 0 {
+                match self.inode(u64::from(x.value_inum)) {
+                    Ok(i) => Some(i),
+                    Err(_) => continue,
+                }
+            } else {
+                None
+            };
+            let (unsigned, signed) = xattr::entry_hash(x, holder.as_ref().map(|i| i.atime.raw));
+            // An old Lustre-style reference: the value inode names its
+            // owner in i_mtime instead (accepted by e2fsprogs).
+            let lustre = holder.as_ref().is_some_and(|h| {
+                u64::from(h.mtime.raw) == inode.ino && h.generation == inode.generation
+            });
+            if x.hash != unsigned && x.hash != signed && !lustre {
+                out.problems.push(FsError::corrupt(
+                    "extended attribute entry",
+                    "e_hash",
+                    x.offset + 12,
+                    format!(
+                        "inode {}: {}: hash {:#010x}, computed {unsigned:#010x}",
+                        inode.ino,
+                        x.display_name(),
+                        x.hash
+                    ),
+                ));
+            }
+        }
         Ok(out)
+    }
+
+    /// The value of attribute `x` of inode `owner`, stored in inode
+    /// `x.value_inum`.
+    fn ea_inode_value(&self, owner: u64, x: &Xattr) -> Result<Vec<u8>, FsError> {
+        let holder = self.inode(u64::from(x.value_inum))?;
+        if holder.flags & EA_INODE_FL == 0
+            || x.value_size == 0
+            || u64::from(x.value_size) > MAX_EA_VALUE
+            || u64::from(x.value_size) > holder.size
+        {
+            return Err(FsError::corrupt(
+                "extended attribute entry",
+                "e_value_inum",
+                x.offset + 4,
+                format!(
+                    "inode {owner}: value of {} bytes in inode {}; expected an attribute inode of 1 to {MAX_EA_VALUE} bytes holding it",
+                    x.value_size, x.value_inum
+                ),
+            ));
+        }
+        let mut buf = vec![0u8; x.value_size as usize];
+        let runs = self.runs(&holder)?;
+        self.read_file(&holder, &runs, 0, &mut buf)?;
+        Ok(buf)
     }
 
     /// The whole inline data of `inode`: the 60 bytes of `i_block`, then

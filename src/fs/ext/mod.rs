@@ -232,6 +232,7 @@ impl Ext4 {
         let mut raw = vec![0u8; size as usize];
         self.disk.read_at(offset, &mut raw)?;
         let mut inode = Inode::decode(ino, &raw, offset)?;
+        self.check_flags(&mut inode);
         if sb.has_metadata_csum() {
             let c = inode.compute_checksum(sb.csum_seed);
             if !c.ok() {
@@ -246,6 +247,51 @@ impl Ext4 {
             inode.checksum = Some(c);
         }
         Ok(inode)
+    }
+
+    /// Flags that contradict each other or the filesystem's features,
+    /// added to the inode's problems (it is still decoded as the kernel
+    /// would read it).
+    fn check_flags(&self, inode: &mut Inode) {
+        use inode::{EXTENTS_FL, INLINE_DATA_FL};
+        let at = inode.base + 0x20;
+        let mut flag = |detail: String| {
+            inode
+                .problems
+                .push(FsError::corrupt("inode", "i_flags", at, detail))
+        };
+        let (ino, flags) = (inode.ino, inode.flags);
+        if flags & EXTENTS_FL != 0 && flags & INLINE_DATA_FL != 0 {
+            flag(format!(
+                "inode {ino}: both extents and inline_data; read as inline data"
+            ));
+        }
+        if flags & INLINE_DATA_FL != 0 && !self.sb.has_incompat(0x8000) {
+            flag(format!(
+                "inode {ino}: inline_data, but the filesystem lacks the inline_data feature"
+            ));
+        }
+        if flags & EXTENTS_FL != 0 && !self.sb.has_incompat(0x40) {
+            flag(format!(
+                "inode {ino}: extents, but the filesystem lacks the extent feature"
+            ));
+        }
+        if inode.is_symlink() && !inode.has_inline_data() {
+            // The kernel goes by the block count, e2fsprogs by the size.
+            let by_blocks = self.fast_symlink(inode);
+            let by_size = inode.size > 0 && inode.size < 60;
+            if by_blocks != by_size {
+                inode.problems.push(FsError::corrupt(
+                    "inode",
+                    "i_size_lo",
+                    inode.base + 4,
+                    format!(
+                        "symlink inode {ino}: {} bytes, but {} blocks; expected a target under 60 bytes in i_block, or blocks holding a longer one",
+                        inode.size, inode.blocks
+                    ),
+                ));
+            }
+        }
     }
 
     /// The seed of `inode`'s metadata checksums, with metadata_csum.

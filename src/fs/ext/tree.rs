@@ -62,7 +62,7 @@ impl Ext4 {
         }
         let map = self.block_map(inode)?;
         out.problems.extend(map.skipped);
-        out.problems.extend(map.bad_checksums);
+        out.problems.extend(map.warnings);
         let bs = self.sb.block_size;
         let seed = self.inode_seed(inode);
         let indexed = inode.flags & INDEX_FL != 0;

@@ -52,9 +52,16 @@ const PREFIXES: &[(u8, &str)] = &[
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Xattr {
     /// The full name, prefix included (raw bytes: names are not
-    /// necessarily UTF-8).
+    /// necessarily UTF-8). An unknown prefix index adds nothing, as in
+    /// e2fsprogs.
     #[serde(skip)]
     pub name: Vec<u8>,
+    /// `e_name_index`: which prefix the name has.
+    pub name_index: u8,
+    /// `e_name_len`: the name's length without the prefix.
+    pub name_len: u8,
+    /// `e_hash` as stored (0: not set).
+    pub hash: u32,
     /// The value, unless it lives in another inode.
     #[serde(skip)]
     pub value: Vec<u8>,
@@ -70,12 +77,44 @@ pub struct Xattr {
 impl Xattr {
     /// The name for display, escaped for terminals.
     pub fn display_name(&self) -> String {
-        crate::escape::printable(&String::from_utf8_lossy(&self.name))
+        crate::escape::printable_bytes(&self.name)
     }
 }
 
 fn prefix(index: u8) -> Option<&'static str> {
     PREFIXES.iter().find(|(i, _)| *i == index).map(|(_, p)| *p)
+}
+
+/// The entry hash (e2fsprogs' `ext2fs_ext_attr_hash_entry` and its
+/// signed-char twin, both accepted): the name, then the value as
+/// little-endian words or, for a value in an attribute inode, that inode's
+/// hash (its `i_atime`). Returns (unsigned, signed).
+pub fn entry_hash(x: &Xattr, ea_inode_hash: Option<u32>) -> (u32, u32) {
+    let suffix = &x.name[x.name.len() - usize::from(x.name_len).min(x.name.len())..];
+    let name = |signed: bool| {
+        suffix.iter().fold(0u32, |h, &c| {
+            let c = if signed {
+                c as i8 as i32 as u32
+            } else {
+                u32::from(c)
+            };
+            (h << 5) ^ (h >> 27) ^ c
+        })
+    };
+    let value = |mut h: u32| {
+        match ea_inode_hash {
+            Some(v) => h = (h << 16) ^ (h >> 16) ^ v,
+            None => {
+                for w in x.value.chunks(4) {
+                    let mut b = [0u8; 4];
+                    b[..w.len()].copy_from_slice(w);
+                    h = (h << 16) ^ (h >> 16) ^ u32::from_le_bytes(b);
+                }
+            }
+        }
+        h
+    };
+    (value(name(false)), value(name(true)))
 }
 
 /// Decodes the entries in `area[entries_at..]`, values at `value_base +
@@ -88,6 +127,12 @@ fn entries(
     in_inode: bool,
     structure: &'static str,
 ) -> Result<Vec<Xattr>, FsError> {
+    // First the end of the entry table (and its 4-byte terminator):
+    // values may not overlap it.
+    let mut table_end = entries_at;
+    while table_end + 16 <= area.len() && le32(area, table_end) != 0 {
+        table_end = (table_end + 16 + usize::from(area[table_end])).next_multiple_of(4);
+    }
     let mut out = Vec::new();
     let mut pos = entries_at;
     // Every entry takes at least 16 bytes: the loop ends.
@@ -115,15 +160,31 @@ fn entries(
                 format!("name of {name_len} bytes runs past the end of the area"),
             ));
         };
-        let mut name = match prefix(index) {
-            Some(p) => p.as_bytes().to_vec(),
-            None => format!("(index {index})").into_bytes(),
-        };
+        let mut name = prefix(index).unwrap_or("").as_bytes().to_vec();
         name.extend_from_slice(suffix);
         let value = if value_inum != 0 {
+            if value_offs != 0 {
+                return Err(FsError::corrupt(
+                    structure,
+                    "e_value_offs",
+                    at + 2,
+                    format!("{value_offs} for a value in inode {value_inum}, expected 0"),
+                ));
+            }
             Vec::new()
         } else {
             let start = value_base + value_offs;
+            if value_size > 0 && start < table_end + 4 {
+                return Err(FsError::corrupt(
+                    structure,
+                    "e_value_offs",
+                    at + 2,
+                    format!(
+                        "value at {value_offs} overlaps the entry table, expected at least {}",
+                        table_end + 4 - value_base
+                    ),
+                ));
+            }
             match area.get(start..start.saturating_add(value_size as usize)) {
                 Some(v) => v.to_vec(),
                 None => {
@@ -141,6 +202,9 @@ fn entries(
         };
         out.push(Xattr {
             name,
+            name_index: index,
+            name_len: area[pos],
+            hash: le32(area, pos + 12),
             value,
             value_size,
             value_inum,
@@ -193,6 +257,15 @@ impl XattrBlock {
                 "h_magic",
                 base,
                 format!("{magic:#010x}, expected {MAGIC:#010x}"),
+            ));
+        }
+        let blocks = le32(bytes, 8);
+        if blocks != 1 {
+            return Err(FsError::corrupt(
+                "extended attribute block",
+                "h_blocks",
+                base + 8,
+                format!("{blocks}, expected 1"),
             ));
         }
         Ok(XattrBlock {
@@ -254,6 +327,39 @@ mod tests {
     }
 
     #[test]
+    fn entry_hash_as_e2fsprogs() {
+        let mut area = MAGIC.to_le_bytes().to_vec();
+        area.extend(entry(1, b"test", 60, 5));
+        area.extend([0u8; 4]);
+        area.resize(64, 0);
+        area.extend(b"value");
+        area.resize(96, 0);
+        let x = &decode_ibody(&area, 0).unwrap()[0];
+        // user.test = "value" (the corpus' f_ea_checks image stores a
+        // damaged 0x624eef1d for it, which e2fsprogs rejects too).
+        assert_eq!(entry_hash(x, None).0, 0x614d_ef1d);
+        // High bytes make the two variants differ.
+        let mut y = x.clone();
+        y.name = b"user.\xe9".to_vec();
+        y.name_len = 1;
+        let (u, s) = entry_hash(&y, Some(7));
+        assert_ne!(u, s);
+    }
+
+    #[test]
+    fn values_overlapping_the_entries_are_errors() {
+        let mut area = MAGIC.to_le_bytes().to_vec();
+        area.extend(entry(1, b"one", 4, 3));
+        area.extend([0u8; 4]);
+        area.resize(96, 0);
+        let e = decode_ibody(&area, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("overlaps the entry table, expected at least 24"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn values_outside_the_area_are_errors() {
         let mut area = MAGIC.to_le_bytes().to_vec();
         area.extend(entry(1, b"x", 60, 1000));
@@ -269,12 +375,15 @@ mod tests {
     fn block_with_checksum() {
         let mut b = MAGIC.to_le_bytes().to_vec();
         b.extend(1u32.to_le_bytes());
-        b.extend(1u32.to_le_bytes());
+        b.extend(2u32.to_le_bytes());
         b.resize(32, 0);
         b.extend(entry(6, b"selinux", 1000, 4));
         b.resize(1000, 0);
         b.extend(b"ctx\0");
         b.resize(1024, 0);
+        let e = XattrBlock::decode(&b, 0x2000).unwrap_err().to_string();
+        assert!(e.contains("h_blocks: 2, expected 1"), "{e}");
+        b[8] = 1;
         let x = XattrBlock::decode(&b, 0x2000).unwrap();
         assert_eq!(x.attrs[0].name, b"security.selinux");
         assert_eq!(x.attrs[0].value, b"ctx\0");

@@ -133,7 +133,7 @@ fn deep_extent_trees_and_damaged_maps() {
 }
 
 #[test]
-fn bad_checksums_are_shown_not_fatal() {
+fn warnings_are_shown_not_fatal() {
     if !tools() || !need("debugfs") {
         return;
     }

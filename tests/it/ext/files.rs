@@ -53,6 +53,11 @@ fn rich_tree(root: &Path) {
 /// Runs a debugfs request on `image` (times in UTC, as layerscope prints
 /// them).
 pub(super) fn debugfs(dir: &Path, image: &str, request: &str) -> String {
+    String::from_utf8_lossy(&debugfs_bytes(dir, image, request)).into_owned()
+}
+
+/// As [`debugfs`], the output's raw bytes.
+fn debugfs_bytes(dir: &Path, image: &str, request: &str) -> Vec<u8> {
     let out = std::process::Command::new("debugfs")
         .args(["-R", request, image])
         .current_dir(dir)
@@ -63,7 +68,7 @@ pub(super) fn debugfs(dir: &Path, image: &str, request: &str) -> String {
         out.status.success(),
         "debugfs -R {request:?} {image} failed"
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out.stdout
 }
 
 /// debugfs's name escapes (`\xNN` for bytes below 32, from 127, and the
@@ -125,7 +130,19 @@ fn check_ls(dir: &Path, image: &str, flat: &str, ino: u64) {
 /// `stat` of `ino` starts with exactly what `debugfs stat` prints;
 /// `stat --json` agrees with it and finds no problem.
 pub(super) fn check_stat(dir: &Path, image: &str, flat: &str, ino: u64) {
-    let text = debugfs(dir, flat, &format!("stat <{ino}>"));
+    let raw = debugfs_bytes(dir, flat, &format!("stat <{ino}>"));
+    // debugfs prints a symlink's target raw; layerscope escapes it.
+    let text: String = raw
+        .split(|&b| b == b'\n')
+        .map(|l| match l.strip_prefix(b"Fast link dest: \"") {
+            Some(t) => format!(
+                "Fast link dest: \"{}\"",
+                layerscope::escape::printable_bytes(t.strip_suffix(b"\"").unwrap_or(t))
+            ),
+            None => String::from_utf8_lossy(l).into_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     check_stat_json(image, &text, dir, ino);
     let theirs = text;
     let ours = layerscope(dir, &["stat", image, &format!("<{ino}>")])
