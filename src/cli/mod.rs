@@ -10,6 +10,7 @@ use crate::block::chain::{open_chain, Chain, ChainOptions, FsOpener};
 use crate::block::probe::Format;
 
 mod chain;
+mod diff;
 mod files;
 mod fs;
 mod map;
@@ -60,6 +61,12 @@ pub enum Command {
     Cat(PathArgs),
     /// A file's physical blocks and the layer that holds each run.
     Blocks(PathArgs),
+    /// The files that layers added, modified, deleted or moved, found from
+    /// the clusters the overlays hold (`--full` walks both trees instead).
+    Diff(diff::DiffArgs),
+    /// For each file, the layer that last changed its content and its
+    /// metadata, and the bytes each layer holds.
+    Blame(diff::BlameArgs),
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
@@ -293,6 +300,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             None => files::cat(&args, &mut out),
         },
         Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
+        Some(Command::Diff(args)) => diff::diff(&args, &mut out),
+        Some(Command::Blame(args)) => diff::blame(&args, &mut out),
         Some(Command::Render(args)) => {
             let chain = open_or_demo(args.image.as_deref())?;
             let (w, h) = args.size;

@@ -3,6 +3,7 @@
 mod bad_input;
 mod chain;
 mod demo;
+mod diff;
 mod e2e;
 mod ext;
 mod mutate;
