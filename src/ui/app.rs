@@ -5,6 +5,8 @@ use crate::block::hitmap::Served;
 use crate::block::nbd::status::StatsSnapshot;
 use crate::block::nbd::ExportInfo;
 
+pub use super::groups::{Checksum, GroupRow, GroupsTable};
+
 /// The panes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pane {
@@ -12,19 +14,35 @@ pub enum Pane {
     Status,
     Tree,
     Superblock,
+    Groups,
     Hex,
     HitMap,
 }
 
 impl Pane {
-    const ORDER: [Pane; 6] = [
+    /// Tab order, and the narrow layout's tab line.
+    pub const ORDER: [Pane; 7] = [
         Pane::Chain,
         Pane::Tree,
         Pane::Hex,
         Pane::HitMap,
         Pane::Superblock,
+        Pane::Groups,
         Pane::Status,
     ];
+
+    /// The pane's name on its tab.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pane::Chain => "Chain",
+            Pane::Status => "Status",
+            Pane::Tree => "Tree",
+            Pane::Superblock => "Superblock",
+            Pane::Groups => "Groups",
+            Pane::Hex => "Hex",
+            Pane::HitMap => "Hit map",
+        }
+    }
 
     fn step(self, by: isize) -> Pane {
         let i = Self::ORDER.iter().position(|p| *p == self).unwrap_or(0) as isize;
@@ -81,6 +99,10 @@ pub enum Request {
     Dir { as_of: usize, ino: u64 },
     /// Where a file's first data block is on the disk.
     File { as_of: usize, ino: u64 },
+    /// The group descriptor table.
+    Groups { as_of: usize },
+    /// One group descriptor's fields.
+    GroupFields { as_of: usize, group: u64 },
 }
 
 /// The worker's answers.
@@ -108,7 +130,46 @@ pub enum Reply {
         /// first.
         layers: Vec<Option<usize>>,
     },
+    /// The group descriptor table (or why there is none).
+    Groups {
+        as_of: usize,
+        table: Result<GroupsTable, String>,
+    },
+    GroupFields {
+        as_of: usize,
+        group: u64,
+        fields: Result<Vec<FieldRow>, String>,
+    },
     Error(String),
+}
+
+/// Bytes the hex view marks: the fields of one structure, each underlined
+/// (so their edges show), the selected one reversed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Highlight {
+    /// What the fields belong to, for the hex pane's title.
+    pub label: String,
+    /// (disk offset, size) of each field, in table order.
+    pub fields: Vec<(u64, usize)>,
+    pub selected: Option<usize>,
+}
+
+impl Highlight {
+    /// The field holding byte `offset`, and whether it is the selected one.
+    pub fn at(&self, offset: u64) -> Option<(usize, bool)> {
+        self.fields
+            .iter()
+            .position(|&(o, n)| offset >= o && offset - o < n as u64)
+            .map(|i| (i, self.selected == Some(i)))
+    }
+
+    /// The byte to keep on screen: the selected field's, else the first.
+    fn anchor(&self) -> Option<(u64, usize)> {
+        self.selected
+            .and_then(|i| self.fields.get(i))
+            .or_else(|| self.fields.first())
+            .copied()
+    }
 }
 
 /// One superblock field for the pane and the hex highlight.
@@ -217,8 +278,15 @@ pub struct App {
     pub tree: Vec<TreeNode>,
     pub tree_sel: usize,
     pub tree_error: Option<String>,
-    /// Bytes the hex view highlights (a selected field).
-    pub highlight: Option<(u64, usize)>,
+    /// The group descriptor table, or why there is none (asked for when
+    /// the Groups pane first shows).
+    pub groups: Option<Result<GroupsTable, String>>,
+    pub groups_sel: usize,
+    /// The fields of the group opened with Enter, and the selected one.
+    pub group_fields: Option<(u64, Vec<FieldRow>)>,
+    pub group_field_sel: usize,
+    /// Fields the hex view marks.
+    pub highlight: Option<Highlight>,
     pub is_nbd: bool,
     pub help: bool,
     /// The "go to" prompt's text while it is open.
@@ -250,6 +318,10 @@ impl App {
             tree: Vec::new(),
             tree_sel: 0,
             tree_error: None,
+            groups: None,
+            groups_sel: 0,
+            group_fields: None,
+            group_field_sel: 0,
             highlight: None,
             is_nbd,
             help: false,
@@ -301,7 +373,45 @@ impl App {
         if self.sb.is_none() {
             r.push(Request::Fs { as_of: self.as_of });
         }
+        r.extend(self.lazy());
         r
+    }
+
+    /// Requests for data only the focused pane needs, when not in yet.
+    fn lazy(&self) -> Option<Request> {
+        (self.focus == Pane::Groups && self.groups.is_none())
+            .then_some(Request::Groups { as_of: self.as_of })
+    }
+
+    /// Marks `h`'s fields in the hex view, scrolling it to the selected
+    /// (or first) field when that is off screen.
+    pub(super) fn show_highlight(&mut self, h: Highlight) -> Vec<Request> {
+        let anchor = h.anchor();
+        self.highlight = Some(h);
+        let Some((offset, _)) = anchor else {
+            return Vec::new();
+        };
+        let rows_on_screen = self.hex_rows() * 16;
+        if offset < self.hex_offset || offset >= self.hex_offset + rows_on_screen {
+            self.hex_offset = (offset & !15)
+                .saturating_sub((rows_on_screen / 2) & !15)
+                .min(self.max_offset());
+            return self.refresh().into_iter().take(1).collect();
+        }
+        Vec::new()
+    }
+
+    /// Forgets what was read as of the current layer (it changed).
+    fn clear_layer_data(&mut self) {
+        self.hex = None;
+        self.grid = None;
+        self.sb = None;
+        self.tree.clear();
+        self.tree_sel = 0;
+        self.groups = None;
+        self.groups_sel = 0;
+        self.group_fields = None;
+        self.highlight = None;
     }
 
     /// Moves the superblock selection and highlights the field's bytes.
@@ -312,16 +422,13 @@ impl App {
         let Some(row) = rows.get(sel.min(rows.len().saturating_sub(1))) else {
             return Vec::new();
         };
+        let h = Highlight {
+            label: format!("superblock {}", row.name),
+            fields: rows.iter().map(|r| (r.offset, r.size)).collect(),
+            selected: Some(sel.min(rows.len() - 1)),
+        };
         self.sb_sel = sel.min(rows.len() - 1);
-        self.highlight = Some((row.offset, row.size));
-        let rows_on_screen = self.hex_rows() * 16;
-        if row.offset < self.hex_offset || row.offset >= self.hex_offset + rows_on_screen {
-            self.hex_offset = (row.offset & !15)
-                .saturating_sub((rows_on_screen / 2) & !15)
-                .min(self.max_offset());
-            return self.refresh().into_iter().take(1).collect();
-        }
-        Vec::new()
+        self.show_highlight(h)
     }
 
     /// Enter in the tree: open or close a directory, or show a file's bytes.
@@ -351,7 +458,7 @@ impl App {
         }]
     }
 
-    fn max_offset(&self) -> u64 {
+    pub(super) fn max_offset(&self) -> u64 {
         let rows = self.disk_size.div_ceil(16);
         rows.saturating_sub(self.hex_rows()) * 16
     }
@@ -396,12 +503,26 @@ impl App {
         }
         self.message = None;
         let page = self.hex_rows() as i64;
+        if self.focus == Pane::Groups {
+            if let Some(r) = self.groups_action(&action) {
+                return r;
+            }
+        }
         match (action, self.focus) {
             (Action::Quit, _) => self.quit = true,
             (Action::Help, _) => self.help = true,
-            (Action::NextPane, _) => self.focus = self.focus.step(1),
-            (Action::PrevPane, _) => self.focus = self.focus.step(-1),
-            (Action::Focus(p), _) => self.focus = p,
+            (Action::NextPane, _) => {
+                self.focus = self.focus.step(1);
+                return self.lazy().into_iter().collect();
+            }
+            (Action::PrevPane, _) => {
+                self.focus = self.focus.step(-1);
+                return self.lazy().into_iter().collect();
+            }
+            (Action::Focus(p), _) => {
+                self.focus = p;
+                return self.lazy().into_iter().collect();
+            }
             (Action::Goto, _) => self.prompt = Some(String::new()),
             (Action::ToggleHitMode, _) => {
                 self.hit_mode = match self.hit_mode {
@@ -460,22 +581,14 @@ impl App {
             (Action::Bottom, Pane::Chain) => self.chain_sel = 0,
             (Action::Enter, Pane::Chain) => {
                 self.as_of = self.chain_sel;
-                self.hex = None;
-                self.grid = None;
-                self.sb = None;
-                self.tree.clear();
-                self.tree_sel = 0;
+                self.clear_layer_data();
                 self.message = Some(format!("disk as of layer {}", self.as_of));
                 return self.refresh();
             }
             (Action::Back, Pane::Chain) => {
                 self.as_of = self.layers.len().saturating_sub(1);
                 self.chain_sel = self.as_of;
-                self.hex = None;
-                self.grid = None;
-                self.sb = None;
-                self.tree.clear();
-                self.tree_sel = 0;
+                self.clear_layer_data();
                 return self.refresh();
             }
             (Action::Up, _) => return self.scroll_hex(-1),
@@ -597,6 +710,21 @@ impl App {
                 None => {
                     self.message = Some("no data blocks (empty, inline or a fast symlink)".into())
                 }
+            },
+            Reply::Groups { as_of, table } if as_of == self.as_of => {
+                self.groups = Some(table);
+                return self.select_group(self.groups_sel);
+            }
+            Reply::GroupFields {
+                as_of,
+                group,
+                fields,
+            } if as_of == self.as_of => match fields {
+                Ok(f) => {
+                    self.group_fields = Some((group, f));
+                    return self.select_group_field(0);
+                }
+                Err(e) => self.message = Some(e),
             },
             Reply::Error(e) => self.message = Some(e),
             _ => {}

@@ -7,6 +7,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
 use super::app::{CellOwner, FieldRow, Grid, HexData, HitMode, Reply, Request, TreeNode};
+use super::groups::{Checksum, GroupRow, GroupsTable, MAX_GROUP_ROWS};
 use crate::block::cache::BlockCache;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
@@ -85,6 +86,19 @@ impl Worker {
                     layers,
                 })
             }
+            Request::Groups { as_of } => self.ext(as_of).map(|fs| Reply::Groups {
+                as_of,
+                table: fs.map(groups_table),
+            }),
+            Request::GroupFields { as_of, group } => self.ext(as_of).map(|fs| Reply::GroupFields {
+                as_of,
+                group,
+                fields: fs.and_then(|fs| {
+                    fs.group(group)
+                        .map(|d| d.fields.iter().map(field_row).collect())
+                        .map_err(|e| crate::escape::printable(&error_chain(&e)))
+                }),
+            }),
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
                 Some(n) => Ok(Reply::Nbd(Box::new((
                     n.info().clone(),
@@ -112,18 +126,9 @@ impl Worker {
     }
 
     fn fs(&mut self, as_of: usize) -> Result<Result<Vec<FieldRow>, String>, BlockError> {
-        Ok(self.ext(as_of)?.map(|fs| {
-            fs.superblock()
-                .fields
-                .iter()
-                .map(|f| FieldRow {
-                    name: f.name,
-                    offset: f.offset,
-                    size: f.size,
-                    value: f.text.clone().unwrap_or_else(|| f.value.to_string()),
-                })
-                .collect()
-        }))
+        Ok(self
+            .ext(as_of)?
+            .map(|fs| fs.superblock().fields.iter().map(field_row).collect()))
     }
 
     fn dir(&mut self, as_of: usize, ino: u64) -> Result<Result<Vec<TreeNode>, String>, BlockError> {
@@ -285,6 +290,92 @@ impl Worker {
     }
 }
 
+/// A decoded field as a pane row.
+fn field_row(f: &crate::layout::FieldValue) -> FieldRow {
+    FieldRow {
+        name: f.name,
+        offset: f.offset,
+        size: f.size,
+        value: f.text.clone().unwrap_or_else(|| f.value.to_string()),
+    }
+}
+
+/// The group descriptor table (the first [`MAX_GROUP_ROWS`] groups); a
+/// descriptor that cannot be read is a row with its error.
+fn groups_table(fs: &Ext4) -> GroupsTable {
+    use crate::fs::ext::group_desc::expected_checksum;
+    let sb = fs.superblock();
+    let count = sb.group_count();
+    let desc_size = if sb.is_64bit() {
+        usize::from(sb.desc_size)
+    } else {
+        32
+    };
+    let rows = (0..count.min(MAX_GROUP_ROWS))
+        .map(|g| match fs.group(g) {
+            Ok(d) => {
+                let offset = d.fields.first().map(|f| f.offset);
+                let checksum = match d.checksum_ok {
+                    None => Checksum::None,
+                    Some(true) => Checksum::Ok(d.checksum),
+                    Some(false) => {
+                        // The expected value, from the descriptor's bytes.
+                        let mut raw = vec![0u8; desc_size];
+                        let expected = offset
+                            .and_then(|o| fs.disk().read_at(o, &mut raw).ok())
+                            .and_then(|()| expected_checksum(sb, g, &raw))
+                            .unwrap_or(0);
+                        Checksum::Bad {
+                            stored: d.checksum,
+                            expected,
+                        }
+                    }
+                };
+                GroupRow {
+                    group: g,
+                    offset,
+                    block_bitmap: d.block_bitmap,
+                    inode_bitmap: d.inode_bitmap,
+                    inode_table: d.inode_table,
+                    free_blocks: d.free_blocks,
+                    free_inodes: d.free_inodes,
+                    used_dirs: d.used_dirs,
+                    itable_unused: d.itable_unused,
+                    flags: d.flag_names(),
+                    checksum,
+                    error: None,
+                }
+            }
+            Err(e) => GroupRow {
+                group: g,
+                offset: None,
+                block_bitmap: 0,
+                inode_bitmap: 0,
+                inode_table: 0,
+                free_blocks: 0,
+                free_inodes: 0,
+                used_dirs: 0,
+                itable_unused: 0,
+                flags: Vec::new(),
+                checksum: Checksum::None,
+                error: Some(crate::escape::printable(&error_chain(&e))),
+            },
+        })
+        .collect();
+    GroupsTable {
+        count,
+        desc_size,
+        checksum_kind: if sb.has_metadata_csum() {
+            "crc32c"
+        } else if sb.has_ro_compat(0x10) {
+            "crc16"
+        } else {
+            "none"
+        },
+        rows,
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
@@ -302,10 +393,17 @@ pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
     let (rep_tx, rep_rx) = mpsc::channel::<Reply>();
     std::thread::spawn(move || {
         while let Ok(first) = req_rx.recv() {
-            // Coalesce: of what is queued, serve the latest of each kind.
+            // Coalesce: of the queued views (hex, hit map, NBD state) serve
+            // the latest of each kind; every other request (a directory to
+            // open, a file to find) is served.
             let mut latest: Vec<Request> = vec![first];
             while let Ok(more) = req_rx.try_recv() {
-                latest.retain(|r| std::mem::discriminant(r) != std::mem::discriminant(&more));
+                if matches!(
+                    more,
+                    Request::Hex { .. } | Request::Grid { .. } | Request::Nbd
+                ) {
+                    latest.retain(|r| std::mem::discriminant(r) != std::mem::discriminant(&more));
+                }
                 latest.push(more);
             }
             for r in latest {

@@ -125,6 +125,12 @@ fn open_jump_switch_layer_quit_in_a_real_terminal() {
     // To the chain pane, choose the base layer.
     t.keys(&["BTab", "BTab", "Down", "Down", "Enter"]);
     t.wait_for("▶█0 base.qcow2");
+    // The Groups pane (as of the base): the descriptor table, and its
+    // fields after Enter.
+    t.keys(&["Tab", "Tab", "Tab", "Tab", "Tab"]);
+    t.wait_for("Groups: 1 · 64 B descriptors");
+    t.keys(&["Enter"]);
+    t.wait_for("▶0x1000 bg_block_bitmap_lo");
     t.keys(&["Tab", "?"]);
     t.wait_for("Keys");
     t.keys(&["Escape", "q"]);

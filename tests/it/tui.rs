@@ -202,3 +202,218 @@ fn hostile_file_names_are_escaped_in_frames() {
         "raw control characters in map"
     );
 }
+
+/// The hex bytes of an `--ansi` frame and their marks: (offset, byte,
+/// underlined, reversed), from the hex pane's rows.
+fn marked_bytes(frame: &str) -> Vec<(u64, u8, bool, bool)> {
+    let mut out = Vec::new();
+    for line in frame.lines() {
+        // The characters with the underline / reverse state of each.
+        let (mut cells, mut ul, mut rev) = (Vec::new(), false, false);
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c != '\x1b' {
+                cells.push((c, ul, rev));
+                continue;
+            }
+            let code: String = chars.by_ref().skip(1).take_while(|c| *c != 'm').collect();
+            for n in code.split(';') {
+                match n {
+                    "0" => (ul, rev) = (false, false),
+                    "4" => ul = true,
+                    "7" => rev = true,
+                    _ => {}
+                }
+            }
+        }
+        let plain: Vec<char> = cells.iter().map(|c| c.0).collect();
+        // A hex row: "│", 8 offset digits, a space, then the bytes.
+        let Some(start) = (0..plain.len().saturating_sub(60)).rev().find(|&i| {
+            plain[i] == '│'
+                && plain[i + 1..i + 9].iter().all(|c| c.is_ascii_hexdigit())
+                && plain[i + 9] == ' '
+                && plain[i + 10].is_ascii_hexdigit()
+        }) else {
+            continue;
+        };
+        let text = |a: usize, b: usize| plain[a..b].iter().collect::<String>();
+        let offset = u64::from_str_radix(&text(start + 1, start + 9), 16).unwrap();
+        for k in 0..16 {
+            let at = start + 10 + 3 * k + usize::from(k >= 8);
+            let Ok(b) = u8::from_str_radix(&text(at, at + 2), 16) else {
+                break;
+            };
+            out.push((offset + k as u64, b, cells[at].1, cells[at].2));
+        }
+    }
+    out
+}
+
+#[test]
+fn snapshot_groups_pane_and_descriptor_fields() {
+    let frame = demo(80, 24, "Tab Tab Tab");
+    assert!(frame.contains("Groups: 1 · 64 B descriptors"), "{frame}");
+    insta::assert_snapshot!("groups_80x24", frame);
+    insta::assert_snapshot!("groups_120x40", demo(120, 40, "Tab Tab Tab"));
+    let frame = demo(120, 40, "Tab Tab Tab Enter Down Down Down Down Down Down");
+    assert!(frame.contains("▶0x1012 bg_flags"), "{frame}");
+    assert!(frame.contains("group 0 bg_flags"), "{frame}");
+    insta::assert_snapshot!("group_fields_120x40", frame);
+}
+
+/// dumpe2fs's group list: per group, the lines from "Group N:" to the next.
+fn dumpe2fs_groups(dir: &std::path::Path, image: &str) -> Vec<String> {
+    // dumpe2fs exits 1 after a bad descriptor checksum, having printed
+    // the whole list.
+    let out = std::process::Command::new("dumpe2fs")
+        .arg(image)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut groups: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("Group ") && line.contains(": (Blocks") {
+            groups.push(String::new());
+        }
+        if let Some(g) = groups.last_mut() {
+            g.push_str(line);
+            g.push('\n');
+        }
+    }
+    groups
+}
+
+/// The number after `word` in `text`.
+fn number_after(text: &str, word: &str) -> u64 {
+    let at = text
+        .find(word)
+        .unwrap_or_else(|| panic!("{word:?} in {text}"))
+        + word.len();
+    let digits: String = text[at..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().unwrap()
+}
+
+#[test]
+fn groups_pane_equals_dumpe2fs_and_marks_a_bad_checksum() {
+    if !need("mke2fs") || !need("debugfs") || !need("dumpe2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir(dir.join("tree")).unwrap();
+    std::fs::write(dir.join("tree/a"), b"a\n").unwrap();
+    // 1 KiB blocks, 2048 per group: six groups in 12 MiB.
+    sh(
+        dir,
+        &[
+            "mke2fs", "-q", "-t", "ext4", "-b", "1024", "-g", "2048", "-N", "512", "-d", "tree",
+            "g.raw", "12M",
+        ],
+    );
+    debugfs_w(dir, "g.raw", "set_bg 2 checksum 0xbeef\n");
+    let oracle = dumpe2fs_groups(dir, "g.raw");
+    assert_eq!(oracle.len(), 6, "{oracle:?}");
+    let frame = layerscope(
+        dir,
+        &[
+            "render",
+            "g.raw",
+            "--size",
+            "100x30",
+            "--keys",
+            "Tab Tab Tab",
+        ],
+    )
+    .ok()
+    .text();
+    let rows: Vec<Vec<String>> = frame
+        .lines()
+        .map(|l| l.trim_matches('│').trim_start_matches('▶').trim())
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows.len(), 6, "{frame}");
+    for (g, (row, want)) in rows.iter().zip(&oracle).enumerate() {
+        // group, checksum ("ok" or "BAD xxxx"), inode table, free blocks,
+        // free inodes, block bitmap, inode bitmap, dirs, flags.
+        let mut cols = row.clone();
+        if cols[1] == "BAD" {
+            let v = cols.remove(2);
+            cols[1] = format!("BAD {v}");
+        }
+        assert_eq!(cols[0], g.to_string());
+        let csum = want.split("csum 0x").nth(1).unwrap();
+        let csum = &csum[..4];
+        if want.contains("EXPECTED") {
+            assert_eq!(cols[1], format!("BAD {csum}"), "group {g}");
+        } else {
+            assert_eq!(cols[1], "ok", "group {g}");
+        }
+        let n = |i: usize| cols[i].parse::<u64>().unwrap();
+        assert_eq!(n(2), number_after(want, "Inode table at"), "group {g}");
+        let counts = want.lines().find(|l| l.contains(" free blocks, ")).unwrap();
+        assert_eq!(n(3), number_after(counts, ""), "group {g} free blocks");
+        assert_eq!(n(4), number_after(want, "free blocks,"), "group {g}");
+        assert_eq!(n(5), number_after(want, "Block bitmap at"), "group {g}");
+        assert_eq!(n(6), number_after(want, "Inode bitmap at"), "group {g}");
+        assert_eq!(n(7), number_after(want, "free inodes,"), "group {g}");
+        let flags: Vec<&str> = ["INODE_UNINIT", "BLOCK_UNINIT", "ITABLE_ZEROED"]
+            .into_iter()
+            .zip(["IU", "BU", "IZ"])
+            .filter(|(f, _)| want.lines().next().unwrap().contains(f))
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(cols.get(8).cloned().unwrap_or_default(), flags.join(","));
+    }
+    // The bad one, selected: its expected checksum is dumpe2fs's.
+    let expected = oracle[2].split("EXPECTED 0x").nth(1).unwrap()[..4].to_owned();
+    let frame = layerscope(
+        dir,
+        &[
+            "render",
+            "g.raw",
+            "--size",
+            "100x30",
+            "--keys",
+            "Tab Tab Tab Down Down",
+        ],
+    )
+    .ok()
+    .text()
+    .replace('│', " ")
+    .split_whitespace()
+    .collect::<Vec<_>>()
+    .join(" ");
+    assert!(
+        frame.contains(&format!("checksum BAD 0xbeef, expected 0x{expected}")),
+        "{frame}"
+    );
+    // Its fields in hex, bg_checksum (the 12th) selected: the descriptor
+    // is group 2's slot of the table dumpe2fs places, 64 bytes each.
+    let table = number_after(&oracle[0], "Group descriptors at");
+    let desc = table * 1024 + 2 * 64;
+    let keys = format!("Tab Tab Tab Down Down Enter{}", " Down".repeat(11));
+    let frame = layerscope(
+        dir,
+        &[
+            "render", "g.raw", "--size", "120x40", "--ansi", "--keys", &keys,
+        ],
+    )
+    .ok()
+    .text();
+    let marked = marked_bytes(&frame);
+    let underlined: Vec<u64> = marked.iter().filter(|m| m.2).map(|m| m.0).collect();
+    let reversed: Vec<(u64, u8)> = marked.iter().filter(|m| m.3).map(|m| (m.0, m.1)).collect();
+    assert_eq!(
+        underlined,
+        (desc..desc + 64)
+            .filter(|o| !(desc + 0x1e..desc + 0x20).contains(o))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(reversed, vec![(desc + 0x1e, 0xef), (desc + 0x1f, 0xbe)]);
+}
