@@ -6,6 +6,7 @@ use crate::block::nbd::status::StatsSnapshot;
 use crate::block::nbd::ExportInfo;
 
 pub use super::groups::{Checksum, GroupRow, GroupsTable};
+pub use super::tree::{FileAt, LayerSet, Marks, TreeNode};
 
 /// The panes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +98,16 @@ pub enum Request {
     Fs { as_of: usize },
     /// A directory's entries.
     Dir { as_of: usize, ino: u64 },
-    /// Where a file's first data block is on the disk.
-    File { as_of: usize, ino: u64 },
+    /// Where a file's blocks are: its first byte, the layers holding
+    /// them, and which of the hit map's `cells` cells they fall in.
+    File {
+        as_of: usize,
+        ino: u64,
+        cells: usize,
+    },
+    /// The layers holding the blocks of each of these inodes (the tree's
+    /// rows on screen).
+    Marks { as_of: usize, inos: Vec<u64> },
     /// The group descriptor table.
     Groups { as_of: usize },
     /// One group descriptor's fields.
@@ -121,14 +130,12 @@ pub enum Reply {
         ino: u64,
         entries: Result<Vec<TreeNode>, String>,
     },
-    /// A file's first data byte on the disk (None: no data blocks).
-    FileAt {
+    /// Where a file's blocks are.
+    FileAt(Box<FileAt>),
+    /// The layers the blocks of tree rows come from.
+    Marks {
         as_of: usize,
-        ino: u64,
-        offset: Option<u64>,
-        /// The layers its blocks come from (None: no layer, zeros), top
-        /// first.
-        layers: Vec<Option<usize>>,
+        marks: Vec<(u64, LayerSet)>,
     },
     /// The group descriptor table (or why there is none).
     Groups {
@@ -180,19 +187,6 @@ pub struct FieldRow {
     pub size: usize,
     /// Escaped for the terminal.
     pub value: String,
-}
-
-/// One line of the directory tree.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TreeNode {
-    pub ino: u64,
-    /// Escaped for the terminal.
-    pub name: String,
-    pub depth: usize,
-    pub is_dir: bool,
-    pub expanded: bool,
-    pub size: u64,
-    pub mode: u16,
 }
 
 /// Bytes for the hex pane.
@@ -278,6 +272,9 @@ pub struct App {
     pub tree: Vec<TreeNode>,
     pub tree_sel: usize,
     pub tree_error: Option<String>,
+    /// The cells of the hit map holding the opened file's blocks (as many
+    /// as the grid has).
+    pub file_cells: Option<Vec<bool>>,
     /// The group descriptor table, or why there is none (asked for when
     /// the Groups pane first shows).
     pub groups: Option<Result<GroupsTable, String>>,
@@ -318,6 +315,7 @@ impl App {
             tree: Vec::new(),
             tree_sel: 0,
             tree_error: None,
+            file_cells: None,
             groups: None,
             groups_sel: 0,
             group_fields: None,
@@ -408,6 +406,7 @@ impl App {
         self.sb = None;
         self.tree.clear();
         self.tree_sel = 0;
+        self.file_cells = None;
         self.groups = None;
         self.groups_sel = 0;
         self.group_fields = None;
@@ -431,33 +430,6 @@ impl App {
         self.show_highlight(h)
     }
 
-    /// Enter in the tree: open or close a directory, or show a file's bytes.
-    fn tree_enter(&mut self) -> Vec<Request> {
-        let Some(node) = self.tree.get(self.tree_sel).cloned() else {
-            return Vec::new();
-        };
-        if !node.is_dir {
-            return vec![Request::File {
-                as_of: self.as_of,
-                ino: node.ino,
-            }];
-        }
-        if node.expanded {
-            // Close: drop the deeper lines that follow.
-            let end = self.tree[self.tree_sel + 1..]
-                .iter()
-                .position(|n| n.depth <= node.depth)
-                .map_or(self.tree.len(), |p| self.tree_sel + 1 + p);
-            self.tree.drain(self.tree_sel + 1..end);
-            self.tree[self.tree_sel].expanded = false;
-            return Vec::new();
-        }
-        vec![Request::Dir {
-            as_of: self.as_of,
-            ino: node.ino,
-        }]
-    }
-
     pub(super) fn max_offset(&self) -> u64 {
         let rows = self.disk_size.div_ceil(16);
         rows.saturating_sub(self.hex_rows()) * 16
@@ -474,8 +446,15 @@ impl App {
         self.refresh().into_iter().take(1).collect()
     }
 
-    /// Applies an action; returns work for the worker.
+    /// Applies an action; returns work for the worker (with the layer
+    /// marks of tree rows that came into view).
     pub fn apply(&mut self, action: Action) -> Vec<Request> {
+        let mut r = self.apply_inner(action);
+        r.extend(self.marks_request());
+        r
+    }
+
+    fn apply_inner(&mut self, action: Action) -> Vec<Request> {
         if let Some(text) = &mut self.prompt {
             match action {
                 Action::Char(c) => text.push(c),
@@ -503,10 +482,13 @@ impl App {
         }
         self.message = None;
         let page = self.hex_rows() as i64;
-        if self.focus == Pane::Groups {
-            if let Some(r) = self.groups_action(&action) {
-                return r;
-            }
+        let handled = match self.focus {
+            Pane::Groups => self.groups_action(&action),
+            Pane::Tree => self.tree_action(&action),
+            _ => None,
+        };
+        if let Some(r) = handled {
+            return r;
         }
         match (action, self.focus) {
             (Action::Quit, _) => self.quit = true,
@@ -561,18 +543,6 @@ impl App {
                 self.focus = Pane::Superblock;
                 return self.select_field(self.sb_sel);
             }
-            (Action::Up, Pane::Tree) => self.tree_sel = self.tree_sel.saturating_sub(1),
-            (Action::Down, Pane::Tree) => {
-                self.tree_sel = (self.tree_sel + 1).min(self.tree.len().saturating_sub(1))
-            }
-            (Action::PageUp, Pane::Tree) => {
-                self.tree_sel = self.tree_sel.saturating_sub(page as usize)
-            }
-            (Action::PageDown, Pane::Tree) => {
-                self.tree_sel =
-                    (self.tree_sel + page as usize).min(self.tree.len().saturating_sub(1))
-            }
-            (Action::Enter, Pane::Tree) => return self.tree_enter(),
             (Action::Up, Pane::Chain) => {
                 self.chain_sel = (self.chain_sel + 1).min(self.layers.len().saturating_sub(1))
             }
@@ -633,6 +603,12 @@ impl App {
     /// Takes a worker reply (stale ones, for another layer or offset, are
     /// dropped); returns any follow-up work.
     pub fn receive(&mut self, reply: Reply) -> Vec<Request> {
+        let mut r = self.receive_inner(reply);
+        r.extend(self.marks_request());
+        r
+    }
+
+    fn receive_inner(&mut self, reply: Reply) -> Vec<Request> {
         match reply {
             Reply::Hex(h) if h.as_of == self.as_of && h.offset == self.hex_offset => {
                 self.hex = Some(h)
@@ -647,15 +623,7 @@ impl App {
             Reply::Nbd(n) => self.nbd = Some(n),
             Reply::Fs { as_of, fields } if as_of == self.as_of => {
                 self.sb = Some(fields);
-                self.tree = vec![TreeNode {
-                    ino: 2,
-                    name: "/".into(),
-                    depth: 0,
-                    is_dir: true,
-                    expanded: false,
-                    size: 0,
-                    mode: 0o40755,
-                }];
+                self.tree = vec![TreeNode::root()];
                 self.tree_sel = 0;
                 self.tree_error = None;
             }
@@ -663,54 +631,9 @@ impl App {
                 as_of,
                 ino,
                 entries,
-            } if as_of == self.as_of => match entries {
-                Ok(children) => {
-                    if let Some(i) = self
-                        .tree
-                        .iter()
-                        .position(|n| n.ino == ino && n.is_dir && !n.expanded)
-                    {
-                        let depth = self.tree[i].depth + 1;
-                        self.tree[i].expanded = true;
-                        let rows = children.into_iter().map(|mut c| {
-                            c.depth = depth;
-                            c
-                        });
-                        self.tree.splice(i + 1..i + 1, rows);
-                    }
-                }
-                Err(e) => self.tree_error = Some(e),
-            },
-            Reply::FileAt {
-                as_of,
-                offset,
-                layers,
-                ..
-            } if as_of == self.as_of => match offset {
-                Some(off) => {
-                    self.hex_offset = (off & !15).min(self.max_offset());
-                    self.highlight = None;
-                    self.focus = Pane::Hex;
-                    let names: Vec<String> = layers
-                        .iter()
-                        .map(|l| {
-                            l.map_or_else(
-                                || "no layer (zeros)".to_owned(),
-                                |i| format!("layer {i}"),
-                            )
-                        })
-                        .collect();
-                    self.message = Some(format!(
-                        "file data at {off:#x}; its blocks come from {}",
-                        names.join(", ")
-                    ));
-                    self.hex = None;
-                    return self.refresh().into_iter().take(1).collect();
-                }
-                None => {
-                    self.message = Some("no data blocks (empty, inline or a fast symlink)".into())
-                }
-            },
+            } if as_of == self.as_of => return self.receive_dir(ino, entries),
+            Reply::FileAt(f) if f.as_of == self.as_of => return self.receive_file(*f),
+            Reply::Marks { as_of, marks } if as_of == self.as_of => self.receive_marks(marks),
             Reply::Groups { as_of, table } if as_of == self.as_of => {
                 self.groups = Some(table);
                 return self.select_group(self.groups_sel);

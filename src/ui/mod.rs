@@ -14,6 +14,7 @@ pub mod app;
 pub mod groups;
 pub mod hex;
 pub mod render;
+pub mod tree;
 pub mod worker;
 
 use std::io;

@@ -23,7 +23,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
-use super::app::{App, CellOwner, HitMode, Pane};
+use super::app::{App, CellOwner, HitMode, Marks, Pane};
 use super::hex::{glyph, layer_color, ByteClass};
 use crate::units::human;
 
@@ -388,6 +388,10 @@ fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
         Some(Ok(_)) => {
             let start = scroll_start(app.tree_sel, height);
             let width = usize::from(r.width.saturating_sub(2));
+            // The marks column: the layers each row's blocks come from,
+            // top first, as digits in the layer's colour; `·` for blocks in
+            // no layer.
+            let mark_w = (app.as_of + 1).min(8) + 1;
             for (i, n) in app.tree.iter().enumerate().skip(start).take(height) {
                 let mark = match (n.is_dir, n.expanded) {
                     (true, true) => "▾ ",
@@ -399,19 +403,36 @@ fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                 } else {
                     human(n.size)
                 };
-                let left = format!("{}{mark}{}", "  ".repeat(n.depth), n.name);
-                let pad = width.saturating_sub(left.chars().count() + size.len() + 1);
-                let style = if focused && i == app.tree_sel {
+                let mut left = format!("{}{mark}{}", "  ".repeat(n.depth), n.name);
+                let room = width.saturating_sub(size.len() + mark_w + 2);
+                if left.chars().count() > room {
+                    left = left.chars().take(room.saturating_sub(1)).collect();
+                    left.push('…');
+                }
+                let pad = width.saturating_sub(left.chars().count() + size.len() + mark_w + 2);
+                let selected = focused && i == app.tree_sel;
+                let style = if selected {
                     Style::default().add_modifier(Modifier::REVERSED)
                 } else if n.is_dir {
                     s.fg(Color::Blue)
                 } else {
                     Style::default()
                 };
-                lines.push(Line::from(Span::styled(
-                    format!("{left}{} {size}", " ".repeat(pad)),
-                    style,
-                )));
+                let mut spans = vec![Span::styled(format!("{left}{} ", " ".repeat(pad)), style)];
+                let mut marks: Vec<Span> = Vec::new();
+                if let Marks::Known(set) = n.marks {
+                    for l in set.top_first().take(mark_w - 1) {
+                        let c = char::from_digit((l % 36) as u32, 36).unwrap_or('+');
+                        marks.push(Span::styled(c.to_string(), s.fg(layer_color(Some(l)))));
+                    }
+                    if set.zeros {
+                        marks.push(Span::styled("·", s.fg(layer_color(None))));
+                    }
+                }
+                spans.push(Span::raw(" ".repeat(mark_w.saturating_sub(marks.len()))));
+                spans.extend(marks);
+                spans.push(Span::styled(format!(" {size}"), style));
+                lines.push(Line::from(spans));
             }
             if let Some(e) = &app.tree_error {
                 lines.push(Line::from(format!("error: {e}")));
@@ -461,19 +482,38 @@ fn draw_hitmap(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
     match &app.grid {
         None => lines.push(Line::from("computing…")),
         Some(g) => {
-            for row in g.cells.chunks(inner_w) {
+            // The opened file's cells: `▓` in the owner's colour, reversed.
+            let file = app.file_cells.as_ref().filter(|c| c.len() == g.cells.len());
+            for (y, row) in g.cells.chunks(inner_w).enumerate() {
                 let spans: Vec<Span> = row
                     .iter()
-                    .map(|c| match c {
-                        CellOwner::Layer(l) => Span::styled("█", s.fg(layer_color(Some(*l)))),
-                        CellOwner::Nowhere => Span::styled("·", s.fg(Color::DarkGray)),
-                        CellOwner::NotRead => Span::raw(" "),
+                    .enumerate()
+                    .map(|(x, c)| {
+                        let mine = file.is_some_and(|f| f[y * inner_w + x]);
+                        match (c, mine) {
+                            (CellOwner::Layer(l), true) => Span::styled(
+                                "▓",
+                                s.fg(layer_color(Some(*l))).add_modifier(Modifier::REVERSED),
+                            ),
+                            (_, true) => Span::styled(
+                                "▓",
+                                s.fg(Color::DarkGray).add_modifier(Modifier::REVERSED),
+                            ),
+                            (CellOwner::Layer(l), false) => {
+                                Span::styled("█", s.fg(layer_color(Some(*l))))
+                            }
+                            (CellOwner::Nowhere, false) => Span::styled("·", s.fg(Color::DarkGray)),
+                            (CellOwner::NotRead, false) => Span::raw(" "),
+                        }
                     })
                     .collect();
                 lines.push(Line::from(spans));
             }
             // The legend replaces the last grid row.
             let mut legend = Vec::new();
+            if file.is_some() {
+                legend.push(Span::raw("▓file "));
+            }
             for (i, b) in g.bytes.iter().enumerate().rev() {
                 legend.push(Span::styled("█", s.fg(layer_color(Some(i)))));
                 legend.push(Span::raw(format!("{i}:{} ", human(*b))));

@@ -64,6 +64,10 @@ fn snapshot_tree_and_file_bytes() {
         app_js.contains("its blocks come from layer 2, layer 1"),
         "{app_js}"
     );
+    // Its row marks both layers; the hit map marks its cells.
+    assert!(app_js.contains(" 21 118.0 KiB"), "{app_js}");
+    assert!(app_js.contains("▓file"), "{app_js}");
+    insta::assert_snapshot!("file_layers_and_cells_120x40", app_js);
     insta::assert_snapshot!("file_bytes_from_tree_80x24", frame);
     let frame = demo(
         120,
@@ -416,4 +420,154 @@ fn groups_pane_equals_dumpe2fs_and_marks_a_bad_checksum() {
             .collect::<Vec<_>>()
     );
     assert_eq!(reversed, vec![(desc + 0x1e, 0xef), (desc + 0x1f, 0xbe)]);
+}
+
+/// Block numbers of a file in a raw ext image, from `debugfs blocks`.
+fn debugfs_blocks(dir: &std::path::Path, image: &str, path: &str) -> Vec<u64> {
+    let out = sh(dir, &["debugfs", "-R", &format!("blocks {path}"), image]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|b| b.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn tree_marks_and_hit_map_cells_follow_qemu_map_and_debugfs() {
+    if !need("mke2fs") || !need("debugfs") || !need("qemu-img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let body = |n: usize, seed: u8| -> Vec<u8> { (0..n).map(|i| (i as u8) ^ seed).collect() };
+    std::fs::write(tree.join("a.bin"), body(300 << 10, 1)).unwrap();
+    std::fs::write(tree.join("b.bin"), body(8 << 10, 2)).unwrap();
+    std::fs::write(dir.join("new.bin"), body(200 << 10, 3)).unwrap();
+    sh(
+        dir,
+        &[
+            "mke2fs", "-q", "-t", "ext4", "-b", "4096", "-d", "tree", "base.raw", "32M",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "base.raw",
+            "base.qcow2",
+        ],
+    );
+    // The top layer: a new file, and b.bin rewritten in place.
+    std::fs::copy(dir.join("base.raw"), dir.join("top.raw")).unwrap();
+    debugfs_w(dir, "top.raw", "write new.bin new.bin\n");
+    let b = debugfs_blocks(dir, "top.raw", "/b.bin");
+    let mut raw = std::fs::read(dir.join("top.raw")).unwrap();
+    let at = b[0] as usize * 4096;
+    raw[at..at + 4096].fill(0x5a);
+    std::fs::write(dir.join("top.raw"), raw).unwrap();
+    thin_overlay(
+        dir,
+        "top.qcow2",
+        "base.qcow2",
+        "qcow2",
+        &dir.join("top.raw"),
+        "",
+        false,
+    );
+    let map = qemu_map(dir, "top.qcow2");
+    let entries = map.as_array().unwrap();
+    // The layer holding each block, by qemu (depth 0 is the top, layer 1).
+    let layer_of = |block: u64| -> Option<u64> {
+        let at = block * 4096;
+        let e = entries
+            .iter()
+            .find(|e| {
+                let s = e["start"].as_u64().unwrap();
+                at >= s && at < s + e["length"].as_u64().unwrap()
+            })
+            .unwrap();
+        e["present"]
+            .as_bool()
+            .unwrap()
+            .then(|| 1 - e["depth"].as_u64().unwrap())
+    };
+    let frame = layerscope(
+        dir,
+        &[
+            "render",
+            "top.qcow2",
+            "--size",
+            "100x30",
+            "--keys",
+            "BackTab Enter",
+        ],
+    )
+    .ok()
+    .text();
+    let mut seen = Vec::new();
+    for name in ["a.bin", "b.bin", "new.bin"] {
+        let blocks = debugfs_blocks(dir, "top.raw", &format!("/{name}"));
+        let mut layers: Vec<Option<u64>> = blocks.iter().map(|&b| layer_of(b)).collect();
+        layers.sort_by(|a, b| b.cmp(a));
+        layers.dedup();
+        let want: String = layers
+            .iter()
+            .map(|l| l.map_or('·', |l| char::from_digit(l as u32, 10).unwrap()))
+            .collect();
+        let row = frame
+            .lines()
+            .find(|l| l.contains(&format!(" {name} ")))
+            .unwrap_or_else(|| panic!("{name} in\n{frame}"));
+        let got = row.trim_matches('│').split_whitespace().nth(1).unwrap();
+        assert_eq!(got, want, "{name}: {row}");
+        seen.push(want);
+    }
+    // Some file comes from both layers, some from the top alone: the test
+    // is not vacuous.
+    assert!(
+        seen.iter().any(|m| m == "10") && seen.iter().any(|m| m == "1"),
+        "{seen:?}"
+    );
+    // Open new.bin (the tree is sorted: a.bin, b.bin, lost+found first),
+    // then look at the hit map: its cells are those of debugfs's blocks.
+    let keys = "BackTab Enter Down Down Down Down Enter Tab";
+    let frame = layerscope(
+        dir,
+        &["render", "top.qcow2", "--size", "100x30", "--keys", keys],
+    )
+    .ok()
+    .text();
+    assert!(frame.contains("Hit map"), "{frame}");
+    let grid: Vec<Vec<char>> = frame
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with('└'))
+        .map(|l| l.trim_start_matches('│').chars().take(98).collect())
+        .collect();
+    // The last row is the legend.
+    let grid = &grid[..grid.len() - 1];
+    let cells = grid.len() * 98;
+    let cell = (32u64 << 20).div_ceil(cells as u64);
+    let got: Vec<usize> = grid
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, c)| **c == '▓')
+        .map(|(i, _)| i)
+        .collect();
+    let mut want: Vec<usize> = debugfs_blocks(dir, "top.raw", "/new.bin")
+        .iter()
+        .flat_map(|b| [b * 4096 / cell, (b * 4096 + 4095) / cell])
+        .map(|c| c as usize)
+        .collect();
+    want.sort();
+    want.dedup();
+    assert!(!want.is_empty());
+    assert_eq!(got, want, "{frame}");
 }
