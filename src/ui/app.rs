@@ -5,6 +5,9 @@ use crate::block::hitmap::Served;
 use crate::block::nbd::status::StatsSnapshot;
 use crate::block::nbd::ExportInfo;
 
+pub use super::groups::{Checksum, GroupRow, GroupsTable};
+pub use super::tree::{FileAt, LayerSet, Marks, TreeNode};
+
 /// The panes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pane {
@@ -12,19 +15,35 @@ pub enum Pane {
     Status,
     Tree,
     Superblock,
+    Groups,
     Hex,
     HitMap,
 }
 
 impl Pane {
-    const ORDER: [Pane; 6] = [
+    /// Tab order, and the narrow layout's tab line.
+    pub const ORDER: [Pane; 7] = [
         Pane::Chain,
         Pane::Tree,
         Pane::Hex,
         Pane::HitMap,
         Pane::Superblock,
+        Pane::Groups,
         Pane::Status,
     ];
+
+    /// The pane's name on its tab.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pane::Chain => "Chain",
+            Pane::Status => "Status",
+            Pane::Tree => "Tree",
+            Pane::Superblock => "Superblock",
+            Pane::Groups => "Groups",
+            Pane::Hex => "Hex",
+            Pane::HitMap => "Hit map",
+        }
+    }
 
     fn step(self, by: isize) -> Pane {
         let i = Self::ORDER.iter().position(|p| *p == self).unwrap_or(0) as isize;
@@ -79,8 +98,20 @@ pub enum Request {
     Fs { as_of: usize },
     /// A directory's entries.
     Dir { as_of: usize, ino: u64 },
-    /// Where a file's first data block is on the disk.
-    File { as_of: usize, ino: u64 },
+    /// Where a file's blocks are: its first byte, the layers holding
+    /// them, and which of the hit map's `cells` cells they fall in.
+    File {
+        as_of: usize,
+        ino: u64,
+        cells: usize,
+    },
+    /// The layers holding the blocks of each of these inodes (the tree's
+    /// rows on screen).
+    Marks { as_of: usize, inos: Vec<u64> },
+    /// The group descriptor table.
+    Groups { as_of: usize },
+    /// One group descriptor's fields.
+    GroupFields { as_of: usize, group: u64 },
 }
 
 /// The worker's answers.
@@ -99,16 +130,53 @@ pub enum Reply {
         ino: u64,
         entries: Result<Vec<TreeNode>, String>,
     },
-    /// A file's first data byte on the disk (None: no data blocks).
-    FileAt {
+    /// Where a file's blocks are.
+    FileAt(Box<FileAt>),
+    /// The layers the blocks of tree rows come from.
+    Marks {
         as_of: usize,
-        ino: u64,
-        offset: Option<u64>,
-        /// The layers its blocks come from (None: no layer, zeros), top
-        /// first.
-        layers: Vec<Option<usize>>,
+        marks: Vec<(u64, LayerSet)>,
+    },
+    /// The group descriptor table (or why there is none).
+    Groups {
+        as_of: usize,
+        table: Result<GroupsTable, String>,
+    },
+    GroupFields {
+        as_of: usize,
+        group: u64,
+        fields: Result<Vec<FieldRow>, String>,
     },
     Error(String),
+}
+
+/// Bytes the hex view marks: the fields of one structure, each underlined
+/// (so their edges show), the selected one reversed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Highlight {
+    /// What the fields belong to, for the hex pane's title.
+    pub label: String,
+    /// (disk offset, size) of each field, in table order.
+    pub fields: Vec<(u64, usize)>,
+    pub selected: Option<usize>,
+}
+
+impl Highlight {
+    /// The field holding byte `offset`, and whether it is the selected one.
+    pub fn at(&self, offset: u64) -> Option<(usize, bool)> {
+        self.fields
+            .iter()
+            .position(|&(o, n)| offset >= o && offset - o < n as u64)
+            .map(|i| (i, self.selected == Some(i)))
+    }
+
+    /// The byte to keep on screen: the selected field's, else the first.
+    fn anchor(&self) -> Option<(u64, usize)> {
+        self.selected
+            .and_then(|i| self.fields.get(i))
+            .or_else(|| self.fields.first())
+            .copied()
+    }
 }
 
 /// One superblock field for the pane and the hex highlight.
@@ -119,19 +187,6 @@ pub struct FieldRow {
     pub size: usize,
     /// Escaped for the terminal.
     pub value: String,
-}
-
-/// One line of the directory tree.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TreeNode {
-    pub ino: u64,
-    /// Escaped for the terminal.
-    pub name: String,
-    pub depth: usize,
-    pub is_dir: bool,
-    pub expanded: bool,
-    pub size: u64,
-    pub mode: u16,
 }
 
 /// Bytes for the hex pane.
@@ -217,8 +272,18 @@ pub struct App {
     pub tree: Vec<TreeNode>,
     pub tree_sel: usize,
     pub tree_error: Option<String>,
-    /// Bytes the hex view highlights (a selected field).
-    pub highlight: Option<(u64, usize)>,
+    /// The cells of the hit map holding the opened file's blocks (as many
+    /// as the grid has).
+    pub file_cells: Option<Vec<bool>>,
+    /// The group descriptor table, or why there is none (asked for when
+    /// the Groups pane first shows).
+    pub groups: Option<Result<GroupsTable, String>>,
+    pub groups_sel: usize,
+    /// The fields of the group opened with Enter, and the selected one.
+    pub group_fields: Option<(u64, Vec<FieldRow>)>,
+    pub group_field_sel: usize,
+    /// Fields the hex view marks.
+    pub highlight: Option<Highlight>,
     pub is_nbd: bool,
     pub help: bool,
     /// The "go to" prompt's text while it is open.
@@ -250,6 +315,11 @@ impl App {
             tree: Vec::new(),
             tree_sel: 0,
             tree_error: None,
+            file_cells: None,
+            groups: None,
+            groups_sel: 0,
+            group_fields: None,
+            group_field_sel: 0,
             highlight: None,
             is_nbd,
             help: false,
@@ -301,7 +371,46 @@ impl App {
         if self.sb.is_none() {
             r.push(Request::Fs { as_of: self.as_of });
         }
+        r.extend(self.lazy());
         r
+    }
+
+    /// Requests for data only the focused pane needs, when not in yet.
+    fn lazy(&self) -> Option<Request> {
+        (self.focus == Pane::Groups && self.groups.is_none())
+            .then_some(Request::Groups { as_of: self.as_of })
+    }
+
+    /// Marks `h`'s fields in the hex view, scrolling it to the selected
+    /// (or first) field when that is off screen.
+    pub(super) fn show_highlight(&mut self, h: Highlight) -> Vec<Request> {
+        let anchor = h.anchor();
+        self.highlight = Some(h);
+        let Some((offset, _)) = anchor else {
+            return Vec::new();
+        };
+        let rows_on_screen = self.hex_rows() * 16;
+        if offset < self.hex_offset || offset >= self.hex_offset + rows_on_screen {
+            self.hex_offset = (offset & !15)
+                .saturating_sub((rows_on_screen / 2) & !15)
+                .min(self.max_offset());
+            return self.refresh().into_iter().take(1).collect();
+        }
+        Vec::new()
+    }
+
+    /// Forgets what was read as of the current layer (it changed).
+    fn clear_layer_data(&mut self) {
+        self.hex = None;
+        self.grid = None;
+        self.sb = None;
+        self.tree.clear();
+        self.tree_sel = 0;
+        self.file_cells = None;
+        self.groups = None;
+        self.groups_sel = 0;
+        self.group_fields = None;
+        self.highlight = None;
     }
 
     /// Moves the superblock selection and highlights the field's bytes.
@@ -312,46 +421,16 @@ impl App {
         let Some(row) = rows.get(sel.min(rows.len().saturating_sub(1))) else {
             return Vec::new();
         };
-        self.sb_sel = sel.min(rows.len() - 1);
-        self.highlight = Some((row.offset, row.size));
-        let rows_on_screen = self.hex_rows() * 16;
-        if row.offset < self.hex_offset || row.offset >= self.hex_offset + rows_on_screen {
-            self.hex_offset = (row.offset & !15)
-                .saturating_sub((rows_on_screen / 2) & !15)
-                .min(self.max_offset());
-            return self.refresh().into_iter().take(1).collect();
-        }
-        Vec::new()
-    }
-
-    /// Enter in the tree: open or close a directory, or show a file's bytes.
-    fn tree_enter(&mut self) -> Vec<Request> {
-        let Some(node) = self.tree.get(self.tree_sel).cloned() else {
-            return Vec::new();
+        let h = Highlight {
+            label: format!("superblock {}", row.name),
+            fields: rows.iter().map(|r| (r.offset, r.size)).collect(),
+            selected: Some(sel.min(rows.len() - 1)),
         };
-        if !node.is_dir {
-            return vec![Request::File {
-                as_of: self.as_of,
-                ino: node.ino,
-            }];
-        }
-        if node.expanded {
-            // Close: drop the deeper lines that follow.
-            let end = self.tree[self.tree_sel + 1..]
-                .iter()
-                .position(|n| n.depth <= node.depth)
-                .map_or(self.tree.len(), |p| self.tree_sel + 1 + p);
-            self.tree.drain(self.tree_sel + 1..end);
-            self.tree[self.tree_sel].expanded = false;
-            return Vec::new();
-        }
-        vec![Request::Dir {
-            as_of: self.as_of,
-            ino: node.ino,
-        }]
+        self.sb_sel = sel.min(rows.len() - 1);
+        self.show_highlight(h)
     }
 
-    fn max_offset(&self) -> u64 {
+    pub(super) fn max_offset(&self) -> u64 {
         let rows = self.disk_size.div_ceil(16);
         rows.saturating_sub(self.hex_rows()) * 16
     }
@@ -367,8 +446,15 @@ impl App {
         self.refresh().into_iter().take(1).collect()
     }
 
-    /// Applies an action; returns work for the worker.
+    /// Applies an action; returns work for the worker (with the layer
+    /// marks of tree rows that came into view).
     pub fn apply(&mut self, action: Action) -> Vec<Request> {
+        let mut r = self.apply_inner(action);
+        r.extend(self.marks_request());
+        r
+    }
+
+    fn apply_inner(&mut self, action: Action) -> Vec<Request> {
         if let Some(text) = &mut self.prompt {
             match action {
                 Action::Char(c) => text.push(c),
@@ -396,12 +482,29 @@ impl App {
         }
         self.message = None;
         let page = self.hex_rows() as i64;
+        let handled = match self.focus {
+            Pane::Groups => self.groups_action(&action),
+            Pane::Tree => self.tree_action(&action),
+            _ => None,
+        };
+        if let Some(r) = handled {
+            return r;
+        }
         match (action, self.focus) {
             (Action::Quit, _) => self.quit = true,
             (Action::Help, _) => self.help = true,
-            (Action::NextPane, _) => self.focus = self.focus.step(1),
-            (Action::PrevPane, _) => self.focus = self.focus.step(-1),
-            (Action::Focus(p), _) => self.focus = p,
+            (Action::NextPane, _) => {
+                self.focus = self.focus.step(1);
+                return self.lazy().into_iter().collect();
+            }
+            (Action::PrevPane, _) => {
+                self.focus = self.focus.step(-1);
+                return self.lazy().into_iter().collect();
+            }
+            (Action::Focus(p), _) => {
+                self.focus = p;
+                return self.lazy().into_iter().collect();
+            }
             (Action::Goto, _) => self.prompt = Some(String::new()),
             (Action::ToggleHitMode, _) => {
                 self.hit_mode = match self.hit_mode {
@@ -440,18 +543,6 @@ impl App {
                 self.focus = Pane::Superblock;
                 return self.select_field(self.sb_sel);
             }
-            (Action::Up, Pane::Tree) => self.tree_sel = self.tree_sel.saturating_sub(1),
-            (Action::Down, Pane::Tree) => {
-                self.tree_sel = (self.tree_sel + 1).min(self.tree.len().saturating_sub(1))
-            }
-            (Action::PageUp, Pane::Tree) => {
-                self.tree_sel = self.tree_sel.saturating_sub(page as usize)
-            }
-            (Action::PageDown, Pane::Tree) => {
-                self.tree_sel =
-                    (self.tree_sel + page as usize).min(self.tree.len().saturating_sub(1))
-            }
-            (Action::Enter, Pane::Tree) => return self.tree_enter(),
             (Action::Up, Pane::Chain) => {
                 self.chain_sel = (self.chain_sel + 1).min(self.layers.len().saturating_sub(1))
             }
@@ -460,22 +551,14 @@ impl App {
             (Action::Bottom, Pane::Chain) => self.chain_sel = 0,
             (Action::Enter, Pane::Chain) => {
                 self.as_of = self.chain_sel;
-                self.hex = None;
-                self.grid = None;
-                self.sb = None;
-                self.tree.clear();
-                self.tree_sel = 0;
+                self.clear_layer_data();
                 self.message = Some(format!("disk as of layer {}", self.as_of));
                 return self.refresh();
             }
             (Action::Back, Pane::Chain) => {
                 self.as_of = self.layers.len().saturating_sub(1);
                 self.chain_sel = self.as_of;
-                self.hex = None;
-                self.grid = None;
-                self.sb = None;
-                self.tree.clear();
-                self.tree_sel = 0;
+                self.clear_layer_data();
                 return self.refresh();
             }
             (Action::Up, _) => return self.scroll_hex(-1),
@@ -520,6 +603,12 @@ impl App {
     /// Takes a worker reply (stale ones, for another layer or offset, are
     /// dropped); returns any follow-up work.
     pub fn receive(&mut self, reply: Reply) -> Vec<Request> {
+        let mut r = self.receive_inner(reply);
+        r.extend(self.marks_request());
+        r
+    }
+
+    fn receive_inner(&mut self, reply: Reply) -> Vec<Request> {
         match reply {
             Reply::Hex(h) if h.as_of == self.as_of && h.offset == self.hex_offset => {
                 self.hex = Some(h)
@@ -534,15 +623,7 @@ impl App {
             Reply::Nbd(n) => self.nbd = Some(n),
             Reply::Fs { as_of, fields } if as_of == self.as_of => {
                 self.sb = Some(fields);
-                self.tree = vec![TreeNode {
-                    ino: 2,
-                    name: "/".into(),
-                    depth: 0,
-                    is_dir: true,
-                    expanded: false,
-                    size: 0,
-                    mode: 0o40755,
-                }];
+                self.tree = vec![TreeNode::root()];
                 self.tree_sel = 0;
                 self.tree_error = None;
             }
@@ -550,53 +631,23 @@ impl App {
                 as_of,
                 ino,
                 entries,
-            } if as_of == self.as_of => match entries {
-                Ok(children) => {
-                    if let Some(i) = self
-                        .tree
-                        .iter()
-                        .position(|n| n.ino == ino && n.is_dir && !n.expanded)
-                    {
-                        let depth = self.tree[i].depth + 1;
-                        self.tree[i].expanded = true;
-                        let rows = children.into_iter().map(|mut c| {
-                            c.depth = depth;
-                            c
-                        });
-                        self.tree.splice(i + 1..i + 1, rows);
-                    }
-                }
-                Err(e) => self.tree_error = Some(e),
-            },
-            Reply::FileAt {
+            } if as_of == self.as_of => return self.receive_dir(ino, entries),
+            Reply::FileAt(f) if f.as_of == self.as_of => return self.receive_file(*f),
+            Reply::Marks { as_of, marks } if as_of == self.as_of => self.receive_marks(marks),
+            Reply::Groups { as_of, table } if as_of == self.as_of => {
+                self.groups = Some(table);
+                return self.select_group(self.groups_sel);
+            }
+            Reply::GroupFields {
                 as_of,
-                offset,
-                layers,
-                ..
-            } if as_of == self.as_of => match offset {
-                Some(off) => {
-                    self.hex_offset = (off & !15).min(self.max_offset());
-                    self.highlight = None;
-                    self.focus = Pane::Hex;
-                    let names: Vec<String> = layers
-                        .iter()
-                        .map(|l| {
-                            l.map_or_else(
-                                || "no layer (zeros)".to_owned(),
-                                |i| format!("layer {i}"),
-                            )
-                        })
-                        .collect();
-                    self.message = Some(format!(
-                        "file data at {off:#x}; its blocks come from {}",
-                        names.join(", ")
-                    ));
-                    self.hex = None;
-                    return self.refresh().into_iter().take(1).collect();
+                group,
+                fields,
+            } if as_of == self.as_of => match fields {
+                Ok(f) => {
+                    self.group_fields = Some((group, f));
+                    return self.select_group_field(0);
                 }
-                None => {
-                    self.message = Some("no data blocks (empty, inline or a fast symlink)".into())
-                }
+                Err(e) => self.message = Some(e),
             },
             Reply::Error(e) => self.message = Some(e),
             _ => {}

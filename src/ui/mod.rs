@@ -11,8 +11,10 @@
 //! The filesystem panes (superblock, groups, tree) come with the ext
 //! decoder.
 pub mod app;
+pub mod groups;
 pub mod hex;
 pub mod render;
+pub mod tree;
 pub mod worker;
 
 use std::io;
@@ -185,9 +187,9 @@ fn buffer_text(buf: &ratatui::buffer::Buffer, ansi: bool) -> String {
         let mut last = None;
         for x in 0..buf.area.width {
             let cell = &buf[(x, y)];
-            if ansi && last != Some(cell.fg) {
-                line.push_str(&ansi_fg(cell.fg));
-                last = Some(cell.fg);
+            if ansi && last != Some((cell.fg, cell.modifier)) {
+                line.push_str(&ansi_style(cell.fg, cell.modifier));
+                last = Some((cell.fg, cell.modifier));
             }
             line.push_str(cell.symbol());
         }
@@ -200,8 +202,11 @@ fn buffer_text(buf: &ratatui::buffer::Buffer, ansi: bool) -> String {
     out
 }
 
-fn ansi_fg(c: ratatui::style::Color) -> String {
+/// SGR codes for a colour and the modifiers the UI uses (bold, underline,
+/// reverse), after a reset.
+fn ansi_style(c: ratatui::style::Color, m: ratatui::style::Modifier) -> String {
     use ratatui::style::Color::*;
+    use ratatui::style::Modifier;
     let code = match c {
         Black => 30,
         Red => 31,
@@ -220,7 +225,18 @@ fn ansi_fg(c: ratatui::style::Color) -> String {
         LightCyan => 96,
         _ => 39,
     };
-    format!("\x1b[{code}m")
+    let mut sgr = format!("\x1b[0;{code}");
+    for (bit, n) in [
+        (Modifier::BOLD, ";1"),
+        (Modifier::UNDERLINED, ";4"),
+        (Modifier::REVERSED, ";7"),
+    ] {
+        if m.contains(bit) {
+            sgr.push_str(n);
+        }
+    }
+    sgr.push('m');
+    sgr
 }
 
 /// Restores the terminal: raw mode off, main screen back, mouse released.
@@ -321,6 +337,9 @@ fn mouse_action(app: &App, m: crossterm::event::MouseEvent) -> Option<Action> {
             [
                 (a.chain, Pane::Chain),
                 (a.status, Pane::Status),
+                (a.tree, Pane::Tree),
+                (a.superblock, Pane::Superblock),
+                (a.groups, Pane::Groups),
                 (a.hex, Pane::Hex),
                 (a.hitmap, Pane::HitMap),
             ]

@@ -23,7 +23,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
-use super::app::{App, CellOwner, HitMode, Pane};
+use super::app::{App, CellOwner, HitMode, Marks, Pane};
 use super::hex::{glyph, layer_color, ByteClass};
 use crate::units::human;
 
@@ -34,6 +34,7 @@ pub struct Areas {
     pub status: Option<Rect>,
     pub tree: Option<Rect>,
     pub superblock: Option<Rect>,
+    pub groups: Option<Rect>,
     pub hex: Option<Rect>,
     pub hitmap: Option<Rect>,
     pub tabs: Option<Rect>,
@@ -87,17 +88,17 @@ pub fn layout(app: &App, focus: Pane) -> Areas {
                 Constraint::Length(main.height / 4),
             ])
             .split(cols[0]);
-        // The tree's slot shows the superblock while that pane has focus.
-        let (tree, superblock) = if focus == Pane::Superblock {
-            (None, Some(left[2]))
-        } else {
-            (Some(left[2]), None)
-        };
+        // The tree's slot shows the superblock or the groups while that
+        // pane has focus.
+        let slot = |p: Pane| (focus == p).then_some(left[2]);
+        let (superblock, groups) = (slot(Pane::Superblock), slot(Pane::Groups));
+        let tree = (superblock.is_none() && groups.is_none()).then_some(left[2]);
         Areas {
             chain: Some(left[0]),
             status: Some(left[1]),
             tree,
             superblock,
+            groups,
             hitmap: Some(left[3]),
             hex: Some(cols[1]),
             tabs: None,
@@ -114,6 +115,7 @@ pub fn layout(app: &App, focus: Pane) -> Areas {
             status: None,
             tree: None,
             superblock: None,
+            groups: None,
             hex: None,
             hitmap: None,
             tabs: Some(parts[0]),
@@ -122,6 +124,7 @@ pub fn layout(app: &App, focus: Pane) -> Areas {
         match focus {
             Pane::Tree => a.tree = body,
             Pane::Superblock => a.superblock = body,
+            Pane::Groups => a.groups = body,
             Pane::Chain => a.chain = body,
             Pane::Status => a.status = body,
             Pane::Hex => a.hex = body,
@@ -131,12 +134,14 @@ pub fn layout(app: &App, focus: Pane) -> Areas {
     }
 }
 
-struct Styles {
+/// Styles with or without colour (NO_COLOR).
+pub struct Styles {
     color: bool,
 }
 
 impl Styles {
-    fn fg(&self, c: Color) -> Style {
+    /// A foreground colour, or nothing without colour.
+    pub fn fg(&self, c: Color) -> Style {
         if self.color {
             Style::default().fg(c)
         } else {
@@ -145,7 +150,8 @@ impl Styles {
     }
 }
 
-fn pane_block<'a>(title: String, focused: bool) -> Block<'a> {
+/// A pane's frame, bold when focused.
+pub fn pane_block<'a>(title: String, focused: bool) -> Block<'a> {
     let style = if focused {
         Style::default().add_modifier(Modifier::BOLD)
     } else {
@@ -180,6 +186,9 @@ pub fn draw(f: &mut Frame, app: &App, color: bool) {
     if let Some(r) = a.superblock {
         draw_superblock(f, r, app);
     }
+    if let Some(r) = a.groups {
+        super::groups::draw_groups(f, r, app, &s);
+    }
     if let Some(r) = a.hex {
         draw_hex(f, r, app, &s);
     }
@@ -193,16 +202,9 @@ pub fn draw(f: &mut Frame, app: &App, color: bool) {
 }
 
 fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
-    let names = [
-        (Pane::Chain, "Chain"),
-        (Pane::Tree, "Tree"),
-        (Pane::Hex, "Hex"),
-        (Pane::HitMap, "Hit map"),
-        (Pane::Superblock, "Superblock"),
-        (Pane::Status, "Status"),
-    ];
     let mut spans = Vec::new();
-    for (p, n) in names {
+    for p in Pane::ORDER {
+        let n = p.name();
         let style = if p == app.focus {
             Style::default().add_modifier(Modifier::REVERSED)
         } else {
@@ -306,7 +308,21 @@ fn draw_status(f: &mut Frame, r: Rect, app: &App) {
 fn draw_hex(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
     let focused = app.focus == Pane::Hex;
     let digits = usize::from(offset_digits(app.disk_size));
-    let title = format!("Hex @ {:#x} (as of layer {})", app.hex_offset, app.as_of);
+    let mut title = format!("Hex @ {:#x} (as of layer {})", app.hex_offset, app.as_of);
+    if let Some(h) = &app.highlight {
+        title.push_str(" · ");
+        title.push_str(&h.label);
+    }
+    // A byte's style: hexyl's class colour; in a marked field underlined,
+    // the selected field reversed (both survive NO_COLOR).
+    let style = |at: u64, b: u8| {
+        let st = s.fg(ByteClass::of(b).color());
+        match app.highlight.as_ref().and_then(|h| h.at(at)) {
+            Some((_, true)) => st.add_modifier(Modifier::REVERSED),
+            Some(_) => st.add_modifier(Modifier::UNDERLINED),
+            None => st,
+        }
+    };
     let mut lines = Vec::new();
     match &app.hex {
         None => lines.push(Line::from("reading…")),
@@ -319,19 +335,30 @@ fn draw_hex(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                     Span::raw(" "),
                 ];
                 for (i, b) in chunk.iter().enumerate() {
-                    spans.push(Span::styled(
-                        format!("{b:02x}"),
-                        s.fg(ByteClass::of(*b).color()),
-                    ));
-                    spans.push(Span::raw(if i == 7 { "  " } else { " " }));
+                    let here = at + i as u64;
+                    spans.push(Span::styled(format!("{b:02x}"), style(here, *b)));
+                    // The gap inside a field is marked too, so a field
+                    // reads as one run.
+                    let gap = if i == 7 { "  " } else { " " };
+                    let next_same = i < 15
+                        && app
+                            .highlight
+                            .as_ref()
+                            .and_then(|h| h.at(here).zip(h.at(here + 1)))
+                            .is_some_and(|(a, b)| a.0 == b.0);
+                    if next_same {
+                        spans.push(Span::styled(gap, style(here, *b).fg(Color::Reset)));
+                    } else {
+                        spans.push(Span::raw(gap));
+                    }
                 }
                 for _ in chunk.len()..16 {
                     spans.push(Span::raw("   "));
                 }
-                for b in chunk {
+                for (i, b) in chunk.iter().enumerate() {
                     spans.push(Span::styled(
                         glyph(*b).to_string(),
-                        s.fg(ByteClass::of(*b).color()),
+                        style(at + i as u64, *b),
                     ));
                 }
                 lines.push(Line::from(spans));
@@ -342,7 +369,7 @@ fn draw_hex(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
 }
 
 /// The first row to show so that `sel` is visible in `height` rows.
-fn scroll_start(sel: usize, height: usize) -> usize {
+pub fn scroll_start(sel: usize, height: usize) -> usize {
     if height == 0 {
         0
     } else {
@@ -361,6 +388,10 @@ fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
         Some(Ok(_)) => {
             let start = scroll_start(app.tree_sel, height);
             let width = usize::from(r.width.saturating_sub(2));
+            // The marks column: the layers each row's blocks come from,
+            // top first, as digits in the layer's colour; `·` for blocks in
+            // no layer.
+            let mark_w = (app.as_of + 1).min(8) + 1;
             for (i, n) in app.tree.iter().enumerate().skip(start).take(height) {
                 let mark = match (n.is_dir, n.expanded) {
                     (true, true) => "▾ ",
@@ -372,19 +403,36 @@ fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                 } else {
                     human(n.size)
                 };
-                let left = format!("{}{mark}{}", "  ".repeat(n.depth), n.name);
-                let pad = width.saturating_sub(left.chars().count() + size.len() + 1);
-                let style = if focused && i == app.tree_sel {
+                let mut left = format!("{}{mark}{}", "  ".repeat(n.depth), n.name);
+                let room = width.saturating_sub(size.len() + mark_w + 2);
+                if left.chars().count() > room {
+                    left = left.chars().take(room.saturating_sub(1)).collect();
+                    left.push('…');
+                }
+                let pad = width.saturating_sub(left.chars().count() + size.len() + mark_w + 2);
+                let selected = focused && i == app.tree_sel;
+                let style = if selected {
                     Style::default().add_modifier(Modifier::REVERSED)
                 } else if n.is_dir {
                     s.fg(Color::Blue)
                 } else {
                     Style::default()
                 };
-                lines.push(Line::from(Span::styled(
-                    format!("{left}{} {size}", " ".repeat(pad)),
-                    style,
-                )));
+                let mut spans = vec![Span::styled(format!("{left}{} ", " ".repeat(pad)), style)];
+                let mut marks: Vec<Span> = Vec::new();
+                if let Marks::Known(set) = n.marks {
+                    for l in set.top_first().take(mark_w - 1) {
+                        let c = char::from_digit((l % 36) as u32, 36).unwrap_or('+');
+                        marks.push(Span::styled(c.to_string(), s.fg(layer_color(Some(l)))));
+                    }
+                    if set.zeros {
+                        marks.push(Span::styled("·", s.fg(layer_color(None))));
+                    }
+                }
+                spans.push(Span::raw(" ".repeat(mark_w.saturating_sub(marks.len()))));
+                spans.extend(marks);
+                spans.push(Span::styled(format!(" {size}"), style));
+                lines.push(Line::from(spans));
             }
             if let Some(e) = &app.tree_error {
                 lines.push(Line::from(format!("error: {e}")));
@@ -434,19 +482,38 @@ fn draw_hitmap(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
     match &app.grid {
         None => lines.push(Line::from("computing…")),
         Some(g) => {
-            for row in g.cells.chunks(inner_w) {
+            // The opened file's cells: `▓` in the owner's colour, reversed.
+            let file = app.file_cells.as_ref().filter(|c| c.len() == g.cells.len());
+            for (y, row) in g.cells.chunks(inner_w).enumerate() {
                 let spans: Vec<Span> = row
                     .iter()
-                    .map(|c| match c {
-                        CellOwner::Layer(l) => Span::styled("█", s.fg(layer_color(Some(*l)))),
-                        CellOwner::Nowhere => Span::styled("·", s.fg(Color::DarkGray)),
-                        CellOwner::NotRead => Span::raw(" "),
+                    .enumerate()
+                    .map(|(x, c)| {
+                        let mine = file.is_some_and(|f| f[y * inner_w + x]);
+                        match (c, mine) {
+                            (CellOwner::Layer(l), true) => Span::styled(
+                                "▓",
+                                s.fg(layer_color(Some(*l))).add_modifier(Modifier::REVERSED),
+                            ),
+                            (_, true) => Span::styled(
+                                "▓",
+                                s.fg(Color::DarkGray).add_modifier(Modifier::REVERSED),
+                            ),
+                            (CellOwner::Layer(l), false) => {
+                                Span::styled("█", s.fg(layer_color(Some(*l))))
+                            }
+                            (CellOwner::Nowhere, false) => Span::styled("·", s.fg(Color::DarkGray)),
+                            (CellOwner::NotRead, false) => Span::raw(" "),
+                        }
                     })
                     .collect();
                 lines.push(Line::from(spans));
             }
             // The legend replaces the last grid row.
             let mut legend = Vec::new();
+            if file.is_some() {
+                legend.push(Span::raw("▓file "));
+            }
             for (i, b) in g.bytes.iter().enumerate().rev() {
                 legend.push(Span::styled("█", s.fg(layer_color(Some(i)))));
                 legend.push(Span::raw(format!("{i}:{} ", human(*b))));
@@ -491,7 +558,11 @@ pub const HELP: &[(&str, &str)] = &[
         "Enter",
         "chain: the disk as of that layer; tree: open, or a file's bytes",
     ),
-    ("Esc", "chain: back to the top layer; close a prompt"),
+    ("", "groups: a descriptor's fields (each marked in hex)"),
+    (
+        "Esc",
+        "chain: the top layer again; groups: the list; close a prompt",
+    ),
     (
         "g",
         "go to an offset: 0x400, 4096, 64K, or b<N> for 4 KiB block N",
@@ -505,12 +576,27 @@ pub const HELP: &[(&str, &str)] = &[
 
 fn draw_help(f: &mut Frame, full: Rect) {
     let w = 78.min(full.width);
-    let h = (HELP.len() as u16 + 2).min(full.height);
+    // Each text wrapped at words beside its key column.
+    let room = usize::from(w.saturating_sub(2 + 19)).max(10);
+    let mut lines: Vec<Line> = Vec::new();
+    for (k, v) in HELP {
+        let mut line = String::new();
+        let mut key = *k;
+        for word in v.split(' ') {
+            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > room {
+                lines.push(Line::from(format!("{key:<18} {line}")));
+                key = "";
+                line.clear();
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        lines.push(Line::from(format!("{key:<18} {line}")));
+    }
+    let h = (lines.len() as u16 + 2).min(full.height);
     let r = Rect::new((full.width - w) / 2, (full.height - h) / 2, w, h);
-    let lines: Vec<Line> = HELP
-        .iter()
-        .map(|(k, v)| Line::from(format!("{k:<18} {v}")))
-        .collect();
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title("Keys")),

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
-use super::app::{CellOwner, FieldRow, Grid, HexData, HitMode, Reply, Request, TreeNode};
+use super::app::{
+    CellOwner, FieldRow, FileAt, Grid, HexData, HitMode, LayerSet, Marks, Reply, Request, TreeNode,
+};
+use super::groups::{Checksum, GroupRow, GroupsTable, MAX_GROUP_ROWS};
 use crate::block::cache::BlockCache;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
@@ -77,14 +80,23 @@ impl Worker {
                 ino,
                 entries,
             }),
-            Request::File { as_of, ino } => {
-                self.file(as_of, ino).map(|(offset, layers)| Reply::FileAt {
-                    as_of,
-                    ino,
-                    offset,
-                    layers,
-                })
-            }
+            Request::File { as_of, ino, cells } => self
+                .file(as_of, ino, cells)
+                .map(|f| Reply::FileAt(Box::new(f))),
+            Request::Marks { as_of, inos } => self.marks(as_of, &inos),
+            Request::Groups { as_of } => self.ext(as_of).map(|fs| Reply::Groups {
+                as_of,
+                table: fs.map(groups_table),
+            }),
+            Request::GroupFields { as_of, group } => self.ext(as_of).map(|fs| Reply::GroupFields {
+                as_of,
+                group,
+                fields: fs.and_then(|fs| {
+                    fs.group(group)
+                        .map(|d| d.fields.iter().map(field_row).collect())
+                        .map_err(|e| crate::escape::printable(&error_chain(&e)))
+                }),
+            }),
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
                 Some(n) => Ok(Reply::Nbd(Box::new((
                     n.info().clone(),
@@ -112,18 +124,9 @@ impl Worker {
     }
 
     fn fs(&mut self, as_of: usize) -> Result<Result<Vec<FieldRow>, String>, BlockError> {
-        Ok(self.ext(as_of)?.map(|fs| {
-            fs.superblock()
-                .fields
-                .iter()
-                .map(|f| FieldRow {
-                    name: f.name,
-                    offset: f.offset,
-                    size: f.size,
-                    value: f.text.clone().unwrap_or_else(|| f.value.to_string()),
-                })
-                .collect()
-        }))
+        Ok(self
+            .ext(as_of)?
+            .map(|fs| fs.superblock().fields.iter().map(field_row).collect()))
     }
 
     fn dir(&mut self, as_of: usize, ino: u64) -> Result<Result<Vec<TreeNode>, String>, BlockError> {
@@ -144,6 +147,7 @@ impl Worker {
                         expanded: false,
                         size: child.as_ref().map_or(0, |c| c.size),
                         mode: child.as_ref().map_or(0, |c| c.mode),
+                        marks: Marks::Unknown,
                     }
                 })
                 .collect();
@@ -152,40 +156,55 @@ impl Worker {
         }))
     }
 
-    /// A file's first data byte and the layers holding its blocks.
-    fn file(
-        &mut self,
-        as_of: usize,
-        ino: u64,
-    ) -> Result<(Option<u64>, Vec<Option<usize>>), BlockError> {
+    /// A file's first data byte, the layers holding its blocks, and the
+    /// hit map cells (of `cells`) they fall in.
+    fn file(&mut self, as_of: usize, ino: u64, cells: usize) -> Result<FileAt, BlockError> {
         let reader = Arc::clone(&self.view(as_of)?.reader);
-        let Ok(fs) = self.ext(as_of)? else {
-            return Ok((None, Vec::new()));
+        let mut out = FileAt {
+            as_of,
+            ino,
+            offset: None,
+            layers: LayerSet::default(),
+            cells: vec![false; cells.min(MAX_CELLS)],
         };
-        let Ok(node) = fs.inode(ino) else {
-            return Ok((None, Vec::new()));
+        let Ok(fs) = self.ext(as_of)? else {
+            return Ok(out);
+        };
+        let Some(runs) = data_runs(fs, ino) else {
+            return Ok(out);
         };
         let bs = fs.superblock().block_size;
-        let Ok(runs) = fs.runs(&node) else {
-            return Ok((None, Vec::new()));
-        };
-        let mut layers: Vec<Option<usize>> = Vec::new();
-        // Bounded: a file with a pathological number of runs is sampled.
-        for r in runs.iter().filter(|r| !r.meta).take(4096) {
-            let (mut at, end) = (r.physical * bs, (r.physical + r.len) * bs);
-            while at < end {
-                let o = reader.owner(at, end - at)?;
-                if !layers.contains(&o.layer) {
-                    layers.push(o.layer);
-                }
-                at += o.len.max(1);
+        out.offset = runs.first().map(|r| r.physical.saturating_mul(bs));
+        out.layers = layer_set(&reader, &runs, bs)?;
+        if !out.cells.is_empty() {
+            let cell = reader.len().div_ceil(out.cells.len() as u64).max(1);
+            let last = out.cells.len() - 1;
+            for r in runs.iter().filter(|r| r.len > 0) {
+                let start = r.physical.saturating_mul(bs);
+                let end = r.physical.saturating_add(r.len).saturating_mul(bs);
+                let first = ((start / cell) as usize).min(last);
+                let end_cell = (((end - 1) / cell) as usize).min(last);
+                out.cells[first..=end_cell].fill(true);
             }
         }
-        layers.sort_by(|a, b| b.cmp(a));
-        Ok((
-            runs.iter().find(|r| !r.meta).map(|r| r.physical * bs),
-            layers,
-        ))
+        Ok(out)
+    }
+
+    /// The layers holding each inode's blocks.
+    fn marks(&mut self, as_of: usize, inos: &[u64]) -> Result<Reply, BlockError> {
+        let reader = Arc::clone(&self.view(as_of)?.reader);
+        let mut marks = Vec::new();
+        if let Ok(fs) = self.ext(as_of)? {
+            let bs = fs.superblock().block_size;
+            for &ino in inos {
+                let set = match data_runs(fs, ino) {
+                    Some(runs) => layer_set(&reader, &runs, bs)?,
+                    None => LayerSet::default(),
+                };
+                marks.push((ino, set));
+            }
+        }
+        Ok(Reply::Marks { as_of, marks })
     }
 
     fn hex(&mut self, as_of: usize, offset: u64, len: u64) -> Result<HexData, BlockError> {
@@ -212,7 +231,7 @@ impl Worker {
         let layers = as_of + 1;
         let view = self.view(as_of)?;
         let size = view.reader.len();
-        let cells = cells.clamp(1, 1 << 16);
+        let cells = cells.clamp(1, MAX_CELLS);
         let cell = size.div_ceil(cells as u64).max(1);
         let mut out = vec![CellOwner::NotRead; cells];
         let mut bytes = vec![0u64; layers];
@@ -285,6 +304,134 @@ impl Worker {
     }
 }
 
+/// Runs a file's layers are looked up over, at most: a file with more
+/// (badly fragmented, or a damaged map) is sampled.
+const MAX_RUNS: usize = 4096;
+/// Hit map cells, at most.
+const MAX_CELLS: usize = 1 << 16;
+
+/// The data runs of inode `ino` (the first [`MAX_RUNS`]), or None when it
+/// cannot be read.
+fn data_runs(fs: &Ext4, ino: u64) -> Option<Vec<crate::fs::ext::blockmap::Run>> {
+    let node = fs.inode(ino).ok()?;
+    let runs = fs.runs(&node).ok()?;
+    Some(
+        runs.into_iter()
+            .filter(|r| !r.meta)
+            .take(MAX_RUNS)
+            .collect(),
+    )
+}
+
+/// The layers serving `runs` (of `bs`-byte blocks).
+fn layer_set(
+    reader: &LayeredReader,
+    runs: &[crate::fs::ext::blockmap::Run],
+    bs: u64,
+) -> Result<LayerSet, BlockError> {
+    let mut set = LayerSet::default();
+    for r in runs {
+        let mut at = r.physical.saturating_mul(bs);
+        let end = r
+            .physical
+            .saturating_add(r.len)
+            .saturating_mul(bs)
+            .min(reader.len());
+        while at < end {
+            let o = reader.owner(at, end - at)?;
+            set.add(o.layer);
+            at += o.len.max(1);
+        }
+    }
+    Ok(set)
+}
+
+/// A decoded field as a pane row.
+fn field_row(f: &crate::layout::FieldValue) -> FieldRow {
+    FieldRow {
+        name: f.name,
+        offset: f.offset,
+        size: f.size,
+        value: f.text.clone().unwrap_or_else(|| f.value.to_string()),
+    }
+}
+
+/// The group descriptor table (the first [`MAX_GROUP_ROWS`] groups); a
+/// descriptor that cannot be read is a row with its error.
+fn groups_table(fs: &Ext4) -> GroupsTable {
+    use crate::fs::ext::group_desc::expected_checksum;
+    let sb = fs.superblock();
+    let count = sb.group_count();
+    let desc_size = if sb.is_64bit() {
+        usize::from(sb.desc_size)
+    } else {
+        32
+    };
+    let rows = (0..count.min(MAX_GROUP_ROWS))
+        .map(|g| match fs.group(g) {
+            Ok(d) => {
+                let offset = d.fields.first().map(|f| f.offset);
+                let checksum = match d.checksum_ok {
+                    None => Checksum::None,
+                    Some(true) => Checksum::Ok(d.checksum),
+                    Some(false) => {
+                        // The expected value, from the descriptor's bytes.
+                        let mut raw = vec![0u8; desc_size];
+                        let expected = offset
+                            .and_then(|o| fs.disk().read_at(o, &mut raw).ok())
+                            .and_then(|()| expected_checksum(sb, g, &raw))
+                            .unwrap_or(0);
+                        Checksum::Bad {
+                            stored: d.checksum,
+                            expected,
+                        }
+                    }
+                };
+                GroupRow {
+                    group: g,
+                    offset,
+                    block_bitmap: d.block_bitmap,
+                    inode_bitmap: d.inode_bitmap,
+                    inode_table: d.inode_table,
+                    free_blocks: d.free_blocks,
+                    free_inodes: d.free_inodes,
+                    used_dirs: d.used_dirs,
+                    itable_unused: d.itable_unused,
+                    flags: d.flag_names(),
+                    checksum,
+                    error: None,
+                }
+            }
+            Err(e) => GroupRow {
+                group: g,
+                offset: None,
+                block_bitmap: 0,
+                inode_bitmap: 0,
+                inode_table: 0,
+                free_blocks: 0,
+                free_inodes: 0,
+                used_dirs: 0,
+                itable_unused: 0,
+                flags: Vec::new(),
+                checksum: Checksum::None,
+                error: Some(crate::escape::printable(&error_chain(&e))),
+            },
+        })
+        .collect();
+    GroupsTable {
+        count,
+        desc_size,
+        checksum_kind: if sb.has_metadata_csum() {
+            "crc32c"
+        } else if sb.has_ro_compat(0x10) {
+            "crc16"
+        } else {
+            "none"
+        },
+        rows,
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
@@ -302,10 +449,17 @@ pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
     let (rep_tx, rep_rx) = mpsc::channel::<Reply>();
     std::thread::spawn(move || {
         while let Ok(first) = req_rx.recv() {
-            // Coalesce: of what is queued, serve the latest of each kind.
+            // Coalesce: of the queued views (hex, hit map, NBD state) serve
+            // the latest of each kind; every other request (a directory to
+            // open, a file to find) is served.
             let mut latest: Vec<Request> = vec![first];
             while let Ok(more) = req_rx.try_recv() {
-                latest.retain(|r| std::mem::discriminant(r) != std::mem::discriminant(&more));
+                if matches!(
+                    more,
+                    Request::Hex { .. } | Request::Grid { .. } | Request::Nbd
+                ) {
+                    latest.retain(|r| std::mem::discriminant(r) != std::mem::discriminant(&more));
+                }
                 latest.push(more);
             }
             for r in latest {

@@ -64,6 +64,10 @@ fn snapshot_tree_and_file_bytes() {
         app_js.contains("its blocks come from layer 2, layer 1"),
         "{app_js}"
     );
+    // Its row marks both layers; the hit map marks its cells.
+    assert!(app_js.contains(" 21 118.0 KiB"), "{app_js}");
+    assert!(app_js.contains("▓file"), "{app_js}");
+    insta::assert_snapshot!("file_layers_and_cells_120x40", app_js);
     insta::assert_snapshot!("file_bytes_from_tree_80x24", frame);
     let frame = demo(
         120,
@@ -201,4 +205,369 @@ fn hostile_file_names_are_escaped_in_frames() {
         !map.chars().any(|c| c.is_control() && c != '\n'),
         "raw control characters in map"
     );
+}
+
+/// The hex bytes of an `--ansi` frame and their marks: (offset, byte,
+/// underlined, reversed), from the hex pane's rows.
+fn marked_bytes(frame: &str) -> Vec<(u64, u8, bool, bool)> {
+    let mut out = Vec::new();
+    for line in frame.lines() {
+        // The characters with the underline / reverse state of each.
+        let (mut cells, mut ul, mut rev) = (Vec::new(), false, false);
+        let mut chars = line.chars();
+        while let Some(c) = chars.next() {
+            if c != '\x1b' {
+                cells.push((c, ul, rev));
+                continue;
+            }
+            let code: String = chars.by_ref().skip(1).take_while(|c| *c != 'm').collect();
+            for n in code.split(';') {
+                match n {
+                    "0" => (ul, rev) = (false, false),
+                    "4" => ul = true,
+                    "7" => rev = true,
+                    _ => {}
+                }
+            }
+        }
+        let plain: Vec<char> = cells.iter().map(|c| c.0).collect();
+        // A hex row: "│", 8 offset digits, a space, then the bytes.
+        let Some(start) = (0..plain.len().saturating_sub(60)).rev().find(|&i| {
+            plain[i] == '│'
+                && plain[i + 1..i + 9].iter().all(|c| c.is_ascii_hexdigit())
+                && plain[i + 9] == ' '
+                && plain[i + 10].is_ascii_hexdigit()
+        }) else {
+            continue;
+        };
+        let text = |a: usize, b: usize| plain[a..b].iter().collect::<String>();
+        let offset = u64::from_str_radix(&text(start + 1, start + 9), 16).unwrap();
+        for k in 0..16 {
+            let at = start + 10 + 3 * k + usize::from(k >= 8);
+            let Ok(b) = u8::from_str_radix(&text(at, at + 2), 16) else {
+                break;
+            };
+            out.push((offset + k as u64, b, cells[at].1, cells[at].2));
+        }
+    }
+    out
+}
+
+#[test]
+fn snapshot_groups_pane_and_descriptor_fields() {
+    let frame = demo(80, 24, "Tab Tab Tab");
+    assert!(frame.contains("Groups: 1 · 64 B descriptors"), "{frame}");
+    insta::assert_snapshot!("groups_80x24", frame);
+    insta::assert_snapshot!("groups_120x40", demo(120, 40, "Tab Tab Tab"));
+    let frame = demo(120, 40, "Tab Tab Tab Enter Down Down Down Down Down Down");
+    assert!(frame.contains("▶0x1012 bg_flags"), "{frame}");
+    assert!(frame.contains("group 0 bg_flags"), "{frame}");
+    insta::assert_snapshot!("group_fields_120x40", frame);
+}
+
+/// dumpe2fs's group list: per group, the lines from "Group N:" to the next.
+fn dumpe2fs_groups(dir: &std::path::Path, image: &str) -> Vec<String> {
+    // dumpe2fs exits 1 after a bad descriptor checksum, having printed
+    // the whole list.
+    let out = std::process::Command::new("dumpe2fs")
+        .arg(image)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut groups: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("Group ") && line.contains(": (Blocks") {
+            groups.push(String::new());
+        }
+        if let Some(g) = groups.last_mut() {
+            g.push_str(line);
+            g.push('\n');
+        }
+    }
+    groups
+}
+
+/// The number after `word` in `text`.
+fn number_after(text: &str, word: &str) -> u64 {
+    let at = text
+        .find(word)
+        .unwrap_or_else(|| panic!("{word:?} in {text}"))
+        + word.len();
+    let digits: String = text[at..]
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().unwrap()
+}
+
+#[test]
+fn groups_pane_equals_dumpe2fs_and_marks_a_bad_checksum() {
+    if !need("mke2fs") || !need("debugfs") || !need("dumpe2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir(dir.join("tree")).unwrap();
+    std::fs::write(dir.join("tree/a"), b"a\n").unwrap();
+    // 1 KiB blocks, 2048 per group: six groups in 12 MiB.
+    sh(
+        dir,
+        &[
+            "mke2fs", "-q", "-t", "ext4", "-b", "1024", "-g", "2048", "-N", "512", "-d", "tree",
+            "g.raw", "12M",
+        ],
+    );
+    debugfs_w(dir, "g.raw", "set_bg 2 checksum 0xbeef\n");
+    let oracle = dumpe2fs_groups(dir, "g.raw");
+    assert_eq!(oracle.len(), 6, "{oracle:?}");
+    let frame = layerscope(
+        dir,
+        &[
+            "render",
+            "g.raw",
+            "--size",
+            "100x30",
+            "--keys",
+            "Tab Tab Tab",
+        ],
+    )
+    .ok()
+    .text();
+    let rows: Vec<Vec<String>> = frame
+        .lines()
+        .map(|l| l.trim_matches('│').trim_start_matches('▶').trim())
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows.len(), 6, "{frame}");
+    for (g, (row, want)) in rows.iter().zip(&oracle).enumerate() {
+        // group, checksum ("ok" or "BAD xxxx"), inode table, free blocks,
+        // free inodes, block bitmap, inode bitmap, dirs, flags.
+        let mut cols = row.clone();
+        if cols[1] == "BAD" {
+            let v = cols.remove(2);
+            cols[1] = format!("BAD {v}");
+        }
+        assert_eq!(cols[0], g.to_string());
+        let csum = want.split("csum 0x").nth(1).unwrap();
+        let csum = &csum[..4];
+        if want.contains("EXPECTED") {
+            assert_eq!(cols[1], format!("BAD {csum}"), "group {g}");
+        } else {
+            assert_eq!(cols[1], "ok", "group {g}");
+        }
+        let n = |i: usize| cols[i].parse::<u64>().unwrap();
+        assert_eq!(n(2), number_after(want, "Inode table at"), "group {g}");
+        let counts = want.lines().find(|l| l.contains(" free blocks, ")).unwrap();
+        assert_eq!(n(3), number_after(counts, ""), "group {g} free blocks");
+        assert_eq!(n(4), number_after(want, "free blocks,"), "group {g}");
+        assert_eq!(n(5), number_after(want, "Block bitmap at"), "group {g}");
+        assert_eq!(n(6), number_after(want, "Inode bitmap at"), "group {g}");
+        assert_eq!(n(7), number_after(want, "free inodes,"), "group {g}");
+        let flags: Vec<&str> = ["INODE_UNINIT", "BLOCK_UNINIT", "ITABLE_ZEROED"]
+            .into_iter()
+            .zip(["IU", "BU", "IZ"])
+            .filter(|(f, _)| want.lines().next().unwrap().contains(f))
+            .map(|(_, s)| s)
+            .collect();
+        assert_eq!(cols.get(8).cloned().unwrap_or_default(), flags.join(","));
+    }
+    // The bad one, selected: its expected checksum is dumpe2fs's.
+    let expected = oracle[2].split("EXPECTED 0x").nth(1).unwrap()[..4].to_owned();
+    let frame = layerscope(
+        dir,
+        &[
+            "render",
+            "g.raw",
+            "--size",
+            "100x30",
+            "--keys",
+            "Tab Tab Tab Down Down",
+        ],
+    )
+    .ok()
+    .text()
+    .replace('│', " ")
+    .split_whitespace()
+    .collect::<Vec<_>>()
+    .join(" ");
+    assert!(
+        frame.contains(&format!("checksum BAD 0xbeef, expected 0x{expected}")),
+        "{frame}"
+    );
+    // Its fields in hex, bg_checksum (the 12th) selected: the descriptor
+    // is group 2's slot of the table dumpe2fs places, 64 bytes each.
+    let table = number_after(&oracle[0], "Group descriptors at");
+    let desc = table * 1024 + 2 * 64;
+    let keys = format!("Tab Tab Tab Down Down Enter{}", " Down".repeat(11));
+    let frame = layerscope(
+        dir,
+        &[
+            "render", "g.raw", "--size", "120x40", "--ansi", "--keys", &keys,
+        ],
+    )
+    .ok()
+    .text();
+    let marked = marked_bytes(&frame);
+    let underlined: Vec<u64> = marked.iter().filter(|m| m.2).map(|m| m.0).collect();
+    let reversed: Vec<(u64, u8)> = marked.iter().filter(|m| m.3).map(|m| (m.0, m.1)).collect();
+    assert_eq!(
+        underlined,
+        (desc..desc + 64)
+            .filter(|o| !(desc + 0x1e..desc + 0x20).contains(o))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(reversed, vec![(desc + 0x1e, 0xef), (desc + 0x1f, 0xbe)]);
+}
+
+/// Block numbers of a file in a raw ext image, from `debugfs blocks`.
+fn debugfs_blocks(dir: &std::path::Path, image: &str, path: &str) -> Vec<u64> {
+    let out = sh(dir, &["debugfs", "-R", &format!("blocks {path}"), image]);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|b| b.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn tree_marks_and_hit_map_cells_follow_qemu_map_and_debugfs() {
+    if !need("mke2fs") || !need("debugfs") || !need("qemu-img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let body = |n: usize, seed: u8| -> Vec<u8> { (0..n).map(|i| (i as u8) ^ seed).collect() };
+    std::fs::write(tree.join("a.bin"), body(300 << 10, 1)).unwrap();
+    std::fs::write(tree.join("b.bin"), body(8 << 10, 2)).unwrap();
+    std::fs::write(dir.join("new.bin"), body(200 << 10, 3)).unwrap();
+    sh(
+        dir,
+        &[
+            "mke2fs", "-q", "-t", "ext4", "-b", "4096", "-d", "tree", "base.raw", "32M",
+        ],
+    );
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "base.raw",
+            "base.qcow2",
+        ],
+    );
+    // The top layer: a new file, and b.bin rewritten in place.
+    std::fs::copy(dir.join("base.raw"), dir.join("top.raw")).unwrap();
+    debugfs_w(dir, "top.raw", "write new.bin new.bin\n");
+    let b = debugfs_blocks(dir, "top.raw", "/b.bin");
+    let mut raw = std::fs::read(dir.join("top.raw")).unwrap();
+    let at = b[0] as usize * 4096;
+    raw[at..at + 4096].fill(0x5a);
+    std::fs::write(dir.join("top.raw"), raw).unwrap();
+    thin_overlay(
+        dir,
+        "top.qcow2",
+        "base.qcow2",
+        "qcow2",
+        &dir.join("top.raw"),
+        "",
+        false,
+    );
+    let map = qemu_map(dir, "top.qcow2");
+    let entries = map.as_array().unwrap();
+    // The layer holding each block, by qemu (depth 0 is the top, layer 1).
+    let layer_of = |block: u64| -> Option<u64> {
+        let at = block * 4096;
+        let e = entries
+            .iter()
+            .find(|e| {
+                let s = e["start"].as_u64().unwrap();
+                at >= s && at < s + e["length"].as_u64().unwrap()
+            })
+            .unwrap();
+        e["present"]
+            .as_bool()
+            .unwrap()
+            .then(|| 1 - e["depth"].as_u64().unwrap())
+    };
+    let frame = layerscope(
+        dir,
+        &[
+            "render",
+            "top.qcow2",
+            "--size",
+            "100x30",
+            "--keys",
+            "BackTab Enter",
+        ],
+    )
+    .ok()
+    .text();
+    let mut seen = Vec::new();
+    for name in ["a.bin", "b.bin", "new.bin"] {
+        let blocks = debugfs_blocks(dir, "top.raw", &format!("/{name}"));
+        let mut layers: Vec<Option<u64>> = blocks.iter().map(|&b| layer_of(b)).collect();
+        layers.sort_by(|a, b| b.cmp(a));
+        layers.dedup();
+        let want: String = layers
+            .iter()
+            .map(|l| l.map_or('·', |l| char::from_digit(l as u32, 10).unwrap()))
+            .collect();
+        let row = frame
+            .lines()
+            .find(|l| l.contains(&format!(" {name} ")))
+            .unwrap_or_else(|| panic!("{name} in\n{frame}"));
+        let got = row.trim_matches('│').split_whitespace().nth(1).unwrap();
+        assert_eq!(got, want, "{name}: {row}");
+        seen.push(want);
+    }
+    // Some file comes from both layers, some from the top alone: the test
+    // is not vacuous.
+    assert!(
+        seen.iter().any(|m| m == "10") && seen.iter().any(|m| m == "1"),
+        "{seen:?}"
+    );
+    // Open new.bin (the tree is sorted: a.bin, b.bin, lost+found first),
+    // then look at the hit map: its cells are those of debugfs's blocks.
+    let keys = "BackTab Enter Down Down Down Down Enter Tab";
+    let frame = layerscope(
+        dir,
+        &["render", "top.qcow2", "--size", "100x30", "--keys", keys],
+    )
+    .ok()
+    .text();
+    assert!(frame.contains("Hit map"), "{frame}");
+    let grid: Vec<Vec<char>> = frame
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with('└'))
+        .map(|l| l.trim_start_matches('│').chars().take(98).collect())
+        .collect();
+    // The last row is the legend.
+    let grid = &grid[..grid.len() - 1];
+    let cells = grid.len() * 98;
+    let cell = (32u64 << 20).div_ceil(cells as u64);
+    let got: Vec<usize> = grid
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, c)| **c == '▓')
+        .map(|(i, _)| i)
+        .collect();
+    let mut want: Vec<usize> = debugfs_blocks(dir, "top.raw", "/new.bin")
+        .iter()
+        .flat_map(|b| [b * 4096 / cell, (b * 4096 + 4095) / cell])
+        .map(|c| c as usize)
+        .collect();
+    want.sort();
+    want.dedup();
+    assert!(!want.is_empty());
+    assert_eq!(got, want, "{frame}");
 }

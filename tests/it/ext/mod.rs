@@ -9,6 +9,7 @@ mod corpus;
 mod damage;
 mod files;
 mod info;
+mod view;
 
 /// `Name: value` lines, whitespace collapsed.
 fn pairs(text: &str) -> BTreeMap<String, String> {
