@@ -550,19 +550,23 @@ pub fn diff(
     let (mut opaths, mut npaths) = (Paths::new(old), Paths::new(new));
     let (mut removed, mut added) = (Vec::new(), Vec::new());
     for &dir in &dirs {
-        let entries = |fs: &Ext4| -> BTreeMap<Vec<u8>, u64> {
-            fs.inode(dir)
-                .and_then(|i| fs.list_dir(&i))
-                .map(|l| {
+        let entries = |fs: &Ext4, notes: &mut Vec<String>| -> BTreeMap<Vec<u8>, u64> {
+            match fs.inode(dir).and_then(|i| fs.list_dir(&i)) {
+                Ok(l) => {
+                    notes.extend(l.problems.iter().map(|p| format!("directory {dir}: {p}")));
                     l.entries
                         .into_iter()
                         .filter(|e| !e.is_dot_or_dotdot() && e.inode != 0)
                         .map(|e| (e.name, u64::from(e.inode)))
                         .collect()
-                })
-                .unwrap_or_default()
+                }
+                Err(e) => {
+                    notes.push(format!("directory {dir} cannot be listed: {e}"));
+                    BTreeMap::new()
+                }
+            }
         };
-        let (eo, en) = (entries(old), entries(new));
+        let (eo, en) = (entries(old, &mut d.notes), entries(new, &mut d.notes));
         d.stats.directories_listed += 2;
         for (name, &ino) in &eo {
             if en.get(name) != Some(&ino) || !pair.persists(ino) {

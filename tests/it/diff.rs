@@ -116,25 +116,23 @@ fn edits(dir: &Path) -> (String, BTreeSet<(char, String)>) {
 /// base.qcow2 <- l1.qcow2 (the edits) <- l2.qcow2 (copy-up only: clusters
 /// rewritten with the bytes they had). Returns the expected changes of l1.
 fn build(dir: &Path) -> BTreeSet<(char, String)> {
+    build_with(dir, &["-t", "ext4", "-b", "4096"])
+}
+
+fn build_with(dir: &Path, mkfs: &[&str]) -> BTreeSet<(char, String)> {
     let tree = dir.join("tree");
     base_tree(&tree);
-    sh(
-        dir,
-        &[
-            "mke2fs",
-            "-q",
-            "-t",
-            "ext4",
-            "-b",
-            "4096",
-            "-E",
-            "root_owner=0:0",
-            "-d",
-            tree.to_str().unwrap(),
-            "flat0.raw",
-            "32M",
-        ],
-    );
+    let mut args = vec!["mke2fs", "-q"];
+    args.extend(mkfs);
+    args.extend([
+        "-E",
+        "root_owner=0:0",
+        "-d",
+        tree.to_str().unwrap(),
+        "flat0.raw",
+        "32M",
+    ]);
+    sh(dir, &args);
     sh(
         dir,
         &[
@@ -311,8 +309,26 @@ fn diff_reports_the_edits_made_and_equals_full_and_debugfs() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let expect = build(dir);
+    check_edits(tmp.path(), build(tmp.path()));
+}
+
+/// The same edits on ext2 with 1 KiB blocks (indirect maps, no flex_bg,
+/// no extents) and ext3 with 2 KiB blocks and 128-byte inodes.
+#[test]
+fn diff_on_ext2_and_ext3() {
+    if !(need("qemu-img") && need("qemu-io") && need("mke2fs") && need("debugfs")) {
+        return;
+    }
+    for mkfs in [
+        &["-t", "ext2", "-b", "1024"][..],
+        &["-t", "ext3", "-b", "2048", "-I", "128"][..],
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        check_edits(tmp.path(), build_with(tmp.path(), mkfs));
+    }
+}
+
+fn check_edits(dir: &Path, expect: BTreeSet<(char, String)>) {
     let quick = layerscope(
         dir,
         &["diff", "--json", "--from", "0", "--to", "1", "l2.qcow2"],
