@@ -652,6 +652,7 @@ pub fn diff(
     }
     d.stats.directories_listed += opaths.listed + npaths.listed;
     d.changes = assemble(&mut pair, removed, added, with_names);
+    d.notes.dedup();
     Ok(d)
 }
 
