@@ -11,6 +11,7 @@
 //! The filesystem panes (superblock, groups, tree) come with the ext
 //! decoder.
 pub mod app;
+pub mod changes;
 pub mod groups;
 pub mod hex;
 pub mod render;
@@ -93,6 +94,7 @@ pub fn key_action(key: KeyEvent, prompt: bool) -> Option<Action> {
         KeyCode::Esc => Action::Back,
         KeyCode::Char('g') => Action::Goto,
         KeyCode::Char('m') => Action::ToggleHitMode,
+        KeyCode::Char('d') => Action::Diff,
         _ => return None,
     })
 }

@@ -181,7 +181,11 @@ pub fn draw(f: &mut Frame, app: &App, color: bool) {
         draw_status(f, r, app);
     }
     if let Some(r) = a.tree {
-        draw_tree(f, r, app, &s);
+        if app.show_changes {
+            super::changes::draw_changes(f, r, app, &s);
+        } else {
+            draw_tree(f, r, app, &s);
+        }
     }
     if let Some(r) = a.superblock {
         draw_superblock(f, r, app);
@@ -190,7 +194,11 @@ pub fn draw(f: &mut Frame, app: &App, color: bool) {
         super::groups::draw_groups(f, r, app, &s);
     }
     if let Some(r) = a.hex {
-        draw_hex(f, r, app, &s);
+        if app.show_changes && app.changes.as_ref().is_some_and(|c| c.compare.is_some()) {
+            super::changes::draw_compare(f, r, app, &s);
+        } else {
+            draw_hex(f, r, app, &s);
+        }
     }
     if let Some(r) = a.hitmap {
         draw_hitmap(f, r, app, &s);
@@ -429,6 +437,13 @@ fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                         marks.push(Span::styled("·", s.fg(layer_color(None))));
                     }
                 }
+                // What the diff of this layer says of the file (after `d`).
+                if let Some(m) = super::changes::tree_mark(app, n.ino, s) {
+                    if marks.len() >= mark_w {
+                        marks.pop();
+                    }
+                    marks.insert(0, m);
+                }
                 spans.push(Span::raw(" ".repeat(mark_w.saturating_sub(marks.len()))));
                 spans.extend(marks);
                 spans.push(Span::styled(format!(" {size}"), style));
@@ -570,6 +585,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "m",
         "hit map: who owns each region, or who served it so far",
+    ),
+    (
+        "d",
+        "the layer's changes (A/M/R/D); Enter: a file as of both layers",
     ),
     ("mouse", "click a pane to focus it, wheel to scroll"),
 ];

@@ -36,6 +36,11 @@ struct View {
 pub struct Worker {
     chain: Chain,
     views: HashMap<usize, View>,
+    /// The diff running on its own thread.
+    job: super::changes::Job,
+    /// Where that thread sends its replies (None: run it here, for
+    /// headless frames).
+    replies: Option<Sender<Reply>>,
 }
 
 impl Worker {
@@ -44,6 +49,8 @@ impl Worker {
         Worker {
             chain,
             views: HashMap::new(),
+            job: super::changes::Job::default(),
+            replies: None,
         }
     }
 
@@ -84,6 +91,24 @@ impl Worker {
                 .file(as_of, ino, cells)
                 .map(|f| Reply::FileAt(Box::new(f))),
             Request::Marks { as_of, inos } => self.marks(as_of, &inos),
+            Request::Diff { to } => {
+                let send = self.replies.clone().map(|tx| {
+                    Box::new(move |r: Reply| {
+                        let _ = tx.send(r);
+                    }) as Box<dyn Fn(Reply) + Send + Sync>
+                });
+                Ok(self.job.start(&self.chain, to, send))
+            }
+            Request::CancelDiff => {
+                self.job.cancel();
+                Ok(Reply::Done)
+            }
+            Request::Compare { to, change, offset } => Ok(
+                match super::changes::compare(&self.chain, to, &change, offset) {
+                    Ok(c) => Reply::Compare(Box::new(c)),
+                    Err(e) => Reply::Error(crate::escape::printable(&e)),
+                },
+            ),
             Request::Groups { as_of } => self.ext(as_of).map(|fs| Reply::Groups {
                 as_of,
                 table: fs.map(groups_table),
@@ -447,6 +472,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
     let (req_tx, req_rx) = mpsc::channel::<Request>();
     let (rep_tx, rep_rx) = mpsc::channel::<Reply>();
+    worker.replies = Some(rep_tx.clone());
     std::thread::spawn(move || {
         while let Ok(first) = req_rx.recv() {
             // Coalesce: of the queued views (hex, hit map, NBD state) serve

@@ -11,4 +11,5 @@ mod nbd;
 mod oracle;
 mod readonly;
 mod tui;
+mod tui_diff;
 mod util;
