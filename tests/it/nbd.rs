@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use layerscope::block::hitmap::Served;
 use layerscope::block::nbd::{NbdClient, NbdUri, Options};
 use layerscope::block::BlockSource;
 use serde_json::Value;
@@ -215,6 +218,129 @@ fn qemu_nbd_export_reads_and_maps_like_the_local_chain() {
             e["data"].as_bool().unwrap() || e["zero"] == false,
             "{e}"
         );
+    }
+}
+
+/// Bytes per depth (0 is the top) and from no layer that qemu's map of
+/// `image` assigns to `[off, off + len)`.
+fn map_served(cwd: &Path, image: &str, off: u64, len: u64) -> (BTreeMap<u64, u64>, u64) {
+    let (mut by_depth, mut nowhere) = (BTreeMap::new(), 0);
+    for e in qemu_map(cwd, image).as_array().unwrap() {
+        let start = e["start"].as_u64().unwrap();
+        let end = start + e["length"].as_u64().unwrap();
+        let n = end.min(off + len).saturating_sub(start.max(off));
+        if n == 0 {
+            continue;
+        }
+        if e["present"] == true {
+            *by_depth.entry(e["depth"].as_u64().unwrap()).or_default() += n;
+        } else {
+            nowhere += n;
+        }
+    }
+    (by_depth, nowhere)
+}
+
+/// What `read --hits` says was served, per depth (layers that served
+/// nothing left out) and from no layer.
+fn read_hits(cwd: &Path, image: &str, off: u64, len: u64) -> (BTreeMap<u64, u64>, u64) {
+    let run = layerscope(
+        cwd,
+        &[
+            "read",
+            "--hits",
+            "--offset",
+            &off.to_string(),
+            "--length",
+            &len.to_string(),
+            image,
+        ],
+    )
+    .ok();
+    let hits: Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    let by_depth = hits["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["bytes"] != 0)
+        .map(|l| (l["depth"].as_u64().unwrap(), l["bytes"].as_u64().unwrap()))
+        .collect();
+    (by_depth, hits["nowhere"]["bytes"].as_u64().unwrap())
+}
+
+#[test]
+fn hits_over_nbd_are_attributed_to_the_server_layers() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let flat = chain(dir);
+    let sock = dir.join("nbd.sock");
+    let _server = serve(
+        dir,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "--shared=4",
+            "-A",
+            "--socket",
+            sock.to_str().unwrap(),
+            "-f",
+            "qcow2",
+            "top.qcow2",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let uri = unix_uri(&sock);
+    let size = flat.len() as u64;
+    // The whole disk; a window over the top's data, mid's compressed and
+    // zero clusters; a small read straddling a boundary inside a cluster.
+    for (off, len) in [(0, size), (0x100000, 0x280000), (0x3fe800, 0x1000)] {
+        let expected = map_served(dir, "top.qcow2", off, len);
+        assert!(expected.0.len() >= 2 || len < 0x10000, "{expected:?}");
+        assert_eq!(
+            read_hits(dir, &uri, off, len),
+            expected,
+            "served over NBD, {off:#x}+{len:#x} (qemu-img map is the oracle)"
+        );
+        assert_eq!(
+            read_hits(dir, "top.qcow2", off, len),
+            expected,
+            "served locally, {off:#x}+{len:#x}"
+        );
+    }
+    // The library's hit map, as the TUI's "served" mode reads it: after a
+    // full read every range is attributed to its layer, numbered from the
+    // base (the deepest depth that served anything).
+    let chain = layerscope::block::chain::open_nbd(&uri, Options::default()).unwrap();
+    let reader = layerscope::block::layered::LayeredReader::new(&chain).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for at in (0..size).step_by(buf.len()) {
+        let n = (size - at).min(buf.len() as u64) as usize;
+        reader.read_at(at, &mut buf[..n]).unwrap();
+    }
+    let map = qemu_map(dir, "top.qcow2");
+    let deepest = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["present"] == true)
+        .map(|e| e["depth"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    for e in map.as_array().unwrap() {
+        let start = e["start"].as_u64().unwrap();
+        let end = start + e["length"].as_u64().unwrap();
+        let want = if e["present"] == true {
+            Served::Layer((deepest - e["depth"].as_u64().unwrap()) as usize)
+        } else {
+            Served::Nowhere
+        };
+        for at in [start, end - 1] {
+            assert_eq!(reader.hits().served(at), want, "served at {at:#x}: {e}");
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::known::{alloc_extents, depth_runs, Known};
 use super::proto::*;
 use super::status::{ConnState, Stats};
 use super::uri::{NbdUri, Transport};
@@ -360,7 +361,7 @@ pub struct NbdClient {
     stats: Arc<Stats>,
     /// The extents of the last block status answer, reused for reads
     /// inside them (one round trip serves many extents).
-    last_status: Mutex<Vec<Extent>>,
+    known: Mutex<Known>,
 }
 
 impl NbdClient {
@@ -388,7 +389,7 @@ impl NbdClient {
             conn: Mutex::new(Some(conn)),
             info,
             stats,
-            last_status: Mutex::new(Vec::new()),
+            known: Mutex::new(Known::default()),
         })
     }
 
@@ -888,24 +889,10 @@ impl BlockSource for NbdClient {
             }]);
         }
         let all = self.status_all(offset, len)?;
-        let mut pos = offset;
-        let mut out = Vec::new();
-        for &(n, flags) in all.get("base:allocation").into_iter().flatten() {
-            let status = match (flags & STATE_HOLE != 0, flags & STATE_ZERO != 0) {
-                (true, _) => Status::Unallocated,
-                (false, true) => Status::Zero,
-                (false, false) => Status::Data,
-            };
-            out.push(Extent {
-                offset: pos,
-                len: n,
-                status,
-                compressed: false,
-                host_offset: None,
-                reads_zero: false,
-            });
-            pos += n;
-        }
+        let out = alloc_extents(
+            offset,
+            all.get("base:allocation").map_or(&[][..], Vec::as_slice),
+        );
         if out.is_empty() {
             return Err(BlockError::io(
                 &self.name,
@@ -918,30 +905,109 @@ impl BlockSource for NbdClient {
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
-        if let Ok(cached) = self.last_status.lock() {
-            if let Some(e) = cached.iter().find_map(|e| e.remainder(offset)) {
-                return Ok(Extent {
-                    len: e.len.min(len),
-                    ..e
-                });
+        check_range(&self.name, self.info.size, offset, len)?;
+        if self.info.context("base:allocation").is_none() {
+            return self.block_status(offset, len).map(|mut v| v.remove(0));
+        }
+        let first = match self.known(|k| k.alloc_at(offset))? {
+            Some(e) => e,
+            None => {
+                self.refresh(offset)?;
+                self.known(|k| k.alloc_at(offset))?.ok_or_else(|| {
+                    BlockError::io(
+                        &self.name,
+                        "block status",
+                        offset,
+                        invalid("no base:allocation descriptors".into()),
+                    )
+                })?
             }
-        }
-        // Ask about the rest of the disk, not just this read: the answer
-        // covers the reads that follow.
-        let extents = self.block_status(offset, self.info.size - offset)?;
-        let first = extents
-            .first()
-            .copied()
-            .ok_or_else(|| BlockError::Internal {
-                what: "empty block status".into(),
-            })?;
-        if let Ok(mut cached) = self.last_status.lock() {
-            *cached = extents;
-        }
+        };
         Ok(Extent {
             len: first.len.min(len),
             ..first
         })
+    }
+}
+
+impl NbdClient {
+    /// Runs `f` on what the last block status reply said.
+    fn known<T>(&self, f: impl FnOnce(&Known) -> T) -> Result<T, BlockError> {
+        self.known
+            .lock()
+            .map(|k| f(&k))
+            .map_err(|_| BlockError::Internal {
+                what: "NBD extent cache lock poisoned".into(),
+            })
+    }
+
+    /// Asks about the rest of the disk from `offset`, not just one read:
+    /// the answer (both contexts in one reply) covers the reads that
+    /// follow.
+    fn refresh(&self, offset: u64) -> Result<(), BlockError> {
+        let all = self.status_all(offset, self.info.size - offset)?;
+        let none = &[][..];
+        let alloc = alloc_extents(
+            offset,
+            all.get("base:allocation").map_or(none, Vec::as_slice),
+        );
+        let depth = depth_runs(
+            offset,
+            all.get("qemu:allocation-depth").map_or(none, Vec::as_slice),
+        );
+        self.known
+            .lock()
+            .map(|mut k| k.replace(alloc, depth))
+            .map_err(|_| BlockError::Internal {
+                what: "NBD extent cache lock poisoned".into(),
+            })
+    }
+
+    /// Which layer of the server's chain serves `[offset, offset + len)`:
+    /// (length, depth) runs covering the range in order, depth as qemu's
+    /// `qemu:allocation-depth` gives it (0 unallocated, 1 the top layer).
+    /// `None` when the server offers no depth context. Answers come from
+    /// the last block status reply when it covers the range, so a
+    /// sequential read costs one request per reply, not one per read.
+    ///
+    /// # Errors
+    /// Connection and protocol errors of the block status request.
+    pub fn served_depths(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<(u64, u32)>>, BlockError> {
+        if self.info.context("qemu:allocation-depth").is_none() {
+            return Ok(None);
+        }
+        check_range(&self.name, self.info.size, offset, len)?;
+        let end = offset + len;
+        let mut pos = offset;
+        let mut out: Vec<(u64, u32)> = Vec::new();
+        while pos < end {
+            let run = match self.known(|k| k.depth_at(pos))? {
+                Some(r) => r,
+                None => {
+                    self.refresh(pos)?;
+                    self.known(|k| k.depth_at(pos))?.ok_or_else(|| {
+                        BlockError::io(
+                            &self.name,
+                            "block status",
+                            pos,
+                            invalid("no qemu:allocation-depth descriptors".into()),
+                        )
+                    })?
+                }
+            };
+            // Descriptors are never empty, so every turn moves on.
+            let n = run.len.min(end - pos);
+            match out.last_mut() {
+                Some(last) if last.1 == run.depth => last.0 += n,
+                _ => out.push((n, run.depth)),
+            }
+            pos += n;
+        }
+        Ok(Some(out))
     }
 }
 

@@ -6,6 +6,7 @@
 //! Why not the `nbd` crate: its client knows only the old
 //! NBD_OPT_EXPORT_NAME handshake and simple replies.
 pub mod client;
+pub mod known;
 pub mod proto;
 pub mod status;
 pub mod uri;
