@@ -221,6 +221,64 @@ fn qemu_nbd_export_reads_and_maps_like_the_local_chain() {
     }
 }
 
+/// A 1 GiB chain mapped over NBD is asked in several windows at once
+/// (64 MiB and up): runs that cross window edges must join up exactly as
+/// in the local map.
+#[test]
+fn map_over_nbd_in_windows_equals_the_local_map() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let create = |args: &[&str]| {
+        let mut a = vec!["qemu-img", "create", "-q", "-f", "qcow2"];
+        a.extend_from_slice(args);
+        sh(dir, &a);
+    };
+    create(&["base.qcow2", "1G"]);
+    // Data across the 64 MiB and 128 MiB edges, a zero run across 512 MiB,
+    // data at the very end.
+    qemu_io(
+        dir,
+        "base.qcow2",
+        &[
+            "write -P 1 0x3ff0000 128k",
+            "write -P 2 0x7f00000 2M",
+            "write -z 0x1ff00000 1M",
+            "write -P 3 0x3fff0000 64k",
+        ],
+    );
+    create(&["-b", "base.qcow2", "-F", "qcow2", "top.qcow2"]);
+    qemu_io(
+        dir,
+        "top.qcow2",
+        &["write -P 4 0x4000000 64k", "write -z 0x8000000 4M"],
+    );
+    let sock = dir.join("nbd.sock");
+    let _server = serve(
+        dir,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "-A",
+            "--socket",
+            sock.to_str().unwrap(),
+            "-f",
+            "qcow2",
+            "top.qcow2",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let remote = layerscope(dir, &["map", "--json", &unix_uri(&sock)])
+        .ok()
+        .json();
+    let theirs = normalized(&qemu_map(dir, "top.qcow2"));
+    assert!(theirs.len() >= 8, "{theirs:?}");
+    assert_eq!(normalized(&remote), theirs, "map over NBD vs qemu-img map");
+}
+
 /// Bytes per depth (0 is the top) and from no layer that qemu's map of
 /// `image` assigns to `[off, off + len)`.
 fn map_served(cwd: &Path, image: &str, off: u64, len: u64) -> (BTreeMap<u64, u64>, u64) {

@@ -5,8 +5,11 @@
 //!
 //! Why not the `nbd` crate: its client knows only the old
 //! NBD_OPT_EXPORT_NAME handshake and simple replies.
+pub mod block_status;
 pub mod client;
+pub mod handshake;
 pub mod known;
+pub mod map;
 pub mod proto;
 pub mod status;
 pub mod uri;
