@@ -976,3 +976,111 @@ fn hostile_server_replies_give_clear_errors() {
         server.join().unwrap();
     }
 }
+
+/// Read-only data for the `nbd` crate's server; counts write attempts (a
+/// read-only client must send none).
+struct Fixture {
+    data: std::io::Cursor<Vec<u8>>,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Read for Fixture {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.data.read(buf)
+    }
+}
+
+impl Write for Fixture {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(std::io::ErrorKind::PermissionDenied.into())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for Fixture {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.data.seek(to)
+    }
+}
+
+#[test]
+fn the_nbd_crates_old_style_server_is_read_through_the_fallback() {
+    // Not a multiple of the 256 KiB request size, with a zero run.
+    let mut data: Vec<u8> = (0..(3 << 20) + 4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    data[1 << 20..(1 << 20) + 70_000].fill(0);
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("crate.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let (data, writes) = (data.clone(), writes.clone());
+        // Serves every connection until the test process ends.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                let (data, writes) = (data.clone(), writes.clone());
+                std::thread::spawn(move || {
+                    let export = nbd::server::handshake(&mut s, |_name| {
+                        Ok(nbd::Export {
+                            size: data.len() as u64,
+                            readonly: true,
+                            data: Fixture {
+                                data: std::io::Cursor::new(data),
+                                writes,
+                            },
+                            resizeable: false,
+                            rotational: false,
+                            send_trim: false,
+                            send_flush: false,
+                        })
+                    });
+                    if let Ok(fixture) = export {
+                        let _ = nbd::server::transmission(&mut s, fixture);
+                    }
+                });
+            }
+        });
+    }
+    let uri = unix_uri(&sock);
+    let client = NbdClient::connect(NbdUri::parse(&uri).unwrap(), Options::default()).unwrap();
+    let info = client.info().clone();
+    assert_eq!(info.handshake, "newstyle-export-name");
+    assert!(!info.structured_replies);
+    assert!(info.meta_contexts.is_empty());
+    assert_eq!(info.size, data.len() as u64);
+    // One call: many requests in flight, simple replies.
+    let mut buf = vec![0xa5u8; data.len()];
+    client.read_at(0, &mut buf).unwrap();
+    assert!(buf == data, "read through the nbd crate's server differs");
+    let extents = client.block_status(0, data.len() as u64).unwrap();
+    assert_eq!(extents.len(), 1);
+    assert_eq!(
+        (extents[0].offset, extents[0].len, extents[0].status),
+        (0, data.len() as u64, layerscope::block::Status::Data),
+        "without block status everything is data"
+    );
+    drop(client);
+    // The binary: read, nbd-info, map, exports.
+    let dir = d.path();
+    assert!(layerscope(dir, &["read", &uri]).ok().stdout == data);
+    let info = layerscope(dir, &["nbd-info", "--json", &uri]).ok().json();
+    assert_eq!(info["structured_replies"], false);
+    assert_eq!(info["handshake"], "newstyle-export-name");
+    assert_eq!(info["meta_contexts"], serde_json::json!([]));
+    let map = layerscope(dir, &["map", "--json", &uri]).ok().json();
+    assert_eq!(
+        normalized(&map),
+        [(0, data.len() as u64, 0, true, false, true)],
+        "map without metadata contexts: all data"
+    );
+    let text = layerscope(dir, &["nbd-info", &uri]).ok().text();
+    assert!(text.contains("structured replies: no"), "{text}");
+    assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
