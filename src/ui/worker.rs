@@ -313,7 +313,9 @@ impl Worker {
                     }
                 }
                 let (per_layer, none) = hits.totals();
-                for (i, t) in per_layer.iter().enumerate().take(layers) {
+                // Over NBD the server's layers, as deep as reads found them.
+                bytes.resize(bytes.len().max(per_layer.len()), 0);
+                for (i, t) in per_layer.iter().enumerate() {
                     bytes[i] = t.bytes;
                 }
                 nowhere = none.bytes;
