@@ -152,7 +152,12 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let opened = open_full(args)?;
     let fs = &opened.fs;
     let sb = fs.superblock();
-    let bad_blocks = fs.bad_blocks();
+    // A journal device has no inodes, so no bad block inode either.
+    let bad_blocks = if sb.has_incompat(0x8) {
+        Ok(Vec::new())
+    } else {
+        fs.bad_blocks()
+    };
     if args.json {
         let j = json!({
             "partition_table": opened.table,
