@@ -324,3 +324,45 @@ fn recursive_listing_goes_on_past_damaged_directories() {
         assert_eq!(ours, theirs, "/{sub}");
     }
 }
+
+/// A directory loop (a second entry for a directory, below it, made with
+/// debugfs `link`): `ls -R` lists each directory once, names the loop
+/// with the inode debugfs reports, and ends; `--json` too.
+#[test]
+fn directory_loops_are_named_and_listing_ends() {
+    if !tools() || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "t", "32M", 12);
+    let raw = "t.raw";
+    debugfs_w(dir, raw, "link /d0 /d0/s0/up\nlink / /d1/root\n");
+    let ino = |path: &str| -> u64 {
+        super::files::debugfs(dir, raw, &format!("stat {path}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(ino("/d0/s0/up"), ino("/d0"));
+    let run = layerscope(dir, &["ls", "-R", raw, "/"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = run.text();
+    for (path, target) in [("/d0/s0/up", "/d0"), ("/d1/root", "/")] {
+        assert!(
+            text.contains(&format!(
+                "error: {path}: directory inode {} already listed (a loop)",
+                ino(target)
+            )),
+            "{text}"
+        );
+    }
+    assert_eq!(text.matches("\n/d0/s1:\n").count(), 1, "{text}");
+    let json = layerscope(dir, &["ls", "-R", "--json", raw, "/"])
+        .ok()
+        .json();
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}
