@@ -49,8 +49,9 @@ pub enum Command {
     NbdInfo(NbdInfoArgs),
     /// List the exports of an NBD server.
     Exports(ExportsArgs),
-    /// The ext2/3/4 superblock, like `dumpe2fs -h`.
-    Info(FsArgs),
+    /// The ext2/3/4 superblock, like `dumpe2fs -h` (with `--groups`, the
+    /// group list too, like `dumpe2fs`).
+    Info(InfoArgs),
     /// The block group descriptors, like dumpe2fs's group list.
     Groups(FsArgs),
     /// List a directory, like `debugfs -R "ls -l"`.
@@ -70,6 +71,17 @@ pub enum Command {
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
+}
+
+/// Arguments of `info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub fs: FsArgs,
+    /// Also list the block groups (as `groups` does), in one run: what
+    /// `dumpe2fs` prints without `-h`.
+    #[arg(long)]
+    pub groups: bool,
 }
 
 /// Arguments of the filesystem commands.

@@ -9,6 +9,7 @@ mod corpus;
 mod damage;
 mod files;
 mod info;
+mod layouts;
 mod view;
 
 /// `Name: value` lines, whitespace collapsed.

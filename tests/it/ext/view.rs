@@ -30,7 +30,7 @@ use crate::util::*;
 
 /// What both readers must agree on for one path.
 #[derive(Debug, PartialEq, Eq)]
-struct Node {
+pub(super) struct Node {
     kind: &'static str,
     /// Permission bits (`mode & 0o7777`).
     mode: u16,
@@ -43,7 +43,7 @@ struct Node {
     data: String,
 }
 
-type Tree = BTreeMap<Vec<u8>, Node>;
+pub(super) type Tree = BTreeMap<Vec<u8>, Node>;
 
 fn hex_sha(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
@@ -57,7 +57,7 @@ fn hex_sha(bytes: &[u8]) -> String {
 /// indirect maps on 1 KiB blocks), short and long symlinks, hard links,
 /// a FIFO, unicode, spaces, control characters and a 255-byte name, odd
 /// permission bits, nanosecond and post-2106 modification times.
-fn source_tree(root: &Path) {
+pub(super) fn source_tree(root: &Path) {
     use std::os::unix::fs::{symlink, FileExt, PermissionsExt};
     use std::time::{Duration, UNIX_EPOCH};
     make_tree(&root.join("data"), 18);
@@ -113,7 +113,7 @@ fn set_extra_times(dir: &Path, image: &str) {
 }
 
 /// The tree as ext4-view reads the image file `image`.
-fn view_tree(image: &Path) -> Tree {
+pub(super) fn view_tree(image: &Path) -> Tree {
     use ext4_view::{Ext4, FileType, Metadata};
     let fs = Ext4::load_from_path(image).unwrap_or_else(|e| panic!("ext4-view: {image:?}: {e}"));
     let mut out = Tree::new();
@@ -176,7 +176,7 @@ fn view_tree(image: &Path) -> Tree {
 
 /// The tree as layerscope's library reads `image` (any chain), cut at
 /// `layer` when given; every directory listed without a problem.
-fn our_tree(dir: &Path, image: &str, layer: Option<usize>) -> Tree {
+pub(super) fn our_tree(dir: &Path, image: &str, layer: Option<usize>) -> Tree {
     let chain = open_chain(
         dir.join(image).to_str().unwrap(),
         ChainOptions::default(),
@@ -238,7 +238,7 @@ fn our_tree(dir: &Path, image: &str, layer: Option<usize>) -> Tree {
 }
 
 /// Equal trees, the first difference named.
-fn assert_same(ours: &Tree, theirs: &Tree, what: &str) {
+pub(super) fn assert_same(ours: &Tree, theirs: &Tree, what: &str) {
     for (path, node) in theirs {
         assert_eq!(
             ours.get(path),
@@ -254,7 +254,7 @@ fn assert_same(ours: &Tree, theirs: &Tree, what: &str) {
 /// `e2fsck -fyD`: mke2fs -d writes every directory linearly; this
 /// rebuilds those of more than one block as htrees (exit status 1: the
 /// filesystem was changed, as asked).
-fn index_dirs(dir: &Path, image: &str) {
+pub(super) fn index_dirs(dir: &Path, image: &str) {
     let out = std::process::Command::new("e2fsck")
         .args(["-fyD", image])
         .current_dir(dir)
