@@ -6,6 +6,7 @@ use crate::block::nbd::status::StatsSnapshot;
 use crate::block::nbd::ExportInfo;
 
 pub use super::groups::{Checksum, GroupRow, GroupsTable};
+pub use super::search::{Found, Match, Search};
 pub use super::tree::{FileAt, LayerSet, Marks, TreeNode};
 
 /// The panes.
@@ -68,6 +69,10 @@ pub enum Action {
     Help,
     /// Start the "go to" prompt.
     Goto,
+    /// Start the search prompt (`/`).
+    Search,
+    /// Show the next search match (`n`).
+    NextMatch,
     /// A character typed into the prompt.
     Char(char),
     Backspace,
@@ -108,6 +113,8 @@ pub enum Request {
     /// The layers holding the blocks of each of these inodes (the tree's
     /// rows on screen).
     Marks { as_of: usize, inos: Vec<u64> },
+    /// Names containing `needle`, through the whole tree.
+    Search { as_of: usize, needle: String },
     /// The group descriptor table.
     Groups { as_of: usize },
     /// One group descriptor's fields.
@@ -132,6 +139,8 @@ pub enum Reply {
     },
     /// Where a file's blocks are.
     FileAt(Box<FileAt>),
+    /// A search's matches.
+    Found(Box<Found>),
     /// The layers the blocks of tree rows come from.
     Marks {
         as_of: usize,
@@ -286,8 +295,15 @@ pub struct App {
     pub highlight: Option<Highlight>,
     pub is_nbd: bool,
     pub help: bool,
-    /// The "go to" prompt's text while it is open.
+    /// The prompt's text while it is open: "go to", or the search's
+    /// when `prompt_search`.
     pub prompt: Option<String>,
+    pub prompt_search: bool,
+    /// The last search and its matches.
+    pub search: Option<Search>,
+    /// A match being revealed: the inodes from the root's child down to
+    /// it, whose directories are opened one reply at a time.
+    pub reveal: Option<Vec<u64>>,
     pub message: Option<String>,
     pub quit: bool,
     pub width: u16,
@@ -324,6 +340,9 @@ impl App {
             is_nbd,
             help: false,
             prompt: None,
+            prompt_search: false,
+            search: None,
+            reveal: None,
             message: None,
             quit: false,
             width: 80,
@@ -407,6 +426,8 @@ impl App {
         self.tree.clear();
         self.tree_sel = 0;
         self.file_cells = None;
+        self.search = None;
+        self.reveal = None;
         self.groups = None;
         self.groups_sel = 0;
         self.group_fields = None;
@@ -464,6 +485,9 @@ impl App {
                 Action::Back => self.prompt = None,
                 Action::Enter => {
                     let text = self.prompt.take().unwrap_or_default();
+                    if self.prompt_search {
+                        return self.start_search(text);
+                    }
                     return self.goto(&text);
                 }
                 Action::Resize(w, h) => {
@@ -505,7 +529,25 @@ impl App {
                 self.focus = p;
                 return self.lazy().into_iter().collect();
             }
-            (Action::Goto, _) => self.prompt = Some(String::new()),
+            (Action::Goto, _) => {
+                self.prompt = Some(String::new());
+                self.prompt_search = false;
+            }
+            (Action::Search, _) => {
+                if !matches!(self.sb, Some(Ok(_))) {
+                    self.message = Some("no filesystem to search".into());
+                    return Vec::new();
+                }
+                self.prompt = Some(String::new());
+                self.prompt_search = true;
+            }
+            (Action::NextMatch, _) => return self.next_match(),
+            (Action::Back, _) if self.search.as_ref().is_some_and(|s| s.found.is_none()) => {
+                // The worker sees the cancel through its generation
+                // counter (the run loop bumps it on this key).
+                self.search = None;
+                self.message = Some("search cancelled".into());
+            }
             (Action::ToggleHitMode, _) => {
                 self.hit_mode = match self.hit_mode {
                     HitMode::Static => HitMode::Runtime,
@@ -634,6 +676,7 @@ impl App {
             } if as_of == self.as_of => return self.receive_dir(ino, entries),
             Reply::FileAt(f) if f.as_of == self.as_of => return self.receive_file(*f),
             Reply::Marks { as_of, marks } if as_of == self.as_of => self.receive_marks(marks),
+            Reply::Found(f) => return self.receive_found(*f),
             Reply::Groups { as_of, table } if as_of == self.as_of => {
                 self.groups = Some(table);
                 return self.select_group(self.groups_sel);

@@ -14,6 +14,7 @@ pub mod app;
 pub mod groups;
 pub mod hex;
 pub mod render;
+pub mod search;
 pub mod tree;
 pub mod worker;
 
@@ -92,6 +93,8 @@ pub fn key_action(key: KeyEvent, prompt: bool) -> Option<Action> {
         KeyCode::Enter => Action::Enter,
         KeyCode::Esc => Action::Back,
         KeyCode::Char('g') => Action::Goto,
+        KeyCode::Char('/') => Action::Search,
+        KeyCode::Char('n') => Action::NextMatch,
         KeyCode::Char('m') => Action::ToggleHitMode,
         _ => return None,
     })
@@ -285,7 +288,9 @@ where
     B::Error: Into<io::Error>,
 {
     let mut app = app_for(&chain);
-    let (tx, rx) = worker::spawn(Worker::new(chain));
+    let worker = Worker::new(chain);
+    let cancel = worker.search_cancel();
+    let (tx, rx) = worker::spawn(worker);
     let size = terminal.size().map_err(Into::into)?;
     for r in app.apply(Action::Resize(size.width, size.height)) {
         let _ = tx.send(r);
@@ -307,7 +312,16 @@ where
                 _ => None,
             };
             if let Some(a) = action {
+                // Esc during a search, or a new search, stops the running
+                // one (the worker is busy with it: a request would wait).
+                let searching = app.search.as_ref().is_some_and(|s| s.found.is_none());
+                if searching && a == Action::Back && app.prompt.is_none() {
+                    cancel.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 for r in app.apply(a) {
+                    if matches!(r, app::Request::Search { .. }) {
+                        cancel.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let _ = tx.send(r);
                 }
             }

@@ -530,10 +530,11 @@ fn draw_hitmap(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
 
 fn draw_bar(f: &mut Frame, r: Rect, app: &App) {
     let text = match (&app.prompt, &app.message) {
+        (Some(p), _) if app.prompt_search => format!(" search names in the tree: {p}▏"),
         (Some(p), _) => format!(" go to (offset, 0x.., 64K, b<block>): {p}▏"),
         (None, Some(m)) => format!(" {m}"),
         (None, None) => format!(
-            " q quit  ? help  Tab pane  g go to  m map mode  │ {}",
+            " q quit  ? help  Tab pane  g go to  / search  m map  │ {}",
             app.title
         ),
     };
@@ -570,6 +571,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "m",
         "hit map: who owns each region, or who served it so far",
+    ),
+    (
+        "/, n",
+        "search names through the whole tree (Esc cancels); the next match",
     ),
     ("mouse", "click a pane to focus it, wheel to scroll"),
 ];

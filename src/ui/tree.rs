@@ -190,9 +190,12 @@ impl App {
                     self.tree.splice(i + 1..i + 1, rows);
                 }
             }
-            Err(e) => self.tree_error = Some(e),
+            Err(e) => {
+                self.tree_error = Some(e);
+                self.reveal = None;
+            }
         }
-        Vec::new()
+        self.advance_reveal()
     }
 
     /// A file's blocks: the hex view goes to the first, the hit map marks

@@ -3,6 +3,7 @@
 //! coalesces queued requests so only the latest of each kind is served (a
 //! held-down arrow key costs one read, not fifty).
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
@@ -36,6 +37,8 @@ struct View {
 pub struct Worker {
     chain: Chain,
     views: HashMap<usize, View>,
+    /// Bumped to cancel a running search (see [`Worker::search_cancel`]).
+    cancel: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -44,7 +47,14 @@ impl Worker {
         Worker {
             chain,
             views: HashMap::new(),
+            cancel: Arc::default(),
         }
+    }
+
+    /// The counter a running search watches: bumping it (a new search,
+    /// Esc) stops the search at the next directory.
+    pub fn search_cancel(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.cancel)
     }
 
     fn view(&mut self, as_of: usize) -> Result<&mut View, BlockError> {
@@ -84,6 +94,16 @@ impl Worker {
                 .file(as_of, ino, cells)
                 .map(|f| Reply::FileAt(Box::new(f))),
             Request::Marks { as_of, inos } => self.marks(as_of, &inos),
+            Request::Search { as_of, needle } => {
+                let generation = self.cancel.load(Ordering::Relaxed);
+                let cancel = Arc::clone(&self.cancel);
+                self.ext(as_of).map(|fs| match fs {
+                    Ok(fs) => Reply::Found(Box::new(super::search::search(
+                        fs, as_of, &needle, &cancel, generation,
+                    ))),
+                    Err(e) => Reply::Error(e),
+                })
+            }
             Request::Groups { as_of } => self.ext(as_of).map(|fs| Reply::Groups {
                 as_of,
                 table: fs.map(groups_table),

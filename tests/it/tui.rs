@@ -571,3 +571,84 @@ fn tree_marks_and_hit_map_cells_follow_qemu_map_and_debugfs() {
     assert!(!want.is_empty());
     assert_eq!(got, want, "{frame}");
 }
+
+#[test]
+fn snapshot_search_prompt_and_match() {
+    let frame = demo(80, 24, "/ hos");
+    assert!(frame.contains("search names in the tree: hos"), "{frame}");
+    insta::assert_snapshot!("search_prompt_80x24", frame);
+    let frame = demo(120, 40, "/ host Enter n");
+    assert!(
+        frame.contains("/etc/hosts (match 2 of 2; n: next)"),
+        "{frame}"
+    );
+    insta::assert_snapshot!("search_second_match_120x40", frame);
+}
+
+#[test]
+fn search_visits_every_match_find_lists_and_cancels() {
+    if !need("mke2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    make_tree(&tree, 40);
+    // The oracle: find(1) on the tree mke2fs copies.
+    let out = sh(&tree, &["find", ".", "-iname", "*F1*"]);
+    let mut want: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches('.').to_owned())
+        .collect();
+    want.sort();
+    assert!(want.len() > 5, "{want:?}");
+    sh(
+        dir,
+        &[
+            "mke2fs", "-q", "-t", "ext4", "-b", "4096", "-d", "tree", "t.raw", "64M",
+        ],
+    );
+    // `/`, then n through every match and once around: the bar names
+    // each, the tree shows it.
+    let mut keys = "/ F1 Enter".to_owned();
+    let mut got = Vec::new();
+    for i in 0..=want.len() {
+        let frame = layerscope(
+            dir,
+            &["render", "t.raw", "--size", "100x40", "--keys", &keys],
+        )
+        .ok()
+        .text();
+        let bar = frame.lines().last().unwrap().trim().to_owned();
+        let expect = format!("(match {} of {};", i % want.len() + 1, want.len());
+        assert!(bar.contains(&expect), "{bar}\n{frame}");
+        let path = bar.split(" (match").next().unwrap().to_owned();
+        let name = path.rsplit('/').next().unwrap();
+        assert!(
+            frame.lines().any(|l| l.contains(&format!(" {name} "))),
+            "{name} not in the tree:\n{frame}"
+        );
+        got.push(path);
+        keys.push_str(" n");
+    }
+    assert_eq!(got.first(), got.last(), "n wraps around");
+    got.pop();
+    got.sort();
+    assert_eq!(got, want);
+    // A cancelled search stops at once.
+    let chain = layerscope::block::chain::open_chain(
+        dir.join("t.raw").to_str().unwrap(),
+        Default::default(),
+        &layerscope::block::chain::FsOpener,
+    )
+    .unwrap();
+    let reader =
+        std::sync::Arc::new(layerscope::block::layered::LayeredReader::new(&chain).unwrap());
+    let fs = layerscope::fs::ext::Ext4::open(reader).unwrap();
+    let cancel = std::sync::atomic::AtomicU64::new(1);
+    let found = layerscope::ui::search::search(&fs, 0, "f1", &cancel, 0);
+    assert_eq!(found.stopped, Some("cancelled"));
+    assert!(found.matches.is_empty());
+    let found = layerscope::ui::search::search(&fs, 0, "f1", &cancel, 1);
+    assert_eq!(found.matches.len(), want.len());
+}
