@@ -5,6 +5,7 @@ use crate::block::hitmap::Served;
 use crate::block::nbd::status::StatsSnapshot;
 use crate::block::nbd::ExportInfo;
 
+pub use super::goto::Structure;
 pub use super::groups::{Checksum, GroupRow, GroupsTable};
 pub use super::search::{Found, Match, Search};
 pub use super::tree::{FileAt, LayerSet, Marks, TreeNode};
@@ -115,6 +116,10 @@ pub enum Request {
     Marks { as_of: usize, inos: Vec<u64> },
     /// Names containing `needle`, through the whole tree.
     Search { as_of: usize, needle: String },
+    /// An inode's slot in its table, and its fields.
+    Inode { as_of: usize, ino: u64 },
+    /// A directory's first block, and its entries' fields.
+    DirBlock { as_of: usize, ino: u64 },
     /// The group descriptor table.
     Groups { as_of: usize },
     /// One group descriptor's fields.
@@ -141,6 +146,8 @@ pub enum Reply {
     FileAt(Box<FileAt>),
     /// A search's matches.
     Found(Box<Found>),
+    /// A structure to show in hex with its fields marked.
+    Structure(Box<Structure>),
     /// The layers the blocks of tree rows come from.
     Marks {
         as_of: usize,
@@ -293,6 +300,8 @@ pub struct App {
     pub group_field_sel: usize,
     /// Fields the hex view marks.
     pub highlight: Option<Highlight>,
+    /// The filesystem's block size (for `g b<N>`), once known.
+    pub block_size: Option<u64>,
     pub is_nbd: bool,
     pub help: bool,
     /// The prompt's text while it is open: "go to", or the search's
@@ -337,6 +346,7 @@ impl App {
             group_fields: None,
             group_field_sel: 0,
             highlight: None,
+            block_size: None,
             is_nbd,
             help: false,
             prompt: None,
@@ -614,34 +624,6 @@ impl App {
         Vec::new()
     }
 
-    /// "Go to": an offset (`0x400`, `4096`, `64K`) or `b<N>` for block N of
-    /// 4096 bytes.
-    fn goto(&mut self, text: &str) -> Vec<Request> {
-        let t = text.trim();
-        let target = match t.strip_prefix('b') {
-            Some(block) => crate::units::parse_size(block).map(|b| b.saturating_mul(4096)),
-            None => crate::units::parse_size(t),
-        };
-        match target {
-            Ok(off) if off < self.disk_size => {
-                self.hex_offset = (off & !15).min(self.max_offset());
-                self.focus = Pane::Hex;
-                self.refresh().into_iter().take(1).collect()
-            }
-            Ok(off) => {
-                self.message = Some(format!(
-                    "{off:#x} is past the end of the disk ({:#x})",
-                    self.disk_size
-                ));
-                Vec::new()
-            }
-            Err(e) => {
-                self.message = Some(e);
-                Vec::new()
-            }
-        }
-    }
-
     /// Takes a worker reply (stale ones, for another layer or offset, are
     /// dropped); returns any follow-up work.
     pub fn receive(&mut self, reply: Reply) -> Vec<Request> {
@@ -664,6 +646,11 @@ impl App {
             }
             Reply::Nbd(n) => self.nbd = Some(n),
             Reply::Fs { as_of, fields } if as_of == self.as_of => {
+                self.block_size = fields.as_ref().ok().and_then(|rows| {
+                    let log = rows.iter().find(|r| r.name == "s_log_block_size")?;
+                    let log: u32 = log.value.parse().ok()?;
+                    1024u64.checked_shl(log).filter(|&b| b <= 1 << 16)
+                });
                 self.sb = Some(fields);
                 self.tree = vec![TreeNode::root()];
                 self.tree_sel = 0;
@@ -677,6 +664,7 @@ impl App {
             Reply::FileAt(f) if f.as_of == self.as_of => return self.receive_file(*f),
             Reply::Marks { as_of, marks } if as_of == self.as_of => self.receive_marks(marks),
             Reply::Found(f) => return self.receive_found(*f),
+            Reply::Structure(st) if st.as_of == self.as_of => return self.receive_structure(*st),
             Reply::Groups { as_of, table } if as_of == self.as_of => {
                 self.groups = Some(table);
                 return self.select_group(self.groups_sel);

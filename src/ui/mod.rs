@@ -11,6 +11,7 @@
 //! The filesystem panes (superblock, groups, tree) come with the ext
 //! decoder.
 pub mod app;
+pub mod goto;
 pub mod groups;
 pub mod hex;
 pub mod render;

@@ -531,7 +531,7 @@ fn draw_hitmap(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
 fn draw_bar(f: &mut Frame, r: Rect, app: &App) {
     let text = match (&app.prompt, &app.message) {
         (Some(p), _) if app.prompt_search => format!(" search names in the tree: {p}▏"),
-        (Some(p), _) => format!(" go to (offset, 0x.., 64K, b<block>): {p}▏"),
+        (Some(p), _) => format!(" go to (0x.., 64K, b<block>, i<inode>): {p}▏"),
         (None, Some(m)) => format!(" {m}"),
         (None, None) => format!(
             " q quit  ? help  Tab pane  g go to  / search  m map  │ {}",
@@ -566,7 +566,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "g",
-        "go to an offset: 0x400, 4096, 64K, or b<N> for 4 KiB block N",
+        "go to an offset (0x400, 4096, 64K), a block (b<N>), an inode (i<N> or <N>)",
     ),
     (
         "m",

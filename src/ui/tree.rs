@@ -162,10 +162,17 @@ impl App {
             self.tree[self.tree_sel].expanded = false;
             return Vec::new();
         }
-        vec![Request::Dir {
-            as_of: self.as_of,
-            ino: node.ino,
-        }]
+        // Open it, and show its first block with the entries marked.
+        vec![
+            Request::Dir {
+                as_of: self.as_of,
+                ino: node.ino,
+            },
+            Request::DirBlock {
+                as_of: self.as_of,
+                ino: node.ino,
+            },
+        ]
     }
 
     /// A directory's entries: shown under it.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::app::{
     CellOwner, FieldRow, FileAt, Grid, HexData, HitMode, LayerSet, Marks, Reply, Request, TreeNode,
 };
+use super::goto::Structure;
 use super::groups::{Checksum, GroupRow, GroupsTable, MAX_GROUP_ROWS};
 use crate::block::cache::BlockCache;
 use crate::block::chain::Chain;
@@ -94,6 +95,8 @@ impl Worker {
                 .file(as_of, ino, cells)
                 .map(|f| Reply::FileAt(Box::new(f))),
             Request::Marks { as_of, inos } => self.marks(as_of, &inos),
+            Request::Inode { as_of, ino } => self.inode_at(as_of, ino),
+            Request::DirBlock { as_of, ino } => self.dir_block(as_of, ino),
             Request::Search { as_of, needle } => {
                 let generation = self.cancel.load(Ordering::Relaxed);
                 let cancel = Arc::clone(&self.cancel);
@@ -208,6 +211,55 @@ impl Worker {
             }
         }
         Ok(out)
+    }
+
+    /// Inode `ino`'s slot, its fields from the inode table.
+    fn inode_at(&mut self, as_of: usize, ino: u64) -> Result<Reply, BlockError> {
+        let fs = match self.ext(as_of)? {
+            Ok(fs) => fs,
+            Err(e) => return Ok(Reply::Error(e)),
+        };
+        Ok(match fs.inode(ino) {
+            Ok(node) => Reply::Structure(Box::new(Structure {
+                as_of,
+                label: format!("inode {ino} ({}, {} bytes)", node.type_name(), node.size),
+                at: node.base,
+                fields: node.fields().iter().map(|f| (f.offset, f.size)).collect(),
+                focus: true,
+            })),
+            Err(e) => Reply::Error(crate::escape::printable(&error_chain(&e))),
+        })
+    }
+
+    /// Directory `ino`'s first block, each entry's fields (the entry
+    /// table's, then the name) marked; nothing for an inline directory.
+    fn dir_block(&mut self, as_of: usize, ino: u64) -> Result<Reply, BlockError> {
+        use crate::fs::ext::dir::{decode_block, ENTRY};
+        let Ok(fs) = self.ext(as_of)? else {
+            return Ok(Reply::Error("no filesystem".into()));
+        };
+        let Some(first) = data_runs(fs, ino).and_then(|r| r.into_iter().next()) else {
+            return Ok(Reply::Error(format!(
+                "directory inode {ino} has no blocks (inline)"
+            )));
+        };
+        let block = match fs.block(first.physical) {
+            Ok(b) => b,
+            Err(e) => return Ok(Reply::Error(crate::escape::printable(&error_chain(&e)))),
+        };
+        let at = first.physical.saturating_mul(fs.superblock().block_size);
+        let mut fields = Vec::new();
+        for e in decode_block(&block, at).entries {
+            fields.extend(ENTRY.iter().map(|f| (e.offset + f.offset as u64, f.size)));
+            fields.push((e.offset + 8, e.name.len()));
+        }
+        Ok(Reply::Structure(Box::new(Structure {
+            as_of,
+            label: format!("directory inode {ino}, block {}", first.physical),
+            at,
+            fields,
+            focus: false,
+        })))
     }
 
     /// The layers holding each inode's blocks.

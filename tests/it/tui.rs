@@ -573,6 +573,16 @@ fn tree_marks_and_hit_map_cells_follow_qemu_map_and_debugfs() {
 }
 
 #[test]
+fn snapshot_inode_and_directory_block_in_hex() {
+    let frame = demo(120, 40, "g i12 Enter");
+    assert!(frame.contains("· inode 12 (directory"), "{frame}");
+    insta::assert_snapshot!("goto_inode_120x40", frame);
+    let frame = demo(80, 24, "BackTab Enter Down Down Enter Tab");
+    assert!(frame.contains("· directory inode 14"), "{frame}");
+    insta::assert_snapshot!("directory_block_80x24", frame);
+}
+
+#[test]
 fn snapshot_search_prompt_and_match() {
     let frame = demo(80, 24, "/ hos");
     assert!(frame.contains("search names in the tree: hos"), "{frame}");
@@ -651,4 +661,108 @@ fn search_visits_every_match_find_lists_and_cancels() {
     assert!(found.matches.is_empty());
     let found = layerscope::ui::search::search(&fs, 0, "f1", &cancel, 1);
     assert_eq!(found.matches.len(), want.len());
+}
+
+/// The underlined-or-reversed bytes of an `--ansi` frame's hex pane, in
+/// order: (offset, byte).
+fn marked(frame: &str) -> Vec<(u64, u8)> {
+    marked_bytes(frame)
+        .into_iter()
+        .filter(|m| m.2 || m.3)
+        .map(|m| (m.0, m.1))
+        .collect()
+}
+
+#[test]
+fn goto_inode_and_directory_blocks_mark_their_fields_where_debugfs_says() {
+    if !need("mke2fs") || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir(dir.join("tree")).unwrap();
+    std::fs::write(dir.join("tree/a.txt"), b"hi\n").unwrap();
+    std::fs::write(dir.join("tree/bee.txt"), b"hello\n").unwrap();
+    sh(
+        dir,
+        &[
+            "mke2fs", "-q", "-t", "ext4", "-b", "1024", "-d", "tree", "t.raw", "8M",
+        ],
+    );
+    let debugfs = |req: &str| -> String {
+        String::from_utf8_lossy(&sh(dir, &["debugfs", "-R", req, "t.raw"]).stdout).into_owned()
+    };
+    // An inode: its slot is where debugfs imap puts it; its first field,
+    // i_mode, holds debugfs stat's permissions and a regular file's type.
+    let ino = number_after(&debugfs("stat /bee.txt"), "Inode:");
+    let imap = debugfs(&format!("imap <{ino}>"));
+    let block = number_after(&imap, "located at block");
+    let off = u64::from_str_radix(imap.split("offset 0x").nth(1).unwrap().trim(), 16).unwrap();
+    let slot = block * 1024 + off;
+    for keys in [format!("g i{ino} Enter"), format!("g <{ino}> Enter")] {
+        let frame = layerscope(
+            dir,
+            &[
+                "render", "t.raw", "--size", "120x40", "--ansi", "--keys", &keys,
+            ],
+        )
+        .ok()
+        .text();
+        assert!(frame.contains(&format!("inode {ino} (regular")), "{frame}");
+        let m = marked(&frame);
+        assert_eq!(m.first().map(|b| b.0), Some(slot), "{frame}");
+        assert!(m.iter().all(|b| b.0 >= slot && b.0 < slot + 256));
+        let mode = u16::from(m[0].1) | u16::from(m[1].1) << 8;
+        let stat = debugfs(&format!("stat <{ino}>"));
+        let perms = stat
+            .split("Mode:")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        assert_eq!(mode, 0o100000 | u16::from_str_radix(perms, 8).unwrap());
+    }
+    // Opening / shows its first block (debugfs blocks), each entry's
+    // inode, rec_len, name_len, type and name marked, as debugfs ls lists
+    // them.
+    let first = number_after(&debugfs("blocks /"), "");
+    let frame = layerscope(
+        dir,
+        &[
+            "render",
+            "t.raw",
+            "--size",
+            "120x40",
+            "--ansi",
+            "--keys",
+            "BackTab Enter",
+        ],
+    )
+    .ok()
+    .text();
+    let m = marked(&frame);
+    assert_eq!(m.first().map(|b| b.0), Some(first * 1024), "{frame}");
+    let bytes: Vec<u8> = m.iter().map(|b| b.1).collect();
+    let listing = debugfs("ls /");
+    let words: Vec<&str> = listing.split_whitespace().collect();
+    let mut at = 0;
+    for entry in words.chunks(3) {
+        let (ino, rec_len, name) = (
+            entry[0].parse::<u32>().unwrap(),
+            entry[1]
+                .trim_matches(|c| c == '(' || c == ')')
+                .parse::<u16>()
+                .unwrap(),
+            entry[2],
+        );
+        let e = &bytes[at..at + 8 + name.len()];
+        assert_eq!(&e[..4], ino.to_le_bytes(), "{name}");
+        assert_eq!(&e[4..6], rec_len.to_le_bytes(), "{name}");
+        assert_eq!(usize::from(e[6]), name.len(), "{name}");
+        assert_eq!(&e[8..], name.as_bytes());
+        at += 8 + name.len();
+    }
+    assert_eq!(at, bytes.len(), "marked bytes beyond the entries");
+    assert!(words.len() >= 15, "{listing}");
 }
