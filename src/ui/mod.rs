@@ -14,6 +14,7 @@ pub mod app;
 pub mod goto;
 pub mod groups;
 pub mod hex;
+pub mod log;
 pub mod render;
 pub mod search;
 pub mod tree;
@@ -289,6 +290,7 @@ where
     B::Error: Into<io::Error>,
 {
     let mut app = app_for(&chain);
+    tracing::info!(image = %app.title, size = app.disk_size, layers = app.layers.len(), "UI started");
     let worker = Worker::new(chain);
     let cancel = worker.search_cancel();
     let (tx, rx) = worker::spawn(worker);
@@ -313,6 +315,9 @@ where
                 _ => None,
             };
             if let Some(a) = action {
+                if let Action::Resize(w, h) = a {
+                    tracing::debug!(w, h, "terminal resized");
+                }
                 // Esc during a search, or a new search, stops the running
                 // one (the worker is busy with it: a request would wait).
                 let searching = app.search.as_ref().is_some_and(|s| s.found.is_none());
@@ -321,6 +326,7 @@ where
                 }
                 for r in app.apply(a) {
                     if matches!(r, app::Request::Search { .. }) {
+                        tracing::debug!("cancelling any running search");
                         cancel.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     let _ = tx.send(r);
@@ -339,6 +345,7 @@ where
             }
         }
     }
+    tracing::info!("UI quit");
     Ok(())
 }
 

@@ -40,6 +40,8 @@ pub struct Worker {
     views: HashMap<usize, View>,
     /// Bumped to cancel a running search (see [`Worker::search_cancel`]).
     cancel: Arc<AtomicU64>,
+    /// The NBD connection state last seen, to log its changes.
+    nbd_state: Option<String>,
 }
 
 impl Worker {
@@ -49,6 +51,7 @@ impl Worker {
             chain,
             views: HashMap::new(),
             cancel: Arc::default(),
+            nbd_state: None,
         }
     }
 
@@ -80,8 +83,20 @@ impl Worker {
             })
     }
 
-    /// Serves one request.
+    /// Serves one request (logged with its time; errors logged too).
     pub fn handle(&mut self, request: Request) -> Reply {
+        let start = std::time::Instant::now();
+        let what = summary(&request);
+        let reply = self.serve(request);
+        let ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1000.0);
+        match &reply {
+            Reply::Error(e) => tracing::warn!(request = %what, %ms, error = %e, "request failed"),
+            _ => tracing::debug!(request = %what, %ms, "request served"),
+        }
+        reply
+    }
+
+    fn serve(&mut self, request: Request) -> Reply {
         let result = match request {
             Request::Hex { as_of, offset, len } => self.hex(as_of, offset, len).map(Reply::Hex),
             Request::Grid { as_of, cells, mode } => self.grid(as_of, cells, mode).map(Reply::Grid),
@@ -121,10 +136,20 @@ impl Worker {
                 }),
             }),
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
-                Some(n) => Ok(Reply::Nbd(Box::new((
-                    n.info().clone(),
-                    n.stats().snapshot(),
-                )))),
+                Some(n) => {
+                    let snap = n.stats().snapshot();
+                    let state = format!("{:?}", snap.state);
+                    if self.nbd_state.as_ref() != Some(&state) {
+                        tracing::info!(
+                            from = self.nbd_state.as_deref().unwrap_or("-"),
+                            to = %state,
+                            last_error = snap.last_error.as_deref().unwrap_or("-"),
+                            "NBD connection state"
+                        );
+                        self.nbd_state = Some(state);
+                    }
+                    Ok(Reply::Nbd(Box::new((n.info().clone(), snap))))
+                }
                 None => Ok(Reply::Error("not an NBD export".into())),
             },
         };
@@ -416,6 +441,16 @@ fn layer_set(
         }
     }
     Ok(set)
+}
+
+/// A request in a few words, for the log (not the inode lists).
+fn summary(r: &Request) -> String {
+    match r {
+        Request::Marks { as_of, inos } => {
+            format!("Marks {{ as_of: {as_of}, inodes: {} }}", inos.len())
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 /// A decoded field as a pane row.
