@@ -178,7 +178,13 @@ pub fn render_frame(chain: Chain, width: u16, height: u16, keys: &str, ansi: boo
         Ok(t) => t,
         Err(e) => return format!("cannot draw: {e}"),
     };
-    if let Err(e) = terminal.draw(|f| render::draw(f, &app, ansi)) {
+    // Text frames carry the 16 ANSI colours at most.
+    let palette = if ansi {
+        hex::Palette::Ansi16
+    } else {
+        hex::Palette::None
+    };
+    if let Err(e) = terminal.draw(|f| render::draw(f, &app, palette)) {
         return format!("cannot draw: {e}");
     }
     buffer_text(terminal.backend().buffer(), ansi)
@@ -261,7 +267,7 @@ fn restore() {
 /// Terminal errors. The terminal is restored on return, on error and on
 /// panic.
 pub fn run(chain: Chain) -> io::Result<()> {
-    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let palette = hex::Palette::from_env();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         restore();
@@ -275,7 +281,7 @@ pub fn run(chain: Chain) -> io::Result<()> {
     )?;
     let result = (|| {
         let mut terminal = Terminal::new(ratatui::backend::CrosstermBackend::new(io::stdout()))?;
-        run_loop(&mut terminal, chain, color)
+        run_loop(&mut terminal, chain, palette)
     })();
     restore();
     result
@@ -285,12 +291,16 @@ pub fn run(chain: Chain) -> io::Result<()> {
 ///
 /// # Errors
 /// Terminal errors.
-pub fn run_loop<B: Backend>(terminal: &mut Terminal<B>, chain: Chain, color: bool) -> io::Result<()>
+pub fn run_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
+    chain: Chain,
+    palette: hex::Palette,
+) -> io::Result<()>
 where
     B::Error: Into<io::Error>,
 {
     let mut app = app_for(&chain);
-    tracing::info!(image = %app.title, size = app.disk_size, layers = app.layers.len(), "UI started");
+    tracing::info!(image = %app.title, size = app.disk_size, layers = app.layers.len(), ?palette, "UI started");
     let worker = Worker::new(chain);
     let cancel = worker.search_cancel();
     let (tx, rx) = worker::spawn(worker);
@@ -301,7 +311,7 @@ where
     let mut last_tick = Instant::now();
     while !app.quit {
         terminal
-            .draw(|f| render::draw(f, &app, color))
+            .draw(|f| render::draw(f, &app, palette))
             .map_err(Into::into)?;
         // Never block on I/O: wait for input briefly, then take whatever
         // the worker has finished.

@@ -766,3 +766,26 @@ fn goto_inode_and_directory_blocks_mark_their_fields_where_debugfs_says() {
     assert_eq!(at, bytes.len(), "marked bytes beyond the entries");
     assert!(words.len() >= 15, "{listing}");
 }
+
+#[test]
+fn sixteen_colour_frames_tell_the_layers_apart() {
+    // --ansi frames use the 16 ANSI colours: the chain pane's three layer
+    // marks each get their own.
+    let frame = render_frame(layerscope::demo::open().unwrap(), 120, 40, "", true);
+    let mut codes = Vec::new();
+    for line in frame.lines().take(4) {
+        if let Some(at) = line.find('█') {
+            let sgr = &line[..at];
+            let code = sgr.rsplit("\x1b[").next().unwrap().trim_end_matches('m');
+            codes.push(code.to_owned());
+        }
+    }
+    assert_eq!(codes.len(), 3, "{frame}");
+    codes.sort();
+    codes.dedup();
+    assert_eq!(codes.len(), 3, "layers share a colour: {codes:?}");
+    assert!(codes.iter().all(|c| {
+        let n: u8 = c.split(';').nth(1).unwrap().parse().unwrap();
+        (30..=37).contains(&n) || (90..=97).contains(&n)
+    }));
+}
