@@ -31,6 +31,11 @@ pub struct Cli {
     pub command: Option<Command>,
     /// Image or NBD URI to open in the UI (default: the embedded demo).
     pub image: Option<String>,
+    /// Write a log (worker requests, errors, NBD state changes) to FILE;
+    /// `LAYERSCOPE_LOG=FILE` does the same. Nothing is logged to the
+    /// screen.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// The commands.
@@ -283,6 +288,10 @@ impl ImageArgs {
 /// # Errors
 /// Whatever the command hit; [`error_line`] turns it into one line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(path) = crate::ui::log::path(cli.log.as_deref()) {
+        crate::ui::log::init(&path)
+            .with_context(|| format!("opening the log file {}", path.display()))?;
+    }
     // Block-buffered: line buffering would cost a syscall per map entry.
     let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     match cli.command {

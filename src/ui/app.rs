@@ -5,7 +5,9 @@ use crate::block::hitmap::Served;
 use crate::block::nbd::status::StatsSnapshot;
 use crate::block::nbd::ExportInfo;
 
+pub use super::goto::Structure;
 pub use super::groups::{Checksum, GroupRow, GroupsTable};
+pub use super::search::{Found, Match, Search};
 pub use super::tree::{FileAt, LayerSet, Marks, TreeNode};
 
 /// The panes.
@@ -68,6 +70,10 @@ pub enum Action {
     Help,
     /// Start the "go to" prompt.
     Goto,
+    /// Start the search prompt (`/`).
+    Search,
+    /// Show the next search match (`n`).
+    NextMatch,
     /// A character typed into the prompt.
     Char(char),
     Backspace,
@@ -110,6 +116,12 @@ pub enum Request {
     /// The layers holding the blocks of each of these inodes (the tree's
     /// rows on screen).
     Marks { as_of: usize, inos: Vec<u64> },
+    /// Names containing `needle`, through the whole tree.
+    Search { as_of: usize, needle: String },
+    /// An inode's slot in its table, and its fields.
+    Inode { as_of: usize, ino: u64 },
+    /// A directory's first block, and its entries' fields.
+    DirBlock { as_of: usize, ino: u64 },
     /// The group descriptor table.
     Groups { as_of: usize },
     /// One group descriptor's fields.
@@ -144,6 +156,10 @@ pub enum Reply {
     },
     /// Where a file's blocks are.
     FileAt(Box<FileAt>),
+    /// A search's matches.
+    Found(Box<Found>),
+    /// A structure to show in hex with its fields marked.
+    Structure(Box<Structure>),
     /// The layers the blocks of tree rows come from.
     Marks {
         as_of: usize,
@@ -316,10 +332,19 @@ pub struct App {
     /// its list shows in the tree's place.
     pub changes: Option<super::changes::Changes>,
     pub show_changes: bool,
+    /// The filesystem's block size (for `g b<N>`), once known.
+    pub block_size: Option<u64>,
     pub is_nbd: bool,
     pub help: bool,
-    /// The "go to" prompt's text while it is open.
+    /// The prompt's text while it is open: "go to", or the search's
+    /// when `prompt_search`.
     pub prompt: Option<String>,
+    pub prompt_search: bool,
+    /// The last search and its matches.
+    pub search: Option<Search>,
+    /// A match being revealed: the inodes from the root's child down to
+    /// it, whose directories are opened one reply at a time.
+    pub reveal: Option<Vec<u64>>,
     pub message: Option<String>,
     pub quit: bool,
     pub width: u16,
@@ -355,9 +380,13 @@ impl App {
             highlight: None,
             changes: None,
             show_changes: false,
+            block_size: None,
             is_nbd,
             help: false,
             prompt: None,
+            prompt_search: false,
+            search: None,
+            reveal: None,
             message: None,
             quit: false,
             width: 80,
@@ -441,6 +470,8 @@ impl App {
         self.tree.clear();
         self.tree_sel = 0;
         self.file_cells = None;
+        self.search = None;
+        self.reveal = None;
         self.groups = None;
         self.groups_sel = 0;
         self.group_fields = None;
@@ -499,6 +530,9 @@ impl App {
                 Action::Back => self.prompt = None,
                 Action::Enter => {
                     let text = self.prompt.take().unwrap_or_default();
+                    if self.prompt_search {
+                        return self.start_search(text);
+                    }
                     return self.goto(&text);
                 }
                 Action::Resize(w, h) => {
@@ -541,7 +575,25 @@ impl App {
                 self.focus = p;
                 return self.lazy().into_iter().collect();
             }
-            (Action::Goto, _) => self.prompt = Some(String::new()),
+            (Action::Goto, _) => {
+                self.prompt = Some(String::new());
+                self.prompt_search = false;
+            }
+            (Action::Search, _) => {
+                if !matches!(self.sb, Some(Ok(_))) {
+                    self.message = Some("no filesystem to search".into());
+                    return Vec::new();
+                }
+                self.prompt = Some(String::new());
+                self.prompt_search = true;
+            }
+            (Action::NextMatch, _) => return self.next_match(),
+            (Action::Back, _) if self.search.as_ref().is_some_and(|s| s.found.is_none()) => {
+                // The worker sees the cancel through its generation
+                // counter (the run loop bumps it on this key).
+                self.search = None;
+                self.message = Some("search cancelled".into());
+            }
             (Action::Diff, _) => return self.toggle_changes(),
             (Action::ToggleHitMode, _) => {
                 self.hit_mode = match self.hit_mode {
@@ -609,34 +661,6 @@ impl App {
         Vec::new()
     }
 
-    /// "Go to": an offset (`0x400`, `4096`, `64K`) or `b<N>` for block N of
-    /// 4096 bytes.
-    fn goto(&mut self, text: &str) -> Vec<Request> {
-        let t = text.trim();
-        let target = match t.strip_prefix('b') {
-            Some(block) => crate::units::parse_size(block).map(|b| b.saturating_mul(4096)),
-            None => crate::units::parse_size(t),
-        };
-        match target {
-            Ok(off) if off < self.disk_size => {
-                self.hex_offset = (off & !15).min(self.max_offset());
-                self.focus = Pane::Hex;
-                self.refresh().into_iter().take(1).collect()
-            }
-            Ok(off) => {
-                self.message = Some(format!(
-                    "{off:#x} is past the end of the disk ({:#x})",
-                    self.disk_size
-                ));
-                Vec::new()
-            }
-            Err(e) => {
-                self.message = Some(e);
-                Vec::new()
-            }
-        }
-    }
-
     /// Takes a worker reply (stale ones, for another layer or offset, are
     /// dropped); returns any follow-up work.
     pub fn receive(&mut self, reply: Reply) -> Vec<Request> {
@@ -659,6 +683,11 @@ impl App {
             }
             Reply::Nbd(n) => self.nbd = Some(n),
             Reply::Fs { as_of, fields } if as_of == self.as_of => {
+                self.block_size = fields.as_ref().ok().and_then(|rows| {
+                    let log = rows.iter().find(|r| r.name == "s_log_block_size")?;
+                    let log: u32 = log.value.parse().ok()?;
+                    1024u64.checked_shl(log).filter(|&b| b <= 1 << 16)
+                });
                 self.sb = Some(fields);
                 self.tree = vec![TreeNode::root()];
                 self.tree_sel = 0;
@@ -671,6 +700,8 @@ impl App {
             } if as_of == self.as_of => return self.receive_dir(ino, entries),
             Reply::FileAt(f) if f.as_of == self.as_of => return self.receive_file(*f),
             Reply::Marks { as_of, marks } if as_of == self.as_of => self.receive_marks(marks),
+            Reply::Found(f) => return self.receive_found(*f),
+            Reply::Structure(st) if st.as_of == self.as_of => return self.receive_structure(*st),
             Reply::Groups { as_of, table } if as_of == self.as_of => {
                 self.groups = Some(table);
                 return self.select_group(self.groups_sel);

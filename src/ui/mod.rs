@@ -12,9 +12,12 @@
 //! decoder.
 pub mod app;
 pub mod changes;
+pub mod goto;
 pub mod groups;
 pub mod hex;
+pub mod log;
 pub mod render;
+pub mod search;
 pub mod tree;
 pub mod worker;
 
@@ -93,6 +96,8 @@ pub fn key_action(key: KeyEvent, prompt: bool) -> Option<Action> {
         KeyCode::Enter => Action::Enter,
         KeyCode::Esc => Action::Back,
         KeyCode::Char('g') => Action::Goto,
+        KeyCode::Char('/') => Action::Search,
+        KeyCode::Char('n') => Action::NextMatch,
         KeyCode::Char('m') => Action::ToggleHitMode,
         KeyCode::Char('d') => Action::Diff,
         _ => return None,
@@ -175,7 +180,13 @@ pub fn render_frame(chain: Chain, width: u16, height: u16, keys: &str, ansi: boo
         Ok(t) => t,
         Err(e) => return format!("cannot draw: {e}"),
     };
-    if let Err(e) = terminal.draw(|f| render::draw(f, &app, ansi)) {
+    // Text frames carry the 16 ANSI colours at most.
+    let palette = if ansi {
+        hex::Palette::Ansi16
+    } else {
+        hex::Palette::None
+    };
+    if let Err(e) = terminal.draw(|f| render::draw(f, &app, palette)) {
         return format!("cannot draw: {e}");
     }
     buffer_text(terminal.backend().buffer(), ansi)
@@ -258,7 +269,7 @@ fn restore() {
 /// Terminal errors. The terminal is restored on return, on error and on
 /// panic.
 pub fn run(chain: Chain) -> io::Result<()> {
-    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let palette = hex::Palette::from_env();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         restore();
@@ -272,7 +283,7 @@ pub fn run(chain: Chain) -> io::Result<()> {
     )?;
     let result = (|| {
         let mut terminal = Terminal::new(ratatui::backend::CrosstermBackend::new(io::stdout()))?;
-        run_loop(&mut terminal, chain, color)
+        run_loop(&mut terminal, chain, palette)
     })();
     restore();
     result
@@ -282,12 +293,19 @@ pub fn run(chain: Chain) -> io::Result<()> {
 ///
 /// # Errors
 /// Terminal errors.
-pub fn run_loop<B: Backend>(terminal: &mut Terminal<B>, chain: Chain, color: bool) -> io::Result<()>
+pub fn run_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
+    chain: Chain,
+    palette: hex::Palette,
+) -> io::Result<()>
 where
     B::Error: Into<io::Error>,
 {
     let mut app = app_for(&chain);
-    let (tx, rx) = worker::spawn(Worker::new(chain));
+    tracing::info!(image = %app.title, size = app.disk_size, layers = app.layers.len(), ?palette, "UI started");
+    let worker = Worker::new(chain);
+    let cancel = worker.search_cancel();
+    let (tx, rx) = worker::spawn(worker);
     let size = terminal.size().map_err(Into::into)?;
     for r in app.apply(Action::Resize(size.width, size.height)) {
         let _ = tx.send(r);
@@ -295,7 +313,7 @@ where
     let mut last_tick = Instant::now();
     while !app.quit {
         terminal
-            .draw(|f| render::draw(f, &app, color))
+            .draw(|f| render::draw(f, &app, palette))
             .map_err(Into::into)?;
         // Never block on I/O: wait for input briefly, then take whatever
         // the worker has finished.
@@ -309,7 +327,20 @@ where
                 _ => None,
             };
             if let Some(a) = action {
+                if let Action::Resize(w, h) = a {
+                    tracing::debug!(w, h, "terminal resized");
+                }
+                // Esc during a search, or a new search, stops the running
+                // one (the worker is busy with it: a request would wait).
+                let searching = app.search.as_ref().is_some_and(|s| s.found.is_none());
+                if searching && a == Action::Back && app.prompt.is_none() {
+                    cancel.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 for r in app.apply(a) {
+                    if matches!(r, app::Request::Search { .. }) {
+                        tracing::debug!("cancelling any running search");
+                        cancel.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let _ = tx.send(r);
                 }
             }
@@ -326,6 +357,7 @@ where
             }
         }
     }
+    tracing::info!("UI quit");
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph};
 use ratatui::Frame;
 
 use super::app::{App, CellOwner, HitMode, Marks, Pane};
-use super::hex::{glyph, layer_color, ByteClass};
+use super::hex::{glyph, ByteClass, Palette};
 use crate::units::human;
 
 /// Where each pane goes for a terminal size.
@@ -134,18 +134,26 @@ pub fn layout(app: &App, focus: Pane) -> Areas {
     }
 }
 
-/// Styles with or without colour (NO_COLOR).
+/// Styles for the terminal's palette (none with NO_COLOR).
 pub struct Styles {
-    color: bool,
+    palette: Palette,
 }
 
 impl Styles {
     /// A foreground colour, or nothing without colour.
     pub fn fg(&self, c: Color) -> Style {
-        if self.color {
-            Style::default().fg(c)
-        } else {
+        if self.palette == Palette::None {
             Style::default()
+        } else {
+            Style::default().fg(c)
+        }
+    }
+
+    /// Layer `index`'s colour (None: no layer).
+    pub fn layer(&self, index: Option<usize>) -> Style {
+        match self.palette.layer(index) {
+            Some(c) => Style::default().fg(c),
+            None => Style::default(),
         }
     }
 }
@@ -168,8 +176,8 @@ pub fn pane_block<'a>(title: String, focused: bool) -> Block<'a> {
 }
 
 /// Draws the whole app.
-pub fn draw(f: &mut Frame, app: &App, color: bool) {
-    let s = Styles { color };
+pub fn draw(f: &mut Frame, app: &App, palette: Palette) {
+    let s = Styles { palette };
     let a = areas(app);
     if let Some(r) = a.tabs {
         draw_tabs(f, r, app);
@@ -240,7 +248,7 @@ fn draw_chain(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
             };
             Line::from(vec![
                 Span::raw(mark),
-                Span::styled("█", s.fg(layer_color(Some(l.index)))),
+                Span::styled("█", s.layer(Some(l.index))),
                 Span::styled(
                     format!("{} {} {} {}", l.index, l.name, l.format, l.detail),
                     style,
@@ -339,7 +347,7 @@ fn draw_hex(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                 let at = h.offset + row as u64 * 16;
                 let owner = h.owners.get(row).copied().flatten();
                 let mut spans = vec![
-                    Span::styled(format!("{at:0digits$x}"), s.fg(layer_color(owner))),
+                    Span::styled(format!("{at:0digits$x}"), s.layer(owner)),
                     Span::raw(" "),
                 ];
                 for (i, b) in chunk.iter().enumerate() {
@@ -431,10 +439,10 @@ fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                 if let Marks::Known(set) = n.marks {
                     for l in set.top_first().take(mark_w - 1) {
                         let c = char::from_digit((l % 36) as u32, 36).unwrap_or('+');
-                        marks.push(Span::styled(c.to_string(), s.fg(layer_color(Some(l)))));
+                        marks.push(Span::styled(c.to_string(), s.layer(Some(l))));
                     }
                     if set.zeros {
-                        marks.push(Span::styled("·", s.fg(layer_color(None))));
+                        marks.push(Span::styled("·", s.layer(None)));
                     }
                 }
                 // What the diff of this layer says of the file (after `d`).
@@ -508,15 +516,13 @@ fn draw_hitmap(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                         match (c, mine) {
                             (CellOwner::Layer(l), true) => Span::styled(
                                 "▓",
-                                s.fg(layer_color(Some(*l))).add_modifier(Modifier::REVERSED),
+                                s.layer(Some(*l)).add_modifier(Modifier::REVERSED),
                             ),
                             (_, true) => Span::styled(
                                 "▓",
                                 s.fg(Color::DarkGray).add_modifier(Modifier::REVERSED),
                             ),
-                            (CellOwner::Layer(l), false) => {
-                                Span::styled("█", s.fg(layer_color(Some(*l))))
-                            }
+                            (CellOwner::Layer(l), false) => Span::styled("█", s.layer(Some(*l))),
                             (CellOwner::Nowhere, false) => Span::styled("·", s.fg(Color::DarkGray)),
                             (CellOwner::NotRead, false) => Span::raw(" "),
                         }
@@ -530,7 +536,7 @@ fn draw_hitmap(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                 legend.push(Span::raw("▓file "));
             }
             for (i, b) in g.bytes.iter().enumerate().rev() {
-                legend.push(Span::styled("█", s.fg(layer_color(Some(i)))));
+                legend.push(Span::styled("█", s.layer(Some(i))));
                 legend.push(Span::raw(format!("{i}:{} ", human(*b))));
             }
             legend.push(Span::styled("·", s.fg(Color::DarkGray)));
@@ -545,10 +551,11 @@ fn draw_hitmap(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
 
 fn draw_bar(f: &mut Frame, r: Rect, app: &App) {
     let text = match (&app.prompt, &app.message) {
-        (Some(p), _) => format!(" go to (offset, 0x.., 64K, b<block>): {p}▏"),
+        (Some(p), _) if app.prompt_search => format!(" search names in the tree: {p}▏"),
+        (Some(p), _) => format!(" go to (0x.., 64K, b<block>, i<inode>): {p}▏"),
         (None, Some(m)) => format!(" {m}"),
         (None, None) => format!(
-            " q quit  ? help  Tab pane  g go to  m map mode  │ {}",
+            " q quit  ? help  Tab pane  g go to  / search  m map  │ {}",
             app.title
         ),
     };
@@ -580,7 +587,7 @@ pub const HELP: &[(&str, &str)] = &[
     ),
     (
         "g",
-        "go to an offset: 0x400, 4096, 64K, or b<N> for 4 KiB block N",
+        "go to an offset (0x400, 4096, 64K), a block (b<N>), an inode (i<N> or <N>)",
     ),
     (
         "m",
@@ -589,6 +596,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "d",
         "the layer's changes (A/M/R/D); Enter: a file as of both layers",
+    ),
+    (
+        "/, n",
+        "search names through the whole tree (Esc cancels); the next match",
     ),
     ("mouse", "click a pane to focus it, wheel to scroll"),
 ];

@@ -162,10 +162,17 @@ impl App {
             self.tree[self.tree_sel].expanded = false;
             return Vec::new();
         }
-        vec![Request::Dir {
-            as_of: self.as_of,
-            ino: node.ino,
-        }]
+        // Open it, and show its first block with the entries marked.
+        vec![
+            Request::Dir {
+                as_of: self.as_of,
+                ino: node.ino,
+            },
+            Request::DirBlock {
+                as_of: self.as_of,
+                ino: node.ino,
+            },
+        ]
     }
 
     /// A directory's entries: shown under it.
@@ -190,9 +197,12 @@ impl App {
                     self.tree.splice(i + 1..i + 1, rows);
                 }
             }
-            Err(e) => self.tree_error = Some(e),
+            Err(e) => {
+                self.tree_error = Some(e);
+                self.reveal = None;
+            }
         }
-        Vec::new()
+        self.advance_reveal()
     }
 
     /// A file's blocks: the hex view goes to the first, the hit map marks

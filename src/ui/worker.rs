@@ -3,12 +3,14 @@
 //! coalesces queued requests so only the latest of each kind is served (a
 //! held-down arrow key costs one read, not fifty).
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
 use super::app::{
     CellOwner, FieldRow, FileAt, Grid, HexData, HitMode, LayerSet, Marks, Reply, Request, TreeNode,
 };
+use super::goto::Structure;
 use super::groups::{Checksum, GroupRow, GroupsTable, MAX_GROUP_ROWS};
 use crate::block::cache::BlockCache;
 use crate::block::chain::Chain;
@@ -41,6 +43,10 @@ pub struct Worker {
     /// Where that thread sends its replies (None: run it here, for
     /// headless frames).
     replies: Option<Sender<Reply>>,
+    /// Bumped to cancel a running search (see [`Worker::search_cancel`]).
+    cancel: Arc<AtomicU64>,
+    /// The NBD connection state last seen, to log its changes.
+    nbd_state: Option<String>,
 }
 
 impl Worker {
@@ -51,7 +57,15 @@ impl Worker {
             views: HashMap::new(),
             job: super::changes::Job::default(),
             replies: None,
+            cancel: Arc::default(),
+            nbd_state: None,
         }
+    }
+
+    /// The counter a running search watches: bumping it (a new search,
+    /// Esc) stops the search at the next directory.
+    pub fn search_cancel(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.cancel)
     }
 
     fn view(&mut self, as_of: usize) -> Result<&mut View, BlockError> {
@@ -76,8 +90,20 @@ impl Worker {
             })
     }
 
-    /// Serves one request.
+    /// Serves one request (logged with its time; errors logged too).
     pub fn handle(&mut self, request: Request) -> Reply {
+        let start = std::time::Instant::now();
+        let what = summary(&request);
+        let reply = self.serve(request);
+        let ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1000.0);
+        match &reply {
+            Reply::Error(e) => tracing::warn!(request = %what, %ms, error = %e, "request failed"),
+            _ => tracing::debug!(request = %what, %ms, "request served"),
+        }
+        reply
+    }
+
+    fn serve(&mut self, request: Request) -> Reply {
         let result = match request {
             Request::Hex { as_of, offset, len } => self.hex(as_of, offset, len).map(Reply::Hex),
             Request::Grid { as_of, cells, mode } => self.grid(as_of, cells, mode).map(Reply::Grid),
@@ -109,6 +135,18 @@ impl Worker {
                     Err(e) => Reply::Error(crate::escape::printable(&e)),
                 },
             ),
+            Request::Inode { as_of, ino } => self.inode_at(as_of, ino),
+            Request::DirBlock { as_of, ino } => self.dir_block(as_of, ino),
+            Request::Search { as_of, needle } => {
+                let generation = self.cancel.load(Ordering::Relaxed);
+                let cancel = Arc::clone(&self.cancel);
+                self.ext(as_of).map(|fs| match fs {
+                    Ok(fs) => Reply::Found(Box::new(super::search::search(
+                        fs, as_of, &needle, &cancel, generation,
+                    ))),
+                    Err(e) => Reply::Error(e),
+                })
+            }
             Request::Groups { as_of } => self.ext(as_of).map(|fs| Reply::Groups {
                 as_of,
                 table: fs.map(groups_table),
@@ -123,10 +161,20 @@ impl Worker {
                 }),
             }),
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
-                Some(n) => Ok(Reply::Nbd(Box::new((
-                    n.info().clone(),
-                    n.stats().snapshot(),
-                )))),
+                Some(n) => {
+                    let snap = n.stats().snapshot();
+                    let state = format!("{:?}", snap.state);
+                    if self.nbd_state.as_ref() != Some(&state) {
+                        tracing::info!(
+                            from = self.nbd_state.as_deref().unwrap_or("-"),
+                            to = %state,
+                            last_error = snap.last_error.as_deref().unwrap_or("-"),
+                            "NBD connection state"
+                        );
+                        self.nbd_state = Some(state);
+                    }
+                    Ok(Reply::Nbd(Box::new((n.info().clone(), snap))))
+                }
                 None => Ok(Reply::Error("not an NBD export".into())),
             },
         };
@@ -213,6 +261,55 @@ impl Worker {
             }
         }
         Ok(out)
+    }
+
+    /// Inode `ino`'s slot, its fields from the inode table.
+    fn inode_at(&mut self, as_of: usize, ino: u64) -> Result<Reply, BlockError> {
+        let fs = match self.ext(as_of)? {
+            Ok(fs) => fs,
+            Err(e) => return Ok(Reply::Error(e)),
+        };
+        Ok(match fs.inode(ino) {
+            Ok(node) => Reply::Structure(Box::new(Structure {
+                as_of,
+                label: format!("inode {ino} ({}, {} bytes)", node.type_name(), node.size),
+                at: node.base,
+                fields: node.fields().iter().map(|f| (f.offset, f.size)).collect(),
+                focus: true,
+            })),
+            Err(e) => Reply::Error(crate::escape::printable(&error_chain(&e))),
+        })
+    }
+
+    /// Directory `ino`'s first block, each entry's fields (the entry
+    /// table's, then the name) marked; nothing for an inline directory.
+    fn dir_block(&mut self, as_of: usize, ino: u64) -> Result<Reply, BlockError> {
+        use crate::fs::ext::dir::{decode_block, ENTRY};
+        let Ok(fs) = self.ext(as_of)? else {
+            return Ok(Reply::Error("no filesystem".into()));
+        };
+        let Some(first) = data_runs(fs, ino).and_then(|r| r.into_iter().next()) else {
+            return Ok(Reply::Error(format!(
+                "directory inode {ino} has no blocks (inline)"
+            )));
+        };
+        let block = match fs.block(first.physical) {
+            Ok(b) => b,
+            Err(e) => return Ok(Reply::Error(crate::escape::printable(&error_chain(&e)))),
+        };
+        let at = first.physical.saturating_mul(fs.superblock().block_size);
+        let mut fields = Vec::new();
+        for e in decode_block(&block, at).entries {
+            fields.extend(ENTRY.iter().map(|f| (e.offset + f.offset as u64, f.size)));
+            fields.push((e.offset + 8, e.name.len()));
+        }
+        Ok(Reply::Structure(Box::new(Structure {
+            as_of,
+            label: format!("directory inode {ino}, block {}", first.physical),
+            at,
+            fields,
+            focus: false,
+        })))
     }
 
     /// The layers holding each inode's blocks.
@@ -371,6 +468,16 @@ fn layer_set(
         }
     }
     Ok(set)
+}
+
+/// A request in a few words, for the log (not the inode lists).
+fn summary(r: &Request) -> String {
+    match r {
+        Request::Marks { as_of, inos } => {
+            format!("Marks {{ as_of: {as_of}, inodes: {} }}", inos.len())
+        }
+        other => format!("{other:?}"),
+    }
 }
 
 /// A decoded field as a pane row.

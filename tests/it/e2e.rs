@@ -108,9 +108,12 @@ fn open_jump_switch_layer_quit_in_a_real_terminal() {
         dir,
         100,
         30,
-        &format!("{bin} top.qcow2; echo EXITED-$?; sleep 60"),
+        &format!("{bin} --log ui.log top.qcow2; echo EXITED-$?; sleep 60"),
     );
     t.wait_for("Hex @ 0x0");
+    // A worker error (no such inode): shown in the bar, logged to the file.
+    t.keys(&["g", "i99999", "Enter"]);
+    t.wait_for("inode 99999 does not exist");
     t.keys(&["g", "0x400", "Enter"]);
     // The title changes at once, the bytes when the worker answers (under
     // load, a frame or two later).
@@ -132,13 +135,25 @@ fn open_jump_switch_layer_quit_in_a_real_terminal() {
     t.keys(&["Enter"]);
     t.wait_for("▶0x1000 bg_block_bitmap_lo");
     t.keys(&["Tab", "?"]);
-    t.wait_for("Keys");
+    let screen = t.wait_for("Keys");
     t.keys(&["Escape", "q"]);
     let s = t.wait_for("EXITED-0");
     assert!(
         !s.contains("Hex @"),
         "the UI's screen is gone after quitting:\n{s}"
     );
+    // The log has the session; the screen never showed a log line.
+    let log = std::fs::read_to_string(dir.join("ui.log")).unwrap();
+    for line in ["UI started", "request served", "request failed", "UI quit"] {
+        assert!(log.contains(line), "{line:?} not in the log:\n{log}");
+    }
+    assert!(log.contains("inode 99999 does not exist"), "{log}");
+    for s in [&screen, &s] {
+        assert!(
+            !s.contains("request served") && !s.contains(" DEBUG ") && !s.contains(" INFO "),
+            "a log line on screen:\n{s}"
+        );
+    }
 }
 
 #[test]
@@ -186,7 +201,7 @@ fn nbd_pane_shows_a_dead_server_and_keys_still_work() {
         dir,
         120,
         40,
-        &format!("{bin} '{uri}'; echo EXITED-$?; sleep 60"),
+        &format!("LAYERSCOPE_LOG=nbd.log {bin} '{uri}'; echo EXITED-$?; sleep 60"),
     );
     t.wait_for("Ready");
     t.wait_for("41 41 41");
@@ -203,7 +218,15 @@ fn nbd_pane_shows_a_dead_server_and_keys_still_work() {
     assert!(s.contains("last error"), "{s}");
     // The UI still answers.
     t.keys(&["?"]);
-    t.wait_for("Keys");
+    let screen = t.wait_for("Keys");
     t.keys(&["Escape", "q"]);
     t.wait_for("EXITED-0");
+    // The state changes are in the log (LAYERSCOPE_LOG), not on screen.
+    let log = std::fs::read_to_string(dir.join("nbd.log")).unwrap();
+    assert!(
+        log.contains("NBD connection state") && log.contains("to=Ready"),
+        "{log}"
+    );
+    assert!(log.contains("to=Failed"), "{log}");
+    assert!(!screen.contains("NBD connection state"), "{screen}");
 }

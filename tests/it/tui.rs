@@ -574,3 +574,221 @@ fn tree_marks_and_hit_map_cells_follow_qemu_map_and_debugfs() {
     assert!(!want.is_empty());
     assert_eq!(got, want, "{frame}");
 }
+
+#[test]
+fn snapshot_inode_and_directory_block_in_hex() {
+    let frame = demo(120, 40, "g i12 Enter");
+    assert!(frame.contains("· inode 12 (directory"), "{frame}");
+    insta::assert_snapshot!("goto_inode_120x40", frame);
+    let frame = demo(80, 24, "BackTab Enter Down Down Enter Tab");
+    assert!(frame.contains("· directory inode 14"), "{frame}");
+    insta::assert_snapshot!("directory_block_80x24", frame);
+}
+
+#[test]
+fn snapshot_search_prompt_and_match() {
+    let frame = demo(80, 24, "/ hos");
+    assert!(frame.contains("search names in the tree: hos"), "{frame}");
+    insta::assert_snapshot!("search_prompt_80x24", frame);
+    let frame = demo(120, 40, "/ host Enter n");
+    assert!(
+        frame.contains("/etc/hosts (match 2 of 2; n: next)"),
+        "{frame}"
+    );
+    insta::assert_snapshot!("search_second_match_120x40", frame);
+}
+
+#[test]
+fn search_visits_every_match_find_lists_and_cancels() {
+    if !need("mke2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    make_tree(&tree, 40);
+    // The oracle: find(1) on the tree mke2fs copies.
+    let out = sh(&tree, &["find", ".", "-iname", "*F1*"]);
+    let mut want: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches('.').to_owned())
+        .collect();
+    want.sort();
+    assert!(want.len() > 5, "{want:?}");
+    sh(
+        dir,
+        &[
+            "mke2fs", "-q", "-t", "ext4", "-b", "4096", "-d", "tree", "t.raw", "64M",
+        ],
+    );
+    // `/`, then n through every match and once around: the bar names
+    // each, the tree shows it.
+    let mut keys = "/ F1 Enter".to_owned();
+    let mut got = Vec::new();
+    for i in 0..=want.len() {
+        let frame = layerscope(
+            dir,
+            &["render", "t.raw", "--size", "100x40", "--keys", &keys],
+        )
+        .ok()
+        .text();
+        let bar = frame.lines().last().unwrap().trim().to_owned();
+        let expect = format!("(match {} of {};", i % want.len() + 1, want.len());
+        assert!(bar.contains(&expect), "{bar}\n{frame}");
+        let path = bar.split(" (match").next().unwrap().to_owned();
+        let name = path.rsplit('/').next().unwrap();
+        assert!(
+            frame.lines().any(|l| l.contains(&format!(" {name} "))),
+            "{name} not in the tree:\n{frame}"
+        );
+        got.push(path);
+        keys.push_str(" n");
+    }
+    assert_eq!(got.first(), got.last(), "n wraps around");
+    got.pop();
+    got.sort();
+    assert_eq!(got, want);
+    // A cancelled search stops at once.
+    let chain = layerscope::block::chain::open_chain(
+        dir.join("t.raw").to_str().unwrap(),
+        Default::default(),
+        &layerscope::block::chain::FsOpener,
+    )
+    .unwrap();
+    let reader =
+        std::sync::Arc::new(layerscope::block::layered::LayeredReader::new(&chain).unwrap());
+    let fs = layerscope::fs::ext::Ext4::open(reader).unwrap();
+    let cancel = std::sync::atomic::AtomicU64::new(1);
+    let found = layerscope::ui::search::search(&fs, 0, "f1", &cancel, 0);
+    assert_eq!(found.stopped, Some("cancelled"));
+    assert!(found.matches.is_empty());
+    let found = layerscope::ui::search::search(&fs, 0, "f1", &cancel, 1);
+    assert_eq!(found.matches.len(), want.len());
+}
+
+/// The underlined-or-reversed bytes of an `--ansi` frame's hex pane, in
+/// order: (offset, byte).
+fn marked(frame: &str) -> Vec<(u64, u8)> {
+    marked_bytes(frame)
+        .into_iter()
+        .filter(|m| m.2 || m.3)
+        .map(|m| (m.0, m.1))
+        .collect()
+}
+
+#[test]
+fn goto_inode_and_directory_blocks_mark_their_fields_where_debugfs_says() {
+    if !need("mke2fs") || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::create_dir(dir.join("tree")).unwrap();
+    std::fs::write(dir.join("tree/a.txt"), b"hi\n").unwrap();
+    std::fs::write(dir.join("tree/bee.txt"), b"hello\n").unwrap();
+    sh(
+        dir,
+        &[
+            "mke2fs", "-q", "-t", "ext4", "-b", "1024", "-d", "tree", "t.raw", "8M",
+        ],
+    );
+    let debugfs = |req: &str| -> String {
+        String::from_utf8_lossy(&sh(dir, &["debugfs", "-R", req, "t.raw"]).stdout).into_owned()
+    };
+    // An inode: its slot is where debugfs imap puts it; its first field,
+    // i_mode, holds debugfs stat's permissions and a regular file's type.
+    let ino = number_after(&debugfs("stat /bee.txt"), "Inode:");
+    let imap = debugfs(&format!("imap <{ino}>"));
+    let block = number_after(&imap, "located at block");
+    let off = u64::from_str_radix(imap.split("offset 0x").nth(1).unwrap().trim(), 16).unwrap();
+    let slot = block * 1024 + off;
+    for keys in [format!("g i{ino} Enter"), format!("g <{ino}> Enter")] {
+        let frame = layerscope(
+            dir,
+            &[
+                "render", "t.raw", "--size", "120x40", "--ansi", "--keys", &keys,
+            ],
+        )
+        .ok()
+        .text();
+        assert!(frame.contains(&format!("inode {ino} (regular")), "{frame}");
+        let m = marked(&frame);
+        assert_eq!(m.first().map(|b| b.0), Some(slot), "{frame}");
+        assert!(m.iter().all(|b| b.0 >= slot && b.0 < slot + 256));
+        let mode = u16::from(m[0].1) | u16::from(m[1].1) << 8;
+        let stat = debugfs(&format!("stat <{ino}>"));
+        let perms = stat
+            .split("Mode:")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        assert_eq!(mode, 0o100000 | u16::from_str_radix(perms, 8).unwrap());
+    }
+    // Opening / shows its first block (debugfs blocks), each entry's
+    // inode, rec_len, name_len, type and name marked, as debugfs ls lists
+    // them.
+    let first = number_after(&debugfs("blocks /"), "");
+    let frame = layerscope(
+        dir,
+        &[
+            "render",
+            "t.raw",
+            "--size",
+            "120x40",
+            "--ansi",
+            "--keys",
+            "BackTab Enter",
+        ],
+    )
+    .ok()
+    .text();
+    let m = marked(&frame);
+    assert_eq!(m.first().map(|b| b.0), Some(first * 1024), "{frame}");
+    let bytes: Vec<u8> = m.iter().map(|b| b.1).collect();
+    let listing = debugfs("ls /");
+    let words: Vec<&str> = listing.split_whitespace().collect();
+    let mut at = 0;
+    for entry in words.chunks(3) {
+        let (ino, rec_len, name) = (
+            entry[0].parse::<u32>().unwrap(),
+            entry[1]
+                .trim_matches(|c| c == '(' || c == ')')
+                .parse::<u16>()
+                .unwrap(),
+            entry[2],
+        );
+        let e = &bytes[at..at + 8 + name.len()];
+        assert_eq!(&e[..4], ino.to_le_bytes(), "{name}");
+        assert_eq!(&e[4..6], rec_len.to_le_bytes(), "{name}");
+        assert_eq!(usize::from(e[6]), name.len(), "{name}");
+        assert_eq!(&e[8..], name.as_bytes());
+        at += 8 + name.len();
+    }
+    assert_eq!(at, bytes.len(), "marked bytes beyond the entries");
+    assert!(words.len() >= 15, "{listing}");
+}
+
+#[test]
+fn sixteen_colour_frames_tell_the_layers_apart() {
+    // --ansi frames use the 16 ANSI colours: the chain pane's three layer
+    // marks each get their own.
+    let frame = render_frame(layerscope::demo::open().unwrap(), 120, 40, "", true);
+    let mut codes = Vec::new();
+    for line in frame.lines().take(4) {
+        if let Some(at) = line.find('█') {
+            let sgr = &line[..at];
+            let code = sgr.rsplit("\x1b[").next().unwrap().trim_end_matches('m');
+            codes.push(code.to_owned());
+        }
+    }
+    assert_eq!(codes.len(), 3, "{frame}");
+    codes.sort();
+    codes.dedup();
+    assert_eq!(codes.len(), 3, "layers share a colour: {codes:?}");
+    assert!(codes.iter().all(|c| {
+        let n: u8 = c.split(';').nth(1).unwrap().parse().unwrap();
+        (30..=37).contains(&n) || (90..=97).contains(&n)
+    }));
+}
