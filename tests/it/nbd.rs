@@ -420,6 +420,8 @@ fn nbd_info_agrees_with_nbdinfo() {
             "-A",
             "-x",
             "disk one",
+            "-D",
+            "the top layer",
             "--socket",
             sock.to_str().unwrap(),
             "-f",
@@ -433,6 +435,13 @@ fn nbd_info_agrees_with_nbdinfo() {
     let theirs: Value =
         serde_json::from_slice(&sh(dir, &["nbdinfo", "--json", &uri]).stdout).unwrap();
     let t = &theirs["exports"][0];
+    // Every field both print (nbdinfo's "content" is file(1) on the first
+    // sector; layerscope has `info` for that).
+    assert_eq!(ours["uri"], t["uri"]);
+    assert_eq!(ours["protocol"], theirs["protocol"]);
+    assert_eq!(ours["tls"], theirs["TLS"]);
+    assert_eq!(ours["description"], t["description"]);
+    assert_eq!(ours["description"], "the top layer");
     assert_eq!(ours["name"], t["export-name"]);
     assert_eq!(ours["size"], t["export-size"]);
     assert_eq!(ours["block_min"], t["block_size_minimum"]);
@@ -686,6 +695,70 @@ fn stalled_server_times_out() {
     let s = client.stats().snapshot();
     assert_eq!(format!("{:?}", s.state), "Failed");
     assert!(s.last_error.is_some());
+}
+
+/// The connection's status is readable while a read waits for the
+/// server (what the TUI's NBD pane and `nbd-info` show): requests in
+/// flight during, counters and latencies after.
+#[test]
+fn status_while_reads_are_in_flight() {
+    if !need("nbdkit") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("slow.sock");
+    let _slow = serve(
+        d.path(),
+        &[
+            "nbdkit",
+            "-f",
+            "-r",
+            "-U",
+            sock.to_str().unwrap(),
+            "--filter=delay",
+            "memory",
+            "16M",
+            "delay-read=1",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let client =
+        NbdClient::connect(NbdUri::parse(&unix_uri(&sock)).unwrap(), Options::default()).unwrap();
+    let stats = client.stats().clone();
+    let before = stats.snapshot();
+    assert_eq!((before.requests, before.in_flight), (0, 0));
+    let len = 4usize << 20;
+    let (mut most, mut during_state) = (0, None);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut buf = vec![1u8; len];
+            client.read_at(0, &mut buf).unwrap();
+            buf
+        });
+        while !reader.is_finished() {
+            let snap = stats.snapshot();
+            if snap.in_flight > most {
+                most = snap.in_flight;
+                during_state = Some(snap.state);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(reader.join().unwrap().iter().all(|&b| b == 0));
+    });
+    let per_request = 256u64 << 10;
+    assert!(
+        most > 1 && most <= Options::default().max_in_flight as u64,
+        "requests in flight seen during the read: {most}"
+    );
+    assert_eq!(format!("{:?}", during_state.unwrap()), "Ready");
+    let after = stats.snapshot();
+    assert_eq!(after.in_flight, 0);
+    assert_eq!(after.requests, len as u64 / per_request);
+    assert_eq!(after.bytes_read, len as u64);
+    assert_eq!(after.errors, 0);
+    // nbdkit held every read for a second.
+    assert!(after.latency_p50_us.unwrap() >= 1_000_000, "{after:?}");
+    assert!(after.latency_p99_us >= after.latency_p50_us);
 }
 
 #[test]
