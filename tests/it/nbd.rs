@@ -1157,3 +1157,205 @@ fn the_nbd_crates_old_style_server_is_read_through_the_fallback() {
     assert!(text.contains("structured replies: no"), "{text}");
     assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+/// How the in-process block-status server answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Answers {
+    /// Each request whole, in order.
+    Plain,
+    /// A prefix of each window (the depth context shorter than the
+    /// allocation one), replies in reverse order.
+    ShortAndReversed,
+    /// A chunk for a request that was already answered in full.
+    AfterDone,
+    /// A depth chunk with no descriptor.
+    NoDescriptor,
+}
+
+/// The server's disk: 1 MiB runs cycling through data in the top layer,
+/// zeros in its backing file, and unallocated.
+fn model(offset: u64) -> (u32, u32) {
+    match (offset >> 20) % 3 {
+        0 => (0, 1),
+        1 => (2, 2),
+        _ => (3, 0),
+    }
+}
+
+/// Descriptors of `[offset, end)` for context 0 (flags) or 1 (depth).
+fn descriptors(ctx: u32, offset: u64, end: u64) -> Vec<u8> {
+    let mut p = ctx.to_be_bytes().to_vec();
+    let mut pos = offset;
+    while pos < end {
+        let next = ((pos >> 20) + 1) << 20;
+        let n = next.min(end) - pos;
+        let (flags, depth) = model(pos);
+        p.extend_from_slice(&(n as u32).to_be_bytes());
+        p.extend_from_slice(&(if ctx == 0 { flags } else { depth }).to_be_bytes());
+        pos += n;
+    }
+    p
+}
+
+/// A structured-reply server of a 512 MiB export with both metadata
+/// contexts, answering block status per `answers`.
+fn status_server(listener: UnixListener, answers: Answers) {
+    let Ok((mut s, _)) = listener.accept() else {
+        return;
+    };
+    let mut hello = 0x4e42_444d_4147_4943u64.to_be_bytes().to_vec();
+    hello.extend_from_slice(&0x4948_4156_454f_5054u64.to_be_bytes());
+    hello.extend_from_slice(&3u16.to_be_bytes());
+    s.write_all(&hello).unwrap();
+    let mut flags = [0u8; 4];
+    s.read_exact(&mut flags).unwrap();
+    let size = 512u64 << 20;
+    loop {
+        let mut h = [0u8; 16];
+        s.read_exact(&mut h).unwrap();
+        let opt = u32::from_be_bytes(h[8..12].try_into().unwrap());
+        let mut data = vec![0u8; u32::from_be_bytes(h[12..16].try_into().unwrap()) as usize];
+        s.read_exact(&mut data).unwrap();
+        let reply = |s: &mut std::os::unix::net::UnixStream, kind: u32, payload: &[u8]| {
+            let mut r = 0x0003_e889_0455_65a9u64.to_be_bytes().to_vec();
+            r.extend_from_slice(&opt.to_be_bytes());
+            r.extend_from_slice(&kind.to_be_bytes());
+            r.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            r.extend_from_slice(payload);
+            s.write_all(&r).unwrap();
+        };
+        match opt {
+            8 => reply(&mut s, 1, &[]),
+            10 => {
+                for (id, name) in [(0u32, "base:allocation"), (1, "qemu:allocation-depth")] {
+                    let mut p = id.to_be_bytes().to_vec();
+                    p.extend_from_slice(name.as_bytes());
+                    reply(&mut s, 4, &p);
+                }
+                reply(&mut s, 1, &[]);
+            }
+            7 => {
+                let mut info = 0u16.to_be_bytes().to_vec();
+                info.extend_from_slice(&size.to_be_bytes());
+                info.extend_from_slice(&3u16.to_be_bytes());
+                reply(&mut s, 3, &info);
+                reply(&mut s, 1, &[]);
+                break;
+            }
+            _ => reply(&mut s, (1 << 31) | 1, &[]),
+        }
+    }
+    let chunk = |flags: u16, cookie: u64, payload: &[u8]| {
+        let mut r = 0x668e_33efu32.to_be_bytes().to_vec();
+        r.extend_from_slice(&flags.to_be_bytes());
+        r.extend_from_slice(&5u16.to_be_bytes());
+        r.extend_from_slice(&cookie.to_be_bytes());
+        r.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        r.extend_from_slice(payload);
+        r
+    };
+    loop {
+        // Every request that arrives together, then the answers.
+        let mut requests = Vec::new();
+        s.set_read_timeout(None).unwrap();
+        loop {
+            let mut req = [0u8; 28];
+            match s.read_exact(&mut req) {
+                Ok(()) => {}
+                Err(_) if !requests.is_empty() => break,
+                Err(_) => return,
+            }
+            let kind = u16::from_be_bytes([req[6], req[7]]);
+            if kind == 2 {
+                return;
+            }
+            let cookie = u64::from_be_bytes(req[8..16].try_into().unwrap());
+            let offset = u64::from_be_bytes(req[16..24].try_into().unwrap());
+            let len = u64::from(u32::from_be_bytes(req[24..28].try_into().unwrap()));
+            requests.push((cookie, offset, len));
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        }
+        let mut out = Vec::new();
+        match answers {
+            Answers::Plain => {
+                for &(cookie, offset, len) in &requests {
+                    out.extend(chunk(0, cookie, &descriptors(0, offset, offset + len)));
+                    out.extend(chunk(1, cookie, &descriptors(1, offset, offset + len)));
+                }
+            }
+            Answers::ShortAndReversed => {
+                for &(cookie, offset, len) in requests.iter().rev() {
+                    // Three quarters of the window, the depths 512 KiB less.
+                    let (alloc, depth) = match len {
+                        0..=0x10_0000 => (len, len),
+                        _ => (len / 4 * 3, len / 4 * 3 - (1 << 19)),
+                    };
+                    out.extend(chunk(0, cookie, &descriptors(1, offset, offset + depth)));
+                    out.extend(chunk(1, cookie, &descriptors(0, offset, offset + alloc)));
+                }
+            }
+            Answers::NoDescriptor => {
+                let (cookie, offset, len) = requests[0];
+                out.extend(chunk(0, cookie, &descriptors(0, offset, offset + len)));
+                out.extend(chunk(1, cookie, &1u32.to_be_bytes()));
+            }
+            Answers::AfterDone => {
+                let (cookie, offset, len) = requests[0];
+                out.extend(chunk(1, cookie, &descriptors(0, offset, offset + len)));
+                out.extend(chunk(1, cookie, &descriptors(1, offset, offset + len)));
+            }
+        }
+        if s.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+/// Block status asked in windows gives one map whatever the shape of the
+/// answers (short, out of order); a chunk after a request's last one is a
+/// protocol error, not a hang.
+#[test]
+fn block_status_windows_join_whatever_the_answers() {
+    let map_with = |answers: Answers| {
+        let d = tempfile::tempdir().unwrap();
+        let sock = d.path().join("bs.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || status_server(listener, answers));
+        let opts = Options {
+            request_timeout: Duration::from_secs(5),
+            reconnect_attempts: 0,
+            ..Options::default()
+        };
+        let client = NbdClient::connect(NbdUri::parse(&unix_uri(&sock)).unwrap(), opts).unwrap();
+        let map = client.map_entries(0, client.len());
+        drop(client);
+        server.join().unwrap();
+        map
+    };
+    let plain = map_with(Answers::Plain).unwrap();
+    // One entry per 1 MiB run: neighbours always differ.
+    assert_eq!(plain.len(), 512);
+    assert_eq!(plain.iter().map(|e| e.length).sum::<u64>(), 512 << 20);
+    let short = map_with(Answers::ShortAndReversed).unwrap();
+    let first_difference = short.iter().zip(&plain).position(|(a, b)| a != b);
+    assert!(
+        short.len() == plain.len() && first_difference.is_none(),
+        "short, reversed answers give another map: {} vs {} entries, first difference {:?}",
+        short.len(),
+        plain.len(),
+        first_difference.map(|i| (short[i], plain[i]))
+    );
+    for (answers, expected) in [
+        (Answers::AfterDone, "after its last chunk"),
+        (Answers::NoDescriptor, "block status chunk of 4 bytes"),
+    ] {
+        let err = map_with(answers).unwrap_err();
+        let mut msg = err.to_string();
+        let mut cause = std::error::Error::source(&err);
+        while let Some(c) = cause {
+            msg.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        assert!(msg.contains(expected), "{answers:?}: {msg}");
+    }
+}
