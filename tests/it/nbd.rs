@@ -761,6 +761,69 @@ fn status_while_reads_are_in_flight() {
     assert!(after.latency_p99_us >= after.latency_p50_us);
 }
 
+/// The TUI's worker answers the NBD status at once while a read waits
+/// for a slow server, and the status shows the read in flight.
+#[test]
+fn tui_status_is_live_while_a_read_waits() {
+    use layerscope::ui::app::{Reply, Request};
+    if !need("nbdkit") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("disk.raw"), vec![0x5au8; 1 << 20]).unwrap();
+    let sock = d.path().join("slow.sock");
+    let _slow = serve(
+        d.path(),
+        &[
+            "nbdkit",
+            "-f",
+            "-r",
+            "-U",
+            sock.to_str().unwrap(),
+            "--filter=delay",
+            "file",
+            "file=disk.raw",
+            "delay-read=2",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let chain = layerscope::block::chain::open_nbd(&unix_uri(&sock), Options::default()).unwrap();
+    let (tx, rx) = layerscope::ui::worker::spawn(layerscope::ui::worker::Worker::new(chain));
+    tx.send(Request::Hex {
+        as_of: 0,
+        offset: 0,
+        len: 256,
+    })
+    .unwrap();
+    // Ask for the status until it shows the read in flight; it must come
+    // before the read's reply.
+    let mut seen_in_flight = false;
+    for _ in 0..400 {
+        tx.send(Request::Nbd).unwrap();
+        match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Reply::Nbd(n) if n.1.in_flight > 0 => {
+                assert_eq!(format!("{:?}", n.1.state), "Ready");
+                seen_in_flight = true;
+                break;
+            }
+            Reply::Nbd(_) => std::thread::sleep(Duration::from_millis(5)),
+            other => panic!("the read answered before the status showed it: {other:?}"),
+        }
+    }
+    assert!(seen_in_flight, "no status showed the read in flight");
+    // Then the read completes.
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+            Reply::Hex(h) => {
+                assert!(h.bytes.iter().all(|&b| b == 0x5a));
+                break;
+            }
+            Reply::Nbd(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn killed_server_fails_then_reconnects() {
     if !tools() {
