@@ -582,6 +582,34 @@ pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
     let (req_tx, req_rx) = mpsc::channel::<Request>();
     let (rep_tx, rep_rx) = mpsc::channel::<Reply>();
     worker.replies = Some(rep_tx.clone());
+    // The NBD status is answered on its own thread from the client's
+    // lock-free counters, so it stays live while a read waits for a slow
+    // or dead server (up to the request time limit).
+    let nbd = worker.chain.layers.first().and_then(|l| l.nbd.clone());
+    let req_rx = match nbd {
+        Some(n) => {
+            let (work_tx, work_rx) = mpsc::channel::<Request>();
+            let status_tx = rep_tx.clone();
+            std::thread::spawn(move || {
+                for r in req_rx {
+                    let sent = match r {
+                        Request::Nbd => status_tx
+                            .send(Reply::Nbd(Box::new((
+                                n.info().clone(),
+                                n.stats().snapshot(),
+                            ))))
+                            .is_ok(),
+                        other => work_tx.send(other).is_ok(),
+                    };
+                    if !sent {
+                        return;
+                    }
+                }
+            });
+            work_rx
+        }
+        None => req_rx,
+    };
     std::thread::spawn(move || {
         while let Ok(first) = req_rx.recv() {
             // Coalesce: of the queued views (hex, hit map, NBD state) serve
