@@ -683,8 +683,10 @@ fn stalled_server_times_out() {
     let start = Instant::now();
     let mut buf = vec![0u8; 4096];
     let err = client.read_at(0, &mut buf).unwrap_err();
+    // A guard against a hang, not a timing figure: the request time
+    // limit ends it far sooner, but a loaded CI machine may be slow.
     assert!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < Duration::from_secs(60),
         "took {:?}",
         start.elapsed()
     );
@@ -1089,8 +1091,10 @@ fn hostile_server_replies_give_clear_errors() {
             msg.push_str(&format!(": {c}"));
             cause = c.source();
         }
+        // A guard against a hang, not a timing figure: the request time
+        // limit ends it far sooner, but a loaded CI machine may be slow.
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(60),
             "{evil:?} took {:?}",
             start.elapsed()
         );
