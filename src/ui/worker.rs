@@ -161,20 +161,7 @@ impl Worker {
                 }),
             }),
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
-                Some(n) => {
-                    let snap = n.stats().snapshot();
-                    let state = format!("{:?}", snap.state);
-                    if self.nbd_state.as_ref() != Some(&state) {
-                        tracing::info!(
-                            from = self.nbd_state.as_deref().unwrap_or("-"),
-                            to = %state,
-                            last_error = snap.last_error.as_deref().unwrap_or("-"),
-                            "NBD connection state"
-                        );
-                        self.nbd_state = Some(state);
-                    }
-                    Ok(Reply::Nbd(Box::new((n.info().clone(), snap))))
-                }
+                Some(n) => Ok(nbd_status(&n, &mut self.nbd_state)),
                 None => Ok(Reply::Error("not an NBD export".into())),
             },
         };
@@ -577,6 +564,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The NBD connection's status, logging its state when it changed since
+/// `last`.
+fn nbd_status(n: &crate::block::nbd::NbdClient, last: &mut Option<String>) -> Reply {
+    let snap = n.stats().snapshot();
+    let state = format!("{:?}", snap.state);
+    if last.as_ref() != Some(&state) {
+        tracing::info!(
+            from = last.as_deref().unwrap_or("-"),
+            to = %state,
+            last_error = snap.last_error.as_deref().unwrap_or("-"),
+            "NBD connection state"
+        );
+        *last = Some(state);
+    }
+    Reply::Nbd(Box::new((n.info().clone(), snap)))
+}
+
 /// Runs the worker on its own thread.
 pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
     let (req_tx, req_rx) = mpsc::channel::<Request>();
@@ -591,14 +595,10 @@ pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
             let (work_tx, work_rx) = mpsc::channel::<Request>();
             let status_tx = rep_tx.clone();
             std::thread::spawn(move || {
+                let mut last = None;
                 for r in req_rx {
                     let sent = match r {
-                        Request::Nbd => status_tx
-                            .send(Reply::Nbd(Box::new((
-                                n.info().clone(),
-                                n.stats().snapshot(),
-                            ))))
-                            .is_ok(),
+                        Request::Nbd => status_tx.send(nbd_status(&n, &mut last)).is_ok(),
                         other => work_tx.send(other).is_ok(),
                     };
                     if !sent {
