@@ -600,3 +600,75 @@ fn corpus_bases_with_garbage_overlays() {
     }
     assert!(ran >= 150, "only {ran} corpus images diffed");
 }
+
+/// The same chain inside a GPT partition: `diff --partition 1` reports
+/// what the unpartitioned chain reports, and `blame` finds the file.
+#[test]
+fn diff_inside_a_partition() {
+    if !(need("qemu-img") && need("qemu-io") && need("mke2fs") && need("debugfs") && need("sfdisk"))
+    {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    build(dir);
+    for (flat, disk) in [("flat0.raw", "disk0.raw"), ("flat1.raw", "disk1.raw")] {
+        let mut bytes = vec![0u8; 1 << 20];
+        bytes.extend(std::fs::read(dir.join(flat)).unwrap());
+        bytes.resize(bytes.len() + (1 << 20), 0);
+        std::fs::write(dir.join(disk), &bytes).unwrap();
+        let mut sfdisk = std::process::Command::new("sfdisk")
+            .args(["-q", disk])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        sfdisk
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: gpt\nunit: sectors\nstart=2048, size=65536, type=linux\n")
+            .unwrap();
+        assert!(sfdisk.wait().unwrap().success());
+    }
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "qcow2",
+            "disk0.raw",
+            "pbase.qcow2",
+        ],
+    );
+    thin_overlay(
+        dir,
+        "ptop.qcow2",
+        "pbase.qcow2",
+        "qcow2",
+        &dir.join("disk1.raw"),
+        "",
+        false,
+    );
+    let plain = layerscope(
+        dir,
+        &["diff", "--json", "--from", "0", "--to", "1", "l2.qcow2"],
+    )
+    .ok()
+    .json();
+    let part = layerscope(dir, &["diff", "--json", "--partition", "1", "ptop.qcow2"])
+        .ok()
+        .json();
+    assert_eq!(part["changes"], plain["changes"]);
+    // Without --partition the only ext4 partition is found.
+    let found = layerscope(dir, &["diff", "--json", "ptop.qcow2"])
+        .ok()
+        .json();
+    assert_eq!(found["changes"], plain["changes"]);
+    let b = layerscope(dir, &["blame", "--json", "ptop.qcow2", "/data/big.bin"])
+        .ok()
+        .json();
+    assert_eq!(b[0]["content_layer"], 1);
+}
