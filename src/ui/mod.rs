@@ -17,6 +17,7 @@ pub mod hex;
 pub mod log;
 pub mod render;
 pub mod search;
+pub mod timing;
 pub mod tree;
 pub mod worker;
 
