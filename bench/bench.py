@@ -23,12 +23,13 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 WORK = os.path.join(HERE, "work")
-BIN = os.path.join(ROOT, "target", "release", "layerscope")
+BIN = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR") or "target", "release", "layerscope")
 RUNS = 5
 
 
@@ -180,6 +181,7 @@ def main():
     nbd_bench(top, size)
     tui_bench(top)
     fs_bench(top)
+    diff_bench(top)
 
     for name in ("tb", "tb10"):
         img = os.path.join(WORK, f"{name}-top.qcow2")
@@ -187,18 +189,64 @@ def main():
             timed(["qemu-img", "map", "--output=json", img]), "qemu-img map --output=json", "RSS < 64 MiB")
 
 
+def diff_bench(top):
+    """Layer diff of the top overlay (100 files rewritten) from its clusters,
+    vs the full walk and compare of both trees (`diff --full`, which reads
+    what `diff -r` of two mounted trees reads)."""
+    ours = timed([BIN, "diff", top], runs=5)
+    full = timed([BIN, "diff", "--full", top], runs=3)
+    row("diff top overlay (100 files changed)", ours, full, "layerscope diff --full", "<= 0.1x")
+    ours = timed([BIN, "diff", "--from", "0", top], runs=3)
+    full = timed([BIN, "diff", "--full", "--from", "0", top], runs=3)
+    row("diff layers 1-3 (1300 new, 100 del, 100 chg)", ours, full, "layerscope diff --full", "")
+    ours = timed([BIN, "blame", top, "/d001/s9/f19801.dat"], runs=5)
+    print(f"{'blame one file (4 layers)':<44} layerscope {ours[0] * 1000:9.1f} ms {ours[1] / 1024:7.1f} MiB")
+
+
+def hyperfine(cmds):
+    """Median wall times (s) of shell-free commands, side by side in one
+    hyperfine run (`-N -w 3 -r 30`), or None without hyperfine."""
+    if not shutil.which("hyperfine"):
+        return None
+    fd, out = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    args = ["hyperfine", "-N", "-w", "3", "-r", "30", "--export-json", out]
+    sh(*args, *[" ".join(c) for c in cmds], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(out) as f:
+        results = json.load(f)["results"]
+    os.remove(out)
+    return [r["median"] for r in results]
+
+
+def peak_rss(cmd):
+    """Peak RSS (KiB) of one run, from GNU time."""
+    p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
+    return int(p.stderr.decode().strip().splitlines()[-1])
+
+
 def fs_bench(top):
-    """info + groups through the qcow2 chain vs dumpe2fs on the flat image."""
+    """The ext commands through the qcow2 chain vs the e2fsprogs and Sleuth
+    Kit tools on the flattened image: info + groups (two runs) and info
+    --groups (one run, what dumpe2fs prints) vs dumpe2fs, ls -R vs fls -r -p.
+    hyperfine medians (-N -w 3 -r 30) where hyperfine is installed, else
+    the medians of `timed`."""
     flat = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else WORK, "layerscope-bench-flat.raw")
     subprocess.run(["qemu-img", "convert", "-O", "raw", top, flat], check=True)
     try:
-        ours = timed(["sh", "-c", f"{BIN} info {top} && {BIN} groups {top}"])
-        theirs = timed(["dumpe2fs", flat])
-        row("info + groups (2 GiB chain vs flat raw)", ours, theirs, "dumpe2fs (flat raw image)", "<= 1x")
-        if shutil.which("fls"):
-            ours = timed([BIN, "ls", "-R", top], runs=3)
-            theirs = timed(["fls", "-r", "-p", flat], runs=3)
-            row("ls -R / (~20k files, chain vs flat raw)", ours, theirs, "fls -r -p (flat raw image)", "<= 0.5x")
+        info, groups, both, dumpe2fs = [BIN, "info", top], [BIN, "groups", top], [BIN, "info", "--groups", top], ["dumpe2fs", flat]
+        ls, fls = [BIN, "ls", "-R", top], ["fls", "-r", "-p", flat]
+        have_fls = shutil.which("fls") is not None
+        cmds = [info, groups, both, dumpe2fs] + ([ls, fls] if have_fls else [])
+        medians = hyperfine(cmds)
+        if medians is None:
+            print("(hyperfine missing: medians of /usr/bin/time runs instead)")
+            medians = [timed(c)[0] for c in cmds]
+        t = dict(zip(("info", "groups", "both", "dumpe2fs", "ls", "fls"), medians))
+        rss = {"info": max(peak_rss(info), peak_rss(groups)), "both": peak_rss(both), "dumpe2fs": peak_rss(dumpe2fs)}
+        row("info + groups, two runs (2 GiB chain vs flat)", (t["info"] + t["groups"], rss["info"]), (t["dumpe2fs"], rss["dumpe2fs"]), "dumpe2fs (flat raw image)", "<= 1x")
+        row("info --groups, one run (2 GiB chain vs flat)", (t["both"], rss["both"]), (t["dumpe2fs"], rss["dumpe2fs"]), "dumpe2fs (flat raw image)", "<= 1x")
+        if have_fls:
+            row("ls -R / (~20k files, chain vs flat raw)", (t["ls"], peak_rss(ls)), (t["fls"], peak_rss(fls)), "fls -r -p (flat raw image)", "<= 0.5x, RSS < 64 MiB")
         else:
             print("(fls missing: apt-get install sleuthkit)")
     finally:

@@ -12,6 +12,7 @@
 pub mod block;
 pub mod cli;
 pub mod demo;
+pub mod diff;
 pub mod escape;
 pub mod fs;
 pub mod layout;

@@ -204,6 +204,12 @@ mod tests {
         let mut tail = vec![0u8; 123];
         cache.read_at(bytes.len() as u64 - 123, &mut tail).unwrap();
         assert_eq!(&tail[..], &bytes[bytes.len() - 123..]);
-        assert!(cache.read_at(bytes.len() as u64 - 1, &mut tail).is_err());
+        // A raw disk ends at a whole sector, as in qemu: zeros past the
+        // file's last byte, then the end.
+        let disk = bytes.len().div_ceil(512) * 512;
+        let mut pad = vec![1u8; disk - bytes.len()];
+        cache.read_at(bytes.len() as u64, &mut pad).unwrap();
+        assert!(pad.iter().all(|&b| b == 0));
+        assert!(cache.read_at(disk as u64 - 1, &mut tail).is_err());
     }
 }

@@ -5,7 +5,12 @@
 //! without taking a lock. Memory is bounded whatever the disk size: the
 //! cell size grows with the disk so there are at most [`MAX_CELLS`] cells,
 //! and cells live in pages allocated on first touch.
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+//!
+//! Over NBD the layers are the server's, known only by their depth from
+//! the top as `qemu:allocation-depth` reports them, and how deep the
+//! server's chain goes is never said: a map made with [`HitMap::by_depth`]
+//! records depths and numbers layers from the deepest depth seen so far.
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// Upper bound on cells (one byte each): 4 MiB for any disk.
@@ -46,7 +51,16 @@ pub struct HitMap {
     pages: Box<[OnceLock<Box<[AtomicU8]>>]>,
     layers: Box<[Counters]>,
     nowhere: Counters,
+    /// Cells and counters are indexed by depth from the top (0 is the
+    /// top), not by layer from the base.
+    by_depth: bool,
+    /// The deepest depth recorded (`by_depth` only).
+    deepest: AtomicUsize,
 }
+
+/// Depths a [`HitMap::by_depth`] tells apart; deeper ones count as this
+/// deep (a server may say anything).
+pub const MAX_DEPTHS: usize = 64;
 
 impl HitMap {
     /// A hit map for a disk of `size` bytes with `layers` layers; cells are
@@ -66,7 +80,52 @@ impl HitMap {
                 .map(|_| Counters::default())
                 .collect(),
             nowhere: Counters::default(),
+            by_depth: false,
+            deepest: AtomicUsize::new(0),
         }
+    }
+
+    /// A hit map whose layers are known only by depth from the top (an
+    /// NBD export with `qemu:allocation-depth`): record with
+    /// [`HitMap::record_depth`]. [`HitMap::served`] and [`HitMap::totals`]
+    /// number layers from the base as everywhere else, taking the deepest
+    /// depth recorded so far as the base.
+    pub fn by_depth(size: u64, min_cell: u64) -> Self {
+        HitMap {
+            by_depth: true,
+            ..HitMap::new(size, MAX_DEPTHS, min_cell)
+        }
+    }
+
+    /// True for a map made with [`HitMap::by_depth`].
+    pub fn is_by_depth(&self) -> bool {
+        self.by_depth
+    }
+
+    /// Records that the layer at `depth` from the top (`None`: no layer,
+    /// zeros) served `[offset, offset + len)`. Only for maps made with
+    /// [`HitMap::by_depth`].
+    pub fn record_depth(&self, depth: Option<usize>, offset: u64, len: u64) {
+        let depth = depth.map(|d| d.min(self.layers.len().saturating_sub(1)));
+        if let Some(d) = depth {
+            if len > 0 && offset < self.size {
+                self.deepest.fetch_max(d, Ordering::Relaxed);
+            }
+        }
+        self.record(depth, offset, len);
+    }
+
+    /// Per-depth totals, top first, up to the deepest depth recorded
+    /// (`None` for a map indexed by layer).
+    pub fn depth_totals(&self) -> Option<Vec<Totals>> {
+        self.by_depth.then(|| {
+            let deepest = self.deepest.load(Ordering::Relaxed);
+            self.layers
+                .iter()
+                .take(deepest.saturating_add(1))
+                .map(snap)
+                .collect()
+        })
     }
 
     /// Bytes covered by one cell.
@@ -114,6 +173,11 @@ impl HitMap {
         match value {
             NOT_READ => Served::NotRead,
             NO_LAYER => Served::Nowhere,
+            v if self.by_depth => Served::Layer(
+                self.deepest
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(usize::from(v - 1)),
+            ),
             v => Served::Layer(usize::from(v - 1)),
         }
     }
@@ -121,11 +185,21 @@ impl HitMap {
     /// Per-layer totals (index 0 is the base), then the zeros served by no
     /// layer.
     pub fn totals(&self) -> (Vec<Totals>, Totals) {
-        let snap = |c: &Counters| Totals {
-            bytes: c.bytes.load(Ordering::Relaxed),
-            reads: c.reads.load(Ordering::Relaxed),
+        let layers = match self.depth_totals() {
+            Some(mut top_first) => {
+                top_first.reverse();
+                top_first
+            }
+            None => self.layers.iter().map(snap).collect(),
         };
-        (self.layers.iter().map(snap).collect(), snap(&self.nowhere))
+        (layers, snap(&self.nowhere))
+    }
+}
+
+fn snap(c: &Counters) -> Totals {
+    Totals {
+        bytes: c.bytes.load(Ordering::Relaxed),
+        reads: c.reads.load(Ordering::Relaxed),
     }
 }
 
@@ -154,6 +228,31 @@ mod tests {
             }
         );
         assert_eq!(nowhere.bytes, 100);
+    }
+
+    #[test]
+    fn by_depth_numbers_layers_from_the_deepest_seen() {
+        let h = HitMap::by_depth(1 << 20, 4096);
+        h.record_depth(Some(0), 0, 4096);
+        assert_eq!(h.served(0), Served::Layer(0));
+        h.record_depth(Some(2), 8192, 100);
+        h.record_depth(None, 16384, 10);
+        h.record_depth(Some(1_000), 32768, 1);
+        // The top is now layer 63 of 64 (an absurd depth is clamped).
+        assert_eq!(h.served(0), Served::Layer(MAX_DEPTHS - 1));
+        assert_eq!(h.served(8192), Served::Layer(MAX_DEPTHS - 3));
+        assert_eq!(h.served(16384), Served::Nowhere);
+        let d = h.depth_totals().unwrap();
+        assert_eq!(d.len(), MAX_DEPTHS);
+        assert_eq!(
+            (d[0].bytes, d[2].bytes, d[MAX_DEPTHS - 1].bytes),
+            (4096, 100, 1)
+        );
+        let (layers, nowhere) = h.totals();
+        assert_eq!(layers[MAX_DEPTHS - 1].bytes, 4096);
+        assert_eq!(layers[0].bytes, 1);
+        assert_eq!(nowhere.bytes, 10);
+        assert_eq!(HitMap::new(1 << 20, 2, 4096).depth_totals(), None);
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct LayeredReader {
     layers: Vec<Arc<dyn BlockSource>>,
     size: u64,
     hits: Arc<HitMap>,
+    /// An NBD export whose server says which of its layers serves what
+    /// (`qemu:allocation-depth`): hits are recorded by that depth.
+    remote: Option<Arc<crate::block::nbd::NbdClient>>,
 }
 
 /// Each layer's last block status during a walk (see
@@ -58,12 +61,42 @@ impl LayeredReader {
             .min()
             .unwrap_or(65536);
         let size = top.source.len();
+        let remote = match chain.layers.as_slice() {
+            [only] => only
+                .nbd
+                .clone()
+                .filter(|n| n.info().context("qemu:allocation-depth").is_some()),
+            _ => None,
+        };
+        let hits = match remote {
+            // qemu allocates in clusters, 64 KiB by default; 4 KiB cells
+            // still show a small write's block.
+            Some(_) => HitMap::by_depth(size, 4096),
+            None => HitMap::new(size, chain.layers.len(), min_cluster),
+        };
         Ok(LayeredReader {
             name: top.path.clone(),
             layers: chain.layers.iter().map(|l| Arc::clone(&l.source)).collect(),
             size,
-            hits: Arc::new(HitMap::new(size, chain.layers.len(), min_cluster)),
+            hits: Arc::new(hits),
+            remote,
         })
+    }
+
+    /// Records in the hit map that `owner` served `[offset, offset + len)`;
+    /// over NBD with allocation depths, the server's layers that did.
+    fn record(&self, owner: Option<usize>, offset: u64, len: u64) -> Result<(), BlockError> {
+        let Some(remote) = &self.remote else {
+            self.hits.record(owner, offset, len);
+            return Ok(());
+        };
+        let mut at = offset;
+        for (n, depth) in remote.served_depths(offset, len)?.unwrap_or_default() {
+            let depth = usize::try_from(depth).unwrap_or(usize::MAX);
+            self.hits.record_depth(depth.checked_sub(1), at, n);
+            at += n;
+        }
+        Ok(())
     }
 
     /// The runtime hit map.
@@ -202,7 +235,7 @@ impl LayeredReader {
         check_range(&self.name, self.size, offset, max_len)?;
         let first = self.owner(offset, max_len)?;
         if first.status != Status::Data {
-            self.hits.record(first.layer, offset, first.len);
+            self.record(first.layer, offset, first.len)?;
             return Ok(Chunk::Zeros(first.len));
         }
         let want = (buf.len() as u64).min(max_len);
@@ -215,7 +248,7 @@ impl LayeredReader {
             if let Some(index) = owner.layer {
                 self.layers[index].read_at(pos, &mut buf[at..at + len as usize])?;
             }
-            self.hits.record(owner.layer, pos, len);
+            self.record(owner.layer, pos, len)?;
             filled += len;
             if filled == want {
                 break;
@@ -250,7 +283,7 @@ impl BlockSource for LayeredReader {
                 (Some(index), Status::Data) => self.layers[index].read_at(pos, piece)?,
                 _ => piece.fill(0),
             }
-            self.hits.record(owner.layer, pos, owner.len);
+            self.record(owner.layer, pos, owner.len)?;
             pos += owner.len;
         }
         Ok(())

@@ -2,6 +2,10 @@
 //! kernel (SEEK_DATA/SEEK_HOLE); a hole is a range that reads as zeros and,
 //! like qemu, is reported as held (`Zero`), never as unallocated: a raw
 //! file has no backing file to fall through to.
+//!
+//! qemu counts a disk in 512-byte sectors, so a file whose length is not a
+//! whole number of sectors is a disk rounded up: the tail past the end of
+//! the file reads as zeros and is mapped as a zero range of this layer.
 use std::sync::Arc;
 
 use crate::block::storage::Storage;
@@ -26,7 +30,15 @@ impl RawFile {
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }
+
+    /// The disk's size: the file's length rounded up to whole sectors.
+    fn size(&self) -> u64 {
+        self.storage.len().div_ceil(SECTOR).saturating_mul(SECTOR)
+    }
 }
+
+/// qemu's sector (`BDRV_SECTOR_SIZE`).
+const SECTOR: u64 = 512;
 
 impl BlockSource for RawFile {
     fn name(&self) -> &str {
@@ -34,19 +46,39 @@ impl BlockSource for RawFile {
     }
 
     fn len(&self) -> u64 {
-        self.storage.len()
+        self.size()
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        check_range(&self.path, self.storage.len(), offset, buf.len() as u64)?;
+        check_range(&self.path, self.size(), offset, buf.len() as u64)?;
+        // The part inside the file, then the tail of the last sector.
+        let in_file = self
+            .storage
+            .len()
+            .saturating_sub(offset)
+            .min(buf.len() as u64) as usize;
+        let (head, tail) = buf.split_at_mut(in_file);
+        tail.fill(0);
         self.storage
-            .read_exact_at(offset, buf)
+            .read_exact_at(offset, head)
             .map_err(|e| BlockError::io(&self.path, "reading", offset, e))
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
-        check_range(&self.path, self.storage.len(), offset, len)?;
-        let end = offset + len;
+        check_range(&self.path, self.size(), offset, len)?;
+        let file_len = self.storage.len();
+        if offset >= file_len {
+            // The tail of the last sector, past the end of the file.
+            return Ok(vec![Extent {
+                offset,
+                len,
+                status: Status::Zero,
+                compressed: false,
+                host_offset: Some(offset),
+                reads_zero: false,
+            }]);
+        }
+        let end = (offset + len).min(file_len);
         let (data, run_end) = match self
             .storage
             .next_run(offset)
@@ -66,7 +98,7 @@ impl BlockSource for RawFile {
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
-        check_range(&self.path, self.storage.len(), offset, len)?;
+        check_range(&self.path, self.size(), offset, len)?;
         // Holes read as zeros: no need to ask the kernel where they are.
         Ok(Extent {
             offset,

@@ -13,7 +13,7 @@ use crate::fs::ext::blockmap::{BlockMap, Run};
 use crate::fs::ext::file::Xattrs;
 use crate::fs::ext::inode::{Inode, Timestamp, EXTENTS_FL};
 use crate::fs::ext::xattr::Xattr;
-use crate::fs::ext::Ext4;
+use crate::fs::ext::{Ext4, FsError};
 
 /// debugfs's date format for `ls -l` (`14-Nov-2023 22:13`, UTC).
 fn ls_date(t: i64) -> String {
@@ -49,30 +49,73 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             ));
             continue;
         }
-        let node = fs.inode(ino)?;
-        if !node.is_dir() {
-            anyhow::bail!("{shown}: not a directory (inode {ino})");
-        }
+        let node = match fs.inode(ino) {
+            Ok(n) if n.is_dir() => n,
+            // The start must be a directory; below it, an entry typed as a
+            // directory whose inode is not one is reported and skipped.
+            Ok(_) if ino == start => anyhow::bail!("{shown}: not a directory (inode {ino})"),
+            Ok(n) => {
+                errors.push(format!(
+                    "{shown}: the entry says directory, inode {ino} is a {}",
+                    n.type_name()
+                ));
+                continue;
+            }
+            Err(e) if ino == start => return Err(e.into()),
+            Err(e) => {
+                errors.push(format!("{shown}: {e}"));
+                continue;
+            }
+        };
         if args.recursive && !args.fs.json {
             writeln!(out, "\n{shown}:")?;
         }
-        let entries = fs.read_dir(&node, &mut errors)?;
+        let entries = match fs.read_dir(&node, &mut errors) {
+            Ok(entries) => entries,
+            Err(e @ FsError::Io(_)) => return Err(e.into()),
+            // A directory whose map cannot be read is reported; the walk
+            // goes on with the next one.
+            Err(e) => {
+                errors.push(format!("{shown}: {e}"));
+                continue;
+            }
+        };
         let mut subdirs = Vec::new();
+        // Names alone need no inode where entries carry their type (the
+        // filetype feature): like `ls` with d_type, only directories are
+        // read, when they are listed. Entries of unknown type are read.
+        let names_only = !args.long && !args.fs.json && fs.superblock().has_filetype();
         for e in entries {
-            let child = match fs.inode(u64::from(e.inode)) {
-                Ok(i) => i,
-                Err(err) => {
+            let child = if names_only && e.file_type != 0 {
+                if let Err(err) = fs.check_inode_number(u64::from(e.inode)) {
                     errors.push(format!("{}: {err}", e.display_name()));
                     continue;
                 }
+                None
+            } else {
+                match fs.inode(u64::from(e.inode)) {
+                    Ok(i) => Some(i),
+                    Err(err) => {
+                        errors.push(format!("{}: {err}", e.display_name()));
+                        continue;
+                    }
+                }
+            };
+            let is_dir = match &child {
+                Some(c) => c.is_dir(),
+                None => e.file_type == 2,
             };
             let name = e.display_name();
-            if args.recursive && child.is_dir() && !e.is_dot_or_dotdot() {
+            if args.recursive && is_dir && !e.is_dot_or_dotdot() {
                 let mut sub = path.clone();
                 sub.push(b'/');
                 sub.extend_from_slice(&e.name);
                 subdirs.push((u64::from(e.inode), sub));
             }
+            let Some(child) = child else {
+                writeln!(out, "{name}")?;
+                continue;
+            };
             if args.fs.json {
                 json_rows.push(json!({
                     "dir": String::from_utf8_lossy(if path.is_empty() { b"/" } else { &path }),

@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::superblock::info_lines;
-use super::FsArgs;
+use super::{FsArgs, InfoArgs};
 use crate::block::layered::LayeredReader;
 use crate::block::partition::{read_table, Partition, Slice, Table};
 use crate::block::BlockSource;
@@ -147,11 +147,17 @@ pub(super) fn resolve(fs: &Ext4, target: &str) -> anyhow::Result<u64> {
 ///
 /// # Errors
 /// Opening the image or the filesystem.
-pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let args = &info.fs;
     let opened = open_full(args)?;
     let fs = &opened.fs;
     let sb = fs.superblock();
-    let bad_blocks = fs.bad_blocks();
+    // A journal device has no inodes, so no bad block inode either.
+    let bad_blocks = if sb.has_incompat(0x8) {
+        Ok(Vec::new())
+    } else {
+        fs.bad_blocks()
+    };
     if args.json {
         let j = json!({
             "partition_table": opened.table,
@@ -166,6 +172,10 @@ pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             "bad_blocks_error": bad_blocks.as_ref().err().map(|e| e.to_string()),
             "fields": sb.fields,
         });
+        let mut j = j;
+        if info.groups {
+            j["groups"] = Value::Array(group_table(fs, true, out)?);
+        }
         serde_json::to_writer_pretty(&mut *out, &j)?;
         writeln!(out)?;
         return Ok(());
@@ -222,6 +232,10 @@ pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             writeln!(out, "{:<26}{v}", format!("{k}:"))?;
         }
     }
+    if info.groups {
+        writeln!(out)?;
+        group_table(fs, false, out)?;
+    }
     Ok(())
 }
 
@@ -231,10 +245,20 @@ pub fn info(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 /// Opening the image or the filesystem.
 pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let fs = open(args)?;
+    let list = group_table(&fs, args.json, out)?;
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &list)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// The group list: written to `out` as text, or returned as JSON rows.
+fn group_table(fs: &Ext4, json: bool, out: &mut dyn Write) -> anyhow::Result<Vec<Value>> {
     let count = fs.superblock().group_count();
     let mut list = Vec::new();
     let mut problems = Vec::new();
-    if !args.json {
+    if !json {
         writeln!(
             out,
             "{:>6} {:>21} {:>12} {:>12} {:>21} {:>8} {:>8} {:>6}  flags, checksum; placement",
@@ -256,7 +280,7 @@ pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             Ok(d) => d,
             Err(e) => {
                 // Keep going: later groups may still be readable.
-                if args.json {
+                if json {
                     list.push(
                         json!({"group": g, "error": crate::escape::printable(&format!("{e:#}"))}),
                     );
@@ -285,7 +309,7 @@ pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             (None, None)
         });
         let bitmap_csum = |c: Option<Check>| c.map(|c| c.ok());
-        if args.json {
+        if json {
             list.push(json!({
                 "group": g, "first_block": first, "last_block": last,
                 "superblock": place.superblock,
@@ -358,12 +382,8 @@ pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )?;
         }
     }
-    if args.json {
-        serde_json::to_writer_pretty(&mut *out, &list)?;
-        writeln!(out)?;
-    }
     for p in problems {
         writeln!(out, "error: {}", crate::escape::printable(&p))?;
     }
-    Ok(())
+    Ok(list)
 }

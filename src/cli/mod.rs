@@ -10,6 +10,7 @@ use crate::block::chain::{open_chain, Chain, ChainOptions, FsOpener};
 use crate::block::probe::Format;
 
 mod chain;
+mod diff;
 mod files;
 mod fs;
 mod map;
@@ -53,8 +54,9 @@ pub enum Command {
     NbdInfo(NbdInfoArgs),
     /// List the exports of an NBD server.
     Exports(ExportsArgs),
-    /// The ext2/3/4 superblock, like `dumpe2fs -h`.
-    Info(FsArgs),
+    /// The ext2/3/4 superblock, like `dumpe2fs -h` (with `--groups`, the
+    /// group list too, like `dumpe2fs`).
+    Info(InfoArgs),
     /// The block group descriptors, like dumpe2fs's group list.
     Groups(FsArgs),
     /// List a directory, like `debugfs -R "ls -l"`.
@@ -65,9 +67,26 @@ pub enum Command {
     Cat(PathArgs),
     /// A file's physical blocks and the layer that holds each run.
     Blocks(PathArgs),
+    /// The files that layers added, modified, deleted or moved, found from
+    /// the clusters the overlays hold (`--full` walks both trees instead).
+    Diff(diff::DiffArgs),
+    /// For each file, the layer that last changed its content and its
+    /// metadata, and the bytes each layer holds.
+    Blame(diff::BlameArgs),
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
+}
+
+/// Arguments of `info`.
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub fs: FsArgs,
+    /// Also list the block groups (as `groups` does), in one run: what
+    /// `dumpe2fs` prints without `-h`.
+    #[arg(long)]
+    pub groups: bool,
 }
 
 /// Arguments of the filesystem commands.
@@ -309,6 +328,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             None => files::cat(&args, &mut out),
         },
         Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
+        Some(Command::Diff(args)) => diff::diff(&args, &mut out),
+        Some(Command::Blame(args)) => diff::blame(&args, &mut out),
         Some(Command::Render(args)) => {
             let chain = open_or_demo(args.image.as_deref())?;
             let (w, h) = args.size;

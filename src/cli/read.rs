@@ -139,11 +139,19 @@ pub fn run(chain: &Chain, args: &ReadArgs, sink: &mut dyn Sink) -> anyhow::Resul
     })?;
     sink.finish()?;
     if args.hits {
+        // Over NBD the layers are the server's, known by depth only (0 is
+        // the top, as in `qemu-img map`) and numbered from the deepest one
+        // that served anything: no path.
         let (layers, nowhere) = reader.hits().totals();
+        let top = layers.len().saturating_sub(1);
+        let remote = reader.hits().is_by_depth();
         let layers: Vec<_> = layers
             .iter()
-            .zip(&chain.layers)
-            .map(|(t, l)| serde_json::json!({"index": l.index, "path": l.path, "bytes": t.bytes, "reads": t.reads}))
+            .enumerate()
+            .map(|(index, t)| {
+                let path = chain.layers.get(index).filter(|_| !remote).map(|l| &l.path);
+                serde_json::json!({"index": index, "depth": top - index, "path": path, "bytes": t.bytes, "reads": t.reads})
+            })
             .collect();
         let line = serde_json::json!({"layers": layers, "nowhere": nowhere});
         eprintln!("{line}");

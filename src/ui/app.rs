@@ -78,6 +78,8 @@ pub enum Action {
     Char(char),
     Backspace,
     ToggleHitMode,
+    /// Show or hide what the layer in view changed.
+    Diff,
     /// The terminal's new size.
     Resize(u16, u16),
     /// Time passes: refresh live data.
@@ -124,6 +126,16 @@ pub enum Request {
     Groups { as_of: usize },
     /// One group descriptor's fields.
     GroupFields { as_of: usize, group: u64 },
+    /// What layer `to` changed over the one below (on its own thread).
+    Diff { to: usize },
+    /// Stop the running diff.
+    CancelDiff,
+    /// A changed file's bytes as of both layers.
+    Compare {
+        to: usize,
+        change: Box<crate::diff::Change>,
+        offset: Option<u64>,
+    },
 }
 
 /// The worker's answers.
@@ -163,6 +175,22 @@ pub enum Reply {
         group: u64,
         fields: Result<Vec<FieldRow>, String>,
     },
+    /// How far the diff of layer `to` is.
+    DiffProgress {
+        to: usize,
+        phase: String,
+        done: u64,
+        total: u64,
+    },
+    /// The diff of layer `to`: the changes and a summary, or why not.
+    Diff {
+        from: usize,
+        to: usize,
+        result: Result<(Vec<crate::diff::Change>, String), String>,
+    },
+    Compare(Box<super::changes::FileCompare>),
+    /// Nothing to show.
+    Done,
     Error(String),
 }
 
@@ -302,6 +330,10 @@ pub struct App {
     pub highlight: Option<Highlight>,
     /// The filesystem's block size (for `g b<N>`), once known.
     pub block_size: Option<u64>,
+    /// The diff of a layer (kept while that layer is in view) and whether
+    /// its list shows in the tree's place.
+    pub changes: Option<super::changes::Changes>,
+    pub show_changes: bool,
     pub is_nbd: bool,
     pub help: bool,
     /// The prompt's text while it is open: "go to", or the search's
@@ -347,6 +379,8 @@ impl App {
             group_field_sel: 0,
             highlight: None,
             block_size: None,
+            changes: None,
+            show_changes: false,
             is_nbd,
             help: false,
             prompt: None,
@@ -442,6 +476,7 @@ impl App {
         self.groups_sel = 0;
         self.group_fields = None;
         self.highlight = None;
+        self.show_changes = false;
     }
 
     /// Moves the superblock selection and highlights the field's bytes.
@@ -517,6 +552,7 @@ impl App {
         self.message = None;
         let page = self.hex_rows() as i64;
         let handled = match self.focus {
+            Pane::Tree | Pane::Hex if self.show_changes => self.changes_action(&action),
             Pane::Groups => self.groups_action(&action),
             Pane::Tree => self.tree_action(&action),
             _ => None,
@@ -558,6 +594,7 @@ impl App {
                 self.search = None;
                 self.message = Some("search cancelled".into());
             }
+            (Action::Diff, _) => return self.toggle_changes(),
             (Action::ToggleHitMode, _) => {
                 self.hit_mode = match self.hit_mode {
                     HitMode::Static => HitMode::Runtime,
@@ -680,6 +717,9 @@ impl App {
                 }
                 Err(e) => self.message = Some(e),
             },
+            r @ (Reply::DiffProgress { .. } | Reply::Diff { .. } | Reply::Compare(_)) => {
+                self.receive_changes(r)
+            }
             Reply::Error(e) => self.message = Some(e),
             _ => {}
         }

@@ -11,6 +11,7 @@
 //! The filesystem panes (superblock, groups, tree) come with the ext
 //! decoder.
 pub mod app;
+pub mod changes;
 pub mod goto;
 pub mod groups;
 pub mod hex;
@@ -99,6 +100,7 @@ pub fn key_action(key: KeyEvent, prompt: bool) -> Option<Action> {
         KeyCode::Char('/') => Action::Search,
         KeyCode::Char('n') => Action::NextMatch,
         KeyCode::Char('m') => Action::ToggleHitMode,
+        KeyCode::Char('d') => Action::Diff,
         _ => return None,
     })
 }

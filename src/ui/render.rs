@@ -189,7 +189,11 @@ pub fn draw(f: &mut Frame, app: &App, palette: Palette) {
         draw_status(f, r, app);
     }
     if let Some(r) = a.tree {
-        draw_tree(f, r, app, &s);
+        if app.show_changes {
+            super::changes::draw_changes(f, r, app, &s);
+        } else {
+            draw_tree(f, r, app, &s);
+        }
     }
     if let Some(r) = a.superblock {
         draw_superblock(f, r, app);
@@ -198,7 +202,11 @@ pub fn draw(f: &mut Frame, app: &App, palette: Palette) {
         super::groups::draw_groups(f, r, app, &s);
     }
     if let Some(r) = a.hex {
-        draw_hex(f, r, app, &s);
+        if app.show_changes && app.changes.as_ref().is_some_and(|c| c.compare.is_some()) {
+            super::changes::draw_compare(f, r, app, &s);
+        } else {
+            draw_hex(f, r, app, &s);
+        }
     }
     if let Some(r) = a.hitmap {
         draw_hitmap(f, r, app, &s);
@@ -437,6 +445,13 @@ fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                         marks.push(Span::styled("·", s.layer(None)));
                     }
                 }
+                // What the diff of this layer says of the file (after `d`).
+                if let Some(m) = super::changes::tree_mark(app, n.ino, s) {
+                    if marks.len() >= mark_w {
+                        marks.pop();
+                    }
+                    marks.insert(0, m);
+                }
                 spans.push(Span::raw(" ".repeat(mark_w.saturating_sub(marks.len()))));
                 spans.extend(marks);
                 spans.push(Span::styled(format!(" {size}"), style));
@@ -581,6 +596,10 @@ pub const HELP: &[(&str, &str)] = &[
     (
         "/, n",
         "search names through the whole tree (Esc cancels); the next match",
+    ),
+    (
+        "d",
+        "the layer's changes (A/M/R/D); Enter: a file as of both layers",
     ),
     ("mouse", "click a pane to focus it, wheel to scroll"),
 ];

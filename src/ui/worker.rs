@@ -44,6 +44,11 @@ pub struct Worker {
     cancel: Arc<AtomicU64>,
     /// The NBD connection state last seen, to log its changes.
     nbd_state: Option<String>,
+    /// The diff running on its own thread.
+    job: super::changes::Job,
+    /// Where that thread sends its replies (None: run it here, for
+    /// headless frames).
+    replies: Option<Sender<Reply>>,
 }
 
 impl Worker {
@@ -54,6 +59,8 @@ impl Worker {
             views: HashMap::new(),
             cancel: Arc::default(),
             nbd_state: None,
+            job: super::changes::Job::default(),
+            replies: None,
         }
     }
 
@@ -124,6 +131,24 @@ impl Worker {
                     Err(e) => Reply::Error(e),
                 })
             }
+            Request::Diff { to } => {
+                let send = self.replies.clone().map(|tx| {
+                    Box::new(move |r: Reply| {
+                        let _ = tx.send(r);
+                    }) as Box<dyn Fn(Reply) + Send + Sync>
+                });
+                Ok(self.job.start(&self.chain, to, send))
+            }
+            Request::CancelDiff => {
+                self.job.cancel();
+                Ok(Reply::Done)
+            }
+            Request::Compare { to, change, offset } => Ok(
+                match super::changes::compare(&self.chain, to, &change, offset) {
+                    Ok(c) => Reply::Compare(Box::new(c)),
+                    Err(e) => Reply::Error(crate::escape::printable(&e)),
+                },
+            ),
             Request::Groups { as_of } => self.ext(as_of).map(|fs| Reply::Groups {
                 as_of,
                 table: fs.map(groups_table),
@@ -387,7 +412,9 @@ impl Worker {
                     }
                 }
                 let (per_layer, none) = hits.totals();
-                for (i, t) in per_layer.iter().enumerate().take(layers) {
+                // Over NBD the server's layers, as deep as reads found them.
+                bytes.resize(bytes.len().max(per_layer.len()), 0);
+                for (i, t) in per_layer.iter().enumerate() {
                     bytes[i] = t.bytes;
                 }
                 nowhere = none.bytes;
@@ -556,6 +583,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
     let (req_tx, req_rx) = mpsc::channel::<Request>();
     let (rep_tx, rep_rx) = mpsc::channel::<Reply>();
+    worker.replies = Some(rep_tx.clone());
     std::thread::spawn(move || {
         while let Ok(first) = req_rx.recv() {
             // Coalesce: of the queued views (hex, hit map, NBD state) serve

@@ -1234,3 +1234,44 @@ fn extended_l2_64k_subclusters_with_zstd() {
     );
     check(dir, "e.qcow2");
 }
+
+/// qemu counts a disk in 512-byte sectors: a raw file's length is rounded
+/// up (the tail reads as zeros, with its own map entry), and a qcow2
+/// header's size is rounded down.
+#[test]
+fn sizes_that_are_not_whole_sectors() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let body: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8 | 1).collect();
+    std::fs::write(dir.join("odd.raw"), body).unwrap();
+    check(dir, "odd.raw");
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "odd.raw",
+            "-F",
+            "raw",
+            "over-odd.qcow2",
+            "1M",
+        ],
+    );
+    check(dir, "over-odd.qcow2");
+    sh(
+        dir,
+        &["qemu-img", "create", "-q", "-f", "qcow2", "s.qcow2", "1M"],
+    );
+    qemu_io(dir, "s.qcow2", &["write -P 9 0 1M"]);
+    let mut data = std::fs::read(dir.join("s.qcow2")).unwrap();
+    data[24..32].copy_from_slice(&1_000_100u64.to_be_bytes());
+    std::fs::write(dir.join("size.qcow2"), data).unwrap();
+    check(dir, "size.qcow2");
+}

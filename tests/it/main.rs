@@ -3,6 +3,7 @@
 mod bad_input;
 mod chain;
 mod demo;
+mod diff;
 mod e2e;
 mod ext;
 mod mutate;
@@ -10,4 +11,5 @@ mod nbd;
 mod oracle;
 mod readonly;
 mod tui;
+mod tui_diff;
 mod util;

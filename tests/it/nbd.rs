@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
+use layerscope::block::hitmap::Served;
 use layerscope::block::nbd::{NbdClient, NbdUri, Options};
 use layerscope::block::BlockSource;
 use serde_json::Value;
@@ -215,6 +218,187 @@ fn qemu_nbd_export_reads_and_maps_like_the_local_chain() {
             e["data"].as_bool().unwrap() || e["zero"] == false,
             "{e}"
         );
+    }
+}
+
+/// A 1 GiB chain mapped over NBD is asked in several windows at once
+/// (64 MiB and up): runs that cross window edges must join up exactly as
+/// in the local map.
+#[test]
+fn map_over_nbd_in_windows_equals_the_local_map() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let create = |args: &[&str]| {
+        let mut a = vec!["qemu-img", "create", "-q", "-f", "qcow2"];
+        a.extend_from_slice(args);
+        sh(dir, &a);
+    };
+    create(&["base.qcow2", "1G"]);
+    // Data across the 64 MiB and 128 MiB edges, a zero run across 512 MiB,
+    // data at the very end.
+    qemu_io(
+        dir,
+        "base.qcow2",
+        &[
+            "write -P 1 0x3ff0000 128k",
+            "write -P 2 0x7f00000 2M",
+            "write -z 0x1ff00000 1M",
+            "write -P 3 0x3fff0000 64k",
+        ],
+    );
+    create(&["-b", "base.qcow2", "-F", "qcow2", "top.qcow2"]);
+    qemu_io(
+        dir,
+        "top.qcow2",
+        &["write -P 4 0x4000000 64k", "write -z 0x8000000 4M"],
+    );
+    let sock = dir.join("nbd.sock");
+    let _server = serve(
+        dir,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "-A",
+            "--socket",
+            sock.to_str().unwrap(),
+            "-f",
+            "qcow2",
+            "top.qcow2",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let remote = layerscope(dir, &["map", "--json", &unix_uri(&sock)])
+        .ok()
+        .json();
+    let theirs = normalized(&qemu_map(dir, "top.qcow2"));
+    assert!(theirs.len() >= 8, "{theirs:?}");
+    assert_eq!(normalized(&remote), theirs, "map over NBD vs qemu-img map");
+}
+
+/// Bytes per depth (0 is the top) and from no layer that qemu's map of
+/// `image` assigns to `[off, off + len)`.
+fn map_served(cwd: &Path, image: &str, off: u64, len: u64) -> (BTreeMap<u64, u64>, u64) {
+    let (mut by_depth, mut nowhere) = (BTreeMap::new(), 0);
+    for e in qemu_map(cwd, image).as_array().unwrap() {
+        let start = e["start"].as_u64().unwrap();
+        let end = start + e["length"].as_u64().unwrap();
+        let n = end.min(off + len).saturating_sub(start.max(off));
+        if n == 0 {
+            continue;
+        }
+        if e["present"] == true {
+            *by_depth.entry(e["depth"].as_u64().unwrap()).or_default() += n;
+        } else {
+            nowhere += n;
+        }
+    }
+    (by_depth, nowhere)
+}
+
+/// What `read --hits` says was served, per depth (layers that served
+/// nothing left out) and from no layer.
+fn read_hits(cwd: &Path, image: &str, off: u64, len: u64) -> (BTreeMap<u64, u64>, u64) {
+    let run = layerscope(
+        cwd,
+        &[
+            "read",
+            "--hits",
+            "--offset",
+            &off.to_string(),
+            "--length",
+            &len.to_string(),
+            image,
+        ],
+    )
+    .ok();
+    let hits: Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    let by_depth = hits["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["bytes"] != 0)
+        .map(|l| (l["depth"].as_u64().unwrap(), l["bytes"].as_u64().unwrap()))
+        .collect();
+    (by_depth, hits["nowhere"]["bytes"].as_u64().unwrap())
+}
+
+#[test]
+fn hits_over_nbd_are_attributed_to_the_server_layers() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let flat = chain(dir);
+    let sock = dir.join("nbd.sock");
+    let _server = serve(
+        dir,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "--shared=4",
+            "-A",
+            "--socket",
+            sock.to_str().unwrap(),
+            "-f",
+            "qcow2",
+            "top.qcow2",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let uri = unix_uri(&sock);
+    let size = flat.len() as u64;
+    // The whole disk; a window over the top's data, mid's compressed and
+    // zero clusters; a small read straddling a boundary inside a cluster.
+    for (off, len) in [(0, size), (0x100000, 0x280000), (0x3fe800, 0x1000)] {
+        let expected = map_served(dir, "top.qcow2", off, len);
+        assert!(expected.0.len() >= 2 || len < 0x10000, "{expected:?}");
+        assert_eq!(
+            read_hits(dir, &uri, off, len),
+            expected,
+            "served over NBD, {off:#x}+{len:#x} (qemu-img map is the oracle)"
+        );
+        assert_eq!(
+            read_hits(dir, "top.qcow2", off, len),
+            expected,
+            "served locally, {off:#x}+{len:#x}"
+        );
+    }
+    // The library's hit map, as the TUI's "served" mode reads it: after a
+    // full read every range is attributed to its layer, numbered from the
+    // base (the deepest depth that served anything).
+    let chain = layerscope::block::chain::open_nbd(&uri, Options::default()).unwrap();
+    let reader = layerscope::block::layered::LayeredReader::new(&chain).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for at in (0..size).step_by(buf.len()) {
+        let n = (size - at).min(buf.len() as u64) as usize;
+        reader.read_at(at, &mut buf[..n]).unwrap();
+    }
+    let map = qemu_map(dir, "top.qcow2");
+    let deepest = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["present"] == true)
+        .map(|e| e["depth"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    for e in map.as_array().unwrap() {
+        let start = e["start"].as_u64().unwrap();
+        let end = start + e["length"].as_u64().unwrap();
+        let want = if e["present"] == true {
+            Served::Layer((deepest - e["depth"].as_u64().unwrap()) as usize)
+        } else {
+            Served::Nowhere
+        };
+        for at in [start, end - 1] {
+            assert_eq!(reader.hits().served(at), want, "served at {at:#x}: {e}");
+        }
     }
 }
 
@@ -791,4 +975,112 @@ fn hostile_server_replies_give_clear_errors() {
         drop(client);
         server.join().unwrap();
     }
+}
+
+/// Read-only data for the `nbd` crate's server; counts write attempts (a
+/// read-only client must send none).
+struct Fixture {
+    data: std::io::Cursor<Vec<u8>>,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Read for Fixture {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.data.read(buf)
+    }
+}
+
+impl Write for Fixture {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err(std::io::ErrorKind::PermissionDenied.into())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::io::Seek for Fixture {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.data.seek(to)
+    }
+}
+
+#[test]
+fn the_nbd_crates_old_style_server_is_read_through_the_fallback() {
+    // Not a multiple of the 256 KiB request size, with a zero run.
+    let mut data: Vec<u8> = (0..(3 << 20) + 4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    data[1 << 20..(1 << 20) + 70_000].fill(0);
+    let d = tempfile::tempdir().unwrap();
+    let sock = d.path().join("crate.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let writes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let (data, writes) = (data.clone(), writes.clone());
+        // Serves every connection until the test process ends.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { return };
+                let (data, writes) = (data.clone(), writes.clone());
+                std::thread::spawn(move || {
+                    let export = nbd::server::handshake(&mut s, |_name| {
+                        Ok(nbd::Export {
+                            size: data.len() as u64,
+                            readonly: true,
+                            data: Fixture {
+                                data: std::io::Cursor::new(data),
+                                writes,
+                            },
+                            resizeable: false,
+                            rotational: false,
+                            send_trim: false,
+                            send_flush: false,
+                        })
+                    });
+                    if let Ok(fixture) = export {
+                        let _ = nbd::server::transmission(&mut s, fixture);
+                    }
+                });
+            }
+        });
+    }
+    let uri = unix_uri(&sock);
+    let client = NbdClient::connect(NbdUri::parse(&uri).unwrap(), Options::default()).unwrap();
+    let info = client.info().clone();
+    assert_eq!(info.handshake, "newstyle-export-name");
+    assert!(!info.structured_replies);
+    assert!(info.meta_contexts.is_empty());
+    assert_eq!(info.size, data.len() as u64);
+    // One call: many requests in flight, simple replies.
+    let mut buf = vec![0xa5u8; data.len()];
+    client.read_at(0, &mut buf).unwrap();
+    assert!(buf == data, "read through the nbd crate's server differs");
+    let extents = client.block_status(0, data.len() as u64).unwrap();
+    assert_eq!(extents.len(), 1);
+    assert_eq!(
+        (extents[0].offset, extents[0].len, extents[0].status),
+        (0, data.len() as u64, layerscope::block::Status::Data),
+        "without block status everything is data"
+    );
+    drop(client);
+    // The binary: read, nbd-info, map, exports.
+    let dir = d.path();
+    assert!(layerscope(dir, &["read", &uri]).ok().stdout == data);
+    let info = layerscope(dir, &["nbd-info", "--json", &uri]).ok().json();
+    assert_eq!(info["structured_replies"], false);
+    assert_eq!(info["handshake"], "newstyle-export-name");
+    assert_eq!(info["meta_contexts"], serde_json::json!([]));
+    let map = layerscope(dir, &["map", "--json", &uri]).ok().json();
+    assert_eq!(
+        normalized(&map),
+        [(0, data.len() as u64, 0, true, false, true)],
+        "map without metadata contexts: all data"
+    );
+    let text = layerscope(dir, &["nbd-info", &uri]).ok().text();
+    assert!(text.contains("structured replies: no"), "{text}");
+    assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed), 0);
 }

@@ -124,7 +124,10 @@ fn hexyl_and_the_hex_view_colour_every_byte_the_same() {
     std::fs::write(d.path().join("all.raw"), &bytes).unwrap();
     let run = layerscope(
         d.path(),
-        &["read", "-f", "raw", "all.raw", "--hex", "--color", "always"],
+        // --length: a raw disk is whole sectors, the rest reads as zeros.
+        &[
+            "read", "-f", "raw", "all.raw", "--hex", "--color", "always", "--length", "256",
+        ],
     )
     .ok();
     let text = run.text();

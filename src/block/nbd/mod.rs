@@ -4,8 +4,13 @@
 //! `qemu:allocation-depth`), block status, pipelined reads.
 //!
 //! Why not the `nbd` crate: its client knows only the old
-//! NBD_OPT_EXPORT_NAME handshake and simple replies.
+//! NBD_OPT_EXPORT_NAME handshake and simple replies. Its server is a test
+//! fixture instead, for this client's fallback to that handshake.
+pub mod block_status;
 pub mod client;
+pub mod handshake;
+pub mod known;
+pub mod map;
 pub mod proto;
 pub mod status;
 pub mod uri;

@@ -138,6 +138,9 @@ pub struct Header {
     pub fields: Vec<FieldValue>,
     pub version: u32,
     pub cluster_bits: u32,
+    /// The virtual disk size as qemu uses it: the header's `size` rounded
+    /// down to whole 512-byte sectors (qemu keeps `total_sectors`). The raw
+    /// value stays in `fields`, and checks the L1 table as qemu does.
     pub size: u64,
     pub l1_size: u32,
     pub l1_table_offset: u64,
@@ -459,7 +462,7 @@ impl Header {
             fields,
             version,
             cluster_bits,
-            size,
+            size: size & !511,
             l1_size,
             l1_table_offset,
             refcount_table_offset,

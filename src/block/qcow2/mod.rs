@@ -11,7 +11,7 @@
 //! ranges report [`Status::Unallocated`] and read as zeros. Stacking is the
 //! job of [`crate::block::layered`].
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use lru::LruCache;
 
@@ -45,8 +45,10 @@ pub struct Qcow2Layer {
     unit_bits: u32,
     l1: Box<[u64]>,
     /// qemu's metadata-preallocation heuristic said yes: block status looks
-    /// for holes in the file under data clusters.
-    metadata_prealloc: bool,
+    /// for holes in the file under data clusters. Decided on the first
+    /// block status call: it reads the refcounts, which reading data and
+    /// the filesystem commands never need (a tenth of `info`'s time).
+    metadata_prealloc: OnceLock<bool>,
     l2_cache: Mutex<LruCache<u64, Arc<[u8]>>>,
     zcache: Mutex<LruCache<u64, Arc<[u8]>>>,
 }
@@ -99,12 +101,6 @@ impl Qcow2Layer {
             .collect();
 
         let tables = (L2_CACHE_BYTES / cluster_size).max(4) as usize;
-        let metadata_prealloc = refcount::detect_metadata_preallocation(
-            storage.as_ref(),
-            &header,
-            header.refcount_table_offset,
-            header.refcount_table_clusters,
-        );
         Ok(Qcow2Layer {
             path: path.to_owned(),
             storage,
@@ -112,7 +108,7 @@ impl Qcow2Layer {
             l1_shift: cluster_bits + l2_bits,
             unit_bits,
             l1,
-            metadata_prealloc,
+            metadata_prealloc: OnceLock::new(),
             l2_cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(tables).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -120,6 +116,18 @@ impl Qcow2Layer {
                 NonZeroUsize::new(DECOMPRESSED_CACHE).unwrap_or(NonZeroUsize::MIN),
             )),
             header,
+        })
+    }
+
+    /// qemu's metadata-preallocation heuristic, run once.
+    fn metadata_prealloc(&self) -> bool {
+        *self.metadata_prealloc.get_or_init(|| {
+            refcount::detect_metadata_preallocation(
+                self.storage.as_ref(),
+                &self.header,
+                self.header.refcount_table_offset,
+                self.header.refcount_table_clusters,
+            )
         })
     }
 
@@ -424,7 +432,7 @@ impl BlockSource for Qcow2Layer {
         // One run per call: callers loop, and a run never costs more than
         // the units it covers (qemu's block_status does the same).
         let mut e = self.locate(offset, len)?;
-        if self.metadata_prealloc && e.status == Status::Data && !e.compressed {
+        if e.status == Status::Data && !e.compressed && self.metadata_prealloc() {
             if let Some(host) = e.host_offset {
                 self.find_holes(&mut e, host)?;
             }

@@ -164,7 +164,7 @@ impl Ext4 {
     pub fn block(&self, block: u64) -> Result<Vec<u8>, FsError> {
         let at = self.block_offset(block)?;
         let mut buf = vec![0u8; self.sb.block_size as usize];
-        self.disk.read_at(at, &mut buf)?;
+        self.disk.inner().read_at(at, &mut buf)?;
         Ok(buf)
     }
 
@@ -192,6 +192,26 @@ impl Ext4 {
         Ok(t)
     }
 
+    /// That inode number `ino` exists (1 to `s_inodes_count`), without
+    /// reading it.
+    ///
+    /// # Errors
+    /// `Corrupt` naming the superblock's inode count.
+    pub fn check_inode_number(&self, ino: u64) -> Result<(), FsError> {
+        if ino == 0 || ino > u64::from(self.sb.inodes_count) {
+            return Err(FsError::corrupt(
+                "inode",
+                "number",
+                Superblock::offset_of("s_inodes_count"),
+                format!(
+                    "inode {ino} does not exist (expected 1 to {})",
+                    self.sb.inodes_count
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Inode `ino` (1-based). With metadata_csum, its checksum is
     /// verified: a mismatch is one of the inode's `problems`, not an error.
     ///
@@ -200,17 +220,7 @@ impl Ext4 {
     /// the disk.
     pub fn inode(&self, ino: u64) -> Result<Inode, FsError> {
         let sb = &self.sb;
-        if ino == 0 || ino > u64::from(sb.inodes_count) {
-            return Err(FsError::corrupt(
-                "inode",
-                "number",
-                Superblock::offset_of("s_inodes_count"),
-                format!(
-                    "inode {ino} does not exist (expected 1 to {})",
-                    sb.inodes_count
-                ),
-            ));
-        }
+        self.check_inode_number(ino)?;
         let ipg = u64::from(sb.inodes_per_group);
         let group = (ino - 1) / ipg;
         let (itable, field) = self.inode_table(group)?;

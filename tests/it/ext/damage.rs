@@ -258,3 +258,111 @@ fn damaged_directories_and_indirect_cycles() {
     );
     assert!(text.contains("/d1/s1:"), "{text}");
 }
+
+/// `ls -R` past damaged directories: an entry typed as a directory whose
+/// inode (changed by debugfs) is a regular file, and a directory whose
+/// extent header is broken, are each reported with the inode debugfs
+/// names, and every other directory is still listed as debugfs lists it.
+#[test]
+fn recursive_listing_goes_on_past_damaged_directories() {
+    if !tools() || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "t", "32M", 24);
+    let raw = "t.raw";
+    debugfs_w(dir, raw, "sif /d1 mode 0100644\nsif /d3 block[0] 0\n");
+    // debugfs's view: the entries and their inodes.
+    let ino = |name: &str| -> String {
+        super::files::debugfs(dir, raw, &format!("stat /{name}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let (d1, d3) = (ino("d1"), ino("d3"));
+    let types = super::files::debugfs(dir, raw, "ls -l /");
+    assert!(
+        types
+            .lines()
+            .any(|l| l.contains(" 100644 (2)") && l.ends_with("d1")),
+        "{types}"
+    );
+    let run = layerscope(dir, &["ls", "-R", raw, "/"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = run.text();
+    assert!(
+        text.contains(&format!(
+            "error: /d1: the entry says directory, inode {d1} is a regular"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("error: /d3: ") && l.contains("extent")),
+        "{text}"
+    );
+    assert!(!text.contains(&format!("inode {d3} is a")), "{text}");
+    // Every other directory is listed, with debugfs's names.
+    for sub in ["d0/s0", "d2/s1", "d4/s2", "d6/s0"] {
+        let theirs: Vec<String> = super::files::debugfs(dir, raw, &format!("ls /{sub}"))
+            .split_whitespace()
+            .filter(|w| w.ends_with(".bin") || *w == "." || *w == "..")
+            .map(str::to_owned)
+            .collect();
+        let header = format!("\n/{sub}:\n");
+        let at = text
+            .find(&header)
+            .unwrap_or_else(|| panic!("no /{sub}: {text}"));
+        let ours: Vec<String> = text[at + header.len()..]
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        assert!(!theirs.is_empty());
+        assert_eq!(ours, theirs, "/{sub}");
+    }
+}
+
+/// A directory loop (a second entry for a directory, below it, made with
+/// debugfs `link`): `ls -R` lists each directory once, names the loop
+/// with the inode debugfs reports, and ends; `--json` too.
+#[test]
+fn directory_loops_are_named_and_listing_ends() {
+    if !tools() || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    mkfs(dir, "t", "32M", 12);
+    let raw = "t.raw";
+    debugfs_w(dir, raw, "link /d0 /d0/s0/up\nlink / /d1/root\n");
+    let ino = |path: &str| -> u64 {
+        super::files::debugfs(dir, raw, &format!("stat {path}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(ino("/d0/s0/up"), ino("/d0"));
+    let run = layerscope(dir, &["ls", "-R", raw, "/"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = run.text();
+    for (path, target) in [("/d0/s0/up", "/d0"), ("/d1/root", "/")] {
+        assert!(
+            text.contains(&format!(
+                "error: {path}: directory inode {} already listed (a loop)",
+                ino(target)
+            )),
+            "{text}"
+        );
+    }
+    assert_eq!(text.matches("\n/d0/s1:\n").count(), 1, "{text}");
+    let json = layerscope(dir, &["ls", "-R", "--json", raw, "/"])
+        .ok()
+        .json();
+    let errors = json["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+}

@@ -207,7 +207,7 @@ pub(super) fn check_content(dir: &Path, image: &str, flat: &str, ino: u64, what:
 /// debugfs's, regular files' and long symlinks' content and blocks like
 /// debugfs's `dump` and `blocks` (a sample of the big directories), and
 /// no problem reported anywhere. Returns how many inodes were checked.
-fn check_files(dir: &Path, image: &str, flat: &str) -> usize {
+pub(super) fn check_files(dir: &Path, image: &str, flat: &str) -> usize {
     let listing = layerscope(dir, &["ls", "-R", "--json", image]).ok().json();
     assert_eq!(
         listing["errors"].as_array().unwrap().len(),

@@ -299,6 +299,18 @@ fn info_and_groups_equal_dumpe2fs_across_layouts() {
         let q = format!("{name}.qcow2");
         sh(dir, &["qemu-img", "convert", "-O", "qcow2", &raw, &q]);
         check_info(dir, &q, &raw, None);
+        // `info --groups` (dumpe2fs in one run) is `info`, a blank line
+        // and `groups`, both checked against dumpe2fs above.
+        let both = layerscope(dir, &["info", "--groups", &q]).ok().text();
+        let info = layerscope(dir, &["info", &q]).ok().text();
+        let groups = layerscope(dir, &["groups", &q]).ok().text();
+        assert_eq!(both, format!("{info}\n{groups}"), "{name}");
+        let both = layerscope(dir, &["info", "--groups", "--json", &q])
+            .ok()
+            .json();
+        let groups = layerscope(dir, &["groups", "--json", &q]).ok().json();
+        assert_eq!(both["groups"], groups, "{name}");
+        assert!(both["fields"].is_array(), "{name}");
     }
 }
 

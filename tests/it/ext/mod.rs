@@ -9,6 +9,8 @@ mod corpus;
 mod damage;
 mod files;
 mod info;
+mod layouts;
+mod view;
 
 /// `Name: value` lines, whitespace collapsed.
 fn pairs(text: &str) -> BTreeMap<String, String> {

@@ -1,0 +1,292 @@
+//! Connecting: the stream to the server (TCP or a unix socket, with time
+//! limits) and the handshake up to transmission, fixed newstyle with
+//! NBD_OPT_GO and a fallback to NBD_OPT_EXPORT_NAME and oldstyle servers;
+//! NBD_OPT_LIST for `layerscope exports`. Every option reply is bounded.
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use super::client::Options;
+use super::proto::*;
+use super::uri::{NbdUri, Transport};
+use crate::block::BlockError;
+
+/// What the server told us about the export.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ExportInfo {
+    pub name: String,
+    pub size: u64,
+    pub flags: u16,
+    pub block_min: Option<u32>,
+    pub block_preferred: Option<u32>,
+    pub block_max: Option<u32>,
+    pub description: Option<String>,
+    pub structured_replies: bool,
+    /// Negotiated metadata contexts: (id, name).
+    pub meta_contexts: Vec<(u32, String)>,
+    /// The handshake used: "newstyle-go", "newstyle-export-name", "oldstyle".
+    pub handshake: &'static str,
+}
+
+impl ExportInfo {
+    /// The id of a negotiated metadata context.
+    pub fn context(&self, name: &str) -> Option<u32> {
+        self.meta_contexts
+            .iter()
+            .find(|(_, n)| n == name)
+            .map(|(id, _)| *id)
+    }
+}
+
+/// A byte stream to a server.
+pub trait Stream: Read + Write + Send {
+    /// Sets the time limit on every read and write.
+    ///
+    /// # Errors
+    /// From the socket.
+    fn set_timeout(&self, t: Duration) -> io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn set_timeout(&self, t: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
+
+impl Stream for UnixStream {
+    fn set_timeout(&self, t: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(t))?;
+        self.set_write_timeout(Some(t))
+    }
+}
+
+/// Opens a stream to the URI's server.
+pub(super) fn dial(uri: &NbdUri, timeout: Duration) -> io::Result<Box<dyn Stream>> {
+    match &uri.transport {
+        Transport::Tcp { host, port } => {
+            let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"));
+            for addr in (host.as_str(), *port).to_socket_addrs()? {
+                match TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(s) => {
+                        s.set_nodelay(true)?;
+                        s.set_timeout(timeout)?;
+                        return Ok(Box::new(s));
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+        Transport::Unix { socket } => {
+            let s = UnixStream::connect(socket)?;
+            s.set_timeout(timeout)?;
+            Ok(Box::new(s))
+        }
+    }
+}
+
+/// Upper bound on replies to one option (a server cannot keep us here).
+pub(super) const MAX_REPLIES_PER_OPTION: usize = 4096;
+
+/// Sends an option and collects its replies up to ACK or an error.
+fn option(s: &mut dyn Stream, opt: u32, data: &[u8]) -> io::Result<Result<Vec<OptionReply>, u32>> {
+    write_option(s, opt, data)?;
+    let mut replies = Vec::new();
+    for _ in 0..MAX_REPLIES_PER_OPTION {
+        let r = OptionReply::read_from(s)?;
+        if r.option != opt {
+            return Err(invalid(format!(
+                "reply to option {} while waiting for option {opt}",
+                r.option
+            )));
+        }
+        if r.kind & REP_FLAG_ERROR != 0 {
+            return Ok(Err(r.kind));
+        }
+        if r.kind == REP_ACK {
+            return Ok(Ok(replies));
+        }
+        replies.push(r);
+    }
+    Err(invalid(format!(
+        "more than {MAX_REPLIES_PER_OPTION} replies to option {opt}"
+    )))
+}
+
+fn name_payload(export: &str) -> io::Result<Vec<u8>> {
+    let len = u32::try_from(export.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let mut d = len.to_be_bytes().to_vec();
+    d.extend_from_slice(export.as_bytes());
+    Ok(d)
+}
+
+/// The whole handshake, up to transmission.
+pub fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<ExportInfo> {
+    let mut b8 = [0u8; 8];
+    s.read_exact(&mut b8)?;
+    if u64::from_be_bytes(b8) != NBDMAGIC {
+        return Err(invalid("not an NBD server (no NBDMAGIC)".into()));
+    }
+    s.read_exact(&mut b8)?;
+    let mut info = ExportInfo::default();
+    match u64::from_be_bytes(b8) {
+        CLISERV_MAGIC => {
+            // Oldstyle: size, flags, 124 bytes of zeros.
+            s.read_exact(&mut b8)?;
+            info.size = u64::from_be_bytes(b8);
+            let mut f = [0u8; 4];
+            s.read_exact(&mut f)?;
+            info.flags = (u32::from_be_bytes(f) & 0xffff) as u16;
+            let mut pad = [0u8; 124];
+            s.read_exact(&mut pad)?;
+            info.handshake = "oldstyle";
+            return Ok(info);
+        }
+        IHAVEOPT => {}
+        m => return Err(invalid(format!("unknown handshake magic {m:#x}"))),
+    }
+    let mut f2 = [0u8; 2];
+    s.read_exact(&mut f2)?;
+    let server_flags = u16::from_be_bytes(f2);
+    if server_flags & FLAG_FIXED_NEWSTYLE == 0 {
+        return Err(invalid(
+            "server does not speak fixed newstyle negotiation".into(),
+        ));
+    }
+    let no_zeroes = server_flags & FLAG_NO_ZEROES != 0;
+    let client_flags = CLIENT_FIXED_NEWSTYLE | if no_zeroes { CLIENT_NO_ZEROES } else { 0 };
+    s.write_all(&client_flags.to_be_bytes())?;
+
+    info.name = export.to_owned();
+    info.structured_replies = option(s, OPT_STRUCTURED_REPLY, &[])?.is_ok();
+    if info.structured_replies {
+        let mut d = name_payload(export)?;
+        let queries = ["base:allocation", "qemu:allocation-depth"];
+        d.extend_from_slice(&(queries.len() as u32).to_be_bytes());
+        for q in queries {
+            d.extend_from_slice(&(q.len() as u32).to_be_bytes());
+            d.extend_from_slice(q.as_bytes());
+        }
+        if let Ok(replies) = option(s, OPT_SET_META_CONTEXT, &d)? {
+            for r in replies
+                .iter()
+                .filter(|r| r.kind == REP_META_CONTEXT && r.data.len() >= 4)
+            {
+                let id = u32::from_be_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]);
+                info.meta_contexts
+                    .push((id, String::from_utf8_lossy(&r.data[4..]).into_owned()));
+            }
+        }
+    }
+    let mut d = name_payload(export)?;
+    d.extend_from_slice(&1u16.to_be_bytes());
+    d.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+    match option(s, OPT_GO, &d)? {
+        Ok(replies) => {
+            let mut have_export = false;
+            for r in replies
+                .iter()
+                .filter(|r| r.kind == REP_INFO && r.data.len() >= 2)
+            {
+                let t = u16::from_be_bytes([r.data[0], r.data[1]]);
+                let p = &r.data[2..];
+                match t {
+                    INFO_EXPORT if p.len() >= 10 => {
+                        info.size = u64::from_be_bytes(p[0..8].try_into().unwrap_or([0; 8]));
+                        info.flags = u16::from_be_bytes([p[8], p[9]]);
+                        have_export = true;
+                    }
+                    INFO_BLOCK_SIZE if p.len() >= 12 => {
+                        let w = |i: usize| u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
+                        info.block_min = Some(w(0));
+                        info.block_preferred = Some(w(4));
+                        info.block_max = Some(w(8));
+                    }
+                    INFO_DESCRIPTION => {
+                        info.description = Some(String::from_utf8_lossy(p).into_owned())
+                    }
+                    _ => {}
+                }
+            }
+            if !have_export {
+                return Err(invalid(
+                    "NBD_OPT_GO succeeded without NBD_INFO_EXPORT".into(),
+                ));
+            }
+            info.handshake = "newstyle-go";
+        }
+        Err(kind) if kind == REP_FLAG_ERROR | 1 => {
+            // NBD_REP_ERR_UNSUP: an old server. NBD_OPT_EXPORT_NAME has no
+            // error reply: a bad name just closes the connection.
+            write_option(s, OPT_EXPORT_NAME, export.as_bytes())?;
+            s.read_exact(&mut b8)?;
+            info.size = u64::from_be_bytes(b8);
+            s.read_exact(&mut f2)?;
+            info.flags = u16::from_be_bytes(f2);
+            if !no_zeroes {
+                let mut pad = [0u8; 124];
+                s.read_exact(&mut pad)?;
+            }
+            info.handshake = "newstyle-export-name";
+        }
+        Err(kind) => {
+            return Err(io::Error::other(format!(
+                "server refused export {export:?}: {}",
+                rep_error_name(kind)
+            )))
+        }
+    }
+    Ok(info)
+}
+
+/// Asks the server for its exports (NBD_OPT_LIST): (name, description).
+///
+/// # Errors
+/// Connection and protocol errors.
+pub fn list_exports(uri: &NbdUri, opts: &Options) -> Result<Vec<(String, String)>, BlockError> {
+    let name = uri.to_string();
+    let io_err = |e: io::Error| BlockError::Connect {
+        uri: name.clone(),
+        source: e,
+    };
+    let mut s = dial(uri, opts.connect_timeout).map_err(io_err)?;
+    let mut b8 = [0u8; 8];
+    s.read_exact(&mut b8).map_err(io_err)?;
+    s.read_exact(&mut b8).map_err(io_err)?;
+    if u64::from_be_bytes(b8) != IHAVEOPT {
+        return Err(io_err(invalid(
+            "server does not support listing (no newstyle)".into(),
+        )));
+    }
+    let mut f2 = [0u8; 2];
+    s.read_exact(&mut f2).map_err(io_err)?;
+    let flags = u16::from_be_bytes(f2);
+    let cf = CLIENT_FIXED_NEWSTYLE
+        | if flags & FLAG_NO_ZEROES != 0 {
+            CLIENT_NO_ZEROES
+        } else {
+            0
+        };
+    s.write_all(&cf.to_be_bytes()).map_err(io_err)?;
+    let replies = option(s.as_mut(), OPT_LIST, &[])
+        .map_err(io_err)?
+        .map_err(|k| {
+            BlockError::unsupported(&name, format!("listing exports: {}", rep_error_name(k)))
+        })?;
+    let _ = write_option(s.as_mut(), OPT_ABORT, &[]);
+    Ok(replies
+        .iter()
+        .filter(|r| r.kind == REP_SERVER && r.data.len() >= 4)
+        .filter_map(|r| {
+            let n = u32::from_be_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]) as usize;
+            let rest = &r.data[4..];
+            let (name, desc) = (rest.get(..n)?, rest.get(n..)?);
+            Some((
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(desc).into_owned(),
+            ))
+        })
+        .collect())
+}

@@ -1,0 +1,104 @@
+//! The allocation map of an NBD export, merged like `qemu-img map`, from
+//! the server's metadata contexts: `base:allocation` (data, zero, hole)
+//! and, where offered, `qemu:allocation-depth` (which layer of the
+//! server's chain holds each range).
+use std::collections::VecDeque;
+
+use super::client::NbdClient;
+use super::proto::{STATE_HOLE, STATE_ZERO};
+use crate::block::map::MapEntry;
+use crate::block::{check_range, BlockError};
+
+impl NbdClient {
+    /// The allocation map of the export, merged like `qemu-img map`, for
+    /// `[offset, offset + len)`: from `base:allocation` (data, zero, hole)
+    /// and, where the server offers it, `qemu:allocation-depth` (which
+    /// layer of the server's chain holds each range: 1 is the top).
+    ///
+    /// Without a depth context every range is depth 0. With one, an
+    /// unallocated range gets the deepest depth seen so far (the server
+    /// does not say how deep its chain is; this equals qemu's bottom depth
+    /// whenever the base layer holds anything).
+    ///
+    /// # Errors
+    /// Connection and protocol errors.
+    pub fn map_entries(&self, offset: u64, len: u64) -> Result<Vec<MapEntry>, BlockError> {
+        check_range(
+            crate::block::BlockSource::name(self),
+            self.info().size,
+            offset,
+            len,
+        )?;
+        let end = offset + len;
+        let has_depth = self.info().context("qemu:allocation-depth").is_some();
+        let has_alloc = self.info().context("base:allocation").is_some();
+        let mut out: Vec<MapEntry> = Vec::new();
+        let mut deepest = 0u64;
+        let mut pos = offset;
+        let mut alloc: VecDeque<(u64, u32)> = Default::default();
+        let mut depth: VecDeque<(u64, u32)> = Default::default();
+        while pos < end {
+            if (has_alloc && alloc.is_empty()) || (has_depth && depth.is_empty()) {
+                // Both contexts come back from the same requests.
+                let mut all = self.status_ahead(pos, end - pos)?;
+                if has_alloc && alloc.is_empty() {
+                    alloc = all.remove("base:allocation").unwrap_or_default().into();
+                }
+                if has_depth && depth.is_empty() {
+                    depth = all
+                        .remove("qemu:allocation-depth")
+                        .unwrap_or_default()
+                        .into();
+                }
+            }
+            if !has_alloc {
+                alloc = vec![(end - pos, 0)].into();
+            }
+            if !has_depth {
+                depth = vec![(end - pos, 1)].into();
+            }
+            let (Some(&(a_len, a_flags)), Some(&(d_len, d_value))) = (alloc.front(), depth.front())
+            else {
+                break;
+            };
+            let n = a_len.min(d_len).min(end - pos);
+            for q in [&mut alloc, &mut depth] {
+                if let Some(front) = q.front_mut() {
+                    front.0 -= n;
+                    if front.0 == 0 {
+                        q.pop_front();
+                    }
+                }
+            }
+            let hole = a_flags & STATE_HOLE != 0;
+            let present = if has_depth { d_value > 0 } else { !hole };
+            let entry = MapEntry {
+                start: pos,
+                length: n,
+                depth: u64::from(d_value.saturating_sub(1)),
+                present,
+                zero: a_flags & STATE_ZERO != 0 || hole,
+                data: !hole,
+                compressed: false,
+                offset: None,
+            };
+            pos += n;
+            if present {
+                deepest = deepest.max(entry.depth);
+            }
+            out.push(entry);
+        }
+        // Unallocated ranges sit at the bottom of the chain, as in qemu.
+        for e in out.iter_mut().filter(|e| !e.present) {
+            e.depth = deepest;
+        }
+        let mut merged: Vec<MapEntry> = Vec::with_capacity(out.len());
+        for e in out {
+            match merged.last_mut() {
+                Some(last) if last.mergeable(&e) => last.length += e.length,
+                _ => merged.push(e),
+            }
+        }
+        Ok(merged)
+    }
+}

@@ -1,0 +1,286 @@
+//! `layerscope diff` and `blame`: what overlays changed, in files.
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use super::{FsArgs, ImageArgs};
+use crate::block::chain::Chain;
+use crate::block::layered::LayeredReader;
+use crate::block::partition::Slice;
+use crate::block::BlockSource;
+use crate::diff::blame::Views;
+use crate::diff::{blocks, Diff, Progress};
+use crate::fs::ext::Ext4;
+
+/// Arguments of `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// The older layer (default: the one below the top).
+    #[arg(long)]
+    pub from: Option<usize>,
+    /// The newer layer (default: the top).
+    #[arg(long)]
+    pub to: Option<usize>,
+    /// Walk and compare both whole trees instead of following the
+    /// overlays' clusters (slow; the reference the quick diff is tested
+    /// against).
+    #[arg(long)]
+    pub full: bool,
+    /// The filesystem in partition N.
+    #[arg(long)]
+    pub partition: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `blame`.
+#[derive(Debug, Args)]
+pub struct BlameArgs {
+    #[command(flatten)]
+    pub image: ImageArgs,
+    /// The file (or, with -R, the directory; default: the root).
+    #[arg(default_value = "/")]
+    pub path: String,
+    /// Every file under the directory.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// The filesystem in partition N.
+    #[arg(long)]
+    pub partition: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn same_image(a: &ImageArgs) -> ImageArgs {
+    ImageArgs {
+        image: a.image.clone(),
+        format: a.format,
+        backing_format: a.backing_format,
+    }
+}
+
+/// The chain and where its filesystem is: opened as of the top once to
+/// find the partition, then seen as of any layer.
+struct Disk {
+    chain: Chain,
+    base: u64,
+    len: u64,
+}
+
+impl Disk {
+    fn open(image: &ImageArgs, partition: Option<usize>) -> anyhow::Result<Disk> {
+        let chain = image.open()?;
+        let top = super::fs::open_full(&FsArgs {
+            image: same_image(image),
+            json: false,
+            layer: None,
+            partition,
+        })?;
+        Ok(Disk {
+            chain,
+            base: top.base,
+            len: top.fs.disk().len(),
+        })
+    }
+
+    /// The filesystem as of layer `n`.
+    fn view(&self, n: usize) -> anyhow::Result<(Ext4, Arc<LayeredReader>)> {
+        let reader = Arc::new(LayeredReader::new(&self.chain.cut(n))?);
+        let src: Arc<dyn BlockSource> = if self.base == 0 && self.len == reader.len() {
+            reader.clone()
+        } else {
+            Arc::new(Slice::new(
+                reader.clone(),
+                self.base,
+                self.len.min(reader.len().saturating_sub(self.base)),
+                format!("layer {n}"),
+            ))
+        };
+        let fs = Ext4::open(src).with_context(|| format!("the filesystem as of layer {n}"))?;
+        Ok((fs, reader))
+    }
+}
+
+/// A progress bar on a terminal's stderr; nothing otherwise.
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new() -> Bar {
+        let bar = if io::IsTerminal::is_terminal(&io::stderr()) {
+            indicatif::ProgressBar::new(0)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:28} {wide_bar} {pos}/{len}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Bar(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn step(&self, phase: &str, done: u64, total: u64) -> bool {
+        if self.0.length() != Some(total) {
+            self.0.set_length(total);
+            self.0.set_message(phase.to_owned());
+        }
+        self.0.set_position(done);
+        true
+    }
+}
+
+/// `diff`.
+pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let disk = Disk::open(&args.image, args.partition)?;
+    let top = disk.chain.layers.len() - 1;
+    let to = args.to.unwrap_or(top);
+    let from = args.from.unwrap_or(to.saturating_sub(1));
+    if to > top {
+        anyhow::bail!("--to {to}: the chain has layers 0 to {top}");
+    }
+    if from >= to {
+        anyhow::bail!("--from {from} --to {to}: expected a layer below the other (0 is the base, {top} the top)");
+    }
+    let (old, _) = disk.view(from)?;
+    let (new, _) = disk.view(to)?;
+    let bar = Bar::new();
+    let result: Diff = if args.full {
+        crate::diff::diff_full(&old, &new, &bar)?
+    } else {
+        let held = blocks::held_ranges(&disk.chain, from, to, disk.base, disk.len)?;
+        crate::diff::diff(&old, &new, &held, &bar)?
+    };
+    bar.0.finish_and_clear();
+    if args.json {
+        let v = json!({
+            "from": from,
+            "to": to,
+            "method": if args.full { "full" } else { "clusters" },
+            "changes": result.changes,
+            "stats": result.stats,
+            "notes": result.notes.iter().map(|n| crate::escape::printable(n)).collect::<Vec<_>>(),
+        });
+        serde_json::to_writer_pretty(&mut *out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for c in &result.changes {
+        let mut line = format!("{}  {:<9}  ", c.change.letter(), c.file_type);
+        match &c.from {
+            Some(f) => line.push_str(&format!("{f} -> {}", c.path)),
+            None => line.push_str(&c.path),
+        }
+        let mut what = Vec::new();
+        if c.delta.content {
+            what.push("content".to_owned());
+        }
+        if !c.delta.metadata.is_empty() {
+            what.push(c.delta.metadata.join(","));
+        }
+        if !what.is_empty() {
+            line.push_str(&format!("  ({})", what.join("; ")));
+        }
+        writeln!(out, "{line}")?;
+    }
+    let s = &result.stats;
+    writeln!(
+        out,
+        "{} change(s) from layer {from} to layer {to}; {} block(s) changed, {} held unchanged (copy-up), {} inode(s) compared, {} director(ies) listed{}",
+        result.changes.len(),
+        s.changed_blocks,
+        s.copied_up_blocks,
+        s.inodes_compared,
+        s.directories_listed,
+        if s.inode_tables_searched { ", inode tables searched for owners" } else { "" }
+    )?;
+    for n in &result.notes {
+        writeln!(out, "note: {}", crate::escape::printable(n))?;
+    }
+    Ok(())
+}
+
+/// `blame`.
+pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let disk = Disk::open(&args.image, args.partition)?;
+    let top = disk.chain.layers.len() - 1;
+    let mut fs = Vec::new();
+    let mut reader = None;
+    for n in 0..=top {
+        let (f, r) = disk.view(n)?;
+        fs.push(f);
+        reader = Some(r);
+    }
+    let views = Views {
+        fs,
+        layers: disk
+            .chain
+            .layers
+            .iter()
+            .map(|l| Arc::clone(&l.source))
+            .collect(),
+        reader: reader.context("an empty chain")?,
+        base: disk.base,
+    };
+    let topfs = &views.fs[top];
+    let ino = super::fs::resolve(topfs, &args.path)?;
+    let mut targets = vec![(ino, args.path.clone())];
+    if args.recursive {
+        let mut names = Vec::new();
+        crate::diff::walk_paths(topfs, ino, args.path.as_bytes(), &mut names);
+        targets.extend(
+            names
+                .into_iter()
+                .map(|(p, i)| (i, crate::escape::printable_bytes(&p))),
+        );
+    }
+    let bar = Bar::new();
+    let total = targets.len() as u64;
+    let mut all = Vec::new();
+    for (k, (ino, path)) in targets.into_iter().enumerate() {
+        bar.step("blaming", k as u64, total);
+        match views.blame(ino, crate::escape::printable(&path)) {
+            Ok(b) => all.push(b),
+            Err(e) => eprintln!("layerscope: {}: {}", crate::escape::printable(&path), e),
+        }
+    }
+    bar.0.finish_and_clear();
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, &all)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "content  metadata  created  layers (bytes)  path")?;
+    for b in &all {
+        let shares = b
+            .layers
+            .iter()
+            .map(|s| match s.layer {
+                Some(l) => format!("{l}:{}", crate::units::human(s.bytes)),
+                None => format!("zero:{}", crate::units::human(s.bytes)),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        writeln!(
+            out,
+            "{:>7}  {:>8}  {:>7}  {:<14}  {}",
+            b.content_layer,
+            b.metadata_layer,
+            b.created_layer.map_or("-".to_owned(), |l| l.to_string()),
+            if shares.is_empty() {
+                "-".to_owned()
+            } else {
+                shares
+            },
+            b.path
+        )?;
+    }
+    Ok(())
+}

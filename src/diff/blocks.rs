@@ -1,0 +1,247 @@
+//! The first step of a layer diff: which filesystem blocks the overlays
+//! changed. The overlays' own allocation says where they *may* have
+//! written; comparing those blocks as of the two layers says where they
+//! did. A cluster rewritten with the same bytes (copy-up), or the unchanged
+//! neighbours of a changed block in one cluster, drop out here.
+use crate::block::chain::Chain;
+use crate::block::{BlockError, BlockSource, Status};
+use crate::fs::ext::Ext4;
+
+use super::{DiffError, Progress};
+
+/// A set of filesystem blocks, as sorted, disjoint, non-adjacent runs
+/// `(start, len)`. Its size follows the number of runs, not the disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockSet {
+    runs: Vec<(u64, u64)>,
+}
+
+impl BlockSet {
+    /// Adds `[start, start + len)`; runs must come in ascending order
+    /// (overlap with the last run is merged).
+    pub fn push(&mut self, start: u64, len: u64) {
+        if len == 0 {
+            return;
+        }
+        if let Some(last) = self.runs.last_mut() {
+            let end = last.0 + last.1;
+            if start <= end {
+                last.1 = last.1.max(start + len - last.0);
+                return;
+            }
+        }
+        self.runs.push((start, len));
+    }
+
+    /// Builds a set from runs in any order.
+    pub fn from_runs(mut runs: Vec<(u64, u64)>) -> BlockSet {
+        runs.sort_unstable();
+        let mut set = BlockSet::default();
+        for (s, l) in runs {
+            set.push(s, l);
+        }
+        set
+    }
+
+    /// Whether any block of `[start, start + len)` is in the set.
+    pub fn overlaps(&self, start: u64, len: u64) -> bool {
+        let end = start.saturating_add(len);
+        let i = self.runs.partition_point(|&(s, l)| s + l <= start);
+        self.runs.get(i).is_some_and(|&(s, _)| s < end)
+    }
+
+    pub fn contains(&self, block: u64) -> bool {
+        self.overlaps(block, 1)
+    }
+
+    /// The set without `[start, start + len)`.
+    pub fn remove(&mut self, start: u64, len: u64) {
+        if !self.overlaps(start, len) {
+            return;
+        }
+        let end = start.saturating_add(len);
+        let mut out = Vec::with_capacity(self.runs.len() + 1);
+        for &(s, l) in &self.runs {
+            let e = s + l;
+            if e <= start || s >= end {
+                out.push((s, l));
+                continue;
+            }
+            if s < start {
+                out.push((s, start - s));
+            }
+            if e > end {
+                out.push((end, e - end));
+            }
+        }
+        self.runs = out;
+    }
+
+    pub fn runs(&self) -> &[(u64, u64)] {
+        &self.runs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Number of blocks.
+    pub fn count(&self) -> u64 {
+        self.runs.iter().map(|r| r.1).sum()
+    }
+
+    /// Every block, in order.
+    pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.runs.iter().flat_map(|&(s, l)| s..s + l)
+    }
+}
+
+/// The byte ranges of the filesystem `[base, base + len)` of the disk that
+/// layers `from + 1 ..= to` of `chain` hold (data or zero), relative to
+/// `base`, sorted and merged. Costs what the layers' metadata costs.
+///
+/// # Errors
+/// The layers' metadata errors.
+pub fn held_ranges(
+    chain: &Chain,
+    from: usize,
+    to: usize,
+    base: u64,
+    len: u64,
+) -> Result<Vec<(u64, u64)>, BlockError> {
+    let mut ranges = Vec::new();
+    for layer in chain.layers.iter().take(to + 1).skip(from + 1) {
+        let end = base.saturating_add(len).min(layer.source.len());
+        let mut at = base;
+        while at < end {
+            let extents = layer.source.block_status(at, end - at)?;
+            let before = at;
+            for e in extents {
+                if e.status != Status::Unallocated {
+                    let s = e.offset.max(base);
+                    let stop = e.end().min(end);
+                    if stop > s {
+                        ranges.push((s - base, stop - s));
+                    }
+                }
+                at = at.max(e.end());
+            }
+            if at <= before {
+                return Err(BlockError::Internal {
+                    what: format!(
+                        "{}: block status made no progress at {at:#x}",
+                        layer.source.name()
+                    ),
+                });
+            }
+        }
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, l) in ranges {
+        match merged.last_mut() {
+            Some(last) if s <= last.0 + last.1 => last.1 = last.1.max(s + l - last.0),
+            _ => merged.push((s, l)),
+        }
+    }
+    Ok(merged)
+}
+
+/// What comparing the held ranges found.
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// Blocks whose bytes differ between the two views.
+    pub blocks: BlockSet,
+    /// Blocks the overlays hold with the same bytes as below (copy-up).
+    pub same: u64,
+    /// Bytes held by the overlays inside the filesystem.
+    pub held_bytes: u64,
+}
+
+/// Blocks read and compared at a time.
+const CHUNK_BLOCKS: u64 = 256;
+
+/// Compares the blocks of `held` (filesystem byte ranges) as seen by `old`
+/// and `new`. A block past the end of the old disk reads as zeros there.
+///
+/// # Errors
+/// Read errors; `Cancelled`.
+pub fn changed_blocks(
+    old: &Ext4,
+    new: &Ext4,
+    held: &[(u64, u64)],
+    progress: &dyn Progress,
+) -> Result<Changed, DiffError> {
+    let sb = new.superblock();
+    let bs = sb.block_size;
+    let total: u64 = held.iter().map(|r| r.1).sum();
+    let mut out = Changed {
+        held_bytes: total,
+        ..Changed::default()
+    };
+    let mut a = vec![0u8; (CHUNK_BLOCKS * bs) as usize];
+    let mut b = vec![0u8; (CHUNK_BLOCKS * bs) as usize];
+    let mut done = 0u64;
+    let mut last_block = None::<u64>;
+    for &(start, len) in held {
+        let first = (start / bs).max(last_block.map_or(0, |l| l + 1));
+        let end = start
+            .saturating_add(len)
+            .div_ceil(bs)
+            .min(sb.blocks_count)
+            .min(new.disk().len() / bs);
+        let mut blk = first;
+        while blk < end {
+            let n = (end - blk).min(CHUNK_BLOCKS);
+            let bytes = (n * bs) as usize;
+            let at = blk * bs;
+            new.disk().read_at(at, &mut b[..bytes])?;
+            read_or_zero(old, at, &mut a[..bytes])?;
+            for i in 0..n {
+                let r = (i * bs) as usize..((i + 1) * bs) as usize;
+                if a[r.clone()] == b[r] {
+                    out.same += 1;
+                } else {
+                    out.blocks.push(blk + i, 1);
+                }
+            }
+            blk += n;
+            done += n * bs;
+            if !progress.step("comparing changed clusters", done.min(total), total) {
+                return Err(DiffError::Cancelled);
+            }
+        }
+        last_block = Some(end.saturating_sub(1)).filter(|_| end > 0);
+    }
+    Ok(out)
+}
+
+/// Reads `buf` at `at` from `fs`'s disk; what lies past its end reads as
+/// zeros (an overlay may be larger than its backing file).
+pub(super) fn read_or_zero(fs: &Ext4, at: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+    buf.fill(0);
+    let len = fs.disk().len();
+    if at >= len {
+        return Ok(());
+    }
+    let n = buf.len().min((len - at) as usize);
+    fs.disk().read_at(at, &mut buf[..n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_sets_merge_find_and_remove() {
+        let mut s = BlockSet::from_runs(vec![(10, 5), (0, 2), (2, 3), (30, 1)]);
+        assert_eq!(s.runs(), &[(0, 5), (10, 5), (30, 1)]);
+        assert!(s.contains(4) && !s.contains(5) && s.contains(14) && !s.contains(15));
+        assert!(s.overlaps(5, 6) && !s.overlaps(5, 5) && !s.overlaps(31, 100));
+        s.remove(12, 1);
+        assert_eq!(s.runs(), &[(0, 5), (10, 2), (13, 2), (30, 1)]);
+        s.remove(0, 100);
+        assert!(s.is_empty());
+        assert_eq!(BlockSet::from_runs(vec![(1, 1), (2, 1)]).count(), 2);
+    }
+}

@@ -1,0 +1,309 @@
+//! Going backwards on a filesystem that only points forwards: from a
+//! block to the inode that owns it, and from an inode to its names.
+//!
+//! ext2/3/4 keeps no reverse maps, so both are searches; they read inode
+//! tables (never file contents) and list only directories, and they stop
+//! as soon as they have found what they were asked for. Names are searched
+//! first in the inode's own group and flex group, where the allocator puts
+//! a file next to its directory.
+use std::collections::{HashMap, HashSet};
+
+use crate::block::BlockSource;
+use crate::fs::ext::inode::Inode;
+use crate::fs::ext::{Ext4, FsError};
+
+use super::blocks::BlockSet;
+use super::compare::in_use;
+use super::DiffError;
+
+/// Bytes of inode table read at a time.
+const TABLE_CHUNK: u64 = 1 << 20;
+/// Most `..` steps from a directory to the root.
+const MAX_DEPTH: usize = 4096;
+
+/// Calls `f` with every in-use inode of `group` (unused tails of the table,
+/// `bg_itable_unused`, and uninitialized tables are skipped, as the kernel
+/// does).
+///
+/// # Errors
+/// Read errors; a table outside the disk.
+pub fn for_each_inode(
+    fs: &Ext4,
+    group: u64,
+    f: &mut dyn FnMut(Inode) -> Result<(), DiffError>,
+) -> Result<(), DiffError> {
+    let sb = fs.superblock();
+    let d = fs.group(group)?;
+    let csum = sb.has_ro_compat(0x10) || sb.has_ro_compat(0x400);
+    let ipg = u64::from(sb.inodes_per_group);
+    let rows = if csum {
+        if d.flags & 1 != 0 {
+            return Ok(());
+        }
+        ipg.saturating_sub(d.itable_unused)
+    } else {
+        ipg
+    };
+    let first = group * ipg + 1;
+    let rows = rows.min((u64::from(sb.inodes_count) + 1).saturating_sub(first));
+    if rows == 0 {
+        return Ok(());
+    }
+    let isz = u64::from(sb.inode_size).max(128);
+    let table = fs.block_offset(d.inode_table)?;
+    if table.saturating_add(rows * isz) > fs.disk().len() {
+        return Err(FsError::corrupt(
+            "group descriptor",
+            "bg_inode_table",
+            d.fields
+                .iter()
+                .find(|f| f.name == "bg_inode_table_lo")
+                .map_or(0, |f| f.offset),
+            format!(
+                "inode table of group {group} (block {}, {rows} inodes) runs past the disk",
+                d.inode_table
+            ),
+        )
+        .into());
+    }
+    let per_chunk = (TABLE_CHUNK / isz).max(1);
+    let mut buf = Vec::new();
+    let mut row = 0;
+    while row < rows {
+        let n = per_chunk.min(rows - row);
+        buf.resize((n * isz) as usize, 0);
+        let at = table + row * isz;
+        fs.disk().read_at(at, &mut buf)?;
+        for i in 0..n {
+            let raw = &buf[(i * isz) as usize..((i + 1) * isz) as usize];
+            let inode = Inode::decode(first + row + i, raw, at + i * isz)?;
+            if in_use(&inode) {
+                f(inode)?;
+            }
+        }
+        row += n;
+    }
+    Ok(())
+}
+
+/// Every block an inode owns: data, map blocks, its attribute block.
+pub fn owned_blocks(fs: &Ext4, i: &Inode) -> Vec<(u64, u64)> {
+    let mut v = Vec::new();
+    if !(i.is_reg() || i.is_dir() || i.is_symlink()) || i.has_inline_data() {
+        // Devices, fifos, sockets and inline files own no blocks (but an
+        // attribute block).
+    } else if !(i.is_symlink() && fs.fast_symlink(i)) {
+        if let Ok(map) = fs.block_map(i) {
+            v.extend(map.runs.iter().map(|r| (r.physical, r.len)));
+        }
+    }
+    if i.file_acl != 0 {
+        v.push((i.file_acl, 1));
+    }
+    v
+}
+
+/// Finds the in-use inodes that own any of `blocks`, scanning every
+/// group's inode table, and removes the blocks they own from `blocks`.
+///
+/// # Errors
+/// Read errors.
+pub fn owners(fs: &Ext4, blocks: &mut BlockSet) -> Result<Vec<u64>, DiffError> {
+    let mut found = Vec::new();
+    for g in 0..fs.superblock().group_count() {
+        if blocks.is_empty() {
+            break;
+        }
+        for_each_inode(fs, g, &mut |i| {
+            let owned = owned_blocks(fs, &i);
+            if owned.iter().any(|&(s, l)| blocks.overlaps(s, l)) {
+                for (s, l) in owned {
+                    blocks.remove(s, l);
+                }
+                found.push(i.ino);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(found)
+}
+
+/// Paths of one view, found backwards and remembered.
+pub struct Paths<'a> {
+    fs: &'a Ext4,
+    /// Directory inode -> its path (`/` for the root).
+    dirs: HashMap<u64, Option<Vec<u8>>>,
+    /// Directories listed while searching names: how many.
+    pub listed: u64,
+}
+
+impl<'a> Paths<'a> {
+    pub fn new(fs: &'a Ext4) -> Paths<'a> {
+        Paths {
+            fs,
+            dirs: HashMap::new(),
+            listed: 0,
+        }
+    }
+
+    /// The path of directory `ino`, by its `..` entries up to the root and
+    /// its name in each parent; `None` when the chain is broken (an
+    /// unlinked or damaged directory) or loops.
+    pub fn dir_path(&mut self, ino: u64) -> Option<Vec<u8>> {
+        let mut chain = Vec::new();
+        let mut seen = HashSet::new();
+        let mut cur = ino;
+        let mut prefix = None;
+        for _ in 0..MAX_DEPTH {
+            if cur == 2 {
+                prefix = Some(b"/".to_vec());
+                break;
+            }
+            if let Some(known) = self.dirs.get(&cur) {
+                prefix = known.clone();
+                if prefix.is_none() {
+                    break;
+                }
+                break;
+            }
+            if !seen.insert(cur) {
+                break;
+            }
+            match self.step_up(cur) {
+                Some((parent, name)) => {
+                    chain.push((cur, name));
+                    cur = parent;
+                }
+                None => break,
+            }
+        }
+        let ok = prefix.is_some();
+        let mut path = prefix.unwrap_or_default();
+        for (dir, name) in chain.into_iter().rev() {
+            if ok {
+                if path.last() != Some(&b'/') {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&name);
+                self.dirs.insert(dir, Some(path.clone()));
+            } else {
+                self.dirs.insert(dir, None);
+            }
+        }
+        if ok {
+            Some(if ino == 2 { b"/".to_vec() } else { path })
+        } else {
+            self.dirs.insert(ino, None);
+            None
+        }
+    }
+
+    /// The parent of directory `ino` and the name it has there.
+    fn step_up(&mut self, ino: u64) -> Option<(u64, Vec<u8>)> {
+        let fs = self.fs;
+        let node = fs.inode(ino).ok().filter(|i| i.is_dir() && in_use(i))?;
+        self.listed += 1;
+        let parent = fs
+            .list_dir(&node)
+            .ok()?
+            .entries
+            .iter()
+            .find(|e| e.name == b"..")
+            .map(|e| u64::from(e.inode))?;
+        let pnode = fs.inode(parent).ok().filter(|i| i.is_dir())?;
+        self.listed += 1;
+        let name = fs
+            .list_dir(&pnode)
+            .ok()?
+            .entries
+            .into_iter()
+            .find(|e| u64::from(e.inode) == ino && !e.is_dot_or_dotdot())?
+            .name;
+        Some((parent, name))
+    }
+
+    /// The names (full paths) of the non-directory inodes `targets` (ino
+    /// -> link count): directories are searched group by group, the
+    /// targets' own groups and flex groups first, until every target has as
+    /// many names as links, or every group was searched.
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn names(
+        &mut self,
+        targets: &HashMap<u64, u16>,
+    ) -> Result<HashMap<u64, Vec<Vec<u8>>>, DiffError> {
+        let mut found: HashMap<u64, Vec<(u64, Vec<u8>)>> = HashMap::new();
+        let sb = self.fs.superblock();
+        let groups = sb.group_count();
+        let ipg = u64::from(sb.inodes_per_group).max(1);
+        let flex = if sb.has_incompat(0x200) {
+            1u64 << sb.get("s_log_groups_per_flex").min(31)
+        } else {
+            1
+        };
+        let mut order: Vec<u64> = Vec::new();
+        let mut own: Vec<u64> = targets.keys().map(|&i| (i - 1) / ipg).collect();
+        own.sort_unstable();
+        own.dedup();
+        order.extend(&own);
+        for &g in &own {
+            let start = g / flex * flex;
+            order.extend((start..(start + flex).min(groups)).filter(|x| *x != g));
+        }
+        order.extend(0..groups);
+        let done = |found: &HashMap<u64, Vec<(u64, Vec<u8>)>>| {
+            targets
+                .iter()
+                .all(|(i, &links)| found.get(i).map_or(0, Vec::len) >= usize::from(links))
+        };
+        let mut searched = HashSet::new();
+        for g in order {
+            if done(&found) {
+                break;
+            }
+            if !searched.insert(g) {
+                continue;
+            }
+            let fs = self.fs;
+            let mut dirs = Vec::new();
+            for_each_inode(fs, g, &mut |i| {
+                if i.is_dir() {
+                    dirs.push(i);
+                }
+                Ok(())
+            })?;
+            for d in dirs {
+                self.listed += 1;
+                let Ok(listing) = fs.list_dir(&d) else {
+                    continue;
+                };
+                for e in listing.entries {
+                    let ino = u64::from(e.inode);
+                    if targets.contains_key(&ino) && !e.is_dot_or_dotdot() {
+                        let v = found.entry(ino).or_default();
+                        if !v.iter().any(|(p, n)| *p == d.ino && *n == e.name) {
+                            v.push((d.ino, e.name));
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        for (ino, names) in found {
+            let mut paths = Vec::new();
+            for (dir, name) in names {
+                if let Some(mut p) = self.dir_path(dir) {
+                    if p.last() != Some(&b'/') {
+                        p.push(b'/');
+                    }
+                    p.extend_from_slice(&name);
+                    paths.push(p);
+                }
+            }
+            paths.sort();
+            out.insert(ino, paths);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,736 @@
+//! Layer diff: the files that overlays added, modified, deleted or moved,
+//! found from the clusters they hold rather than by walking two trees.
+//!
+//! The quick diff ([`diff`]) goes from the overlays' clusters to changed
+//! filesystem blocks ([`blocks`]), from blocks to the structures that own
+//! them (inode table slots; directory, map and data blocks, through
+//! [`index`]), from those to inodes and from inodes to names, and compares
+//! each inode as of both layers ([`compare`]). What it reads follows what
+//! the overlays hold. [`diff_full`] walks and compares both whole trees:
+//! the slow reference the quick one is tested against. Both end in the
+//! same assembly, so they report in the same terms.
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::block::{BlockError, BlockSource};
+use crate::fs::ext::inode::Inode;
+use crate::fs::ext::{Ext4, FsError};
+
+pub mod blame;
+pub mod blocks;
+pub mod compare;
+pub mod index;
+
+use blocks::BlockSet;
+use compare::{compare, in_use, same_file, Delta};
+use index::Paths;
+
+/// Why a diff stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Told how long work goes; answers whether to go on.
+pub trait Progress: Sync {
+    /// `done` of `total` units of `phase`; false cancels.
+    fn step(&self, phase: &str, done: u64, total: u64) -> bool;
+}
+
+/// No progress shown, never cancelled.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn step(&self, _: &str, _: u64, _: u64) -> bool {
+        true
+    }
+}
+
+/// What happened to a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Added,
+    Deleted,
+    Modified,
+    Moved,
+}
+
+impl Kind {
+    /// One letter, as `git diff --name-status` has them.
+    pub fn letter(self) -> char {
+        match self {
+            Kind::Added => 'A',
+            Kind::Deleted => 'D',
+            Kind::Modified => 'M',
+            Kind::Moved => 'R',
+        }
+    }
+}
+
+/// One change.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub change: Kind,
+    /// The path (as of the newer layer; as of the older for deletions),
+    /// escaped for terminals.
+    pub path: String,
+    /// For moves: the old path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub inode: u64,
+    /// `regular`, `directory`, `symlink`, …
+    #[serde(rename = "type")]
+    pub file_type: &'static str,
+    /// For modified and moved files: what differs.
+    #[serde(flatten)]
+    pub delta: Delta,
+    /// The path's raw bytes (names need not be UTF-8).
+    #[serde(skip)]
+    pub raw_path: Vec<u8>,
+    /// The old path's raw bytes, for moves.
+    #[serde(skip)]
+    pub raw_from: Option<Vec<u8>>,
+}
+
+/// What a diff read, to show that it followed the overlays.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    /// Bytes of the filesystem the overlays hold.
+    pub held_bytes: u64,
+    /// Blocks whose bytes differ.
+    pub changed_blocks: u64,
+    /// Blocks held with unchanged bytes (copy-up).
+    pub copied_up_blocks: u64,
+    /// Inodes compared as of both layers.
+    pub inodes_compared: u64,
+    /// Directories listed.
+    pub directories_listed: u64,
+    /// Changed blocks no inode slot explained, so the inode tables were
+    /// searched for their owners.
+    pub inode_tables_searched: bool,
+}
+
+/// A diff's result.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Diff {
+    /// Sorted by path.
+    pub changes: Vec<Change>,
+    pub stats: Stats,
+    /// Changes outside files (superblock, bitmaps, journal), blocks no
+    /// file owns, and damage met on the way.
+    pub notes: Vec<String>,
+}
+
+/// A name of an inode in one view.
+#[derive(Clone, Debug)]
+struct Name {
+    path: Vec<u8>,
+    ino: u64,
+    dir: bool,
+    file_type: &'static str,
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    if p.last() != Some(&b'/') {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// Most names a walk collects (a damaged directory cannot grow it
+/// without end).
+const MAX_NAMES: usize = 50_000_000;
+
+/// The names under directory `ino` (at `path`), depth first, each
+/// directory once.
+fn walk(fs: &Ext4, ino: u64, path: &[u8], out: &mut Vec<Name>, notes: &mut Vec<String>) {
+    let mut stack = vec![(ino, path.to_vec())];
+    let mut seen = HashSet::from([ino]);
+    while let Some((dir, dpath)) = stack.pop() {
+        let listing = match fs.inode(dir).and_then(|i| fs.list_dir(&i)) {
+            Ok(l) => l,
+            Err(e) => {
+                notes.push(format!("{}: {e}", crate::escape::printable_bytes(&dpath)));
+                continue;
+            }
+        };
+        for e in listing.entries {
+            if e.is_dot_or_dotdot() || e.inode == 0 || out.len() >= MAX_NAMES {
+                continue;
+            }
+            let ino = u64::from(e.inode);
+            let path = join(&dpath, &e.name);
+            let Ok(i) = fs.inode(ino) else {
+                notes.push(format!(
+                    "{}: inode {ino} cannot be read",
+                    crate::escape::printable_bytes(&path)
+                ));
+                continue;
+            };
+            let dir = i.is_dir();
+            out.push(Name {
+                path: path.clone(),
+                ino,
+                dir,
+                file_type: i.type_name(),
+            });
+            if dir && seen.insert(ino) {
+                stack.push((ino, path));
+            }
+        }
+    }
+}
+
+/// Every name under directory `ino` (at `path`) with its inode, depth
+/// first, each directory once (for `blame -R`).
+pub fn walk_paths(fs: &Ext4, ino: u64, path: &[u8], out: &mut Vec<(Vec<u8>, u64)>) {
+    let mut names = Vec::new();
+    walk(fs, ino, path, &mut names, &mut Vec::new());
+    out.extend(names.into_iter().map(|n| (n.path, n.ino)));
+}
+
+/// Both views' inodes, read once.
+struct Pair<'a> {
+    old: &'a Ext4,
+    new: &'a Ext4,
+    cache: HashMap<u64, (Option<Inode>, Option<Inode>)>,
+}
+
+impl<'a> Pair<'a> {
+    fn get(&mut self, ino: u64) -> &(Option<Inode>, Option<Inode>) {
+        let (old, new) = (self.old, self.new);
+        self.cache
+            .entry(ino)
+            .or_insert_with(|| (old.inode(ino).ok(), new.inode(ino).ok()))
+    }
+
+    /// The same file in both views.
+    fn persists(&mut self, ino: u64) -> bool {
+        matches!(self.get(ino), (Some(o), Some(n)) if same_file(o, n))
+    }
+
+    fn compare(&mut self, ino: u64, changed: Option<&BlockSet>) -> Result<Delta, FsError> {
+        let (old, new) = (self.old, self.new);
+        match self.get(ino) {
+            (Some(o), Some(n)) => compare(old, o, new, n, changed),
+            _ => Ok(Delta::default()),
+        }
+    }
+}
+
+fn change(kind: Kind, n: &Name, from: Option<&Name>, delta: Delta) -> Change {
+    Change {
+        change: kind,
+        path: crate::escape::printable_bytes(&n.path),
+        from: from.map(|f| crate::escape::printable_bytes(&f.path)),
+        inode: n.ino,
+        file_type: n.file_type,
+        delta,
+        raw_path: n.path.clone(),
+        raw_from: from.map(|f| f.path.clone()),
+    }
+}
+
+/// Turns names that went away, names that appeared and modified inodes
+/// into changes: the same file losing one name and gaining another was
+/// moved; a name of a file that did not persist was deleted or added.
+fn assemble(
+    pair: &mut Pair,
+    removed: Vec<Name>,
+    added: Vec<Name>,
+    mut modified: BTreeMap<u64, (Delta, Vec<Name>)>,
+) -> Vec<Change> {
+    let mut by_ino: BTreeMap<u64, (Vec<Name>, Vec<Name>)> = BTreeMap::new();
+    for n in removed {
+        by_ino.entry(n.ino).or_default().0.push(n);
+    }
+    for n in added {
+        by_ino.entry(n.ino).or_default().1.push(n);
+    }
+    let mut out = Vec::new();
+    for (ino, (mut gone, mut new)) in by_ino {
+        gone.sort_by(|a, b| a.path.cmp(&b.path));
+        new.sort_by(|a, b| a.path.cmp(&b.path));
+        if pair.persists(ino) {
+            let (mut delta, names) = modified.remove(&ino).unwrap_or_default();
+            let moves = gone.len().min(new.len());
+            for (g, n) in gone.iter().zip(&new) {
+                out.push(change(Kind::Moved, n, Some(g), std::mem::take(&mut delta)));
+            }
+            for n in &new[moves..] {
+                out.push(change(Kind::Added, n, None, Delta::default()));
+            }
+            for g in &gone[moves..] {
+                out.push(change(Kind::Deleted, g, None, Delta::default()));
+            }
+            if !delta.is_empty() {
+                // Names only removed or only added, and the file changed
+                // too: shown at a name it had before, if it kept one.
+                let kept = names
+                    .into_iter()
+                    .find(|k| !new.iter().any(|n| n.path == k.path));
+                match (kept, new.first()) {
+                    (Some(k), _) => out.push(change(Kind::Modified, &k, None, delta)),
+                    (None, Some(n)) => out.push(change(Kind::Modified, n, None, delta)),
+                    (None, None) => {
+                        modified.insert(ino, (delta, Vec::new()));
+                    }
+                }
+            }
+        } else {
+            out.extend(
+                gone.iter()
+                    .map(|g| change(Kind::Deleted, g, None, Delta::default())),
+            );
+            out.extend(
+                new.iter()
+                    .map(|n| change(Kind::Added, n, None, Delta::default())),
+            );
+        }
+    }
+    for (ino, (delta, mut names)) in modified {
+        names.sort_by(|a, b| a.path.cmp(&b.path));
+        let fallback;
+        let n = match names.first() {
+            Some(n) => n,
+            None => {
+                let t = pair
+                    .get(ino)
+                    .1
+                    .as_ref()
+                    .map_or("unknown", |i| i.type_name());
+                fallback = Name {
+                    path: format!("<{ino}>").into_bytes(),
+                    ino,
+                    dir: false,
+                    file_type: t,
+                };
+                &fallback
+            }
+        };
+        out.push(change(Kind::Modified, n, None, delta));
+    }
+    // A moved directory moves what is under it: only the directory is a
+    // change (a full walk sees every name under it move).
+    let dir_moves: Vec<(Vec<u8>, Vec<u8>)> = out
+        .iter()
+        .filter(|c| c.change == Kind::Moved && c.file_type == "directory")
+        .filter_map(|c| Some((c.raw_from.clone()?, c.raw_path.clone())))
+        .collect();
+    if !dir_moves.is_empty() {
+        out.retain(|c| {
+            if c.change != Kind::Moved || !c.delta.is_empty() {
+                return true;
+            }
+            let Some(from) = c.raw_from.as_ref() else {
+                return true;
+            };
+            !dir_moves.iter().any(|(df, dt)| {
+                from.len() > df.len()
+                    && from.starts_with(df)
+                    && from[df.len()] == b'/'
+                    && c.raw_path.starts_with(dt)
+                    && c.raw_path.get(dt.len()) == Some(&b'/')
+                    && c.raw_path[dt.len()..] == from[df.len()..]
+            })
+        });
+    }
+    out.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
+    out
+}
+
+/// The full reference: walks both trees and compares every file that is in
+/// both, reading all of its bytes.
+///
+/// # Errors
+/// `Cancelled`; errors reading the roots.
+pub fn diff_full(old: &Ext4, new: &Ext4, progress: &dyn Progress) -> Result<Diff, DiffError> {
+    let mut d = Diff::default();
+    let mut pair = Pair {
+        old,
+        new,
+        cache: HashMap::new(),
+    };
+    let (mut on, mut nn) = (Vec::new(), Vec::new());
+    walk(old, 2, b"/", &mut on, &mut d.notes);
+    walk(new, 2, b"/", &mut nn, &mut d.notes);
+    let root = |fs: &Ext4| Name {
+        path: b"/".to_vec(),
+        ino: 2,
+        dir: true,
+        file_type: fs.inode(2).map_or("directory", |i| i.type_name()),
+    };
+    on.push(root(old));
+    nn.push(root(new));
+    let omap: HashMap<&[u8], u64> = on.iter().map(|n| (n.path.as_slice(), n.ino)).collect();
+    let nmap: HashMap<&[u8], u64> = nn.iter().map(|n| (n.path.as_slice(), n.ino)).collect();
+    let mut inos: Vec<u64> = on.iter().chain(&nn).map(|n| n.ino).collect();
+    inos.sort_unstable();
+    inos.dedup();
+    let mut keep = HashSet::new();
+    for &i in &inos {
+        if pair.persists(i) {
+            keep.insert(i);
+        }
+    }
+    let removed: Vec<Name> = on
+        .iter()
+        .filter(|n| nmap.get(n.path.as_slice()) != Some(&n.ino) || !keep.contains(&n.ino))
+        .cloned()
+        .collect();
+    let added: Vec<Name> = nn
+        .iter()
+        .filter(|n| omap.get(n.path.as_slice()) != Some(&n.ino) || !keep.contains(&n.ino))
+        .cloned()
+        .collect();
+    let mut modified = BTreeMap::new();
+    let in_old: HashSet<u64> = on.iter().map(|n| n.ino).collect();
+    let candidates: Vec<u64> = inos
+        .iter()
+        .copied()
+        .filter(|i| keep.contains(i) && in_old.contains(i))
+        .collect();
+    let total = candidates.len() as u64;
+    for (k, &ino) in candidates.iter().enumerate() {
+        if !progress.step("comparing files", k as u64, total) {
+            return Err(DiffError::Cancelled);
+        }
+        d.stats.inodes_compared += 1;
+        match pair.compare(ino, None) {
+            Ok(delta) if !delta.is_empty() => {
+                let names = nn.iter().filter(|n| n.ino == ino).cloned().collect();
+                modified.insert(ino, (delta, names));
+            }
+            Ok(_) => {}
+            Err(e) => d.notes.push(format!("inode {ino}: {e}")),
+        }
+    }
+    d.changes = assemble(&mut pair, removed, added, modified);
+    Ok(d)
+}
+
+/// The quick diff: what changed between `old` and `new`, given the
+/// filesystem byte ranges the overlays between them hold (see
+/// [`blocks::held_ranges`]).
+///
+/// # Errors
+/// `Cancelled`; read errors of the changed blocks.
+pub fn diff(
+    old: &Ext4,
+    new: &Ext4,
+    held: &[(u64, u64)],
+    progress: &dyn Progress,
+) -> Result<Diff, DiffError> {
+    let mut d = Diff::default();
+    let changed = blocks::changed_blocks(old, new, held, progress)?;
+    d.stats.held_bytes = changed.held_bytes;
+    d.stats.changed_blocks = changed.blocks.count();
+    d.stats.copied_up_blocks = changed.same;
+    if changed.blocks.is_empty() {
+        return Ok(d);
+    }
+    let layout = Layout::read(new)?;
+    let sb = new.superblock();
+    let bs = sb.block_size;
+    let isz = u64::from(sb.inode_size).max(128);
+    let ipg = u64::from(sb.inodes_per_group);
+    // Changed blocks -> inode slots, filesystem metadata, the rest.
+    let mut inodes: Vec<u64> = Vec::new();
+    let mut loose = BlockSet::default();
+    let mut meta: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let (mut a, mut b) = (vec![0u8; bs as usize], vec![0u8; bs as usize]);
+    for blk in changed.blocks.blocks() {
+        if let Some((group, first)) = layout.itable(blk) {
+            blocks::read_or_zero(old, blk * bs, &mut a)?;
+            new.disk().read_at(blk * bs, &mut b)?;
+            let slot0 = (blk - first) * (bs / isz);
+            for s in 0..bs / isz {
+                let r = (s * isz) as usize..((s + 1) * isz) as usize;
+                let row = slot0 + s;
+                if a[r.clone()] != b[r] && row < ipg {
+                    inodes.push(group * ipg + row + 1);
+                }
+            }
+        } else if let Some(what) = layout.metadata(blk) {
+            *meta.entry(what).or_default() += 1;
+        } else {
+            loose.push(blk, 1);
+        }
+    }
+    for (what, n) in &meta {
+        d.notes.push(format!("{what}: {n} block(s) changed"));
+    }
+    // Blocks of the changed inodes (as of either layer) are explained.
+    let first_ino = new.superblock().get("s_first_ino").max(11);
+    let mut pair = Pair {
+        old,
+        new,
+        cache: HashMap::new(),
+    };
+    let explain = |pair: &mut Pair, ino: u64, loose: &mut BlockSet| {
+        let (old, new) = (pair.old, pair.new);
+        let (o, n) = pair.get(ino);
+        for (fs, i) in [(old, o), (new, n)] {
+            if let Some(i) = i.as_ref().filter(|i| in_use(i)) {
+                for (s, l) in index::owned_blocks(fs, i) {
+                    loose.remove(s, l);
+                }
+            }
+        }
+    };
+    for &ino in &inodes {
+        explain(&mut pair, ino, &mut loose);
+    }
+    // The journal and other reserved inodes.
+    for ino in [7, 8] {
+        explain(&mut pair, ino, &mut loose);
+    }
+    // Blocks free in both views belong to nothing.
+    let mut free = Vec::new();
+    for blk in loose.blocks() {
+        if layout.free(old, blk)? && layout.free(new, blk)? {
+            free.push(blk);
+        }
+    }
+    for blk in &free {
+        loose.remove(*blk, 1);
+    }
+    if !loose.is_empty() {
+        d.stats.inode_tables_searched = true;
+        let mut rest = loose.clone();
+        inodes.extend(index::owners(new, &mut rest)?);
+        if !rest.is_empty() {
+            inodes.extend(index::owners(old, &mut rest)?);
+        }
+        if !rest.is_empty() {
+            d.notes.push(format!(
+                "{} changed block(s) in use but owned by no file (from block {})",
+                rest.count(),
+                rest.runs()[0].0
+            ));
+        }
+    }
+    inodes.sort_unstable();
+    inodes.dedup();
+    // Inodes -> deltas, and the directories whose entries to compare.
+    let mut dirs = Vec::new();
+    let mut modified: BTreeMap<u64, Delta> = BTreeMap::new();
+    let total = inodes.len() as u64;
+    for (k, &ino) in inodes.iter().enumerate() {
+        if !progress.step("comparing inodes", k as u64, total) {
+            return Err(DiffError::Cancelled);
+        }
+        if ino < first_ino && ino != 2 {
+            d.notes.push(format!("reserved inode {ino} changed"));
+            continue;
+        }
+        if !pair.persists(ino) {
+            continue;
+        }
+        d.stats.inodes_compared += 1;
+        if pair.get(ino).1.as_ref().is_some_and(|i| i.is_dir()) {
+            dirs.push(ino);
+        }
+        match pair.compare(ino, Some(&changed.blocks)) {
+            Ok(delta) if !delta.is_empty() => {
+                modified.insert(ino, delta);
+            }
+            Ok(_) => {}
+            Err(e) => d.notes.push(format!("inode {ino}: {e}")),
+        }
+    }
+    // Directories -> names removed and added.
+    let (mut opaths, mut npaths) = (Paths::new(old), Paths::new(new));
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    for &dir in &dirs {
+        let entries = |fs: &Ext4, notes: &mut Vec<String>| -> BTreeMap<Vec<u8>, u64> {
+            match fs.inode(dir).and_then(|i| fs.list_dir(&i)) {
+                Ok(l) => {
+                    notes.extend(l.problems.iter().map(|p| format!("directory {dir}: {p}")));
+                    l.entries
+                        .into_iter()
+                        .filter(|e| !e.is_dot_or_dotdot() && e.inode != 0)
+                        .map(|e| (e.name, u64::from(e.inode)))
+                        .collect()
+                }
+                Err(e) => {
+                    notes.push(format!("directory {dir} cannot be listed: {e}"));
+                    BTreeMap::new()
+                }
+            }
+        };
+        let (eo, en) = (entries(old, &mut d.notes), entries(new, &mut d.notes));
+        d.stats.directories_listed += 2;
+        for (name, &ino) in &eo {
+            if en.get(name) != Some(&ino) || !pair.persists(ino) {
+                let base = opaths
+                    .dir_path(dir)
+                    .unwrap_or_else(|| format!("<{dir}>").into_bytes());
+                let i = pair.get(ino).0.as_ref();
+                removed.push(Name {
+                    path: join(&base, name),
+                    ino,
+                    dir: i.is_some_and(|i| i.is_dir()),
+                    file_type: i.map_or("unknown", |i| i.type_name()),
+                });
+            }
+        }
+        for (name, &ino) in &en {
+            if eo.get(name) != Some(&ino) || !pair.persists(ino) {
+                let base = npaths
+                    .dir_path(dir)
+                    .unwrap_or_else(|| format!("<{dir}>").into_bytes());
+                let i = pair.get(ino).1.as_ref();
+                added.push(Name {
+                    path: join(&base, name),
+                    ino,
+                    dir: i.is_some_and(|i| i.is_dir()),
+                    file_type: i.map_or("unknown", |i| i.type_name()),
+                });
+            }
+        }
+    }
+    // A directory that came or went brings or takes its whole tree.
+    for (names, fs, old_side) in [(&mut removed, old, true), (&mut added, new, false)] {
+        let mut extra = Vec::new();
+        for n in names.iter().filter(|n| n.dir) {
+            if !pair.persists(n.ino) {
+                walk(fs, n.ino, &n.path, &mut extra, &mut d.notes);
+            }
+        }
+        let _ = old_side;
+        names.extend(extra);
+    }
+    // Modified files -> their names as of the newer layer.
+    let mut targets = HashMap::new();
+    let mut with_names: BTreeMap<u64, (Delta, Vec<Name>)> = BTreeMap::new();
+    for (ino, delta) in modified {
+        let n = pair.get(ino).1.as_ref();
+        let file_type = n.map_or("unknown", |i| i.type_name());
+        let mut names = Vec::new();
+        {
+            if n.is_some_and(|i| i.is_dir()) {
+                if let Some(p) = npaths.dir_path(ino) {
+                    names.push(Name {
+                        path: p,
+                        ino,
+                        dir: true,
+                        file_type,
+                    });
+                }
+            } else if let Some(i) = n {
+                targets.insert(ino, i.links);
+            }
+        }
+        let _ = file_type;
+        with_names.insert(ino, (delta, names));
+    }
+    if !targets.is_empty() {
+        let found = npaths.names(&targets)?;
+        for (ino, paths) in found {
+            if let Some((_, names)) = with_names.get_mut(&ino) {
+                let file_type = pair
+                    .get(ino)
+                    .1
+                    .as_ref()
+                    .map_or("unknown", |i| i.type_name());
+                names.extend(paths.into_iter().map(|path| Name {
+                    path,
+                    ino,
+                    dir: false,
+                    file_type,
+                }));
+            }
+        }
+    }
+    d.stats.directories_listed += opaths.listed + npaths.listed;
+    d.changes = assemble(&mut pair, removed, added, with_names);
+    d.notes.dedup();
+    Ok(d)
+}
+
+/// Where the filesystem keeps its own metadata, from the descriptors.
+struct Layout {
+    /// Inode tables: (first block, blocks, group), sorted.
+    itables: Vec<(u64, u64, u64)>,
+    /// Block and inode bitmaps, and superblock/descriptor copies.
+    meta: BTreeMap<u64, (u64, &'static str)>,
+}
+
+impl Layout {
+    fn read(fs: &Ext4) -> Result<Layout, FsError> {
+        let sb = fs.superblock();
+        let bs = sb.block_size;
+        let itb = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size).max(128)).div_ceil(bs);
+        let mut l = Layout {
+            itables: Vec::new(),
+            meta: BTreeMap::new(),
+        };
+        for g in 0..sb.group_count() {
+            let d = fs.group(g)?;
+            l.itables.push((d.inode_table, itb, g));
+            l.meta.insert(d.block_bitmap, (1, "block bitmap"));
+            l.meta.insert(d.inode_bitmap, (1, "inode bitmap"));
+            let p = crate::fs::ext::group_desc::placement(sb, g);
+            if let Some(s) = p.superblock {
+                l.meta.insert(s, (1, "superblock"));
+            }
+            for (range, what) in [
+                (p.descriptors, "group descriptors"),
+                (p.reserved_gdt, "reserved descriptor blocks"),
+            ] {
+                if let Some((a, b)) = range {
+                    l.meta.insert(a, (b.saturating_sub(a) + 1, what));
+                }
+            }
+            if let Some(m) = p.meta_descriptor {
+                l.meta.insert(m, (1, "group descriptors"));
+            }
+        }
+        // Block 0: the boot block (1 KiB blocks) or the superblock.
+        l.meta.entry(0).or_insert((1, "superblock"));
+        l.itables.sort_unstable();
+        Ok(l)
+    }
+
+    /// The group and first block of the inode table holding `blk`.
+    fn itable(&self, blk: u64) -> Option<(u64, u64)> {
+        let i = self.itables.partition_point(|t| t.0 <= blk);
+        let t = self.itables.get(i.checked_sub(1)?)?;
+        (blk < t.0 + t.1).then_some((t.2, t.0))
+    }
+
+    fn metadata(&self, blk: u64) -> Option<&'static str> {
+        let (&start, &(len, what)) = self.meta.range(..=blk).next_back()?;
+        (blk < start + len).then_some(what)
+    }
+
+    /// Whether `blk` is free in `fs`'s block bitmap (an uninitialized
+    /// bitmap is all free).
+    fn free(&self, fs: &Ext4, blk: u64) -> Result<bool, FsError> {
+        let sb = fs.superblock();
+        let first = u64::from(sb.first_data_block);
+        let bpg = u64::from(sb.blocks_per_group).max(1);
+        if blk < first || blk >= sb.blocks_count {
+            return Ok(false);
+        }
+        let g = (blk - first) / bpg;
+        let d = fs.group(g)?;
+        if d.flags & 2 != 0 && (sb.has_ro_compat(0x10) || sb.has_ro_compat(0x400)) {
+            return Ok(true);
+        }
+        let ratio = (bpg / u64::from(sb.clusters_per_group).max(1)).max(1);
+        let bit = ((blk - first) % bpg) / ratio;
+        let bitmap = fs.block(d.block_bitmap)?;
+        Ok(bitmap
+            .get((bit / 8) as usize)
+            .is_some_and(|byte| byte & (1 << (bit % 8)) == 0))
+    }
+}
