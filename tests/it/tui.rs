@@ -809,3 +809,36 @@ fn sixteen_colour_frames_tell_the_layers_apart() {
         (30..=37).contains(&n) || (90..=97).contains(&n)
     }));
 }
+
+#[test]
+fn hostile_names_in_the_tree_and_search_are_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    if !need("mke2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("evil\x1b[2J\x07\nname"), b"x").unwrap();
+    let bad = std::ffi::OsStr::from_bytes(b"evil\xff\xfebytes");
+    std::fs::write(tree.join(bad), b"y").unwrap();
+    sh(
+        dir,
+        &["mke2fs", "-q", "-t", "ext4", "-d", "tree", "h.raw", "8M"],
+    );
+    for keys in ["BackTab Enter", "/ evil Enter", "/ evil Enter n"] {
+        let frame = layerscope(
+            dir,
+            &["render", "h.raw", "--size", "100x30", "--keys", keys],
+        )
+        .ok()
+        .text();
+        assert!(
+            !frame.chars().any(|c| c.is_control() && c != '\n'),
+            "raw control characters after {keys:?}:\n{frame:?}"
+        );
+        assert!(frame.contains("evil\\x1b[2J\\x07\\nname"), "{frame}");
+        assert!(frame.contains("evil\\xff\\xfebytes"), "{frame}");
+    }
+}
