@@ -328,12 +328,12 @@ pub struct App {
     pub group_field_sel: usize,
     /// Fields the hex view marks.
     pub highlight: Option<Highlight>,
-    /// The filesystem's block size (for `g b<N>`), once known.
-    pub block_size: Option<u64>,
     /// The diff of a layer (kept while that layer is in view) and whether
     /// its list shows in the tree's place.
     pub changes: Option<super::changes::Changes>,
     pub show_changes: bool,
+    /// The filesystem's block size (for `g b<N>`), once known.
+    pub block_size: Option<u64>,
     pub is_nbd: bool,
     pub help: bool,
     /// The prompt's text while it is open: "go to", or the search's
@@ -378,9 +378,9 @@ impl App {
             group_fields: None,
             group_field_sel: 0,
             highlight: None,
-            block_size: None,
             changes: None,
             show_changes: false,
+            block_size: None,
             is_nbd,
             help: false,
             prompt: None,

@@ -594,12 +594,12 @@ pub const HELP: &[(&str, &str)] = &[
         "hit map: who owns each region, or who served it so far",
     ),
     (
-        "/, n",
-        "search names through the whole tree (Esc cancels); the next match",
-    ),
-    (
         "d",
         "the layer's changes (A/M/R/D); Enter: a file as of both layers",
+    ),
+    (
+        "/, n",
+        "search names through the whole tree (Esc cancels); the next match",
     ),
     ("mouse", "click a pane to focus it, wheel to scroll"),
 ];

@@ -40,15 +40,15 @@ struct View {
 pub struct Worker {
     chain: Chain,
     views: HashMap<usize, View>,
-    /// Bumped to cancel a running search (see [`Worker::search_cancel`]).
-    cancel: Arc<AtomicU64>,
-    /// The NBD connection state last seen, to log its changes.
-    nbd_state: Option<String>,
     /// The diff running on its own thread.
     job: super::changes::Job,
     /// Where that thread sends its replies (None: run it here, for
     /// headless frames).
     replies: Option<Sender<Reply>>,
+    /// Bumped to cancel a running search (see [`Worker::search_cancel`]).
+    cancel: Arc<AtomicU64>,
+    /// The NBD connection state last seen, to log its changes.
+    nbd_state: Option<String>,
 }
 
 impl Worker {
@@ -57,10 +57,10 @@ impl Worker {
         Worker {
             chain,
             views: HashMap::new(),
-            cancel: Arc::default(),
-            nbd_state: None,
             job: super::changes::Job::default(),
             replies: None,
+            cancel: Arc::default(),
+            nbd_state: None,
         }
     }
 
@@ -119,18 +119,6 @@ impl Worker {
                 .file(as_of, ino, cells)
                 .map(|f| Reply::FileAt(Box::new(f))),
             Request::Marks { as_of, inos } => self.marks(as_of, &inos),
-            Request::Inode { as_of, ino } => self.inode_at(as_of, ino),
-            Request::DirBlock { as_of, ino } => self.dir_block(as_of, ino),
-            Request::Search { as_of, needle } => {
-                let generation = self.cancel.load(Ordering::Relaxed);
-                let cancel = Arc::clone(&self.cancel);
-                self.ext(as_of).map(|fs| match fs {
-                    Ok(fs) => Reply::Found(Box::new(super::search::search(
-                        fs, as_of, &needle, &cancel, generation,
-                    ))),
-                    Err(e) => Reply::Error(e),
-                })
-            }
             Request::Diff { to } => {
                 let send = self.replies.clone().map(|tx| {
                     Box::new(move |r: Reply| {
@@ -149,6 +137,18 @@ impl Worker {
                     Err(e) => Reply::Error(crate::escape::printable(&e)),
                 },
             ),
+            Request::Inode { as_of, ino } => self.inode_at(as_of, ino),
+            Request::DirBlock { as_of, ino } => self.dir_block(as_of, ino),
+            Request::Search { as_of, needle } => {
+                let generation = self.cancel.load(Ordering::Relaxed);
+                let cancel = Arc::clone(&self.cancel);
+                self.ext(as_of).map(|fs| match fs {
+                    Ok(fs) => Reply::Found(Box::new(super::search::search(
+                        fs, as_of, &needle, &cancel, generation,
+                    ))),
+                    Err(e) => Reply::Error(e),
+                })
+            }
             Request::Groups { as_of } => self.ext(as_of).map(|fs| Reply::Groups {
                 as_of,
                 table: fs.map(groups_table),
