@@ -13,7 +13,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Gauge, Paragraph};
 use ratatui::Frame;
 
-use super::app::{Action, App, Reply, Request};
+use super::app::{Action, App, Marks, Reply, Request, TreeNode};
 use super::render::{pane_block, scroll_start, Styles};
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
@@ -257,7 +257,14 @@ fn kind_color(k: Kind) -> Color {
 
 /// The letter and style a tree row of inode `ino` gets from the diff of
 /// the layer in view.
-pub fn tree_mark(app: &App, ino: u64, s: &Styles) -> Option<Span<'static>> {
+pub fn tree_mark(app: &App, n: &TreeNode, s: &Styles) -> Option<Span<'static>> {
+    if n.marks == Marks::Deleted {
+        return Some(Span::styled(
+            "D",
+            s.fg(kind_color(Kind::Deleted)).add_modifier(Modifier::BOLD),
+        ));
+    }
+    let ino = n.ino;
     let ch = app.changes.as_ref().filter(|c| c.to == app.as_of)?;
     let JobState::Ready { rows, .. } = &ch.state else {
         return None;
@@ -353,6 +360,84 @@ impl App {
         vec![Request::Diff { to: self.as_of }]
     }
 
+    /// The path of tree row `i` (escaped, as the diff's paths are), from
+    /// the rows above it.
+    fn row_path(&self, i: usize) -> String {
+        let mut names = Vec::new();
+        let mut depth = self.tree[i].depth;
+        names.push(self.tree[i].name.clone());
+        for n in self.tree[..i].iter().rev() {
+            if n.depth < depth {
+                names.push(n.name.clone());
+                depth = n.depth;
+            }
+        }
+        names.pop(); // the root, "/"
+        names.reverse();
+        format!("/{}", names.join("/"))
+    }
+
+    /// Rows for the names the diff of the layer in view deleted from the
+    /// directory at tree row `i`.
+    pub(super) fn deleted_rows(&self, i: usize) -> Vec<TreeNode> {
+        let Some(JobState::Ready { rows, .. }) = self
+            .changes
+            .as_ref()
+            .filter(|c| c.to == self.as_of)
+            .map(|c| &c.state)
+        else {
+            return Vec::new();
+        };
+        let dir = self.row_path(i);
+        let prefix = if dir == "/" {
+            dir.clone()
+        } else {
+            format!("{dir}/")
+        };
+        rows.iter()
+            .filter(|c| c.change == Kind::Deleted || c.change == Kind::Moved)
+            .filter_map(|c| {
+                let gone = if c.change == Kind::Moved {
+                    c.from.as_ref()?
+                } else {
+                    &c.path
+                };
+                let name = gone.strip_prefix(&prefix)?;
+                (!name.contains('/')).then(|| TreeNode {
+                    ino: c.inode,
+                    name: name.to_owned(),
+                    depth: self.tree[i].depth + 1,
+                    is_dir: false,
+                    expanded: false,
+                    size: 0,
+                    mode: 0,
+                    marks: Marks::Deleted,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds the deleted names under every open directory (when the diff
+    /// arrives after they were opened).
+    fn add_deleted_rows(&mut self) {
+        self.tree.retain(|n| n.marks != Marks::Deleted);
+        self.tree_sel = self.tree_sel.min(self.tree.len().saturating_sub(1));
+        let mut i = 0;
+        while i < self.tree.len() {
+            if self.tree[i].is_dir && self.tree[i].expanded && self.tree[i].marks != Marks::Deleted
+            {
+                let depth = self.tree[i].depth;
+                let end = self.tree[i + 1..]
+                    .iter()
+                    .position(|n| n.depth <= depth)
+                    .map_or(self.tree.len(), |p| i + 1 + p);
+                let rows = self.deleted_rows(i);
+                self.tree.splice(end..end, rows);
+            }
+            i += 1;
+        }
+    }
+
     /// Takes the diff's replies.
     pub fn receive_changes(&mut self, reply: Reply) {
         let Some(ch) = self.changes.as_mut() else {
@@ -372,6 +457,7 @@ impl App {
                     Ok((rows, summary)) => JobState::Ready { rows, summary },
                     Err(e) => JobState::Failed(crate::escape::printable(&e)),
                 };
+                self.add_deleted_rows();
             }
             Reply::Compare(c) if c.to == ch.to => ch.compare = Some(*c),
             _ => {}

@@ -414,7 +414,7 @@ fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                     (true, false) => "▸ ",
                     _ => "  ",
                 };
-                let size = if n.is_dir {
+                let size = if n.is_dir || n.marks == Marks::Deleted {
                     String::new()
                 } else {
                     human(n.size)
@@ -429,6 +429,8 @@ fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                 let selected = focused && i == app.tree_sel;
                 let style = if selected {
                     Style::default().add_modifier(Modifier::REVERSED)
+                } else if n.marks == Marks::Deleted {
+                    Style::default().add_modifier(Modifier::DIM)
                 } else if n.is_dir {
                     s.fg(Color::Blue)
                 } else {
@@ -446,7 +448,7 @@ fn draw_tree(f: &mut Frame, r: Rect, app: &App, s: &Styles) {
                     }
                 }
                 // What the diff of this layer says of the file (after `d`).
-                if let Some(m) = super::changes::tree_mark(app, n.ino, s) {
+                if let Some(m) = super::changes::tree_mark(app, n, s) {
                     if marks.len() >= mark_w {
                         marks.pop();
                     }

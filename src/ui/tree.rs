@@ -35,6 +35,9 @@ pub enum Marks {
     Unknown,
     Pending,
     Known(LayerSet),
+    /// A name the diff of the layer in view says was deleted (shown
+    /// dimmed; it has no blocks as of this layer).
+    Deleted,
 }
 
 /// One line of the directory tree.
@@ -117,7 +120,11 @@ impl App {
     /// Takes layer marks from the worker.
     pub(super) fn receive_marks(&mut self, marks: Vec<(u64, LayerSet)>) {
         for (ino, set) in marks {
-            for n in self.tree.iter_mut().filter(|n| n.ino == ino) {
+            for n in self
+                .tree
+                .iter_mut()
+                .filter(|n| n.ino == ino && n.marks != Marks::Deleted)
+            {
                 n.marks = Marks::Known(set);
             }
         }
@@ -145,6 +152,15 @@ impl App {
         let Some(node) = self.tree.get(self.tree_sel).cloned() else {
             return Vec::new();
         };
+        if node.marks == Marks::Deleted {
+            self.message = Some(format!(
+                "{} was deleted in layer {}: d, then Enter on it, shows it as of layer {}",
+                node.name,
+                self.as_of,
+                self.as_of.saturating_sub(1)
+            ));
+            return Vec::new();
+        }
         if !node.is_dir {
             return vec![Request::File {
                 as_of: self.as_of,
@@ -190,10 +206,14 @@ impl App {
                 {
                     let depth = self.tree[i].depth + 1;
                     self.tree[i].expanded = true;
-                    let rows = children.into_iter().map(|mut c| {
-                        c.depth = depth;
-                        c
-                    });
+                    let mut rows: Vec<TreeNode> = children
+                        .into_iter()
+                        .map(|mut c| {
+                            c.depth = depth;
+                            c
+                        })
+                        .collect();
+                    rows.extend(self.deleted_rows(i));
                     self.tree.splice(i + 1..i + 1, rows);
                 }
             }
@@ -208,7 +228,11 @@ impl App {
     /// A file's blocks: the hex view goes to the first, the hit map marks
     /// them all.
     pub(super) fn receive_file(&mut self, f: FileAt) -> Vec<Request> {
-        for n in self.tree.iter_mut().filter(|n| n.ino == f.ino) {
+        for n in self
+            .tree
+            .iter_mut()
+            .filter(|n| n.ino == f.ino && n.marks != Marks::Deleted)
+        {
             n.marks = Marks::Known(f.layers);
         }
         self.file_cells = (f.cells.len() == self.grid_cells()).then_some(f.cells);

@@ -72,6 +72,35 @@ fn tree_rows_carry_the_change_letter() {
     };
     assert!(row("hostname").contains(" M2 "), "{}", row("hostname"));
     assert!(!row("hosts").contains('M'), "{}", row("hosts"));
+    // A name the layer removed (logo.bin moved away, per the CLI diff)
+    // stays in its directory, dimmed and marked D, whether the directory
+    // was opened before or after the diff.
+    let tmp = tempfile::tempdir().unwrap();
+    demo_files(tmp.path());
+    let cli = layerscope(tmp.path(), &["diff", "--json", "top.qcow2"])
+        .ok()
+        .json();
+    let gone = cli["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|c| c["from"].as_str())
+        .unwrap()
+        .to_owned();
+    let name = gone.rsplit('/').next().unwrap();
+    assert_eq!(gone, format!("/srv/www/{name}"));
+    for keys in [
+        "d Esc Enter Down Down Down Down Down Enter Down Enter",
+        "Tab Tab Tab Tab Tab Tab Enter Down Down Down Down Down Enter Down Enter d Esc",
+    ] {
+        let frame = demo(120, 40, keys);
+        let row = frame
+            .lines()
+            .find(|l| l.contains(&format!("        {name} ")))
+            .unwrap_or_else(|| panic!("{name} in\n{frame}"));
+        let tree_part = row.split("││").next().unwrap();
+        assert!(tree_part.trim_end().ends_with(" D"), "{row}");
+    }
     // Without `d`, no letters.
     let plain = demo(120, 40, "Tab Tab Tab Tab Tab Tab Enter Down Down Enter");
     assert!(!plain.contains(" M2 "), "{plain}");
