@@ -23,7 +23,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -207,19 +206,20 @@ def diff_bench(top):
     print(f"{'blame one file (4 layers)':<44} layerscope {ours[0] * 1000:9.1f} ms {ours[1] / 1024:7.1f} MiB")
 
 
-def hyperfine(cmds):
-    """Median wall times (s) of shell-free commands, side by side in one
-    hyperfine run (`-N -w 3 -r 30`), or None without hyperfine."""
-    if not shutil.which("hyperfine"):
-        return None
-    fd, out = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    args = ["hyperfine", "-N", "-w", "3", "-r", "30", "--export-json", out]
-    sh(*args, *[" ".join(c) for c in cmds], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with open(out) as f:
-        results = json.load(f)["results"]
-    os.remove(out)
-    return [r["median"] for r in results]
+def interleaved(cmds, rounds=30, warmup=3):
+    """Median wall times (s) of shell-free commands run round-robin: each
+    round runs every command once, so load that comes and goes on a shared
+    machine falls on all of them alike (hyperfine's back-to-back batches,
+    `hyperfine -N -w 3 -r 30`, let it fall on one). `warmup` rounds are
+    not counted."""
+    times = [[] for _ in cmds]
+    for r in range(warmup + rounds):
+        for i, c in enumerate(cmds):
+            t0 = time.perf_counter()
+            subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            if r >= warmup:
+                times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
 
 
 def peak_rss(cmd):
@@ -231,23 +231,24 @@ def peak_rss(cmd):
 def fs_bench(top):
     """The ext commands through the qcow2 chain vs the e2fsprogs and Sleuth
     Kit tools on the flattened image: info + groups (two runs) and info
-    --groups (one run, what dumpe2fs prints) vs dumpe2fs, ls -R vs fls -r -p.
-    hyperfine medians (-N -w 3 -r 30) where hyperfine is installed, else
-    the medians of `timed`."""
+    --groups (one run, what dumpe2fs prints) vs dumpe2fs, ls -R vs fls -r -p;
+    medians of 30 interleaved runs."""
     flat = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else WORK, "layerscope-bench-flat.raw")
     subprocess.run(["qemu-img", "convert", "-O", "raw", top, flat], check=True)
     try:
         info, groups, both, dumpe2fs = [BIN, "info", top], [BIN, "groups", top], [BIN, "info", "--groups", top], ["dumpe2fs", flat]
         ls, fls = [BIN, "ls", "-R", top], ["fls", "-r", "-p", flat]
         have_fls = shutil.which("fls") is not None
-        cmds = [info, groups, both, dumpe2fs] + ([ls, fls] if have_fls else [])
-        medians = hyperfine(cmds)
-        if medians is None:
-            print("(hyperfine missing: medians of /usr/bin/time runs instead)")
-            medians = [timed(c)[0] for c in cmds]
-        t = dict(zip(("info", "groups", "both", "dumpe2fs", "ls", "fls"), medians))
+        floor = [[BIN, "--version"], [shutil.which("true") or "/bin/true"]]
+        # Short and long runs measured apart: a 100 ms walk just before a
+        # 2 ms run leaves it colder caches than its rival had.
+        medians = interleaved([info, groups, both, dumpe2fs] + floor)
+        if have_fls:
+            medians += interleaved([ls, fls])
+        t = dict(zip(("info", "groups", "both", "dumpe2fs", "version", "true", "ls", "fls"), medians))
         rss = {"info": max(peak_rss(info), peak_rss(groups)), "both": peak_rss(both), "dumpe2fs": peak_rss(dumpe2fs)}
         row("info + groups, two runs (2 GiB chain vs flat)", (t["info"] + t["groups"], rss["info"]), (t["dumpe2fs"], rss["dumpe2fs"]), "dumpe2fs (flat raw image)", "<= 1x")
+        print(f"{'':<44} (each run starts a process: layerscope --version {t['version'] * 1000:.1f} ms, true {t['true'] * 1000:.1f} ms)")
         row("info --groups, one run (2 GiB chain vs flat)", (t["both"], rss["both"]), (t["dumpe2fs"], rss["dumpe2fs"]), "dumpe2fs (flat raw image)", "<= 1x")
         if have_fls:
             row("ls -R / (~20k files, chain vs flat raw)", (t["ls"], peak_rss(ls)), (t["fls"], peak_rss(fls)), "fls -r -p (flat raw image)", "<= 0.5x, RSS < 64 MiB")

@@ -7,7 +7,7 @@ use std::io::Write;
 use serde_json::{json, Value};
 
 use super::fs::{open, open_full, resolve, Opened};
-use super::superblock::asctime;
+use super::superblock::{asctime, Civil};
 use crate::escape::{printable, printable_bytes};
 use crate::fs::ext::blockmap::{BlockMap, Run};
 use crate::fs::ext::file::Xattrs;
@@ -17,10 +17,11 @@ use crate::fs::ext::{Ext4, FsError};
 
 /// debugfs's date format for `ls -l` (`14-Nov-2023 22:13`, UTC).
 fn ls_date(t: i64) -> String {
-    // "Tue Nov 14 22:13:20 2023" -> "14-Nov-2023 22:13"
-    let c = asctime(t);
-    let p: Vec<&str> = c.split_whitespace().collect();
-    format!("{:>2}-{}-{} {}", p[2], p[1], p[4], &p[3][..5])
+    let c = Civil::of(t);
+    format!(
+        "{:>2}-{}-{} {:02}:{:02}",
+        c.day, c.month, c.year, c.hour, c.minute
+    )
 }
 
 /// `ls`.

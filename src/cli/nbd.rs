@@ -13,6 +13,10 @@ use crate::units::human;
 #[derive(Serialize)]
 struct InfoJson<'a> {
     uri: String,
+    /// As libnbd names it ("newstyle-fixed", "oldstyle").
+    protocol: &'static str,
+    /// Always false: nbds:// URIs are refused.
+    tls: bool,
     #[serde(flatten)]
     export: &'a ExportInfo,
     flag_names: Vec<&'static str>,
@@ -35,6 +39,8 @@ pub fn info(args: &NbdInfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if args.json {
         let j = InfoJson {
             uri: uri.to_string(),
+            protocol: e.protocol(),
+            tls: false,
             export: e,
             flag_names: names,
             status: client.stats().snapshot(),
@@ -55,7 +61,7 @@ pub fn info(args: &NbdInfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         human(e.size),
         e.size
     )?;
-    writeln!(out, "handshake:         {}", e.handshake)?;
+    writeln!(out, "handshake:         {} ({})", e.handshake, e.protocol())?;
     writeln!(
         out,
         "flags:             {:#06x} {}",

@@ -163,20 +163,7 @@ impl Worker {
                 }),
             }),
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
-                Some(n) => {
-                    let snap = n.stats().snapshot();
-                    let state = format!("{:?}", snap.state);
-                    if self.nbd_state.as_ref() != Some(&state) {
-                        tracing::info!(
-                            from = self.nbd_state.as_deref().unwrap_or("-"),
-                            to = %state,
-                            last_error = snap.last_error.as_deref().unwrap_or("-"),
-                            "NBD connection state"
-                        );
-                        self.nbd_state = Some(state);
-                    }
-                    Ok(Reply::Nbd(Box::new((n.info().clone(), snap))))
-                }
+                Some(n) => Ok(nbd_status(&n, &mut self.nbd_state)),
                 None => Ok(Reply::Error("not an NBD export".into())),
             },
         };
@@ -482,6 +469,23 @@ fn summary(r: &Request) -> String {
     }
 }
 
+/// The NBD connection's state for the Status pane; a change from `last`
+/// is logged.
+fn nbd_status(n: &crate::block::nbd::NbdClient, last: &mut Option<String>) -> Reply {
+    let snap = n.stats().snapshot();
+    let state = format!("{:?}", snap.state);
+    if last.as_ref() != Some(&state) {
+        tracing::info!(
+            from = last.as_deref().unwrap_or("-"),
+            to = %state,
+            last_error = snap.last_error.as_deref().unwrap_or("-"),
+            "NBD connection state"
+        );
+        *last = Some(state);
+    }
+    Reply::Nbd(Box::new((n.info().clone(), snap)))
+}
+
 /// A decoded field as a pane row.
 fn field_row(f: &crate::layout::FieldValue) -> FieldRow {
     FieldRow {
@@ -584,6 +588,31 @@ pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
     let (req_tx, req_rx) = mpsc::channel::<Request>();
     let (rep_tx, rep_rx) = mpsc::channel::<Reply>();
     worker.replies = Some(rep_tx.clone());
+    // The NBD status is answered on its own thread from the client's
+    // lock-free counters, so it stays live while a read waits for a slow
+    // or dead server (up to the request time limit).
+    let nbd = worker.chain.layers.first().and_then(|l| l.nbd.clone());
+    let req_rx = match nbd {
+        Some(n) => {
+            let (work_tx, work_rx) = mpsc::channel::<Request>();
+            let status_tx = rep_tx.clone();
+            std::thread::spawn(move || {
+                // The state last seen, to log its changes.
+                let mut last = None;
+                for r in req_rx {
+                    let sent = match r {
+                        Request::Nbd => status_tx.send(nbd_status(&n, &mut last)).is_ok(),
+                        other => work_tx.send(other).is_ok(),
+                    };
+                    if !sent {
+                        return;
+                    }
+                }
+            });
+            work_rx
+        }
+        None => req_rx,
+    };
     std::thread::spawn(move || {
         while let Ok(first) = req_rx.recv() {
             // Coalesce: of the queued views (hex, hit map, NBD state) serve

@@ -92,7 +92,8 @@ pub(super) fn block_status_many(
         let (offset, len) = windows[i];
         match kind {
             REPLY_TYPE_BLOCK_STATUS => {
-                if length < 4 || (length - 4) % 8 != 0 || length > MAX_OPTION_REPLY * 16 {
+                // The context id and at least one descriptor.
+                if length < 12 || (length - 4) % 8 != 0 || length > MAX_OPTION_REPLY * 16 {
                     return Err(invalid(format!("block status chunk of {length} bytes")));
                 }
                 let mut p = vec![0u8; length as usize];

@@ -214,7 +214,9 @@ impl NbdClient {
         let len32 = len.min(u64::from(u32::MAX) & !0xfff).max(1) as u32;
         let by_id = self.with_conn("block status", offset, |c| {
             let t = Instant::now();
+            self.stats.in_flight.store(1, Ordering::Relaxed);
             let r = block_status(c, offset, len32);
+            self.stats.in_flight.store(0, Ordering::Relaxed);
             self.stats.record_request(t.elapsed(), 0);
             r
         })?;

@@ -30,6 +30,16 @@ pub struct ExportInfo {
 }
 
 impl ExportInfo {
+    /// The protocol as libnbd names it (`nbdinfo`'s "protocol"): this
+    /// client speaks only fixed newstyle and oldstyle.
+    pub fn protocol(&self) -> &'static str {
+        if self.handshake == "oldstyle" {
+            "oldstyle"
+        } else {
+            "newstyle-fixed"
+        }
+    }
+
     /// The id of a negotiated metadata context.
     pub fn context(&self, name: &str) -> Option<u32> {
         self.meta_contexts
@@ -181,8 +191,10 @@ pub fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<ExportInfo> {
         }
     }
     let mut d = name_payload(export)?;
-    d.extend_from_slice(&1u16.to_be_bytes());
+    // Servers send NBD_INFO_EXPORT anyway; the rest only when asked.
+    d.extend_from_slice(&2u16.to_be_bytes());
     d.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+    d.extend_from_slice(&INFO_DESCRIPTION.to_be_bytes());
     match option(s, OPT_GO, &d)? {
         Ok(replies) => {
             let mut have_export = false;

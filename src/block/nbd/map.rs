@@ -59,7 +59,17 @@ impl NbdClient {
             }
             let (Some(&(a_len, a_flags)), Some(&(d_len, d_value))) = (alloc.front(), depth.front())
             else {
-                break;
+                // The server answered without describing `pos`: a map that
+                // stopped here would look complete.
+                return Err(BlockError::io(
+                    crate::block::BlockSource::name(self),
+                    "block status",
+                    pos,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the server's block status reply does not describe this offset",
+                    ),
+                ));
             };
             let n = a_len.min(d_len).min(end - pos);
             for q in [&mut alloc, &mut depth] {

@@ -100,16 +100,43 @@ impl NbdUri {
     }
 }
 
+/// Written as a URI that [`NbdUri::parse`] (and libnbd) reads back: the
+/// export name and socket path are %-escaped where a URI needs it, so
+/// spaces, `?`, `#`, `%`, `&` and control characters never appear raw
+/// (`nbdinfo` prints `nbd+unix:///disk%20one?socket=…` the same way).
 impl fmt::Display for NbdUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let export = percent_encode(&self.export, PATH_KEEP);
         match &self.transport {
             Transport::Tcp { host, port } if host.contains(':') => {
-                write!(f, "nbd://[{host}]:{port}/{}", self.export)
+                write!(f, "nbd://[{host}]:{port}/{export}")
             }
-            Transport::Tcp { host, port } => write!(f, "nbd://{host}:{port}/{}", self.export),
-            Transport::Unix { socket } => write!(f, "nbd+unix:///{}?socket={socket}", self.export),
+            Transport::Tcp { host, port } => write!(f, "nbd://{host}:{port}/{export}"),
+            Transport::Unix { socket } => write!(
+                f,
+                "nbd+unix:///{export}?socket={}",
+                percent_encode(socket, QUERY_KEEP)
+            ),
         }
     }
+}
+
+/// Characters kept as they are in a path, besides letters, digits and
+/// `-._~` (RFC 3986 `pchar` and `/`).
+const PATH_KEEP: &str = "/!$&'()*+,;=:@";
+/// The same in a query value, less `&` (it separates parameters).
+const QUERY_KEEP: &str = "/!$'()*+,;=:@?";
+
+fn percent_encode(s: &str, keep: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.as_bytes().contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -168,5 +195,23 @@ mod tests {
         assert!(NbdUri::parse("nbd://h:99999/").is_err());
         assert!(is_nbd_uri("nbd+unix:///?socket=s"));
         assert!(!is_nbd_uri("./nbd:x"));
+    }
+
+    #[test]
+    fn prints_uris_that_parse_back() {
+        for text in [
+            "nbd+unix:///disk%20one?socket=/tmp/a%20b/s.sock",
+            "nbd+unix:///?socket=/s%26t",
+            "nbd://127.0.0.1:10810/a%3Fb%23c%25d%1B",
+            "nbd://[::1]:10809/x/y",
+        ] {
+            let u = NbdUri::parse(text).unwrap();
+            assert_eq!(u.to_string(), text);
+            assert_eq!(NbdUri::parse(&u.to_string()).unwrap(), u);
+        }
+        assert_eq!(
+            NbdUri::parse("nbd+unix:///a%3Fb?socket=/s").unwrap().export,
+            "a?b"
+        );
     }
 }
