@@ -469,23 +469,6 @@ fn summary(r: &Request) -> String {
     }
 }
 
-/// The NBD connection's state for the Status pane; a change from `last`
-/// is logged.
-fn nbd_status(n: &crate::block::nbd::NbdClient, last: &mut Option<String>) -> Reply {
-    let snap = n.stats().snapshot();
-    let state = format!("{:?}", snap.state);
-    if last.as_ref() != Some(&state) {
-        tracing::info!(
-            from = last.as_deref().unwrap_or("-"),
-            to = %state,
-            last_error = snap.last_error.as_deref().unwrap_or("-"),
-            "NBD connection state"
-        );
-        *last = Some(state);
-    }
-    Reply::Nbd(Box::new((n.info().clone(), snap)))
-}
-
 /// A decoded field as a pane row.
 fn field_row(f: &crate::layout::FieldValue) -> FieldRow {
     FieldRow {
@@ -583,6 +566,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The NBD connection's status, logging its state when it changed since
+/// `last`.
+fn nbd_status(n: &crate::block::nbd::NbdClient, last: &mut Option<String>) -> Reply {
+    let snap = n.stats().snapshot();
+    let state = format!("{:?}", snap.state);
+    if last.as_ref() != Some(&state) {
+        tracing::info!(
+            from = last.as_deref().unwrap_or("-"),
+            to = %state,
+            last_error = snap.last_error.as_deref().unwrap_or("-"),
+            "NBD connection state"
+        );
+        *last = Some(state);
+    }
+    Reply::Nbd(Box::new((n.info().clone(), snap)))
+}
+
 /// Runs the worker on its own thread.
 pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
     let (req_tx, req_rx) = mpsc::channel::<Request>();
@@ -597,7 +597,6 @@ pub fn spawn(mut worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
             let (work_tx, work_rx) = mpsc::channel::<Request>();
             let status_tx = rep_tx.clone();
             std::thread::spawn(move || {
-                // The state last seen, to log its changes.
                 let mut last = None;
                 for r in req_rx {
                     let sent = match r {
