@@ -146,6 +146,13 @@ pub struct RenderArgs {
     /// Keep colours (ANSI escape sequences).
     #[arg(long)]
     pub ansi: bool,
+    /// For the benchmark: run the keys against the threaded worker and
+    /// print each key's frame time as JSON instead of the frame.
+    #[arg(long, hide = true)]
+    pub time_keys: bool,
+    /// With --time-keys: then open every directory of the tree.
+    #[arg(long, hide = true, requires = "time_keys")]
+    pub visit_all: bool,
 }
 
 fn parse_term_size(text: &str) -> Result<(u16, u16), String> {
@@ -326,6 +333,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Render(args)) => {
             let chain = open_or_demo(args.image.as_deref())?;
             let (w, h) = args.size;
+            if args.time_keys {
+                let t = crate::ui::timing::time_keys(chain, w, h, &args.keys, args.visit_all)?;
+                return serde_json::to_writer(io::stdout(), &t).map_err(Into::into);
+            }
             let frame = crate::ui::render_frame(chain, w, h, &args.keys, args.ansi);
             io::Write::write_all(&mut out, frame.as_bytes()).map_err(Into::into)
         }

@@ -18,6 +18,7 @@ pub mod hex;
 pub mod log;
 pub mod render;
 pub mod search;
+pub mod timing;
 pub mod tree;
 pub mod worker;
 

@@ -125,6 +125,11 @@ fn open_jump_switch_layer_quit_in_a_real_terminal() {
         "BTab", "Enter", "Down", "Down", "Enter", "Down", "Down", "Enter",
     ]);
     t.wait_for("127.0.0.1 localh");
+    // Search: the tree opens down to the match, the bar names it.
+    t.keys(&["/", "motd", "Enter"]);
+    t.wait_for("/etc/motd (match 1 of 1; n: next)");
+    // Back to the hex view (the search left the focus on the tree).
+    t.keys(&["Tab"]);
     // To the chain pane, choose the base layer.
     t.keys(&["BTab", "BTab", "Down", "Down", "Enter"]);
     t.wait_for("▶█0 base.qcow2");

@@ -266,6 +266,9 @@ fn snapshot_groups_pane_and_descriptor_fields() {
     assert!(frame.contains("▶0x1012 bg_flags"), "{frame}");
     assert!(frame.contains("group 0 bg_flags"), "{frame}");
     insta::assert_snapshot!("group_fields_120x40", frame);
+    let frame = demo(80, 24, "Tab Tab Tab Enter End");
+    assert!(frame.contains("▶0x103c bg_reserved"), "{frame}");
+    insta::assert_snapshot!("group_fields_end_80x24", frame);
 }
 
 /// dumpe2fs's group list: per group, the lines from "Group N:" to the next.
@@ -580,9 +583,16 @@ fn snapshot_inode_and_directory_block_in_hex() {
     let frame = demo(120, 40, "g i12 Enter");
     assert!(frame.contains("· inode 12 (directory"), "{frame}");
     insta::assert_snapshot!("goto_inode_120x40", frame);
+    insta::assert_snapshot!("goto_inode_80x24", demo(80, 24, "g <12> Enter"));
     let frame = demo(80, 24, "BackTab Enter Down Down Enter Tab");
     assert!(frame.contains("· directory inode 14"), "{frame}");
     insta::assert_snapshot!("directory_block_80x24", frame);
+    let frame = demo(120, 40, "BackTab Enter Down Down Down Down Down Enter");
+    assert!(
+        frame.contains("▾ srv") && frame.contains("directory inode"),
+        "{frame}"
+    );
+    insta::assert_snapshot!("directory_block_tree_120x40", frame);
 }
 
 #[test]
@@ -596,6 +606,13 @@ fn snapshot_search_prompt_and_match() {
         "{frame}"
     );
     insta::assert_snapshot!("search_second_match_120x40", frame);
+    let frame = demo(80, 24, "/ app Enter");
+    assert!(frame.contains("/srv/www/app.js (match 1 of "), "{frame}");
+    assert!(
+        frame.contains("app.js") && frame.contains(" 21 "),
+        "{frame}"
+    );
+    insta::assert_snapshot!("search_match_marks_80x24", frame);
 }
 
 #[test]
@@ -791,4 +808,37 @@ fn sixteen_colour_frames_tell_the_layers_apart() {
         let n: u8 = c.split(';').nth(1).unwrap().parse().unwrap();
         (30..=37).contains(&n) || (90..=97).contains(&n)
     }));
+}
+
+#[test]
+fn hostile_names_in_the_tree_and_search_are_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    if !need("mke2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("evil\x1b[2J\x07\nname"), b"x").unwrap();
+    let bad = std::ffi::OsStr::from_bytes(b"evil\xff\xfebytes");
+    std::fs::write(tree.join(bad), b"y").unwrap();
+    sh(
+        dir,
+        &["mke2fs", "-q", "-t", "ext4", "-d", "tree", "h.raw", "8M"],
+    );
+    for keys in ["BackTab Enter", "/ evil Enter", "/ evil Enter n"] {
+        let frame = layerscope(
+            dir,
+            &["render", "h.raw", "--size", "100x30", "--keys", keys],
+        )
+        .ok()
+        .text();
+        assert!(
+            !frame.chars().any(|c| c.is_control() && c != '\n'),
+            "raw control characters after {keys:?}:\n{frame:?}"
+        );
+        assert!(frame.contains("evil\\x1b[2J\\x07\\nname"), "{frame}");
+        assert!(frame.contains("evil\\xff\\xfebytes"), "{frame}");
+    }
 }
