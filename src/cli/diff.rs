@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use super::{FsArgs, ImageArgs};
+use super::ImageArgs;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
 use crate::block::partition::Slice;
@@ -58,14 +58,6 @@ pub struct BlameArgs {
     pub json: bool,
 }
 
-fn same_image(a: &ImageArgs) -> ImageArgs {
-    ImageArgs {
-        image: a.image.clone(),
-        format: a.format,
-        backing_format: a.backing_format,
-    }
-}
-
 /// The chain and where its filesystem is: opened as of the top once to
 /// find the partition, then seen as of any layer.
 struct Disk {
@@ -77,12 +69,7 @@ struct Disk {
 impl Disk {
     fn open(image: &ImageArgs, partition: Option<usize>) -> anyhow::Result<Disk> {
         let chain = image.open()?;
-        let top = super::fs::open_full(&FsArgs {
-            image: same_image(image),
-            json: false,
-            layer: None,
-            partition,
-        })?;
+        let top = super::fs::open_in(&chain, partition)?;
         Ok(Disk {
             chain,
             base: top.base,

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::superblock::info_lines;
 use super::{FsArgs, InfoArgs};
+use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
 use crate::block::partition::{read_table, Partition, Slice, Table};
 use crate::block::BlockSource;
@@ -46,7 +47,13 @@ pub(super) fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
         Some(n) => chain.cut(n),
         None => chain,
     };
-    let reader = Arc::new(LayeredReader::new(&chain)?);
+    open_in(&chain, args.partition)
+}
+
+/// Finds the partition (`partition`, or the only one holding ext2/3/4) of
+/// an opened chain and opens its filesystem.
+pub(super) fn open_in(chain: &Chain, partition: Option<usize>) -> anyhow::Result<Opened> {
+    let reader = Arc::new(LayeredReader::new(chain)?);
     let name = chain.top().map(|l| l.path.clone()).unwrap_or_default();
     let table = read_table(reader.as_ref())?;
     let slice = |p: &Partition| -> Arc<dyn BlockSource> {
@@ -72,7 +79,7 @@ pub(super) fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if let Some(n) = args.partition {
+    if let Some(n) = partition {
         let t = table.as_ref().ok_or_else(|| {
             anyhow::anyhow!("{name}: --partition {n}: the disk has no partition table")
         })?;

@@ -41,16 +41,6 @@ pub struct Blame {
     pub layers: Vec<Share>,
 }
 
-/// A directory's entries, names to inodes.
-fn entries(fs: &Ext4, dir: &crate::fs::ext::inode::Inode) -> Vec<(Vec<u8>, u32)> {
-    let mut v: Vec<_> = fs
-        .list_dir(dir)
-        .map(|l| l.entries.into_iter().map(|e| (e.name, e.inode)).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 /// The chain, seen as of every layer.
 pub struct Views {
     /// `fs[i]`: the filesystem as of layer `i` (0 is the base).
@@ -138,7 +128,8 @@ impl Views {
                     let mut d = compare(&self.fs[l - 1], &o, &self.fs[l], &n, None)?;
                     if n.is_dir() {
                         // A directory's content is its entries.
-                        d.content = entries(&self.fs[l - 1], &o) != entries(&self.fs[l], &n);
+                        let entries = |fs: &Ext4| super::index::entries(fs, ino).ok().map(|e| e.0);
+                        d.content = entries(&self.fs[l - 1]) != entries(&self.fs[l]);
                     }
                     if d.content && content.is_none() {
                         content = Some(l);

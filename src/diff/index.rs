@@ -6,7 +6,7 @@
 //! as soon as they have found what they were asked for. Names are searched
 //! first in the inode's own group and flex group, where the allocator puts
 //! a file next to its directory.
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::block::BlockSource;
 use crate::fs::ext::inode::Inode;
@@ -86,6 +86,25 @@ pub fn for_each_inode(
     Ok(())
 }
 
+/// A directory's names and their inodes.
+pub type Entries = BTreeMap<Vec<u8>, u64>;
+
+/// The entries of directory `dir` (names to inodes, without `.`, `..`
+/// and empty slots), and the problems listing met.
+///
+/// # Errors
+/// The inode cannot be read or its map not walked at all.
+pub fn entries(fs: &Ext4, dir: u64) -> Result<(Entries, Vec<FsError>), FsError> {
+    let listing = fs.list_dir(&fs.inode(dir)?)?;
+    let entries = listing
+        .entries
+        .into_iter()
+        .filter(|e| !e.is_dot_or_dotdot() && e.inode != 0)
+        .map(|e| (e.name, u64::from(e.inode)))
+        .collect();
+    Ok((entries, listing.problems))
+}
+
 /// Every block an inode owns: data, map blocks, its attribute block.
 pub fn owned_blocks(fs: &Ext4, i: &Inode) -> Vec<(u64, u64)> {
     let mut v = Vec::new();
@@ -161,9 +180,6 @@ impl<'a> Paths<'a> {
             }
             if let Some(known) = self.dirs.get(&cur) {
                 prefix = known.clone();
-                if prefix.is_none() {
-                    break;
-                }
                 break;
             }
             if !seen.insert(cur) {

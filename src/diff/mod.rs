@@ -135,6 +135,18 @@ struct Name {
     file_type: &'static str,
 }
 
+impl Name {
+    /// The name `path` of inode `ino`, typed from its decoded inode.
+    fn of(path: Vec<u8>, ino: u64, inode: Option<&Inode>) -> Name {
+        Name {
+            path,
+            ino,
+            dir: inode.is_some_and(|i| i.is_dir()),
+            file_type: inode.map_or("unknown", |i| i.type_name()),
+        }
+    }
+}
+
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = dir.to_vec();
     if p.last() != Some(&b'/') {
@@ -494,8 +506,9 @@ pub fn diff(
     }
     // Blocks free in both views belong to nothing.
     let mut free = Vec::new();
+    let (mut old_bitmaps, mut new_bitmaps) = (Bitmaps::new(old), Bitmaps::new(new));
     for blk in loose.blocks() {
-        if layout.free(old, blk)? && layout.free(new, blk)? {
+        if old_bitmaps.free(blk)? && new_bitmaps.free(blk)? {
             free.push(blk);
         }
     }
@@ -550,62 +563,43 @@ pub fn diff(
     let (mut opaths, mut npaths) = (Paths::new(old), Paths::new(new));
     let (mut removed, mut added) = (Vec::new(), Vec::new());
     for &dir in &dirs {
-        let entries = |fs: &Ext4, notes: &mut Vec<String>| -> BTreeMap<Vec<u8>, u64> {
-            match fs.inode(dir).and_then(|i| fs.list_dir(&i)) {
-                Ok(l) => {
-                    notes.extend(l.problems.iter().map(|p| format!("directory {dir}: {p}")));
-                    l.entries
-                        .into_iter()
-                        .filter(|e| !e.is_dot_or_dotdot() && e.inode != 0)
-                        .map(|e| (e.name, u64::from(e.inode)))
-                        .collect()
-                }
-                Err(e) => {
-                    notes.push(format!("directory {dir} cannot be listed: {e}"));
-                    BTreeMap::new()
-                }
+        let listed = |fs: &Ext4, notes: &mut Vec<String>| match index::entries(fs, dir) {
+            Ok((entries, problems)) => {
+                notes.extend(problems.iter().map(|p| format!("directory {dir}: {p}")));
+                entries
+            }
+            Err(e) => {
+                notes.push(format!("directory {dir} cannot be listed: {e}"));
+                BTreeMap::new()
             }
         };
-        let (eo, en) = (entries(old, &mut d.notes), entries(new, &mut d.notes));
+        let (eo, en) = (listed(old, &mut d.notes), listed(new, &mut d.notes));
         d.stats.directories_listed += 2;
-        for (name, &ino) in &eo {
-            if en.get(name) != Some(&ino) || !pair.persists(ino) {
-                let base = opaths
-                    .dir_path(dir)
-                    .unwrap_or_else(|| format!("<{dir}>").into_bytes());
-                let i = pair.get(ino).0.as_ref();
-                removed.push(Name {
-                    path: join(&base, name),
-                    ino,
-                    dir: i.is_some_and(|i| i.is_dir()),
-                    file_type: i.map_or("unknown", |i| i.type_name()),
-                });
-            }
-        }
-        for (name, &ino) in &en {
-            if eo.get(name) != Some(&ino) || !pair.persists(ino) {
-                let base = npaths
-                    .dir_path(dir)
-                    .unwrap_or_else(|| format!("<{dir}>").into_bytes());
-                let i = pair.get(ino).1.as_ref();
-                added.push(Name {
-                    path: join(&base, name),
-                    ino,
-                    dir: i.is_some_and(|i| i.is_dir()),
-                    file_type: i.map_or("unknown", |i| i.type_name()),
-                });
+        // Names in one listing and not (for the same file) in the other.
+        for (mine, other, paths, out, old_side) in [
+            (&eo, &en, &mut opaths, &mut removed, true),
+            (&en, &eo, &mut npaths, &mut added, false),
+        ] {
+            for (name, &ino) in mine {
+                if other.get(name) != Some(&ino) || !pair.persists(ino) {
+                    let base = paths
+                        .dir_path(dir)
+                        .unwrap_or_else(|| format!("<{dir}>").into_bytes());
+                    let (o, n) = pair.get(ino);
+                    let inode = if old_side { o } else { n };
+                    out.push(Name::of(join(&base, name), ino, inode.as_ref()));
+                }
             }
         }
     }
     // A directory that came or went brings or takes its whole tree.
-    for (names, fs, old_side) in [(&mut removed, old, true), (&mut added, new, false)] {
+    for (names, fs) in [(&mut removed, old), (&mut added, new)] {
         let mut extra = Vec::new();
         for n in names.iter().filter(|n| n.dir) {
             if !pair.persists(n.ino) {
                 walk(fs, n.ino, &n.path, &mut extra, &mut d.notes);
             }
         }
-        let _ = old_side;
         names.extend(extra);
     }
     // Modified files -> their names as of the newer layer.
@@ -613,40 +607,22 @@ pub fn diff(
     let mut with_names: BTreeMap<u64, (Delta, Vec<Name>)> = BTreeMap::new();
     for (ino, delta) in modified {
         let n = pair.get(ino).1.as_ref();
-        let file_type = n.map_or("unknown", |i| i.type_name());
         let mut names = Vec::new();
-        {
-            if n.is_some_and(|i| i.is_dir()) {
-                if let Some(p) = npaths.dir_path(ino) {
-                    names.push(Name {
-                        path: p,
-                        ino,
-                        dir: true,
-                        file_type,
-                    });
-                }
-            } else if let Some(i) = n {
-                targets.insert(ino, i.links);
+        if n.is_some_and(|i| i.is_dir()) {
+            if let Some(p) = npaths.dir_path(ino) {
+                names.push(Name::of(p, ino, n));
             }
+        } else if let Some(i) = n {
+            targets.insert(ino, i.links);
         }
-        let _ = file_type;
         with_names.insert(ino, (delta, names));
     }
     if !targets.is_empty() {
         let found = npaths.names(&targets)?;
         for (ino, paths) in found {
             if let Some((_, names)) = with_names.get_mut(&ino) {
-                let file_type = pair
-                    .get(ino)
-                    .1
-                    .as_ref()
-                    .map_or("unknown", |i| i.type_name());
-                names.extend(paths.into_iter().map(|path| Name {
-                    path,
-                    ino,
-                    dir: false,
-                    file_type,
-                }));
+                let n = pair.get(ino).1.as_ref();
+                names.extend(paths.into_iter().map(|path| Name::of(path, ino, n)));
             }
         }
     }
@@ -711,10 +687,26 @@ impl Layout {
         let (&start, &(len, what)) = self.meta.range(..=blk).next_back()?;
         (blk < start + len).then_some(what)
     }
+}
 
-    /// Whether `blk` is free in `fs`'s block bitmap (an uninitialized
-    /// bitmap is all free).
-    fn free(&self, fs: &Ext4, blk: u64) -> Result<bool, FsError> {
+/// One view's block bitmaps, each group's read once.
+struct Bitmaps<'a> {
+    fs: &'a Ext4,
+    /// Group -> its bitmap (`None`: uninitialized, all free).
+    groups: HashMap<u64, Option<Vec<u8>>>,
+}
+
+impl<'a> Bitmaps<'a> {
+    fn new(fs: &'a Ext4) -> Bitmaps<'a> {
+        Bitmaps {
+            fs,
+            groups: HashMap::new(),
+        }
+    }
+
+    /// Whether `blk` is free in the block bitmap.
+    fn free(&mut self, blk: u64) -> Result<bool, FsError> {
+        let fs = self.fs;
         let sb = fs.superblock();
         let first = u64::from(sb.first_data_block);
         let bpg = u64::from(sb.blocks_per_group).max(1);
@@ -722,13 +714,25 @@ impl Layout {
             return Ok(false);
         }
         let g = (blk - first) / bpg;
-        let d = fs.group(g)?;
-        if d.flags & 2 != 0 && (sb.has_ro_compat(0x10) || sb.has_ro_compat(0x400)) {
+        let bitmap = match self.groups.get(&g) {
+            Some(b) => b,
+            None => {
+                let d = fs.group(g)?;
+                let uninit =
+                    d.flags & 2 != 0 && (sb.has_ro_compat(0x10) || sb.has_ro_compat(0x400));
+                let b = if uninit {
+                    None
+                } else {
+                    Some(fs.block(d.block_bitmap)?)
+                };
+                self.groups.entry(g).or_insert(b)
+            }
+        };
+        let Some(bitmap) = bitmap else {
             return Ok(true);
-        }
+        };
         let ratio = (bpg / u64::from(sb.clusters_per_group).max(1)).max(1);
         let bit = ((blk - first) % bpg) / ratio;
-        let bitmap = fs.block(d.block_bitmap)?;
         Ok(bitmap
             .get((bit / 8) as usize)
             .is_some_and(|byte| byte & (1 << (bit % 8)) == 0))

@@ -183,38 +183,49 @@ fn run(
 /// The bytes of change `c` as of both layers from `offset` (or, with
 /// `None`, from the first 16-byte row that differs).
 pub fn compare(
-    chain: &Chain,
+    old: &Ext4,
+    new: &Ext4,
     to: usize,
     c: &Change,
     offset: Option<u64>,
 ) -> Result<FileCompare, String> {
-    let from = to.saturating_sub(1);
-    let (ofs, nfs) = (open(&chain.cut(from))?, open(&chain.cut(to))?);
-    let read =
-        |fs: &Ext4, present: bool, at: u64, len: usize| -> Result<(Option<u64>, Vec<u8>), String> {
-            if !present {
-                return Ok((None, Vec::new()));
-            }
-            let i = fs.inode(c.inode).map_err(|e| e.to_string())?;
-            let mut buf = vec![0u8; (i.size.saturating_sub(at)).min(len as u64) as usize];
-            if i.is_symlink() {
-                let t = fs.symlink_target(&i).map_err(|e| e.to_string())?;
-                let s = (at as usize).min(t.len());
-                buf = t[s..].iter().take(len).copied().collect();
-            } else if !buf.is_empty() {
-                let runs = fs.runs(&i).map_err(|e| e.to_string())?;
-                fs.read_file(&i, &runs, at, &mut buf)
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok((Some(i.size), buf))
+    // The file as of each layer, read once (absent where it was added or
+    // deleted).
+    let side = |fs: &Ext4, present: bool| -> Result<Option<Side>, String> {
+        if !present {
+            return Ok(None);
+        }
+        let e = |e: crate::fs::ext::FsError| e.to_string();
+        let inode = fs.inode(c.inode).map_err(e)?;
+        let target = if inode.is_symlink() {
+            Some(fs.symlink_target(&inode).map_err(e)?)
+        } else {
+            None
         };
-    let (in_old, in_new) = (c.change != Kind::Added, c.change != Kind::Deleted);
+        let runs = if target.is_none() {
+            fs.runs(&inode).map_err(e)?
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Side {
+            inode,
+            runs,
+            target,
+        }))
+    };
+    let a_side = side(old, c.change != Kind::Added)?;
+    let b_side = side(new, c.change != Kind::Deleted)?;
+    let read = |fs: &Ext4, s: &Option<Side>, at: u64, len: usize| -> Result<Vec<u8>, String> {
+        s.as_ref().map_or(Ok(Vec::new()), |s| s.read(fs, at, len))
+    };
     let mut at = offset.unwrap_or(0);
-    if offset.is_none() && in_old && in_new {
+    if let (None, Some(sa), Some(sb)) = (offset, &a_side, &b_side) {
         // The first differing window.
-        while at < SEARCH_LIMIT {
-            let (os, a) = read(&ofs, true, at, 1 << 20)?;
-            let (ns, b) = read(&nfs, true, at, 1 << 20)?;
+        let end = sa.size().max(sb.size()).min(SEARCH_LIMIT);
+        at = 0;
+        while at < end {
+            let a = read(old, &a_side, at, 1 << 20)?;
+            let b = read(new, &b_side, at, 1 << 20)?;
             if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
                 at += i as u64;
                 break;
@@ -223,27 +234,50 @@ pub fn compare(
                 at += a.len().min(b.len()) as u64;
                 break;
             }
-            if a.is_empty()
-                || os.unwrap_or(0) <= at + a.len() as u64 && ns.unwrap_or(0) <= at + b.len() as u64
-            {
-                at = 0;
-                break;
-            }
-            at += a.len() as u64;
+            at += a.len().max(1) as u64;
+        }
+        if at >= end {
+            at = 0;
         }
         at &= !15;
     }
-    let (old_size, old) = read(&ofs, in_old, at, COMPARE_BYTES)?;
-    let (new_size, new) = read(&nfs, in_new, at, COMPARE_BYTES)?;
     Ok(FileCompare {
         to,
         path: c.path.clone(),
         offset: at,
-        old,
-        new,
-        old_size,
-        new_size,
+        old: read(old, &a_side, at, COMPARE_BYTES)?,
+        new: read(new, &b_side, at, COMPARE_BYTES)?,
+        old_size: a_side.as_ref().map(Side::size),
+        new_size: b_side.as_ref().map(Side::size),
     })
+}
+
+/// One side of a comparison: the inode and where its bytes are.
+struct Side {
+    inode: crate::fs::ext::inode::Inode,
+    runs: Vec<crate::fs::ext::blockmap::Run>,
+    /// A symlink's target.
+    target: Option<Vec<u8>>,
+}
+
+impl Side {
+    fn size(&self) -> u64 {
+        self.inode.size
+    }
+
+    /// Up to `len` bytes at `at`.
+    fn read(&self, fs: &Ext4, at: u64, len: usize) -> Result<Vec<u8>, String> {
+        if let Some(t) = &self.target {
+            let s = usize::try_from(at).unwrap_or(usize::MAX).min(t.len());
+            return Ok(t[s..].iter().take(len).copied().collect());
+        }
+        let mut buf = vec![0u8; self.size().saturating_sub(at).min(len as u64) as usize];
+        if !buf.is_empty() {
+            fs.read_file(&self.inode, &self.runs, at, &mut buf)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(buf)
+    }
 }
 
 fn kind_color(k: Kind) -> Color {

@@ -131,12 +131,7 @@ impl Worker {
                 self.job.cancel();
                 Ok(Reply::Done)
             }
-            Request::Compare { to, change, offset } => Ok(
-                match super::changes::compare(&self.chain, to, &change, offset) {
-                    Ok(c) => Reply::Compare(Box::new(c)),
-                    Err(e) => Reply::Error(crate::escape::printable(&e)),
-                },
-            ),
+            Request::Compare { to, change, offset } => self.compare(to, &change, offset),
             Request::Inode { as_of, ino } => self.inode_at(as_of, ino),
             Request::DirBlock { as_of, ino } => self.dir_block(as_of, ino),
             Request::Search { as_of, needle } => {
@@ -182,6 +177,34 @@ impl Worker {
             Some(Ok(fs)) => Ok(fs),
             Some(Err(e)) => Err(e.clone()),
             None => Err("no filesystem".into()),
+        })
+    }
+
+    /// A changed file as of layer `to` and the one below, from the views
+    /// (and their caches) the other panes use.
+    fn compare(
+        &mut self,
+        to: usize,
+        change: &crate::diff::Change,
+        offset: Option<u64>,
+    ) -> Result<Reply, BlockError> {
+        let from = to.saturating_sub(1);
+        // Open both (a filesystem that does not open stays in its view,
+        // read below), then borrow both.
+        let _ = self.ext(from)?;
+        let _ = self.ext(to)?;
+        let fs = |n: usize| match self.views.get(&n).and_then(|v| v.fs.as_ref()) {
+            Some(Ok(fs)) => Ok(fs),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("no filesystem".to_owned()),
+        };
+        let result = fs(from).and_then(|old| {
+            let new = fs(to)?;
+            super::changes::compare(old, new, to, change, offset)
+        });
+        Ok(match result {
+            Ok(c) => Reply::Compare(Box::new(c)),
+            Err(e) => Reply::Error(crate::escape::printable(&e)),
         })
     }
 
