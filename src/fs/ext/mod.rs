@@ -28,6 +28,7 @@ pub mod dir;
 pub mod error;
 pub mod extent;
 pub mod file;
+pub mod filesystem;
 pub mod group_desc;
 pub mod htree;
 pub mod indirect;
