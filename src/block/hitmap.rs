@@ -18,6 +18,9 @@ pub const MAX_CELLS: u64 = 1 << 22;
 const PAGE_CELLS: u64 = 4096;
 const NOT_READ: u8 = 0;
 const NO_LAYER: u8 = u8::MAX;
+/// Cells served from a journal's copy (a replayed block) hold this plus
+/// the layer + 1; plain layers are 1 to 127.
+const JOURNAL: u8 = 0x80;
 
 /// Who served a cell, as far as the hit map knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +31,9 @@ pub enum Served {
     Layer(usize),
     /// No layer holds the cell: it read as zeros.
     Nowhere,
+    /// A replayed block: its bytes came from the journal copy that layer
+    /// `n` holds ("journal of layer n"), not from the cell's own place.
+    Journal(usize),
 }
 
 /// Bytes and reads served by one layer.
@@ -76,7 +82,7 @@ impl HitMap {
             size,
             shift,
             pages: (0..pages).map(|_| OnceLock::new()).collect(),
-            layers: (0..layers.min(usize::from(NO_LAYER) - 1))
+            layers: (0..layers.min(usize::from(JOURNAL) - 1))
                 .map(|_| Counters::default())
                 .collect(),
             nowhere: Counters::default(),
@@ -150,6 +156,25 @@ impl HitMap {
         };
         counters.bytes.fetch_add(len, Ordering::Relaxed);
         counters.reads.fetch_add(1, Ordering::Relaxed);
+        self.mark(offset, len, value);
+    }
+
+    /// Records that `[offset, offset + len)` was served from a journal
+    /// copy held by `layer` (a block replayed in memory). The bytes were
+    /// counted when the journal block itself was read, so only the cells
+    /// are marked.
+    pub fn record_journal(&self, layer: Option<usize>, offset: u64, len: u64) {
+        if len == 0 || offset >= self.size {
+            return;
+        }
+        let value = match layer.filter(|&l| l < self.layers.len()) {
+            Some(l) => JOURNAL | (l as u8 + 1),
+            None => NO_LAYER,
+        };
+        self.mark(offset, len, value);
+    }
+
+    fn mark(&self, offset: u64, len: u64, value: u8) {
         let first = offset >> self.shift;
         let last = (offset.saturating_add(len).min(self.size) - 1) >> self.shift;
         for cell in first..=last {
@@ -173,6 +198,7 @@ impl HitMap {
         match value {
             NOT_READ => Served::NotRead,
             NO_LAYER => Served::Nowhere,
+            v if v & JOURNAL != 0 => Served::Journal(usize::from((v & !JOURNAL) - 1)),
             v if self.by_depth => Served::Layer(
                 self.deepest
                     .load(Ordering::Relaxed)
@@ -228,6 +254,11 @@ mod tests {
             }
         );
         assert_eq!(nowhere.bytes, 100);
+        // A replayed block: the journal of layer 1 served it.
+        h.record_journal(Some(1), 12288, 4096);
+        assert_eq!(h.served(12288), Served::Journal(1));
+        h.record(Some(0), 12288, 1);
+        assert_eq!(h.served(12288), Served::Layer(0), "the last read wins");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod hitmap;
 pub mod layered;
 pub mod map;
 pub mod nbd;
+pub mod origin;
 pub mod partition;
 pub mod probe;
 pub mod qcow2;

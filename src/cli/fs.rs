@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::superblock::info_lines;
@@ -47,13 +48,61 @@ pub(super) fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
         Some(n) => chain.cut(n),
         None => chain,
     };
-    open_in(&chain, args.partition)
+    let opened = open_in_with(&chain, args.partition, &args.replay)?;
+    if let Some(note) = opened.fs.replay_note() {
+        eprintln!("layerscope: note: {}", crate::escape::printable(&note));
+    }
+    Ok(opened)
+}
+
+/// The mount options of `--no-replay` and `--journal-dev` for a
+/// filesystem at `base` of the disk `reader` reads.
+pub(super) fn mount(
+    replay: &super::ReplayArgs,
+    reader: &Arc<LayeredReader>,
+    base: u64,
+) -> anyhow::Result<crate::fs::ext::jbd2::mount::Mount> {
+    let journal_dev = match &replay.journal_dev {
+        Some(path) => {
+            let args = super::ImageArgs {
+                image: path.clone(),
+                format: None,
+                backing_format: None,
+            };
+            let chain = args
+                .open()
+                .with_context(|| format!("--journal-dev {path}"))?;
+            let dev: Arc<dyn BlockSource> = Arc::new(LayeredReader::new(&chain)?);
+            Some(dev)
+        }
+        None => None,
+    };
+    Ok(crate::fs::ext::jbd2::mount::Mount {
+        no_replay: replay.no_replay,
+        origin: Some(Arc::new(crate::block::origin::Window {
+            reader: Arc::clone(reader),
+            base,
+        })),
+        journal_dev,
+    })
 }
 
 /// Finds the partition (`partition`, or the only one holding ext2/3/4) of
 /// an opened chain and opens its filesystem.
 pub(super) fn open_in(chain: &Chain, partition: Option<usize>) -> anyhow::Result<Opened> {
+    open_in_with(chain, partition, &super::ReplayArgs::default())
+}
+
+/// [`open_in`], replaying the journal as `replay` says.
+pub(super) fn open_in_with(
+    chain: &Chain,
+    partition: Option<usize>,
+    replay: &super::ReplayArgs,
+) -> anyhow::Result<Opened> {
     let reader = Arc::new(LayeredReader::new(chain)?);
+    let open_at = |src: Arc<dyn BlockSource>, base: u64| -> anyhow::Result<Ext4> {
+        Ok(Ext4::open_with(src, &mount(replay, &reader, base)?)?)
+    };
     let name = chain.top().map(|l| l.path.clone()).unwrap_or_default();
     let table = read_table(reader.as_ref())?;
     let slice = |p: &Partition| -> Arc<dyn BlockSource> {
@@ -90,8 +139,8 @@ pub(super) fn open_in(chain: &Chain, partition: Option<usize>) -> anyhow::Result
                 describe(t)
             )
         })?;
-        let fs = Ext4::open(slice(p))
-            .map_err(|e| anyhow::Error::new(e).context(format!("{name} partition {n}")))?;
+        let fs =
+            open_at(slice(p), p.start).map_err(|e| e.context(format!("{name} partition {n}")))?;
         return Ok(Opened {
             fs,
             base: p.start,
@@ -101,7 +150,7 @@ pub(super) fn open_in(chain: &Chain, partition: Option<usize>) -> anyhow::Result
         });
     }
     let whole: Arc<dyn BlockSource> = reader.clone();
-    match Ext4::open(whole) {
+    match open_at(whole, 0) {
         Ok(fs) => Ok(Opened {
             fs,
             reader,
@@ -111,14 +160,14 @@ pub(super) fn open_in(chain: &Chain, partition: Option<usize>) -> anyhow::Result
         }),
         Err(e) => {
             let Some(t) = table.as_ref().filter(|t| !t.partitions.is_empty()) else {
-                return Err(anyhow::Error::new(e).context(name));
+                return Err(e.context(name));
             };
             // The only partition with an ext2/3/4 filesystem, if there is
             // exactly one; else the user chooses.
             let mut found: Vec<(Ext4, &Partition)> = t
                 .partitions
                 .iter()
-                .filter_map(|p| Ext4::open(slice(p)).ok().map(|fs| (fs, p)))
+                .filter_map(|p| open_at(slice(p), p.start).ok().map(|fs| (fs, p)))
                 .collect();
             if found.len() == 1 {
                 let (fs, p) = found.remove(0);

@@ -13,6 +13,7 @@ mod chain;
 mod diff;
 mod files;
 mod fs;
+mod journal;
 mod map;
 mod nbd;
 mod read;
@@ -73,6 +74,12 @@ pub enum Command {
     /// For each file, the layer that last changed its content and its
     /// metadata, and the bytes each layer holds.
     Blame(diff::BlameArgs),
+    /// The ext3/4 journal's transactions (like `debugfs logdump`, decoded):
+    /// each one's sequence, commit time and the blocks it writes, what
+    /// they are (inode table slots, directory blocks, bitmaps) and the
+    /// paths they touch; what recovery replays, and the orphans the
+    /// kernel deletes after it.
+    Journal(journal::JournalArgs),
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
@@ -104,6 +111,22 @@ pub struct FsArgs {
     /// Default: the start of the disk, or the only partition with ext2/3/4.
     #[arg(long)]
     pub partition: Option<usize>,
+    #[command(flatten)]
+    pub replay: ReplayArgs,
+}
+
+/// How to read a filesystem whose journal needs recovery (a live
+/// snapshot, a crash): by default as the kernel would mount it, with the
+/// journal replayed in memory (nothing is written).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReplayArgs {
+    /// Read the filesystem as it is on disk: do not replay its journal.
+    #[arg(long)]
+    pub no_replay: bool,
+    /// The external journal device (an image) of a filesystem whose
+    /// journal is not inside it.
+    #[arg(long, value_name = "IMAGE")]
+    pub journal_dev: Option<String>,
 }
 
 /// Arguments of `ls`.
@@ -330,6 +353,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
         Some(Command::Diff(args)) => diff::diff(&args, &mut out),
         Some(Command::Blame(args)) => diff::blame(&args, &mut out),
+        Some(Command::Journal(args)) => journal::run(&args, &mut out),
         Some(Command::Render(args)) => {
             let chain = open_or_demo(args.image.as_deref())?;
             let (w, h) = args.size;

@@ -272,7 +272,7 @@ pub struct Grid {
 impl From<Served> for CellOwner {
     fn from(s: Served) -> Self {
         match s {
-            Served::Layer(l) => CellOwner::Layer(l),
+            Served::Layer(l) | Served::Journal(l) => CellOwner::Layer(l),
             Served::Nowhere => CellOwner::Nowhere,
             Served::NotRead => CellOwner::NotRead,
         }

@@ -33,6 +33,7 @@ pub mod group_desc;
 pub mod htree;
 pub mod indirect;
 pub mod inode;
+pub mod jbd2;
 pub mod journal;
 pub mod superblock;
 pub mod tree;
@@ -55,14 +56,30 @@ pub struct Ext4 {
     /// of the descriptor field naming it (a walk looks the same groups up
     /// again and again).
     itables: Mutex<HashMap<u64, (u64, u64)>>,
+    /// The journal replayed in memory under this view (see
+    /// [`jbd2::mount`]), and what it did.
+    replayed: Option<Arc<jbd2::ReplayedSource>>,
+    replay_info: Option<Arc<jbd2::ReplayInfo>>,
+    /// The filesystem needed recovery but its journal could not be read.
+    replay_failed: Option<String>,
 }
 
 impl Ext4 {
-    /// Opens the filesystem at the start of `source`.
+    /// Opens the filesystem at the start of `source` as the kernel would
+    /// mount it: a journal that needs recovery is replayed in memory (see
+    /// [`Ext4::open_with`] for the on-disk view).
     ///
     /// # Errors
     /// `NotExt` without a superblock; `Corrupt` for impossible geometry.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Ext4, FsError> {
+        Ext4::open_with(source, &jbd2::mount::Mount::default())
+    }
+
+    /// Opens the filesystem as it is on disk, journal or not.
+    ///
+    /// # Errors
+    /// As [`Ext4::open`].
+    pub fn open_on_disk(source: Arc<dyn BlockSource>) -> Result<Ext4, FsError> {
         let disk = BlockCache::new(source, CACHE_BYTES);
         let size = disk.len();
         if size < superblock::OFFSET + superblock::SIZE as u64 {
@@ -77,6 +94,9 @@ impl Ext4 {
             disk,
             sb,
             itables: Mutex::default(),
+            replayed: None,
+            replay_info: None,
+            replay_failed: None,
         })
     }
 
