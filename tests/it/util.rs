@@ -59,10 +59,28 @@ impl Run {
     }
 }
 
+thread_local! {
+    /// Arguments [`with_args`] adds to every [`layerscope`] run on this
+    /// thread.
+    static EXTRA: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `extra` appended to every `layerscope` command it runs
+/// (on this thread): the same checks, another way of opening (such as
+/// `--no-replay`).
+pub fn with_args<T>(extra: &[&str], f: impl FnOnce() -> T) -> T {
+    let before = EXTRA.with(|e| e.replace(extra.iter().map(|s| s.to_string()).collect()));
+    let out = f();
+    EXTRA.with(|e| e.replace(before));
+    out
+}
+
 /// Runs layerscope with `args` in `cwd`.
 pub fn layerscope(cwd: &Path, args: &[&str]) -> Run {
+    let extra = EXTRA.with(|e| e.borrow().clone());
     let out = Command::new(env!("CARGO_BIN_EXE_layerscope"))
         .args(args)
+        .args(&extra)
         .current_dir(cwd)
         .output()
         .expect("running layerscope");

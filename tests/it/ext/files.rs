@@ -52,7 +52,7 @@ fn rich_tree(root: &Path) {
 
 /// Runs a debugfs request on `image` (times in UTC, as layerscope prints
 /// them).
-pub(super) fn debugfs(dir: &Path, image: &str, request: &str) -> String {
+pub(crate) fn debugfs(dir: &Path, image: &str, request: &str) -> String {
     String::from_utf8_lossy(&debugfs_bytes(dir, image, request)).into_owned()
 }
 
@@ -129,7 +129,7 @@ fn check_ls(dir: &Path, image: &str, flat: &str, ino: u64) {
 
 /// `stat` of `ino` starts with exactly what `debugfs stat` prints;
 /// `stat --json` agrees with it and finds no problem.
-pub(super) fn check_stat(dir: &Path, image: &str, flat: &str, ino: u64) {
+pub(crate) fn check_stat(dir: &Path, image: &str, flat: &str, ino: u64) {
     let raw = debugfs_bytes(dir, flat, &format!("stat <{ino}>"));
     // debugfs prints a symlink's target raw; layerscope escapes it.
     let text: String = raw
@@ -156,7 +156,7 @@ pub(super) fn check_stat(dir: &Path, image: &str, flat: &str, ino: u64) {
 }
 
 /// debugfs `dump` of `ino`.
-pub(super) fn debugfs_dump(dir: &Path, flat: &str, ino: u64) -> Vec<u8> {
+pub(crate) fn debugfs_dump(dir: &Path, flat: &str, ino: u64) -> Vec<u8> {
     let out = dir.join("dump.out");
     let _ = std::fs::remove_file(&out);
     debugfs(dir, flat, &format!("dump <{ino}> {}", out.display()));
@@ -164,7 +164,7 @@ pub(super) fn debugfs_dump(dir: &Path, flat: &str, ino: u64) -> Vec<u8> {
 }
 
 /// `cat` and `blocks` of `ino` equal debugfs `dump` and `blocks`.
-pub(super) fn check_content(dir: &Path, image: &str, flat: &str, ino: u64, what: &str) {
+pub(crate) fn check_content(dir: &Path, image: &str, flat: &str, ino: u64, what: &str) {
     let mut theirs = debugfs_dump(dir, flat, ino);
     // debugfs 1.47.0 dumps all 60 bytes of i_block for inline files
     // shorter than that (it reads the inline data's size, not i_size); the
@@ -207,7 +207,7 @@ pub(super) fn check_content(dir: &Path, image: &str, flat: &str, ino: u64, what:
 /// debugfs's, regular files' and long symlinks' content and blocks like
 /// debugfs's `dump` and `blocks` (a sample of the big directories), and
 /// no problem reported anywhere. Returns how many inodes were checked.
-pub(super) fn check_files(dir: &Path, image: &str, flat: &str) -> usize {
+pub(crate) fn check_files(dir: &Path, image: &str, flat: &str) -> usize {
     let listing = layerscope(dir, &["ls", "-R", "--json", image]).ok().json();
     assert_eq!(
         listing["errors"].as_array().unwrap().len(),

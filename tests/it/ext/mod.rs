@@ -7,7 +7,7 @@ use crate::util::*;
 
 mod corpus;
 mod damage;
-mod files;
+pub(crate) mod files;
 mod info;
 mod layouts;
 mod view;

@@ -1,0 +1,1 @@
+//! Layer diff on kernel-written live snapshots.
