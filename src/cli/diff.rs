@@ -37,6 +37,18 @@ pub struct DiffArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Report per inode, as found: a file replaced at its path is a `D`
+    /// and an `A`, a moved directory one `R`. By default changes are in
+    /// path terms: a replaced file is one `M` (replaced), and everything
+    /// under a moved directory is listed as moved with it.
+    #[arg(long)]
+    pub by_inode: bool,
+    /// In path terms, list a moved directory alone, not the paths under
+    /// it that only moved with it.
+    #[arg(long)]
+    pub no_expand: bool,
+    #[command(flatten)]
+    pub replay: super::ReplayArgs,
 }
 
 /// Arguments of `blame`.
@@ -56,6 +68,8 @@ pub struct BlameArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub replay: super::ReplayArgs,
 }
 
 /// The chain and where its filesystem is: opened as of the top once to
@@ -64,16 +78,22 @@ struct Disk {
     chain: Chain,
     base: u64,
     len: u64,
+    replay: super::ReplayArgs,
 }
 
 impl Disk {
-    fn open(image: &ImageArgs, partition: Option<usize>) -> anyhow::Result<Disk> {
+    fn open(
+        image: &ImageArgs,
+        partition: Option<usize>,
+        replay: &super::ReplayArgs,
+    ) -> anyhow::Result<Disk> {
         let chain = image.open()?;
         let top = super::fs::open_in(&chain, partition)?;
         Ok(Disk {
             chain,
             base: top.base,
             len: top.fs.disk().len(),
+            replay: replay.clone(),
         })
     }
 
@@ -90,7 +110,15 @@ impl Disk {
                 format!("layer {n}"),
             ))
         };
-        let fs = Ext4::open(src).with_context(|| format!("the filesystem as of layer {n}"))?;
+        let mount = super::fs::mount(&self.replay, &reader, self.base)?;
+        let fs = Ext4::open_with(src, &mount)
+            .with_context(|| format!("the filesystem as of layer {n}"))?;
+        if let Some(note) = fs.replay_note() {
+            eprintln!(
+                "layerscope: note: layer {n}: {}",
+                crate::escape::printable(&note)
+            );
+        }
         Ok((fs, reader))
     }
 }
@@ -126,7 +154,7 @@ impl Progress for Bar {
 
 /// `diff`.
 pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let disk = Disk::open(&args.image, args.partition)?;
+    let disk = Disk::open(&args.image, args.partition, &args.replay)?;
     let top = disk.chain.layers.len() - 1;
     let to = args.to.unwrap_or(top);
     let from = args.from.unwrap_or(to.saturating_sub(1));
@@ -139,18 +167,23 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (old, _) = disk.view(from)?;
     let (new, _) = disk.view(to)?;
     let bar = Bar::new();
-    let result: Diff = if args.full {
+    let mut result: Diff = if args.full {
         crate::diff::diff_full(&old, &new, &bar)?
     } else {
         let held = blocks::held_ranges(&disk.chain, from, to, disk.base, disk.len)?;
+        let held = blocks::with_replayed(held, &old, &new);
         crate::diff::diff(&old, &new, &held, &bar)?
     };
+    if !args.by_inode {
+        crate::diff::paths::path_level(&mut result, &old, &new, !args.no_expand);
+    }
     bar.0.finish_and_clear();
     if args.json {
         let v = json!({
             "from": from,
             "to": to,
             "method": if args.full { "full" } else { "clusters" },
+            "terms": if args.by_inode { "inodes" } else { "paths" },
             "changes": result.changes,
             "stats": result.stats,
             "notes": result.notes.iter().map(|n| crate::escape::printable(n)).collect::<Vec<_>>(),
@@ -166,6 +199,23 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             None => line.push_str(&c.path),
         }
         let mut what = Vec::new();
+        if c.replaced {
+            what.push(format!("replaced: was inode {}", c.old_inode.unwrap_or(0)));
+        }
+        if c.hard_link {
+            let verb = if c.change == crate::diff::Kind::Deleted {
+                "hard link removed"
+            } else {
+                "hard link"
+            };
+            match &c.link_path {
+                Some(p) if c.change == crate::diff::Kind::Deleted => {
+                    what.push(format!("{verb}; still at {p}"))
+                }
+                Some(p) => what.push(format!("{verb} to {p}")),
+                None => what.push(verb.to_owned()),
+            }
+        }
         if c.delta.content {
             what.push("content".to_owned());
         }
@@ -196,7 +246,7 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
 /// `blame`.
 pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let disk = Disk::open(&args.image, args.partition)?;
+    let disk = Disk::open(&args.image, args.partition, &args.replay)?;
     let top = disk.chain.layers.len() - 1;
     let mut fs = Vec::new();
     let mut reader = None;
@@ -218,22 +268,25 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     let topfs = &views.fs[top];
     let ino = super::fs::resolve(topfs, &args.path)?;
-    let mut targets = vec![(ino, args.path.clone())];
+    // A path is blamed as a path (its history may hold several files);
+    // `<N>` follows inode N alone.
+    let by_inode = args.path.starts_with('<');
+    let first_raw = (!by_inode).then(|| args.path.as_bytes().to_vec());
+    let mut targets = vec![(ino, args.path.clone(), first_raw)];
     if args.recursive {
         let mut names = Vec::new();
         crate::diff::walk_paths(topfs, ino, args.path.as_bytes(), &mut names);
-        targets.extend(
-            names
-                .into_iter()
-                .map(|(p, i)| (i, crate::escape::printable_bytes(&p))),
-        );
+        targets.extend(names.into_iter().map(|(p, i)| {
+            let raw = (!by_inode).then(|| p.clone());
+            (i, crate::escape::printable_bytes(&p), raw)
+        }));
     }
     let bar = Bar::new();
     let total = targets.len() as u64;
     let mut all = Vec::new();
-    for (k, (ino, path)) in targets.into_iter().enumerate() {
+    for (k, (ino, path, raw)) in targets.into_iter().enumerate() {
         bar.step("blaming", k as u64, total);
-        match views.blame(ino, crate::escape::printable(&path)) {
+        match views.blame_path(ino, crate::escape::printable(&path), raw.as_deref()) {
             Ok(b) => all.push(b),
             Err(e) => eprintln!("layerscope: {}: {}", crate::escape::printable(&path), e),
         }
@@ -249,9 +302,11 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let shares = b
             .layers
             .iter()
-            .map(|s| match s.layer {
-                Some(l) => format!("{l}:{}", crate::units::human(s.bytes)),
-                None => format!("zero:{}", crate::units::human(s.bytes)),
+            .map(|s| match (s.layer, s.journal) {
+                (Some(l), false) => format!("{l}:{}", crate::units::human(s.bytes)),
+                (Some(l), true) => format!("j{l}:{}", crate::units::human(s.bytes)),
+                (None, true) => format!("j?:{}", crate::units::human(s.bytes)),
+                (None, false) => format!("zero:{}", crate::units::human(s.bytes)),
             })
             .collect::<Vec<_>>()
             .join(" ");
@@ -260,7 +315,11 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             "{:>7}  {:>8}  {:>7}  {:<14}  {}",
             b.content_layer,
             b.metadata_layer,
-            b.created_layer.map_or("-".to_owned(), |l| l.to_string()),
+            match b.created_layer {
+                Some(0) => "base".to_owned(),
+                Some(l) => l.to_string(),
+                None => "-".to_owned(),
+            },
             if shares.is_empty() {
                 "-".to_owned()
             } else {

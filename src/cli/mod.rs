@@ -72,7 +72,21 @@ pub enum Command {
     /// the clusters the overlays hold (`--full` walks both trees instead).
     Diff(diff::DiffArgs),
     /// For each file, the layer that last changed its content and its
-    /// metadata, and the bytes each layer holds.
+    /// metadata, the layer that created its path, and the bytes each layer
+    /// holds.
+    ///
+    /// Columns: `content` and `metadata`, the layer that last changed the
+    /// file's bytes (or link target) and its metadata (mode, owner, links,
+    /// attributes, times), following the path's history: a file replaced
+    /// at the path (a rename over it) counts as a change of the path, and
+    /// the older file's history goes on below. `created`, the layer that
+    /// created the path (the lowest of the unbroken run of layers, from
+    /// the top down, in which the path exists; `base` when it is in layer
+    /// 0; a move or a new hard link creates a path). `layers`, the bytes
+    /// of the file each layer serves now (`zero` for holes no layer holds,
+    /// `jN` for blocks replayed from layer N's journal). Give `<INODE>`
+    /// instead of a path to follow one inode alone.
+    #[command(long_about)]
     Blame(diff::BlameArgs),
     /// The ext3/4 journal's transactions (like `debugfs logdump`, decoded):
     /// each one's sequence, commit time and the blocks it writes, what

@@ -216,6 +216,31 @@ pub fn changed_blocks(
     Ok(out)
 }
 
+/// `held` (sorted byte ranges) with the blocks either view replays from
+/// its journal: a live snapshot's changes are in its journal, not at their
+/// places, so the layers' clusters alone do not say where the two replayed
+/// views differ.
+pub fn with_replayed(held: Vec<(u64, u64)>, old: &Ext4, new: &Ext4) -> Vec<(u64, u64)> {
+    let bs = new.superblock().block_size;
+    let mut all = held;
+    for fs in [old, new] {
+        if let Some(r) = fs.replayed() {
+            all.extend(r.blocks().map(|b| (b.saturating_mul(bs), bs)));
+        }
+    }
+    all.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+    for (s, l) in all {
+        match out.last_mut() {
+            Some(last) if s <= last.0 + last.1 => {
+                last.1 = last.1.max(s + l - last.0);
+            }
+            _ => out.push((s, l)),
+        }
+    }
+    out
+}
+
 /// Reads `buf` at `at` from `fs`'s disk; what lies past its end reads as
 /// zeros (an overlay may be larger than its backing file).
 pub(super) fn read_or_zero(fs: &Ext4, at: u64, buf: &mut [u8]) -> Result<(), BlockError> {

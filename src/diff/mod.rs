@@ -19,6 +19,7 @@ pub mod blame;
 pub mod blocks;
 pub mod compare;
 pub mod index;
+pub mod paths;
 
 use blocks::BlockSet;
 use compare::{compare, in_use, same_file, Delta};
@@ -95,6 +96,26 @@ pub struct Change {
     /// The old path's raw bytes, for moves.
     #[serde(skip)]
     pub raw_from: Option<Vec<u8>>,
+    /// In path terms ([`paths::path_level`]): the path now holds another
+    /// file than before (a new inode, as a rename over it or a delete and
+    /// create makes); `old_inode` is the one it replaced, and `delta`
+    /// compares the two.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_inode: Option<u64>,
+    /// An added or deleted name of a file that has other names before and
+    /// after: a hard link made or removed. `link_path` is one of the
+    /// file's other names (as of the newer layer).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub hard_link: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_path: Option<String>,
+    /// A path that moved only because a directory above it moved: that
+    /// directory's new path (listed when moves are expanded, so a person
+    /// or the TUI can fold them under it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_with: Option<String>,
 }
 
 /// What a diff read, to show that it followed the overlays.
@@ -247,7 +268,24 @@ fn change(kind: Kind, n: &Name, from: Option<&Name>, delta: Delta) -> Change {
         delta,
         raw_path: n.path.clone(),
         raw_from: from.map(|f| f.path.clone()),
+        replaced: false,
+        old_inode: None,
+        hard_link: false,
+        link_path: None,
+        moved_with: None,
     }
+}
+
+/// Marks `c` as a hard link added or removed, naming one of the file's
+/// names as of the newer layer other than `c`'s own.
+fn hard_link(mut c: Change, names: &[Name], new: &[Name]) -> Change {
+    c.hard_link = true;
+    c.link_path = names
+        .iter()
+        .chain(new)
+        .find(|n| n.path != c.raw_path)
+        .map(|n| crate::escape::printable_bytes(&n.path));
+    c
 }
 
 /// Turns names that went away, names that appeared and modified inodes
@@ -259,6 +297,13 @@ fn assemble(
     added: Vec<Name>,
     mut modified: BTreeMap<u64, (Delta, Vec<Name>)>,
 ) -> Vec<Change> {
+    // A name found twice (a directory listed and also walked as part of
+    // a new tree) is one name.
+    let (mut removed, mut added) = (removed, added);
+    for names in [&mut removed, &mut added] {
+        names.sort_by(|a, b| a.path.cmp(&b.path).then(a.ino.cmp(&b.ino)));
+        names.dedup_by(|a, b| a.path == b.path && a.ino == b.ino);
+    }
     let mut by_ino: BTreeMap<u64, (Vec<Name>, Vec<Name>)> = BTreeMap::new();
     for n in removed {
         by_ino.entry(n.ino).or_default().0.push(n);
@@ -276,11 +321,14 @@ fn assemble(
             for (g, n) in gone.iter().zip(&new) {
                 out.push(change(Kind::Moved, n, Some(g), std::mem::take(&mut delta)));
             }
+            // Names the file gained or lost beyond those: hard links.
             for n in &new[moves..] {
-                out.push(change(Kind::Added, n, None, Delta::default()));
+                let c = change(Kind::Added, n, None, Delta::default());
+                out.push(hard_link(c, &names, &new));
             }
             for g in &gone[moves..] {
-                out.push(change(Kind::Deleted, g, None, Delta::default()));
+                let c = change(Kind::Deleted, g, None, Delta::default());
+                out.push(hard_link(c, &names, &new));
             }
             if !delta.is_empty() {
                 // Names only removed or only added, and the file changed

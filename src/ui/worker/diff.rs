@@ -112,13 +112,16 @@ fn run(
     let (ofs, nfs) = (open(old)?, open(new)?);
     let held = crate::diff::blocks::held_ranges(new, from, to, 0, nfs.disk().len())
         .map_err(|e| e.to_string())?;
+    let held = crate::diff::blocks::with_replayed(held, &ofs, &nfs);
     let progress = Sender {
         to,
         send,
         cancel,
         last: Default::default(),
     };
-    let d = crate::diff::diff(&ofs, &nfs, &held, &progress).map_err(|e| e.to_string())?;
+    let mut d = crate::diff::diff(&ofs, &nfs, &held, &progress).map_err(|e| e.to_string())?;
+    // In path terms: a replaced file is one M, so no name shows twice.
+    crate::diff::paths::path_level(&mut d, &ofs, &nfs, true);
     let summary = format!(
         "{} change(s), {} block(s) changed, {} copied up",
         d.changes.len(),
@@ -139,12 +142,12 @@ pub fn compare(
 ) -> Result<FileCompare, String> {
     // The file as of each layer, read once (absent where it was added or
     // deleted).
-    let side = |fs: &Ext4, present: bool| -> Result<Option<Side>, String> {
+    let side = |fs: &Ext4, ino: u64, present: bool| -> Result<Option<Side>, String> {
         if !present {
             return Ok(None);
         }
         let e = |e: crate::fs::ext::FsError| e.to_string();
-        let inode = fs.inode(c.inode).map_err(e)?;
+        let inode = fs.inode(ino).map_err(e)?;
         let target = if inode.is_symlink() {
             Some(fs.symlink_target(&inode).map_err(e)?)
         } else {
@@ -161,8 +164,9 @@ pub fn compare(
             target,
         }))
     };
-    let a_side = side(old, c.change != Kind::Added)?;
-    let b_side = side(new, c.change != Kind::Deleted)?;
+    // A replaced file was another inode in the older layer.
+    let a_side = side(old, c.old_inode.unwrap_or(c.inode), c.change != Kind::Added)?;
+    let b_side = side(new, c.inode, c.change != Kind::Deleted)?;
     let read = |fs: &Ext4, s: &Option<Side>, at: u64, len: usize| -> Result<Vec<u8>, String> {
         s.as_ref().map_or(Ok(Vec::new()), |s| s.read(fs, at, len))
     };

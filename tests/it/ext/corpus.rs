@@ -127,7 +127,7 @@ fn dumpe2fs_ok(args: &[&str]) -> bool {
 
 /// The images of one corpus file (a .tar.bz2 holds several: external
 /// journal tests), decompressed into `tmp`.
-fn images(dir: &Path, file: &str, tmp: &Path) -> Vec<PathBuf> {
+pub(crate) fn images(dir: &Path, file: &str, tmp: &Path) -> Vec<PathBuf> {
     if file.ends_with(".tar.bz2") {
         let into = tmp.join("tar");
         let _ = std::fs::remove_dir_all(&into);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::util::*;
 
-mod corpus;
+pub(crate) mod corpus;
 mod damage;
 pub(crate) mod files;
 mod info;

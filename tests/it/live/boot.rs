@@ -35,13 +35,10 @@ pub fn kernel() -> Option<Kernel> {
             let name = e.file_name().into_string().ok()?;
             let version = name.strip_prefix("vmlinuz-")?;
             let modules = Path::new("/lib/modules").join(version);
-            modules
-                .join("modules.dep")
-                .is_file()
-                .then(|| Kernel {
-                    image: e.path(),
-                    modules,
-                })
+            modules.join("modules.dep").is_file().then(|| Kernel {
+                image: e.path(),
+                modules,
+            })
         })
         .collect();
     found.sort_by(|a, b| a.image.cmp(&b.image));
@@ -59,7 +56,9 @@ fn module_order(k: &Kernel) -> Vec<PathBuf> {
     };
     let mut deps: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
     for line in dep.lines() {
-        let Some((m, rest)) = line.split_once(':') else { continue };
+        let Some((m, rest)) = line.split_once(':') else {
+            continue;
+        };
         deps.insert(
             name_of(m),
             (m.to_owned(), rest.split_whitespace().map(name_of).collect()),
@@ -232,7 +231,13 @@ pub fn boot(dir: &Path, k: &Kernel, script: &str, disks: &mut [Disk]) -> String 
     let qmp_path = dir.join("qmp.sock");
     let _ = std::fs::remove_file(&qmp_path);
     let mut args: Vec<String> = [
-        "-m", "256", "-nographic", "-no-reboot", "-net", "none", "-kernel",
+        "-m",
+        "256",
+        "-nographic",
+        "-no-reboot",
+        "-net",
+        "none",
+        "-kernel",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -299,17 +304,29 @@ pub fn boot(dir: &Path, k: &Kernel, script: &str, disks: &mut [Disk]) -> String 
         }
         // Markers may follow the firmware's escape sequences on a line.
         if let Some(at) = line.find("@@END ") {
-            ended = line[at + 6..].trim().trim_end_matches('@').parse::<i32>().ok();
+            ended = line[at + 6..]
+                .trim()
+                .trim_end_matches('@')
+                .parse::<i32>()
+                .ok();
         }
         if line.contains("@@SNAP") {
             for (i, d) in disks.iter_mut().enumerate().filter(|(_, d)| d.snapshots) {
                 let below = d.files.last().unwrap().clone();
                 let n = d.files.len();
-                let stem = below.split('.').next().unwrap().trim_end_matches(char::is_numeric).to_owned();
+                let stem = below
+                    .split('.')
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(char::is_numeric)
+                    .to_owned();
                 let next = format!("{stem}{n}.qcow2");
                 sh(
                     dir,
-                    &["qemu-img", "create", "-q", "-f", "qcow2", "-b", &below, "-F", "qcow2", &next],
+                    &[
+                        "qemu-img", "create", "-q", "-f", "qcow2", "-b", &below, "-F", "qcow2",
+                        &next,
+                    ],
                 );
                 qmp.call(
                     "blockdev-snapshot-sync",

@@ -11,10 +11,11 @@
 //!   revokes and an orphan); layer 3 more changes and a clean unmount;
 //!   layer 4 fsync-only changes and a power-off.
 //! - `v1_0, v1_1` (/dev/vdb, ext4 without metadata_csum or 64bit, 1 KiB
-//!   blocks, mounted with journal_checksum: checksum v1, 32-bit tags),
+//!   blocks, mounted with journal_checksum: checksum v1, 32-bit tags;
+//!   with an orphan file and a file unlinked while open), dirty at
+//!   power-off.
+//! - `fc0, fc1` (/dev/vdc, fast_commit), fsyncs that make fast commits,
 //!   dirty at power-off.
-//! - `fc0, fc1` (/dev/vdc, fast_commit and orphan_file), fsyncs that make
-//!   fast commits, dirty at power-off.
 //!
 //! The oracles: e2fsck -E journal_only on a flattened copy then debugfs
 //! (the replayed view), debugfs on the flattened copy (`--no-replay`),
@@ -29,6 +30,7 @@ use crate::util::*;
 mod bad;
 mod boot;
 mod diff;
+mod gen;
 mod replay;
 
 /// The chains of the run, and where the oracles' copies go.
@@ -38,6 +40,9 @@ pub struct Live {
     pub main: Vec<String>,
     pub v1: Vec<String>,
     pub fc: Vec<String>,
+    /// Chains of generated changes (see [`gen`]), layers as the main one:
+    /// 1 and 3 unmounted, 2 and 4 dirty.
+    pub gens: Vec<Vec<String>>,
     /// Flattened copies made so far: (image, replayed by e2fsck) -> raw.
     flats: Mutex<BTreeMap<(String, bool), PathBuf>>,
 }
@@ -63,13 +68,23 @@ pub fn live() -> Option<&'static Live> {
 }
 
 fn tools() -> bool {
-    ["qemu-system-x86_64", "qemu-img", "busybox", "cpio", "mke2fs", "e2fsck", "debugfs"]
-        .iter()
-        .all(|t| need(t))
+    [
+        "qemu-system-x86_64",
+        "qemu-img",
+        "busybox",
+        "cpio",
+        "mke2fs",
+        "e2fsck",
+        "debugfs",
+    ]
+    .iter()
+    .all(|t| need(t))
 }
 
 fn pattern(n: usize, seed: usize) -> Vec<u8> {
-    (0..n).map(|j| ((j * 31 + seed * 17 + j / 7) % 251) as u8).collect()
+    (0..n)
+        .map(|j| ((j * 31 + seed * 17 + j / 7) % 251) as u8)
+        .collect()
 }
 
 fn write(root: &Path, p: &str, body: &[u8]) {
@@ -80,7 +95,11 @@ fn write(root: &Path, p: &str, body: &[u8]) {
 
 fn main_tree(root: &Path) {
     for i in 0..20 {
-        write(root, &format!("/usr/lib/pkg/lib{i:02}.so"), &pattern(3000 + i * 500, i));
+        write(
+            root,
+            &format!("/usr/lib/pkg/lib{i:02}.so"),
+            &pattern(3000 + i * 500, i),
+        );
     }
     write(root, "/usr/bin/tool1", b"tool1 v1\n");
     write(root, "/usr/bin/tool2", b"tool2 v1\n");
@@ -135,6 +154,7 @@ mv $M/opt/app $M/opt/app2
 echo scratch > $M/tmp/scratch; rm $M/tmp/scratch
 echo 1 > $M/etc/layer
 umount $M
+#GEN1
 snap 1
 # ---- layer 2: three fsynced transactions, snapshot while mounted
 mount -t ext4 -o $OPTS /dev/vda $M
@@ -156,6 +176,8 @@ echo 2 > $M/etc/layer; fs $M/etc/layer
 mount -t ext4 -o noatime,commit=600,journal_checksum /dev/vdb /v1
 mkdir /v1/v1dir; for i in 1 2 3; do echo "v1 $i" > /v1/v1dir/f$i; done
 rm /v1/gone.txt
+exec 4< /v1/held.bin
+rm /v1/held.bin
 echo changed > /v1/keep.txt; fs /v1/keep.txt
 mv /v1/v1dir /v1/v1moved
 echo again > /v1/keep.txt; fs /v1/keep.txt
@@ -163,9 +185,10 @@ mount -t ext4 -o noatime,commit=600 /dev/vdc /fc
 echo one > /fc/one.txt; fs /fc/one.txt
 echo more >> /fc/base.txt; fs /fc/base.txt
 echo two > /fc/two.txt; fs /fc/two.txt
-exec 4< /fc/held.bin
+exec 5< /fc/held.bin
 rm /fc/held.bin
 echo three > /fc/three.txt; fs /fc/three.txt
+#GEN2
 snap 2
 # ---- layer 3: more changes, then a clean unmount
 for i in 15 16 17 18 19; do replace $M/usr/lib/pkg/lib$i.so "lib$i version 4"; done
@@ -174,6 +197,7 @@ mv $M/opt/app2/share $M/opt/share-moved
 echo 3 > $M/etc/layer
 exec 3<&-
 umount $M
+#GEN3
 snap 3
 # ---- layer 4: two fsynced transactions, then the power goes
 mount -t ext4 -o $OPTS /dev/vda $M
@@ -185,6 +209,7 @@ rm $M/home/user/doc-link.txt
 echo 4a > $M/etc/layer; fs $M/etc/layer
 mv $M/opt/app2 $M/opt/app3
 echo 4 > $M/etc/layer; fs $M/etc/layer
+#GEN4
 echo "@@END 0@@"
 echo b > /proc/sysrq-trigger
 "#;
@@ -218,10 +243,23 @@ pub fn intended(to: usize) -> BTreeSet<(char, String)> {
             for p in ["", "/a", "/b", "/sub", "/sub/c", "/sub/d"] {
                 e('D', &format!("/var/lib/old{p}"));
             }
-            for p in ["/etc/pkg.conf", "/etc/owner.conf", "/home/user/doc.txt", "/etc/layer"] {
+            for p in [
+                "/etc/pkg.conf",
+                "/etc/owner.conf",
+                "/home/user/doc.txt",
+                "/etc/layer",
+            ] {
                 e('M', p);
             }
-            for p in ["", "/bin", "/bin/run", "/share", "/share/data.txt", "/share/more", "/share/more/x.txt"] {
+            for p in [
+                "",
+                "/bin",
+                "/bin/run",
+                "/share",
+                "/share/data.txt",
+                "/share/more",
+                "/share/more/x.txt",
+            ] {
                 e('R', &format!("/opt/app2{p}"));
             }
         }
@@ -229,7 +267,12 @@ pub fn intended(to: usize) -> BTreeSet<(char, String)> {
             for i in 10..15 {
                 e('M', &format!("/usr/lib/pkg/lib{i}.so"));
             }
-            for p in ["/srv/new", "/srv/new/file1", "/srv/new/file2", "/srv/new/file3"] {
+            for p in [
+                "/srv/new",
+                "/srv/new/file1",
+                "/srv/new/file2",
+                "/srv/new/file3",
+            ] {
                 e('A', p);
             }
             e('D', "/srv/linkme.txt");
@@ -245,7 +288,12 @@ pub fn intended(to: usize) -> BTreeSet<(char, String)> {
             for i in 15..20 {
                 e('M', &format!("/usr/lib/pkg/lib{i}.so"));
             }
-            for p in ["/srv/new", "/srv/new/file1", "/srv/new/file2", "/srv/new/file3"] {
+            for p in [
+                "/srv/new",
+                "/srv/new/file1",
+                "/srv/new/file2",
+                "/srv/new/file3",
+            ] {
                 e('D', p);
             }
             for p in ["", "/data.txt", "/more", "/more/x.txt"] {
@@ -257,7 +305,13 @@ pub fn intended(to: usize) -> BTreeSet<(char, String)> {
             for p in ["/l4", "/l4/a", "/l4/b", "/etc/keep-hard"] {
                 e('A', p);
             }
-            for p in ["/usr/bin/tool1", "/etc/owner.conf", "/etc/keep.conf", "/home/user/doc.txt", "/etc/layer"] {
+            for p in [
+                "/usr/bin/tool1",
+                "/etc/owner.conf",
+                "/etc/keep.conf",
+                "/home/user/doc.txt",
+                "/etc/layer",
+            ] {
                 e('M', p);
             }
             e('D', "/home/user/doc-link.txt");
@@ -275,11 +329,25 @@ fn base(dir: &Path, name: &str, tree: &Path, size: &str, mkfs: &[&str]) {
     let raw = format!("{name}.raw");
     let mut args = vec!["mke2fs", "-q", "-F"];
     args.extend(mkfs);
-    args.extend(["-E", "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0", "-d"]);
+    args.extend([
+        "-E",
+        "lazy_itable_init=0,lazy_journal_init=0,root_owner=0:0",
+        "-d",
+    ]);
     args.push(tree.to_str().unwrap());
     args.extend([raw.as_str(), size]);
     sh(dir, &args);
-    sh(dir, &["qemu-img", "convert", "-O", "qcow2", &raw, &format!("{name}.qcow2")]);
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "qcow2",
+            &raw,
+            &format!("{name}.qcow2"),
+        ],
+    );
     std::fs::remove_file(dir.join(raw)).unwrap();
 }
 
@@ -301,19 +369,113 @@ fn build() -> Option<Live> {
     main_tree(&tree);
     base(&dir, "main0", &tree, "64M", &["-t", "ext4", "-b", "4096"]);
     let v1 = dir.join("v1tree");
-    small_tree(&v1, &[("/keep.txt", b"keep\n"), ("/gone.txt", b"gone\n"), ("/d/x.txt", b"x\n")]);
-    base(&dir, "v1_0", &v1, "16M", &["-t", "ext4", "-b", "1024", "-O", "^metadata_csum,^64bit"]);
-    let fc = dir.join("fctree");
     let held = pattern(50_000, 7);
+    small_tree(
+        &v1,
+        &[
+            ("/keep.txt", b"keep\n"),
+            ("/gone.txt", b"gone\n"),
+            ("/d/x.txt", b"x\n"),
+            ("/held.bin", &held),
+        ],
+    );
+    base(
+        &dir,
+        "v1_0",
+        &v1,
+        "16M",
+        &[
+            "-t",
+            "ext4",
+            "-b",
+            "1024",
+            "-O",
+            "^metadata_csum,^64bit,orphan_file",
+        ],
+    );
+    let fc = dir.join("fctree");
     small_tree(&fc, &[("/base.txt", b"base\n"), ("/held.bin", &held)]);
-    base(&dir, "fc0", &fc, "32M", &["-t", "ext4", "-b", "4096", "-O", "fast_commit,orphan_file"]);
+    base(
+        &dir,
+        "fc0",
+        &fc,
+        "32M",
+        &["-t", "ext4", "-b", "4096", "-O", "fast_commit,orphan_file"],
+    );
     for (top, below) in [("main1", "main0"), ("v1_1", "v1_0"), ("fc1", "fc0")] {
         sh(
             &dir,
-            &["qemu-img", "create", "-q", "-f", "qcow2", "-b", &format!("{below}.qcow2"), "-F", "qcow2", &format!("{top}.qcow2")],
+            &[
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                &format!("{below}.qcow2"),
+                "-F",
+                "qcow2",
+                &format!("{top}.qcow2"),
+            ],
         );
     }
-    let mut disks = [
+    // Generated chains on /dev/vdd and on.
+    const GENS: usize = 3;
+    const OPS: usize = 24;
+    let mut script = SCRIPT.to_owned();
+    let mut phases = [String::new(), String::new(), String::new(), String::new()];
+    for g in 0..GENS {
+        let mut rng = gen::Rng(0x9e37_79b9_7f4a_7c15 ^ ((g as u64 + 1) * 0x1234_5678));
+        let tree = dir.join(format!("gentree{g}"));
+        std::fs::create_dir_all(&tree).unwrap();
+        let mut model = gen::Model::base(&tree, &mut rng);
+        base(
+            &dir,
+            &format!("gen{g}_0"),
+            &tree,
+            "32M",
+            &["-t", "ext4", "-b", "4096"],
+        );
+        sh(
+            &dir,
+            &[
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                &format!("gen{g}_0.qcow2"),
+                "-F",
+                "qcow2",
+                &format!("gen{g}_1.qcow2"),
+            ],
+        );
+        let dev = format!("/dev/vd{}", (b'd' + g as u8) as char);
+        let mnt = format!("/g{g}");
+        let head = format!("G={mnt}\n");
+        let stamp = |n: usize| format!("echo {n} > $G/stamp; fs $G/stamp\n");
+        phases[0] += &format!(
+            "{head}mkdir -p $G; mount -t ext4 -o $OPTS {dev} $G\n{}umount $G\n",
+            model.commands(&mut rng, OPS)
+        );
+        phases[1] += &format!(
+            "{head}mount -t ext4 -o $OPTS {dev} $G\n{}{}",
+            model.commands(&mut rng, OPS),
+            stamp(2)
+        );
+        phases[2] += &format!("{head}{}umount $G\n", model.commands(&mut rng, OPS));
+        phases[3] += &format!(
+            "{head}mount -t ext4 -o $OPTS {dev} $G\n{}{}",
+            model.commands(&mut rng, OPS),
+            stamp(4)
+        );
+    }
+    for (i, p) in phases.iter().enumerate() {
+        script = script.replace(&format!("#GEN{}\n", i + 1), p);
+    }
+    std::fs::write(dir.join("script.sh"), &script).unwrap();
+    let mut disks = vec![
         boot::Disk {
             files: vec!["main0.qcow2".into(), "main1.qcow2".into()],
             snapshots: true,
@@ -327,16 +489,31 @@ fn build() -> Option<Live> {
             snapshots: false,
         },
     ];
+    for g in 0..GENS {
+        disks.push(boot::Disk {
+            files: vec![format!("gen{g}_0.qcow2"), format!("gen{g}_1.qcow2")],
+            snapshots: true,
+        });
+    }
     let start = std::time::Instant::now();
-    let _console = boot::boot(&dir, &kernel, SCRIPT, &mut disks);
-    eprintln!("live: booted {} in {:?}", kernel.image.display(), start.elapsed());
-    let [main, v1, fc] = disks;
-    assert_eq!(main.files.len(), 5, "four layers over the base");
+    let _console = boot::boot(&dir, &kernel, &script, &mut disks);
+    eprintln!(
+        "live: booted {} in {:?}",
+        kernel.image.display(),
+        start.elapsed()
+    );
+    let mut disks = disks.into_iter().map(|d| d.files);
+    let main = disks.next().unwrap();
+    assert_eq!(main.len(), 5, "four layers over the base");
+    let (v1, fc) = (disks.next().unwrap(), disks.next().unwrap());
+    let gens: Vec<Vec<String>> = disks.collect();
+    assert!(gens.iter().all(|g| g.len() == 5));
     Some(Live {
         dir,
-        main: main.files,
-        v1: v1.files,
-        fc: fc.files,
+        main,
+        v1,
+        fc,
+        gens,
         flats: Mutex::default(),
     })
 }
@@ -353,7 +530,17 @@ impl Live {
         let stem = image.trim_end_matches(".qcow2");
         let raw = self.dir.join(format!("{stem}.flat.raw"));
         if !raw.exists() {
-            sh(&self.dir, &["qemu-img", "convert", "-O", "raw", image, raw.to_str().unwrap()]);
+            sh(
+                &self.dir,
+                &[
+                    "qemu-img",
+                    "convert",
+                    "-O",
+                    "raw",
+                    image,
+                    raw.to_str().unwrap(),
+                ],
+            );
         }
         let out = if replayed {
             let rep = self.dir.join(format!("{stem}.replayed.raw"));

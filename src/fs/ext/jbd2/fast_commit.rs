@@ -273,12 +273,14 @@ pub fn scan(geo: &Geometry, log: &Log, expected_tid: u32) -> Option<Area> {
                         crc = crc32c_raw(crc, whole);
                     }
                 }
-                Value::Unknown { code: tag } => {
-                    if *tag != 0 || area.valid == 0 {
-                        area.notes.push(format!(
-                            "journal block {b} offset {cur}: unknown fast-commit tag {tag}"
-                        ));
-                    }
+                Value::Unknown { code: 0 } => {
+                    // Zeros: the end of what was written.
+                    break 'blocks;
+                }
+                Value::Unknown { code } => {
+                    area.notes.push(format!(
+                        "journal block {b} offset {cur}: unknown fast-commit tag {code}"
+                    ));
                     stop = true;
                 }
                 _ => {

@@ -172,12 +172,14 @@ impl Ext4 {
     pub fn recover(&self, journal: &Journal) -> Recovery {
         let w = walk::walk(&journal.geometry, &journal.log);
         let needs = self.sb.has_incompat(INCOMPAT_RECOVER);
+        let sb_check = super::checksum::superblock(&journal.geometry, &journal.superblock);
         recovery::recover(
             &journal.geometry,
             &journal.log,
             w,
             needs,
             self.sb.blocks_count,
+            sb_check,
         )
     }
 

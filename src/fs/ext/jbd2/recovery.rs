@@ -247,6 +247,7 @@ pub fn recover(
     walk: Walk,
     needs_recovery: bool,
     fs_blocks: u64,
+    sb_checksum: Option<crate::fs::ext::checksum::Check>,
 ) -> Recovery {
     let mut r = Recovery {
         geometry: geo.clone(),
@@ -272,11 +273,14 @@ pub fn recover(
         ));
         return r;
     }
-    if let Some(why) = refusal(geo, log) {
+    if let Some(why) = refusal(geo, log, sb_checksum) {
         r.outcome = Outcome::Failed { why };
         return r;
     }
     let mut notes = Vec::new();
+    if matches!(r.walk.end, End::Loop { .. } | End::ReadError { .. }) {
+        notes.push(r.walk.end.describe());
+    }
     let (end, failed_commit) = scan(geo, log, &r.walk, &mut notes);
     r.notes.append(&mut notes);
     let end = match end {
@@ -371,7 +375,10 @@ pub fn recover(
             }
         }
     }
-    let bad_blocks = problems.iter().any(|p| p.contains("checksum"));
+    let bad_blocks = r
+        .fates
+        .values()
+        .any(|f| matches!(f, Fate::BadChecksum | Fate::Unreadable));
     r.notes.extend(problems);
     r.outcome = if let Some(why) = refused {
         Outcome::ReplayedThenRefused { why }
@@ -381,7 +388,7 @@ pub fn recover(
         }
     } else if bad_blocks {
         Outcome::ReplayedThenRefused {
-            why: "logged blocks whose checksums do not match were not written".into(),
+            why: "logged blocks that could not be read or whose checksums do not match were not written".into(),
         }
     } else {
         Outcome::Replayed
@@ -438,7 +445,32 @@ fn replay_one(
 }
 
 /// Why the kernel would not even try: a journal it cannot load.
-fn refusal(geo: &Geometry, log: &Log) -> Option<String> {
+/// (`journal_get_superblock` and `jbd2_journal_load`.)
+fn refusal(
+    geo: &Geometry,
+    log: &Log,
+    sb_checksum: Option<crate::fs::ext::checksum::Check>,
+) -> Option<String> {
+    if geo.has_incompat(feature::INCOMPAT_CSUM_V2) && geo.has_incompat(feature::INCOMPAT_CSUM_V3) {
+        return Some("the journal has both checksum v2 and v3: the kernel cannot load it".into());
+    }
+    if geo.csum_v2or3() && geo.csum_v1() {
+        return Some(
+            "the journal has checksum v1 and v2/v3 at once: the kernel cannot load it".into(),
+        );
+    }
+    if geo.csum_v2or3() && geo.checksum_type != 4 {
+        return Some(format!(
+            "the journal's checksum type is {}, not crc32c: the kernel cannot load it",
+            geo.checksum_type
+        ));
+    }
+    if let Some(c) = sb_checksum.filter(|c| !c.ok()) {
+        return Some(format!(
+            "the journal superblock's checksum {:#010x} does not match the computed {:#010x}: the kernel cannot load it",
+            c.stored, c.computed
+        ));
+    }
     if geo.block_size != log.block_size {
         return Some(format!(
             "the journal's block size ({}) is not the filesystem's ({}): the kernel cannot load it",
