@@ -43,6 +43,17 @@ pub trait Opener {
     /// `Open` (with the `io::Error`, so a missing backing file can be told
     /// apart), `IsDirectory`.
     fn open(&self, path: &str) -> Result<Opened, BlockError>;
+
+    /// Where the backing file `name`, written in `overlay` (a path this
+    /// opener opened), is: by default qemu's rule for local files
+    /// ([`resolve_backing`]). A remote opener keeps absolute names on its
+    /// host.
+    ///
+    /// # Errors
+    /// As [`resolve_backing`].
+    fn resolve_backing(&self, overlay: &str, name: &str) -> Result<String, BlockError> {
+        resolve_backing(overlay, name)
+    }
 }
 
 /// Opens files on the local filesystem, read-only.
@@ -227,7 +238,7 @@ pub fn open_chain(
         seen.insert(opened.id.clone(), current.clone());
         let layer = open_layer(&current, opened.storage, hint)?;
         let next = match &layer.backing_name {
-            Some(name) => Some(resolve_backing(&current, name)?),
+            Some(name) => Some(opener.resolve_backing(&current, name)?),
             None => None,
         };
         hint = match &layer.backing_format {

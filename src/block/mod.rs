@@ -19,7 +19,9 @@ pub mod partition;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
+pub mod ssh;
 pub mod storage;
+pub mod storage_cache;
 
 pub use error::BlockError;
 

@@ -32,6 +32,12 @@ pub trait Storage: Send + Sync {
     /// Bytes the file occupies on disk (`st_blocks * 512`), as
     /// `qemu-img info` reports `actual-size`.
     fn allocated_size(&self) -> Option<u64>;
+
+    /// The ssh session the file is read through, for the UI's status pane
+    /// (`None` for local files).
+    fn ssh_session(&self) -> Option<Arc<crate::block::ssh::Session>> {
+        None
+    }
 }
 
 /// A file opened read-only.

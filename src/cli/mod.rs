@@ -286,7 +286,43 @@ impl ImageArgs {
             format: self.format,
             backing_format: self.backing_format,
         };
+        if crate::block::ssh::is_ssh_uri(&self.image) {
+            let chain = crate::block::ssh::open_ssh_chain(&self.image, opts, Default::default())?;
+            if let (Some(s), Ok(mut seen)) =
+                (crate::block::ssh::session_of(&chain), SSH_SESSIONS.lock())
+            {
+                seen.push(s);
+            }
+            return Ok(chain);
+        }
         Ok(open_chain(&self.image, opts, &FsOpener)?)
+    }
+}
+
+/// The ssh sessions this run opened, so [`run`] can say at the end when a
+/// connection dropped and was re-established in the middle.
+static SSH_SESSIONS: std::sync::Mutex<Vec<std::sync::Arc<crate::block::ssh::Session>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// One line on stderr per ssh session that lost its connection during the
+/// run (the answer is complete: every request was retried on the new one).
+fn report_reconnects() {
+    let Ok(seen) = SSH_SESSIONS.lock() else {
+        return;
+    };
+    for s in seen.iter() {
+        let st = s.status();
+        if st.stats.reconnects > 0 {
+            eprintln!(
+                "layerscope: ssh://{}: the connection dropped and was re-established {} time(s){}",
+                crate::escape::printable(&st.host),
+                st.stats.reconnects,
+                st.stats
+                    .last_error
+                    .map(|e| format!(" (last error: {})", crate::escape::printable(&e)))
+                    .unwrap_or_default()
+            );
+        }
     }
 }
 
@@ -355,6 +391,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }?;
     io::Write::flush(&mut out)?;
+    report_reconnects();
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod mutate;
 mod nbd;
 mod oracle;
 mod readonly;
+mod ssh;
 mod tui;
 mod tui_diff;
 mod util;
