@@ -205,8 +205,9 @@ pub struct ExportsArgs {
 /// How to open an image.
 #[derive(Debug, Args)]
 pub struct ImageArgs {
-    /// The image (qcow2 or raw). Backing files are found the way qemu finds
-    /// them: relative to the overlay's directory.
+    /// The image (qcow2 or raw), `ssh://[user@]host[:port]/path` or an NBD
+    /// URI. Backing files are found the way qemu finds them: relative to
+    /// the overlay's directory (on the remote host for ssh://).
     pub image: String,
     /// Format of IMAGE (default: detect).
     #[arg(short = 'f', long, value_enum)]
