@@ -27,6 +27,8 @@ type Chunks = LruCache<(u64, u64), Arc<[u8]>>;
 /// Chunks of many files under one bound.
 pub struct ChunkCache {
     chunks: Mutex<Chunks>,
+    /// How many chunks fit.
+    slots: usize,
     next_file: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -40,6 +42,7 @@ impl ChunkCache {
             chunks: Mutex::new(LruCache::new(
                 NonZeroUsize::new(slots).unwrap_or(NonZeroUsize::MIN),
             )),
+            slots,
             next_file: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -95,6 +98,67 @@ impl CachedStorage {
             cache.put((self.file, i), Arc::clone(p));
         }
         Ok(pieces)
+    }
+}
+
+impl CachedStorage {
+    /// Fetches the chunks of `ranges` that are not cached, all in one
+    /// [`Storage::read_many`] (one round trip for a remote file), at most
+    /// half the cache's worth.
+    fn fetch_missing(&self, ranges: &[(u64, u64)]) -> io::Result<()> {
+        let len = self.inner.len();
+        let limit = self.cache.slots / 2;
+        let mut wanted = std::collections::BTreeSet::new();
+        'ranges: for &(offset, n) in ranges {
+            let end = offset.saturating_add(n).min(len);
+            if end <= offset {
+                continue;
+            }
+            for i in offset / CHUNK..=end.saturating_sub(1) / CHUNK {
+                if wanted.len() >= limit {
+                    break 'ranges;
+                }
+                wanted.insert(i);
+            }
+        }
+        {
+            let cache = self.lock()?;
+            wanted.retain(|&i| !cache.contains(&(self.file, i)));
+        }
+        // Runs of consecutive chunks, each one request.
+        let mut spans: Vec<(u64, u64)> = Vec::new();
+        for i in wanted {
+            match spans.last_mut() {
+                Some((_, last)) if last.checked_add(1) == Some(i) => *last = i,
+                _ => spans.push((i, i)),
+            }
+        }
+        if spans.is_empty() {
+            return Ok(());
+        }
+        let mut bufs: Vec<Vec<u8>> = spans
+            .iter()
+            .map(|&(first, last)| {
+                let start = first.saturating_mul(CHUNK);
+                let end = last.saturating_add(1).saturating_mul(CHUNK).min(len);
+                vec![0u8; usize::try_from(end.saturating_sub(start)).unwrap_or(0)]
+            })
+            .collect();
+        let mut reqs: Vec<(u64, &mut [u8])> = spans
+            .iter()
+            .zip(bufs.iter_mut())
+            .map(|(&(first, _), b)| (first.saturating_mul(CHUNK), b.as_mut_slice()))
+            .collect();
+        self.inner.read_many(&mut reqs)?;
+        let chunk = usize::try_from(CHUNK).unwrap_or(usize::MAX);
+        let mut cache = self.lock()?;
+        for (&(first, _), buf) in spans.iter().zip(&bufs) {
+            for (i, piece) in (first..).zip(buf.chunks(chunk)) {
+                self.cache.misses.fetch_add(1, Ordering::Relaxed);
+                cache.put((self.file, i), Arc::from(piece));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -164,6 +228,29 @@ impl Storage for CachedStorage {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         Ok(())
+    }
+
+    /// Small ranges are fetched together (their missing chunks in one
+    /// batch), then served from the cache.
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        let small: Vec<(u64, u64)> = reqs
+            .iter()
+            .filter(|(_, b)| b.len() < BYPASS)
+            .map(|(o, b)| (*o, u64::try_from(b.len()).unwrap_or(u64::MAX)))
+            .collect();
+        if small.len() > 1 {
+            self.fetch_missing(&small)?;
+        }
+        for (offset, buf) in reqs.iter_mut() {
+            self.read_exact_at(*offset, buf)?;
+        }
+        Ok(())
+    }
+
+    fn prefetch(&self, ranges: &[(u64, u64)]) {
+        if let Err(e) = self.fetch_missing(ranges) {
+            tracing::debug!("prefetch: {e}");
+        }
     }
 
     fn next_run(&self, offset: u64) -> io::Result<Option<(bool, u64)>> {
@@ -247,5 +334,16 @@ mod tests {
         fresh.read_exact_at(0, &mut wide).unwrap();
         assert_eq!(&wide[..], &bytes[..3 * CHUNK as usize]);
         assert_eq!(inner.reads.load(Ordering::Relaxed) - r0, 2);
+        // A prefetch of scattered ranges: later reads of them are hits.
+        let warm = CachedStorage::new(inner.clone(), Arc::new(ChunkCache::new(8 << 20)));
+        let ranges = [(0u64, 4096u64), (5 * CHUNK, CHUNK), (9 * CHUNK + 7, 10)];
+        warm.prefetch(&ranges);
+        let r1 = inner.reads.load(Ordering::Relaxed);
+        for (off, n) in ranges {
+            let mut b = vec![0u8; n as usize];
+            warm.read_exact_at(off, &mut b).unwrap();
+            assert_eq!(&b[..], &bytes[off as usize..(off + n) as usize]);
+        }
+        assert_eq!(inner.reads.load(Ordering::Relaxed), r1);
     }
 }

@@ -176,6 +176,7 @@ fn open_or_demo(image: Option<&str>) -> anyhow::Result<Chain> {
             image: i.to_owned(),
             format: None,
             backing_format: None,
+            remote: RemoteArgs::default(),
         }
         .open(),
         None => Ok(crate::demo::open().context("opening the embedded demo chain")?),
@@ -190,6 +191,8 @@ pub struct NbdInfoArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// Arguments of `exports`.
@@ -200,6 +203,8 @@ pub struct ExportsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// How to open an image.
@@ -216,6 +221,40 @@ pub struct ImageArgs {
     /// detect).
     #[arg(short = 'F', long, value_enum)]
     pub backing_format: Option<Format>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// How to reach an NBD server.
+#[derive(Debug, Default, Args)]
+pub struct RemoteArgs {
+    /// NBD over TLS: require, prefer (when the server offers it) or off.
+    /// Default: require for nbds://, off for nbd://.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub tls: Option<crate::block::nbd::TlsMode>,
+    /// Directory holding ca-cert.pem (and client-cert.pem, client-key.pem
+    /// for servers that verify clients), like libnbd's tls-certificates.
+    #[arg(long, value_name = "DIR")]
+    pub tls_certificates: Option<std::path::PathBuf>,
+    /// NBD connections for bulk reads when the server allows multi-conn
+    /// (like nbdcopy; default 4, 1 turns it off).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: Option<u16>,
+}
+
+impl RemoteArgs {
+    /// The NBD client's options.
+    pub fn nbd_options(&self) -> crate::block::nbd::Options {
+        let mut o = crate::block::nbd::Options {
+            tls: self.tls,
+            tls_certificates: self.tls_certificates.clone(),
+            ..Default::default()
+        };
+        if let Some(n) = self.connections {
+            o.connections = usize::from(n);
+        }
+        o
+    }
 }
 
 /// Arguments of `chain`.
@@ -280,7 +319,7 @@ impl ImageArgs {
         if crate::block::nbd::is_nbd_uri(&self.image) {
             return Ok(crate::block::chain::open_nbd(
                 &self.image,
-                Default::default(),
+                self.remote.nbd_options(),
             )?);
         }
         let opts = ChainOptions {

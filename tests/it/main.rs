@@ -8,6 +8,7 @@ mod e2e;
 mod ext;
 mod mutate;
 mod nbd;
+mod nbd_tls;
 mod oracle;
 mod readonly;
 mod ssh;

@@ -34,6 +34,31 @@ pub struct Options {
     pub max_request: u32,
     /// Reconnection attempts per failed request.
     pub reconnect_attempts: u32,
+    /// TLS: `None` follows the URI (`nbds://` requires it, `nbd://` does
+    /// not use it).
+    pub tls: Option<super::tls::TlsMode>,
+    /// The `tls-certificates` directory (overrides the URI's).
+    pub tls_certificates: Option<std::path::PathBuf>,
+    /// Connections for bulk reads when the server allows multi-conn.
+    pub connections: usize,
+}
+
+impl Options {
+    /// The TLS settings for `uri`: these options over the URI's.
+    pub fn tls_for(&self, uri: &NbdUri) -> super::tls::TlsOptions {
+        use super::tls::TlsMode;
+        super::tls::TlsOptions {
+            mode: self
+                .tls
+                .unwrap_or(if uri.tls { TlsMode::Require } else { TlsMode::Off }),
+            certificates: self
+                .tls_certificates
+                .clone()
+                .or_else(|| uri.tls_certificates.as_ref().map(Into::into)),
+            hostname: uri.tls_hostname.clone(),
+            psk_file: uri.tls_psk_file.as_ref().map(Into::into),
+        }
+    }
 }
 
 impl Default for Options {
@@ -44,6 +69,9 @@ impl Default for Options {
             max_in_flight: 16,
             max_request: 256 << 10,
             reconnect_attempts: 3,
+            tls: None,
+            tls_certificates: None,
+            connections: 4,
         }
     }
 }
@@ -84,7 +112,13 @@ pub struct NbdClient {
     /// The extents of the last block status answer, reused for reads
     /// inside them (one round trip serves many extents).
     known: Mutex<Known>,
+    /// Extra connections for bulk reads (multi-conn), opened on the first
+    /// bulk read; empty when the server does not allow it.
+    extra: std::sync::OnceLock<Vec<Mutex<Option<Conn>>>>,
 }
+
+/// Reads at least this large are split over the multi-conn connections.
+const MULTI_CONN_MIN: usize = 1 << 20;
 
 impl NbdClient {
     /// Connects and negotiates.
@@ -112,6 +146,7 @@ impl NbdClient {
             info,
             stats,
             known: Mutex::new(Known::default()),
+            extra: std::sync::OnceLock::new(),
         })
     }
 
@@ -125,15 +160,95 @@ impl NbdClient {
         &self.stats
     }
 
+    /// The connections bulk reads may use besides the main one: when the
+    /// server advertises NBD_FLAG_CAN_MULTI_CONN ("the server allows
+    /// multiple connections … and will ensure … consistent" answers),
+    /// `connections - 1` more, opened on first use (fewer if some fail).
+    fn extra_conns(&self) -> &[Mutex<Option<Conn>>] {
+        self.extra.get_or_init(|| {
+            let want = self.opts.connections.clamp(1, 64).saturating_sub(1);
+            if self.info.flags & TFLAG_CAN_MULTI_CONN == 0 || want == 0 {
+                return Vec::new();
+            }
+            let opened: Vec<io::Result<Conn>> = std::thread::scope(|scope| {
+                let tasks: Vec<_> = (0..want)
+                    .map(|_| scope.spawn(|| open_conn(&self.uri, &self.opts)))
+                    .collect();
+                tasks
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("panic"))))
+                    .collect()
+            });
+            opened
+                .into_iter()
+                .filter_map(|c| match c {
+                    Ok(c) if c.info.size == self.info.size => Some(Mutex::new(Some(c))),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!("{}: extra connection for multi-conn: {e}", self.name);
+                        None
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Connections that bulk reads use (1 when multi-conn is off).
+    pub fn connections_in_use(&self) -> usize {
+        self.extra.get().map_or(0, Vec::len).saturating_add(1)
+    }
+
+    /// A bulk read split over the main and the extra connections, each
+    /// part pipelined on its own connection, all at once.
+    fn read_multi(
+        &self,
+        extra: &[Mutex<Option<Conn>>],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), BlockError> {
+        let n = extra.len().saturating_add(1);
+        // Parts in whole 64 KiB units, so requests stay aligned.
+        let part = buf.len().div_ceil(n).next_multiple_of(64 << 10);
+        std::thread::scope(|scope| {
+            let mut tasks = Vec::new();
+            let mut slots = std::iter::once(&self.conn).chain(extra.iter());
+            let mut at = 0u64;
+            for piece in buf.chunks_mut(part) {
+                let Some(slot) = slots.next() else { break };
+                let pos = offset.saturating_add(at);
+                at = at.saturating_add(piece.len() as u64);
+                tasks.push(scope.spawn(move || {
+                    self.with_slot(slot, "reading", pos, |c| self.pipelined_read(c, pos, piece))
+                }));
+            }
+            tasks
+                .into_iter()
+                .try_for_each(|t| t.join().unwrap_or_else(|_| Err(BlockError::Internal {
+                    what: "an NBD read thread panicked".into(),
+                })))
+        })
+    }
+
     /// Runs `op` on a live connection, reconnecting (with backoff) when the
     /// connection is gone or breaks.
     fn with_conn<T>(
         &self,
         what: &'static str,
         offset: u64,
+        op: impl FnMut(&mut Conn) -> io::Result<T>,
+    ) -> Result<T, BlockError> {
+        self.with_slot(&self.conn, what, offset, op)
+    }
+
+    /// [`NbdClient::with_conn`] on one of the connections.
+    fn with_slot<T>(
+        &self,
+        slot: &Mutex<Option<Conn>>,
+        what: &'static str,
+        offset: u64,
         mut op: impl FnMut(&mut Conn) -> io::Result<T>,
     ) -> Result<T, BlockError> {
-        let mut guard = self.conn.lock().map_err(|_| BlockError::Internal {
+        let mut guard = slot.lock().map_err(|_| BlockError::Internal {
             what: "NBD connection lock poisoned".into(),
         })?;
         let mut attempt = 0u32;
@@ -524,9 +639,9 @@ fn explain(e: io::Error, timeout: Duration) -> io::Error {
 }
 
 fn open_conn(uri: &NbdUri, opts: &Options) -> io::Result<Conn> {
-    let mut stream = dial(uri, opts.connect_timeout)?;
-    let info =
-        handshake(stream.as_mut(), &uri.export).map_err(|e| explain(e, opts.connect_timeout))?;
+    let stream = dial(uri, opts.connect_timeout)?;
+    let (stream, info) = handshake(stream, &uri.export, &opts.tls_for(uri), &uri.tls_hostname())
+        .map_err(|e| explain(e, opts.connect_timeout))?;
     stream.set_timeout(opts.request_timeout)?;
     Ok(Conn {
         reader: io::BufReader::with_capacity(256 << 10, stream),
@@ -562,6 +677,12 @@ impl BlockSource for NbdClient {
         check_range(&self.name, self.info.size, offset, buf.len() as u64)?;
         if buf.is_empty() {
             return Ok(());
+        }
+        if buf.len() >= MULTI_CONN_MIN && self.opts.connections > 1 {
+            let extra = self.extra_conns();
+            if !extra.is_empty() {
+                return self.read_multi(extra, offset, buf);
+            }
         }
         self.with_conn("reading", offset, |c| self.pipelined_read(c, offset, buf))
     }

@@ -13,7 +13,9 @@ pub mod known;
 pub mod map;
 pub mod proto;
 pub mod status;
+pub mod tls;
 pub mod uri;
 
 pub use client::{list_exports, ExportInfo, NbdClient, Options};
+pub use tls::{TlsMode, TlsOptions};
 pub use uri::{is_nbd_uri, NbdUri};

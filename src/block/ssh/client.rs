@@ -314,39 +314,41 @@ impl Session {
             .then(|| (Arc::clone(link), cur.generation))
     }
 
-    /// Fills `buf` from `offset` of the open file `handle` on `link`, with
-    /// up to [`Options::max_in_flight`] READ requests in flight. A short
-    /// DATA reply (allowed by the protocol) is followed by a request for
-    /// the rest.
+    /// Fills each `(offset, buf)` of the open file `handle` on `link`, with
+    /// up to [`Options::max_in_flight`] READ requests in flight for all of
+    /// them together. A short DATA reply (allowed by the protocol) is
+    /// followed by a request for the rest.
     pub(super) fn read_on(
         &self,
         link: &Link,
         handle: &[u8],
-        offset: u64,
-        buf: &mut [u8],
+        reqs: &mut [(u64, &mut [u8])],
     ) -> Result<(), Fault> {
+        use std::collections::{HashMap, VecDeque};
         let t = self.timeout();
         let piece = usize::try_from(link.read_size.max(512)).unwrap_or(32 << 10);
-        let mut todo: std::collections::VecDeque<(usize, usize)> =
-            std::collections::VecDeque::new();
-        let mut at = 0usize;
-        while at < buf.len() {
-            let n = piece.min(buf.len().saturating_sub(at));
-            todo.push_back((at, n));
-            at = at.saturating_add(n);
+        // (which request, where in its buffer, how many bytes)
+        let mut todo: VecDeque<(usize, usize, usize)> = VecDeque::new();
+        for (i, (_, buf)) in reqs.iter().enumerate() {
+            let mut at = 0usize;
+            while at < buf.len() {
+                let n = piece.min(buf.len().saturating_sub(at));
+                todo.push_back((i, at, n));
+                at = at.saturating_add(n);
+            }
         }
         let (tx, rx) = mpsc::channel();
-        let mut flying: std::collections::HashMap<u32, (usize, usize)> =
-            std::collections::HashMap::new();
+        let mut flying: HashMap<u32, (usize, usize, usize)> = HashMap::new();
         let window = self.window();
         loop {
             let mut batch = Vec::new();
             while flying.len() < window {
-                let Some((start, len)) = todo.pop_front() else {
+                let Some((i, start, len)) = todo.pop_front() else {
                     break;
                 };
+                let base = reqs.get(i).map_or(0, |r| r.0);
                 let id = link.id();
-                let pos = offset
+                let pos = base
                     .checked_add(u64::try_from(start).unwrap_or(u64::MAX))
                     .ok_or_else(|| bad("read offset overflows"))?;
                 let len32 = u32::try_from(len).map_err(|_| bad("read piece too large"))?;
@@ -354,7 +356,7 @@ impl Session {
                     id,
                     proto::read(id, handle, pos, len32).map_err(|e| Fault::link(&e))?,
                 ));
-                flying.insert(id, (start, len));
+                flying.insert(id, (i, start, len));
             }
             link.submit(&batch, &tx)?;
             if flying.is_empty() {
@@ -362,7 +364,7 @@ impl Session {
             }
             let (id, reply) = link.wait(&rx, t);
             let reply = reply?;
-            let Some((start, len)) = flying.remove(&id) else {
+            let Some((i, start, len)) = flying.remove(&id) else {
                 let f = bad(&format!(
                     "SFTP reply for request {id}, which is not in flight"
                 ));
@@ -372,11 +374,12 @@ impl Session {
             match reply {
                 Reply::Data(d) if !d.is_empty() && d.len() <= len => {
                     let end = start.saturating_add(d.len());
-                    buf.get_mut(start..end)
+                    reqs.get_mut(i)
+                        .and_then(|r| r.1.get_mut(start..end))
                         .ok_or_else(|| bad("SFTP data outside the read"))?
                         .copy_from_slice(&d);
                     if d.len() < len {
-                        todo.push_front((end, len.saturating_sub(d.len())));
+                        todo.push_front((i, end, len.saturating_sub(d.len())));
                     }
                 }
                 Reply::Data(d) => {
@@ -388,12 +391,13 @@ impl Session {
                     return Err(f);
                 }
                 Reply::Status { code, message } => {
+                    let base = reqs.get(i).map_or(0, |r| r.0);
                     return Err(Fault::Status {
                         code,
                         message: if code == proto::FX_EOF {
                             format!(
                                 "end of file at {:#x}: the file is shorter than it was",
-                                offset.saturating_add(u64::try_from(start).unwrap_or(0))
+                                base.saturating_add(u64::try_from(start).unwrap_or(0))
                             )
                         } else {
                             message

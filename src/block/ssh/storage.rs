@@ -76,10 +76,25 @@ impl Storage for SftpFile {
         if buf.is_empty() {
             return Ok(());
         }
+        self.read_many(&mut [(offset, buf)])
+    }
+
+    /// All ranges' READ requests go out together (up to the window), so a
+    /// batch of tables costs about one round trip.
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        for (offset, buf) in reqs.iter() {
+            let n = u64::try_from(buf.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+            if offset.checked_add(n).is_none_or(|end| end > self.len) {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("read past the end of {}", self.name),
+                ));
+            }
+        }
         self.session
             .run(|link, generation| {
                 let handle = self.handle_for(link, generation)?;
-                self.session.read_on(link, &handle, offset, buf)
+                self.session.read_on(link, &handle, reqs)
             })
             .map_err(|f| f.to_io())
     }
