@@ -62,7 +62,11 @@ pub fn info(args: &NbdInfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         e.size
     )?;
     writeln!(out, "handshake:         {} ({})", e.handshake, e.protocol())?;
-    writeln!(out, "tls:               {}", if e.tls { "yes" } else { "no" })?;
+    writeln!(
+        out,
+        "tls:               {}",
+        if e.tls { "yes" } else { "no" }
+    )?;
     writeln!(
         out,
         "flags:             {:#06x} {}",

@@ -165,7 +165,12 @@ fn tls_reads_equal_plain_and_bad_setups_say_why() {
     let _tls = nbdkit(
         d,
         "tls.sock",
-        &["--tls=require", "--tls-certificates=server", "file", "disk.raw"],
+        &[
+            "--tls=require",
+            "--tls-certificates=server",
+            "file",
+            "disk.raw",
+        ],
     );
     let _plain = nbdkit(d, "plain.sock", &["file", "disk.raw"]);
     let tls_uri = format!("nbds+unix:///?socket={}", d.join("tls.sock").display());
@@ -173,21 +178,27 @@ fn tls_reads_equal_plain_and_bad_setups_say_why() {
 
     let over_tls = layerscope(d, &["read", &tls_uri, "--tls-certificates", "client"]).ok();
     let plain = layerscope(d, &["read", &plain_uri]).ok();
-    assert!(over_tls.stdout == plain.stdout, "TLS and plain reads differ");
+    assert!(
+        over_tls.stdout == plain.stdout,
+        "TLS and plain reads differ"
+    );
     assert!(over_tls.stdout == want, "TLS read differs from the file");
     // The directory in the URI, as libnbd takes it.
-    let with_query = format!(
-        "{tls_uri}&tls-certificates={}",
-        d.join("client").display()
-    );
-    let info = layerscope(d, &["nbd-info", "--json", &with_query]).ok().json();
+    let with_query = format!("{tls_uri}&tls-certificates={}", d.join("client").display());
+    let info = layerscope(d, &["nbd-info", "--json", &with_query])
+        .ok()
+        .json();
     assert_eq!(info["tls"], true, "{info}");
     assert_eq!(info["size"], 8 << 20);
 
     // Signed by another CA.
     let r = layerscope(d, &["read", &tls_uri, "--tls-certificates", "wrong"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("not signed by a trusted CA"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not signed by a trusted CA"),
+        "{}",
+        r.stderr
+    );
     // The certificate names localhost: a different expected name fails.
     let r = layerscope(
         d,
@@ -229,7 +240,10 @@ fn tls_reads_equal_plain_and_bad_setups_say_why() {
     // PSK: refused in words.
     let r = layerscope(
         d,
-        &["read", &format!("{tls_uri}&tls-psk-file={}", d.join("k.psk").display())],
+        &[
+            "read",
+            &format!("{tls_uri}&tls-psk-file={}", d.join("k.psk").display()),
+        ],
     );
     assert!(r.stderr.contains("pre-shared key"), "{}", r.stderr);
 }
@@ -259,7 +273,11 @@ fn multi_conn_reads_use_n_connections_and_equal_the_file() {
         let log = d.join(format!("log-{expect}.txt"));
         let _ = std::fs::remove_file(&log);
         let logfile = format!("logfile={}", log.display());
-        let _srv = nbdkit(d, "mc.sock", &["--filter=log", "file", "disk.raw", &logfile]);
+        let _srv = nbdkit(
+            d,
+            "mc.sock",
+            &["--filter=log", "file", "disk.raw", &logfile],
+        );
         let mut args = vec!["read", uri.as_str()];
         if let Some(n) = n {
             args.extend(["--connections", n]);

@@ -48,9 +48,11 @@ impl Options {
     pub fn tls_for(&self, uri: &NbdUri) -> super::tls::TlsOptions {
         use super::tls::TlsMode;
         super::tls::TlsOptions {
-            mode: self
-                .tls
-                .unwrap_or(if uri.tls { TlsMode::Require } else { TlsMode::Off }),
+            mode: self.tls.unwrap_or(if uri.tls {
+                TlsMode::Require
+            } else {
+                TlsMode::Off
+            }),
             certificates: self
                 .tls_certificates
                 .clone()
@@ -221,11 +223,13 @@ impl NbdClient {
                     self.with_slot(slot, "reading", pos, |c| self.pipelined_read(c, pos, piece))
                 }));
             }
-            tasks
-                .into_iter()
-                .try_for_each(|t| t.join().unwrap_or_else(|_| Err(BlockError::Internal {
-                    what: "an NBD read thread panicked".into(),
-                })))
+            tasks.into_iter().try_for_each(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(BlockError::Internal {
+                        what: "an NBD read thread panicked".into(),
+                    })
+                })
+            })
         })
     }
 

@@ -95,9 +95,9 @@ impl TlsOptions {
         let certs = CertificateDer::pem_file_iter(&ca).map_err(|e| pem_error(&ca, &e))?;
         for cert in certs {
             let cert = cert.map_err(|e| pem_error(&ca, &e))?;
-            roots
-                .add(cert)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", ca.display())))?;
+            roots.add(cert).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", ca.display()))
+            })?;
         }
         if roots.is_empty() {
             return Err(io::Error::new(
@@ -119,7 +119,8 @@ impl TlsOptions {
                     .map_err(|e| pem_error(&cert, &e))?
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| pem_error(&cert, &e))?;
-                let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| pem_error(&key, &e))?;
+                let key_der =
+                    PrivateKeyDer::from_pem_file(&key).map_err(|e| pem_error(&key, &e))?;
                 builder.with_client_auth_cert(chain, key_der).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -211,14 +212,19 @@ fn explain(e: io::Error, hostname: &str) -> io::Error {
             rustls::CertificateError::NotValidForName
             | rustls::CertificateError::NotValidForNameContext { .. },
         ) => format!("the server's certificate is not valid for {hostname:?}"),
-        rustls::Error::InvalidCertificate(c) => format!("the server's certificate is invalid: {c:?}"),
+        rustls::Error::InvalidCertificate(c) => {
+            format!("the server's certificate is invalid: {c:?}")
+        }
         rustls::Error::AlertReceived(a) => format!(
             "the server refused the TLS handshake ({a:?}; a server that verifies clients needs \
              client-cert.pem and client-key.pem in the tls-certificates directory)"
         ),
         other => other.to_string(),
     };
-    io::Error::new(io::ErrorKind::InvalidData, format!("TLS handshake failed: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("TLS handshake failed: {what}"),
+    )
 }
 
 #[cfg(test)]
@@ -240,6 +246,9 @@ mod tests {
             ..TlsOptions::default()
         };
         let e = dir.client_config().unwrap_err();
-        assert!(e.to_string().contains("/nonexistent-dir/ca-cert.pem"), "{e}");
+        assert!(
+            e.to_string().contains("/nonexistent-dir/ca-cert.pem"),
+            "{e}"
+        );
     }
 }
