@@ -17,6 +17,7 @@ mod map;
 mod nbd;
 mod read;
 mod superblock;
+mod volumes;
 
 /// Explore layered disk images: qcow2 backing chains, raw files, NBD
 /// exports.
@@ -54,6 +55,10 @@ pub enum Command {
     NbdInfo(NbdInfoArgs),
     /// List the exports of an NBD server.
     Exports(ExportsArgs),
+    /// The disk's volumes: partition table, partitions, LVM volume groups
+    /// and logical volumes, what each holds (like `blkid -p`) and which
+    /// layers hold its bytes.
+    Volumes(volumes::VolumesArgs),
     /// The ext2/3/4 superblock, like `dumpe2fs -h` (with `--groups`, the
     /// group list too, like `dumpe2fs`).
     Info(InfoArgs),
@@ -100,10 +105,11 @@ pub struct FsArgs {
     /// See the filesystem as of layer N of the chain (0 is the base).
     #[arg(long)]
     pub layer: Option<usize>,
-    /// The filesystem in partition N (MBR or GPT; as Linux numbers them).
-    /// Default: the start of the disk, or the only partition with ext2/3/4.
-    #[arg(long)]
-    pub partition: Option<usize>,
+    /// The volume holding the filesystem, as `layerscope volumes` names
+    /// it: `disk`, `p1`, `vg0/root`. Default: the one volume holding a
+    /// filesystem. `--partition N` is the same as `--volume pN`.
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
 }
 
 /// Arguments of `ls`.
@@ -319,6 +325,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::NbdInfo(args)) => nbd::info(&args, &mut out),
         Some(Command::Exports(args)) => nbd::exports(&args, &mut out),
+        Some(Command::Volumes(args)) => volumes::run(&args, &mut out),
         Some(Command::Info(args)) => fs::info(&args, &mut out),
         Some(Command::Groups(args)) => fs::groups(&args, &mut out),
         Some(Command::Ls(args)) => files::ls(&args, &mut out),
