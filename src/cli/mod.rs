@@ -152,6 +152,10 @@ pub struct RenderArgs {
     /// Keep colours (ANSI escape sequences).
     #[arg(long)]
     pub ansi: bool,
+    /// Show the filesystem of this volume (`p1`, `vg0/root`, as
+    /// `layerscope volumes` names it; `--partition N` = `--volume pN`).
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
     /// For the benchmark: run the keys against the threaded worker and
     /// print each key's frame time as JSON instead of the frame.
     #[arg(long, hide = true)]
@@ -344,7 +348,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let t = crate::ui::timing::time_keys(chain, w, h, &args.keys, args.visit_all)?;
                 return serde_json::to_writer(io::stdout(), &t).map_err(Into::into);
             }
-            let frame = crate::ui::render_frame(chain, w, h, &args.keys, args.ansi);
+            let frame = crate::ui::render_frame_in(
+                chain,
+                args.volume.as_deref(),
+                w,
+                h,
+                &args.keys,
+                args.ansi,
+            );
             io::Write::write_all(&mut out, frame.as_bytes()).map_err(Into::into)
         }
         None => {

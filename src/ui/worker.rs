@@ -49,6 +49,9 @@ pub struct Worker {
     cancel: Arc<AtomicU64>,
     /// The NBD connection state last seen, to log its changes.
     nbd_state: Option<String>,
+    /// The volume whose filesystem the panes show (`p1`, `vg0/root`, as
+    /// `layerscope volumes` names it); `None`: the whole disk.
+    volume: Option<String>,
 }
 
 impl Worker {
@@ -61,7 +64,15 @@ impl Worker {
             replies: None,
             cancel: Arc::default(),
             nbd_state: None,
+            volume: None,
         }
+    }
+
+    /// The same worker showing the filesystem of volume `name` (see
+    /// [`crate::volume::open_named`]).
+    pub fn with_volume(mut self, name: Option<String>) -> Worker {
+        self.volume = name;
+        self
     }
 
     /// The counter a running search watches: bumping it (a new search,
@@ -167,11 +178,18 @@ impl Worker {
 
     /// The filesystem as of `as_of`, opened on first use.
     fn ext(&mut self, as_of: usize) -> Result<Result<&Ext4, String>, BlockError> {
+        let volume = self.volume.clone();
         let view = self.view(as_of)?;
         if view.fs.is_none() {
-            let source: Arc<dyn BlockSource> = view.reader.clone();
-            view.fs =
-                Some(Ext4::open(source).map_err(|e| crate::escape::printable(&error_chain(&e))));
+            let disk: Arc<dyn BlockSource> = view.reader.clone();
+            let source = match &volume {
+                Some(name) => crate::volume::open_named(disk, name)
+                    .map_err(|e| crate::escape::printable(&error_chain(&e))),
+                None => Ok(disk),
+            };
+            view.fs = Some(source.and_then(|source| {
+                Ext4::open(source).map_err(|e| crate::escape::printable(&error_chain(&e)))
+            }));
         }
         Ok(match view.fs.as_ref() {
             Some(Ok(fs)) => Ok(fs),

@@ -21,10 +21,12 @@ pub struct Content {
     /// blkid's `USAGE`: `filesystem`, `crypto`, `raid`, `other`.
     pub usage: Option<&'static str>,
     /// blkid's `VERSION` (`FAT32`, `1.0`, `2`, `LVM2 001`).
+    #[serde(serialize_with = "super::escaped_opt")]
     pub version: Option<String>,
     /// The label, raw (escaped when shown).
     pub label: Option<Text>,
-    /// blkid's `UUID`.
+    /// blkid's `UUID` (LUKS keeps it as text: escaped when shown).
+    #[serde(serialize_with = "super::escaped_opt")]
     pub uuid: Option<String>,
     /// The size the structure claims, in bytes.
     pub size: Option<u64>,

@@ -80,6 +80,28 @@ impl Serialize for Text {
     }
 }
 
+/// Serializes a string that came from the disk escaped for a terminal
+/// (JSON carries it too; serde would pass control characters through).
+pub(crate) fn escaped<S: serde::Serializer>(s: &str, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&crate::escape::printable(s))
+}
+
+/// [`escaped`] for an optional string.
+pub(crate) fn escaped_opt<S: serde::Serializer>(
+    s: &Option<String>,
+    ser: S,
+) -> Result<S::Ok, S::Error> {
+    match s {
+        Some(s) => ser.serialize_some(&crate::escape::printable(s)),
+        None => ser.serialize_none(),
+    }
+}
+
+/// [`escaped`] for a list of strings.
+pub(crate) fn escaped_list<S: serde::Serializer>(l: &[String], ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_seq(l.iter().map(|s| crate::escape::printable(s)))
+}
+
 /// Errors of choosing and opening volumes.
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -122,13 +144,18 @@ pub enum Role {
     /// A partition of the disk's table.
     Partition(Partition),
     /// A logical volume of an LVM volume group.
-    Logical { vg: String, lv: lvm::LogicalVolume },
+    Logical {
+        #[serde(serialize_with = "escaped")]
+        vg: String,
+        lv: lvm::LogicalVolume,
+    },
 }
 
 /// A volume: the whole disk, a partition or a logical volume.
 #[derive(Clone, Debug, Serialize)]
 pub struct Volume {
     /// The name commands take with `--volume`: `disk`, `p1`, `vg0/root`.
+    #[serde(serialize_with = "escaped")]
     pub name: String,
     /// `"disk"`, `{"partition": {…}}` or `{"logical": {"vg", "lv"}}`.
     pub role: Role,
@@ -141,6 +168,7 @@ pub struct Volume {
     /// What it holds.
     pub content: Content,
     /// Why it cannot be read.
+    #[serde(serialize_with = "escaped_opt")]
     pub unsupported: Option<String>,
 }
 
@@ -432,6 +460,19 @@ impl VolumeTree {
             })),
         }
     }
+}
+
+/// Scans `disk` and opens its volume `name`: for viewers that keep one
+/// disk per layer (the TUI's worker) and reopen the volume on each.
+///
+/// # Errors
+/// Read errors; no such volume; a volume that cannot be read.
+pub fn open_named(
+    disk: Arc<dyn BlockSource>,
+    name: &str,
+) -> Result<Arc<dyn BlockSource>, VolumeError> {
+    let tree = scan(disk.clone())?;
+    tree.open(disk, name)
 }
 
 /// A bare partition number `N` (from `--partition N`) is volume `pN`.

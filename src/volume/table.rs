@@ -58,6 +58,7 @@ pub struct GptHeader {
     /// Where it was read (primary: 1; backup: normally the last LBA).
     pub lba: u64,
     /// Why it cannot be used (`None`: it can).
+    #[serde(serialize_with = "super::escaped_opt")]
     pub error: Option<String>,
     pub header_crc: Option<Crc>,
     pub entries_crc: Option<Crc>,
@@ -84,9 +85,11 @@ pub struct GptState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// `GPT header at LBA 1`, `MBR entry 2`, `LVM metadata of vg0`, …
+    #[serde(serialize_with = "super::escaped")]
     pub structure: String,
     /// Byte offset on the disk, when there is one.
     pub offset: Option<u64>,
+    #[serde(serialize_with = "super::escaped")]
     pub detail: String,
 }
 

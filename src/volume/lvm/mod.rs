@@ -24,15 +24,19 @@ pub mod segments;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PhysicalVolume {
     /// Its key in the metadata (`pv0`).
+    #[serde(serialize_with = "crate::volume::escaped")]
     pub key: String,
     /// Its UUID, as LVM prints it.
+    #[serde(serialize_with = "crate::volume::escaped")]
     pub uuid: String,
     /// The device path LVM last saw it at (a hint only).
+    #[serde(serialize_with = "crate::volume::escaped")]
     pub device: String,
     /// Where its extents start, in bytes from the PV start.
     pub pe_start: u64,
     pub pe_count: u64,
     /// The volume of this disk that holds it (`p2`, `disk`), if found.
+    #[serde(serialize_with = "crate::volume::escaped_opt")]
     pub volume: Option<String>,
     /// That volume's start on the disk and length.
     #[serde(skip)]
@@ -46,36 +50,49 @@ pub struct LvSegment {
     pub extent_count: u64,
     /// `striped` (linear is striped with one stripe), `thin`, `raid1`, …
     #[serde(rename = "type")]
+    #[serde(serialize_with = "crate::volume::escaped")]
     pub kind: String,
     pub stripe_count: u64,
     /// Stripe size in bytes (striped segments of several stripes).
     pub stripe_size: Option<u64>,
     /// (PV key or LV name, first extent) of each stripe.
+    #[serde(serialize_with = "escaped_stripes")]
     pub stripes: Vec<(String, u64)>,
+}
+
+fn escaped_stripes<S: serde::Serializer>(l: &[(String, u64)], ser: S) -> Result<S::Ok, S::Error> {
+    ser.collect_seq(l.iter().map(|(n, e)| (crate::escape::printable(n), *e)))
 }
 
 /// A logical volume.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LogicalVolume {
+    #[serde(serialize_with = "crate::volume::escaped")]
     pub name: String,
+    #[serde(serialize_with = "crate::volume::escaped")]
     pub uuid: String,
     /// Shown by `lvs` without `-a`.
     pub visible: bool,
+    #[serde(serialize_with = "crate::volume::escaped_list")]
     pub status: Vec<String>,
     /// `linear`, `striped`, or the segment type that is not supported.
+    #[serde(serialize_with = "crate::volume::escaped")]
     pub layout: String,
     pub extents: u64,
     /// Size in bytes, when `extents * extent_size` fits.
     pub size: Option<u64>,
     pub segments: Vec<LvSegment>,
     /// Why it cannot be opened (`None`: it can).
+    #[serde(serialize_with = "crate::volume::escaped_opt")]
     pub unsupported: Option<String>,
 }
 
 /// A volume group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VolumeGroup {
+    #[serde(serialize_with = "crate::volume::escaped")]
     pub name: String,
+    #[serde(serialize_with = "crate::volume::escaped")]
     pub uuid: String,
     pub seqno: u64,
     /// Bytes per physical extent.
@@ -83,6 +100,7 @@ pub struct VolumeGroup {
     pub pvs: Vec<PhysicalVolume>,
     pub lvs: Vec<LogicalVolume>,
     /// Where the metadata used was read (volume name, area offset).
+    #[serde(serialize_with = "crate::volume::escaped")]
     pub metadata_from: String,
 }
 

@@ -13,7 +13,13 @@ pub(super) fn check_info(dir: &Path, image: &str, flat: &str, layer: Option<&str
     check_info_with(dir, image, flat, layer, &[]);
 }
 
-fn check_info_with(dir: &Path, image: &str, flat: &str, layer: Option<&str>, extra: &[&str]) {
+pub(crate) fn check_info_with(
+    dir: &Path,
+    image: &str,
+    flat: &str,
+    layer: Option<&str>,
+    extra: &[&str],
+) {
     let mut args = vec!["info", image];
     if let Some(l) = layer {
         args.extend(["--layer", l]);
