@@ -48,7 +48,18 @@ pub fn run(args: &VolumesArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     let reader = Arc::new(LayeredReader::new(&chain)?);
     let disk: Arc<dyn BlockSource> = reader.clone();
-    let tree = crate::volume::scan(disk)?;
+    let tree = crate::volume::scan(disk.clone())?;
+    // Which volumes hold a filesystem layerscope decodes (the others are
+    // named, "not decoded").
+    let decoded: Vec<bool> = tree
+        .volumes
+        .iter()
+        .map(|v| {
+            v.content.kind.is_some()
+                && v.source_over(disk.clone())
+                    .is_ok_and(|src| crate::fs::open(src).is_ok())
+        })
+        .collect();
     let layers: Vec<Shares> = tree
         .volumes
         .iter()
@@ -60,25 +71,27 @@ pub fn run(args: &VolumesArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .map(|l| l.path.rsplit('/').next().unwrap_or(&l.path).to_owned())
         .collect();
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &to_json(&tree, &layers, &names))?;
+        serde_json::to_writer_pretty(&mut *out, &to_json(&tree, &layers, &decoded, &names))?;
         writeln!(out)?;
         return Ok(());
     }
-    text(&tree, &layers, out)
+    text(&tree, &layers, &decoded, out)
 }
 
-fn to_json(tree: &VolumeTree, layers: &[Shares], names: &[String]) -> Value {
+fn to_json(tree: &VolumeTree, layers: &[Shares], decoded: &[bool], names: &[String]) -> Value {
     let volumes: Vec<Value> = tree
         .volumes
         .iter()
         .zip(layers)
-        .map(|(v, l)| {
+        .zip(decoded)
+        .map(|((v, l), decoded)| {
             let mut j = serde_json::to_value(v).unwrap_or(Value::Null);
             let areas = v.geometry().map(|g| g.disk_areas()).unwrap_or_default();
             j["start"] = json!(v.geometry().and_then(|g| g.window_start()));
             j["areas"] = json!(areas.iter().take(MAX_AREAS_SHOWN).collect::<Vec<_>>());
             j["areas_total"] = json!(areas.len());
             j["layers"] = json!(l);
+            j["decoded"] = json!(decoded);
             j
         })
         .collect();
@@ -109,7 +122,7 @@ fn layer_text(s: &Shares) -> String {
 }
 
 /// `ext4 "root" 1b2c…`.
-fn content_text(v: &Volume) -> String {
+fn content_text(v: &Volume, decoded: bool) -> String {
     if let Some(u) = &v.unsupported {
         return u.clone();
     }
@@ -127,14 +140,32 @@ fn content_text(v: &Volume) -> String {
     if let Some(u) = &c.uuid {
         s.push_str(&format!(" uuid {u}"));
     }
+    if let Some(size) = c.size {
+        s.push_str(&format!(" size {}", crate::units::human(size)));
+    }
     if !c.also.is_empty() {
         s.push_str(&format!(" (also looks like {})", c.also.join(", ")));
+    }
+    if !decoded && c.usage == Some("filesystem") {
+        s.push_str(" [not decoded]");
     }
     s
 }
 
-fn text(tree: &VolumeTree, layers: &[Shares], out: &mut dyn Write) -> anyhow::Result<()> {
+fn text(
+    tree: &VolumeTree,
+    layers: &[Shares],
+    decoded: &[bool],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let p = crate::escape::printable;
+    let decoded_of = |v: &Volume| {
+        tree.volumes
+            .iter()
+            .position(|x| x.name == v.name)
+            .and_then(|i| decoded.get(i).copied())
+            .unwrap_or(false)
+    };
     let line = |out: &mut dyn Write,
                 indent: &str,
                 v: &Volume,
@@ -147,18 +178,18 @@ fn text(tree: &VolumeTree, layers: &[Shares], out: &mut dyn Write) -> anyhow::Re
             .map_or_else(|| "segments".to_owned(), |s| format!("{s:#x}"));
         writeln!(
             out,
-            "{indent}{:<12} {:>12} {:>11}  {what}{}",
-            p(&v.name),
+            "{:<16} {:>12} {:>11}  {what}{}",
+            format!("{indent}{}", p(&v.name)),
             start,
             crate::units::human(v.len),
-            p(&content_text(v))
+            p(&content_text(v, decoded_of(v)))
         )?;
         if !l.shares.is_empty() || l.unknown > 0 {
-            writeln!(out, "{indent}{:<12} layers: {}", "", layer_text(l))?;
+            writeln!(out, "{:<16} layers: {}", "", layer_text(l))?;
         }
         Ok(())
     };
-    writeln!(out, "{:<14} {:>12} {:>11}  what", "volume", "start", "size")?;
+    writeln!(out, "{:<16} {:>12} {:>11}  what", "volume", "start", "size")?;
     let mut rows = tree.volumes.iter().zip(layers);
     if let Some((disk, l)) = rows.next() {
         let what = match &tree.table {

@@ -413,6 +413,14 @@ fn gpt_disk_of_many_kinds_equals_sfdisk_and_blkid() {
     ] {
         assert!(text.contains(want), "{want}: {text}");
     }
+    // What layerscope does not decode is named all the same.
+    assert_eq!(volume(&ours, "p3")["decoded"], true);
+    assert_eq!(volume(&ours, "p6")["decoded"], false);
+    let btrfs = text.lines().find(|l| l.contains("btrfs")).unwrap();
+    assert!(
+        btrfs.contains("label \"bt\"") && btrfs.ends_with("[not decoded]"),
+        "{btrfs}"
+    );
     // The root filesystem is found without being named (the ESP is
     // passed over, the others are not filesystems layerscope reads), and
     // equals the same filesystem named by --volume and --partition.
@@ -428,6 +436,18 @@ fn gpt_disk_of_many_kinds_equals_sfdisk_and_blkid() {
         .ok()
         .json();
     assert_eq!(info["volume"], "p3");
+    // render shows the chosen volume's tree (the whole disk has none).
+    let frame = layerscope(
+        dir,
+        &["render", "top.qcow2", "--volume", "p3", "--size", "120x40"],
+    )
+    .ok()
+    .text();
+    assert!(frame.contains("lost+found"), "{frame}");
+    let whole = layerscope(dir, &["render", "top.qcow2", "--size", "120x40"])
+        .ok()
+        .text();
+    assert!(!whole.contains("lost+found"), "{whole}");
     // Naming a volume that holds no ext filesystem says what it holds.
     let run = layerscope(dir, &["ls", "top.qcow2", "--volume", "p5"]);
     assert_eq!(run.code, 1);
