@@ -554,8 +554,8 @@ fn mbr_with_logical_partitions_equals_sfdisk_and_blkid() {
         "FAT12"
     );
     assert_eq!(volume(&ours, "disk")["role"], "disk");
-    // The one ext filesystem is in logical partition 5.
-    let info = layerscope(dir, &["info", "--json", "mbr.qcow2"])
+    // The ext filesystem in logical partition 5, by its bare number.
+    let info = layerscope(dir, &["info", "--json", "--partition", "5", "mbr.qcow2"])
         .ok()
         .json();
     assert_eq!(info["volume"], "p5");
