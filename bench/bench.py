@@ -217,7 +217,7 @@ def volumes_bench():
         return
     disk = os.path.join(WORK, "volumes.raw")
     parts = [(2048, 2048, "21686148-6449-6E6F-744E-656564454649"), (4096, 524288, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
-             (528384, 1048576, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"), (1576960, 2617344, "E6D6D379-F507-44C2-A23C-238F2A3DF928")]
+             (528384, 1048576, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"), (1576960, 2613248, "E6D6D379-F507-44C2-A23C-238F2A3DF928")]
     vg = "lsbench"
     env = dict(os.environ, LVM_SUPPRESS_FD_WARNINGS="1")
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -262,7 +262,8 @@ def volumes_bench():
         theirs = [["sfdisk", "--json", disk]] + [["blkid", "-p", "-O", str(a * 512), disk] for a, _, _ in parts]
         theirs.append(lvm_cmd(dev, "lvs", "--reportformat", "json", "-o", "+seg_pe_ranges,devices", vg))
         # lvs warns that activation is off: keep stderr out of the timing.
-        medians = interleaved([ours] + theirs, rounds=20)
+        # blkid exits 2 on the BIOS boot partition (nothing to probe).
+        medians = interleaved([ours] + theirs, rounds=20, check=False)
         t_ours, t_theirs = medians[0], sum(medians[1:])
         print(f"{'volumes --json (2 GiB GPT disk with LVM)':<44} layerscope {t_ours * 1000:9.1f} ms {peak_rss(ours) / 1024:7.1f} MiB | "
               f"{'sfdisk + 4 blkid -p + lvs':<28} {t_theirs * 1000:9.1f} ms | ratio {t_ours / t_theirs:5.2f}x  (goal <= 1x)")
@@ -285,7 +286,7 @@ def diff_bench(top):
     print(f"{'blame one file (4 layers)':<44} layerscope {ours[0] * 1000:9.1f} ms {ours[1] / 1024:7.1f} MiB")
 
 
-def interleaved(cmds, rounds=30, warmup=3):
+def interleaved(cmds, rounds=30, warmup=3, check=True):
     """Median wall times (s) of shell-free commands run round-robin: each
     round runs every command once, so load that comes and goes on a shared
     machine falls on all of them alike (hyperfine's back-to-back batches,
@@ -295,7 +296,7 @@ def interleaved(cmds, rounds=30, warmup=3):
     for r in range(warmup + rounds):
         for i, c in enumerate(cmds):
             t0 = time.perf_counter()
-            subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=check)
             if r >= warmup:
                 times[i].append(time.perf_counter() - t0)
     return [statistics.median(t) for t in times]
