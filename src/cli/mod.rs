@@ -14,6 +14,7 @@ mod diff;
 mod files;
 mod fs;
 mod map;
+mod meta;
 mod nbd;
 mod read;
 mod superblock;
@@ -81,6 +82,13 @@ pub enum Command {
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
+    /// Print a shell completion script: `layerscope completions bash >
+    /// /etc/bash_completion.d/layerscope` (or zsh, fish, elvish,
+    /// powershell).
+    Completions(meta::CompletionsArgs),
+    /// Print the manual page (roff), for `man -l -` or to install:
+    /// `layerscope man > layerscope.1`; `layerscope man ls` for a command's.
+    Man(meta::ManArgs),
 }
 
 /// Arguments of `info`.
@@ -417,6 +425,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
         Some(Command::Diff(args)) => diff::diff(&args, &mut out),
         Some(Command::Blame(args)) => diff::blame(&args, &mut out),
+        Some(Command::Completions(args)) => meta::completions(&args, &mut out),
+        Some(Command::Man(args)) => meta::man(&args, &mut out),
         Some(Command::Render(args)) => {
             let chain = open_or_demo(args.image.as_deref())?;
             let (w, h) = args.size;
@@ -475,5 +485,10 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            // serde_json keeps the io::Error inside, out of the chain.
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(io::ErrorKind::BrokenPipe)
     })
 }

@@ -2,6 +2,7 @@
 //! images with the real tools and compares layerscope with them.
 mod bad_input;
 mod chain;
+mod cli;
 mod demo;
 mod diff;
 mod e2e;
