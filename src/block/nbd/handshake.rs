@@ -263,7 +263,10 @@ pub fn list_exports(uri: &NbdUri, opts: &Options) -> Result<Vec<(String, String)
         uri: name.clone(),
         source: e,
     };
-    let mut s = dial(uri, opts.connect_timeout).map_err(io_err)?;
+    let stream = dial(uri, opts.connect_timeout).map_err(io_err)?;
+    // The whole exchange within connect_timeout, however it trickles.
+    let mut s = super::deadline::Timed::new(stream, opts.connect_timeout);
+    s.start(Some(opts.connect_timeout));
     let mut b8 = [0u8; 8];
     s.read_exact(&mut b8).map_err(io_err)?;
     s.read_exact(&mut b8).map_err(io_err)?;
@@ -282,12 +285,12 @@ pub fn list_exports(uri: &NbdUri, opts: &Options) -> Result<Vec<(String, String)
             0
         };
     s.write_all(&cf.to_be_bytes()).map_err(io_err)?;
-    let replies = option(s.as_mut(), OPT_LIST, &[])
+    let replies = option(&mut s, OPT_LIST, &[])
         .map_err(io_err)?
         .map_err(|k| {
             BlockError::unsupported(&name, format!("listing exports: {}", rep_error_name(k)))
         })?;
-    let _ = write_option(s.as_mut(), OPT_ABORT, &[]);
+    let _ = write_option(&mut s, OPT_ABORT, &[]);
     Ok(replies
         .iter()
         .filter(|r| r.kind == REP_SERVER && r.data.len() >= 4)
