@@ -341,13 +341,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             io::Write::write_all(&mut out, frame.as_bytes()).map_err(Into::into)
         }
         None => {
-            let chain = open_or_demo(cli.image.as_deref())?;
             if io::IsTerminal::is_terminal(&io::stdout())
                 && io::IsTerminal::is_terminal(&io::stdin())
             {
                 drop(out);
-                return crate::ui::run(chain).context("running the terminal UI");
+                // The UI is up at once; the chain opens on its worker (an
+                // NBD server may take its time).
+                let image = cli.image.clone();
+                let title = image.clone().unwrap_or_else(|| "the demo chain".into());
+                let is_nbd = title.starts_with("nbd");
+                let open =
+                    Box::new(move || open_or_demo(image.as_deref()).map_err(|e| format!("{e:#}")));
+                return crate::ui::run_opening(&title, is_nbd, open)
+                    .context("running the terminal UI");
             }
+            let chain = open_or_demo(cli.image.as_deref())?;
             // Not a terminal (a pipe, a test): the chain and its map as text.
             chain::run(&chain, false, &mut out)?;
             io::Write::write_all(&mut out, b"\n")?;

@@ -30,6 +30,7 @@ pub mod panes;
 pub mod search;
 pub mod style;
 pub mod term;
+pub mod text;
 pub mod timing;
 pub mod worker;
 
@@ -40,7 +41,7 @@ use action::Action;
 use app::App;
 pub use keys::{key_action, parse_keys};
 use msg::Request;
-pub use term::{run, run_loop, UiEvent};
+pub use term::{run, run_loop, run_opening, Ended, Host, UiEvent};
 use worker::Worker;
 
 use crate::block::chain::Chain;

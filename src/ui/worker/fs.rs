@@ -34,7 +34,8 @@ impl Worker {
         &mut self,
         to: usize,
         change: &crate::diff::Change,
-        offset: Option<u64>,
+        offset: u64,
+        seek: crate::ui::msg::Seek,
     ) -> Result<Reply, BlockError> {
         let from = to.saturating_sub(1);
         // Open both (a filesystem that does not open stays in its view,
@@ -48,7 +49,7 @@ impl Worker {
         };
         let result = fs(from).and_then(|old| {
             let new = fs(to)?;
-            super::diff::compare(old, new, to, change, offset)
+            super::diff::compare(old, new, to, change, offset, seek)
         });
         Ok(match result {
             Ok(c) => Reply::Compare(Box::new(c)),
