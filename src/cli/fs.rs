@@ -156,7 +156,7 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         if info.groups {
             j["groups"] = Value::Array(group_table(fs, true, out)?);
         }
-        serde_json::to_writer_pretty(&mut *out, &j)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &j)?;
         writeln!(out)?;
         return Ok(());
     }
@@ -231,7 +231,7 @@ pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let fs = open(args)?;
     let list = group_table(&fs, args.json, out)?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &list)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &list)?;
         writeln!(out)?;
     }
     Ok(())

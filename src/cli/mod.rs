@@ -432,7 +432,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let (w, h) = args.size;
             if args.time_keys {
                 let t = crate::ui::timing::time_keys(chain, w, h, &args.keys, args.visit_all)?;
-                return serde_json::to_writer(io::stdout(), &t).map_err(Into::into);
+                return crate::escape::json::to_writer(io::stdout(), &t).map_err(Into::into);
             }
             let frame = crate::ui::render_frame_in(
                 chain,

@@ -45,7 +45,7 @@ pub fn info(args: &NbdInfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             flag_names: names,
             status: client.stats().snapshot(),
         };
-        serde_json::to_writer_pretty(&mut *out, &j)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &j)?;
         writeln!(out)?;
         return Ok(());
     }
@@ -116,7 +116,7 @@ pub fn exports(args: &ExportsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             .iter()
             .map(|(n, d)| serde_json::json!({"name": n, "description": d}))
             .collect();
-        serde_json::to_writer_pretty(&mut *out, &v)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
         return Ok(());
     }

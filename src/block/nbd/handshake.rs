@@ -348,7 +348,11 @@ pub fn list_exports(uri: &NbdUri, opts: &Options) -> Result<Vec<(String, String)
         uri: name.clone(),
         source: e,
     };
-    let mut s = dial(uri, opts.connect_timeout).map_err(io_err)?;
+    let stream = dial(uri, opts.connect_timeout).map_err(io_err)?;
+    // The whole exchange within connect_timeout, however it trickles.
+    let mut timed = super::deadline::Timed::new(stream, opts.connect_timeout);
+    timed.start(Some(opts.connect_timeout));
+    let mut s: Box<dyn Stream> = Box::new(timed);
     if let Greeting::Oldstyle(_) = greet(s.as_mut()).map_err(io_err)? {
         return Err(io_err(invalid(
             "server does not support listing (no newstyle)".into(),

@@ -8,6 +8,7 @@
 //! fixture instead, for this client's fallback to that handshake.
 pub mod block_status;
 pub mod client;
+pub mod deadline;
 pub mod handshake;
 pub mod known;
 pub mod map;
