@@ -23,6 +23,7 @@ use crate::block::BlockSource;
 pub mod ext;
 pub mod node;
 pub mod report;
+pub mod xfs;
 
 pub use ext::FsError;
 pub use node::{DirEntry, FileType, Metadata, NodeId, Run, RunKind, Timestamp, Xattr};
@@ -177,6 +178,13 @@ pub trait Filesystem: Send + Sync {
 /// The error of the filesystem whose magic matched, or a `NotExt`-style
 /// error naming what was tried when none matched.
 pub fn open(source: Arc<dyn BlockSource>) -> Result<Arc<dyn Filesystem>, FsError> {
+    let mut first = [0u8; 4];
+    if source.len() >= 4 {
+        source.read_at(0, &mut first)?;
+    }
+    if xfs::probe(&first) {
+        return Ok(Arc::new(xfs::Xfs::open(source)?));
+    }
     let fs = ext::Ext4::open(source)?;
     Ok(Arc::new(fs))
 }

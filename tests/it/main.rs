@@ -13,3 +13,4 @@ mod readonly;
 mod tui;
 mod tui_diff;
 mod util;
+mod xfs;
