@@ -76,21 +76,25 @@ impl Xfs {
     /// Opens the filesystem at the start of `source`.
     ///
     /// # Errors
-    /// `Corrupt` naming the superblock field for a missing magic or an
-    /// impossible geometry; read errors.
+    /// `NotThisFs` without the XFS magic; `Corrupt` naming the superblock
+    /// field for an impossible geometry; read errors.
     pub fn open(source: Arc<dyn BlockSource>) -> Result<Xfs, FsError> {
         let disk = BlockCache::new(source, CACHE_BYTES);
         let size = disk.len();
         let mut first = vec![0u8; superblock::SIZE];
         if size < be::u64_of(first.len()) {
-            return Err(FsError::corrupt(
-                "XFS superblock",
-                "sb_magicnum",
-                0,
-                format!("the volume has only {size} bytes"),
-            ));
+            return Err(FsError::NotThisFs {
+                fs: "XFS",
+                detail: format!("the volume has only {size} bytes"),
+            });
         }
         disk.read_at(0, &mut first)?;
+        if !probe(&first) {
+            return Err(FsError::NotThisFs {
+                fs: "XFS",
+                detail: "no XFSB magic at byte 0".to_owned(),
+            });
+        }
         let probe_sb = Superblock::decode(&first)?;
         // The CRC covers the whole sector.
         let sect = u64::from(probe_sb.sectsize).min(size);

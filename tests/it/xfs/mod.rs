@@ -112,7 +112,7 @@ fn protofile(dir: &Path, v5: bool) -> (PathBuf, BTreeMap<String, Entry>) {
     std::fs::create_dir_all(&src).unwrap();
     let mut tree = BTreeMap::new();
     let mut p = String::from("/dev/null\n0 0\nd--755 0 0\n");
-    let mut file = |p: &mut String,
+    let file = |p: &mut String,
                     tree: &mut BTreeMap<String, Entry>,
                     path: &str,
                     name: &str,
