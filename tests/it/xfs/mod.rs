@@ -19,6 +19,7 @@ use layerscope::fs::Filesystem;
 
 use crate::util::*;
 
+mod damage;
 mod files;
 mod info;
 
@@ -113,11 +114,11 @@ fn protofile(dir: &Path, v5: bool) -> (PathBuf, BTreeMap<String, Entry>) {
     let mut tree = BTreeMap::new();
     let mut p = String::from("/dev/null\n0 0\nd--755 0 0\n");
     let file = |p: &mut String,
-                    tree: &mut BTreeMap<String, Entry>,
-                    path: &str,
-                    name: &str,
-                    body: Vec<u8>,
-                    mode: &str| {
+                tree: &mut BTreeMap<String, Entry>,
+                path: &str,
+                name: &str,
+                body: Vec<u8>,
+                mode: &str| {
         let host = src.join(format!("f{}", tree.len()));
         std::fs::write(&host, &body).unwrap();
         p.push_str(&format!("{name} {mode} 1000 100 {}\n", host.display()));
