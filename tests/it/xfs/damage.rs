@@ -371,11 +371,7 @@ fn block_map_roots_with_bad_levels_or_shared_children() {
     let numrecs = {
         let img = images().iter().find(|i| i.variant.name == variant).unwrap();
         let bytes = std::fs::read(img.dir.join(&img.base_raw)).unwrap();
-        u16::from_be_bytes(
-            bytes[(at + core as u64 + 2) as usize..][..2]
-                .try_into()
-                .unwrap(),
-        )
+        u16::from_be_bytes(bytes[(at + core + 2) as usize..][..2].try_into().unwrap())
     };
     if numrecs >= 2 {
         let mut d = Damaged::of(variant, "bmbt-shared");
