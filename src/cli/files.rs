@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use super::fs::{open, open_full, resolve, Opened};
+use super::fs::{open, open_full, resolve};
 use super::superblock::{asctime, Civil};
 use crate::escape::{printable, printable_bytes};
 use crate::fs::ext::blockmap::{BlockMap, Run};
@@ -551,20 +551,19 @@ pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 /// # Errors
 /// Opening; a bad path; corrupt block maps.
 pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let Opened {
-        fs, reader, base, ..
-    } = open_full(&args.fs)?;
-    let ino = resolve(&fs, &args.path)?;
+    let opened = open_full(&args.fs)?;
+    let fs = &opened.fs;
+    let ino = resolve(fs, &args.path)?;
     let i = fs.inode(ino)?;
     let bs = fs.superblock().block_size;
     let map = fs.block_map(&i)?;
     let mut list = Vec::new();
     for r in &map.runs {
         // Split each run where the serving layer changes.
-        let (mut at, end) = (base + r.physical * bs, base + (r.physical + r.len) * bs);
+        let (mut at, end) = (r.physical * bs, (r.physical + r.len) * bs);
         while at < end {
-            let o = reader.owner(at, end - at)?;
-            let block = (at - base) / bs;
+            let o = opened.owner(at, end - at)?;
+            let block = at / bs;
             list.push(json!({"logical": r.logical + (block - r.physical), "physical": block, "count": o.len.div_ceil(bs), "uninit": r.uninit, "meta": r.meta, "level": r.level, "layer": o.layer}));
             at += o.len.max(1);
         }
