@@ -20,3 +20,4 @@ mod tui;
 mod tui_diff;
 mod util;
 mod volumes;
+mod xfs;
