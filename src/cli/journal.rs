@@ -112,9 +112,9 @@ pub fn run(args: &JournalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         no_replay: true,
         journal_dev: fsa.replay.journal_dev.clone(),
     };
-    let opened = super::fs::open_in_with(&chain, fsa.partition, &on_disk)?;
+    let opened = super::fs::open_in_with(&chain, fsa.volume.as_deref(), &on_disk)?;
     let disk = &opened.fs;
-    let mount = super::fs::mount(&fsa.replay, &opened.reader, opened.base)?;
+    let mount = super::fs::mount(&fsa.replay, &opened.reader, &opened.geometry)?;
     let journal = disk
         .journal_log(mount.journal_dev.clone())
         .context("reading the journal")?

@@ -53,15 +53,34 @@ pub struct Blame {
 }
 
 impl Views {
-    /// The layer that created `path`, knowing it exists as of layer
-    /// `from`: the lowest layer of the unbroken run of layers down from
-    /// `from` in which the path exists.
-    fn created_below(&self, path: &[u8], from: usize) -> Option<usize> {
+    /// The history of `path`, known to exist as of layer `from`: the layer
+    /// that created it (the lowest of the unbroken run of layers down from
+    /// `from` in which the path exists) and the layers in that run where
+    /// it came to hold another file (a new inode, or the same number of a
+    /// new generation), newest first.
+    fn path_history(&self, path: &[u8], from: usize) -> (usize, Vec<usize>) {
+        let mut replaced = Vec::new();
         let mut l = from;
-        while l > 0 && lookup(&self.fs[l - 1], path).is_some() {
+        let mut here = self.fs.get(l).and_then(|fs| lookup(fs, path));
+        while l > 0 {
+            let (Some(fs), Some(below)) = (self.fs.get(l), self.fs.get(l - 1)) else {
+                break;
+            };
+            let Some(there) = lookup(below, path) else {
+                break;
+            };
+            let same = here == Some(there)
+                && match (fs.inode(there), below.inode(there)) {
+                    (Ok(n), Ok(o)) => same_file(&o, &n),
+                    _ => false,
+                };
+            if !same {
+                replaced.push(l);
+            }
+            here = Some(there);
             l -= 1;
         }
-        Some(l)
+        (l, replaced)
     }
 }
 
@@ -77,12 +96,13 @@ fn lookup(fs: &Ext4, path: &[u8]) -> Option<u64> {
 pub struct Views {
     /// `fs[i]`: the filesystem as of layer `i` (0 is the base).
     pub fs: Vec<Ext4>,
-    /// Each layer's own source (what it holds by itself).
+    /// Each layer's own source (what it holds by itself), seen through
+    /// the filesystem's volume: offsets are volume offsets.
     pub layers: Vec<Arc<dyn BlockSource>>,
     /// The whole chain, to say who serves each block.
     pub reader: Arc<LayeredReader>,
-    /// The filesystem's offset on the disk.
-    pub base: u64,
+    /// Where the filesystem's volume lies on the disk.
+    pub geometry: Arc<crate::volume::Geometry>,
 }
 
 impl Views {
@@ -95,7 +115,7 @@ impl Views {
         }
         let src = &self.layers[layer];
         for &(start, len) in ranges {
-            let mut at = self.base + start;
+            let mut at = start;
             let end = (at + len).min(src.len());
             while at < end {
                 let e = src.locate(at, end - at)?;
@@ -159,10 +179,14 @@ impl Views {
             let next = replayed
                 .and_then(|r| r.blocks().find(|&x| x > b && x < end))
                 .unwrap_or(end);
-            let mut at = self.base + b * bs;
-            let stop = self.base + next * bs;
+            let mut at = b * bs;
+            let stop = next * bs;
             while at < stop {
-                let o = self.reader.owner(at, stop - at)?;
+                // The volume's bytes, on the disk (contiguous for a run).
+                let Some((disk, run)) = self.geometry.to_disk(at) else {
+                    break;
+                };
+                let o = self.reader.owner(disk, run.min(stop - at))?;
                 let n = o.len.max(1).min(stop - at);
                 add(o.layer, false, n);
                 at += n;
@@ -242,7 +266,6 @@ impl Views {
                     Some(other) if other != ino || !same => {
                         // What differs from the file it replaced is what
                         // this layer changed; the history goes on with it.
-                        b.replaced_in.push(l);
                         let old = self.fs[l - 1].inode(other)?;
                         let d = if old.mode & 0xf000 == n.mode & 0xf000 {
                             compare(&self.fs[l - 1], &old, &self.fs[l], &n, None)?
@@ -299,7 +322,11 @@ impl Views {
         b.created_layer = match raw {
             // The path's own history: it may be older or younger than the
             // file now at it.
-            Some(p) => self.created_below(p, top),
+            Some(p) => {
+                let (created, replaced) = self.path_history(p, top);
+                b.replaced_in = replaced;
+                Some(created)
+            }
             None if b.created_layer.is_none() && content.is_none() && meta.is_none() => Some(0),
             None => b.created_layer,
         };

@@ -116,6 +116,10 @@ pub struct Change {
     /// or the TUI can fold them under it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub moved_with: Option<String>,
+    /// A modified file's other names as of the newer layer (hard links):
+    /// in path terms each of them is a modified path too.
+    #[serde(skip)]
+    pub raw_other_names: Vec<Vec<u8>>,
 }
 
 /// What a diff read, to show that it followed the overlays.
@@ -221,12 +225,54 @@ fn walk(fs: &Ext4, ino: u64, path: &[u8], out: &mut Vec<Name>, notes: &mut Vec<S
     }
 }
 
-/// Every name under directory `ino` (at `path`) with its inode, depth
-/// first, each directory once (for `blame -R`).
-pub fn walk_paths(fs: &Ext4, ino: u64, path: &[u8], out: &mut Vec<(Vec<u8>, u64)>) {
-    let mut names = Vec::new();
-    walk(fs, ino, path, &mut names, &mut Vec::new());
-    out.extend(names.into_iter().map(|n| (n.path, n.ino)));
+/// Calls `each` with every name under directory `ino` (at `path`) and its
+/// node, as they are listed: a directory's entries in on-disk order, then
+/// its subdirectories, each directory once (a damaged tree may loop).
+/// Memory follows the directories waiting to be listed, never the number
+/// of names (for `blame -R` over a directory of millions of entries).
+/// Directories that cannot be listed are passed to `note`.
+pub fn walk_tree(
+    fs: &dyn crate::fs::Filesystem,
+    ino: u64,
+    path: &[u8],
+    note: &mut dyn FnMut(String),
+    each: &mut dyn FnMut(&[u8], u64) -> std::ops::ControlFlow<()>,
+) {
+    use std::ops::ControlFlow;
+    let mut stack = vec![(ino, path.to_vec())];
+    let mut seen = HashSet::from([ino]);
+    while let Some((dir, dpath)) = stack.pop() {
+        let mut subdirs = Vec::new();
+        let mut problems = Vec::new();
+        let mut stopped = false;
+        let listed = fs.read_dir(dir, &mut problems, &mut |e| {
+            if e.is_dot_or_dotdot() || e.node == 0 {
+                return ControlFlow::Continue(());
+            }
+            let path = join(&dpath, &e.name);
+            if each(&path, e.node).is_break() {
+                stopped = true;
+                return ControlFlow::Break(());
+            }
+            let is_dir = fs
+                .metadata(e.node)
+                .is_ok_and(|m| m.file_type == crate::fs::FileType::Directory);
+            if is_dir && seen.insert(e.node) {
+                subdirs.push((e.node, path));
+            }
+            ControlFlow::Continue(())
+        });
+        if let Err(e) = listed {
+            note(format!("{}: {e}", crate::escape::printable_bytes(&dpath)));
+        }
+        for p in problems {
+            note(format!("{}: {p}", crate::escape::printable_bytes(&dpath)));
+        }
+        if stopped {
+            return;
+        }
+        stack.extend(subdirs);
+    }
 }
 
 /// Both views' inodes, read once.
@@ -273,6 +319,7 @@ fn change(kind: Kind, n: &Name, from: Option<&Name>, delta: Delta) -> Change {
         hard_link: false,
         link_path: None,
         moved_with: None,
+        raw_other_names: Vec::new(),
     }
 }
 
@@ -375,7 +422,13 @@ fn assemble(
                 &fallback
             }
         };
-        out.push(change(Kind::Modified, n, None, delta));
+        let mut c = change(Kind::Modified, n, None, delta);
+        c.raw_other_names = names
+            .iter()
+            .filter(|o| o.path != n.path)
+            .map(|o| o.path.clone())
+            .collect();
+        out.push(c);
     }
     // A moved directory moves what is under it: only the directory is a
     // change (a full walk sees every name under it move).
@@ -385,7 +438,43 @@ fn assemble(
         .filter_map(|c| Some((c.raw_from.clone()?, c.raw_path.clone())))
         .collect();
     if !dir_moves.is_empty() {
+        let (old, new) = (pair.old, pair.new);
+        // A file changed in place under a moved directory: the full walk
+        // sees it move (with its change), the quick one only the change.
+        for c in out.iter_mut().filter(|c| c.change == Kind::Modified) {
+            let from = dir_moves.iter().rev().find_map(|(f, t)| {
+                let mut p = f.clone();
+                p.extend_from_slice(under(&c.raw_path, t)?);
+                (ino_at(old, &p) == Some(c.inode)).then_some(p)
+            });
+            if let Some(from) = from {
+                c.change = Kind::Moved;
+                c.from = Some(crate::escape::printable_bytes(&from));
+                c.raw_from = Some(from);
+            }
+        }
         out.retain(|c| {
+            // The quick diff walks a new directory's tree and finds there
+            // names of files whose old names, under the moved directory's
+            // old path, it never listed: the same file at the same place
+            // under the moved directory only moved with it.
+            let (here, there) = match c.change {
+                Kind::Added => (
+                    dir_moves.iter().map(|(f, t)| (t, f)).collect::<Vec<_>>(),
+                    old,
+                ),
+                Kind::Deleted => (dir_moves.iter().map(|(f, t)| (f, t)).collect(), new),
+                _ => (Vec::new(), old),
+            };
+            if here.iter().any(|(at, other)| {
+                under(&c.raw_path, at).is_some_and(|rel| {
+                    let mut p = (*other).clone();
+                    p.extend_from_slice(rel);
+                    ino_at(there, &p) == Some(c.inode)
+                })
+            }) {
+                return false;
+            }
             if c.change != Kind::Moved || !c.delta.is_empty() {
                 return true;
             }
@@ -393,17 +482,27 @@ fn assemble(
                 return true;
             };
             !dir_moves.iter().any(|(df, dt)| {
-                from.len() > df.len()
-                    && from.starts_with(df)
-                    && from[df.len()] == b'/'
-                    && c.raw_path.starts_with(dt)
-                    && c.raw_path.get(dt.len()) == Some(&b'/')
-                    && c.raw_path[dt.len()..] == from[df.len()..]
+                matches!((under(from, df), under(&c.raw_path, dt)), (Some(a), Some(b)) if a == b)
             })
         });
     }
     out.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
     out
+}
+
+/// The part of `path` below directory `dir`, from its `/` on (`None`
+/// when `path` is not strictly below `dir`).
+fn under<'p>(path: &'p [u8], dir: &[u8]) -> Option<&'p [u8]> {
+    let rest = path.strip_prefix(dir)?;
+    if dir == b"/" {
+        return (!rest.is_empty()).then_some(path);
+    }
+    (rest.first() == Some(&b'/') && rest.len() > 1).then_some(rest)
+}
+
+/// The inode at `path` in `fs`, if the path resolves.
+fn ino_at(fs: &Ext4, path: &[u8]) -> Option<u64> {
+    crate::fs::Filesystem::lookup(fs, path).ok()
 }
 
 /// The full reference: walks both trees and compares every file that is in

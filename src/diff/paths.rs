@@ -8,7 +8,8 @@
 //!   listed as moved too (`moved_with` names the directory, so they can be
 //!   folded), unless `expand` is off; a path under it that also changed
 //!   is a move with that change either way;
-//! - hard links added or removed are marked in [`super::assemble`].
+//! - hard links added or removed are marked in [`super::assemble`]; a
+//!   modified file is listed at each of its names;
 //!
 //! The same pass runs after the quick diff and the full one, so they stay
 //! equal line for line.
@@ -28,6 +29,7 @@ const MAX_EXPANDED: usize = 1_000_000;
 pub fn path_level(diff: &mut Diff, old: &Ext4, new: &Ext4, expand: bool) {
     let changes = std::mem::take(&mut diff.changes);
     let changes = replaced(changes, old, new, &mut diff.notes);
+    let changes = other_names(changes);
     let mut changes = moved_trees(changes, new, expand, &mut diff.notes);
     changes.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
     diff.changes = changes;
@@ -89,6 +91,29 @@ fn replaced(changes: Vec<Change>, old: &Ext4, new: &Ext4, notes: &mut Vec<String
             .map(|(_, c)| c),
     );
     out
+}
+
+/// A modified file with several names (hard links) changed at each of
+/// its paths: one `M` per name not already listed.
+fn other_names(mut changes: Vec<Change>) -> Vec<Change> {
+    let mut present: HashSet<Vec<u8>> = changes.iter().map(|c| c.raw_path.clone()).collect();
+    let mut extra = Vec::new();
+    for c in changes
+        .iter()
+        .filter(|c| c.change == Kind::Modified && !c.raw_other_names.is_empty())
+    {
+        for name in &c.raw_other_names {
+            if present.insert(name.clone()) {
+                let mut o = c.clone();
+                o.path = printable_bytes(name);
+                o.raw_path = name.clone();
+                o.raw_other_names = Vec::new();
+                extra.push(o);
+            }
+        }
+    }
+    changes.extend(extra);
+    changes
 }
 
 /// Whether `path` is `dir` itself or below it; the part below.

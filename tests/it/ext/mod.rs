@@ -8,7 +8,7 @@ use crate::util::*;
 pub(crate) mod corpus;
 mod damage;
 pub(crate) mod files;
-mod info;
+pub(crate) mod info;
 mod layouts;
 mod view;
 

@@ -339,16 +339,20 @@ fn hit_map_says_journal_of_layer() {
     use layerscope::block::chain::{open_chain, ChainOptions, FsOpener};
     use layerscope::block::hitmap::Served;
     use layerscope::block::layered::LayeredReader;
-    use layerscope::block::origin::Window;
     use layerscope::fs::ext::jbd2::mount::Mount;
     use layerscope::fs::ext::Ext4;
+    use layerscope::volume::layers::Origin;
+    use layerscope::volume::Geometry;
     let Some(l) = live() else { return };
     let chain = open_chain(&abs(l, &l.main[2]), ChainOptions::default(), &FsOpener).unwrap();
     let reader = Arc::new(LayeredReader::new(&chain).unwrap());
     let mount = Mount {
-        origin: Some(Arc::new(Window {
+        origin: Some(Arc::new(Origin {
             reader: Arc::clone(&reader),
-            base: 0,
+            geometry: Arc::new(Geometry::window(
+                0,
+                layerscope::block::BlockSource::len(reader.as_ref()),
+            )),
         })),
         ..Mount::default()
     };
