@@ -11,7 +11,9 @@ use serde::Serialize;
 pub mod cache;
 pub mod chain;
 pub mod error;
+pub mod formats;
 pub mod hitmap;
+pub mod image;
 pub mod layered;
 pub mod map;
 pub mod nbd;
@@ -20,6 +22,8 @@ pub mod probe;
 pub mod qcow2;
 pub mod raw;
 pub mod storage;
+pub mod table;
+pub mod vmdk;
 
 pub use error::BlockError;
 

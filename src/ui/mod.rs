@@ -50,7 +50,7 @@ pub fn app_for(chain: &Chain) -> App {
                         h.compression.name()
                     )
                 }
-                None => String::new(),
+                None => l.info.as_ref().map(|i| i.summary()).unwrap_or_default(),
             };
             let name = l.path.rsplit('/').next().unwrap_or(&l.path);
             LayerView {
