@@ -749,22 +749,22 @@ impl ImageInfo for VmdkImage {
         ));
         for (i, e) in self.extents.iter().enumerate() {
             let what = match &e.kind {
-                Kind::Flat { start, .. } => format!("flat at {start:#x}"),
+                Kind::Flat { start, .. } => format!("flat at {start:#x} of"),
                 Kind::Sparse(s) => format!(
-                    "sparse, {} grains{}",
+                    "sparse, {} grains{}, in",
                     crate::units::human(s.grain_bytes),
-                    if s.params.compressed {
-                        ", compressed"
-                    } else {
-                        ""
-                    }
+                    if s.params.compressed { ", compressed" } else { "" }
                 ),
+            };
+            let label = if e.label.is_empty() {
+                String::new()
+            } else {
+                format!("{} ", e.label)
             };
             f.push((
                 format!("extent {i}"),
                 format!(
-                    "{} {} ({what}) {}",
-                    e.label,
+                    "{label}{}, {what} {}",
                     crate::units::human(e.end.saturating_sub(e.start)),
                     e.name
                 ),

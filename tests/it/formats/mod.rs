@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::util::*;
 
+mod mixed;
 mod vmdk;
 
 /// `-f FMT` for qemu and layerscope, when the format must be forced.
