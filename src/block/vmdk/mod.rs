@@ -753,7 +753,11 @@ impl ImageInfo for VmdkImage {
                 Kind::Sparse(s) => format!(
                     "sparse, {} grains{}, in",
                     crate::units::human(s.grain_bytes),
-                    if s.params.compressed { ", compressed" } else { "" }
+                    if s.params.compressed {
+                        ", compressed"
+                    } else {
+                        ""
+                    }
                 ),
             };
             let label = if e.label.is_empty() {

@@ -44,7 +44,9 @@ fn diff_and_blame_across_formats_equal_the_qcow2_chain() {
     ext4_pair(dir);
     let reference = mixed_chain(dir, "qcow2", &[]);
     let want_diff = layerscope(dir, &["diff", "--json", &reference]).ok().json();
-    let want_blame = layerscope(dir, &["blame", "--json", "-R", &reference]).ok().json();
+    let want_blame = layerscope(dir, &["blame", "--json", "-R", &reference])
+        .ok()
+        .json();
     let want_ls = layerscope(dir, &["ls", "-l", "-R", &reference]).ok().text();
     let paths: Vec<&str> = want_diff["changes"]
         .as_array()
@@ -61,12 +63,19 @@ fn diff_and_blame_across_formats_equal_the_qcow2_chain() {
         let what = format!("qcow2 over {fmt}");
         let diff = layerscope(dir, &["diff", "--json", &top]).ok().json();
         assert_eq!(diff["changes"], want_diff["changes"], "{what}: diff");
-        let blame = layerscope(dir, &["blame", "--json", "-R", &top]).ok().json();
+        let blame = layerscope(dir, &["blame", "--json", "-R", &top])
+            .ok()
+            .json();
         assert_eq!(blame, want_blame, "{what}: blame");
         let ls = layerscope(dir, &["ls", "-l", "-R", &top]).ok().text();
         assert_eq!(ls, want_ls, "{what}: ls -l -R");
-        let cat = layerscope(dir, &["cat", &top, "/hello.txt", "--layer", "0"]).ok().stdout;
-        assert!(cat.starts_with(b"hello from the base layer"), "{what}: cat as of the base");
+        let cat = layerscope(dir, &["cat", &top, "/hello.txt", "--layer", "0"])
+            .ok()
+            .stdout;
+        assert!(
+            cat.starts_with(b"hello from the base layer"),
+            "{what}: cat as of the base"
+        );
     }
 }
 
