@@ -28,6 +28,7 @@ pub fn open(
 ) -> Result<FormatLayer, BlockError> {
     match format {
         Format::Vmdk => crate::block::vmdk::VmdkImage::layer(path, storage, opener),
+        Format::Vpc => crate::block::vhd::VhdImage::layer(path, storage),
         Format::Qcow2 | Format::Raw | Format::Nbd => Err(BlockError::Internal {
             what: format!("{path}: {} is not opened by block::formats", format.name()),
         }),
@@ -37,8 +38,8 @@ pub fn open(
 /// The identity a child names this image by, if it has one (see
 /// [`crate::block::image::ParentRef::identity`]).
 pub fn identity(format: Format, storage: &dyn Storage) -> Option<[u8; 16]> {
-    let _ = storage;
     match format {
+        Format::Vpc => crate::block::vhd::identity(storage),
         Format::Vmdk | Format::Qcow2 | Format::Raw | Format::Nbd => None,
     }
 }

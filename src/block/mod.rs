@@ -23,6 +23,7 @@ pub mod qcow2;
 pub mod raw;
 pub mod storage;
 pub mod table;
+pub mod vhd;
 pub mod vmdk;
 
 pub use error::BlockError;

@@ -12,6 +12,7 @@ pub enum Format {
     Qcow2,
     Raw,
     Vmdk,
+    Vpc,
     /// An NBD export (chosen by the URI, never by `--format`).
     #[value(skip)]
     Nbd,
@@ -24,6 +25,7 @@ impl Format {
             Format::Qcow2 => "qcow2",
             Format::Raw => "raw",
             Format::Vmdk => "vmdk",
+            Format::Vpc => "vpc",
             Format::Nbd => "nbd",
         }
     }
@@ -34,6 +36,7 @@ impl Format {
             "qcow2" => Some(Format::Qcow2),
             "raw" => Some(Format::Raw),
             "vmdk" => Some(Format::Vmdk),
+            "vpc" => Some(Format::Vpc),
             _ => None,
         }
     }
@@ -63,8 +66,10 @@ pub fn probe(head: &[u8], tail: &[u8]) -> Probe {
     if starts(b"KDMV") || starts(b"COWD") || vmdk_descriptor(head) {
         return Probe::Readable(Format::Vmdk);
     }
+    if starts(b"conectix") {
+        return Probe::Readable(Format::Vpc);
+    }
     const MAGICS: &[(&[u8], &str)] = &[
-        (b"conectix", "VHD (vpc)"),
         (b"vhdxfile", "VHDX"),
         (b"WithoutFreeSpace", "Parallels"),
         (b"WithouFreSpacExt", "Parallels"),
@@ -85,8 +90,11 @@ pub fn probe(head: &[u8], tail: &[u8]) -> Probe {
     // VHD fixed disks and DMG keep their signature in a 512-byte footer.
     if tail.len() >= 512 {
         let footer = &tail[tail.len() - 512..];
+        // A fixed VHD: qemu probes it as raw (its footer is at the end);
+        // reading it as raw would show the footer as the disk's last
+        // sector, so it is read as VHD (`chain` says so).
         if footer.starts_with(b"conectix") {
-            return Probe::Foreign("VHD (vpc)");
+            return Probe::Readable(Format::Vpc);
         }
         if footer.starts_with(b"koly") {
             return Probe::Foreign("DMG");
@@ -102,7 +110,8 @@ fn vmdk_descriptor(head: &[u8]) -> bool {
         match line.first() {
             Some(b'#') => continue,
             Some(b' ') => {
-                let rest = line.trim_ascii_start();
+                let spaces = line.iter().take_while(|&&b| b == b' ').count();
+                let rest = line.get(spaces..).unwrap_or_default();
                 let rest = rest.strip_prefix(b"\r").unwrap_or(rest);
                 if rest == b"\n" {
                     continue;

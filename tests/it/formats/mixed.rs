@@ -10,6 +10,13 @@ use super::*;
 /// changed, one deleted.
 fn ext4_pair(dir: &Path) {
     mkfs(dir, "flat0", "24M", 30);
+    // The size a 24M VHD gets from its CHS geometry, so every format
+    // holds the same disk.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("flat0.raw"))
+        .unwrap();
+    f.set_len(25_171_968).unwrap();
     std::fs::copy(dir.join("flat0.raw"), dir.join("flat1.raw")).unwrap();
     std::fs::write(dir.join("added.host"), b"added in the overlay\n").unwrap();
     std::fs::write(dir.join("hello.host"), b"changed in the overlay\n").unwrap();
@@ -84,5 +91,6 @@ fn formats_to_mix() -> Vec<(&'static str, &'static [&'static str])> {
     vec![
         ("vmdk", &[][..]),
         ("vmdk", &["-o", "subformat=streamOptimized"][..]),
+        ("vpc", &[][..]),
     ]
 }

@@ -15,7 +15,9 @@ use serde_json::Value;
 use crate::util::*;
 
 mod mixed;
+mod vhd;
 mod vmdk;
+mod writer;
 
 /// `-f FMT` for qemu and layerscope, when the format must be forced.
 pub fn fmt_args(fmt: Option<&str>) -> Vec<&str> {
