@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::sync::Arc;
 
 use crate::block::image::{ImageInfo, ParentRef};
@@ -55,6 +55,17 @@ pub trait Opener {
     fn siblings(&self, _path: &str) -> Result<Vec<String>, BlockError> {
         Ok(Vec::new())
     }
+
+    /// Where the backing file `name`, written in `overlay` (a path this
+    /// opener opened), is: by default qemu's rule for local files
+    /// ([`resolve_backing`]). A remote opener keeps absolute names on its
+    /// host.
+    ///
+    /// # Errors
+    /// As [`resolve_backing`].
+    fn resolve_backing(&self, overlay: &str, name: &str) -> Result<String, BlockError> {
+        resolve_backing(overlay, name)
+    }
 }
 
 /// Most directory entries looked at when searching for a parent by
@@ -70,14 +81,45 @@ impl Opener for FsOpener {
             path: path.to_owned(),
             source,
         };
-        // std's File::open is O_RDONLY: layerscope never writes.
-        let mut file = File::open(path).map_err(open_err)?;
-        let meta = file.metadata().map_err(open_err)?;
-        if meta.is_dir() {
-            return Err(BlockError::IsDirectory {
+        // The type first: opening a FIFO blocks until a writer comes, a
+        // socket cannot be read as a disk, and a character device
+        // (a terminal, /dev/zero) has no size. Only regular files and
+        // block devices are disks.
+        let refuse = |meta: &std::fs::Metadata| -> Result<(), BlockError> {
+            let t = meta.file_type();
+            let kind = if t.is_dir() {
+                return Err(BlockError::IsDirectory {
+                    path: path.to_owned(),
+                });
+            } else if t.is_fifo() {
+                "FIFO (named pipe)"
+            } else if t.is_socket() {
+                "socket"
+            } else if t.is_char_device() {
+                "character device"
+            } else {
+                return Ok(());
+            };
+            Err(BlockError::SpecialFile {
                 path: path.to_owned(),
-            });
-        }
+                kind,
+            })
+        };
+        refuse(&std::fs::metadata(path).map_err(open_err)?)?;
+        // Read-only (layerscope never writes), and O_NONBLOCK so that a
+        // path swapped for a FIFO after the check above cannot block the
+        // open; the type is checked again on what was opened.
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(|e| open_err(e.into()))?;
+        let mut file = File::from(fd);
+        let meta = file.metadata().map_err(open_err)?;
+        refuse(&meta)?;
+        rustix::fs::fcntl_setfl(&file, OFlags::empty()).map_err(|e| open_err(e.into()))?;
         let id = FileId::Inode(meta.dev(), meta.ino());
         let storage = if meta.is_file() {
             FileStorage::new(file).map_err(open_err)?
@@ -323,13 +365,13 @@ fn find_parent(child: &str, parent: &ParentRef, opener: &dyn Opener) -> Result<S
     // a missing file as qemu does.
     if parent.identity.is_none() && !parent.search_siblings {
         if let [only] = parent.names.as_slice() {
-            return resolve_backing(child, only);
+            return opener.resolve_backing(child, only);
         }
     }
     let mut tried = Vec::new();
     let mut candidates = Vec::new();
     for name in &parent.names {
-        match resolve_backing(child, name) {
+        match opener.resolve_backing(child, name) {
             Ok(p) => candidates.push(p),
             Err(_) => tried.push(format!("{name} (a protocol, not a file)")),
         }

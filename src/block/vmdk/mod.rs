@@ -259,7 +259,15 @@ impl VmdkImage {
         self.create_type = ct;
         let mut opened: HashMap<String, usize> = HashMap::new();
         for line in &desc.extents {
-            let name = join(&path, &line.file);
+            // An absolute name stays on the opener's host (ssh); a
+            // relative one is beside the descriptor.
+            let name = if line.file.starts_with('/') {
+                opener
+                    .resolve_backing(&path, &line.file)
+                    .unwrap_or_else(|_| line.file.clone())
+            } else {
+                join(&path, &line.file)
+            };
             let line_at = line.at.saturating_add(at);
             let file = match opened.get(&name) {
                 Some(&i) => i,
