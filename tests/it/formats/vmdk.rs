@@ -137,7 +137,7 @@ fn split_extents_across_the_2gib_boundary() {
             &name,
             &[
                 "write -P 0x71 0x7fff8000 0x10000",
-                "write -P 0x72 0x100000000 0x1000",
+                "write -P 0x72 0x80001000 0x1000",
             ],
         );
         check(dir, &name, None);
