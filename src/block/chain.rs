@@ -161,6 +161,9 @@ pub struct ChainOptions {
     pub format: Option<Format>,
     /// Format of backing files whose overlay names none (default: probe).
     pub backing_format: Option<Format>,
+    /// Read VHDX images whose log needs replaying as they are on disk
+    /// (default: refuse them).
+    pub log_as_is: bool,
 }
 
 /// One layer of a chain.
@@ -306,7 +309,7 @@ pub fn open_chain(
             });
         }
         seen.insert(opened.id.clone(), current.clone());
-        let (mut layer, parent) = open_layer(&current, opened.storage, hint, opener)?;
+        let (mut layer, parent) = open_layer(&current, opened.storage, hint, opener, &opts)?;
         let Some(parent) = parent else {
             stack.push(layer);
             break;
@@ -334,8 +337,14 @@ pub fn open_nbd(uri: &str, opts: crate::block::nbd::Options) -> Result<Chain, Bl
         path: uri.to_owned(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
     })?;
-    let client = Arc::new(crate::block::nbd::NbdClient::connect(parsed, opts)?);
-    Ok(Chain {
+    let client = crate::block::nbd::NbdClient::connect(parsed, opts)?;
+    Ok(nbd_chain(uri, client))
+}
+
+/// An export already connected as a one-layer chain (see [`open_nbd`]).
+pub fn nbd_chain(uri: &str, client: crate::block::nbd::NbdClient) -> Chain {
+    let client = Arc::new(client);
+    Chain {
         layers: vec![Layer {
             index: 0,
             path: uri.to_owned(),
@@ -350,7 +359,7 @@ pub fn open_nbd(uri: &str, opts: crate::block::nbd::Options) -> Result<Chain, Bl
             backing_resolved: None,
             backing_format: None,
         }],
-    })
+    }
 }
 
 /// Finds the parent a layer names: the first candidate name that opens
@@ -377,7 +386,17 @@ fn find_parent(child: &str, parent: &ParentRef, opener: &dyn Opener) -> Result<S
         }
     }
     if parent.search_siblings {
-        candidates.extend(opener.siblings(child)?.into_iter().filter(|p| p != child));
+        // Beside the child, then in the directory above (VirtualBox keeps
+        // differencing images in Snapshots/ below their base).
+        let dir_len = child.rfind('/').map_or(0, |i| i.saturating_add(1));
+        let above = format!("{}../-", child.get(..dir_len).unwrap_or_default());
+        for probe_in in [child, above.as_str()] {
+            for p in opener.siblings(probe_in).unwrap_or_default() {
+                if p != child && !candidates.contains(&p) {
+                    candidates.push(p);
+                }
+            }
+        }
     }
     for path in candidates {
         let opened = match opener.open(&path) {
@@ -439,6 +458,7 @@ fn open_layer(
     storage: Arc<dyn Storage>,
     format: Option<Format>,
     opener: &dyn Opener,
+    opts: &ChainOptions,
 ) -> Result<(Layer, Option<ParentRef>), BlockError> {
     if storage.is_empty() {
         return Err(BlockError::EmptyFile {
@@ -494,7 +514,7 @@ fn open_layer(
         }
         Format::Raw | Format::Nbd => {}
         other => {
-            let opened = crate::block::formats::open(other, path, storage, opener)?;
+            let opened = crate::block::formats::open(other, path, storage, opener, opts)?;
             layer.source = opened.source;
             layer.info = Some(opened.info);
             if let Some(p) = &opened.parent {

@@ -8,7 +8,7 @@
 )]
 use std::sync::Arc;
 
-use crate::block::chain::Opener;
+use crate::block::chain::{ChainOptions, Opener};
 use crate::block::image::FormatLayer;
 use crate::block::probe::Format;
 use crate::block::storage::Storage;
@@ -25,10 +25,19 @@ pub fn open(
     path: &str,
     storage: Arc<dyn Storage>,
     opener: &dyn Opener,
+    opts: &ChainOptions,
 ) -> Result<FormatLayer, BlockError> {
     match format {
         Format::Vmdk => crate::block::vmdk::VmdkImage::layer(path, storage, opener),
         Format::Vpc => crate::block::vhd::VhdImage::layer(path, storage),
+        Format::Vhdx => crate::block::vhdx::VhdxImage::layer(
+            path,
+            storage,
+            crate::block::vhdx::Options {
+                log_as_is: opts.log_as_is,
+            },
+        ),
+        Format::Vdi => crate::block::vdi::VdiImage::layer(path, storage),
         Format::Qcow2 | Format::Raw | Format::Nbd => Err(BlockError::Internal {
             what: format!("{path}: {} is not opened by block::formats", format.name()),
         }),
@@ -40,6 +49,8 @@ pub fn open(
 pub fn identity(format: Format, storage: &dyn Storage) -> Option<[u8; 16]> {
     match format {
         Format::Vpc => crate::block::vhd::identity(storage),
+        Format::Vhdx => crate::block::vhdx::identity(storage),
+        Format::Vdi => crate::block::vdi::identity(storage),
         Format::Vmdk | Format::Qcow2 | Format::Raw | Format::Nbd => None,
     }
 }

@@ -31,6 +31,9 @@ pub struct LayeredReader {
 #[derive(Debug, Default)]
 pub struct StatusCache {
     last: Vec<Option<crate::block::Extent>>,
+    /// Ask each layer what qemu would say ([`BlockSource::qemu_status`])
+    /// rather than what it holds.
+    pub qemu: bool,
 }
 
 /// Who serves a range.
@@ -176,8 +179,12 @@ impl LayeredReader {
                 Some(e) => e,
                 None => {
                     let layer = &self.layers[index];
-                    let e = layer
-                        .block_status(offset, bytes)?
+                    let answer = if cache.qemu {
+                        layer.qemu_status(offset, bytes)?
+                    } else {
+                        layer.block_status(offset, bytes)?
+                    };
+                    let e = answer
                         .into_iter()
                         .next()
                         .ok_or_else(|| BlockError::Internal {

@@ -17,6 +17,7 @@ pub mod image;
 pub mod layered;
 pub mod map;
 pub mod nbd;
+pub mod nbd_files;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
@@ -24,7 +25,9 @@ pub mod ssh;
 pub mod storage;
 pub mod storage_cache;
 pub mod table;
+pub mod vdi;
 pub mod vhd;
+pub mod vhdx;
 pub mod vmdk;
 
 pub use error::BlockError;
@@ -115,6 +118,17 @@ pub trait BlockSource: Send + Sync {
     /// As [`BlockSource::read_at`]; `len` must be non-zero and the range
     /// inside the disk.
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError>;
+
+    /// What qemu's block status says about a prefix of the range, for
+    /// `map --json` (qemu's `qemu-img map`): the same as
+    /// [`BlockSource::block_status`] except for formats whose qemu driver
+    /// answers less precisely (qemu's vhdx calls everything data).
+    ///
+    /// # Errors
+    /// As [`BlockSource::block_status`].
+    fn qemu_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
+        self.block_status(offset, len)
+    }
 
     /// Where a read of a prefix of the range would be served from. May be
     /// coarser than [`BlockSource::block_status`]: a raw file answers `Data`

@@ -1,6 +1,6 @@
 //! Telling image formats apart by their first bytes, the way qemu probes.
 //!
-//! layerscope reads qcow2, VMDK and raw. Files of other formats are
+//! layerscope reads qcow2, VMDK, VHD, VHDX, VDI and raw. Files of other formats are
 //! recognised only to refuse them with a useful name instead of showing
 //! their metadata as if it were a disk.
 use serde::Serialize;
@@ -13,6 +13,8 @@ pub enum Format {
     Raw,
     Vmdk,
     Vpc,
+    Vhdx,
+    Vdi,
     /// An NBD export (chosen by the URI, never by `--format`).
     #[value(skip)]
     Nbd,
@@ -26,6 +28,8 @@ impl Format {
             Format::Raw => "raw",
             Format::Vmdk => "vmdk",
             Format::Vpc => "vpc",
+            Format::Vhdx => "vhdx",
+            Format::Vdi => "vdi",
             Format::Nbd => "nbd",
         }
     }
@@ -37,6 +41,8 @@ impl Format {
             "raw" => Some(Format::Raw),
             "vmdk" => Some(Format::Vmdk),
             "vpc" => Some(Format::Vpc),
+            "vhdx" => Some(Format::Vhdx),
+            "vdi" => Some(Format::Vdi),
             _ => None,
         }
     }
@@ -69,8 +75,10 @@ pub fn probe(head: &[u8], tail: &[u8]) -> Probe {
     if starts(b"conectix") {
         return Probe::Readable(Format::Vpc);
     }
+    if starts(b"vhdxfile") {
+        return Probe::Readable(Format::Vhdx);
+    }
     const MAGICS: &[(&[u8], &str)] = &[
-        (b"vhdxfile", "VHDX"),
         (b"WithoutFreeSpace", "Parallels"),
         (b"WithouFreSpacExt", "Parallels"),
         (b"Bochs Virtual HD Image", "Bochs"),
@@ -85,7 +93,7 @@ pub fn probe(head: &[u8], tail: &[u8]) -> Probe {
     }
     // VDI: signature 0xbeda107f at offset 64.
     if head.get(64..68) == Some(&[0x7f, 0x10, 0xda, 0xbe]) {
-        return Probe::Foreign("VDI");
+        return Probe::Readable(Format::Vdi);
     }
     // VHD fixed disks and DMG keep their signature in a 512-byte footer.
     if tail.len() >= 512 {

@@ -195,6 +195,7 @@ fn open_or_demo(image: Option<&str>) -> anyhow::Result<Chain> {
             format: None,
             backing_format: None,
             remote: RemoteArgs::default(),
+            log_as_is: false,
         }
         .open(),
         None => Ok(crate::demo::open().context("opening the embedded demo chain")?),
@@ -239,6 +240,11 @@ pub struct ImageArgs {
     /// detect).
     #[arg(short = 'F', long, value_enum)]
     pub backing_format: Option<Format>,
+    /// Read a VHDX image whose metadata log was never replayed as it is on
+    /// disk, without the log's writes (by default such an image is
+    /// refused, as qemu refuses it read-only).
+    #[arg(long)]
+    pub log_as_is: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -334,16 +340,18 @@ impl ImageArgs {
     /// # Errors
     /// Any error opening a layer.
     pub fn open(&self) -> anyhow::Result<Chain> {
-        if crate::block::nbd::is_nbd_uri(&self.image) {
-            return Ok(crate::block::chain::open_nbd(
-                &self.image,
-                self.remote.nbd_options(),
-            )?);
-        }
         let opts = ChainOptions {
             format: self.format,
             backing_format: self.backing_format,
+            log_as_is: self.log_as_is,
         };
+        if crate::block::nbd::is_nbd_uri(&self.image) {
+            return Ok(crate::block::nbd_files::open_uri(
+                &self.image,
+                opts,
+                self.remote.nbd_options(),
+            )?);
+        }
         if crate::block::ssh::is_ssh_uri(&self.image) {
             let chain = crate::block::ssh::open_ssh_chain(&self.image, opts, Default::default())?;
             if let (Some(s), Ok(mut seen)) =

@@ -352,8 +352,9 @@ fn other_image_formats_from_the_qemu_corpus() {
             assert!(run.stdout == out.stdout, "{name}: read is not the file");
             continue;
         }
-        if ["vmdk", "vpc"].contains(&qemu_format)
+        if ["vmdk", "vpc", "vhdx", "vdi"].contains(&qemu_format)
             || name.ends_with(".vmdk")
+            || name.ends_with(".vhdx")
             || name.starts_with("afl5")
         {
             // Formats layerscope reads: compared with qemu in

@@ -92,5 +92,7 @@ fn formats_to_mix() -> Vec<(&'static str, &'static [&'static str])> {
         ("vmdk", &[][..]),
         ("vmdk", &["-o", "subformat=streamOptimized"][..]),
         ("vpc", &[][..]),
+        ("vhdx", &["-o", "block_size=1M"][..]),
+        ("vdi", &[][..]),
     ]
 }

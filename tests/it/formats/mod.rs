@@ -15,7 +15,10 @@ use serde_json::Value;
 use crate::util::*;
 
 mod mixed;
+mod over_nbd;
+mod vdi;
 mod vhd;
+mod vhdx;
 mod vmdk;
 mod writer;
 
