@@ -2,6 +2,7 @@
 //! readers, answers [`Request`]s with [`Reply`]s, and on its own thread
 //! coalesces queued requests so only the latest of each kind is served (a
 //! held-down arrow key costs one read, not fifty).
+use crate::fs::ext::superblock::RoCompat;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -153,7 +154,7 @@ impl Worker {
                 group,
                 fields: fs.and_then(|fs| {
                     fs.group(group)
-                        .map(|d| d.fields.iter().map(field_row).collect())
+                        .map(|d| d.fields().iter().map(field_row).collect())
                         .map_err(|e| crate::escape::printable(&error_chain(&e)))
                 }),
             }),
@@ -211,7 +212,7 @@ impl Worker {
     fn fs(&mut self, as_of: usize) -> Result<Result<Vec<FieldRow>, String>, BlockError> {
         Ok(self
             .ext(as_of)?
-            .map(|fs| fs.superblock().fields.iter().map(field_row).collect()))
+            .map(|fs| fs.superblock().fields().iter().map(field_row).collect()))
     }
 
     fn dir(&mut self, as_of: usize, ino: u64) -> Result<Result<Vec<TreeNode>, String>, BlockError> {
@@ -516,8 +517,8 @@ fn groups_table(fs: &Ext4) -> GroupsTable {
     let rows = (0..count.min(MAX_GROUP_ROWS))
         .map(|g| match fs.group(g) {
             Ok(d) => {
-                let offset = d.fields.first().map(|f| f.offset);
-                let checksum = match d.checksum_ok {
+                let offset = Some(d.base);
+                let checksum = match d.checksum_ok() {
                     None => Checksum::None,
                     Some(true) => Checksum::Ok(d.checksum),
                     Some(false) => {
@@ -569,7 +570,7 @@ fn groups_table(fs: &Ext4) -> GroupsTable {
         desc_size,
         checksum_kind: if sb.has_metadata_csum() {
             "crc32c"
-        } else if sb.has_ro_compat(0x10) {
+        } else if sb.has_ro_compat(RoCompat::UNINIT_BG) {
             "crc16"
         } else {
             "none"
