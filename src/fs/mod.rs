@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::block::BlockSource;
 
 pub mod ext;
+pub mod fat;
 pub mod node;
 pub mod report;
 pub mod time;
@@ -210,6 +211,21 @@ pub trait Filesystem: Send + Sync {
 /// The error of the filesystem whose magic matched, or a `NotExt`-style
 /// error naming what was tried when none matched.
 pub fn open(source: Arc<dyn BlockSource>) -> Result<Arc<dyn Filesystem>, FsError> {
-    let fs = ext::Ext4::open(source)?;
-    Ok(Arc::new(fs))
+    let mut tried = Vec::new();
+    match ext::Ext4::open(source.clone()) {
+        Ok(fs) => return Ok(Arc::new(fs)),
+        Err(FsError::NotExt { detail } | FsError::NotThisFs { detail, .. }) => {
+            tried.push(format!("ext2/3/4 ({detail})"));
+        }
+        Err(e) => return Err(e),
+    }
+    match fat::Fat::open(source) {
+        Ok(fs) => return Ok(Arc::new(fs)),
+        Err(FsError::NotThisFs { detail, .. }) => tried.push(format!("FAT ({detail})")),
+        Err(e) => return Err(e),
+    }
+    Err(FsError::NotThisFs {
+        fs: "known",
+        detail: format!("tried {}", tried.join(", ")),
+    })
 }

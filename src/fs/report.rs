@@ -159,6 +159,9 @@ pub struct GroupRow {
     pub values: Vec<(&'static str, Option<Value>)>,
     /// The checksums of the group's structures, as stored and computed.
     pub checks: Vec<NamedCheck>,
+    /// Whether the group's structures are sound: every checksum matches,
+    /// copies agree (None: there is nothing to check).
+    pub ok: Option<bool>,
     /// Facts the columns leave out (where backup copies are, flags the
     /// filesystem ignores).
     pub notes: Vec<String>,
@@ -177,11 +180,6 @@ impl GroupRow {
             error: Some(error),
             ..GroupRow::default()
         }
-    }
-
-    /// Whether every checksum of the row matches (None: it has none).
-    pub fn ok(&self) -> Option<bool> {
-        (!self.checks.is_empty()).then(|| self.checks.iter().all(|c| c.check.ok()))
     }
 
     /// A value by name.

@@ -1,12 +1,12 @@
-//! `/` in the tree: a name fragment searched through the whole directory
-//! tree on the worker (depth first, in the tree's own order, with bounded
-//! work and results; a newer search or Esc cancels a running one), then
-//! each match revealed in the tree: its directories opened one by one, the
-//! match selected. `n` goes to the next match.
+//! `/` in the tree, the worker's side: a name fragment searched through
+//! the whole directory tree (depth first, in the tree's own order, with
+//! bounded work and results; a newer search or Esc cancels a running one).
+//! Revealing the matches in the tree is the tree pane's
+//! ([`super::panes::reveal`]).
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::app::{App, Pane, Request};
+pub use super::msg::{Found, Match};
 use crate::fs::ext::Ext4;
 
 /// Matches kept at most.
@@ -15,35 +15,6 @@ pub const MAX_MATCHES: usize = 1000;
 const MAX_DIRS: usize = 1 << 16;
 /// Entries waiting to be visited at most (a few huge directories).
 const MAX_PENDING: usize = 1 << 20;
-
-/// One match: the inodes from the root's child down to it, and its path
-/// (escaped for the terminal).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Match {
-    pub inos: Vec<u64>,
-    pub path: String,
-}
-
-/// A search's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Found {
-    pub as_of: usize,
-    pub needle: String,
-    pub matches: Vec<Match>,
-    pub dirs: usize,
-    /// Why it stopped early, if it did.
-    pub stopped: Option<&'static str>,
-}
-
-/// The search state in the app.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Search {
-    pub needle: String,
-    /// None while the worker searches.
-    pub found: Option<Found>,
-    /// The match shown last.
-    pub at: usize,
-}
 
 /// Searches the tree of `fs` for names containing `needle` (ASCII case
 /// folded). Stops when `cancel` moves away from `generation`.
@@ -140,125 +111,4 @@ pub fn search(fs: &Ext4, as_of: usize, needle: &str, cancel: &AtomicU64, generat
         }
     }
     found
-}
-
-impl App {
-    /// Enter in the search prompt: asks the worker.
-    pub(super) fn start_search(&mut self, needle: String) -> Vec<Request> {
-        if needle.is_empty() {
-            return Vec::new();
-        }
-        self.search = Some(Search {
-            needle: needle.clone(),
-            found: None,
-            at: 0,
-        });
-        self.message = Some(format!("searching for {needle:?}…"));
-        vec![Request::Search {
-            as_of: self.as_of,
-            needle,
-        }]
-    }
-
-    /// The worker's answer: shows the first match.
-    pub(super) fn receive_found(&mut self, f: Found) -> Vec<Request> {
-        match &mut self.search {
-            Some(s) if s.needle == f.needle && f.as_of == self.as_of => {
-                s.found = Some(f);
-                s.at = 0;
-            }
-            _ => return Vec::new(),
-        }
-        self.show_match()
-    }
-
-    /// `n`: the next match.
-    pub(super) fn next_match(&mut self) -> Vec<Request> {
-        let Some(s) = &mut self.search else {
-            self.message = Some("no search yet: / to search".into());
-            return Vec::new();
-        };
-        if let Some(f) = &s.found {
-            if !f.matches.is_empty() {
-                s.at = (s.at + 1) % f.matches.len();
-            }
-        }
-        self.show_match()
-    }
-
-    /// Reveals the current match, and says which it is.
-    fn show_match(&mut self) -> Vec<Request> {
-        let Some(Search {
-            needle,
-            found: Some(f),
-            at,
-        }) = &self.search
-        else {
-            return Vec::new();
-        };
-        let note = match f.stopped {
-            Some(why) => format!(", stopped: {why}"),
-            None => String::new(),
-        };
-        let Some(m) = f.matches.get(*at) else {
-            self.message = Some(format!(
-                "no name contains {needle:?} ({} directories searched{note})",
-                f.dirs
-            ));
-            return Vec::new();
-        };
-        self.message = Some(format!(
-            "{} (match {} of {}{note}; n: next)",
-            m.path,
-            at + 1,
-            f.matches.len()
-        ));
-        self.reveal = Some(m.inos.clone());
-        self.focus = Pane::Tree;
-        self.advance_reveal()
-    }
-
-    /// Opens the next closed directory on the way to the match being
-    /// revealed, or selects it when all are open.
-    pub(super) fn advance_reveal(&mut self) -> Vec<Request> {
-        let Some(path) = self.reveal.clone() else {
-            return Vec::new();
-        };
-        let mut at = 0usize;
-        let mut inos = std::iter::once(2u64).chain(path.iter().copied()).peekable();
-        inos.next();
-        loop {
-            let Some(node) = self.tree.get(at) else {
-                self.reveal = None;
-                return Vec::new();
-            };
-            let Some(&want) = inos.peek() else {
-                self.tree_sel = at;
-                self.reveal = None;
-                return Vec::new();
-            };
-            if !node.expanded {
-                return vec![Request::Dir {
-                    as_of: self.as_of,
-                    ino: node.ino,
-                }];
-            }
-            let depth = node.depth;
-            let child = self.tree[at + 1..]
-                .iter()
-                .take_while(|n| n.depth > depth)
-                .position(|n| n.depth == depth + 1 && n.ino == want);
-            match child {
-                Some(p) => {
-                    at += 1 + p;
-                    inos.next();
-                }
-                None => {
-                    self.reveal = None;
-                    self.message = Some("the match is no longer in the tree".into());
-                    return Vec::new();
-                }
-            }
-        }
-    }
 }

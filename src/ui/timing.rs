@@ -11,9 +11,13 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use serde::Serialize;
 
-use super::app::{Action, App, Pane, Reply, Request};
+use super::action::{Action, Pane};
+use super::app::App;
+use super::draw;
+use super::hex::Palette;
+use super::keys::{key_action, parse_keys};
+use super::msg::{Reply, Request};
 use super::worker::{self, Worker};
-use super::{app_for, hex::Palette, key_action, parse_keys, render};
 use crate::block::chain::Chain;
 
 /// Directories opened at most by `visit_all`.
@@ -84,9 +88,7 @@ impl Harness {
 
     fn draw(&mut self) {
         let app = &self.app;
-        let _ = self
-            .terminal
-            .draw(|f| render::draw(f, app, Palette::Ansi16));
+        let _ = self.terminal.draw(|f| draw::draw(f, app, Palette::Ansi16));
     }
 }
 
@@ -112,7 +114,7 @@ pub fn time_keys(
     visit_all: bool,
 ) -> std::io::Result<KeyTimes> {
     let start = Instant::now();
-    let app = app_for(&chain);
+    let app = App::for_chain(&chain);
     let (tx, rx) = worker::spawn(Worker::new(chain));
     let terminal = match Terminal::new(TestBackend::new(width, height)) {
         Ok(t) => t,
@@ -127,7 +129,7 @@ pub fn time_keys(
     };
     let first = h.app.apply(Action::Resize(width, height));
     h.send(first);
-    h.wait(|h| h.app.hex.is_some() && h.app.sb.is_some());
+    h.wait(|h| h.app.hex.data.is_some() && h.app.superblock.fields.is_some());
     h.draw();
     let mut out = KeyTimes {
         first_frame_ms: start.elapsed().as_secs_f64() * 1000.0,
@@ -182,28 +184,29 @@ fn finish(
     (out.while_listing_median_ms, out.while_listing_max_ms) = median_max(&mut listing);
     if visit_all {
         let mut opened = HashSet::new();
-        h.app.focus = Pane::Tree;
+        h.app.shared.focus = Pane::Tree;
         while opened.len() < MAX_VISITS {
             h.wait(|h| h.listing == 0);
             h.drain();
             let Some(i) = h
                 .app
                 .tree
+                .nodes
                 .iter()
                 .position(|n| n.is_dir && !n.expanded && !opened.contains(&n.ino))
             else {
                 break;
             };
-            opened.insert(h.app.tree[i].ino);
-            h.app.tree_sel = i;
-            h.app.focus = Pane::Tree;
+            opened.insert(h.app.tree.nodes[i].ino);
+            h.app.tree.sel = i;
+            h.app.shared.focus = Pane::Tree;
             let r = h.app.apply(Action::Enter);
             h.send(r);
         }
         h.wait(|h| h.listing == 0);
         h.draw();
         out.dirs_opened = opened.len();
-        out.tree_rows = h.app.tree.len();
+        out.tree_rows = h.app.tree.nodes.len();
     }
     out
 }

@@ -6,6 +6,7 @@ mod demo;
 mod diff;
 mod e2e;
 mod ext;
+mod fat;
 mod mutate;
 mod nbd;
 mod oracle;

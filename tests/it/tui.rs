@@ -842,3 +842,148 @@ fn hostile_names_in_the_tree_and_search_are_escaped() {
         assert!(frame.contains("evil\\xff\\xfebytes"), "{frame}");
     }
 }
+
+/// The module a `super::`/`crate::ui::` path names, from `base` (a module
+/// path under src/): descends while the next segment is a module file.
+fn ui_target(root: &std::path::Path, mut base: Vec<String>, rest: &str) -> Vec<Vec<String>> {
+    let is_module = |m: &[String]| {
+        // `m` starts with `crate`, the directory `root` is.
+        let p = root.join(m[1..].join("/"));
+        p.with_extension("rs").is_file() || p.join("mod.rs").is_file()
+    };
+    let rest = rest.trim_start();
+    if let Some(group) = rest.strip_prefix('{') {
+        // `{a, b::c, d}`: each first segment.
+        let mut depth = 0;
+        let mut items = vec![String::new()];
+        for ch in group.chars() {
+            match ch {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => items.push(String::new()),
+                c => items.last_mut().unwrap().push(c),
+            }
+        }
+        return items
+            .iter()
+            .flat_map(|i| ui_target(root, base.clone(), i))
+            .collect();
+    }
+    for seg in rest.split("::") {
+        let name: String = seg
+            .trim()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let mut next = base.clone();
+        next.push(name);
+        if next.last().is_some_and(|n| !n.is_empty()) && is_module(&next) {
+            base = next;
+        } else {
+            break;
+        }
+    }
+    vec![base]
+}
+
+/// The component a module belongs to: a top module of `ui`, or a pane.
+fn ui_node(m: &[String]) -> String {
+    match m {
+        [_, ui, panes, pane, ..] if ui == "ui" && panes == "panes" => format!("panes::{pane}"),
+        [_, ui, top, ..] if ui == "ui" => top.clone(),
+        _ => "ui".into(),
+    }
+}
+
+/// The UI's modules import one another without a circle (each pane and
+/// each top module of `src/ui` is a node; the worker's files are one), no
+/// module uses the `ui` facade, and no file is over 500 lines.
+#[test]
+fn ui_modules_form_no_import_circle_and_stay_small() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    let mut dirs = vec![src.join("ui")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    let mut edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let lines = text.lines().count();
+        assert!(lines <= 500, "{} has {lines} lines", f.display());
+        let rel = f.strip_prefix(&src).unwrap().with_extension("");
+        let mut module: Vec<String> = std::iter::once("crate".to_owned())
+            .chain(rel.iter().map(|c| c.to_string_lossy().into_owned()))
+            .collect();
+        if module.last().is_some_and(|m| m == "mod") {
+            module.pop();
+        }
+        let from = ui_node(&module);
+        let parent: Vec<String> = module[..module.len() - 1].to_vec();
+        // Up to the unit tests (whose `super` is the file's own module).
+        for line in text.lines().take_while(|l| !l.starts_with("#[cfg(test)]")) {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            for (key, base) in [
+                ("super::", &parent),
+                ("crate::ui::", &vec!["crate".into(), "ui".into()]),
+            ] {
+                for (at, _) in code.match_indices(key) {
+                    // `super::super::` would be a grand-parent: not used.
+                    let rest = &code[at + key.len()..];
+                    for target in ui_target(&src, base.clone(), rest) {
+                        let to = ui_node(&target);
+                        if to != from && from != "ui" {
+                            edges.entry(from.clone()).or_default().insert(to);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (from, tos) in &edges {
+        assert!(
+            !tos.contains("ui"),
+            "{from} uses the ui facade (src/ui/mod.rs): {tos:?}"
+        );
+    }
+    // Depth-first search for a back edge.
+    fn visit(
+        n: &str,
+        edges: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) {
+        if done.contains(n) {
+            return;
+        }
+        if let Some(i) = path.iter().position(|p| p == n) {
+            panic!("import circle: {} -> {n}", path[i..].join(" -> "));
+        }
+        path.push(n.to_owned());
+        for m in edges.get(n).into_iter().flatten() {
+            visit(m, edges, path, done);
+        }
+        path.pop();
+        done.insert(n.to_owned());
+    }
+    let mut done = Default::default();
+    for n in edges.keys() {
+        visit(n, &edges, &mut Vec::new(), &mut done);
+    }
+    // The check sees the structure: panes use the shared context, the
+    // app uses the panes.
+    assert!(edges["app"].contains("panes::tree"), "{edges:?}");
+    assert!(edges["panes::tree"].contains("context"), "{edges:?}");
+}

@@ -21,6 +21,10 @@ pub enum FsError {
     /// Not an ext2/3/4 filesystem at all.
     #[error("no ext2/3/4 filesystem found: {detail}")]
     NotExt { detail: String },
+    /// Not a filesystem of the kind tried (no magic, or a header no such
+    /// filesystem can have): the caller tries the next kind.
+    #[error("no {fs} filesystem found: {detail}")]
+    NotThisFs { fs: &'static str, detail: String },
     /// A path that does not exist.
     #[error("{path}: not found: {detail}")]
     NotFound { path: String, detail: String },

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::layout::{decode_table, Endian, Field, FieldValue};
 
-use super::blockmap::{le16, le32, BlockMap, Geometry, ReadBlock, Run};
+use super::blockmap::{BlockMap, Geometry, ReadBlock, Run};
 use super::checksum::{crc32c_raw, Check};
 use super::error::FsError;
 

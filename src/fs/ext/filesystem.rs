@@ -149,6 +149,7 @@ impl Ext4 {
                 ("inode_bitmap_csum_ok", ok(bitmaps.1)),
                 ("bitmap_error", bitmap_error.map(Value::Text)),
             ],
+            ok: (!checks.is_empty()).then(|| checks.iter().all(|c| c.check.ok())),
             checks,
             notes,
             error: None,

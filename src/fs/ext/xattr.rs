@@ -5,7 +5,7 @@
 //! live in their own inode (ea_inode), which is named, not read.
 use crate::layout::{decode_table, Endian, Field, FieldValue};
 
-use super::blockmap::{le16, le32};
+use super::blockmap::le32;
 use super::checksum::{crc32c_raw, Check};
 use super::error::FsError;
 

@@ -1,0 +1,212 @@
+//! The file allocation table: one entry per data cluster naming the next
+//! cluster of its chain. Chains are walked with Brent's cycle detection,
+//! so a loop is found after about twice the chain's real length, never
+//! after as many steps as the FAT claims clusters, and the walk costs what
+//! the chain really holds.
+use super::boot::{BootSector, FatType};
+use super::FsError;
+use crate::block::BlockSource;
+
+/// What a FAT entry says about the cluster after this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The chain goes on in this cluster.
+    Cluster(u32),
+    /// The last cluster of the chain.
+    End,
+    /// The entry is free (0): a chain that reaches it is broken.
+    Free,
+    /// The cluster is marked bad.
+    Bad,
+    /// A value that is no cluster of this volume (1, or past the last).
+    Invalid(u32),
+}
+
+/// Bytes of the FAT read at once while walking.
+const CHUNK: u64 = 4096;
+
+/// Reads FAT entries, keeping the last chunk of the table it read.
+pub struct FatReader<'a> {
+    disk: &'a dyn BlockSource,
+    boot: &'a BootSector,
+    /// Where the FAT copy being read starts on the volume.
+    base: u64,
+    chunk: Vec<u8>,
+    chunk_at: Option<u64>,
+}
+
+impl<'a> FatReader<'a> {
+    /// A reader of FAT copy `copy` (0 is the first).
+    pub fn new(disk: &'a dyn BlockSource, boot: &'a BootSector, copy: u64) -> FatReader<'a> {
+        let fat_bytes = boot.fat_sectors.saturating_mul(boot.bytes_per_sector);
+        FatReader {
+            disk,
+            boot,
+            base: boot
+                .fat_offset
+                .saturating_add(copy.saturating_mul(fat_bytes)),
+            chunk: Vec::new(),
+            chunk_at: None,
+        }
+    }
+
+    /// The bytes of the table at `offset` (from the table's start), `len`
+    /// of them (at most 4, never across the table's end).
+    fn bytes(&mut self, offset: u64, len: u64) -> Result<[u8; 4], FsError> {
+        let mut out = [0u8; 4];
+        let table_len = self
+            .boot
+            .fat_sectors
+            .saturating_mul(self.boot.bytes_per_sector);
+        for i in 0..len.min(4) {
+            let at = offset.saturating_add(i);
+            if at >= table_len {
+                break;
+            }
+            let start = at - at % CHUNK;
+            if self.chunk_at != Some(start) {
+                let n = CHUNK.min(table_len.saturating_sub(start));
+                let abs = self.base.saturating_add(start);
+                let n = n.min(self.disk.len().saturating_sub(abs));
+                self.chunk = vec![0u8; usize::try_from(n).unwrap_or(0)];
+                self.disk.read_at(abs, &mut self.chunk)?;
+                self.chunk_at = Some(start);
+            }
+            let k = usize::try_from(at.saturating_sub(start)).unwrap_or(usize::MAX);
+            if let (Some(dst), Some(src)) = (
+                out.get_mut(usize::try_from(i).unwrap_or(0)),
+                self.chunk.get(k),
+            ) {
+                *dst = *src;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The raw entry of `cluster` (masked to 28 bits on FAT32).
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn entry(&mut self, cluster: u32) -> Result<u32, FsError> {
+        let n = u64::from(cluster);
+        Ok(match self.boot.fat_type {
+            FatType::Fat12 => {
+                let b = self.bytes(n.saturating_add(n / 2), 2)?;
+                let v = u32::from(u16::from_le_bytes([b[0], b[1]]));
+                if n % 2 == 1 {
+                    v >> 4
+                } else {
+                    v & 0xfff
+                }
+            }
+            FatType::Fat16 => {
+                let b = self.bytes(n.saturating_mul(2), 2)?;
+                u32::from(u16::from_le_bytes([b[0], b[1]]))
+            }
+            FatType::Fat32 => {
+                let b = self.bytes(n.saturating_mul(4), 4)?;
+                u32::from_le_bytes(b) & 0x0fff_ffff
+            }
+        })
+    }
+
+    /// What the entry of `cluster` says.
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn next(&mut self, cluster: u32) -> Result<Next, FsError> {
+        let v = self.entry(cluster)?;
+        let t = self.boot.fat_type;
+        let last = self.boot.cluster_count.saturating_add(1);
+        Ok(if v == 0 {
+            Next::Free
+        } else if v >= t.end_of_chain() {
+            Next::End
+        } else if v == t.bad() {
+            Next::Bad
+        } else if v >= 2 && u64::from(v) <= last {
+            Next::Cluster(v)
+        } else {
+            Next::Invalid(v)
+        })
+    }
+}
+
+/// How a chain ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainEnd {
+    /// At an end-of-chain mark.
+    Complete,
+    /// The walker asked to stop.
+    Stopped,
+    /// Damaged: what was wrong, already worded.
+    Broken(String),
+}
+
+/// Walks the chain starting at `first`, calling `each` with runs of
+/// consecutive clusters (first cluster, count) in chain order until it
+/// returns false. A start that is no cluster of the volume, a free, bad
+/// or invalid entry inside the chain, and a loop end the walk as
+/// [`ChainEnd::Broken`].
+///
+/// # Errors
+/// Read errors.
+pub fn walk(
+    fat: &mut FatReader<'_>,
+    first: u32,
+    each: &mut dyn FnMut(u32, u32) -> bool,
+) -> Result<ChainEnd, FsError> {
+    let last = fat.boot.cluster_count.saturating_add(1);
+    if first < 2 || u64::from(first) > last {
+        return Ok(ChainEnd::Broken(format!(
+            "the chain starts at cluster {first}, which is not a data cluster (2 to {last})"
+        )));
+    }
+    let (mut run_start, mut run_len) = (first, 1u32);
+    let mut current = first;
+    // Brent: the tortoise jumps to the hare at powers of two.
+    let (mut tortoise, mut power, mut lambda) = (first, 1u64, 0u64);
+    loop {
+        let next = match fat.next(current)? {
+            Next::Cluster(c) => c,
+            Next::End => {
+                each(run_start, run_len);
+                return Ok(ChainEnd::Complete);
+            }
+            other => {
+                each(run_start, run_len);
+                let what = match other {
+                    Next::Free => "a free entry".to_owned(),
+                    Next::Bad => "a bad-cluster mark".to_owned(),
+                    Next::Invalid(v) => format!("{v:#x}, not a cluster of the volume"),
+                    _ => String::new(),
+                };
+                return Ok(ChainEnd::Broken(format!(
+                    "the chain from cluster {first} breaks at cluster {current}: its FAT entry is {what}"
+                )));
+            }
+        };
+        if next == tortoise {
+            each(run_start, run_len);
+            return Ok(ChainEnd::Broken(format!(
+                "the chain from cluster {first} loops: cluster {current} leads back to {next}"
+            )));
+        }
+        if power == lambda {
+            tortoise = next;
+            power = power.saturating_mul(2);
+            lambda = 0;
+        }
+        lambda = lambda.saturating_add(1);
+        if current.checked_add(1) == Some(next) && run_len < u32::MAX {
+            run_len = run_len.saturating_add(1);
+        } else {
+            if !each(run_start, run_len) {
+                return Ok(ChainEnd::Stopped);
+            }
+            run_start = next;
+            run_len = 1;
+        }
+        current = next;
+    }
+}

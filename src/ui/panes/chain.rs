@@ -1,0 +1,67 @@
+//! The Chain pane: the layers, top first, each with its colour; Enter
+//! shows the disk as of the selected layer, Esc the top again.
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use super::DrawCx;
+use crate::ui::action::{Action, Pane};
+use crate::ui::context::{Effect, Effects, Shared};
+use crate::ui::style::{pane_block, selected};
+use crate::units::human;
+
+/// The chain pane's state: the selected layer.
+#[derive(Clone, Debug, Default)]
+pub struct ChainPane {
+    pub sel: usize,
+}
+
+impl ChainPane {
+    /// Keys (None: not the pane's).
+    pub fn key(&mut self, action: &Action, s: &Shared) -> Option<Effects> {
+        match action {
+            Action::Up => self.sel = (self.sel + 1).min(s.top()),
+            Action::Down => self.sel = self.sel.saturating_sub(1),
+            Action::Top => self.sel = s.top(),
+            Action::Bottom => self.sel = 0,
+            Action::Enter => {
+                return Some(vec![
+                    Effect::AsOf(self.sel),
+                    Effect::Message(format!("disk as of layer {}", self.sel)),
+                ])
+            }
+            Action::Back => {
+                self.sel = s.top();
+                return Some(vec![Effect::AsOf(s.top())]);
+            }
+            _ => return None,
+        }
+        Some(Vec::new())
+    }
+
+    pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx) {
+        let s = cx.shared;
+        let focused = cx.focused(Pane::Chain);
+        let lines: Vec<Line> = s
+            .layers
+            .iter()
+            .rev()
+            .map(|l| {
+                let sel = focused && l.index == self.sel;
+                let mark = if l.index == s.as_of { "▶" } else { " " };
+                let style = if sel { selected() } else { Default::default() };
+                Line::from(vec![
+                    Span::raw(mark),
+                    Span::styled("█", cx.styles.layer(Some(l.index))),
+                    Span::styled(
+                        format!("{} {} {} {}", l.index, l.name, l.format, l.detail),
+                        style,
+                    ),
+                ])
+            })
+            .collect();
+        let title = format!("Chain: {} layers, {}", s.layers.len(), human(s.disk_size));
+        f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
+    }
+}

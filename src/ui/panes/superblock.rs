@@ -1,0 +1,79 @@
+//! The Superblock pane: every field with its offset and value; the
+//! selected field is marked in the hex view, the others underlined.
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+use super::DrawCx;
+use crate::ui::action::{Action, Pane};
+use crate::ui::context::{Effect, Effects, Highlight};
+use crate::ui::msg::FieldRow;
+use crate::ui::style::{pane_block, scroll_start, selected};
+
+/// The superblock pane's state.
+#[derive(Clone, Debug, Default)]
+pub struct SuperblockPane {
+    /// The fields, or why there is no filesystem (None: not read yet).
+    pub fields: Option<Result<Vec<FieldRow>, String>>,
+    pub sel: usize,
+}
+
+impl SuperblockPane {
+    /// Keys (None: not the pane's).
+    pub fn key(&mut self, action: &Action) -> Option<Effects> {
+        let sel = self.sel;
+        Some(match action {
+            Action::Up => self.select(sel.saturating_sub(1)),
+            Action::Down => self.select(sel + 1),
+            Action::PageUp => self.select(sel.saturating_sub(10)),
+            Action::PageDown => self.select(sel + 10),
+            Action::Enter => self.select(sel),
+            _ => return None,
+        })
+    }
+
+    /// Moves the selection (clamped) and marks the field's bytes.
+    fn select(&mut self, sel: usize) -> Effects {
+        let Some(Ok(rows)) = &self.fields else {
+            return Vec::new();
+        };
+        if rows.is_empty() {
+            return Vec::new();
+        }
+        self.sel = sel.min(rows.len() - 1);
+        vec![Effect::Highlight(Highlight {
+            label: format!("superblock {}", rows[self.sel].name),
+            fields: rows.iter().map(|r| (r.offset, r.size)).collect(),
+            selected: Some(self.sel),
+        })]
+    }
+
+    pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx) {
+        let focused = cx.focused(Pane::Superblock);
+        let height = usize::from(r.height.saturating_sub(2));
+        let mut lines: Vec<Line> = Vec::new();
+        match &self.fields {
+            None => lines.push(Line::from("reading…")),
+            Some(Err(e)) => lines.push(Line::from(format!("no filesystem: {e}"))),
+            Some(Ok(rows)) => {
+                let start = scroll_start(self.sel, height);
+                for (i, row) in rows.iter().enumerate().skip(start).take(height) {
+                    let style = if focused && i == self.sel {
+                        selected()
+                    } else {
+                        Default::default()
+                    };
+                    lines.push(Line::from(Span::styled(
+                        format!("{:#06x} {:<24} {}", row.offset, row.name, row.value),
+                        style,
+                    )));
+                }
+            }
+        }
+        f.render_widget(
+            Paragraph::new(lines).block(pane_block("Superblock (ext)".into(), focused)),
+            r,
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The worker: the only place the TUI does I/O. It owns the chain and its
+//! readers, answers [`Request`]s with [`Reply`]s, and on its own thread
+//! coalesces queued requests so only the latest of each kind is served (a
+//! held-down arrow key costs one read, not fifty).
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+
+mod diff;
+mod fs;
+mod grid;
+
+use super::msg::{CellOwner, Reply, Request};
+use crate::block::cache::BlockCache;
+use crate::block::chain::Chain;
+use crate::block::layered::LayeredReader;
+use crate::block::BlockError;
+use crate::fs::ext::Ext4;
+
+/// Hit map cells, at most.
+const MAX_CELLS: usize = 1 << 16;
+/// Cache for the hex pane's reads: a screen is a few KiB, and this holds
+/// a few read-ahead windows (16 MiB made visiting every directory of the
+/// benchmark's 2 GiB chain peak at 62 MiB RSS; 4 MiB, 50).
+const CACHE_BYTES: u64 = 4 << 20;
+
+struct View {
+    reader: Arc<LayeredReader>,
+    cache: BlockCache,
+    /// The static map (start, end, owner), computed once.
+    map: Option<Vec<(u64, u64, CellOwner)>>,
+    /// The filesystem as of this layer, opened once.
+    fs: Option<Result<Ext4, String>>,
+}
+
+/// Owns the chain and everything read from it.
+pub struct Worker {
+    chain: Chain,
+    views: HashMap<usize, View>,
+    /// The diff running on its own thread.
+    job: diff::Job,
+    /// Where that thread sends its replies (None: run it here, for
+    /// headless frames).
+    replies: Option<Sink>,
+    /// Bumped to cancel a running search (see [`Worker::search_cancel`]).
+    cancel: Arc<AtomicU64>,
+    /// The NBD connection state last seen, to log its changes.
+    nbd_state: Option<String>,
+}
+
+impl Worker {
+    /// A worker for `chain`.
+    pub fn new(chain: Chain) -> Worker {
+        Worker {
+            chain,
+            views: HashMap::new(),
+            job: diff::Job::default(),
+            replies: None,
+            cancel: Arc::default(),
+            nbd_state: None,
+        }
+    }
+
+    /// The counter a running search watches: bumping it (a new search,
+    /// Esc) stops the search at the next directory.
+    pub fn search_cancel(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.cancel)
+    }
+
+    fn view(&mut self, as_of: usize) -> Result<&mut View, BlockError> {
+        if !self.views.contains_key(&as_of) {
+            let cut = self.chain.cut(as_of);
+            let reader = Arc::new(LayeredReader::new(&cut)?);
+            let cache = BlockCache::new(reader.clone(), CACHE_BYTES);
+            self.views.insert(
+                as_of,
+                View {
+                    reader,
+                    cache,
+                    map: None,
+                    fs: None,
+                },
+            );
+        }
+        self.views
+            .get_mut(&as_of)
+            .ok_or_else(|| BlockError::Internal {
+                what: "view vanished".into(),
+            })
+    }
+
+    /// Serves one request (logged with its time; errors logged too).
+    pub fn handle(&mut self, request: Request) -> Reply {
+        let start = std::time::Instant::now();
+        let what = summary(&request);
+        let reply = self.serve(request);
+        let ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1000.0);
+        match &reply {
+            Reply::Error(e) => tracing::warn!(request = %what, %ms, error = %e, "request failed"),
+            _ => tracing::debug!(request = %what, %ms, "request served"),
+        }
+        reply
+    }
+
+    fn serve(&mut self, request: Request) -> Reply {
+        let result = match request {
+            Request::Hex { as_of, offset, len } => self.hex(as_of, offset, len).map(Reply::Hex),
+            Request::Grid { as_of, cells, mode } => self.grid(as_of, cells, mode).map(Reply::Grid),
+            Request::Fs { as_of } => self.fs(as_of).map(|fields| Reply::Fs { as_of, fields }),
+            Request::Dir { as_of, ino } => self.dir(as_of, ino).map(|entries| Reply::Dir {
+                as_of,
+                ino,
+                entries,
+            }),
+            Request::File { as_of, ino, cells } => self
+                .file(as_of, ino, cells)
+                .map(|f| Reply::FileAt(Box::new(f))),
+            Request::Marks { as_of, inos } => self.marks(as_of, &inos),
+            Request::Diff { to } => {
+                let send = self.replies.clone().map(|sink| {
+                    Box::new(move |r: Reply| {
+                        let _ = sink(r);
+                    }) as Box<dyn Fn(Reply) + Send + Sync>
+                });
+                Ok(self.job.start(&self.chain, to, send))
+            }
+            Request::CancelDiff => {
+                self.job.cancel();
+                Ok(Reply::Done)
+            }
+            Request::Compare { to, change, offset } => self.compare(to, &change, offset),
+            Request::Inode { as_of, ino } => self.inode_at(as_of, ino),
+            Request::DirBlock { as_of, ino } => self.dir_block(as_of, ino),
+            Request::Search { as_of, needle } => {
+                let generation = self.cancel.load(Ordering::Relaxed);
+                let cancel = Arc::clone(&self.cancel);
+                self.ext(as_of).map(|fs| match fs {
+                    Ok(fs) => Reply::Found(Box::new(super::search::search(
+                        fs, as_of, &needle, &cancel, generation,
+                    ))),
+                    Err(e) => Reply::Error(e),
+                })
+            }
+            Request::Groups { as_of } => self.ext(as_of).map(|fs| Reply::Groups {
+                as_of,
+                table: fs.map(fs::groups_table),
+            }),
+            Request::GroupFields { as_of, group } => self.ext(as_of).map(|fs| Reply::GroupFields {
+                as_of,
+                group,
+                fields: fs.and_then(|fs| {
+                    fs.group(group)
+                        .map(|d| d.fields().iter().map(fs::field_row).collect())
+                        .map_err(|e| crate::escape::printable(&error_chain(&e)))
+                }),
+            }),
+            Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
+                Some(n) => Ok(nbd_status(&n, &mut self.nbd_state)),
+                None => Ok(Reply::Error("not an NBD export".into())),
+            },
+        };
+        result.unwrap_or_else(|e| Reply::Error(crate::escape::printable(&error_chain(&e))))
+    }
+}
+
+/// A request in a few words, for the log (not the inode lists).
+fn summary(r: &Request) -> String {
+    match r {
+        Request::Marks { as_of, inos } => {
+            format!("Marks {{ as_of: {as_of}, inodes: {} }}", inos.len())
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// The NBD connection's status, logging its state when it changed since
+/// `last`.
+fn nbd_status(n: &crate::block::nbd::NbdClient, last: &mut Option<String>) -> Reply {
+    let snap = n.stats().snapshot();
+    let state = format!("{:?}", snap.state);
+    if last.as_ref() != Some(&state) {
+        tracing::info!(
+            from = last.as_deref().unwrap_or("-"),
+            to = %state,
+            last_error = snap.last_error.as_deref().unwrap_or("-"),
+            "NBD connection state"
+        );
+        *last = Some(state);
+    }
+    Reply::Nbd(Box::new((n.info().clone(), snap)))
+}
+
+/// Where replies go: false once nobody listens.
+pub type Sink = Arc<dyn Fn(Reply) -> bool + Send + Sync>;
+
+/// Runs the worker on its own thread; replies come out of the receiver.
+pub fn spawn(worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
+    let (rep_tx, rep_rx) = mpsc::channel::<Reply>();
+    let tx = spawn_into(worker, Arc::new(move |r| rep_tx.send(r).is_ok()));
+    (tx, rep_rx)
+}
+
+/// Runs the worker on its own thread, each reply handed to `sink` (the
+/// UI's one event channel).
+pub fn spawn_into(mut worker: Worker, sink: Sink) -> Sender<Request> {
+    let (req_tx, req_rx) = mpsc::channel::<Request>();
+    worker.replies = Some(Arc::clone(&sink));
+    // The NBD status is answered on its own thread from the client's
+    // lock-free counters, so it stays live while a read waits for a slow
+    // or dead server (up to the request time limit).
+    let nbd = worker.chain.layers.first().and_then(|l| l.nbd.clone());
+    let req_rx = match nbd {
+        Some(n) => {
+            let (work_tx, work_rx) = mpsc::channel::<Request>();
+            let status = Arc::clone(&sink);
+            std::thread::spawn(move || {
+                let mut last = None;
+                for r in req_rx {
+                    let sent = match r {
+                        Request::Nbd => status(nbd_status(&n, &mut last)),
+                        other => work_tx.send(other).is_ok(),
+                    };
+                    if !sent {
+                        return;
+                    }
+                }
+            });
+            work_rx
+        }
+        None => req_rx,
+    };
+    std::thread::spawn(move || {
+        while let Ok(first) = req_rx.recv() {
+            // Coalesce: of the queued views (hex, hit map, NBD state) serve
+            // the latest of each kind; every other request (a directory to
+            // open, a file to find) is served.
+            let mut latest: Vec<Request> = vec![first];
+            while let Ok(more) = req_rx.try_recv() {
+                if matches!(
+                    more,
+                    Request::Hex { .. } | Request::Grid { .. } | Request::Nbd
+                ) {
+                    latest.retain(|r| std::mem::discriminant(r) != std::mem::discriminant(&more));
+                }
+                latest.push(more);
+            }
+            for r in latest {
+                if !sink(worker.handle(r)) {
+                    return;
+                }
+            }
+        }
+    });
+    req_tx
+}
