@@ -154,8 +154,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--tui", action="store_true", help="only the TUI rows")
+    ap.add_argument("--volumes", action="store_true", help="only the volumes row")
     args = ap.parse_args()
     sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
+    if args.volumes:
+        volumes_bench()
+        return
     if args.rebuild or not os.path.exists(os.path.join(WORK, "tb10-top.qcow2")):
         print("building benchmark images in bench/work ...", flush=True)
         build()
@@ -185,11 +189,87 @@ def main():
     tui_bench(top)
     fs_bench(top)
     diff_bench(top)
+    volumes_bench()
 
     for name in ("tb", "tb10"):
         img = os.path.join(WORK, f"{name}-top.qcow2")
         row(f"map --json (1 TiB, {'80' if name == 'tb' else '800'} clusters)", timed([BIN, "map", "--json", img]),
             timed(["qemu-img", "map", "--output=json", img]), "qemu-img map --output=json", "RSS < 64 MiB")
+
+
+def lvm_cmd(dev, *args):
+    """An LVM command limited to `dev`, with activation off (no
+    device-mapper), no udev, no devices file, no backups."""
+    config = (f'global {{ activation = 0 }} devices {{ filter = [ "a|^{dev}$|", "r|.*|" ] '
+              'obtain_device_list_from_udev = 0 use_devicesfile = 0 } backup { backup = 0 archive = 0 }')
+    return [args[0], "--config", config] + list(args[1:])
+
+
+def volumes_bench():
+    """`volumes --json` on a 2 GiB GPT disk (BIOS boot, FAT32 ESP, ext4
+    /boot, an LVM PV with root and home LVs holding ext4) vs what one would
+    run instead: `sfdisk --json`, `blkid -p -O OFFSET` per partition and
+    `lvs` (on a loop device over the PV's partition, as LVM needs a block
+    device). Same raw image for all; medians of interleaved runs; the
+    tools' medians are summed."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None or shutil.which("lvs") is None:
+        print("(volumes row skipped: needs root, losetup and lvm2)")
+        return
+    disk = os.path.join(WORK, "volumes.raw")
+    parts = [(2048, 2048, "21686148-6449-6E6F-744E-656564454649"), (4096, 524288, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+             (528384, 1048576, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"), (1576960, 2613248, "E6D6D379-F507-44C2-A23C-238F2A3DF928")]
+    vg = "lsbench"
+    env = dict(os.environ, LVM_SUPPRESS_FD_WARNINGS="1")
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    pv_at, pv_len = parts[3][0] * 512, parts[3][1] * 512
+
+    def attach():
+        return subprocess.check_output(["losetup", "-f", "--show", "-o", str(pv_at), "--sizelimit", str(pv_len), disk]).decode().strip()
+
+    if not os.path.exists(disk):
+        os.makedirs(WORK, exist_ok=True)
+        with open(disk + ".tmp", "wb") as f:
+            f.truncate(2 << 30)
+        script = "label: gpt\n" + "".join(f"start={a}, size={n}, type={t}\n" for a, n, t in parts)
+        subprocess.run(["sfdisk", "-q", disk + ".tmp"], input=script.encode(), check=True)
+        sh("mkfs.vfat", "-F", "32", "-n", "ESP", "--offset", str(parts[1][0]), disk + ".tmp", str(parts[1][1] // 2), stdout=subprocess.DEVNULL)
+        sh("mke2fs", "-q", "-F", "-t", "ext4", "-L", "boot", "-E", f"offset={parts[2][0] * 512}", disk + ".tmp", f"{parts[2][1] // 2}k")
+        dev = subprocess.check_output(["losetup", "-f", "--show", "-o", str(pv_at), "--sizelimit", str(pv_len), disk + ".tmp"]).decode().strip()
+        try:
+            sh(*lvm_cmd(dev, "pvcreate", "-q", dev), **quiet)
+            sh(*lvm_cmd(dev, "vgcreate", "-q", vg, dev), **quiet)
+            for name, size in (("root", "800m"), ("home", "400m")):
+                sh(*lvm_cmd(dev, "lvcreate", "-q", "-an", "-Zn", "-L", size, "-n", name, vg), **quiet)
+            segs = json.loads(subprocess.check_output(lvm_cmd(dev, "lvs", "--reportformat", "json", "--units", "b", "--nosuffix",
+                                                              "-o", "lv_name,seg_pe_ranges", vg), env=env))["report"][0]["lv"]
+            pe_start = int(subprocess.check_output(lvm_cmd(dev, "pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", dev), env=env).decode().split()[0])
+            extent = int(subprocess.check_output(lvm_cmd(dev, "vgs", "--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", vg), env=env).decode().split()[0])
+        finally:
+            subprocess.run(["losetup", "-d", dev])
+        # ext4 in each (linear) LV: made apart, copied to its extents.
+        for lv in segs:
+            first, last = (int(x) for x in lv["seg_pe_ranges"].split(":")[1].split("-"))
+            flat = os.path.join(WORK, f"lv-{lv['lv_name']}.raw")
+            with open(flat, "wb") as f:
+                f.truncate((last - first + 1) * extent)
+            sh("mke2fs", "-q", "-F", "-t", "ext4", "-L", lv["lv_name"], flat)
+            sh("dd", f"if={flat}", f"of={disk}.tmp", "bs=1M", f"seek={pv_at + pe_start + first * extent}", "oflag=seek_bytes", "conv=notrunc,sparse", "status=none")
+            os.remove(flat)
+        os.rename(disk + ".tmp", disk)
+    dev = attach()
+    try:
+        ours = [BIN, "volumes", "--json", disk]
+        theirs = [["sfdisk", "--json", disk]] + [["blkid", "-p", "-O", str(a * 512), disk] for a, _, _ in parts]
+        theirs.append(lvm_cmd(dev, "lvs", "--reportformat", "json", "-o", "+seg_pe_ranges,devices", vg))
+        # lvs warns that activation is off: keep stderr out of the timing.
+        # blkid exits 2 on the BIOS boot partition (nothing to probe).
+        medians = interleaved([ours] + theirs, rounds=20, check=False)
+        t_ours, t_theirs = medians[0], sum(medians[1:])
+        print(f"{'volumes --json (2 GiB GPT disk with LVM)':<44} layerscope {t_ours * 1000:9.1f} ms {peak_rss(ours) / 1024:7.1f} MiB | "
+              f"{'sfdisk + 4 blkid -p + lvs':<28} {t_theirs * 1000:9.1f} ms | ratio {t_ours / t_theirs:5.2f}x  (goal <= 1x)")
+        print(f"{'':<44} (sfdisk {medians[1] * 1000:.1f} ms, blkid {sum(medians[2:6]) * 1000:.1f} ms in all, lvs {medians[6] * 1000:.1f} ms)")
+    finally:
+        subprocess.run(["losetup", "-d", dev])
 
 
 def diff_bench(top):
@@ -206,7 +286,7 @@ def diff_bench(top):
     print(f"{'blame one file (4 layers)':<44} layerscope {ours[0] * 1000:9.1f} ms {ours[1] / 1024:7.1f} MiB")
 
 
-def interleaved(cmds, rounds=30, warmup=3):
+def interleaved(cmds, rounds=30, warmup=3, check=True):
     """Median wall times (s) of shell-free commands run round-robin: each
     round runs every command once, so load that comes and goes on a shared
     machine falls on all of them alike (hyperfine's back-to-back batches,
@@ -216,7 +296,7 @@ def interleaved(cmds, rounds=30, warmup=3):
     for r in range(warmup + rounds):
         for i, c in enumerate(cmds):
             t0 = time.perf_counter()
-            subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=check)
             if r >= warmup:
                 times[i].append(time.perf_counter() - t0)
     return [statistics.median(t) for t in times]

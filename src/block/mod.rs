@@ -15,7 +15,6 @@ pub mod hitmap;
 pub mod layered;
 pub mod map;
 pub mod nbd;
-pub mod partition;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;

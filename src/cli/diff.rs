@@ -9,11 +9,11 @@ use serde_json::json;
 use super::ImageArgs;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
-use crate::block::partition::Slice;
 use crate::block::BlockSource;
 use crate::diff::blame::Views;
 use crate::diff::{blocks, Diff, Progress};
 use crate::fs::Filesystem;
+use crate::volume::{Geometry, VolumeSource};
 
 /// Arguments of `diff`.
 #[derive(Debug, Args)]
@@ -36,9 +36,10 @@ pub struct DiffArgs {
     /// the file bytes the overlays may have changed (with --full: all).
     #[arg(long)]
     pub trees: bool,
-    /// The filesystem in partition N.
-    #[arg(long)]
-    pub partition: Option<usize>,
+    /// The volume holding the filesystem (`p1`, `vg0/root`, as
+    /// `layerscope volumes` names them; `--partition N` = `--volume pN`).
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -55,47 +56,50 @@ pub struct BlameArgs {
     /// Every file under the directory.
     #[arg(short = 'R', long)]
     pub recursive: bool,
-    /// The filesystem in partition N.
-    #[arg(long)]
-    pub partition: Option<usize>,
+    /// The volume holding the filesystem (`p1`, `vg0/root`, as
+    /// `layerscope volumes` names them; `--partition N` = `--volume pN`).
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 /// The chain and where its filesystem is: opened as of the top once to
-/// find the partition, then seen as of any layer.
+/// find the volume, then seen as of any layer.
 struct Disk {
     chain: Chain,
-    base: u64,
-    len: u64,
+    /// Where the filesystem's volume lies on the disk.
+    geometry: Arc<Geometry>,
+    /// The volume's name.
+    volume: String,
 }
 
 impl Disk {
-    fn open(image: &ImageArgs, partition: Option<usize>) -> anyhow::Result<Disk> {
+    fn open(image: &ImageArgs, volume: Option<&str>) -> anyhow::Result<Disk> {
         let chain = image.open()?;
-        let top = super::fs::open_in(&chain, partition)?;
+        let top = super::fs::open_in(&chain, volume)?;
         Ok(Disk {
             chain,
-            base: top.base,
-            len: top.fs.source().len(),
+            geometry: top.geometry,
+            volume: top.volume,
         })
+    }
+
+    /// The volume over `src` (the chain as of a layer, or one layer alone).
+    fn over(&self, src: Arc<dyn BlockSource>, name: String) -> Arc<dyn BlockSource> {
+        if self.geometry.window_start() == Some(0) && self.geometry.len() == src.len() {
+            return src;
+        }
+        Arc::new(VolumeSource::new(src, self.geometry.clone(), name))
     }
 
     /// The filesystem as of layer `n`.
     fn view(&self, n: usize) -> anyhow::Result<(Arc<dyn Filesystem>, Arc<LayeredReader>)> {
         let reader = Arc::new(LayeredReader::new(&self.chain.cut(n))?);
-        let src: Arc<dyn BlockSource> = if self.base == 0 && self.len == reader.len() {
-            reader.clone()
-        } else {
-            Arc::new(Slice::new(
-                reader.clone(),
-                self.base,
-                self.len.min(reader.len().saturating_sub(self.base)),
-                format!("layer {n}"),
-            ))
-        };
-        let fs = crate::fs::open(src).with_context(|| format!("the filesystem as of layer {n}"))?;
+        let src = self.over(reader.clone(), format!("layer {n} {}", self.volume));
+        let fs =
+            crate::fs::open(src).with_context(|| format!("the filesystem as of layer {n}"))?;
         Ok((fs, reader))
     }
 }
@@ -131,7 +135,7 @@ impl Progress for Bar {
 
 /// `diff`.
 pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let disk = Disk::open(&args.image, args.partition)?;
+    let disk = Disk::open(&args.image, args.volume.as_deref())?;
     let top = disk.chain.layers.len() - 1;
     let to = args.to.unwrap_or(top);
     let from = args.from.unwrap_or(to.saturating_sub(1));
@@ -156,19 +160,18 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (method, result): (&str, Diff) = match ext {
         Some((o, n)) if args.full => ("full", crate::diff::diff_full(o, n, &bar)?),
         Some((o, n)) => {
-            let held = blocks::held_ranges(&disk.chain, from, to, disk.base, disk.len)?;
+            let held = blocks::held_volume_ranges(&disk.chain, from, to, &disk.geometry)?;
             ("clusters", crate::diff::diff(o, n, &held, &bar)?)
         }
         None => {
             let held = if args.full {
                 None
             } else {
-                Some(blocks::held_ranges(
+                Some(blocks::held_volume_ranges(
                     &disk.chain,
                     from,
                     to,
-                    disk.base,
-                    disk.len,
+                    &disk.geometry,
                 )?)
             };
             let d =
@@ -245,7 +248,7 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
 /// `blame`.
 pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let disk = Disk::open(&args.image, args.partition)?;
+    let disk = Disk::open(&args.image, args.volume.as_deref())?;
     let top = disk.chain.layers.len() - 1;
     let mut fs = Vec::new();
     let mut reader = None;
@@ -260,10 +263,10 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             .chain
             .layers
             .iter()
-            .map(|l| Arc::clone(&l.source))
+            .map(|l| disk.over(Arc::clone(&l.source), l.path.clone()))
             .collect(),
         reader: reader.context("an empty chain")?,
-        base: disk.base,
+        geometry: disk.geometry.clone(),
     };
     let topfs = views.fs[top].as_ref();
     let ino = super::fs::resolve(topfs, &args.path)?;

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use serde_json::json;
 
-use super::fs::{open, open_full, resolve, Opened};
+use super::fs::{open, open_full, resolve};
 use super::superblock::Civil;
 use crate::escape::{printable, printable_bytes};
 use crate::fs::{
@@ -477,10 +477,8 @@ pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 /// # Errors
 /// Opening; a bad path; corrupt maps.
 pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let Opened {
-        fs, reader, base, ..
-    } = open_full(&args.fs)?;
-    let fs = fs.as_ref();
+    let opened = open_full(&args.fs)?;
+    let fs = opened.fs.as_ref();
     let node = resolve(fs, &args.path)?;
     let bs = fs.block_size().max(1);
     let (runs, problems) = runs_of(fs, node)?;
@@ -488,16 +486,16 @@ pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()>
     // The attribute block is the file's, but not in its block list.
     for r in runs.iter().filter(|r| r.kind != RunKind::Attr) {
         // Split each run where the serving layer changes.
-        let (mut at, end) = (base + r.physical, base + r.physical + r.len);
+        let (mut at, end) = (r.physical, r.physical.saturating_add(r.len));
         while at < end {
-            let o = reader.owner(at, end - at)?;
-            let block = (at - base) / bs;
+            let o = opened.owner(at, end - at)?;
+            let block = at / bs;
             let level = match r.kind {
                 RunKind::Meta { level } => level,
                 _ => 0,
             };
             list.push(json!({
-                "logical": (r.logical + (at - base - r.physical)) / bs, "physical": block,
+                "logical": (r.logical + (at - r.physical)) / bs, "physical": block,
                 "count": o.len.div_ceil(bs), "uninit": r.kind == RunKind::Unwritten,
                 "meta": matches!(r.kind, RunKind::Meta { .. }), "level": level, "layer": o.layer,
             }));

@@ -10,10 +10,11 @@ use serde_json::json;
 use super::{FsArgs, InfoArgs};
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
-use crate::block::partition::{read_table, Partition, Slice, Table};
+use crate::block::layered::Owner;
 use crate::block::BlockSource;
 use crate::escape::printable;
 use crate::fs::{Filesystem, GroupRow, NodeId};
+use crate::volume::{ChooseError, Geometry, Role, Table, VolumeTree};
 
 /// Opens the filesystem of the image's chain, cut at `--layer`.
 pub(super) fn open(args: &FsArgs) -> anyhow::Result<Arc<dyn Filesystem>> {
@@ -25,15 +26,43 @@ pub(super) struct Opened {
     pub fs: Arc<dyn Filesystem>,
     /// The layered reader of the whole disk (to say which layer holds what).
     pub reader: Arc<LayeredReader>,
-    /// Byte offset of the filesystem on the disk (its partition's start).
+    /// Byte offset of the filesystem on the disk when its volume is one
+    /// window (a partition, the disk); see `geometry` for the general case.
     pub base: u64,
-    table: Option<Table>,
-    /// The partition used, if any.
-    partition: Option<usize>,
+    /// The disk's volumes.
+    pub tree: VolumeTree,
+    /// The name of the volume in use (`disk`, `p1`, `vg0/root`).
+    pub volume: String,
+    /// Where the volume's bytes are on the disk.
+    pub geometry: Arc<Geometry>,
 }
 
-/// Opens the chain (cut at `--layer`), finds the partition (`--partition`,
-/// or the only one holding ext2/3/4), and opens the filesystem.
+impl Opened {
+    /// Who serves the volume's bytes `[offset, offset + len)`: the answer
+    /// for a prefix that is contiguous on the disk (`len` of the answer).
+    pub fn owner(&self, offset: u64, len: u64) -> anyhow::Result<Owner> {
+        let (disk, run) = self.geometry.to_disk(offset).ok_or_else(|| {
+            anyhow::anyhow!("volume {}: offset {offset:#x} is past its end", self.volume)
+        })?;
+        Ok(self.reader.owner(disk, run.min(len))?)
+    }
+
+    /// The partition table, if any.
+    fn table(&self) -> Option<&Table> {
+        self.tree.table.as_ref()
+    }
+
+    /// The partition number in use, if the volume is a partition.
+    fn partition(&self) -> Option<u32> {
+        self.tree.find(&self.volume).and_then(|v| match &v.role {
+            Role::Partition(p) => Some(p.number),
+            _ => None,
+        })
+    }
+}
+
+/// Opens the chain (cut at `--layer`), picks the volume (`--volume`, or
+/// the one holding a filesystem), and opens the filesystem.
 pub(super) fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
     let chain = args.image.open()?;
     let chain = match args.layer {
@@ -46,98 +75,40 @@ pub(super) fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
         Some(n) => chain.cut(n),
         None => chain,
     };
-    open_in(&chain, args.partition)
+    open_in(&chain, args.volume.as_deref())
 }
 
-/// Finds the partition (`partition`, or the only one holding a
-/// filesystem layerscope reads) of an opened chain and opens its
-/// filesystem.
-pub(super) fn open_in(chain: &Chain, partition: Option<usize>) -> anyhow::Result<Opened> {
+/// Picks the volume (`volume`, or the one holding a filesystem) of an
+/// opened chain and opens its filesystem.
+pub(super) fn open_in(chain: &Chain, volume: Option<&str>) -> anyhow::Result<Opened> {
     let reader = Arc::new(LayeredReader::new(chain)?);
-    let name = chain.top().map(|l| l.path.clone()).unwrap_or_default();
-    let table = read_table(reader.as_ref())?;
-    let slice = |p: &Partition| -> Arc<dyn BlockSource> {
-        Arc::new(Slice::new(
-            reader.clone(),
-            p.start,
-            p.len,
-            format!("{name} partition {}", p.index),
-        ))
-    };
-    let describe = |t: &Table| -> String {
-        t.partitions
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} (type {}, {} at {:#x})",
-                    p.index,
-                    p.kind,
-                    crate::units::human(p.len),
-                    p.start
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if let Some(n) = partition {
-        let t = table.as_ref().ok_or_else(|| {
-            anyhow::anyhow!("{name}: --partition {n}: the disk has no partition table")
-        })?;
-        let p = t.partitions.iter().find(|p| p.index == n).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{name}: no partition {n}; the {} table has {}",
-                t.label,
-                describe(t)
-            )
-        })?;
-        let fs = crate::fs::open(slice(p))
-            .map_err(|e| anyhow::Error::new(e).context(format!("{name} partition {n}")))?;
-        return Ok(Opened {
-            fs,
-            base: p.start,
-            reader,
-            partition: Some(n),
-            table,
-        });
-    }
-    let whole: Arc<dyn BlockSource> = reader.clone();
-    match crate::fs::open(whole) {
-        Ok(fs) => Ok(Opened {
-            fs,
-            reader,
-            base: 0,
-            table: None,
-            partition: None,
-        }),
-        Err(e) => {
-            let Some(t) = table.as_ref().filter(|t| !t.partitions.is_empty()) else {
-                return Err(anyhow::Error::new(e).context(name));
-            };
-            // The only partition with a filesystem, if there is exactly
-            // one; else the user chooses.
-            let mut found: Vec<(Arc<dyn Filesystem>, &Partition)> = t
-                .partitions
-                .iter()
-                .filter_map(|p| crate::fs::open(slice(p)).ok().map(|fs| (fs, p)))
-                .collect();
-            if found.len() == 1 {
-                let (fs, p) = found.remove(0);
-                let (base, index) = (p.start, p.index);
-                return Ok(Opened {
-                    fs,
-                    reader,
-                    base,
-                    partition: Some(index),
-                    table,
-                });
-            }
-            anyhow::bail!(
-                "{name}: no filesystem layerscope reads at the start of the disk; its {} partition table has {}: choose one with --partition N",
-                t.label,
-                describe(t)
-            )
+    let disk: Arc<dyn BlockSource> = reader.clone();
+    let tree = crate::volume::scan(disk.clone())?;
+    let (v, fs) = match tree.choose(&disk, volume, crate::fs::open) {
+        Ok(found) => found,
+        Err(ChooseError::Volume(e)) => return Err(e.into()),
+        Err(ChooseError::Open(name, e)) => {
+            let e = anyhow::Error::new(e);
+            return Err(if tree.volumes.len() == 1 {
+                e.context(tree.disk_name.clone())
+            } else {
+                e.context(format!("{} volume {name}", tree.disk_name))
+            });
         }
-    }
+    };
+    let geometry = v
+        .geometry()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("volume {}: no geometry", v.name))?;
+    let (volume, base) = (v.name.clone(), geometry.window_start().unwrap_or(0));
+    Ok(Opened {
+        fs,
+        reader,
+        base,
+        tree,
+        volume,
+        geometry,
+    })
 }
 
 /// `<N>` (debugfs's inode syntax) or a path.
@@ -162,8 +133,9 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let report = fs.superblock();
     if args.json {
         let mut j = json!({
-            "partition_table": opened.table,
-            "partition": opened.partition,
+            "partition_table": opened.table(),
+            "partition": opened.partition(),
+            "volume": opened.volume,
             "offset": opened.base,
             "filesystem": fs.kind().name(),
             "kind": fs.kind(),
@@ -188,17 +160,17 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         };
         return super::json::write_object_with_seq(out, fields, "groups", GroupPages::new(fs));
     }
-    if let Some(t) = &opened.table {
+    if let Some(t) = opened.table() {
         // The table first (in words dumpe2fs does not use, so lines cannot
         // be mistaken for its fields).
         writeln!(
             out,
-            "{} partition table, filesystem in partition {}:",
+            "{} partition table, filesystem in volume {}:",
             t.label,
-            opened.partition.unwrap_or(0)
+            crate::escape::printable(&opened.volume)
         )?;
         for p in &t.partitions {
-            let mark = if Some(p.index) == opened.partition {
+            let mark = if Some(p.number) == opened.partition() {
                 " <- this filesystem"
             } else {
                 ""
@@ -206,7 +178,7 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "  #{} type {} start {:#x} length {} {}{mark}",
-                p.index,
+                p.number,
                 p.kind,
                 p.start,
                 crate::units::human(p.len),
@@ -214,7 +186,11 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )?;
         }
         for problem in &t.problems {
-            writeln!(out, "  problem: {}", printable(problem))?;
+            writeln!(
+                out,
+                "  problem: {}",
+                crate::escape::printable(&problem.to_string())
+            )?;
         }
         writeln!(out)?;
     }

@@ -19,6 +19,7 @@ mod map;
 mod nbd;
 mod read;
 mod superblock;
+mod volumes;
 
 /// Explore layered disk images: qcow2 backing chains, raw files, NBD
 /// exports.
@@ -56,6 +57,10 @@ pub enum Command {
     NbdInfo(NbdInfoArgs),
     /// List the exports of an NBD server.
     Exports(ExportsArgs),
+    /// The disk's volumes: partition table, partitions, LVM volume groups
+    /// and logical volumes, what each holds (like `blkid -p`) and which
+    /// layers hold its bytes.
+    Volumes(volumes::VolumesArgs),
     /// The ext2/3/4 superblock, like `dumpe2fs -h` (with `--groups`, the
     /// group list too, like `dumpe2fs`).
     Info(InfoArgs),
@@ -102,10 +107,11 @@ pub struct FsArgs {
     /// See the filesystem as of layer N of the chain (0 is the base).
     #[arg(long)]
     pub layer: Option<usize>,
-    /// The filesystem in partition N (MBR or GPT; as Linux numbers them).
-    /// Default: the start of the disk, or the only partition with ext2/3/4.
-    #[arg(long)]
-    pub partition: Option<usize>,
+    /// The volume holding the filesystem, as `layerscope volumes` names
+    /// it: `disk`, `p1`, `vg0/root`. Default: the one volume holding a
+    /// filesystem. `--partition N` is the same as `--volume pN`.
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
 }
 
 /// Arguments of `ls`.
@@ -148,6 +154,10 @@ pub struct RenderArgs {
     /// Keep colours (ANSI escape sequences).
     #[arg(long)]
     pub ansi: bool,
+    /// Show the filesystem of this volume (`p1`, `vg0/root`, as
+    /// `layerscope volumes` names it; `--partition N` = `--volume pN`).
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
     /// For the benchmark: run the keys against the threaded worker and
     /// print each key's frame time as JSON instead of the frame.
     #[arg(long, hide = true)]
@@ -321,6 +331,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::NbdInfo(args)) => nbd::info(&args, &mut out),
         Some(Command::Exports(args)) => nbd::exports(&args, &mut out),
+        Some(Command::Volumes(args)) => volumes::run(&args, &mut out),
         Some(Command::Info(args)) => fs::info(&args, &mut out),
         Some(Command::Groups(args)) => fs::groups(&args, &mut out),
         Some(Command::Ls(args)) => files::ls(&args, &mut out),
@@ -339,17 +350,32 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let t = crate::ui::timing::time_keys(chain, w, h, &args.keys, args.visit_all)?;
                 return serde_json::to_writer(io::stdout(), &t).map_err(Into::into);
             }
-            let frame = crate::ui::render_frame(chain, w, h, &args.keys, args.ansi);
+            let frame = crate::ui::render_frame_in(
+                chain,
+                args.volume.as_deref(),
+                w,
+                h,
+                &args.keys,
+                args.ansi,
+            );
             io::Write::write_all(&mut out, frame.as_bytes()).map_err(Into::into)
         }
         None => {
-            let chain = open_or_demo(cli.image.as_deref())?;
             if io::IsTerminal::is_terminal(&io::stdout())
                 && io::IsTerminal::is_terminal(&io::stdin())
             {
                 drop(out);
-                return crate::ui::run(chain).context("running the terminal UI");
+                // The UI is up at once; the chain opens on its worker (an
+                // NBD server may take its time).
+                let image = cli.image.clone();
+                let title = image.clone().unwrap_or_else(|| "the demo chain".into());
+                let is_nbd = title.starts_with("nbd");
+                let open =
+                    Box::new(move || open_or_demo(image.as_deref()).map_err(|e| format!("{e:#}")));
+                return crate::ui::run_opening(&title, is_nbd, open)
+                    .context("running the terminal UI");
             }
+            let chain = open_or_demo(cli.image.as_deref())?;
             // Not a terminal (a pipe, a test): the chain and its map as text.
             chain::run(&chain, false, &mut out)?;
             io::Write::write_all(&mut out, b"\n")?;

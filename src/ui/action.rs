@@ -72,8 +72,11 @@ pub enum Action {
     Goto,
     /// Start the search prompt (`/`).
     Search,
-    /// Show the next search match (`n`).
+    /// Show the next search match (`n`); in the side-by-side view, the
+    /// next difference.
     NextMatch,
+    /// The previous match or difference (`N`).
+    PrevMatch,
     /// A character typed into the prompt.
     Char(char),
     Backspace,
@@ -84,8 +87,17 @@ pub enum Action {
     Resize(u16, u16),
     /// Time passes: refresh live data.
     Tick,
-    /// Focus a pane (mouse click).
+    /// Focus a pane (a digit, a click on its tab).
     Focus(Pane),
+    /// A click on row `row` (0 is the first row inside the frame) of a
+    /// pane.
+    Click(Pane, u16),
+    /// The wheel over a pane: rows down (negative: up).
+    Wheel(Pane, i8),
+    /// Stop the process (Ctrl-Z); `fg` brings it back.
+    Suspend,
+    /// Draw the whole screen anew (Ctrl-L).
+    Redraw,
 }
 
 impl Action {

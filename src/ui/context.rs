@@ -6,19 +6,8 @@
 //! change). So panes depend on this module, and the app on the panes,
 //! never the other way round.
 use super::action::Pane;
+pub use super::msg::LayerView;
 use super::msg::Request;
-
-/// One layer as the chain pane shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayerView {
-    pub index: usize,
-    /// Escaped for the terminal.
-    pub name: String,
-    pub format: String,
-    /// Cluster size and compression, for qcow2.
-    pub detail: String,
-    pub size: u64,
-}
 
 /// The state every pane reads.
 #[derive(Clone, Debug)]
@@ -38,6 +27,19 @@ pub struct Shared {
     pub block_size: Option<u64>,
     /// Whether a filesystem was found as of the layer in view.
     pub fs: FsState,
+    /// Whether the chain is open yet.
+    pub open: OpenState,
+}
+
+/// Where opening the chain is (it happens on the worker, so the UI is up,
+/// and answers `q`, while an NBD server takes its time).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum OpenState {
+    #[default]
+    Opening,
+    /// It could not be opened: why (escaped).
+    Failed(String),
+    Open,
 }
 
 /// What is known of the filesystem as of the layer in view.
@@ -112,6 +114,8 @@ pub enum Effect {
     Focus(Pane),
     /// A line for the message bar (kept until the next key, and logged).
     Message(String),
+    /// The same, for something that went wrong (shown as an error).
+    Error(String),
     /// See the disk as of this layer.
     AsOf(usize),
     /// The hit map cells holding the opened file (None: no file).

@@ -4,7 +4,7 @@
 //! `key_list`). Also the key scripts of `layerscope render --keys`.
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::action::Action;
+use super::action::{Action, Pane};
 
 /// A key as the table names it: a code, and whether Ctrl is held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,11 +62,7 @@ pub const KEYS: &[Binding] = &[
     },
     Binding {
         bar: Some((1, "?", "help")),
-        ..line(
-            "?",
-            &[(c('?'), Action::Help)],
-            "this help (any key closes it)",
-        )
+        ..line("?", &[(c('?'), Action::Help)], "this help (any key closes it)")
     },
     Binding {
         bar: Some((2, "Tab", "pane")),
@@ -80,6 +76,19 @@ pub const KEYS: &[Binding] = &[
         )
     },
     line(
+        "1 … 7",
+        &[
+            (c('1'), Action::Focus(Pane::ORDER[0])),
+            (c('2'), Action::Focus(Pane::ORDER[1])),
+            (c('3'), Action::Focus(Pane::ORDER[2])),
+            (c('4'), Action::Focus(Pane::ORDER[3])),
+            (c('5'), Action::Focus(Pane::ORDER[4])),
+            (c('6'), Action::Focus(Pane::ORDER[5])),
+            (c('7'), Action::Focus(Pane::ORDER[6])),
+        ],
+        "the pane with that number in the tab strip",
+    ),
+    line(
         "j, k, ↓, ↑",
         &[
             (c('j'), Action::Down),
@@ -87,7 +96,7 @@ pub const KEYS: &[Binding] = &[
             (c('k'), Action::Up),
             (k(KeyCode::Up), Action::Up),
         ],
-        "scroll the hex view; move in chain, tree, superblock",
+        "move in the focused pane (elsewhere: scroll the hex view)",
     ),
     line(
         "PgDn, PgUp, Space",
@@ -96,7 +105,7 @@ pub const KEYS: &[Binding] = &[
             (c(' '), Action::PageDown),
             (k(KeyCode::PageUp), Action::PageUp),
         ],
-        "scroll a page",
+        "a page down / up",
     ),
     line(
         "Home, End",
@@ -104,22 +113,17 @@ pub const KEYS: &[Binding] = &[
             (k(KeyCode::Home), Action::Top),
             (k(KeyCode::End), Action::Bottom),
         ],
-        "start / end of the disk",
+        "the first / last row (hex: the start / end of the disk)",
     ),
     line(
         "Enter",
         &[(k(KeyCode::Enter), Action::Enter)],
-        "chain: the disk as of that layer; tree: open, or a file's bytes",
-    ),
-    line(
-        "",
-        &[],
-        "groups: a descriptor's fields (each marked in hex)",
+        "chain: the disk as of that layer; tree: open, or a file's bytes; groups: a descriptor's fields (each marked in hex); changes: the file as of both layers",
     ),
     line(
         "Esc",
         &[(k(KeyCode::Esc), Action::Back)],
-        "chain: the top layer again; groups: the list; close a prompt",
+        "back: chain: the top layer again; groups: the list; side by side: the changes; close a prompt",
     ),
     Binding {
         bar: Some((3, "g", "go to")),
@@ -127,6 +131,18 @@ pub const KEYS: &[Binding] = &[
             "g",
             &[(c('g'), Action::Goto)],
             "go to an offset (0x400, 4096, 64K), a block (b<N>), an inode (i<N> or <N>)",
+        )
+    },
+    Binding {
+        bar: Some((4, "/", "search")),
+        ..line(
+            "/, n, N",
+            &[
+                (c('/'), Action::Search),
+                (c('n'), Action::NextMatch),
+                (c('N'), Action::PrevMatch),
+            ],
+            "search names through the whole tree (Esc cancels); the next / previous match (side by side: difference)",
         )
     },
     Binding {
@@ -142,15 +158,16 @@ pub const KEYS: &[Binding] = &[
         &[(c('d'), Action::Diff)],
         "the layer's changes (A/M/R/D); Enter: a file as of both layers",
     ),
-    Binding {
-        bar: Some((4, "/", "search")),
-        ..line(
-            "/, n",
-            &[(c('/'), Action::Search), (c('n'), Action::NextMatch)],
-            "search names through the whole tree (Esc cancels); the next match",
-        )
-    },
-    line("mouse", &[], "click a pane to focus it, wheel to scroll"),
+    line(
+        "Ctrl-Z, Ctrl-L",
+        &[(ctrl('z'), Action::Suspend), (ctrl('l'), Action::Redraw)],
+        "suspend (fg comes back); draw the screen anew",
+    ),
+    line(
+        "mouse",
+        &[],
+        "click a tab, a pane or a row; the wheel scrolls the pane under it",
+    ),
 ];
 
 /// Keys while a prompt is open (go to, search): typing edits it.

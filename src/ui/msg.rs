@@ -6,6 +6,67 @@ use crate::block::hitmap::Served;
 use crate::block::nbd::status::StatsSnapshot;
 use crate::block::nbd::ExportInfo;
 
+/// One layer as the chain pane shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerView {
+    pub index: usize,
+    /// Escaped for the terminal.
+    pub name: String,
+    pub format: String,
+    /// Cluster size and compression, for qcow2.
+    pub detail: String,
+    pub size: u64,
+}
+
+/// What the UI needs to know of an opened chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// The image's name (escaped).
+    pub title: String,
+    /// Base first.
+    pub layers: Vec<LayerView>,
+    pub disk_size: u64,
+    pub is_nbd: bool,
+}
+
+impl ChainInfo {
+    /// What the UI shows of `chain`.
+    pub fn of(chain: &crate::block::chain::Chain) -> ChainInfo {
+        let layers = chain
+            .layers
+            .iter()
+            .map(|l| {
+                let detail = match &l.qcow2 {
+                    Some(q) => {
+                        let h = q.header();
+                        format!(
+                            "{} {}",
+                            crate::units::human(h.cluster_size()),
+                            h.compression.name()
+                        )
+                    }
+                    None => String::new(),
+                };
+                let name = l.path.rsplit('/').next().unwrap_or(&l.path);
+                LayerView {
+                    index: l.index,
+                    name: crate::escape::printable(name),
+                    format: l.format.name().to_owned(),
+                    detail,
+                    size: l.source.len(),
+                }
+            })
+            .collect();
+        let top = chain.top();
+        ChainInfo {
+            title: top.map_or_else(String::new, |t| crate::escape::printable(&t.path)),
+            layers,
+            disk_size: top.map_or(0, |t| t.source.len()),
+            is_nbd: top.is_some_and(|t| t.nbd.is_some()),
+        }
+    }
+}
+
 /// Work for the worker thread.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
@@ -48,17 +109,23 @@ pub enum Request {
     Diff { to: usize },
     /// Stop the running diff.
     CancelDiff,
-    /// A changed file's bytes as of both layers.
+    /// A window of a changed file's bytes as of both layers, from
+    /// `offset`, or around the difference `seek` looks for from there.
     Compare {
         to: usize,
         change: Box<crate::diff::Change>,
-        offset: Option<u64>,
+        offset: u64,
+        seek: Seek,
     },
 }
 
 /// The worker's answers.
 #[derive(Clone, Debug)]
 pub enum Reply {
+    /// The chain is open (the first reply of a worker that opens it).
+    Opened(Box<ChainInfo>),
+    /// It could not be opened: why (escaped).
+    OpenFailed(String),
     Hex(HexData),
     Grid(Grid),
     Nbd(Box<(ExportInfo, StatsSnapshot)>),
@@ -110,6 +177,12 @@ pub enum Reply {
     /// Nothing to show.
     Done,
     Error(String),
+    /// A request that could not be served, and why (escaped): the pane
+    /// that asked shows the failure instead of stale data.
+    Failed {
+        request: Box<Request>,
+        error: String,
+    },
 }
 
 /// One field of a structure, for a pane row and the hex marks.
@@ -344,12 +417,30 @@ pub struct Found {
     pub stopped: Option<&'static str>,
 }
 
+/// Where a comparison window goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seek {
+    /// At the offset asked for (scrolling).
+    At,
+    /// Around the first difference (opening a change).
+    First,
+    /// Around the first difference at or after the offset.
+    Next,
+    /// Around the last difference before the offset.
+    Prev,
+}
+
 /// A window of a file as of both layers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileCompare {
     pub to: usize,
     /// Escaped.
     pub path: String,
+    /// What was asked for, and the difference found (None: none in
+    /// reach, or not looked for).
+    pub seek: Seek,
+    pub found: Option<u64>,
+    /// Where the window starts.
     pub offset: u64,
     pub old: Vec<u8>,
     pub new: Vec<u8>,

@@ -23,6 +23,12 @@ impl Styles {
         }
     }
 
+    /// Something that went wrong: red, and bold (which survives
+    /// NO_COLOR).
+    pub fn error(&self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+
     /// Layer `index`'s colour (None: no layer).
     pub fn layer(&self, index: Option<usize>) -> Style {
         match self.palette.layer(index) {

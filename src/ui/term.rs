@@ -17,8 +17,9 @@ use super::action::Action;
 use super::app::App;
 use super::hex::Palette;
 use super::keys::key_action;
+use super::layout::tabs;
 use super::msg::{Reply, Request};
-use super::worker::{self, Worker};
+use super::worker::{self, Opener};
 use crate::block::chain::Chain;
 
 /// How often live data (the NBD status, the runtime hit map) refreshes.
@@ -31,6 +32,42 @@ pub enum UiEvent {
     Input(Event),
     /// From the worker.
     Reply(Reply),
+    /// A signal: SIGTERM, SIGHUP, SIGINT (quit, giving the terminal back),
+    /// SIGTSTP (suspend), SIGCONT (draw anew).
+    Signal(i32),
+}
+
+/// What the loop needs of the terminal beyond drawing: giving it back
+/// and taking it again around a suspension. Tests pass one that records.
+pub trait Host {
+    /// Gives the terminal back (main screen, cooked mode, no mouse).
+    fn release(&mut self);
+    /// Takes it again.
+    ///
+    /// # Errors
+    /// The terminal cannot be set up.
+    fn take(&mut self) -> io::Result<()>;
+    /// Stops the process until `fg` (SIGCONT).
+    fn stop(&mut self);
+}
+
+/// The real terminal.
+struct Tty;
+
+impl Host for Tty {
+    fn release(&mut self) {
+        restore();
+    }
+
+    fn take(&mut self) -> io::Result<()> {
+        take()
+    }
+
+    fn stop(&mut self) {
+        // SIGSTOP, not SIGTSTP: our handler has SIGTSTP (to give the
+        // terminal back first), and SIGSTOP cannot be caught.
+        let _ = signal_hook::low_level::raise(signal_hook::consts::SIGSTOP);
+    }
 }
 
 /// Restores the terminal: raw mode off, main screen back, mouse released.
@@ -54,23 +91,55 @@ fn take() -> io::Result<()> {
     )
 }
 
+/// The signals the UI answers.
+const SIGNALS: [i32; 5] = [
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTSTP,
+    signal_hook::consts::SIGCONT,
+];
+
 /// Opens the interactive UI on the terminal for `chain`.
 ///
 /// # Errors
-/// Terminal errors. The terminal is restored on return, on error and on
-/// panic.
+/// As [`run_opening`].
 pub fn run(chain: Chain) -> io::Result<()> {
+    let info = crate::ui::msg::ChainInfo::of(&chain);
+    run_opening(&info.title, info.is_nbd, Box::new(move || Ok(chain)))
+}
+
+/// Opens the interactive UI at once and the chain on the worker (`open`),
+/// saying what it waits for: `title` names the image, `is_nbd` says it is
+/// a server being connected to.
+///
+/// # Errors
+/// Terminal errors. The terminal is restored on return, on error, on
+/// panic and on SIGTERM, SIGHUP or SIGINT; after one of those the process
+/// then ends by that signal, as it would have without the UI.
+pub fn run_opening(title: &str, is_nbd: bool, open: Opener) -> io::Result<()> {
     let palette = Palette::from_env();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         restore();
         previous(info);
     }));
-    take()?;
     let (tx, rx) = mpsc::channel();
+    // Signals first: one arriving while the terminal is being set up is
+    // answered once the loop runs.
+    let mut signals = signal_hook::iterator::Signals::new(SIGNALS)?;
+    let to_loop = tx.clone();
+    std::thread::spawn(move || {
+        for sig in signals.forever() {
+            if to_loop.send(UiEvent::Signal(sig)).is_err() {
+                return;
+            }
+        }
+    });
+    take()?;
     let input = tx.clone();
     // The terminal's input, on its own thread: the loop then waits on one
-    // channel for input and replies alike.
+    // channel for input, replies and signals alike.
     std::thread::spawn(move || loop {
         match event::read() {
             Ok(e) => {
@@ -83,34 +152,58 @@ pub fn run(chain: Chain) -> io::Result<()> {
     });
     let result = (|| {
         let mut terminal = Terminal::new(ratatui::backend::CrosstermBackend::new(io::stdout()))?;
-        run_loop(&mut terminal, chain, palette, tx, rx)
+        let app = App::opening(crate::escape::printable(title), is_nbd);
+        run_loop(&mut terminal, app, open, palette, (tx, rx), &mut Tty)
     })();
     restore();
-    result
+    match result {
+        Ok(Ended::Signal(sig)) => {
+            tracing::info!(signal = sig, "ending by the signal received");
+            // Ends the process as the signal would have.
+            let _ = signal_hook::low_level::emulate_default_handler(sig);
+            Ok(())
+        }
+        Ok(Ended::Quit) => Ok(()),
+        Ok(Ended::OpenFailed(e)) => Err(io::Error::other(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// How the loop ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// The user quit.
+    Quit,
+    /// A signal (SIGTERM, SIGHUP, SIGINT) ended it.
+    Signal(i32),
+    /// The user quit after the chain failed to open: why.
+    OpenFailed(String),
 }
 
 /// The event loop, generic over the backend and fed by a channel, so tests
-/// can drive the real loop with their own events. `tx` is the channel's
-/// sending side, for the worker's replies.
+/// can drive the real loop with their own events: `app` as it starts (see
+/// [`App::opening`]), `open` run on the worker, `events` the channel (its
+/// sending side is for the worker's replies).
 ///
 /// # Errors
 /// Terminal errors.
 pub fn run_loop<B: Backend>(
     terminal: &mut Terminal<B>,
-    chain: Chain,
+    mut app: App,
+    open: Opener,
     palette: Palette,
-    tx: Sender<UiEvent>,
-    rx: Receiver<UiEvent>,
-) -> io::Result<()>
+    events: (Sender<UiEvent>, Receiver<UiEvent>),
+    host: &mut dyn Host,
+) -> io::Result<Ended>
 where
     B::Error: Into<io::Error>,
 {
-    let mut app = App::for_chain(&chain);
-    tracing::info!(image = %app.shared.title, size = app.shared.disk_size, layers = app.shared.layers.len(), ?palette, "UI started");
-    let worker = Worker::new(chain);
-    let cancel = worker.search_cancel();
-    let requests = worker::spawn_into(
-        worker,
+    let (tx, rx) = events;
+    tracing::info!(image = %app.shared.title, ?palette, "UI started");
+    let cancel = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let requests = worker::spawn_opening(
+        open,
+        Arc::clone(&cancel),
         Arc::new(move |r| tx.send(UiEvent::Reply(r)).is_ok()),
     );
     let send = |rs: Vec<Request>| {
@@ -125,6 +218,7 @@ where
     let size = terminal.size().map_err(Into::into)?;
     send(app.apply(Action::Resize(size.width, size.height)));
     let mut next_tick = Instant::now() + TICK;
+    let mut ended_by = None;
     while !app.quit {
         terminal
             .draw(|f| super::draw::draw(f, &app, palette))
@@ -142,21 +236,46 @@ where
             Err(RecvTimeoutError::Disconnected) => break,
         };
         while let Some(e) = event.take() {
-            match e {
-                UiEvent::Reply(reply) => send(app.receive(reply)),
-                UiEvent::Input(input) => {
-                    if let Some(a) = input_action(&app, input) {
-                        if let Action::Resize(w, h) = a {
-                            tracing::debug!(w, h, "terminal resized");
-                        }
-                        // Esc during a search stops the running one (the
-                        // worker is busy with it: a request would wait).
-                        if app.tree.searching() && a == Action::Back && app.prompt.is_none() {
-                            cancel.fetch_add(1, Ordering::Relaxed);
-                        }
-                        send(app.apply(a));
-                    }
+            let action = match e {
+                UiEvent::Reply(reply) => {
+                    send(app.receive(reply));
+                    None
                 }
+                UiEvent::Input(input) => input_action(&app, input),
+                UiEvent::Signal(sig) if sig == signal_hook::consts::SIGTSTP => {
+                    Some(Action::Suspend)
+                }
+                UiEvent::Signal(sig) if sig == signal_hook::consts::SIGCONT => Some(Action::Redraw),
+                UiEvent::Signal(sig) => {
+                    tracing::info!(signal = sig, "quitting on a signal");
+                    ended_by = Some(sig);
+                    app.quit = true;
+                    None
+                }
+            };
+            match action {
+                Some(Action::Suspend) => {
+                    tracing::info!("suspended");
+                    host.release();
+                    host.stop();
+                    // Here again after `fg`.
+                    host.take()?;
+                    terminal.clear().map_err(Into::into)?;
+                    tracing::info!("resumed");
+                }
+                Some(Action::Redraw) => terminal.clear().map_err(Into::into)?,
+                Some(a) => {
+                    if let Action::Resize(w, h) = a {
+                        tracing::debug!(w, h, "terminal resized");
+                    }
+                    // Esc during a search stops the running one (the
+                    // worker is busy with it: a request would wait).
+                    if app.tree.searching() && a == Action::Back && app.prompt.is_none() {
+                        cancel.fetch_add(1, Ordering::Relaxed);
+                    }
+                    send(app.apply(a));
+                }
+                None => {}
             }
             if app.quit {
                 break;
@@ -165,22 +284,52 @@ where
         }
     }
     tracing::info!("UI quit");
-    Ok(())
+    Ok(match (ended_by, &app.shared.open) {
+        (Some(sig), _) => Ended::Signal(sig),
+        (None, crate::ui::context::OpenState::Failed(e)) => Ended::OpenFailed(e.clone()),
+        (None, _) => Ended::Quit,
+    })
 }
 
-/// The action for a terminal event.
+/// Rows a notch of the wheel scrolls.
+const WHEEL_ROWS: i8 = 3;
+
+/// The action for a terminal event: keys through the key table; a click
+/// on a tab focuses its pane, a click in a pane focuses it and selects
+/// the row under the pointer; the wheel scrolls the pane under the
+/// pointer, focused or not.
 fn input_action(app: &App, input: Event) -> Option<Action> {
     match input {
         Event::Key(k) if k.kind != KeyEventKind::Release => key_action(k, app.prompt.is_some()),
         Event::Resize(w, h) => Some(Action::Resize(w, h)),
-        Event::Mouse(m) => match m.kind {
-            MouseEventKind::ScrollDown => Some(Action::Down),
-            MouseEventKind::ScrollUp => Some(Action::Up),
-            MouseEventKind::Down(MouseButton::Left) => {
-                app.areas().pane_at(m.column, m.row).map(Action::Focus)
+        Event::Mouse(m) => {
+            let a = app.areas();
+            let at = ratatui::layout::Position::new(m.column, m.row);
+            if let Some(t) = a.tabs.filter(|t| t.contains(at)) {
+                return match m.kind {
+                    MouseEventKind::Down(MouseButton::Left) => tabs(t.width)
+                        .into_iter()
+                        .find(|(_, _, x0, x1)| (*x0..*x1).contains(&(m.column - t.x)))
+                        .map(|(p, ..)| Action::Focus(p)),
+                    _ => None,
+                };
             }
-            _ => None,
-        },
+            let pane = a.pane_at(m.column, m.row)?;
+            let top = a.of(pane)?.y;
+            match m.kind {
+                MouseEventKind::ScrollDown => Some(Action::Wheel(pane, WHEEL_ROWS)),
+                MouseEventKind::ScrollUp => Some(Action::Wheel(pane, -WHEEL_ROWS)),
+                MouseEventKind::Down(MouseButton::Left) => {
+                    // Row 0 is the first inside the frame; the frame's
+                    // own rows just focus.
+                    match m.row.checked_sub(top + 1) {
+                        Some(row) => Some(Action::Click(pane, row)),
+                        None => Some(Action::Focus(pane)),
+                    }
+                }
+                _ => None,
+            }
+        }
         _ => None,
     }
 }

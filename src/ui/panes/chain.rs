@@ -40,6 +40,17 @@ impl ChainPane {
         Some(Vec::new())
     }
 
+    /// A click on row `row` (the top layer first): selects that layer; on
+    /// the selected one, shows the disk as of it.
+    pub fn click(&mut self, row: usize, s: &Shared) -> Option<Effects> {
+        let layer = s.top().checked_sub(row)?;
+        if layer == self.sel {
+            return self.key(&Action::Enter, s);
+        }
+        self.sel = layer;
+        Some(Vec::new())
+    }
+
     pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx) {
         let s = cx.shared;
         let focused = cx.focused(Pane::Chain);
@@ -61,7 +72,12 @@ impl ChainPane {
                 ])
             })
             .collect();
-        let title = format!("Chain: {} layers, {}", s.layers.len(), human(s.disk_size));
+        let n = s.layers.len();
+        let title = format!(
+            "Chain: {n} layer{}, {}",
+            if n == 1 { "" } else { "s" },
+            human(s.disk_size)
+        );
         f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
     }
 }

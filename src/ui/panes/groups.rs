@@ -112,7 +112,7 @@ impl GroupsPane {
                 self.fields = Some((group, f));
                 self.select_field(0)
             }
-            Err(e) => vec![Effect::Message(e)],
+            Err(e) => vec![Effect::Error(e)],
         }
     }
 

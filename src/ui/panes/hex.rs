@@ -20,8 +20,11 @@ use crate::ui::style::pane_block;
 pub struct HexPane {
     /// First byte shown (a multiple of 16).
     pub offset: u64,
-    /// The bytes on screen, once read.
+    /// The bytes last read (shown only while they are for the offset in
+    /// view: stale bytes are never shown as current).
     pub data: Option<HexData>,
+    /// The offset whose read failed last, and why.
+    pub failed: Option<(u64, String)>,
     /// Fields marked.
     pub highlight: Option<Highlight>,
 }
@@ -125,9 +128,20 @@ impl HexPane {
             }
         };
         let mut lines = Vec::new();
-        match &self.data {
-            None => lines.push(Line::from("reading…")),
-            Some(h) => {
+        let current = self
+            .data
+            .as_ref()
+            .filter(|h| h.offset == self.offset && h.as_of == s.as_of);
+        let failed = self.failed.as_ref().filter(|f| f.0 == self.offset);
+        match (current, failed) {
+            (None, Some((_, e))) => {
+                lines.push(Line::styled(
+                    format!("cannot read {:#x}: {e}", self.offset),
+                    st.error(),
+                ));
+            }
+            (None, None) => lines.push(Line::from(format!("reading {:#x}…", self.offset))),
+            (Some(h), _) => {
                 for (row, chunk) in h.bytes.chunks(16).enumerate() {
                     let at = h.offset + row as u64 * 16;
                     let owner = h.owners.get(row).copied().flatten();

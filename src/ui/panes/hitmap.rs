@@ -1,7 +1,8 @@
 //! The Hit map pane: the disk as a grid of cells, each in the colour of
 //! the layer that owns it (from metadata) or that served it so far (`m`
 //! toggles), with a legend of bytes per layer; the opened file's cells are
-//! marked.
+//! marked. Without colours each layer's cells show its digit, so layers
+//! can still be told apart.
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
@@ -11,19 +12,24 @@ use ratatui::Frame;
 use super::DrawCx;
 use crate::ui::action::Pane;
 use crate::ui::context::Shared;
-use crate::ui::layout::grid_cells;
+use crate::ui::hex::Palette;
+use crate::ui::layout::{grid_cells, grid_shape, legend_rows};
 use crate::ui::msg::{CellOwner, Grid, HitMode, Request};
-use crate::ui::style::pane_block;
+use crate::ui::style::{pane_block, Styles};
 use crate::units::human;
 
 /// The hit map pane's state.
 #[derive(Clone, Debug)]
 pub struct HitMapPane {
     pub mode: HitMode,
+    /// The grid last made (shown only while it is for the layer, mode and
+    /// size in view).
     pub grid: Option<Grid>,
     /// The cells holding the opened file's blocks (as many as the grid
     /// has).
     pub file_cells: Option<Vec<bool>>,
+    /// Why the last grid could not be made.
+    pub failed: Option<String>,
 }
 
 impl Default for HitMapPane {
@@ -32,7 +38,21 @@ impl Default for HitMapPane {
             mode: HitMode::Static,
             grid: None,
             file_cells: None,
+            failed: None,
         }
+    }
+}
+
+/// A layer's glyph: a block in its colour, or without colours its digit.
+fn layer_glyph(l: usize, st: &Styles) -> Span<'static> {
+    if st.palette == Palette::None {
+        let c = u32::try_from(l % 36)
+            .ok()
+            .and_then(|d| char::from_digit(d, 36))
+            .unwrap_or('+');
+        Span::raw(c.to_string())
+    } else {
+        Span::styled("█", st.layer(Some(l)))
     }
 }
 
@@ -60,7 +80,15 @@ impl HitMapPane {
     pub fn receive(&mut self, g: Grid, s: &Shared) {
         if g.as_of == s.as_of && g.mode == self.mode && g.cells.len() == grid_cells(s) {
             self.grid = Some(g);
+            self.failed = None;
         }
+    }
+
+    /// The grid, when it is for what is in view.
+    fn current(&self, s: &Shared) -> Option<&Grid> {
+        self.grid
+            .as_ref()
+            .filter(|g| g.as_of == s.as_of && g.mode == self.mode && g.cells.len() == grid_cells(s))
     }
 
     pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx) {
@@ -70,58 +98,35 @@ impl HitMapPane {
             HitMode::Runtime => "served so far",
         };
         let title = format!("Hit map: {mode} (m)");
-        let inner_w = usize::from(r.width.saturating_sub(2)).max(1);
+        let (cols, rows) = grid_shape(cx.shared);
         let mut lines: Vec<Line> = Vec::new();
-        match &self.grid {
-            None => lines.push(Line::from("computing…")),
-            Some(g) => {
-                // The opened file's cells: `▓` in the owner's colour,
-                // reversed.
+        match (self.current(cx.shared), &self.failed) {
+            (None, Some(e)) => lines.push(Line::styled(format!("no map: {e}"), st.error())),
+            (None, None) => lines.push(Line::from("computing…")),
+            (Some(g), _) => {
                 let file = self
                     .file_cells
                     .as_ref()
                     .filter(|c| c.len() == g.cells.len());
-                for (y, row) in g.cells.chunks(inner_w).enumerate() {
+                for (y, row) in g.cells.chunks(cols.max(1)).take(rows).enumerate() {
                     let spans: Vec<Span> = row
                         .iter()
                         .enumerate()
                         .map(|(x, c)| {
-                            let mine = file.is_some_and(|f| f[y * inner_w + x]);
-                            match (c, mine) {
-                                (CellOwner::Layer(l), true) => Span::styled(
-                                    "▓",
-                                    st.layer(Some(*l)).add_modifier(Modifier::REVERSED),
-                                ),
-                                (_, true) => Span::styled(
-                                    "▓",
-                                    st.fg(Color::DarkGray).add_modifier(Modifier::REVERSED),
-                                ),
-                                (CellOwner::Layer(l), false) => {
-                                    Span::styled("█", st.layer(Some(*l)))
-                                }
-                                (CellOwner::Nowhere, false) => {
-                                    Span::styled("·", st.fg(Color::DarkGray))
-                                }
-                                (CellOwner::NotRead, false) => Span::raw(" "),
-                            }
+                            let mine = file.is_some_and(|f| f[y * cols + x]);
+                            cell(*c, mine, &st)
                         })
                         .collect();
                     lines.push(Line::from(spans));
                 }
-                // The legend replaces the last grid row.
-                let mut legend = Vec::new();
-                if file.is_some() {
-                    legend.push(Span::raw("▓file "));
-                }
-                for (i, b) in g.bytes.iter().enumerate().rev() {
-                    legend.push(Span::styled("█", st.layer(Some(i))));
-                    legend.push(Span::raw(format!("{i}:{} ", human(*b))));
-                }
-                legend.push(Span::styled("·", st.fg(Color::DarkGray)));
-                legend.push(Span::raw(format!("none:{}", human(g.nowhere))));
-                let room = usize::from(r.height.saturating_sub(2)).max(1);
-                lines.truncate(room - 1);
-                lines.push(Line::from(legend));
+                let width = r.width.saturating_sub(2);
+                lines.extend(legend(
+                    g,
+                    file.is_some(),
+                    &st,
+                    width,
+                    legend_rows(cx.shared, width),
+                ));
             }
         }
         f.render_widget(
@@ -129,4 +134,69 @@ impl HitMapPane {
             r,
         );
     }
+}
+
+/// One cell: its layer's glyph, `·` for no layer, blank when not read;
+/// the opened file's cells `▓` (in the owner's colour, reversed).
+fn cell(c: CellOwner, mine: bool, st: &Styles) -> Span<'static> {
+    match (c, mine) {
+        (CellOwner::Layer(l), true) => {
+            Span::styled("▓", st.layer(Some(l)).add_modifier(Modifier::REVERSED))
+        }
+        (_, true) => Span::styled("▓", st.fg(Color::DarkGray).add_modifier(Modifier::REVERSED)),
+        (CellOwner::Layer(l), false) => layer_glyph(l, st),
+        (CellOwner::Nowhere, false) => Span::styled("·", st.fg(Color::DarkGray)),
+        (CellOwner::NotRead, false) => Span::raw(" "),
+    }
+}
+
+/// The legend: the opened file's mark, each layer's glyph and bytes (top
+/// first), then the bytes in no layer; wrapped at entries into `rows`
+/// lines of `width`, the last one ending in `…` if some did not fit.
+fn legend(g: &Grid, file: bool, st: &Styles, width: u16, rows: u16) -> Vec<Line<'static>> {
+    let mut entries: Vec<Vec<Span<'static>>> = Vec::new();
+    if file {
+        entries.push(vec![Span::raw("▓file")]);
+    }
+    for (i, b) in g.bytes.iter().enumerate().rev() {
+        let mut e = Vec::new();
+        if st.palette != Palette::None {
+            e.push(layer_glyph(i, st));
+        }
+        e.push(Span::raw(format!("{i}:{}", human(*b))));
+        entries.push(e);
+    }
+    entries.push(vec![
+        Span::styled("·", st.fg(Color::DarkGray)),
+        Span::raw(format!("none:{}", human(g.nowhere))),
+    ]);
+    let width = usize::from(width.max(1));
+    let len = |e: &[Span]| e.iter().map(|s| s.content.chars().count()).sum::<usize>();
+    let mut lines: Vec<Vec<Span<'static>>> = vec![Vec::new()];
+    let mut used = 0;
+    let total = entries.len();
+    for (n, e) in entries.into_iter().enumerate() {
+        let w = len(&e) + usize::from(used > 0);
+        let last_line = lines.len() == usize::from(rows.max(1));
+        // On the last line, room for the mark of what does not fit.
+        let reserve = if last_line && n + 1 < total { 10 } else { 0 };
+        if used + w + reserve > width && used > 0 {
+            if last_line {
+                // No room for the rest: say so.
+                let last = lines.last_mut().expect("one line at least");
+                last.push(Span::raw(format!(" …{} more", total - n)));
+                break;
+            }
+            lines.push(Vec::new());
+            used = 0;
+        }
+        let line = lines.last_mut().expect("one line at least");
+        if used > 0 {
+            line.push(Span::raw(" "));
+            used += 1;
+        }
+        used += len(&e);
+        line.extend(e);
+    }
+    lines.into_iter().map(Line::from).collect()
 }

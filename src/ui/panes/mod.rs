@@ -16,6 +16,7 @@ pub mod status;
 pub mod superblock;
 pub mod tree;
 
+mod restore;
 mod reveal;
 
 use super::action::Pane;

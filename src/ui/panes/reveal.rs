@@ -51,14 +51,19 @@ impl TreePane {
         self.show_match(s)
     }
 
-    /// `n`: the next match.
-    pub fn next_match(&mut self, s: &Shared) -> Effects {
+    /// `n`: the next match (`by` 1), `N`: the previous (-1).
+    pub fn next_match(&mut self, s: &Shared, by: isize) -> Effects {
         let Some(search) = &mut self.search else {
             return vec![Effect::Message("no search yet: / to search".into())];
         };
         if let Some(f) = &search.found {
-            if !f.matches.is_empty() {
-                search.at = (search.at + 1) % f.matches.len();
+            let n = f.matches.len();
+            if n > 0 {
+                search.at = if by < 0 {
+                    (search.at + n - 1) % n
+                } else {
+                    (search.at + 1) % n
+                };
             }
         }
         self.show_match(s)

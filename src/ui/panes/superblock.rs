@@ -7,7 +7,7 @@ use ratatui::Frame;
 
 use super::DrawCx;
 use crate::ui::action::{Action, Pane};
-use crate::ui::context::{Effect, Effects, Highlight};
+use crate::ui::context::{Effect, Effects, Highlight, Shared};
 use crate::ui::msg::FieldRow;
 use crate::ui::style::{pane_block, scroll_start, selected};
 
@@ -31,6 +31,13 @@ impl SuperblockPane {
             Action::Enter => self.select(sel),
             _ => return None,
         })
+    }
+
+    /// A click on row `row` of the pane selects that field.
+    pub fn click(&mut self, row: usize, s: &Shared) -> Option<Effects> {
+        let height = usize::from(crate::ui::layout::inner_rows(s, Pane::Superblock));
+        let i = scroll_start(self.sel, height) + row;
+        Some(self.select(i))
     }
 
     /// Moves the selection (clamped) and marks the field's bytes.

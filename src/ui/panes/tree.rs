@@ -3,6 +3,8 @@
 //! opening a file does to the other panes (the hex view jumps to its
 //! first block, the hit map marks its cells). Searching and revealing a
 //! match are in [`super::reveal`].
+use std::collections::HashSet;
+
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -16,6 +18,7 @@ use crate::ui::context::{Effect, Effects, FsState, Shared};
 use crate::ui::layout::{areas, grid_cells, layout};
 use crate::ui::msg::{FileAt, LayerSet, Marks, Request, TreeNode};
 use crate::ui::style::{change_letter, pane_block, scroll_start, selected, Styles};
+use crate::ui::text::{fit_pad, fit_right};
 use crate::units::human;
 
 /// Rows asked about in one request, at most (a screenful).
@@ -31,6 +34,17 @@ pub struct Search {
     pub at: usize,
 }
 
+/// What to restore.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Restore {
+    /// Paths of the directories that were open (escaped, as shown).
+    pub open: HashSet<String>,
+    /// The selected row's path.
+    pub selected: Option<String>,
+    /// Directories asked for and not answered yet.
+    pub asked: HashSet<u64>,
+}
+
 /// The tree pane's state.
 #[derive(Clone, Debug, Default)]
 pub struct TreePane {
@@ -43,6 +57,8 @@ pub struct TreePane {
     /// A match being revealed: the inodes from the root's child down to
     /// it, whose directories are opened one reply at a time.
     pub reveal: Option<Vec<u64>>,
+    /// The state to bring back after a layer switch.
+    pub restore: Option<Restore>,
 }
 
 impl TreePane {
@@ -51,11 +67,13 @@ impl TreePane {
         *self = TreePane::default();
     }
 
-    /// A new filesystem: the root, closed.
-    pub fn reset_root(&mut self) {
+    /// A new filesystem: the root, closed (or opened again, with what was
+    /// open before a layer switch).
+    pub fn reset_root(&mut self, s: &Shared) -> Effects {
         self.nodes = vec![TreeNode::root()];
         self.sel = 0;
         self.error = None;
+        self.advance_restore(s)
     }
 
     /// Rows of the tree on screen (as it would be with the tree focused).
@@ -113,6 +131,20 @@ impl TreePane {
             Action::Enter => return Some(self.enter(s)),
             _ => return None,
         }
+        Some(Vec::new())
+    }
+
+    /// A click on row `row` of the pane: selects it; on the selected row,
+    /// opens it.
+    pub fn click(&mut self, row: usize, s: &Shared) -> Option<Effects> {
+        let i = self.window(s).start + row;
+        if i >= self.nodes.len() {
+            return None;
+        }
+        if i == self.sel {
+            return Some(self.enter(s));
+        }
+        self.sel = i;
         Some(Vec::new())
     }
 
@@ -197,9 +229,12 @@ impl TreePane {
             Err(e) => {
                 self.error = Some(e);
                 self.reveal = None;
+                self.restore = None;
             }
         }
-        self.advance_reveal(s)
+        let mut fx = self.advance_restore(s);
+        fx.extend(self.advance_reveal(s));
+        fx
     }
 
     /// A file's blocks: the hex view goes to the first, the hit map marks
@@ -239,7 +274,7 @@ impl TreePane {
 
     /// The path of row `i` (escaped, as the diff's paths are), from the
     /// rows above it.
-    fn row_path(&self, i: usize) -> String {
+    pub fn path_of(&self, i: usize) -> String {
         let mut names = Vec::new();
         let mut depth = self.nodes[i].depth;
         names.push(self.nodes[i].name.clone());
@@ -257,7 +292,7 @@ impl TreePane {
     /// Rows for the names `changes` deleted (or moved away) from the
     /// directory at row `i`.
     fn deleted_rows(&self, i: usize, changes: &[Change]) -> Vec<TreeNode> {
-        let dir = self.row_path(i);
+        let dir = self.path_of(i);
         let prefix = if dir == "/" {
             dir.clone()
         } else {
@@ -331,9 +366,14 @@ impl TreePane {
     }
 }
 
-/// One row: indented name, the layer marks (the layers its blocks come
-/// from, top first, as digits in the layer's colour; `·` for blocks in no
-/// layer; the diff's letter first), the size.
+/// Cells of the size column ("1023.9 KiB" is the widest).
+const SIZE_W: usize = 10;
+
+/// One row, in columns: the indented name (cut with `…` to fit, by cells
+/// on screen), the layer marks (the layers its blocks come from, top
+/// first, as digits in the layer's colour; `·` for blocks in no layer;
+/// the diff's letter first), then the size, right-aligned two cells
+/// further so marks and size never run together.
 fn row_line(
     n: &TreeNode,
     sel: bool,
@@ -353,13 +393,8 @@ fn row_line(
     } else {
         human(n.size)
     };
-    let mut left = format!("{}{mark}{}", "  ".repeat(n.depth), n.name);
-    let room = width.saturating_sub(size.len() + mark_w + 2);
-    if left.chars().count() > room {
-        left = left.chars().take(room.saturating_sub(1)).collect();
-        left.push('…');
-    }
-    let pad = width.saturating_sub(left.chars().count() + size.len() + mark_w + 2);
+    let left = format!("{}{mark}{}", "  ".repeat(n.depth), n.name);
+    let room = width.saturating_sub(1 + mark_w + 2 + SIZE_W);
     let style = if sel {
         selected()
     } else if n.marks == Marks::Deleted {
@@ -369,11 +404,14 @@ fn row_line(
     } else {
         Style::default()
     };
-    let mut spans = vec![Span::styled(format!("{left}{} ", " ".repeat(pad)), style)];
+    let mut spans = vec![Span::styled(format!("{} ", fit_pad(&left, room)), style)];
     let mut marks: Vec<Span> = Vec::new();
     if let Marks::Known(set) = n.marks {
         for l in set.top_first().take(mark_w - 1) {
-            let c = char::from_digit((l % 36) as u32, 36).unwrap_or('+');
+            let c = u32::try_from(l % 36)
+                .ok()
+                .and_then(|d| char::from_digit(d, 36))
+                .unwrap_or('+');
             marks.push(Span::styled(c.to_string(), st.layer(Some(l))));
         }
         if set.zeros {
@@ -399,6 +437,9 @@ fn row_line(
     }
     spans.push(Span::raw(" ".repeat(mark_w.saturating_sub(marks.len()))));
     spans.extend(marks);
-    spans.push(Span::styled(format!(" {size}"), style));
+    spans.push(Span::styled(
+        format!("  {}", fit_right(&size, SIZE_W)),
+        style,
+    ));
     Line::from(spans)
 }

@@ -9,7 +9,7 @@ use crate::block::layered::LayeredReader;
 use crate::block::BlockSource;
 use crate::diff::{Change, Kind, Progress};
 use crate::fs::ext::Ext4;
-use crate::ui::msg::{FileCompare, Reply, COMPARE_BYTES};
+use crate::ui::msg::{FileCompare, Reply, Seek, COMPARE_BYTES};
 
 /// How far the first difference is looked for.
 const SEARCH_LIMIT: u64 = 256 << 20;
@@ -128,14 +128,19 @@ fn run(
     Ok((d.changes, summary))
 }
 
-/// The bytes of change `c` as of both layers from `offset` (or, with
-/// `None`, from the first 16-byte row that differs).
+/// Bytes read at a time when looking for a difference.
+const STEP: usize = 1 << 20;
+
+/// A window of change `c` as of both layers: at `offset`, or around the
+/// difference `seek` finds from there (looked for within
+/// [`SEARCH_LIMIT`] bytes).
 pub fn compare(
     old: &Ext4,
     new: &Ext4,
     to: usize,
     c: &Change,
-    offset: Option<u64>,
+    offset: u64,
+    seek: Seek,
 ) -> Result<FileCompare, String> {
     // The file as of each layer, read once (absent where it was added or
     // deleted).
@@ -166,32 +171,60 @@ pub fn compare(
     let read = |fs: &Ext4, s: &Option<Side>, at: u64, len: usize| -> Result<Vec<u8>, String> {
         s.as_ref().map_or(Ok(Vec::new()), |s| s.read(fs, at, len))
     };
-    let mut at = offset.unwrap_or(0);
-    if let (None, Some(sa), Some(sb)) = (offset, &a_side, &b_side) {
-        // The first differing window.
-        let end = sa.size().max(sb.size()).min(SEARCH_LIMIT);
-        at = 0;
-        while at < end {
-            let a = read(old, &a_side, at, 1 << 20)?;
-            let b = read(new, &b_side, at, 1 << 20)?;
-            if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
-                at += i as u64;
-                break;
+    let end = a_side
+        .as_ref()
+        .map_or(0, Side::size)
+        .max(b_side.as_ref().map_or(0, Side::size));
+    // The first (or last) index where two chunks differ, a byte one side
+    // lacks included.
+    let differ = |a: &[u8], b: &[u8], i: usize| a.get(i) != b.get(i);
+    let found = match seek {
+        Seek::At => None,
+        Seek::First | Seek::Next => {
+            let mut at = if seek == Seek::First { 0 } else { offset };
+            let stop = end.min(at.saturating_add(SEARCH_LIMIT));
+            let mut found = None;
+            while at < stop {
+                let a = read(old, &a_side, at, STEP)?;
+                let b = read(new, &b_side, at, STEP)?;
+                let n = a.len().max(b.len());
+                if let Some(i) = (0..n).find(|&i| differ(&a, &b, i)) {
+                    found = Some(at + i as u64);
+                    break;
+                }
+                at += n.max(1) as u64;
             }
-            if a.len() != b.len() {
-                at += a.len().min(b.len()) as u64;
-                break;
+            found
+        }
+        Seek::Prev => {
+            let mut hi = offset.min(end);
+            let stop = hi.saturating_sub(SEARCH_LIMIT);
+            let mut found = None;
+            while hi > stop {
+                let lo = hi.saturating_sub(STEP as u64).max(stop);
+                let len = usize::try_from(hi - lo).unwrap_or(STEP);
+                let a = read(old, &a_side, lo, len)?;
+                let b = read(new, &b_side, lo, len)?;
+                if let Some(i) = (0..len).rev().find(|&i| differ(&a, &b, i)) {
+                    found = Some(lo + i as u64);
+                    break;
+                }
+                hi = lo;
             }
-            at += a.len().max(1) as u64;
+            found
         }
-        if at >= end {
-            at = 0;
-        }
-        at &= !15;
-    }
+    };
+    // Around a difference, with some bytes before it to scroll back to.
+    let at = match found {
+        Some(f) => (f & !15).saturating_sub(COMPARE_BYTES as u64 / 4),
+        None if seek == Seek::First => 0,
+        None => offset & !15,
+    };
     Ok(FileCompare {
         to,
         path: c.path.clone(),
+        seek,
+        found,
         offset: at,
         old: read(old, &a_side, at, COMPARE_BYTES)?,
         new: read(new, &b_side, at, COMPARE_BYTES)?,

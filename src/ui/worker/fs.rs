@@ -15,11 +15,18 @@ use crate::ui::msg::{
 impl Worker {
     /// The filesystem as of `as_of`, opened on first use.
     pub(super) fn ext(&mut self, as_of: usize) -> Result<Result<&Ext4, String>, BlockError> {
+        let volume = self.volume.clone();
         let view = self.view(as_of)?;
         if view.fs.is_none() {
-            let source: Arc<dyn BlockSource> = view.reader.clone();
-            view.fs =
-                Some(Ext4::open(source).map_err(|e| crate::escape::printable(&error_chain(&e))));
+            let disk: Arc<dyn BlockSource> = view.reader.clone();
+            let source = match &volume {
+                Some(name) => crate::volume::open_named(disk, name)
+                    .map_err(|e| crate::escape::printable(&error_chain(&e))),
+                None => Ok(disk),
+            };
+            view.fs = Some(source.and_then(|source| {
+                Ext4::open(source).map_err(|e| crate::escape::printable(&error_chain(&e)))
+            }));
         }
         Ok(match view.fs.as_ref() {
             Some(Ok(fs)) => Ok(fs),
@@ -34,7 +41,8 @@ impl Worker {
         &mut self,
         to: usize,
         change: &crate::diff::Change,
-        offset: Option<u64>,
+        offset: u64,
+        seek: crate::ui::msg::Seek,
     ) -> Result<Reply, BlockError> {
         let from = to.saturating_sub(1);
         // Open both (a filesystem that does not open stays in its view,
@@ -48,7 +56,7 @@ impl Worker {
         };
         let result = fs(from).and_then(|old| {
             let new = fs(to)?;
-            super::diff::compare(old, new, to, change, offset)
+            super::diff::compare(old, new, to, change, offset, seek)
         });
         Ok(match result {
             Ok(c) => Reply::Compare(Box::new(c)),

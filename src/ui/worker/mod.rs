@@ -11,7 +11,7 @@ mod diff;
 mod fs;
 mod grid;
 
-use super::msg::{CellOwner, Reply, Request};
+use super::msg::{CellOwner, ChainInfo, Reply, Request};
 use crate::block::cache::BlockCache;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
@@ -47,6 +47,9 @@ pub struct Worker {
     cancel: Arc<AtomicU64>,
     /// The NBD connection state last seen, to log its changes.
     nbd_state: Option<String>,
+    /// The volume whose filesystem the panes show (`p1`, `vg0/root`, as
+    /// `layerscope volumes` names it); `None`: the whole disk.
+    volume: Option<String>,
 }
 
 impl Worker {
@@ -59,7 +62,15 @@ impl Worker {
             replies: None,
             cancel: Arc::default(),
             nbd_state: None,
+            volume: None,
         }
+    }
+
+    /// The same worker showing the filesystem of volume `name` (see
+    /// [`crate::volume::open_named`]).
+    pub fn with_volume(mut self, name: Option<String>) -> Worker {
+        self.volume = name;
+        self
     }
 
     /// The counter a running search watches: bumping it (a new search,
@@ -94,10 +105,21 @@ impl Worker {
     pub fn handle(&mut self, request: Request) -> Reply {
         let start = std::time::Instant::now();
         let what = summary(&request);
-        let reply = self.serve(request);
+        // Kept to say which request failed (a marks request is a screenful
+        // of inode numbers at most).
+        let asked = request.clone();
+        let reply = match self.serve(request) {
+            Reply::Error(error) => Reply::Failed {
+                request: Box::new(asked),
+                error,
+            },
+            other => other,
+        };
         let ms = format!("{:.3}", start.elapsed().as_secs_f64() * 1000.0);
         match &reply {
-            Reply::Error(e) => tracing::warn!(request = %what, %ms, error = %e, "request failed"),
+            Reply::Error(e) | Reply::Failed { error: e, .. } => {
+                tracing::warn!(request = %what, %ms, error = %e, "request failed")
+            }
             _ => tracing::debug!(request = %what, %ms, "request served"),
         }
         reply
@@ -129,7 +151,12 @@ impl Worker {
                 self.job.cancel();
                 Ok(Reply::Done)
             }
-            Request::Compare { to, change, offset } => self.compare(to, &change, offset),
+            Request::Compare {
+                to,
+                change,
+                offset,
+                seek,
+            } => self.compare(to, &change, offset, seek),
             Request::Inode { as_of, ino } => self.inode_at(as_of, ino),
             Request::DirBlock { as_of, ino } => self.dir_block(as_of, ino),
             Request::Search { as_of, needle } => {
@@ -214,8 +241,45 @@ pub fn spawn(worker: Worker) -> (Sender<Request>, Receiver<Reply>) {
 
 /// Runs the worker on its own thread, each reply handed to `sink` (the
 /// UI's one event channel).
-pub fn spawn_into(mut worker: Worker, sink: Sink) -> Sender<Request> {
+pub fn spawn_into(worker: Worker, sink: Sink) -> Sender<Request> {
     let (req_tx, req_rx) = mpsc::channel::<Request>();
+    std::thread::spawn(move || serve(worker, req_rx, sink));
+    req_tx
+}
+
+/// What opens the chain: run on the worker's thread, so the UI is up (and
+/// answers `q`) while an NBD handshake or a slow disk takes its time.
+pub type Opener = Box<dyn FnOnce() -> Result<Chain, String> + Send>;
+
+/// Opens the chain on the worker's thread, says so ([`Reply::Opened`] or
+/// [`Reply::OpenFailed`]), then serves requests as [`spawn_into`] does;
+/// `cancel` is the search's cancel counter (see
+/// [`Worker::search_cancel`]).
+pub fn spawn_opening(open: Opener, cancel: Arc<AtomicU64>, sink: Sink) -> Sender<Request> {
+    let (req_tx, req_rx) = mpsc::channel::<Request>();
+    std::thread::spawn(move || {
+        let start = std::time::Instant::now();
+        let chain = match open() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "the chain did not open");
+                sink(Reply::OpenFailed(crate::escape::printable(&e)));
+                return;
+            }
+        };
+        tracing::info!(ms = %start.elapsed().as_millis(), "chain opened on the worker");
+        if !sink(Reply::Opened(Box::new(ChainInfo::of(&chain)))) {
+            return;
+        }
+        let mut worker = Worker::new(chain);
+        worker.cancel = cancel;
+        serve(worker, req_rx, sink);
+    });
+    req_tx
+}
+
+/// Serves requests until the UI goes away.
+fn serve(mut worker: Worker, req_rx: Receiver<Request>, sink: Sink) {
     worker.replies = Some(Arc::clone(&sink));
     // The NBD status is answered on its own thread from the client's
     // lock-free counters, so it stays live while a read waits for a slow
@@ -241,27 +305,24 @@ pub fn spawn_into(mut worker: Worker, sink: Sink) -> Sender<Request> {
         }
         None => req_rx,
     };
-    std::thread::spawn(move || {
-        while let Ok(first) = req_rx.recv() {
-            // Coalesce: of the queued views (hex, hit map, NBD state) serve
-            // the latest of each kind; every other request (a directory to
-            // open, a file to find) is served.
-            let mut latest: Vec<Request> = vec![first];
-            while let Ok(more) = req_rx.try_recv() {
-                if matches!(
-                    more,
-                    Request::Hex { .. } | Request::Grid { .. } | Request::Nbd
-                ) {
-                    latest.retain(|r| std::mem::discriminant(r) != std::mem::discriminant(&more));
-                }
-                latest.push(more);
+    while let Ok(first) = req_rx.recv() {
+        // Coalesce: of the queued views (hex, hit map, NBD state) serve
+        // the latest of each kind; every other request (a directory to
+        // open, a file to find) is served.
+        let mut latest: Vec<Request> = vec![first];
+        while let Ok(more) = req_rx.try_recv() {
+            if matches!(
+                more,
+                Request::Hex { .. } | Request::Grid { .. } | Request::Nbd
+            ) {
+                latest.retain(|r| std::mem::discriminant(r) != std::mem::discriminant(&more));
             }
-            for r in latest {
-                if !sink(worker.handle(r)) {
-                    return;
-                }
+            latest.push(more);
+        }
+        for r in latest {
+            if !sink(worker.handle(r)) {
+                return;
             }
         }
-    });
-    req_tx
+    }
 }
