@@ -154,6 +154,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--tui", action="store_true", help="only the TUI rows")
+    ap.add_argument("--remote", action="store_true", help="only the remote rows (slow NBD, multi-conn, ssh)")
     ap.add_argument("--volumes", action="store_true", help="only the volumes row")
     args = ap.parse_args()
     sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
@@ -168,6 +169,9 @@ def main():
     print(f"\nchain: {top} (4 layers, {size >> 20} MiB virtual); {RUNS} runs each, medians, warm cache\n")
     if args.tui:
         tui_bench(top)
+        return
+    if args.remote:
+        remote_bench(top, size)
         return
 
     row("map --json (2 GiB chain)", timed([BIN, "map", "--json", top]),
@@ -186,6 +190,7 @@ def main():
     print(f"{'':<44} throughput ratio layerscope/qemu-img: {qemu[0] / ours_file[0]:.2f}x writing the same sparse file, {qemu[0] / ours_null[0]:.2f}x to /dev/null (goal >= 1.0x)")
 
     nbd_bench(top, size)
+    remote_bench(top, size)
     tui_bench(top)
     fs_bench(top)
     diff_bench(top)
@@ -417,6 +422,124 @@ def nbd_bench(top, size):
     finally:
         server.terminate()
         server.wait()
+
+
+def wait_for(path_or_check, what, secs=20):
+    t0 = time.time()
+    while not (os.path.exists(path_or_check) if isinstance(path_or_check, str) else path_or_check()):
+        if time.time() - t0 > secs:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.05)
+
+
+def remote_bench(top, size):
+    """Remote sources: the chain over NBD behind a 20 ms per-request delay
+    (qemu-nbd -A, nbdkit's nbd plugin with the delay filter in front),
+    multi-conn reads, and the chain over ssh (a throwaway sshd on
+    127.0.0.1). One run each where a run takes seconds."""
+    if not (shutil.which("qemu-nbd") and shutil.which("nbdkit") and shutil.which("nbdcopy")):
+        print("(remote: qemu-nbd, nbdkit or nbdcopy missing, skipped)")
+        return
+    qsock, dsock = os.path.join(WORK, "remote-q.sock"), os.path.join(WORK, "remote-delay.sock")
+    for p in (qsock, dsock):
+        if os.path.exists(p):
+            os.remove(p)
+    q = subprocess.Popen(["qemu-nbd", "--read-only", "--persistent", "--shared=16", "-A", "--socket", qsock, "-f", "qcow2", top])
+    d = None
+    try:
+        wait_for(qsock, "qemu-nbd")
+        quri = f"nbd+unix:///?socket={qsock}"
+        mib = size / (1 << 20)
+        ours = timed([BIN, "read", quri], runs=3)
+        ours1 = timed([BIN, "read", quri, "--connections", "1"], runs=3)
+        theirs = timed(["nbdcopy", quri, "null:"], runs=3)
+        print(f"{'read, multi-conn (4) vs default nbdcopy':<44} layerscope read: {mib / ours[0]:6.0f} MiB/s (--connections 1: {mib / ours1[0]:6.0f}) | nbdcopy: {mib / theirs[0]:6.0f} MiB/s | ratio {theirs[0] / ours[0]:.2f}x (goal >= 1x)")
+        d = subprocess.Popen(["nbdkit", "-f", "-U", dsock, "--filter=delay", "nbd", f"socket={qsock}", "rdelay=20ms", "delay-extents=20ms"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(dsock, "nbdkit delay")
+        duri = f"nbd+unix:///?socket={dsock}"
+        copy = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else WORK, "layerscope-bench-copy.raw")
+        ls = timed([BIN, "ls", "-R", duri], runs=1)
+        today = timed(["sh", "-c", f"nbdcopy '{duri}' {copy} && fls -r -p {copy}"], runs=1)
+        os.remove(copy)
+        row("ls -R / over NBD, 20 ms per request", ls, today, "nbdcopy + fls -r -p the copy", "<= 0.1x")
+        row("map --json over NBD, 20 ms per request", timed([BIN, "map", "--json", duri], runs=1),
+            timed(["nbdinfo", "--map", duri], runs=1), "nbdinfo --map", "<= 1x")
+        t, rss = time_keys(duri, "", runs=1)
+        print(f"{'TUI first frame over NBD, 20 ms per request':<44} {t['first_frame_ms']:.0f} ms (goal < 1 s)")
+    finally:
+        for p in (d, q):
+            if p:
+                p.terminate()
+                p.wait()
+    ssh_bench(top)
+
+
+def ssh_bench(top):
+    """The chain over ssh: a throwaway sshd on 127.0.0.1 with keys made
+    here, reached with LAYERSCOPE_SSH_COMMAND="ssh -F CONFIG"; qemu-img
+    uses qemu's ssh driver (libssh, authenticated through an ssh-agent
+    holding the same key) with the chain spelled out in JSON."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd) or not shutil.which("ssh-agent"):
+        print("(ssh: sshd or ssh-agent missing, skipped)")
+        return
+    import socket
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="layerscope-bench-ssh-")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    for k in ("host", "user"):
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(tmp, k))
+    shutil.copy(os.path.join(tmp, "user.pub"), os.path.join(tmp, "authorized_keys"))
+    with open(os.path.join(tmp, "sshd_config"), "w") as f:
+        f.write(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp}/host\nAuthorizedKeysFile {tmp}/authorized_keys\n"
+                "PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n"
+                "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
+    with open(os.path.join(tmp, "known_hosts"), "w") as f:
+        f.write(f"[127.0.0.1]:{port} " + open(os.path.join(tmp, "host.pub")).read())
+    with open(os.path.join(tmp, "ssh_config"), "w") as f:
+        f.write(f"Host *\n  IdentityFile {tmp}/user\n  IdentitiesOnly yes\n  UserKnownHostsFile {tmp}/known_hosts\n  BatchMode yes\n")
+    if os.getuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", os.path.join(tmp, "sshd_config")], stderr=subprocess.DEVNULL)
+    agent = subprocess.check_output(["ssh-agent", "-s", "-a", os.path.join(tmp, "agent.sock")]).decode()
+    agent_pid = int(agent.split("SSH_AGENT_PID=")[1].split(";")[0])
+    env = dict(os.environ, LAYERSCOPE_SSH_COMMAND=f"ssh -F {tmp}/ssh_config", SSH_AUTH_SOCK=os.path.join(tmp, "agent.sock"))
+    old_env = dict(os.environ)
+    try:
+        sh("ssh-add", "-q", os.path.join(tmp, "user"), env=env)
+        os.environ.update(env)
+        wait_for(lambda: subprocess.run(["ssh", "-F", f"{tmp}/ssh_config", "-p", str(port), "127.0.0.1", "true"]).returncode == 0, "sshd")
+        uri = f"ssh://127.0.0.1:{port}{top}"
+        names = ["top.qcow2", "l2.qcow2", "l1.qcow2", "base.qcow2"]
+        spec = None
+        for n in reversed(names):
+            layer = {"driver": "qcow2", "file": {"driver": "ssh", "server": {"host": "127.0.0.1", "port": str(port)},
+                                                  "path": os.path.join(WORK, n), "host-key-check": {"mode": "none"}}}
+            if spec is not None:
+                layer["backing"] = spec
+            spec = layer
+        qjson = "json:" + json.dumps(spec)
+        row("ssh:// map --json (2 GiB chain)", timed([BIN, "map", "--json", uri], runs=3),
+            timed(["qemu-img", "map", "--output=json", qjson], runs=3), "qemu-img map (qemu ssh driver)", "<= 1x")
+        row("ssh:// info (superblock)", timed([BIN, "info", uri], runs=3),
+            timed(["qemu-img", "info", qjson], runs=3), "qemu-img info (qemu ssh driver)", "<= 1x")
+        dest = tempfile.mkdtemp(prefix="layerscope-bench-scp-", dir="/dev/shm" if os.path.isdir("/dev/shm") else WORK)
+        srcs = " ".join(f"127.0.0.1:{os.path.join(WORK, n)}" for n in names)
+        copy_ls = ["sh", "-c", f"scp -q -F {tmp}/ssh_config -P {port} {srcs} {dest}/ && {BIN} ls -R {dest}/top.qcow2"]
+        row("ssh:// ls -R / (~20k files)", timed([BIN, "ls", "-R", uri], runs=1), timed(copy_ls, runs=1),
+            "scp the chain + ls -R the copy", "<= 0.1x")
+        shutil.rmtree(dest)
+    finally:
+        os.environ.clear()
+        os.environ.update(old_env)
+        server.terminate()
+        server.wait()
+        os.kill(agent_pid, 15)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

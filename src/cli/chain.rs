@@ -97,7 +97,7 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         .map(|l| describe(chain, l))
         .collect::<anyhow::Result<_>>()?;
     if json {
-        serde_json::to_writer_pretty(&mut *out, &layers)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &layers)?;
         writeln!(out)?;
         return Ok(());
     }

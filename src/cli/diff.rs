@@ -10,10 +10,11 @@ use super::ImageArgs;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
 use crate::block::BlockSource;
-use crate::diff::blame::Views;
+use crate::diff::blame::{Blame, Views};
 use crate::diff::{blocks, Diff, Progress};
 use crate::fs::Filesystem;
 use crate::volume::{Geometry, VolumeSource};
+use std::ops::ControlFlow;
 
 /// Arguments of `diff`.
 #[derive(Debug, Args)]
@@ -98,8 +99,7 @@ impl Disk {
     fn view(&self, n: usize) -> anyhow::Result<(Arc<dyn Filesystem>, Arc<LayeredReader>)> {
         let reader = Arc::new(LayeredReader::new(&self.chain.cut(n))?);
         let src = self.over(reader.clone(), format!("layer {n} {}", self.volume));
-        let fs =
-            crate::fs::open(src).with_context(|| format!("the filesystem as of layer {n}"))?;
+        let fs = crate::fs::open(src).with_context(|| format!("the filesystem as of layer {n}"))?;
         Ok((fs, reader))
     }
 }
@@ -189,7 +189,7 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             "stats": result.stats,
             "notes": result.notes.iter().map(|n| crate::escape::printable(n)).collect::<Vec<_>>(),
         });
-        serde_json::to_writer_pretty(&mut *out, &v)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
         return Ok(());
     }
@@ -270,34 +270,58 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     let topfs = views.fs[top].as_ref();
     let ino = super::fs::resolve(topfs, &args.path)?;
-    let mut targets = vec![(ino, args.path.clone())];
-    if args.recursive {
-        let mut names = Vec::new();
-        crate::diff::tree::walk_paths(topfs, ino, args.path.as_bytes(), &mut names);
-        targets.extend(
-            names
-                .into_iter()
-                .map(|(p, i)| (i, crate::escape::printable_bytes(&p))),
-        );
-    }
     let bar = Bar::new();
-    let total = targets.len() as u64;
-    let mut all = Vec::new();
-    for (k, (ino, path)) in targets.into_iter().enumerate() {
-        bar.step("blaming", k as u64, total);
-        match views.blame(ino, crate::escape::printable(&path)) {
-            Ok(b) => all.push(b),
-            Err(e) => eprintln!("layerscope: {}: {}", crate::escape::printable(&path), e),
-        }
-    }
-    bar.0.finish_and_clear();
+    // Each file is blamed and written as the walk finds it: `blame -R`
+    // over millions of names keeps one at a time.
+    let mut count = 0u64;
+    let mut failed: Option<anyhow::Error> = None;
+    let mut blame_one =
+        |ino: u64, path: &[u8], emit: &mut dyn FnMut(&Blame) -> anyhow::Result<()>| {
+            bar.step("blaming", count, 0);
+            count += 1;
+            let shown = crate::escape::printable_bytes(path);
+            match views.blame(ino, shown.clone()) {
+                Ok(b) => emit(&b),
+                Err(e) => {
+                    eprintln!(
+                        "layerscope: {shown}: {}",
+                        crate::escape::printable(&e.to_string())
+                    );
+                    Ok(())
+                }
+            }
+        };
+    let mut note = |n: String| eprintln!("layerscope: {}", crate::escape::printable(&n));
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &all)?;
+        use serde::ser::{SerializeSeq, Serializer as _};
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut *out,
+            crate::escape::json::Escaping(serde_json::ser::PrettyFormatter::new()),
+        );
+        let mut seq = ser.serialize_seq(None)?;
+        let mut emit = |b: &Blame| -> anyhow::Result<()> { Ok(seq.serialize_element(b)?) };
+        blame_one(ino, args.path.as_bytes(), &mut emit)?;
+        if args.recursive {
+            crate::diff::walk_tree(topfs, ino, args.path.as_bytes(), &mut note, &mut |p, i| {
+                match blame_one(i, p, &mut emit) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            });
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        seq.end()?;
         writeln!(out)?;
+        bar.0.finish_and_clear();
         return Ok(());
     }
     writeln!(out, "content  metadata  created  layers (bytes)  path")?;
-    for b in &all {
+    let mut emit = |b: &Blame| -> anyhow::Result<()> {
         let shares = b
             .layers
             .iter()
@@ -320,6 +344,20 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             },
             b.path
         )?;
+        Ok(())
+    };
+    blame_one(ino, args.path.as_bytes(), &mut emit)?;
+    if args.recursive {
+        crate::diff::walk_tree(topfs, ino, args.path.as_bytes(), &mut note, &mut |p, i| {
+            match blame_one(i, p, &mut emit) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
     }
-    Ok(())
+    bar.0.finish_and_clear();
+    failed.map_or(Ok(()), Err)
 }

@@ -358,6 +358,12 @@ pub(super) fn stat(fs: &Ext4, ino: NodeId, json: bool, out: &mut dyn Write) -> a
     problems.extend(map_error);
     if let Some(m) = &map {
         problems.extend(m.skipped.iter().chain(&m.warnings).map(|e| e.to_string()));
+        if m.more_problems > 0 {
+            problems.push(format!(
+                "{} more block map problems not listed",
+                m.more_problems
+            ));
+        }
     }
     problems.extend(xattrs.problems.iter().map(|e| e.to_string()));
     if let Some(h) = &htree {
@@ -375,24 +381,36 @@ pub(super) fn stat(fs: &Ext4, ino: NodeId, json: bool, out: &mut dyn Write) -> a
     }
     let report = Filesystem::node_report(fs, ino)?;
     if json {
+        // The runs are written from the map as they are, not through a
+        // JSON tree: a file of 2^20 extents would otherwise cost a
+        // gigabyte of `Value`s.
+        #[derive(serde::Serialize)]
+        struct StatJson<'a> {
+            #[serde(flatten)]
+            rest: Value,
+            runs: Option<&'a [crate::fs::ext::blockmap::Run]>,
+        }
         super::json::write(
             out,
-            &json!({
-                "inode": ino, "type": i.type_name(), "mode": i.mode, "uid": i.uid, "gid": i.gid,
-                "size": i.size, "links": i.links, "flags": i.flags, "flag_names": i.flag_names(),
-                "blocks": i.blocks, "generation": i.generation, "version": i.version,
-                "version_hi": i.version_hi, "file_acl": i.file_acl, "extra_isize": i.extra_isize,
-                "projid": i.projid, "atime": time_json(&i.atime), "ctime": time_json(&i.ctime),
-                "mtime": time_json(&i.mtime), "crtime": i.crtime.as_ref().map(time_json),
-                "dtime": i.dtime,
-                "checksum": i.checksum.map(|c| json!({"stored": c.stored, "computed": c.computed, "ok": c.ok()})),
-                "symlink_target": target.as_ref().map(|t| super::json::text(t)),
-                "symlink_target_bytes": target.as_ref().and_then(|t| super::json::hex_unless_utf8(t)),
-                "inline_data_size": if i.has_inline_data() { fs.inline_data(&i).ok().map(|d| d.len()) } else { None },
-                "xattrs": xattrs.attrs.iter().map(xattr_json).collect::<Vec<_>>(),
-                "runs": map.as_ref().map(|m| &m.runs), "htree": htree,
-                "problems": problems, "fields": report.fields,
-            }),
+            &StatJson {
+                runs: map.as_ref().map(|m| m.runs.as_slice()),
+                rest: json!({
+                    "inode": ino, "type": i.type_name(), "mode": i.mode, "uid": i.uid, "gid": i.gid,
+                    "size": i.size, "links": i.links, "flags": i.flags, "flag_names": i.flag_names(),
+                    "blocks": i.blocks, "generation": i.generation, "version": i.version,
+                    "version_hi": i.version_hi, "file_acl": i.file_acl, "extra_isize": i.extra_isize,
+                    "projid": i.projid, "atime": time_json(&i.atime), "ctime": time_json(&i.ctime),
+                    "mtime": time_json(&i.mtime), "crtime": i.crtime.as_ref().map(time_json),
+                    "dtime": i.dtime,
+                    "checksum": i.checksum.map(|c| json!({"stored": c.stored, "computed": c.computed, "ok": c.ok()})),
+                    "symlink_target": target.as_ref().map(|t| super::json::text(t)),
+                    "symlink_target_bytes": target.as_ref().and_then(|t| super::json::hex_unless_utf8(t)),
+                    "inline_data_size": if i.has_inline_data() { fs.inline_data(&i).ok().map(|d| d.len()) } else { None },
+                    "xattrs": xattrs.attrs.iter().map(xattr_json).collect::<Vec<_>>(),
+                    "htree": htree,
+                    "problems": problems, "fields": report.fields,
+                }),
+            },
         )?;
         return Ok(());
     }

@@ -245,7 +245,7 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if json {
         let out = printer.out;
         out.write_all(b"\n], \"errors\": ")?;
-        serde_json::to_writer(&mut *out, &errors)?;
+        crate::escape::json::to_writer(&mut *out, &errors)?;
         out.write_all(b"}\n")?;
         return Ok(());
     }
@@ -302,19 +302,30 @@ pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
     problems.extend(report.problems.iter().cloned());
     if args.fs.json {
+        // The runs are written as they are, not through a JSON tree: a
+        // file of 2^20 extents would otherwise cost a gigabyte of `Value`s.
+        #[derive(serde::Serialize)]
+        struct StatJson<'a> {
+            #[serde(flatten)]
+            rest: serde_json::Value,
+            runs: &'a [Run],
+        }
         return super::json::write(
             out,
-            &json!({
-                "inode": node, "node": fs.node_name(node), "type": m.file_type.name(),
-                "mode": m.mode, "uid": m.uid, "gid": m.gid, "size": m.size, "links": m.links,
-                "allocated": m.allocated, "atime": m.atime, "mtime": m.mtime, "ctime": m.ctime,
-                "crtime": m.crtime, "generation": m.generation, "rdev": m.rdev,
-                "flag_names": m.flags,
-                "symlink_target": target.as_ref().map(|t| super::json::text(t)),
-                "symlink_target_bytes": target.as_ref().and_then(|t| super::json::hex_unless_utf8(t)),
-                "xattrs": xattrs.iter().map(xattr_json).collect::<Vec<_>>(),
-                "runs": runs, "problems": problems, "fields": report.fields,
-            }),
+            &StatJson {
+                runs: &runs,
+                rest: json!({
+                    "inode": node, "node": fs.node_name(node), "type": m.file_type.name(),
+                    "mode": m.mode, "uid": m.uid, "gid": m.gid, "size": m.size, "links": m.links,
+                    "allocated": m.allocated, "atime": m.atime, "mtime": m.mtime, "ctime": m.ctime,
+                    "crtime": m.crtime, "generation": m.generation, "rdev": m.rdev,
+                    "flag_names": m.flags,
+                    "symlink_target": target.as_ref().map(|t| super::json::text(t)),
+                    "symlink_target_bytes": target.as_ref().and_then(|t| super::json::hex_unless_utf8(t)),
+                    "xattrs": xattrs.iter().map(xattr_json).collect::<Vec<_>>(),
+                    "problems": problems, "fields": report.fields,
+                }),
+            },
         );
     }
     let time = |t: Option<crate::fs::Timestamp>| {
@@ -471,8 +482,21 @@ pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     report(fs, &problems, node)
 }
 
+/// One piece of a run, served by one layer.
+#[derive(serde::Serialize)]
+struct BlockRow {
+    logical: u64,
+    physical: u64,
+    count: u64,
+    uninit: bool,
+    meta: bool,
+    level: u8,
+    layer: Option<usize>,
+}
+
 /// `blocks`: the file's physical blocks (data and map blocks, as debugfs
-/// lists them), and the layer holding each run.
+/// lists them), and the layer holding each run. Rows are written as they
+/// are found (a file of 2^20 extents costs its map, not a list of rows).
 ///
 /// # Errors
 /// Opening; a bad path; corrupt maps.
@@ -482,41 +506,63 @@ pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()>
     let node = resolve(fs, &args.path)?;
     let bs = fs.block_size().max(1);
     let (runs, problems) = runs_of(fs, node)?;
-    let mut list = Vec::new();
-    // The attribute block is the file's, but not in its block list.
-    for r in runs.iter().filter(|r| r.kind != RunKind::Attr) {
-        // Split each run where the serving layer changes.
-        let (mut at, end) = (r.physical, r.physical.saturating_add(r.len));
-        while at < end {
-            let o = opened.owner(at, end - at)?;
-            let block = at / bs;
-            let level = match r.kind {
-                RunKind::Meta { level } => level,
-                _ => 0,
-            };
-            list.push(json!({
-                "logical": (r.logical + (at - r.physical)) / bs, "physical": block,
-                "count": o.len.div_ceil(bs), "uninit": r.kind == RunKind::Unwritten,
-                "meta": matches!(r.kind, RunKind::Meta { .. }), "level": level, "layer": o.layer,
-            }));
-            at += o.len.max(1);
-        }
-    }
+    let failed = std::cell::RefCell::new(None);
+    // The attribute block is the file's, but not in its block list. Each
+    // run is split where the serving layer changes.
+    let rows = runs
+        .iter()
+        .filter(|r| r.kind != RunKind::Attr)
+        .flat_map(|r| {
+            let (mut at, end) = (r.physical, r.physical.saturating_add(r.len));
+            let failed = &failed;
+            let opened = &opened;
+            std::iter::from_fn(move || {
+                if at >= end || failed.borrow().is_some() {
+                    return None;
+                }
+                match opened.owner(at, end - at) {
+                    Ok(o) => {
+                        let row = BlockRow {
+                            logical: r.logical.saturating_add(at - r.physical) / bs,
+                            physical: at / bs,
+                            count: o.len.div_ceil(bs),
+                            uninit: r.kind == RunKind::Unwritten,
+                            meta: matches!(r.kind, RunKind::Meta { .. }),
+                            level: match r.kind {
+                                RunKind::Meta { level } => level,
+                                _ => 0,
+                            },
+                            layer: o.layer,
+                        };
+                        at = at.saturating_add(o.len.max(1));
+                        Some(row)
+                    }
+                    Err(e) => {
+                        *failed.borrow_mut() = Some(e);
+                        None
+                    }
+                }
+            })
+        });
     if args.fs.json {
-        super::json::write(out, &list)?;
+        crate::escape::json::write_seq_pretty(&mut *out, rows)?;
+        writeln!(out)?;
     } else {
-        for r in &list {
-            let layer = r["layer"]
-                .as_u64()
+        for r in rows {
+            let layer = r
+                .layer
                 .map_or_else(|| "none".to_owned(), |l| format!("layer {l}"));
             writeln!(
                 out,
                 "{}-{} ({} blocks) {layer}",
-                r["physical"],
-                r["physical"].as_u64().unwrap_or(0) + r["count"].as_u64().unwrap_or(1) - 1,
-                r["count"]
+                r.physical,
+                r.physical.saturating_add(r.count).saturating_sub(1),
+                r.count
             )?;
         }
+    }
+    if let Some(e) = failed.into_inner() {
+        return Err(e);
     }
     out.flush()?;
     report(fs, &problems, node)

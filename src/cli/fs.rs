@@ -182,7 +182,7 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 p.kind,
                 p.start,
                 crate::units::human(p.len),
-                printable(&p.name)
+                p.name
             )?;
         }
         for problem in &t.problems {

@@ -13,12 +13,25 @@ use std::io::Write;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+/// A pretty serializer under the escaping policy.
+fn pretty(
+    out: &mut dyn Write,
+) -> serde_json::Serializer<
+    &mut dyn Write,
+    crate::escape::json::Escaping<serde_json::ser::PrettyFormatter<'static>>,
+> {
+    serde_json::Serializer::with_formatter(
+        out,
+        crate::escape::json::Escaping(serde_json::ser::PrettyFormatter::new()),
+    )
+}
+
 /// Writes `v` pretty-printed, and a newline.
 ///
 /// # Errors
 /// Write errors.
 pub fn write(out: &mut dyn Write, v: &impl Serialize) -> anyhow::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, v)?;
+    crate::escape::json::to_writer_pretty(&mut *out, v)?;
     writeln!(out)?;
     Ok(())
 }
@@ -33,7 +46,7 @@ where
     I: Iterator,
     I::Item: Serialize,
 {
-    let mut ser = serde_json::Serializer::pretty(&mut *out);
+    let mut ser = pretty(&mut *out);
     ser.collect_seq(items)?;
     Ok(())
 }
@@ -64,7 +77,7 @@ where
             s.collect_seq(self.0.borrow_mut().take().into_iter().flatten())
         }
     }
-    let mut ser = serde_json::Serializer::pretty(&mut *out);
+    let mut ser = pretty(&mut *out);
     let mut m = ser.serialize_map(None)?;
     for (k, v) in &fields {
         m.serialize_entry(k, v)?;
@@ -100,6 +113,6 @@ pub fn hex_unless_utf8(bytes: &[u8]) -> Option<String> {
 pub fn write_item(out: &mut dyn Write, first: &mut bool, v: &impl Serialize) -> anyhow::Result<()> {
     out.write_all(if *first { b"\n  " } else { b",\n  " })?;
     *first = false;
-    serde_json::to_writer(&mut *out, v)?;
+    crate::escape::json::to_writer(&mut *out, v)?;
     Ok(())
 }

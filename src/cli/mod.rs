@@ -16,6 +16,7 @@ mod files;
 mod fs;
 mod json;
 mod map;
+mod meta;
 mod nbd;
 mod read;
 mod superblock;
@@ -83,6 +84,13 @@ pub enum Command {
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
+    /// Print a shell completion script: `layerscope completions bash >
+    /// /etc/bash_completion.d/layerscope` (or zsh, fish, elvish,
+    /// powershell).
+    Completions(meta::CompletionsArgs),
+    /// Print the manual page (roff), for `man -l -` or to install:
+    /// `layerscope man > layerscope.1`; `layerscope man ls` for a command's.
+    Man(meta::ManArgs),
 }
 
 /// Arguments of `info`.
@@ -188,6 +196,7 @@ fn open_or_demo(image: Option<&str>) -> anyhow::Result<Chain> {
             image: i.to_owned(),
             format: None,
             backing_format: None,
+            remote: RemoteArgs::default(),
         }
         .open(),
         None => Ok(crate::demo::open().context("opening the embedded demo chain")?),
@@ -202,6 +211,8 @@ pub struct NbdInfoArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// Arguments of `exports`.
@@ -212,13 +223,16 @@ pub struct ExportsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// How to open an image.
 #[derive(Debug, Args)]
 pub struct ImageArgs {
-    /// The image (qcow2 or raw). Backing files are found the way qemu finds
-    /// them: relative to the overlay's directory.
+    /// The image (qcow2 or raw), `ssh://[user@]host[:port]/path` or an NBD
+    /// URI. Backing files are found the way qemu finds them: relative to
+    /// the overlay's directory (on the remote host for ssh://).
     pub image: String,
     /// Format of IMAGE (default: detect).
     #[arg(short = 'f', long, value_enum)]
@@ -227,6 +241,40 @@ pub struct ImageArgs {
     /// detect).
     #[arg(short = 'F', long, value_enum)]
     pub backing_format: Option<Format>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// How to reach an NBD server.
+#[derive(Debug, Default, Args)]
+pub struct RemoteArgs {
+    /// NBD over TLS: require, prefer (when the server offers it) or off.
+    /// Default: require for nbds://, off for nbd://.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub tls: Option<crate::block::nbd::TlsMode>,
+    /// Directory holding ca-cert.pem (and client-cert.pem, client-key.pem
+    /// for servers that verify clients), like libnbd's tls-certificates.
+    #[arg(long, value_name = "DIR")]
+    pub tls_certificates: Option<std::path::PathBuf>,
+    /// NBD connections for bulk reads when the server allows multi-conn
+    /// (like nbdcopy; default 4, 1 turns it off).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: Option<u16>,
+}
+
+impl RemoteArgs {
+    /// The NBD client's options.
+    pub fn nbd_options(&self) -> crate::block::nbd::Options {
+        let mut o = crate::block::nbd::Options {
+            tls: self.tls,
+            tls_certificates: self.tls_certificates.clone(),
+            ..Default::default()
+        };
+        if let Some(n) = self.connections {
+            o.connections = usize::from(n);
+        }
+        o
+    }
 }
 
 /// Arguments of `chain`.
@@ -291,14 +339,50 @@ impl ImageArgs {
         if crate::block::nbd::is_nbd_uri(&self.image) {
             return Ok(crate::block::chain::open_nbd(
                 &self.image,
-                Default::default(),
+                self.remote.nbd_options(),
             )?);
         }
         let opts = ChainOptions {
             format: self.format,
             backing_format: self.backing_format,
         };
+        if crate::block::ssh::is_ssh_uri(&self.image) {
+            let chain = crate::block::ssh::open_ssh_chain(&self.image, opts, Default::default())?;
+            if let (Some(s), Ok(mut seen)) =
+                (crate::block::ssh::session_of(&chain), SSH_SESSIONS.lock())
+            {
+                seen.push(s);
+            }
+            return Ok(chain);
+        }
         Ok(open_chain(&self.image, opts, &FsOpener)?)
+    }
+}
+
+/// The ssh sessions this run opened, so [`run`] can say at the end when a
+/// connection dropped and was re-established in the middle.
+static SSH_SESSIONS: std::sync::Mutex<Vec<std::sync::Arc<crate::block::ssh::Session>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// One line on stderr per ssh session that lost its connection during the
+/// run (the answer is complete: every request was retried on the new one).
+fn report_reconnects() {
+    let Ok(seen) = SSH_SESSIONS.lock() else {
+        return;
+    };
+    for s in seen.iter() {
+        let st = s.status();
+        if st.stats.reconnects > 0 {
+            eprintln!(
+                "layerscope: ssh://{}: the connection dropped and was re-established {} time(s){}",
+                crate::escape::printable(&st.host),
+                st.stats.reconnects,
+                st.stats
+                    .last_error
+                    .map(|e| format!(" (last error: {})", crate::escape::printable(&e)))
+                    .unwrap_or_default()
+            );
+        }
     }
 }
 
@@ -343,12 +427,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
         Some(Command::Diff(args)) => diff::diff(&args, &mut out),
         Some(Command::Blame(args)) => diff::blame(&args, &mut out),
+        Some(Command::Completions(args)) => meta::completions(&args, &mut out),
+        Some(Command::Man(args)) => meta::man(&args, &mut out),
         Some(Command::Render(args)) => {
             let chain = open_or_demo(args.image.as_deref())?;
             let (w, h) = args.size;
             if args.time_keys {
                 let t = crate::ui::timing::time_keys(chain, w, h, &args.keys, args.visit_all)?;
-                return serde_json::to_writer(io::stdout(), &t).map_err(Into::into);
+                return crate::escape::json::to_writer(io::stdout(), &t).map_err(Into::into);
             }
             let frame = crate::ui::render_frame_in(
                 chain,
@@ -383,6 +469,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }?;
     io::Write::flush(&mut out)?;
+    report_reconnects();
     Ok(())
 }
 
@@ -400,5 +487,10 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            // serde_json keeps the io::Error inside, out of the chain.
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(io::ErrorKind::BrokenPipe)
     })
 }

@@ -25,6 +25,7 @@ pub mod fat;
 pub mod node;
 pub mod report;
 pub mod time;
+pub mod xfs;
 
 pub use ext::FsError;
 pub use node::{DirEntry, FileType, Metadata, NodeId, Problem, Run, RunKind, Timestamp, Xattr};
@@ -208,24 +209,32 @@ pub trait Filesystem: Send + Sync {
 /// Opens the filesystem on `source`, trying each kind layerscope decodes.
 ///
 /// # Errors
-/// The error of the filesystem whose magic matched, or a `NotExt`-style
-/// error naming what was tried when none matched.
+/// The error of the filesystem whose magic matched; when none did, one
+/// error saying what each kind found, ext's first (`no ext2/3/4
+/// filesystem found: magic 0x0000 at 0x438, expected 0xef53; not XFS
+/// either: …; not FAT either: …`).
 pub fn open(source: Arc<dyn BlockSource>) -> Result<Arc<dyn Filesystem>, FsError> {
-    let mut tried = Vec::new();
-    match ext::Ext4::open(source.clone()) {
+    let mut detail = match ext::Ext4::open(source.clone()) {
         Ok(fs) => return Ok(Arc::new(fs)),
-        Err(FsError::NotExt { detail } | FsError::NotThisFs { detail, .. }) => {
-            tried.push(format!("ext2/3/4 ({detail})"));
+        Err(FsError::NotExt { detail } | FsError::NotThisFs { detail, .. }) => detail,
+        Err(e) => return Err(e),
+    };
+    match xfs::Xfs::open(source.clone()) {
+        Ok(fs) => return Ok(Arc::new(fs)),
+        Err(FsError::NotThisFs { detail: d, .. }) => {
+            detail.push_str(&format!("; not XFS either: {d}"));
         }
         Err(e) => return Err(e),
     }
     match fat::Fat::open(source) {
         Ok(fs) => return Ok(Arc::new(fs)),
-        Err(FsError::NotThisFs { detail, .. }) => tried.push(format!("FAT ({detail})")),
+        Err(FsError::NotThisFs { detail: d, .. }) => {
+            detail.push_str(&format!("; not FAT either: {d}"));
+        }
         Err(e) => return Err(e),
     }
     Err(FsError::NotThisFs {
-        fs: "known",
-        detail: format!("tried {}", tried.join(", ")),
+        fs: "ext2/3/4",
+        detail,
     })
 }

@@ -117,6 +117,8 @@ pub enum Value {
     Names(Vec<&'static str>),
     Bool(bool),
     Text(String),
+    /// Free-form lines (an allocation group's problems).
+    Texts(Vec<String>),
 }
 
 /// A column of a [`GroupTable`]'s text form.

@@ -2,17 +2,22 @@
 //! images with the real tools and compares layerscope with them.
 mod bad_input;
 mod chain;
+mod cli;
 mod demo;
 mod diff;
 mod e2e;
 mod ext;
 mod fat;
+mod hostile;
 mod lvm;
 mod mutate;
 mod nbd;
+mod nbd_tls;
 mod oracle;
 mod readonly;
+mod ssh;
 mod tui;
 mod tui_diff;
 mod util;
 mod volumes;
+mod xfs;

@@ -346,6 +346,17 @@ impl Filesystem for Ext4 {
         };
         problems.extend(map.skipped.into_iter().map(Problem::lost));
         problems.extend(map.warnings.into_iter().map(Problem::warning));
+        if map.more_problems > 0 {
+            problems.push(Problem::warning(FsError::corrupt(
+                "inode",
+                "block map",
+                inode.base,
+                format!(
+                    "inode {node}: {} more block map problems not listed",
+                    map.more_problems
+                ),
+            )));
+        }
         let bs = Ext4::superblock(self).block_size;
         let attr = (inode.file_acl != 0).then_some(Run {
             logical: 0,

@@ -9,6 +9,13 @@ use crate::ui::msg::{CellOwner, Grid, HexData, HitMode};
 /// Map entries kept per layer for the static hit map; past this the rest
 /// of the disk shows as "not read" rather than using unbounded memory.
 const MAX_MAP_ENTRIES: usize = 1 << 20;
+/// Block status answers the static hit map asks for at most: local
+/// metadata is cheap (as many as the entries kept), a server's answers
+/// cost a round trip each, and a source whose size is a claim (an NBD
+/// export of 2^63 bytes answered 4 GiB at a time) maps only this far; the
+/// rest shows as not read.
+const MAX_MAP_STEPS: u64 = MAX_MAP_ENTRIES as u64;
+const MAX_REMOTE_MAP_STEPS: u64 = 1 << 14;
 
 impl Worker {
     pub(super) fn hex(
@@ -43,6 +50,11 @@ impl Worker {
         mode: HitMode,
     ) -> Result<Grid, BlockError> {
         let layers = as_of + 1;
+        let steps = if self.chain.layers.iter().any(|l| l.nbd.is_some()) {
+            MAX_REMOTE_MAP_STEPS
+        } else {
+            MAX_MAP_STEPS
+        };
         let view = self.view(as_of)?;
         let size = view.reader.len();
         let cells = cells.clamp(1, MAX_CELLS);
@@ -54,7 +66,10 @@ impl Worker {
             HitMode::Static => {
                 if view.map.is_none() {
                     let mut map = Vec::new();
-                    for e in MapIter::new(&view.reader).take(MAX_MAP_ENTRIES) {
+                    for e in MapIter::new(&view.reader)
+                        .with_budget(steps)
+                        .take(MAX_MAP_ENTRIES)
+                    {
                         let e = e?;
                         let owner = if e.present {
                             CellOwner::Layer(as_of.saturating_sub(e.depth as usize))
