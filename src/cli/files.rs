@@ -561,7 +561,7 @@ pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let ino = resolve(&fs, &args.path)?;
     let i = fs.inode(ino)?;
     let map = fs.block_map(&i)?;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = crate::block::buffer::AlignedBuf::new(1 << 20);
     let mut pos = 0u64;
     while pos < i.size {
         let n = (i.size - pos).min(buf.len() as u64) as usize;
