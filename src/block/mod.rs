@@ -12,7 +12,9 @@ pub mod buffer;
 pub mod cache;
 pub mod chain;
 pub mod error;
+pub mod formats;
 pub mod hitmap;
+pub mod image;
 pub mod layered;
 pub mod map;
 pub mod nbd;
@@ -23,6 +25,9 @@ pub mod ssh;
 pub mod storage;
 pub mod storage_cache;
 pub mod stream;
+pub mod table;
+pub mod vhd;
+pub mod vmdk;
 
 pub use error::BlockError;
 
