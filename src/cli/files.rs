@@ -465,7 +465,7 @@ pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // zeros).
     let mut problems = Vec::new();
     fs.runs(node, &mut problems, &mut |_| ControlFlow::Continue(()))?;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut buf = crate::block::buffer::AlignedBuf::new(1 << 20);
     let mut pos = 0u64;
     while pos < size {
         let want = usize::try_from(size - pos)
