@@ -156,6 +156,7 @@ def main():
     ap.add_argument("--tui", action="store_true", help="only the TUI rows")
     ap.add_argument("--remote", action="store_true", help="only the remote rows (slow NBD, multi-conn, ssh)")
     ap.add_argument("--volumes", action="store_true", help="only the volumes row")
+    ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline rows")
     args = ap.parse_args()
     sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
     if args.volumes:
@@ -169,6 +170,9 @@ def main():
     print(f"\nchain: {top} (4 layers, {size >> 20} MiB virtual); {RUNS} runs each, medians, warm cache\n")
     if args.tui:
         tui_bench(top)
+        return
+    if args.toolbox:
+        toolbox_bench(top)
         return
     if args.remote:
         remote_bench(top, size)
@@ -194,6 +198,7 @@ def main():
     tui_bench(top)
     fs_bench(top)
     diff_bench(top)
+    toolbox_bench(top)
     volumes_bench()
 
     for name in ("tb", "tb10"):
@@ -289,6 +294,54 @@ def diff_bench(top):
     row("diff layers 1-3 (1300 new, 100 del, 100 chg)", ours, full, "layerscope diff --full", "")
     ours = timed([BIN, "blame", top, "/d001/s9/f19801.dat"], runs=5)
     print(f"{'blame one file (4 layers)':<44} layerscope {ours[0] * 1000:9.1f} ms {ours[1] / 1024:7.1f} MiB")
+
+
+def toolbox_bench(top):
+    """check, extract and timeline of the 2 GiB chain vs what a person runs
+    on the flattened image: e2fsck -fn plus qemu-img check of each layer,
+    debugfs rdump, fls -r -m. Outputs on tmpfs where there is one."""
+    tmp = "/dev/shm" if os.path.isdir("/dev/shm") else WORK
+    flat = os.path.join(tmp, "layerscope-bench-flat.raw")
+    subprocess.run(["qemu-img", "convert", "-O", "raw", top, flat], check=True)
+    layers = [os.path.join(WORK, n) for n in ("base.qcow2", "l1.qcow2", "l2.qcow2", "top.qcow2")]
+    script = os.path.join(WORK, "check-theirs.sh")
+    with open(script, "w") as f:
+        f.write(f"e2fsck -fn {flat} >/dev/null\n" + "".join(f"qemu-img check -q {l} >/dev/null\n" for l in layers))
+    dest = os.path.join(tmp, "layerscope-bench-extract")
+    try:
+        ours = timed([BIN, "check", top], runs=3)
+        theirs = timed(["sh", script], runs=3)
+        row("check (2 GiB chain: 4 layers + ext4)", ours, theirs, "e2fsck -fn + 4x qemu-img check", "<= 1x")
+        ours_fs = timed([BIN, "check", "--fs-only", top], runs=3)
+        e2fsck = timed(["e2fsck", "-fn", flat], runs=3)
+        row("check --fs-only (2 GiB chain vs flat)", ours_fs, e2fsck, "e2fsck -fn (flat raw image)", "")
+
+        def fresh(cmd):
+            shutil.rmtree(dest, ignore_errors=True)
+            os.makedirs(dest)
+            return cmd
+        # Each run extracts into an emptied directory (the removal is
+        # outside the timing: timed() runs the command given).
+        times_ours, times_theirs = [], []
+        for _ in range(3):
+            shutil.rmtree(dest, ignore_errors=True)
+            t0 = time.perf_counter()
+            subprocess.run([BIN, "extract", top, "/", dest], check=True, stdout=subprocess.DEVNULL)
+            times_ours.append(time.perf_counter() - t0)
+            fresh(None)
+            t0 = time.perf_counter()
+            subprocess.run(["debugfs", "-R", f"rdump / {dest}", flat], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times_theirs.append(time.perf_counter() - t0)
+        shutil.rmtree(dest, ignore_errors=True)
+        rss = peak_rss([BIN, "extract", top, "/", dest])
+        row("extract / (~20k files, chain vs flat raw)", (statistics.median(times_ours), rss), (statistics.median(times_theirs), 0), "debugfs rdump (flat raw image)", "<= 1x (throughput >= 1x)")
+        if shutil.which("fls"):
+            ours = timed([BIN, "timeline", "--body", top], runs=3)
+            theirs = timed(["fls", "-r", "-m", "/", flat], runs=3)
+            row("timeline --body (~20k files)", ours, theirs, "fls -r -m / (flat raw image)", "<= 1x")
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+        os.remove(flat)
 
 
 def interleaved(cmds, rounds=30, warmup=3, check=True):

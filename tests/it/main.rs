@@ -2,6 +2,7 @@
 //! images with the real tools and compares layerscope with them.
 mod bad_input;
 mod chain;
+mod check;
 mod cli;
 mod demo;
 mod diff;
@@ -16,6 +17,7 @@ mod nbd_tls;
 mod oracle;
 mod readonly;
 mod ssh;
+mod toolbox;
 mod tui;
 mod tui_diff;
 mod util;
