@@ -29,7 +29,10 @@ impl Bits {
     }
 
     fn at(i: u64) -> (usize, u64) {
-        (usize::try_from(i / 64).unwrap_or(usize::MAX), 1u64 << (i % 64))
+        (
+            usize::try_from(i / 64).unwrap_or(usize::MAX),
+            1u64 << (i % 64),
+        )
     }
 
     /// Whether bit `i` is set (false past the end).

@@ -125,8 +125,14 @@ fn problem_line(p: &Problem) -> String {
 
 /// Problems that make the filesystem damaged (not mere leaks).
 fn errors(p: &Problems) -> u64 {
-    let n = p.list.iter().filter(|p| p.severity == Severity::Error).count();
-    u64::try_from(n).unwrap_or(u64::MAX).saturating_add(p.dropped)
+    let n = p
+        .list
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
+    u64::try_from(n)
+        .unwrap_or(u64::MAX)
+        .saturating_add(p.dropped)
 }
 
 fn problems_json(p: &Problems) -> serde_json::Value {
@@ -256,9 +262,12 @@ fn filesystem(
         Err(e) => {
             // A filesystem that is recognized but cannot be opened is a
             // problem found; no filesystem at all is a check not done.
-            let corrupt = e
-                .chain()
-                .any(|c| matches!(c.downcast_ref::<crate::fs::FsError>(), Some(crate::fs::FsError::Corrupt { .. })));
+            let corrupt = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<crate::fs::FsError>(),
+                    Some(crate::fs::FsError::Corrupt { .. })
+                )
+            });
             if !corrupt {
                 return Err(CouldNotCheck(e).into());
             }
@@ -277,11 +286,21 @@ fn filesystem(
     };
     let what = format!("filesystem on volume {}", opened.volume);
     let Some(ext) = as_ext(&opened) else {
-        return Ok((Problems::default(), None, format!("{what}: no checker for this filesystem yet")));
+        return Ok((
+            Problems::default(),
+            None,
+            format!("{what}: no checker for this filesystem yet"),
+        ));
     };
     let layer_of = |offset: u64| opened.owner(offset, 1).ok().and_then(|o| o.layer);
     let (problems, summary) = check::ext::check(ext, &layer_of, bar);
-    let kind = if ext.superblock().has_incompat(0x40) { "ext4" } else if ext.superblock().feature_compat & 4 != 0 { "ext3" } else { "ext2" };
+    let kind = if ext.superblock().has_incompat(0x40) {
+        "ext4"
+    } else if ext.superblock().feature_compat & 4 != 0 {
+        "ext3"
+    } else {
+        "ext2"
+    };
     Ok((problems, Some(summary), format!("{kind} {what}")))
 }
 

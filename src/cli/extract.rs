@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
@@ -90,7 +90,7 @@ fn timespec(t: Option<crate::fs::Timestamp>) -> Timespec {
         },
         |t| Timespec {
             tv_sec: t.secs,
-            tv_nsec: i64::from(t.nsec.min(999_999_999)).try_into().unwrap_or(0),
+            tv_nsec: i64::from(t.nsec.min(999_999_999)),
         },
     )
 }
@@ -119,10 +119,16 @@ impl Extractor<'_> {
         );
         self.xattrs(fd, node, path);
         if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(m.mode & 0o7777)) {
-            warn(&mut self.stats, &format!("{}: chmod: {e}", crate::escape::printable_bytes(path)));
+            warn(
+                &mut self.stats,
+                &format!("{}: chmod: {e}", crate::escape::printable_bytes(path)),
+            );
         }
         if let Err(e) = rustix::fs::futimens(fd, &times(m)) {
-            warn(&mut self.stats, &format!("{}: times: {e}", crate::escape::printable_bytes(path)));
+            warn(
+                &mut self.stats,
+                &format!("{}: times: {e}", crate::escape::printable_bytes(path)),
+            );
         }
     }
 
@@ -130,12 +136,20 @@ impl Extractor<'_> {
         let list = match self.fs.xattrs(node) {
             Ok(l) => l,
             Err(e) => {
-                warn(&mut self.stats, &format!("{}: attributes: {e}", crate::escape::printable_bytes(path)));
+                warn(
+                    &mut self.stats,
+                    &format!("{}: attributes: {e}", crate::escape::printable_bytes(path)),
+                );
                 return;
             }
         };
         for x in list {
-            match rustix::fs::fsetxattr(fd, OsStr::from_bytes(&x.name), &x.value, rustix::fs::XattrFlags::empty()) {
+            match rustix::fs::fsetxattr(
+                fd,
+                OsStr::from_bytes(&x.name),
+                &x.value,
+                rustix::fs::XattrFlags::empty(),
+            ) {
                 Ok(()) => self.stats.xattrs = self.stats.xattrs.saturating_add(1),
                 Err(e) => {
                     self.stats.xattrs_not_set = self.stats.xattrs_not_set.saturating_add(1);
@@ -169,7 +183,8 @@ impl Extractor<'_> {
             for (i, block) in data.chunks(4096).enumerate() {
                 let at = off.saturating_add(u64::try_from(i * 4096).unwrap_or(u64::MAX));
                 if block.iter().all(|&b| b == 0) {
-                    self.stats.sparse_bytes = self.stats.sparse_bytes.saturating_add(block.len() as u64);
+                    self.stats.sparse_bytes =
+                        self.stats.sparse_bytes.saturating_add(block.len() as u64);
                 } else {
                     file.write_all_at(block, at)?;
                 }
@@ -183,10 +198,24 @@ impl Extractor<'_> {
 
     /// Creates entry `name` (node `node`) in open directory `dir`, at
     /// `rel` under DEST.
-    fn entry(&mut self, dir: &OwnedFd, rel: &PathBuf, name: &[u8], node: NodeId, path: &[u8], depth: usize) {
+    fn entry(
+        &mut self,
+        dir: &OwnedFd,
+        rel: &std::path::Path,
+        name: &[u8],
+        node: NodeId,
+        path: &[u8],
+        depth: usize,
+    ) {
         if !safe_name(name) {
             self.stats.skipped = self.stats.skipped.saturating_add(1);
-            warn(&mut self.stats, &format!("{}: a name that cannot be written safely; skipped", crate::escape::printable_bytes(path)));
+            warn(
+                &mut self.stats,
+                &format!(
+                    "{}: a name that cannot be written safely; skipped",
+                    crate::escape::printable_bytes(path)
+                ),
+            );
             return;
         }
         let os = OsStr::from_bytes(name);
@@ -194,7 +223,10 @@ impl Extractor<'_> {
             Ok(m) => m,
             Err(e) => {
                 self.stats.skipped = self.stats.skipped.saturating_add(1);
-                warn(&mut self.stats, &format!("{}: {e}", crate::escape::printable_bytes(path)));
+                warn(
+                    &mut self.stats,
+                    &format!("{}: {e}", crate::escape::printable_bytes(path)),
+                );
                 return;
             }
         };
@@ -210,7 +242,13 @@ impl Extractor<'_> {
                         self.stats.hard_links = self.stats.hard_links.saturating_add(1);
                         return;
                     }
-                    Err(e) => warn(&mut self.stats, &format!("{}: hard link: {e}; written again", crate::escape::printable_bytes(path))),
+                    Err(e) => warn(
+                        &mut self.stats,
+                        &format!(
+                            "{}: hard link: {e}; written again",
+                            crate::escape::printable_bytes(path)
+                        ),
+                    ),
                 }
             }
         }
@@ -220,7 +258,11 @@ impl Extractor<'_> {
                     let fd = rustix::fs::openat(
                         dir,
                         os,
-                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
                         Mode::from_raw_mode(0o600),
                     )?;
                     let file = File::from(fd);
@@ -261,12 +303,21 @@ impl Extractor<'_> {
                     let _ = rustix::fs::utimensat(dir, os, &times(&m), AtFlags::SYMLINK_NOFOLLOW);
                     self.stats.symlinks = self.stats.symlinks.saturating_add(1);
                 }
-                FileType::Fifo | FileType::CharDevice | FileType::BlockDevice | FileType::Socket => {
+                FileType::Fifo
+                | FileType::CharDevice
+                | FileType::BlockDevice
+                | FileType::Socket => {
                     let (kind, dev) = match m.file_type {
                         FileType::Fifo => (rustix::fs::FileType::Fifo, 0),
                         FileType::Socket => (rustix::fs::FileType::Socket, 0),
-                        FileType::CharDevice => (rustix::fs::FileType::CharacterDevice, m.rdev.map_or(0, |(a, b)| rustix::fs::makedev(a, b))),
-                        _ => (rustix::fs::FileType::BlockDevice, m.rdev.map_or(0, |(a, b)| rustix::fs::makedev(a, b))),
+                        FileType::CharDevice => (
+                            rustix::fs::FileType::CharacterDevice,
+                            m.rdev.map_or(0, |(a, b)| rustix::fs::makedev(a, b)),
+                        ),
+                        _ => (
+                            rustix::fs::FileType::BlockDevice,
+                            m.rdev.map_or(0, |(a, b)| rustix::fs::makedev(a, b)),
+                        ),
                     };
                     rustix::fs::mknodat(dir, os, kind, Mode::from_raw_mode(m.mode & 0o7777), dev)?;
                     let _ = rustix::fs::utimensat(dir, os, &times(&m), AtFlags::SYMLINK_NOFOLLOW);
@@ -284,13 +335,23 @@ impl Extractor<'_> {
             }
             Err(e) => {
                 self.stats.skipped = self.stats.skipped.saturating_add(1);
-                warn(&mut self.stats, &format!("{}: {e:#}", crate::escape::printable_bytes(path)));
+                warn(
+                    &mut self.stats,
+                    &format!("{}: {e:#}", crate::escape::printable_bytes(path)),
+                );
             }
         }
     }
 
     /// The entries of directory `node` into open directory `dir`.
-    fn tree(&mut self, dir: &OwnedFd, rel: &PathBuf, node: NodeId, path: &[u8], depth: usize) {
+    fn tree(
+        &mut self,
+        dir: &OwnedFd,
+        rel: &std::path::Path,
+        node: NodeId,
+        path: &[u8],
+        depth: usize,
+    ) {
         let mut entries = Vec::new();
         let mut problems = Vec::new();
         if let Err(e) = self.fs.read_dir(node, &mut problems, &mut |e| {
@@ -299,10 +360,16 @@ impl Extractor<'_> {
             }
             std::ops::ControlFlow::Continue(())
         }) {
-            warn(&mut self.stats, &format!("{}: {e}", crate::escape::printable_bytes(path)));
+            warn(
+                &mut self.stats,
+                &format!("{}: {e}", crate::escape::printable_bytes(path)),
+            );
         }
         for p in problems {
-            warn(&mut self.stats, &format!("{}: {p}", crate::escape::printable_bytes(path)));
+            warn(
+                &mut self.stats,
+                &format!("{}: {p}", crate::escape::printable_bytes(path)),
+            );
         }
         for (name, child) in entries {
             let child_path = super::walk::join(path, &name);
@@ -330,21 +397,37 @@ pub fn run(args: &ExtractArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         match std::fs::read_dir(dest) {
             Ok(mut d) => {
                 if d.next().is_some() && !args.force {
-                    anyhow::bail!("{}: not empty (use --force to write into it)", dest.display());
+                    anyhow::bail!(
+                        "{}: not empty (use --force to write into it)",
+                        dest.display()
+                    );
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(dest).with_context(|| format!("creating {}", dest.display()))?;
+                std::fs::create_dir(dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
             }
             Err(e) => return Err(anyhow::Error::new(e).context(format!("{}", dest.display()))),
         }
         (dest.clone(), Vec::new())
     } else if dest.is_dir() {
         let base = src.rsplit(|&b| b == b'/').next().unwrap_or(src).to_vec();
-        (dest.clone(), if base.is_empty() || base.starts_with(b"<") { format!("inode{node}").into_bytes() } else { base })
+        (
+            dest.clone(),
+            if base.is_empty() || base.starts_with(b"<") {
+                format!("inode{node}").into_bytes()
+            } else {
+                base
+            },
+        )
     } else {
-        let p = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-        let n = dest.file_name().ok_or_else(|| anyhow::anyhow!("{}: not a file name", dest.display()))?;
+        let p = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let n = dest
+            .file_name()
+            .ok_or_else(|| anyhow::anyhow!("{}: not a file name", dest.display()))?;
         if dest.symlink_metadata().is_ok() && !args.force {
             anyhow::bail!("{}: exists (use --force to replace it)", dest.display());
         }
@@ -392,7 +475,10 @@ pub fn run(args: &ExtractArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
     }
     if s.skipped > 0 {
-        anyhow::bail!("{} entries could not be extracted (see the warnings above)", s.skipped);
+        anyhow::bail!(
+            "{} entries could not be extracted (see the warnings above)",
+            s.skipped
+        );
     }
     Ok(())
 }

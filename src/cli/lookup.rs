@@ -129,7 +129,8 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let bs = fs.block_size().max(1);
     let mut targets: Vec<u64> = args.blocks.clone();
     targets.extend(args.offsets.iter().map(|o| o / bs));
-    let mut holders: BTreeMap<u64, Holder> = targets.iter().map(|&b| (b, Holder::default())).collect();
+    let mut holders: BTreeMap<u64, Holder> =
+        targets.iter().map(|&b| (b, Holder::default())).collect();
     if let Some(ext) = fs.as_any().downcast_ref::<crate::fs::ext::Ext4>() {
         ext_structures(ext, &mut holders);
     }
@@ -149,7 +150,10 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         let mut problems = Vec::new();
         let _ = fs.runs(node, &mut problems, &mut |r| {
-            let (start, end) = (r.physical / bs, (r.physical.saturating_add(r.len)).div_ceil(bs));
+            let (start, end) = (
+                r.physical / bs,
+                (r.physical.saturating_add(r.len)).div_ceil(bs),
+            );
             for (&b, h) in holders.range_mut(start..end) {
                 if h.node.is_some() || h.structure.is_some() {
                     continue;
@@ -164,7 +168,10 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                     _ => "attributes",
                 };
                 if matches!(r.kind, RunKind::Data | RunKind::Unwritten) {
-                    h.logical = Some(r.logical.saturating_add(b.saturating_mul(bs).saturating_sub(r.physical)));
+                    h.logical = Some(
+                        r.logical
+                            .saturating_add(b.saturating_mul(bs).saturating_sub(r.physical)),
+                    );
                 }
                 holding.insert(node);
             }
@@ -198,8 +205,15 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         match h.node {
             Some(n) => {
-                let paths: Vec<String> = h.paths.iter().map(|p| crate::escape::printable_bytes(p)).collect();
-                let at = h.logical.map(|l| format!(" at file offset {l}")).unwrap_or_default();
+                let paths: Vec<String> = h
+                    .paths
+                    .iter()
+                    .map(|p| crate::escape::printable_bytes(p))
+                    .collect();
+                let at = h
+                    .logical
+                    .map(|l| format!(" at file offset {l}"))
+                    .unwrap_or_default();
                 format!("{} {} ({}{at})", fs.node_name(n), paths.join(" "), h.kind)
             }
             None => "<block not found>".into(),
@@ -241,7 +255,9 @@ fn ext_structures(fs: &crate::fs::ext::Ext4, holders: &mut BTreeMap<u64, Holder>
     let sb = fs.superblock();
     let ipb = (sb.block_size / u64::from(sb.inode_size.max(1))).max(1);
     let ipg = u64::from(sb.inodes_per_group);
-    let itable_blocks = ipg.saturating_mul(u64::from(sb.inode_size)).div_ceil(sb.block_size.max(1));
+    let itable_blocks = ipg
+        .saturating_mul(u64::from(sb.inode_size))
+        .div_ceil(sb.block_size.max(1));
     for g in 0..sb.group_count() {
         let p = crate::fs::ext::group_desc::placement(sb, g);
         let mut name = |range: (u64, u64), what: String| {
@@ -252,7 +268,13 @@ fn ext_structures(fs: &crate::fs::ext::Ext4, holders: &mut BTreeMap<u64, Holder>
             }
         };
         if let Some(s) = p.superblock {
-            name((s, s), format!("group {g} {} superblock", if g == 0 { "primary" } else { "backup" }));
+            name(
+                (s, s),
+                format!(
+                    "group {g} {} superblock",
+                    if g == 0 { "primary" } else { "backup" }
+                ),
+            );
         }
         if let Some(r) = p.descriptors {
             name(r, format!("group {g} group descriptors"));
@@ -264,12 +286,23 @@ fn ext_structures(fs: &crate::fs::ext::Ext4, holders: &mut BTreeMap<u64, Holder>
             name((m, m), format!("group {g} meta_bg group descriptors"));
         }
         let Ok(d) = fs.group(g) else { continue };
-        name((d.block_bitmap, d.block_bitmap), format!("group {g} block bitmap"));
-        name((d.inode_bitmap, d.inode_bitmap), format!("group {g} inode bitmap"));
-        let last = d.inode_table.saturating_add(itable_blocks.saturating_sub(1));
+        name(
+            (d.block_bitmap, d.block_bitmap),
+            format!("group {g} block bitmap"),
+        );
+        name(
+            (d.inode_bitmap, d.inode_bitmap),
+            format!("group {g} inode bitmap"),
+        );
+        let last = d
+            .inode_table
+            .saturating_add(itable_blocks.saturating_sub(1));
         for (&b, h) in holders.range_mut(d.inode_table..=last) {
             if h.structure.is_none() {
-                let first = g.saturating_mul(ipg).saturating_add((b - d.inode_table).saturating_mul(ipb)).saturating_add(1);
+                let first = g
+                    .saturating_mul(ipg)
+                    .saturating_add((b - d.inode_table).saturating_mul(ipb))
+                    .saturating_add(1);
                 h.structure = Some(format!(
                     "group {g} inode table: inodes {first}-{}",
                     first.saturating_add(ipb).saturating_sub(1)

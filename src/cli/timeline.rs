@@ -154,7 +154,10 @@ pub fn run(args: &TimelineArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             events.push((t, letters, i));
         }
     }
-    events.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| rows[a.2].path.cmp(&rows[b.2].path)));
+    events.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| rows[a.2].path.cmp(&rows[b.2].path))
+    });
     if args.fs.json {
         let list: Vec<_> = events
             .iter()
@@ -172,7 +175,10 @@ pub fn run(args: &TimelineArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out)?;
         return Ok(());
     }
-    writeln!(out, "Date                  Size Type Mode          UID  GID  Meta   Layer File Name")?;
+    writeln!(
+        out,
+        "Date                  Size Type Mode          UID  GID  Meta   Layer File Name"
+    )?;
     for (t, letters, i) in &events {
         let r = &rows[*i];
         writeln!(

@@ -14,6 +14,7 @@ pub(super) struct Visit<'a> {
     pub path: &'a [u8],
     pub entry: &'a DirEntry,
     /// The entry's type (read from the node when the entry records none).
+    #[allow(dead_code)] // for find's --type, next
     pub file_type: FileType,
 }
 
@@ -57,16 +58,10 @@ pub(super) fn walk(
             }
             ControlFlow::Continue(())
         }) {
-            warn(format!(
-                "{}: {e}",
-                crate::escape::printable_bytes(&path)
-            ));
+            warn(format!("{}: {e}", crate::escape::printable_bytes(&path)));
         }
         for p in problems {
-            warn(format!(
-                "{}: {p}",
-                crate::escape::printable_bytes(&path)
-            ));
+            warn(format!("{}: {p}", crate::escape::printable_bytes(&path)));
         }
         let mut subdirs = Vec::new();
         for e in &entries {

@@ -138,8 +138,7 @@ fn e2fsck_n(dir: &Path, image: &str) -> (i32, String) {
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
 }
 
@@ -168,7 +167,15 @@ fn check_names_what_e2fsck_finds_and_the_layer_holding_it() {
     sh(
         d,
         &[
-            "qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "clean.raw", "base.qcow2",
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "clean.raw",
+            "base.qcow2",
         ],
     );
     let clean = layerscope(d, &["check", "--json", "base.qcow2"]);
@@ -275,7 +282,11 @@ fn check_names_what_e2fsck_finds_and_the_layer_holding_it() {
         }
         let (code, text) = e2fsck_n(d, &raw);
         let theirs = e2fsck_findings(&text);
-        assert!(code != 0 && !theirs.is_empty(), "{}: e2fsck saw nothing: {text}", damage.name);
+        assert!(
+            code != 0 && !theirs.is_empty(),
+            "{}: e2fsck saw nothing: {text}",
+            damage.name
+        );
         // The damaged bytes go into an overlay over the clean base.
         let top = format!("top{i}.qcow2");
         thin_overlay(d, &top, "base.qcow2", "qcow2", &d.join(&raw), "", false);
@@ -284,7 +295,11 @@ fn check_names_what_e2fsck_finds_and_the_layer_holding_it() {
         let j = run.json();
         assert_eq!(j["clean"], false);
         let (ours, layers) = our_findings(&j);
-        assert_eq!(ours, theirs, "{}: ours {ours:?}, e2fsck's {theirs:?}\n{text}", damage.name);
+        assert_eq!(
+            ours, theirs,
+            "{}: ours {ours:?}, e2fsck's {theirs:?}\n{text}",
+            damage.name
+        );
         for kind in damage.in_overlay {
             let named: Vec<_> = layers.iter().filter(|(k, _)| k == kind).collect();
             assert!(!named.is_empty(), "{}: no {kind}", damage.name);
@@ -295,7 +310,11 @@ fn check_names_what_e2fsck_finds_and_the_layer_holding_it() {
         // Text: one line per problem, the same count.
         let text_run = layerscope(d, &["check", &top]);
         assert_eq!(text_run.code, 1);
-        assert!(text_run.text().contains("problem(s)"), "{}", text_run.text());
+        assert!(
+            text_run.text().contains("problem(s)"),
+            "{}",
+            text_run.text()
+        );
     }
 }
 
@@ -308,7 +327,10 @@ fn check_counts_a_leaked_qcow2_cluster_as_qemu_img_check_does() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    sh(d, &["qemu-img", "create", "-q", "-f", "qcow2", "a.qcow2", "16M"]);
+    sh(
+        d,
+        &["qemu-img", "create", "-q", "-f", "qcow2", "a.qcow2", "16M"],
+    );
     qemu_io(d, "a.qcow2", &["write -P 7 0 1M"]);
     let ok = layerscope(d, &["check", "--image-only", "--json", "a.qcow2"]);
     assert_eq!(ok.code, 0, "{}{}", ok.text(), ok.stderr);
@@ -333,7 +355,14 @@ fn check_counts_a_leaked_qcow2_cluster_as_qemu_img_check_does() {
     let run = layerscope(d, &["check", "--image-only", "--json", "a.qcow2"]);
     assert_eq!(run.code, 1, "{}{}", run.text(), run.stderr);
     let ours = &run.json()["layers"][0];
-    for key in ["leaks", "corruptions", "check-errors", "image-end-offset", "allocated-clusters", "total-clusters"] {
+    for key in [
+        "leaks",
+        "corruptions",
+        "check-errors",
+        "image-end-offset",
+        "allocated-clusters",
+        "total-clusters",
+    ] {
         // qemu leaves out counts that are 0.
         let n = |v: &Value| v[key].as_u64().unwrap_or(0);
         assert_eq!(n(ours), n(&theirs), "{key}: ours {ours}, qemu's {theirs}");
@@ -346,12 +375,24 @@ fn check_counts_a_leaked_qcow2_cluster_as_qemu_img_check_does() {
 /// Images where the check and `e2fsck -fn`'s exit status part, and why.
 const KNOWN: &[(&str, &str)] = &[
     // e2fsck names the bad descriptor checksum, then exits 0 under -n.
-    ("f_bad_gdt_csum", "descriptor checksum reported, e2fsck -n exits 0"),
-    ("f_uninit_enable", "descriptor checksum reported, e2fsck -n exits 0"),
+    (
+        "f_bad_gdt_csum",
+        "descriptor checksum reported, e2fsck -n exits 0",
+    ),
+    (
+        "f_uninit_enable",
+        "descriptor checksum reported, e2fsck -n exits 0",
+    ),
     // e2fsck falls back to a backup superblock.
-    ("f_zero_inode_size", "primary superblock unusable, e2fsck uses a backup"),
+    (
+        "f_zero_inode_size",
+        "primary superblock unusable, e2fsck uses a backup",
+    ),
     // Deeper than the kernel's limit of 5: e2fsck only offers to shorten.
-    ("f_extent_too_deep", "extent tree depth 7 refused by the decoder"),
+    (
+        "f_extent_too_deep",
+        "extent tree depth 7 refused by the decoder",
+    ),
 ];
 
 #[test]
@@ -370,7 +411,11 @@ fn check_is_clean_on_the_corpus_where_e2fsck_is() {
         .collect();
     names.sort();
     for gz in names {
-        let name = gz.file_name().unwrap().to_string_lossy().replace(".img.gz", "");
+        let name = gz
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace(".img.gz", "");
         let out = sh(d, &["zcat", gz.to_str().unwrap()]);
         std::fs::write(d.join("x.img"), &out.stdout).unwrap();
         let (e2fsck, _) = e2fsck_n(d, "x.img");

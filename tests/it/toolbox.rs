@@ -26,12 +26,24 @@ fn image(d: &Path, name: &str) {
     sh(
         d,
         &[
-            "mke2fs", "-q", "-t", "ext4", "-b", "4096", "-d", tree.to_str().unwrap(),
-            &format!("{name}.raw"), "64M",
+            "mke2fs",
+            "-q",
+            "-t",
+            "ext4",
+            "-b",
+            "4096",
+            "-d",
+            tree.to_str().unwrap(),
+            &format!("{name}.raw"),
+            "64M",
         ],
     );
     std::fs::remove_dir_all(tree).unwrap();
-    debugfs_w(d, &format!("{name}.raw"), "mknod pipe p\nsif /d3 mode 040750\nea_set /hello.txt user.note layered\n");
+    debugfs_w(
+        d,
+        &format!("{name}.raw"),
+        "mknod pipe p\nsif /d3 mode 040750\nea_set /hello.txt user.note layered\n",
+    );
 }
 
 #[test]
@@ -43,7 +55,15 @@ fn path_and_owner_agree_with_ncheck_and_icheck() {
     let d = dir.path();
     image(d, "a");
     let inodes: Vec<String> = (2..=70).map(|i| i.to_string()).collect();
-    let ncheck = sh(d, &["debugfs", "-R", &format!("ncheck {}", inodes.join(" ")), "a.raw"]);
+    let ncheck = sh(
+        d,
+        &[
+            "debugfs",
+            "-R",
+            &format!("ncheck {}", inodes.join(" ")),
+            "a.raw",
+        ],
+    );
     let theirs: BTreeSet<(u64, String)> = String::from_utf8_lossy(&ncheck.stdout)
         .lines()
         .skip(1)
@@ -62,7 +82,11 @@ fn path_and_owner_agree_with_ncheck_and_icheck() {
         .iter()
         .flat_map(|e| {
             let i = e["inode"].as_u64().unwrap();
-            e["paths"].as_array().unwrap().iter().map(move |p| (i, p.as_str().unwrap().to_owned()))
+            e["paths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(move |p| (i, p.as_str().unwrap().to_owned()))
         })
         .filter(|(i, _)| *i != 2)
         .collect();
@@ -71,12 +95,31 @@ fn path_and_owner_agree_with_ncheck_and_icheck() {
         assert!(ours.contains(t), "ncheck's {t:?} is missing from {ours:?}");
     }
     let named: BTreeSet<u64> = theirs.iter().map(|t| t.0).collect();
-    assert_eq!(named, ours.iter().map(|t| t.0).collect(), "the same inodes have paths");
-    let hard: Vec<_> = ours.iter().filter(|(_, p)| p.ends_with("f1.bin") || p == "/d2/hard.bin").collect();
-    assert_eq!(hard.len(), 2, "both links of the hard-linked file: {hard:?}");
+    assert_eq!(
+        named,
+        ours.iter().map(|t| t.0).collect(),
+        "the same inodes have paths"
+    );
+    let hard: Vec<_> = ours
+        .iter()
+        .filter(|(_, p)| p.ends_with("f1.bin") || p == "/d2/hard.bin")
+        .collect();
+    assert_eq!(
+        hard.len(),
+        2,
+        "both links of the hard-linked file: {hard:?}"
+    );
     // icheck, every 37th block, and the group 0 metadata dumpe2fs names.
     let blocks: Vec<String> = (0..16384).step_by(37).map(|b: u64| b.to_string()).collect();
-    let icheck = sh(d, &["debugfs", "-R", &format!("icheck {}", blocks.join(" ")), "a.raw"]);
+    let icheck = sh(
+        d,
+        &[
+            "debugfs",
+            "-R",
+            &format!("icheck {}", blocks.join(" ")),
+            "a.raw",
+        ],
+    );
     let mut args = vec!["owner", "--json", "a.raw"];
     for b in &blocks {
         args.push("--block");
@@ -99,22 +142,53 @@ fn path_and_owner_agree_with_ncheck_and_icheck() {
                 files += 1;
                 assert_eq!(o["node"].as_u64(), Some(ino), "block {b}: {o}");
             }
-            Err(_) => assert!(o["node"].is_null(), "block {b}: icheck finds no inode, ours {o}"),
+            Err(_) => assert!(
+                o["node"].is_null(),
+                "block {b}: icheck finds no inode, ours {o}"
+            ),
         }
     }
     assert!(files > 10, "{files} file blocks sampled");
     let dump = String::from_utf8_lossy(&sh(d, &["dumpe2fs", "a.raw"]).stdout).into_owned();
     let after = |marker: &str| -> u64 {
         let rest = &dump[dump.find(marker).unwrap() + marker.len()..];
-        rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap()
+        rest.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap()
     };
-    let (bb, ib, it) = (after("Block bitmap at "), after("Inode bitmap at "), after("Inode table at "));
-    let o = layerscope(d, &["owner", "--json", "a.raw", "--block", &bb.to_string(), "--block", &ib.to_string(), "--offset", &format!("{}", (it + 1) * 4096)]).ok().json();
+    let (bb, ib, it) = (
+        after("Block bitmap at "),
+        after("Inode bitmap at "),
+        after("Inode table at "),
+    );
+    let o = layerscope(
+        d,
+        &[
+            "owner",
+            "--json",
+            "a.raw",
+            "--block",
+            &bb.to_string(),
+            "--block",
+            &ib.to_string(),
+            "--offset",
+            &format!("{}", (it + 1) * 4096),
+        ],
+    )
+    .ok()
+    .json();
     assert_eq!(o[0]["structure"], "group 0 block bitmap");
     assert_eq!(o[1]["structure"], "group 0 inode bitmap");
     assert_eq!(o[2]["structure"], "group 0 inode table: inodes 17-32");
-    let text = layerscope(d, &["owner", "a.raw", "--block", "1"]).ok().text();
-    assert!(text.contains("<block not found>") || text.contains("group 0"), "{text}");
+    let text = layerscope(d, &["owner", "a.raw", "--block", "1"])
+        .ok()
+        .text();
+    assert!(
+        text.contains("<block not found>") || text.contains("group 0"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -138,8 +212,14 @@ fn timeline_bodyfile_is_fls_and_reads_the_same_in_mactime() {
     assert_eq!(ours, theirs, "bodyfiles differ");
     // Both through mactime: the same timeline.
     std::fs::write(d.join("ours.body"), body.stdout).unwrap();
-    std::fs::write(d.join("theirs.body"), theirs.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
-    let m = |f: &str| String::from_utf8_lossy(&sh(d, &["mactime", "-b", f, "-d", "-y"]).stdout).into_owned();
+    std::fs::write(
+        d.join("theirs.body"),
+        theirs.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let m = |f: &str| {
+        String::from_utf8_lossy(&sh(d, &["mactime", "-b", f, "-d", "-y"]).stdout).into_owned()
+    };
     let (a, b) = (m("ours.body"), m("theirs.body"));
     assert!(a.lines().count() > 40);
     assert_eq!(a, b);
@@ -149,7 +229,13 @@ fn timeline_bodyfile_is_fls_and_reads_the_same_in_mactime() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["date"].as_str().unwrap().to_owned(), r["macb"].as_str().unwrap().to_owned(), r["path"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["date"].as_str().unwrap().to_owned(),
+                r["macb"].as_str().unwrap().to_owned(),
+                r["path"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let theirs: BTreeSet<(String, String, String)> = b
         .lines()
@@ -216,12 +302,37 @@ fn extract_equals_debugfs_rdump_of_the_flattened_chain() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     image(d, "e");
-    sh(d, &["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "e.raw", "base.qcow2"]);
+    sh(
+        d,
+        &[
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "e.raw",
+            "base.qcow2",
+        ],
+    );
     // The top layer: a changed file, a new one, a removed one.
     std::fs::copy(d.join("e.raw"), d.join("flat.raw")).unwrap();
     std::fs::write(d.join("new.txt"), b"written in the overlay\n").unwrap();
-    debugfs_w(d, "flat.raw", "rm /d0/s0/f0.bin\nwrite new.txt /d4/new.txt\nsif /hello.txt mtime 200001010000\n");
-    thin_overlay(d, "top.qcow2", "base.qcow2", "qcow2", &d.join("flat.raw"), "", false);
+    debugfs_w(
+        d,
+        "flat.raw",
+        "rm /d0/s0/f0.bin\nwrite new.txt /d4/new.txt\nsif /hello.txt mtime 200001010000\n",
+    );
+    thin_overlay(
+        d,
+        "top.qcow2",
+        "base.qcow2",
+        "qcow2",
+        &d.join("flat.raw"),
+        "",
+        false,
+    );
     std::fs::create_dir(d.join("rdump")).unwrap();
     sh(d, &["debugfs", "-R", "rdump / rdump", "flat.raw"]);
     let run = layerscope(d, &["extract", "top.qcow2", "/", "ours"]);
@@ -234,20 +345,35 @@ fn extract_equals_debugfs_rdump_of_the_flattened_chain() {
     theirs.remove("pipe");
     let links = ours.remove("links of d1/s1/f1.bin");
     assert_eq!(ours, theirs);
-    assert!(pipe.is_some_and(|p| p.starts_with("special 10")), "the FIFO is made");
+    assert!(
+        pipe.is_some_and(|p| p.starts_with("special 10")),
+        "the FIFO is made"
+    );
     assert_eq!(links.as_deref(), Some("d1/s1/f1.bin d2/hard.bin"));
     // The sparse file is as sparse as in the image (rdump writes it
     // dense): its allocation equals the inode's block count.
-    let stat = String::from_utf8_lossy(&sh(d, &["debugfs", "-R", "stat /sparse.bin", "flat.raw"]).stdout).into_owned();
+    let stat =
+        String::from_utf8_lossy(&sh(d, &["debugfs", "-R", "stat /sparse.bin", "flat.raw"]).stdout)
+            .into_owned();
     let sectors: u64 = stat
         .split("Blockcount: ")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .expect("Blockcount");
-    let ours_sectors = std::fs::metadata(d.join("ours/sparse.bin")).unwrap().blocks();
-    assert_eq!(ours_sectors, sectors, "allocation of the sparse file (512-byte sectors)");
-    assert!(std::fs::metadata(d.join("rdump/sparse.bin")).unwrap().blocks() >= ours_sectors);
+    let ours_sectors = std::fs::metadata(d.join("ours/sparse.bin"))
+        .unwrap()
+        .blocks();
+    assert_eq!(
+        ours_sectors, sectors,
+        "allocation of the sparse file (512-byte sectors)"
+    );
+    assert!(
+        std::fs::metadata(d.join("rdump/sparse.bin"))
+            .unwrap()
+            .blocks()
+            >= ours_sectors
+    );
     // DEST not empty: refused without --force.
     let again = layerscope(d, &["extract", "top.qcow2", "/", "ours"]);
     assert_ne!(again.code, 0);
@@ -255,9 +381,16 @@ fn extract_equals_debugfs_rdump_of_the_flattened_chain() {
     // One file, into a directory.
     std::fs::create_dir(d.join("one")).unwrap();
     layerscope(d, &["extract", "top.qcow2", "/d4/new.txt", "one"]).ok();
-    assert_eq!(std::fs::read(d.join("one/new.txt")).unwrap(), b"written in the overlay\n");
+    assert_eq!(
+        std::fs::read(d.join("one/new.txt")).unwrap(),
+        b"written in the overlay\n"
+    );
     // The base layer still has the removed file.
-    layerscope(d, &["extract", "--layer", "0", "top.qcow2", "/d0/s0", "base"]).ok();
+    layerscope(
+        d,
+        &["extract", "--layer", "0", "top.qcow2", "/d0/s0", "base"],
+    )
+    .ok();
     assert!(d.join("base/f0.bin").exists());
 }
 
@@ -272,27 +405,66 @@ fn extract_never_writes_outside_dest() {
     std::fs::create_dir(&outside).unwrap();
     std::fs::create_dir_all(d.join("tree/x/sub")).unwrap();
     std::fs::write(d.join("tree/x/sub/payload"), b"must stay inside").unwrap();
-    sh(d, &["mke2fs", "-q", "-t", "ext4", "-O", "^metadata_csum", "-d", "tree", "x.raw", "16M"]);
+    sh(
+        d,
+        &[
+            "mke2fs",
+            "-q",
+            "-t",
+            "ext4",
+            "-O",
+            "^metadata_csum",
+            "-d",
+            "tree",
+            "x.raw",
+            "16M",
+        ],
+    );
     // A symlink to the outside, then a directory renamed to the same name
     // (a damaged directory with a duplicate name) holding a file, and an
     // entry renamed to "..".
     let outside_s = outside.to_str().unwrap().to_owned();
     debugfs_w(d, "x.raw", &format!("symlink /x/evil {outside_s}\nmkdir /x/evix\nwrite /dev/null /x/evix/inner\nwrite /dev/null /x/zz\n"));
     let blocks = sh(d, &["debugfs", "-R", "blocks /x", "x.raw"]);
-    let block: usize = String::from_utf8_lossy(&blocks.stdout).split_whitespace().next().unwrap().parse().unwrap();
+    let block: usize = String::from_utf8_lossy(&blocks.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut bytes = std::fs::read(d.join("x.raw")).unwrap();
     let dirblock = &mut bytes[block * 1024..(block + 1) * 1024];
     // name_len 2, type 1 (regular), "zz".
-    let at = dirblock.windows(4).position(|w| w == [2, 1, b'z', b'z']).expect("zz entry") + 2;
+    let at = dirblock
+        .windows(4)
+        .position(|w| w == [2, 1, b'z', b'z'])
+        .expect("zz entry")
+        + 2;
     dirblock[at] = b'.';
     dirblock[at + 1] = b'.';
     // name_len 4, type 2 (directory), "evix" -> "evil".
-    let at = dirblock.windows(6).position(|w| w == [4, 2, b'e', b'v', b'i', b'x']).expect("evix entry") + 5;
+    let at = dirblock
+        .windows(6)
+        .position(|w| w == [4, 2, b'e', b'v', b'i', b'x'])
+        .expect("evix entry")
+        + 5;
     dirblock[at] = b'l';
     std::fs::write(d.join("x.raw"), bytes).unwrap();
     let run = layerscope(d, &["extract", "x.raw", "/", "dest"]);
-    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "wrote outside DEST: {}", run.stderr);
-    assert!(run.stderr.contains("skipped") || run.stderr.contains("exists"), "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "wrote outside DEST: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("skipped") || run.stderr.contains("exists"),
+        "{}",
+        run.stderr
+    );
     assert!(d.join("dest/x/sub/payload").exists());
-    assert!(std::fs::symlink_metadata(d.join("dest/x/evil")).unwrap().file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(d.join("dest/x/evil"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }

@@ -113,7 +113,8 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
         };
         let field = |n: &str| d.fields.iter().find(|f| f.name == n).map(|f| f.offset);
         // Blocks.
-        let first_block = u64::from(sb.first_data_block).saturating_add(g.saturating_mul(u64::from(sb.blocks_per_group)));
+        let first_block = u64::from(sb.first_data_block)
+            .saturating_add(g.saturating_mul(u64::from(sb.blocks_per_group)));
         let first = first_block / c.ratio;
         let end = first.saturating_add(cpg).min(total_clusters);
         let uninit = d.flags_apply && d.flags & 2 != 0;
@@ -123,7 +124,12 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
             match fs.block(d.block_bitmap) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    c.decoder("block-bitmap-checksum", "block-bitmap", format!("group {g}"), &e);
+                    c.decoder(
+                        "block-bitmap-checksum",
+                        "block-bitmap",
+                        format!("group {g}"),
+                        &e,
+                    );
                     all_groups = false;
                     continue;
                 }
@@ -146,8 +152,16 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
         if cmp.differs() {
             block_bitmap_groups.push(g);
         }
-        block_diffs.plus.extend(cmp.plus.iter().take(MAX_SHOWN.saturating_sub(block_diffs.plus.len())));
-        block_diffs.minus.extend(cmp.minus.iter().take(MAX_SHOWN.saturating_sub(block_diffs.minus.len())));
+        block_diffs.plus.extend(
+            cmp.plus
+                .iter()
+                .take(MAX_SHOWN.saturating_sub(block_diffs.plus.len())),
+        );
+        block_diffs.minus.extend(
+            cmp.minus
+                .iter()
+                .take(MAX_SHOWN.saturating_sub(block_diffs.minus.len())),
+        );
         block_diffs.more = block_diffs.more.saturating_add(cmp.more);
         if free != d.free_blocks {
             c.problem(
@@ -155,7 +169,10 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
                 "group-free-blocks",
                 format!("group {g}"),
                 field("bg_free_blocks_count_lo"),
-                format!("free blocks count wrong for group #{g} ({}, counted={free})", d.free_blocks),
+                format!(
+                    "free blocks count wrong for group #{g} ({}, counted={free})",
+                    d.free_blocks
+                ),
             );
         }
         // Inodes.
@@ -166,7 +183,12 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
             match fs.block(d.inode_bitmap) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    c.decoder("inode-bitmap-checksum", "inode-bitmap", format!("group {g}"), &e);
+                    c.decoder(
+                        "inode-bitmap-checksum",
+                        "inode-bitmap",
+                        format!("group {g}"),
+                        &e,
+                    );
                     all_groups = false;
                     continue;
                 }
@@ -188,8 +210,16 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
         if cmp.differs() {
             inode_bitmap_groups.push(g);
         }
-        inode_diffs.plus.extend(cmp.plus.iter().take(MAX_SHOWN.saturating_sub(inode_diffs.plus.len())));
-        inode_diffs.minus.extend(cmp.minus.iter().take(MAX_SHOWN.saturating_sub(inode_diffs.minus.len())));
+        inode_diffs.plus.extend(
+            cmp.plus
+                .iter()
+                .take(MAX_SHOWN.saturating_sub(inode_diffs.plus.len())),
+        );
+        inode_diffs.minus.extend(
+            cmp.minus
+                .iter()
+                .take(MAX_SHOWN.saturating_sub(inode_diffs.minus.len())),
+        );
         inode_diffs.more = inode_diffs.more.saturating_add(cmp.more);
         if free != d.free_inodes {
             c.problem(
@@ -197,7 +227,10 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
                 "group-free-inodes",
                 format!("group {g}"),
                 field("bg_free_inodes_count_lo"),
-                format!("free inodes count wrong for group #{g} ({}, counted={free})", d.free_inodes),
+                format!(
+                    "free inodes count wrong for group #{g} ({}, counted={free})",
+                    d.free_inodes
+                ),
             );
         }
         let dirs = per_group.get(&g).map_or(0, |e| e.1);
@@ -207,12 +240,18 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
                 "group-directories",
                 format!("group {g}"),
                 field("bg_used_dirs_count_lo"),
-                format!("directories count wrong for group #{g} ({}, counted={dirs})", d.used_dirs),
+                format!(
+                    "directories count wrong for group #{g} ({}, counted={dirs})",
+                    d.used_dirs
+                ),
             );
         }
     }
     if block_diffs.differs() {
-        let at = block_bitmap_groups.first().and_then(|&g| fs.group(g).ok()).map(|d| d.block_bitmap.saturating_mul(sb.block_size));
+        let at = block_bitmap_groups
+            .first()
+            .and_then(|&g| fs.group(g).ok())
+            .map(|d| d.block_bitmap.saturating_mul(sb.block_size));
         c.problem(
             Severity::Error,
             "block-bitmap",
@@ -222,7 +261,10 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
         );
     }
     if inode_diffs.differs() {
-        let at = inode_bitmap_groups.first().and_then(|&g| fs.group(g).ok()).map(|d| d.inode_bitmap.saturating_mul(sb.block_size));
+        let at = inode_bitmap_groups
+            .first()
+            .and_then(|&g| fs.group(g).ok())
+            .map(|d| d.inode_bitmap.saturating_mul(sb.block_size));
         c.problem(
             Severity::Error,
             "inode-bitmap",
@@ -236,7 +278,11 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
         return;
     }
     let stored_blocks = sb.get("s_free_blocks_count_lo")
-        | if sb.is_64bit() { sb.get("s_free_blocks_count_hi") << 32 } else { 0 };
+        | if sb.is_64bit() {
+            sb.get("s_free_blocks_count_hi") << 32
+        } else {
+            0
+        };
     if stored_blocks != free_blocks {
         c.problem(
             Severity::Leak,

@@ -47,7 +47,10 @@ fn pass2(c: &mut Checker<'_>, d: u32) {
                 "entry-bad-inode",
                 format!("inode {d}"),
                 Some(e.offset),
-                format!("entry '{name}' in directory inode {d} has bad inode #{}", e.inode),
+                format!(
+                    "entry '{name}' in directory inode {d} has bad inode #{}",
+                    e.inode
+                ),
             );
             continue;
         }
@@ -88,7 +91,10 @@ fn pass2(c: &mut Checker<'_>, d: u32) {
                     "dot-entry",
                     format!("inode {d}"),
                     Some(e.offset),
-                    format!("'.' in directory inode {d} is inode {}, should be {d}", e.inode),
+                    format!(
+                        "'.' in directory inode {d} is inode {}, should be {d}",
+                        e.inode
+                    ),
                 );
             }
         } else if e.name == b".." {

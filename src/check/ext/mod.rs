@@ -19,8 +19,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::bits::Bits;
-use crate::block::BlockSource;
 use super::{Problem, Problems, Progress, Severity, Space};
+use crate::block::BlockSource;
 use crate::fs::ext::group_desc::placement;
 use crate::fs::ext::inode::Inode;
 use crate::fs::ext::{Ext4, FsError};
@@ -282,19 +282,31 @@ impl Checker<'_> {
             let d = match fs.group(g) {
                 Ok(d) => d,
                 Err(e) => {
-                    self.decoder("group-descriptor-checksum", "group-descriptor", format!("group {g}"), &e);
+                    self.decoder(
+                        "group-descriptor-checksum",
+                        "group-descriptor",
+                        format!("group {g}"),
+                        &e,
+                    );
                     progress.advance(ipg);
                     continue;
                 }
             };
             if d.checksum_ok == Some(false) {
-                let at = d.fields.iter().find(|f| f.name == "bg_checksum").map(|f| f.offset);
+                let at = d
+                    .fields
+                    .iter()
+                    .find(|f| f.name == "bg_checksum")
+                    .map(|f| f.offset);
                 self.problem(
                     Severity::Error,
                     "group-descriptor-checksum",
                     format!("group {g}"),
                     at,
-                    format!("group descriptor {g} checksum is {:#06x}, does not match", d.checksum),
+                    format!(
+                        "group descriptor {g} checksum is {:#06x}, does not match",
+                        d.checksum
+                    ),
                 );
             }
             let p = placement(sb, g);
@@ -302,17 +314,32 @@ impl Checker<'_> {
                 self.claim(s, 1, 0, &format!("group {g} superblock"));
             }
             if let Some((a, b)) = p.descriptors {
-                self.claim(a, b.saturating_sub(a) + 1, 0, &format!("group {g} descriptors"));
+                self.claim(
+                    a,
+                    b.saturating_sub(a) + 1,
+                    0,
+                    &format!("group {g} descriptors"),
+                );
             }
             if let Some((a, b)) = p.reserved_gdt {
-                self.claim(a, b.saturating_sub(a) + 1, 0, &format!("group {g} reserved descriptors"));
+                self.claim(
+                    a,
+                    b.saturating_sub(a) + 1,
+                    0,
+                    &format!("group {g} reserved descriptors"),
+                );
             }
             if let Some(m) = p.meta_descriptor {
                 self.claim(m, 1, 0, &format!("group {g} meta_bg descriptor"));
             }
             self.claim(d.block_bitmap, 1, 0, &format!("group {g} block bitmap"));
             self.claim(d.inode_bitmap, 1, 0, &format!("group {g} inode bitmap"));
-            self.claim(d.inode_table, itable_blocks, 0, &format!("group {g} inode table"));
+            self.claim(
+                d.inode_table,
+                itable_blocks,
+                0,
+                &format!("group {g} inode table"),
+            );
             match fs.bitmap_checksums(&d) {
                 Ok((bb, ib)) => {
                     let field = |n: &str| d.fields.iter().find(|f| f.name == n).map(|f| f.offset);
@@ -322,7 +349,10 @@ impl Checker<'_> {
                             "block-bitmap-checksum",
                             format!("group {g}"),
                             field("bg_block_bitmap_csum_lo"),
-                            format!("block bitmap checksum {:#010x}, computed {:#010x}", c.stored, c.computed),
+                            format!(
+                                "block bitmap checksum {:#010x}, computed {:#010x}",
+                                c.stored, c.computed
+                            ),
                         );
                     }
                     if let Some(c) = ib.filter(|c| !c.ok()) {
@@ -331,7 +361,10 @@ impl Checker<'_> {
                             "inode-bitmap-checksum",
                             format!("group {g}"),
                             field("bg_inode_bitmap_csum_lo"),
-                            format!("inode bitmap checksum {:#010x}, computed {:#010x}", c.stored, c.computed),
+                            format!(
+                                "inode bitmap checksum {:#010x}, computed {:#010x}",
+                                c.stored, c.computed
+                            ),
                         );
                     }
                 }
@@ -348,7 +381,11 @@ impl Checker<'_> {
                 ipg
             };
             let first = g.saturating_mul(ipg).saturating_add(1);
-            for ino in first..first.saturating_add(scan).min(u64::from(sb.inodes_count).saturating_add(1)) {
+            for ino in first
+                ..first
+                    .saturating_add(scan)
+                    .min(u64::from(sb.inodes_count).saturating_add(1))
+            {
                 self.inode(ino);
             }
             progress.advance(ipg);
@@ -424,7 +461,11 @@ impl Checker<'_> {
             // pass 1 counts as group metadata: only its double indirect
             // block is its own.
             let dind = u64::from(u32::from_le_bytes(
-                inode.block.get(52..56).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]),
+                inode
+                    .block
+                    .get(52..56)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or([0; 4]),
             ));
             self.claim(dind, u64::from(dind != 0), ino, "inode 7 (resize inode)");
         } else {
@@ -466,7 +507,12 @@ impl Checker<'_> {
         let bytes = match self.fs.block(block) {
             Ok(b) => b,
             Err(e) => {
-                self.decoder("xattr-block-checksum", "xattr-block", format!("inode {ino}"), &e);
+                self.decoder(
+                    "xattr-block-checksum",
+                    "xattr-block",
+                    format!("inode {ino}"),
+                    &e,
+                );
                 return;
             }
         };
@@ -490,7 +536,12 @@ impl Checker<'_> {
             Ok(x) => {
                 self.xattr_blocks.insert(block, (1, x.refcount, at));
             }
-            Err(e) => self.decoder("xattr-block-checksum", "xattr-block", format!("inode {ino}"), &e),
+            Err(e) => self.decoder(
+                "xattr-block-checksum",
+                "xattr-block",
+                format!("inode {ino}"),
+                &e,
+            ),
         }
         self.claim(block, 1, ino, &format!("inode {ino} attribute block"));
     }
@@ -515,7 +566,10 @@ impl Checker<'_> {
                 "multiply-claimed",
                 structure.clone(),
                 None,
-                format!("multiply-claimed block(s) in {structure}: {}", shown.join(" ")),
+                format!(
+                    "multiply-claimed block(s) in {structure}: {}",
+                    shown.join(" ")
+                ),
             );
         }
     }

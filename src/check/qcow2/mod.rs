@@ -99,16 +99,34 @@ pub struct LayerCheck {
 #[derive(Clone, Debug)]
 enum Who {
     Header,
-    L1 { snapshot: Option<String> },
-    L2 { l1_index: u64, snapshot: Option<String> },
-    Data { guest: u64, snapshot: Option<String> },
-    Compressed { guest: u64, snapshot: Option<String> },
+    L1 {
+        snapshot: Option<String>,
+    },
+    L2 {
+        l1_index: u64,
+        snapshot: Option<String>,
+    },
+    Data {
+        guest: u64,
+        snapshot: Option<String>,
+    },
+    Compressed {
+        guest: u64,
+        snapshot: Option<String>,
+    },
     SnapshotTable,
     RefcountTable,
-    RefcountBlock { index: u64 },
+    RefcountBlock {
+        index: u64,
+    },
     BitmapDirectory,
-    BitmapTable { name: String },
-    BitmapData { name: String, index: u64 },
+    BitmapTable {
+        name: String,
+    },
+    BitmapData {
+        name: String,
+        index: u64,
+    },
 }
 
 impl Who {
@@ -141,13 +159,8 @@ impl Who {
     }
 }
 
-
 /// Checks one qcow2 layer the way `qemu-img check` does.
-pub fn check(
-    layer: usize,
-    q: &Qcow2Layer,
-    progress: &dyn Progress,
-) -> LayerCheck {
+pub fn check(layer: usize, q: &Qcow2Layer, progress: &dyn Progress) -> LayerCheck {
     let mut c = Checker::new(layer, q);
     c.run(progress);
     c.finish()
@@ -191,9 +204,7 @@ impl<'a> Checker<'a> {
         let cluster_bits = h.cluster_bits;
         let cluster_size = h.cluster_size();
         let file_len = storage.len();
-        let nb_clusters = file_len
-            .div_ceil(cluster_size.max(1))
-            .saturating_add(1);
+        let nb_clusters = file_len.div_ceil(cluster_size.max(1)).saturating_add(1);
         let bits = h.refcount_bits();
         let refcount_max = if bits >= 16 {
             u64::from(u16::MAX)
@@ -255,7 +266,13 @@ impl<'a> Checker<'a> {
     }
 
     /// A problem found while walking the metadata (reported once).
-    fn walk_problem(&mut self, kind: &'static str, structure: String, offset: Option<u64>, detail: String) {
+    fn walk_problem(
+        &mut self,
+        kind: &'static str,
+        structure: String,
+        offset: Option<u64>,
+        detail: String,
+    ) {
         if self.first_pass && self.explain.is_none() {
             self.problem(Severity::Error, kind, structure, offset, detail);
         }
@@ -313,7 +330,9 @@ impl<'a> Checker<'a> {
     }
 
     fn image_end_offset(&self) -> u64 {
-        self.highest.saturating_add(1).saturating_mul(self.cluster_size)
+        self.highest
+            .saturating_add(1)
+            .saturating_mul(self.cluster_size)
     }
 }
 
@@ -414,12 +433,24 @@ impl Checker<'_> {
         crate::layout::value_of(&self.h.fields, name).unwrap_or(0)
     }
 
-    fn walk_l1(&mut self, l1_offset: u64, l1_size: u64, snapshot: Option<String>, progress: &dyn Progress) {
+    fn walk_l1(
+        &mut self,
+        l1_offset: u64,
+        l1_size: u64,
+        snapshot: Option<String>,
+        progress: &dyn Progress,
+    ) {
         if l1_size == 0 {
             return;
         }
         let bytes = l1_size.saturating_mul(8);
-        self.inc(l1_offset, bytes, &Who::L1 { snapshot: snapshot.clone() });
+        self.inc(
+            l1_offset,
+            bytes,
+            &Who::L1 {
+                snapshot: snapshot.clone(),
+            },
+        );
         let table = match self.read(l1_offset, bytes) {
             Ok(t) => t,
             Err(e) => {
@@ -451,7 +482,10 @@ impl Checker<'_> {
             self.inc(
                 l2_offset,
                 self.cluster_size,
-                &Who::L2 { l1_index: i, snapshot: snapshot.clone() },
+                &Who::L2 {
+                    l1_index: i,
+                    snapshot: snapshot.clone(),
+                },
             );
             if l2_offset & self.cluster_size.saturating_sub(1) != 0 {
                 self.walk_problem(
@@ -486,8 +520,10 @@ impl Checker<'_> {
         let active = snapshot.is_none();
         let extended = self.h.extended_l2();
         let width = self.entry_width();
-        let entries = self.cluster_size / width;
-        let l2_bits = self.cluster_bits.saturating_sub(if extended { 4 } else { 3 });
+        let entries = self.cluster_size.checked_div(width).unwrap_or(0);
+        let l2_bits = self
+            .cluster_bits
+            .saturating_sub(if extended { 4 } else { 3 });
         let guest_base = l1_index
             .checked_shl(self.cluster_bits.saturating_add(l2_bits))
             .unwrap_or(u64::MAX);
@@ -495,10 +531,15 @@ impl Checker<'_> {
         let w = usize::try_from(width).unwrap_or(8);
         for (j, chunk) in (0u64..entries).zip(table.chunks_exact(w)) {
             let entry = be64(chunk);
-            let bitmap = if extended { be64(chunk.get(8..).unwrap_or(&[])) } else { 0 };
+            let bitmap = if extended {
+                be64(chunk.get(8..).unwrap_or(&[]))
+            } else {
+                0
+            };
             let at = l2_offset.saturating_add(j.saturating_mul(width));
             let guest = guest_base.saturating_add(j << self.cluster_bits);
-            let structure = || format!("L2 entry {j} of the table at {l2_offset:#x} (guest offset {guest:#x})");
+            let structure =
+                || format!("L2 entry {j} of the table at {l2_offset:#x} (guest offset {guest:#x})");
             let compressed = entry & OFLAG_COMPRESSED != 0;
             if !compressed && entry & L2E_STD_RESERVED_MASK != 0 {
                 self.walk_problem(
@@ -528,11 +569,21 @@ impl Checker<'_> {
                 }
                 let descriptor = entry & 0x3fff_ffff_ffff_ffff;
                 let (coffset, csize) = compressed_location(descriptor, self.cluster_bits);
-                self.inc(coffset, csize, &Who::Compressed { guest, snapshot: snapshot.clone() });
+                self.inc(
+                    coffset,
+                    csize,
+                    &Who::Compressed {
+                        guest,
+                        snapshot: snapshot.clone(),
+                    },
+                );
                 if active && self.first_pass {
-                    self.out.allocated_clusters = Some(self.out.allocated_clusters.unwrap_or(0).saturating_add(1));
-                    self.out.compressed_clusters = Some(self.out.compressed_clusters.unwrap_or(0).saturating_add(1));
-                    self.out.fragmented_clusters = Some(self.out.fragmented_clusters.unwrap_or(0).saturating_add(1));
+                    self.out.allocated_clusters =
+                        Some(self.out.allocated_clusters.unwrap_or(0).saturating_add(1));
+                    self.out.compressed_clusters =
+                        Some(self.out.compressed_clusters.unwrap_or(0).saturating_add(1));
+                    self.out.fragmented_clusters =
+                        Some(self.out.fragmented_clusters.unwrap_or(0).saturating_add(1));
                 }
                 continue;
             }
@@ -544,7 +595,9 @@ impl Checker<'_> {
                         "unallocated-subcluster-bitmap",
                         structure(),
                         Some(at),
-                        format!("unallocated cluster with allocated subclusters (bitmap {bitmap:#x})"),
+                        format!(
+                            "unallocated cluster with allocated subclusters (bitmap {bitmap:#x})"
+                        ),
                     );
                 }
                 continue;
@@ -555,7 +608,9 @@ impl Checker<'_> {
                     "subcluster-bitmap",
                     structure(),
                     Some(at),
-                    format!("subcluster bitmap {bitmap:#x} marks subclusters both allocated and zero"),
+                    format!(
+                        "subcluster bitmap {bitmap:#x} marks subclusters both allocated and zero"
+                    ),
                 );
             }
             if offset & self.cluster_size.saturating_sub(1) != 0 {
@@ -577,13 +632,22 @@ impl Checker<'_> {
                 );
             }
             if active && self.first_pass {
-                self.out.allocated_clusters = Some(self.out.allocated_clusters.unwrap_or(0).saturating_add(1));
+                self.out.allocated_clusters =
+                    Some(self.out.allocated_clusters.unwrap_or(0).saturating_add(1));
                 if self.next_contiguous != 0 && offset != self.next_contiguous {
-                    self.out.fragmented_clusters = Some(self.out.fragmented_clusters.unwrap_or(0).saturating_add(1));
+                    self.out.fragmented_clusters =
+                        Some(self.out.fragmented_clusters.unwrap_or(0).saturating_add(1));
                 }
                 self.next_contiguous = offset.saturating_add(self.cluster_size);
             }
-            self.inc(offset, self.cluster_size, &Who::Data { guest, snapshot: snapshot.clone() });
+            self.inc(
+                offset,
+                self.cluster_size,
+                &Who::Data {
+                    guest,
+                    snapshot: snapshot.clone(),
+                },
+            );
         }
     }
 
@@ -595,7 +659,13 @@ impl Checker<'_> {
         let bitmaps = std::mem::take(&mut self.bitmaps);
         for b in &bitmaps {
             let bytes = b.table_size.saturating_mul(8);
-            self.inc(b.table_offset, bytes, &Who::BitmapTable { name: b.name.clone() });
+            self.inc(
+                b.table_offset,
+                bytes,
+                &Who::BitmapTable {
+                    name: b.name.clone(),
+                },
+            );
             let table = match self.read(b.table_offset, bytes) {
                 Ok(t) => t,
                 Err(e) => {
@@ -622,7 +692,14 @@ impl Checker<'_> {
                     continue;
                 }
                 if offset != 0 {
-                    self.inc(offset, self.cluster_size, &Who::BitmapData { name: b.name.clone(), index: i });
+                    self.inc(
+                        offset,
+                        self.cluster_size,
+                        &Who::BitmapData {
+                            name: b.name.clone(),
+                            index: i,
+                        },
+                    );
                 }
             }
         }
@@ -671,7 +748,8 @@ impl Checker<'_> {
             if offset != 0 {
                 self.inc(offset, self.cluster_size, &Who::RefcountBlock { index: i });
                 if self.explain.is_none() && self.window.contains(&cluster) {
-                    let idx = usize::try_from(cluster.saturating_sub(self.window.start)).unwrap_or(usize::MAX);
+                    let idx = usize::try_from(cluster.saturating_sub(self.window.start))
+                        .unwrap_or(usize::MAX);
                     let n = self.counts.get(idx).copied().unwrap_or(0);
                     if n != 1 {
                         self.problem(

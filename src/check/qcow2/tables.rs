@@ -127,7 +127,9 @@ impl Checker<'_> {
         let Some((_, data)) = r.cached.as_ref() else {
             return Ok(0);
         };
-        let slot = k & 1u64.checked_shl(r.block_bits).map_or(u64::MAX, |v| v.saturating_sub(1));
+        let slot = k & 1u64
+            .checked_shl(r.block_bits)
+            .map_or(u64::MAX, |v| v.saturating_sub(1));
         Ok(match r.order {
             0..=2 => {
                 let bits = 1u64 << r.order;
@@ -151,7 +153,9 @@ impl Checker<'_> {
         }
         let start = self.header_value("snapshots_offset");
         if count > MAX_SNAPSHOTS {
-            self.check_error(format!("{count} snapshots, more than qemu's limit of {MAX_SNAPSHOTS}"));
+            self.check_error(format!(
+                "{count} snapshots, more than qemu's limit of {MAX_SNAPSHOTS}"
+            ));
             return;
         }
         if start & self.cluster_size.saturating_sub(1) != 0 || start >= self.file_len {
@@ -189,7 +193,9 @@ impl Checker<'_> {
                 .checked_next_multiple_of(8)
                 .unwrap_or(u64::MAX);
             if next > self.file_len {
-                self.check_error(format!("snapshot table entry {n} at {pos:#x} passes the end of the file"));
+                self.check_error(format!(
+                    "snapshot table entry {n} at {pos:#x} passes the end of the file"
+                ));
                 return;
             }
             self.snapshots.push(Snapshot {
@@ -218,7 +224,11 @@ impl Checker<'_> {
         };
         let mut pos = us(u64::from(self.h.header_length));
         let backing = self.header_value("backing_file_offset");
-        let end = if backing != 0 { us(backing).min(first.len()) } else { first.len() };
+        let end = if backing != 0 {
+            us(backing).min(first.len())
+        } else {
+            first.len()
+        };
         let mut ext = None;
         while pos.saturating_add(8) <= end {
             let kind = be32(&first, pos);
@@ -228,10 +238,15 @@ impl Checker<'_> {
             }
             let data = pos.saturating_add(8);
             if u32::try_from(kind).ok() == Some(EXT_BITMAPS) {
-                ext = first.get(data..data.saturating_add(len).min(end)).map(<[u8]>::to_vec);
+                ext = first
+                    .get(data..data.saturating_add(len).min(end))
+                    .map(<[u8]>::to_vec);
                 break;
             }
-            pos = data.saturating_add(len).checked_next_multiple_of(8).unwrap_or(usize::MAX);
+            pos = data
+                .saturating_add(len)
+                .checked_next_multiple_of(8)
+                .unwrap_or(usize::MAX);
         }
         let Some(ext) = ext else { return };
         let nb = be32(&ext, 0);
