@@ -157,10 +157,14 @@ def main():
     ap.add_argument("--remote", action="store_true", help="only the remote rows (slow NBD, multi-conn, ssh)")
     ap.add_argument("--volumes", action="store_true", help="only the volumes row")
     ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline rows")
+    ap.add_argument("--fs-kinds", action="store_true", help="only the XFS and FAT rows")
     args = ap.parse_args()
     sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
     if args.volumes:
         volumes_bench()
+        return
+    if args.fs_kinds:
+        fs_kinds_bench()
         return
     if args.rebuild or not os.path.exists(os.path.join(WORK, "tb10-top.qcow2")):
         print("building benchmark images in bench/work ...", flush=True)
@@ -200,6 +204,7 @@ def main():
     diff_bench(top)
     toolbox_bench(top)
     volumes_bench()
+    fs_kinds_bench()
 
     for name in ("tb", "tb10"):
         img = os.path.join(WORK, f"{name}-top.qcow2")
@@ -280,6 +285,75 @@ def volumes_bench():
         print(f"{'':<44} (sfdisk {medians[1] * 1000:.1f} ms, blkid {sum(medians[2:6]) * 1000:.1f} ms in all, lvs {medians[6] * 1000:.1f} ms)")
     finally:
         subprocess.run(["losetup", "-d", dev])
+
+
+def fs_kinds_bench():
+    """XFS and FAT32 through the generic trait path, each a two-layer
+    qcow2 chain (5000 files in 50 directories; the overlay changes 50
+    files: their mode on XFS with xfs_db, their bytes on FAT with mcopy):
+    ls -R vs `fls -r -p` and `mdir -/ -b` on FAT's flat image (fls has no
+    XFS; no tool lists an XFS image's tree without mounting it), and the
+    tree-compare diff of the overlay, timed alone. Medians of interleaved
+    runs."""
+    d = os.path.join(WORK, "fskinds")
+    if not os.path.exists(os.path.join(d, "fat-top.qcow2")):
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        src = os.path.join(d, "src")
+        names = []
+        for i in range(50):
+            os.makedirs(os.path.join(src, f"d{i:02}"))
+            for j in range(100):
+                name = f"d{i:02}/file-{j:03}.txt"
+                with open(os.path.join(src, name), "wb") as f:
+                    f.write(bytes([j % 251]) * (1000 + 37 * j))
+                names.append(name)
+        # XFS from a protofile, the overlay from xfs_db edits.
+        proto = ["/dev/null", "0 0", "d--755 0 0"]
+        for i in range(50):
+            proto.append(f"d{i:02} d--755 0 0")
+            for j in range(100):
+                proto.append(f"file-{j:03}.txt ---644 0 0 {os.path.join(src, f'd{i:02}/file-{j:03}.txt')}")
+            proto.append("$")
+        proto.append("$")
+        with open(os.path.join(d, "proto"), "w") as f:
+            f.write("\n".join(proto) + "\n")
+        xfs = os.path.join(d, "xfs.raw")
+        with open(xfs, "wb") as f:
+            f.truncate(512 << 20)
+        sh("mkfs.xfs", "-q", "-p", os.path.join(d, "proto"), xfs, env=dict(os.environ, TEST_DIR="1", TEST_DEV="1", QA_CHECK_FS="1"))
+        sh("qemu-img", "convert", "-O", "qcow2", xfs, os.path.join(d, "xfs-base.qcow2"))
+        shutil.copy(xfs, os.path.join(d, "xfs-edit.raw"))
+        cmds = "".join(f"path /{n}\nwrite core.mode 0100600\n" for n in names[::100])
+        subprocess.run(["xfs_db", "-x", os.path.join(d, "xfs-edit.raw")], input=cmds.encode(), stdout=subprocess.DEVNULL, check=True)
+        thin_overlay(os.path.join(d, "xfs-edit.raw"), os.path.join(d, "xfs-base.qcow2"), os.path.join(d, "xfs-top.qcow2"))
+        # FAT32 filled with mcopy, the overlay rewrites 50 files.
+        fat = os.path.join(d, "fat.raw")
+        sh("mkfs.vfat", "-C", "-F", "32", fat, str(256 << 10), stdout=subprocess.DEVNULL)
+        env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+        sh("mcopy", "-s", "-i", fat, *[os.path.join(src, f"d{i:02}") for i in range(50)], "::/", env=env)
+        sh("qemu-img", "convert", "-O", "qcow2", fat, os.path.join(d, "fat-base.qcow2"))
+        shutil.copy(fat, os.path.join(d, "fat-edit.raw"))
+        new = os.path.join(d, "new.txt")
+        with open(new, "wb") as f:
+            f.write(b"rewritten\n" * 300)
+        for n in names[::100]:
+            sh("mcopy", "-o", "-i", os.path.join(d, "fat-edit.raw"), new, f"::/{n}", env=env)
+        thin_overlay(os.path.join(d, "fat-edit.raw"), os.path.join(d, "fat-base.qcow2"), os.path.join(d, "fat-top.qcow2"))
+    fat_top, fat = os.path.join(d, "fat-top.qcow2"), os.path.join(d, "fat-edit.raw")
+    xfs_top = os.path.join(d, "xfs-top.qcow2")
+    ls_fat, fls, mdir = [BIN, "ls", "-R", fat_top], ["fls", "-r", "-p", fat], ["mdir", "-i", fat, "-/", "-b", "::/"]
+    ls_xfs, diff_fat, diff_xfs = [BIN, "ls", "-R", xfs_top], [BIN, "diff", fat_top], [BIN, "diff", xfs_top]
+    have_fls = shutil.which("fls") is not None
+    cmds = [ls_fat, mdir] + ([fls] if have_fls else [])
+    medians = interleaved(cmds, rounds=15)
+    row("FAT32 ls -R (5000 files, chain vs flat raw)", (medians[0], peak_rss(ls_fat)), (medians[1], peak_rss(mdir)), "mdir -/ -b (flat raw image)", "<= 1x")
+    if have_fls:
+        row("FAT32 ls -R (5000 files, chain vs flat raw)", (medians[0], peak_rss(ls_fat)), (medians[2], peak_rss(fls)), "fls -r -p (flat raw image)", "<= 1x")
+    t = interleaved([ls_xfs, diff_fat, diff_xfs], rounds=5)
+    print(f"{'XFS ls -R (5000 files, 2 layers)':<44} layerscope {t[0] * 1000:9.1f} ms {peak_rss(ls_xfs) / 1024:7.1f} MiB (no tool to compare with)")
+    print(f"{'FAT32 diff, trees (50 files rewritten)':<44} layerscope {t[1] * 1000:9.1f} ms {peak_rss(diff_fat) / 1024:7.1f} MiB")
+    print(f"{'XFS diff, trees (50 modes changed)':<44} layerscope {t[2] * 1000:9.1f} ms {peak_rss(diff_xfs) / 1024:7.1f} MiB")
 
 
 def diff_bench(top):

@@ -294,9 +294,15 @@ fn filesystem(
     };
     let layer_of = |offset: u64| opened.owner(offset, 1).ok().and_then(|o| o.layer);
     let (problems, summary) = check::ext::check(ext, &layer_of, bar);
-    let kind = if ext.superblock().has_incompat(0x40) {
+    let kind = if ext
+        .superblock()
+        .has_incompat(crate::fs::ext::superblock::Incompat::EXTENT)
+    {
         "ext4"
-    } else if ext.superblock().feature_compat & 4 != 0 {
+    } else if ext
+        .superblock()
+        .has_compat(crate::fs::ext::superblock::Compat::HAS_JOURNAL)
+    {
         "ext3"
     } else {
         "ext2"
@@ -306,5 +312,5 @@ fn filesystem(
 
 /// The ext filesystem of an opened volume, if it is one.
 fn as_ext(opened: &super::fs::Opened) -> Option<&crate::fs::ext::Ext4> {
-    Some(&opened.fs)
+    opened.fs.as_any().downcast_ref()
 }

@@ -133,7 +133,8 @@ impl Extractor<'_> {
     }
 
     fn xattrs(&mut self, fd: &OwnedFd, node: NodeId, path: &[u8]) {
-        let list = match self.fs.xattrs(node) {
+        let mut problems = Vec::new();
+        let list = match self.fs.xattrs(node, &mut problems) {
             Ok(l) => l,
             Err(e) => {
                 warn(
@@ -143,6 +144,12 @@ impl Extractor<'_> {
                 return;
             }
         };
+        for p in problems {
+            warn(
+                &mut self.stats,
+                &format!("{}: attributes: {p}", crate::escape::printable_bytes(path)),
+            );
+        }
         for x in list {
             match rustix::fs::fsetxattr(
                 fd,
@@ -386,7 +393,7 @@ impl Extractor<'_> {
 pub fn run(args: &ExtractArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let opened = super::fs::open_full(&args.fs)?;
     let fs: &dyn Filesystem = fs_of(&opened);
-    let node = super::fs::resolve(&opened.fs, &args.path)?;
+    let node = super::fs::resolve(fs, &args.path)?;
     let meta = fs.metadata(node)?;
     let src = args.path.as_bytes();
     let dest = &args.dest;
@@ -485,5 +492,5 @@ pub fn run(args: &ExtractArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
 /// The filesystem of an opened volume, through the seam.
 fn fs_of(opened: &super::fs::Opened) -> &dyn Filesystem {
-    &opened.fs
+    opened.fs.as_ref()
 }

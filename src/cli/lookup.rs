@@ -3,6 +3,7 @@
 //! the filesystem's own metadata blocks icheck leaves "not found").
 //! Both walk the tree through the [`crate::fs::Filesystem`] seam, so they
 //! work for ext, XFS and FAT alike.
+use crate::fs::ext::superblock::sb;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -182,7 +183,7 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // ext's reserved inodes (the journal, the resize inode, …) hold
     // blocks no path reaches; icheck finds them, so does this.
     if let Some(ext) = fs.as_any().downcast_ref::<crate::fs::ext::Ext4>() {
-        let first = ext.superblock().get("s_first_ino").clamp(1, 1024);
+        let first = ext.superblock().get(sb!("s_first_ino")).clamp(1, 1024);
         for ino in 1..first {
             if ino != root {
                 visit_node(ino, format!("<{ino}>").as_bytes(), &mut holders);
@@ -314,5 +315,5 @@ fn ext_structures(fs: &crate::fs::ext::Ext4, holders: &mut BTreeMap<u64, Holder>
 
 /// The filesystem of an opened volume, through the seam.
 fn fs_of(opened: &super::fs::Opened) -> &dyn Filesystem {
-    &opened.fs
+    opened.fs.as_ref()
 }

@@ -250,7 +250,7 @@ fn date(t: i64) -> String {
 
 /// The filesystem of an opened volume, through the seam.
 fn fs_of(opened: &super::fs::Opened) -> &dyn Filesystem {
-    &opened.fs
+    opened.fs.as_ref()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! A group whose block bitmap the kernel never initialized
 //! (`BLOCK_UNINIT`) reads as its own metadata in use and nothing else; one
 //! whose inode bitmap is uninitialized reads as all free.
+use crate::fs::ext::superblock::sb;
 use std::collections::HashMap;
 
 use super::super::bits::{range_text, ranges};
@@ -111,13 +112,15 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
             all_groups = false;
             continue; // reported in pass 1
         };
-        let field = |n: &str| d.fields.iter().find(|f| f.name == n).map(|f| f.offset);
+        let field = |n: &str| d.fields().iter().find(|f| f.name == n).map(|f| f.offset);
         // Blocks.
         let first_block = u64::from(sb.first_data_block)
             .saturating_add(g.saturating_mul(u64::from(sb.blocks_per_group)));
         let first = first_block / c.ratio;
         let end = first.saturating_add(cpg).min(total_clusters);
-        let uninit = d.flags_apply && d.flags & 2 != 0;
+        let uninit = d.flags_apply
+            && d.flags
+                .contains(crate::fs::ext::group_desc::BgFlags::BLOCK_UNINIT);
         let stored = if uninit {
             None
         } else {
@@ -176,7 +179,9 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
             );
         }
         // Inodes.
-        let uninit = d.flags_apply && d.flags & 1 != 0;
+        let uninit = d.flags_apply
+            && d.flags
+                .contains(crate::fs::ext::group_desc::BgFlags::INODE_UNINIT);
         let stored = if uninit {
             None
         } else {
@@ -277,9 +282,9 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
     if !all_groups {
         return;
     }
-    let stored_blocks = sb.get("s_free_blocks_count_lo")
+    let stored_blocks = sb.get(sb!("s_free_blocks_count_lo"))
         | if sb.is_64bit() {
-            sb.get("s_free_blocks_count_hi") << 32
+            sb.get(sb!("s_free_blocks_count_hi")) << 32
         } else {
             0
         };
@@ -292,7 +297,7 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
             format!("free blocks count wrong ({stored_blocks}, counted={free_blocks})"),
         );
     }
-    let stored_inodes = sb.get("s_free_inodes_count");
+    let stored_inodes = sb.get(sb!("s_free_inodes_count"));
     if stored_inodes != free_inodes {
         c.problem(
             Severity::Leak,

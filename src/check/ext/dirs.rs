@@ -7,6 +7,7 @@
 //! unconnected; a `..` naming another directory than the one holding it
 //! is wrong); pass 4 compares each inode's link count with its entries.
 use super::{Checker, Progress, Severity};
+use crate::fs::ext::superblock::sb;
 
 pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
     let dirs = std::mem::take(&mut c.dirs);
@@ -71,7 +72,7 @@ fn pass2(c: &mut Checker<'_>, d: u32) {
         let target_is_dir = target.is_dir;
         let want = target.ftype;
         // The Hurd stores no types (e2fsck does not ask for them).
-        let hurd = sb.get("s_creator_os") == 1;
+        let hurd = sb.get(sb!("s_creator_os")) == 1;
         if sb.has_filetype() && !hurd && e.file_type != want && !e.is_dot_or_dotdot() {
             c.problem(
                 Severity::Error,
@@ -172,8 +173,8 @@ fn pass3(c: &mut Checker<'_>, dirs: &[u32]) {
 /// Link counts against the entries counted in pass 2.
 fn pass4(c: &mut Checker<'_>) {
     let sb = c.fs.superblock();
-    let first_ino = u32::try_from(sb.get("s_first_ino").max(11)).unwrap_or(u32::MAX);
-    let dir_nlink = sb.has_ro_compat(0x20);
+    let first_ino = u32::try_from(sb.get(sb!("s_first_ino")).max(11)).unwrap_or(u32::MAX);
+    let dir_nlink = sb.has_ro_compat(crate::fs::ext::superblock::RoCompat::DIR_NLINK);
     let mut list: Vec<(u32, super::InUse)> = c
         .inodes
         .iter()

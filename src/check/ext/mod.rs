@@ -16,6 +16,7 @@
 //! Memory: one bit per block of the disk (not of what the superblock
 //! claims) and a small record per inode in use; time: one read of every
 //! inode table, map block and directory block, as e2fsck.
+use crate::fs::ext::superblock::sb;
 use std::collections::{BTreeMap, HashMap};
 
 use super::bits::Bits;
@@ -188,7 +189,7 @@ impl Checker<'_> {
 
     fn superblock(&mut self) {
         let sb = self.fs.superblock();
-        if sb.checksum_ok == Some(false) {
+        if sb.checksum_ok() == Some(false) {
             self.problem(
                 Severity::Error,
                 "superblock-checksum",
@@ -196,7 +197,7 @@ impl Checker<'_> {
                 Some(0x400 + 0x3fc),
                 format!(
                     "s_checksum {:#010x} does not match the superblock",
-                    sb.get("s_checksum")
+                    sb.get(sb!("s_checksum"))
                 ),
             );
         }
@@ -292,9 +293,9 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            if d.checksum_ok == Some(false) {
+            if d.checksum_ok() == Some(false) {
                 let at = d
-                    .fields
+                    .fields()
                     .iter()
                     .find(|f| f.name == "bg_checksum")
                     .map(|f| f.offset);
@@ -342,7 +343,7 @@ impl Checker<'_> {
             );
             match fs.bitmap_checksums(&d) {
                 Ok((bb, ib)) => {
-                    let field = |n: &str| d.fields.iter().find(|f| f.name == n).map(|f| f.offset);
+                    let field = |n: &str| d.fields().iter().find(|f| f.name == n).map(|f| f.offset);
                     if let Some(c) = bb.filter(|c| !c.ok()) {
                         self.problem(
                             Severity::Error,
@@ -372,7 +373,9 @@ impl Checker<'_> {
             }
             // Groups the kernel never initialized hold no inodes; the
             // tail a descriptor says is unused is skipped, as e2fsck does.
-            let uninit = d.flags_apply && d.flags & 1 != 0;
+            let uninit = d.flags_apply
+                && d.flags
+                    .contains(crate::fs::ext::group_desc::BgFlags::INODE_UNINIT);
             let scan = if uninit {
                 0
             } else if d.flags_apply {
@@ -403,7 +406,7 @@ impl Checker<'_> {
                 return;
             }
         };
-        let first_ino = sb.get("s_first_ino").max(11);
+        let first_ino = sb.get(sb!("s_first_ino")).max(11);
         let reserved = ino < first_ino;
         for e in &inode.problems {
             self.decoder("inode-checksum", "inode", format!("inode {ino}"), e);
@@ -551,7 +554,11 @@ impl Checker<'_> {
     fn report_dups(&mut self) {
         let list = std::mem::take(&mut self.dup_inodes);
         // shared_blocks: files may share blocks (e2fsck accepts them).
-        if self.fs.superblock().has_ro_compat(0x4000) {
+        if self
+            .fs
+            .superblock()
+            .has_ro_compat(crate::fs::ext::superblock::RoCompat::SHARED_BLOCKS)
+        {
             return;
         }
         for (who, blocks) in list {

@@ -67,7 +67,7 @@ impl Worker {
     pub(super) fn fs(&mut self, as_of: usize) -> Result<Result<Vec<FieldRow>, String>, BlockError> {
         Ok(self
             .ext(as_of)?
-            .map(|fs| fs.superblock().fields.iter().map(field_row).collect()))
+            .map(|fs| fs.superblock().fields().iter().map(field_row).collect()))
     }
 
     pub(super) fn dir(
@@ -271,8 +271,8 @@ pub(super) fn groups_table(fs: &Ext4) -> GroupsTable {
     let rows = (0..count.min(MAX_GROUP_ROWS))
         .map(|g| match fs.group(g) {
             Ok(d) => {
-                let offset = d.fields.first().map(|f| f.offset);
-                let checksum = match d.checksum_ok {
+                let offset = Some(d.base);
+                let checksum = match d.checksum_ok() {
                     None => Checksum::None,
                     Some(true) => Checksum::Ok(d.checksum),
                     Some(false) => {
@@ -324,7 +324,7 @@ pub(super) fn groups_table(fs: &Ext4) -> GroupsTable {
         desc_size,
         checksum_kind: if sb.has_metadata_csum() {
             "crc32c"
-        } else if sb.has_ro_compat(0x10) {
+        } else if sb.has_ro_compat(crate::fs::ext::superblock::RoCompat::UNINIT_BG) {
             "crc16"
         } else {
             "none"

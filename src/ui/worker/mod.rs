@@ -178,7 +178,7 @@ impl Worker {
                 group,
                 fields: fs.and_then(|fs| {
                     fs.group(group)
-                        .map(|d| d.fields.iter().map(fs::field_row).collect())
+                        .map(|d| d.fields().iter().map(fs::field_row).collect())
                         .map_err(|e| crate::escape::printable(&error_chain(&e)))
                 }),
             }),
