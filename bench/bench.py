@@ -158,6 +158,7 @@ def main():
     ap.add_argument("--volumes", action="store_true", help="only the volumes row")
     ap.add_argument("--formats", action="store_true", help="only the image format rows (VMDK, VHD, VHDX, VDI)")
     ap.add_argument("--throughput", action="store_true", help="only the bulk read rows (issue 19)")
+    ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline rows")
     ap.add_argument("--fs-kinds", action="store_true", help="only the XFS and FAT rows")
     args = ap.parse_args()
     sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
@@ -178,6 +179,9 @@ def main():
     print(f"\nchain: {top} (4 layers, {size >> 20} MiB virtual); {RUNS} runs each, medians, warm cache\n")
     if args.tui:
         tui_bench(top)
+        return
+    if args.toolbox:
+        toolbox_bench(top)
         return
     if args.remote:
         remote_bench(top, size)
@@ -206,6 +210,7 @@ def main():
     tui_bench(top)
     fs_bench(top)
     diff_bench(top)
+    toolbox_bench(top)
     volumes_bench()
     formats_bench()
     fs_kinds_bench()
@@ -508,6 +513,52 @@ def cpu_time(cmd):
     p = subprocess.run(["/usr/bin/time", "-f", "%U %S"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=True)
     u, s = p.stderr.decode().strip().splitlines()[-1].split()
     return float(u) + float(s)
+def toolbox_bench(top):
+    """check, extract and timeline of the 2 GiB chain vs what a person runs
+    on the flattened image: e2fsck -fn plus qemu-img check of each layer,
+    debugfs rdump, fls -r -m. Outputs on tmpfs where there is one."""
+    tmp = "/dev/shm" if os.path.isdir("/dev/shm") else WORK
+    flat = os.path.join(tmp, "layerscope-bench-flat.raw")
+    subprocess.run(["qemu-img", "convert", "-O", "raw", top, flat], check=True)
+    layers = [os.path.join(WORK, n) for n in ("base.qcow2", "l1.qcow2", "l2.qcow2", "top.qcow2")]
+    script = os.path.join(WORK, "check-theirs.sh")
+    with open(script, "w") as f:
+        f.write(f"e2fsck -fn {flat} >/dev/null\n" + "".join(f"qemu-img check -q {l} >/dev/null\n" for l in layers))
+    dest = os.path.join(tmp, "layerscope-bench-extract")
+    try:
+        ours = timed([BIN, "check", top], runs=3)
+        theirs = timed(["sh", script], runs=3)
+        row("check (2 GiB chain: 4 layers + ext4)", ours, theirs, "e2fsck -fn + 4x qemu-img check", "<= 1x")
+        ours_fs = timed([BIN, "check", "--fs-only", top], runs=3)
+        e2fsck = timed(["e2fsck", "-fn", flat], runs=3)
+        row("check --fs-only (2 GiB chain vs flat)", ours_fs, e2fsck, "e2fsck -fn (flat raw image)", "")
+
+        def fresh(cmd):
+            shutil.rmtree(dest, ignore_errors=True)
+            os.makedirs(dest)
+            return cmd
+        # Each run extracts into an emptied directory (the removal is
+        # outside the timing: timed() runs the command given).
+        times_ours, times_theirs = [], []
+        for _ in range(3):
+            shutil.rmtree(dest, ignore_errors=True)
+            t0 = time.perf_counter()
+            subprocess.run([BIN, "extract", top, "/", dest], check=True, stdout=subprocess.DEVNULL)
+            times_ours.append(time.perf_counter() - t0)
+            fresh(None)
+            t0 = time.perf_counter()
+            subprocess.run(["debugfs", "-R", f"rdump / {dest}", flat], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times_theirs.append(time.perf_counter() - t0)
+        shutil.rmtree(dest, ignore_errors=True)
+        rss = peak_rss([BIN, "extract", top, "/", dest])
+        row("extract / (~20k files, chain vs flat raw)", (statistics.median(times_ours), rss), (statistics.median(times_theirs), 0), "debugfs rdump (flat raw image)", "<= 1x (throughput >= 1x)")
+        if shutil.which("fls"):
+            ours = timed([BIN, "timeline", "--body", top], runs=3)
+            theirs = timed(["fls", "-r", "-m", "/", flat], runs=3)
+            row("timeline --body (~20k files)", ours, theirs, "fls -r -m / (flat raw image)", "<= 1x")
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+        os.remove(flat)
 
 
 def interleaved(cmds, rounds=30, warmup=3, check=True):

@@ -10,17 +10,22 @@ use crate::block::chain::{open_chain, Chain, ChainOptions, FsOpener};
 use crate::block::probe::Format;
 
 mod chain;
+mod check;
 mod diff;
 mod ext;
+mod extract;
 mod files;
 mod fs;
 mod json;
+mod lookup;
 mod map;
 mod meta;
 mod nbd;
 mod read;
 mod superblock;
+mod timeline;
 mod volumes;
+mod walk;
 
 /// Explore layered disk images: qcow2 backing chains, raw files, NBD
 /// exports.
@@ -81,6 +86,26 @@ pub enum Command {
     /// For each file, the layer that last changed its content and its
     /// metadata, and the bytes each layer holds.
     Blame(diff::BlameArgs),
+    /// The whole image's consistency, read-only: each qcow2 layer like
+    /// `qemu-img check`, the filesystem like `e2fsck -fn`; each problem
+    /// names its structure, offset and the layer holding the bad bytes.
+    /// Exit status: 0 clean, 1 problems found, 2 could not check.
+    Check(check::CheckArgs),
+    /// The paths of inodes (like `debugfs ncheck`): every name each has.
+    Path(lookup::PathLookupArgs),
+    /// Which file (inode, paths, offset in the file) or filesystem
+    /// structure holds a block (like `debugfs icheck`):
+    /// `owner IMAGE --block N` or `--offset BYTES`.
+    Owner(lookup::OwnerArgs),
+    /// Every file's times, sorted (like `mactime -d`), with the layer
+    /// holding each inode; `--body` prints a bodyfile as `fls -r -m /`
+    /// does, for `mactime` and other timeline tools.
+    Timeline(timeline::TimelineArgs),
+    /// A file or a directory tree out of the image (like `debugfs
+    /// rdump`): sparse files stay sparse; modes, times, symlinks, hard
+    /// links, attributes and (as root) owners kept; nothing is ever
+    /// written outside DEST.
+    Extract(extract::ExtractArgs),
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
@@ -435,6 +460,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
         Some(Command::Diff(args)) => diff::diff(&args, &mut out),
         Some(Command::Blame(args)) => diff::blame(&args, &mut out),
+        Some(Command::Path(args)) => lookup::path(&args, &mut out),
+        Some(Command::Owner(args)) => lookup::owner(&args, &mut out),
+        Some(Command::Timeline(args)) => timeline::run(&args, &mut out),
+        Some(Command::Extract(args)) => extract::run(&args, &mut out),
+        Some(Command::Check(args)) => check::run(&args, &mut out),
         Some(Command::Completions(args)) => meta::completions(&args, &mut out),
         Some(Command::Man(args)) => meta::man(&args, &mut out),
         Some(Command::Render(args)) => {
@@ -486,6 +516,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// raw).
 pub fn error_line(err: &anyhow::Error) -> String {
     crate::escape::printable(&format!("{err:#}"))
+}
+
+/// The exit status an error asks for, and whether its message is worth
+/// printing: `check` exits 1 after its report when it found problems
+/// (nothing more to say) and 2 when it could not check (fsck's
+/// conventions); other errors are 1 with their message.
+pub fn exit_status(err: &anyhow::Error) -> (u8, bool) {
+    if err.downcast_ref::<check::ProblemsFound>().is_some() {
+        (1, false)
+    } else if err.downcast_ref::<check::CouldNotCheck>().is_some() {
+        (2, true)
+    } else {
+        (1, true)
+    }
 }
 
 /// True when the error is a closed pipe (`layerscope read … | head`), which

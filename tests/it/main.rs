@@ -3,6 +3,7 @@
 mod bad_input;
 mod bulk;
 mod chain;
+mod check;
 mod cli;
 mod demo;
 mod diff;
@@ -18,6 +19,7 @@ mod nbd_tls;
 mod oracle;
 mod readonly;
 mod ssh;
+mod toolbox;
 mod tui;
 mod tui_diff;
 mod util;
