@@ -125,7 +125,10 @@ fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
         let used = strip.last().map_or(0, |t| t.3);
         let hint = format!("  ({} not shown: a digit shows one)", hidden.join(", "));
         if !hidden.is_empty() && usize::from(used) + text::width(&hint) <= usize::from(r.width) {
-            spans.push(Span::styled(hint, Style::default().add_modifier(Modifier::DIM)));
+            spans.push(Span::styled(
+                hint,
+                Style::default().add_modifier(Modifier::DIM),
+            ));
         }
     }
     f.render_widget(Paragraph::new(Line::from(spans)), r);

@@ -63,6 +63,10 @@ impl Areas {
     }
 }
 
+/// Rows the Status pane shows over NBD (state, export, flags, block
+/// sizes, contexts, server layers, traffic, latency, errors).
+const NBD_STATUS_ROWS: u16 = 12;
+
 /// Width of a hex row: offset digits, 16 bytes, 16 glyphs, borders.
 fn hex_width(digits: u16) -> u16 {
     digits + 1 + 48 + 1 + 16 + 2
@@ -134,7 +138,7 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
     };
     let hex_w = hex_width(offset_digits(s.disk_size));
     let layers = u16::try_from(s.layers.len()).unwrap_or(u16::MAX);
-    let status_h = if s.is_nbd { 9 } else { 4 };
+    let status_h = if s.is_nbd { 2 + NBD_STATUS_ROWS } else { 4 };
     match mode(s) {
         Mode::Full => {
             let rest = main.width.saturating_sub(hex_w);

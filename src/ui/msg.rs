@@ -239,6 +239,17 @@ pub struct Grid {
     /// Bytes per layer (index 0 is the base), then the bytes of no layer.
     pub bytes: Vec<u64>,
     pub nowhere: u64,
+    /// Over NBD with allocation depths: the server's layers.
+    pub server: Option<ServerLayers>,
+}
+
+/// What the scan of an NBD export's allocation depths found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLayers {
+    /// Layers of the server's chain (the deepest depth found).
+    pub layers: usize,
+    /// Whether the whole disk was scanned (else `layers` is a floor).
+    pub complete: bool,
 }
 
 /// The layers a file's blocks come from: bit `i` for layer `i` (a chain

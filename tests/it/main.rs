@@ -13,4 +13,6 @@ mod oracle;
 mod readonly;
 mod tui;
 mod tui_diff;
+mod tui_layout;
+mod tui_nbd;
 mod util;

@@ -39,16 +39,19 @@ impl App {
     /// (clicked again: opened).
     fn click(&mut self, p: Pane, row: u16) -> Effects {
         let mut fx = Vec::new();
-        if self.shared.focus != p {
+        // A click that brings a pane in only selects; on a focused pane,
+        // a click on the selected row opens it.
+        let open = self.shared.focus == p;
+        if !open {
             self.shared.focus = p;
             fx.extend(self.lazy().map(Effect::Request));
         }
         let row = usize::from(row);
         let s = &self.shared;
         let more = match p {
-            Pane::Tree if self.changes.show => self.changes.click(row, s),
-            Pane::Tree => self.tree.click(row, s),
-            Pane::Chain => self.chain.click(row, s),
+            Pane::Tree if self.changes.show => self.changes.click(row, open, s),
+            Pane::Tree => self.tree.click(row, open, s),
+            Pane::Chain => self.chain.click(row, open, s),
             Pane::Superblock => self.superblock.click(row, s),
             _ => None,
         };
@@ -123,7 +126,7 @@ impl App {
             Action::Goto => self.open_prompt(PromptKind::Goto),
             Action::Search => {
                 if !self.shared.fs.is_present() {
-                    return Some(vec![Effect::Message("no filesystem to search".into())]);
+                    return Some(vec![Effect::Error("no filesystem to search".into())]);
                 }
                 self.open_prompt(PromptKind::Search)
             }
@@ -184,10 +187,10 @@ impl App {
     fn goto(&mut self, text: &str) -> Effects {
         let s = &self.shared;
         let off = match parse(text) {
-            Err(e) => return vec![Effect::Message(e)],
+            Err(e) => return vec![Effect::Error(e)],
             Ok(Target::Inode(ino)) => {
                 if !s.fs.is_present() {
-                    return vec![Effect::Message("no filesystem: no inodes to go to".into())];
+                    return vec![Effect::Error("no filesystem: no inodes to go to".into())];
                 }
                 return vec![Effect::Request(Request::Inode {
                     as_of: s.as_of,
@@ -198,7 +201,7 @@ impl App {
             Ok(Target::Offset(o)) => o,
         };
         if off >= s.disk_size {
-            return vec![Effect::Message(format!(
+            return vec![Effect::Error(format!(
                 "{off:#x} is past the end of the disk ({:#x})",
                 s.disk_size
             ))];

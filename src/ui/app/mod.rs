@@ -155,13 +155,13 @@ impl App {
         r
     }
 
-    /// Requests for data only the focused pane needs, when not in yet.
+    /// Requests for data only a pane on screen needs (the group table),
+    /// when not in yet.
     fn lazy(&self) -> Option<Request> {
-        (self.shared.focus == Pane::Groups && self.groups.table.is_none()).then_some(
-            Request::Groups {
-                as_of: self.shared.as_of,
-            },
-        )
+        let on_screen = areas(&self.shared).groups.is_some();
+        (on_screen && self.groups.table.is_none()).then_some(Request::Groups {
+            as_of: self.shared.as_of,
+        })
     }
 
     /// Applies an action; returns work for the worker (with the layer

@@ -21,7 +21,12 @@ impl App {
                 return vec![Effect::Error(e)];
             }
             Reply::Hex(h) => self.hex.receive(h, s),
-            Reply::Grid(g) => self.hitmap.receive(g, s),
+            Reply::Grid(g) => {
+                if g.server.is_some() {
+                    self.status.server = g.server;
+                }
+                self.hitmap.receive(g, s)
+            }
             Reply::Nbd(n) => self.status.nbd = Some(n),
             Reply::Fs { as_of, fields } if as_of == s.as_of => return self.receive_fs(fields),
             Reply::Dir {

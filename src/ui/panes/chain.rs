@@ -42,9 +42,9 @@ impl ChainPane {
 
     /// A click on row `row` (the top layer first): selects that layer; on
     /// the selected one, shows the disk as of it.
-    pub fn click(&mut self, row: usize, s: &Shared) -> Option<Effects> {
+    pub fn click(&mut self, row: usize, open: bool, s: &Shared) -> Option<Effects> {
         let layer = s.top().checked_sub(row)?;
-        if layer == self.sel {
+        if open && layer == self.sel {
             return self.key(&Action::Enter, s);
         }
         self.sel = layer;

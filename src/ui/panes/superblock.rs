@@ -10,6 +10,7 @@ use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Effect, Effects, Highlight, Shared};
 use crate::ui::msg::FieldRow;
 use crate::ui::style::{pane_block, scroll_start, selected};
+use crate::ui::text::fit;
 
 /// The superblock pane's state.
 #[derive(Clone, Debug, Default)]
@@ -59,6 +60,7 @@ impl SuperblockPane {
     pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx) {
         let focused = cx.focused(Pane::Superblock);
         let height = usize::from(r.height.saturating_sub(2));
+        let width = usize::from(r.width.saturating_sub(2));
         let mut lines: Vec<Line> = Vec::new();
         match &self.fields {
             None => lines.push(Line::from("reading…")),
@@ -71,10 +73,8 @@ impl SuperblockPane {
                     } else {
                         Default::default()
                     };
-                    lines.push(Line::from(Span::styled(
-                        format!("{:#06x} {:<24} {}", row.offset, row.name, row.value),
-                        style,
-                    )));
+                    let text = format!("{:#06x} {:<24} {}", row.offset, row.name, row.value);
+                    lines.push(Line::from(Span::styled(fit(&text, width), style)));
                 }
             }
         }

@@ -134,14 +134,14 @@ impl TreePane {
         Some(Vec::new())
     }
 
-    /// A click on row `row` of the pane: selects it; on the selected row,
-    /// opens it.
-    pub fn click(&mut self, row: usize, s: &Shared) -> Option<Effects> {
+    /// A click on row `row` of the pane: selects it; on the selected row
+    /// (with `open`), opens it.
+    pub fn click(&mut self, row: usize, open: bool, s: &Shared) -> Option<Effects> {
         let i = self.window(s).start + row;
         if i >= self.nodes.len() {
             return None;
         }
-        if i == self.sel {
+        if open && i == self.sel {
             return Some(self.enter(s));
         }
         self.sel = i;

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use super::{error_chain, Worker, MAX_CELLS};
-use crate::block::layered::LayeredReader;
 use crate::block::{BlockError, BlockSource};
 use crate::fs::ext::Ext4;
 use crate::ui::msg::{
@@ -118,7 +117,7 @@ impl Worker {
         };
         let bs = fs.superblock().block_size;
         out.offset = runs.first().map(|r| r.physical.saturating_mul(bs));
-        out.layers = layer_set(&reader, &runs, bs)?;
+        out.layers = self.layer_set(as_of, &byte_ranges(&runs, bs))?;
         if !out.cells.is_empty() {
             let cell = reader.len().div_ceil(out.cells.len() as u64).max(1);
             let last = out.cells.len() - 1;
@@ -184,19 +183,37 @@ impl Worker {
 
     /// The layers holding each inode's blocks.
     pub(super) fn marks(&mut self, as_of: usize, inos: &[u64]) -> Result<Reply, BlockError> {
-        let reader = Arc::clone(&self.view(as_of)?.reader);
-        let mut marks = Vec::new();
+        let mut ranges = Vec::new();
         if let Ok(fs) = self.ext(as_of)? {
             let bs = fs.superblock().block_size;
             for &ino in inos {
-                let set = match data_runs(fs, ino) {
-                    Some(runs) => layer_set(&reader, &runs, bs)?,
-                    None => LayerSet::default(),
-                };
-                marks.push((ino, set));
+                ranges.push((ino, data_runs(fs, ino).map(|r| byte_ranges(&r, bs))));
             }
         }
+        let mut marks = Vec::new();
+        for (ino, r) in ranges {
+            let set = match r {
+                Some(r) => self.layer_set(as_of, &r)?,
+                None => LayerSet::default(),
+            };
+            marks.push((ino, set));
+        }
         Ok(Reply::Marks { as_of, marks })
+    }
+
+    /// The layers serving byte ranges of the disk.
+    fn layer_set(&mut self, as_of: usize, ranges: &[(u64, u64)]) -> Result<LayerSet, BlockError> {
+        let size = self.view(as_of)?.reader.len();
+        let mut set = LayerSet::default();
+        for &(start, end) in ranges {
+            let end = end.min(size);
+            if start < end {
+                for (_, layer) in self.owners(as_of, start, end - start)? {
+                    set.add(layer);
+                }
+            }
+        }
+        Ok(set)
     }
 }
 
@@ -217,27 +234,16 @@ fn data_runs(fs: &Ext4, ino: u64) -> Option<Vec<crate::fs::ext::blockmap::Run>> 
     )
 }
 
-/// The layers serving `runs` (of `bs`-byte blocks).
-fn layer_set(
-    reader: &LayeredReader,
-    runs: &[crate::fs::ext::blockmap::Run],
-    bs: u64,
-) -> Result<LayerSet, BlockError> {
-    let mut set = LayerSet::default();
-    for r in runs {
-        let mut at = r.physical.saturating_mul(bs);
-        let end = r
-            .physical
-            .saturating_add(r.len)
-            .saturating_mul(bs)
-            .min(reader.len());
-        while at < end {
-            let o = reader.owner(at, end - at)?;
-            set.add(o.layer);
-            at += o.len.max(1);
-        }
-    }
-    Ok(set)
+/// Runs (of `bs`-byte blocks) as byte ranges of the disk.
+fn byte_ranges(runs: &[crate::fs::ext::blockmap::Run], bs: u64) -> Vec<(u64, u64)> {
+    runs.iter()
+        .map(|r| {
+            (
+                r.physical.saturating_mul(bs),
+                r.physical.saturating_add(r.len).saturating_mul(bs),
+            )
+        })
+        .collect()
 }
 
 /// A decoded field as a pane row.

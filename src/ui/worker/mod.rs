@@ -10,12 +10,13 @@ use std::sync::Arc;
 mod diff;
 mod fs;
 mod grid;
+mod remote;
 
 use super::msg::{CellOwner, ChainInfo, Reply, Request};
 use crate::block::cache::BlockCache;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
-use crate::block::BlockError;
+use crate::block::{BlockError, BlockSource};
 use crate::fs::ext::Ext4;
 
 /// Hit map cells, at most.
@@ -47,6 +48,9 @@ pub struct Worker {
     cancel: Arc<AtomicU64>,
     /// The NBD connection state last seen, to log its changes.
     nbd_state: Option<String>,
+    /// Over NBD with allocation depths, the server's layers (scanned on
+    /// first use; None inside: the server gives no depths).
+    remote: Option<Option<remote::Remote>>,
 }
 
 impl Worker {
@@ -59,6 +63,7 @@ impl Worker {
             replies: None,
             cancel: Arc::default(),
             nbd_state: None,
+            remote: None,
         }
     }
 
@@ -66,6 +71,53 @@ impl Worker {
     /// Esc) stops the search at the next directory.
     pub fn search_cancel(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.cancel)
+    }
+
+    /// The server's layers, over an NBD export that gives allocation
+    /// depths (scanned once).
+    fn remote(&mut self) -> Result<Option<&remote::Remote>, BlockError> {
+        if self.remote.is_none() {
+            let client = match self.chain.layers.as_slice() {
+                [only] => only.nbd.clone(),
+                _ => None,
+            };
+            self.remote = Some(match client {
+                Some(c) => {
+                    let start = std::time::Instant::now();
+                    let r = remote::Remote::scan(c)?;
+                    if let Some(r) = &r {
+                        tracing::info!(layers = r.layers, ranges = r.map.len(), complete = r.complete, ms = %start.elapsed().as_millis(), "server layers scanned");
+                    }
+                    r
+                }
+                None => None,
+            });
+        }
+        Ok(self.remote.as_ref().and_then(Option::as_ref))
+    }
+
+    /// The layer serving each part of `[offset, offset + len)` as of
+    /// `as_of`: (length, layer) in order; over NBD, the server's layers.
+    fn owners(
+        &mut self,
+        as_of: usize,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<(u64, Option<usize>)>, BlockError> {
+        if let Some(r) = self.remote()? {
+            return r.owners(offset, len);
+        }
+        let reader = Arc::clone(&self.view(as_of)?.reader);
+        let mut out = Vec::new();
+        let end = offset.saturating_add(len).min(reader.len());
+        let mut at = offset;
+        while at < end {
+            let o = reader.owner(at, end - at)?;
+            let n = o.len.max(1).min(end - at);
+            out.push((n, o.layer));
+            at += n;
+        }
+        Ok(out)
     }
 
     fn view(&mut self, as_of: usize) -> Result<&mut View, BlockError> {
