@@ -154,8 +154,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--tui", action="store_true", help="only the TUI rows")
+    ap.add_argument("--remote", action="store_true", help="only the remote rows (slow NBD, multi-conn, ssh)")
+    ap.add_argument("--volumes", action="store_true", help="only the volumes row")
     args = ap.parse_args()
     sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
+    if args.volumes:
+        volumes_bench()
+        return
     if args.rebuild or not os.path.exists(os.path.join(WORK, "tb10-top.qcow2")):
         print("building benchmark images in bench/work ...", flush=True)
         build()
@@ -164,6 +169,9 @@ def main():
     print(f"\nchain: {top} (4 layers, {size >> 20} MiB virtual); {RUNS} runs each, medians, warm cache\n")
     if args.tui:
         tui_bench(top)
+        return
+    if args.remote:
+        remote_bench(top, size)
         return
 
     row("map --json (2 GiB chain)", timed([BIN, "map", "--json", top]),
@@ -182,14 +190,91 @@ def main():
     print(f"{'':<44} throughput ratio layerscope/qemu-img: {qemu[0] / ours_file[0]:.2f}x writing the same sparse file, {qemu[0] / ours_null[0]:.2f}x to /dev/null (goal >= 1.0x)")
 
     nbd_bench(top, size)
+    remote_bench(top, size)
     tui_bench(top)
     fs_bench(top)
     diff_bench(top)
+    volumes_bench()
 
     for name in ("tb", "tb10"):
         img = os.path.join(WORK, f"{name}-top.qcow2")
         row(f"map --json (1 TiB, {'80' if name == 'tb' else '800'} clusters)", timed([BIN, "map", "--json", img]),
             timed(["qemu-img", "map", "--output=json", img]), "qemu-img map --output=json", "RSS < 64 MiB")
+
+
+def lvm_cmd(dev, *args):
+    """An LVM command limited to `dev`, with activation off (no
+    device-mapper), no udev, no devices file, no backups."""
+    config = (f'global {{ activation = 0 }} devices {{ filter = [ "a|^{dev}$|", "r|.*|" ] '
+              'obtain_device_list_from_udev = 0 use_devicesfile = 0 } backup { backup = 0 archive = 0 }')
+    return [args[0], "--config", config] + list(args[1:])
+
+
+def volumes_bench():
+    """`volumes --json` on a 2 GiB GPT disk (BIOS boot, FAT32 ESP, ext4
+    /boot, an LVM PV with root and home LVs holding ext4) vs what one would
+    run instead: `sfdisk --json`, `blkid -p -O OFFSET` per partition and
+    `lvs` (on a loop device over the PV's partition, as LVM needs a block
+    device). Same raw image for all; medians of interleaved runs; the
+    tools' medians are summed."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None or shutil.which("lvs") is None:
+        print("(volumes row skipped: needs root, losetup and lvm2)")
+        return
+    disk = os.path.join(WORK, "volumes.raw")
+    parts = [(2048, 2048, "21686148-6449-6E6F-744E-656564454649"), (4096, 524288, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+             (528384, 1048576, "0FC63DAF-8483-4772-8E79-3D69D8477DE4"), (1576960, 2613248, "E6D6D379-F507-44C2-A23C-238F2A3DF928")]
+    vg = "lsbench"
+    env = dict(os.environ, LVM_SUPPRESS_FD_WARNINGS="1")
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    pv_at, pv_len = parts[3][0] * 512, parts[3][1] * 512
+
+    def attach():
+        return subprocess.check_output(["losetup", "-f", "--show", "-o", str(pv_at), "--sizelimit", str(pv_len), disk]).decode().strip()
+
+    if not os.path.exists(disk):
+        os.makedirs(WORK, exist_ok=True)
+        with open(disk + ".tmp", "wb") as f:
+            f.truncate(2 << 30)
+        script = "label: gpt\n" + "".join(f"start={a}, size={n}, type={t}\n" for a, n, t in parts)
+        subprocess.run(["sfdisk", "-q", disk + ".tmp"], input=script.encode(), check=True)
+        sh("mkfs.vfat", "-F", "32", "-n", "ESP", "--offset", str(parts[1][0]), disk + ".tmp", str(parts[1][1] // 2), stdout=subprocess.DEVNULL)
+        sh("mke2fs", "-q", "-F", "-t", "ext4", "-L", "boot", "-E", f"offset={parts[2][0] * 512}", disk + ".tmp", f"{parts[2][1] // 2}k")
+        dev = subprocess.check_output(["losetup", "-f", "--show", "-o", str(pv_at), "--sizelimit", str(pv_len), disk + ".tmp"]).decode().strip()
+        try:
+            sh(*lvm_cmd(dev, "pvcreate", "-q", dev), **quiet)
+            sh(*lvm_cmd(dev, "vgcreate", "-q", vg, dev), **quiet)
+            for name, size in (("root", "800m"), ("home", "400m")):
+                sh(*lvm_cmd(dev, "lvcreate", "-q", "-an", "-Zn", "-L", size, "-n", name, vg), **quiet)
+            segs = json.loads(subprocess.check_output(lvm_cmd(dev, "lvs", "--reportformat", "json", "--units", "b", "--nosuffix",
+                                                              "-o", "lv_name,seg_pe_ranges", vg), env=env))["report"][0]["lv"]
+            pe_start = int(subprocess.check_output(lvm_cmd(dev, "pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pe_start", dev), env=env).decode().split()[0])
+            extent = int(subprocess.check_output(lvm_cmd(dev, "vgs", "--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", vg), env=env).decode().split()[0])
+        finally:
+            subprocess.run(["losetup", "-d", dev])
+        # ext4 in each (linear) LV: made apart, copied to its extents.
+        for lv in segs:
+            first, last = (int(x) for x in lv["seg_pe_ranges"].split(":")[1].split("-"))
+            flat = os.path.join(WORK, f"lv-{lv['lv_name']}.raw")
+            with open(flat, "wb") as f:
+                f.truncate((last - first + 1) * extent)
+            sh("mke2fs", "-q", "-F", "-t", "ext4", "-L", lv["lv_name"], flat)
+            sh("dd", f"if={flat}", f"of={disk}.tmp", "bs=1M", f"seek={pv_at + pe_start + first * extent}", "oflag=seek_bytes", "conv=notrunc,sparse", "status=none")
+            os.remove(flat)
+        os.rename(disk + ".tmp", disk)
+    dev = attach()
+    try:
+        ours = [BIN, "volumes", "--json", disk]
+        theirs = [["sfdisk", "--json", disk]] + [["blkid", "-p", "-O", str(a * 512), disk] for a, _, _ in parts]
+        theirs.append(lvm_cmd(dev, "lvs", "--reportformat", "json", "-o", "+seg_pe_ranges,devices", vg))
+        # lvs warns that activation is off: keep stderr out of the timing.
+        # blkid exits 2 on the BIOS boot partition (nothing to probe).
+        medians = interleaved([ours] + theirs, rounds=20, check=False)
+        t_ours, t_theirs = medians[0], sum(medians[1:])
+        print(f"{'volumes --json (2 GiB GPT disk with LVM)':<44} layerscope {t_ours * 1000:9.1f} ms {peak_rss(ours) / 1024:7.1f} MiB | "
+              f"{'sfdisk + 4 blkid -p + lvs':<28} {t_theirs * 1000:9.1f} ms | ratio {t_ours / t_theirs:5.2f}x  (goal <= 1x)")
+        print(f"{'':<44} (sfdisk {medians[1] * 1000:.1f} ms, blkid {sum(medians[2:6]) * 1000:.1f} ms in all, lvs {medians[6] * 1000:.1f} ms)")
+    finally:
+        subprocess.run(["losetup", "-d", dev])
 
 
 def diff_bench(top):
@@ -206,7 +291,7 @@ def diff_bench(top):
     print(f"{'blame one file (4 layers)':<44} layerscope {ours[0] * 1000:9.1f} ms {ours[1] / 1024:7.1f} MiB")
 
 
-def interleaved(cmds, rounds=30, warmup=3):
+def interleaved(cmds, rounds=30, warmup=3, check=True):
     """Median wall times (s) of shell-free commands run round-robin: each
     round runs every command once, so load that comes and goes on a shared
     machine falls on all of them alike (hyperfine's back-to-back batches,
@@ -216,7 +301,7 @@ def interleaved(cmds, rounds=30, warmup=3):
     for r in range(warmup + rounds):
         for i, c in enumerate(cmds):
             t0 = time.perf_counter()
-            subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            subprocess.run(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=check)
             if r >= warmup:
                 times[i].append(time.perf_counter() - t0)
     return [statistics.median(t) for t in times]
@@ -337,6 +422,124 @@ def nbd_bench(top, size):
     finally:
         server.terminate()
         server.wait()
+
+
+def wait_for(path_or_check, what, secs=20):
+    t0 = time.time()
+    while not (os.path.exists(path_or_check) if isinstance(path_or_check, str) else path_or_check()):
+        if time.time() - t0 > secs:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.05)
+
+
+def remote_bench(top, size):
+    """Remote sources: the chain over NBD behind a 20 ms per-request delay
+    (qemu-nbd -A, nbdkit's nbd plugin with the delay filter in front),
+    multi-conn reads, and the chain over ssh (a throwaway sshd on
+    127.0.0.1). One run each where a run takes seconds."""
+    if not (shutil.which("qemu-nbd") and shutil.which("nbdkit") and shutil.which("nbdcopy")):
+        print("(remote: qemu-nbd, nbdkit or nbdcopy missing, skipped)")
+        return
+    qsock, dsock = os.path.join(WORK, "remote-q.sock"), os.path.join(WORK, "remote-delay.sock")
+    for p in (qsock, dsock):
+        if os.path.exists(p):
+            os.remove(p)
+    q = subprocess.Popen(["qemu-nbd", "--read-only", "--persistent", "--shared=16", "-A", "--socket", qsock, "-f", "qcow2", top])
+    d = None
+    try:
+        wait_for(qsock, "qemu-nbd")
+        quri = f"nbd+unix:///?socket={qsock}"
+        mib = size / (1 << 20)
+        ours = timed([BIN, "read", quri], runs=3)
+        ours1 = timed([BIN, "read", quri, "--connections", "1"], runs=3)
+        theirs = timed(["nbdcopy", quri, "null:"], runs=3)
+        print(f"{'read, multi-conn (4) vs default nbdcopy':<44} layerscope read: {mib / ours[0]:6.0f} MiB/s (--connections 1: {mib / ours1[0]:6.0f}) | nbdcopy: {mib / theirs[0]:6.0f} MiB/s | ratio {theirs[0] / ours[0]:.2f}x (goal >= 1x)")
+        d = subprocess.Popen(["nbdkit", "-f", "-U", dsock, "--filter=delay", "nbd", f"socket={qsock}", "rdelay=20ms", "delay-extents=20ms"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(dsock, "nbdkit delay")
+        duri = f"nbd+unix:///?socket={dsock}"
+        copy = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else WORK, "layerscope-bench-copy.raw")
+        ls = timed([BIN, "ls", "-R", duri], runs=1)
+        today = timed(["sh", "-c", f"nbdcopy '{duri}' {copy} && fls -r -p {copy}"], runs=1)
+        os.remove(copy)
+        row("ls -R / over NBD, 20 ms per request", ls, today, "nbdcopy + fls -r -p the copy", "<= 0.1x")
+        row("map --json over NBD, 20 ms per request", timed([BIN, "map", "--json", duri], runs=1),
+            timed(["nbdinfo", "--map", duri], runs=1), "nbdinfo --map", "<= 1x")
+        t, rss = time_keys(duri, "", runs=1)
+        print(f"{'TUI first frame over NBD, 20 ms per request':<44} {t['first_frame_ms']:.0f} ms (goal < 1 s)")
+    finally:
+        for p in (d, q):
+            if p:
+                p.terminate()
+                p.wait()
+    ssh_bench(top)
+
+
+def ssh_bench(top):
+    """The chain over ssh: a throwaway sshd on 127.0.0.1 with keys made
+    here, reached with LAYERSCOPE_SSH_COMMAND="ssh -F CONFIG"; qemu-img
+    uses qemu's ssh driver (libssh, authenticated through an ssh-agent
+    holding the same key) with the chain spelled out in JSON."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd) or not shutil.which("ssh-agent"):
+        print("(ssh: sshd or ssh-agent missing, skipped)")
+        return
+    import socket
+    import tempfile
+    tmp = tempfile.mkdtemp(prefix="layerscope-bench-ssh-")
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    for k in ("host", "user"):
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(tmp, k))
+    shutil.copy(os.path.join(tmp, "user.pub"), os.path.join(tmp, "authorized_keys"))
+    with open(os.path.join(tmp, "sshd_config"), "w") as f:
+        f.write(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {tmp}/host\nAuthorizedKeysFile {tmp}/authorized_keys\n"
+                "PidFile none\nStrictModes no\nUsePAM no\nPasswordAuthentication no\nPermitRootLogin prohibit-password\n"
+                "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
+    with open(os.path.join(tmp, "known_hosts"), "w") as f:
+        f.write(f"[127.0.0.1]:{port} " + open(os.path.join(tmp, "host.pub")).read())
+    with open(os.path.join(tmp, "ssh_config"), "w") as f:
+        f.write(f"Host *\n  IdentityFile {tmp}/user\n  IdentitiesOnly yes\n  UserKnownHostsFile {tmp}/known_hosts\n  BatchMode yes\n")
+    if os.getuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)
+    server = subprocess.Popen([sshd, "-D", "-e", "-f", os.path.join(tmp, "sshd_config")], stderr=subprocess.DEVNULL)
+    agent = subprocess.check_output(["ssh-agent", "-s", "-a", os.path.join(tmp, "agent.sock")]).decode()
+    agent_pid = int(agent.split("SSH_AGENT_PID=")[1].split(";")[0])
+    env = dict(os.environ, LAYERSCOPE_SSH_COMMAND=f"ssh -F {tmp}/ssh_config", SSH_AUTH_SOCK=os.path.join(tmp, "agent.sock"))
+    old_env = dict(os.environ)
+    try:
+        sh("ssh-add", "-q", os.path.join(tmp, "user"), env=env)
+        os.environ.update(env)
+        wait_for(lambda: subprocess.run(["ssh", "-F", f"{tmp}/ssh_config", "-p", str(port), "127.0.0.1", "true"]).returncode == 0, "sshd")
+        uri = f"ssh://127.0.0.1:{port}{top}"
+        names = ["top.qcow2", "l2.qcow2", "l1.qcow2", "base.qcow2"]
+        spec = None
+        for n in reversed(names):
+            layer = {"driver": "qcow2", "file": {"driver": "ssh", "server": {"host": "127.0.0.1", "port": str(port)},
+                                                  "path": os.path.join(WORK, n), "host-key-check": {"mode": "none"}}}
+            if spec is not None:
+                layer["backing"] = spec
+            spec = layer
+        qjson = "json:" + json.dumps(spec)
+        row("ssh:// map --json (2 GiB chain)", timed([BIN, "map", "--json", uri], runs=3),
+            timed(["qemu-img", "map", "--output=json", qjson], runs=3), "qemu-img map (qemu ssh driver)", "<= 1x")
+        row("ssh:// info (superblock)", timed([BIN, "info", uri], runs=3),
+            timed(["qemu-img", "info", qjson], runs=3), "qemu-img info (qemu ssh driver)", "<= 1x")
+        dest = tempfile.mkdtemp(prefix="layerscope-bench-scp-", dir="/dev/shm" if os.path.isdir("/dev/shm") else WORK)
+        srcs = " ".join(f"127.0.0.1:{os.path.join(WORK, n)}" for n in names)
+        copy_ls = ["sh", "-c", f"scp -q -F {tmp}/ssh_config -P {port} {srcs} {dest}/ && {BIN} ls -R {dest}/top.qcow2"]
+        row("ssh:// ls -R / (~20k files)", timed([BIN, "ls", "-R", uri], runs=1), timed(copy_ls, runs=1),
+            "scp the chain + ls -R the copy", "<= 0.1x")
+        shutil.rmtree(dest)
+    finally:
+        os.environ.clear()
+        os.environ.update(old_env)
+        server.terminate()
+        server.wait()
+        os.kill(agent_pid, 15)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,43 +1,230 @@
-//! Making strings from disk safe for a terminal.
+//! One escaping policy for every string that comes from a disk or a server,
+//! applied at the output edge: the CLI's text, the TUI's cells and JSON.
 //!
-//! File names, backing file names and labels come from untrusted images; a
-//! raw escape sequence in one could rewrite the user's screen. Everything
-//! printed for people goes through [`printable`]. (JSON output is already
-//! safe: serde escapes control characters.)
+//! File names, labels, backing file names, partition names, NBD export
+//! descriptions and server error messages are untrusted. A raw escape
+//! sequence in one could rewrite the user's screen; a bidi override or a
+//! zero-width character makes two different names look alike (or a name
+//! look like another). Models keep the raw bytes; [`printable`] and
+//! [`printable_bytes`] make them safe for a terminal, and [`json`] writes
+//! JSON whose strings carry the same characters as `\u` escapes.
+//!
+//! What is escaped ([`is_unsafe`]): C0 controls and DEL, C1 controls
+//! (U+0080–U+009F, which terminals read as CSI, OSC, …), the line and
+//! paragraph separators U+2028/U+2029, and every Unicode default-ignorable
+//! code point: the bidi controls (U+061C, U+200E/U+200F, U+202A–U+202E,
+//! U+2066–U+2069), the zero-width characters (U+200B–U+200D, U+2060,
+//! U+FEFF), the invisible operators, fillers, soft hyphen, variation
+//! selectors and tags. Everything else, including letters of any script,
+//! is kept.
 
-/// `text` with control characters (C0, DEL, C1) and backslashes escaped as
-/// `\n`, `\t`, `\x1b`, `\u{9b}`, `\\`. Everything else, including non-ASCII
-/// letters, is kept.
+/// Whether `c` must not reach a terminal (or a JSON string) raw.
+pub fn is_unsafe(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        // C0, DEL, C1.
+        0x00..=0x1f | 0x7f..=0x9f
+        // Soft hyphen, combining grapheme joiner, Arabic letter mark.
+        | 0xad | 0x34f | 0x61c
+        // Hangul and Khmer fillers and vowels that render as nothing.
+        | 0x115f..=0x1160 | 0x17b4..=0x17b5 | 0x3164 | 0xffa0
+        // Mongolian free variation selectors and vowel separator.
+        | 0x180b..=0x180f
+        // Zero-width space, non-joiner, joiner; LRM, RLM.
+        | 0x200b..=0x200f
+        // Line and paragraph separators.
+        | 0x2028..=0x2029
+        // Bidi embeddings and overrides (LRE, RLE, PDF, LRO, RLO).
+        | 0x202a..=0x202e
+        // Word joiner, invisible operators, bidi isolates, deprecated
+        // format characters.
+        | 0x2060..=0x206f
+        // Variation selectors, zero-width no-break space (BOM).
+        | 0xfe00..=0xfe0f | 0xfeff
+        // Interlinear annotation and reserved format characters.
+        | 0xfff0..=0xfffb
+        // Shorthand format controls, musical symbol formatting.
+        | 0x1bca0..=0x1bca3 | 0x1d173..=0x1d17a
+        // Tags and variation selectors supplement.
+        | 0xe0000..=0xe0fff
+    )
+}
+
+/// `text` with unsafe characters ([`is_unsafe`]) and backslashes escaped:
+/// `\n`, `\r`, `\t`, `\x1b` for other C0 controls and DEL, `\u{202e}` for
+/// the rest, `\\` for a backslash (so an escape in the output always
+/// means an escaped character). Everything else is kept.
 pub fn printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    push_printable(&mut out, text);
+    out
+}
+
+fn push_printable(out: &mut String, text: &str) {
+    use std::fmt::Write;
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
+            c if u32::from(c) < 0x20 || c == '\x7f' => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
             }
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c if is_unsafe(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
             c => out.push(c),
         }
     }
-    out
 }
 
 /// Raw bytes from disk (names are not necessarily UTF-8) made safe the
 /// same way; bytes that are not UTF-8 are shown as `\xNN`, so different
 /// names never look alike.
 pub fn printable_bytes(bytes: &[u8]) -> String {
+    use std::fmt::Write;
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
-        out.push_str(&printable(chunk.valid()));
+        push_printable(&mut out, chunk.valid());
         for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
+            let _ = write!(out, "\\x{b:02x}");
         }
     }
     out
+}
+
+/// JSON output under the same policy: every string is written with the
+/// unsafe characters as `\u` escapes (serde_json escapes only C0 controls,
+/// quotes and backslashes), so a JSON document from layerscope is as safe
+/// to print as its text output, and parses to the same strings.
+pub mod json {
+    use std::io::{self, Write};
+
+    use serde::Serialize;
+    use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter, Serializer};
+
+    use super::is_unsafe;
+
+    /// A formatter that escapes [`is_unsafe`] characters inside strings and
+    /// otherwise lays out like `F`.
+    #[derive(Clone, Debug, Default)]
+    pub struct Escaping<F>(pub F);
+
+    impl<F: Formatter> Formatter for Escaping<F> {
+        fn write_string_fragment<W: ?Sized + Write>(
+            &mut self,
+            writer: &mut W,
+            fragment: &str,
+        ) -> io::Result<()> {
+            let mut start = 0;
+            for (i, c) in fragment.char_indices() {
+                if !is_unsafe(c) {
+                    continue;
+                }
+                if let Some(safe) = fragment.get(start..i) {
+                    writer.write_all(safe.as_bytes())?;
+                }
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    write!(writer, "\\u{unit:04x}")?;
+                }
+                start = i.saturating_add(c.len_utf8());
+            }
+            if let Some(safe) = fragment.get(start..) {
+                writer.write_all(safe.as_bytes())?;
+            }
+            Ok(())
+        }
+
+        fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.begin_array(w)
+        }
+        fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.end_array(w)
+        }
+        fn begin_array_value<W: ?Sized + Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> io::Result<()> {
+            self.0.begin_array_value(w, first)
+        }
+        fn end_array_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.end_array_value(w)
+        }
+        fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.begin_object(w)
+        }
+        fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.end_object(w)
+        }
+        fn begin_object_key<W: ?Sized + Write>(
+            &mut self,
+            w: &mut W,
+            first: bool,
+        ) -> io::Result<()> {
+            self.0.begin_object_key(w, first)
+        }
+        fn end_object_key<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.end_object_key(w)
+        }
+        fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.begin_object_value(w)
+        }
+        fn end_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+            self.0.end_object_value(w)
+        }
+    }
+
+    /// `serde_json::to_writer_pretty` under the policy.
+    ///
+    /// # Errors
+    /// Write and serialization errors.
+    pub fn to_writer_pretty<W: Write, T: ?Sized + Serialize>(
+        writer: W,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        let mut ser = Serializer::with_formatter(writer, Escaping(PrettyFormatter::new()));
+        value.serialize(&mut ser)
+    }
+
+    /// `serde_json::to_writer` (one line) under the policy.
+    ///
+    /// # Errors
+    /// Write and serialization errors.
+    pub fn to_writer<W: Write, T: ?Sized + Serialize>(
+        writer: W,
+        value: &T,
+    ) -> serde_json::Result<()> {
+        let mut ser = Serializer::with_formatter(writer, Escaping(CompactFormatter));
+        value.serialize(&mut ser)
+    }
+
+    /// `serde_json::to_string` under the policy.
+    ///
+    /// # Errors
+    /// Serialization errors.
+    pub fn to_string<T: ?Sized + Serialize>(value: &T) -> serde_json::Result<String> {
+        let mut out = Vec::new();
+        to_writer(&mut out, value)?;
+        // The formatter writes only UTF-8 (and ASCII escapes).
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// A pretty JSON array of `items`, written as they come: a long list
+    /// (2^20 block runs) never sits in memory as a JSON tree.
+    ///
+    /// # Errors
+    /// Write and serialization errors.
+    pub fn write_seq_pretty<W: Write, T: Serialize>(
+        writer: W,
+        items: impl IntoIterator<Item = T>,
+    ) -> serde_json::Result<()> {
+        use serde::Serializer as _;
+        let mut ser = Serializer::with_formatter(writer, Escaping(PrettyFormatter::new()));
+        (&mut ser).collect_seq(items)
+    }
 }
 
 #[cfg(test)]
@@ -57,5 +244,44 @@ mod tests {
         assert_eq!(printable("c1\u{9b}x"), "c1\\u{9b}x");
         assert_eq!(printable("päth/ünïcode ok"), "päth/ünïcode ok");
         assert_eq!(printable("back\\slash"), "back\\\\slash");
+        assert_eq!(printable("del\x7f"), "del\\x7f");
+    }
+
+    #[test]
+    fn escapes_bidi_and_invisible_characters() {
+        assert_eq!(printable("txt.\u{202e}exe"), "txt.\\u{202e}exe");
+        assert_eq!(
+            printable("a\u{2066}b\u{2069}c\u{200e}\u{061c}"),
+            "a\\u{2066}b\\u{2069}c\\u{200e}\\u{61c}"
+        );
+        assert_eq!(
+            printable("zero\u{200b}\u{200d}\u{2060}\u{feff}width"),
+            "zero\\u{200b}\\u{200d}\\u{2060}\\u{feff}width"
+        );
+        assert_eq!(printable("tag\u{e0041}"), "tag\\u{e0041}");
+        // Letters of every script stay.
+        assert_eq!(printable("日本語 עברית ελληνικά"), "日本語 עברית ελληνικά");
+    }
+
+    #[test]
+    fn json_strings_carry_unsafe_characters_as_escapes() {
+        let s = "n\u{9b}a\u{202e}m\u{200b}e\x1b\x7f\u{e0041}\"\\ü";
+        let text = json::to_string(&s).unwrap();
+        assert_eq!(
+            text,
+            "\"n\\u009ba\\u202em\\u200be\\u001b\\u007f\\udb40\\udc41\\\"\\\\ü\""
+        );
+        assert!(!text.chars().any(is_unsafe), "{text:?}");
+        // The same string comes back.
+        let back: String = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        let mut pretty = Vec::new();
+        json::to_writer_pretty(&mut pretty, &serde_json::json!({"k\u{202e}": [s]})).unwrap();
+        let pretty = String::from_utf8(pretty).unwrap();
+        assert!(
+            !pretty.chars().any(|c| is_unsafe(c) && c != '\n'),
+            "{pretty:?}"
+        );
+        assert!(pretty.contains("\"k\\u202e\": [\n"), "{pretty}");
     }
 }

@@ -18,3 +18,4 @@ pub mod fs;
 pub mod layout;
 pub mod ui;
 pub mod units;
+pub mod volume;

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::sync::Arc;
 
 use crate::block::probe::{probe, Format, Probe};
@@ -43,6 +43,17 @@ pub trait Opener {
     /// `Open` (with the `io::Error`, so a missing backing file can be told
     /// apart), `IsDirectory`.
     fn open(&self, path: &str) -> Result<Opened, BlockError>;
+
+    /// Where the backing file `name`, written in `overlay` (a path this
+    /// opener opened), is: by default qemu's rule for local files
+    /// ([`resolve_backing`]). A remote opener keeps absolute names on its
+    /// host.
+    ///
+    /// # Errors
+    /// As [`resolve_backing`].
+    fn resolve_backing(&self, overlay: &str, name: &str) -> Result<String, BlockError> {
+        resolve_backing(overlay, name)
+    }
 }
 
 /// Opens files on the local filesystem, read-only.
@@ -54,14 +65,45 @@ impl Opener for FsOpener {
             path: path.to_owned(),
             source,
         };
-        // std's File::open is O_RDONLY: layerscope never writes.
-        let mut file = File::open(path).map_err(open_err)?;
-        let meta = file.metadata().map_err(open_err)?;
-        if meta.is_dir() {
-            return Err(BlockError::IsDirectory {
+        // The type first: opening a FIFO blocks until a writer comes, a
+        // socket cannot be read as a disk, and a character device
+        // (a terminal, /dev/zero) has no size. Only regular files and
+        // block devices are disks.
+        let refuse = |meta: &std::fs::Metadata| -> Result<(), BlockError> {
+            let t = meta.file_type();
+            let kind = if t.is_dir() {
+                return Err(BlockError::IsDirectory {
+                    path: path.to_owned(),
+                });
+            } else if t.is_fifo() {
+                "FIFO (named pipe)"
+            } else if t.is_socket() {
+                "socket"
+            } else if t.is_char_device() {
+                "character device"
+            } else {
+                return Ok(());
+            };
+            Err(BlockError::SpecialFile {
                 path: path.to_owned(),
-            });
-        }
+                kind,
+            })
+        };
+        refuse(&std::fs::metadata(path).map_err(open_err)?)?;
+        // Read-only (layerscope never writes), and O_NONBLOCK so that a
+        // path swapped for a FIFO after the check above cannot block the
+        // open; the type is checked again on what was opened.
+        use rustix::fs::{Mode, OFlags};
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+            Mode::empty(),
+        )
+        .map_err(|e| open_err(e.into()))?;
+        let mut file = File::from(fd);
+        let meta = file.metadata().map_err(open_err)?;
+        refuse(&meta)?;
+        rustix::fs::fcntl_setfl(&file, OFlags::empty()).map_err(|e| open_err(e.into()))?;
         let id = FileId::Inode(meta.dev(), meta.ino());
         let storage = if meta.is_file() {
             FileStorage::new(file).map_err(open_err)?
@@ -227,7 +269,7 @@ pub fn open_chain(
         seen.insert(opened.id.clone(), current.clone());
         let layer = open_layer(&current, opened.storage, hint)?;
         let next = match &layer.backing_name {
-            Some(name) => Some(resolve_backing(&current, name)?),
+            Some(name) => Some(opener.resolve_backing(&current, name)?),
             None => None,
         };
         hint = match &layer.backing_format {

@@ -86,6 +86,13 @@ pub enum BlockError {
         size: u64,
     },
 
+    /// The path is a FIFO, a socket or a character device: not a disk, and
+    /// opening or reading it could block forever.
+    #[error(
+        "{path}: is a {kind}, not a disk image (layerscope reads regular files and block devices)"
+    )]
+    SpecialFile { path: String, kind: &'static str },
+
     /// A valid image using something layerscope does not implement.
     #[error("{path}: unsupported: {what}")]
     Unsupported { path: String, what: String },

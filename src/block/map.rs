@@ -63,6 +63,10 @@ pub struct MapIter<'a> {
     pending: Option<MapEntry>,
     cache: StatusCache,
     failed: bool,
+    /// Steps (block status answers) left, when bounded.
+    budget: Option<u64>,
+    /// Where a bounded walk stopped.
+    stopped: Option<u64>,
 }
 
 impl<'a> MapIter<'a> {
@@ -80,7 +84,23 @@ impl<'a> MapIter<'a> {
             pending: None,
             cache: StatusCache::default(),
             failed: false,
+            budget: None,
+            stopped: None,
         }
+    }
+
+    /// Stops after `steps` block status answers (each one asks every
+    /// layer at most once): for views that must not wait for a map whose
+    /// cost follows what a source claims (an NBD export of 2^63 bytes
+    /// answered 4 GiB at a time). [`MapIter::stopped_at`] says where.
+    pub fn with_budget(mut self, steps: u64) -> Self {
+        self.budget = Some(steps);
+        self
+    }
+
+    /// The first offset not mapped, when the budget ended the walk.
+    pub fn stopped_at(&self) -> Option<u64> {
+        self.stopped
     }
 }
 
@@ -92,6 +112,13 @@ impl Iterator for MapIter<'_> {
             return None;
         }
         while self.pos < self.end {
+            if let Some(left) = &mut self.budget {
+                if *left == 0 {
+                    self.stopped = Some(self.pos);
+                    break;
+                }
+                *left -= 1;
+            }
             let next =
                 match self
                     .reader

@@ -15,11 +15,12 @@ pub mod hitmap;
 pub mod layered;
 pub mod map;
 pub mod nbd;
-pub mod partition;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
+pub mod ssh;
 pub mod storage;
+pub mod storage_cache;
 
 pub use error::BlockError;
 

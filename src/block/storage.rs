@@ -32,6 +32,31 @@ pub trait Storage: Send + Sync {
     /// Bytes the file occupies on disk (`st_blocks * 512`), as
     /// `qemu-img info` reports `actual-size`.
     fn allocated_size(&self) -> Option<u64>;
+
+    /// Reads several ranges, each exactly. Storage that pays a round trip
+    /// per request sends them all together; the default reads them one
+    /// after another.
+    ///
+    /// # Errors
+    /// As [`Storage::read_exact_at`].
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        for (offset, buf) in reqs.iter_mut() {
+            self.read_exact_at(*offset, buf)?;
+        }
+        Ok(())
+    }
+
+    /// A hint: these `(offset, len)` ranges will be read soon. Storage that
+    /// pays a round trip per request fetches them now, together, into its
+    /// bounded cache; local files ignore it. Errors are left for the real
+    /// read to report.
+    fn prefetch(&self, _ranges: &[(u64, u64)]) {}
+
+    /// The ssh session the file is read through, for the UI's status pane
+    /// (`None` for local files).
+    fn ssh_session(&self) -> Option<Arc<crate::block::ssh::Session>> {
+        None
+    }
 }
 
 /// A file opened read-only.

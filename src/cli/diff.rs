@@ -9,11 +9,12 @@ use serde_json::json;
 use super::ImageArgs;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
-use crate::block::partition::Slice;
 use crate::block::BlockSource;
-use crate::diff::blame::Views;
+use crate::diff::blame::{Blame, Views};
 use crate::diff::{blocks, Diff, Progress};
 use crate::fs::ext::Ext4;
+use crate::volume::{Geometry, VolumeSource};
+use std::ops::ControlFlow;
 
 /// Arguments of `diff`.
 #[derive(Debug, Args)]
@@ -31,9 +32,10 @@ pub struct DiffArgs {
     /// against).
     #[arg(long)]
     pub full: bool,
-    /// The filesystem in partition N.
-    #[arg(long)]
-    pub partition: Option<usize>,
+    /// The volume holding the filesystem (`p1`, `vg0/root`, as
+    /// `layerscope volumes` names them; `--partition N` = `--volume pN`).
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -50,46 +52,48 @@ pub struct BlameArgs {
     /// Every file under the directory.
     #[arg(short = 'R', long)]
     pub recursive: bool,
-    /// The filesystem in partition N.
-    #[arg(long)]
-    pub partition: Option<usize>,
+    /// The volume holding the filesystem (`p1`, `vg0/root`, as
+    /// `layerscope volumes` names them; `--partition N` = `--volume pN`).
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
 }
 
 /// The chain and where its filesystem is: opened as of the top once to
-/// find the partition, then seen as of any layer.
+/// find the volume, then seen as of any layer.
 struct Disk {
     chain: Chain,
-    base: u64,
-    len: u64,
+    /// Where the filesystem's volume lies on the disk.
+    geometry: Arc<Geometry>,
+    /// The volume's name.
+    volume: String,
 }
 
 impl Disk {
-    fn open(image: &ImageArgs, partition: Option<usize>) -> anyhow::Result<Disk> {
+    fn open(image: &ImageArgs, volume: Option<&str>) -> anyhow::Result<Disk> {
         let chain = image.open()?;
-        let top = super::fs::open_in(&chain, partition)?;
+        let top = super::fs::open_in(&chain, volume)?;
         Ok(Disk {
             chain,
-            base: top.base,
-            len: top.fs.disk().len(),
+            geometry: top.geometry,
+            volume: top.volume,
         })
+    }
+
+    /// The volume over `src` (the chain as of a layer, or one layer alone).
+    fn over(&self, src: Arc<dyn BlockSource>, name: String) -> Arc<dyn BlockSource> {
+        if self.geometry.window_start() == Some(0) && self.geometry.len() == src.len() {
+            return src;
+        }
+        Arc::new(VolumeSource::new(src, self.geometry.clone(), name))
     }
 
     /// The filesystem as of layer `n`.
     fn view(&self, n: usize) -> anyhow::Result<(Ext4, Arc<LayeredReader>)> {
         let reader = Arc::new(LayeredReader::new(&self.chain.cut(n))?);
-        let src: Arc<dyn BlockSource> = if self.base == 0 && self.len == reader.len() {
-            reader.clone()
-        } else {
-            Arc::new(Slice::new(
-                reader.clone(),
-                self.base,
-                self.len.min(reader.len().saturating_sub(self.base)),
-                format!("layer {n}"),
-            ))
-        };
+        let src = self.over(reader.clone(), format!("layer {n} {}", self.volume));
         let fs = Ext4::open(src).with_context(|| format!("the filesystem as of layer {n}"))?;
         Ok((fs, reader))
     }
@@ -126,7 +130,7 @@ impl Progress for Bar {
 
 /// `diff`.
 pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let disk = Disk::open(&args.image, args.partition)?;
+    let disk = Disk::open(&args.image, args.volume.as_deref())?;
     let top = disk.chain.layers.len() - 1;
     let to = args.to.unwrap_or(top);
     let from = args.from.unwrap_or(to.saturating_sub(1));
@@ -142,7 +146,7 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let result: Diff = if args.full {
         crate::diff::diff_full(&old, &new, &bar)?
     } else {
-        let held = blocks::held_ranges(&disk.chain, from, to, disk.base, disk.len)?;
+        let held = blocks::held_volume_ranges(&disk.chain, from, to, &disk.geometry)?;
         crate::diff::diff(&old, &new, &held, &bar)?
     };
     bar.0.finish_and_clear();
@@ -155,7 +159,7 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             "stats": result.stats,
             "notes": result.notes.iter().map(|n| crate::escape::printable(n)).collect::<Vec<_>>(),
         });
-        serde_json::to_writer_pretty(&mut *out, &v)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
         return Ok(());
     }
@@ -196,7 +200,7 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
 /// `blame`.
 pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let disk = Disk::open(&args.image, args.partition)?;
+    let disk = Disk::open(&args.image, args.volume.as_deref())?;
     let top = disk.chain.layers.len() - 1;
     let mut fs = Vec::new();
     let mut reader = None;
@@ -211,41 +215,65 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             .chain
             .layers
             .iter()
-            .map(|l| Arc::clone(&l.source))
+            .map(|l| disk.over(Arc::clone(&l.source), l.path.clone()))
             .collect(),
         reader: reader.context("an empty chain")?,
-        base: disk.base,
+        geometry: disk.geometry.clone(),
     };
     let topfs = &views.fs[top];
     let ino = super::fs::resolve(topfs, &args.path)?;
-    let mut targets = vec![(ino, args.path.clone())];
-    if args.recursive {
-        let mut names = Vec::new();
-        crate::diff::walk_paths(topfs, ino, args.path.as_bytes(), &mut names);
-        targets.extend(
-            names
-                .into_iter()
-                .map(|(p, i)| (i, crate::escape::printable_bytes(&p))),
-        );
-    }
     let bar = Bar::new();
-    let total = targets.len() as u64;
-    let mut all = Vec::new();
-    for (k, (ino, path)) in targets.into_iter().enumerate() {
-        bar.step("blaming", k as u64, total);
-        match views.blame(ino, crate::escape::printable(&path)) {
-            Ok(b) => all.push(b),
-            Err(e) => eprintln!("layerscope: {}: {}", crate::escape::printable(&path), e),
-        }
-    }
-    bar.0.finish_and_clear();
+    // Each file is blamed and written as the walk finds it: `blame -R`
+    // over millions of names keeps one at a time.
+    let mut count = 0u64;
+    let mut failed: Option<anyhow::Error> = None;
+    let mut blame_one =
+        |ino: u64, path: &[u8], emit: &mut dyn FnMut(&Blame) -> anyhow::Result<()>| {
+            bar.step("blaming", count, 0);
+            count += 1;
+            let shown = crate::escape::printable_bytes(path);
+            match views.blame(ino, shown.clone()) {
+                Ok(b) => emit(&b),
+                Err(e) => {
+                    eprintln!(
+                        "layerscope: {shown}: {}",
+                        crate::escape::printable(&e.to_string())
+                    );
+                    Ok(())
+                }
+            }
+        };
+    let mut note = |n: String| eprintln!("layerscope: {}", crate::escape::printable(&n));
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &all)?;
+        use serde::ser::{SerializeSeq, Serializer as _};
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut *out,
+            crate::escape::json::Escaping(serde_json::ser::PrettyFormatter::new()),
+        );
+        let mut seq = ser.serialize_seq(None)?;
+        let mut emit = |b: &Blame| -> anyhow::Result<()> { Ok(seq.serialize_element(b)?) };
+        blame_one(ino, args.path.as_bytes(), &mut emit)?;
+        if args.recursive {
+            crate::diff::walk_tree(topfs, ino, args.path.as_bytes(), &mut note, &mut |p, i| {
+                match blame_one(i, p, &mut emit) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        failed = Some(e);
+                        ControlFlow::Break(())
+                    }
+                }
+            });
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        seq.end()?;
         writeln!(out)?;
+        bar.0.finish_and_clear();
         return Ok(());
     }
     writeln!(out, "content  metadata  created  layers (bytes)  path")?;
-    for b in &all {
+    let mut emit = |b: &Blame| -> anyhow::Result<()> {
         let shares = b
             .layers
             .iter()
@@ -268,6 +296,20 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             },
             b.path
         )?;
+        Ok(())
+    };
+    blame_one(ino, args.path.as_bytes(), &mut emit)?;
+    if args.recursive {
+        crate::diff::walk_tree(topfs, ino, args.path.as_bytes(), &mut note, &mut |p, i| {
+            match blame_one(i, p, &mut emit) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
     }
-    Ok(())
+    bar.0.finish_and_clear();
+    failed.map_or(Ok(()), Err)
 }

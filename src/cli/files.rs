@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde_json::{json, Value};
 
-use super::fs::{open, open_full, resolve, Opened};
+use super::fs::{open, open_full, resolve};
 use super::superblock::{asctime, Civil};
 use crate::escape::{printable, printable_bytes};
 use crate::fs::ext::blockmap::{BlockMap, Run};
@@ -144,7 +144,10 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         stack.extend(subdirs.into_iter().rev());
     }
     if args.fs.json {
-        serde_json::to_writer_pretty(&mut *out, &json!({"entries": json_rows, "errors": errors}))?;
+        crate::escape::json::to_writer_pretty(
+            &mut *out,
+            &json!({"entries": json_rows, "errors": errors}),
+        )?;
         writeln!(out)?;
         return Ok(());
     }
@@ -431,6 +434,12 @@ pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     problems.extend(map_error);
     if let Some(m) = &map {
         problems.extend(m.skipped.iter().chain(&m.warnings).map(|e| e.to_string()));
+        if m.more_problems > 0 {
+            problems.push(format!(
+                "{} more block map problems not listed",
+                m.more_problems
+            ));
+        }
     }
     problems.extend(xattrs.problems.iter().map(|e| e.to_string()));
     if let Some(h) = &htree {
@@ -447,23 +456,35 @@ pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     }
     if args.fs.json {
-        serde_json::to_writer_pretty(
+        // The runs are written from the map as they are, not through a
+        // JSON tree: a file of 2^20 extents would otherwise cost a
+        // gigabyte of `Value`s.
+        #[derive(serde::Serialize)]
+        struct StatJson<'a> {
+            #[serde(flatten)]
+            rest: Value,
+            runs: Option<&'a [Run]>,
+        }
+        crate::escape::json::to_writer_pretty(
             &mut *out,
-            &json!({
-                "inode": ino, "type": i.type_name(), "mode": i.mode, "uid": i.uid, "gid": i.gid,
-                "size": i.size, "links": i.links, "flags": i.flags, "flag_names": i.flag_names(),
-                "blocks": i.blocks, "generation": i.generation, "version": i.version,
-                "version_hi": i.version_hi, "file_acl": i.file_acl, "extra_isize": i.extra_isize,
-                "projid": i.projid, "atime": time_json(&i.atime), "ctime": time_json(&i.ctime),
-                "mtime": time_json(&i.mtime), "crtime": i.crtime.as_ref().map(time_json),
-                "dtime": i.dtime,
-                "checksum": i.checksum.map(|c| json!({"stored": c.stored, "computed": c.computed, "ok": c.ok()})),
-                "symlink_target": target.as_ref().map(|t| String::from_utf8_lossy(t)),
-                "inline_data_size": if i.has_inline_data() { fs.inline_data(&i).ok().map(|d| d.len()) } else { None },
-                "xattrs": xattrs.attrs.iter().map(xattr_json).collect::<Vec<_>>(),
-                "runs": map.as_ref().map(|m| &m.runs), "htree": htree,
-                "problems": problems, "fields": i.fields(),
-            }),
+            &StatJson {
+                runs: map.as_ref().map(|m| m.runs.as_slice()),
+                rest: json!({
+                    "inode": ino, "type": i.type_name(), "mode": i.mode, "uid": i.uid, "gid": i.gid,
+                    "size": i.size, "links": i.links, "flags": i.flags, "flag_names": i.flag_names(),
+                    "blocks": i.blocks, "generation": i.generation, "version": i.version,
+                    "version_hi": i.version_hi, "file_acl": i.file_acl, "extra_isize": i.extra_isize,
+                    "projid": i.projid, "atime": time_json(&i.atime), "ctime": time_json(&i.ctime),
+                    "mtime": time_json(&i.mtime), "crtime": i.crtime.as_ref().map(time_json),
+                    "dtime": i.dtime,
+                    "checksum": i.checksum.map(|c| json!({"stored": c.stored, "computed": c.computed, "ok": c.ok()})),
+                    "symlink_target": target.as_ref().map(|t| String::from_utf8_lossy(t)),
+                    "inline_data_size": if i.has_inline_data() { fs.inline_data(&i).ok().map(|d| d.len()) } else { None },
+                    "xattrs": xattrs.attrs.iter().map(xattr_json).collect::<Vec<_>>(),
+                    "htree": htree,
+                    "problems": problems, "fields": i.fields(),
+                }),
+            },
         )?;
         writeln!(out)?;
         return Ok(());
@@ -515,6 +536,12 @@ fn report(map: &BlockMap, ino: u64) -> anyhow::Result<()> {
         for e in &map.skipped[1..] {
             eprintln!("layerscope: {}", printable(&e.to_string()));
         }
+        if map.more_problems > 0 {
+            eprintln!(
+                "layerscope: inode {ino}: {} more block map problems not listed",
+                map.more_problems
+            );
+        }
         anyhow::bail!(
             "inode {ino}: {} part(s) of the block map skipped (read as zeros): {first}",
             map.skipped.len()
@@ -546,45 +573,86 @@ pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     report(&map, ino)
 }
 
+/// One piece of a run, served by one layer.
+#[derive(serde::Serialize)]
+struct BlockRow {
+    logical: u64,
+    physical: u64,
+    count: u64,
+    uninit: bool,
+    meta: bool,
+    level: u8,
+    layer: Option<usize>,
+}
+
 /// `blocks`: the file's physical blocks, and the layer holding each run.
+/// Rows are written as they are found (a file of 2^20 extents costs its
+/// map, not a list of rows).
 ///
 /// # Errors
 /// Opening; a bad path; corrupt block maps.
 pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let Opened {
-        fs, reader, base, ..
-    } = open_full(&args.fs)?;
-    let ino = resolve(&fs, &args.path)?;
+    let opened = open_full(&args.fs)?;
+    let fs = &opened.fs;
+    let ino = resolve(fs, &args.path)?;
     let i = fs.inode(ino)?;
     let bs = fs.superblock().block_size;
     let map = fs.block_map(&i)?;
-    let mut list = Vec::new();
-    for r in &map.runs {
-        // Split each run where the serving layer changes.
-        let (mut at, end) = (base + r.physical * bs, base + (r.physical + r.len) * bs);
-        while at < end {
-            let o = reader.owner(at, end - at)?;
-            let block = (at - base) / bs;
-            list.push(json!({"logical": r.logical + (block - r.physical), "physical": block, "count": o.len.div_ceil(bs), "uninit": r.uninit, "meta": r.meta, "level": r.level, "layer": o.layer}));
-            at += o.len.max(1);
-        }
-    }
+    let failed = std::cell::RefCell::new(None);
+    // Each run split where the serving layer changes.
+    let rows = map.runs.iter().flat_map(|r| {
+        let (start, end) = (
+            r.physical.saturating_mul(bs),
+            r.physical.saturating_add(r.len).saturating_mul(bs),
+        );
+        let mut at = start;
+        let failed = &failed;
+        let opened = &opened;
+        std::iter::from_fn(move || {
+            if at >= end || failed.borrow().is_some() {
+                return None;
+            }
+            match opened.owner(at, end - at) {
+                Ok(o) => {
+                    let block = at / bs;
+                    let row = BlockRow {
+                        logical: r.logical + (block - r.physical),
+                        physical: block,
+                        count: o.len.div_ceil(bs),
+                        uninit: r.uninit,
+                        meta: r.meta,
+                        level: r.level,
+                        layer: o.layer,
+                    };
+                    at = at.saturating_add(o.len.max(1));
+                    Some(row)
+                }
+                Err(e) => {
+                    *failed.borrow_mut() = Some(e);
+                    None
+                }
+            }
+        })
+    });
     if args.fs.json {
-        serde_json::to_writer_pretty(&mut *out, &list)?;
+        crate::escape::json::write_seq_pretty(&mut *out, rows)?;
         writeln!(out)?;
     } else {
-        for r in &list {
-            let layer = r["layer"]
-                .as_u64()
+        for r in rows {
+            let layer = r
+                .layer
                 .map_or_else(|| "none".to_owned(), |l| format!("layer {l}"));
             writeln!(
                 out,
                 "{}-{} ({} blocks) {layer}",
-                r["physical"],
-                r["physical"].as_u64().unwrap_or(0) + r["count"].as_u64().unwrap_or(1) - 1,
-                r["count"]
+                r.physical,
+                (r.physical + r.count).saturating_sub(1),
+                r.count
             )?;
         }
+    }
+    if let Some(e) = failed.into_inner() {
+        return Err(e);
     }
     out.flush()?;
     report(&map, ino)

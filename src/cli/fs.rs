@@ -9,12 +9,13 @@ use super::superblock::info_lines;
 use super::{FsArgs, InfoArgs};
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
-use crate::block::partition::{read_table, Partition, Slice, Table};
+use crate::block::layered::Owner;
 use crate::block::BlockSource;
 use crate::fs::ext::checksum::Check;
 use crate::fs::ext::group_desc::placement;
 use crate::fs::ext::superblock::feature_names;
 use crate::fs::ext::Ext4;
+use crate::volume::{ChooseError, Geometry, Role, Table, VolumeTree};
 
 /// Opens the filesystem of the image's chain, cut at `--layer`.
 pub(super) fn open(args: &FsArgs) -> anyhow::Result<Ext4> {
@@ -26,15 +27,43 @@ pub(super) struct Opened {
     pub fs: Ext4,
     /// The layered reader of the whole disk (to say which layer holds what).
     pub reader: Arc<LayeredReader>,
-    /// Byte offset of the filesystem on the disk (its partition's start).
+    /// Byte offset of the filesystem on the disk when its volume is one
+    /// window (a partition, the disk); see `geometry` for the general case.
     pub base: u64,
-    table: Option<Table>,
-    /// The partition used, if any.
-    partition: Option<usize>,
+    /// The disk's volumes.
+    pub tree: VolumeTree,
+    /// The name of the volume in use (`disk`, `p1`, `vg0/root`).
+    pub volume: String,
+    /// Where the volume's bytes are on the disk.
+    pub geometry: Arc<Geometry>,
 }
 
-/// Opens the chain (cut at `--layer`), finds the partition (`--partition`,
-/// or the only one holding ext2/3/4), and opens the filesystem.
+impl Opened {
+    /// Who serves the volume's bytes `[offset, offset + len)`: the answer
+    /// for a prefix that is contiguous on the disk (`len` of the answer).
+    pub fn owner(&self, offset: u64, len: u64) -> anyhow::Result<Owner> {
+        let (disk, run) = self.geometry.to_disk(offset).ok_or_else(|| {
+            anyhow::anyhow!("volume {}: offset {offset:#x} is past its end", self.volume)
+        })?;
+        Ok(self.reader.owner(disk, run.min(len))?)
+    }
+
+    /// The partition table, if any.
+    fn table(&self) -> Option<&Table> {
+        self.tree.table.as_ref()
+    }
+
+    /// The partition number in use, if the volume is a partition.
+    fn partition(&self) -> Option<u32> {
+        self.tree.find(&self.volume).and_then(|v| match &v.role {
+            Role::Partition(p) => Some(p.number),
+            _ => None,
+        })
+    }
+}
+
+/// Opens the chain (cut at `--layer`), picks the volume (`--volume`, or
+/// the one holding a filesystem), and opens the filesystem.
 pub(super) fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
     let chain = args.image.open()?;
     let chain = match args.layer {
@@ -47,97 +76,40 @@ pub(super) fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
         Some(n) => chain.cut(n),
         None => chain,
     };
-    open_in(&chain, args.partition)
+    open_in(&chain, args.volume.as_deref())
 }
 
-/// Finds the partition (`partition`, or the only one holding ext2/3/4) of
-/// an opened chain and opens its filesystem.
-pub(super) fn open_in(chain: &Chain, partition: Option<usize>) -> anyhow::Result<Opened> {
+/// Picks the volume (`volume`, or the one holding a filesystem) of an
+/// opened chain and opens its filesystem.
+pub(super) fn open_in(chain: &Chain, volume: Option<&str>) -> anyhow::Result<Opened> {
     let reader = Arc::new(LayeredReader::new(chain)?);
-    let name = chain.top().map(|l| l.path.clone()).unwrap_or_default();
-    let table = read_table(reader.as_ref())?;
-    let slice = |p: &Partition| -> Arc<dyn BlockSource> {
-        Arc::new(Slice::new(
-            reader.clone(),
-            p.start,
-            p.len,
-            format!("{name} partition {}", p.index),
-        ))
-    };
-    let describe = |t: &Table| -> String {
-        t.partitions
-            .iter()
-            .map(|p| {
-                format!(
-                    "{} (type {}, {} at {:#x})",
-                    p.index,
-                    p.kind,
-                    crate::units::human(p.len),
-                    p.start
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if let Some(n) = partition {
-        let t = table.as_ref().ok_or_else(|| {
-            anyhow::anyhow!("{name}: --partition {n}: the disk has no partition table")
-        })?;
-        let p = t.partitions.iter().find(|p| p.index == n).ok_or_else(|| {
-            anyhow::anyhow!(
-                "{name}: no partition {n}; the {} table has {}",
-                t.label,
-                describe(t)
-            )
-        })?;
-        let fs = Ext4::open(slice(p))
-            .map_err(|e| anyhow::Error::new(e).context(format!("{name} partition {n}")))?;
-        return Ok(Opened {
-            fs,
-            base: p.start,
-            reader,
-            partition: Some(n),
-            table,
-        });
-    }
-    let whole: Arc<dyn BlockSource> = reader.clone();
-    match Ext4::open(whole) {
-        Ok(fs) => Ok(Opened {
-            fs,
-            reader,
-            base: 0,
-            table: None,
-            partition: None,
-        }),
-        Err(e) => {
-            let Some(t) = table.as_ref().filter(|t| !t.partitions.is_empty()) else {
-                return Err(anyhow::Error::new(e).context(name));
-            };
-            // The only partition with an ext2/3/4 filesystem, if there is
-            // exactly one; else the user chooses.
-            let mut found: Vec<(Ext4, &Partition)> = t
-                .partitions
-                .iter()
-                .filter_map(|p| Ext4::open(slice(p)).ok().map(|fs| (fs, p)))
-                .collect();
-            if found.len() == 1 {
-                let (fs, p) = found.remove(0);
-                let (base, index) = (p.start, p.index);
-                return Ok(Opened {
-                    fs,
-                    reader,
-                    base,
-                    partition: Some(index),
-                    table,
-                });
-            }
-            anyhow::bail!(
-                "{name}: no ext2/3/4 filesystem at the start of the disk; its {} partition table has {}: choose one with --partition N",
-                t.label,
-                describe(t)
-            )
+    let disk: Arc<dyn BlockSource> = reader.clone();
+    let tree = crate::volume::scan(disk.clone())?;
+    let (v, fs) = match tree.choose(&disk, volume, Ext4::open) {
+        Ok(found) => found,
+        Err(ChooseError::Volume(e)) => return Err(e.into()),
+        Err(ChooseError::Open(name, e)) => {
+            let e = anyhow::Error::new(e);
+            return Err(if tree.volumes.len() == 1 {
+                e.context(tree.disk_name.clone())
+            } else {
+                e.context(format!("{} volume {name}", tree.disk_name))
+            });
         }
-    }
+    };
+    let geometry = v
+        .geometry()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("volume {}: no geometry", v.name))?;
+    let (volume, base) = (v.name.clone(), geometry.window_start().unwrap_or(0));
+    Ok(Opened {
+        fs,
+        reader,
+        base,
+        tree,
+        volume,
+        geometry,
+    })
 }
 
 /// `<N>` (debugfs's inode syntax) or a path.
@@ -167,8 +139,9 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     if args.json {
         let j = json!({
-            "partition_table": opened.table,
-            "partition": opened.partition,
+            "partition_table": opened.table(),
+            "partition": opened.partition(),
+            "volume": opened.volume,
             "offset": opened.base,
             "summary": info_lines(sb).into_iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
             "features": feature_names(sb.feature_compat, sb.feature_incompat, sb.feature_ro_compat),
@@ -183,21 +156,21 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         if info.groups {
             j["groups"] = Value::Array(group_table(fs, true, out)?);
         }
-        serde_json::to_writer_pretty(&mut *out, &j)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &j)?;
         writeln!(out)?;
         return Ok(());
     }
-    if let Some(t) = &opened.table {
+    if let Some(t) = opened.table() {
         // The table first (in words dumpe2fs does not use, so lines cannot
         // be mistaken for its fields).
         writeln!(
             out,
-            "{} partition table, filesystem in partition {}:",
+            "{} partition table, filesystem in volume {}:",
             t.label,
-            opened.partition.unwrap_or(0)
+            crate::escape::printable(&opened.volume)
         )?;
         for p in &t.partitions {
-            let mark = if Some(p.index) == opened.partition {
+            let mark = if Some(p.number) == opened.partition() {
                 " <- this filesystem"
             } else {
                 ""
@@ -205,7 +178,7 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "  #{} type {} start {:#x} length {} {}{mark}",
-                p.index,
+                p.number,
                 p.kind,
                 p.start,
                 crate::units::human(p.len),
@@ -213,7 +186,11 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )?;
         }
         for problem in &t.problems {
-            writeln!(out, "  problem: {}", crate::escape::printable(problem))?;
+            writeln!(
+                out,
+                "  problem: {}",
+                crate::escape::printable(&problem.to_string())
+            )?;
         }
         writeln!(out)?;
     }
@@ -254,7 +231,7 @@ pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let fs = open(args)?;
     let list = group_table(&fs, args.json, out)?;
     if args.json {
-        serde_json::to_writer_pretty(&mut *out, &list)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &list)?;
         writeln!(out)?;
     }
     Ok(())

@@ -16,11 +16,24 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         // Over NBD the server's chain is known only through its metadata
         // contexts: the whole export is mapped in one go (memory: a few
         // entries per allocated range).
-        let entries = nbd.map_entries(0, crate::block::BlockSource::len(nbd.as_ref()))?;
-        return print(chain, entries.into_iter().map(Ok), json, out, true);
+        let map = nbd.map_entries(0, crate::block::BlockSource::len(nbd.as_ref()))?;
+        print(chain, map.entries.into_iter().map(Ok), json, out, true)?;
+        return match map.stopped {
+            // What was mapped is printed; the rest is an error, so a
+            // script does not take a partial map for the whole export.
+            Some(stop) => {
+                out.flush()?;
+                Err(anyhow::anyhow!("{}: {stop}", printable(&chain_name(chain))))
+            }
+            None => Ok(()),
+        };
     }
     let reader = LayeredReader::new(chain)?;
     print(chain, MapIter::new(&reader), json, out, false)
+}
+
+fn chain_name(chain: &Chain) -> String {
+    chain.top().map(|l| l.path.clone()).unwrap_or_default()
 }
 
 /// Prints map entries as JSON (qemu's layout) or a table with a summary.

@@ -14,9 +14,11 @@ mod diff;
 mod files;
 mod fs;
 mod map;
+mod meta;
 mod nbd;
 mod read;
 mod superblock;
+mod volumes;
 
 /// Explore layered disk images: qcow2 backing chains, raw files, NBD
 /// exports.
@@ -54,6 +56,10 @@ pub enum Command {
     NbdInfo(NbdInfoArgs),
     /// List the exports of an NBD server.
     Exports(ExportsArgs),
+    /// The disk's volumes: partition table, partitions, LVM volume groups
+    /// and logical volumes, what each holds (like `blkid -p`) and which
+    /// layers hold its bytes.
+    Volumes(volumes::VolumesArgs),
     /// The ext2/3/4 superblock, like `dumpe2fs -h` (with `--groups`, the
     /// group list too, like `dumpe2fs`).
     Info(InfoArgs),
@@ -76,6 +82,13 @@ pub enum Command {
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
+    /// Print a shell completion script: `layerscope completions bash >
+    /// /etc/bash_completion.d/layerscope` (or zsh, fish, elvish,
+    /// powershell).
+    Completions(meta::CompletionsArgs),
+    /// Print the manual page (roff), for `man -l -` or to install:
+    /// `layerscope man > layerscope.1`; `layerscope man ls` for a command's.
+    Man(meta::ManArgs),
 }
 
 /// Arguments of `info`.
@@ -100,10 +113,11 @@ pub struct FsArgs {
     /// See the filesystem as of layer N of the chain (0 is the base).
     #[arg(long)]
     pub layer: Option<usize>,
-    /// The filesystem in partition N (MBR or GPT; as Linux numbers them).
-    /// Default: the start of the disk, or the only partition with ext2/3/4.
-    #[arg(long)]
-    pub partition: Option<usize>,
+    /// The volume holding the filesystem, as `layerscope volumes` names
+    /// it: `disk`, `p1`, `vg0/root`. Default: the one volume holding a
+    /// filesystem. `--partition N` is the same as `--volume pN`.
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
 }
 
 /// Arguments of `ls`.
@@ -146,6 +160,10 @@ pub struct RenderArgs {
     /// Keep colours (ANSI escape sequences).
     #[arg(long)]
     pub ansi: bool,
+    /// Show the filesystem of this volume (`p1`, `vg0/root`, as
+    /// `layerscope volumes` names it; `--partition N` = `--volume pN`).
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
     /// For the benchmark: run the keys against the threaded worker and
     /// print each key's frame time as JSON instead of the frame.
     #[arg(long, hide = true)]
@@ -176,6 +194,7 @@ fn open_or_demo(image: Option<&str>) -> anyhow::Result<Chain> {
             image: i.to_owned(),
             format: None,
             backing_format: None,
+            remote: RemoteArgs::default(),
         }
         .open(),
         None => Ok(crate::demo::open().context("opening the embedded demo chain")?),
@@ -190,6 +209,8 @@ pub struct NbdInfoArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// Arguments of `exports`.
@@ -200,13 +221,16 @@ pub struct ExportsArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// How to open an image.
 #[derive(Debug, Args)]
 pub struct ImageArgs {
-    /// The image (qcow2 or raw). Backing files are found the way qemu finds
-    /// them: relative to the overlay's directory.
+    /// The image (qcow2 or raw), `ssh://[user@]host[:port]/path` or an NBD
+    /// URI. Backing files are found the way qemu finds them: relative to
+    /// the overlay's directory (on the remote host for ssh://).
     pub image: String,
     /// Format of IMAGE (default: detect).
     #[arg(short = 'f', long, value_enum)]
@@ -215,6 +239,40 @@ pub struct ImageArgs {
     /// detect).
     #[arg(short = 'F', long, value_enum)]
     pub backing_format: Option<Format>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// How to reach an NBD server.
+#[derive(Debug, Default, Args)]
+pub struct RemoteArgs {
+    /// NBD over TLS: require, prefer (when the server offers it) or off.
+    /// Default: require for nbds://, off for nbd://.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub tls: Option<crate::block::nbd::TlsMode>,
+    /// Directory holding ca-cert.pem (and client-cert.pem, client-key.pem
+    /// for servers that verify clients), like libnbd's tls-certificates.
+    #[arg(long, value_name = "DIR")]
+    pub tls_certificates: Option<std::path::PathBuf>,
+    /// NBD connections for bulk reads when the server allows multi-conn
+    /// (like nbdcopy; default 4, 1 turns it off).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub connections: Option<u16>,
+}
+
+impl RemoteArgs {
+    /// The NBD client's options.
+    pub fn nbd_options(&self) -> crate::block::nbd::Options {
+        let mut o = crate::block::nbd::Options {
+            tls: self.tls,
+            tls_certificates: self.tls_certificates.clone(),
+            ..Default::default()
+        };
+        if let Some(n) = self.connections {
+            o.connections = usize::from(n);
+        }
+        o
+    }
 }
 
 /// Arguments of `chain`.
@@ -279,14 +337,50 @@ impl ImageArgs {
         if crate::block::nbd::is_nbd_uri(&self.image) {
             return Ok(crate::block::chain::open_nbd(
                 &self.image,
-                Default::default(),
+                self.remote.nbd_options(),
             )?);
         }
         let opts = ChainOptions {
             format: self.format,
             backing_format: self.backing_format,
         };
+        if crate::block::ssh::is_ssh_uri(&self.image) {
+            let chain = crate::block::ssh::open_ssh_chain(&self.image, opts, Default::default())?;
+            if let (Some(s), Ok(mut seen)) =
+                (crate::block::ssh::session_of(&chain), SSH_SESSIONS.lock())
+            {
+                seen.push(s);
+            }
+            return Ok(chain);
+        }
         Ok(open_chain(&self.image, opts, &FsOpener)?)
+    }
+}
+
+/// The ssh sessions this run opened, so [`run`] can say at the end when a
+/// connection dropped and was re-established in the middle.
+static SSH_SESSIONS: std::sync::Mutex<Vec<std::sync::Arc<crate::block::ssh::Session>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// One line on stderr per ssh session that lost its connection during the
+/// run (the answer is complete: every request was retried on the new one).
+fn report_reconnects() {
+    let Ok(seen) = SSH_SESSIONS.lock() else {
+        return;
+    };
+    for s in seen.iter() {
+        let st = s.status();
+        if st.stats.reconnects > 0 {
+            eprintln!(
+                "layerscope: ssh://{}: the connection dropped and was re-established {} time(s){}",
+                crate::escape::printable(&st.host),
+                st.stats.reconnects,
+                st.stats
+                    .last_error
+                    .map(|e| format!(" (last error: {})", crate::escape::printable(&e)))
+                    .unwrap_or_default()
+            );
+        }
     }
 }
 
@@ -319,6 +413,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::NbdInfo(args)) => nbd::info(&args, &mut out),
         Some(Command::Exports(args)) => nbd::exports(&args, &mut out),
+        Some(Command::Volumes(args)) => volumes::run(&args, &mut out),
         Some(Command::Info(args)) => fs::info(&args, &mut out),
         Some(Command::Groups(args)) => fs::groups(&args, &mut out),
         Some(Command::Ls(args)) => files::ls(&args, &mut out),
@@ -330,14 +425,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
         Some(Command::Diff(args)) => diff::diff(&args, &mut out),
         Some(Command::Blame(args)) => diff::blame(&args, &mut out),
+        Some(Command::Completions(args)) => meta::completions(&args, &mut out),
+        Some(Command::Man(args)) => meta::man(&args, &mut out),
         Some(Command::Render(args)) => {
             let chain = open_or_demo(args.image.as_deref())?;
             let (w, h) = args.size;
             if args.time_keys {
                 let t = crate::ui::timing::time_keys(chain, w, h, &args.keys, args.visit_all)?;
-                return serde_json::to_writer(io::stdout(), &t).map_err(Into::into);
+                return crate::escape::json::to_writer(io::stdout(), &t).map_err(Into::into);
             }
-            let frame = crate::ui::render_frame(chain, w, h, &args.keys, args.ansi);
+            let frame = crate::ui::render_frame_in(
+                chain,
+                args.volume.as_deref(),
+                w,
+                h,
+                &args.keys,
+                args.ansi,
+            );
             io::Write::write_all(&mut out, frame.as_bytes()).map_err(Into::into)
         }
         None => {
@@ -363,6 +467,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }?;
     io::Write::flush(&mut out)?;
+    report_reconnects();
     Ok(())
 }
 
@@ -380,5 +485,10 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+            // serde_json keeps the io::Error inside, out of the chain.
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind)
+                == Some(io::ErrorKind::BrokenPipe)
     })
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{ExportsArgs, NbdInfoArgs};
 use crate::block::nbd::proto::TFLAG_NAMES;
 use crate::block::nbd::status::StatsSnapshot;
-use crate::block::nbd::{list_exports, ExportInfo, NbdClient, NbdUri, Options};
+use crate::block::nbd::{list_exports, ExportInfo, NbdClient, NbdUri};
 use crate::escape::printable;
 use crate::units::human;
 
@@ -15,7 +15,7 @@ struct InfoJson<'a> {
     uri: String,
     /// As libnbd names it ("newstyle-fixed", "oldstyle").
     protocol: &'static str,
-    /// Always false: nbds:// URIs are refused.
+    /// The connection is encrypted.
     tls: bool,
     #[serde(flatten)]
     export: &'a ExportInfo,
@@ -29,7 +29,7 @@ struct InfoJson<'a> {
 /// Bad URI; connection errors.
 pub fn info(args: &NbdInfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let uri = NbdUri::parse(&args.uri).map_err(anyhow::Error::msg)?;
-    let client = NbdClient::connect(uri.clone(), Options::default())?;
+    let client = NbdClient::connect(uri.clone(), args.remote.nbd_options())?;
     let e = client.info();
     let names: Vec<&'static str> = TFLAG_NAMES
         .iter()
@@ -40,12 +40,12 @@ pub fn info(args: &NbdInfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let j = InfoJson {
             uri: uri.to_string(),
             protocol: e.protocol(),
-            tls: false,
+            tls: e.tls,
             export: e,
             flag_names: names,
             status: client.stats().snapshot(),
         };
-        serde_json::to_writer_pretty(&mut *out, &j)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &j)?;
         writeln!(out)?;
         return Ok(());
     }
@@ -62,6 +62,11 @@ pub fn info(args: &NbdInfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         e.size
     )?;
     writeln!(out, "handshake:         {} ({})", e.handshake, e.protocol())?;
+    writeln!(
+        out,
+        "tls:               {}",
+        if e.tls { "yes" } else { "no" }
+    )?;
     writeln!(
         out,
         "flags:             {:#06x} {}",
@@ -105,13 +110,13 @@ pub fn info(args: &NbdInfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 /// Bad URI; connection errors; servers that refuse listing.
 pub fn exports(args: &ExportsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let uri = NbdUri::parse(&args.uri).map_err(anyhow::Error::msg)?;
-    let list = list_exports(&uri, &Options::default())?;
+    let list = list_exports(&uri, &args.remote.nbd_options())?;
     if args.json {
         let v: Vec<_> = list
             .iter()
             .map(|(n, d)| serde_json::json!({"name": n, "description": d}))
             .collect();
-        serde_json::to_writer_pretty(&mut *out, &v)?;
+        crate::escape::json::to_writer_pretty(&mut *out, &v)?;
         writeln!(out)?;
         return Ok(());
     }

@@ -154,7 +154,7 @@ pub fn run(chain: &Chain, args: &ReadArgs, sink: &mut dyn Sink) -> anyhow::Resul
             })
             .collect();
         let line = serde_json::json!({"layers": layers, "nowhere": nowhere});
-        eprintln!("{line}");
+        eprintln!("{}", crate::escape::json::to_string(&line)?);
     }
     Ok(())
 }
@@ -187,30 +187,45 @@ pub fn hex(chain: &Chain, args: &ReadArgs, out: &mut dyn Write) -> anyhow::Resul
         .build();
     printer.display_offset(args.offset);
     // Stream in pieces: a dump of a whole disk must not sit in memory.
-    let stream = ReadStream {
+    let mut stream = ReadStream {
         reader: &reader,
         pos: args.offset,
         end: args.offset + length,
+        failed: None,
     };
-    printer.print_all(stream)?;
+    let printed = printer.print_all(&mut stream);
     drop(printer);
+    // The dump ends where the disk could not be read: the lines before
+    // the failure are printed, then the error.
     w.flush()?;
+    if let Some(e) = stream.failed {
+        return Err(e.into());
+    }
+    printed?;
     Ok(())
 }
 
-/// The disk as an `io::Read`, for hexyl.
+/// The disk as an `io::Read`, for hexyl. hexyl's printer ignores a read
+/// error and asks again, forever (printing its last line each time), so
+/// the first error is kept here and the stream ends: a failing source is
+/// read once, never retried in a loop.
 struct ReadStream<'a> {
     reader: &'a LayeredReader,
     pos: u64,
     end: u64,
+    failed: Option<BlockError>,
 }
 
 impl io::Read for ReadStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed.is_some() {
+            return Ok(0);
+        }
         let n = (buf.len() as u64).min(self.end - self.pos).min(1 << 20) as usize;
-        self.reader
-            .read_at(self.pos, &mut buf[..n])
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        if let Err(e) = self.reader.read_at(self.pos, &mut buf[..n]) {
+            self.failed = Some(e);
+            return Ok(0);
+        }
         self.pos += n as u64;
         Ok(n)
     }

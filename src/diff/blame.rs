@@ -45,12 +45,13 @@ pub struct Blame {
 pub struct Views {
     /// `fs[i]`: the filesystem as of layer `i` (0 is the base).
     pub fs: Vec<Ext4>,
-    /// Each layer's own source (what it holds by itself).
+    /// Each layer's own source (what it holds by itself), seen through
+    /// the filesystem's volume: offsets are volume offsets.
     pub layers: Vec<Arc<dyn BlockSource>>,
     /// The whole chain, to say who serves each block.
     pub reader: Arc<LayeredReader>,
-    /// The filesystem's offset on the disk.
-    pub base: u64,
+    /// Where the filesystem's volume lies on the disk.
+    pub geometry: Arc<crate::volume::Geometry>,
 }
 
 impl Views {
@@ -59,7 +60,7 @@ impl Views {
     fn holds(&self, layer: usize, ranges: &[(u64, u64)]) -> Result<bool, DiffError> {
         let src = &self.layers[layer];
         for &(start, len) in ranges {
-            let mut at = self.base + start;
+            let mut at = start;
             let end = (at + len).min(src.len());
             while at < end {
                 let e = src.locate(at, end - at)?;
@@ -84,10 +85,14 @@ impl Views {
         // Shares: who serves each block now.
         let mut shares: Vec<Share> = Vec::new();
         for (s, l) in owned_blocks(fs, &inode) {
-            let mut at = self.base + s * bs;
+            let mut at = s * bs;
             let end = at + l * bs;
             while at < end {
-                let o = self.reader.owner(at, end - at)?;
+                // The volume's bytes, on the disk (contiguous for a run).
+                let Some((disk, run)) = self.geometry.to_disk(at) else {
+                    break;
+                };
+                let o = self.reader.owner(disk, run.min(end - at))?;
                 let n = o.len.max(1).min(end - at);
                 match shares.iter_mut().find(|x| x.layer == o.layer) {
                     Some(x) => x.bytes += n,

@@ -3,9 +3,12 @@
 //! written; comparing those blocks as of the two layers says where they
 //! did. A cluster rewritten with the same bytes (copy-up), or the unchanged
 //! neighbours of a changed block in one cluster, drop out here.
+use std::sync::Arc;
+
 use crate::block::chain::Chain;
 use crate::block::{BlockError, BlockSource, Status};
 use crate::fs::ext::Ext4;
+use crate::volume::{Geometry, VolumeSource};
 
 use super::{DiffError, Progress};
 
@@ -109,19 +112,39 @@ pub fn held_ranges(
     base: u64,
     len: u64,
 ) -> Result<Vec<(u64, u64)>, BlockError> {
+    held_volume_ranges(chain, from, to, &Arc::new(Geometry::window(base, len)))
+}
+
+/// [`held_ranges`] for a volume anywhere on the disk (a partition, or a
+/// logical volume in segments): the ranges are volume offsets.
+///
+/// # Errors
+/// The layers' metadata errors.
+pub fn held_volume_ranges(
+    chain: &Chain,
+    from: usize,
+    to: usize,
+    volume: &Arc<Geometry>,
+) -> Result<Vec<(u64, u64)>, BlockError> {
     let mut ranges = Vec::new();
     for layer in chain.layers.iter().take(to + 1).skip(from + 1) {
-        let end = base.saturating_add(len).min(layer.source.len());
-        let mut at = base;
+        // The volume as this layer alone holds it.
+        let src = VolumeSource::new(
+            Arc::clone(&layer.source),
+            Arc::clone(volume),
+            layer.source.name().to_owned(),
+        );
+        let end = volume.len();
+        let mut at = 0;
         while at < end {
-            let extents = layer.source.block_status(at, end - at)?;
+            let extents = src.block_status(at, end - at)?;
             let before = at;
             for e in extents {
                 if e.status != Status::Unallocated {
-                    let s = e.offset.max(base);
+                    let s = e.offset.max(at);
                     let stop = e.end().min(end);
                     if stop > s {
-                        ranges.push((s - base, stop - s));
+                        ranges.push((s, stop - s));
                     }
                 }
                 at = at.max(e.end());

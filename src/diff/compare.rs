@@ -162,11 +162,20 @@ fn content_differs(
     while l < blocks {
         let (mo, lo) = mapping(&ro, l);
         let (mn, ln) = mapping(&rn, l);
-        let span = lo.min(ln).min(blocks - l).min(CHUNK / bs).max(1);
+        // The run both mappings keep from `l`: what is equal without
+        // reading is stepped over whole (a hole of 2^63 bytes is one
+        // step), what must be read is read a chunk at a time.
+        let run = lo.min(ln).min(blocks - l).max(1);
+        let zeros = |m: Option<(u64, bool)>| m.is_none_or(|(_, uninit)| uninit);
         let equal_without_reading = match (mo, mn, changed) {
-            (None, None, _) => true,
-            (Some(x), Some(y), Some(c)) => x == y && (x.1 || !c.overlaps(x.0, span)),
+            _ if zeros(mo) && zeros(mn) => true,
+            (Some(x), Some(y), Some(c)) => x == y && !c.overlaps(x.0, run),
             _ => false,
+        };
+        let span = if equal_without_reading {
+            run
+        } else {
+            run.min(CHUNK / bs).max(1)
         };
         if !equal_without_reading {
             let at = l * bs;

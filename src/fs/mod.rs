@@ -24,6 +24,7 @@ pub mod ext;
 pub mod fat;
 pub mod node;
 pub mod report;
+pub mod xfs;
 
 pub use ext::FsError;
 pub use node::{DirEntry, FileType, Metadata, NodeId, Run, RunKind, Timestamp, Xattr};
@@ -184,6 +185,11 @@ pub fn open(source: Arc<dyn BlockSource>) -> Result<Arc<dyn Filesystem>, FsError
         Err(FsError::NotExt { detail } | FsError::NotThisFs { detail, .. }) => {
             tried.push(format!("ext2/3/4 ({detail})"));
         }
+        Err(e) => return Err(e),
+    }
+    match xfs::Xfs::open(source.clone()) {
+        Ok(fs) => return Ok(Arc::new(fs)),
+        Err(FsError::NotThisFs { detail, .. }) => tried.push(format!("XFS ({detail})")),
         Err(e) => return Err(e),
     }
     match fat::Fat::open(source) {

@@ -20,6 +20,7 @@ pub mod action;
 pub mod app;
 pub mod context;
 pub mod draw;
+pub mod fsinfo;
 pub mod goto;
 pub mod hex;
 pub mod keys;
@@ -58,8 +59,21 @@ pub fn app_for(chain: &Chain) -> App {
 /// This is the library side of `layerscope render`: users can
 /// `insta::assert_snapshot!(render_frame(...))` in their own tests.
 pub fn render_frame(chain: Chain, width: u16, height: u16, keys: &str, ansi: bool) -> String {
+    render_frame_in(chain, None, width, height, keys, ansi)
+}
+
+/// [`render_frame`] with the filesystem panes on volume `volume` (`p1`,
+/// `vg0/root`, as `layerscope volumes` names it; `None`: the whole disk).
+pub fn render_frame_in(
+    chain: Chain,
+    volume: Option<&str>,
+    width: u16,
+    height: u16,
+    keys: &str,
+    ansi: bool,
+) -> String {
     let mut app = app_for(&chain);
-    let mut worker = Worker::new(chain);
+    let mut worker = Worker::new(chain).with_volume(volume.map(str::to_owned));
     let mut serve = |app: &mut App, requests: Vec<Request>| {
         // Follow-up requests (a file's bytes after its location) too,
         // bounded in case of a loop.

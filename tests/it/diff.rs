@@ -115,7 +115,7 @@ fn edits(dir: &Path) -> (String, BTreeSet<(char, String)>) {
 
 /// base.qcow2 <- l1.qcow2 (the edits) <- l2.qcow2 (copy-up only: clusters
 /// rewritten with the bytes they had). Returns the expected changes of l1.
-fn build(dir: &Path) -> BTreeSet<(char, String)> {
+pub(crate) fn build(dir: &Path) -> BTreeSet<(char, String)> {
     build_with(dir, &["-t", "ext4", "-b", "4096"])
 }
 

@@ -1394,7 +1394,10 @@ fn block_status_windows_join_whatever_the_answers() {
             ..Options::default()
         };
         let client = NbdClient::connect(NbdUri::parse(&unix_uri(&sock)).unwrap(), opts).unwrap();
-        let map = client.map_entries(0, client.len());
+        let map = client.map_entries(0, client.len()).map(|m| {
+            assert!(m.stopped.is_none(), "{:?}", m.stopped);
+            m.entries
+        });
         drop(client);
         server.join().unwrap();
         map

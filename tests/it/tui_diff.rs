@@ -91,7 +91,7 @@ fn tree_rows_carry_the_change_letter() {
     assert_eq!(gone, format!("/srv/www/{name}"));
     for keys in [
         "d Esc Enter Down Down Down Down Down Enter Down Enter",
-        "Tab Tab Tab Tab Tab Tab Enter Down Down Down Down Down Enter Down Enter d Esc",
+        "Tab Tab Tab Tab Tab Tab Tab Enter Down Down Down Down Down Enter Down Enter d Esc",
     ] {
         let frame = demo(120, 40, keys);
         let row = frame
@@ -102,7 +102,7 @@ fn tree_rows_carry_the_change_letter() {
         assert!(tree_part.trim_end().ends_with(" D"), "{row}");
     }
     // Without `d`, no letters.
-    let plain = demo(120, 40, "Tab Tab Tab Tab Tab Tab Enter Down Down Enter");
+    let plain = demo(120, 40, "Tab Tab Tab Tab Tab Tab Tab Enter Down Down Enter");
     assert!(!plain.contains(" M2 "), "{plain}");
 }
 

@@ -127,6 +127,9 @@ pub(super) fn block_status_many(
                     pos += n;
                 }
             }
+            REPLY_TYPE_NONE if flags & REPLY_FLAG_DONE == 0 => {
+                return Err(invalid("NONE chunk without the DONE flag".into()));
+            }
             _ => {
                 let mut sink = vec![0u8; 0];
                 let mut e = None;

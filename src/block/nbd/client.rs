@@ -5,13 +5,14 @@
 //! socket operation has a time limit, so a hostile or dead server gives an
 //! error, never a hang or a huge allocation. A broken connection is
 //! re-established on the next request, with bounded backoff.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::block_status::{block_status, block_status_many};
+use super::deadline::Timed;
 use super::handshake::dial;
 pub use super::handshake::{handshake, list_exports, ExportInfo, Stream};
 use super::known::{alloc_extents, depth_runs, Known};
@@ -27,6 +28,10 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Limit on any single socket read or write during transmission.
     pub request_timeout: Duration,
+    /// Limit on one whole operation (a read, a block status walk step),
+    /// however its bytes trickle in: a server sending one byte a second
+    /// never trips `request_timeout`.
+    pub operation_timeout: Duration,
     /// Read requests sent before waiting for replies.
     pub max_in_flight: usize,
     /// Largest single read request (further capped by the server's maximum
@@ -34,6 +39,33 @@ pub struct Options {
     pub max_request: u32,
     /// Reconnection attempts per failed request.
     pub reconnect_attempts: u32,
+    /// TLS: `None` follows the URI (`nbds://` requires it, `nbd://` does
+    /// not use it).
+    pub tls: Option<super::tls::TlsMode>,
+    /// The `tls-certificates` directory (overrides the URI's).
+    pub tls_certificates: Option<std::path::PathBuf>,
+    /// Connections for bulk reads when the server allows multi-conn.
+    pub connections: usize,
+}
+
+impl Options {
+    /// The TLS settings for `uri`: these options over the URI's.
+    pub fn tls_for(&self, uri: &NbdUri) -> super::tls::TlsOptions {
+        use super::tls::TlsMode;
+        super::tls::TlsOptions {
+            mode: self.tls.unwrap_or(if uri.tls {
+                TlsMode::Require
+            } else {
+                TlsMode::Off
+            }),
+            certificates: self
+                .tls_certificates
+                .clone()
+                .or_else(|| uri.tls_certificates.as_ref().map(Into::into)),
+            hostname: uri.tls_hostname.clone(),
+            psk_file: uri.tls_psk_file.as_ref().map(Into::into),
+        }
+    }
 }
 
 impl Default for Options {
@@ -41,9 +73,13 @@ impl Default for Options {
         Options {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            operation_timeout: Duration::from_secs(120),
             max_in_flight: 16,
             max_request: 256 << 10,
             reconnect_attempts: 3,
+            tls: None,
+            tls_certificates: None,
+            connections: 4,
         }
     }
 }
@@ -51,7 +87,7 @@ impl Default for Options {
 pub(super) struct Conn {
     /// Buffered for replies (headers are many small reads); requests are
     /// written to the stream underneath.
-    pub(super) reader: io::BufReader<Box<dyn Stream>>,
+    pub(super) reader: io::BufReader<Timed>,
     pub(super) info: ExportInfo,
     next_cookie: u64,
 }
@@ -84,7 +120,13 @@ pub struct NbdClient {
     /// The extents of the last block status answer, reused for reads
     /// inside them (one round trip serves many extents).
     known: Mutex<Known>,
+    /// Extra connections for bulk reads (multi-conn), opened on the first
+    /// bulk read; empty when the server does not allow it.
+    extra: std::sync::OnceLock<Vec<Mutex<Option<Conn>>>>,
 }
+
+/// Reads at least this large are split over the multi-conn connections.
+const MULTI_CONN_MIN: usize = 1 << 20;
 
 impl NbdClient {
     /// Connects and negotiates.
@@ -112,6 +154,7 @@ impl NbdClient {
             info,
             stats,
             known: Mutex::new(Known::default()),
+            extra: std::sync::OnceLock::new(),
         })
     }
 
@@ -125,15 +168,97 @@ impl NbdClient {
         &self.stats
     }
 
+    /// The connections bulk reads may use besides the main one: when the
+    /// server advertises NBD_FLAG_CAN_MULTI_CONN ("the server allows
+    /// multiple connections … and will ensure … consistent" answers),
+    /// `connections - 1` more, opened on first use (fewer if some fail).
+    fn extra_conns(&self) -> &[Mutex<Option<Conn>>] {
+        self.extra.get_or_init(|| {
+            let want = self.opts.connections.clamp(1, 64).saturating_sub(1);
+            if self.info.flags & TFLAG_CAN_MULTI_CONN == 0 || want == 0 {
+                return Vec::new();
+            }
+            let opened: Vec<io::Result<Conn>> = std::thread::scope(|scope| {
+                let tasks: Vec<_> = (0..want)
+                    .map(|_| scope.spawn(|| open_conn(&self.uri, &self.opts)))
+                    .collect();
+                tasks
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("panic"))))
+                    .collect()
+            });
+            opened
+                .into_iter()
+                .filter_map(|c| match c {
+                    Ok(c) if c.info.size == self.info.size => Some(Mutex::new(Some(c))),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!("{}: extra connection for multi-conn: {e}", self.name);
+                        None
+                    }
+                })
+                .collect()
+        })
+    }
+
+    /// Connections that bulk reads use (1 when multi-conn is off).
+    pub fn connections_in_use(&self) -> usize {
+        self.extra.get().map_or(0, Vec::len).saturating_add(1)
+    }
+
+    /// A bulk read split over the main and the extra connections, each
+    /// part pipelined on its own connection, all at once.
+    fn read_multi(
+        &self,
+        extra: &[Mutex<Option<Conn>>],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), BlockError> {
+        let n = extra.len().saturating_add(1);
+        // Parts in whole 64 KiB units, so requests stay aligned.
+        let part = buf.len().div_ceil(n).next_multiple_of(64 << 10);
+        std::thread::scope(|scope| {
+            let mut tasks = Vec::new();
+            let mut slots = std::iter::once(&self.conn).chain(extra.iter());
+            let mut at = 0u64;
+            for piece in buf.chunks_mut(part) {
+                let Some(slot) = slots.next() else { break };
+                let pos = offset.saturating_add(at);
+                at = at.saturating_add(piece.len() as u64);
+                tasks.push(scope.spawn(move || {
+                    self.with_slot(slot, "reading", pos, |c| self.pipelined_read(c, pos, piece))
+                }));
+            }
+            tasks.into_iter().try_for_each(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(BlockError::Internal {
+                        what: "an NBD read thread panicked".into(),
+                    })
+                })
+            })
+        })
+    }
+
     /// Runs `op` on a live connection, reconnecting (with backoff) when the
     /// connection is gone or breaks.
     fn with_conn<T>(
         &self,
         what: &'static str,
         offset: u64,
+        op: impl FnMut(&mut Conn) -> io::Result<T>,
+    ) -> Result<T, BlockError> {
+        self.with_slot(&self.conn, what, offset, op)
+    }
+
+    /// [`NbdClient::with_conn`] on one of the connections.
+    fn with_slot<T>(
+        &self,
+        slot: &Mutex<Option<Conn>>,
+        what: &'static str,
+        offset: u64,
         mut op: impl FnMut(&mut Conn) -> io::Result<T>,
     ) -> Result<T, BlockError> {
-        let mut guard = self.conn.lock().map_err(|_| BlockError::Internal {
+        let mut guard = slot.lock().map_err(|_| BlockError::Internal {
             what: "NBD connection lock poisoned".into(),
         })?;
         let mut attempt = 0u32;
@@ -166,7 +291,12 @@ impl NbdClient {
                 }
             }
             let Some(conn) = guard.as_mut() else { continue };
-            match op(conn).map_err(|e| explain(e, self.opts.request_timeout)) {
+            conn.reader
+                .get_mut()
+                .start(Some(self.opts.operation_timeout));
+            let result = op(conn);
+            conn.reader.get_mut().start(None);
+            match result.map_err(|e| explain(e, self.opts.request_timeout)) {
                 Ok(v) => return Ok(v),
                 Err(e)
                     if e.kind() == io::ErrorKind::Other
@@ -320,7 +450,9 @@ impl NbdClient {
                     Pending {
                         start: next,
                         len,
-                        covered: Vec::new(),
+                        covered: BTreeMap::new(),
+                        got: 0,
+                        errors: 0,
                         sent: Instant::now(),
                     },
                 );
@@ -371,6 +503,23 @@ impl NbdClient {
                     ..
                 } => {
                     let base = offset + p.start;
+                    let done_flag = flags & REPLY_FLAG_DONE != 0;
+                    // The spec: a NONE chunk "MUST always be used with
+                    // NBD_REPLY_FLAG_DONE". Error chunks may come several
+                    // to a reply, but not without end: each costs a
+                    // header and at most MAX_OPTION_REPLY bytes, so a
+                    // server could otherwise keep a read waiting forever.
+                    if kind == REPLY_TYPE_NONE && !done_flag {
+                        return Err(invalid("NONE chunk without the DONE flag".into()));
+                    }
+                    if kind & (1 << 15) != 0 {
+                        p.errors += 1;
+                        if p.errors > MAX_ERROR_CHUNKS {
+                            return Err(invalid(format!(
+                                "more than {MAX_ERROR_CHUNKS} error chunks in one read reply"
+                            )));
+                        }
+                    }
                     if let Some((at, n)) = read_chunk(
                         c,
                         kind,
@@ -379,17 +528,37 @@ impl NbdClient {
                         &mut buf[start..start + len],
                         &mut error,
                     )? {
-                        if p.covered.iter().any(|&(a, m)| at < a + m && a < at + n) {
+                        // Chunks must not overlap: the covered ranges are
+                        // kept sorted, so each check is a look at two
+                        // neighbours, not a scan (a server sending one-byte
+                        // chunks costs n log n, not n squared).
+                        let end = at + n;
+                        let before = p.covered.range(..=at).next_back();
+                        let after = p.covered.range(at..end).next();
+                        if before.is_some_and(|(_, &e)| e > at) || after.is_some() {
                             return Err(invalid(format!(
                                 "overlapping reply chunks at {:#x}",
                                 base + at
                             )));
                         }
-                        p.covered.push((at, n));
+                        // Neighbours merge: in-order chunks keep one
+                        // range, whatever their number.
+                        let mut range = (at, end);
+                        if let Some((&s, &e)) = p.covered.range(..at).next_back() {
+                            if e == at {
+                                p.covered.remove(&s);
+                                range.0 = s;
+                            }
+                        }
+                        if let Some(e) = p.covered.remove(&end) {
+                            range.1 = e;
+                        }
+                        p.covered.insert(range.0, range.1);
+                        p.got += n;
                         self.stats.bytes_read.fetch_add(n, Ordering::Relaxed);
                     }
-                    if flags & REPLY_FLAG_DONE != 0 {
-                        let got: u64 = p.covered.iter().map(|&(_, n)| n).sum();
+                    if done_flag {
+                        let got = p.got;
                         if error.is_none() && got != p.len {
                             return Err(invalid(format!(
                                 "read reply covered {got} of {} bytes",
@@ -421,10 +590,24 @@ struct Pending {
     /// Where its bytes go in the caller's buffer.
     start: u64,
     len: u64,
-    /// Ranges (relative to `start`) already filled by chunks.
-    covered: Vec<(u64, u64)>,
+    /// Ranges (relative to `start`, start -> end) already filled by chunks.
+    covered: BTreeMap<u64, u64>,
+    /// Bytes they cover.
+    got: u64,
+    /// Error chunks received.
+    errors: u32,
     sent: Instant,
 }
+
+/// A block status reply covering less than this (before the end of the
+/// disk) is a short one: see [`NbdClient::refresh`].
+const SHORT_REPLY: u64 = 64 << 10;
+/// How far past a short reply reads go without asking again.
+const SHORT_FILL: u64 = 4 << 20;
+
+/// Error chunks accepted in one reply (the spec allows several, one per
+/// failed offset; a server cannot send them without end).
+const MAX_ERROR_CHUNKS: u32 = 64;
 
 /// Reads one structured chunk of a read reply into `buf` (which starts at
 /// disk offset `base`); returns the range of `buf` it filled, if any.
@@ -508,8 +691,12 @@ pub(super) fn read_chunk(
     }
 }
 
-/// Says in plain words what the socket layer reports tersely.
+/// Says in plain words what the socket layer reports tersely (errors that
+/// already carry a message, such as an operation's deadline, are kept).
 fn explain(e: io::Error, timeout: Duration) -> io::Error {
+    if e.get_ref().is_some() {
+        return e;
+    }
     match e.kind() {
         io::ErrorKind::UnexpectedEof => io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -524,10 +711,23 @@ fn explain(e: io::Error, timeout: Duration) -> io::Error {
 }
 
 fn open_conn(uri: &NbdUri, opts: &Options) -> io::Result<Conn> {
-    let mut stream = dial(uri, opts.connect_timeout)?;
-    let info =
-        handshake(stream.as_mut(), &uri.export).map_err(|e| explain(e, opts.connect_timeout))?;
+    let stream = dial(uri, opts.connect_timeout)?;
+    // The whole handshake within connect_timeout, however it trickles
+    // (TLS included: it runs over this wrapper).
+    let mut timed = Timed::new(stream, opts.connect_timeout);
+    timed.start(Some(opts.connect_timeout));
+    let (stream, info) = handshake(
+        Box::new(timed),
+        &uri.export,
+        &opts.tls_for(uri),
+        &uri.tls_hostname(),
+    )
+    .map_err(|e| explain(e, opts.connect_timeout))?;
+    // Requests set their own deadlines on the outer wrapper; its limits
+    // reach the inner one through `Stream::set_timeout`, which also ends
+    // the handshake's deadline there.
     stream.set_timeout(opts.request_timeout)?;
+    let stream = Timed::new(stream, opts.request_timeout);
     Ok(Conn {
         reader: io::BufReader::with_capacity(256 << 10, stream),
         info,
@@ -542,6 +742,8 @@ impl Drop for NbdClient {
             if let Some(c) = g.as_mut() {
                 let req = c.request(Command::Disconnect, 0, 0);
                 let w = c.reader.get_mut();
+                // A server that stopped reading must not hold up the exit.
+                w.start(Some(Duration::from_secs(1)));
                 let _ = w.write_all(&req.to_bytes());
                 let _ = w.flush();
             }
@@ -562,6 +764,12 @@ impl BlockSource for NbdClient {
         check_range(&self.name, self.info.size, offset, buf.len() as u64)?;
         if buf.is_empty() {
             return Ok(());
+        }
+        if buf.len() >= MULTI_CONN_MIN && self.opts.connections > 1 {
+            let extra = self.extra_conns();
+            if !extra.is_empty() {
+                return self.read_multi(extra, offset, buf);
+            }
         }
         self.with_conn("reading", offset, |c| self.pipelined_read(c, offset, buf))
     }
@@ -634,17 +842,51 @@ impl NbdClient {
     /// Asks about the rest of the disk from `offset`, not just one read:
     /// the answer (both contexts in one reply) covers the reads that
     /// follow.
+    ///
+    /// A server may answer with as little as one tiny extent each time
+    /// (the spec allows it); asking again for every 512 bytes would cost a
+    /// round trip per sector. A reply covering less than [`SHORT_REPLY`]
+    /// is taken as it is and the next [`SHORT_FILL`] bytes are served as
+    /// data without asking: a read returns the real bytes either way, only
+    /// zero skipping and the layer attribution of those bytes are coarser.
     fn refresh(&self, offset: u64) -> Result<(), BlockError> {
         let all = self.status_all(offset, self.info.size - offset)?;
         let none = &[][..];
-        let alloc = alloc_extents(
+        let mut alloc = alloc_extents(
             offset,
             all.get("base:allocation").map_or(none, Vec::as_slice),
         );
-        let depth = depth_runs(
+        let mut depth = depth_runs(
             offset,
             all.get("qemu:allocation-depth").map_or(none, Vec::as_slice),
         );
+        let size = self.info.size;
+        let covered = alloc.last().map_or(offset, Extent::end);
+        if covered < size && covered.saturating_sub(offset) < SHORT_REPLY {
+            let end = offset.saturating_add(SHORT_FILL).min(size);
+            if let Some(len) = end.checked_sub(covered).filter(|&l| l > 0) {
+                alloc.push(Extent {
+                    offset: covered,
+                    len,
+                    status: Status::Data,
+                    compressed: false,
+                    host_offset: None,
+                    reads_zero: false,
+                });
+            }
+            let depth_end = depth
+                .last()
+                .map_or(offset, |r| r.offset.saturating_add(r.len));
+            if let Some(len) = end.checked_sub(depth_end).filter(|&l| l > 0) {
+                let last = depth.last().map_or(1, |r| r.depth);
+                depth.push(super::known::DepthRun {
+                    offset: depth_end,
+                    len,
+                    depth: last,
+                });
+            }
+            self.stats.short_replies.fetch_add(1, Ordering::Relaxed);
+        }
         self.known
             .lock()
             .map(|mut k| k.replace(alloc, depth))

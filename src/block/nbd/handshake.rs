@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::client::Options;
 use super::proto::*;
+use super::tls::{TlsMode, TlsOptions};
 use super::uri::{NbdUri, Transport};
 use crate::block::BlockError;
 
@@ -27,6 +28,8 @@ pub struct ExportInfo {
     pub meta_contexts: Vec<(u32, String)>,
     /// The handshake used: "newstyle-go", "newstyle-export-name", "oldstyle".
     pub handshake: &'static str,
+    /// The connection is encrypted (NBD_OPT_STARTTLS and a TLS handshake).
+    pub tls: bool,
 }
 
 impl ExportInfo {
@@ -132,8 +135,73 @@ fn name_payload(export: &str) -> io::Result<Vec<u8>> {
     Ok(d)
 }
 
-/// The whole handshake, up to transmission.
-pub fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<ExportInfo> {
+/// The whole handshake, up to transmission, with NBD_OPT_STARTTLS first
+/// when `tls` asks for it: the stream returned is the one to use (TLS or
+/// the plain one).
+///
+/// # Errors
+/// I/O and protocol errors; a server that refuses TLS when it is required,
+/// or requires it when it is off; a failed TLS handshake.
+pub fn handshake(
+    mut s: Box<dyn Stream>,
+    export: &str,
+    tls: &TlsOptions,
+    hostname: &str,
+) -> io::Result<(Box<dyn Stream>, ExportInfo)> {
+    let no_zeroes = match greet(s.as_mut())? {
+        Greeting::Oldstyle(info) if tls.mode == TlsMode::Require => {
+            let _ = info;
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "the server speaks the oldstyle protocol, which has no TLS (--tls=require)",
+            ));
+        }
+        Greeting::Oldstyle(info) => return Ok((s, info)),
+        Greeting::Newstyle { no_zeroes } => no_zeroes,
+    };
+    let (mut s, tls_on) = secure(s, tls, hostname)?;
+    let mut info = negotiate(s.as_mut(), export, no_zeroes)?;
+    info.tls = tls_on;
+    Ok((s, info))
+}
+
+/// NBD_OPT_STARTTLS and the TLS handshake, as `tls` asks: the stream to
+/// go on with, and whether it is encrypted.
+fn secure(
+    mut s: Box<dyn Stream>,
+    tls: &TlsOptions,
+    hostname: &str,
+) -> io::Result<(Box<dyn Stream>, bool)> {
+    if tls.mode == TlsMode::Off {
+        return Ok((s, false));
+    }
+    // Read the configuration before asking, so a bad CA file is reported
+    // as such rather than as a server problem.
+    let config = tls.client_config()?;
+    match option(s.as_mut(), OPT_STARTTLS, &[])? {
+        Ok(_) => Ok((super::tls::start(s, config, hostname)?, true)),
+        Err(kind) if tls.mode == TlsMode::Require => Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "the server does not offer TLS (it answered NBD_OPT_STARTTLS with: {}); \
+                 use nbd:// or --tls=off for a plain connection",
+                rep_error_name(kind)
+            ),
+        )),
+        Err(_) => Ok((s, false)),
+    }
+}
+
+/// What the server's greeting said.
+enum Greeting {
+    /// An oldstyle server: the export's size and flags are already known.
+    Oldstyle(ExportInfo),
+    /// Fixed newstyle: options follow (we sent our flags).
+    Newstyle { no_zeroes: bool },
+}
+
+/// Reads the greeting and, for newstyle servers, sends the client flags.
+fn greet(s: &mut dyn Stream) -> io::Result<Greeting> {
     let mut b8 = [0u8; 8];
     s.read_exact(&mut b8)?;
     if u64::from_be_bytes(b8) != NBDMAGIC {
@@ -152,7 +220,7 @@ pub fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<ExportInfo> {
             let mut pad = [0u8; 124];
             s.read_exact(&mut pad)?;
             info.handshake = "oldstyle";
-            return Ok(info);
+            return Ok(Greeting::Oldstyle(info));
         }
         IHAVEOPT => {}
         m => return Err(invalid(format!("unknown handshake magic {m:#x}"))),
@@ -168,8 +236,18 @@ pub fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<ExportInfo> {
     let no_zeroes = server_flags & FLAG_NO_ZEROES != 0;
     let client_flags = CLIENT_FIXED_NEWSTYLE | if no_zeroes { CLIENT_NO_ZEROES } else { 0 };
     s.write_all(&client_flags.to_be_bytes())?;
+    Ok(Greeting::Newstyle { no_zeroes })
+}
 
-    info.name = export.to_owned();
+/// The options after the greeting (and after STARTTLS): structured
+/// replies, metadata contexts, NBD_OPT_GO (or the old EXPORT_NAME).
+fn negotiate(s: &mut dyn Stream, export: &str, no_zeroes: bool) -> io::Result<ExportInfo> {
+    let mut b8 = [0u8; 8];
+    let mut f2 = [0u8; 2];
+    let mut info = ExportInfo {
+        name: export.to_owned(),
+        ..ExportInfo::default()
+    };
     info.structured_replies = option(s, OPT_STRUCTURED_REPLY, &[])?.is_ok();
     if info.structured_replies {
         let mut d = name_payload(export)?;
@@ -243,6 +321,13 @@ pub fn handshake(s: &mut dyn Stream, export: &str) -> io::Result<ExportInfo> {
             }
             info.handshake = "newstyle-export-name";
         }
+        Err(kind) if kind == REP_ERR_TLS_REQD => {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "the server requires TLS: use nbds:// (or --tls=require) with \
+                 --tls-certificates DIR holding its CA's ca-cert.pem",
+            ))
+        }
         Err(kind) => {
             return Err(io::Error::other(format!(
                 "server refused export {export:?}: {}",
@@ -263,25 +348,18 @@ pub fn list_exports(uri: &NbdUri, opts: &Options) -> Result<Vec<(String, String)
         uri: name.clone(),
         source: e,
     };
-    let mut s = dial(uri, opts.connect_timeout).map_err(io_err)?;
-    let mut b8 = [0u8; 8];
-    s.read_exact(&mut b8).map_err(io_err)?;
-    s.read_exact(&mut b8).map_err(io_err)?;
-    if u64::from_be_bytes(b8) != IHAVEOPT {
+    let stream = dial(uri, opts.connect_timeout).map_err(io_err)?;
+    // The whole exchange within connect_timeout, however it trickles.
+    let mut timed = super::deadline::Timed::new(stream, opts.connect_timeout);
+    timed.start(Some(opts.connect_timeout));
+    let mut s: Box<dyn Stream> = Box::new(timed);
+    if let Greeting::Oldstyle(_) = greet(s.as_mut()).map_err(io_err)? {
         return Err(io_err(invalid(
             "server does not support listing (no newstyle)".into(),
         )));
     }
-    let mut f2 = [0u8; 2];
-    s.read_exact(&mut f2).map_err(io_err)?;
-    let flags = u16::from_be_bytes(f2);
-    let cf = CLIENT_FIXED_NEWSTYLE
-        | if flags & FLAG_NO_ZEROES != 0 {
-            CLIENT_NO_ZEROES
-        } else {
-            0
-        };
-    s.write_all(&cf.to_be_bytes()).map_err(io_err)?;
+    let tls = opts.tls_for(uri);
+    let (mut s, _) = secure(s, &tls, &uri.tls_hostname()).map_err(io_err)?;
     let replies = option(s.as_mut(), OPT_LIST, &[])
         .map_err(io_err)?
         .map_err(|k| {

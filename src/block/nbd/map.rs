@@ -9,6 +9,41 @@ use super::proto::{STATE_HOLE, STATE_ZERO};
 use crate::block::map::MapEntry;
 use crate::block::{check_range, BlockError};
 
+/// Block status rounds (each up to `max_in_flight` requests) one map may
+/// make: at the largest windows that is a petabyte of disk. A server
+/// claiming 2^63 bytes, or answering in tiny pieces, ends the map here
+/// instead of keeping it going for days.
+pub const MAX_MAP_ROUNDS: u64 = 1 << 14;
+/// Merged entries one map keeps at most (56 bytes each).
+pub const MAX_MAP_ENTRIES: usize = 1 << 20;
+
+/// A map that may have stopped early.
+#[derive(Debug, Default)]
+pub struct RemoteMap {
+    pub entries: Vec<MapEntry>,
+    /// Where and why the map stopped before the end of the range.
+    pub stopped: Option<Stopped>,
+}
+
+/// Why [`NbdClient::map_entries`] stopped early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// The first offset not mapped.
+    pub offset: u64,
+    pub rounds: u64,
+    pub entries: usize,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "map truncated at offset {:#x}: {} block status rounds and {} entries, the most one map makes",
+            self.offset, self.rounds, self.entries
+        )
+    }
+}
+
 impl NbdClient {
     /// The allocation map of the export, merged like `qemu-img map`, for
     /// `[offset, offset + len)`: from `base:allocation` (data, zero, hole)
@@ -20,9 +55,12 @@ impl NbdClient {
     /// does not say how deep its chain is; this equals qemu's bottom depth
     /// whenever the base layer holds anything).
     ///
+    /// The work is bounded ([`MAX_MAP_ROUNDS`], [`MAX_MAP_ENTRIES`]): what
+    /// was mapped is returned with where it stopped.
+    ///
     /// # Errors
     /// Connection and protocol errors.
-    pub fn map_entries(&self, offset: u64, len: u64) -> Result<Vec<MapEntry>, BlockError> {
+    pub fn map_entries(&self, offset: u64, len: u64) -> Result<RemoteMap, BlockError> {
         check_range(
             crate::block::BlockSource::name(self),
             self.info().size,
@@ -32,13 +70,26 @@ impl NbdClient {
         let end = offset + len;
         let has_depth = self.info().context("qemu:allocation-depth").is_some();
         let has_alloc = self.info().context("base:allocation").is_some();
-        let mut out: Vec<MapEntry> = Vec::new();
+        let mut out = RemoteMap::default();
         let mut deepest = 0u64;
         let mut pos = offset;
+        let mut rounds = 0u64;
         let mut alloc: VecDeque<(u64, u32)> = Default::default();
         let mut depth: VecDeque<(u64, u32)> = Default::default();
+        // Unallocated ranges get their depth at the end: merged meanwhile
+        // under a placeholder (they all get the same one).
+        const UNKNOWN: u64 = u64::MAX;
         while pos < end {
             if (has_alloc && alloc.is_empty()) || (has_depth && depth.is_empty()) {
+                if rounds >= MAX_MAP_ROUNDS || out.entries.len() >= MAX_MAP_ENTRIES {
+                    out.stopped = Some(Stopped {
+                        offset: pos,
+                        rounds,
+                        entries: out.entries.len(),
+                    });
+                    break;
+                }
+                rounds += 1;
                 // Both contexts come back from the same requests.
                 let mut all = self.status_ahead(pos, end - pos)?;
                 if has_alloc && alloc.is_empty() {
@@ -85,7 +136,11 @@ impl NbdClient {
             let entry = MapEntry {
                 start: pos,
                 length: n,
-                depth: u64::from(d_value.saturating_sub(1)),
+                depth: if present {
+                    u64::from(d_value.saturating_sub(1))
+                } else {
+                    UNKNOWN
+                },
                 present,
                 zero: a_flags & STATE_ZERO != 0 || hole,
                 data: !hole,
@@ -96,19 +151,25 @@ impl NbdClient {
             if present {
                 deepest = deepest.max(entry.depth);
             }
-            out.push(entry);
+            match out.entries.last_mut() {
+                Some(last) if last.mergeable(&entry) => last.length += entry.length,
+                _ => out.entries.push(entry),
+            }
         }
         // Unallocated ranges sit at the bottom of the chain, as in qemu.
-        for e in out.iter_mut().filter(|e| !e.present) {
+        for e in out.entries.iter_mut().filter(|e| !e.present) {
             e.depth = deepest;
         }
-        let mut merged: Vec<MapEntry> = Vec::with_capacity(out.len());
-        for e in out {
+        // Neighbours that only now look alike (an unallocated range next
+        // to one at the bottom depth never does: `present` differs).
+        let mut merged: Vec<MapEntry> = Vec::with_capacity(out.entries.len());
+        for e in out.entries.drain(..) {
             match merged.last_mut() {
                 Some(last) if last.mergeable(&e) => last.length += e.length,
                 _ => merged.push(e),
             }
         }
-        Ok(merged)
+        out.entries = merged;
+        Ok(out)
     }
 }

@@ -8,12 +8,15 @@
 //! fixture instead, for this client's fallback to that handshake.
 pub mod block_status;
 pub mod client;
+pub mod deadline;
 pub mod handshake;
 pub mod known;
 pub mod map;
 pub mod proto;
 pub mod status;
+pub mod tls;
 pub mod uri;
 
 pub use client::{list_exports, ExportInfo, NbdClient, Options};
+pub use tls::{TlsMode, TlsOptions};
 pub use uri::{is_nbd_uri, NbdUri};

@@ -30,6 +30,11 @@ pub const CLIENT_NO_ZEROES: u32 = 1 << 1;
 pub const OPT_EXPORT_NAME: u32 = 1;
 pub const OPT_ABORT: u32 = 2;
 pub const OPT_LIST: u32 = 3;
+/// "NBD_OPT_STARTTLS (5): The client wishes to initiate TLS. … The server
+/// MUST either reply with NBD_REP_ACK after which point the connection is
+/// upgraded to TLS, or an error reply explicitly complying with this
+/// document."
+pub const OPT_STARTTLS: u32 = 5;
 pub const OPT_INFO: u32 = 6;
 pub const OPT_GO: u32 = 7;
 pub const OPT_STRUCTURED_REPLY: u32 = 8;
@@ -42,6 +47,9 @@ pub const REP_SERVER: u32 = 2;
 pub const REP_INFO: u32 = 3;
 pub const REP_META_CONTEXT: u32 = 4;
 pub const REP_FLAG_ERROR: u32 = 1 << 31;
+/// "NBD_REP_ERR_TLS_REQD (2^31 + 5): The server is unwilling to continue
+/// negotiation unless TLS is initiated first."
+pub const REP_ERR_TLS_REQD: u32 = REP_FLAG_ERROR | 5;
 
 /// NBD_REP_INFO types.
 pub const INFO_EXPORT: u16 = 0;

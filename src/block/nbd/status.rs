@@ -28,6 +28,9 @@ pub struct Stats {
     pub in_flight: AtomicU64,
     pub errors: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Block status replies that covered too little to be worth asking
+    /// again for every read (see `NbdClient::refresh`).
+    pub short_replies: AtomicU64,
     state: Mutex<(ConnState, Option<String>)>,
     latencies: Mutex<VecDeque<u32>>,
 }
@@ -61,6 +64,7 @@ impl Stats {
             in_flight: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
+            short_replies: AtomicU64::new(0),
             state: Mutex::new((ConnState::Connecting, None)),
             latencies: Mutex::new(VecDeque::with_capacity(LATENCY_WINDOW)),
         }

@@ -1,5 +1,7 @@
 //! NBD URIs as libnbd and qemu spell them:
-//! `nbd://host[:port][/export]` and `nbd+unix:///[export]?socket=PATH`.
+//! `nbd://host[:port][/export]` and `nbd+unix:///[export]?socket=PATH`,
+//! and their TLS forms `nbds://` and `nbds+unix://` with libnbd's
+//! `tls-certificates`, `tls-hostname` and `tls-psk-file` query parameters.
 use std::fmt;
 
 /// Where an NBD server listens.
@@ -10,11 +12,27 @@ pub enum Transport {
 }
 
 /// A parsed NBD URI.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NbdUri {
     pub transport: Transport,
     /// The export name ("" is the default export).
     pub export: String,
+    /// `nbds://`: TLS is required.
+    pub tls: bool,
+    /// `?tls-certificates=DIR`.
+    pub tls_certificates: Option<String>,
+    /// `?tls-hostname=NAME`: the name the server's certificate must carry.
+    pub tls_hostname: Option<String>,
+    /// `?tls-psk-file=FILE`.
+    pub tls_psk_file: Option<String>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport::Unix {
+            socket: String::new(),
+        }
+    }
 }
 
 /// The IANA port for NBD.
@@ -39,10 +57,45 @@ impl NbdUri {
     /// # Errors
     /// A message saying what is wrong (TLS and vsock are not supported).
     pub fn parse(text: &str) -> Result<NbdUri, String> {
+        let mut uri = Self::parse_plain(text)?;
         let bad = |why: &str| format!("{text:?}: {why}");
-        if text.starts_with("nbds") {
-            return Err(bad("TLS (nbds://) is not supported"));
+        uri.tls = text.starts_with("nbds");
+        let query = text.split_once('?').map_or("", |(_, q)| q);
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let v = percent_decode(v).map_err(|e| bad(&e))?;
+            match k {
+                "tls-certificates" => uri.tls_certificates = Some(v),
+                "tls-hostname" => uri.tls_hostname = Some(v),
+                "tls-psk-file" => uri.tls_psk_file = Some(v),
+                _ => {}
+            }
         }
+        Ok(uri)
+    }
+
+    /// The name a TLS server's certificate must carry: `tls-hostname`, the
+    /// host, or `localhost` for a unix socket (as libnbd does).
+    pub fn tls_hostname(&self) -> String {
+        if let Some(h) = &self.tls_hostname {
+            return h.clone();
+        }
+        match &self.transport {
+            Transport::Tcp { host, .. } => host.clone(),
+            Transport::Unix { .. } => "localhost".to_owned(),
+        }
+    }
+
+    fn parse_plain(original: &str) -> Result<NbdUri, String> {
+        let bad = |why: &str| format!("{original:?}: {why}");
+        let plain;
+        let text = match original.strip_prefix("nbds") {
+            Some(rest) => {
+                plain = format!("nbd{rest}");
+                plain.as_str()
+            }
+            None => original,
+        };
         if let Some(rest) = text.strip_prefix("nbd+unix://") {
             let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
             if !path.is_empty() && !path.starts_with('/') {
@@ -60,6 +113,7 @@ impl NbdUri {
                     socket: percent_decode(socket).map_err(|e| bad(&e))?,
                 },
                 export: percent_decode(path.trim_start_matches('/')).map_err(|e| bad(&e))?,
+                ..NbdUri::default()
             });
         }
         if let Some(rest) = text.strip_prefix("nbd://") {
@@ -92,6 +146,7 @@ impl NbdUri {
                 transport: Transport::Tcp { host, port },
                 export: percent_decode(path.strip_prefix('/').unwrap_or(path))
                     .map_err(|e| bad(&e))?,
+                ..NbdUri::default()
             });
         }
         Err(bad(
@@ -107,14 +162,15 @@ impl NbdUri {
 impl fmt::Display for NbdUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let export = percent_encode(&self.export, PATH_KEEP);
+        let s = if self.tls { "s" } else { "" };
         match &self.transport {
             Transport::Tcp { host, port } if host.contains(':') => {
-                write!(f, "nbd://[{host}]:{port}/{export}")
+                write!(f, "nbd{s}://[{host}]:{port}/{export}")
             }
-            Transport::Tcp { host, port } => write!(f, "nbd://{host}:{port}/{export}"),
+            Transport::Tcp { host, port } => write!(f, "nbd{s}://{host}:{port}/{export}"),
             Transport::Unix { socket } => write!(
                 f,
-                "nbd+unix:///{export}?socket={}",
+                "nbd{s}+unix:///{export}?socket={}",
                 percent_encode(socket, QUERY_KEEP)
             ),
         }
@@ -190,7 +246,15 @@ mod tests {
             }
         );
         assert_eq!(NbdUri::parse("nbd://h").unwrap().export, "");
-        assert!(NbdUri::parse("nbds://h/x").is_err());
+        let t = NbdUri::parse("nbds://h/x?tls-certificates=/c%20d&tls-hostname=srv").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.tls_certificates.as_deref(), Some("/c d"));
+        assert_eq!(t.tls_hostname(), "srv");
+        assert_eq!(t.to_string(), "nbds://h:10809/x");
+        let t = NbdUri::parse("nbds+unix:///e?socket=/s").unwrap();
+        assert!(t.tls && t.export == "e");
+        assert_eq!(t.tls_hostname(), "localhost");
+        assert!(!NbdUri::parse("nbd://h/x").unwrap().tls);
         assert!(NbdUri::parse("nbd+unix:///x").is_err());
         assert!(NbdUri::parse("nbd://h:99999/").is_err());
         assert!(is_nbd_uri("nbd+unix:///?socket=s"));

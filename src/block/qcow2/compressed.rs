@@ -1,9 +1,12 @@
 //! Decompressing one qcow2 compressed cluster (zlib raw deflate or zstd).
 //!
-//! qemu accepts a cluster when the output buffer is filled exactly, even if
-//! the compressed stream goes on (the stored length is rounded up to whole
-//! sectors, so trailing bytes are normal). We do the same, and never produce
-//! more than one cluster: a hostile stream cannot make us allocate more.
+//! The stored length is rounded up to whole sectors, so bytes after the end
+//! of the stream are normal and ignored. A stream that inflates to *more*
+//! than one cluster is damage: qemu returns EIO for such a zstd cluster,
+//! and we refuse zlib ones the same way (qemu's zlib path keeps the first
+//! cluster's worth and drops the rest; silently showing part of a damaged
+//! cluster would hide that). Nothing is ever produced past one cluster: a
+//! hostile stream cannot make us allocate more.
 use std::io::Read;
 
 use super::header::Compression;
@@ -24,11 +27,29 @@ fn inflate_raw(input: &[u8], out: &mut [u8]) -> Result<(), String> {
     // qemu writes raw deflate (window bits -12), no zlib header.
     let mut inflater = Decompress::new(false);
     let status = inflater
-        .decompress(input, out, FlushDecompress::Finish)
+        .decompress(input, out, FlushDecompress::None)
         .map_err(|e| format!("zlib: {e}"))?;
     let produced = inflater.total_out();
+    let cluster = u64::try_from(out.len()).unwrap_or(u64::MAX);
     match status {
-        _ if produced == out.len() as u64 => Ok(()),
+        Status::StreamEnd if produced == cluster => Ok(()),
+        _ if produced == cluster => {
+            // The cluster is full but the stream did not say it ended:
+            // one more byte tells a stream cut at the cluster's end (as
+            // qemu accepts) from one that goes on past it.
+            let used = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
+            let rest = input.get(used..).unwrap_or_default();
+            let mut extra = [0u8; 1];
+            let _ = inflater.decompress(rest, &mut extra, FlushDecompress::None);
+            if inflater.total_out() > produced {
+                Err(format!(
+                    "zlib stream inflates past the cluster size ({} bytes)",
+                    out.len()
+                ))
+            } else {
+                Ok(())
+            }
+        }
         Status::StreamEnd => Err(format!(
             "zlib stream ended after {produced} bytes, a cluster has {}",
             out.len()
@@ -45,8 +66,8 @@ fn unzstd(input: &[u8], out: &mut [u8]) -> Result<(), String> {
     let mut decoder = ruzstd::decoding::StreamingDecoder::new(&mut source)
         .map_err(|e| format!("zstd frame header: {e}"))?;
     let mut filled = 0;
-    while filled < out.len() {
-        match decoder.read(&mut out[filled..]) {
+    while let Some(rest) = out.get_mut(filled..).filter(|r| !r.is_empty()) {
+        match decoder.read(rest) {
             Ok(0) => {
                 return Err(format!(
                     "zstd stream ended after {filled} bytes, a cluster has {}",
@@ -57,7 +78,19 @@ fn unzstd(input: &[u8], out: &mut [u8]) -> Result<(), String> {
             Err(e) => return Err(format!("zstd: {e}")),
         }
     }
-    Ok(())
+    // qemu (qcow2_zstd_decompress) wants the frame to end with the
+    // cluster: more output, or a frame that is not finished, is EIO.
+    let mut extra = [0u8; 1];
+    match decoder.read(&mut extra) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(format!(
+            "zstd stream inflates past the cluster size ({} bytes)",
+            out.len()
+        )),
+        Err(e) => Err(format!(
+            "zstd: frame not finished at the cluster's end: {e}"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -81,6 +114,33 @@ mod tests {
         let mut big = vec![0; 8192];
         let err = decompress(Compression::Zlib, &packed, &mut big).unwrap_err();
         assert!(err.contains("ended after 4096"), "{err}");
+    }
+
+    #[test]
+    fn streams_that_inflate_past_the_cluster_are_errors() {
+        use flate2::{write::DeflateEncoder, Compression as Level};
+        use std::io::Write;
+        let data = vec![0x5au8; 8192];
+        let mut enc = DeflateEncoder::new(Vec::new(), Level::default());
+        enc.write_all(&data).unwrap();
+        let packed = enc.finish().unwrap();
+        let mut out = vec![0; 4096];
+        let err = decompress(Compression::Zlib, &packed, &mut out).unwrap_err();
+        assert!(err.contains("inflates past the cluster size"), "{err}");
+        let zstd = ruzstd::encoding::compress_to_vec(
+            &data[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        let err = decompress(Compression::Zstd, &zstd, &mut out).unwrap_err();
+        assert!(err.contains("inflates past the cluster size"), "{err}");
+        // Exactly one cluster is fine, padding after the frame too.
+        let mut exact = ruzstd::encoding::compress_to_vec(
+            &data[..4096],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
+        exact.extend_from_slice(&[0; 300]);
+        decompress(Compression::Zstd, &exact, &mut out).unwrap();
+        assert_eq!(out, &data[..4096]);
     }
 
     #[test]

@@ -42,12 +42,63 @@ pub struct BlockMap {
     /// not match (metadata_csum), extents out of logical order (listed,
     /// but the kernel's binary search would miss them).
     pub warnings: Vec<FsError>,
+    /// Problems past [`MAX_PROBLEMS`] (of `skipped` and `warnings`),
+    /// counted but not kept.
+    pub more_problems: u64,
+    /// The walk stopped at [`MAX_RUNS`] runs (noted in `skipped`).
+    pub truncated: bool,
 }
+
+/// Runs one map keeps at most (32 bytes each): a file of 2^20 one-block
+/// extents is listed whole; a damaged map that repeats blocks, or a
+/// triple-indirect map of millions of scattered pointers, stops here with
+/// a "truncated" note instead of growing without end.
+pub const MAX_RUNS: usize = 1 << 21;
+/// Problems kept per map; the rest are counted in `more_problems`.
+pub const MAX_PROBLEMS: usize = 256;
 
 impl BlockMap {
     /// True when the whole map was read and every checksum matched.
     pub fn is_clean(&self) -> bool {
         self.skipped.is_empty() && self.warnings.is_empty()
+    }
+
+    /// Records a part of the map that was skipped.
+    pub(super) fn skip(&mut self, e: FsError) {
+        if self.skipped.len() < MAX_PROBLEMS {
+            self.skipped.push(e);
+        } else {
+            self.more_problems = self.more_problems.saturating_add(1);
+        }
+    }
+
+    /// Records damage that did not stop the walk.
+    pub(super) fn warn(&mut self, e: FsError) {
+        if self.warnings.len() < MAX_PROBLEMS {
+            self.warnings.push(e);
+        } else {
+            self.more_problems = self.more_problems.saturating_add(1);
+        }
+    }
+
+    /// Whether the map has room for another run; the first time it has
+    /// not, the truncation is noted (at `at`, the entry that did not fit).
+    pub(super) fn room(&mut self, ino: u64, at: u64) -> bool {
+        if self.runs.len() < MAX_RUNS {
+            return true;
+        }
+        if !self.truncated {
+            self.truncated = true;
+            self.skipped.push(FsError::corrupt(
+                "block map",
+                "runs",
+                at,
+                format!(
+                    "inode {ino}: block map truncated at {MAX_RUNS} runs; the rest of the file is not mapped (reads as zeros)"
+                ),
+            ));
+        }
+        false
     }
 }
 

@@ -188,7 +188,9 @@ pub fn walk(
         read,
         map: BlockMap::default(),
         seen: HashSet::new(),
-        covered: BTreeMap::new(),
+        covered: None,
+        end: 0,
+        last: None,
     };
     w.node(&node, 0)?;
     Ok(w.map)
@@ -203,16 +205,32 @@ struct Walker<'a, 'r> {
     seen: HashSet<u64>,
     /// Logical ranges mapped so far (start -> end): extents must not
     /// overlap (out of order is shown, overlapping is skipped: a block
-    /// cannot hold two places of the file).
-    covered: BTreeMap<u64, u64>,
+    /// cannot hold two places of the file). Built only when an extent
+    /// comes out of order: while they ascend, `end` alone tells.
+    covered: Option<BTreeMap<u64, u64>>,
+    /// The end of the furthest extent so far.
+    end: u64,
+    /// The start of the last extent kept.
+    last: Option<u64>,
 }
 
 impl Walker<'_, '_> {
     /// An earlier extent overlapping `[logical, logical + len)`.
-    fn overlap(&self, logical: u64, len: u64) -> Option<(u64, u64)> {
-        let end = logical + len;
-        let before = self.covered.range(..=logical).next_back();
-        let after = self.covered.range(logical..end).next();
+    fn overlap(&mut self, logical: u64, len: u64) -> Option<(u64, u64)> {
+        if self.covered.is_none() && logical >= self.end {
+            // Ascending so far, and this one starts after all of them.
+            return None;
+        }
+        let runs = &self.map.runs;
+        let covered = self.covered.get_or_insert_with(|| {
+            runs.iter()
+                .filter(|r| !r.meta)
+                .map(|r| (r.logical, r.logical.saturating_add(r.len)))
+                .collect()
+        });
+        let end = logical.saturating_add(len);
+        let before = covered.range(..=logical).next_back();
+        let after = covered.range(logical..end).next();
         before
             .filter(|(_, &e)| e > logical)
             .or(after)
@@ -220,7 +238,7 @@ impl Walker<'_, '_> {
     }
 
     fn skip(&mut self, field: &'static str, offset: u64, detail: String) {
-        self.map.skipped.push(FsError::corrupt(
+        self.map.skip(FsError::corrupt(
             "extent tree",
             field,
             offset,
@@ -241,6 +259,9 @@ impl Walker<'_, '_> {
                     if len == 0 {
                         continue;
                     }
+                    if !self.map.room(self.ino, at) {
+                        return Ok(());
+                    }
                     if !self.geo.contains(physical, len) {
                         self.skip(
                             "ee_start_lo",
@@ -257,17 +278,19 @@ impl Walker<'_, '_> {
                         );
                         continue;
                     }
-                    if let Some((&last, _)) = self.covered.last_key_value() {
-                        if last > logical {
-                            self.map.warnings.push(FsError::corrupt(
-                                "extent tree",
-                                "ee_block",
-                                at,
-                                format!("inode {}: extent of logical block {logical} follows one at {last}; expected ascending order (the kernel would not find it)", self.ino),
-                            ));
-                        }
+                    if let Some(last) = self.last.filter(|&l| l > logical) {
+                        self.map.warn(FsError::corrupt(
+                            "extent tree",
+                            "ee_block",
+                            at,
+                            format!("inode {}: extent of logical block {logical} follows one at {last}; expected ascending order (the kernel would not find it)", self.ino),
+                        ));
                     }
-                    self.covered.insert(logical, logical + len);
+                    if let Some(c) = &mut self.covered {
+                        c.insert(logical, logical + len);
+                    }
+                    self.end = self.end.max(logical + len);
+                    self.last = Some(self.last.map_or(logical, |l| l.max(logical)));
                     self.map.runs.push(Run {
                         logical,
                         physical,
@@ -278,6 +301,9 @@ impl Walker<'_, '_> {
                     });
                 }
                 Entry::Index { logical, child } => {
+                    if !self.map.room(self.ino, at) {
+                        return Ok(());
+                    }
                     if !self.geo.contains(child, 1) {
                         self.map.skipped_map_blocks += 1;
                         self.skip(
@@ -313,7 +339,7 @@ impl Walker<'_, '_> {
                         Ok(n) => n,
                         Err(e) => {
                             self.map.skipped_map_blocks += 1;
-                            self.map.skipped.push(e);
+                            self.map.skip(e);
                             continue;
                         }
                     };
@@ -333,7 +359,7 @@ impl Walker<'_, '_> {
                     if let Some(seed) = self.geo.csum_seed {
                         if let Some(c) = sub.checksum(&block, seed).filter(|c| !c.ok()) {
                             let tail = base + 12 + 12 * u64::from(sub.max);
-                            self.map.warnings.push(FsError::checksum(
+                            self.map.warn(FsError::checksum(
                                 "extent node",
                                 "et_checksum",
                                 tail,

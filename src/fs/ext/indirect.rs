@@ -60,7 +60,7 @@ struct Walker<'a, 'r> {
 
 impl Walker<'_, '_> {
     fn bad(&mut self, what: &str, ptr: u64, at: u64, detail: &str) {
-        self.map.skipped.push(FsError::corrupt(
+        self.map.skip(FsError::corrupt(
             "block map",
             "block pointer",
             at,
@@ -88,14 +88,18 @@ impl Walker<'_, '_> {
             {
                 r.len += 1;
             }
-            _ => self.map.runs.push(Run {
-                logical,
-                physical,
-                len: 1,
-                uninit: false,
-                meta: false,
-                level: 0,
-            }),
+            _ => {
+                if self.map.room(self.ino, at) {
+                    self.map.runs.push(Run {
+                        logical,
+                        physical,
+                        len: 1,
+                        uninit: false,
+                        meta: false,
+                        level: 0,
+                    });
+                }
+            }
         }
     }
 
@@ -115,6 +119,9 @@ impl Walker<'_, '_> {
             );
             self.bad(name, block, at, &range);
             self.map.skipped_map_blocks += 1;
+            return Ok(());
+        }
+        if self.map.truncated || !self.map.room(self.ino, at) {
             return Ok(());
         }
         if !self.seen.insert(block) {
@@ -137,6 +144,9 @@ impl Walker<'_, '_> {
             let ptr = u64::from(le32(chunk, 0));
             if ptr == 0 {
                 continue;
+            }
+            if self.map.truncated {
+                break;
             }
             let logical = first.saturating_add((i as u64).saturating_mul(span));
             let at = base + i as u64 * 4;

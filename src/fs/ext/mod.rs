@@ -73,6 +73,25 @@ impl Ext4 {
         let mut raw = vec![0u8; superblock::SIZE];
         disk.read_at(superblock::OFFSET, &mut raw)?;
         let sb = Superblock::decode(&raw, superblock::OFFSET)?;
+        // More groups than the disk can hold: every group has a descriptor
+        // on the disk, so a table larger than the disk is a count no real
+        // filesystem has (and would cost a walk of billions of groups).
+        let table = sb
+            .group_count()
+            .checked_mul(u64::from(sb.desc_size.max(32)));
+        if table.is_none_or(|t| t > size) {
+            return Err(FsError::corrupt(
+                "superblock",
+                "s_blocks_count_lo",
+                Superblock::offset_of("s_blocks_count_lo"),
+                format!(
+                    "{} blocks in groups of {} make {} groups, whose descriptors alone need more than the disk's {size} bytes",
+                    sb.blocks_count,
+                    sb.blocks_per_group,
+                    sb.group_count()
+                ),
+            ));
+        }
         Ok(Ext4 {
             disk,
             sb,

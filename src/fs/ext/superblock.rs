@@ -11,6 +11,11 @@ pub const OFFSET: u64 = 1024;
 pub const SIZE: usize = 1024;
 /// `s_magic`.
 pub const MAGIC: u16 = 0xef53;
+/// Fewest blocks per group e2fsprogs accepts.
+pub const MIN_BLOCKS_PER_GROUP: u64 = 8;
+/// Most clusters per group: the 16-bit free-block count of a descriptor
+/// minus 8 (e2fsprogs' `EXT2_MAX_CLUSTERS_PER_GROUP`).
+pub const MAX_CLUSTERS_PER_GROUP: u64 = (1 << 16) - 8;
 
 use Kind::{Bytes, Text, Uuid};
 
@@ -463,8 +468,41 @@ impl Superblock {
             ));
         }
         let blocks_per_group = get("s_blocks_per_group") as u32;
-        if blocks_per_group == 0 {
-            return Err(bad("s_blocks_per_group", "0".into()));
+        let ro_compat = get("s_feature_ro_compat") as u32;
+        // e2fsprogs' limits (ext2fs_open2, which dumpe2fs refuses to go
+        // past): at least 8 blocks per group, at most what the 16-bit free
+        // counts of a descriptor can describe (65528 clusters).
+        let cluster_ratio = if ro_compat & 0x200 != 0 {
+            1u64 << get("s_log_cluster_size").saturating_sub(log).min(19)
+        } else {
+            1
+        };
+        let max_per_group = MAX_CLUSTERS_PER_GROUP * cluster_ratio;
+        if u64::from(blocks_per_group) < MIN_BLOCKS_PER_GROUP
+            || u64::from(blocks_per_group) > max_per_group
+        {
+            return Err(bad(
+                "s_blocks_per_group",
+                format!(
+                    "{blocks_per_group}: expected {MIN_BLOCKS_PER_GROUP} to {max_per_group} blocks per group"
+                ),
+            ));
+        }
+        let first_data_block = get("s_first_data_block");
+        if incompat & 0x8 == 0 && first_data_block >= blocks_count {
+            return Err(bad(
+                "s_first_data_block",
+                format!("{first_data_block}: expected below the block count {blocks_count}"),
+            ));
+        }
+        let groups = blocks_count
+            .saturating_sub(first_data_block)
+            .div_ceil(u64::from(blocks_per_group));
+        if groups > u64::from(u32::MAX) {
+            return Err(bad(
+                "s_blocks_count_lo",
+                format!("{blocks_count} blocks make {groups} groups, more than 2^32"),
+            ));
         }
         let inodes_per_group = get("s_inodes_per_group") as u32;
         // An external journal device has no inodes.
@@ -483,7 +521,6 @@ impl Superblock {
                 format!("{inode_size}: expected a power of two from 128 to the block size"),
             ));
         }
-        let ro_compat = get("s_feature_ro_compat") as u32;
         let checksum_ok = (ro_compat & 0x400 != 0).then(|| {
             let stored = get("s_checksum") as u32;
             super::checksum::crc32c_raw(!0, &bytes[..0x3fc]) == stored

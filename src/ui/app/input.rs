@@ -44,7 +44,7 @@ impl App {
         let open = self.shared.focus == p;
         if !open {
             self.shared.focus = p;
-            fx.extend(self.lazy().map(Effect::Request));
+            fx.extend(self.lazy().into_iter().map(Effect::Request));
         }
         let row = usize::from(row);
         let s = &self.shared;
@@ -53,6 +53,7 @@ impl App {
             Pane::Tree => self.tree.click(row, open, s),
             Pane::Chain => self.chain.click(row, open, s),
             Pane::Superblock => self.superblock.click(row, s),
+            Pane::Volumes => self.volumes.click(row, open, s),
             _ => None,
         };
         fx.extend(more.unwrap_or_default());
@@ -95,6 +96,7 @@ impl App {
         let pane = match s.focus {
             Pane::Superblock => self.superblock.key(&action),
             Pane::Chain => self.chain.key(&action, s),
+            Pane::Volumes => self.volumes.key(&action, s),
             _ => None,
         };
         if let Some(fx) = pane {
@@ -197,7 +199,21 @@ impl App {
                     ino,
                 })];
             }
-            Ok(Target::Block(b)) => b.saturating_mul(s.block_size.unwrap_or(4096)),
+            Ok(Target::Block(b)) => {
+                // A block of the filesystem in view: on a volume, from
+                // where the volume starts on the disk.
+                let start = match &s.volume {
+                    None => 0,
+                    Some((_, Some(start))) => *start,
+                    Some((name, None)) => {
+                        return vec![Effect::Error(format!(
+                        "volume {name} is not one piece of the disk: go to an offset or an inode"
+                    ))]
+                    }
+                };
+                b.saturating_mul(s.block_size.unwrap_or(4096))
+                    .saturating_add(start)
+            }
             Ok(Target::Offset(o)) => o,
         };
         if off >= s.disk_size {

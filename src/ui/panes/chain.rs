@@ -73,11 +73,19 @@ impl ChainPane {
             })
             .collect();
         let n = s.layers.len();
-        let title = format!(
-            "Chain: {n} layer{}, {}",
-            if n == 1 { "" } else { "s" },
-            human(s.disk_size)
-        );
+        let title = match s.server_layers {
+            // An NBD export is one layer here; its server's chain is
+            // deeper.
+            Some(l) if s.is_nbd => format!(
+                "Chain: NBD export of a {l}-layer chain, {}",
+                human(s.disk_size)
+            ),
+            _ => format!(
+                "Chain: {n} layer{}, {}",
+                if n == 1 { "" } else { "s" },
+                human(s.disk_size)
+            ),
+        };
         f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
     }
 }

@@ -70,7 +70,7 @@ impl TreePane {
     /// A new filesystem: the root, closed (or opened again, with what was
     /// open before a layer switch).
     pub fn reset_root(&mut self, s: &Shared) -> Effects {
-        self.nodes = vec![TreeNode::root()];
+        self.nodes = vec![TreeNode::root_at(s.fs_root)];
         self.sel = 0;
         self.error = None;
         self.advance_restore(s)

@@ -12,6 +12,13 @@ use crate::ui::msg::{CellOwner, Grid, HexData, HitMode, ServerLayers};
 /// Map entries kept per layer for the static hit map; past this the rest
 /// of the disk shows as "not read" rather than using unbounded memory.
 const MAX_MAP_ENTRIES: usize = 1 << 20;
+/// Block status answers the static hit map asks for at most: local
+/// metadata is cheap (as many as the entries kept), a server's answers
+/// cost a round trip each, and a source whose size is a claim (an NBD
+/// export of 2^63 bytes answered 4 GiB at a time) maps only this far; the
+/// rest shows as not read.
+const MAX_MAP_STEPS: u64 = MAX_MAP_ENTRIES as u64;
+const MAX_REMOTE_MAP_STEPS: u64 = 1 << 14;
 
 /// The topmost layer with anything in a cell wins (a small overlay write
 /// stays visible); a cell no layer holds beats one not read.
@@ -77,8 +84,16 @@ impl Worker {
                 map.push((start, end, owner));
             }
         } else {
+            let steps = if self.chain.layers.iter().any(|l| l.nbd.is_some()) {
+                MAX_REMOTE_MAP_STEPS
+            } else {
+                MAX_MAP_STEPS
+            };
             let view = self.view(as_of)?;
-            for e in MapIter::new(&view.reader).take(MAX_MAP_ENTRIES) {
+            for e in MapIter::new(&view.reader)
+                .with_budget(steps)
+                .take(MAX_MAP_ENTRIES)
+            {
                 let e = e?;
                 let owner = if e.present {
                     let depth = usize::try_from(e.depth).unwrap_or(usize::MAX);

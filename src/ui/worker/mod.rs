@@ -10,14 +10,16 @@ use std::sync::Arc;
 mod diff;
 mod fs;
 mod grid;
+mod groups;
 mod remote;
+mod volumes;
 
 use super::msg::{CellOwner, ChainInfo, Reply, Request};
 use crate::block::cache::BlockCache;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
 use crate::block::{BlockError, BlockSource};
-use crate::fs::ext::Ext4;
+use crate::fs::Filesystem;
 
 /// Hit map cells, at most.
 const MAX_CELLS: usize = 1 << 16;
@@ -31,8 +33,9 @@ struct View {
     cache: BlockCache,
     /// The static map (start, end, owner), computed once.
     map: Option<Vec<(u64, u64, CellOwner)>>,
-    /// The filesystem as of this layer, opened once.
-    fs: Option<Result<Ext4, String>>,
+    /// The filesystem as of this layer on the volume in view, opened
+    /// once.
+    fs: Option<Result<Arc<dyn Filesystem>, String>>,
 }
 
 /// Owns the chain and everything read from it.
@@ -51,6 +54,12 @@ pub struct Worker {
     /// Over NBD with allocation depths, the server's layers (scanned on
     /// first use; None inside: the server gives no depths).
     remote: Option<Option<remote::Remote>>,
+    /// The volume whose filesystem the panes show (`p1`, `vg0/root`, as
+    /// `layerscope volumes` names it); `None`: the one holding a
+    /// filesystem (a bare disk: the disk).
+    volume: Option<String>,
+    /// The disk's volumes and the one in view.
+    vols: volumes::Volumes,
 }
 
 impl Worker {
@@ -64,7 +73,16 @@ impl Worker {
             cancel: Arc::default(),
             nbd_state: None,
             remote: None,
+            volume: None,
+            vols: volumes::Volumes::default(),
         }
+    }
+
+    /// The same worker showing the filesystem of volume `name` (see
+    /// [`crate::volume::open_named`]).
+    pub fn with_volume(mut self, name: Option<String>) -> Worker {
+        self.volume = name;
+        self
     }
 
     /// The counter a running search watches: bumping it (a new search,
@@ -203,26 +221,30 @@ impl Worker {
             Request::Search { as_of, needle } => {
                 let generation = self.cancel.load(Ordering::Relaxed);
                 let cancel = Arc::clone(&self.cancel);
-                self.ext(as_of).map(|fs| match fs {
+                self.fsys(as_of).map(|fs| match fs {
                     Ok(fs) => Reply::Found(Box::new(super::search::search(
-                        fs, as_of, &needle, &cancel, generation,
+                        fs.as_ref(),
+                        as_of,
+                        &needle,
+                        &cancel,
+                        generation,
                     ))),
                     Err(e) => Reply::Error(e),
                 })
             }
-            Request::Groups { as_of } => self.ext(as_of).map(|fs| Reply::Groups {
-                as_of,
-                table: fs.map(fs::groups_table),
-            }),
-            Request::GroupFields { as_of, group } => self.ext(as_of).map(|fs| Reply::GroupFields {
-                as_of,
-                group,
-                fields: fs.and_then(|fs| {
-                    fs.group(group)
-                        .map(|d| d.fields.iter().map(fs::field_row).collect())
-                        .map_err(|e| crate::escape::printable(&error_chain(&e)))
-                }),
-            }),
+            Request::Volumes => self.volume_list().map(|l| Reply::Volumes(Ok(l))),
+            Request::Volume { name } => self.set_volume(name).map(|l| Reply::Volumes(Ok(l))),
+            Request::Groups { as_of } => self
+                .groups(as_of)
+                .map(|table| Reply::Groups { as_of, table }),
+            Request::GroupFields { as_of, group } => {
+                self.group_fields(as_of, group)
+                    .map(|fields| Reply::GroupFields {
+                        as_of,
+                        group,
+                        fields,
+                    })
+            }
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
                 Some(n) => Ok(nbd_status(&n, &mut self.nbd_state)),
                 None => Ok(Reply::Error("not an NBD export".into())),

@@ -6,6 +6,7 @@
 //! server never states: it is the deepest depth found over the whole
 //! disk, scanned once (the owner map needs that scan anyway), so numbers
 //! never shift as reads find deeper layers.
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::block::nbd::NbdClient;
@@ -13,8 +14,17 @@ use crate::block::BlockError;
 
 /// Ranges kept at most from the scan (past it the rest is not known).
 const MAX_RANGES: usize = 1 << 20;
-/// Bytes asked about per block-status query of the scan.
-const STEP: u64 = 1 << 30;
+/// Bytes looked up per step of the scan: the client asks the server about
+/// the rest of the disk at once and answers from what it was told, so a
+/// step is a round trip only where the server answered in short pieces.
+const STEP: u64 = 64 << 20;
+/// Steps of the scan at most: an export whose size is a claim (2^63
+/// bytes) is scanned this far (1 TiB), the rest not known.
+const MAX_STEPS: u32 = 1 << 14;
+/// Block-status round trips the scan may cost: a server answering in
+/// short pieces stops it early (the rest not known) rather than holding
+/// the worker for minutes.
+const MAX_REQUESTS: u64 = 1 << 12;
 
 /// The server's layers, from a scan of the whole disk.
 pub struct Remote {
@@ -37,7 +47,15 @@ impl Remote {
         let mut map: Vec<(u64, u64, u32)> = Vec::new();
         let mut at = 0u64;
         let mut complete = true;
+        let mut steps = 0u32;
+        let requests = || client.stats().requests.load(Ordering::Relaxed);
+        let first = requests();
         while at < size {
+            if steps == MAX_STEPS || requests().saturating_sub(first) > MAX_REQUESTS {
+                complete = false;
+                break;
+            }
+            steps += 1;
             let len = STEP.min(size - at);
             let Some(runs) = client.served_depths(at, len)? else {
                 return Ok(None);

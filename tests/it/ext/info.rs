@@ -13,7 +13,13 @@ pub(super) fn check_info(dir: &Path, image: &str, flat: &str, layer: Option<&str
     check_info_with(dir, image, flat, layer, &[]);
 }
 
-fn check_info_with(dir: &Path, image: &str, flat: &str, layer: Option<&str>, extra: &[&str]) {
+pub(crate) fn check_info_with(
+    dir: &Path,
+    image: &str,
+    flat: &str,
+    layer: Option<&str>,
+    extra: &[&str],
+) {
     let mut args = vec!["info", image];
     if let Some(l) = layer {
         args.extend(["--layer", l]);
@@ -527,13 +533,13 @@ fn partitioned_disks_mbr_and_gpt() {
     let run = layerscope(dir, &["ls", "mbr.raw"]);
     assert_eq!(run.code, 1);
     assert!(
-        run.stderr.contains("--partition") && run.stderr.contains("2 (type 83"),
+        run.stderr.contains("--volume") && run.stderr.contains("p2 (ext2"),
         "{}",
         run.stderr
     );
     let run = layerscope(dir, &["ls", "mbr.raw", "--partition", "7"]);
     assert!(
-        run.code == 1 && run.stderr.contains("no partition 7"),
+        run.code == 1 && run.stderr.contains("no volume \"p7\""),
         "{}",
         run.stderr
     );

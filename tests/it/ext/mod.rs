@@ -8,7 +8,7 @@ use crate::util::*;
 mod corpus;
 mod damage;
 mod files;
-mod info;
+pub(crate) mod info;
 mod layouts;
 mod view;
 

@@ -1,0 +1,289 @@
+//! The block layer on hostile images: a read error in a hex dump, a
+//! compressed cluster that inflates past its size, special files as
+//! images or backing files, and a small qcow2 claiming 16 TiB.
+use std::path::Path;
+
+use super::{be64, bounded, fails_with, put_be64, run};
+use crate::util::{need, qemu_io, sh};
+
+/// The L2 table of the image's first L1 entry.
+fn first_l2(img: &[u8]) -> usize {
+    let l1 = be64(img, 40) as usize;
+    (be64(img, l1) & 0x00ff_ffff_ffff_fe00) as usize
+}
+
+/// A qcow2 whose second cluster maps to 1 TiB into a 448 KiB file: reading
+/// it fails with "past the end of the file".
+fn broken_read(dir: &Path) -> String {
+    sh(
+        dir,
+        &["qemu-img", "create", "-q", "-f", "qcow2", "bad.qcow2", "1M"],
+    );
+    qemu_io(dir, "bad.qcow2", &["write -P 0x41 0 128k"]);
+    let path = dir.join("bad.qcow2");
+    let mut img = std::fs::read(&path).unwrap();
+    let l2 = first_l2(&img);
+    put_be64(&mut img, l2 + 8, (1 << 63) | (1 << 40));
+    std::fs::write(&path, img).unwrap();
+    "bad.qcow2".into()
+}
+
+/// `read --hex` stops at the first read error, with the error, instead of
+/// spinning on it (hexyl's printer asks again forever).
+#[test]
+fn hex_dump_ends_at_a_read_error() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let img = broken_read(dir);
+    let r = run(
+        dir,
+        &[
+            "read", "--hex", "--color", "never", "--length", "256K", &img,
+        ],
+        b"\n",
+    );
+    fails_with(&r, "read --hex", &["bad.qcow2", "past the end of the file"]);
+    // The readable first cluster is dumped before the error, once.
+    let text = r.text();
+    assert!(text.contains("41 41 41 41"), "{text}");
+    assert!(r.count < 64, "{} lines: the dump repeats", r.count);
+}
+
+/// The same against an NBD server whose reads all fail: one error, not a
+/// loop of requests.
+#[test]
+fn hex_dump_over_a_failing_server_ends() {
+    if !need("nbdkit") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let sock = dir.join("err.sock");
+    let mut server = std::process::Command::new("nbdkit")
+        .args([
+            "-f",
+            "-U",
+            sock.to_str().unwrap(),
+            "--filter=error",
+            "pattern",
+            "1M",
+        ])
+        .args(["error-rate=100%", "error-pread=EIO"])
+        .spawn()
+        .unwrap();
+    for _ in 0..500 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let uri = format!("nbd+unix:///?socket={}", sock.display());
+    let r = run(dir, &["read", "--hex", "--length", "64K", &uri], b"");
+    let _ = server.kill();
+    let _ = server.wait();
+    fails_with(&r, "read --hex over NBD", &["EIO"]);
+}
+
+/// Replaces the compressed stream of the cluster at guest offset 0 by
+/// `stream` (which must not be longer than the old one's sectors).
+fn replace_compressed(path: &Path, stream: &[u8]) {
+    let mut img = std::fs::read(path).unwrap();
+    let cluster_bits = u32::from_be_bytes(img[20..24].try_into().unwrap());
+    let l2 = first_l2(&img);
+    let entry = be64(&img, l2);
+    assert!(entry & (1 << 62) != 0, "cluster 0 is not compressed");
+    let shift = 62 - (cluster_bits - 8);
+    let offset = (entry & ((1 << shift) - 1)) as usize;
+    let sectors = ((entry >> shift) & ((1 << (cluster_bits - 8)) - 1)) as usize + 1;
+    let room = (sectors * 512 - (offset & 511)).min(img.len() - offset);
+    assert!(stream.len() <= room, "{} > {room}", stream.len());
+    img[offset..offset + room].fill(0);
+    img[offset..offset + stream.len()].copy_from_slice(stream);
+    std::fs::write(path, img).unwrap();
+}
+
+/// Data that compresses to about half: the cluster is stored compressed
+/// and its stream has room for a tiny one.
+fn half_compressible(dir: &Path) -> std::path::PathBuf {
+    let data: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 28) as u8)
+        .collect();
+    let p = dir.join("data.bin");
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// A zstd cluster whose frame inflates to two clusters is EIO for qemu
+/// and an error naming the cluster for layerscope, never a silent cut.
+#[test]
+fn compressed_cluster_inflating_past_its_size() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let data = half_compressible(dir);
+    let write = format!("write -c -s {} 0 64k", data.display());
+    for (name, opts) in [
+        ("zstd.qcow2", "compression_type=zstd"),
+        ("zlib.qcow2", "compression_type=zlib"),
+    ] {
+        sh(
+            dir,
+            &[
+                "qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, name, "1M",
+            ],
+        );
+        qemu_io(dir, name, &[&write]);
+        let big = vec![0x5au8; 128 << 10];
+        let stream = if name.starts_with("zstd") {
+            ruzstd::encoding::compress_to_vec(&big[..], ruzstd::encoding::CompressionLevel::Fastest)
+        } else {
+            use std::io::Write;
+            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+            e.write_all(&big).unwrap();
+            e.finish().unwrap()
+        };
+        replace_compressed(&dir.join(name), &stream);
+        let q = std::process::Command::new("qemu-io")
+            .args(["-f", "qcow2", "-r", "-c", "read 0 64k", name])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        let said =
+            String::from_utf8_lossy(&q.stdout).into_owned() + &String::from_utf8_lossy(&q.stderr);
+        if name.starts_with("zstd") {
+            // The oracle: qemu refuses the cluster.
+            assert!(said.contains("Input/output error"), "qemu-io: {said}");
+        }
+        // (qemu's zlib path keeps the first cluster's worth and drops the
+        // rest; layerscope refuses both alike, see qcow2/compressed.rs.)
+        let r = run(dir, &["read", "--length", "64K", name], b"");
+        fails_with(
+            &r,
+            name,
+            &[name, "compressed cluster", "inflates past the cluster size"],
+        );
+    }
+}
+
+/// FIFOs, sockets and character devices are refused before anything can
+/// block, as the image or as a backing file; the message says what they
+/// are.
+#[test]
+fn special_files_are_refused_before_open() {
+    if !need("qemu-img") || !need("mkfifo") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(dir, &["mkfifo", "fifo.img"]);
+    let r = run(dir, &["chain", "fifo.img"], b"");
+    fails_with(&r, "chain fifo", &["fifo.img", "FIFO"]);
+    // As a backing file (written without opening it: -u).
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            "fifo.img",
+            "-F",
+            "raw",
+            "top.qcow2",
+            "1M",
+        ],
+    );
+    for cmd in ["chain", "map", "read"] {
+        let r = run(dir, &[cmd, "top.qcow2"], b"");
+        fails_with(&r, cmd, &["fifo.img", "FIFO"]);
+    }
+    let _sock = std::os::unix::net::UnixListener::bind(dir.join("sock.img")).unwrap();
+    let r = run(dir, &["map", "sock.img"], b"");
+    fails_with(&r, "map socket", &["sock.img", "socket"]);
+    let r = run(dir, &["map", "/dev/zero"], b"");
+    fails_with(&r, "map /dev/zero", &["/dev/zero", "character device"]);
+}
+
+/// A 4.6 MiB qcow2 claiming 256 TiB whose 2^19 L1 entries all share one
+/// L2 table (with two data clusters and a zero cluster): `chain` says
+/// how much it holds from the one table, at once (walking the claimed
+/// disk took 81 s for 16 TiB). The oracle is the sum of qemu-img map's
+/// present ranges over the first 16 TiB, times 16.
+#[test]
+fn chain_cost_follows_the_real_l2_tables() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "huge.qcow2",
+            "256T",
+        ],
+    );
+    qemu_io(
+        dir,
+        "huge.qcow2",
+        &["write -P 7 0 64k", "write -z 128k 64k", "write -P 9 1M 64k"],
+    );
+    let path = dir.join("huge.qcow2");
+    let mut img = std::fs::read(&path).unwrap();
+    assert!(img.len() <= 5 << 20, "{} bytes", img.len());
+    let l1 = be64(&img, 40) as usize;
+    let l1_size = u32::from_be_bytes(img[36..40].try_into().unwrap()) as usize;
+    assert_eq!(l1_size, 1 << 19);
+    let first = be64(&img, l1);
+    for i in 1..l1_size {
+        put_be64(&mut img, l1 + i * 8, first);
+    }
+    std::fs::write(&path, img).unwrap();
+    let out = sh(
+        dir,
+        &[
+            "qemu-img",
+            "map",
+            "--output=json",
+            "--max-length",
+            "16T",
+            "huge.qcow2",
+        ],
+    );
+    let map: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let held_16t: u64 = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["present"] == true)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum();
+    let held = held_16t * 16;
+    assert_eq!(held, (1 << 19) * 3 * 65536);
+    let r = run(dir, &["chain", "--json", "huge.qcow2"], b"");
+    bounded(&r, "chain");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(j[0]["allocated-bytes"].as_u64(), Some(held));
+    let r = run(dir, &["chain", "huge.qcow2"], b"");
+    bounded(&r, "chain");
+    assert!(
+        r.text()
+            .contains(&format!("holds:         96 GiB of the disk ({held} bytes)")),
+        "{}",
+        r.text()
+    );
+}

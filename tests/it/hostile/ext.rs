@@ -1,0 +1,293 @@
+//! ext2/3/4 on hostile images: geometry no filesystem has, a file of 2^20
+//! one-block extents, a hole of 2^63 bytes compared by `diff --full`.
+use std::path::Path;
+
+use super::{bounded, fails_with, run};
+use crate::util::{debugfs_w, need, sh, thin_overlay};
+
+/// A 4 KiB-block ext4 image without journal or checksums (so patched
+/// fields are read as patched), made by mke2fs.
+fn plain_ext4(dir: &Path, name: &str, size: &str, extra: &[&str]) {
+    let mut args = vec![
+        "mke2fs",
+        "-q",
+        "-t",
+        "ext4",
+        "-b",
+        "4096",
+        "-O",
+        "^metadata_csum,^has_journal",
+    ];
+    args.extend_from_slice(extra);
+    args.extend([name, size]);
+    sh(dir, &args);
+}
+
+fn put_le32(path: &Path, at: u64, v: u32) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&v.to_le_bytes(), at).unwrap();
+}
+
+fn dumpe2fs_refuses(dir: &Path, image: &str) -> bool {
+    !std::process::Command::new("dumpe2fs")
+        .args(["-h", image])
+        .current_dir(dir)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Geometry dumpe2fs refuses is refused, naming the field: fewer than 8
+/// blocks per group, and 2^32 blocks in groups of 8 (2^29 groups whose
+/// descriptors alone would be 16 GiB on an 8 MiB disk).
+#[test]
+fn absurd_group_geometry_is_refused_like_dumpe2fs() {
+    if !need("mke2fs") || !need("dumpe2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    plain_ext4(dir, "four.img", "8M", &["-O", "^64bit"]);
+    put_le32(&dir.join("four.img"), 1024 + 0x20, 4);
+    put_le32(&dir.join("four.img"), 1024 + 0x24, 4);
+    assert!(dumpe2fs_refuses(dir, "four.img"));
+    for cmd in ["groups", "info", "ls"] {
+        let r = run(dir, &[cmd, "four.img"], b"");
+        fails_with(
+            &r,
+            cmd,
+            &["four.img", "s_blocks_per_group", "4: expected 8 to"],
+        );
+    }
+    plain_ext4(dir, "many.img", "8M", &["-O", "^64bit"]);
+    let p = dir.join("many.img");
+    put_le32(&p, 1024 + 0x4, u32::MAX);
+    put_le32(&p, 1024 + 0x20, 8);
+    put_le32(&p, 1024 + 0x24, 8);
+    assert!(dumpe2fs_refuses(dir, "many.img"));
+    for cmd in ["groups", "info"] {
+        let r = run(dir, &[cmd, "many.img"], b"");
+        fails_with(
+            &r,
+            cmd,
+            &["many.img", "536870912 groups", "more than the disk"],
+        );
+    }
+}
+
+/// Where a file's inode lies: (block, offset in it), from debugfs imap.
+fn inode_location(dir: &Path, image: &str, ino: u64) -> u64 {
+    let out = sh(dir, &["debugfs", "-R", &format!("imap <{ino}>"), image]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let block: u64 = text
+        .split("located at block ")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("imap: {text}"));
+    let offset = text
+        .split("offset 0x")
+        .nth(1)
+        .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("imap: {text}"));
+    block * 4096 + offset
+}
+
+/// An extent node: header and entries (12 bytes each).
+fn node(depth: u16, max: u16, entries: &[[u8; 12]], size: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(size);
+    for v in [0xf30a, entries.len() as u16, max, depth] {
+        b.extend(v.to_le_bytes());
+    }
+    b.extend(0u32.to_le_bytes());
+    for e in entries {
+        b.extend(e);
+    }
+    b.resize(size, 0);
+    b
+}
+
+fn leaf(logical: u32, physical: u32) -> [u8; 12] {
+    let mut e = [0u8; 12];
+    e[0..4].copy_from_slice(&logical.to_le_bytes());
+    e[4..6].copy_from_slice(&1u16.to_le_bytes());
+    e[8..12].copy_from_slice(&physical.to_le_bytes());
+    e
+}
+
+fn index(logical: u32, child: u32) -> [u8; 12] {
+    let mut e = [0u8; 12];
+    e[0..4].copy_from_slice(&logical.to_le_bytes());
+    e[4..8].copy_from_slice(&child.to_le_bytes());
+    e
+}
+
+/// Gives inode `ino` of `image` an extent tree of `extents` one-block
+/// extents (logical 2i, so no two merge) all on block `physical`, built
+/// three levels deep from block `at` on; returns the map blocks used.
+fn many_extents(dir: &Path, image: &str, ino: u64, extents: u32, physical: u32, at: u32) -> u32 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(image))
+        .unwrap();
+    let per = 340usize;
+    let mut next = at;
+    let mut put = |bytes: Vec<u8>| {
+        f.write_all_at(&bytes, u64::from(next) * 4096).unwrap();
+        next += 1;
+        next - 1
+    };
+    let all: Vec<[u8; 12]> = (0..extents).map(|i| leaf(2 * i, physical)).collect();
+    let mut level: Vec<[u8; 12]> = all
+        .chunks(per)
+        .map(|c| {
+            let first = u32::from_le_bytes(c[0][0..4].try_into().unwrap());
+            index(first, put(node(0, per as u16, c, 4096)))
+        })
+        .collect();
+    let mut depth = 1;
+    while level.len() > 4 {
+        level = level
+            .chunks(per)
+            .map(|c| {
+                let first = u32::from_le_bytes(c[0][0..4].try_into().unwrap());
+                index(first, put(node(depth, per as u16, c, 4096)))
+            })
+            .collect();
+        depth += 1;
+    }
+    let root = node(depth, 4, &level, 60);
+    let at_inode = inode_location(dir, image, ino);
+    f.write_all_at(&root, at_inode + 0x28).unwrap();
+    let size = u64::from(extents) * 2 * 4096;
+    f.write_all_at(&(size as u32).to_le_bytes(), at_inode + 0x4)
+        .unwrap();
+    f.write_all_at(&((size >> 32) as u32).to_le_bytes(), at_inode + 0x6c)
+        .unwrap();
+    f.write_all_at(&0x80000u32.to_le_bytes(), at_inode + 0x20)
+        .unwrap();
+    next - at
+}
+
+/// `blocks` and `stat --json` of a file of 2^20 one-block extents list
+/// every run (debugfs's block list is the oracle for the data blocks)
+/// in bounded memory: rows are written as they are found.
+#[test]
+fn a_million_extents_in_bounded_memory() {
+    if !need("mke2fs") || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    plain_ext4(dir, "frag.img", "64M", &[]);
+    debugfs_w(dir, "frag.img", "write /dev/null frag\n");
+    let extents = 1u32 << 20;
+    let meta = many_extents(dir, "frag.img", 12, extents, 14000, 8000);
+    // The oracle: debugfs lists the same data blocks.
+    let out = sh(dir, &["debugfs", "-R", "blocks <12>", "frag.img"]);
+    let theirs = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|w| *w == "14000")
+        .count();
+    assert_eq!(theirs, extents as usize);
+    let r = run(
+        dir,
+        &["blocks", "--json", "frag.img", "<12>"],
+        b"\"meta\": false",
+    );
+    bounded(&r, "blocks --json");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.count, u64::from(extents));
+    let r = run(dir, &["stat", "--json", "frag.img", "<12>"], b"\"logical\"");
+    bounded(&r, "stat --json");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.count, u64::from(extents + meta));
+    let r = run(
+        dir,
+        &["blocks", "frag.img", "<12>"],
+        b"14000-14000 (1 blocks) layer 0",
+    );
+    bounded(&r, "blocks");
+    assert_eq!(r.count, u64::from(extents));
+}
+
+/// A file whose i_size is 2^63-1 (a hole but for its first block), the
+/// same in both layers: `diff --full` steps over the hole in one go
+/// instead of a megabyte at a time, and both diffs name only the file
+/// the overlay changed.
+#[test]
+fn diff_full_steps_over_a_hole_of_2_63_bytes() {
+    if !need("mke2fs") || !need("debugfs") || !need("qemu-img") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("huge"), vec![0x48u8; 4096]).unwrap();
+    std::fs::write(tree.join("small.txt"), b"before\n").unwrap();
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-t",
+            "ext4",
+            "-b",
+            "4096",
+            "-d",
+            tree.to_str().unwrap(),
+            "base.raw",
+            "16M",
+        ],
+    );
+    debugfs_w(dir, "base.raw", "sif /huge size 0x7fffffffffffffff\n");
+    std::fs::copy(dir.join("base.raw"), dir.join("flat.raw")).unwrap();
+    std::fs::write(dir.join("after.txt"), b"after, longer\n").unwrap();
+    debugfs_w(
+        dir,
+        "flat.raw",
+        &format!(
+            "rm /small.txt\nwrite {} /small.txt\n",
+            dir.join("after.txt").display()
+        ),
+    );
+    thin_overlay(
+        dir,
+        "top.qcow2",
+        "base.raw",
+        "raw",
+        &dir.join("flat.raw"),
+        "",
+        false,
+    );
+    let out = sh(dir, &["debugfs", "-R", "stat /huge", "base.raw"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Size: 9223372036854775807"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for full in [true, false] {
+        let mut args = vec!["diff", "--json", "top.qcow2"];
+        if full {
+            args.push("--full");
+        }
+        let r = run(dir, &args, b"");
+        bounded(&r, "diff");
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+        let paths: Vec<&str> = j["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["path"].as_str().unwrap())
+            .collect();
+        assert!(
+            paths.contains(&"/small.txt") && !paths.contains(&"/huge"),
+            "full={full}: {paths:?}"
+        );
+    }
+}
