@@ -57,7 +57,12 @@ impl LayeredReader {
         let min_cluster = chain
             .layers
             .iter()
-            .filter_map(|l| l.qcow2.as_ref().map(|q| q.header().cluster_size()))
+            .filter_map(|l| {
+                l.qcow2
+                    .as_ref()
+                    .map(|q| q.header().cluster_size())
+                    .or_else(|| l.info.as_ref().and_then(|i| i.cluster_size()))
+            })
             .min()
             .unwrap_or(65536);
         let size = top.source.len();

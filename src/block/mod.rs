@@ -11,7 +11,9 @@ use serde::Serialize;
 pub mod cache;
 pub mod chain;
 pub mod error;
+pub mod formats;
 pub mod hitmap;
+pub mod image;
 pub mod layered;
 pub mod map;
 pub mod nbd;
@@ -21,6 +23,9 @@ pub mod raw;
 pub mod ssh;
 pub mod storage;
 pub mod storage_cache;
+pub mod table;
+pub mod vhd;
+pub mod vmdk;
 
 pub use error::BlockError;
 

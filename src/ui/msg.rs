@@ -46,7 +46,7 @@ impl ChainInfo {
                             h.compression.name()
                         )
                     }
-                    None => String::new(),
+                    None => l.info.as_ref().map(|i| i.summary()).unwrap_or_default(),
                 };
                 let name = l.path.rsplit('/').next().unwrap_or(&l.path);
                 LayerView {

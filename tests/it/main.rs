@@ -8,6 +8,7 @@ mod diff;
 mod e2e;
 mod ext;
 mod fat;
+mod formats;
 mod hostile;
 mod lvm;
 mod mutate;
