@@ -344,7 +344,10 @@ impl TreePane {
     pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx, changes: Option<&[Change]>) {
         let s = cx.shared;
         let focused = cx.focused(Pane::Tree);
-        let title = format!("Tree (as of layer {})", s.as_of);
+        let mut title = format!("Tree (as of layer {})", s.as_of);
+        if let Some((name, _)) = &s.volume {
+            title.push_str(&format!(" · {name} {}", s.fs_kind));
+        }
         let height = usize::from(r.height.saturating_sub(2));
         let mut lines: Vec<Line> = Vec::new();
         match &s.fs {
