@@ -119,6 +119,19 @@ impl LayeredReader {
     /// # Errors
     /// Errors of the layers' metadata.
     pub fn owner(&self, offset: u64, len: u64) -> Result<Owner, BlockError> {
+        self.owner_by(offset, len, false)
+    }
+
+    /// [`LayeredReader::owner`] exact about ranges that read as zeros (a
+    /// raw layer's holes among them), for streams that skip them.
+    ///
+    /// # Errors
+    /// Errors of the layers' metadata.
+    pub fn owner_exact(&self, offset: u64, len: u64) -> Result<Owner, BlockError> {
+        self.owner_by(offset, len, true)
+    }
+
+    fn owner_by(&self, offset: u64, len: u64, exact: bool) -> Result<Owner, BlockError> {
         check_range(&self.name, self.size, offset, len)?;
         let mut len = len;
         for (index, layer) in self.layers.iter().enumerate().rev() {
@@ -128,7 +141,11 @@ impl LayeredReader {
                 break;
             }
             len = len.min(layer_len - offset);
-            let e = layer.locate(offset, len)?;
+            let e = if exact {
+                layer.locate_exact(offset, len)?
+            } else {
+                layer.locate(offset, len)?
+            };
             len = e.len.min(len);
             if e.status != Status::Unallocated {
                 return Ok(Owner {
@@ -223,6 +240,21 @@ pub enum Chunk {
 }
 
 impl LayeredReader {
+    /// The next extent of a stream at `offset` (at most `max_len` bytes),
+    /// exact about what reads as zeros. A zero run is recorded in the hit
+    /// map here, since nothing will read it; a data run is recorded by
+    /// [`LayeredReader::read_chunk`] when it is read.
+    ///
+    /// # Errors
+    /// Errors of the layers' metadata.
+    pub fn stream_extent(&self, offset: u64, max_len: u64) -> Result<Owner, BlockError> {
+        let o = self.owner_exact(offset, max_len)?;
+        if o.status != Status::Data {
+            self.record(o.layer, offset, o.len)?;
+        }
+        Ok(o)
+    }
+
     /// Reads the next piece of a stream at `offset` (at most `max_len`
     /// bytes): either data into `buf` (stopping before the next range that
     /// reads as zeros), or the length of a zero range, which is neither
@@ -238,7 +270,7 @@ impl LayeredReader {
         buf: &mut [u8],
     ) -> Result<Chunk, BlockError> {
         check_range(&self.name, self.size, offset, max_len)?;
-        let first = self.owner(offset, max_len)?;
+        let first = self.owner_exact(offset, max_len)?;
         if first.status != Status::Data {
             self.record(first.layer, offset, first.len)?;
             return Ok(Chunk::Zeros(first.len));
@@ -258,7 +290,7 @@ impl LayeredReader {
             if filled == want {
                 break;
             }
-            owner = self.owner(offset + filled, want - filled)?;
+            owner = self.owner_exact(offset + filled, want - filled)?;
             if owner.status != Status::Data {
                 break;
             }
@@ -313,18 +345,26 @@ impl BlockSource for LayeredReader {
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<crate::block::Extent, BlockError> {
-        let o = self.owner(offset, len)?;
-        Ok(crate::block::Extent {
-            offset,
-            len: o.len,
-            status: if o.layer.is_some() {
-                o.status
-            } else {
-                Status::Unallocated
-            },
-            compressed: false,
-            host_offset: None,
-            reads_zero: false,
-        })
+        Ok(located(self.owner(offset, len)?, offset))
+    }
+
+    fn locate_exact(&self, offset: u64, len: u64) -> Result<crate::block::Extent, BlockError> {
+        Ok(located(self.owner_exact(offset, len)?, offset))
+    }
+}
+
+/// An owner as an extent of the layered disk.
+fn located(o: Owner, offset: u64) -> crate::block::Extent {
+    crate::block::Extent {
+        offset,
+        len: o.len,
+        status: if o.layer.is_some() {
+            o.status
+        } else {
+            Status::Unallocated
+        },
+        compressed: false,
+        host_offset: None,
+        reads_zero: false,
     }
 }

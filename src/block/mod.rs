@@ -8,6 +8,7 @@
 //! user interface. Nothing here ever writes to an image.
 use serde::Serialize;
 
+pub mod buffer;
 pub mod cache;
 pub mod chain;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod raw;
 pub mod ssh;
 pub mod storage;
 pub mod storage_cache;
+pub mod stream;
 pub mod table;
 pub mod vhd;
 pub mod vmdk;
@@ -134,6 +136,18 @@ pub trait BlockSource: Send + Sync {
                     self.name()
                 ),
             })
+    }
+
+    /// [`BlockSource::locate`] exact about what reads as zeros: bulk copies
+    /// (`read`) skip those ranges instead of reading and writing them, so
+    /// a source whose `locate` is coarse to save system calls (a raw file
+    /// answers `Data` for holes) answers precisely here. Called once per
+    /// extent of a stream, where the cost of asking is repaid.
+    ///
+    /// # Errors
+    /// As [`BlockSource::block_status`].
+    fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
+        self.locate(offset, len)
     }
 }
 

@@ -11,8 +11,10 @@ use crate::block::probe::Format;
 
 mod chain;
 mod diff;
+mod ext;
 mod files;
 mod fs;
+mod json;
 mod map;
 mod meta;
 mod nbd;

@@ -9,6 +9,7 @@
 //! the overlays hold. [`diff_full`] walks and compares both whole trees:
 //! the slow reference the quick one is tested against. Both end in the
 //! same assembly, so they report in the same terms.
+use crate::fs::ext::superblock::{sb, RoCompat};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::block::{BlockError, BlockSource};
@@ -19,6 +20,7 @@ pub mod blame;
 pub mod blocks;
 pub mod compare;
 pub mod index;
+pub mod tree;
 
 use blocks::BlockSet;
 use compare::{compare, in_use, same_file, Delta};
@@ -113,6 +115,9 @@ pub struct Stats {
     /// Changed blocks no inode slot explained, so the inode tables were
     /// searched for their owners.
     pub inode_tables_searched: bool,
+    /// Both trees were walked and compared through the filesystem trait
+    /// ([`tree::diff_trees`]: filesystems without a quick diff).
+    pub trees_compared: bool,
 }
 
 /// A diff's result.
@@ -250,6 +255,15 @@ pub fn walk_tree(
     }
 }
 
+/// What assembling changes needs from the two views, whichever diff
+/// found them.
+trait PairView {
+    /// Whether `node` is the same file in both views.
+    fn persists(&mut self, node: u64) -> bool;
+    /// Its type as of the newer view (`unknown` when unreadable).
+    fn new_type(&mut self, node: u64) -> &'static str;
+}
+
 /// Both views' inodes, read once.
 struct Pair<'a> {
     old: &'a Ext4,
@@ -279,6 +293,19 @@ impl<'a> Pair<'a> {
     }
 }
 
+impl PairView for Pair<'_> {
+    fn persists(&mut self, node: u64) -> bool {
+        Pair::persists(self, node)
+    }
+
+    fn new_type(&mut self, node: u64) -> &'static str {
+        self.get(node)
+            .1
+            .as_ref()
+            .map_or("unknown", |i| i.type_name())
+    }
+}
+
 fn change(kind: Kind, n: &Name, from: Option<&Name>, delta: Delta) -> Change {
     Change {
         change: kind,
@@ -296,7 +323,7 @@ fn change(kind: Kind, n: &Name, from: Option<&Name>, delta: Delta) -> Change {
 /// into changes: the same file losing one name and gaining another was
 /// moved; a name of a file that did not persist was deleted or added.
 fn assemble(
-    pair: &mut Pair,
+    pair: &mut dyn PairView,
     removed: Vec<Name>,
     added: Vec<Name>,
     mut modified: BTreeMap<u64, (Delta, Vec<Name>)>,
@@ -355,11 +382,7 @@ fn assemble(
         let n = match names.first() {
             Some(n) => n,
             None => {
-                let t = pair
-                    .get(ino)
-                    .1
-                    .as_ref()
-                    .map_or("unknown", |i| i.type_name());
+                let t = pair.new_type(ino);
                 fallback = Name {
                     path: format!("<{ino}>").into_bytes(),
                     ino,
@@ -522,7 +545,7 @@ pub fn diff(
         d.notes.push(format!("{what}: {n} block(s) changed"));
     }
     // Blocks of the changed inodes (as of either layer) are explained.
-    let first_ino = new.superblock().get("s_first_ino").max(11);
+    let first_ino = new.superblock().get(sb!("s_first_ino")).max(11);
     let mut pair = Pair {
         old,
         new,
@@ -760,8 +783,11 @@ impl<'a> Bitmaps<'a> {
             Some(b) => b,
             None => {
                 let d = fs.group(g)?;
-                let uninit =
-                    d.flags & 2 != 0 && (sb.has_ro_compat(0x10) || sb.has_ro_compat(0x400));
+                let uninit = d
+                    .flags
+                    .contains(crate::fs::ext::group_desc::BgFlags::BLOCK_UNINIT)
+                    && (sb.has_ro_compat(RoCompat::UNINIT_BG)
+                        || sb.has_ro_compat(RoCompat::METADATA_CSUM));
                 let b = if uninit {
                     None
                 } else {

@@ -19,6 +19,8 @@ use layerscope::fs::{self, FileType, Filesystem, FsKind, RunKind};
 
 use crate::util::{need, sh};
 
+mod cli;
+
 fn tools() -> bool {
     need("mkfs.vfat") && need("mcopy") && need("mdir") && need("fsck.fat") && need("mshowfat")
 }

@@ -36,7 +36,7 @@ impl Worker {
             .iter()
             .map(|r| OtherGroupRow {
                 index: r.index,
-                offset: Some(self.disk_offset(r.offset)),
+                offset: r.offset.map(|o| self.disk_offset(o)),
                 cells: r.cells.iter().map(|c| esc(c)).collect(),
                 ok: r.ok,
             })
@@ -48,7 +48,7 @@ impl Worker {
             rows: Vec::new(),
             other: Some(OtherGroups {
                 noun: table.noun,
-                columns: table.columns.iter().map(|c| esc(c)).collect(),
+                columns: table.columns.iter().map(|c| esc(c.title)).collect(),
                 rows,
             }),
         }))
@@ -67,7 +67,7 @@ impl Worker {
         if let Some(ext) = fs.as_any().downcast_ref::<Ext4>() {
             let rows: Result<Vec<FieldRow>, String> = ext
                 .group(group)
-                .map(|d| d.fields.iter().map(field_row).collect())
+                .map(|d| d.fields().iter().map(field_row).collect())
                 .map_err(|e| printable_chain(&e));
             return Ok(rows.map(|rows| {
                 rows.into_iter()
@@ -99,8 +99,8 @@ fn groups_table(fs: &Ext4) -> GroupsTable {
     let rows = (0..count.min(MAX_GROUP_ROWS))
         .map(|g| match fs.group(g) {
             Ok(d) => {
-                let offset = d.fields.first().map(|f| f.offset);
-                let checksum = match d.checksum_ok {
+                let offset = Some(d.base);
+                let checksum = match d.checksum_ok() {
                     None => Checksum::None,
                     Some(true) => Checksum::Ok(d.checksum),
                     Some(false) => {
@@ -152,7 +152,7 @@ fn groups_table(fs: &Ext4) -> GroupsTable {
         desc_size,
         checksum_kind: if sb.has_metadata_csum() {
             "crc32c"
-        } else if sb.has_ro_compat(0x10) {
+        } else if sb.has_ro_compat(crate::fs::ext::superblock::RoCompat::UNINIT_BG) {
             "crc16"
         } else {
             "none"
