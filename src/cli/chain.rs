@@ -19,6 +19,9 @@ struct LayerJson {
     format_probed: bool,
     virtual_size: u64,
     file_size: u64,
+    /// Served over NBD: there is no local file to give a size of.
+    #[serde(skip)]
+    over_nbd: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     actual_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,6 +83,7 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
         format_probed: layer.format_probed,
         virtual_size: layer.source.len(),
         file_size: layer.storage.as_ref().map_or(0, |s| s.len()),
+        over_nbd: layer.storage.is_none() && layer.nbd.is_some(),
         actual_size: match info {
             Some(i) => i.actual_size(),
             None => layer.storage.as_ref().and_then(|s| s.allocated_size()),
@@ -190,7 +194,11 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
             .actual_size
             .map(|a| format!(", {} on disk", human(a)))
             .unwrap_or_default();
-        writeln!(out, "  file size:     {}{on_disk}", human(l.file_size))?;
+        if l.over_nbd {
+            writeln!(out, "  file:          none here (served over NBD)")?;
+        } else {
+            writeln!(out, "  file size:     {}{on_disk}", human(l.file_size))?;
+        }
         let mut flags = Vec::new();
         if l.dirty_flag {
             flags.push("dirty (not closed cleanly)");

@@ -10,6 +10,7 @@ use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Effect, Effects, Highlight, Shared};
 use crate::ui::msg::FieldRow;
 use crate::ui::style::{pane_block, scroll_start, selected};
+use crate::ui::text::{fit, fit_pad};
 
 /// The superblock pane's state.
 #[derive(Clone, Debug, Default)]
@@ -59,28 +60,62 @@ impl SuperblockPane {
     pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx) {
         let focused = cx.focused(Pane::Superblock);
         let height = usize::from(r.height.saturating_sub(2));
+        let width = usize::from(r.width.saturating_sub(2));
         let mut lines: Vec<Line> = Vec::new();
         match &self.fields {
             None => lines.push(Line::from("reading…")),
             Some(Err(e)) => lines.push(Line::from(format!("no filesystem: {e}"))),
             Some(Ok(rows)) => {
+                let (off_w, name_w) = columns(rows, width);
                 let start = scroll_start(self.sel, height);
                 for (i, row) in rows.iter().enumerate().skip(start).take(height) {
                     let style = if focused && i == self.sel {
                         selected()
+                    } else if row.value.contains("BAD") {
+                        cx.styles.error()
                     } else {
                         Default::default()
                     };
-                    lines.push(Line::from(Span::styled(
-                        format!("{:#06x} {:<24} {}", row.offset, row.name, row.value),
-                        style,
-                    )));
+                    let offset = if off_w > 0 {
+                        format!("{:#0off_w$x} ", row.offset)
+                    } else {
+                        String::new()
+                    };
+                    let text = format!("{offset}{} {}", fit_pad(row.name, name_w), row.value);
+                    lines.push(Line::from(Span::styled(fit(&text, width), style)));
                 }
             }
         }
+        let s = cx.shared;
+        let mut title = match s.fs_kind {
+            "" => "Superblock".to_owned(),
+            "vfat" => "Boot sector (vfat)".to_owned(),
+            k => format!("Superblock ({k})"),
+        };
+        if let Some((name, _)) = &s.volume {
+            title.push_str(&format!(" on {name}"));
+        }
         f.render_widget(
-            Paragraph::new(lines).block(pane_block("Superblock (ext)".into(), focused)),
+            Paragraph::new(lines).block(pane_block(fit(&title, width), focused)),
             r,
         );
+    }
+}
+
+/// Widths of the offset column (0: left out, the pane is too narrow) and
+/// of the name column, leaving the values room.
+fn columns(rows: &[FieldRow], width: usize) -> (usize, usize) {
+    const VALUE_ROOM: usize = 10;
+    let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).min(24);
+    let off_w = rows
+        .iter()
+        .map(|r| format!("{:#x}", r.offset).len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    if off_w + 1 + name_w + 1 + VALUE_ROOM <= width {
+        (off_w, name_w)
+    } else {
+        (0, name_w.min(width.saturating_sub(VALUE_ROOM + 1)))
     }
 }
