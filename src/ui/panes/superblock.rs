@@ -10,7 +10,7 @@ use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Effect, Effects, Highlight, Shared};
 use crate::ui::msg::FieldRow;
 use crate::ui::style::{pane_block, scroll_start, selected};
-use crate::ui::text::{fit, fit_pad};
+use crate::ui::text::{fit, fit_pad, width as width_of};
 
 /// The superblock pane's state.
 #[derive(Clone, Debug, Default)]
@@ -81,7 +81,9 @@ impl SuperblockPane {
                     } else {
                         String::new()
                     };
-                    let text = format!("{offset}{} {}", fit_pad(row.name, name_w), row.value);
+                    let head = format!("{offset}{} ", fit_pad(row.name, name_w));
+                    let room = width.saturating_sub(width_of(&head));
+                    let text = format!("{head}{}", value_text(&row.value, room));
                     lines.push(Line::from(Span::styled(fit(&text, width), style)));
                 }
             }
@@ -102,6 +104,23 @@ impl SuperblockPane {
     }
 }
 
+/// A field's value in `room` columns. The raw number is what the hex
+/// view shows, so it is never cut while it fits whole: a decoded meaning
+/// (`raw = meaning`) is shortened first, and dropped when fewer than four
+/// of its characters would show.
+fn value_text(value: &str, room: usize) -> String {
+    if width_of(value) <= room {
+        return value.to_owned();
+    }
+    match value.split_once(" = ") {
+        Some((raw, meaning)) if width_of(raw) + 3 + width_of(meaning).min(4) <= room => {
+            fit(value, room)
+        }
+        Some((raw, _)) => fit(raw, room),
+        None => fit(value, room),
+    }
+}
+
 /// Widths of the offset column (0: left out, the pane is too narrow) and
 /// of the name column, leaving the values room.
 fn columns(rows: &[FieldRow], width: usize) -> (usize, usize) {
@@ -117,5 +136,22 @@ fn columns(rows: &[FieldRow], width: usize) -> (usize, usize) {
         (off_w, name_w)
     } else {
         (0, name_w.min(width.saturating_sub(VALUE_ROOM + 1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::value_text;
+
+    #[test]
+    fn the_raw_value_is_kept_whole_and_the_meaning_shortened_first() {
+        assert_eq!(value_text("1 = clean", 10), "1 = clean");
+        assert_eq!(value_text("1 = continue", 10), "1 = conti…");
+        assert_eq!(value_text("61267 = 0xef53", 10), "61267");
+        assert_eq!(
+            value_text("1700000000 = 2023-11-14 22:13:20", 10),
+            "1700000000"
+        );
+        assert_eq!(value_text("12345678901 = x", 10), "123456789…");
     }
 }
