@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod block;
+pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod diff;

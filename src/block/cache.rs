@@ -100,7 +100,7 @@ impl BlockCache {
         let size = self.inner.len();
         let start = index * CHUNK;
         let end = start.saturating_add(window * CHUNK).min(size);
-        let mut buf = vec![0u8; (end - start) as usize];
+        let mut buf = crate::block::buffer::AlignedBuf::new((end - start) as usize);
         self.inner.read_at(start, &mut buf)?;
         let fetched = (end - start).div_ceil(CHUNK);
         self.window.store(window, Ordering::Relaxed);
@@ -168,6 +168,10 @@ impl BlockSource for BlockCache {
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
         self.inner.locate(offset, len)
+    }
+
+    fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
+        self.inner.locate_exact(offset, len)
     }
 }
 

@@ -11,6 +11,7 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::sync::Arc;
 
+use crate::block::image::{ImageInfo, ParentRef};
 use crate::block::probe::{probe, Format, Probe};
 use crate::block::qcow2::Qcow2Layer;
 use crate::block::raw::RawFile;
@@ -44,6 +45,17 @@ pub trait Opener {
     /// apart), `IsDirectory`.
     fn open(&self, path: &str) -> Result<Opened, BlockError>;
 
+    /// The names of the files in the directory of `path`, as paths the
+    /// opener opens (for formats that find a parent by its identity rather
+    /// than by name). At most [`MAX_SIBLINGS`]; none when the opener
+    /// cannot list.
+    ///
+    /// # Errors
+    /// Listing errors.
+    fn siblings(&self, _path: &str) -> Result<Vec<String>, BlockError> {
+        Ok(Vec::new())
+    }
+
     /// Where the backing file `name`, written in `overlay` (a path this
     /// opener opened), is: by default qemu's rule for local files
     /// ([`resolve_backing`]). A remote opener keeps absolute names on its
@@ -55,6 +67,10 @@ pub trait Opener {
         resolve_backing(overlay, name)
     }
 }
+
+/// Most directory entries looked at when searching for a parent by
+/// identity.
+pub const MAX_SIBLINGS: usize = 4096;
 
 /// Opens files on the local filesystem, read-only.
 pub struct FsOpener;
@@ -117,6 +133,25 @@ impl Opener for FsOpener {
             id,
         })
     }
+
+    fn siblings(&self, path: &str) -> Result<Vec<String>, BlockError> {
+        let dir_len = path.rfind('/').map_or(0, |i| i.saturating_add(1));
+        let prefix = path.get(..dir_len).unwrap_or_default();
+        let dir = if prefix.is_empty() { "." } else { prefix };
+        let entries = std::fs::read_dir(dir).map_err(|source| BlockError::Open {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut names: Vec<String> = entries
+            .take(MAX_SIBLINGS)
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|n| format!("{prefix}{n}"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
 }
 
 /// How to open a chain.
@@ -126,6 +161,9 @@ pub struct ChainOptions {
     pub format: Option<Format>,
     /// Format of backing files whose overlay names none (default: probe).
     pub backing_format: Option<Format>,
+    /// Read VHDX images whose log needs replaying as they are on disk
+    /// (default: refuse them).
+    pub log_as_is: bool,
 }
 
 /// One layer of a chain.
@@ -140,6 +178,9 @@ pub struct Layer {
     pub source: Arc<dyn BlockSource>,
     /// The qcow2 reader, for qcow2 layers.
     pub qcow2: Option<Arc<Qcow2Layer>>,
+    /// What the format reader says about the layer, for the other image
+    /// formats (VMDK, VHD, VHDX, VDI).
+    pub info: Option<Arc<dyn ImageInfo>>,
     /// The NBD client, for a layer read over NBD.
     pub nbd: Option<Arc<crate::block::nbd::NbdClient>>,
     /// The file, for layers that are files.
@@ -190,6 +231,7 @@ impl Layer {
             format_probed: self.format_probed,
             source: Arc::clone(&self.source),
             qcow2: self.qcow2.clone(),
+            info: self.info.clone(),
             nbd: self.nbd.clone(),
             storage: self.storage.clone(),
             backing_name: self.backing_name.clone(),
@@ -267,24 +309,16 @@ pub fn open_chain(
             });
         }
         seen.insert(opened.id.clone(), current.clone());
-        let layer = open_layer(&current, opened.storage, hint)?;
-        let next = match &layer.backing_name {
-            Some(name) => Some(opener.resolve_backing(&current, name)?),
-            None => None,
+        let (mut layer, parent) = open_layer(&current, opened.storage, hint, opener, &opts)?;
+        let Some(parent) = parent else {
+            stack.push(layer);
+            break;
         };
-        hint = match &layer.backing_format {
-            Some(name) => Some(Format::from_name(name).ok_or_else(|| {
-                BlockError::unsupported(&current, format!("backing file format {name:?}"))
-            })?),
-            None => opts.backing_format,
-        };
-        let mut layer = layer;
-        layer.backing_resolved = next.clone();
+        let next = find_parent(&current, &parent, opener)?;
+        hint = parent.format.or(opts.backing_format);
+        layer.backing_resolved = Some(next.clone());
         stack.push(layer);
-        match next {
-            Some(n) => current = n,
-            None => break,
-        }
+        current = next;
     }
     stack.reverse();
     for (i, layer) in stack.iter_mut().enumerate() {
@@ -303,8 +337,14 @@ pub fn open_nbd(uri: &str, opts: crate::block::nbd::Options) -> Result<Chain, Bl
         path: uri.to_owned(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
     })?;
-    let client = Arc::new(crate::block::nbd::NbdClient::connect(parsed, opts)?);
-    Ok(Chain {
+    let client = crate::block::nbd::NbdClient::connect(parsed, opts)?;
+    Ok(nbd_chain(uri, client))
+}
+
+/// An export already connected as a one-layer chain (see [`open_nbd`]).
+pub fn nbd_chain(uri: &str, client: crate::block::nbd::NbdClient) -> Chain {
+    let client = Arc::new(client);
+    Chain {
         layers: vec![Layer {
             index: 0,
             path: uri.to_owned(),
@@ -312,21 +352,114 @@ pub fn open_nbd(uri: &str, opts: crate::block::nbd::Options) -> Result<Chain, Bl
             format_probed: false,
             source: client.clone(),
             qcow2: None,
+            info: None,
             nbd: Some(client),
             storage: None,
             backing_name: None,
             backing_resolved: None,
             backing_format: None,
         }],
+    }
+}
+
+/// Finds the parent a layer names: the first candidate name that opens
+/// (and, when the child says which identity its parent has, carries it),
+/// or a file of the child's directory with that identity.
+///
+/// # Errors
+/// `MissingBacking` naming every name tried; `Unsupported` for protocol
+/// names.
+fn find_parent(child: &str, parent: &ParentRef, opener: &dyn Opener) -> Result<String, BlockError> {
+    // One name and nothing to check: the next step opens it and reports
+    // a missing file as qemu does.
+    if parent.identity.is_none() && !parent.search_siblings {
+        if let [only] = parent.names.as_slice() {
+            return opener.resolve_backing(child, only);
+        }
+    }
+    let mut tried = Vec::new();
+    let mut candidates = Vec::new();
+    for name in &parent.names {
+        match opener.resolve_backing(child, name) {
+            Ok(p) => candidates.push(p),
+            Err(_) => tried.push(format!("{name} (a protocol, not a file)")),
+        }
+    }
+    if parent.search_siblings {
+        // Beside the child, then in the directory above (VirtualBox keeps
+        // differencing images in Snapshots/ below their base).
+        let dir_len = child.rfind('/').map_or(0, |i| i.saturating_add(1));
+        let above = format!("{}../-", child.get(..dir_len).unwrap_or_default());
+        for probe_in in [child, above.as_str()] {
+            for p in opener.siblings(probe_in).unwrap_or_default() {
+                if p != child && !candidates.contains(&p) {
+                    candidates.push(p);
+                }
+            }
+        }
+    }
+    for path in candidates {
+        let opened = match opener.open(&path) {
+            Ok(o) => o,
+            Err(e) => {
+                if !parent.search_siblings {
+                    tried.push(format!("{path} ({e})"));
+                }
+                continue;
+            }
+        };
+        let Some(want) = parent.identity else {
+            return Ok(path);
+        };
+        match identity_of(&path, opened.storage.as_ref(), parent.format) {
+            Some(id) if id == want => return Ok(path),
+            Some(id) if !parent.search_siblings => tried.push(format!(
+                "{path} (identity {} is not the parent's {})",
+                crate::block::image::uuid_text(&id),
+                crate::block::image::uuid_text(&want)
+            )),
+            None if !parent.search_siblings => {
+                tried.push(format!("{path} (not an image of the parent's format)"))
+            }
+            _ => {}
+        }
+    }
+    if parent.search_siblings {
+        tried.push(format!(
+            "every file beside it (no image with identity {})",
+            parent
+                .identity
+                .map(|i| crate::block::image::uuid_text(&i))
+                .unwrap_or_default()
+        ));
+    }
+    Err(BlockError::MissingBacking {
+        overlay: child.to_owned(),
+        name: parent.display.clone(),
+        tried: tried.join("; "),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no parent found"),
     })
 }
 
-/// Opens one file as a layer in the given (or probed) format.
+/// The identity a child uses to name this file as its parent, if the file
+/// is an image of a format that has one.
+fn identity_of(path: &str, storage: &dyn Storage, format: Option<Format>) -> Option<[u8; 16]> {
+    let format = match format {
+        Some(f) => f,
+        None => probe_storage(path, storage).ok()?,
+    };
+    crate::block::formats::identity(format, storage)
+}
+
+/// Opens one file as a layer in the given (or probed) format, and says
+/// which parent it names.
 fn open_layer(
     path: &str,
     storage: Arc<dyn Storage>,
     format: Option<Format>,
-) -> Result<Layer, BlockError> {
+    opener: &dyn Opener,
+    opts: &ChainOptions,
+) -> Result<(Layer, Option<ParentRef>), BlockError> {
     if storage.is_empty() {
         return Err(BlockError::EmptyFile {
             path: path.to_owned(),
@@ -349,25 +482,49 @@ fn open_layer(
         format_probed: probed,
         source: Arc::new(RawFile::new(path, Arc::clone(&storage))),
         qcow2: None,
+        info: None,
         nbd: None,
         storage: Some(Arc::clone(&storage)),
         backing_name: None,
         backing_resolved: None,
         backing_format: None,
     };
-    if format == Format::Qcow2 {
-        let q = Arc::new(Qcow2Layer::open(path, storage)?);
-        layer.backing_name = q.header().backing_file.clone();
-        // qemu reports a backing format only with a backing name: a format
-        // extension in a lone image means nothing.
-        layer.backing_format = layer
-            .backing_name
-            .as_ref()
-            .and_then(|_| q.header().backing_format.clone());
-        layer.source = q.clone();
-        layer.qcow2 = Some(q);
+    let mut parent = None;
+    match format {
+        Format::Qcow2 => {
+            let q = Arc::new(Qcow2Layer::open(path, storage)?);
+            layer.backing_name = q.header().backing_file.clone();
+            // qemu reports a backing format only with a backing name: a
+            // format extension in a lone image means nothing.
+            layer.backing_format = layer
+                .backing_name
+                .as_ref()
+                .and_then(|_| q.header().backing_format.clone());
+            if let Some(name) = &layer.backing_name {
+                let format = match &layer.backing_format {
+                    Some(f) => Some(Format::from_name(f).ok_or_else(|| {
+                        BlockError::unsupported(path, format!("backing file format {f:?}"))
+                    })?),
+                    None => None,
+                };
+                parent = Some(ParentRef::named(name, format));
+            }
+            layer.source = q.clone();
+            layer.qcow2 = Some(q);
+        }
+        Format::Raw | Format::Nbd => {}
+        other => {
+            let opened = crate::block::formats::open(other, path, storage, opener, opts)?;
+            layer.source = opened.source;
+            layer.info = Some(opened.info);
+            if let Some(p) = &opened.parent {
+                layer.backing_name = Some(p.display.clone());
+                layer.backing_format = p.format.map(|f| f.name().to_owned());
+            }
+            parent = opened.parent;
+        }
     }
-    Ok(layer)
+    Ok((layer, parent))
 }
 
 /// File name endings that promise a qcow2 image.

@@ -65,8 +65,18 @@ pub enum BlockError {
         source: io::Error,
     },
 
+    /// A VMDK descriptor names an extent file that cannot be opened.
+    #[error("{descriptor}: cannot open extent {name:?} (descriptor line at offset {line:#x}, tried {tried}): {reason}")]
+    MissingExtent {
+        descriptor: String,
+        line: u64,
+        name: String,
+        tried: String,
+        reason: String,
+    },
+
     /// The file is an image of a format we do not read.
-    #[error("{path}: not a qcow2 or raw image (looks like {detected}); use --format raw to read its bytes as a raw disk")]
+    #[error("{path}: not an image format layerscope reads (looks like {detected}); use --format raw to read its bytes as a raw disk")]
     NotAnImage { path: String, detected: String },
 
     /// The file could not be opened.

@@ -208,6 +208,28 @@ impl HitMap {
         }
     }
 
+    /// Who served the cell holding `offset`, as recorded: for a map made
+    /// with [`HitMap::by_depth`], `Layer(d)` is the depth from the top (0
+    /// is the top), for a caller that knows how deep the chain is and
+    /// numbers layers once for good rather than from the deepest depth
+    /// seen so far.
+    pub fn served_recorded(&self, offset: u64) -> Served {
+        if offset >= self.size {
+            return Served::NotRead;
+        }
+        let cell = offset >> self.shift;
+        let value = self.pages[(cell / PAGE_CELLS) as usize]
+            .get()
+            .map_or(NOT_READ, |p| {
+                p[(cell % PAGE_CELLS) as usize].load(Ordering::Relaxed)
+            });
+        match value {
+            NOT_READ => Served::NotRead,
+            NO_LAYER => Served::Nowhere,
+            v => Served::Layer(usize::from(v - 1)),
+        }
+    }
+
     /// Per-layer totals (index 0 is the base), then the zeros served by no
     /// layer.
     pub fn totals(&self) -> (Vec<Totals>, Totals) {

@@ -31,6 +31,9 @@ pub struct LayeredReader {
 #[derive(Debug, Default)]
 pub struct StatusCache {
     last: Vec<Option<crate::block::Extent>>,
+    /// Ask each layer what qemu would say ([`BlockSource::qemu_status`])
+    /// rather than what it holds.
+    pub qemu: bool,
 }
 
 /// Who serves a range.
@@ -57,7 +60,12 @@ impl LayeredReader {
         let min_cluster = chain
             .layers
             .iter()
-            .filter_map(|l| l.qcow2.as_ref().map(|q| q.header().cluster_size()))
+            .filter_map(|l| {
+                l.qcow2
+                    .as_ref()
+                    .map(|q| q.header().cluster_size())
+                    .or_else(|| l.info.as_ref().and_then(|i| i.cluster_size()))
+            })
             .min()
             .unwrap_or(65536);
         let size = top.source.len();
@@ -114,6 +122,19 @@ impl LayeredReader {
     /// # Errors
     /// Errors of the layers' metadata.
     pub fn owner(&self, offset: u64, len: u64) -> Result<Owner, BlockError> {
+        self.owner_by(offset, len, false)
+    }
+
+    /// [`LayeredReader::owner`] exact about ranges that read as zeros (a
+    /// raw layer's holes among them), for streams that skip them.
+    ///
+    /// # Errors
+    /// Errors of the layers' metadata.
+    pub fn owner_exact(&self, offset: u64, len: u64) -> Result<Owner, BlockError> {
+        self.owner_by(offset, len, true)
+    }
+
+    fn owner_by(&self, offset: u64, len: u64, exact: bool) -> Result<Owner, BlockError> {
         check_range(&self.name, self.size, offset, len)?;
         let mut len = len;
         for (index, layer) in self.layers.iter().enumerate().rev() {
@@ -123,7 +144,11 @@ impl LayeredReader {
                 break;
             }
             len = len.min(layer_len - offset);
-            let e = layer.locate(offset, len)?;
+            let e = if exact {
+                layer.locate_exact(offset, len)?
+            } else {
+                layer.locate(offset, len)?
+            };
             len = e.len.min(len);
             if e.status != Status::Unallocated {
                 return Ok(Owner {
@@ -171,8 +196,12 @@ impl LayeredReader {
                 Some(e) => e,
                 None => {
                     let layer = &self.layers[index];
-                    let e = layer
-                        .block_status(offset, bytes)?
+                    let answer = if cache.qemu {
+                        layer.qemu_status(offset, bytes)?
+                    } else {
+                        layer.block_status(offset, bytes)?
+                    };
+                    let e = answer
                         .into_iter()
                         .next()
                         .ok_or_else(|| BlockError::Internal {
@@ -218,6 +247,21 @@ pub enum Chunk {
 }
 
 impl LayeredReader {
+    /// The next extent of a stream at `offset` (at most `max_len` bytes),
+    /// exact about what reads as zeros. A zero run is recorded in the hit
+    /// map here, since nothing will read it; a data run is recorded by
+    /// [`LayeredReader::read_chunk`] when it is read.
+    ///
+    /// # Errors
+    /// Errors of the layers' metadata.
+    pub fn stream_extent(&self, offset: u64, max_len: u64) -> Result<Owner, BlockError> {
+        let o = self.owner_exact(offset, max_len)?;
+        if o.status != Status::Data {
+            self.record(o.layer, offset, o.len)?;
+        }
+        Ok(o)
+    }
+
     /// Reads the next piece of a stream at `offset` (at most `max_len`
     /// bytes): either data into `buf` (stopping before the next range that
     /// reads as zeros), or the length of a zero range, which is neither
@@ -233,7 +277,7 @@ impl LayeredReader {
         buf: &mut [u8],
     ) -> Result<Chunk, BlockError> {
         check_range(&self.name, self.size, offset, max_len)?;
-        let first = self.owner(offset, max_len)?;
+        let first = self.owner_exact(offset, max_len)?;
         if first.status != Status::Data {
             self.record(first.layer, offset, first.len)?;
             return Ok(Chunk::Zeros(first.len));
@@ -253,7 +297,7 @@ impl LayeredReader {
             if filled == want {
                 break;
             }
-            owner = self.owner(offset + filled, want - filled)?;
+            owner = self.owner_exact(offset + filled, want - filled)?;
             if owner.status != Status::Data {
                 break;
             }
@@ -308,18 +352,26 @@ impl BlockSource for LayeredReader {
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<crate::block::Extent, BlockError> {
-        let o = self.owner(offset, len)?;
-        Ok(crate::block::Extent {
-            offset,
-            len: o.len,
-            status: if o.layer.is_some() {
-                o.status
-            } else {
-                Status::Unallocated
-            },
-            compressed: false,
-            host_offset: None,
-            reads_zero: false,
-        })
+        Ok(located(self.owner(offset, len)?, offset))
+    }
+
+    fn locate_exact(&self, offset: u64, len: u64) -> Result<crate::block::Extent, BlockError> {
+        Ok(located(self.owner_exact(offset, len)?, offset))
+    }
+}
+
+/// An owner as an extent of the layered disk.
+fn located(o: Owner, offset: u64) -> crate::block::Extent {
+    crate::block::Extent {
+        offset,
+        len: o.len,
+        status: if o.layer.is_some() {
+            o.status
+        } else {
+            Status::Unallocated
+        },
+        compressed: false,
+        host_offset: None,
+        reads_zero: false,
     }
 }

@@ -75,6 +75,14 @@ impl<'a> MapIter<'a> {
         Self::range(reader, 0, reader.len())
     }
 
+    /// Iterates over the whole disk with qemu's view of each layer, for
+    /// output compared with `qemu-img map`.
+    pub fn qemu(reader: &'a LayeredReader) -> Self {
+        let mut it = Self::new(reader);
+        it.cache.qemu = true;
+        it
+    }
+
     /// Iterates over `[start, end)`.
     pub fn range(reader: &'a LayeredReader, start: u64, end: u64) -> Self {
         MapIter {

@@ -8,13 +8,17 @@
 //! user interface. Nothing here ever writes to an image.
 use serde::Serialize;
 
+pub mod buffer;
 pub mod cache;
 pub mod chain;
 pub mod error;
+pub mod formats;
 pub mod hitmap;
+pub mod image;
 pub mod layered;
 pub mod map;
 pub mod nbd;
+pub mod nbd_files;
 pub mod origin;
 pub mod probe;
 pub mod qcow2;
@@ -22,6 +26,12 @@ pub mod raw;
 pub mod ssh;
 pub mod storage;
 pub mod storage_cache;
+pub mod stream;
+pub mod table;
+pub mod vdi;
+pub mod vhd;
+pub mod vhdx;
+pub mod vmdk;
 
 pub use error::BlockError;
 
@@ -112,6 +122,17 @@ pub trait BlockSource: Send + Sync {
     /// inside the disk.
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError>;
 
+    /// What qemu's block status says about a prefix of the range, for
+    /// `map --json` (qemu's `qemu-img map`): the same as
+    /// [`BlockSource::block_status`] except for formats whose qemu driver
+    /// answers less precisely (qemu's vhdx calls everything data).
+    ///
+    /// # Errors
+    /// As [`BlockSource::block_status`].
+    fn qemu_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
+        self.block_status(offset, len)
+    }
+
     /// Where a read of a prefix of the range would be served from. May be
     /// coarser than [`BlockSource::block_status`]: a raw file answers `Data`
     /// for holes too, because they read as zeros anyway and asking the
@@ -130,6 +151,18 @@ pub trait BlockSource: Send + Sync {
                     self.name()
                 ),
             })
+    }
+
+    /// [`BlockSource::locate`] exact about what reads as zeros: bulk copies
+    /// (`read`) skip those ranges instead of reading and writing them, so
+    /// a source whose `locate` is coarse to save system calls (a raw file
+    /// answers `Data` for holes) answers precisely here. Called once per
+    /// extent of a stream, where the cost of asking is repaid.
+    ///
+    /// # Errors
+    /// As [`BlockSource::block_status`].
+    fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
+        self.locate(offset, len)
     }
 }
 

@@ -97,6 +97,18 @@ impl BlockSource for RawFile {
         }])
     }
 
+    fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
+        self.block_status(offset, len)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| BlockError::Internal {
+                what: format!(
+                    "{}: block status returned no extent at {offset:#x}",
+                    self.path
+                ),
+            })
+    }
+
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
         check_range(&self.path, self.size(), offset, len)?;
         // Holes read as zeros: no need to ask the kernel where they are.

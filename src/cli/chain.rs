@@ -19,6 +19,9 @@ struct LayerJson {
     format_probed: bool,
     virtual_size: u64,
     file_size: u64,
+    /// Served over NBD: there is no local file to give a size of.
+    #[serde(skip)]
+    over_nbd: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     actual_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,15 +51,30 @@ struct LayerJson {
     full_backing_filename: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backing_filename_format: Option<String>,
+    /// `qemu-img info`'s format-specific data (VMDK, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format_specific: Option<serde_json::Value>,
+    /// For formats other than qcow2: what the reader says, one line.
+    #[serde(skip)]
+    summary: Option<String>,
+    /// For formats other than qcow2: more facts, as (label, value).
+    #[serde(skip)]
+    facts: Vec<(String, String)>,
 }
 
 fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
     let q = layer.qcow2.as_deref();
     let h = q.map(|q| q.header());
-    let allocated = match q {
-        Some(q) => Some(q.held_bytes()?),
-        None => None,
+    let info = layer.info.as_deref();
+    let allocated = match (q, info) {
+        (Some(q), _) => Some(q.held_bytes()?),
+        (None, Some(i)) => Some(i.held_bytes()?),
+        (None, None) => None,
     };
+    let mut facts = info.map(|i| i.facts()).unwrap_or_default();
+    if let Some(note) = content_id_check(chain, layer) {
+        facts.push(("parent CID".into(), note));
+    }
     Ok(LayerJson {
         index: layer.index,
         depth: chain.depth_of(layer.index),
@@ -65,8 +83,14 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
         format_probed: layer.format_probed,
         virtual_size: layer.source.len(),
         file_size: layer.storage.as_ref().map_or(0, |s| s.len()),
-        actual_size: layer.storage.as_ref().and_then(|s| s.allocated_size()),
-        cluster_size: h.map(|h| h.cluster_size()),
+        over_nbd: layer.storage.is_none() && layer.nbd.is_some(),
+        actual_size: match info {
+            Some(i) => i.actual_size(),
+            None => layer.storage.as_ref().and_then(|s| s.allocated_size()),
+        },
+        cluster_size: h
+            .map(|h| h.cluster_size())
+            .or(info.and_then(|i| i.cluster_size())),
         qcow2_version: h.map(|h| h.version),
         compat: h.map(|h| if h.version == 2 { "0.10" } else { "1.1" }),
         compression_type: h.map(|h| h.compression.name()),
@@ -75,13 +99,33 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
         lazy_refcounts: h.map(|h| {
             h.compatible_features & crate::block::qcow2::header::COMPAT_LAZY_REFCOUNTS != 0
         }),
-        dirty_flag: h.is_some_and(|h| h.dirty()),
+        dirty_flag: h.is_some_and(|h| h.dirty()) || info.is_some_and(|i| i.dirty()),
         corrupt: h.map(|h| h.corrupt()),
         snapshots: h.map(|h| h.nb_snapshots),
         allocated_bytes: allocated,
         backing_filename: layer.backing_name.clone(),
         full_backing_filename: layer.backing_resolved.clone(),
         backing_filename_format: layer.backing_format.clone(),
+        format_specific: info.and_then(|i| i.format_specific()),
+        summary: info.map(|i| i.summary()),
+        facts,
+    })
+}
+
+/// A VMDK delta records its parent's content ID; qemu refuses to read
+/// through a parent whose CID differs. Says whether they agree.
+fn content_id_check(chain: &Chain, layer: &Layer) -> Option<String> {
+    let (_, parent_cid) = layer.info.as_ref()?.content_ids()?;
+    let parent_cid = parent_cid?;
+    layer.backing_name.as_ref()?;
+    let below = chain.layers.get(layer.index.checked_sub(1)?)?;
+    let (cid, _) = below.info.as_ref()?.content_ids()?;
+    Some(match cid {
+        Some(c) if c == parent_cid => format!("{parent_cid:08x} (matches the parent)"),
+        Some(c) => format!(
+            "{parent_cid:08x}, but the parent's CID is {c:08x}: qemu refuses to read through this parent"
+        ),
+        None => format!("{parent_cid:08x} (the parent records no CID)"),
     })
 }
 
@@ -129,7 +173,13 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
                 if l.extended_l2 == Some(true) { ", extended L2" } else { "" }
             )?
             }
-            _ => writeln!(out, "  format:        {}{probed}", l.format)?,
+            _ => match &l.summary {
+                Some(sum) => writeln!(out, "  format:        {}{probed}", printable(sum))?,
+                None => writeln!(out, "  format:        {}{probed}", l.format)?,
+            },
+        }
+        for (label, value) in &l.facts {
+            writeln!(out, "  {:<14} {}", format!("{label}:"), printable(value))?;
         }
         writeln!(
             out,
@@ -144,7 +194,11 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
             .actual_size
             .map(|a| format!(", {} on disk", human(a)))
             .unwrap_or_default();
-        writeln!(out, "  file size:     {}{on_disk}", human(l.file_size))?;
+        if l.over_nbd {
+            writeln!(out, "  file:          none here (served over NBD)")?;
+        } else {
+            writeln!(out, "  file size:     {}{on_disk}", human(l.file_size))?;
+        }
         let mut flags = Vec::new();
         if l.dirty_flag {
             flags.push("dirty (not closed cleanly)");

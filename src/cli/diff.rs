@@ -12,7 +12,7 @@ use crate::block::layered::LayeredReader;
 use crate::block::BlockSource;
 use crate::diff::blame::{Blame, Views};
 use crate::diff::{blocks, Diff, Progress};
-use crate::fs::ext::Ext4;
+use crate::fs::Filesystem;
 use crate::volume::{Geometry, VolumeSource};
 use std::ops::ControlFlow;
 
@@ -32,6 +32,11 @@ pub struct DiffArgs {
     /// against).
     #[arg(long)]
     pub full: bool,
+    /// Walk and compare both trees through the filesystem-independent
+    /// path (what filesystems without a quick diff get), reading only
+    /// the file bytes the overlays may have changed (with --full: all).
+    #[arg(long)]
+    pub trees: bool,
     /// The volume holding the filesystem (`p1`, `vg0/root`, as
     /// `layerscope volumes` names them; `--partition N` = `--volume pN`).
     #[arg(long, visible_alias = "partition", value_name = "NAME")]
@@ -111,11 +116,11 @@ impl Disk {
     }
 
     /// The filesystem as of layer `n`.
-    fn view(&self, n: usize) -> anyhow::Result<(Ext4, Arc<LayeredReader>)> {
+    fn view(&self, n: usize) -> anyhow::Result<(Arc<dyn Filesystem>, Arc<LayeredReader>)> {
         let reader = Arc::new(LayeredReader::new(&self.chain.cut(n))?);
         let src = self.over(reader.clone(), format!("layer {n} {}", self.volume));
         let mount = super::fs::mount(&self.replay, &reader, &self.geometry)?;
-        let fs = Ext4::open_with(src, &mount)
+        let fs = crate::fs::open_with(src, &mount)
             .with_context(|| format!("the filesystem as of layer {n}"))?;
         if let Some(note) = fs.replay_note() {
             eprintln!(
@@ -171,23 +176,49 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (old, _) = disk.view(from)?;
     let (new, _) = disk.view(to)?;
     let bar = Bar::new();
-    let mut result: Diff = if args.full {
-        crate::diff::diff_full(&old, &new, &bar)?
-    } else {
-        let held = blocks::held_volume_ranges(&disk.chain, from, to, &disk.geometry)?;
-        let held = blocks::with_replayed(held, &old, &new);
-        crate::diff::diff(&old, &new, &held, &bar)?
+    // ext has a quick diff of its own (from inode-table slots); any other
+    // filesystem, or --trees, compares trees through the trait.
+    let ext = match (
+        super::ext::as_ext(old.as_ref()),
+        super::ext::as_ext(new.as_ref()),
+    ) {
+        (Some(o), Some(n)) if !args.trees => Some((o, n)),
+        _ => None,
     };
-    if !args.by_inode {
-        crate::diff::paths::path_level(&mut result, &old, &new, !args.no_expand);
+    let (method, mut result): (&str, Diff) = match ext {
+        Some((o, n)) if args.full => ("full", crate::diff::diff_full(o, n, &bar)?),
+        Some((o, n)) => {
+            let held = blocks::held_volume_ranges(&disk.chain, from, to, &disk.geometry)?;
+            // Blocks either view replays from its journal changed too.
+            let held = blocks::with_replayed(held, o, n);
+            ("clusters", crate::diff::diff(o, n, &held, &bar)?)
+        }
+        None => {
+            let held = if args.full {
+                None
+            } else {
+                Some(blocks::held_volume_ranges(
+                    &disk.chain,
+                    from,
+                    to,
+                    &disk.geometry,
+                )?)
+            };
+            let d =
+                crate::diff::tree::diff_trees(old.as_ref(), new.as_ref(), held.as_deref(), &bar)?;
+            ("trees", d)
+        }
+    };
+    if let (false, Some((o, n))) = (args.by_inode, ext) {
+        crate::diff::paths::path_level(&mut result, o, n, !args.no_expand);
     }
     bar.0.finish_and_clear();
     if args.json {
         let v = json!({
             "from": from,
             "to": to,
-            "method": if args.full { "full" } else { "clusters" },
-            "terms": if args.by_inode { "inodes" } else { "paths" },
+            "method": method,
+            "terms": if args.by_inode || ext.is_none() { "inodes" } else { "paths" },
             "changes": result.changes,
             "stats": result.stats,
             "notes": result.notes.iter().map(|n| crate::escape::printable(n)).collect::<Vec<_>>(),
@@ -232,6 +263,24 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "{line}")?;
     }
     let s = &result.stats;
+    if s.trees_compared {
+        writeln!(
+            out,
+            "{} change(s) from layer {from} to layer {to}; trees compared ({}): {} file(s) compared, {} director(ies) listed",
+            result.changes.len(),
+            if args.trees {
+                "--trees".to_owned()
+            } else {
+                format!("{} has no quick diff", new.kind().name())
+            },
+            s.inodes_compared,
+            s.directories_listed,
+        )?;
+        for n in &result.notes {
+            writeln!(out, "note: {}", crate::escape::printable(n))?;
+        }
+        return Ok(());
+    }
     writeln!(
         out,
         "{} change(s) from layer {from} to layer {to}; {} block(s) changed, {} held unchanged (copy-up), {} inode(s) compared, {} director(ies) listed{}",
@@ -270,7 +319,7 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         reader: reader.context("an empty chain")?,
         geometry: disk.geometry.clone(),
     };
-    let topfs = &views.fs[top];
+    let topfs = views.fs[top].as_ref();
     let ino = super::fs::resolve(topfs, &args.path)?;
     let bar = Bar::new();
     let by_inode = args.path.starts_with('<');

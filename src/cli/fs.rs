@@ -1,31 +1,30 @@
-//! `layerscope info` and `groups`: the ext2/3/4 superblock and group
-//! descriptors, in dumpe2fs's words where dumpe2fs has a word for it.
+//! Opening the filesystem a command is about, and `layerscope info` and
+//! `groups`: the superblock and the group headers of any filesystem
+//! behind [`Filesystem`] (ext's in dumpe2fs's words, through
+//! [`super::ext`]).
 use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::superblock::info_lines;
 use super::{FsArgs, InfoArgs};
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
 use crate::block::layered::Owner;
 use crate::block::BlockSource;
-use crate::fs::ext::checksum::Check;
-use crate::fs::ext::group_desc::placement;
-use crate::fs::ext::superblock::feature_names;
-use crate::fs::ext::Ext4;
+use crate::escape::printable;
+use crate::fs::{Filesystem, GroupRow, NodeId};
 use crate::volume::{ChooseError, Geometry, Role, Table, VolumeTree};
 
 /// Opens the filesystem of the image's chain, cut at `--layer`.
-pub(super) fn open(args: &FsArgs) -> anyhow::Result<Ext4> {
+pub(super) fn open(args: &FsArgs) -> anyhow::Result<Arc<dyn Filesystem>> {
     Ok(open_full(args)?.fs)
 }
 
 /// An opened filesystem and where it sits.
 pub(super) struct Opened {
-    pub fs: Ext4,
+    pub fs: Arc<dyn Filesystem>,
     /// The layered reader of the whole disk (to say which layer holds what).
     pub reader: Arc<LayeredReader>,
     /// Byte offset of the filesystem on the disk when its volume is one
@@ -90,7 +89,7 @@ pub(super) fn mount(
     replay: &super::ReplayArgs,
     reader: &Arc<LayeredReader>,
     geometry: &Arc<Geometry>,
-) -> anyhow::Result<crate::fs::ext::jbd2::mount::Mount> {
+) -> anyhow::Result<crate::fs::Mount> {
     let journal_dev = match &replay.journal_dev {
         Some(path) => {
             let args = super::ImageArgs {
@@ -98,6 +97,7 @@ pub(super) fn mount(
                 format: None,
                 backing_format: None,
                 remote: Default::default(),
+                log_as_is: false,
             };
             let chain = args
                 .open()
@@ -107,7 +107,7 @@ pub(super) fn mount(
         }
         None => None,
     };
-    Ok(crate::fs::ext::jbd2::mount::Mount {
+    Ok(crate::fs::Mount {
         no_replay: replay.no_replay,
         origin: Some(Arc::new(crate::volume::layers::Origin {
             reader: Arc::clone(reader),
@@ -138,7 +138,7 @@ pub(super) fn open_in_with(
     let reader = Arc::new(LayeredReader::new(chain)?);
     let disk: Arc<dyn BlockSource> = reader.clone();
     let tree = crate::volume::scan(disk.clone())?;
-    let (v, fs) = match tree.choose(&disk, volume, Ext4::open_on_disk) {
+    let (v, fs) = match tree.choose(&disk, volume, crate::fs::probe) {
         Ok(found) => found,
         Err(ChooseError::Volume(e)) => return Err(e.into()),
         Err(ChooseError::Open(name, e)) => {
@@ -155,11 +155,12 @@ pub(super) fn open_in_with(
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("volume {}: no geometry", v.name))?;
     let (volume, base) = (v.name.clone(), geometry.window_start().unwrap_or(0));
-    let fs = if replay.no_replay {
+    // Only ext has a journal to replay: the others stay as probed.
+    let fs = if replay.no_replay || super::ext::as_ext(fs.as_ref()).is_none() {
         fs
     } else {
         let src = v.source_over(disk.clone())?;
-        Ext4::open_with(src, &mount(replay, &reader, &geometry)?)
+        crate::fs::open_with(src, &mount(replay, &reader, &geometry)?)
             .with_context(|| format!("{} volume {volume}", tree.disk_name))?
     };
     Ok(Opened {
@@ -173,52 +174,53 @@ pub(super) fn open_in_with(
 }
 
 /// `<N>` (debugfs's inode syntax) or a path.
-pub(super) fn resolve(fs: &Ext4, target: &str) -> anyhow::Result<u64> {
+pub(super) fn resolve(fs: &dyn Filesystem, target: &str) -> anyhow::Result<NodeId> {
     if let Some(n) = target.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
         return n
             .parse()
             .map_err(|_| anyhow::anyhow!("{target:?}: not an inode number"));
     }
-    Ok(fs.lookup(target)?)
+    Ok(fs.lookup(target.as_bytes())?)
 }
 
-/// `info`.
+/// `info`: the partition table (when there is one), then the superblock:
+/// ext's in dumpe2fs's lines, any other filesystem's as its report.
 ///
 /// # Errors
 /// Opening the image or the filesystem.
 pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let args = &info.fs;
     let opened = open_full(args)?;
-    let fs = &opened.fs;
-    let sb = fs.superblock();
-    // A journal device has no inodes, so no bad block inode either.
-    let bad_blocks = if sb.has_incompat(0x8) {
-        Ok(Vec::new())
-    } else {
-        fs.bad_blocks()
-    };
+    let fs = opened.fs.as_ref();
+    let report = fs.superblock();
     if args.json {
-        let j = json!({
+        let mut j = json!({
             "partition_table": opened.table(),
             "partition": opened.partition(),
             "volume": opened.volume,
             "offset": opened.base,
-            "summary": info_lines(sb).into_iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
-            "features": feature_names(sb.feature_compat, sb.feature_incompat, sb.feature_ro_compat),
-            "journal": fs.journal().map(|j| j.fields),
-            "checksum_ok": sb.checksum_ok,
-            "csum_seed": sb.csum_seed,
-            "bad_blocks": bad_blocks.as_ref().ok(),
-            "bad_blocks_error": bad_blocks.as_ref().err().map(|e| e.to_string()),
-            "fields": sb.fields,
+            "filesystem": fs.kind().name(),
+            "kind": fs.kind(),
+            "label": fs.label().map(|l| super::json::text(&l)),
+            "label_bytes": fs.label().and_then(|l| super::json::hex_unless_utf8(&l)),
+            "uuid": fs.uuid(),
+            "block_size": fs.block_size(),
+            "superblock": report,
         });
-        let mut j = j;
-        if info.groups {
-            j["groups"] = Value::Array(group_table(fs, true, out)?);
+        match super::ext::as_ext(fs) {
+            Some(ext) => super::ext::info_json(ext, &mut j),
+            None => j["fields"] = json!(report.fields),
         }
-        crate::escape::json::to_writer_pretty(&mut *out, &j)?;
-        writeln!(out)?;
-        return Ok(());
+        if !info.groups {
+            super::json::write(out, &j)?;
+            return Ok(());
+        }
+        // The groups last, streamed page by page into the object.
+        let fields = match j {
+            serde_json::Value::Object(map) => map.into_iter().collect(),
+            _ => Vec::new(),
+        };
+        return super::json::write_object_with_seq(out, fields, "groups", GroupPages::new(fs));
     }
     if let Some(t) = opened.table() {
         // The table first (in words dumpe2fs does not use, so lines cannot
@@ -254,22 +256,12 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         writeln!(out)?;
     }
-    let mut lines = info_lines(sb);
-    if let Some(j) = fs.journal() {
-        lines.extend(j.lines(sb.block_size, sb.feature_compat & 0x400 != 0));
-    }
-    match bad_blocks {
-        Ok(bad) if !bad.is_empty() => {
-            let list: Vec<String> = bad.iter().map(u64::to_string).collect();
-            lines.push(("Bad blocks".into(), list.join(", ")));
-        }
-        Ok(_) => {}
-        Err(e) => eprintln!(
-            "layerscope: warning: the bad block inode: {}",
-            crate::escape::printable(&e.to_string())
-        ),
-    }
+    let lines = match super::ext::as_ext(fs) {
+        Some(ext) => super::ext::info_lines(ext),
+        None => generic_info_lines(fs, &report),
+    };
     for (k, v) in lines {
+        let (k, v) = (printable(&k), printable(&v));
         if k.is_empty() {
             writeln!(out, "{:<26}{v}", "")?;
         } else {
@@ -278,9 +270,36 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     if info.groups {
         writeln!(out)?;
-        group_table(fs, false, out)?;
+        group_text(fs, out)?;
     }
     Ok(())
+}
+
+/// The superblock of a filesystem without a dumpe2fs of its own: what
+/// every filesystem has, then each field of its report.
+fn generic_info_lines(fs: &dyn Filesystem, report: &crate::fs::Report) -> Vec<(String, String)> {
+    let mut v = vec![
+        ("Filesystem type".to_owned(), fs.kind().name().to_owned()),
+        (
+            "Filesystem volume name".to_owned(),
+            fs.label().map_or_else(
+                || "<none>".to_owned(),
+                |l| String::from_utf8_lossy(&l).into_owned(),
+            ),
+        ),
+        (
+            "Filesystem UUID".to_owned(),
+            fs.uuid().unwrap_or_else(|| "<none>".to_owned()),
+        ),
+        ("Block size".to_owned(), fs.block_size().to_string()),
+    ];
+    for f in &report.fields {
+        v.push((f.name.to_owned(), f.text()));
+    }
+    for p in &report.problems {
+        v.push(("Problem".to_owned(), p.clone()));
+    }
+    v
 }
 
 /// `groups`.
@@ -289,145 +308,97 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 /// Opening the image or the filesystem.
 pub fn groups(args: &FsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let fs = open(args)?;
-    let list = group_table(&fs, args.json, out)?;
     if args.json {
-        crate::escape::json::to_writer_pretty(&mut *out, &list)?;
+        super::json::write_seq(out, GroupPages::new(fs.as_ref()))?;
         writeln!(out)?;
+        return Ok(());
     }
-    Ok(())
+    group_text(fs.as_ref(), out)
 }
 
-/// The group list: written to `out` as text, or returned as JSON rows.
-fn group_table(fs: &Ext4, json: bool, out: &mut dyn Write) -> anyhow::Result<Vec<Value>> {
-    let count = fs.superblock().group_count();
-    let mut list = Vec::new();
-    let mut problems = Vec::new();
-    if !json {
-        writeln!(
-            out,
-            "{:>6} {:>21} {:>12} {:>12} {:>21} {:>8} {:>8} {:>6}  flags, checksum; placement",
-            "group",
-            "blocks",
-            "block bmp",
-            "inode bmp",
-            "inode table",
-            "free blk",
-            "free ino",
-            "dirs"
-        )?;
-    }
-    let itable_blocks = (u64::from(fs.superblock().inodes_per_group)
-        * u64::from(fs.superblock().inode_size))
-    .div_ceil(fs.superblock().block_size);
-    for g in 0..count {
-        let d = match fs.group(g) {
-            Ok(d) => d,
-            Err(e) => {
-                // Keep going: later groups may still be readable.
-                if json {
-                    list.push(
-                        json!({"group": g, "error": crate::escape::printable(&format!("{e:#}"))}),
-                    );
-                } else {
-                    writeln!(
-                        out,
-                        "{g:>6} error: {}",
-                        crate::escape::printable(&format!("{e:#}"))
-                    )?;
-                }
-                continue;
-            }
-        };
-        let (first, last) = fs.group_blocks(g);
-        let csum = match d.checksum_ok {
-            Some(true) => format!("csum {:#06x} ok", d.checksum),
-            Some(false) => format!("csum {:#06x} BAD", d.checksum),
-            None => String::new(),
-        };
-        let place = placement(fs.superblock(), g);
-        // A bitmap that cannot be read is an error of its own; the rest
-        // of the group is still shown.
-        let mut bitmap_error = None;
-        let (bb, ib) = fs.bitmap_checksums(&d).unwrap_or_else(|e| {
-            bitmap_error = Some(format!("group {g}: bitmaps: {e}"));
-            (None, None)
-        });
-        let bitmap_csum = |c: Option<Check>| c.map(|c| c.ok());
-        if json {
-            list.push(json!({
-                "group": g, "first_block": first, "last_block": last,
-                "superblock": place.superblock,
-                "descriptors": place.descriptors.map(|(a, b)| [a, b]),
-                "reserved_gdt": place.reserved_gdt.map(|(a, b)| [a, b]),
-                "meta_descriptor": place.meta_descriptor,
-                "block_bitmap": d.block_bitmap, "inode_bitmap": d.inode_bitmap,
-                "inode_table": d.inode_table, "inode_table_last": d.inode_table + itable_blocks.saturating_sub(1),
-                "free_blocks": d.free_blocks, "free_inodes": d.free_inodes, "directories": d.used_dirs,
-                "unused_inodes": d.itable_unused, "flags": d.flag_names(), "checksum": d.checksum,
-                "checksum_ok": d.checksum_ok,
-                "block_bitmap_csum": fs.superblock().has_metadata_csum().then_some(d.block_bitmap_csum),
-                "block_bitmap_csum_ok": bitmap_csum(bb),
-                "inode_bitmap_csum": fs.superblock().has_metadata_csum().then_some(d.inode_bitmap_csum),
-                "inode_bitmap_csum_ok": bitmap_csum(ib),
-                "bitmap_error": bitmap_error,
-                "fields": d.fields,
-            }));
-        } else {
-            problems.extend(bitmap_error);
-            let mut notes = Vec::new();
-            if let Some(s) = place.superblock {
-                notes.push(format!(
-                    "{} sb {s}",
-                    if g == 0 { "primary" } else { "backup" }
-                ));
-            }
-            if let Some((a, b)) = place.descriptors {
-                notes.push(format!("gdt {a}-{b}"));
-            }
-            if let Some((a, b)) = place.reserved_gdt {
-                notes.push(format!("reserved gdt {a}-{b}"));
-            }
-            if let Some(m) = place.meta_descriptor {
-                notes.push(format!("meta_bg gdt {m}"));
-            }
-            if d.flags != 0 && !d.flags_apply {
-                notes.push(format!(
-                    "bg_flags {:#x} ignored (no descriptor checksums)",
-                    d.flags
-                ));
-            }
-            for (name, c) in [("block bitmap", bb), ("inode bitmap", ib)] {
-                match c {
-                    Some(c) if c.ok() => notes.push(format!("{name} csum ok")),
-                    Some(c) => notes.push(format!(
-                        "{name} csum {:#010x} BAD (computed {:#010x})",
-                        c.stored, c.computed
-                    )),
-                    None => {}
-                }
-            }
-            writeln!(
-                out,
-                "{g:>6} {:>21} {:>12} {:>12} {:>21} {:>8} {:>8} {:>6}  {} {csum}{}{}",
-                format!("{first}-{last}"),
-                d.block_bitmap,
-                d.inode_bitmap,
-                format!(
-                    "{}-{}",
-                    d.inode_table,
-                    d.inode_table + itable_blocks.saturating_sub(1)
-                ),
-                d.free_blocks,
-                d.free_inodes,
-                d.used_dirs,
-                d.flag_names().join(","),
-                if notes.is_empty() { "" } else { "; " },
-                notes.join(", ")
-            )?;
+/// Rows asked from the filesystem at a time: memory stays flat however
+/// many groups there are.
+const GROUP_PAGE: u64 = 1024;
+
+/// The group table, page by page, as an iterator of rows (a page that
+/// cannot be read is one row with the error).
+pub(super) struct GroupPages<'a> {
+    fs: &'a dyn Filesystem,
+    next: u64,
+    total: Option<u64>,
+    page: std::vec::IntoIter<GroupRow>,
+}
+
+impl<'a> GroupPages<'a> {
+    pub(super) fn new(fs: &'a dyn Filesystem) -> GroupPages<'a> {
+        GroupPages {
+            fs,
+            next: 0,
+            total: None,
+            page: Vec::new().into_iter(),
         }
     }
-    for p in problems {
-        writeln!(out, "error: {}", crate::escape::printable(&p))?;
+
+    /// The next page's table (its columns and total), or an error row.
+    fn fetch(&mut self) -> Option<Result<crate::fs::GroupTable, GroupRow>> {
+        if self.total.is_some_and(|t| self.next >= t) {
+            return None;
+        }
+        match self.fs.groups(self.next, GROUP_PAGE) {
+            Ok(t) => {
+                self.total = Some(t.total);
+                self.next = self.next.saturating_add(GROUP_PAGE);
+                Some(Ok(t))
+            }
+            Err(e) => {
+                let row = GroupRow::failed(self.next, e.to_string());
+                self.total = Some(0);
+                Some(Err(row))
+            }
+        }
     }
-    Ok(list)
+}
+
+impl Iterator for GroupPages<'_> {
+    type Item = GroupRow;
+
+    fn next(&mut self) -> Option<GroupRow> {
+        loop {
+            if let Some(r) = self.page.next() {
+                return Some(r);
+            }
+            match self.fetch()? {
+                Ok(t) if t.rows.is_empty() => return None,
+                Ok(t) => self.page = t.rows.into_iter(),
+                Err(row) => return Some(row),
+            }
+        }
+    }
+}
+
+/// The group table as text, a page at a time: a header, one line per
+/// group, then the errors (bitmaps that could not be read).
+fn group_text(fs: &dyn Filesystem, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut first = 0u64;
+    let mut header = false;
+    loop {
+        let table = match fs.groups(first, GROUP_PAGE) {
+            Ok(t) => t,
+            Err(e) => {
+                writeln!(out, "error: {}", printable(&e.to_string()))?;
+                return Ok(());
+            }
+        };
+        if !header {
+            writeln!(out, "{}", table.header())?;
+            header = true;
+        }
+        for row in &table.rows {
+            writeln!(out, "{}", printable(&table.line(row)))?;
+        }
+        first = first.saturating_add(GROUP_PAGE);
+        if table.rows.is_empty() || first >= table.total {
+            return Ok(());
+        }
+    }
 }

@@ -24,6 +24,7 @@ use crate::fs::ext::jbd2::orphan::{self, Orphan};
 use crate::fs::ext::jbd2::recovery::{Fate, Recovery};
 use crate::fs::ext::jbd2::walk::Record;
 use crate::fs::ext::jbd2::{blocktype, feature, Outcome, MAGIC};
+use crate::fs::ext::superblock::{sb, Incompat};
 use crate::fs::ext::Ext4;
 
 /// Arguments of `journal`.
@@ -113,7 +114,13 @@ pub fn run(args: &JournalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         journal_dev: fsa.replay.journal_dev.clone(),
     };
     let opened = super::fs::open_in_with(&chain, fsa.volume.as_deref(), &on_disk)?;
-    let disk = &opened.fs;
+    let disk = super::ext::as_ext(opened.fs.as_ref()).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: {} has no journal layerscope reads (only ext3/4's jbd2)",
+            fsa.image.image,
+            opened.fs.kind().name()
+        )
+    })?;
     let mount = super::fs::mount(&fsa.replay, &opened.reader, &opened.geometry)?;
     let journal = disk
         .journal_log(mount.journal_dev.clone())
@@ -122,7 +129,7 @@ pub fn run(args: &JournalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let rec = disk.recover(&journal);
     let geo = &journal.geometry;
     let fc = fast_commit::scan(geo, &journal.log, rec.end_transaction);
-    let is_device = disk.superblock().has_incompat(0x8);
+    let is_device = disk.superblock().has_incompat(Incompat::JOURNAL_DEV);
     let view = if is_device {
         None
     } else if fsa.replay.no_replay || rec.replay.is_empty() {
@@ -433,7 +440,9 @@ fn names(fs: &Ext4, inos: &[u64]) -> anyhow::Result<BTreeMap<u64, String>> {
             if let Some(p) = paths.dir_path(ino) {
                 out.insert(ino, printable_bytes(&p));
             }
-        } else if targets.len() < NAME_SEARCH && ino >= fs.superblock().get("s_first_ino").max(11) {
+        } else if targets.len() < NAME_SEARCH
+            && ino >= fs.superblock().get(sb!("s_first_ino")).max(11)
+        {
             targets.insert(ino, 1u16);
         }
     }

@@ -29,7 +29,12 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         };
     }
     let reader = LayeredReader::new(chain)?;
-    print(chain, MapIter::new(&reader), json, out, false)
+    let entries = if json {
+        MapIter::qemu(&reader)
+    } else {
+        MapIter::new(&reader)
+    };
+    print(chain, entries, json, out, false)
 }
 
 fn chain_name(chain: &Chain) -> String {

@@ -10,16 +10,23 @@ use crate::block::chain::{open_chain, Chain, ChainOptions, FsOpener};
 use crate::block::probe::Format;
 
 mod chain;
+mod check;
 mod diff;
+mod ext;
+mod extract;
 mod files;
 mod fs;
 mod journal;
+mod json;
+mod lookup;
 mod map;
 mod meta;
 mod nbd;
 mod read;
 mod superblock;
+mod timeline;
 mod volumes;
+mod walk;
 
 /// Explore layered disk images: qcow2 backing chains, raw files, NBD
 /// exports.
@@ -100,6 +107,26 @@ pub enum Command {
     /// paths they touch; what recovery replays, and the orphans the
     /// kernel deletes after it.
     Journal(journal::JournalArgs),
+    /// The whole image's consistency, read-only: each qcow2 layer like
+    /// `qemu-img check`, the filesystem like `e2fsck -fn`; each problem
+    /// names its structure, offset and the layer holding the bad bytes.
+    /// Exit status: 0 clean, 1 problems found, 2 could not check.
+    Check(check::CheckArgs),
+    /// The paths of inodes (like `debugfs ncheck`): every name each has.
+    Path(lookup::PathLookupArgs),
+    /// Which file (inode, paths, offset in the file) or filesystem
+    /// structure holds a block (like `debugfs icheck`):
+    /// `owner IMAGE --block N` or `--offset BYTES`.
+    Owner(lookup::OwnerArgs),
+    /// Every file's times, sorted (like `mactime -d`), with the layer
+    /// holding each inode; `--body` prints a bodyfile as `fls -r -m /`
+    /// does, for `mactime` and other timeline tools.
+    Timeline(timeline::TimelineArgs),
+    /// A file or a directory tree out of the image (like `debugfs
+    /// rdump`): sparse files stay sparse; modes, times, symlinks, hard
+    /// links, attributes and (as root) owners kept; nothing is ever
+    /// written outside DEST.
+    Extract(extract::ExtractArgs),
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
@@ -232,6 +259,7 @@ fn open_or_demo(image: Option<&str>) -> anyhow::Result<Chain> {
             format: None,
             backing_format: None,
             remote: RemoteArgs::default(),
+            log_as_is: false,
         }
         .open(),
         None => Ok(crate::demo::open().context("opening the embedded demo chain")?),
@@ -276,6 +304,11 @@ pub struct ImageArgs {
     /// detect).
     #[arg(short = 'F', long, value_enum)]
     pub backing_format: Option<Format>,
+    /// Read a VHDX image whose metadata log was never replayed as it is on
+    /// disk, without the log's writes (by default such an image is
+    /// refused, as qemu refuses it read-only).
+    #[arg(long)]
+    pub log_as_is: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -371,16 +404,18 @@ impl ImageArgs {
     /// # Errors
     /// Any error opening a layer.
     pub fn open(&self) -> anyhow::Result<Chain> {
-        if crate::block::nbd::is_nbd_uri(&self.image) {
-            return Ok(crate::block::chain::open_nbd(
-                &self.image,
-                self.remote.nbd_options(),
-            )?);
-        }
         let opts = ChainOptions {
             format: self.format,
             backing_format: self.backing_format,
+            log_as_is: self.log_as_is,
         };
+        if crate::block::nbd::is_nbd_uri(&self.image) {
+            return Ok(crate::block::nbd_files::open_uri(
+                &self.image,
+                opts,
+                self.remote.nbd_options(),
+            )?);
+        }
         if crate::block::ssh::is_ssh_uri(&self.image) {
             let chain = crate::block::ssh::open_ssh_chain(&self.image, opts, Default::default())?;
             if let (Some(s), Ok(mut seen)) =
@@ -463,6 +498,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Diff(args)) => diff::diff(&args, &mut out),
         Some(Command::Blame(args)) => diff::blame(&args, &mut out),
         Some(Command::Journal(args)) => journal::run(&args, &mut out),
+        Some(Command::Path(args)) => lookup::path(&args, &mut out),
+        Some(Command::Owner(args)) => lookup::owner(&args, &mut out),
+        Some(Command::Timeline(args)) => timeline::run(&args, &mut out),
+        Some(Command::Extract(args)) => extract::run(&args, &mut out),
+        Some(Command::Check(args)) => check::run(&args, &mut out),
         Some(Command::Completions(args)) => meta::completions(&args, &mut out),
         Some(Command::Man(args)) => meta::man(&args, &mut out),
         Some(Command::Render(args)) => {
@@ -514,6 +554,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// raw).
 pub fn error_line(err: &anyhow::Error) -> String {
     crate::escape::printable(&format!("{err:#}"))
+}
+
+/// The exit status an error asks for, and whether its message is worth
+/// printing: `check` exits 1 after its report when it found problems
+/// (nothing more to say) and 2 when it could not check (fsck's
+/// conventions); other errors are 1 with their message.
+pub fn exit_status(err: &anyhow::Error) -> (u8, bool) {
+    if err.downcast_ref::<check::ProblemsFound>().is_some() {
+        (1, false)
+    } else if err.downcast_ref::<check::CouldNotCheck>().is_some() {
+        (2, true)
+    } else {
+        (1, true)
+    }
 }
 
 /// True when the error is a closed pipe (`layerscope read … | head`), which

@@ -1,21 +1,17 @@
 //! `layerscope read`: raw bytes of the virtual disk, for pipes and files.
 //!
 //! Streams like `qemu-img convert`: ranges that read as zeros are never
-//! read or copied (the layered reader says where they are), a reader thread
-//! fills the next buffer while this one is written, and a regular file as
-//! stdout becomes a sparse file.
+//! read or copied (the layered reader says where they are, a raw layer's
+//! holes included), reader threads fill the next segments while this one
+//! is written (`crate::block::stream`), and a regular file as stdout
+//! becomes a sparse file.
 use std::io::{self, Write};
-use std::sync::mpsc;
 
 use super::ReadArgs;
 use crate::block::chain::Chain;
-use crate::block::layered::{Chunk, LayeredReader};
+use crate::block::layered::LayeredReader;
+use crate::block::stream::{stream, Piece, StreamError};
 use crate::block::{check_range, BlockError, BlockSource};
-
-/// Bytes per buffer: large enough that per-call overhead vanishes.
-const BUF: usize = 4 << 20;
-/// Buffers in flight between the reader thread and the writer.
-const BUFFERS: usize = 3;
 
 /// Where the bytes go: a pipe (zeros are written) or a sparse file (zeros
 /// become holes).
@@ -61,28 +57,10 @@ impl<W: Write> Sink for Plain<W> {
     }
 }
 
-/// Writes what the reader thread sends, returning each buffer for reuse.
-fn write_pieces(
-    pieces: mpsc::Receiver<Result<Piece, BlockError>>,
-    recycle: mpsc::Sender<Vec<u8>>,
-    sink: &mut dyn Sink,
-) -> anyhow::Result<()> {
-    for piece in pieces {
-        match piece? {
-            Piece::Data(buf, n) => {
-                sink.data(&buf[..n])?;
-                // The reader may be done and gone: nothing to recycle for.
-                let _ = recycle.send(buf);
-            }
-            Piece::Zeros(n) => sink.zeros(n)?,
-        }
-    }
-    Ok(())
-}
-
-enum Piece {
-    Data(Vec<u8>, usize),
-    Zeros(u64),
+/// Reader threads for a bulk copy: one per core, at most 4 (beyond that
+/// the page cache and the consumer are the limit).
+fn reader_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 /// Copies `[offset, offset + length)` of the disk to `sink`.
@@ -96,47 +74,15 @@ pub fn run(chain: &Chain, args: &ReadArgs, sink: &mut dyn Sink) -> anyhow::Resul
     let size = reader.len();
     let length = length.unwrap_or(size.saturating_sub(offset));
     check_range(reader.name(), size, offset, length)?;
-    let end = offset + length;
-
-    let (full_tx, full_rx) = mpsc::sync_channel::<Result<Piece, BlockError>>(BUFFERS);
-    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
-    for _ in 0..BUFFERS {
-        // Cannot fail: the receiver is alive.
-        let _ = empty_tx.send(vec![0u8; BUF.min(length as usize).max(1)]);
+    let mut consume = |piece: Piece<'_>| match piece {
+        Piece::Data(bytes) => sink.data(bytes),
+        Piece::Zeros(n) => sink.zeros(n),
+    };
+    match stream(&reader, offset, length, reader_threads(), &mut consume) {
+        Ok(()) => {}
+        Err(StreamError::Read(e)) => return Err(e.into()),
+        Err(StreamError::Consumer(e)) => return Err(e.into()),
     }
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let reader = &reader;
-        scope.spawn(move || {
-            let mut pos = offset;
-            // A buffer not filled (the last piece was zeros) is kept here,
-            // so this thread never waits for one it holds itself.
-            let mut spare: Option<Vec<u8>> = None;
-            while pos < end {
-                let Some(mut buf) = spare.take().or_else(|| empty_rx.recv().ok()) else {
-                    return;
-                };
-                let piece = match reader.read_chunk(pos, end - pos, &mut buf) {
-                    Ok(Chunk::Data(n)) => {
-                        pos += n as u64;
-                        Ok(Piece::Data(buf, n))
-                    }
-                    Ok(Chunk::Zeros(n)) => {
-                        pos += n;
-                        spare = Some(buf);
-                        Ok(Piece::Zeros(n))
-                    }
-                    Err(e) => Err(e),
-                };
-                let failed = piece.is_err();
-                if full_tx.send(piece).is_err() || failed {
-                    return;
-                }
-            }
-        });
-        // Owns the receiving end and the recycling sender: when it returns
-        // early (an error), both are dropped and the reader thread ends.
-        write_pieces(full_rx, empty_tx, sink)
-    })?;
     sink.finish()?;
     if args.hits {
         // Over NBD the layers are the server's, known by depth only (0 is

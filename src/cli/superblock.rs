@@ -2,68 +2,9 @@
 //! which lines, in which order, under which conditions, and its date and
 //! interval formats.
 use crate::fs::ext::superblock::{feature_names, Superblock};
-
-/// A Unix time as dumpe2fs prints it (`ctime`, in UTC), or `n/a` for 0.
-pub fn ctime(t: u64) -> String {
-    if t == 0 {
-        return "n/a".into();
-    }
-    asctime(i64::try_from(t).unwrap_or(i64::MAX))
-}
-
-/// A Unix time as C's `asctime(gmtime(t))` prints it, without the
-/// newline: `Thu Jan  1 00:00:00 1970`.
-pub fn asctime(t: i64) -> String {
-    let c = Civil::of(t);
-    format!(
-        "{} {} {:2} {:02}:{:02}:{:02} {}",
-        c.weekday, c.month, c.day, c.hour, c.minute, c.second, c.year
-    )
-}
-
-/// A UTC time broken into calendar fields.
-pub struct Civil {
-    pub year: i64,
-    pub month: &'static str,
-    pub day: i64,
-    pub hour: i64,
-    pub minute: i64,
-    pub second: i64,
-    pub weekday: &'static str,
-}
-
-impl Civil {
-    /// The fields of `t` seconds since 1970 (UTC).
-    pub fn of(t: i64) -> Civil {
-        // Keep the year within four or five digits.
-        let t = t.clamp(-(1i64 << 40), 1i64 << 40);
-        let days = t.div_euclid(86400);
-        let secs = t.rem_euclid(86400);
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-        const MO: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
-        Civil {
-            year,
-            month: MO[(month - 1) as usize],
-            day,
-            hour: secs / 3600,
-            minute: secs / 60 % 60,
-            second: secs % 60,
-            weekday: WD[days.rem_euclid(7) as usize],
-        }
-    }
-}
+use crate::fs::ext::superblock::{sb, Compat, Incompat, RoCompat};
+pub use crate::fs::time::{asctime, ctime, Civil};
+use crate::layout::Field;
 
 /// e2fsprogs' `interval_string`.
 fn interval(secs: u64) -> String {
@@ -103,7 +44,7 @@ fn local_name(file: &str, id: u64) -> String {
                     .parse::<u64>()
                     .ok()
                     .filter(|&v| v == id)
-                    .map(|_| crate::escape::printable(name))
+                    .map(|_| name.to_owned())
             })
         })
         .unwrap_or_else(|| "unknown".into())
@@ -111,10 +52,10 @@ fn local_name(file: &str, id: u64) -> String {
 
 /// The superblock as (dumpe2fs name, value) lines.
 pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
-    let g = |n: &str| sb.get(n);
+    let g = |f: &'static Field| sb.get(f);
     let mut v: Vec<(String, String)> = Vec::new();
     let mut add = |k: &str, val: String| v.push((k.to_owned(), val));
-    let label = sb.text("s_volume_name");
+    let label = sb.text(sb!("s_volume_name"));
     add(
         "Filesystem volume name",
         if label.is_empty() {
@@ -123,7 +64,7 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
             label
         },
     );
-    let lm = sb.text("s_last_mounted");
+    let lm = sb.text(sb!("s_last_mounted"));
     add(
         "Last mounted on",
         if lm.is_empty() {
@@ -138,7 +79,7 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     );
     add(
         "Filesystem magic number",
-        format!("{:#06X}", g("s_magic")).replace("0X", "0x"),
+        format!("{:#06X}", g(sb!("s_magic"))).replace("0X", "0x"),
     );
     add(
         "Filesystem revision #",
@@ -167,13 +108,13 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
         (4, "test_filesystem"),
     ]
     .iter()
-    .filter(|(b, _)| g("s_flags") & b != 0)
+    .filter(|(b, _)| g(sb!("s_flags")) & b != 0)
     .map(|(_, n)| *n)
     .collect();
     if !flags.is_empty() {
         add("Filesystem flags", flags.join(" "));
     }
-    let opts = g("s_default_mount_opts");
+    let opts = g(sb!("s_default_mount_opts"));
     let mut names: Vec<String> = Vec::new();
     match opts & 0x60 {
         0x20 => names.push("journal_data".into()),
@@ -209,11 +150,11 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
             names.join(" ")
         },
     );
-    let mount_opts = sb.text("s_mount_opts");
+    let mount_opts = sb.text(sb!("s_mount_opts"));
     if !mount_opts.is_empty() {
         add("Mount options", mount_opts);
     }
-    let state = g("s_state");
+    let state = g(sb!("s_state"));
     let mut st = if state & 1 != 0 {
         "clean".to_owned()
     } else {
@@ -225,7 +166,7 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     add("Filesystem state", st);
     add(
         "Errors behavior",
-        match g("s_errors") {
+        match g(sb!("s_errors")) {
             1 => "Continue".into(),
             2 => "Remount read-only".into(),
             3 => "Panic".into(),
@@ -234,7 +175,7 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     );
     add(
         "Filesystem OS type",
-        match g("s_creator_os") {
+        match g(sb!("s_creator_os")) {
             0 => "Linux".into(),
             1 => "Hurd".into(),
             2 => "Masix".into(),
@@ -245,23 +186,28 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     );
     add("Inode count", sb.inodes_count.to_string());
     add("Block count", sb.blocks_count.to_string());
-    let hi = |lo: &str, hi: &str| g(lo) | if sb.is_64bit() { g(hi) << 32 } else { 0 };
+    let hi = |lo: &'static Field, hi: &'static Field| {
+        g(lo) | if sb.is_64bit() { g(hi) << 32 } else { 0 }
+    };
     add(
         "Reserved block count",
-        hi("s_r_blocks_count_lo", "s_r_blocks_count_hi").to_string(),
+        hi(sb!("s_r_blocks_count_lo"), sb!("s_r_blocks_count_hi")).to_string(),
     );
-    if g("s_overhead_clusters") != 0 {
-        add("Overhead clusters", g("s_overhead_clusters").to_string());
+    if g(sb!("s_overhead_clusters")) != 0 {
+        add(
+            "Overhead clusters",
+            g(sb!("s_overhead_clusters")).to_string(),
+        );
     }
     add(
         "Free blocks",
-        hi("s_free_blocks_count_lo", "s_free_blocks_count_hi").to_string(),
+        hi(sb!("s_free_blocks_count_lo"), sb!("s_free_blocks_count_hi")).to_string(),
     );
-    add("Free inodes", g("s_free_inodes_count").to_string());
+    add("Free inodes", g(sb!("s_free_inodes_count")).to_string());
     add("First block", sb.first_data_block.to_string());
     add("Block size", sb.block_size.to_string());
-    let bigalloc = sb.has_ro_compat(0x200);
-    let cluster = 1024u64 << g("s_log_cluster_size").min(30);
+    let bigalloc = sb.has_ro_compat(RoCompat::BIGALLOC);
+    let cluster = 1024u64 << g(sb!("s_log_cluster_size")).min(30);
     add(
         if bigalloc {
             "Cluster size"
@@ -273,10 +219,10 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     if sb.is_64bit() {
         add("Group descriptor size", sb.desc_size.to_string());
     }
-    if g("s_reserved_gdt_blocks") != 0 {
+    if g(sb!("s_reserved_gdt_blocks")) != 0 {
         add(
             "Reserved GDT blocks",
-            g("s_reserved_gdt_blocks").to_string(),
+            g(sb!("s_reserved_gdt_blocks")).to_string(),
         );
     }
     add("Blocks per group", sb.blocks_per_group.to_string());
@@ -286,7 +232,7 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
         } else {
             "Fragments per group"
         },
-        g("s_clusters_per_group").to_string(),
+        g(sb!("s_clusters_per_group")).to_string(),
     );
     add("Inodes per group", sb.inodes_per_group.to_string());
     add(
@@ -295,40 +241,43 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
             .div_ceil(sb.block_size)
             .to_string(),
     );
-    let nonzero = |name: &str| Some(g(name)).filter(|&v| v != 0);
-    if let Some(v) = nonzero("s_raid_stride") {
+    let nonzero = |f: &'static Field| Some(g(f)).filter(|&v| v != 0);
+    if let Some(v) = nonzero(sb!("s_raid_stride")) {
         add("RAID stride", v.to_string());
     }
-    if let Some(v) = nonzero("s_raid_stripe_width") {
+    if let Some(v) = nonzero(sb!("s_raid_stripe_width")) {
         add("RAID stripe width", v.to_string());
     }
-    if let Some(v) = nonzero("s_first_meta_bg") {
+    if let Some(v) = nonzero(sb!("s_first_meta_bg")) {
         add("First meta block group", v.to_string());
     }
-    if let Some(v) = nonzero("s_log_groups_per_flex") {
+    if let Some(v) = nonzero(sb!("s_log_groups_per_flex")) {
         add("Flex block group size", (1u64 << v.min(31)).to_string());
     }
-    let t = |lo: &str, hi: &str| g(lo) | (g(hi) << 32);
-    if g("s_mkfs_time") != 0 {
+    let t = |lo: &'static Field, hi: &'static Field| g(lo) | (g(hi) << 32);
+    if g(sb!("s_mkfs_time")) != 0 {
         add(
             "Filesystem created",
-            ctime(t("s_mkfs_time", "s_mkfs_time_hi")),
+            ctime(t(sb!("s_mkfs_time"), sb!("s_mkfs_time_hi"))),
         );
     }
     // Only the mount time says n/a for 0 (e2fsprogs' list_super2).
-    add("Last mount time", ctime(t("s_mtime", "s_mtime_hi")));
+    add(
+        "Last mount time",
+        ctime(t(sb!("s_mtime"), sb!("s_mtime_hi"))),
+    );
     add(
         "Last write time",
-        asctime(t("s_wtime", "s_wtime_hi") as i64),
+        asctime(t(sb!("s_wtime"), sb!("s_wtime_hi")) as i64),
     );
-    add("Mount count", g("s_mnt_count").to_string());
+    add("Mount count", g(sb!("s_mnt_count")).to_string());
     add(
         "Maximum mount count",
-        (g("s_max_mnt_count") as u16 as i16).to_string(),
+        (g(sb!("s_max_mnt_count")) as u16 as i16).to_string(),
     );
-    let lastcheck = t("s_lastcheck", "s_lastcheck_hi");
+    let lastcheck = t(sb!("s_lastcheck"), sb!("s_lastcheck_hi"));
     add("Last checked", asctime(lastcheck as i64));
-    let interval_secs = g("s_checkinterval");
+    let interval_secs = g(sb!("s_checkinterval"));
     add(
         "Check interval",
         format!("{interval_secs} ({})", interval(interval_secs)),
@@ -336,10 +285,10 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     if interval_secs != 0 {
         add(
             "Next check after",
-            asctime(g("s_lastcheck") as i64 + interval_secs as i64),
+            asctime(g(sb!("s_lastcheck")) as i64 + interval_secs as i64),
         );
     }
-    let kb = g("s_kbytes_written");
+    let kb = g(sb!("s_kbytes_written"));
     if kb != 0 {
         add(
             "Lifetime writes",
@@ -352,44 +301,44 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
             },
         );
     }
-    let uid = g("s_def_resuid");
+    let uid = g(sb!("s_def_resuid"));
     add(
         "Reserved blocks uid",
         format!("{uid} (user {})", local_name("/etc/passwd", uid)),
     );
-    let gid = g("s_def_resgid");
+    let gid = g(sb!("s_def_resgid"));
     add(
         "Reserved blocks gid",
         format!("{gid} (group {})", local_name("/etc/group", gid)),
     );
     if sb.rev_level >= 1 {
-        add("First inode", g("s_first_ino").to_string());
-        add("Inode size", g("s_inode_size").to_string());
-        if let Some(v) = nonzero("s_min_extra_isize") {
+        add("First inode", g(sb!("s_first_ino")).to_string());
+        add("Inode size", g(sb!("s_inode_size")).to_string());
+        if let Some(v) = nonzero(sb!("s_min_extra_isize")) {
             add("Required extra isize", v.to_string());
         }
-        if let Some(v) = nonzero("s_want_extra_isize") {
+        if let Some(v) = nonzero(sb!("s_want_extra_isize")) {
             add("Desired extra isize", v.to_string());
         }
     }
-    let uuid_set = |name: &str| {
-        let t = sb.text(name);
+    let uuid_set = |f: &'static Field| {
+        let t = sb.uuid_of(f);
         (!t.chars().all(|c| c == '0' || c == '-')).then_some(t)
     };
-    if let Some(u) = uuid_set("s_journal_uuid") {
+    if let Some(u) = uuid_set(sb!("s_journal_uuid")) {
         add("Journal UUID", u);
     }
-    if let Some(v) = nonzero("s_journal_inum") {
+    if let Some(v) = nonzero(sb!("s_journal_inum")) {
         add("Journal inode", v.to_string());
     }
-    if let Some(v) = nonzero("s_journal_dev") {
+    if let Some(v) = nonzero(sb!("s_journal_dev")) {
         add("Journal device", format!("{v:#06x}"));
     }
-    if let Some(v) = nonzero("s_last_orphan") {
+    if let Some(v) = nonzero(sb!("s_last_orphan")) {
         add("First orphan inode", v.to_string());
     }
-    let hash = g("s_def_hash_version");
-    if sb.feature_compat & 0x20 != 0 || hash != 0 {
+    let hash = g(sb!("s_def_hash_version"));
+    if sb.has_compat(Compat::DIR_INDEX) || hash != 0 {
         add(
             "Default directory hash",
             match hash {
@@ -400,15 +349,15 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
             },
         );
     }
-    if let Some(u) = uuid_set("s_hash_seed") {
+    if let Some(u) = uuid_set(sb!("s_hash_seed")) {
         add("Directory Hash Seed", u);
     }
-    match g("s_jnl_backup_type") {
+    match g(sb!("s_jnl_backup_type")) {
         0 => {}
         1 => add("Journal backup", "inode blocks".into()),
         n => add("Journal backup", format!("type {n}")),
     }
-    let backups: Vec<String> = ["s_backup_bgs_0", "s_backup_bgs_1"]
+    let backups: Vec<String> = [sb!("s_backup_bgs_0"), sb!("s_backup_bgs_1")]
         .iter()
         .filter_map(|n| nonzero(n))
         .map(|v| v.to_string())
@@ -416,38 +365,56 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     if !backups.is_empty() {
         add("Backup block groups", backups.join(" "));
     }
-    if let Some(v) = nonzero("s_snapshot_inum") {
+    if let Some(v) = nonzero(sb!("s_snapshot_inum")) {
         add("Snapshot inode", v.to_string());
-        add("Snapshot ID", g("s_snapshot_id").to_string());
+        add("Snapshot ID", g(sb!("s_snapshot_id")).to_string());
         add(
             "Snapshot reserved blocks",
-            g("s_snapshot_r_blocks_count").to_string(),
+            g(sb!("s_snapshot_r_blocks_count")).to_string(),
         );
     }
-    if let Some(v) = nonzero("s_snapshot_list") {
+    if let Some(v) = nonzero(sb!("s_snapshot_list")) {
         add("Snapshot list head", v.to_string());
     }
-    if let Some(v) = nonzero("s_error_count") {
+    if let Some(v) = nonzero(sb!("s_error_count")) {
         add("FS Error count", v.to_string());
     }
-    for (when, title) in [("first", "First"), ("last", "Last")] {
-        let f = |field: &str| format!("s_{when}_error_{field}");
-        if g(&f("time")) == 0 {
+    for (title, time, func, line, ino, block) in [
+        (
+            "First",
+            sb!("s_first_error_time"),
+            sb!("s_first_error_func"),
+            sb!("s_first_error_line"),
+            sb!("s_first_error_ino"),
+            sb!("s_first_error_block"),
+        ),
+        (
+            "Last",
+            sb!("s_last_error_time"),
+            sb!("s_last_error_func"),
+            sb!("s_last_error_line"),
+            sb!("s_last_error_ino"),
+            sb!("s_last_error_block"),
+        ),
+    ] {
+        if g(time) == 0 {
             continue;
         }
-        add(
-            &format!("{title} error time"),
-            asctime(g(&f("time")) as i64),
-        );
-        add(&format!("{title} error function"), sb.text(&f("func")));
-        add(&format!("{title} error line #"), g(&f("line")).to_string());
-        if let Some(v) = nonzero(&f("ino")) {
+        add(&format!("{title} error time"), asctime(g(time) as i64));
+        add(&format!("{title} error function"), sb.text(func));
+        add(&format!("{title} error line #"), g(line).to_string());
+        if let Some(v) = nonzero(ino) {
             add(&format!("{title} error inode #"), v.to_string());
         }
-        if let Some(v) = nonzero(&f("block")) {
+        if let Some(v) = nonzero(block) {
             add(&format!("{title} error block #"), v.to_string());
         }
-        if let Some(v) = nonzero(&f("errcode")) {
+        let errcode = if title == "First" {
+            sb!("s_first_error_errcode")
+        } else {
+            sb!("s_last_error_errcode")
+        };
+        if let Some(v) = nonzero(errcode) {
             const CODES: [&str; 18] = [
                 "",
                 "UNKNOWN",
@@ -476,14 +443,14 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
             );
         }
     }
-    if sb.has_incompat(0x100) {
-        add("MMP block number", g("s_mmp_block").to_string());
-        add("MMP update interval", g("s_mmp_interval").to_string());
+    if sb.has_incompat(Incompat::MMP) {
+        add("MMP block number", g(sb!("s_mmp_block")).to_string());
+        add("MMP update interval", g(sb!("s_mmp_interval")).to_string());
     }
     for (field, title) in [
-        ("s_usr_quota_inum", "User quota inode"),
-        ("s_grp_quota_inum", "Group quota inode"),
-        ("s_prj_quota_inum", "Project quota inode"),
+        (sb!("s_usr_quota_inum"), "User quota inode"),
+        (sb!("s_grp_quota_inum"), "Group quota inode"),
+        (sb!("s_prj_quota_inum"), "Project quota inode"),
     ] {
         if let Some(v) = nonzero(field) {
             add(title, v.to_string());
@@ -492,35 +459,41 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     if sb.has_metadata_csum() {
         add(
             "Checksum type",
-            if g("s_checksum_type") == 1 {
+            if g(sb!("s_checksum_type")) == 1 {
                 "crc32c".into()
             } else {
                 "unknown".into()
             },
         );
-        let state = match sb.checksum_ok {
+        let state = match sb.checksum_ok() {
             Some(false) => " (does not match the superblock)",
             _ => "",
         };
-        add("Checksum", format!("{:#010x}{state}", g("s_checksum")));
+        add("Checksum", format!("{:#010x}{state}", g(sb!("s_checksum"))));
     }
-    if let Some(u) = uuid_set("s_encrypt_pw_salt") {
+    if let Some(u) = uuid_set(sb!("s_encrypt_pw_salt")) {
         add("Encryption PW Salt", u);
     }
-    if sb.has_incompat(0x2000) {
-        add("Checksum seed", format!("{:#010x}", g("s_checksum_seed")));
+    if sb.has_incompat(Incompat::METADATA_CSUM_SEED) {
+        add(
+            "Checksum seed",
+            format!("{:#010x}", g(sb!("s_checksum_seed"))),
+        );
     }
-    if sb.has_incompat(0x20000) {
+    if sb.has_incompat(Incompat::CASEFOLD) {
         add(
             "Character encoding",
-            match g("s_encoding") {
+            match g(sb!("s_encoding")) {
                 1 => "utf8-12.1".into(),
                 n => format!("UNKNOWN_ENCODING_{n}"),
             },
         );
     }
-    if sb.feature_compat & 0x1000 != 0 {
-        add("Orphan file inode", g("s_orphan_file_inum").to_string());
+    if sb.has_compat(Compat::ORPHAN_FILE) {
+        add(
+            "Orphan file inode",
+            g(sb!("s_orphan_file_inum")).to_string(),
+        );
     }
     v
 }

@@ -57,7 +57,7 @@ pub fn run(args: &VolumesArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .map(|v| {
             v.content.kind.is_some()
                 && v.source_over(disk.clone())
-                    .is_ok_and(|src| crate::fs::open(src).is_ok())
+                    .is_ok_and(|src| crate::fs::probe(src).is_ok())
         })
         .collect();
     let layers: Vec<Shares> = tree

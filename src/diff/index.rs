@@ -6,6 +6,7 @@
 //! as soon as they have found what they were asked for. Names are searched
 //! first in the inode's own group and flex group, where the allocator puts
 //! a file next to its directory.
+use crate::fs::ext::superblock::{sb, Incompat, RoCompat};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::block::BlockSource;
@@ -34,10 +35,12 @@ pub fn for_each_inode(
 ) -> Result<(), DiffError> {
     let sb = fs.superblock();
     let d = fs.group(group)?;
-    let csum = sb.has_ro_compat(0x10) || sb.has_ro_compat(0x400);
+    let csum = sb.has_ro_compat(RoCompat::UNINIT_BG) || sb.has_ro_compat(RoCompat::METADATA_CSUM);
     let ipg = u64::from(sb.inodes_per_group);
     let rows = if csum {
-        if d.flags & 1 != 0 {
+        if d.flags
+            .contains(crate::fs::ext::group_desc::BgFlags::INODE_UNINIT)
+        {
             return Ok(());
         }
         ipg.saturating_sub(d.itable_unused)
@@ -55,10 +58,8 @@ pub fn for_each_inode(
         return Err(FsError::corrupt(
             "group descriptor",
             "bg_inode_table",
-            d.fields
-                .iter()
-                .find(|f| f.name == "bg_inode_table_lo")
-                .map_or(0, |f| f.offset),
+            d.base
+                .saturating_add(crate::fs::ext::group_desc::gd!("bg_inode_table_lo").offset as u64),
             format!(
                 "inode table of group {group} (block {}, {rows} inodes) runs past the disk",
                 d.inode_table
@@ -253,8 +254,8 @@ impl<'a> Paths<'a> {
         let sb = self.fs.superblock();
         let groups = sb.group_count();
         let ipg = u64::from(sb.inodes_per_group).max(1);
-        let flex = if sb.has_incompat(0x200) {
-            1u64 << sb.get("s_log_groups_per_flex").min(31)
+        let flex = if sb.has_incompat(Incompat::FLEX_BG) {
+            1u64 << sb.get(sb!("s_log_groups_per_flex")).min(31)
         } else {
             1
         };

@@ -9,6 +9,7 @@
 //! the overlays hold. [`diff_full`] walks and compares both whole trees:
 //! the slow reference the quick one is tested against. Both end in the
 //! same assembly, so they report in the same terms.
+use crate::fs::ext::superblock::{sb, RoCompat};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::block::{BlockError, BlockSource};
@@ -20,6 +21,7 @@ pub mod blocks;
 pub mod compare;
 pub mod index;
 pub mod paths;
+pub mod tree;
 
 use blocks::BlockSet;
 use compare::{compare, in_use, same_file, Delta};
@@ -138,6 +140,9 @@ pub struct Stats {
     /// Changed blocks no inode slot explained, so the inode tables were
     /// searched for their owners.
     pub inode_tables_searched: bool,
+    /// Both trees were walked and compared through the filesystem trait
+    /// ([`tree::diff_trees`]: filesystems without a quick diff).
+    pub trees_compared: bool,
 }
 
 /// A diff's result.
@@ -275,6 +280,17 @@ pub fn walk_tree(
     }
 }
 
+/// What assembling changes needs from the two views, whichever diff
+/// found them.
+trait PairView {
+    /// Whether `node` is the same file in both views.
+    fn persists(&mut self, node: u64) -> bool;
+    /// Its type as of the newer view (`unknown` when unreadable).
+    fn new_type(&mut self, node: u64) -> &'static str;
+    /// The older and the newer view (paths are looked up in them).
+    fn views(&self) -> (&dyn crate::fs::Filesystem, &dyn crate::fs::Filesystem);
+}
+
 /// Both views' inodes, read once.
 struct Pair<'a> {
     old: &'a Ext4,
@@ -301,6 +317,23 @@ impl<'a> Pair<'a> {
             (Some(o), Some(n)) => compare(old, o, new, n, changed),
             _ => Ok(Delta::default()),
         }
+    }
+}
+
+impl PairView for Pair<'_> {
+    fn persists(&mut self, node: u64) -> bool {
+        Pair::persists(self, node)
+    }
+
+    fn new_type(&mut self, node: u64) -> &'static str {
+        self.get(node)
+            .1
+            .as_ref()
+            .map_or("unknown", |i| i.type_name())
+    }
+
+    fn views(&self) -> (&dyn crate::fs::Filesystem, &dyn crate::fs::Filesystem) {
+        (self.old, self.new)
     }
 }
 
@@ -339,7 +372,7 @@ fn hard_link(mut c: Change, names: &[Name], new: &[Name]) -> Change {
 /// into changes: the same file losing one name and gaining another was
 /// moved; a name of a file that did not persist was deleted or added.
 fn assemble(
-    pair: &mut Pair,
+    pair: &mut dyn PairView,
     removed: Vec<Name>,
     added: Vec<Name>,
     mut modified: BTreeMap<u64, (Delta, Vec<Name>)>,
@@ -408,11 +441,7 @@ fn assemble(
         let n = match names.first() {
             Some(n) => n,
             None => {
-                let t = pair
-                    .get(ino)
-                    .1
-                    .as_ref()
-                    .map_or("unknown", |i| i.type_name());
+                let t = pair.new_type(ino);
                 fallback = Name {
                     path: format!("<{ino}>").into_bytes(),
                     ino,
@@ -438,7 +467,7 @@ fn assemble(
         .filter_map(|c| Some((c.raw_from.clone()?, c.raw_path.clone())))
         .collect();
     if !dir_moves.is_empty() {
-        let (old, new) = (pair.old, pair.new);
+        let (old, new) = pair.views();
         // A file changed in place under a moved directory: the full walk
         // sees it move (with its change), the quick one only the change.
         for c in out.iter_mut().filter(|c| c.change == Kind::Modified) {
@@ -501,8 +530,8 @@ fn under<'p>(path: &'p [u8], dir: &[u8]) -> Option<&'p [u8]> {
 }
 
 /// The inode at `path` in `fs`, if the path resolves.
-fn ino_at(fs: &Ext4, path: &[u8]) -> Option<u64> {
-    crate::fs::Filesystem::lookup(fs, path).ok()
+fn ino_at(fs: &dyn crate::fs::Filesystem, path: &[u8]) -> Option<u64> {
+    fs.lookup(path).ok()
 }
 
 /// The full reference: walks both trees and compares every file that is in
@@ -627,7 +656,7 @@ pub fn diff(
         d.notes.push(format!("{what}: {n} block(s) changed"));
     }
     // Blocks of the changed inodes (as of either layer) are explained.
-    let first_ino = new.superblock().get("s_first_ino").max(11);
+    let first_ino = new.superblock().get(sb!("s_first_ino")).max(11);
     let mut pair = Pair {
         old,
         new,
@@ -865,8 +894,11 @@ impl<'a> Bitmaps<'a> {
             Some(b) => b,
             None => {
                 let d = fs.group(g)?;
-                let uninit =
-                    d.flags & 2 != 0 && (sb.has_ro_compat(0x10) || sb.has_ro_compat(0x400));
+                let uninit = d
+                    .flags
+                    .contains(crate::fs::ext::group_desc::BgFlags::BLOCK_UNINIT)
+                    && (sb.has_ro_compat(RoCompat::UNINIT_BG)
+                        || sb.has_ro_compat(RoCompat::METADATA_CSUM));
                 let b = if uninit {
                     None
                 } else {

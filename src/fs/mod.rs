@@ -24,11 +24,12 @@ pub mod ext;
 pub mod fat;
 pub mod node;
 pub mod report;
+pub mod time;
 pub mod xfs;
 
 pub use ext::FsError;
-pub use node::{DirEntry, FileType, Metadata, NodeId, Run, RunKind, Timestamp, Xattr};
-pub use report::{GroupTable, Report, ReportField};
+pub use node::{DirEntry, FileType, Metadata, NodeId, Problem, Run, RunKind, Timestamp, Xattr};
+pub use report::{Check, GroupRow, GroupTable, Report, ReportField};
 
 /// Which filesystem a [`Filesystem`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -56,61 +57,77 @@ impl FsKind {
     }
 }
 
-/// A filesystem opened read-only on a volume.
+/// A filesystem opened read-only on a volume: what the CLI, the TUI,
+/// `diff` and `blame` ask every filesystem, so a new one plugs in without
+/// touching them.
 ///
-/// Every method is bounded by what is really on the disk: listings stream
-/// through callbacks (a caller that wants only the first screen stops the
-/// walk with [`ControlFlow::Break`]), and damaged parts are reported while
-/// the rest is still given.
+/// It is kept small and object-safe (callers hold `Arc<dyn Filesystem>`);
+/// each method says which caller needs it. Every method is bounded by
+/// what is really on the disk: listings stream through callbacks (a
+/// caller that wants only the first screen, or one name, stops the walk
+/// with [`ControlFlow::Break`]), and damaged parts are reported as
+/// [`Problem`]s while the rest is still given.
 pub trait Filesystem: Send + Sync {
-    /// Which filesystem this is.
+    /// Which filesystem this is (`info`, `volumes`, the TUI's title; and
+    /// whether a quicker, filesystem-specific path exists, such as ext's
+    /// diff from inode-table slots).
     fn kind(&self) -> FsKind;
 
-    /// The volume it reads (offsets in reports and runs are relative to
-    /// it).
+    /// The volume it reads. Offsets in reports and runs are relative to
+    /// it; `blocks`, `blame` and the hit map turn them into the chain
+    /// layers serving those bytes.
     fn source(&self) -> &Arc<dyn BlockSource>;
 
-    /// The allocation unit in bytes (block or cluster size).
+    /// The allocation unit in bytes (block or cluster size): the unit
+    /// `blocks` lists runs in.
     fn block_size(&self) -> u64;
 
-    /// The volume label, raw bytes (escaped only at the output edge).
+    /// The volume label, raw bytes (escaped only at the output edge), for
+    /// `info` and `volumes`.
     fn label(&self) -> Option<Vec<u8>>;
 
     /// The filesystem UUID or serial number, as `blkid` prints it.
     fn uuid(&self) -> Option<String>;
 
-    /// The root directory.
+    /// The root directory: where `lookup`, `ls` and tree walks start.
     fn root(&self) -> NodeId;
 
-    /// How a person names a node: `inode 12`, or for FAT `entry at 0x…`.
+    /// How a person names a node in messages: `inode 12`, or for FAT
+    /// `entry at 0x…`.
     fn node_name(&self, node: NodeId) -> String {
         format!("inode {node}")
     }
 
-    /// The superblock (or boot sector), every field with its offset.
+    /// The superblock (or boot sector), every field with its offset and
+    /// decoded value: `info` and the Superblock pane render it.
     fn superblock(&self) -> Report;
 
     /// The per-group headers (ext block groups, XFS allocation groups):
     /// `count` rows from `first`, so an absurd group count costs only the
-    /// rows asked for. Filesystems without groups return an empty table.
+    /// rows asked for. The one builder of the table `groups`, `info
+    /// --groups` and the Groups pane show. Filesystems without groups
+    /// return an empty table.
     ///
     /// # Errors
-    /// Read errors; geometry that cannot be right.
+    /// Read errors that stop the whole table (a group that cannot be
+    /// read is a row with its error).
     fn groups(&self, first: u64, count: u64) -> Result<GroupTable, FsError>;
 
-    /// One group's header fields (for the Groups pane's Enter).
+    /// One group's header fields (the Groups pane's Enter).
     ///
     /// # Errors
     /// As [`Filesystem::groups`].
     fn group_report(&self, group: u64) -> Result<Report, FsError>;
 
-    /// A node's metadata.
+    /// A node's metadata: `ls -l`, `stat`, and what `diff` compares.
     ///
     /// # Errors
     /// A node that cannot exist or cannot be read.
     fn metadata(&self, node: NodeId) -> Result<Metadata, FsError>;
 
-    /// A node's on-disk structure (inode fields with offsets).
+    /// A node's on-disk structure (inode fields with offsets): `stat`,
+    /// the hex view's marks, and where the node lies (`blame` asks which
+    /// layer holds it).
     ///
     /// # Errors
     /// As [`Filesystem::metadata`].
@@ -118,18 +135,23 @@ pub trait Filesystem: Send + Sync {
 
     /// Calls `each` with the entries of directory `dir` in on-disk order
     /// (`.` and `..` included where the filesystem stores them) until it
-    /// breaks. Damage that does not stop the listing goes to `problems`.
+    /// breaks, holding one directory block at a time, never the whole
+    /// directory. Damage that does not stop the listing goes to
+    /// `problems`.
     ///
     /// # Errors
-    /// `dir` is not a directory; its map cannot be read at all.
+    /// `dir` is not a directory; its map cannot be read at all; I/O
+    /// errors.
     fn read_dir(
         &self,
         dir: NodeId,
-        problems: &mut Vec<FsError>,
+        problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(DirEntry) -> ControlFlow<()>,
     ) -> Result<(), FsError>;
 
-    /// The node at `path` (bytes, `/`-separated, from the root).
+    /// The node at `path` (bytes, `/`-separated, from the root; symlinks
+    /// are not followed). Filesystems with directory indexes override it
+    /// to search the index instead of listing.
     ///
     /// # Errors
     /// `NotFound` naming the component that is missing.
@@ -137,68 +159,126 @@ pub trait Filesystem: Send + Sync {
         node::lookup_by_listing(self, path)
     }
 
-    /// Calls `each` with the runs of the volume holding the node's bytes
-    /// and its map blocks, in logical order. Damage goes to `problems`.
+    /// Calls `each` with the runs of the volume holding the node's bytes,
+    /// its map blocks and its out-of-node attributes, in map order:
+    /// `blocks`, `blame` and the hit map name the layers serving them.
+    /// Damage goes to `problems` (`lost` where bytes of the file could
+    /// not be mapped).
     ///
     /// # Errors
     /// The node cannot be read.
     fn runs(
         &self,
         node: NodeId,
-        problems: &mut Vec<FsError>,
+        problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(Run) -> ControlFlow<()>,
     ) -> Result<(), FsError>;
 
     /// Fills `buf` with the file's bytes at `offset` (holes as zeros) and
     /// returns how many bytes the file has there (less than `buf.len()`
-    /// at the end of the file).
+    /// at the end of the file): `cat`, the hex view, `diff`'s content
+    /// comparison. Parts of the map that cannot be followed read as
+    /// zeros here; [`Filesystem::runs`] reports them.
     ///
     /// # Errors
     /// Read errors; content that cannot be decoded.
     fn read_file(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError>;
 
-    /// A symlink's target, raw bytes.
+    /// A symlink's target, raw bytes (`ls -l`, `stat`, `diff`).
     ///
     /// # Errors
     /// Not a symlink; read errors.
     fn read_link(&self, node: NodeId) -> Result<Vec<u8>, FsError>;
 
-    /// Extended attributes: (full name, value), raw bytes.
+    /// Extended attributes: (full name, value), raw bytes (`stat`,
+    /// `diff`). Data the filesystem keeps in attributes (ext's inline
+    /// data, `system.data`) is content, not listed here.
+    ///
+    /// Damage (a bad checksum, an attribute area that ends early) goes
+    /// to `problems`; the attributes read before it are returned.
     ///
     /// # Errors
-    /// Read errors (a damaged attribute block is reported, not skipped).
-    fn xattrs(&self, node: NodeId) -> Result<Vec<Xattr>, FsError>;
+    /// The node cannot be read; I/O errors.
+    fn xattrs(&self, node: NodeId, problems: &mut Vec<Problem>) -> Result<Vec<Xattr>, FsError>;
 
-    /// The concrete filesystem, for what only it has.
+    /// One line for the user when the view read differs from the disk
+    /// (ext's journal replayed in memory, or a replay that failed):
+    /// every command prints it, the TUI shows it. `None` for a view that
+    /// is the disk's.
+    fn replay_note(&self) -> Option<String> {
+        None
+    }
+
+    /// The concrete filesystem, for what only it has (ext's dumpe2fs and
+    /// debugfs views, its quick diff, its journal).
     fn as_any(&self) -> &dyn Any;
 }
 
-/// Opens the filesystem on `source`, trying each kind layerscope decodes.
+/// How to open a filesystem: whether to replay its journal (ext3/4's
+/// jbd2) in memory, and where an external journal or the chain's layers
+/// are. The default is the kernel's view: a journal that needs recovery
+/// is replayed.
+pub use ext::jbd2::mount::Mount;
+
+/// Opens the filesystem on `source` as the kernel would mount it (a
+/// journal that needs recovery replayed in memory, see [`Mount`]), trying
+/// each kind layerscope decodes.
 ///
 /// # Errors
-/// The error of the filesystem whose magic matched, or a `NotExt`-style
-/// error naming what was tried when none matched.
+/// As [`open_with`].
 pub fn open(source: Arc<dyn BlockSource>) -> Result<Arc<dyn Filesystem>, FsError> {
-    let mut tried = Vec::new();
-    match ext::Ext4::open(source.clone()) {
+    open_with(source, &Mount::default())
+}
+
+/// Identifies and opens the filesystem on `source` as it is on disk,
+/// never replaying a journal: what `volumes` and the choice of a volume
+/// need (naming a filesystem must not cost its journal's replay).
+///
+/// # Errors
+/// As [`open_with`].
+pub fn probe(source: Arc<dyn BlockSource>) -> Result<Arc<dyn Filesystem>, FsError> {
+    open_with(
+        source,
+        &Mount {
+            no_replay: true,
+            ..Mount::default()
+        },
+    )
+}
+
+/// Opens the filesystem on `source`, trying each kind layerscope decodes,
+/// mounted as `mount` says (only ext has a journal to replay).
+///
+/// # Errors
+/// The error of the filesystem whose magic matched; when none did, one
+/// error saying what each kind found, ext's first (`no ext2/3/4
+/// filesystem found: magic 0x0000 at 0x438, expected 0xef53; not XFS
+/// either: …; not FAT either: …`).
+pub fn open_with(
+    source: Arc<dyn BlockSource>,
+    mount: &Mount,
+) -> Result<Arc<dyn Filesystem>, FsError> {
+    let mut detail = match ext::Ext4::open_with(source.clone(), mount) {
         Ok(fs) => return Ok(Arc::new(fs)),
-        Err(FsError::NotExt { detail } | FsError::NotThisFs { detail, .. }) => {
-            tried.push(format!("ext2/3/4 ({detail})"));
-        }
+        Err(FsError::NotExt { detail } | FsError::NotThisFs { detail, .. }) => detail,
         Err(e) => return Err(e),
-    }
+    };
     match xfs::Xfs::open(source.clone()) {
         Ok(fs) => return Ok(Arc::new(fs)),
-        Err(FsError::NotThisFs { detail, .. }) => tried.push(format!("XFS ({detail})")),
+        Err(FsError::NotThisFs { detail: d, .. }) => {
+            detail.push_str(&format!("; not XFS either: {d}"));
+        }
         Err(e) => return Err(e),
     }
     match fat::Fat::open(source) {
         Ok(fs) => return Ok(Arc::new(fs)),
-        Err(FsError::NotThisFs { detail, .. }) => tried.push(format!("FAT ({detail})")),
+        Err(FsError::NotThisFs { detail: d, .. }) => {
+            detail.push_str(&format!("; not FAT either: {d}"));
+        }
         Err(e) => return Err(e),
     }
     Err(FsError::NotThisFs {
-        fs: "known",
-        detail: format!("tried {}", tried.join(", ")),
+        fs: "ext2/3/4",
+        detail,
     })
 }

@@ -38,6 +38,53 @@ impl FileType {
         }
     }
 
+    /// From a directory entry's type code (Linux's `FT_*`, which ext2/3/4
+    /// and XFS both store: 1 regular … 7 symlink); `None` for 0 (not
+    /// recorded) and codes no filesystem defines.
+    pub fn from_code(code: u8) -> Option<FileType> {
+        Some(match code {
+            1 => FileType::Regular,
+            2 => FileType::Directory,
+            3 => FileType::CharDevice,
+            4 => FileType::BlockDevice,
+            5 => FileType::Fifo,
+            6 => FileType::Socket,
+            7 => FileType::Symlink,
+            _ => return None,
+        })
+    }
+
+    /// The directory entry type code (`FT_*`; 0 for unknown), as
+    /// `debugfs ls -l` prints it in parentheses.
+    pub fn code(self) -> u8 {
+        match self {
+            FileType::Regular => 1,
+            FileType::Directory => 2,
+            FileType::CharDevice => 3,
+            FileType::BlockDevice => 4,
+            FileType::Fifo => 5,
+            FileType::Socket => 6,
+            FileType::Symlink => 7,
+            FileType::Unknown => 0,
+        }
+    }
+
+    /// The type in debugfs's words (`regular`, `directory`, `symlink`,
+    /// `character special`, …): the one vocabulary `stat`, `diff` and
+    /// `blame` print for every filesystem.
+    pub fn name(self) -> &'static str {
+        match self {
+            FileType::Regular => "regular",
+            FileType::Directory => "directory",
+            FileType::Symlink => "symlink",
+            FileType::CharDevice => "character special",
+            FileType::BlockDevice => "block special",
+            FileType::Fifo => "FIFO",
+            FileType::Socket => "socket",
+            FileType::Unknown => "bad type",
+        }
+    }
+
     /// One letter, as `ls -l` prints it.
     pub fn letter(self) -> char {
         match self {
@@ -118,6 +165,18 @@ pub enum RunKind {
     /// The file's map (indirect blocks, extent or B+tree nodes) at the
     /// given level, as the filesystem's tools name it.
     Meta { level: u8 },
+    /// Extended attributes kept outside the node (an ext attribute
+    /// block, an XFS attribute fork's blocks): part of the file for
+    /// `blame` and the hit map, never part of its content.
+    Attr,
+}
+
+impl RunKind {
+    /// File data (written or not), as opposed to the file's own
+    /// structures.
+    pub fn is_content(self) -> bool {
+        matches!(self, RunKind::Data | RunKind::Unwritten)
+    }
 }
 
 /// A run of a node: where bytes `logical..logical+len` of the file (for
@@ -131,6 +190,35 @@ pub struct Run {
     pub kind: RunKind,
 }
 
+/// Damage met while reading a directory or a map that did not stop the
+/// read. Callers tell the two kinds apart: `lost` means part of what was
+/// asked for is missing (entries not listed, file bytes read as zeros),
+/// so `cat` must fail after writing what it could; a warning (a checksum
+/// that does not match) is shown and the read is complete.
+#[derive(Debug)]
+pub struct Problem {
+    pub error: FsError,
+    pub lost: bool,
+}
+
+impl Problem {
+    /// Part of the answer is missing because of `error`.
+    pub fn lost(error: FsError) -> Problem {
+        Problem { error, lost: true }
+    }
+
+    /// `error` was noticed; the answer is complete.
+    pub fn warning(error: FsError) -> Problem {
+        Problem { error, lost: false }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
 /// [`Filesystem::lookup`] for filesystems that have nothing faster: one
 /// directory listing per component.
 ///
@@ -140,7 +228,7 @@ pub fn lookup_by_listing<F: Filesystem + ?Sized>(fs: &F, path: &[u8]) -> Result<
     let mut node = fs.root();
     for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
         let mut found = None;
-        let mut problems = Vec::new();
+        let mut problems: Vec<Problem> = Vec::new();
         fs.read_dir(node, &mut problems, &mut |e| {
             if e.name == part {
                 found = Some(e.node);

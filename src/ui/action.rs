@@ -12,11 +12,12 @@ pub enum Pane {
     Groups,
     Hex,
     HitMap,
+    Volumes,
 }
 
 impl Pane {
     /// Tab order, and the narrow layout's tab line.
-    pub const ORDER: [Pane; 7] = [
+    pub const ORDER: [Pane; 8] = [
         Pane::Chain,
         Pane::Tree,
         Pane::Hex,
@@ -24,6 +25,7 @@ impl Pane {
         Pane::Superblock,
         Pane::Groups,
         Pane::Status,
+        Pane::Volumes,
     ];
 
     /// The pane's name on its tab.
@@ -36,6 +38,7 @@ impl Pane {
             Pane::Groups => "Groups",
             Pane::Hex => "Hex",
             Pane::HitMap => "Hit map",
+            Pane::Volumes => "Volumes",
         }
     }
 
@@ -115,8 +118,8 @@ mod tests {
 
     #[test]
     fn stepping_wraps_both_ways() {
-        assert_eq!(Pane::Chain.step(-1), Pane::Status);
-        assert_eq!(Pane::Status.step(1), Pane::Chain);
+        assert_eq!(Pane::Chain.step(-1), Pane::Volumes);
+        assert_eq!(Pane::Volumes.step(1), Pane::Chain);
         assert_eq!(Pane::Hex.step(2), Pane::Superblock);
         for p in Pane::ORDER {
             assert_eq!(p.step(1).step(-1), p);

@@ -27,6 +27,18 @@ pub struct Shared {
     pub block_size: Option<u64>,
     /// Whether a filesystem was found as of the layer in view.
     pub fs: FsState,
+    /// The filesystem in view: its kind (`ext4`, `xfs`, `vfat`) and root
+    /// node, once known.
+    pub fs_kind: &'static str,
+    pub fs_root: u64,
+    /// The volume in view (escaped) and where it starts on the disk when
+    /// it is one window; None: the whole disk.
+    pub volume: Option<(String, Option<u64>)>,
+    /// Rows the Volumes pane lists (for the layout), once known.
+    pub volume_rows: u16,
+    /// Over NBD with allocation depths: the server chain's layers, once
+    /// scanned.
+    pub server_layers: Option<usize>,
     /// Whether the chain is open yet.
     pub open: OpenState,
 }
@@ -118,6 +130,8 @@ pub enum Effect {
     Error(String),
     /// See the disk as of this layer.
     AsOf(usize),
+    /// Show the filesystem of this volume in every pane.
+    Volume(String),
     /// The hit map cells holding the opened file (None: no file).
     FileCells(Option<Vec<bool>>),
 }

@@ -50,6 +50,9 @@ pub fn draw(f: &mut Frame, app: &App, palette: Palette) {
     if let Some(r) = a.superblock {
         app.superblock.draw(f, r, cx);
     }
+    if let Some(r) = a.volumes {
+        app.volumes.draw(f, r, cx);
+    }
     if let Some(r) = a.groups {
         let fs_error = match &app.shared.fs {
             super::context::FsState::Missing(e) => Some(e.as_str()),

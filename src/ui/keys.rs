@@ -76,7 +76,7 @@ pub const KEYS: &[Binding] = &[
         )
     },
     line(
-        "1 … 7",
+        "1 … 8",
         &[
             (c('1'), Action::Focus(Pane::ORDER[0])),
             (c('2'), Action::Focus(Pane::ORDER[1])),
@@ -85,6 +85,7 @@ pub const KEYS: &[Binding] = &[
             (c('5'), Action::Focus(Pane::ORDER[4])),
             (c('6'), Action::Focus(Pane::ORDER[5])),
             (c('7'), Action::Focus(Pane::ORDER[6])),
+            (c('8'), Action::Focus(Pane::ORDER[7])),
         ],
         "the pane with that number in the tab strip",
     ),

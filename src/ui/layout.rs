@@ -8,6 +8,7 @@
 //! ┌Chain─────────┐┌Tree──────────────┐┌Hex─────────────────────────────┐
 //! │▶2 top.qcow2  ││▾ /               ││00000400 53 ef 01 00 …  S⋄•⋄     │
 //! ├Status────────┤│  ▸ etc        21 ││…                               │
+//! ├Volumes───────┤│                  ││                                │
 //! ├Superblock────┤├Groups────────────┤│                                │
 //! │0x0438 s_magic││group checksum …  │├Hit map─────────────────────────┤
 //! └──────────────┘└──────────────────┘└────────────────────────────────┘
@@ -16,8 +17,8 @@
 //!
 //! Medium (from 110x30): a tab strip (every pane, those not on screen
 //! dimmed), then chain, status, a shared slot and the hit map on the left,
-//! the hex view on the right; the slot shows the tree, or the superblock
-//! or groups while one of those has the focus.
+//! the hex view on the right; the slot shows the tree, or the superblock,
+//! groups or volumes while one of those has the focus.
 //!
 //! Narrow (below, down to 80x24): the tab strip and the focused pane full
 //! size (Hex first); Tab, a digit or a click brings in the others.
@@ -36,6 +37,7 @@ pub struct Areas {
     pub groups: Option<Rect>,
     pub hex: Option<Rect>,
     pub hitmap: Option<Rect>,
+    pub volumes: Option<Rect>,
     pub tabs: Option<Rect>,
     pub bar: Rect,
 }
@@ -51,6 +53,7 @@ impl Areas {
             Pane::Groups => self.groups,
             Pane::Hex => self.hex,
             Pane::HitMap => self.hitmap,
+            Pane::Volumes => self.volumes,
         }
     }
 
@@ -62,6 +65,10 @@ impl Areas {
             .find(|p| self.of(*p).is_some_and(|r| r.contains(at)))
     }
 }
+
+/// Rows the Status pane shows over NBD (state, export, flags, block
+/// sizes, contexts, server layers, traffic, latency, errors).
+const NBD_STATUS_ROWS: u16 = 12;
 
 /// Width of a hex row: offset digits, 16 bytes, 16 glyphs, borders.
 fn hex_width(digits: u16) -> u16 {
@@ -129,12 +136,13 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
         groups: None,
         hex: None,
         hitmap: None,
+        volumes: None,
         tabs: None,
         bar,
     };
     let hex_w = hex_width(offset_digits(s.disk_size));
     let layers = u16::try_from(s.layers.len()).unwrap_or(u16::MAX);
-    let status_h = if s.is_nbd { 9 } else { 4 };
+    let status_h = if s.is_nbd { 2 + NBD_STATUS_ROWS } else { 4 };
     match mode(s) {
         Mode::Full => {
             let rest = main.width.saturating_sub(hex_w);
@@ -149,12 +157,14 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
                 ],
             );
             let chain_h = layers.saturating_add(2).clamp(3, main.height / 4);
+            let volumes_h = s.volume_rows.saturating_add(2).clamp(3, main.height / 5);
             let left = split(
                 cols[0],
                 Direction::Vertical,
                 &[
                     Constraint::Length(chain_h),
                     Constraint::Length(status_h),
+                    Constraint::Length(volumes_h),
                     Constraint::Min(6),
                 ],
             );
@@ -173,7 +183,8 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
             );
             a.chain = Some(left[0]);
             a.status = Some(left[1]);
-            a.superblock = Some(left[2]);
+            a.volumes = Some(left[2]);
+            a.superblock = Some(left[3]);
             a.tree = Some(middle[0]);
             a.groups = Some(middle[1]);
             a.hex = Some(right[0]);
@@ -209,6 +220,7 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
             match focus {
                 Pane::Superblock => a.superblock = Some(left[2]),
                 Pane::Groups => a.groups = Some(left[2]),
+                Pane::Volumes => a.volumes = Some(left[2]),
                 _ => a.tree = Some(left[2]),
             }
             a.chain = Some(left[0]);
@@ -232,6 +244,7 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
                 Pane::Status => a.status = body,
                 Pane::Hex => a.hex = body,
                 Pane::HitMap => a.hitmap = body,
+                Pane::Volumes => a.volumes = body,
             }
         }
     }

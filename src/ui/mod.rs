@@ -20,6 +20,7 @@ pub mod action;
 pub mod app;
 pub mod context;
 pub mod draw;
+pub mod fsinfo;
 pub mod goto;
 pub mod hex;
 pub mod keys;
@@ -98,17 +99,24 @@ pub fn render_frame_in(
             serve(&mut app, requests);
         }
     }
-    let mut terminal = match Terminal::new(TestBackend::new(width, height)) {
+    draw_text(&app, ansi)
+}
+
+/// The frame `app` draws at its current size, as text (with the 16 ANSI
+/// colours as escape sequences when `ansi`): for tests that drive an
+/// [`App`] themselves, e.g. to see a request still pending.
+pub fn draw_text(app: &App, ansi: bool) -> String {
+    let (w, h) = (app.shared.width, app.shared.height);
+    let mut terminal = match Terminal::new(TestBackend::new(w, h)) {
         Ok(t) => t,
         Err(e) => return format!("cannot draw: {e}"),
     };
-    // Text frames carry the 16 ANSI colours at most.
     let palette = if ansi {
         hex::Palette::Ansi16
     } else {
         hex::Palette::None
     };
-    if let Err(e) = terminal.draw(|f| draw::draw(f, &app, palette)) {
+    if let Err(e) = terminal.draw(|f| draw::draw(f, app, palette)) {
         return format!("cannot draw: {e}");
     }
     buffer_text(terminal.backend().buffer(), ansi)

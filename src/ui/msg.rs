@@ -5,6 +5,7 @@
 use crate::block::hitmap::Served;
 use crate::block::nbd::status::StatsSnapshot;
 use crate::block::nbd::ExportInfo;
+pub use crate::ui::fsinfo::{FieldRow, FsView, OtherGroupRow, OtherGroups, VolumeList, VolumeRow};
 
 /// One layer as the chain pane shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,7 +46,7 @@ impl ChainInfo {
                             h.compression.name()
                         )
                     }
-                    None => String::new(),
+                    None => l.info.as_ref().map(|i| i.summary()).unwrap_or_default(),
                 };
                 let name = l.path.rsplit('/').next().unwrap_or(&l.path);
                 LayerView {
@@ -101,6 +102,12 @@ pub enum Request {
     Inode { as_of: usize, ino: u64 },
     /// A directory's first block, and its entries' fields.
     DirBlock { as_of: usize, ino: u64 },
+    /// The disk's volumes (partitions, logical volumes) and the one in
+    /// view.
+    Volumes,
+    /// Show the filesystem of volume `name` (as `layerscope volumes`
+    /// names it) in every pane.
+    Volume { name: String },
     /// The group descriptor table.
     Groups { as_of: usize },
     /// One group descriptor's fields.
@@ -129,11 +136,14 @@ pub enum Reply {
     Hex(HexData),
     Grid(Grid),
     Nbd(Box<(ExportInfo, StatsSnapshot)>),
-    /// The superblock's fields (or why there is no filesystem).
+    /// The filesystem in view: its superblock's fields and what the panes
+    /// need of it (or why there is none).
     Fs {
         as_of: usize,
-        fields: Result<Vec<FieldRow>, String>,
+        fields: Result<FsView, String>,
     },
+    /// The disk's volumes (or why they could not be read).
+    Volumes(Result<VolumeList, String>),
     Dir {
         as_of: usize,
         ino: u64,
@@ -185,16 +195,6 @@ pub enum Reply {
     },
 }
 
-/// One field of a structure, for a pane row and the hex marks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldRow {
-    pub name: &'static str,
-    pub offset: u64,
-    pub size: usize,
-    /// Escaped for the terminal.
-    pub value: String,
-}
-
 /// Bytes for the hex pane.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HexData {
@@ -239,6 +239,17 @@ pub struct Grid {
     /// Bytes per layer (index 0 is the base), then the bytes of no layer.
     pub bytes: Vec<u64>,
     pub nowhere: u64,
+    /// Over NBD with allocation depths: the server's layers.
+    pub server: Option<ServerLayers>,
+}
+
+/// What the scan of an NBD export's allocation depths found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerLayers {
+    /// Layers of the server's chain (the deepest depth found).
+    pub layers: usize,
+    /// Whether the whole disk was scanned (else `layers` is a floor).
+    pub complete: bool,
 }
 
 /// The layers a file's blocks come from: bit `i` for layer `i` (a chain
@@ -292,10 +303,15 @@ pub struct TreeNode {
 }
 
 impl TreeNode {
-    /// The root directory, closed.
+    /// The root directory (ext's inode 2), closed.
     pub fn root() -> TreeNode {
+        TreeNode::root_at(2)
+    }
+
+    /// The root directory at node `ino`, closed.
+    pub fn root_at(ino: u64) -> TreeNode {
         TreeNode {
-            ino: 2,
+            ino,
             name: "/".into(),
             depth: 0,
             is_dir: true,
@@ -396,6 +412,9 @@ pub struct GroupsTable {
     /// "crc32c", "crc16" or "none".
     pub checksum_kind: &'static str,
     pub rows: Vec<GroupRow>,
+    /// For filesystems other than ext: the table as the filesystem gives
+    /// it (then `rows` is empty).
+    pub other: Option<OtherGroups>,
 }
 
 /// One search match: the inodes from the root's child down to it, and

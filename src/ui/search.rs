@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use super::msg::{Found, Match};
-use crate::fs::ext::Ext4;
+use crate::fs::{FileType, Filesystem};
 
 /// Matches kept at most.
 pub const MAX_MATCHES: usize = 1000;
@@ -22,9 +22,14 @@ const ENTRY_OVERHEAD: usize = 48;
 
 /// Searches the tree of `fs` for names containing `needle` (ASCII case
 /// folded). Stops when `cancel` moves away from `generation`.
-pub fn search(fs: &Ext4, as_of: usize, needle: &str, cancel: &AtomicU64, generation: u64) -> Found {
+pub fn search(
+    fs: &dyn Filesystem,
+    as_of: usize,
+    needle: &str,
+    cancel: &AtomicU64,
+    generation: u64,
+) -> Found {
     let folded = needle.to_ascii_lowercase().into_bytes();
-    let filetype = fs.superblock().has_filetype();
     let mut found = Found {
         as_of,
         needle: needle.to_owned(),
@@ -34,8 +39,8 @@ pub fn search(fs: &Ext4, as_of: usize, needle: &str, cancel: &AtomicU64, generat
     };
     // Directories opened so far: (inode, escaped name, parent index);
     // index 0 is the root.
-    let mut dirs: Vec<(u64, String, usize)> = vec![(2, String::new(), 0)];
-    let mut seen: HashSet<u64> = HashSet::from([2]);
+    let mut dirs: Vec<(u64, String, usize)> = vec![(fs.root(), String::new(), 0)];
+    let mut seen: HashSet<u64> = HashSet::from([fs.root()]);
     // Entries to visit, the next on top: (inode, raw name, is_dir, parent).
     let mut pending: Vec<(u64, Vec<u8>, bool, usize)> = Vec::new();
     let mut open = Some(0usize);
@@ -53,8 +58,8 @@ pub fn search(fs: &Ext4, as_of: usize, needle: &str, cancel: &AtomicU64, generat
             let mut problems = Vec::new();
             let mut children: Vec<(u64, Vec<u8>, bool, usize)> = Vec::new();
             let mut over = false;
-            let listed = crate::fs::Filesystem::read_dir(fs, dirs[d].0, &mut problems, &mut |e| {
-                if e.is_dot_or_dotdot() || e.node == 0 {
+            let listed = fs.read_dir(dirs[d].0, &mut problems, &mut |e| {
+                if e.is_dot_or_dotdot() || (e.node == 0 && fs.root() != 0) {
                     return std::ops::ControlFlow::Continue(());
                 }
                 held = held.saturating_add(e.name.len().saturating_add(ENTRY_OVERHEAD));
@@ -62,9 +67,13 @@ pub fn search(fs: &Ext4, as_of: usize, needle: &str, cancel: &AtomicU64, generat
                     over = true;
                     return std::ops::ControlFlow::Break(());
                 }
-                let is_dir = match (filetype, e.file_type) {
-                    (true, Some(t)) => t == crate::fs::FileType::Directory,
-                    _ => fs.inode(e.node).is_ok_and(|i| i.is_dir()),
+                // The entry's own type where it records one (ext with
+                // filetype, XFS v5, FAT), else the node's.
+                let is_dir = match e.file_type {
+                    Some(t) => t == FileType::Directory,
+                    None => fs
+                        .metadata(e.node)
+                        .is_ok_and(|m| m.file_type == FileType::Directory),
                 };
                 children.push((e.node, e.name, is_dir, d));
                 std::ops::ControlFlow::Continue(())

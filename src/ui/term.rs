@@ -260,10 +260,10 @@ where
                     host.stop();
                     // Here again after `fg`.
                     host.take()?;
-                    terminal.clear().map_err(Into::into)?;
+                    redraw(terminal)?;
                     tracing::info!("resumed");
                 }
-                Some(Action::Redraw) => terminal.clear().map_err(Into::into)?,
+                Some(Action::Redraw) => redraw(terminal)?,
                 Some(a) => {
                     if let Action::Resize(w, h) = a {
                         tracing::debug!(w, h, "terminal resized");
@@ -332,4 +332,18 @@ fn input_action(app: &App, input: Event) -> Option<Action> {
         }
         _ => None,
     }
+}
+
+/// Draws the whole screen anew at the next frame. `Terminal::clear` would
+/// ask the terminal where its cursor is, an answer the input thread (which
+/// holds the terminal's input) would swallow; a resize to the same size
+/// clears the screen and the back buffer without asking.
+fn redraw<B: Backend>(terminal: &mut Terminal<B>) -> io::Result<()>
+where
+    B::Error: Into<io::Error>,
+{
+    let size = terminal.size().map_err(Into::into)?;
+    terminal
+        .resize(ratatui::layout::Rect::new(0, 0, size.width, size.height))
+        .map_err(Into::into)
 }

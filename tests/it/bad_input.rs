@@ -352,8 +352,20 @@ fn other_image_formats_from_the_qemu_corpus() {
             assert!(run.stdout == out.stdout, "{name}: read is not the file");
             continue;
         }
+        if ["vmdk", "vpc", "vhdx", "vdi"].contains(&qemu_format)
+            || name.ends_with(".vmdk")
+            || name.ends_with(".vhdx")
+            || name.starts_with("afl5")
+        {
+            // Formats layerscope reads: compared with qemu in
+            // tests/it/formats/.
+            continue;
+        }
         let l = fails(dir, &["map", name], name);
-        assert!(l.contains("not a qcow2 or raw image"), "{name}: {l}");
+        assert!(
+            l.contains("not an image format layerscope reads"),
+            "{name}: {l}"
+        );
         // Asked explicitly, the bytes read as a raw disk: the file's bytes,
         // and zeros up to a whole 512-byte sector, as qemu-img convert -f raw
         // gives them.

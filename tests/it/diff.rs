@@ -344,6 +344,29 @@ fn check_edits(dir: &Path, expect: BTreeSet<(char, String)>) {
     let (q, f) = (quick.json(), full.json());
     assert_eq!(changes(&q), expect, "quick diff vs the edits made");
     assert_eq!(q["changes"], f["changes"], "quick diff vs --full");
+    // The filesystem-independent path (what filesystems without a quick
+    // diff get) finds the same, reading only what the overlay holds, and
+    // says it compared trees.
+    let trees = layerscope(
+        dir,
+        &[
+            "diff", "--json", "--trees", "--from", "0", "--to", "1", "l2.qcow2",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(trees["method"], "trees");
+    assert_eq!(trees["stats"]["trees_compared"], true);
+    assert_eq!(q["changes"], trees["changes"], "quick diff vs --trees");
+    let text = layerscope(
+        dir,
+        &[
+            "diff", "--trees", "--full", "--from", "0", "--to", "1", "l2.qcow2",
+        ],
+    )
+    .ok()
+    .text();
+    assert!(text.contains("; trees compared (--trees): "), "{text}");
     // Content and metadata in detail.
     let by_path = |p: &str| -> Value {
         q["changes"]
@@ -590,7 +613,13 @@ fn corpus_bases_with_garbage_overlays() {
         std::thread::spawn(move || {
             let q = layerscope::diff::diff(&old, &new, &held, &layerscope::diff::Quiet);
             let f = layerscope::diff::diff_full(&old, &new, &layerscope::diff::Quiet);
-            let _ = tx.send((q.is_ok(), f.is_ok()));
+            let t = layerscope::diff::tree::diff_trees(
+                &old,
+                &new,
+                Some(&held),
+                &layerscope::diff::Quiet,
+            );
+            let _ = tx.send((q.is_ok(), f.is_ok(), t.is_ok()));
         });
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(_) => ran += 1,
@@ -667,6 +696,20 @@ fn diff_inside_a_partition() {
         .ok()
         .json();
     assert_eq!(found["changes"], plain["changes"]);
+    let trees = layerscope(
+        dir,
+        &[
+            "diff",
+            "--json",
+            "--trees",
+            "--partition",
+            "1",
+            "ptop.qcow2",
+        ],
+    )
+    .ok()
+    .json();
+    assert_eq!(trees["changes"], plain["changes"]);
     let b = layerscope(dir, &["blame", "--json", "ptop.qcow2", "/data/big.bin"])
         .ok()
         .json();

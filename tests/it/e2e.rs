@@ -15,7 +15,10 @@ struct Tmux {
 
 impl Tmux {
     fn start(dir: &Path, cols: u16, rows: u16, command: &str) -> Tmux {
-        let socket = format!("layerscope-test-{}-{}", std::process::id(), rows);
+        // Tests run in parallel: each its own server.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let socket = format!("layerscope-test-{}-{rows}-{n}", std::process::id());
         let t = Tmux { socket };
         let ok = Command::new("tmux")
             .args([
@@ -234,4 +237,246 @@ fn nbd_pane_shows_a_dead_server_and_keys_still_work() {
     );
     assert!(log.contains("to=Failed"), "{log}");
     assert!(!screen.contains("NBD connection state"), "{screen}");
+}
+
+impl Tmux {
+    /// A tmux format for the pane (`#{alternate_on}`, `#{pane_pid}`).
+    fn display(&self, format: &str) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "display", "-p", "-t", "t", format])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn resize(&self, cols: u16, rows: u16) {
+        let st = Command::new("tmux")
+            .args([
+                "-L",
+                &self.socket,
+                "resize-window",
+                "-t",
+                "t",
+                "-x",
+                &cols.to_string(),
+                "-y",
+                &rows.to_string(),
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Bytes typed as they are (an SGR mouse report, a control key).
+    fn raw(&self, bytes: &str) {
+        let st = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", "-t", "t", "-l", bytes])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::thread::sleep(Duration::from_millis(60));
+    }
+
+    /// The pid of the pane's command's child (the UI under `sh -c`).
+    fn ui_pid(&self) -> u32 {
+        let shell = self.display("#{pane_pid}");
+        let start = Instant::now();
+        loop {
+            let out = Command::new("ps")
+                .args(["-o", "pid=", "--ppid", &shell])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if let Some(pid) = text.split_whitespace().next() {
+                return pid.parse().unwrap();
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "no UI process");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `#{alternate_on} #{mouse_any_flag}` is `want`.
+    fn wait_modes(&self, want: &str) {
+        let start = Instant::now();
+        loop {
+            let got = self.display("#{alternate_on} #{mouse_any_flag}");
+            if got == want {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "modes {got:?}, want {want:?}; screen:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn demo_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/demo");
+    for f in ["base.qcow2", "update.qcow2", "top.qcow2"] {
+        std::fs::copy(assets.join(f), d.path().join(f)).unwrap();
+    }
+    d
+}
+
+#[test]
+fn resizing_across_the_layouts_mid_session() {
+    if !need("tmux") {
+        return;
+    }
+    let d = demo_dir();
+    let bin = env!("CARGO_BIN_EXE_layerscope");
+    let t = Tmux::start(
+        d.path(),
+        200,
+        60,
+        &format!("{bin} top.qcow2; echo EXITED-$?; sleep 60"),
+    );
+    // 200x60: every pane at once, no tab strip.
+    let s = t.wait_for("┌Groups");
+    for pane in [
+        "┌Chain",
+        "┌Status",
+        "┌Superblock",
+        "┌Tree",
+        "┌Hex",
+        "┌Hit map",
+    ] {
+        assert!(s.contains(pane), "{pane} at 200x60:\n{s}");
+    }
+    assert!(!s.contains("1 Chain  2 Tree"), "{s}");
+    // 120x40: the tab strip says what is not on screen.
+    t.resize(120, 40);
+    let s = t.wait_for("not shown");
+    assert!(s.contains("┌Tree") && !s.contains("┌Groups"), "{s}");
+    // A digit brings in a hidden pane.
+    t.keys(&["6"]);
+    t.wait_for("┌Groups");
+    // 80x24: one pane and the tabs.
+    t.resize(80, 24);
+    let s = t.wait_for("1 Chain  2 Tree");
+    assert!(s.contains("┌Groups") && !s.contains("┌Hex"), "{s}");
+    t.keys(&["3"]);
+    t.wait_for("┌Hex @");
+    // Back to the full layout.
+    t.resize(160, 45);
+    t.wait_for("┌Superblock");
+    t.keys(&["q"]);
+    t.wait_for("EXITED-0");
+}
+
+#[test]
+fn sigterm_and_sighup_give_the_terminal_back() {
+    if !need("tmux") {
+        return;
+    }
+    let d = demo_dir();
+    let bin = env!("CARGO_BIN_EXE_layerscope");
+    for (signal, status) in [("TERM", 143), ("HUP", 129)] {
+        let t = Tmux::start(
+            d.path(),
+            100,
+            30,
+            &format!("{bin} top.qcow2; echo EXITED-$?; sleep 60"),
+        );
+        t.wait_for("Hex @ 0x0");
+        t.wait_modes("1 1");
+        let pid = t.ui_pid();
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        // The process ends by the signal, after giving the screen back.
+        let s = t.wait_for(&format!("EXITED-{status}"));
+        assert!(!s.contains("Hex @"), "{s}");
+        t.wait_modes("0 0");
+    }
+}
+
+#[test]
+fn ctrl_z_suspends_and_fg_redraws() {
+    if !need("tmux") || !need("bash") {
+        return;
+    }
+    let d = demo_dir();
+    let bin = env!("CARGO_BIN_EXE_layerscope");
+    // An interactive shell, for job control.
+    let t = Tmux::start(d.path(), 100, 30, "bash --norc --noprofile -i");
+    std::thread::sleep(Duration::from_millis(300));
+    // Alone on its line: in a list (`a; b`) the shell would go on to `b`
+    // when `a` stops.
+    t.raw(&format!("{bin} top.qcow2\r"));
+    t.wait_for("Hex @ 0x0");
+    t.wait_modes("1 1");
+    t.keys(&["g", "0x400", "Enter"]);
+    t.wait_for("Hex @ 0x400");
+    // Ctrl-Z: the shell's screen, the job stopped, modes off.
+    t.raw("\x1a");
+    t.wait_for("Stopped");
+    t.wait_modes("0 0");
+    t.raw("fg\r");
+    // The UI again, as it was.
+    t.wait_modes("1 1");
+    t.wait_for("Hex @ 0x400");
+    t.wait_for("53 ef 01 00");
+    t.keys(&["q"]);
+    t.wait_modes("0 0");
+    t.raw("echo EXITED-$?\r");
+    t.wait_for("EXITED-0");
+}
+
+#[test]
+fn mouse_clicks_select_tabs_and_rows_and_the_wheel_scrolls_the_pane_under_it() {
+    if !need("tmux") {
+        return;
+    }
+    let d = demo_dir();
+    let bin = env!("CARGO_BIN_EXE_layerscope");
+    let t = Tmux::start(
+        d.path(),
+        120,
+        40,
+        &format!("{bin} top.qcow2; echo EXITED-$?; sleep 60"),
+    );
+    t.wait_for("Hex @ 0x0");
+    t.wait_modes("1 1");
+    // SGR reports are 1-based. The tab strip's "5 Superblock" (row 1):
+    // the superblock takes the tree's place.
+    let s = t.screen();
+    let x = s.lines().next().unwrap().find("5 Superblock").unwrap() + 2;
+    t.raw(&format!("\x1b[<0;{x};1M\x1b[<0;{x};1m"));
+    t.wait_for("┌Superblock");
+    // Back to the tree by its tab; a click on the root's row (the first
+    // inside the tree's frame, selected already) opens it, and the hex
+    // view shows its first block.
+    let x = s.lines().next().unwrap().find("2 Tree").unwrap() + 2;
+    t.raw(&format!("\x1b[<0;{x};1M\x1b[<0;{x};1m"));
+    let s = t.wait_for("┌Tree");
+    let row = s.lines().position(|l| l.contains("┌Tree")).unwrap() + 2;
+    t.raw(&format!("\x1b[<0;5;{row}M\x1b[<0;5;{row}m"));
+    t.wait_for("▾ /");
+    t.wait_for("Hex @ 0x4000");
+    // The wheel over the hex view scrolls it (three rows), though the
+    // tree has the focus.
+    let s = t.screen();
+    let hex_col = s.lines().nth(2).unwrap().chars().count() - 10;
+    t.raw(&format!("\x1b[<65;{hex_col};10M"));
+    t.wait_for("Hex @ 0x4030");
+    // A click on the third row (etc) selects it; again, opens it.
+    let etc = row + 2;
+    for _ in 0..2 {
+        t.raw(&format!("\x1b[<0;8;{etc}M\x1b[<0;8;{etc}m"));
+    }
+    t.wait_for("▾ etc");
+    // The wheel up over the tree: three rows up, to the root; Enter
+    // closes it.
+    t.raw(&format!("\x1b[<64;5;{row}M"));
+    t.keys(&["Enter"]);
+    t.wait_for("▸ /");
+    t.keys(&["q"]);
+    t.wait_for("EXITED-0");
 }

@@ -19,6 +19,8 @@ use layerscope::fs::{self, FileType, Filesystem, FsKind, RunKind};
 
 use crate::util::{need, sh};
 
+mod cli;
+
 fn tools() -> bool {
     need("mkfs.vfat") && need("mcopy") && need("mdir") && need("fsck.fat") && need("mshowfat")
 }
@@ -314,7 +316,8 @@ fn check_layout(mkfs: &[&str], kind: FsKind) {
     assert_eq!((bps.offset, bps.value()), (0xb, b.bytes_per_sector));
     assert!(sb.problems.is_empty(), "{:?}", sb.problems);
 
-    // Dates: mdir -a prints the write time to the minute (TZ=UTC).
+    // Dates: mdir -a prints the write time to the minute (TZ=UTC), the
+    // hour padded with a space (" 0:03" in the hour after midnight).
     let listing = String::from_utf8(mtools(
         dir,
         &["mdir", "-i", "fat.img", "-a", "::/README.TXT"],
@@ -326,7 +329,7 @@ fn check_layout(mkfs: &[&str], kind: FsKind) {
     let (y, m, d) = civil(days);
     let hm = mtime.rem_euclid(86400);
     let stamp = format!(
-        "{y:04}-{m:02}-{d:02}  {:02}:{:02}",
+        "{y:04}-{m:02}-{d:02}  {:2}:{:02}",
         hm / 3600,
         hm % 3600 / 60
     );

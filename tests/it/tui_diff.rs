@@ -91,7 +91,7 @@ fn tree_rows_carry_the_change_letter() {
     assert_eq!(gone, format!("/srv/www/{name}"));
     for keys in [
         "d Esc Enter Down Down Down Down Down Enter Down Enter",
-        "Tab Tab Tab Tab Tab Tab Enter Down Down Down Down Down Enter Down Enter d Esc",
+        "Tab Tab Tab Tab Tab Tab Tab Enter Down Down Down Down Down Enter Down Enter d Esc",
     ] {
         let frame = demo(120, 40, keys);
         let row = frame
@@ -102,7 +102,7 @@ fn tree_rows_carry_the_change_letter() {
         assert!(tree_part.trim_end().ends_with(" D"), "{row}");
     }
     // Without `d`, no letters.
-    let plain = demo(120, 40, "Tab Tab Tab Tab Tab Tab Enter Down Down Enter");
+    let plain = demo(120, 40, "Tab Tab Tab Tab Tab Tab Tab Enter Down Down Enter");
     assert!(!plain.contains(" M2 "), "{plain}");
 }
 
@@ -201,4 +201,124 @@ fn the_diff_runs_beside_the_worker() {
             _ => other = true,
         }
     }
+}
+
+/// The `(offset, new side's bytes)` of each row of a side-by-side frame.
+/// A side is the row's bytes in hex ("xx " each) then their glyphs, so
+/// the bytes are read at fixed places (glyphs such as "12" look like hex).
+fn compare_rows(frame: &str) -> Vec<(u64, Vec<u8>)> {
+    let mut rows = Vec::new();
+    for line in frame.lines() {
+        // "│OFFSET│old hex old chars│new hex new chars│"
+        let parts: Vec<&str> = line.split('│').collect();
+        let Some(at) = parts
+            .iter()
+            .position(|p| p.len() == 8 && p.chars().all(|c| c.is_ascii_hexdigit()))
+        else {
+            continue;
+        };
+        let offset = u64::from_str_radix(parts[at], 16).unwrap();
+        rows.push((offset, parts[at + 2].chars().collect::<Vec<char>>()));
+    }
+    let per = match rows.as_slice() {
+        [a, b, ..] => usize::try_from(b.0 - a.0).unwrap(),
+        _ => 16,
+    };
+    rows.into_iter()
+        .map(|(offset, side)| {
+            let bytes = (0..per)
+                .map_while(|i| {
+                    let hex: String = side.get(3 * i..3 * i + 2)?.iter().collect();
+                    u8::from_str_radix(&hex, 16).ok()
+                })
+                .collect();
+            (offset, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn the_side_by_side_view_scrolls_and_jumps_between_differences() {
+    if !(need("qemu-img") && need("debugfs")) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    demo_files(tmp.path());
+    let flat = |layer: usize, image: &str| {
+        let name = format!("flat{layer}.raw");
+        sh(
+            tmp.path(),
+            &["qemu-img", "convert", "-O", "raw", image, &name],
+        );
+        name
+    };
+    let (base, update) = (flat(0, "base.qcow2"), flat(1, "update.qcow2"));
+    let cat = |image: &str, path: &str| {
+        sh(
+            tmp.path(),
+            &["debugfs", "-R", &format!("cat {path}"), image],
+        )
+        .stdout
+    };
+    // Layer 1 added /srv/www/app.js (118 KiB): the list's fourth row.
+    let app_js = cat(&update, "/srv/www/app.js");
+    let open = "1 Down Enter d Down Down Down Enter";
+    let first = demo(120, 40, open);
+    assert!(
+        first.contains("/srv/www/app.js: layer 0 (absent)"),
+        "{first}"
+    );
+    let rows = compare_rows(&first);
+    let per = rows[1].0 - rows[0].0;
+    let page = per * rows.len() as u64;
+    for (keys, top) in [
+        ("Down", per),
+        ("PageDown", page),
+        ("PageDown Down Down", page + 2 * per),
+        ("PageDown PageDown Up", 2 * page - per),
+        ("PageDown Home", 0),
+    ] {
+        let frame = demo(120, 40, &format!("{open} {keys}"));
+        let rows = compare_rows(&frame);
+        assert_eq!(rows[0].0, top, "{keys}:\n{frame}");
+        // Both sides in step: the new side holds the file's bytes there
+        // (debugfs cat), the old side nothing.
+        for (at, bytes) in &rows {
+            let at = *at as usize;
+            assert_eq!(bytes[..], app_js[at..at + bytes.len()], "{keys} at {at:#x}");
+        }
+    }
+    // End: the last row holds the file's last bytes.
+    let frame = demo(120, 40, &format!("{open} End"));
+    let (at, bytes) = compare_rows(&frame).pop().unwrap();
+    assert_eq!(at as usize + bytes.len(), app_js.len(), "{frame}");
+    // /etc/motd, modified: n and N go from difference to difference, in
+    // the bytes debugfs gives as of each layer.
+    let (old, new) = (cat(&base, "/etc/motd"), cat(&update, "/etc/motd"));
+    let differs = |at: usize, n: usize| (at..at + n).any(|i| old.get(i) != new.get(i));
+    let motd = "1 Down Enter d Down Enter";
+    let frame = demo(120, 40, motd);
+    assert!(frame.contains("/etc/motd: layer 0"), "{frame}");
+    let rows = compare_rows(&frame);
+    let first_diff = (0..new.len()).find(|&i| old.get(i) != new.get(i)).unwrap() as u64;
+    assert_eq!(rows[0].0, first_diff / per * per, "{frame}");
+    let frame = demo(120, 40, &format!("{motd} n"));
+    let top = compare_rows(&frame)[0].0 as usize;
+    assert!(
+        top > first_diff as usize && differs(top, per as usize),
+        "{frame}"
+    );
+    let back = demo(120, 40, &format!("{motd} n N"));
+    assert_eq!(compare_rows(&back)[0].0, first_diff / per * per, "{back}");
+    insta::assert_snapshot!(
+        "compare_scrolled_120x40",
+        demo(120, 40, &format!("{open} PageDown Down Down"))
+    );
+    // At 80x24 Enter switches to the side-by-side view, it scrolls, and
+    // Esc goes back to the list.
+    let frame = demo(80, 24, "1 Down Enter d Down Down Down Enter PageDown");
+    assert!(frame.contains("/srv/www/app.js: layer 0"), "{frame}");
+    insta::assert_snapshot!("compare_scrolled_80x24", frame);
+    let frame = demo(80, 24, "1 Down Enter d Down Down Down Enter PageDown Esc");
+    assert!(frame.contains("Changes: layer 1 over 0"), "{frame}");
 }

@@ -421,10 +421,22 @@ fn gpt_disk_of_many_kinds_equals_sfdisk_and_blkid() {
         btrfs.contains("label \"bt\"") && btrfs.ends_with("[not decoded]"),
         "{btrfs}"
     );
-    // The root filesystem is found without being named (the ESP is
-    // passed over, the others are not filesystems layerscope reads), and
-    // equals the same filesystem named by --volume and --partition.
-    let plain = layerscope(dir, &["ls", "-l", "top.qcow2"]).ok().text();
+    // Two volumes hold a filesystem layerscope reads (p3's ext4, p5's
+    // XFS; the ESP is passed over, the others are not filesystems
+    // layerscope reads): unnamed, the choice is refused naming both;
+    // --volume and --partition name the same one.
+    let unnamed = layerscope(dir, &["ls", "-l", "top.qcow2"]);
+    assert_eq!(unnamed.code, 1);
+    assert!(
+        unnamed.stderr.contains("several volumes hold a filesystem")
+            && unnamed.stderr.contains("p3 (ext4")
+            && unnamed.stderr.contains("p5 (xfs"),
+        "{}",
+        unnamed.stderr
+    );
+    let plain = layerscope(dir, &["ls", "-l", "top.qcow2", "--volume", "p3"])
+        .ok()
+        .text();
     assert!(plain.contains("lost+found"), "{plain}");
     for args in [["--volume", "p3"], ["--partition", "3"]] {
         let named = layerscope(dir, &["ls", "-l", "top.qcow2", args[0], args[1]])
@@ -432,10 +444,17 @@ fn gpt_disk_of_many_kinds_equals_sfdisk_and_blkid() {
             .text();
         assert_eq!(named, plain);
     }
-    let info = layerscope(dir, &["info", "--json", "top.qcow2"])
+    let info = layerscope(dir, &["info", "--json", "top.qcow2", "--volume", "p3"])
         .ok()
         .json();
     assert_eq!(info["volume"], "p3");
+    let xfs = layerscope(dir, &["info", "--json", "top.qcow2", "--volume", "p5"])
+        .ok()
+        .json();
+    assert_eq!(
+        (&xfs["volume"], &xfs["filesystem"]),
+        (&"p5".into(), &"xfs".into())
+    );
     // render shows the chosen volume's filesystem tree (the whole disk
     // has none).
     let frame = layerscope(
@@ -445,14 +464,21 @@ fn gpt_disk_of_many_kinds_equals_sfdisk_and_blkid() {
     .ok()
     .text();
     assert!(frame.contains("▸ /"), "{frame}");
+    // Without --volume the TUI opens straight into the first volume
+    // holding a filesystem (where the CLI would ask which), and says so.
     let whole = layerscope(dir, &["render", "top.qcow2", "--size", "120x40"])
         .ok()
         .text();
-    assert!(!whole.contains("▸ /"), "{whole}");
-    // Naming a volume that holds no ext filesystem says what it holds.
-    let run = layerscope(dir, &["ls", "top.qcow2", "--volume", "p5"]);
+    assert!(
+        whole.contains("▸ /") && whole.contains("· p3 ext4"),
+        "{whole}"
+    );
+    // Naming a volume that holds no filesystem layerscope reads (p6's
+    // btrfs) says which volume; p5's XFS is read.
+    let run = layerscope(dir, &["ls", "top.qcow2", "--volume", "p6"]);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("volume p5"), "{}", run.stderr);
+    assert!(run.stderr.contains("volume p6"), "{}", run.stderr);
+    layerscope(dir, &["ls", "top.qcow2", "--volume", "p5"]).ok();
     let run = layerscope(dir, &["ls", "top.qcow2", "--volume", "p42"]);
     assert_eq!(run.code, 1);
     assert!(

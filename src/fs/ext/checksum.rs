@@ -41,18 +41,9 @@ pub fn inode_seed(fs_seed: u32, ino: u32, generation: u32) -> u32 {
     )
 }
 
-/// A checksum as stored and as computed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Check {
-    pub stored: u32,
-    pub computed: u32,
-}
-
-impl Check {
-    pub fn ok(&self) -> bool {
-        self.stored == self.computed
-    }
-}
+/// A checksum as stored and as computed (shared with every filesystem's
+/// reports).
+pub use crate::fs::report::Check;
 
 #[cfg(test)]
 mod tests {

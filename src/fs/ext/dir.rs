@@ -6,7 +6,7 @@
 //! entries, and their leaves are ordinary entry blocks.
 use crate::layout::Field;
 
-use super::blockmap::{le16, le32};
+use super::blockmap::le32;
 use super::checksum::{crc32c_raw, Check};
 use super::error::FsError;
 
@@ -22,6 +22,13 @@ pub const ENTRY: &[Field] = &[
         "1 file, 2 dir, 3 chr, 4 blk, 5 fifo, 6 sock, 7 symlink",
     ),
 ];
+
+/// A field of [`ENTRY`], found when compiling.
+macro_rules! de {
+    ($name:literal) => {
+        $crate::layout::field!(ENTRY, $name)
+    };
+}
 
 /// The tail entry's size and its marker in `file_type`.
 pub const TAIL_SIZE: usize = 12;
@@ -80,11 +87,12 @@ pub struct DirBlock {
 pub fn decode_block(block: &[u8], base: u64) -> DirBlock {
     let mut out = DirBlock::default();
     let mut pos = 0usize;
-    while pos + 8 <= block.len() {
-        let inode = le32(block, pos);
-        let len = rec_len(le16(block, pos + 4), block.len());
-        let name_len = usize::from(block[pos + 6]);
-        let file_type = block[pos + 7];
+    while let Some(e) = block.get(pos..).filter(|e| e.len() >= 8) {
+        let u = |f: &Field| f.le(e).unwrap_or(0);
+        let inode = u32::try_from(u(de!("inode"))).unwrap_or(0);
+        let len = rec_len(u16::try_from(u(de!("rec_len"))).unwrap_or(0), block.len());
+        let name_len = usize::from(u8::try_from(u(de!("name_len"))).unwrap_or(0));
+        let file_type = u8::try_from(u(de!("file_type"))).unwrap_or(0);
         if len < 8 || len % 4 != 0 || pos + len > block.len() || 8 + name_len > len {
             out.error = Some(FsError::corrupt(
                 "directory entry",
@@ -103,12 +111,14 @@ pub fn decode_block(block: &[u8], base: u64) -> DirBlock {
             && file_type == TAIL_MARKER
             && pos + TAIL_SIZE == block.len();
         if is_tail {
-            out.tail = Some(le32(block, pos + 8));
+            out.tail = e
+                .get(8..12)
+                .map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
         } else if inode != 0 && name_len > 0 {
             // inode 0: an unused slot or an htree index node.
             out.entries.push(Entry {
                 inode,
-                name: block[pos + 8..pos + 8 + name_len].to_vec(),
+                name: e.get(8..8 + name_len).unwrap_or_default().to_vec(),
                 file_type,
                 offset: base + pos as u64,
             });

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::layout::{decode_table, Endian, Field, FieldValue};
 
-use super::blockmap::{le16, le32, BlockMap, Geometry, ReadBlock, Run};
+use super::blockmap::{BlockMap, Geometry, ReadBlock, Run};
 use super::checksum::{crc32c_raw, Check};
 use super::error::FsError;
 
@@ -37,6 +37,23 @@ pub const INDEX: &[Field] = &[
     Field::new("ei_leaf_hi", 0x8, 2, "child node block (high)"),
     Field::new("ei_unused", 0xa, 2, "unused"),
 ];
+
+/// Fields of the tables, found when compiling.
+macro_rules! hd {
+    ($name:literal) => {
+        $crate::layout::field!(HEADER, $name)
+    };
+}
+macro_rules! lf {
+    ($name:literal) => {
+        $crate::layout::field!(LEAF, $name)
+    };
+}
+macro_rules! ix {
+    ($name:literal) => {
+        $crate::layout::field!(INDEX, $name)
+    };
+}
 
 /// `eh_magic`.
 pub const MAGIC: u16 = 0xf30a;
@@ -88,7 +105,8 @@ impl Node {
                 format!("{} bytes, too short for a header", bytes.len()),
             ));
         }
-        let magic = le16(bytes, 0);
+        let h = |f: &Field| u16::try_from(f.le(bytes).unwrap_or(0)).unwrap_or(0);
+        let magic = h(hd!("eh_magic"));
         if magic != MAGIC {
             return Err(FsError::corrupt(
                 "extent node",
@@ -97,7 +115,7 @@ impl Node {
                 format!("{magic:#06x}, expected {MAGIC:#06x}"),
             ));
         }
-        let (entries, max, depth) = (le16(bytes, 2), le16(bytes, 4), le16(bytes, 6));
+        let (entries, max, depth) = (h(hd!("eh_entries")), h(hd!("eh_max")), h(hd!("eh_depth")));
         if depth > MAX_DEPTH {
             return Err(FsError::corrupt(
                 "extent node",
@@ -122,25 +140,27 @@ impl Node {
         let mut offsets = Vec::with_capacity(usize::from(entries));
         for i in 0..usize::from(entries) {
             let at = 12 + i * 12;
-            let e = &bytes[at..at + 12];
+            let e = bytes.get(at..at + 12).unwrap_or_default();
+            let u = |f: &Field| f.le(e).unwrap_or(0);
+            let word = |f: &Field| u32::try_from(u(f)).unwrap_or(0);
             offsets.push(base + at as u64);
             out.push(if depth == 0 {
-                let raw_len = le16(e, 4);
+                let raw_len = u16::try_from(u(lf!("ee_len"))).unwrap_or(0);
                 let uninit = raw_len > INIT_MAX_LEN;
                 Entry::Leaf {
-                    logical: le32(e, 0),
+                    logical: word(lf!("ee_block")),
                     len: if uninit {
                         raw_len - INIT_MAX_LEN
                     } else {
                         raw_len
                     },
                     uninit,
-                    physical: u64::from(le16(e, 6)) << 32 | u64::from(le32(e, 8)),
+                    physical: u(lf!("ee_start_hi")) << 32 | u(lf!("ee_start_lo")),
                 }
             } else {
                 Entry::Index {
-                    logical: le32(e, 0),
-                    child: u64::from(le16(e, 8)) << 32 | u64::from(le32(e, 4)),
+                    logical: word(ix!("ei_block")),
+                    child: u(ix!("ei_leaf_hi")) << 32 | u(ix!("ei_leaf_lo")),
                 }
             });
         }

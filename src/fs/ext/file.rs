@@ -4,8 +4,11 @@
 use super::blockmap::{BlockMap, Geometry, Run};
 use super::error::FsError;
 use super::inode::{Inode, EA_INODE_FL, ENCRYPT_FL, EXTENTS_FL};
+use super::superblock::{sb, Compat, Incompat, RoCompat};
 use super::xattr::{self, Xattr, XattrBlock};
 use super::Ext4;
+use std::sync::Arc;
+
 use crate::block::BlockSource;
 
 /// Longest symlink target read (the kernel's limit is one page; 64 KiB
@@ -34,6 +37,26 @@ impl Ext4 {
             blocks_count: self.sb.blocks_count,
             csum_seed: self.inode_seed(inode),
         }
+    }
+
+    /// The runs of `inode`'s map as far as it can be followed (skipped
+    /// parts read as zeros), kept for the last inode asked: the trait's
+    /// `read_file` is called chunk by chunk, and walking a big extent
+    /// tree again for every chunk would cost the whole tree each time.
+    ///
+    /// # Errors
+    /// The extent tree root is unreadable; I/O errors.
+    pub fn data_runs_cached(&self, inode: &Inode) -> Result<Arc<[Run]>, FsError> {
+        if let Some((ino, runs)) = self.last_runs.lock().ok().and_then(|l| l.clone()) {
+            if ino == inode.ino {
+                return Ok(runs);
+            }
+        }
+        let runs: Arc<[Run]> = self.block_map(inode)?.runs.into();
+        if let Ok(mut l) = self.last_runs.lock() {
+            *l = Some((inode.ino, Arc::clone(&runs)));
+        }
+        Ok(runs)
     }
 
     /// Whether `inode` keeps no block map: inline data, fast symlinks,
@@ -84,8 +107,8 @@ impl Ext4 {
         if inode.flags & EA_INODE_FL != 0 {
             return inode.size > 0 && inode.size < 60;
         }
-        let cluster = if self.sb.has_ro_compat(0x200) {
-            1024u64 << self.sb.get("s_log_cluster_size").min(30)
+        let cluster = if self.sb.has_ro_compat(RoCompat::BIGALLOC) {
+            1024u64 << self.sb.get(sb!("s_log_cluster_size")).min(30)
         } else {
             self.sb.block_size
         };
@@ -148,11 +171,14 @@ impl Ext4 {
             }
         }
         // Attributes the features do not allow are shown, and flagged.
-        if !out.attrs.is_empty() && sb.feature_compat & 0x8 == 0 && !sb.has_incompat(0x8000) {
+        if !out.attrs.is_empty()
+            && !sb.has_compat(Compat::EXT_ATTR)
+            && !sb.has_incompat(Incompat::INLINE_DATA)
+        {
             out.problems.push(FsError::corrupt(
                 "superblock",
                 "s_feature_compat",
-                super::superblock::Superblock::offset_of("s_feature_compat"),
+                super::superblock::Superblock::offset_of(sb!("s_feature_compat")),
                 format!(
                     "inode {} has extended attributes, but the filesystem lacks ext_attr",
                     inode.ino
@@ -161,7 +187,7 @@ impl Ext4 {
         }
         // Values in their own inode (ea_inode): read, bounded.
         for x in out.attrs.iter_mut().filter(|x| x.value_inum != 0) {
-            if !sb.has_incompat(0x400) {
+            if !sb.has_incompat(Incompat::EA_INODE) {
                 out.problems.push(FsError::corrupt(
                     "extended attribute entry",
                     "e_value_inum",

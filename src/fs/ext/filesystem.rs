@@ -1,22 +1,29 @@
 //! ext2/3/4 behind the [`Filesystem`] seam: the decoders of this module
 //! turned into the model every caller shares.
+use super::superblock::{sb, Compat, Incompat, RoCompat};
 use std::any::Any;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::blockmap::Run as ExtRun;
+use super::group_desc::placement;
 use super::inode::{Inode, Timestamp as ExtTime};
-use super::{superblock, Ext4, FsError};
+use super::{Ext4, FsError};
 use crate::block::BlockSource;
-use crate::fs::node::{DirEntry, FileType, Metadata, NodeId, Run, RunKind, Timestamp, Xattr};
-use crate::fs::report::{GroupRow, GroupTable, RawValue, Report, ReportField};
+use crate::fs::node::{
+    DirEntry, FileType, Metadata, NodeId, Problem, Run, RunKind, Timestamp, Xattr,
+};
+use crate::fs::report::{Check, Column, GroupRow, GroupTable, NamedCheck, Report, Value};
 use crate::fs::{Filesystem, FsKind};
-use crate::layout::FieldValue;
 
-/// incompat features ext3 does not have (blkid's rule: any of them, or
-/// extents, 64bit, flex_bg… makes it ext4).
-const EXT4_INCOMPAT: u32 = !(0x2 | 0x4 | 0x8);
-const EXT4_RO_COMPAT: u32 = !(0x1 | 0x2 | 0x4);
+/// The features ext3 has (blkid's rule: any other incompat or ro_compat
+/// feature, such as extents, 64bit or flex_bg, makes it ext4).
+const EXT3_INCOMPAT: Incompat = Incompat::FILETYPE
+    .union(Incompat::NEEDS_RECOVERY)
+    .union(Incompat::JOURNAL_DEV);
+const EXT3_RO_COMPAT: RoCompat = RoCompat::SPARSE_SUPER
+    .union(RoCompat::LARGE_FILE)
+    .union(RoCompat::from_bits_retain(0x4));
 
 fn time(t: ExtTime) -> Timestamp {
     Timestamp {
@@ -25,45 +32,182 @@ fn time(t: ExtTime) -> Timestamp {
     }
 }
 
-fn field(f: &FieldValue) -> ReportField {
-    ReportField {
-        name: f.name,
-        offset: f.offset,
-        size: f.size as u64,
-        raw: match &f.text {
-            Some(t) => RawValue::Bytes(t.as_bytes().to_vec()),
-            None => RawValue::Uint(f.value),
-        },
-        shown: String::new(),
-        check: None,
-    }
-}
-
 impl Ext4 {
     fn file_type_of(inode: &Inode) -> FileType {
         FileType::from_mode(u32::from(inode.mode))
     }
+
+    /// Group `g`'s row of the group table: dumpe2fs's facts (blocks,
+    /// bitmaps, inode table, free counts, flags, where the backups are)
+    /// with the descriptor's and bitmaps' checksums as stored and
+    /// computed. A descriptor that cannot be read is a row with its
+    /// error; a bitmap that cannot be read is an error of its own, the
+    /// rest of the row is still given.
+    pub fn group_row(&self, g: u64) -> GroupRow {
+        let d = match self.group(g) {
+            Ok(d) => d,
+            Err(e) => return GroupRow::failed(g, e.to_string()),
+        };
+        let sb = Ext4::superblock(self);
+        let (first, last) = self.group_blocks(g);
+        let itable_blocks = (u64::from(sb.inodes_per_group)
+            .saturating_mul(u64::from(sb.inode_size)))
+        .div_ceil(sb.block_size.max(1));
+        let itable_last = d
+            .inode_table
+            .saturating_add(itable_blocks.saturating_sub(1));
+        let place = placement(sb, g);
+        let (bitmaps, bitmap_error) = match self.bitmap_checksums(&d) {
+            Ok(b) => (b, None),
+            Err(e) => ((None, None), Some(format!("group {g}: bitmaps: {e}"))),
+        };
+        let csum = sb.has_metadata_csum();
+        let uint = |v: u64| Some(Value::Uint(v));
+        let range = |r: Option<(u64, u64)>| r.map(|(a, b)| Value::Range([a, b]));
+        let ok = |c: Option<Check>| c.map(|c| Value::Bool(c.ok()));
+        let flags = d.flag_names();
+        let mut checks = Vec::new();
+        if let Some(c) = d.check {
+            checks.push(NamedCheck {
+                what: "descriptor",
+                bits: 16,
+                check: c,
+            });
+        }
+        for (what, c) in [("block bitmap", bitmaps.0), ("inode bitmap", bitmaps.1)] {
+            if let Some(c) = c {
+                checks.push(NamedCheck {
+                    what,
+                    bits: if d.bitmap_csum_hi { 32 } else { 16 },
+                    check: c,
+                });
+            }
+        }
+        let mut notes = Vec::new();
+        if let Some(s) = place.superblock {
+            notes.push(format!(
+                "{} sb {s}",
+                if g == 0 { "primary" } else { "backup" }
+            ));
+        }
+        if let Some((a, b)) = place.descriptors {
+            notes.push(format!("gdt {a}-{b}"));
+        }
+        if let Some((a, b)) = place.reserved_gdt {
+            notes.push(format!("reserved gdt {a}-{b}"));
+        }
+        if let Some(m) = place.meta_descriptor {
+            notes.push(format!("meta_bg gdt {m}"));
+        }
+        if !d.flags.is_empty() && !d.flags_apply {
+            notes.push(format!(
+                "bg_flags {:#x} ignored (no descriptor checksums)",
+                d.flags.bits()
+            ));
+        }
+        notes.extend(bitmap_error.clone());
+        GroupRow {
+            index: g,
+            offset: Some(d.base),
+            cells: vec![
+                format!("{first}-{last}"),
+                d.block_bitmap.to_string(),
+                d.inode_bitmap.to_string(),
+                format!("{}-{itable_last}", d.inode_table),
+                d.free_blocks.to_string(),
+                d.free_inodes.to_string(),
+                d.used_dirs.to_string(),
+                flags.join(","),
+            ],
+            values: vec![
+                ("first_block", uint(first)),
+                ("last_block", uint(last)),
+                ("superblock", place.superblock.map(Value::Uint)),
+                ("descriptors", range(place.descriptors)),
+                ("reserved_gdt", range(place.reserved_gdt)),
+                ("meta_descriptor", place.meta_descriptor.map(Value::Uint)),
+                ("block_bitmap", uint(d.block_bitmap)),
+                ("inode_bitmap", uint(d.inode_bitmap)),
+                ("inode_table", uint(d.inode_table)),
+                ("inode_table_last", uint(itable_last)),
+                ("free_blocks", uint(d.free_blocks)),
+                ("free_inodes", uint(d.free_inodes)),
+                ("directories", uint(d.used_dirs)),
+                ("unused_inodes", uint(d.itable_unused)),
+                ("flags", Some(Value::Names(flags))),
+                ("checksum", uint(u64::from(d.checksum))),
+                ("checksum_ok", ok(d.check)),
+                (
+                    "block_bitmap_csum",
+                    csum.then(|| Value::Uint(u64::from(d.block_bitmap_csum))),
+                ),
+                ("block_bitmap_csum_ok", ok(bitmaps.0)),
+                (
+                    "inode_bitmap_csum",
+                    csum.then(|| Value::Uint(u64::from(d.inode_bitmap_csum))),
+                ),
+                ("inode_bitmap_csum_ok", ok(bitmaps.1)),
+                ("bitmap_error", bitmap_error.map(Value::Text)),
+            ],
+            ok: (!checks.is_empty()).then(|| checks.iter().all(|c| c.check.ok())),
+            checks,
+            notes,
+            error: None,
+            fields: d.report().fields,
+        }
+    }
 }
 
-fn entry_type(t: u8) -> Option<FileType> {
-    Some(match t {
-        1 => FileType::Regular,
-        2 => FileType::Directory,
-        3 => FileType::CharDevice,
-        4 => FileType::BlockDevice,
-        5 => FileType::Fifo,
-        6 => FileType::Socket,
-        7 => FileType::Symlink,
-        _ => return None,
-    })
-}
+/// Inode flags that say how the file is laid out (an extent tree, an
+/// htree, inline data, block counts in blocks), not what a user set: not
+/// in [`Metadata::flags`], so converting a file's layout is no change.
+const LAYOUT_FLAGS: &[&str] = &["index", "extents", "inline_data", "huge_file"];
+
+/// The columns of the group table's text form (dumpe2fs's facts, one
+/// line per group).
+const GROUP_COLUMNS: &[Column] = &[
+    Column {
+        title: "blocks",
+        width: 21,
+    },
+    Column {
+        title: "block bmp",
+        width: 12,
+    },
+    Column {
+        title: "inode bmp",
+        width: 12,
+    },
+    Column {
+        title: "inode table",
+        width: 21,
+    },
+    Column {
+        title: "free blk",
+        width: 8,
+    },
+    Column {
+        title: "free ino",
+        width: 8,
+    },
+    Column {
+        title: "dirs",
+        width: 6,
+    },
+    Column {
+        title: "flags",
+        width: 0,
+    },
+];
 
 impl Filesystem for Ext4 {
     fn kind(&self) -> FsKind {
         let sb = self.superblock();
-        if sb.feature_incompat & EXT4_INCOMPAT != 0 || sb.feature_ro_compat & EXT4_RO_COMPAT != 0 {
+        if !EXT3_INCOMPAT.contains(sb.feature_incompat)
+            || !EXT3_RO_COMPAT.contains(sb.feature_ro_compat)
+        {
             FsKind::Ext4
-        } else if sb.feature_compat & 0x4 != 0 || sb.has_incompat(0x8) {
+        } else if sb.has_compat(Compat::HAS_JOURNAL) || sb.has_incompat(Incompat::JOURNAL_DEV) {
             FsKind::Ext3
         } else {
             FsKind::Ext2
@@ -79,8 +223,8 @@ impl Filesystem for Ext4 {
     }
 
     fn label(&self) -> Option<Vec<u8>> {
-        let l = self.superblock().text("s_volume_name");
-        (!l.is_empty()).then(|| l.into_bytes())
+        let l = self.superblock().text_bytes(sb!("s_volume_name"));
+        (!l.is_empty()).then_some(l)
     }
 
     fn uuid(&self) -> Option<String> {
@@ -92,84 +236,29 @@ impl Filesystem for Ext4 {
     }
 
     fn superblock(&self) -> Report {
-        let sb = Ext4::superblock(self);
-        let mut fields: Vec<ReportField> = sb.fields.iter().map(field).collect();
-        if let (Some(ok), Some(f)) = (
-            sb.checksum_ok,
-            fields.iter_mut().find(|f| f.name == "s_checksum"),
-        ) {
-            f.shown = if ok { "ok" } else { "BAD" }.to_owned();
-        }
-        Report {
-            structure: "superblock",
-            title: "superblock".to_owned(),
-            offset: superblock::OFFSET,
-            len: superblock::SIZE as u64,
-            fields,
-            problems: match sb.checksum_ok {
-                Some(false) => vec!["superblock checksum does not match".to_owned()],
-                _ => Vec::new(),
-            },
-        }
+        Ext4::superblock(self).report()
     }
 
     fn groups(&self, first: u64, count: u64) -> Result<GroupTable, FsError> {
         let total = Ext4::superblock(self).group_count();
-        let mut rows = Vec::new();
         let end = first.saturating_add(count).min(total);
-        for g in first..end {
-            let d = self.group(g)?;
-            rows.push(GroupRow {
-                index: g,
-                offset: d.fields.first().map_or(0, |f| f.offset),
-                cells: vec![
-                    d.block_bitmap.to_string(),
-                    d.inode_bitmap.to_string(),
-                    d.inode_table.to_string(),
-                    d.free_blocks.to_string(),
-                    d.free_inodes.to_string(),
-                    d.used_dirs.to_string(),
-                    d.flag_names().join(","),
-                ],
-                ok: d.checksum_ok,
-            });
-        }
+        let rows = (first..end).map(|g| self.group_row(g)).collect();
         Ok(GroupTable {
             noun: "block group",
-            columns: vec![
-                "block bitmap",
-                "inode bitmap",
-                "inode table",
-                "free blocks",
-                "free inodes",
-                "directories",
-                "flags",
-            ],
+            columns: GROUP_COLUMNS.to_vec(),
             total,
             rows,
         })
     }
 
     fn group_report(&self, group: u64) -> Result<Report, FsError> {
-        let d = self.group(group)?;
-        let offset = d.fields.first().map_or(0, |f| f.offset);
-        Ok(Report {
-            structure: "group descriptor",
-            title: format!("group {group}"),
-            offset,
-            len: u64::from(Ext4::superblock(self).desc_size.max(32)),
-            fields: d.fields.iter().map(field).collect(),
-            problems: match d.checksum_ok {
-                Some(false) => vec![format!("group {group}: descriptor checksum does not match")],
-                _ => Vec::new(),
-            },
-        })
+        Ok(self.group(group)?.report())
     }
 
     fn metadata(&self, node: NodeId) -> Result<Metadata, FsError> {
         let i = self.inode(node)?;
         let sb = Ext4::superblock(self);
-        let huge = sb.has_ro_compat(0x8) && i.flags & 0x4_0000 != 0;
+        let huge = sb.has_ro_compat(RoCompat::HUGE_FILE) && i.flags & 0x4_0000 != 0;
         let allocated = if huge {
             i.blocks.saturating_mul(sb.block_size)
         } else {
@@ -200,34 +289,23 @@ impl Filesystem for Ext4 {
             crtime: i.crtime.map(time),
             generation: Some(i.generation),
             rdev,
-            flags: i.flag_names(),
+            // What a user sets (chattr), not how the file is laid out.
+            flags: i
+                .flag_names()
+                .into_iter()
+                .filter(|f| !LAYOUT_FLAGS.contains(f))
+                .collect(),
         })
     }
 
     fn node_report(&self, node: NodeId) -> Result<Report, FsError> {
-        let i = self.inode(node)?;
-        let mut fields: Vec<ReportField> = i.fields().iter().map(field).collect();
-        if let (Some(c), Some(f)) = (
-            i.checksum,
-            fields.iter_mut().find(|f| f.name == "i_checksum_lo"),
-        ) {
-            f.check = Some(c);
-            f.shown = if c.ok() { "ok" } else { "BAD" }.to_owned();
-        }
-        Ok(Report {
-            structure: "inode",
-            title: format!("inode {node}"),
-            offset: i.base,
-            len: i.raw().len() as u64,
-            fields,
-            problems: i.problems.iter().map(ToString::to_string).collect(),
-        })
+        Ok(self.inode(node)?.report())
     }
 
     fn read_dir(
         &self,
         dir: NodeId,
-        problems: &mut Vec<FsError>,
+        problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(DirEntry) -> ControlFlow<()>,
     ) -> Result<(), FsError> {
         let inode = self.inode(dir)?;
@@ -237,37 +315,55 @@ impl Filesystem for Ext4 {
                 detail: format!("inode {dir} is a {}, not a directory", inode.type_name()),
             });
         }
-        let listing = self.list_dir(&inode)?;
-        problems.extend(listing.problems);
-        for e in listing.entries {
-            let entry = DirEntry {
-                file_type: entry_type(e.file_type),
+        self.for_each_entry(&inode, problems, &mut |e| {
+            each(DirEntry {
+                file_type: FileType::from_code(e.file_type),
                 node: u64::from(e.inode),
                 offset: (e.offset != 0).then_some(e.offset),
                 name: e.name,
-            };
-            if each(entry).is_break() {
-                break;
-            }
-        }
-        Ok(())
+            })
+        })
     }
 
     fn lookup(&self, path: &[u8]) -> Result<NodeId, FsError> {
-        crate::fs::node::lookup_by_listing(self, path)
+        self.lookup_bytes(path)
     }
 
     fn runs(
         &self,
         node: NodeId,
-        problems: &mut Vec<FsError>,
+        problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(Run) -> ControlFlow<()>,
     ) -> Result<(), FsError> {
         let inode = self.inode(node)?;
-        let map = self.block_map(&inode)?;
-        problems.extend(map.skipped);
-        problems.extend(map.warnings);
+        // Devices, FIFOs and sockets own no blocks but an attribute block
+        // (their i_block is not a map).
+        let mapped = inode.is_reg() || inode.is_dir() || inode.is_symlink();
+        let map = if mapped {
+            self.block_map(&inode)?
+        } else {
+            Default::default()
+        };
+        problems.extend(map.skipped.into_iter().map(Problem::lost));
+        problems.extend(map.warnings.into_iter().map(Problem::warning));
+        if map.more_problems > 0 {
+            problems.push(Problem::warning(FsError::corrupt(
+                "inode",
+                "block map",
+                inode.base,
+                format!(
+                    "inode {node}: {} more block map problems not listed",
+                    map.more_problems
+                ),
+            )));
+        }
         let bs = Ext4::superblock(self).block_size;
+        let attr = (inode.file_acl != 0).then_some(Run {
+            logical: 0,
+            physical: inode.file_acl.saturating_mul(bs),
+            len: bs,
+            kind: RunKind::Attr,
+        });
         for r in map.runs {
             let ExtRun {
                 logical,
@@ -290,8 +386,11 @@ impl Filesystem for Ext4 {
                 },
             };
             if each(run).is_break() {
-                break;
+                return Ok(());
             }
+        }
+        if let Some(a) = attr {
+            let _ = each(a);
         }
         Ok(())
     }
@@ -303,7 +402,8 @@ impl Filesystem for Ext4 {
         let Some(part) = buf.get_mut(..n) else {
             return Ok(0);
         };
-        let runs = Ext4::runs(self, &inode)?;
+        // What cannot be mapped reads as zeros; `runs` reports it.
+        let runs = self.data_runs_cached(&inode)?;
         Ext4::read_file(self, &inode, &runs, offset, part)?;
         Ok(n)
     }
@@ -319,19 +419,23 @@ impl Filesystem for Ext4 {
         self.symlink_target(&inode)
     }
 
-    fn xattrs(&self, node: NodeId) -> Result<Vec<Xattr>, FsError> {
+    fn xattrs(&self, node: NodeId, problems: &mut Vec<Problem>) -> Result<Vec<Xattr>, FsError> {
         let inode = self.inode(node)?;
         let x = Ext4::xattrs(self, &inode)?;
-        if let Some(p) = x.problems.into_iter().next() {
-            return Err(p);
-        }
+        problems.extend(x.problems.into_iter().map(Problem::warning));
         Ok(x.attrs
             .into_iter()
+            // Inline data is the file's content, not an attribute.
+            .filter(|a| !(a.name_index == 7 && a.name == b"system.data"))
             .map(|a| Xattr {
                 name: a.name,
                 value: a.value,
             })
             .collect())
+    }
+
+    fn replay_note(&self) -> Option<String> {
+        Ext4::replay_note(self)
     }
 
     fn as_any(&self) -> &dyn Any {

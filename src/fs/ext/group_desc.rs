@@ -1,8 +1,10 @@
 //! Block group descriptors: 32 bytes, or `s_desc_size` (64) with the 64bit
 //! feature; found after the superblock, or per meta group with meta_bg.
-use crate::layout::{decode_table, value_of, Endian, Field, FieldValue};
+use super::superblock::{sb, Compat, Incompat, RoCompat};
+use crate::fs::report::Report;
+use crate::layout::{decode_table, Endian, Field, FieldValue, Show};
 
-use super::checksum::{crc16, crc32c_raw};
+use super::checksum::{crc16, crc32c_raw, Check};
 use super::superblock::Superblock;
 
 /// Every field (the second half exists only in 64-byte descriptors).
@@ -18,7 +20,12 @@ pub const GROUP_DESC: &[Field] = &[
         0x12,
         2,
         "1 INODE_UNINIT, 2 BLOCK_UNINIT, 4 ITABLE_ZEROED",
-    ),
+    )
+    .show(Show::Bits(&[
+        (1, "INODE_UNINIT"),
+        (2, "BLOCK_UNINIT"),
+        (4, "ITABLE_ZEROED"),
+    ])),
     Field::new("bg_exclude_bitmap_lo", 0x14, 4, "snapshot exclusion bitmap"),
     Field::new(
         "bg_block_bitmap_csum_lo",
@@ -38,7 +45,7 @@ pub const GROUP_DESC: &[Field] = &[
         2,
         "unused inodes at the end of the table",
     ),
-    Field::new("bg_checksum", 0x1e, 2, "descriptor checksum"),
+    Field::new("bg_checksum", 0x1e, 2, "descriptor checksum").show(Show::Hex),
     Field::new("bg_block_bitmap_hi", 0x20, 4, "block bitmap block (high)"),
     Field::new("bg_inode_bitmap_hi", 0x24, 4, "inode bitmap block (high)"),
     Field::new("bg_inode_table_hi", 0x28, 4, "inode table block (high)"),
@@ -62,18 +69,31 @@ pub const GROUP_DESC: &[Field] = &[
     Field::new("bg_reserved", 0x3c, 4, "padding"),
 ];
 
-/// Flag names as dumpe2fs prints them.
-pub const FLAGS: &[(u16, &str)] = &[
-    (1, "INODE_UNINIT"),
-    (2, "BLOCK_UNINIT"),
-    (4, "ITABLE_ZEROED"),
-];
+bitflags::bitflags! {
+    /// `bg_flags` (names as dumpe2fs prints them).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct BgFlags: u16 {
+        const INODE_UNINIT = 1;
+        const BLOCK_UNINIT = 2;
+        const ITABLE_ZEROED = 4;
+    }
+}
+
+/// A field of [`GROUP_DESC`], found when compiling.
+macro_rules! gd {
+    ($name:literal) => {
+        $crate::layout::field!($crate::fs::ext::group_desc::GROUP_DESC, $name)
+    };
+}
+pub(crate) use gd;
 
 /// One decoded descriptor.
 #[derive(Clone, Debug)]
 pub struct GroupDesc {
     pub group: u64,
-    pub fields: Vec<FieldValue>,
+    /// The on-disk bytes (`s_desc_size` of them) and their offset.
+    raw: Vec<u8>,
+    pub base: u64,
     pub block_bitmap: u64,
     pub inode_bitmap: u64,
     pub inode_table: u64,
@@ -81,11 +101,13 @@ pub struct GroupDesc {
     pub free_inodes: u64,
     pub used_dirs: u64,
     pub itable_unused: u64,
-    pub flags: u16,
+    /// `bg_flags` as stored (see [`GroupDesc::flags_apply`]).
+    pub flags: BgFlags,
+    /// `bg_checksum` as stored.
     pub checksum: u16,
-    /// Whether the stored checksum matches (None when the filesystem has
-    /// neither metadata_csum nor uninit_bg).
-    pub checksum_ok: Option<bool>,
+    /// The checksum as stored and as computed (None when the filesystem
+    /// has neither metadata_csum nor uninit_bg).
+    pub check: Option<Check>,
     /// The bitmaps' stored crc32c (metadata_csum): the low 16 bits, and
     /// the high ones when the descriptor is large enough to hold them.
     pub block_bitmap_csum: u32,
@@ -101,61 +123,102 @@ impl GroupDesc {
     /// Decodes descriptor `group` from its `bytes` (desc_size long) at disk
     /// offset `base`.
     pub fn decode(sb: &Superblock, group: u64, bytes: &[u8], base: u64) -> GroupDesc {
-        let fields = decode_table(GROUP_DESC, bytes, Endian::Little, base);
-        let get = |n: &str| value_of(&fields, n).unwrap_or(0);
+        let get = |f: &'static Field| f.le(bytes).unwrap_or(0);
         let wide = sb.is_64bit() && bytes.len() >= 64;
-        let join = |lo: &str, hi: &str| {
-            get(lo)
-                | if wide {
-                    get(hi)
-                        << if lo.ends_with("count_lo") || lo.ends_with("unused_lo") {
-                            16
-                        } else {
-                            32
-                        }
-                } else {
-                    0
-                }
+        // A `_lo` field and its `_hi` half, `shift` bits up.
+        let join = |lo: &'static Field, hi: &'static Field, shift: u32| {
+            get(lo) | if wide { get(hi) << shift } else { 0 }
         };
-        let checksum = get("bg_checksum") as u16;
+        let checksum = u16::try_from(get(gd!("bg_checksum"))).unwrap_or(0);
+        let expected = expected_checksum(sb, group, bytes);
+        let word = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         GroupDesc {
             group,
-            block_bitmap: join("bg_block_bitmap_lo", "bg_block_bitmap_hi"),
-            inode_bitmap: join("bg_inode_bitmap_lo", "bg_inode_bitmap_hi"),
-            inode_table: join("bg_inode_table_lo", "bg_inode_table_hi"),
-            free_blocks: join("bg_free_blocks_count_lo", "bg_free_blocks_count_hi"),
-            free_inodes: join("bg_free_inodes_count_lo", "bg_free_inodes_count_hi"),
-            used_dirs: join("bg_used_dirs_count_lo", "bg_used_dirs_count_hi"),
-            itable_unused: join("bg_itable_unused_lo", "bg_itable_unused_hi"),
-            flags: get("bg_flags") as u16,
+            block_bitmap: join(gd!("bg_block_bitmap_lo"), gd!("bg_block_bitmap_hi"), 32),
+            inode_bitmap: join(gd!("bg_inode_bitmap_lo"), gd!("bg_inode_bitmap_hi"), 32),
+            inode_table: join(gd!("bg_inode_table_lo"), gd!("bg_inode_table_hi"), 32),
+            free_blocks: join(
+                gd!("bg_free_blocks_count_lo"),
+                gd!("bg_free_blocks_count_hi"),
+                16,
+            ),
+            free_inodes: join(
+                gd!("bg_free_inodes_count_lo"),
+                gd!("bg_free_inodes_count_hi"),
+                16,
+            ),
+            used_dirs: join(
+                gd!("bg_used_dirs_count_lo"),
+                gd!("bg_used_dirs_count_hi"),
+                16,
+            ),
+            itable_unused: join(gd!("bg_itable_unused_lo"), gd!("bg_itable_unused_hi"), 16),
+            flags: BgFlags::from_bits_retain(u16::try_from(get(gd!("bg_flags"))).unwrap_or(0)),
             checksum,
-            checksum_ok: expected_checksum(sb, group, bytes).map(|c| c == checksum),
-            block_bitmap_csum: (get("bg_block_bitmap_csum_lo")
-                | if bytes.len() >= 0x3a {
-                    get("bg_block_bitmap_csum_hi") << 16
-                } else {
-                    0
-                }) as u32,
-            inode_bitmap_csum: (get("bg_inode_bitmap_csum_lo")
-                | if bytes.len() >= 0x3c {
-                    get("bg_inode_bitmap_csum_hi") << 16
-                } else {
-                    0
-                }) as u32,
+            check: expected.map(|c| Check {
+                stored: u32::from(checksum),
+                computed: u32::from(c),
+            }),
+            // The high halves need the field whole in the descriptor.
+            block_bitmap_csum: word(
+                get(gd!("bg_block_bitmap_csum_lo")) | get(gd!("bg_block_bitmap_csum_hi")) << 16,
+            ),
+            inode_bitmap_csum: word(
+                get(gd!("bg_inode_bitmap_csum_lo")) | get(gd!("bg_inode_bitmap_csum_hi")) << 16,
+            ),
             bitmap_csum_hi: bytes.len() >= 0x3c,
-            flags_apply: sb.has_metadata_csum() || sb.has_ro_compat(0x10),
-            fields,
+            flags_apply: sb.has_metadata_csum() || sb.has_ro_compat(RoCompat::UNINIT_BG),
+            raw: bytes.to_vec(),
+            base,
         }
+    }
+
+    /// Whether the stored checksum matches (`check`'s verdict).
+    pub fn checksum_ok(&self) -> Option<bool> {
+        self.check.map(|c| c.ok())
+    }
+
+    /// Every field with its offset (for the UI's pane).
+    pub fn fields(&self) -> Vec<FieldValue> {
+        decode_table(GROUP_DESC, &self.raw, Endian::Little, self.base)
+    }
+
+    /// The descriptor as a report: every field raw and shown, the
+    /// checksum as stored and computed.
+    pub fn report(&self) -> Report {
+        let mut r = crate::layout::report(
+            "group descriptor",
+            format!("group {}", self.group),
+            GROUP_DESC,
+            &self.raw,
+            Endian::Little,
+            self.base,
+        );
+        if let (Some(c), Some(f)) = (
+            self.check,
+            r.fields
+                .iter_mut()
+                .find(|f| f.name == gd!("bg_checksum").name),
+        ) {
+            f.check = Some(c);
+            f.shown = c.text(16);
+            if !c.ok() {
+                r.problems.push(format!(
+                    "group {}: descriptor checksum {:#06x} does not match the computed {:#06x}",
+                    self.group, c.stored, c.computed
+                ));
+            }
+        }
+        r
     }
 
     /// The names of the flags in effect (none without descriptor
     /// checksums, as dumpe2fs shows them).
     pub fn flag_names(&self) -> Vec<&'static str> {
-        FLAGS
-            .iter()
-            .filter(|(b, _)| self.flags_apply && self.flags & b != 0)
-            .map(|(_, n)| *n)
-            .collect()
+        if !self.flags_apply {
+            return Vec::new();
+        }
+        self.flags.iter_names().map(|(n, _)| n).collect()
     }
 }
 
@@ -167,8 +230,8 @@ pub fn expected_checksum(sb: &Superblock, group: u64, bytes: &[u8]) -> Option<u1
     let size = bytes.len();
     let (before, after) = (&bytes[..0x1e.min(size)], bytes.get(0x20..).unwrap_or(&[]));
     if sb.has_metadata_csum() {
-        let seed = if sb.has_incompat(0x2000) {
-            sb.get("s_checksum_seed") as u32
+        let seed = if sb.has_incompat(Incompat::METADATA_CSUM_SEED) {
+            sb.get(sb!("s_checksum_seed")) as u32
         } else {
             crc32c_raw(!0, &uuid)
         };
@@ -177,7 +240,7 @@ pub fn expected_checksum(sb: &Superblock, group: u64, bytes: &[u8]) -> Option<u1
         c = crc32c_raw(c, &[0, 0]);
         c = crc32c_raw(c, after);
         Some((c & 0xffff) as u16)
-    } else if sb.has_ro_compat(0x10) {
+    } else if sb.has_ro_compat(RoCompat::UNINIT_BG) {
         let mut c = crc16(!0, &uuid);
         c = crc16(c, &group_le);
         c = crc16(c, before);
@@ -215,7 +278,7 @@ pub fn placement(sb: &Superblock, group: u64) -> Placement {
     };
     let per_block = (sb.block_size / u64::from(sb.desc_size.max(32))).max(1);
     let desc_blocks = sb.group_count().div_ceil(per_block);
-    let meta_bg = sb.has_incompat(0x10);
+    let meta_bg = sb.has_incompat(Incompat::META_BG);
     let old_desc_blocks = if meta_bg {
         u64::from(sb.first_meta_bg)
     } else {
@@ -230,7 +293,7 @@ pub fn placement(sb: &Superblock, group: u64) -> Placement {
         if has && old_desc_blocks > 0 {
             let start = group_block + 1;
             p.descriptors = Some((start, start + old_desc_blocks - 1));
-            let reserved = sb.get("s_reserved_gdt_blocks");
+            let reserved = sb.get(sb!("s_reserved_gdt_blocks"));
             if reserved > 0 {
                 let r = start + old_desc_blocks;
                 p.reserved_gdt = Some((r, r + reserved - 1));
@@ -252,10 +315,10 @@ pub fn has_super(sb: &Superblock, group: u64) -> bool {
     if group == 0 {
         return true;
     }
-    if sb.feature_compat & 0x200 != 0 {
-        return group == sb.get("s_backup_bgs_0") || group == sb.get("s_backup_bgs_1");
+    if sb.has_compat(Compat::SPARSE_SUPER2) {
+        return group == sb.get(sb!("s_backup_bgs_0")) || group == sb.get(sb!("s_backup_bgs_1"));
     }
-    if !sb.has_ro_compat(0x1) {
+    if !sb.has_ro_compat(RoCompat::SPARSE_SUPER) {
         return true;
     }
     if group <= 1 {
@@ -274,7 +337,7 @@ pub fn has_super(sb: &Superblock, group: u64) -> bool {
 /// (e2fsprogs' `ext2fs_descriptor_block_loc2`).
 pub fn desc_block(sb: &Superblock, i: u64) -> u64 {
     let first = u64::from(sb.first_data_block);
-    if !sb.has_incompat(0x10) || i < u64::from(sb.first_meta_bg) {
+    if !sb.has_incompat(Incompat::META_BG) || i < u64::from(sb.first_meta_bg) {
         // bigalloc on 1 KiB blocks sets s_first_data_block to 0, but the
         // superblock still fills block 1 (as in e2fsprogs).
         let group_block = if first == 0 && sb.block_size == 1024 {

@@ -31,6 +31,18 @@ pub const COUNT_LIMIT: &[Field] = &[
     Field::new("block", 0x4, 4, "first child (hashes below the next entry)"),
 ];
 
+/// Fields of the tables, found when compiling.
+macro_rules! ri {
+    ($name:literal) => {
+        $crate::layout::field!(ROOT_INFO, $name)
+    };
+}
+macro_rules! cl {
+    ($name:literal) => {
+        $crate::layout::field!(COUNT_LIMIT, $name)
+    };
+}
+
 /// The deepest index the kernel builds without large_dir (3 with it).
 pub const MAX_LEVELS: u8 = 3;
 
@@ -79,14 +91,16 @@ pub fn decode(
     let (mut hash_version, mut levels, mut info) = (0, 0, Vec::new());
     if root {
         info = decode_table(ROOT_INFO, block, Endian::Little, base);
-        hash_version = block[0x1c];
-        levels = block[0x1e];
-        if block[0x1d] != 8 {
+        let byte = |f: &Field| u8::try_from(f.le(block).unwrap_or(0)).unwrap_or(0);
+        hash_version = byte(ri!("hash_version"));
+        levels = byte(ri!("indirect_levels"));
+        let info_length = byte(ri!("info_length"));
+        if info_length != 8 {
             return Err(FsError::corrupt(
                 structure,
                 "info_length",
                 base + 0x1d,
-                format!("{}, expected 8", block[0x1d]),
+                format!("{info_length}, expected 8"),
             ));
         }
         if levels > MAX_LEVELS {
@@ -98,8 +112,10 @@ pub fn decode(
             ));
         }
     }
-    let limit = le16(block, at);
-    let count = le16(block, at + 2);
+    let header = block.get(at..).unwrap_or_default();
+    let half = |f: &Field| u16::try_from(f.le(header).unwrap_or(0)).unwrap_or(0);
+    let limit = half(cl!("limit"));
+    let count = half(cl!("count"));
     let room = (block.len() - at) / 8;
     if count == 0 || count > limit || usize::from(limit) > room {
         return Err(FsError::corrupt(

@@ -1,7 +1,8 @@
 //! Inodes: 128 bytes plus `i_extra_isize` more in large inodes (the rest
 //! of `s_inode_size` holds in-inode extended attributes), little-endian,
 //! found through their group's inode table.
-use crate::layout::{decode_table, Endian, Field, FieldValue, Kind};
+use crate::fs::report::Report;
+use crate::layout::{decode_table, Endian, Field, FieldValue, Kind, Show};
 
 use super::checksum::{crc32c_raw, Check};
 use super::error::FsError;
@@ -9,17 +10,17 @@ use super::error::FsError;
 /// Every field of the on-disk inode (kernel names). Fields past 128 exist
 /// only when `i_extra_isize` covers them.
 pub const INODE: &[Field] = &[
-    Field::new("i_mode", 0x0, 2, "type and permissions"),
+    Field::new("i_mode", 0x0, 2, "type and permissions").show(Show::With(mode_text)),
     Field::new("i_uid", 0x2, 2, "owner (low)"),
     Field::new("i_size_lo", 0x4, 4, "size (low)"),
     Field::new("i_atime", 0x8, 4, "access time"),
     Field::new("i_ctime", 0xc, 4, "change time"),
     Field::new("i_mtime", 0x10, 4, "modification time"),
-    Field::new("i_dtime", 0x14, 4, "deletion time (or next orphan)"),
+    Field::new("i_dtime", 0x14, 4, "deletion time (or next orphan)").show(Show::Date),
     Field::new("i_gid", 0x18, 2, "group (low)"),
     Field::new("i_links_count", 0x1a, 2, "hard links"),
     Field::new("i_blocks_lo", 0x1c, 4, "512-byte sectors (low)"),
-    Field::new("i_flags", 0x20, 4, "flags"),
+    Field::new("i_flags", 0x20, 4, "flags").show(Show::Bits(FLAGS)),
     Field::new("i_version", 0x24, 4, "version (osd1)"),
     Field::of(
         Kind::Bytes,
@@ -74,33 +75,21 @@ pub const INODE: &[Field] = &[
     Field::new("i_projid", 0x9c, 4, "project id"),
 ];
 
-/// The field of [`INODE`] named `name`, found at compile time.
-///
-/// # Panics
-/// At compile time, for a name the table lacks.
-const fn inode_field(name: &str) -> &'static Field {
-    let mut i = 0;
-    while i < INODE.len() {
-        let (a, b) = (INODE[i].name.as_bytes(), name.as_bytes());
-        if a.len() == b.len() {
-            let mut j = 0;
-            while j < a.len() && a[j] == b[j] {
-                j += 1;
-            }
-            if j == a.len() {
-                return &INODE[i];
-            }
-        }
-        i += 1;
-    }
-    panic!("no such inode field")
-}
-
-/// `inode_field` evaluated at compile time.
+/// A field of [`INODE`], found when compiling.
 macro_rules! field {
     ($name:literal) => {
-        const { inode_field($name) }
+        $crate::layout::field!($crate::fs::ext::inode::INODE, $name)
     };
+}
+
+/// `i_mode` in words: the type and the permission bits (`regular 0644`).
+fn mode_text(mode: u64) -> String {
+    let m = u32::try_from(mode).unwrap_or(0);
+    format!(
+        "{} {:04o}",
+        crate::fs::FileType::from_mode(m).name(),
+        m & 0o7777
+    )
 }
 
 /// Inode flags that change how the block map is read.
@@ -111,7 +100,7 @@ pub const ENCRYPT_FL: u32 = 0x800;
 pub const EA_INODE_FL: u32 = 0x20_0000;
 
 /// Flag names (the kernel's `EXT4_*_FL`, lower case).
-pub const FLAGS: &[(u32, &str)] = &[
+pub const FLAGS: &[(u64, &str)] = &[
     (0x1, "secrm"),
     (0x2, "unrm"),
     (0x4, "compr"),
@@ -341,9 +330,46 @@ impl Inode {
     pub fn flag_names(&self) -> Vec<&'static str> {
         FLAGS
             .iter()
-            .filter(|(b, _)| self.flags & b != 0)
+            .filter(|(b, _)| u64::from(self.flags) & b != 0)
             .map(|(_, n)| *n)
             .collect()
+    }
+
+    /// The inode as a report: every field it has (up to `128 +
+    /// i_extra_isize`), raw and shown (type and permissions, dates with
+    /// their epoch bits and nanoseconds, flag names), the checksum as
+    /// stored and computed, and its problems. It spans the whole
+    /// on-disk inode (`s_inode_size`).
+    pub fn report(&self) -> Report {
+        let end = (128 + usize::from(self.extra_isize)).min(self.raw.len());
+        let mut r = crate::layout::report(
+            "inode",
+            format!("inode {}", self.ino),
+            INODE,
+            self.raw.get(..end).unwrap_or(&self.raw),
+            Endian::Little,
+            self.base,
+        );
+        r.len = u64::try_from(self.raw.len()).unwrap_or(u64::MAX);
+        let times = [
+            (field!("i_atime").name, Some(self.atime)),
+            (field!("i_ctime").name, Some(self.ctime)),
+            (field!("i_mtime").name, Some(self.mtime)),
+            (field!("i_crtime").name, self.crtime),
+        ];
+        for f in &mut r.fields {
+            if let Some((_, Some(t))) = times.iter().find(|(n, _)| *n == f.name) {
+                f.shown = format!("{} (+{} ns)", crate::fs::time::asctime(t.secs), t.nsec);
+            }
+            if f.name == field!("i_checksum_lo").name {
+                if let Some(c) = self.checksum {
+                    f.check = Some(c);
+                    f.shown = c.text(if self.extra_isize >= 4 { 32 } else { 16 });
+                }
+            }
+        }
+        r.problems = self.problems.iter().map(ToString::to_string).collect();
+        r
     }
 
     pub fn is_dir(&self) -> bool {

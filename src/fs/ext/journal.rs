@@ -1,7 +1,7 @@
 //! The jbd2 journal superblock: the first block of the journal inode,
 //! big-endian (unlike the rest of ext4). Decoded for `info`, as dumpe2fs's
 //! journal lines.
-use crate::layout::{decode_table, value_of, Endian, Field, FieldValue, Kind};
+use crate::layout::{decode_table, Endian, Field, Kind};
 
 /// `h_magic`.
 pub const MAGIC: u32 = 0xc03b_3998;
@@ -62,23 +62,57 @@ pub const JOURNAL_SB: &[Field] = &[
     ),
 ];
 
-const COMPAT: &[(u32, &str)] = &[(1, "journal_checksum")];
-/// e2fsprogs' names (1.47 has none for fast commit, 0x20: it prints
-/// `FEATURE_I5`).
-const INCOMPAT: &[(u32, &str)] = &[
-    (1, "journal_incompat_revoke"),
-    (2, "journal_64bit"),
-    (4, "journal_async_commit"),
-    (8, "journal_checksum_v2"),
-    (0x10, "journal_checksum_v3"),
-];
+bitflags::bitflags! {
+    /// The journal's `s_feature_compat` (names: e2fsprogs', lower case).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct JournalCompat: u32 {
+        const JOURNAL_CHECKSUM = 1;
+    }
+}
+
+bitflags::bitflags! {
+    /// The journal's `s_feature_incompat` (e2fsprogs 1.47 has no name for
+    /// fast commit, 0x20: it prints `FEATURE_I5`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct JournalIncompat: u32 {
+        const JOURNAL_INCOMPAT_REVOKE = 1;
+        const JOURNAL_64BIT = 2;
+        const JOURNAL_ASYNC_COMMIT = 4;
+        const JOURNAL_CHECKSUM_V2 = 8;
+        const JOURNAL_CHECKSUM_V3 = 0x10;
+    }
+}
+
+/// A field of [`JOURNAL_SB`], found when compiling.
+macro_rules! jsb {
+    ($name:literal) => {
+        $crate::layout::field!($crate::fs::ext::journal::JOURNAL_SB, $name)
+    };
+}
+
+/// The names of the set bits of a feature word, unknown ones as
+/// `FEATURE_<letter><bit>`.
+fn names_of<F: bitflags::Flags<Bits = u32>>(value: u32, letter: char) -> Vec<String> {
+    (0..32)
+        .map(|bit| 1u32 << bit)
+        .filter(|m| value & m != 0)
+        .map(|m| {
+            F::FLAGS.iter().find(|f| f.value().bits() == m).map_or_else(
+                || format!("FEATURE_{letter}{}", m.trailing_zeros()),
+                |f| f.name().to_ascii_lowercase(),
+            )
+        })
+        .collect()
+}
 /// Most users a shared journal lists (`JBD2_USERS_MAX`).
 const USERS_MAX: usize = 48;
 
 /// A decoded journal superblock.
 #[derive(Clone, Debug)]
 pub struct JournalSb {
-    pub fields: Vec<FieldValue>,
+    /// The on-disk bytes and their offset on the volume.
+    raw: Vec<u8>,
+    base: u64,
     /// `s_users`: the UUIDs of the filesystems sharing the journal (as
     /// many as `s_nr_users` says, at most 48).
     pub users: Vec<[u8; 16]>,
@@ -87,11 +121,10 @@ pub struct JournalSb {
 impl JournalSb {
     /// Decodes the first journal block; `None` without the magic.
     pub fn decode(bytes: &[u8], base: u64) -> Option<JournalSb> {
-        let fields = decode_table(JOURNAL_SB, bytes, Endian::Big, base);
-        if value_of(&fields, "h_magic") != Some(u64::from(MAGIC)) {
+        if jsb!("h_magic").read(bytes, Endian::Big) != Some(u64::from(MAGIC)) {
             return None;
         }
-        let nr = value_of(&fields, "s_nr_users").unwrap_or(0);
+        let nr = jsb!("s_nr_users").read(bytes, Endian::Big).unwrap_or(0);
         let users = (0..usize::try_from(nr).unwrap_or(USERS_MAX).min(USERS_MAX))
             .map_while(|i| {
                 let at = 0x100 + i * 16;
@@ -100,11 +133,34 @@ impl JournalSb {
                 Some(u)
             })
             .collect();
-        Some(JournalSb { fields, users })
+        let len = bytes.len().min(0x400);
+        Some(JournalSb {
+            raw: bytes.get(..len).unwrap_or(bytes).to_vec(),
+            base,
+            users,
+        })
     }
 
-    fn get(&self, name: &str) -> u64 {
-        value_of(&self.fields, name).unwrap_or(0)
+    /// A field's value (big-endian, as jbd2 stores it).
+    pub fn get(&self, field: &'static crate::layout::Field) -> u64 {
+        field.read(&self.raw, Endian::Big).unwrap_or(0)
+    }
+
+    /// Every field with its offset.
+    pub fn fields(&self) -> Vec<crate::layout::FieldValue> {
+        decode_table(JOURNAL_SB, &self.raw, Endian::Big, self.base)
+    }
+
+    /// The journal superblock as a report (every field raw and shown).
+    pub fn report(&self) -> crate::fs::report::Report {
+        crate::layout::report(
+            "journal superblock",
+            "journal superblock".to_owned(),
+            JOURNAL_SB,
+            &self.raw,
+            Endian::Big,
+            self.base,
+        )
     }
 
     /// dumpe2fs's journal lines (e2fsprogs' `e2p_list_journal_super`), given
@@ -113,21 +169,22 @@ impl JournalSb {
     pub fn lines(&self, fs_block_size: u64, fast_commit: bool) -> Vec<(String, String)> {
         let mut v = Vec::new();
         let mut names = Vec::new();
-        for (value, table, letter) in [
-            (self.get("s_feature_compat"), COMPAT, 'C'),
-            (self.get("s_feature_incompat"), INCOMPAT, 'I'),
-            (self.get("s_feature_ro_compat"), &[][..], 'R'),
-        ] {
-            for bit in 0..32 {
-                let m = 1u32 << bit;
-                if value as u32 & m != 0 {
-                    names.push(table.iter().find(|(b, _)| *b == m).map_or_else(
-                        || format!("FEATURE_{letter}{bit}"),
-                        |(_, n)| (*n).to_owned(),
-                    ));
-                }
-            }
-        }
+        let word = |f| u32::try_from(self.get(f)).unwrap_or(u32::MAX);
+        names.extend(names_of::<JournalCompat>(
+            word(jsb!("s_feature_compat")),
+            'C',
+        ));
+        names.extend(names_of::<JournalIncompat>(
+            word(jsb!("s_feature_incompat")),
+            'I',
+        ));
+        // No read-only compatible feature has a name.
+        names.extend(
+            (0..32)
+                .map(|bit| (bit, 1u32 << bit))
+                .filter(|(_, m)| word(jsb!("s_feature_ro_compat")) & m != 0)
+                .map(|(bit, _)| format!("FEATURE_R{bit}")),
+        );
         v.push((
             "Journal features".to_owned(),
             if names.is_empty() {
@@ -136,10 +193,10 @@ impl JournalSb {
                 names.join(" ")
             },
         ));
-        let maxlen = self.get("s_maxlen");
-        let blocksize = self.get("s_blocksize");
+        let maxlen = self.get(jsb!("s_maxlen"));
+        let blocksize = self.get(jsb!("s_blocksize"));
         let fc = if fast_commit {
-            match self.get("s_num_fc_blks") {
+            match self.get(jsb!("s_num_fc_blks")) {
                 0 => 256,
                 n => n,
             }
@@ -164,33 +221,40 @@ impl JournalSb {
             maxlen.saturating_sub(fc).to_string(),
         ));
         v.push(("Fast commit length".to_owned(), fc.to_string()));
-        if self.get("s_first") != 1 {
+        if self.get(jsb!("s_first")) != 1 {
             v.push((
                 "Journal first block".to_owned(),
-                self.get("s_first").to_string(),
+                self.get(jsb!("s_first")).to_string(),
             ));
         }
         v.push((
             "Journal sequence".to_owned(),
-            format!("{:#010x}", self.get("s_sequence")),
+            format!("{:#010x}", self.get(jsb!("s_sequence"))),
         ));
-        v.push(("Journal start".to_owned(), self.get("s_start").to_string()));
-        let users = self.get("s_nr_users");
+        v.push((
+            "Journal start".to_owned(),
+            self.get(jsb!("s_start")).to_string(),
+        ));
+        let users = self.get(jsb!("s_nr_users"));
         if users != 1 {
             v.push(("Journal number of users".to_owned(), users.to_string()));
         }
-        if self.get("s_feature_compat") & 1 != 0 {
+        let compat = JournalCompat::from_bits_retain(word(jsb!("s_feature_compat")));
+        let incompat = JournalIncompat::from_bits_retain(word(jsb!("s_feature_incompat")));
+        if compat.contains(JournalCompat::JOURNAL_CHECKSUM) {
             v.push(("Journal checksum type".to_owned(), "crc32".into()));
         }
-        if self.get("s_feature_incompat") & 0x18 != 0 {
-            let kind = match self.get("s_checksum_type") {
+        if incompat
+            .intersects(JournalIncompat::JOURNAL_CHECKSUM_V2 | JournalIncompat::JOURNAL_CHECKSUM_V3)
+        {
+            let kind = match self.get(jsb!("s_checksum_type")) {
                 4 => "crc32c",
                 _ => "unknown",
             };
             v.push(("Journal checksum type".to_owned(), kind.into()));
             v.push((
                 "Journal checksum".to_owned(),
-                format!("{:#010x}", self.get("s_checksum")),
+                format!("{:#010x}", self.get(jsb!("s_checksum"))),
             ));
         }
         let first_set = self
@@ -204,7 +268,7 @@ impl JournalSb {
                 v.push((name.to_owned(), uuid_text(u)));
             }
         }
-        let errno = self.get("s_errno") as u32 as i32;
+        let errno = self.get(jsb!("s_errno")) as u32 as i32;
         if errno != 0 {
             v.push(("Journal errno".to_owned(), errno.to_string()));
         }

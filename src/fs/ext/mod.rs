@@ -18,6 +18,7 @@
 //! files, casefolded and encrypted name lookups.
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use superblock::{sb, Compat, Incompat};
 
 use crate::block::cache::BlockCache;
 use crate::block::BlockSource;
@@ -25,6 +26,7 @@ use crate::block::BlockSource;
 pub mod blockmap;
 pub mod checksum;
 pub mod dir;
+pub mod dirhash;
 pub mod error;
 pub mod extent;
 pub mod file;
@@ -62,6 +64,9 @@ pub struct Ext4 {
     replay_info: Option<Arc<jbd2::ReplayInfo>>,
     /// The filesystem needed recovery but its journal could not be read.
     replay_failed: Option<String>,
+    /// The map of the inode last read through the trait (see
+    /// [`Ext4::data_runs_cached`]).
+    last_runs: Mutex<Option<(u64, Arc<[blockmap::Run]>)>>,
 }
 
 impl Ext4 {
@@ -100,7 +105,7 @@ impl Ext4 {
             return Err(FsError::corrupt(
                 "superblock",
                 "s_blocks_count_lo",
-                Superblock::offset_of("s_blocks_count_lo"),
+                Superblock::offset_of(sb!("s_blocks_count_lo")),
                 format!(
                     "{} blocks in groups of {} make {} groups, whose descriptors alone need more than the disk's {size} bytes",
                     sb.blocks_count,
@@ -116,6 +121,7 @@ impl Ext4 {
             replayed: None,
             replay_info: None,
             replay_failed: None,
+            last_runs: Mutex::default(),
         })
     }
 
@@ -143,7 +149,7 @@ impl Ext4 {
             return Err(FsError::corrupt(
                 "superblock",
                 "s_desc_size",
-                Superblock::offset_of("s_desc_size"),
+                Superblock::offset_of(sb!("s_desc_size")),
                 format!("{desc_size}: expected a power of two from 32 to 1024"),
             ));
         }
@@ -221,10 +227,8 @@ impl Ext4 {
         }
         let d = self.group(group)?;
         let field = d
-            .fields
-            .iter()
-            .find(|f| f.name == "bg_inode_table_lo")
-            .map_or(0, |f| f.offset);
+            .base
+            .saturating_add(group_desc::gd!("bg_inode_table_lo").offset as u64);
         let t = (d.inode_table, field);
         if let Ok(mut m) = self.itables.lock() {
             m.insert(group, t);
@@ -242,7 +246,7 @@ impl Ext4 {
             return Err(FsError::corrupt(
                 "inode",
                 "number",
-                Superblock::offset_of("s_inodes_count"),
+                Superblock::offset_of(sb!("s_inodes_count")),
                 format!(
                     "inode {ino} does not exist (expected 1 to {})",
                     self.sb.inodes_count
@@ -316,12 +320,12 @@ impl Ext4 {
                 "inode {ino}: both extents and inline_data; read as inline data"
             ));
         }
-        if flags & INLINE_DATA_FL != 0 && !self.sb.has_incompat(0x8000) {
+        if flags & INLINE_DATA_FL != 0 && !self.sb.has_incompat(Incompat::INLINE_DATA) {
             flag(format!(
                 "inode {ino}: inline_data, but the filesystem lacks the inline_data feature"
             ));
         }
-        if flags & EXTENTS_FL != 0 && !self.sb.has_incompat(0x40) {
+        if flags & EXTENTS_FL != 0 && !self.sb.has_incompat(Incompat::EXTENT) {
             flag(format!(
                 "inode {ino}: extents, but the filesystem lacks the extent feature"
             ));
@@ -376,7 +380,7 @@ impl Ext4 {
                 computed: if d.bitmap_csum_hi { c } else { c & 0xffff },
             }))
         };
-        let blocks = if d.flags & 2 == 0 {
+        let blocks = if !d.flags.contains(group_desc::BgFlags::BLOCK_UNINIT) {
             check(
                 d.block_bitmap,
                 u64::from(sb.clusters_per_group) / 8,
@@ -385,7 +389,7 @@ impl Ext4 {
         } else {
             None
         };
-        let inodes = if d.flags & 1 == 0 {
+        let inodes = if !d.flags.contains(group_desc::BgFlags::INODE_UNINIT) {
             check(
                 d.inode_bitmap,
                 u64::from(sb.inodes_per_group) / 8,
@@ -401,7 +405,7 @@ impl Ext4 {
     /// filesystem when it is an external journal device (`None` without
     /// one, or when it cannot be read).
     pub fn journal(&self) -> Option<journal::JournalSb> {
-        if self.sb.has_incompat(0x8) {
+        if self.sb.has_incompat(Incompat::JOURNAL_DEV) {
             // A journal device: the journal superblock follows the
             // filesystem superblock's block.
             let block = u64::from(self.sb.first_data_block) + 1;
@@ -410,8 +414,8 @@ impl Ext4 {
             self.disk.read_at(at, &mut raw).ok()?;
             return journal::JournalSb::decode(&raw, at);
         }
-        let ino = self.sb.get("s_journal_inum");
-        if ino == 0 || self.sb.feature_compat & 0x4 == 0 {
+        let ino = self.sb.get(sb!("s_journal_inum"));
+        if ino == 0 || !self.sb.has_compat(Compat::HAS_JOURNAL) {
             return None;
         }
         let node = self.inode(ino).ok()?;

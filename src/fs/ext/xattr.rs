@@ -5,7 +5,7 @@
 //! live in their own inode (ea_inode), which is named, not read.
 use crate::layout::{decode_table, Endian, Field, FieldValue};
 
-use super::blockmap::{le16, le32};
+use super::blockmap::le32;
 use super::checksum::{crc32c_raw, Check};
 use super::error::FsError;
 
@@ -35,6 +35,13 @@ pub const ENTRY: &[Field] = &[
     Field::new("e_value_size", 0x8, 4, "value size"),
     Field::new("e_hash", 0xc, 4, "hash of name and value"),
 ];
+
+/// A field of [`ENTRY`], found when compiling.
+macro_rules! xe {
+    ($name:literal) => {
+        $crate::layout::field!(ENTRY, $name)
+    };
+}
 
 /// Name prefixes by index (e2fsprogs' `ea_names`).
 const PREFIXES: &[(u8, &str)] = &[
@@ -146,11 +153,14 @@ fn entries(
                 "entry runs past the end of the area",
             ));
         }
-        let name_len = usize::from(area[pos]);
-        let index = area[pos + 1];
-        let value_offs = usize::from(le16(area, pos + 2));
-        let value_inum = le32(area, pos + 4);
-        let value_size = le32(area, pos + 8);
+        let e = area.get(pos..pos + 16).unwrap_or_default();
+        let u = |f: &Field| f.le(e).unwrap_or(0);
+        let word = |f: &Field| u32::try_from(u(f)).unwrap_or(0);
+        let name_len = usize::try_from(u(xe!("e_name_len"))).unwrap_or(0);
+        let index = u8::try_from(u(xe!("e_name_index"))).unwrap_or(0);
+        let value_offs = usize::try_from(u(xe!("e_value_offs"))).unwrap_or(0);
+        let value_inum = word(xe!("e_value_inum"));
+        let value_size = word(xe!("e_value_size"));
         let name_end = pos + 16 + name_len;
         let Some(suffix) = area.get(pos + 16..name_end) else {
             return Err(FsError::corrupt(
@@ -203,8 +213,8 @@ fn entries(
         out.push(Xattr {
             name,
             name_index: index,
-            name_len: area[pos],
-            hash: le32(area, pos + 12),
+            name_len: u8::try_from(name_len).unwrap_or(0),
+            hash: word(xe!("e_hash")),
             value,
             value_size,
             value_inum,

@@ -12,8 +12,10 @@ use super::fsinfo::FSINFO;
 use super::table::{ChainEnd, FatReader};
 use super::{Fat, FsError, ROOT};
 use crate::block::BlockSource;
-use crate::fs::node::{DirEntry, FileType, Metadata, NodeId, Run, RunKind, Timestamp, Xattr};
-use crate::fs::report::{GroupRow, GroupTable, RawValue, Report, ReportField};
+use crate::fs::node::{
+    DirEntry, FileType, Metadata, NodeId, Problem, Run, RunKind, Timestamp, Xattr,
+};
+use crate::fs::report::{Column, GroupRow, GroupTable, RawValue, Report, ReportField, Value};
 use crate::fs::{Filesystem, FsKind};
 use crate::layout::{Endian, Field, Kind};
 
@@ -226,19 +228,32 @@ impl Filesystem for Fat {
             let free = self.free_clusters(copy)?;
             rows.push(GroupRow {
                 index: copy,
-                offset: at,
+                offset: Some(at),
                 cells: vec![
                     format!("{at:#x}"),
                     fat_bytes.to_string(),
                     free.to_string(),
                     same.clone(),
                 ],
+                values: vec![
+                    ("offset", Some(Value::Uint(at))),
+                    ("bytes", Some(Value::Uint(fat_bytes))),
+                    ("free_clusters", Some(Value::Uint(free))),
+                    ("state", Some(Value::Text(same.clone()))),
+                ],
                 ok: Some(!same.starts_with("DIFFERS")),
+                ..GroupRow::default()
             });
         }
+        let col = |title, width| Column { title, width };
         Ok(GroupTable {
             noun: "FAT copy",
-            columns: vec!["offset", "bytes", "free clusters", "state"],
+            columns: vec![
+                col("offset", 12),
+                col("bytes", 10),
+                col("free clusters", 13),
+                col("state", 0),
+            ],
             total: b.num_fats,
             rows,
         })
@@ -380,7 +395,7 @@ impl Filesystem for Fat {
     fn read_dir(
         &self,
         dir: NodeId,
-        problems: &mut Vec<FsError>,
+        problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(DirEntry) -> ControlFlow<()>,
     ) -> Result<(), FsError> {
         let mut asm = Assembler::default();
@@ -401,11 +416,14 @@ impl Filesystem for Fat {
             };
             each(entry).is_continue()
         });
-        problems.extend(asm.problems.into_iter().map(|p| FsError::Corrupt {
-            structure: "FAT directory",
-            field: "entries",
-            offset: 0,
-            detail: p,
+        // A broken long-name sequence leaves the short names listed.
+        problems.extend(asm.problems.into_iter().map(|p| {
+            Problem::warning(FsError::Corrupt {
+                structure: "FAT directory",
+                field: "entries",
+                offset: 0,
+                detail: p,
+            })
         }));
         result
     }
@@ -437,7 +455,7 @@ impl Filesystem for Fat {
     fn runs(
         &self,
         node: NodeId,
-        problems: &mut Vec<FsError>,
+        problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(Run) -> ControlFlow<()>,
     ) -> Result<(), FsError> {
         let Some(e) = self.entry(node)? else {
@@ -454,12 +472,12 @@ impl Filesystem for Fat {
         };
         if e.first_cluster == 0 {
             if !e.is_dir() && e.size != 0 {
-                problems.push(FsError::corrupt(
+                problems.push(Problem::lost(FsError::corrupt(
                     "FAT directory entry",
                     "DIR_FstClusLO",
                     node,
                     format!("a file of {} bytes with no cluster", e.size),
-                ));
+                )));
             }
             return Ok(());
         }
@@ -533,7 +551,7 @@ impl Filesystem for Fat {
         })
     }
 
-    fn xattrs(&self, _node: NodeId) -> Result<Vec<Xattr>, FsError> {
+    fn xattrs(&self, _node: NodeId, _problems: &mut Vec<Problem>) -> Result<Vec<Xattr>, FsError> {
         Ok(Vec::new())
     }
 
@@ -585,7 +603,7 @@ impl Fat {
         first: u32,
         size: Option<u64>,
         node: NodeId,
-        problems: &mut Vec<FsError>,
+        problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(Run) -> ControlFlow<()>,
     ) -> Result<(), FsError> {
         let cs = self.boot.cluster_size;
@@ -630,26 +648,27 @@ impl Fat {
         let corrupt =
             |detail: String| FsError::corrupt("FAT cluster chain", "FAT entry", node, detail);
         match end {
-            ChainEnd::Broken(why) => problems.push(corrupt(why)),
+            ChainEnd::Broken(why) => problems.push(Problem::lost(corrupt(why))),
+            // The file's bytes are all there: a warning.
             ChainEnd::Complete | ChainEnd::Stopped if extra > 0 && size.is_some() => {
-                problems.push(corrupt(format!(
+                problems.push(Problem::warning(corrupt(format!(
                     "the chain from cluster {first} goes on {extra} cluster(s) past the {need} the file's size needs"
-                )));
+                ))));
             }
             ChainEnd::Complete | ChainEnd::Stopped if extra > 0 => {
-                problems.push(corrupt(format!(
+                problems.push(Problem::lost(corrupt(format!(
                     "directory chain from cluster {first} longer than {} bytes: the rest is not read",
                     super::MAX_DIR_BYTES
-                )));
+                ))));
             }
             ChainEnd::Complete | ChainEnd::Stopped => {}
         }
         if let Some(s) = size {
             if clusters < need {
-                problems.push(corrupt(format!(
+                problems.push(Problem::lost(corrupt(format!(
                     "the file's size is {s} bytes but its chain from cluster {first} holds {} clusters of {cs}",
                     clusters
-                )));
+                ))));
             }
         }
         Ok(())

@@ -149,7 +149,22 @@ impl Fat {
         }
         let mut b = [0u8; 32];
         self.disk.read_at(node, &mut b)?;
-        Ok(Some(ShortEntry::decode(&b)))
+        // A slot that holds no file is no node (an older layer's free
+        // slot where a newer one put a file: the file is new there).
+        match dir::slot(&b) {
+            dir::Slot::Short(e) => Ok(Some(e)),
+            other => Err(FsError::NotFound {
+                path: format!("<{node}>"),
+                detail: format!(
+                    "the directory slot at {node:#x} holds no file ({})",
+                    match other {
+                        dir::Slot::End | dir::Slot::Deleted => "free",
+                        dir::Slot::Long { .. } => "a long-name piece",
+                        _ => "the volume label",
+                    }
+                ),
+            }),
+        }
     }
 
     /// The first cluster of a directory node (None: the FAT12/16 root

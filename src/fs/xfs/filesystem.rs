@@ -12,8 +12,10 @@ use super::crc::Check;
 use super::dinode::{Dinode, Fork, Format, DINODE};
 use super::{superblock, Xfs};
 use crate::block::BlockSource;
-use crate::fs::node::{DirEntry, FileType, Metadata, NodeId, Run, RunKind, Xattr};
-use crate::fs::report::{GroupRow, GroupTable, RawValue, Report, ReportField};
+use crate::fs::node::{DirEntry, FileType, Metadata, NodeId, Problem, Run, RunKind, Xattr};
+use crate::fs::report::{
+    Column, GroupRow, GroupTable, NamedCheck, RawValue, Report, ReportField, Value,
+};
 use crate::fs::{Filesystem, FsError, FsKind};
 use crate::layout::{Field, FieldValue, Kind};
 
@@ -82,22 +84,64 @@ fn uuid_text(u: &[u8; 16]) -> String {
 }
 
 /// The columns of the groups listing.
-const COLUMNS: &[&str] = &[
-    "blocks",
-    "free blocks",
-    "longest free",
-    "free extents",
-    "free list",
-    "inodes",
-    "free inodes",
-    "inode chunks",
-    "problems",
+const COLUMNS: &[Column] = &[
+    Column {
+        title: "blocks",
+        width: 10,
+    },
+    Column {
+        title: "free blocks",
+        width: 12,
+    },
+    Column {
+        title: "longest free",
+        width: 12,
+    },
+    Column {
+        title: "free extents",
+        width: 12,
+    },
+    Column {
+        title: "free list",
+        width: 9,
+    },
+    Column {
+        title: "inodes",
+        width: 8,
+    },
+    Column {
+        title: "free inodes",
+        width: 11,
+    },
+    Column {
+        title: "inode chunks",
+        width: 12,
+    },
+    Column {
+        title: "problems",
+        width: 8,
+    },
 ];
 
 fn row(s: &AgSummary) -> GroupRow {
+    let uint = |v: u64| Some(Value::Uint(v));
+    let checks = [
+        ("AGF", s.agf.crc),
+        ("AGI", s.agi.crc),
+        ("AGFL", s.agfl.as_ref().and_then(|l| l.crc)),
+    ]
+    .into_iter()
+    .filter_map(|(what, c)| {
+        c.map(|check| NamedCheck {
+            what,
+            bits: 32,
+            check,
+        })
+    })
+    .collect();
     GroupRow {
         index: u64::from(s.agno),
-        offset: s.agf.offset,
+        offset: Some(s.agf.offset),
         cells: vec![
             s.agf.length.to_string(),
             s.free_blocks.to_string(),
@@ -109,7 +153,32 @@ fn row(s: &AgSummary) -> GroupRow {
             s.chunks.to_string(),
             s.problems.len().to_string(),
         ],
+        values: vec![
+            ("offset", uint(s.agf.offset)),
+            ("blocks", uint(s.agf.length.into())),
+            ("free_blocks", uint(s.free_blocks)),
+            ("longest_free", uint(s.longest)),
+            ("free_extents", uint(s.free_extents)),
+            ("free_list", uint(s.agf.flcount.into())),
+            ("inodes", uint(s.inodes)),
+            ("free_inodes", uint(s.free_inodes)),
+            ("inode_chunks", uint(s.chunks)),
+            ("problems", Some(Value::Texts(s.problems.clone()))),
+        ],
+        checks,
         ok: s.crcs_ok().map(|ok| ok && s.problems.is_empty()),
+        notes: s.problems.clone(),
+        ..GroupRow::default()
+    }
+}
+
+/// A problem of a walk as the trait reports it: a CRC that does not match
+/// is a warning (the block is still used), anything else lost part of
+/// the answer.
+fn problem(e: FsError) -> Problem {
+    match &e {
+        FsError::Corrupt { field, .. } if field.ends_with("crc") => Problem::warning(e),
+        _ => Problem::lost(e),
     }
 }
 
@@ -259,10 +328,9 @@ impl Filesystem for Xfs {
             rows.push(match self.ag_summary(agno) {
                 Ok(s) => row(&s),
                 Err(e) => GroupRow {
-                    index: g,
-                    offset: self.ag_offset(agno).unwrap_or(0),
-                    cells: vec![e.to_string()],
+                    offset: self.ag_offset(agno).ok(),
                     ok: Some(false),
+                    ..GroupRow::failed(g, e.to_string())
                 },
             });
         }
@@ -368,7 +436,7 @@ impl Filesystem for Xfs {
     fn read_dir(
         &self,
         dir: NodeId,
-        problems: &mut Vec<FsError>,
+        problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(DirEntry) -> ControlFlow<()>,
     ) -> Result<(), FsError> {
         let inode = self.inode(dir)?;
@@ -378,14 +446,17 @@ impl Filesystem for Xfs {
                 detail: format!("inode {dir} is not a directory"),
             });
         }
-        self.list_dir(&inode, problems, &mut |e| {
+        let mut found = Vec::new();
+        let listed = self.list_dir(&inode, &mut found, &mut |e| {
             each(DirEntry {
                 file_type: e.ftype.and_then(entry_type),
                 node: e.ino,
                 offset: Some(e.at),
                 name: e.name,
             })
-        })
+        });
+        problems.extend(found.into_iter().map(problem));
+        listed
     }
 
     fn lookup(&self, path: &[u8]) -> Result<NodeId, FsError> {
@@ -409,66 +480,14 @@ impl Filesystem for Xfs {
     fn runs(
         &self,
         node: NodeId,
-        problems: &mut Vec<FsError>,
+        problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(Run) -> ControlFlow<()>,
     ) -> Result<(), FsError> {
         let i = self.inode(node)?;
-        let bs = self.block_bytes();
-        match i.format {
-            Format::Local => {
-                // The bytes live in the inode itself.
-                if let Some((fork, at, _)) = i.fork(Fork::Data)? {
-                    let len = i.size.min(u64::try_from(fork.len()).unwrap_or(0));
-                    if len > 0 {
-                        let _ = each(Run {
-                            logical: 0,
-                            physical: at,
-                            len,
-                            kind: RunKind::Data,
-                        });
-                    }
-                }
-                Ok(())
-            }
-            Format::Extents | Format::Btree => {
-                if i.is_realtime() {
-                    return Err(realtime(node));
-                }
-                let mut failed = None;
-                self.walk_fork(&i, Fork::Data, 0, problems, &mut |m| {
-                    let run = match m {
-                        Mapping::Node { level, at } => Run {
-                            logical: 0,
-                            physical: at,
-                            len: bs,
-                            kind: RunKind::Meta {
-                                level: u8::try_from(level).unwrap_or(u8::MAX),
-                            },
-                        },
-                        Mapping::Extent(e) => match self.fsb_offset(e.startblock) {
-                            Ok(physical) => Run {
-                                logical: e.startoff.saturating_mul(bs),
-                                physical,
-                                len: e.blockcount.saturating_mul(bs),
-                                kind: if e.unwritten {
-                                    RunKind::Unwritten
-                                } else {
-                                    RunKind::Data
-                                },
-                            },
-                            Err(err) => {
-                                failed = Some(err);
-                                return ControlFlow::Continue(());
-                            }
-                        },
-                    };
-                    each(run)
-                })?;
-                problems.extend(failed);
-                Ok(())
-            }
-            _ => Ok(()),
-        }
+        let mut found = Vec::new();
+        let walked = self.data_runs(&i, &mut found, each);
+        problems.extend(found.into_iter().map(problem));
+        walked
     }
 
     fn read_file(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
@@ -521,14 +540,12 @@ impl Filesystem for Xfs {
         }
     }
 
-    fn xattrs(&self, node: NodeId) -> Result<Vec<Xattr>, FsError> {
+    fn xattrs(&self, node: NodeId, problems: &mut Vec<Problem>) -> Result<Vec<Xattr>, FsError> {
         let i = self.inode(node)?;
-        let mut problems = Vec::new();
-        let attrs = self.attrs(&i, &mut problems)?;
-        if let Some(p) = problems.into_iter().next() {
-            return Err(p);
-        }
-        Ok(attrs
+        let mut found = Vec::new();
+        let attrs = self.attrs(&i, &mut found);
+        problems.extend(found.into_iter().map(problem));
+        Ok(attrs?
             .into_iter()
             .map(|a| Xattr {
                 name: a.full_name(),
@@ -539,6 +556,73 @@ impl Filesystem for Xfs {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+impl Xfs {
+    /// The data fork's runs (map blocks included) of inode `i`.
+    fn data_runs(
+        &self,
+        i: &Dinode,
+        problems: &mut Vec<FsError>,
+        each: &mut dyn FnMut(Run) -> ControlFlow<()>,
+    ) -> Result<(), FsError> {
+        let bs = self.block_bytes();
+        match i.format {
+            Format::Local => {
+                // The bytes live in the inode itself.
+                if let Some((fork, at, _)) = i.fork(Fork::Data)? {
+                    let len = i.size.min(u64::try_from(fork.len()).unwrap_or(0));
+                    if len > 0 {
+                        let _ = each(Run {
+                            logical: 0,
+                            physical: at,
+                            len,
+                            kind: RunKind::Data,
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Format::Extents | Format::Btree => {
+                if i.is_realtime() {
+                    return Err(realtime(i.ino));
+                }
+                let mut failed = None;
+                self.walk_fork(i, Fork::Data, 0, problems, &mut |m| {
+                    let run = match m {
+                        Mapping::Node { level, at } => Run {
+                            logical: 0,
+                            physical: at,
+                            len: bs,
+                            kind: RunKind::Meta {
+                                level: u8::try_from(level).unwrap_or(u8::MAX),
+                            },
+                        },
+                        Mapping::Extent(e) => match self.fsb_offset(e.startblock) {
+                            Ok(physical) => Run {
+                                logical: e.startoff.saturating_mul(bs),
+                                physical,
+                                len: e.blockcount.saturating_mul(bs),
+                                kind: if e.unwritten {
+                                    RunKind::Unwritten
+                                } else {
+                                    RunKind::Data
+                                },
+                            },
+                            Err(err) => {
+                                failed = Some(err);
+                                return ControlFlow::Continue(());
+                            }
+                        },
+                    };
+                    each(run)
+                })?;
+                problems.extend(failed);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 }
 

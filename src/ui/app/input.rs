@@ -39,17 +39,21 @@ impl App {
     /// (clicked again: opened).
     fn click(&mut self, p: Pane, row: u16) -> Effects {
         let mut fx = Vec::new();
-        if self.shared.focus != p {
+        // A click that brings a pane in only selects; on a focused pane,
+        // a click on the selected row opens it.
+        let open = self.shared.focus == p;
+        if !open {
             self.shared.focus = p;
-            fx.extend(self.lazy().map(Effect::Request));
+            fx.extend(self.lazy().into_iter().map(Effect::Request));
         }
         let row = usize::from(row);
         let s = &self.shared;
         let more = match p {
-            Pane::Tree if self.changes.show => self.changes.click(row, s),
-            Pane::Tree => self.tree.click(row, s),
-            Pane::Chain => self.chain.click(row, s),
+            Pane::Tree if self.changes.show => self.changes.click(row, open, s),
+            Pane::Tree => self.tree.click(row, open, s),
+            Pane::Chain => self.chain.click(row, open, s),
             Pane::Superblock => self.superblock.click(row, s),
+            Pane::Volumes => self.volumes.click(row, open, s),
             _ => None,
         };
         fx.extend(more.unwrap_or_default());
@@ -92,6 +96,7 @@ impl App {
         let pane = match s.focus {
             Pane::Superblock => self.superblock.key(&action),
             Pane::Chain => self.chain.key(&action, s),
+            Pane::Volumes => self.volumes.key(&action, s),
             _ => None,
         };
         if let Some(fx) = pane {
@@ -123,7 +128,7 @@ impl App {
             Action::Goto => self.open_prompt(PromptKind::Goto),
             Action::Search => {
                 if !self.shared.fs.is_present() {
-                    return Some(vec![Effect::Message("no filesystem to search".into())]);
+                    return Some(vec![Effect::Error("no filesystem to search".into())]);
                 }
                 self.open_prompt(PromptKind::Search)
             }
@@ -184,21 +189,35 @@ impl App {
     fn goto(&mut self, text: &str) -> Effects {
         let s = &self.shared;
         let off = match parse(text) {
-            Err(e) => return vec![Effect::Message(e)],
+            Err(e) => return vec![Effect::Error(e)],
             Ok(Target::Inode(ino)) => {
                 if !s.fs.is_present() {
-                    return vec![Effect::Message("no filesystem: no inodes to go to".into())];
+                    return vec![Effect::Error("no filesystem: no inodes to go to".into())];
                 }
                 return vec![Effect::Request(Request::Inode {
                     as_of: s.as_of,
                     ino,
                 })];
             }
-            Ok(Target::Block(b)) => b.saturating_mul(s.block_size.unwrap_or(4096)),
+            Ok(Target::Block(b)) => {
+                // A block of the filesystem in view: on a volume, from
+                // where the volume starts on the disk.
+                let start = match &s.volume {
+                    None => 0,
+                    Some((_, Some(start))) => *start,
+                    Some((name, None)) => {
+                        return vec![Effect::Error(format!(
+                        "volume {name} is not one piece of the disk: go to an offset or an inode"
+                    ))]
+                    }
+                };
+                b.saturating_mul(s.block_size.unwrap_or(4096))
+                    .saturating_add(start)
+            }
             Ok(Target::Offset(o)) => o,
         };
         if off >= s.disk_size {
-            return vec![Effect::Message(format!(
+            return vec![Effect::Error(format!(
                 "{off:#x} is past the end of the disk ({:#x})",
                 s.disk_size
             ))];

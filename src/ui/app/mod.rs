@@ -23,6 +23,7 @@ use crate::ui::panes::hitmap::HitMapPane;
 use crate::ui::panes::status::StatusPane;
 use crate::ui::panes::superblock::SuperblockPane;
 use crate::ui::panes::tree::TreePane;
+use crate::ui::panes::volumes::VolumesPane;
 
 /// What the prompt is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +62,7 @@ pub struct App {
     pub hex: HexPane,
     pub hitmap: HitMapPane,
     pub changes: ChangesPane,
+    pub volumes: VolumesPane,
     pub prompt: Option<Prompt>,
     /// The message line, kept until the next key.
     pub message: Option<Message>,
@@ -96,6 +98,11 @@ impl App {
                 height: 24,
                 block_size: None,
                 fs: FsState::Reading,
+                fs_kind: "",
+                fs_root: 2,
+                volume: None,
+                volume_rows: 1,
+                server_layers: None,
                 open: OpenState::Opening,
             },
             chain: ChainPane::default(),
@@ -106,6 +113,7 @@ impl App {
             hex: HexPane::default(),
             hitmap: HitMapPane::default(),
             changes: ChangesPane::default(),
+            volumes: VolumesPane::default(),
             prompt: None,
             message: None,
             help: false,
@@ -155,13 +163,20 @@ impl App {
         r
     }
 
-    /// Requests for data only the focused pane needs, when not in yet.
-    fn lazy(&self) -> Option<Request> {
-        (self.shared.focus == Pane::Groups && self.groups.table.is_none()).then_some(
-            Request::Groups {
+    /// Requests for data only a pane on screen needs (the group table,
+    /// the volumes), when not in yet.
+    fn lazy(&self) -> Vec<Request> {
+        let on_screen = areas(&self.shared);
+        let mut r = Vec::new();
+        if on_screen.groups.is_some() && self.groups.table.is_none() {
+            r.push(Request::Groups {
                 as_of: self.shared.as_of,
-            },
-        )
+            });
+        }
+        if on_screen.volumes.is_some() && self.volumes.list.is_none() {
+            r.push(Request::Volumes);
+        }
+        r
     }
 
     /// Applies an action; returns work for the worker (with the layer
@@ -198,6 +213,15 @@ impl App {
                 Effect::AsOf(n) => {
                     self.shared.as_of = n;
                     self.clear_layer_data();
+                    out.extend(self.refresh());
+                }
+                Effect::Volume(name) => {
+                    // The worker switches first, then serves what the
+                    // panes ask anew (requests are served in order).
+                    out.push(Request::Volume { name });
+                    self.clear_layer_data();
+                    self.tree.clear();
+                    self.changes = ChangesPane::default();
                     out.extend(self.refresh());
                 }
                 Effect::FileCells(cells) => {

@@ -4,7 +4,7 @@
 use super::App;
 use crate::ui::action::Pane;
 use crate::ui::context::{requests, Effect, Effects, FsState, Highlight, OpenState};
-use crate::ui::msg::{FieldRow, Reply, Request};
+use crate::ui::msg::{FsView, Reply, Request};
 use crate::ui::panes::hex::HexPane;
 
 impl App {
@@ -21,8 +21,19 @@ impl App {
                 return vec![Effect::Error(e)];
             }
             Reply::Hex(h) => self.hex.receive(h, s),
-            Reply::Grid(g) => self.hitmap.receive(g, s),
+            Reply::Grid(g) => {
+                if let Some(sv) = g.server {
+                    self.status.server = Some(sv);
+                    self.shared.server_layers = Some(sv.layers);
+                }
+                self.hitmap.receive(g, &self.shared)
+            }
             Reply::Nbd(n) => self.status.nbd = Some(n),
+            Reply::Volumes(list) => {
+                let rows = list.as_ref().map_or(1, |l| l.rows.len().max(1));
+                self.shared.volume_rows = u16::try_from(rows).unwrap_or(u16::MAX);
+                self.volumes.list = Some(list);
+            }
             Reply::Fs { as_of, fields } if as_of == s.as_of => return self.receive_fs(fields),
             Reply::Dir {
                 as_of,
@@ -105,17 +116,24 @@ impl App {
 
     /// The superblock's fields (or why there is no filesystem): the tree
     /// starts at the root.
-    fn receive_fs(&mut self, fields: Result<Vec<FieldRow>, String>) -> Effects {
-        self.shared.block_size = fields.as_ref().ok().and_then(|rows| {
-            let log = rows.iter().find(|r| r.name == "s_log_block_size")?;
-            let log: u32 = log.value.parse().ok()?;
-            1024u64.checked_shl(log).filter(|&b| b <= 1 << 16)
-        });
-        self.shared.fs = match &fields {
-            Ok(_) => FsState::Present,
-            Err(e) => FsState::Missing(e.clone()),
-        };
-        self.superblock.fields = Some(fields);
+    fn receive_fs(&mut self, fs: Result<FsView, String>) -> Effects {
+        let s = &mut self.shared;
+        match fs {
+            Ok(v) => {
+                s.block_size = Some(v.block_size).filter(|&b| b > 0);
+                s.fs = FsState::Present;
+                s.fs_kind = v.kind;
+                s.fs_root = v.root;
+                s.volume = v.volume;
+                self.superblock.fields = Some(Ok(v.fields));
+            }
+            Err(e) => {
+                s.block_size = None;
+                s.fs = FsState::Missing(e.clone());
+                s.fs_kind = "";
+                self.superblock.fields = Some(Err(e));
+            }
+        }
         self.tree.reset_root(&self.shared)
     }
 }

@@ -42,9 +42,9 @@ impl ChainPane {
 
     /// A click on row `row` (the top layer first): selects that layer; on
     /// the selected one, shows the disk as of it.
-    pub fn click(&mut self, row: usize, s: &Shared) -> Option<Effects> {
+    pub fn click(&mut self, row: usize, open: bool, s: &Shared) -> Option<Effects> {
         let layer = s.top().checked_sub(row)?;
-        if layer == self.sel {
+        if open && layer == self.sel {
             return self.key(&Action::Enter, s);
         }
         self.sel = layer;
@@ -73,11 +73,19 @@ impl ChainPane {
             })
             .collect();
         let n = s.layers.len();
-        let title = format!(
-            "Chain: {n} layer{}, {}",
-            if n == 1 { "" } else { "s" },
-            human(s.disk_size)
-        );
+        let title = match s.server_layers {
+            // An NBD export is one layer here; its server's chain is
+            // deeper.
+            Some(l) if s.is_nbd => format!(
+                "Chain: NBD export of a {l}-layer chain, {}",
+                human(s.disk_size)
+            ),
+            _ => format!(
+                "Chain: {n} layer{}, {}",
+                if n == 1 { "" } else { "s" },
+                human(s.disk_size)
+            ),
+        };
         f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
     }
 }

@@ -153,7 +153,7 @@ impl ChangesPane {
 
     /// A click on row `row` of the list (row 0 is the summary): selects
     /// that change; on the selected one, opens it side by side.
-    pub fn click(&mut self, row: usize, s: &Shared) -> Option<Effects> {
+    pub fn click(&mut self, row: usize, open: bool, s: &Shared) -> Option<Effects> {
         let ch = self.changes.as_mut()?;
         let height = usize::from(crate::ui::layout::inner_rows(s, Pane::Tree)).saturating_sub(1);
         let JobState::Ready { rows, .. } = &ch.state else {
@@ -163,7 +163,7 @@ impl ChangesPane {
         if i >= rows.len() {
             return None;
         }
-        if i == ch.sel {
+        if open && i == ch.sel {
             return Some(compare_request(ch, 0, Seek::First));
         }
         ch.sel = i;
@@ -353,7 +353,7 @@ impl ChangesPane {
                 let start = scroll_start(ch.sel, height);
                 let width = usize::from(inner.width);
                 let mut lines = vec![Line::from(Span::styled(
-                    summary.clone(),
+                    fit(summary, width),
                     Style::default().add_modifier(Modifier::DIM),
                 ))];
                 for (i, c) in rows.iter().enumerate().skip(start).take(height) {

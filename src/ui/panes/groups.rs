@@ -21,8 +21,9 @@ use super::DrawCx;
 use crate::fs::ext::group_desc::GROUP_DESC;
 use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Effect, Effects, Highlight, Shared};
-use crate::ui::msg::{Checksum, FieldRow, GroupRow, GroupsTable, Request};
+use crate::ui::msg::{Checksum, FieldRow, GroupRow, GroupsTable, OtherGroups, Request};
 use crate::ui::style::{pane_block, scroll_start, selected};
+use crate::ui::text;
 
 /// The groups pane's state.
 #[derive(Clone, Debug, Default)]
@@ -81,21 +82,33 @@ impl GroupsPane {
             Action::PageDown => self.select(sel.saturating_add(page)),
             Action::Top => self.select(0),
             Action::Bottom => self.select(usize::MAX),
-            Action::Enter => match self.selected_row() {
-                Some(row) if row.offset.is_some() => vec![Effect::Request(Request::GroupFields {
+            Action::Enter => match self.selected_group() {
+                Some(group) => vec![Effect::Request(Request::GroupFields {
                     as_of: s.as_of,
-                    group: row.group,
+                    group,
                 })],
-                _ => Vec::new(),
+                None => Vec::new(),
             },
             _ => return None,
         })
     }
 
-    fn selected_row(&self) -> Option<&GroupRow> {
-        match &self.table {
-            Some(Ok(t)) => t.rows.get(self.sel),
-            _ => None,
+    /// The selected group, when its header could be read.
+    fn selected_group(&self) -> Option<u64> {
+        let Some(Ok(t)) = &self.table else {
+            return None;
+        };
+        match &t.other {
+            Some(o) => o
+                .rows
+                .get(self.sel)
+                .filter(|r| r.offset.is_some())
+                .map(|r| r.index),
+            None => t
+                .rows
+                .get(self.sel)
+                .filter(|r| r.offset.is_some())
+                .map(|r| r.group),
         }
     }
 
@@ -121,6 +134,22 @@ impl GroupsPane {
         let Some(Ok(table)) = &self.table else {
             return Vec::new();
         };
+        if let Some(o) = &table.other {
+            self.sel = sel.min(o.rows.len().saturating_sub(1));
+            return o
+                .rows
+                .get(self.sel)
+                .and_then(|r| {
+                    Some(Highlight {
+                        label: format!("{} {}", o.noun, r.index),
+                        fields: vec![(r.offset?, 4)],
+                        selected: None,
+                    })
+                })
+                .map(Effect::Highlight)
+                .into_iter()
+                .collect();
+        }
         self.sel = sel.min(table.rows.len().saturating_sub(1));
         table
             .rows
@@ -161,7 +190,14 @@ impl GroupsPane {
             })),
             (Some(Err(e)), _) => lines.push(Line::from(format!("no group table: {e}"))),
             (Some(Ok(_)), Some((group, fields))) => {
-                title = format!("Group {group} descriptor (Esc: all groups)");
+                title = match self
+                    .table
+                    .as_ref()
+                    .and_then(|t| t.as_ref().ok()?.other.as_ref())
+                {
+                    Some(o) => format!("{} {group} (Esc: all groups)", o.noun),
+                    None => format!("Group {group} descriptor (Esc: all groups)"),
+                };
                 let start = scroll_start(self.field_sel, height);
                 for (i, row) in fields.iter().enumerate().skip(start).take(height) {
                     let sel = i == self.field_sel;
@@ -184,6 +220,22 @@ impl GroupsPane {
                     )));
                 }
             }
+            (Some(Ok(t)), None) if t.other.is_some() => match &t.other {
+                Some(o) if o.rows.is_empty() => {
+                    lines.push(Line::from(format!(
+                        "{} has no groups",
+                        match cx.shared.fs_kind {
+                            "" => "this filesystem",
+                            k => k,
+                        }
+                    )));
+                }
+                Some(o) => {
+                    title = format!("Groups: {} {}s", t.count, o.noun);
+                    self.other_lines(o, t.count, inner_w, height, focused, &mut lines);
+                }
+                None => {}
+            },
             (Some(Ok(t)), None) => {
                 title = format!(
                     "Groups: {} · {} B descriptors · checksums {}",
@@ -198,6 +250,66 @@ impl GroupsPane {
                 .block(pane_block(title, focused)),
             r,
         );
+    }
+
+    /// A filesystem's own table (XFS's allocation groups): columns as
+    /// wide as their widest cell, dropped from the right when the pane is
+    /// narrow (the cut marked).
+    fn other_lines(
+        &self,
+        o: &OtherGroups,
+        count: u64,
+        inner_w: usize,
+        height: usize,
+        focused: bool,
+        lines: &mut Vec<Line<'static>>,
+    ) {
+        let widths: Vec<usize> = o
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                o.rows
+                    .iter()
+                    .filter_map(|r| r.cells.get(i))
+                    .map(|c| text::width(c))
+                    .chain(std::iter::once(text::width(c)))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let row_text = |index: String, cells: &mut dyn Iterator<Item = &str>| {
+            let mut line = format!("{index:>6}");
+            for (cell, w) in cells.zip(&widths) {
+                line.push_str(&format!("  {:>w$}", cell, w = w));
+            }
+            text::fit(&line, inner_w.saturating_sub(1))
+        };
+        let header = row_text("group".into(), &mut o.columns.iter().map(String::as_str));
+        lines.push(Line::from(Span::styled(
+            format!(" {header}"),
+            Style::default().add_modifier(Modifier::BOLD),
+        )));
+        let rows_h = height.saturating_sub(2).max(1);
+        let start = scroll_start(self.sel, rows_h);
+        for (i, r) in o.rows.iter().enumerate().skip(start).take(rows_h) {
+            let mark = if i == self.sel { "▶" } else { " " };
+            let mut text = row_text(r.index.to_string(), &mut r.cells.iter().map(String::as_str));
+            if r.ok == Some(false) {
+                text.push_str(" BAD");
+            }
+            let mut line = Line::from(format!("{mark}{text}"));
+            if focused && i == self.sel {
+                line = line.patch_style(selected());
+            }
+            lines.push(line);
+        }
+        if (o.rows.len() as u64) < count {
+            lines.push(Line::from(format!(
+                "(showing the first {} of {count})",
+                o.rows.len()
+            )));
+        }
     }
 
     fn table_lines(

@@ -15,6 +15,7 @@ pub mod hitmap;
 pub mod status;
 pub mod superblock;
 pub mod tree;
+pub mod volumes;
 
 mod restore;
 mod reveal;

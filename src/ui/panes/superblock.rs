@@ -10,6 +10,7 @@ use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Effect, Effects, Highlight, Shared};
 use crate::ui::msg::FieldRow;
 use crate::ui::style::{pane_block, scroll_start, selected};
+use crate::ui::text::{fit, fit_pad, width as width_of};
 
 /// The superblock pane's state.
 #[derive(Clone, Debug, Default)]
@@ -59,28 +60,98 @@ impl SuperblockPane {
     pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx) {
         let focused = cx.focused(Pane::Superblock);
         let height = usize::from(r.height.saturating_sub(2));
+        let width = usize::from(r.width.saturating_sub(2));
         let mut lines: Vec<Line> = Vec::new();
         match &self.fields {
             None => lines.push(Line::from("reading…")),
             Some(Err(e)) => lines.push(Line::from(format!("no filesystem: {e}"))),
             Some(Ok(rows)) => {
+                let (off_w, name_w) = columns(rows, width);
                 let start = scroll_start(self.sel, height);
                 for (i, row) in rows.iter().enumerate().skip(start).take(height) {
                     let style = if focused && i == self.sel {
                         selected()
+                    } else if row.value.contains("BAD") {
+                        cx.styles.error()
                     } else {
                         Default::default()
                     };
-                    lines.push(Line::from(Span::styled(
-                        format!("{:#06x} {:<24} {}", row.offset, row.name, row.value),
-                        style,
-                    )));
+                    let offset = if off_w > 0 {
+                        format!("{:#0off_w$x} ", row.offset)
+                    } else {
+                        String::new()
+                    };
+                    let head = format!("{offset}{} ", fit_pad(row.name, name_w));
+                    let room = width.saturating_sub(width_of(&head));
+                    let text = format!("{head}{}", value_text(&row.value, room));
+                    lines.push(Line::from(Span::styled(fit(&text, width), style)));
                 }
             }
         }
+        let s = cx.shared;
+        let mut title = match s.fs_kind {
+            "" => "Superblock".to_owned(),
+            "vfat" => "Boot sector (vfat)".to_owned(),
+            k => format!("Superblock ({k})"),
+        };
+        if let Some((name, _)) = &s.volume {
+            title.push_str(&format!(" on {name}"));
+        }
         f.render_widget(
-            Paragraph::new(lines).block(pane_block("Superblock (ext)".into(), focused)),
+            Paragraph::new(lines).block(pane_block(fit(&title, width), focused)),
             r,
         );
+    }
+}
+
+/// A field's value in `room` columns. The raw number is what the hex
+/// view shows, so it is never cut while it fits whole: a decoded meaning
+/// (`raw = meaning`) is shortened first, and dropped when fewer than four
+/// of its characters would show.
+fn value_text(value: &str, room: usize) -> String {
+    if width_of(value) <= room {
+        return value.to_owned();
+    }
+    match value.split_once(" = ") {
+        Some((raw, meaning)) if width_of(raw) + 3 + width_of(meaning).min(4) <= room => {
+            fit(value, room)
+        }
+        Some((raw, _)) => fit(raw, room),
+        None => fit(value, room),
+    }
+}
+
+/// Widths of the offset column (0: left out, the pane is too narrow) and
+/// of the name column, leaving the values room.
+fn columns(rows: &[FieldRow], width: usize) -> (usize, usize) {
+    const VALUE_ROOM: usize = 10;
+    let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).min(24);
+    let off_w = rows
+        .iter()
+        .map(|r| format!("{:#x}", r.offset).len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    if off_w + 1 + name_w + 1 + VALUE_ROOM <= width {
+        (off_w, name_w)
+    } else {
+        (0, name_w.min(width.saturating_sub(VALUE_ROOM + 1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::value_text;
+
+    #[test]
+    fn the_raw_value_is_kept_whole_and_the_meaning_shortened_first() {
+        assert_eq!(value_text("1 = clean", 10), "1 = clean");
+        assert_eq!(value_text("1 = continue", 10), "1 = conti…");
+        assert_eq!(value_text("61267 = 0xef53", 10), "61267");
+        assert_eq!(
+            value_text("1700000000 = 2023-11-14 22:13:20", 10),
+            "1700000000"
+        );
+        assert_eq!(value_text("12345678901 = x", 10), "123456789…");
     }
 }

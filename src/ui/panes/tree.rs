@@ -70,7 +70,7 @@ impl TreePane {
     /// A new filesystem: the root, closed (or opened again, with what was
     /// open before a layer switch).
     pub fn reset_root(&mut self, s: &Shared) -> Effects {
-        self.nodes = vec![TreeNode::root()];
+        self.nodes = vec![TreeNode::root_at(s.fs_root)];
         self.sel = 0;
         self.error = None;
         self.advance_restore(s)
@@ -134,14 +134,14 @@ impl TreePane {
         Some(Vec::new())
     }
 
-    /// A click on row `row` of the pane: selects it; on the selected row,
-    /// opens it.
-    pub fn click(&mut self, row: usize, s: &Shared) -> Option<Effects> {
+    /// A click on row `row` of the pane: selects it; on the selected row
+    /// (with `open`), opens it.
+    pub fn click(&mut self, row: usize, open: bool, s: &Shared) -> Option<Effects> {
         let i = self.window(s).start + row;
         if i >= self.nodes.len() {
             return None;
         }
-        if i == self.sel {
+        if open && i == self.sel {
             return Some(self.enter(s));
         }
         self.sel = i;
@@ -344,7 +344,10 @@ impl TreePane {
     pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx, changes: Option<&[Change]>) {
         let s = cx.shared;
         let focused = cx.focused(Pane::Tree);
-        let title = format!("Tree (as of layer {})", s.as_of);
+        let mut title = format!("Tree (as of layer {})", s.as_of);
+        if let Some((name, _)) = &s.volume {
+            title.push_str(&format!(" · {name} {}", s.fs_kind));
+        }
         let height = usize::from(r.height.saturating_sub(2));
         let mut lines: Vec<Line> = Vec::new();
         match &s.fs {

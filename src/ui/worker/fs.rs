@@ -1,35 +1,54 @@
 //! The worker's filesystem requests: the superblock, directories, where a
 //! file's blocks are and which layers hold them, structures to mark in
 //! hex, the group table, and a changed file as of two layers.
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::{error_chain, Worker, MAX_CELLS};
-use crate::block::layered::LayeredReader;
 use crate::block::{BlockError, BlockSource};
 use crate::fs::ext::Ext4;
-use crate::ui::msg::{
-    Checksum, FieldRow, FileAt, GroupRow, GroupsTable, LayerSet, Marks, Reply, Structure, TreeNode,
-    MAX_GROUP_ROWS,
-};
+use crate::fs::report::RawValue;
+use crate::fs::{FileType, Filesystem, Report, ReportField, Run, RunKind};
+use crate::ui::msg::{FieldRow, FileAt, FsView, LayerSet, Marks, Reply, Structure, TreeNode};
 
 impl Worker {
-    /// The filesystem as of `as_of`, opened on first use.
-    pub(super) fn ext(&mut self, as_of: usize) -> Result<Result<&Ext4, String>, BlockError> {
-        let volume = self.volume.clone();
-        let view = self.view(as_of)?;
-        if view.fs.is_none() {
-            let disk: Arc<dyn BlockSource> = view.reader.clone();
-            let source = match &volume {
-                Some(name) => crate::volume::open_named(disk, name)
-                    .map_err(|e| crate::escape::printable(&error_chain(&e))),
-                None => Ok(disk),
+    /// The filesystem as of `as_of` on the volume in view, opened on first
+    /// use (ext, XFS or FAT).
+    pub(super) fn fsys(
+        &mut self,
+        as_of: usize,
+    ) -> Result<Result<Arc<dyn Filesystem>, String>, BlockError> {
+        if self.view(as_of)?.fs.is_none() {
+            let opened = match self.volume()? {
+                Err(e) => Err(e),
+                Ok(volume) => {
+                    let volume = volume.clone();
+                    let disk: Arc<dyn BlockSource> = self.view(as_of)?.reader.clone();
+                    volume
+                        .source_over(disk)
+                        .map_err(|e| printable_chain(&e))
+                        .and_then(|src| crate::fs::open(src).map_err(|e| printable_chain(&e)))
+                }
             };
-            view.fs = Some(source.and_then(|source| {
-                Ext4::open(source).map_err(|e| crate::escape::printable(&error_chain(&e)))
-            }));
+            self.view(as_of)?.fs = Some(opened);
         }
-        Ok(match view.fs.as_ref() {
-            Some(Ok(fs)) => Ok(fs),
+        Ok(match self.view(as_of)?.fs.as_ref() {
+            Some(Ok(fs)) => Ok(Arc::clone(fs)),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err("no filesystem".into()),
+        })
+    }
+
+    /// The filesystem as of `as_of` when it is ext2/3/4 (for what only ext
+    /// has here: its group table with checksums, directory block marks,
+    /// the layer diff).
+    pub(super) fn ext(&mut self, as_of: usize) -> Result<Result<&Ext4, String>, BlockError> {
+        let _ = self.fsys(as_of)?;
+        Ok(match self.view(as_of)?.fs.as_ref() {
+            Some(Ok(fs)) => fs
+                .as_any()
+                .downcast_ref::<Ext4>()
+                .ok_or_else(|| format!("not for {}: ext2/3/4 only", fs.kind().name())),
             Some(Err(e)) => Err(e.clone()),
             None => Err("no filesystem".into()),
         })
@@ -50,7 +69,10 @@ impl Worker {
         let _ = self.ext(from)?;
         let _ = self.ext(to)?;
         let fs = |n: usize| match self.views.get(&n).and_then(|v| v.fs.as_ref()) {
-            Some(Ok(fs)) => Ok(fs),
+            Some(Ok(fs)) => fs
+                .as_any()
+                .downcast_ref::<Ext4>()
+                .ok_or_else(|| "the layer diff reads ext2/3/4 only".to_owned()),
             Some(Err(e)) => Err(e.clone()),
             None => Err("no filesystem".to_owned()),
         };
@@ -64,10 +86,35 @@ impl Worker {
         })
     }
 
-    pub(super) fn fs(&mut self, as_of: usize) -> Result<Result<Vec<FieldRow>, String>, BlockError> {
-        Ok(self
-            .ext(as_of)?
-            .map(|fs| fs.superblock().fields.iter().map(field_row).collect()))
+    /// The filesystem in view: kind, volume, root, block size and the
+    /// superblock's fields at disk offsets.
+    pub(super) fn fs(&mut self, as_of: usize) -> Result<Result<FsView, String>, BlockError> {
+        let fs = match self.fsys(as_of)? {
+            Ok(fs) => fs,
+            Err(e) => return Ok(Err(e)),
+        };
+        let report = fs.superblock();
+        let fields = self.report_rows(&report);
+        Ok(Ok(FsView {
+            kind: fs.kind().name(),
+            volume: self.volume_at(),
+            root: fs.root(),
+            block_size: fs.block_size(),
+            fields,
+        }))
+    }
+
+    /// A report's fields as pane rows, at disk offsets.
+    pub(super) fn report_rows(&mut self, report: &Report) -> Vec<FieldRow> {
+        report
+            .fields
+            .iter()
+            .map(|f| {
+                let mut row = report_row(f);
+                row.offset = self.disk_offset(f.offset);
+                row
+            })
+            .collect()
     }
 
     pub(super) fn dir(
@@ -75,30 +122,49 @@ impl Worker {
         as_of: usize,
         ino: u64,
     ) -> Result<Result<Vec<TreeNode>, String>, BlockError> {
-        Ok(self.ext(as_of)?.and_then(|fs| {
-            let node = fs.inode(ino).map_err(|e| e.to_string())?;
-            let mut errors = Vec::new();
-            let entries = fs.read_dir(&node, &mut errors).map_err(|e| e.to_string())?;
-            let mut out: Vec<TreeNode> = entries
-                .iter()
-                .filter(|e| e.name != b"." && e.name != b"..")
-                .map(|e| {
-                    let child = fs.inode(u64::from(e.inode)).ok();
-                    TreeNode {
-                        ino: u64::from(e.inode),
-                        name: e.display_name(),
-                        depth: 0,
-                        is_dir: child.as_ref().is_some_and(|c| c.is_dir()),
-                        expanded: false,
-                        size: child.as_ref().map_or(0, |c| c.size),
-                        mode: child.as_ref().map_or(0, |c| c.mode),
-                        marks: Marks::Unknown,
-                    }
-                })
-                .collect();
-            out.sort_by(|a, b| (!a.is_dir, &a.name).cmp(&(!b.is_dir, &b.name)));
-            Ok(out)
-        }))
+        let fs = match self.fsys(as_of)? {
+            Ok(fs) => fs,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut entries = Vec::new();
+        let mut problems = Vec::new();
+        let listed = fs.read_dir(ino, &mut problems, &mut |e| {
+            if !e.is_dot_or_dotdot() {
+                entries.push(e);
+            }
+            if entries.len() >= MAX_DIR_ROWS {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        if let Err(e) = listed {
+            return Ok(Err(printable_chain(&e)));
+        }
+        let mut out: Vec<TreeNode> = entries
+            .iter()
+            .map(|e| {
+                let meta = fs.metadata(e.node).ok();
+                let is_dir = match &meta {
+                    Some(m) => m.file_type == FileType::Directory,
+                    None => e.file_type == Some(FileType::Directory),
+                };
+                TreeNode {
+                    ino: e.node,
+                    name: crate::escape::printable_bytes(&e.name),
+                    depth: 0,
+                    is_dir,
+                    expanded: false,
+                    size: meta.as_ref().map_or(0, |m| m.size),
+                    mode: meta
+                        .as_ref()
+                        .map_or(0, |m| u16::try_from(m.mode & 0xffff).unwrap_or(0)),
+                    marks: Marks::Unknown,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| (!a.is_dir, &a.name).cmp(&(!b.is_dir, &b.name)));
+        Ok(Ok(out))
     }
 
     /// A file's first data byte, the layers holding its blocks, and the
@@ -109,7 +175,7 @@ impl Worker {
         ino: u64,
         cells: usize,
     ) -> Result<FileAt, BlockError> {
-        let reader = Arc::clone(&self.view(as_of)?.reader);
+        let size = self.view(as_of)?.reader.len();
         let mut out = FileAt {
             as_of,
             ino,
@@ -117,64 +183,88 @@ impl Worker {
             layers: LayerSet::default(),
             cells: vec![false; cells.min(MAX_CELLS)],
         };
-        let Ok(fs) = self.ext(as_of)? else {
+        let Ok(fs) = self.fsys(as_of)? else {
             return Ok(out);
         };
-        let Some(runs) = data_runs(fs, ino) else {
+        let Some(runs) = data_runs(fs.as_ref(), ino) else {
             return Ok(out);
         };
-        let bs = fs.superblock().block_size;
-        out.offset = runs.first().map(|r| r.physical.saturating_mul(bs));
-        out.layers = layer_set(&reader, &runs, bs)?;
+        let ranges = self.disk_ranges_of(&runs);
+        out.offset = ranges.first().map(|r| r.0);
+        out.layers = self.layer_set(as_of, &ranges)?;
         if !out.cells.is_empty() {
-            let cell = reader.len().div_ceil(out.cells.len() as u64).max(1);
+            let cell = size.div_ceil(out.cells.len() as u64).max(1);
             let last = out.cells.len() - 1;
-            for r in runs.iter().filter(|r| r.len > 0) {
-                let start = r.physical.saturating_mul(bs);
-                let end = r.physical.saturating_add(r.len).saturating_mul(bs);
-                let first = ((start / cell) as usize).min(last);
-                let end_cell = (((end - 1) / cell) as usize).min(last);
+            for &(start, end) in ranges.iter().filter(|r| r.1 > r.0) {
+                let first = usize::try_from(start / cell).unwrap_or(last).min(last);
+                let end_cell = usize::try_from((end - 1) / cell).unwrap_or(last).min(last);
                 out.cells[first..=end_cell].fill(true);
             }
         }
         Ok(out)
     }
 
-    /// Inode `ino`'s slot, its fields from the inode table.
+    /// Volume runs as disk ranges.
+    fn disk_ranges_of(&mut self, runs: &[Run]) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for r in runs {
+            out.extend(self.disk_ranges(r.physical, r.physical.saturating_add(r.len)));
+        }
+        out
+    }
+
+    /// Node `ino`'s on-disk structure (an inode in its table, a FAT
+    /// directory entry), its fields marked.
     pub(super) fn inode_at(&mut self, as_of: usize, ino: u64) -> Result<Reply, BlockError> {
-        let fs = match self.ext(as_of)? {
+        let fs = match self.fsys(as_of)? {
             Ok(fs) => fs,
             Err(e) => return Ok(Reply::Error(e)),
         };
-        Ok(match fs.inode(ino) {
-            Ok(node) => Reply::Structure(Box::new(Structure {
-                as_of,
-                label: format!("inode {ino} ({}, {} bytes)", node.type_name(), node.size),
-                at: node.base,
-                fields: node.fields().iter().map(|f| (f.offset, f.size)).collect(),
-                focus: true,
-            })),
-            Err(e) => Reply::Error(crate::escape::printable(&error_chain(&e))),
-        })
+        let report = match fs.node_report(ino) {
+            Ok(r) => r,
+            Err(e) => return Ok(Reply::Error(printable_chain(&e))),
+        };
+        let what = match fs.metadata(ino) {
+            Ok(m) => format!(" ({}, {} bytes)", type_name(m.file_type), m.size),
+            Err(_) => String::new(),
+        };
+        let at = self.disk_offset(report.offset);
+        let fields = self
+            .report_rows(&report)
+            .iter()
+            .map(|f| (f.offset, f.size))
+            .collect();
+        Ok(Reply::Structure(Box::new(Structure {
+            as_of,
+            label: format!("{}{what}", crate::escape::printable(&fs.node_name(ino))),
+            at,
+            fields,
+            focus: true,
+        })))
     }
 
     /// Directory `ino`'s first block, each entry's fields (the entry
     /// table's, then the name) marked; nothing for an inline directory.
     pub(super) fn dir_block(&mut self, as_of: usize, ino: u64) -> Result<Reply, BlockError> {
         use crate::fs::ext::dir::{decode_block, ENTRY};
-        let Ok(fs) = self.ext(as_of)? else {
-            return Ok(Reply::Error("no filesystem".into()));
+        let (first, block, bs) = {
+            let fs = match self.ext(as_of)? {
+                Ok(fs) => fs,
+                Err(e) => return Ok(Reply::Error(e)),
+            };
+            let Some(first) = data_runs(fs, ino).and_then(|r| r.into_iter().next()) else {
+                return Ok(Reply::Error(format!(
+                    "directory inode {ino} has no blocks (inline)"
+                )));
+            };
+            let bs = fs.superblock().block_size;
+            let block = match fs.block(first.physical / bs.max(1)) {
+                Ok(b) => b,
+                Err(e) => return Ok(Reply::Error(printable_chain(&e))),
+            };
+            (first, block, bs)
         };
-        let Some(first) = data_runs(fs, ino).and_then(|r| r.into_iter().next()) else {
-            return Ok(Reply::Error(format!(
-                "directory inode {ino} has no blocks (inline)"
-            )));
-        };
-        let block = match fs.block(first.physical) {
-            Ok(b) => b,
-            Err(e) => return Ok(Reply::Error(crate::escape::printable(&error_chain(&e)))),
-        };
-        let at = first.physical.saturating_mul(fs.superblock().block_size);
+        let at = self.disk_offset(first.physical);
         let mut fields = Vec::new();
         for e in decode_block(&block, at).entries {
             fields.extend(ENTRY.iter().map(|f| (e.offset + f.offset as u64, f.size)));
@@ -182,7 +272,10 @@ impl Worker {
         }
         Ok(Reply::Structure(Box::new(Structure {
             as_of,
-            label: format!("directory inode {ino}, block {}", first.physical),
+            label: format!(
+                "directory inode {ino}, block {}",
+                first.physical / bs.max(1)
+            ),
             at,
             fields,
             focus: false,
@@ -191,19 +284,61 @@ impl Worker {
 
     /// The layers holding each inode's blocks.
     pub(super) fn marks(&mut self, as_of: usize, inos: &[u64]) -> Result<Reply, BlockError> {
-        let reader = Arc::clone(&self.view(as_of)?.reader);
-        let mut marks = Vec::new();
-        if let Ok(fs) = self.ext(as_of)? {
-            let bs = fs.superblock().block_size;
+        let mut runs = Vec::new();
+        if let Ok(fs) = self.fsys(as_of)? {
             for &ino in inos {
-                let set = match data_runs(fs, ino) {
-                    Some(runs) => layer_set(&reader, &runs, bs)?,
-                    None => LayerSet::default(),
-                };
-                marks.push((ino, set));
+                runs.push((ino, data_runs(fs.as_ref(), ino)));
             }
         }
+        let mut marks = Vec::new();
+        for (ino, r) in runs {
+            let set = match r {
+                Some(r) => {
+                    let ranges = self.disk_ranges_of(&r);
+                    self.layer_set(as_of, &ranges)?
+                }
+                None => LayerSet::default(),
+            };
+            marks.push((ino, set));
+        }
         Ok(Reply::Marks { as_of, marks })
+    }
+
+    /// The layers serving byte ranges of the disk.
+    fn layer_set(&mut self, as_of: usize, ranges: &[(u64, u64)]) -> Result<LayerSet, BlockError> {
+        let size = self.view(as_of)?.reader.len();
+        let mut set = LayerSet::default();
+        for &(start, end) in ranges {
+            let end = end.min(size);
+            if start < end {
+                for (_, layer) in self.owners(as_of, start, end - start)? {
+                    set.add(layer);
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// Entries of one directory listed at most (a damaged or absurd
+/// directory shows its first ones).
+const MAX_DIR_ROWS: usize = 1 << 16;
+
+pub(super) fn printable_chain(e: &dyn std::error::Error) -> String {
+    crate::escape::printable(&error_chain(e))
+}
+
+/// How the hex title names a node's type.
+fn type_name(t: FileType) -> &'static str {
+    match t {
+        FileType::Regular => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symlink",
+        FileType::CharDevice => "character device",
+        FileType::BlockDevice => "block device",
+        FileType::Fifo => "fifo",
+        FileType::Socket => "socket",
+        FileType::Unknown => "unknown type",
     }
 }
 
@@ -211,40 +346,53 @@ impl Worker {
 /// (badly fragmented, or a damaged map) is sampled.
 const MAX_RUNS: usize = 4096;
 
-/// The data runs of inode `ino` (the first [`MAX_RUNS`]), or None when it
-/// cannot be read.
-fn data_runs(fs: &Ext4, ino: u64) -> Option<Vec<crate::fs::ext::blockmap::Run>> {
-    let node = fs.inode(ino).ok()?;
-    let runs = fs.runs(&node).ok()?;
-    Some(
-        runs.into_iter()
-            .filter(|r| !r.meta)
-            .take(MAX_RUNS)
-            .collect(),
-    )
+/// The data runs of node `ino` (volume bytes, the first [`MAX_RUNS`]), or
+/// None when it cannot be read.
+fn data_runs(fs: &dyn Filesystem, ino: u64) -> Option<Vec<Run>> {
+    let mut runs = Vec::new();
+    let mut problems = Vec::new();
+    fs.runs(ino, &mut problems, &mut |r| {
+        if !matches!(r.kind, RunKind::Meta { .. }) && r.len > 0 {
+            runs.push(r);
+        }
+        if runs.len() >= MAX_RUNS {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .ok()?;
+    Some(runs)
 }
 
-/// The layers serving `runs` (of `bs`-byte blocks).
-fn layer_set(
-    reader: &LayeredReader,
-    runs: &[crate::fs::ext::blockmap::Run],
-    bs: u64,
-) -> Result<LayerSet, BlockError> {
-    let mut set = LayerSet::default();
-    for r in runs {
-        let mut at = r.physical.saturating_mul(bs);
-        let end = r
-            .physical
-            .saturating_add(r.len)
-            .saturating_mul(bs)
-            .min(reader.len());
-        while at < end {
-            let o = reader.owner(at, end - at)?;
-            set.add(o.layer);
-            at += o.len.max(1);
-        }
+/// A report field as a pane row: the raw value, then what it means where
+/// that says more (a date, feature names, a magic in hex), then a
+/// checksum's state (escaped; the offset is the volume's until mapped).
+pub(super) fn report_row(f: &ReportField) -> FieldRow {
+    let raw = match &f.raw {
+        RawValue::Uint(v) => v.to_string(),
+        RawValue::Bytes(b) => crate::escape::printable_bytes(b),
+    };
+    let shown = crate::escape::printable(&f.shown);
+    let mut value = match &f.raw {
+        RawValue::Bytes(_) if !shown.is_empty() => shown,
+        _ if shown.is_empty() || shown == raw => raw,
+        _ => format!("{raw} = {shown}"),
+    };
+    if let Some(c) = &f.check {
+        let state = if c.stored == c.computed {
+            "ok".to_owned()
+        } else {
+            format!("BAD, computed {:#x}", c.computed)
+        };
+        value = format!("{:#x} {state}", c.stored);
     }
-    Ok(set)
+    FieldRow {
+        name: f.name,
+        offset: f.offset,
+        size: usize::try_from(f.size).unwrap_or(0),
+        value,
+    }
 }
 
 /// A decoded field as a pane row.
@@ -254,81 +402,5 @@ pub(super) fn field_row(f: &crate::layout::FieldValue) -> FieldRow {
         offset: f.offset,
         size: f.size,
         value: f.text.clone().unwrap_or_else(|| f.value.to_string()),
-    }
-}
-
-/// The group descriptor table (the first [`MAX_GROUP_ROWS`] groups); a
-/// descriptor that cannot be read is a row with its error.
-pub(super) fn groups_table(fs: &Ext4) -> GroupsTable {
-    use crate::fs::ext::group_desc::expected_checksum;
-    let sb = fs.superblock();
-    let count = sb.group_count();
-    let desc_size = if sb.is_64bit() {
-        usize::from(sb.desc_size)
-    } else {
-        32
-    };
-    let rows = (0..count.min(MAX_GROUP_ROWS))
-        .map(|g| match fs.group(g) {
-            Ok(d) => {
-                let offset = d.fields.first().map(|f| f.offset);
-                let checksum = match d.checksum_ok {
-                    None => Checksum::None,
-                    Some(true) => Checksum::Ok(d.checksum),
-                    Some(false) => {
-                        // The expected value, from the descriptor's bytes.
-                        let mut raw = vec![0u8; desc_size];
-                        let expected = offset
-                            .and_then(|o| fs.disk().read_at(o, &mut raw).ok())
-                            .and_then(|()| expected_checksum(sb, g, &raw))
-                            .unwrap_or(0);
-                        Checksum::Bad {
-                            stored: d.checksum,
-                            expected,
-                        }
-                    }
-                };
-                GroupRow {
-                    group: g,
-                    offset,
-                    block_bitmap: d.block_bitmap,
-                    inode_bitmap: d.inode_bitmap,
-                    inode_table: d.inode_table,
-                    free_blocks: d.free_blocks,
-                    free_inodes: d.free_inodes,
-                    used_dirs: d.used_dirs,
-                    itable_unused: d.itable_unused,
-                    flags: d.flag_names(),
-                    checksum,
-                    error: None,
-                }
-            }
-            Err(e) => GroupRow {
-                group: g,
-                offset: None,
-                block_bitmap: 0,
-                inode_bitmap: 0,
-                inode_table: 0,
-                free_blocks: 0,
-                free_inodes: 0,
-                used_dirs: 0,
-                itable_unused: 0,
-                flags: Vec::new(),
-                checksum: Checksum::None,
-                error: Some(crate::escape::printable(&error_chain(&e))),
-            },
-        })
-        .collect();
-    GroupsTable {
-        count,
-        desc_size,
-        checksum_kind: if sb.has_metadata_csum() {
-            "crc32c"
-        } else if sb.has_ro_compat(0x10) {
-            "crc16"
-        } else {
-            "none"
-        },
-        rows,
     }
 }

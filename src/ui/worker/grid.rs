@@ -1,10 +1,13 @@
 //! The worker's views of the disk itself: hex bytes with the layer of
 //! each row, and the hit map grid (static owners from the map, or what
-//! reads were served from).
+//! reads were served from). Over NBD with allocation depths the layers
+//! are the server's, numbered as a local chain would be (see
+//! [`super::remote`]).
 use super::{Worker, MAX_CELLS};
+use crate::block::hitmap::Served;
 use crate::block::map::MapIter;
 use crate::block::{BlockError, BlockSource};
-use crate::ui::msg::{CellOwner, Grid, HexData, HitMode};
+use crate::ui::msg::{CellOwner, Grid, HexData, HitMode, ServerLayers};
 
 /// Map entries kept per layer for the static hit map; past this the rest
 /// of the disk shows as "not read" rather than using unbounded memory.
@@ -17,6 +20,17 @@ const MAX_MAP_ENTRIES: usize = 1 << 20;
 const MAX_MAP_STEPS: u64 = MAX_MAP_ENTRIES as u64;
 const MAX_REMOTE_MAP_STEPS: u64 = 1 << 14;
 
+/// The topmost layer with anything in a cell wins (a small overlay write
+/// stays visible); a cell no layer holds beats one not read.
+fn merge(c: CellOwner, o: CellOwner) -> CellOwner {
+    match (c, o) {
+        (CellOwner::Layer(a), CellOwner::Layer(b)) => CellOwner::Layer(a.max(b)),
+        (CellOwner::Layer(a), _) => CellOwner::Layer(a),
+        (CellOwner::Nowhere, CellOwner::NotRead) => CellOwner::Nowhere,
+        (_, o) => o,
+    }
+}
+
 impl Worker {
     pub(super) fn hex(
         &mut self,
@@ -25,16 +39,29 @@ impl Worker {
         len: u64,
     ) -> Result<HexData, BlockError> {
         let view = self.view(as_of)?;
-        let mut bytes = vec![0u8; len as usize];
+        let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(0)];
         view.cache.read_at(offset, &mut bytes)?;
-        let owners = (0..len.div_ceil(16))
-            .map(|row| {
-                let at = offset + row * 16;
-                view.reader
-                    .owner(at, 16.min(len - row * 16))
-                    .map(|o| o.layer)
-            })
-            .collect::<Result<_, _>>()?;
+        // The owner of each row's first byte.
+        let runs = self.owners(as_of, offset, len)?;
+        let mut owners = Vec::new();
+        let (mut run, mut run_end) = (runs.iter(), offset);
+        let mut current = None;
+        for row in 0..len.div_ceil(16) {
+            let at = offset + row * 16;
+            while at >= run_end {
+                match run.next() {
+                    Some(&(n, l)) => {
+                        run_end += n;
+                        current = l;
+                    }
+                    None => {
+                        current = None;
+                        break;
+                    }
+                }
+            }
+            owners.push(current);
+        }
         Ok(HexData {
             as_of,
             offset,
@@ -43,84 +70,119 @@ impl Worker {
         })
     }
 
+    /// The static map (start, end, owner), computed once per view.
+    fn static_map(&mut self, as_of: usize) -> Result<(), BlockError> {
+        if self.view(as_of)?.map.is_some() {
+            return Ok(());
+        }
+        let mut map = Vec::new();
+        if let Some(r) = self.remote()? {
+            for &(start, end, depth) in &r.map {
+                let owner = r
+                    .layer_of(depth)
+                    .map_or(CellOwner::Nowhere, CellOwner::Layer);
+                map.push((start, end, owner));
+            }
+        } else {
+            let steps = if self.chain.layers.iter().any(|l| l.nbd.is_some()) {
+                MAX_REMOTE_MAP_STEPS
+            } else {
+                MAX_MAP_STEPS
+            };
+            let view = self.view(as_of)?;
+            for e in MapIter::new(&view.reader)
+                .with_budget(steps)
+                .take(MAX_MAP_ENTRIES)
+            {
+                let e = e?;
+                let owner = if e.present {
+                    let depth = usize::try_from(e.depth).unwrap_or(usize::MAX);
+                    CellOwner::Layer(as_of.saturating_sub(depth))
+                } else {
+                    CellOwner::Nowhere
+                };
+                map.push((e.start, e.start + e.length, owner));
+            }
+        }
+        self.view(as_of)?.map = Some(map);
+        Ok(())
+    }
+
     pub(super) fn grid(
         &mut self,
         as_of: usize,
         cells: usize,
         mode: HitMode,
     ) -> Result<Grid, BlockError> {
-        let layers = as_of + 1;
-        let steps = if self.chain.layers.iter().any(|l| l.nbd.is_some()) {
-            MAX_REMOTE_MAP_STEPS
-        } else {
-            MAX_MAP_STEPS
-        };
+        let server = self.remote()?.map(|r| ServerLayers {
+            layers: r.layers,
+            complete: r.complete,
+        });
+        let layers = server.map_or(as_of + 1, |s| s.layers);
+        if mode == HitMode::Static {
+            self.static_map(as_of)?;
+        }
         let view = self.view(as_of)?;
         let size = view.reader.len();
         let cells = cells.clamp(1, MAX_CELLS);
         let cell = size.div_ceil(cells as u64).max(1);
+        let last = cells - 1;
         let mut out = vec![CellOwner::NotRead; cells];
         let mut bytes = vec![0u64; layers];
         let mut nowhere = 0;
         match mode {
             HitMode::Static => {
-                if view.map.is_none() {
-                    let mut map = Vec::new();
-                    for e in MapIter::new(&view.reader)
-                        .with_budget(steps)
-                        .take(MAX_MAP_ENTRIES)
-                    {
-                        let e = e?;
-                        let owner = if e.present {
-                            CellOwner::Layer(as_of.saturating_sub(e.depth as usize))
-                        } else {
-                            CellOwner::Nowhere
-                        };
-                        map.push((e.start, e.start + e.length, owner));
-                    }
-                    view.map = Some(map);
-                }
                 for &(start, end, owner) in view.map.iter().flatten() {
                     match owner {
                         CellOwner::Layer(l) => bytes[l.min(layers - 1)] += end - start,
                         _ => nowhere += end - start,
                     }
-                    for c in &mut out[(start / cell) as usize..=((end - 1) / cell) as usize] {
-                        // The topmost layer with anything in the cell wins:
-                        // a small overlay write stays visible.
-                        *c = match (*c, owner) {
-                            (CellOwner::Layer(a), CellOwner::Layer(b)) => {
-                                CellOwner::Layer(a.max(b))
-                            }
-                            (CellOwner::Layer(a), _) => CellOwner::Layer(a),
-                            (_, o) => o,
-                        };
+                    let first = usize::try_from(start / cell).unwrap_or(last).min(last);
+                    let end_cell = usize::try_from((end - 1) / cell).unwrap_or(last).min(last);
+                    for c in &mut out[first..=end_cell] {
+                        *c = merge(*c, owner);
                     }
                 }
             }
             HitMode::Runtime => {
                 let hits = view.reader.hits();
                 let step = hits.cell_size().max(1);
+                // Over NBD the map records server depths (0 the top):
+                // numbered from the chain's depth found by the scan.
+                let owner = |s: Served| match (s, server) {
+                    (Served::Layer(d), Some(sv)) => {
+                        CellOwner::Layer(sv.layers.saturating_sub(1).saturating_sub(d))
+                    }
+                    (s, _) => CellOwner::from(s),
+                };
                 for (i, c) in out.iter_mut().enumerate() {
                     let (start, end) = (i as u64 * cell, ((i as u64 + 1) * cell).min(size));
                     let mut at = start;
                     while at < end {
-                        *c = match (*c, CellOwner::from(hits.served(at))) {
-                            (CellOwner::Layer(a), CellOwner::Layer(b)) => {
-                                CellOwner::Layer(a.max(b))
-                            }
-                            (CellOwner::Layer(a), _) => CellOwner::Layer(a),
-                            (CellOwner::Nowhere, CellOwner::NotRead) => CellOwner::Nowhere,
-                            (_, o) => o,
+                        let s = if server.is_some() {
+                            hits.served_recorded(at)
+                        } else {
+                            hits.served(at)
                         };
+                        *c = merge(*c, owner(s));
                         at += step;
                     }
                 }
                 let (per_layer, none) = hits.totals();
-                // Over NBD the server's layers, as deep as reads found them.
-                bytes.resize(bytes.len().max(per_layer.len()), 0);
-                for (i, t) in per_layer.iter().enumerate() {
-                    bytes[i] = t.bytes;
+                match (hits.depth_totals(), server) {
+                    (Some(top_first), Some(sv)) => {
+                        for (d, t) in top_first.iter().enumerate() {
+                            let l = sv.layers.saturating_sub(1).saturating_sub(d);
+                            if let Some(b) = bytes.get_mut(l) {
+                                *b += t.bytes;
+                            }
+                        }
+                    }
+                    _ => {
+                        for (b, t) in bytes.iter_mut().zip(&per_layer) {
+                            *b = t.bytes;
+                        }
+                    }
                 }
                 nowhere = none.bytes;
             }
@@ -131,6 +193,7 @@ impl Worker {
             cells: out,
             bytes,
             nowhere,
+            server,
         })
     }
 }

@@ -10,13 +10,16 @@ use std::sync::Arc;
 mod diff;
 mod fs;
 mod grid;
+mod groups;
+mod remote;
+mod volumes;
 
 use super::msg::{CellOwner, ChainInfo, Reply, Request};
 use crate::block::cache::BlockCache;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
-use crate::block::BlockError;
-use crate::fs::ext::Ext4;
+use crate::block::{BlockError, BlockSource};
+use crate::fs::Filesystem;
 
 /// Hit map cells, at most.
 const MAX_CELLS: usize = 1 << 16;
@@ -30,8 +33,9 @@ struct View {
     cache: BlockCache,
     /// The static map (start, end, owner), computed once.
     map: Option<Vec<(u64, u64, CellOwner)>>,
-    /// The filesystem as of this layer, opened once.
-    fs: Option<Result<Ext4, String>>,
+    /// The filesystem as of this layer on the volume in view, opened
+    /// once.
+    fs: Option<Result<Arc<dyn Filesystem>, String>>,
 }
 
 /// Owns the chain and everything read from it.
@@ -47,9 +51,15 @@ pub struct Worker {
     cancel: Arc<AtomicU64>,
     /// The NBD connection state last seen, to log its changes.
     nbd_state: Option<String>,
+    /// Over NBD with allocation depths, the server's layers (scanned on
+    /// first use; None inside: the server gives no depths).
+    remote: Option<Option<remote::Remote>>,
     /// The volume whose filesystem the panes show (`p1`, `vg0/root`, as
-    /// `layerscope volumes` names it); `None`: the whole disk.
+    /// `layerscope volumes` names it); `None`: the one holding a
+    /// filesystem (a bare disk: the disk).
     volume: Option<String>,
+    /// The disk's volumes and the one in view.
+    vols: volumes::Volumes,
 }
 
 impl Worker {
@@ -62,7 +72,9 @@ impl Worker {
             replies: None,
             cancel: Arc::default(),
             nbd_state: None,
+            remote: None,
             volume: None,
+            vols: volumes::Volumes::default(),
         }
     }
 
@@ -77,6 +89,53 @@ impl Worker {
     /// Esc) stops the search at the next directory.
     pub fn search_cancel(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.cancel)
+    }
+
+    /// The server's layers, over an NBD export that gives allocation
+    /// depths (scanned once).
+    fn remote(&mut self) -> Result<Option<&remote::Remote>, BlockError> {
+        if self.remote.is_none() {
+            let client = match self.chain.layers.as_slice() {
+                [only] => only.nbd.clone(),
+                _ => None,
+            };
+            self.remote = Some(match client {
+                Some(c) => {
+                    let start = std::time::Instant::now();
+                    let r = remote::Remote::scan(c)?;
+                    if let Some(r) = &r {
+                        tracing::info!(layers = r.layers, ranges = r.map.len(), complete = r.complete, ms = %start.elapsed().as_millis(), "server layers scanned");
+                    }
+                    r
+                }
+                None => None,
+            });
+        }
+        Ok(self.remote.as_ref().and_then(Option::as_ref))
+    }
+
+    /// The layer serving each part of `[offset, offset + len)` as of
+    /// `as_of`: (length, layer) in order; over NBD, the server's layers.
+    fn owners(
+        &mut self,
+        as_of: usize,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<(u64, Option<usize>)>, BlockError> {
+        if let Some(r) = self.remote()? {
+            return r.owners(offset, len);
+        }
+        let reader = Arc::clone(&self.view(as_of)?.reader);
+        let mut out = Vec::new();
+        let end = offset.saturating_add(len).min(reader.len());
+        let mut at = offset;
+        while at < end {
+            let o = reader.owner(at, end - at)?;
+            let n = o.len.max(1).min(end - at);
+            out.push((n, o.layer));
+            at += n;
+        }
+        Ok(out)
     }
 
     fn view(&mut self, as_of: usize) -> Result<&mut View, BlockError> {
@@ -162,26 +221,30 @@ impl Worker {
             Request::Search { as_of, needle } => {
                 let generation = self.cancel.load(Ordering::Relaxed);
                 let cancel = Arc::clone(&self.cancel);
-                self.ext(as_of).map(|fs| match fs {
+                self.fsys(as_of).map(|fs| match fs {
                     Ok(fs) => Reply::Found(Box::new(super::search::search(
-                        fs, as_of, &needle, &cancel, generation,
+                        fs.as_ref(),
+                        as_of,
+                        &needle,
+                        &cancel,
+                        generation,
                     ))),
                     Err(e) => Reply::Error(e),
                 })
             }
-            Request::Groups { as_of } => self.ext(as_of).map(|fs| Reply::Groups {
-                as_of,
-                table: fs.map(fs::groups_table),
-            }),
-            Request::GroupFields { as_of, group } => self.ext(as_of).map(|fs| Reply::GroupFields {
-                as_of,
-                group,
-                fields: fs.and_then(|fs| {
-                    fs.group(group)
-                        .map(|d| d.fields.iter().map(fs::field_row).collect())
-                        .map_err(|e| crate::escape::printable(&error_chain(&e)))
-                }),
-            }),
+            Request::Volumes => self.volume_list().map(|l| Reply::Volumes(Ok(l))),
+            Request::Volume { name } => self.set_volume(name).map(|l| Reply::Volumes(Ok(l))),
+            Request::Groups { as_of } => self
+                .groups(as_of)
+                .map(|table| Reply::Groups { as_of, table }),
+            Request::GroupFields { as_of, group } => {
+                self.group_fields(as_of, group)
+                    .map(|fields| Reply::GroupFields {
+                        as_of,
+                        group,
+                        fields,
+                    })
+            }
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
                 Some(n) => Ok(nbd_status(&n, &mut self.nbd_state)),
                 None => Ok(Reply::Error("not an NBD export".into())),

@@ -40,6 +40,7 @@ fn walk(path: &Path) -> Walk {
     let opts = ChainOptions {
         format: Some(Format::Raw),
         backing_format: None,
+        ..Default::default()
     };
     let chain = open_chain(path.to_str().unwrap(), opts, &FsOpener).unwrap();
     let reader = Arc::new(LayeredReader::new(&chain).unwrap());

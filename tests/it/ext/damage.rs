@@ -366,3 +366,95 @@ fn directory_loops_are_named_and_listing_ends() {
     let errors = json["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 2, "{errors:?}");
 }
+
+/// A directory whose map lists its blocks again and again (three extents
+/// over the same blocks, written with debugfs; a small filesystem can make
+/// a listing of millions of entries this way): `ls` lists each entry once,
+/// names each repeated block, and (`ls -R --json` too) streams what it
+/// reads instead of holding the directory.
+#[test]
+fn repeated_directory_blocks_are_listed_once() {
+    if !tools() || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("rep")).unwrap();
+    std::fs::write(tree.join("one"), b"1").unwrap();
+    let names: Vec<String> = (0..60)
+        .map(|i| format!("{i:03}{}", "x".repeat(252)))
+        .collect();
+    for n in &names {
+        std::fs::hard_link(tree.join("one"), tree.join("rep").join(n)).unwrap();
+    }
+    let raw = "rep.raw";
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-b",
+            "4096",
+            "-d",
+            tree.to_str().unwrap(),
+            raw,
+            "64M",
+        ],
+    );
+    let r = runs(dir, raw, "/rep");
+    assert_eq!(r.len(), 1, "{r:?}");
+    let (p, n) = (
+        r[0]["physical"].as_u64().unwrap(),
+        r[0]["len"].as_u64().unwrap(),
+    );
+    assert!(n >= 4, "{r:?}");
+    // The root in i_block: a header (magic, 3 entries of 4, depth 0), then
+    // three extents mapping logical k*n.. to the same n blocks (debugfs
+    // names i_block's last three words IND, DIND, TIND: left alone).
+    let mut cmds = format!(
+        "sif /rep block[0] {:#x}\nsif /rep block[1] 4\nsif /rep block[2] 0\n",
+        0xf30a | 3 << 16
+    );
+    for k in 0..3u64 {
+        cmds += &format!(
+            "sif /rep block[{}] {}\nsif /rep block[{}] {n}\nsif /rep block[{}] {p}\n",
+            3 + 3 * k,
+            k * n,
+            4 + 3 * k,
+            5 + 3 * k
+        );
+    }
+    cmds += &format!("sif /rep size {}\n", 3 * n * 4096);
+    debugfs_w(dir, raw, &cmds);
+    let run = layerscope(dir, &["ls", raw, "/rep"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = run.text();
+    let listed: Vec<&str> = text.lines().filter(|l| l.len() == 255).collect();
+    let mut sorted = listed.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(listed.len(), names.len(), "{text}");
+    assert_eq!(sorted.len(), names.len(), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("is mapped again"))
+            .count() as u64,
+        2 * n,
+        "{text}"
+    );
+    let json = layerscope(dir, &["ls", "-R", "--json", raw, "/rep"])
+        .ok()
+        .json();
+    let entries = json["entries"].as_array().unwrap();
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().len() == 255)
+            .count(),
+        names.len()
+    );
+}

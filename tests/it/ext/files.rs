@@ -336,6 +336,7 @@ fn ls_stat_cat_blocks_equal_debugfs() {
         edit_rich(dir, &raw);
         let checked = check_files(dir, &raw, &raw);
         assert!(checked > 60, "{raw}: only {checked} inodes checked");
+        assert!(super::trait_walk::check(dir, &raw, &raw) > 60, "{raw}");
     }
     // Through a thin overlay: the overlay's edits, and --layer 0 the base.
     sh(
@@ -428,6 +429,7 @@ fn inline_data_files_directories_and_symlinks_equal_debugfs() {
     );
     let checked = check_files(dir, raw, raw);
     assert!(checked > 40, "only {checked} inodes checked");
+    assert!(super::trait_walk::check(dir, raw, raw) > 40);
     // And each file equals its source.
     for sub in ["d0", "d1", "d2"] {
         for e in std::fs::read_dir(tree.join(sub)).unwrap() {

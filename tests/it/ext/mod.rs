@@ -10,6 +10,7 @@ mod damage;
 pub(crate) mod files;
 pub(crate) mod info;
 mod layouts;
+mod trait_walk;
 mod view;
 
 /// `Name: value` lines, whitespace collapsed.

@@ -328,6 +328,11 @@ fn tree_equals_ext4_view() {
         }
         let ours = our_tree(dir, &image, None);
         assert_same(&ours, &theirs, name);
+        // The same tree through the filesystem trait equals debugfs's.
+        assert!(
+            super::trait_walk::check(dir, &image, &image) > 2000,
+            "{name}"
+        );
         // The big directory is indexed where the layout has dir_index.
         let fs_check = super::files::debugfs(dir, &image, "htree_dump /big");
         assert!(

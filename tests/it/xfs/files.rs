@@ -545,7 +545,14 @@ fn attributes_in_every_form_as_of_each_layer() {
         for layer in 0..2 {
             let fs = open(img, Some(layer));
             let what = format!("{} layer {layer}", img.variant.name);
-            let attrs = |p: &str| fs.xattrs(fs.lookup(p.as_bytes()).unwrap()).unwrap();
+            let attrs = |p: &str| {
+                let mut problems = Vec::new();
+                let a = fs
+                    .xattrs(fs.lookup(p.as_bytes()).unwrap(), &mut problems)
+                    .unwrap();
+                assert!(problems.is_empty(), "{p}: {problems:?}");
+                a
+            };
             if layer == 0 {
                 assert!(
                     attrs("/files/f1").is_empty() && attrs(ATTR_NODE.0).is_empty(),

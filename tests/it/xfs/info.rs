@@ -242,7 +242,7 @@ fn groups_listing_equals_freesp_and_the_inode_trees() {
             let table = fs.groups(0, u64::MAX).unwrap();
             let v5 = img.variant.name.starts_with("v5");
             assert_eq!(table.rows.len() as u64, table.total);
-            let col = |name: &str| table.columns.iter().position(|c| *c == name).unwrap();
+            let col = |name: &str| table.columns.iter().position(|c| c.title == name).unwrap();
             for row in &table.rows {
                 let what = format!("{} layer {layer} AG {}", img.variant.name, row.index);
                 let image = flat(img, layer);

@@ -19,6 +19,7 @@ use layerscope::fs::Filesystem;
 
 use crate::util::*;
 
+mod cli;
 mod damage;
 mod files;
 mod info;

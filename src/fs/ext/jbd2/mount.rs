@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::block::origin::Origin;
 use crate::block::BlockSource;
+use crate::fs::ext::superblock::{sb, Compat, Incompat};
 use crate::fs::ext::{Ext4, FsError};
 
 use super::log::{Layout, Log};
@@ -53,8 +54,8 @@ impl Ext4 {
     pub fn open_with(source: Arc<dyn BlockSource>, mount: &Mount) -> Result<Ext4, FsError> {
         let fs = Ext4::open_on_disk(source)?;
         if mount.no_replay
-            || !fs.sb.has_incompat(INCOMPAT_RECOVER)
-            || fs.sb.has_incompat(INCOMPAT_JOURNAL_DEV)
+            || !fs.sb.has_incompat(Incompat::NEEDS_RECOVERY)
+            || fs.sb.has_incompat(Incompat::JOURNAL_DEV)
         {
             return Ok(fs);
         }
@@ -104,14 +105,14 @@ impl Ext4 {
     ) -> Result<Option<Journal>, FsError> {
         let sb = &self.sb;
         let bs = sb.block_size;
-        if sb.has_incompat(INCOMPAT_JOURNAL_DEV) {
+        if sb.has_incompat(Incompat::JOURNAL_DEV) {
             let start = u64::from(sb.first_data_block).saturating_add(1);
             return journal_on_device(Arc::clone(self.disk.inner()), start, bs).map(Some);
         }
-        if sb.feature_compat & COMPAT_HAS_JOURNAL == 0 {
+        if !sb.has_compat(Compat::HAS_JOURNAL) {
             return Ok(None);
         }
-        let ino = sb.get("s_journal_inum");
+        let ino = sb.get(sb!("s_journal_inum"));
         if ino == 0 {
             let Some(dev) = journal_dev else {
                 return Err(FsError::Unsupported {
@@ -121,7 +122,7 @@ impl Ext4 {
             };
             // The device's own superblock says where its journal starts.
             let dfs = Ext4::open_on_disk(Arc::clone(&dev))?;
-            if !dfs.sb.has_incompat(INCOMPAT_JOURNAL_DEV) {
+            if !dfs.sb.has_incompat(Incompat::JOURNAL_DEV) {
                 return Err(FsError::corrupt(
                     "journal device",
                     "s_feature_incompat",
@@ -129,7 +130,7 @@ impl Ext4 {
                     format!("{} is not a journal device", dev.name()),
                 ));
             }
-            if crate::fs::ext::journal::uuid_text(&dfs.sb.uuid) != sb.text("s_journal_uuid") {
+            if crate::fs::ext::journal::uuid_text(&dfs.sb.uuid) != sb.text(sb!("s_journal_uuid")) {
                 return Err(FsError::corrupt(
                     "journal device",
                     "s_uuid",
@@ -171,7 +172,7 @@ impl Ext4 {
     /// filesystem (read as it is on disk).
     pub fn recover(&self, journal: &Journal) -> Recovery {
         let w = walk::walk(&journal.geometry, &journal.log);
-        let needs = self.sb.has_incompat(INCOMPAT_RECOVER);
+        let needs = self.sb.has_incompat(Incompat::NEEDS_RECOVERY);
         let sb_check = super::checksum::superblock(&journal.geometry, &journal.superblock);
         recovery::recover(
             &journal.geometry,

@@ -10,6 +10,7 @@
 //! says what the kernel will do to them.
 use std::collections::HashSet;
 
+use crate::fs::ext::superblock::{sb, Compat};
 use crate::fs::ext::Ext4;
 
 /// Most orphans listed (a damaged chain cannot grow the list without end).
@@ -76,7 +77,7 @@ pub fn orphans(fs: &Ext4) -> (Vec<Orphan>, Vec<String>) {
             }
         };
     // The list: s_last_orphan, then i_dtime of each.
-    let mut next = fs.superblock().get("s_last_orphan");
+    let mut next = fs.superblock().get(sb!("s_last_orphan"));
     while next != 0 {
         if fs.check_inode_number(next).is_err() {
             notes.push(format!(
@@ -91,8 +92,8 @@ pub fn orphans(fs: &Ext4) -> (Vec<Orphan>, Vec<String>) {
     }
     // The orphan file.
     let sb = fs.superblock();
-    let ino = sb.get("s_orphan_file_inum");
-    if sb.feature_compat & 0x1000 != 0 && ino != 0 {
+    let ino = sb.get(sb!("s_orphan_file_inum"));
+    if sb.has_compat(Compat::ORPHAN_FILE) && ino != 0 {
         let bs = sb.block_size;
         let per_block = bs.saturating_sub(8) / 4;
         let map = fs.inode(ino).and_then(|i| fs.block_map(&i));

@@ -164,6 +164,16 @@ impl ReplayedSource {
         self.entry(block).map(|e| e.copy)
     }
 
+    /// The first replayed block at or after `block`.
+    pub fn next_replayed(&self, block: u64) -> Option<u64> {
+        self.entries.get(self.first_from(block)).map(|e| e.block)
+    }
+
+    /// Whether any block of `[first, end)` is replayed.
+    pub fn any_in(&self, first: u64, end: u64) -> bool {
+        self.next_replayed(first).is_some_and(|b| b < end)
+    }
+
     fn entry(&self, block: u64) -> Option<&Entry> {
         let i = self.entries.partition_point(|e| e.block < block);
         self.entries.get(i).filter(|e| e.block == block)

@@ -1,0 +1,191 @@
+//! A table of fixed-width entries in an image file (a VHD or VHDX BAT, a
+//! VDI block map, a VMDK grain directory), read in pages on demand and kept
+//! in a small LRU cache.
+//!
+//! Why paged: a table's size comes from the image, so loading it whole
+//! would let a header decide how much memory we take. Pages keep memory
+//! fixed (at most [`CACHED_PAGES`] pages) whatever the table claims, and
+//! a disk that is mostly unread costs nothing.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+use crate::block::image::read_exact;
+use crate::block::storage::Storage;
+use crate::block::BlockError;
+
+/// Bytes per page read from the file.
+const PAGE_BYTES: u64 = 64 << 10;
+/// Pages kept in memory per table (4 MiB).
+const CACHED_PAGES: usize = 64;
+
+/// Byte order and width of one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Le32,
+    Le64,
+    Be32,
+}
+
+impl Entry {
+    fn width(self) -> u64 {
+        match self {
+            Entry::Le32 | Entry::Be32 => 4,
+            Entry::Le64 => 8,
+        }
+    }
+
+    fn decode(self, b: &[u8]) -> Option<u64> {
+        Some(match self {
+            Entry::Le32 => u64::from(u32::from_le_bytes(b.get(..4)?.try_into().ok()?)),
+            Entry::Be32 => u64::from(u32::from_be_bytes(b.get(..4)?.try_into().ok()?)),
+            Entry::Le64 => u64::from_le_bytes(b.get(..8)?.try_into().ok()?),
+        })
+    }
+}
+
+/// A table of `entries` entries at `offset` of a file.
+pub struct Table {
+    storage: Arc<dyn Storage>,
+    path: String,
+    structure: &'static str,
+    offset: u64,
+    entries: u64,
+    entry: Entry,
+    pages: Mutex<LruCache<u64, Arc<[u8]>>>,
+}
+
+impl Table {
+    /// A table; checks that it lies inside the file.
+    ///
+    /// # Errors
+    /// `Corrupt` naming `structure` when the table passes the end of the
+    /// file.
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        path: &str,
+        structure: &'static str,
+        offset: u64,
+        entries: u64,
+        entry: Entry,
+    ) -> Result<Table, BlockError> {
+        let bytes = entries.checked_mul(entry.width());
+        let file_len = storage.len();
+        if bytes
+            .and_then(|b| offset.checked_add(b))
+            .is_none_or(|end| end > file_len)
+        {
+            return Err(BlockError::corrupt(
+                path,
+                structure,
+                offset,
+                format!(
+                    "{entries} entries of {} bytes at {offset:#x} pass the end of the file ({file_len} bytes)",
+                    entry.width()
+                ),
+            ));
+        }
+        Ok(Table {
+            storage,
+            path: path.to_owned(),
+            structure,
+            offset,
+            entries,
+            entry,
+            pages: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CACHED_PAGES).unwrap_or(NonZeroUsize::MIN),
+            )),
+        })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.entries
+    }
+
+    /// True for a table with no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    /// Where entry `index` is in the file (for messages).
+    pub fn entry_offset(&self, index: u64) -> u64 {
+        self.offset
+            .saturating_add(index.saturating_mul(self.entry.width()))
+    }
+
+    /// Entry `index`, or `None` past the end of the table.
+    ///
+    /// # Errors
+    /// `Io` reading the page.
+    pub fn get(&self, index: u64) -> Result<Option<u64>, BlockError> {
+        if index >= self.entries {
+            return Ok(None);
+        }
+        let width = self.entry.width();
+        let at = index.saturating_mul(width);
+        let page = at / PAGE_BYTES;
+        let in_page = usize::try_from(at % PAGE_BYTES).unwrap_or(0);
+        let data = self.page(page)?;
+        Ok(data.get(in_page..).and_then(|b| self.entry.decode(b)))
+    }
+
+    fn page(&self, page: u64) -> Result<Arc<[u8]>, BlockError> {
+        let mut pages = self.pages.lock().map_err(|_| BlockError::Internal {
+            what: "a table cache lock was poisoned".into(),
+        })?;
+        if let Some(p) = pages.get(&page) {
+            return Ok(Arc::clone(p));
+        }
+        let start = page.saturating_mul(PAGE_BYTES);
+        let total = self.entries.saturating_mul(self.entry.width());
+        let len = total.saturating_sub(start).min(PAGE_BYTES);
+        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        read_exact(
+            self.storage.as_ref(),
+            &self.path,
+            self.structure,
+            self.offset.saturating_add(start),
+            &mut buf,
+        )?;
+        let data: Arc<[u8]> = buf.into();
+        pages.put(page, Arc::clone(&data));
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
+mod tests {
+    use super::*;
+    use crate::block::storage::MemStorage;
+
+    #[test]
+    fn entries_across_pages_and_bounds() {
+        let n = 40_000u64;
+        let mut bytes = vec![0u8; 16];
+        for i in 0..n {
+            bytes.extend_from_slice(&(i as u32 * 3).to_be_bytes());
+        }
+        let s: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes));
+        let t = Table::new(s.clone(), "t", "BAT", 16, n, Entry::Be32).unwrap();
+        assert_eq!(t.get(0).unwrap(), Some(0));
+        assert_eq!(t.get(16_384).unwrap(), Some(49_152));
+        assert_eq!(t.get(n - 1).unwrap(), Some((n - 1) * 3));
+        assert_eq!(t.get(n).unwrap(), None);
+        let err = Table::new(s, "t", "BAT", 16, n + 1, Entry::Be32)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("corrupt BAT"), "{err}");
+    }
+}

@@ -1,0 +1,376 @@
+//! A sparse extent: a grain directory (qemu's L1) of grain tables (L2)
+//! mapping each grain of the extent to a place in its file, or to nothing
+//! (ask the parent), or to zeros.
+//!
+//! Lookups follow qemu's `get_cluster_offset`; every table and grain is
+//! checked against the file before use: a grain table or grain past the end
+//! of the file, or a grain inside the metadata before the first grain, is
+//! an error naming the entry.
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+use crate::block::image::{read_exact, Piece};
+use crate::block::storage::Storage;
+use crate::block::table::{Entry, Table};
+use crate::block::BlockError;
+
+use super::grain;
+
+/// qemu refuses grains larger than this many sectors (1 GiB).
+const MAX_GRAIN_SECTORS: u64 = 0x20_0000;
+/// qemu refuses grain directories with more entries.
+const MAX_GD_ENTRIES: u64 = 32 * 1024 * 1024;
+/// qemu refuses VMDK4 grain tables with more entries.
+pub const MAX_GTES: u32 = 512;
+/// A VMDK4 grain table entry meaning "zeroed grain" (with the flag).
+const GTE_ZEROED: u64 = 1;
+/// Grain tables kept in memory per extent.
+const GT_CACHE: usize = 256;
+
+/// What kind of sparse extent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// VMDK4 (`KDMV`).
+    Vmdk4 { version: u32 },
+    /// VMDK3 (`COWD`).
+    Vmdk3,
+    /// ESXi seSparse: 64-bit entries with a type nibble.
+    SeSparse {
+        tables_offset: u64,
+        grains_offset: u64,
+    },
+}
+
+/// The parameters of a sparse extent, from its header.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub flavor: Flavor,
+    /// Extent size in sectors.
+    pub sectors: u64,
+    pub grain_sectors: u64,
+    pub gtes_per_gt: u64,
+    /// Grain directory offset in bytes, and its entry count.
+    pub gd_offset: u64,
+    pub gd_entries: u64,
+    /// Bytes before the first grain (0 when unknown): grains must not
+    /// point there.
+    pub overhead: u64,
+    pub compressed: bool,
+    pub has_marker: bool,
+    pub zero_grain: bool,
+}
+
+/// One sparse extent file.
+pub struct SparseExtent {
+    pub path: String,
+    storage: Arc<dyn Storage>,
+    /// Index of the file among the image's files.
+    pub file: usize,
+    pub params: Params,
+    pub grain_bytes: u64,
+    gd: Table,
+    gt_cache: Mutex<LruCache<u64, Arc<[u8]>>>,
+    zcache: Mutex<LruCache<u64, Arc<[u8]>>>,
+}
+
+impl SparseExtent {
+    /// Checks the parameters as qemu's `vmdk_add_extent` does and opens
+    /// the grain directory.
+    ///
+    /// # Errors
+    /// `Corrupt` naming the header field.
+    pub fn new(
+        path: &str,
+        storage: Arc<dyn Storage>,
+        file: usize,
+        params: Params,
+    ) -> Result<SparseExtent, BlockError> {
+        let bad = |detail: String| BlockError::corrupt(path, "VMDK sparse header", 0, detail);
+        if params.grain_sectors == 0 || params.gtes_per_gt == 0 {
+            return Err(bad(format!(
+                "grain size {} sectors, {} entries per grain table: L1 entry size is invalid",
+                params.grain_sectors, params.gtes_per_gt
+            )));
+        }
+        if params.grain_sectors > MAX_GRAIN_SECTORS {
+            return Err(bad(format!(
+                "grain size {} sectors is more than 1 GiB (invalid granularity)",
+                params.grain_sectors
+            )));
+        }
+        if params.gd_entries > MAX_GD_ENTRIES {
+            return Err(bad(format!(
+                "grain directory of {} entries (L1 size too big)",
+                params.gd_entries
+            )));
+        }
+        let per_gd = params
+            .grain_sectors
+            .checked_mul(params.gtes_per_gt)
+            .ok_or_else(|| bad("grain directory entry span overflows".into()))?;
+        let needed = params.sectors.div_ceil(per_gd);
+        if params.gd_entries < needed {
+            return Err(bad(format!(
+                "grain directory of {} entries cannot map {} sectors (needs {needed})",
+                params.gd_entries, params.sectors
+            )));
+        }
+        let width = match params.flavor {
+            Flavor::SeSparse { .. } => Entry::Le64,
+            _ => Entry::Le32,
+        };
+        let gd = Table::new(
+            Arc::clone(&storage),
+            path,
+            "VMDK grain directory",
+            params.gd_offset,
+            params.gd_entries,
+            width,
+        )?;
+        let grain_bytes = params.grain_sectors.saturating_mul(512);
+        Ok(SparseExtent {
+            path: path.to_owned(),
+            storage,
+            file,
+            grain_bytes,
+            gd,
+            gt_cache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(GT_CACHE).unwrap_or(NonZeroUsize::MIN),
+            )),
+            zcache: Mutex::new(LruCache::new(
+                NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
+            )),
+            params,
+        })
+    }
+
+    /// The extent's file.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    fn entry_width(&self) -> u64 {
+        match self.params.flavor {
+            Flavor::SeSparse { .. } => 8,
+            _ => 4,
+        }
+    }
+
+    /// The grain table at `offset` (bytes), loaded and cached.
+    fn table(&self, offset: u64, gd_index: u64) -> Result<Arc<[u8]>, BlockError> {
+        let mut cache = self.gt_cache.lock().map_err(|_| poisoned())?;
+        if let Some(t) = cache.get(&offset) {
+            return Ok(Arc::clone(t));
+        }
+        let bytes = self.params.gtes_per_gt.saturating_mul(self.entry_width());
+        let file_len = self.storage.len();
+        if offset.checked_add(bytes).is_none_or(|e| e > file_len) {
+            return Err(BlockError::corrupt(
+                &self.path,
+                "VMDK grain directory entry",
+                self.gd.entry_offset(gd_index),
+                format!(
+                    "grain table {gd_index} at {offset:#x} ({bytes} bytes) passes the end of the file ({file_len} bytes)"
+                ),
+            ));
+        }
+        let mut raw = vec![0u8; usize::try_from(bytes).unwrap_or(0)];
+        read_exact(
+            self.storage.as_ref(),
+            &self.path,
+            "VMDK grain table",
+            offset,
+            &mut raw,
+        )?;
+        let t: Arc<[u8]> = raw.into();
+        cache.put(offset, Arc::clone(&t));
+        Ok(t)
+    }
+
+    /// What the grain holding byte `rel` of the extent maps to, and the
+    /// file offset of its grain table entry (for messages).
+    pub fn grain(&self, rel: u64) -> Result<Piece, BlockError> {
+        let sector = rel / 512;
+        let per_gd = self
+            .params
+            .grain_sectors
+            .saturating_mul(self.params.gtes_per_gt);
+        let gd_index = sector.checked_div(per_gd).unwrap_or(0);
+        let Some(gd_entry) = self.gd.get(gd_index)? else {
+            return Err(BlockError::corrupt(
+                &self.path,
+                "VMDK grain directory",
+                self.gd.entry_offset(gd_index),
+                format!("offset {rel:#x} needs entry {gd_index}, past the end of the directory"),
+            ));
+        };
+        let gt_offset = match self.params.flavor {
+            Flavor::SeSparse { tables_offset, .. } => {
+                if gd_entry == 0 {
+                    return Ok(Piece::Unallocated);
+                }
+                if gd_entry & 0xffff_ffff_0000_0000 != 0x1000_0000_0000_0000 {
+                    return Err(BlockError::corrupt(
+                        &self.path,
+                        "seSparse grain directory entry",
+                        self.gd.entry_offset(gd_index),
+                        format!("{gd_entry:#018x}: not an allocated grain table"),
+                    ));
+                }
+                let table_sectors = self.params.gtes_per_gt.saturating_mul(8) / 512;
+                let sectors = tables_offset
+                    .checked_add((gd_entry & 0xffff_ffff).saturating_mul(table_sectors))
+                    .filter(|&s| s <= u64::from(u32::MAX))
+                    .ok_or_else(|| {
+                        BlockError::corrupt(
+                            &self.path,
+                            "seSparse grain directory entry",
+                            self.gd.entry_offset(gd_index),
+                            format!("{gd_entry:#018x}: grain table offset overflows"),
+                        )
+                    })?;
+                sectors.saturating_mul(512)
+            }
+            _ => {
+                if gd_entry == 0 {
+                    return Ok(Piece::Unallocated);
+                }
+                gd_entry.saturating_mul(512)
+            }
+        };
+        let table = self.table(gt_offset, gd_index)?;
+        let gt_index = sector
+            .checked_div(self.params.grain_sectors)
+            .and_then(|g| g.checked_rem(self.params.gtes_per_gt))
+            .unwrap_or(0);
+        let width = self.entry_width();
+        let at = usize::try_from(gt_index.saturating_mul(width)).unwrap_or(usize::MAX);
+        let entry_at = gt_offset.saturating_add(gt_index.saturating_mul(width));
+        let entry = match self.params.flavor {
+            Flavor::SeSparse { .. } => crate::block::image::le64(&table, at),
+            _ => crate::block::image::le32(&table, at).map(u64::from),
+        }
+        .ok_or_else(|| BlockError::Internal {
+            what: format!(
+                "{}: grain table entry {gt_index} outside its table",
+                self.path
+            ),
+        })?;
+        let host = match self.params.flavor {
+            Flavor::SeSparse { grains_offset, .. } => match entry >> 60 {
+                0 if entry == 0 => return Ok(Piece::Unallocated),
+                1 | 2 => return Ok(Piece::Zero),
+                3 => {
+                    let index = ((entry & 0x0fff_0000_0000_0000) >> 48)
+                        | ((entry & 0x0000_ffff_ffff_ffff) << 12);
+                    index
+                        .checked_mul(self.params.grain_sectors)
+                        .and_then(|s| s.checked_add(grains_offset))
+                        .and_then(|s| s.checked_mul(512))
+                        .ok_or_else(|| {
+                            BlockError::corrupt(
+                                &self.path,
+                                "seSparse grain table entry",
+                                entry_at,
+                                format!("{entry:#018x}: grain offset overflows"),
+                            )
+                        })?
+                }
+                _ => {
+                    return Err(BlockError::corrupt(
+                        &self.path,
+                        "seSparse grain table entry",
+                        entry_at,
+                        format!("{entry:#018x}: unknown grain type"),
+                    ))
+                }
+            },
+            _ => {
+                if entry == 0 {
+                    return Ok(Piece::Unallocated);
+                }
+                if self.params.zero_grain && entry == GTE_ZEROED {
+                    return Ok(Piece::Zero);
+                }
+                entry.saturating_mul(512)
+            }
+        };
+        self.check_grain(host, rel, entry_at)?;
+        Ok(if self.params.compressed {
+            Piece::Compressed {
+                file: self.file,
+                host,
+            }
+        } else {
+            Piece::Data {
+                file: self.file,
+                host: host.saturating_add(rel.checked_rem(self.grain_bytes).unwrap_or(0)),
+            }
+        })
+    }
+
+    /// A grain must start after the metadata and inside the file.
+    fn check_grain(&self, host: u64, rel: u64, entry_at: u64) -> Result<(), BlockError> {
+        let file_len = self.storage.len();
+        if host < self.params.overhead {
+            return Err(BlockError::corrupt(
+                &self.path,
+                "VMDK grain table entry",
+                entry_at,
+                format!(
+                    "grain for offset {rel:#x} at {host:#x} points into the metadata (the first grain starts at {:#x})",
+                    self.params.overhead
+                ),
+            ));
+        }
+        if host >= file_len {
+            return Err(BlockError::corrupt(
+                &self.path,
+                "VMDK grain table entry",
+                entry_at,
+                format!(
+                    "grain for offset {rel:#x} at {host:#x} is past the end of the file ({file_len} bytes)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The decompressed grain stored at `host` that holds byte `rel`.
+    ///
+    /// # Errors
+    /// `Corrupt` for a bad marker or stream (see [`grain::inflate`]).
+    pub fn decompressed(&self, host: u64, rel: u64) -> Result<Arc<[u8]>, BlockError> {
+        if let Some(g) = self.zcache.lock().map_err(|_| poisoned())?.get(&host) {
+            return Ok(Arc::clone(g));
+        }
+        let grain_start = rel.saturating_sub(rel.checked_rem(self.grain_bytes).unwrap_or(0));
+        // The last grain of an extent may be short.
+        let extent_bytes = self.params.sectors.saturating_mul(512);
+        let want = self
+            .grain_bytes
+            .min(extent_bytes.saturating_sub(grain_start));
+        let out = grain::read_compressed(
+            self.storage.as_ref(),
+            &self.path,
+            host,
+            self.grain_bytes,
+            want,
+            self.params.has_marker.then_some(grain_start / 512),
+        )?;
+        let out: Arc<[u8]> = out.into();
+        self.zcache
+            .lock()
+            .map_err(|_| poisoned())?
+            .put(host, Arc::clone(&out));
+        Ok(out)
+    }
+}
+
+fn poisoned() -> BlockError {
+    BlockError::Internal {
+        what: "a VMDK cache lock was poisoned".into(),
+    }
+}

@@ -1,0 +1,894 @@
+//! The image side of `check` for qcow2 layers: what `qemu-img check`
+//! reports, computed the same way (qemu's `block/qcow2-refcount.c`,
+//! `qcow2_check_refcounts`), read-only.
+//!
+//! Every cluster the metadata references (the header, L1 and L2 tables,
+//! data and compressed clusters, the snapshot table and snapshots' L1/L2
+//! tables, the refcount table and blocks, persistent bitmaps) is counted;
+//! the counts are compared with the refcounts stored in the file. More
+//! stored than referenced is a leak (wasted space); fewer is a corruption
+//! (a cluster used twice: two structures overlap, and the next write to
+//! one destroys the other), and those clusters are explained by naming
+//! every structure that references them. `OFLAG_COPIED` flags are checked
+//! against the refcounts, and L1/L2 entries for reserved bits, alignment
+//! and subcluster bitmaps, with qemu's messages' facts.
+//!
+//! Memory: one 16-bit counter per cluster of a window of the file, at most
+//! [`WINDOW_CLUSTERS`] at once; a larger file is counted window by window
+//! (the metadata walked once per window), so memory stays bounded whatever
+//! the file's size.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
+use std::collections::HashMap;
+use std::ops::Range;
+
+use serde::Serialize;
+
+use super::{Problem, Problems, Progress, Severity};
+use crate::block::qcow2::header::Header;
+use crate::block::qcow2::l2::compressed_location;
+use crate::block::qcow2::Qcow2Layer;
+use crate::block::storage::Storage;
+
+mod tables;
+
+use tables::{be64, Bitmap, Refcounts, Snapshot};
+
+/// Clusters counted at once (64 MiB of counters).
+pub const WINDOW_CLUSTERS: u64 = 32 << 20;
+/// Clusters referenced too often whose referrers are named, at most.
+const MAX_EXPLAINED: usize = 1000;
+/// Referrers named per cluster, at most.
+const MAX_REFERRERS: usize = 8;
+/// qemu's limits: snapshots, extra data per snapshot, refcount table.
+const MAX_SNAPSHOTS: u64 = 65536;
+const MAX_SNAPSHOT_EXTRA: u64 = 1024;
+const MAX_REFTABLE_BYTES: u64 = 8 << 20;
+const MAX_L1_BYTES: u64 = 32 << 20;
+const MAX_BITMAPS: u64 = 65535;
+const MAX_BITMAP_DIRECTORY: u64 = 64 << 20;
+
+const OFLAG_COPIED: u64 = 1 << 63;
+const OFLAG_COMPRESSED: u64 = 1 << 62;
+const OFLAG_ZERO: u64 = 1;
+const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+const L1E_RESERVED_MASK: u64 = 0x7f00_0000_0000_01ff;
+const L2E_STD_RESERVED_MASK: u64 = 0x3f00_0000_0000_01fe;
+const REFT_OFFSET_MASK: u64 = 0xffff_ffff_ffff_fe00;
+const REFT_RESERVED_MASK: u64 = 0x1ff;
+const L2_BITMAP_ALL_ALLOC: u64 = 0xffff_ffff;
+const BME_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+const BME_RESERVED_MASK: u64 = 0xff00_0000_0000_01fe;
+const BME_FLAG_ALL_ONES: u64 = 1;
+const EXT_BITMAPS: u32 = 0x2385_2875;
+const EXT_END: u32 = 0;
+
+/// What `qemu-img check --output=json` reports for one image, and the
+/// problems behind its counts.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LayerCheck {
+    /// Position in the chain (0 is the base).
+    pub layer: usize,
+    pub filename: String,
+    pub format: String,
+    pub check_errors: u64,
+    pub leaks: u64,
+    pub corruptions: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_end_offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_clusters: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocated_clusters: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fragmented_clusters: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compressed_clusters: Option<u64>,
+    /// Why some of the check could not be done (an unreadable table).
+    pub errors: Vec<String>,
+    #[serde(skip)]
+    pub problems: Problems,
+}
+
+/// Who references a cluster (named when a cluster is referenced too
+/// often).
+#[derive(Clone, Debug)]
+enum Who {
+    Header,
+    L1 {
+        snapshot: Option<String>,
+    },
+    L2 {
+        l1_index: u64,
+        snapshot: Option<String>,
+    },
+    Data {
+        guest: u64,
+        snapshot: Option<String>,
+    },
+    Compressed {
+        guest: u64,
+        snapshot: Option<String>,
+    },
+    SnapshotTable,
+    RefcountTable,
+    RefcountBlock {
+        index: u64,
+    },
+    BitmapDirectory,
+    BitmapTable {
+        name: String,
+    },
+    BitmapData {
+        name: String,
+        index: u64,
+    },
+}
+
+impl Who {
+    fn describe(&self) -> String {
+        let of = |s: &Option<String>| match s {
+            Some(n) => format!(" of snapshot {n}"),
+            None => String::new(),
+        };
+        match self {
+            Who::Header => "the header".into(),
+            Who::L1 { snapshot } => format!("the L1 table{}", of(snapshot)),
+            Who::L2 { l1_index, snapshot } => {
+                format!("the L2 table of L1 entry {l1_index}{}", of(snapshot))
+            }
+            Who::Data { guest, snapshot } => {
+                format!("data at guest offset {guest:#x}{}", of(snapshot))
+            }
+            Who::Compressed { guest, snapshot } => {
+                format!("compressed data at guest offset {guest:#x}{}", of(snapshot))
+            }
+            Who::SnapshotTable => "the snapshot table".into(),
+            Who::RefcountTable => "the refcount table".into(),
+            Who::RefcountBlock { index } => format!("refcount block {index}"),
+            Who::BitmapDirectory => "the bitmap directory".into(),
+            Who::BitmapTable { name } => format!("the table of bitmap {name:?}"),
+            Who::BitmapData { name, index } => {
+                format!("bitmap {name:?} data (table entry {index})")
+            }
+        }
+    }
+}
+
+/// Checks one qcow2 layer the way `qemu-img check` does.
+pub fn check(layer: usize, q: &Qcow2Layer, progress: &dyn Progress) -> LayerCheck {
+    let mut c = Checker::new(layer, q);
+    c.run(progress);
+    c.finish()
+}
+
+struct Checker<'a> {
+    layer: usize,
+    path: String,
+    storage: &'a dyn Storage,
+    h: &'a Header,
+    cluster_bits: u32,
+    cluster_size: u64,
+    file_len: u64,
+    /// Clusters counted: the file's, plus one past its end (qemu lets the
+    /// last cluster be partly past the end).
+    nb_clusters: u64,
+    /// Emit problems from the walk (the first window only: later windows
+    /// walk the same metadata again).
+    first_pass: bool,
+    window: Range<u64>,
+    counts: Vec<u16>,
+    /// Where counts are wanted for explanations: cluster → referrers.
+    explain: Option<HashMap<u64, Vec<String>>>,
+    refcount_max: u64,
+    out: LayerCheck,
+    /// Per-L2-table next contiguous host offset (fragmentation).
+    next_contiguous: u64,
+    snapshots: Vec<Snapshot>,
+    snapshots_size: u64,
+    bitmaps: Vec<Bitmap>,
+    bitmap_directory: Option<(u64, u64)>,
+    refcounts: Option<Refcounts>,
+    /// The last cluster in use (stored or counted).
+    highest: u64,
+}
+
+impl<'a> Checker<'a> {
+    fn new(layer: usize, q: &'a Qcow2Layer) -> Checker<'a> {
+        let h = q.header();
+        let storage = q.storage().as_ref();
+        let cluster_bits = h.cluster_bits;
+        let cluster_size = h.cluster_size();
+        let file_len = storage.len();
+        let nb_clusters = file_len.div_ceil(cluster_size.max(1)).saturating_add(1);
+        let bits = h.refcount_bits();
+        let refcount_max = if bits >= 16 {
+            u64::from(u16::MAX)
+        } else {
+            (1u64 << bits).saturating_sub(1)
+        };
+        let path = crate::block::BlockSource::name(q).to_owned();
+        Checker {
+            layer,
+            storage,
+            h,
+            cluster_bits,
+            cluster_size,
+            file_len,
+            nb_clusters,
+            first_pass: true,
+            window: 0..0,
+            counts: Vec::new(),
+            explain: None,
+            refcount_max,
+            out: LayerCheck {
+                layer,
+                filename: path.clone(),
+                format: "qcow2".into(),
+                total_clusters: Some(h.size.div_ceil(cluster_size.max(1))),
+                ..LayerCheck::default()
+            },
+            path,
+            next_contiguous: 0,
+            snapshots: Vec::new(),
+            snapshots_size: 0,
+            bitmaps: Vec::new(),
+            bitmap_directory: None,
+            refcounts: None,
+            highest: 0,
+        }
+    }
+
+    fn finish(self) -> LayerCheck {
+        self.out
+    }
+
+    fn problem(
+        &mut self,
+        severity: Severity,
+        kind: &'static str,
+        structure: String,
+        offset: Option<u64>,
+        detail: String,
+    ) {
+        if severity == Severity::Leak {
+            self.out.leaks = self.out.leaks.saturating_add(1);
+        } else {
+            self.out.corruptions = self.out.corruptions.saturating_add(1);
+        }
+        self.out.problems.push(Problem::in_file(
+            self.layer, severity, kind, structure, offset, detail,
+        ));
+    }
+
+    /// A problem found while walking the metadata (reported once).
+    fn walk_problem(
+        &mut self,
+        kind: &'static str,
+        structure: String,
+        offset: Option<u64>,
+        detail: String,
+    ) {
+        if self.first_pass && self.explain.is_none() {
+            self.problem(Severity::Error, kind, structure, offset, detail);
+        }
+    }
+
+    fn check_error(&mut self, what: String) {
+        self.out.check_errors = self.out.check_errors.saturating_add(1);
+        if self.out.errors.len() < 1000 {
+            self.out.errors.push(what);
+        }
+    }
+
+    /// Reads `len` bytes at `offset`; what lies past the end of the file
+    /// reads as zeros (as qemu's file driver does).
+    fn read(&self, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+        let n = usize::try_from(len).map_err(|_| format!("{len} bytes is too much to read"))?;
+        let mut buf = vec![0u8; n];
+        let avail = self.file_len.saturating_sub(offset).min(len);
+        let avail = usize::try_from(avail).unwrap_or(0);
+        if let Some(part) = buf.get_mut(..avail) {
+            self.storage
+                .read_exact_at(offset, part)
+                .map_err(|e| format!("reading {len} bytes at {offset:#x}: {e}"))?;
+        }
+        Ok(buf)
+    }
+
+    fn run(&mut self, progress: &dyn Progress) {
+        self.load_snapshots();
+        self.load_bitmaps();
+        self.load_refcounts();
+
+        let mut start = 0u64;
+        let mut tops: Vec<u64> = Vec::new();
+        while start < self.nb_clusters {
+            let end = start.saturating_add(WINDOW_CLUSTERS).min(self.nb_clusters);
+            self.window = start..end;
+            let n = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
+            self.counts = vec![0u16; n];
+            progress.stage(
+                &format!("layer {} ({}): references", self.layer, self.path),
+                u64::from(self.h.l1_size),
+            );
+            self.walk(progress);
+            tops.extend(self.compare());
+            self.first_pass = false;
+            start = end;
+        }
+        self.counts = Vec::new();
+        if !tops.is_empty() {
+            self.explain_clusters(&tops);
+        }
+        self.check_oflag_copied();
+        self.out.image_end_offset = Some(self.image_end_offset());
+    }
+
+    fn image_end_offset(&self) -> u64 {
+        self.highest
+            .saturating_add(1)
+            .saturating_mul(self.cluster_size)
+    }
+}
+
+impl Checker<'_> {
+    /// Counts one reference to every cluster of `[offset, offset + size)`
+    /// (qemu's `qcow2_inc_refcounts_imrt`).
+    fn inc(&mut self, offset: u64, size: u64, who: &Who) {
+        if size == 0 {
+            return;
+        }
+        let end = offset.checked_add(size);
+        let limit = self.file_len.saturating_add(self.cluster_size);
+        if end.is_none_or(|e| e >= limit) {
+            self.walk_problem(
+                "reference-past-eof",
+                who.describe(),
+                Some(offset),
+                format!(
+                    "references {offset:#x}+{size:#x}, one cluster or more past the end of the file ({} bytes)",
+                    self.file_len
+                ),
+            );
+            return;
+        }
+        let first = offset >> self.cluster_bits;
+        let last = end.unwrap_or(offset).saturating_sub(1) >> self.cluster_bits;
+        let mut k = first;
+        while k <= last {
+            if let Some(explain) = self.explain.as_mut() {
+                if let Some(list) = explain.get_mut(&k) {
+                    if list.len() < MAX_REFERRERS {
+                        list.push(who.describe());
+                    }
+                }
+            } else if self.window.contains(&k) {
+                let i = usize::try_from(k.saturating_sub(self.window.start)).unwrap_or(usize::MAX);
+                let cur = self.counts.get(i).copied().map_or(0, u64::from);
+                if cur >= self.refcount_max {
+                    if self.refcount_max < u64::from(u16::MAX) {
+                        let at = k.saturating_mul(self.cluster_size);
+                        self.problem(
+                            Severity::Error,
+                            "refcount-overflow",
+                            format!("cluster {k}"),
+                            Some(at),
+                            format!(
+                                "referenced more often than {}-bit refcounts can count (by {})",
+                                self.h.refcount_bits(),
+                                who.describe()
+                            ),
+                        );
+                    }
+                } else if let Some(c) = self.counts.get_mut(i) {
+                    *c = c.saturating_add(1);
+                }
+            }
+            k = k.saturating_add(1);
+        }
+    }
+
+    /// Every reference, in qemu's order (`calculate_refcounts`).
+    fn walk(&mut self, progress: &dyn Progress) {
+        self.inc(0, self.cluster_size, &Who::Header);
+        let (l1_offset, l1_size) = (self.h.l1_table_offset, u64::from(self.h.l1_size));
+        self.walk_l1(l1_offset, l1_size, None, progress);
+        let snapshots = std::mem::take(&mut self.snapshots);
+        for s in &snapshots {
+            if s.l1_offset & self.cluster_size.saturating_sub(1) != 0 {
+                self.walk_problem(
+                    "snapshot-l1-unaligned",
+                    format!("snapshot {}", s.name),
+                    None,
+                    format!("L1 table offset {:#x} is not cluster aligned", s.l1_offset),
+                );
+                continue;
+            }
+            if s.l1_size > MAX_L1_BYTES / 8 {
+                self.walk_problem(
+                    "snapshot-l1-too-large",
+                    format!("snapshot {}", s.name),
+                    None,
+                    format!("L1 table of {:#x} entries is too large", s.l1_size),
+                );
+                continue;
+            }
+            self.walk_l1(s.l1_offset, s.l1_size, Some(s.name.clone()), progress);
+        }
+        self.snapshots = snapshots;
+        let snap_offset = self.header_value("snapshots_offset");
+        self.inc(snap_offset, self.snapshots_size, &Who::SnapshotTable);
+        let rt_bytes = u64::from(self.h.refcount_table_clusters).saturating_mul(self.cluster_size);
+        self.inc(self.h.refcount_table_offset, rt_bytes, &Who::RefcountTable);
+        self.walk_bitmaps();
+        self.walk_refblocks();
+    }
+
+    fn header_value(&self, name: &str) -> u64 {
+        crate::layout::value_of(&self.h.fields, name).unwrap_or(0)
+    }
+
+    fn walk_l1(
+        &mut self,
+        l1_offset: u64,
+        l1_size: u64,
+        snapshot: Option<String>,
+        progress: &dyn Progress,
+    ) {
+        if l1_size == 0 {
+            return;
+        }
+        let bytes = l1_size.saturating_mul(8);
+        self.inc(
+            l1_offset,
+            bytes,
+            &Who::L1 {
+                snapshot: snapshot.clone(),
+            },
+        );
+        let table = match self.read(l1_offset, bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                if self.first_pass {
+                    self.check_error(format!("L1 table: {e}"));
+                }
+                return;
+            }
+        };
+        let active = snapshot.is_none();
+        for (i, chunk) in (0u64..).zip(table.chunks_exact(8)) {
+            if active {
+                progress.advance(1);
+            }
+            let entry = be64(chunk);
+            if entry == 0 {
+                continue;
+            }
+            let at = l1_offset.saturating_add(i.saturating_mul(8));
+            if entry & L1E_RESERVED_MASK != 0 {
+                self.walk_problem(
+                    "l1-reserved-bits",
+                    format!("L1 entry {i}"),
+                    Some(at),
+                    format!("entry {entry:#x} has reserved bits set"),
+                );
+            }
+            let l2_offset = entry & OFFSET_MASK;
+            self.inc(
+                l2_offset,
+                self.cluster_size,
+                &Who::L2 {
+                    l1_index: i,
+                    snapshot: snapshot.clone(),
+                },
+            );
+            if l2_offset & self.cluster_size.saturating_sub(1) != 0 {
+                self.walk_problem(
+                    "l2-table-unaligned",
+                    format!("L1 entry {i}"),
+                    Some(at),
+                    format!("L2 table offset {l2_offset:#x} is not cluster aligned"),
+                );
+            }
+            self.walk_l2(i, l2_offset, &snapshot);
+        }
+    }
+
+    fn entry_width(&self) -> u64 {
+        if self.h.extended_l2() {
+            16
+        } else {
+            8
+        }
+    }
+
+    fn walk_l2(&mut self, l1_index: u64, l2_offset: u64, snapshot: &Option<String>) {
+        let table = match self.read(l2_offset, self.cluster_size) {
+            Ok(t) => t,
+            Err(e) => {
+                if self.first_pass {
+                    self.check_error(format!("L2 table at {l2_offset:#x}: {e}"));
+                }
+                return;
+            }
+        };
+        let active = snapshot.is_none();
+        let extended = self.h.extended_l2();
+        let width = self.entry_width();
+        let entries = self.cluster_size.checked_div(width).unwrap_or(0);
+        let l2_bits = self
+            .cluster_bits
+            .saturating_sub(if extended { 4 } else { 3 });
+        let guest_base = l1_index
+            .checked_shl(self.cluster_bits.saturating_add(l2_bits))
+            .unwrap_or(u64::MAX);
+        self.next_contiguous = 0;
+        let w = usize::try_from(width).unwrap_or(8);
+        for (j, chunk) in (0u64..entries).zip(table.chunks_exact(w)) {
+            let entry = be64(chunk);
+            let bitmap = if extended {
+                be64(chunk.get(8..).unwrap_or(&[]))
+            } else {
+                0
+            };
+            let at = l2_offset.saturating_add(j.saturating_mul(width));
+            let guest = guest_base.saturating_add(j << self.cluster_bits);
+            let structure =
+                || format!("L2 entry {j} of the table at {l2_offset:#x} (guest offset {guest:#x})");
+            let compressed = entry & OFLAG_COMPRESSED != 0;
+            if !compressed && entry & L2E_STD_RESERVED_MASK != 0 {
+                self.walk_problem(
+                    "l2-reserved-bits",
+                    structure(),
+                    Some(at),
+                    format!("entry {entry:#x} has reserved bits set"),
+                );
+            }
+            if compressed {
+                if entry & OFLAG_COPIED != 0 {
+                    self.walk_problem(
+                        "compressed-copied-flag",
+                        structure(),
+                        Some(at),
+                        "the copied flag is set on a compressed cluster".into(),
+                    );
+                }
+                if bitmap != 0 {
+                    self.walk_problem(
+                        "compressed-subcluster-bitmap",
+                        structure(),
+                        Some(at),
+                        format!("compressed cluster with a subcluster bitmap {bitmap:#x}"),
+                    );
+                    continue;
+                }
+                let descriptor = entry & 0x3fff_ffff_ffff_ffff;
+                let (coffset, csize) = compressed_location(descriptor, self.cluster_bits);
+                self.inc(
+                    coffset,
+                    csize,
+                    &Who::Compressed {
+                        guest,
+                        snapshot: snapshot.clone(),
+                    },
+                );
+                if active && self.first_pass {
+                    self.out.allocated_clusters =
+                        Some(self.out.allocated_clusters.unwrap_or(0).saturating_add(1));
+                    self.out.compressed_clusters =
+                        Some(self.out.compressed_clusters.unwrap_or(0).saturating_add(1));
+                    self.out.fragmented_clusters =
+                        Some(self.out.fragmented_clusters.unwrap_or(0).saturating_add(1));
+                }
+                continue;
+            }
+            let offset = entry & OFFSET_MASK;
+            let zero = entry & OFLAG_ZERO != 0 && !extended;
+            if offset == 0 {
+                if !zero && bitmap & L2_BITMAP_ALL_ALLOC != 0 {
+                    self.walk_problem(
+                        "unallocated-subcluster-bitmap",
+                        structure(),
+                        Some(at),
+                        format!(
+                            "unallocated cluster with allocated subclusters (bitmap {bitmap:#x})"
+                        ),
+                    );
+                }
+                continue;
+            }
+            // Normal, or zero with storage kept.
+            if (bitmap >> 32) & bitmap != 0 {
+                self.walk_problem(
+                    "subcluster-bitmap",
+                    structure(),
+                    Some(at),
+                    format!(
+                        "subcluster bitmap {bitmap:#x} marks subclusters both allocated and zero"
+                    ),
+                );
+            }
+            if offset & self.cluster_size.saturating_sub(1) != 0 {
+                let contains_data = if extended {
+                    bitmap & L2_BITMAP_ALL_ALLOC != 0
+                } else {
+                    !zero
+                };
+                let (kind, what) = if contains_data {
+                    ("data-cluster-unaligned", "data cluster")
+                } else {
+                    ("prealloc-cluster-unaligned", "preallocated zero cluster")
+                };
+                self.walk_problem(
+                    kind,
+                    structure(),
+                    Some(at),
+                    format!("{what} offset {offset:#x} is not cluster aligned"),
+                );
+            }
+            if active && self.first_pass {
+                self.out.allocated_clusters =
+                    Some(self.out.allocated_clusters.unwrap_or(0).saturating_add(1));
+                if self.next_contiguous != 0 && offset != self.next_contiguous {
+                    self.out.fragmented_clusters =
+                        Some(self.out.fragmented_clusters.unwrap_or(0).saturating_add(1));
+                }
+                self.next_contiguous = offset.saturating_add(self.cluster_size);
+            }
+            self.inc(
+                offset,
+                self.cluster_size,
+                &Who::Data {
+                    guest,
+                    snapshot: snapshot.clone(),
+                },
+            );
+        }
+    }
+
+    fn walk_bitmaps(&mut self) {
+        let Some((dir_offset, dir_size)) = self.bitmap_directory else {
+            return;
+        };
+        self.inc(dir_offset, dir_size, &Who::BitmapDirectory);
+        let bitmaps = std::mem::take(&mut self.bitmaps);
+        for b in &bitmaps {
+            let bytes = b.table_size.saturating_mul(8);
+            self.inc(
+                b.table_offset,
+                bytes,
+                &Who::BitmapTable {
+                    name: b.name.clone(),
+                },
+            );
+            let table = match self.read(b.table_offset, bytes) {
+                Ok(t) => t,
+                Err(e) => {
+                    if self.first_pass {
+                        self.check_error(format!("bitmap {:?} table: {e}", b.name));
+                    }
+                    continue;
+                }
+            };
+            for (i, chunk) in (0u64..).zip(table.chunks_exact(8)) {
+                let entry = be64(chunk);
+                let offset = entry & BME_OFFSET_MASK;
+                let bad = entry & BME_RESERVED_MASK != 0
+                    || (offset != 0
+                        && (entry & BME_FLAG_ALL_ONES != 0
+                            || offset & self.cluster_size.saturating_sub(1) != 0));
+                if bad {
+                    self.walk_problem(
+                        "bitmap-table-entry",
+                        format!("bitmap {:?} table entry {i}", b.name),
+                        Some(b.table_offset.saturating_add(i.saturating_mul(8))),
+                        format!("entry {entry:#x} is invalid"),
+                    );
+                    continue;
+                }
+                if offset != 0 {
+                    self.inc(
+                        offset,
+                        self.cluster_size,
+                        &Who::BitmapData {
+                            name: b.name.clone(),
+                            index: i,
+                        },
+                    );
+                }
+            }
+        }
+        self.bitmaps = bitmaps;
+    }
+
+    /// The refcount blocks (qemu's `check_refblocks`), last: a block
+    /// must be referenced exactly once, by the refcount table.
+    fn walk_refblocks(&mut self) {
+        let Some(table) = self.refcounts.as_ref().map(|r| r.table.clone()) else {
+            return;
+        };
+        let rt = self.h.refcount_table_offset;
+        let real_clusters = self.file_len.div_ceil(self.cluster_size.max(1));
+        for (i, &raw) in (0u64..).zip(table.iter()) {
+            let at = rt.saturating_add(i.saturating_mul(8));
+            let offset = raw & REFT_OFFSET_MASK;
+            if raw & REFT_RESERVED_MASK != 0 {
+                self.walk_problem(
+                    "refcount-table-reserved-bits",
+                    format!("refcount table entry {i}"),
+                    Some(at),
+                    format!("entry {raw:#x} has reserved bits set"),
+                );
+                continue;
+            }
+            if offset & self.cluster_size.saturating_sub(1) != 0 {
+                self.walk_problem(
+                    "refcount-block-unaligned",
+                    format!("refcount table entry {i}"),
+                    Some(at),
+                    format!("refcount block offset {offset:#x} is not cluster aligned"),
+                );
+                continue;
+            }
+            let cluster = offset >> self.cluster_bits;
+            if cluster >= real_clusters {
+                self.walk_problem(
+                    "refcount-block-outside",
+                    format!("refcount table entry {i}"),
+                    Some(at),
+                    format!("refcount block {i} at {offset:#x} is outside the image"),
+                );
+                continue;
+            }
+            if offset != 0 {
+                self.inc(offset, self.cluster_size, &Who::RefcountBlock { index: i });
+                if self.explain.is_none() && self.window.contains(&cluster) {
+                    let idx = usize::try_from(cluster.saturating_sub(self.window.start))
+                        .unwrap_or(usize::MAX);
+                    let n = self.counts.get(idx).copied().unwrap_or(0);
+                    if n != 1 {
+                        self.problem(
+                            Severity::Error,
+                            "refcount-block-refcount",
+                            format!("refcount block {i}"),
+                            Some(offset),
+                            format!("referenced {n} times (must be exactly once)"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Compares the window's counts with the stored refcounts; returns
+    /// the clusters referenced more often than their refcount says.
+    fn compare(&mut self) -> Vec<u64> {
+        let mut too_low = Vec::new();
+        let mut k = self.window.start;
+        while k < self.window.end {
+            let i = usize::try_from(k.saturating_sub(self.window.start)).unwrap_or(usize::MAX);
+            let counted = self.counts.get(i).copied().map_or(0, u64::from);
+            let stored = match self.stored_refcount(k) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.check_error(format!("cannot get the refcount of cluster {k}: {e}"));
+                    k = k.saturating_add(1);
+                    continue;
+                }
+            };
+            if stored > 0 || counted > 0 {
+                self.highest = self.highest.max(k);
+            }
+            if stored != counted {
+                let at = k.saturating_mul(self.cluster_size);
+                if stored > counted {
+                    self.problem(
+                        Severity::Leak,
+                        "leaked-cluster",
+                        format!("cluster {k}"),
+                        Some(at),
+                        format!("refcount {stored}, referenced {counted} times: leaked (wasted space, no harm to data)"),
+                    );
+                } else {
+                    if too_low.len() < MAX_EXPLAINED {
+                        too_low.push(k);
+                    }
+                    self.problem(
+                        Severity::Error,
+                        "refcount-too-low",
+                        format!("cluster {k}"),
+                        Some(at),
+                        format!("refcount {stored}, referenced {counted} times"),
+                    );
+                }
+            }
+            k = k.saturating_add(1);
+        }
+        too_low
+    }
+
+    /// Walks the metadata once more, naming who references each cluster
+    /// whose refcount is too low, and adds them to those problems.
+    fn explain_clusters(&mut self, clusters: &[u64]) {
+        self.explain = Some(clusters.iter().map(|&k| (k, Vec::new())).collect());
+        self.walk(&super::NoProgress);
+        let Some(map) = self.explain.take() else {
+            return;
+        };
+        for p in &mut self.out.problems.list {
+            if p.kind != "refcount-too-low" {
+                continue;
+            }
+            let Some(k) = p.offset.map(|o| o >> self.cluster_bits) else {
+                continue;
+            };
+            if let Some(who) = map.get(&k) {
+                if !who.is_empty() {
+                    p.detail = format!("{}: {}", p.detail, who.join("; "));
+                }
+            }
+        }
+    }
+
+    /// qemu's `check_oflag_copied`: the copied flag says "refcount is
+    /// exactly 1", for the active L1's L2 tables and their data clusters.
+    fn check_oflag_copied(&mut self) {
+        let l1_offset = self.h.l1_table_offset;
+        let Ok(l1) = self.read(l1_offset, u64::from(self.h.l1_size).saturating_mul(8)) else {
+            return;
+        };
+        let width = self.entry_width();
+        let extended = self.h.extended_l2();
+        let w = usize::try_from(width).unwrap_or(8);
+        for (i, chunk) in (0u64..).zip(l1.chunks_exact(8)) {
+            let l1e = be64(chunk);
+            let l2_offset = l1e & OFFSET_MASK;
+            if l2_offset == 0 {
+                continue;
+            }
+            let Ok(rc) = self.stored_refcount(l2_offset >> self.cluster_bits) else {
+                continue;
+            };
+            if (rc == 1) != (l1e & OFLAG_COPIED != 0) {
+                self.problem(
+                    Severity::Error,
+                    "oflag-copied-l1",
+                    format!("L1 entry {i}"),
+                    Some(l1_offset.saturating_add(i.saturating_mul(8))),
+                    format!("entry {l1e:#x}: the copied flag disagrees with the L2 table's refcount {rc}"),
+                );
+            }
+            let Ok(table) = self.read(l2_offset, self.cluster_size) else {
+                continue;
+            };
+            for (j, e) in (0u64..).zip(table.chunks_exact(w)) {
+                let entry = be64(e);
+                if entry & OFLAG_COMPRESSED != 0 {
+                    continue;
+                }
+                let data = entry & OFFSET_MASK;
+                if data == 0 {
+                    continue;
+                }
+                let _ = extended;
+                let Ok(rc) = self.stored_refcount(data >> self.cluster_bits) else {
+                    continue;
+                };
+                if (rc == 1) != (entry & OFLAG_COPIED != 0) {
+                    self.problem(
+                        Severity::Error,
+                        "oflag-copied-l2",
+                        format!("L2 entry {j} of the table at {l2_offset:#x}"),
+                        Some(l2_offset.saturating_add(j.saturating_mul(width))),
+                        format!("entry {entry:#x}: the copied flag disagrees with the data cluster's refcount {rc}"),
+                    );
+                }
+            }
+        }
+    }
+}

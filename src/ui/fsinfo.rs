@@ -1,0 +1,77 @@
+//! What the worker says of the filesystem and the volumes in view: the
+//! superblock's fields, the volume list, a filesystem's own group table.
+//! Plain data (escaped for the terminal), used by [`super::msg`].
+
+/// The filesystem in view, as the panes need it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsView {
+    /// `ext4`, `xfs`, `vfat` (as blkid names it).
+    pub kind: &'static str,
+    /// The volume it is on (escaped), and where that starts on the disk
+    /// when it is one window (a partition; not a striped LV).
+    pub volume: Option<(String, Option<u64>)>,
+    /// The root directory's node.
+    pub root: u64,
+    /// Block (or cluster) size in bytes.
+    pub block_size: u64,
+    /// The superblock's (or boot sector's) fields, at disk offsets.
+    pub fields: Vec<FieldRow>,
+}
+
+/// One volume of the disk, as the Volumes pane lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeRow {
+    /// `disk`, `p1`, `vg0/root` (escaped).
+    pub name: String,
+    /// `partition`, `logical volume`, `disk`, with the type (escaped).
+    pub what: String,
+    /// Where it starts on the disk (None: several pieces or unreadable).
+    pub start: Option<u64>,
+    pub len: u64,
+    /// What it holds (`ext4 "root"`, `swap`, …) or why it cannot be read
+    /// (escaped).
+    pub content: String,
+    /// Whether a filesystem layerscope reads may be on it.
+    pub readable: bool,
+}
+
+/// The disk's volumes and the one in view.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeList {
+    pub rows: Vec<VolumeRow>,
+    /// The row whose filesystem is in view.
+    pub current: Option<usize>,
+    /// Problems the scan found (escaped).
+    pub problems: Vec<String>,
+}
+
+/// One field of a structure, for a pane row and the hex marks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldRow {
+    pub name: &'static str,
+    pub offset: u64,
+    pub size: usize,
+    /// Escaped for the terminal.
+    pub value: String,
+}
+
+/// A filesystem's own group table (XFS's allocation groups), as text
+/// cells (escaped).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherGroups {
+    /// What a group is called (`allocation group`).
+    pub noun: &'static str,
+    pub columns: Vec<String>,
+    pub rows: Vec<OtherGroupRow>,
+}
+
+/// One row of [`OtherGroups`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtherGroupRow {
+    pub index: u64,
+    /// The group header's disk offset.
+    pub offset: Option<u64>,
+    pub cells: Vec<String>,
+    /// Its checksums all match (None: it has none).
+    pub ok: Option<bool>,
+}
