@@ -20,6 +20,7 @@ pub mod blame;
 pub mod blocks;
 pub mod compare;
 pub mod index;
+mod pairing;
 pub mod paths;
 pub mod tree;
 
@@ -391,24 +392,61 @@ fn assemble(
     for n in added {
         by_ino.entry(n.ino).or_default().1.push(n);
     }
+    // Directories that moved (one name lost, one gained, the same
+    // directory): they carry the names under them (see [`pairing`]).
+    let mut moved_dirs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (&ino, (gone, new)) in &by_ino {
+        if let ([g], [n]) = (gone.as_slice(), new.as_slice()) {
+            if g.dir && n.dir && pair.persists(ino) {
+                moved_dirs.push((g.path.clone(), n.path.clone()));
+            }
+        }
+    }
     let mut out = Vec::new();
     for (ino, (mut gone, mut new)) in by_ino {
         gone.sort_by(|a, b| a.path.cmp(&b.path));
         new.sort_by(|a, b| a.path.cmp(&b.path));
         if pair.persists(ino) {
             let (mut delta, names) = modified.remove(&ino).unwrap_or_default();
-            let moves = gone.len().min(new.len());
-            for (g, n) in gone.iter().zip(&new) {
-                out.push(change(Kind::Moved, n, Some(g), std::mem::take(&mut delta)));
+            if !moved_dirs.is_empty() {
+                // A name that only moved with its directory is one the
+                // quick diff need not have listed as lost (its directory
+                // entry did not change): found here, it pairs with it.
+                let back: Vec<(Vec<u8>, Vec<u8>)> = moved_dirs
+                    .iter()
+                    .map(|(f, t)| (t.clone(), f.clone()))
+                    .collect();
+                let old = pair.views().0;
+                for n in &new {
+                    let Some(was) = pairing::carried(&n.path, &back) else {
+                        continue;
+                    };
+                    if !gone.iter().any(|g| g.path == was) && ino_at(old, &was) == Some(ino) {
+                        let mut g = n.clone();
+                        g.path = was;
+                        gone.push(g);
+                    }
+                }
+                gone.sort_by(|a, b| a.path.cmp(&b.path));
+            }
+            let pairs = pairing::pair_names(&gone, &new, &moved_dirs);
+            for &(g, n) in &pairs {
+                if let (Some(g), Some(n)) = (gone.get(g), new.get(n)) {
+                    out.push(change(Kind::Moved, n, Some(g), std::mem::take(&mut delta)));
+                }
             }
             // Names the file gained or lost beyond those: hard links.
-            for n in &new[moves..] {
-                let c = change(Kind::Added, n, None, Delta::default());
-                out.push(hard_link(c, &names, &new));
+            for (i, n) in new.iter().enumerate() {
+                if !pairs.iter().any(|&(_, p)| p == i) {
+                    let c = change(Kind::Added, n, None, Delta::default());
+                    out.push(hard_link(c, &names, &new));
+                }
             }
-            for g in &gone[moves..] {
-                let c = change(Kind::Deleted, g, None, Delta::default());
-                out.push(hard_link(c, &names, &new));
+            for (i, g) in gone.iter().enumerate() {
+                if !pairs.iter().any(|&(p, _)| p == i) {
+                    let c = change(Kind::Deleted, g, None, Delta::default());
+                    out.push(hard_link(c, &names, &new));
+                }
             }
             if !delta.is_empty() {
                 // Names only removed or only added, and the file changed
