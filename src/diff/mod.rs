@@ -499,11 +499,13 @@ fn assemble(
     }
     // A moved directory moves what is under it: only the directory is a
     // change (a full walk sees every name under it move).
-    let dir_moves: Vec<(Vec<u8>, Vec<u8>)> = out
+    let mut dir_moves: Vec<(Vec<u8>, Vec<u8>)> = out
         .iter()
         .filter(|c| c.change == Kind::Moved && c.file_type == "directory")
         .filter_map(|c| Some((c.raw_from.clone()?, c.raw_path.clone())))
         .collect();
+    // Outermost first, so that `.rev()` meets the innermost move first.
+    dir_moves.sort_by_key(|(_, t)| t.len());
     if !dir_moves.is_empty() {
         let (old, new) = pair.views();
         // A file changed in place under a moved directory: the full walk

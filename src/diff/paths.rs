@@ -189,16 +189,26 @@ fn moved_trees(
     }
     let mut present: HashSet<Vec<u8>> = changes.iter().map(|c| c.raw_path.clone()).collect();
     let mut extra = Vec::new();
-    for (f, t, ino) in &dirs {
+    for (_, t, ino) in &dirs {
         let mut names = Vec::new();
         super::walk(new, *ino, t, &mut names, notes);
         for n in names.into_iter().take(MAX_EXPANDED) {
             if !present.insert(n.path.clone()) {
                 continue;
             }
-            let Some(rel) = below(&n.path, t).map(<[u8]>::to_vec) else {
+            // The innermost moved directory holding the path says where
+            // it was (a directory moved inside a moved one came from its
+            // own old place, not from under the outer one's).
+            let Some((f, t, rel)) = dirs
+                .iter()
+                .rev()
+                .find_map(|(f, t, _)| below(&n.path, t).map(|r| (f, t, r.to_vec())))
+            else {
                 continue;
             };
+            if rel.is_empty() {
+                continue;
+            }
             let from = join(f, &rel);
             let mut c = super::change(Kind::Moved, &n, None, Delta::default());
             c.from = Some(printable_bytes(&from));

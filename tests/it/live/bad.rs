@@ -324,6 +324,130 @@ fn journal_inode_with_holes() {
     assert!(ls.stderr.contains("recovery fails"), "{}", ls.stderr);
 }
 
+/// Recomputes the journal superblock's checksum (v2/v3).
+fn fix_sb(sb: &mut [u8]) {
+    sb[0xfc..0x100].fill(0);
+    let c = crc32c_raw(!0, &sb[..1024]);
+    sb[0xfc..0x100].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Transaction numbers that wrap past 2^32 (the log renumbered from
+/// 0xffffffff: s_sequence, every descriptor, commit and revoke block, and
+/// the data tags' checksums, which cover the sequence): replayed as
+/// e2fsck's recovery replays it, every transaction listed in order.
+#[test]
+fn sequence_wrap_replays_like_e2fsck() {
+    let Some(l) = live() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let v = Victim::new(l, d.path(), "wrap.raw");
+    let mut sb = v.read(0);
+    let before = v.journal(d.path());
+    let txns = layout(&before);
+    assert!(txns.len() >= 3, "{txns:?}");
+    let first = be32(&sb, 0x18);
+    let renumber = |s: u64| (s as u32).wrapping_sub(first).wrapping_add(0xffff_ffff);
+    sb[0x18..0x1c].copy_from_slice(&renumber(u64::from(first)).to_be_bytes());
+    fix_sb(&mut sb);
+    v.write(0, &sb);
+    for (t, (seq, commit, descs, revokes)) in
+        before["transactions"].as_array().unwrap().iter().zip(&txns)
+    {
+        let new = renumber(*seq).to_be_bytes();
+        let data: Vec<u64> = t["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["journal_block"].as_u64().unwrap())
+            .collect();
+        let mut data = data.into_iter();
+        for &jb in descs {
+            let mut b = v.read(jb);
+            b[8..12].copy_from_slice(&new);
+            // Tags (checksum v3: 16 bytes, then a UUID unless SAME_UUID).
+            let mut pos = 12;
+            while pos + 16 <= b.len() - 4 {
+                let flags = be32(&b, pos + 4);
+                let block = v.read(data.next().expect("a data block per tag"));
+                let c = crc32c_raw(crc32c_raw(seed(&sb), &new), &block);
+                b[pos + 12..pos + 16].copy_from_slice(&c.to_be_bytes());
+                pos += 16 + if flags & 2 == 0 { 16 } else { 0 };
+                if flags & 8 != 0 {
+                    break;
+                }
+            }
+            fix_tail(&sb, &mut b);
+            v.write(jb, &b);
+        }
+        for &jb in revokes {
+            let mut b = v.read(jb);
+            b[8..12].copy_from_slice(&new);
+            fix_tail(&sb, &mut b);
+            v.write(jb, &b);
+        }
+        if let Some(jb) = commit {
+            let mut b = v.read(*jb);
+            b[8..12].copy_from_slice(&new);
+            b[0x10..0x14].fill(0);
+            let c = crc32c_raw(seed(&sb), &b);
+            b[0x10..0x14].copy_from_slice(&c.to_be_bytes());
+            v.write(*jb, &b);
+        }
+    }
+    let j = v.journal(d.path());
+    let seqs: Vec<u64> = layout(&j).iter().map(|t| t.0).collect();
+    let want: Vec<u64> = txns.iter().map(|t| u64::from(renumber(t.0))).collect();
+    assert_eq!(seqs, want);
+    assert_eq!(want[0], 0xffff_ffff);
+    assert_eq!(
+        j["recovery"]["transactions_replayed"], before["recovery"]["transactions_replayed"],
+        "{}",
+        j["recovery"]
+    );
+    assert_eq!(
+        j["recovery"]["blocks_replayed"],
+        before["recovery"]["blocks_replayed"]
+    );
+    // e2fsck's recovery (the kernel's algorithm) on a copy is the oracle.
+    let fixed = d.path().join("wrap.e2fsck.raw");
+    std::fs::copy(&v.path, &fixed).unwrap();
+    let out = std::process::Command::new("e2fsck")
+        .args(["-y", "-E", "journal_only", fixed.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.code().unwrap_or(8) < 4, "{out:?}");
+    check_files(d.path(), v.name(), fixed.to_str().unwrap());
+}
+
+/// A journal superblock claiming 2^32 - 1 blocks: the kernel cannot load
+/// it; the walk costs what the journal really holds, the refusal names
+/// the field and where the superblock is, and the view is the disk's.
+#[test]
+fn journal_of_2_32_blocks_claimed() {
+    let Some(l) = live() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let v = Victim::new(l, d.path(), "huge.raw");
+    let mut sb = v.read(0);
+    sb[0x10..0x14].copy_from_slice(&u32::MAX.to_be_bytes());
+    fix_sb(&mut sb);
+    v.write(0, &sb);
+    let j = v.journal(d.path());
+    assert_eq!(
+        j["recovery"]["outcome"]["state"], "failed",
+        "{}",
+        j["recovery"]
+    );
+    let why = j["recovery"]["outcome"]["why"].as_str().unwrap();
+    assert!(why.contains("4294967295 blocks (s_maxlen)"), "{why}");
+    let at = v.at(0);
+    assert!(
+        why.contains(&format!("journal superblock at byte {at:#x}")),
+        "{why}"
+    );
+    let ls = run_bounded(d.path(), &["ls", "-R", v.name()]);
+    assert!(ls.stderr.contains("recovery fails"), "{}", ls.stderr);
+    check_files(d.path(), v.name(), v.name());
+}
+
 /// Our view of `image` in debugfs's terms: every path with its inode,
 /// mode, owner, link count and bytes.
 fn our_tree(

@@ -158,6 +158,12 @@ pub(super) struct Seen {
 /// from debugfs (`ls -l` of each directory, `stat` and `dump` of each
 /// inode, batched in one debugfs run per level).
 pub(super) fn tree(dir: &Path, flat: &str) -> BTreeMap<String, Seen> {
+    tree_and_ctimes(dir, flat).0
+}
+
+/// [`tree`], and each inode's ctime as debugfs's `stat` prints it
+/// (seconds and nanoseconds, raw).
+fn tree_and_ctimes(dir: &Path, flat: &str) -> (BTreeMap<String, Seen>, BTreeMap<u64, String>) {
     let run = |cmds: &str| -> String {
         let f = dir.join("cmds");
         std::fs::write(&f, cmds).unwrap();
@@ -225,6 +231,7 @@ pub(super) fn tree(dir: &Path, flat: &str) -> BTreeMap<String, Seen> {
     }
     let text = run(&cmds);
     let mut links = BTreeMap::new();
+    let mut ctimes = BTreeMap::new();
     let mut ino = 0u64;
     for line in text.lines() {
         // The echo of each command: "debugfs: stat <N>".
@@ -233,6 +240,9 @@ pub(super) fn tree(dir: &Path, flat: &str) -> BTreeMap<String, Seen> {
             .and_then(|r| r.trim_start().strip_prefix("stat <"))
         {
             ino = rest.trim_end_matches('>').parse().unwrap();
+        }
+        if let Some(t) = line.trim_start().strip_prefix("ctime: ") {
+            ctimes.insert(ino, t.split_whitespace().next().unwrap_or("").to_owned());
         }
         if let Some(at) = line.find("Links: ") {
             let n: u32 = line[at + 7..]
@@ -250,7 +260,7 @@ pub(super) fn tree(dir: &Path, flat: &str) -> BTreeMap<String, Seen> {
             s.body = std::fs::read(dumps.join(s.ino.to_string())).unwrap_or_default();
         }
     }
-    out
+    (out, ctimes)
 }
 
 /// What changed between two trees, in path terms.
@@ -261,7 +271,9 @@ struct Effects {
     modified: BTreeSet<String>,
 }
 
-fn seen_effects(old: &BTreeMap<String, Seen>, new: &BTreeMap<String, Seen>) -> Effects {
+type Trees = (BTreeMap<String, Seen>, BTreeMap<u64, String>);
+
+fn seen_effects((old, octime): &Trees, (new, nctime): &Trees) -> Effects {
     let mut e = Effects::default();
     for (p, n) in new {
         match old.get(p) {
@@ -274,7 +286,10 @@ fn seen_effects(old: &BTreeMap<String, Seen>, new: &BTreeMap<String, Seen>) -> E
                     || o.mode != n.mode
                     || o.uid != n.uid
                     || o.gid != n.gid
-                    || (!dir && (o.links != n.links || o.body != n.body));
+                    || (!dir
+                        && (o.links != n.links
+                            || o.body != n.body
+                            || octime.get(&o.ino) != nctime.get(&n.ino)));
                 if differs {
                     e.modified.insert(p.clone());
                 }
@@ -315,9 +330,9 @@ fn diff_equals_the_replayed_trees_compared_path_by_path() {
     let d = tempfile::tempdir().unwrap();
     for chain in std::iter::once(&l.main).chain(&l.gens) {
         let top = abs(l, chain.last().unwrap());
-        let trees: Vec<BTreeMap<String, Seen>> = chain
+        let trees: Vec<Trees> = chain
             .iter()
-            .map(|image| tree(d.path(), l.flat(image, true).to_str().unwrap()))
+            .map(|image| tree_and_ctimes(d.path(), l.flat(image, true).to_str().unwrap()))
             .collect();
         for to in 1..chain.len() {
             let theirs = seen_effects(&trees[to - 1], &trees[to]);

@@ -274,7 +274,17 @@ pub fn recover(
         return r;
     }
     if let Some(why) = refusal(geo, log, sb_checksum) {
-        r.outcome = Outcome::Failed { why };
+        // Where the structure is, so the bytes can be looked at.
+        let at = match log.offset(0) {
+            Ok(o) => format!(
+                " (journal superblock at byte {o:#x} of {})",
+                log.source.name()
+            ),
+            Err(_) => " (journal superblock)".to_owned(),
+        };
+        r.outcome = Outcome::Failed {
+            why: format!("{why}{at}"),
+        };
         return r;
     }
     let mut notes = Vec::new();
@@ -479,7 +489,7 @@ fn refusal(
     }
     if geo.maxlen > log.total {
         return Some(format!(
-            "the journal superblock says {} blocks, but the journal has {}: the kernel cannot load it",
+            "the journal superblock says {} blocks (s_maxlen), but the journal has {}: the kernel cannot load it",
             geo.maxlen, log.total
         ));
     }
