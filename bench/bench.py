@@ -955,7 +955,7 @@ def journal_bench(rebuild=False):
     copy = os.path.join(shm, "layerscope-bench-journal.raw")
     theirs = ["sh", "-c", f"qemu-img convert -O raw {top} {copy} && (e2fsck -fy {copy} >/dev/null 2>&1; true) "
               f"&& debugfs -R 'ls -l /' {copy} && rm -f {copy}"]
-    row("ls / of the dirty snapshot", timed([BIN, "ls", "-l", "/", top], runs=3), timed(theirs, runs=1),
+    row("ls / of the dirty snapshot", timed([BIN, "ls", "-l", top, "/"], runs=3), timed(theirs, runs=1),
         "convert + e2fsck -fy + debugfs ls", "<= 0.1x")
     row("diff of the replayed layers", timed([BIN, "diff", top], runs=3),
         timed([BIN, "diff", "--full", top], runs=1), "layerscope diff --full", "<= 0.1x")
