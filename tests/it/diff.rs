@@ -552,7 +552,7 @@ fn blame_names_the_layer_of_each_change() {
             .unwrap()
             .split_whitespace()
             .take(3)
-            .eq(["0", "1", "-"]),
+            .eq(["0", "1", "base"]),
         "{text}"
     );
 }
