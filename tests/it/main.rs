@@ -11,6 +11,7 @@ mod e2e;
 mod ext;
 mod fat;
 mod formats;
+mod fuzz_corpus;
 mod hostile;
 mod lvm;
 mod mutate;
