@@ -160,6 +160,7 @@ def main():
     ap.add_argument("--throughput", action="store_true", help="only the bulk read rows (issue 19)")
     ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline rows")
     ap.add_argument("--fs-kinds", action="store_true", help="only the XFS and FAT rows")
+    ap.add_argument("--xfs", action="store_true", help="only the XFS rows")
     args = ap.parse_args()
     sh("cargo", "build", "--release", "--quiet", cwd=ROOT)
     if args.volumes:
@@ -170,6 +171,9 @@ def main():
         return
     if args.fs_kinds:
         fs_kinds_bench()
+        return
+    if args.xfs:
+        xfs_bench(args.rebuild)
         return
     if args.rebuild or not os.path.exists(os.path.join(WORK, "tb10-top.qcow2")):
         print("building benchmark images in bench/work ...", flush=True)
@@ -214,6 +218,7 @@ def main():
     volumes_bench()
     formats_bench()
     fs_kinds_bench()
+    xfs_bench(args.rebuild)
 
     for name in ("tb", "tb10"):
         img = os.path.join(WORK, f"{name}-top.qcow2")
@@ -275,6 +280,81 @@ def lvm_cmd(dev, *args):
     config = (f'global {{ activation = 0 }} devices {{ filter = [ "a|^{dev}$|", "r|.*|" ] '
               'obtain_device_list_from_udev = 0 use_devicesfile = 0 } backup { backup = 0 archive = 0 }')
     return [args[0], "--config", config] + list(args[1:])
+
+
+def build_xfs(top):
+    """The 2 GiB XFS chain: mkfs.xfs -p PROTOFILE from the same kind of
+    ~20k-file tree as the ext4 chain, and a thin overlay whose edits
+    xfs_db -x made (a label, attributes on 100 files)."""
+    t0 = time.time()
+    tree = os.path.join(WORK, "xfs-tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    build_tree(tree, seed=2)
+    lines = ["/dev/null", "0 0", "d--755 0 0"]
+
+    def walk(d):
+        for name in sorted(os.listdir(d)):
+            p = os.path.join(d, name)
+            if os.path.isdir(p):
+                lines.append(f"{name} d--755 0 0")
+                walk(p)
+                lines.append("$")
+            else:
+                lines.append(f"{name} ---644 0 0 {p}")
+    walk(tree)
+    lines.append("$")
+    proto = os.path.join(WORK, "xfs-proto")
+    with open(proto, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    base_raw = os.path.join(WORK, "xfs-base.raw")
+    sh("truncate", "-s", "2G", base_raw)
+    sh("mkfs.xfs", "-q", "-f", "-p", proto, base_raw)
+    sh("qemu-img", "convert", "-O", "qcow2", base_raw, os.path.join(WORK, "xfs-base.qcow2"))
+    flat = os.path.join(WORK, "xfs-flat1.raw")
+    sh("cp", "--sparse=always", base_raw, flat)
+    cmds = []
+    for i in range(0, 20000, 200):
+        cmds += [f"path /d{i % 200:03d}/s{(i // 200) % 10}/f{i:05d}.dat", "attr_set -u -v 100 user.bench"]
+    subprocess.run(["xfs_db", "-x", flat], input="\n".join(cmds).encode() + b"\n", check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["xfs_db", "-x", "-c", "label bench", flat], check=True, stdout=subprocess.DEVNULL)
+    thin_overlay(flat, "xfs-base.qcow2", top)
+    os.remove(flat)
+    shutil.rmtree(tree)
+    print(f"  XFS chain built in {time.time() - t0:.0f}s", flush=True)
+
+
+def xfs_bench(rebuild=False):
+    """XFS through the qcow2 chain vs xfsprogs on the flattened image:
+    `ls -R /` vs a recursive listing with xfs_db alone (bench/xfs_db_ls.py:
+    one xfs_db per tree level), and `info --groups` vs xfs_info plus one
+    xfs_db printing the AGF and AGI of every AG (the two medians summed).
+    Medians of interleaved runs. No kernel mount here to run find on."""
+    if shutil.which("mkfs.xfs") is None or shutil.which("xfs_db") is None:
+        print("(XFS rows skipped: apt-get install xfsprogs)")
+        return
+    top = os.path.join(WORK, "xfs-top.qcow2")
+    if rebuild or not os.path.exists(top):
+        os.makedirs(WORK, exist_ok=True)
+        build_xfs(top)
+    flat = os.path.join("/dev/shm" if os.path.isdir("/dev/shm") else WORK, "layerscope-bench-xfs.raw")
+    subprocess.run(["qemu-img", "convert", "-O", "raw", top, flat], check=True)
+    try:
+        agcount = int(subprocess.check_output(["xfs_db", "-r", "-c", "sb 0", "-c", "print agcount", flat]).split()[-1])
+        ags = []
+        for a in range(agcount):
+            ags += ["-c", f"agf {a}", "-c", "print", "-c", f"agi {a}", "-c", "print"]
+        ls = [BIN, "ls", "-R", top]
+        db_ls = ["python3", os.path.join(HERE, "xfs_db_ls.py"), flat]
+        info = [BIN, "info", "--groups", top]
+        xfs_info, db_ags = ["xfs_info", flat], ["xfs_db", "-r"] + ags + [flat]
+        t_ls, t_db_ls = interleaved([ls, db_ls], rounds=10, warmup=1)
+        t_info, t_xfs_info, t_db_ags = interleaved([info, xfs_info, db_ags])
+        row("XFS ls -R / (~20k files, chain vs flat raw)", (t_ls, peak_rss(ls)), (t_db_ls, peak_rss(db_ls)),
+            "xfs_db ls, per level (flat)", "absolute, RSS < 64 MiB")
+        row(f"XFS info --groups ({agcount} AGs, chain vs flat)", (t_info, peak_rss(info)),
+            (t_xfs_info + t_db_ags, max(peak_rss(xfs_info), peak_rss(db_ags))), "xfs_info + xfs_db agf/agi", "<= 1x")
+    finally:
+        os.remove(flat)
 
 
 def volumes_bench():

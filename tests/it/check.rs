@@ -130,9 +130,15 @@ fn our_findings(j: &Value) -> (BTreeSet<Finding>, Vec<(String, Option<u64>)>) {
     (set, layers)
 }
 
+/// Exit code of `timeout` when e2fsck ran out of time.
+const E2FSCK_HUNG: i32 = 124;
+
+/// `e2fsck -fn`, given a minute: on some images (the corpus's
+/// f_illitable_flexbg) e2fsck 1.47 with -n restarts from the beginning
+/// forever, trying backup descriptors it may not write.
 fn e2fsck_n(dir: &Path, image: &str) -> (i32, String) {
-    let out = Command::new("e2fsck")
-        .args(["-fn", image])
+    let out = Command::new("timeout")
+        .args(["60", "e2fsck", "-fn", image])
         .current_dir(dir)
         .output()
         .unwrap();
@@ -418,7 +424,6 @@ fn check_is_clean_on_the_corpus_where_e2fsck_is() {
             .replace(".img.gz", "");
         let out = sh(d, &["zcat", gz.to_str().unwrap()]);
         std::fs::write(d.join("x.img"), &out.stdout).unwrap();
-        let (e2fsck, _) = e2fsck_n(d, "x.img");
         let run = layerscope(d, &["check", "--fs-only", "-f", "raw", "x.img"]);
         assert!(
             [0, 1, 2].contains(&run.code) && !run.stderr.contains("panicked"),
@@ -426,6 +431,11 @@ fn check_is_clean_on_the_corpus_where_e2fsck_is() {
             run.code,
             run.stderr
         );
+        let (e2fsck, _) = e2fsck_n(d, "x.img");
+        if e2fsck == E2FSCK_HUNG {
+            eprintln!("{name}: e2fsck -fn did not finish in 60 s: no oracle");
+            continue;
+        }
         total += 1;
         if (e2fsck == 0) == (run.code == 0) {
             agree += 1;

@@ -380,6 +380,8 @@ pub(super) fn report_row(f: &ReportField) -> FieldRow {
     }
     let mut value = match &f.raw {
         RawValue::Bytes(_) if !shown.is_empty() => shown,
+        // An unset name or path: nothing to show, as dumpe2fs.
+        RawValue::Bytes(b) if b.iter().all(|&x| x == 0) => String::new(),
         _ if shown.is_empty() || shown == raw => raw,
         _ => format!("{raw} = {shown}"),
     };
