@@ -94,6 +94,51 @@ pub fn printable_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// The inverse of [`printable_bytes`]: the raw bytes of a name as
+/// layerscope prints it (`\xNN`, `\n`, `\r`, `\t`, `\\`, `\u{…}`), so
+/// the escaped form `ls` shows can be given back as a path. `None` when
+/// `text` holds no backslash or an escape that [`printable_bytes`] never
+/// writes (the text is then meant as it is).
+pub fn unescape(text: &[u8]) -> Option<Vec<u8>> {
+    if !text.contains(&b'\\') {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        let (&kind, tail) = rest.split_first()?;
+        rest = tail;
+        match kind {
+            b'\\' => out.push(b'\\'),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'x' => {
+                let hex = rest.get(..2)?;
+                let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+                out.push(v);
+                rest = rest.get(2..)?;
+            }
+            b'u' => {
+                let body = rest.strip_prefix(b"{")?;
+                let end = body.iter().position(|&c| c == b'}')?;
+                let hex = std::str::from_utf8(body.get(..end)?).ok()?;
+                let c = char::from_u32(u32::from_str_radix(hex, 16).ok()?)?;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                rest = body.get(end.checked_add(1)?..)?;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// JSON output under the same policy: every string is written with the
 /// unsafe characters as `\u` escapes (serde_json escapes only C0 controls,
 /// quotes and backslashes), so a JSON document from layerscope is as safe
@@ -230,6 +275,22 @@ pub mod json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unescape_inverts_printable_bytes() {
+        for raw in [
+            &b"bad\xffname"[..],
+            b"tab\there\\back\nnl",
+            "rl\u{202e}o".as_bytes(),
+            b"\x1b[2J",
+        ] {
+            let shown = printable_bytes(raw);
+            assert_eq!(unescape(shown.as_bytes()).as_deref(), Some(raw), "{shown}");
+        }
+        assert_eq!(unescape(b"plain"), None);
+        assert_eq!(unescape(b"C:\\dos\\q"), None);
+        assert_eq!(unescape(b"\\x4"), None);
+    }
 
     #[test]
     fn bytes_that_are_not_utf8_are_escaped_not_replaced() {

@@ -53,7 +53,7 @@ pub struct BlameArgs {
     pub image: ImageArgs,
     /// The file (or, with -R, the directory; default: the root).
     #[arg(default_value = "/")]
-    pub path: String,
+    pub path: std::ffi::OsString,
     /// Every file under the directory.
     #[arg(short = 'R', long)]
     pub recursive: bool,
@@ -68,17 +68,36 @@ pub struct BlameArgs {
 
 /// The chain and where its filesystem is: opened as of the top once to
 /// find the volume, then seen as of any layer.
-struct Disk {
-    chain: Chain,
+pub(super) struct Disk {
+    pub(super) chain: Chain,
     /// Where the filesystem's volume lies on the disk.
-    geometry: Arc<Geometry>,
+    pub(super) geometry: Arc<Geometry>,
     /// The volume's name.
     volume: String,
 }
 
 impl Disk {
-    fn open(image: &ImageArgs, volume: Option<&str>) -> anyhow::Result<Disk> {
+    pub(super) fn open(image: &ImageArgs, volume: Option<&str>) -> anyhow::Result<Disk> {
+        Disk::open_cut(image, volume, None)
+    }
+
+    /// [`Disk::open`] of the chain cut at `layer` (`--layer`).
+    pub(super) fn open_cut(
+        image: &ImageArgs,
+        volume: Option<&str>,
+        layer: Option<usize>,
+    ) -> anyhow::Result<Disk> {
         let chain = image.open()?;
+        let chain = match layer {
+            Some(n) if n >= chain.layers.len() => {
+                anyhow::bail!(
+                    "--layer {n}: the chain has layers 0 to {}",
+                    chain.layers.len() - 1
+                )
+            }
+            Some(n) => chain.cut(n),
+            None => chain,
+        };
         let top = super::fs::open_in(&chain, volume)?;
         Ok(Disk {
             chain,
@@ -96,11 +115,38 @@ impl Disk {
     }
 
     /// The filesystem as of layer `n`.
-    fn view(&self, n: usize) -> anyhow::Result<(Arc<dyn Filesystem>, Arc<LayeredReader>)> {
+    pub(super) fn view(
+        &self,
+        n: usize,
+    ) -> anyhow::Result<(Arc<dyn Filesystem>, Arc<LayeredReader>)> {
         let reader = Arc::new(LayeredReader::new(&self.chain.cut(n))?);
         let src = self.over(reader.clone(), format!("layer {n} {}", self.volume));
         let fs = crate::fs::open(src).with_context(|| format!("the filesystem as of layer {n}"))?;
         Ok((fs, reader))
+    }
+
+    /// Every layer's view, for [`Views::blame`] (`blame`, `find
+    /// --written-in`).
+    pub(super) fn views(&self) -> anyhow::Result<Views> {
+        let top = self.chain.layers.len() - 1;
+        let mut fs = Vec::new();
+        let mut reader = None;
+        for n in 0..=top {
+            let (f, r) = self.view(n)?;
+            fs.push(f);
+            reader = Some(r);
+        }
+        Ok(Views {
+            fs,
+            layers: self
+                .chain
+                .layers
+                .iter()
+                .map(|l| self.over(Arc::clone(&l.source), l.path.clone()))
+                .collect(),
+            reader: reader.context("an empty chain")?,
+            geometry: self.geometry.clone(),
+        })
     }
 }
 
@@ -250,26 +296,10 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let disk = Disk::open(&args.image, args.volume.as_deref())?;
     let top = disk.chain.layers.len() - 1;
-    let mut fs = Vec::new();
-    let mut reader = None;
-    for n in 0..=top {
-        let (f, r) = disk.view(n)?;
-        fs.push(f);
-        reader = Some(r);
-    }
-    let views = Views {
-        fs,
-        layers: disk
-            .chain
-            .layers
-            .iter()
-            .map(|l| disk.over(Arc::clone(&l.source), l.path.clone()))
-            .collect(),
-        reader: reader.context("an empty chain")?,
-        geometry: disk.geometry.clone(),
-    };
+    let views = disk.views()?;
     let topfs = views.fs[top].as_ref();
-    let ino = super::fs::resolve(topfs, &args.path)?;
+    let ino = super::fs::resolve_bytes(topfs, super::fs::arg_bytes(&args.path))?;
+    let arg_path = super::find::raw_path(&[Some(topfs)], super::fs::arg_bytes(&args.path));
     let bar = Bar::new();
     // Each file is blamed and written as the walk finds it: `blame -R`
     // over millions of names keeps one at a time.
@@ -300,17 +330,21 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         );
         let mut seq = ser.serialize_seq(None)?;
         let mut emit = |b: &Blame| -> anyhow::Result<()> { Ok(seq.serialize_element(b)?) };
-        blame_one(ino, args.path.as_bytes(), &mut emit)?;
+        blame_one(ino, &arg_path, &mut emit)?;
         if args.recursive {
-            crate::diff::walk_tree(topfs, ino, args.path.as_bytes(), &mut note, &mut |p, i| {
-                match blame_one(i, p, &mut emit) {
+            crate::diff::walk_tree(
+                topfs,
+                ino,
+                &arg_path,
+                &mut note,
+                &mut |p, i| match blame_one(i, p, &mut emit) {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(e) => {
                         failed = Some(e);
                         ControlFlow::Break(())
                     }
-                }
-            });
+                },
+            );
         }
         if let Some(e) = failed {
             return Err(e);
@@ -346,17 +380,21 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
         Ok(())
     };
-    blame_one(ino, args.path.as_bytes(), &mut emit)?;
+    blame_one(ino, &arg_path, &mut emit)?;
     if args.recursive {
-        crate::diff::walk_tree(topfs, ino, args.path.as_bytes(), &mut note, &mut |p, i| {
-            match blame_one(i, p, &mut emit) {
+        crate::diff::walk_tree(
+            topfs,
+            ino,
+            &arg_path,
+            &mut note,
+            &mut |p, i| match blame_one(i, p, &mut emit) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(e) => {
                     failed = Some(e);
                     ControlFlow::Break(())
                 }
-            }
-        });
+            },
+        );
     }
     bar.0.finish_and_clear();
     failed.map_or(Ok(()), Err)

@@ -36,7 +36,7 @@ pub struct ExtractArgs {
     #[command(flatten)]
     pub fs: FsArgs,
     /// The file or directory in the image (`/etc`, or `<12>`).
-    pub path: String,
+    pub path: std::ffi::OsString,
     /// Where to write it: a new or empty directory for a tree (a file
     /// name, or a directory to put it in, for a file).
     pub dest: PathBuf,
@@ -393,9 +393,10 @@ impl Extractor<'_> {
 pub fn run(args: &ExtractArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let opened = super::fs::open_full(&args.fs)?;
     let fs: &dyn Filesystem = fs_of(&opened);
-    let node = super::fs::resolve(fs, &args.path)?;
+    let node = super::fs::resolve_bytes(fs, super::fs::arg_bytes(&args.path))?;
     let meta = fs.metadata(node)?;
-    let src = args.path.as_bytes();
+    let src_raw = super::find::raw_path(&[Some(fs)], super::fs::arg_bytes(&args.path));
+    let src = src_raw.as_slice();
     let dest = &args.dest;
     let is_dir = meta.file_type == FileType::Directory;
     // Where the top entry goes: for a tree, DEST itself; for a file, DEST

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use serde_json::json;
 
-use super::fs::{open, open_full, resolve};
+use super::fs::{open, open_full};
 use super::superblock::Civil;
 use crate::escape::{printable, printable_bytes};
 use crate::fs::{
@@ -123,8 +123,11 @@ impl Listing<'_> {
 pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let fs = open(&args.fs)?;
     let fs = fs.as_ref();
-    let start = resolve(fs, &args.path)?;
-    let start_path = args.path.trim_end_matches('/').as_bytes().to_vec();
+    let start = super::fs::resolve_bytes(fs, super::fs::arg_bytes(&args.path))?;
+    let mut start_path = super::find::raw_path(&[Some(fs)], super::fs::arg_bytes(&args.path));
+    if start_path == b"/" {
+        start_path.clear();
+    }
     let shown_of = |path: &[u8]| {
         if path.is_empty() {
             "/".to_owned()
@@ -281,7 +284,7 @@ pub(super) fn write_fields(report: &Report, out: &mut dyn Write) -> anyhow::Resu
 pub fn stat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let fs = open(&args.fs)?;
     let fs = fs.as_ref();
-    let node = resolve(fs, &args.path)?;
+    let node = super::fs::resolve_bytes(fs, super::fs::arg_bytes(&args.path))?;
     if let Some(ext) = super::ext::as_ext(fs) {
         return super::ext::stat(ext, node, args.fs.json, out);
     }
@@ -459,7 +462,7 @@ fn report(fs: &dyn Filesystem, problems: &[Problem], node: NodeId) -> anyhow::Re
 pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let fs = open(&args.fs)?;
     let fs = fs.as_ref();
-    let node = resolve(fs, &args.path)?;
+    let node = super::fs::resolve_bytes(fs, super::fs::arg_bytes(&args.path))?;
     let size = fs.metadata(node)?.size;
     // The map's problems first (the reads below fill what it skips with
     // zeros).
@@ -503,7 +506,7 @@ struct BlockRow {
 pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let opened = open_full(&args.fs)?;
     let fs = opened.fs.as_ref();
-    let node = resolve(fs, &args.path)?;
+    let node = super::fs::resolve_bytes(fs, super::fs::arg_bytes(&args.path))?;
     let bs = fs.block_size().max(1);
     let (runs, problems) = runs_of(fs, node)?;
     let failed = std::cell::RefCell::new(None);

@@ -111,14 +111,42 @@ pub(super) fn open_in(chain: &Chain, volume: Option<&str>) -> anyhow::Result<Ope
     })
 }
 
-/// `<N>` (debugfs's inode syntax) or a path.
-pub(super) fn resolve(fs: &dyn Filesystem, target: &str) -> anyhow::Result<NodeId> {
-    if let Some(n) = target.strip_prefix('<').and_then(|t| t.strip_suffix('>')) {
-        return n
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{target:?}: not an inode number"));
+/// The bytes of a path argument: any bytes the shell passes (names on
+/// disk need not be UTF-8).
+pub(super) fn arg_bytes(arg: &std::ffi::OsStr) -> &[u8] {
+    std::os::unix::ffi::OsStrExt::as_bytes(arg)
+}
+
+/// `<N>` (debugfs's inode syntax) or a path, given as bytes. A path that is not found as
+/// given but holds escapes is tried in its unescaped form, so the names
+/// `ls` prints escaped (`bad\xffname`) are accepted back. `<0>` and other
+/// numbers no inode can have are the user's input, said so.
+pub(super) fn resolve_bytes(fs: &dyn Filesystem, target: &[u8]) -> anyhow::Result<NodeId> {
+    let shown = crate::escape::printable_bytes(target);
+    if let Some(n) = target.strip_prefix(b"<").and_then(|t| t.strip_suffix(b">")) {
+        let n: NodeId = std::str::from_utf8(n)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("{shown}: not an inode number"))?;
+        // A number out of the filesystem's range is a typo, not damage:
+        // say so (a corrupt inode in range is still opened, to inspect).
+        if let Err(crate::fs::FsError::Corrupt { detail, .. }) = fs.metadata(n) {
+            if n == 0 || detail.contains("does not exist") {
+                anyhow::bail!(
+                    "{shown}: no such inode ({})",
+                    crate::escape::printable(&detail)
+                );
+            }
+        }
+        return Ok(n);
     }
-    Ok(fs.lookup(target.as_bytes())?)
+    match fs.lookup(target) {
+        Ok(n) => Ok(n),
+        Err(first) => match crate::escape::unescape(target) {
+            Some(raw) => fs.lookup(&raw).map_err(|_| first.into()),
+            None => Err(first.into()),
+        },
+    }
 }
 
 /// `info`: the partition table (when there is one), then the superblock:

@@ -15,7 +15,9 @@ mod diff;
 mod ext;
 mod extract;
 mod files;
+mod find;
 mod fs;
+mod grep;
 mod json;
 mod lookup;
 mod map;
@@ -106,6 +108,16 @@ pub enum Command {
     /// links, attributes and (as root) owners kept; nothing is ever
     /// written outside DEST.
     Extract(extract::ExtractArgs),
+    /// Files by name, type, size, time and by the layer that last wrote
+    /// them, like `find(1)`: `find IMAGE /etc --name '*.conf' --type f`,
+    /// `find IMAGE --written-in 2`, `--all-layers` (each match says in
+    /// which layers it matches).
+    Find(Box<find::FindArgs>),
+    /// Lines of file contents matching a regular expression, like `grep
+    /// -rn`, with the layer holding each matching line:
+    /// `grep IMAGE 'PermitRootLogin' /etc` (`-l` file names only,
+    /// `--all-layers` in which layers each line is there).
+    Grep(grep::GrepArgs),
     /// Print one frame of the UI as text, after a key script (for snapshot
     /// tests and scripts): `render IMAGE --size 100x30 --keys "j j Tab g 0x400 Enter"`.
     Render(RenderArgs),
@@ -154,7 +166,7 @@ pub struct LsArgs {
     pub fs: FsArgs,
     /// The directory (default: the root).
     #[arg(default_value = "/")]
-    pub path: String,
+    pub path: std::ffi::OsString,
     /// Long listing: inode, mode, type, owner, size, time.
     #[arg(short = 'l', long)]
     pub long: bool,
@@ -169,7 +181,7 @@ pub struct PathArgs {
     #[command(flatten)]
     pub fs: FsArgs,
     /// A path (`/etc/hostname`) or an inode number (`<12>`).
-    pub path: String,
+    pub path: std::ffi::OsString,
 }
 
 /// Arguments of `render`.
@@ -465,6 +477,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Timeline(args)) => timeline::run(&args, &mut out),
         Some(Command::Extract(args)) => extract::run(&args, &mut out),
         Some(Command::Check(args)) => check::run(&args, &mut out),
+        Some(Command::Find(args)) => find::run(&args, &mut out),
+        Some(Command::Grep(args)) => grep::run(&args, &mut out),
         Some(Command::Completions(args)) => meta::completions(&args, &mut out),
         Some(Command::Man(args)) => meta::man(&args, &mut out),
         Some(Command::Render(args)) => {
@@ -521,9 +535,12 @@ pub fn error_line(err: &anyhow::Error) -> String {
 /// The exit status an error asks for, and whether its message is worth
 /// printing: `check` exits 1 after its report when it found problems
 /// (nothing more to say) and 2 when it could not check (fsck's
-/// conventions); other errors are 1 with their message.
+/// conventions); `grep` exits 1 silently when nothing matched, as grep
+/// does; other errors are 1 with their message.
 pub fn exit_status(err: &anyhow::Error) -> (u8, bool) {
-    if err.downcast_ref::<check::ProblemsFound>().is_some() {
+    if err.downcast_ref::<check::ProblemsFound>().is_some()
+        || err.downcast_ref::<grep::NoMatch>().is_some()
+    {
         (1, false)
     } else if err.downcast_ref::<check::CouldNotCheck>().is_some() {
         (2, true)

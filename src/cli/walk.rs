@@ -91,3 +91,119 @@ pub(super) fn walk(
         stack.extend(subdirs.into_iter().rev());
     }
 }
+
+/// One path met by [`walk_views`], as each view sees it.
+pub(super) struct ViewsVisit<'a> {
+    /// The full path, raw bytes.
+    pub path: &'a [u8],
+    /// 1 for the entries of the start directory, 2 below them, …
+    pub depth: usize,
+    /// Per view (in the order given): the entry and its type, where the
+    /// path exists in that view.
+    pub found: &'a [Option<(DirEntry, FileType)>],
+}
+
+/// Walks the union of the trees of several views of one filesystem (the
+/// chain as of each layer; or one view alone) under the directory
+/// `start_path`, which is `starts[k]` in view `k` (absent where `None`).
+/// Each directory's entries are met in name order, each path once with
+/// what every view holds there: `find` and `grep --all-layers` say in
+/// which layers a match exists without keeping the tree. Memory: one
+/// directory's entries (all views) at a time, plus the directories still
+/// to visit and those already entered (each entered once per view, so a
+/// loop in a damaged tree cannot make it run forever). Entries deeper
+/// than `max_depth` are not visited. Damage goes to `warn`.
+pub(super) fn walk_views(
+    views: &[Option<&dyn Filesystem>],
+    starts: &[Option<NodeId>],
+    start_path: &[u8],
+    max_depth: Option<usize>,
+    each: &mut dyn FnMut(&ViewsVisit<'_>) -> ControlFlow<()>,
+    warn: &mut dyn FnMut(String),
+) {
+    use std::collections::BTreeMap;
+    type Found = Vec<Option<(DirEntry, FileType)>>;
+    let mut seen: Vec<HashSet<NodeId>> =
+        starts.iter().map(|s| s.iter().copied().collect()).collect();
+    let mut stack: Vec<(Vec<Option<NodeId>>, Vec<u8>, usize)> =
+        vec![(starts.to_vec(), start_path.to_vec(), 0)];
+    while let Some((dirs, path, depth)) = stack.pop() {
+        if max_depth.is_some_and(|m| depth >= m) {
+            continue;
+        }
+        let mut names: BTreeMap<Vec<u8>, Found> = BTreeMap::new();
+        for (k, (fs, dir)) in views.iter().zip(&dirs).enumerate() {
+            let (Some(fs), Some(dir)) = (*fs, *dir) else {
+                continue;
+            };
+            let mut problems = Vec::new();
+            let shown = || {
+                let p = crate::escape::printable_bytes(&path);
+                if views.len() > 1 {
+                    format!("{p} (layer {k})")
+                } else {
+                    p
+                }
+            };
+            if let Err(e) = fs.read_dir(dir, &mut problems, &mut |e| {
+                if e.is_dot_or_dotdot() {
+                    return ControlFlow::Continue(());
+                }
+                let slot = names
+                    .entry(e.name.clone())
+                    .or_insert_with(|| vec![None; views.len()]);
+                if let Some(s) = slot.get_mut(k) {
+                    if s.is_none() {
+                        let t = type_of(fs, &e);
+                        *s = Some((e, t));
+                    }
+                }
+                ControlFlow::Continue(())
+            }) {
+                warn(format!("{}: {e}", shown()));
+            }
+            for p in problems {
+                warn(format!("{}: {p}", shown()));
+            }
+        }
+        let mut subdirs = Vec::new();
+        for (name, found) in &names {
+            let child = join(&path, name);
+            let v = ViewsVisit {
+                path: &child,
+                depth: depth.saturating_add(1),
+                found,
+            };
+            if each(&v).is_break() {
+                return;
+            }
+            let mut next: Vec<Option<NodeId>> = vec![None; views.len()];
+            for (k, f) in found.iter().enumerate() {
+                let Some((e, FileType::Directory)) = f else {
+                    continue;
+                };
+                let (Some(s), Some(n)) = (seen.get_mut(k), next.get_mut(k)) else {
+                    continue;
+                };
+                if s.insert(e.node) {
+                    *n = Some(e.node);
+                } else {
+                    warn(format!(
+                        "{}: directory {} met twice (a loop or a hard-linked directory); not entered again",
+                        crate::escape::printable_bytes(&child),
+                        views
+                            .get(k)
+                            .copied()
+                            .flatten()
+                            .map_or_else(String::new, |fs| fs.node_name(e.node))
+                    ));
+                }
+            }
+            if next.iter().any(Option::is_some) {
+                subdirs.push((next, child, depth.saturating_add(1)));
+            }
+        }
+        // Reversed, so that the first subdirectory is walked first.
+        stack.extend(subdirs.into_iter().rev());
+    }
+}

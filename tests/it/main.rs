@@ -10,6 +10,7 @@ mod diff;
 mod e2e;
 mod ext;
 mod fat;
+mod find_grep;
 mod formats;
 mod hostile;
 mod lvm;

@@ -1,0 +1,577 @@
+//! `layerscope grep`: lines of file contents matching a regular
+//! expression, like `grep -rn`, each with the chain layer that holds it;
+//! through the [`Filesystem`] seam (ext, XFS, FAT) on any volume.
+//!
+//! Matching is over bytes, as grep in the C locale: a file's content is
+//! read in chunks, the whole chunk is searched at once and only a
+//! candidate's line is checked again alone (a pattern such as `[^x]`
+//! could otherwise match across a line end), so the cost follows the
+//! bytes, not the lines. Memory is one chunk and one line (a line longer
+//! than [`MAX_LINE`] is searched in pieces of that size). A file holding
+//! a NUL byte is binary, as grep decides it: its matching lines are not
+//! printed, one "binary file matches" is (`-a` prints them).
+//! `--all-layers` greps each layer's version of each file and says in
+//! which layers each matching line is.
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use regex::bytes::{Regex, RegexBuilder};
+use serde_json::json;
+
+use super::find::{note, raw_path};
+use super::fs::{arg_bytes, resolve_bytes};
+use super::walk::{walk_views, ViewsVisit};
+use super::FsArgs;
+use crate::block::layered::LayeredReader;
+use crate::fs::{FileType, Filesystem, NodeId, Run, RunKind};
+use crate::volume::Geometry;
+
+/// Arguments of `grep`.
+#[derive(Debug, Args)]
+pub struct GrepArgs {
+    #[command(flatten)]
+    pub fs: FsArgs,
+    /// The regular expression (Rust syntax, close to `grep -E`), matched
+    /// against each line's bytes.
+    pub pattern: String,
+    /// A directory to search under, or one file (default: the root).
+    /// Any bytes; the escaped form `ls` prints is accepted too.
+    #[arg(default_value = "/")]
+    pub path: OsString,
+    /// Ignore ASCII case (`grep -i`).
+    #[arg(short = 'i', long)]
+    pub ignore_case: bool,
+    /// PATTERN is a fixed string, not a regular expression (`grep -F`;
+    /// `-F` itself is the backing format here, as in qemu-img).
+    #[arg(long)]
+    pub fixed_strings: bool,
+    /// Print only the names of files with a match (`grep -l`).
+    #[arg(short = 'l', long)]
+    pub files_with_matches: bool,
+    /// Search binary files as text: print their matching lines (`grep -a`).
+    #[arg(short = 'a', long)]
+    pub text: bool,
+    /// Search the filesystem as of every layer; each hit says in which
+    /// layers it is found (`--layer` is then ignored).
+    #[arg(long, conflicts_with = "layer")]
+    pub all_layers: bool,
+}
+
+/// Nothing matched: exit status 1 without a message, as grep.
+#[derive(Debug)]
+pub struct NoMatch;
+
+impl std::fmt::Display for NoMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no match")
+    }
+}
+
+impl std::error::Error for NoMatch {}
+
+/// Bytes read from a file at a time.
+const CHUNK: usize = 1 << 20;
+/// The longest line held whole; longer ones are searched in pieces.
+pub const MAX_LINE: usize = 1 << 20;
+/// Hits of one file kept to compare layers (`--all-layers`); more are
+/// dropped with a warning.
+const MAX_HITS_PER_FILE: usize = 100_000;
+
+/// One matching line.
+pub(super) struct LineHit<'a> {
+    /// 1-based.
+    pub line: u64,
+    /// Byte offset of the line in the file.
+    pub offset: u64,
+    /// The line, without its end.
+    pub text: &'a [u8],
+}
+
+/// What searching one file found.
+#[derive(Default)]
+pub(super) struct FileResult {
+    pub matches: u64,
+    /// The file is binary (holds a NUL) and matched.
+    pub binary: bool,
+}
+
+/// Searches one file's content, calling `hit` for each matching line
+/// until it breaks (a binary file's lines are not given unless `text`;
+/// its first match ends the search).
+///
+/// # Errors
+/// Read errors of the file.
+pub(super) fn search_file(
+    fs: &dyn Filesystem,
+    node: NodeId,
+    re: &Regex,
+    text: bool,
+    hit: &mut dyn FnMut(&LineHit<'_>) -> ControlFlow<()>,
+) -> Result<FileResult, crate::fs::FsError> {
+    let mut result = FileResult::default();
+    let mut chunk = vec![0u8; CHUNK];
+    // The window: the unfinished line carried over, then the new bytes.
+    let mut window: Vec<u8> = Vec::new();
+    let mut window_offset = 0u64; // file offset of window[0]
+    let mut window_line = 1u64; // line number of window[0]
+    let mut read_at = 0u64;
+    let mut binary = false;
+    loop {
+        let n = fs.read_file(node, read_at, &mut chunk)?;
+        let got = chunk.get(..n).unwrap_or(&[]);
+        let eof = n == 0;
+        read_at = read_at.saturating_add(n as u64);
+        if !text && !binary && memchr::memchr(0, got).is_some() {
+            binary = true;
+        }
+        window.extend_from_slice(got);
+        // Whole lines only, unless at the end or the line is too long.
+        let end = if eof || window.len() >= MAX_LINE.saturating_add(CHUNK) {
+            window.len()
+        } else {
+            match memchr::memrchr(b'\n', &window) {
+                Some(i) => i + 1,
+                None if window.len() >= MAX_LINE => window.len(),
+                None => continue,
+            }
+        };
+        let region = window.get(..end).unwrap_or(&[]);
+        let mut pos = 0;
+        let mut counted = 0; // region[..counted] newlines are in `line_no`
+        let mut line_no = window_line;
+        while pos < region.len() {
+            let Some(m) = re.find_at(region, pos) else {
+                break;
+            };
+            let start =
+                memchr::memrchr(b'\n', region.get(..m.start()).unwrap_or(&[])).map_or(0, |i| i + 1);
+            let stop = memchr::memchr(b'\n', region.get(m.start()..).unwrap_or(&[]))
+                .map_or(region.len(), |i| m.start() + i);
+            let line = region.get(start..stop).unwrap_or(&[]);
+            let real = if binary {
+                // In a binary file NULs end lines too, as for grep.
+                line.split(|&b| b == 0).any(|piece| re.is_match(piece))
+            } else {
+                re.is_match(line)
+            };
+            if real {
+                line_no = line_no.saturating_add(
+                    memchr::memchr_iter(b'\n', region.get(counted..start).unwrap_or(&[])).count()
+                        as u64,
+                );
+                counted = start;
+                result.matches = result.matches.saturating_add(1);
+                if binary {
+                    result.binary = true;
+                    return Ok(result);
+                }
+                let h = LineHit {
+                    line: line_no,
+                    offset: window_offset.saturating_add(start as u64),
+                    text: line,
+                };
+                if hit(&h).is_break() {
+                    return Ok(result);
+                }
+            }
+            pos = stop.saturating_add(1);
+        }
+        if eof {
+            return Ok(result);
+        }
+        let newlines = memchr::memchr_iter(b'\n', region).count() as u64;
+        window_line = window_line.saturating_add(newlines);
+        window_offset = window_offset.saturating_add(end as u64);
+        window.drain(..end);
+    }
+}
+
+/// Which chain layer holds a file's bytes: its data runs, found once per
+/// file with a match.
+struct LayerOf {
+    reader: Arc<LayeredReader>,
+    geometry: Arc<Geometry>,
+}
+
+impl LayerOf {
+    /// The layer holding the file's byte at `offset` (`None`: a hole, or
+    /// bytes kept in the node itself, or no layer holds them).
+    fn at(&self, runs: &[Run], node_at: Option<u64>, offset: u64) -> Option<usize> {
+        let volume = runs
+            .iter()
+            .find(|r| {
+                r.kind == RunKind::Data
+                    && r.logical <= offset
+                    && offset < r.logical.saturating_add(r.len)
+            })
+            .map(|r| r.physical.saturating_add(offset - r.logical))
+            .or(if runs.iter().any(|r| r.kind == RunKind::Data) {
+                None
+            } else {
+                // No data runs: the content is in the node (inline data).
+                node_at
+            })?;
+        let (disk, _) = self.geometry.to_disk(volume)?;
+        self.reader.owner(disk, 1).ok()?.layer
+    }
+}
+
+/// The data runs of a file and where its node lies.
+fn runs_of(fs: &dyn Filesystem, node: NodeId) -> (Vec<Run>, Option<u64>) {
+    let mut runs = Vec::new();
+    let mut problems = Vec::new();
+    let _ = fs.runs(node, &mut problems, &mut |r| {
+        if r.kind == RunKind::Data {
+            runs.push(r);
+        }
+        ControlFlow::Continue(())
+    });
+    (runs, fs.node_report(node).ok().map(|r| r.offset))
+}
+
+/// `grep`.
+///
+/// # Errors
+/// Opening the image or the filesystem; a path that is not found; a
+/// pattern that does not compile; writing; [`NoMatch`] when nothing
+/// matched.
+pub fn run(args: &GrepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let pattern = if args.fixed_strings {
+        regex::escape(&args.pattern)
+    } else {
+        args.pattern.clone()
+    };
+    let re = RegexBuilder::new(&pattern)
+        .unicode(false)
+        // `^` and `$` at each line's ends: the search runs over many lines.
+        .multi_line(true)
+        .case_insensitive(args.ignore_case)
+        .build()
+        .with_context(|| format!("the pattern {:?}", args.pattern))?;
+    let disk = super::diff::Disk::open_cut(
+        &args.fs.image,
+        args.fs.volume.as_deref(),
+        if args.all_layers { None } else { args.fs.layer },
+    )?;
+    let top = disk.chain.layers.len() - 1;
+    let mut views: Vec<Option<Arc<dyn Filesystem>>> = Vec::new();
+    let mut layer_of = None;
+    if args.all_layers {
+        for n in 0..=top {
+            match disk.view(n) {
+                Ok((fs, _)) => views.push(Some(fs)),
+                Err(e) => {
+                    note(&format!("layer {n}: {e:#} (not searched)"));
+                    views.push(None);
+                }
+            }
+        }
+    } else {
+        let (fs, reader) = disk.view(top)?;
+        views.push(Some(fs));
+        layer_of = Some(LayerOf {
+            reader,
+            geometry: disk.geometry.clone(),
+        });
+    }
+    let held: Vec<Option<&dyn Filesystem>> = views.iter().map(|v| v.as_deref()).collect();
+    let arg = arg_bytes(&args.path);
+    let start_path = raw_path(&held, arg);
+    // The start in each view: a directory to walk, or one file.
+    let mut starts: Vec<Option<(NodeId, FileType)>> = Vec::new();
+    for fs in &held {
+        starts.push(fs.and_then(|fs| {
+            let n = resolve_bytes(fs, arg).ok()?;
+            Some((n, fs.metadata(n).ok()?.file_type))
+        }));
+    }
+    if starts.iter().all(Option::is_none) {
+        let fs = held
+            .iter()
+            .rev()
+            .flatten()
+            .next()
+            .context("no layer could be opened")?;
+        resolve_bytes(*fs, arg)?;
+        anyhow::bail!("{}: cannot be read", crate::escape::printable_bytes(arg));
+    }
+    let mut printer = Printer {
+        out,
+        json: args.fs.json,
+        first: true,
+        files_only: args.files_with_matches,
+        any: false,
+    };
+    if args.fs.json {
+        printer.out.write_all(b"[")?;
+    }
+    let mut failed: Option<anyhow::Error> = None;
+    let mut one_path = |path: &[u8], found: &[Option<(NodeId, FileType)>], p: &mut Printer<'_>| {
+        if let Err(e) = grep_path(args, &re, &held, layer_of.as_ref(), path, found, p) {
+            failed = Some(e);
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    };
+    let walk_dirs = starts
+        .iter()
+        .any(|s| matches!(s, Some((_, FileType::Directory))));
+    if walk_dirs {
+        let dirs: Vec<Option<NodeId>> = starts
+            .iter()
+            .map(|s| s.and_then(|(n, t)| (t == FileType::Directory).then_some(n)))
+            .collect();
+        walk_views(
+            &held,
+            &dirs,
+            &start_path,
+            None,
+            &mut |v: &ViewsVisit<'_>| {
+                let found: Vec<Option<(NodeId, FileType)>> = v
+                    .found
+                    .iter()
+                    .map(|f| f.as_ref().map(|(e, t)| (e.node, *t)))
+                    .collect();
+                one_path(v.path, &found, &mut printer)
+            },
+            &mut |w| note(&w),
+        );
+    } else {
+        let _ = one_path(&start_path, &starts, &mut printer);
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if printer.json {
+        printer
+            .out
+            .write_all(if printer.first { b"]\n" } else { b"\n]\n" })?;
+    }
+    printer.out.flush()?;
+    if !printer.any {
+        return Err(NoMatch.into());
+    }
+    Ok(())
+}
+
+/// Where hits go.
+struct Printer<'a> {
+    out: &'a mut dyn Write,
+    json: bool,
+    first: bool,
+    files_only: bool,
+    /// Something matched.
+    any: bool,
+}
+
+/// `3` or `0,1,2` or `-`.
+fn layers_text(layers: &[Option<usize>]) -> String {
+    let v: Vec<String> = layers
+        .iter()
+        .map(|l| l.map_or("-".to_owned(), |l| l.to_string()))
+        .collect();
+    v.join(",")
+}
+
+impl Printer<'_> {
+    /// A matching line: `path:line:layers:text`, as `grep -rn` with the
+    /// layers where `grep -b` puts the offset.
+    fn line(
+        &mut self,
+        path: &[u8],
+        line: u64,
+        offset: u64,
+        text: &[u8],
+        layers: &[Option<usize>],
+        all: bool,
+    ) -> anyhow::Result<()> {
+        self.any = true;
+        if self.json {
+            let mut v = json!({
+                "path": super::json::text(path),
+                "line": line,
+                "offset": offset,
+                "text": super::json::text(text),
+            });
+            if all {
+                v["layers"] = json!(layers);
+            } else {
+                v["layer"] = json!(layers.first().copied().flatten());
+            }
+            if let Some(b) = super::json::hex_unless_utf8(path) {
+                v["path_bytes"] = json!(b);
+            }
+            if let Some(b) = super::json::hex_unless_utf8(text) {
+                v["text_bytes"] = json!(b);
+            }
+            return super::json::write_item(self.out, &mut self.first, &v);
+        }
+        writeln!(
+            self.out,
+            "{}:{line}:{}:{}",
+            crate::escape::printable_bytes(path),
+            layers_text(layers),
+            crate::escape::printable_bytes(text)
+        )?;
+        Ok(())
+    }
+
+    /// A file with a match (`-l`), or a binary file that matched.
+    fn file(
+        &mut self,
+        path: &[u8],
+        layers: &[Option<usize>],
+        binary: bool,
+        all: bool,
+    ) -> anyhow::Result<()> {
+        self.any = true;
+        if self.json {
+            let mut v = json!({ "path": super::json::text(path) });
+            if binary {
+                v["binary"] = json!(true);
+            }
+            if all {
+                v["layers"] = json!(layers);
+            }
+            if let Some(b) = super::json::hex_unless_utf8(path) {
+                v["path_bytes"] = json!(b);
+            }
+            return super::json::write_item(self.out, &mut self.first, &v);
+        }
+        let shown = crate::escape::printable_bytes(path);
+        if self.files_only {
+            if all {
+                writeln!(self.out, "{shown}:{}", layers_text(layers))?;
+            } else {
+                writeln!(self.out, "{shown}")?;
+            }
+        } else {
+            // As grep 3.5 and later: on stderr, the results stay lines.
+            self.out.flush()?;
+            eprintln!(
+                "layerscope: {shown}: binary file matches{}",
+                if all {
+                    format!(" (layers {})", layers_text(layers))
+                } else {
+                    String::new()
+                }
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A line's offset in the file and the layers holding it.
+type LinesAt = (u64, Vec<Option<usize>>);
+
+/// Greps the file at `path` in each view that has it as a regular file.
+fn grep_path(
+    args: &GrepArgs,
+    re: &Regex,
+    views: &[Option<&dyn Filesystem>],
+    layer_of: Option<&LayerOf>,
+    path: &[u8],
+    found: &[Option<(NodeId, FileType)>],
+    p: &mut Printer<'_>,
+) -> anyhow::Result<()> {
+    let all = args.all_layers;
+    let files_only = args.files_with_matches;
+    let shown = || crate::escape::printable_bytes(path);
+    if !all {
+        let (Some(Some(fs)), Some(Some((node, FileType::Regular)))) =
+            (views.first(), found.first())
+        else {
+            return Ok(());
+        };
+        let mut runs: Option<(Vec<Run>, Option<u64>)> = None;
+        let mut err = None;
+        let r = search_file(*fs, *node, re, args.text, &mut |h| {
+            if files_only {
+                return ControlFlow::Break(());
+            }
+            let (rs, at) = runs.get_or_insert_with(|| runs_of(*fs, *node));
+            let layer = layer_of.and_then(|l| l.at(rs, *at, h.offset));
+            match p.line(path, h.line, h.offset, h.text, &[layer], false) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(e) => {
+                    err = Some(e);
+                    ControlFlow::Break(())
+                }
+            }
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        match r {
+            Ok(r) if r.binary || (files_only && r.matches > 0) => {
+                let layer = if files_only {
+                    None
+                } else {
+                    let (rs, at) = runs_of(*fs, *node);
+                    layer_of.and_then(|l| l.at(&rs, at, 0))
+                };
+                p.file(path, &[layer], r.binary && !files_only, false)?;
+            }
+            Ok(_) => {}
+            Err(e) => note(&format!("{}: {e}", shown())),
+        }
+        return Ok(());
+    }
+    // Every layer's version: (line, text) -> layers, in line order.
+    let mut lines: BTreeMap<(u64, Vec<u8>), LinesAt> = BTreeMap::new();
+    let mut matched: Vec<Option<usize>> = Vec::new();
+    let mut binary: Vec<Option<usize>> = Vec::new();
+    for (k, (fs, f)) in views.iter().zip(found).enumerate() {
+        let (Some(fs), Some((node, FileType::Regular))) = (fs, f) else {
+            continue;
+        };
+        let mut kept = 0usize;
+        let r = search_file(*fs, *node, re, args.text, &mut |h| {
+            if files_only {
+                return ControlFlow::Break(());
+            }
+            kept += 1;
+            if kept > MAX_HITS_PER_FILE {
+                return ControlFlow::Break(());
+            }
+            lines
+                .entry((h.line, h.text.to_vec()))
+                .or_insert_with(|| (h.offset, Vec::new()))
+                .1
+                .push(Some(k));
+            ControlFlow::Continue(())
+        });
+        if kept > MAX_HITS_PER_FILE {
+            note(&format!(
+                "{} (layer {k}): more than {MAX_HITS_PER_FILE} matching lines; the rest not compared",
+                shown()
+            ));
+        }
+        match r {
+            Ok(r) if r.binary => binary.push(Some(k)),
+            Ok(r) if r.matches > 0 => matched.push(Some(k)),
+            Ok(_) => {}
+            Err(e) => note(&format!("{} (layer {k}): {e}", shown())),
+        }
+    }
+    if files_only {
+        matched.extend(binary);
+        matched.sort_unstable();
+        if !matched.is_empty() {
+            p.file(path, &matched, false, true)?;
+        }
+        return Ok(());
+    }
+    for ((line, text), (offset, layers)) in &lines {
+        p.line(path, *line, *offset, text, layers, true)?;
+    }
+    if !binary.is_empty() {
+        p.file(path, &binary, true, true)?;
+    }
+    Ok(())
+}
