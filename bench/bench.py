@@ -897,8 +897,6 @@ def ssh_bench(top):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def build_gpt_chain(d, name, size, files):
@@ -931,7 +929,9 @@ def build_gpt_chain(d, name, size, files):
     sh("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, base)
     os.remove(raw)
     sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.basename(base), "-F", "qcow2", top)
-    cmds = [f"write -P {i + 1} {root_at + (i * 7919 % 4096) * (1 << 20)} 64k" for i in range(16)]
+    # In the upper half of the root, clear of its metadata at the start.
+    half = (size - root_at) >> 21
+    cmds = [f"write -P {i + 1} {root_at + (half + i * 7919 % (half - 1)) * (1 << 20)} 64k" for i in range(16)]
     sh("qemu-io", "-f", "qcow2", *sum((["-c", c] for c in cmds), []), top, stdout=subprocess.DEVNULL)
     return top, root_at
 
@@ -979,8 +979,8 @@ def first_frame_interactive(image, markers, runs=RUNS):
 
 
 def tui_first_frame_bench():
-    """Time to the first full frame (superblock of the root partition,
-    tree, hit map legend) of the TUI on GPT qcow2 chains: 2 GiB with a
+    """Time to the first full frame (the tree titled with the root
+    partition's filesystem, the hit map's legend) of the TUI on GPT qcow2 chains: 2 GiB with a
     FAT ESP and an ext4 root, 64 GiB and 1 TiB (sparse), headless
     (`render`) and interactive in a pty with a scripted `q`, against what
     a user runs otherwise for that picture: `qemu-img info
@@ -993,7 +993,7 @@ def tui_first_frame_bench():
     for name, size, files in (("gpt2g", 2 << 30, 2000), ("gpt64g", 64 << 30, 200), ("gpt1t", 1 << 40, 200)):
         top, root_at = build_gpt_chain(d, name, size, files)
         render = timed([BIN, "render", top, "--size", "120x40"])
-        ff, total = first_frame_interactive(top, ["Superblock (ext4) on p2", "none:"])
+        ff, total = first_frame_interactive(top, ["· p2 ext4", "none:"])
         flat = os.path.join(d, f"{name}-flat.raw")
         info = timed(["qemu-img", "info", "--backing-chain", top], runs=3)
         conv = timed(["qemu-img", "convert", "-O", "raw", top, flat], runs=3)
@@ -1005,3 +1005,7 @@ def tui_first_frame_bench():
         print(f"{label:<44} render {render[0] * 1000:7.1f} ms, interactive {ff * 1000:7.1f} ms (q: exit at {total * 1000:.1f} ms), RSS {render[1] / 1024:.1f} MiB")
         print(f"{'':<44} vs qemu-img info --backing-chain + sfdisk -d + dumpe2fs -h: {tools * 1000:7.1f} ms "
               f"(ratio {ff / tools:5.2f}x); with qemu-img convert to raw first: {(tools + conv[0]) * 1000:8.1f} ms (ratio {ff / (tools + conv[0]):5.3f}x)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
