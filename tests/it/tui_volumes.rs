@@ -27,7 +27,7 @@ const PARTS: [(u64, u64, &str, &str); 4] = [
 
 /// Builds the chain in `dir`: `top.qcow2` over `base.qcow2`, and the
 /// filesystems alone (`esp.raw`, `root.raw`, `data.raw`) for the oracles.
-fn build(dir: &Path) {
+pub fn build(dir: &Path) {
     sparse(dir, "disk.raw", 520 * M);
     let mut script = String::from("label: gpt\n");
     for (start, mib, kind, name) in PARTS {
@@ -127,7 +127,7 @@ fn build(dir: &Path) {
 
 /// Where /etc/hostname's first byte is on the disk: its block (debugfs
 /// bmap on the root filesystem alone) from the root partition's start.
-fn hostname_offset(dir: &Path) -> u64 {
+pub fn hostname_offset(dir: &Path) -> u64 {
     let out = sh(dir, &["debugfs", "-R", "bmap /etc/hostname 0", "root.raw"]);
     let block: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     PARTS[2].0 * 512 + block * 4096
