@@ -154,6 +154,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--tui", action="store_true", help="only the TUI rows")
+    ap.add_argument("--tui-first", action="store_true", help="only the TUI first-frame rows (partitioned and 1 TiB chains)")
     ap.add_argument("--remote", action="store_true", help="only the remote rows (slow NBD, multi-conn, ssh)")
     ap.add_argument("--volumes", action="store_true", help="only the volumes row")
     ap.add_argument("--formats", action="store_true", help="only the image format rows (VMDK, VHD, VHDX, VDI)")
@@ -179,6 +180,10 @@ def main():
     if args.xfs:
         xfs_bench(args.rebuild)
         return
+    if args.tui or args.tui_first:
+        tui_first_frame_bench()
+        if args.tui_first:
+            return
     if args.rebuild or not os.path.exists(os.path.join(WORK, "tb10-top.qcow2")):
         print("building benchmark images in bench/work ...", flush=True)
         build()
@@ -959,6 +964,114 @@ def journal_bench(rebuild=False):
         "convert + e2fsck -fy + debugfs ls", "<= 0.1x")
     row("diff of the replayed layers", timed([BIN, "diff", top], runs=3),
         timed([BIN, "diff", "--full", top], runs=1), "layerscope diff --full", "<= 0.1x")
+
+
+def build_gpt_chain(d, name, size, files):
+    """A GPT disk of `size` bytes: a 64 MiB FAT32 ESP and an ext4 root
+    over the rest (with `files` files), as a qcow2 base and a thin overlay
+    that rewrites a few files. Returns (top, root partition's offset)."""
+    top = os.path.join(d, f"{name}-top.qcow2")
+    root_at = 133120 * 512
+    if os.path.exists(top):
+        return top, root_at
+    raw = os.path.join(d, f"{name}.raw")
+    with open(raw, "wb") as f:
+        f.truncate(size)
+    script = ("label: gpt\nstart=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=ESP\n"
+              "start=133120, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, name=root\n")
+    subprocess.run(["sfdisk", "-q", raw], input=script.encode(), check=True)
+    sh("mkfs.vfat", "-F", "32", "-n", "ESP", "--offset", "2048", raw, str(65536), stdout=subprocess.DEVNULL)
+    tree = os.path.join(d, f"{name}-tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    for i in range(files):
+        sub = os.path.join(tree, f"d{i % 20:02d}")
+        os.makedirs(sub, exist_ok=True)
+        with open(os.path.join(sub, f"f{i:05d}.txt"), "wb") as f:
+            f.write(b"%d\n" % i * (i % 50 + 1))
+    root_len = (size - root_at - (1 << 20)) // 4096
+    sh("mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-L", "root", "-d", tree,
+       "-E", f"offset={root_at},lazy_itable_init=1,lazy_journal_init=1", raw, str(root_len))
+    shutil.rmtree(tree)
+    base = os.path.join(d, f"{name}-base.qcow2")
+    sh("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, base)
+    os.remove(raw)
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.basename(base), "-F", "qcow2", top)
+    # In the upper half of the root, clear of its metadata at the start.
+    half = (size - root_at) >> 21
+    cmds = [f"write -P {i + 1} {root_at + (half + i * 7919 % (half - 1)) * (1 << 20)} 64k" for i in range(16)]
+    sh("qemu-io", "-f", "qcow2", *sum((["-c", c] for c in cmds), []), top, stdout=subprocess.DEVNULL)
+    return top, root_at
+
+
+def first_frame_interactive(image, markers, runs=RUNS):
+    """The interactive UI in a pseudo-terminal of 120x40: the time from
+    start until every marker has been drawn (the first full frame), and
+    until it has exited after a scripted `q` sent then. Medians."""
+    import pty
+    import select
+    import struct
+    import fcntl
+    import termios
+    firsts, totals = [], []
+    for k in range(runs + 1):
+        t0 = time.perf_counter()
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(BIN, [BIN, image])
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        seen, first, deadline = b"", None, time.time() + 30
+        while time.time() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if not r:
+                continue
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if first is None and all(m.encode() in seen for m in markers):
+                first = time.perf_counter() - t0
+                os.write(fd, b"q")
+        os.waitpid(pid, 0)
+        total = time.perf_counter() - t0
+        os.close(fd)
+        if first is None:
+            raise RuntimeError(f"{image}: the frame never showed {markers}")
+        if k:  # the first run warms the caches
+            firsts.append(first)
+            totals.append(total)
+    return statistics.median(firsts), statistics.median(totals)
+
+
+def tui_first_frame_bench():
+    """Time to the first full frame (the tree titled with the root
+    partition's filesystem, the hit map's legend) of the TUI on GPT qcow2 chains: 2 GiB with a
+    FAT ESP and an ext4 root, 64 GiB and 1 TiB (sparse), headless
+    (`render`) and interactive in a pty with a scripted `q`, against what
+    a user runs otherwise for that picture: `qemu-img info
+    --backing-chain`, then (qcow2 being unreadable to sfdisk and
+    dumpe2fs) `qemu-img convert` to a sparse raw file, `sfdisk -d` and
+    `dumpe2fs -h` at the root partition's offset. The tools' sum is shown
+    with and without the flattening."""
+    d = os.path.join(WORK, "tui-first")
+    os.makedirs(d, exist_ok=True)
+    for name, size, files in (("gpt2g", 2 << 30, 2000), ("gpt64g", 64 << 30, 200), ("gpt1t", 1 << 40, 200)):
+        top, root_at = build_gpt_chain(d, name, size, files)
+        render = timed([BIN, "render", top, "--size", "120x40"])
+        ff, total = first_frame_interactive(top, ["· p2 ext4", "none:"])
+        flat = os.path.join(d, f"{name}-flat.raw")
+        info = timed(["qemu-img", "info", "--backing-chain", top], runs=3)
+        conv = timed(["qemu-img", "convert", "-O", "raw", top, flat], runs=3)
+        sfd = timed(["sfdisk", "-d", flat], runs=3)
+        dump = timed(["dumpe2fs", "-h", f"{flat}?offset={root_at}"], runs=3)
+        os.remove(flat)
+        tools = info[0] + sfd[0] + dump[0]
+        label = f"TUI first frame, GPT chain {size >> 30} GiB"
+        print(f"{label:<44} render {render[0] * 1000:7.1f} ms, interactive {ff * 1000:7.1f} ms (q: exit at {total * 1000:.1f} ms), RSS {render[1] / 1024:.1f} MiB")
+        print(f"{'':<44} vs qemu-img info --backing-chain + sfdisk -d + dumpe2fs -h: {tools * 1000:7.1f} ms "
+              f"(ratio {ff / tools:5.2f}x); with qemu-img convert to raw first: {(tools + conv[0]) * 1000:8.1f} ms (ratio {ff / (tools + conv[0]):5.3f}x)")
 
 
 if __name__ == "__main__":

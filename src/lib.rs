@@ -16,6 +16,8 @@ pub mod demo;
 pub mod diff;
 pub mod escape;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod layout;
 pub mod ui;
 pub mod units;

@@ -18,6 +18,8 @@ pub struct Shared {
     pub layers: Vec<LayerView>,
     pub disk_size: u64,
     pub is_nbd: bool,
+    /// Read over ssh: the status pane shows the session.
+    pub is_ssh: bool,
     /// The layer the disk is seen "as of" (the chain cut there).
     pub as_of: usize,
     pub focus: Pane,

@@ -142,7 +142,11 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
     };
     let hex_w = hex_width(offset_digits(s.disk_size));
     let layers = u16::try_from(s.layers.len()).unwrap_or(u16::MAX);
-    let status_h = if s.is_nbd { 2 + NBD_STATUS_ROWS } else { 4 };
+    let status_h = if s.is_nbd || s.is_ssh {
+        2 + NBD_STATUS_ROWS
+    } else {
+        4
+    };
     match mode(s) {
         Mode::Full => {
             let rest = main.width.saturating_sub(hex_w);

@@ -28,6 +28,8 @@ pub struct ChainInfo {
     pub layers: Vec<LayerView>,
     pub disk_size: u64,
     pub is_nbd: bool,
+    /// Read over ssh (`ssh://`): the status pane shows the session.
+    pub is_ssh: bool,
 }
 
 impl ChainInfo {
@@ -64,6 +66,7 @@ impl ChainInfo {
             layers,
             disk_size: top.map_or(0, |t| t.source.len()),
             is_nbd: top.is_some_and(|t| t.nbd.is_some()),
+            is_ssh: crate::block::ssh::session_of(chain).is_some(),
         }
     }
 }
@@ -82,6 +85,8 @@ pub enum Request {
     },
     /// The NBD connection's state.
     Nbd,
+    /// The ssh session's state.
+    Ssh,
     /// The filesystem's superblock and root directory as of a layer.
     Fs { as_of: usize },
     /// A directory's entries.
@@ -100,6 +105,10 @@ pub enum Request {
     Search { as_of: usize, needle: String },
     /// An inode's slot in its table, and its fields.
     Inode { as_of: usize, ino: u64 },
+    /// Block `block` of the filesystem in view (of its block size; 4 KiB
+    /// without one), where the volume puts it on the disk (through a
+    /// logical volume's segments and stripes).
+    Block { as_of: usize, block: u64 },
     /// A directory's first block, and its entries' fields.
     DirBlock { as_of: usize, ino: u64 },
     /// The disk's volumes (partitions, logical volumes) and the one in
@@ -136,6 +145,8 @@ pub enum Reply {
     Hex(HexData),
     Grid(Grid),
     Nbd(Box<(ExportInfo, StatsSnapshot)>),
+    /// The ssh session the chain is read through.
+    Ssh(Box<crate::block::ssh::SshStatus>),
     /// The filesystem in view: its superblock's fields and what the panes
     /// need of it (or why there is none).
     Fs {
@@ -241,6 +252,21 @@ pub struct Grid {
     pub nowhere: u64,
     /// Over NBD with allocation depths: the server's layers.
     pub server: Option<ServerLayers>,
+    /// The volume in view when it is not the whole disk: which cells hold
+    /// its bytes (so the map shows which part of the disk the tree and
+    /// the superblock belong to).
+    pub volume: Option<VolumeCells>,
+}
+
+/// The cells of the hit map grid a volume's bytes fall in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeCells {
+    /// `p3`, `vg0/root` (escaped).
+    pub name: String,
+    /// Its size in bytes.
+    pub len: u64,
+    /// One per grid cell: whether any of the volume's bytes are in it.
+    pub inside: Vec<bool>,
 }
 
 /// What the scan of an NBD export's allocation depths found.

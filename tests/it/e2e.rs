@@ -480,3 +480,75 @@ fn mouse_clicks_select_tabs_and_rows_and_the_wheel_scrolls_the_pane_under_it() {
     t.keys(&["q"]);
     t.wait_for("EXITED-0");
 }
+
+/// The "done when" in a real terminal: a GPT qcow2 chain (BIOS
+/// boot, an ESP, ext4 root, XFS data) opens straight into the root
+/// filesystem; the user walks the tree to a file the overlay changed, sees
+/// its bytes and the layer they come from, then picks the ESP in the
+/// Volumes pane and sees its tree (as mdir lists it).
+#[test]
+fn a_gpt_chain_opens_into_its_root_and_the_volumes_pane_switches() {
+    let tools = [
+        "tmux",
+        "sfdisk",
+        "qemu-img",
+        "qemu-io",
+        "mke2fs",
+        "debugfs",
+        "mkfs.vfat",
+        "mcopy",
+        "mdir",
+        "mkfs.xfs",
+        "truncate",
+        "dd",
+    ];
+    if !tools.iter().all(|t| need(t)) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    crate::tui_volumes::build(dir);
+    let bin = env!("CARGO_BIN_EXE_layerscope");
+    let t = Tmux::start(
+        dir,
+        120,
+        40,
+        &format!("{bin} top.qcow2; echo EXITED-$?; sleep 60"),
+    );
+    // Straight into the root partition's ext4, no key pressed.
+    t.wait_for("Tree (as of layer 1) · p3 ext4");
+    // Walk: / open, etc open, hostname: its bytes as of the overlay.
+    t.keys(&["2", "Enter", "Down", "Enter", "Down", "Enter"]);
+    t.wait_for("nnn-host");
+    // The bytes sit where debugfs puts the file's block, from the root
+    // partition's start; the status bar names the overlay as their layer.
+    let at = crate::tui_volumes::hostname_offset(dir);
+    let s = t.wait_for("its blocks come from layer 1");
+    assert!(s.contains(&format!("{:08x} ", at & !15)), "{s}");
+    // The Volumes pane: p2 (the ESP, vfat) chosen with Enter.
+    t.keys(&["8"]);
+    t.wait_for("p3 in view");
+    t.keys(&["Down", "Down", "Enter"]);
+    t.wait_for("p2 in view");
+    // Back to the tree (the Volumes pane took its place), now the ESP's.
+    t.keys(&["2"]);
+    t.wait_for("· p2 vfat");
+    t.keys(&["Enter"]);
+    let s = t.wait_for("▾ /");
+    let mdir = sh(dir, &["mdir", "-b", "-i", "esp.raw", "::/"]);
+    for name in String::from_utf8_lossy(&mdir.stdout)
+        .lines()
+        .map(|l| l.trim_start_matches("::/").trim_end_matches('/'))
+        .filter(|n| !n.is_empty())
+    {
+        let s = t.wait_for(name);
+        assert!(s.contains("· p2 vfat"), "{s}");
+    }
+    assert!(s.contains("▾ /"));
+    t.keys(&["q"]);
+    let s = t.wait_for("EXITED-0");
+    assert!(
+        !s.contains("Tree (as of"),
+        "the UI is gone after quitting:\n{s}"
+    );
+}

@@ -607,6 +607,71 @@ fn linear_and_striped_lvs_equal_lvm_and_e2fsprogs() {
     assert_eq!(blame[0]["content_layer"], plain_blame[0]["content_layer"]);
     assert_eq!(blame[0]["layers"], plain_blame[0]["layers"]);
 
+    // The TUI: the layer diff inside the LV lists the plain chain's
+    // changes; `g b<N>` in the striped LV lands where lvs's extents put
+    // the block (a block in the second stripe chunk, on the other PV) and
+    // shows its bytes as in the LV's own image.
+    let render = |volume: &str, keys: &str| {
+        layerscope(
+            dir,
+            &[
+                "render",
+                "ltop.qcow2",
+                "--volume",
+                volume,
+                "--size",
+                "200x60",
+                "--keys",
+                keys,
+            ],
+        )
+        .ok()
+        .text()
+    };
+    let frame = render(&lin_name, "d");
+    // The first screenful, in the CLI's order.
+    let shown = crate::tui_volumes::pane(&frame, "Changes");
+    for (row, c) in shown[1..].iter().zip(plain["changes"].as_array().unwrap()) {
+        let path = c["path"].as_str().unwrap();
+        assert!(row.contains(path), "{path} in {row}\n{frame}");
+    }
+    assert!(
+        frame.contains(&format!(
+            "{} change(s) on {lin_name}",
+            plain["changes"].as_array().unwrap().len()
+        )),
+        "{frame}"
+    );
+    let dumpe2fs = sh(dir, &["dumpe2fs", "-h", "str.raw"]).stdout;
+    let bs: u64 = String::from_utf8_lossy(&dumpe2fs)
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let chunk = strp[0].2;
+    let block = chunk / bs + 1;
+    let off = block * bs;
+    let &(lv_at, disk_at, _) = strp
+        .iter()
+        .find(|&&(lv, _, len)| lv <= off && off < lv + len)
+        .unwrap();
+    let want_at = disk_at + off - lv_at;
+    assert_ne!(want_at, strp[0].1 + off, "the block is on the other stripe");
+    let frame = render(&format!("{vg}/str"), &format!("g b{block} Enter"));
+    assert!(frame.contains(&format!("Hex @ {want_at:#x}")), "{frame}");
+    let bytes = std::fs::read(dir.join("str.raw")).unwrap();
+    let row: Vec<String> = bytes[off as usize..off as usize + 8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let line = frame
+        .lines()
+        .find(|l| l.contains(&format!("{want_at:08x} ")))
+        .unwrap_or_else(|| panic!("no row {want_at:08x} in\n{frame}"));
+    assert!(line.contains(&row.join(" ")), "{line} vs {row:?}");
+
     bad_metadata(dir, &vg);
 }
 

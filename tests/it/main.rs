@@ -12,6 +12,7 @@ mod ext;
 mod fat;
 mod find_grep;
 mod formats;
+mod fuzz_corpus;
 mod hostile;
 mod live;
 mod lvm;

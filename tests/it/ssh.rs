@@ -506,3 +506,84 @@ fn ssh_that_never_answers_or_speaks_garbage_gives_clear_errors() {
         "{text}"
     );
 }
+
+/// The TUI over ssh: the Status pane names the session (state, host, the
+/// transport) with its counters, and the tree of the filesystem is the
+/// local render's.
+#[test]
+fn the_tui_status_pane_shows_the_ssh_session() {
+    let Some(dir) = fixture() else { return };
+    let Some(sshd) = Sshd::start() else { return };
+    let remote = sshd.uri(&dir.join("top/top.qcow2"));
+    let render = |image: &str, size: &str| {
+        ls_ssh(
+            &sshd,
+            dir,
+            &["render", image, "--size", size, "--keys", "2 Enter"],
+        )
+        .ok()
+        .text()
+    };
+    let frame = render(&remote, "200x60");
+    let host = remote
+        .trim_start_matches("ssh://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        frame.contains(&format!("Ready  ssh://{host}")),
+        "{host} in\n{frame}"
+    );
+    assert!(frame.contains("transport ssh + SFTP v3"), "{frame}");
+    // Requests were made (the superblock, the root directory) and none
+    // failed.
+    let line = frame
+        .lines()
+        .find(|l| l.contains(" requests, "))
+        .unwrap_or_else(|| panic!("no requests line in\n{frame}"));
+    let requests: u64 = line
+        .split(" requests,")
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(requests > 0, "{line}");
+    assert!(frame.contains("errors 0  reconnects 0"), "{frame}");
+    // The tree is the local one's.
+    let tree = |f: &str| crate::tui_volumes::tree_names(&crate::tui_volumes::pane(f, "Tree"));
+    let local = render("top/top.qcow2", "200x60");
+    assert_eq!(tree(&frame), tree(&local));
+    assert!(tree(&local).len() > 3, "{local}");
+    // At 80x24 the Status pane is a tab (7).
+    let small = ls_ssh(
+        &sshd,
+        dir,
+        &["render", &remote, "--size", "80x24", "--keys", "7"],
+    )
+    .ok()
+    .text();
+    // The pane's rows, the session's varying parts replaced: the port,
+    // the temporary directory, the counters and times, the read size
+    // the server allows.
+    let filtered = crate::tui_volumes::pane(&small, "Status")
+        .iter()
+        .map(|l| {
+            let l = l
+                .replace(&sshd.uri(dir), "ssh://HOST/DIR")
+                .replace(&host, "HOST");
+            if l.contains("requests,") || l.contains("latency") {
+                "(counters)".to_owned()
+            } else if let Some((head, _)) = l.split_once("reads of ") {
+                format!("{head}reads of (size)")
+            } else {
+                l.trim_end().to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!("ssh_status_80x24", filtered);
+}

@@ -27,7 +27,7 @@ const PARTS: [(u64, u64, &str, &str); 4] = [
 
 /// Builds the chain in `dir`: `top.qcow2` over `base.qcow2`, and the
 /// filesystems alone (`esp.raw`, `root.raw`, `data.raw`) for the oracles.
-fn build(dir: &Path) {
+pub fn build(dir: &Path) {
     sparse(dir, "disk.raw", 520 * M);
     let mut script = String::from("label: gpt\n");
     for (start, mib, kind, name) in PARTS {
@@ -127,7 +127,7 @@ fn build(dir: &Path) {
 
 /// Where /etc/hostname's first byte is on the disk: its block (debugfs
 /// bmap on the root filesystem alone) from the root partition's start.
-fn hostname_offset(dir: &Path) -> u64 {
+pub fn hostname_offset(dir: &Path) -> u64 {
     let out = sh(dir, &["debugfs", "-R", "bmap /etc/hostname 0", "root.raw"]);
     let block: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     PARTS[2].0 * 512 + block * 4096
@@ -144,7 +144,7 @@ fn render(dir: &Path, keys: &str) -> String {
 
 /// The rows of the pane titled `title` (its left column when panes sit
 /// side by side): the text between its borders.
-fn pane(frame: &str, title: &str) -> Vec<String> {
+pub fn pane(frame: &str, title: &str) -> Vec<String> {
     let lines: Vec<&str> = frame.lines().collect();
     let (top, col) = lines
         .iter()
@@ -170,7 +170,7 @@ fn l_chars(line: &str, at: usize) -> usize {
 }
 
 /// Names in a tree pane's rows below the root (`▸ etc`, `  hostname`).
-fn tree_names(rows: &[String]) -> Vec<String> {
+pub fn tree_names(rows: &[String]) -> Vec<String> {
     rows.iter()
         .skip(1)
         .filter_map(|r| {
@@ -339,4 +339,205 @@ fn xfs_field(dir: &Path, image: &str, field: &str) -> String {
         .unwrap()
         .trim()
         .to_owned()
+}
+
+/// Where `needle` (once in the file) is in `image`.
+fn find_in(dir: &Path, image: &str, needle: &[u8]) -> u64 {
+    let bytes = std::fs::read(dir.join(image)).unwrap();
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in {image}"));
+    assert!(
+        !bytes[at + 1..].windows(needle.len()).any(|w| w == needle),
+        "{needle:?} twice in {image}"
+    );
+    at as u64
+}
+
+/// The layer diff (`d`), the hit map's volume mark and `g b<N>` on each
+/// volume of the GPT chain, after the overlay also rewrote the first
+/// bytes of a file in the ESP (FAT) and one in the XFS partition: each
+/// volume's changes are the CLI's `diff --volume` and name the file that
+/// was written; the side by side view shows the bytes mtype / the file
+/// itself give; the hit map's cells outside the volume (sfdisk's start
+/// and size) are shaded; `g b<N>` lands where `debugfs bmap` says.
+#[test]
+fn diff_hit_map_and_blocks_on_each_volume() {
+    let tools = [
+        "sfdisk",
+        "qemu-img",
+        "qemu-io",
+        "mke2fs",
+        "debugfs",
+        "mkfs.vfat",
+        "mcopy",
+        "mtype",
+        "mkfs.xfs",
+        "xfs_db",
+        "truncate",
+        "dd",
+    ];
+    if !tools.iter().all(|t| need(t)) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    build(dir);
+    let boot = PARTS[1].0 * 512 + find_in(dir, "esp.raw", b"MZ boot loader");
+    let report = PARTS[3].0 * 512 + find_in(dir, "data.raw", b"quarterly\n");
+    for at in [boot, report] {
+        sh(
+            dir,
+            &[
+                "qemu-io",
+                "-f",
+                "qcow2",
+                "-c",
+                &format!("write -P 0x51 {at} 3"),
+                "top.qcow2",
+            ],
+        );
+    }
+    // The new bytes as the tools read them from the flattened chain.
+    sh(
+        dir,
+        &["qemu-img", "convert", "-O", "raw", "top.qcow2", "flat.raw"],
+    );
+    let esp_at = format!("{}", PARTS[1].0 * 512);
+    let new_boot = sh(
+        dir,
+        &[
+            "mtype",
+            "-i",
+            &format!("flat.raw@@{esp_at}"),
+            "::/EFI/BOOT/BOOTX64.EFI",
+        ],
+    )
+    .stdout;
+    assert_eq!(new_boot, b"QQQboot loader\n");
+    let frame_of = |volume: &str, keys: &str, size: &str| {
+        layerscope(
+            dir,
+            &[
+                "render",
+                "top.qcow2",
+                "--volume",
+                volume,
+                "--size",
+                size,
+                "--keys",
+                keys,
+            ],
+        )
+        .ok()
+        .text()
+    };
+    for (volume, path, old, new) in [
+        (
+            "p2",
+            "/EFI/BOOT/BOOTX64.EFI",
+            &b"MZ boot loader\n"[..],
+            &new_boot[..],
+        ),
+        ("p3", "/etc/hostname", b"old-host\n", b"nnn-host\n"),
+        ("p4", "/report.txt", b"quarterly\n", b"QQQrterly\n"),
+    ] {
+        let cli = layerscope(dir, &["diff", "--json", "--volume", volume, "top.qcow2"])
+            .ok()
+            .json();
+        let changes: Vec<String> = cli["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["path"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(changes, [path], "{volume}: {cli:#}");
+        let frame = frame_of(volume, "d", "200x60");
+        let list = pane(&frame, "Changes").join("\n");
+        assert!(list.contains(&format!("1 change(s) on {volume}")), "{list}");
+        assert!(list.contains(&format!("M {path}")), "{list}");
+        // Enter: the file side by side, old bytes left, new right.
+        let frame = frame_of(volume, "d Enter", "200x60");
+        let hex = |b: &[u8]| {
+            b.iter()
+                .take(8)
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let row = frame
+            .lines()
+            .find(|l| l.contains("00000000│"))
+            .unwrap_or_else(|| panic!("no compare row in\n{frame}"));
+        let (left, right) = row
+            .split_once("00000000│")
+            .unwrap()
+            .1
+            .split_once('│')
+            .unwrap();
+        assert!(left.starts_with(&hex(old)), "{volume} old: {row}");
+        assert!(right.starts_with(&hex(new)), "{volume} new: {row}");
+    }
+    // The hit map: cells holding any byte of the volume show their layer;
+    // the others are shaded. The grid is the pane's rows above the legend.
+    let table: Value =
+        serde_json::from_slice(&sh(dir, &["sfdisk", "--json", "disk.raw"]).stdout).unwrap();
+    let disk = std::fs::metadata(dir.join("disk.raw")).unwrap().len();
+    for (i, volume) in ["p3", "p4"].iter().enumerate() {
+        let p = &table["partitiontable"]["partitions"][i + 2];
+        let (start, size) = (
+            p["start"].as_u64().unwrap() * 512,
+            p["size"].as_u64().unwrap() * 512,
+        );
+        let frame = frame_of(volume, "", "200x60");
+        let rows = pane(&frame, "Hit map");
+        let legend = rows
+            .iter()
+            .position(|r| r.contains(&format!("░outside {volume}")))
+            .unwrap_or_else(|| panic!("no legend in {rows:#?}"));
+        let cells: Vec<char> = rows[..legend].iter().flat_map(|r| r.chars()).collect();
+        let cell = disk.div_ceil(cells.len() as u64);
+        let (mut inside, mut outside) = (0, 0);
+        for (k, c) in cells.iter().enumerate() {
+            let (a, b) = (k as u64 * cell, (k as u64 + 1) * cell);
+            let overlaps = a < start + size && start < b;
+            match c {
+                '░' => {
+                    assert!(
+                        !overlaps,
+                        "{volume}: cell {k} shaded inside [{start:#x}, +{size:#x})"
+                    );
+                    outside += 1;
+                }
+                '0'..='9' => {
+                    assert!(
+                        overlaps,
+                        "{volume}: cell {k} ({c}) outside [{start:#x}, +{size:#x})"
+                    );
+                    inside += 1;
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            inside > 0 && outside > 0,
+            "{volume}: {inside} {outside}\n{frame}"
+        );
+    }
+    // g b<N> on the root: block N of p3 at the partition's start, as
+    // debugfs bmap names /etc/hostname's block.
+    let out = sh(dir, &["debugfs", "-R", "bmap /etc/hostname 0", "root.raw"]);
+    let block: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let frame = frame_of("p3", &format!("g b{block} Enter"), "120x40");
+    let at = hostname_offset(dir);
+    assert!(frame.contains(&format!("Hex @ {at:#x}")), "{frame}");
+    assert!(frame.contains(&format!("block {block}")), "{frame}");
+    insta::assert_snapshot!("volume_diff_xfs_80x24", frame_of("p4", "d", "80x24"));
+    // The hex view on the BIOS boot partition (zeros: the GPT header
+    // holds random GUIDs).
+    insta::assert_snapshot!(
+        "volume_hitmap_p3_120x40",
+        frame_of("p3", "g 0x100000 Enter 4", "120x40")
+    );
 }

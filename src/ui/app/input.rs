@@ -143,7 +143,8 @@ impl App {
             Action::Tick => {
                 let runtime = self.hitmap.mode == HitMode::Runtime;
                 requests(self.refresh().into_iter().filter(|r| {
-                    matches!(r, Request::Nbd) || (runtime && matches!(r, Request::Grid { .. }))
+                    matches!(r, Request::Nbd | Request::Ssh)
+                        || (runtime && matches!(r, Request::Grid { .. }))
                 }))
             }
             _ => return None,
@@ -199,20 +200,13 @@ impl App {
                     ino,
                 })];
             }
-            Ok(Target::Block(b)) => {
-                // A block of the filesystem in view: on a volume, from
-                // where the volume starts on the disk.
-                let start = match &s.volume {
-                    None => 0,
-                    Some((_, Some(start))) => *start,
-                    Some((name, None)) => {
-                        return vec![Effect::Error(format!(
-                        "volume {name} is not one piece of the disk: go to an offset or an inode"
-                    ))]
-                    }
-                };
-                b.saturating_mul(s.block_size.unwrap_or(4096))
-                    .saturating_add(start)
+            Ok(Target::Block(block)) => {
+                // Through the volume's segments (a striped LV's block may
+                // be anywhere): the worker knows where.
+                return vec![Effect::Request(Request::Block {
+                    as_of: s.as_of,
+                    block,
+                })];
             }
             Ok(Target::Offset(o)) => o,
         };

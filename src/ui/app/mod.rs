@@ -79,6 +79,7 @@ impl App {
             layers,
             disk_size,
             is_nbd,
+            is_ssh: false,
         });
         app
     }
@@ -92,6 +93,7 @@ impl App {
                 layers: Vec::new(),
                 disk_size: 0,
                 is_nbd,
+                is_ssh: false,
                 as_of: 0,
                 focus: Pane::Hex,
                 width: 80,
@@ -129,6 +131,7 @@ impl App {
         s.layers = info.layers;
         s.disk_size = info.disk_size;
         s.is_nbd = info.is_nbd;
+        s.is_ssh = info.is_ssh;
         s.as_of = top;
         s.open = OpenState::Open;
         self.chain.sel = top;
@@ -137,7 +140,10 @@ impl App {
     /// The app state for a chain.
     pub fn for_chain(chain: &Chain) -> App {
         let info = ChainInfo::of(chain);
-        App::new(info.title, info.layers, info.disk_size, info.is_nbd)
+        let is_ssh = info.is_ssh;
+        let mut app = App::new(info.title, info.layers, info.disk_size, info.is_nbd);
+        app.shared.is_ssh = is_ssh;
+        app
     }
 
     /// The pane with the focus.
@@ -155,6 +161,9 @@ impl App {
         r.extend(self.hitmap.request(s));
         if s.is_nbd {
             r.push(Request::Nbd);
+        }
+        if s.is_ssh {
+            r.push(Request::Ssh);
         }
         if self.superblock.fields.is_none() {
             r.push(Request::Fs { as_of: s.as_of });

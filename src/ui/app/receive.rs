@@ -29,6 +29,7 @@ impl App {
                 self.hitmap.receive(g, &self.shared)
             }
             Reply::Nbd(n) => self.status.nbd = Some(n),
+            Reply::Ssh(n) => self.status.ssh = Some(n),
             Reply::Volumes(list) => {
                 let rows = list.as_ref().map_or(1, |l| l.rows.len().max(1));
                 self.shared.volume_rows = u16::try_from(rows).unwrap_or(u16::MAX);

@@ -231,7 +231,7 @@ impl GroupsPane {
                     )));
                 }
                 Some(o) => {
-                    title = format!("Groups: {} {}s", t.count, o.noun);
+                    title = format!("Groups: {} {}", t.count, plural(o.noun, t.count));
                     self.other_lines(o, t.count, inner_w, height, focused, &mut lines);
                 }
                 None => {}
@@ -285,7 +285,12 @@ impl GroupsPane {
             }
             text::fit(&line, inner_w.saturating_sub(1))
         };
-        let header = row_text("group".into(), &mut o.columns.iter().map(String::as_str));
+        // The index column is named for what the rows are (`AG`, `copy`).
+        let index = match o.noun {
+            "allocation group" => "AG",
+            n => n.rsplit(' ').next().unwrap_or("group"),
+        };
+        let header = row_text(index.into(), &mut o.columns.iter().map(String::as_str));
         lines.push(Line::from(Span::styled(
             format!(" {header}"),
             Style::default().add_modifier(Modifier::BOLD),
@@ -427,4 +432,16 @@ fn detail(r: &GroupRow) -> String {
         r.flags.join(" "),
         r.checksum.text()
     )
+}
+
+/// `noun` for `n` of them: `1 FAT copy`, `2 FAT copies`, `4 allocation
+/// groups`.
+fn plural(noun: &str, n: u64) -> String {
+    if n == 1 {
+        noun.to_owned()
+    } else if let Some(stem) = noun.strip_suffix('y') {
+        format!("{stem}ies")
+    } else {
+        format!("{noun}s")
+    }
 }

@@ -2,7 +2,9 @@
 //! the layer that owns it (from metadata) or that served it so far (`m`
 //! toggles), with a legend of bytes per layer; the opened file's cells are
 //! marked. Without colours each layer's cells show its digit, so layers
-//! can still be told apart.
+//! can still be told apart. When the volume in view is not the whole
+//! disk, the cells outside it are shaded (`░` in the layer's colour, no
+//! `·`), so the map shows which part of the disk the tree belongs to.
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
@@ -108,13 +110,19 @@ impl HitMapPane {
                     .file_cells
                     .as_ref()
                     .filter(|c| c.len() == g.cells.len());
+                let volume = g
+                    .volume
+                    .as_ref()
+                    .filter(|v| v.inside.len() == g.cells.len());
                 for (y, row) in g.cells.chunks(cols.max(1)).take(rows).enumerate() {
                     let spans: Vec<Span> = row
                         .iter()
                         .enumerate()
                         .map(|(x, c)| {
-                            let mine = file.is_some_and(|f| f[y * cols + x]);
-                            cell(*c, mine, &st)
+                            let i = y * cols + x;
+                            let mine = file.is_some_and(|f| f.get(i) == Some(&true));
+                            let outside = volume.is_some_and(|v| v.inside.get(i) == Some(&false));
+                            cell(*c, mine, outside, &st)
                         })
                         .collect();
                     lines.push(Line::from(spans));
@@ -137,8 +145,15 @@ impl HitMapPane {
 }
 
 /// One cell: its layer's glyph, `·` for no layer, blank when not read;
-/// the opened file's cells `▓` (in the owner's colour, reversed).
-fn cell(c: CellOwner, mine: bool, st: &Styles) -> Span<'static> {
+/// the opened file's cells `▓` (in the owner's colour, reversed); outside
+/// the volume in view, `░` in the owner's colour and nothing for no layer.
+fn cell(c: CellOwner, mine: bool, outside: bool, st: &Styles) -> Span<'static> {
+    if outside && !mine {
+        return match c {
+            CellOwner::Layer(l) => Span::styled("░", st.layer(Some(l))),
+            _ => Span::raw(" "),
+        };
+    }
     match (c, mine) {
         (CellOwner::Layer(l), true) => {
             Span::styled("▓", st.layer(Some(l)).add_modifier(Modifier::REVERSED))
@@ -157,6 +172,9 @@ fn legend(g: &Grid, file: bool, st: &Styles, width: u16, rows: u16) -> Vec<Line<
     let mut entries: Vec<Vec<Span<'static>>> = Vec::new();
     if file {
         entries.push(vec![Span::raw("▓file")]);
+    }
+    if let Some(v) = &g.volume {
+        entries.push(vec![Span::raw(format!("░outside {}", v.name))]);
     }
     for (i, b) in g.bytes.iter().enumerate().rev() {
         let mut e = Vec::new();

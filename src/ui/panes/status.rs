@@ -2,7 +2,8 @@
 //! what the server said of the export (size, flags, block sizes, metadata
 //! contexts), how many layers its chain has (from `qemu:allocation-depth`;
 //! without it, a warning that they cannot be told apart), traffic,
-//! latency and errors.
+//! latency and errors; or the ssh session an `ssh://` chain is read
+//! through: host, transport, the same counters.
 use ratatui::layout::Rect;
 use ratatui::text::Line;
 use ratatui::widgets::{Paragraph, Wrap};
@@ -10,8 +11,9 @@ use ratatui::Frame;
 
 use super::DrawCx;
 use crate::block::nbd::proto::TFLAG_NAMES;
-use crate::block::nbd::status::StatsSnapshot;
+use crate::block::nbd::status::{ConnState, StatsSnapshot};
 use crate::block::nbd::ExportInfo;
+use crate::block::ssh::SshStatus;
 use crate::ui::action::Pane;
 use crate::ui::msg::ServerLayers;
 use crate::ui::style::pane_block;
@@ -22,6 +24,7 @@ use crate::units::human;
 #[derive(Clone, Debug, Default)]
 pub struct StatusPane {
     pub nbd: Option<Box<(ExportInfo, StatsSnapshot)>>,
+    pub ssh: Option<Box<SshStatus>>,
     pub server: Option<ServerLayers>,
 }
 
@@ -35,6 +38,10 @@ impl StatusPane {
         match &self.nbd {
             Some(n) => self.nbd_lines(&n.0, &n.1, cx, &mut lines),
             None if cx.shared.is_nbd => lines.push(Line::from("connecting…")),
+            None if cx.shared.is_ssh => match &self.ssh {
+                Some(st) => ssh_lines(st, cx, &mut lines),
+                None => lines.push(Line::from("ssh: asking the session…")),
+            },
             None => {
                 lines.push(Line::from("local files (no NBD connection)"));
                 lines.push(Line::from(format!("disk as of layer {}", cx.shared.as_of)));
@@ -96,28 +103,55 @@ impl StatusPane {
                 if s.complete { "" } else { " at least" }
             )));
         }
-        lines.push(Line::from(format!(
-            "read {}  {} requests, {} in flight",
-            human(st.bytes_read),
-            st.requests,
-            st.in_flight
-        )));
-        let ms =
-            |v: Option<u32>| v.map_or("-".into(), |us| format!("{:.2} ms", f64::from(us) / 1000.0));
-        lines.push(Line::from(format!(
-            "latency p50 {} p99 {}",
-            ms(st.latency_p50_us),
-            ms(st.latency_p99_us)
-        )));
-        lines.push(Line::from(format!(
-            "errors {}  reconnects {}",
-            st.errors, st.reconnects
-        )));
-        if let Some(e) = &st.last_error {
-            lines.push(Line::styled(
-                format!("last error: {}", esc(e)),
-                cx.styles.error(),
-            ));
-        }
+        traffic_lines(st, cx, lines);
+    }
+}
+
+/// An ssh session: its state and host, the transport, then the traffic.
+fn ssh_lines(ss: &SshStatus, cx: DrawCx, lines: &mut Vec<Line<'static>>) {
+    let st = &ss.stats;
+    let state = format!(
+        "{:?}  ssh://{}",
+        st.state,
+        crate::escape::printable(&ss.host)
+    );
+    lines.push(if st.state == ConnState::Ready {
+        Line::from(state)
+    } else {
+        Line::styled(state, cx.styles.error())
+    });
+    lines.push(Line::from(format!(
+        "transport ssh + SFTP v3, files read-only, reads of {}",
+        human(u64::from(ss.read_size))
+    )));
+    lines.push(Line::from(format!("top {}", cx.shared.title)));
+    traffic_lines(st, cx, lines);
+}
+
+/// Bytes, requests in flight, latency, errors and reconnects, the last
+/// error: the counters NBD and ssh share.
+fn traffic_lines(st: &StatsSnapshot, cx: DrawCx, lines: &mut Vec<Line<'static>>) {
+    lines.push(Line::from(format!(
+        "read {}  {} requests, {} in flight",
+        human(st.bytes_read),
+        st.requests,
+        st.in_flight
+    )));
+    let ms =
+        |v: Option<u32>| v.map_or("-".into(), |us| format!("{:.2} ms", f64::from(us) / 1000.0));
+    lines.push(Line::from(format!(
+        "latency p50 {} p99 {}",
+        ms(st.latency_p50_us),
+        ms(st.latency_p99_us)
+    )));
+    lines.push(Line::from(format!(
+        "errors {}  reconnects {}",
+        st.errors, st.reconnects
+    )));
+    if let Some(e) = &st.last_error {
+        lines.push(Line::styled(
+            format!("last error: {}", crate::escape::printable(e)),
+            cx.styles.error(),
+        ));
     }
 }

@@ -1,6 +1,11 @@
 //! The worker's side of the layer diff: the diff itself on its own thread
 //! (progress sent as it goes, cancellable), and a changed file's bytes as
 //! of both layers from the first difference.
+//!
+//! Both run on the volume in view (a partition, a logical volume, or the
+//! bare disk) through [`Filesystem`], as `layerscope diff --volume` does:
+//! ext2/3/4 gets its quick diff from the overlays' clusters, XFS and FAT
+//! the tree compare over the same held ranges.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -9,7 +14,9 @@ use crate::block::layered::LayeredReader;
 use crate::block::BlockSource;
 use crate::diff::{Change, Kind, Progress};
 use crate::fs::ext::Ext4;
+use crate::fs::{FileType, Filesystem};
 use crate::ui::msg::{FileCompare, Reply, Seek, COMPARE_BYTES};
+use crate::volume::Volume;
 
 /// How far the first difference is looked for.
 const SEARCH_LIMIT: u64 = 256 << 20;
@@ -28,25 +35,26 @@ impl Job {
         }
     }
 
-    /// Starts a diff of `to` against `to - 1` of `chain`: on a thread when
-    /// `send` is given (progress and the result go there), else here (the
-    /// headless frames). Returns the reply to give now.
+    /// Starts a diff of `to` against `to - 1` of `chain` on `volume`: on
+    /// a thread when `send` is given (progress and the result go there),
+    /// else here (the headless frames). Returns the reply to give now.
     pub fn start(
         &mut self,
         chain: &Chain,
+        volume: Volume,
         to: usize,
         send: Option<Box<dyn Fn(Reply) + Send + Sync>>,
     ) -> Reply {
         self.cancel();
         let from = to.saturating_sub(1);
-        let (old, new) = (chain.cut(from), chain.cut(to));
+        let new = chain.cut(to);
         let cancel = Arc::new(AtomicBool::new(false));
         self.cancel = Some(cancel.clone());
         match send {
-            None => finished(from, to, run(&old, &new, &|_| {}, &cancel)),
+            None => finished(from, to, run(&new, &volume, &|_| {}, &cancel)),
             Some(send) => {
                 std::thread::spawn(move || {
-                    let result = run(&old, &new, &|r| send(r), &cancel);
+                    let result = run(&new, &volume, &|r| send(r), &cancel);
                     if !cancel.load(Ordering::Relaxed) {
                         send(finished(from, to, result));
                     }
@@ -92,42 +100,90 @@ impl Progress for Sender<'_> {
     }
 }
 
-fn open(chain: &Chain) -> Result<Ext4, String> {
-    let reader = LayeredReader::new(chain).map_err(|e| e.to_string())?;
-    let src: Arc<dyn BlockSource> = Arc::new(reader);
-    Ext4::open(src).map_err(|e| e.to_string())
+/// The filesystem on `volume` as of the top of `chain`.
+fn open(chain: &Chain, volume: &Volume) -> Result<Arc<dyn Filesystem>, String> {
+    let e = |e: &dyn std::error::Error| crate::escape::printable(&super::error_chain(e));
+    let n = chain.layers.len().saturating_sub(1);
+    let reader = LayeredReader::new(chain).map_err(|x| e(&x))?;
+    let disk: Arc<dyn BlockSource> = Arc::new(reader);
+    let src = volume.source_over(disk).map_err(|x| e(&x))?;
+    crate::fs::open(src).map_err(|x| {
+        format!(
+            "volume {} as of layer {n}: {}",
+            crate::escape::printable(&volume.name),
+            e(&x)
+        )
+    })
 }
 
+/// The diff of the top of `new` over the layer below it, on `volume`.
 fn run(
-    old: &Chain,
     new: &Chain,
+    volume: &Volume,
     send: &(dyn Fn(Reply) + Sync),
     cancel: &AtomicBool,
 ) -> Result<(Vec<Change>, String), String> {
-    let from = old.layers.len().saturating_sub(1);
     let to = new.layers.len().saturating_sub(1);
-    if from == to {
+    if to == 0 {
         return Err("the base layer has nothing below it to compare with".into());
     }
-    let (ofs, nfs) = (open(old)?, open(new)?);
-    let held = crate::diff::blocks::held_ranges(new, from, to, 0, nfs.disk().len())
-        .map_err(|e| e.to_string())?;
-    let held = crate::diff::blocks::with_replayed(held, &ofs, &nfs);
+    let from = to - 1;
+    let old = new.cut(from);
+    let (ofs, nfs) = (open(&old, volume)?, open(new, volume)?);
+    let geometry = volume.geometry().ok_or_else(|| {
+        format!(
+            "volume {} cannot be read",
+            crate::escape::printable(&volume.name)
+        )
+    })?;
+    let held = crate::diff::blocks::held_volume_ranges(new, from, to, geometry)
+        .map_err(|e| crate::escape::printable(&super::error_chain(&e)))?;
+    // Blocks a journal replay rewrote count as changed too.
+    let held = match (
+        ofs.as_any().downcast_ref::<Ext4>(),
+        nfs.as_any().downcast_ref::<Ext4>(),
+    ) {
+        (Some(o), Some(n)) => crate::diff::blocks::with_replayed(held, o, n),
+        _ => held,
+    };
     let progress = Sender {
         to,
         send,
         cancel,
         last: Default::default(),
     };
-    let mut d = crate::diff::diff(&ofs, &nfs, &held, &progress).map_err(|e| e.to_string())?;
-    // In path terms: a replaced file is one M, so no name shows twice.
-    crate::diff::paths::path_level(&mut d, &ofs, &nfs, true);
-    let summary = format!(
-        "{} change(s), {} block(s) changed, {} copied up",
-        d.changes.len(),
-        d.stats.changed_blocks,
-        d.stats.copied_up_blocks
-    );
+    let d = match (
+        ofs.as_any().downcast_ref::<Ext4>(),
+        nfs.as_any().downcast_ref::<Ext4>(),
+    ) {
+        (Some(o), Some(n)) => crate::diff::diff(o, n, &held, &progress).map(|mut d| {
+            // In path terms: a replaced file is one M, so no name shows twice.
+            crate::diff::paths::path_level(&mut d, o, n, true);
+            d
+        }),
+        _ => crate::diff::tree::diff_trees(ofs.as_ref(), nfs.as_ref(), Some(&held), &progress),
+    }
+    .map_err(|e| crate::escape::printable(&e.to_string()))?;
+    // Named when it is not the whole disk.
+    let on = match volume.role {
+        crate::volume::Role::Disk => String::new(),
+        _ => format!(" on {}", crate::escape::printable(&volume.name)),
+    };
+    let summary = if d.stats.trees_compared {
+        format!(
+            "{} change(s){on}; trees compared ({} has no quick diff): {} file(s) compared",
+            d.changes.len(),
+            nfs.kind().name(),
+            d.stats.inodes_compared
+        )
+    } else {
+        format!(
+            "{} change(s){on}, {} block(s) changed, {} copied up",
+            d.changes.len(),
+            d.stats.changed_blocks,
+            d.stats.copied_up_blocks
+        )
+    };
     Ok((d.changes, summary))
 }
 
@@ -138,47 +194,23 @@ const STEP: usize = 1 << 20;
 /// difference `seek` finds from there (looked for within
 /// [`SEARCH_LIMIT`] bytes).
 pub fn compare(
-    old: &Ext4,
-    new: &Ext4,
+    old: &dyn Filesystem,
+    new: &dyn Filesystem,
     to: usize,
     c: &Change,
     offset: u64,
     seek: Seek,
 ) -> Result<FileCompare, String> {
-    // The file as of each layer, read once (absent where it was added or
-    // deleted).
-    let side = |fs: &Ext4, ino: u64, present: bool| -> Result<Option<Side>, String> {
-        if !present {
-            return Ok(None);
-        }
-        let e = |e: crate::fs::ext::FsError| e.to_string();
-        let inode = fs.inode(ino).map_err(e)?;
-        let target = if inode.is_symlink() {
-            Some(fs.symlink_target(&inode).map_err(e)?)
-        } else {
-            None
-        };
-        let runs = if target.is_none() {
-            fs.runs(&inode).map_err(e)?
-        } else {
-            Vec::new()
-        };
-        Ok(Some(Side {
-            inode,
-            runs,
-            target,
-        }))
-    };
     // A replaced file was another inode in the older layer.
-    let a_side = side(old, c.old_inode.unwrap_or(c.inode), c.change != Kind::Added)?;
-    let b_side = side(new, c.inode, c.change != Kind::Deleted)?;
-    let read = |fs: &Ext4, s: &Option<Side>, at: u64, len: usize| -> Result<Vec<u8>, String> {
+    let a_side = Side::of(old, c.old_inode.unwrap_or(c.inode), c.change != Kind::Added)?;
+    let b_side = Side::of(new, c.inode, c.change != Kind::Deleted)?;
+    let read = |fs: &dyn Filesystem, s: &Option<Side>, at: u64, len: usize| {
         s.as_ref().map_or(Ok(Vec::new()), |s| s.read(fs, at, len))
     };
     let end = a_side
         .as_ref()
-        .map_or(0, Side::size)
-        .max(b_side.as_ref().map_or(0, Side::size));
+        .map_or(0, |s| s.size)
+        .max(b_side.as_ref().map_or(0, |s| s.size));
     // The first (or last) index where two chunks differ, a byte one side
     // lacks included.
     let differ = |a: &[u8], b: &[u8], i: usize| a.get(i) != b.get(i);
@@ -232,34 +264,56 @@ pub fn compare(
         offset: at,
         old: read(old, &a_side, at, COMPARE_BYTES)?,
         new: read(new, &b_side, at, COMPARE_BYTES)?,
-        old_size: a_side.as_ref().map(Side::size),
-        new_size: b_side.as_ref().map(Side::size),
+        old_size: a_side.as_ref().map(|s| s.size),
+        new_size: b_side.as_ref().map(|s| s.size),
     })
 }
 
-/// One side of a comparison: the inode and where its bytes are.
+/// One side of a comparison: the node, its size, and a symlink's target
+/// (its bytes are the target).
 struct Side {
-    inode: crate::fs::ext::inode::Inode,
-    runs: Vec<crate::fs::ext::blockmap::Run>,
-    /// A symlink's target.
+    node: u64,
+    size: u64,
     target: Option<Vec<u8>>,
 }
 
 impl Side {
-    fn size(&self) -> u64 {
-        self.inode.size
+    /// Node `node` of `fs`, when `present` (absent where the file was
+    /// added or deleted).
+    fn of(fs: &dyn Filesystem, node: u64, present: bool) -> Result<Option<Side>, String> {
+        if !present {
+            return Ok(None);
+        }
+        let e = |e: crate::fs::FsError| crate::escape::printable(&super::error_chain(&e));
+        let m = fs.metadata(node).map_err(e)?;
+        let target = if m.file_type == FileType::Symlink {
+            Some(fs.read_link(node).map_err(e)?)
+        } else {
+            None
+        };
+        let size = target.as_ref().map_or(m.size, |t| t.len() as u64);
+        Ok(Some(Side { node, size, target }))
     }
 
     /// Up to `len` bytes at `at`.
-    fn read(&self, fs: &Ext4, at: u64, len: usize) -> Result<Vec<u8>, String> {
+    fn read(&self, fs: &dyn Filesystem, at: u64, len: usize) -> Result<Vec<u8>, String> {
         if let Some(t) = &self.target {
             let s = usize::try_from(at).unwrap_or(usize::MAX).min(t.len());
-            return Ok(t[s..].iter().take(len).copied().collect());
+            return Ok(t
+                .get(s..)
+                .unwrap_or_default()
+                .iter()
+                .take(len)
+                .copied()
+                .collect());
         }
-        let mut buf = vec![0u8; self.size().saturating_sub(at).min(len as u64) as usize];
+        let want = usize::try_from(self.size.saturating_sub(at).min(len as u64)).unwrap_or(0);
+        let mut buf = vec![0u8; want];
         if !buf.is_empty() {
-            fs.read_file(&self.inode, &self.runs, at, &mut buf)
-                .map_err(|e| e.to_string())?;
+            let n = fs
+                .read_file(self.node, at, &mut buf)
+                .map_err(|e| crate::escape::printable(&super::error_chain(&e)))?;
+            buf.truncate(n);
         }
         Ok(buf)
     }

@@ -64,25 +64,14 @@ impl Worker {
         seek: crate::ui::msg::Seek,
     ) -> Result<Reply, BlockError> {
         let from = to.saturating_sub(1);
-        // Open both (a filesystem that does not open stays in its view,
-        // read below), then borrow both.
-        let _ = self.ext(from)?;
-        let _ = self.ext(to)?;
-        let fs = |n: usize| match self.views.get(&n).and_then(|v| v.fs.as_ref()) {
-            Some(Ok(fs)) => fs
-                .as_any()
-                .downcast_ref::<Ext4>()
-                .ok_or_else(|| "the layer diff reads ext2/3/4 only".to_owned()),
-            Some(Err(e)) => Err(e.clone()),
-            None => Err("no filesystem".to_owned()),
-        };
-        let result = fs(from).and_then(|old| {
-            let new = fs(to)?;
-            super::diff::compare(old, new, to, change, offset, seek)
+        let (old, new) = (self.fsys(from)?, self.fsys(to)?);
+        // Errors here are escaped already.
+        let result = old.and_then(|old| {
+            super::diff::compare(old.as_ref(), new?.as_ref(), to, change, offset, seek)
         });
         Ok(match result {
             Ok(c) => Reply::Compare(Box::new(c)),
-            Err(e) => Reply::Error(crate::escape::printable(&e)),
+            Err(e) => Reply::Error(e),
         })
     }
 
@@ -214,8 +203,14 @@ impl Worker {
     }
 
     /// Node `ino`'s on-disk structure (an inode in its table, a FAT
-    /// directory entry), its fields marked.
-    pub(super) fn inode_at(&mut self, as_of: usize, ino: u64) -> Result<Reply, BlockError> {
+    /// directory entry), its fields marked; `focus` moves the focus to
+    /// the hex view (a `g`, not a step in the tree).
+    pub(super) fn inode_at(
+        &mut self,
+        as_of: usize,
+        ino: u64,
+        focus: bool,
+    ) -> Result<Reply, BlockError> {
         let fs = match self.fsys(as_of)? {
             Ok(fs) => fs,
             Err(e) => return Ok(Reply::Error(e)),
@@ -239,14 +234,19 @@ impl Worker {
             label: format!("{}{what}", crate::escape::printable(&fs.node_name(ino))),
             at,
             fields,
-            focus: true,
+            focus,
         })))
     }
 
     /// Directory `ino`'s first block, each entry's fields (the entry
     /// table's, then the name) marked; nothing for an inline directory.
+    /// Other filesystems than ext show the directory's own node (XFS's
+    /// inode, with a short-form directory inside; FAT's entry).
     pub(super) fn dir_block(&mut self, as_of: usize, ino: u64) -> Result<Reply, BlockError> {
         use crate::fs::ext::dir::{decode_block, ENTRY};
+        if self.ext(as_of)?.is_err() && self.fsys(as_of)?.is_ok() {
+            return self.inode_at(as_of, ino, false);
+        }
         let (first, block, bs) = {
             let fs = match self.ext(as_of)? {
                 Ok(fs) => fs,
@@ -370,10 +370,14 @@ fn data_runs(fs: &dyn Filesystem, ino: u64) -> Option<Vec<Run>> {
 /// checksum's state (escaped; the offset is the volume's until mapped).
 pub(super) fn report_row(f: &ReportField) -> FieldRow {
     let raw = match &f.raw {
+        RawValue::Uint(v) if is_magic(f.name) => format!("{v:#x}"),
         RawValue::Uint(v) => v.to_string(),
         RawValue::Bytes(b) => crate::escape::printable_bytes(b),
     };
-    let shown = crate::escape::printable(&f.shown);
+    let mut shown = crate::escape::printable(&f.shown);
+    if shown.eq_ignore_ascii_case(&raw) {
+        shown.clear();
+    }
     let mut value = match &f.raw {
         RawValue::Bytes(_) if !shown.is_empty() => shown,
         // An unset name or path: nothing to show, as dumpe2fs.
@@ -397,12 +401,27 @@ pub(super) fn report_row(f: &ReportField) -> FieldRow {
     }
 }
 
-/// A decoded field as a pane row.
+/// A decoded field as a pane row (a magic number in hex when the
+/// decoder gave no text).
 pub(super) fn field_row(f: &crate::layout::FieldValue) -> FieldRow {
+    let raw = if is_magic(f.name) {
+        format!("{:#x}", f.value)
+    } else {
+        f.value.to_string()
+    };
     FieldRow {
         name: f.name,
         offset: f.offset,
         size: f.size,
-        value: f.text.clone().unwrap_or_else(|| f.value.to_string()),
+        value: f.text.clone().unwrap_or(raw),
     }
+}
+
+/// Whether a field holds a magic number or a signature (`s_magic`,
+/// `sb_magicnum`, `h_magic`, FAT's `Signature_word`, `FSI_LeadSig`): a
+/// constant that reads in hex, as the specifications, dumpe2fs and xfs_db
+/// write it.
+fn is_magic(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("magic") || n.contains("signature") || n.ends_with("sig") || n.contains("_sig")
 }

@@ -7,7 +7,7 @@ use super::{Worker, MAX_CELLS};
 use crate::block::hitmap::Served;
 use crate::block::map::MapIter;
 use crate::block::{BlockError, BlockSource};
-use crate::ui::msg::{CellOwner, Grid, HexData, HitMode, ServerLayers};
+use crate::ui::msg::{CellOwner, Grid, HexData, HitMode, ServerLayers, VolumeCells};
 
 /// Map entries kept per layer for the static hit map; past this the rest
 /// of the disk shows as "not read" rather than using unbounded memory.
@@ -187,6 +187,7 @@ impl Worker {
                 nowhere = none.bytes;
             }
         }
+        let volume = self.volume_cells(size, cell, cells);
         Ok(Grid {
             mode,
             as_of,
@@ -194,6 +195,30 @@ impl Worker {
             bytes,
             nowhere,
             server,
+            volume,
         })
+    }
+
+    /// The cells (of `cells`, `cell` bytes each, on a disk of `size`)
+    /// holding the volume in view, unless that is the whole disk.
+    fn volume_cells(&mut self, size: u64, cell: u64, cells: usize) -> Option<VolumeCells> {
+        let v = match self.volume() {
+            Ok(Ok(v)) if v.role != crate::volume::Role::Disk => v,
+            _ => return None,
+        };
+        let (name, len) = (crate::escape::printable(&v.name), v.len);
+        let areas = v.geometry()?.disk_areas();
+        let mut inside = vec![false; cells];
+        let last = cells.checked_sub(1)?;
+        for (start, n) in areas {
+            let end = start.saturating_add(n).min(size);
+            if start >= end {
+                continue;
+            }
+            let first = usize::try_from(start / cell).unwrap_or(last).min(last);
+            let end_cell = usize::try_from((end - 1) / cell).unwrap_or(last).min(last);
+            inside[first..=end_cell].fill(true);
+        }
+        Some(VolumeCells { name, len, inside })
     }
 }

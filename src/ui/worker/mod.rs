@@ -204,7 +204,18 @@ impl Worker {
                         let _ = sink(r);
                     }) as Box<dyn Fn(Reply) + Send + Sync>
                 });
-                Ok(self.job.start(&self.chain, to, send))
+                match self.volume() {
+                    Ok(Ok(v)) => {
+                        let v = v.clone();
+                        Ok(self.job.start(&self.chain, v, to, send))
+                    }
+                    Ok(Err(e)) => Ok(Reply::Diff {
+                        from: to.saturating_sub(1),
+                        to,
+                        result: Err(format!("no volume to compare: {e}")),
+                    }),
+                    Err(e) => Err(e),
+                }
             }
             Request::CancelDiff => {
                 self.job.cancel();
@@ -216,7 +227,8 @@ impl Worker {
                 offset,
                 seek,
             } => self.compare(to, &change, offset, seek),
-            Request::Inode { as_of, ino } => self.inode_at(as_of, ino),
+            Request::Inode { as_of, ino } => self.inode_at(as_of, ino, true),
+            Request::Block { as_of, block } => self.block_at(as_of, block),
             Request::DirBlock { as_of, ino } => self.dir_block(as_of, ino),
             Request::Search { as_of, needle } => {
                 let generation = self.cancel.load(Ordering::Relaxed);
@@ -248,6 +260,10 @@ impl Worker {
             Request::Nbd => match self.chain.layers.first().and_then(|l| l.nbd.clone()) {
                 Some(n) => Ok(nbd_status(&n, &mut self.nbd_state)),
                 None => Ok(Reply::Error("not an NBD export".into())),
+            },
+            Request::Ssh => match crate::block::ssh::session_of(&self.chain) {
+                Some(s) => Ok(ssh_status(&s, &mut self.nbd_state)),
+                None => Ok(Reply::Error("not read over ssh".into())),
             },
         };
         result.unwrap_or_else(|e| Reply::Error(crate::escape::printable(&error_chain(&e))))
@@ -290,6 +306,24 @@ fn nbd_status(n: &crate::block::nbd::NbdClient, last: &mut Option<String>) -> Re
         *last = Some(state);
     }
     Reply::Nbd(Box::new((n.info().clone(), snap)))
+}
+
+/// The ssh session's status, logging its state when it changed since
+/// `last`.
+fn ssh_status(s: &crate::block::ssh::Session, last: &mut Option<String>) -> Reply {
+    let st = s.status();
+    let state = format!("{:?}", st.stats.state);
+    if last.as_ref() != Some(&state) {
+        tracing::info!(
+            from = last.as_deref().unwrap_or("-"),
+            to = %state,
+            host = %crate::escape::printable(&st.host),
+            last_error = st.stats.last_error.as_deref().unwrap_or("-"),
+            "ssh session state"
+        );
+        *last = Some(state);
+    }
+    Reply::Ssh(Box::new(st))
 }
 
 /// Where replies go: false once nobody listens.
@@ -344,20 +378,23 @@ pub fn spawn_opening(open: Opener, cancel: Arc<AtomicU64>, sink: Sink) -> Sender
 /// Serves requests until the UI goes away.
 fn serve(mut worker: Worker, req_rx: Receiver<Request>, sink: Sink) {
     worker.replies = Some(Arc::clone(&sink));
-    // The NBD status is answered on its own thread from the client's
-    // lock-free counters, so it stays live while a read waits for a slow
-    // or dead server (up to the request time limit).
+    // The NBD and ssh status is answered on its own thread from the
+    // client's lock-free counters, so it stays live while a read waits for
+    // a slow or dead server (up to the request time limit).
     let nbd = worker.chain.layers.first().and_then(|l| l.nbd.clone());
-    let req_rx = match nbd {
-        Some(n) => {
+    let ssh = crate::block::ssh::session_of(&worker.chain);
+    let req_rx = match (nbd, ssh) {
+        (None, None) => req_rx,
+        (nbd, ssh) => {
             let (work_tx, work_rx) = mpsc::channel::<Request>();
             let status = Arc::clone(&sink);
             std::thread::spawn(move || {
                 let mut last = None;
                 for r in req_rx {
-                    let sent = match r {
-                        Request::Nbd => status(nbd_status(&n, &mut last)),
-                        other => work_tx.send(other).is_ok(),
+                    let sent = match (r, &nbd, &ssh) {
+                        (Request::Nbd, Some(n), _) => status(nbd_status(n, &mut last)),
+                        (Request::Ssh, _, Some(s)) => status(ssh_status(s, &mut last)),
+                        (other, _, _) => work_tx.send(other).is_ok(),
                     };
                     if !sent {
                         return;
@@ -366,7 +403,6 @@ fn serve(mut worker: Worker, req_rx: Receiver<Request>, sink: Sink) {
             });
             work_rx
         }
-        None => req_rx,
     };
     while let Ok(first) = req_rx.recv() {
         // Coalesce: of the queued views (hex, hit map, NBD state) serve
@@ -376,7 +412,7 @@ fn serve(mut worker: Worker, req_rx: Receiver<Request>, sink: Sink) {
         while let Ok(more) = req_rx.try_recv() {
             if matches!(
                 more,
-                Request::Hex { .. } | Request::Grid { .. } | Request::Nbd
+                Request::Hex { .. } | Request::Grid { .. } | Request::Nbd | Request::Ssh
             ) {
                 latest.retain(|r| std::mem::discriminant(r) != std::mem::discriminant(&more));
             }

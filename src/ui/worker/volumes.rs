@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::{error_chain, Worker};
 use crate::block::{BlockError, BlockSource};
-use crate::ui::msg::{VolumeList, VolumeRow};
+use crate::ui::msg::{Reply, Structure, VolumeList, VolumeRow};
 use crate::volume::{ChooseError, Role, Volume, VolumeError, VolumeTree};
 
 /// The disk's volume stack and the volume in view.
@@ -114,6 +114,46 @@ impl Worker {
             )),
             _ => None,
         }
+    }
+
+    /// Block `block` of the filesystem in view: where its bytes are on
+    /// the disk (a striped LV's block may sit anywhere), marked in hex.
+    pub(super) fn block_at(&mut self, as_of: usize, block: u64) -> Result<Reply, BlockError> {
+        let bs = match self.fsys(as_of)? {
+            Ok(fs) => fs.block_size().max(1),
+            Err(_) => 4096,
+        };
+        let (name, len) = match self.volume()? {
+            Ok(v) => (crate::escape::printable(&v.name), v.len),
+            Err(_) => ("disk".to_owned(), self.view(as_of)?.reader.len()),
+        };
+        let Some(start) = block.checked_mul(bs).filter(|&s| s < len) else {
+            return Ok(Reply::Error(format!(
+                "block {block} is past the end of {name} ({} blocks of {bs} bytes)",
+                len / bs
+            )));
+        };
+        let ranges = self.disk_ranges(start, start.saturating_add(bs).min(len));
+        let Some(&(at, _)) = ranges.first() else {
+            return Ok(Reply::Error(format!(
+                "block {block} of {name} is not on the disk"
+            )));
+        };
+        let label = if ranges.len() == 1 && at == start {
+            format!("block {block} ({bs} bytes)")
+        } else {
+            format!("block {block} of {name} at disk {at:#x} ({bs} bytes)")
+        };
+        Ok(Reply::Structure(Box::new(Structure {
+            as_of,
+            label,
+            at,
+            fields: ranges
+                .iter()
+                .map(|&(s, e)| (s, usize::try_from(e - s).unwrap_or(0)))
+                .collect(),
+            focus: true,
+        })))
     }
 
     /// Shows volume `name` from now on.

@@ -152,7 +152,14 @@ pub(super) fn check_groups(dir: &Path, image: &str, flat: &str) {
 /// `groups --json` against dumpe2fs's group list; `clean` filesystems
 /// also have matching bitmap checksums.
 pub(super) fn check_groups_with(dir: &Path, image: &str, flat: &str, clean: bool) {
-    let ours = layerscope(dir, &["groups", "--json", image]).ok().json();
+    check_groups_args(dir, image, flat, clean, &[]);
+}
+
+/// As [`check_groups_with`], with more arguments for `groups`.
+pub(super) fn check_groups_args(dir: &Path, image: &str, flat: &str, clean: bool, extra: &[&str]) {
+    let mut args = vec!["groups", "--json", image];
+    args.extend_from_slice(extra);
+    let ours = layerscope(dir, &args).ok().json();
     let theirs = dumpe2fs_groups(dir, flat);
     let ours = ours.as_array().unwrap();
     assert_eq!(ours.len(), theirs.len(), "{image}: group count");

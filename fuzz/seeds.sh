@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the fuzzers' seed corpus with the real tools: small images of each
+# format, disks with MBR, GPT and LVM, and ext2/3/4, XFS and FAT volumes,
+# so that libFuzzer starts from structures the tools write. The corpus is
+# not committed (fuzz/corpus is ignored); crashes the fuzzers find are
+# minimised into fuzz/regressions/, which tests/it/fuzz_corpus.rs replays.
+#
+#   bash fuzz/seeds.sh && cargo +nightly fuzz run image -- -max_len=1048576
+set -euo pipefail
+export LVM_SUPPRESS_FD_WARNINGS=1
+cd "$(dirname "$0")"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p corpus/image corpus/disk corpus/filesystem
+src=$work/src
+mkdir -p "$src/dir/sub"
+printf 'hello\n' > "$src/dir/hello.txt"
+head -c 20000 /dev/urandom > "$src/dir/sub/blob"
+ln -s dir/hello.txt "$src/link"
+
+# Filesystems (raw volumes), each as small as its mkfs allows.
+truncate -s 256K "$work/ext2.raw"; mke2fs -q -t ext2 -b 1024 -d "$src" "$work/ext2.raw"
+truncate -s 512K "$work/ext4.raw"; mke2fs -q -t ext4 -b 1024 -O ^has_journal -d "$src" "$work/ext4.raw"
+truncate -s 1300K "$work/ext4j.raw"; mke2fs -q -t ext4 -b 1024 -J size=1 -d "$src" "$work/ext4j.raw"
+truncate -s 256K "$work/fat12.raw"; mkfs.vfat -F 12 "$work/fat12.raw" >/dev/null
+MTOOLS_SKIP_CHECK=1 mcopy -s -i "$work/fat12.raw" "$src/dir" ::/
+truncate -s 40M "$work/fat32.raw"; mkfs.vfat -F 32 "$work/fat32.raw" >/dev/null
+MTOOLS_SKIP_CHECK=1 mcopy -s -i "$work/fat32.raw" "$src/dir" ::/
+printf '/dev/null\n0 0\nd--755 0 0\nhello.txt ---644 0 0 %s\nsub d--755 0 0\nblob ---644 0 0 %s\n$\n$\n' \
+  "$src/dir/hello.txt" "$src/dir/sub/blob" > "$work/proto"
+truncate -s 300M "$work/xfs.raw"; mkfs.xfs -q -f -p "$work/proto" "$work/xfs.raw"
+for f in ext2 ext4 ext4j fat12; do cp "$work/$f.raw" corpus/filesystem/$f; done
+# The large ones enter as compressed qcow2 (the image target) only.
+
+# Disks: MBR with a logical partition, GPT, LVM.
+truncate -s 1M "$work/mbr.raw"
+printf 'label: dos\n64,512,83\n600,,5\n640,,83\n' | sfdisk -q "$work/mbr.raw"
+dd if="$work/ext2.raw" of="$work/mbr.raw" bs=512 seek=64 conv=notrunc status=none
+cp "$work/mbr.raw" corpus/disk/mbr
+truncate -s 1M "$work/gpt.raw"
+printf 'label: gpt\nfirst-lba: 34\n34,512,L\n600,,U\n' | sfdisk -q "$work/gpt.raw"
+dd if="$work/fat12.raw" of="$work/gpt.raw" bs=512 seek=600 conv=notrunc status=none count=400
+cp "$work/gpt.raw" corpus/disk/gpt
+truncate -s 16M "$work/lvm.raw"
+lvm_cfg='devices { scan_lvs = 0 } global { activation = 0 }'
+lo=$(losetup -f --show "$work/lvm.raw" 2>/dev/null || true)
+if [ -n "$lo" ]; then
+  pvcreate -q --config "$lvm_cfg" "$lo" >/dev/null
+  vgcreate -q --config "$lvm_cfg" -s 1M fz "$lo" >/dev/null
+  lvcreate -q --config "$lvm_cfg" -an -Zn -L 4M -n a fz >/dev/null
+  lvcreate -q --config "$lvm_cfg" -an -Zn -L 4M -n b fz >/dev/null
+  vgremove -q -f --config "$lvm_cfg" fz >/dev/null 2>&1 || true
+  losetup -d "$lo"
+  head -c 1M "$work/lvm.raw" > corpus/disk/lvm-head
+fi
+
+# Image formats, each of a small disk.
+# (VHDX is left out: its smallest file is 4 MiB of mostly zeros.)
+for fmt in qcow2 vmdk vpc vdi; do
+  qemu-img convert -q -O $fmt "$work/mbr.raw" corpus/image/mbr.$fmt
+done
+qemu-img convert -q -c -O qcow2 -o cluster_size=4096 "$work/xfs.raw" corpus/image/xfs.qcow2
+qemu-img convert -q -c -O qcow2 -o cluster_size=4096 "$work/fat32.raw" corpus/image/fat32.qcow2
+qemu-img convert -q -c -O qcow2 -o cluster_size=512 "$work/ext4j.raw" corpus/image/ext4j-512.qcow2
+qemu-img convert -q -O vmdk -o subformat=streamOptimized "$work/gpt.raw" corpus/image/gpt-stream.vmdk
+qemu-img create -q -f qcow2 -u -b base -F qcow2 corpus/image/overlay.qcow2 4M
+ls -l corpus/*/ | awk '{s+=$5} END {print "seed corpus:", NR, "entries,", s, "bytes"}'

@@ -1,0 +1,212 @@
+//! Entry points for coverage-guided fuzzing (`fuzz/`, cargo-fuzz) and for
+//! the stable test that replays the fuzz corpus and every crash the
+//! fuzzers found (`tests/it/fuzz_corpus.rs`).
+//!
+//! Each entry takes untrusted bytes and drives them through the same
+//! library paths the CLI and the TUI use: image format probe and readers,
+//! the backing chain, the layered reader, the volume scan (MBR, GPT, LVM)
+//! and every filesystem behind [`crate::fs::Filesystem`]. What the fuzzers
+//! look for is a panic, an abort (memory), or a timeout (time that follows
+//! what the bytes claim rather than what they hold), so every walk here
+//! has a budget that is small but real: it touches every kind of
+//! structure without making a fuzz run slow.
+//!
+//! Not a public API: the module is `#[doc(hidden)]` and may change with
+//! the fuzz targets.
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use crate::block::chain::{open_chain, ChainOptions, FileId, Opened, Opener};
+use crate::block::layered::LayeredReader;
+use crate::block::probe::Format;
+use crate::block::storage::MemStorage;
+use crate::block::BlockSource;
+use crate::fs::{FileType, Filesystem, NodeId};
+
+/// The directory the fuzz input is "in".
+const DIR: &str = "/fuzz";
+
+/// Nodes one filesystem walk visits at most.
+const MAX_NODES: usize = 2000;
+/// Directory depth the walk follows at most.
+const MAX_DEPTH: usize = 32;
+/// File bytes read per filesystem at most.
+const MAX_FILE_BYTES: u64 = 4 << 20;
+/// Volumes opened per disk at most.
+const MAX_VOLUMES: usize = 8;
+
+/// Opens the input as the top image; a backing file of any other name is
+/// the same bytes again (a different file, so a chain forms), and the
+/// same name twice is a loop the chain must refuse.
+struct FuzzOpener {
+    bytes: Arc<[u8]>,
+}
+
+impl Opener for FuzzOpener {
+    fn open(&self, path: &str) -> Result<Opened, crate::block::BlockError> {
+        Ok(Opened {
+            storage: Arc::new(MemStorage::new(self.bytes.clone())),
+            id: FileId::Name(path.to_owned()),
+        })
+    }
+
+    fn siblings(&self, _path: &str) -> Result<Vec<String>, crate::block::BlockError> {
+        Ok(vec![format!("{DIR}/sibling")])
+    }
+}
+
+/// The input as an image file of any format layerscope reads (probed as
+/// the CLI probes), with the chain it names, the disk it holds, its
+/// volumes and their filesystems.
+pub fn image(bytes: &[u8]) {
+    open_and_walk(bytes, ChainOptions::default());
+}
+
+/// The input as a raw disk: partition tables, LVM and filesystems only
+/// (the fastest way for a fuzzer to reach the volume and filesystem
+/// decoders).
+pub fn disk(bytes: &[u8]) {
+    open_and_walk(
+        bytes,
+        ChainOptions {
+            format: Some(Format::Raw),
+            ..ChainOptions::default()
+        },
+    );
+}
+
+/// The input as the volume a filesystem is on, without the volume scan.
+pub fn filesystem(bytes: &[u8]) {
+    let opts = ChainOptions {
+        format: Some(Format::Raw),
+        ..ChainOptions::default()
+    };
+    let Some(reader) = reader(bytes, opts) else {
+        return;
+    };
+    if let Ok(fs) = crate::fs::open(reader) {
+        walk(fs.as_ref());
+    }
+}
+
+fn reader(bytes: &[u8], opts: ChainOptions) -> Option<Arc<dyn BlockSource>> {
+    let opener = FuzzOpener {
+        bytes: Arc::from(bytes),
+    };
+    let chain = open_chain(&format!("{DIR}/top"), opts, &opener).ok()?;
+    let reader = LayeredReader::new(&chain).ok()?;
+    Some(Arc::new(reader))
+}
+
+fn open_and_walk(bytes: &[u8], opts: ChainOptions) {
+    let Some(disk) = reader(bytes, opts) else {
+        return;
+    };
+    sample_reads(disk.as_ref());
+    let Ok(tree) = crate::volume::scan(disk.clone()) else {
+        return;
+    };
+    let _ = tree.describe();
+    for volume in tree.volumes.iter().take(MAX_VOLUMES) {
+        let Ok(source) = volume.source_over(disk.clone()) else {
+            continue;
+        };
+        sample_reads(source.as_ref());
+        if let Ok(fs) = crate::fs::open(source) {
+            walk(fs.as_ref());
+        }
+    }
+}
+
+/// Reads at the start, the middle and the end, where format readers keep
+/// their tables and filesystems their superblocks and backups.
+fn sample_reads(source: &dyn BlockSource) {
+    let len = source.len();
+    let mut buf = vec![0u8; 64 << 10];
+    for at in [0, len / 2, len.saturating_sub(64 << 10)] {
+        let n = usize::try_from(len.saturating_sub(at).min(64 << 10)).unwrap_or(0);
+        let _ = source.read_at(at, &mut buf[..n]);
+    }
+}
+
+/// Visits the filesystem as `ls -R`, `stat`, `cat`, `info` and `groups`
+/// do, within the budgets above.
+fn walk(fs: &dyn Filesystem) {
+    let _ = fs.superblock();
+    let _ = fs.label();
+    let _ = fs.uuid();
+    let _ = fs.groups(0, 16);
+    let _ = fs.group_report(0);
+    let mut budget = Budget {
+        nodes: MAX_NODES,
+        bytes: MAX_FILE_BYTES,
+    };
+    let mut stack: Vec<(NodeId, usize)> = vec![(fs.root(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let mut problems = Vec::new();
+        let mut children = Vec::new();
+        let _ = fs.read_dir(dir, &mut problems, &mut |entry| {
+            if budget.nodes == 0 {
+                return ControlFlow::Break(());
+            }
+            budget.nodes -= 1;
+            if !entry.is_dot_or_dotdot() {
+                children.push(entry.node);
+            }
+            ControlFlow::Continue(())
+        });
+        for node in children {
+            let Ok(meta) = fs.metadata(node) else {
+                continue;
+            };
+            let _ = fs.node_report(node);
+            let _ = fs.xattrs(node, &mut problems);
+            match meta.file_type {
+                FileType::Directory if depth < MAX_DEPTH => stack.push((node, depth + 1)),
+                FileType::Regular => read_file(fs, node, &mut budget, &mut problems),
+                FileType::Symlink => {
+                    let _ = fs.read_link(node);
+                }
+                _ => {}
+            }
+        }
+        if budget.nodes == 0 {
+            break;
+        }
+    }
+    let _ = fs.lookup(b"/a/b/c");
+}
+
+struct Budget {
+    nodes: usize,
+    bytes: u64,
+}
+
+fn read_file(
+    fs: &dyn Filesystem,
+    node: NodeId,
+    budget: &mut Budget,
+    problems: &mut Vec<crate::fs::Problem>,
+) {
+    let mut runs = 0usize;
+    let _ = fs.runs(node, problems, &mut |_| {
+        runs += 1;
+        if runs >= 256 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    });
+    let mut buf = [0u8; 16 << 10];
+    let mut offset = 0u64;
+    while budget.bytes > 0 {
+        match fs.read_file(node, offset, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let n = u64::try_from(n).unwrap_or(u64::MAX);
+                budget.bytes = budget.bytes.saturating_sub(n);
+                offset = offset.saturating_add(n);
+            }
+        }
+    }
+}
