@@ -267,7 +267,13 @@ fn e2fsprogs_corpus() {
                     info_checked += 1;
                 }
                 if dumpe2fs_ok(&[image]) {
-                    super::info::check_groups_args(tmp.path(), image, image, false, &["--no-replay"]);
+                    super::info::check_groups_args(
+                        tmp.path(),
+                        image,
+                        image,
+                        false,
+                        &["--no-replay"],
+                    );
                     groups_checked += 1;
                 }
             }
