@@ -159,7 +159,7 @@ def main():
     ap.add_argument("--volumes", action="store_true", help="only the volumes row")
     ap.add_argument("--formats", action="store_true", help="only the image format rows (VMDK, VHD, VHDX, VDI)")
     ap.add_argument("--throughput", action="store_true", help="only the bulk read rows (issue 19)")
-    ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline rows")
+    ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline/find/grep rows")
     ap.add_argument("--fs-kinds", action="store_true", help="only the XFS and FAT rows")
     ap.add_argument("--journal", action="store_true", help="only the journal replay rows (a dirty journal of 1000 transactions)")
     ap.add_argument("--xfs", action="store_true", help="only the XFS rows")
@@ -645,9 +645,40 @@ def toolbox_bench(top):
             ours = timed([BIN, "timeline", "--body", top], runs=3)
             theirs = timed(["fls", "-r", "-m", "/", flat], runs=3)
             row("timeline --body (~20k files)", ours, theirs, "fls -r -m / (flat raw image)", "<= 1x")
+        find_grep_rows(top, flat, dest)
     finally:
         shutil.rmtree(dest, ignore_errors=True)
         os.remove(flat)
+
+
+def find_grep_rows(top, flat, dest):
+    """find and grep over the chain's top layer vs find(1) and grep -r on a
+    copy debugfs rdump extracted from the flat image (the extraction not
+    timed), and vs what the Sleuth Kit and debugfs offer on the image
+    itself (fls -r -p | grep for names)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    os.makedirs(dest)
+    subprocess.run(["debugfs", "-R", f"rdump / {dest}", flat], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    copy = os.path.join(dest, os.path.basename(dest.rstrip("/")))
+    copy = copy if os.path.isdir(copy) else dest
+    ours = timed([BIN, "find", top, "--name", "f*7.dat"], runs=3)
+    theirs = timed(["find", copy, "-name", "f*7.dat"], runs=3)
+    row("find --name (~20k files)", ours, theirs, "find -name (extracted copy)", "")
+    if shutil.which("fls"):
+        fls = timed(["sh", "-c", f"fls -r -p {flat} | grep -E '/f[^/]*7\\.dat$'"], runs=3)
+        row("find --name (~20k files)", ours, fls, "fls -r -p | grep (flat raw)", "")
+    ours = timed([BIN, "find", top, "--type", "f", "--size", "+100k"], runs=3)
+    theirs = timed(["find", copy, "-type", "f", "-size", "+100k"], runs=3)
+    row("find --type f --size +100k", ours, theirs, "find -type f -size (copy)", "")
+    ours = timed([BIN, "find", "--all-layers", top, "--name", "f*7.dat"], runs=3)
+    row("find --all-layers --name (4 layers)", ours, theirs, "find -name (one copy)", "")
+    # Content search: a string that is nowhere, so every byte is read.
+    pat = "layerscope-bench-absent"
+    cmd = [BIN, "grep", "-l", top, pat]
+    ours = timed(["sh", "-c", " ".join(cmd) + " || true"], runs=3)
+    theirs = timed(["sh", "-c", f"LC_ALL=C grep -rl {pat} {copy} || true"], runs=3)
+    row("grep -l (one layer, ~700 MiB of files)", ours, theirs, "LC_ALL=C grep -rl (copy)", ">= 1x throughput")
+    shutil.rmtree(dest, ignore_errors=True)
 
 
 def interleaved(cmds, rounds=30, warmup=3, check=True):

@@ -7,6 +7,24 @@
 //!   backing chain, and the layered reader that records which layer served
 //!   every read.
 //! - [`cli`]: the scripting commands (`chain`, `map`, `read`, …).
+//!
+//! # Example
+//!
+//! A frame of the terminal UI as text (the README's example, kept equal
+//! to it by a test):
+//!
+//! ```rust
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use layerscope::block::chain::{open_chain, ChainOptions, FsOpener};
+//!
+//! // The image and its backing files, read-only (layerscope::demo::open() is the demo).
+//! let chain = open_chain("assets/demo/top.qcow2", ChainOptions::default(), &FsOpener)?;
+//! let frame = layerscope::ui::render_frame(chain, 80, 24, "g 0x400 Enter", false);
+//! assert_eq!(frame.lines().count(), 24);
+//! // insta::assert_snapshot!(frame);
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod block;

@@ -46,6 +46,8 @@ pub struct Owner {
     pub status: Status,
     /// How far this answer holds, from the queried offset.
     pub len: u64,
+    /// The layer stores the range compressed (qcow2 compressed clusters).
+    pub compressed: bool,
 }
 
 impl LayeredReader {
@@ -155,6 +157,7 @@ impl LayeredReader {
                     layer: Some(index),
                     status: e.status,
                     len,
+                    compressed: e.compressed,
                 });
             }
         }
@@ -162,6 +165,7 @@ impl LayeredReader {
             layer: None,
             status: Status::Zero,
             len,
+            compressed: false,
         })
     }
 

@@ -41,7 +41,9 @@ struct LayerJson {
     dirty_flag: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     corrupt: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The number of internal snapshots (qemu's `snapshots` is their
+    /// list, printed only when there are some).
+    #[serde(rename = "snapshot-count", skip_serializing_if = "Option::is_none")]
     snapshots: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     allocated_bytes: Option<u64>,
@@ -51,9 +53,13 @@ struct LayerJson {
     full_backing_filename: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     backing_filename_format: Option<String>,
-    /// `qemu-img info`'s format-specific data (VMDK, …).
+    /// `qemu-img info`'s format-specific data (qcow2, VMDK, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     format_specific: Option<serde_json::Value>,
+    /// `qemu-img info`'s child nodes: the protocol layer (`file`) under
+    /// a qcow2 or raw layer read from a local file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    children: Option<Vec<serde_json::Value>>,
     /// For formats other than qcow2: what the reader says, one line.
     #[serde(skip)]
     summary: Option<String>,
@@ -106,7 +112,45 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
         backing_filename: layer.backing_name.clone(),
         full_backing_filename: layer.backing_resolved.clone(),
         backing_filename_format: layer.backing_format.clone(),
-        format_specific: info.and_then(|i| i.format_specific()),
+        format_specific: info.and_then(|i| i.format_specific()).or_else(|| {
+            h.map(|h| {
+                // As qcow2_get_specific_info() fills it: v2 has three facts.
+                let data = if h.version == 2 {
+                    serde_json::json!({
+                        "compat": "0.10",
+                        "compression-type": h.compression.name(),
+                        "refcount-bits": h.refcount_bits(),
+                    })
+                } else {
+                    serde_json::json!({
+                        "compat": "1.1",
+                        "compression-type": h.compression.name(),
+                        "lazy-refcounts": h.compatible_features
+                            & crate::block::qcow2::header::COMPAT_LAZY_REFCOUNTS != 0,
+                        "refcount-bits": h.refcount_bits(),
+                        "corrupt": h.corrupt(),
+                        "extended-l2": h.extended_l2(),
+                    })
+                };
+                serde_json::json!({"type": "qcow2", "data": data})
+            })
+        }),
+        children: match (&layer.storage, layer.format.name()) {
+            (Some(st), "qcow2" | "raw") => Some(vec![serde_json::json!({
+                "name": "file",
+                "info": {
+                    "children": [],
+                    // The file driver's size is in whole sectors.
+                    "virtual-size": st.len().div_ceil(512).saturating_mul(512),
+                    "filename": layer.path,
+                    "format": "file",
+                    "actual-size": st.allocated_size(),
+                    "format-specific": {"type": "file", "data": {}},
+                    "dirty-flag": false,
+                },
+            })]),
+            _ => None,
+        },
         summary: info.map(|i| i.summary()),
         facts,
     })

@@ -212,6 +212,12 @@ impl Progress for Bar {
 pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let disk = Disk::open(&args.image, args.volume.as_deref(), &args.replay)?;
     let top = disk.chain.layers.len() - 1;
+    if top == 0 {
+        anyhow::bail!(
+            "{}: the chain has one layer: nothing to compare (diff compares a layer with one below it; `layerscope chain` shows the layers)",
+            crate::escape::printable(&args.image.image)
+        );
+    }
     let to = args.to.unwrap_or(top);
     let from = args.from.unwrap_or(to.saturating_sub(1));
     if to > top {
@@ -324,7 +330,7 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             s.directories_listed,
         )?;
         for n in &result.notes {
-            writeln!(out, "note: {}", crate::escape::printable(n))?;
+            eprintln!("layerscope: note: {}", crate::escape::printable(n));
         }
         return Ok(());
     }
@@ -339,7 +345,7 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         if s.inode_tables_searched { ", inode tables searched for owners" } else { "" }
     )?;
     for n in &result.notes {
-        writeln!(out, "note: {}", crate::escape::printable(n))?;
+        eprintln!("layerscope: note: {}", crate::escape::printable(n));
     }
     Ok(())
 }

@@ -459,7 +459,13 @@ fn report(fs: &dyn Filesystem, problems: &[Problem], node: NodeId) -> anyhow::Re
 /// # Errors
 /// Opening; a bad path; read errors; a map with skipped parts (after
 /// writing what could be read).
-pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub fn cat(args: &super::CatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    if args.fs.json {
+        anyhow::bail!(
+            "cat has no --json: it writes the file's bytes (`stat --json` gives its metadata, `blocks --json` its runs)"
+        );
+    }
+    let to_terminal = !args.force && std::io::IsTerminal::is_terminal(&std::io::stdout());
     let fs = open(&args.fs)?;
     let fs = fs.as_ref();
     let node = super::fs::resolve_bytes(fs, super::fs::arg_bytes(&args.path))?;
@@ -478,11 +484,33 @@ pub fn cat(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         if n == 0 {
             break;
         }
+        if to_terminal && !is_text(&buf[..n]) {
+            out.flush()?;
+            anyhow::bail!(
+                "{}: binary content (NUL or control bytes at or after byte {pos}); not written to a terminal: redirect to a file, pipe it (`| hexyl`), or use --force",
+                printable_bytes(super::fs::arg_bytes(&args.path))
+            );
+        }
         out.write_all(&buf[..n])?;
         pos += n as u64;
     }
     out.flush()?;
     report(fs, &problems, node)
+}
+
+/// Whether bytes are text a terminal may show as they are: UTF-8 without
+/// NULs or control characters but tab, line ends, form feed and
+/// backspace (an escape sequence in a file must not drive the terminal).
+fn is_text(bytes: &[u8]) -> bool {
+    // A chunk may end inside a character.
+    let valid = match std::str::from_utf8(bytes) {
+        Ok(_) => true,
+        Err(e) => e.error_len().is_none(),
+    };
+    valid
+        && !bytes
+            .iter()
+            .any(|&b| (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c | 0x08)) || b == 0x7f)
 }
 
 /// One piece of a run, served by one layer.
@@ -495,6 +523,29 @@ struct BlockRow {
     meta: bool,
     level: u8,
     layer: Option<usize>,
+    /// How the serving layer stores it: `data`, `compressed`, `zero` (a
+    /// zero cluster or a hole: reads as zeros) or `unallocated` (no
+    /// layer holds it: zeros).
+    storage: &'static str,
+}
+
+impl BlockRow {
+    /// What the run is, in words: `data`, `unwritten`, `map (level N)`,
+    /// and how it is stored when it is not plain data.
+    fn kind(&self) -> String {
+        let mut k = if self.meta {
+            format!("map (level {})", self.level)
+        } else if self.uninit {
+            "unwritten".to_owned()
+        } else {
+            "data".to_owned()
+        };
+        if self.storage != "data" {
+            k.push_str(", ");
+            k.push_str(self.storage);
+        }
+        k
+    }
 }
 
 /// `blocks`: the file's physical blocks (data and map blocks, as debugfs
@@ -536,6 +587,12 @@ pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()>
                                 _ => 0,
                             },
                             layer: o.layer,
+                            storage: match (o.layer, o.status, o.compressed) {
+                                (None, _, _) => "unallocated",
+                                (_, crate::block::Status::Zero, _) => "zero",
+                                (_, _, true) => "compressed",
+                                _ => "data",
+                            },
                         };
                         at = at.saturating_add(o.len.max(1));
                         Some(row)
@@ -551,16 +608,37 @@ pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()>
         crate::escape::json::write_seq_pretty(&mut *out, rows)?;
         writeln!(out)?;
     } else {
+        // Logical blocks (in the file) beside physical ones (on the
+        // volume), as debugfs's `stat` pairs them; map blocks have no
+        // place in the file.
+        writeln!(
+            out,
+            "{:>15}  {:>15}  {:>6}  {:<8}  kind",
+            "logical", "physical", "blocks", "layer"
+        )?;
+        let range = |a: u64, n: u64| {
+            let last = a.saturating_add(n).saturating_sub(1);
+            if n <= 1 {
+                a.to_string()
+            } else {
+                format!("{a}-{last}")
+            }
+        };
         for r in rows {
             let layer = r
                 .layer
                 .map_or_else(|| "none".to_owned(), |l| format!("layer {l}"));
+            let logical = if r.meta {
+                "-".to_owned()
+            } else {
+                range(r.logical, r.count)
+            };
             writeln!(
                 out,
-                "{}-{} ({} blocks) {layer}",
-                r.physical,
-                r.physical.saturating_add(r.count).saturating_sub(1),
-                r.count
+                "{logical:>15}  {:>15}  {:>6}  {layer:<8}  {}",
+                range(r.physical, r.count),
+                r.count,
+                r.kind()
             )?;
         }
     }

@@ -100,6 +100,14 @@ pub(super) struct FileResult {
     pub binary: bool,
 }
 
+/// Buffers reused from file to file: a fresh 1 MiB buffer per file
+/// costs its page faults every time, more than searching a small file.
+#[derive(Default)]
+pub(super) struct Scratch {
+    chunk: Vec<u8>,
+    window: Vec<u8>,
+}
+
 /// Searches one file's content, calling `hit` for each matching line
 /// until it breaks (a binary file's lines are not given unless `text`;
 /// its first match ends the search).
@@ -111,18 +119,23 @@ pub(super) fn search_file(
     node: NodeId,
     re: &Regex,
     text: bool,
+    scratch: &mut Scratch,
     hit: &mut dyn FnMut(&LineHit<'_>) -> ControlFlow<()>,
 ) -> Result<FileResult, crate::fs::FsError> {
     let mut result = FileResult::default();
-    let mut chunk = vec![0u8; CHUNK];
+    if scratch.chunk.len() != CHUNK {
+        scratch.chunk = vec![0u8; CHUNK];
+    }
+    let chunk = &mut scratch.chunk;
     // The window: the unfinished line carried over, then the new bytes.
-    let mut window: Vec<u8> = Vec::new();
+    let window = &mut scratch.window;
+    window.clear();
     let mut window_offset = 0u64; // file offset of window[0]
     let mut window_line = 1u64; // line number of window[0]
     let mut read_at = 0u64;
     let mut binary = false;
     loop {
-        let n = fs.read_file(node, read_at, &mut chunk)?;
+        let n = fs.read_file(node, read_at, chunk)?;
         let got = chunk.get(..n).unwrap_or(&[]);
         let eof = n == 0;
         read_at = read_at.saturating_add(n as u64);
@@ -134,7 +147,7 @@ pub(super) fn search_file(
         let end = if eof || window.len() >= MAX_LINE.saturating_add(CHUNK) {
             window.len()
         } else {
-            match memchr::memrchr(b'\n', &window) {
+            match memchr::memrchr(b'\n', window) {
                 Some(i) => i + 1,
                 None if window.len() >= MAX_LINE => window.len(),
                 None => continue,
@@ -312,8 +325,15 @@ pub fn run(args: &GrepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         printer.out.write_all(b"[")?;
     }
     let mut failed: Option<anyhow::Error> = None;
+    let mut scratch = Scratch::default();
     let mut one_path = |path: &[u8], found: &[Option<(NodeId, FileType)>], p: &mut Printer<'_>| {
-        if let Err(e) = grep_path(args, &re, &held, layer_of.as_ref(), path, found, p) {
+        let search = Search {
+            args,
+            re: &re,
+            views: &held,
+            layer_of: layer_of.as_ref(),
+        };
+        if let Err(e) = grep_path(&search, path, found, p, &mut scratch) {
             failed = Some(e);
             return ControlFlow::Break(());
         }
@@ -470,16 +490,28 @@ impl Printer<'_> {
 /// A line's offset in the file and the layers holding it.
 type LinesAt = (u64, Vec<Option<usize>>);
 
+/// What one `grep` searches with.
+struct Search<'a> {
+    args: &'a GrepArgs,
+    re: &'a Regex,
+    views: &'a [Option<&'a dyn Filesystem>],
+    layer_of: Option<&'a LayerOf>,
+}
+
 /// Greps the file at `path` in each view that has it as a regular file.
 fn grep_path(
-    args: &GrepArgs,
-    re: &Regex,
-    views: &[Option<&dyn Filesystem>],
-    layer_of: Option<&LayerOf>,
+    search: &Search<'_>,
     path: &[u8],
     found: &[Option<(NodeId, FileType)>],
     p: &mut Printer<'_>,
+    scratch: &mut Scratch,
 ) -> anyhow::Result<()> {
+    let Search {
+        args,
+        re,
+        views,
+        layer_of,
+    } = *search;
     let all = args.all_layers;
     let files_only = args.files_with_matches;
     let shown = || crate::escape::printable_bytes(path);
@@ -491,7 +523,7 @@ fn grep_path(
         };
         let mut runs: Option<(Vec<Run>, Option<u64>)> = None;
         let mut err = None;
-        let r = search_file(*fs, *node, re, args.text, &mut |h| {
+        let r = search_file(*fs, *node, re, args.text, scratch, &mut |h| {
             if files_only {
                 return ControlFlow::Break(());
             }
@@ -532,7 +564,7 @@ fn grep_path(
             continue;
         };
         let mut kept = 0usize;
-        let r = search_file(*fs, *node, re, args.text, &mut |h| {
+        let r = search_file(*fs, *node, re, args.text, scratch, &mut |h| {
             if files_only {
                 return ControlFlow::Break(());
             }

@@ -80,7 +80,7 @@ pub enum Command {
     /// An inode's fields and block runs (PATH or <INODE>), like `debugfs stat`.
     Stat(PathArgs),
     /// A file's content to stdout (PATH or <INODE>), like `debugfs dump`.
-    Cat(PathArgs),
+    Cat(CatArgs),
     /// A file's physical blocks and the layer that holds each run.
     Blocks(PathArgs),
     /// The files that layers added, modified, deleted or moved, found from
@@ -219,6 +219,20 @@ pub struct PathArgs {
     pub fs: FsArgs,
     /// A path (`/etc/hostname`) or an inode number (`<12>`).
     pub path: std::ffi::OsString,
+}
+
+/// Arguments of `cat`.
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    #[command(flatten)]
+    pub fs: FsArgs,
+    /// A path (`/etc/hostname`) or an inode number (`<12>`).
+    pub path: std::ffi::OsString,
+    /// Write binary content to a terminal anyway (by default it is
+    /// refused there: redirect to a file, pipe into `hexyl`, or use
+    /// `read --hex`).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `render`.
@@ -400,6 +414,10 @@ pub struct ReadArgs {
     /// unset), always, never.
     #[arg(long, value_enum, default_value = "auto")]
     pub color: ColorChoice,
+    /// Write raw bytes to a terminal anyway (by default refused there:
+    /// pipe them, redirect to a file, or use --hex).
+    #[arg(long, conflicts_with = "hex")]
+    pub force: bool,
 }
 
 /// When to colour.
@@ -486,6 +504,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let chain = args.image.open()?;
             if args.hex {
                 return read::hex(&chain, &args, &mut out);
+            }
+            if !args.force && io::IsTerminal::is_terminal(&io::stdout()) {
+                anyhow::bail!(
+                    "not writing raw disk bytes to a terminal: pipe them (`| hexyl`), redirect to a file, use --hex, or --force"
+                );
             }
             // Straight to the file descriptor: stdout's line buffering
             // would scan every data buffer for newlines.

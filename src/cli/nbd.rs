@@ -121,10 +121,17 @@ pub fn exports(args: &ExportsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         return Ok(());
     }
     for (name, desc) in &list {
-        if desc.is_empty() {
-            writeln!(out, "{}", printable(name))?;
+        // The default export's name is empty: shown quoted, as nbdinfo
+        // --list does, rather than as a blank line.
+        let shown = if name.is_empty() {
+            "\"\" (the default export)".to_owned()
         } else {
-            writeln!(out, "{}\t{}", printable(name), printable(desc))?;
+            printable(name)
+        };
+        if desc.is_empty() {
+            writeln!(out, "{shown}")?;
+        } else {
+            writeln!(out, "{shown}\t{}", printable(desc))?;
         }
     }
     Ok(())

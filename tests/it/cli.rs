@@ -2,6 +2,7 @@
 //! machinery), the manual pages (rendered by man), and a closed pipe
 //! (quiet, exit 0, like coreutils).
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::util::{layerscope, mkfs, need};
@@ -126,4 +127,38 @@ fn a_closed_pipe_is_not_an_error() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The README's library example is the crate's doctest (`src/lib.rs`),
+/// line for line, so `cargo test --doc` compiles and runs it.
+#[test]
+fn the_readme_library_example_is_the_doctest() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block: Vec<&str> = readme
+        .split("```rust\n")
+        .nth(1)
+        .expect("a rust block in the README")
+        .split("\n```")
+        .next()
+        .unwrap()
+        .lines()
+        .collect();
+    let lib = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+    let doc: Vec<&str> = lib
+        .split("//! ```rust\n")
+        .nth(1)
+        .expect("a rust doctest in src/lib.rs")
+        .split("\n//! ```")
+        .next()
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.strip_prefix("//! ")
+                .unwrap_or(l.trim_start_matches("//!"))
+        })
+        .filter(|l| !l.starts_with("# "))
+        .collect();
+    assert!(block.iter().any(|l| l.contains("open_chain(")));
+    assert_eq!(block, doc);
 }

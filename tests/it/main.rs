@@ -21,6 +21,7 @@ mod nbd;
 mod nbd_tls;
 mod oracle;
 mod readonly;
+mod rough_edges;
 mod ssh;
 mod toolbox;
 mod tui;

@@ -208,7 +208,7 @@ fn a_million_extents_in_bounded_memory() {
     let r = run(
         dir,
         &["blocks", "frag.img", "<12>"],
-        b"14000-14000 (1 blocks) layer 0",
+        b"14000       1  layer 0   data",
     );
     bounded(&r, "blocks");
     assert_eq!(r.count, u64::from(extents));
