@@ -304,6 +304,18 @@ fn without_actual_size(mut v: Value) -> Value {
         for layer in a {
             if let Some(o) = layer.as_object_mut() {
                 o.remove("actual-size");
+                // qemu's shape: the file node's st_blocks, which SFTP
+                // does not give.
+                for child in o
+                    .get_mut("children")
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(info) = child.get_mut("info").and_then(Value::as_object_mut) {
+                        info.remove("actual-size");
+                    }
+                }
             }
         }
     }
