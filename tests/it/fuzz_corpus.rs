@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::util::{need, sh};
+use crate::util::{need, sh, Rng};
 
 /// Far above what any input here takes (milliseconds); a hang guard only.
 const GUARD: Duration = Duration::from_secs(120);
@@ -75,21 +75,6 @@ fn every_input_the_fuzzers_found_now_finishes() {
     // The directory is committed with the inputs; none found means the
     // test looked in the wrong place.
     assert!(count > 0, "no inputs under {}", regressions_dir().display());
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap()).unwrap()
-    }
 }
 
 /// `count` variants of `bytes`, each with 1 to 8 bytes in the first

@@ -390,3 +390,20 @@ pub fn qemu_io_read(cwd: &Path, image: &str, off: u64, len: u64) -> Vec<u8> {
     );
     bytes
 }
+
+/// A small deterministic generator (xorshift64*): reproducible cases.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}

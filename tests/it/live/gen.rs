@@ -7,21 +7,14 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// A small deterministic generator (xorshift64*).
-pub struct Rng(pub u64);
+pub use crate::util::Rng;
 
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
+/// Picks a member of a set (the generator's choice among paths).
+trait Pick {
+    fn pick<'a>(&mut self, set: &'a BTreeSet<String>) -> Option<&'a String>;
+}
 
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
+impl Pick for Rng {
     fn pick<'a>(&mut self, set: &'a BTreeSet<String>) -> Option<&'a String> {
         if set.is_empty() {
             return None;
