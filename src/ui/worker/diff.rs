@@ -138,13 +138,18 @@ fn run(
     })?;
     let held = crate::diff::blocks::held_volume_ranges(new, from, to, geometry)
         .map_err(|e| crate::escape::printable(&super::error_chain(&e)))?;
-    // Blocks a journal replay rewrote count as changed too.
-    let held = match (
+    // ext on both sides has the quick diff and the journal replay.
+    let ext = match (
         ofs.as_any().downcast_ref::<Ext4>(),
         nfs.as_any().downcast_ref::<Ext4>(),
     ) {
-        (Some(o), Some(n)) => crate::diff::blocks::with_replayed(held, o, n),
-        _ => held,
+        (Some(o), Some(n)) => Some((o, n)),
+        _ => None,
+    };
+    // Blocks a journal replay rewrote count as changed too.
+    let held = match ext {
+        Some((o, n)) => crate::diff::blocks::with_replayed(held, o, n),
+        None => held,
     };
     let progress = Sender {
         to,
@@ -152,16 +157,13 @@ fn run(
         cancel,
         last: Default::default(),
     };
-    let d = match (
-        ofs.as_any().downcast_ref::<Ext4>(),
-        nfs.as_any().downcast_ref::<Ext4>(),
-    ) {
-        (Some(o), Some(n)) => crate::diff::diff(o, n, &held, &progress).map(|mut d| {
+    let d = match ext {
+        Some((o, n)) => crate::diff::diff(o, n, &held, &progress).map(|mut d| {
             // In path terms: a replaced file is one M, so no name shows twice.
             crate::diff::paths::path_level(&mut d, o, n, true);
             d
         }),
-        _ => crate::diff::tree::diff_trees(ofs.as_ref(), nfs.as_ref(), Some(&held), &progress),
+        None => crate::diff::tree::diff_trees(ofs.as_ref(), nfs.as_ref(), Some(&held), &progress),
     }
     .map_err(|e| crate::escape::printable(&e.to_string()))?;
     // Named when it is not the whole disk.
