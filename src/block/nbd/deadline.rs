@@ -28,6 +28,10 @@ pub struct Timed {
     deadline: Cell<Option<(Instant, Duration)>>,
     /// The limit last set on the socket.
     applied: Cell<Option<Duration>>,
+    /// Whether the limit armed for the current call is what was left of
+    /// the operation (so a socket time-out on it is the operation's end,
+    /// even when the clock says a fraction of a millisecond is left).
+    armed_by_deadline: Cell<bool>,
 }
 
 impl Timed {
@@ -38,6 +42,7 @@ impl Timed {
             per_call: Cell::new(per_call),
             deadline: Cell::new(None),
             applied: Cell::new(None),
+            armed_by_deadline: Cell::new(false),
         }
     }
 
@@ -54,13 +59,17 @@ impl Timed {
 
     /// The error once the operation's time is up.
     fn expired(&self) -> Option<io::Error> {
-        let (end, total) = self.deadline.get()?;
-        (Instant::now() >= end).then(|| {
-            io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the server did not finish answering within {total:?}"),
-            )
-        })
+        let (end, _) = self.deadline.get()?;
+        (Instant::now() >= end).then(|| self.deadline_error())?
+    }
+
+    /// The operation's time-out, as an error.
+    fn deadline_error(&self) -> Option<io::Error> {
+        let (_, total) = self.deadline.get()?;
+        Some(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the server did not finish answering within {total:?}"),
+        ))
     }
 
     /// Sets the limit for the next call: the per-call one, or what is left
@@ -70,13 +79,23 @@ impl Timed {
             return Err(e);
         }
         let per_call = self.per_call.get();
-        let limit = match self.deadline.get() {
-            Some((end, _)) => end.saturating_duration_since(Instant::now()).min(per_call),
-            None => per_call,
+        let (limit, by_deadline) = match self.deadline.get() {
+            Some((end, _)) => {
+                let left = end.saturating_duration_since(Instant::now());
+                (left.min(per_call), left < per_call)
+            }
+            None => (per_call, false),
         };
-        // Whole milliseconds (the socket option is changed at most once a
-        // millisecond near the end), and never zero, which means "none".
-        let ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.armed_by_deadline.set(by_deadline);
+        // Whole milliseconds, rounded up (the socket option is changed at
+        // most once a millisecond near the end), and never zero, which
+        // means "none".
+        let ms = limit
+            .as_micros()
+            .div_ceil(1000)
+            .try_into()
+            .unwrap_or(u64::MAX)
+            .max(1);
         let limit = Duration::from_millis(ms);
         if self.applied.get() != Some(limit) {
             self.inner.set_timeout(limit)?;
@@ -86,10 +105,18 @@ impl Timed {
     }
 
     /// A socket time-out that was the operation's deadline is reported as
-    /// that.
+    /// that: when the call was armed with what was left of the operation
+    /// (the clock may still show a sliver left), or the time is up.
     fn explain(&self, e: io::Error) -> io::Error {
         match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.expired().unwrap_or(e),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                let operation = if self.armed_by_deadline.get() {
+                    self.deadline_error()
+                } else {
+                    self.expired()
+                };
+                operation.unwrap_or(e)
+            }
             _ => e,
         }
     }
