@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod block;
+pub mod bytes;
 pub mod check;
 pub mod cli;
 pub mod demo;

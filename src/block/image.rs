@@ -345,41 +345,7 @@ pub fn utf16(bytes: &[u8], big_endian: bool) -> String {
         .collect()
 }
 
-/// Little-endian integers from a byte slice; `None` past its end.
-pub fn le32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes(s.try_into().ok()?))
-}
-
-/// See [`le32`].
-pub fn le64(b: &[u8], at: usize) -> Option<u64> {
-    let s = b.get(at..at.checked_add(8)?)?;
-    Some(u64::from_le_bytes(s.try_into().ok()?))
-}
-
-/// See [`le32`].
-pub fn le16(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_le_bytes(s.try_into().ok()?))
-}
-
-/// Big-endian, see [`le32`].
-pub fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at.checked_add(4)?)?;
-    Some(u32::from_be_bytes(s.try_into().ok()?))
-}
-
-/// Big-endian, see [`le32`].
-pub fn be64(b: &[u8], at: usize) -> Option<u64> {
-    let s = b.get(at..at.checked_add(8)?)?;
-    Some(u64::from_be_bytes(s.try_into().ok()?))
-}
-
-/// Big-endian, see [`le32`].
-pub fn be16(b: &[u8], at: usize) -> Option<u16> {
-    let s = b.get(at..at.checked_add(2)?)?;
-    Some(u16::from_be_bytes(s.try_into().ok()?))
-}
+pub use crate::bytes::{be16, be32, be64, le16, le32, le64};
 
 /// A 16-byte field.
 pub fn bytes16(b: &[u8], at: usize) -> Option<[u8; 16]> {

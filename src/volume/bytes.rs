@@ -1,39 +1,29 @@
 //! Small readers over untrusted bytes: every access is `.get()`, so a short
 //! buffer gives `None`, never a panic.
 
-/// `len` bytes at `at`.
-pub fn slice(b: &[u8], at: usize, len: usize) -> Option<&[u8]> {
-    b.get(at..at.checked_add(len)?)
-}
+pub use crate::bytes::slice;
 
-/// An array of `N` bytes at `at`.
-pub fn array<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
-    slice(b, at, N)?.try_into().ok()
-}
+// Partition tables and LVM compute in u64 sectors and bytes: these widen.
 
 pub fn u8_at(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at).map(|&x| u64::from(x))
+    crate::bytes::u8_at(b, at).map(u64::from)
 }
 
 pub fn le16(b: &[u8], at: usize) -> Option<u64> {
-    array::<2>(b, at).map(|a| u64::from(u16::from_le_bytes(a)))
+    crate::bytes::le16(b, at).map(u64::from)
 }
 
 pub fn le32(b: &[u8], at: usize) -> Option<u64> {
-    array::<4>(b, at).map(|a| u64::from(u32::from_le_bytes(a)))
+    crate::bytes::le32(b, at).map(u64::from)
 }
 
-pub fn le64(b: &[u8], at: usize) -> Option<u64> {
-    array::<8>(b, at).map(u64::from_le_bytes)
-}
+pub use crate::bytes::le64;
 
 pub fn be32(b: &[u8], at: usize) -> Option<u64> {
-    array::<4>(b, at).map(|a| u64::from(u32::from_be_bytes(a)))
+    crate::bytes::be32(b, at).map(u64::from)
 }
 
-pub fn be64(b: &[u8], at: usize) -> Option<u64> {
-    array::<8>(b, at).map(u64::from_be_bytes)
-}
+pub use crate::bytes::be64;
 
 /// A NUL-padded text field, without the padding.
 pub fn text(b: &[u8], at: usize, len: usize) -> Option<Vec<u8>> {

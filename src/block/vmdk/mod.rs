@@ -97,10 +97,6 @@ fn join(dir_of: &str, name: &str) -> String {
     format!("{}{name}", dir_of.get(..dir_len).unwrap_or_default())
 }
 
-fn be32_at(b: &[u8]) -> Option<u32> {
-    crate::block::image::be32(b, 0)
-}
-
 impl VmdkImage {
     /// Opens a VMDK image (descriptor file or monolithic sparse file) and
     /// its extents; `opener` opens extent files.
@@ -131,7 +127,7 @@ impl VmdkImage {
             extents: Vec::new(),
             files: vec![Arc::clone(&storage)],
         };
-        match be32_at(&head) {
+        match crate::bytes::be32(&head, 0) {
             Some(VMDK4_MAGIC) => {
                 let h = Vmdk4::decode(&head).ok_or_else(|| {
                     BlockError::corrupt(path, "VMDK header", 0, "header truncated")
@@ -419,7 +415,7 @@ fn open_sparse(
 ) -> Result<SparseExtent, BlockError> {
     let file_len = storage.len();
     let bad = |at: u64, detail: String| BlockError::corrupt(path, "VMDK sparse header", at, detail);
-    match be32_at(head) {
+    match crate::bytes::be32(head, 0) {
         Some(VMDK4_MAGIC) => {
             let mut h = Vmdk4::decode(head).ok_or_else(|| bad(0, "header truncated".into()))?;
             if h.capacity == 0 && h.desc_offset != 0 && in_descriptor {

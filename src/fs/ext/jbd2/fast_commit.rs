@@ -9,6 +9,7 @@
 //! Decoded and checked here, and listed; layerscope does not apply them
 //! (that takes ext4's allocator: new extents, bitmaps, directory
 //! entries), so the replayed view says how many tags it left out.
+use crate::bytes::{le16, le32};
 use crate::fs::ext::checksum::crc32c_raw;
 use crate::layout::Field;
 
@@ -133,18 +134,6 @@ pub struct Area {
     pub valid: usize,
     /// Why the scan stopped, when not at an empty block.
     pub notes: Vec<String>,
-}
-
-fn le16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
-    ))
-}
-
-fn le32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
 }
 
 /// Decodes a record's value.

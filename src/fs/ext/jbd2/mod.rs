@@ -86,26 +86,7 @@ pub const DEFAULT_FAST_COMMIT_BLOCKS: u64 = 256;
 /// `JBD2_MIN_JOURNAL_BLOCKS`.
 pub const MIN_JOURNAL_BLOCKS: u64 = 1024;
 
-/// A big-endian u32 at `at`, if the bytes are there.
-pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let end = at.checked_add(4)?;
-    let s: [u8; 4] = b.get(at..end)?.try_into().ok()?;
-    Some(u32::from_be_bytes(s))
-}
-
-/// A big-endian u16 at `at`.
-pub(crate) fn be16(b: &[u8], at: usize) -> Option<u16> {
-    let end = at.checked_add(2)?;
-    let s: [u8; 2] = b.get(at..end)?.try_into().ok()?;
-    Some(u16::from_be_bytes(s))
-}
-
-/// A big-endian u64 at `at`.
-pub(crate) fn be64(b: &[u8], at: usize) -> Option<u64> {
-    let end = at.checked_add(8)?;
-    let s: [u8; 8] = b.get(at..end)?.try_into().ok()?;
-    Some(u64::from_be_bytes(s))
-}
+pub(crate) use crate::bytes::{be16, be32, be64};
 
 /// Transaction IDs compare modulo 2^32 (`tid_gt`, `tid_geq`): the log
 /// keeps working when the sequence wraps.
