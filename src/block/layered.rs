@@ -7,12 +7,21 @@
 //! The static allocation map ([`LayeredReader::map_entry`]) answers "which
 //! layer owns this range" from metadata alone, with qemu's exact rules (see
 //! [`crate::block::map`]).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::sync::Arc;
 
 use crate::block::chain::Chain;
 use crate::block::hitmap::HitMap;
 use crate::block::map::MapEntry;
 use crate::block::{check_range, BlockError, BlockSource, Status};
+use crate::bytes::{u64_of, us};
 
 /// A chain of layers read as one disk.
 pub struct LayeredReader {
@@ -104,7 +113,7 @@ impl LayeredReader {
         for (n, depth) in remote.served_depths(offset, len)?.unwrap_or_default() {
             let depth = usize::try_from(depth).unwrap_or(usize::MAX);
             self.hits.record_depth(depth.checked_sub(1), at, n);
-            at += n;
+            at = at.saturating_add(n);
         }
         Ok(())
     }
@@ -117,6 +126,13 @@ impl LayeredReader {
     /// Number of layers.
     pub fn layer_count(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Layer `index` (0 is the base).
+    fn layer(&self, index: usize) -> Result<&Arc<dyn BlockSource>, BlockError> {
+        self.layers.get(index).ok_or_else(|| BlockError::Internal {
+            what: format!("{}: no layer {index} in a chain of {}", self.name, self.layers.len()),
+        })
     }
 
     /// Which layer would serve a read at `offset`, and for how long.
@@ -140,17 +156,20 @@ impl LayeredReader {
         check_range(&self.name, self.size, offset, len)?;
         let mut len = len;
         for (index, layer) in self.layers.iter().enumerate().rev() {
-            let layer_len = layer.len();
-            if offset >= layer_len {
+            let Some(left) = layer.len().checked_sub(offset).filter(|&n| n > 0) else {
                 // Past the end of a shorter backing file: zeros.
                 break;
-            }
-            len = len.min(layer_len - offset);
+            };
+            len = len.min(left);
             let e = if exact {
                 layer.locate_exact(offset, len)?
             } else {
                 layer.locate(offset, len)?
             };
+            if e.len == 0 && len > 0 {
+                // Readers loop on the answer: an empty one would never end.
+                return Err(empty_answer(layer.name(), offset));
+            }
             len = e.len.min(len);
             if e.status != Status::Unallocated {
                 return Ok(Owner {
@@ -192,14 +211,21 @@ impl LayeredReader {
     ) -> Result<MapEntry, BlockError> {
         check_range(&self.name, self.size, offset, len)?;
         cache.last.resize(self.layers.len(), None);
-        let top = self.layers.len() - 1;
+        let top = self
+            .layers
+            .len()
+            .checked_sub(1)
+            .ok_or_else(|| BlockError::Internal {
+                what: format!("{}: a chain with no layers", self.name),
+            })?;
         let mut bytes = len;
         let mut index = top;
         loop {
-            let e = match cache.last[index].and_then(|e| e.remainder(offset)) {
+            let cached = cache.last.get(index).copied().flatten();
+            let e = match cached.and_then(|e| e.remainder(offset)) {
                 Some(e) => e,
                 None => {
-                    let layer = &self.layers[index];
+                    let layer = self.layer(index)?;
                     let answer = if cache.qemu {
                         layer.qemu_status(offset, bytes)?
                     } else {
@@ -211,32 +237,36 @@ impl LayeredReader {
                         .ok_or_else(|| BlockError::Internal {
                             what: format!("{}: no block status at {offset:#x}", layer.name()),
                         })?;
-                    cache.last[index] = Some(e);
+                    if let Some(slot) = cache.last.get_mut(index) {
+                        *slot = Some(e);
+                    }
                     e
                 }
             };
             bytes = e.len.min(bytes);
-            let below = index.checked_sub(1).map(|i| self.layers[i].len());
-            let end_here = match (e.status, below) {
-                (Status::Unallocated, Some(below_len)) => offset >= below_len,
-                _ => true,
-            };
-            if end_here {
-                let present = e.status != Status::Unallocated;
-                return Ok(MapEntry {
-                    start: offset,
-                    length: bytes,
-                    depth: (top - index) as u64,
-                    present,
-                    zero: e.status != Status::Data || e.reads_zero,
-                    data: e.status == Status::Data,
-                    compressed: e.compressed,
-                    offset: e.host_offset,
-                });
+            let below = index
+                .checked_sub(1)
+                .and_then(|i| Some((i, self.layers.get(i)?.len())));
+            match (e.status, below) {
+                // Ask the layer below, for no more than it has.
+                (Status::Unallocated, Some((i, below_len))) if offset < below_len => {
+                    bytes = bytes.min(below_len.saturating_sub(offset));
+                    index = i;
+                }
+                _ => {
+                    let present = e.status != Status::Unallocated;
+                    return Ok(MapEntry {
+                        start: offset,
+                        length: bytes,
+                        depth: u64_of(top.saturating_sub(index)),
+                        present,
+                        zero: e.status != Status::Data || e.reads_zero,
+                        data: e.status == Status::Data,
+                        compressed: e.compressed,
+                        offset: e.host_offset,
+                    });
+                }
             }
-            // Ask the layer below, for no more than it has.
-            bytes = bytes.min(below.unwrap_or(0) - offset);
-            index -= 1;
         }
     }
 }
@@ -286,27 +316,30 @@ impl LayeredReader {
             self.record(first.layer, offset, first.len)?;
             return Ok(Chunk::Zeros(first.len));
         }
-        let want = (buf.len() as u64).min(max_len);
-        let mut filled = 0u64;
+        let want = us(max_len).min(buf.len());
+        // Each piece is at most what is left of `rest`; offsets stay inside
+        // the range check_range accepted.
+        let mut rest = buf.get_mut(..want).unwrap_or_default();
+        let mut pos = offset;
         let mut owner = first;
         loop {
-            let len = owner.len.min(want - filled);
-            let at = filled as usize;
-            let pos = offset + filled;
+            let n = us(owner.len).min(rest.len());
+            let (piece, tail) = rest.split_at_mut(n);
+            rest = tail;
             if let Some(index) = owner.layer {
-                self.layers[index].read_at(pos, &mut buf[at..at + len as usize])?;
+                self.layer(index)?.read_at(pos, piece)?;
             }
-            self.record(owner.layer, pos, len)?;
-            filled += len;
-            if filled == want {
+            self.record(owner.layer, pos, u64_of(n))?;
+            pos = pos.saturating_add(u64_of(n));
+            if rest.is_empty() {
                 break;
             }
-            owner = self.owner_exact(offset + filled, want - filled)?;
+            owner = self.owner_exact(pos, u64_of(rest.len()))?;
             if owner.status != Status::Data {
                 break;
             }
         }
-        Ok(Chunk::Data(filled as usize))
+        Ok(Chunk::Data(want.saturating_sub(rest.len())))
     }
 }
 
@@ -320,19 +353,22 @@ impl BlockSource for LayeredReader {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        check_range(&self.name, self.size, offset, buf.len() as u64)?;
-        let end = offset + buf.len() as u64;
+        check_range(&self.name, self.size, offset, u64_of(buf.len()))?;
+        // Offsets stay inside the range check_range accepted.
         let mut pos = offset;
-        while pos < end {
-            let owner = self.owner(pos, end - pos)?;
-            let from = (pos - offset) as usize;
-            let piece = &mut buf[from..from + owner.len as usize];
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let owner = self.owner(pos, u64_of(rest.len()))?;
+            // owner_by never answers 0 bytes for a non-empty range.
+            let n = us(owner.len).min(rest.len());
+            let (piece, tail) = rest.split_at_mut(n);
+            rest = tail;
             match (owner.layer, owner.status) {
-                (Some(index), Status::Data) => self.layers[index].read_at(pos, piece)?,
+                (Some(index), Status::Data) => self.layer(index)?.read_at(pos, piece)?,
                 _ => piece.fill(0),
             }
-            self.record(owner.layer, pos, owner.len)?;
-            pos += owner.len;
+            self.record(owner.layer, pos, u64_of(n))?;
+            pos = pos.saturating_add(u64_of(n));
         }
         Ok(())
     }
@@ -361,6 +397,13 @@ impl BlockSource for LayeredReader {
 
     fn locate_exact(&self, offset: u64, len: u64) -> Result<crate::block::Extent, BlockError> {
         Ok(located(self.owner_exact(offset, len)?, offset))
+    }
+}
+
+/// A layer answered an empty extent for a non-empty range.
+fn empty_answer(layer: &str, offset: u64) -> BlockError {
+    BlockError::Internal {
+        what: format!("{layer}: block status answered 0 bytes at {offset:#x}"),
     }
 }
 

@@ -74,7 +74,8 @@ fn unzstd(input: &[u8], out: &mut [u8]) -> Result<(), String> {
                     out.len()
                 ))
             }
-            Ok(n) => filled += n,
+            // n <= rest.len(): filled stays within out.
+            Ok(n) => filled = filled.saturating_add(n),
             Err(e) => return Err(format!("zstd: {e}")),
         }
     }

@@ -3,6 +3,7 @@
 //!
 //! Layout from qemu's `docs/interop/qcow2.txt`; every field is big-endian.
 use crate::block::BlockError;
+use crate::bytes::{be32, u64_of, us};
 use crate::layout::{decode_table, value_of, Endian, Field, FieldValue};
 
 /// `QFI\xfb`.
@@ -183,6 +184,14 @@ impl Header {
         self.incompatible_features & INCOMPAT_CORRUPT != 0
     }
 
+    /// log2 of the entries in one L2 table (8-byte entries, 16-byte with
+    /// extended L2). Never wraps: `decode` checked `cluster_bits` (at least
+    /// 9, and 14 with extended L2).
+    pub fn l2_bits(&self) -> u32 {
+        self.cluster_bits
+            .saturating_sub(if self.extended_l2() { 4 } else { 3 })
+    }
+
     /// Refcount width in bits.
     pub fn refcount_bits(&self) -> u32 {
         1u32 << self.refcount_order.min(6)
@@ -196,7 +205,7 @@ impl Header {
             .read(fixed, Endian::Big)
             .unwrap_or(16)
             .clamp(u64::from(MIN_CLUSTER_BITS), u64::from(MAX_CLUSTER_BITS));
-        (1u64 << bits) + u64::from(MAX_BACKING_NAME) + 1
+        (1u64 << bits).saturating_add(u64::from(MAX_BACKING_NAME) + 1)
     }
 
     /// Decodes and validates the header. `bytes` are the first bytes of the
@@ -212,7 +221,7 @@ impl Header {
             let offset = HEADER
                 .iter()
                 .find(|f| f.name == field)
-                .map_or(0, |f| f.offset as u64);
+                .map_or(0, |f| u64_of(f.offset));
             BlockError::corrupt(path, "qcow2 header", offset, format!("{field}: {detail}"))
         };
         if bytes.get(0..4) != Some(&MAGIC[..]) {
@@ -227,7 +236,7 @@ impl Header {
                 ),
             ));
         }
-        if (bytes.len() as u64) < u64::from(V2_HEADER_LEN) {
+        if u64_of(bytes.len()) < u64::from(V2_HEADER_LEN) {
             return Err(BlockError::corrupt(
                 path,
                 "qcow2 header",
@@ -240,7 +249,9 @@ impl Header {
         }
         let all = decode_table(HEADER, bytes, Endian::Big, 0);
         let get = |name: &str| value_of(&all, name).unwrap_or(0);
-        let version = get("version") as u32;
+        // Four-byte fields: u32::MAX never happens, and fails every check.
+        let get32 = |name: &str| u32::try_from(get(name)).unwrap_or(u32::MAX);
+        let version = get32("version");
         if version != 2 && version != 3 {
             return Err(BlockError::unsupported(
                 path,
@@ -250,9 +261,9 @@ impl Header {
         let header_length = if version == 2 {
             V2_HEADER_LEN
         } else {
-            get("header_length") as u32
+            get32("header_length")
         };
-        let cluster_bits = get("cluster_bits") as u32;
+        let cluster_bits = get32("cluster_bits");
         if !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
             return Err(bad(
                 "cluster_bits",
@@ -260,7 +271,7 @@ impl Header {
             ));
         }
         let cluster_size = 1u64 << cluster_bits;
-        if version == 3 && (bytes.len() as u64) < 104 {
+        if version == 3 && bytes.len() < 104 {
             return Err(BlockError::corrupt(
                 path,
                 "qcow2 header",
@@ -272,7 +283,7 @@ impl Header {
             ));
         }
         if version == 3 {
-            if header_length < 104 || header_length % 8 != 0 {
+            if header_length < 104 || header_length & 7 != 0 {
                 return Err(bad(
                     "header_length",
                     format!("{header_length}, expected a multiple of 8, at least 104"),
@@ -284,7 +295,7 @@ impl Header {
                     format!("{header_length} is larger than the cluster size {cluster_size}"),
                 ));
             }
-            if (bytes.len() as u64) < u64::from(header_length) {
+            if u64_of(bytes.len()) < u64::from(header_length) {
                 return Err(bad(
                     "header_length",
                     format!(
@@ -297,9 +308,14 @@ impl Header {
         // Fields past header_length do not exist in this image.
         let fields: Vec<FieldValue> = all
             .into_iter()
-            .filter(|f| f.offset + f.size as u64 <= u64::from(header_length))
+            .filter(|f| {
+                f.offset
+                    .checked_add(u64_of(f.size))
+                    .is_some_and(|end| end <= u64::from(header_length))
+            })
             .collect();
         let get = |name: &str| value_of(&fields, name);
+        let get32 = |name: &str| get(name).map(|v| u32::try_from(v).unwrap_or(u32::MAX));
 
         match get("crypt_method").unwrap_or(0) {
             0 => {}
@@ -310,7 +326,7 @@ impl Header {
 
         let incompatible_features = get("incompatible_features").unwrap_or(0);
         let compatible_features = get("compatible_features").unwrap_or(0);
-        let refcount_order = get("refcount_order").map_or(4, |v| v as u32);
+        let refcount_order = get32("refcount_order").unwrap_or(4);
         if refcount_order > 6 {
             return Err(bad(
                 "refcount_order",
@@ -337,13 +353,13 @@ impl Header {
         // Extensions follow the header, up to the backing file name or the
         // end of the first cluster.
         let backing_file_offset = get("backing_file_offset").unwrap_or(0);
-        let backing_file_size = get("backing_file_size").unwrap_or(0) as u32;
+        let backing_file_size = get32("backing_file_size").unwrap_or(0);
         let ext_end = if backing_file_offset != 0 {
             backing_file_offset.min(cluster_size)
         } else {
             cluster_size
         }
-        .min(bytes.len() as u64);
+        .min(u64_of(bytes.len()));
         let exts = decode_extensions(path, bytes, u64::from(header_length), ext_end)?;
 
         let unknown = incompatible_features & !INCOMPAT_KNOWN;
@@ -385,14 +401,15 @@ impl Header {
 
         // Virtual size and L1 table.
         let size = get("size").unwrap_or(0);
-        if size > i64::MAX as u64 {
+        if i64::try_from(size).is_err() {
             return Err(bad("size", format!("{size} is larger than 2^63-1")));
         }
-        let l2_bits = cluster_bits - if extended { 4 } else { 3 };
-        let per_l1 = 1u64 << (cluster_bits + l2_bits);
+        // cluster_bits is 9..=21 (14..=21 with extended L2), checked above.
+        let l2_bits = cluster_bits.saturating_sub(if extended { 4 } else { 3 });
+        let per_l1 = 1u64 << cluster_bits.saturating_add(l2_bits);
         let l1_needed = size.div_ceil(per_l1);
-        let l1_size = get("l1_size").unwrap_or(0) as u32;
-        let l1_bytes = u64::from(l1_size) * 8;
+        let l1_size = get32("l1_size").unwrap_or(0);
+        let l1_bytes = u64::from(l1_size).saturating_mul(8);
         if l1_bytes > MAX_L1_BYTES {
             return Err(bad(
                 "l1_size",
@@ -410,7 +427,7 @@ impl Header {
         }
         let l1_table_offset = get("l1_table_offset").unwrap_or(0);
         if l1_size > 0 {
-            if l1_table_offset % cluster_size != 0 {
+            if l1_table_offset & super::low_mask(cluster_bits) != 0 {
                 return Err(bad(
                     "l1_table_offset",
                     format!("{l1_table_offset:#x} is not aligned to the cluster size"),
@@ -442,9 +459,8 @@ impl Header {
                     format!("{backing_file_offset:#x} is outside the first cluster"),
                 ));
             }
-            let start = backing_file_offset as usize;
-            let end = start + backing_file_size as usize;
-            let name = bytes.get(start..end).ok_or_else(|| {
+            let start = us(backing_file_offset);
+            let name = crate::bytes::slice(bytes, start, us(backing_file_size)).ok_or_else(|| {
                 bad(
                     "backing_file_offset",
                     format!("name at {start:#x}+{backing_file_size} passes the end of the file"),
@@ -455,9 +471,9 @@ impl Header {
             None
         };
 
-        let nb_snapshots = get("nb_snapshots").unwrap_or(0) as u32;
+        let nb_snapshots = get32("nb_snapshots").unwrap_or(0);
         let refcount_table_offset = get("refcount_table_offset").unwrap_or(0);
-        let refcount_table_clusters = get("refcount_table_clusters").unwrap_or(0) as u32;
+        let refcount_table_clusters = get32("refcount_table_clusters").unwrap_or(0);
         Ok(Header {
             fields,
             version,
@@ -500,26 +516,32 @@ fn decode_extensions(
     let mut pos = start;
     // Each extension takes at least 8 bytes, so this loop ends.
     while pos.saturating_add(8) <= end {
-        let p = pos as usize;
-        let be32 = |at: usize| {
-            u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        let p = us(pos);
+        let (Some(kind), Some(len)) = (be32(bytes, p), be32(bytes, p.saturating_add(4))) else {
+            // `end` is at most the length of `bytes`.
+            break;
         };
-        let kind = be32(p);
-        let len = u64::from(be32(p + 4));
+        let len = u64::from(len);
         if kind == EXT_END {
             break;
         }
-        let data_start = pos + 8;
-        let data_end = data_start + len;
-        if data_end > end {
-            return Err(BlockError::corrupt(
+        let past_end = || {
+            BlockError::corrupt(
                 path,
                 "qcow2 header extension",
                 pos,
                 format!("extension {kind:#010x} of {len} bytes passes the end of the header area ({end:#x})"),
-            ));
-        }
-        let data = &bytes[data_start as usize..data_end as usize];
+            )
+        };
+        // pos + 8 <= end: the loop's condition.
+        let data_start = pos.saturating_add(8);
+        let data_end = data_start
+            .checked_add(len)
+            .filter(|&e| e <= end)
+            .ok_or_else(past_end)?;
+        let data = bytes
+            .get(us(data_start)..us(data_end))
+            .ok_or_else(past_end)?;
         let text = || {
             String::from_utf8_lossy(data)
                 .trim_end_matches('\0')
@@ -532,17 +554,20 @@ fn decode_extensions(
             EXT_BITMAPS => exts.bitmaps = true,
             EXT_FEATURE_TABLE => {
                 for entry in data.chunks_exact(48) {
-                    let name = String::from_utf8_lossy(&entry[2..]);
-                    exts.feature_names.push((
-                        entry[0],
-                        entry[1],
-                        name.trim_end_matches('\0').to_owned(),
-                    ));
+                    if let [kind, bit, name @ ..] = entry {
+                        let name = String::from_utf8_lossy(name);
+                        exts.feature_names.push((
+                            *kind,
+                            *bit,
+                            name.trim_end_matches('\0').to_owned(),
+                        ));
+                    }
                 }
             }
             _ => {}
         }
-        pos = data_end.next_multiple_of(8);
+        // data_end <= end, far below u64::MAX: never saturates.
+        pos = data_end.checked_next_multiple_of(8).unwrap_or(u64::MAX);
     }
     Ok(exts)
 }

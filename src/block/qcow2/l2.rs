@@ -44,15 +44,16 @@ pub enum Invalid {
     ZeroInV2,
 }
 
-/// Classifies subcluster `sc` of an L2 entry. `bitmap` is the extended
-/// entry's second word (0 without extended L2). The returned host offset is
-/// the cluster's, not the subcluster's.
+/// Classifies subcluster `sc` (below 32) of an L2 entry. `bitmap` is the
+/// extended entry's second word (0 without extended L2); `cluster_mask` is
+/// the cluster size minus one. The returned host offset is the cluster's,
+/// not the subcluster's.
 pub fn classify(
     entry: u64,
     bitmap: u64,
     sc: u32,
     extended: bool,
-    cluster_size: u64,
+    cluster_mask: u64,
     version: u32,
 ) -> Result<Kind, Invalid> {
     if entry & OFLAG_COMPRESSED != 0 {
@@ -62,15 +63,16 @@ pub fn classify(
     }
     let host = entry & L2E_OFFSET_MASK;
     let check_aligned = |host: u64| {
-        if host % cluster_size != 0 {
+        if host & cluster_mask != 0 {
             Err(Invalid::Unaligned(host))
         } else {
             Ok(host)
         }
     };
     if extended {
-        let alloc = 1u64 << sc;
-        let zero = 1u64 << (sc + 32);
+        // A subcluster number past 31 has neither bit.
+        let alloc = 1u64.checked_shl(sc).filter(|_| sc < 32).unwrap_or(0);
+        let zero = alloc.checked_shl(32).unwrap_or(0);
         if host != 0 {
             if (bitmap >> 32) & bitmap != 0 {
                 return Err(Invalid::Bitmap(bitmap));
@@ -113,19 +115,24 @@ pub fn classify(
 /// Where a compressed cluster's bytes are: `(file offset, length)`, as
 /// qemu's `qcow2_parse_compressed_l2_entry` computes them. The length may
 /// reach past the end of the file; readers clamp it.
+///
+/// `cluster_bits` is 9..=21 (checked by the header decoder): the size field
+/// has `cluster_bits - 8` bits, so the length is at most 2^13 sectors.
 pub fn compressed_location(descriptor: u64, cluster_bits: u32) -> (u64, u64) {
-    let csize_shift = 62 - (cluster_bits - 8);
-    let csize_mask = (1u64 << (cluster_bits - 8)) - 1;
-    let offset = descriptor & ((1u64 << csize_shift) - 1);
-    let sectors = ((descriptor >> csize_shift) & csize_mask) + 1;
-    (offset, sectors * 512 - (offset & 511))
+    let size_bits = cluster_bits.saturating_sub(8);
+    let csize_shift = 62u32.saturating_sub(size_bits);
+    let offset = descriptor & super::low_mask(csize_shift);
+    let sectors = ((descriptor >> csize_shift) & super::low_mask(size_bits)).saturating_add(1);
+    // `offset & 511` is below 512, and sectors at least 1.
+    (offset, (sectors << 9).saturating_sub(offset & 511))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const C64K: u64 = 65536;
+    /// The cluster mask of 64 KiB clusters.
+    const C64K: u64 = 65536 - 1;
 
     #[test]
     fn standard_entries() {

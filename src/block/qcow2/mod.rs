@@ -10,6 +10,17 @@
 //! A layer opened here knows nothing about its backing file: unallocated
 //! ranges report [`Status::Unallocated`] and read as zeros. Stacking is the
 //! job of [`crate::block::layered`].
+//!
+//! Offsets computed from the file are checked (`checked_*`, or masks and
+//! shifts by bit counts the header decoder bounded); clippy enforces it.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -17,6 +28,7 @@ use lru::LruCache;
 
 use crate::block::storage::Storage;
 use crate::block::{check_range, BlockError, BlockSource, Extent, Status};
+use crate::bytes::{be64, u64_of, us};
 
 pub mod compressed;
 pub mod header;
@@ -41,11 +53,20 @@ pub struct Qcow2Layer {
     storage: Arc<dyn Storage>,
     header: Header,
     cluster_size: u64,
+    /// `cluster_size - 1`: the offset inside a cluster.
+    cluster_mask: u64,
     /// log2 of the bytes one L1 entry maps.
     l1_shift: u32,
+    /// The offset inside the span of one L1 entry.
+    l1_mask: u64,
+    /// The index of an entry inside its L2 table, once shifted down by
+    /// `cluster_bits`.
+    l2_mask: u64,
     /// log2 of the smallest unit with its own state (a subcluster with
     /// extended L2 entries, else a cluster).
     unit_bits: u32,
+    /// The offset inside one unit.
+    unit_mask: u64,
     l1: Box<[u64]>,
     /// qemu's metadata-preallocation heuristic said yes: block status looks
     /// for holes in the file under data clusters. Decided on the first
@@ -72,12 +93,13 @@ impl Qcow2Layer {
     /// I/O errors, `Corrupt` headers and tables, `Unsupported` features.
     pub fn open(path: &str, storage: Arc<dyn Storage>) -> Result<Self, BlockError> {
         let file_len = storage.len();
-        let mut fixed = vec![0u8; file_len.min(128) as usize];
+        let mut fixed = vec![0u8; us(file_len.min(128))];
         storage
             .read_exact_at(0, &mut fixed)
             .map_err(|e| BlockError::io(path, "reading the qcow2 header", 0, e))?;
+        // At most 2 MiB + 1 KiB: wanted_len clamps the cluster size.
         let want = Header::wanted_len(&fixed).min(file_len);
-        let mut head = vec![0u8; want as usize];
+        let mut head = vec![0u8; us(want)];
         storage
             .read_exact_at(0, &mut head)
             .map_err(|e| BlockError::io(path, "reading the qcow2 header", 0, e))?;
@@ -85,16 +107,20 @@ impl Qcow2Layer {
 
         let cluster_bits = header.cluster_bits;
         let cluster_size = header.cluster_size();
-        let l2_bits = cluster_bits - if header.extended_l2() { 4 } else { 3 };
+        let l2_bits = header.l2_bits();
+        // Extended L2 needs cluster_bits >= 14 (checked by Header::decode):
+        // 32 subclusters of at least 512 bytes.
         let unit_bits = if header.extended_l2() {
-            cluster_bits - 5
+            cluster_bits.saturating_sub(5)
         } else {
             cluster_bits
         };
+        // At most 21 + 18: both checked by Header::decode.
+        let l1_shift = cluster_bits.saturating_add(l2_bits);
 
         // Bounded: Header::decode checked l1_size against qemu's 32 MiB cap
         // and against the file's length.
-        let mut raw = vec![0u8; header.l1_size as usize * 8];
+        let mut raw = vec![0u8; us(u64::from(header.l1_size).saturating_mul(8))];
         storage
             .read_exact_at(header.l1_table_offset, &mut raw)
             .map_err(|e| BlockError::io(path, "reading the L1 table", header.l1_table_offset, e))?;
@@ -103,13 +129,17 @@ impl Qcow2Layer {
             .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
 
-        let tables = (L2_CACHE_BYTES / cluster_size).max(4) as usize;
+        let tables = us((L2_CACHE_BYTES >> cluster_bits).max(4));
         Ok(Qcow2Layer {
             path: path.to_owned(),
             storage,
             cluster_size,
-            l1_shift: cluster_bits + l2_bits,
+            cluster_mask: low_mask(cluster_bits),
+            l1_shift,
+            l1_mask: low_mask(l1_shift),
+            l2_mask: low_mask(l2_bits),
             unit_bits,
+            unit_mask: low_mask(unit_bits),
             l1,
             metadata_prealloc: OnceLock::new(),
             l2_cache: Mutex::new(LruCache::new(
@@ -173,7 +203,7 @@ impl Qcow2Layer {
                 continue;
             }
             let end = start.saturating_add(span).min(size);
-            let whole = end - start == span;
+            let whole = end.saturating_sub(start) == span;
             let bytes = match by_table.get(&table) {
                 Some(&b) if whole => b,
                 _ => {
@@ -202,7 +232,7 @@ impl Qcow2Layer {
             let (kind, _) = self.unit_kind(&table, pos)?;
             let next = pos.saturating_add(unit).min(end);
             if !matches!(kind, Kind::UnallocatedPlain | Kind::UnallocatedAlloc { .. }) {
-                held = held.saturating_add(next - pos);
+                held = held.saturating_add(next.saturating_sub(pos));
             }
             pos = next;
         }
@@ -217,8 +247,11 @@ impl Qcow2Layer {
         if offset == 0 {
             return Ok(None);
         }
-        let l1_entry_at = self.header.l1_table_offset + l1_index as u64 * 8;
-        if offset % self.cluster_size != 0 {
+        // For messages only.
+        let l1_entry_at = u64_of(l1_index)
+            .saturating_mul(8)
+            .saturating_add(self.header.l1_table_offset);
+        if offset & self.cluster_mask != 0 {
             return Err(BlockError::corrupt(
                 &self.path,
                 "L1 entry",
@@ -250,14 +283,14 @@ impl Qcow2Layer {
             .iter()
             .skip(l1_index)
             .map(|e| e & L1E_OFFSET_MASK)
-            .filter(|&o| o != 0 && o % self.cluster_size == 0)
-            .take(usize::try_from(L2_PREFETCH_BYTES / self.cluster_size).unwrap_or(1))
+            .filter(|&o| o != 0 && o & self.cluster_mask == 0)
+            .take(us(L2_PREFETCH_BYTES >> self.header.cluster_bits))
             .map(|o| (o, self.cluster_size))
             .collect();
         if ahead.len() > 1 {
             self.storage.prefetch(&ahead);
         }
-        let mut raw = vec![0u8; self.cluster_size as usize];
+        let mut raw = vec![0u8; us(self.cluster_size)];
         self.storage
             .read_exact_at(offset, &mut raw)
             .map_err(|e| BlockError::io(&self.path, "reading an L2 table", offset, e))?;
@@ -276,19 +309,24 @@ impl Qcow2Layer {
     /// runs also need contiguous host offsets; compressed clusters are
     /// merged only when `merge_compressed` (block status), never for reads.
     fn run_at(&self, offset: u64, end: u64, merge_compressed: bool) -> Result<Run, BlockError> {
-        let l1_index = offset >> self.l1_shift;
-        let span_end = ((l1_index + 1) << self.l1_shift).min(end);
-        let Some(table) = self.l2_table(l1_index as usize)? else {
+        // Offsets here are below the disk size (< 2^63) and hosts below
+        // 2^56 + a cluster, so the saturating additions never saturate.
+        let l1_index = us(offset >> self.l1_shift);
+        let span_end = (offset | self.l1_mask).saturating_add(1).min(end);
+        let Some(table) = self.l2_table(l1_index)? else {
             return Ok(Run {
                 kind: Kind::UnallocatedPlain,
                 host: None,
-                len: span_end - offset,
+                len: span_end.saturating_sub(offset),
             });
         };
         let unit = 1u64 << self.unit_bits;
         let (first, first_host) = self.unit_kind(&table, offset)?;
-        let mut next_host = first_host.map(|h| h + unit - (offset % unit));
-        let mut pos = (offset | (unit - 1)) + 1;
+        // A host offset is a cluster-aligned offset plus the guest offset's
+        // place in its cluster: the next unit starts at the next unit
+        // boundary in both.
+        let mut next_host = first_host.map(|h| (h | self.unit_mask).saturating_add(1));
+        let mut pos = (offset | self.unit_mask).saturating_add(1);
         while pos < span_end {
             let (kind, host) = self.unit_kind(&table, pos)?;
             let same = match (first, kind) {
@@ -303,13 +341,13 @@ impl Qcow2Layer {
             if !same {
                 break;
             }
-            next_host = next_host.map(|h| h + unit);
-            pos += unit;
+            next_host = next_host.map(|h| h.saturating_add(unit));
+            pos = pos.saturating_add(unit);
         }
         Ok(Run {
             kind: first,
             host: first_host,
-            len: pos.min(span_end) - offset,
+            len: pos.min(span_end).saturating_sub(offset),
         })
     }
 
@@ -317,26 +355,36 @@ impl Qcow2Layer {
     /// at `offset` where the kind stores one.
     fn unit_kind(&self, table: &[u8], offset: u64) -> Result<(Kind, Option<u64>), BlockError> {
         let h = &self.header;
-        let in_cluster = offset & (self.cluster_size - 1);
-        let index =
-            ((offset >> h.cluster_bits) & ((1 << (self.l1_shift - h.cluster_bits)) - 1)) as usize;
-        let word = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&table[i * 8..i * 8 + 8]);
-            u64::from_be_bytes(b)
-        };
-        let (entry, bitmap) = if h.extended_l2() {
-            (word(index * 2), word(index * 2 + 1))
+        let in_cluster = offset & self.cluster_mask;
+        let index = (offset >> h.cluster_bits) & self.l2_mask;
+        // The entry's byte offset in its table: 8 or 16 bytes an entry.
+        let width_bits = if h.extended_l2() { 4 } else { 3 };
+        let at = us(index << width_bits);
+        // A table holds exactly the entries `l2_mask` can index, so these
+        // reads are inside it; a short table is a bug, reported as one.
+        let entry = be64(table, at);
+        let bitmap = if h.extended_l2() {
+            be64(table, at | 8)
         } else {
-            (word(index), 0)
+            Some(0)
         };
-        let sc = (in_cluster >> self.unit_bits) as u32;
-        let kind = l2::classify(entry, bitmap, sc, h.extended_l2(), self.cluster_size, h.version)
+        let (Some(entry), Some(bitmap)) = (entry, bitmap) else {
+            return Err(BlockError::Internal {
+                what: format!(
+                    "{}: L2 entry {index} is past its {}-byte table",
+                    self.path,
+                    table.len()
+                ),
+            });
+        };
+        // Below 32: the offset in a cluster shifted down by its subcluster
+        // bits.
+        let sc = u32::try_from(in_cluster >> self.unit_bits).unwrap_or(u32::MAX);
+        let kind = l2::classify(entry, bitmap, sc, h.extended_l2(), self.cluster_mask, h.version)
             .map_err(|why| {
-                let l1_index = offset >> self.l1_shift;
-                let l2_offset = self.l1.get(l1_index as usize).map_or(0, |e| e & L1E_OFFSET_MASK);
-                let width = if h.extended_l2() { 16 } else { 8 };
-                let at = l2_offset + index as u64 * width;
+                let l1_index = us(offset >> self.l1_shift);
+                let l2_offset = self.l1.get(l1_index).map_or(0, |e| e & L1E_OFFSET_MASK);
+                let at = l2_offset.saturating_add(u64_of(at));
                 let detail = match why {
                     Invalid::Unaligned(host) => {
                         format!("cluster offset {host:#x} is not cluster-aligned (guest offset {offset:#x})")
@@ -347,8 +395,9 @@ impl Qcow2Layer {
                 BlockError::corrupt(&self.path, "L2 entry", at, detail)
             })?;
         let host = match kind {
+            // Hosts are cluster-aligned (classify checked it): `|` adds.
             Kind::Normal { host } | Kind::ZeroAlloc { host } | Kind::UnallocatedAlloc { host } => {
-                Some(host + in_cluster)
+                Some(host | in_cluster)
             }
             _ => None,
         };
@@ -374,7 +423,7 @@ impl Qcow2Layer {
             return Ok(());
         };
         let in_run = run_end.saturating_sub(host);
-        let at_eof = host + in_run.min(e.len) >= file_len;
+        let at_eof = host.saturating_add(in_run.min(e.len)) >= file_len;
         if !data && at_eof {
             e.reads_zero = true;
         } else {
@@ -391,22 +440,23 @@ impl Qcow2Layer {
         }
         let (offset, len) = l2::compressed_location(descriptor, self.header.cluster_bits);
         let file_len = self.storage.len();
-        if offset >= file_len {
+        let Some(in_file) = file_len.checked_sub(offset).filter(|&n| n > 0) else {
             return Err(BlockError::corrupt(
                 &self.path,
                 "compressed cluster",
                 offset,
                 format!("starts past the end of the file ({file_len} bytes)"),
             ));
-        }
+        };
         // The stored length is rounded up to sectors and may pass the end
-        // of the file when the cluster is the last thing in it.
-        let len = len.min(file_len - offset);
-        let mut input = vec![0u8; len as usize];
+        // of the file when the cluster is the last thing in it. At most
+        // 2^(cluster_bits - 8) sectors: 4 MiB.
+        let len = len.min(in_file);
+        let mut input = vec![0u8; us(len)];
         self.storage
             .read_exact_at(offset, &mut input)
             .map_err(|e| BlockError::io(&self.path, "reading a compressed cluster", offset, e))?;
-        let mut out = vec![0u8; self.cluster_size as usize];
+        let mut out = vec![0u8; us(self.cluster_size)];
         compressed::decompress(self.header.compression, &input, &mut out).map_err(|detail| {
             BlockError::corrupt(&self.path, "compressed cluster", offset, detail)
         })?;
@@ -416,6 +466,19 @@ impl Qcow2Layer {
             .map_err(|_| poisoned())?
             .put(descriptor, Arc::clone(&out));
         Ok(out)
+    }
+}
+
+/// A mask of the `bits` low bits (all of them from 64 on).
+pub(crate) fn low_mask(bits: u32) -> u64 {
+    !u64::MAX.checked_shl(bits).unwrap_or(0)
+}
+
+/// A read that could not go on: a run that is empty or does not fit where
+/// it must (a bug, not bad input, but never a panic or an endless loop).
+fn stalled(path: &str, pos: u64) -> BlockError {
+    BlockError::Internal {
+        what: format!("{path}: a read made no progress at guest offset {pos:#x}"),
     }
 }
 
@@ -452,13 +515,20 @@ impl BlockSource for Qcow2Layer {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        check_range(&self.path, self.header.size, offset, buf.len() as u64)?;
-        let end = offset + buf.len() as u64;
+        check_range(&self.path, self.header.size, offset, u64_of(buf.len()))?;
+        // check_range proved the sum fits.
+        let end = offset.saturating_add(u64_of(buf.len()));
         let mut pos = offset;
-        while pos < end {
+        let mut rest = buf;
+        while !rest.is_empty() {
             let run = self.run_at(pos, end, false)?;
-            let from = (pos - offset) as usize;
-            let piece = &mut buf[from..from + run.len as usize];
+            let n = us(run.len).min(rest.len());
+            // n <= rest.len(): the line above.
+            let (piece, tail) = rest.split_at_mut(n);
+            rest = tail;
+            if n == 0 {
+                return Err(stalled(&self.path, pos));
+            }
             match run.kind {
                 Kind::Normal { .. } => {
                     let host = run.host.unwrap_or(0);
@@ -480,12 +550,23 @@ impl BlockSource for Qcow2Layer {
                 }
                 Kind::Compressed { descriptor } => {
                     let cluster = self.decompressed(descriptor)?;
-                    let at = (pos & (self.cluster_size - 1)) as usize;
-                    piece.copy_from_slice(&cluster[at..at + piece.len()]);
+                    // A read's compressed run stays in one cluster (runs
+                    // merge compressed units only for block status).
+                    let at = us(pos & self.cluster_mask);
+                    let from = cluster
+                        .get(at..)
+                        .and_then(|c| c.get(..piece.len()))
+                        .ok_or_else(|| BlockError::Internal {
+                            what: format!(
+                                "{}: a compressed run at guest offset {pos:#x} passes its cluster",
+                                self.path
+                            ),
+                        })?;
+                    piece.copy_from_slice(from);
                 }
                 _ => piece.fill(0),
             }
-            pos += run.len;
+            pos = pos.saturating_add(u64_of(n));
         }
         Ok(())
     }
@@ -504,7 +585,8 @@ impl BlockSource for Qcow2Layer {
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
         check_range(&self.path, self.header.size, offset, len)?;
-        let run = self.run_at(offset, offset + len, true)?;
+        // check_range proved the sum fits.
+        let run = self.run_at(offset, offset.saturating_add(len), true)?;
         let mut e = status_of(&run);
         e.offset = offset;
         Ok(e)

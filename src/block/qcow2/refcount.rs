@@ -7,6 +7,7 @@
 //! reports data clusters whose storage is a hole as "data, reads as zero".
 //! `layerscope map` must do the same to agree with `qemu-img map`.
 use crate::block::storage::Storage;
+use crate::bytes::{be64, slice, us};
 
 use super::header::Header;
 
@@ -25,14 +26,24 @@ pub fn detect_metadata_preallocation(
     let Some(allocated) = storage.allocated_size() else {
         return false;
     };
+    let cluster_bits = header.cluster_bits;
     let cluster_size = header.cluster_size();
-    let real = allocated / cluster_size;
-    let threshold = (real * 10 / 9).max(real + 2);
+    let cluster_mask = super::low_mask(cluster_bits);
+    let real = allocated >> cluster_bits;
+    // `real` is below 2^55: neither saturates.
+    let threshold = (real.saturating_mul(10) / 9).max(real.saturating_add(2));
     let end_cluster = storage.len().div_ceil(cluster_size);
     let bits = u64::from(header.refcount_bits());
-    let per_block = cluster_size * 8 / bits;
+    // log2 of the refcounts in one block: cluster_size * 8 / bits, where
+    // cluster_bits >= 9 and refcount_order <= 6 (checked by the decoder).
+    let per_block_bits = cluster_bits
+        .saturating_add(3)
+        .saturating_sub(header.refcount_order.min(6));
+    let slot_mask = super::low_mask(per_block_bits);
 
-    let table_len = u64::from(table_clusters) * cluster_size;
+    let Some(table_len) = u64::from(table_clusters).checked_mul(cluster_size) else {
+        return false;
+    };
     if table_offset
         .checked_add(table_len)
         .is_none_or(|e| e > storage.len())
@@ -43,52 +54,57 @@ pub fn detect_metadata_preallocation(
     if table_len > 8 << 20 {
         return false;
     }
-    let mut table = vec![0u8; table_len as usize];
+    let mut table = vec![0u8; us(table_len)];
     if storage.read_exact_at(table_offset, &mut table).is_err() {
         return false;
     }
-    let mut block = vec![0u8; cluster_size as usize];
+    let mut block = vec![0u8; us(cluster_size)];
     let mut loaded: Option<u64> = None;
     let mut count = 0u64;
     let mut cluster = 0u64;
     while cluster < end_cluster && count < threshold {
-        let index = cluster / per_block;
-        let Some(entry) = table.get(index as usize * 8..index as usize * 8 + 8) else {
+        let index = cluster >> per_block_bits;
+        let Some(entry) = us(index).checked_mul(8).and_then(|at| be64(&table, at)) else {
             return false;
         };
-        let mut b = [0u8; 8];
-        b.copy_from_slice(entry);
-        let block_offset = u64::from_be_bytes(b) & REFT_OFFSET_MASK;
+        let block_offset = entry & REFT_OFFSET_MASK;
         if block_offset == 0 {
             // No refcount block: all these clusters are free.
-            cluster = (index + 1) * per_block;
+            let Some(next) = index
+                .checked_add(1)
+                .and_then(|i| i.checked_mul(1u64 << per_block_bits))
+            else {
+                return false;
+            };
+            cluster = next;
             continue;
         }
         if loaded != Some(block_offset) {
-            if block_offset % cluster_size != 0
+            if block_offset & cluster_mask != 0
                 || storage.read_exact_at(block_offset, &mut block).is_err()
             {
                 return false;
             }
             loaded = Some(block_offset);
         }
-        let slot = cluster % per_block;
-        let bit = slot * bits;
+        // The refcount's first bit in its block: below cluster_size * 8.
+        let bit = (cluster & slot_mask).saturating_mul(bits);
         let refcount_nonzero = match bits {
             1 | 2 | 4 => {
-                let byte = block[(bit / 8) as usize];
-                let shift = bit % 8;
-                (byte >> shift) & ((1u16 << bits) - 1) as u8 != 0
+                let Some(byte) = block.get(us(bit >> 3)) else {
+                    return false;
+                };
+                u64::from(byte >> (bit & 7)) & super::low_mask(header.refcount_bits()) != 0
             }
             _ => {
-                let start = (bit / 8) as usize;
-                block[start..start + (bits / 8) as usize]
-                    .iter()
-                    .any(|&b| b != 0)
+                let Some(refcount) = slice(&block, us(bit >> 3), us(bits >> 3)) else {
+                    return false;
+                };
+                refcount.iter().any(|&b| b != 0)
             }
         };
-        count += u64::from(refcount_nonzero);
-        cluster += 1;
+        count = count.saturating_add(u64::from(refcount_nonzero));
+        cluster = cluster.saturating_add(1);
     }
     count >= threshold
 }
