@@ -6,6 +6,14 @@
 //! project's machine, 300 MiB of cached `pread` cost 193-211 ms of kernel
 //! time into buffers at offsets 8 and 16 from a page, 71 ms at 0 and 86-91
 //! ms at 32-64; qemu aligns its buffers the same way (`qemu_blockalign`).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::ops::{Deref, DerefMut};
 
 /// Alignment of [`AlignedBuf`]'s bytes.

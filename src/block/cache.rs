@@ -6,6 +6,14 @@
 //! forward chunk after chunk, each miss fetches a growing window in one
 //! request. Large reads pass straight through, so streaming a disk does not
 //! flush what the UI is looking at.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use crate::block::{check_range, BlockError, BlockSource, Extent};
+use crate::bytes::{u64_of, us};
 
 /// Reads at least this large bypass the cache.
 const BYPASS: u64 = 256 << 10;
@@ -48,13 +57,13 @@ pub struct BlockCache {
 impl BlockCache {
     /// Wraps `inner` with a cache of at most `capacity_bytes`.
     pub fn new(inner: Arc<dyn BlockSource>, capacity_bytes: u64) -> Self {
-        let slots = (capacity_bytes / CHUNK).max(MAX_WINDOW * 2) as usize;
+        let slots = us((capacity_bytes / CHUNK).max(MAX_WINDOW * 2));
         BlockCache {
             inner,
             chunks: Mutex::new(LruCache::new(
                 NonZeroUsize::new(slots).unwrap_or(NonZeroUsize::MIN),
             )),
-            capacity_bytes: slots as u64 * CHUNK,
+            capacity_bytes: u64_of(slots).saturating_mul(CHUNK),
             next_expected: AtomicU64::new(u64::MAX),
             window: AtomicU64::new(1),
             hits: AtomicU64::new(0),
@@ -93,27 +102,34 @@ impl BlockCache {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let sequential = self.next_expected.load(Ordering::Relaxed) == index;
         let window = if sequential {
-            (self.window.load(Ordering::Relaxed) * 2).min(MAX_WINDOW)
+            self.window
+                .load(Ordering::Relaxed)
+                .saturating_mul(2)
+                .min(MAX_WINDOW)
         } else {
             1
         };
+        // `index` comes from an offset inside the disk (read_at checked
+        // it), so `start` is inside too and nothing here saturates.
         let size = self.inner.len();
-        let start = index * CHUNK;
-        let end = start.saturating_add(window * CHUNK).min(size);
-        let mut buf = crate::block::buffer::AlignedBuf::new((end - start) as usize);
+        let start = index.saturating_mul(CHUNK);
+        let end = start.saturating_add(window.saturating_mul(CHUNK)).min(size);
+        let mut buf = crate::block::buffer::AlignedBuf::new(us(end.saturating_sub(start)));
         self.inner.read_at(start, &mut buf)?;
-        let fetched = (end - start).div_ceil(CHUNK);
+        let fetched = end.saturating_sub(start).div_ceil(CHUNK);
         self.window.store(window, Ordering::Relaxed);
-        self.next_expected.store(index + fetched, Ordering::Relaxed);
-        self.readahead.fetch_add(fetched - 1, Ordering::Relaxed);
+        self.next_expected
+            .store(index.saturating_add(fetched), Ordering::Relaxed);
+        self.readahead
+            .fetch_add(fetched.saturating_sub(1), Ordering::Relaxed);
         let mut first = None;
         let mut cache = self.lock()?;
-        for (i, piece) in buf.chunks(CHUNK as usize).enumerate() {
+        for (i, piece) in buf.chunks(us(CHUNK)).enumerate() {
             let chunk: Arc<[u8]> = piece.into();
             if i == 0 {
                 first = Some(Arc::clone(&chunk));
             }
-            cache.put(index + i as u64, chunk);
+            cache.put(index.saturating_add(u64_of(i)), chunk);
         }
         first.ok_or_else(|| BlockError::Internal {
             what: format!("cache fetch of chunk {index} returned nothing"),
@@ -131,20 +147,16 @@ impl BlockSource for BlockCache {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        check_range(
-            self.inner.name(),
-            self.inner.len(),
-            offset,
-            buf.len() as u64,
-        )?;
+        let len = u64_of(buf.len());
+        check_range(self.inner.name(), self.inner.len(), offset, len)?;
         // Bulk reads (file contents, streaming) go straight through: they
         // gain nothing from chunking and would evict the metadata.
-        if buf.len() as u64 >= BYPASS.min(self.capacity_bytes / 4) {
+        if len >= BYPASS.min(self.capacity_bytes / 4) {
             return self.inner.read_at(offset, buf);
         }
-        let end = offset + buf.len() as u64;
         let mut pos = offset;
-        while pos < end {
+        let mut rest = buf;
+        while !rest.is_empty() {
             let index = pos / CHUNK;
             let chunk = match self.cached(index)? {
                 Some(c) => {
@@ -153,11 +165,22 @@ impl BlockSource for BlockCache {
                 }
                 None => self.fetch(index)?,
             };
-            let at = (pos - index * CHUNK) as usize;
-            let n = ((end - pos) as usize).min(chunk.len() - at);
-            let from = (pos - offset) as usize;
-            buf[from..from + n].copy_from_slice(&chunk[at..at + n]);
-            pos += n as u64;
+            // What the chunk has from `pos` on, and no more than is wanted.
+            let from = chunk.get(us(pos % CHUNK)..).unwrap_or_default();
+            let from = from.get(..rest.len()).unwrap_or(from);
+            if from.is_empty() {
+                return Err(BlockError::Internal {
+                    what: format!(
+                        "{}: cached chunk {index} has no bytes at {pos:#x}",
+                        self.inner.name()
+                    ),
+                });
+            }
+            // from.len() <= rest.len(): the line above.
+            let (piece, tail) = rest.split_at_mut(from.len());
+            piece.copy_from_slice(from);
+            rest = tail;
+            pos = pos.saturating_add(u64_of(from.len()));
         }
         Ok(())
     }

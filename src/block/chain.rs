@@ -5,6 +5,14 @@
 //!
 //! Files are opened through an [`Opener`], so the embedded demo chain (bytes
 //! in the binary) resolves its backing names exactly like files on disk.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom};
@@ -17,6 +25,7 @@ use crate::block::qcow2::Qcow2Layer;
 use crate::block::raw::RawFile;
 use crate::block::storage::{FileStorage, Storage};
 use crate::block::{BlockError, BlockSource};
+use crate::bytes::{u64_of, us};
 
 /// qemu-like bound on chain length; deeper chains are refused.
 pub const MAX_CHAIN_DEPTH: usize = 64;
@@ -244,7 +253,7 @@ impl Layer {
 /// qemu's `path_has_protocol`: a `:` before any `/`.
 fn has_protocol(name: &str) -> bool {
     name.find([':', '/'])
-        .is_some_and(|i| name.as_bytes()[i] == b':')
+        .is_some_and(|i| name.as_bytes().get(i) == Some(&b':'))
 }
 
 /// Resolves a backing file name the way qemu's `path_combine` does: an
@@ -263,8 +272,11 @@ pub fn resolve_backing(overlay: &str, name: &str) -> Result<String, BlockError> 
             format!("backing file {name:?} uses a protocol, not a local file"),
         ));
     }
-    let dir_len = overlay.rfind('/').map_or(0, |i| i + 1);
-    Ok(format!("{}{}", &overlay[..dir_len], name))
+    let dir = overlay
+        .rfind('/')
+        .and_then(|i| overlay.get(..=i))
+        .unwrap_or_default();
+    Ok(format!("{dir}{name}"))
 }
 
 /// Opens the image at `path` and every backing file below it.
@@ -284,8 +296,10 @@ pub fn open_chain(
     loop {
         let opened = match opener.open(&current) {
             Ok(o) => o,
-            Err(BlockError::Open { source, .. }) if !stack.is_empty() => {
-                let above = &stack[stack.len() - 1];
+            Err(BlockError::Open { source, path }) => {
+                let Some(above) = stack.last() else {
+                    return Err(BlockError::Open { source, path });
+                };
                 return Err(BlockError::MissingBacking {
                     overlay: above.path.clone(),
                     name: above.backing_name.clone().unwrap_or_default(),
@@ -532,12 +546,12 @@ const QCOW2_SUFFIXES: &[&str] = &[".qcow2", ".qcow", ".qcow2c", ".qcow3"];
 
 fn probe_storage(path: &str, storage: &dyn Storage) -> Result<Format, BlockError> {
     let len = storage.len();
-    let mut head = vec![0u8; len.min(512) as usize];
+    let mut head = vec![0u8; us(len.min(512))];
     storage
         .read_exact_at(0, &mut head)
         .map_err(|e| BlockError::io(path, "reading the first sector", 0, e))?;
-    let mut tail = vec![0u8; len.min(512) as usize];
-    let tail_at = len - tail.len() as u64;
+    let mut tail = vec![0u8; us(len.min(512))];
+    let tail_at = len.saturating_sub(u64_of(tail.len()));
     storage
         .read_exact_at(tail_at, &mut tail)
         .map_err(|e| BlockError::io(path, "reading the last sector", tail_at, e))?;

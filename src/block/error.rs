@@ -3,6 +3,14 @@
 //!
 //! Causes (`io::Error`s) are kept as `source()`, not repeated in the
 //! message: print with `{:#}` (anyhow) to get the whole line.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::io;
 
 /// An error while opening or reading a block source.

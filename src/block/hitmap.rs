@@ -10,8 +10,24 @@
 //! the top as `qemu:allocation-depth` reports them, and how deep the
 //! server's chain goes is never said: a map made with [`HitMap::by_depth`]
 //! records depths and numbers layers from the deepest depth seen so far.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+
+use crate::bytes::us;
+
+/// A layer's cell value: the layer + 1 (layers are fewer than
+/// [`JOURNAL`] - 1, so it fits below the journal bit).
+fn cell_value(layer: usize) -> Option<u8> {
+    u8::try_from(layer).ok()?.checked_add(1)
+}
 
 /// Upper bound on cells (one byte each): 4 MiB for any disk.
 pub const MAX_CELLS: u64 = 1 << 22;
@@ -72,17 +88,22 @@ impl HitMap {
     /// A hit map for a disk of `size` bytes with `layers` layers; cells are
     /// at least `min_cell` bytes (rounded up to a power of two, at least 512).
     pub fn new(size: u64, layers: usize, min_cell: u64) -> Self {
-        let mut shift = min_cell.max(512).next_power_of_two().trailing_zeros();
+        let mut shift = min_cell
+            .max(512)
+            .checked_next_power_of_two()
+            .unwrap_or(1 << 63)
+            .trailing_zeros();
+        // Ends by shift 42 for any u64 size (2^64 / 2^42 = MAX_CELLS).
         while size.div_ceil(1u64 << shift) > MAX_CELLS {
-            shift += 1;
+            shift = shift.saturating_add(1);
         }
         let cells = size.div_ceil(1u64 << shift);
-        let pages = cells.div_ceil(PAGE_CELLS) as usize;
+        let pages = us(cells.div_ceil(PAGE_CELLS));
         HitMap {
             size,
             shift,
             pages: (0..pages).map(|_| OnceLock::new()).collect(),
-            layers: (0..layers.min(usize::from(JOURNAL) - 1))
+            layers: (0..layers.min(usize::from(JOURNAL).saturating_sub(1)))
                 .map(|_| Counters::default())
                 .collect(),
             nowhere: Counters::default(),
@@ -150,10 +171,11 @@ impl HitMap {
         if len == 0 || offset >= self.size {
             return;
         }
-        let (counters, value) = match layer.and_then(|l| self.layers.get(l).map(|c| (c, l))) {
-            Some((c, l)) => (c, l as u8 + 1),
-            None => (&self.nowhere, NO_LAYER),
-        };
+        let (counters, value) =
+            match layer.and_then(|l| Some((self.layers.get(l)?, cell_value(l)?))) {
+                Some(found) => found,
+                None => (&self.nowhere, NO_LAYER),
+            };
         counters.bytes.fetch_add(len, Ordering::Relaxed);
         counters.reads.fetch_add(1, Ordering::Relaxed);
         self.mark(offset, len, value);
@@ -167,21 +189,48 @@ impl HitMap {
         if len == 0 || offset >= self.size {
             return;
         }
-        let value = match layer.filter(|&l| l < self.layers.len()) {
-            Some(l) => JOURNAL | (l as u8 + 1),
+        let value = match layer
+            .filter(|&l| l < self.layers.len())
+            .and_then(cell_value)
+        {
+            Some(v) => JOURNAL | v,
             None => NO_LAYER,
         };
         self.mark(offset, len, value);
     }
 
+    /// Marks the cells of `[offset, offset + len)`, a page at a time.
+    /// Callers checked `len > 0` and `offset < size`, so the range has a
+    /// last byte inside the disk.
     fn mark(&self, offset: u64, len: u64, value: u8) {
-        let first = offset >> self.shift;
-        let last = (offset.saturating_add(len).min(self.size) - 1) >> self.shift;
-        for cell in first..=last {
-            let page = self.pages[(cell / PAGE_CELLS) as usize]
-                .get_or_init(|| (0..PAGE_CELLS).map(|_| AtomicU8::new(NOT_READ)).collect());
-            page[(cell % PAGE_CELLS) as usize].store(value, Ordering::Relaxed);
+        let last = offset.saturating_add(len).min(self.size).saturating_sub(1) >> self.shift;
+        let mut cell = offset >> self.shift;
+        while cell <= last {
+            let Some(page) = self.pages.get(us(cell / PAGE_CELLS)) else {
+                return;
+            };
+            let page =
+                page.get_or_init(|| (0..PAGE_CELLS).map(|_| AtomicU8::new(NOT_READ)).collect());
+            // The cells from `cell` to `last` that are in this page: at
+            // least one, as `cell % PAGE_CELLS < PAGE_CELLS`.
+            let in_page = cell % PAGE_CELLS;
+            let n = (last.saturating_sub(cell).saturating_add(1))
+                .min(PAGE_CELLS.saturating_sub(in_page));
+            for c in page.iter().skip(us(in_page)).take(us(n)) {
+                c.store(value, Ordering::Relaxed);
+            }
+            cell = cell.saturating_add(n.max(1));
         }
+    }
+
+    /// The value of the cell holding `offset` (inside the disk).
+    fn value_at(&self, offset: u64) -> u8 {
+        let cell = offset >> self.shift;
+        self.pages
+            .get(us(cell / PAGE_CELLS))
+            .and_then(OnceLock::get)
+            .and_then(|p| p.get(us(cell % PAGE_CELLS)))
+            .map_or(NOT_READ, |c| c.load(Ordering::Relaxed))
     }
 
     /// Who served the cell holding `offset`.
@@ -189,22 +238,18 @@ impl HitMap {
         if offset >= self.size {
             return Served::NotRead;
         }
-        let cell = offset >> self.shift;
-        let value = self.pages[(cell / PAGE_CELLS) as usize]
-            .get()
-            .map_or(NOT_READ, |p| {
-                p[(cell % PAGE_CELLS) as usize].load(Ordering::Relaxed)
-            });
-        match value {
+        // Written values are a layer + 1 (1 to 127), maybe with JOURNAL:
+        // never 0 below it, so the subtractions do not saturate.
+        match self.value_at(offset) {
             NOT_READ => Served::NotRead,
             NO_LAYER => Served::Nowhere,
-            v if v & JOURNAL != 0 => Served::Journal(usize::from((v & !JOURNAL) - 1)),
+            v if v & JOURNAL != 0 => Served::Journal(usize::from((v & !JOURNAL).saturating_sub(1))),
             v if self.by_depth => Served::Layer(
                 self.deepest
                     .load(Ordering::Relaxed)
-                    .saturating_sub(usize::from(v - 1)),
+                    .saturating_sub(usize::from(v.saturating_sub(1))),
             ),
-            v => Served::Layer(usize::from(v - 1)),
+            v => Served::Layer(usize::from(v.saturating_sub(1))),
         }
     }
 
@@ -217,16 +262,10 @@ impl HitMap {
         if offset >= self.size {
             return Served::NotRead;
         }
-        let cell = offset >> self.shift;
-        let value = self.pages[(cell / PAGE_CELLS) as usize]
-            .get()
-            .map_or(NOT_READ, |p| {
-                p[(cell % PAGE_CELLS) as usize].load(Ordering::Relaxed)
-            });
-        match value {
+        match self.value_at(offset) {
             NOT_READ => Served::NotRead,
             NO_LAYER => Served::Nowhere,
-            v => Served::Layer(usize::from(v - 1)),
+            v => Served::Layer(usize::from(v.saturating_sub(1))),
         }
     }
 

@@ -131,7 +131,11 @@ impl LayeredReader {
     /// Layer `index` (0 is the base).
     fn layer(&self, index: usize) -> Result<&Arc<dyn BlockSource>, BlockError> {
         self.layers.get(index).ok_or_else(|| BlockError::Internal {
-            what: format!("{}: no layer {index} in a chain of {}", self.name, self.layers.len()),
+            what: format!(
+                "{}: no layer {index} in a chain of {}",
+                self.name,
+                self.layers.len()
+            ),
         })
     }
 
@@ -237,6 +241,10 @@ impl LayeredReader {
                         .ok_or_else(|| BlockError::Internal {
                             what: format!("{}: no block status at {offset:#x}", layer.name()),
                         })?;
+                    if e.len == 0 {
+                        // The map walk moves by the answer: it must move.
+                        return Err(empty_answer(layer.name(), offset));
+                    }
                     if let Some(slot) = cache.last.get_mut(index) {
                         *slot = Some(e);
                     }

@@ -1,6 +1,14 @@
 //! The allocation map of a chain, merged exactly like `qemu-img map`, so
 //! `layerscope map --json` and `qemu-img map --output=json` can be compared
 //! entry by entry.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use serde::Serialize;
 
 use crate::block::layered::{LayeredReader, StatusCache};
@@ -27,14 +35,14 @@ impl MapEntry {
     /// a host offset) the next range continues where this one ends.
     pub fn mergeable(&self, next: &MapEntry) -> bool {
         self.length > 0
-            && self.start + self.length == next.start
+            && self.start.checked_add(self.length) == Some(next.start)
             && self.zero == next.zero
             && self.data == next.data
             && self.compressed == next.compressed
             && self.depth == next.depth
             && self.present == next.present
             && match (self.offset, next.offset) {
-                (Some(a), Some(b)) => a + self.length == b,
+                (Some(a), Some(b)) => a.checked_add(self.length) == Some(b),
                 (None, None) => true,
                 _ => false,
             }
@@ -125,22 +133,26 @@ impl Iterator for MapIter<'_> {
                     self.stopped = Some(self.pos);
                     break;
                 }
-                *left -= 1;
+                *left = left.saturating_sub(1);
             }
-            let next =
-                match self
-                    .reader
-                    .map_entry_cached(self.pos, self.end - self.pos, &mut self.cache)
-                {
-                    Ok(e) => e,
-                    Err(e) => {
-                        self.failed = true;
-                        return Some(Err(e));
-                    }
-                };
-            self.pos += next.length;
+            let next = match self.reader.map_entry_cached(
+                self.pos,
+                self.end.saturating_sub(self.pos),
+                &mut self.cache,
+            ) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            };
+            // The layered reader never answers 0 bytes (it errs instead),
+            // and answers stay inside the disk: the walk moves and ends.
+            self.pos = self.pos.saturating_add(next.length.max(1));
             match &mut self.pending {
-                Some(cur) if cur.mergeable(&next) => cur.length += next.length,
+                Some(cur) if cur.mergeable(&next) => {
+                    cur.length = cur.length.saturating_add(next.length);
+                }
                 Some(cur) => {
                     let done = *cur;
                     self.pending = Some(next);

@@ -67,6 +67,14 @@ pub struct Extent {
     pub reads_zero: bool,
 }
 
+#[cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 impl Extent {
     /// The end of the extent in the virtual disk.
     pub fn end(&self) -> u64 {
@@ -79,11 +87,12 @@ impl Extent {
         if offset < self.offset || offset >= self.end() {
             return None;
         }
-        let delta = offset - self.offset;
+        // offset is inside the extent (checked above): delta < len.
+        let delta = offset.saturating_sub(self.offset);
         Some(Extent {
             offset,
-            len: self.len - delta,
-            host_offset: self.host_offset.map(|h| h + delta),
+            len: self.len.saturating_sub(delta),
+            host_offset: self.host_offset.map(|h| h.saturating_add(delta)),
             ..*self
         })
     }

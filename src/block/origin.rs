@@ -7,6 +7,14 @@
 //! pieces of it (an LVM volume); the trait hides where it sits
 //! (`crate::volume::layers::Origin` implements it over a volume's
 //! geometry), so wrappers above a volume never learn.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use crate::block::BlockError;
 
 /// Which layer serves a volume's bytes, and where to record what a

@@ -3,6 +3,14 @@
 //! layerscope reads qcow2, VMDK, VHD, VHDX, VDI and raw. Files of other formats are
 //! recognised only to refuse them with a useful name instead of showing
 //! their metadata as if it were a disk.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use serde::Serialize;
 
 /// A format layerscope can read.
@@ -61,10 +69,7 @@ pub enum Probe {
 pub fn probe(head: &[u8], tail: &[u8]) -> Probe {
     let starts = |magic: &[u8]| head.starts_with(magic);
     if starts(b"QFI\xfb") {
-        let version = head
-            .get(4..8)
-            .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
-        return match version {
+        return match crate::bytes::be32(head, 4) {
             Some(1) => Probe::Foreign("qcow version 1"),
             _ => Probe::Readable(Format::Qcow2),
         };
@@ -96,8 +101,7 @@ pub fn probe(head: &[u8], tail: &[u8]) -> Probe {
         return Probe::Readable(Format::Vdi);
     }
     // VHD fixed disks and DMG keep their signature in a 512-byte footer.
-    if tail.len() >= 512 {
-        let footer = &tail[tail.len() - 512..];
+    if let Some(footer) = tail.len().checked_sub(512).and_then(|at| tail.get(at..)) {
         // A fixed VHD: qemu probes it as raw (its footer is at the end);
         // reading it as raw would show the footer as the disk's last
         // sector, so it is read as VHD (`chain` says so).

@@ -6,10 +6,19 @@
 //! qemu counts a disk in 512-byte sectors, so a file whose length is not a
 //! whole number of sectors is a disk rounded up: the tail past the end of
 //! the file reads as zeros and is mapped as a zero range of this layer.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::sync::Arc;
 
 use crate::block::storage::Storage;
 use crate::block::{check_range, BlockError, BlockSource, Extent, Status};
+use crate::bytes::{u64_of, us};
 
 /// A raw disk image.
 pub struct RawFile {
@@ -50,13 +59,10 @@ impl BlockSource for RawFile {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        check_range(&self.path, self.size(), offset, buf.len() as u64)?;
+        check_range(&self.path, self.size(), offset, u64_of(buf.len()))?;
         // The part inside the file, then the tail of the last sector.
-        let in_file = self
-            .storage
-            .len()
-            .saturating_sub(offset)
-            .min(buf.len() as u64) as usize;
+        let in_file = us(self.storage.len().saturating_sub(offset)).min(buf.len());
+        // in_file <= buf.len(): the line above.
         let (head, tail) = buf.split_at_mut(in_file);
         tail.fill(0);
         self.storage
@@ -78,18 +84,19 @@ impl BlockSource for RawFile {
                 reads_zero: false,
             }]);
         }
-        let end = (offset + len).min(file_len);
+        // check_range proved offset + len fits; offset < end.
+        let end = offset.saturating_add(len).min(file_len);
         let (data, run_end) = match self
             .storage
             .next_run(offset)
             .map_err(|e| BlockError::io(&self.path, "asking for holes", offset, e))?
         {
-            Some((data, run_end)) => (data, run_end.clamp(offset + 1, end)),
+            Some((data, run_end)) => (data, run_end.clamp(offset.saturating_add(1), end)),
             None => (true, end),
         };
         Ok(vec![Extent {
             offset,
-            len: run_end - offset,
+            len: run_end.saturating_sub(offset),
             status: if data { Status::Data } else { Status::Zero },
             compressed: false,
             host_offset: Some(offset),

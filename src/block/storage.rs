@@ -1,5 +1,13 @@
 //! Where a layer's bytes live: a file opened read-only, or bytes in memory
 //! (the embedded demo chain). Format readers see only [`Storage`].
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -154,7 +162,11 @@ impl Storage for MemStorage {
             .checked_add(buf.len())
             .filter(|&e| e <= self.bytes.len())
             .ok_or(io::ErrorKind::UnexpectedEof)?;
-        buf.copy_from_slice(&self.bytes[start..end]);
+        let from = self
+            .bytes
+            .get(start..end)
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(from);
         Ok(())
     }
 

@@ -7,6 +7,14 @@
 //! or less are served in whole chunks (the missing chunks of a read fetched
 //! in one request, which the storage pipelines); bulk reads pass straight
 //! through so streaming a disk does not evict the metadata.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::io;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};

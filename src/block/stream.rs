@@ -10,11 +10,20 @@
 //! few buffers; the consumer takes the segments back in disk order. Memory
 //! is bounded by `threads × BUFFERS × SEGMENT` whatever the disk's size,
 //! and a zero run of any length costs one step.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use crate::block::buffer::AlignedBuf;
 use crate::block::layered::{Chunk, LayeredReader};
 use crate::block::{check_range, BlockError, BlockSource, Status};
+use crate::bytes::u64_of;
 
 /// Bytes per segment handed to one reader thread.
 pub const SEGMENT: u64 = 2 << 20;
@@ -115,7 +124,7 @@ fn plan(
     let mut pos = offset;
     let mut next = 0usize;
     while pos < end {
-        let step = match reader.stream_extent(pos, end - pos) {
+        let step = match reader.stream_extent(pos, end.saturating_sub(pos)) {
             Err(e) => {
                 let _ = order.send(Step::Failed(e));
                 return;
@@ -128,9 +137,15 @@ fn plan(
                 // One segment at a time; the run's rest is asked again
                 // (an owner lookup per segment is cheap next to 2 MiB).
                 let len = o.len.clamp(1, SEGMENT);
-                let worker = next % jobs.len();
+                // Round-robin over the threads (none: nothing to do).
+                let Some((worker, job)) = next
+                    .checked_rem(jobs.len())
+                    .and_then(|w| Some((w, jobs.get(w)?)))
+                else {
+                    return;
+                };
                 next = next.wrapping_add(1);
-                if jobs[worker].send((pos, len)).is_err() {
+                if job.send((pos, len)).is_err() {
                     return;
                 }
                 pos = pos.saturating_add(len);
@@ -174,14 +189,20 @@ fn fill(
     let want = usize::try_from(len).unwrap_or(usize::MAX).min(buf.len());
     while at < want {
         let pos = start.saturating_add(u64::try_from(at).unwrap_or(u64::MAX));
-        let left = u64::try_from(want - at).unwrap_or(u64::MAX);
-        match reader.read_chunk(pos, left, &mut buf[at..want])? {
+        // at < want <= buf.len(): the loop's condition and the min above.
+        let left = u64_of(want.saturating_sub(at));
+        let into = buf.get_mut(at..want).ok_or_else(|| BlockError::Internal {
+            what: format!("a segment's buffer has no bytes at {at}"),
+        })?;
+        match reader.read_chunk(pos, left, into)? {
             Chunk::Data(n) => {
                 parts.push((at, n, true));
                 at = at.saturating_add(n.max(1));
             }
             Chunk::Zeros(n) => {
-                let n = usize::try_from(n.min(left)).unwrap_or(want - at).max(1);
+                let n = usize::try_from(n.min(left))
+                    .unwrap_or(want.saturating_sub(at))
+                    .max(1);
                 parts.push((at, n, false));
                 at = at.saturating_add(n);
             }
@@ -202,18 +223,30 @@ fn consume_in_order(
             Step::Zeros(n) => consume(Piece::Zeros(n))?,
             Step::Failed(e) => return Err(e.into()),
             Step::Data(worker) => {
-                let filled = results[worker].recv().map_err(|_| BlockError::Internal {
+                let ended = || BlockError::Internal {
                     what: "a reader thread ended without its segment".into(),
-                })??;
+                };
+                let filled = results
+                    .get(worker)
+                    .ok_or_else(ended)?
+                    .recv()
+                    .map_err(|_| ended())??;
                 for &(at, n, data) in &filled.parts {
                     if data {
-                        consume(Piece::Data(&filled.buf[at..at + n]))?;
+                        let bytes = crate::bytes::slice(&filled.buf, at, n).ok_or_else(|| {
+                            BlockError::Internal {
+                                what: format!("a segment's part {at}+{n} passes its buffer"),
+                            }
+                        })?;
+                        consume(Piece::Data(bytes))?;
                     } else {
-                        consume(Piece::Zeros(n as u64))?;
+                        consume(Piece::Zeros(u64_of(n)))?;
                     }
                 }
                 // The thread may be done and gone: nothing to recycle for.
-                let _ = recycle[worker].send(filled.buf);
+                if let Some(r) = recycle.get(worker) {
+                    let _ = r.send(filled.buf);
+                }
             }
         }
     }

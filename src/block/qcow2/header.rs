@@ -460,12 +460,15 @@ impl Header {
                 ));
             }
             let start = us(backing_file_offset);
-            let name = crate::bytes::slice(bytes, start, us(backing_file_size)).ok_or_else(|| {
-                bad(
-                    "backing_file_offset",
-                    format!("name at {start:#x}+{backing_file_size} passes the end of the file"),
-                )
-            })?;
+            let name =
+                crate::bytes::slice(bytes, start, us(backing_file_size)).ok_or_else(|| {
+                    bad(
+                        "backing_file_offset",
+                        format!(
+                            "name at {start:#x}+{backing_file_size} passes the end of the file"
+                        ),
+                    )
+                })?;
             Some(String::from_utf8_lossy(name).into_owned())
         } else {
             None
