@@ -430,3 +430,72 @@ fn located(o: Owner, offset: u64) -> crate::block::Extent {
         reads_zero: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::chain::Layer;
+    use crate::block::probe::Format;
+    use crate::block::Extent;
+
+    /// A layer that answers every block status with an empty extent, as a
+    /// broken format reader or a hostile server could.
+    struct EmptyAnswers;
+
+    impl BlockSource for EmptyAnswers {
+        fn name(&self) -> &str {
+            "empty-answers"
+        }
+
+        fn len(&self) -> u64 {
+            1 << 20
+        }
+
+        fn read_at(&self, _offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            buf.fill(0);
+            Ok(())
+        }
+
+        fn block_status(&self, offset: u64, _len: u64) -> Result<Vec<Extent>, BlockError> {
+            Ok(vec![Extent {
+                offset,
+                len: 0,
+                status: Status::Data,
+                compressed: false,
+                host_offset: None,
+                reads_zero: false,
+            }])
+        }
+    }
+
+    #[test]
+    fn an_empty_block_status_answer_is_an_error_not_an_endless_loop() {
+        let chain = Chain {
+            layers: vec![Layer {
+                index: 0,
+                path: "empty-answers".into(),
+                format: Format::Raw,
+                format_probed: false,
+                source: Arc::new(EmptyAnswers),
+                qcow2: None,
+                info: None,
+                nbd: None,
+                storage: None,
+                backing_name: None,
+                backing_resolved: None,
+                backing_format: None,
+            }],
+        };
+        let reader = LayeredReader::new(&chain).unwrap();
+        let mut buf = [0u8; 4096];
+        let e = reader.read_at(0x1000, &mut buf).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "internal error: empty-answers: block status answered 0 bytes at 0x1000"
+        );
+        assert!(reader.read_chunk(0, 4096, &mut buf).is_err());
+        assert!(reader.map_entry(0, 4096).is_err());
+        // A walk of the map ends (with the error) rather than spinning.
+        assert!(crate::block::map::MapIter::range(&reader, 0, 1 << 20).any(|e| e.is_err()));
+    }
+}
