@@ -64,4 +64,33 @@ qemu-img convert -q -c -O qcow2 -o cluster_size=4096 "$work/fat32.raw" corpus/im
 qemu-img convert -q -c -O qcow2 -o cluster_size=512 "$work/ext4j.raw" corpus/image/ext4j-512.qcow2
 qemu-img convert -q -O vmdk -o subformat=streamOptimized "$work/gpt.raw" corpus/image/gpt-stream.vmdk
 qemu-img create -q -f qcow2 -u -b base -F qcow2 corpus/image/overlay.qcow2 4M
+# NBD: what qemu-nbd and nbdkit say to the client in whole sessions
+# (handshake, block status, reads), recorded through a relay.
+mkdir -p corpus/nbd
+bin=${LAYERSCOPE:-../target/release/layerscope}
+if [ -x "$bin" ]; then
+  qemu-img convert -q -O qcow2 "$work/mbr.raw" "$work/mbr.qcow2"
+  qemu-nbd -r -t -k "$work/qnbd.sock" -x disk -f qcow2 "$work/mbr.qcow2" &
+  qpid=$!
+  nbdkit -U "$work/kit.sock" -e disk memory 1M &
+  kpid=$!
+  for _ in $(seq 50); do [ -S "$work/qnbd.sock" ] && [ -S "$work/kit.sock" ] && break; sleep 0.2; done
+  for server in qnbd kit; do
+    python3 record_nbd.py "$work/relay.sock" "$work/$server.sock" "corpus/nbd/$server" &
+    rpid=$!
+    for _ in $(seq 50); do [ -S "$work/relay.sock" ] && break; sleep 0.2; done
+    uri="nbd+unix:///disk?socket=$work/relay.sock"
+    timeout 20 "$bin" map --json "$uri" >/dev/null 2>&1 || true
+    timeout 20 "$bin" read --offset 512 --length 4096 "$uri" >/dev/null 2>&1 || true
+    timeout 20 "$bin" info "$uri" >/dev/null 2>&1 || true
+    sleep 0.5
+    kill $rpid 2>/dev/null || true
+    wait $rpid 2>/dev/null || true
+    rm -f "$work/relay.sock"
+  done
+  kill $qpid $kpid 2>/dev/null || true
+  wait 2>/dev/null || true
+else
+  echo "no $bin: build it (cargo build --release) for the nbd seeds" >&2
+fi
 ls -l corpus/*/ | awk '{s+=$5} END {print "seed corpus:", NR, "entries,", s, "bytes"}'

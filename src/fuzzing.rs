@@ -210,3 +210,91 @@ fn read_file(
         }
     }
 }
+
+/// The input as everything an NBD server says in one session: the
+/// handshake's replies, then the replies to the client's requests, in
+/// order. A server thread on a unix socket sends it whole (whatever the
+/// client asks), closes its side, and drains what the client sends; the
+/// client connects, negotiates, and reads, asks block status and reads
+/// again as `map` and `read` do. Cookies are 1, 2, 3… so a fuzzer finds
+/// replies that match. What is looked for: a panic, memory that follows a
+/// length the server claims, or a wait past the deadlines (short here).
+pub fn nbd_server(bytes: &[u8]) {
+    use crate::block::nbd::client::{NbdClient, Options};
+    use crate::block::nbd::uri::NbdUri;
+    use std::time::Duration;
+
+    let Some(server) = script_server() else {
+        return;
+    };
+    if let Ok(mut s) = server.script.lock() {
+        *s = Arc::from(bytes);
+    }
+    let Ok(uri) = NbdUri::parse(&format!("nbd+unix:///?socket={}", server.path)) else {
+        return;
+    };
+    let opts = Options {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(500),
+        operation_timeout: Duration::from_secs(1),
+        reconnect_attempts: 0,
+        connections: 1,
+        ..Options::default()
+    };
+    let Ok(client) = NbdClient::connect(uri, opts) else {
+        return;
+    };
+    let len = client.len();
+    let mut buf = vec![0u8; 64 << 10];
+    let n = usize::try_from(len.min(64 << 10)).unwrap_or(0);
+    let _ = client.read_at(0, &mut buf[..n]);
+    let _ = client.block_status(0, len.min(1 << 30));
+    let _ = client.status_all(0, len.min(1 << 20));
+    let at = len / 2;
+    let n = usize::try_from(len.saturating_sub(at).min(64 << 10)).unwrap_or(0);
+    let _ = client.read_at(at, &mut buf[..n]);
+}
+
+/// The scripted server of [`nbd_server`]: one per process, on a socket in
+/// the temporary directory.
+struct ScriptServer {
+    path: String,
+    script: std::sync::Mutex<Arc<[u8]>>,
+}
+
+fn script_server() -> Option<&'static ScriptServer> {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+    static SERVER: std::sync::OnceLock<Option<&'static ScriptServer>> = std::sync::OnceLock::new();
+    *SERVER.get_or_init(|| {
+        let path = std::env::temp_dir()
+            .join(format!("layerscope-fuzz-nbd-{}.sock", std::process::id()))
+            .to_string_lossy()
+            .into_owned();
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).ok()?;
+        let server: &'static ScriptServer = Box::leak(Box::new(ScriptServer {
+            path,
+            script: std::sync::Mutex::new(Arc::from(&[][..])),
+        }));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else {
+                    continue;
+                };
+                let script = server.script.lock().map(|s| s.clone()).ok();
+                std::thread::spawn(move || {
+                    let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(2)));
+                    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                    if let Some(s) = script {
+                        let _ = conn.write_all(&s);
+                    }
+                    let _ = conn.shutdown(std::net::Shutdown::Write);
+                    let mut sink = [0u8; 4096];
+                    while matches!(conn.read(&mut sink), Ok(n) if n > 0) {}
+                });
+            }
+        });
+        Some(server)
+    })
+}

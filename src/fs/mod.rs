@@ -14,6 +14,17 @@
 //! entries as raw bytes, the runs of the volume a file's bytes live in, and
 //! structure [`report::Report`]s (superblock, group headers, an inode) whose
 //! fields carry their offsets so the hex view can mark them.
+// Disk data must never panic or wrap (issue 11): these lints are denied
+// for every filesystem; an `allow` names the bound that makes it safe.
+// Tests may index their fixtures.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::any::Any;
 use std::ops::ControlFlow;
 use std::sync::Arc;

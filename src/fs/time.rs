@@ -33,6 +33,10 @@ pub struct Civil {
 
 impl Civil {
     /// The fields of `t` seconds since 1970 (UTC).
+    #[allow(
+        clippy::arithmetic_side_effects,
+        reason = "t is clamped to ±2^40 first: every term below stays under 2^52"
+    )]
     pub fn of(t: i64) -> Civil {
         // Keep the year within four or five digits.
         let t = t.clamp(-(1i64 << 40), 1i64 << 40);
@@ -54,12 +58,20 @@ impl Civil {
         ];
         Civil {
             year,
-            month: MO[(month - 1) as usize],
+            month: usize::try_from(month - 1)
+                .ok()
+                .and_then(|m| MO.get(m))
+                .copied()
+                .unwrap_or("?"),
             day,
             hour: secs / 3600,
             minute: secs / 60 % 60,
             second: secs % 60,
-            weekday: WD[days.rem_euclid(7) as usize],
+            weekday: usize::try_from(days.rem_euclid(7))
+                .ok()
+                .and_then(|d| WD.get(d))
+                .copied()
+                .unwrap_or("?"),
         }
     }
 }

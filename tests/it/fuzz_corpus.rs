@@ -23,6 +23,7 @@ fn entry(target: &str) -> Entry {
         "image" => layerscope::fuzzing::image,
         "disk" => layerscope::fuzzing::disk,
         "filesystem" => layerscope::fuzzing::filesystem,
+        "nbd" => layerscope::fuzzing::nbd_server,
         other => panic!("unknown fuzz target {other}"),
     }
 }
@@ -57,7 +58,7 @@ fn regressions_dir() -> PathBuf {
 #[test]
 fn every_input_the_fuzzers_found_now_finishes() {
     let mut count = 0;
-    for target in ["image", "disk", "filesystem"] {
+    for target in ["image", "disk", "filesystem", "nbd"] {
         let dir = regressions_dir().join(target);
         let Ok(read) = std::fs::read_dir(&dir) else {
             continue;

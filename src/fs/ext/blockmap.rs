@@ -127,10 +127,13 @@ impl Geometry {
 /// Reads a filesystem block (the caller's I/O).
 pub type ReadBlock<'a> = dyn FnMut(u64) -> Result<Vec<u8>, FsError> + 'a;
 
+/// The little-endian u16 at `at`; 0 past the end of `b` (callers bound
+/// their walks by the buffer first; a zero ends every list it could be in).
 pub(super) fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+    crate::bytes::le16(b, at).unwrap_or(0)
 }
 
+/// The little-endian u32 at `at`; 0 past the end of `b` (see [`le16`]).
 pub(super) fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+    crate::bytes::le32(b, at).unwrap_or(0)
 }

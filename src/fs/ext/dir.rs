@@ -6,9 +6,9 @@
 //! entries, and their leaves are ordinary entry blocks.
 use crate::layout::Field;
 
-use super::blockmap::le32;
 use super::checksum::{crc32c_raw, Check};
 use super::error::FsError;
+use crate::bytes::u64_of;
 
 /// `struct ext4_dir_entry_2` (the name follows).
 pub const ENTRY: &[Field] = &[
@@ -93,11 +93,13 @@ pub fn decode_block(block: &[u8], base: u64) -> DirBlock {
         let len = rec_len(u16::try_from(u(de!("rec_len"))).unwrap_or(0), block.len());
         let name_len = usize::from(u8::try_from(u(de!("name_len"))).unwrap_or(0));
         let file_type = u8::try_from(u(de!("file_type"))).unwrap_or(0);
-        if len < 8 || len % 4 != 0 || pos + len > block.len() || 8 + name_len > len {
+        // `e` is `block[pos..]`: the entry fits when it fits in `e`.
+        let at = base.saturating_add(u64_of(pos));
+        if len < 8 || len % 4 != 0 || len > e.len() || name_len.saturating_add(8) > len {
             out.error = Some(FsError::corrupt(
                 "directory entry",
                 "rec_len",
-                base + pos as u64,
+                at,
                 format!(
                     "rec_len {len} with name_len {name_len} at byte {pos} of a {}-byte block; expected a multiple of 4, at least 8 + name_len, within the block",
                     block.len()
@@ -109,21 +111,22 @@ pub fn decode_block(block: &[u8], base: u64) -> DirBlock {
             && len == TAIL_SIZE
             && name_len == 0
             && file_type == TAIL_MARKER
-            && pos + TAIL_SIZE == block.len();
+            && e.len() == TAIL_SIZE;
         if is_tail {
-            out.tail = e
-                .get(8..12)
-                .map(|t| u32::from_le_bytes([t[0], t[1], t[2], t[3]]));
+            out.tail = crate::bytes::le32(e, 8);
         } else if inode != 0 && name_len > 0 {
             // inode 0: an unused slot or an htree index node.
             out.entries.push(Entry {
                 inode,
-                name: e.get(8..8 + name_len).unwrap_or_default().to_vec(),
+                name: crate::bytes::slice(e, 8, name_len)
+                    .unwrap_or_default()
+                    .to_vec(),
                 file_type,
-                offset: base + pos as u64,
+                offset: at,
             });
         }
-        pos += len;
+        // len <= e.len() <= block.len() - pos: no overflow.
+        pos = pos.saturating_add(len);
     }
     out
 }
@@ -134,8 +137,8 @@ pub fn decode_block(block: &[u8], base: u64) -> DirBlock {
 pub fn leaf_checksum(block: &[u8], inode_seed: u32) -> Option<Check> {
     let tail = block.len().checked_sub(TAIL_SIZE)?;
     Some(Check {
-        stored: le32(block, tail + 8),
-        computed: crc32c_raw(inode_seed, &block[..tail]),
+        stored: crate::bytes::le32(block, tail.checked_add(8)?)?,
+        computed: crc32c_raw(inode_seed, block.get(..tail)?),
     })
 }
 

@@ -108,16 +108,16 @@ fn half_md4_transform(buf: &mut [u32; 4], x: &[u32; 8]) {
     // Round 1.
     for n in [0, 4] {
         round(&f, &mut a, b, c, d, i(n), 3);
-        round(&f, &mut d, a, b, c, i(n + 1), 7);
-        round(&f, &mut c, d, a, b, i(n + 2), 11);
-        round(&f, &mut b, c, d, a, i(n + 3), 19);
+        round(&f, &mut d, a, b, c, i(n.saturating_add(1)), 7);
+        round(&f, &mut c, d, a, b, i(n.saturating_add(2)), 11);
+        round(&f, &mut b, c, d, a, i(n.saturating_add(3)), 19);
     }
     // Round 2.
     for n in [1, 0] {
         round(&g, &mut a, b, c, d, i(n) + k2, 3);
-        round(&g, &mut d, a, b, c, i(n + 2) + k2, 5);
-        round(&g, &mut c, d, a, b, i(n + 4) + k2, 9);
-        round(&g, &mut b, c, d, a, i(n + 6) + k2, 13);
+        round(&g, &mut d, a, b, c, i(n.saturating_add(2)) + k2, 5);
+        round(&g, &mut c, d, a, b, i(n.saturating_add(4)) + k2, 9);
+        round(&g, &mut b, c, d, a, i(n.saturating_add(6)) + k2, 13);
     }
     // Round 3.
     for (p, q, r, s) in [(3, 7, 2, 6), (1, 5, 0, 4)] {

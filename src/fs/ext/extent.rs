@@ -120,16 +120,17 @@ impl Node {
             return Err(FsError::corrupt(
                 "extent node",
                 "eh_depth",
-                base + 6,
+                base.saturating_add(6),
                 format!("{depth}, expected at most {MAX_DEPTH}"),
             ));
         }
-        let room = (bytes.len() - 12) / 12;
+        // bytes.len() >= 12, checked above.
+        let room = bytes.len().saturating_sub(12) / 12;
         if usize::from(max) > room || entries > max {
             return Err(FsError::corrupt(
                 "extent node",
                 "eh_entries",
-                base + 2,
+                base.saturating_add(2),
                 format!(
                     "{entries} entries of at most {max}, expected at most {room} in {} bytes",
                     bytes.len()
@@ -138,29 +139,29 @@ impl Node {
         }
         let mut out = Vec::with_capacity(usize::from(entries));
         let mut offsets = Vec::with_capacity(usize::from(entries));
-        for i in 0..usize::from(entries) {
-            let at = 12 + i * 12;
-            let e = bytes.get(at..at + 12).unwrap_or_default();
+        // entries <= max <= room: every slot is inside `bytes`.
+        let slots = bytes.get(12..).unwrap_or_default().chunks_exact(12);
+        for (e, at) in slots.take(usize::from(entries)).zip((12u64..).step_by(12)) {
             let u = |f: &Field| f.le(e).unwrap_or(0);
             let word = |f: &Field| u32::try_from(u(f)).unwrap_or(0);
-            offsets.push(base + at as u64);
+            offsets.push(base.saturating_add(at));
             out.push(if depth == 0 {
                 let raw_len = u16::try_from(u(lf!("ee_len"))).unwrap_or(0);
                 let uninit = raw_len > INIT_MAX_LEN;
                 Entry::Leaf {
                     logical: word(lf!("ee_block")),
                     len: if uninit {
-                        raw_len - INIT_MAX_LEN
+                        raw_len.saturating_sub(INIT_MAX_LEN)
                     } else {
                         raw_len
                     },
                     uninit,
-                    physical: u(lf!("ee_start_hi")) << 32 | u(lf!("ee_start_lo")),
+                    physical: hi_lo(u(lf!("ee_start_hi")), u(lf!("ee_start_lo"))),
                 }
             } else {
                 Entry::Index {
                     logical: word(ix!("ei_block")),
-                    child: u(ix!("ei_leaf_hi")) << 32 | u(ix!("ei_leaf_lo")),
+                    child: hi_lo(u(ix!("ei_leaf_hi")), u(ix!("ei_leaf_lo"))),
                 }
             });
         }
@@ -178,13 +179,18 @@ impl Node {
     /// header and all `eh_max` entry slots, stored right after them.
     /// `None` when the block has no room for it.
     pub fn checksum(&self, block: &[u8], inode_seed: u32) -> Option<Check> {
-        let tail = 12 + 12 * usize::from(self.max);
-        let stored = block.get(tail..tail + 4)?;
+        let tail = usize::from(self.max).checked_mul(12)?.checked_add(12)?;
         Some(Check {
-            stored: u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]),
-            computed: crc32c_raw(inode_seed, &block[..tail]),
+            stored: crate::bytes::le32(block, tail)?,
+            computed: crc32c_raw(inode_seed, block.get(..tail)?),
         })
     }
+}
+
+/// A 48-bit block number from its 16-bit high and 32-bit low halves (the
+/// fields are that wide, so the shift loses nothing).
+fn hi_lo(hi: u64, lo: u64) -> u64 {
+    (hi & 0xffff).checked_shl(32).unwrap_or(0) | (lo & 0xffff_ffff)
 }
 
 /// Walks the tree rooted in `root` (the inode's `i_block`, at disk offset
@@ -285,7 +291,7 @@ impl Walker<'_, '_> {
                     if !self.geo.contains(physical, len) {
                         self.skip(
                             "ee_start_lo",
-                            at + 8,
+                            at.saturating_add(8),
                             format!("extent of logical block {logical} is at blocks {physical}+{len}, expected inside {}..{}", self.geo.first_data_block, self.geo.blocks_count),
                         );
                         continue;
@@ -306,10 +312,12 @@ impl Walker<'_, '_> {
                             format!("inode {}: extent of logical block {logical} follows one at {last}; expected ascending order (the kernel would not find it)", self.ino),
                         ));
                     }
+                    // Both are u32 and u16 values: the sum fits.
+                    let end = logical.saturating_add(len);
                     if let Some(c) = &mut self.covered {
-                        c.insert(logical, logical + len);
+                        c.insert(logical, end);
                     }
-                    self.end = self.end.max(logical + len);
+                    self.end = self.end.max(end);
                     self.last = Some(self.last.map_or(logical, |l| l.max(logical)));
                     self.map.runs.push(Run {
                         logical,
@@ -325,10 +333,10 @@ impl Walker<'_, '_> {
                         return Ok(());
                     }
                     if !self.geo.contains(child, 1) {
-                        self.map.skipped_map_blocks += 1;
+                        self.map.skipped_map_blocks = self.map.skipped_map_blocks.saturating_add(1);
                         self.skip(
                             "ei_leaf_lo",
-                            at + 4,
+                            at.saturating_add(4),
                             format!(
                                 "index points to block {child}, expected inside {}..{}",
                                 self.geo.first_data_block, self.geo.blocks_count
@@ -337,10 +345,10 @@ impl Walker<'_, '_> {
                         continue;
                     }
                     if !self.seen.insert(child) {
-                        self.map.skipped_map_blocks += 1;
+                        self.map.skipped_map_blocks = self.map.skipped_map_blocks.saturating_add(1);
                         self.skip(
                             "ei_leaf_lo",
-                            at + 4,
+                            at.saturating_add(4),
                             format!("block {child} appears twice in the tree (a cycle)"),
                         );
                         continue;
@@ -358,27 +366,30 @@ impl Walker<'_, '_> {
                     let sub = match Node::decode(&block, base) {
                         Ok(n) => n,
                         Err(e) => {
-                            self.map.skipped_map_blocks += 1;
+                            self.map.skipped_map_blocks =
+                                self.map.skipped_map_blocks.saturating_add(1);
                             self.map.skip(e);
                             continue;
                         }
                     };
-                    if sub.depth + 1 != node.depth {
-                        self.map.skipped_map_blocks += 1;
+                    if sub.depth.checked_add(1) != Some(node.depth) {
+                        self.map.skipped_map_blocks = self.map.skipped_map_blocks.saturating_add(1);
                         self.skip(
                             "eh_depth",
-                            base + 6,
+                            base.saturating_add(6),
                             format!(
                                 "node at block {child} has depth {}, expected {}",
                                 sub.depth,
-                                node.depth - 1
+                                node.depth.saturating_sub(1)
                             ),
                         );
                         continue;
                     }
                     if let Some(seed) = self.geo.csum_seed {
                         if let Some(c) = sub.checksum(&block, seed).filter(|c| !c.ok()) {
-                            let tail = base + 12 + 12 * u64::from(sub.max);
+                            let tail = base
+                                .saturating_add(12)
+                                .saturating_add(u64::from(sub.max).saturating_mul(12));
                             self.map.warn(FsError::checksum(
                                 "extent node",
                                 "et_checksum",
@@ -388,7 +399,7 @@ impl Walker<'_, '_> {
                             ));
                         }
                     }
-                    self.node(&sub, level + 1)?;
+                    self.node(&sub, level.saturating_add(1))?;
                 }
             }
         }

@@ -9,6 +9,8 @@ use super::xattr::{self, Xattr, XattrBlock};
 use super::Ext4;
 use std::sync::Arc;
 
+use crate::bytes::{u64_of, us};
+
 use crate::block::BlockSource;
 
 /// Longest symlink target read (the kernel's limit is one page; 64 KiB
@@ -76,7 +78,7 @@ impl Ext4 {
         }
         let geo = self.geometry(inode);
         let mut read = |b: u64| self.block(b);
-        let root_at = inode.base + 0x28;
+        let root_at = inode.base.saturating_add(0x28);
         if inode.flags & EXTENTS_FL != 0 {
             super::extent::walk(inode.ino, &inode.block, root_at, &geo, &mut read)
         } else {
@@ -137,14 +139,14 @@ impl Ext4 {
         if inode.file_acl != 0 {
             match self.block(inode.file_acl) {
                 Ok(bytes) => {
-                    let base = inode.file_acl * self.sb.block_size;
+                    let base = inode.file_acl.saturating_mul(self.sb.block_size);
                     if self.sb.has_metadata_csum() {
                         let c = XattrBlock::checksum(&bytes, inode.file_acl, self.sb.csum_seed);
                         if !c.ok() {
                             out.problems.push(FsError::checksum(
                                 "extended attribute block",
                                 "h_checksum",
-                                base + 0x10,
+                                base.saturating_add(0x10),
                                 c.stored,
                                 c.computed,
                             ));
@@ -162,7 +164,7 @@ impl Ext4 {
                 Err(_) => out.problems.push(FsError::corrupt(
                     "inode",
                     "i_file_acl_lo",
-                    inode.base + 0x68,
+                    inode.base.saturating_add(0x68),
                     format!(
                         "inode {}: attribute block {} is outside the filesystem",
                         inode.ino, inode.file_acl
@@ -191,7 +193,7 @@ impl Ext4 {
                 out.problems.push(FsError::corrupt(
                     "extended attribute entry",
                     "e_value_inum",
-                    x.offset + 4,
+                    x.offset.saturating_add(4),
                     format!(
                         "inode {}: value in inode {}, but the filesystem lacks ea_inode",
                         inode.ino, x.value_inum
@@ -225,7 +227,7 @@ impl Ext4 {
                 out.problems.push(FsError::corrupt(
                     "extended attribute entry",
                     "e_hash",
-                    x.offset + 12,
+                    x.offset.saturating_add(12),
                     format!(
                         "inode {}: {}: hash {:#010x}, computed {unsigned:#010x}",
                         inode.ino,
@@ -250,14 +252,14 @@ impl Ext4 {
             return Err(FsError::corrupt(
                 "extended attribute entry",
                 "e_value_inum",
-                x.offset + 4,
+                x.offset.saturating_add(4),
                 format!(
                     "inode {owner}: value of {} bytes in inode {}; expected an attribute inode of 1 to {MAX_EA_VALUE} bytes holding it",
                     x.value_size, x.value_inum
                 ),
             ));
         }
-        let mut buf = vec![0u8; x.value_size as usize];
+        let mut buf = vec![0u8; us(x.value_size)];
         let runs = self.runs(&holder)?;
         self.read_file(&holder, &runs, 0, &mut buf)?;
         Ok(buf)
@@ -291,11 +293,11 @@ impl Ext4 {
             });
         }
         let len = inode.size.min(MAX_LINK);
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = vec![0u8; us(len)];
         if self.fast_symlink(inode) {
-            let n = buf.len().min(60);
-            buf[..n].copy_from_slice(&inode.block[..n]);
+            let n = buf.len().min(inode.block.len());
             buf.truncate(n);
+            buf.copy_from_slice(inode.block.get(..n).unwrap_or_default());
         } else {
             let runs = if inode.has_inline_data() {
                 Vec::new()
@@ -315,7 +317,7 @@ impl Ext4 {
     /// Corrupt block maps; read errors.
     pub fn read_all(&self, inode: &Inode, limit: u64) -> Result<Vec<u8>, FsError> {
         let len = inode.size.min(limit);
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = vec![0u8; us(len)];
         self.read_file(inode, &self.runs(inode)?, 0, &mut buf)?;
         Ok(buf)
     }
@@ -342,12 +344,14 @@ impl Ext4 {
             let start = usize::try_from(offset)
                 .unwrap_or(usize::MAX)
                 .min(data.len());
-            let n = buf.len().min(data.len() - start);
-            buf[..n].copy_from_slice(&data[start..start + n]);
+            let src = data.get(start..).unwrap_or_default();
+            for (d, s) in buf.iter_mut().zip(src) {
+                *d = *s;
+            }
             return Ok(());
         }
         let bs = self.sb.block_size;
-        let end = offset.saturating_add(buf.len() as u64);
+        let end = offset.saturating_add(u64_of(buf.len()));
         for r in runs.iter().filter(|r| !r.uninit && !r.meta) {
             let start = r.logical.saturating_mul(bs);
             let stop = r.logical.saturating_add(r.len).saturating_mul(bs);
@@ -355,11 +359,14 @@ impl Ext4 {
             if a >= b {
                 continue;
             }
-            let disk_at = self.block_offset(r.physical)? + (a - start);
-            self.disk.read_at(
-                disk_at,
-                &mut buf[(a - offset) as usize..(b - offset) as usize],
-            )?;
+            // offset <= a < b <= end = offset + buf.len(): in `buf`.
+            let disk_at = self
+                .block_offset(r.physical)?
+                .saturating_add(a.saturating_sub(start));
+            let (from, to) = (us(a.saturating_sub(offset)), us(b.saturating_sub(offset)));
+            if let Some(part) = buf.get_mut(from..to) {
+                self.disk.read_at(disk_at, part)?;
+            }
         }
         Ok(())
     }

@@ -226,12 +226,18 @@ impl GroupDesc {
 /// `ext2fs_group_desc_csum`.
 pub fn expected_checksum(sb: &Superblock, group: u64, bytes: &[u8]) -> Option<u16> {
     let uuid = sb.uuid;
-    let group_le = (group as u32).to_le_bytes();
+    // The checksum takes the group number's low 32 bits (a u32 in C).
+    let group_le = u32::try_from(group & 0xffff_ffff)
+        .unwrap_or(0)
+        .to_le_bytes();
     let size = bytes.len();
-    let (before, after) = (&bytes[..0x1e.min(size)], bytes.get(0x20..).unwrap_or(&[]));
+    let (before, after) = (
+        bytes.get(..0x1e.min(size)).unwrap_or_default(),
+        bytes.get(0x20..).unwrap_or_default(),
+    );
     if sb.has_metadata_csum() {
         let seed = if sb.has_incompat(Incompat::METADATA_CSUM_SEED) {
-            sb.get(sb!("s_checksum_seed")) as u32
+            u32::try_from(sb.get(sb!("s_checksum_seed"))).unwrap_or(0)
         } else {
             crc32c_raw(!0, &uuid)
         };
@@ -239,7 +245,7 @@ pub fn expected_checksum(sb: &Superblock, group: u64, bytes: &[u8]) -> Option<u1
         c = crc32c_raw(c, before);
         c = crc32c_raw(c, &[0, 0]);
         c = crc32c_raw(c, after);
-        Some((c & 0xffff) as u16)
+        Some(u16::try_from(c & 0xffff).unwrap_or(0))
     } else if sb.has_ro_compat(RoCompat::UNINIT_BG) {
         let mut c = crc16(!0, &uuid);
         c = crc16(c, &group_le);
@@ -276,7 +282,11 @@ pub fn placement(sb: &Superblock, group: u64) -> Placement {
     } else {
         first
     };
-    let per_block = (sb.block_size / u64::from(sb.desc_size.max(32))).max(1);
+    let per_block = sb
+        .block_size
+        .checked_div(u64::from(sb.desc_size.max(32)))
+        .unwrap_or(0)
+        .max(1);
     let desc_blocks = sb.group_count().div_ceil(per_block);
     let meta_bg = sb.has_incompat(Incompat::META_BG);
     let old_desc_blocks = if meta_bg {
@@ -289,20 +299,23 @@ pub fn placement(sb: &Superblock, group: u64) -> Placement {
         superblock: has.then_some(group_block),
         ..Placement::default()
     };
-    if !meta_bg || group / per_block < u64::from(sb.first_meta_bg) {
+    if !meta_bg || group.checked_div(per_block).unwrap_or(0) < u64::from(sb.first_meta_bg) {
         if has && old_desc_blocks > 0 {
-            let start = group_block + 1;
-            p.descriptors = Some((start, start + old_desc_blocks - 1));
+            let start = group_block.saturating_add(1);
+            p.descriptors = Some((
+                start,
+                start.saturating_add(old_desc_blocks.saturating_sub(1)),
+            ));
             let reserved = sb.get(sb!("s_reserved_gdt_blocks"));
             if reserved > 0 {
-                let r = start + old_desc_blocks;
-                p.reserved_gdt = Some((r, r + reserved - 1));
+                let r = start.saturating_add(old_desc_blocks);
+                p.reserved_gdt = Some((r, r.saturating_add(reserved.saturating_sub(1))));
             }
         }
     } else {
-        let at = group % per_block;
-        if at == 0 || at == 1 || at == per_block - 1 {
-            p.meta_descriptor = Some(group_block + u64::from(has));
+        let at = group.checked_rem(per_block).unwrap_or(0);
+        if at == 0 || at == 1 || at == per_block.saturating_sub(1) {
+            p.meta_descriptor = Some(group_block.saturating_add(u64::from(has)));
         }
     }
     p
@@ -345,9 +358,14 @@ pub fn desc_block(sb: &Superblock, i: u64) -> u64 {
         } else {
             first
         };
-        return group_block + 1 + i;
+        return group_block.saturating_add(1).saturating_add(i);
     }
-    let per_block = sb.block_size / u64::from(sb.desc_size.max(32));
-    let group = per_block * i;
-    first + group * u64::from(sb.blocks_per_group) + u64::from(has_super(sb, group))
+    let per_block = sb
+        .block_size
+        .checked_div(u64::from(sb.desc_size.max(32)))
+        .unwrap_or(0);
+    let group = per_block.saturating_mul(i);
+    first
+        .saturating_add(group.saturating_mul(u64::from(sb.blocks_per_group)))
+        .saturating_add(u64::from(has_super(sb, group)))
 }

@@ -9,6 +9,7 @@ use crate::layout::{decode_table, Endian, Field, FieldValue};
 use super::blockmap::{le16, le32};
 use super::checksum::{crc32c_raw, Check};
 use super::error::FsError;
+use crate::bytes::u64_of;
 
 /// `struct dx_root_info` (at byte 24 of the root block).
 pub const ROOT_INFO: &[Field] = &[
@@ -80,14 +81,19 @@ pub fn decode(
 ) -> Result<DxNode, FsError> {
     let at = if root { ROOT_COUNT_AT } else { NODE_COUNT_AT };
     let structure = if root { "htree root" } else { "htree node" };
-    if block.len() < at + 8 {
+    let Some(room) = block
+        .len()
+        .checked_sub(at)
+        .map(|r| r / 8)
+        .filter(|&r| r >= 1)
+    else {
         return Err(FsError::corrupt(
             structure,
             "limit",
             base,
             "block too small",
         ));
-    }
+    };
     let (mut hash_version, mut levels, mut info) = (0, 0, Vec::new());
     if root {
         info = decode_table(ROOT_INFO, block, Endian::Little, base);
@@ -99,7 +105,7 @@ pub fn decode(
             return Err(FsError::corrupt(
                 structure,
                 "info_length",
-                base + 0x1d,
+                base.saturating_add(0x1d),
                 format!("{info_length}, expected 8"),
             ));
         }
@@ -107,7 +113,7 @@ pub fn decode(
             return Err(FsError::corrupt(
                 structure,
                 "indirect_levels",
-                base + 0x1e,
+                base.saturating_add(0x1e),
                 format!("{levels}, expected at most {MAX_LEVELS}"),
             ));
         }
@@ -116,28 +122,32 @@ pub fn decode(
     let half = |f: &Field| u16::try_from(f.le(header).unwrap_or(0)).unwrap_or(0);
     let limit = half(cl!("limit"));
     let count = half(cl!("count"));
-    let room = (block.len() - at) / 8;
     if count == 0 || count > limit || usize::from(limit) > room {
         return Err(FsError::corrupt(
             structure,
             "count",
-            base + at as u64 + 2,
+            base.saturating_add(u64_of(at)).saturating_add(2),
             format!("count {count}, limit {limit}: expected 1 <= count <= limit <= {room}"),
         ));
     }
-    let entries = (0..usize::from(count))
-        .map(|i| {
-            let e = at + i * 8;
-            let hash = if i == 0 { 0 } else { le32(block, e) };
-            (hash, le32(block, e + 4))
+    // count <= limit <= room: every slot is inside the block.
+    let slots = block.get(at..).unwrap_or_default();
+    let entries = slots
+        .chunks_exact(8)
+        .take(usize::from(count))
+        .enumerate()
+        .map(|(i, e)| {
+            let hash = if i == 0 { 0 } else { le32(e, 0) };
+            (hash, le32(e, 4))
         })
         .collect();
     // The tail sits after `limit` slots, when there is room for it.
-    let tail = at + usize::from(limit) * 8;
     let checksum = inode_seed.and_then(|seed| {
-        let t = block.get(tail..tail + 8)?;
-        let mut c = crc32c_raw(seed, &block[..at + usize::from(count) * 8]);
-        c = crc32c_raw(c, &t[..4]);
+        let tail = at.checked_add(usize::from(limit).checked_mul(8)?)?;
+        let t = crate::bytes::slice(block, tail, 8)?;
+        let used = at.checked_add(usize::from(count).checked_mul(8)?)?;
+        let mut c = crc32c_raw(seed, block.get(..used)?);
+        c = crc32c_raw(c, t.get(..4)?);
         c = crc32c_raw(c, &[0; 4]);
         Some(Check {
             stored: le32(t, 4),
@@ -161,7 +171,7 @@ pub fn is_node(block: &[u8]) -> bool {
     block.len() >= 12
         && le32(block, 0) == 0
         && usize::from(le16(block, 4)) == block.len().min(65535)
-        && block[6] == 0
+        && block.get(6) == Some(&0)
 }
 
 #[cfg(test)]

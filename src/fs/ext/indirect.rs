@@ -32,16 +32,21 @@ pub fn walk(
         map: BlockMap::default(),
         seen: HashSet::new(),
     };
-    for i in 0..DIRECT {
-        let at = i as usize * 4;
-        w.data(i, u64::from(le32(i_block, at)), root_offset + at as u64);
+    // i_block: 12 direct pointers, then the single, double and triple
+    // indirect ones.
+    let mut slots = i_block.chunks_exact(4).zip((0u64..).step_by(4));
+    for ((ptr, at), logical) in slots.by_ref().take(12).zip(0..DIRECT) {
+        w.data(
+            logical,
+            u64::from(le32(ptr, 0)),
+            root_offset.saturating_add(at),
+        );
     }
     let mut first = DIRECT;
-    for level in 1..=3u32 {
-        let at = (11 + level) as usize * 4;
-        let ptr = u64::from(le32(i_block, at));
+    for ((ptr, at), level) in slots.zip(1..=3u32) {
+        let ptr = u64::from(le32(ptr, 0));
         if ptr != 0 {
-            w.indirect(ptr, level, first, root_offset + at as u64)?;
+            w.indirect(ptr, level, first, root_offset.saturating_add(at))?;
         }
         first = first.saturating_add(w.per.saturating_pow(level));
     }
@@ -84,9 +89,11 @@ impl Walker<'_, '_> {
         }
         match self.map.runs.last_mut() {
             Some(r)
-                if !r.meta && r.logical + r.len == logical && r.physical + r.len == physical =>
+                if !r.meta
+                    && r.logical.checked_add(r.len) == Some(logical)
+                    && r.physical.checked_add(r.len) == Some(physical) =>
             {
-                r.len += 1;
+                r.len = r.len.saturating_add(1);
             }
             _ => {
                 if self.map.room(self.ino, at) {
@@ -106,19 +113,18 @@ impl Walker<'_, '_> {
     /// The indirect block `block` of `level` (1 single, 2 double, 3
     /// triple) mapping logical blocks from `first`.
     fn indirect(&mut self, block: u64, level: u32, first: u64, at: u64) -> Result<(), FsError> {
-        let name = [
-            "",
-            "indirect block",
-            "double indirect block",
-            "triple indirect block",
-        ][level as usize];
+        let name = match level {
+            1 => "indirect block",
+            2 => "double indirect block",
+            _ => "triple indirect block",
+        };
         if !self.geo.contains(block, 1) {
             let range = format!(
                 "expected inside {}..{}",
                 self.geo.first_data_block, self.geo.blocks_count
             );
             self.bad(name, block, at, &range);
-            self.map.skipped_map_blocks += 1;
+            self.map.skipped_map_blocks = self.map.skipped_map_blocks.saturating_add(1);
             return Ok(());
         }
         if self.map.truncated || !self.map.room(self.ino, at) {
@@ -126,7 +132,7 @@ impl Walker<'_, '_> {
         }
         if !self.seen.insert(block) {
             self.bad(name, block, at, "already used in this map (a cycle)");
-            self.map.skipped_map_blocks += 1;
+            self.map.skipped_map_blocks = self.map.skipped_map_blocks.saturating_add(1);
             return Ok(());
         }
         self.map.runs.push(Run {
@@ -135,12 +141,12 @@ impl Walker<'_, '_> {
             len: 1,
             uninit: false,
             meta: true,
-            level: level as u8,
+            level: u8::try_from(level).unwrap_or(u8::MAX),
         });
         let data = (self.read)(block)?;
         let base = block.saturating_mul(self.geo.block_size);
-        let span = self.per.saturating_pow(level - 1);
-        for (i, chunk) in data.chunks_exact(4).enumerate() {
+        let span = self.per.saturating_pow(level.saturating_sub(1));
+        for (i, chunk) in (0u64..).zip(data.chunks_exact(4)) {
             let ptr = u64::from(le32(chunk, 0));
             if ptr == 0 {
                 continue;
@@ -148,12 +154,12 @@ impl Walker<'_, '_> {
             if self.map.truncated {
                 break;
             }
-            let logical = first.saturating_add((i as u64).saturating_mul(span));
-            let at = base + i as u64 * 4;
-            if level == 1 {
+            let logical = first.saturating_add(i.saturating_mul(span));
+            let at = base.saturating_add(i.saturating_mul(4));
+            if level <= 1 {
                 self.data(logical, ptr, at);
             } else {
-                self.indirect(ptr, level - 1, logical, at)?;
+                self.indirect(ptr, level.saturating_sub(1), logical, at)?;
             }
         }
         Ok(())

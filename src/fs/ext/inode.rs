@@ -1,6 +1,7 @@
 //! Inodes: 128 bytes plus `i_extra_isize` more in large inodes (the rest
 //! of `s_inode_size` holds in-inode extended attributes), little-endian,
 //! found through their group's inode table.
+use crate::bytes::u64_of;
 use crate::fs::report::Report;
 use crate::layout::{decode_table, Endian, Field, FieldValue, Kind, Show};
 
@@ -152,7 +153,8 @@ impl Timestamp {
         let e = extra.unwrap_or(0);
         Timestamp {
             // The kernel's ext4_decode_extra_time.
-            secs: i64::from(raw as i32) + (i64::from(e & 3) << 32),
+            secs: i64::from(i32::from_le_bytes(raw.to_le_bytes()))
+                .saturating_add(i64::from(e & 3) << 32),
             nsec: e >> 2,
             raw,
             extra,
@@ -221,54 +223,56 @@ impl Inode {
         }
         let mut problems = Vec::new();
         let mut extra_isize = if bytes.len() > 128 {
-            le(bytes, 0x80, 2).unwrap_or(0) as u16
+            lo16(le(bytes, 0x80, 2).unwrap_or(0))
         } else {
             0
         };
         if bytes.len() > 128
-            && (128 + usize::from(extra_isize) > bytes.len() || extra_isize % 4 != 0)
+            && (usize::from(extra_isize).saturating_add(128) > bytes.len() || extra_isize % 4 != 0)
         {
             problems.push(FsError::corrupt(
                 "inode",
                 "i_extra_isize",
-                base + 0x80,
+                base.saturating_add(0x80),
                 format!(
                     "inode {ino}: {extra_isize}, expected a multiple of 4 of at most {}",
-                    bytes.len() - 128
+                    bytes.len().saturating_sub(128)
                 ),
             ));
             extra_isize = 0;
         }
-        let end = 128 + usize::from(extra_isize);
-        let visible = &bytes[..end];
+        let end = usize::from(extra_isize).saturating_add(128);
+        let visible = bytes.get(..end).unwrap_or(bytes);
         // Fields found in the table at compile time (`field!`): a walk
         // decodes every inode it meets, and looking each name up at run
         // time was a quarter of `ls -R`.
         let get = |f: &Field| le(visible, f.offset, f.size);
         let g = |f: &Field| get(f).unwrap_or(0);
         let mut block = [0u8; 60];
-        block.copy_from_slice(&bytes[0x28..0x64]);
-        let extra = |f: &Field| get(f).map(|v| v as u32);
+        if let Some(b) = bytes.get(0x28..0x64) {
+            block.copy_from_slice(b);
+        }
+        let extra = |f: &Field| get(f).map(lo32);
         Ok(Inode {
             ino,
-            mode: g(field!("i_mode")) as u16,
-            uid: (g(field!("i_uid")) | g(field!("i_uid_high")) << 16) as u32,
-            gid: (g(field!("i_gid")) | g(field!("i_gid_high")) << 16) as u32,
+            mode: lo16(g(field!("i_mode"))),
+            uid: lo32(g(field!("i_uid")) | g(field!("i_uid_high")) << 16),
+            gid: lo32(g(field!("i_gid")) | g(field!("i_gid_high")) << 16),
             size: g(field!("i_size_lo")) | g(field!("i_size_high")) << 32,
-            links: g(field!("i_links_count")) as u16,
-            flags: g(field!("i_flags")) as u32,
+            links: lo16(g(field!("i_links_count"))),
+            flags: lo32(g(field!("i_flags"))),
             blocks: g(field!("i_blocks_lo")) | g(field!("i_blocks_high")) << 32,
             block,
-            generation: g(field!("i_generation")) as u32,
+            generation: lo32(g(field!("i_generation"))),
             file_acl: g(field!("i_file_acl_lo")) | g(field!("i_file_acl_high")) << 32,
             extra_isize,
-            atime: Timestamp::new(g(field!("i_atime")) as u32, extra(field!("i_atime_extra"))),
-            ctime: Timestamp::new(g(field!("i_ctime")) as u32, extra(field!("i_ctime_extra"))),
-            mtime: Timestamp::new(g(field!("i_mtime")) as u32, extra(field!("i_mtime_extra"))),
+            atime: Timestamp::new(lo32(g(field!("i_atime"))), extra(field!("i_atime_extra"))),
+            ctime: Timestamp::new(lo32(g(field!("i_ctime"))), extra(field!("i_ctime_extra"))),
+            mtime: Timestamp::new(lo32(g(field!("i_mtime"))), extra(field!("i_mtime_extra"))),
             crtime: get(field!("i_crtime"))
-                .map(|t| Timestamp::new(t as u32, extra(field!("i_crtime_extra")))),
-            dtime: g(field!("i_dtime")) as u32,
-            version: g(field!("i_version")) as u32,
+                .map(|t| Timestamp::new(lo32(t), extra(field!("i_crtime_extra")))),
+            dtime: lo32(g(field!("i_dtime"))),
+            version: lo32(g(field!("i_version"))),
             version_hi: extra(field!("i_version_hi")),
             projid: extra(field!("i_projid")),
             checksum: None,
@@ -285,8 +289,9 @@ impl Inode {
 
     /// Every field with its disk offset, for `stat` and the hex view.
     pub fn fields(&self) -> Vec<FieldValue> {
-        let end = (128 + usize::from(self.extra_isize)).min(self.raw.len());
-        decode_table(INODE, &self.raw[..end], Endian::Little, self.base)
+        let end = usize::from(self.extra_isize).saturating_add(128);
+        let visible = self.raw.get(..end).unwrap_or(&self.raw);
+        decode_table(INODE, visible, Endian::Little, self.base)
     }
 
     /// The stored checksum and the one computed with the filesystem seed
@@ -295,25 +300,27 @@ impl Inode {
     /// inode number and generation. In 128-byte inodes only the low 16
     /// bits are stored and compared.
     pub fn compute_checksum(&self, fs_seed: u32) -> Check {
-        let seed = super::checksum::inode_seed(fs_seed, self.ino as u32, self.generation);
+        // The inode number's low 32 bits, as the kernel's __u32 takes it.
+        let seed = super::checksum::inode_seed(fs_seed, lo32(self.ino), self.generation);
         let raw = &self.raw;
-        let mut c = crc32c_raw(seed, &raw[..0x7c]);
+        let part = |r: std::ops::Range<usize>| raw.get(r).unwrap_or_default();
+        let mut c = crc32c_raw(seed, part(0..0x7c));
         c = crc32c_raw(c, &[0, 0]);
-        c = crc32c_raw(c, &raw[0x7e..128]);
+        c = crc32c_raw(c, part(0x7e..128));
         let has_hi = raw.len() > 128 && self.extra_isize >= 4;
         if raw.len() > 128 {
-            c = crc32c_raw(c, &raw[128..0x82]);
+            c = crc32c_raw(c, part(128..0x82));
             let rest = if has_hi {
                 c = crc32c_raw(c, &[0, 0]);
                 0x84
             } else {
                 0x82
             };
-            c = crc32c_raw(c, &raw[rest..]);
+            c = crc32c_raw(c, raw.get(rest..).unwrap_or_default());
         }
-        let lo = le(raw, 0x7c, 2).unwrap_or(0) as u32;
+        let lo = lo32(le(raw, 0x7c, 2).unwrap_or(0));
         if has_hi {
-            let hi = le(raw, 0x82, 2).unwrap_or(0) as u32;
+            let hi = lo32(le(raw, 0x82, 2).unwrap_or(0));
             Check {
                 stored: lo | hi << 16,
                 computed: c,
@@ -424,12 +431,23 @@ impl Inode {
     /// `128 + i_extra_isize` (starting with the 4-byte magic), and their
     /// disk offset. Empty for 128-byte inodes.
     pub fn xattr_area(&self) -> (&[u8], u64) {
-        let start = 128 + usize::from(self.extra_isize);
+        let start = usize::from(self.extra_isize).saturating_add(128);
         match self.raw.get(start..) {
-            Some(a) if self.raw.len() > 128 => (a, self.base + start as u64),
+            Some(a) if self.raw.len() > 128 => (a, self.base.saturating_add(u64_of(start))),
             _ => (&[], self.base),
         }
     }
+}
+
+/// The low 32 bits of a field value (fields of 4 bytes or less fit whole;
+/// wider values are cut as the C code's `__u32` would).
+pub(super) fn lo32(v: u64) -> u32 {
+    u32::try_from(v & 0xffff_ffff).unwrap_or(0)
+}
+
+/// The low 16 bits of a field value (see [`lo32`]).
+fn lo16(v: u64) -> u16 {
+    u16::try_from(v & 0xffff).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -127,9 +127,9 @@ impl JournalSb {
         let nr = jsb!("s_nr_users").read(bytes, Endian::Big).unwrap_or(0);
         let users = (0..usize::try_from(nr).unwrap_or(USERS_MAX).min(USERS_MAX))
             .map_while(|i| {
-                let at = 0x100 + i * 16;
+                let at = i.checked_mul(16)?.checked_add(0x100)?;
                 let mut u = [0u8; 16];
-                u.copy_from_slice(bytes.get(at..at + 16)?);
+                u.copy_from_slice(bytes.get(at..at.saturating_add(16))?);
                 Some(u)
             })
             .collect();
@@ -203,7 +203,7 @@ impl JournalSb {
         } else {
             0
         };
-        let size = (blocksize / 1024) * maxlen;
+        let size = (blocksize / 1024).saturating_mul(maxlen);
         v.push((
             "Total journal size".to_owned(),
             if size < 8192 {
@@ -268,7 +268,9 @@ impl JournalSb {
                 v.push((name.to_owned(), uuid_text(u)));
             }
         }
-        let errno = self.get(jsb!("s_errno")) as u32 as i32;
+        // A C int on disk.
+        let errno = u32::try_from(self.get(jsb!("s_errno")) & 0xffff_ffff).unwrap_or(0);
+        let errno = i32::from_le_bytes(errno.to_le_bytes());
         if errno != 0 {
             v.push(("Journal errno".to_owned(), errno.to_string()));
         }
@@ -281,13 +283,19 @@ pub fn uuid_text(u: &[u8; 16]) -> String {
     if u.iter().all(|&b| b == 0) {
         return "<none>".into();
     }
-    let h: Vec<String> = u.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = |r: std::ops::Range<usize>| -> String {
+        u.get(r)
+            .unwrap_or_default()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
     format!(
         "{}-{}-{}-{}-{}",
-        h[0..4].concat(),
-        h[4..6].concat(),
-        h[6..8].concat(),
-        h[8..10].concat(),
-        h[10..16].concat()
+        hex(0..4),
+        hex(4..6),
+        hex(6..8),
+        hex(8..10),
+        hex(10..16)
     )
 }

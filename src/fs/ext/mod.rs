@@ -22,6 +22,7 @@ use superblock::{sb, Compat, Incompat};
 
 use crate::block::cache::BlockCache;
 use crate::block::BlockSource;
+use crate::bytes::{u64_of, us};
 
 pub mod blockmap;
 pub mod checksum;
@@ -87,7 +88,7 @@ impl Ext4 {
     pub fn open_on_disk(source: Arc<dyn BlockSource>) -> Result<Ext4, FsError> {
         let disk = BlockCache::new(source, CACHE_BYTES);
         let size = disk.len();
-        if size < superblock::OFFSET + superblock::SIZE as u64 {
+        if size < superblock::OFFSET.saturating_add(u64_of(superblock::SIZE)) {
             return Err(FsError::NotExt {
                 detail: format!("the disk has only {size} bytes"),
             });
@@ -161,12 +162,15 @@ impl Ext4 {
                 format!("group {group} does not exist ({} groups)", sb.group_count()),
             ));
         }
-        let per_block = sb.block_size / desc_size;
-        let block = desc_block(sb, group / per_block);
+        // desc_size >= 32 and block_size >= 1024 (the superblock checks
+        // both): per_block >= 1.
+        let per_block = sb.block_size.checked_div(desc_size).unwrap_or(0).max(1);
+        let block = desc_block(sb, group.checked_div(per_block).unwrap_or(0));
+        let index = group.checked_rem(per_block).unwrap_or(0);
         let offset = block
             .checked_mul(sb.block_size)
-            .and_then(|b| b.checked_add((group % per_block) * desc_size))
-            .filter(|o| o + desc_size <= self.disk.len())
+            .and_then(|b| b.checked_add(index.saturating_mul(desc_size)))
+            .filter(|o| o.saturating_add(desc_size) <= self.disk.len())
             .ok_or_else(|| {
                 FsError::corrupt(
                     "group descriptor table",
@@ -175,7 +179,7 @@ impl Ext4 {
                     format!("descriptor of group {group} (block {block}) is outside the disk"),
                 )
             })?;
-        let mut raw = vec![0u8; desc_size as usize];
+        let mut raw = vec![0u8; us(desc_size)];
         self.disk.read_at(offset, &mut raw)?;
         Ok(GroupDesc::decode(sb, group, &raw, offset))
     }
@@ -188,7 +192,7 @@ impl Ext4 {
         let bs = self.sb.block_size;
         block
             .checked_mul(bs)
-            .filter(|&o| block < self.sb.blocks_count && o + bs <= self.disk.len())
+            .filter(|&o| block < self.sb.blocks_count && o.saturating_add(bs) <= self.disk.len())
             .ok_or_else(|| {
                 FsError::corrupt(
                     "block",
@@ -209,7 +213,7 @@ impl Ext4 {
     /// `Corrupt` for a block past the end of the filesystem or disk.
     pub fn block(&self, block: u64) -> Result<Vec<u8>, FsError> {
         let at = self.block_offset(block)?;
-        let mut buf = vec![0u8; self.sb.block_size as usize];
+        let mut buf = vec![0u8; us(self.sb.block_size)];
         self.disk.inner().read_at(at, &mut buf)?;
         Ok(buf)
     }
@@ -228,7 +232,7 @@ impl Ext4 {
         let d = self.group(group)?;
         let field = d
             .base
-            .saturating_add(group_desc::gd!("bg_inode_table_lo").offset as u64);
+            .saturating_add(u64_of(group_desc::gd!("bg_inode_table_lo").offset));
         let t = (d.inode_table, field);
         if let Ok(mut m) = self.itables.lock() {
             m.insert(group, t);
@@ -266,13 +270,15 @@ impl Ext4 {
         let sb = &self.sb;
         self.check_inode_number(ino)?;
         let ipg = u64::from(sb.inodes_per_group);
-        let group = (ino - 1) / ipg;
+        // ino >= 1 (checked above), ipg >= 1 (the superblock checks it).
+        let index = ino.saturating_sub(1);
+        let group = index.checked_div(ipg).unwrap_or(0);
         let (itable, field) = self.inode_table(group)?;
         let size = u64::from(sb.inode_size);
         let offset = itable
             .checked_mul(sb.block_size)
-            .and_then(|t| t.checked_add((ino - 1) % ipg * size))
-            .filter(|o| itable < sb.blocks_count && o + size <= self.disk.len())
+            .and_then(|t| t.checked_add(index.checked_rem(ipg)?.saturating_mul(size)))
+            .filter(|o| itable < sb.blocks_count && o.saturating_add(size) <= self.disk.len())
             .ok_or_else(|| {
                 FsError::corrupt(
                     "group descriptor",
@@ -283,7 +289,7 @@ impl Ext4 {
                     ),
                 )
             })?;
-        let mut raw = vec![0u8; size as usize];
+        let mut raw = vec![0u8; us(size)];
         self.disk.read_at(offset, &mut raw)?;
         let mut inode = Inode::decode(ino, &raw, offset)?;
         self.check_flags(&mut inode);
@@ -293,7 +299,7 @@ impl Ext4 {
                 inode.problems.push(FsError::checksum(
                     "inode",
                     "i_checksum_lo",
-                    offset + 0x7c,
+                    offset.saturating_add(0x7c),
                     c.stored,
                     c.computed,
                 ));
@@ -308,7 +314,7 @@ impl Ext4 {
     /// would read it).
     fn check_flags(&self, inode: &mut Inode) {
         use inode::{EXTENTS_FL, INLINE_DATA_FL};
-        let at = inode.base + 0x20;
+        let at = inode.base.saturating_add(0x20);
         let mut flag = |detail: String| {
             inode
                 .problems
@@ -338,7 +344,7 @@ impl Ext4 {
                 inode.problems.push(FsError::corrupt(
                     "inode",
                     "i_size_lo",
-                    inode.base + 4,
+                    inode.base.saturating_add(4),
                     format!(
                         "symlink inode {ino}: {} bytes, but {} blocks; expected a target under 60 bytes in i_block, or blocks holding a longer one",
                         inode.size, inode.blocks
@@ -350,9 +356,9 @@ impl Ext4 {
 
     /// The seed of `inode`'s metadata checksums, with metadata_csum.
     pub fn inode_seed(&self, inode: &Inode) -> Option<u32> {
-        self.sb
-            .has_metadata_csum()
-            .then(|| checksum::inode_seed(self.sb.csum_seed, inode.ino as u32, inode.generation))
+        self.sb.has_metadata_csum().then(|| {
+            checksum::inode_seed(self.sb.csum_seed, inode::lo32(inode.ino), inode.generation)
+        })
     }
 
     /// The checksums of group `d`'s block and inode bitmaps (metadata_csum
@@ -374,7 +380,7 @@ impl Ext4 {
                 return Ok(None);
             }
             let data = self.block(block)?;
-            let c = checksum::crc32c_raw(sb.csum_seed, &data[..bytes as usize]);
+            let c = checksum::crc32c_raw(sb.csum_seed, data.get(..us(bytes)).unwrap_or(&data));
             Ok(Some(Check {
                 stored,
                 computed: if d.bitmap_csum_hi { c } else { c & 0xffff },
@@ -426,7 +432,7 @@ impl Ext4 {
             .into_iter()
             .find(|r| !r.meta && r.logical == 0)?;
         let block = self.block(first.physical).ok()?;
-        journal::JournalSb::decode(&block, first.physical * self.sb.block_size)
+        journal::JournalSb::decode(&block, first.physical.saturating_mul(self.sb.block_size))
     }
 
     /// The blocks listed in the bad block inode (inode 1), sorted, as

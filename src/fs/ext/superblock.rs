@@ -622,7 +622,7 @@ impl Superblock {
             };
         if blocks_count
             .checked_mul(block_size)
-            .is_none_or(|b| b > i64::MAX as u64)
+            .is_none_or(|b| i64::try_from(b).is_err())
         {
             return Err(bad(
                 sb!("s_blocks_count_lo"),

@@ -236,7 +236,7 @@ impl Ext4 {
                     "det_checksum",
                     at.base
                         .saturating_add(bs)
-                        .saturating_sub(dir::TAIL_SIZE as u64),
+                        .saturating_sub(crate::bytes::u64_of(dir::TAIL_SIZE)),
                     format!(
                         "directory inode {}, block {}: no checksum tail, expected one with metadata_csum",
                         at.ino, at.physical
@@ -259,7 +259,7 @@ impl Ext4 {
         ]);
         // `.` and `..` are not stored: file type 0, as e2fsprogs lists them.
         out.entries.push(Entry {
-            inode: inode.ino as u32,
+            inode: super::inode::lo32(inode.ino),
             name: b".".to_vec(),
             file_type: 0,
             offset: 0,
@@ -268,9 +268,9 @@ impl Ext4 {
             inode: parent,
             name: b"..".to_vec(),
             file_type: 0,
-            offset: inode.base + 0x28,
+            offset: inode.base.saturating_add(0x28),
         });
-        let d = dir::decode_block(&inode.block[4..], inode.base + 0x2c);
+        let d = dir::decode_block(&inode.block[4..], inode.base.saturating_add(0x2c));
         out.entries.extend(d.entries);
         out.problems.extend(d.error);
         let (area, base) = inode.xattr_area();
@@ -307,8 +307,10 @@ impl Ext4 {
         let physical = |logical: u64| {
             map.runs
                 .iter()
-                .find(|r| !r.meta && r.logical <= logical && logical < r.logical + r.len)
-                .map(|r| r.physical + (logical - r.logical))
+                .find(|r| {
+                    !r.meta && r.logical <= logical && logical < r.logical.saturating_add(r.len)
+                })
+                .map(|r| r.physical.saturating_add(logical.saturating_sub(r.logical)))
         };
         let Some(root_block) = physical(0) else {
             out.problems.push(FsError::corrupt(
@@ -323,7 +325,12 @@ impl Ext4 {
             return Ok(Some(out));
         };
         let bs = self.sb.block_size;
-        let root = match htree::decode(&self.block(root_block)?, root_block * bs, true, seed) {
+        let root = match htree::decode(
+            &self.block(root_block)?,
+            root_block.saturating_mul(bs),
+            true,
+            seed,
+        ) {
             Ok(r) => r,
             Err(e) => {
                 out.problems.push(e);
@@ -348,12 +355,12 @@ impl Ext4 {
                     out.problems.push(FsError::corrupt(
                         "htree node",
                         "block",
-                        root_block * bs,
+                        root_block.saturating_mul(bs),
                         format!("directory inode {}: index points to logical block {logical}, which is not mapped", inode.ino),
                     ));
                     continue;
                 };
-                match htree::decode(&self.block(p)?, p * bs, false, seed) {
+                match htree::decode(&self.block(p)?, p.saturating_mul(bs), false, seed) {
                     Ok(n) => {
                         if depth < root.indirect_levels {
                             next.extend(n.entries.iter().map(|e| e.1));
@@ -476,7 +483,7 @@ impl Ext4 {
         };
         let mut version = root.hash_version;
         if version <= dirhash::TEA && self.sb.get(sb!("s_flags")) & 2 != 0 {
-            version += dirhash::UNSIGNED;
+            version = version.saturating_add(dirhash::UNSIGNED);
         }
         let Some(hash) = dirhash::hash(name, version, self.hash_seed()) else {
             return Ok(None);
@@ -523,7 +530,7 @@ impl Ext4 {
         let raw = self.sb.hash_seed;
         let mut seed = [0u32; 4];
         for (w, c) in seed.iter_mut().zip(raw.chunks_exact(4)) {
-            *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            *w = crate::bytes::le32(c, 0).unwrap_or(0);
         }
         seed
     }

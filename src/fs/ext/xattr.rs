@@ -3,6 +3,7 @@
 //! one block (`i_file_acl`: a 32-byte header, entries, values counted from
 //! the block start). Entries end with four zero bytes; values may also
 //! live in their own inode (ea_inode), which is named, not read.
+use crate::bytes::u64_of;
 use crate::layout::{decode_table, Endian, Field, FieldValue};
 
 use super::blockmap::le32;
@@ -97,11 +98,15 @@ fn prefix(index: u8) -> Option<&'static str> {
 /// little-endian words or, for a value in an attribute inode, that inode's
 /// hash (its `i_atime`). Returns (unsigned, signed).
 pub fn entry_hash(x: &Xattr, ea_inode_hash: Option<u32>) -> (u32, u32) {
-    let suffix = &x.name[x.name.len() - usize::from(x.name_len).min(x.name.len())..];
+    let suffix = x
+        .name
+        .get(x.name.len().saturating_sub(usize::from(x.name_len))..)
+        .unwrap_or_default();
     let name = |signed: bool| {
         suffix.iter().fold(0u32, |h, &c| {
             let c = if signed {
-                c as i8 as i32 as u32
+                // C's signed char, sign-extended to 32 bits.
+                u32::from_le_bytes(i32::from(i8::from_le_bytes([c])).to_le_bytes())
             } else {
                 u32::from(c)
             };
@@ -114,7 +119,9 @@ pub fn entry_hash(x: &Xattr, ea_inode_hash: Option<u32>) -> (u32, u32) {
             None => {
                 for w in x.value.chunks(4) {
                     let mut b = [0u8; 4];
-                    b[..w.len()].copy_from_slice(w);
+                    for (d, s) in b.iter_mut().zip(w) {
+                        *d = *s;
+                    }
                     h = (h << 16) ^ (h >> 16) ^ u32::from_le_bytes(b);
                 }
             }
@@ -137,15 +144,21 @@ fn entries(
     // First the end of the entry table (and its 4-byte terminator):
     // values may not overlap it.
     let mut table_end = entries_at;
-    while table_end + 16 <= area.len() && le32(area, table_end) != 0 {
-        table_end = (table_end + 16 + usize::from(area[table_end])).next_multiple_of(4);
+    // Positions stay below area.len() + 16 + 255 + 3: sums saturate only
+    // in theory, and a saturated position ends the walk.
+    while table_end.saturating_add(16) <= area.len() && le32(area, table_end) != 0 {
+        let name_len = area.get(table_end).copied().unwrap_or(0);
+        table_end = table_end
+            .saturating_add(16)
+            .saturating_add(usize::from(name_len))
+            .next_multiple_of(4);
     }
     let mut out = Vec::new();
     let mut pos = entries_at;
     // Every entry takes at least 16 bytes: the loop ends.
-    while pos + 4 <= area.len() && le32(area, pos) != 0 {
-        let at = base + pos as u64;
-        if pos + 16 > area.len() {
+    while pos.saturating_add(4) <= area.len() && le32(area, pos) != 0 {
+        let at = base.saturating_add(u64_of(pos));
+        if pos.saturating_add(16) > area.len() {
             return Err(FsError::corrupt(
                 structure,
                 "e_name_len",
@@ -153,7 +166,7 @@ fn entries(
                 "entry runs past the end of the area",
             ));
         }
-        let e = area.get(pos..pos + 16).unwrap_or_default();
+        let e = crate::bytes::slice(area, pos, 16).unwrap_or_default();
         let u = |f: &Field| f.le(e).unwrap_or(0);
         let word = |f: &Field| u32::try_from(u(f)).unwrap_or(0);
         let name_len = usize::try_from(u(xe!("e_name_len"))).unwrap_or(0);
@@ -161,8 +174,8 @@ fn entries(
         let value_offs = usize::try_from(u(xe!("e_value_offs"))).unwrap_or(0);
         let value_inum = word(xe!("e_value_inum"));
         let value_size = word(xe!("e_value_size"));
-        let name_end = pos + 16 + name_len;
-        let Some(suffix) = area.get(pos + 16..name_end) else {
+        let name_end = pos.saturating_add(16).saturating_add(name_len);
+        let Some(suffix) = area.get(pos.saturating_add(16)..name_end) else {
             return Err(FsError::corrupt(
                 structure,
                 "e_name_len",
@@ -177,34 +190,35 @@ fn entries(
                 return Err(FsError::corrupt(
                     structure,
                     "e_value_offs",
-                    at + 2,
+                    at.saturating_add(2),
                     format!("{value_offs} for a value in inode {value_inum}, expected 0"),
                 ));
             }
             Vec::new()
         } else {
-            let start = value_base + value_offs;
-            if value_size > 0 && start < table_end + 4 {
+            let start = value_base.saturating_add(value_offs);
+            let table_stop = table_end.saturating_add(4);
+            if value_size > 0 && start < table_stop {
                 return Err(FsError::corrupt(
                     structure,
                     "e_value_offs",
-                    at + 2,
+                    at.saturating_add(2),
                     format!(
                         "value at {value_offs} overlaps the entry table, expected at least {}",
-                        table_end + 4 - value_base
+                        table_stop.saturating_sub(value_base)
                     ),
                 ));
             }
-            match area.get(start..start.saturating_add(value_size as usize)) {
+            match area.get(start..start.saturating_add(crate::bytes::us(value_size))) {
                 Some(v) => v.to_vec(),
                 None => {
                     return Err(FsError::corrupt(
                         structure,
                         "e_value_offs",
-                        at + 2,
+                        at.saturating_add(2),
                         format!(
                             "value of {value_size} bytes at {value_offs} runs past the end of the area ({} bytes)",
-                            area.len() - value_base
+                            area.len().saturating_sub(value_base)
                         ),
                     ))
                 }
@@ -237,10 +251,10 @@ pub fn decode_ibody(area: &[u8], base: u64) -> Result<Vec<Xattr>, FsError> {
         return Ok(Vec::new());
     }
     entries(
-        &area[4..],
+        area.get(4..).unwrap_or_default(),
         0,
         0,
-        base + 4,
+        base.saturating_add(4),
         true,
         "in-inode extended attributes",
     )
@@ -274,7 +288,7 @@ impl XattrBlock {
             return Err(FsError::corrupt(
                 "extended attribute block",
                 "h_blocks",
-                base + 8,
+                base.saturating_add(8),
                 format!("{blocks}, expected 1"),
             ));
         }
@@ -290,9 +304,9 @@ impl XattrBlock {
     /// `h_checksum` as zeros.
     pub fn checksum(bytes: &[u8], block: u64, fs_seed: u32) -> Check {
         let mut c = crc32c_raw(fs_seed, &block.to_le_bytes());
-        c = crc32c_raw(c, &bytes[..0x10]);
+        c = crc32c_raw(c, bytes.get(..0x10).unwrap_or_default());
         c = crc32c_raw(c, &[0; 4]);
-        c = crc32c_raw(c, &bytes[0x14..]);
+        c = crc32c_raw(c, bytes.get(0x14..).unwrap_or_default());
         Check {
             stored: le32(bytes, 0x10),
             computed: c,

@@ -303,7 +303,7 @@ impl BootSector {
                 ),
             ));
         };
-        let count = data_sectors / sectors_per_cluster;
+        let count = data_sectors.checked_div(sectors_per_cluster).unwrap_or(0);
         let fat_type = if is32 {
             FatType::Fat32
         } else if count <= MAX_FAT12_CLUSTERS {

@@ -141,7 +141,10 @@ impl ShortEntry {
         }
         let ext = self.raw_name.get(8..).unwrap_or(&[]);
         let trim = |s: &[u8]| -> Vec<u8> {
-            let end = s.iter().rposition(|&c| c != b' ').map_or(0, |p| p + 1);
+            let end = s
+                .iter()
+                .rposition(|&c| c != b' ')
+                .map_or(0, |p| p.saturating_add(1));
             s.get(..end).unwrap_or(&[]).to_vec()
         };
         let text = |s: &[u8], lower: bool| -> String {
@@ -181,7 +184,7 @@ fn cp437(b: u8) -> char {
     }
     CP437_HIGH
         .chars()
-        .nth(usize::from(b - 0x80))
+        .nth(usize::from(b.saturating_sub(0x80)))
         .unwrap_or(char::REPLACEMENT_CHARACTER)
 }
 
@@ -224,7 +227,8 @@ pub fn slot(b: &[u8]) -> Slot {
                 let o = at.saturating_add(i.saturating_mul(2));
                 let u = b
                     .get(o..o.saturating_add(2))
-                    .map_or(0, |p| u16::from_le_bytes([p[0], p[1]]));
+                    .and_then(|p| crate::bytes::le16(p, 0))
+                    .unwrap_or(0);
                 if let Some(slot) = units.get_mut(k) {
                     *slot = u;
                 }

@@ -21,8 +21,12 @@ use crate::layout::{Endian, Field, Kind};
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
 /// `days_from_civil`).
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "FAT dates: y < 2108, 1 <= m <= 12, d < 32 (see fat_time), every term is small"
+)]
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
+    let y = if m <= 2 { y.saturating_sub(1) } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let mp = (m + 9) % 12;
@@ -33,6 +37,10 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// A FAT date and time (and 10 ms units) as a timestamp; None for a date
 /// that cannot be (month or day 0, the "no date" of many tools).
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "every input is a u16 bit field or a u8: the sums stay far below 2^40"
+)]
 fn fat_time(date: u16, time: u16, tenths: u8) -> Option<Timestamp> {
     let year = 1980 + i64::from(date >> 9);
     let month = i64::from((date >> 5) & 0xf);
@@ -111,7 +119,7 @@ impl Fat {
             return Ok(0);
         }
         let limit = if e.is_dir() {
-            super::MAX_DIR_BYTES / self.boot.cluster_size.max(1)
+            super::dir_clusters(self.boot.cluster_size)
         } else {
             self.boot.cluster_count
         };
@@ -303,7 +311,7 @@ impl Filesystem for Fat {
                 FatType::Fat32 => {
                     let (runs, _) = self.chain(
                         self.boot.root_cluster,
-                        super::MAX_DIR_BYTES / self.boot.cluster_size.max(1),
+                        super::dir_clusters(self.boot.cluster_size),
                     )?;
                     runs.iter()
                         .map(|&(_, n)| u64::from(n))
@@ -518,10 +526,11 @@ impl Filesystem for Fat {
                 let Some(base) = self.boot.cluster_offset(c) else {
                     break;
                 };
-                let from = usize::try_from(a - offset).unwrap_or(usize::MAX);
-                let to = usize::try_from(b - offset).unwrap_or(usize::MAX);
+                let from = usize::try_from(a.saturating_sub(offset)).unwrap_or(usize::MAX);
+                let to = usize::try_from(b.saturating_sub(offset)).unwrap_or(usize::MAX);
                 if let Some(dst) = out.get_mut(from..to) {
-                    self.disk.read_at(base.saturating_add(a - logical), dst)?;
+                    self.disk
+                        .read_at(base.saturating_add(a.saturating_sub(logical)), dst)?;
                 }
                 filled = b;
             }
@@ -580,7 +589,7 @@ impl Fat {
         let mut y = vec![0u8; 64 << 10];
         let mut done = 0u64;
         while done < len {
-            let n = usize::try_from((len - done).min(64 << 10)).unwrap_or(0);
+            let n = usize::try_from(len.saturating_sub(done).min(64 << 10)).unwrap_or(0);
             let (xs, ys) = (
                 x.get_mut(..n).unwrap_or_default(),
                 y.get_mut(..n).unwrap_or_default(),
@@ -609,7 +618,7 @@ impl Fat {
         let cs = self.boot.cluster_size;
         let need = match size {
             Some(s) => s.div_ceil(cs.max(1)),
-            None => super::MAX_DIR_BYTES / cs.max(1),
+            None => super::dir_clusters(cs),
         };
         let mut logical = 0u64;
         let mut clusters = 0u64;

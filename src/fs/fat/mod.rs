@@ -236,7 +236,7 @@ impl Fat {
                 None,
             ));
         };
-        let limit = MAX_DIR_BYTES / self.boot.cluster_size.max(1);
+        let limit = dir_clusters(self.boot.cluster_size);
         let (runs, end) = self.chain(start, limit.max(1))?;
         let mut out = Vec::new();
         for (c, n) in runs {
@@ -273,7 +273,7 @@ impl Fat {
         for (at, len) in ranges {
             let mut done = 0u64;
             while done < len {
-                let n = (len - done).min(4096);
+                let n = len.saturating_sub(done).min(4096);
                 let chunk = buf
                     .get_mut(..usize::try_from(n).unwrap_or(0))
                     .unwrap_or_default();
@@ -296,4 +296,11 @@ impl Fat {
         }
         Ok(())
     }
+}
+
+/// The most clusters a directory may take ([`MAX_DIR_BYTES`] of them).
+pub(crate) fn dir_clusters(cluster_size: u64) -> u64 {
+    MAX_DIR_BYTES
+        .checked_div(cluster_size)
+        .unwrap_or(MAX_DIR_BYTES)
 }

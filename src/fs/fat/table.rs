@@ -63,7 +63,7 @@ impl<'a> FatReader<'a> {
             if at >= table_len {
                 break;
             }
-            let start = at - at % CHUNK;
+            let start = at.saturating_sub(at % CHUNK);
             if self.chunk_at != Some(start) {
                 let n = CHUNK.min(table_len.saturating_sub(start));
                 let abs = self.base.saturating_add(start);

@@ -20,16 +20,6 @@
 //! Not here: the log (its contents are not replayed), the realtime device
 //! (realtime files are flagged, their bytes are on another device), quota
 //! files' contents, and the in-memory-only CoW fork of reflinked files.
-// Disk data must never panic or wrap: the lints the project means to turn
-// on for all of `fs/` are on here already (tests may index their fixtures).
-#![cfg_attr(
-    not(test),
-    deny(
-        clippy::arithmetic_side_effects,
-        clippy::indexing_slicing,
-        clippy::as_conversions
-    )
-)]
 use std::sync::Arc;
 
 use crate::block::cache::BlockCache;
