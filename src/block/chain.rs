@@ -473,6 +473,36 @@ fn identity_of(path: &str, storage: &dyn Storage, format: Option<Format>) -> Opt
 
 /// Opens one file as a layer in the given (or probed) format, and says
 /// which parent it names.
+/// Opens a qcow2 image's external data file. qemu opens a relative name
+/// relative to its working directory, not to the image (unlike backing
+/// files); that is tried first, then the image's directory, so an image
+/// opened from elsewhere still finds a data file beside it.
+fn open_data_file(
+    image: &str,
+    name: &str,
+    opener: &dyn Opener,
+) -> Result<Arc<dyn Storage>, BlockError> {
+    let beside = resolve_backing(image, name)?;
+    let mut tried = vec![name.to_owned()];
+    if beside != name {
+        tried.push(beside.clone());
+    }
+    let mut last = None;
+    for candidate in &tried {
+        match opener.open(candidate) {
+            Ok(o) => return Ok(o.storage),
+            Err(BlockError::Open { source, .. }) => last = Some(source),
+            Err(other) => return Err(other),
+        }
+    }
+    Err(BlockError::MissingDataFile {
+        image: image.to_owned(),
+        name: name.to_owned(),
+        tried: tried.join(", then "),
+        source: last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)),
+    })
+}
+
 fn open_layer(
     path: &str,
     storage: Arc<dyn Storage>,
@@ -523,6 +553,9 @@ fn open_layer(
     match format {
         Format::Qcow2 => {
             let mut q = Qcow2Layer::open(path, storage)?;
+            if let Some(name) = q.header().data_file.clone() {
+                q.set_data_file(open_data_file(path, &name, opener)?);
+            }
             if let Some(wanted) = snapshot {
                 q = q.at_snapshot(wanted)?;
             }

@@ -73,6 +73,16 @@ pub enum BlockError {
         source: io::Error,
     },
 
+    /// A qcow2 image's external data file could not be opened.
+    #[error("{image}: cannot open its external data file {name:?} (tried {tried})")]
+    MissingDataFile {
+        image: String,
+        name: String,
+        tried: String,
+        #[source]
+        source: io::Error,
+    },
+
     /// A VMDK descriptor names an extent file that cannot be opened.
     #[error("{descriptor}: cannot open extent {name:?} (descriptor line at offset {line:#x}, tried {tried}): {reason}")]
     MissingExtent {

@@ -163,6 +163,10 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
                         "corrupt": h.corrupt(),
                         "extended-l2": h.extended_l2(),
                     });
+                    if let Some(name) = &h.data_file {
+                        data["data-file"] = name.clone().into();
+                        data["data-file-raw"] = h.data_file_raw.into();
+                    }
                     if !bitmaps.is_empty() {
                         data["bitmaps"] = serde_json::Value::Array(bitmaps.clone());
                     }

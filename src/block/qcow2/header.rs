@@ -168,6 +168,11 @@ pub struct Header {
     /// Autoclear bit 0: the bitmaps extension is consistent (a program
     /// that does not know bitmaps cleared it when it wrote the image).
     pub bitmaps_consistent: bool,
+    /// The external data file's name as written (guest data lives there,
+    /// metadata here).
+    pub data_file: Option<String>,
+    /// Autoclear bit 1: the data file is a raw image of the disk by itself.
+    pub data_file_raw: bool,
 }
 
 impl Header {
@@ -386,13 +391,29 @@ impl Header {
                 format!("unknown incompatible feature {}", names.join(", ")),
             ));
         }
-        if incompatible_features & INCOMPAT_DATA_FILE != 0 || exts.data_file.is_some() {
-            let name = exts.data_file.clone().unwrap_or_default();
-            return Err(BlockError::unsupported(
-                path,
-                format!("external data file {name:?}"),
-            ));
-        }
+        // An external data file: the bit and the name go together (qemu
+        // refuses either alone).
+        let data_file = match (
+            incompatible_features & INCOMPAT_DATA_FILE != 0,
+            &exts.data_file,
+        ) {
+            (true, Some(name)) if !name.is_empty() => Some(name.clone()),
+            (false, None) => None,
+            (true, _) => {
+                return Err(bad(
+                    "incompatible_features",
+                    "the external data file bit is set, but no data file is named".into(),
+                ))
+            }
+            (false, Some(name)) => {
+                return Err(bad(
+                    "incompatible_features",
+                    format!(
+                        "a data file {name:?} is named, but the external data file bit is clear"
+                    ),
+                ))
+            }
+        };
         if exts.crypto {
             return Err(BlockError::unsupported(
                 path,
@@ -484,7 +505,8 @@ impl Header {
 
         let nb_snapshots = get32("nb_snapshots").unwrap_or(0);
         let snapshots_offset = get("snapshots_offset").unwrap_or(0);
-        let bitmaps_consistent = get("autoclear_features").unwrap_or(0) & 1 != 0;
+        let autoclear = get("autoclear_features").unwrap_or(0);
+        let bitmaps_consistent = autoclear & 1 != 0;
         let refcount_table_offset = get("refcount_table_offset").unwrap_or(0);
         let refcount_table_clusters = get32("refcount_table_clusters").unwrap_or(0);
         Ok(Header {
@@ -509,6 +531,8 @@ impl Header {
             has_bitmaps: exts.bitmaps,
             bitmaps_extension: exts.bitmaps_extension,
             bitmaps_consistent,
+            data_file_raw: data_file.is_some() && autoclear & 2 != 0,
+            data_file,
         })
     }
 }

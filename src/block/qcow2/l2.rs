@@ -12,6 +12,8 @@ pub const L2E_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 pub const L2E_COMPRESSED_MASK: u64 = 0x3fff_ffff_ffff_ffff;
 pub const OFLAG_COMPRESSED: u64 = 1 << 62;
 pub const OFLAG_ZERO: u64 = 1;
+/// The cluster's refcount is exactly one.
+pub const OFLAG_COPIED: u64 = 1 << 63;
 /// Subclusters per cluster with extended L2 entries.
 pub const SUBCLUSTERS: u32 = 32;
 
@@ -47,7 +49,9 @@ pub enum Invalid {
 /// Classifies subcluster `sc` (below 32) of an L2 entry. `bitmap` is the
 /// extended entry's second word (0 without extended L2); `cluster_mask` is
 /// the cluster size minus one. The returned host offset is the cluster's,
-/// not the subcluster's.
+/// not the subcluster's. With an external data file (`data_file`), host
+/// offset 0 is a real one where the copied flag is set (qemu's
+/// `qcow2_get_cluster_type`: data-file clusters always have refcount 1).
 pub fn classify(
     entry: u64,
     bitmap: u64,
@@ -55,6 +59,7 @@ pub fn classify(
     extended: bool,
     cluster_mask: u64,
     version: u32,
+    data_file: bool,
 ) -> Result<Kind, Invalid> {
     if entry & OFLAG_COMPRESSED != 0 {
         return Ok(Kind::Compressed {
@@ -62,6 +67,7 @@ pub fn classify(
         });
     }
     let host = entry & L2E_OFFSET_MASK;
+    let at_zero = data_file && host == 0 && entry & OFLAG_COPIED != 0;
     let check_aligned = |host: u64| {
         if host & cluster_mask != 0 {
             Err(Invalid::Unaligned(host))
@@ -73,7 +79,7 @@ pub fn classify(
         // A subcluster number past 31 has neither bit.
         let alloc = 1u64.checked_shl(sc).filter(|_| sc < 32).unwrap_or(0);
         let zero = alloc.checked_shl(32).unwrap_or(0);
-        if host != 0 {
+        if host != 0 || at_zero {
             if (bitmap >> 32) & bitmap != 0 {
                 return Err(Invalid::Bitmap(bitmap));
             }
@@ -103,7 +109,7 @@ pub fn classify(
         } else {
             Ok(Kind::ZeroPlain)
         }
-    } else if host == 0 {
+    } else if host == 0 && !at_zero {
         Ok(Kind::UnallocatedPlain)
     } else {
         Ok(Kind::Normal {
@@ -137,22 +143,28 @@ mod tests {
     #[test]
     fn standard_entries() {
         assert_eq!(
-            classify(0, 0, 0, false, C64K, 3),
+            classify(0, 0, 0, false, C64K, 3, false),
             Ok(Kind::UnallocatedPlain)
         );
-        assert_eq!(classify(1, 0, 0, false, C64K, 3), Ok(Kind::ZeroPlain));
-        assert_eq!(classify(1, 0, 0, false, C64K, 2), Err(Invalid::ZeroInV2));
+        assert_eq!(
+            classify(1, 0, 0, false, C64K, 3, false),
+            Ok(Kind::ZeroPlain)
+        );
+        assert_eq!(
+            classify(1, 0, 0, false, C64K, 2, false),
+            Err(Invalid::ZeroInV2)
+        );
         let e = (1u64 << 63) | 0x5_0000;
         assert_eq!(
-            classify(e, 0, 0, false, C64K, 3),
+            classify(e, 0, 0, false, C64K, 3, false),
             Ok(Kind::Normal { host: 0x5_0000 })
         );
         assert_eq!(
-            classify(e | 1, 0, 0, false, C64K, 3),
+            classify(e | 1, 0, 0, false, C64K, 3, false),
             Ok(Kind::ZeroAlloc { host: 0x5_0000 })
         );
         assert_eq!(
-            classify(0x5_0200, 0, 0, false, C64K, 3),
+            classify(0x5_0200, 0, 0, false, C64K, 3, false),
             Err(Invalid::Unaligned(0x5_0200))
         );
     }
@@ -162,23 +174,29 @@ mod tests {
         let host = 0x10_0000;
         let bitmap = 0b01 | (0b10 << 32);
         assert_eq!(
-            classify(host, bitmap, 0, true, C64K, 3),
+            classify(host, bitmap, 0, true, C64K, 3, false),
             Ok(Kind::Normal { host })
         );
         assert_eq!(
-            classify(host, bitmap, 1, true, C64K, 3),
+            classify(host, bitmap, 1, true, C64K, 3, false),
             Ok(Kind::ZeroAlloc { host })
         );
         assert_eq!(
-            classify(host, bitmap, 2, true, C64K, 3),
+            classify(host, bitmap, 2, true, C64K, 3, false),
             Ok(Kind::UnallocatedAlloc { host })
         );
         assert_eq!(
-            classify(host, 1 | (1 << 32), 0, true, C64K, 3),
+            classify(host, 1 | (1 << 32), 0, true, C64K, 3, false),
             Err(Invalid::Bitmap(1 | (1 << 32)))
         );
-        assert_eq!(classify(0, 1 << 35, 3, true, C64K, 3), Ok(Kind::ZeroPlain));
-        assert_eq!(classify(0, 1, 0, true, C64K, 3), Err(Invalid::Bitmap(1)));
+        assert_eq!(
+            classify(0, 1 << 35, 3, true, C64K, 3, false),
+            Ok(Kind::ZeroPlain)
+        );
+        assert_eq!(
+            classify(0, 1, 0, true, C64K, 3, false),
+            Err(Invalid::Bitmap(1))
+        );
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct Qcow2Layer {
     /// block status call: it reads the refcounts, which reading data and
     /// the filesystem commands never need (a tenth of `info`'s time).
     metadata_prealloc: OnceLock<bool>,
+    /// The external data file, where the header names one: data clusters'
+    /// host offsets are offsets into it.
+    data: Option<Arc<dyn Storage>>,
     /// The internal snapshot this layer reads as, where one was chosen.
     snapshot: Option<snapshot::Snapshot>,
     l2_cache: Mutex<LruCache<u64, Arc<[u8]>>>,
@@ -147,6 +150,7 @@ impl Qcow2Layer {
             l1,
             metadata_prealloc: OnceLock::new(),
             snapshot: None,
+            data: None,
             l2_cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(tables).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -281,6 +285,17 @@ impl Qcow2Layer {
         self.l2_cache.lock().map_err(|_| poisoned())?.clear();
         self.snapshot = Some(found);
         Ok(self)
+    }
+
+    /// Reads guest data from `data` (the image's external data file,
+    /// opened by the caller the way qemu finds it).
+    pub fn set_data_file(&mut self, data: Arc<dyn Storage>) {
+        self.data = Some(data);
+    }
+
+    /// Where data clusters live: the external data file, else this file.
+    fn data_storage(&self) -> &Arc<dyn Storage> {
+        self.data.as_ref().unwrap_or(&self.storage)
     }
 
     /// The decoded header.
@@ -499,7 +514,15 @@ impl Qcow2Layer {
         // Below 32: the offset in a cluster shifted down by its subcluster
         // bits.
         let sc = u32::try_from(in_cluster >> self.unit_bits).unwrap_or(u32::MAX);
-        let kind = l2::classify(entry, bitmap, sc, h.extended_l2(), self.cluster_mask, h.version)
+        let kind = l2::classify(
+            entry,
+            bitmap,
+            sc,
+            h.extended_l2(),
+            self.cluster_mask,
+            h.version,
+            self.data.is_some(),
+        )
             .map_err(|why| {
                 let l1_index = us(offset >> self.l1_shift);
                 let l2_offset = self.l1.get(l1_index).map_or(0, |e| e & L1E_OFFSET_MASK);
@@ -651,21 +674,35 @@ impl BlockSource for Qcow2Layer {
             match run.kind {
                 Kind::Normal { .. } => {
                     let host = run.host.unwrap_or(0);
-                    self.storage.read_exact_at(host, piece).map_err(|e| {
+                    let data = self.data_storage();
+                    data.read_exact_at(host, piece).map_err(|e| {
                         if e.kind() == std::io::ErrorKind::UnexpectedEof {
                             BlockError::corrupt(
                                 &self.path,
                                 "data cluster",
                                 host,
                                 format!(
-                                    "guest offset {pos:#x} maps past the end of the file ({} bytes)",
-                                    self.storage.len()
+                                    "guest offset {pos:#x} maps past the end of the {} ({} bytes)",
+                                    if self.data.is_some() {
+                                        "data file"
+                                    } else {
+                                        "file"
+                                    },
+                                    data.len()
                                 ),
                             )
                         } else {
                             BlockError::io(&self.path, "reading a data cluster", host, e)
                         }
                     })?;
+                }
+                Kind::Compressed { .. } if self.data.is_some() => {
+                    return Err(BlockError::corrupt(
+                        &self.path,
+                        "L2 entry",
+                        pos,
+                        "a compressed cluster in an image with an external data file (qemu refuses these)",
+                    ));
                 }
                 Kind::Compressed { descriptor } => {
                     let cluster = self.decompressed(descriptor)?;
@@ -694,7 +731,13 @@ impl BlockSource for Qcow2Layer {
         // One run per call: callers loop, and a run never costs more than
         // the units it covers (qemu's block_status does the same).
         let mut e = self.locate(offset, len)?;
-        if e.status == Status::Data && !e.compressed && self.metadata_prealloc() {
+        // The heuristic counts this file's refcounts; with an external data
+        // file the data clusters are not among them.
+        if e.status == Status::Data
+            && !e.compressed
+            && self.data.is_none()
+            && self.metadata_prealloc()
+        {
             if let Some(host) = e.host_offset {
                 self.find_holes(&mut e, host)?;
             }

@@ -640,6 +640,11 @@ impl Checker<'_> {
                 }
                 self.next_contiguous = offset.saturating_add(self.cluster_size);
             }
+            // Data in an external data file is not refcounted here (qemu's
+            // check_refcounts_l2 skips it too).
+            if self.h.data_file.is_some() {
+                continue;
+            }
             self.inc(
                 offset,
                 self.cluster_size,
@@ -876,8 +881,15 @@ impl Checker<'_> {
                     continue;
                 }
                 let _ = extended;
-                let Ok(rc) = self.stored_refcount(data >> self.cluster_bits) else {
-                    continue;
+                // qemu's check_oflag_copied: a cluster in an external data
+                // file counts as referenced once.
+                let rc = if self.h.data_file.is_some() {
+                    1
+                } else {
+                    let Ok(rc) = self.stored_refcount(data >> self.cluster_bits) else {
+                        continue;
+                    };
+                    rc
                 };
                 if (rc == 1) != (entry & OFLAG_COPIED != 0) {
                     self.problem(
