@@ -192,6 +192,42 @@ impl LayeredReader {
         })
     }
 
+    /// The topmost layer holding anything of its own (data or zeros) in
+    /// `[offset, offset + len)`, `None` when no layer does: what the
+    /// static hit map shows for a cell, the same as merging the map's
+    /// entries over it (each layer asked from the top, within its own
+    /// length, until one holds something).
+    ///
+    /// # Errors
+    /// Errors of the layers' metadata; an empty block status answer.
+    pub fn topmost_in(&self, offset: u64, len: u64) -> Result<Option<usize>, BlockError> {
+        check_range(&self.name, self.size, offset, len)?;
+        let end = offset.saturating_add(len);
+        for (index, layer) in self.layers.iter().enumerate().rev() {
+            let stop = end.min(layer.len());
+            let mut at = offset;
+            while at < stop {
+                let answer = layer.block_status(at, stop.saturating_sub(at))?;
+                if answer.is_empty() {
+                    return Err(empty_answer(layer.name(), at));
+                }
+                for e in answer {
+                    if e.len == 0 {
+                        return Err(empty_answer(layer.name(), at));
+                    }
+                    if e.status != Status::Unallocated {
+                        return Ok(Some(index));
+                    }
+                    at = at.saturating_add(e.len);
+                    if at >= stop {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// qemu's `get_block_status` for `qemu-img map`: the status of a prefix
     /// of `[offset, offset + len)`, from the topmost layer that holds it.
     ///

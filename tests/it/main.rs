@@ -26,6 +26,7 @@ mod ssh;
 mod toolbox;
 mod tui;
 mod tui_diff;
+mod tui_grid;
 mod tui_layout;
 mod tui_nbd;
 mod tui_volumes;
