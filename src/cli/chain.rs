@@ -45,6 +45,15 @@ struct LayerJson {
     /// list, printed only when there are some).
     #[serde(rename = "snapshot-count", skip_serializing_if = "Option::is_none")]
     snapshots: Option<u32>,
+    /// The internal snapshots, as qemu-img info lists them.
+    #[serde(rename = "snapshots", skip_serializing_if = "Vec::is_empty")]
+    snapshot_list: Vec<crate::block::qcow2::snapshot::SnapshotJson>,
+    /// The internal snapshot this layer is read as (`--snapshot`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_as_snapshot: Option<serde_json::Value>,
+    /// What could not be read about the layer (the rest still is).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     allocated_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +87,26 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
         (None, None) => None,
     };
     let mut facts = info.map(|i| i.facts()).unwrap_or_default();
+    let mut problems = Vec::new();
+    let snapshot_list = match q.map(|q| q.snapshots()) {
+        Some(Ok(list)) => list.iter().map(|s| s.json()).collect(),
+        Some(Err(e)) => {
+            problems.push(format!("snapshot table: {e}"));
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    let bitmaps: Vec<serde_json::Value> = match q.map(|q| q.bitmaps()) {
+        Some(Ok(list)) => list.iter().map(|b| b.json()).collect(),
+        Some(Err(e)) => {
+            problems.push(format!("bitmaps: {e}"));
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    let read_as_snapshot = q
+        .and_then(|q| q.snapshot())
+        .map(|s| serde_json::json!({"id": s.id, "name": s.name}));
     if let Some(note) = content_id_check(chain, layer) {
         facts.push(("parent CID".into(), note));
     }
@@ -108,6 +137,9 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
         dirty_flag: h.is_some_and(|h| h.dirty()) || info.is_some_and(|i| i.dirty()),
         corrupt: h.map(|h| h.corrupt()),
         snapshots: h.map(|h| h.nb_snapshots),
+        snapshot_list,
+        read_as_snapshot,
+        problems,
         allocated_bytes: allocated,
         backing_filename: layer.backing_name.clone(),
         full_backing_filename: layer.backing_resolved.clone(),
@@ -122,7 +154,7 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
                         "refcount-bits": h.refcount_bits(),
                     })
                 } else {
-                    serde_json::json!({
+                    let mut data = serde_json::json!({
                         "compat": "1.1",
                         "compression-type": h.compression.name(),
                         "lazy-refcounts": h.compatible_features
@@ -130,7 +162,11 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
                         "refcount-bits": h.refcount_bits(),
                         "corrupt": h.corrupt(),
                         "extended-l2": h.extended_l2(),
-                    })
+                    });
+                    if !bitmaps.is_empty() {
+                        data["bitmaps"] = serde_json::Value::Array(bitmaps.clone());
+                    }
+                    data
                 };
                 serde_json::json!({"type": "qcow2", "data": data})
             })
@@ -171,6 +207,41 @@ fn content_id_check(chain: &Chain, layer: &Layer) -> Option<String> {
         ),
         None => format!("{parent_cid:08x} (the parent records no CID)"),
     })
+}
+
+/// The snapshot list as `qemu-img snapshot -l` prints it (dates in UTC).
+fn write_snapshots(
+    list: &[crate::block::qcow2::snapshot::SnapshotJson],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(out, "  snapshots:")?;
+    writeln!(
+        out,
+        "    {:<7} {:<16} {:>8} {:>19} {:>15} {:>10}",
+        "ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK", "ICOUNT"
+    )?;
+    for s in list {
+        let secs = s.vm_clock_sec;
+        let clock = format!(
+            "{:04}:{:02}:{:02}.{:03}",
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60,
+            s.vm_clock_nsec / 1_000_000
+        );
+        let date = crate::fs::time::utc_text(i64::from(s.date_sec));
+        writeln!(
+            out,
+            "    {:<7} {:<16} {:>8} {:>19} {:>15} {:>10}",
+            printable(&s.id),
+            printable(&s.name),
+            human(s.vm_state_size),
+            date,
+            clock,
+            s.icount.map(|i| i.to_string()).unwrap_or_default()
+        )?;
+    }
+    Ok(())
 }
 
 /// Prints the chain.
@@ -255,6 +326,41 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         }
         if !flags.is_empty() {
             writeln!(out, "  flags:         {}", flags.join(", "))?;
+        }
+        if let Some(s) = &l.read_as_snapshot {
+            writeln!(
+                out,
+                "  read as:       internal snapshot {} ({})",
+                printable(s["id"].as_str().unwrap_or("")),
+                printable(s["name"].as_str().unwrap_or(""))
+            )?;
+        }
+        if let Some(list) = l
+            .format_specific
+            .as_ref()
+            .and_then(|f| f["data"]["bitmaps"].as_array())
+        {
+            writeln!(out, "  bitmaps:")?;
+            for b in list {
+                let flags: Vec<&str> = b["flags"]
+                    .as_array()
+                    .map(|f| f.iter().filter_map(|x| x.as_str()).collect())
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "    {} (granularity {}{}{})",
+                    printable(b["name"].as_str().unwrap_or("")),
+                    human(b["granularity"].as_u64().unwrap_or(0)),
+                    if flags.is_empty() { "" } else { ", " },
+                    flags.join(", ")
+                )?;
+            }
+        }
+        if !l.snapshot_list.is_empty() {
+            write_snapshots(&l.snapshot_list, out)?;
+        }
+        for p in &l.problems {
+            writeln!(out, "  problem:       {}", printable(p))?;
         }
         if let Some(b) = &l.backing_filename {
             let fmt = l

@@ -111,6 +111,7 @@ fn journal_dev(replay: &super::ReplayArgs) -> anyhow::Result<Option<Arc<dyn Bloc
         backing_format: None,
         remote: Default::default(),
         log_as_is: false,
+        snapshot: None,
     };
     let chain = args
         .open()

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::block::chain::{open_chain, Chain, ChainOptions, FsOpener};
 use crate::block::probe::Format;
 
+mod bitmap;
 mod chain;
 mod check;
 mod diff;
@@ -295,6 +296,7 @@ fn open_or_demo(image: Option<&str>) -> anyhow::Result<Chain> {
             backing_format: None,
             remote: RemoteArgs::default(),
             log_as_is: false,
+            snapshot: None,
         }
         .open(),
         None => Ok(crate::demo::open().context("opening the embedded demo chain")?),
@@ -344,6 +346,11 @@ pub struct ImageArgs {
     /// refused, as qemu refuses it read-only).
     #[arg(long)]
     pub log_as_is: bool,
+    /// Read IMAGE (a qcow2 file) as it was at this internal snapshot: its
+    /// ID, else its name, as `qemu-img convert -l` takes it. `chain` lists
+    /// them.
+    #[arg(long, value_name = "ID|NAME")]
+    pub snapshot: Option<String>,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -398,6 +405,11 @@ pub struct MapArgs {
     /// Print JSON in `qemu-img map --output=json` form.
     #[arg(long)]
     pub json: bool,
+    /// Instead, the dirty and clean ranges of this persistent bitmap of
+    /// the top (qcow2) layer, as `nbdinfo --map=qemu:dirty-bitmap:NAME`
+    /// shows them through `qemu-nbd -B NAME` (`--json`: nbdinfo's JSON).
+    #[arg(long, value_name = "NAME")]
+    pub bitmap: Option<String>,
 }
 
 /// Arguments of `read`.
@@ -447,6 +459,7 @@ impl ImageArgs {
             format: self.format,
             backing_format: self.backing_format,
             log_as_is: self.log_as_is,
+            snapshot: self.snapshot.clone(),
         };
         if crate::block::nbd::is_nbd_uri(&self.image) {
             return Ok(crate::block::nbd_files::open_uri(
@@ -508,7 +521,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     match cli.command {
         Some(Command::Chain(args)) => chain::run(&args.image.open()?, args.json, &mut out),
-        Some(Command::Map(args)) => map::run(&args.image.open()?, args.json, &mut out),
+        Some(Command::Map(args)) => match &args.bitmap {
+            Some(name) => bitmap::run(&args.image.open()?, name, args.json, &mut out),
+            None => map::run(&args.image.open()?, args.json, &mut out),
+        },
         Some(Command::Read(args)) => {
             let chain = args.image.open()?;
             if args.hex {
