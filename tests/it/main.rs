@@ -21,6 +21,7 @@ mod nbd;
 mod nbd_tls;
 mod oracle;
 mod readonly;
+mod remote_walk;
 mod rough_edges;
 mod ssh;
 mod toolbox;
