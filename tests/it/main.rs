@@ -20,6 +20,7 @@ mod mutate;
 mod nbd;
 mod nbd_tls;
 mod oracle;
+mod qcow2_bitmaps;
 mod qcow2_snapshots;
 mod readonly;
 mod remote_walk;

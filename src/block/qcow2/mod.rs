@@ -30,6 +30,7 @@ use crate::block::storage::Storage;
 use crate::block::{check_range, BlockError, BlockSource, Extent, Status};
 use crate::bytes::{be64, u64_of, us};
 
+pub mod bitmap;
 pub mod compressed;
 pub mod header;
 pub mod l2;
@@ -174,6 +175,51 @@ impl Qcow2Layer {
     /// A damaged snapshot table (see [`snapshot::read_table`]).
     pub fn snapshots(&self) -> Result<Vec<snapshot::Snapshot>, BlockError> {
         snapshot::read_table(&self.path, self.storage.as_ref(), &self.header)
+    }
+
+    /// The persistent dirty bitmaps (none when the header marks them
+    /// inconsistent, as qemu ignores them then).
+    ///
+    /// # Errors
+    /// A damaged bitmap directory (see [`bitmap::read_directory`]).
+    pub fn bitmaps(&self) -> Result<Vec<bitmap::Bitmap>, BlockError> {
+        bitmap::read_directory(&self.path, self.storage.as_ref(), &self.header)
+    }
+
+    /// Calls `each(offset, length, dirty)` for the merged runs of the
+    /// bitmap named `name` over the whole disk.
+    ///
+    /// # Errors
+    /// No such bitmap (the message lists those there are); a bitmap in
+    /// use; a damaged bitmap; errors from `each`.
+    pub fn bitmap_runs(
+        &self,
+        name: &str,
+        each: &mut dyn FnMut(u64, u64, bool) -> Result<(), BlockError>,
+    ) -> Result<(), BlockError> {
+        let all = self.bitmaps()?;
+        let Some(found) = all.iter().find(|b| b.name == name) else {
+            let names: Vec<&str> = all.iter().map(|b| b.name.as_str()).collect();
+            return Err(BlockError::unsupported(
+                &self.path,
+                format!(
+                    "no bitmap {name:?} (bitmaps here: {})",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        };
+        bitmap::dirty_runs(
+            &self.path,
+            self.storage.as_ref(),
+            &self.header,
+            found,
+            self.header.size,
+            each,
+        )
     }
 
     /// The snapshot this layer reads as (see [`Qcow2Layer::at_snapshot`]).
