@@ -23,6 +23,7 @@ mod oracle;
 mod qcow2_bitmaps;
 mod qcow2_snapshots;
 mod readonly;
+mod remote_walk;
 mod rough_edges;
 mod ssh;
 mod toolbox;
