@@ -164,7 +164,7 @@ impl Opener for FsOpener {
 }
 
 /// How to open a chain.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ChainOptions {
     /// Format of the top image (default: probe).
     pub format: Option<Format>,
@@ -173,6 +173,9 @@ pub struct ChainOptions {
     /// Read VHDX images whose log needs replaying as they are on disk
     /// (default: refuse them).
     pub log_as_is: bool,
+    /// Read the top layer (qcow2) as it was at this internal snapshot (an
+    /// ID, else a name), like `qemu-img convert -l`.
+    pub snapshot: Option<String>,
 }
 
 /// One layer of a chain.
@@ -323,7 +326,10 @@ pub fn open_chain(
             });
         }
         seen.insert(opened.id.clone(), current.clone());
-        let (mut layer, parent) = open_layer(&current, opened.storage, hint, opener, &opts)?;
+        // An internal snapshot names the top image's own state only.
+        let snapshot = opts.snapshot.as_deref().filter(|_| stack.is_empty());
+        let (mut layer, parent) =
+            open_layer(&current, opened.storage, hint, opener, &opts, snapshot)?;
         let Some(parent) = parent else {
             stack.push(layer);
             break;
@@ -473,6 +479,7 @@ fn open_layer(
     format: Option<Format>,
     opener: &dyn Opener,
     opts: &ChainOptions,
+    snapshot: Option<&str>,
 ) -> Result<(Layer, Option<ParentRef>), BlockError> {
     if storage.is_empty() {
         return Err(BlockError::EmptyFile {
@@ -503,10 +510,23 @@ fn open_layer(
         backing_resolved: None,
         backing_format: None,
     };
+    if let (Some(_), false) = (snapshot, format == Format::Qcow2) {
+        return Err(BlockError::unsupported(
+            path,
+            format!(
+                "internal snapshots are a qcow2 feature, and this is {}",
+                format.name()
+            ),
+        ));
+    }
     let mut parent = None;
     match format {
         Format::Qcow2 => {
-            let q = Arc::new(Qcow2Layer::open(path, storage)?);
+            let mut q = Qcow2Layer::open(path, storage)?;
+            if let Some(wanted) = snapshot {
+                q = q.at_snapshot(wanted)?;
+            }
+            let q = Arc::new(q);
             layer.backing_name = q.header().backing_file.clone();
             // qemu reports a backing format only with a backing name: a
             // format extension in a lone image means nothing.

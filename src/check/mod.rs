@@ -15,6 +15,17 @@
 //!
 //! What this module does not own: decoding (that is [`crate::block`] and
 //! [`crate::fs`]); printing (that is the CLI).
+// Disk and server data must never panic or wrap (issue 11): these lints
+// are denied here as in src/fs; an `allow` names the bound that makes it
+// safe. Tests may index their fixtures.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use serde::Serialize;
 
 pub mod bits;

@@ -45,6 +45,15 @@ struct LayerJson {
     /// list, printed only when there are some).
     #[serde(rename = "snapshot-count", skip_serializing_if = "Option::is_none")]
     snapshots: Option<u32>,
+    /// The internal snapshots, as qemu-img info lists them.
+    #[serde(rename = "snapshots", skip_serializing_if = "Vec::is_empty")]
+    snapshot_list: Vec<crate::block::qcow2::snapshot::SnapshotJson>,
+    /// The internal snapshot this layer is read as (`--snapshot`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_as_snapshot: Option<serde_json::Value>,
+    /// What could not be read about the layer (the rest still is).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     allocated_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +87,18 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
         (None, None) => None,
     };
     let mut facts = info.map(|i| i.facts()).unwrap_or_default();
+    let mut problems = Vec::new();
+    let snapshot_list = match q.map(|q| q.snapshots()) {
+        Some(Ok(list)) => list.iter().map(|s| s.json()).collect(),
+        Some(Err(e)) => {
+            problems.push(format!("snapshot table: {e}"));
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    let read_as_snapshot = q
+        .and_then(|q| q.snapshot())
+        .map(|s| serde_json::json!({"id": s.id, "name": s.name}));
     if let Some(note) = content_id_check(chain, layer) {
         facts.push(("parent CID".into(), note));
     }
@@ -108,6 +129,9 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
         dirty_flag: h.is_some_and(|h| h.dirty()) || info.is_some_and(|i| i.dirty()),
         corrupt: h.map(|h| h.corrupt()),
         snapshots: h.map(|h| h.nb_snapshots),
+        snapshot_list,
+        read_as_snapshot,
+        problems,
         allocated_bytes: allocated,
         backing_filename: layer.backing_name.clone(),
         full_backing_filename: layer.backing_resolved.clone(),
@@ -171,6 +195,41 @@ fn content_id_check(chain: &Chain, layer: &Layer) -> Option<String> {
         ),
         None => format!("{parent_cid:08x} (the parent records no CID)"),
     })
+}
+
+/// The snapshot list as `qemu-img snapshot -l` prints it (dates in UTC).
+fn write_snapshots(
+    list: &[crate::block::qcow2::snapshot::SnapshotJson],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(out, "  snapshots:")?;
+    writeln!(
+        out,
+        "    {:<7} {:<16} {:>8} {:>19} {:>15} {:>10}",
+        "ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK", "ICOUNT"
+    )?;
+    for s in list {
+        let secs = s.vm_clock_sec;
+        let clock = format!(
+            "{:04}:{:02}:{:02}.{:03}",
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60,
+            s.vm_clock_nsec / 1_000_000
+        );
+        let date = crate::fs::time::utc_text(i64::from(s.date_sec));
+        writeln!(
+            out,
+            "    {:<7} {:<16} {:>8} {:>19} {:>15} {:>10}",
+            printable(&s.id),
+            printable(&s.name),
+            human(s.vm_state_size),
+            date,
+            clock,
+            s.icount.map(|i| i.to_string()).unwrap_or_default()
+        )?;
+    }
+    Ok(())
 }
 
 /// Prints the chain.
@@ -255,6 +314,20 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         }
         if !flags.is_empty() {
             writeln!(out, "  flags:         {}", flags.join(", "))?;
+        }
+        if let Some(s) = &l.read_as_snapshot {
+            writeln!(
+                out,
+                "  read as:       internal snapshot {} ({})",
+                printable(s["id"].as_str().unwrap_or("")),
+                printable(s["name"].as_str().unwrap_or(""))
+            )?;
+        }
+        if !l.snapshot_list.is_empty() {
+            write_snapshots(&l.snapshot_list, out)?;
+        }
+        for p in &l.problems {
+            writeln!(out, "  problem:       {}", printable(p))?;
         }
         if let Some(b) = &l.backing_filename {
             let fmt = l

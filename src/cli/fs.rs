@@ -98,6 +98,7 @@ pub(super) fn mount(
                 backing_format: None,
                 remote: Default::default(),
                 log_as_is: false,
+                snapshot: None,
             };
             let chain = args
                 .open()

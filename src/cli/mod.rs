@@ -286,6 +286,7 @@ fn open_or_demo(image: Option<&str>) -> anyhow::Result<Chain> {
             backing_format: None,
             remote: RemoteArgs::default(),
             log_as_is: false,
+            snapshot: None,
         }
         .open(),
         None => Ok(crate::demo::open().context("opening the embedded demo chain")?),
@@ -335,6 +336,11 @@ pub struct ImageArgs {
     /// refused, as qemu refuses it read-only).
     #[arg(long)]
     pub log_as_is: bool,
+    /// Read IMAGE (a qcow2 file) as it was at this internal snapshot: its
+    /// ID, else its name, as `qemu-img convert -l` takes it. `chain` lists
+    /// them.
+    #[arg(long, value_name = "ID|NAME")]
+    pub snapshot: Option<String>,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -438,6 +444,7 @@ impl ImageArgs {
             format: self.format,
             backing_format: self.backing_format,
             log_as_is: self.log_as_is,
+            snapshot: self.snapshot.clone(),
         };
         if crate::block::nbd::is_nbd_uri(&self.image) {
             return Ok(crate::block::nbd_files::open_uri(

@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use crate::block::layered::LayeredReader;
-use crate::block::{BlockSource, Status};
+use crate::block::{BlockError, BlockSource, Status};
 use crate::fs::ext::jbd2::ReplayedSource;
 use crate::fs::ext::Ext4;
 use crate::fs::{FileType, Filesystem, FsError, NodeId, Problem, Run};
@@ -118,8 +118,8 @@ impl Views {
         let mut replaced = Vec::new();
         let mut l = from;
         let mut here = self.fs.get(l).and_then(|fs| lookup(fs.as_ref(), path));
-        while l > 0 {
-            let (Some(fs), Some(below)) = (self.fs.get(l), self.fs.get(l - 1)) else {
+        while let Some(down) = l.checked_sub(1) {
+            let (Some(fs), Some(below)) = (self.fs.get(l), self.fs.get(down)) else {
                 break;
             };
             let Some(there) = lookup(below.as_ref(), path) else {
@@ -134,7 +134,7 @@ impl Views {
                 replaced.push(l);
             }
             here = Some(there);
-            l -= 1;
+            l = down;
         }
         (l, replaced)
     }
@@ -146,16 +146,18 @@ impl Views {
         if layer > 0 && self.replay_differs(layer, ranges) {
             return Ok(true);
         }
-        let src = &self.layers[layer];
+        let Some(src) = self.layers.get(layer) else {
+            return Ok(false);
+        };
         for &(start, len) in ranges {
             let mut at = start;
             let end = at.saturating_add(len).min(src.len());
             while at < end {
-                let e = src.locate(at, end - at)?;
+                let e = src.locate(at, end.saturating_sub(at))?;
                 if e.status != Status::Unallocated {
                     return Ok(true);
                 }
-                at = e.end().max(at + 1);
+                at = e.end().max(at.saturating_add(1));
             }
         }
         Ok(false)
@@ -164,7 +166,8 @@ impl Views {
     /// Whether the views of `layer` and the one below replay any block of
     /// `ranges` from different places.
     fn replay_differs(&self, layer: usize, ranges: &[(u64, u64)]) -> bool {
-        let (Some(new), Some(old)) = (self.fs.get(layer), self.fs.get(layer - 1)) else {
+        let below = layer.checked_sub(1).and_then(|l| self.fs.get(l));
+        let (Some(new), Some(old)) = (self.fs.get(layer), below) else {
             return false;
         };
         let (rn, ro) = (replayed(new.as_ref()), replayed(old.as_ref()));
@@ -174,7 +177,7 @@ impl Views {
         let bs = new.block_size().max(1);
         let copy = |r: Option<&Arc<ReplayedSource>>, b: u64| r.and_then(|r| r.copy_of(b));
         ranges.iter().any(|&(start, len)| {
-            let first = start / bs;
+            let first = start.checked_div(bs).unwrap_or(0);
             let end = start.saturating_add(len).div_ceil(bs);
             let any = |r: Option<&Arc<ReplayedSource>>| r.is_some_and(|r| r.any_in(first, end));
             (any(rn) || any(ro)) && (first..end).any(|b| copy(rn, b) != copy(ro, b))
@@ -196,7 +199,7 @@ impl Views {
             .iter_mut()
             .find(|x| x.layer == layer && x.journal == journal)
         {
-            Some(x) => x.bytes += n,
+            Some(x) => x.bytes = x.bytes.saturating_add(n),
             None => shares.push(Share {
                 layer,
                 bytes: n,
@@ -207,10 +210,10 @@ impl Views {
         let end = start.saturating_add(len);
         let mut at = start;
         while at < end {
-            let b = at / bs;
+            let b = at.checked_div(bs).unwrap_or(0);
             let block_end = b.saturating_add(1).saturating_mul(bs).min(end);
             if let Some(layer) = replayed.and_then(|r| r.journal_layer(b)) {
-                add(layer, true, block_end - at);
+                add(layer, true, block_end.saturating_sub(at));
                 at = block_end;
                 continue;
             }
@@ -223,10 +226,11 @@ impl Views {
                 let Some((disk, run)) = self.geometry.to_disk(at) else {
                     return Ok(());
                 };
-                let o = self.reader.owner(disk, run.min(stop - at))?;
-                let n = o.len.max(1).min(stop - at);
+                let o = self.reader.owner(disk, run.min(stop.saturating_sub(at)))?;
+                // At least 1: every turn moves on.
+                let n = o.len.max(1).min(stop.saturating_sub(at)).max(1);
                 add(o.layer, false, n);
-                at += n;
+                at = at.saturating_add(n);
             }
         }
         Ok(())
@@ -254,8 +258,17 @@ impl Views {
         path: String,
         raw: Option<&[u8]>,
     ) -> Result<Blame, DiffError> {
-        let top = self.fs.len() - 1;
-        let fs = self.fs[top].as_ref();
+        let Some((top, fs)) = self
+            .fs
+            .len()
+            .checked_sub(1)
+            .and_then(|t| Some((t, self.fs.get(t)?)))
+        else {
+            return Err(DiffError::Block(BlockError::Internal {
+                what: "blame over a chain of no layers".into(),
+            }));
+        };
+        let fs = fs.as_ref();
         let meta = fs.metadata(ino)?;
         // Shares: who serves each byte now.
         let mut shares: Vec<Share> = Vec::new();
@@ -279,7 +292,12 @@ impl Views {
         // created it).
         let mut on_path = raw.is_some();
         for l in (1..=top).rev() {
-            let (older, newer) = (self.fs[l - 1].as_ref(), self.fs[l].as_ref());
+            // l is 1..=top, top < fs.len().
+            let (Some(older), Some(newer)) = (self.fs.get(l.saturating_sub(1)), self.fs.get(l))
+            else {
+                break;
+            };
+            let (older, newer) = (older.as_ref(), newer.as_ref());
             let n = newer.metadata(ino)?;
             let at = newer.node_report(ino)?;
             let mut ranges: Vec<(u64, u64)> = vec![(at.offset, at.len)];

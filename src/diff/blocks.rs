@@ -11,6 +11,7 @@ use crate::fs::ext::Ext4;
 use crate::volume::{Geometry, VolumeSource};
 
 use super::{DiffError, Progress};
+use crate::bytes::us;
 
 /// A set of filesystem blocks, as sorted, disjoint, non-adjacent runs
 /// `(start, len)`. Its size follows the number of runs, not the disk.
@@ -27,9 +28,9 @@ impl BlockSet {
             return;
         }
         if let Some(last) = self.runs.last_mut() {
-            let end = last.0 + last.1;
+            let end = last.0.saturating_add(last.1);
             if start <= end {
-                last.1 = last.1.max(start + len - last.0);
+                last.1 = last.1.max(start.saturating_add(len).saturating_sub(last.0));
                 return;
             }
         }
@@ -49,7 +50,9 @@ impl BlockSet {
     /// Whether any block of `[start, start + len)` is in the set.
     pub fn overlaps(&self, start: u64, len: u64) -> bool {
         let end = start.saturating_add(len);
-        let i = self.runs.partition_point(|&(s, l)| s + l <= start);
+        let i = self
+            .runs
+            .partition_point(|&(s, l)| s.saturating_add(l) <= start);
         self.runs.get(i).is_some_and(|&(s, _)| s < end)
     }
 
@@ -63,18 +66,18 @@ impl BlockSet {
             return;
         }
         let end = start.saturating_add(len);
-        let mut out = Vec::with_capacity(self.runs.len() + 1);
+        let mut out = Vec::with_capacity(self.runs.len().saturating_add(1));
         for &(s, l) in &self.runs {
-            let e = s + l;
+            let e = s.saturating_add(l);
             if e <= start || s >= end {
                 out.push((s, l));
                 continue;
             }
             if s < start {
-                out.push((s, start - s));
+                out.push((s, start.saturating_sub(s)));
             }
             if e > end {
-                out.push((end, e - end));
+                out.push((end, e.saturating_sub(end)));
             }
         }
         self.runs = out;
@@ -90,12 +93,12 @@ impl BlockSet {
 
     /// Number of blocks.
     pub fn count(&self) -> u64 {
-        self.runs.iter().map(|r| r.1).sum()
+        self.runs.iter().fold(0, |t, r| t.saturating_add(r.1))
     }
 
     /// Every block, in order.
     pub fn blocks(&self) -> impl Iterator<Item = u64> + '_ {
-        self.runs.iter().flat_map(|&(s, l)| s..s + l)
+        self.runs.iter().flat_map(|&(s, l)| s..s.saturating_add(l))
     }
 }
 
@@ -127,7 +130,12 @@ pub fn held_volume_ranges(
     volume: &Arc<Geometry>,
 ) -> Result<Vec<(u64, u64)>, BlockError> {
     let mut ranges = Vec::new();
-    for layer in chain.layers.iter().take(to + 1).skip(from + 1) {
+    for layer in chain
+        .layers
+        .iter()
+        .take(to.saturating_add(1))
+        .skip(from.saturating_add(1))
+    {
         // The volume as this layer alone holds it.
         let src = VolumeSource::new(
             Arc::clone(&layer.source),
@@ -137,14 +145,14 @@ pub fn held_volume_ranges(
         let end = volume.len();
         let mut at = 0;
         while at < end {
-            let extents = src.block_status(at, end - at)?;
+            let extents = src.block_status(at, end.saturating_sub(at))?;
             let before = at;
             for e in extents {
                 if e.status != Status::Unallocated {
                     let s = e.offset.max(at);
                     let stop = e.end().min(end);
                     if stop > s {
-                        ranges.push((s, stop - s));
+                        ranges.push((s, stop.saturating_sub(s)));
                     }
                 }
                 at = at.max(e.end());
@@ -163,7 +171,9 @@ pub fn held_volume_ranges(
     let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
     for (s, l) in ranges {
         match merged.last_mut() {
-            Some(last) if s <= last.0 + last.1 => last.1 = last.1.max(s + l - last.0),
+            Some(last) if s <= last.0.saturating_add(last.1) => {
+                last.1 = last.1.max(s.saturating_add(l).saturating_sub(last.0));
+            }
             _ => merged.push((s, l)),
         }
     }
@@ -197,39 +207,47 @@ pub fn changed_blocks(
 ) -> Result<Changed, DiffError> {
     let sb = new.superblock();
     let bs = sb.block_size;
-    let total: u64 = held.iter().map(|r| r.1).sum();
+    let total = held.iter().fold(0u64, |t, r| t.saturating_add(r.1));
     let mut out = Changed {
         held_bytes: total,
         ..Changed::default()
     };
-    let mut a = vec![0u8; (CHUNK_BLOCKS * bs) as usize];
-    let mut b = vec![0u8; (CHUNK_BLOCKS * bs) as usize];
+    // The block size is 1 KiB to 64 KiB (the superblock's check): a chunk
+    // is 16 MiB at most.
+    let chunk = us(CHUNK_BLOCKS.saturating_mul(bs));
+    let mut a = vec![0u8; chunk];
+    let mut b = vec![0u8; chunk];
     let mut done = 0u64;
     let mut last_block = None::<u64>;
     for &(start, len) in held {
-        let first = (start / bs).max(last_block.map_or(0, |l| l + 1));
+        let first = start
+            .checked_div(bs)
+            .unwrap_or(0)
+            .max(last_block.map_or(0, |l| l.saturating_add(1)));
         let end = start
             .saturating_add(len)
             .div_ceil(bs)
             .min(sb.blocks_count)
-            .min(new.disk().len() / bs);
+            .min(new.disk().len().checked_div(bs).unwrap_or(0));
         let mut blk = first;
         while blk < end {
-            let n = (end - blk).min(CHUNK_BLOCKS);
-            let bytes = (n * bs) as usize;
-            let at = blk * bs;
-            new.disk().read_at(at, &mut b[..bytes])?;
-            read_or_zero(old, at, &mut a[..bytes])?;
-            for i in 0..n {
-                let r = (i * bs) as usize..((i + 1) * bs) as usize;
-                if a[r.clone()] == b[r] {
-                    out.same += 1;
+            let n = end.saturating_sub(blk).min(CHUNK_BLOCKS);
+            let bytes = us(n.saturating_mul(bs)).min(chunk);
+            let at = blk.saturating_mul(bs);
+            let (Some(a), Some(b)) = (a.get_mut(..bytes), b.get_mut(..bytes)) else {
+                break;
+            };
+            new.disk().read_at(at, b)?;
+            read_or_zero(old, at, a)?;
+            for (i, (x, y)) in (0u64..).zip(a.chunks(us(bs).max(1)).zip(b.chunks(us(bs).max(1)))) {
+                if x == y {
+                    out.same = out.same.saturating_add(1);
                 } else {
-                    out.blocks.push(blk + i, 1);
+                    out.blocks.push(blk.saturating_add(i), 1);
                 }
             }
-            blk += n;
-            done += n * bs;
+            blk = blk.saturating_add(n);
+            done = done.saturating_add(n.saturating_mul(bs));
             if !progress.step("comparing changed clusters", done.min(total), total) {
                 return Err(DiffError::Cancelled);
             }
@@ -255,8 +273,8 @@ pub fn with_replayed(held: Vec<(u64, u64)>, old: &Ext4, new: &Ext4) -> Vec<(u64,
     let mut out: Vec<(u64, u64)> = Vec::with_capacity(all.len());
     for (s, l) in all {
         match out.last_mut() {
-            Some(last) if s <= last.0 + last.1 => {
-                last.1 = last.1.max(s + l - last.0);
+            Some(last) if s <= last.0.saturating_add(last.1) => {
+                last.1 = last.1.max(s.saturating_add(l).saturating_sub(last.0));
             }
             _ => out.push((s, l)),
         }
@@ -272,8 +290,8 @@ pub(super) fn read_or_zero(fs: &Ext4, at: u64, buf: &mut [u8]) -> Result<(), Blo
     if at >= len {
         return Ok(());
     }
-    let n = buf.len().min((len - at) as usize);
-    fs.disk().read_at(at, &mut buf[..n])
+    let n = buf.len().min(us(len.saturating_sub(at)));
+    fs.disk().read_at(at, buf.get_mut(..n).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::fs::ext::inode::{Inode, EXTENTS_FL, INDEX_FL, INLINE_DATA_FL};
 use crate::fs::ext::{Ext4, FsError};
 
 use super::blocks::BlockSet;
+use crate::bytes::us;
 
 /// How a file differs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -120,13 +121,16 @@ fn xattrs(fs: &Ext4, i: &Inode) -> Result<Vec<Attr>, FsError> {
 /// physical block, whether it reads as zeros, and how many blocks the
 /// answer holds for; `None` for a hole, with the hole's length.
 fn mapping(runs: &[Run], l: u64) -> (Option<(u64, bool)>, u64) {
-    let i = runs.partition_point(|r| r.logical + r.len <= l);
+    let i = runs.partition_point(|r| r.logical.saturating_add(r.len) <= l);
     match runs.get(i) {
         Some(r) if r.logical <= l => (
-            Some((r.physical + (l - r.logical), r.uninit)),
-            r.logical + r.len - l,
+            Some((
+                r.physical.saturating_add(l.saturating_sub(r.logical)),
+                r.uninit,
+            )),
+            r.logical.saturating_add(r.len).saturating_sub(l),
         ),
-        Some(r) => (None, r.logical - l),
+        Some(r) => (None, r.logical.saturating_sub(l)),
         None => (None, u64::MAX),
     }
 }
@@ -165,7 +169,7 @@ fn content_differs(
         // The run both mappings keep from `l`: what is equal without
         // reading is stepped over whole (a hole of 2^63 bytes is one
         // step), what must be read is read a chunk at a time.
-        let run = lo.min(ln).min(blocks - l).max(1);
+        let run = lo.min(ln).min(blocks.saturating_sub(l)).max(1);
         let zeros = |m: Option<(u64, bool)>| m.is_none_or(|(_, uninit)| uninit);
         let equal_without_reading = match (mo, mn, changed) {
             _ if zeros(mo) && zeros(mn) => true,
@@ -175,11 +179,12 @@ fn content_differs(
         let span = if equal_without_reading {
             run
         } else {
-            run.min(CHUNK / bs).max(1)
+            run.min(CHUNK.checked_div(bs).unwrap_or(1)).max(1)
         };
         if !equal_without_reading {
-            let at = l * bs;
-            let len = (span * bs).min(size - at) as usize;
+            // l < size / bs rounded up, span * bs <= 1 MiB: neither saturates.
+            let at = l.saturating_mul(bs);
+            let len = us(span.saturating_mul(bs).min(size.saturating_sub(at)));
             a.resize(len, 0);
             b.resize(len, 0);
             old.read_file(o, &ro, at, &mut a)?;
@@ -188,7 +193,7 @@ fn content_differs(
                 return Ok(true);
             }
         }
-        l += span;
+        l = l.saturating_add(span);
     }
     Ok(false)
 }

@@ -16,6 +16,7 @@ use crate::fs::ext::{Ext4, FsError};
 use super::blocks::BlockSet;
 use super::compare::in_use;
 use super::DiffError;
+use crate::bytes::{u64_of, us};
 
 /// Bytes of inode table read at a time.
 const TABLE_CHUNK: u64 = 1 << 20;
@@ -47,19 +48,24 @@ pub fn for_each_inode(
     } else {
         ipg
     };
-    let first = group * ipg + 1;
-    let rows = rows.min((u64::from(sb.inodes_count) + 1).saturating_sub(first));
+    let first = group.saturating_mul(ipg).saturating_add(1);
+    let rows = rows.min(
+        u64::from(sb.inodes_count)
+            .saturating_add(1)
+            .saturating_sub(first),
+    );
     if rows == 0 {
         return Ok(());
     }
     let isz = u64::from(sb.inode_size).max(128);
     let table = fs.block_offset(d.inode_table)?;
-    if table.saturating_add(rows * isz) > fs.disk().len() {
+    if table.saturating_add(rows.saturating_mul(isz)) > fs.disk().len() {
         return Err(FsError::corrupt(
             "group descriptor",
             "bg_inode_table",
-            d.base
-                .saturating_add(crate::fs::ext::group_desc::gd!("bg_inode_table_lo").offset as u64),
+            d.base.saturating_add(u64_of(
+                crate::fs::ext::group_desc::gd!("bg_inode_table_lo").offset,
+            )),
             format!(
                 "inode table of group {group} (block {}, {rows} inodes) runs past the disk",
                 d.inode_table
@@ -67,22 +73,27 @@ pub fn for_each_inode(
         )
         .into());
     }
-    let per_chunk = (TABLE_CHUNK / isz).max(1);
+    // The table lies within the disk (checked above): the products below
+    // are below the disk's size.
+    let per_chunk = TABLE_CHUNK.checked_div(isz).unwrap_or(1).max(1);
     let mut buf = Vec::new();
-    let mut row = 0;
+    let mut row = 0u64;
     while row < rows {
-        let n = per_chunk.min(rows - row);
-        buf.resize((n * isz) as usize, 0);
-        let at = table + row * isz;
+        let n = per_chunk.min(rows.saturating_sub(row));
+        buf.resize(us(n.saturating_mul(isz)), 0);
+        let at = table.saturating_add(row.saturating_mul(isz));
         fs.disk().read_at(at, &mut buf)?;
-        for i in 0..n {
-            let raw = &buf[(i * isz) as usize..((i + 1) * isz) as usize];
-            let inode = Inode::decode(first + row + i, raw, at + i * isz)?;
+        for (i, raw) in (0u64..).zip(buf.chunks_exact(us(isz))) {
+            let inode = Inode::decode(
+                first.saturating_add(row).saturating_add(i),
+                raw,
+                at.saturating_add(i.saturating_mul(isz)),
+            )?;
             if in_use(&inode) {
                 f(inode)?;
             }
         }
-        row += n;
+        row = row.saturating_add(n);
     }
     Ok(())
 }
@@ -219,7 +230,7 @@ impl<'a> Paths<'a> {
     fn step_up(&mut self, ino: u64) -> Option<(u64, Vec<u8>)> {
         let fs = self.fs;
         let node = fs.inode(ino).ok().filter(|i| i.is_dir() && in_use(i))?;
-        self.listed += 1;
+        self.listed = self.listed.saturating_add(1);
         let parent = fs
             .list_dir(&node)
             .ok()?
@@ -228,7 +239,7 @@ impl<'a> Paths<'a> {
             .find(|e| e.name == b"..")
             .map(|e| u64::from(e.inode))?;
         let pnode = fs.inode(parent).ok().filter(|i| i.is_dir())?;
-        self.listed += 1;
+        self.listed = self.listed.saturating_add(1);
         let name = fs
             .list_dir(&pnode)
             .ok()?
@@ -260,13 +271,16 @@ impl<'a> Paths<'a> {
             1
         };
         let mut order: Vec<u64> = Vec::new();
-        let mut own: Vec<u64> = targets.keys().map(|&i| (i - 1) / ipg).collect();
+        let mut own: Vec<u64> = targets
+            .keys()
+            .map(|&i| i.saturating_sub(1).checked_div(ipg).unwrap_or(0))
+            .collect();
         own.sort_unstable();
         own.dedup();
         order.extend(&own);
         for &g in &own {
-            let start = g / flex * flex;
-            order.extend((start..(start + flex).min(groups)).filter(|x| *x != g));
+            let start = g.checked_div(flex).unwrap_or(g).saturating_mul(flex);
+            order.extend((start..start.saturating_add(flex).min(groups)).filter(|x| *x != g));
         }
         order.extend(0..groups);
         let done = |found: &HashMap<u64, Vec<(u64, Vec<u8>)>>| {
@@ -291,7 +305,7 @@ impl<'a> Paths<'a> {
                 Ok(())
             })?;
             for d in dirs {
-                self.listed += 1;
+                self.listed = self.listed.saturating_add(1);
                 let Ok(listing) = fs.list_dir(&d) else {
                     continue;
                 };

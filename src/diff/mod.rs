@@ -9,10 +9,22 @@
 //! the overlays hold. [`diff_full`] walks and compares both whole trees:
 //! the slow reference the quick one is tested against. Both end in the
 //! same assembly, so they report in the same terms.
+// Disk data must never panic or wrap (issue 11): these lints are denied
+// here as in src/fs; an `allow` names the bound that makes it safe.
+// Tests may index their fixtures.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use crate::fs::ext::superblock::{sb, RoCompat};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::block::{BlockError, BlockSource};
+use crate::bytes::{u64_of, us};
 use crate::fs::ext::inode::Inode;
 use crate::fs::ext::{Ext4, FsError};
 
@@ -625,12 +637,12 @@ pub fn diff_full(old: &Ext4, new: &Ext4, progress: &dyn Progress) -> Result<Diff
         .copied()
         .filter(|i| keep.contains(i) && in_old.contains(i))
         .collect();
-    let total = candidates.len() as u64;
-    for (k, &ino) in candidates.iter().enumerate() {
-        if !progress.step("comparing files", k as u64, total) {
+    let total = u64_of(candidates.len());
+    for (k, &ino) in (0u64..).zip(&candidates) {
+        if !progress.step("comparing files", k, total) {
             return Err(DiffError::Cancelled);
         }
-        d.stats.inodes_compared += 1;
+        d.stats.inodes_compared = d.stats.inodes_compared.saturating_add(1);
         match pair.compare(ino, None) {
             Ok(delta) if !delta.is_empty() => {
                 let names = nn.iter().filter(|n| n.ino == ino).cloned().collect();
@@ -673,21 +685,30 @@ pub fn diff(
     let mut inodes: Vec<u64> = Vec::new();
     let mut loose = BlockSet::default();
     let mut meta: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let (mut a, mut b) = (vec![0u8; bs as usize], vec![0u8; bs as usize]);
+    // 1 KiB to 64 KiB (the superblock's check).
+    let (mut a, mut b) = (vec![0u8; us(bs)], vec![0u8; us(bs)]);
+    let per_block = bs.checked_div(isz).unwrap_or(0);
     for blk in changed.blocks.blocks() {
         if let Some((group, first)) = layout.itable(blk) {
-            blocks::read_or_zero(old, blk * bs, &mut a)?;
-            new.disk().read_at(blk * bs, &mut b)?;
-            let slot0 = (blk - first) * (bs / isz);
-            for s in 0..bs / isz {
-                let r = (s * isz) as usize..((s + 1) * isz) as usize;
-                let row = slot0 + s;
-                if a[r.clone()] != b[r] && row < ipg {
-                    inodes.push(group * ipg + row + 1);
+            // Changed blocks lie on the disk: the offset does not saturate.
+            blocks::read_or_zero(old, blk.saturating_mul(bs), &mut a)?;
+            new.disk().read_at(blk.saturating_mul(bs), &mut b)?;
+            let slot0 = blk.saturating_sub(first).saturating_mul(per_block);
+            let slots = a.chunks_exact(us(isz)).zip(b.chunks_exact(us(isz)));
+            for (s, (x, y)) in (0u64..).zip(slots) {
+                let row = slot0.saturating_add(s);
+                if x != y && row < ipg {
+                    inodes.push(
+                        group
+                            .saturating_mul(ipg)
+                            .saturating_add(row)
+                            .saturating_add(1),
+                    );
                 }
             }
         } else if let Some(what) = layout.metadata(blk) {
-            *meta.entry(what).or_default() += 1;
+            let n = meta.entry(what).or_default();
+            *n = n.saturating_add(1);
         } else {
             loose.push(blk, 1);
         }
@@ -742,7 +763,7 @@ pub fn diff(
             d.notes.push(format!(
                 "{} changed block(s) in use but owned by no file (from block {})",
                 rest.count(),
-                rest.runs()[0].0
+                rest.runs().first().map_or(0, |r| r.0)
             ));
         }
     }
@@ -751,9 +772,9 @@ pub fn diff(
     // Inodes -> deltas, and the directories whose entries to compare.
     let mut dirs = Vec::new();
     let mut modified: BTreeMap<u64, Delta> = BTreeMap::new();
-    let total = inodes.len() as u64;
-    for (k, &ino) in inodes.iter().enumerate() {
-        if !progress.step("comparing inodes", k as u64, total) {
+    let total = u64_of(inodes.len());
+    for (k, &ino) in (0u64..).zip(&inodes) {
+        if !progress.step("comparing inodes", k, total) {
             return Err(DiffError::Cancelled);
         }
         if ino < first_ino && ino != 2 {
@@ -763,7 +784,7 @@ pub fn diff(
         if !pair.persists(ino) {
             continue;
         }
-        d.stats.inodes_compared += 1;
+        d.stats.inodes_compared = d.stats.inodes_compared.saturating_add(1);
         if pair.get(ino).1.as_ref().is_some_and(|i| i.is_dir()) {
             dirs.push(ino);
         }
@@ -790,7 +811,7 @@ pub fn diff(
             }
         };
         let (eo, en) = (listed(old, &mut d.notes), listed(new, &mut d.notes));
-        d.stats.directories_listed += 2;
+        d.stats.directories_listed = d.stats.directories_listed.saturating_add(2);
         // Names in one listing and not (for the same file) in the other.
         for (mine, other, paths, out, old_side) in [
             (&eo, &en, &mut opaths, &mut removed, true),
@@ -842,7 +863,11 @@ pub fn diff(
             }
         }
     }
-    d.stats.directories_listed += opaths.listed + npaths.listed;
+    d.stats.directories_listed = d
+        .stats
+        .directories_listed
+        .saturating_add(opaths.listed)
+        .saturating_add(npaths.listed);
     d.changes = assemble(&mut pair, removed, added, with_names);
     d.notes.dedup();
     Ok(d)
@@ -860,7 +885,9 @@ impl Layout {
     fn read(fs: &Ext4) -> Result<Layout, FsError> {
         let sb = fs.superblock();
         let bs = sb.block_size;
-        let itb = (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size).max(128)).div_ceil(bs);
+        let itb = u64::from(sb.inodes_per_group)
+            .saturating_mul(u64::from(sb.inode_size).max(128))
+            .div_ceil(bs.max(1));
         let mut l = Layout {
             itables: Vec::new(),
             meta: BTreeMap::new(),
@@ -879,7 +906,8 @@ impl Layout {
                 (p.reserved_gdt, "reserved descriptor blocks"),
             ] {
                 if let Some((a, b)) = range {
-                    l.meta.insert(a, (b.saturating_sub(a) + 1, what));
+                    l.meta
+                        .insert(a, (b.saturating_sub(a).saturating_add(1), what));
                 }
             }
             if let Some(m) = p.meta_descriptor {
@@ -896,12 +924,12 @@ impl Layout {
     fn itable(&self, blk: u64) -> Option<(u64, u64)> {
         let i = self.itables.partition_point(|t| t.0 <= blk);
         let t = self.itables.get(i.checked_sub(1)?)?;
-        (blk < t.0 + t.1).then_some((t.2, t.0))
+        (blk < t.0.saturating_add(t.1)).then_some((t.2, t.0))
     }
 
     fn metadata(&self, blk: u64) -> Option<&'static str> {
         let (&start, &(len, what)) = self.meta.range(..=blk).next_back()?;
-        (blk < start + len).then_some(what)
+        (blk < start.saturating_add(len)).then_some(what)
     }
 }
 
@@ -929,7 +957,7 @@ impl<'a> Bitmaps<'a> {
         if blk < first || blk >= sb.blocks_count {
             return Ok(false);
         }
-        let g = (blk - first) / bpg;
+        let g = (blk.saturating_sub(first)).checked_div(bpg).unwrap_or(0);
         let bitmap = match self.groups.get(&g) {
             Some(b) => b,
             None => {
@@ -950,10 +978,18 @@ impl<'a> Bitmaps<'a> {
         let Some(bitmap) = bitmap else {
             return Ok(true);
         };
-        let ratio = (bpg / u64::from(sb.clusters_per_group).max(1)).max(1);
-        let bit = ((blk - first) % bpg) / ratio;
+        let ratio = bpg
+            .checked_div(u64::from(sb.clusters_per_group).max(1))
+            .unwrap_or(1)
+            .max(1);
+        let bit = blk
+            .saturating_sub(first)
+            .checked_rem(bpg)
+            .unwrap_or(0)
+            .checked_div(ratio)
+            .unwrap_or(0);
         Ok(bitmap
-            .get((bit / 8) as usize)
+            .get(us(bit / 8))
             .is_some_and(|byte| byte & (1 << (bit % 8)) == 0))
     }
 }

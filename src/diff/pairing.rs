@@ -71,8 +71,14 @@ pub(super) fn pair_names(
             take(gi, ni, &mut g_used, &mut n_used);
         }
     }
-    let free_g: Vec<usize> = (0..gone.len()).filter(|&i| !g_used[i]).collect();
-    let free_n: Vec<usize> = (0..new.len()).filter(|&i| !n_used[i]).collect();
+    let free = |used: &[bool]| -> Vec<usize> {
+        (0..used.len())
+            .zip(used)
+            .filter(|(_, &u)| !u)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (free_g, free_n) = (free(&g_used), free(&n_used));
     for (&g, &n) in free_g.iter().zip(&free_n) {
         out.push((g, n));
     }

@@ -14,6 +14,7 @@ use crate::fs::{FileType, Filesystem, FsError, Metadata, NodeId, Problem, Run, R
 
 use super::compare::Delta;
 use super::{assemble, join, Diff, DiffError, Name, PairView, Progress};
+use crate::bytes::u64_of;
 
 /// Most names a walk collects (a damaged directory cannot grow it
 /// without end).
@@ -224,12 +225,12 @@ fn mapping(runs: &[Run], at: u64) -> (Option<(u64, bool)>, u64) {
     match runs.get(i) {
         Some(r) if r.logical <= at => (
             Some((
-                r.physical.saturating_add(at - r.logical),
+                r.physical.saturating_add(at.saturating_sub(r.logical)),
                 r.kind == RunKind::Unwritten,
             )),
-            r.logical.saturating_add(r.len) - at,
+            r.logical.saturating_add(r.len).saturating_sub(at),
         ),
-        Some(r) => (None, r.logical - at),
+        Some(r) => (None, r.logical.saturating_sub(at)),
         None => (None, u64::MAX),
     }
 }
@@ -253,7 +254,7 @@ fn content_differs(
     while at < size {
         let (mo, lo) = mapping(&ro, at);
         let (mn, ln) = mapping(&rn, at);
-        let span = lo.min(ln).min(size - at).clamp(1, CHUNK);
+        let span = lo.min(ln).min(size.saturating_sub(at)).clamp(1, CHUNK);
         let equal_without_reading = match (mo, mn, held) {
             (Some(x), Some(y), Some(h)) => x == y && (x.1 || !held_overlaps(h, x.0, span)),
             // No runs at all in either view (inline or resident data)
@@ -267,7 +268,7 @@ fn content_differs(
             b.resize(len, 0);
             let na = old.read_file(node, at, &mut a)?;
             let nb = new.read_file(node, at, &mut b)?;
-            if na != nb || a[..na] != b[..nb] {
+            if na != nb || a.get(..na) != b.get(..nb) {
                 return Ok(true);
             }
         }
@@ -301,7 +302,7 @@ pub fn diff_trees(
             file_type: FileType::Directory.name(),
         });
     }
-    d.stats.directories_listed = on.iter().chain(&nn).filter(|n| n.dir).count() as u64;
+    d.stats.directories_listed = u64_of(on.iter().chain(&nn).filter(|n| n.dir).count());
     let omap: HashMap<&[u8], u64> = on.iter().map(|n| (n.path.as_slice(), n.ino)).collect();
     let nmap: HashMap<&[u8], u64> = nn.iter().map(|n| (n.path.as_slice(), n.ino)).collect();
     let mut nodes: Vec<u64> = on.iter().chain(&nn).map(|n| n.ino).collect();
@@ -328,13 +329,13 @@ pub fn diff_trees(
         .copied()
         .filter(|n| keep.contains(n) && in_old.contains(n))
         .collect();
-    let total = candidates.len() as u64;
+    let total = u64_of(candidates.len());
     let mut modified = BTreeMap::new();
-    for (k, &node) in candidates.iter().enumerate() {
-        if !progress.step("comparing files", k as u64, total) {
+    for (k, &node) in (0u64..).zip(&candidates) {
+        if !progress.step("comparing files", k, total) {
             return Err(DiffError::Cancelled);
         }
-        d.stats.inodes_compared += 1;
+        d.stats.inodes_compared = d.stats.inodes_compared.saturating_add(1);
         let delta = match pair.get(node) {
             (Some(o), Some(n)) => {
                 let (o, n) = (o.clone(), n.clone());

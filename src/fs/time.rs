@@ -20,10 +20,22 @@ pub fn asctime(t: i64) -> String {
     )
 }
 
+/// A Unix time as `YYYY-MM-DD HH:MM:SS` (UTC), as qemu-img prints
+/// snapshot dates (qemu uses local time).
+pub fn utc_text(t: i64) -> String {
+    let c = Civil::of(t);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        c.year, c.month_number, c.day, c.hour, c.minute, c.second
+    )
+}
+
 /// A UTC time broken into calendar fields.
 pub struct Civil {
     pub year: i64,
     pub month: &'static str,
+    /// 1 to 12.
+    pub month_number: i64,
     pub day: i64,
     pub hour: i64,
     pub minute: i64,
@@ -63,6 +75,7 @@ impl Civil {
                 .and_then(|m| MO.get(m))
                 .copied()
                 .unwrap_or("?"),
+            month_number: month,
             day,
             hour: secs / 3600,
             minute: secs / 60 % 60,

@@ -20,6 +20,7 @@ mod mutate;
 mod nbd;
 mod nbd_tls;
 mod oracle;
+mod qcow2_snapshots;
 mod readonly;
 mod rough_edges;
 mod ssh;

@@ -148,6 +148,8 @@ pub struct Header {
     pub refcount_table_offset: u64,
     pub refcount_table_clusters: u32,
     pub nb_snapshots: u32,
+    /// File offset of the internal snapshot table.
+    pub snapshots_offset: u64,
     pub incompatible_features: u64,
     pub compatible_features: u64,
     pub refcount_order: u32,
@@ -475,6 +477,7 @@ impl Header {
         };
 
         let nb_snapshots = get32("nb_snapshots").unwrap_or(0);
+        let snapshots_offset = get("snapshots_offset").unwrap_or(0);
         let refcount_table_offset = get("refcount_table_offset").unwrap_or(0);
         let refcount_table_clusters = get32("refcount_table_clusters").unwrap_or(0);
         Ok(Header {
@@ -487,6 +490,7 @@ impl Header {
             refcount_table_offset,
             refcount_table_clusters,
             nb_snapshots,
+            snapshots_offset,
             incompatible_features,
             compatible_features,
             refcount_order,

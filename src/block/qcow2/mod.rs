@@ -34,6 +34,7 @@ pub mod compressed;
 pub mod header;
 pub mod l2;
 pub mod refcount;
+pub mod snapshot;
 
 use header::Header;
 use l2::{Invalid, Kind, L1E_OFFSET_MASK};
@@ -73,6 +74,8 @@ pub struct Qcow2Layer {
     /// block status call: it reads the refcounts, which reading data and
     /// the filesystem commands never need (a tenth of `info`'s time).
     metadata_prealloc: OnceLock<bool>,
+    /// The internal snapshot this layer reads as, where one was chosen.
+    snapshot: Option<snapshot::Snapshot>,
     l2_cache: Mutex<LruCache<u64, Arc<[u8]>>>,
     zcache: Mutex<LruCache<u64, Arc<[u8]>>>,
 }
@@ -142,6 +145,7 @@ impl Qcow2Layer {
             unit_mask: low_mask(unit_bits),
             l1,
             metadata_prealloc: OnceLock::new(),
+            snapshot: None,
             l2_cache: Mutex::new(LruCache::new(
                 NonZeroUsize::new(tables).unwrap_or(NonZeroUsize::MIN),
             )),
@@ -162,6 +166,75 @@ impl Qcow2Layer {
                 self.header.refcount_table_clusters,
             )
         })
+    }
+
+    /// The internal snapshots (`qemu-img snapshot -l`).
+    ///
+    /// # Errors
+    /// A damaged snapshot table (see [`snapshot::read_table`]).
+    pub fn snapshots(&self) -> Result<Vec<snapshot::Snapshot>, BlockError> {
+        snapshot::read_table(&self.path, self.storage.as_ref(), &self.header)
+    }
+
+    /// The snapshot this layer reads as (see [`Qcow2Layer::at_snapshot`]).
+    pub fn snapshot(&self) -> Option<&snapshot::Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    /// This layer as it was when the internal snapshot `wanted` (an ID,
+    /// else a name, as `qemu-img convert -l` takes it) was taken: its L1
+    /// table and disk size. Unallocated clusters still read from the
+    /// backing file, as in qemu.
+    ///
+    /// # Errors
+    /// No such snapshot (the message lists those there are); a damaged
+    /// snapshot table or L1 table.
+    pub fn at_snapshot(mut self, wanted: &str) -> Result<Self, BlockError> {
+        let all = self.snapshots()?;
+        let found = all
+            .iter()
+            .find(|s| s.id == wanted)
+            .or_else(|| all.iter().find(|s| s.name == wanted));
+        let Some(found) = found.cloned() else {
+            let names: Vec<String> = all
+                .iter()
+                .map(|s| format!("{} ({})", s.id, s.name))
+                .collect();
+            return Err(BlockError::unsupported(
+                &self.path,
+                format!(
+                    "no internal snapshot {wanted:?} (there {}: {})",
+                    if names.len() == 1 { "is" } else { "are" },
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        };
+        snapshot::check_l1(&self.path, &found, &self.header, self.storage.len())?;
+        let mut raw = vec![0u8; us(u64::from(found.l1_size).saturating_mul(8))];
+        self.storage
+            .read_exact_at(found.l1_table_offset, &mut raw)
+            .map_err(|e| {
+                BlockError::io(
+                    &self.path,
+                    "reading a snapshot's L1 table",
+                    found.l1_table_offset,
+                    e,
+                )
+            })?;
+        self.l1 = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect();
+        self.header.l1_table_offset = found.l1_table_offset;
+        self.header.l1_size = found.l1_size;
+        self.header.size = found.disk_size & !511;
+        self.l2_cache.lock().map_err(|_| poisoned())?.clear();
+        self.snapshot = Some(found);
+        Ok(self)
     }
 
     /// The decoded header.

@@ -91,7 +91,10 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
     // Inodes in use and directories, per group.
     let mut per_group: HashMap<u64, (u64, u64)> = HashMap::new();
     for (&ino, u) in &c.inodes {
-        let g = u64::from(ino).saturating_sub(1) / ipg.max(1);
+        let g = u64::from(ino)
+            .saturating_sub(1)
+            .checked_div(ipg.max(1))
+            .unwrap_or(0);
         let e = per_group.entry(g).or_default();
         e.0 = e.0.saturating_add(1);
         if u.is_dir {
@@ -116,7 +119,7 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
         // Blocks.
         let first_block = u64::from(sb.first_data_block)
             .saturating_add(g.saturating_mul(u64::from(sb.blocks_per_group)));
-        let first = first_block / c.ratio;
+        let first = first_block.checked_div(c.ratio).unwrap_or(first_block);
         let end = first.saturating_add(cpg).min(total_clusters);
         let uninit = d.flags_apply
             && d.flags
@@ -142,7 +145,7 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
         for cl in first..end {
             let found = c.used.get(cl);
             let on_disk = match &stored {
-                Some(b) => bit(b, cl - first),
+                Some(b) => bit(b, cl.saturating_sub(first)),
                 None => c.meta.get(cl),
             };
             cmp.note(found, on_disk, cl.saturating_mul(c.ratio));

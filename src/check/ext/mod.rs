@@ -122,10 +122,17 @@ pub fn check(
     progress: &dyn Progress,
 ) -> (Problems, Summary) {
     let sb = fs.superblock();
-    let ratio = (u64::from(sb.blocks_per_group) / u64::from(sb.clusters_per_group.max(1))).max(1);
+    let ratio = u64::from(sb.blocks_per_group)
+        .checked_div(u64::from(sb.clusters_per_group.max(1)))
+        .unwrap_or(1)
+        .max(1);
     // Only what the disk can hold: a superblock claiming more blocks
     // than the disk has does not get a bigger bitmap.
-    let disk_blocks = fs.disk().len() / sb.block_size.max(1);
+    let disk_blocks = fs
+        .disk()
+        .len()
+        .checked_div(sb.block_size.max(1))
+        .unwrap_or(0);
     let clusters = sb.blocks_count.min(disk_blocks).div_ceil(ratio);
     let mut c = Checker {
         fs,
@@ -240,8 +247,11 @@ impl Checker<'_> {
             );
             return;
         }
-        let first = block / self.ratio;
-        let last = end.saturating_sub(1) / self.ratio;
+        let first = block.checked_div(self.ratio).unwrap_or(block);
+        let last = end
+            .saturating_sub(1)
+            .checked_div(self.ratio)
+            .unwrap_or(end.saturating_sub(1));
         let mut dup = false;
         for cl in first..=last {
             if who == 0 {
@@ -272,7 +282,8 @@ impl Checker<'_> {
             }
         }
         let _ = dup;
-        self.claims.insert(first, (last - first + 1, who));
+        self.claims
+            .insert(first, (last.saturating_sub(first).saturating_add(1), who));
     }
 
     /// Who claimed cluster `cl` first (from the claims recorded).
@@ -331,7 +342,7 @@ impl Checker<'_> {
             if let Some((a, b)) = p.descriptors {
                 self.claim(
                     a,
-                    b.saturating_sub(a) + 1,
+                    b.saturating_sub(a).saturating_add(1),
                     0,
                     &format!("group {g} descriptors"),
                 );
@@ -339,7 +350,7 @@ impl Checker<'_> {
             if let Some((a, b)) = p.reserved_gdt {
                 self.claim(
                     a,
-                    b.saturating_sub(a) + 1,
+                    b.saturating_sub(a).saturating_add(1),
                     0,
                     &format!("group {g} reserved descriptors"),
                 );

@@ -151,7 +151,8 @@ fn entries(
         table_end = table_end
             .saturating_add(16)
             .saturating_add(usize::from(name_len))
-            .next_multiple_of(4);
+            .checked_next_multiple_of(4)
+            .unwrap_or(usize::MAX);
     }
     let mut out = Vec::new();
     let mut pos = entries_at;
@@ -235,7 +236,7 @@ fn entries(
             offset: at,
             in_inode,
         });
-        pos = name_end.next_multiple_of(4);
+        pos = name_end.checked_next_multiple_of(4).unwrap_or(usize::MAX);
     }
     Ok(out)
 }

@@ -9,6 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::block::hitmap::MAX_DEPTHS;
 use crate::block::nbd::NbdClient;
 use crate::block::BlockError;
 
@@ -76,7 +77,12 @@ impl Remote {
         Ok(Some(Remote {
             client,
             map,
-            layers: usize::try_from(deepest).unwrap_or(usize::MAX).max(1),
+            // A depth is the server's claim (up to 2^32 - 1): the UI keeps
+            // a row and a counter per layer, so it counts at most the
+            // depths the hit map tells apart, and deeper ones as the base.
+            layers: usize::try_from(deepest)
+                .unwrap_or(usize::MAX)
+                .clamp(1, MAX_DEPTHS),
             complete,
         }))
     }

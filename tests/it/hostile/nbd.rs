@@ -29,6 +29,9 @@ pub enum Part {
     Huge,
     /// Block status answered with one 512-byte extent each time.
     TinyExtents,
+    /// `qemu:allocation-depth` too, every range at depth 2^32 - 1 (a chain
+    /// of four billion layers, as the server tells it).
+    DeepLayers,
 }
 
 /// What the server saw.
@@ -67,6 +70,16 @@ fn chunk(flags: u16, kind: u16, cookie: u64, payload: &[u8]) -> Vec<u8> {
 /// The fixed-newstyle handshake with structured replies, `base:allocation`
 /// (id 1), an optional description, and an export of `size` bytes.
 pub fn handshake(s: &mut UnixStream, size: u64, description: Option<&[u8]>) -> std::io::Result<()> {
+    handshake_with(s, size, description, &["base:allocation"])
+}
+
+/// [`handshake`] with the meta contexts `contexts` (ids 1, 2, ... in order).
+pub fn handshake_with(
+    s: &mut UnixStream,
+    size: u64,
+    description: Option<&[u8]>,
+    contexts: &[&str],
+) -> std::io::Result<()> {
     let mut hello = Vec::new();
     hello.extend_from_slice(&0x4e42_444d_4147_4943u64.to_be_bytes());
     hello.extend_from_slice(&0x4948_4156_454f_5054u64.to_be_bytes());
@@ -84,9 +97,11 @@ pub fn handshake(s: &mut UnixStream, size: u64, description: Option<&[u8]>) -> s
         match opt {
             8 => option_reply(s, opt, 1, &[])?,
             10 => {
-                let mut ctx = 1u32.to_be_bytes().to_vec();
-                ctx.extend_from_slice(b"base:allocation");
-                option_reply(s, opt, 4, &ctx)?;
+                for (id, name) in (1u32..).zip(contexts) {
+                    let mut ctx = id.to_be_bytes().to_vec();
+                    ctx.extend_from_slice(name.as_bytes());
+                    option_reply(s, opt, 4, &ctx)?;
+                }
                 option_reply(s, opt, 1, &[])?;
             }
             7 => {
@@ -113,7 +128,16 @@ fn serve_one(mut s: UnixStream, part: Part, seen: &Seen) -> std::io::Result<()> 
     } else {
         64 << 20
     };
-    handshake(&mut s, size, None)?;
+    if part == Part::DeepLayers {
+        handshake_with(
+            &mut s,
+            size,
+            None,
+            &["base:allocation", "qemu:allocation-depth"],
+        )?;
+    } else {
+        handshake(&mut s, size, None)?;
+    }
     loop {
         let mut req = [0u8; 28];
         s.read_exact(&mut req)?;
@@ -132,7 +156,15 @@ fn serve_one(mut s: UnixStream, part: Part, seen: &Seen) -> std::io::Result<()> 
                 let mut p = 1u32.to_be_bytes().to_vec();
                 p.extend_from_slice(&n.to_be_bytes());
                 p.extend_from_slice(&0u32.to_be_bytes());
-                s.write_all(&chunk(1, 5, cookie, &p))?;
+                if part == Part::DeepLayers {
+                    s.write_all(&chunk(0, 5, cookie, &p))?;
+                    let mut p = 2u32.to_be_bytes().to_vec();
+                    p.extend_from_slice(&n.to_be_bytes());
+                    p.extend_from_slice(&u32::MAX.to_be_bytes());
+                    s.write_all(&chunk(1, 5, cookie, &p))?;
+                } else {
+                    s.write_all(&chunk(1, 5, cookie, &p))?;
+                }
             }
             0 => {
                 seen.reads.fetch_add(1, Ordering::Relaxed);
@@ -164,7 +196,9 @@ fn serve_one(mut s: UnixStream, part: Part, seen: &Seen) -> std::io::Result<()> 
                             std::thread::sleep(Duration::from_millis(50));
                         }
                     }
-                    Part::Huge | Part::TinyExtents => s.write_all(&chunk(1, 1, cookie, &whole))?,
+                    Part::Huge | Part::TinyExtents | Part::DeepLayers => {
+                        s.write_all(&chunk(1, 1, cookie, &whole))?
+                    }
                 }
             }
             _ => return Ok(()),
@@ -305,4 +339,23 @@ fn tiny_block_status_extents_do_not_cost_a_round_trip_each() {
     let reads = seen.reads.load(Ordering::Relaxed);
     assert!(statuses <= 4, "{statuses} block status requests for 4 MiB");
     assert!(reads <= 64, "{reads} read requests for 4 MiB");
+}
+
+/// A server that says its chain is 2^32 - 1 layers deep (every range at
+/// that `qemu:allocation-depth`): the TUI counted a layer for each, and
+/// its owner map allocated a counter per layer (32 GiB) before drawing.
+/// Now it tells apart as many depths as the hit map does (64), the
+/// deeper ones counted as the base, and draws within the memory bound.
+#[test]
+fn a_server_chain_of_four_billion_layers_is_drawn_in_bounded_memory() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (uri, seen) = serve(dir, Part::DeepLayers);
+    let r = run(dir, &["render", &uri, "--size", "120x40"], b"");
+    bounded(&r, "render");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let frame = r.text();
+    assert!(frame.contains("Hit map"), "{frame}");
+    assert!(frame.contains("server chain: 64 layers"), "{frame}");
+    assert!(seen.statuses.load(Ordering::Relaxed) > 0);
 }
