@@ -65,7 +65,10 @@ struct Checker<'a> {
 /// The path component fsck.fat prints for an 8.3 name.
 fn short_name(raw: &[u8; 11]) -> String {
     let part = |b: &[u8]| -> String {
-        let end = b.iter().rposition(|&c| c != b' ').map_or(0, |i| i + 1);
+        let end = b
+            .iter()
+            .rposition(|&c| c != b' ')
+            .map_or(0, |i| i.saturating_add(1));
         b.get(..end)
             .unwrap_or_default()
             .iter()
@@ -371,7 +374,9 @@ impl Checker<'_> {
         match start {
             None => ranges.push((boot.root_dir_offset, boot.root_dir_bytes)),
             Some(mut c) => {
-                let limit = crate::fs::fat::MAX_DIR_BYTES / self.cluster_size.max(1);
+                let limit = crate::fs::fat::MAX_DIR_BYTES
+                    .checked_div(self.cluster_size)
+                    .unwrap_or(0);
                 for _ in 0..limit.max(1) {
                     if let Some(at) = boot.cluster_offset(c) {
                         ranges.push((at, self.cluster_size));
@@ -648,7 +653,7 @@ fn copies(c: &mut Checker<'_>) {
             .saturating_add(copy.saturating_mul(fat_bytes));
         let mut pos = 0u64;
         while pos < size {
-            let n = (size - pos).min(1 << 16);
+            let n = size.saturating_sub(pos).min(1 << 16);
             let len = usize::try_from(n).unwrap_or(0);
             let (Some(x), Some(y)) = (a.get_mut(..len), b.get_mut(..len)) else {
                 return;

@@ -1170,7 +1170,10 @@ fn fsck_fat_findings(text: &str) -> BTreeSet<(String, String)> {
 }
 
 /// The check's FAT findings in the same form, and the layer of each.
-fn our_fat_findings(j: &Value) -> (BTreeSet<(String, String)>, Vec<(String, Option<u64>)>) {
+/// (kind, path) findings and (kind, layer) of each problem.
+type FatFindings = (BTreeSet<(String, String)>, Vec<(String, Option<u64>)>);
+
+fn our_fat_findings(j: &Value) -> FatFindings {
     let mut set = BTreeSet::new();
     let mut layers = Vec::new();
     for p in j["filesystem"]["problems"]["list"].as_array().unwrap() {
@@ -1294,7 +1297,8 @@ fn check_finds_what_fsck_fat_finds() {
     let eoc = 0x0fff_ffffu32.to_le_bytes().to_vec();
     let both = |c: u64, v: &[u8]| vec![(fat1 + 4 * c, v.to_vec()), (fat2 + 4 * c, v.to_vec())];
     let free_cluster = a1 + 1000;
-    let damages: Vec<(&str, Vec<(u64, Vec<u8>)>)> = vec![
+    type Patches = Vec<(u64, Vec<u8>)>;
+    let damages: Vec<(&str, Patches)> = vec![
         (
             "FAT copies differ",
             vec![(fat2 + 4 * free_cluster, eoc.clone())],

@@ -421,7 +421,8 @@ pub(super) fn check(c: &mut Checker<'_>, inode: &Inode) {
         } else if le32(&block, 0) == 0
             && rec_len(&block, 0, x.bs) == x.bs
             && byte(&block, 6) == 0
-            && us(u64::from(le16(&block, 8))) == x.bs.saturating_sub(8 + csum_size) / 8
+            && us(u64::from(le16(&block, 8)))
+                == x.bs.saturating_sub(csum_size.saturating_add(8)) / 8
         {
             d.kind = NODE;
         }

@@ -60,7 +60,7 @@ pub(super) fn run(c: &mut Checker<'_>) {
     let bs = sb.block_size.max(1);
     let inode = (inum != 0).then(|| fs.inode(inum).ok()).flatten();
     let usable = inode.as_ref().and_then(|i| {
-        if i.links == 0 || !i.is_reg() || i.size / bs < MIN_BLOCKS {
+        if i.links == 0 || !i.is_reg() || i.size.checked_div(bs).unwrap_or(0) < MIN_BLOCKS {
             return None;
         }
         let map = fs.block_map(i).ok()?;
@@ -79,7 +79,7 @@ pub(super) fn run(c: &mut Checker<'_>) {
             .iter()
             .find(|r| !r.meta && r.logical == 0)?
             .physical;
-        Some((first, i.size / bs))
+        Some((first, i.size.checked_div(bs).unwrap_or(0)))
     });
     let Some((first, total_len)) = usable else {
         // e2fsck falls back on the copy of the journal inode's map in the

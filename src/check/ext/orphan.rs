@@ -59,7 +59,7 @@ pub(super) fn file(c: &mut Checker<'_>) {
         return;
     };
     let bs = sb.block_size.max(1);
-    let blocks = inode.size / bs;
+    let blocks = inode.size.checked_div(bs).unwrap_or(0);
     let per_block = usize::try_from(bs.saturating_sub(8) / 4).unwrap_or(0);
     let seed = sb.has_metadata_csum().then_some(sb.csum_seed);
     let fail = |c: &mut Checker<'_>, at: Option<u64>, kind: &'static str, detail: String| {
@@ -78,7 +78,7 @@ pub(super) fn file(c: &mut Checker<'_>) {
             .iter()
             .filter(|r| !r.meta)
             .find(|r| r.logical <= logical && logical < r.logical.saturating_add(r.len))
-            .map(|r| r.physical.saturating_add(logical - r.logical));
+            .map(|r| r.physical.saturating_add(logical.saturating_sub(r.logical)));
         let Some(physical) = physical else {
             fail(
                 c,
