@@ -381,6 +381,50 @@ impl BlockSource for LayeredReader {
         Ok(())
     }
 
+    /// Each range split where the serving layer changes, as
+    /// [`LayeredReader::read_at`] does; the pieces each layer serves are
+    /// passed to it in one [`BlockSource::read_many`], so a remote layer
+    /// gets them all in flight together.
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        let mut by_layer: Vec<Vec<(u64, &mut [u8])>> = Vec::new();
+        by_layer.resize_with(self.layers.len(), Vec::new);
+        for (offset, buf) in reqs.iter_mut() {
+            let offset = *offset;
+            check_range(&self.name, self.size, offset, u64_of(buf.len()))?;
+            let mut pos = offset;
+            let mut rest: &mut [u8] = buf;
+            while !rest.is_empty() {
+                let owner = self.owner(pos, u64_of(rest.len()))?;
+                let n = us(owner.len).min(rest.len());
+                let (piece, tail) = std::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                self.record(owner.layer, pos, u64_of(n))?;
+                match (owner.layer, owner.status) {
+                    (Some(index), Status::Data) => by_layer
+                        .get_mut(index)
+                        .ok_or_else(|| BlockError::Internal {
+                            what: format!("{}: no layer {index}", self.name),
+                        })?
+                        .push((pos, piece)),
+                    _ => piece.fill(0),
+                }
+                pos = pos.saturating_add(u64_of(n));
+            }
+        }
+        for (index, mut pieces) in by_layer.into_iter().enumerate() {
+            match pieces.as_mut_slice() {
+                [] => {}
+                [(pos, piece)] => self.layer(index)?.read_at(*pos, piece)?,
+                many => self.layer(index)?.read_many(many)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn remote(&self) -> bool {
+        self.layers.iter().any(|l| l.remote())
+    }
+
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<crate::block::Extent>, BlockError> {
         let e = self.map_entry(offset, len)?;
         Ok(vec![crate::block::Extent {

@@ -96,6 +96,14 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
         }
         None => Vec::new(),
     };
+    let bitmaps: Vec<serde_json::Value> = match q.map(|q| q.bitmaps()) {
+        Some(Ok(list)) => list.iter().map(|b| b.json()).collect(),
+        Some(Err(e)) => {
+            problems.push(format!("bitmaps: {e}"));
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
     let read_as_snapshot = q
         .and_then(|q| q.snapshot())
         .map(|s| serde_json::json!({"id": s.id, "name": s.name}));
@@ -146,7 +154,7 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
                         "refcount-bits": h.refcount_bits(),
                     })
                 } else {
-                    serde_json::json!({
+                    let mut data = serde_json::json!({
                         "compat": "1.1",
                         "compression-type": h.compression.name(),
                         "lazy-refcounts": h.compatible_features
@@ -154,7 +162,11 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
                         "refcount-bits": h.refcount_bits(),
                         "corrupt": h.corrupt(),
                         "extended-l2": h.extended_l2(),
-                    })
+                    });
+                    if !bitmaps.is_empty() {
+                        data["bitmaps"] = serde_json::Value::Array(bitmaps.clone());
+                    }
+                    data
                 };
                 serde_json::json!({"type": "qcow2", "data": data})
             })
@@ -322,6 +334,27 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
                 printable(s["id"].as_str().unwrap_or("")),
                 printable(s["name"].as_str().unwrap_or(""))
             )?;
+        }
+        if let Some(list) = l
+            .format_specific
+            .as_ref()
+            .and_then(|f| f["data"]["bitmaps"].as_array())
+        {
+            writeln!(out, "  bitmaps:")?;
+            for b in list {
+                let flags: Vec<&str> = b["flags"]
+                    .as_array()
+                    .map(|f| f.iter().filter_map(|x| x.as_str()).collect())
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "    {} (granularity {}{}{})",
+                    printable(b["name"].as_str().unwrap_or("")),
+                    human(b["granularity"].as_u64().unwrap_or(0)),
+                    if flags.is_empty() { "" } else { ", " },
+                    flags.join(", ")
+                )?;
+            }
         }
         if !l.snapshot_list.is_empty() {
             write_snapshots(&l.snapshot_list, out)?;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::block::chain::{open_chain, Chain, ChainOptions, FsOpener};
 use crate::block::probe::Format;
 
+mod bitmap;
 mod chain;
 mod check;
 mod diff;
@@ -395,6 +396,11 @@ pub struct MapArgs {
     /// Print JSON in `qemu-img map --output=json` form.
     #[arg(long)]
     pub json: bool,
+    /// Instead, the dirty and clean ranges of this persistent bitmap of
+    /// the top (qcow2) layer, as `nbdinfo --map=qemu:dirty-bitmap:NAME`
+    /// shows them through `qemu-nbd -B NAME` (`--json`: nbdinfo's JSON).
+    #[arg(long, value_name = "NAME")]
+    pub bitmap: Option<String>,
 }
 
 /// Arguments of `read`.
@@ -506,7 +512,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     match cli.command {
         Some(Command::Chain(args)) => chain::run(&args.image.open()?, args.json, &mut out),
-        Some(Command::Map(args)) => map::run(&args.image.open()?, args.json, &mut out),
+        Some(Command::Map(args)) => match &args.bitmap {
+            Some(name) => bitmap::run(&args.image.open()?, name, args.json, &mut out),
+            None => map::run(&args.image.open()?, args.json, &mut out),
+        },
         Some(Command::Read(args)) => {
             let chain = args.image.open()?;
             if args.hex {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::util::*;
 
 /// A server process, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
 }
 
@@ -30,7 +30,7 @@ impl Drop for Server {
 
 /// Starts `args` in `dir` and waits until `ready` exists (a socket) or a
 /// TCP port answers.
-fn serve(dir: &Path, args: &[&str], ready: &dyn Fn() -> bool) -> Server {
+pub(crate) fn serve(dir: &Path, args: &[&str], ready: &dyn Fn() -> bool) -> Server {
     let child = Command::new(args[0])
         .args(&args[1..])
         .current_dir(dir)
@@ -50,7 +50,7 @@ fn serve(dir: &Path, args: &[&str], ready: &dyn Fn() -> bool) -> Server {
     server
 }
 
-fn socket_ready(p: PathBuf) -> impl Fn() -> bool {
+pub(crate) fn socket_ready(p: PathBuf) -> impl Fn() -> bool {
     move || std::os::unix::net::UnixStream::connect(&p).is_ok()
 }
 

@@ -359,10 +359,11 @@ impl NbdClient {
     }
 
     /// [`NbdClient::status_all`] for a walk: the range is asked as several
-    /// windows sent together (up to `max_in_flight`, at least 64 MiB each),
-    /// and the answers joined while they are contiguous. qemu-nbd answers a
-    /// 2 GiB chain split in 16 windows in about 40% less time than one
-    /// request for all of it (`bench/bench.py`, `map --json` over NBD).
+    /// windows sent together (up to `max_in_flight`, at least 64 MiB
+    /// each). A window the server answers only in part is asked again
+    /// for the rest, all such rests together in the next round (at most
+    /// [`AHEAD_ROUNDS`] rounds), so the answers of later windows are kept
+    /// rather than asked again. The answers are joined while contiguous.
     ///
     /// # Errors
     /// As [`NbdClient::status_all`].
@@ -393,22 +394,83 @@ impl NbdClient {
             windows.push((start, n as u32));
             start += n;
         }
-        let replies = self.with_conn("block status", offset, |c| {
-            let t = Instant::now();
-            self.stats
-                .in_flight
-                .store(windows.len() as u64, Ordering::Relaxed);
-            let r = block_status_many(c, &windows);
-            self.stats.in_flight.store(0, Ordering::Relaxed);
-            self.stats.record_request(t.elapsed(), 0);
-            r
-        })?;
+        let ids: Vec<u32> = self.info.meta_contexts.iter().map(|(id, _)| *id).collect();
+        // Per window, each context's descriptors so far (all covering the
+        // same length: each answer is cut to what every context covers).
+        let mut got: Vec<HashMap<u32, Vec<(u64, u32)>>> = vec![HashMap::new(); windows.len()];
+        let mut asks: Vec<(usize, u64, u32)> = windows
+            .iter()
+            .enumerate()
+            .map(|(i, &(o, n))| (i, o, n))
+            .collect();
+        for _ in 0..AHEAD_ROUNDS {
+            if asks.is_empty() {
+                break;
+            }
+            let wire: Vec<(u64, u32)> = asks.iter().map(|&(_, o, n)| (o, n)).collect();
+            let replies = self.with_conn("block status", offset, |c| {
+                let t = Instant::now();
+                self.stats
+                    .in_flight
+                    .store(wire.len() as u64, Ordering::Relaxed);
+                let r = block_status_many(c, &wire);
+                self.stats.in_flight.store(0, Ordering::Relaxed);
+                self.stats.record_request(t.elapsed(), 0);
+                r
+            })?;
+            let mut next = Vec::new();
+            for (&(i, o, n), mut reply) in asks.iter().zip(replies) {
+                // What every context covers (a context left out covers 0).
+                let cov = ids
+                    .iter()
+                    .map(|id| {
+                        reply
+                            .get(id)
+                            .map_or(0, |l| l.iter().map(|d| d.0).sum::<u64>())
+                    })
+                    .min()
+                    .unwrap_or(0)
+                    .min(u64::from(n));
+                if cov == 0 {
+                    // No progress: the window stays short here.
+                    continue;
+                }
+                let Some(slot) = got.get_mut(i) else { continue };
+                for id in &ids {
+                    let list = reply.remove(id).unwrap_or_default();
+                    let into = slot.entry(*id).or_default();
+                    let mut left = cov;
+                    for (dl, f) in list {
+                        if left == 0 {
+                            break;
+                        }
+                        let take = dl.min(left);
+                        // Neighbours with the same flags join.
+                        match into.last_mut() {
+                            Some(last) if last.1 == f => last.0 += take,
+                            _ => into.push((take, f)),
+                        }
+                        left -= take;
+                    }
+                }
+                if cov < u64::from(n) {
+                    next.push((i, o + cov, n - cov as u32));
+                }
+            }
+            asks = next;
+        }
         let mut out = HashMap::new();
         for (id, name) in &self.info.meta_contexts {
             let mut joined: Vec<(u64, u32)> = Vec::new();
-            for (&(_, n), reply) in windows.iter().zip(&replies) {
-                let list = reply.get(id).map_or(&[][..], Vec::as_slice);
-                joined.extend_from_slice(list);
+            for (&(_, n), window) in windows.iter().zip(&got) {
+                let list = window.get(id).map_or(&[][..], Vec::as_slice);
+                match (joined.last_mut(), list.first()) {
+                    (Some(last), Some(first)) if last.1 == first.1 => {
+                        last.0 += first.0;
+                        joined.extend_from_slice(list.get(1..).unwrap_or_default());
+                    }
+                    _ => joined.extend_from_slice(list),
+                }
                 // A short answer ends the contiguous part.
                 if list.iter().map(|d| d.0).sum::<u64>() < u64::from(n) {
                     break;
@@ -422,32 +484,51 @@ impl NbdClient {
     }
 
     /// A read of many requests in flight: `buf` filled from `offset`.
+    fn pipelined_read(&self, c: &mut Conn, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.pipelined_scatter(c, &mut [(offset, buf)])
+    }
+
+    /// Reads of several ranges on one connection, many requests in flight
+    /// (at most `max_in_flight`), each range split into requests of at
+    /// most the server's block size: every `(offset, buf)` filled.
     ///
-    /// The buffer is not cleared first: every byte must be covered by
+    /// A buffer is not cleared first: every byte must be covered by
     /// exactly one data or hole chunk (overlaps and gaps are protocol
     /// errors), so nothing stale can survive.
-    fn pipelined_read(&self, c: &mut Conn, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn pipelined_scatter(&self, c: &mut Conn, segs: &mut [(u64, &mut [u8])]) -> io::Result<()> {
         let piece = u64::from(
             self.opts
                 .max_request
                 .min(c.info.block_max.unwrap_or(u32::MAX))
                 .max(512),
         );
-        let total = buf.len() as u64;
         let mut pending: HashMap<u64, Pending> = HashMap::new();
+        // The next request: segment, and position in it.
+        let mut seg = 0usize;
         let mut next = 0u64;
         let mut error: Option<io::Error> = None;
-        let mut requests = Vec::with_capacity(28 * self.opts.max_in_flight.max(1));
-        while next < total || !pending.is_empty() {
+        let max_in_flight = self.opts.max_in_flight.clamp(1, 1024);
+        let mut requests = Vec::with_capacity(28 * max_in_flight);
+        loop {
             // Top up the requests in flight, sent in one write.
             requests.clear();
-            while next < total && pending.len() < self.opts.max_in_flight.max(1) {
+            while pending.len() < max_in_flight {
+                let Some((offset, buf)) = segs.get(seg) else {
+                    break;
+                };
+                let total = buf.len() as u64;
+                if next >= total {
+                    seg += 1;
+                    next = 0;
+                    continue;
+                }
                 let len = piece.min(total - next);
                 let req = c.request(Command::Read, offset + next, len as u32);
                 requests.extend_from_slice(&req.to_bytes());
                 pending.insert(
                     req.cookie,
                     Pending {
+                        seg,
                         start: next,
                         len,
                         covered: BTreeMap::new(),
@@ -466,6 +547,9 @@ impl NbdClient {
                     .in_flight
                     .store(pending.len() as u64, Ordering::Relaxed);
             }
+            if pending.is_empty() {
+                break;
+            }
             let header = ReplyHeader::read_from(&mut c.reader)?;
             let cookie = match header {
                 ReplyHeader::Simple { cookie, .. } | ReplyHeader::Structured { cookie, .. } => {
@@ -476,6 +560,10 @@ impl NbdClient {
                 .get_mut(&cookie)
                 .ok_or_else(|| invalid(format!("reply for unknown cookie {cookie:#x}")))?;
             let (start, len) = (p.start as usize, p.len as usize);
+            let (seg_offset, buf) = match segs.get_mut(p.seg) {
+                Some((o, b)) => (*o, &mut **b),
+                None => return Err(invalid("a reply for no request".into())),
+            };
             let mut done = false;
             match header {
                 ReplyHeader::Simple { error: e, .. } => {
@@ -502,7 +590,7 @@ impl NbdClient {
                     length,
                     ..
                 } => {
-                    let base = offset + p.start;
+                    let base = seg_offset + p.start;
                     let done_flag = flags & REPLY_FLAG_DONE != 0;
                     // The spec: a NONE chunk "MUST always be used with
                     // NBD_REPLY_FLAG_DONE". Error chunks may come several
@@ -587,7 +675,8 @@ impl NbdClient {
 
 /// A read request waiting for its reply.
 struct Pending {
-    /// Where its bytes go in the caller's buffer.
+    /// Which of the caller's buffers its bytes go to, and where in it.
+    seg: usize,
     start: u64,
     len: u64,
     /// Ranges (relative to `start`, start -> end) already filled by chunks.
@@ -598,6 +687,11 @@ struct Pending {
     errors: u32,
     sent: Instant,
 }
+
+/// Rounds one [`NbdClient::status_ahead`] makes for the rests of windows
+/// answered in part (a server answering a sliver at a time ends it here;
+/// the walk asks again from where the answers stop).
+const AHEAD_ROUNDS: usize = 32;
 
 /// A block status reply covering less than this (before the end of the
 /// disk) is a short one: see [`NbdClient::refresh`].
@@ -772,6 +866,57 @@ impl BlockSource for NbdClient {
             }
         }
         self.with_conn("reading", offset, |c| self.pipelined_read(c, offset, buf))
+    }
+
+    /// All the ranges in flight together: on one connection, up to
+    /// `max_in_flight` requests at a time; a batch larger than that is
+    /// spread over the multi-conn connections when the server allows
+    /// them, each with its share in flight.
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        for (offset, buf) in reqs.iter() {
+            check_range(&self.name, self.info.size, *offset, buf.len() as u64)?;
+        }
+        let mut reqs: Vec<(u64, &mut [u8])> = reqs
+            .iter_mut()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(o, b)| (*o, &mut **b))
+            .collect();
+        let Some(&(first, _)) = reqs.first() else {
+            return Ok(());
+        };
+        if reqs.len() > self.opts.max_in_flight.max(1) && self.opts.connections > 1 {
+            let extra = self.extra_conns();
+            if !extra.is_empty() {
+                let per = reqs.len().div_ceil(extra.len() + 1);
+                return std::thread::scope(|scope| {
+                    let slots = std::iter::once(&self.conn).chain(extra.iter());
+                    let tasks: Vec<_> = reqs
+                        .chunks_mut(per)
+                        .zip(slots)
+                        .map(|(group, slot)| {
+                            let at = group.first().map_or(first, |g| g.0);
+                            scope.spawn(move || {
+                                self.with_slot(slot, "reading", at, |c| {
+                                    self.pipelined_scatter(c, group)
+                                })
+                            })
+                        })
+                        .collect();
+                    tasks.into_iter().try_for_each(|t| {
+                        t.join().unwrap_or_else(|_| {
+                            Err(BlockError::Internal {
+                                what: "an NBD read thread panicked".into(),
+                            })
+                        })
+                    })
+                });
+            }
+        }
+        self.with_conn("reading", first, |c| self.pipelined_scatter(c, &mut reqs))
+    }
+
+    fn remote(&self) -> bool {
+        true
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {

@@ -3,7 +3,7 @@
 //!
 //! Layout from qemu's `docs/interop/qcow2.txt`; every field is big-endian.
 use crate::block::BlockError;
-use crate::bytes::{be32, u64_of, us};
+use crate::bytes::{be32, be64, u64_of, us};
 use crate::layout::{decode_table, value_of, Endian, Field, FieldValue};
 
 /// `QFI\xfb`.
@@ -162,6 +162,12 @@ pub struct Header {
     /// Names from the feature name table: (type 0/1/2, bit, name).
     pub feature_names: Vec<(u8, u8, String)>,
     pub has_bitmaps: bool,
+    /// The bitmaps extension: (number of bitmaps, directory size,
+    /// directory offset), as written.
+    pub bitmaps_extension: Option<(u32, u64, u64)>,
+    /// Autoclear bit 0: the bitmaps extension is consistent (a program
+    /// that does not know bitmaps cleared it when it wrote the image).
+    pub bitmaps_consistent: bool,
 }
 
 impl Header {
@@ -478,6 +484,7 @@ impl Header {
 
         let nb_snapshots = get32("nb_snapshots").unwrap_or(0);
         let snapshots_offset = get("snapshots_offset").unwrap_or(0);
+        let bitmaps_consistent = get("autoclear_features").unwrap_or(0) & 1 != 0;
         let refcount_table_offset = get("refcount_table_offset").unwrap_or(0);
         let refcount_table_clusters = get32("refcount_table_clusters").unwrap_or(0);
         Ok(Header {
@@ -500,6 +507,8 @@ impl Header {
             backing_format: exts.backing_format,
             feature_names: exts.feature_names,
             has_bitmaps: exts.bitmaps,
+            bitmaps_extension: exts.bitmaps_extension,
+            bitmaps_consistent,
         })
     }
 }
@@ -511,6 +520,7 @@ struct Extensions {
     data_file: Option<String>,
     crypto: bool,
     bitmaps: bool,
+    bitmaps_extension: Option<(u32, u64, u64)>,
 }
 
 fn decode_extensions(
@@ -558,7 +568,15 @@ fn decode_extensions(
             EXT_BACKING_FORMAT => exts.backing_format = Some(text()),
             EXT_DATA_FILE => exts.data_file = Some(text()),
             EXT_CRYPTO => exts.crypto = true,
-            EXT_BITMAPS => exts.bitmaps = true,
+            EXT_BITMAPS => {
+                exts.bitmaps = true;
+                // qcow2.txt: nb_bitmaps, reserved, directory size, offset.
+                if let (Some(nb), Some(size), Some(offset)) =
+                    (be32(data, 0), be64(data, 8), be64(data, 16))
+                {
+                    exts.bitmaps_extension = Some((nb, size, offset));
+                }
+            }
             EXT_FEATURE_TABLE => {
                 for entry in data.chunks_exact(48) {
                     if let [kind, bit, name @ ..] = entry {

@@ -30,6 +30,7 @@ use crate::block::storage::Storage;
 use crate::block::{check_range, BlockError, BlockSource, Extent, Status};
 use crate::bytes::{be64, u64_of, us};
 
+pub mod bitmap;
 pub mod compressed;
 pub mod header;
 pub mod l2;
@@ -174,6 +175,51 @@ impl Qcow2Layer {
     /// A damaged snapshot table (see [`snapshot::read_table`]).
     pub fn snapshots(&self) -> Result<Vec<snapshot::Snapshot>, BlockError> {
         snapshot::read_table(&self.path, self.storage.as_ref(), &self.header)
+    }
+
+    /// The persistent dirty bitmaps (none when the header marks them
+    /// inconsistent, as qemu ignores them then).
+    ///
+    /// # Errors
+    /// A damaged bitmap directory (see [`bitmap::read_directory`]).
+    pub fn bitmaps(&self) -> Result<Vec<bitmap::Bitmap>, BlockError> {
+        bitmap::read_directory(&self.path, self.storage.as_ref(), &self.header)
+    }
+
+    /// Calls `each(offset, length, dirty)` for the merged runs of the
+    /// bitmap named `name` over the whole disk.
+    ///
+    /// # Errors
+    /// No such bitmap (the message lists those there are); a bitmap in
+    /// use; a damaged bitmap; errors from `each`.
+    pub fn bitmap_runs(
+        &self,
+        name: &str,
+        each: &mut dyn FnMut(u64, u64, bool) -> Result<(), BlockError>,
+    ) -> Result<(), BlockError> {
+        let all = self.bitmaps()?;
+        let Some(found) = all.iter().find(|b| b.name == name) else {
+            let names: Vec<&str> = all.iter().map(|b| b.name.as_str()).collect();
+            return Err(BlockError::unsupported(
+                &self.path,
+                format!(
+                    "no bitmap {name:?} (bitmaps here: {})",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        };
+        bitmap::dirty_runs(
+            &self.path,
+            self.storage.as_ref(),
+            &self.header,
+            found,
+            self.header.size,
+            each,
+        )
     }
 
     /// The snapshot this layer reads as (see [`Qcow2Layer::at_snapshot`]).
@@ -578,6 +624,33 @@ fn status_of(run: &Run) -> Extent {
     }
 }
 
+impl Qcow2Layer {
+    /// `piece` (at guest offset `pos`) from the compressed cluster
+    /// `descriptor` names.
+    fn fill_compressed(
+        &self,
+        descriptor: u64,
+        pos: u64,
+        piece: &mut [u8],
+    ) -> Result<(), BlockError> {
+        let cluster = self.decompressed(descriptor)?;
+        // A read's compressed run stays in one cluster (runs merge
+        // compressed units only for block status).
+        let at = us(pos & self.cluster_mask);
+        let from = cluster
+            .get(at..)
+            .and_then(|c| c.get(..piece.len()))
+            .ok_or_else(|| BlockError::Internal {
+                what: format!(
+                    "{}: a compressed run at guest offset {pos:#x} passes its cluster",
+                    self.path
+                ),
+            })?;
+        piece.copy_from_slice(from);
+        Ok(())
+    }
+}
+
 impl BlockSource for Qcow2Layer {
     fn name(&self) -> &str {
         &self.path
@@ -621,27 +694,63 @@ impl BlockSource for Qcow2Layer {
                         }
                     })?;
                 }
-                Kind::Compressed { descriptor } => {
-                    let cluster = self.decompressed(descriptor)?;
-                    // A read's compressed run stays in one cluster (runs
-                    // merge compressed units only for block status).
-                    let at = us(pos & self.cluster_mask);
-                    let from = cluster
-                        .get(at..)
-                        .and_then(|c| c.get(..piece.len()))
-                        .ok_or_else(|| BlockError::Internal {
-                            what: format!(
-                                "{}: a compressed run at guest offset {pos:#x} passes its cluster",
-                                self.path
-                            ),
-                        })?;
-                    piece.copy_from_slice(from);
-                }
+                Kind::Compressed { descriptor } => self.fill_compressed(descriptor, pos, piece)?,
                 _ => piece.fill(0),
             }
             pos = pos.saturating_add(u64_of(n));
         }
         Ok(())
+    }
+
+    /// The ranges mapped as [`Qcow2Layer::read_at`] maps them; the data
+    /// clusters of all of them read in one [`Storage::read_many`] (in
+    /// flight together over a remote file).
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        let mut batch: Vec<(u64, &mut [u8])> = Vec::new();
+        for (offset, buf) in reqs.iter_mut() {
+            let offset = *offset;
+            check_range(&self.path, self.header.size, offset, u64_of(buf.len()))?;
+            let end = offset.saturating_add(u64_of(buf.len()));
+            let mut pos = offset;
+            let mut rest: &mut [u8] = buf;
+            while !rest.is_empty() {
+                let run = self.run_at(pos, end, false)?;
+                let n = us(run.len).min(rest.len());
+                let (piece, tail) = std::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                if n == 0 {
+                    return Err(stalled(&self.path, pos));
+                }
+                match run.kind {
+                    Kind::Normal { .. } => batch.push((run.host.unwrap_or(0), piece)),
+                    Kind::Compressed { descriptor } => {
+                        self.fill_compressed(descriptor, pos, piece)?
+                    }
+                    _ => piece.fill(0),
+                }
+                pos = pos.saturating_add(u64_of(n));
+            }
+        }
+        let first = batch.first().map_or(0, |b| b.0);
+        let file_len = self.storage.len();
+        if let Some((host, _)) = batch
+            .iter()
+            .find(|(h, b)| h.checked_add(u64_of(b.len())).is_none_or(|e| e > file_len))
+        {
+            return Err(BlockError::corrupt(
+                &self.path,
+                "data cluster",
+                *host,
+                format!("a data cluster maps past the end of the file ({file_len} bytes)"),
+            ));
+        }
+        self.storage
+            .read_many(&mut batch)
+            .map_err(|e| BlockError::io(&self.path, "reading data clusters", first, e))
+    }
+
+    fn remote(&self) -> bool {
+        self.storage.remote()
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {

@@ -63,7 +63,7 @@ impl Ext4 {
 
     /// Whether `inode` keeps no block map: inline data, fast symlinks,
     /// devices (their `i_block` holds the device number).
-    fn has_no_map(&self, inode: &Inode) -> bool {
+    pub(super) fn has_no_map(&self, inode: &Inode) -> bool {
         inode.has_inline_data() || self.fast_symlink(inode) || inode.is_device()
     }
 

@@ -332,6 +332,15 @@ impl Filesystem for Ext4 {
     fn lookup(&self, path: &[u8]) -> Result<NodeId, FsError> {
         self.lookup_bytes(path)
     }
+    fn prefetch_dirs(&self, dirs: &[NodeId]) -> bool {
+        match Ext4::prefetch_dirs(self, dirs) {
+            Ok(did) => did,
+            Err(e) => {
+                tracing::debug!("prefetch: {e}");
+                false
+            }
+        }
+    }
 
     fn runs(
         &self,

@@ -1,0 +1,234 @@
+//! qcow2 persistent dirty bitmaps (issue 17): `chain` lists them as
+//! `qemu-img info` does, and `map --bitmap NAME` equals `nbdinfo
+//! --map=qemu:dirty-bitmap:NAME` through `qemu-nbd -B NAME`, read from the
+//! file alone; inconsistent and in-use bitmaps are treated as qemu does.
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::nbd::{serve, socket_ready};
+use crate::util::*;
+
+fn tools() -> bool {
+    need("qemu-img") && need("qemu-io") && need("qemu-nbd") && need("nbdinfo")
+}
+
+/// nbdinfo's map of bitmap `name` of `image`, served by qemu-nbd.
+fn nbdinfo_map(cwd: &Path, image: &str, name: &str) -> Value {
+    let sock = cwd.join(format!("{name}.sock"));
+    let _server = serve(
+        cwd,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "-B",
+            name,
+            "--socket",
+            sock.to_str().unwrap(),
+            "-f",
+            "qcow2",
+            image,
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let uri = format!("nbd+unix:///?socket={}", sock.display());
+    let out = sh(
+        cwd,
+        &[
+            "nbdinfo",
+            "--json",
+            &format!("--map=qemu:dirty-bitmap:{name}"),
+            &uri,
+        ],
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A base and an overlay with four bitmaps: 64 KiB and 1 MiB granularity
+/// (one disabled before the last writes), one added late, and one of 512
+/// bytes over 4 KiB clusters whose bits span several data clusters.
+fn build(cwd: &Path) {
+    sh(
+        cwd,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "base.qcow2",
+            "64M",
+        ],
+    );
+    qemu_io(cwd, "base.qcow2", &["write -P 1 0 8M"]);
+    sh(
+        cwd,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4096",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ],
+    );
+    sh(
+        cwd,
+        &[
+            "qemu-img",
+            "bitmap",
+            "--add",
+            "-g",
+            "65536",
+            "top.qcow2",
+            "b0",
+        ],
+    );
+    sh(
+        cwd,
+        &["qemu-img", "bitmap", "--add", "-g", "1M", "top.qcow2", "b1"],
+    );
+    sh(
+        cwd,
+        &[
+            "qemu-img",
+            "bitmap",
+            "--add",
+            "-g",
+            "512",
+            "top.qcow2",
+            "fine",
+        ],
+    );
+    let mut writes = vec![
+        "write -P 2 0 100k".to_owned(),
+        "write 10M 1M".into(),
+        "write 67108352 512".into(),
+    ];
+    // Scattered sectors: bytes of the fine bitmap that are neither 0 nor
+    // 0xff, across its data clusters.
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..200 {
+        let sector = rng.below(131_072);
+        writes.push(format!("write -P 3 {} 512", sector * 512));
+    }
+    let cmds: Vec<&str> = writes.iter().map(String::as_str).collect();
+    qemu_io(cwd, "top.qcow2", &cmds);
+    sh(cwd, &["qemu-img", "bitmap", "--add", "top.qcow2", "late"]);
+    sh(cwd, &["qemu-img", "bitmap", "--disable", "top.qcow2", "b1"]);
+    qemu_io(cwd, "top.qcow2", &["write 5M 64k", "write 40M 3k"]);
+}
+
+#[test]
+fn bitmaps_list_and_map_like_qemu_nbd() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let cwd = d.path();
+    build(cwd);
+    let ours = layerscope(cwd, &["chain", "--json", "top.qcow2"])
+        .ok()
+        .json();
+    let theirs = qemu_info_chain(cwd, "top.qcow2");
+    let list = &theirs[0]["format-specific"]["data"]["bitmaps"];
+    assert_eq!(list.as_array().unwrap().len(), 4, "{list}");
+    assert_eq!(&ours[0]["format-specific"]["data"]["bitmaps"], list);
+    assert!(ours[1]["format-specific"]["data"].get("bitmaps").is_none());
+    for name in ["b0", "b1", "fine", "late"] {
+        let theirs = nbdinfo_map(cwd, "top.qcow2", name);
+        let ours = layerscope(cwd, &["map", "--bitmap", name, "--json", "top.qcow2"])
+            .ok()
+            .json();
+        assert_eq!(ours, theirs, "bitmap {name}");
+        // The text form holds the same runs.
+        let text = layerscope(cwd, &["map", "--bitmap", name, "top.qcow2"])
+            .ok()
+            .text();
+        let rows: Vec<Value> = text
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                serde_json::json!({"offset": f[0].parse::<u64>().unwrap(), "length": f[1].parse::<u64>().unwrap(),
+                    "type": f[2].parse::<u64>().unwrap(), "description": f[3]})
+            })
+            .collect();
+        assert_eq!(Value::Array(rows), theirs, "bitmap {name}, text");
+    }
+    let r = layerscope(cwd, &["map", "--bitmap", "nope", "top.qcow2"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("b0, b1, fine, late"), "{}", r.stderr);
+    let r = layerscope(cwd, &["map", "--bitmap", "b0", "base.qcow2"]);
+    assert_ne!(r.code, 0);
+}
+
+#[test]
+fn inconsistent_and_in_use_bitmaps_as_qemu_treats_them() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let cwd = d.path();
+    build(cwd);
+    let good = std::fs::read(cwd.join("top.qcow2")).unwrap();
+    // qcow2.txt: autoclear_features at 88 (bit 0: bitmaps consistent).
+    let mut img = good.clone();
+    img[95] &= !1;
+    std::fs::write(cwd.join("stale.qcow2"), &img).unwrap();
+    let ours = layerscope(cwd, &["chain", "--json", "stale.qcow2"])
+        .ok()
+        .json();
+    let theirs = qemu_info_chain(cwd, "stale.qcow2");
+    assert!(
+        theirs[0]["format-specific"]["data"]
+            .get("bitmaps")
+            .is_none(),
+        "{theirs}"
+    );
+    assert_eq!(ours[0]["format-specific"], theirs[0]["format-specific"]);
+    // The first directory entry's flags (entry + 12) with in_use set: the
+    // bitmaps extension (magic 0x23852875) says where the directory is.
+    let ext = good
+        .windows(4)
+        .position(|w| w == [0x23, 0x85, 0x28, 0x75])
+        .unwrap();
+    let dir = u64::from_be_bytes(good[ext + 8 + 16..ext + 8 + 24].try_into().unwrap()) as usize;
+    let mut img = good.clone();
+    img[dir + 15] |= 1;
+    std::fs::write(cwd.join("inuse.qcow2"), &img).unwrap();
+    let ours = layerscope(cwd, &["chain", "--json", "inuse.qcow2"])
+        .ok()
+        .json();
+    let theirs = qemu_info_chain(cwd, "inuse.qcow2");
+    assert_eq!(
+        theirs[0]["format-specific"]["data"]["bitmaps"][0]["flags"][0],
+        "in-use"
+    );
+    assert_eq!(ours[0]["format-specific"], theirs[0]["format-specific"]);
+    let r = layerscope(cwd, &["map", "--bitmap", "b0", "inuse.qcow2"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("in use"), "{}", r.stderr);
+    // qemu-nbd refuses to export it too.
+    let q = std::process::Command::new("qemu-nbd")
+        .args([
+            "--read-only",
+            "-B",
+            "b0",
+            "--socket",
+            "x.sock",
+            "-f",
+            "qcow2",
+            "inuse.qcow2",
+        ])
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    assert!(!q.status.success(), "qemu-nbd exported an in-use bitmap");
+}
