@@ -201,6 +201,7 @@ fn legend(g: &Grid, file: bool, st: &Styles, width: u16, rows: u16) -> Vec<Line<
         if used + w + reserve > width && used > 0 {
             if last_line {
                 // No room for the rest: say so.
+                // `lines` starts with one line and only grows: never None.
                 let last = lines.last_mut().expect("one line at least");
                 last.push(Span::raw(format!(" …{} more", total - n)));
                 break;
@@ -208,6 +209,7 @@ fn legend(g: &Grid, file: bool, st: &Styles, width: u16, rows: u16) -> Vec<Line<
             lines.push(Vec::new());
             used = 0;
         }
+        // As above: `lines` is never empty.
         let line = lines.last_mut().expect("one line at least");
         if used > 0 {
             line.push(Span::raw(" "));
