@@ -144,6 +144,17 @@ pub trait Filesystem: Send + Sync {
     /// As [`Filesystem::metadata`].
     fn node_report(&self, node: NodeId) -> Result<Report, FsError>;
 
+    /// Where the node's own bytes lie on the volume: the offset of
+    /// [`Filesystem::node_report`], without building the report (per
+    /// file in `timeline` and `grep`, where only the layer holding it is
+    /// wanted).
+    ///
+    /// # Errors
+    /// As [`Filesystem::node_report`].
+    fn node_offset(&self, node: NodeId) -> Result<u64, FsError> {
+        Ok(self.node_report(node)?.offset)
+    }
+
     /// Calls `each` with the entries of directory `dir` in on-disk order
     /// (`.` and `..` included where the filesystem stores them) until it
     /// breaks, holding one directory block at a time, never the whole

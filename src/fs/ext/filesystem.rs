@@ -302,6 +302,10 @@ impl Filesystem for Ext4 {
         Ok(self.inode(node)?.report())
     }
 
+    fn node_offset(&self, node: NodeId) -> Result<u64, FsError> {
+        Ok(self.inode(node)?.base)
+    }
+
     fn read_dir(
         &self,
         dir: NodeId,

@@ -526,7 +526,7 @@ impl Ext4 {
     }
 
     /// `s_hash_seed` as the four words the hashes start from.
-    fn hash_seed(&self) -> [u32; 4] {
+    pub fn hash_seed(&self) -> [u32; 4] {
         let raw = self.sb.hash_seed;
         let mut seed = [0u32; 4];
         for (w, c) in seed.iter_mut().zip(raw.chunks_exact(4)) {
