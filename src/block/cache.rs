@@ -33,6 +33,18 @@ const MAX_WINDOW: u64 = 8;
 
 type Chunks = LruCache<u64, Arc<[u8]>>;
 
+/// Bytes per page of the prefetch store: scattered metadata (inodes,
+/// directory blocks) is fetched ahead in pages, not whole chunks.
+pub const PAGE: u64 = 4096;
+/// Pages the prefetch store keeps (32 MiB), least recently used first out.
+const PAGE_STORE: u64 = 32 << 20;
+/// Most bytes one [`BlockCache::prefetch`] fetches (16 MiB): what is
+/// fetched ahead stays well inside the store until it is used.
+pub const AHEAD: u64 = 16 << 20;
+/// Wanted pages this close (in pages) are fetched as one request, the
+/// gap with them: a request costs a round trip, a page only its bytes.
+const MERGE_GAP: u64 = 4;
+
 /// Cache statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
@@ -52,6 +64,11 @@ pub struct BlockCache {
     hits: AtomicU64,
     misses: AtomicU64,
     readahead: AtomicU64,
+    /// Pages fetched ahead ([`BlockCache::prefetch`]), by page index.
+    pages: Mutex<Chunks>,
+    /// Whether `pages` may hold anything (reads skip its lock until then).
+    has_pages: std::sync::atomic::AtomicBool,
+    prefetched: AtomicU64,
 }
 
 impl BlockCache {
@@ -69,7 +86,190 @@ impl BlockCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             readahead: AtomicU64::new(0),
+            pages: Mutex::new(LruCache::new(
+                NonZeroUsize::new(us(PAGE_STORE / PAGE)).unwrap_or(NonZeroUsize::MIN),
+            )),
+            has_pages: std::sync::atomic::AtomicBool::new(false),
+            prefetched: AtomicU64::new(0),
         }
+    }
+
+    /// Pages fetched ahead so far.
+    pub fn prefetched_pages(&self) -> u64 {
+        self.prefetched.load(Ordering::Relaxed)
+    }
+
+    fn lock_pages(&self) -> Result<std::sync::MutexGuard<'_, Chunks>, BlockError> {
+        self.pages.lock().map_err(|_| BlockError::Internal {
+            what: "the page store lock was poisoned".into(),
+        })
+    }
+
+    /// Serves `[offset, offset + buf.len())` from the page store when
+    /// every page of it is there; false (and `buf` untouched or partly
+    /// written) otherwise.
+    fn serve_pages(&self, offset: u64, buf: &mut [u8]) -> Result<bool, BlockError> {
+        if !self.has_pages.load(Ordering::Relaxed) || buf.is_empty() {
+            return Ok(false);
+        }
+        let end = offset.saturating_add(u64_of(buf.len()));
+        let first = offset / PAGE;
+        let last = end.saturating_sub(1) / PAGE;
+        let mut pages = self.lock_pages()?;
+        if !(first..=last).all(|i| pages.contains(&i)) {
+            return Ok(false);
+        }
+        let mut pos = offset;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let index = pos / PAGE;
+            let Some(page) = pages.get(&index) else {
+                return Ok(false);
+            };
+            let from = page.get(us(pos % PAGE)..).unwrap_or_default();
+            let from = from.get(..rest.len()).unwrap_or(from);
+            if from.is_empty() {
+                // A short page (the end of the disk) that does not hold
+                // the bytes: read them the ordinary way.
+                return Ok(false);
+            }
+            let (piece, tail) = rest.split_at_mut(from.len());
+            piece.copy_from_slice(from);
+            rest = tail;
+            pos = pos.saturating_add(u64_of(from.len()));
+        }
+        Ok(true)
+    }
+
+    /// Fills `buf` from what is held (the page store, or one cached
+    /// chunk) without asking the source; false when it is not all there.
+    ///
+    /// # Errors
+    /// A poisoned lock.
+    pub fn peek(&self, offset: u64, buf: &mut [u8]) -> Result<bool, BlockError> {
+        if self.serve_pages(offset, buf)? {
+            return Ok(true);
+        }
+        let end = offset.saturating_add(u64_of(buf.len()));
+        let index = offset / CHUNK;
+        if buf.is_empty() || end.saturating_sub(1) / CHUNK != index {
+            return Ok(false);
+        }
+        let Some(chunk) = self.lock()?.peek(&index).cloned() else {
+            return Ok(false);
+        };
+        match chunk
+            .get(us(offset % CHUNK)..)
+            .and_then(|c| c.get(..buf.len()))
+        {
+            Some(from) => {
+                buf.copy_from_slice(from);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Reads `[offset, offset + buf.len())` from the page store when it
+    /// is there, else straight from the source without caching it (what
+    /// a one-off block read such as a directory block wants).
+    ///
+    /// # Errors
+    /// As [`BlockSource::read_at`].
+    pub fn read_direct(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        check_range(
+            self.inner.name(),
+            self.inner.len(),
+            offset,
+            u64_of(buf.len()),
+        )?;
+        if self.serve_pages(offset, buf)? {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.inner.read_at(offset, buf)
+    }
+
+    /// Fetches the pages of `ranges` that are not held yet into the page
+    /// store, all in one [`BlockSource::read_many`] (requests in flight
+    /// together over a remote source), at most [`AHEAD`] bytes; returns
+    /// the bytes fetched. Does nothing for a source that is not remote:
+    /// a local read costs no round trip to save.
+    ///
+    /// # Errors
+    /// As [`BlockSource::read_many`].
+    pub fn prefetch(&self, ranges: &[(u64, u64)]) -> Result<u64, BlockError> {
+        if !self.inner.remote() {
+            return Ok(0);
+        }
+        let size = self.inner.len();
+        let limit = AHEAD / PAGE;
+        let mut wanted = std::collections::BTreeSet::new();
+        {
+            let pages = self.lock_pages()?;
+            let chunks = self.lock()?;
+            'ranges: for &(offset, len) in ranges {
+                let end = offset.saturating_add(len).min(size);
+                if end <= offset {
+                    continue;
+                }
+                for i in offset / PAGE..=end.saturating_sub(1) / PAGE {
+                    if u64_of(wanted.len()) >= limit {
+                        break 'ranges;
+                    }
+                    let chunk = i.saturating_mul(PAGE) / CHUNK;
+                    if !pages.contains(&i) && !chunks.contains(&chunk) {
+                        wanted.insert(i);
+                    }
+                }
+            }
+        }
+        // Runs of pages, each one request; near runs join (the gap is
+        // fetched too, and counts toward the bound).
+        let mut spans: Vec<(u64, u64)> = Vec::new();
+        let mut total = 0u64;
+        for i in wanted {
+            match spans.last_mut() {
+                Some((_, last)) if i.saturating_sub(*last) <= MERGE_GAP => {
+                    total = total.saturating_add(i.saturating_sub(*last));
+                    *last = i;
+                }
+                _ => {
+                    total = total.saturating_add(1);
+                    spans.push((i, i));
+                }
+            }
+            if total >= limit {
+                break;
+            }
+        }
+        if spans.is_empty() {
+            return Ok(0);
+        }
+        let mut bufs: Vec<(u64, Vec<u8>)> = spans
+            .iter()
+            .map(|&(first, last)| {
+                let start = first.saturating_mul(PAGE);
+                let end = last.saturating_add(1).saturating_mul(PAGE).min(size);
+                (start, vec![0u8; us(end.saturating_sub(start))])
+            })
+            .collect();
+        let mut reqs: Vec<(u64, &mut [u8])> = bufs
+            .iter_mut()
+            .map(|(start, b)| (*start, b.as_mut_slice()))
+            .collect();
+        self.inner.read_many(&mut reqs)?;
+        let mut fetched = 0u64;
+        let mut pages = self.lock_pages()?;
+        for (start, buf) in &bufs {
+            for (i, piece) in (start / PAGE..).zip(buf.chunks(us(PAGE))) {
+                pages.put(i, Arc::from(piece));
+                fetched = fetched.saturating_add(u64_of(piece.len()));
+            }
+        }
+        self.has_pages.store(true, Ordering::Relaxed);
+        self.prefetched.fetch_add(fetched / PAGE, Ordering::Relaxed);
+        Ok(fetched)
     }
 
     /// The wrapped source.
@@ -151,6 +351,10 @@ impl BlockSource for BlockCache {
         check_range(self.inner.name(), self.inner.len(), offset, len)?;
         // Bulk reads (file contents, streaming) go straight through: they
         // gain nothing from chunking and would evict the metadata.
+        if self.serve_pages(offset, buf)? {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         if len >= BYPASS.min(self.capacity_bytes / 4) {
             return self.inner.read_at(offset, buf);
         }
@@ -187,6 +391,10 @@ impl BlockSource for BlockCache {
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
         self.inner.block_status(offset, len)
+    }
+
+    fn remote(&self) -> bool {
+        self.inner.remote()
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
@@ -238,5 +446,96 @@ mod tests {
         cache.read_at(bytes.len() as u64, &mut pad).unwrap();
         assert!(pad.iter().all(|&b| b == 0));
         assert!(cache.read_at(disk as u64 - 1, &mut tail).is_err());
+    }
+
+    /// A source that pays a round trip per call, and counts them.
+    struct Remote {
+        bytes: Vec<u8>,
+        calls: AtomicU64,
+        ranges: AtomicU64,
+    }
+
+    impl BlockSource for Remote {
+        fn name(&self) -> &str {
+            "remote"
+        }
+        fn len(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            check_range("remote", self.len(), offset, buf.len() as u64)?;
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            self.ranges.fetch_add(1, Ordering::Relaxed);
+            buf.copy_from_slice(&self.bytes[offset as usize..offset as usize + buf.len()]);
+            Ok(())
+        }
+        fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            for (o, b) in reqs.iter_mut() {
+                check_range("remote", self.len(), *o, b.len() as u64)?;
+                self.ranges.fetch_add(1, Ordering::Relaxed);
+                b.copy_from_slice(&self.bytes[*o as usize..*o as usize + b.len()]);
+            }
+            Ok(())
+        }
+        fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
+            Ok(vec![Extent {
+                offset,
+                len,
+                status: crate::block::Status::Data,
+                compressed: false,
+                host_offset: None,
+                reads_zero: false,
+            }])
+        }
+        fn remote(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn prefetched_pages_serve_later_reads_in_one_batch() {
+        let len = 40 << 20;
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+        let src = Arc::new(Remote {
+            bytes: bytes.clone(),
+            calls: AtomicU64::new(0),
+            ranges: AtomicU64::new(0),
+        });
+        let cache = BlockCache::new(src.clone(), 8 << 20);
+        // Scattered blocks, two of them near (one request), one at the
+        // ragged end, one past it (clamped).
+        let wanted: Vec<(u64, u64)> = (0..300u64)
+            .map(|i| (i * 131_072 + 4096, 4096))
+            .chain([(1 << 20, 256), (len as u64 - 100, 100), (len as u64, 10)])
+            .collect();
+        let got = cache.prefetch(&wanted).unwrap();
+        assert!(got >= 300 * 4096, "{got}");
+        assert_eq!(src.calls.load(Ordering::Relaxed), 1);
+        let before = src.ranges.load(Ordering::Relaxed);
+        for &(o, n) in wanted.iter().filter(|&&(o, _)| o < len as u64) {
+            let mut b = vec![0u8; n as usize];
+            cache.read_direct(o, &mut b).unwrap();
+            assert_eq!(&b[..], &bytes[o as usize..(o + n) as usize]);
+            let mut c = vec![0u8; n as usize];
+            cache.read_at(o, &mut c).unwrap();
+            assert_eq!(b, c);
+            assert!(cache.peek(o, &mut c).unwrap());
+        }
+        assert_eq!(
+            src.ranges.load(Ordering::Relaxed),
+            before,
+            "a prefetched read hit the source"
+        );
+        // What was fetched is not fetched again; the bound holds.
+        assert_eq!(cache.prefetch(&wanted).unwrap(), 0);
+        let huge = [(0u64, 64u64 << 20)];
+        assert!(cache.prefetch(&huge).unwrap() <= AHEAD);
+        // A local source is not fetched ahead.
+        let (local, _) = source(1 << 20);
+        assert_eq!(
+            BlockCache::new(local, 8 << 20).prefetch(&wanted).unwrap(),
+            0
+        );
     }
 }

@@ -192,6 +192,42 @@ impl LayeredReader {
         })
     }
 
+    /// The topmost layer holding anything of its own (data or zeros) in
+    /// `[offset, offset + len)`, `None` when no layer does: what the
+    /// static hit map shows for a cell, the same as merging the map's
+    /// entries over it (each layer asked from the top, within its own
+    /// length, until one holds something).
+    ///
+    /// # Errors
+    /// Errors of the layers' metadata; an empty block status answer.
+    pub fn topmost_in(&self, offset: u64, len: u64) -> Result<Option<usize>, BlockError> {
+        check_range(&self.name, self.size, offset, len)?;
+        let end = offset.saturating_add(len);
+        for (index, layer) in self.layers.iter().enumerate().rev() {
+            let stop = end.min(layer.len());
+            let mut at = offset;
+            while at < stop {
+                let answer = layer.block_status(at, stop.saturating_sub(at))?;
+                if answer.is_empty() {
+                    return Err(empty_answer(layer.name(), at));
+                }
+                for e in answer {
+                    if e.len == 0 {
+                        return Err(empty_answer(layer.name(), at));
+                    }
+                    if e.status != Status::Unallocated {
+                        return Ok(Some(index));
+                    }
+                    at = at.saturating_add(e.len);
+                    if at >= stop {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// qemu's `get_block_status` for `qemu-img map`: the status of a prefix
     /// of `[offset, offset + len)`, from the topmost layer that holds it.
     ///
@@ -379,6 +415,50 @@ impl BlockSource for LayeredReader {
             pos = pos.saturating_add(u64_of(n));
         }
         Ok(())
+    }
+
+    /// Each range split where the serving layer changes, as
+    /// [`LayeredReader::read_at`] does; the pieces each layer serves are
+    /// passed to it in one [`BlockSource::read_many`], so a remote layer
+    /// gets them all in flight together.
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        let mut by_layer: Vec<Vec<(u64, &mut [u8])>> = Vec::new();
+        by_layer.resize_with(self.layers.len(), Vec::new);
+        for (offset, buf) in reqs.iter_mut() {
+            let offset = *offset;
+            check_range(&self.name, self.size, offset, u64_of(buf.len()))?;
+            let mut pos = offset;
+            let mut rest: &mut [u8] = buf;
+            while !rest.is_empty() {
+                let owner = self.owner(pos, u64_of(rest.len()))?;
+                let n = us(owner.len).min(rest.len());
+                let (piece, tail) = std::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                self.record(owner.layer, pos, u64_of(n))?;
+                match (owner.layer, owner.status) {
+                    (Some(index), Status::Data) => by_layer
+                        .get_mut(index)
+                        .ok_or_else(|| BlockError::Internal {
+                            what: format!("{}: no layer {index}", self.name),
+                        })?
+                        .push((pos, piece)),
+                    _ => piece.fill(0),
+                }
+                pos = pos.saturating_add(u64_of(n));
+            }
+        }
+        for (index, mut pieces) in by_layer.into_iter().enumerate() {
+            match pieces.as_mut_slice() {
+                [] => {}
+                [(pos, piece)] => self.layer(index)?.read_at(*pos, piece)?,
+                many => self.layer(index)?.read_many(many)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn remote(&self) -> bool {
+        self.layers.iter().any(|l| l.remote())
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<crate::block::Extent>, BlockError> {

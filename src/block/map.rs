@@ -114,6 +114,11 @@ impl<'a> MapIter<'a> {
         self
     }
 
+    /// The steps (block status answers) left, when bounded.
+    pub fn steps_left(&self) -> Option<u64> {
+        self.budget
+    }
+
     /// The first offset not mapped, when the budget ended the walk.
     pub fn stopped_at(&self) -> Option<u64> {
         self.stopped

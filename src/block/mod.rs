@@ -121,6 +121,26 @@ pub trait BlockSource: Send + Sync {
     /// I/O and corruption errors name the file and offset.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError>;
 
+    /// Fills every `(offset, buf)`. A source that pays a round trip per
+    /// request (NBD, files over ssh) sends them together, many in flight;
+    /// the default reads them one after another.
+    ///
+    /// # Errors
+    /// As [`BlockSource::read_at`], for the first range that fails.
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        for (offset, buf) in reqs.iter_mut() {
+            self.read_at(*offset, buf)?;
+        }
+        Ok(())
+    }
+
+    /// True when each request pays a round trip (an NBD server, a file
+    /// over ssh): readers then batch what they will need
+    /// ([`BlockSource::read_many`]) instead of asking piece by piece.
+    fn remote(&self) -> bool {
+        false
+    }
+
     /// Describes a prefix of `[offset, offset + len)`: a non-empty list of
     /// contiguous extents in order, starting at `offset`. Like qemu's
     /// `block_status`, it may stop early (at the end of a metadata table, or

@@ -51,6 +51,23 @@ impl Storage for NbdStorage {
             .map_err(|e| io::Error::other(e.to_string()))
     }
 
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        let size = self.client.len();
+        for (offset, buf) in reqs.iter() {
+            let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+            if offset.checked_add(len).is_none_or(|e| e > size) {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        self.client
+            .read_many(reqs)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn next_run(&self, _offset: u64) -> io::Result<Option<(bool, u64)>> {
         // Holes of the served file are not asked for: everything counts
         // as data (qemu over NBD asks base:allocation; see the README).

@@ -70,6 +70,28 @@ impl BlockSource for RawFile {
             .map_err(|e| BlockError::io(&self.path, "reading", offset, e))
     }
 
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        let file_len = self.storage.len();
+        let mut batch: Vec<(u64, &mut [u8])> = Vec::new();
+        for (offset, buf) in reqs.iter_mut() {
+            check_range(&self.path, self.size(), *offset, u64_of(buf.len()))?;
+            let in_file = us(file_len.saturating_sub(*offset)).min(buf.len());
+            let (head, tail) = buf.split_at_mut(in_file);
+            tail.fill(0);
+            if !head.is_empty() {
+                batch.push((*offset, head));
+            }
+        }
+        let first = batch.first().map_or(0, |b| b.0);
+        self.storage
+            .read_many(&mut batch)
+            .map_err(|e| BlockError::io(&self.path, "reading", first, e))
+    }
+
+    fn remote(&self) -> bool {
+        self.storage.remote()
+    }
+
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
         check_range(&self.path, self.size(), offset, len)?;
         let file_len = self.storage.len();

@@ -60,6 +60,12 @@ pub trait Storage: Send + Sync {
     /// read to report.
     fn prefetch(&self, _ranges: &[(u64, u64)]) {}
 
+    /// True when each request pays a round trip (a file over ssh or NBD):
+    /// readers above then batch what they need.
+    fn remote(&self) -> bool {
+        false
+    }
+
     /// The ssh session the file is read through, for the UI's status pane
     /// (`None` for local files).
     fn ssh_session(&self) -> Option<Arc<crate::block::ssh::Session>> {

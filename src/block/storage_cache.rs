@@ -170,6 +170,47 @@ impl CachedStorage {
     }
 }
 
+impl CachedStorage {
+    /// Fills `buf` from cached chunks when every chunk it needs is held;
+    /// false (nothing counted) otherwise.
+    fn serve_cached(&self, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+        let Some(end) = u64::try_from(buf.len())
+            .ok()
+            .and_then(|n| offset.checked_add(n))
+            .filter(|&e| e <= self.inner.len() && e > offset)
+        else {
+            return Ok(buf.is_empty());
+        };
+        let first = offset / CHUNK;
+        let last = end.saturating_sub(1) / CHUNK;
+        let mut cache = self.lock()?;
+        if !(first..=last).all(|i| cache.contains(&(self.file, i))) {
+            return Ok(false);
+        }
+        let mut pos = offset;
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let index = pos / CHUNK;
+            let Some(chunk) = cache.get(&(self.file, index)) else {
+                return Ok(false);
+            };
+            let at = usize::try_from(pos.saturating_sub(index.saturating_mul(CHUNK)))
+                .map_err(|_| io::ErrorKind::InvalidInput)?;
+            let from = chunk.get(at..).unwrap_or_default();
+            let from = from.get(..rest.len()).unwrap_or(from);
+            if from.is_empty() {
+                return Ok(false);
+            }
+            let (piece, tail) = rest.split_at_mut(from.len());
+            piece.copy_from_slice(from);
+            rest = tail;
+            pos = pos.saturating_add(u64::try_from(from.len()).unwrap_or(u64::MAX));
+        }
+        self.cache.hits.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+}
+
 impl Storage for CachedStorage {
     fn len(&self) -> u64 {
         self.inner.len()
@@ -238,21 +279,23 @@ impl Storage for CachedStorage {
         Ok(())
     }
 
-    /// Small ranges are fetched together (their missing chunks in one
-    /// batch), then served from the cache.
+    /// Ranges whose chunks are all cached are served from the cache; the
+    /// rest are read as asked, all in one [`Storage::read_many`] (in
+    /// flight together): a batch is what a reader above fetches ahead
+    /// into its own store, so rounding each range up to whole chunks
+    /// would fetch 16 times the bytes and evict the tables.
     fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> io::Result<()> {
-        let small: Vec<(u64, u64)> = reqs
-            .iter()
-            .filter(|(_, b)| b.len() < BYPASS)
-            .map(|(o, b)| (*o, u64::try_from(b.len()).unwrap_or(u64::MAX)))
-            .collect();
-        if small.len() > 1 {
-            self.fetch_missing(&small)?;
-        }
+        let mut rest: Vec<(u64, &mut [u8])> = Vec::new();
         for (offset, buf) in reqs.iter_mut() {
-            self.read_exact_at(*offset, buf)?;
+            if !self.serve_cached(*offset, buf)? {
+                rest.push((*offset, &mut **buf));
+            }
         }
-        Ok(())
+        match rest.as_mut_slice() {
+            [] => Ok(()),
+            [(offset, buf)] => self.read_exact_at(*offset, buf),
+            many => self.inner.read_many(many),
+        }
     }
 
     fn prefetch(&self, ranges: &[(u64, u64)]) {
@@ -267,6 +310,10 @@ impl Storage for CachedStorage {
 
     fn allocated_size(&self) -> Option<u64> {
         self.inner.allocated_size()
+    }
+
+    fn remote(&self) -> bool {
+        self.inner.remote()
     }
 
     fn ssh_session(&self) -> Option<Arc<crate::block::ssh::Session>> {

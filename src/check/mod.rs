@@ -30,8 +30,10 @@ use serde::Serialize;
 
 pub mod bits;
 pub mod ext;
+pub mod fat;
 pub mod progress;
 pub mod qcow2;
+pub mod xfs;
 
 pub use progress::{NoProgress, Progress};
 

@@ -296,6 +296,32 @@ fn filesystem(
         }
     };
     let what = format!("filesystem on volume {}", opened.volume);
+    let layer_of = |offset: u64| opened.owner(offset, 1).ok().and_then(|o| o.layer);
+    if let Some(fat) = opened.fs.as_any().downcast_ref::<crate::fs::fat::Fat>() {
+        let (problems, s) = check::fat::check(fat, &layer_of, bar);
+        return Ok((
+            problems,
+            None,
+            format!(
+                "{} {what} ({} files, {}/{} clusters)",
+                fat.boot().fat_type.name(),
+                s.files,
+                s.clusters_used,
+                s.clusters
+            ),
+        ));
+    }
+    if let Some(x) = opened.fs.as_any().downcast_ref::<crate::fs::xfs::Xfs>() {
+        let (problems, s) = check::xfs::check(x, &layer_of, bar);
+        return Ok((
+            problems,
+            None,
+            format!(
+                "XFS {what} ({} allocation groups, {} inodes, {} free blocks)",
+                s.ags, s.inodes, s.free_blocks
+            ),
+        ));
+    }
     let Some(ext) = as_ext(&opened) else {
         return Ok((
             Problems::default(),
@@ -303,7 +329,6 @@ fn filesystem(
             format!("{what}: no checker for this filesystem yet"),
         ));
     };
-    let layer_of = |offset: u64| opened.owner(offset, 1).ok().and_then(|o| o.layer);
     let (problems, summary) = check::ext::check(ext, &layer_of, bar);
     let kind = if ext
         .superblock()

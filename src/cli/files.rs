@@ -161,6 +161,7 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // Names alone need no metadata where entries carry their type: like
     // `ls` with d_type, only directories are read, when they are listed.
     let names_only = !args.long && !json;
+    let mut ahead = super::walk::Ahead::new();
     while let Some((node, path)) = stack.pop() {
         let shown = shown_of(&path);
         if !seen.insert(node) {
@@ -169,6 +170,9 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 fs.node_name(node)
             ));
             continue;
+        }
+        if args.recursive {
+            ahead.before(fs, node, stack.iter().map(|(n, _)| *n));
         }
         if node != start {
             // An entry typed as a directory whose node is not one is

@@ -86,6 +86,12 @@ pub struct FindArgs {
     /// layers it matches (`--layer` is then ignored).
     #[arg(long, conflicts_with = "layer")]
     pub all_layers: bool,
+    /// Print each path as its raw bytes followed by a NUL byte, not
+    /// escaped and followed by a newline (`find -print0`, for `xargs
+    /// -0`); with `--all-layers` the layers follow the NUL, then a
+    /// newline.
+    #[arg(long, conflicts_with = "json")]
+    pub print0: bool,
 }
 
 /// `N`, `+N` or `-N`.
@@ -468,6 +474,19 @@ pub fn run(args: &FindArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 v["layers"] = json!(l);
             }
             super::json::write_item(out, &mut first, &v)?;
+        } else if args.print0 {
+            out.write_all(hit.path)?;
+            out.write_all(b"\0")?;
+            if let Some(l) = &hit.layers {
+                writeln!(
+                    out,
+                    "layers {}",
+                    l.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )?;
+            }
         } else {
             let shown = crate::escape::printable_bytes(hit.path);
             match &hit.layers {

@@ -90,31 +90,43 @@ pub(super) fn mount(
     reader: &Arc<LayeredReader>,
     geometry: &Arc<Geometry>,
 ) -> anyhow::Result<crate::fs::Mount> {
-    let journal_dev = match &replay.journal_dev {
-        Some(path) => {
-            let args = super::ImageArgs {
-                image: path.clone(),
-                format: None,
-                backing_format: None,
-                remote: Default::default(),
-                log_as_is: false,
-                snapshot: None,
-            };
-            let chain = args
-                .open()
-                .with_context(|| format!("--journal-dev {path}"))?;
-            let dev: Arc<dyn BlockSource> = Arc::new(LayeredReader::new(&chain)?);
-            Some(dev)
-        }
-        None => None,
-    };
     Ok(crate::fs::Mount {
         no_replay: replay.no_replay,
         origin: Some(Arc::new(crate::volume::layers::Origin {
             reader: Arc::clone(reader),
             geometry: Arc::clone(geometry),
         })),
-        journal_dev,
+        journal_dev: journal_dev(replay)?,
+    })
+}
+
+/// The `--journal-dev` image, opened.
+fn journal_dev(replay: &super::ReplayArgs) -> anyhow::Result<Option<Arc<dyn BlockSource>>> {
+    let Some(path) = &replay.journal_dev else {
+        return Ok(None);
+    };
+    let args = super::ImageArgs {
+        image: path.clone(),
+        format: None,
+        backing_format: None,
+        remote: Default::default(),
+        log_as_is: false,
+        snapshot: None,
+    };
+    let chain = args
+        .open()
+        .with_context(|| format!("--journal-dev {path}"))?;
+    let dev: Arc<dyn BlockSource> = Arc::new(LayeredReader::new(&chain)?);
+    Ok(Some(dev))
+}
+
+/// `--no-replay` and `--journal-dev` for the UI's worker.
+pub(super) fn worker_replay(
+    replay: &super::ReplayArgs,
+) -> anyhow::Result<crate::ui::worker::Replay> {
+    Ok(crate::ui::worker::Replay {
+        no_replay: replay.no_replay,
+        journal_dev: journal_dev(replay)?,
     })
 }
 

@@ -27,7 +27,9 @@ use super::find::{note, raw_path};
 use super::fs::{arg_bytes, resolve_bytes};
 use super::walk::{walk_views, ViewsVisit};
 use super::FsArgs;
+use crate::block::buffer::AlignedBuf;
 use crate::block::layered::LayeredReader;
+use crate::bytes::{u64_of, us};
 use crate::fs::{FileType, Filesystem, NodeId, Run, RunKind};
 use crate::volume::Geometry;
 
@@ -60,6 +62,10 @@ pub struct GrepArgs {
     /// layers it is found (`--layer` is then ignored).
     #[arg(long, conflicts_with = "layer")]
     pub all_layers: bool,
+    /// Follow each file name with a NUL byte instead of `:` or a newline,
+    /// and print names as their raw bytes (`grep -Z`, for `xargs -0`).
+    #[arg(short = 'Z', long = "print0", alias = "null", conflicts_with = "json")]
+    pub print0: bool,
 }
 
 /// Nothing matched: exit status 1 without a message, as grep.
@@ -100,17 +106,54 @@ pub(super) struct FileResult {
     pub binary: bool,
 }
 
-/// Buffers reused from file to file: a fresh 1 MiB buffer per file
-/// costs its page faults every time, more than searching a small file.
+/// Buffers reused from file to file: a fresh buffer per file costs its
+/// page faults every time, more than searching a small file.
 #[derive(Default)]
 pub(super) struct Scratch {
-    chunk: Vec<u8>,
-    window: Vec<u8>,
+    /// [`CARRY`] bytes for the unfinished line carried over, then
+    /// [`CHUNK`] bytes the file is read into: page-aligned, so the
+    /// kernel's copy into it is the fast one (a plain `Vec` of this size
+    /// starts 16 bytes past a page), and searched where it was read, with
+    /// no second copy.
+    buf: Option<AlignedBuf>,
+}
+
+/// Room before the read area for the unfinished line carried over: a
+/// multiple of the page size, so the read area stays aligned.
+const CARRY: usize = MAX_LINE;
+
+/// The file's data on disk, `(start, end)` in file bytes, in order, when
+/// it has holes (or unwritten extents): `None` when it has none, or its
+/// content is not in runs (inline data), or the runs cannot be had.
+fn data_ranges(fs: &dyn Filesystem, node: NodeId, size: u64) -> Option<Vec<(u64, u64)>> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut problems = Vec::new();
+    let mut any_content = false;
+    fs.runs(node, &mut problems, &mut |r| {
+        if r.kind.is_content() {
+            any_content = true;
+        }
+        if r.kind == RunKind::Data {
+            ranges.push((r.logical, r.logical.saturating_add(r.len).min(size)));
+        }
+        ControlFlow::Continue(())
+    })
+    .ok()?;
+    if !any_content || problems.iter().any(|p| p.lost) {
+        return None;
+    }
+    ranges.sort_unstable();
+    Some(ranges)
 }
 
 /// Searches one file's content, calling `hit` for each matching line
 /// until it breaks (a binary file's lines are not given unless `text`;
-/// its first match ends the search).
+/// its first match ends the search). Line numbers are counted only when
+/// `lines` (else [`LineHit::line`] is 0).
+///
+/// Holes are not read: unless `text`, a file with a hole is binary (it
+/// holds NULs), and a hole searched as binary is the same as one NUL
+/// (NULs end lines there), so one NUL stands for it.
 ///
 /// # Errors
 /// Read errors of the file.
@@ -119,38 +162,79 @@ pub(super) fn search_file(
     node: NodeId,
     re: &Regex,
     text: bool,
+    lines: bool,
     scratch: &mut Scratch,
     hit: &mut dyn FnMut(&LineHit<'_>) -> ControlFlow<()>,
 ) -> Result<FileResult, crate::fs::FsError> {
     let mut result = FileResult::default();
-    if scratch.chunk.len() != CHUNK {
-        scratch.chunk = vec![0u8; CHUNK];
-    }
-    let chunk = &mut scratch.chunk;
-    // The window: the unfinished line carried over, then the new bytes.
-    let window = &mut scratch.window;
-    window.clear();
-    let mut window_offset = 0u64; // file offset of window[0]
-    let mut window_line = 1u64; // line number of window[0]
+    let meta = fs.metadata(node)?;
+    let size = meta.size;
+    let data = if !text && meta.allocated < size {
+        data_ranges(fs, node, size)
+    } else {
+        None
+    };
+    let buf = scratch
+        .buf
+        .get_or_insert_with(|| AlignedBuf::new(CARRY.saturating_add(CHUNK)));
+    // buf[CARRY - carry..CARRY] is the unfinished line carried over.
+    let mut carry = 0usize;
+    let mut window_offset = 0u64; // file offset of the window's start
+    let mut window_line = 1u64; // line number of the window's start
     let mut read_at = 0u64;
     let mut binary = false;
     loop {
-        let n = fs.read_file(node, read_at, chunk)?;
-        let got = chunk.get(..n).unwrap_or(&[]);
-        let eof = n == 0;
-        read_at = read_at.saturating_add(n as u64);
-        if !text && !binary && memchr::memchr(0, got).is_some() {
+        let area = buf.get_mut(CARRY..).unwrap_or_default();
+        let left = size.saturating_sub(read_at);
+        // Where the next read stops: the end of the data run it is in.
+        let (hole_end, data_end) = match &data {
+            None => (read_at, size),
+            Some(ranges) => match ranges.iter().find(|(_, e)| *e > read_at) {
+                Some(&(s, e)) if s <= read_at => (read_at, e),
+                Some(&(s, _)) => (s.min(size), size),
+                None => (size, size),
+            },
+        };
+        let n = if left == 0 {
+            0
+        } else if hole_end > read_at {
+            // A hole: one NUL stands for it (see above).
             binary = true;
-        }
-        window.extend_from_slice(got);
-        // Whole lines only, unless at the end or the line is too long.
-        let end = if eof || window.len() >= MAX_LINE.saturating_add(CHUNK) {
+            if let Some(b) = area.first_mut() {
+                *b = 0;
+            }
+            read_at = hole_end;
+            1
+        } else {
+            let want = us(data_end.saturating_sub(read_at).min(u64_of(CHUNK)));
+            let part = area.get_mut(..want).unwrap_or_default();
+            let n = fs.read_file(node, read_at, part)?;
+            if !text && !binary && memchr::memchr(0, part.get(..n).unwrap_or(&[])).is_some() {
+                binary = true;
+            }
+            read_at = read_at.saturating_add(u64_of(n));
+            n
+        };
+        let eof = n == 0;
+        let window = buf
+            .get(CARRY.saturating_sub(carry)..CARRY.saturating_add(n))
+            .unwrap_or_default();
+        // Whole lines only, unless at the end or the line is too long to
+        // carry.
+        let end = if eof {
             window.len()
         } else {
             match memchr::memrchr(b'\n', window) {
-                Some(i) => i + 1,
-                None if window.len() >= MAX_LINE => window.len(),
-                None => continue,
+                Some(i) if window.len().saturating_sub(i) <= CARRY => i.saturating_add(1),
+                _ if window.len() > CARRY => window.len(),
+                _ => {
+                    // Not one whole line yet: carry it all.
+                    let from = CARRY.saturating_sub(carry);
+                    let to = CARRY.saturating_add(n);
+                    carry = to.saturating_sub(from);
+                    buf.copy_within(from..to, CARRY.saturating_sub(carry));
+                    continue;
+                }
             }
         };
         let region = window.get(..end).unwrap_or(&[]);
@@ -173,19 +257,21 @@ pub(super) fn search_file(
                 re.is_match(line)
             };
             if real {
-                line_no = line_no.saturating_add(
-                    memchr::memchr_iter(b'\n', region.get(counted..start).unwrap_or(&[])).count()
-                        as u64,
-                );
-                counted = start;
                 result.matches = result.matches.saturating_add(1);
                 if binary {
                     result.binary = true;
                     return Ok(result);
                 }
+                if lines {
+                    line_no = line_no.saturating_add(u64_of(
+                        memchr::memchr_iter(b'\n', region.get(counted..start).unwrap_or(&[]))
+                            .count(),
+                    ));
+                    counted = start;
+                }
                 let h = LineHit {
-                    line: line_no,
-                    offset: window_offset.saturating_add(start as u64),
+                    line: if lines { line_no } else { 0 },
+                    offset: window_offset.saturating_add(u64_of(start)),
                     text: line,
                 };
                 if hit(&h).is_break() {
@@ -197,10 +283,17 @@ pub(super) fn search_file(
         if eof {
             return Ok(result);
         }
-        let newlines = memchr::memchr_iter(b'\n', region).count() as u64;
-        window_line = window_line.saturating_add(newlines);
-        window_offset = window_offset.saturating_add(end as u64);
-        window.drain(..end);
+        if lines {
+            window_line = line_no.saturating_add(u64_of(
+                memchr::memchr_iter(b'\n', region.get(counted..).unwrap_or(&[])).count(),
+            ));
+        }
+        window_offset = window_offset.saturating_add(u64_of(end));
+        // The unfinished line moves to just before the read area.
+        let from = CARRY.saturating_sub(carry).saturating_add(end);
+        let to = CARRY.saturating_add(n);
+        carry = to.saturating_sub(from);
+        buf.copy_within(from..to, CARRY.saturating_sub(carry));
     }
 }
 
@@ -244,7 +337,7 @@ fn runs_of(fs: &dyn Filesystem, node: NodeId) -> (Vec<Run>, Option<u64>) {
         }
         ControlFlow::Continue(())
     });
-    (runs, fs.node_report(node).ok().map(|r| r.offset))
+    (runs, fs.node_offset(node).ok())
 }
 
 /// `grep`.
@@ -319,6 +412,7 @@ pub fn run(args: &GrepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         json: args.fs.json,
         first: true,
         files_only: args.files_with_matches,
+        print0: args.print0,
         any: false,
     };
     if args.fs.json {
@@ -386,6 +480,8 @@ struct Printer<'a> {
     json: bool,
     first: bool,
     files_only: bool,
+    /// `-Z`: raw names, each followed by a NUL.
+    print0: bool,
     /// Something matched.
     any: bool,
 }
@@ -432,10 +528,15 @@ impl Printer<'_> {
             }
             return super::json::write_item(self.out, &mut self.first, &v);
         }
+        if self.print0 {
+            self.out.write_all(path)?;
+            self.out.write_all(b"\0")?;
+        } else {
+            write!(self.out, "{}:", crate::escape::printable_bytes(path))?;
+        }
         writeln!(
             self.out,
-            "{}:{line}:{}:{}",
-            crate::escape::printable_bytes(path),
+            "{line}:{}:{}",
             layers_text(layers),
             crate::escape::printable_bytes(text)
         )?;
@@ -465,7 +566,13 @@ impl Printer<'_> {
             return super::json::write_item(self.out, &mut self.first, &v);
         }
         let shown = crate::escape::printable_bytes(path);
-        if self.files_only {
+        if self.files_only && self.print0 {
+            self.out.write_all(path)?;
+            self.out.write_all(b"\0")?;
+            if all {
+                writeln!(self.out, "{}", layers_text(layers))?;
+            }
+        } else if self.files_only {
             if all {
                 writeln!(self.out, "{shown}:{}", layers_text(layers))?;
             } else {
@@ -523,7 +630,7 @@ fn grep_path(
         };
         let mut runs: Option<(Vec<Run>, Option<u64>)> = None;
         let mut err = None;
-        let r = search_file(*fs, *node, re, args.text, scratch, &mut |h| {
+        let r = search_file(*fs, *node, re, args.text, !files_only, scratch, &mut |h| {
             if files_only {
                 return ControlFlow::Break(());
             }
@@ -564,7 +671,7 @@ fn grep_path(
             continue;
         };
         let mut kept = 0usize;
-        let r = search_file(*fs, *node, re, args.text, scratch, &mut |h| {
+        let r = search_file(*fs, *node, re, args.text, !files_only, scratch, &mut |h| {
             if files_only {
                 return ControlFlow::Break(());
             }

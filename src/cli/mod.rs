@@ -44,6 +44,13 @@ pub struct Cli {
     pub command: Option<Command>,
     /// Image or NBD URI to open in the UI (default: the embedded demo).
     pub image: Option<String>,
+    /// Show the filesystem of this volume in the UI (`p1`, `vg0/root`,
+    /// as `layerscope volumes` names it; `--partition N` = `--volume
+    /// pN`).
+    #[arg(long, visible_alias = "partition", value_name = "NAME")]
+    pub volume: Option<String>,
+    #[command(flatten)]
+    pub replay: ReplayArgs,
     /// Write a log (worker requests, errors, NBD state changes) to FILE;
     /// `LAYERSCOPE_LOG=FILE` does the same. Nothing is logged to the
     /// screen.
@@ -255,6 +262,8 @@ pub struct RenderArgs {
     /// `layerscope volumes` names it; `--partition N` = `--volume pN`).
     #[arg(long, visible_alias = "partition", value_name = "NAME")]
     pub volume: Option<String>,
+    #[command(flatten)]
+    pub replay: ReplayArgs,
     /// For the benchmark: run the keys against the threaded worker and
     /// print each key's frame time as JSON instead of the frame.
     #[arg(long, hide = true)]
@@ -565,14 +574,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let t = crate::ui::timing::time_keys(chain, w, h, &args.keys, args.visit_all)?;
                 return crate::escape::json::to_writer(io::stdout(), &t).map_err(Into::into);
             }
-            let frame = crate::ui::render_frame_in(
-                chain,
-                args.volume.as_deref(),
-                w,
-                h,
-                &args.keys,
-                args.ansi,
-            );
+            let options = crate::ui::worker::Options {
+                volume: args.volume.clone(),
+                replay: fs::worker_replay(&args.replay)?,
+            };
+            let frame = crate::ui::render_frame_with(chain, options, w, h, &args.keys, args.ansi);
             io::Write::write_all(&mut out, frame.as_bytes()).map_err(Into::into)
         }
         None => {
@@ -587,7 +593,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let is_nbd = title.starts_with("nbd");
                 let open =
                     Box::new(move || open_or_demo(image.as_deref()).map_err(|e| format!("{e:#}")));
-                return crate::ui::run_opening(&title, is_nbd, open)
+                let options = crate::ui::worker::Options {
+                    volume: cli.volume.clone(),
+                    replay: fs::worker_replay(&cli.replay)?,
+                };
+                return crate::ui::run_opening(&title, is_nbd, open, options)
                     .context("running the terminal UI");
             }
             let chain = open_or_demo(cli.image.as_deref())?;

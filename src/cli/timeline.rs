@@ -103,9 +103,9 @@ pub fn run(args: &TimelineArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 .then(|| fs.read_link(v.entry.node).ok())
                 .flatten();
             let layer = fs
-                .node_report(v.entry.node)
+                .node_offset(v.entry.node)
                 .ok()
-                .and_then(|r| opened.owner(r.offset, 1).ok())
+                .and_then(|at| opened.owner(at, 1).ok())
                 .and_then(|o| o.layer);
             let row = Row {
                 path: v.path.to_vec(),

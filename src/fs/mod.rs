@@ -144,6 +144,17 @@ pub trait Filesystem: Send + Sync {
     /// As [`Filesystem::metadata`].
     fn node_report(&self, node: NodeId) -> Result<Report, FsError>;
 
+    /// Where the node's own bytes lie on the volume: the offset of
+    /// [`Filesystem::node_report`], without building the report (per
+    /// file in `timeline` and `grep`, where only the layer holding it is
+    /// wanted).
+    ///
+    /// # Errors
+    /// As [`Filesystem::node_report`].
+    fn node_offset(&self, node: NodeId) -> Result<u64, FsError> {
+        Ok(self.node_report(node)?.offset)
+    }
+
     /// Calls `each` with the entries of directory `dir` in on-disk order
     /// (`.` and `..` included where the filesystem stores them) until it
     /// breaks, holding one directory block at a time, never the whole
@@ -212,6 +223,15 @@ pub trait Filesystem: Send + Sync {
     /// The node cannot be read; I/O errors.
     fn xattrs(&self, node: NodeId, problems: &mut Vec<Problem>) -> Result<Vec<Xattr>, FsError>;
 
+    /// A hint: the directories `dirs` will be listed soon. A filesystem
+    /// on a remote disk fetches what listing them reads, in batches of
+    /// requests in flight together, into a bounded store; true when it
+    /// did (false: a local disk, or a filesystem that does not fetch
+    /// ahead). Errors are left for the listing to meet.
+    fn prefetch_dirs(&self, _dirs: &[NodeId]) -> bool {
+        false
+    }
+
     /// One line for the user when the view read differs from the disk
     /// (ext's journal replayed in memory, or a replay that failed):
     /// every command prints it, the TUI shows it. `None` for a view that
@@ -223,6 +243,41 @@ pub trait Filesystem: Send + Sync {
     /// The concrete filesystem, for what only it has (ext's dumpe2fs and
     /// debugfs views, its quick diff, its journal).
     fn as_any(&self) -> &dyn Any;
+}
+
+/// Fetches ahead the directory trees under `dirs`, a level at a time
+/// (each level's directories with one [`Filesystem::prefetch_dirs`], then
+/// listed from what was fetched to find the next level), at most
+/// `max_dirs` directories. Returns the directories fetched: listing them
+/// now costs no round trip while they stay in the filesystem's store.
+/// Empty for a filesystem on a local disk. Only entries that say they are
+/// directories are followed; the listing itself reports damage.
+pub fn prefetch_tree(fs: &dyn Filesystem, dirs: &[NodeId], max_dirs: usize) -> Vec<NodeId> {
+    let mut done: Vec<NodeId> = Vec::new();
+    let mut seen: std::collections::HashSet<NodeId> = dirs.iter().copied().collect();
+    let mut level: Vec<NodeId> = dirs.to_vec();
+    while !level.is_empty() {
+        level.truncate(max_dirs.saturating_sub(done.len()));
+        if level.is_empty() || !fs.prefetch_dirs(&level) {
+            break;
+        }
+        let mut next = Vec::new();
+        for &dir in &level {
+            let mut problems = Vec::new();
+            let _ = fs.read_dir(dir, &mut problems, &mut |e| {
+                if e.file_type == Some(FileType::Directory)
+                    && !e.is_dot_or_dotdot()
+                    && seen.insert(e.node)
+                {
+                    next.push(e.node);
+                }
+                ControlFlow::Continue(())
+            });
+        }
+        done.append(&mut level);
+        level = next;
+    }
+    done
 }
 
 /// How to open a filesystem: whether to replay its journal (ext3/4's

@@ -38,6 +38,9 @@ pub struct Shared {
     pub volume: Option<(String, Option<u64>)>,
     /// Rows the Volumes pane lists (for the layout), once known.
     pub volume_rows: u16,
+    /// The filesystem's journal needed recovery: the Status pane has its
+    /// line (replayed in memory, or pending).
+    pub journal_note: bool,
     /// Over NBD with allocation depths: the server chain's layers, once
     /// scanned.
     pub server_layers: Option<usize>,

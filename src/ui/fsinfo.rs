@@ -1,5 +1,6 @@
 //! What the worker says of the filesystem and the volumes in view: the
-//! superblock's fields, the volume list, a filesystem's own group table.
+//! superblock's fields, the volume list, a filesystem's own group table,
+//! a changed file's bytes as of two layers.
 //! Plain data (escaped for the terminal), used by [`super::msg`].
 
 /// The filesystem in view, as the panes need it.
@@ -16,6 +17,20 @@ pub struct FsView {
     pub block_size: u64,
     /// The superblock's (or boot sector's) fields, at disk offsets.
     pub fields: Vec<FieldRow>,
+    /// The journal's state when it needed recovery: replayed in memory,
+    /// or pending (`--no-replay`, or a replay that could not be made).
+    pub journal: Option<JournalNote>,
+}
+
+/// What the Status and Superblock panes say of a journal that needed
+/// recovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalNote {
+    /// One line (escaped): "journal replayed in memory: N transaction(s),
+    /// M block(s)", or that recovery is pending.
+    pub text: String,
+    /// The view is the replayed one (else recovery is still pending).
+    pub replayed: bool,
 }
 
 /// One volume of the disk, as the Volumes pane lists it.
@@ -75,3 +90,38 @@ pub struct OtherGroupRow {
     /// Its checksums all match (None: it has none).
     pub ok: Option<bool>,
 }
+
+/// Where a comparison window goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seek {
+    /// At the offset asked for (scrolling).
+    At,
+    /// Around the first difference (opening a change).
+    First,
+    /// Around the first difference at or after the offset.
+    Next,
+    /// Around the last difference before the offset.
+    Prev,
+}
+
+/// A window of a file as of both layers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileCompare {
+    pub to: usize,
+    /// Escaped.
+    pub path: String,
+    /// What was asked for, and the difference found (None: none in
+    /// reach, or not looked for).
+    pub seek: Seek,
+    pub found: Option<u64>,
+    /// Where the window starts.
+    pub offset: u64,
+    pub old: Vec<u8>,
+    pub new: Vec<u8>,
+    /// Sizes as of each layer (None: not there).
+    pub old_size: Option<u64>,
+    pub new_size: Option<u64>,
+}
+
+/// Bytes of a file shown side by side.
+pub const COMPARE_BYTES: usize = 4096;

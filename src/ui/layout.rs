@@ -142,10 +142,12 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
     };
     let hex_w = hex_width(offset_digits(s.disk_size));
     let layers = u16::try_from(s.layers.len()).unwrap_or(u16::MAX);
+    // The journal's line (two rows where the pane is narrow).
+    let journal_h = if s.journal_note { 2 } else { 0 };
     let status_h = if s.is_nbd || s.is_ssh {
-        2 + NBD_STATUS_ROWS
+        2 + NBD_STATUS_ROWS + journal_h
     } else {
-        4
+        4 + journal_h
     };
     match mode(s) {
         Mode::Full => {

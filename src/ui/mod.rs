@@ -72,8 +72,25 @@ pub fn render_frame_in(
     keys: &str,
     ansi: bool,
 ) -> String {
+    let options = worker::Options {
+        volume: volume.map(str::to_owned),
+        ..Default::default()
+    };
+    render_frame_with(chain, options, width, height, keys, ansi)
+}
+
+/// [`render_frame`] with the worker's `options`: the volume in view, and
+/// how a journal that needs recovery is read (`--no-replay`).
+pub fn render_frame_with(
+    chain: Chain,
+    options: worker::Options,
+    width: u16,
+    height: u16,
+    keys: &str,
+    ansi: bool,
+) -> String {
     let mut app = app_for(&chain);
-    let mut worker = Worker::new(chain).with_volume(volume.map(str::to_owned));
+    let mut worker = Worker::new(chain).with_options(options);
     let mut serve = |app: &mut App, requests: Vec<Request>| {
         // Follow-up requests (a file's bytes after its location) too,
         // bounded in case of a loop.
@@ -86,6 +103,13 @@ pub fn render_frame_in(
             }
             let reply = worker.handle(r);
             queue.extend(app.receive(reply));
+            // Headless frames are the finished picture: the hit map's
+            // grid made exact before the next key.
+            while queue.is_empty() && worker.refining() {
+                if let Some(reply) = worker.refine(std::time::Duration::from_secs(3600)) {
+                    queue.extend(app.receive(reply));
+                }
+            }
         }
     };
     let first = app.apply(Action::Resize(width, height));

@@ -5,7 +5,10 @@
 use crate::block::hitmap::Served;
 use crate::block::nbd::status::StatsSnapshot;
 use crate::block::nbd::ExportInfo;
-pub use crate::ui::fsinfo::{FieldRow, FsView, OtherGroupRow, OtherGroups, VolumeList, VolumeRow};
+pub use crate::ui::fsinfo::{
+    FieldRow, FileCompare, FsView, JournalNote, OtherGroupRow, OtherGroups, Seek, VolumeList,
+    VolumeRow, COMPARE_BYTES,
+};
 
 /// One layer as the chain pane shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,6 +230,9 @@ pub enum HitMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CellOwner {
     Layer(usize),
+    /// A block the journal replay serves from the copy layer `n`'s
+    /// journal blocks hold ("journal of layer n").
+    Journal(usize),
     Nowhere,
     NotRead,
 }
@@ -234,7 +240,8 @@ pub enum CellOwner {
 impl From<Served> for CellOwner {
     fn from(s: Served) -> Self {
         match s {
-            Served::Layer(l) | Served::Journal(l) => CellOwner::Layer(l),
+            Served::Layer(l) => CellOwner::Layer(l),
+            Served::Journal(l) => CellOwner::Journal(l),
             Served::Nowhere => CellOwner::Nowhere,
             Served::NotRead => CellOwner::NotRead,
         }
@@ -250,6 +257,12 @@ pub struct Grid {
     /// Bytes per layer (index 0 is the base), then the bytes of no layer.
     pub bytes: Vec<u64>,
     pub nowhere: u64,
+    /// The byte counts are known (else the cells are probed and the
+    /// counts still being walked: the legend says so).
+    pub exact: bool,
+    /// Bytes the journal replay serves, by the layer whose journal holds
+    /// them (index 0 is the base; empty without a replay).
+    pub journal: Vec<u64>,
     /// Over NBD with allocation depths: the server's layers.
     pub server: Option<ServerLayers>,
     /// The volume in view when it is not the whole disk: which cells hold
@@ -461,38 +474,3 @@ pub struct Found {
     /// Why it stopped early, if it did.
     pub stopped: Option<&'static str>,
 }
-
-/// Where a comparison window goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Seek {
-    /// At the offset asked for (scrolling).
-    At,
-    /// Around the first difference (opening a change).
-    First,
-    /// Around the first difference at or after the offset.
-    Next,
-    /// Around the last difference before the offset.
-    Prev,
-}
-
-/// A window of a file as of both layers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileCompare {
-    pub to: usize,
-    /// Escaped.
-    pub path: String,
-    /// What was asked for, and the difference found (None: none in
-    /// reach, or not looked for).
-    pub seek: Seek,
-    pub found: Option<u64>,
-    /// Where the window starts.
-    pub offset: u64,
-    pub old: Vec<u8>,
-    pub new: Vec<u8>,
-    /// Sizes as of each layer (None: not there).
-    pub old_size: Option<u64>,
-    pub new_size: Option<u64>,
-}
-
-/// Bytes of a file shown side by side.
-pub const COMPARE_BYTES: usize = 4096;

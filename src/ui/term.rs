@@ -19,7 +19,7 @@ use super::hex::Palette;
 use super::keys::key_action;
 use super::layout::tabs;
 use super::msg::{Reply, Request};
-use super::worker::{self, Opener};
+use super::worker::{self, Opener, Options};
 use crate::block::chain::Chain;
 
 /// How often live data (the NBD status, the runtime hit map) refreshes.
@@ -106,7 +106,12 @@ const SIGNALS: [i32; 5] = [
 /// As [`run_opening`].
 pub fn run(chain: Chain) -> io::Result<()> {
     let info = crate::ui::msg::ChainInfo::of(&chain);
-    run_opening(&info.title, info.is_nbd, Box::new(move || Ok(chain)))
+    run_opening(
+        &info.title,
+        info.is_nbd,
+        Box::new(move || Ok(chain)),
+        Options::default(),
+    )
 }
 
 /// Opens the interactive UI at once and the chain on the worker (`open`),
@@ -117,7 +122,7 @@ pub fn run(chain: Chain) -> io::Result<()> {
 /// Terminal errors. The terminal is restored on return, on error, on
 /// panic and on SIGTERM, SIGHUP or SIGINT; after one of those the process
 /// then ends by that signal, as it would have without the UI.
-pub fn run_opening(title: &str, is_nbd: bool, open: Opener) -> io::Result<()> {
+pub fn run_opening(title: &str, is_nbd: bool, open: Opener, options: Options) -> io::Result<()> {
     let palette = Palette::from_env();
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -153,7 +158,14 @@ pub fn run_opening(title: &str, is_nbd: bool, open: Opener) -> io::Result<()> {
     let result = (|| {
         let mut terminal = Terminal::new(ratatui::backend::CrosstermBackend::new(io::stdout()))?;
         let app = App::opening(crate::escape::printable(title), is_nbd);
-        run_loop(&mut terminal, app, open, palette, (tx, rx), &mut Tty)
+        run_loop(
+            &mut terminal,
+            app,
+            (open, options),
+            palette,
+            (tx, rx),
+            &mut Tty,
+        )
     })();
     restore();
     match result {
@@ -182,7 +194,8 @@ pub enum Ended {
 
 /// The event loop, generic over the backend and fed by a channel, so tests
 /// can drive the real loop with their own events: `app` as it starts (see
-/// [`App::opening`]), `open` run on the worker, `events` the channel (its
+/// [`App::opening`]), `open` run on the worker (which then serves with
+/// those options), `events` the channel (its
 /// sending side is for the worker's replies).
 ///
 /// # Errors
@@ -190,7 +203,7 @@ pub enum Ended {
 pub fn run_loop<B: Backend>(
     terminal: &mut Terminal<B>,
     mut app: App,
-    open: Opener,
+    (open, options): (Opener, Options),
     palette: Palette,
     events: (Sender<UiEvent>, Receiver<UiEvent>),
     host: &mut dyn Host,
@@ -203,6 +216,7 @@ where
     let cancel = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let requests = worker::spawn_opening(
         open,
+        options,
         Arc::clone(&cancel),
         Arc::new(move |r| tx.send(UiEvent::Reply(r)).is_ok()),
     );

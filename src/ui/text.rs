@@ -66,3 +66,45 @@ mod tests {
         assert_eq!(fit("x", 0), "");
     }
 }
+
+/// `s` in lines of at most `max` cells, broken at spaces (a word longer
+/// than a line cut with `…`), at most `rows` lines, the last ending in
+/// `…` when some did not fit.
+pub fn wrap(s: &str, max: usize, rows: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in s.split(' ') {
+        let sep = usize::from(!line.is_empty());
+        if !line.is_empty() && width(&line) + sep + width(word) > max {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    let cut = lines.len() > rows;
+    lines.truncate(rows.max(1));
+    let last = lines.len().saturating_sub(1);
+    for (i, l) in lines.iter_mut().enumerate() {
+        let more = if i == last && cut { "…" } else { "" };
+        *l = fit(&format!("{l}{more}"), max);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod wrap_tests {
+    use super::wrap;
+
+    #[test]
+    fn wraps_at_spaces_and_marks_what_does_not_fit() {
+        assert_eq!(wrap("a bb ccc", 4, 3), ["a bb", "ccc"]);
+        assert_eq!(wrap("a bb ccc dddd", 4, 2), ["a bb", "ccc…"]);
+        assert_eq!(wrap("abcdefgh", 4, 2), ["abc…"]);
+        assert_eq!(wrap("", 4, 2), Vec::<String>::new());
+    }
+}

@@ -242,6 +242,33 @@ impl BlockSource for VolumeSource {
         Ok(())
     }
 
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        let mut batch: Vec<(u64, &mut [u8])> = Vec::new();
+        for (offset, buf) in reqs.iter_mut() {
+            let offset = *offset;
+            let total = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+            check_range(&self.name, self.len(), offset, total)?;
+            let mut pos = offset;
+            let mut rest: &mut [u8] = buf;
+            while !rest.is_empty() {
+                let left = u64::try_from(rest.len()).unwrap_or(u64::MAX);
+                let (disk, n) = self.run(pos, left)?;
+                let n = usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .clamp(1, rest.len());
+                let (piece, tail) = std::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                batch.push((disk, piece));
+                pos = pos.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+        }
+        self.inner.read_many(&mut batch)
+    }
+
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
+
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
         check_range(&self.name, self.len(), offset, len)?;
         let (disk, n) = self.run(offset, len)?;

@@ -86,6 +86,85 @@ fn e2fsck_findings(text: &str) -> BTreeSet<Finding> {
         if line.contains("has an incorrect filetype") && !line.contains("should be 0)") {
             add("entry-filetype", dir_before(line, " has an incorrect"));
         }
+        if line.starts_with("Deleted inode ") && line.contains("has zero dtime") {
+            add("deleted-inode-zero-dtime", num_after(line, "inode "));
+        }
+        if line.contains("was part of the orphaned inode list") {
+            add("orphan-list-inode", num_after(line, "Inode "));
+        }
+        if line.starts_with("Orphan file (inode ") && line.contains("is not clean") {
+            add("orphan-file-block", num_after(line, "inode "));
+        }
+        for (text, kind) in [
+            ("Failed to initialize orphan file", "orphan-file-init"),
+            (
+                "orphan_present is set but orphan file is clean",
+                "orphan-present",
+            ),
+        ] {
+            if line.contains(text) {
+                add(kind, Some(0));
+            }
+        }
+        // The journal, as e2fsck loads it.
+        if line.starts_with("Superblock has an invalid journal") {
+            add("journal-invalid", num_after(line, "inode "));
+        }
+        for (text, kind) in [
+            ("Journal superblock is corrupt", "journal-superblock"),
+            ("Journal version not supported", "journal-version"),
+            ("unknown incompatible feature flag set", "journal-incompat"),
+            ("unknown read-only feature flag set", "journal-ro-compat"),
+            (
+                "Found invalid V2 journal superblock fields",
+                "journal-v2-fields",
+            ),
+            ("has multiple filesystem users", "journal-users"),
+            (
+                "needs_recovery flag is clear, but journal has data",
+                "journal-has-data",
+            ),
+            (
+                "has_journal flag is clear, but a journal is present",
+                "journal-flag-clear",
+            ),
+            ("lacks LARGE_DIR flag", "large-dir-feature"),
+            // e2fsck names inode 0 in this one.
+            ("root node is invalid", "htree-root-invalid"),
+        ] {
+            if line.contains(text) {
+                add(kind, Some(0));
+            }
+        }
+        // Directory indexes: "HTREE directory inode N ..." (pass 1),
+        // "Problem in HTREE directory inode N: ..." (pass 2).
+        if line.contains("HTREE directory inode") && !line.contains("root node is invalid") {
+            let n = num_after(line, "HTREE directory inode ");
+            for (text, kind) in [
+                ("has an invalid root node", "htree-bad-root"),
+                ("unsupported hash version", "htree-hash-version"),
+                ("incompatible htree root node flag", "htree-incompat"),
+                ("which is too big", "htree-depth"),
+                ("root node fails checksum", "htree-root-checksum"),
+                ("internal node fails checksum", "htree-node-checksum"),
+                ("has invalid limit", "htree-limit"),
+                ("has invalid count", "htree-count"),
+                ("bad block number", "htree-bad-block"),
+                ("unordered hash table", "htree-hash-order"),
+                ("has bad min hash", "htree-min-hash"),
+                ("has bad max hash", "htree-max-hash"),
+                ("not referenced", "htree-not-referenced"),
+                ("referenced twice", "htree-referenced-twice"),
+                ("has invalid depth", "htree-bad-depth"),
+            ] {
+                if line.contains(text) {
+                    add(kind, n);
+                }
+            }
+            if line.starts_with("Invalid HTREE directory inode") {
+                add("htree-invalid", n);
+            }
+        }
     }
     out
 }
@@ -107,6 +186,54 @@ const COMPARED: &[&str] = &[
     "directory-checksum",
     "in-use-inode-dtime",
     "entry-filetype",
+    "deleted-inode-zero-dtime",
+    "orphan-list-inode",
+    "orphan-file-block",
+    "orphan-file-init",
+    "orphan-present",
+    "journal-invalid",
+    "journal-superblock",
+    "journal-version",
+    "journal-incompat",
+    "journal-ro-compat",
+    "journal-v2-fields",
+    "journal-users",
+    "journal-has-data",
+    "journal-flag-clear",
+    "large-dir-feature",
+    "htree-root-invalid",
+    "htree-bad-root",
+    "htree-hash-version",
+    "htree-incompat",
+    "htree-depth",
+    "htree-root-checksum",
+    "htree-node-checksum",
+    "htree-limit",
+    "htree-count",
+    "htree-bad-block",
+    "htree-hash-order",
+    "htree-min-hash",
+    "htree-max-hash",
+    "htree-not-referenced",
+    "htree-referenced-twice",
+    "htree-bad-depth",
+    "htree-invalid",
+];
+
+/// Kinds e2fsck reports for the whole filesystem (compared as number 0).
+const WHOLE: &[&str] = &[
+    "orphan-file-init",
+    "orphan-present",
+    "journal-superblock",
+    "journal-version",
+    "journal-incompat",
+    "journal-ro-compat",
+    "journal-v2-fields",
+    "journal-users",
+    "journal-has-data",
+    "journal-flag-clear",
+    "large-dir-feature",
+    "htree-root-invalid",
 ];
 
 /// The check's findings from its JSON, and the layer of each.
@@ -120,7 +247,7 @@ fn our_findings(j: &Value) -> (BTreeSet<Finding>, Vec<(String, Option<u64>)>) {
             continue;
         }
         let s = p["structure"].as_str().unwrap();
-        let n = if kind.ends_with("-bitmap") {
+        let n = if kind.ends_with("-bitmap") || WHOLE.contains(&kind.as_str()) {
             0
         } else {
             num_after(s, " ").unwrap_or(u64::MAX)
@@ -454,4 +581,948 @@ fn check_is_clean_on_the_corpus_where_e2fsck_is() {
         missed.join(" ")
     );
     assert!(total > 100 && agree * 10 >= total * 7, "{agree}/{total}");
+}
+
+/// `check --fs-only` of a thin overlay holding `raw`'s damage over
+/// `base` against `e2fsck -fn` of `raw`: the same findings, the same
+/// verdict (clean or not: e2fsck exits 0 on what the check counts as
+/// leaks), and the bytes of each finding in `in_overlay` in layer 1.
+fn compare_with_e2fsck(d: &Path, base: &str, raw: &str, what: &str, in_overlay: &[&str]) {
+    if let Err(e) = differs_from_e2fsck(d, base, raw, what, in_overlay) {
+        panic!("{e}");
+    }
+}
+
+/// As [`compare_with_e2fsck`], the difference as an error (so that a
+/// test can list every damage that differs).
+fn differs_from_e2fsck(
+    d: &Path,
+    base: &str,
+    raw: &str,
+    what: &str,
+    in_overlay: &[&str],
+) -> Result<(), String> {
+    let (code, text) = e2fsck_n(d, raw);
+    assert_ne!(code, E2FSCK_HUNG, "{what}: e2fsck did not finish");
+    let theirs = e2fsck_findings(&text);
+    assert!(!theirs.is_empty(), "{what}: e2fsck saw nothing: {text}");
+    let top = format!("{raw}.qcow2");
+    thin_overlay(d, &top, base, "qcow2", &d.join(raw), "", false);
+    let run = layerscope(d, &["check", "--fs-only", "--json", &top]);
+    assert!(
+        [0, 1].contains(&run.code),
+        "{what}: exit {} {}",
+        run.code,
+        run.stderr
+    );
+    let (ours, layers) = our_findings(&run.json());
+    if ours != theirs || (run.code == 0) != (code == 0) {
+        let text: String = text.lines().take(40).collect::<Vec<_>>().join("\n");
+        return Err(format!(
+            "{what}: check exit {}, e2fsck {code}; ours {ours:?}, e2fsck's {theirs:?}\n{text}",
+            run.code
+        ));
+    }
+    for kind in in_overlay {
+        let named: Vec<_> = layers.iter().filter(|(k, _)| k == kind).collect();
+        assert!(!named.is_empty(), "{what}: no {kind}");
+        for (_, layer) in named {
+            assert_eq!(*layer, Some(1), "{what}: {kind} is in the overlay");
+        }
+    }
+    Ok(())
+}
+
+/// Patches `bytes` at `at` with `value` (big-endian words for the
+/// journal, little-endian for the rest, as the caller says).
+fn put(bytes: &mut [u8], at: u64, value: &[u8]) {
+    let at = at as usize;
+    bytes[at..at + value.len()].copy_from_slice(value);
+}
+
+#[test]
+fn check_judges_the_journal_as_e2fsck_loads_it() {
+    for t in ["mke2fs", "debugfs", "e2fsck", "qemu-img", "timeout"] {
+        if !need(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    mkfs(d, "clean", "64M", 20);
+    sh(
+        d,
+        &[
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "clean.raw",
+            "base.qcow2",
+        ],
+    );
+    assert_eq!(e2fsck_n(d, "clean.raw").0, 0);
+    let clean = layerscope(d, &["check", "--fs-only", "--json", "base.qcow2"]);
+    assert_eq!(clean.code, 0, "{}{}", clean.text(), clean.stderr);
+    // The journal superblock: the journal inode's first block.
+    let out = sh(d, &["debugfs", "-R", "bmap <8> 0", "clean.raw"]);
+    let jblock: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let j = jblock * 4096;
+    let jlen = {
+        let b = std::fs::read(d.join("clean.raw")).unwrap();
+        u32::from_be_bytes(
+            b[(j + 0x10) as usize..(j + 0x14) as usize]
+                .try_into()
+                .unwrap(),
+        )
+    };
+    // A copy whose journal has checksum v3 (debugfs's journal writer sets
+    // it and the superblock checksum).
+    std::fs::copy(d.join("clean.raw"), d.join("csum.raw")).unwrap();
+    debugfs_w(d, "csum.raw", "jo -c\njc\n");
+    let with_csum = std::fs::read(d.join("csum.raw")).unwrap();
+    assert_eq!(
+        u32::from_be_bytes(
+            with_csum[(j + 0x28) as usize..(j + 0x2c) as usize]
+                .try_into()
+                .unwrap()
+        ) & 0x10,
+        0x10,
+        "debugfs jo -c set no checksum v3"
+    );
+    assert_eq!(e2fsck_n(d, "csum.raw").0, 0);
+    type Patch = (&'static str, bool, u64, Vec<u8>, &'static [&'static str]);
+    // (what, on the checksummed copy, offset in the journal superblock,
+    // bytes, kinds whose bytes are in the overlay)
+    let patches: Vec<Patch> = vec![
+        (
+            "no magic",
+            false,
+            0,
+            vec![0; 4],
+            &["journal-invalid", "journal-superblock"],
+        ),
+        (
+            "a descriptor block type",
+            false,
+            4,
+            1u32.to_be_bytes().to_vec(),
+            &["journal-superblock"],
+        ),
+        (
+            "an unknown version",
+            false,
+            4,
+            9u32.to_be_bytes().to_vec(),
+            &["journal-version"],
+        ),
+        (
+            "another block size",
+            false,
+            0xc,
+            1024u32.to_be_bytes().to_vec(),
+            &["journal-superblock"],
+        ),
+        (
+            "longer than its inode",
+            false,
+            0x10,
+            (jlen * 2).to_be_bytes().to_vec(),
+            &["journal-superblock"],
+        ),
+        (
+            "an unknown incompat feature",
+            false,
+            0x28,
+            0x100u32.to_be_bytes().to_vec(),
+            &["journal-incompat"],
+        ),
+        (
+            "an unknown ro_compat feature",
+            false,
+            0x2c,
+            1u32.to_be_bytes().to_vec(),
+            &["journal-ro-compat"],
+        ),
+        (
+            "data but no needs_recovery",
+            false,
+            0x1c,
+            5u32.to_be_bytes().to_vec(),
+            &["journal-has-data"],
+        ),
+        (
+            "two users",
+            false,
+            0x40,
+            2u32.to_be_bytes().to_vec(),
+            &["journal-users"],
+        ),
+        (
+            "a bad checksum",
+            true,
+            0xfc,
+            0x1234_5678u32.to_be_bytes().to_vec(),
+            &["journal-superblock"],
+        ),
+        (
+            "checksum v2 and v3",
+            true,
+            0x28,
+            0x1au32.to_be_bytes().to_vec(),
+            &["journal-superblock"],
+        ),
+        (
+            "checksum type crc32",
+            true,
+            0x50,
+            vec![1],
+            &["journal-superblock"],
+        ),
+    ];
+    for (i, (what, csum, at, value, in_overlay)) in patches.into_iter().enumerate() {
+        let raw = format!("j{i}.raw");
+        let mut bytes = if csum {
+            with_csum.clone()
+        } else {
+            std::fs::read(d.join("clean.raw")).unwrap()
+        };
+        put(&mut bytes, j + at, &value);
+        std::fs::write(d.join(&raw), bytes).unwrap();
+        let base = if csum { "csum.qcow2" } else { "base.qcow2" };
+        if csum && !d.join("csum.qcow2").exists() {
+            sh(
+                d,
+                &[
+                    "qemu-img",
+                    "convert",
+                    "-q",
+                    "-f",
+                    "raw",
+                    "-O",
+                    "qcow2",
+                    "csum.raw",
+                    "csum.qcow2",
+                ],
+            );
+        }
+        compare_with_e2fsck(d, base, &raw, what, in_overlay);
+    }
+    // The superblock's flags and journal inode, set with debugfs.
+    for (i, (what, cmd, in_overlay)) in [
+        (
+            "has_journal clear",
+            "feature -has_journal\n",
+            &["journal-flag-clear"][..],
+        ),
+        (
+            "no journal inode",
+            "ssv journal_inum 0\n",
+            &["journal-invalid"][..],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let raw = format!("f{i}.raw");
+        std::fs::copy(d.join("clean.raw"), d.join(&raw)).unwrap();
+        debugfs_w(d, &raw, cmd);
+        compare_with_e2fsck(d, "base.qcow2", &raw, what, in_overlay);
+    }
+}
+
+/// A directory of `n` long names in a 1 KiB-block filesystem, indexed by
+/// `e2fsck -fyD` (two levels from about 2000 names).
+fn indexed_dir(d: &Path, name: &str, n: usize) {
+    let tree = d.join(format!("{name}.tree"));
+    std::fs::create_dir_all(tree.join("big")).unwrap();
+    for i in 0..n {
+        std::fs::write(
+            tree.join("big")
+                .join(format!("a-rather-long-file-name-to-fill-blocks-{i:05}")),
+            b"x",
+        )
+        .unwrap();
+    }
+    sh(
+        d,
+        &[
+            "mke2fs",
+            "-q",
+            "-t",
+            "ext4",
+            "-b",
+            "1024",
+            "-d",
+            tree.to_str().unwrap(),
+            &format!("{name}.raw"),
+            "32M",
+        ],
+    );
+    // -D rebuilds every directory's index; exit 1: "modified".
+    let out = Command::new("e2fsck")
+        .args(["-fyD", &format!("{name}.raw")])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    assert!(out.status.code().unwrap_or(8) <= 1, "{out:?}");
+    std::fs::remove_dir_all(tree).unwrap();
+}
+
+#[test]
+fn check_judges_directory_indexes_as_e2fsck() {
+    for t in ["mke2fs", "debugfs", "e2fsck", "qemu-img", "timeout"] {
+        if !need(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    indexed_dir(d, "clean", 3000);
+    assert_eq!(e2fsck_n(d, "clean.raw").0, 0);
+    sh(
+        d,
+        &[
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "clean.raw",
+            "base.qcow2",
+        ],
+    );
+    let clean = layerscope(d, &["check", "--fs-only", "--json", "base.qcow2"]);
+    assert_eq!(clean.code, 0, "{}{}", clean.text(), clean.stderr);
+    let htree = sh(d, &["debugfs", "-R", "htree /big", "clean.raw"]);
+    let htree = String::from_utf8_lossy(&htree.stdout).into_owned();
+    assert!(htree.contains("Indirect levels: 1"), "{htree}");
+    let bmap = |logical: u32| -> u64 {
+        let out = sh(
+            d,
+            &[
+                "debugfs",
+                "-R",
+                &format!("bmap /big {logical}"),
+                "clean.raw",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let bytes = std::fs::read(d.join("clean.raw")).unwrap();
+    let le32 =
+        |at: u64| u32::from_le_bytes(bytes[at as usize..at as usize + 4].try_into().unwrap());
+    let root = bmap(0) * 1024;
+    // The root's entries (two here) name the inner nodes; the first
+    // node's entries name leaves.
+    let node = bmap(le32(root + 0x24)) * 1024;
+    let node_count = u16::from_le_bytes(
+        bytes[node as usize + 10..node as usize + 12]
+            .try_into()
+            .unwrap(),
+    );
+    assert!(node_count > 6, "{node_count}");
+    let leaf = bmap(le32(node + 8 + 8 * 3 + 4)) * 1024;
+    let hash = |at: u64, i: u64| le32(at + 8 * i);
+    // Between two hashes of a node: its entry then starts above names
+    // its block holds (bad min hash).
+    let mid = |at: u64, i: u64| {
+        (((hash(at, i) as u64 + hash(at, i + 1) as u64) / 2) as u32 & !1).to_le_bytes()
+    };
+    let damages: Vec<(&str, u64, Vec<u8>)> = vec![
+        (
+            "root count over the limit",
+            root + 0x22,
+            200u16.to_le_bytes().to_vec(),
+        ),
+        ("root limit", root + 0x20, 100u16.to_le_bytes().to_vec()),
+        (
+            "root block referenced twice",
+            root + 0x24 + 8,
+            le32(root + 0x24).to_le_bytes().to_vec(),
+        ),
+        (
+            "root block out of the directory",
+            root + 0x24 + 8,
+            50_000u32.to_le_bytes().to_vec(),
+        ),
+        ("hash version", root + 0x1c, vec![9]),
+        ("root info length", root + 0x1d, vec![4]),
+        ("depth", root + 0x1e, vec![5]),
+        ("incompat flag", root + 0x1f, vec![1]),
+        (
+            "root checksum",
+            root + 0x20 + 8 * 123 + 4,
+            0x1234u32.to_le_bytes().to_vec(),
+        ),
+        ("node limit", node + 8, 99u16.to_le_bytes().to_vec()),
+        (
+            "node hash above its names",
+            node + 8 + 8 * 3,
+            mid(node + 8, 3).to_vec(),
+        ),
+        (
+            "node hash order",
+            node + 8 + 8 * 2,
+            0xffff_fff0u32.to_le_bytes().to_vec(),
+        ),
+        (
+            "node checksum",
+            node + 8 + 8 * 126 + 4,
+            0x1234u32.to_le_bytes().to_vec(),
+        ),
+        // A name no longer hashing into its leaf's range.
+        (
+            "renamed entry in a leaf",
+            leaf + 8,
+            vec![bytes[leaf as usize + 8] ^ 0x01],
+        ),
+    ];
+    let mut differ = Vec::new();
+    for (i, (what, at, value)) in damages.into_iter().enumerate() {
+        let raw = format!("h{i}.raw");
+        let mut b = bytes.clone();
+        put(&mut b, at, &value);
+        std::fs::write(d.join(&raw), b).unwrap();
+        if let Err(e) = differs_from_e2fsck(d, "base.qcow2", &raw, what, &[]) {
+            differ.push(e);
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n\n"));
+}
+
+#[test]
+fn check_finds_orphans_as_e2fsck() {
+    for t in ["mke2fs", "debugfs", "e2fsck", "qemu-img", "timeout"] {
+        if !need(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tree = d.join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    for i in 1..=4 {
+        std::fs::write(tree.join(format!("f{i}")), vec![i as u8; 20000]).unwrap();
+    }
+    // One filesystem with the orphan list only, one with an orphan file.
+    for (name, opts) in [("list", "^orphan_file"), ("file", "orphan_file")] {
+        sh(
+            d,
+            &[
+                "mke2fs",
+                "-q",
+                "-t",
+                "ext4",
+                "-b",
+                "4096",
+                "-O",
+                opts,
+                "-d",
+                "tree",
+                &format!("{name}.raw"),
+                "64M",
+            ],
+        );
+        assert_eq!(e2fsck_n(d, &format!("{name}.raw")).0, 0);
+        sh(
+            d,
+            &[
+                "qemu-img",
+                "convert",
+                "-q",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                &format!("{name}.raw"),
+                &format!("{name}.qcow2"),
+            ],
+        );
+        let clean = layerscope(
+            d,
+            &["check", "--fs-only", "--json", &format!("{name}.qcow2")],
+        );
+        assert_eq!(clean.code, 0, "{name}: {}{}", clean.text(), clean.stderr);
+    }
+    let ino = |raw: &str, path: &str| -> u64 {
+        let out = sh(d, &["debugfs", "-R", &format!("stat {path}"), raw]);
+        num_after(&String::from_utf8_lossy(&out.stdout), "Inode: ").unwrap()
+    };
+    let (f1, f2, f3) = (
+        ino("list.raw", "/f1"),
+        ino("list.raw", "/f2"),
+        ino("list.raw", "/f3"),
+    );
+    // An orphan list of two unlinked inodes (the first's dtime names the
+    // second), a deleted inode without dtime, and a linked inode being
+    // truncated (in use, its dtime a link).
+    std::fs::copy(d.join("list.raw"), d.join("o0.raw")).unwrap();
+    debugfs_w(
+        d,
+        "o0.raw",
+        &format!(
+            "unlink /f1\nunlink /f2\nsif <{f1}> links_count 0\nsif <{f1}> dtime {f2}\n\
+             sif <{f2}> links_count 0\nsif <{f2}> dtime 0\nsif <{f3}> dtime {f1}\n\
+             ssv last_orphan {f1}\n"
+        ),
+    );
+    compare_with_e2fsck(
+        d,
+        "list.qcow2",
+        "o0.raw",
+        "orphan list",
+        &["orphan-list-inode"],
+    );
+    // The orphan file: its first block's tail, its checksum, an orphan
+    // left in it; and orphan_present set on a clean one.
+    let oino = {
+        let out = sh(d, &["dumpe2fs", "-h", "file.raw"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("Orphan file inode:"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .expect("dumpe2fs names the orphan file inode")
+    };
+    let out = sh(
+        d,
+        &["debugfs", "-R", &format!("bmap <{oino}> 0"), "file.raw"],
+    );
+    let ob: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let at = ob * 4096;
+    let clean = std::fs::read(d.join("file.raw")).unwrap();
+    for (i, (what, off, value)) in [
+        ("orphan block magic", at + 4096 - 8, 0u32),
+        ("orphan block checksum", at + 4096 - 4, 0x1234),
+        ("an orphan left in the file", at + 8, f3 as u32),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let raw = format!("of{i}.raw");
+        let mut b = clean.clone();
+        put(&mut b, off, &value.to_le_bytes());
+        std::fs::write(d.join(&raw), b).unwrap();
+        compare_with_e2fsck(d, "file.qcow2", &raw, what, &["orphan-file-block"]);
+    }
+    std::fs::copy(d.join("file.raw"), d.join("op.raw")).unwrap();
+    debugfs_w(d, "op.raw", "feature orphan_present\n");
+    compare_with_e2fsck(
+        d,
+        "file.qcow2",
+        "op.raw",
+        "orphan_present on a clean file",
+        &["orphan-present"],
+    );
+}
+
+/// What `fsck.fat -n` found, as (kind, path): the path is the file line
+/// before the message (fsck.fat's short-name path), empty for the
+/// findings about the whole filesystem.
+fn fsck_fat_findings(text: &str) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    let mut path = String::new();
+    for line in text.lines() {
+        if line.starts_with('/') {
+            path = line.trim_end_matches("  and").to_owned();
+            continue;
+        }
+        let file_kinds = [
+            ("Contains a free cluster", "fat-chain-free-cluster"),
+            ("Contains a bad cluster", "fat-chain-free-cluster"),
+            ("File size is", "fat-file-size"),
+            ("share clusters", "fat-shared-clusters"),
+            ("Start cluster beyond limit", "fat-start-beyond-limit"),
+            ("Bad start cluster 1", "fat-bad-start"),
+            ("Directory has non-zero size", "fat-directory-size"),
+            ("does not point to parent", "fat-dot-start"),
+            ("does not point to ..", "fat-dot-start"),
+            ("Start does point to root directory", "fat-directory-start"),
+        ];
+        for (text, kind) in file_kinds {
+            if line.contains(text) {
+                out.insert((kind.to_owned(), path.clone()));
+            }
+        }
+        let whole = [
+            ("FATs differ", "fat-copies-differ"),
+            ("Reclaimed ", "fat-unused-clusters"),
+            ("Free cluster summary wrong", "fat-free-count"),
+            (
+                "differences between boot sector and its backup",
+                "fat-boot-backup",
+            ),
+            ("Dirty bit is set", "fat-dirty"),
+            ("out of range", "fat-cluster-out-of-range"),
+        ];
+        for (text, kind) in whole {
+            if line.contains(text) {
+                out.insert((kind.to_owned(), String::new()));
+            }
+        }
+    }
+    out
+}
+
+/// The check's FAT findings in the same form, and the layer of each.
+/// (kind, path) findings and (kind, layer) of each problem.
+type FatFindings = (BTreeSet<(String, String)>, Vec<(String, Option<u64>)>);
+
+fn our_fat_findings(j: &Value) -> FatFindings {
+    let mut set = BTreeSet::new();
+    let mut layers = Vec::new();
+    for p in j["filesystem"]["problems"]["list"].as_array().unwrap() {
+        let kind = p["kind"].as_str().unwrap().to_owned();
+        let s = p["structure"].as_str().unwrap();
+        layers.push((kind.clone(), p["layer"].as_u64()));
+        let path = if s.starts_with('/') {
+            s.to_owned()
+        } else {
+            String::new()
+        };
+        set.insert((kind, path));
+    }
+    (set, layers)
+}
+
+#[test]
+fn check_finds_what_fsck_fat_finds() {
+    for t in [
+        "mkfs.vfat",
+        "mcopy",
+        "mmd",
+        "mshowfat",
+        "fsck.fat",
+        "qemu-img",
+    ] {
+        if !need(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        d,
+        &[
+            "mkfs.vfat",
+            "-C",
+            "-F",
+            "32",
+            "-n",
+            "CHECKME",
+            "v.img",
+            "65536",
+        ],
+    );
+    for (i, name) in ["ALPHA.BIN", "BETA.BIN", "GAMMA.BIN", "DELTA.BIN"]
+        .iter()
+        .enumerate()
+    {
+        let body: Vec<u8> = (0..30_000u32).map(|j| (j * 7 + i as u32) as u8).collect();
+        std::fs::write(d.join(name), body).unwrap();
+    }
+    sh(
+        d,
+        &[
+            "mcopy",
+            "-i",
+            "v.img",
+            "ALPHA.BIN",
+            "BETA.BIN",
+            "GAMMA.BIN",
+            "::/",
+        ],
+    );
+    sh(d, &["mmd", "-i", "v.img", "::/SUB"]);
+    sh(d, &["mcopy", "-i", "v.img", "DELTA.BIN", "::/SUB/"]);
+    let fsck = |img: &str| -> (i32, String) {
+        let out = Command::new("fsck.fat")
+            .args(["-n", img])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    assert_eq!(fsck("v.img").0, 0, "{}", fsck("v.img").1);
+    sh(
+        d,
+        &[
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "v.img",
+            "base.qcow2",
+        ],
+    );
+    let clean = layerscope(d, &["check", "--fs-only", "--json", "base.qcow2"]);
+    assert_eq!(clean.code, 0, "{}{}", clean.text(), clean.stderr);
+    assert_eq!(clean.json()["clean"], true);
+    // Where things are: the FATs from the boot sector, chains from
+    // mshowfat, entries by their 8.3 names.
+    let bytes = std::fs::read(d.join("v.img")).unwrap();
+    let le16 = |at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap()) as u64;
+    let le32 = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as u64;
+    let bps = le16(11);
+    let fat1 = le16(14) * bps;
+    let fat2 = fat1 + le32(36) * bps;
+    let fsinfo = le16(48) * bps;
+    let backup = le16(50) * bps;
+    let chain = |path: &str| -> (u64, u64) {
+        let out = sh(d, &["mshowfat", "-i", "v.img", path]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let inner = &text[text.find('<').unwrap() + 1..text.find('>').unwrap()];
+        let (a, b) = inner.split_once('-').unwrap();
+        (a.trim().parse().unwrap(), b.trim().parse().unwrap())
+    };
+    let (a0, a1) = chain("::/ALPHA.BIN");
+    let (b0, _) = chain("::/BETA.BIN");
+    let entry =
+        |name: &[u8; 11]| -> u64 { bytes.windows(11).position(|w| w == name).unwrap() as u64 };
+    let alpha = entry(b"ALPHA   BIN");
+    let beta = entry(b"BETA    BIN");
+    let gamma = entry(b"GAMMA   BIN");
+    let eoc = 0x0fff_ffffu32.to_le_bytes().to_vec();
+    let both = |c: u64, v: &[u8]| vec![(fat1 + 4 * c, v.to_vec()), (fat2 + 4 * c, v.to_vec())];
+    let free_cluster = a1 + 1000;
+    type Patches = Vec<(u64, Vec<u8>)>;
+    let damages: Vec<(&str, Patches)> = vec![
+        (
+            "FAT copies differ",
+            vec![(fat2 + 4 * free_cluster, eoc.clone())],
+        ),
+        ("a chain cut short", both(a0 + 4, &eoc)),
+        ("a cluster nobody owns", both(free_cluster, &eoc)),
+        (
+            "FSInfo free count",
+            vec![(fsinfo + 488, 5u32.to_le_bytes().to_vec())],
+        ),
+        (
+            "boot sector backup",
+            vec![(backup + 0x20, 5u32.to_le_bytes().to_vec())],
+        ),
+        (
+            "size past the chain",
+            vec![(alpha + 28, 40_000u32.to_le_bytes().to_vec())],
+        ),
+        (
+            "a chain running into another file's",
+            both(a1, &(b0 as u32).to_le_bytes()),
+        ),
+        (
+            "two files starting on one cluster",
+            vec![(beta + 26, (a0 as u16).to_le_bytes().to_vec())],
+        ),
+        (
+            "a start past the volume",
+            vec![(gamma + 20, 0x0fffu16.to_le_bytes().to_vec())],
+        ),
+        ("a free cluster in a chain", both(a0 + 2, &[0, 0, 0, 0])),
+    ];
+    for (i, (what, patches)) in damages.into_iter().enumerate() {
+        let img = format!("v{i}.img");
+        let mut b = bytes.clone();
+        for (at, v) in &patches {
+            put(&mut b, *at, v);
+        }
+        std::fs::write(d.join(&img), b).unwrap();
+        let (code, text) = fsck(&img);
+        let theirs = fsck_fat_findings(&text);
+        assert!(!theirs.is_empty(), "{what}: fsck.fat saw nothing: {text}");
+        let top = format!("v{i}.qcow2");
+        thin_overlay(d, &top, "base.qcow2", "qcow2", &d.join(&img), "", false);
+        let run = layerscope(d, &["check", "--fs-only", "--json", &top]);
+        assert!(
+            [0, 1].contains(&run.code),
+            "{what}: {} {}",
+            run.code,
+            run.stderr
+        );
+        assert_eq!(
+            run.code == 0,
+            code == 0,
+            "{what}: check exit {}, fsck.fat {code}: {}\n{text}",
+            run.code,
+            run.text()
+        );
+        let (ours, layers) = our_fat_findings(&run.json());
+        assert_eq!(
+            ours, theirs,
+            "{what}: ours {ours:?}, fsck.fat's {theirs:?}\n{text}"
+        );
+        // The damaged bytes are the overlay's.
+        let first = &layers[0];
+        assert!(
+            layers.iter().any(|(_, l)| *l == Some(1)),
+            "{what}: no finding in the overlay: {layers:?} ({first:?})"
+        );
+    }
+}
+
+/// What `xfs_repair -n` found, as (kind, allocation group; 0 for the
+/// superblock's counters).
+fn xfs_repair_findings(text: &str) -> BTreeSet<(String, u64)> {
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        for (prefix, kind) in [
+            ("sb_icount ", "xfs-sb-icount"),
+            ("sb_ifree ", "xfs-sb-ifree"),
+            ("sb_fdblocks ", "xfs-sb-fdblocks"),
+        ] {
+            if line.starts_with(prefix) {
+                out.insert((kind.to_owned(), 0));
+            }
+        }
+        for (prefix, kind) in [
+            ("agf_freeblks ", "xfs-agf-freeblks"),
+            ("agi_count ", "xfs-agi-count"),
+            ("agi_freecount ", "xfs-agi-freecount"),
+        ] {
+            if line.starts_with(prefix) {
+                out.insert((kind.to_owned(), num_after(line, " in ag ").unwrap()));
+            }
+        }
+        if line.starts_with("bad magic # ") {
+            let kind = if line.contains(" for agf ") {
+                "xfs-agf-magic"
+            } else if line.contains(" for agi ") {
+                "xfs-agi-magic"
+            } else {
+                continue;
+            };
+            let n = num_after(line, " for agf ").or_else(|| num_after(line, " for agi "));
+            out.insert((kind.to_owned(), n.unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn check_counts_xfs_as_xfs_repair() {
+    for t in ["mkfs.xfs", "xfs_db", "xfs_repair", "qemu-img"] {
+        if !need(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A few files and a directory, from a protofile.
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mut proto = String::from("/dev/null\n0 0\nd--755 0 0\n");
+    for i in 0..20 {
+        let f = src.join(format!("f{i}"));
+        std::fs::write(&f, vec![i as u8; 1000 * (i + 1)]).unwrap();
+        proto.push_str(&format!("f{i} ---644 0 0 {}\n", f.display()));
+    }
+    proto.push_str("sub d--755 0 0\n$\n$\n");
+    std::fs::write(d.join("proto"), proto).unwrap();
+    std::fs::File::create(d.join("x.img"))
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    sh(d, &["mkfs.xfs", "-q", "-f", "-p", "proto", "x.img"]);
+    let repair = |img: &str| -> (i32, String) {
+        let out = Command::new("xfs_repair")
+            .args(["-n", img])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    assert_eq!(repair("x.img").0, 0, "{}", repair("x.img").1);
+    sh(
+        d,
+        &[
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "x.img",
+            "base.qcow2",
+        ],
+    );
+    let clean = layerscope(d, &["check", "--fs-only", "--json", "base.qcow2"]);
+    assert_eq!(clean.code, 0, "{}{}", clean.text(), clean.stderr);
+    let damages: &[(&str, &[&str])] = &[
+        ("sb icount", &["sb 0", "write -d icount 320"]),
+        ("sb ifree", &["sb 0", "write -d ifree 7"]),
+        ("sb fdblocks", &["sb 0", "write -d fdblocks 100"]),
+        ("agf freeblks", &["agf 1", "write -d freeblks 100"]),
+        ("agi count", &["agi 1", "write -d count 128"]),
+        ("agi freecount", &["agi 2", "write -d freecount 5"]),
+        ("agf magic", &["agf 2", "write -d magicnum 0x12345678"]),
+        ("agi magic", &["agi 3", "write -d magicnum 0x12345678"]),
+    ];
+    let mut differ = Vec::new();
+    for (i, (what, cmds)) in damages.iter().enumerate() {
+        let img = format!("x{i}.img");
+        std::fs::copy(d.join("x.img"), d.join(&img)).unwrap();
+        let mut args = vec!["xfs_db", "-x"];
+        for c in *cmds {
+            args.push("-c");
+            args.push(c);
+        }
+        args.push(&img);
+        sh(d, &args);
+        let (code, text) = repair(&img);
+        let theirs = xfs_repair_findings(&text);
+        assert!(!theirs.is_empty(), "{what}: xfs_repair saw nothing: {text}");
+        let top = format!("x{i}.qcow2");
+        thin_overlay(d, &top, "base.qcow2", "qcow2", &d.join(&img), "", false);
+        let run = layerscope(d, &["check", "--fs-only", "--json", &top]);
+        assert!(
+            [0, 1].contains(&run.code),
+            "{what}: {} {}",
+            run.code,
+            run.stderr
+        );
+        let j = run.json();
+        let ours: BTreeSet<(String, u64)> = j["filesystem"]["problems"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let s = p["structure"].as_str().unwrap();
+                (
+                    p["kind"].as_str().unwrap().to_owned(),
+                    num_after(s, "ag ").unwrap_or(0),
+                )
+            })
+            .collect();
+        let layers: Vec<Option<u64>> = j["filesystem"]["problems"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["layer"].as_u64())
+            .collect();
+        if ours != theirs || (run.code == 0) != (code == 0) {
+            differ.push(format!(
+                "{what}: check exit {}, xfs_repair {code}; ours {ours:?}, theirs {theirs:?}\n{text}",
+                run.code
+            ));
+        } else if !layers.contains(&Some(1)) {
+            differ.push(format!("{what}: no finding in the overlay: {layers:?}"));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n\n"));
 }

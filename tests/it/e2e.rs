@@ -79,7 +79,7 @@ impl Tmux {
                 return s;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(15),
+                start.elapsed() < Duration::from_secs(60),
                 "timed out waiting for {text:?}; screen:\n{s}"
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -304,7 +304,7 @@ impl Tmux {
                 return;
             }
             assert!(
-                start.elapsed() < Duration::from_secs(15),
+                start.elapsed() < Duration::from_secs(60),
                 "modes {got:?}, want {want:?}; screen:\n{}",
                 self.screen()
             );
@@ -551,4 +551,15 @@ fn a_gpt_chain_opens_into_its_root_and_the_volumes_pane_switches() {
         !s.contains("Tree (as of"),
         "the UI is gone after quitting:\n{s}"
     );
+    drop(t);
+    // `--volume` opens straight into the volume named.
+    let t = Tmux::start(
+        dir,
+        120,
+        40,
+        &format!("{bin} --volume p2 top.qcow2; echo EXITED-$?; sleep 60"),
+    );
+    t.wait_for("· p2 vfat");
+    t.keys(&["q"]);
+    t.wait_for("EXITED-0");
 }

@@ -670,3 +670,172 @@ fn find_and_grep_on_fat_in_a_partition() {
     );
     assert_eq!(got, want);
 }
+
+/// Splits NUL-terminated output into its names.
+fn nul_split(bytes: &[u8]) -> BTreeSet<Vec<u8>> {
+    bytes
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Sparse files (a hole first, a hole between matches, a hole at the
+/// end), a line longer than the search's 1 MiB line limit, lines across
+/// its 1 MiB read boundaries, and a name that is not UTF-8: `grep -l`,
+/// `grep -a -n` and `-Z` equal GNU grep's on the tree mke2fs -d copied
+/// in (sparse, as mke2fs keeps holes); `find --print0` equals `find
+/// -print0`.
+#[test]
+fn grep_skips_holes_long_lines_and_print0_as_grep_and_find() {
+    if !need("mke2fs") || !need("grep") || !need("find") || !need("debugfs") {
+        return;
+    }
+    use std::io::{Seek, SeekFrom, Write};
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    let sparse = |name: &str, size: u64, parts: &[(u64, &[u8])]| {
+        let mut f = std::fs::File::create(tree.join(name)).unwrap();
+        f.set_len(size).unwrap();
+        for (at, bytes) in parts {
+            f.seek(SeekFrom::Start(*at)).unwrap();
+            f.write_all(bytes).unwrap();
+        }
+    };
+    sparse(
+        "hole-first",
+        5 << 20,
+        &[(4 << 20, b"a needle after a hole\n")],
+    );
+    sparse(
+        "hole-between",
+        9 << 20,
+        &[
+            (0, b"one needle\nplain\n"),
+            (6 << 20, b"\nsecond needle here\n"),
+        ],
+    );
+    sparse(
+        "hole-end",
+        3 << 20,
+        &[(0, b"plain text\nneedle at the start\n")],
+    );
+    sparse("all-hole", 2 << 20, &[]);
+    // A 2.5 MiB line, then lines; and 3 MiB of short lines with a few
+    // matches across the 1 MiB reads.
+    let mut long = vec![b'x'; 5 << 19];
+    long.extend_from_slice(b"needle at the end of a long line\nnext\nneedle\n");
+    std::fs::write(tree.join("sub/long-line"), long).unwrap();
+    let mut many = Vec::new();
+    for i in 0..200_000u32 {
+        if i % 37_001 == 0 {
+            many.extend_from_slice(format!("{i} needle\n").as_bytes());
+        } else {
+            many.extend_from_slice(format!("line {i} of text\n").as_bytes());
+        }
+    }
+    std::fs::write(tree.join("sub/many-lines"), many).unwrap();
+    let odd = OsStr::from_bytes(b"sub/caf\xe9-needle");
+    std::fs::write(tree.join(odd), b"needle in a latin-1 name\n").unwrap();
+    std::fs::write(tree.join("no-match"), b"nothing here\n").unwrap();
+    sh(
+        dir,
+        &[
+            "mke2fs", "-q", "-t", "ext4", "-b", "4096", "-d", "tree", "fs.raw", "64M",
+        ],
+    );
+    // mke2fs kept the holes (else this test tests nothing about them).
+    let stat = sh(dir, &["debugfs", "-R", "stat /hole-between", "fs.raw"]);
+    let stat = String::from_utf8_lossy(&stat.stdout);
+    let sectors: u64 = stat
+        .split("Blockcount: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("debugfs stat's Blockcount");
+    assert!(sectors * 512 < 1 << 20, "{stat}");
+    let rgrep = |args: &[&str]| -> Vec<u8> {
+        let out = Command::new("grep")
+            .env("LC_ALL", "C")
+            .arg("-r")
+            .args(args)
+            .arg(".")
+            .current_dir(&tree)
+            .output()
+            .unwrap();
+        assert!(out.status.code() != Some(2), "grep {args:?}");
+        out.stdout
+    };
+    let as_image_paths = |names: BTreeSet<Vec<u8>>| -> BTreeSet<Vec<u8>> {
+        names
+            .into_iter()
+            .map(|n| n.strip_prefix(b".").unwrap_or(&n).to_vec())
+            .filter(|n| !n.starts_with(b"/lost+found"))
+            .collect()
+    };
+    for pat in ["needle", "^needle", "needle$", "x+needle", "plain|second"] {
+        // -l -Z: the files, raw names.
+        let ours = layerscope(dir, &["grep", "-l", "-Z", "-f", "raw", "fs.raw", pat]).ok();
+        let want = as_image_paths(nul_split(&rgrep(&["-lZ", "-E", pat])));
+        assert!(!want.is_empty(), "{pat}");
+        assert_eq!(nul_split(&ours.stdout), want, "grep -lZ {pat}");
+        // -a -n: each matching line's number, binary files as text.
+        let ours = layerscope(dir, &["grep", "-a", "--json", "-f", "raw", "fs.raw", pat])
+            .ok()
+            .json();
+        let got: BTreeSet<(Vec<u8>, u64)> = ours
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let path = match h.get("path_bytes") {
+                    Some(b) => (0..b.as_str().unwrap().len())
+                        .step_by(2)
+                        .map(|i| u8::from_str_radix(&b.as_str().unwrap()[i..i + 2], 16).unwrap())
+                        .collect(),
+                    None => h["path"].as_str().unwrap().as_bytes().to_vec(),
+                };
+                (path, h["line"].as_u64().unwrap())
+            })
+            .collect();
+        let theirs = rgrep(&["-a", "-n", "-Z", "-E", pat]);
+        // Each line: NAME NUL NUMBER ':' text (text may hold NULs).
+        let mut want = BTreeSet::new();
+        for line in theirs.split(|&b| b == b'\n') {
+            let Some(nul) = line.iter().position(|&b| b == 0) else {
+                continue;
+            };
+            let name = line[..nul].strip_prefix(b".").unwrap().to_vec();
+            let rest = &line[nul + 1..];
+            let Some(colon) = rest.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            if let Ok(n) = std::str::from_utf8(&rest[..colon])
+                .unwrap_or("")
+                .parse::<u64>()
+            {
+                want.insert((name, n));
+            }
+        }
+        assert!(!want.is_empty(), "{pat}");
+        assert_eq!(got, want, "grep -a -n {pat}");
+    }
+    // find -print0: raw names, NUL-terminated.
+    let ours = layerscope(
+        dir,
+        &[
+            "find", "--print0", "-f", "raw", "fs.raw", "--name", "*needle*",
+        ],
+    )
+    .ok();
+    let out = Command::new("find")
+        .args([".", "-name", "*needle*", "-print0"])
+        .current_dir(&tree)
+        .output()
+        .unwrap();
+    let want = as_image_paths(nul_split(&out.stdout));
+    assert_eq!(want.len(), 1);
+    assert_eq!(nul_split(&ours.stdout), want);
+}

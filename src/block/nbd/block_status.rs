@@ -8,6 +8,14 @@
 //! kept: known cookie, negotiated context, bounded length, non-empty
 //! descriptors, at most one chunk per context and request, nothing after
 //! DONE.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
@@ -39,7 +47,7 @@ pub(super) fn block_status_many(
     c: &mut Conn,
     windows: &[(u64, u32)],
 ) -> io::Result<Vec<Descriptors>> {
-    let mut wire = Vec::with_capacity(28 * windows.len());
+    let mut wire = Vec::with_capacity(windows.len().saturating_mul(28));
     let mut by_cookie: HashMap<u64, usize> = HashMap::with_capacity(windows.len());
     for (i, &(offset, len)) in windows.iter().enumerate() {
         let req = c.request(Command::BlockStatus, offset, len);
@@ -62,13 +70,15 @@ pub(super) fn block_status_many(
         let header = ReplyHeader::read_from(&mut c.reader)?;
         let (cookie, flags, kind, length) = match header {
             ReplyHeader::Simple { error: e, cookie } => match by_cookie.get(&cookie) {
-                Some(&i) if e != 0 && !done[i] => {
+                Some(&i) if e != 0 && done.get(i) == Some(&false) => {
                     error.get_or_insert(io::Error::other(format!(
                         "server error {e} ({})",
                         errno_name(e)
                     )));
-                    done[i] = true;
-                    left -= 1;
+                    if let Some(d) = done.get_mut(i) {
+                        *d = true;
+                    }
+                    left = left.saturating_sub(1);
                     continue;
                 }
                 _ => return Err(invalid("simple reply to block status".into())),
@@ -81,7 +91,7 @@ pub(super) fn block_status_many(
             } => (cookie, flags, kind, length),
         };
         let i = match by_cookie.get(&cookie) {
-            Some(&i) if !done[i] => i,
+            Some(&i) if done.get(i) == Some(&false) => i,
             Some(_) => {
                 return Err(invalid(format!(
                     "reply chunk for cookie {cookie:#x} after its last chunk"
@@ -89,22 +99,30 @@ pub(super) fn block_status_many(
             }
             None => return Err(invalid(format!("reply for unknown cookie {cookie:#x}"))),
         };
-        let (offset, len) = windows[i];
+        // `i` indexes `windows`, `out` and `done` (all of its length).
+        let (Some(&(offset, len)), Some(descriptors)) = (windows.get(i), out.get_mut(i)) else {
+            return Err(invalid(format!("reply for unknown cookie {cookie:#x}")));
+        };
         match kind {
             REPLY_TYPE_BLOCK_STATUS => {
                 // The context id and at least one descriptor.
-                if length < 12 || (length - 4) % 8 != 0 || length > MAX_OPTION_REPLY * 16 {
+                if length < 12
+                    || length.saturating_sub(4) % 8 != 0
+                    || length > MAX_OPTION_REPLY.saturating_mul(16)
+                {
                     return Err(invalid(format!("block status chunk of {length} bytes")));
                 }
-                let mut p = vec![0u8; length as usize];
+                let mut p = vec![0u8; crate::bytes::us(length)];
                 c.reader.read_exact(&mut p)?;
-                let ctx = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+                let (Some(ctx), Some(rest)) = (crate::bytes::be32(&p, 0), p.get(4..)) else {
+                    return Err(invalid(format!("block status chunk of {length} bytes")));
+                };
                 if !c.info.meta_contexts.iter().any(|(id, _)| *id == ctx) {
                     return Err(invalid(format!(
                         "block status for context {ctx}, which was not negotiated"
                     )));
                 }
-                let list = out[i].entry(ctx).or_default();
+                let list = descriptors.entry(ctx).or_default();
                 if !list.is_empty() {
                     return Err(invalid(format!(
                         "two block status chunks for context {ctx}"
@@ -112,9 +130,9 @@ pub(super) fn block_status_many(
                 }
                 let end = offset.saturating_add(u64::from(len));
                 let mut pos = offset;
-                for d in p[4..].chunks_exact(8) {
-                    let n = u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
-                    let f = u32::from_be_bytes([d[4], d[5], d[6], d[7]]);
+                for d in rest.chunks_exact(8) {
+                    let n = u64::from(crate::bytes::be32(d, 0).unwrap_or(0));
+                    let f = crate::bytes::be32(d, 4).unwrap_or(0);
                     if n == 0 {
                         return Err(invalid("zero-length block status descriptor".into()));
                     }
@@ -124,7 +142,7 @@ pub(super) fn block_status_many(
                         break;
                     }
                     list.push((n, f));
-                    pos += n;
+                    pos = pos.saturating_add(n);
                 }
             }
             REPLY_TYPE_NONE if flags & REPLY_FLAG_DONE == 0 => {
@@ -140,11 +158,13 @@ pub(super) fn block_status_many(
             }
         }
         if flags & REPLY_FLAG_DONE != 0 {
-            if error.is_none() && out[i].values().all(Vec::is_empty) {
+            if error.is_none() && descriptors.values().all(Vec::is_empty) {
                 return Err(invalid("block status reply without descriptors".into()));
             }
-            done[i] = true;
-            left -= 1;
+            if let Some(d) = done.get_mut(i) {
+                *d = true;
+            }
+            left = left.saturating_sub(1);
         }
     }
     if left > 0 {

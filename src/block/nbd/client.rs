@@ -5,6 +5,14 @@
 //! socket operation has a time limit, so a hostile or dead server gives an
 //! error, never a hang or a huge allocation. A broken connection is
 //! re-established on the next request, with bounded backoff.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
@@ -20,6 +28,7 @@ use super::proto::*;
 use super::status::{ConnState, Stats};
 use super::uri::NbdUri;
 use crate::block::{check_range, BlockError, BlockSource, Extent, Status};
+use crate::bytes::{u64_of, us};
 
 /// Connection settings.
 #[derive(Clone, Debug)]
@@ -224,7 +233,7 @@ impl NbdClient {
             for piece in buf.chunks_mut(part) {
                 let Some(slot) = slots.next() else { break };
                 let pos = offset.saturating_add(at);
-                at = at.saturating_add(piece.len() as u64);
+                at = at.saturating_add(u64_of(piece.len()));
                 tasks.push(scope.spawn(move || {
                     self.with_slot(slot, "reading", pos, |c| self.pipelined_read(c, pos, piece))
                 }));
@@ -284,7 +293,7 @@ impl NbdClient {
                         if attempt >= self.opts.reconnect_attempts {
                             return Err(BlockError::io(&self.name, what, offset, e));
                         }
-                        attempt += 1;
+                        attempt = attempt.saturating_add(1);
                         std::thread::sleep(Duration::from_millis(100u64 << attempt.min(5)));
                         continue;
                     }
@@ -316,7 +325,7 @@ impl NbdClient {
                     if protocol || attempt >= self.opts.reconnect_attempts {
                         return Err(BlockError::io(&self.name, what, offset, e));
                     }
-                    attempt += 1;
+                    attempt = attempt.saturating_add(1);
                 }
             }
         }
@@ -341,7 +350,7 @@ impl NbdClient {
             ));
         }
         check_range(&self.name, self.info.size, offset, len)?;
-        let len32 = len.min(u64::from(u32::MAX) & !0xfff).max(1) as u32;
+        let len32 = u32::try_from(len.min(u64::from(u32::MAX) & !0xfff).max(1)).unwrap_or(1);
         let by_id = self.with_conn("block status", offset, |c| {
             let t = Instant::now();
             self.stats.in_flight.store(1, Ordering::Relaxed);
@@ -359,10 +368,11 @@ impl NbdClient {
     }
 
     /// [`NbdClient::status_all`] for a walk: the range is asked as several
-    /// windows sent together (up to `max_in_flight`, at least 64 MiB each),
-    /// and the answers joined while they are contiguous. qemu-nbd answers a
-    /// 2 GiB chain split in 16 windows in about 40% less time than one
-    /// request for all of it (`bench/bench.py`, `map --json` over NBD).
+    /// windows sent together (up to `max_in_flight`, at least 64 MiB
+    /// each). A window the server answers only in part is asked again
+    /// for the rest, all such rests together in the next round (at most
+    /// [`AHEAD_ROUNDS`] rounds), so the answers of later windows are kept
+    /// rather than asked again. The answers are joined while contiguous.
     ///
     /// # Errors
     /// As [`NbdClient::status_all`].
@@ -372,7 +382,7 @@ impl NbdClient {
         len: u64,
     ) -> Result<HashMap<String, Vec<(u64, u32)>>, BlockError> {
         const MIN_WINDOW: u64 = 64 << 20;
-        const MAX_WINDOW: u64 = (u32::MAX as u64) & !0xf_ffff;
+        const MAX_WINDOW: u64 = 0xffff_ffff & !0xf_ffff;
         if self.info.meta_contexts.is_empty() {
             return Err(BlockError::unsupported(
                 &self.name,
@@ -380,37 +390,102 @@ impl NbdClient {
             ));
         }
         check_range(&self.name, self.info.size, offset, len)?;
-        let count = self.opts.max_in_flight.clamp(1, 64) as u64;
+        let count = u64_of(self.opts.max_in_flight.clamp(1, 64));
         let piece = len
             .div_ceil(count)
             .clamp(MIN_WINDOW, MAX_WINDOW)
             .next_multiple_of(1 << 20);
-        let end = offset + len;
+        // check_range: within the export's size.
+        let end = offset.saturating_add(len);
         let mut windows: Vec<(u64, u32)> = Vec::new();
         let mut start = offset;
-        while start < end && (windows.len() as u64) < count {
-            let n = piece.min(end - start);
-            windows.push((start, n as u32));
-            start += n;
+        while start < end && u64_of(windows.len()) < count {
+            // piece <= MAX_WINDOW < 2^32.
+            let n = u32::try_from(piece.min(end.saturating_sub(start))).unwrap_or(0x1000_0000);
+            windows.push((start, n));
+            start = start.saturating_add(u64::from(n));
         }
-        let replies = self.with_conn("block status", offset, |c| {
-            let t = Instant::now();
-            self.stats
-                .in_flight
-                .store(windows.len() as u64, Ordering::Relaxed);
-            let r = block_status_many(c, &windows);
-            self.stats.in_flight.store(0, Ordering::Relaxed);
-            self.stats.record_request(t.elapsed(), 0);
-            r
-        })?;
+        let ids: Vec<u32> = self.info.meta_contexts.iter().map(|(id, _)| *id).collect();
+        // Per window, each context's descriptors so far (all covering the
+        // same length: each answer is cut to what every context covers).
+        let mut got: Vec<HashMap<u32, Vec<(u64, u32)>>> = vec![HashMap::new(); windows.len()];
+        let mut asks: Vec<(usize, u64, u32)> = windows
+            .iter()
+            .enumerate()
+            .map(|(i, &(o, n))| (i, o, n))
+            .collect();
+        for _ in 0..AHEAD_ROUNDS {
+            if asks.is_empty() {
+                break;
+            }
+            let wire: Vec<(u64, u32)> = asks.iter().map(|&(_, o, n)| (o, n)).collect();
+            let replies = self.with_conn("block status", offset, |c| {
+                let t = Instant::now();
+                self.stats
+                    .in_flight
+                    .store(u64_of(wire.len()), Ordering::Relaxed);
+                let r = block_status_many(c, &wire);
+                self.stats.in_flight.store(0, Ordering::Relaxed);
+                self.stats.record_request(t.elapsed(), 0);
+                r
+            })?;
+            let mut next = Vec::new();
+            for (&(i, o, n), mut reply) in asks.iter().zip(replies) {
+                // What every context covers (a context left out covers 0).
+                let cov = ids
+                    .iter()
+                    .map(|id| {
+                        reply
+                            .get(id)
+                            .map_or(0, |l| l.iter().fold(0u64, |t, d| t.saturating_add(d.0)))
+                    })
+                    .min()
+                    .unwrap_or(0)
+                    .min(u64::from(n));
+                if cov == 0 {
+                    // No progress: the window stays short here.
+                    continue;
+                }
+                let Some(slot) = got.get_mut(i) else { continue };
+                for id in &ids {
+                    let list = reply.remove(id).unwrap_or_default();
+                    let into = slot.entry(*id).or_default();
+                    let mut left = cov;
+                    for (dl, f) in list {
+                        if left == 0 {
+                            break;
+                        }
+                        let take = dl.min(left);
+                        // Neighbours with the same flags join.
+                        match into.last_mut() {
+                            Some(last) if last.1 == f => last.0 = last.0.saturating_add(take),
+                            _ => into.push((take, f)),
+                        }
+                        left = left.saturating_sub(take);
+                    }
+                }
+                if cov < u64::from(n) {
+                    // cov < n: the rest fits n's type.
+                    let rest = u32::try_from(u64::from(n).saturating_sub(cov)).unwrap_or(0);
+                    next.push((i, o.saturating_add(cov), rest));
+                }
+            }
+            asks = next;
+        }
         let mut out = HashMap::new();
         for (id, name) in &self.info.meta_contexts {
             let mut joined: Vec<(u64, u32)> = Vec::new();
-            for (&(_, n), reply) in windows.iter().zip(&replies) {
-                let list = reply.get(id).map_or(&[][..], Vec::as_slice);
-                joined.extend_from_slice(list);
+            for (&(_, n), window) in windows.iter().zip(&got) {
+                let list = window.get(id).map_or(&[][..], Vec::as_slice);
+                match (joined.last_mut(), list.first()) {
+                    (Some(last), Some(first)) if last.1 == first.1 => {
+                        last.0 = last.0.saturating_add(first.0);
+                        joined.extend_from_slice(list.get(1..).unwrap_or_default());
+                    }
+                    _ => joined.extend_from_slice(list),
+                }
                 // A short answer ends the contiguous part.
-                if list.iter().map(|d| d.0).sum::<u64>() < u64::from(n) {
+                if list.iter().fold(0u64, |t, d| t.saturating_add(d.0)) < u64::from(n) {
                     break;
                 }
             }
@@ -422,32 +497,53 @@ impl NbdClient {
     }
 
     /// A read of many requests in flight: `buf` filled from `offset`.
+    fn pipelined_read(&self, c: &mut Conn, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.pipelined_scatter(c, &mut [(offset, buf)])
+    }
+
+    /// Reads of several ranges on one connection, many requests in flight
+    /// (at most `max_in_flight`), each range split into requests of at
+    /// most the server's block size: every `(offset, buf)` filled.
     ///
-    /// The buffer is not cleared first: every byte must be covered by
+    /// A buffer is not cleared first: every byte must be covered by
     /// exactly one data or hole chunk (overlaps and gaps are protocol
     /// errors), so nothing stale can survive.
-    fn pipelined_read(&self, c: &mut Conn, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    fn pipelined_scatter(&self, c: &mut Conn, segs: &mut [(u64, &mut [u8])]) -> io::Result<()> {
         let piece = u64::from(
             self.opts
                 .max_request
                 .min(c.info.block_max.unwrap_or(u32::MAX))
                 .max(512),
         );
-        let total = buf.len() as u64;
         let mut pending: HashMap<u64, Pending> = HashMap::new();
+        // The next request: segment, and position in it.
+        let mut seg = 0usize;
         let mut next = 0u64;
         let mut error: Option<io::Error> = None;
-        let mut requests = Vec::with_capacity(28 * self.opts.max_in_flight.max(1));
-        while next < total || !pending.is_empty() {
+        let max_in_flight = self.opts.max_in_flight.clamp(1, 1024);
+        let mut requests = Vec::with_capacity(max_in_flight.saturating_mul(28));
+        loop {
             // Top up the requests in flight, sent in one write.
             requests.clear();
-            while next < total && pending.len() < self.opts.max_in_flight.max(1) {
-                let len = piece.min(total - next);
-                let req = c.request(Command::Read, offset + next, len as u32);
+            while pending.len() < max_in_flight {
+                let Some((offset, buf)) = segs.get(seg) else {
+                    break;
+                };
+                let total = u64_of(buf.len());
+                if next >= total {
+                    seg = seg.saturating_add(1);
+                    next = 0;
+                    continue;
+                }
+                // piece is a u32 (max_request, block_max).
+                let len32 = u32::try_from(piece.min(total.saturating_sub(next))).unwrap_or(0);
+                let len = u64::from(len32);
+                let req = c.request(Command::Read, offset.saturating_add(next), len32);
                 requests.extend_from_slice(&req.to_bytes());
                 pending.insert(
                     req.cookie,
                     Pending {
+                        seg,
                         start: next,
                         len,
                         covered: BTreeMap::new(),
@@ -456,7 +552,7 @@ impl NbdClient {
                         sent: Instant::now(),
                     },
                 );
-                next += len;
+                next = next.saturating_add(len);
             }
             if !requests.is_empty() {
                 let w = c.reader.get_mut();
@@ -464,7 +560,10 @@ impl NbdClient {
                 w.flush()?;
                 self.stats
                     .in_flight
-                    .store(pending.len() as u64, Ordering::Relaxed);
+                    .store(u64_of(pending.len()), Ordering::Relaxed);
+            }
+            if pending.is_empty() {
+                break;
             }
             let header = ReplyHeader::read_from(&mut c.reader)?;
             let cookie = match header {
@@ -475,7 +574,17 @@ impl NbdClient {
             let p = pending
                 .get_mut(&cookie)
                 .ok_or_else(|| invalid(format!("reply for unknown cookie {cookie:#x}")))?;
-            let (start, len) = (p.start as usize, p.len as usize);
+            // The request's part of its buffer (start + len <= its length).
+            let (seg_offset, part) = match segs.get_mut(p.seg) {
+                Some((o, b)) => (
+                    *o,
+                    b.get_mut(us(p.start)..us(p.start.saturating_add(p.len))),
+                ),
+                None => return Err(invalid("a reply for no request".into())),
+            };
+            let Some(part) = part else {
+                return Err(invalid("a reply for no request".into()));
+            };
             let mut done = false;
             match header {
                 ReplyHeader::Simple { error: e, .. } => {
@@ -491,7 +600,7 @@ impl NbdClient {
                                 .into(),
                         ));
                     } else {
-                        c.reader.read_exact(&mut buf[start..start + len])?;
+                        c.reader.read_exact(part)?;
                         self.stats.bytes_read.fetch_add(p.len, Ordering::Relaxed);
                     }
                     done = true;
@@ -502,7 +611,7 @@ impl NbdClient {
                     length,
                     ..
                 } => {
-                    let base = offset + p.start;
+                    let base = seg_offset.saturating_add(p.start);
                     let done_flag = flags & REPLY_FLAG_DONE != 0;
                     // The spec: a NONE chunk "MUST always be used with
                     // NBD_REPLY_FLAG_DONE". Error chunks may come several
@@ -513,32 +622,26 @@ impl NbdClient {
                         return Err(invalid("NONE chunk without the DONE flag".into()));
                     }
                     if kind & (1 << 15) != 0 {
-                        p.errors += 1;
+                        p.errors = p.errors.saturating_add(1);
                         if p.errors > MAX_ERROR_CHUNKS {
                             return Err(invalid(format!(
                                 "more than {MAX_ERROR_CHUNKS} error chunks in one read reply"
                             )));
                         }
                     }
-                    if let Some((at, n)) = read_chunk(
-                        c,
-                        kind,
-                        length,
-                        base,
-                        &mut buf[start..start + len],
-                        &mut error,
-                    )? {
+                    if let Some((at, n)) = read_chunk(c, kind, length, base, part, &mut error)? {
                         // Chunks must not overlap: the covered ranges are
                         // kept sorted, so each check is a look at two
                         // neighbours, not a scan (a server sending one-byte
                         // chunks costs n log n, not n squared).
-                        let end = at + n;
+                        // Within the request (read_chunk checked it).
+                        let end = at.saturating_add(n);
                         let before = p.covered.range(..=at).next_back();
                         let after = p.covered.range(at..end).next();
                         if before.is_some_and(|(_, &e)| e > at) || after.is_some() {
                             return Err(invalid(format!(
                                 "overlapping reply chunks at {:#x}",
-                                base + at
+                                base.saturating_add(at)
                             )));
                         }
                         // Neighbours merge: in-order chunks keep one
@@ -554,7 +657,7 @@ impl NbdClient {
                             range.1 = e;
                         }
                         p.covered.insert(range.0, range.1);
-                        p.got += n;
+                        p.got = p.got.saturating_add(n);
                         self.stats.bytes_read.fetch_add(n, Ordering::Relaxed);
                     }
                     if done_flag {
@@ -575,7 +678,7 @@ impl NbdClient {
                 }
                 self.stats
                     .in_flight
-                    .store(pending.len() as u64, Ordering::Relaxed);
+                    .store(u64_of(pending.len()), Ordering::Relaxed);
             }
         }
         match error {
@@ -587,7 +690,8 @@ impl NbdClient {
 
 /// A read request waiting for its reply.
 struct Pending {
-    /// Where its bytes go in the caller's buffer.
+    /// Which of the caller's buffers its bytes go to, and where in it.
+    seg: usize,
     start: u64,
     len: u64,
     /// Ranges (relative to `start`, start -> end) already filled by chunks.
@@ -598,6 +702,11 @@ struct Pending {
     errors: u32,
     sent: Instant,
 }
+
+/// Rounds one [`NbdClient::status_ahead`] makes for the rests of windows
+/// answered in part (a server answering a sliver at a time ends it here;
+/// the walk asks again from where the answers stop).
+const AHEAD_ROUNDS: usize = 32;
 
 /// A block status reply covering less than this (before the end of the
 /// disk) is a short one: see [`NbdClient::refresh`].
@@ -620,7 +729,7 @@ pub(super) fn read_chunk(
     error: &mut Option<io::Error>,
 ) -> io::Result<Option<(u64, u64)>> {
     let s = &mut c.reader;
-    let end = base + buf.len() as u64;
+    let end = base.saturating_add(u64_of(buf.len()));
     let mut b8 = [0u8; 8];
     match kind {
         REPLY_TYPE_NONE => {
@@ -635,15 +744,19 @@ pub(super) fn read_chunk(
             }
             s.read_exact(&mut b8)?;
             let at = u64::from_be_bytes(b8);
-            let n = u64::from(length - 8);
+            let n = u64::from(length.saturating_sub(8));
             if at < base || at.checked_add(n).is_none_or(|e| e > end) {
                 return Err(invalid(format!(
                     "data chunk {at:#x}+{n} outside the read {base:#x}..{end:#x}"
                 )));
             }
-            let from = (at - base) as usize;
-            s.read_exact(&mut buf[from..from + n as usize])?;
-            Ok(Some((at - base, n)))
+            // base <= at and at + n <= end (checked above).
+            let from = at.saturating_sub(base);
+            let into = buf
+                .get_mut(us(from)..us(from.saturating_add(n)))
+                .ok_or_else(|| invalid(format!("data chunk {at:#x}+{n} outside the read")))?;
+            s.read_exact(into)?;
+            Ok(Some((from, n)))
         }
         REPLY_TYPE_OFFSET_HOLE => {
             if length != 12 {
@@ -661,20 +774,23 @@ pub(super) fn read_chunk(
                     "hole chunk {at:#x}+{n} outside the read {base:#x}..{end:#x}"
                 )));
             }
-            let from = (at - base) as usize;
-            buf[from..from + n as usize].fill(0);
-            Ok(Some((at - base, n)))
+            let from = at.saturating_sub(base);
+            buf.get_mut(us(from)..us(from.saturating_add(n)))
+                .ok_or_else(|| invalid(format!("hole chunk {at:#x}+{n} outside the read")))?
+                .fill(0);
+            Ok(Some((from, n)))
         }
         REPLY_TYPE_ERROR | REPLY_TYPE_ERROR_OFFSET => {
             if !(6..=MAX_OPTION_REPLY).contains(&length) {
                 return Err(invalid(format!("error chunk of {length} bytes")));
             }
-            let mut p = vec![0u8; length as usize];
+            let mut p = vec![0u8; us(length)];
             s.read_exact(&mut p)?;
-            let code = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-            let mlen = usize::from(u16::from_be_bytes([p[4], p[5]]));
+            // length >= 6 (checked above).
+            let code = crate::bytes::be32(&p, 0).unwrap_or(0);
+            let mlen = usize::from(crate::bytes::be16(&p, 4).unwrap_or(0));
             let msg = p
-                .get(6..6 + mlen)
+                .get(6..mlen.saturating_add(6))
                 .map(String::from_utf8_lossy)
                 .unwrap_or_default();
             error.get_or_insert(io::Error::other(format!(
@@ -761,7 +877,7 @@ impl BlockSource for NbdClient {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        check_range(&self.name, self.info.size, offset, buf.len() as u64)?;
+        check_range(&self.name, self.info.size, offset, u64_of(buf.len()))?;
         if buf.is_empty() {
             return Ok(());
         }
@@ -772,6 +888,57 @@ impl BlockSource for NbdClient {
             }
         }
         self.with_conn("reading", offset, |c| self.pipelined_read(c, offset, buf))
+    }
+
+    /// All the ranges in flight together: on one connection, up to
+    /// `max_in_flight` requests at a time; a batch larger than that is
+    /// spread over the multi-conn connections when the server allows
+    /// them, each with its share in flight.
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        for (offset, buf) in reqs.iter() {
+            check_range(&self.name, self.info.size, *offset, u64_of(buf.len()))?;
+        }
+        let mut reqs: Vec<(u64, &mut [u8])> = reqs
+            .iter_mut()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(o, b)| (*o, &mut **b))
+            .collect();
+        let Some(&(first, _)) = reqs.first() else {
+            return Ok(());
+        };
+        if reqs.len() > self.opts.max_in_flight.max(1) && self.opts.connections > 1 {
+            let extra = self.extra_conns();
+            if !extra.is_empty() {
+                let per = reqs.len().div_ceil(extra.len().saturating_add(1));
+                return std::thread::scope(|scope| {
+                    let slots = std::iter::once(&self.conn).chain(extra.iter());
+                    let tasks: Vec<_> = reqs
+                        .chunks_mut(per)
+                        .zip(slots)
+                        .map(|(group, slot)| {
+                            let at = group.first().map_or(first, |g| g.0);
+                            scope.spawn(move || {
+                                self.with_slot(slot, "reading", at, |c| {
+                                    self.pipelined_scatter(c, group)
+                                })
+                            })
+                        })
+                        .collect();
+                    tasks.into_iter().try_for_each(|t| {
+                        t.join().unwrap_or_else(|_| {
+                            Err(BlockError::Internal {
+                                what: "an NBD read thread panicked".into(),
+                            })
+                        })
+                    })
+                });
+            }
+        }
+        self.with_conn("reading", first, |c| self.pipelined_scatter(c, &mut reqs))
+    }
+
+    fn remote(&self) -> bool {
+        true
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
@@ -850,7 +1017,7 @@ impl NbdClient {
     /// data without asking: a read returns the real bytes either way, only
     /// zero skipping and the layer attribution of those bytes are coarser.
     fn refresh(&self, offset: u64) -> Result<(), BlockError> {
-        let all = self.status_all(offset, self.info.size - offset)?;
+        let all = self.status_all(offset, self.info.size.saturating_sub(offset))?;
         let none = &[][..];
         let mut alloc = alloc_extents(
             offset,
@@ -913,7 +1080,7 @@ impl NbdClient {
             return Ok(None);
         }
         check_range(&self.name, self.info.size, offset, len)?;
-        let end = offset + len;
+        let end = offset.saturating_add(len);
         let mut pos = offset;
         let mut out: Vec<(u64, u32)> = Vec::new();
         while pos < end {
@@ -932,12 +1099,12 @@ impl NbdClient {
                 }
             };
             // Descriptors are never empty, so every turn moves on.
-            let n = run.len.min(end - pos);
+            let n = run.len.min(end.saturating_sub(pos));
             match out.last_mut() {
-                Some(last) if last.1 == run.depth => last.0 += n,
+                Some(last) if last.1 == run.depth => last.0 = last.0.saturating_add(n),
                 _ => out.push((n, run.depth)),
             }
-            pos += n;
+            pos = pos.saturating_add(n);
         }
         Ok(Some(out))
     }

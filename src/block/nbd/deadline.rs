@@ -8,6 +8,14 @@
 //! is gone every call fails with `TimedOut`. The socket option is changed
 //! only when the limit to apply changes, so a fast transfer costs no
 //! extra system calls.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -54,7 +62,9 @@ impl Timed {
     /// Starts an operation that must end within `limit` (None: no limit
     /// beyond the per-call one).
     pub fn start(&mut self, limit: Option<Duration>) {
-        self.deadline.set(limit.map(|l| (Instant::now() + l, l)));
+        // A limit too far to represent is no limit beyond the per-call one.
+        self.deadline
+            .set(limit.and_then(|l| Some((Instant::now().checked_add(l)?, l))));
     }
 
     /// The error once the operation's time is up.

@@ -2,6 +2,14 @@
 //! limits) and the handshake up to transmission, fixed newstyle with
 //! NBD_OPT_GO and a fallback to NBD_OPT_EXPORT_NAME and oldstyle servers;
 //! NBD_OPT_LIST for `layerscope exports`. Every option reply is bounded.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
@@ -12,6 +20,7 @@ use super::proto::*;
 use super::tls::{TlsMode, TlsOptions};
 use super::uri::{NbdUri, Transport};
 use crate::block::BlockError;
+use crate::bytes::{be16, be32, be64};
 
 /// What the server told us about the export.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -216,7 +225,8 @@ fn greet(s: &mut dyn Stream) -> io::Result<Greeting> {
             info.size = u64::from_be_bytes(b8);
             let mut f = [0u8; 4];
             s.read_exact(&mut f)?;
-            info.flags = (u32::from_be_bytes(f) & 0xffff) as u16;
+            // The low 16 bits (the transmission flags).
+            info.flags = u16::from_be_bytes([f[2], f[3]]);
             let mut pad = [0u8; 124];
             s.read_exact(&mut pad)?;
             info.handshake = "oldstyle";
@@ -252,9 +262,10 @@ fn negotiate(s: &mut dyn Stream, export: &str, no_zeroes: bool) -> io::Result<Ex
     if info.structured_replies {
         let mut d = name_payload(export)?;
         let queries = ["base:allocation", "qemu:allocation-depth"];
-        d.extend_from_slice(&(queries.len() as u32).to_be_bytes());
+        // Two short constant names: the counts fit.
+        d.extend_from_slice(&u32::try_from(queries.len()).unwrap_or(0).to_be_bytes());
         for q in queries {
-            d.extend_from_slice(&(q.len() as u32).to_be_bytes());
+            d.extend_from_slice(&u32::try_from(q.len()).unwrap_or(0).to_be_bytes());
             d.extend_from_slice(q.as_bytes());
         }
         if let Ok(replies) = option(s, OPT_SET_META_CONTEXT, &d)? {
@@ -262,9 +273,11 @@ fn negotiate(s: &mut dyn Stream, export: &str, no_zeroes: bool) -> io::Result<Ex
                 .iter()
                 .filter(|r| r.kind == REP_META_CONTEXT && r.data.len() >= 4)
             {
-                let id = u32::from_be_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]);
+                let (Some(id), Some(name)) = (be32(&r.data, 0), r.data.get(4..)) else {
+                    continue;
+                };
                 info.meta_contexts
-                    .push((id, String::from_utf8_lossy(&r.data[4..]).into_owned()));
+                    .push((id, String::from_utf8_lossy(name).into_owned()));
             }
         }
     }
@@ -280,19 +293,19 @@ fn negotiate(s: &mut dyn Stream, export: &str, no_zeroes: bool) -> io::Result<Ex
                 .iter()
                 .filter(|r| r.kind == REP_INFO && r.data.len() >= 2)
             {
-                let t = u16::from_be_bytes([r.data[0], r.data[1]]);
-                let p = &r.data[2..];
+                let (Some(t), Some(p)) = (be16(&r.data, 0), r.data.get(2..)) else {
+                    continue;
+                };
                 match t {
                     INFO_EXPORT if p.len() >= 10 => {
-                        info.size = u64::from_be_bytes(p[0..8].try_into().unwrap_or([0; 8]));
-                        info.flags = u16::from_be_bytes([p[8], p[9]]);
+                        info.size = be64(p, 0).unwrap_or(0);
+                        info.flags = be16(p, 8).unwrap_or(0);
                         have_export = true;
                     }
                     INFO_BLOCK_SIZE if p.len() >= 12 => {
-                        let w = |i: usize| u32::from_be_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
-                        info.block_min = Some(w(0));
-                        info.block_preferred = Some(w(4));
-                        info.block_max = Some(w(8));
+                        info.block_min = be32(p, 0);
+                        info.block_preferred = be32(p, 4);
+                        info.block_max = be32(p, 8);
                     }
                     INFO_DESCRIPTION => {
                         info.description = Some(String::from_utf8_lossy(p).into_owned())
@@ -370,8 +383,8 @@ pub fn list_exports(uri: &NbdUri, opts: &Options) -> Result<Vec<(String, String)
         .iter()
         .filter(|r| r.kind == REP_SERVER && r.data.len() >= 4)
         .filter_map(|r| {
-            let n = u32::from_be_bytes([r.data[0], r.data[1], r.data[2], r.data[3]]) as usize;
-            let rest = &r.data[4..];
+            let n = crate::bytes::us(be32(&r.data, 0)?);
+            let rest = r.data.get(4..)?;
             let (name, desc) = (rest.get(..n)?, rest.get(n..)?);
             Some((
                 String::from_utf8_lossy(name).into_owned(),

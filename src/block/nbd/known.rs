@@ -6,6 +6,14 @@
 //! and `qemu:allocation-depth` (which server layer serves a read, for the
 //! hit map), so both are replaced together. Memory is bounded by what one
 //! reply may carry (the client caps a block status chunk).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use crate::block::{Extent, Status};
 
 use super::proto::{STATE_HOLE, STATE_ZERO};
@@ -94,10 +102,11 @@ impl Known {
     /// The depth run from `offset` on, if the last reply covered it.
     pub fn depth_at(&self, offset: u64) -> Option<DepthRun> {
         let r = find(&self.depth, offset, |r| (r.offset, r.len))?;
-        let delta = offset - r.offset;
+        // `find` returned a run starting at or before `offset`.
+        let delta = offset.saturating_sub(r.offset);
         Some(DepthRun {
             offset,
-            len: r.len - delta,
+            len: r.len.saturating_sub(delta),
             depth: r.depth,
         })
     }

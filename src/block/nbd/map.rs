@@ -2,6 +2,14 @@
 //! the server's metadata contexts: `base:allocation` (data, zero, hole)
 //! and, where offered, `qemu:allocation-depth` (which layer of the
 //! server's chain holds each range).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::collections::VecDeque;
 
 use super::client::NbdClient;
@@ -67,7 +75,8 @@ impl NbdClient {
             offset,
             len,
         )?;
-        let end = offset + len;
+        // check_range: offset + len is within the export's size.
+        let end = offset.saturating_add(len);
         let has_depth = self.info().context("qemu:allocation-depth").is_some();
         let has_alloc = self.info().context("base:allocation").is_some();
         let mut out = RemoteMap::default();
@@ -89,9 +98,9 @@ impl NbdClient {
                     });
                     break;
                 }
-                rounds += 1;
+                rounds = rounds.saturating_add(1);
                 // Both contexts come back from the same requests.
-                let mut all = self.status_ahead(pos, end - pos)?;
+                let mut all = self.status_ahead(pos, end.saturating_sub(pos))?;
                 if has_alloc && alloc.is_empty() {
                     alloc = all.remove("base:allocation").unwrap_or_default().into();
                 }
@@ -103,10 +112,10 @@ impl NbdClient {
                 }
             }
             if !has_alloc {
-                alloc = vec![(end - pos, 0)].into();
+                alloc = vec![(end.saturating_sub(pos), 0)].into();
             }
             if !has_depth {
-                depth = vec![(end - pos, 1)].into();
+                depth = vec![(end.saturating_sub(pos), 1)].into();
             }
             let (Some(&(a_len, a_flags)), Some(&(d_len, d_value))) = (alloc.front(), depth.front())
             else {
@@ -122,10 +131,10 @@ impl NbdClient {
                     ),
                 ));
             };
-            let n = a_len.min(d_len).min(end - pos);
+            let n = a_len.min(d_len).min(end.saturating_sub(pos));
             for q in [&mut alloc, &mut depth] {
                 if let Some(front) = q.front_mut() {
-                    front.0 -= n;
+                    front.0 = front.0.saturating_sub(n);
                     if front.0 == 0 {
                         q.pop_front();
                     }
@@ -147,12 +156,14 @@ impl NbdClient {
                 compressed: false,
                 offset: None,
             };
-            pos += n;
+            pos = pos.saturating_add(n);
             if present {
                 deepest = deepest.max(entry.depth);
             }
             match out.entries.last_mut() {
-                Some(last) if last.mergeable(&entry) => last.length += entry.length,
+                Some(last) if last.mergeable(&entry) => {
+                    last.length = last.length.saturating_add(entry.length);
+                }
                 _ => out.entries.push(entry),
             }
         }
@@ -165,7 +176,9 @@ impl NbdClient {
         let mut merged: Vec<MapEntry> = Vec::with_capacity(out.entries.len());
         for e in out.entries.drain(..) {
             match merged.last_mut() {
-                Some(last) if last.mergeable(&e) => last.length += e.length,
+                Some(last) if last.mergeable(&e) => {
+                    last.length = last.length.saturating_add(e.length);
+                }
                 _ => merged.push(e),
             }
         }

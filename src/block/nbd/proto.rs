@@ -5,6 +5,14 @@
 //!
 //! Only the read-only subset exists here: there is no way to encode WRITE,
 //! TRIM or WRITE_ZEROES, so the client cannot send them by mistake.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::io::{self, Read, Write};
 
 /// "The server sends the string NBDMAGIC…"
@@ -95,6 +103,17 @@ pub enum Command {
     BlockStatus = 7,
 }
 
+impl Command {
+    /// The command's number on the wire.
+    pub fn code(self) -> u16 {
+        match self {
+            Command::Read => 0,
+            Command::Disconnect => 2,
+            Command::BlockStatus => 7,
+        }
+    }
+}
+
 /// Command flags.
 pub const CMD_FLAG_DF: u16 = 1 << 2;
 pub const CMD_FLAG_REQ_ONE: u16 = 1 << 3;
@@ -140,7 +159,7 @@ fn be64(r: &mut dyn Read) -> io::Result<u64> {
 /// chosen option, of length as specified above."
 pub fn write_option(w: &mut dyn Write, option: u32, data: &[u8]) -> io::Result<()> {
     let len = u32::try_from(data.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
-    let mut buf = Vec::with_capacity(16 + data.len());
+    let mut buf = Vec::with_capacity(data.len().saturating_add(16));
     buf.extend_from_slice(&IHAVEOPT.to_be_bytes());
     buf.extend_from_slice(&option.to_be_bytes());
     buf.extend_from_slice(&len.to_be_bytes());
@@ -180,7 +199,7 @@ impl OptionReply {
                 "option reply of {len} bytes (limit {MAX_OPTION_REPLY})"
             )));
         }
-        let mut data = vec![0u8; len as usize];
+        let mut data = vec![0u8; crate::bytes::us(len)];
         r.read_exact(&mut data)?;
         Ok(OptionReply { option, kind, data })
     }
@@ -204,7 +223,7 @@ impl Request {
         let mut b = [0u8; 28];
         b[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
         b[4..6].copy_from_slice(&self.flags.to_be_bytes());
-        b[6..8].copy_from_slice(&(self.command as u16).to_be_bytes());
+        b[6..8].copy_from_slice(&self.command.code().to_be_bytes());
         b[8..16].copy_from_slice(&self.cookie.to_be_bytes());
         b[16..24].copy_from_slice(&self.offset.to_be_bytes());
         b[24..28].copy_from_slice(&self.length.to_be_bytes());

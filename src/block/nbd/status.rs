@@ -1,5 +1,13 @@
 //! Live connection status for the UI's NBD pane and `nbd-info`: counters
 //! are atomics, written by the client and read by anyone without waiting.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -111,7 +119,11 @@ impl Stats {
             .map(|l| {
                 let mut v: Vec<u32> = l.iter().copied().collect();
                 v.sort_unstable();
-                let pick = |q: usize| (!v.is_empty()).then(|| v[((v.len() - 1) * q) / 100]);
+                // The q-th percentile's index: below v.len() for q <= 100.
+                let pick = |q: usize| {
+                    v.get(v.len().saturating_sub(1).saturating_mul(q) / 100)
+                        .copied()
+                };
                 (pick(50), pick(99))
             })
             .unwrap_or((None, None));

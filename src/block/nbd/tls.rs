@@ -8,6 +8,14 @@
 //! CA bundle. TLS pre-shared keys (nbdkit `--tls-psk`) are refused with a
 //! clear message: rustls has no external-PSK support, and no other
 //! pure-Rust TLS library that is maintained as carefully does.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,6 +2,14 @@
 //! `nbd://host[:port][/export]` and `nbd+unix:///[export]?socket=PATH`,
 //! and their TLS forms `nbds://` and `nbds+unix://` with libnbd's
 //! `tls-certificates`, `tls-hostname` and `tls-psk-file` query parameters.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::fmt;
 
 /// Where an NBD server listens.
@@ -199,14 +207,16 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or("truncated %-escape")?;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = s
+                .get(i.saturating_add(1)..i.saturating_add(3))
+                .ok_or("truncated %-escape")?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape %{hex}"))?);
-            i += 3;
+            i = i.saturating_add(3);
         } else {
-            out.push(bytes[i]);
-            i += 1;
+            out.push(b);
+            i = i.saturating_add(1);
         }
     }
     String::from_utf8(out).map_err(|_| "%-escapes are not UTF-8".to_owned())

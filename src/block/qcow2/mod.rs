@@ -647,6 +647,33 @@ fn status_of(run: &Run) -> Extent {
     }
 }
 
+impl Qcow2Layer {
+    /// `piece` (at guest offset `pos`) from the compressed cluster
+    /// `descriptor` names.
+    fn fill_compressed(
+        &self,
+        descriptor: u64,
+        pos: u64,
+        piece: &mut [u8],
+    ) -> Result<(), BlockError> {
+        let cluster = self.decompressed(descriptor)?;
+        // A read's compressed run stays in one cluster (runs merge
+        // compressed units only for block status).
+        let at = us(pos & self.cluster_mask);
+        let from = cluster
+            .get(at..)
+            .and_then(|c| c.get(..piece.len()))
+            .ok_or_else(|| BlockError::Internal {
+                what: format!(
+                    "{}: a compressed run at guest offset {pos:#x} passes its cluster",
+                    self.path
+                ),
+            })?;
+        piece.copy_from_slice(from);
+        Ok(())
+    }
+}
+
 impl BlockSource for Qcow2Layer {
     fn name(&self) -> &str {
         &self.path
@@ -704,27 +731,71 @@ impl BlockSource for Qcow2Layer {
                         "a compressed cluster in an image with an external data file (qemu refuses these)",
                     ));
                 }
-                Kind::Compressed { descriptor } => {
-                    let cluster = self.decompressed(descriptor)?;
-                    // A read's compressed run stays in one cluster (runs
-                    // merge compressed units only for block status).
-                    let at = us(pos & self.cluster_mask);
-                    let from = cluster
-                        .get(at..)
-                        .and_then(|c| c.get(..piece.len()))
-                        .ok_or_else(|| BlockError::Internal {
-                            what: format!(
-                                "{}: a compressed run at guest offset {pos:#x} passes its cluster",
-                                self.path
-                            ),
-                        })?;
-                    piece.copy_from_slice(from);
-                }
+                Kind::Compressed { descriptor } => self.fill_compressed(descriptor, pos, piece)?,
                 _ => piece.fill(0),
             }
             pos = pos.saturating_add(u64_of(n));
         }
         Ok(())
+    }
+
+    /// The ranges mapped as [`Qcow2Layer::read_at`] maps them; the data
+    /// clusters of all of them read in one [`Storage::read_many`] (in
+    /// flight together over a remote file).
+    fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        let mut batch: Vec<(u64, &mut [u8])> = Vec::new();
+        for (offset, buf) in reqs.iter_mut() {
+            let offset = *offset;
+            check_range(&self.path, self.header.size, offset, u64_of(buf.len()))?;
+            let end = offset.saturating_add(u64_of(buf.len()));
+            let mut pos = offset;
+            let mut rest: &mut [u8] = buf;
+            while !rest.is_empty() {
+                let run = self.run_at(pos, end, false)?;
+                let n = us(run.len).min(rest.len());
+                let (piece, tail) = std::mem::take(&mut rest).split_at_mut(n);
+                rest = tail;
+                if n == 0 {
+                    return Err(stalled(&self.path, pos));
+                }
+                match run.kind {
+                    Kind::Normal { .. } => batch.push((run.host.unwrap_or(0), piece)),
+                    Kind::Compressed { .. } if self.data.is_some() => {
+                        return Err(BlockError::corrupt(
+                            &self.path,
+                            "L2 entry",
+                            pos,
+                            "a compressed cluster in an image with an external data file (qemu refuses these)",
+                        ));
+                    }
+                    Kind::Compressed { descriptor } => {
+                        self.fill_compressed(descriptor, pos, piece)?
+                    }
+                    _ => piece.fill(0),
+                }
+                pos = pos.saturating_add(u64_of(n));
+            }
+        }
+        let first = batch.first().map_or(0, |b| b.0);
+        let data = self.data_storage();
+        let file_len = data.len();
+        if let Some((host, _)) = batch
+            .iter()
+            .find(|(h, b)| h.checked_add(u64_of(b.len())).is_none_or(|e| e > file_len))
+        {
+            return Err(BlockError::corrupt(
+                &self.path,
+                "data cluster",
+                *host,
+                format!("a data cluster maps past the end of the file ({file_len} bytes)"),
+            ));
+        }
+        data.read_many(&mut batch)
+            .map_err(|e| BlockError::io(&self.path, "reading data clusters", first, e))
+    }
+
+    fn remote(&self) -> bool {
+        self.storage.remote()
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {

@@ -110,6 +110,10 @@ impl Storage for SftpFile {
         None
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn ssh_session(&self) -> Option<Arc<Session>> {
         Some(Arc::clone(&self.session))
     }

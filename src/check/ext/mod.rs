@@ -28,6 +28,9 @@ use crate::fs::ext::{Ext4, FsError};
 
 mod counts;
 mod dirs;
+mod htree;
+mod journal;
+mod orphan;
 
 /// Blocks claimed twice that are named, at most (the rest are counted).
 const MAX_DUPS: usize = 10_000;
@@ -103,6 +106,12 @@ pub(super) struct Checker<'a> {
     summary: Summary,
     /// Blocks per cluster (bigalloc), a power of two.
     ratio: u64,
+    /// A directory index deeper than two levels was met (without the
+    /// large_dir feature, reported once).
+    large_dirs: bool,
+    /// Pass 1 takes a small dtime for an orphan list link (see
+    /// [`orphan::low_dtime_check`]).
+    low_dtime: bool,
 }
 
 /// Checks the filesystem, read-only. `layer_of` tells which chain layer
@@ -143,8 +152,13 @@ pub fn check(
             ..Summary::default()
         },
         ratio,
+        large_dirs: false,
+        low_dtime: false,
     };
+    c.low_dtime = orphan::low_dtime_check(&c);
     c.superblock();
+    journal::run(&mut c);
+    orphan::file(&mut c);
     c.pass1(progress);
     c.report_dups();
     c.report_xattr_refcounts();
@@ -421,6 +435,9 @@ impl Checker<'_> {
         let reserved = ino < first_ino;
         for e in &inode.problems {
             self.decoder("inode-checksum", "inode", format!("inode {ino}"), e);
+        }
+        if !reserved || ino == 2 {
+            orphan::low_dtime(self, &inode);
         }
         if inode.links == 0 && !reserved {
             if inode.dtime == 0 && inode.mode != 0 {

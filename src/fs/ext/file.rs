@@ -63,7 +63,7 @@ impl Ext4 {
 
     /// Whether `inode` keeps no block map: inline data, fast symlinks,
     /// devices (their `i_block` holds the device number).
-    fn has_no_map(&self, inode: &Inode) -> bool {
+    pub(super) fn has_no_map(&self, inode: &Inode) -> bool {
         inode.has_inline_data() || self.fast_symlink(inode) || inode.is_device()
     }
 
@@ -334,8 +334,8 @@ impl Ext4 {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), FsError> {
-        buf.fill(0);
         if inode.has_inline_data() || self.fast_symlink(inode) {
+            buf.fill(0);
             let data = if inode.has_inline_data() {
                 self.inline_data(inode)?
             } else {
@@ -352,7 +352,18 @@ impl Ext4 {
         }
         let bs = self.sb.block_size;
         let end = offset.saturating_add(u64_of(buf.len()));
-        for r in runs.iter().filter(|r| !r.uninit && !r.meta) {
+        // Only the gaps between the runs read are zeroed (one pass over
+        // the buffer, not two), when the runs come in logical order, as
+        // block maps give them; otherwise all of it first.
+        let data = || runs.iter().filter(|r| !r.uninit && !r.meta);
+        let sorted = data()
+            .zip(data().skip(1))
+            .all(|(a, b)| a.logical.saturating_add(a.len) <= b.logical);
+        if !sorted {
+            buf.fill(0);
+        }
+        let mut filled = 0usize; // buf[..filled] is written
+        for r in data() {
             let start = r.logical.saturating_mul(bs);
             let stop = r.logical.saturating_add(r.len).saturating_mul(bs);
             let (a, b) = (start.max(offset), stop.min(end));
@@ -364,8 +375,19 @@ impl Ext4 {
                 .block_offset(r.physical)?
                 .saturating_add(a.saturating_sub(start));
             let (from, to) = (us(a.saturating_sub(offset)), us(b.saturating_sub(offset)));
+            if sorted {
+                if let Some(gap) = buf.get_mut(filled..from) {
+                    gap.fill(0);
+                }
+                filled = filled.max(to);
+            }
             if let Some(part) = buf.get_mut(from..to) {
                 self.disk.read_at(disk_at, part)?;
+            }
+        }
+        if sorted {
+            if let Some(tail) = buf.get_mut(filled..) {
+                tail.fill(0);
             }
         }
         Ok(())

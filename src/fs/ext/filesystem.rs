@@ -302,6 +302,10 @@ impl Filesystem for Ext4 {
         Ok(self.inode(node)?.report())
     }
 
+    fn node_offset(&self, node: NodeId) -> Result<u64, FsError> {
+        Ok(self.inode(node)?.base)
+    }
+
     fn read_dir(
         &self,
         dir: NodeId,
@@ -327,6 +331,15 @@ impl Filesystem for Ext4 {
 
     fn lookup(&self, path: &[u8]) -> Result<NodeId, FsError> {
         self.lookup_bytes(path)
+    }
+    fn prefetch_dirs(&self, dirs: &[NodeId]) -> bool {
+        match Ext4::prefetch_dirs(self, dirs) {
+            Ok(did) => did,
+            Err(e) => {
+                tracing::debug!("prefetch: {e}");
+                false
+            }
+        }
     }
 
     fn runs(

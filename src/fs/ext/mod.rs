@@ -214,7 +214,7 @@ impl Ext4 {
     pub fn block(&self, block: u64) -> Result<Vec<u8>, FsError> {
         let at = self.block_offset(block)?;
         let mut buf = vec![0u8; us(self.sb.block_size)];
-        self.disk.inner().read_at(at, &mut buf)?;
+        self.disk.read_direct(at, &mut buf)?;
         Ok(buf)
     }
 
@@ -268,6 +268,34 @@ impl Ext4 {
     /// the disk.
     pub fn inode(&self, ino: u64) -> Result<Inode, FsError> {
         let sb = &self.sb;
+        let offset = self.inode_offset(ino)?;
+        let size = u64::from(sb.inode_size);
+        let mut raw = vec![0u8; us(size)];
+        self.disk.read_at(offset, &mut raw)?;
+        let mut inode = Inode::decode(ino, &raw, offset)?;
+        self.check_flags(&mut inode);
+        if sb.has_metadata_csum() {
+            let c = inode.compute_checksum(sb.csum_seed);
+            if !c.ok() {
+                inode.problems.push(FsError::checksum(
+                    "inode",
+                    "i_checksum_lo",
+                    offset.saturating_add(0x7c),
+                    c.stored,
+                    c.computed,
+                ));
+            }
+            inode.checksum = Some(c);
+        }
+        Ok(inode)
+    }
+
+    /// Where inode `ino` is on the disk.
+    ///
+    /// # Errors
+    /// As [`Ext4::inode`].
+    pub fn inode_offset(&self, ino: u64) -> Result<u64, FsError> {
+        let sb = &self.sb;
         self.check_inode_number(ino)?;
         let ipg = u64::from(sb.inodes_per_group);
         // ino >= 1 (checked above), ipg >= 1 (the superblock checks it).
@@ -289,24 +317,7 @@ impl Ext4 {
                     ),
                 )
             })?;
-        let mut raw = vec![0u8; us(size)];
-        self.disk.read_at(offset, &mut raw)?;
-        let mut inode = Inode::decode(ino, &raw, offset)?;
-        self.check_flags(&mut inode);
-        if sb.has_metadata_csum() {
-            let c = inode.compute_checksum(sb.csum_seed);
-            if !c.ok() {
-                inode.problems.push(FsError::checksum(
-                    "inode",
-                    "i_checksum_lo",
-                    offset.saturating_add(0x7c),
-                    c.stored,
-                    c.computed,
-                ));
-            }
-            inode.checksum = Some(c);
-        }
-        Ok(inode)
+        Ok(offset)
     }
 
     /// Flags that contradict each other or the filesystem's features,

@@ -459,6 +459,11 @@ impl Superblock {
         field.le(&self.raw).unwrap_or(0)
     }
 
+    /// A field's raw bytes (a UUID, a list of blocks).
+    pub fn field_bytes(&self, field: &'static Field) -> &[u8] {
+        field.bytes(&self.raw)
+    }
+
     /// A text field's text, up to the first NUL, unescaped (printers
     /// escape).
     pub fn text(&self, field: &'static Field) -> String {

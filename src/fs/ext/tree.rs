@@ -526,7 +526,7 @@ impl Ext4 {
     }
 
     /// `s_hash_seed` as the four words the hashes start from.
-    fn hash_seed(&self) -> [u32; 4] {
+    pub fn hash_seed(&self) -> [u32; 4] {
         let raw = self.sb.hash_seed;
         let mut seed = [0u32; 4];
         for (w, c) in seed.iter_mut().zip(raw.chunks_exact(4)) {
@@ -543,4 +543,87 @@ fn pick(entries: &[(u32, u32)], hash: u32) -> usize {
     entries
         .get(1..)
         .map_or(0, |rest| rest.partition_point(|e| e.0 <= hash))
+}
+
+/// Extent tree levels below the root ([`Ext4::prefetch_dirs`] fetches one
+/// level of map blocks per round): the kernel's limit.
+const MAP_LEVELS: usize = 5;
+
+impl Ext4 {
+    /// Fetches ahead what listing the directories `dirs` will read, when
+    /// the disk is remote: their inodes, then the blocks of their maps
+    /// (extent tree nodes or indirect blocks), level by level, then their
+    /// directory blocks; each step one batch of requests in flight (see
+    /// [`crate::block::cache::BlockCache::prefetch`], which bounds the
+    /// bytes). Returns false, having done nothing, for a local disk.
+    /// Damage is not reported here: the listing itself meets it.
+    ///
+    /// # Errors
+    /// I/O errors of the batches.
+    pub fn prefetch_dirs(&self, dirs: &[u64]) -> Result<bool, FsError> {
+        use crate::block::BlockSource;
+        if !self.disk.remote() {
+            return Ok(false);
+        }
+        let isize = u64::from(self.sb.inode_size);
+        let wanted: Vec<(u64, u64)> = dirs
+            .iter()
+            .filter_map(|&ino| self.inode_offset(ino).ok().map(|at| (at, isize)))
+            .collect();
+        self.disk.prefetch(&wanted)?;
+        let inodes: Vec<_> = dirs
+            .iter()
+            .filter_map(|&ino| self.inode(ino).ok())
+            .filter(|i| i.is_dir() && !i.has_inline_data())
+            .collect();
+        let bs = self.sb.block_size;
+        // Map blocks: each round walks every map with what is held, a
+        // block not held yet reading as zeros (a node that does not
+        // decode: the walk skips it) and noted; the noted ones are
+        // fetched together, and the next round goes one level deeper.
+        for _ in 0..=MAP_LEVELS {
+            let mut missing: Vec<(u64, u64)> = Vec::new();
+            for inode in &inodes {
+                if self.has_no_map(inode) {
+                    continue;
+                }
+                let geo = self.geometry(inode);
+                let mut read = |b: u64| -> Result<Vec<u8>, FsError> {
+                    let at = self.block_offset(b)?;
+                    let mut buf = vec![0u8; crate::bytes::us(bs)];
+                    if !self.disk.peek(at, &mut buf)? {
+                        missing.push((at, bs));
+                        buf.fill(0);
+                    }
+                    Ok(buf)
+                };
+                let root_at = inode.base.saturating_add(0x28);
+                let _ = if inode.flags & super::inode::EXTENTS_FL != 0 {
+                    super::extent::walk(inode.ino, &inode.block, root_at, &geo, &mut read)
+                } else {
+                    super::indirect::walk(inode.ino, &inode.block, root_at, &geo, &mut read)
+                };
+            }
+            if missing.is_empty() || self.disk.prefetch(&missing)? == 0 {
+                break;
+            }
+        }
+        let mut blocks: Vec<(u64, u64)> = Vec::new();
+        for inode in &inodes {
+            let Ok(map) = self.block_map(inode) else {
+                continue;
+            };
+            let size_blocks = inode.size.div_ceil(bs.max(1));
+            for r in map.runs.iter().filter(|r| !r.meta && !r.uninit) {
+                let len = r.len.min(size_blocks.saturating_sub(r.logical));
+                if len > 0 {
+                    if let Ok(at) = self.block_offset(r.physical) {
+                        blocks.push((at, len.saturating_mul(bs)));
+                    }
+                }
+            }
+        }
+        self.disk.prefetch(&blocks)?;
+        Ok(true)
+    }
 }

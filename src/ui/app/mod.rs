@@ -104,6 +104,7 @@ impl App {
                 fs_root: 2,
                 volume: None,
                 volume_rows: 1,
+                journal_note: false,
                 server_layers: None,
                 open: OpenState::Opening,
             },

@@ -127,8 +127,22 @@ impl App {
                 s.fs_root = v.root;
                 s.volume = v.volume;
                 self.superblock.fields = Some(Ok(v.fields));
+                // Replayed blocks show in the hit map once the filesystem
+                // is open: ask for it again.
+                let replayed = v.journal.as_ref().is_some_and(|j| j.replayed);
+                s.journal_note = v.journal.is_some();
+                self.status.journal = v.journal.clone();
+                self.superblock.journal = v.journal;
+                let mut fx = self.tree.reset_root(&self.shared);
+                if replayed {
+                    fx.extend(requests(self.hitmap.request(&self.shared)));
+                }
+                return fx;
             }
             Err(e) => {
+                s.journal_note = false;
+                self.status.journal = None;
+                self.superblock.journal = None;
                 s.block_size = None;
                 s.fs = FsState::Missing(e.clone());
                 s.fs_kind = "";

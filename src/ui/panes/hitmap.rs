@@ -5,6 +5,9 @@
 //! can still be told apart. When the volume in view is not the whole
 //! disk, the cells outside it are shaded (`░` in the layer's colour, no
 //! `·`), so the map shows which part of the disk the tree belongs to.
+//! Blocks a journal replay serves (a live snapshot read as the kernel
+//! mounts it) are `▒` in the colour of the layer whose journal holds
+//! their copy, "journal of layer L" in the legend.
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
@@ -150,19 +153,27 @@ impl HitMapPane {
 fn cell(c: CellOwner, mine: bool, outside: bool, st: &Styles) -> Span<'static> {
     if outside && !mine {
         return match c {
-            CellOwner::Layer(l) => Span::styled("░", st.layer(Some(l))),
+            CellOwner::Layer(l) | CellOwner::Journal(l) => Span::styled("░", st.layer(Some(l))),
             _ => Span::raw(" "),
         };
     }
     match (c, mine) {
-        (CellOwner::Layer(l), true) => {
+        (CellOwner::Layer(l) | CellOwner::Journal(l), true) => {
             Span::styled("▓", st.layer(Some(l)).add_modifier(Modifier::REVERSED))
         }
         (_, true) => Span::styled("▓", st.fg(Color::DarkGray).add_modifier(Modifier::REVERSED)),
         (CellOwner::Layer(l), false) => layer_glyph(l, st),
+        (CellOwner::Journal(l), false) => journal_glyph(l, st),
         (CellOwner::Nowhere, false) => Span::styled("·", st.fg(Color::DarkGray)),
         (CellOwner::NotRead, false) => Span::raw(" "),
     }
+}
+
+/// A block the journal replay serves: `▒` in the colour of the layer
+/// whose journal holds its copy (`▒` alone without colours: the legend
+/// names the layers).
+fn journal_glyph(l: usize, st: &Styles) -> Span<'static> {
+    Span::styled("▒", st.layer(Some(l)))
 }
 
 /// The legend: the opened file's mark, each layer's glyph and bytes (top
@@ -176,17 +187,31 @@ fn legend(g: &Grid, file: bool, st: &Styles, width: u16, rows: u16) -> Vec<Line<
     if let Some(v) = &g.volume {
         entries.push(vec![Span::raw(format!("░outside {}", v.name))]);
     }
+    // Counts still being walked show as `…`.
+    let count = |b: u64| {
+        if g.exact {
+            human(b)
+        } else {
+            "…".to_owned()
+        }
+    };
     for (i, b) in g.bytes.iter().enumerate().rev() {
         let mut e = Vec::new();
         if st.palette != Palette::None {
             e.push(layer_glyph(i, st));
         }
-        e.push(Span::raw(format!("{i}:{}", human(*b))));
+        e.push(Span::raw(format!("{i}:{}", count(*b))));
         entries.push(e);
+    }
+    for (l, b) in g.journal.iter().enumerate().rev().filter(|(_, b)| **b > 0) {
+        entries.push(vec![
+            journal_glyph(l, st),
+            Span::raw(format!("journal of layer {l}:{}", human(*b))),
+        ]);
     }
     entries.push(vec![
         Span::styled("·", st.fg(Color::DarkGray)),
-        Span::raw(format!("none:{}", human(g.nowhere))),
+        Span::raw(format!("none:{}", count(g.nowhere))),
     ]);
     let width = usize::from(width.max(1));
     let len = |e: &[Span]| e.iter().map(|s| s.content.chars().count()).sum::<usize>();
@@ -201,6 +226,7 @@ fn legend(g: &Grid, file: bool, st: &Styles, width: u16, rows: u16) -> Vec<Line<
         if used + w + reserve > width && used > 0 {
             if last_line {
                 // No room for the rest: say so.
+                // `lines` starts with one line and only grows: never None.
                 let last = lines.last_mut().expect("one line at least");
                 last.push(Span::raw(format!(" …{} more", total - n)));
                 break;
@@ -208,6 +234,7 @@ fn legend(g: &Grid, file: bool, st: &Styles, width: u16, rows: u16) -> Vec<Line<
             lines.push(Vec::new());
             used = 0;
         }
+        // As above: `lines` is never empty.
         let line = lines.last_mut().expect("one line at least");
         if used > 0 {
             line.push(Span::raw(" "));

@@ -15,7 +15,7 @@ use crate::block::nbd::status::{ConnState, StatsSnapshot};
 use crate::block::nbd::ExportInfo;
 use crate::block::ssh::SshStatus;
 use crate::ui::action::Pane;
-use crate::ui::msg::ServerLayers;
+use crate::ui::msg::{JournalNote, ServerLayers};
 use crate::ui::style::pane_block;
 use crate::units::human;
 
@@ -26,6 +26,8 @@ pub struct StatusPane {
     pub nbd: Option<Box<(ExportInfo, StatsSnapshot)>>,
     pub ssh: Option<Box<SshStatus>>,
     pub server: Option<ServerLayers>,
+    /// The journal of the filesystem in view, when it needed recovery.
+    pub journal: Option<JournalNote>,
 }
 
 /// The warning shown when a server gives no allocation depths.
@@ -46,6 +48,9 @@ impl StatusPane {
                 lines.push(Line::from("local files (no NBD connection)"));
                 lines.push(Line::from(format!("disk as of layer {}", cx.shared.as_of)));
             }
+        }
+        if let Some(j) = &self.journal {
+            lines.push(journal_line(j, cx));
         }
         f.render_widget(
             Paragraph::new(lines)
@@ -104,6 +109,16 @@ impl StatusPane {
             )));
         }
         traffic_lines(st, cx, lines);
+    }
+}
+
+/// The journal's line: what was replayed in memory, or (in the error
+/// style) that recovery is pending.
+pub fn journal_line(j: &JournalNote, cx: DrawCx) -> Line<'static> {
+    if j.replayed {
+        Line::from(j.text.clone())
+    } else {
+        Line::styled(j.text.clone(), cx.styles.error())
     }
 }
 

@@ -8,9 +8,9 @@ use ratatui::Frame;
 use super::DrawCx;
 use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Effect, Effects, Highlight, Shared};
-use crate::ui::msg::FieldRow;
+use crate::ui::msg::{FieldRow, JournalNote};
 use crate::ui::style::{pane_block, scroll_start, selected};
-use crate::ui::text::{fit, fit_pad, width as width_of};
+use crate::ui::text::{fit, fit_pad, width as width_of, wrap};
 
 /// The superblock pane's state.
 #[derive(Clone, Debug, Default)]
@@ -18,6 +18,8 @@ pub struct SuperblockPane {
     /// The fields, or why there is no filesystem (None: not read yet).
     pub fields: Option<Result<Vec<FieldRow>, String>>,
     pub sel: usize,
+    /// The journal, when it needed recovery (its line heads the pane).
+    pub journal: Option<JournalNote>,
 }
 
 impl SuperblockPane {
@@ -36,9 +38,29 @@ impl SuperblockPane {
 
     /// A click on row `row` of the pane selects that field.
     pub fn click(&mut self, row: usize, s: &Shared) -> Option<Effects> {
-        let height = usize::from(crate::ui::layout::inner_rows(s, Pane::Superblock));
+        let mut height = usize::from(crate::ui::layout::inner_rows(s, Pane::Superblock));
+        let mut row = row;
+        let width = usize::from(
+            crate::ui::layout::areas(s)
+                .superblock?
+                .width
+                .saturating_sub(2),
+        );
+        // The journal's lines head the pane.
+        let above = self.journal_rows(width).len();
+        row = row.checked_sub(above)?;
+        height = height.saturating_sub(above);
         let i = scroll_start(self.sel, height) + row;
         Some(self.select(i))
+    }
+
+    /// The journal's note in lines of `width` (none when it needed no
+    /// recovery): the flag, and what was done about it.
+    fn journal_rows(&self, width: usize) -> Vec<String> {
+        match &self.journal {
+            Some(j) => wrap(&format!("needs_recovery: {}", j.text), width, 3),
+            None => Vec::new(),
+        }
     }
 
     /// Moves the selection (clamped) and marks the field's bytes.
@@ -67,6 +89,16 @@ impl SuperblockPane {
             Some(Err(e)) => lines.push(Line::from(format!("no filesystem: {e}"))),
             Some(Ok(rows)) => {
                 let (off_w, name_w) = columns(rows, width);
+                let mut height = height;
+                let style = self
+                    .journal
+                    .as_ref()
+                    .map(|j| super::status::journal_line(j, cx).style)
+                    .unwrap_or_default();
+                for text in self.journal_rows(width) {
+                    lines.push(Line::from(Span::styled(text, style)));
+                    height = height.saturating_sub(1);
+                }
                 let start = scroll_start(self.sel, height);
                 for (i, row) in rows.iter().enumerate().skip(start).take(height) {
                     let style = if focused && i == self.sel {

@@ -43,6 +43,7 @@ impl Job {
         chain: &Chain,
         volume: Volume,
         to: usize,
+        no_replay: bool,
         send: Option<Box<dyn Fn(Reply) + Send + Sync>>,
     ) -> Reply {
         self.cancel();
@@ -51,10 +52,10 @@ impl Job {
         let cancel = Arc::new(AtomicBool::new(false));
         self.cancel = Some(cancel.clone());
         match send {
-            None => finished(from, to, run(&new, &volume, &|_| {}, &cancel)),
+            None => finished(from, to, run(&new, &volume, no_replay, &|_| {}, &cancel)),
             Some(send) => {
                 std::thread::spawn(move || {
-                    let result = run(&new, &volume, &|r| send(r), &cancel);
+                    let result = run(&new, &volume, no_replay, &|r| send(r), &cancel);
                     if !cancel.load(Ordering::Relaxed) {
                         send(finished(from, to, result));
                     }
@@ -100,14 +101,19 @@ impl Progress for Sender<'_> {
     }
 }
 
-/// The filesystem on `volume` as of the top of `chain`.
-fn open(chain: &Chain, volume: &Volume) -> Result<Arc<dyn Filesystem>, String> {
+/// The filesystem on `volume` as of the top of `chain` (its journal
+/// replayed in memory unless `no_replay`).
+fn open(chain: &Chain, volume: &Volume, no_replay: bool) -> Result<Arc<dyn Filesystem>, String> {
     let e = |e: &dyn std::error::Error| crate::escape::printable(&super::error_chain(e));
     let n = chain.layers.len().saturating_sub(1);
     let reader = LayeredReader::new(chain).map_err(|x| e(&x))?;
     let disk: Arc<dyn BlockSource> = Arc::new(reader);
     let src = volume.source_over(disk).map_err(|x| e(&x))?;
-    crate::fs::open(src).map_err(|x| {
+    let mount = crate::fs::Mount {
+        no_replay,
+        ..Default::default()
+    };
+    crate::fs::open_with(src, &mount).map_err(|x| {
         format!(
             "volume {} as of layer {n}: {}",
             crate::escape::printable(&volume.name),
@@ -120,6 +126,7 @@ fn open(chain: &Chain, volume: &Volume) -> Result<Arc<dyn Filesystem>, String> {
 fn run(
     new: &Chain,
     volume: &Volume,
+    no_replay: bool,
     send: &(dyn Fn(Reply) + Sync),
     cancel: &AtomicBool,
 ) -> Result<(Vec<Change>, String), String> {
@@ -129,7 +136,10 @@ fn run(
     }
     let from = to - 1;
     let old = new.cut(from);
-    let (ofs, nfs) = (open(&old, volume)?, open(new, volume)?);
+    let (ofs, nfs) = (
+        open(&old, volume, no_replay)?,
+        open(new, volume, no_replay)?,
+    );
     let geometry = volume.geometry().ok_or_else(|| {
         format!(
             "volume {} cannot be read",

@@ -23,11 +23,26 @@ impl Worker {
                 Err(e) => Err(e),
                 Ok(volume) => {
                     let volume = volume.clone();
-                    let disk: Arc<dyn BlockSource> = self.view(as_of)?.reader.clone();
+                    let reader = Arc::clone(&self.view(as_of)?.reader);
+                    let disk: Arc<dyn BlockSource> = reader.clone();
+                    // Replayed blocks are recorded in the hit map as served
+                    // by the journal of the layer holding their copy.
+                    let mount = crate::fs::Mount {
+                        no_replay: self.replay.no_replay,
+                        origin: volume.geometry().map(|g| {
+                            Arc::new(crate::volume::layers::Origin {
+                                reader,
+                                geometry: Arc::clone(g),
+                            }) as Arc<dyn crate::block::origin::Origin>
+                        }),
+                        journal_dev: self.replay.journal_dev.clone(),
+                    };
                     volume
                         .source_over(disk)
                         .map_err(|e| printable_chain(&e))
-                        .and_then(|src| crate::fs::open(src).map_err(|e| printable_chain(&e)))
+                        .and_then(|src| {
+                            crate::fs::open_with(src, &mount).map_err(|e| printable_chain(&e))
+                        })
                 }
             };
             self.view(as_of)?.fs = Some(opened);
@@ -83,13 +98,27 @@ impl Worker {
             Err(e) => return Ok(Err(e)),
         };
         let report = fs.superblock();
-        let fields = self.report_rows(&report);
+        let mut fields = self.report_rows(&report);
+        let journal = fs
+            .as_any()
+            .downcast_ref::<Ext4>()
+            .and_then(|e| super::journal::note(e, self.replay.no_replay));
+        if journal.as_ref().is_some_and(|j| j.replayed) {
+            // The flag stays set in the replayed superblock (the kernel
+            // clears it once recovery is written back): say it was done.
+            for f in fields.iter_mut().filter(|f| f.name == "s_feature_incompat") {
+                f.value = f
+                    .value
+                    .replace("needs_recovery", "needs_recovery (replayed in memory)");
+            }
+        }
         Ok(Ok(FsView {
             kind: fs.kind().name(),
             volume: self.volume_at(),
             root: fs.root(),
             block_size: fs.block_size(),
             fields,
+            journal,
         }))
     }
 

@@ -3,27 +3,22 @@
 //! reads were served from). Over NBD with allocation depths the layers
 //! are the server's, numbered as a local chain would be (see
 //! [`super::remote`]).
+use std::time::Instant;
+
+use super::refine::FIRST_WALK;
 use super::{Worker, MAX_CELLS};
 use crate::block::hitmap::Served;
-use crate::block::map::MapIter;
 use crate::block::{BlockError, BlockSource};
+use crate::fs::ext::Ext4;
 use crate::ui::msg::{CellOwner, Grid, HexData, HitMode, ServerLayers, VolumeCells};
-
-/// Map entries kept per layer for the static hit map; past this the rest
-/// of the disk shows as "not read" rather than using unbounded memory.
-const MAX_MAP_ENTRIES: usize = 1 << 20;
-/// Block status answers the static hit map asks for at most: local
-/// metadata is cheap (as many as the entries kept), a server's answers
-/// cost a round trip each, and a source whose size is a claim (an NBD
-/// export of 2^63 bytes answered 4 GiB at a time) maps only this far; the
-/// rest shows as not read.
-const MAX_MAP_STEPS: u64 = MAX_MAP_ENTRIES as u64;
-const MAX_REMOTE_MAP_STEPS: u64 = 1 << 14;
 
 /// The topmost layer with anything in a cell wins (a small overlay write
 /// stays visible); a cell no layer holds beats one not read.
-fn merge(c: CellOwner, o: CellOwner) -> CellOwner {
+pub(super) fn merge(c: CellOwner, o: CellOwner) -> CellOwner {
     match (c, o) {
+        // A replayed block stays visible: the journal's copy serves it.
+        (CellOwner::Journal(a), CellOwner::Journal(b)) => CellOwner::Journal(a.max(b)),
+        (CellOwner::Journal(a), _) | (_, CellOwner::Journal(a)) => CellOwner::Journal(a),
         (CellOwner::Layer(a), CellOwner::Layer(b)) => CellOwner::Layer(a.max(b)),
         (CellOwner::Layer(a), _) => CellOwner::Layer(a),
         (CellOwner::Nowhere, CellOwner::NotRead) => CellOwner::Nowhere,
@@ -70,42 +65,26 @@ impl Worker {
         })
     }
 
-    /// The static map (start, end, owner), computed once per view.
-    fn static_map(&mut self, as_of: usize) -> Result<(), BlockError> {
+    /// The static map (start, end, owner) over NBD with allocation
+    /// depths: the server's map, scanned once. `false` when the server
+    /// gives no depths (the map is then walked as a local chain's is, see
+    /// [`Worker::walk_map`]).
+    fn server_map(&mut self, as_of: usize) -> Result<bool, BlockError> {
         if self.view(as_of)?.map.is_some() {
-            return Ok(());
+            return Ok(true);
         }
+        let Some(r) = self.remote()? else {
+            return Ok(false);
+        };
         let mut map = Vec::new();
-        if let Some(r) = self.remote()? {
-            for &(start, end, depth) in &r.map {
-                let owner = r
-                    .layer_of(depth)
-                    .map_or(CellOwner::Nowhere, CellOwner::Layer);
-                map.push((start, end, owner));
-            }
-        } else {
-            let steps = if self.chain.layers.iter().any(|l| l.nbd.is_some()) {
-                MAX_REMOTE_MAP_STEPS
-            } else {
-                MAX_MAP_STEPS
-            };
-            let view = self.view(as_of)?;
-            for e in MapIter::new(&view.reader)
-                .with_budget(steps)
-                .take(MAX_MAP_ENTRIES)
-            {
-                let e = e?;
-                let owner = if e.present {
-                    let depth = usize::try_from(e.depth).unwrap_or(usize::MAX);
-                    CellOwner::Layer(as_of.saturating_sub(depth))
-                } else {
-                    CellOwner::Nowhere
-                };
-                map.push((e.start, e.start + e.length, owner));
-            }
+        for &(start, end, depth) in &r.map {
+            let owner = r
+                .layer_of(depth)
+                .map_or(CellOwner::Nowhere, CellOwner::Layer);
+            map.push((start, end, owner));
         }
         self.view(as_of)?.map = Some(map);
-        Ok(())
+        Ok(true)
     }
 
     pub(super) fn grid(
@@ -119,8 +98,12 @@ impl Worker {
             complete: r.complete,
         });
         let layers = server.map_or(as_of + 1, |s| s.layers);
-        if mode == HitMode::Static {
-            self.static_map(as_of)?;
+        if mode == HitMode::Static && !self.server_map(as_of)? {
+            // The map walked for a moment (a small disk's is done by
+            // then); else the cells probed, refined between requests.
+            if !self.walk_map(as_of, Instant::now() + FIRST_WALK)? {
+                return self.first_grid(as_of, cells);
+            }
         }
         let view = self.view(as_of)?;
         let size = view.reader.len();
@@ -187,6 +170,10 @@ impl Worker {
                 nowhere = none.bytes;
             }
         }
+        // Blocks the journal replay serves: owned by the journal of the
+        // layer holding their copy (the runtime map recorded them so as
+        // they were read).
+        let journal = self.overlay_journal(as_of, &mut out, cell, mode == HitMode::Static);
         let volume = self.volume_cells(size, cell, cells);
         Ok(Grid {
             mode,
@@ -194,14 +181,74 @@ impl Worker {
             cells: out,
             bytes,
             nowhere,
+            exact: true,
+            journal,
             server,
             volume,
         })
     }
 
+    /// `out` (cells of `cell` bytes) with the blocks the journal replay
+    /// serves as the journal of their layer; the bytes they are, per layer.
+    pub(super) fn overlay_journal(
+        &mut self,
+        as_of: usize,
+        out: &mut [CellOwner],
+        cell: u64,
+        mark: bool,
+    ) -> Vec<u64> {
+        let last = out.len().saturating_sub(1);
+        let mut journal = Vec::new();
+        for (start, end, l) in self.replayed_ranges(as_of) {
+            if journal.len() <= l {
+                journal.resize(l + 1, 0);
+            }
+            journal[l] += end - start;
+            if mark && start < end && !out.is_empty() {
+                let first = usize::try_from(start / cell).unwrap_or(last).min(last);
+                let end_cell = usize::try_from((end - 1) / cell).unwrap_or(last).min(last);
+                for c in &mut out[first..=end_cell] {
+                    *c = merge(*c, CellOwner::Journal(l));
+                }
+            }
+        }
+        journal
+    }
+
+    /// The disk ranges of the blocks the journal replay serves in the
+    /// filesystem in view as of `as_of`, with the layer whose journal
+    /// holds each copy: only once that filesystem is open (the map does
+    /// not wait for a replay) and its journal was replayed.
+    fn replayed_ranges(&mut self, as_of: usize) -> Vec<(u64, u64, usize)> {
+        let fs = match self.views.get(&as_of).and_then(|v| v.fs.as_ref()) {
+            Some(Ok(fs)) => std::sync::Arc::clone(fs),
+            _ => return Vec::new(),
+        };
+        let Some(replayed) = fs.as_any().downcast_ref::<Ext4>().and_then(Ext4::replayed) else {
+            return Vec::new();
+        };
+        let bs = fs.block_size();
+        let mut out = Vec::new();
+        for b in replayed.blocks() {
+            let Some(Some(layer)) = replayed.journal_layer(b) else {
+                continue;
+            };
+            let start = b.saturating_mul(bs);
+            for (s, e) in self.disk_ranges(start, start.saturating_add(bs)) {
+                out.push((s, e, layer));
+            }
+        }
+        out
+    }
+
     /// The cells (of `cells`, `cell` bytes each, on a disk of `size`)
     /// holding the volume in view, unless that is the whole disk.
-    fn volume_cells(&mut self, size: u64, cell: u64, cells: usize) -> Option<VolumeCells> {
+    pub(super) fn volume_cells(
+        &mut self,
+        size: u64,
+        cell: u64,
+        cells: usize,
+    ) -> Option<VolumeCells> {
         let v = match self.volume() {
             Ok(Ok(v)) if v.role != crate::volume::Role::Disk => v,
             _ => return None,

@@ -11,6 +11,8 @@ mod diff;
 mod fs;
 mod grid;
 mod groups;
+mod journal;
+mod refine;
 mod remote;
 mod volumes;
 
@@ -31,8 +33,10 @@ const CACHE_BYTES: u64 = 4 << 20;
 struct View {
     reader: Arc<LayeredReader>,
     cache: BlockCache,
-    /// The static map (start, end, owner), computed once.
+    /// The static map (start, end, owner), once walked whole.
     map: Option<Vec<(u64, u64, CellOwner)>>,
+    /// The static map walked so far.
+    walk: Option<refine::Walk>,
     /// The filesystem as of this layer on the volume in view, opened
     /// once.
     fs: Option<Result<Arc<dyn Filesystem>, String>>,
@@ -60,6 +64,32 @@ pub struct Worker {
     volume: Option<String>,
     /// The disk's volumes and the one in view.
     vols: volumes::Volumes,
+    /// How a filesystem whose journal needs recovery is read: replayed in
+    /// memory (the default, as the kernel mounts it) or as on disk.
+    replay: Replay,
+    /// The static hit map grid being made better between requests.
+    refine: Option<refine::Refine>,
+}
+
+/// What the worker is told at the start: the volume in view and how to
+/// read a journal that needs recovery.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// The volume whose filesystem the panes show (`p1`, `vg0/root`);
+    /// `None`: the one holding a filesystem.
+    pub volume: Option<String>,
+    pub replay: Replay,
+}
+
+/// `--no-replay` and `--journal-dev`, for the worker.
+#[derive(Clone, Default)]
+pub struct Replay {
+    /// Read the filesystem as it is on disk, without replaying its
+    /// journal.
+    pub no_replay: bool,
+    /// The external journal of a filesystem whose journal is not inside
+    /// it.
+    pub journal_dev: Option<Arc<dyn BlockSource>>,
 }
 
 impl Worker {
@@ -75,7 +105,21 @@ impl Worker {
             remote: None,
             volume: None,
             vols: volumes::Volumes::default(),
+            replay: Replay::default(),
+            refine: None,
         }
+    }
+
+    /// The same worker with `options`.
+    pub fn with_options(self, options: Options) -> Worker {
+        self.with_volume(options.volume).with_replay(options.replay)
+    }
+
+    /// The same worker reading a journal that needs recovery as `replay`
+    /// says (by default replayed in memory).
+    pub fn with_replay(mut self, replay: Replay) -> Worker {
+        self.replay = replay;
+        self
     }
 
     /// The same worker showing the filesystem of volume `name` (see
@@ -149,6 +193,7 @@ impl Worker {
                     reader,
                     cache,
                     map: None,
+                    walk: None,
                     fs: None,
                 },
             );
@@ -207,7 +252,8 @@ impl Worker {
                 match self.volume() {
                     Ok(Ok(v)) => {
                         let v = v.clone();
-                        Ok(self.job.start(&self.chain, v, to, send))
+                        let no_replay = self.replay.no_replay;
+                        Ok(self.job.start(&self.chain, v, to, no_replay, send))
                     }
                     Ok(Err(e)) => Ok(Reply::Diff {
                         from: to.saturating_sub(1),
@@ -349,10 +395,15 @@ pub fn spawn_into(worker: Worker, sink: Sink) -> Sender<Request> {
 pub type Opener = Box<dyn FnOnce() -> Result<Chain, String> + Send>;
 
 /// Opens the chain on the worker's thread, says so ([`Reply::Opened`] or
-/// [`Reply::OpenFailed`]), then serves requests as [`spawn_into`] does;
-/// `cancel` is the search's cancel counter (see
+/// [`Reply::OpenFailed`]), then serves requests as [`spawn_into`] does,
+/// with `options`; `cancel` is the search's cancel counter (see
 /// [`Worker::search_cancel`]).
-pub fn spawn_opening(open: Opener, cancel: Arc<AtomicU64>, sink: Sink) -> Sender<Request> {
+pub fn spawn_opening(
+    open: Opener,
+    options: Options,
+    cancel: Arc<AtomicU64>,
+    sink: Sink,
+) -> Sender<Request> {
     let (req_tx, req_rx) = mpsc::channel::<Request>();
     std::thread::spawn(move || {
         let start = std::time::Instant::now();
@@ -368,7 +419,7 @@ pub fn spawn_opening(open: Opener, cancel: Arc<AtomicU64>, sink: Sink) -> Sender
         if !sink(Reply::Opened(Box::new(ChainInfo::of(&chain)))) {
             return;
         }
-        let mut worker = Worker::new(chain);
+        let mut worker = Worker::new(chain).with_options(options);
         worker.cancel = cancel;
         serve(worker, req_rx, sink);
     });
@@ -404,7 +455,28 @@ fn serve(mut worker: Worker, req_rx: Receiver<Request>, sink: Sink) {
             work_rx
         }
     };
-    while let Ok(first) = req_rx.recv() {
+    loop {
+        // Between requests the hit map's grid is made better, a slice at
+        // a time; otherwise wait for the next request.
+        let first = if worker.refining() {
+            match req_rx.try_recv() {
+                Ok(r) => r,
+                Err(mpsc::TryRecvError::Empty) => {
+                    if let Some(reply) = worker.refine(refine::SLICE) {
+                        if !sink(reply) {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        } else {
+            match req_rx.recv() {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        };
         // Coalesce: of the queued views (hex, hit map, NBD state) serve
         // the latest of each kind; every other request (a directory to
         // open, a file to find) is served.

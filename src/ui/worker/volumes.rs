@@ -158,6 +158,8 @@ impl Worker {
 
     /// Shows volume `name` from now on.
     pub(super) fn set_volume(&mut self, name: String) -> Result<VolumeList, BlockError> {
+        // A diff running on the volume left would answer for it.
+        self.job.cancel();
         self.volume = Some(name);
         self.vols.unchoose();
         for view in self.views.values_mut() {

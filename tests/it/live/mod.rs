@@ -32,6 +32,7 @@ mod boot;
 mod diff;
 mod gen;
 mod replay;
+mod tui;
 
 /// The chains of the run, and where the oracles' copies go.
 pub struct Live {

@@ -194,6 +194,10 @@ impl BlockSource for ReplayedSource {
         &self.name
     }
 
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
+
     fn len(&self) -> u64 {
         self.inner.len()
     }

@@ -1,0 +1,688 @@
+//! The filesystem side of `check` for FAT12/16/32: what `fsck.fat -n`
+//! (dosfstools 4) finds, in its order and with its way of going on: it
+//! fixes in memory what it would fix on disk (a chain cut, a start
+//! cluster cleared) and checks the rest against that, so one damage
+//! gives the findings it gives there.
+//!
+//! - the boot sector against its backup (FAT32; a leak: fsck.fat does
+//!   not fix it and exits 0) and the dirty bit;
+//! - the FAT copies against the first (the part that maps clusters), and
+//!   entries naming no cluster of the volume (set to end of chain);
+//! - every file from the root, a directory's files before its
+//!   subdirectories: a start cluster past the volume, a chain reaching a
+//!   free or bad cluster, a chain shorter or longer than the size, a
+//!   cluster another file owns (the second is cut), a directory with a
+//!   size, `.` and `..` naming the wrong cluster;
+//! - clusters in use that no file owns (reclaimed), and the FSInfo free
+//!   count against the clusters no file owns.
+//!
+//! Each problem's structure is the file's path as fsck.fat prints it
+//! (short names, upper case), or the table or sector.
+use super::{Problem, Problems, Progress, Severity, Space};
+use crate::block::BlockSource;
+use crate::fs::fat::boot::FatType;
+use crate::fs::fat::dir::{self, ShortEntry};
+use crate::fs::fat::Fat;
+
+/// Clusters checked at most (the check holds two words per cluster).
+pub const MAX_CLUSTERS: u64 = 1 << 25;
+/// Directory levels followed at most.
+const MAX_DEPTH: usize = 256;
+/// Files checked at most.
+const MAX_FILES: usize = 1 << 22;
+
+/// What a FAT check found besides its problems.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Summary {
+    pub files: u64,
+    pub clusters_used: u64,
+    pub clusters: u64,
+}
+
+/// One file met: its path (as fsck.fat prints it), its entry's volume
+/// offset, and what the check changed in memory.
+struct File {
+    path: String,
+    offset: u64,
+    entry: ShortEntry,
+    start: u32,
+}
+
+struct Checker<'a> {
+    fat: &'a Fat,
+    layer_of: &'a dyn Fn(u64) -> Option<usize>,
+    out: Problems,
+    /// The FAT as fixed in memory (index: cluster).
+    table: Vec<u32>,
+    /// The file owning each cluster (index into `files`, plus 1).
+    owner: Vec<u32>,
+    files: Vec<File>,
+    kind: FatType,
+    clusters: u32,
+    cluster_size: u64,
+}
+
+/// The path component fsck.fat prints for an 8.3 name.
+fn short_name(raw: &[u8; 11]) -> String {
+    let part = |b: &[u8]| -> String {
+        let end = b
+            .iter()
+            .rposition(|&c| c != b' ')
+            .map_or(0, |i| i.saturating_add(1));
+        b.get(..end)
+            .unwrap_or_default()
+            .iter()
+            .map(|&c| {
+                if c.is_ascii_graphic() {
+                    char::from(c).to_string()
+                } else {
+                    format!("\\{c:03o}")
+                }
+            })
+            .collect()
+    };
+    let mut name = raw.to_owned();
+    // 0x05 stands for a first byte 0xe5.
+    if name.first() == Some(&0x05) {
+        if let Some(b) = name.first_mut() {
+            *b = 0xe5;
+        }
+    }
+    let (base, ext) = name.split_at(8);
+    let ext = part(ext);
+    if ext.is_empty() {
+        part(base)
+    } else {
+        format!("{}.{ext}", part(base))
+    }
+}
+
+impl Checker<'_> {
+    fn problem(
+        &mut self,
+        severity: Severity,
+        kind: &'static str,
+        structure: String,
+        offset: Option<u64>,
+        detail: String,
+    ) {
+        let layer = offset.and_then(|o| (self.layer_of)(o));
+        self.out.push(Problem {
+            severity,
+            kind,
+            structure,
+            offset,
+            space: Space::Volume,
+            layer,
+            detail,
+        });
+    }
+
+    fn eoc(&self) -> u32 {
+        self.kind.end_of_chain()
+    }
+
+    fn bad(&self) -> u32 {
+        self.kind.bad()
+    }
+
+    fn get(&self, c: u32) -> u32 {
+        self.table
+            .get(usize::try_from(c).unwrap_or(usize::MAX))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn set(&mut self, c: u32, v: u32) {
+        if let Some(e) = self.table.get_mut(usize::try_from(c).unwrap_or(usize::MAX)) {
+            *e = v;
+        }
+    }
+
+    fn owner_of(&self, c: u32) -> u32 {
+        self.owner
+            .get(usize::try_from(c).unwrap_or(usize::MAX))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// fsck.fat's `next_cluster`: `None` at the end (or a free entry,
+    /// which it returns as 0).
+    fn next(&self, c: u32) -> Option<u32> {
+        let v = self.get(c);
+        (v < self.eoc() && v != self.bad() && v != 0).then_some(v)
+    }
+
+    /// The volume offset of cluster `c`'s FAT entry (first copy).
+    fn entry_offset(&self, c: u32) -> u64 {
+        let b = self.fat.boot();
+        b.fat_offset
+            .saturating_add(u64::from(c).saturating_mul(b.fat_type.bits()) / 8)
+    }
+
+    /// `truncate_file`: keeps `clusters` of the file's chain, frees the
+    /// rest.
+    fn truncate(&mut self, f: usize, mut clusters: u64) {
+        let mut walk = self.files.get(f).map_or(0, |x| x.start);
+        let mut deleting = clusters == 0;
+        if deleting {
+            if let Some(x) = self.files.get_mut(f) {
+                x.start = 0;
+            }
+        }
+        let mut steps = 0u64;
+        while walk > 0 && steps <= u64::from(self.clusters) {
+            steps = steps.saturating_add(1);
+            let next = self.next(walk);
+            if deleting {
+                self.set(walk, 0);
+            } else {
+                clusters = clusters.saturating_sub(1);
+                if clusters == 0 {
+                    deleting = true;
+                    let e = self.eoc();
+                    self.set(walk, e);
+                }
+            }
+            walk = next.unwrap_or(0);
+        }
+    }
+
+    /// `check_file`.
+    fn check_file(&mut self, f: usize, parent: Option<usize>, grandparent_start: u32) {
+        let Some(file) = self.files.get(f) else {
+            return;
+        };
+        let (path, entry, offset, file_start) = (
+            file.path.clone(),
+            file.entry.clone(),
+            file.offset,
+            file.start,
+        );
+        let root_cluster = match self.kind {
+            FatType::Fat32 => self.fat.boot().root_cluster,
+            _ => 0,
+        };
+        let cs = self.cluster_size;
+        if entry.is_dir() {
+            if entry.size != 0 {
+                self.problem(
+                    Severity::Error,
+                    "fat-directory-size",
+                    path.clone(),
+                    Some(offset.saturating_add(28)),
+                    format!("directory has non-zero size {}", entry.size),
+                );
+            }
+            if let Some(p) = parent {
+                let parent_start = self.files.get(p).map_or(0, |x| x.start);
+                let dots = match &entry.raw_name {
+                    b".          " => Some(parent_start),
+                    b"..         " => {
+                        let g = if grandparent_start == root_cluster {
+                            0
+                        } else {
+                            grandparent_start
+                        };
+                        Some(g)
+                    }
+                    _ => None,
+                };
+                if let Some(expect) = dots {
+                    if entry.first_cluster != expect {
+                        self.problem(
+                            Severity::Error,
+                            "fat-dot-start",
+                            path,
+                            Some(offset.saturating_add(26)),
+                            format!(
+                                "start ({}) does not point to the directory it names ({expect})",
+                                entry.first_cluster
+                            ),
+                        );
+                    }
+                    return;
+                }
+            }
+            if file_start == 0 {
+                self.problem(
+                    Severity::Error,
+                    "fat-directory-start",
+                    path,
+                    Some(offset.saturating_add(26)),
+                    "start does point to root directory".into(),
+                );
+                return;
+            }
+        }
+        let mut start = file_start;
+        if start == 1 {
+            self.problem(
+                Severity::Error,
+                "fat-bad-start",
+                path.clone(),
+                Some(offset.saturating_add(26)),
+                "bad start cluster 1".into(),
+            );
+            start = 0;
+        }
+        if u64::from(start) >= u64::from(self.clusters).saturating_add(2) {
+            self.problem(
+                Severity::Error,
+                "fat-start-beyond-limit",
+                path.clone(),
+                Some(offset.saturating_add(26)),
+                format!(
+                    "start cluster beyond limit ({start} > {})",
+                    u64::from(self.clusters).saturating_add(1)
+                ),
+            );
+            start = 0;
+        }
+        if let Some(x) = self.files.get_mut(f) {
+            x.start = start;
+        }
+        let me = u32::try_from(f.saturating_add(1)).unwrap_or(u32::MAX);
+        let (mut clusters, mut prev) = (0u64, 0u32);
+        let mut curr = (start != 0).then_some(start);
+        while let Some(c) = curr {
+            let value = self.get(c);
+            if value == 0 || value == self.bad() {
+                let what = if value == 0 { "free" } else { "bad" };
+                self.problem(
+                    Severity::Error,
+                    "fat-chain-free-cluster",
+                    path.clone(),
+                    Some(self.entry_offset(c)),
+                    format!("contains a {what} cluster ({c})"),
+                );
+                if prev != 0 {
+                    let e = self.eoc();
+                    self.set(prev, e);
+                } else if let Some(x) = self.files.get_mut(f) {
+                    x.start = 0;
+                }
+                break;
+            }
+            if !entry.is_dir() && u64::from(entry.size) <= clusters.saturating_mul(cs) {
+                self.problem(
+                    Severity::Error,
+                    "fat-file-size",
+                    path.clone(),
+                    Some(offset.saturating_add(28)),
+                    format!(
+                        "file size is {} bytes, cluster chain length is > {} bytes",
+                        entry.size,
+                        clusters.saturating_mul(cs)
+                    ),
+                );
+                self.truncate(f, clusters);
+                break;
+            }
+            let owner = self.owner_of(c);
+            if owner != 0 {
+                let other = self
+                    .files
+                    .get(
+                        usize::try_from(owner)
+                            .unwrap_or(usize::MAX)
+                            .saturating_sub(1),
+                    )
+                    .map_or_else(String::new, |o| o.path.clone());
+                self.problem(
+                    Severity::Error,
+                    "fat-shared-clusters",
+                    path.clone(),
+                    Some(self.entry_offset(c)),
+                    format!("{other} and {path} share clusters (cluster {c})"),
+                );
+                if prev != 0 {
+                    let e = self.eoc();
+                    self.set(prev, e);
+                } else if let Some(x) = self.files.get_mut(f) {
+                    x.start = 0;
+                }
+                break;
+            }
+            if let Some(o) = self.owner.get_mut(usize::try_from(c).unwrap_or(usize::MAX)) {
+                *o = me;
+            }
+            clusters = clusters.saturating_add(1);
+            prev = c;
+            curr = self.next(c);
+        }
+        if !entry.is_dir() && u64::from(entry.size) > clusters.saturating_mul(cs) {
+            self.problem(
+                Severity::Error,
+                "fat-file-size",
+                path,
+                Some(offset.saturating_add(28)),
+                format!(
+                    "file size is {} bytes, cluster chain length is {} bytes",
+                    entry.size,
+                    clusters.saturating_mul(cs)
+                ),
+            );
+        }
+    }
+
+    /// The short entries of a directory (its chain as fixed in memory),
+    /// as (volume offset, entry).
+    fn entries(&self, start: Option<u32>) -> Vec<(u64, ShortEntry)> {
+        let boot = self.fat.boot();
+        let mut ranges = Vec::new();
+        match start {
+            None => ranges.push((boot.root_dir_offset, boot.root_dir_bytes)),
+            Some(mut c) => {
+                let limit = crate::fs::fat::MAX_DIR_BYTES
+                    .checked_div(self.cluster_size)
+                    .unwrap_or(0);
+                for _ in 0..limit.max(1) {
+                    if let Some(at) = boot.cluster_offset(c) {
+                        ranges.push((at, self.cluster_size));
+                    }
+                    match self.next(c) {
+                        Some(n) => c = n,
+                        None => break,
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 32];
+        for (at, len) in ranges {
+            let mut pos = 0u64;
+            while pos.saturating_add(32) <= len {
+                let off = at.saturating_add(pos);
+                pos = pos.saturating_add(32);
+                if self.fat.disk().read_at(off, &mut buf).is_err() {
+                    return out;
+                }
+                match dir::slot(&buf) {
+                    dir::Slot::End => return out,
+                    dir::Slot::Short(e) => out.push((off, e)),
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// `check_dir` then `subdirs`: the directory's files, then each
+    /// subdirectory's.
+    fn check_dir(
+        &mut self,
+        dir: Option<usize>,
+        start: Option<u32>,
+        parent_start: u32,
+        depth: usize,
+    ) {
+        if depth > MAX_DEPTH || self.files.len() >= MAX_FILES {
+            return;
+        }
+        let prefix = dir
+            .and_then(|d| self.files.get(d))
+            .map_or_else(String::new, |d| d.path.clone());
+        let mut mine = Vec::new();
+        for (offset, entry) in self.entries(start) {
+            if entry.attr & dir::ATTR_VOLUME_ID != 0 && !entry.is_dir() {
+                continue;
+            }
+            let path = format!("{prefix}/{}", short_name(&entry.raw_name));
+            let start = entry.first_cluster;
+            self.files.push(File {
+                path,
+                offset,
+                entry,
+                start,
+            });
+            mine.push(self.files.len().saturating_sub(1));
+        }
+        for &f in &mine {
+            self.check_file(f, dir, parent_start);
+        }
+        let my_start = dir.and_then(|d| self.files.get(d)).map_or(0, |d| d.start);
+        for &f in &mine {
+            let Some(file) = self.files.get(f) else {
+                continue;
+            };
+            let dots = matches!(&file.entry.raw_name, b".          " | b"..         ");
+            if !file.entry.is_dir() || dots || file.start == 0 {
+                continue;
+            }
+            let s = file.start;
+            self.check_dir(Some(f), Some(s), my_start, depth.saturating_add(1));
+        }
+    }
+}
+
+/// Checks the FAT filesystem, read-only. `layer_of` tells which chain
+/// layer holds the volume's byte at an offset.
+pub fn check(
+    fat: &Fat,
+    layer_of: &dyn Fn(u64) -> Option<usize>,
+    progress: &dyn Progress,
+) -> (Problems, Summary) {
+    let boot = fat.boot();
+    let mut c = Checker {
+        fat,
+        layer_of,
+        out: Problems::default(),
+        table: Vec::new(),
+        owner: Vec::new(),
+        files: Vec::new(),
+        kind: boot.fat_type,
+        clusters: u32::try_from(boot.cluster_count.min(MAX_CLUSTERS)).unwrap_or(0),
+        cluster_size: boot.cluster_size.max(1),
+    };
+    let mut summary = Summary {
+        clusters: boot.cluster_count,
+        ..Summary::default()
+    };
+    if boot.cluster_count > MAX_CLUSTERS {
+        c.problem(
+            Severity::Leak,
+            "fat-not-checked",
+            "FAT".into(),
+            None,
+            format!(
+                "{} clusters: more than the {MAX_CLUSTERS} this check holds in memory; not checked",
+                boot.cluster_count
+            ),
+        );
+        return (c.out, summary);
+    }
+    boot_sector(&mut c);
+    let total = usize::try_from(u64::from(c.clusters).saturating_add(2)).unwrap_or(0);
+    progress.stage("FAT", u64::try_from(total).unwrap_or(0));
+    // The first FAT, then the copies against it.
+    let mut reader = fat.fat_reader();
+    let mut table = Vec::with_capacity(total);
+    for cl in 0..total {
+        table.push(reader.entry(u32::try_from(cl).unwrap_or(0)).unwrap_or(0));
+    }
+    c.table = table;
+    c.owner = vec![0; total];
+    copies(&mut c);
+    for cl in 2..u32::try_from(total).unwrap_or(0) {
+        let v = c.get(cl);
+        let past = u64::from(v) >= u64::from(c.clusters).saturating_add(2) && v < c.bad();
+        if v == 1 || past {
+            c.problem(
+                Severity::Error,
+                "fat-cluster-out-of-range",
+                "FAT".into(),
+                Some(c.entry_offset(cl)),
+                format!("cluster {} out of range ({v})", cl.saturating_sub(2)),
+            );
+            let e = c.eoc();
+            c.set(cl, e);
+        }
+    }
+    progress.advance(u64::try_from(total).unwrap_or(0));
+    // The files, from the root.
+    let root = match c.kind {
+        FatType::Fat32 => {
+            // The root directory is a chain too, owned first.
+            let rc = boot.root_cluster;
+            c.files.push(File {
+                path: String::new(),
+                offset: 0,
+                entry: ShortEntry::decode(&[0u8; 32]),
+                start: rc,
+            });
+            let mut cur = Some(rc);
+            let mut n = 0u64;
+            while let Some(cl) = cur {
+                if n > u64::from(c.clusters) || c.owner_of(cl) != 0 {
+                    break;
+                }
+                if let Some(o) = c.owner.get_mut(usize::try_from(cl).unwrap_or(usize::MAX)) {
+                    *o = 1;
+                }
+                n = n.saturating_add(1);
+                cur = c.next(cl);
+            }
+            Some(0)
+        }
+        _ => None,
+    };
+    let root_start = root.map(|_| boot.root_cluster);
+    c.check_dir(root, root_start, 0, 0);
+    summary.files = u64::try_from(c.files.len()).unwrap_or(0);
+    // Clusters in use that no file owns.
+    let mut reclaimed = 0u64;
+    let mut first_lost = None;
+    for cl in 2..u32::try_from(total).unwrap_or(0) {
+        let v = c.get(cl);
+        if c.owner_of(cl) == 0 && v != 0 && v != c.bad() {
+            first_lost.get_or_insert(cl);
+            c.set(cl, 0);
+            reclaimed = reclaimed.saturating_add(1);
+        }
+    }
+    if reclaimed > 0 {
+        let at = first_lost.map(|cl| c.entry_offset(cl));
+        c.problem(
+            Severity::Error,
+            "fat-unused-clusters",
+            "FAT".into(),
+            at,
+            format!(
+                "{reclaimed} cluster(s) ({} bytes) in use that no file owns",
+                reclaimed.saturating_mul(c.cluster_size)
+            ),
+        );
+    }
+    let free = (2..u32::try_from(total).unwrap_or(0))
+        .filter(|&cl| c.owner_of(cl) == 0 && c.get(cl) != c.bad())
+        .count();
+    let free = u64::try_from(free).unwrap_or(0);
+    summary.clusters_used = u64::from(c.clusters).saturating_sub(free);
+    if let Some((info, at)) = fat.fsinfo() {
+        if let Some(count) = info.free_count {
+            if u64::from(count) != free {
+                c.problem(
+                    Severity::Error,
+                    "fat-free-count",
+                    "FSInfo".into(),
+                    Some(at.saturating_add(488)),
+                    format!("free cluster summary wrong ({count} vs. really {free})"),
+                );
+            }
+        }
+    }
+    (c.out, summary)
+}
+
+/// The boot sector: its backup (FAT32) and the dirty bit.
+fn boot_sector(c: &mut Checker<'_>) {
+    let boot = c.fat.boot();
+    let bps = boot.bytes_per_sector;
+    let mut first = vec![0u8; 512];
+    if c.fat.disk().read_at(0, &mut first).is_err() {
+        return;
+    }
+    let dirty_at = if boot.fat_type == FatType::Fat32 {
+        0x41
+    } else {
+        0x25
+    };
+    if boot.fat_type != FatType::Fat12 && first.get(dirty_at).is_some_and(|b| b & 1 != 0) {
+        c.problem(
+            Severity::Error,
+            "fat-dirty",
+            "boot sector".into(),
+            Some(u64::try_from(dirty_at).unwrap_or(0)),
+            "dirty bit is set: the filesystem was not properly unmounted".into(),
+        );
+    }
+    if boot.fat_type == FatType::Fat32 && boot.backup_boot_sector != 0 {
+        let at = boot.backup_boot_sector.saturating_mul(bps);
+        let mut backup = vec![0u8; 512];
+        if c.fat.disk().read_at(at, &mut backup).is_ok() && backup != first {
+            let diff = first
+                .iter()
+                .zip(&backup)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            c.problem(
+                Severity::Leak,
+                "fat-boot-backup",
+                "boot sector".into(),
+                Some(at.saturating_add(u64::try_from(diff).unwrap_or(0))),
+                format!("the boot sector and its backup differ (first at byte {diff})"),
+            );
+        }
+    }
+}
+
+/// The FAT copies against the first, over the bytes that map clusters.
+fn copies(c: &mut Checker<'_>) {
+    let boot = c.fat.boot();
+    let size = u64::from(c.clusters)
+        .saturating_add(2)
+        .saturating_mul(boot.fat_type.bits())
+        .saturating_add(7)
+        / 8;
+    let fat_bytes = boot.fat_sectors.saturating_mul(boot.bytes_per_sector);
+    let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    for copy in 1..boot.num_fats.min(16) {
+        let base = boot
+            .fat_offset
+            .saturating_add(copy.saturating_mul(fat_bytes));
+        let mut pos = 0u64;
+        while pos < size {
+            let n = size.saturating_sub(pos).min(1 << 16);
+            let len = usize::try_from(n).unwrap_or(0);
+            let (Some(x), Some(y)) = (a.get_mut(..len), b.get_mut(..len)) else {
+                return;
+            };
+            if c.fat
+                .disk()
+                .read_at(boot.fat_offset.saturating_add(pos), x)
+                .is_err()
+                || c.fat.disk().read_at(base.saturating_add(pos), y).is_err()
+            {
+                return;
+            }
+            if let Some(i) = x.iter().zip(y.iter()).position(|(p, q)| p != q) {
+                let at = base
+                    .saturating_add(pos)
+                    .saturating_add(u64::try_from(i).unwrap_or(0));
+                c.problem(
+                    Severity::Error,
+                    "fat-copies-differ",
+                    format!("FAT {}", copy.saturating_add(1)),
+                    Some(at),
+                    format!(
+                        "FAT copy {} differs from the first (first at {at:#x})",
+                        copy.saturating_add(1)
+                    ),
+                );
+                break;
+            }
+            pos = pos.saturating_add(n);
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Metadata walks over a remote source with requests in flight: `ls -R`
+//! over NBD fetches a level of the tree at a time (inodes, map blocks,
+//! directory blocks, each step one batch), and `read_many` sends scattered
+//! ranges together. Oracles: the tree the image was made from, the local
+//! listing of the same image, the file's bytes; nbdkit's log filter shows
+//! the requests in flight.
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use layerscope::block::nbd::{NbdClient, NbdUri, Options};
+use layerscope::block::BlockSource;
+
+use crate::util::*;
+
+/// nbdkit in the foreground, killed when dropped.
+struct Nbdkit(Child);
+
+impl Drop for Nbdkit {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nbdkit(dir: &Path, sock: &Path, args: &[&str]) -> Nbdkit {
+    let child = Command::new("nbdkit")
+        .args(["-f", "-U", sock.to_str().unwrap()])
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nbdkit");
+    let server = Nbdkit(child);
+    let start = Instant::now();
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nbdkit did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+fn uri(sock: &Path) -> String {
+    format!("nbd+unix:///?socket={}", sock.display())
+}
+
+/// A tree of three levels (20 directories of 8 subdirectories of 4
+/// files), a directory of 3000 long names (36 blocks: an indirect block
+/// on ext2), and a chain of nested directories 9 deep; its paths.
+fn make_walk_tree(root: &Path) -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    let mut add = |p: &Path| {
+        paths.insert(p.strip_prefix(root).unwrap().to_str().unwrap().to_owned());
+    };
+    for a in 0..20 {
+        for b in 0..8 {
+            let d = root.join(format!("a{a:02}")).join(format!("b{b}"));
+            std::fs::create_dir_all(&d).unwrap();
+            add(d.parent().unwrap());
+            add(&d);
+            for f in 0..4 {
+                let p = d.join(format!("f{f}.txt"));
+                std::fs::write(&p, format!("{a} {b} {f}\n").repeat(a * 40 + f)).unwrap();
+                add(&p);
+            }
+        }
+    }
+    let big = root.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    add(&big);
+    for i in 0..3000 {
+        let p = big.join(format!("a-rather-long-file-name-to-fill-blocks-{i:05}"));
+        std::fs::write(&p, b"x").unwrap();
+        add(&p);
+    }
+    let mut deep = root.to_path_buf();
+    for i in 0..9 {
+        deep = deep.join(format!("deep{i}"));
+        std::fs::create_dir_all(&deep).unwrap();
+        add(&deep);
+    }
+    let leaf = deep.join("leaf");
+    std::fs::write(&leaf, b"bottom\n").unwrap();
+    add(&leaf);
+    paths
+}
+
+/// The paths `ls -R` printed (directory headers and names joined), but
+/// `.`, `..` and lost+found's.
+fn listed_paths(out: &str) -> BTreeSet<String> {
+    let mut dir = String::new();
+    let mut paths = BTreeSet::new();
+    for line in out.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(h) = line.strip_suffix(':').filter(|h| h.starts_with('/')) {
+            dir = h.trim_start_matches('/').to_owned();
+            continue;
+        }
+        if line == "." || line == ".." || dir.starts_with("lost+found") {
+            continue;
+        }
+        paths.insert(if dir.is_empty() {
+            line.to_owned()
+        } else {
+            format!("{dir}/{line}")
+        });
+    }
+    paths.remove("lost+found");
+    paths
+}
+
+/// The most reads nbdkit's log filter shows outstanding at once.
+fn max_reads_in_flight(log: &str) -> usize {
+    let (mut now, mut max) = (0usize, 0usize);
+    for line in log.lines() {
+        if line.contains(" Read id=") {
+            now += 1;
+            max = max.max(now);
+        } else if line.contains("...Read id=") {
+            now = now.saturating_sub(1);
+        }
+    }
+    max
+}
+
+#[test]
+fn ls_r_over_nbd_equals_the_local_listing_with_reads_in_flight() {
+    if !need("nbdkit") || !need("mke2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    let want = make_walk_tree(&tree);
+    for kind in ["ext4", "ext2"] {
+        let image = format!("{kind}.raw");
+        sh(
+            dir,
+            &[
+                "mke2fs",
+                "-q",
+                "-t",
+                kind,
+                "-b",
+                "4096",
+                "-E",
+                "root_owner=0:0",
+                "-d",
+                tree.to_str().unwrap(),
+                &image,
+                "64M",
+            ],
+        );
+        let local = layerscope(dir, &["ls", "-R", &image]).ok().text();
+        assert_eq!(listed_paths(&local), want, "{kind}: the local listing");
+        let sock = dir.join(format!("{kind}.sock"));
+        let log = dir.join(format!("{kind}.log"));
+        let logfile = format!("logfile={}", log.display());
+        // A short delay on each read (the log filter in front of it) makes
+        // the requests outstanding together visible in the log.
+        let server = nbdkit(
+            dir,
+            &sock,
+            &[
+                "--filter=log",
+                "--filter=delay",
+                "file",
+                &image,
+                &logfile,
+                "rdelay=5ms",
+            ],
+        );
+        let remote = layerscope(dir, &["ls", "-R", &uri(&sock)]).ok().text();
+        drop(server);
+        assert!(
+            local == remote,
+            "{kind}: ls -R over NBD differs from the local listing"
+        );
+        let text = std::fs::read_to_string(&log).unwrap();
+        let in_flight = max_reads_in_flight(&text);
+        // 181 directories at the second and third levels: fetched a level
+        // at a time, many reads are outstanding together.
+        assert!(
+            in_flight >= 8,
+            "{kind}: at most {in_flight} reads in flight"
+        );
+    }
+}
+
+/// Scattered ranges (some longer than one request, some sharing bytes)
+/// read with `read_many` over multi-conn equal the file; the log shows
+/// them in flight on several connections.
+#[test]
+fn read_many_over_nbd_equals_the_file() {
+    if !need("nbdkit") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let bytes: Vec<u8> = (0..(24u64 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("disk.raw"), &bytes).unwrap();
+    let sock = dir.join("rm.sock");
+    let log = dir.join("rm.log");
+    let logfile = format!("logfile={}", log.display());
+    let server = nbdkit(
+        dir,
+        &sock,
+        &[
+            "--filter=log",
+            "--filter=delay",
+            "file",
+            "disk.raw",
+            &logfile,
+            "rdelay=2ms",
+        ],
+    );
+    let client =
+        NbdClient::connect(NbdUri::parse(&uri(&sock)).unwrap(), Options::default()).unwrap();
+    let mut ranges: Vec<(u64, usize)> = (0..300u64)
+        .map(|i| {
+            (
+                (i * 7919 * 4099) % (23 << 20),
+                1 + (i as usize * 977) % 20_000,
+            )
+        })
+        .collect();
+    ranges.push((0, 600 << 10));
+    ranges.push((bytes.len() as u64 - 100, 100));
+    ranges.push((4096, 10));
+    let mut bufs: Vec<Vec<u8>> = ranges.iter().map(|&(_, n)| vec![0xa5; n]).collect();
+    let mut reqs: Vec<(u64, &mut [u8])> = ranges
+        .iter()
+        .zip(bufs.iter_mut())
+        .map(|(&(o, _), b)| (o, b.as_mut_slice()))
+        .collect();
+    client.read_many(&mut reqs).unwrap();
+    for (&(o, n), b) in ranges.iter().zip(&bufs) {
+        assert!(
+            b[..] == bytes[o as usize..o as usize + n],
+            "range {o:#x}+{n} differs"
+        );
+    }
+    // Past the end: an error, nothing read.
+    let mut past = vec![0u8; 10];
+    assert!(client
+        .read_many(&mut [(bytes.len() as u64 - 5, past.as_mut_slice())])
+        .is_err());
+    drop(client);
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        max_reads_in_flight(&text) >= 8,
+        "{}",
+        max_reads_in_flight(&text)
+    );
+    let conns: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.contains(" Read id="))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("connection=")))
+        .collect();
+    assert!(conns.len() > 1, "one connection: {conns:?}");
+}
+
+/// A server that stops answering in the middle of a batch: the batch
+/// ends with a time-out error naming the server, not a hang.
+#[test]
+fn a_batch_to_a_stalled_server_times_out() {
+    if !need("nbdkit") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let sock = dir.join("slow.sock");
+    let _slow = nbdkit(
+        dir,
+        &sock,
+        &["--filter=delay", "memory", "16M", "delay-read=30"],
+    );
+    let opts = Options {
+        request_timeout: Duration::from_millis(500),
+        operation_timeout: Duration::from_secs(2),
+        reconnect_attempts: 0,
+        ..Options::default()
+    };
+    let client = NbdClient::connect(NbdUri::parse(&uri(&sock)).unwrap(), opts).unwrap();
+    let start = Instant::now();
+    let mut bufs: Vec<Vec<u8>> = (0..100).map(|_| vec![0u8; 4096]).collect();
+    let mut reqs: Vec<(u64, &mut [u8])> = bufs
+        .iter_mut()
+        .enumerate()
+        .map(|(i, b)| (i as u64 * 65536, b.as_mut_slice()))
+        .collect();
+    let err = client.read_many(&mut reqs).unwrap_err();
+    // A guard against a hang, not a timing figure.
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&sock.display().to_string()), "{msg}");
+}
