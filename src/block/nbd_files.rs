@@ -180,9 +180,9 @@ pub fn open_uri(
             let len = client.len();
             let n = len.min(512);
             let mut head = vec![0u8; usize::try_from(n).unwrap_or(0)];
-            client.read_at(0, &mut head)?;
             let mut tail = vec![0u8; usize::try_from(n).unwrap_or(0)];
-            client.read_at(len.saturating_sub(n), &mut tail)?;
+            // Both in flight together: one round trip.
+            client.read_many(&mut [(0, &mut head), (len.saturating_sub(n), &mut tail)])?;
             match probe(&head, &tail) {
                 // A disk (or bytes we cannot tell from one): the export as
                 // qemu-nbd serves it.
