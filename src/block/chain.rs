@@ -210,7 +210,47 @@ pub struct Chain {
     pub layers: Vec<Layer>,
 }
 
+/// How a chain's files are named where it is shown (`render --paths`), so
+/// that frames and snapshots do not depend on where the images are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PathStyle {
+    /// As they were given or resolved (the default).
+    #[default]
+    AsGiven,
+    /// Their file names alone.
+    Name,
+    /// `layer N`, hiding the names.
+    Redacted,
+}
+
 impl Chain {
+    /// Renames the layers' paths (and resolved backing names) for display
+    /// in `style`. The files stay open as they are: only what is shown
+    /// changes, so call it after opening.
+    pub fn show_paths(&mut self, style: PathStyle) {
+        let name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
+        for layer in &mut self.layers {
+            let below = layer.index.checked_sub(1);
+            match style {
+                PathStyle::AsGiven => {}
+                PathStyle::Name => {
+                    layer.path = name(&layer.path);
+                    layer.backing_resolved = layer.backing_resolved.as_deref().map(name);
+                }
+                PathStyle::Redacted => {
+                    layer.path = format!("layer {}", layer.index);
+                    let label = below.map(|b| format!("layer {b}"));
+                    if layer.backing_name.is_some() {
+                        layer.backing_name.clone_from(&label);
+                    }
+                    if layer.backing_resolved.is_some() {
+                        layer.backing_resolved = label;
+                    }
+                }
+            }
+        }
+    }
+
     /// The top layer.
     pub fn top(&self) -> Option<&Layer> {
         self.layers.last()

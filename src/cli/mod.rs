@@ -264,6 +264,11 @@ pub struct RenderArgs {
     pub volume: Option<String>,
     #[command(flatten)]
     pub replay: ReplayArgs,
+    /// How the frame names the image files: as given, by file name only,
+    /// or redacted (`layer N`), so snapshots do not depend on where the
+    /// images are.
+    #[arg(long, value_enum, default_value = "as-given", value_name = "STYLE")]
+    pub paths: PathsArg,
     /// For the benchmark: run the keys against the threaded worker and
     /// print each key's frame time as JSON instead of the frame.
     #[arg(long, hide = true)]
@@ -271,6 +276,24 @@ pub struct RenderArgs {
     /// With --time-keys: then open every directory of the tree.
     #[arg(long, hide = true, requires = "time_keys")]
     pub visit_all: bool,
+}
+
+/// `render --paths`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PathsArg {
+    AsGiven,
+    Name,
+    Redacted,
+}
+
+impl From<PathsArg> for crate::block::chain::PathStyle {
+    fn from(p: PathsArg) -> Self {
+        match p {
+            PathsArg::AsGiven => Self::AsGiven,
+            PathsArg::Name => Self::Name,
+            PathsArg::Redacted => Self::Redacted,
+        }
+    }
 }
 
 fn parse_term_size(text: &str) -> Result<(u16, u16), String> {
@@ -568,7 +591,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Completions(args)) => meta::completions(&args, &mut out),
         Some(Command::Man(args)) => meta::man(&args, &mut out),
         Some(Command::Render(args)) => {
-            let chain = open_or_demo(args.image.as_deref())?;
+            let mut chain = open_or_demo(args.image.as_deref())?;
+            chain.show_paths(args.paths.into());
             let (w, h) = args.size;
             if args.time_keys {
                 let t = crate::ui::timing::time_keys(chain, w, h, &args.keys, args.visit_all)?;

@@ -279,3 +279,72 @@ fn blocks_has_logical_ranges_and_run_kinds() {
         "{text}"
     );
 }
+
+/// `render --paths name|redacted`: the same chain in two directories
+/// renders the same frame, so snapshots are portable; as given, the
+/// frames name the directories.
+#[test]
+fn render_paths_make_frames_portable() {
+    if !need("qemu-img") || !need("mke2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let mut frames = Vec::new();
+    for dir in ["first-place", "another/deeper/place"] {
+        let at = d.path().join(dir);
+        std::fs::create_dir_all(&at).unwrap();
+        mkfs(&at, "base", "8M", 5);
+        sh(
+            &at,
+            &[
+                "qemu-img",
+                "convert",
+                "-O",
+                "qcow2",
+                "base.raw",
+                "base.qcow2",
+            ],
+        );
+        sh(
+            &at,
+            &[
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "base.qcow2",
+                "-F",
+                "qcow2",
+                "top.qcow2",
+            ],
+        );
+        let top = at.join("top.qcow2");
+        let top = top.to_str().unwrap();
+        let frame = |style: &str| {
+            layerscope(
+                d.path(),
+                &[
+                    "render", top, "--size", "120x40", "--keys", "Tab", "--paths", style,
+                ],
+            )
+            .ok()
+            .text()
+        };
+        let (given, name, redacted) = (frame("as-given"), frame("name"), frame("redacted"));
+        assert!(given.contains(dir.rsplit('/').next().unwrap()), "{given}");
+        for f in [&name, &redacted] {
+            assert!(!f.contains("place"), "{f}");
+        }
+        assert!(name.contains("top.qcow2"), "{name}");
+        assert!(
+            !redacted.contains("top.qcow2") && redacted.contains("layer 1"),
+            "{redacted}"
+        );
+        frames.push((given, name, redacted));
+    }
+    assert_ne!(frames[0].0, frames[1].0);
+    assert_eq!(frames[0].1, frames[1].1, "--paths name");
+    assert_eq!(frames[0].2, frames[1].2, "--paths redacted");
+}
