@@ -203,13 +203,24 @@ fn encrypted_image_is_unsupported() {
             "--object",
             "secret,id=sec0,data=abc",
             "-o",
-            "encrypt.format=luks,encrypt.key-secret=sec0",
+            "encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10",
             "enc.qcow2",
             "1M",
         ],
     );
     let l = fails(dir, &["map", "enc.qcow2"], "enc.qcow2");
     assert!(l.contains("encrypted"), "{l}");
+    // The cipher is named as qemu-img info names it (issue 17).
+    let info: serde_json::Value = serde_json::from_slice(
+        &sh(dir, &["qemu-img", "info", "--output=json", "enc.qcow2"]).stdout,
+    )
+    .unwrap();
+    let e = &info["format-specific"]["data"]["encrypt"];
+    for key in ["cipher-alg", "cipher-mode", "ivgen-alg", "hash-alg"] {
+        let words = key.replace('-', " ");
+        let want = format!("{words} {}", e[key].as_str().unwrap());
+        assert!(l.contains(&want), "{want:?} not in {l}");
+    }
 }
 
 #[test]

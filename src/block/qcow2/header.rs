@@ -173,6 +173,11 @@ pub struct Header {
     pub data_file: Option<String>,
     /// Autoclear bit 1: the data file is a raw image of the disk by itself.
     pub data_file_raw: bool,
+    /// 0 none, 1 qemu's legacy AES, 2 LUKS.
+    pub crypt_method: u32,
+    /// The LUKS header's place in the file (offset, length), from the
+    /// crypto header extension.
+    pub luks_header: Option<(u64, u64)>,
 }
 
 impl Header {
@@ -330,11 +335,12 @@ impl Header {
         let get = |name: &str| value_of(&fields, name);
         let get32 = |name: &str| get(name).map(|v| u32::try_from(v).unwrap_or(u32::MAX));
 
-        match get("crypt_method").unwrap_or(0) {
-            0 => {}
-            1 => return Err(BlockError::unsupported(path, "encrypted image (AES)")),
-            2 => return Err(BlockError::unsupported(path, "encrypted image (LUKS)")),
-            n => return Err(bad("crypt_method", format!("unknown method {n}"))),
+        let crypt_method = get32("crypt_method").unwrap_or(0);
+        if crypt_method > 2 {
+            return Err(bad(
+                "crypt_method",
+                format!("unknown method {crypt_method}"),
+            ));
         }
 
         let incompatible_features = get("incompatible_features").unwrap_or(0);
@@ -414,10 +420,10 @@ impl Header {
                 ))
             }
         };
-        if exts.crypto {
-            return Err(BlockError::unsupported(
-                path,
-                "encrypted image (crypto header)",
+        if exts.crypto.is_some() && crypt_method != 2 {
+            return Err(bad(
+                "crypt_method",
+                format!("{crypt_method}, but a LUKS crypto header extension is present"),
             ));
         }
         let extended = incompatible_features & INCOMPAT_EXTL2 != 0;
@@ -533,6 +539,8 @@ impl Header {
             bitmaps_consistent,
             data_file_raw: data_file.is_some() && autoclear & 2 != 0,
             data_file,
+            crypt_method,
+            luks_header: exts.crypto,
         })
     }
 }
@@ -542,7 +550,7 @@ struct Extensions {
     backing_format: Option<String>,
     feature_names: Vec<(u8, u8, String)>,
     data_file: Option<String>,
-    crypto: bool,
+    crypto: Option<(u64, u64)>,
     bitmaps: bool,
     bitmaps_extension: Option<(u32, u64, u64)>,
 }
@@ -591,7 +599,9 @@ fn decode_extensions(
         match kind {
             EXT_BACKING_FORMAT => exts.backing_format = Some(text()),
             EXT_DATA_FILE => exts.data_file = Some(text()),
-            EXT_CRYPTO => exts.crypto = true,
+            EXT_CRYPTO => {
+                exts.crypto = Some((be64(data, 0).unwrap_or(0), be64(data, 8).unwrap_or(0)));
+            }
             EXT_BITMAPS => {
                 exts.bitmaps = true;
                 // qcow2.txt: nb_bitmaps, reserved, directory size, offset.

@@ -111,6 +111,12 @@ impl Qcow2Layer {
             .read_exact_at(0, &mut head)
             .map_err(|e| BlockError::io(path, "reading the qcow2 header", 0, e))?;
         let header = Header::decode(path, &head, file_len)?;
+        if header.crypt_method != 0 {
+            return Err(BlockError::unsupported(
+                path,
+                encryption_note(storage.as_ref(), &header),
+            ));
+        }
 
         let cluster_bits = header.cluster_bits;
         let cluster_size = header.cluster_size();
@@ -609,6 +615,46 @@ impl Qcow2Layer {
             .put(descriptor, Arc::clone(&out));
         Ok(out)
     }
+}
+
+/// What an encrypted image uses, in `qemu-img info`'s words (layerscope
+/// holds no keys and reads no encrypted data).
+fn encryption_note(storage: &dyn Storage, header: &Header) -> String {
+    if header.crypt_method == 1 {
+        return "encrypted image (qemu's legacy AES-128-CBC encryption): layerscope does not decrypt".into();
+    }
+    let Some((offset, len)) = header.luks_header else {
+        return "encrypted image (LUKS), but no crypto header extension says where its LUKS header is".into();
+    };
+    // LUKS1: magic, version, cipher name and mode, hash, payload offset,
+    // key bytes (at 108).
+    let mut raw = [0u8; 112];
+    let luks = if len >= 112
+        && offset.checked_add(112).is_some_and(|e| e <= storage.len())
+        && storage.read_exact_at(offset, &mut raw).is_ok()
+        && raw.starts_with(b"LUKS\xba\xbe")
+    {
+        let text = |from: usize, to: usize| {
+            let b = raw.get(from..to).unwrap_or(&[]);
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(b.get(..end).unwrap_or(&[])).into_owned()
+        };
+        let (cipher, mode, hash) = (text(8, 40), text(40, 72), text(72, 104));
+        let key_bits = crate::bytes::be32(&raw, 108).map_or(0, |k| u64::from(k).saturating_mul(8));
+        let (mode, ivgen) = mode.split_once('-').unwrap_or((mode.as_str(), ""));
+        // XTS splits the key in two.
+        let bits = if mode == "xts" {
+            key_bits / 2
+        } else {
+            key_bits
+        };
+        format!(
+            "cipher alg {cipher}-{bits}, cipher mode {mode}, ivgen alg {ivgen}, hash alg {hash}"
+        )
+    } else {
+        format!("no LUKS header at {offset:#x}")
+    };
+    format!("encrypted image (LUKS: {luks}): layerscope does not decrypt")
 }
 
 /// A mask of the `bits` low bits (all of them from 64 on).
