@@ -212,7 +212,7 @@ pub struct Chain {
 
 /// How a chain's files are named where it is shown (`render --paths`), so
 /// that frames and snapshots do not depend on where the images are.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum PathStyle {
     /// As they were given or resolved (the default).
     #[default]

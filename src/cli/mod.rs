@@ -268,7 +268,7 @@ pub struct RenderArgs {
     /// or redacted (`layer N`), so snapshots do not depend on where the
     /// images are.
     #[arg(long, value_enum, default_value = "as-given", value_name = "STYLE")]
-    pub paths: PathsArg,
+    pub paths: crate::block::chain::PathStyle,
     /// For the benchmark: run the keys against the threaded worker and
     /// print each key's frame time as JSON instead of the frame.
     #[arg(long, hide = true)]
@@ -276,24 +276,6 @@ pub struct RenderArgs {
     /// With --time-keys: then open every directory of the tree.
     #[arg(long, hide = true, requires = "time_keys")]
     pub visit_all: bool,
-}
-
-/// `render --paths`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum PathsArg {
-    AsGiven,
-    Name,
-    Redacted,
-}
-
-impl From<PathsArg> for crate::block::chain::PathStyle {
-    fn from(p: PathsArg) -> Self {
-        match p {
-            PathsArg::AsGiven => Self::AsGiven,
-            PathsArg::Name => Self::Name,
-            PathsArg::Redacted => Self::Redacted,
-        }
-    }
 }
 
 fn parse_term_size(text: &str) -> Result<(u16, u16), String> {
@@ -592,7 +574,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Man(args)) => meta::man(&args, &mut out),
         Some(Command::Render(args)) => {
             let mut chain = open_or_demo(args.image.as_deref())?;
-            chain.show_paths(args.paths.into());
+            chain.show_paths(args.paths);
             let (w, h) = args.size;
             if args.time_keys {
                 let t = crate::ui::timing::time_keys(chain, w, h, &args.keys, args.visit_all)?;

@@ -2,30 +2,11 @@
 //! like a backing file (relative to the image), raw and not, under an
 //! overlay and over a backing file; compared with qemu-img map, convert,
 //! info and check.
-use std::path::Path;
 
 use crate::util::*;
 
 fn tools() -> bool {
     need("qemu-img") && need("qemu-io")
-}
-
-fn flat(cwd: &Path, image: &str) -> Vec<u8> {
-    let out = cwd.join("flat.raw");
-    sh(
-        cwd,
-        &[
-            "qemu-img",
-            "convert",
-            "-O",
-            "raw",
-            image,
-            out.to_str().unwrap(),
-        ],
-    );
-    let b = std::fs::read(&out).unwrap();
-    std::fs::remove_file(&out).unwrap();
-    b
 }
 
 #[test]
@@ -102,7 +83,7 @@ fn data_files_read_and_map_like_qemu() {
     for image in ["base.qcow2", "top.qcow2", "raw.qcow2"] {
         let ours = layerscope(cwd, &["map", "--json", image]).ok().json();
         assert_eq!(ours, qemu_map(cwd, image), "map of {image}");
-        let theirs = flat(cwd, image);
+        let theirs = qemu_raw(cwd, image, &[]);
         let ours = layerscope(cwd, &["read", image]).ok().stdout;
         assert!(
             ours == theirs,

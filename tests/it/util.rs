@@ -130,6 +130,19 @@ pub fn qemu_info_chain(cwd: &Path, image: &str) -> Value {
     .unwrap()
 }
 
+/// `qemu-img convert -O raw [EXTRA…] IMAGE`, as bytes (the flat disk
+/// qemu reads).
+pub fn qemu_raw(cwd: &Path, image: &str, extra: &[&str]) -> Vec<u8> {
+    let out = cwd.join(format!("{}.qemu-raw", image.replace('/', "_")));
+    let mut args = vec!["qemu-img", "convert", "-O", "raw"];
+    args.extend_from_slice(extra);
+    args.extend([image, out.to_str().unwrap()]);
+    sh(cwd, &args);
+    let bytes = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).unwrap();
+    bytes
+}
+
 /// `qemu-io -f FMT -c CMD… IMAGE`.
 pub fn qemu_io(cwd: &Path, image: &str, cmds: &[&str]) {
     let mut args = vec!["qemu-io", "-f", "qcow2"];

@@ -133,14 +133,13 @@ impl Qcow2Layer {
 
         // Bounded: Header::decode checked l1_size against qemu's 32 MiB cap
         // and against the file's length.
-        let mut raw = vec![0u8; us(u64::from(header.l1_size).saturating_mul(8))];
-        storage
-            .read_exact_at(header.l1_table_offset, &mut raw)
-            .map_err(|e| BlockError::io(path, "reading the L1 table", header.l1_table_offset, e))?;
-        let l1: Box<[u64]> = raw
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
+        let l1 = read_l1(
+            path,
+            storage.as_ref(),
+            header.l1_table_offset,
+            header.l1_size,
+            "reading the L1 table",
+        )?;
 
         let tables = us((L2_CACHE_BYTES >> cluster_bits).max(4));
         Ok(Qcow2Layer {
@@ -270,21 +269,13 @@ impl Qcow2Layer {
             ));
         };
         snapshot::check_l1(&self.path, &found, &self.header, self.storage.len())?;
-        let mut raw = vec![0u8; us(u64::from(found.l1_size).saturating_mul(8))];
-        self.storage
-            .read_exact_at(found.l1_table_offset, &mut raw)
-            .map_err(|e| {
-                BlockError::io(
-                    &self.path,
-                    "reading a snapshot's L1 table",
-                    found.l1_table_offset,
-                    e,
-                )
-            })?;
-        self.l1 = raw
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
+        self.l1 = read_l1(
+            &self.path,
+            self.storage.as_ref(),
+            found.l1_table_offset,
+            found.l1_size,
+            "reading a snapshot's L1 table",
+        )?;
         self.header.l1_table_offset = found.l1_table_offset;
         self.header.l1_size = found.l1_size;
         self.header.size = found.disk_size & !511;
@@ -617,6 +608,25 @@ impl Qcow2Layer {
     }
 }
 
+/// Reads an L1 table of `entries` entries at `offset` (the caller checked
+/// both against qemu's cap and the file's length).
+fn read_l1(
+    path: &str,
+    storage: &dyn Storage,
+    offset: u64,
+    entries: u32,
+    action: &'static str,
+) -> Result<Box<[u64]>, BlockError> {
+    let mut raw = vec![0u8; us(u64::from(entries).saturating_mul(8))];
+    storage
+        .read_exact_at(offset, &mut raw)
+        .map_err(|e| BlockError::io(path, action, offset, e))?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect())
+}
+
 /// What an encrypted image uses, in `qemu-img info`'s words (layerscope
 /// holds no keys and reads no encrypted data).
 fn encryption_note(storage: &dyn Storage, header: &Header) -> String {
@@ -702,6 +712,14 @@ impl Qcow2Layer {
         pos: u64,
         piece: &mut [u8],
     ) -> Result<(), BlockError> {
+        if self.data.is_some() {
+            return Err(BlockError::corrupt(
+                &self.path,
+                "L2 entry",
+                pos,
+                "a compressed cluster in an image with an external data file (qemu refuses these)",
+            ));
+        }
         let cluster = self.decompressed(descriptor)?;
         // A read's compressed run stays in one cluster (runs merge
         // compressed units only for block status).
@@ -769,14 +787,6 @@ impl BlockSource for Qcow2Layer {
                         }
                     })?;
                 }
-                Kind::Compressed { .. } if self.data.is_some() => {
-                    return Err(BlockError::corrupt(
-                        &self.path,
-                        "L2 entry",
-                        pos,
-                        "a compressed cluster in an image with an external data file (qemu refuses these)",
-                    ));
-                }
                 Kind::Compressed { descriptor } => self.fill_compressed(descriptor, pos, piece)?,
                 _ => piece.fill(0),
             }
@@ -806,14 +816,6 @@ impl BlockSource for Qcow2Layer {
                 }
                 match run.kind {
                     Kind::Normal { .. } => batch.push((run.host.unwrap_or(0), piece)),
-                    Kind::Compressed { .. } if self.data.is_some() => {
-                        return Err(BlockError::corrupt(
-                            &self.path,
-                            "L2 entry",
-                            pos,
-                            "a compressed cluster in an image with an external data file (qemu refuses these)",
-                        ));
-                    }
                     Kind::Compressed { descriptor } => {
                         self.fill_compressed(descriptor, pos, piece)?
                     }
