@@ -55,6 +55,9 @@ pub struct Options {
     pub tls_certificates: Option<std::path::PathBuf>,
     /// Connections for bulk reads when the server allows multi-conn.
     pub connections: usize,
+    /// Metadata contexts beyond the two every map reads, and whether to
+    /// list what the server offers.
+    pub meta: super::handshake::MetaQuery,
 }
 
 impl Options {
@@ -89,6 +92,7 @@ impl Default for Options {
             tls: None,
             tls_certificates: None,
             connections: 4,
+            meta: super::handshake::MetaQuery::default(),
         }
     }
 }
@@ -837,6 +841,7 @@ fn open_conn(uri: &NbdUri, opts: &Options) -> io::Result<Conn> {
         &uri.export,
         &opts.tls_for(uri),
         &uri.tls_hostname(),
+        &opts.meta,
     )
     .map_err(|e| explain(e, opts.connect_timeout))?;
     // Requests set their own deadlines on the outer wrapper; its limits
