@@ -189,7 +189,9 @@ pub fn open_uri(
             let mut tail = vec![0u8; usize::try_from(n).unwrap_or(0)];
             // Both in flight together: one round trip.
             client.read_many(&mut [(0, &mut head), (len.saturating_sub(n), &mut tail)])?;
-            let head = head.get(..usize::try_from(n).unwrap_or(0)).unwrap_or_default();
+            let head = head
+                .get(..usize::try_from(n).unwrap_or(0))
+                .unwrap_or_default();
             match probe(head, &tail) {
                 // A disk (or bytes we cannot tell from one): the export as
                 // qemu-nbd serves it.

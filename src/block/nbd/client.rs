@@ -247,7 +247,9 @@ impl NbdClient {
     pub fn connections_in_use(&self) -> usize {
         self.extra
             .lock()
-            .map_or(0, |e| e.open.len().min(self.opts.connections.saturating_sub(1)))
+            .map_or(0, |e| {
+                e.open.len().min(self.opts.connections.saturating_sub(1))
+            })
             .saturating_add(1)
     }
 
@@ -1012,6 +1014,17 @@ impl BlockSource for NbdClient {
                 reads_zero: false,
             }]);
         }
+        // What the server said before (a walk over the disk asks once
+        // for the rest of it, not once per step), else ask from here on.
+        let known = self.known(|k| k.alloc_range(offset, len))?;
+        if !known.is_empty() {
+            return Ok(known);
+        }
+        self.refresh(offset)?;
+        let known = self.known(|k| k.alloc_range(offset, len))?;
+        if !known.is_empty() {
+            return Ok(known);
+        }
         let all = self.status_all(offset, len)?;
         let out = alloc_extents(
             offset,
@@ -1092,20 +1105,21 @@ impl NbdClient {
     fn refresh(&self, offset: u64) -> Result<(), BlockError> {
         let all = self.status_all(offset, self.info.size.saturating_sub(offset))?;
         let none = &[][..];
-        let mut alloc = alloc_extents(
+        let alloc = alloc_extents(
             offset,
             all.get("base:allocation").map_or(none, Vec::as_slice),
         );
-        let mut depth = depth_runs(
+        let depth = depth_runs(
             offset,
             all.get("qemu:allocation-depth").map_or(none, Vec::as_slice),
         );
         let size = self.info.size;
         let covered = alloc.last().map_or(offset, Extent::end);
+        let (mut alloc_fill, mut depth_fill) = (None, None);
         if covered < size && covered.saturating_sub(offset) < SHORT_REPLY {
             let end = offset.saturating_add(SHORT_FILL).min(size);
             if let Some(len) = end.checked_sub(covered).filter(|&l| l > 0) {
-                alloc.push(Extent {
+                alloc_fill = Some(Extent {
                     offset: covered,
                     len,
                     status: Status::Data,
@@ -1119,7 +1133,7 @@ impl NbdClient {
                 .map_or(offset, |r| r.offset.saturating_add(r.len));
             if let Some(len) = end.checked_sub(depth_end).filter(|&l| l > 0) {
                 let last = depth.last().map_or(1, |r| r.depth);
-                depth.push(super::known::DepthRun {
+                depth_fill = Some(super::known::DepthRun {
                     offset: depth_end,
                     len,
                     depth: last,
@@ -1129,7 +1143,7 @@ impl NbdClient {
         }
         self.known
             .lock()
-            .map(|mut k| k.replace(alloc, depth))
+            .map(|mut k| k.merge(alloc, depth, alloc_fill, depth_fill))
             .map_err(|_| BlockError::Internal {
                 what: "NBD extent cache lock poisoned".into(),
             })

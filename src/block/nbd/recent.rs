@@ -65,7 +65,11 @@ impl Recent {
         if bytes.is_empty() || n > MAX_SPAN {
             return;
         }
-        if self.spans.get(&offset).is_some_and(|s| s.len() >= bytes.len()) {
+        if self
+            .spans
+            .get(&offset)
+            .is_some_and(|s| s.len() >= bytes.len())
+        {
             return;
         }
         if let Some(old) = self.spans.insert(offset, Arc::from(bytes)) {
