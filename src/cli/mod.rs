@@ -417,6 +417,12 @@ pub struct MapArgs {
     /// shows them through `qemu-nbd -B NAME` (`--json`: nbdinfo's JSON).
     #[arg(long, value_name = "NAME")]
     pub bitmap: Option<String>,
+    /// Instead, the runs of this metadata context of an NBD server
+    /// (`base:allocation`, `qemu:allocation-depth`,
+    /// `qemu:dirty-bitmap:NAME`; `nbd-info` lists them), as
+    /// `nbdinfo --map=CONTEXT` prints them.
+    #[arg(long, value_name = "CONTEXT", conflicts_with = "bitmap")]
+    pub context: Option<String>,
 }
 
 /// Arguments of `read`.
@@ -528,10 +534,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     match cli.command {
         Some(Command::Chain(args)) => chain::run(&args.image.open()?, args.json, &mut out),
-        Some(Command::Map(args)) => match &args.bitmap {
-            Some(name) => bitmap::run(&args.image.open()?, name, args.json, &mut out),
-            None => map::run(&args.image.open()?, args.json, &mut out),
-        },
+        Some(Command::Map(args)) => bitmap::map(&args, &mut out),
         Some(Command::Read(args)) => {
             let chain = args.image.open()?;
             if args.hex {

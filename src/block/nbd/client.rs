@@ -61,6 +61,9 @@ pub struct Options {
     /// scattered read is waiting, not streaming, and servers answer a
     /// few requests at a time per connection (qemu-nbd and nbdkit 16).
     pub walk_connections: usize,
+    /// Metadata contexts beyond the two every map reads, and whether to
+    /// list what the server offers.
+    pub meta: super::handshake::MetaQuery,
 }
 
 impl Options {
@@ -96,6 +99,7 @@ impl Default for Options {
             tls_certificates: None,
             connections: 4,
             walk_connections: 16,
+            meta: super::handshake::MetaQuery::default(),
         }
     }
 }
@@ -875,6 +879,7 @@ fn open_conn(uri: &NbdUri, opts: &Options) -> io::Result<Conn> {
         &uri.export,
         &opts.tls_for(uri),
         &uri.tls_hostname(),
+        &opts.meta,
     )
     .map_err(|e| explain(e, opts.connect_timeout))?;
     // Requests set their own deadlines on the outer wrapper; its limits

@@ -19,5 +19,6 @@ pub mod tls;
 pub mod uri;
 
 pub use client::{list_exports, ExportInfo, NbdClient, Options};
+pub use handshake::MetaQuery;
 pub use tls::{TlsMode, TlsOptions};
 pub use uri::{is_nbd_uri, NbdUri};
