@@ -372,8 +372,9 @@ pub struct RemoteArgs {
     /// for servers that verify clients), like libnbd's tls-certificates.
     #[arg(long, value_name = "DIR")]
     pub tls_certificates: Option<std::path::PathBuf>,
-    /// NBD connections for bulk reads when the server allows multi-conn
-    /// (like nbdcopy; default 4, 1 turns it off).
+    /// NBD connections when the server allows multi-conn: for bulk reads
+    /// (like nbdcopy; default 4) and for large batches of scattered
+    /// metadata reads (default 16); 1 turns it off.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: Option<u16>,
     /// Metadata contexts a command needs beyond the allocation map's
@@ -394,6 +395,7 @@ impl RemoteArgs {
         };
         if let Some(n) = self.connections {
             o.connections = usize::from(n);
+            o.walk_connections = usize::from(n);
         }
         o.meta.extra.clone_from(&self.contexts);
         o
