@@ -60,6 +60,12 @@ pub struct DiffArgs {
     /// will carry, in files.
     #[arg(long, value_name = "NAME", conflicts_with_all = ["from", "to", "full", "trees", "by_inode", "no_expand"])]
     pub bitmap: Option<String>,
+    /// Compare the top (qcow2) layer as it was at this internal snapshot
+    /// (ID or name) with it as it is now, or as of `--snapshot`: what
+    /// changed since the snapshot (or between the two), found from the
+    /// L2 tables that differ.
+    #[arg(long, value_name = "ID|NAME", conflicts_with_all = ["from", "to", "bitmap"])]
+    pub from_snapshot: Option<String>,
     #[command(flatten)]
     pub replay: super::ReplayArgs,
 }
@@ -226,6 +232,9 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(name) = &args.bitmap {
         return super::dirty::run(args, &disk, name, out);
     }
+    if let Some(snap) = &args.from_snapshot {
+        return snapshot_diff(args, &disk, snap, out);
+    }
     if top == 0 {
         anyhow::bail!(
             "{}: the chain has one layer: nothing to compare (diff compares a layer with one below it; `layerscope chain` shows the layers)",
@@ -242,6 +251,88 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     let (old, _) = disk.view(from)?;
     let (new, _) = disk.view(to)?;
+    let sides = Sides {
+        old,
+        new,
+        from: json!(from),
+        to: json!(to),
+        label: format!("from layer {from} to layer {to}"),
+    };
+    let held = || {
+        Ok(blocks::held_volume_ranges(
+            &disk.chain,
+            from,
+            to,
+            &disk.geometry,
+        )?)
+    };
+    compare(args, &sides, &held, out)
+}
+
+/// `diff --from-snapshot A [--snapshot B]`: the top layer as of snapshot A
+/// against it now (or as of B), over the same backing chain.
+fn snapshot_diff(
+    args: &DiffArgs,
+    disk: &Disk,
+    snap: &str,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let mut image = args.image.clone();
+    image.snapshot = Some(snap.to_owned());
+    let then = Disk::open(&image, args.volume.as_deref(), &args.replay)?;
+    let top = disk.chain.layers.len() - 1;
+    let (Some(new_q), Some(old_q)) = (
+        disk.chain.top().and_then(|l| l.qcow2.clone()),
+        then.chain.top().and_then(|l| l.qcow2.clone()),
+    ) else {
+        anyhow::bail!("--from-snapshot: internal snapshots are a qcow2 feature");
+    };
+    let name = |q: &crate::block::qcow2::Qcow2Layer| {
+        q.snapshot().map_or_else(
+            || "now".to_owned(),
+            |s| format!("snapshot {} ({})", s.id, crate::escape::printable(&s.name)),
+        )
+    };
+    let (from, to) = (name(&old_q), name(&new_q));
+    let (old, _) = then.view(top)?;
+    let (new, _) = disk.view(top)?;
+    let block = new.block_size();
+    let sides = Sides {
+        old,
+        new,
+        from: json!(from),
+        to: json!(to),
+        label: format!("from {from} to {to}"),
+    };
+    let held = || -> anyhow::Result<Vec<(u64, u64)>> {
+        let mut r = crate::diff::dirty::DirtyRanges::new(block);
+        for (s, l) in new_q.differs_from(&old_q)? {
+            r.add_disk(&disk.geometry, s, l)?;
+        }
+        r.finish();
+        Ok(r.ranges().to_vec())
+    };
+    compare(args, &sides, &held, out)
+}
+
+/// The two views a diff compares, and how to name them.
+struct Sides {
+    old: Arc<dyn Filesystem>,
+    new: Arc<dyn Filesystem>,
+    /// `from` and `to` in the JSON (layer numbers, or snapshot names).
+    from: serde_json::Value,
+    to: serde_json::Value,
+    /// "from layer 1 to layer 2", for the summary line.
+    label: String,
+}
+
+/// The volume ranges the overlays between two sides hold.
+type Held<'a> = dyn Fn() -> anyhow::Result<Vec<(u64, u64)>> + 'a;
+
+/// Compares two views (quick, full or by trees, as `args` ask; `held`
+/// says where they may differ) and prints the changes.
+fn compare(args: &DiffArgs, sides: &Sides, held: &Held, out: &mut dyn Write) -> anyhow::Result<()> {
+    let (old, new) = (&sides.old, &sides.new);
     let bar = Bar::new();
     // ext has a quick diff of its own (from inode-table slots); any other
     // filesystem, or --trees, compares trees through the trait.
@@ -255,22 +346,12 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let (method, mut result): (&str, Diff) = match ext {
         Some((o, n)) if args.full => ("full", crate::diff::diff_full(o, n, &bar)?),
         Some((o, n)) => {
-            let held = blocks::held_volume_ranges(&disk.chain, from, to, &disk.geometry)?;
             // Blocks either view replays from its journal changed too.
-            let held = blocks::with_replayed(held, o, n);
+            let held = blocks::with_replayed(held()?, o, n);
             ("clusters", crate::diff::diff(o, n, &held, &bar)?)
         }
         None => {
-            let held = if args.full {
-                None
-            } else {
-                Some(blocks::held_volume_ranges(
-                    &disk.chain,
-                    from,
-                    to,
-                    &disk.geometry,
-                )?)
-            };
+            let held = if args.full { None } else { Some(held()?) };
             let d =
                 crate::diff::tree::diff_trees(old.as_ref(), new.as_ref(), held.as_deref(), &bar)?;
             ("trees", d)
@@ -282,8 +363,8 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     bar.0.finish_and_clear();
     if args.json {
         let v = json!({
-            "from": from,
-            "to": to,
+            "from": sides.from,
+            "to": sides.to,
             "method": method,
             "terms": if args.by_inode || ext.is_none() { "inodes" } else { "paths" },
             "changes": result.changes,
@@ -333,8 +414,9 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if s.trees_compared {
         writeln!(
             out,
-            "{} change(s) from layer {from} to layer {to}; trees compared ({}): {} file(s) compared, {} director(ies) listed",
+            "{} change(s) {}; trees compared ({}): {} file(s) compared, {} director(ies) listed",
             result.changes.len(),
+            sides.label,
             if args.trees {
                 "--trees".to_owned()
             } else {
@@ -350,8 +432,9 @@ pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{} change(s) from layer {from} to layer {to}; {} block(s) changed, {} held unchanged (copy-up), {} inode(s) compared, {} director(ies) listed{}",
+        "{} change(s) {}; {} block(s) changed, {} held unchanged (copy-up), {} inode(s) compared, {} director(ies) listed{}",
         result.changes.len(),
+        sides.label,
         s.changed_blocks,
         s.copied_up_blocks,
         s.inodes_compared,

@@ -334,7 +334,7 @@ pub struct ExportsArgs {
 }
 
 /// How to open an image.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 pub struct ImageArgs {
     /// The image (qcow2 or raw), `ssh://[user@]host[:port]/path` or an NBD
     /// URI. Backing files are found the way qemu finds them: relative to
@@ -362,7 +362,7 @@ pub struct ImageArgs {
 }
 
 /// How to reach an NBD server.
-#[derive(Debug, Default, Args)]
+#[derive(Clone, Debug, Default, Args)]
 pub struct RemoteArgs {
     /// NBD over TLS: require, prefer (when the server offers it) or off.
     /// Default: require for nbds://, off for nbd://.

@@ -202,3 +202,159 @@ fn damaged_snapshot_tables_are_named() {
         assert!(!q.status.success(), "qemu-img convert -l read {name}");
     }
 }
+
+/// Writes into `image` (qcow2) the 4 KiB blocks where `after` differs
+/// from `before`, as a guest would: one qemu-io run.
+fn write_changes(cwd: &Path, image: &str, before: &[u8], after: &[u8], tag: &str) {
+    let mut cmds = Vec::new();
+    for (i, (a, b)) in before.chunks(4096).zip(after.chunks(4096)).enumerate() {
+        if a != b {
+            let f = format!("{tag}-{i}.bin");
+            std::fs::write(cwd.join(&f), b).unwrap();
+            cmds.push(format!("write -s {f} {} 4096", i * 4096));
+        }
+    }
+    assert!(!cmds.is_empty());
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    qemu_io(cwd, image, &cmds);
+}
+
+/// `diff --from-snapshot A [--snapshot B]` (issue 17 item 2): what changed
+/// in a qcow2 file since an internal snapshot, or between two, equals the
+/// layer diff of a chain built from qemu's own flattening of the
+/// snapshots (`qemu-img convert -l`), quick and full, and holds what
+/// debugfs changed; it reads only the clusters whose L2 entries differ.
+#[test]
+fn diff_between_snapshots_equals_the_layer_diff() {
+    if !tools() || !need("mke2fs") || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let cwd = d.path();
+    mkfs(cwd, "fs", "24M", 40);
+    sh(
+        cwd,
+        &["qemu-img", "convert", "-O", "qcow2", "fs.raw", "top.qcow2"],
+    );
+    sh(cwd, &["qemu-img", "snapshot", "-c", "s1", "top.qcow2"]);
+    std::fs::write(cwd.join("new.src"), vec![7u8; 9000]).unwrap();
+    let v0 = std::fs::read(cwd.join("fs.raw")).unwrap();
+    debugfs_w(
+        cwd,
+        "fs.raw",
+        "zap_block -f /d1/s1/f1.bin -p 0x55 0\n\
+         sif /d2/s2/f2.bin mtime 20200101\n\
+         write new.src /d0/new.txt\n\
+         rm /d3/s0/f3.bin\n",
+    );
+    let v1 = std::fs::read(cwd.join("fs.raw")).unwrap();
+    write_changes(cwd, "top.qcow2", &v0, &v1, "a");
+    sh(cwd, &["qemu-img", "snapshot", "-c", "s2", "top.qcow2"]);
+    debugfs_w(
+        cwd,
+        "fs.raw",
+        "mkdir /d5/fresh\nwrite new.src /d5/fresh/x.txt\nrm /d4/s1/f4.bin\n",
+    );
+    let v2 = std::fs::read(cwd.join("fs.raw")).unwrap();
+    write_changes(cwd, "top.qcow2", &v1, &v2, "b");
+    // The oracle's views: qemu's flattening of each snapshot, and thin
+    // overlays over the older one holding what differs.
+    for (name, extra) in [
+        ("s1", vec!["-l", "snapshot.name=s1"]),
+        ("s2", vec!["-l", "snapshot.name=s2"]),
+        ("now", vec![]),
+    ] {
+        let bytes = qemu_raw(cwd, "top.qcow2", &extra);
+        std::fs::write(cwd.join(format!("{name}.raw")), bytes).unwrap();
+    }
+    thin_overlay(
+        cwd,
+        "since.qcow2",
+        "s1.raw",
+        "raw",
+        &cwd.join("now.raw"),
+        "",
+        false,
+    );
+    thin_overlay(
+        cwd,
+        "between.qcow2",
+        "s1.raw",
+        "raw",
+        &cwd.join("s2.raw"),
+        "",
+        false,
+    );
+    let cases: [(&[&str], &str, &[&str]); 2] = [
+        (
+            &["--from-snapshot", "s1", "top.qcow2"],
+            "since.qcow2",
+            &[
+                "/d0/new.txt",
+                "/d3/s0/f3.bin",
+                "/d1/s1/f1.bin",
+                "/d2/s2/f2.bin",
+                "/d5/fresh",
+                "/d4/s1/f4.bin",
+            ],
+        ),
+        (
+            &["--from-snapshot", "1", "--snapshot", "s2", "top.qcow2"],
+            "between.qcow2",
+            &[
+                "/d0/new.txt",
+                "/d3/s0/f3.bin",
+                "/d1/s1/f1.bin",
+                "/d2/s2/f2.bin",
+            ],
+        ),
+    ];
+    for (args, oracle, expected) in cases {
+        let theirs = layerscope(cwd, &["diff", "--json", oracle]).ok().json();
+        let mut a = vec!["diff", "--json"];
+        a.extend_from_slice(args);
+        let ours = layerscope(cwd, &a).ok().json();
+        assert_eq!(ours["changes"], theirs["changes"], "{args:?}");
+        let paths: Vec<&str> = ours["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["path"].as_str().unwrap())
+            .collect();
+        for p in expected {
+            assert!(paths.contains(p), "{args:?}: {p} missing from {paths:?}");
+        }
+        if args.len() == 3 {
+            assert!(!paths.contains(&"/d5/fresh/x.txt") || paths.contains(&"/d5/fresh"));
+        } else {
+            assert!(
+                !paths.iter().any(|p| p.starts_with("/d5/fresh")),
+                "{paths:?}"
+            );
+        }
+        assert_eq!(ours["from"], "snapshot 1 (s1)");
+        // Only the clusters whose entries differ were compared.
+        let held = ours["stats"]["held_bytes"].as_u64().unwrap();
+        assert!(held > 0 && held < 8 << 20, "held {held}");
+        let mut f = a.clone();
+        f.push("--full");
+        let full = layerscope(cwd, &f).ok().json();
+        assert_eq!(full["changes"], theirs["changes"], "{args:?} --full");
+    }
+    let ours = layerscope(
+        cwd,
+        &["diff", "--json", "--from-snapshot", "s1", "top.qcow2"],
+    )
+    .ok()
+    .json();
+    assert_eq!(ours["to"], "now");
+    let r = layerscope(cwd, &["diff", "--from-snapshot", "s9", "top.qcow2"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("s1") && r.stderr.contains("s2"),
+        "{}",
+        r.stderr
+    );
+    let r = layerscope(cwd, &["diff", "--from-snapshot", "s1", "now.raw"]);
+    assert_ne!(r.code, 0);
+}
