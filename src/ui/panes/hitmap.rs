@@ -141,7 +141,7 @@ impl HitMapPane {
             }
         }
         f.render_widget(
-            Paragraph::new(lines).block(pane_block(title, cx.focused(Pane::HitMap))),
+            Paragraph::new(lines).block(pane_block(title, cx.focused(Pane::HitMap), r)),
             r,
         );
     }
