@@ -232,3 +232,138 @@ fn inconsistent_and_in_use_bitmaps_as_qemu_treats_them() {
         .unwrap();
     assert!(!q.status.success(), "qemu-nbd exported an in-use bitmap");
 }
+
+/// Two maps equal, or the first row where they differ.
+fn same_rows(ours: &Value, theirs: &Value, what: &str) {
+    let (a, b) = (ours.as_array().unwrap(), theirs.as_array().unwrap());
+    if let Some(i) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) {
+        panic!(
+            "{what}: row {i} of {}/{}: ours {:?}, theirs {:?}",
+            a.len(),
+            b.len(),
+            a.get(i),
+            b.get(i)
+        );
+    }
+}
+
+/// The rows of `nbdinfo --map` text output, as JSON values.
+fn text_rows(text: &str) -> Value {
+    Value::Array(
+        text.lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                serde_json::json!({"offset": f[0].parse::<u64>().unwrap(),
+                    "length": f[1].parse::<u64>().unwrap(),
+                    "type": f[2].parse::<u64>().unwrap(),
+                    "description": f[3..].join(" ")})
+            })
+            .collect(),
+    )
+}
+
+/// Over NBD (issue 17 item 4): `nbd-info` lists the server's metadata
+/// contexts, dirty bitmaps among them, as nbdinfo does; `map --context`
+/// prints any of them as `nbdinfo --map=CONTEXT` does; `map --bitmap NAME`
+/// on an NBD URI reads the server's bitmap context.
+#[test]
+fn nbd_contexts_list_and_map_like_nbdinfo() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let cwd = d.path();
+    build(cwd);
+    let sock = cwd.join("ctx.sock");
+    let s = sock.to_str().unwrap();
+    let _server = serve(
+        cwd,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "-A",
+            "-B",
+            "b0",
+            "-B",
+            "fine",
+            "--socket",
+            s,
+            "-f",
+            "qcow2",
+            "top.qcow2",
+        ],
+        &socket_ready(sock.clone()),
+    );
+    let uri = format!("nbd+unix:///?socket={s}");
+    let theirs: Value =
+        serde_json::from_slice(&sh(cwd, &["nbdinfo", "--json", &uri]).stdout).unwrap();
+    let mut want: Vec<String> = theirs["exports"][0]["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    want.sort();
+    assert!(
+        want.contains(&"qemu:dirty-bitmap:fine".to_owned()),
+        "{want:?}"
+    );
+    let ours = layerscope(cwd, &["nbd-info", "--json", &uri]).ok().json();
+    let mut got: Vec<String> = ours["contexts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{ours}"))
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    let text = layerscope(cwd, &["nbd-info", &uri]).ok().text();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("contexts:") && l.contains("qemu:dirty-bitmap:b0")),
+        "{text}"
+    );
+    for ctx in [
+        "base:allocation",
+        "qemu:allocation-depth",
+        "qemu:dirty-bitmap:b0",
+        "qemu:dirty-bitmap:fine",
+    ] {
+        let map = format!("--map={ctx}");
+        let theirs: Value =
+            serde_json::from_slice(&sh(cwd, &["nbdinfo", "--json", &map, &uri]).stdout).unwrap();
+        assert!(theirs.as_array().unwrap().len() > 1, "{ctx}: {theirs}");
+        let ours = layerscope(cwd, &["map", "--context", ctx, "--json", &uri])
+            .ok()
+            .json();
+        same_rows(&ours, &theirs, ctx);
+        let theirs_text = String::from_utf8(sh(cwd, &["nbdinfo", &map, &uri]).stdout).unwrap();
+        let ours_text = layerscope(cwd, &["map", "--context", ctx, &uri])
+            .ok()
+            .text();
+        same_rows(&text_rows(&ours_text), &text_rows(&theirs_text), ctx);
+        same_rows(&text_rows(&ours_text), &theirs, ctx);
+    }
+    // --bitmap on an NBD URI is the server's bitmap context; the file's
+    // own bitmap agrees.
+    let ours = layerscope(cwd, &["map", "--bitmap", "fine", "--json", &uri])
+        .ok()
+        .json();
+    let file = layerscope(cwd, &["map", "--bitmap", "fine", "--json", "top.qcow2"])
+        .ok()
+        .json();
+    assert_eq!(ours, file);
+    // A bitmap the server does not export is named, with what it offers.
+    let r = layerscope(cwd, &["map", "--context", "qemu:dirty-bitmap:late", &uri]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("qemu:dirty-bitmap:late") && r.stderr.contains("base:allocation"),
+        "{}",
+        r.stderr
+    );
+    // --context is an NBD notion.
+    let r = layerscope(cwd, &["map", "--context", "base:allocation", "top.qcow2"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--bitmap"), "{}", r.stderr);
+}

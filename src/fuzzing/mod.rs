@@ -16,12 +16,14 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use crate::block::chain::{open_chain, ChainOptions, FileId, Opened, Opener};
+use crate::block::chain::{open_chain, Chain, ChainOptions, FileId, Opened, Opener};
 use crate::block::layered::LayeredReader;
 use crate::block::probe::Format;
-use crate::block::storage::MemStorage;
+use crate::block::storage::Storage;
 use crate::block::BlockSource;
 use crate::fs::{FileType, Filesystem, NodeId};
+
+mod sparse;
 
 /// The directory the fuzz input is "in".
 const DIR: &str = "/fuzz";
@@ -31,7 +33,11 @@ const MAX_NODES: usize = 2000;
 /// Directory depth the walk follows at most.
 const MAX_DEPTH: usize = 32;
 /// File bytes read per filesystem at most.
-const MAX_FILE_BYTES: u64 = 4 << 20;
+const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Bytes of a disk or layer whose allocation status is asked.
+const MAX_STATUS: u64 = 256 << 20;
+/// Dirty runs of one bitmap taken at most.
+const MAX_RUNS: usize = 4096;
 /// Volumes opened per disk at most.
 const MAX_VOLUMES: usize = 8;
 
@@ -39,13 +45,13 @@ const MAX_VOLUMES: usize = 8;
 /// the same bytes again (a different file, so a chain forms), and the
 /// same name twice is a loop the chain must refuse.
 struct FuzzOpener {
-    bytes: Arc<[u8]>,
+    storage: Arc<dyn Storage>,
 }
 
 impl Opener for FuzzOpener {
     fn open(&self, path: &str) -> Result<Opened, crate::block::BlockError> {
         Ok(Opened {
-            storage: Arc::new(MemStorage::new(self.bytes.clone())),
+            storage: self.storage.clone(),
             id: FileId::Name(path.to_owned()),
         })
     }
@@ -59,7 +65,13 @@ impl Opener for FuzzOpener {
 /// the CLI probes), with the chain it names, the disk it holds, its
 /// volumes and their filesystems.
 pub fn image(bytes: &[u8]) {
-    open_and_walk(bytes, ChainOptions::default());
+    let opts = ChainOptions {
+        // A VHDX log is reported, not replayed: read past it so the
+        // fuzzer reaches the BAT and the metadata behind it.
+        log_as_is: true,
+        ..ChainOptions::default()
+    };
+    open_and_walk(bytes, opts);
 }
 
 /// The input as a raw disk: partition tables, LVM and filesystems only
@@ -81,7 +93,8 @@ pub fn filesystem(bytes: &[u8]) {
         format: Some(Format::Raw),
         ..ChainOptions::default()
     };
-    let Some(reader) = reader(bytes, opts) else {
+    let storage = sparse::storage(bytes);
+    let Some((_, reader)) = reader(storage, opts) else {
         return;
     };
     if let Ok(fs) = crate::fs::open(reader) {
@@ -89,20 +102,32 @@ pub fn filesystem(bytes: &[u8]) {
     }
 }
 
-fn reader(bytes: &[u8], opts: ChainOptions) -> Option<Arc<dyn BlockSource>> {
-    let opener = FuzzOpener {
-        bytes: Arc::from(bytes),
-    };
+fn reader(storage: Arc<dyn Storage>, opts: ChainOptions) -> Option<(Chain, Arc<dyn BlockSource>)> {
+    let opener = FuzzOpener { storage };
     let chain = open_chain(&format!("{DIR}/top"), opts, &opener).ok()?;
     let reader = LayeredReader::new(&chain).ok()?;
-    Some(Arc::new(reader))
+    Some((chain, Arc::new(reader)))
 }
 
 fn open_and_walk(bytes: &[u8], opts: ChainOptions) {
-    let Some(disk) = reader(bytes, opts) else {
+    let storage = sparse::storage(bytes);
+    let Some((chain, disk)) = reader(storage.clone(), opts.clone()) else {
         return;
     };
     sample_reads(disk.as_ref());
+    let snapshot = layers(&chain);
+    drop(chain);
+    // The top layer as it was at its first internal snapshot, as
+    // `--snapshot` opens it (its own L1 table and size).
+    if let Some(id) = snapshot {
+        let at = ChainOptions {
+            snapshot: Some(id),
+            ..opts
+        };
+        if let Some((_, old)) = reader(storage, at) {
+            sample_reads(old.as_ref());
+        }
+    }
     let Ok(tree) = crate::volume::scan(disk.clone()) else {
         return;
     };
@@ -118,8 +143,54 @@ fn open_and_walk(bytes: &[u8], opts: ChainOptions) {
     }
 }
 
+/// What `chain`, `info` and `bitmap` read of each layer besides its data:
+/// the image reader's facts and held bytes, and for qcow2 the snapshot
+/// table, the bitmap directory and each bitmap's dirty runs. Returns the
+/// ID of the top layer's first internal snapshot, if it has one.
+fn layers(chain: &Chain) -> Option<String> {
+    let mut first_snapshot = None;
+    for layer in &chain.layers {
+        let _ = layer
+            .source
+            .block_status(0, layer.source.len().min(MAX_STATUS));
+        if let Some(info) = &layer.info {
+            let _ = info.summary();
+            let _ = info.facts();
+            let _ = info.format_specific();
+            let _ = info.held_bytes();
+            let _ = info.content_ids();
+        }
+        let Some(q) = &layer.qcow2 else {
+            continue;
+        };
+        let _ = q.held_bytes();
+        if let Ok(snapshots) = q.snapshots() {
+            for s in &snapshots {
+                let _ = s.json();
+            }
+            first_snapshot = snapshots.first().map(|s| s.id.clone());
+        }
+        if let Ok(bitmaps) = q.bitmaps() {
+            for b in bitmaps.iter().take(4) {
+                let _ = b.json();
+                let mut runs = 0usize;
+                let _ = q.bitmap_runs(&b.name, &mut |_, _, _| {
+                    runs = runs.saturating_add(1);
+                    if runs >= MAX_RUNS {
+                        Err(crate::block::BlockError::unsupported(DIR, "enough runs"))
+                    } else {
+                        Ok(())
+                    }
+                });
+            }
+        }
+    }
+    first_snapshot
+}
+
 /// Reads at the start, the middle and the end, where format readers keep
-/// their tables and filesystems their superblocks and backups.
+/// their tables and filesystems their superblocks and backups, and asks
+/// the allocation status of the start, as `map` does.
 fn sample_reads(source: &dyn BlockSource) {
     let len = source.len();
     let mut buf = vec![0u8; 64 << 10];
@@ -127,6 +198,7 @@ fn sample_reads(source: &dyn BlockSource) {
         let n = usize::try_from(len.saturating_sub(at).min(64 << 10)).unwrap_or(0);
         let _ = source.read_at(at, &mut buf[..n]);
     }
+    let _ = source.block_status(0, len.min(MAX_STATUS));
 }
 
 /// Visits the filesystem as `ls -R`, `stat`, `cat`, `info` and `groups`
@@ -175,6 +247,26 @@ fn walk(fs: &dyn Filesystem) {
         }
     }
     let _ = fs.lookup(b"/a/b/c");
+    if let Some(ext) = fs.as_any().downcast_ref::<crate::fs::ext::Ext4>() {
+        journal(ext);
+    }
+}
+
+/// What `journal` reads of an ext3/4 journal besides the replay `open`
+/// already did: the log walk and recovery, the fast-commit area, the
+/// block classification and the orphan list.
+fn journal(ext: &crate::fs::ext::Ext4) {
+    use crate::fs::ext::jbd2::{classify::Layout, fast_commit, orphan};
+    if let Ok(Some(journal)) = ext.journal_log(None) {
+        let rec = ext.recover(&journal);
+        let _ = fast_commit::scan(&journal.geometry, &journal.log, rec.end_transaction);
+    }
+    if let Ok(layout) = Layout::read(ext) {
+        for block in 0..64 {
+            let _ = layout.what(block);
+        }
+    }
+    let _ = orphan::orphans(ext);
 }
 
 struct Budget {
