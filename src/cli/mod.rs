@@ -13,6 +13,7 @@ mod bitmap;
 mod chain;
 mod check;
 mod diff;
+mod dirty;
 mod ext;
 mod extract;
 mod files;
@@ -371,10 +372,17 @@ pub struct RemoteArgs {
     /// for servers that verify clients), like libnbd's tls-certificates.
     #[arg(long, value_name = "DIR")]
     pub tls_certificates: Option<std::path::PathBuf>,
-    /// NBD connections for bulk reads when the server allows multi-conn
-    /// (like nbdcopy; default 4, 1 turns it off).
+    /// NBD connections when the server allows multi-conn: for bulk reads
+    /// (like nbdcopy; default 4) and for large batches of scattered
+    /// metadata reads (default 16); 1 turns it off.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: Option<u16>,
+    /// Metadata contexts a command needs beyond the allocation map's
+    /// (`diff --bitmap` over NBD: `qemu:dirty-bitmap:NAME`), negotiated
+    /// on the chain's own connection: a server allowing one client at a
+    /// time (qemu-nbd's default) would refuse a second.
+    #[arg(skip)]
+    pub contexts: Vec<String>,
 }
 
 impl RemoteArgs {
@@ -387,7 +395,9 @@ impl RemoteArgs {
         };
         if let Some(n) = self.connections {
             o.connections = usize::from(n);
+            o.walk_connections = usize::from(n);
         }
+        o.meta.extra.clone_from(&self.contexts);
         o
     }
 }
@@ -563,7 +573,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             None => files::cat(&args, &mut out),
         },
         Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
-        Some(Command::Diff(args)) => diff::diff(&args, &mut out),
+        Some(Command::Diff(mut args)) => {
+            if let Some(name) = &args.bitmap {
+                args.image
+                    .remote
+                    .contexts
+                    .push(format!("qemu:dirty-bitmap:{name}"));
+            }
+            diff::diff(&args, &mut out)
+        }
         Some(Command::Blame(args)) => diff::blame(&args, &mut out),
         Some(Command::Journal(args)) => journal::run(&args, &mut out),
         Some(Command::Path(args)) => lookup::path(&args, &mut out),

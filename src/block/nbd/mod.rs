@@ -13,6 +13,7 @@ pub mod handshake;
 pub mod known;
 pub mod map;
 pub mod proto;
+pub mod recent;
 pub mod status;
 pub mod tls;
 pub mod uri;
