@@ -107,6 +107,27 @@ pub fn run(chain: &Chain, name: &str, json: bool, out: &mut dyn Write) -> anyhow
     Ok(())
 }
 
+/// Calls `each(offset, length, flags)` with the runs of metadata context
+/// `ctx` of the NBD export `image` names, on a connection of its own
+/// that negotiates it; where the map stopped, when it did.
+///
+/// # Errors
+/// A bad URI; connection errors; a context the server does not offer.
+pub(super) fn nbd_context_runs(
+    image: &super::ImageArgs,
+    ctx: &str,
+    each: &mut dyn FnMut(u64, u64, u32) -> Result<(), BlockError>,
+) -> anyhow::Result<Option<crate::block::nbd::map::Stopped>> {
+    let uri = NbdUri::parse(&image.image).map_err(anyhow::Error::msg)?;
+    let mut opts = image.remote.nbd_options();
+    opts.meta = MetaQuery {
+        extra: vec![ctx.to_owned()],
+        list: false,
+    };
+    let client = NbdClient::connect(uri, opts)?;
+    Ok(client.context_map(ctx, 0, client.len(), each)?)
+}
+
 /// Prints the runs of metadata context `ctx` of the NBD export, as
 /// `nbdinfo --map=CTX` does.
 ///
@@ -114,23 +135,16 @@ pub fn run(chain: &Chain, name: &str, json: bool, out: &mut dyn Write) -> anyhow
 /// Connection errors; a context the server does not offer; a map cut
 /// short by its bounds (after printing what was mapped).
 pub fn context(args: &MapArgs, ctx: &str, out: &mut dyn Write) -> anyhow::Result<()> {
-    let uri = NbdUri::parse(&args.image.image).map_err(anyhow::Error::msg)?;
-    let mut opts = args.image.remote.nbd_options();
-    opts.meta = MetaQuery {
-        extra: vec![ctx.to_owned()],
-        list: false,
-    };
-    let client = NbdClient::connect(uri, opts)?;
     let mut p = Printer::new(out, args.json);
     let mut each = |offset: u64, len: u64, flags: u32| -> Result<(), BlockError> {
         p.row(offset, len, flags, &describe(ctx, flags))
             .map_err(|e| BlockError::io("stdout", "writing the map", offset, e))
     };
-    let stopped = client.context_map(ctx, 0, client.len(), &mut each)?;
+    let stopped = nbd_context_runs(&args.image, ctx, &mut each)?;
     p.end()?;
     if let Some(stop) = stopped {
         out.flush()?;
-        anyhow::bail!("{}: {stop}", printable(client.name()));
+        anyhow::bail!("{}: {stop}", printable(&args.image.image));
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod bitmap;
 mod chain;
 mod check;
 mod diff;
+mod dirty;
 mod ext;
 mod extract;
 mod files;
@@ -376,6 +377,12 @@ pub struct RemoteArgs {
     /// metadata reads (default 16); 1 turns it off.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: Option<u16>,
+    /// Metadata contexts a command needs beyond the allocation map's
+    /// (`diff --bitmap` over NBD: `qemu:dirty-bitmap:NAME`), negotiated
+    /// on the chain's own connection: a server allowing one client at a
+    /// time (qemu-nbd's default) would refuse a second.
+    #[arg(skip)]
+    pub contexts: Vec<String>,
 }
 
 impl RemoteArgs {
@@ -390,6 +397,7 @@ impl RemoteArgs {
             o.connections = usize::from(n);
             o.walk_connections = usize::from(n);
         }
+        o.meta.extra.clone_from(&self.contexts);
         o
     }
 }
@@ -565,7 +573,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             None => files::cat(&args, &mut out),
         },
         Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
-        Some(Command::Diff(args)) => diff::diff(&args, &mut out),
+        Some(Command::Diff(mut args)) => {
+            if let Some(name) = &args.bitmap {
+                args.image
+                    .remote
+                    .contexts
+                    .push(format!("qemu:dirty-bitmap:{name}"));
+            }
+            diff::diff(&args, &mut out)
+        }
         Some(Command::Blame(args)) => diff::blame(&args, &mut out),
         Some(Command::Journal(args)) => journal::run(&args, &mut out),
         Some(Command::Path(args)) => lookup::path(&args, &mut out),
