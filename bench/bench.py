@@ -552,13 +552,53 @@ def build_throughput(d):
     print(f"  throughput chain built in {time.time() - t0:.0f}s", flush=True)
 
 
+def build_listing(d, files):
+    """An ext4 image of `files` small files (0-3000 bytes, every fourth
+    with a user xattr) in files/10 directories, as raw (for fls) and
+    qcow2 (for layerscope): the `ls -R --json` rows of issue 19."""
+    rng = random.Random(files)
+    tree = os.path.join(d, f"tree{files}")
+    shutil.rmtree(tree, ignore_errors=True)
+    dirs = max(200, files // 100)
+    for i in range(files):
+        sub = os.path.join(tree, f"d{i % dirs:04d}", f"s{(i // dirs) % 10}")
+        os.makedirs(sub, exist_ok=True)
+        p = os.path.join(sub, f"f{i:06d}.dat")
+        with open(p, "wb") as f:
+            f.write(rng.randbytes(rng.randint(0, 3000)))
+        if i % 4 == 0:
+            os.setxattr(p, "user.tag", f"v{i}".encode())
+    raw = os.path.join(d, f"ls{files}.raw")
+    sh("mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-i", "8192", "-d", tree, "-E", "root_owner=0:0",
+       raw, "2G" if files < 100000 else "4G")
+    shutil.rmtree(tree)
+    sh("qemu-img", "convert", "-O", "qcow2", raw, os.path.join(d, f"ls{files}.qcow2"))
+
+
+def listing_rows(d):
+    """`ls -R --json` (qcow2) vs `fls -r -p` (the raw image) at 20,000 and
+    200,000 files: interleaved wall medians, CPU time and peak RSS."""
+    for files, rounds in ((20000, 9), (200000, 5)):
+        raw, img = os.path.join(d, f"ls{files}.raw"), os.path.join(d, f"ls{files}.qcow2")
+        if not os.path.exists(img):
+            print(f"building the {files}-file listing image ...", flush=True)
+            build_listing(d, files)
+        ours, theirs = [BIN, "ls", "-R", "--json", img, "/"], ["fls", "-r", "-p", raw]
+        t1, t2 = interleaved([ours, theirs], rounds=rounds, warmup=1)
+        cpu = [cpu_time(c) for c in (ours, theirs)]
+        rss = [peak_rss(c) for c in (ours, theirs)]
+        what = f"ls -R --json ({files} files)"
+        print(f"{what:<40} layerscope {t1 * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms, {rss[0] / 1024:5.1f} MiB) | fls -r -p {t2 * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms, {rss[1] / 1024:5.1f} MiB) | ratio {t1 / t2:5.2f}x, cpu {cpu[0] / cpu[1]:5.2f}x (goal <= 0.5x, < 32 MiB)")
+
+
 def throughput_bench(rebuild=False):
     """Bulk reads (issue 19) vs what a user runs otherwise, paired and
     interleaved (medians of 15 rounds): `read > /dev/null` vs `qemu-img
     convert` to a null-co target of the disk's size with --target-is-zero
     (it reads what it must and writes nothing), for the 3-layer chain and
     for its flat raw image; `read > FILE` vs `qemu-img convert -O raw`
-    (both make a sparse file on tmpfs); `cat` of a 28 MiB file vs icat.
+    (both make a sparse file on tmpfs); `cat` of a 28 MiB file vs icat;
+    `ls -R --json` vs `fls -r -p` at 20,000 and 200,000 files (with RSS).
     Also each side's CPU time, since on a shared machine wall time moves
     with the load."""
     d = os.path.join(WORK, "throughput")
@@ -595,6 +635,7 @@ def throughput_bench(rebuild=False):
         print(f"{what:<40} layerscope {t1 * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms) | {name:<28} {t2 * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms) | ratio {t1 / t2:5.2f}x (goal {goal})")
     if os.path.exists(out):
         os.remove(out)
+    listing_rows(d)
 
 
 def cpu_time(cmd):

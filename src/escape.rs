@@ -62,6 +62,14 @@ pub fn printable(text: &str) -> String {
 
 fn push_printable(out: &mut String, text: &str) {
     use std::fmt::Write;
+    // Printable ASCII but the backslash (most names) is kept as it is.
+    if text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
+    {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -162,6 +170,10 @@ pub mod json {
             writer: &mut W,
             fragment: &str,
         ) -> io::Result<()> {
+            // Printable ASCII (most names) is never unsafe: one write.
+            if fragment.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+                return writer.write_all(fragment.as_bytes());
+            }
             let mut start = 0;
             for (i, c) in fragment.char_indices() {
                 if !is_unsafe(c) {

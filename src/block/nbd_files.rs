@@ -152,6 +152,9 @@ fn open_error(path: &str, e: &BlockError) -> BlockError {
     }
 }
 
+/// Bytes of the export's head the probe reads (its first 512 decide).
+const PROBE_HEAD: u64 = 128 << 10;
+
 /// Opens an NBD URI: a disk export as one NBD layer (what qemu-nbd serves),
 /// or, when `opts.format` names an image format or the export's first and
 /// last bytes look like one, the image stored in the export with its
@@ -179,11 +182,17 @@ pub fn open_uri(
             let client = NbdClient::connect(parsed.clone(), nbd_opts.clone())?;
             let len = client.len();
             let n = len.min(512);
-            let mut head = vec![0u8; usize::try_from(n).unwrap_or(0)];
+            // The head is read whole (same round trip, a few more bytes):
+            // the partition table, the filesystem's superblock and its
+            // group descriptors are read next, and the client keeps it.
+            let mut head = vec![0u8; usize::try_from(len.min(PROBE_HEAD)).unwrap_or(0)];
             let mut tail = vec![0u8; usize::try_from(n).unwrap_or(0)];
             // Both in flight together: one round trip.
             client.read_many(&mut [(0, &mut head), (len.saturating_sub(n), &mut tail)])?;
-            match probe(&head, &tail) {
+            let head = head
+                .get(..usize::try_from(n).unwrap_or(0))
+                .unwrap_or_default();
+            match probe(head, &tail) {
                 // A disk (or bytes we cannot tell from one): the export as
                 // qemu-nbd serves it.
                 // The probing connection is the disk's (a fresh one would

@@ -54,6 +54,12 @@ pub struct DiffArgs {
     /// it that only moved with it.
     #[arg(long)]
     pub no_expand: bool,
+    /// Instead of comparing layers: the files this persistent dirty
+    /// bitmap marks (of the top qcow2 layer, or the NBD server's
+    /// `qemu:dirty-bitmap:NAME`), i.e. what an incremental backup from it
+    /// will carry, in files.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["from", "to", "full", "trees", "by_inode", "no_expand"])]
+    pub bitmap: Option<String>,
     #[command(flatten)]
     pub replay: super::ReplayArgs,
 }
@@ -127,6 +133,11 @@ impl Disk {
         })
     }
 
+    /// The volume's name (`p1`, `vg0/root`, `whole disk`).
+    pub(super) fn volume_name(&self) -> &str {
+        &self.volume
+    }
+
     /// The volume over `src` (the chain as of a layer, or one layer alone).
     fn over(&self, src: Arc<dyn BlockSource>, name: String) -> Arc<dyn BlockSource> {
         if self.geometry.window_start() == Some(0) && self.geometry.len() == src.len() {
@@ -180,10 +191,10 @@ impl Disk {
 }
 
 /// A progress bar on a terminal's stderr; nothing otherwise.
-struct Bar(indicatif::ProgressBar);
+pub(super) struct Bar(pub(super) indicatif::ProgressBar);
 
 impl Bar {
-    fn new() -> Bar {
+    pub(super) fn new() -> Bar {
         let bar = if io::IsTerminal::is_terminal(&io::stderr()) {
             indicatif::ProgressBar::new(0)
         } else {
@@ -212,6 +223,9 @@ impl Progress for Bar {
 pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let disk = Disk::open(&args.image, args.volume.as_deref(), &args.replay)?;
     let top = disk.chain.layers.len() - 1;
+    if let Some(name) = &args.bitmap {
+        return super::dirty::run(args, &disk, name, out);
+    }
     if top == 0 {
         anyhow::bail!(
             "{}: the chain has one layer: nothing to compare (diff compares a layer with one below it; `layerscope chain` shows the layers)",

@@ -62,6 +62,13 @@ struct Listing<'a> {
     first: bool,
     /// Print the 32-bit seconds word as debugfs does (ext).
     debugfs_dates: bool,
+    /// JSON: the directory the `dir_json` prefix was made for.
+    dir_path: Option<Vec<u8>>,
+    /// JSON: `{"dir":…,"dir_bytes":…,` of `dir_path`, made once per
+    /// directory.
+    dir_json: Vec<u8>,
+    /// JSON: the entry being written (one write per entry).
+    line: Vec<u8>,
 }
 
 impl Listing<'_> {
@@ -73,22 +80,13 @@ impl Listing<'_> {
         e: &crate::fs::DirEntry,
         meta: Option<&Metadata>,
     ) -> anyhow::Result<()> {
-        let name = printable_bytes(&e.name);
         let Some(m) = meta else {
-            writeln!(self.out, "{name}")?;
+            writeln!(self.out, "{}", printable_bytes(&e.name))?;
             return Ok(());
         };
         let code = e.file_type.map_or(0, FileType::code);
         if self.json {
-            let dir = if path.is_empty() { b"/" } else { path };
-            let mtime = m.mtime.map_or(0, |t| t.secs);
-            let v = json!({
-                "dir": super::json::text(dir), "dir_bytes": super::json::hex_unless_utf8(dir),
-                "name": super::json::text(&e.name), "name_bytes": super::json::hex_unless_utf8(&e.name),
-                "inode": e.node, "file_type": code, "mode": m.mode, "uid": m.uid, "gid": m.gid,
-                "size": m.size, "links": m.links, "mtime": mtime,
-            });
-            super::json::write_item(self.out, &mut self.first, &v)?;
+            self.json_entry(path, e, m, code)?;
         } else if self.long {
             let secs = m.mtime.map_or(0, |t| t.secs);
             let secs = if self.debugfs_dates {
@@ -98,19 +96,75 @@ impl Listing<'_> {
             };
             writeln!(
                 self.out,
-                " {:>6}  {:>6o} ({code})  {:>5}  {:>5}   {:>5} {} {name}",
+                " {:>6}  {:>6o} ({code})  {:>5}  {:>5}   {:>5} {} {}",
                 e.node,
                 m.mode,
                 m.uid,
                 m.gid,
                 m.size,
-                ls_date(secs)
+                ls_date(secs),
+                printable_bytes(&e.name)
             )?;
         } else {
-            writeln!(self.out, "{name}")?;
+            writeln!(self.out, "{}", printable_bytes(&e.name))?;
         }
         Ok(())
     }
+
+    /// The JSON object of one entry, on its own line, written as
+    /// `json!({...})` under the escaping policy writes it (keys in order),
+    /// without building a map per entry: the directory's part is made
+    /// once per directory.
+    fn json_entry(
+        &mut self,
+        path: &[u8],
+        e: &crate::fs::DirEntry,
+        m: &Metadata,
+        code: u8,
+    ) -> anyhow::Result<()> {
+        if self.dir_path.as_deref() != Some(path) {
+            let dir: &[u8] = if path.is_empty() { b"/" } else { path };
+            self.dir_json.clear();
+            self.dir_json.extend_from_slice(b"{\"dir\":");
+            json_text(&mut self.dir_json, dir)?;
+            self.dir_json.extend_from_slice(b",\"dir_bytes\":");
+            json_text_bytes(&mut self.dir_json, dir)?;
+            self.dir_json.push(b',');
+            self.dir_path = Some(path.to_vec());
+        }
+        let line = &mut self.line;
+        line.clear();
+        line.extend_from_slice(if self.first { b"\n  " } else { b",\n  " });
+        self.first = false;
+        line.extend_from_slice(&self.dir_json);
+        let mtime = m.mtime.map_or(0, |t| t.secs);
+        write!(
+            line,
+            "\"file_type\":{code},\"gid\":{},\"inode\":{},\"links\":{},\"mode\":{},\"mtime\":{mtime},\"name\":",
+            m.gid, e.node, m.links, m.mode
+        )?;
+        json_text(line, &e.name)?;
+        line.extend_from_slice(b",\"name_bytes\":");
+        json_text_bytes(line, &e.name)?;
+        write!(line, ",\"size\":{},\"uid\":{}}}", m.size, m.uid)?;
+        self.out.write_all(line)?;
+        Ok(())
+    }
+}
+
+/// `bytes` as [`super::json::text`] serializes it.
+fn json_text(out: &mut Vec<u8>, bytes: &[u8]) -> anyhow::Result<()> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => crate::escape::json::to_writer(out, s)?,
+        Err(_) => crate::escape::json::to_writer(out, &printable_bytes(bytes))?,
+    }
+    Ok(())
+}
+
+/// `bytes` as [`super::json::hex_unless_utf8`] serializes it.
+fn json_text_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> anyhow::Result<()> {
+    crate::escape::json::to_writer(out, &super::json::hex_unless_utf8(bytes))?;
+    Ok(())
 }
 
 /// `ls`: a directory (with `-R`, the tree under it, depth first, each
@@ -153,6 +207,9 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         long: args.long,
         first: true,
         debugfs_dates: super::ext::as_ext(fs).is_some(),
+        dir_path: None,
+        dir_json: Vec::new(),
+        line: Vec::new(),
     };
     let mut errors = Errors::default();
     // Paths are bytes: names on disk need not be UTF-8.

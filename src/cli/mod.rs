@@ -13,6 +13,7 @@ mod bitmap;
 mod chain;
 mod check;
 mod diff;
+mod dirty;
 mod ext;
 mod extract;
 mod files;
@@ -371,10 +372,17 @@ pub struct RemoteArgs {
     /// for servers that verify clients), like libnbd's tls-certificates.
     #[arg(long, value_name = "DIR")]
     pub tls_certificates: Option<std::path::PathBuf>,
-    /// NBD connections for bulk reads when the server allows multi-conn
-    /// (like nbdcopy; default 4, 1 turns it off).
+    /// NBD connections when the server allows multi-conn: for bulk reads
+    /// (like nbdcopy; default 4) and for large batches of scattered
+    /// metadata reads (default 16); 1 turns it off.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: Option<u16>,
+    /// Metadata contexts a command needs beyond the allocation map's
+    /// (`diff --bitmap` over NBD: `qemu:dirty-bitmap:NAME`), negotiated
+    /// on the chain's own connection: a server allowing one client at a
+    /// time (qemu-nbd's default) would refuse a second.
+    #[arg(skip)]
+    pub contexts: Vec<String>,
 }
 
 impl RemoteArgs {
@@ -387,7 +395,9 @@ impl RemoteArgs {
         };
         if let Some(n) = self.connections {
             o.connections = usize::from(n);
+            o.walk_connections = usize::from(n);
         }
+        o.meta.extra.clone_from(&self.contexts);
         o
     }
 }
@@ -415,6 +425,12 @@ pub struct MapArgs {
     /// shows them through `qemu-nbd -B NAME` (`--json`: nbdinfo's JSON).
     #[arg(long, value_name = "NAME")]
     pub bitmap: Option<String>,
+    /// Instead, the runs of this metadata context of an NBD server
+    /// (`base:allocation`, `qemu:allocation-depth`,
+    /// `qemu:dirty-bitmap:NAME`; `nbd-info` lists them), as
+    /// `nbdinfo --map=CONTEXT` prints them.
+    #[arg(long, value_name = "CONTEXT", conflicts_with = "bitmap")]
+    pub context: Option<String>,
 }
 
 /// Arguments of `read`.
@@ -526,10 +542,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
     match cli.command {
         Some(Command::Chain(args)) => chain::run(&args.image.open()?, args.json, &mut out),
-        Some(Command::Map(args)) => match &args.bitmap {
-            Some(name) => bitmap::run(&args.image.open()?, name, args.json, &mut out),
-            None => map::run(&args.image.open()?, args.json, &mut out),
-        },
+        Some(Command::Map(args)) => bitmap::map(&args, &mut out),
         Some(Command::Read(args)) => {
             let chain = args.image.open()?;
             if args.hex {
@@ -560,7 +573,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             None => files::cat(&args, &mut out),
         },
         Some(Command::Blocks(args)) => files::blocks(&args, &mut out),
-        Some(Command::Diff(args)) => diff::diff(&args, &mut out),
+        Some(Command::Diff(mut args)) => {
+            if let Some(name) = &args.bitmap {
+                args.image
+                    .remote
+                    .contexts
+                    .push(format!("qemu:dirty-bitmap:{name}"));
+            }
+            diff::diff(&args, &mut out)
+        }
         Some(Command::Blame(args)) => diff::blame(&args, &mut out),
         Some(Command::Journal(args)) => journal::run(&args, &mut out),
         Some(Command::Path(args)) => lookup::path(&args, &mut out),

@@ -29,7 +29,11 @@ struct InfoJson<'a> {
 /// Bad URI; connection errors.
 pub fn info(args: &NbdInfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let uri = NbdUri::parse(&args.uri).map_err(anyhow::Error::msg)?;
-    let client = NbdClient::connect(uri.clone(), args.remote.nbd_options())?;
+    let mut opts = args.remote.nbd_options();
+    // One more round trip: every context the server offers, as nbdinfo
+    // lists them (dirty bitmaps among them).
+    opts.meta.list = true;
+    let client = NbdClient::connect(uri.clone(), opts)?;
     let e = client.info();
     let names: Vec<&'static str> = TFLAG_NAMES
         .iter()
@@ -99,6 +103,18 @@ pub fn info(args: &NbdInfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             ctx.join(", ")
         }
     )?;
+    if let Some(all) = &e.contexts {
+        let all: Vec<String> = all.iter().map(|n| printable(n)).collect();
+        writeln!(
+            out,
+            "contexts:          {}",
+            if all.is_empty() {
+                "-".into()
+            } else {
+                all.join(" ")
+            }
+        )?;
+    }
     let s = client.stats().snapshot();
     writeln!(out, "state:             {:?}", s.state)?;
     Ok(())

@@ -31,6 +31,7 @@ use crate::fs::ext::{Ext4, FsError};
 pub mod blame;
 pub mod blocks;
 pub mod compare;
+pub mod dirty;
 pub mod index;
 mod pairing;
 pub mod paths;

@@ -25,6 +25,7 @@ use super::handshake::dial;
 pub use super::handshake::{handshake, list_exports, ExportInfo, Stream};
 use super::known::{alloc_extents, depth_runs, Known};
 use super::proto::*;
+use super::recent::{Recent, MAX_SPAN};
 use super::status::{ConnState, Stats};
 use super::uri::NbdUri;
 use crate::block::{check_range, BlockError, BlockSource, Extent, Status};
@@ -55,6 +56,14 @@ pub struct Options {
     pub tls_certificates: Option<std::path::PathBuf>,
     /// Connections for bulk reads when the server allows multi-conn.
     pub connections: usize,
+    /// Connections for a large batch of scattered reads (a metadata walk)
+    /// when the server allows multi-conn and `connections` is above 1: a
+    /// scattered read is waiting, not streaming, and servers answer a
+    /// few requests at a time per connection (qemu-nbd and nbdkit 16).
+    pub walk_connections: usize,
+    /// Metadata contexts beyond the two every map reads, and whether to
+    /// list what the server offers.
+    pub meta: super::handshake::MetaQuery,
 }
 
 impl Options {
@@ -89,6 +98,8 @@ impl Default for Options {
             tls: None,
             tls_certificates: None,
             connections: 4,
+            walk_connections: 16,
+            meta: super::handshake::MetaQuery::default(),
         }
     }
 }
@@ -129,9 +140,22 @@ pub struct NbdClient {
     /// The extents of the last block status answer, reused for reads
     /// inside them (one round trip serves many extents).
     known: Mutex<Known>,
-    /// Extra connections for bulk reads (multi-conn), opened on the first
-    /// bulk read; empty when the server does not allow it.
-    extra: std::sync::OnceLock<Vec<Mutex<Option<Conn>>>>,
+    /// Extra connections (multi-conn), opened when a read first needs
+    /// them; none when the server does not allow it.
+    extra: Mutex<Extra>,
+    /// Recent small reads, answered again from memory.
+    recent: Mutex<Recent>,
+}
+
+/// One connection, gone (`None`) until it is reconnected.
+type Slot = Mutex<Option<Conn>>;
+
+/// The extra connections opened so far, and how many were tried (a
+/// connection that failed is not tried again).
+#[derive(Default)]
+struct Extra {
+    open: Vec<Arc<Slot>>,
+    tried: usize,
 }
 
 /// Reads at least this large are split over the multi-conn connections.
@@ -163,7 +187,8 @@ impl NbdClient {
             info,
             stats,
             known: Mutex::new(Known::default()),
-            extra: std::sync::OnceLock::new(),
+            extra: Mutex::new(Extra::default()),
+            recent: Mutex::new(Recent::default()),
         })
     }
 
@@ -177,49 +202,66 @@ impl NbdClient {
         &self.stats
     }
 
-    /// The connections bulk reads may use besides the main one: when the
-    /// server advertises NBD_FLAG_CAN_MULTI_CONN ("the server allows
-    /// multiple connections … and will ensure … consistent" answers),
-    /// `connections - 1` more, opened on first use (fewer if some fail).
-    fn extra_conns(&self) -> &[Mutex<Option<Conn>>] {
-        self.extra.get_or_init(|| {
-            let want = self.opts.connections.clamp(1, 64).saturating_sub(1);
-            if self.info.flags & TFLAG_CAN_MULTI_CONN == 0 || want == 0 {
-                return Vec::new();
-            }
+    /// Up to `want` connections besides the main one, when the server
+    /// advertises NBD_FLAG_CAN_MULTI_CONN ("the server allows multiple
+    /// connections … and will ensure … consistent" answers): opened on
+    /// first use, all at once, fewer if some fail. A connection the
+    /// server does not take within a second (a server at its client
+    /// limit leaves it waiting) is given up and not tried again.
+    fn extra_conns(&self, want: usize) -> Vec<Arc<Slot>> {
+        let want = want.min(63);
+        if self.info.flags & TFLAG_CAN_MULTI_CONN == 0 || want == 0 {
+            return Vec::new();
+        }
+        let Ok(mut extra) = self.extra.lock() else {
+            return Vec::new();
+        };
+        if extra.tried < want {
+            let more = want.saturating_sub(extra.tried);
+            extra.tried = want;
+            let opts = Options {
+                connect_timeout: self.opts.connect_timeout.min(Duration::from_secs(1)),
+                ..self.opts.clone()
+            };
             let opened: Vec<io::Result<Conn>> = std::thread::scope(|scope| {
-                let tasks: Vec<_> = (0..want)
-                    .map(|_| scope.spawn(|| open_conn(&self.uri, &self.opts)))
+                let tasks: Vec<_> = (0..more)
+                    .map(|_| scope.spawn(|| open_conn(&self.uri, &opts)))
                     .collect();
                 tasks
                     .into_iter()
                     .map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("panic"))))
                     .collect()
             });
-            opened
-                .into_iter()
-                .filter_map(|c| match c {
-                    Ok(c) if c.info.size == self.info.size => Some(Mutex::new(Some(c))),
-                    Ok(_) => None,
+            for c in opened {
+                match c {
+                    Ok(c) if c.info.size == self.info.size => {
+                        extra.open.push(Arc::new(Mutex::new(Some(c))));
+                    }
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::warn!("{}: extra connection for multi-conn: {e}", self.name);
-                        None
                     }
-                })
-                .collect()
-        })
+                }
+            }
+        }
+        extra.open.iter().take(want).cloned().collect()
     }
 
     /// Connections that bulk reads use (1 when multi-conn is off).
     pub fn connections_in_use(&self) -> usize {
-        self.extra.get().map_or(0, Vec::len).saturating_add(1)
+        self.extra
+            .lock()
+            .map_or(0, |e| {
+                e.open.len().min(self.opts.connections.saturating_sub(1))
+            })
+            .saturating_add(1)
     }
 
     /// A bulk read split over the main and the extra connections, each
     /// part pipelined on its own connection, all at once.
     fn read_multi(
         &self,
-        extra: &[Mutex<Option<Conn>>],
+        extra: &[Arc<Slot>],
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), BlockError> {
@@ -228,7 +270,7 @@ impl NbdClient {
         let part = buf.len().div_ceil(n).next_multiple_of(64 << 10);
         std::thread::scope(|scope| {
             let mut tasks = Vec::new();
-            let mut slots = std::iter::once(&self.conn).chain(extra.iter());
+            let mut slots = std::iter::once(&self.conn).chain(extra.iter().map(|s| &**s));
             let mut at = 0u64;
             for piece in buf.chunks_mut(part) {
                 let Some(slot) = slots.next() else { break };
@@ -262,7 +304,7 @@ impl NbdClient {
     /// [`NbdClient::with_conn`] on one of the connections.
     fn with_slot<T>(
         &self,
-        slot: &Mutex<Option<Conn>>,
+        slot: &Slot,
         what: &'static str,
         offset: u64,
         mut op: impl FnMut(&mut Conn) -> io::Result<T>,
@@ -837,6 +879,7 @@ fn open_conn(uri: &NbdUri, opts: &Options) -> io::Result<Conn> {
         &uri.export,
         &opts.tls_for(uri),
         &uri.tls_hostname(),
+        &opts.meta,
     )
     .map_err(|e| explain(e, opts.connect_timeout))?;
     // Requests set their own deadlines on the outer wrapper; its limits
@@ -882,36 +925,51 @@ impl BlockSource for NbdClient {
             return Ok(());
         }
         if buf.len() >= MULTI_CONN_MIN && self.opts.connections > 1 {
-            let extra = self.extra_conns();
+            let extra = self.extra_conns(self.opts.connections.saturating_sub(1));
             if !extra.is_empty() {
-                return self.read_multi(extra, offset, buf);
+                return self.read_multi(&extra, offset, buf);
             }
         }
-        self.with_conn("reading", offset, |c| self.pipelined_read(c, offset, buf))
+        if self.served(offset, buf) {
+            return Ok(());
+        }
+        self.with_conn("reading", offset, |c| self.pipelined_read(c, offset, buf))?;
+        self.keep(offset, buf);
+        Ok(())
     }
 
-    /// All the ranges in flight together: on one connection, up to
-    /// `max_in_flight` requests at a time; a batch larger than that is
-    /// spread over the multi-conn connections when the server allows
-    /// them, each with its share in flight.
+    /// All the ranges in flight together (those a recent read holds are
+    /// answered from memory): on one connection, up to `max_in_flight`
+    /// requests at a time; a batch larger than that is spread over the
+    /// multi-conn connections when the server allows them (up to
+    /// `walk_connections`, as many as the batch fills), each with its
+    /// share in flight.
     fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
         for (offset, buf) in reqs.iter() {
             check_range(&self.name, self.info.size, *offset, u64_of(buf.len()))?;
         }
-        let mut reqs: Vec<(u64, &mut [u8])> = reqs
-            .iter_mut()
-            .filter(|(_, b)| !b.is_empty())
-            .map(|(o, b)| (*o, &mut **b))
-            .collect();
+        let mut left: Vec<(u64, &mut [u8])> = Vec::with_capacity(reqs.len());
+        for (o, b) in reqs.iter_mut() {
+            if !b.is_empty() && !self.served(*o, b) {
+                left.push((*o, &mut **b));
+            }
+        }
+        let mut reqs = left;
         let Some(&(first, _)) = reqs.first() else {
             return Ok(());
         };
-        if reqs.len() > self.opts.max_in_flight.max(1) && self.opts.connections > 1 {
-            let extra = self.extra_conns();
+        let per_conn = self.opts.max_in_flight.max(1);
+        if reqs.len() > per_conn && self.opts.connections > 1 {
+            let want = reqs
+                .len()
+                .div_ceil(per_conn)
+                .min(self.opts.walk_connections.max(self.opts.connections))
+                .saturating_sub(1);
+            let extra = self.extra_conns(want);
             if !extra.is_empty() {
                 let per = reqs.len().div_ceil(extra.len().saturating_add(1));
-                return std::thread::scope(|scope| {
-                    let slots = std::iter::once(&self.conn).chain(extra.iter());
+                std::thread::scope(|scope| {
+                    let slots = std::iter::once(&self.conn).chain(extra.iter().map(|s| &**s));
                     let tasks: Vec<_> = reqs
                         .chunks_mut(per)
                         .zip(slots)
@@ -931,10 +989,18 @@ impl BlockSource for NbdClient {
                             })
                         })
                     })
-                });
+                })?;
+                for (o, b) in &reqs {
+                    self.keep(*o, b);
+                }
+                return Ok(());
             }
         }
-        self.with_conn("reading", first, |c| self.pipelined_scatter(c, &mut reqs))
+        self.with_conn("reading", first, |c| self.pipelined_scatter(c, &mut reqs))?;
+        for (o, b) in &reqs {
+            self.keep(*o, b);
+        }
+        Ok(())
     }
 
     fn remote(&self) -> bool {
@@ -952,6 +1018,17 @@ impl BlockSource for NbdClient {
                 host_offset: None,
                 reads_zero: false,
             }]);
+        }
+        // What the server said before (a walk over the disk asks once
+        // for the rest of it, not once per step), else ask from here on.
+        let known = self.known(|k| k.alloc_range(offset, len))?;
+        if !known.is_empty() {
+            return Ok(known);
+        }
+        self.refresh(offset)?;
+        let known = self.known(|k| k.alloc_range(offset, len))?;
+        if !known.is_empty() {
+            return Ok(known);
         }
         let all = self.status_all(offset, len)?;
         let out = alloc_extents(
@@ -996,6 +1073,20 @@ impl BlockSource for NbdClient {
 }
 
 impl NbdClient {
+    /// Fills `buf` from a recent read that holds it; false when none does.
+    fn served(&self, offset: u64, buf: &mut [u8]) -> bool {
+        u64_of(buf.len()) <= MAX_SPAN && self.recent.lock().is_ok_and(|r| r.serve(offset, buf))
+    }
+
+    /// Keeps a small read for later reads of the same bytes.
+    fn keep(&self, offset: u64, buf: &[u8]) {
+        if u64_of(buf.len()) <= MAX_SPAN {
+            if let Ok(mut r) = self.recent.lock() {
+                r.keep(offset, buf);
+            }
+        }
+    }
+
     /// Runs `f` on what the last block status reply said.
     fn known<T>(&self, f: impl FnOnce(&Known) -> T) -> Result<T, BlockError> {
         self.known
@@ -1019,20 +1110,21 @@ impl NbdClient {
     fn refresh(&self, offset: u64) -> Result<(), BlockError> {
         let all = self.status_all(offset, self.info.size.saturating_sub(offset))?;
         let none = &[][..];
-        let mut alloc = alloc_extents(
+        let alloc = alloc_extents(
             offset,
             all.get("base:allocation").map_or(none, Vec::as_slice),
         );
-        let mut depth = depth_runs(
+        let depth = depth_runs(
             offset,
             all.get("qemu:allocation-depth").map_or(none, Vec::as_slice),
         );
         let size = self.info.size;
         let covered = alloc.last().map_or(offset, Extent::end);
+        let (mut alloc_fill, mut depth_fill) = (None, None);
         if covered < size && covered.saturating_sub(offset) < SHORT_REPLY {
             let end = offset.saturating_add(SHORT_FILL).min(size);
             if let Some(len) = end.checked_sub(covered).filter(|&l| l > 0) {
-                alloc.push(Extent {
+                alloc_fill = Some(Extent {
                     offset: covered,
                     len,
                     status: Status::Data,
@@ -1046,7 +1138,7 @@ impl NbdClient {
                 .map_or(offset, |r| r.offset.saturating_add(r.len));
             if let Some(len) = end.checked_sub(depth_end).filter(|&l| l > 0) {
                 let last = depth.last().map_or(1, |r| r.depth);
-                depth.push(super::known::DepthRun {
+                depth_fill = Some(super::known::DepthRun {
                     offset: depth_end,
                     len,
                     depth: last,
@@ -1056,7 +1148,7 @@ impl NbdClient {
         }
         self.known
             .lock()
-            .map(|mut k| k.replace(alloc, depth))
+            .map(|mut k| k.merge(alloc, depth, alloc_fill, depth_fill))
             .map_err(|_| BlockError::Internal {
                 what: "NBD extent cache lock poisoned".into(),
             })

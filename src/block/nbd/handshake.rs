@@ -39,6 +39,23 @@ pub struct ExportInfo {
     pub handshake: &'static str,
     /// The connection is encrypted (NBD_OPT_STARTTLS and a TLS handshake).
     pub tls: bool,
+    /// Every metadata context the server offers for the export
+    /// (NBD_OPT_LIST_META_CONTEXT, asked only with [`MetaQuery::list`]):
+    /// `nbdinfo`'s "contexts". `None` when not asked or refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contexts: Option<Vec<String>>,
+}
+
+/// The metadata contexts to ask for beyond the two every map reads
+/// (`base:allocation`, `qemu:allocation-depth`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetaQuery {
+    /// Further contexts to negotiate, e.g. `qemu:dirty-bitmap:NAME`
+    /// (`map --context`).
+    pub extra: Vec<String>,
+    /// Also list every context the server offers: one more round trip,
+    /// so only `nbd-info` asks.
+    pub list: bool,
 }
 
 impl ExportInfo {
@@ -156,6 +173,7 @@ pub fn handshake(
     export: &str,
     tls: &TlsOptions,
     hostname: &str,
+    meta: &MetaQuery,
 ) -> io::Result<(Box<dyn Stream>, ExportInfo)> {
     let no_zeroes = match greet(s.as_mut())? {
         Greeting::Oldstyle(info) if tls.mode == TlsMode::Require => {
@@ -169,7 +187,7 @@ pub fn handshake(
         Greeting::Newstyle { no_zeroes } => no_zeroes,
     };
     let (mut s, tls_on) = secure(s, tls, hostname)?;
-    let mut info = negotiate(s.as_mut(), export, no_zeroes)?;
+    let mut info = negotiate(s.as_mut(), export, no_zeroes, meta)?;
     info.tls = tls_on;
     Ok((s, info))
 }
@@ -249,9 +267,39 @@ fn greet(s: &mut dyn Stream) -> io::Result<Greeting> {
     Ok(Greeting::Newstyle { no_zeroes })
 }
 
+/// The payload of NBD_OPT_SET_META_CONTEXT: the export and the queries.
+fn meta_queries(export: &str, queries: &[&str]) -> io::Result<Vec<u8>> {
+    let mut d = name_payload(export)?;
+    let count = u32::try_from(queries.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+    d.extend_from_slice(&count.to_be_bytes());
+    for q in queries {
+        let len = u32::try_from(q.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
+        d.extend_from_slice(&len.to_be_bytes());
+        d.extend_from_slice(q.as_bytes());
+    }
+    Ok(d)
+}
+
+/// The (id, name) of each NBD_REP_META_CONTEXT reply.
+fn context_names(replies: &[OptionReply]) -> impl Iterator<Item = (u32, String)> + '_ {
+    replies
+        .iter()
+        .filter(|r| r.kind == REP_META_CONTEXT)
+        .filter_map(|r| {
+            let id = be32(&r.data, 0)?;
+            let name = r.data.get(4..)?;
+            Some((id, String::from_utf8_lossy(name).into_owned()))
+        })
+}
+
 /// The options after the greeting (and after STARTTLS): structured
 /// replies, metadata contexts, NBD_OPT_GO (or the old EXPORT_NAME).
-fn negotiate(s: &mut dyn Stream, export: &str, no_zeroes: bool) -> io::Result<ExportInfo> {
+fn negotiate(
+    s: &mut dyn Stream,
+    export: &str,
+    no_zeroes: bool,
+    meta: &MetaQuery,
+) -> io::Result<ExportInfo> {
     let mut b8 = [0u8; 8];
     let mut f2 = [0u8; 2];
     let mut info = ExportInfo {
@@ -260,25 +308,23 @@ fn negotiate(s: &mut dyn Stream, export: &str, no_zeroes: bool) -> io::Result<Ex
     };
     info.structured_replies = option(s, OPT_STRUCTURED_REPLY, &[])?.is_ok();
     if info.structured_replies {
-        let mut d = name_payload(export)?;
-        let queries = ["base:allocation", "qemu:allocation-depth"];
-        // Two short constant names: the counts fit.
-        d.extend_from_slice(&u32::try_from(queries.len()).unwrap_or(0).to_be_bytes());
-        for q in queries {
-            d.extend_from_slice(&u32::try_from(q.len()).unwrap_or(0).to_be_bytes());
-            d.extend_from_slice(q.as_bytes());
-        }
-        if let Ok(replies) = option(s, OPT_SET_META_CONTEXT, &d)? {
-            for r in replies
-                .iter()
-                .filter(|r| r.kind == REP_META_CONTEXT && r.data.len() >= 4)
-            {
-                let (Some(id), Some(name)) = (be32(&r.data, 0), r.data.get(4..)) else {
-                    continue;
-                };
-                info.meta_contexts
-                    .push((id, String::from_utf8_lossy(name).into_owned()));
+        if meta.list {
+            // No queries: the server lists every context it has.
+            let mut d = name_payload(export)?;
+            d.extend_from_slice(&0u32.to_be_bytes());
+            if let Ok(replies) = option(s, OPT_LIST_META_CONTEXT, &d)? {
+                info.contexts = Some(context_names(&replies).map(|(_, n)| n).collect());
             }
+        }
+        let mut queries: Vec<&str> = vec!["base:allocation", "qemu:allocation-depth"];
+        for q in &meta.extra {
+            if !queries.contains(&q.as_str()) {
+                queries.push(q);
+            }
+        }
+        let d = meta_queries(export, &queries)?;
+        if let Ok(replies) = option(s, OPT_SET_META_CONTEXT, &d)? {
+            info.meta_contexts.extend(context_names(&replies));
         }
     }
     let mut d = name_payload(export)?;

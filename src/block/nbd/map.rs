@@ -186,3 +186,121 @@ impl NbdClient {
         Ok(out)
     }
 }
+
+/// How `nbdinfo --map=CONTEXT` describes a context's flags: its words for
+/// `base:allocation`, `qemu:allocation-depth` and `qemu:dirty-bitmap:*`,
+/// else an empty description (nbdinfo prints none for contexts it does
+/// not know).
+pub fn describe(context: &str, flags: u32) -> String {
+    if context == "base:allocation" {
+        return match flags & (STATE_HOLE | STATE_ZERO) {
+            0 => "data",
+            STATE_HOLE => "hole",
+            STATE_ZERO => "zero",
+            _ => "hole,zero",
+        }
+        .to_owned();
+    }
+    if context == "qemu:allocation-depth" {
+        return match flags {
+            0 => "absent".to_owned(),
+            1 => "local".to_owned(),
+            d => format!("backing depth {d}"),
+        };
+    }
+    if context.starts_with("qemu:dirty-bitmap:") {
+        return if flags & 1 != 0 { "dirty" } else { "clean" }.to_owned();
+    }
+    String::new()
+}
+
+impl NbdClient {
+    /// Calls `each(offset, length, flags)` with the runs of metadata
+    /// context `context` (negotiated at connect: see
+    /// [`super::MetaQuery`]) over `[offset, offset + len)`, neighbours with
+    /// the same flags joined: what `nbdinfo --map=CONTEXT` prints.
+    /// Bounded like [`NbdClient::map_entries`]: where it stopped is
+    /// returned.
+    ///
+    /// # Errors
+    /// The server did not agree to the context; connection and protocol
+    /// errors; `each`'s errors.
+    pub fn context_map(
+        &self,
+        context: &str,
+        offset: u64,
+        len: u64,
+        each: &mut dyn FnMut(u64, u64, u32) -> Result<(), BlockError>,
+    ) -> Result<Option<Stopped>, BlockError> {
+        let name = crate::block::BlockSource::name(self).to_owned();
+        check_range(&name, self.info().size, offset, len)?;
+        if self.info().context(context).is_none() {
+            return Err(BlockError::unsupported(
+                &name,
+                format!(
+                    "the server does not offer the metadata context {context:?} (it agreed to: {})",
+                    self.info()
+                        .meta_contexts
+                        .iter()
+                        .map(|(_, n)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        // check_range: offset + len is within the export's size.
+        let end = offset.saturating_add(len);
+        let mut pos = offset;
+        let mut rounds = 0u64;
+        let mut runs = 0usize;
+        // The run being joined: (start, length, flags).
+        let mut open: Option<(u64, u64, u32)> = None;
+        while pos < end {
+            if rounds >= MAX_MAP_ROUNDS || runs >= MAX_MAP_ENTRIES {
+                if let Some((s, l, f)) = open.take() {
+                    each(s, l, f)?;
+                }
+                return Ok(Some(Stopped {
+                    offset: pos,
+                    rounds,
+                    entries: runs,
+                }));
+            }
+            rounds = rounds.saturating_add(1);
+            let mut all = self.status_ahead(pos, end.saturating_sub(pos))?;
+            let list = all.remove(context).unwrap_or_default();
+            let before = pos;
+            for (l, f) in list {
+                let l = l.min(end.saturating_sub(pos));
+                if l == 0 {
+                    break;
+                }
+                match open.as_mut() {
+                    Some(run) if run.2 == f => run.1 = run.1.saturating_add(l),
+                    _ => {
+                        if let Some((s, rl, rf)) = open.replace((pos, l, f)) {
+                            each(s, rl, rf)?;
+                            runs = runs.saturating_add(1);
+                        }
+                    }
+                }
+                pos = pos.saturating_add(l);
+            }
+            if pos == before {
+                return Err(BlockError::io(
+                    &name,
+                    "block status",
+                    pos,
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the server's block status reply does not describe this offset",
+                    ),
+                ));
+            }
+        }
+        if let Some((s, l, f)) = open {
+            each(s, l, f)?;
+        }
+        Ok(None)
+    }
+}

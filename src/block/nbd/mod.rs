@@ -13,10 +13,12 @@ pub mod handshake;
 pub mod known;
 pub mod map;
 pub mod proto;
+pub mod recent;
 pub mod status;
 pub mod tls;
 pub mod uri;
 
 pub use client::{list_exports, ExportInfo, NbdClient, Options};
+pub use handshake::MetaQuery;
 pub use tls::{TlsMode, TlsOptions};
 pub use uri::{is_nbd_uri, NbdUri};
