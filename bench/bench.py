@@ -591,6 +591,27 @@ def listing_rows(d):
         print(f"{what:<40} layerscope {t1 * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms, {rss[0] / 1024:5.1f} MiB) | fls -r -p {t2 * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms, {rss[1] / 1024:5.1f} MiB) | ratio {t1 / t2:5.2f}x, cpu {cpu[0] / cpu[1]:5.2f}x (goal <= 0.5x, < 32 MiB)")
 
 
+def blame_rows(d):
+    """`blame -R` of a 2-layer chain (the 20,000-file image and a thin
+    overlay where debugfs wrote 200 files of 200 KB and removed 100) vs
+    `e2fsck -fn` and `fls -r -p` of its flat raw image."""
+    flat, top = os.path.join(d, "blame-flat.raw"), os.path.join(d, "blame-top.qcow2")
+    if not os.path.exists(top):
+        sh("cp", "--sparse=always", os.path.join(d, "ls20000.raw"), flat)
+        payload = os.path.join(d, "payload")
+        with open(payload, "wb") as f:
+            f.write(random.Random(7).randbytes(200000))
+        debugfs(flat, ["mkdir /new"] + [f"write {payload} /new/n{i}" for i in range(200)]
+                + [f"rm /d{i:04d}/s0/f{i:06d}.dat" for i in range(100)])
+        thin_overlay(flat, os.path.join(d, "ls20000.qcow2"), top)
+    ours = [BIN, "blame", "-R", top, "/"]
+    e2fsck, fls = ["e2fsck", "-fn", flat], ["fls", "-r", "-p", flat]
+    t1, t2, t3 = interleaved([ours, e2fsck, fls], rounds=5, warmup=1, check=False)
+    cpu = [cpu_time(c) for c in (ours, e2fsck)]
+    rss = peak_rss(ours)
+    print(f"{'blame -R (20000 files, 2 layers)':<40} layerscope {t1 * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms, {rss / 1024:5.1f} MiB) | e2fsck -fn {t2 * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms) | ratio {t1 / t2:5.2f}x (goal <= 1x, < 64 MiB); vs fls -r -p {t3 * 1000:.1f} ms: {t1 / t3:.2f}x")
+
+
 def throughput_bench(rebuild=False):
     """Bulk reads (issue 19) vs what a user runs otherwise, paired and
     interleaved (medians of 15 rounds): `read > /dev/null` vs `qemu-img
@@ -636,6 +657,7 @@ def throughput_bench(rebuild=False):
     if os.path.exists(out):
         os.remove(out)
     listing_rows(d)
+    blame_rows(d)
 
 
 def cpu_time(cmd):
