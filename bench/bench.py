@@ -812,12 +812,12 @@ def build_bigdir(path):
     shutil.rmtree(tree)
 
 
-def time_keys(image, keys, visit_all=False, runs=RUNS):
+def time_keys(image, keys, visit_all=False, runs=RUNS, size="120x40"):
     """`render --time-keys` (the threaded worker, keys not waiting for it,
     each key's frame timed in the UI thread): the median over runs of each
     figure it prints, and the peak RSS (KiB) over runs."""
     figures, rss = [], 0
-    cmd = [BIN, "render", image, "--size", "120x40", "--time-keys", "--keys", keys] + (["--visit-all"] if visit_all else [])
+    cmd = [BIN, "render", image, "--size", size, "--time-keys", "--keys", keys] + (["--visit-all"] if visit_all else [])
     subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
     for _ in range(runs):
         p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, capture_output=True, check=True)
@@ -847,6 +847,18 @@ def tui_bench(top):
     print(f"{'TUI key while a 20k-entry directory lists':<44} median {t['while_listing_median_ms']:5.2f} ms, max {t['while_listing_max_ms']:5.2f} ms over {t['while_listing']:.0f} keys (goal < 16 ms); all {t['keys']:.0f} keys: median {t['median_ms']:5.2f}, max {t['max_ms']:5.2f} ms; first frame {t['first_frame_ms']:.1f} ms, RSS {rss / 1024:.1f} MiB")
     t, rss = time_keys(top, "", visit_all=True, runs=3)
     print(f"{'TUI every directory opened (2 GiB chain)':<44} {t['dirs_opened']:.0f} directories, {t['tree_rows']:.0f} rows: peak RSS {rss / 1024:.1f} MiB (goal < 64 MiB)")
+    # Every pane on screen at once (200x60): each key's frame draws all
+    # of them.
+    first = timed([BIN, "render", top, "--size", "200x60"])
+    print(f"{'TUI first frame with data (200x60)':<44} {first[0] * 1000:6.1f} ms (goal < 100 ms), RSS {first[1] / 1024:.1f} MiB")
+    t, rss = time_keys(top, " ".join(["PageDown"] * 400), size="200x60")
+    print(f"{'TUI keystroke to frame (PageDown, 200x60)':<44} median {t['median_ms']:5.2f} ms, max {t['max_ms']:5.2f} ms per key, worker on its thread (goal < 16 ms); first frame {t['first_frame_ms']:.1f} ms, RSS {rss / 1024:.1f} MiB")
+    # Keys in every pane: superblock and groups scrolled, the tree opened,
+    # the hit map's modes, the chain's layers, the hex paged.
+    tour = ("5 " + "Down " * 60 + "PageDown " * 5 + "6 " + "Down " * 10 + "2 Enter Down Enter Down Enter Up Up "
+            + "4 m m m 1 Down Enter Up Enter 3 " + "PageDown " * 100 + "Tab " * 16)
+    t, rss = time_keys(top, tour.strip(), size="200x60")
+    print(f"{'TUI keys in every pane (200x60)':<44} median {t['median_ms']:5.2f} ms, max {t['max_ms']:5.2f} ms over {t['keys']:.0f} keys (goal < 16 ms), RSS {rss / 1024:.1f} MiB")
 
 
 def nbd_bench(top, size):
