@@ -29,6 +29,7 @@ mod nbd;
 mod read;
 mod superblock;
 mod timeline;
+mod ui_open;
 mod volumes;
 mod walk;
 
@@ -57,6 +58,8 @@ pub struct Cli {
     /// screen.
     #[arg(long, value_name = "FILE")]
     pub log: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub open: ui_open::UiOpenArgs,
 }
 
 /// The commands.
@@ -277,6 +280,8 @@ pub struct RenderArgs {
     /// With --time-keys: then open every directory of the tree.
     #[arg(long, hide = true, requires = "time_keys")]
     pub visit_all: bool,
+    #[command(flatten)]
+    pub open: ui_open::UiOpenArgs,
 }
 
 fn parse_term_size(text: &str) -> Result<(u16, u16), String> {
@@ -291,22 +296,6 @@ fn parse_term_size(text: &str) -> Result<(u16, u16), String> {
         return Err(format!("{text}: between 20x6 and 1000x1000, please"));
     }
     Ok((w, h))
-}
-
-/// Opens IMAGE (a path or NBD URI), or the embedded demo when absent.
-fn open_or_demo(image: Option<&str>) -> anyhow::Result<Chain> {
-    match image {
-        Some(i) => ImageArgs {
-            image: i.to_owned(),
-            format: None,
-            backing_format: None,
-            remote: RemoteArgs::default(),
-            log_as_is: false,
-            snapshot: None,
-        }
-        .open(),
-        None => Ok(crate::demo::open().context("opening the embedded demo chain")?),
-    }
 }
 
 /// Arguments of `nbd-info`.
@@ -594,7 +583,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Completions(args)) => meta::completions(&args, &mut out),
         Some(Command::Man(args)) => meta::man(&args, &mut out),
         Some(Command::Render(args)) => {
-            let mut chain = open_or_demo(args.image.as_deref())?;
+            let bitmap = args.open.bitmap.clone();
+            let mut chain = args.open.open(args.image)?;
+            if let Some(name) = &bitmap {
+                ui_open::UiOpenArgs::check_bitmap(name, &chain)?;
+            }
             chain.show_paths(args.paths);
             let (w, h) = args.size;
             if args.time_keys {
@@ -604,6 +597,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let options = crate::ui::worker::Options {
                 volume: args.volume.clone(),
                 replay: fs::worker_replay(&args.replay)?,
+                bitmap,
             };
             let frame = crate::ui::render_frame_with(chain, options, w, h, &args.keys, args.ansi);
             io::Write::write_all(&mut out, frame.as_bytes()).map_err(Into::into)
@@ -618,16 +612,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 let image = cli.image.clone();
                 let title = image.clone().unwrap_or_else(|| "the demo chain".into());
                 let is_nbd = title.starts_with("nbd");
-                let open =
-                    Box::new(move || open_or_demo(image.as_deref()).map_err(|e| format!("{e:#}")));
+                let bitmap = cli.open.bitmap.clone();
+                let how = cli.open;
+                let open = Box::new(move || how.open(image).map_err(|e| format!("{e:#}")));
                 let options = crate::ui::worker::Options {
                     volume: cli.volume.clone(),
                     replay: fs::worker_replay(&cli.replay)?,
+                    bitmap,
                 };
                 return crate::ui::run_opening(&title, is_nbd, open, options)
                     .context("running the terminal UI");
             }
-            let chain = open_or_demo(cli.image.as_deref())?;
+            let chain = cli.open.open(cli.image)?;
             // Not a terminal (a pipe, a test): the chain and its map as text.
             chain::run(&chain, false, &mut out)?;
             io::Write::write_all(&mut out, b"\n")?;

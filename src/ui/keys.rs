@@ -151,7 +151,7 @@ pub const KEYS: &[Binding] = &[
         ..line(
             "m",
             &[(c('m'), Action::ToggleHitMode)],
-            "hit map: who owns each region, or who served it so far",
+            "hit map: owners, served so far, each qcow2 dirty bitmap",
         )
     },
     line(

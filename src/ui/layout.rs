@@ -152,7 +152,9 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
     match mode(s) {
         Mode::Full => {
             let rest = main.width.saturating_sub(hex_w);
-            let left_w = (rest * 2 / 5).clamp(34, 60);
+            // The left column at least as wide as the superblock's names
+            // and raw values (their meanings go on under them).
+            let left_w = (rest * 2 / 5).clamp(40, 60);
             let cols = split(
                 main,
                 Direction::Horizontal,

@@ -89,7 +89,7 @@ pub fn render_frame_with(
     keys: &str,
     ansi: bool,
 ) -> String {
-    let mut app = app_for(&chain);
+    let mut app = App::for_chain_with(&chain, options.bitmap.clone());
     let mut worker = Worker::new(chain).with_options(options);
     let mut serve = |app: &mut App, requests: Vec<Request>| {
         // Follow-up requests (a file's bytes after its location) too,

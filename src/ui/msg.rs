@@ -33,6 +33,9 @@ pub struct ChainInfo {
     pub is_nbd: bool,
     /// Read over ssh (`ssh://`): the status pane shows the session.
     pub is_ssh: bool,
+    /// The top layer's persistent dirty bitmaps (qcow2), by name
+    /// (escaped), in the file's order.
+    pub bitmaps: Vec<String>,
 }
 
 impl ChainInfo {
@@ -45,8 +48,12 @@ impl ChainInfo {
                 let detail = match &l.qcow2 {
                     Some(q) => {
                         let h = q.header();
+                        // Read as of an internal snapshot (`--snapshot`).
+                        let at = q.snapshot().map_or_else(String::new, |s| {
+                            crate::escape::printable(&format!("at snapshot {} {} · ", s.id, s.name))
+                        });
                         format!(
-                            "{} {}",
+                            "{at}{} {}",
                             crate::units::human(h.cluster_size()),
                             h.compression.name()
                         )
@@ -70,6 +77,13 @@ impl ChainInfo {
             disk_size: top.map_or(0, |t| t.source.len()),
             is_nbd: top.is_some_and(|t| t.nbd.is_some()),
             is_ssh: crate::block::ssh::session_of(chain).is_some(),
+            bitmaps: top
+                .and_then(|t| t.qcow2.as_ref())
+                .and_then(|q| q.bitmaps().ok())
+                .unwrap_or_default()
+                .iter()
+                .map(|b| crate::escape::printable(&b.name))
+                .collect(),
         }
     }
 }
@@ -219,11 +233,14 @@ pub struct HexData {
     pub owners: Vec<Option<usize>>,
 }
 
-/// Static ownership (from metadata) or runtime hits (what reads touched).
+/// Static ownership (from metadata), runtime hits (what reads touched),
+/// or a persistent dirty bitmap of the top layer (its index in
+/// [`ChainInfo::bitmaps`]): which bytes it marks dirty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HitMode {
     Static,
     Runtime,
+    Bitmap(usize),
 }
 
 /// One cell of the hit map grid.
@@ -235,6 +252,10 @@ pub enum CellOwner {
     Journal(usize),
     Nowhere,
     NotRead,
+    /// In a bitmap's map: bytes it marks dirty in the cell.
+    Dirty,
+    /// In a bitmap's map: none dirty.
+    Clean,
 }
 
 impl From<Served> for CellOwner {
@@ -269,6 +290,8 @@ pub struct Grid {
     /// its bytes (so the map shows which part of the disk the tree and
     /// the superblock belong to).
     pub volume: Option<VolumeCells>,
+    /// In a bitmap's map: the bytes it marks dirty, and the clean ones.
+    pub dirty: Option<(u64, u64)>,
 }
 
 /// The cells of the hit map grid a volume's bytes fall in.

@@ -1,5 +1,6 @@
 //! Drawing helpers every pane uses: colours that follow the terminal's
 //! palette (none with NO_COLOR), pane frames, scrolling.
+use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Span;
 use ratatui::widgets::{Block, Borders};
@@ -43,8 +44,10 @@ pub fn selected() -> Style {
     Style::default().add_modifier(Modifier::REVERSED)
 }
 
-/// A pane's frame, bold when focused.
-pub fn pane_block<'a>(title: String, focused: bool) -> Block<'a> {
+/// A pane's frame in `area`, bold when focused; its title cut to the
+/// frame's width with a mark.
+pub fn pane_block<'a>(title: String, focused: bool, area: Rect) -> Block<'a> {
+    let title = crate::ui::text::fit(&title, usize::from(area.width.saturating_sub(2)));
     let style = if focused {
         Style::default().add_modifier(Modifier::BOLD)
     } else {

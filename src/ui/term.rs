@@ -157,7 +157,8 @@ pub fn run_opening(title: &str, is_nbd: bool, open: Opener, options: Options) ->
     });
     let result = (|| {
         let mut terminal = Terminal::new(ratatui::backend::CrosstermBackend::new(io::stdout()))?;
-        let app = App::opening(crate::escape::printable(title), is_nbd);
+        let mut app = App::opening(crate::escape::printable(title), is_nbd);
+        app.hitmap.want = options.bitmap.clone();
         run_loop(
             &mut terminal,
             app,

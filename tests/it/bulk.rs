@@ -4,16 +4,22 @@
 //! inside holes, zero clusters, compressed clusters and layer boundaries,
 //! and its hit-map totals add up to what was read.
 use std::fs;
+use std::path::Path;
 
-use crate::util::{layerscope, need, qemu_io, sh};
+use layerscope::block::cache::BlockCache;
+use layerscope::block::chain::{open_chain, ChainOptions, FsOpener};
+use layerscope::block::layered::LayeredReader;
+use layerscope::block::stream::{stream, Piece};
+use layerscope::block::BlockSource;
 
-#[test]
-fn bulk_reads_equal_qemu_img_convert_across_every_kind_of_range() {
-    if !need("qemu-img") || !need("qemu-io") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+use crate::util::{layerscope, need, qemu_io, sh, Rng};
+
+/// The chain of these tests in `d`: a sparse raw base (data, holes, a
+/// partial last sector), a middle qcow2 overlay with compressed, zero
+/// and data clusters, a top overlay with data and zero clusters; and
+/// `flat.raw`, qemu-img convert's copy of the top. Returns the base's
+/// bytes.
+fn build_chain(d: &Path) -> Vec<u8> {
     // A sparse raw base: data, holes, data past 8 MiB; 24 MiB long, its
     // last sector partial (qemu rounds the disk up).
     let mut base = vec![0u8; (24 << 20) - 300];
@@ -81,6 +87,17 @@ fn bulk_reads_equal_qemu_img_convert_across_every_kind_of_range() {
         d,
         &["qemu-img", "convert", "-O", "raw", "top.qcow2", "flat.raw"],
     );
+    base
+}
+
+#[test]
+fn bulk_reads_equal_qemu_img_convert_across_every_kind_of_range() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = build_chain(d);
     let flat = fs::read(d.join("flat.raw")).unwrap();
 
     // The whole disk, to a pipe (zeros written) and as the raw base alone.
@@ -160,4 +177,76 @@ fn bulk_reads_equal_qemu_img_convert_across_every_kind_of_range() {
     // layer 0 are all that the upper layers do not cover.
     let layer = |i: usize| line["layers"][i]["bytes"].as_u64().unwrap();
     assert!(layer(0) > 0 && layer(1) > 0 && layer(2) > 0, "{line}");
+}
+
+/// The bulk path (`stream`: reader threads, zero runs passed as lengths,
+/// raw holes found with SEEK_DATA/SEEK_HOLE) and the cached path
+/// (`BlockCache::read_at` over the layered reader, as the filesystems and
+/// the TUI read) return the bytes of qemu-img convert for the same
+/// random ranges: small ones (served from the cache's chunks) and large
+/// ones (passed through), with edges anywhere, so they start and end in
+/// holes, zero clusters, compressed clusters and across layer boundaries.
+#[test]
+fn bulk_and_cached_reads_agree_with_qemu_img_convert_at_random() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    build_chain(d);
+    let flat = fs::read(d.join("flat.raw")).unwrap();
+    let top = d.join("top.qcow2");
+    let chain = open_chain(top.to_str().unwrap(), ChainOptions::default(), &FsOpener).unwrap();
+    let reader = std::sync::Arc::new(LayeredReader::new(&chain).unwrap());
+    assert_eq!(reader.len(), flat.len() as u64);
+    let cache = BlockCache::new(reader.clone(), 8 << 20);
+    let size = flat.len();
+    let mut rng = Rng(0x5eed_1919);
+    let (mut data_edges, mut zero_pieces) = (0, 0);
+    for round in 0..300 {
+        // Mostly small reads, every fourth up to 6 MiB (several segments).
+        let max = if round % 4 == 0 { 6 << 20 } else { 300 << 10 };
+        let len = 1 + rng.below(max);
+        let off = rng.below(size - len.min(size - 1));
+        let len = len.min(size - off);
+        let want = &flat[off..off + len];
+
+        let mut bulk = Vec::with_capacity(len);
+        stream(
+            &reader,
+            off as u64,
+            len as u64,
+            1 + round % 3,
+            &mut |piece| {
+                match piece {
+                    Piece::Data(bytes) => {
+                        data_edges += 1;
+                        bulk.extend_from_slice(bytes);
+                    }
+                    Piece::Zeros(n) => {
+                        zero_pieces += 1;
+                        bulk.resize(bulk.len() + n as usize, 0);
+                    }
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert!(
+            bulk == want,
+            "bulk read of {len} bytes at {off} differs from qemu-img convert"
+        );
+
+        let mut cached = vec![0xa5u8; len];
+        cache.read_at(off as u64, &mut cached).unwrap();
+        assert!(
+            cached == want,
+            "cached read of {len} bytes at {off} differs from qemu-img convert"
+        );
+    }
+    // Both kinds of pieces were met: the ranges crossed data and zeros.
+    assert!(
+        data_edges > 100 && zero_pieces > 100,
+        "{data_edges} data, {zero_pieces} zero pieces"
+    );
 }

@@ -33,6 +33,7 @@ mod tui_diff;
 mod tui_grid;
 mod tui_layout;
 mod tui_nbd;
+mod tui_qcow2;
 mod tui_volumes;
 mod util;
 mod volumes;

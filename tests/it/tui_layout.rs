@@ -6,6 +6,8 @@
 use layerscope::ui::app::{Action, App, Reply, Request};
 use layerscope::ui::{draw_text, render_frame};
 
+use crate::util::{debugfs_w, layerscope, need, sh};
+
 fn demo(w: u16, h: u16, keys: &str, ansi: bool) -> String {
     render_frame(layerscope::demo::open().unwrap(), w, h, keys, ansi)
 }
@@ -117,4 +119,126 @@ fn snapshot_pending_and_failed_requests() {
         frame.contains("reading 0x10…") && !frame.contains("cannot read"),
         "{frame}"
     );
+}
+
+/// The Superblock pane's text as the fields scroll past (keys `5`, then
+/// PageDown `pages` times), every frame's pane joined as words.
+fn superblock_words(dir: &std::path::Path, image: &str, size: &str, pages: usize) -> String {
+    let mut words = String::new();
+    for page in 0..=pages {
+        let keys = std::iter::once("5")
+            .chain(std::iter::repeat_n("PageDown", page))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let frame = layerscope(dir, &["render", image, "--size", size, "--keys", &keys])
+            .ok()
+            .text();
+        let rows = crate::tui_volumes::pane(&frame, "Superblock");
+        // Nothing in the pane is cut (a cut would end in `…`).
+        assert!(!rows.iter().any(|r| r.contains('…')), "{size}:\n{frame}");
+        words.push_str(&rows.join(" "));
+        words.push(' ');
+    }
+    words.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The words after `field`'s name in the pane text: its raw value, `=`,
+/// then what it means.
+fn after<'a>(words: &'a str, field: &str) -> Vec<&'a str> {
+    let at = words
+        .find(&format!(" {field} "))
+        .unwrap_or_else(|| panic!("no {field} in {words}"));
+    words[at..].split(' ').skip(2).collect()
+}
+
+#[test]
+fn superblock_at_160x45_and_200x60_shows_what_dumpe2fs_decodes() {
+    if !need("mke2fs") || !need("dumpe2fs") || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-t",
+            "ext4",
+            "-O",
+            "quota,project",
+            "e.raw",
+            "32M",
+        ],
+    );
+    // Four different dates, none "n/a".
+    debugfs_w(
+        dir,
+        "e.raw",
+        "ssv mkfs_time 20230314150926\nssv mtime 20240229123456\nssv lastcheck 20251231235959\n",
+    );
+    let out = std::process::Command::new("dumpe2fs")
+        .args(["-h", "e.raw"])
+        .env("TZ", "UTC")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let oracle = String::from_utf8_lossy(&out.stdout).into_owned();
+    let said = |label: &str| -> String {
+        let line = oracle
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{label}:")))
+            .unwrap_or_else(|| panic!("no {label} in {oracle}"));
+        line.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let features: std::collections::BTreeSet<String> = said("Filesystem features")
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    assert!(features.contains("metadata_csum") && features.contains("project"));
+    for size in ["160x45", "200x60"] {
+        let words = superblock_words(dir, "e.raw", size, 12);
+        // Dates as dumpe2fs prints them (TZ=UTC), after the raw number.
+        for (field, label) in [
+            ("s_mkfs_time", "Filesystem created"),
+            ("s_mtime", "Last mount time"),
+            ("s_wtime", "Last write time"),
+            ("s_lastcheck", "Last checked"),
+        ] {
+            let date = said(label);
+            assert_ne!(date, "n/a");
+            let w = after(&words, field);
+            assert_eq!(w[1], "=", "{size} {field}: {w:?}");
+            assert_eq!(w[2..7].join(" "), date, "{size} {field}");
+        }
+        // Every feature name dumpe2fs lists, and no other.
+        let mut shown = std::collections::BTreeSet::new();
+        for field in [
+            "s_feature_compat",
+            "s_feature_incompat",
+            "s_feature_ro_compat",
+        ] {
+            let w = after(&words, field);
+            assert_eq!(w[1], "=", "{size} {field}: {w:?}");
+            shown.extend(
+                w[2..]
+                    .iter()
+                    .take_while(|x| !x.starts_with("0x") && !x.starts_with("s_"))
+                    .map(|x| (*x).to_owned()),
+            );
+        }
+        assert_eq!(shown, features, "{size}");
+        // The magic in hex, and the checksum with its state.
+        assert_eq!(
+            after(&words, "s_magic")[0],
+            said("Filesystem magic number").to_lowercase()
+        );
+        let hex = |x: &str| u32::from_str_radix(x.trim_start_matches("0x"), 16).unwrap();
+        let w = after(&words, "s_checksum");
+        assert_eq!(hex(w[0]), hex(&said("Checksum")), "{size}");
+        assert_eq!(w[1], "ok", "{size}");
+        // The UUID whole.
+        let uuid = said("Filesystem UUID");
+        assert!(words.contains(&format!("s_uuid {uuid}")), "{size}: {uuid}");
+    }
 }

@@ -70,7 +70,15 @@ pub struct Ext4 {
     /// The map of the inode last read through the trait (see
     /// [`Ext4::data_runs_cached`]).
     last_runs: Mutex<Option<(u64, Arc<[blockmap::Run]>)>>,
+    /// Directories already found by path (`a/b` without slashes at the
+    /// ends), the most recently used [`DIR_MEMO`]: a lookup of each file
+    /// of a tree (blame) finds its parent here instead of searching every
+    /// directory from the root again.
+    dir_memo: Mutex<lru::LruCache<Vec<u8>, u64>>,
 }
+
+/// Directory paths [`Ext4`] remembers.
+const DIR_MEMO: usize = 1024;
 
 impl Ext4 {
     /// Opens the filesystem at the start of `source` as the kernel would
@@ -125,6 +133,9 @@ impl Ext4 {
             replay_info: None,
             replay_failed: None,
             last_runs: Mutex::default(),
+            dir_memo: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(DIR_MEMO).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
         })
     }
 

@@ -391,12 +391,33 @@ impl Ext4 {
     /// # Errors
     /// A missing component, a non-directory in the middle.
     pub fn lookup_bytes(&self, path: &[u8]) -> Result<u64, FsError> {
-        let mut ino = 2u64;
         let shown = || crate::escape::printable_bytes(path);
-        for part in path
+        let parts: Vec<&[u8]> = path
             .split(|&b| b == b'/')
             .filter(|p| !p.is_empty() && *p != b".")
-        {
+            .collect();
+        // The parent directory, when an earlier lookup found it: only the
+        // last name is searched.
+        let dirs = parts.len().saturating_sub(1);
+        let parent: Vec<u8> = parts.get(..dirs).unwrap_or_default().join(&b'/');
+        let known = if dirs > 0 {
+            self.dir_memo
+                .lock()
+                .ok()
+                .and_then(|mut m| m.get(&parent).copied())
+        } else {
+            None
+        };
+        let (mut ino, from) = match known {
+            Some(dir) => (dir, dirs),
+            None => (2u64, 0),
+        };
+        for (i, part) in parts.iter().enumerate().skip(from) {
+            if i == dirs && dirs > 0 && known.is_none() {
+                if let Ok(mut m) = self.dir_memo.lock() {
+                    m.put(parent.clone(), ino);
+                }
+            }
             let node = self.inode(ino)?;
             if !node.is_dir() {
                 return Err(FsError::NotFound {

@@ -80,6 +80,7 @@ impl App {
             disk_size,
             is_nbd,
             is_ssh: false,
+            bitmaps: Vec::new(),
         });
         app
     }
@@ -124,8 +125,12 @@ impl App {
         }
     }
 
-    /// The chain is open: the top layer in view.
+    /// The chain is open: the top layer in view (and the bitmap asked
+    /// for in the hit map, or why it cannot be in the message line).
     fn opened(&mut self, info: ChainInfo) {
+        if let Err(e) = self.hitmap.opened(info.bitmaps, &info.title) {
+            self.say(e, true);
+        }
         let top = info.layers.len().saturating_sub(1);
         let s = &mut self.shared;
         s.title = info.title;
@@ -140,10 +145,17 @@ impl App {
 
     /// The app state for a chain.
     pub fn for_chain(chain: &Chain) -> App {
+        App::for_chain_with(chain, None)
+    }
+
+    /// The app state for a chain, the hit map showing persistent dirty
+    /// bitmap `bitmap` of the top layer (`--bitmap NAME`; one not there
+    /// is said in the message line).
+    pub fn for_chain_with(chain: &Chain, bitmap: Option<String>) -> App {
         let info = ChainInfo::of(chain);
-        let is_ssh = info.is_ssh;
-        let mut app = App::new(info.title, info.layers, info.disk_size, info.is_nbd);
-        app.shared.is_ssh = is_ssh;
+        let mut app = App::opening(info.title.clone(), info.is_nbd);
+        app.hitmap.want = bitmap;
+        app.opened(info);
         app
     }
 

@@ -9,6 +9,7 @@ use super::DrawCx;
 use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Effect, Effects, Shared};
 use crate::ui::style::{pane_block, selected};
+use crate::ui::text::fit;
 use crate::units::human;
 
 /// The chain pane's state: the selected layer.
@@ -54,6 +55,8 @@ impl ChainPane {
     pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx) {
         let s = cx.shared;
         let focused = cx.focused(Pane::Chain);
+        // Inside the frame, after the mark and the layer's colour.
+        let width = usize::from(r.width.saturating_sub(4));
         let lines: Vec<Line> = s
             .layers
             .iter()
@@ -66,7 +69,10 @@ impl ChainPane {
                     Span::raw(mark),
                     Span::styled("█", cx.styles.layer(Some(l.index))),
                     Span::styled(
-                        format!("{} {} {} {}", l.index, l.name, l.format, l.detail),
+                        fit(
+                            &format!("{} {} {} {}", l.index, l.name, l.format, l.detail),
+                            width,
+                        ),
                         style,
                     ),
                 ])
@@ -86,6 +92,9 @@ impl ChainPane {
                 human(s.disk_size)
             ),
         };
-        f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
+        f.render_widget(
+            Paragraph::new(lines).block(pane_block(title, focused, r)),
+            r,
+        );
     }
 }

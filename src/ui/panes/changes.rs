@@ -326,7 +326,7 @@ impl ChangesPane {
         let Some(ch) = &self.changes else { return };
         let focused = cx.focused(Pane::Tree);
         let title = format!("Changes: layer {} over {}", ch.to, ch.from);
-        let block = pane_block(title, focused);
+        let block = pane_block(title, focused, r);
         let inner = block.inner(r);
         f.render_widget(block, r);
         match &ch.state {
@@ -400,6 +400,7 @@ impl ChangesPane {
         let block = pane_block(
             fit(&title, usize::from(r.width.saturating_sub(2))),
             cx.focused(Pane::Hex),
+            r,
         );
         let inner = block.inner(r);
         f.render_widget(block, r);

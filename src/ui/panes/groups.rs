@@ -247,7 +247,7 @@ impl GroupsPane {
         f.render_widget(
             Paragraph::new(lines)
                 .wrap(Wrap { trim: false })
-                .block(pane_block(title, focused)),
+                .block(pane_block(title, focused, r)),
             r,
         );
     }
@@ -334,9 +334,13 @@ impl GroupsPane {
                 width < inner_w.max(COLUMNS[0].1 + 1)
             })
             .collect();
-        let header: String = std::iter::once(" ".to_owned())
+        let mut header: String = std::iter::once(" ".to_owned())
             .chain(shown.iter().map(|c| format!("{:>w$}", c.0, w = c.1)))
             .collect();
+        // Columns left out are marked (the line below has their values).
+        if shown.len() < COLUMNS.len() {
+            header = text::fit(&format!("{header} …"), inner_w);
+        }
         lines.push(Line::from(Span::styled(
             header,
             Style::default().add_modifier(Modifier::BOLD),

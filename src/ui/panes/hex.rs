@@ -180,6 +180,9 @@ impl HexPane {
                 }
             }
         }
-        f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
+        f.render_widget(
+            Paragraph::new(lines).block(pane_block(title, focused, r)),
+            r,
+        );
     }
 }

@@ -7,7 +7,10 @@
 //! `·`), so the map shows which part of the disk the tree belongs to.
 //! Blocks a journal replay serves (a live snapshot read as the kernel
 //! mounts it) are `▒` in the colour of the layer whose journal holds
-//! their copy, "journal of layer L" in the legend.
+//! their copy, "journal of layer L" in the legend. A qcow2 top layer's
+//! persistent dirty bitmaps are more modes of `m` (or `--bitmap NAME`):
+//! the cells holding bytes the bitmap marks dirty `█` (red), the others
+//! `·`, and the legend the dirty and clean bytes.
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
 use ratatui::text::{Line, Span};
@@ -35,6 +38,11 @@ pub struct HitMapPane {
     pub file_cells: Option<Vec<bool>>,
     /// Why the last grid could not be made.
     pub failed: Option<String>,
+    /// The top layer's persistent dirty bitmaps (escaped names).
+    pub bitmaps: Vec<String>,
+    /// The bitmap asked for at the start (`--bitmap NAME`), until the
+    /// chain is open.
+    pub want: Option<String>,
 }
 
 impl Default for HitMapPane {
@@ -44,6 +52,8 @@ impl Default for HitMapPane {
             grid: None,
             file_cells: None,
             failed: None,
+            bitmaps: Vec::new(),
+            want: None,
         }
     }
 }
@@ -72,13 +82,40 @@ impl HitMapPane {
         })
     }
 
-    /// `m`: owners, or what was served so far.
+    /// `m`: owners, what was served so far, then each persistent bitmap.
     pub fn toggle(&mut self) {
         self.mode = match self.mode {
             HitMode::Static => HitMode::Runtime,
-            HitMode::Runtime => HitMode::Static,
+            HitMode::Runtime if !self.bitmaps.is_empty() => HitMode::Bitmap(0),
+            HitMode::Bitmap(i) if i + 1 < self.bitmaps.len() => HitMode::Bitmap(i + 1),
+            HitMode::Runtime | HitMode::Bitmap(_) => HitMode::Static,
         };
         self.grid = None;
+    }
+
+    /// The chain is open with these bitmaps: the one asked for at the
+    /// start in view, or why it cannot be.
+    pub fn opened(&mut self, bitmaps: Vec<String>, top: &str) -> Result<(), String> {
+        self.bitmaps = bitmaps;
+        let Some(want) = self.want.take() else {
+            return Ok(());
+        };
+        let want = crate::escape::printable(&want);
+        match self.bitmaps.iter().position(|b| *b == want) {
+            Some(i) => {
+                self.mode = HitMode::Bitmap(i);
+                self.grid = None;
+                Ok(())
+            }
+            None => Err(format!(
+                "{top}: no bitmap {want:?} (bitmaps here: {})",
+                if self.bitmaps.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.bitmaps.join(", ")
+                }
+            )),
+        }
     }
 
     /// Takes a grid when it is for the current layer, mode and size.
@@ -99,8 +136,11 @@ impl HitMapPane {
     pub fn draw(&self, f: &mut Frame, r: Rect, cx: DrawCx) {
         let st = cx.styles;
         let mode = match self.mode {
-            HitMode::Static => "owner",
-            HitMode::Runtime => "served so far",
+            HitMode::Static => "owner".to_owned(),
+            HitMode::Runtime => "served so far".to_owned(),
+            HitMode::Bitmap(i) => {
+                format!("bitmap {}", self.bitmaps.get(i).map_or("?", String::as_str))
+            }
         };
         let title = format!("Hit map: {mode} (m)");
         let (cols, rows) = grid_shape(cx.shared);
@@ -141,7 +181,7 @@ impl HitMapPane {
             }
         }
         f.render_widget(
-            Paragraph::new(lines).block(pane_block(title, cx.focused(Pane::HitMap))),
+            Paragraph::new(lines).block(pane_block(title, cx.focused(Pane::HitMap), r)),
             r,
         );
     }
@@ -154,10 +194,16 @@ fn cell(c: CellOwner, mine: bool, outside: bool, st: &Styles) -> Span<'static> {
     if outside && !mine {
         return match c {
             CellOwner::Layer(l) | CellOwner::Journal(l) => Span::styled("░", st.layer(Some(l))),
+            CellOwner::Dirty => Span::styled("░", st.fg(DIRTY)),
             _ => Span::raw(" "),
         };
     }
     match (c, mine) {
+        (CellOwner::Dirty, true) => {
+            Span::styled("▓", st.fg(DIRTY).add_modifier(Modifier::REVERSED))
+        }
+        (CellOwner::Dirty, false) => Span::styled("█", st.fg(DIRTY)),
+        (CellOwner::Clean, false) => Span::styled("·", st.fg(Color::DarkGray)),
         (CellOwner::Layer(l) | CellOwner::Journal(l), true) => {
             Span::styled("▓", st.layer(Some(l)).add_modifier(Modifier::REVERSED))
         }
@@ -168,6 +214,9 @@ fn cell(c: CellOwner, mine: bool, outside: bool, st: &Styles) -> Span<'static> {
         (CellOwner::NotRead, false) => Span::raw(" "),
     }
 }
+
+/// The colour of bytes a bitmap marks dirty.
+const DIRTY: Color = Color::Red;
 
 /// A block the journal replay serves: `▒` in the colour of the layer
 /// whose journal holds its copy (`▒` alone without colours: the legend
@@ -195,6 +244,17 @@ fn legend(g: &Grid, file: bool, st: &Styles, width: u16, rows: u16) -> Vec<Line<
             "…".to_owned()
         }
     };
+    if let Some((dirty, clean)) = g.dirty {
+        entries.push(vec![
+            Span::styled("█", st.fg(DIRTY)),
+            Span::raw(format!("dirty:{}", human(dirty))),
+        ]);
+        entries.push(vec![
+            Span::styled("·", st.fg(Color::DarkGray)),
+            Span::raw(format!("clean:{}", human(clean))),
+        ]);
+        return wrap_entries(entries, width, rows);
+    }
     for (i, b) in g.bytes.iter().enumerate().rev() {
         let mut e = Vec::new();
         if st.palette != Palette::None {
@@ -213,6 +273,12 @@ fn legend(g: &Grid, file: bool, st: &Styles, width: u16, rows: u16) -> Vec<Line<
         Span::styled("·", st.fg(Color::DarkGray)),
         Span::raw(format!("none:{}", count(g.nowhere))),
     ]);
+    wrap_entries(entries, width, rows)
+}
+
+/// Legend entries wrapped into `rows` lines of `width`, the last one
+/// saying how many did not fit.
+fn wrap_entries(entries: Vec<Vec<Span<'static>>>, width: u16, rows: u16) -> Vec<Line<'static>> {
     let width = usize::from(width.max(1));
     let len = |e: &[Span]| e.iter().map(|s| s.content.chars().count()).sum::<usize>();
     let mut lines: Vec<Vec<Span<'static>>> = vec![Vec::new()];

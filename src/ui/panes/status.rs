@@ -55,7 +55,7 @@ impl StatusPane {
         f.render_widget(
             Paragraph::new(lines)
                 .wrap(Wrap { trim: false })
-                .block(pane_block("Status".into(), cx.focused(Pane::Status))),
+                .block(pane_block("Status".into(), cx.focused(Pane::Status), r)),
             r,
         );
     }

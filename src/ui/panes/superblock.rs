@@ -9,7 +9,7 @@ use super::DrawCx;
 use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Effect, Effects, Highlight, Shared};
 use crate::ui::msg::{FieldRow, JournalNote};
-use crate::ui::style::{pane_block, scroll_start, selected};
+use crate::ui::style::{pane_block, selected};
 use crate::ui::text::{fit, fit_pad, width as width_of, wrap};
 
 /// The superblock pane's state.
@@ -36,22 +36,28 @@ impl SuperblockPane {
         })
     }
 
-    /// A click on row `row` of the pane selects that field.
+    /// A click on row `row` of the pane selects the field drawn there
+    /// (a field whose value wraps takes more than one row).
     pub fn click(&mut self, row: usize, s: &Shared) -> Option<Effects> {
-        let mut height = usize::from(crate::ui::layout::inner_rows(s, Pane::Superblock));
-        let mut row = row;
-        let width = usize::from(
-            crate::ui::layout::areas(s)
-                .superblock?
-                .width
-                .saturating_sub(2),
-        );
+        let area = crate::ui::layout::areas(s).superblock?;
+        let height = usize::from(area.height.saturating_sub(2));
+        let width = usize::from(area.width.saturating_sub(2));
         // The journal's lines head the pane.
         let above = self.journal_rows(width).len();
-        row = row.checked_sub(above)?;
-        height = height.saturating_sub(above);
-        let i = scroll_start(self.sel, height) + row;
-        Some(self.select(i))
+        let row = row.checked_sub(above)?;
+        let Some(Ok(rows)) = &self.fields else {
+            return None;
+        };
+        let laid = lay_out(rows, width);
+        let start = first_shown(&laid, self.sel, height.saturating_sub(above));
+        let mut top = 0;
+        for (i, lines) in laid.iter().enumerate().skip(start) {
+            top += lines.len();
+            if row < top {
+                return Some(self.select(i));
+            }
+        }
+        None
     }
 
     /// The journal's note in lines of `width` (none when it needed no
@@ -88,7 +94,6 @@ impl SuperblockPane {
             None => lines.push(Line::from("reading…")),
             Some(Err(e)) => lines.push(Line::from(format!("no filesystem: {e}"))),
             Some(Ok(rows)) => {
-                let (off_w, name_w) = columns(rows, width);
                 let mut height = height;
                 let style = self
                     .journal
@@ -99,8 +104,15 @@ impl SuperblockPane {
                     lines.push(Line::from(Span::styled(text, style)));
                     height = height.saturating_sub(1);
                 }
-                let start = scroll_start(self.sel, height);
-                for (i, row) in rows.iter().enumerate().skip(start).take(height) {
+                let laid = lay_out(rows, width);
+                let start = first_shown(&laid, self.sel, height);
+                let mut used = 0;
+                for (i, (row, texts)) in rows.iter().zip(&laid).enumerate().skip(start) {
+                    // Whole fields only (the first one shown even when
+                    // cut by the pane's bottom).
+                    if used + texts.len() > height && i > start {
+                        break;
+                    }
                     let style = if focused && i == self.sel {
                         selected()
                     } else if row.value.contains("BAD") {
@@ -108,15 +120,10 @@ impl SuperblockPane {
                     } else {
                         Default::default()
                     };
-                    let offset = if off_w > 0 {
-                        format!("{:#0off_w$x} ", row.offset)
-                    } else {
-                        String::new()
-                    };
-                    let head = format!("{offset}{} ", fit_pad(row.name, name_w));
-                    let room = width.saturating_sub(width_of(&head));
-                    let text = format!("{head}{}", value_text(&row.value, room));
-                    lines.push(Line::from(Span::styled(fit(&text, width), style)));
+                    for text in texts.iter().take(height.saturating_sub(used)) {
+                        lines.push(Line::from(Span::styled(text.clone(), style)));
+                    }
+                    used += texts.len();
                 }
             }
         }
@@ -130,34 +137,146 @@ impl SuperblockPane {
             title.push_str(&format!(" on {name}"));
         }
         f.render_widget(
-            Paragraph::new(lines).block(pane_block(fit(&title, width), focused)),
+            Paragraph::new(lines).block(pane_block(fit(&title, width), focused, r)),
             r,
         );
     }
 }
 
-/// A field's value in `room` columns. The raw number is what the hex
-/// view shows, so it is never cut while it fits whole: a decoded meaning
-/// (`raw = meaning`) is shortened first, and dropped when fewer than four
-/// of its characters would show.
-fn value_text(value: &str, room: usize) -> String {
+/// Most screen lines one field takes (the last marked `…` when its value
+/// needs more).
+const MAX_LINES: usize = 6;
+
+/// Each field as the lines it is drawn in, `width` columns wide: offset
+/// (where there is room), name and value on the first line; a value that
+/// does not fit goes on under it. The raw number stays on the first line
+/// and its meaning (`raw = meaning`: a date, feature names) follows on
+/// the next ones, so neither is cut: long words (a UUID, a hex dump) are
+/// broken across lines, and only a value over [`MAX_LINES`] lines is cut,
+/// with `…`.
+fn lay_out(rows: &[FieldRow], width: usize) -> Vec<Vec<String>> {
+    let (off_w, name_w) = columns(rows, width);
+    rows.iter()
+        .map(|row| {
+            let offset = if off_w > 0 {
+                format!("{:#0off_w$x} ", row.offset)
+            } else {
+                String::new()
+            };
+            let head = format!("{offset}{} ", fit_pad(row.name, name_w));
+            field_lines(&head, &row.value, width)
+        })
+        .collect()
+}
+
+/// One field's lines: `head` (offset and name, padded) then `value`.
+fn field_lines(head: &str, value: &str, width: usize) -> Vec<String> {
+    let head_w = width_of(head);
+    let room = width.saturating_sub(head_w);
     if width_of(value) <= room {
-        return value.to_owned();
+        return vec![fit(&format!("{head}{value}"), width)];
     }
-    match value.split_once(" = ") {
-        Some((raw, meaning)) if width_of(raw) + 3 + width_of(meaning).min(4) <= room => {
-            fit(value, room)
+    // Continuation lines under the value where it has some room, else
+    // under the name.
+    let indent = if room >= 24 { head_w } else { 2 };
+    let rest = width.saturating_sub(indent).max(1);
+    let mut parts: Vec<String> = match value.split_once(" = ") {
+        Some((raw, meaning)) => {
+            let mut p = wrap_hard(raw, room, rest);
+            p.extend(wrap_hard(&format!("= {meaning}"), rest, rest));
+            p
         }
-        Some((raw, _)) => fit(raw, room),
-        None => fit(value, room),
+        None => wrap_hard(value, room, rest),
+    };
+    let cut = parts.len() > MAX_LINES;
+    parts.truncate(MAX_LINES);
+    let pad = " ".repeat(indent);
+    let last = parts.len().saturating_sub(1);
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let p = if cut && i == last {
+                format!("{p}…")
+            } else {
+                p
+            };
+            let line = if i == 0 {
+                format!("{head}{p}")
+            } else {
+                format!("{pad}{p}")
+            };
+            fit(&line, width)
+        })
+        .collect()
+}
+
+/// `s` in lines, the first `first` cells wide (it may stay empty when
+/// the first word does not fit there), the others `rest`; broken at
+/// spaces, a word longer than a line broken inside it (nothing cut).
+fn wrap_hard(s: &str, first: usize, rest: usize) -> Vec<String> {
+    let rest = rest.max(1);
+    let mut lines = vec![String::new()];
+    let cap = |n: usize| if n == 1 { first } else { rest };
+    for word in s.split(' ').filter(|w| !w.is_empty()) {
+        let n = lines.len();
+        let line = lines.last_mut().expect("never empty");
+        let used = width_of(line);
+        let sep = usize::from(used > 0);
+        if used + sep + width_of(word) <= cap(n) {
+            if sep == 1 {
+                line.push(' ');
+            }
+            line.push_str(word);
+            continue;
+        }
+        if width_of(word) <= rest {
+            lines.push(word.to_owned());
+            continue;
+        }
+        // Longer than a line: character by character, on a line of its
+        // own.
+        if used > 0 || cap(n) == 0 {
+            lines.push(String::new());
+        }
+        for c in word.chars() {
+            let n = lines.len();
+            let line = lines.last_mut().expect("never empty");
+            let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+            if width_of(line) + w > cap(n) && !line.is_empty() {
+                lines.push(c.to_string());
+            } else {
+                line.push(c);
+            }
+        }
     }
+    lines
+}
+
+/// The first field drawn, so that the selected one is on screen (at the
+/// bottom once the fields above fill the pane).
+fn first_shown(laid: &[Vec<String>], sel: usize, height: usize) -> usize {
+    let sel = sel.min(laid.len().saturating_sub(1));
+    let mut start = sel;
+    let mut used = laid.get(sel).map_or(0, Vec::len);
+    while start > 0 {
+        let above = laid[start - 1].len();
+        if used + above > height {
+            break;
+        }
+        used += above;
+        start -= 1;
+    }
+    start
 }
 
 /// Widths of the offset column (0: left out, the pane is too narrow) and
-/// of the name column, leaving the values room.
+/// of the name column, leaving the values room: every name whole where
+/// it fits; else the offsets kept and the longest names cut (marked) at
+/// 24; else the offsets left out.
 fn columns(rows: &[FieldRow], width: usize) -> (usize, usize) {
     const VALUE_ROOM: usize = 10;
-    let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).min(24);
+    let name_w = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).min(26);
     let off_w = rows
         .iter()
         .map(|r| format!("{:#x}", r.offset).len())
@@ -166,6 +285,8 @@ fn columns(rows: &[FieldRow], width: usize) -> (usize, usize) {
         .max(6);
     if off_w + 1 + name_w + 1 + VALUE_ROOM <= width {
         (off_w, name_w)
+    } else if off_w + 1 + name_w.min(24) + 1 + VALUE_ROOM <= width {
+        (off_w, name_w.min(24))
     } else {
         (0, name_w.min(width.saturating_sub(VALUE_ROOM + 1)))
     }
@@ -173,17 +294,64 @@ fn columns(rows: &[FieldRow], width: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
-    use super::value_text;
+    use super::{field_lines, first_shown, wrap_hard};
 
     #[test]
-    fn the_raw_value_is_kept_whole_and_the_meaning_shortened_first() {
-        assert_eq!(value_text("1 = clean", 10), "1 = clean");
-        assert_eq!(value_text("1 = continue", 10), "1 = conti…");
-        assert_eq!(value_text("61267 = 0xef53", 10), "61267");
+    fn a_value_that_does_not_fit_goes_on_under_its_field_uncut() {
+        let head = "s_wtime    ";
+        assert_eq!(field_lines(head, "1 = clean", 30), ["s_wtime    1 = clean"]);
+        // The raw number on the field's line, its meaning under it.
         assert_eq!(
-            value_text("1700000000 = 2023-11-14 22:13:20", 10),
-            "1700000000"
+            field_lines(head, "1700000000 = Tue Nov 14 22:13:20 2023", 30),
+            ["s_wtime    1700000000", "  = Tue Nov 14 22:13:20 2023"]
         );
-        assert_eq!(value_text("12345678901 = x", 10), "123456789…");
+        // Feature names wrap at spaces; with room, under the value.
+        let head = format!("{:<26}", "s_feature_ro_compat");
+        let lines = field_lines(
+            &head,
+            "1131 = sparse_super large_file huge_file dir_nlink extra_isize metadata_csum",
+            52,
+        );
+        assert_eq!(
+            lines,
+            [
+                format!("{head}1131"),
+                format!("{:26}= sparse_super large_file", ""),
+                format!("{:26}huge_file dir_nlink", ""),
+                format!("{:26}extra_isize metadata_csum", ""),
+            ]
+        );
+        // A UUID longer than the room is broken, not cut.
+        let lines = field_lines("s_uuid ", "c8ea9206-4576-4778-8547-32c04451b5a7", 30);
+        assert_eq!(
+            lines.concat().replace(' ', ""),
+            "s_uuidc8ea9206-4576-4778-8547-32c04451b5a7"
+        );
+        assert!(lines.iter().all(|l| super::width_of(l) <= 30));
+        // Past MAX_LINES lines, the cut is marked.
+        let long = "ab".repeat(200);
+        let lines = field_lines("x ", &long, 20);
+        assert_eq!(lines.len(), super::MAX_LINES);
+        assert!(lines.last().unwrap().ends_with('…'));
+    }
+
+    #[test]
+    fn wraps_at_spaces_and_breaks_long_words() {
+        assert_eq!(wrap_hard("a bb ccc", 4, 4), ["a bb", "ccc"]);
+        assert_eq!(wrap_hard("abcdefgh", 4, 3), ["abcd", "efg", "h"]);
+        assert_eq!(wrap_hard("abc", 0, 4), ["", "abc"]);
+        assert_eq!(wrap_hard("x abcdefgh", 4, 3), ["x", "abc", "def", "gh"]);
+    }
+
+    #[test]
+    fn the_selected_field_is_on_screen_whole() {
+        let laid: Vec<Vec<String>> = [1, 3, 1, 2]
+            .iter()
+            .map(|&n| vec![String::new(); n])
+            .collect();
+        assert_eq!(first_shown(&laid, 0, 4), 0);
+        assert_eq!(first_shown(&laid, 2, 5), 0);
+        assert_eq!(first_shown(&laid, 3, 4), 2);
+        assert_eq!(first_shown(&laid, 3, 1), 3);
     }
 }

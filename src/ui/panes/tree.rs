@@ -365,7 +365,10 @@ impl TreePane {
                 }
             }
         }
-        f.render_widget(Paragraph::new(lines).block(pane_block(title, focused)), r);
+        f.render_widget(
+            Paragraph::new(lines).block(pane_block(title, focused, r)),
+            r,
+        );
     }
 }
 

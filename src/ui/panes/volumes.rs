@@ -149,7 +149,7 @@ impl VolumesPane {
             }
         }
         f.render_widget(
-            Paragraph::new(lines).block(pane_block(fit(&title, width), focused)),
+            Paragraph::new(lines).block(pane_block(fit(&title, width), focused, r)),
             r,
         );
     }

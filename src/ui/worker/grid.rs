@@ -93,6 +93,9 @@ impl Worker {
         cells: usize,
         mode: HitMode,
     ) -> Result<Grid, BlockError> {
+        if let HitMode::Bitmap(index) = mode {
+            return self.bitmap_grid(as_of, cells, index);
+        }
         let server = self.remote()?.map(|r| ServerLayers {
             layers: r.layers,
             complete: r.complete,
@@ -127,6 +130,8 @@ impl Worker {
                     }
                 }
             }
+            // Answered above.
+            HitMode::Bitmap(_) => {}
             HitMode::Runtime => {
                 let hits = view.reader.hits();
                 let step = hits.cell_size().max(1);
@@ -185,6 +190,7 @@ impl Worker {
             journal,
             server,
             volume,
+            dirty: None,
         })
     }
 

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
+mod bitmap;
 mod diff;
 mod fs;
 mod grid;
@@ -79,6 +80,10 @@ pub struct Options {
     /// `None`: the one holding a filesystem.
     pub volume: Option<String>,
     pub replay: Replay,
+    /// The persistent dirty bitmap the hit map shows at the start
+    /// (`--bitmap NAME`; read by the app, the worker gets the mode with
+    /// each request).
+    pub bitmap: Option<String>,
 }
 
 /// `--no-replay` and `--journal-dev`, for the worker.
@@ -133,29 +138,6 @@ impl Worker {
     /// Esc) stops the search at the next directory.
     pub fn search_cancel(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.cancel)
-    }
-
-    /// The server's layers, over an NBD export that gives allocation
-    /// depths (scanned once).
-    fn remote(&mut self) -> Result<Option<&remote::Remote>, BlockError> {
-        if self.remote.is_none() {
-            let client = match self.chain.layers.as_slice() {
-                [only] => only.nbd.clone(),
-                _ => None,
-            };
-            self.remote = Some(match client {
-                Some(c) => {
-                    let start = std::time::Instant::now();
-                    let r = remote::Remote::scan(c)?;
-                    if let Some(r) = &r {
-                        tracing::info!(layers = r.layers, ranges = r.map.len(), complete = r.complete, ms = %start.elapsed().as_millis(), "server layers scanned");
-                    }
-                    r
-                }
-                None => None,
-            });
-        }
-        Ok(self.remote.as_ref().and_then(Option::as_ref))
     }
 
     /// The layer serving each part of `[offset, offset + len)` as of

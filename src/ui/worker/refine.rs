@@ -163,6 +163,7 @@ impl Worker {
             journal,
             server: None,
             volume,
+            dirty: None,
         })
     }
 

@@ -109,3 +109,28 @@ impl Remote {
             .collect())
     }
 }
+
+impl super::Worker {
+    /// The server's layers, over an NBD export that gives allocation
+    /// depths (scanned once).
+    pub(super) fn remote(&mut self) -> Result<Option<&Remote>, BlockError> {
+        if self.remote.is_none() {
+            let client = match self.chain.layers.as_slice() {
+                [only] => only.nbd.clone(),
+                _ => None,
+            };
+            self.remote = Some(match client {
+                Some(c) => {
+                    let start = std::time::Instant::now();
+                    let r = Remote::scan(c)?;
+                    if let Some(r) = &r {
+                        tracing::info!(layers = r.layers, ranges = r.map.len(), complete = r.complete, ms = %start.elapsed().as_millis(), "server layers scanned");
+                    }
+                    r
+                }
+                None => None,
+            });
+        }
+        Ok(self.remote.as_ref().and_then(Option::as_ref))
+    }
+}
