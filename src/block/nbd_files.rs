@@ -188,7 +188,9 @@ pub fn open_uri(
             let mut head = vec![0u8; usize::try_from(len.min(PROBE_HEAD)).unwrap_or(0)];
             let mut tail = vec![0u8; usize::try_from(n).unwrap_or(0)];
             // Both in flight together: one round trip.
-            client.read_many(&mut [(0, &mut head), (len.saturating_sub(n), &mut tail)])?;
+            // Block status for the whole export goes in the same write.
+            client
+                .read_many_with_status(&mut [(0, &mut head), (len.saturating_sub(n), &mut tail)])?;
             let head = head
                 .get(..usize::try_from(n).unwrap_or(0))
                 .unwrap_or_default();

@@ -232,6 +232,14 @@ pub trait Filesystem: Send + Sync {
         false
     }
 
+    /// A hint: the metadata of `nodes` will be read soon (a listing's
+    /// sizes and types). A filesystem on a remote disk fetches their
+    /// inodes in one batch of requests in flight together, into its
+    /// bounded store; true when it did. Errors are left for the reads.
+    fn prefetch_nodes(&self, _nodes: &[NodeId]) -> bool {
+        false
+    }
+
     /// One line for the user when the view read differs from the disk
     /// (ext's journal replayed in memory, or a replay that failed):
     /// every command prints it, the TUI shows it. `None` for a view that

@@ -2,8 +2,10 @@
 //! from `fuzz/`) on stable, in every CI run:
 //! - every input in `fuzz/regressions/<target>/`: what the fuzzers found
 //!   (a panic, a hang, memory without bound), minimised, must now finish;
-//!   with them, the inputs under 5 KiB the fuzzers kept for new coverage
-//!   (distilled with `-merge=1`), so the paths they reach stay sound;
+//!   with them, a small covering set of each target's corpus (distilled
+//!   with `-merge=1`, smallest inputs first, a few hundred KiB a target;
+//!   volumes in the sparse form of `src/fuzzing/sparse.rs`), so the paths
+//!   they reach stay sound;
 //! - tool-made images (mke2fs, mkfs.vfat, sfdisk, qemu-img) with bytes of
 //!   their metadata changed at random (seeded, reproducible): the same
 //!   walk must finish without a panic, within a generous guard.

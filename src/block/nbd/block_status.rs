@@ -47,39 +47,92 @@ pub(super) fn block_status_many(
     c: &mut Conn,
     windows: &[(u64, u32)],
 ) -> io::Result<Vec<Descriptors>> {
-    let mut wire = Vec::with_capacity(windows.len().saturating_mul(28));
-    let mut by_cookie: HashMap<u64, usize> = HashMap::with_capacity(windows.len());
-    for (i, &(offset, len)) in windows.iter().enumerate() {
-        let req = c.request(Command::BlockStatus, offset, len);
-        by_cookie.insert(req.cookie, i);
-        wire.extend_from_slice(&req.to_bytes());
-    }
+    let mut batch = StatusBatch::new(windows.to_vec());
+    let wire = batch.requests(c);
     let w = c.reader.get_mut();
     w.write_all(&wire)?;
     w.flush()?;
-    let mut out: Vec<Descriptors> = vec![HashMap::new(); windows.len()];
-    let mut done = vec![false; windows.len()];
-    let mut left = windows.len();
-    let mut error: Option<io::Error> = None;
-    // Each chunk must make progress toward DONE; bound the count anyway.
-    let limit = MAX_REPLIES_PER_OPTION.saturating_mul(windows.len().max(1));
-    for _ in 0..limit {
-        if left == 0 {
-            break;
-        }
+    while !batch.finished() {
         let header = ReplyHeader::read_from(&mut c.reader)?;
+        batch.on_reply(c, header)?;
+    }
+    batch.finish()
+}
+
+/// Block status requests in flight and their answers so far: the replies
+/// may come mixed with those of reads sent in the same write (see
+/// `NbdClient::read_many_with_status`).
+pub(super) struct StatusBatch {
+    windows: Vec<(u64, u32)>,
+    by_cookie: HashMap<u64, usize>,
+    out: Vec<Descriptors>,
+    done: Vec<bool>,
+    left: usize,
+    error: Option<io::Error>,
+    /// Chunks read, and the most allowed (each must make progress toward
+    /// DONE; bounded anyway).
+    chunks: usize,
+    limit: usize,
+}
+
+impl StatusBatch {
+    /// Nothing sent yet.
+    pub(super) fn new(windows: Vec<(u64, u32)>) -> StatusBatch {
+        let n = windows.len();
+        StatusBatch {
+            by_cookie: HashMap::with_capacity(n),
+            out: vec![HashMap::new(); n],
+            done: vec![false; n],
+            left: n,
+            error: None,
+            chunks: 0,
+            limit: MAX_REPLIES_PER_OPTION.saturating_mul(n.max(1)),
+            windows,
+        }
+    }
+
+    /// The requests, one per window, with fresh cookies, to be written.
+    pub(super) fn requests(&mut self, c: &mut Conn) -> Vec<u8> {
+        let mut wire = Vec::with_capacity(self.windows.len().saturating_mul(28));
+        for (i, &(offset, len)) in self.windows.iter().enumerate() {
+            let req = c.request(Command::BlockStatus, offset, len);
+            self.by_cookie.insert(req.cookie, i);
+            wire.extend_from_slice(&req.to_bytes());
+        }
+        wire
+    }
+
+    /// Whether a reply with this cookie answers one of these requests.
+    pub(super) fn owns(&self, cookie: u64) -> bool {
+        self.by_cookie.contains_key(&cookie)
+    }
+
+    /// Every reply has ended.
+    pub(super) fn finished(&self) -> bool {
+        self.left == 0
+    }
+
+    /// Takes one reply chunk (its header read, its payload not yet).
+    ///
+    /// # Errors
+    /// I/O errors; `InvalidData` for protocol violations.
+    pub(super) fn on_reply(&mut self, c: &mut Conn, header: ReplyHeader) -> io::Result<()> {
+        self.chunks = self.chunks.saturating_add(1);
+        if self.chunks > self.limit {
+            return Err(invalid("block status reply never finished".into()));
+        }
         let (cookie, flags, kind, length) = match header {
-            ReplyHeader::Simple { error: e, cookie } => match by_cookie.get(&cookie) {
-                Some(&i) if e != 0 && done.get(i) == Some(&false) => {
-                    error.get_or_insert(io::Error::other(format!(
+            ReplyHeader::Simple { error: e, cookie } => match self.by_cookie.get(&cookie) {
+                Some(&i) if e != 0 && self.done.get(i) == Some(&false) => {
+                    self.error.get_or_insert(io::Error::other(format!(
                         "server error {e} ({})",
                         errno_name(e)
                     )));
-                    if let Some(d) = done.get_mut(i) {
+                    if let Some(d) = self.done.get_mut(i) {
                         *d = true;
                     }
-                    left = left.saturating_sub(1);
-                    continue;
+                    self.left = self.left.saturating_sub(1);
+                    return Ok(());
                 }
                 _ => return Err(invalid("simple reply to block status".into())),
             },
@@ -90,8 +143,8 @@ pub(super) fn block_status_many(
                 length,
             } => (cookie, flags, kind, length),
         };
-        let i = match by_cookie.get(&cookie) {
-            Some(&i) if done.get(i) == Some(&false) => i,
+        let i = match self.by_cookie.get(&cookie) {
+            Some(&i) if self.done.get(i) == Some(&false) => i,
             Some(_) => {
                 return Err(invalid(format!(
                     "reply chunk for cookie {cookie:#x} after its last chunk"
@@ -100,7 +153,8 @@ pub(super) fn block_status_many(
             None => return Err(invalid(format!("reply for unknown cookie {cookie:#x}"))),
         };
         // `i` indexes `windows`, `out` and `done` (all of its length).
-        let (Some(&(offset, len)), Some(descriptors)) = (windows.get(i), out.get_mut(i)) else {
+        let (Some(&(offset, len)), Some(descriptors)) = (self.windows.get(i), self.out.get_mut(i))
+        else {
             return Err(invalid(format!("reply for unknown cookie {cookie:#x}")));
         };
         match kind {
@@ -153,25 +207,34 @@ pub(super) fn block_status_many(
                 let mut e = None;
                 read_chunk(c, kind, length, offset, &mut sink, &mut e)?;
                 if let Some(e) = e {
-                    error.get_or_insert(e);
+                    self.error.get_or_insert(e);
                 }
             }
         }
         if flags & REPLY_FLAG_DONE != 0 {
-            if error.is_none() && descriptors.values().all(Vec::is_empty) {
+            if self.error.is_none() && descriptors.values().all(Vec::is_empty) {
                 return Err(invalid("block status reply without descriptors".into()));
             }
-            if let Some(d) = done.get_mut(i) {
+            if let Some(d) = self.done.get_mut(i) {
                 *d = true;
             }
-            left = left.saturating_sub(1);
+            self.left = self.left.saturating_sub(1);
         }
+        Ok(())
     }
-    if left > 0 {
-        return Err(invalid("block status reply never finished".into()));
-    }
-    match error {
-        Some(e) => Err(e),
-        None => Ok(out),
+
+    /// The answers, in the order of the windows.
+    ///
+    /// # Errors
+    /// A server error met in a reply; `InvalidData` if a reply has not
+    /// ended.
+    pub(super) fn finish(self) -> io::Result<Vec<Descriptors>> {
+        if self.left > 0 {
+            return Err(invalid("block status reply never finished".into()));
+        }
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.out),
+        }
     }
 }

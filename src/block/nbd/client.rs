@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::block_status::{block_status, block_status_many};
+use super::block_status::{block_status, block_status_many, StatusBatch};
 use super::deadline::Timed;
 use super::handshake::dial;
 pub use super::handshake::{handshake, list_exports, ExportInfo, Stream};
@@ -145,7 +145,12 @@ pub struct NbdClient {
     extra: Mutex<Extra>,
     /// Recent small reads, answered again from memory.
     recent: Mutex<Recent>,
+    /// The first round of a block status walk over the whole export,
+    /// asked with the export probe's reads (the windows, the answers).
+    primed: Mutex<Option<Primed>>,
 }
+
+type Primed = (Vec<(u64, u32)>, Vec<super::block_status::Descriptors>);
 
 /// One connection, gone (`None`) until it is reconnected.
 type Slot = Mutex<Option<Conn>>;
@@ -189,6 +194,7 @@ impl NbdClient {
             known: Mutex::new(Known::default()),
             extra: Mutex::new(Extra::default()),
             recent: Mutex::new(Recent::default()),
+            primed: Mutex::new(None),
         })
     }
 
@@ -423,21 +429,19 @@ impl NbdClient {
         offset: u64,
         len: u64,
     ) -> Result<HashMap<String, Vec<(u64, u32)>>, BlockError> {
+        self.status_ahead_rounds(offset, len, AHEAD_ROUNDS)
+    }
+
+    /// The windows [`NbdClient::status_ahead`] asks first for `[offset,
+    /// offset + len)` (inside the export).
+    fn ahead_windows(&self, offset: u64, len: u64) -> Vec<(u64, u32)> {
         const MIN_WINDOW: u64 = 64 << 20;
         const MAX_WINDOW: u64 = 0xffff_ffff & !0xf_ffff;
-        if self.info.meta_contexts.is_empty() {
-            return Err(BlockError::unsupported(
-                &self.name,
-                "the server agreed to no metadata context",
-            ));
-        }
-        check_range(&self.name, self.info.size, offset, len)?;
         let count = u64_of(self.opts.max_in_flight.clamp(1, 64));
         let piece = len
             .div_ceil(count)
             .clamp(MIN_WINDOW, MAX_WINDOW)
             .next_multiple_of(1 << 20);
-        // check_range: within the export's size.
         let end = offset.saturating_add(len);
         let mut windows: Vec<(u64, u32)> = Vec::new();
         let mut start = offset;
@@ -447,6 +451,24 @@ impl NbdClient {
             windows.push((start, n));
             start = start.saturating_add(u64::from(n));
         }
+        windows
+    }
+
+    /// [`NbdClient::status_ahead`] in at most `rounds` rounds.
+    fn status_ahead_rounds(
+        &self,
+        offset: u64,
+        len: u64,
+        rounds: usize,
+    ) -> Result<HashMap<String, Vec<(u64, u32)>>, BlockError> {
+        if self.info.meta_contexts.is_empty() {
+            return Err(BlockError::unsupported(
+                &self.name,
+                "the server agreed to no metadata context",
+            ));
+        }
+        check_range(&self.name, self.info.size, offset, len)?;
+        let windows = self.ahead_windows(offset, len);
         let ids: Vec<u32> = self.info.meta_contexts.iter().map(|(id, _)| *id).collect();
         // Per window, each context's descriptors so far (all covering the
         // same length: each answer is cut to what every context covers).
@@ -456,21 +478,30 @@ impl NbdClient {
             .enumerate()
             .map(|(i, &(o, n))| (i, o, n))
             .collect();
-        for _ in 0..AHEAD_ROUNDS {
+        for _ in 0..rounds {
             if asks.is_empty() {
                 break;
             }
             let wire: Vec<(u64, u32)> = asks.iter().map(|&(_, o, n)| (o, n)).collect();
-            let replies = self.with_conn("block status", offset, |c| {
-                let t = Instant::now();
-                self.stats
-                    .in_flight
-                    .store(u64_of(wire.len()), Ordering::Relaxed);
-                let r = block_status_many(c, &wire);
-                self.stats.in_flight.store(0, Ordering::Relaxed);
-                self.stats.record_request(t.elapsed(), 0);
-                r
-            })?;
+            // Asked already with the export probe's reads?
+            let primed = self.primed.lock().ok().and_then(|p| {
+                p.as_ref()
+                    .filter(|(w, _)| *w == wire)
+                    .map(|(_, r)| r.clone())
+            });
+            let replies = match primed {
+                Some(r) => r,
+                None => self.with_conn("block status", offset, |c| {
+                    let t = Instant::now();
+                    self.stats
+                        .in_flight
+                        .store(u64_of(wire.len()), Ordering::Relaxed);
+                    let r = block_status_many(c, &wire);
+                    self.stats.in_flight.store(0, Ordering::Relaxed);
+                    self.stats.record_request(t.elapsed(), 0);
+                    r
+                })?,
+            };
             let mut next = Vec::new();
             for (&(i, o, n), mut reply) in asks.iter().zip(replies) {
                 // What every context covers (a context left out covers 0).
@@ -551,6 +582,18 @@ impl NbdClient {
     /// exactly one data or hole chunk (overlaps and gaps are protocol
     /// errors), so nothing stale can survive.
     fn pipelined_scatter(&self, c: &mut Conn, segs: &mut [(u64, &mut [u8])]) -> io::Result<()> {
+        self.scatter_with_status(c, segs, None)
+    }
+
+    /// [`NbdClient::pipelined_scatter`], and the block status requests of
+    /// `side` sent in the same first write, their replies taken as they
+    /// come among the reads'.
+    fn scatter_with_status(
+        &self,
+        c: &mut Conn,
+        segs: &mut [(u64, &mut [u8])],
+        mut side: Option<&mut StatusBatch>,
+    ) -> io::Result<()> {
         let piece = u64::from(
             self.opts
                 .max_request
@@ -564,9 +607,13 @@ impl NbdClient {
         let mut error: Option<io::Error> = None;
         let max_in_flight = self.opts.max_in_flight.clamp(1, 1024);
         let mut requests = Vec::with_capacity(max_in_flight.saturating_mul(28));
+        let mut side_wire = side.as_mut().map(|b| b.requests(c));
         loop {
             // Top up the requests in flight, sent in one write.
             requests.clear();
+            if let Some(wire) = side_wire.take() {
+                requests.extend_from_slice(&wire);
+            }
             while pending.len() < max_in_flight {
                 let Some((offset, buf)) = segs.get(seg) else {
                     break;
@@ -604,7 +651,8 @@ impl NbdClient {
                     .in_flight
                     .store(u64_of(pending.len()), Ordering::Relaxed);
             }
-            if pending.is_empty() {
+            let side_done = side.as_ref().is_none_or(|b| b.finished());
+            if pending.is_empty() && side_done {
                 break;
             }
             let header = ReplyHeader::read_from(&mut c.reader)?;
@@ -613,6 +661,12 @@ impl NbdClient {
                     cookie
                 }
             };
+            if !pending.contains_key(&cookie) {
+                if let Some(b) = side.as_mut().filter(|b| b.owns(cookie)) {
+                    b.on_reply(c, header)?;
+                    continue;
+                }
+            }
             let p = pending
                 .get_mut(&cookie)
                 .ok_or_else(|| invalid(format!("reply for unknown cookie {cookie:#x}")))?;
@@ -1073,6 +1127,44 @@ impl BlockSource for NbdClient {
 }
 
 impl NbdClient {
+    /// [`BlockSource::read_many`] (on the main connection) with the first
+    /// round of a block status walk over the whole export sent in the
+    /// same write: the export probe's one round trip also answers where
+    /// the disk's data is, for the map, the hit map and reads that skip
+    /// holes. A block status the server refuses is left for later.
+    ///
+    /// # Errors
+    /// As [`BlockSource::read_many`].
+    pub fn read_many_with_status(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        let size = self.info.size;
+        if self.info.meta_contexts.is_empty() || size == 0 {
+            return self.read_many(reqs);
+        }
+        for (offset, buf) in reqs.iter() {
+            check_range(&self.name, size, *offset, u64_of(buf.len()))?;
+        }
+        let windows = self.ahead_windows(0, size);
+        let first = reqs.first().map_or(0, |r| r.0);
+        let answers = self.with_conn("reading", first, |c| {
+            let mut batch = StatusBatch::new(windows.clone());
+            self.scatter_with_status(c, reqs, Some(&mut batch))?;
+            Ok(batch.finish().ok())
+        })?;
+        for (o, b) in reqs.iter() {
+            self.keep(*o, b);
+        }
+        if let Some(answers) = answers {
+            if let Ok(mut p) = self.primed.lock() {
+                *p = Some((windows, answers));
+            }
+            // What the reads that follow want to know: the first round's
+            // answer, kept (no further round trip here).
+            let all = self.status_ahead_rounds(0, size, 1)?;
+            self.learn(0, &all)?;
+        }
+        Ok(())
+    }
+
     /// Fills `buf` from a recent read that holds it; false when none does.
     fn served(&self, offset: u64, buf: &mut [u8]) -> bool {
         u64_of(buf.len()) <= MAX_SPAN && self.recent.lock().is_ok_and(|r| r.serve(offset, buf))
@@ -1109,6 +1201,12 @@ impl NbdClient {
     /// zero skipping and the layer attribution of those bytes are coarser.
     fn refresh(&self, offset: u64) -> Result<(), BlockError> {
         let all = self.status_all(offset, self.info.size.saturating_sub(offset))?;
+        self.learn(offset, &all)
+    }
+
+    /// Keeps a block status answer from `offset` on (see
+    /// [`NbdClient::refresh`]).
+    fn learn(&self, offset: u64, all: &HashMap<String, Vec<(u64, u32)>>) -> Result<(), BlockError> {
         let none = &[][..];
         let alloc = alloc_extents(
             offset,

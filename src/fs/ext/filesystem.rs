@@ -332,6 +332,25 @@ impl Filesystem for Ext4 {
     fn lookup(&self, path: &[u8]) -> Result<NodeId, FsError> {
         self.lookup_bytes(path)
     }
+    fn prefetch_nodes(&self, nodes: &[NodeId]) -> bool {
+        use crate::block::BlockSource;
+        if !self.disk.remote() {
+            return false;
+        }
+        let isize = u64::from(self.sb.inode_size);
+        let wanted: Vec<(u64, u64)> = nodes
+            .iter()
+            .filter_map(|&ino| self.inode_offset(ino).ok().map(|at| (at, isize)))
+            .collect();
+        match self.disk.prefetch(&wanted) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!("prefetch: {e}");
+                false
+            }
+        }
+    }
+
     fn prefetch_dirs(&self, dirs: &[NodeId]) -> bool {
         match Ext4::prefetch_dirs(self, dirs) {
             Ok(did) => did,

@@ -159,6 +159,10 @@ impl Worker {
         if let Err(e) = listed {
             return Ok(Err(printable_chain(&e)));
         }
+        // Over a remote disk: every row's inode in one batch, not one
+        // round trip per read-ahead window.
+        let nodes: Vec<_> = entries.iter().map(|e| e.node).collect();
+        fs.prefetch_nodes(&nodes);
         let mut out: Vec<TreeNode> = entries
             .iter()
             .map(|e| {
