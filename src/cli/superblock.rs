@@ -114,34 +114,7 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     if !flags.is_empty() {
         add("Filesystem flags", flags.join(" "));
     }
-    let opts = g(sb!("s_default_mount_opts"));
-    let mut names: Vec<String> = Vec::new();
-    match opts & 0x60 {
-        0x20 => names.push("journal_data".into()),
-        0x40 => names.push("journal_data_ordered".into()),
-        0x60 => names.push("journal_data_writeback".into()),
-        _ => {}
-    }
-    const MNTOPTS: &[(u64, &str)] = &[
-        (0x1, "debug"),
-        (0x2, "bsdgroups"),
-        (0x4, "user_xattr"),
-        (0x8, "acl"),
-        (0x10, "uid16"),
-        (0x100, "nobarrier"),
-        (0x200, "block_validity"),
-        (0x400, "discard"),
-        (0x800, "nodelalloc"),
-    ];
-    for bit in (0..32)
-        .map(|i| 1u64 << i)
-        .filter(|b| b & 0x60 == 0 && opts & b != 0)
-    {
-        names.push(MNTOPTS.iter().find(|(m, _)| *m == bit).map_or_else(
-            || format!("MNTOPT_{}", bit.trailing_zeros()),
-            |(_, n)| (*n).to_owned(),
-        ));
-    }
+    let names = crate::fs::ext::superblock::mount_opt_names(g(sb!("s_default_mount_opts")));
     add(
         "Default mount options",
         if names.is_empty() {

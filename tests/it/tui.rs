@@ -988,3 +988,58 @@ fn ui_modules_form_no_import_circle_and_stay_small() {
     assert!(edges["app"].contains("panes::tree"), "{edges:?}");
     assert!(edges["panes::tree"].contains("context"), "{edges:?}");
 }
+
+/// Issue 14 item 5: the tree keeps its state across layer switches where
+/// the path still exists. The directories open as of the top are open as
+/// of the base without a key; the selection stays on the same path (Enter
+/// on it shows the same bytes as going there in the base's own view); a
+/// path the base lacks gives way to what is left of it.
+#[test]
+fn tree_state_is_kept_across_layer_switches() {
+    // Tree: open / and /etc, select hostname; Chain: choose the base.
+    let switched = demo(
+        120,
+        40,
+        "BackTab Enter Down Down Enter Down BackTab Down Down Enter",
+    );
+    assert!(switched.contains("Tree (as of layer 0)"), "{switched}");
+    assert!(
+        switched.contains("▾ etc") && switched.contains("hostname"),
+        "{switched}"
+    );
+    let hex_title = |frame: &str| {
+        frame
+            .lines()
+            .find_map(|l| {
+                l.find("Hex @")
+                    .map(|i| l[i..].split('─').next().unwrap().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    // Enter on the kept selection, and on hostname reached in the base.
+    let restored = demo(
+        120,
+        40,
+        "BackTab Enter Down Down Enter Down BackTab Down Down Enter Tab Enter",
+    );
+    let direct = demo(
+        120,
+        40,
+        "BackTab BackTab Down Down Enter Tab Enter Down Down Enter Down Enter",
+    );
+    assert!(hex_title(&direct).contains("(as of layer 0)"), "{direct}");
+    assert_eq!(hex_title(&restored), hex_title(&direct));
+    // The base's /etc/hostname: "demo-base\n".
+    assert!(
+        restored.contains("64 65 6d 6f 2d 62 61 73  65 0a"),
+        "{restored}"
+    );
+    // /srv/www open on the top; the base has /srv but no www.
+    let gone = demo(
+        120,
+        40,
+        "BackTab Enter Down Down Down Down Down Enter Down Enter Down BackTab Down Down Enter",
+    );
+    assert!(gone.contains("Tree (as of layer 0)"), "{gone}");
+    assert!(gone.contains("▾ srv") && !gone.contains("www"), "{gone}");
+}

@@ -143,7 +143,8 @@ pub const SUPERBLOCK: &[Field] = &[
         "1: s_jnl_blocks holds the journal inode's blocks",
     ),
     Field::new("s_desc_size", 0xfe, 2, "group descriptor size (64bit)"),
-    Field::new("s_default_mount_opts", 0x100, 4, "default mount options"),
+    Field::new("s_default_mount_opts", 0x100, 4, "default mount options")
+        .show(Show::With(mount_opts_text)),
     Field::new("s_first_meta_bg", 0x104, 4, "first meta block group"),
     Field::new("s_mkfs_time", 0x108, 4, "creation time").show(Show::Date),
     Field::of(
@@ -385,6 +386,48 @@ pub fn feature_names(compat: Compat, incompat: Incompat, ro_compat: RoCompat) ->
 
 fn word(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// `s_default_mount_opts` in dumpe2fs's words ("user_xattr acl"; an
+/// unknown bit as `MNTOPT_N`).
+pub fn mount_opt_names(opts: u64) -> Vec<String> {
+    const MNTOPTS: &[(u64, &str)] = &[
+        (0x1, "debug"),
+        (0x2, "bsdgroups"),
+        (0x4, "user_xattr"),
+        (0x8, "acl"),
+        (0x10, "uid16"),
+        (0x100, "nobarrier"),
+        (0x200, "block_validity"),
+        (0x400, "discard"),
+        (0x800, "nodelalloc"),
+    ];
+    let mut names: Vec<String> = Vec::new();
+    match opts & 0x60 {
+        0x20 => names.push("journal_data".into()),
+        0x40 => names.push("journal_data_ordered".into()),
+        0x60 => names.push("journal_data_writeback".into()),
+        _ => {}
+    }
+    for bit in (0..32u32)
+        .map(|i| 1u64 << i)
+        .filter(|b| b & 0x60 == 0 && opts & b != 0)
+    {
+        names.push(MNTOPTS.iter().find(|(m, _)| *m == bit).map_or_else(
+            || format!("MNTOPT_{}", bit.trailing_zeros()),
+            |(_, n)| (*n).to_owned(),
+        ));
+    }
+    names
+}
+
+fn mount_opts_text(v: u64) -> String {
+    let names = mount_opt_names(v);
+    if names.is_empty() {
+        "(none)".to_owned()
+    } else {
+        names.join(" ")
+    }
 }
 
 fn compat_text(v: u64) -> String {

@@ -379,6 +379,31 @@ fn info_equals_dumpe2fs_after_tune2fs_and_debugfs() {
         text.contains("ext4_lookup") && text.contains("clean with errors"),
         "{text}"
     );
+    // The field table decodes the default mount options in dumpe2fs's
+    // words, so `info --json` and the TUI's Superblock pane show them.
+    let oracle = String::from_utf8(sh(dir, &["dumpe2fs", "-h", "t.raw"]).stdout).unwrap();
+    let want = oracle
+        .lines()
+        .find_map(|l| l.strip_prefix("Default mount options:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(want.contains("journal_data"), "{want}");
+    let json = layerscope(dir, &["info", "--json", "t.raw"]).ok().json();
+    fn find<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+        match v {
+            serde_json::Value::Object(m)
+                if m.get("name").and_then(|n| n.as_str()) == Some(name) =>
+            {
+                Some(v)
+            }
+            serde_json::Value::Object(m) => m.values().find_map(|x| find(x, name)),
+            serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, name)),
+            _ => None,
+        }
+    }
+    let field = find(&json, "s_default_mount_opts").expect("s_default_mount_opts in info --json");
+    assert_eq!(field["shown"], want.as_str(), "{field}");
 }
 
 #[test]
