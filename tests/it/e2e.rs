@@ -123,10 +123,15 @@ fn open_jump_switch_layer_quit_in_a_real_terminal() {
     t.wait_for("Hex @ 0x400");
     // The superblock magic.
     t.wait_for("53 ef 01 00");
-    // The tree: open /, open /etc, Enter on hosts shows its bytes.
-    t.keys(&[
-        "BTab", "Enter", "Down", "Down", "Enter", "Down", "Down", "Enter",
-    ]);
+    // The tree: open /, open /etc, Enter on hosts shows its bytes. Each
+    // step waits for the listing it moves in: keys pressed before the
+    // rows arrive have no rows to move over (under load the worker's
+    // answer can take longer than the keys between).
+    t.keys(&["BTab", "Enter"]);
+    t.wait_for("▸ etc");
+    t.keys(&["Down", "Down", "Enter"]);
+    t.wait_for("hosts");
+    t.keys(&["Down", "Down", "Enter"]);
     t.wait_for("127.0.0.1 localh");
     // Search: the tree opens down to the match, the bar names it.
     t.keys(&["/", "motd", "Enter"]);
