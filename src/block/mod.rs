@@ -195,6 +195,22 @@ pub trait BlockSource: Send + Sync {
     }
 }
 
+/// Byte ranges `(offset, len)` sorted, with overlapping and touching
+/// ones joined.
+pub fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, l) in ranges {
+        match out.last_mut() {
+            Some(last) if s <= last.0.saturating_add(last.1) => {
+                last.1 = last.1.max(s.saturating_add(l).saturating_sub(last.0));
+            }
+            _ => out.push((s, l)),
+        }
+    }
+    out
+}
+
 /// Checks that `[offset, offset + len)` lies inside a disk of `size` bytes.
 ///
 /// # Errors

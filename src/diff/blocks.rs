@@ -167,17 +167,7 @@ pub fn held_volume_ranges(
             }
         }
     }
-    ranges.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for (s, l) in ranges {
-        match merged.last_mut() {
-            Some(last) if s <= last.0.saturating_add(last.1) => {
-                last.1 = last.1.max(s.saturating_add(l).saturating_sub(last.0));
-            }
-            _ => merged.push((s, l)),
-        }
-    }
-    Ok(merged)
+    Ok(crate::block::merge_ranges(ranges))
 }
 
 /// What comparing the held ranges found.
@@ -269,17 +259,7 @@ pub fn with_replayed(held: Vec<(u64, u64)>, old: &Ext4, new: &Ext4) -> Vec<(u64,
             all.extend(r.blocks().map(|b| (b.saturating_mul(bs), bs)));
         }
     }
-    all.sort_unstable();
-    let mut out: Vec<(u64, u64)> = Vec::with_capacity(all.len());
-    for (s, l) in all {
-        match out.last_mut() {
-            Some(last) if s <= last.0.saturating_add(last.1) => {
-                last.1 = last.1.max(s.saturating_add(l).saturating_sub(last.0));
-            }
-            _ => out.push((s, l)),
-        }
-    }
-    out
+    crate::block::merge_ranges(all)
 }
 
 /// Reads `buf` at `at` from `fs`'s disk; what lies past its end reads as

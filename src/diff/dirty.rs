@@ -101,17 +101,7 @@ impl DirtyRanges {
 
     /// Sorts and merges (after the last [`DirtyRanges::add_disk`]).
     pub fn finish(&mut self) {
-        self.ranges.sort_unstable();
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.ranges.len());
-        for &(s, l) in &self.ranges {
-            match out.last_mut() {
-                Some(last) if s <= last.0.saturating_add(last.1) => {
-                    last.1 = last.1.max(s.saturating_add(l).saturating_sub(last.0));
-                }
-                _ => out.push((s, l)),
-            }
-        }
-        self.ranges = out;
+        self.ranges = crate::block::merge_ranges(std::mem::take(&mut self.ranges));
     }
 
     /// The ranges, sorted and merged.

@@ -307,12 +307,6 @@ impl Qcow2Layer {
         let width: usize = if extended { 16 } else { 8 };
         let entries = 1u64 << self.header.l2_bits();
         let mut out: Vec<(u64, u64)> = Vec::new();
-        let mut push = |s: u64, l: u64| match out.last_mut() {
-            Some(last) if last.0.saturating_add(last.1) == s => {
-                last.1 = last.1.saturating_add(l);
-            }
-            _ => out.push((s, l)),
-        };
         // An entry as compared: the mapping without the copied flag (it
         // only says whether the refcount is 1), and the subcluster bitmap.
         let entry = |t: &Option<Arc<[u8]>>, j: u64| -> (u64, u64) {
@@ -343,25 +337,23 @@ impl Qcow2Layer {
                 if entry(&ta, j) != entry(&tb, j) {
                     let at = base.saturating_add(j << self.header.cluster_bits);
                     if at < size {
-                        push(at, self.cluster_size.min(size.saturating_sub(at)));
+                        // Joined as they come (in guest order): a large
+                        // difference stays one range, not one per cluster.
+                        let n = self.cluster_size.min(size.saturating_sub(at));
+                        match out.last_mut() {
+                            Some(last) if last.0.saturating_add(last.1) == at => {
+                                last.1 = last.1.saturating_add(n);
+                            }
+                            _ => out.push((at, n)),
+                        }
                     }
                 }
             }
         }
         if small < size {
-            push(small, size.saturating_sub(small));
+            out.push((small, size.saturating_sub(small)));
         }
-        out.sort_unstable();
-        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
-        for (s, l) in out {
-            match merged.last_mut() {
-                Some(last) if s <= last.0.saturating_add(last.1) => {
-                    last.1 = last.1.max(s.saturating_add(l).saturating_sub(last.0));
-                }
-                _ => merged.push((s, l)),
-            }
-        }
-        Ok(merged)
+        Ok(crate::block::merge_ranges(out))
     }
 
     /// Reads guest data from `data` (the image's external data file,
