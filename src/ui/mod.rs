@@ -16,6 +16,17 @@
 //! - [`term`]: the terminal and the event loop; this module:
 //!   [`render_frame`] for headless frames (`layerscope render`, snapshot
 //!   tests).
+// Disk and server data must never panic or wrap (issue 11): as in src/fs,
+// these lints are denied outside tests; an `allow` names the bound that
+// makes it safe.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 pub mod action;
 pub mod app;
 pub mod context;
@@ -46,6 +57,13 @@ pub use term::{run, run_loop, run_opening, Ended, Host, UiEvent};
 use worker::Worker;
 
 use crate::block::chain::Chain;
+
+/// The instant `d` from now (now itself past the clock's range, which no
+/// deadline here comes near).
+pub fn after(d: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(d).unwrap_or(now)
+}
 
 /// Builds the app state for a chain.
 pub fn app_for(chain: &Chain) -> App {
@@ -95,9 +113,9 @@ pub fn render_frame_with(
         // Follow-up requests (a file's bytes after its location) too,
         // bounded in case of a loop.
         let mut queue: std::collections::VecDeque<Request> = requests.into();
-        let mut budget = 64;
+        let mut budget = 64u32;
         while let Some(r) = queue.pop_front() {
-            budget -= 1;
+            budget = budget.saturating_sub(1);
             if budget == 0 {
                 break;
             }
