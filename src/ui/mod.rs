@@ -107,6 +107,33 @@ pub fn render_frame_with(
     keys: &str,
     ansi: bool,
 ) -> String {
+    render(chain, options, (width, height), keys, ansi, true)
+}
+
+/// The first frame the interactive UI draws, as text: the panes' first
+/// answers, the hit map as far as its first probe got (the counts still
+/// `…`), nothing waited for. What it shows of the hit map depends on how
+/// fast the disk answers: for measuring, not for comparing.
+pub fn render_first_frame(
+    chain: Chain,
+    options: worker::Options,
+    width: u16,
+    height: u16,
+    ansi: bool,
+) -> String {
+    render(chain, options, (width, height), "", ansi, false)
+}
+
+/// Draws after `keys`; with `exact`, the hit map's grid made exact
+/// before each key.
+fn render(
+    chain: Chain,
+    options: worker::Options,
+    (width, height): (u16, u16),
+    keys: &str,
+    ansi: bool,
+    exact: bool,
+) -> String {
     let mut app = App::for_chain_with(&chain, options.bitmap.clone());
     let mut worker = Worker::new(chain).with_options(options);
     let mut serve = |app: &mut App, requests: Vec<Request>| {
@@ -123,7 +150,7 @@ pub fn render_frame_with(
             queue.extend(app.receive(reply));
             // Headless frames are the finished picture: the hit map's
             // grid made exact before the next key.
-            while queue.is_empty() && worker.refining() {
+            while exact && queue.is_empty() && worker.refining() {
                 if let Some(reply) = worker.refine(std::time::Duration::from_secs(3600)) {
                     queue.extend(app.receive(reply));
                 }
