@@ -259,9 +259,12 @@ impl BlockCache {
             .map(|(start, b)| (*start, b.as_mut_slice()))
             .collect();
         self.inner.read_many(&mut reqs)?;
+        drop(reqs);
         let mut fetched = 0u64;
         let mut pages = self.lock_pages()?;
-        for (start, buf) in &bufs {
+        // Each buffer freed as soon as its pages are copied: the batch is
+        // not held twice at its end.
+        for (start, buf) in bufs {
             for (i, piece) in (start / PAGE..).zip(buf.chunks(us(PAGE))) {
                 pages.put(i, Arc::from(piece));
                 fetched = fetched.saturating_add(u64_of(piece.len()));

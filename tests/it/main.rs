@@ -22,6 +22,7 @@ mod nbd;
 mod nbd_tls;
 mod oracle;
 mod qcow2_bitmaps;
+mod qcow2_check;
 mod qcow2_data_file;
 mod qcow2_snapshots;
 mod readonly;

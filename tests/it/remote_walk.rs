@@ -7,10 +7,14 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use layerscope::block::chain::{open_chain, ChainOptions, FsOpener};
+use layerscope::block::layered::LayeredReader;
 use layerscope::block::nbd::{NbdClient, NbdUri, Options};
 use layerscope::block::BlockSource;
+use layerscope::fs::ext::Ext4;
 
 use crate::util::*;
 
@@ -132,7 +136,7 @@ fn max_reads_in_flight(log: &str) -> usize {
 
 #[test]
 fn ls_r_over_nbd_equals_the_local_listing_with_reads_in_flight() {
-    if !need("nbdkit") || !need("mke2fs") {
+    if !need("nbdkit") || !need("mke2fs") || !need("dumpe2fs") || !need("debugfs") {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -191,7 +195,111 @@ fn ls_r_over_nbd_equals_the_local_listing_with_reads_in_flight() {
             in_flight >= 8,
             "{kind}: at most {in_flight} reads in flight"
         );
+        // The in-use inode tables, as dumpe2fs shows them, are what the
+        // first batch fetches: no inode table is read once the second
+        // level's directory blocks are asked for (each batch waits for
+        // the one before, so the log's order is the batches' order).
+        let itables = itables_in_use(dir, &image);
+        let chain = open_chain(
+            dir.join(&image).to_str().unwrap(),
+            ChainOptions::default(),
+            &FsOpener,
+        )
+        .unwrap();
+        let fs = Ext4::open(Arc::new(LayeredReader::new(&chain).unwrap())).unwrap();
+        assert_eq!(fs.itables_in_use(), itables, "{kind}: vs dumpe2fs");
+        let mut level2 = Vec::new();
+        for a in 0..20 {
+            let out = sh(dir, &["debugfs", "-R", &format!("blocks /a{a:02}"), &image]);
+            for b in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                level2.push((b.parse::<u64>().unwrap() * 4096, 4096));
+            }
+        }
+        assert_eq!(level2.len(), 20, "{kind}: one block each");
+        let reads = read_requests(&text);
+        let overlaps = |r: (u64, u64), set: &[(u64, u64)]| {
+            set.iter().any(|s| r.0 < s.0 + s.1 && s.0 < r.0 + r.1)
+        };
+        let first = reads
+            .iter()
+            .position(|&r| overlaps(r, &level2))
+            .expect("the second level's blocks were read");
+        assert!(
+            reads[..first].iter().any(|&r| overlaps(r, &itables)),
+            "{kind}: the tables were not read before the second level"
+        );
+        let late: Vec<_> = reads[first..]
+            .iter()
+            .filter(|&&r| overlaps(r, &itables))
+            .collect();
+        assert!(
+            late.is_empty(),
+            "{kind}: inode table reads after the first batch: {late:x?}"
+        );
     }
+}
+
+/// The Read requests of nbdkit's log, in order: (offset, count).
+fn read_requests(log: &str) -> Vec<(u64, u64)> {
+    let hex = |w: &str, key: &str| {
+        w.strip_prefix(key)
+            .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+    };
+    log.lines()
+        .filter(|l| l.contains(" Read id="))
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let offset = words.iter().find_map(|w| hex(w, "offset="))?;
+            let count = words.iter().find_map(|w| hex(w, "count="))?;
+            Some((offset, count))
+        })
+        .collect()
+}
+
+/// The in-use part of each group's inode table in dumpe2fs's words (byte
+/// ranges): the table ("Inode table at A-B") but its "unused inodes" at
+/// the end, none in a group flagged INODE_UNINIT; the whole table when
+/// the descriptors have no checksums (dumpe2fs then prints no unused
+/// count).
+fn itables_in_use(dir: &Path, image: &str) -> Vec<(u64, u64)> {
+    let out = sh(dir, &["dumpe2fs", image]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let (bs, ipg, isize) = (
+        field("Block size:"),
+        field("Inodes per group:"),
+        field("Inode size:"),
+    );
+    let mut out = Vec::new();
+    let groups = text.split("\nGroup ").skip(1);
+    for group in groups.filter(|g| g.starts_with(|c: char| c.is_ascii_digit())) {
+        let uninit = group.lines().next().unwrap().contains("INODE_UNINIT");
+        let start: u64 = group
+            .split("Inode table at ")
+            .nth(1)
+            .unwrap()
+            .split('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let unused = group
+            .split(" unused inodes")
+            .next()
+            .filter(|_| group.contains(" unused inodes"))
+            .map(|b| b.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .unwrap_or(0);
+        let used = if uninit { 0 } else { ipg - unused };
+        if used > 0 {
+            out.push((start * bs, used * isize));
+        }
+    }
+    out
 }
 
 /// Scattered ranges (some longer than one request, some sharing bytes)
@@ -249,6 +357,13 @@ fn read_many_over_nbd_equals_the_file() {
             "range {o:#x}+{n} differs"
         );
     }
+    // A batch is its caller's to keep (a filesystem's page store): the
+    // client's recent reads hold none of it, only single reads.
+    assert_eq!(client.recent_bytes(), 0);
+    let mut one = vec![0u8; 4096];
+    client.read_many(&mut [(8192, one.as_mut_slice())]).unwrap();
+    assert!(one[..] == bytes[8192..8192 + 4096]);
+    assert_eq!(client.recent_bytes(), 4096);
     // Past the end: an error, nothing read.
     let mut past = vec![0u8; 10];
     assert!(client

@@ -36,6 +36,9 @@ const TABLE_PIECE: u64 = 4096;
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 /// Entry bit 0 with no offset: the cluster reads as all ones.
 const ALL_ONES: u64 = 1;
+/// Bits a table entry must leave clear (qemu's
+/// `BME_TABLE_ENTRY_RESERVED_MASK`).
+const RESERVED: u64 = 0xff00_0000_0000_01fe;
 
 /// A bitmap directory entry's fixed part, in file order.
 pub const ENTRY: &[Field] = &[
@@ -260,6 +263,18 @@ pub fn dirty_runs(
             let start = i.saturating_mul(span);
             let end = start.saturating_add(span).min(disk_size);
             let host = entry & OFFSET_MASK;
+            // qemu's `check_table_entry`: it refuses the image for these.
+            if entry & RESERVED != 0
+                || (host != 0 && (entry & ALL_ONES != 0 || host & cluster.saturating_sub(1) != 0))
+            {
+                return Err(bad(
+                    at.saturating_add(k.saturating_mul(8)),
+                    format!(
+                        "bitmap {:?}: table entry {i} ({entry:#x}) has reserved bits, or both a data cluster and the all-ones flag, or an unaligned cluster",
+                        bitmap.name
+                    ),
+                ));
+            }
             if host == 0 {
                 runs.push(start, end.saturating_sub(start), entry & ALL_ONES != 0)?;
                 continue;

@@ -145,11 +145,39 @@ pub fn read_table(
     storage: &dyn Storage,
     header: &Header,
 ) -> Result<Vec<Snapshot>, BlockError> {
+    let table = read_entries(path, storage, header);
+    table.end.map(|_| table.snapshots)
+}
+
+/// The snapshot table as far as it reads: `check` counts the clusters of
+/// the entries before a damaged one, where opening a snapshot needs all.
+pub struct Table {
+    /// The entries in table order, up to the first damaged one.
+    pub snapshots: Vec<Snapshot>,
+    /// Where the table ends (the padded end of its last entry; the table's
+    /// offset when there are none), or why reading stopped.
+    pub end: Result<u64, BlockError>,
+}
+
+/// Reads the snapshot table entry by entry (see [`Table`]).
+pub fn read_entries(path: &str, storage: &dyn Storage, header: &Header) -> Table {
+    let mut snapshots = Vec::new();
+    let end = entries(path, storage, header, &mut snapshots);
+    Table { snapshots, end }
+}
+
+/// Appends the table's entries to `out`; returns where the table ends.
+fn entries(
+    path: &str,
+    storage: &dyn Storage,
+    header: &Header,
+    out: &mut Vec<Snapshot>,
+) -> Result<u64, BlockError> {
     let count = header.nb_snapshots;
-    if count == 0 {
-        return Ok(Vec::new());
-    }
     let table = header.snapshots_offset;
+    if count == 0 {
+        return Ok(table);
+    }
     let bad =
         |at: u64, detail: String| BlockError::corrupt(path, "qcow2 snapshot table", at, detail);
     if count > MAX_SNAPSHOTS {
@@ -165,7 +193,6 @@ pub fn read_table(
         ));
     }
     let file_len = storage.len();
-    let mut out = Vec::new();
     let mut pos = table;
     for n in 0..count {
         let at = pos;
@@ -227,7 +254,7 @@ pub fn read_table(
             .checked_next_multiple_of(8)
             .unwrap_or(u64::MAX);
     }
-    Ok(out)
+    Ok(pos)
 }
 
 /// Checks that `snap`'s L1 table can be one: within qemu's limit,

@@ -43,13 +43,10 @@ pub const WINDOW_CLUSTERS: u64 = 32 << 20;
 const MAX_EXPLAINED: usize = 1000;
 /// Referrers named per cluster, at most.
 const MAX_REFERRERS: usize = 8;
-/// qemu's limits: snapshots, extra data per snapshot, refcount table.
-const MAX_SNAPSHOTS: u64 = 65536;
-const MAX_SNAPSHOT_EXTRA: u64 = 1024;
+/// qemu's limits: refcount table, L1 table (the snapshot table's and the
+/// bitmap directory's are `block::qcow2`'s, whose readers check uses).
 const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 const MAX_L1_BYTES: u64 = 32 << 20;
-const MAX_BITMAPS: u64 = 65535;
-const MAX_BITMAP_DIRECTORY: u64 = 64 << 20;
 
 const OFLAG_COPIED: u64 = 1 << 63;
 const OFLAG_COMPRESSED: u64 = 1 << 62;
@@ -63,8 +60,6 @@ const L2_BITMAP_ALL_ALLOC: u64 = 0xffff_ffff;
 const BME_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const BME_RESERVED_MASK: u64 = 0xff00_0000_0000_01fe;
 const BME_FLAG_ALL_ONES: u64 = 1;
-const EXT_BITMAPS: u32 = 0x2385_2875;
-const EXT_END: u32 = 0;
 
 /// What `qemu-img check --output=json` reports for one image, and the
 /// problems behind its counts.

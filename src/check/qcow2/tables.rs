@@ -7,10 +7,8 @@
     clippy::indexing_slicing,
     clippy::as_conversions
 )]
-use super::{
-    Checker, EXT_BITMAPS, EXT_END, MAX_BITMAPS, MAX_BITMAP_DIRECTORY, MAX_REFTABLE_BYTES,
-    MAX_SNAPSHOTS, MAX_SNAPSHOT_EXTRA,
-};
+use super::{Checker, MAX_REFTABLE_BYTES};
+use crate::block::qcow2::{bitmap, snapshot};
 
 /// A big-endian u64 from the first 8 bytes (0 when shorter).
 pub fn be64(b: &[u8]) -> u64 {
@@ -144,151 +142,46 @@ impl Checker<'_> {
         })
     }
 
-    /// Reads the snapshot table: each snapshot's L1 table, and the table's
-    /// size (qemu counts its clusters as used).
+    /// Reads the snapshot table (`block::qcow2::snapshot`'s reader): each
+    /// snapshot's L1 table, and the table's size (qemu counts its clusters
+    /// as used). A damaged entry is a check error; the entries before it
+    /// are still walked.
     pub(super) fn load_snapshots(&mut self) {
-        let count = u64::from(self.h.nb_snapshots);
-        if count == 0 {
-            return;
-        }
-        let start = self.header_value("snapshots_offset");
-        if count > MAX_SNAPSHOTS {
-            self.check_error(format!(
-                "{count} snapshots, more than qemu's limit of {MAX_SNAPSHOTS}"
-            ));
-            return;
-        }
-        if start & self.cluster_size.saturating_sub(1) != 0 || start >= self.file_len {
-            self.check_error(format!("the snapshot table offset {start:#x} is not cluster aligned or is past the end of the file"));
-            return;
-        }
-        let mut pos = start;
-        for n in 0..count {
-            let head = match self.read(pos, 40) {
-                Ok(h) => h,
-                Err(e) => {
-                    self.check_error(format!("snapshot table entry {n}: {e}"));
-                    return;
-                }
-            };
-            let l1_offset = be64(&head);
-            let l1_size = be32(&head, 8);
-            let id_len = be16(&head, 12);
-            let name_len = be16(&head, 14);
-            let extra = be32(&head, 36);
-            if extra > MAX_SNAPSHOT_EXTRA {
-                self.check_error(format!(
-                    "snapshot table entry {n} at {pos:#x}: {extra} bytes of extra data, more than qemu's limit of {MAX_SNAPSHOT_EXTRA}"
-                ));
-                return;
-            }
-            let strings_at = pos.saturating_add(40).saturating_add(extra);
-            let strings = self
-                .read(strings_at, id_len.saturating_add(name_len))
-                .unwrap_or_default();
-            let (id, name) = strings.split_at(us(id_len).min(strings.len()));
-            let next = strings_at
-                .saturating_add(id_len)
-                .saturating_add(name_len)
-                .checked_next_multiple_of(8)
-                .unwrap_or(u64::MAX);
-            if next > self.file_len {
-                self.check_error(format!(
-                    "snapshot table entry {n} at {pos:#x} passes the end of the file"
-                ));
-                return;
-            }
+        let table = snapshot::read_entries(&self.path, self.storage, self.h);
+        for s in table.snapshots {
             self.snapshots.push(Snapshot {
-                name: format!(
-                    "{} ({})",
-                    String::from_utf8_lossy(id),
-                    String::from_utf8_lossy(name)
-                ),
-                l1_offset,
-                l1_size,
+                name: format!("{} ({})", s.id, s.name),
+                l1_offset: s.l1_table_offset,
+                l1_size: u64::from(s.l1_size),
             });
-            pos = next;
         }
-        self.snapshots_size = pos.saturating_sub(start);
+        match table.end {
+            Ok(end) => self.snapshots_size = end.saturating_sub(self.h.snapshots_offset),
+            Err(e) => self.check_error(e.to_string()),
+        }
     }
 
-    /// Finds the bitmaps extension and reads the bitmap directory (only
-    /// when the header's autoclear bit says the bitmaps are consistent, as
-    /// qemu does).
+    /// Reads the bitmap directory (`block::qcow2::bitmap`'s reader; none
+    /// unless the header's autoclear bit says the bitmaps are consistent,
+    /// as qemu does).
     pub(super) fn load_bitmaps(&mut self) {
-        if !self.h.has_bitmaps || self.header_value("autoclear_features") & 1 == 0 {
-            return;
-        }
-        let Ok(first) = self.read(0, self.cluster_size.min(self.file_len)) else {
+        let Some((_, size, offset)) = self.h.bitmaps_extension else {
             return;
         };
-        let mut pos = us(u64::from(self.h.header_length));
-        let backing = self.header_value("backing_file_offset");
-        let end = if backing != 0 {
-            us(backing).min(first.len())
-        } else {
-            first.len()
-        };
-        let mut ext = None;
-        while pos.saturating_add(8) <= end {
-            let kind = be32(&first, pos);
-            let len = us(be32(&first, pos.saturating_add(4)));
-            if u32::try_from(kind).ok() == Some(EXT_END) {
-                break;
+        match bitmap::read_directory(&self.path, self.storage, self.h) {
+            Ok(list) if !list.is_empty() => {
+                self.bitmap_directory = Some((offset, size));
+                self.bitmaps = list
+                    .into_iter()
+                    .map(|b| Bitmap {
+                        name: b.name,
+                        table_offset: b.table_offset,
+                        table_size: u64::from(b.table_size),
+                    })
+                    .collect();
             }
-            let data = pos.saturating_add(8);
-            if u32::try_from(kind).ok() == Some(EXT_BITMAPS) {
-                ext = first
-                    .get(data..data.saturating_add(len).min(end))
-                    .map(<[u8]>::to_vec);
-                break;
-            }
-            pos = data
-                .saturating_add(len)
-                .checked_next_multiple_of(8)
-                .unwrap_or(usize::MAX);
-        }
-        let Some(ext) = ext else { return };
-        let nb = be32(&ext, 0);
-        let dir_size = be64(ext.get(8..).unwrap_or(&[]));
-        let dir_offset = be64(ext.get(16..).unwrap_or(&[]));
-        if nb > MAX_BITMAPS || dir_size > MAX_BITMAP_DIRECTORY {
-            self.check_error(format!("bitmaps extension: {nb} bitmaps in a {dir_size}-byte directory is past qemu's limits"));
-            return;
-        }
-        self.bitmap_directory = Some((dir_offset, dir_size));
-        let dir = match self.read(dir_offset, dir_size) {
-            Ok(d) => d,
-            Err(e) => {
-                self.check_error(format!("bitmap directory: {e}"));
-                return;
-            }
-        };
-        let mut at = 0usize;
-        for _ in 0..nb {
-            let Some(entry) = dir.get(at..) else { break };
-            if entry.len() < 24 {
-                self.check_error("the bitmap directory ends inside an entry".into());
-                break;
-            }
-            let table_offset = be64(entry);
-            let table_size = be32(entry, 8);
-            let name_len = us(be16(entry, 18));
-            let extra = us(be32(entry, 20));
-            let name_at = 24usize.saturating_add(extra);
-            let name = entry
-                .get(name_at..name_at.saturating_add(name_len))
-                .map(|n| String::from_utf8_lossy(n).into_owned())
-                .unwrap_or_default();
-            self.bitmaps.push(Bitmap {
-                name,
-                table_offset,
-                table_size,
-            });
-            at = at
-                .saturating_add(name_at.saturating_add(name_len))
-                .checked_next_multiple_of(8)
-                .unwrap_or(usize::MAX);
+            Ok(_) => {}
+            Err(e) => self.check_error(e.to_string()),
         }
     }
 }

@@ -349,7 +349,9 @@ impl Filesystem for Ext4 {
             .iter()
             .filter_map(|&ino| self.inode_offset(ino).ok().map(|at| (at, isize)))
             .collect();
-        match self.disk.prefetch(&wanted) {
+        // The first batch also takes the in-use inode tables: the rows
+        // of the directories opened next are then held.
+        match self.disk.prefetch(&self.with_itables(wanted)) {
             Ok(_) => true,
             Err(e) => {
                 tracing::debug!("prefetch: {e}");

@@ -24,6 +24,7 @@ use crate::block::cache::BlockCache;
 use crate::block::BlockSource;
 use crate::bytes::{u64_of, us};
 
+pub mod ahead;
 pub mod blockmap;
 pub mod checksum;
 pub mod dir;
@@ -75,6 +76,9 @@ pub struct Ext4 {
     /// of a tree (blame) finds its parent here instead of searching every
     /// directory from the root again.
     dir_memo: Mutex<lru::LruCache<Vec<u8>, u64>>,
+    /// Whether the in-use inode tables were fetched ahead (see
+    /// [`Ext4::itables_in_use`]): once per filesystem.
+    itables_ahead: std::sync::atomic::AtomicBool,
 }
 
 /// Directory paths [`Ext4`] remembers.
@@ -136,6 +140,7 @@ impl Ext4 {
             dir_memo: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(DIR_MEMO).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
+            itables_ahead: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
