@@ -192,6 +192,7 @@ impl Disk {
                 .collect(),
             reader: reader.context("an empty chain")?,
             geometry: self.geometry.clone(),
+            same_blocks: Default::default(),
         })
     }
 }

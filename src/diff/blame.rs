@@ -9,7 +9,12 @@
 //! if it holds one of the file's bytes (its node's on-disk structure, its
 //! map, data or attribute blocks, as of that layer), or its replayed view
 //! differs there from the one below; only those layers are compared with
-//! the one below, with the comparison the tree diff uses.
+//! the one below, with the comparison the tree diff uses. A layer holds
+//! whole clusters, so it often holds a node's bytes unchanged (copied
+//! with a neighbour that changed): those bytes are compared with the
+//! ones below first, and a layer that changed none of them is passed
+//! over like one that holds none. `blame -R` ([`super::blame_tree`])
+//! gives this the names of one tree walk.
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -73,7 +78,17 @@ pub struct Views {
     pub reader: Arc<LayeredReader>,
     /// Where the filesystem's volume lies on the disk.
     pub geometry: Arc<crate::volume::Geometry>,
+    /// Blocks of the volume (layer, block) found to have the same bytes
+    /// in the layer's view and the one below, or not (an inode table
+    /// block holds many nodes): see [`Views::same_bytes`].
+    pub same_blocks: std::sync::Mutex<std::collections::HashMap<(usize, u64), bool>>,
 }
+
+/// The unit [`Views::same_bytes`] compares and remembers.
+const SAME_BLOCK: u64 = 4096;
+
+/// Most blocks [`Views::same_bytes`] remembers (then it starts again).
+const SAME_BLOCKS_KEPT: usize = 1 << 18;
 
 /// Where a path leads as of layer `k`: the node `lookup` finds there.
 pub(super) type At<'a> = dyn FnMut(usize) -> Option<NodeId> + 'a;
@@ -251,19 +266,48 @@ impl Views {
                 let mut at = start;
                 let end = start.saturating_add(len);
                 while at < end {
-                    let n = end.saturating_sub(at).min(1 << 16);
-                    let Ok(size) = usize::try_from(n) else {
-                        return false;
-                    };
-                    a.resize(size, 0);
-                    b.resize(size, 0);
-                    if new.read_at(at, &mut a).is_err()
-                        || old.read_at(at, &mut b).is_err()
-                        || a != b
-                    {
+                    // The whole block around `at`: the same in both views
+                    // (remembered), or compared where asked.
+                    let block = at.checked_div(SAME_BLOCK).unwrap_or(0);
+                    let first = block.saturating_mul(SAME_BLOCK);
+                    let last = first.saturating_add(SAME_BLOCK).min(new.len()).max(at);
+                    let stop = end.min(last);
+                    let remembered = self
+                        .same_blocks
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&(layer, block)).copied());
+                    if remembered != Some(true) {
+                        let Ok(size) = usize::try_from(last.saturating_sub(first)) else {
+                            return false;
+                        };
+                        a.resize(size, 0);
+                        b.resize(size, 0);
+                        if new.read_at(first, &mut a).is_err()
+                            || old.read_at(first, &mut b).is_err()
+                        {
+                            return false;
+                        }
+                        let whole = a == b;
+                        if let Ok(mut m) = self.same_blocks.lock() {
+                            if m.len() >= SAME_BLOCKS_KEPT {
+                                m.clear();
+                            }
+                            m.insert((layer, block), whole);
+                        }
+                        let part = |v: &[u8]| -> Option<Vec<u8>> {
+                            let from = usize::try_from(at.checked_sub(first)?).ok()?;
+                            let to = usize::try_from(stop.checked_sub(first)?).ok()?;
+                            v.get(from..to).map(<[u8]>::to_vec)
+                        };
+                        if !whole && (part(&a).is_none() || part(&a) != part(&b)) {
+                            return false;
+                        }
+                    }
+                    if stop <= at {
                         return false;
                     }
-                    at = at.saturating_add(n);
+                    at = stop;
                 }
             }
         }
