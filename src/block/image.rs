@@ -203,6 +203,68 @@ pub fn read_exact(
         .map_err(|e| BlockError::io(path, structure_action(structure), offset, e))
 }
 
+/// Reads `out.len()` bytes of data at `host`; what lies past the end of
+/// the file reads as zeros (qemu reads a fixed VHD, a static VDI or a flat
+/// VMDK extent shorter than its size so).
+///
+/// # Errors
+/// `Io`, naming `action` and the offset.
+pub fn read_or_zeros(
+    storage: &dyn Storage,
+    path: &str,
+    action: &'static str,
+    host: u64,
+    out: &mut [u8],
+) -> Result<(), BlockError> {
+    let have = storage
+        .len()
+        .saturating_sub(host)
+        .min(u64::try_from(out.len()).unwrap_or(u64::MAX));
+    let (head, tail) = out.split_at_mut(usize::try_from(have).unwrap_or(0));
+    storage
+        .read_exact_at(host, head)
+        .map_err(|e| BlockError::io(path, action, host, e))?;
+    tail.fill(0);
+    Ok(())
+}
+
+/// `read_at` for a format whose map is a sequence of runs: `run(pos, end)`
+/// says what the image holds at `pos` (a [`Piece`], its length, and
+/// whatever the format needs to read it); `fill` reads a data or
+/// compressed run into its part of `buf`; zero and unallocated runs read
+/// as zeros (the layered reader asks the layer below for unallocated
+/// ranges through block status, never through this).
+///
+/// # Errors
+/// A range outside the disk; the errors of `run` and `fill`.
+pub fn read_runs<T>(
+    path: &str,
+    size: u64,
+    offset: u64,
+    buf: &mut [u8],
+    run: impl Fn(u64, u64) -> Result<(Piece, u64, T), BlockError>,
+    fill: impl Fn(Piece, u64, T, &mut [u8]) -> Result<(), BlockError>,
+) -> Result<(), BlockError> {
+    let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
+    crate::block::check_range(path, size, offset, len)?;
+    let end = offset.saturating_add(len);
+    let mut pos = offset;
+    while pos < end {
+        let (piece, n, context) = run(pos, end)?;
+        let from = usize::try_from(pos.saturating_sub(offset)).unwrap_or(usize::MAX);
+        let to = from.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
+        let out = buf.get_mut(from..to).ok_or_else(|| BlockError::Internal {
+            what: format!("{path}: a run of {n} bytes at {pos:#x} passes the read"),
+        })?;
+        match piece {
+            Piece::Data { .. } | Piece::Compressed { .. } => fill(piece, pos, context, out)?,
+            Piece::Zero | Piece::Unallocated => out.fill(0),
+        }
+        pos = pos.saturating_add(n.max(1));
+    }
+    Ok(())
+}
+
 /// The `Io` error's action for a structure (a fixed word: `Io` wants a
 /// `'static str`).
 fn structure_action(_structure: &'static str) -> &'static str {

@@ -385,6 +385,43 @@ fn read_many_over_nbd_equals_the_file() {
     assert!(conns.len() > 1, "one connection: {conns:?}");
 }
 
+/// One long range in a batch is as many requests as the server's block
+/// size makes it, and they are spread over the connections like many
+/// short ranges (a filesystem's inode tables fetched ahead): the log
+/// shows its reads on more than one connection; the bytes equal the file.
+#[test]
+fn a_long_range_in_a_batch_is_spread_over_connections() {
+    if !need("nbdkit") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let bytes: Vec<u8> = (0..(12u64 << 20))
+        .map(|i| (i.wrapping_mul(2246822519) >> 11) as u8)
+        .collect();
+    std::fs::write(dir.join("disk.raw"), &bytes).unwrap();
+    let sock = dir.join("long.sock");
+    let log = dir.join("long.log");
+    let logfile = format!("logfile={}", log.display());
+    let server = nbdkit(dir, &sock, &["--filter=log", "file", "disk.raw", &logfile]);
+    let client =
+        NbdClient::connect(NbdUri::parse(&uri(&sock)).unwrap(), Options::default()).unwrap();
+    let mut buf = vec![0u8; 8 << 20];
+    client
+        .read_many(&mut [(1 << 20, buf.as_mut_slice())])
+        .unwrap();
+    assert!(buf[..] == bytes[1 << 20..9 << 20], "the range differs");
+    drop(client);
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let conns: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.contains(" Read id="))
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("connection=")))
+        .collect();
+    assert!(conns.len() > 1, "one connection: {conns:?}");
+}
+
 /// A server that stops answering in the middle of a batch: the batch
 /// ends with a time-out error naming the server, not a hang.
 #[test]

@@ -999,6 +999,9 @@ impl BlockSource for NbdClient {
     /// `walk_connections`, as many as the batch fills), each with its
     /// share in flight.
     ///
+    /// Ranges longer than a request are split first, so a batch of a few
+    /// long ranges is spread like one of many short ones.
+    ///
     /// Only a batch of one range is kept among the recent reads: a
     /// larger batch is a prefetch whose caller keeps the bytes in its
     /// own store (the filesystem's page store), and holding them here
@@ -1013,7 +1016,24 @@ impl BlockSource for NbdClient {
                 left.push((*o, &mut **b));
             }
         }
-        let mut reqs = left;
+        // Ranges in requests of at most the server's block size, counted
+        // and shared out as such: a few long ranges (the inode tables of
+        // a filesystem) are many requests, spread over the connections.
+        let piece = us(u64::from(
+            self.opts
+                .max_request
+                .min(self.info.block_max.unwrap_or(u32::MAX))
+                .max(512),
+        ));
+        let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(left.len());
+        for (o, b) in left {
+            let mut at = o;
+            for part in b.chunks_mut(piece) {
+                let n = u64_of(part.len());
+                reqs.push((at, part));
+                at = at.saturating_add(n);
+            }
+        }
         let Some(&(first, _)) = reqs.first() else {
             return Ok(());
         };

@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use crate::block::image::{
-    held_by, read_exact, read_upto, recurse_into_file, uuid_text, FormatLayer, ImageInfo,
-    ParentRef, Piece,
+    held_by, read_exact, read_or_zeros, read_runs, read_upto, recurse_into_file, uuid_text,
+    FormatLayer, ImageInfo, ParentRef, Piece,
 };
 use crate::block::storage::Storage;
 use crate::block::table::{Entry, Table};
@@ -481,33 +481,31 @@ impl BlockSource for VhdImage {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
-        check_range(&self.path, self.size, offset, len)?;
-        let end = offset.saturating_add(len);
-        let mut pos = offset;
-        while pos < end {
-            let (piece, n) = self.run(pos, end)?;
-            let from = usize::try_from(pos.saturating_sub(offset)).unwrap_or(usize::MAX);
-            let to = from.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
-            let out = buf.get_mut(from..to).ok_or_else(|| BlockError::Internal {
-                what: format!("{}: VHD run outside the buffer", self.path),
-            })?;
-            match piece {
-                Piece::Data { host, .. } => {
-                    // A fixed disk's data may stop short of its size:
-                    // zeros, as qemu reads past the end of a file.
-                    let have = self.storage.len().saturating_sub(host).min(n);
-                    let (head, tail) = out.split_at_mut(usize::try_from(have).unwrap_or(0));
-                    self.storage
-                        .read_exact_at(host, head)
-                        .map_err(|e| BlockError::io(&self.path, "reading a VHD block", host, e))?;
-                    tail.fill(0);
+        let run = |pos, end| self.run(pos, end).map(|(piece, n)| (piece, n, ()));
+        read_runs(
+            &self.path,
+            self.size,
+            offset,
+            buf,
+            run,
+            |piece, _, (), out| {
+                match piece {
+                    // A fixed disk's data may stop short of its size: zeros,
+                    // as qemu reads past the end of a file.
+                    Piece::Data { host, .. } => read_or_zeros(
+                        self.storage.as_ref(),
+                        &self.path,
+                        "reading a VHD block",
+                        host,
+                        out,
+                    ),
+                    _ => {
+                        out.fill(0);
+                        Ok(())
+                    }
                 }
-                _ => out.fill(0),
-            }
-            pos = pos.saturating_add(n.max(1));
-        }
-        Ok(())
+            },
+        )
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {

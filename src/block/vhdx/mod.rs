@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use crate::block::image::{
-    guid_text, held_by, parse_guid, read_exact, read_upto, utf16, FormatLayer, ImageInfo,
-    ParentRef, Piece,
+    guid_text, held_by, parse_guid, read_exact, read_runs, read_upto, utf16, FormatLayer,
+    ImageInfo, ParentRef, Piece,
 };
 use crate::block::storage::Storage;
 use crate::block::table::{Entry, Table};
@@ -695,30 +695,27 @@ impl BlockSource for VhdxImage {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
-        check_range(&self.path, self.size, offset, len)?;
-        let end = offset.saturating_add(len);
-        let mut pos = offset;
-        while pos < end {
-            let (piece, n) = self.run(pos, end)?;
-            let from = usize::try_from(pos.saturating_sub(offset)).unwrap_or(usize::MAX);
-            let to = from.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
-            let out = buf.get_mut(from..to).ok_or_else(|| BlockError::Internal {
-                what: format!("{}: VHDX run outside the buffer", self.path),
-            })?;
-            match piece {
+        let run = |pos, end| self.run(pos, end).map(|(piece, n)| (piece, n, ()));
+        read_runs(
+            &self.path,
+            self.size,
+            offset,
+            buf,
+            run,
+            |piece, _, (), out| match piece {
                 Piece::Data { host, .. } => read_exact(
                     self.storage.as_ref(),
                     &self.path,
                     "VHDX payload block",
                     host,
                     out,
-                )?,
-                _ => out.fill(0),
-            }
-            pos = pos.saturating_add(n.max(1));
-        }
-        Ok(())
+                ),
+                _ => {
+                    out.fill(0);
+                    Ok(())
+                }
+            },
+        )
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {

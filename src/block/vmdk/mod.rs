@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use crate::block::chain::Opener;
 use crate::block::image::{
-    held_by, read_exact, read_upto, recurse_into_file, FormatLayer, ImageInfo, ParentRef, Piece,
+    held_by, read_exact, read_or_zeros, read_runs, read_upto, recurse_into_file, FormatLayer,
+    ImageInfo, ParentRef, Piece,
 };
 use crate::block::probe::Format;
 use crate::block::storage::Storage;
@@ -580,51 +581,50 @@ impl BlockSource for VmdkImage {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let len = u64::try_from(buf.len()).unwrap_or(u64::MAX);
-        check_range(&self.path, self.size, offset, len)?;
-        let end = offset.saturating_add(len);
-        let mut pos = offset;
-        while pos < end {
-            let (piece, n, ext) = self.run(pos, end, false)?;
-            let from = usize::try_from(pos.saturating_sub(offset)).unwrap_or(usize::MAX);
-            let to = from.saturating_add(usize::try_from(n).unwrap_or(usize::MAX));
-            let out = buf.get_mut(from..to).ok_or_else(|| BlockError::Internal {
-                what: format!("{}: VMDK run outside the buffer", self.path),
-            })?;
-            match (piece, &ext.kind) {
-                (Piece::Data { host, .. }, Kind::Flat { storage, .. }) => {
-                    // Like qemu, a flat file shorter than its extent reads
-                    // as zeros past its end.
-                    let have = storage.len().saturating_sub(host).min(n);
-                    let (head, tail) = out.split_at_mut(usize::try_from(have).unwrap_or(0));
-                    storage
-                        .read_exact_at(host, head)
-                        .map_err(|e| BlockError::io(&ext.name, "reading a flat extent", host, e))?;
-                    tail.fill(0);
+        let run = |pos, end| self.run(pos, end, false);
+        read_runs(
+            &self.path,
+            self.size,
+            offset,
+            buf,
+            run,
+            |piece, pos, ext, out| {
+                match (piece, &ext.kind) {
+                    // Like qemu, a flat file shorter than its extent reads as
+                    // zeros past its end.
+                    (Piece::Data { host, .. }, Kind::Flat { storage, .. }) => read_or_zeros(
+                        storage.as_ref(),
+                        &ext.name,
+                        "reading a flat extent",
+                        host,
+                        out,
+                    ),
+                    (Piece::Data { host, .. }, Kind::Sparse(s)) => {
+                        read_exact(s.storage().as_ref(), &ext.name, "VMDK grain", host, out)
+                    }
+                    (Piece::Compressed { host, .. }, Kind::Sparse(s)) => {
+                        let rel = pos.saturating_sub(ext.start);
+                        let grain = s.decompressed(host, rel)?;
+                        let at = usize::try_from(rel.checked_rem(s.grain_bytes).unwrap_or(0))
+                            .unwrap_or(usize::MAX);
+                        let src = grain.get(at..at.saturating_add(out.len())).ok_or_else(|| {
+                            BlockError::corrupt(
+                                &ext.name,
+                                "VMDK compressed grain",
+                                host,
+                                "grain shorter than the read",
+                            )
+                        })?;
+                        out.copy_from_slice(src);
+                        Ok(())
+                    }
+                    _ => {
+                        out.fill(0);
+                        Ok(())
+                    }
                 }
-                (Piece::Data { host, .. }, Kind::Sparse(s)) => {
-                    read_exact(s.storage().as_ref(), &ext.name, "VMDK grain", host, out)?;
-                }
-                (Piece::Compressed { host, .. }, Kind::Sparse(s)) => {
-                    let rel = pos.saturating_sub(ext.start);
-                    let grain = s.decompressed(host, rel)?;
-                    let at = usize::try_from(rel.checked_rem(s.grain_bytes).unwrap_or(0))
-                        .unwrap_or(usize::MAX);
-                    let src = grain.get(at..at.saturating_add(out.len())).ok_or_else(|| {
-                        BlockError::corrupt(
-                            &ext.name,
-                            "VMDK compressed grain",
-                            host,
-                            "grain shorter than the read",
-                        )
-                    })?;
-                    out.copy_from_slice(src);
-                }
-                _ => out.fill(0),
-            }
-            pos = pos.saturating_add(n.max(1));
-        }
-        Ok(())
+            },
+        )
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
