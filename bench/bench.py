@@ -160,6 +160,7 @@ def main():
     ap.add_argument("--formats", action="store_true", help="only the image format rows (VMDK, VHD, VHDX, VDI)")
     ap.add_argument("--throughput", action="store_true", help="only the bulk read rows (issue 19)")
     ap.add_argument("--blame", action="store_true", help="only the blame -R rows of --throughput")
+    ap.add_argument("--overlay", action="store_true", help="only the rows whose cost must follow the overlays (issue 19): multi-layer diff, diff and first frame at 1 TiB and 16 TiB, NBD map")
     ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline/find/grep rows")
     ap.add_argument("--fs-kinds", action="store_true", help="only the XFS and FAT rows")
     ap.add_argument("--journal", action="store_true", help="only the journal replay rows (a dirty journal of 1000 transactions)")
@@ -171,6 +172,10 @@ def main():
         return
     if args.throughput:
         throughput_bench(args.rebuild)
+        overlay_bench(args.rebuild)
+        return
+    if args.overlay:
+        overlay_bench(args.rebuild)
         return
     if args.blame:
         blame_rows(os.path.join(WORK, "throughput"))
@@ -670,6 +675,164 @@ def throughput_bench(rebuild=False):
         os.remove(out)
     listing_rows(d)
     blame_rows(d)
+
+
+def data_ranges(path):
+    """The data ranges (start, end) of a sparse file (SEEK_DATA/SEEK_HOLE)."""
+    out = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        end, at = os.fstat(fd).st_size, 0
+        while at < end:
+            try:
+                s = os.lseek(fd, at, os.SEEK_DATA)
+            except OSError:
+                break
+            at = os.lseek(fd, s, os.SEEK_HOLE)
+            out.append((s, at))
+    finally:
+        os.close(fd)
+    return out
+
+
+def sparse_overlay(old, new, backing, out, cluster=65536):
+    """A qcow2 overlay of `backing` holding the clusters where the sparse
+    raw files `old` and `new` differ; only their data ranges are read, so
+    a 16 TiB disk costs what its data costs. Returns the clusters written."""
+    sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", os.path.basename(backing), "-F", "qcow2", out)
+    clusters = sorted({c for s, e in data_ranges(old) + data_ranges(new) for c in range(s // cluster, -(-e // cluster))})
+    pieces = out + ".pieces"
+    os.makedirs(pieces, exist_ok=True)
+    cmds = []
+    with open(old, "rb") as fo, open(new, "rb") as fn:
+        for c in clusters:
+            fo.seek(c * cluster)
+            fn.seek(c * cluster)
+            a, b = fo.read(cluster), fn.read(cluster)
+            if a != b:
+                p = os.path.join(pieces, str(c))
+                with open(p, "wb") as f:
+                    f.write(b)
+                cmds.append(f"write -q -s {p} {c * cluster} {cluster}")
+    subprocess.run(["qemu-io", "-f", "qcow2", out], input=("\n".join(cmds) + "\n").encode(), check=True, stdout=subprocess.DEVNULL)
+    shutil.rmtree(pieces)
+    return len(cmds)
+
+
+def build_sparse_fs_chain(d, name, size, files=200):
+    """A whole-disk ext4 of `size` bytes (1 TiB, 16 TiB: sparse, lazy inode
+    tables) with `files` files of up to 200 KB in 20 directories, as a qcow2
+    base, and a proper filesystem overlay (not random writes): debugfs adds
+    a directory of 20 files, deletes 5, rewrites 5 and chmods 5 on a raw
+    copy, and the overlay holds the clusters that differ. The raw files
+    live on tmpfs (a 16 TiB file does not fit ext4's file size limit)."""
+    base, top = os.path.join(d, f"{name}-base.qcow2"), os.path.join(d, f"{name}-top.qcow2")
+    if os.path.exists(top):
+        return top
+    t0 = time.time()
+    os.makedirs(d, exist_ok=True)
+    shm = "/dev/shm" if os.path.isdir("/dev/shm") else d
+    tree = os.path.join(shm, f"layerscope-bench-{name}-tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    rng = random.Random(size)
+    for i in range(files):
+        sub = os.path.join(tree, f"d{i % 20:02d}")
+        os.makedirs(sub, exist_ok=True)
+        with open(os.path.join(sub, f"f{i:05d}.dat"), "wb") as f:
+            f.write(rng.randbytes(rng.randint(0, 200000)))
+    raw0, raw1 = (os.path.join(shm, f"layerscope-bench-{name}-{k}.raw") for k in (0, 1))
+    try:
+        sh("mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-d", tree,
+           "-E", "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1", raw0, str(size // 4096))
+        shutil.rmtree(tree)
+        sh("qemu-img", "convert", "-O", "qcow2", raw0, base)
+        sh("cp", "--sparse=always", raw0, raw1)
+        payload = os.path.join(shm, f"layerscope-bench-{name}-payload")
+        with open(payload, "wb") as f:
+            f.write(rng.randbytes(100000))
+        cmds = ["mkdir /new"] + [f"write {payload} /new/n{i}" for i in range(20)]
+        cmds += [f"rm /d{i % 20:02d}/f{i:05d}.dat" for i in range(0, 50, 10)]
+        for i in range(1, 50, 10):
+            p = f"/d{i % 20:02d}/f{i:05d}.dat"
+            cmds += [f"rm {p}", f"write {payload} {p}"]
+        cmds += [f"sif /d{i % 20:02d}/f{i:05d}.dat mode 0100600" for i in range(2, 50, 10)]
+        debugfs(raw1, cmds)
+        os.remove(payload)
+        n = sparse_overlay(raw0, raw1, base, top)
+    finally:
+        for f in (raw0, raw1):
+            if os.path.exists(f):
+                os.remove(f)
+    print(f"  {name}: {size >> 40} TiB ext4, overlay of {n} clusters, built in {time.time() - t0:.0f}s", flush=True)
+    return top
+
+
+def overlay_bench(rebuild=False):
+    """Rows whose cost must follow the overlays, not the disk (issue 19
+    items 5 and 6), interleaved medians with CPU time: the quick diff
+    across three overlays (`diff --from 0 --to 3` of the 2 GiB chain)
+    vs `diff --full`, with the three single-layer diffs' sum beside it;
+    the quick diff of a small overlay on a 1 TiB and a 16 TiB ext4 vs
+    `diff --full`; the TUI's first frame there (`render --first-frame`,
+    and in a pty), and `render`'s finished picture (the hit map's exact
+    counts: every L2 table of the base read);
+    `map --json` over NBD vs `nbdinfo --map=qemu:allocation-depth`."""
+    if rebuild or not os.path.exists(os.path.join(WORK, "top.qcow2")):
+        print("building the 2 GiB chain ...", flush=True)
+        build()
+    top = os.path.join(WORK, "top.qcow2")
+    quick = [BIN, "diff", "--from", "0", "--to", "3", top]
+    full = [BIN, "diff", "--full", "--from", "0", "--to", "3", top]
+    singles = [[BIN, "diff", "--from", str(k), "--to", str(k + 1), top] for k in range(3)]
+    t = interleaved([quick, full] + singles, rounds=7, warmup=1)
+    cpu = [cpu_time(c) for c in (quick, full)]
+    print(f"{'diff --from 0 --to 3 (3 overlays)':<40} layerscope {t[0] * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms) | diff --full {t[1] * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms) | ratio {t[0] / t[1]:5.2f}x, cpu {cpu[0] / cpu[1]:5.2f}x (goal <= 0.1x)")
+    print(f"{'':<40} the single-layer diffs 0-1, 1-2, 2-3: {t[2] * 1000:.1f} + {t[3] * 1000:.1f} + {t[4] * 1000:.1f} = {sum(t[2:5]) * 1000:.1f} ms (0-3 costs {t[0] / sum(t[2:5]):.2f}x their sum)")
+    d = os.path.join(WORK, "sparse")
+    if rebuild:
+        shutil.rmtree(d, ignore_errors=True)
+    for name, size in (("tb1", 1 << 40), ("tb16", 1 << 44)):
+        img = build_sparse_fs_chain(d, name, size)
+        q, f = [BIN, "diff", img], [BIN, "diff", "--full", img]
+        t = interleaved([q, f], rounds=7, warmup=1)
+        cpu = [cpu_time(c) for c in (q, f)]
+        what = f"diff, small overlay, {size >> 40} TiB disk"
+        print(f"{what:<40} layerscope {t[0] * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms) | diff --full {t[1] * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms) | ratio {t[0] / t[1]:5.2f}x, cpu {cpu[0] / cpu[1]:5.2f}x (goal <= 0.1x)")
+        first = timed([BIN, "render", "--first-frame", img, "--size", "120x40"])
+        render = timed([BIN, "render", img, "--size", "120x40"])
+        ff, _ = first_frame_interactive(img, ["none:", "Hex @"])
+        what = f"TUI first frame, {size >> 40} TiB disk"
+        print(f"{what:<40} render --first-frame {first[0] * 1000:7.1f} ms, interactive (pty, 120x40) {ff * 1000:7.1f} ms (goal < 100 ms) | "
+              f"render (the finished picture: exact hit map) {render[0] * 1000:7.1f} ms, RSS {render[1] / 1024:.1f} MiB")
+    tp = os.path.join(WORK, "throughput")
+    if not os.path.exists(os.path.join(tp, "top.qcow2")):
+        print("building the throughput chain ...", flush=True)
+        build_throughput(tp)
+    nbd_map_row(os.path.join(tp, "top.qcow2"))
+
+
+def nbd_map_row(top):
+    """`map --json` over NBD (qemu-nbd -A, unix socket) vs `nbdinfo
+    --map=qemu:allocation-depth` (issue 19 item 6), on the throughput
+    chain: its random writes (corrupt as a filesystem, which a map does
+    not read) make ~2,000 map entries."""
+    if not shutil.which("qemu-nbd") or not shutil.which("nbdinfo"):
+        print("(NBD map row: qemu-nbd or nbdinfo missing, skipped)")
+        return
+    sock = os.path.join(WORK, "overlay-bench.sock")
+    if os.path.exists(sock):
+        os.remove(sock)
+    server = subprocess.Popen(["qemu-nbd", "--read-only", "--persistent", "--shared=8", "-A", "--socket", sock, "-f", "qcow2", top])
+    try:
+        wait_for(sock, "qemu-nbd")
+        uri = f"nbd+unix:///?socket={sock}"
+        ours, theirs = [BIN, "map", "--json", uri], ["nbdinfo", "--map=qemu:allocation-depth", uri]
+        t = interleaved([ours, theirs], rounds=15, warmup=2)
+        cpu = [cpu_time(c) for c in (ours, theirs)]
+        print(f"{'map --json over NBD (3-layer chain)':<40} layerscope {t[0] * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms) | nbdinfo --map=...depth {t[1] * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms) | ratio {t[0] / t[1]:5.2f}x (goal <= 0.5x)")
+    finally:
+        server.terminate()
+        server.wait()
 
 
 def cpu_time(cmd):

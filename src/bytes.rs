@@ -59,6 +59,28 @@ pub fn u64_of(v: usize) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
+/// `v` rounded down to a multiple of `step` (`v` itself for a step of 0).
+pub fn align_down(v: u64, step: u64) -> u64 {
+    v.checked_rem(step).map_or(v, |r| v.saturating_sub(r))
+}
+
+/// The same 16 bits read as two's complement (C's `(int16_t)` of a
+/// field stored unsigned); `cast_signed` is newer than the MSRV.
+pub fn signed16(v: u16) -> i16 {
+    i16::from_ne_bytes(v.to_ne_bytes())
+}
+
+/// The same 32 bits read as two's complement (a `time_t` or id stored
+/// unsigned).
+pub fn signed32(v: u32) -> i32 {
+    i32::from_ne_bytes(v.to_ne_bytes())
+}
+
+/// The same 64 bits read as two's complement.
+pub fn signed64(v: u64) -> i64 {
+    i64::from_ne_bytes(v.to_ne_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +100,10 @@ mod tests {
         assert_eq!(slice(&b, 8, 2), None);
         assert_eq!(slice(&b, 8, 1), Some(&[9u8][..]));
         assert_eq!(u8_at(&b, 9), None);
+        assert_eq!(align_down(37, 16), 32);
+        assert_eq!(align_down(37, 0), 37);
+        assert_eq!(signed16(0xffff), -1);
+        assert_eq!(signed32(0x8000_0000), i32::MIN);
+        assert_eq!(signed64(u64::MAX - 1), -2);
     }
 }

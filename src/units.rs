@@ -32,6 +32,20 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     value.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
+/// `part / whole` as a fraction for a gauge or a percentage (0 when
+/// `whole` is 0); the one place a count becomes a float.
+#[allow(
+    clippy::as_conversions,
+    reason = "u64 to f64 rounds past 2^53, which a display cannot show anyway"
+)]
+pub fn fraction(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
 /// Formats a byte count with a binary unit (`512 B`, `64 KiB`, `1.5 GiB`).
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

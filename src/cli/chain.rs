@@ -164,11 +164,15 @@ fn describe(chain: &Chain, layer: &Layer) -> anyhow::Result<LayerJson> {
                         "extended-l2": h.extended_l2(),
                     });
                     if let Some(name) = &h.data_file {
-                        data["data-file"] = name.clone().into();
-                        data["data-file-raw"] = h.data_file_raw.into();
+                        super::json::set(&mut data, "data-file", name.clone());
+                        super::json::set(&mut data, "data-file-raw", h.data_file_raw);
                     }
                     if !bitmaps.is_empty() {
-                        data["bitmaps"] = serde_json::Value::Array(bitmaps.clone());
+                        super::json::set(
+                            &mut data,
+                            "bitmaps",
+                            serde_json::Value::Array(bitmaps.clone()),
+                        );
                     }
                     data
                 };
@@ -342,7 +346,7 @@ pub fn run(chain: &Chain, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         if let Some(list) = l
             .format_specific
             .as_ref()
-            .and_then(|f| f["data"]["bitmaps"].as_array())
+            .and_then(|f| f.pointer("/data/bitmaps")?.as_array())
         {
             writeln!(out, "  bitmaps:")?;
             for b in list {

@@ -100,7 +100,10 @@ impl Progress for Bar {
         }
         *last = Instant::now();
         if let Ok(s) = self.stage.lock() {
-            let pct = done.saturating_mul(100) / s.1.max(1);
+            let pct = done
+                .saturating_mul(100)
+                .checked_div(s.1.max(1))
+                .unwrap_or(0);
             eprint!(
                 "\r\x1b[Kchecking {}: {}%",
                 crate::escape::printable(&s.0),
@@ -187,7 +190,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 .saturating_add(r.check_errors);
             if args.json {
                 let mut j = serde_json::to_value(&r)?;
-                j["problems"] = problems_json(&r.problems);
+                super::json::set(&mut j, "problems", problems_json(&r.problems));
                 layers_json.push(j);
                 continue;
             }

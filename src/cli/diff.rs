@@ -124,7 +124,7 @@ impl Disk {
             Some(n) if n >= chain.layers.len() => {
                 anyhow::bail!(
                     "--layer {n}: the chain has layers 0 to {}",
-                    chain.layers.len() - 1
+                    chain.layers.len().saturating_sub(1)
                 )
             }
             Some(n) => chain.cut(n),
@@ -174,7 +174,7 @@ impl Disk {
     /// Every layer's view, for [`Views::blame`] (`blame`, `find
     /// --written-in`).
     pub(super) fn views(&self) -> anyhow::Result<Views> {
-        let top = self.chain.layers.len() - 1;
+        let top = self.chain.layers.len().saturating_sub(1);
         let mut fs = Vec::new();
         let mut reader = None;
         for n in 0..=top {
@@ -229,7 +229,7 @@ impl Progress for Bar {
 /// `diff`.
 pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let disk = Disk::open(&args.image, args.volume.as_deref(), &args.replay)?;
-    let top = disk.chain.layers.len() - 1;
+    let top = disk.chain.layers.len().saturating_sub(1);
     if let Some(name) = &args.bitmap {
         return super::dirty::run(args, &disk, name, out);
     }
@@ -281,7 +281,7 @@ fn snapshot_diff(
     let mut image = args.image.clone();
     image.snapshot = Some(snap.to_owned());
     let then = Disk::open(&image, args.volume.as_deref(), &args.replay)?;
-    let top = disk.chain.layers.len() - 1;
+    let top = disk.chain.layers.len().saturating_sub(1);
     let (Some(new_q), Some(old_q)) = (
         disk.chain.top().and_then(|l| l.qcow2.clone()),
         then.chain.top().and_then(|l| l.qcow2.clone()),
@@ -496,9 +496,13 @@ impl<T: serde::Serialize> serde::Serialize for EachAsValue<'_, T> {
 /// `blame`.
 pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let disk = Disk::open(&args.image, args.volume.as_deref(), &args.replay)?;
-    let top = disk.chain.layers.len() - 1;
+    let top = disk.chain.layers.len().saturating_sub(1);
     let views = disk.views()?;
-    let topfs = views.fs[top].as_ref();
+    let topfs = views
+        .fs
+        .get(top)
+        .map(|f| f.as_ref())
+        .context("no filesystem in the top layer")?;
     let ino = super::fs::resolve_bytes(topfs, super::fs::arg_bytes(&args.path))?;
     let arg_path = super::find::raw_path(&[Some(topfs)], super::fs::arg_bytes(&args.path));
     let bar = Bar::new();
@@ -509,7 +513,7 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut failed: Option<anyhow::Error> = None;
     let blame_one = |ino: u64, path: &[u8], emit: &mut dyn FnMut(&Blame) -> anyhow::Result<()>| {
         bar.step("blaming", count.get(), 0);
-        count.set(count.get() + 1);
+        count.set(count.get().saturating_add(1));
         let shown = crate::escape::printable_bytes(path);
         // A path is blamed as a path (its history may hold several
         // files); under `<N>`, inodes alone are followed.
@@ -530,7 +534,7 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 b: Result<Blame, crate::diff::DiffError>,
                 emit: &mut dyn FnMut(&Blame) -> anyhow::Result<()>| {
         bar.step("blaming", count.get(), 0);
-        count.set(count.get() + 1);
+        count.set(count.get().saturating_add(1));
         match b {
             Ok(b) => emit(&b),
             Err(e) => {

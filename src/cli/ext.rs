@@ -107,7 +107,7 @@ fn c_string(bytes: &[u8]) -> String {
 /// else hex bytes.
 fn xattr_string(bytes: &[u8], quotes: bool) -> String {
     let printable = bytes.iter().filter(|b| (32..=126).contains(*b)).count();
-    if printable <= bytes.len() * 7 / 8 {
+    if printable <= bytes.len().saturating_mul(7) / 8 {
         return bytes.iter().map(|b| format!("{b:02x} ")).collect();
     }
     if quotes {
@@ -134,7 +134,9 @@ fn block_list(runs: &[Run], extents: bool) -> String {
             parts.push(if extents {
                 format!("(ETB{}):{}", r.level, r.physical)
             } else {
-                let name = ["", "IND", "DIND", "TIND"][usize::from(r.level.min(3))];
+                let name = ["", "IND", "DIND", "TIND"]
+                    .get(usize::from(r.level))
+                    .unwrap_or(&"TIND");
                 format!("({name}):{}", r.physical)
             });
             continue;
@@ -146,9 +148,9 @@ fn block_list(runs: &[Run], extents: bool) -> String {
             format!(
                 "({}-{}{u}):{}-{}",
                 r.logical,
-                r.logical + r.len - 1,
+                r.logical.saturating_add(r.len).saturating_sub(1),
                 r.physical,
-                r.physical + r.len - 1
+                r.physical.saturating_add(r.len).saturating_sub(1)
             )
         });
     }
@@ -161,14 +163,8 @@ fn block_list(runs: &[Run], extents: bool) -> String {
 fn stat_debugfs(fs: &Ext4, i: &Inode, map: &Option<BlockMap>, xattrs: &Xattrs) -> String {
     let sb = fs.superblock();
     let raw = i.raw();
-    let r16 = |at: usize| {
-        raw.get(at..at + 2)
-            .map_or(0, |b| u32::from(u16::from_le_bytes([b[0], b[1]])))
-    };
-    let r32 = |at: usize| {
-        raw.get(at..at + 4)
-            .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
+    let r16 = |at: usize| crate::bytes::le16(raw, at).map_or(0, u32::from);
+    let r32 = |at: usize| crate::bytes::le32(raw, at).unwrap_or(0);
     let large = sb.inode_size > 128;
     let x = if large { r16(0x80) } else { 0 };
     let hurd = sb.get(sb!("s_creator_os")) == 1;
@@ -193,9 +189,13 @@ fn stat_debugfs(fs: &Ext4, i: &Inode, map: &Option<BlockMap>, xattrs: &Xattrs) -
             i.generation, i.version
         );
     }
-    s += &format!("User: {:>5}   Group: {:>5}", i.uid as i32, i.gid as i32);
+    s += &format!(
+        "User: {:>5}   Group: {:>5}",
+        crate::bytes::signed32(i.uid),
+        crate::bytes::signed32(i.gid)
+    );
     if large && x >= 32 {
-        s += &format!("   Project: {:>5}", r32(0x9c) as i32);
+        s += &format!("   Project: {:>5}", crate::bytes::signed32(r32(0x9c)));
     }
     let size = if i.is_reg() || i.is_dir() {
         i.size
@@ -209,8 +209,8 @@ fn stat_debugfs(fs: &Ext4, i: &Inode, map: &Option<BlockMap>, xattrs: &Xattrs) -
         s += &format!(
             "Fragment:  Address: {}    Number: {}    Size: {}\n",
             r32(0x70),
-            raw[0x74],
-            raw[0x75]
+            crate::bytes::u8_at(raw, 0x74).unwrap_or(0),
+            crate::bytes::u8_at(raw, 0x75).unwrap_or(0)
         );
     } else {
         s += &format!("File ACL: {}\n", i.file_acl);
@@ -220,7 +220,10 @@ fn stat_debugfs(fs: &Ext4, i: &Inode, map: &Option<BlockMap>, xattrs: &Xattrs) -
             r32(0x70)
         );
     }
-    let decode = |secs: u32, extra: u32| i64::from(secs as i32) + (i64::from(extra & 3) << 32);
+    // Seconds since 1970 signed, plus the epoch bits: at most 2^34 + 2^31.
+    let decode = |secs: u32, extra: u32| {
+        i64::from(crate::bytes::signed32(secs)).saturating_add(i64::from(extra & 3) << 32)
+    };
     if large && x >= 24 {
         for (name, at, extra) in [
             (" ctime", 0xc, 0x84),
@@ -271,16 +274,18 @@ fn stat_debugfs(fs: &Ext4, i: &Inode, map: &Option<BlockMap>, xattrs: &Xattrs) -
     if fast || (i.is_symlink() && i.has_inline_data()) {
         // The target as stored (debugfs prints it up to a NUL).
         let target = if fast {
-            i.block[..i.size as usize].to_vec()
+            i.block
+                .get(..crate::bytes::us(i.size))
+                .unwrap_or_default()
+                .to_vec()
         } else {
             fs.symlink_target(i).unwrap_or_default()
         };
         let end = target.iter().position(|&b| b == 0).unwrap_or(target.len());
-        s += &format!("Fast link dest: \"{}\"\n", printable_bytes(&target[..end]));
+        let target = target.get(..end).unwrap_or_default();
+        s += &format!("Fast link dest: \"{}\"\n", printable_bytes(target));
     } else if i.is_device() {
-        let w = |n: usize| {
-            u32::from_le_bytes([i.block[n], i.block[n + 1], i.block[n + 2], i.block[n + 3]])
-        };
+        let w = |n: usize| crate::bytes::le32(&i.block, n).unwrap_or(0);
         let (major, minor, note) = if w(0) != 0 {
             ((w(0) >> 8) & 255, w(0) & 255, "")
         } else {

@@ -13,6 +13,7 @@
 //! - Refuses a non-empty DEST unless `--force`.
 //!
 //! Through the [`Filesystem`] seam: ext, XFS and FAT alike.
+use crate::bytes::u64_of;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -185,7 +186,9 @@ impl Extractor<'_> {
         // set_len (a hole at the end).
         let mut written = 0u64;
         while off < m.size {
-            let want = usize::try_from(m.size - off).unwrap_or(CHUNK).min(CHUNK);
+            let want = usize::try_from(m.size.saturating_sub(off))
+                .unwrap_or(CHUNK)
+                .min(CHUNK);
             let part = buf.get_mut(..want).unwrap_or_default();
             let n = self
                 .fs
@@ -200,26 +203,26 @@ impl Extractor<'_> {
             // written at once.
             let mut run: Option<usize> = None; // start of the data run
             for (i, block) in data.chunks(4096).enumerate() {
-                let start = i * 4096;
+                let start = i.saturating_mul(4096);
                 if block.iter().all(|&b| b == 0) {
                     self.stats.sparse_bytes =
-                        self.stats.sparse_bytes.saturating_add(block.len() as u64);
+                        self.stats.sparse_bytes.saturating_add(u64_of(block.len()));
                     if let Some(r) = run.take() {
-                        let at = off.saturating_add(r as u64);
+                        let at = off.saturating_add(u64_of(r));
                         file.write_all_at(data.get(r..start).unwrap_or_default(), at)?;
-                        written = at.saturating_add((start - r) as u64);
+                        written = at.saturating_add(u64_of(start.saturating_sub(r)));
                     }
                 } else if run.is_none() {
                     run = Some(start);
                 }
             }
             if let Some(r) = run {
-                let at = off.saturating_add(r as u64);
+                let at = off.saturating_add(u64_of(r));
                 file.write_all_at(data.get(r..).unwrap_or_default(), at)?;
-                written = at.saturating_add((n - r) as u64);
+                written = at.saturating_add(u64_of(n.saturating_sub(r)));
             }
-            self.stats.bytes = self.stats.bytes.saturating_add(n as u64);
-            off = off.saturating_add(n as u64);
+            self.stats.bytes = self.stats.bytes.saturating_add(u64_of(n));
+            off = off.saturating_add(u64_of(n));
         }
         if written != m.size {
             file.set_len(m.size)?;

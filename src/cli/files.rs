@@ -538,22 +538,23 @@ pub fn cat(args: &super::CatArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut buf = crate::block::buffer::AlignedBuf::new(1 << 20);
     let mut pos = 0u64;
     while pos < size {
-        let want = usize::try_from(size - pos)
+        let want = usize::try_from(size.saturating_sub(pos))
             .unwrap_or(usize::MAX)
             .min(buf.len());
-        let n = fs.read_file(node, pos, &mut buf[..want])?;
-        if n == 0 {
+        let n = fs.read_file(node, pos, buf.get_mut(..want).unwrap_or_default())?;
+        let data = buf.get(..n).unwrap_or_default();
+        if data.is_empty() {
             break;
         }
-        if to_terminal && !is_text(&buf[..n]) {
+        if to_terminal && !is_text(data) {
             out.flush()?;
             anyhow::bail!(
                 "{}: binary content (NUL or control bytes at or after byte {pos}); not written to a terminal: redirect to a file, pipe it (`| hexyl`), or use --force",
                 printable_bytes(super::fs::arg_bytes(&args.path))
             );
         }
-        out.write_all(&buf[..n])?;
-        pos += n as u64;
+        out.write_all(data)?;
+        pos = pos.saturating_add(crate::bytes::u64_of(n));
     }
     out.flush()?;
     report(fs, &problems, node)
@@ -635,11 +636,15 @@ pub fn blocks(args: &super::PathArgs, out: &mut dyn Write) -> anyhow::Result<()>
                 if at >= end || failed.borrow().is_some() {
                     return None;
                 }
-                match opened.owner(at, end - at) {
+                match opened.owner(at, end.saturating_sub(at)) {
                     Ok(o) => {
                         let row = BlockRow {
-                            logical: r.logical.saturating_add(at - r.physical) / bs,
-                            physical: at / bs,
+                            logical: r
+                                .logical
+                                .saturating_add(at.saturating_sub(r.physical))
+                                .checked_div(bs)
+                                .unwrap_or(0),
+                            physical: at.checked_div(bs).unwrap_or(0),
                             count: o.len.div_ceil(bs),
                             uninit: r.kind == RunKind::Unwritten,
                             meta: matches!(r.kind, RunKind::Meta { .. }),

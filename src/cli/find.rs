@@ -132,14 +132,19 @@ fn parse_num_test(text: &str) -> Result<NumTest, String> {
 }
 
 fn parse_size_test(text: &str) -> Result<SizeTest, String> {
-    let (body, unit) = match text.as_bytes().last() {
-        Some(b'c') => (&text[..text.len() - 1], 1),
-        Some(b'w') => (&text[..text.len() - 1], 2),
-        Some(b'b') => (&text[..text.len() - 1], 512),
-        Some(b'k') => (&text[..text.len() - 1], 1 << 10),
-        Some(b'M') => (&text[..text.len() - 1], 1 << 20),
-        Some(b'G') => (&text[..text.len() - 1], 1 << 30),
-        _ => (text, 512),
+    let unit = match text.as_bytes().last() {
+        Some(b'c') => Some(1),
+        Some(b'w') => Some(2),
+        Some(b'b') => Some(512),
+        Some(b'k') => Some(1 << 10),
+        Some(b'M') => Some(1 << 20),
+        Some(b'G') => Some(1 << 30),
+        _ => None,
+    };
+    // The unit is one ASCII byte, so the body ends on a char boundary.
+    let (body, unit) = match unit {
+        Some(u) => (text.get(..text.len().saturating_sub(1)).unwrap_or(""), u),
+        None => (text, 512),
     };
     let test = parse_num_test(body).map_err(|_| {
         format!("{text:?}: expected [+-]N with a unit c, w, b, k, M or G (as find -size)")
@@ -192,20 +197,37 @@ pub(super) fn parse_time(text: &str) -> Result<i64, String> {
         if !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..61).contains(&s) {
             return Err(bad());
         }
-        secs = h * 3600 + mi * 60 + s;
+        secs = h
+            .saturating_mul(3600)
+            .saturating_add(mi.saturating_mul(60))
+            .saturating_add(s);
     }
-    Ok(days_from_civil(y, m, day) * 86_400 + secs)
+    // A year past i64's seconds (about 2.9e11) is refused, not wrapped.
+    days_from_civil(y, m, day)
+        .and_then(|d| d.checked_mul(86_400)?.checked_add(secs))
+        .ok_or_else(bad)
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm);
+/// None past i64. `m` is 1 to 12 and `d` 1 to 31 (checked by the caller):
+/// only the year can be large.
+fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
+    let y = if m <= 2 { y.checked_sub(1)? } else { y };
     let era = y.div_euclid(400);
-    let yoe = y - era * 400;
+    era.checked_mul(146_097)?
+        .checked_add(day_of_era(y.rem_euclid(400), m, d))?
+        .checked_sub(719_468)
+}
+
+/// The day in its 400-year era of year `yoe` of the era, month `m`, day `d`.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "0 <= yoe < 400, 1 <= m <= 12, 1 <= d <= 31: every term is below 2^18"
+)]
+fn day_of_era(yoe: i64, m: i64, d: i64) -> i64 {
     let mp = (m + 9) % 12;
     let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    yoe * 365 + yoe / 4 - yoe / 100 + doy
 }
 
 /// A shell pattern as a regular expression over bytes, anchored: `*` any
@@ -225,14 +247,14 @@ pub(super) fn glob_regex(glob: &[u8], ignore_case: bool) -> anyhow::Result<Regex
     let mut re = String::from("^(?s)");
     let mut i = 0;
     while let Some(&b) = glob.get(i) {
-        i += 1;
+        i = i.saturating_add(1);
         match b {
             b'*' => re.push_str("(?s-u:.)*"),
             b'?' => re.push_str(ANY_ONE),
             b'\\' => match glob.get(i) {
                 Some(&n) => {
                     lit(n, &mut re);
-                    i += 1;
+                    i = i.saturating_add(1);
                 }
                 None => lit(b'\\', &mut re),
             },
@@ -242,14 +264,14 @@ pub(super) fn glob_regex(glob: &[u8], ignore_case: bool) -> anyhow::Result<Regex
                 let mut j = i;
                 let negate = matches!(glob.get(j), Some(b'!' | b'^'));
                 if negate {
-                    j += 1;
+                    j = j.saturating_add(1);
                 }
                 let first = j;
                 while let Some(&c) = glob.get(j) {
                     if c == b']' && j > first {
                         break;
                     }
-                    j += 1;
+                    j = j.saturating_add(1);
                 }
                 if glob.get(j) != Some(&b']') {
                     lit(b'[', &mut re);
@@ -259,15 +281,15 @@ pub(super) fn glob_regex(glob: &[u8], ignore_case: bool) -> anyhow::Result<Regex
                 let mut k = first;
                 while k < j {
                     let c = glob.get(k).copied().unwrap_or(b']');
-                    if c == b'-' && k > first && k + 1 < j {
+                    if c == b'-' && k > first && k.saturating_add(1) < j {
                         re.push('-');
                     } else {
                         re.push_str(&format!("\\x{c:02x}"));
                     }
-                    k += 1;
+                    k = k.saturating_add(1);
                 }
                 re.push_str("])");
-                i = j + 1;
+                i = j.saturating_add(1);
             }
             _ => lit(b, &mut re),
         }
@@ -391,7 +413,7 @@ pub fn run(args: &FindArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         if args.all_layers { None } else { args.fs.layer },
         &args.fs.replay,
     )?;
-    let top = disk.chain.layers.len() - 1;
+    let top = disk.chain.layers.len().saturating_sub(1);
     // The views walked: every layer's, or the top's alone.
     let mut views: Vec<Option<Arc<dyn Filesystem>>> = Vec::new();
     let blame = match args.written_in {
@@ -460,18 +482,18 @@ pub fn run(args: &FindArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 "inode": hit.node,
             });
             if let Some(b) = super::json::hex_unless_utf8(hit.path) {
-                v["path_bytes"] = json!(b);
+                super::json::set(&mut v, "path_bytes", b);
             }
             if let Some(m) = &hit.meta {
-                v["size"] = json!(m.size);
-                v["mode"] = json!(m.mode);
-                v["mtime"] = json!(m.mtime.map(|t| t.secs));
+                super::json::set(&mut v, "size", m.size);
+                super::json::set(&mut v, "mode", m.mode);
+                super::json::set(&mut v, "mtime", json!(m.mtime.map(|t| t.secs)));
             }
             if let Some(w) = hit.written {
-                v["written_in"] = json!(w);
+                super::json::set(&mut v, "written_in", json!(w));
             }
             if let Some(l) = &hit.layers {
-                v["layers"] = json!(l);
+                super::json::set(&mut v, "layers", json!(l));
             }
             super::json::write_item(out, &mut first, &v)?;
         } else if args.print0 {
@@ -645,5 +667,11 @@ mod tests {
         assert_eq!(parse_time("1970-01-02").unwrap(), 86_400);
         assert_eq!(parse_time("2026-11-30T22:24:19").unwrap(), 1_796_077_459);
         assert!(parse_time("2026-13-01").is_err());
+        // Oracle: `date -u -d 1900-03-01 +%s`, `date -u -d 2400-02-29T23:59:59 +%s`.
+        assert_eq!(parse_time("1900-03-01").unwrap(), -2_203_891_200);
+        assert_eq!(parse_time("2400-02-29T23:59:59").unwrap(), 13_574_649_599);
+        // A year past i64's seconds is refused (it overflowed before).
+        assert!(parse_time("9223372036854775807-01-01").is_err());
+        assert!(parse_time("300000000000-01-01").is_err());
     }
 }

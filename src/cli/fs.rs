@@ -70,7 +70,7 @@ pub(super) fn open_full(args: &FsArgs) -> anyhow::Result<Opened> {
         Some(n) if n >= chain.layers.len() => {
             anyhow::bail!(
                 "--layer {n}: the chain has layers 0 to {}",
-                chain.layers.len() - 1
+                chain.layers.len().saturating_sub(1)
             )
         }
         Some(n) => chain.cut(n),
@@ -250,7 +250,7 @@ pub fn info(info: &InfoArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         });
         match super::ext::as_ext(fs) {
             Some(ext) => super::ext::info_json(ext, &mut j),
-            None => j["fields"] = json!(report.fields),
+            None => super::json::set(&mut j, "fields", json!(report.fields)),
         }
         if !info.groups {
             super::json::write(out, &j)?;

@@ -245,10 +245,10 @@ pub(super) fn search_file(
             let Some(m) = re.find_at(region, pos) else {
                 break;
             };
-            let start =
-                memchr::memrchr(b'\n', region.get(..m.start()).unwrap_or(&[])).map_or(0, |i| i + 1);
+            let start = memchr::memrchr(b'\n', region.get(..m.start()).unwrap_or(&[]))
+                .map_or(0, |i| i.saturating_add(1));
             let stop = memchr::memchr(b'\n', region.get(m.start()..).unwrap_or(&[]))
-                .map_or(region.len(), |i| m.start() + i);
+                .map_or(region.len(), |i| m.start().saturating_add(i));
             let line = region.get(start..stop).unwrap_or(&[]);
             let real = if binary {
                 // In a binary file NULs end lines too, as for grep.
@@ -315,7 +315,7 @@ impl LayerOf {
                     && r.logical <= offset
                     && offset < r.logical.saturating_add(r.len)
             })
-            .map(|r| r.physical.saturating_add(offset - r.logical))
+            .map(|r| r.physical.saturating_add(offset.saturating_sub(r.logical)))
             .or(if runs.iter().any(|r| r.kind == RunKind::Data) {
                 None
             } else {
@@ -365,7 +365,7 @@ pub fn run(args: &GrepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         if args.all_layers { None } else { args.fs.layer },
         &args.fs.replay,
     )?;
-    let top = disk.chain.layers.len() - 1;
+    let top = disk.chain.layers.len().saturating_sub(1);
     let mut views: Vec<Option<Arc<dyn Filesystem>>> = Vec::new();
     let mut layer_of = None;
     if args.all_layers {
@@ -516,15 +516,15 @@ impl Printer<'_> {
                 "text": super::json::text(text),
             });
             if all {
-                v["layers"] = json!(layers);
+                super::json::set(&mut v, "layers", json!(layers));
             } else {
-                v["layer"] = json!(layers.first().copied().flatten());
+                super::json::set(&mut v, "layer", json!(layers.first().copied().flatten()));
             }
             if let Some(b) = super::json::hex_unless_utf8(path) {
-                v["path_bytes"] = json!(b);
+                super::json::set(&mut v, "path_bytes", json!(b));
             }
             if let Some(b) = super::json::hex_unless_utf8(text) {
-                v["text_bytes"] = json!(b);
+                super::json::set(&mut v, "text_bytes", json!(b));
             }
             return super::json::write_item(self.out, &mut self.first, &v);
         }
@@ -555,13 +555,13 @@ impl Printer<'_> {
         if self.json {
             let mut v = json!({ "path": super::json::text(path) });
             if binary {
-                v["binary"] = json!(true);
+                super::json::set(&mut v, "binary", json!(true));
             }
             if all {
-                v["layers"] = json!(layers);
+                super::json::set(&mut v, "layers", json!(layers));
             }
             if let Some(b) = super::json::hex_unless_utf8(path) {
-                v["path_bytes"] = json!(b);
+                super::json::set(&mut v, "path_bytes", json!(b));
             }
             return super::json::write_item(self.out, &mut self.first, &v);
         }
@@ -675,7 +675,7 @@ fn grep_path(
             if files_only {
                 return ControlFlow::Break(());
             }
-            kept += 1;
+            kept = kept.saturating_add(1);
             if kept > MAX_HITS_PER_FILE {
                 return ControlFlow::Break(());
             }

@@ -101,7 +101,7 @@ pub fn run(args: &JournalArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         Some(n) if n >= chain.layers.len() => {
             anyhow::bail!(
                 "--layer {n}: the chain has layers 0 to {}",
-                chain.layers.len() - 1
+                chain.layers.len().saturating_sub(1)
             )
         }
         Some(n) => chain.cut(n),
@@ -215,9 +215,9 @@ fn fc_json(a: &Area) -> Value {
         "records": a.records.iter().map(|r| {
             let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
             if let fast_commit::Value::Create { name, .. } | fast_commit::Value::Link { name, .. } | fast_commit::Value::Unlink { name, .. } = &r.value {
-                v["name"] = Value::String(printable_bytes(name));
+                super::json::set(&mut v, "name", Value::String(printable_bytes(name)));
             }
-            v["tag"] = Value::String(r.value.name().to_owned());
+            super::json::set(&mut v, "tag", Value::String(r.value.name().to_owned()));
             v
         }).collect::<Vec<_>>(),
         "valid_records": a.valid,
@@ -338,7 +338,8 @@ fn annotate(
                 }
             }
             for ino in first..=last {
-                let at = usize::try_from((ino - first) * isz).unwrap_or(usize::MAX);
+                let at = usize::try_from(ino.saturating_sub(first).saturating_mul(isz))
+                    .unwrap_or(usize::MAX);
                 let end = at.saturating_add(usize::try_from(isz).unwrap_or(0));
                 if copy.get(at..end) != home.get(at..end) {
                     b.changed_inodes.push(Named {
@@ -464,7 +465,7 @@ fn when(sec: u64, nsec: u64) -> String {
     ]
     .iter()
     .position(|m| *m == c.month)
-    .map_or(0, |p| p + 1);
+    .map_or(0, |p| p.saturating_add(1));
     format!(
         "{}-{month:02}-{:02} {:02}:{:02}:{:02}.{nsec:09} UTC",
         c.year, c.day, c.hour, c.minute, c.second
@@ -568,7 +569,7 @@ fn text(
             t.sequence, t.first_block
         )?;
         for d in &t.descriptors {
-            let bad = d["checksum"]["stored"] != d["checksum"]["computed"];
+            let bad = d.pointer("/checksum/stored") != d.pointer("/checksum/computed");
             writeln!(
                 out,
                 "  descriptor at journal block {}: {} tag(s){}",
@@ -641,8 +642,8 @@ fn text(
             )?;
         }
         if let Some(c) = &t.commit {
-            let bad =
-                c["checksum"].is_object() && c["checksum"]["stored"] != c["checksum"]["computed"];
+            let bad = c.get("checksum").is_some_and(Value::is_object)
+                && c.pointer("/checksum/stored") != c.pointer("/checksum/computed");
             writeln!(
                 out,
                 "  commit at journal block {}{}",

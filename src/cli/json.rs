@@ -105,6 +105,15 @@ pub fn hex_unless_utf8(bytes: &[u8]) -> Option<String> {
         .then(|| bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Sets `key` in the object `v` (as `v[key] = value`, which clippy's
+/// indexing lint cannot tell from a panicking index); `v` not an object
+/// (never, for the `json!({..})` callers) is left as it is.
+pub fn set(v: &mut serde_json::Value, key: &str, value: impl Into<serde_json::Value>) {
+    if let serde_json::Value::Object(m) = v {
+        m.insert(key.to_owned(), value.into());
+    }
+}
+
 /// One value written compact on its own line inside a hand-written
 /// array (`ls -R --json` writes entries as it lists them).
 ///

@@ -129,7 +129,7 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let fs: &dyn Filesystem = fs_of(&opened);
     let bs = fs.block_size().max(1);
     let mut targets: Vec<u64> = args.blocks.clone();
-    targets.extend(args.offsets.iter().map(|o| o / bs));
+    targets.extend(args.offsets.iter().map(|o| o.checked_div(bs).unwrap_or(0)));
     let mut holders: BTreeMap<u64, Holder> =
         targets.iter().map(|&b| (b, Holder::default())).collect();
     if let Some(ext) = fs.as_any().downcast_ref::<crate::fs::ext::Ext4>() {
@@ -152,7 +152,7 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut problems = Vec::new();
         let _ = fs.runs(node, &mut problems, &mut |r| {
             let (start, end) = (
-                r.physical / bs,
+                r.physical.checked_div(bs).unwrap_or(0),
                 (r.physical.saturating_add(r.len)).div_ceil(bs),
             );
             for (&b, h) in holders.range_mut(start..end) {
@@ -254,7 +254,11 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 /// (with the inodes in that block).
 fn ext_structures(fs: &crate::fs::ext::Ext4, holders: &mut BTreeMap<u64, Holder>) {
     let sb = fs.superblock();
-    let ipb = (sb.block_size / u64::from(sb.inode_size.max(1))).max(1);
+    let ipb = sb
+        .block_size
+        .checked_div(u64::from(sb.inode_size))
+        .unwrap_or(1)
+        .max(1);
     let ipg = u64::from(sb.inodes_per_group);
     let itable_blocks = ipg
         .saturating_mul(u64::from(sb.inode_size))
@@ -302,7 +306,7 @@ fn ext_structures(fs: &crate::fs::ext::Ext4, holders: &mut BTreeMap<u64, Holder>
             if h.structure.is_none() {
                 let first = g
                     .saturating_mul(ipg)
-                    .saturating_add((b - d.inode_table).saturating_mul(ipb))
+                    .saturating_add(b.saturating_sub(d.inode_table).saturating_mul(ipb))
                     .saturating_add(1);
                 h.structure = Some(format!(
                     "group {g} inode table: inodes {first}-{}",

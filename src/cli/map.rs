@@ -70,28 +70,34 @@ fn print(
         if !e.present {
             return "-".into();
         }
-        let index = layers.saturating_sub(1).saturating_sub(e.depth as usize);
+        let index = layers
+            .saturating_sub(1)
+            .saturating_sub(crate::bytes::us(e.depth));
         let path = chain.layers.get(index).map_or("?", |l| l.path.as_str());
         let file = path.rsplit('/').next().unwrap_or(path);
         format!("{index} {}", printable(file))
     };
     // Per layer (plus one slot for "no layer"): bytes and ranges.
-    let mut held = vec![(0u64, 0u64); layers + 1];
+    let mut held = vec![(0u64, 0u64); layers.saturating_add(1)];
     header(out, "layer")?;
     for entry in entries {
         let e = entry?;
         row(out, &e, &name_of(&e))?;
         let slot = if e.present {
-            layers.saturating_sub(1).saturating_sub(e.depth as usize)
+            layers
+                .saturating_sub(1)
+                .saturating_sub(crate::bytes::us(e.depth))
         } else {
             layers
         };
-        held[slot].0 += e.length;
-        held[slot].1 += 1;
+        if let Some(h) = held.get_mut(slot) {
+            h.0 = h.0.saturating_add(e.length);
+            h.1 = h.1.saturating_add(1);
+        }
     }
     writeln!(out, "\nwhat each layer serves:")?;
     for (index, layer) in chain.layers.iter().enumerate().rev() {
-        let (bytes, ranges) = held[index];
+        let (bytes, ranges) = held.get(index).copied().unwrap_or_default();
         writeln!(
             out,
             "  layer {index}  {:<32} {:>10} in {ranges} range{}",
@@ -100,7 +106,7 @@ fn print(
             if ranges == 1 { "" } else { "s" }
         )?;
     }
-    let (bytes, ranges) = held[layers];
+    let (bytes, ranges) = held.get(layers).copied().unwrap_or_default();
     writeln!(
         out,
         "  no layer {:<32} {:>10} in {ranges} range{} (reads as zeros)",
@@ -126,7 +132,7 @@ fn row(out: &mut dyn Write, e: &MapEntry, layer: &str) -> std::io::Result<()> {
         out,
         "{:>#18x} {:>#18x} {:>10}  {layer:<24} {}",
         e.start,
-        e.start + e.length,
+        e.start.saturating_add(e.length),
         human(e.length),
         kind_of(e)
     )
@@ -158,8 +164,8 @@ fn print_remote(
         };
         row(out, &e, &layer)?;
         let slot = by_depth.entry(e.present.then_some(e.depth)).or_default();
-        slot.0 += e.length;
-        slot.1 += 1;
+        slot.0 = slot.0.saturating_add(e.length);
+        slot.1 = slot.1.saturating_add(1);
     }
     writeln!(out, "\nwhat each server layer serves (depth 0 is the top):")?;
     for (depth, (bytes, ranges)) in &by_depth {

@@ -54,7 +54,8 @@ pub fn man(args: &ManArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             })?;
             // A page name lives as long as the command: one small leak per
             // run, in a process that ends after printing it.
-            sub.name(format!("layerscope-{name}").leak() as &str)
+            let page_name: &'static str = format!("layerscope-{name}").leak();
+            sub.name(page_name)
         }
     };
     clap_mangen::Man::new(page).render(out)?;

@@ -1,6 +1,17 @@
 //! The scripting CLI: one subcommand per question, each with `--json` for
 //! scripts. This is the only place (with `main.rs`) that uses `anyhow`:
 //! library errors are typed, and become one line for the user here.
+// Disk and server data must never panic or wrap (issue 11): as in src/fs,
+// these lints are denied outside tests; an `allow` names the bound that
+// makes it safe.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::io;
 
 use anyhow::Context;
@@ -277,6 +288,11 @@ pub struct RenderArgs {
     /// print each key's frame time as JSON instead of the frame.
     #[arg(long, hide = true)]
     pub time_keys: bool,
+    /// Draw the first frame as the interactive UI first shows it (the hit
+    /// map as far as probed, its counts still being walked) instead of the
+    /// finished picture: how long the UI takes to show something.
+    #[arg(long, conflicts_with_all = ["keys", "time_keys"])]
+    pub first_frame: bool,
     /// With --time-keys: then open every directory of the tree.
     #[arg(long, hide = true, requires = "time_keys")]
     pub visit_all: bool,
@@ -599,7 +615,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 replay: fs::worker_replay(&args.replay)?,
                 bitmap,
             };
-            let frame = crate::ui::render_frame_with(chain, options, w, h, &args.keys, args.ansi);
+            let frame = if args.first_frame {
+                crate::ui::render_first_frame(chain, options, w, h, args.ansi)
+            } else {
+                crate::ui::render_frame_with(chain, options, w, h, &args.keys, args.ansi)
+            };
             io::Write::write_all(&mut out, frame.as_bytes()).map_err(Into::into)
         }
         None => {

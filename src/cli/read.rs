@@ -12,6 +12,7 @@ use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
 use crate::block::stream::{stream, Piece, StreamError};
 use crate::block::{check_range, BlockError, BlockSource};
+use crate::bytes::{u64_of, us};
 
 /// Where the bytes go: a pipe (zeros are written) or a sparse file (zeros
 /// become holes).
@@ -45,9 +46,9 @@ impl<W: Write> Sink for Plain<W> {
         static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
         let mut left = len;
         while left > 0 {
-            let n = left.min(ZEROS.len() as u64) as usize;
-            self.0.write_all(&ZEROS[..n])?;
-            left -= n as u64;
+            let n = us(left).min(ZEROS.len());
+            self.0.write_all(ZEROS.get(..n).unwrap_or_default())?;
+            left = left.saturating_sub(u64_of(n));
         }
         Ok(())
     }
@@ -96,7 +97,7 @@ pub fn run(chain: &Chain, args: &ReadArgs, sink: &mut dyn Sink) -> anyhow::Resul
             .enumerate()
             .map(|(index, t)| {
                 let path = chain.layers.get(index).filter(|_| !remote).map(|l| &l.path);
-                serde_json::json!({"index": index, "depth": top - index, "path": path, "bytes": t.bytes, "reads": t.reads})
+                serde_json::json!({"index": index, "depth": top.saturating_sub(index), "path": path, "bytes": t.bytes, "reads": t.reads})
             })
             .collect();
         let line = serde_json::json!({"layers": layers, "nowhere": nowhere});
@@ -136,7 +137,7 @@ pub fn hex(chain: &Chain, args: &ReadArgs, out: &mut dyn Write) -> anyhow::Resul
     let mut stream = ReadStream {
         reader: &reader,
         pos: args.offset,
-        end: args.offset + length,
+        end: args.offset.saturating_add(length),
         failed: None,
     };
     let printed = printer.print_all(&mut stream);
@@ -167,12 +168,18 @@ impl io::Read for ReadStream<'_> {
         if self.failed.is_some() {
             return Ok(0);
         }
-        let n = (buf.len() as u64).min(self.end - self.pos).min(1 << 20) as usize;
-        if let Err(e) = self.reader.read_at(self.pos, &mut buf[..n]) {
+        let n = buf
+            .len()
+            .min(us(self.end.saturating_sub(self.pos)))
+            .min(1 << 20);
+        let Some(buf) = buf.get_mut(..n) else {
+            return Ok(0);
+        };
+        if let Err(e) = self.reader.read_at(self.pos, buf) {
             self.failed = Some(e);
             return Ok(0);
         }
-        self.pos += n as u64;
+        self.pos = self.pos.saturating_add(u64_of(n));
         Ok(n)
     }
 }
@@ -234,27 +241,28 @@ impl Sink for SparseFile {
             let zero = block.iter().all(|&b| b == 0);
             match (zero, data_start) {
                 (true, Some(start)) => {
-                    self.file.write_all(&buf[start..at])?;
+                    self.file
+                        .write_all(buf.get(start..at).unwrap_or_default())?;
                     data_start = None;
-                    self.hole += block.len() as u64;
+                    self.hole = self.hole.saturating_add(u64_of(block.len()));
                 }
-                (true, None) => self.hole += block.len() as u64,
+                (true, None) => self.hole = self.hole.saturating_add(u64_of(block.len())),
                 (false, None) => {
                     self.skip_hole()?;
                     data_start = Some(at);
                 }
                 (false, Some(_)) => {}
             }
-            at += block.len();
+            at = at.saturating_add(block.len());
         }
         if let Some(start) = data_start {
-            self.file.write_all(&buf[start..])?;
+            self.file.write_all(buf.get(start..).unwrap_or_default())?;
         }
         Ok(())
     }
 
     fn zeros(&mut self, len: u64) -> io::Result<()> {
-        self.hole += len;
+        self.hole = self.hole.saturating_add(len);
         Ok(())
     }
 

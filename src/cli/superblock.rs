@@ -1,6 +1,7 @@
 //! The superblock in dumpe2fs's words (e2fsprogs 1.47's `list_super2`):
 //! which lines, in which order, under which conditions, and its date and
 //! interval formats.
+use crate::bytes::{signed16, signed64};
 use crate::fs::ext::superblock::{feature_names, Superblock};
 use crate::fs::ext::superblock::{sb, Compat, Incompat, RoCompat};
 pub use crate::fs::time::{asctime, ctime, Civil};
@@ -15,8 +16,8 @@ fn interval(secs: u64) -> String {
     let mut left = secs;
     for (unit, name) in [(86400 * 30, "month"), (86400 * 7, "week"), (86400, "day")] {
         if left >= unit {
-            let n = left / unit;
-            left -= n * unit;
+            let n = left.checked_div(unit).unwrap_or(0);
+            left = left.checked_rem(unit).unwrap_or(left);
             parts.push(format!("{n} {name}{}", if n > 1 { "s" } else { "" }));
         }
     }
@@ -210,7 +211,8 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     add("Inodes per group", sb.inodes_per_group.to_string());
     add(
         "Inode blocks per group",
-        (u64::from(sb.inodes_per_group) * u64::from(sb.inode_size))
+        u64::from(sb.inodes_per_group)
+            .saturating_mul(u64::from(sb.inode_size))
             .div_ceil(sb.block_size)
             .to_string(),
     );
@@ -241,15 +243,15 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     );
     add(
         "Last write time",
-        asctime(t(sb!("s_wtime"), sb!("s_wtime_hi")) as i64),
+        asctime(signed64(t(sb!("s_wtime"), sb!("s_wtime_hi")))),
     );
     add("Mount count", g(sb!("s_mnt_count")).to_string());
     add(
         "Maximum mount count",
-        (g(sb!("s_max_mnt_count")) as u16 as i16).to_string(),
+        signed16(u16::try_from(g(sb!("s_max_mnt_count")) & 0xffff).unwrap_or_default()).to_string(),
     );
     let lastcheck = t(sb!("s_lastcheck"), sb!("s_lastcheck_hi"));
-    add("Last checked", asctime(lastcheck as i64));
+    add("Last checked", asctime(signed64(lastcheck)));
     let interval_secs = g(sb!("s_checkinterval"));
     add(
         "Check interval",
@@ -258,7 +260,9 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
     if interval_secs != 0 {
         add(
             "Next check after",
-            asctime(g(sb!("s_lastcheck")) as i64 + interval_secs as i64),
+            asctime(signed64(
+                g(sb!("s_lastcheck")).saturating_add(interval_secs),
+            )),
         );
     }
     let kb = g(sb!("s_kbytes_written"));
@@ -267,10 +271,10 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
             "Lifetime writes",
             match kb {
                 k if k < 1 << 13 => format!("{k} kB"),
-                k if k < 1 << 23 => format!("{} MB", (k + (1 << 9)) >> 10),
-                k if k < 1 << 33 => format!("{} GB", (k + (1 << 19)) >> 20),
-                k if k < 1 << 43 => format!("{} TB", (k + (1 << 29)) >> 30),
-                k => format!("{} PB", (k + (1 << 39)) >> 40),
+                k if k < 1 << 23 => format!("{} MB", k.saturating_add(1 << 9) >> 10),
+                k if k < 1 << 33 => format!("{} GB", k.saturating_add(1 << 19) >> 20),
+                k if k < 1 << 43 => format!("{} TB", k.saturating_add(1 << 29) >> 30),
+                k => format!("{} PB", k.saturating_add(1 << 39) >> 40),
             },
         );
     }
@@ -373,7 +377,7 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
         if g(time) == 0 {
             continue;
         }
-        add(&format!("{title} error time"), asctime(g(time) as i64));
+        add(&format!("{title} error time"), asctime(signed64(g(time))));
         add(&format!("{title} error function"), sb.text(func));
         add(&format!("{title} error line #"), g(line).to_string());
         if let Some(v) = nonzero(ino) {
@@ -411,7 +415,7 @@ pub fn info_lines(sb: &Superblock) -> Vec<(String, String)> {
             add(
                 &format!("{title} error err"),
                 CODES
-                    .get(v as usize)
+                    .get(crate::bytes::us(v))
                     .map_or_else(|| format!("UNKNOWN_ERRCODE_{v}"), |c| (*c).to_owned()),
             );
         }

@@ -155,20 +155,23 @@ pub fn run(args: &TimelineArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     }
     events.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| rows[a.2].path.cmp(&rows[b.2].path))
+        a.0.cmp(&b.0).then_with(|| {
+            rows.get(a.2)
+                .map(|r| &r.path)
+                .cmp(&rows.get(b.2).map(|r| &r.path))
+        })
     });
     if args.fs.json {
         let list: Vec<_> = events
             .iter()
-            .map(|(t, letters, i)| {
-                let r = &rows[*i];
-                json!({
+            .filter_map(|(t, letters, i)| {
+                let r = rows.get(*i)?;
+                Some(json!({
                     "time": t, "date": date(*t), "macb": letters, "size": r.meta.size,
                     "mode": tsk_mode(r.meta.file_type, r.meta.mode), "uid": r.meta.uid,
                     "gid": r.meta.gid, "inode": r.meta.node, "layer": r.layer,
                     "path": crate::escape::printable_bytes(&r.path),
-                })
+                }))
             })
             .collect();
         crate::escape::json::to_writer_pretty(&mut *out, &list)?;
@@ -180,7 +183,7 @@ pub fn run(args: &TimelineArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "Date                  Size Type Mode          UID  GID  Meta   Layer File Name"
     )?;
     for (t, letters, i) in &events {
-        let r = &rows[*i];
+        let Some(r) = rows.get(*i) else { continue };
         writeln!(
             out,
             "{} {:>8} {letters} {} {:>4} {:>4} {:>6} {:>5} {}",
@@ -227,6 +230,10 @@ fn body_line(out: &mut dyn Write, r: &Row) -> std::io::Result<()> {
 }
 
 /// `2026-11-30T22:24:19Z`, as `mactime -y -d` prints it.
+#[allow(
+    clippy::arithmetic_side_effects,
+    reason = "|days| <= 2^63 / 86,400 < 2^47: every sum and product below is under 2^58"
+)]
 fn date(t: i64) -> String {
     let days = t.div_euclid(86_400);
     let rem = t.rem_euclid(86_400);

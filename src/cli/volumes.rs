@@ -40,7 +40,7 @@ pub fn run(args: &VolumesArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         Some(n) if n >= chain.layers.len() => {
             anyhow::bail!(
                 "--layer {n}: the chain has layers 0 to {}",
-                chain.layers.len() - 1
+                chain.layers.len().saturating_sub(1)
             )
         }
         Some(n) => chain.cut(n),
@@ -87,11 +87,19 @@ fn to_json(tree: &VolumeTree, layers: &[Shares], decoded: &[bool], names: &[Stri
         .map(|((v, l), decoded)| {
             let mut j = serde_json::to_value(v).unwrap_or(Value::Null);
             let areas = v.geometry().map(|g| g.disk_areas()).unwrap_or_default();
-            j["start"] = json!(v.geometry().and_then(|g| g.window_start()));
-            j["areas"] = json!(areas.iter().take(MAX_AREAS_SHOWN).collect::<Vec<_>>());
-            j["areas_total"] = json!(areas.len());
-            j["layers"] = json!(l);
-            j["decoded"] = json!(decoded);
+            super::json::set(
+                &mut j,
+                "start",
+                json!(v.geometry().and_then(|g| g.window_start())),
+            );
+            super::json::set(
+                &mut j,
+                "areas",
+                json!(areas.iter().take(MAX_AREAS_SHOWN).collect::<Vec<_>>()),
+            );
+            super::json::set(&mut j, "areas_total", json!(areas.len()));
+            super::json::set(&mut j, "layers", json!(l));
+            super::json::set(&mut j, "decoded", json!(decoded));
             j
         })
         .collect();

@@ -227,7 +227,9 @@ pub fn changed_blocks(
             let (Some(a), Some(b)) = (a.get_mut(..bytes), b.get_mut(..bytes)) else {
                 break;
             };
-            new.disk().read_at(at, b)?;
+            // Straight from the disk: each block is compared once, so
+            // caching it (or reading ahead of it) would only copy it more.
+            new.disk().read_direct(at, b)?;
             read_or_zero(old, at, a)?;
             for (i, (x, y)) in (0u64..).zip(a.chunks(us(bs).max(1)).zip(b.chunks(us(bs).max(1)))) {
                 if x == y {
@@ -265,13 +267,14 @@ pub fn with_replayed(held: Vec<(u64, u64)>, old: &Ext4, new: &Ext4) -> Vec<(u64,
 /// Reads `buf` at `at` from `fs`'s disk; what lies past its end reads as
 /// zeros (an overlay may be larger than its backing file).
 pub(super) fn read_or_zero(fs: &Ext4, at: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-    buf.fill(0);
     let len = fs.disk().len();
-    if at >= len {
+    let n = buf.len().min(us(len.saturating_sub(at)));
+    let (inside, past) = buf.split_at_mut(n);
+    past.fill(0);
+    if inside.is_empty() {
         return Ok(());
     }
-    let n = buf.len().min(us(len.saturating_sub(at)));
-    fs.disk().read_at(at, buf.get_mut(..n).unwrap_or_default())
+    fs.disk().read_direct(at, inside)
 }
 
 #[cfg(test)]

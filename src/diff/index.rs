@@ -140,8 +140,21 @@ pub fn owned_blocks(fs: &Ext4, i: &Inode) -> Vec<(u64, u64)> {
 /// # Errors
 /// Read errors.
 pub fn owners(fs: &Ext4, blocks: &mut BlockSet) -> Result<Vec<u64>, DiffError> {
+    owners_in(fs, blocks, 0..fs.superblock().group_count())
+}
+
+/// [`owners`] searching only the inode tables of `groups`, in that order,
+/// until no block is left.
+///
+/// # Errors
+/// Read errors.
+pub fn owners_in(
+    fs: &Ext4,
+    blocks: &mut BlockSet,
+    groups: impl IntoIterator<Item = u64>,
+) -> Result<Vec<u64>, DiffError> {
     let mut found = Vec::new();
-    for g in 0..fs.superblock().group_count() {
+    for g in groups {
         if blocks.is_empty() {
             break;
         }
@@ -282,14 +295,15 @@ impl<'a> Paths<'a> {
             let start = g.checked_div(flex).unwrap_or(g).saturating_mul(flex);
             order.extend((start..start.saturating_add(flex).min(groups)).filter(|x| *x != g));
         }
-        order.extend(0..groups);
         let done = |found: &HashMap<u64, Vec<(u64, Vec<u8>)>>| {
             targets
                 .iter()
                 .all(|(i, &links)| found.get(i).map_or(0, Vec::len) >= usize::from(links))
         };
         let mut searched = HashSet::new();
-        for g in order {
+        // Then every group, one at a time (nothing the size of the group
+        // count is made up front).
+        for g in order.into_iter().chain(0..groups) {
             if done(&found) {
                 break;
             }

@@ -20,7 +20,7 @@
         clippy::as_conversions
     )
 )]
-use crate::fs::ext::superblock::{sb, RoCompat};
+use crate::fs::ext::superblock::sb;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::block::{BlockError, BlockSource};
@@ -34,6 +34,7 @@ pub mod blocks;
 pub mod compare;
 pub mod dirty;
 pub mod index;
+mod layout;
 mod pairing;
 pub mod paths;
 pub mod tree;
@@ -41,6 +42,7 @@ pub mod tree;
 use blocks::BlockSet;
 use compare::{compare, in_use, same_file, Delta};
 use index::Paths;
+use layout::{Bitmaps, Layout};
 
 /// Why a diff stopped.
 #[derive(Debug, thiserror::Error)]
@@ -678,46 +680,10 @@ pub fn diff(
     if changed.blocks.is_empty() {
         return Ok(d);
     }
-    let layout = Layout::read(new)?;
-    let sb = new.superblock();
-    let bs = sb.block_size;
-    let isz = u64::from(sb.inode_size).max(128);
-    let ipg = u64::from(sb.inodes_per_group);
+    let mut layout = Layout::lazy(new);
     // Changed blocks -> inode slots, filesystem metadata, the rest.
-    let mut inodes: Vec<u64> = Vec::new();
-    let mut loose = BlockSet::default();
-    let mut meta: BTreeMap<&'static str, u64> = BTreeMap::new();
-    // 1 KiB to 64 KiB (the superblock's check).
-    let (mut a, mut b) = (vec![0u8; us(bs)], vec![0u8; us(bs)]);
-    let per_block = bs.checked_div(isz).unwrap_or(0);
-    for blk in changed.blocks.blocks() {
-        if let Some((group, first)) = layout.itable(blk) {
-            // Changed blocks lie on the disk: the offset does not saturate.
-            blocks::read_or_zero(old, blk.saturating_mul(bs), &mut a)?;
-            new.disk().read_at(blk.saturating_mul(bs), &mut b)?;
-            let slot0 = blk.saturating_sub(first).saturating_mul(per_block);
-            let slots = a.chunks_exact(us(isz)).zip(b.chunks_exact(us(isz)));
-            for (s, (x, y)) in (0u64..).zip(slots) {
-                let row = slot0.saturating_add(s);
-                if x != y && row < ipg {
-                    inodes.push(
-                        group
-                            .saturating_mul(ipg)
-                            .saturating_add(row)
-                            .saturating_add(1),
-                    );
-                }
-            }
-        } else if let Some(what) = layout.metadata(blk) {
-            let n = meta.entry(what).or_default();
-            *n = n.saturating_add(1);
-        } else {
-            loose.push(blk, 1);
-        }
-    }
-    for (what, n) in &meta {
-        d.notes.push(format!("{what}: {n} block(s) changed"));
-    }
+    let mut sorted = Sorted::default();
+    sorted.add(old, new, &mut layout, changed.blocks.blocks())?;
     // Blocks of the changed inodes (as of either layer) are explained.
     let first_ino = new.superblock().get(sb!("s_first_ino")).max(11);
     let mut pair = Pair {
@@ -725,18 +691,8 @@ pub fn diff(
         new,
         cache: HashMap::new(),
     };
-    let explain = |pair: &mut Pair, ino: u64, loose: &mut BlockSet| {
-        let (old, new) = (pair.old, pair.new);
-        let (o, n) = pair.get(ino);
-        for (fs, i) in [(old, o), (new, n)] {
-            if let Some(i) = i.as_ref().filter(|i| in_use(i)) {
-                for (s, l) in index::owned_blocks(fs, i) {
-                    loose.remove(s, l);
-                }
-            }
-        }
-    };
-    for &ino in &inodes {
+    let mut loose = std::mem::take(&mut sorted.loose);
+    for &ino in &sorted.inodes {
         explain(&mut pair, ino, &mut loose);
     }
     // The journal and other reserved inodes.
@@ -754,21 +710,65 @@ pub fn diff(
     for blk in &free {
         loose.remove(*blk, 1);
     }
+    let mut owned_by_none = None;
     if !loose.is_empty() {
-        d.stats.inode_tables_searched = true;
-        let mut rest = loose.clone();
-        inodes.extend(index::owners(new, &mut rest)?);
+        let mut rest = loose;
+        // Owners are searched first where the allocator puts them: the
+        // groups of the inodes that changed, and the flex groups of the
+        // blocks (a file's blocks go to its inode's flex group).
+        let near = near_groups(new, &sorted.inodes, &rest);
+        let mut found = index::owners_in(new, &mut rest, near.iter().copied())?;
         if !rest.is_empty() {
-            inodes.extend(index::owners(old, &mut rest)?);
+            found.extend(index::owners_in(old, &mut rest, near.iter().copied())?);
+        }
+        let mut searched = !found.is_empty();
+        sorted.inodes.extend(found);
+        if !rest.is_empty() && !layout.is_whole() {
+            // Blocks no file near them owns may be the tables or bitmaps
+            // of a group whose metadata lies far from it: every
+            // descriptor is read, and they are sorted again.
+            layout.read_all()?;
+            let blocks: Vec<u64> = rest.blocks().collect();
+            let mut again = Sorted::default();
+            again.add(old, new, &mut layout, blocks.into_iter())?;
+            rest = std::mem::take(&mut again.loose);
+            for &ino in &again.inodes {
+                explain(&mut pair, ino, &mut rest);
+            }
+            sorted.inodes.extend(again.inodes);
+            for (what, n) in again.meta {
+                let m = sorted.meta.entry(what).or_default();
+                *m = m.saturating_add(n);
+            }
         }
         if !rest.is_empty() {
-            d.notes.push(format!(
+            searched = true;
+            let all = new.superblock().group_count();
+            let done: HashSet<u64> = near.iter().copied().collect();
+            let far = || (0..all).filter(|g| !done.contains(g));
+            sorted
+                .inodes
+                .extend(index::owners_in(new, &mut rest, far())?);
+            if !rest.is_empty() {
+                sorted
+                    .inodes
+                    .extend(index::owners_in(old, &mut rest, far())?);
+            }
+        }
+        d.stats.inode_tables_searched = searched;
+        if !rest.is_empty() {
+            owned_by_none = Some(format!(
                 "{} changed block(s) in use but owned by no file (from block {})",
                 rest.count(),
                 rest.runs().first().map_or(0, |r| r.0)
             ));
         }
     }
+    for (what, n) in &sorted.meta {
+        d.notes.push(format!("{what}: {n} block(s) changed"));
+    }
+    d.notes.extend(owned_by_none);
+    let mut inodes = sorted.inodes;
     inodes.sort_unstable();
     inodes.dedup();
     // Inodes -> deltas, and the directories whose entries to compare.
@@ -875,123 +875,108 @@ pub fn diff(
     Ok(d)
 }
 
-/// Where the filesystem keeps its own metadata, from the descriptors.
-struct Layout {
-    /// Inode tables: (first block, blocks, group), sorted.
-    itables: Vec<(u64, u64, u64)>,
-    /// Block and inode bitmaps, and superblock/descriptor copies.
-    meta: BTreeMap<u64, (u64, &'static str)>,
+/// Blocks sorted out by what holds them.
+#[derive(Default)]
+struct Sorted {
+    /// Inodes whose slots differ.
+    inodes: Vec<u64>,
+    /// Metadata blocks changed, by kind.
+    meta: BTreeMap<&'static str, u64>,
+    /// Blocks of files (or of nothing).
+    loose: BlockSet,
 }
 
-impl Layout {
-    fn read(fs: &Ext4) -> Result<Layout, FsError> {
-        let sb = fs.superblock();
+impl Sorted {
+    /// Sorts changed `blocks` (ascending): the inode slots of inode table
+    /// blocks that differ, metadata, and the rest.
+    fn add(
+        &mut self,
+        old: &Ext4,
+        new: &Ext4,
+        layout: &mut Layout,
+        blocks: impl Iterator<Item = u64>,
+    ) -> Result<(), DiffError> {
+        let sb = new.superblock();
         let bs = sb.block_size;
-        let itb = u64::from(sb.inodes_per_group)
-            .saturating_mul(u64::from(sb.inode_size).max(128))
-            .div_ceil(bs.max(1));
-        let mut l = Layout {
-            itables: Vec::new(),
-            meta: BTreeMap::new(),
-        };
-        for g in 0..sb.group_count() {
-            let d = fs.group(g)?;
-            l.itables.push((d.inode_table, itb, g));
-            l.meta.insert(d.block_bitmap, (1, "block bitmap"));
-            l.meta.insert(d.inode_bitmap, (1, "inode bitmap"));
-            let p = crate::fs::ext::group_desc::placement(sb, g);
-            if let Some(s) = p.superblock {
-                l.meta.insert(s, (1, "superblock"));
+        let isz = u64::from(sb.inode_size).max(128);
+        let ipg = u64::from(sb.inodes_per_group);
+        // 1 KiB to 64 KiB (the superblock's check).
+        let (mut a, mut b) = (vec![0u8; us(bs)], vec![0u8; us(bs)]);
+        let per_block = bs.checked_div(isz).unwrap_or(0);
+        let mut near = None;
+        for blk in blocks {
+            let g = layout::group_of(sb, blk);
+            if near != Some(g) {
+                layout.near(blk)?;
+                near = Some(g);
             }
-            for (range, what) in [
-                (p.descriptors, "group descriptors"),
-                (p.reserved_gdt, "reserved descriptor blocks"),
-            ] {
-                if let Some((a, b)) = range {
-                    l.meta
-                        .insert(a, (b.saturating_sub(a).saturating_add(1), what));
+            if let Some((group, first)) = layout.itable(blk) {
+                // Changed blocks lie on the disk: the offset does not saturate.
+                blocks::read_or_zero(old, blk.saturating_mul(bs), &mut a)?;
+                new.disk().read_at(blk.saturating_mul(bs), &mut b)?;
+                let slot0 = blk.saturating_sub(first).saturating_mul(per_block);
+                let slots = a.chunks_exact(us(isz)).zip(b.chunks_exact(us(isz)));
+                for (s, (x, y)) in (0u64..).zip(slots) {
+                    let row = slot0.saturating_add(s);
+                    if x != y && row < ipg {
+                        self.inodes.push(
+                            group
+                                .saturating_mul(ipg)
+                                .saturating_add(row)
+                                .saturating_add(1),
+                        );
+                    }
                 }
-            }
-            if let Some(m) = p.meta_descriptor {
-                l.meta.insert(m, (1, "group descriptors"));
+            } else if let Some(what) = layout.metadata(blk) {
+                let n = self.meta.entry(what).or_default();
+                *n = n.saturating_add(1);
+            } else {
+                self.loose.push(blk, 1);
             }
         }
-        // Block 0: the boot block (1 KiB blocks) or the superblock.
-        l.meta.entry(0).or_insert((1, "superblock"));
-        l.itables.sort_unstable();
-        Ok(l)
-    }
-
-    /// The group and first block of the inode table holding `blk`.
-    fn itable(&self, blk: u64) -> Option<(u64, u64)> {
-        let i = self.itables.partition_point(|t| t.0 <= blk);
-        let t = self.itables.get(i.checked_sub(1)?)?;
-        (blk < t.0.saturating_add(t.1)).then_some((t.2, t.0))
-    }
-
-    fn metadata(&self, blk: u64) -> Option<&'static str> {
-        let (&start, &(len, what)) = self.meta.range(..=blk).next_back()?;
-        (blk < start.saturating_add(len)).then_some(what)
+        Ok(())
     }
 }
 
-/// One view's block bitmaps, each group's read once.
-struct Bitmaps<'a> {
-    fs: &'a Ext4,
-    /// Group -> its bitmap (`None`: uninitialized, all free).
-    groups: HashMap<u64, Option<Vec<u8>>>,
-}
-
-impl<'a> Bitmaps<'a> {
-    fn new(fs: &'a Ext4) -> Bitmaps<'a> {
-        Bitmaps {
-            fs,
-            groups: HashMap::new(),
+/// Removes the blocks inode `ino` owns (as of either view) from `loose`.
+fn explain(pair: &mut Pair, ino: u64, loose: &mut BlockSet) {
+    let (old, new) = (pair.old, pair.new);
+    let (o, n) = pair.get(ino);
+    for (fs, i) in [(old, o), (new, n)] {
+        if let Some(i) = i.as_ref().filter(|i| in_use(i)) {
+            for (s, l) in index::owned_blocks(fs, i) {
+                loose.remove(s, l);
+            }
         }
     }
+}
 
-    /// Whether `blk` is free in the block bitmap.
-    fn free(&mut self, blk: u64) -> Result<bool, FsError> {
-        let fs = self.fs;
-        let sb = fs.superblock();
-        let first = u64::from(sb.first_data_block);
-        let bpg = u64::from(sb.blocks_per_group).max(1);
-        if blk < first || blk >= sb.blocks_count {
-            return Ok(false);
-        }
-        let g = (blk.saturating_sub(first)).checked_div(bpg).unwrap_or(0);
-        let bitmap = match self.groups.get(&g) {
-            Some(b) => b,
-            None => {
-                let d = fs.group(g)?;
-                let uninit = d
-                    .flags
-                    .contains(crate::fs::ext::group_desc::BgFlags::BLOCK_UNINIT)
-                    && (sb.has_ro_compat(RoCompat::UNINIT_BG)
-                        || sb.has_ro_compat(RoCompat::METADATA_CSUM));
-                let b = if uninit {
-                    None
-                } else {
-                    Some(fs.block(d.block_bitmap)?)
-                };
-                self.groups.entry(g).or_insert(b)
-            }
-        };
-        let Some(bitmap) = bitmap else {
-            return Ok(true);
-        };
-        let ratio = bpg
-            .checked_div(u64::from(sb.clusters_per_group).max(1))
-            .unwrap_or(1)
-            .max(1);
-        let bit = blk
-            .saturating_sub(first)
-            .checked_rem(bpg)
+/// The groups where the owners of `blocks` most likely are, most likely
+/// first: those of the changed `inodes`, then the flex groups of the
+/// blocks.
+fn near_groups(fs: &Ext4, inodes: &[u64], blocks: &BlockSet) -> Vec<u64> {
+    let sb = fs.superblock();
+    let groups = sb.group_count();
+    let ipg = u64::from(sb.inodes_per_group).max(1);
+    let flex = layout::flex_size(sb);
+    let mut v: Vec<u64> = inodes
+        .iter()
+        .map(|i| i.saturating_sub(1).checked_div(ipg).unwrap_or(0))
+        .filter(|&g| g < groups)
+        .collect();
+    for &(s, l) in blocks.runs() {
+        let last = s.saturating_add(l).saturating_sub(1);
+        let (a, b) = (layout::group_of(sb, s), layout::group_of(sb, last));
+        let from = a.checked_div(flex).unwrap_or(0).saturating_mul(flex);
+        let to = b
+            .checked_div(flex)
             .unwrap_or(0)
-            .checked_div(ratio)
-            .unwrap_or(0);
-        Ok(bitmap
-            .get(us(bit / 8))
-            .is_some_and(|byte| byte & (1 << (bit % 8)) == 0))
+            .saturating_add(1)
+            .saturating_mul(flex)
+            .min(groups);
+        v.extend(from..to);
     }
+    let mut seen = HashSet::new();
+    v.retain(|g| seen.insert(*g));
+    v
 }

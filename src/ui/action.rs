@@ -46,13 +46,16 @@ impl Pane {
     pub fn step(self, by: isize) -> Pane {
         let n = Self::ORDER.len();
         let i = Self::ORDER.iter().position(|p| *p == self).unwrap_or(0);
-        let back = by.unsigned_abs() % n;
+        let back = by.unsigned_abs().checked_rem(n).unwrap_or(0);
         let j = if by < 0 {
-            (i + n - back) % n
+            i.saturating_add(n).saturating_sub(back)
         } else {
-            (i + back) % n
+            i.saturating_add(back)
         };
-        Self::ORDER[j]
+        j.checked_rem(n)
+            .and_then(|j| Self::ORDER.get(j))
+            .copied()
+            .unwrap_or(self)
     }
 }
 

@@ -99,7 +99,11 @@ impl Highlight {
     pub fn at(&self, offset: u64) -> Option<(usize, bool)> {
         self.fields
             .iter()
-            .position(|&(o, n)| offset >= o && offset - o < n as u64)
+            .position(|&(o, n)| {
+                offset
+                    .checked_sub(o)
+                    .is_some_and(|d| d < crate::bytes::u64_of(n))
+            })
             .map(|i| (i, self.selected == Some(i)))
     }
 

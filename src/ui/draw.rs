@@ -123,11 +123,13 @@ fn draw_tabs(f: &mut Frame, r: Rect, app: &App) {
             .iter()
             .enumerate()
             .filter(|(_, t)| on_screen.of(t.0).is_none())
-            .map(|(i, _)| (i + 1).to_string())
+            .map(|(i, _)| i.saturating_add(1).to_string())
             .collect();
         let used = strip.last().map_or(0, |t| t.3);
         let hint = format!("  ({} not shown: a digit shows one)", hidden.join(", "));
-        if !hidden.is_empty() && usize::from(used) + text::width(&hint) <= usize::from(r.width) {
+        if !hidden.is_empty()
+            && usize::from(used).saturating_add(text::width(&hint)) <= usize::from(r.width)
+        {
             spans.push(Span::styled(
                 hint,
                 Style::default().add_modifier(Modifier::DIM),
@@ -179,7 +181,8 @@ fn draw_help(f: &mut Frame, full: Rect) {
         let mut line = String::new();
         let mut key = b.names;
         for word in b.help.split(' ') {
-            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > room {
+            let len = line.chars().count().saturating_add(1);
+            if !line.is_empty() && len.saturating_add(word.chars().count()) > room {
                 lines.push(Line::from(format!("{key:<18} {line}")));
                 key = "";
                 line.clear();
@@ -191,10 +194,15 @@ fn draw_help(f: &mut Frame, full: Rect) {
         }
         lines.push(Line::from(format!("{key:<18} {line}")));
     }
-    let h = u16::try_from(lines.len() + 2)
+    let h = u16::try_from(lines.len().saturating_add(2))
         .unwrap_or(u16::MAX)
         .min(full.height);
-    let r = Rect::new((full.width - w) / 2, (full.height - h) / 2, w, h);
+    let r = Rect::new(
+        full.width.saturating_sub(w) / 2,
+        full.height.saturating_sub(h) / 2,
+        w,
+        h,
+    );
     f.render_widget(Clear, r);
     f.render_widget(
         Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title("Keys")),

@@ -141,11 +141,8 @@ impl Palette {
             (Palette::None, _) => None,
             (Palette::Ansi16, i) => Some(layer_color(i)),
             (_, None) => Some(Color::DarkGray),
-            (Palette::Ansi256, Some(i)) => Some(Color::Indexed(XTERM[i % XTERM.len()])),
-            (Palette::TrueColor, Some(i)) => {
-                let (r, g, b) = RGB[i % RGB.len()];
-                Some(Color::Rgb(r, g, b))
-            }
+            (Palette::Ansi256, Some(i)) => cycle(&XTERM, i).map(Color::Indexed),
+            (Palette::TrueColor, Some(i)) => cycle(&RGB, i).map(|(r, g, b)| Color::Rgb(r, g, b)),
         }
     }
 }
@@ -161,10 +158,14 @@ pub fn layer_color(index: Option<usize>) -> Color {
         Color::Cyan,
         Color::Red,
     ];
-    match index {
-        Some(i) => PALETTE[i % PALETTE.len()],
-        None => Color::DarkGray,
-    }
+    index
+        .and_then(|i| cycle(&PALETTE, i))
+        .unwrap_or(Color::DarkGray)
+}
+
+/// Item `i` of `items`, counted round and round (None when empty).
+fn cycle<T: Copy>(items: &[T], i: usize) -> Option<T> {
+    items.get(i.checked_rem(items.len())?).copied()
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ const NBD_STATUS_ROWS: u16 = 12;
 
 /// Width of a hex row: offset digits, 16 bytes, 16 glyphs, borders.
 fn hex_width(digits: u16) -> u16 {
-    digits + 1 + 48 + 1 + 16 + 2
+    digits.saturating_add(1 + 48 + 1 + 16 + 2)
 }
 
 /// Hex digits of the offset column for a disk of `size` bytes.
@@ -113,8 +113,10 @@ pub fn areas(s: &Shared) -> Areas {
     layout(s, s.focus)
 }
 
-fn split(r: Rect, dir: Direction, c: &[Constraint]) -> std::rc::Rc<[Rect]> {
-    Layout::default().direction(dir).constraints(c).split(r)
+/// `r` split by `N` constraints: an array, so taking its parts by a
+/// constant index cannot panic.
+fn split<const N: usize>(r: Rect, dir: Direction, c: [Constraint; N]) -> [Rect; N] {
+    Layout::default().direction(dir).constraints(c).areas(r)
 }
 
 /// The layout as it would be with `focus` (in the narrow layout only the
@@ -125,7 +127,7 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
     let rows = split(
         full,
         Direction::Vertical,
-        &[Constraint::Min(1), Constraint::Length(1)],
+        [Constraint::Min(1), Constraint::Length(1)],
     );
     let (main, bar) = (rows[0], rows[1]);
     let mut a = Areas {
@@ -145,20 +147,20 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
     // The journal's line (two rows where the pane is narrow).
     let journal_h = if s.journal_note { 2 } else { 0 };
     let status_h = if s.is_nbd || s.is_ssh {
-        2 + NBD_STATUS_ROWS + journal_h
+        (NBD_STATUS_ROWS + 2).saturating_add(journal_h)
     } else {
-        4 + journal_h
+        journal_h.saturating_add(4)
     };
     match mode(s) {
         Mode::Full => {
             let rest = main.width.saturating_sub(hex_w);
             // The left column at least as wide as the superblock's names
             // and raw values (their meanings go on under them).
-            let left_w = (rest * 2 / 5).clamp(40, 60);
+            let left_w = (rest.saturating_mul(2) / 5).clamp(40, 60);
             let cols = split(
                 main,
                 Direction::Horizontal,
-                &[
+                [
                     Constraint::Length(left_w),
                     Constraint::Min(30),
                     Constraint::Length(hex_w),
@@ -169,7 +171,7 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
             let left = split(
                 cols[0],
                 Direction::Vertical,
-                &[
+                [
                     Constraint::Length(chain_h),
                     Constraint::Length(status_h),
                     Constraint::Length(volumes_h),
@@ -179,12 +181,12 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
             let middle = split(
                 cols[1],
                 Direction::Vertical,
-                &[Constraint::Percentage(60), Constraint::Min(8)],
+                [Constraint::Percentage(60), Constraint::Min(8)],
             );
             let right = split(
                 cols[2],
                 Direction::Vertical,
-                &[
+                [
                     Constraint::Min(10),
                     Constraint::Length((main.height / 4).max(8)),
                 ],
@@ -202,7 +204,7 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
             let parts = split(
                 main,
                 Direction::Vertical,
-                &[Constraint::Length(1), Constraint::Min(1)],
+                [Constraint::Length(1), Constraint::Min(1)],
             );
             a.tabs = Some(parts[0]);
             let body = parts[1];
@@ -210,13 +212,13 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
             let cols = split(
                 body,
                 Direction::Horizontal,
-                &[Constraint::Min(28), Constraint::Length(hex_w)],
+                [Constraint::Min(28), Constraint::Length(hex_w)],
             );
             let chain_h = layers.saturating_add(2).clamp(3, (body.height / 3).max(3));
             let left = split(
                 cols[0],
                 Direction::Vertical,
-                &[
+                [
                     Constraint::Length(chain_h),
                     Constraint::Length(status_h),
                     Constraint::Min(6),
@@ -240,7 +242,7 @@ pub fn layout(s: &Shared, focus: Pane) -> Areas {
             let parts = split(
                 main,
                 Direction::Vertical,
-                &[Constraint::Length(1), Constraint::Min(1)],
+                [Constraint::Length(1), Constraint::Min(1)],
             );
             a.tabs = Some(parts[0]);
             let body = Some(parts[1]);
@@ -290,7 +292,7 @@ pub fn grid_shape(s: &Shared) -> (usize, usize) {
 /// Cells the hit map shows at the current size.
 pub fn grid_cells(s: &Shared) -> usize {
     let (w, h) = grid_shape(s);
-    w * h
+    w.saturating_mul(h)
 }
 
 /// The tab strip's labels and where each lies (x range) in a strip of
@@ -300,7 +302,7 @@ pub fn tabs(width: u16) -> Vec<(Pane, String, u16, u16)> {
     let with_digits: Vec<String> = Pane::ORDER
         .iter()
         .enumerate()
-        .map(|(i, p)| format!(" {} {} ", i + 1, p.name()))
+        .map(|(i, p)| format!(" {} {} ", i.saturating_add(1), p.name()))
         .collect();
     let total: usize = with_digits.iter().map(|l| l.chars().count()).sum();
     let labels = if total <= usize::from(width) {

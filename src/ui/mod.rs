@@ -16,6 +16,17 @@
 //! - [`term`]: the terminal and the event loop; this module:
 //!   [`render_frame`] for headless frames (`layerscope render`, snapshot
 //!   tests).
+// Disk and server data must never panic or wrap (issue 11): as in src/fs,
+// these lints are denied outside tests; an `allow` names the bound that
+// makes it safe.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 pub mod action;
 pub mod app;
 pub mod context;
@@ -46,6 +57,13 @@ pub use term::{run, run_loop, run_opening, Ended, Host, UiEvent};
 use worker::Worker;
 
 use crate::block::chain::Chain;
+
+/// The instant `d` from now (now itself past the clock's range, which no
+/// deadline here comes near).
+pub fn after(d: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(d).unwrap_or(now)
+}
 
 /// Builds the app state for a chain.
 pub fn app_for(chain: &Chain) -> App {
@@ -89,15 +107,42 @@ pub fn render_frame_with(
     keys: &str,
     ansi: bool,
 ) -> String {
+    render(chain, options, (width, height), keys, ansi, true)
+}
+
+/// The first frame the interactive UI draws, as text: the panes' first
+/// answers, the hit map as far as its first probe got (the counts still
+/// `…`), nothing waited for. What it shows of the hit map depends on how
+/// fast the disk answers: for measuring, not for comparing.
+pub fn render_first_frame(
+    chain: Chain,
+    options: worker::Options,
+    width: u16,
+    height: u16,
+    ansi: bool,
+) -> String {
+    render(chain, options, (width, height), "", ansi, false)
+}
+
+/// Draws after `keys`; with `exact`, the hit map's grid made exact
+/// before each key.
+fn render(
+    chain: Chain,
+    options: worker::Options,
+    (width, height): (u16, u16),
+    keys: &str,
+    ansi: bool,
+    exact: bool,
+) -> String {
     let mut app = App::for_chain_with(&chain, options.bitmap.clone());
     let mut worker = Worker::new(chain).with_options(options);
     let mut serve = |app: &mut App, requests: Vec<Request>| {
         // Follow-up requests (a file's bytes after its location) too,
         // bounded in case of a loop.
         let mut queue: std::collections::VecDeque<Request> = requests.into();
-        let mut budget = 64;
+        let mut budget = 64u32;
         while let Some(r) = queue.pop_front() {
-            budget -= 1;
+            budget = budget.saturating_sub(1);
             if budget == 0 {
                 break;
             }
@@ -105,7 +150,7 @@ pub fn render_frame_with(
             queue.extend(app.receive(reply));
             // Headless frames are the finished picture: the hit map's
             // grid made exact before the next key.
-            while queue.is_empty() && worker.refining() {
+            while exact && queue.is_empty() && worker.refining() {
                 if let Some(reply) = worker.refine(std::time::Duration::from_secs(3600)) {
                     queue.extend(app.receive(reply));
                 }

@@ -52,13 +52,14 @@ pub fn search(
                 found.stopped = Some("cancelled");
                 break;
             }
-            found.dirs += 1;
+            found.dirs = found.dirs.saturating_add(1);
             // Listed through the filesystem seam, entry by entry, so the
             // memory limit applies while a huge directory is read.
             let mut problems = Vec::new();
             let mut children: Vec<(u64, Vec<u8>, bool, usize)> = Vec::new();
             let mut over = false;
-            let listed = fs.read_dir(dirs[d].0, &mut problems, &mut |e| {
+            let dir = dirs.get(d).map_or(0, |e| e.0);
+            let listed = fs.read_dir(dir, &mut problems, &mut |e| {
                 if e.is_dot_or_dotdot() || (e.node == 0 && fs.root() != 0) {
                     return std::ops::ControlFlow::Continue(());
                 }
@@ -104,10 +105,11 @@ pub fn search(
             let mut inos = vec![ino];
             let mut parts = vec![shown.clone()];
             let mut at = parent;
-            while at != 0 {
-                inos.push(dirs[at].0);
-                parts.push(dirs[at].1.clone());
-                at = dirs[at].2;
+            // Parents come before their children in `dirs`: this ends.
+            while let Some(d) = dirs.get(at).filter(|_| at != 0) {
+                inos.push(d.0);
+                parts.push(d.1.clone());
+                at = d.2;
             }
             inos.reverse();
             parts.reverse();
@@ -128,7 +130,7 @@ pub fn search(
             }
             held = held.saturating_add(shown.len().saturating_add(ENTRY_OVERHEAD));
             dirs.push((ino, shown, parent));
-            open = Some(dirs.len() - 1);
+            open = dirs.len().checked_sub(1);
         }
     }
     found

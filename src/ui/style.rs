@@ -61,10 +61,9 @@ pub fn pane_block<'a>(title: String, focused: bool, area: Rect) -> Block<'a> {
 
 /// The first row to show so that `sel` is visible in `height` rows.
 pub fn scroll_start(sel: usize, height: usize) -> usize {
-    if height == 0 {
-        0
-    } else {
-        sel.saturating_sub(height - 1)
+    match height.checked_sub(1) {
+        None => 0,
+        Some(below) => sel.saturating_sub(below),
     }
 }
 

@@ -232,7 +232,7 @@ where
     };
     let size = terminal.size().map_err(Into::into)?;
     send(app.apply(Action::Resize(size.width, size.height)));
-    let mut next_tick = Instant::now() + TICK;
+    let mut next_tick = super::after(TICK);
     let mut ended_by = None;
     while !app.quit {
         terminal
@@ -244,7 +244,7 @@ where
         let mut event = match rx.recv_timeout(wait) {
             Ok(e) => Some(e),
             Err(RecvTimeoutError::Timeout) => {
-                next_tick = Instant::now() + TICK;
+                next_tick = super::after(TICK);
                 send(app.apply(Action::Tick));
                 None
             }
@@ -324,7 +324,7 @@ fn input_action(app: &App, input: Event) -> Option<Action> {
                 return match m.kind {
                     MouseEventKind::Down(MouseButton::Left) => tabs(t.width)
                         .into_iter()
-                        .find(|(_, _, x0, x1)| (*x0..*x1).contains(&(m.column - t.x)))
+                        .find(|(_, _, x0, x1)| (*x0..*x1).contains(&m.column.saturating_sub(t.x)))
                         .map(|(p, ..)| Action::Focus(p)),
                     _ => None,
                 };
@@ -337,7 +337,7 @@ fn input_action(app: &App, input: Event) -> Option<Action> {
                 MouseEventKind::Down(MouseButton::Left) => {
                     // Row 0 is the first inside the frame; the frame's
                     // own rows just focus.
-                    match m.row.checked_sub(top + 1) {
+                    match m.row.checked_sub(top.saturating_add(1)) {
                         Some(row) => Some(Action::Click(pane, row)),
                         None => Some(Action::Focus(pane)),
                     }

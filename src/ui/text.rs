@@ -15,14 +15,14 @@ pub fn fit(s: &str, max: usize) -> String {
         return s.to_owned();
     }
     let mut out = String::new();
-    let mut used = 0;
+    let mut used = 0usize;
     let room = max.saturating_sub(1);
     for c in s.chars() {
         let w = UnicodeWidthChar::width(c).unwrap_or(0);
-        if used + w > room {
+        if used.saturating_add(w) > room {
             break;
         }
-        used += w;
+        used = used.saturating_add(w);
         out.push(c);
     }
     if max > 0 {
@@ -75,7 +75,7 @@ pub fn wrap(s: &str, max: usize, rows: usize) -> Vec<String> {
     let mut line = String::new();
     for word in s.split(' ') {
         let sep = usize::from(!line.is_empty());
-        if !line.is_empty() && width(&line) + sep + width(word) > max {
+        if !line.is_empty() && width(&line).saturating_add(sep).saturating_add(width(word)) > max {
             lines.push(std::mem::take(&mut line));
         }
         if !line.is_empty() {

@@ -55,7 +55,7 @@ impl Harness {
     fn send(&mut self, requests: Vec<Request>) {
         for r in requests {
             if matches!(r, Request::Dir { .. }) {
-                self.listing += 1;
+                self.listing = self.listing.saturating_add(1);
             }
             let _ = self.tx.send(r);
         }
@@ -97,7 +97,8 @@ fn median_max(v: &mut [f64]) -> (f64, f64) {
         return (0.0, 0.0);
     }
     v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[v.len() - 1])
+    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    (at(v.len() / 2), at(v.len().saturating_sub(1)))
 }
 
 /// Runs `keys` against a `width`x`height` UI on `chain` with the worker on
@@ -197,7 +198,9 @@ fn finish(
             else {
                 break;
             };
-            opened.insert(h.app.tree.nodes[i].ino);
+            if let Some(n) = h.app.tree.nodes.get(i) {
+                opened.insert(n.ino);
+            }
             h.app.tree.sel = i;
             h.app.shared.focus = Pane::Tree;
             let r = h.app.apply(Action::Enter);

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::util::*;
 
 /// The base tree: one file or directory per kind of edit.
-fn base_tree(root: &Path) {
+pub(crate) fn base_tree(root: &Path) {
     let w = |p: &str, body: &[u8]| {
         let path = root.join(p.trim_start_matches('/'));
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -46,7 +46,7 @@ fn base_tree(root: &Path) {
 }
 
 /// The edits of overlay 1, and what they must show as: (letter, path).
-fn edits(dir: &Path) -> (String, BTreeSet<(char, String)>) {
+pub(crate) fn edits(dir: &Path) -> (String, BTreeSet<(char, String)>) {
     let host = |name: &str, body: Vec<u8>| {
         let p = dir.join(name);
         std::fs::write(&p, body).unwrap();
@@ -180,7 +180,7 @@ fn build_with(dir: &Path, mkfs: &[&str]) -> BTreeSet<(char, String)> {
     expect
 }
 
-fn changes(v: &Value) -> BTreeSet<(char, String)> {
+pub(crate) fn changes(v: &Value) -> BTreeSet<(char, String)> {
     v["changes"]
         .as_array()
         .unwrap()
@@ -201,7 +201,7 @@ fn changes(v: &Value) -> BTreeSet<(char, String)> {
 /// What debugfs shows changed between two flat images: `rdump` both, then
 /// compare paths, bytes, symlink targets and modes.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Seen {
+pub(crate) struct Seen {
     added: BTreeSet<String>,
     deleted: BTreeSet<String>,
     content: BTreeSet<String>,
@@ -244,7 +244,7 @@ fn dump(dir: &Path, image: &str, into: &str) -> BTreeMap<String, (u32, Vec<u8>)>
     files
 }
 
-fn debugfs_seen(dir: &Path, old: &str, new: &str) -> Seen {
+pub(crate) fn debugfs_seen(dir: &Path, old: &str, new: &str) -> Seen {
     let (a, b) = (
         dump(dir, old, &format!("{old}.d")),
         dump(dir, new, &format!("{new}.d")),
@@ -271,7 +271,7 @@ fn debugfs_seen(dir: &Path, old: &str, new: &str) -> Seen {
 
 /// layerscope's diff in debugfs's terms: a move is a deletion and an
 /// addition of a path.
-fn as_seen(v: &Value) -> Seen {
+pub(crate) fn as_seen(v: &Value) -> Seen {
     let mut s = Seen::default();
     for c in v["changes"].as_array().unwrap() {
         let path = c["path"].as_str().unwrap().to_owned();

@@ -8,6 +8,7 @@ mod check;
 mod cli;
 mod demo;
 mod diff;
+mod diff_chain;
 mod e2e;
 mod ext;
 mod fat;

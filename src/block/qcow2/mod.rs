@@ -493,13 +493,17 @@ impl Qcow2Layer {
         if ahead.len() > 1 {
             self.storage.prefetch(&ahead);
         }
-        let mut raw = vec![0u8; us(self.cluster_size)];
+        // Read straight into the shared table (a walk of a large disk
+        // reads thousands of tables: no second copy of each).
+        let mut table: Arc<[u8]> = std::iter::repeat_n(0u8, us(self.cluster_size)).collect();
+        let raw = Arc::get_mut(&mut table).ok_or_else(|| BlockError::Internal {
+            what: format!("{}: a new L2 table is shared", self.path),
+        })?;
         self.storage
-            .read_exact_at(offset, &mut raw)
+            .read_exact_at(offset, raw)
             .map_err(|e| BlockError::io(&self.path, "reading an L2 table", offset, e))?;
         // Kept as raw bytes: entries are decoded when looked at, so a walk
         // over a sparse table does not convert thousands of empty entries.
-        let table: Arc<[u8]> = raw.into();
         self.l2_cache
             .lock()
             .map_err(|_| poisoned())?
@@ -530,7 +534,18 @@ impl Qcow2Layer {
         // boundary in both.
         let mut next_host = first_host.map(|h| (h | self.unit_mask).saturating_add(1));
         let mut pos = (offset | self.unit_mask).saturating_add(1);
+        // Empty entries (all bits clear; without an external data file,
+        // where host offset 0 is data) are unallocated clusters: a run of
+        // them is found a slice of the table at a time, not decoded entry
+        // by entry (a sparse table of a large disk is mostly empty).
+        let skip_empty = first == Kind::UnallocatedPlain && self.data.is_none();
         while pos < span_end {
+            if skip_empty && pos & self.cluster_mask == 0 {
+                pos = self.skip_empty_entries(&table, pos, span_end);
+                if pos >= span_end {
+                    break;
+                }
+            }
             let (kind, host) = self.unit_kind(&table, pos)?;
             let same = match (first, kind) {
                 (Kind::Compressed { .. }, Kind::Compressed { .. }) => merge_compressed,
@@ -552,6 +567,20 @@ impl Qcow2Layer {
             host: first_host,
             len: pos.min(span_end).saturating_sub(offset),
         })
+    }
+
+    /// The first cluster from cluster-aligned `pos` (before `end`, in the
+    /// same L2 table) whose entry in `table` is not empty, or `end`.
+    fn skip_empty_entries(&self, table: &[u8], pos: u64, end: u64) -> u64 {
+        let bits = self.header.cluster_bits;
+        let width: u64 = if self.header.extended_l2() { 16 } else { 8 };
+        let first = (pos >> bits) & self.l2_mask;
+        let clusters = end.saturating_sub(pos).div_ceil(self.cluster_size);
+        let from = us(first.saturating_mul(width));
+        let to = us(first.saturating_add(clusters).saturating_mul(width)).min(table.len());
+        let entries = table.get(from..to).unwrap_or_default();
+        let empty = u64_of(zero_prefix(entries)).checked_div(width).unwrap_or(0);
+        pos.saturating_add(empty << bits).min(end)
     }
 
     /// Kind of the unit containing `offset`, and the host offset of the byte
@@ -944,4 +973,17 @@ impl BlockSource for Qcow2Layer {
         e.offset = offset;
         Ok(e)
     }
+}
+
+/// How many bytes at the start of `b` are zero (a block of bytes is
+/// or-ed at a time, which compilers turn into vector instructions).
+fn zero_prefix(b: &[u8]) -> usize {
+    let mut n = 0usize;
+    for c in b.chunks(256) {
+        if c.iter().fold(0u8, |a, &x| a | x) != 0 {
+            return n.saturating_add(c.iter().position(|&x| x != 0).unwrap_or(0));
+        }
+        n = n.saturating_add(c.len());
+    }
+    n
 }

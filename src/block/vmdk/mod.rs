@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use crate::block::chain::Opener;
 use crate::block::image::{
-    held_by, read_exact, read_or_zeros, read_runs, read_upto, recurse_into_file, FormatLayer,
-    ImageInfo, ParentRef, Piece,
+    read_exact, read_or_zeros, read_runs, read_upto, recurse_into_file, FormatLayer, ImageInfo,
+    ParentRef, Piece,
 };
 use crate::block::probe::Format;
 use crate::block::storage::Storage;
@@ -388,6 +388,15 @@ impl VmdkImage {
                     _ => true,
                 };
                 while merge && pos < stop {
+                    if first == Piece::Unallocated {
+                        // An empty grain directory entry: its whole span.
+                        if let Some(e) = s.unallocated_span_end(pos.saturating_sub(ext.start))? {
+                            let to = ext.start.saturating_add(e).min(stop).max(pos);
+                            len = len.saturating_add(to.saturating_sub(pos));
+                            pos = to;
+                            continue;
+                        }
+                    }
                     let next = s.grain(pos.saturating_sub(ext.start))?;
                     let same = match (first, next) {
                         (Piece::Compressed { .. }, Piece::Compressed { .. }) => true,
@@ -796,8 +805,18 @@ impl ImageInfo for VmdkImage {
         Some(total)
     }
 
+    /// Per extent, from its grain tables: the default walk of every grain
+    /// costs what the header claims (18 s for 1 TiB of empty entries).
     fn held_bytes(&self) -> Result<u64, BlockError> {
-        held_by(self)
+        let mut held = 0u64;
+        for e in &self.extents {
+            let len = e.end.min(self.size).saturating_sub(e.start);
+            held = held.saturating_add(match &e.kind {
+                Kind::Flat { .. } => len,
+                Kind::Sparse(s) => s.held(len)?,
+            });
+        }
+        Ok(held)
     }
 
     fn content_ids(&self) -> Option<(Option<u32>, Option<u32>)> {

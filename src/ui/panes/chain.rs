@@ -22,7 +22,7 @@ impl ChainPane {
     /// Keys (None: not the pane's).
     pub fn key(&mut self, action: &Action, s: &Shared) -> Option<Effects> {
         match action {
-            Action::Up => self.sel = (self.sel + 1).min(s.top()),
+            Action::Up => self.sel = self.sel.saturating_add(1).min(s.top()),
             Action::Down => self.sel = self.sel.saturating_sub(1),
             Action::Top => self.sel = s.top(),
             Action::Bottom => self.sel = 0,

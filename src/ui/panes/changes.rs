@@ -11,6 +11,7 @@ use ratatui::widgets::{Gauge, Paragraph};
 use ratatui::Frame;
 
 use super::DrawCx;
+use crate::bytes::{align_down, u64_of};
 use crate::diff::{Change, Kind};
 use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Effect, Effects, Shared};
@@ -52,7 +53,9 @@ impl CompareView {
     /// Whether the window holds `[from, to)` (or all of it that exists).
     fn holds(&self, from: u64, to: u64) -> bool {
         let d = &self.data;
-        let have = d.offset + d.old.len().max(d.new.len()) as u64;
+        let have = d
+            .offset
+            .saturating_add(u64_of(d.old.len().max(d.new.len())));
         from >= d.offset && (to.min(self.end()) <= have)
     }
 }
@@ -62,14 +65,14 @@ impl CompareView {
 pub fn per_row(inner: u16) -> usize {
     [16, 8, 4]
         .into_iter()
-        .find(|p| 8 + 2 * (1 + 4 * p) <= usize::from(inner))
+        .find(|p: &usize| p.saturating_mul(8).saturating_add(8 + 2) <= usize::from(inner))
         .unwrap_or(2)
 }
 
 /// The side-by-side view's size: (bytes per row, rows).
 fn compare_shape(s: &Shared) -> (u64, u64) {
     let r = layout(s, Pane::Hex).hex.unwrap_or_default();
-    let per = per_row(r.width.saturating_sub(2)) as u64;
+    let per = u64_of(per_row(r.width.saturating_sub(2)));
     (per, u64::from(r.height.saturating_sub(2)).max(1))
 }
 
@@ -140,9 +143,9 @@ impl ChangesPane {
                 }
             }
             Action::Up => ch.sel = ch.sel.saturating_sub(1),
-            Action::Down => ch.sel = (ch.sel + 1).min(rows.saturating_sub(1)),
+            Action::Down => ch.sel = ch.sel.saturating_add(1).min(rows.saturating_sub(1)),
             Action::PageUp => ch.sel = ch.sel.saturating_sub(10),
-            Action::PageDown => ch.sel = (ch.sel + 10).min(rows.saturating_sub(1)),
+            Action::PageDown => ch.sel = ch.sel.saturating_add(10).min(rows.saturating_sub(1)),
             Action::Top => ch.sel = 0,
             Action::Bottom => ch.sel = rows.saturating_sub(1),
             Action::Enter => return Some(compare_request(ch, 0, Seek::First)),
@@ -159,7 +162,7 @@ impl ChangesPane {
         let JobState::Ready { rows, .. } = &ch.state else {
             return None;
         };
-        let i = scroll_start(ch.sel, height) + row.checked_sub(1)?;
+        let i = scroll_start(ch.sel, height).saturating_add(row.checked_sub(1)?);
         if i >= rows.len() {
             return None;
         }
@@ -177,7 +180,7 @@ impl ChangesPane {
         let ch = self.changes.as_mut()?;
         let view = ch.compare.as_mut()?;
         let (per, rows) = compare_shape(s);
-        let page = per * rows;
+        let page = per.saturating_mul(rows);
         let last = view
             .end()
             .div_ceil(per)
@@ -205,12 +208,12 @@ impl ChangesPane {
             }
             _ => return None,
         };
-        view.top = new_top / per * per;
-        if view.holds(view.top, view.top + page) {
+        view.top = align_down(new_top, per);
+        if view.holds(view.top, view.top.saturating_add(page)) {
             return Some(Vec::new());
         }
         view.pending = true;
-        let at = view.top.saturating_sub(COMPARE_BYTES as u64 / 4) & !15;
+        let at = view.top.saturating_sub(u64_of(COMPARE_BYTES) / 4) & !15;
         Some(compare_request(ch, at, Seek::At))
     }
 
@@ -240,7 +243,7 @@ impl ChangesPane {
             return fx;
         }
         self.changes = Some(Changes {
-            from: s.as_of - 1,
+            from: s.as_of.saturating_sub(1),
             to: s.as_of,
             state: JobState::Running {
                 phase: "starting".into(),
@@ -265,7 +268,7 @@ impl ChangesPane {
         let top = match (c.seek, c.found, &ch.compare) {
             (Seek::At, _, Some(v)) => v.top,
             (Seek::At, _, None) => c.offset,
-            (_, Some(f), _) => f / per * per,
+            (_, Some(f), _) => align_down(f, per),
             (Seek::First, None, _) => {
                 fx.push(Effect::Message(
                     "the contents are the same as of both layers".into(),
@@ -331,11 +334,7 @@ impl ChangesPane {
         f.render_widget(block, r);
         match &ch.state {
             JobState::Running { phase, done, total } => {
-                let ratio = if *total == 0 {
-                    0.0
-                } else {
-                    *done as f64 / *total as f64
-                };
+                let ratio = crate::units::fraction(*done, *total);
                 let g = Gauge::default()
                     .gauge_style(cx.styles.fg(Color::Green))
                     .ratio(ratio.clamp(0.0, 1.0))
@@ -408,7 +407,7 @@ impl ChangesPane {
         let end = v.end();
         let mut lines = Vec::new();
         for row in 0..u64::from(inner.height) {
-            let at = v.top + row * per as u64;
+            let at = v.top.saturating_add(row.saturating_mul(u64_of(per)));
             if at >= end.max(1) {
                 break;
             }
@@ -422,13 +421,14 @@ impl ChangesPane {
                 spans.push(Span::raw("│"));
                 let mut chars = String::new();
                 for k in 0..per {
-                    match base.and_then(|b| mine.get(b + k)) {
+                    match base.and_then(|b| mine.get(b.checked_add(k)?)) {
                         Some(&b) => {
-                            let style = if base.and_then(|i| other.get(i + k)) != Some(&b) {
-                                st.fg(Color::Yellow).add_modifier(Modifier::REVERSED)
-                            } else {
-                                st.fg(crate::ui::hex::ByteClass::of(b).color())
-                            };
+                            let style =
+                                if base.and_then(|i| other.get(i.checked_add(k)?)) != Some(&b) {
+                                    st.fg(Color::Yellow).add_modifier(Modifier::REVERSED)
+                                } else {
+                                    st.fg(crate::ui::hex::ByteClass::of(b).color())
+                                };
                             spans.push(Span::styled(format!("{b:02x} "), style));
                             chars.push(crate::ui::hex::glyph(b));
                         }

@@ -18,6 +18,7 @@ use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::DrawCx;
+use crate::bytes::u64_of;
 use crate::fs::ext::group_desc::GROUP_DESC;
 use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Effect, Effects, Highlight, Shared};
@@ -45,8 +46,8 @@ fn descriptor_marks(table: &GroupsTable, row: &GroupRow) -> Option<Highlight> {
         label: format!("group {} descriptor", row.group),
         fields: GROUP_DESC
             .iter()
-            .filter(|f| f.offset + f.size <= table.desc_size)
-            .map(|f| (base + f.offset as u64, f.size))
+            .filter(|f| f.offset.saturating_add(f.size) <= table.desc_size)
+            .map(|f| (base.saturating_add(u64_of(f.offset)), f.size))
             .collect(),
         selected: None,
     })
@@ -62,9 +63,9 @@ impl GroupsPane {
             let sel = self.field_sel;
             return Some(match action {
                 Action::Up => self.select_field(sel.saturating_sub(1)),
-                Action::Down => self.select_field(sel + 1),
+                Action::Down => self.select_field(sel.saturating_add(1)),
                 Action::PageUp => self.select_field(sel.saturating_sub(page)),
-                Action::PageDown => self.select_field(sel + page),
+                Action::PageDown => self.select_field(sel.saturating_add(page)),
                 Action::Top => self.select_field(0),
                 Action::Bottom => self.select_field(usize::MAX),
                 Action::Back => {
@@ -77,7 +78,7 @@ impl GroupsPane {
         let sel = self.sel;
         Some(match action {
             Action::Up => self.select(sel.saturating_sub(1)),
-            Action::Down => self.select(sel + 1),
+            Action::Down => self.select(sel.saturating_add(1)),
             Action::PageUp => self.select(sel.saturating_sub(page)),
             Action::PageDown => self.select(sel.saturating_add(page)),
             Action::Top => self.select(0),
@@ -165,12 +166,13 @@ impl GroupsPane {
         let Some((group, fields)) = &self.fields else {
             return Vec::new();
         };
-        if fields.is_empty() {
+        let Some(last) = fields.len().checked_sub(1) else {
             return Vec::new();
-        }
-        self.field_sel = sel.min(fields.len() - 1);
+        };
+        self.field_sel = sel.min(last);
+        let name = fields.get(self.field_sel).map_or("", |f| f.name);
         vec![Effect::Highlight(Highlight {
-            label: format!("group {group} {}", fields[self.field_sel].name),
+            label: format!("group {group} {name}"),
             fields: fields.iter().map(|f| (f.offset, f.size)).collect(),
             selected: Some(self.field_sel),
         })]
@@ -309,7 +311,7 @@ impl GroupsPane {
             }
             lines.push(line);
         }
-        if (o.rows.len() as u64) < count {
+        if u64_of(o.rows.len()) < count {
             lines.push(Line::from(format!(
                 "(showing the first {} of {count})",
                 o.rows.len()
@@ -326,12 +328,12 @@ impl GroupsPane {
         cx: DrawCx,
         lines: &mut Vec<Line<'static>>,
     ) {
-        let mut width = 0;
+        let mut width = 0usize;
         let shown: Vec<&Column> = COLUMNS
             .iter()
             .take_while(|c| {
-                width += c.1;
-                width < inner_w.max(COLUMNS[0].1 + 1)
+                width = width.saturating_add(c.1);
+                width < inner_w.max(COLUMNS.first().map_or(0, |c| c.1).saturating_add(1))
             })
             .collect();
         let mut header: String = std::iter::once(" ".to_owned())
@@ -348,7 +350,7 @@ impl GroupsPane {
         // Below the table: the selected group in full (wrapped), and a
         // note when rows were left out.
         let mut foot = t.rows.get(self.sel).map(detail).unwrap_or_default();
-        if (t.rows.len() as u64) < t.count {
+        if u64_of(t.rows.len()) < t.count {
             foot.push_str(&format!(
                 " (showing the first {} of {} groups)",
                 t.rows.len(),
@@ -356,9 +358,13 @@ impl GroupsPane {
             ));
         }
         // Wrapping breaks at words: allow a line more than the count.
-        let detail_h =
-            (foot.chars().count().div_ceil(inner_w.max(1)) + 1).clamp(1, (height / 2).max(1));
-        let rows_h = height.saturating_sub(1 + detail_h).max(1);
+        let detail_h = (foot
+            .chars()
+            .count()
+            .div_ceil(inner_w.max(1))
+            .saturating_add(1))
+        .clamp(1, (height / 2).max(1));
+        let rows_h = height.saturating_sub(detail_h.saturating_add(1)).max(1);
         let start = scroll_start(self.sel, rows_h);
         for (i, row) in t.rows.iter().enumerate().skip(start).take(rows_h) {
             let mut spans = vec![Span::raw(if i == self.sel { "▶" } else { " " })];
@@ -378,7 +384,7 @@ impl GroupsPane {
             }
             lines.push(line);
         }
-        while lines.len() < 1 + rows_h {
+        while lines.len() < rows_h.saturating_add(1) {
             lines.push(Line::from(""));
         }
         lines.push(Line::from(foot));

@@ -8,6 +8,7 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::DrawCx;
+use crate::bytes::u64_of;
 use crate::ui::action::{Action, Pane};
 use crate::ui::context::{Highlight, Shared};
 use crate::ui::hex::{glyph, ByteClass};
@@ -48,7 +49,9 @@ impl HexPane {
         Request::Hex {
             as_of: s.as_of,
             offset: self.offset,
-            len: (Self::rows(s) * 16).min(s.disk_size.saturating_sub(self.offset)),
+            len: Self::rows(s)
+                .saturating_mul(16)
+                .min(s.disk_size.saturating_sub(self.offset)),
         }
     }
 
@@ -69,7 +72,7 @@ impl HexPane {
         let rows = match action {
             Action::Up => -1,
             Action::Down => 1,
-            Action::PageUp => -page,
+            Action::PageUp => page.saturating_neg(),
             Action::PageDown => page,
             Action::Top => i64::MIN / 32,
             Action::Bottom => i64::MAX / 32,
@@ -90,8 +93,8 @@ impl HexPane {
         let anchor = h.anchor();
         self.highlight = Some(h);
         let (offset, _) = anchor?;
-        let on_screen = Self::rows(s) * 16;
-        if offset < self.offset || offset >= self.offset + on_screen {
+        let on_screen = Self::rows(s).saturating_mul(16);
+        if offset < self.offset || offset >= self.offset.saturating_add(on_screen) {
             self.offset = (offset & !15)
                 .saturating_sub((on_screen / 2) & !15)
                 .min(Self::max_offset(s));
@@ -143,14 +146,14 @@ impl HexPane {
             (None, None) => lines.push(Line::from(format!("reading {:#x}…", self.offset))),
             (Some(h), _) => {
                 for (row, chunk) in h.bytes.chunks(16).enumerate() {
-                    let at = h.offset + row as u64 * 16;
+                    let at = h.offset.saturating_add(u64_of(row).saturating_mul(16));
                     let owner = h.owners.get(row).copied().flatten();
                     let mut spans = vec![
                         Span::styled(format!("{at:0digits$x}"), st.layer(owner)),
                         Span::raw(" "),
                     ];
                     for (i, b) in chunk.iter().enumerate() {
-                        let here = at + i as u64;
+                        let here = at.saturating_add(u64_of(i));
                         spans.push(Span::styled(format!("{b:02x}"), style(here, *b)));
                         // The gap inside a field is marked too, so a field
                         // reads as one run.
@@ -159,7 +162,7 @@ impl HexPane {
                             && self
                                 .highlight
                                 .as_ref()
-                                .and_then(|h| h.at(here).zip(h.at(here + 1)))
+                                .and_then(|h| h.at(here).zip(h.at(here.saturating_add(1))))
                                 .is_some_and(|(a, b)| a.0 == b.0);
                         if next_same {
                             spans.push(Span::styled(gap, style(here, *b).fg(Color::Reset)));
@@ -173,7 +176,7 @@ impl HexPane {
                     for (i, b) in chunk.iter().enumerate() {
                         spans.push(Span::styled(
                             glyph(*b).to_string(),
-                            style(at + i as u64, *b),
+                            style(at.saturating_add(u64_of(i)), *b),
                         ));
                     }
                     lines.push(Line::from(spans));

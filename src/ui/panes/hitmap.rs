@@ -87,7 +87,9 @@ impl HitMapPane {
         self.mode = match self.mode {
             HitMode::Static => HitMode::Runtime,
             HitMode::Runtime if !self.bitmaps.is_empty() => HitMode::Bitmap(0),
-            HitMode::Bitmap(i) if i + 1 < self.bitmaps.len() => HitMode::Bitmap(i + 1),
+            HitMode::Bitmap(i) if i.saturating_add(1) < self.bitmaps.len() => {
+                HitMode::Bitmap(i.saturating_add(1))
+            }
             HitMode::Runtime | HitMode::Bitmap(_) => HitMode::Static,
         };
         self.grid = None;
@@ -162,7 +164,7 @@ impl HitMapPane {
                         .iter()
                         .enumerate()
                         .map(|(x, c)| {
-                            let i = y * cols + x;
+                            let i = y.saturating_mul(cols).saturating_add(x);
                             let mine = file.is_some_and(|f| f.get(i) == Some(&true));
                             let outside = volume.is_some_and(|v| v.inside.get(i) == Some(&false));
                             cell(*c, mine, outside, &st)
@@ -282,19 +284,23 @@ fn wrap_entries(entries: Vec<Vec<Span<'static>>>, width: u16, rows: u16) -> Vec<
     let width = usize::from(width.max(1));
     let len = |e: &[Span]| e.iter().map(|s| s.content.chars().count()).sum::<usize>();
     let mut lines: Vec<Vec<Span<'static>>> = vec![Vec::new()];
-    let mut used = 0;
+    let mut used = 0usize;
     let total = entries.len();
     for (n, e) in entries.into_iter().enumerate() {
-        let w = len(&e) + usize::from(used > 0);
+        let w = len(&e).saturating_add(usize::from(used > 0));
         let last_line = lines.len() == usize::from(rows.max(1));
         // On the last line, room for the mark of what does not fit.
-        let reserve = if last_line && n + 1 < total { 10 } else { 0 };
-        if used + w + reserve > width && used > 0 {
+        let reserve = if last_line && n.saturating_add(1) < total {
+            10
+        } else {
+            0
+        };
+        if used.saturating_add(w).saturating_add(reserve) > width && used > 0 {
             if last_line {
                 // No room for the rest: say so.
                 // `lines` starts with one line and only grows: never None.
                 let last = lines.last_mut().expect("one line at least");
-                last.push(Span::raw(format!(" …{} more", total - n)));
+                last.push(Span::raw(format!(" …{} more", total.saturating_sub(n))));
                 break;
             }
             lines.push(Vec::new());
@@ -304,9 +310,9 @@ fn wrap_entries(entries: Vec<Vec<Span<'static>>>, width: u16, rows: u16) -> Vec<
         let line = lines.last_mut().expect("one line at least");
         if used > 0 {
             line.push(Span::raw(" "));
-            used += 1;
+            used = used.saturating_add(1);
         }
-        used += len(&e);
+        used = used.saturating_add(len(&e));
         line.extend(e);
     }
     lines.into_iter().map(Line::from).collect()

@@ -13,9 +13,12 @@ impl TreePane {
     /// Forgets the rows (the layer changed) but remembers which paths were
     /// open and selected.
     pub fn remember(&mut self) {
-        let open: HashSet<String> = (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].is_dir && self.nodes[i].expanded)
-            .map(|i| self.path_of(i))
+        let open: HashSet<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.is_dir && n.expanded)
+            .map(|(i, _)| self.path_of(i))
             .collect();
         let selected = (self.sel < self.nodes.len()).then(|| self.path_of(self.sel));
         let keep = match self.restore.take() {
@@ -39,8 +42,7 @@ impl TreePane {
             return Vec::new();
         };
         let mut fx = Vec::new();
-        for i in 0..self.nodes.len() {
-            let n = &self.nodes[i];
+        for (i, n) in self.nodes.iter().enumerate() {
             if n.is_dir
                 && !n.expanded
                 && !r.asked.contains(&n.ino)

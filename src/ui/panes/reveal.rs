@@ -59,10 +59,11 @@ impl TreePane {
         if let Some(f) = &search.found {
             let n = f.matches.len();
             if n > 0 {
+                let at = search.at.min(n.saturating_sub(1));
                 search.at = if by < 0 {
-                    (search.at + n - 1) % n
+                    at.checked_sub(1).unwrap_or(n.saturating_sub(1))
                 } else {
-                    (search.at + 1) % n
+                    at.saturating_add(1).checked_rem(n).unwrap_or(0)
                 };
             }
         }
@@ -92,7 +93,7 @@ impl TreePane {
         let message = format!(
             "{} (match {} of {}{note}; n: next)",
             m.path,
-            at + 1,
+            at.saturating_add(1),
             f.matches.len()
         );
         self.reveal = Some(m.inos.clone());
@@ -126,13 +127,17 @@ impl TreePane {
                 })];
             }
             let depth = node.depth;
-            let child = self.nodes[at + 1..]
+            let below = at.saturating_add(1);
+            let child = self
+                .nodes
+                .get(below..)
+                .unwrap_or_default()
                 .iter()
                 .take_while(|n| n.depth > depth)
-                .position(|n| n.depth == depth + 1 && n.ino == next);
+                .position(|n| n.depth == depth.saturating_add(1) && n.ino == next);
             match child {
                 Some(p) => {
-                    at += 1 + p;
+                    at = below.saturating_add(p);
                     want.next();
                 }
                 None => {

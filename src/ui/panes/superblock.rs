@@ -28,9 +28,9 @@ impl SuperblockPane {
         let sel = self.sel;
         Some(match action {
             Action::Up => self.select(sel.saturating_sub(1)),
-            Action::Down => self.select(sel + 1),
+            Action::Down => self.select(sel.saturating_add(1)),
             Action::PageUp => self.select(sel.saturating_sub(10)),
-            Action::PageDown => self.select(sel + 10),
+            Action::PageDown => self.select(sel.saturating_add(10)),
             Action::Enter => self.select(sel),
             _ => return None,
         })
@@ -50,9 +50,9 @@ impl SuperblockPane {
         };
         let laid = lay_out(rows, width);
         let start = first_shown(&laid, self.sel, height.saturating_sub(above));
-        let mut top = 0;
+        let mut top = 0usize;
         for (i, lines) in laid.iter().enumerate().skip(start) {
-            top += lines.len();
+            top = top.saturating_add(lines.len());
             if row < top {
                 return Some(self.select(i));
             }
@@ -74,12 +74,13 @@ impl SuperblockPane {
         let Some(Ok(rows)) = &self.fields else {
             return Vec::new();
         };
-        if rows.is_empty() {
+        let Some(last) = rows.len().checked_sub(1) else {
             return Vec::new();
-        }
-        self.sel = sel.min(rows.len() - 1);
+        };
+        self.sel = sel.min(last);
+        let name = rows.get(self.sel).map_or("", |r| r.name);
         vec![Effect::Highlight(Highlight {
-            label: format!("superblock {}", rows[self.sel].name),
+            label: format!("superblock {name}"),
             fields: rows.iter().map(|r| (r.offset, r.size)).collect(),
             selected: Some(self.sel),
         })]
@@ -106,11 +107,11 @@ impl SuperblockPane {
                 }
                 let laid = lay_out(rows, width);
                 let start = first_shown(&laid, self.sel, height);
-                let mut used = 0;
+                let mut used = 0usize;
                 for (i, (row, texts)) in rows.iter().zip(&laid).enumerate().skip(start) {
                     // Whole fields only (the first one shown even when
                     // cut by the pane's bottom).
-                    if used + texts.len() > height && i > start {
+                    if used.saturating_add(texts.len()) > height && i > start {
                         break;
                     }
                     let style = if focused && i == self.sel {
@@ -123,7 +124,7 @@ impl SuperblockPane {
                     for text in texts.iter().take(height.saturating_sub(used)) {
                         lines.push(Line::from(Span::styled(text.clone(), style)));
                     }
-                    used += texts.len();
+                    used = used.saturating_add(texts.len());
                 }
             }
         }
@@ -223,7 +224,7 @@ fn wrap_hard(s: &str, first: usize, rest: usize) -> Vec<String> {
         let line = lines.last_mut().expect("never empty");
         let used = width_of(line);
         let sep = usize::from(used > 0);
-        if used + sep + width_of(word) <= cap(n) {
+        if used.saturating_add(sep).saturating_add(width_of(word)) <= cap(n) {
             if sep == 1 {
                 line.push(' ');
             }
@@ -243,7 +244,7 @@ fn wrap_hard(s: &str, first: usize, rest: usize) -> Vec<String> {
             let n = lines.len();
             let line = lines.last_mut().expect("never empty");
             let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
-            if width_of(line) + w > cap(n) && !line.is_empty() {
+            if width_of(line).saturating_add(w) > cap(n) && !line.is_empty() {
                 lines.push(c.to_string());
             } else {
                 line.push(c);
@@ -259,13 +260,13 @@ fn first_shown(laid: &[Vec<String>], sel: usize, height: usize) -> usize {
     let sel = sel.min(laid.len().saturating_sub(1));
     let mut start = sel;
     let mut used = laid.get(sel).map_or(0, Vec::len);
-    while start > 0 {
-        let above = laid[start - 1].len();
-        if used + above > height {
+    while let Some(up) = start.checked_sub(1) {
+        let above = laid.get(up).map_or(0, Vec::len);
+        if used.saturating_add(above) > height {
             break;
         }
-        used += above;
-        start -= 1;
+        used = used.saturating_add(above);
+        start = up;
     }
     start
 }
@@ -283,9 +284,10 @@ fn columns(rows: &[FieldRow], width: usize) -> (usize, usize) {
         .max()
         .unwrap_or(0)
         .max(6);
-    if off_w + 1 + name_w + 1 + VALUE_ROOM <= width {
+    let room = |name_w: usize| off_w.saturating_add(name_w).saturating_add(2 + VALUE_ROOM);
+    if room(name_w) <= width {
         (off_w, name_w)
-    } else if off_w + 1 + name_w.min(24) + 1 + VALUE_ROOM <= width {
+    } else if room(name_w.min(24)) <= width {
         (off_w, name_w.min(24))
     } else {
         (0, name_w.min(width.saturating_sub(VALUE_ROOM + 1)))

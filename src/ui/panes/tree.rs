@@ -81,7 +81,7 @@ impl TreePane {
         let area = layout(s, Pane::Tree).tree;
         let height = usize::from(area.map_or(0, |r| r.height.saturating_sub(2)));
         let start = scroll_start(self.sel, height);
-        start..(start + height).min(self.nodes.len())
+        start..start.saturating_add(height).min(self.nodes.len())
     }
 
     /// Asks for the layer marks of the rows on screen that have none; they
@@ -92,7 +92,7 @@ impl TreePane {
         }
         let window = self.window(s);
         let mut inos = Vec::new();
-        for n in self.nodes[window].iter_mut() {
+        for n in self.nodes.get_mut(window).unwrap_or_default() {
             if n.marks == Marks::Unknown && inos.len() < MARKS_PER_REQUEST {
                 n.marks = Marks::Pending;
                 inos.push(n.ino);
@@ -123,9 +123,9 @@ impl TreePane {
         let page = self.window(s).len().max(1);
         match action {
             Action::Up => self.sel = self.sel.saturating_sub(1),
-            Action::Down => self.sel = (self.sel + 1).min(last),
+            Action::Down => self.sel = self.sel.saturating_add(1).min(last),
             Action::PageUp => self.sel = self.sel.saturating_sub(page),
-            Action::PageDown => self.sel = (self.sel + page).min(last),
+            Action::PageDown => self.sel = self.sel.saturating_add(page).min(last),
             Action::Top => self.sel = 0,
             Action::Bottom => self.sel = last,
             Action::Enter => return Some(self.enter(s)),
@@ -137,7 +137,7 @@ impl TreePane {
     /// A click on row `row` of the pane: selects it; on the selected row
     /// (with `open`), opens it.
     pub fn click(&mut self, row: usize, open: bool, s: &Shared) -> Option<Effects> {
-        let i = self.window(s).start + row;
+        let i = self.window(s).start.saturating_add(row);
         if i >= self.nodes.len() {
             return None;
         }
@@ -171,8 +171,11 @@ impl TreePane {
         if node.expanded {
             // Close: drop the deeper lines that follow.
             let end = self.subtree_end(self.sel);
-            self.nodes.drain(self.sel + 1..end);
-            self.nodes[self.sel].expanded = false;
+            let first = self.sel.saturating_add(1).min(end);
+            self.nodes.drain(first..end);
+            if let Some(n) = self.nodes.get_mut(self.sel) {
+                n.expanded = false;
+            }
             return Vec::new();
         }
         // Open it, and show its first block with the entries marked.
@@ -190,11 +193,16 @@ impl TreePane {
 
     /// The index after row `i`'s subtree.
     fn subtree_end(&self, i: usize) -> usize {
-        let depth = self.nodes[i].depth;
-        self.nodes[i + 1..]
+        let Some(depth) = self.nodes.get(i).map(|n| n.depth) else {
+            return self.nodes.len();
+        };
+        let next = i.saturating_add(1);
+        self.nodes
+            .get(next..)
+            .unwrap_or_default()
             .iter()
             .position(|n| n.depth <= depth)
-            .map_or(self.nodes.len(), |p| i + 1 + p)
+            .map_or(self.nodes.len(), |p| next.saturating_add(p))
     }
 
     /// A directory's entries: shown under it, with the names the diff of
@@ -213,8 +221,11 @@ impl TreePane {
                     .iter()
                     .position(|n| n.ino == ino && n.is_dir && !n.expanded)
                 {
-                    let depth = self.nodes[i].depth + 1;
-                    self.nodes[i].expanded = true;
+                    let mut depth = 0;
+                    if let Some(n) = self.nodes.get_mut(i) {
+                        n.expanded = true;
+                        depth = n.depth.saturating_add(1);
+                    }
                     let mut rows: Vec<TreeNode> = children
                         .into_iter()
                         .map(|mut c| {
@@ -223,7 +234,8 @@ impl TreePane {
                         })
                         .collect();
                     rows.extend(self.deleted_rows(i, changes.unwrap_or_default()));
-                    self.nodes.splice(i + 1..i + 1, rows);
+                    let at = i.saturating_add(1);
+                    self.nodes.splice(at..at, rows);
                 }
             }
             Err(e) => {
@@ -276,9 +288,12 @@ impl TreePane {
     /// rows above it.
     pub fn path_of(&self, i: usize) -> String {
         let mut names = Vec::new();
-        let mut depth = self.nodes[i].depth;
-        names.push(self.nodes[i].name.clone());
-        for n in self.nodes[..i].iter().rev() {
+        let Some(row) = self.nodes.get(i) else {
+            return "/".into();
+        };
+        let mut depth = row.depth;
+        names.push(row.name.clone());
+        for n in self.nodes.get(..i).unwrap_or_default().iter().rev() {
             if n.depth < depth {
                 names.push(n.name.clone());
                 depth = n.depth;
@@ -293,6 +308,7 @@ impl TreePane {
     /// directory at row `i`.
     fn deleted_rows(&self, i: usize, changes: &[Change]) -> Vec<TreeNode> {
         let dir = self.path_of(i);
+        let depth = self.nodes.get(i).map_or(0, |n| n.depth);
         let prefix = if dir == "/" {
             dir.clone()
         } else {
@@ -311,7 +327,7 @@ impl TreePane {
                 (!name.contains('/')).then(|| TreeNode {
                     ino: c.inode,
                     name: name.to_owned(),
-                    depth: self.nodes[i].depth + 1,
+                    depth: depth.saturating_add(1),
                     is_dir: false,
                     expanded: false,
                     size: 0,
@@ -328,14 +344,13 @@ impl TreePane {
         self.nodes.retain(|n| n.marks != Marks::Deleted);
         self.sel = self.sel.min(self.nodes.len().saturating_sub(1));
         let mut i = 0;
-        while i < self.nodes.len() {
-            let n = &self.nodes[i];
+        while let Some(n) = self.nodes.get(i) {
             if n.is_dir && n.expanded && n.marks != Marks::Deleted {
                 let end = self.subtree_end(i);
                 let rows = self.deleted_rows(i, changes);
                 self.nodes.splice(end..end, rows);
             }
-            i += 1;
+            i = i.saturating_add(1);
         }
     }
 
@@ -388,7 +403,7 @@ fn row_line(
     changes: Option<&[Change]>,
     st: &Styles,
 ) -> Line<'static> {
-    let mark_w = (as_of + 1).min(8) + 1;
+    let mark_w = as_of.saturating_add(1).min(8).saturating_add(1);
     let mark = match (n.is_dir, n.expanded) {
         (true, true) => "▾ ",
         (true, false) => "▸ ",
@@ -400,7 +415,7 @@ fn row_line(
         human(n.size)
     };
     let left = format!("{}{mark}{}", "  ".repeat(n.depth), n.name);
-    let room = width.saturating_sub(1 + mark_w + 2 + SIZE_W);
+    let room = width.saturating_sub(mark_w.saturating_add(1 + 2 + SIZE_W));
     let style = if sel {
         selected()
     } else if n.marks == Marks::Deleted {
@@ -413,7 +428,7 @@ fn row_line(
     let mut spans = vec![Span::styled(format!("{} ", fit_pad(&left, room)), style)];
     let mut marks: Vec<Span> = Vec::new();
     if let Marks::Known(set) = n.marks {
-        for l in set.top_first().take(mark_w - 1) {
+        for l in set.top_first().take(mark_w.saturating_sub(1)) {
             let c = u32::try_from(l % 36)
                 .ok()
                 .and_then(|d| char::from_digit(d, 36))

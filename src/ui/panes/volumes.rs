@@ -45,9 +45,9 @@ impl VolumesPane {
         let page = usize::from(s.height.saturating_sub(4)).max(1);
         match action {
             Action::Up => self.sel = self.sel.saturating_sub(1),
-            Action::Down => self.sel = (self.sel + 1).min(last),
+            Action::Down => self.sel = self.sel.saturating_add(1).min(last),
             Action::PageUp => self.sel = self.sel.saturating_sub(page),
-            Action::PageDown => self.sel = (self.sel + page).min(last),
+            Action::PageDown => self.sel = self.sel.saturating_add(page).min(last),
             Action::Top => self.sel = 0,
             Action::Bottom => self.sel = last,
             Action::Enter => return Some(self.choose()),

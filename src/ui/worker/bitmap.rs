@@ -38,8 +38,8 @@ impl Worker {
             ));
         };
         let cells = cells.clamp(1, MAX_CELLS);
-        let cell = size.div_ceil(cells as u64).max(1);
-        let last = cells - 1;
+        let cell = size.div_ceil(crate::bytes::u64_of(cells)).max(1);
+        let last = cells.saturating_sub(1);
         let mut out = vec![CellOwner::NotRead; cells];
         let (mut dirty, mut clean) = (0u64, 0u64);
         q.bitmap_runs(&b.name, &mut |offset, len, is_dirty| {
@@ -50,9 +50,8 @@ impl Worker {
             }
             let end = offset.saturating_add(len).min(size);
             if offset < end {
-                let first = usize::try_from(offset / cell).unwrap_or(last).min(last);
-                let end_cell = usize::try_from((end - 1) / cell).unwrap_or(last).min(last);
-                for c in &mut out[first..=end_cell] {
+                let span = super::grid::cell_span(offset, end, cell, last);
+                for c in out.get_mut(span).unwrap_or_default() {
                     // A cell with any dirty byte is dirty.
                     if is_dirty || *c == CellOwner::NotRead {
                         *c = if is_dirty {

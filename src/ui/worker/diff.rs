@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
 use crate::block::BlockSource;
+use crate::bytes::u64_of;
 use crate::diff::{Change, Kind, Progress};
 use crate::fs::ext::Ext4;
 use crate::fs::{FileType, Filesystem};
@@ -87,7 +88,7 @@ impl Progress for Sender<'_> {
     fn step(&self, phase: &str, done: u64, total: u64) -> bool {
         if let Ok(mut last) = self.last.lock() {
             let step = (total / 64).max(1);
-            if last.0 != phase || done >= last.1 + step || done == total {
+            if last.0 != phase || done >= last.1.saturating_add(step) || done == total {
                 *last = (phase.to_owned(), done);
                 (self.send)(Reply::DiffProgress {
                     to: self.to,
@@ -134,7 +135,7 @@ fn run(
     if to == 0 {
         return Err("the base layer has nothing below it to compare with".into());
     }
-    let from = to - 1;
+    let from = to.saturating_sub(1);
     let old = new.cut(from);
     let (ofs, nfs) = (
         open(&old, volume, no_replay)?,
@@ -237,10 +238,10 @@ pub fn compare(
                 let b = read(new, &b_side, at, STEP)?;
                 let n = a.len().max(b.len());
                 if let Some(i) = (0..n).find(|&i| differ(&a, &b, i)) {
-                    found = Some(at + i as u64);
+                    found = Some(at.saturating_add(u64_of(i)));
                     break;
                 }
-                at += n.max(1) as u64;
+                at = at.saturating_add(u64_of(n.max(1)));
             }
             found
         }
@@ -249,12 +250,12 @@ pub fn compare(
             let stop = hi.saturating_sub(SEARCH_LIMIT);
             let mut found = None;
             while hi > stop {
-                let lo = hi.saturating_sub(STEP as u64).max(stop);
-                let len = usize::try_from(hi - lo).unwrap_or(STEP);
+                let lo = hi.saturating_sub(u64_of(STEP)).max(stop);
+                let len = usize::try_from(hi.saturating_sub(lo)).unwrap_or(STEP);
                 let a = read(old, &a_side, lo, len)?;
                 let b = read(new, &b_side, lo, len)?;
                 if let Some(i) = (0..len).rev().find(|&i| differ(&a, &b, i)) {
-                    found = Some(lo + i as u64);
+                    found = Some(lo.saturating_add(u64_of(i)));
                     break;
                 }
                 hi = lo;
@@ -264,7 +265,7 @@ pub fn compare(
     };
     // Around a difference, with some bytes before it to scroll back to.
     let at = match found {
-        Some(f) => (f & !15).saturating_sub(COMPARE_BYTES as u64 / 4),
+        Some(f) => (f & !15).saturating_sub(u64_of(COMPARE_BYTES) / 4),
         None if seek == Seek::First => 0,
         None => offset & !15,
     };
@@ -303,7 +304,7 @@ impl Side {
         } else {
             None
         };
-        let size = target.as_ref().map_or(m.size, |t| t.len() as u64);
+        let size = target.as_ref().map_or(m.size, |t| u64_of(t.len()));
         Ok(Some(Side { node, size, target }))
     }
 
@@ -319,7 +320,7 @@ impl Side {
                 .copied()
                 .collect());
         }
-        let want = usize::try_from(self.size.saturating_sub(at).min(len as u64)).unwrap_or(0);
+        let want = usize::try_from(self.size.saturating_sub(at).min(u64_of(len))).unwrap_or(0);
         let mut buf = vec![0u8; want];
         if !buf.is_empty() {
             let n = fs

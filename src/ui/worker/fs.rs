@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{error_chain, Worker, MAX_CELLS};
 use crate::block::{BlockError, BlockSource};
+use crate::bytes::u64_of;
 use crate::fs::ext::Ext4;
 use crate::fs::report::RawValue;
 use crate::fs::{FileType, Filesystem, Report, ReportField, Run, RunKind};
@@ -30,10 +31,12 @@ impl Worker {
                     let mount = crate::fs::Mount {
                         no_replay: self.replay.no_replay,
                         origin: volume.geometry().map(|g| {
-                            Arc::new(crate::volume::layers::Origin {
-                                reader,
-                                geometry: Arc::clone(g),
-                            }) as Arc<dyn crate::block::origin::Origin>
+                            let origin: Arc<dyn crate::block::origin::Origin> =
+                                Arc::new(crate::volume::layers::Origin {
+                                    reader,
+                                    geometry: Arc::clone(g),
+                                });
+                            origin
                         }),
                         journal_dev: self.replay.journal_dev.clone(),
                     };
@@ -215,12 +218,13 @@ impl Worker {
         out.offset = ranges.first().map(|r| r.0);
         out.layers = self.layer_set(as_of, &ranges)?;
         if !out.cells.is_empty() {
-            let cell = size.div_ceil(out.cells.len() as u64).max(1);
-            let last = out.cells.len() - 1;
+            let cell = size.div_ceil(u64_of(out.cells.len())).max(1);
+            let last = out.cells.len().saturating_sub(1);
             for &(start, end) in ranges.iter().filter(|r| r.1 > r.0) {
-                let first = usize::try_from(start / cell).unwrap_or(last).min(last);
-                let end_cell = usize::try_from((end - 1) / cell).unwrap_or(last).min(last);
-                out.cells[first..=end_cell].fill(true);
+                let span = super::grid::cell_span(start, end, cell, last);
+                if let Some(cells) = out.cells.get_mut(span) {
+                    cells.fill(true);
+                }
             }
         }
         Ok(out)
@@ -291,7 +295,7 @@ impl Worker {
                 )));
             };
             let bs = fs.superblock().block_size;
-            let block = match fs.block(first.physical / bs.max(1)) {
+            let block = match fs.block(first.physical.checked_div(bs).unwrap_or(0)) {
                 Ok(b) => b,
                 Err(e) => return Ok(Reply::Error(printable_chain(&e))),
             };
@@ -300,14 +304,18 @@ impl Worker {
         let at = self.disk_offset(first.physical);
         let mut fields = Vec::new();
         for e in decode_block(&block, at).entries {
-            fields.extend(ENTRY.iter().map(|f| (e.offset + f.offset as u64, f.size)));
-            fields.push((e.offset + 8, e.name.len()));
+            fields.extend(
+                ENTRY
+                    .iter()
+                    .map(|f| (e.offset.saturating_add(u64_of(f.offset)), f.size)),
+            );
+            fields.push((e.offset.saturating_add(8), e.name.len()));
         }
         Ok(Reply::Structure(Box::new(Structure {
             as_of,
             label: format!(
                 "directory inode {ino}, block {}",
-                first.physical / bs.max(1)
+                first.physical.checked_div(bs).unwrap_or(0)
             ),
             at,
             fields,
@@ -344,7 +352,7 @@ impl Worker {
         for &(start, end) in ranges {
             let end = end.min(size);
             if start < end {
-                for (_, layer) in self.owners(as_of, start, end - start)? {
+                for (_, layer) in self.owners(as_of, start, end.saturating_sub(start))? {
                     set.add(layer);
                 }
             }

@@ -3,12 +3,12 @@
 //! reads were served from). Over NBD with allocation depths the layers
 //! are the server's, numbered as a local chain would be (see
 //! [`super::remote`]).
-use std::time::Instant;
 
 use super::refine::FIRST_WALK;
 use super::{Worker, MAX_CELLS};
 use crate::block::hitmap::Served;
 use crate::block::{BlockError, BlockSource};
+use crate::bytes::u64_of;
 use crate::fs::ext::Ext4;
 use crate::ui::msg::{CellOwner, Grid, HexData, HitMode, ServerLayers, VolumeCells};
 
@@ -42,11 +42,11 @@ impl Worker {
         let (mut run, mut run_end) = (runs.iter(), offset);
         let mut current = None;
         for row in 0..len.div_ceil(16) {
-            let at = offset + row * 16;
+            let at = offset.saturating_add(row.saturating_mul(16));
             while at >= run_end {
                 match run.next() {
                     Some(&(n, l)) => {
-                        run_end += n;
+                        run_end = run_end.saturating_add(n);
                         current = l;
                     }
                     None => {
@@ -100,19 +100,19 @@ impl Worker {
             layers: r.layers,
             complete: r.complete,
         });
-        let layers = server.map_or(as_of + 1, |s| s.layers);
+        let layers = server.map_or(as_of.saturating_add(1), |s| s.layers);
         if mode == HitMode::Static && !self.server_map(as_of)? {
             // The map walked for a moment (a small disk's is done by
             // then); else the cells probed, refined between requests.
-            if !self.walk_map(as_of, Instant::now() + FIRST_WALK)? {
+            if !self.walk_map(as_of, crate::ui::after(FIRST_WALK))? {
                 return self.first_grid(as_of, cells);
             }
         }
         let view = self.view(as_of)?;
         let size = view.reader.len();
         let cells = cells.clamp(1, MAX_CELLS);
-        let cell = size.div_ceil(cells as u64).max(1);
-        let last = cells - 1;
+        let cell = size.div_ceil(u64_of(cells)).max(1);
+        let last = cells.saturating_sub(1);
         let mut out = vec![CellOwner::NotRead; cells];
         let mut bytes = vec![0u64; layers];
         let mut nowhere = 0;
@@ -120,12 +120,17 @@ impl Worker {
             HitMode::Static => {
                 for &(start, end, owner) in view.map.iter().flatten() {
                     match owner {
-                        CellOwner::Layer(l) => bytes[l.min(layers - 1)] += end - start,
-                        _ => nowhere += end - start,
+                        CellOwner::Layer(l) => {
+                            if let Some(b) = bytes.get_mut(l.min(layers.saturating_sub(1))) {
+                                *b = b.saturating_add(end.saturating_sub(start));
+                            }
+                        }
+                        _ => nowhere = end.saturating_sub(start).saturating_add(nowhere),
                     }
-                    let first = usize::try_from(start / cell).unwrap_or(last).min(last);
-                    let end_cell = usize::try_from((end - 1) / cell).unwrap_or(last).min(last);
-                    for c in &mut out[first..=end_cell] {
+                    for c in out
+                        .get_mut(cell_span(start, end, cell, last))
+                        .unwrap_or_default()
+                    {
                         *c = merge(*c, owner);
                     }
                 }
@@ -144,7 +149,8 @@ impl Worker {
                     (s, _) => CellOwner::from(s),
                 };
                 for (i, c) in out.iter_mut().enumerate() {
-                    let (start, end) = (i as u64 * cell, ((i as u64 + 1) * cell).min(size));
+                    let start = u64_of(i).saturating_mul(cell);
+                    let end = start.saturating_add(cell).min(size);
                     let mut at = start;
                     while at < end {
                         let s = if server.is_some() {
@@ -153,7 +159,7 @@ impl Worker {
                             hits.served(at)
                         };
                         *c = merge(*c, owner(s));
-                        at += step;
+                        at = at.saturating_add(step);
                     }
                 }
                 let (per_layer, none) = hits.totals();
@@ -162,7 +168,7 @@ impl Worker {
                         for (d, t) in top_first.iter().enumerate() {
                             let l = sv.layers.saturating_sub(1).saturating_sub(d);
                             if let Some(b) = bytes.get_mut(l) {
-                                *b += t.bytes;
+                                *b = b.saturating_add(t.bytes);
                             }
                         }
                     }
@@ -207,13 +213,16 @@ impl Worker {
         let mut journal = Vec::new();
         for (start, end, l) in self.replayed_ranges(as_of) {
             if journal.len() <= l {
-                journal.resize(l + 1, 0);
+                journal.resize(l.saturating_add(1), 0);
             }
-            journal[l] += end - start;
+            if let Some(j) = journal.get_mut(l) {
+                *j = end.saturating_sub(start).saturating_add(*j);
+            }
             if mark && start < end && !out.is_empty() {
-                let first = usize::try_from(start / cell).unwrap_or(last).min(last);
-                let end_cell = usize::try_from((end - 1) / cell).unwrap_or(last).min(last);
-                for c in &mut out[first..=end_cell] {
+                for c in out
+                    .get_mut(cell_span(start, end, cell, last))
+                    .unwrap_or_default()
+                {
                     *c = merge(*c, CellOwner::Journal(l));
                 }
             }
@@ -268,10 +277,27 @@ impl Worker {
             if start >= end {
                 continue;
             }
-            let first = usize::try_from(start / cell).unwrap_or(last).min(last);
-            let end_cell = usize::try_from((end - 1) / cell).unwrap_or(last).min(last);
-            inside[first..=end_cell].fill(true);
+            if let Some(cells) = inside.get_mut(cell_span(start, end, cell, last)) {
+                cells.fill(true);
+            }
         }
         Some(VolumeCells { name, len, inside })
     }
+}
+
+/// The cells (`cell` bytes each, the last one `last`) that bytes
+/// `start..end` (not empty) touch.
+pub(super) fn cell_span(
+    start: u64,
+    end: u64,
+    cell: u64,
+    last: usize,
+) -> std::ops::RangeInclusive<usize> {
+    let of = |at: u64| {
+        at.checked_div(cell)
+            .and_then(|c| usize::try_from(c).ok())
+            .unwrap_or(last)
+            .min(last)
+    };
+    of(start)..=of(end.saturating_sub(1))
 }

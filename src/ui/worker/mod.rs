@@ -156,10 +156,11 @@ impl Worker {
         let end = offset.saturating_add(len).min(reader.len());
         let mut at = offset;
         while at < end {
-            let o = reader.owner(at, end - at)?;
-            let n = o.len.max(1).min(end - at);
+            let left = end.saturating_sub(at);
+            let o = reader.owner(at, left)?;
+            let n = o.len.max(1).min(left);
             out.push((n, o.layer));
-            at += n;
+            at = at.saturating_add(n);
         }
         Ok(out)
     }
@@ -227,9 +228,10 @@ impl Worker {
             Request::Marks { as_of, inos } => self.marks(as_of, &inos),
             Request::Diff { to } => {
                 let send = self.replies.clone().map(|sink| {
-                    Box::new(move |r: Reply| {
+                    let send: Box<dyn Fn(Reply) + Send + Sync> = Box::new(move |r: Reply| {
                         let _ = sink(r);
-                    }) as Box<dyn Fn(Reply) + Send + Sync>
+                    });
+                    send
                 });
                 match self.volume() {
                     Ok(Ok(v)) => {

@@ -12,6 +12,7 @@ use super::{Reply, Request, Worker, MAX_CELLS};
 use crate::block::layered::LayeredReader;
 use crate::block::map::MapIter;
 use crate::block::{BlockError, BlockSource};
+use crate::bytes::u64_of;
 use crate::ui::msg::{CellOwner, Grid, HitMode};
 
 /// Map entries kept per layer for the static hit map; past this the rest
@@ -22,6 +23,10 @@ const MAX_MAP_ENTRIES: usize = 1 << 20;
 /// cost a round trip each, and a source whose size is a claim (an NBD
 /// export of 2^63 bytes answered 4 GiB at a time) maps only this far; the
 /// rest shows as not read.
+#[allow(
+    clippy::as_conversions,
+    reason = "a const: usize to u64 is lossless on every supported host"
+)]
 const MAX_MAP_STEPS: u64 = MAX_MAP_ENTRIES as u64;
 const MAX_REMOTE_MAP_STEPS: u64 = 1 << 14;
 
@@ -67,7 +72,7 @@ impl Refine {
 
 /// The cell size of a grid of `cells` over `size` bytes.
 fn cell_size(size: u64, cells: usize) -> u64 {
-    size.div_ceil(cells.max(1) as u64).max(1)
+    size.div_ceil(u64_of(cells.max(1))).max(1)
 }
 
 impl Worker {
@@ -113,7 +118,7 @@ impl Worker {
                 sent: Instant::now(),
             },
         };
-        self.probe(&mut r, Instant::now() + FIRST_PROBE)?;
+        self.probe(&mut r, crate::ui::after(FIRST_PROBE))?;
         let grid = self.probed_grid(&r)?;
         r.sent = Instant::now();
         self.refine = Some(r);
@@ -127,17 +132,17 @@ impl Worker {
         let size = reader.len();
         let cell = cell_size(size, r.probe.len());
         while let Some(c) = r.probe.get_mut(r.next) {
-            let start = (r.next as u64).saturating_mul(cell).min(size);
+            let start = u64_of(r.next).saturating_mul(cell).min(size);
             let end = start.saturating_add(cell).min(size);
             *c = if start < end {
-                match reader.topmost_in(start, end - start)? {
+                match reader.topmost_in(start, end.saturating_sub(start))? {
                     Some(l) => CellOwner::Layer(l),
                     None => CellOwner::Nowhere,
                 }
             } else {
                 CellOwner::Nowhere
             };
-            r.next += 1;
+            r.next = r.next.saturating_add(1);
             if Instant::now() >= deadline {
                 break;
             }
@@ -157,7 +162,7 @@ impl Worker {
             mode: HitMode::Static,
             as_of: r.as_of,
             cells: out,
-            bytes: vec![0; r.as_of + 1],
+            bytes: vec![0; r.as_of.saturating_add(1)],
             nowhere: 0,
             exact: false,
             journal,
@@ -178,7 +183,7 @@ impl Worker {
     /// and the exact grid once the map is whole).
     pub fn refine(&mut self, slice: Duration) -> Option<Reply> {
         let mut r = self.refine.take()?;
-        let deadline = Instant::now() + slice;
+        let deadline = crate::ui::after(slice);
         match self.refine_step(&mut r, deadline) {
             Ok(Some(Reply::Grid(g))) if g.exact => Some(Reply::Grid(g)),
             Ok(reply) => {

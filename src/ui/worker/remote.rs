@@ -56,17 +56,19 @@ impl Remote {
                 complete = false;
                 break;
             }
-            steps += 1;
-            let len = STEP.min(size - at);
+            steps = steps.saturating_add(1);
+            let len = STEP.min(size.saturating_sub(at));
             let Some(runs) = client.served_depths(at, len)? else {
                 return Ok(None);
             };
             for (n, depth) in runs {
                 match map.last_mut() {
-                    Some(last) if last.2 == depth && last.1 == at => last.1 += n,
-                    _ => map.push((at, at + n, depth)),
+                    Some(last) if last.2 == depth && last.1 == at => {
+                        last.1 = last.1.saturating_add(n);
+                    }
+                    _ => map.push((at, at.saturating_add(n), depth)),
                 }
-                at += n;
+                at = at.saturating_add(n);
             }
             if map.len() >= MAX_RANGES {
                 complete = at >= size;

@@ -86,12 +86,12 @@ impl Worker {
             let Some((disk, run)) = g.to_disk(at) else {
                 break;
             };
-            let n = run.min(end - at);
+            let n = run.min(end.saturating_sub(at));
             if n == 0 {
                 break;
             }
             out.push((disk, disk.saturating_add(n)));
-            at += n;
+            at = at.saturating_add(n);
         }
         out
     }
@@ -130,7 +130,7 @@ impl Worker {
         let Some(start) = block.checked_mul(bs).filter(|&s| s < len) else {
             return Ok(Reply::Error(format!(
                 "block {block} is past the end of {name} ({} blocks of {bs} bytes)",
-                len / bs
+                len.checked_div(bs).unwrap_or(0)
             )));
         };
         let ranges = self.disk_ranges(start, start.saturating_add(bs).min(len));
@@ -150,7 +150,7 @@ impl Worker {
             at,
             fields: ranges
                 .iter()
-                .map(|&(s, e)| (s, usize::try_from(e - s).unwrap_or(0)))
+                .map(|&(s, e)| (s, usize::try_from(e.saturating_sub(s)).unwrap_or(0)))
                 .collect(),
             focus: true,
         })))
