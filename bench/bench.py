@@ -159,6 +159,7 @@ def main():
     ap.add_argument("--volumes", action="store_true", help="only the volumes row")
     ap.add_argument("--formats", action="store_true", help="only the image format rows (VMDK, VHD, VHDX, VDI)")
     ap.add_argument("--throughput", action="store_true", help="only the bulk read rows (issue 19)")
+    ap.add_argument("--blame", action="store_true", help="only the blame -R rows of --throughput")
     ap.add_argument("--overlay", action="store_true", help="only the rows whose cost must follow the overlays (issue 19): multi-layer diff, diff and first frame at 1 TiB and 16 TiB, NBD map")
     ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline/find/grep rows")
     ap.add_argument("--fs-kinds", action="store_true", help="only the XFS and FAT rows")
@@ -175,6 +176,9 @@ def main():
         return
     if args.overlay:
         overlay_bench(args.rebuild)
+        return
+    if args.blame:
+        blame_rows(os.path.join(WORK, "throughput"))
         return
     if args.fs_kinds:
         fs_kinds_bench()
@@ -597,24 +601,32 @@ def listing_rows(d):
 
 
 def blame_rows(d):
-    """`blame -R` of a 2-layer chain (the 20,000-file image and a thin
-    overlay where debugfs wrote 200 files of 200 KB and removed 100) vs
-    `e2fsck -fn` and `fls -r -p` of its flat raw image."""
-    flat, top = os.path.join(d, "blame-flat.raw"), os.path.join(d, "blame-top.qcow2")
-    if not os.path.exists(top):
-        sh("cp", "--sparse=always", os.path.join(d, "ls20000.raw"), flat)
-        payload = os.path.join(d, "payload")
-        with open(payload, "wb") as f:
-            f.write(random.Random(7).randbytes(200000))
-        debugfs(flat, ["mkdir /new"] + [f"write {payload} /new/n{i}" for i in range(200)]
-                + [f"rm /d{i:04d}/s0/f{i:06d}.dat" for i in range(100)])
-        thin_overlay(flat, os.path.join(d, "ls20000.qcow2"), top)
-    ours = [BIN, "blame", "-R", top, "/"]
-    e2fsck, fls = ["e2fsck", "-fn", flat], ["fls", "-r", "-p", flat]
-    t1, t2, t3 = interleaved([ours, e2fsck, fls], rounds=5, warmup=1, check=False)
-    cpu = [cpu_time(c) for c in (ours, e2fsck)]
-    rss = peak_rss(ours)
-    print(f"{'blame -R (20000 files, 2 layers)':<40} layerscope {t1 * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms, {rss / 1024:5.1f} MiB) | e2fsck -fn {t2 * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms) | ratio {t1 / t2:5.2f}x (goal <= 1x, < 64 MiB); vs fls -r -p {t3 * 1000:.1f} ms: {t1 / t3:.2f}x")
+    """`blame -R` of a 2-layer chain (the 20,000- and 200,000-file images,
+    each with a thin overlay where debugfs wrote 200 files of 200 KB and
+    removed 100) vs `e2fsck -fn` and `fls -r -p` of its flat raw image:
+    interleaved wall medians, CPU time and peak RSS."""
+    for files, rounds in ((20000, 5), (200000, 3)):
+        name = "blame" if files == 20000 else f"blame{files}"
+        flat, top = os.path.join(d, f"{name}-flat.raw"), os.path.join(d, f"{name}-top.qcow2")
+        if not os.path.exists(os.path.join(d, f"ls{files}.qcow2")):
+            print(f"building the {files}-file listing image ...", flush=True)
+            build_listing(d, files)
+        if not os.path.exists(top):
+            sh("cp", "--sparse=always", os.path.join(d, f"ls{files}.raw"), flat)
+            payload = os.path.join(d, "payload")
+            with open(payload, "wb") as f:
+                f.write(random.Random(7).randbytes(200000))
+            dirs = max(200, files // 100)
+            debugfs(flat, ["mkdir /new"] + [f"write {payload} /new/n{i}" for i in range(200)]
+                    + [f"rm /d{i:04d}/s0/f{i:06d}.dat" for i in range(100) if i < dirs])
+            thin_overlay(flat, os.path.join(d, f"ls{files}.qcow2"), top)
+        ours = [BIN, "blame", "-R", top, "/"]
+        e2fsck, fls = ["e2fsck", "-fn", flat], ["fls", "-r", "-p", flat]
+        t1, t2, t3 = interleaved([ours, e2fsck, fls], rounds=rounds, warmup=1, check=False)
+        cpu = [cpu_time(c) for c in (ours, e2fsck)]
+        rss = [peak_rss(c) for c in (ours, e2fsck)]
+        what = f"blame -R ({files} files, 2 layers)"
+        print(f"{what:<40} layerscope {t1 * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms, {rss[0] / 1024:5.1f} MiB) | e2fsck -fn {t2 * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms, {rss[1] / 1024:5.1f} MiB) | ratio {t1 / t2:5.2f}x, cpu {cpu[0] / cpu[1]:5.2f}x (goal <= 1x, < 64 MiB); vs fls -r -p {t3 * 1000:.1f} ms: {t1 / t3:.2f}x")
 
 
 def throughput_bench(rebuild=False):

@@ -192,6 +192,7 @@ impl Disk {
                 .collect(),
             reader: reader.context("an empty chain")?,
             geometry: self.geometry.clone(),
+            same_blocks: Default::default(),
         })
     }
 }
@@ -362,18 +363,12 @@ fn compare(args: &DiffArgs, sides: &Sides, held: &Held, out: &mut dyn Write) -> 
     }
     bar.0.finish_and_clear();
     if args.json {
-        let v = json!({
-            "from": sides.from,
-            "to": sides.to,
-            "method": method,
-            "terms": if args.by_inode || ext.is_none() { "inodes" } else { "paths" },
-            "changes": result.changes,
-            "stats": result.stats,
-            "notes": result.notes.iter().map(|n| crate::escape::printable(n)).collect::<Vec<_>>(),
-        });
-        crate::escape::json::to_writer_pretty(&mut *out, &v)?;
-        writeln!(out)?;
-        return Ok(());
+        let terms = if args.by_inode || ext.is_none() {
+            "inodes"
+        } else {
+            "paths"
+        };
+        return write_json(out, sides, method, terms, &result);
     }
     for c in &result.changes {
         let mut line = format!("{}  {:<9}  ", c.change.letter(), c.file_type);
@@ -447,6 +442,57 @@ fn compare(args: &DiffArgs, sides: &Sides, held: &Held, out: &mut dyn Write) -> 
     Ok(())
 }
 
+/// `diff --json`: the document `json!` of the whole would be (keys in
+/// order, pretty, escaped), written as it goes: each change is made JSON
+/// and written alone, so the output costs one change's JSON at a time,
+/// not a copy of them all.
+fn write_json(
+    out: &mut dyn Write,
+    sides: &Sides,
+    method: &str,
+    terms: &str,
+    result: &Diff,
+) -> anyhow::Result<()> {
+    use serde::ser::{SerializeMap, Serializer as _};
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut *out,
+        crate::escape::json::Escaping(serde_json::ser::PrettyFormatter::new()),
+    );
+    let notes: Vec<String> = result
+        .notes
+        .iter()
+        .map(|n| crate::escape::printable(n))
+        .collect();
+    // A map's keys in order, as `json!` (a sorted map) writes them.
+    let mut map = ser.serialize_map(None)?;
+    map.serialize_entry("changes", &EachAsValue(&result.changes))?;
+    map.serialize_entry("from", &sides.from)?;
+    map.serialize_entry("method", method)?;
+    map.serialize_entry("notes", &notes)?;
+    map.serialize_entry("stats", &serde_json::to_value(&result.stats)?)?;
+    map.serialize_entry("terms", terms)?;
+    map.serialize_entry("to", &sides.to)?;
+    map.end()?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A list written item by item, each as its `serde_json::Value` (keys
+/// sorted, as in a document made by `json!`).
+struct EachAsValue<'a, T>(&'a [T]);
+
+impl<T: serde::Serialize> serde::Serialize for EachAsValue<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error as _, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for item in self.0 {
+            let v = serde_json::to_value(item).map_err(S::Error::custom)?;
+            seq.serialize_element(&v)?;
+        }
+        seq.end()
+    }
+}
+
 /// `blame`.
 pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let disk = Disk::open(&args.image, args.volume.as_deref(), &args.replay)?;
@@ -463,27 +509,44 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let by_inode = super::fs::arg_bytes(&args.path).starts_with(b"<");
     // Each file is blamed and written as the walk finds it: `blame -R`
     // over millions of names keeps one at a time.
-    let mut count = 0u64;
+    let count = std::cell::Cell::new(0u64);
     let mut failed: Option<anyhow::Error> = None;
-    let mut blame_one =
-        |ino: u64, path: &[u8], emit: &mut dyn FnMut(&Blame) -> anyhow::Result<()>| {
-            bar.step("blaming", count, 0);
-            count = count.saturating_add(1);
-            let shown = crate::escape::printable_bytes(path);
-            // A path is blamed as a path (its history may hold several
-            // files); under `<N>`, inodes alone are followed.
-            let raw = (!by_inode).then_some(path);
-            match views.blame_path(ino, shown.clone(), raw) {
-                Ok(b) => emit(&b),
-                Err(e) => {
-                    eprintln!(
-                        "layerscope: {shown}: {}",
-                        crate::escape::printable(&e.to_string())
-                    );
-                    Ok(())
-                }
+    let blame_one = |ino: u64, path: &[u8], emit: &mut dyn FnMut(&Blame) -> anyhow::Result<()>| {
+        bar.step("blaming", count.get(), 0);
+        count.set(count.get().saturating_add(1));
+        let shown = crate::escape::printable_bytes(path);
+        // A path is blamed as a path (its history may hold several
+        // files); under `<N>`, inodes alone are followed.
+        let raw = (!by_inode).then_some(path);
+        match views.blame_path(ino, shown.clone(), raw) {
+            Ok(b) => emit(&b),
+            Err(e) => {
+                eprintln!(
+                    "layerscope: {shown}: {}",
+                    crate::escape::printable(&e.to_string())
+                );
+                Ok(())
             }
-        };
+        }
+    };
+    // Each file of `blame -R`, blamed in one walk ([`Views::blame_tree`]).
+    let each = |path: &[u8],
+                b: Result<Blame, crate::diff::DiffError>,
+                emit: &mut dyn FnMut(&Blame) -> anyhow::Result<()>| {
+        bar.step("blaming", count.get(), 0);
+        count.set(count.get().saturating_add(1));
+        match b {
+            Ok(b) => emit(&b),
+            Err(e) => {
+                eprintln!(
+                    "layerscope: {}: {}",
+                    crate::escape::printable_bytes(path),
+                    crate::escape::printable(&e.to_string())
+                );
+                Ok(())
+            }
+        }
+    };
     let mut note = |n: String| eprintln!("layerscope: {}", crate::escape::printable(&n));
     if args.json {
         use serde::ser::{SerializeSeq, Serializer as _};
@@ -495,12 +558,12 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut emit = |b: &Blame| -> anyhow::Result<()> { Ok(seq.serialize_element(b)?) };
         blame_one(ino, &arg_path, &mut emit)?;
         if args.recursive {
-            crate::diff::walk_tree(
-                topfs,
+            views.blame_tree(
                 ino,
                 &arg_path,
+                !by_inode,
                 &mut note,
-                &mut |p, i| match blame_one(i, p, &mut emit) {
+                &mut |p, b| match each(p, b, &mut emit) {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(e) => {
                         failed = Some(e);
@@ -551,12 +614,12 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     blame_one(ino, &arg_path, &mut emit)?;
     if args.recursive {
-        crate::diff::walk_tree(
-            topfs,
+        views.blame_tree(
             ino,
             &arg_path,
+            !by_inode,
             &mut note,
-            &mut |p, i| match blame_one(i, p, &mut emit) {
+            &mut |p, b| match each(p, b, &mut emit) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(e) => {
                     failed = Some(e);

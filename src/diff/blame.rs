@@ -9,7 +9,13 @@
 //! if it holds one of the file's bytes (its node's on-disk structure, its
 //! map, data or attribute blocks, as of that layer), or its replayed view
 //! differs there from the one below; only those layers are compared with
-//! the one below, with the comparison the tree diff uses.
+//! the one below, with the comparison the tree diff uses. A layer holds
+//! whole clusters, so it often holds a node's bytes unchanged (copied
+//! with a neighbour that changed): those bytes are compared with the
+//! ones below first, and a layer that changed none of them is passed
+//! over like one that holds none. `blame -R` ([`super::blame_tree`])
+//! gives this the names of one tree walk.
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use crate::block::layered::LayeredReader;
 use crate::block::{BlockError, BlockSource, Status};
 use crate::fs::ext::jbd2::ReplayedSource;
 use crate::fs::ext::Ext4;
-use crate::fs::{FileType, Filesystem, FsError, NodeId, Problem, Run};
+use crate::fs::{FileType, Filesystem, FsError, Metadata, NodeId, Problem, Run};
 
 use super::compare::Delta;
 use super::tree::{compare, same_file};
@@ -72,7 +78,23 @@ pub struct Views {
     pub reader: Arc<LayeredReader>,
     /// Where the filesystem's volume lies on the disk.
     pub geometry: Arc<crate::volume::Geometry>,
+    /// Blocks of the volume (layer, block) found to have the same bytes
+    /// in the layer's view and the one below, or not (an inode table
+    /// block holds many nodes): see [`Views::same_bytes`].
+    pub same_blocks: std::sync::Mutex<std::collections::HashMap<(usize, u64), bool>>,
 }
+
+/// The unit [`Views::same_bytes`] compares and remembers.
+const SAME_BLOCK: u64 = 4096;
+
+/// Most blocks [`Views::same_bytes`] remembers (then it starts again).
+const SAME_BLOCKS_KEPT: usize = 1 << 18;
+
+/// Where a path leads as of layer `k`: the node `lookup` finds there.
+pub(super) type At<'a> = dyn FnMut(usize) -> Option<NodeId> + 'a;
+
+/// Metadata already read: (layer, node, its metadata as of that layer).
+type Seen = Vec<(usize, NodeId, Metadata)>;
 
 /// Every run of `node` (data, map and attribute blocks).
 fn runs(fs: &dyn Filesystem, node: NodeId) -> Result<Vec<Run>, FsError> {
@@ -109,25 +131,23 @@ fn replayed(fs: &dyn Filesystem) -> Option<&Arc<ReplayedSource>> {
 }
 
 impl Views {
-    /// The history of `path`, known to exist as of layer `from`: the layer
-    /// that created it (the lowest of the unbroken run of layers down from
-    /// `from` in which the path exists) and the layers in that run where
-    /// it came to hold another file (a new node, or the same number of a
-    /// new generation), newest first.
-    fn path_history(&self, path: &[u8], from: usize) -> (usize, Vec<usize>) {
+    /// The history of a path, known to exist as of layer `from` (`at(k)`
+    /// is the node it leads to as of layer `k`): the layer that created
+    /// it (the lowest of the unbroken run of layers down from `from` in
+    /// which the path exists) and the layers in that run where it came to
+    /// hold another file (a new node, or the same number of a new
+    /// generation), newest first. `seen` holds metadata already read.
+    fn path_history(&self, at: &mut At, from: usize, seen: &Seen) -> (usize, Vec<usize>) {
         let mut replaced = Vec::new();
         let mut l = from;
-        let mut here = self.fs.get(l).and_then(|fs| lookup(fs.as_ref(), path));
+        let mut here = at(l);
         while let Some(down) = l.checked_sub(1) {
-            let (Some(fs), Some(below)) = (self.fs.get(l), self.fs.get(down)) else {
-                break;
-            };
-            let Some(there) = lookup(below.as_ref(), path) else {
+            let Some(there) = at(down) else {
                 break;
             };
             let same = here == Some(there)
-                && match (fs.metadata(there), below.metadata(there)) {
-                    (Ok(n), Ok(o)) => same_file(&o, &n),
+                && match (self.meta(seen, l, there), self.meta(seen, down, there)) {
+                    (Some(n), Some(o)) => same_file(&o, &n),
                     _ => false,
                 };
             if !same {
@@ -139,10 +159,68 @@ impl Views {
         (l, replaced)
     }
 
+    /// The metadata of `node` as of layer `layer`: from `seen` when it
+    /// was read, else read.
+    fn meta<'a>(&self, seen: &'a Seen, layer: usize, node: NodeId) -> Option<Cow<'a, Metadata>> {
+        if let Some((_, _, m)) = seen.iter().find(|s| s.0 == layer && s.1 == node) {
+            return Some(Cow::Borrowed(m));
+        }
+        self.fs.get(layer)?.metadata(node).ok().map(Cow::Owned)
+    }
+
+    /// The volume ranges of `node` as of layer `layer` that say whether a
+    /// layer changed it: its own structure and its runs.
+    pub(super) fn ranges_of(
+        &self,
+        layer: usize,
+        node: NodeId,
+    ) -> Result<Vec<(u64, u64)>, DiffError> {
+        let Some(fs) = self.fs.get(layer) else {
+            return Ok(Vec::new());
+        };
+        let mut ranges = vec![fs.node_span(node)?];
+        ranges.extend(runs(fs.as_ref(), node)?.iter().map(|r| (r.physical, r.len)));
+        Ok(ranges)
+    }
+
+    /// The parts of `ranges` where the views of `layer` and the one below
+    /// may differ: what the layer holds, and whole ranges its replayed
+    /// view takes from elsewhere (sorted, joined). Elsewhere they are the
+    /// same bytes, which [`compare`] need not read.
+    fn held_in(&self, layer: usize, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>, DiffError> {
+        let mut out = Vec::new();
+        let Some(src) = self.layers.get(layer) else {
+            return Ok(ranges.to_vec());
+        };
+        for &(start, len) in ranges {
+            let end = start.saturating_add(len);
+            if self.replay_differs(layer, &[(start, len)]) {
+                out.push((start, len));
+                continue;
+            }
+            // Past the layer's end: not known to be the same.
+            if end > src.len() {
+                let from = start.max(src.len());
+                out.push((from, end.saturating_sub(from)));
+            }
+            let end = end.min(src.len());
+            let mut at = start;
+            while at < end {
+                let e = src.locate(at, end.saturating_sub(at))?;
+                let next = e.end().max(at.saturating_add(1)).min(end);
+                if e.status != Status::Unallocated {
+                    out.push((at, next.saturating_sub(at)));
+                }
+                at = next;
+            }
+        }
+        Ok(crate::block::merge_ranges(out))
+    }
+
     /// Whether layer `layer` holds any byte of the volume ranges `ranges`
     /// (offset, length), or its replayed view differs there from the one
     /// below (a copy in its journal, or a replay that changed).
-    fn holds(&self, layer: usize, ranges: &[(u64, u64)]) -> Result<bool, DiffError> {
+    pub(super) fn holds(&self, layer: usize, ranges: &[(u64, u64)]) -> Result<bool, DiffError> {
         if layer > 0 && self.replay_differs(layer, ranges) {
             return Ok(true);
         }
@@ -161,6 +239,79 @@ impl Views {
             }
         }
         Ok(false)
+    }
+
+    /// Whether the views of `layer` and the one below have the same bytes
+    /// in `ranges`: neither replays a block of them from elsewhere, and
+    /// where the layer holds them (whole clusters, so a layer holds much
+    /// it did not change) its bytes are those below. False when unsure
+    /// (a read error).
+    pub(super) fn same_bytes(&self, layer: usize, ranges: &[(u64, u64)]) -> bool {
+        let below = layer.checked_sub(1).and_then(|l| self.fs.get(l));
+        let (Some(new), Some(old)) = (self.fs.get(layer), below) else {
+            return false;
+        };
+        if self.replay_differs(layer, ranges) {
+            return false;
+        }
+        let (new, old) = (new.source(), old.source());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        // In the order given: a node's own structure first, which differs
+        // soonest.
+        for r in ranges {
+            let Ok(held) = self.held_in(layer, std::slice::from_ref(r)) else {
+                return false;
+            };
+            for (start, len) in held {
+                let mut at = start;
+                let end = start.saturating_add(len);
+                while at < end {
+                    // The whole block around `at`: the same in both views
+                    // (remembered), or compared where asked.
+                    let block = at.checked_div(SAME_BLOCK).unwrap_or(0);
+                    let first = block.saturating_mul(SAME_BLOCK);
+                    let last = first.saturating_add(SAME_BLOCK).min(new.len()).max(at);
+                    let stop = end.min(last);
+                    let remembered = self
+                        .same_blocks
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&(layer, block)).copied());
+                    if remembered != Some(true) {
+                        let Ok(size) = usize::try_from(last.saturating_sub(first)) else {
+                            return false;
+                        };
+                        a.resize(size, 0);
+                        b.resize(size, 0);
+                        if new.read_at(first, &mut a).is_err()
+                            || old.read_at(first, &mut b).is_err()
+                        {
+                            return false;
+                        }
+                        let whole = a == b;
+                        if let Ok(mut m) = self.same_blocks.lock() {
+                            if m.len() >= SAME_BLOCKS_KEPT {
+                                m.clear();
+                            }
+                            m.insert((layer, block), whole);
+                        }
+                        let part = |v: &[u8]| -> Option<Vec<u8>> {
+                            let from = usize::try_from(at.checked_sub(first)?).ok()?;
+                            let to = usize::try_from(stop.checked_sub(first)?).ok()?;
+                            v.get(from..to).map(<[u8]>::to_vec)
+                        };
+                        if !whole && (part(&a).is_none() || part(&a) != part(&b)) {
+                            return false;
+                        }
+                    }
+                    if stop <= at {
+                        return false;
+                    }
+                    at = stop;
+                }
+            }
+        }
+        true
     }
 
     /// Whether the views of `layer` and the one below replay any block of
@@ -244,6 +395,19 @@ impl Views {
         self.blame_path(ino, path, None)
     }
 
+    /// The top layer's number and view.
+    pub(super) fn top(&self) -> Result<(usize, &dyn Filesystem), DiffError> {
+        self.fs
+            .len()
+            .checked_sub(1)
+            .and_then(|t| Some((t, self.fs.get(t)?.as_ref())))
+            .ok_or_else(|| {
+                DiffError::Block(BlockError::Internal {
+                    what: "blame over a chain of no layers".into(),
+                })
+            })
+    }
+
     /// Blames the file at `raw` (its path, as bytes) as of the top layer,
     /// node `ino` there; without `raw`, follows the node alone. With a
     /// path the history is the path's: a file replaced at it continues
@@ -258,21 +422,37 @@ impl Views {
         path: String,
         raw: Option<&[u8]>,
     ) -> Result<Blame, DiffError> {
-        let Some((top, fs)) = self
-            .fs
-            .len()
-            .checked_sub(1)
-            .and_then(|t| Some((t, self.fs.get(t)?)))
-        else {
-            return Err(DiffError::Block(BlockError::Internal {
-                what: "blame over a chain of no layers".into(),
-            }));
-        };
-        let fs = fs.as_ref();
+        let (_, fs) = self.top()?;
         let meta = fs.metadata(ino)?;
+        let top_runs = runs(fs, ino)?;
+        // The path looked up as of each layer, once.
+        let mut found: BTreeMap<usize, Option<NodeId>> = BTreeMap::new();
+        let mut at = |k: usize| {
+            *found.entry(k).or_insert_with(|| {
+                let (fs, p) = (self.fs.get(k)?, raw?);
+                lookup(fs.as_ref(), p)
+            })
+        };
+        self.blame_known(ino, path, raw.is_some(), meta, &top_runs, &mut at)
+    }
+
+    /// [`Views::blame_path`] of node `ino`, with what the caller knows:
+    /// its metadata and runs as of the top, and (with `by_path`) where the
+    /// path leads as of each layer (`at(k)`: the node `lookup` finds as
+    /// of layer `k`).
+    pub(super) fn blame_known(
+        &self,
+        ino: u64,
+        path: String,
+        by_path: bool,
+        meta: Metadata,
+        top_runs: &[Run],
+        at: &mut At,
+    ) -> Result<Blame, DiffError> {
+        let (top, fs) = self.top()?;
         // Shares: who serves each byte now.
         let mut shares: Vec<Share> = Vec::new();
-        for r in runs(fs, ino)? {
+        for r in top_runs {
             self.serve(fs, r.physical, r.len, &mut shares)?;
         }
         shares.sort_by_key(|s| (std::cmp::Reverse(s.layer), s.journal));
@@ -290,7 +470,18 @@ impl Views {
         let mut ino = ino;
         // Whether the path is still being followed (until the layer that
         // created it).
-        let mut on_path = raw.is_some();
+        let mut on_path = by_path;
+        // Metadata read on the way down, for the path's history.
+        let mut seen: Seen = Vec::new();
+        // The node's metadata and ranges as of the layer looked at next,
+        // when known: as of the top, and below a layer that held none of
+        // its bytes (the same bytes there).
+        let mut known: Option<(Metadata, Vec<(u64, u64)>)> = None;
+        if top > 0 {
+            let mut ranges = vec![fs.node_span(ino)?];
+            ranges.extend(top_runs.iter().map(|r| (r.physical, r.len)));
+            known = Some((meta, ranges));
+        }
         for l in (1..=top).rev() {
             // l is 1..=top, top < fs.len().
             let (Some(older), Some(newer)) = (self.fs.get(l.saturating_sub(1)), self.fs.get(l))
@@ -298,27 +489,45 @@ impl Views {
                 break;
             };
             let (older, newer) = (older.as_ref(), newer.as_ref());
-            let n = newer.metadata(ino)?;
-            let at = newer.node_report(ino)?;
-            let mut ranges: Vec<(u64, u64)> = vec![(at.offset, at.len)];
-            ranges.extend(runs(newer, ino)?.iter().map(|r| (r.physical, r.len)));
-            if !self.holds(l, &ranges)? {
+            let (n, ranges) = match known.take() {
+                Some(k) => k,
+                None => (newer.metadata(ino)?, self.ranges_of(l, ino)?),
+            };
+            // A layer that holds none of the node's bytes, or holds them
+            // unchanged, changed nothing of it, unless the path now leads
+            // elsewhere or the node is not a file in use.
+            let unchanged = !self.holds(l, &ranges)?
+                || (same_file(&n, &n)
+                    && (!on_path || at(l.saturating_sub(1)) == Some(ino))
+                    && self.same_bytes(l, &ranges));
+            if unchanged {
+                // The layer below has the same bytes: the same node.
+                seen.push((l, ino, n.clone()));
+                seen.push((l.saturating_sub(1), ino, n.clone()));
+                known = Some((n, ranges));
                 continue;
             }
             let o = older.metadata(ino).ok();
             let same = o.as_ref().is_some_and(|o| same_file(o, &n));
-            if let (true, Some(p)) = (on_path, raw) {
+            // Where the views may differ (the rest need not be read).
+            let held = self.held_in(l, &ranges)?;
+            if on_path {
                 // The path as of the layer below: absent (created here,
                 // by a new file or a move), the same file, or another
                 // (replaced here).
-                match lookup(older, p) {
+                match at(l.saturating_sub(1)) {
                     None => on_path = false,
                     Some(other) if other != ino || !same => {
                         // What differs from the file it replaced is what
                         // this layer changed; the history goes on with it.
                         let old = older.metadata(other)?;
                         let d = if old.file_type == n.file_type {
-                            compare(older, &old, newer, &n, None)?
+                            let held = if other == ino {
+                                Some(held.as_slice())
+                            } else {
+                                None
+                            };
+                            compare(older, &old, newer, &n, held)?
                         } else {
                             Delta {
                                 content: true,
@@ -342,7 +551,9 @@ impl Views {
             }
             match o {
                 Some(o) if same => {
-                    let mut d = compare(older, &o, newer, &n, None)?;
+                    seen.push((l, ino, n.clone()));
+                    seen.push((l.saturating_sub(1), ino, o.clone()));
+                    let mut d = compare(older, &o, newer, &n, Some(&held))?;
                     if n.file_type == FileType::Directory {
                         // A directory's content is its entries.
                         d.content = entries(older, ino) != entries(newer, ino);
@@ -358,7 +569,7 @@ impl Views {
                     // A new file: everything about it is this layer's.
                     content.get_or_insert(l);
                     meta_layer.get_or_insert(l);
-                    if raw.is_none() {
+                    if !by_path {
                         b.created_layer = Some(l);
                     }
                     break;
@@ -368,19 +579,15 @@ impl Views {
                 break;
             }
         }
-        b.created_layer = match raw {
+        if by_path {
             // The path's own history: it may be older or younger than the
             // file now at it.
-            Some(p) => {
-                let (created, replaced) = self.path_history(p, top);
-                b.replaced_in = replaced;
-                Some(created)
-            }
-            None if b.created_layer.is_none() && content.is_none() && meta_layer.is_none() => {
-                Some(0)
-            }
-            None => b.created_layer,
-        };
+            let (created, replaced) = self.path_history(at, top, &seen);
+            b.replaced_in = replaced;
+            b.created_layer = Some(created);
+        } else if b.created_layer.is_none() && content.is_none() && meta_layer.is_none() {
+            b.created_layer = Some(0);
+        }
         b.content_layer = content.unwrap_or(0);
         b.metadata_layer = meta_layer.unwrap_or(0);
         Ok(b)

@@ -29,6 +29,7 @@ use crate::fs::ext::inode::Inode;
 use crate::fs::ext::{Ext4, FsError};
 
 pub mod blame;
+pub mod blame_tree;
 pub mod blocks;
 pub mod compare;
 pub mod dirty;

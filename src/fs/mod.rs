@@ -155,6 +155,17 @@ pub trait Filesystem: Send + Sync {
         Ok(self.node_report(node)?.offset)
     }
 
+    /// Where the node's own bytes lie on the volume, (offset, length):
+    /// those of [`Filesystem::node_report`], without building the report
+    /// (per file in `blame -R`, which asks which layers hold them).
+    ///
+    /// # Errors
+    /// As [`Filesystem::node_report`].
+    fn node_span(&self, node: NodeId) -> Result<(u64, u64), FsError> {
+        let r = self.node_report(node)?;
+        Ok((r.offset, r.len))
+    }
+
     /// Calls `each` with the entries of directory `dir` in on-disk order
     /// (`.` and `..` included where the filesystem stores them) until it
     /// breaks, holding one directory block at a time, never the whole

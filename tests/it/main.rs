@@ -1,6 +1,7 @@
 //! One integration-test binary (ripgrep's layout): every module builds its
 //! images with the real tools and compares layerscope with them.
 mod bad_input;
+mod blame_tree;
 mod bulk;
 mod chain;
 mod check;

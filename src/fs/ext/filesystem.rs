@@ -306,6 +306,13 @@ impl Filesystem for Ext4 {
         Ok(self.inode(node)?.base)
     }
 
+    fn node_span(&self, node: NodeId) -> Result<(u64, u64), FsError> {
+        // The report's span: the inode's slot (`Inode::report`), found
+        // without reading it.
+        let at = self.inode_offset(node)?;
+        Ok((at, u64::from(Ext4::superblock(self).inode_size)))
+    }
+
     fn read_dir(
         &self,
         dir: NodeId,
