@@ -30,6 +30,7 @@
 pub mod action;
 pub mod app;
 pub mod context;
+pub mod deadline;
 pub mod draw;
 pub mod fsinfo;
 pub mod goto;
@@ -57,13 +58,6 @@ pub use term::{run, run_loop, run_opening, Ended, Host, UiEvent};
 use worker::Worker;
 
 use crate::block::chain::Chain;
-
-/// The instant `d` from now (now itself past the clock's range, which no
-/// deadline here comes near).
-pub fn after(d: std::time::Duration) -> std::time::Instant {
-    let now = std::time::Instant::now();
-    now.checked_add(d).unwrap_or(now)
-}
 
 /// Builds the app state for a chain.
 pub fn app_for(chain: &Chain) -> App {

@@ -232,7 +232,7 @@ where
     };
     let size = terminal.size().map_err(Into::into)?;
     send(app.apply(Action::Resize(size.width, size.height)));
-    let mut next_tick = super::after(TICK);
+    let mut next_tick = super::deadline::after(TICK);
     let mut ended_by = None;
     while !app.quit {
         terminal
@@ -244,7 +244,7 @@ where
         let mut event = match rx.recv_timeout(wait) {
             Ok(e) => Some(e),
             Err(RecvTimeoutError::Timeout) => {
-                next_tick = super::after(TICK);
+                next_tick = super::deadline::after(TICK);
                 send(app.apply(Action::Tick));
                 None
             }

@@ -104,7 +104,7 @@ impl Worker {
         if mode == HitMode::Static && !self.server_map(as_of)? {
             // The map walked for a moment (a small disk's is done by
             // then); else the cells probed, refined between requests.
-            if !self.walk_map(as_of, crate::ui::after(FIRST_WALK))? {
+            if !self.walk_map(as_of, crate::ui::deadline::after(FIRST_WALK))? {
                 return self.first_grid(as_of, cells);
             }
         }

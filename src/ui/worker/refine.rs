@@ -118,7 +118,7 @@ impl Worker {
                 sent: Instant::now(),
             },
         };
-        self.probe(&mut r, crate::ui::after(FIRST_PROBE))?;
+        self.probe(&mut r, crate::ui::deadline::after(FIRST_PROBE))?;
         let grid = self.probed_grid(&r)?;
         r.sent = Instant::now();
         self.refine = Some(r);
@@ -183,7 +183,7 @@ impl Worker {
     /// and the exact grid once the map is whole).
     pub fn refine(&mut self, slice: Duration) -> Option<Reply> {
         let mut r = self.refine.take()?;
-        let deadline = crate::ui::after(slice);
+        let deadline = crate::ui::deadline::after(slice);
         match self.refine_step(&mut r, deadline) {
             Ok(Some(Reply::Grid(g))) if g.exact => Some(Reply::Grid(g)),
             Ok(reply) => {
