@@ -74,32 +74,9 @@ fn chain(dir: &Path) {
 
 /// The paths under `/` of a flat image, as debugfs's `rdump` writes them.
 fn rdump_paths(dir: &Path, image: &str) -> BTreeSet<String> {
-    let out = dir.join(format!("{image}.d"));
-    std::fs::create_dir_all(&out).unwrap();
-    sh(
-        dir,
-        &[
-            "debugfs",
-            "-R",
-            &format!("rdump / {}", out.to_str().unwrap()),
-            image,
-        ],
-    );
-    let mut paths = BTreeSet::new();
-    let mut todo = vec![out.clone()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            paths.insert(format!(
-                "/{}",
-                p.strip_prefix(&out).unwrap().to_str().unwrap()
-            ));
-            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
-                todo.push(p);
-            }
-        }
-    }
-    paths
+    crate::diff::dump(dir, image, &format!("{image}.d"))
+        .into_keys()
+        .collect()
 }
 
 /// How many blocks debugfs lists for each of `paths` (`blocks PATH`).

@@ -208,7 +208,7 @@ pub(crate) struct Seen {
     mode: BTreeSet<String>,
 }
 
-fn dump(dir: &Path, image: &str, into: &str) -> BTreeMap<String, (u32, Vec<u8>)> {
+pub(crate) fn dump(dir: &Path, image: &str, into: &str) -> BTreeMap<String, (u32, Vec<u8>)> {
     let out = dir.join(into);
     std::fs::create_dir_all(&out).unwrap();
     sh(
