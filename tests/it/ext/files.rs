@@ -71,6 +71,46 @@ fn debugfs_bytes(dir: &Path, image: &str, request: &str) -> Vec<u8> {
     out.stdout
 }
 
+/// debugfs's answers to a list of requests, in one process (`-f`; times
+/// in UTC as for [`debugfs`]): the output of each, by request. One process
+/// per image instead of one per request keeps the tests that compare
+/// thousands of inodes quick.
+pub(crate) fn debugfs_batch(
+    dir: &Path,
+    image: &str,
+    requests: &[String],
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let cmds = dir.join("debugfs-batch.cmds");
+    std::fs::write(&cmds, requests.join("\n") + "\n").unwrap();
+    let out = std::process::Command::new("debugfs")
+        .arg("-f")
+        .arg(&cmds)
+        .arg(image)
+        .current_dir(dir)
+        .env("TZ", "GMT")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "debugfs -f on {image} failed");
+    let wanted: std::collections::HashSet<&str> = requests.iter().map(String::as_str).collect();
+    let mut answers = std::collections::BTreeMap::new();
+    let mut current: Option<(String, Vec<u8>)> = None;
+    for line in out.stdout.split_inclusive(|&b| b == b'\n') {
+        if let Some(req) = line.strip_prefix(b"debugfs: ") {
+            let req = String::from_utf8_lossy(req).trim_end().to_owned();
+            if wanted.contains(req.as_str()) {
+                answers.extend(current.take());
+                current = Some((req, Vec::new()));
+                continue;
+            }
+        }
+        if let Some((_, body)) = current.as_mut() {
+            body.extend_from_slice(line);
+        }
+    }
+    answers.extend(current);
+    answers
+}
+
 /// debugfs's name escapes (`\xNN` for bytes below 32, from 127, and the
 /// backslash) turned into layerscope's (`printable`).
 fn debugfs_name(name: &str) -> String {
@@ -97,6 +137,16 @@ fn debugfs_name(name: &str) -> String {
 /// (debugfs also lists unused entries as inode 0; names compared
 /// unescaped).
 fn check_ls(dir: &Path, image: &str, flat: &str, ino: u64) {
+    check_ls_against(
+        dir,
+        image,
+        ino,
+        &debugfs(dir, flat, &format!("ls -l <{ino}>")),
+    );
+}
+
+/// `ls -l` of directory `ino` against debugfs's `ls -l` text.
+fn check_ls_against(dir: &Path, image: &str, ino: u64, debugfs_ls: &str) {
     let norm = |line: &str, theirs: bool| -> Option<String> {
         let first = line.split_whitespace().next()?;
         if first == "0" {
@@ -114,10 +164,7 @@ fn check_ls(dir: &Path, image: &str, flat: &str, ino: u64) {
             }
         ))
     };
-    let theirs: Vec<String> = debugfs(dir, flat, &format!("ls -l <{ino}>"))
-        .lines()
-        .filter_map(|l| norm(l, true))
-        .collect();
+    let theirs: Vec<String> = debugfs_ls.lines().filter_map(|l| norm(l, true)).collect();
     let ours: Vec<String> = layerscope(dir, &["ls", "-l", image, &format!("<{ino}>")])
         .ok()
         .text()
@@ -131,6 +178,12 @@ fn check_ls(dir: &Path, image: &str, flat: &str, ino: u64) {
 /// `stat --json` agrees with it and finds no problem.
 pub(crate) fn check_stat(dir: &Path, image: &str, flat: &str, ino: u64) {
     let raw = debugfs_bytes(dir, flat, &format!("stat <{ino}>"));
+    check_stat_against(dir, image, ino, &raw);
+}
+
+/// [`check_stat`] against debugfs's `stat` output `raw`; returns
+/// layerscope's `stat --json`.
+fn check_stat_against(dir: &Path, image: &str, ino: u64, raw: &[u8]) -> Value {
     // debugfs prints a symlink's target raw; layerscope escapes it.
     let text: String = raw
         .split(|&b| b == b'\n')
@@ -143,7 +196,7 @@ pub(crate) fn check_stat(dir: &Path, image: &str, flat: &str, ino: u64) {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    check_stat_json(image, &text, dir, ino);
+    let json = check_stat_json(image, &text, dir, ino);
     let theirs = text;
     let ours = layerscope(dir, &["stat", image, &format!("<{ino}>")])
         .ok()
@@ -153,6 +206,7 @@ pub(crate) fn check_stat(dir: &Path, image: &str, flat: &str, ino: u64) {
         ours.starts_with(theirs) && ours[theirs.len()..].starts_with('\n'),
         "{image}: stat of inode {ino} differs from debugfs stat:\n--- debugfs\n{theirs}\n--- layerscope\n{ours}"
     );
+    json
 }
 
 /// debugfs `dump` of `ino`.
@@ -165,13 +219,28 @@ pub(crate) fn debugfs_dump(dir: &Path, flat: &str, ino: u64) -> Vec<u8> {
 
 /// `cat` and `blocks` of `ino` equal debugfs `dump` and `blocks`.
 pub(crate) fn check_content(dir: &Path, image: &str, flat: &str, ino: u64, what: &str) {
-    let mut theirs = debugfs_dump(dir, flat, ino);
+    let dump = debugfs_dump(dir, flat, ino);
+    let blocks = debugfs(dir, flat, &format!("blocks <{ino}>"));
+    let stat = layerscope(dir, &["stat", "--json", image, &format!("<{ino}>")])
+        .ok()
+        .json();
+    check_content_against(dir, image, ino, what, dump, &blocks, &stat);
+}
+
+/// [`check_content`] against debugfs's `dump` bytes and `blocks` text,
+/// with layerscope's `stat --json` of the inode.
+fn check_content_against(
+    dir: &Path,
+    image: &str,
+    ino: u64,
+    what: &str,
+    mut theirs: Vec<u8>,
+    debugfs_blocks: &str,
+    s: &Value,
+) {
     // debugfs 1.47.0 dumps all 60 bytes of i_block for inline files
     // shorter than that (it reads the inline data's size, not i_size); the
     // file is i_size bytes, as the kernel reads it.
-    let s = layerscope(dir, &["stat", "--json", image, &format!("<{ino}>")])
-        .ok()
-        .json();
     let size = s["size"].as_u64().unwrap() as usize;
     if s["inline_data_size"].as_u64() == Some(60) && size < 60 && theirs.len() == 60 {
         theirs.truncate(size);
@@ -185,7 +254,7 @@ pub(crate) fn check_content(dir: &Path, image: &str, flat: &str, ino: u64, what:
         ours.len(),
         theirs.len()
     );
-    let theirs: Vec<u64> = debugfs(dir, flat, &format!("blocks <{ino}>"))
+    let theirs: Vec<u64> = debugfs_blocks
         .split_whitespace()
         .map(|b| b.parse().unwrap())
         .collect();
@@ -217,7 +286,8 @@ pub(crate) fn check_files(dir: &Path, image: &str, flat: &str) -> usize {
     );
     let entries = listing["entries"].as_array().unwrap();
     let mut seen = std::collections::HashSet::new();
-    let mut checked = 0;
+    // (inode, is a directory, content to compare, name)
+    let mut picked = Vec::new();
     for e in entries {
         let ino = e["inode"].as_u64().unwrap();
         let name = e["name"].as_str().unwrap();
@@ -225,22 +295,54 @@ pub(crate) fn check_files(dir: &Path, image: &str, flat: &str) -> usize {
         if !seen.insert(ino) || sampled {
             continue;
         }
-        if e["file_type"] == 2 {
-            check_ls(dir, image, flat, ino);
-        }
-        check_stat(dir, image, flat, ino);
         let slow_link = e["file_type"] == 7 && e["size"].as_u64().unwrap() >= 60;
-        if e["file_type"] == 1 || slow_link {
-            check_content(dir, image, flat, ino, name);
-        }
-        checked += 1;
+        let content = e["file_type"] == 1 || slow_link;
+        picked.push((ino, e["file_type"] == 2, content, name.to_owned()));
     }
-    checked
+    // All of debugfs's answers from one process.
+    let dump_of = |ino: u64| dir.join(format!("dump-{ino}.out"));
+    let (ls, stat, blocks) = (
+        |ino: u64| format!("ls -l <{ino}>"),
+        |ino: u64| format!("stat <{ino}>"),
+        |ino: u64| format!("blocks <{ino}>"),
+    );
+    let dump = |ino: u64| format!("dump <{ino}> {}", dump_of(ino).display());
+    let mut requests = Vec::new();
+    for &(ino, is_dir, content, _) in &picked {
+        if is_dir {
+            requests.push(ls(ino));
+        }
+        requests.push(stat(ino));
+        if content {
+            let _ = std::fs::remove_file(dump_of(ino));
+            requests.extend([dump(ino), blocks(ino)]);
+        }
+    }
+    let answers = debugfs_batch(dir, flat, &requests);
+    let answer = |r: &String| -> &[u8] {
+        answers
+            .get(r)
+            .unwrap_or_else(|| panic!("{flat}: debugfs did not answer {r:?}"))
+    };
+    for (ino, is_dir, content, name) in &picked {
+        let ino = *ino;
+        if *is_dir {
+            check_ls_against(dir, image, ino, &String::from_utf8_lossy(answer(&ls(ino))));
+        }
+        let json = check_stat_against(dir, image, ino, answer(&stat(ino)));
+        if *content {
+            let dumped = std::fs::read(dump_of(ino)).unwrap();
+            let _ = std::fs::remove_file(dump_of(ino));
+            let blocks = String::from_utf8_lossy(answer(&blocks(ino))).into_owned();
+            check_content_against(dir, image, ino, name, dumped, &blocks, &json);
+        }
+    }
+    picked.len()
 }
 
 /// `stat --json` against `debugfs stat` (`text`): mode, flags, owner,
 /// links, block count; and no problem found.
-fn check_stat_json(image: &str, text: &str, dir: &Path, ino: u64) {
+fn check_stat_json(image: &str, text: &str, dir: &Path, ino: u64) -> Value {
     let ours = layerscope(dir, &["stat", "--json", image, &format!("<{ino}>")])
         .ok()
         .json();
@@ -282,6 +384,7 @@ fn check_stat_json(image: &str, text: &str, dir: &Path, ino: u64) {
         Value::Array(Vec::new()),
         "{what}: problems"
     );
+    ours
 }
 
 /// debugfs edits no source tree can express: devices and a FIFO, extended

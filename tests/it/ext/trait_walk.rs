@@ -14,37 +14,7 @@ use layerscope::block::chain::{open_chain, ChainOptions, FsOpener};
 use layerscope::block::layered::LayeredReader;
 use layerscope::fs::{FileType, RunKind};
 
-/// debugfs's answers to a list of requests, in one process (`-f`): the
-/// output of each, by request.
-fn debugfs_batch(dir: &Path, image: &str, requests: &[String]) -> BTreeMap<String, Vec<u8>> {
-    let cmds = dir.join("trait-walk.cmds");
-    std::fs::write(&cmds, requests.join("\n") + "\n").unwrap();
-    let out = std::process::Command::new("debugfs")
-        .arg("-f")
-        .arg(&cmds)
-        .arg(image)
-        .current_dir(dir)
-        .env("TZ", "UTC")
-        .output()
-        .unwrap();
-    let mut answers = BTreeMap::new();
-    let mut current: Option<(String, Vec<u8>)> = None;
-    for line in out.stdout.split_inclusive(|&b| b == b'\n') {
-        if let Some(req) = line.strip_prefix(b"debugfs: ") {
-            let req = String::from_utf8_lossy(req).trim_end().to_owned();
-            if requests.contains(&req) {
-                answers.extend(current.take());
-                current = Some((req, Vec::new()));
-                continue;
-            }
-        }
-        if let Some((_, body)) = current.as_mut() {
-            body.extend_from_slice(line);
-        }
-    }
-    answers.extend(current);
-    answers
-}
+use super::files::debugfs_batch;
 
 /// The word after `key` in debugfs's `stat` text.
 fn word_after<'a>(text: &'a str, key: &str) -> &'a str {
