@@ -581,13 +581,7 @@ impl Fat {
     fn free_clusters(&self, copy: u64) -> Result<u64, FsError> {
         let mut reader = FatReader::new(&self.disk, &self.boot, copy);
         let last = u32::try_from(self.boot.cluster_count.saturating_add(1)).unwrap_or(u32::MAX);
-        let mut free = 0u64;
-        for c in 2..=last {
-            if reader.entry(c)? == 0 {
-                free = free.saturating_add(1);
-            }
-        }
-        Ok(free)
+        reader.count_free(2, last)
     }
 
     /// Whether `len` bytes at `a` and `b` are equal.
