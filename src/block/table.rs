@@ -156,7 +156,7 @@ impl Table {
             let rest = data.get(in_page..).unwrap_or_default();
             if ZERO_PAGE.get(..rest.len()) != Some(rest) {
                 if let Some(i) = rest.iter().position(|&b| b != 0) {
-                    return Ok(Some(at.saturating_add(u64_of(i)) / width));
+                    return Ok(at.saturating_add(u64_of(i)).checked_div(width));
                 }
             }
             at = page.saturating_add(1).saturating_mul(PAGE_BYTES);
