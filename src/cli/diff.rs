@@ -193,6 +193,7 @@ impl Disk {
             reader: reader.context("an empty chain")?,
             geometry: self.geometry.clone(),
             same_blocks: Default::default(),
+            spans: Default::default(),
         })
     }
 }
@@ -581,35 +582,35 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         return Ok(());
     }
     writeln!(out, "content  metadata  created  layers (bytes)  path")?;
+    // One line per file, formatted into buffers kept across files.
+    let (mut line, mut shares) = (String::new(), String::new());
     let mut emit = |b: &Blame| -> anyhow::Result<()> {
-        let shares = b
-            .layers
-            .iter()
-            .map(|s| match (s.layer, s.journal) {
-                (Some(l), false) => format!("{l}:{}", crate::units::human(s.bytes)),
-                (Some(l), true) => format!("j{l}:{}", crate::units::human(s.bytes)),
-                (None, true) => format!("j?:{}", crate::units::human(s.bytes)),
-                (None, false) => format!("zero:{}", crate::units::human(s.bytes)),
-            })
-            .collect::<Vec<_>>()
-            .join(" ");
-        writeln!(
-            out,
-            "{:>7}  {:>8}  {:>7}  {:<14}  {}",
-            b.content_layer,
-            b.metadata_layer,
-            match b.created_layer {
-                Some(0) => "base".to_owned(),
-                Some(l) => l.to_string(),
-                None => "-".to_owned(),
-            },
-            if shares.is_empty() {
-                "-".to_owned()
-            } else {
-                shares
-            },
-            b.path
-        )?;
+        use std::fmt::Write as _;
+        shares.clear();
+        for s in &b.layers {
+            if !shares.is_empty() {
+                shares.push(' ');
+            }
+            let h = crate::units::human(s.bytes);
+            match (s.layer, s.journal) {
+                (Some(l), false) => write!(shares, "{l}:{h}"),
+                (Some(l), true) => write!(shares, "j{l}:{h}"),
+                (None, true) => write!(shares, "j?:{h}"),
+                (None, false) => write!(shares, "zero:{h}"),
+            }?;
+        }
+        if shares.is_empty() {
+            shares.push('-');
+        }
+        line.clear();
+        write!(line, "{:>7}  {:>8}  ", b.content_layer, b.metadata_layer)?;
+        match b.created_layer {
+            Some(0) => write!(line, "{:>7}", "base"),
+            Some(l) => write!(line, "{l:>7}"),
+            None => write!(line, "{:>7}", "-"),
+        }?;
+        writeln!(line, "  {shares:<14}  {}", b.path)?;
+        out.write_all(line.as_bytes())?;
         Ok(())
     };
     blame_one(ino, &arg_path, &mut emit)?;

@@ -10,7 +10,7 @@
 //! nodes they lead to above, and only the directories a layer changed
 //! are searched again. The result is [`Views::blame_path`]'s, file by
 //! file (the blame tests compare them).
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use super::blame::{Blame, Views};
@@ -30,6 +30,14 @@ struct Dir {
     /// in it leads to the same node in both.
     same: Vec<bool>,
 }
+
+/// Most names of a directory [`Views::listing`] keeps (a larger one is
+/// searched name by name).
+const LISTED_NAMES: usize = 1 << 20;
+
+/// A directory's names and the nodes they lead to (the first entry of
+/// a name, as a search that lists the directory finds it).
+type Names = HashMap<Vec<u8>, NodeId>;
 
 /// Where each file and directory walked is reported: its path (raw
 /// bytes) and its blame, or why it could not be blamed.
@@ -75,6 +83,18 @@ impl Views {
         let mut seen = HashSet::from([root]);
         let mut runs: Vec<Run> = Vec::new();
         while let Some(dir) = stack.pop() {
+            // The layers below that changed the directory: its names
+            // there, listed once (not searched once per name).
+            let names: Vec<Option<Names>> = if paths {
+                (0..top)
+                    .map(|k| match (dir.below.get(k), dir.same.get(k)) {
+                        (Some(&Some(d)), Some(false)) => self.listing(k, d),
+                        _ => None,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let mut subdirs = Vec::new();
             let mut problems = Vec::new();
             let mut stopped = false;
@@ -84,20 +104,20 @@ impl Views {
                 }
                 let path = super::join(&dir.path, &e.name);
                 let below = if paths {
-                    self.child_below(&dir, &e.name, &path, e.node)
+                    self.child_below(&dir, &names, &e.name, &path, e.node)
                 } else {
                     Vec::new()
                 };
-                let meta = fs.metadata(e.node);
-                let is_dir = meta
+                runs.clear();
+                let read = fs.metadata_runs(e.node, &mut Vec::new(), &mut |r| {
+                    runs.push(r);
+                    ControlFlow::Continue(())
+                });
+                let is_dir = read
                     .as_ref()
-                    .is_ok_and(|m| m.file_type == FileType::Directory);
-                let blamed = meta.map_err(DiffError::from).and_then(|meta| {
-                    runs.clear();
-                    fs.runs(e.node, &mut Vec::new(), &mut |r| {
-                        runs.push(r);
-                        ControlFlow::Continue(())
-                    })?;
+                    .is_ok_and(|(m, _)| m.file_type == FileType::Directory);
+                let blamed = read.map_err(DiffError::from).and_then(|(meta, listed)| {
+                    listed?;
                     let mut at = |k: usize| {
                         if k == top {
                             Some(e.node)
@@ -145,10 +165,12 @@ impl Views {
     /// Where the path of entry `name` (node `node` as of the top) in
     /// `dir` leads as of each layer below the top: nowhere where the
     /// directory's path leads nowhere; the node it leads to one layer up
-    /// where the directory is unchanged; else looked up.
+    /// where the directory is unchanged; else found in the directory's
+    /// listing there (`names[k]`), or looked up.
     fn child_below(
         &self,
         dir: &Dir,
+        names: &[Option<Names>],
         name: &[u8],
         path: &[u8],
         node: NodeId,
@@ -162,7 +184,10 @@ impl Views {
             let here = match (dir.below.get(k), dir.same.get(k)) {
                 (Some(None) | None, _) => None,
                 (Some(Some(_)), Some(true)) if plain => above,
-                _ => self.fs.get(k).and_then(|fs| fs.lookup(path).ok()),
+                _ => match names.get(k) {
+                    Some(Some(names)) if plain => names.get(name).copied(),
+                    _ => self.fs.get(k).and_then(|fs| fs.lookup(path).ok()),
+                },
             };
             if let Some(slot) = out.get_mut(k) {
                 *slot = here;
@@ -170,6 +195,25 @@ impl Views {
             above = here;
         }
         out
+    }
+
+    /// The names of directory `dir` as of layer `layer`, for
+    /// [`Views::child_below`]; `None` when it cannot be listed or holds
+    /// more than [`LISTED_NAMES`] (then each name is looked up).
+    fn listing(&self, layer: usize, dir: NodeId) -> Option<Names> {
+        let fs = self.fs.get(layer)?;
+        let mut names = Names::new();
+        let mut over = false;
+        fs.read_dir(dir, &mut Vec::new(), &mut |e| {
+            if names.len() >= LISTED_NAMES {
+                over = true;
+                return ControlFlow::Break(());
+            }
+            names.entry(e.name).or_insert(e.node);
+            ControlFlow::Continue(())
+        })
+        .ok()?;
+        (!over).then_some(names)
     }
 
     /// For a directory, node `node` as of the top and `below` as of the

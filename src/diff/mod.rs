@@ -37,6 +37,7 @@ pub mod index;
 mod layout;
 mod pairing;
 pub mod paths;
+pub mod spans;
 pub mod tree;
 
 use blocks::BlockSet;
