@@ -26,6 +26,20 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+// Disk and server data reach almost every function; a panic on it is a bug
+// (issue 11). Outside tests, the few panics on the crate's own invariants
+// say so where they stand.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 
 pub mod block;
 pub mod bytes;

@@ -298,16 +298,19 @@ fn wrap_entries(entries: Vec<Vec<Span<'static>>>, width: u16, rows: u16) -> Vec<
         if used.saturating_add(w).saturating_add(reserve) > width && used > 0 {
             if last_line {
                 // No room for the rest: say so.
-                // `lines` starts with one line and only grows: never None.
-                let last = lines.last_mut().expect("one line at least");
-                last.push(Span::raw(format!(" …{} more", total.saturating_sub(n))));
+                // `lines` starts with one line and only grows.
+                if let Some(last) = lines.last_mut() {
+                    last.push(Span::raw(format!(" …{} more", total.saturating_sub(n))));
+                }
                 break;
             }
             lines.push(Vec::new());
             used = 0;
         }
         // As above: `lines` is never empty.
-        let line = lines.last_mut().expect("one line at least");
+        let Some(line) = lines.last_mut() else {
+            break;
+        };
         if used > 0 {
             line.push(Span::raw(" "));
             used = used.saturating_add(1);

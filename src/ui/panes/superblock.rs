@@ -221,7 +221,10 @@ fn wrap_hard(s: &str, first: usize, rest: usize) -> Vec<String> {
     let cap = |n: usize| if n == 1 { first } else { rest };
     for word in s.split(' ').filter(|w| !w.is_empty()) {
         let n = lines.len();
-        let line = lines.last_mut().expect("never empty");
+        // `lines` starts with one line and only grows.
+        let Some(line) = lines.last_mut() else {
+            break;
+        };
         let used = width_of(line);
         let sep = usize::from(used > 0);
         if used.saturating_add(sep).saturating_add(width_of(word)) <= cap(n) {
@@ -242,7 +245,10 @@ fn wrap_hard(s: &str, first: usize, rest: usize) -> Vec<String> {
         }
         for c in word.chars() {
             let n = lines.len();
-            let line = lines.last_mut().expect("never empty");
+            // `lines` starts with one line and only grows.
+            let Some(line) = lines.last_mut() else {
+                break;
+            };
             let w = unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
             if width_of(line).saturating_add(w) > cap(n) && !line.is_empty() {
                 lines.push(c.to_string());
