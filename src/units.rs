@@ -48,6 +48,15 @@ pub fn fraction(part: u64, whole: u64) -> f64 {
 
 /// Formats a byte count with a binary unit (`512 B`, `64 KiB`, `1.5 GiB`).
 pub fn human(bytes: u64) -> String {
+    let mut out = String::new();
+    human_to(&mut out, bytes);
+    out
+}
+
+/// [`human`], appended to `out` (per line of long listings, without a
+/// string of its own).
+pub fn human_to(out: &mut String, bytes: u64) {
+    use std::fmt::Write as _;
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut unit = 0;
     let mut whole = bytes;
@@ -55,19 +64,54 @@ pub fn human(bytes: u64) -> String {
         whole /= 1024;
         unit += 1;
     }
-    if unit == 0 {
-        return format!("{bytes} B");
-    }
     let exact = bytes % (1u64 << (10 * unit)) == 0;
     if exact {
-        format!("{whole} {}", UNITS[unit])
+        push_u64(out, whole);
+        out.push(' ');
+        out.push_str(UNITS[unit]);
     } else {
-        format!(
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
             "{:.1} {}",
             bytes as f64 / (1u64 << (10 * unit)) as f64,
             UNITS[unit]
-        )
+        );
     }
+}
+
+/// Appends `n` in decimal to `out` (what `{n}` writes, without the
+/// formatting machinery).
+pub fn push_u64(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Appends `n` in decimal to `out`, right-aligned in `width` columns
+/// (what `{n:>width$}` writes).
+pub fn push_u64_right(out: &mut String, n: u64, width: usize) {
+    let mut len = 1;
+    let mut rest = n / 10;
+    while rest > 0 {
+        len += 1;
+        rest /= 10;
+    }
+    for _ in len..width {
+        out.push(' ');
+    }
+    push_u64(out, n);
 }
 
 #[cfg(test)]
@@ -92,5 +136,13 @@ mod tests {
         assert_eq!(human(65536), "64 KiB");
         assert_eq!(human(1536 * 1024), "1.5 MiB");
         assert_eq!(human(1 << 40), "1 TiB");
+        assert_eq!(human(0), "0 B");
+        assert_eq!(human(1023), "1023 B");
+        for n in [0, 7, 10, 99, 12345, u64::MAX] {
+            let (mut a, mut b) = (String::new(), String::new());
+            push_u64(&mut a, n);
+            push_u64_right(&mut b, n, 8);
+            assert_eq!((a, b), (format!("{n}"), format!("{n:>8}")));
+        }
     }
 }

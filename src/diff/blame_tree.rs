@@ -73,7 +73,7 @@ impl Views {
         } else {
             Vec::new()
         };
-        let same = self.unchanged(root, &below);
+        let same = self.unchanged(root, &below, None);
         let mut stack = vec![Dir {
             node: root,
             path: path.to_vec(),
@@ -116,8 +116,10 @@ impl Views {
                 let is_dir = read
                     .as_ref()
                     .is_ok_and(|(m, _)| m.file_type == FileType::Directory);
+                let mut mapped = false;
                 let blamed = read.map_err(DiffError::from).and_then(|(meta, listed)| {
                     listed?;
+                    mapped = true;
                     let mut at = |k: usize| {
                         if k == top {
                             Some(e.node)
@@ -133,7 +135,13 @@ impl Views {
                     return ControlFlow::Break(());
                 }
                 if is_dir && seen.insert(e.node) {
-                    let same = self.unchanged(e.node, &below);
+                    // Its ranges as of the top, read above.
+                    let known = mapped.then(|| fs.node_span(e.node).ok()).flatten().map(|span| {
+                        let mut r = vec![span];
+                        r.extend(runs.iter().map(|r| (r.physical, r.len)));
+                        r
+                    });
+                    let same = self.unchanged(e.node, &below, known);
                     subdirs.push(Dir {
                         node: e.node,
                         path,
@@ -219,12 +227,18 @@ impl Views {
     /// For a directory, node `node` as of the top and `below` as of the
     /// layers below: whether as of each layer `k` it has the bytes it has
     /// as of `k + 1` (`same[k]`). An error reading it says no (its names
-    /// are then looked up).
-    fn unchanged(&self, node: NodeId, below: &[Option<NodeId>]) -> Vec<bool> {
+    /// are then looked up). `top_ranges`: its [`Views::ranges_of`] as of
+    /// the top, when the caller read them.
+    fn unchanged(
+        &self,
+        node: NodeId,
+        below: &[Option<NodeId>],
+        top_ranges: Option<Vec<(u64, u64)>>,
+    ) -> Vec<bool> {
         let top = below.len();
         let mut same = vec![false; top];
         // The directory's ranges as of layer k + 1, when known.
-        let mut known: Option<Vec<(u64, u64)>> = None;
+        let mut known: Option<Vec<(u64, u64)>> = top_ranges;
         for k in (0..top).rev() {
             let above = if k.saturating_add(1) == top {
                 Some(node)
