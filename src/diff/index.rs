@@ -134,8 +134,16 @@ pub fn owned_blocks(fs: &Ext4, i: &Inode) -> Vec<(u64, u64)> {
     v
 }
 
+/// Inodes the owner search passes over: the resize inode (7), whose map
+/// holds the reserved descriptor blocks of every backup group (about a
+/// thousand indirect blocks to read on a large disk), and the journal
+/// (8). Their blocks are filesystem metadata, not file data; the quick
+/// diff accounts for them before it searches.
+const SKIPPED_OWNERS: [u64; 2] = [7, 8];
+
 /// Finds the in-use inodes that own any of `blocks`, scanning every
-/// group's inode table, and removes the blocks they own from `blocks`.
+/// group's inode table, and removes the blocks they own from `blocks`
+/// (the resize inode and the journal are not searched).
 ///
 /// # Errors
 /// Read errors.
@@ -159,6 +167,9 @@ pub fn owners_in(
             break;
         }
         for_each_inode(fs, g, &mut |i| {
+            if SKIPPED_OWNERS.contains(&i.ino) {
+                return Ok(());
+            }
             let owned = owned_blocks(fs, &i);
             if owned.iter().any(|&(s, l)| blocks.overlaps(s, l)) {
                 for (s, l) in owned {

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 
 /// A tmux server of our own (its own socket), killed on drop.
-struct Tmux {
+pub(crate) struct Tmux {
     socket: String,
 }
 
 impl Tmux {
-    fn start(dir: &Path, cols: u16, rows: u16, command: &str) -> Tmux {
+    pub(crate) fn start(dir: &Path, cols: u16, rows: u16, command: &str) -> Tmux {
         // Tests run in parallel: each its own server.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -46,7 +46,7 @@ impl Tmux {
     /// Presses keys: tmux key names (`Enter`, `BTab`, `Escape`) as keys,
     /// anything else typed literally (tmux would read `0x400` as a key
     /// code).
-    fn keys(&self, keys: &[&str]) {
+    pub(crate) fn keys(&self, keys: &[&str]) {
         const NAMES: &[&str] = &[
             "Enter", "Tab", "BTab", "Escape", "Up", "Down", "PageUp", "PageDown", "Home", "End",
         ];
@@ -71,7 +71,7 @@ impl Tmux {
     }
 
     /// Waits until the screen contains `text`.
-    fn wait_for(&self, text: &str) -> String {
+    pub(crate) fn wait_for(&self, text: &str) -> String {
         self.wait_until(text, |s| s.contains(text))
     }
 

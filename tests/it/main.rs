@@ -27,6 +27,7 @@ mod qcow2_check;
 mod qcow2_data_file;
 mod qcow2_snapshots;
 mod readonly;
+mod remote_ahead;
 mod remote_walk;
 mod rough_edges;
 mod ssh;

@@ -19,7 +19,7 @@ use layerscope::fs::ext::Ext4;
 use crate::util::*;
 
 /// nbdkit in the foreground, killed when dropped.
-struct Nbdkit(Child);
+pub(crate) struct Nbdkit(Child);
 
 impl Drop for Nbdkit {
     fn drop(&mut self) {
@@ -28,7 +28,7 @@ impl Drop for Nbdkit {
     }
 }
 
-fn nbdkit(dir: &Path, sock: &Path, args: &[&str]) -> Nbdkit {
+pub(crate) fn nbdkit(dir: &Path, sock: &Path, args: &[&str]) -> Nbdkit {
     let child = Command::new("nbdkit")
         .args(["-f", "-U", sock.to_str().unwrap()])
         .args(args)
@@ -49,7 +49,7 @@ fn nbdkit(dir: &Path, sock: &Path, args: &[&str]) -> Nbdkit {
     server
 }
 
-fn uri(sock: &Path) -> String {
+pub(crate) fn uri(sock: &Path) -> String {
     format!("nbd+unix:///?socket={}", sock.display())
 }
 
@@ -96,7 +96,7 @@ fn make_walk_tree(root: &Path) -> BTreeSet<String> {
 
 /// The paths `ls -R` printed (directory headers and names joined), but
 /// `.`, `..` and lost+found's.
-fn listed_paths(out: &str) -> BTreeSet<String> {
+pub(crate) fn listed_paths(out: &str) -> BTreeSet<String> {
     let mut dir = String::new();
     let mut paths = BTreeSet::new();
     for line in out.lines() {
@@ -240,7 +240,7 @@ fn ls_r_over_nbd_equals_the_local_listing_with_reads_in_flight() {
 }
 
 /// The Read requests of nbdkit's log, in order: (offset, count).
-fn read_requests(log: &str) -> Vec<(u64, u64)> {
+pub(crate) fn read_requests(log: &str) -> Vec<(u64, u64)> {
     let hex = |w: &str, key: &str| {
         w.strip_prefix(key)
             .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())

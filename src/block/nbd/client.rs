@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -161,6 +162,10 @@ type Slot = Mutex<Option<Conn>>;
 struct Extra {
     open: Vec<Arc<Slot>>,
     tried: usize,
+    /// Connections being opened in the background
+    /// ([`NbdClient::warm_extras`]): how many are still to come, and
+    /// where each arrives as it is ready.
+    opening: Option<(usize, mpsc::Receiver<io::Result<Conn>>)>,
 }
 
 /// Reads at least this large are split over the multi-conn connections.
@@ -222,35 +227,95 @@ impl NbdClient {
         let Ok(mut extra) = self.extra.lock() else {
             return Vec::new();
         };
+        // Those opened in the background: the ready ones, and waiting
+        // only as long as fewer than `want` are open.
+        if let Some((mut left, rx)) = extra.opening.take() {
+            while left > 0 {
+                let next = if extra.open.len() < want {
+                    rx.recv().ok()
+                } else {
+                    rx.try_recv().ok()
+                };
+                let Some(c) = next else { break };
+                left = left.saturating_sub(1);
+                self.adopt(&mut extra, vec![c]);
+            }
+            if left > 0 {
+                extra.opening = Some((left, rx));
+            }
+        }
         if extra.tried < want {
             let more = want.saturating_sub(extra.tried);
             extra.tried = want;
-            let opts = Options {
-                connect_timeout: self.opts.connect_timeout.min(Duration::from_secs(1)),
-                ..self.opts.clone()
-            };
-            let opened: Vec<io::Result<Conn>> = std::thread::scope(|scope| {
-                let tasks: Vec<_> = (0..more)
-                    .map(|_| scope.spawn(|| open_conn(&self.uri, &opts)))
-                    .collect();
-                tasks
-                    .into_iter()
-                    .map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("panic"))))
-                    .collect()
-            });
-            for c in opened {
-                match c {
-                    Ok(c) if c.info.size == self.info.size => {
-                        extra.open.push(Arc::new(Mutex::new(Some(c))));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!("{}: extra connection for multi-conn: {e}", self.name);
-                    }
+            let opened = open_many(&self.uri, &self.extra_opts(), more);
+            self.adopt(&mut extra, opened);
+        }
+        extra.open.iter().take(want).cloned().collect()
+    }
+
+    /// Options for an extra connection: one the server does not take
+    /// within a second (a server at its client limit leaves it waiting)
+    /// is given up.
+    fn extra_opts(&self) -> Options {
+        Options {
+            connect_timeout: self.opts.connect_timeout.min(Duration::from_secs(1)),
+            ..self.opts.clone()
+        }
+    }
+
+    /// Starts opening, in the background, the connections a walk's
+    /// batches will want (`walk_connections` in all), once: a walk's
+    /// first batch is one read, the next ones many, and connecting then
+    /// cost each a handshake round trip before its requests went out
+    /// (two on the bench chain, the second level's and the third's).
+    /// Nothing when the server does not allow multi-conn or the user
+    /// asked for one connection.
+    fn warm_extras(&self) {
+        if self.info.flags & TFLAG_CAN_MULTI_CONN == 0 || self.opts.connections <= 1 {
+            return;
+        }
+        let Ok(mut extra) = self.extra.lock() else {
+            return;
+        };
+        let want = self
+            .opts
+            .walk_connections
+            .max(self.opts.connections)
+            .saturating_sub(1)
+            .min(63);
+        if extra.tried > 0 || want == 0 {
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let mut started = 0usize;
+        for _ in 0..want {
+            let (uri, opts, tx) = (self.uri.clone(), self.extra_opts(), tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name("nbd-connect".into())
+                .spawn(move || {
+                    let _ = tx.send(open_conn(&uri, &opts));
+                });
+            if spawned.is_ok() {
+                started = started.saturating_add(1);
+            }
+        }
+        extra.tried = started;
+        extra.opening = Some((started, rx));
+    }
+
+    /// Keeps the connections opened that serve the same export.
+    fn adopt(&self, extra: &mut Extra, opened: Vec<io::Result<Conn>>) {
+        for c in opened {
+            match c {
+                Ok(c) if c.info.size == self.info.size => {
+                    extra.open.push(Arc::new(Mutex::new(Some(c))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("{}: extra connection for multi-conn: {e}", self.name);
                 }
             }
         }
-        extra.open.iter().take(want).cloned().collect()
     }
 
     /// Connections that bulk reads use (1 when multi-conn is off).
@@ -434,10 +499,29 @@ impl NbdClient {
 
     /// The windows [`NbdClient::status_ahead`] asks first for `[offset,
     /// offset + len)` (inside the export).
+    /// When the export probe asked the first round for this range, its
+    /// windows (fewer: the probe's reads went in the same write), so
+    /// that round's answers are used rather than asked again.
     fn ahead_windows(&self, offset: u64, len: u64) -> Vec<(u64, u32)> {
+        if let Some(w) = self.primed.lock().ok().and_then(|p| {
+            p.as_ref()
+                .filter(|(w, _)| {
+                    w.first().is_some_and(|f| f.0 == offset)
+                        && offset.saturating_add(len) == self.info.size
+                })
+                .map(|(w, _)| w.clone())
+        }) {
+            return w;
+        }
+        self.windows_of(offset, len, self.opts.max_in_flight)
+    }
+
+    /// `[offset, offset + len)` in at most `count` windows of at least
+    /// 64 MiB each.
+    fn windows_of(&self, offset: u64, len: u64, count: usize) -> Vec<(u64, u32)> {
         const MIN_WINDOW: u64 = 64 << 20;
         const MAX_WINDOW: u64 = 0xffff_ffff & !0xf_ffff;
-        let count = u64_of(self.opts.max_in_flight.clamp(1, 64));
+        let count = u64_of(count.clamp(1, 64));
         let piece = len
             .div_ceil(count)
             .clamp(MIN_WINDOW, MAX_WINDOW)
@@ -609,11 +693,11 @@ impl NbdClient {
         let mut requests = Vec::with_capacity(max_in_flight.saturating_mul(28));
         let mut side_wire = side.as_mut().map(|b| b.requests(c));
         loop {
-            // Top up the requests in flight, sent in one write.
+            // Top up the requests in flight, sent in one write: the reads
+            // first, so that a server serving a few requests at a time
+            // (nbdkit, qemu-nbd: 16 a connection) takes them in its first
+            // round rather than after the side's.
             requests.clear();
-            if let Some(wire) = side_wire.take() {
-                requests.extend_from_slice(&wire);
-            }
             while pending.len() < max_in_flight {
                 let Some((offset, buf)) = segs.get(seg) else {
                     break;
@@ -642,6 +726,9 @@ impl NbdClient {
                     },
                 );
                 next = next.saturating_add(len);
+            }
+            if let Some(wire) = side_wire.take() {
+                requests.extend_from_slice(&wire);
             }
             if !requests.is_empty() {
                 let w = c.reader.get_mut();
@@ -922,6 +1009,19 @@ fn explain(e: io::Error, timeout: Duration) -> io::Error {
     }
 }
 
+/// `n` connections opened at once.
+fn open_many(uri: &NbdUri, opts: &Options, n: usize) -> Vec<io::Result<Conn>> {
+    std::thread::scope(|scope| {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| scope.spawn(|| open_conn(uri, opts)))
+            .collect();
+        tasks
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| Err(io::Error::other("panic"))))
+            .collect()
+    })
+}
+
 fn open_conn(uri: &NbdUri, opts: &Options) -> io::Result<Conn> {
     let stream = dial(uri, opts.connect_timeout)?;
     // The whole handshake within connect_timeout, however it trickles
@@ -1010,6 +1110,8 @@ impl BlockSource for NbdClient {
         for (offset, buf) in reqs.iter() {
             check_range(&self.name, self.info.size, *offset, u64_of(buf.len()))?;
         }
+        // A batch: a walk has begun, whose next batches are larger.
+        self.warm_extras();
         let mut left: Vec<(u64, &mut [u8])> = Vec::with_capacity(reqs.len());
         for (o, b) in reqs.iter_mut() {
             if !b.is_empty() && !self.served(*o, b) {
@@ -1165,7 +1267,25 @@ impl NbdClient {
         for (offset, buf) in reqs.iter() {
             check_range(&self.name, size, *offset, u64_of(buf.len()))?;
         }
-        let windows = self.ahead_windows(0, size);
+        // Reads and windows together no more than the requests the
+        // server serves at once: a read queued behind the windows would
+        // wait a server round more. The map and the walks then ask the
+        // same windows ([`NbdClient::ahead_windows`]) and use these
+        // answers.
+        let piece = u64::from(
+            self.opts
+                .max_request
+                .min(self.info.block_max.unwrap_or(u32::MAX))
+                .max(512),
+        );
+        let reads = reqs.iter().fold(0usize, |n, (_, b)| {
+            n.saturating_add(us(u64_of(b.len()).div_ceil(piece)))
+        });
+        let windows = self.windows_of(
+            0,
+            size,
+            self.opts.max_in_flight.saturating_sub(reads).max(1),
+        );
         let first = reqs.first().map_or(0, |r| r.0);
         let answers = self.with_conn("reading", first, |c| {
             let mut batch = StatusBatch::new(windows.clone());

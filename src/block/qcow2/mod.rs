@@ -521,10 +521,28 @@ impl Qcow2Layer {
         let l1_index = us(offset >> self.l1_shift);
         let span_end = (offset | self.l1_mask).saturating_add(1).min(end);
         let Some(table) = self.l2_table(l1_index)? else {
+            // The empty L1 entries that follow are one run with this one
+            // (a sparse disk of terabytes has tens of thousands of them).
+            let rest = self
+                .l1
+                .get(l1_index.saturating_add(1)..)
+                .unwrap_or_default();
+            let empty = rest
+                .iter()
+                .take_while(|&&e| e & L1E_OFFSET_MASK == 0)
+                .count();
+            let stop = if empty == rest.len() {
+                end
+            } else {
+                u64_of(l1_index.saturating_add(1).saturating_add(empty))
+                    .checked_mul(1u64 << self.l1_shift)
+                    .unwrap_or(end)
+                    .min(end)
+            };
             return Ok(Run {
                 kind: Kind::UnallocatedPlain,
                 host: None,
-                len: span_end.saturating_sub(offset),
+                len: stop.max(span_end).saturating_sub(offset),
             });
         };
         let unit = 1u64 << self.unit_bits;
@@ -718,14 +736,28 @@ fn read_l1(
     entries: u32,
     action: &'static str,
 ) -> Result<Box<[u64]>, BlockError> {
-    let mut raw = vec![0u8; us(u64::from(entries).saturating_mul(8))];
-    storage
-        .read_exact_at(offset, &mut raw)
-        .map_err(|e| BlockError::io(path, action, offset, e))?;
-    Ok(raw
-        .chunks_exact(8)
-        .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
-        .collect())
+    // Read a slice at a time into one small buffer: a 16 TiB disk's table
+    // is 256 KiB, and a whole-table byte copy beside the decoded one
+    // would double what start-up touches.
+    const SLICE: u64 = 1 << 15;
+    let total = u64::from(entries).saturating_mul(8);
+    let mut out = Vec::with_capacity(us(u64::from(entries)));
+    let mut raw = vec![0u8; us(total.min(SLICE))];
+    let mut done = 0u64;
+    while done < total {
+        let n = total.saturating_sub(done).min(SLICE);
+        let buf = raw.get_mut(..us(n)).unwrap_or_default();
+        let at = offset.saturating_add(done);
+        storage
+            .read_exact_at(at, buf)
+            .map_err(|e| BlockError::io(path, action, at, e))?;
+        out.extend(
+            buf.chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8]))),
+        );
+        done = done.saturating_add(n);
+    }
+    Ok(out.into_boxed_slice())
 }
 
 /// What an encrypted image uses, in `qemu-img info`'s words (layerscope

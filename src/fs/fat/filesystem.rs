@@ -436,6 +436,13 @@ impl Filesystem for Fat {
         result
     }
 
+    fn prefetch_dirs(&self, dirs: &[NodeId]) -> bool {
+        Fat::prefetch_dirs(self, dirs).unwrap_or_else(|e| {
+            tracing::debug!("prefetch: {e}");
+            false
+        })
+    }
+
     fn lookup(&self, path: &[u8]) -> Result<NodeId, FsError> {
         let mut node = ROOT;
         for part in path

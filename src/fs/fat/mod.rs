@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use crate::block::cache::BlockCache;
 use crate::block::BlockSource;
 
+mod ahead;
 pub mod boot;
 pub mod dir;
 pub mod filesystem;
@@ -54,6 +55,8 @@ pub struct Fat {
     root_label: Option<[u8; 11]>,
     /// Clusters of the last file read: (first cluster, runs).
     runs_cache: Mutex<Option<(u32, Arc<ClusterRuns>)>>,
+    /// Whether the FAT was fetched ahead ([`Fat::prefetch_dirs`]).
+    fat_ahead: std::sync::atomic::AtomicBool,
 }
 
 impl Fat {
@@ -96,6 +99,7 @@ impl Fat {
             fsinfo,
             root_label: None,
             runs_cache: Mutex::default(),
+            fat_ahead: std::sync::atomic::AtomicBool::new(false),
         };
         // The label entry of the root directory, as blkid reads it.
         let mut asm = Assembler::default();

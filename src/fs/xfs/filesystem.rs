@@ -459,6 +459,20 @@ impl Filesystem for Xfs {
         listed
     }
 
+    fn prefetch_nodes(&self, nodes: &[NodeId]) -> bool {
+        self.prefetch_inodes(nodes).unwrap_or_else(|e| {
+            tracing::debug!("prefetch: {e}");
+            false
+        })
+    }
+
+    fn prefetch_dirs(&self, dirs: &[NodeId]) -> bool {
+        Xfs::prefetch_dirs(self, dirs).unwrap_or_else(|e| {
+            tracing::debug!("prefetch: {e}");
+            false
+        })
+    }
+
     fn lookup(&self, path: &[u8]) -> Result<NodeId, FsError> {
         let mut node = self.root();
         for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {

@@ -30,6 +30,7 @@ pub mod ag;
 pub mod agf;
 pub mod agfl;
 pub mod agi;
+mod ahead;
 pub mod attr;
 pub mod be;
 pub mod bmbt;

@@ -189,7 +189,38 @@ impl Worker {
             })
             .collect();
         out.sort_by(|a, b| (!a.is_dir, &a.name).cmp(&(!b.is_dir, &b.name)));
+        // The subdirectories first on screen (directories sort first):
+        // what the next key is likely to open, fetched ahead when the
+        // worker is idle ([`Worker::fetch_ahead`]).
+        self.ahead = Some((
+            as_of,
+            out.iter()
+                .filter(|n| n.is_dir)
+                .take(AHEAD_DIRS)
+                .map(|n| n.ino)
+                .collect(),
+        ));
         Ok(Ok(out))
+    }
+
+    /// Whether subdirectories wait to be fetched ahead.
+    pub(super) fn has_ahead(&self) -> bool {
+        self.ahead.as_ref().is_some_and(|(_, d)| !d.is_empty())
+    }
+
+    /// Fetches ahead the subdirectories of the directory listed last
+    /// (their inodes, maps and blocks, see
+    /// [`crate::fs::Filesystem::prefetch_dirs`]): over a remote disk,
+    /// opening one then costs no round trip. Runs on the worker's thread
+    /// between requests; the filesystem's page store bounds the memory.
+    /// Nothing for a local disk.
+    pub(super) fn fetch_ahead(&mut self) {
+        let Some((as_of, dirs)) = self.ahead.take() else {
+            return;
+        };
+        if let Ok(Ok(fs)) = self.fsys(as_of) {
+            fs.prefetch_dirs(&dirs);
+        }
     }
 
     /// A file's first data byte, the layers holding its blocks, and the
@@ -364,6 +395,10 @@ impl Worker {
 /// Entries of one directory listed at most (a damaged or absurd
 /// directory shows its first ones).
 const MAX_DIR_ROWS: usize = 1 << 16;
+
+/// Most subdirectories of a listing fetched ahead: more than a screen
+/// shows.
+const AHEAD_DIRS: usize = 128;
 
 pub(super) fn printable_chain(e: &dyn std::error::Error) -> String {
     crate::escape::printable(&error_chain(e))

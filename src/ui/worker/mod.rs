@@ -70,6 +70,9 @@ pub struct Worker {
     replay: Replay,
     /// The static hit map grid being made better between requests.
     refine: Option<refine::Refine>,
+    /// Subdirectories of the last listing to fetch ahead between
+    /// requests (see `fs.rs`): the view (`as_of`) and their nodes.
+    ahead: Option<(usize, Vec<u64>)>,
 }
 
 /// What the worker is told at the start: the volume in view and how to
@@ -112,6 +115,7 @@ impl Worker {
             vols: volumes::Volumes::default(),
             replay: Replay::default(),
             refine: None,
+            ahead: None,
         }
     }
 
@@ -440,12 +444,17 @@ fn serve(mut worker: Worker, req_rx: Receiver<Request>, sink: Sink) {
         }
     };
     loop {
-        // Between requests the hit map's grid is made better, a slice at
-        // a time; otherwise wait for the next request.
-        let first = if worker.refining() {
+        // Between requests the subdirectories on screen are fetched
+        // ahead, and the hit map's grid is made better, a slice at a
+        // time; otherwise wait for the next request.
+        let first = if worker.refining() || worker.has_ahead() {
             match req_rx.try_recv() {
                 Ok(r) => r,
                 Err(mpsc::TryRecvError::Empty) => {
+                    if worker.has_ahead() {
+                        worker.fetch_ahead();
+                        continue;
+                    }
                     if let Some(reply) = worker.refine(refine::SLICE) {
                         if !sink(reply) {
                             return;

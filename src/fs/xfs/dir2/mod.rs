@@ -44,7 +44,7 @@ impl Xfs {
     }
 
     /// The first file block of the leaf space.
-    fn leaf_fsb(&self) -> u64 {
+    pub(super) fn leaf_fsb(&self) -> u64 {
         LEAF_OFFSET >> self.superblock().blocklog.min(16)
     }
 
