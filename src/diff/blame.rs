@@ -27,7 +27,7 @@ use crate::fs::ext::Ext4;
 use crate::fs::{FileType, Filesystem, FsError, Metadata, NodeId, Problem, Run};
 
 use super::compare::Delta;
-use super::spans::AHEAD;
+use super::spans::{differ, Differ, AHEAD};
 use super::tree::{compare, same_file};
 use super::DiffError;
 
@@ -79,10 +79,11 @@ pub struct Views {
     pub reader: Arc<LayeredReader>,
     /// Where the filesystem's volume lies on the disk.
     pub geometry: Arc<crate::volume::Geometry>,
-    /// Blocks of the volume (layer, block) found to have the same bytes
-    /// in the layer's view and the one below, or not (an inode table
-    /// block holds many nodes): see [`Views::same_bytes`].
-    pub same_blocks: std::sync::Mutex<std::collections::HashMap<(usize, u64), bool>>,
+    /// Blocks of the volume (layer, block) compared in the layer's view
+    /// and the one below: where their bytes differ (nowhere: the same),
+    /// as byte ranges in the block (an inode table block holds many
+    /// nodes, each asked about its own bytes): see [`Views::same_bytes`].
+    pub same_blocks: std::sync::Mutex<std::collections::HashMap<(usize, u64), Differ>>,
     /// Block status answers kept: which layers hold stretches of the
     /// volume (source `k`: layer `k`'s own), which layer serves
     /// stretches of the disk (source `layers.len()`: the chain).
@@ -260,10 +261,7 @@ impl Views {
             return Ok((held.is_some(), next));
         }
         let want = end.saturating_sub(at);
-        let ahead = want
-            .max(AHEAD)
-            .min(src.len().saturating_sub(at))
-            .max(want);
+        let ahead = want.max(AHEAD).min(src.len().saturating_sub(at)).max(want);
         let e = src.locate(at, ahead)?;
         let next = e.end().max(at.saturating_add(1));
         let held = e.status != Status::Unallocated;
@@ -320,36 +318,60 @@ impl Views {
                     let first = block.saturating_mul(SAME_BLOCK);
                     let last = first.saturating_add(SAME_BLOCK).min(new.len()).max(at);
                     let stop = end.min(last);
+                    // The part asked, as offsets in the block.
+                    let (Some(from), Some(to)) = (at.checked_sub(first), stop.checked_sub(first))
+                    else {
+                        return false;
+                    };
+                    let meets = |d: &Differ| {
+                        d.iter()
+                            .any(|&(s, e)| u64::from(s) < to && from < u64::from(e))
+                    };
                     let remembered = self
                         .same_blocks
                         .lock()
                         .ok()
-                        .and_then(|m| m.get(&(layer, block)).copied());
-                    if remembered != Some(true) {
-                        let Ok(size) = usize::try_from(last.saturating_sub(first)) else {
-                            return false;
-                        };
-                        a.resize(size, 0);
-                        b.resize(size, 0);
-                        if new.read_at(first, &mut a).is_err()
-                            || old.read_at(first, &mut b).is_err()
-                        {
-                            return false;
-                        }
-                        let whole = a == b;
-                        if let Ok(mut m) = self.same_blocks.lock() {
-                            if m.len() >= SAME_BLOCKS_KEPT {
-                                m.clear();
+                        .and_then(|m| m.get(&(layer, block)).map(meets));
+                    match remembered {
+                        Some(true) => return false,
+                        Some(false) => {}
+                        None => {
+                            let Ok(size) = usize::try_from(last.saturating_sub(first)) else {
+                                return false;
+                            };
+                            a.resize(size, 0);
+                            b.resize(size, 0);
+                            if new.read_at(first, &mut a).is_err()
+                                || old.read_at(first, &mut b).is_err()
+                            {
+                                return false;
                             }
-                            m.insert((layer, block), whole);
-                        }
-                        let part = |v: &[u8]| -> Option<Vec<u8>> {
-                            let from = usize::try_from(at.checked_sub(first)?).ok()?;
-                            let to = usize::try_from(stop.checked_sub(first)?).ok()?;
-                            v.get(from..to).map(<[u8]>::to_vec)
-                        };
-                        if !whole && (part(&a).is_none() || part(&a) != part(&b)) {
-                            return false;
+                            match differ(&a, &b) {
+                                Some(d) => {
+                                    let differs = meets(&d);
+                                    if let Ok(mut m) = self.same_blocks.lock() {
+                                        if m.len() >= SAME_BLOCKS_KEPT {
+                                            m.clear();
+                                        }
+                                        m.insert((layer, block), d);
+                                    }
+                                    if differs {
+                                        return false;
+                                    }
+                                }
+                                None => {
+                                    // Too many places to keep: the part
+                                    // itself compared.
+                                    let part = |v: &[u8]| -> Option<Vec<u8>> {
+                                        let from = usize::try_from(from).ok()?;
+                                        let to = usize::try_from(to).ok()?;
+                                        v.get(from..to).map(<[u8]>::to_vec)
+                                    };
+                                    if part(&a).is_none() || part(&a) != part(&b) {
+                                        return false;
+                                    }
+                                }
+                            }
                         }
                     }
                     if stop <= at {

@@ -98,16 +98,24 @@ impl Views {
             let mut subdirs = Vec::new();
             let mut problems = Vec::new();
             let mut stopped = false;
+            // Each entry's path and where it leads below, in buffers kept
+            // across the entries (copied for subdirectories).
+            let (mut path, mut below) = (Vec::new(), Vec::new());
             let listed = fs.read_dir(dir.node, &mut problems, &mut |e| {
                 if e.is_dot_or_dotdot() || e.node == 0 {
                     return ControlFlow::Continue(());
                 }
-                let path = super::join(&dir.path, &e.name);
-                let below = if paths {
-                    self.child_below(&dir, &names, &e.name, &path, e.node)
-                } else {
-                    Vec::new()
-                };
+                // What super::join gives.
+                path.clear();
+                path.extend_from_slice(&dir.path);
+                if path.last() != Some(&b'/') {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&e.name);
+                below.clear();
+                if paths {
+                    self.child_below(&dir, &names, &e.name, &path, e.node, &mut below);
+                }
                 runs.clear();
                 let read = fs.metadata_runs(e.node, &mut Vec::new(), &mut |r| {
                     runs.push(r);
@@ -136,16 +144,19 @@ impl Views {
                 }
                 if is_dir && seen.insert(e.node) {
                     // Its ranges as of the top, read above.
-                    let known = mapped.then(|| fs.node_span(e.node).ok()).flatten().map(|span| {
-                        let mut r = vec![span];
-                        r.extend(runs.iter().map(|r| (r.physical, r.len)));
-                        r
-                    });
+                    let known = mapped
+                        .then(|| fs.node_span(e.node).ok())
+                        .flatten()
+                        .map(|span| {
+                            let mut r = vec![span];
+                            r.extend(runs.iter().map(|r| (r.physical, r.len)));
+                            r
+                        });
                     let same = self.unchanged(e.node, &below, known);
                     subdirs.push(Dir {
                         node: e.node,
-                        path,
-                        below,
+                        path: path.clone(),
+                        below: below.clone(),
                         same,
                     });
                 }
@@ -174,7 +185,7 @@ impl Views {
     /// `dir` leads as of each layer below the top: nowhere where the
     /// directory's path leads nowhere; the node it leads to one layer up
     /// where the directory is unchanged; else found in the directory's
-    /// listing there (`names[k]`), or looked up.
+    /// listing there (`names[k]`), or looked up. Written to `out`.
     fn child_below(
         &self,
         dir: &Dir,
@@ -182,9 +193,11 @@ impl Views {
         name: &[u8],
         path: &[u8],
         node: NodeId,
-    ) -> Vec<Option<NodeId>> {
+        out: &mut Vec<Option<NodeId>>,
+    ) {
         let top = dir.below.len();
-        let mut out = vec![None; top];
+        out.clear();
+        out.resize(top, None);
         // A name `lookup` would not take as one component is looked up.
         let plain = !name.is_empty() && name != b"." && !name.contains(&b'/');
         let mut above = Some(node);
@@ -202,7 +215,6 @@ impl Views {
             }
             above = here;
         }
-        out
     }
 
     /// The names of directory `dir` as of layer `layer`, for

@@ -55,9 +55,57 @@ impl Spans {
     }
 }
 
+/// Where two versions of a block differ: `[start, end)` byte ranges in
+/// it, in order, apart; empty when they are the same.
+pub type Differ = Box<[(u32, u32)]>;
+
+/// Most ranges a [`Differ`] keeps (a block differing in more places is
+/// compared again when asked).
+pub const DIFFER_KEPT: usize = 16;
+
+/// Where `a` and `b` differ, when in at most [`DIFFER_KEPT`] ranges.
+pub fn differ(a: &[u8], b: &[u8]) -> Option<Differ> {
+    if a == b {
+        return Some(Differ::default());
+    }
+    if a.len() != b.len() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut open: Option<u32> = None;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let i = u32::try_from(i).ok()?;
+        match (x != y, open) {
+            (true, None) => open = Some(i),
+            (false, Some(start)) => {
+                out.push((start, i));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = open {
+        out.push((start, u32::try_from(a.len()).ok()?));
+    }
+    (out.len() <= DIFFER_KEPT).then(|| out.into_boxed_slice())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn differ_gives_the_ranges_where_blocks_differ() {
+        assert_eq!(differ(b"abcd", b"abcd").as_deref(), Some(&[][..]));
+        assert_eq!(
+            differ(b"abcd", b"xbcy").as_deref(),
+            Some(&[(0, 1), (3, 4)][..])
+        );
+        assert_eq!(differ(b"abcd", b"axxd").as_deref(), Some(&[(1, 3)][..]));
+        assert_eq!(differ(b"ab", b"abc"), None);
+        let (a, b) = (vec![0u8; 64], vec![1u8, 0].repeat(32));
+        assert_eq!(differ(&a, &b), None);
+    }
 
     #[test]
     fn answers_inside_a_kept_span_and_forgets_the_oldest() {

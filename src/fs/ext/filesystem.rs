@@ -73,8 +73,7 @@ impl Ext4 {
             rdev,
             // What a user sets (chattr), not how the file is laid out.
             flags: i
-                .flag_names()
-                .into_iter()
+                .flags_set()
                 .filter(|f| !LAYOUT_FLAGS.contains(f))
                 .collect(),
         }
@@ -146,7 +145,6 @@ impl Ext4 {
         }
         Ok(())
     }
-
 
     /// Group `g`'s row of the group table: dumpe2fs's facts (blocks,
     /// bitmaps, inode table, free counts, flags, where the backups are)
@@ -385,7 +383,6 @@ impl Filesystem for Ext4 {
     fn node_report(&self, node: NodeId) -> Result<Report, FsError> {
         Ok(self.inode(node)?.report())
     }
-
 
     fn node_offset(&self, node: NodeId) -> Result<u64, FsError> {
         Ok(self.inode(node)?.base)
