@@ -103,7 +103,7 @@ mod tests {
         );
         assert_eq!(differ(b"abcd", b"axxd").as_deref(), Some(&[(1, 3)][..]));
         assert_eq!(differ(b"ab", b"abc"), None);
-        let (a, b) = (vec![0u8; 64], vec![1u8, 0].repeat(32));
+        let (a, b) = (vec![0u8; 64], [1u8, 0].repeat(32));
         assert_eq!(differ(&a, &b), None);
     }
 
