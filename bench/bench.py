@@ -151,6 +151,8 @@ def row(what, ours, theirs, theirs_name, goal):
 
 
 def main():
+    # Each row as it is measured, also when the output goes to a file.
+    sys.stdout.reconfigure(line_buffering=True)
     ap = argparse.ArgumentParser()
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--tui", action="store_true", help="only the TUI rows")

@@ -265,6 +265,38 @@ pub fn read_runs<T>(
     Ok(())
 }
 
+/// [`read_runs`] for a format whose data runs are plain bytes of its file
+/// (VDI, VHD): a data run that the file ends inside reads as zeros past
+/// the end, as qemu reads a static VDI or a fixed VHD; any other run reads
+/// as zeros.
+///
+/// # Errors
+/// Those of [`read_runs`], `run` and [`read_or_zeros`].
+pub fn read_plain_runs(
+    storage: &dyn Storage,
+    path: &str,
+    size: u64,
+    action: &'static str,
+    offset: u64,
+    buf: &mut [u8],
+    run: impl Fn(u64, u64) -> Result<(Piece, u64), BlockError>,
+) -> Result<(), BlockError> {
+    read_runs(
+        path,
+        size,
+        offset,
+        buf,
+        |pos, end| run(pos, end).map(|(piece, n)| (piece, n, ())),
+        |piece, _, (), out| match piece {
+            Piece::Data { host, .. } => read_or_zeros(storage, path, action, host, out),
+            _ => {
+                out.fill(0);
+                Ok(())
+            }
+        },
+    )
+}
+
 /// The `Io` error's action for a structure (a fixed word: `Io` wants a
 /// `'static str`).
 fn structure_action(_structure: &'static str) -> &'static str {

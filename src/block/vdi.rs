@@ -21,8 +21,8 @@
 use std::sync::Arc;
 
 use crate::block::image::{
-    bytes16, guid_text, held_by, le32, le64, read_or_zeros, read_runs, read_upto,
-    recurse_into_file, FormatLayer, ImageInfo, ParentRef, Piece,
+    bytes16, guid_text, held_by, le32, le64, read_plain_runs, read_upto, recurse_into_file,
+    FormatLayer, ImageInfo, ParentRef, Piece,
 };
 use crate::block::storage::Storage;
 use crate::block::table::{Entry, Table};
@@ -357,30 +357,16 @@ impl BlockSource for VdiImage {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let run = |pos, end| self.run(pos, end).map(|(piece, n)| (piece, n, ()));
-        read_runs(
+        // A static image's last block may stop at the end of the file: zeros
+        // past it, as qemu reads.
+        read_plain_runs(
+            self.storage.as_ref(),
             &self.path,
             self.size,
+            "reading a VDI block",
             offset,
             buf,
-            run,
-            |piece, _, (), out| {
-                match piece {
-                    // A static image's last block may stop at the end of the
-                    // file: zeros past it, as qemu reads.
-                    Piece::Data { host, .. } => read_or_zeros(
-                        self.storage.as_ref(),
-                        &self.path,
-                        "reading a VDI block",
-                        host,
-                        out,
-                    ),
-                    _ => {
-                        out.fill(0);
-                        Ok(())
-                    }
-                }
-            },
+            |pos, end| self.run(pos, end),
         )
     }
 

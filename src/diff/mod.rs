@@ -25,7 +25,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::block::{BlockError, BlockSource};
 use crate::bytes::{u64_of, us};
-use crate::fs::ext::inode::Inode;
 use crate::fs::ext::{Ext4, FsError};
 
 pub mod blame;
@@ -35,6 +34,7 @@ pub mod compare;
 pub mod dirty;
 pub mod index;
 mod layout;
+mod pair;
 mod pairing;
 pub mod paths;
 pub mod spans;
@@ -44,6 +44,7 @@ use blocks::BlockSet;
 use compare::{compare, in_use, same_file, Delta};
 use index::Paths;
 use layout::{Bitmaps, Layout};
+use pair::{Brief, Pair};
 
 /// Why a diff stopped.
 #[derive(Debug, thiserror::Error)]
@@ -184,13 +185,13 @@ struct Name {
 }
 
 impl Name {
-    /// The name `path` of inode `ino`, typed from its decoded inode.
-    fn of(path: Vec<u8>, ino: u64, inode: Option<&Inode>) -> Name {
+    /// The name `path` of inode `ino`, typed from its inode's brief.
+    fn of(path: Vec<u8>, ino: u64, inode: Option<Brief>) -> Name {
         Name {
             path,
             ino,
-            dir: inode.is_some_and(|i| i.is_dir()),
-            file_type: inode.map_or("unknown", |i| i.type_name()),
+            dir: inode.is_some_and(Brief::is_dir),
+            file_type: inode.map_or("unknown", |b| b.type_name),
         }
     }
 }
@@ -307,52 +308,6 @@ trait PairView {
     fn new_type(&mut self, node: u64) -> &'static str;
     /// The older and the newer view (paths are looked up in them).
     fn views(&self) -> (&dyn crate::fs::Filesystem, &dyn crate::fs::Filesystem);
-}
-
-/// Both views' inodes, read once.
-struct Pair<'a> {
-    old: &'a Ext4,
-    new: &'a Ext4,
-    cache: HashMap<u64, (Option<Inode>, Option<Inode>)>,
-}
-
-impl<'a> Pair<'a> {
-    fn get(&mut self, ino: u64) -> &(Option<Inode>, Option<Inode>) {
-        let (old, new) = (self.old, self.new);
-        self.cache
-            .entry(ino)
-            .or_insert_with(|| (old.inode(ino).ok(), new.inode(ino).ok()))
-    }
-
-    /// The same file in both views.
-    fn persists(&mut self, ino: u64) -> bool {
-        matches!(self.get(ino), (Some(o), Some(n)) if same_file(o, n))
-    }
-
-    fn compare(&mut self, ino: u64, changed: Option<&BlockSet>) -> Result<Delta, FsError> {
-        let (old, new) = (self.old, self.new);
-        match self.get(ino) {
-            (Some(o), Some(n)) => compare(old, o, new, n, changed),
-            _ => Ok(Delta::default()),
-        }
-    }
-}
-
-impl PairView for Pair<'_> {
-    fn persists(&mut self, node: u64) -> bool {
-        Pair::persists(self, node)
-    }
-
-    fn new_type(&mut self, node: u64) -> &'static str {
-        self.get(node)
-            .1
-            .as_ref()
-            .map_or("unknown", |i| i.type_name())
-    }
-
-    fn views(&self) -> (&dyn crate::fs::Filesystem, &dyn crate::fs::Filesystem) {
-        (self.old, self.new)
-    }
 }
 
 fn change(kind: Kind, n: &Name, from: Option<&Name>, delta: Delta) -> Change {
@@ -598,11 +553,7 @@ fn ino_at(fs: &dyn crate::fs::Filesystem, path: &[u8]) -> Option<u64> {
 /// `Cancelled`; errors reading the roots.
 pub fn diff_full(old: &Ext4, new: &Ext4, progress: &dyn Progress) -> Result<Diff, DiffError> {
     let mut d = Diff::default();
-    let mut pair = Pair {
-        old,
-        new,
-        cache: HashMap::new(),
-    };
+    let mut pair = Pair::new(old, new);
     let (mut on, mut nn) = (Vec::new(), Vec::new());
     walk(old, 2, b"/", &mut on, &mut d.notes);
     walk(new, 2, b"/", &mut nn, &mut d.notes);
@@ -687,11 +638,7 @@ pub fn diff(
     sorted.add(old, new, &mut layout, changed.blocks.blocks())?;
     // Blocks of the changed inodes (as of either layer) are explained.
     let first_ino = new.superblock().get(sb!("s_first_ino")).max(11);
-    let mut pair = Pair {
-        old,
-        new,
-        cache: HashMap::new(),
-    };
+    let mut pair = Pair::new(old, new);
     let mut loose = std::mem::take(&mut sorted.loose);
     for &ino in &sorted.inodes {
         explain(&mut pair, ino, &mut loose);
@@ -790,14 +737,18 @@ pub fn diff(
             d.notes.push(format!("reserved inode {ino} changed"));
             continue;
         }
-        if !pair.persists(ino) {
+        // Read once here, for both questions.
+        let (Some(o), Some(n)) = pair.read(ino) else {
+            continue;
+        };
+        if !same_file(&o, &n) {
             continue;
         }
         d.stats.inodes_compared = d.stats.inodes_compared.saturating_add(1);
-        if pair.get(ino).1.as_ref().is_some_and(|i| i.is_dir()) {
+        if n.is_dir() {
             dirs.push(ino);
         }
-        match pair.compare(ino, Some(&changed.blocks)) {
+        match compare(old, &o, new, &n, Some(&changed.blocks)) {
             Ok(delta) if !delta.is_empty() => {
                 modified.insert(ino, delta);
             }
@@ -833,7 +784,7 @@ pub fn diff(
                         .unwrap_or_else(|| format!("<{dir}>").into_bytes());
                     let (o, n) = pair.get(ino);
                     let inode = if old_side { o } else { n };
-                    out.push(Name::of(join(&base, name), ino, inode.as_ref()));
+                    out.push(Name::of(join(&base, name), ino, inode));
                 }
             }
         }
@@ -852,14 +803,14 @@ pub fn diff(
     let mut targets = HashMap::new();
     let mut with_names: BTreeMap<u64, (Delta, Vec<Name>)> = BTreeMap::new();
     for (ino, delta) in modified {
-        let n = pair.get(ino).1.as_ref();
+        let n = pair.get(ino).1;
         let mut names = Vec::new();
-        if n.is_some_and(|i| i.is_dir()) {
+        if n.is_some_and(Brief::is_dir) {
             if let Some(p) = npaths.dir_path(ino) {
                 names.push(Name::of(p, ino, n));
             }
-        } else if let Some(i) = n {
-            targets.insert(ino, i.links);
+        } else if let Some(b) = n {
+            targets.insert(ino, b.links);
         }
         with_names.insert(ino, (delta, names));
     }
@@ -867,7 +818,7 @@ pub fn diff(
         let found = npaths.names(&targets)?;
         for (ino, paths) in found {
             if let Some((_, names)) = with_names.get_mut(&ino) {
-                let n = pair.get(ino).1.as_ref();
+                let n = pair.get(ino).1;
                 names.extend(paths.into_iter().map(|path| Name::of(path, ino, n)));
             }
         }
@@ -955,7 +906,7 @@ impl Sorted {
 /// mke2fs writes) is walked.
 fn explain(pair: &mut Pair, ino: u64, loose: &mut BlockSet) {
     let (old, new) = (pair.old, pair.new);
-    let (o, n) = pair.get(ino);
+    let (o, n) = pair.read(ino);
     for (fs, i) in [(old, o), (new, n)] {
         let Some(i) = i.as_ref().filter(|i| in_use(i)) else {
             continue;

@@ -12,6 +12,8 @@
 )]
 use std::fmt;
 
+use crate::block::percent;
+
 /// Where an NBD server listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -71,7 +73,7 @@ impl NbdUri {
         let query = text.split_once('?').map_or("", |(_, q)| q);
         for kv in query.split('&').filter(|kv| !kv.is_empty()) {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let v = percent_decode(v).map_err(|e| bad(&e))?;
+            let v = percent::decode(v).map_err(|e| bad(&e))?;
             match k {
                 "tls-certificates" => uri.tls_certificates = Some(v),
                 "tls-hostname" => uri.tls_hostname = Some(v),
@@ -118,9 +120,9 @@ impl NbdUri {
                 .ok_or_else(|| bad("missing ?socket=PATH"))?;
             return Ok(NbdUri {
                 transport: Transport::Unix {
-                    socket: percent_decode(socket).map_err(|e| bad(&e))?,
+                    socket: percent::decode(socket).map_err(|e| bad(&e))?,
                 },
-                export: percent_decode(path.trim_start_matches('/')).map_err(|e| bad(&e))?,
+                export: percent::decode(path.trim_start_matches('/')).map_err(|e| bad(&e))?,
                 ..NbdUri::default()
             });
         }
@@ -152,7 +154,7 @@ impl NbdUri {
             };
             return Ok(NbdUri {
                 transport: Transport::Tcp { host, port },
-                export: percent_decode(path.strip_prefix('/').unwrap_or(path))
+                export: percent::decode(path.strip_prefix('/').unwrap_or(path))
                     .map_err(|e| bad(&e))?,
                 ..NbdUri::default()
             });
@@ -169,7 +171,7 @@ impl NbdUri {
 /// (`nbdinfo` prints `nbd+unix:///disk%20one?socket=…` the same way).
 impl fmt::Display for NbdUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let export = percent_encode(&self.export, PATH_KEEP);
+        let export = percent::encode(&self.export, PATH_KEEP);
         let s = if self.tls { "s" } else { "" };
         match &self.transport {
             Transport::Tcp { host, port } if host.contains(':') => {
@@ -179,7 +181,7 @@ impl fmt::Display for NbdUri {
             Transport::Unix { socket } => write!(
                 f,
                 "nbd{s}+unix:///{export}?socket={}",
-                percent_encode(socket, QUERY_KEEP)
+                percent::encode(socket, QUERY_KEEP)
             ),
         }
     }
@@ -190,37 +192,6 @@ impl fmt::Display for NbdUri {
 const PATH_KEEP: &str = "/!$&'()*+,;=:@";
 /// The same in a query value, less `&` (it separates parameters).
 const QUERY_KEEP: &str = "/!$'()*+,;=:@?";
-
-fn percent_encode(s: &str, keep: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.as_bytes().contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = s
-                .get(i.saturating_add(1)..i.saturating_add(3))
-                .ok_or("truncated %-escape")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape %{hex}"))?);
-            i = i.saturating_add(3);
-        } else {
-            out.push(b);
-            i = i.saturating_add(1);
-        }
-    }
-    String::from_utf8(out).map_err(|_| "%-escapes are not UTF-8".to_owned())
-}
 
 #[cfg(test)]
 mod tests {

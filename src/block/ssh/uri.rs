@@ -6,6 +6,8 @@
 use std::fmt;
 use std::process::Command;
 
+use crate::block::percent;
+
 /// Where the images are: a host as `ssh` names it, and a path there.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SshUri {
@@ -47,7 +49,7 @@ impl SshUri {
             return Err(bad("query and fragment parts are not supported"));
         }
         let (user, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(percent_decode(u).map_err(|e| bad(&e))?), h),
+            Some((u, h)) => (Some(percent::decode(u).map_err(|e| bad(&e))?), h),
             None => (None, authority),
         };
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
@@ -79,7 +81,7 @@ impl SshUri {
             user,
             host,
             port,
-            path: percent_decode(path).map_err(|e| bad(&e))?,
+            path: percent::decode(path).map_err(|e| bad(&e))?,
         })
     }
 
@@ -148,25 +150,6 @@ impl fmt::Display for SshUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{}", self.authority(), self.path)
     }
-}
-
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0usize;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = s
-                .get(i.saturating_add(1)..i.saturating_add(3))
-                .ok_or("truncated %-escape")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape %{hex}"))?);
-            i = i.saturating_add(3);
-        } else {
-            out.push(b);
-            i = i.saturating_add(1);
-        }
-    }
-    String::from_utf8(out).map_err(|_| "%-escapes are not UTF-8".to_owned())
 }
 
 #[cfg(test)]

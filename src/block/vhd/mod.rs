@@ -25,8 +25,8 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use crate::block::image::{
-    held_by, read_exact, read_or_zeros, read_runs, read_upto, recurse_into_file, uuid_text,
-    FormatLayer, ImageInfo, ParentRef, Piece,
+    held_by, read_exact, read_plain_runs, read_upto, recurse_into_file, uuid_text, FormatLayer,
+    ImageInfo, ParentRef, Piece,
 };
 use crate::block::storage::Storage;
 use crate::block::table::{Entry, Table};
@@ -481,30 +481,16 @@ impl BlockSource for VhdImage {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let run = |pos, end| self.run(pos, end).map(|(piece, n)| (piece, n, ()));
-        read_runs(
+        // A fixed disk's data may stop short of its size: zeros, as qemu
+        // reads past the end of a file.
+        read_plain_runs(
+            self.storage.as_ref(),
             &self.path,
             self.size,
+            "reading a VHD block",
             offset,
             buf,
-            run,
-            |piece, _, (), out| {
-                match piece {
-                    // A fixed disk's data may stop short of its size: zeros,
-                    // as qemu reads past the end of a file.
-                    Piece::Data { host, .. } => read_or_zeros(
-                        self.storage.as_ref(),
-                        &self.path,
-                        "reading a VHD block",
-                        host,
-                        out,
-                    ),
-                    _ => {
-                        out.fill(0);
-                        Ok(())
-                    }
-                }
-            },
+            |pos, end| self.run(pos, end),
         )
     }
 

@@ -1,0 +1,146 @@
+//! The comparison side of `check`: the window's counts against the
+//! stored refcounts (leaks and corruptions), every structure that
+//! references an over-used cluster, and the `OFLAG_COPIED` flags against
+//! the refcounts (qemu's `compare_refcounts` and `check_oflag_copied`).
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
+use super::*;
+
+impl Checker<'_> {
+    /// Compares the window's counts with the stored refcounts; returns
+    /// the clusters referenced more often than their refcount says.
+    pub(super) fn compare(&mut self) -> Vec<u64> {
+        let mut too_low = Vec::new();
+        let mut k = self.window.start;
+        while k < self.window.end {
+            let i = usize::try_from(k.saturating_sub(self.window.start)).unwrap_or(usize::MAX);
+            let counted = self.counts.get(i).copied().map_or(0, u64::from);
+            let stored = match self.stored_refcount(k) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.check_error(format!("cannot get the refcount of cluster {k}: {e}"));
+                    k = k.saturating_add(1);
+                    continue;
+                }
+            };
+            if stored > 0 || counted > 0 {
+                self.highest = self.highest.max(k);
+            }
+            if stored != counted {
+                let at = k.saturating_mul(self.cluster_size);
+                if stored > counted {
+                    self.problem(
+                        Severity::Leak,
+                        "leaked-cluster",
+                        format!("cluster {k}"),
+                        Some(at),
+                        format!("refcount {stored}, referenced {counted} times: leaked (wasted space, no harm to data)"),
+                    );
+                } else {
+                    if too_low.len() < MAX_EXPLAINED {
+                        too_low.push(k);
+                    }
+                    self.problem(
+                        Severity::Error,
+                        "refcount-too-low",
+                        format!("cluster {k}"),
+                        Some(at),
+                        format!("refcount {stored}, referenced {counted} times"),
+                    );
+                }
+            }
+            k = k.saturating_add(1);
+        }
+        too_low
+    }
+
+    /// Walks the metadata once more, naming who references each cluster
+    /// whose refcount is too low, and adds them to those problems.
+    pub(super) fn explain_clusters(&mut self, clusters: &[u64]) {
+        self.explain = Some(clusters.iter().map(|&k| (k, Vec::new())).collect());
+        self.walk(&crate::check::NoProgress);
+        let Some(map) = self.explain.take() else {
+            return;
+        };
+        for p in &mut self.out.problems.list {
+            if p.kind != "refcount-too-low" {
+                continue;
+            }
+            let Some(k) = p.offset.map(|o| o >> self.cluster_bits) else {
+                continue;
+            };
+            if let Some(who) = map.get(&k) {
+                if !who.is_empty() {
+                    p.detail = format!("{}: {}", p.detail, who.join("; "));
+                }
+            }
+        }
+    }
+
+    /// qemu's `check_oflag_copied`: the copied flag says "refcount is
+    /// exactly 1", for the active L1's L2 tables and their data clusters.
+    pub(super) fn check_oflag_copied(&mut self) {
+        let l1_offset = self.h.l1_table_offset;
+        let Ok(l1) = self.read(l1_offset, u64::from(self.h.l1_size).saturating_mul(8)) else {
+            return;
+        };
+        let width = self.entry_width();
+        let extended = self.h.extended_l2();
+        let w = usize::try_from(width).unwrap_or(8);
+        for (i, chunk) in (0u64..).zip(l1.chunks_exact(8)) {
+            let l1e = be64(chunk);
+            let l2_offset = l1e & OFFSET_MASK;
+            if l2_offset == 0 {
+                continue;
+            }
+            let Ok(rc) = self.stored_refcount(l2_offset >> self.cluster_bits) else {
+                continue;
+            };
+            if (rc == 1) != (l1e & OFLAG_COPIED != 0) {
+                self.problem(
+                    Severity::Error,
+                    "oflag-copied-l1",
+                    format!("L1 entry {i}"),
+                    Some(l1_offset.saturating_add(i.saturating_mul(8))),
+                    format!("entry {l1e:#x}: the copied flag disagrees with the L2 table's refcount {rc}"),
+                );
+            }
+            let Ok(table) = self.read(l2_offset, self.cluster_size) else {
+                continue;
+            };
+            for (j, e) in (0u64..).zip(table.chunks_exact(w)) {
+                let entry = be64(e);
+                if entry & OFLAG_COMPRESSED != 0 {
+                    continue;
+                }
+                let data = entry & OFFSET_MASK;
+                if data == 0 {
+                    continue;
+                }
+                let _ = extended;
+                // qemu's check_oflag_copied: a cluster in an external data
+                // file counts as referenced once.
+                let rc = if self.h.data_file.is_some() {
+                    1
+                } else {
+                    let Ok(rc) = self.stored_refcount(data >> self.cluster_bits) else {
+                        continue;
+                    };
+                    rc
+                };
+                if (rc == 1) != (entry & OFLAG_COPIED != 0) {
+                    self.problem(
+                        Severity::Error,
+                        "oflag-copied-l2",
+                        format!("L2 entry {j} of the table at {l2_offset:#x}"),
+                        Some(l2_offset.saturating_add(j.saturating_mul(width))),
+                        format!("entry {entry:#x}: the copied flag disagrees with the data cluster's refcount {rc}"),
+                    );
+                }
+            }
+        }
+    }
+}

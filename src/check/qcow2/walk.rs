@@ -1,0 +1,390 @@
+//! The walk of `check`: every cluster the qcow2 metadata references,
+//! counted in qemu's order (`calculate_refcounts` in
+//! `block/qcow2-refcount.c`): header, L1 and L2 tables of the image and
+//! of every snapshot, the snapshot table, the refcount table and blocks,
+//! and persistent bitmaps.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::as_conversions
+)]
+use super::*;
+
+impl Checker<'_> {
+    /// Every reference, in qemu's order (`calculate_refcounts`).
+    pub(super) fn walk(&mut self, progress: &dyn Progress) {
+        self.inc(0, self.cluster_size, &Who::Header);
+        let (l1_offset, l1_size) = (self.h.l1_table_offset, u64::from(self.h.l1_size));
+        self.walk_l1(l1_offset, l1_size, None, progress);
+        let snapshots = std::mem::take(&mut self.snapshots);
+        for s in &snapshots {
+            if s.l1_offset & self.cluster_size.saturating_sub(1) != 0 {
+                self.walk_problem(
+                    "snapshot-l1-unaligned",
+                    format!("snapshot {}", s.name),
+                    None,
+                    format!("L1 table offset {:#x} is not cluster aligned", s.l1_offset),
+                );
+                continue;
+            }
+            if s.l1_size > MAX_L1_BYTES / 8 {
+                self.walk_problem(
+                    "snapshot-l1-too-large",
+                    format!("snapshot {}", s.name),
+                    None,
+                    format!("L1 table of {:#x} entries is too large", s.l1_size),
+                );
+                continue;
+            }
+            self.walk_l1(s.l1_offset, s.l1_size, Some(s.name.clone()), progress);
+        }
+        self.snapshots = snapshots;
+        let snap_offset = self.header_value("snapshots_offset");
+        self.inc(snap_offset, self.snapshots_size, &Who::SnapshotTable);
+        let rt_bytes = u64::from(self.h.refcount_table_clusters).saturating_mul(self.cluster_size);
+        self.inc(self.h.refcount_table_offset, rt_bytes, &Who::RefcountTable);
+        self.walk_bitmaps();
+        self.walk_refblocks();
+    }
+
+    fn header_value(&self, name: &str) -> u64 {
+        crate::layout::value_of(&self.h.fields, name).unwrap_or(0)
+    }
+
+    fn walk_l1(
+        &mut self,
+        l1_offset: u64,
+        l1_size: u64,
+        snapshot: Option<String>,
+        progress: &dyn Progress,
+    ) {
+        if l1_size == 0 {
+            return;
+        }
+        let bytes = l1_size.saturating_mul(8);
+        self.inc(
+            l1_offset,
+            bytes,
+            &Who::L1 {
+                snapshot: snapshot.clone(),
+            },
+        );
+        let table = match self.read(l1_offset, bytes) {
+            Ok(t) => t,
+            Err(e) => {
+                if self.first_pass {
+                    self.check_error(format!("L1 table: {e}"));
+                }
+                return;
+            }
+        };
+        let active = snapshot.is_none();
+        for (i, chunk) in (0u64..).zip(table.chunks_exact(8)) {
+            if active {
+                progress.advance(1);
+            }
+            let entry = be64(chunk);
+            if entry == 0 {
+                continue;
+            }
+            let at = l1_offset.saturating_add(i.saturating_mul(8));
+            if entry & L1E_RESERVED_MASK != 0 {
+                self.walk_problem(
+                    "l1-reserved-bits",
+                    format!("L1 entry {i}"),
+                    Some(at),
+                    format!("entry {entry:#x} has reserved bits set"),
+                );
+            }
+            let l2_offset = entry & OFFSET_MASK;
+            self.inc(
+                l2_offset,
+                self.cluster_size,
+                &Who::L2 {
+                    l1_index: i,
+                    snapshot: snapshot.clone(),
+                },
+            );
+            if l2_offset & self.cluster_size.saturating_sub(1) != 0 {
+                self.walk_problem(
+                    "l2-table-unaligned",
+                    format!("L1 entry {i}"),
+                    Some(at),
+                    format!("L2 table offset {l2_offset:#x} is not cluster aligned"),
+                );
+            }
+            self.walk_l2(i, l2_offset, &snapshot);
+        }
+    }
+
+    pub(super) fn entry_width(&self) -> u64 {
+        if self.h.extended_l2() {
+            16
+        } else {
+            8
+        }
+    }
+
+    fn walk_l2(&mut self, l1_index: u64, l2_offset: u64, snapshot: &Option<String>) {
+        let table = match self.read(l2_offset, self.cluster_size) {
+            Ok(t) => t,
+            Err(e) => {
+                if self.first_pass {
+                    self.check_error(format!("L2 table at {l2_offset:#x}: {e}"));
+                }
+                return;
+            }
+        };
+        let active = snapshot.is_none();
+        let extended = self.h.extended_l2();
+        let width = self.entry_width();
+        let entries = self.cluster_size.checked_div(width).unwrap_or(0);
+        let l2_bits = self
+            .cluster_bits
+            .saturating_sub(if extended { 4 } else { 3 });
+        let guest_base = l1_index
+            .checked_shl(self.cluster_bits.saturating_add(l2_bits))
+            .unwrap_or(u64::MAX);
+        self.next_contiguous = 0;
+        let w = usize::try_from(width).unwrap_or(8);
+        for (j, chunk) in (0u64..entries).zip(table.chunks_exact(w)) {
+            let entry = be64(chunk);
+            let bitmap = if extended {
+                be64(chunk.get(8..).unwrap_or(&[]))
+            } else {
+                0
+            };
+            let at = l2_offset.saturating_add(j.saturating_mul(width));
+            let guest = guest_base.saturating_add(j << self.cluster_bits);
+            let structure =
+                || format!("L2 entry {j} of the table at {l2_offset:#x} (guest offset {guest:#x})");
+            let compressed = entry & OFLAG_COMPRESSED != 0;
+            if !compressed && entry & L2E_STD_RESERVED_MASK != 0 {
+                self.walk_problem(
+                    "l2-reserved-bits",
+                    structure(),
+                    Some(at),
+                    format!("entry {entry:#x} has reserved bits set"),
+                );
+            }
+            if compressed {
+                if entry & OFLAG_COPIED != 0 {
+                    self.walk_problem(
+                        "compressed-copied-flag",
+                        structure(),
+                        Some(at),
+                        "the copied flag is set on a compressed cluster".into(),
+                    );
+                }
+                if bitmap != 0 {
+                    self.walk_problem(
+                        "compressed-subcluster-bitmap",
+                        structure(),
+                        Some(at),
+                        format!("compressed cluster with a subcluster bitmap {bitmap:#x}"),
+                    );
+                    continue;
+                }
+                let descriptor = entry & 0x3fff_ffff_ffff_ffff;
+                let (coffset, csize) = compressed_location(descriptor, self.cluster_bits);
+                self.inc(
+                    coffset,
+                    csize,
+                    &Who::Compressed {
+                        guest,
+                        snapshot: snapshot.clone(),
+                    },
+                );
+                if active && self.first_pass {
+                    self.out.allocated_clusters =
+                        Some(self.out.allocated_clusters.unwrap_or(0).saturating_add(1));
+                    self.out.compressed_clusters =
+                        Some(self.out.compressed_clusters.unwrap_or(0).saturating_add(1));
+                    self.out.fragmented_clusters =
+                        Some(self.out.fragmented_clusters.unwrap_or(0).saturating_add(1));
+                }
+                continue;
+            }
+            let offset = entry & OFFSET_MASK;
+            let zero = entry & OFLAG_ZERO != 0 && !extended;
+            if offset == 0 {
+                if !zero && bitmap & L2_BITMAP_ALL_ALLOC != 0 {
+                    self.walk_problem(
+                        "unallocated-subcluster-bitmap",
+                        structure(),
+                        Some(at),
+                        format!(
+                            "unallocated cluster with allocated subclusters (bitmap {bitmap:#x})"
+                        ),
+                    );
+                }
+                continue;
+            }
+            // Normal, or zero with storage kept.
+            if (bitmap >> 32) & bitmap != 0 {
+                self.walk_problem(
+                    "subcluster-bitmap",
+                    structure(),
+                    Some(at),
+                    format!(
+                        "subcluster bitmap {bitmap:#x} marks subclusters both allocated and zero"
+                    ),
+                );
+            }
+            if offset & self.cluster_size.saturating_sub(1) != 0 {
+                let contains_data = if extended {
+                    bitmap & L2_BITMAP_ALL_ALLOC != 0
+                } else {
+                    !zero
+                };
+                let (kind, what) = if contains_data {
+                    ("data-cluster-unaligned", "data cluster")
+                } else {
+                    ("prealloc-cluster-unaligned", "preallocated zero cluster")
+                };
+                self.walk_problem(
+                    kind,
+                    structure(),
+                    Some(at),
+                    format!("{what} offset {offset:#x} is not cluster aligned"),
+                );
+            }
+            if active && self.first_pass {
+                self.out.allocated_clusters =
+                    Some(self.out.allocated_clusters.unwrap_or(0).saturating_add(1));
+                if self.next_contiguous != 0 && offset != self.next_contiguous {
+                    self.out.fragmented_clusters =
+                        Some(self.out.fragmented_clusters.unwrap_or(0).saturating_add(1));
+                }
+                self.next_contiguous = offset.saturating_add(self.cluster_size);
+            }
+            // Data in an external data file is not refcounted here (qemu's
+            // check_refcounts_l2 skips it too).
+            if self.h.data_file.is_some() {
+                continue;
+            }
+            self.inc(
+                offset,
+                self.cluster_size,
+                &Who::Data {
+                    guest,
+                    snapshot: snapshot.clone(),
+                },
+            );
+        }
+    }
+
+    fn walk_bitmaps(&mut self) {
+        let Some((dir_offset, dir_size)) = self.bitmap_directory else {
+            return;
+        };
+        self.inc(dir_offset, dir_size, &Who::BitmapDirectory);
+        let bitmaps = std::mem::take(&mut self.bitmaps);
+        for b in &bitmaps {
+            let bytes = b.table_size.saturating_mul(8);
+            self.inc(
+                b.table_offset,
+                bytes,
+                &Who::BitmapTable {
+                    name: b.name.clone(),
+                },
+            );
+            let table = match self.read(b.table_offset, bytes) {
+                Ok(t) => t,
+                Err(e) => {
+                    if self.first_pass {
+                        self.check_error(format!("bitmap {:?} table: {e}", b.name));
+                    }
+                    continue;
+                }
+            };
+            for (i, chunk) in (0u64..).zip(table.chunks_exact(8)) {
+                let entry = be64(chunk);
+                let offset = entry & BME_OFFSET_MASK;
+                let bad = entry & BME_RESERVED_MASK != 0
+                    || (offset != 0
+                        && (entry & BME_FLAG_ALL_ONES != 0
+                            || offset & self.cluster_size.saturating_sub(1) != 0));
+                if bad {
+                    self.walk_problem(
+                        "bitmap-table-entry",
+                        format!("bitmap {:?} table entry {i}", b.name),
+                        Some(b.table_offset.saturating_add(i.saturating_mul(8))),
+                        format!("entry {entry:#x} is invalid"),
+                    );
+                    continue;
+                }
+                if offset != 0 {
+                    self.inc(
+                        offset,
+                        self.cluster_size,
+                        &Who::BitmapData {
+                            name: b.name.clone(),
+                            index: i,
+                        },
+                    );
+                }
+            }
+        }
+        self.bitmaps = bitmaps;
+    }
+
+    /// The refcount blocks (qemu's `check_refblocks`), last: a block
+    /// must be referenced exactly once, by the refcount table.
+    fn walk_refblocks(&mut self) {
+        let Some(table) = self.refcounts.as_ref().map(|r| r.table.clone()) else {
+            return;
+        };
+        let rt = self.h.refcount_table_offset;
+        let real_clusters = self.file_len.div_ceil(self.cluster_size.max(1));
+        for (i, &raw) in (0u64..).zip(table.iter()) {
+            let at = rt.saturating_add(i.saturating_mul(8));
+            let offset = raw & REFT_OFFSET_MASK;
+            if raw & REFT_RESERVED_MASK != 0 {
+                self.walk_problem(
+                    "refcount-table-reserved-bits",
+                    format!("refcount table entry {i}"),
+                    Some(at),
+                    format!("entry {raw:#x} has reserved bits set"),
+                );
+                continue;
+            }
+            if offset & self.cluster_size.saturating_sub(1) != 0 {
+                self.walk_problem(
+                    "refcount-block-unaligned",
+                    format!("refcount table entry {i}"),
+                    Some(at),
+                    format!("refcount block offset {offset:#x} is not cluster aligned"),
+                );
+                continue;
+            }
+            let cluster = offset >> self.cluster_bits;
+            if cluster >= real_clusters {
+                self.walk_problem(
+                    "refcount-block-outside",
+                    format!("refcount table entry {i}"),
+                    Some(at),
+                    format!("refcount block {i} at {offset:#x} is outside the image"),
+                );
+                continue;
+            }
+            if offset != 0 {
+                self.inc(offset, self.cluster_size, &Who::RefcountBlock { index: i });
+                if self.explain.is_none() && self.window.contains(&cluster) {
+                    let idx = usize::try_from(cluster.saturating_sub(self.window.start))
+                        .unwrap_or(usize::MAX);
+                    let n = self.counts.get(idx).copied().unwrap_or(0);
+                    if n != 1 {
+                        self.problem(
+                            Severity::Error,
+                            "refcount-block-refcount",
+                            format!("refcount block {i}"),
+                            Some(offset),
+                            format!("referenced {n} times (must be exactly once)"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
