@@ -82,6 +82,25 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
+/// [`human`], appended to `out` (per line of long listings).
+pub fn human_to(out: &mut String, bytes: u64) {
+    out.push_str(&human(bytes));
+}
+
+/// Appends `n` in decimal to `out` (what `{n}` writes).
+pub fn push_u64(out: &mut String, n: u64) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+/// Appends `n` in decimal to `out`, right-aligned in `width` columns
+/// (what `{n:>width$}` writes).
+pub fn push_u64_right(out: &mut String, n: u64, width: usize) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{n:>width$}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +123,13 @@ mod tests {
         assert_eq!(human(65536), "64 KiB");
         assert_eq!(human(1536 * 1024), "1.5 MiB");
         assert_eq!(human(1 << 40), "1 TiB");
+        for n in [0, 7, 10, 99, 12345, u64::MAX] {
+            let (mut a, mut b, mut c) = (String::new(), String::new(), String::new());
+            push_u64(&mut a, n);
+            push_u64_right(&mut b, n, 8);
+            human_to(&mut c, n);
+            assert_eq!((a, b, c), (format!("{n}"), format!("{n:>8}"), human(n)));
+        }
     }
 
     /// The checked `human` prints what the unchecked one before it did
