@@ -1189,7 +1189,7 @@ def ssh_bench(top):
             # 'server.host' cannot be used with a file name": qemu also
             # passes the header's backing file name to the ssh driver.)
             why = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-2:-1]
-            print(f"(ssh map/info rows skipped: qemu's ssh driver failed: {' '.join(why)})")
+            print(f"(ssh map row skipped: qemu's ssh driver failed: {' '.join(why)})")
         dest = tempfile.mkdtemp(prefix="layerscope-bench-scp-", dir="/dev/shm" if os.path.isdir("/dev/shm") else WORK)
         srcs = " ".join(f"127.0.0.1:{os.path.join(WORK, n)}" for n in names)
         copy_ls = ["sh", "-c", f"scp -q -F {tmp}/ssh_config -P {port} {srcs} {dest}/ && {BIN} ls -R {dest}/top.qcow2"]

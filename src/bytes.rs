@@ -2,6 +2,15 @@
 //! place every decoder of untrusted bytes (image headers, partition
 //! tables, filesystems, the journal) reads them from, so a short or damaged
 //! buffer can never panic and no module keeps its own copy.
+// The readers every decoder of disk data uses (issue 11).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 
 /// `len` bytes at `at`.
 pub fn slice(b: &[u8], at: usize, len: usize) -> Option<&[u8]> {

@@ -2,6 +2,15 @@
 //! overlays (one compressed) made by `assets/make-demo.sh`. It lets
 //! `cargo run --release` show something real on a fresh machine, and gives
 //! tests a chain that needs no external tools.
+// The panic policy of issue 11, as everywhere outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::sync::Arc;
 
 use crate::block::chain::{open_chain, Chain, ChainOptions, FileId, Opened, Opener};

@@ -18,6 +18,16 @@
 //! selectors and tags. Everything else, including letters of any script,
 //! is kept.
 
+// Strings from disk and servers pass here (issue 11): no panic, no wrap.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
+
 /// Whether `c` must not reach a terminal (or a JSON string) raw.
 pub fn is_unsafe(c: char) -> bool {
     matches!(

@@ -8,6 +8,16 @@
 //! Each field also says how its value reads to a person ([`Show`]), so a
 //! structure's [`report`] carries `0xef53`, dates and feature names beside
 //! the raw values, for every printer alike.
+// Every field of a disk structure is read here (issue 11): no panic, no
+// wrap.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use serde::Serialize;
 
 use crate::fs::report::{RawValue, Report, ReportField};
@@ -110,7 +120,8 @@ impl Field {
         if raw.len() > 8 {
             return None;
         }
-        let fold = |acc: u64, b: &u8| (acc << 8) | u64::from(*b);
+        // At most 8 bytes: no bit is shifted out.
+        let fold = |acc: u64, b: &u8| acc.wrapping_shl(8) | u64::from(*b);
         Some(match endian {
             Endian::Big => raw.iter().fold(0, fold),
             Endian::Little => raw.iter().rev().fold(0, fold),
@@ -186,6 +197,12 @@ pub fn bit_names(value: u64, names: &[(u64, &str)]) -> String {
 ///
 /// # Panics
 /// For a name the table lacks (at compile time, through [`field!`]).
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    reason = "const fn (slice::get is not const): i < table.len() and j < a.len() == b.len() \
+              bound every index and count; it runs when compiling, through field!"
+)]
 pub const fn find(table: &'static [Field], name: &str) -> &'static Field {
     let mut i = 0;
     while i < table.len() {
@@ -339,7 +356,7 @@ fn render(kind: Kind, raw: &[u8]) -> String {
     match kind {
         Kind::Text => {
             let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-            crate::escape::printable(&String::from_utf8_lossy(&raw[..end]))
+            crate::escape::printable(&String::from_utf8_lossy(raw.get(..end).unwrap_or(raw)))
         }
         Kind::Uuid if raw.len() == 16 => uuid_text(raw),
         _ => raw.iter().map(|b| format!("{b:02x}")).collect(),

@@ -1,6 +1,16 @@
 //! Byte counts for people: parsing `64K`, `0x400`, `1GiB`, and printing
 //! `1.5 MiB`.
 
+// Sizes from disk are printed here (issue 11): no panic, no wrap.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
+
 /// Parses a byte count: decimal or `0x` hex, with an optional binary suffix
 /// (`K`, `M`, `G`, `T`, `P`, optionally followed by `iB` or `B`; `s` for
 /// 512-byte sectors).
@@ -48,26 +58,47 @@ pub fn fraction(part: u64, whole: u64) -> f64 {
 
 /// Formats a byte count with a binary unit (`512 B`, `64 KiB`, `1.5 GiB`).
 pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut unit = 0;
-    let mut whole = bytes;
-    while whole >= 1024 && unit < UNITS.len() - 1 {
-        whole /= 1024;
-        unit += 1;
-    }
-    if unit == 0 {
+    const UNITS: [(&str, u32); 5] = [
+        ("KiB", 10),
+        ("MiB", 20),
+        ("GiB", 30),
+        ("TiB", 40),
+        ("PiB", 50),
+    ];
+    // The largest unit the count reaches (bytes below 1 KiB).
+    let Some(&(unit, shift)) = UNITS
+        .iter()
+        .rev()
+        .find(|(_, shift)| bytes.checked_shr(*shift).is_some_and(|w| w != 0))
+    else {
         return format!("{bytes} B");
-    }
-    let exact = bytes % (1u64 << (10 * unit)) == 0;
-    if exact {
-        format!("{whole} {}", UNITS[unit])
+    };
+    if bytes.trailing_zeros() >= shift {
+        let whole = bytes.checked_shr(shift).unwrap_or(0);
+        format!("{whole} {unit}")
     } else {
-        format!(
-            "{:.1} {}",
-            bytes as f64 / (1u64 << (10 * unit)) as f64,
-            UNITS[unit]
-        )
+        let size = 1u64.checked_shl(shift).unwrap_or(u64::MAX);
+        format!("{:.1} {unit}", fraction(bytes, size))
     }
+}
+
+/// [`human`], appended to `out` (per line of long listings).
+pub fn human_to(out: &mut String, bytes: u64) {
+    out.push_str(&human(bytes));
+}
+
+/// Appends `n` in decimal to `out` (what `{n}` writes).
+pub fn push_u64(out: &mut String, n: u64) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+/// Appends `n` in decimal to `out`, right-aligned in `width` columns
+/// (what `{n:>width$}` writes).
+pub fn push_u64_right(out: &mut String, n: u64, width: usize) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{n:>width$}");
 }
 
 #[cfg(test)]
@@ -92,5 +123,55 @@ mod tests {
         assert_eq!(human(65536), "64 KiB");
         assert_eq!(human(1536 * 1024), "1.5 MiB");
         assert_eq!(human(1 << 40), "1 TiB");
+        for n in [0, 7, 10, 99, 12345, u64::MAX] {
+            let (mut a, mut b, mut c) = (String::new(), String::new(), String::new());
+            push_u64(&mut a, n);
+            push_u64_right(&mut b, n, 8);
+            human_to(&mut c, n);
+            assert_eq!((a, b, c), (format!("{n}"), format!("{n:>8}"), human(n)));
+        }
+    }
+
+    /// The checked `human` prints what the unchecked one before it did
+    /// (kept here as written), at every unit's edges and the extremes.
+    #[test]
+    fn formats_sizes_as_before_the_lints() {
+        #[allow(clippy::as_conversions)]
+        fn before(bytes: u64) -> String {
+            const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+            let mut unit = 0;
+            let mut whole = bytes;
+            while whole >= 1024 && unit < UNITS.len() - 1 {
+                whole /= 1024;
+                unit += 1;
+            }
+            if unit == 0 {
+                return format!("{bytes} B");
+            }
+            let exact = bytes % (1u64 << (10 * unit)) == 0;
+            if exact {
+                format!("{whole} {}", UNITS[unit])
+            } else {
+                format!(
+                    "{:.1} {}",
+                    bytes as f64 / (1u64 << (10 * unit)) as f64,
+                    UNITS[unit]
+                )
+            }
+        }
+        let mut values = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 63, 0x1234_5678_9abc];
+        for shift in (10..=60).step_by(10) {
+            let edge = 1u64 << shift;
+            values.extend([
+                edge - 1,
+                edge,
+                edge + 1,
+                edge * 3 / 2,
+                edge.saturating_mul(1023),
+            ]);
+        }
+        for v in values {
+            assert_eq!(human(v), before(v), "{v}");
+        }
     }
 }

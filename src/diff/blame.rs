@@ -27,6 +27,7 @@ use crate::fs::ext::Ext4;
 use crate::fs::{FileType, Filesystem, FsError, Metadata, NodeId, Problem, Run};
 
 use super::compare::Delta;
+use super::spans::{differ, Differ, AHEAD};
 use super::tree::{compare, same_file};
 use super::DiffError;
 
@@ -78,10 +79,15 @@ pub struct Views {
     pub reader: Arc<LayeredReader>,
     /// Where the filesystem's volume lies on the disk.
     pub geometry: Arc<crate::volume::Geometry>,
-    /// Blocks of the volume (layer, block) found to have the same bytes
-    /// in the layer's view and the one below, or not (an inode table
-    /// block holds many nodes): see [`Views::same_bytes`].
-    pub same_blocks: std::sync::Mutex<std::collections::HashMap<(usize, u64), bool>>,
+    /// Blocks of the volume (layer, block) compared in the layer's view
+    /// and the one below: where their bytes differ (nowhere: the same),
+    /// as byte ranges in the block (an inode table block holds many
+    /// nodes, each asked about its own bytes): see [`Views::same_bytes`].
+    pub same_blocks: std::sync::Mutex<std::collections::HashMap<(usize, u64), Differ>>,
+    /// Block status answers kept: which layers hold stretches of the
+    /// volume (source `k`: layer `k`'s own), which layer serves
+    /// stretches of the disk (source `layers.len()`: the chain).
+    pub spans: super::spans::Spans,
 }
 
 /// The unit [`Views::same_bytes`] compares and remembers.
@@ -231,14 +237,54 @@ impl Views {
             let mut at = start;
             let end = at.saturating_add(len).min(src.len());
             while at < end {
-                let e = src.locate(at, end.saturating_sub(at))?;
-                if e.status != Status::Unallocated {
+                let (held, next) = self.held_at(layer, src.as_ref(), at, end)?;
+                if held {
                     return Ok(true);
                 }
-                at = e.end().max(at.saturating_add(1));
+                at = next.max(at.saturating_add(1));
             }
         }
         Ok(false)
+    }
+
+    /// Whether layer `layer` (source `src`) holds the bytes at `at`, and
+    /// up to where that holds (past `at`): asked up to [`AHEAD`] bytes
+    /// further than `end`, and kept.
+    fn held_at(
+        &self,
+        layer: usize,
+        src: &dyn BlockSource,
+        at: u64,
+        end: u64,
+    ) -> Result<(bool, u64), DiffError> {
+        if let Some((held, next)) = self.spans.get(layer, at) {
+            return Ok((held.is_some(), next));
+        }
+        let want = end.saturating_sub(at);
+        let ahead = want.max(AHEAD).min(src.len().saturating_sub(at)).max(want);
+        let e = src.locate(at, ahead)?;
+        let next = e.end().max(at.saturating_add(1));
+        let held = e.status != Status::Unallocated;
+        self.spans.put(layer, at, next, held.then_some(layer));
+        Ok((held, next))
+    }
+
+    /// The layer serving the disk's bytes at `disk` (`None`: zeros), and
+    /// for how many of the `want` bytes from there: the chain asked up to
+    /// [`AHEAD`] bytes further, and the answer kept.
+    fn owner_at(&self, disk: u64, want: u64) -> Result<(Option<usize>, u64), DiffError> {
+        let chain = self.layers.len();
+        if let Some((layer, end)) = self.spans.get(chain, disk) {
+            return Ok((layer, end.saturating_sub(disk).min(want)));
+        }
+        let ahead = want
+            .max(AHEAD)
+            .min(self.reader.len().saturating_sub(disk))
+            .max(want);
+        let o = self.reader.owner(disk, ahead)?;
+        let end = disk.saturating_add(o.len.max(1));
+        self.spans.put(chain, disk, end, o.layer);
+        Ok((o.layer, o.len.min(want)))
     }
 
     /// Whether the views of `layer` and the one below have the same bytes
@@ -272,36 +318,60 @@ impl Views {
                     let first = block.saturating_mul(SAME_BLOCK);
                     let last = first.saturating_add(SAME_BLOCK).min(new.len()).max(at);
                     let stop = end.min(last);
+                    // The part asked, as offsets in the block.
+                    let (Some(from), Some(to)) = (at.checked_sub(first), stop.checked_sub(first))
+                    else {
+                        return false;
+                    };
+                    let meets = |d: &Differ| {
+                        d.iter()
+                            .any(|&(s, e)| u64::from(s) < to && from < u64::from(e))
+                    };
                     let remembered = self
                         .same_blocks
                         .lock()
                         .ok()
-                        .and_then(|m| m.get(&(layer, block)).copied());
-                    if remembered != Some(true) {
-                        let Ok(size) = usize::try_from(last.saturating_sub(first)) else {
-                            return false;
-                        };
-                        a.resize(size, 0);
-                        b.resize(size, 0);
-                        if new.read_at(first, &mut a).is_err()
-                            || old.read_at(first, &mut b).is_err()
-                        {
-                            return false;
-                        }
-                        let whole = a == b;
-                        if let Ok(mut m) = self.same_blocks.lock() {
-                            if m.len() >= SAME_BLOCKS_KEPT {
-                                m.clear();
+                        .and_then(|m| m.get(&(layer, block)).map(meets));
+                    match remembered {
+                        Some(true) => return false,
+                        Some(false) => {}
+                        None => {
+                            let Ok(size) = usize::try_from(last.saturating_sub(first)) else {
+                                return false;
+                            };
+                            a.resize(size, 0);
+                            b.resize(size, 0);
+                            if new.read_at(first, &mut a).is_err()
+                                || old.read_at(first, &mut b).is_err()
+                            {
+                                return false;
                             }
-                            m.insert((layer, block), whole);
-                        }
-                        let part = |v: &[u8]| -> Option<Vec<u8>> {
-                            let from = usize::try_from(at.checked_sub(first)?).ok()?;
-                            let to = usize::try_from(stop.checked_sub(first)?).ok()?;
-                            v.get(from..to).map(<[u8]>::to_vec)
-                        };
-                        if !whole && (part(&a).is_none() || part(&a) != part(&b)) {
-                            return false;
+                            match differ(&a, &b) {
+                                Some(d) => {
+                                    let differs = meets(&d);
+                                    if let Ok(mut m) = self.same_blocks.lock() {
+                                        if m.len() >= SAME_BLOCKS_KEPT {
+                                            m.clear();
+                                        }
+                                        m.insert((layer, block), d);
+                                    }
+                                    if differs {
+                                        return false;
+                                    }
+                                }
+                                None => {
+                                    // Too many places to keep: the part
+                                    // itself compared.
+                                    let part = |v: &[u8]| -> Option<Vec<u8>> {
+                                        let from = usize::try_from(from).ok()?;
+                                        let to = usize::try_from(to).ok()?;
+                                        v.get(from..to).map(<[u8]>::to_vec)
+                                    };
+                                    if part(&a).is_none() || part(&a) != part(&b) {
+                                        return false;
+                                    }
+                                }
+                            }
                         }
                     }
                     if stop <= at {
@@ -377,10 +447,10 @@ impl Views {
                 let Some((disk, run)) = self.geometry.to_disk(at) else {
                     return Ok(());
                 };
-                let o = self.reader.owner(disk, run.min(stop.saturating_sub(at)))?;
+                let (layer, len) = self.owner_at(disk, run.min(stop.saturating_sub(at)))?;
                 // At least 1: every turn moves on.
-                let n = o.len.max(1).min(stop.saturating_sub(at)).max(1);
-                add(o.layer, false, n);
+                let n = len.max(1).min(stop.saturating_sub(at)).max(1);
+                add(layer, false, n);
                 at = at.saturating_add(n);
             }
         }

@@ -10,7 +10,7 @@
 //! nodes they lead to above, and only the directories a layer changed
 //! are searched again. The result is [`Views::blame_path`]'s, file by
 //! file (the blame tests compare them).
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
 use super::blame::{Blame, Views};
@@ -30,6 +30,14 @@ struct Dir {
     /// in it leads to the same node in both.
     same: Vec<bool>,
 }
+
+/// Most names of a directory [`Views::listing`] keeps (a larger one is
+/// searched name by name).
+const LISTED_NAMES: usize = 1 << 20;
+
+/// A directory's names and the nodes they lead to (the first entry of
+/// a name, as a search that lists the directory finds it).
+type Names = HashMap<Vec<u8>, NodeId>;
 
 /// Where each file and directory walked is reported: its path (raw
 /// bytes) and its blame, or why it could not be blamed.
@@ -65,7 +73,7 @@ impl Views {
         } else {
             Vec::new()
         };
-        let same = self.unchanged(root, &below);
+        let same = self.unchanged(root, &below, None);
         let mut stack = vec![Dir {
             node: root,
             path: path.to_vec(),
@@ -75,29 +83,51 @@ impl Views {
         let mut seen = HashSet::from([root]);
         let mut runs: Vec<Run> = Vec::new();
         while let Some(dir) = stack.pop() {
+            // The layers below that changed the directory: its names
+            // there, listed once (not searched once per name).
+            let names: Vec<Option<Names>> = if paths {
+                (0..top)
+                    .map(|k| match (dir.below.get(k), dir.same.get(k)) {
+                        (Some(&Some(d)), Some(false)) => self.listing(k, d),
+                        _ => None,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let mut subdirs = Vec::new();
             let mut problems = Vec::new();
             let mut stopped = false;
+            // Each entry's path and where it leads below, in buffers kept
+            // across the entries (copied for subdirectories).
+            let (mut path, mut below) = (Vec::new(), Vec::new());
             let listed = fs.read_dir(dir.node, &mut problems, &mut |e| {
                 if e.is_dot_or_dotdot() || e.node == 0 {
                     return ControlFlow::Continue(());
                 }
-                let path = super::join(&dir.path, &e.name);
-                let below = if paths {
-                    self.child_below(&dir, &e.name, &path, e.node)
-                } else {
-                    Vec::new()
-                };
-                let meta = fs.metadata(e.node);
-                let is_dir = meta
+                // What super::join gives.
+                path.clear();
+                path.extend_from_slice(&dir.path);
+                if path.last() != Some(&b'/') {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&e.name);
+                below.clear();
+                if paths {
+                    self.child_below(&dir, &names, &e.name, &path, e.node, &mut below);
+                }
+                runs.clear();
+                let read = fs.metadata_runs(e.node, &mut Vec::new(), &mut |r| {
+                    runs.push(r);
+                    ControlFlow::Continue(())
+                });
+                let is_dir = read
                     .as_ref()
-                    .is_ok_and(|m| m.file_type == FileType::Directory);
-                let blamed = meta.map_err(DiffError::from).and_then(|meta| {
-                    runs.clear();
-                    fs.runs(e.node, &mut Vec::new(), &mut |r| {
-                        runs.push(r);
-                        ControlFlow::Continue(())
-                    })?;
+                    .is_ok_and(|(m, _)| m.file_type == FileType::Directory);
+                let mut mapped = false;
+                let blamed = read.map_err(DiffError::from).and_then(|(meta, listed)| {
+                    listed?;
+                    mapped = true;
                     let mut at = |k: usize| {
                         if k == top {
                             Some(e.node)
@@ -113,11 +143,20 @@ impl Views {
                     return ControlFlow::Break(());
                 }
                 if is_dir && seen.insert(e.node) {
-                    let same = self.unchanged(e.node, &below);
+                    // Its ranges as of the top, read above.
+                    let known = mapped
+                        .then(|| fs.node_span(e.node).ok())
+                        .flatten()
+                        .map(|span| {
+                            let mut r = vec![span];
+                            r.extend(runs.iter().map(|r| (r.physical, r.len)));
+                            r
+                        });
+                    let same = self.unchanged(e.node, &below, known);
                     subdirs.push(Dir {
                         node: e.node,
-                        path,
-                        below,
+                        path: path.clone(),
+                        below: below.clone(),
                         same,
                     });
                 }
@@ -145,16 +184,20 @@ impl Views {
     /// Where the path of entry `name` (node `node` as of the top) in
     /// `dir` leads as of each layer below the top: nowhere where the
     /// directory's path leads nowhere; the node it leads to one layer up
-    /// where the directory is unchanged; else looked up.
+    /// where the directory is unchanged; else found in the directory's
+    /// listing there (`names[k]`), or looked up. Written to `out`.
     fn child_below(
         &self,
         dir: &Dir,
+        names: &[Option<Names>],
         name: &[u8],
         path: &[u8],
         node: NodeId,
-    ) -> Vec<Option<NodeId>> {
+        out: &mut Vec<Option<NodeId>>,
+    ) {
         let top = dir.below.len();
-        let mut out = vec![None; top];
+        out.clear();
+        out.resize(top, None);
         // A name `lookup` would not take as one component is looked up.
         let plain = !name.is_empty() && name != b"." && !name.contains(&b'/');
         let mut above = Some(node);
@@ -162,25 +205,52 @@ impl Views {
             let here = match (dir.below.get(k), dir.same.get(k)) {
                 (Some(None) | None, _) => None,
                 (Some(Some(_)), Some(true)) if plain => above,
-                _ => self.fs.get(k).and_then(|fs| fs.lookup(path).ok()),
+                _ => match names.get(k) {
+                    Some(Some(names)) if plain => names.get(name).copied(),
+                    _ => self.fs.get(k).and_then(|fs| fs.lookup(path).ok()),
+                },
             };
             if let Some(slot) = out.get_mut(k) {
                 *slot = here;
             }
             above = here;
         }
-        out
+    }
+
+    /// The names of directory `dir` as of layer `layer`, for
+    /// [`Views::child_below`]; `None` when it cannot be listed or holds
+    /// more than [`LISTED_NAMES`] (then each name is looked up).
+    fn listing(&self, layer: usize, dir: NodeId) -> Option<Names> {
+        let fs = self.fs.get(layer)?;
+        let mut names = Names::new();
+        let mut over = false;
+        fs.read_dir(dir, &mut Vec::new(), &mut |e| {
+            if names.len() >= LISTED_NAMES {
+                over = true;
+                return ControlFlow::Break(());
+            }
+            names.entry(e.name).or_insert(e.node);
+            ControlFlow::Continue(())
+        })
+        .ok()?;
+        (!over).then_some(names)
     }
 
     /// For a directory, node `node` as of the top and `below` as of the
     /// layers below: whether as of each layer `k` it has the bytes it has
     /// as of `k + 1` (`same[k]`). An error reading it says no (its names
-    /// are then looked up).
-    fn unchanged(&self, node: NodeId, below: &[Option<NodeId>]) -> Vec<bool> {
+    /// are then looked up). `top_ranges`: its [`Views::ranges_of`] as of
+    /// the top, when the caller read them.
+    fn unchanged(
+        &self,
+        node: NodeId,
+        below: &[Option<NodeId>],
+        top_ranges: Option<Vec<(u64, u64)>>,
+    ) -> Vec<bool> {
         let top = below.len();
         let mut same = vec![false; top];
         // The directory's ranges as of layer k + 1, when known.
-        let mut known: Option<Vec<(u64, u64)>> = None;
+        let mut known: Option<Vec<(u64, u64)>> = top_ranges;
         for k in (0..top).rev() {
             let above = if k.saturating_add(1) == top {
                 Some(node)

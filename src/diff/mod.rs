@@ -37,6 +37,7 @@ mod layout;
 mod pair;
 mod pairing;
 pub mod paths;
+pub mod spans;
 pub mod tree;
 
 use blocks::BlockSet;

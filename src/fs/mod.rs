@@ -207,6 +207,23 @@ pub trait Filesystem: Send + Sync {
         each: &mut dyn FnMut(Run) -> ControlFlow<()>,
     ) -> Result<(), FsError>;
 
+    /// [`Filesystem::metadata`] and then [`Filesystem::runs`] of one
+    /// node, reading it once where the filesystem can (per file in
+    /// `blame -R`). The outer error is the metadata's; the inner result
+    /// is the runs'.
+    ///
+    /// # Errors
+    /// As [`Filesystem::metadata`].
+    fn metadata_runs(
+        &self,
+        node: NodeId,
+        problems: &mut Vec<Problem>,
+        each: &mut dyn FnMut(Run) -> ControlFlow<()>,
+    ) -> Result<(Metadata, Result<(), FsError>), FsError> {
+        let meta = self.metadata(node)?;
+        Ok((meta, self.runs(node, problems, each)))
+    }
+
     /// Fills `buf` with the file's bytes at `offset` (holes as zeros) and
     /// returns how many bytes the file has there (less than `buf.len()`
     /// at the end of the file): `cat`, the hex view, `diff`'s content

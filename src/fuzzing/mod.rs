@@ -13,6 +13,15 @@
 //!
 //! Not a public API: the module is `#[doc(hidden)]` and may change with
 //! the fuzz targets.
+// Fuzz inputs are disk data (issue 11): no panic, no wrap here either.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -200,7 +209,9 @@ fn sample_reads(source: &dyn BlockSource) {
     let mut buf = vec![0u8; 64 << 10];
     for at in [0, len / 2, len.saturating_sub(64 << 10)] {
         let n = usize::try_from(len.saturating_sub(at).min(64 << 10)).unwrap_or(0);
-        let _ = source.read_at(at, &mut buf[..n]);
+        if let Some(part) = buf.get_mut(..n) {
+            let _ = source.read_at(at, part);
+        }
     }
     let _ = source.block_status(0, len.min(MAX_STATUS));
 }
@@ -226,7 +237,7 @@ fn walk(fs: &dyn Filesystem) {
             if budget.nodes == 0 {
                 return ControlFlow::Break(());
             }
-            budget.nodes -= 1;
+            budget.nodes = budget.nodes.saturating_sub(1);
             if !entry.is_dot_or_dotdot() {
                 children.push(entry.node);
             }
@@ -237,12 +248,14 @@ fn walk(fs: &dyn Filesystem) {
                 continue;
             };
             if budget.reports > 0 {
-                budget.reports -= 1;
+                budget.reports = budget.reports.saturating_sub(1);
                 let _ = fs.node_report(node);
             }
             let _ = fs.xattrs(node, &mut problems);
             match meta.file_type {
-                FileType::Directory if depth < MAX_DEPTH => stack.push((node, depth + 1)),
+                FileType::Directory if depth < MAX_DEPTH => {
+                    stack.push((node, depth.saturating_add(1)))
+                }
                 FileType::Regular => read_file(fs, node, &mut budget, &mut problems),
                 FileType::Symlink => {
                     let _ = fs.read_link(node);
@@ -291,7 +304,7 @@ fn read_file(
 ) {
     let mut runs = 0usize;
     let _ = fs.runs(node, problems, &mut |_| {
-        runs += 1;
+        runs = runs.saturating_add(1);
         if runs >= 256 {
             ControlFlow::Break(())
         } else {
@@ -348,12 +361,16 @@ pub fn nbd_server(bytes: &[u8]) {
     let len = client.len();
     let mut buf = vec![0u8; 64 << 10];
     let n = usize::try_from(len.min(64 << 10)).unwrap_or(0);
-    let _ = client.read_at(0, &mut buf[..n]);
+    if let Some(part) = buf.get_mut(..n) {
+        let _ = client.read_at(0, part);
+    }
     let _ = client.block_status(0, len.min(1 << 30));
     let _ = client.status_all(0, len.min(1 << 20));
     let at = len / 2;
     let n = usize::try_from(len.saturating_sub(at).min(64 << 10)).unwrap_or(0);
-    let _ = client.read_at(at, &mut buf[..n]);
+    if let Some(part) = buf.get_mut(..n) {
+        let _ = client.read_at(at, part);
+    }
 }
 
 /// The scripted server of [`nbd_server`]: one per process, on a socket in

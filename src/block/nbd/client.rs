@@ -286,21 +286,27 @@ impl NbdClient {
         if extra.tried > 0 || want == 0 {
             return;
         }
+        // One thread started here (the batch's requests are not held up
+        // by more), which opens the connections all at once and hands
+        // each on as it is ready.
         let (tx, rx) = mpsc::channel();
-        let mut started = 0usize;
-        for _ in 0..want {
-            let (uri, opts, tx) = (self.uri.clone(), self.extra_opts(), tx.clone());
-            let spawned = std::thread::Builder::new()
-                .name("nbd-connect".into())
-                .spawn(move || {
-                    let _ = tx.send(open_conn(&uri, &opts));
+        let (uri, opts) = (self.uri.clone(), self.extra_opts());
+        let spawned = std::thread::Builder::new()
+            .name("nbd-connect".into())
+            .spawn(move || {
+                std::thread::scope(|scope| {
+                    for _ in 0..want {
+                        let (uri, opts, tx) = (&uri, &opts, tx.clone());
+                        scope.spawn(move || {
+                            let _ = tx.send(open_conn(uri, opts));
+                        });
+                    }
                 });
-            if spawned.is_ok() {
-                started = started.saturating_add(1);
-            }
+            });
+        if spawned.is_ok() {
+            extra.tried = want;
+            extra.opening = Some((want, rx));
         }
-        extra.tried = started;
-        extra.opening = Some((started, rx));
     }
 
     /// Keeps the connections opened that serve the same export.

@@ -156,17 +156,19 @@ impl SparseExtent {
         self.grain_bytes.saturating_mul(self.params.gtes_per_gt)
     }
 
-    /// Where the span of the grain directory entry holding `rel` ends,
-    /// when that entry is 0 (its whole span unallocated); else None. Lets
-    /// a walk step over an empty table's span at once, not grain by grain
-    /// (a header claiming 1 TiB of empty entries took 18 s so).
+    /// Where the run of empty grain directory entries holding `rel` ends
+    /// (their whole span unallocated), when the entry holding `rel` is 0;
+    /// else None. Lets a walk step over empty tables at once, not grain by
+    /// grain (a header claiming 1 TiB of empty entries took 18 s so) nor
+    /// entry by entry (22 million entries of holes took seconds).
     pub fn unallocated_span_end(&self, rel: u64) -> Result<Option<u64>, BlockError> {
         let span = self.table_span();
         let gd_index = rel.checked_div(span).unwrap_or(0);
-        Ok(match self.gd.get(gd_index)? {
-            Some(0) => Some(gd_index.saturating_add(1).saturating_mul(span)),
-            _ => None,
-        })
+        if self.gd.get(gd_index)? != Some(0) {
+            return Ok(None);
+        }
+        let next = self.gd.next_nonzero(gd_index)?.unwrap_or(self.gd.len());
+        Ok(Some(next.saturating_mul(span)))
     }
 
     /// Bytes of the extent's first `len` its grains hold (data, zeroed or
@@ -186,44 +188,49 @@ impl SparseExtent {
             let end = start.saturating_add(span).min(len);
             // None (past the directory): `grain` reports it.
             let entry = self.gd.get(gd_index)?;
-            if entry != Some(0) {
-                let whole = end.saturating_sub(start) == span;
-                let known = entry
-                    .filter(|_| whole)
-                    .and_then(|e| by_entry.get(&e).copied());
-                let bytes = match known {
-                    Some(b) => b,
-                    None => {
-                        let mut b = 0u64;
-                        // An empty entry is unallocated, unchecked (as
-                        // `grain` says); the others are checked there.
-                        let table = match entry {
-                            Some(e) => match self.table_offset(gd_index, e)? {
-                                Some(off) => Some(self.table(off, gd_index)?),
-                                None => None,
-                            },
-                            None => None,
-                        };
-                        let width = usize::try_from(self.entry_width()).unwrap_or(usize::MAX);
-                        let mut at = start;
-                        let mut gt_at = 0usize;
-                        while at < end {
-                            let empty = table.as_deref().and_then(|t| self.table_entry(t, gt_at))
-                                == Some(0);
-                            if !empty && self.grain(at)? != Piece::Unallocated {
-                                b = b.saturating_add(self.grain_bytes.min(end.saturating_sub(at)));
-                            }
-                            at = at.saturating_add(self.grain_bytes.max(1));
-                            gt_at = gt_at.saturating_add(width);
-                        }
-                        if let Some(e) = entry.filter(|_| whole) {
-                            by_entry.insert(e, b);
-                        }
-                        b
-                    }
-                };
-                held = held.saturating_add(bytes);
+            if entry == Some(0) {
+                // A run of empty entries holds nothing: stepped over at
+                // once, at a cost of a compare per page of the directory.
+                gd_index = self.gd.next_nonzero(gd_index)?.unwrap_or(self.gd.len());
+                start = gd_index.saturating_mul(span);
+                continue;
             }
+            let whole = end.saturating_sub(start) == span;
+            let known = entry
+                .filter(|_| whole)
+                .and_then(|e| by_entry.get(&e).copied());
+            let bytes = match known {
+                Some(b) => b,
+                None => {
+                    let mut b = 0u64;
+                    // An empty entry is unallocated, unchecked (as
+                    // `grain` says); the others are checked there.
+                    let table = match entry {
+                        Some(e) => match self.table_offset(gd_index, e)? {
+                            Some(off) => Some(self.table(off, gd_index)?),
+                            None => None,
+                        },
+                        None => None,
+                    };
+                    let width = usize::try_from(self.entry_width()).unwrap_or(usize::MAX);
+                    let mut at = start;
+                    let mut gt_at = 0usize;
+                    while at < end {
+                        let empty =
+                            table.as_deref().and_then(|t| self.table_entry(t, gt_at)) == Some(0);
+                        if !empty && self.grain(at)? != Piece::Unallocated {
+                            b = b.saturating_add(self.grain_bytes.min(end.saturating_sub(at)));
+                        }
+                        at = at.saturating_add(self.grain_bytes.max(1));
+                        gt_at = gt_at.saturating_add(width);
+                    }
+                    if let Some(e) = entry.filter(|_| whole) {
+                        by_entry.insert(e, b);
+                    }
+                    b
+                }
+            };
+            held = held.saturating_add(bytes);
             start = end;
             gd_index = gd_index.saturating_add(1);
         }

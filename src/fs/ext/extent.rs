@@ -4,7 +4,7 @@
 //! (metadata_csum). Depth is at most 5 (the kernel's limit).
 use std::collections::{BTreeMap, HashSet};
 
-use crate::layout::{decode_table, Endian, Field, FieldValue};
+use crate::layout::Field;
 
 use super::blockmap::{BlockMap, Geometry, ReadBlock, Run};
 use super::checksum::{crc32c_raw, Check};
@@ -78,10 +78,10 @@ pub enum Entry {
     },
 }
 
-/// A decoded node: the header and its entries.
+/// A decoded node: the header's fields the walk needs, and its entries
+/// (the header's table is [`HEADER`]).
 #[derive(Clone, Debug)]
 pub struct Node {
-    pub header: Vec<FieldValue>,
     pub depth: u16,
     pub max: u16,
     pub entries: Vec<Entry>,
@@ -166,7 +166,6 @@ impl Node {
             });
         }
         Ok(Node {
-            header: decode_table(HEADER, bytes, Endian::Little, base),
             depth,
             max,
             entries: out,

@@ -37,6 +37,115 @@ impl Ext4 {
         FileType::from_mode(u32::from(inode.mode))
     }
 
+    /// The metadata of node `node`, inode `i`.
+    fn metadata_of(&self, node: NodeId, i: &Inode) -> Metadata {
+        let sb = Ext4::superblock(self);
+        let huge = sb.has_ro_compat(RoCompat::HUGE_FILE) && i.flags & 0x4_0000 != 0;
+        let allocated = if huge {
+            i.blocks.saturating_mul(sb.block_size)
+        } else {
+            i.blocks.saturating_mul(512)
+        };
+        let rdev = i.is_device().then(|| {
+            let b = &i.block;
+            let old = u32::from(u16::from_le_bytes([b[0], b[1]]));
+            if old != 0 {
+                (old >> 8, old & 0xff)
+            } else {
+                let new = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+                ((new & 0xfff00) >> 8, (new & 0xff) | ((new >> 12) & 0xfff00))
+            }
+        });
+        Metadata {
+            node,
+            file_type: Ext4::file_type_of(i),
+            mode: u32::from(i.mode),
+            uid: i.uid,
+            gid: i.gid,
+            size: i.size,
+            links: u32::from(i.links),
+            allocated,
+            atime: Some(time(i.atime)),
+            mtime: Some(time(i.mtime)),
+            ctime: Some(time(i.ctime)),
+            crtime: i.crtime.map(time),
+            generation: Some(i.generation),
+            rdev,
+            // What a user sets (chattr), not how the file is laid out.
+            flags: i
+                .flags_set()
+                .filter(|f| !LAYOUT_FLAGS.contains(f))
+                .collect(),
+        }
+    }
+
+    /// The runs of node `node`, inode `inode` ([`Filesystem::runs`]).
+    fn runs_of(
+        &self,
+        node: NodeId,
+        inode: &Inode,
+        problems: &mut Vec<Problem>,
+        each: &mut dyn FnMut(Run) -> ControlFlow<()>,
+    ) -> Result<(), FsError> {
+        // Devices, FIFOs and sockets own no blocks but an attribute block
+        // (their i_block is not a map).
+        let mapped = inode.is_reg() || inode.is_dir() || inode.is_symlink();
+        let map = if mapped {
+            self.block_map(inode)?
+        } else {
+            Default::default()
+        };
+        problems.extend(map.skipped.into_iter().map(Problem::lost));
+        problems.extend(map.warnings.into_iter().map(Problem::warning));
+        if map.more_problems > 0 {
+            problems.push(Problem::warning(FsError::corrupt(
+                "inode",
+                "block map",
+                inode.base,
+                format!(
+                    "inode {node}: {} more block map problems not listed",
+                    map.more_problems
+                ),
+            )));
+        }
+        let bs = Ext4::superblock(self).block_size;
+        let attr = (inode.file_acl != 0).then_some(Run {
+            logical: 0,
+            physical: inode.file_acl.saturating_mul(bs),
+            len: bs,
+            kind: RunKind::Attr,
+        });
+        for r in map.runs {
+            let ExtRun {
+                logical,
+                physical,
+                len,
+                uninit,
+                meta,
+                level,
+            } = r;
+            let run = Run {
+                logical: logical.saturating_mul(bs),
+                physical: physical.saturating_mul(bs),
+                len: len.saturating_mul(bs),
+                kind: if meta {
+                    RunKind::Meta { level }
+                } else if uninit {
+                    RunKind::Unwritten
+                } else {
+                    RunKind::Data
+                },
+            };
+            if each(run).is_break() {
+                return Ok(());
+            }
+        }
+        if let Some(a) = attr {
+            let _ = each(a);
+        }
+        Ok(())
+    }
+
     /// Group `g`'s row of the group table: dumpe2fs's facts (blocks,
     /// bitmaps, inode table, free counts, flags, where the backups are)
     /// with the descriptor's and bitmaps' checksums as stored and
@@ -256,46 +365,19 @@ impl Filesystem for Ext4 {
     }
 
     fn metadata(&self, node: NodeId) -> Result<Metadata, FsError> {
-        let i = self.inode(node)?;
-        let sb = Ext4::superblock(self);
-        let huge = sb.has_ro_compat(RoCompat::HUGE_FILE) && i.flags & 0x4_0000 != 0;
-        let allocated = if huge {
-            i.blocks.saturating_mul(sb.block_size)
-        } else {
-            i.blocks.saturating_mul(512)
-        };
-        let rdev = i.is_device().then(|| {
-            let b = &i.block;
-            let old = u32::from(u16::from_le_bytes([b[0], b[1]]));
-            if old != 0 {
-                (old >> 8, old & 0xff)
-            } else {
-                let new = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-                ((new & 0xfff00) >> 8, (new & 0xff) | ((new >> 12) & 0xfff00))
-            }
-        });
-        Ok(Metadata {
-            node,
-            file_type: Ext4::file_type_of(&i),
-            mode: u32::from(i.mode),
-            uid: i.uid,
-            gid: i.gid,
-            size: i.size,
-            links: u32::from(i.links),
-            allocated,
-            atime: Some(time(i.atime)),
-            mtime: Some(time(i.mtime)),
-            ctime: Some(time(i.ctime)),
-            crtime: i.crtime.map(time),
-            generation: Some(i.generation),
-            rdev,
-            // What a user sets (chattr), not how the file is laid out.
-            flags: i
-                .flag_names()
-                .into_iter()
-                .filter(|f| !LAYOUT_FLAGS.contains(f))
-                .collect(),
-        })
+        Ok(self.metadata_of(node, &self.inode(node)?))
+    }
+
+    fn metadata_runs(
+        &self,
+        node: NodeId,
+        problems: &mut Vec<Problem>,
+        each: &mut dyn FnMut(Run) -> ControlFlow<()>,
+    ) -> Result<(Metadata, Result<(), FsError>), FsError> {
+        // Read once, without the checks whose problems neither keeps.
+        let inode = self.inode_unchecked(node)?;
+        let meta = self.metadata_of(node, &inode);
+        Ok((meta, self.runs_of(node, &inode, problems, each)))
     }
 
     fn node_report(&self, node: NodeId) -> Result<Report, FsError> {
@@ -376,64 +458,7 @@ impl Filesystem for Ext4 {
         problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(Run) -> ControlFlow<()>,
     ) -> Result<(), FsError> {
-        let inode = self.inode(node)?;
-        // Devices, FIFOs and sockets own no blocks but an attribute block
-        // (their i_block is not a map).
-        let mapped = inode.is_reg() || inode.is_dir() || inode.is_symlink();
-        let map = if mapped {
-            self.block_map(&inode)?
-        } else {
-            Default::default()
-        };
-        problems.extend(map.skipped.into_iter().map(Problem::lost));
-        problems.extend(map.warnings.into_iter().map(Problem::warning));
-        if map.more_problems > 0 {
-            problems.push(Problem::warning(FsError::corrupt(
-                "inode",
-                "block map",
-                inode.base,
-                format!(
-                    "inode {node}: {} more block map problems not listed",
-                    map.more_problems
-                ),
-            )));
-        }
-        let bs = Ext4::superblock(self).block_size;
-        let attr = (inode.file_acl != 0).then_some(Run {
-            logical: 0,
-            physical: inode.file_acl.saturating_mul(bs),
-            len: bs,
-            kind: RunKind::Attr,
-        });
-        for r in map.runs {
-            let ExtRun {
-                logical,
-                physical,
-                len,
-                uninit,
-                meta,
-                level,
-            } = r;
-            let run = Run {
-                logical: logical.saturating_mul(bs),
-                physical: physical.saturating_mul(bs),
-                len: len.saturating_mul(bs),
-                kind: if meta {
-                    RunKind::Meta { level }
-                } else if uninit {
-                    RunKind::Unwritten
-                } else {
-                    RunKind::Data
-                },
-            };
-            if each(run).is_break() {
-                return Ok(());
-            }
-        }
-        if let Some(a) = attr {
-            let _ = each(a);
-        }
-        Ok(())
+        self.runs_of(node, &self.inode(node)?, problems, each)
     }
 
     fn read_file(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {

@@ -335,11 +335,15 @@ impl Inode {
 
     /// Names of the set flags.
     pub fn flag_names(&self) -> Vec<&'static str> {
+        self.flags_set().collect()
+    }
+
+    /// The names of the flags set, as [`Inode::flag_names`] lists them.
+    pub fn flags_set(&self) -> impl Iterator<Item = &'static str> + '_ {
         FLAGS
             .iter()
             .filter(|(b, _)| u64::from(self.flags) & b != 0)
             .map(|(_, n)| *n)
-            .collect()
     }
 
     /// The inode as a report: every field it has (up to `128 +

@@ -286,11 +286,8 @@ impl Ext4 {
     /// the disk.
     pub fn inode(&self, ino: u64) -> Result<Inode, FsError> {
         let sb = &self.sb;
-        let offset = self.inode_offset(ino)?;
-        let size = u64::from(sb.inode_size);
-        let mut raw = vec![0u8; us(size)];
-        self.disk.read_at(offset, &mut raw)?;
-        let mut inode = Inode::decode(ino, &raw, offset)?;
+        let mut inode = self.inode_unchecked(ino)?;
+        let offset = inode.base;
         self.check_flags(&mut inode);
         if sb.has_metadata_csum() {
             let c = inode.compute_checksum(sb.csum_seed);
@@ -306,6 +303,28 @@ impl Ext4 {
             inode.checksum = Some(c);
         }
         Ok(inode)
+    }
+
+    /// Inode `ino` as [`Ext4::inode`] decodes it, without its checks
+    /// (checksum, flags): for callers that keep none of its problems.
+    ///
+    /// # Errors
+    /// As [`Ext4::inode`].
+    pub fn inode_unchecked(&self, ino: u64) -> Result<Inode, FsError> {
+        let offset = self.inode_offset(ino)?;
+        let size = us(u64::from(self.sb.inode_size));
+        // Most inodes are 256 bytes: read on the stack.
+        let mut small = [0u8; 1024];
+        let mut large = Vec::new();
+        let raw = match small.get_mut(..size) {
+            Some(r) => r,
+            None => {
+                large.resize(size, 0);
+                large.as_mut_slice()
+            }
+        };
+        self.disk.read_at(offset, raw)?;
+        Inode::decode(ino, raw, offset)
     }
 
     /// Where inode `ino` is on the disk.

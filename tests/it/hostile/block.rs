@@ -1,9 +1,11 @@
 //! The block layer on hostile images: a read error in a hex dump, a
 //! compressed cluster that inflates past its size, special files as
-//! images or backing files, and a small qcow2 claiming 16 TiB.
+//! images or backing files, a small qcow2 claiming 16 TiB, and VMDK
+//! grain directories far larger than what they hold.
 use std::path::Path;
 
 use super::{be64, bounded, fails_with, put_be64, run};
+use crate::formats::{check_map, qemu_io_fmt};
 use crate::util::{need, qemu_io, sh};
 
 /// The L2 table of the image's first L1 entry.
@@ -359,4 +361,104 @@ fn vmdk_held_bytes_follow_the_real_grain_tables() {
         let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
         assert_eq!(j[0]["allocated-bytes"].as_u64(), Some(held), "{name}");
     }
+}
+
+/// A VMDK of 64 GiB whose grain tables hold one entry each: its grain
+/// directory has 2 Mi entries (a fuzzer's 109-byte input claimed 22 Mi
+/// over a file of holes, and `chain` looked each one up: 3 s of CPU in
+/// the fuzzer, beyond its 10 s timeout under load). Runs of empty entries
+/// are now stepped over a page of the directory at a time. qemu-img map is
+/// the oracle for `map` and for what `chain` says the layer holds,
+/// including data past the last of 2 million entries' runs of zeros.
+#[test]
+fn vmdk_runs_of_empty_directory_entries_are_stepped_over_whole() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    sh(
+        dir,
+        &["qemu-img", "create", "-q", "-f", "vmdk", "base.vmdk", "64G"],
+    );
+    qemu_io_fmt(
+        dir,
+        "vmdk",
+        "base.vmdk",
+        &[
+            "write -P 7 0 64k",
+            "write -P 9 1M 64k",
+            "write -P 5 50G 128k",
+        ],
+    );
+    let img = std::fs::read(dir.join("base.vmdk")).unwrap();
+    let le = |at: usize, n: usize| {
+        let mut v = 0u64;
+        for i in (0..n).rev() {
+            v = (v << 8) | u64::from(img[at + i]);
+        }
+        v
+    };
+    assert_eq!(&img[..4], b"KDMV");
+    let (capacity, grain, gtes, gd) = (le(12, 8), le(20, 8), le(44, 4), le(56, 8));
+    // The grains qemu-io wrote: (grain index, sector of its data).
+    let mut grains = Vec::new();
+    for k in 0..capacity.div_ceil(grain * gtes) {
+        let gt = le(gd as usize * 512 + k as usize * 4, 4);
+        for j in 0..gtes {
+            let sector = if gt == 0 {
+                0
+            } else {
+                le(gt as usize * 512 + j as usize * 4, 4)
+            };
+            if sector != 0 {
+                grains.push((k * gtes + j, sector));
+            }
+        }
+    }
+    assert_eq!(grains.len(), 4, "{grains:?}");
+    // The same grains through a new directory of one-entry tables, after
+    // the file's end: one entry per grain, a table sector per grain held.
+    let mut v = img.clone();
+    let entries = capacity.div_ceil(grain) as usize;
+    let new_gd = v.len() / 512;
+    let tables = new_gd + (entries * 4).div_ceil(512);
+    v.resize((tables + grains.len()) * 512, 0);
+    for (i, (index, sector)) in grains.iter().enumerate() {
+        let table = tables + i;
+        let at = new_gd * 512 + *index as usize * 4;
+        v[at..at + 4].copy_from_slice(&(table as u32).to_le_bytes());
+        v[table * 512..table * 512 + 4].copy_from_slice(&(*sector as u32).to_le_bytes());
+    }
+    v[44..48].copy_from_slice(&1u32.to_le_bytes());
+    for field in [48, 56] {
+        v[field..field + 8].copy_from_slice(&(new_gd as u64).to_le_bytes());
+    }
+    std::fs::write(dir.join("tiny.vmdk"), v).unwrap();
+    check_map(dir, "tiny.vmdk", Some("vmdk"));
+    let out = sh(
+        dir,
+        &[
+            "qemu-img",
+            "map",
+            "--output=json",
+            "-f",
+            "vmdk",
+            "tiny.vmdk",
+        ],
+    );
+    let map: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let held: u64 = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["present"] == true)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum();
+    assert_eq!(held, 4 * grain * 512, "qemu-img map");
+    let r = run(dir, &["chain", "--json", "tiny.vmdk"], b"");
+    bounded(&r, "chain");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(j[0]["allocated-bytes"].as_u64(), Some(held));
 }
