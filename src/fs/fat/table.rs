@@ -111,8 +111,8 @@ impl<'a> FatReader<'a> {
     }
 
     /// How many entries of clusters `first..=last` are 0 (free), read as
-    /// [`FatReader::entry`] reads them: bytes past the table's end or the
-    /// disk's read as zeros. FAT16 and FAT32 are read 64 KiB at a time, so
+    /// [`FatReader::entry`] reads them: bytes past the table's end read as
+    /// zeros. FAT16 and FAT32 are read 64 KiB at a time, so
     /// a 16 M-entry table costs 500 reads and a byte compare, not 16 M
     /// lookups (a fuzzer's slow input); what lies wholly past the readable
     /// table is counted without reading.
@@ -137,8 +137,9 @@ impl<'a> FatReader<'a> {
             .boot
             .fat_sectors
             .saturating_mul(self.boot.bytes_per_sector);
-        // The table's bytes that can be read at all.
-        let readable = table_len.min(self.disk.len().saturating_sub(self.base));
+        // Past the table's end, entries read as zeros; a table that runs
+        // past the disk's end fails to read there, as `entry` does.
+        let readable = table_len;
         const STEP: u64 = 64 << 10;
         let mut buf = vec![0u8; usize::try_from(STEP).unwrap_or(0)];
         let (mut c, last) = (u64::from(first), u64::from(last));
@@ -286,7 +287,7 @@ mod tests {
 
     /// `count_free` equals counting `entry` one by one, on FAT16 and FAT32
     /// tables of random entries (a quarter free), for ranges that start,
-    /// end and pass the table's end and the disk's end anywhere.
+    /// end and pass the table's end anywhere.
     #[test]
     fn count_free_equals_counting_each_entry() {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -297,7 +298,7 @@ mod tests {
             seed
         };
         for (fat_type, width) in [(FatType::Fat16, 2u64), (FatType::Fat32, 4)] {
-            for disk_len in [300_000u64, 200_001] {
+            for disk_len in [300_000u64, 262_144] {
                 let mut bytes = vec![0u8; usize::try_from(disk_len).unwrap()];
                 for b in bytes.chunks_mut(usize::try_from(width).unwrap()) {
                     if rand() % 4 != 0 {
@@ -306,8 +307,7 @@ mod tests {
                     }
                 }
                 let disk = RawFile::new("mem", Arc::new(MemStorage::new(bytes)));
-                // A 204,800-byte FAT at 1 KiB: past the end of the
-                // 200,001-byte disk.
+                // A 204,800-byte FAT at 1 KiB.
                 let boot = BootSector {
                     fat_type,
                     bytes_per_sector: 512,
