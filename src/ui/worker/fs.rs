@@ -4,6 +4,7 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use super::ahead::AHEAD_DIRS;
 use super::{error_chain, Worker, MAX_CELLS};
 use crate::block::{BlockError, BlockSource};
 use crate::bytes::u64_of;
@@ -203,26 +204,6 @@ impl Worker {
         Ok(Ok(out))
     }
 
-    /// Whether subdirectories wait to be fetched ahead.
-    pub(super) fn has_ahead(&self) -> bool {
-        self.ahead.as_ref().is_some_and(|(_, d)| !d.is_empty())
-    }
-
-    /// Fetches ahead the subdirectories of the directory listed last
-    /// (their inodes, maps and blocks, see
-    /// [`crate::fs::Filesystem::prefetch_dirs`]): over a remote disk,
-    /// opening one then costs no round trip. Runs on the worker's thread
-    /// between requests; the filesystem's page store bounds the memory.
-    /// Nothing for a local disk.
-    pub(super) fn fetch_ahead(&mut self) {
-        let Some((as_of, dirs)) = self.ahead.take() else {
-            return;
-        };
-        if let Ok(Ok(fs)) = self.fsys(as_of) {
-            fs.prefetch_dirs(&dirs);
-        }
-    }
-
     /// A file's first data byte, the layers holding its blocks, and the
     /// hit map cells (of `cells`) they fall in.
     pub(super) fn file(
@@ -395,10 +376,6 @@ impl Worker {
 /// Entries of one directory listed at most (a damaged or absurd
 /// directory shows its first ones).
 const MAX_DIR_ROWS: usize = 1 << 16;
-
-/// Most subdirectories of a listing fetched ahead: more than a screen
-/// shows.
-const AHEAD_DIRS: usize = 128;
 
 pub(super) fn printable_chain(e: &dyn std::error::Error) -> String {
     crate::escape::printable(&error_chain(e))
