@@ -50,14 +50,18 @@ impl<'a> FatReader<'a> {
         }
     }
 
+    /// The table's length in bytes (one copy).
+    fn table_len(&self) -> u64 {
+        self.boot
+            .fat_sectors
+            .saturating_mul(self.boot.bytes_per_sector)
+    }
+
     /// The bytes of the table at `offset` (from the table's start), `len`
     /// of them (at most 4, never across the table's end).
     fn bytes(&mut self, offset: u64, len: u64) -> Result<[u8; 4], FsError> {
         let mut out = [0u8; 4];
-        let table_len = self
-            .boot
-            .fat_sectors
-            .saturating_mul(self.boot.bytes_per_sector);
+        let table_len = self.table_len();
         for i in 0..len.min(4) {
             let at = offset.saturating_add(i);
             if at >= table_len {
@@ -114,8 +118,8 @@ impl<'a> FatReader<'a> {
     /// [`FatReader::entry`] reads them: bytes past the table's end read as
     /// zeros. FAT16 and FAT32 are read 64 KiB at a time, so
     /// a 16 M-entry table costs 500 reads and a byte compare, not 16 M
-    /// lookups (a fuzzer's slow input); what lies wholly past the readable
-    /// table is counted without reading.
+    /// lookups (a fuzzer's slow input); what lies wholly past the table is
+    /// counted without reading.
     ///
     /// # Errors
     /// Read errors.
@@ -133,13 +137,7 @@ impl<'a> FatReader<'a> {
             FatType::Fat16 => (2u64, 0xffff_u32),
             FatType::Fat32 => (4u64, 0x0fff_ffff_u32),
         };
-        let table_len = self
-            .boot
-            .fat_sectors
-            .saturating_mul(self.boot.bytes_per_sector);
-        // Past the table's end, entries read as zeros; a table that runs
-        // past the disk's end fails to read there, as `entry` does.
-        let readable = table_len;
+        let table_len = self.table_len();
         const STEP: u64 = 64 << 10;
         let mut buf = vec![0u8; usize::try_from(STEP).unwrap_or(0)];
         let (mut c, last) = (u64::from(first), u64::from(last));
@@ -147,13 +145,14 @@ impl<'a> FatReader<'a> {
         while c <= last {
             let at = c.saturating_mul(width);
             let left = last.saturating_sub(c).saturating_add(1);
-            if at >= readable {
-                // Every entry from here reads as zeros.
+            if at >= table_len {
+                // Every entry from here reads as zeros (a table that runs
+                // past the disk's end fails to read there, as `entry` does).
                 return Ok(free.saturating_add(left));
             }
             let n = left.min(STEP.checked_div(width).unwrap_or(1));
             let want = usize::try_from(n.saturating_mul(width)).unwrap_or(0);
-            let have = usize::try_from(readable.saturating_sub(at)).unwrap_or(usize::MAX);
+            let have = usize::try_from(table_len.saturating_sub(at)).unwrap_or(usize::MAX);
             let Some(chunk) = buf.get_mut(..want) else {
                 break;
             };
