@@ -58,6 +58,14 @@ pub fn fraction(part: u64, whole: u64) -> f64 {
 
 /// Formats a byte count with a binary unit (`512 B`, `64 KiB`, `1.5 GiB`).
 pub fn human(bytes: u64) -> String {
+    let mut out = String::new();
+    human_to(&mut out, bytes);
+    out
+}
+
+/// [`human`], appended to `out` (per line of long listings: no string
+/// of its own, and the common whole counts without the formatter).
+pub fn human_to(out: &mut String, bytes: u64) {
     const UNITS: [(&str, u32); 5] = [
         ("KiB", 10),
         ("MiB", 20),
@@ -71,34 +79,57 @@ pub fn human(bytes: u64) -> String {
         .rev()
         .find(|(_, shift)| bytes.checked_shr(*shift).is_some_and(|w| w != 0))
     else {
-        return format!("{bytes} B");
+        push_u64(out, bytes);
+        out.push_str(" B");
+        return;
     };
     if bytes.trailing_zeros() >= shift {
-        let whole = bytes.checked_shr(shift).unwrap_or(0);
-        format!("{whole} {unit}")
+        push_u64(out, bytes.checked_shr(shift).unwrap_or(0));
     } else {
+        use std::fmt::Write as _;
         let size = 1u64.checked_shl(shift).unwrap_or(u64::MAX);
-        format!("{:.1} {unit}", fraction(bytes, size))
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{:.1}", fraction(bytes, size));
     }
+    out.push(' ');
+    out.push_str(unit);
 }
 
-/// [`human`], appended to `out` (per line of long listings).
-pub fn human_to(out: &mut String, bytes: u64) {
-    out.push_str(&human(bytes));
+/// The decimal digits of `n`, at the end of `buf`: (the buffer, where
+/// the digits start).
+fn digits(mut n: u64) -> ([u8; 20], usize) {
+    // u64::MAX has 20 digits.
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    for slot in buf.iter_mut().rev() {
+        // `n % 10` is below 10: the cast and the sum cannot overflow.
+        let d = u8::try_from(n.checked_rem(10).unwrap_or(0)).unwrap_or(0);
+        *slot = b'0'.saturating_add(d);
+        at = at.saturating_sub(1);
+        n = n.checked_div(10).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+    }
+    (buf, at)
 }
 
-/// Appends `n` in decimal to `out` (what `{n}` writes).
+/// Appends `n` in decimal to `out` (what `{n}` writes), without the
+/// formatter (listings write one or more per line).
 pub fn push_u64(out: &mut String, n: u64) {
-    use std::fmt::Write as _;
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{n}");
+    let (buf, at) = digits(n);
+    out.push_str(std::str::from_utf8(buf.get(at..).unwrap_or_default()).unwrap_or_default());
 }
 
 /// Appends `n` in decimal to `out`, right-aligned in `width` columns
 /// (what `{n:>width$}` writes).
 pub fn push_u64_right(out: &mut String, n: u64, width: usize) {
-    use std::fmt::Write as _;
-    let _ = write!(out, "{n:>width$}");
+    let (buf, at) = digits(n);
+    let text = buf.get(at..).unwrap_or_default();
+    for _ in text.len()..width {
+        out.push(' ');
+    }
+    out.push_str(std::str::from_utf8(text).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -123,12 +154,22 @@ mod tests {
         assert_eq!(human(65536), "64 KiB");
         assert_eq!(human(1536 * 1024), "1.5 MiB");
         assert_eq!(human(1 << 40), "1 TiB");
-        for n in [0, 7, 10, 99, 12345, u64::MAX] {
-            let (mut a, mut b, mut c) = (String::new(), String::new(), String::new());
-            push_u64(&mut a, n);
-            push_u64_right(&mut b, n, 8);
-            human_to(&mut c, n);
-            assert_eq!((a, b, c), (format!("{n}"), format!("{n:>8}"), human(n)));
+        let mut edges = vec![0, 1, 7, 9, 10, 11, 99, 100, 12345, u64::MAX, u64::MAX - 1];
+        for p in 1..20u32 {
+            let t = 10u64.pow(p);
+            edges.extend([t - 1, t, t + 1]);
+        }
+        for n in edges {
+            for width in [0, 1, 7, 8, 20, 25] {
+                let (mut a, mut b, mut c) = (String::from("x"), String::new(), String::new());
+                push_u64(&mut a, n);
+                push_u64_right(&mut b, n, width);
+                human_to(&mut c, n);
+                assert_eq!(
+                    (a, b, c),
+                    (format!("x{n}"), format!("{n:>width$}"), human(n))
+                );
+            }
         }
     }
 

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use crate::block::buffer::AlignedBuf;
 use crate::block::{check_range, BlockError, BlockSource, Extent};
 use crate::bytes::{u64_of, us};
 
@@ -32,6 +33,9 @@ pub const CHUNK: u64 = 64 << 10;
 const MAX_WINDOW: u64 = 8;
 
 type Chunks = LruCache<u64, Arc<[u8]>>;
+
+/// Cached chunks: page-aligned buffers the source reads into directly.
+type Held = LruCache<u64, Arc<AlignedBuf>>;
 
 /// Bytes per page of the prefetch store: scattered metadata (inodes,
 /// directory blocks) is fetched ahead in pages, not whole chunks.
@@ -56,7 +60,10 @@ pub struct CacheStats {
 /// A caching wrapper around a block source.
 pub struct BlockCache {
     inner: Arc<dyn BlockSource>,
-    chunks: Mutex<Chunks>,
+    chunks: Mutex<Held>,
+    /// Buffers of evicted chunks, reused by the next fetches (at most a
+    /// window's): no fresh memory to fault in and zero per miss.
+    spare: Mutex<Vec<AlignedBuf>>,
     capacity_bytes: u64,
     /// Chunk index after the last miss, and the current window.
     next_expected: AtomicU64,
@@ -80,6 +87,7 @@ impl BlockCache {
             chunks: Mutex::new(LruCache::new(
                 NonZeroUsize::new(slots).unwrap_or(NonZeroUsize::MIN),
             )),
+            spare: Mutex::new(Vec::new()),
             capacity_bytes: u64_of(slots).saturating_mul(CHUNK),
             next_expected: AtomicU64::new(u64::MAX),
             window: AtomicU64::new(1),
@@ -289,11 +297,11 @@ impl BlockCache {
         }
     }
 
-    fn cached(&self, index: u64) -> Result<Option<Arc<[u8]>>, BlockError> {
+    fn cached(&self, index: u64) -> Result<Option<Arc<AlignedBuf>>, BlockError> {
         Ok(self.lock()?.get(&index).cloned())
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Chunks>, BlockError> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Held>, BlockError> {
         self.chunks.lock().map_err(|_| BlockError::Internal {
             what: "the block cache lock was poisoned".into(),
         })
@@ -301,7 +309,7 @@ impl BlockCache {
 
     /// Fetches chunk `index` (and, when reads are sequential, the chunks
     /// after it) from the inner source.
-    fn fetch(&self, index: u64) -> Result<Arc<[u8]>, BlockError> {
+    fn fetch(&self, index: u64) -> Result<Arc<AlignedBuf>, BlockError> {
         self.misses.fetch_add(1, Ordering::Relaxed);
         let sequential = self.next_expected.load(Ordering::Relaxed) == index;
         let window = if sequential {
@@ -317,9 +325,25 @@ impl BlockCache {
         let size = self.inner.len();
         let start = index.saturating_mul(CHUNK);
         let end = start.saturating_add(window.saturating_mul(CHUNK)).min(size);
-        let mut buf = crate::block::buffer::AlignedBuf::new(us(end.saturating_sub(start)));
-        self.inner.read_at(start, &mut buf)?;
-        let fetched = end.saturating_sub(start).div_ceil(CHUNK);
+        // Each chunk read straight into its own buffer (an evicted one's
+        // when there is one), the window's requests together.
+        let mut spare = std::mem::take(&mut *self.lock_spare()?);
+        let mut bufs: Vec<(u64, AlignedBuf)> = Vec::new();
+        let mut at = start;
+        while at < end {
+            let len = us(end.saturating_sub(at).min(CHUNK));
+            let buf = match spare.pop() {
+                Some(b) if b.len() == len => b,
+                _ => AlignedBuf::new(len),
+            };
+            bufs.push((at, buf));
+            at = at.saturating_add(CHUNK);
+        }
+        let mut reqs: Vec<(u64, &mut [u8])> =
+            bufs.iter_mut().map(|(at, b)| (*at, &mut **b)).collect();
+        self.inner.read_many(&mut reqs)?;
+        drop(reqs);
+        let fetched = u64_of(bufs.len());
         self.window.store(window, Ordering::Relaxed);
         self.next_expected
             .store(index.saturating_add(fetched), Ordering::Relaxed);
@@ -327,15 +351,33 @@ impl BlockCache {
             .fetch_add(fetched.saturating_sub(1), Ordering::Relaxed);
         let mut first = None;
         let mut cache = self.lock()?;
-        for (i, piece) in buf.chunks(us(CHUNK)).enumerate() {
-            let chunk: Arc<[u8]> = piece.into();
+        for (i, (_, buf)) in bufs.into_iter().enumerate() {
+            let chunk = Arc::new(buf);
             if i == 0 {
                 first = Some(Arc::clone(&chunk));
             }
-            cache.put(index.saturating_add(u64_of(i)), chunk);
+            // What the chunk pushes out, when no reader holds it any more,
+            // is the next fetch's buffer.
+            if let Some((_, old)) = cache.push(index.saturating_add(u64_of(i)), chunk) {
+                if let Ok(b) = Arc::try_unwrap(old) {
+                    if u64_of(b.len()) == CHUNK && u64_of(spare.len()) < MAX_WINDOW {
+                        spare.push(b);
+                    }
+                }
+            }
+        }
+        drop(cache);
+        if let Ok(mut s) = self.spare.lock() {
+            *s = spare;
         }
         first.ok_or_else(|| BlockError::Internal {
             what: format!("cache fetch of chunk {index} returned nothing"),
+        })
+    }
+
+    fn lock_spare(&self) -> Result<std::sync::MutexGuard<'_, Vec<AlignedBuf>>, BlockError> {
+        self.spare.lock().map_err(|_| BlockError::Internal {
+            what: "the block cache's spare buffers lock was poisoned".into(),
         })
     }
 }

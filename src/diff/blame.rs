@@ -83,7 +83,9 @@ pub struct Views {
     /// and the one below: where their bytes differ (nowhere: the same),
     /// as byte ranges in the block (an inode table block holds many
     /// nodes, each asked about its own bytes): see [`Views::same_bytes`].
-    pub same_blocks: std::sync::Mutex<std::collections::HashMap<(usize, u64), Differ>>,
+    /// `None`: they differ in too many places to keep (the part asked is
+    /// compared each time).
+    pub same_blocks: std::sync::Mutex<std::collections::HashMap<(usize, u64), Option<Differ>>>,
     /// Block status answers kept: which layers hold stretches of the
     /// volume (source `k`: layer `k`'s own), which layer serves
     /// stretches of the disk (source `layers.len()`: the chain).
@@ -92,6 +94,11 @@ pub struct Views {
 
 /// The unit [`Views::same_bytes`] compares and remembers.
 const SAME_BLOCK: u64 = 4096;
+
+/// Most bytes [`Views::same_bytes`] reads at once in each view: the
+/// block asked and the held ones after it (a layer holds whole
+/// clusters, and the nodes after one ask about the blocks after its).
+const SAME_REGION: u64 = 64 << 10;
 
 /// Most blocks [`Views::same_bytes`] remembers (then it starts again).
 const SAME_BLOCKS_KEPT: usize = 1 << 18;
@@ -331,34 +338,50 @@ impl Views {
                         .same_blocks
                         .lock()
                         .ok()
-                        .and_then(|m| m.get(&(layer, block)).map(meets));
+                        .and_then(|m| m.get(&(layer, block)).map(|d| d.as_ref().map(meets)));
                     match remembered {
-                        Some(true) => return false,
-                        Some(false) => {}
-                        None => {
-                            let Ok(size) = usize::try_from(last.saturating_sub(first)) else {
+                        Some(Some(true)) => return false,
+                        Some(Some(false)) => {}
+                        // Known to differ in many places: the block alone
+                        // read again and its part compared.
+                        Some(None) => {
+                            let (Ok(size), Ok(from), Ok(to)) = (
+                                usize::try_from(last.saturating_sub(first)),
+                                usize::try_from(from),
+                                usize::try_from(to),
+                            ) else {
                                 return false;
                             };
                             a.resize(size, 0);
                             b.resize(size, 0);
                             if new.read_at(first, &mut a).is_err()
                                 || old.read_at(first, &mut b).is_err()
+                                || a.get(from..to).is_none()
+                                || a.get(from..to) != b.get(from..to)
                             {
                                 return false;
                             }
-                            match differ(&a, &b) {
-                                Some(d) => {
-                                    let differs = meets(&d);
-                                    if let Ok(mut m) = self.same_blocks.lock() {
-                                        if m.len() >= SAME_BLOCKS_KEPT {
-                                            m.clear();
-                                        }
-                                        m.insert((layer, block), d);
-                                    }
-                                    if differs {
-                                        return false;
-                                    }
-                                }
+                        }
+                        None => {
+                            // The block and the held ones after it, read
+                            // in both views at once and remembered: the
+                            // nodes after this one ask about them next.
+                            let reach = self.same_reach(layer, first, last, old.len());
+                            let read = |end: u64, a: &mut Vec<u8>, b: &mut Vec<u8>| {
+                                let Ok(size) = usize::try_from(end.saturating_sub(first)) else {
+                                    return false;
+                                };
+                                a.resize(size, 0);
+                                b.resize(size, 0);
+                                new.read_at(first, a).is_ok() && old.read_at(first, b).is_ok()
+                            };
+                            if !read(reach, &mut a, &mut b)
+                                && (reach == last || !read(last, &mut a, &mut b))
+                            {
+                                return false;
+                            }
+                            let same = match self.remember_region(layer, block, &a, &b) {
+                                Some(d) => !meets(&d),
                                 None => {
                                     // Too many places to keep: the part
                                     // itself compared.
@@ -367,10 +390,11 @@ impl Views {
                                         let to = usize::try_from(to).ok()?;
                                         v.get(from..to).map(<[u8]>::to_vec)
                                     };
-                                    if part(&a).is_none() || part(&a) != part(&b) {
-                                        return false;
-                                    }
+                                    part(&a).is_some() && part(&a) == part(&b)
                                 }
+                            };
+                            if !same {
+                                return false;
                             }
                         }
                     }
@@ -382,6 +406,56 @@ impl Views {
             }
         }
         true
+    }
+
+    /// Where the bytes [`Views::same_bytes`] reads from block start
+    /// `first` end: the block (to `last`), and the blocks after it the
+    /// layer holds, up to [`SAME_REGION`] bytes, inside both views
+    /// (`old_len`: the lower one's length); whole blocks only.
+    fn same_reach(&self, layer: usize, first: u64, last: u64, old_len: u64) -> u64 {
+        let Some(src) = self.layers.get(layer) else {
+            return last;
+        };
+        let held = match self.held_at(layer, src.as_ref(), first, last) {
+            Ok((true, next)) => next,
+            _ => return last,
+        };
+        let end = first
+            .saturating_add(SAME_REGION)
+            .min(held)
+            .min(src.len())
+            .min(old_len);
+        // Down to a block's end, unless the volume ends there.
+        let whole = if end == src.len() {
+            end
+        } else {
+            end.saturating_sub(end.checked_rem(SAME_BLOCK).unwrap_or(0))
+        };
+        whole.max(last)
+    }
+
+    /// Remembers where the views differ in each block of `a` (layer
+    /// `layer`'s view) and `b` (the one below), read from the start of
+    /// block `block` (a block differing in too many places to keep, as
+    /// such); returns the first block's (`None`: too many places).
+    fn remember_region(&self, layer: usize, block: u64, a: &[u8], b: &[u8]) -> Option<Differ> {
+        let size = usize::try_from(SAME_BLOCK).unwrap_or(usize::MAX);
+        let mut first = None;
+        let Ok(mut m) = self.same_blocks.lock() else {
+            return differ(a.get(..size).unwrap_or(a), b.get(..size).unwrap_or(b));
+        };
+        for (i, (x, y)) in a.chunks(size).zip(b.chunks(size)).enumerate() {
+            let d = differ(x, y);
+            if i == 0 {
+                first = Some(d.clone());
+            }
+            if m.len() >= SAME_BLOCKS_KEPT {
+                m.clear();
+            }
+            let n = u64::try_from(i).unwrap_or(u64::MAX);
+            m.insert((layer, block.saturating_add(n)), d);
+        }
+        first.flatten()
     }
 
     /// Whether the views of `layer` and the one below replay any block of
