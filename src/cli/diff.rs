@@ -193,6 +193,7 @@ impl Disk {
             reader: reader.context("an empty chain")?,
             geometry: self.geometry.clone(),
             same_blocks: Default::default(),
+            scratch: Default::default(),
             spans: Default::default(),
         })
     }

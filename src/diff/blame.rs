@@ -90,6 +90,8 @@ pub struct Views {
     /// volume (source `k`: layer `k`'s own), which layer serves
     /// stretches of the disk (source `layers.len()`: the chain).
     pub spans: super::spans::Spans,
+    /// [`Views::same_bytes`]'s read buffers, kept between calls.
+    pub scratch: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The unit [`Views::same_bytes`] compares and remembers.
@@ -300,6 +302,26 @@ impl Views {
     /// it did not change) its bytes are those below. False when unsure
     /// (a read error).
     pub(super) fn same_bytes(&self, layer: usize, ranges: &[(u64, u64)]) -> bool {
+        // The buffers of the last call: memory already faulted in.
+        let mut ab = self
+            .scratch
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        let same = self.same_bytes_in(layer, ranges, &mut ab);
+        if let Ok(mut s) = self.scratch.lock() {
+            *s = ab;
+        }
+        same
+    }
+
+    /// [`Views::same_bytes`], reading into buffers `a` and `b`.
+    fn same_bytes_in(
+        &self,
+        layer: usize,
+        ranges: &[(u64, u64)],
+        (a, b): &mut (Vec<u8>, Vec<u8>),
+    ) -> bool {
         let below = layer.checked_sub(1).and_then(|l| self.fs.get(l));
         let (Some(new), Some(old)) = (self.fs.get(layer), below) else {
             return false;
@@ -308,7 +330,6 @@ impl Views {
             return false;
         }
         let (new, old) = (new.source(), old.source());
-        let (mut a, mut b) = (Vec::new(), Vec::new());
         // In the order given: a node's own structure first, which differs
         // soonest.
         for r in ranges {
@@ -354,8 +375,8 @@ impl Views {
                             };
                             a.resize(size, 0);
                             b.resize(size, 0);
-                            if new.read_at(first, &mut a).is_err()
-                                || old.read_at(first, &mut b).is_err()
+                            if new.read_at(first, a).is_err()
+                                || old.read_at(first, b).is_err()
                                 || a.get(from..to).is_none()
                                 || a.get(from..to) != b.get(from..to)
                             {
@@ -375,12 +396,10 @@ impl Views {
                                 b.resize(size, 0);
                                 new.read_at(first, a).is_ok() && old.read_at(first, b).is_ok()
                             };
-                            if !read(reach, &mut a, &mut b)
-                                && (reach == last || !read(last, &mut a, &mut b))
-                            {
+                            if !read(reach, a, b) && (reach == last || !read(last, a, b)) {
                                 return false;
                             }
-                            let same = match self.remember_region(layer, block, &a, &b) {
+                            let same = match self.remember_region(layer, block, a, b) {
                                 Some(d) => !meets(&d),
                                 None => {
                                     // Too many places to keep: the part
@@ -390,7 +409,7 @@ impl Views {
                                         let to = usize::try_from(to).ok()?;
                                         v.get(from..to).map(<[u8]>::to_vec)
                                     };
-                                    part(&a).is_some() && part(&a) == part(&b)
+                                    part(a).is_some() && part(a) == part(b)
                                 }
                             };
                             if !same {
@@ -622,7 +641,8 @@ impl Views {
         // its bytes (the same bytes there).
         let mut known: Option<(Metadata, Vec<(u64, u64)>)> = None;
         if top > 0 {
-            let mut ranges = vec![fs.node_span(ino)?];
+            let mut ranges = Vec::with_capacity(top_runs.len().saturating_add(1));
+            ranges.push(fs.node_span(ino)?);
             ranges.extend(top_runs.iter().map(|r| (r.physical, r.len)));
             known = Some((meta, ranges));
         }

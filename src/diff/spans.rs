@@ -28,8 +28,14 @@ impl Spans {
     /// and where it ends.
     pub fn get(&self, source: usize, at: u64) -> Option<(Option<usize>, u64)> {
         let kept = self.0.lock().ok()?;
-        kept.0
+        let (spans, next) = &*kept;
+        // Newest first: the files after one mostly lie in the stretches
+        // asked for it.
+        let (recent, oldest) = spans.split_at((*next).min(spans.len()));
+        oldest
             .iter()
+            .chain(recent.iter())
+            .rev()
             .find(|s| s.source == source && s.start <= at && at < s.end)
             .map(|s| (s.value, s.end))
     }
