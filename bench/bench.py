@@ -769,6 +769,45 @@ def build_sparse_fs_chain(d, name, size, files=200):
     return top
 
 
+def build_chmod_chain(d, n):
+    """A 2 GiB ext4 of `n` empty files (dirs of 500) as a qcow2 base, and
+    an overlay in which debugfs changed every file's mode: `diff` reports
+    `n` changes. Cached in `d`."""
+    base, top = os.path.join(d, f"c{n}-base.qcow2"), os.path.join(d, f"c{n}-top.qcow2")
+    if os.path.exists(top):
+        return top
+    os.makedirs(d, exist_ok=True)
+    tree, raw = os.path.join(d, f"c{n}-tree"), os.path.join(d, f"c{n}.raw")
+    shutil.rmtree(tree, ignore_errors=True)
+    for i in range(n):
+        sub = os.path.join(tree, f"d{i // 500:04d}")
+        if i % 500 == 0:
+            os.makedirs(sub)
+        open(os.path.join(sub, f"f{i:06d}"), "w").close()
+    try:
+        sh("truncate", "-s", "2G", raw)
+        sh("mkfs.ext4", "-q", "-F", "-N", str(n + 4096), "-d", tree, raw)
+        shutil.rmtree(tree)
+        sh("qemu-img", "convert", "-O", "qcow2", raw, base)
+        debugfs(raw, [f"sif /d{i // 500:04d}/f{i:06d} mode 0100600" for i in range(n)])
+        sh("qemu-img", "convert", "-O", "qcow2", "-B", os.path.basename(base), "-F", "qcow2", raw, top)
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+        if os.path.exists(raw):
+            os.remove(raw)
+    return top
+
+
+def diff_json_rss_rows():
+    """`diff --json` peak RSS at 1,000, 16,000 and 120,000 changes (issue
+    19 item 3: memory flat in the number of changes)."""
+    d = os.path.join(WORK, "json")
+    for n in (1000, 16000, 120000):
+        top = build_chmod_chain(d, n)
+        t = timed([BIN, "diff", "--json", top], runs=1)
+        print(f"{'diff --json, ' + format(n, ',') + ' changes':<40} layerscope {t[0] * 1000:8.1f} ms, peak RSS {t[1] / 1024:6.1f} MiB (goal: flat in the changes)")
+
+
 def overlay_bench(rebuild=False):
     """Rows whose cost must follow the overlays, not the disk (issue 19
     items 5 and 6), interleaved medians with CPU time: the quick diff
@@ -806,6 +845,7 @@ def overlay_bench(rebuild=False):
         what = f"TUI first frame, {size >> 40} TiB disk"
         print(f"{what:<40} render --first-frame {first[0] * 1000:7.1f} ms, interactive (pty, 120x40) {ff * 1000:7.1f} ms (goal < 100 ms) | "
               f"render (the finished picture: exact hit map) {render[0] * 1000:7.1f} ms, RSS {render[1] / 1024:.1f} MiB")
+    diff_json_rss_rows()
     tp = os.path.join(WORK, "throughput")
     if not os.path.exists(os.path.join(tp, "top.qcow2")):
         print("building the throughput chain ...", flush=True)

@@ -37,8 +37,9 @@ use crate::block::{check_range, BlockError, BlockSource, Extent, Status};
 pub mod header;
 pub mod log;
 pub mod metadata;
+mod open;
 
-use header::{Header, Region, BAT_GUID, METADATA_GUID};
+use header::Header;
 use metadata::{FileParameters, ParentLocator};
 
 /// BAT entry states.
@@ -139,7 +140,6 @@ impl VhdxImage {
         storage: Arc<dyn Storage>,
         opts: Options,
     ) -> Result<VhdxImage, BlockError> {
-        let file_len = storage.len();
         let id = read_upto(storage.as_ref(), path, "VHDX file identifier", 0, 520)?;
         if id.get(..8) != Some(header::SIGNATURE) {
             return Err(corrupt(
@@ -158,258 +158,17 @@ impl VhdxImage {
         };
         let dirty_log = log::scan(storage.as_ref(), path, &h, header_at)?;
         if let (Some(d), false) = (&dirty_log, opts.log_as_is) {
-            let eof = d
-                .past_eof
-                .map(|o| {
-                    format!(
-                        "; one entry writes at {o:#x}, past the end of the file ({file_len} bytes)"
-                    )
-                })
-                .unwrap_or_default();
-            return Err(BlockError::unsupported(
-                path,
-                format!(
-                    "the VHDX log holds {} entr{} not yet replayed (newest: sequence {} at {:#x}){eof}. Its writes belong to the disk: replay them on a copy (qemu-img check -r all COPY), or read the image as it is on disk, without them, with --log-as-is",
-                    d.entries,
-                    if d.entries == 1 { "y" } else { "ies" },
-                    d.sequence,
-                    d.at
-                ),
-            ));
+            return Err(open::dirty_log_refusal(path, storage.len(), d));
         }
-        let mut regions: Vec<(u64, u64, &'static str)> =
-            vec![(0, header::HEADER_SECTION, "the header section")];
-        if h.log_guid != [0; 16] || h.log_length != 0 {
-            regions.push((
-                h.log_offset,
-                h.log_offset.saturating_add(u64::from(h.log_length)),
-                "the log",
-            ));
-        }
-        let rt = read_upto(
-            storage.as_ref(),
-            path,
-            "VHDX region table",
-            header::REGION_TABLE_AT,
-            header::REGION_TABLE_SIZE,
-        )?;
-        let entries = header::regions(&rt).map_err(|e| {
-            corrupt(
-                path,
-                "VHDX region table",
-                header::REGION_TABLE_AT.saturating_add(e.at),
-                e.detail,
-            )
-        })?;
-        let (mut bat_region, mut meta_region): (Option<Region>, Option<Region>) = (None, None);
-        for (i, r) in entries.iter().enumerate() {
-            let at = header::REGION_TABLE_AT
-                .saturating_add(u64::try_from(i).unwrap_or(0).saturating_mul(32))
-                .saturating_add(16);
-            let end = r.file_offset.saturating_add(u64::from(r.length));
-            if let Some((_, _, what)) = regions
-                .iter()
-                .skip(1)
-                .find(|(s, e, _)| r.file_offset < *e && *s < end)
-            {
-                return Err(corrupt(
-                    path,
-                    "VHDX region table entry",
-                    at,
-                    format!("region {:#x}..{end:#x} overlaps {what}", r.file_offset),
-                ));
-            }
-            let name = match r.guid {
-                BAT_GUID if bat_region.is_some() => {
-                    return Err(corrupt(
-                        path,
-                        "VHDX region table entry",
-                        at,
-                        "a second BAT region",
-                    ))
-                }
-                METADATA_GUID if meta_region.is_some() => {
-                    return Err(corrupt(
-                        path,
-                        "VHDX region table entry",
-                        at,
-                        "a second metadata region",
-                    ))
-                }
-                BAT_GUID => {
-                    bat_region = Some(r.clone());
-                    "the BAT"
-                }
-                METADATA_GUID => {
-                    meta_region = Some(r.clone());
-                    "the metadata region"
-                }
-                _ if r.required => {
-                    return Err(BlockError::unsupported(
-                        path,
-                        format!("required VHDX region {}", guid_text(&r.guid)),
-                    ))
-                }
-                _ => "a region",
-            };
-            regions.push((r.file_offset, end, name));
-        }
-        let (Some(bat_region), Some(meta_region)) = (bat_region, meta_region) else {
-            return Err(corrupt(
-                path,
-                "VHDX region table",
-                header::REGION_TABLE_AT,
-                "no BAT or no metadata region",
-            ));
-        };
-        let meta_at = meta_region.file_offset;
-        let meta_len = u64::from(meta_region.length);
-        let table = read_upto(
-            storage.as_ref(),
-            path,
-            "VHDX metadata table",
-            meta_at,
-            metadata::TABLE_MAX,
-        )?;
-        let items = metadata::items(&table).map_err(|b| {
-            if b.unsupported {
-                BlockError::unsupported(path, b.detail)
-            } else {
-                corrupt(
-                    path,
-                    "VHDX metadata table",
-                    meta_at.saturating_add(b.at),
-                    b.detail,
-                )
-            }
-        })?;
-        let meta_storage = Arc::clone(&storage);
-        let item = |it: Option<metadata::Item>,
-                    name: &'static str,
-                    max: u32|
-         -> Result<Vec<u8>, BlockError> {
-            let it = it.ok_or_else(|| {
-                corrupt(
-                    path,
-                    "VHDX metadata table",
-                    meta_at,
-                    format!("no {name} item"),
-                )
-            })?;
-            let end = u64::from(it.offset).saturating_add(u64::from(it.length));
-            if end > meta_len {
-                return Err(corrupt(path, "VHDX metadata table", meta_at, format!("the {name} item ({:#x}+{}) is outside the metadata region ({meta_len} bytes)", it.offset, it.length)));
-            }
-            let n = usize::try_from(it.length.min(max)).unwrap_or(0);
-            let mut buf = vec![0u8; n];
-            read_exact(
-                meta_storage.as_ref(),
-                path,
-                name,
-                meta_at.saturating_add(u64::from(it.offset)),
-                &mut buf,
-            )?;
-            Ok(buf)
-        };
-        let params =
-            FileParameters::decode(&item(items.file_parameters, "VHDX file parameters", 8)?)
-                .ok_or_else(|| {
-                    corrupt(
-                        path,
-                        "VHDX file parameters",
-                        meta_at,
-                        "item shorter than 8 bytes",
-                    )
-                })?;
-        let size = metadata::u64_item(&item(items.virtual_disk_size, "VHDX virtual disk size", 8)?)
-            .ok_or_else(|| {
-                corrupt(
-                    path,
-                    "VHDX virtual disk size",
-                    meta_at,
-                    "item shorter than 8 bytes",
-                )
-            })?;
-        let logical =
-            metadata::u32_item(&item(items.logical_sector, "VHDX logical sector size", 4)?)
-                .ok_or_else(|| {
-                    corrupt(
-                        path,
-                        "VHDX logical sector size",
-                        meta_at,
-                        "item shorter than 4 bytes",
-                    )
-                })?;
-        let physical = metadata::u32_item(&item(
-            items.physical_sector,
-            "VHDX physical sector size",
-            4,
-        )?)
-        .unwrap_or(0);
-        let page83 = crate::block::image::bytes16(&item(items.page83, "VHDX page 83 data", 16)?, 0)
-            .unwrap_or([0; 16]);
-        let block_size = u64::from(params.block_size);
-        if !(MIB..=256 * MIB).contains(&block_size) || !block_size.is_power_of_two() {
-            return Err(corrupt(
-                path,
-                "VHDX file parameters",
-                meta_at.saturating_add(u64::from(items.file_parameters.map_or(0, |i| i.offset))),
-                format!("block size {block_size} is not a power of two from 1 MiB to 256 MiB"),
-            ));
-        }
-        if logical != 512 && logical != 4096 {
-            return Err(corrupt(
-                path,
-                "VHDX logical sector size",
-                meta_at,
-                format!("{logical}, expected 512 or 4096"),
-            ));
-        }
-        let logical_sector = u64::from(logical);
-        if size.checked_rem(logical_sector) != Some(0) || i64::try_from(size).is_err() {
-            return Err(corrupt(
-                path,
-                "VHDX virtual disk size",
-                meta_at,
-                format!("{size} is not a whole number of {logical}-byte sectors"),
-            ));
-        }
-        let chunk_ratio = SECTORS_PER_BITMAP
-            .saturating_mul(logical_sector)
-            .checked_div(block_size)
-            .unwrap_or(1)
-            .max(1);
-        let data_blocks = size.div_ceil(block_size);
-        let bat_entries = if params.has_parent {
-            data_blocks
-                .div_ceil(chunk_ratio)
-                .saturating_mul(chunk_ratio.saturating_add(1))
-        } else if data_blocks == 0 {
-            0
-        } else {
-            data_blocks.saturating_add(
-                (data_blocks.saturating_sub(1))
-                    .checked_div(chunk_ratio)
-                    .unwrap_or(0),
-            )
-        };
-        if bat_entries.saturating_mul(8) > u64::from(bat_region.length) {
-            return Err(corrupt(
-                path,
-                "VHDX region table",
-                header::REGION_TABLE_AT,
-                format!(
-                    "the BAT region ({} bytes) cannot hold {bat_entries} entries",
-                    bat_region.length
-                ),
-            ));
-        }
+        let regions = open::regions(storage.as_ref(), path, &h)?;
+        let meta = open::Metadata::read(Arc::clone(&storage), path, &regions.meta)?;
+        let g = open::geometry(&meta, path, &regions.bat)?;
         let bat = Table::new(
             Arc::clone(&storage),
             path,
             "VHDX BAT",
-            bat_region.file_offset,
-            bat_entries,
+            regions.bat.file_offset,
+            g.bat_entries,
             Entry::Le64,
         )?;
         let mut img = VhdxImage {
@@ -419,15 +178,15 @@ impl VhdxImage {
             header: h,
             header_index,
             dirty_log,
-            params,
-            size,
-            logical_sector,
-            physical_sector: physical,
-            page83,
-            block_size,
-            chunk_ratio,
+            params: g.params,
+            size: g.size,
+            logical_sector: g.logical_sector,
+            physical_sector: g.physical_sector,
+            page83: g.page83,
+            block_size: g.block_size,
+            chunk_ratio: g.chunk_ratio,
             bat,
-            regions,
+            regions: regions.all,
             locator: None,
             parent: None,
             bitmaps: Mutex::new(LruCache::new(
@@ -435,10 +194,12 @@ impl VhdxImage {
             )),
         };
         img.check_bat()?;
-        if params.has_parent {
-            let raw = item(items.parent_locator, "VHDX parent locator", MAX_LOCATOR)?;
-            let at =
-                meta_at.saturating_add(u64::from(items.parent_locator.map_or(0, |i| i.offset)));
+        if g.params.has_parent {
+            let it = meta.items.parent_locator;
+            let raw = meta.item(it, "VHDX parent locator", MAX_LOCATOR)?;
+            let at = meta
+                .at
+                .saturating_add(u64::from(it.map_or(0, |i| i.offset)));
             let loc = ParentLocator::decode(&raw)
                 .map_err(|(o, d)| corrupt(path, "VHDX parent locator", at.saturating_add(o), d))?;
             if loc.locator_type != metadata::PARENT_VHDX {

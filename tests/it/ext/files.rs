@@ -183,7 +183,7 @@ pub(crate) fn check_stat(dir: &Path, image: &str, flat: &str, ino: u64) {
 
 /// [`check_stat`] against debugfs's `stat` output `raw`; returns
 /// layerscope's `stat --json`.
-fn check_stat_against(dir: &Path, image: &str, ino: u64, raw: &[u8]) -> Value {
+pub(crate) fn check_stat_against(dir: &Path, image: &str, ino: u64, raw: &[u8]) -> Value {
     // debugfs prints a symlink's target raw; layerscope escapes it.
     let text: String = raw
         .split(|&b| b == b'\n')
@@ -229,7 +229,7 @@ pub(crate) fn check_content(dir: &Path, image: &str, flat: &str, ino: u64, what:
 
 /// [`check_content`] against debugfs's `dump` bytes and `blocks` text,
 /// with layerscope's `stat --json` of the inode.
-fn check_content_against(
+pub(crate) fn check_content_against(
     dir: &Path,
     image: &str,
     ino: u64,
