@@ -506,10 +506,10 @@ fn once_every_directory_is_fetched_ahead_the_walk_costs_no_request() {
         assert!(fs.prefetch_all_dirs().unwrap(), "{kind}: nothing fetched");
         let before = client.stats().snapshot().requests;
         let mut seen = BTreeSet::new();
-        let mut stack = vec![(fs.root(), String::new())];
+        let mut stack = vec![(Filesystem::root(&fs), String::new())];
         while let Some((node, path)) = stack.pop() {
             let mut problems = Vec::new();
-            fs.read_dir(node, &mut problems, &mut |e| {
+            Filesystem::read_dir(&fs, node, &mut problems, &mut |e| {
                 let name = String::from_utf8(e.name.clone()).unwrap();
                 if e.is_dot_or_dotdot() || (path.is_empty() && name == "lost+found") {
                     return ControlFlow::Continue(());

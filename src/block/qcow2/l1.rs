@@ -97,6 +97,19 @@ impl L1 {
             .unwrap_or(0))
     }
 
+    /// Entry `index` when the slice holding it is held, without reading
+    /// (`None` when it would have to be read).
+    pub(super) fn peek(&self, index: u64) -> Option<u64> {
+        if index >= self.entries {
+            return Some(0);
+        }
+        let n = index.checked_div(self.slice)?;
+        let cache = self.cache.lock().ok()?;
+        let s = cache.peek(&n)?;
+        s.get(us(index.checked_rem(self.slice).unwrap_or(0)))
+            .copied()
+    }
+
     /// The entries from `index` to the end of its slice (empty past the
     /// table's end): a walk goes a slice at a time.
     ///

@@ -49,10 +49,10 @@ const L2_PREFETCH_BYTES: u64 = 2 << 20;
 /// Decompressed clusters kept per layer (reads are often smaller than a
 /// cluster, and each piece would otherwise decompress it again).
 const DECOMPRESSED_CACHE: usize = 8;
-/// Most bytes of an L1 table fetched with the header over a remote file
-/// (1 MiB: a 16 TiB disk of 64 KiB clusters); a larger one is read as
-/// usual.
-const L1_HINT_BYTES: u64 = 1 << 20;
+/// Most bytes of an L1 table fetched with the header over a remote file:
+/// the first slice a lookup reads (see `l1.rs`); the rest is read as
+/// lookups reach it.
+const L1_HINT_BYTES: u64 = 64 << 10;
 
 /// One qcow2 file, opened alone.
 pub struct Qcow2Layer {
@@ -114,9 +114,9 @@ impl Qcow2Layer {
         // At most 2 MiB + 1 KiB: wanted_len clamps the cluster size.
         let want = Header::wanted_len(&fixed).min(file_len);
         if storage.remote() {
-            // The rest of the header and the L1 table in one round trip:
-            // a hint taken from the header as it is (decoded and checked
-            // below), the table's bytes bounded.
+            // The rest of the header and the L1 table's first slice in
+            // one round trip: a hint taken from the header as it is
+            // (decoded and checked below).
             let l1_size = crate::bytes::be32(&fixed, 36).unwrap_or(0);
             let l1_at = crate::bytes::be64(&fixed, 40).unwrap_or(0);
             let l1_len = u64::from(l1_size).saturating_mul(8).min(L1_HINT_BYTES);
@@ -894,16 +894,16 @@ impl BlockSource for Qcow2Layer {
         if !self.storage.remote() {
             return false;
         }
-        let l1_index = us(offset >> self.l1_shift);
-        let Some(&entry) = self.l1.get(l1_index) else {
-            return false;
+        // An L1 slice not held is a read too.
+        let Some(entry) = self.l1.peek(offset >> self.l1_shift) else {
+            return true;
         };
         let table = entry & L1E_OFFSET_MASK;
         table != 0 && self.l2_cache.lock().is_ok_and(|c| !c.contains(&table))
     }
 
     fn warm_map(&self, offset: u64) {
-        if let Err(e) = self.l2_table(us(offset >> self.l1_shift)) {
+        if let Err(e) = self.l2_table(offset >> self.l1_shift) {
             tracing::debug!("{}: fetching a map ahead: {e}", self.path);
         }
     }
