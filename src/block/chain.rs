@@ -640,6 +640,10 @@ const QCOW2_SUFFIXES: &[&str] = &[".qcow2", ".qcow", ".qcow2c", ".qcow3"];
 fn probe_storage(path: &str, storage: &dyn Storage) -> Result<Format, BlockError> {
     let len = storage.len();
     let mut head = vec![0u8; us(len.min(512))];
+    let tail_len = len.min(512);
+    // Both ends in one round trip over a remote file (a hint: a local
+    // file ignores it).
+    storage.prefetch(&[(0, len.min(512)), (len.saturating_sub(tail_len), tail_len)]);
     storage
         .read_exact_at(0, &mut head)
         .map_err(|e| BlockError::io(path, "reading the first sector", 0, e))?;

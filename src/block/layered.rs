@@ -33,6 +33,9 @@ pub struct LayeredReader {
     /// An NBD export whose server says which of its layers serves what
     /// (`qemu:allocation-depth`): hits are recorded by that depth.
     remote: Option<Arc<crate::block::nbd::NbdClient>>,
+    /// Several layers, some remote: a layer's missing map is fetched
+    /// with the other layers' ([`LayeredReader::warm_maps`]).
+    warm: bool,
 }
 
 /// Each layer's last block status during a walk (see
@@ -93,7 +96,9 @@ impl LayeredReader {
             Some(_) => HitMap::by_depth(size, 4096),
             None => HitMap::new(size, chain.layers.len(), min_cluster),
         };
+        let warm = chain.layers.len() > 1 && chain.layers.iter().any(|l| l.source.remote());
         Ok(LayeredReader {
+            warm,
             name: top.path.clone(),
             layers: chain.layers.iter().map(|l| Arc::clone(&l.source)).collect(),
             size,
@@ -158,6 +163,7 @@ impl LayeredReader {
 
     fn owner_by(&self, offset: u64, len: u64, exact: bool) -> Result<Owner, BlockError> {
         check_range(&self.name, self.size, offset, len)?;
+        self.warm_maps(offset);
         let mut len = len;
         for (index, layer) in self.layers.iter().enumerate().rev() {
             let Some(left) = layer.len().checked_sub(offset).filter(|&n| n > 0) else {
@@ -196,6 +202,30 @@ impl LayeredReader {
             len,
             compressed: false,
         })
+    }
+
+    /// Over a remote chain, the maps of `offset` that the layers do not
+    /// hold yet (qcow2 L2 tables), fetched by all those layers at once,
+    /// one thread each, their requests in flight together: asking the
+    /// layers from the top would otherwise pay a round trip per layer.
+    /// Only when two or more layers miss theirs.
+    fn warm_maps(&self, offset: u64) {
+        if !self.warm {
+            return;
+        }
+        let cold: Vec<&Arc<dyn BlockSource>> = self
+            .layers
+            .iter()
+            .filter(|l| offset < l.len() && l.map_missing(offset))
+            .collect();
+        if cold.len() < 2 {
+            return;
+        }
+        std::thread::scope(|s| {
+            for layer in cold {
+                s.spawn(move || layer.warm_map(offset));
+            }
+        });
     }
 
     /// The topmost layer holding anything of its own (data or zeros) in

@@ -142,6 +142,20 @@ pub trait BlockSource: Send + Sync {
         false
     }
 
+    /// Whether locating `offset` would first read metadata from a remote
+    /// source that is not held yet (a qcow2 layer's L2 table): a chain
+    /// then fetches it for every such layer at once
+    /// ([`BlockSource::warm_map`]) instead of one layer after another.
+    /// No I/O; false for local sources.
+    fn map_missing(&self, _offset: u64) -> bool {
+        false
+    }
+
+    /// Fetches what locating `offset` reads (see
+    /// [`BlockSource::map_missing`]). A hint: errors are left for the
+    /// locate that follows.
+    fn warm_map(&self, _offset: u64) {}
+
     /// Describes a prefix of `[offset, offset + len)`: a non-empty list of
     /// contiguous extents in order, starting at `offset`. Like qemu's
     /// `block_status`, it may stop early (at the end of a metadata table, or

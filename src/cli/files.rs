@@ -189,6 +189,12 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             printable_bytes(path)
         }
     };
+    let mut ahead = super::walk::Ahead::new();
+    if args.recursive {
+        // Before the start's inode is read: over a remote disk, that read
+        // comes with the batch that fetches the whole tree.
+        ahead.whole_tree(fs, start);
+    }
     let start_meta = fs.metadata(start)?;
     if start_meta.file_type != FileType::Directory {
         anyhow::bail!(
@@ -218,7 +224,6 @@ pub fn ls(args: &super::LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // Names alone need no metadata where entries carry their type: like
     // `ls` with d_type, only directories are read, when they are listed.
     let names_only = !args.long && !json;
-    let mut ahead = super::walk::Ahead::new();
     while let Some((node, path)) = stack.pop() {
         let shown = shown_of(&path);
         if !seen.insert(node) {

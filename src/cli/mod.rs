@@ -388,6 +388,10 @@ pub struct RemoteArgs {
     /// time (qemu-nbd's default) would refuse a second.
     #[arg(skip)]
     pub contexts: Vec<String>,
+    /// The command walks a tree (`ls -R`): over NBD, the connections its
+    /// batches spread over open during the first round.
+    #[arg(skip)]
+    pub walk: bool,
 }
 
 impl RemoteArgs {
@@ -403,6 +407,7 @@ impl RemoteArgs {
             o.walk_connections = usize::from(n);
         }
         o.meta.extra.clone_from(&self.contexts);
+        o.walk_ahead = self.walk;
         o
     }
 }
@@ -571,7 +576,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Volumes(args)) => volumes::run(&args, &mut out),
         Some(Command::Info(args)) => fs::info(&args, &mut out),
         Some(Command::Groups(args)) => fs::groups(&args, &mut out),
-        Some(Command::Ls(args)) => files::ls(&args, &mut out),
+        Some(Command::Ls(mut args)) => {
+            args.fs.image.remote.walk = args.recursive;
+            files::ls(&args, &mut out)
+        }
         Some(Command::Stat(args)) => files::stat(&args, &mut out),
         Some(Command::Cat(args)) => match read::stdout_file() {
             Some(mut f) => files::cat(&args, &mut f),

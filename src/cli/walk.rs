@@ -49,6 +49,15 @@ impl Ahead {
         }
     }
 
+    /// Called once before a walk from `start`: when that is the root,
+    /// the filesystem fetches every directory ahead where it can find
+    /// them without walking ([`Filesystem::prefetch_all_dirs`]).
+    pub(super) fn whole_tree(&mut self, fs: &dyn Filesystem, start: NodeId) {
+        if self.on && start == fs.root() {
+            fs.prefetch_all_dirs();
+        }
+    }
+
     /// Called before `dir` is listed; `waiting` are the directories still
     /// to list, the next one last.
     pub(super) fn before(
@@ -101,6 +110,7 @@ pub(super) fn walk(
     seen.insert(start);
     let mut stack: Vec<(NodeId, Vec<u8>)> = vec![(start, start_path.to_vec())];
     let mut ahead = Ahead::new();
+    ahead.whole_tree(fs, start);
     while let Some((dir, path)) = stack.pop() {
         ahead.before(fs, dir, stack.iter().map(|(n, _)| *n));
         let mut entries = Vec::new();

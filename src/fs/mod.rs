@@ -260,6 +260,15 @@ pub trait Filesystem: Send + Sync {
         false
     }
 
+    /// A hint: every directory will be listed soon (a walk of the whole
+    /// tree). A filesystem on a remote disk that can find its
+    /// directories without walking them (ext's inode tables) fetches
+    /// them all ahead at once; true when it did. Errors are left for
+    /// the listing to meet.
+    fn prefetch_all_dirs(&self) -> bool {
+        false
+    }
+
     /// A hint: the metadata of `nodes` will be read soon (a listing's
     /// sizes and types). A filesystem on a remote disk fetches their
     /// inodes in one batch of requests in flight together, into its

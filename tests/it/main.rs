@@ -25,6 +25,7 @@ mod oracle;
 mod qcow2_bitmaps;
 mod qcow2_check;
 mod qcow2_data_file;
+mod qcow2_l1;
 mod qcow2_snapshots;
 mod readonly;
 mod remote_ahead;

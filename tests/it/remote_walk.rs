@@ -461,3 +461,78 @@ fn a_batch_to_a_stalled_server_times_out() {
     let msg = format!("{err:#}");
     assert!(msg.contains(&sock.display().to_string()), "{msg}");
 }
+
+/// Once the filesystem has fetched every directory ahead
+/// (`Ext4::prefetch_all_dirs`, what `ls -R /` asks first: the in-use
+/// inode tables say which inodes are directories, and all their map and
+/// directory blocks follow in a few batches), walking the whole tree
+/// costs no further request. Oracles: the tree the image was made from
+/// (through the local `ls -R`), and the client's request counter.
+#[test]
+fn once_every_directory_is_fetched_ahead_the_walk_costs_no_request() {
+    use layerscope::fs::{FileType, Filesystem};
+    use std::ops::ControlFlow;
+    if !need("nbdkit") || !need("mke2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let tree = dir.join("tree");
+    let want = make_walk_tree(&tree);
+    for kind in ["ext4", "ext2"] {
+        let image = format!("{kind}.raw");
+        sh(
+            dir,
+            &[
+                "mke2fs",
+                "-q",
+                "-t",
+                kind,
+                "-b",
+                "4096",
+                "-d",
+                tree.to_str().unwrap(),
+                &image,
+                "64M",
+            ],
+        );
+        let local = layerscope(dir, &["ls", "-R", &image]).ok().text();
+        assert_eq!(listed_paths(&local), want, "{kind}: the local listing");
+        let sock = dir.join(format!("all-{kind}.sock"));
+        let _server = nbdkit(dir, &sock, &["file", &image]);
+        let chain = layerscope::block::chain::open_nbd(&uri(&sock), Options::default()).unwrap();
+        let client = chain.layers[0].nbd.clone().expect("an NBD layer");
+        let fs = Ext4::open(Arc::new(LayeredReader::new(&chain).unwrap())).unwrap();
+        assert!(fs.prefetch_all_dirs().unwrap(), "{kind}: nothing fetched");
+        let before = client.stats().snapshot().requests;
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![(Filesystem::root(&fs), String::new())];
+        while let Some((node, path)) = stack.pop() {
+            let mut problems = Vec::new();
+            Filesystem::read_dir(&fs, node, &mut problems, &mut |e| {
+                let name = String::from_utf8(e.name.clone()).unwrap();
+                if e.is_dot_or_dotdot() || (path.is_empty() && name == "lost+found") {
+                    return ControlFlow::Continue(());
+                }
+                let p = if path.is_empty() {
+                    name
+                } else {
+                    format!("{path}/{name}")
+                };
+                if e.file_type == Some(FileType::Directory) {
+                    stack.push((e.node, p.clone()));
+                }
+                seen.insert(p);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+            assert!(problems.is_empty(), "{kind} {path}: {problems:?}");
+        }
+        assert_eq!(seen, want, "{kind}: the walk over NBD");
+        assert_eq!(
+            client.stats().snapshot().requests,
+            before,
+            "{kind}: the walk sent requests after every directory was fetched ahead"
+        );
+    }
+}

@@ -65,6 +65,10 @@ pub struct Options {
     /// Metadata contexts beyond the two every map reads, and whether to
     /// list what the server offers.
     pub meta: super::handshake::MetaQuery,
+    /// The command walks a tree (`ls -R`): the connections its batches
+    /// spread over start opening with the export probe's round, not at
+    /// the first batch, which would otherwise wait for their handshakes.
+    pub walk_ahead: bool,
 }
 
 impl Options {
@@ -101,6 +105,7 @@ impl Default for Options {
             connections: 4,
             walk_connections: 16,
             meta: super::handshake::MetaQuery::default(),
+            walk_ahead: false,
         }
     }
 }
@@ -1266,6 +1271,9 @@ impl NbdClient {
     /// # Errors
     /// As [`BlockSource::read_many`].
     pub fn read_many_with_status(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        if self.opts.walk_ahead {
+            self.warm_extras();
+        }
         let size = self.info.size;
         if self.info.meta_contexts.is_empty() || size == 0 {
             return self.read_many(reqs);

@@ -33,6 +33,7 @@ use crate::bytes::{be64, u64_of, us};
 pub mod bitmap;
 pub mod compressed;
 pub mod header;
+mod l1;
 pub mod l2;
 pub mod refcount;
 pub mod snapshot;
@@ -48,6 +49,10 @@ const L2_PREFETCH_BYTES: u64 = 2 << 20;
 /// Decompressed clusters kept per layer (reads are often smaller than a
 /// cluster, and each piece would otherwise decompress it again).
 const DECOMPRESSED_CACHE: usize = 8;
+/// Most bytes of an L1 table fetched with the header over a remote file:
+/// the first slice a lookup reads (see `l1.rs`); the rest is read as
+/// lookups reach it.
+const L1_HINT_BYTES: u64 = 64 << 10;
 
 /// One qcow2 file, opened alone.
 pub struct Qcow2Layer {
@@ -69,7 +74,8 @@ pub struct Qcow2Layer {
     unit_bits: u32,
     /// The offset inside one unit.
     unit_mask: u64,
-    l1: Box<[u64]>,
+    /// Read a slice at a time as lookups reach it.
+    l1: l1::L1,
     /// qemu's metadata-preallocation heuristic said yes: block status looks
     /// for holes in the file under data clusters. Decided on the first
     /// block status call: it reads the refcounts, which reading data and
@@ -93,8 +99,9 @@ struct Run {
 }
 
 impl Qcow2Layer {
-    /// Opens a qcow2 image: decodes and checks the header and loads the L1
-    /// table. `path` names the file in messages.
+    /// Opens a qcow2 image: decodes and checks the header (the L1 table is
+    /// read a slice at a time as lookups reach it). `path` names the file
+    /// in messages.
     ///
     /// # Errors
     /// I/O errors, `Corrupt` headers and tables, `Unsupported` features.
@@ -106,6 +113,15 @@ impl Qcow2Layer {
             .map_err(|e| BlockError::io(path, "reading the qcow2 header", 0, e))?;
         // At most 2 MiB + 1 KiB: wanted_len clamps the cluster size.
         let want = Header::wanted_len(&fixed).min(file_len);
+        if storage.remote() {
+            // The rest of the header and the L1 table's first slice in
+            // one round trip: a hint taken from the header as it is
+            // (decoded and checked below).
+            let l1_size = crate::bytes::be32(&fixed, 36).unwrap_or(0);
+            let l1_at = crate::bytes::be64(&fixed, 40).unwrap_or(0);
+            let l1_len = u64::from(l1_size).saturating_mul(8).min(L1_HINT_BYTES);
+            storage.prefetch(&[(0, want), (l1_at, l1_len)]);
+        }
         let mut head = vec![0u8; us(want)];
         storage
             .read_exact_at(0, &mut head)
@@ -131,15 +147,15 @@ impl Qcow2Layer {
         // At most 21 + 18: both checked by Header::decode.
         let l1_shift = cluster_bits.saturating_add(l2_bits);
 
-        // Bounded: Header::decode checked l1_size against qemu's 32 MiB cap
-        // and against the file's length.
-        let l1 = read_l1(
+        // Header::decode checked l1_size against qemu's 32 MiB cap and the
+        // table against the file's length.
+        let l1 = l1::L1::new(
             path,
-            storage.as_ref(),
+            Arc::clone(&storage),
             header.l1_table_offset,
             header.l1_size,
             "reading the L1 table",
-        )?;
+        );
 
         let tables = us((L2_CACHE_BYTES >> cluster_bits).max(4));
         Ok(Qcow2Layer {
@@ -269,13 +285,16 @@ impl Qcow2Layer {
             ));
         };
         snapshot::check_l1(&self.path, &found, &self.header, self.storage.len())?;
-        self.l1 = read_l1(
+        self.l1 = l1::L1::new(
             &self.path,
-            self.storage.as_ref(),
+            Arc::clone(&self.storage),
             found.l1_table_offset,
             found.l1_size,
             "reading a snapshot's L1 table",
-        )?;
+        );
+        // Read now, as the whole table was before it was read lazily: a
+        // snapshot that cannot be read is refused here, not on first use.
+        self.l1.get(0)?;
         self.header.l1_table_offset = found.l1_table_offset;
         self.header.l1_size = found.l1_size;
         self.header.size = found.disk_size & !511;
@@ -322,29 +341,46 @@ impl Qcow2Layer {
             };
             (e, b)
         };
-        for i in 0..self.l1.len().max(other.l1.len()) {
-            let a = self.l1.get(i).map_or(0, |e| e & L1E_OFFSET_MASK);
-            let b = other.l1.get(i).map_or(0, |e| e & L1E_OFFSET_MASK);
-            if a == b {
-                continue;
-            }
-            let base = u64_of(i) << self.l1_shift;
-            if base >= size {
+        // A slice of both tables at a time (slices start at the same
+        // indexes in both; a shorter table reads as empty entries).
+        let mut next = 0u64;
+        'tables: while next < self.l1.len().max(other.l1.len()) {
+            let (ra, rb) = (self.l1.rest_of_slice(next)?, other.l1.rest_of_slice(next)?);
+            let (ea, eb) = (ra.entries(), rb.entries());
+            let step = match (ea.len(), eb.len()) {
+                (0, n) | (n, 0) => n,
+                (x, y) => x.min(y),
+            };
+            if step == 0 {
                 break;
             }
-            let (ta, tb) = (self.l2_table(i)?, other.l2_table(i)?);
-            for j in 0..entries {
-                if entry(&ta, j) != entry(&tb, j) {
-                    let at = base.saturating_add(j << self.header.cluster_bits);
-                    if at < size {
-                        // Joined as they come (in guest order): a large
-                        // difference stays one range, not one per cluster.
-                        let n = self.cluster_size.min(size.saturating_sub(at));
-                        match out.last_mut() {
-                            Some(last) if last.0.saturating_add(last.1) == at => {
-                                last.1 = last.1.saturating_add(n);
+            let first = next;
+            next = next.saturating_add(u64_of(step));
+            for k in 0..step {
+                let i = first.saturating_add(u64_of(k));
+                let a = ea.get(k).map_or(0, |e| e & L1E_OFFSET_MASK);
+                let b = eb.get(k).map_or(0, |e| e & L1E_OFFSET_MASK);
+                if a == b {
+                    continue;
+                }
+                let base = i.checked_shl(self.l1_shift).unwrap_or(u64::MAX);
+                if base >= size {
+                    break 'tables;
+                }
+                let (ta, tb) = (self.l2_table(i)?, other.l2_table(i)?);
+                for j in 0..entries {
+                    if entry(&ta, j) != entry(&tb, j) {
+                        let at = base.saturating_add(j << self.header.cluster_bits);
+                        if at < size {
+                            // Joined as they come (in guest order): a large
+                            // difference stays one range, not one per cluster.
+                            let n = self.cluster_size.min(size.saturating_sub(at));
+                            match out.last_mut() {
+                                Some(last) if last.0.saturating_add(last.1) == at => {
+                                    last.1 = last.1.saturating_add(n);
+                                }
+                                _ => out.push((at, n)),
                             }
-                            _ => out.push((at, n)),
                         }
                     }
                 }
@@ -393,38 +429,43 @@ impl Qcow2Layer {
         let span = 1u64 << self.l1_shift;
         let mut by_table: std::collections::HashMap<u64, u64> = Default::default();
         let mut held = 0u64;
-        for (index, &entry) in self.l1.iter().enumerate() {
-            let Some(start) = u64::try_from(index)
-                .ok()
-                .and_then(|i| i.checked_mul(span))
-                .filter(|&s| s < size)
-            else {
+        let mut index = 0u64;
+        'slices: while index < self.l1.len() {
+            let rest = self.l1.rest_of_slice(index)?;
+            if rest.entries().is_empty() {
                 break;
-            };
-            let table = entry & L1E_OFFSET_MASK;
-            if table == 0 {
-                continue;
             }
-            let end = start.saturating_add(span).min(size);
-            let whole = end.saturating_sub(start) == span;
-            let bytes = match by_table.get(&table) {
-                Some(&b) if whole => b,
-                _ => {
-                    let b = self.table_held(index, start, end)?;
-                    if whole {
-                        by_table.insert(table, b);
-                    }
-                    b
+            for &entry in rest.entries() {
+                let this = index;
+                index = index.saturating_add(1);
+                let Some(start) = this.checked_mul(span).filter(|&s| s < size) else {
+                    break 'slices;
+                };
+                let table = entry & L1E_OFFSET_MASK;
+                if table == 0 {
+                    continue;
                 }
-            };
-            held = held.saturating_add(bytes);
+                let end = start.saturating_add(span).min(size);
+                let whole = end.saturating_sub(start) == span;
+                let bytes = match by_table.get(&table) {
+                    Some(&b) if whole => b,
+                    _ => {
+                        let b = self.table_held(this, start, end)?;
+                        if whole {
+                            by_table.insert(table, b);
+                        }
+                        b
+                    }
+                };
+                held = held.saturating_add(bytes);
+            }
         }
         Ok(held)
     }
 
     /// Bytes of `[start, end)` (inside the span of L1 entry `index`) that
     /// the entry's L2 table holds.
-    fn table_held(&self, index: usize, start: u64, end: u64) -> Result<u64, BlockError> {
+    fn table_held(&self, index: u64, start: u64, end: u64) -> Result<u64, BlockError> {
         let Some(table) = self.l2_table(index)? else {
             return Ok(0);
         };
@@ -442,18 +483,13 @@ impl Qcow2Layer {
         Ok(held)
     }
 
-    fn l2_table(&self, l1_index: usize) -> Result<Option<Arc<[u8]>>, BlockError> {
-        let Some(&entry) = self.l1.get(l1_index) else {
-            return Ok(None);
-        };
-        let offset = entry & L1E_OFFSET_MASK;
+    fn l2_table(&self, l1_index: u64) -> Result<Option<Arc<[u8]>>, BlockError> {
+        let offset = self.l1.get(l1_index)? & L1E_OFFSET_MASK;
         if offset == 0 {
             return Ok(None);
         }
         // For messages only.
-        let l1_entry_at = u64_of(l1_index)
-            .saturating_mul(8)
-            .saturating_add(self.header.l1_table_offset);
+        let l1_entry_at = self.l1.entry_at(l1_index);
         if offset & self.cluster_mask != 0 {
             return Err(BlockError::corrupt(
                 &self.path,
@@ -480,11 +516,12 @@ impl Qcow2Layer {
             return Ok(Some(Arc::clone(t)));
         }
         // Walks go forward: remote storage fetches the next tables with this
-        // one, in one round trip (local files ignore the hint).
-        let ahead: Vec<(u64, u64)> = self
-            .l1
+        // one, in one round trip (local files ignore the hint). The tables
+        // the L1 slice at hand names (it is read already).
+        let rest = self.l1.rest_of_slice(l1_index)?;
+        let ahead: Vec<(u64, u64)> = rest
+            .entries()
             .iter()
-            .skip(l1_index)
             .map(|e| e & L1E_OFFSET_MASK)
             .filter(|&o| o != 0 && o & self.cluster_mask == 0)
             .take(us(L2_PREFETCH_BYTES >> self.header.cluster_bits))
@@ -518,26 +555,32 @@ impl Qcow2Layer {
     fn run_at(&self, offset: u64, end: u64, merge_compressed: bool) -> Result<Run, BlockError> {
         // Offsets here are below the disk size (< 2^63) and hosts below
         // 2^56 + a cluster, so the saturating additions never saturate.
-        let l1_index = us(offset >> self.l1_shift);
+        let l1_index = offset >> self.l1_shift;
         let span_end = (offset | self.l1_mask).saturating_add(1).min(end);
         let Some(table) = self.l2_table(l1_index)? else {
             // The empty L1 entries that follow are one run with this one
-            // (a sparse disk of terabytes has tens of thousands of them).
-            let rest = self
-                .l1
-                .get(l1_index.saturating_add(1)..)
-                .unwrap_or_default();
-            let empty = rest
-                .iter()
-                .take_while(|&&e| e & L1E_OFFSET_MASK == 0)
-                .count();
-            let stop = if empty == rest.len() {
-                end
-            } else {
-                u64_of(l1_index.saturating_add(1).saturating_add(empty))
-                    .checked_mul(1u64 << self.l1_shift)
-                    .unwrap_or(end)
-                    .min(end)
+            // (a sparse disk of terabytes has tens of thousands of them),
+            // found a slice at a time and no further than `end`.
+            let guest = |i: u64| i.checked_shl(self.l1_shift).unwrap_or(u64::MAX);
+            let mut next = l1_index.saturating_add(1);
+            let stop = loop {
+                if guest(next) >= end {
+                    break end;
+                }
+                let rest = self.l1.rest_of_slice(next)?;
+                let entries = rest.entries();
+                if entries.is_empty() {
+                    // Past the table: nothing more is held.
+                    break end;
+                }
+                let empty = entries
+                    .iter()
+                    .take_while(|&&e| e & L1E_OFFSET_MASK == 0)
+                    .count();
+                next = next.saturating_add(u64_of(empty));
+                if empty < entries.len() {
+                    break guest(next).min(end);
+                }
             };
             return Ok(Run {
                 kind: Kind::UnallocatedPlain,
@@ -640,7 +683,7 @@ impl Qcow2Layer {
             self.data.is_some(),
         )
             .map_err(|why| {
-                let l1_index = us(offset >> self.l1_shift);
+                let l1_index = offset >> self.l1_shift;
                 let l2_offset = self.l1.get(l1_index).map_or(0, |e| e & L1E_OFFSET_MASK);
                 let at = l2_offset.saturating_add(u64_of(at));
                 let detail = match why {
@@ -725,39 +768,6 @@ impl Qcow2Layer {
             .put(descriptor, Arc::clone(&out));
         Ok(out)
     }
-}
-
-/// Reads an L1 table of `entries` entries at `offset` (the caller checked
-/// both against qemu's cap and the file's length).
-fn read_l1(
-    path: &str,
-    storage: &dyn Storage,
-    offset: u64,
-    entries: u32,
-    action: &'static str,
-) -> Result<Box<[u64]>, BlockError> {
-    // Read a slice at a time into one small buffer: a 16 TiB disk's table
-    // is 256 KiB, and a whole-table byte copy beside the decoded one
-    // would double what start-up touches.
-    const SLICE: u64 = 1 << 15;
-    let total = u64::from(entries).saturating_mul(8);
-    let mut out = Vec::with_capacity(us(u64::from(entries)));
-    let mut raw = vec![0u8; us(total.min(SLICE))];
-    let mut done = 0u64;
-    while done < total {
-        let n = total.saturating_sub(done).min(SLICE);
-        let buf = raw.get_mut(..us(n)).unwrap_or_default();
-        let at = offset.saturating_add(done);
-        storage
-            .read_exact_at(at, buf)
-            .map_err(|e| BlockError::io(path, action, at, e))?;
-        out.extend(
-            buf.chunks_exact(8)
-                .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8]))),
-        );
-        done = done.saturating_add(n);
-    }
-    Ok(out.into_boxed_slice())
 }
 
 /// What an encrypted image uses, in `qemu-img info`'s words (layerscope
@@ -878,6 +888,24 @@ impl BlockSource for Qcow2Layer {
 
     fn len(&self) -> u64 {
         self.header.size
+    }
+
+    fn map_missing(&self, offset: u64) -> bool {
+        if !self.storage.remote() {
+            return false;
+        }
+        // An L1 slice not held is a read too.
+        let Some(entry) = self.l1.peek(offset >> self.l1_shift) else {
+            return true;
+        };
+        let table = entry & L1E_OFFSET_MASK;
+        table != 0 && self.l2_cache.lock().is_ok_and(|c| !c.contains(&table))
+    }
+
+    fn warm_map(&self, offset: u64) {
+        if let Err(e) = self.l2_table(offset >> self.l1_shift) {
+            tracing::debug!("{}: fetching a map ahead: {e}", self.path);
+        }
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {

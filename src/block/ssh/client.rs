@@ -89,7 +89,7 @@ impl Session {
         let link = Link::start(uri, &opts, false, Arc::clone(&stats))
             .inspect_err(|e| stats.set_state(ConnState::Failed, Some(e.to_string())))?;
         stats.set_state(ConnState::Ready, None);
-        let read_size = AtomicU64::new(u64::from(link.read_size));
+        let read_size = AtomicU64::new(u64::from(link.read_size_now()));
         Ok(Arc::new(Session {
             uri: uri.clone(),
             opts,
@@ -151,7 +151,7 @@ impl Session {
         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         self.stats.set_state(ConnState::Ready, None);
         self.read_size
-            .store(u64::from(link.read_size), Ordering::Relaxed);
+            .store(u64::from(link.read_size_now()), Ordering::Relaxed);
         let link = Arc::new(link);
         cur.link = Some(Arc::clone(&link));
         cur.generation = cur.generation.wrapping_add(1);
@@ -326,7 +326,9 @@ impl Session {
     ) -> Result<(), Fault> {
         use std::collections::{HashMap, VecDeque};
         let t = self.timeout();
-        let piece = usize::try_from(link.read_size.max(512)).unwrap_or(32 << 10);
+        let size = link.read_size();
+        self.read_size.store(u64::from(size), Ordering::Relaxed);
+        let piece = usize::try_from(size.max(512)).unwrap_or(32 << 10);
         // (which request, where in its buffer, how many bytes)
         let mut todo: VecDeque<(usize, usize, usize)> = VecDeque::new();
         for (i, (_, buf)) in reqs.iter().enumerate() {

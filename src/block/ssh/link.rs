@@ -136,8 +136,13 @@ pub(super) struct Link {
     next_id: AtomicU32,
     /// Set once the link's failure was counted in the stats.
     reported: std::sync::atomic::AtomicBool,
-    /// Bytes asked per READ request.
-    pub(super) read_size: u32,
+    /// Bytes asked per READ request: [`proto::DEFAULT_READ`] until the
+    /// server's limits are known (see [`Link::read_size`]).
+    read_size: AtomicU32,
+    /// The limits request sent at the start, whose answer is taken when
+    /// the first read needs it (its deadline with it): the first open
+    /// does not wait a round trip for it.
+    limits: Mutex<Option<(Receiver<Routed>, Instant)>>,
     /// The server's extensions, from VERSION.
     pub(super) extensions: Vec<String>,
 }
@@ -185,7 +190,8 @@ impl Link {
             writer: Mutex::new(Some(wtx)),
             next_id: AtomicU32::new(1),
             reported: std::sync::atomic::AtomicBool::new(false),
-            read_size: proto::DEFAULT_READ,
+            read_size: AtomicU32::new(proto::DEFAULT_READ),
+            limits: Mutex::new(None),
             extensions: Vec::new(),
         };
         link.send(proto::init()?)?;
@@ -210,18 +216,44 @@ impl Link {
         }
         link.extensions = extensions;
         if link.extensions.iter().any(|e| e == proto::LIMITS_EXT) {
-            let reply = link.call(|id| proto::extended(id, proto::LIMITS_EXT), timeout);
-            if let Ok(Reply::Extended(data)) = reply {
-                let max = proto::decode_limits(&data)?;
-                let max = u32::try_from(max).unwrap_or(u32::MAX);
-                link.read_size = if max == 0 {
-                    proto::MAX_READ
-                } else {
-                    max.clamp(proto::DEFAULT_READ.min(max), proto::MAX_READ)
-                };
-            }
+            let id = link.id();
+            let (tx, rx) = mpsc::channel();
+            link.submit(&[(id, proto::extended(id, proto::LIMITS_EXT)?)], &tx)
+                .map_err(|f| f.to_io())?;
+            let deadline = Instant::now()
+                .checked_add(timeout)
+                .unwrap_or_else(Instant::now);
+            link.limits = Mutex::new(Some((rx, deadline)));
         }
         Ok(link)
+    }
+
+    /// Bytes to ask per READ request: the server's limit, its answer
+    /// waited for here the first time (within the connection's deadline;
+    /// a server that does not answer kills the link, one whose answer
+    /// does not decode leaves [`proto::DEFAULT_READ`]).
+    pub(super) fn read_size(&self) -> u32 {
+        let pending = self.limits.lock().ok().and_then(|mut l| l.take());
+        if let Some((rx, deadline)) = pending {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let (_, Ok(Reply::Extended(data))) = self.wait(&rx, left) {
+                if let Ok(max) = proto::decode_limits(&data) {
+                    let max = u32::try_from(max).unwrap_or(u32::MAX);
+                    let size = if max == 0 {
+                        proto::MAX_READ
+                    } else {
+                        max.clamp(proto::DEFAULT_READ.min(max), proto::MAX_READ)
+                    };
+                    self.read_size.store(size, Ordering::Relaxed);
+                }
+            }
+        }
+        self.read_size.load(Ordering::Relaxed)
+    }
+
+    /// The read size known so far, not waiting for the server's limits.
+    pub(super) fn read_size_now(&self) -> u32 {
+        self.read_size.load(Ordering::Relaxed)
     }
 
     /// Adds what ssh said (and its exit status) to an error from the start

@@ -36,6 +36,15 @@ impl Ext4 {
     /// [`ITABLE_GROUPS`]. A descriptor that cannot be read is passed
     /// over: this is a hint, the reads that follow meet the damage.
     pub fn itables_in_use(&self) -> Vec<(u64, u64)> {
+        self.itables_by_group()
+            .into_iter()
+            .map(|(_, at, len)| (at, len))
+            .collect()
+    }
+
+    /// [`Ext4::itables_in_use`] with each table's group: (group, disk
+    /// offset, bytes).
+    fn itables_by_group(&self) -> Vec<(u64, u64, u64)> {
         let sb = &self.sb;
         let groups = sb.group_count();
         if groups > ITABLE_GROUPS {
@@ -44,6 +53,7 @@ impl Ext4 {
         let ipg = u64::from(sb.inodes_per_group);
         let isize = u64::from(sb.inode_size);
         let mut out = Vec::new();
+        let mut bytes = 0u64;
         for g in 0..groups {
             let Ok(d) = self.group(g) else {
                 continue;
@@ -60,9 +70,10 @@ impl Ext4 {
                 continue;
             };
             if len > 0 && d.inode_table < sb.blocks_count {
-                out.push((at, len));
+                out.push((g, at, len));
+                bytes = bytes.saturating_add(len);
             }
-            if total(&out) > ITABLES_AHEAD {
+            if bytes > ITABLES_AHEAD {
                 return Vec::new();
             }
         }
@@ -88,10 +99,60 @@ impl Ext4 {
         ranges
     }
 
+    /// Fetches ahead every directory of the filesystem, for a walk of
+    /// the whole tree over a remote disk: the in-use inode tables in one
+    /// batch, then, for every inode there that is a live directory, what
+    /// listing it reads ([`Ext4::prefetch_dirs`]: map blocks, then all
+    /// the directory blocks in one batch). A walk then pays the round
+    /// trips of three batches, not a few per level of the tree. False,
+    /// having done nothing, for a local disk or when the tables are too
+    /// large to fetch ahead ([`Ext4::itables_in_use`]); the walk then
+    /// fetches level by level. Directory blocks past one batch's bound
+    /// are left for the walk. Inodes are taken as they are on the disk:
+    /// a damaged one is passed over here and met by the listing.
+    ///
+    /// # Errors
+    /// I/O errors of the batches.
+    pub fn prefetch_all_dirs(&self) -> Result<bool, FsError> {
+        use crate::block::BlockSource;
+        if !self.disk.remote() {
+            return Ok(false);
+        }
+        let tables = self.itables_by_group();
+        if tables.is_empty() {
+            return Ok(false);
+        }
+        self.itables_ahead.store(true, Ordering::Relaxed);
+        let ranges: Vec<(u64, u64)> = tables.iter().map(|&(_, at, len)| (at, len)).collect();
+        self.disk.prefetch(&ranges)?;
+        let isize = u64::from(self.sb.inode_size);
+        let ipg = u64::from(self.sb.inodes_per_group);
+        let mut raw = vec![0u8; crate::bytes::us(isize)];
+        let mut dirs = Vec::new();
+        for &(g, at, len) in &tables {
+            for i in 0..len.checked_div(isize).unwrap_or(0) {
+                let Some(ino) = g
+                    .checked_mul(ipg)
+                    .and_then(|n| n.checked_add(i))
+                    .and_then(|n| n.checked_add(1))
+                else {
+                    continue;
+                };
+                let here = at.saturating_add(i.saturating_mul(isize));
+                if self.disk.peek(here, &mut raw)? && live_dir(&raw) {
+                    dirs.push(ino);
+                }
+            }
+        }
+        self.prefetch_dirs(&dirs)
+    }
+
     /// Fetches ahead what listing the directories `dirs` will read, when
     /// the disk is remote: their inodes, then the blocks of their maps
-    /// (extent tree nodes or indirect blocks), level by level, then their
-    /// directory blocks; each step one batch of requests in flight (see
+    /// (extent tree nodes or indirect blocks), level by level, each
+    /// directory's blocks with the first batch after its map is held
+    /// (a directory whose map is all in its inode: with the first); each
+    /// step one batch of requests in flight (see
     /// [`crate::block::cache::BlockCache::prefetch`], which bounds the
     /// bytes), a step with nothing to fetch costing no round trip. The
     /// first batch also fetches the in-use inode tables
@@ -118,56 +179,87 @@ impl Ext4 {
             .filter(|i| i.is_dir() && !i.has_inline_data())
             .collect();
         let bs = self.sb.block_size;
-        // Map blocks: each round walks every map with what is held, a
-        // block not held yet reading as zeros (a node that does not
-        // decode: the walk skips it) and noted; the noted ones are
-        // fetched together, and the next round goes one level deeper.
+        // Map blocks: each round walks the maps not complete yet with
+        // what is held, a block not held yet reading as zeros (a node
+        // that does not decode: the walk skips it) and noted. The noted
+        // ones are fetched together with the directory blocks of the
+        // maps that were complete (those go out a round early), and the
+        // next round goes one level deeper. A map still incomplete after
+        // the last round is left for the listing.
+        let mut left: Vec<&super::inode::Inode> = inodes.iter().collect();
         for _ in 0..=MAP_LEVELS {
             let mut missing: Vec<(u64, u64)> = Vec::new();
-            for inode in &inodes {
-                if self.has_no_map(inode) {
-                    continue;
+            let mut blocks: Vec<(u64, u64)> = Vec::new();
+            let mut incomplete = Vec::new();
+            for inode in left {
+                let before = missing.len();
+                if !self.has_no_map(inode) {
+                    let geo = self.geometry(inode);
+                    let mut read = |b: u64| -> Result<Vec<u8>, FsError> {
+                        let at = self.block_offset(b)?;
+                        let mut buf = vec![0u8; crate::bytes::us(bs)];
+                        if !self.disk.peek(at, &mut buf)? {
+                            missing.push((at, bs));
+                            buf.fill(0);
+                        }
+                        Ok(buf)
+                    };
+                    let root_at = inode.base.saturating_add(0x28);
+                    let _ = if inode.flags & super::inode::EXTENTS_FL != 0 {
+                        super::extent::walk(inode.ino, &inode.block, root_at, &geo, &mut read)
+                    } else {
+                        super::indirect::walk(inode.ino, &inode.block, root_at, &geo, &mut read)
+                    };
                 }
-                let geo = self.geometry(inode);
-                let mut read = |b: u64| -> Result<Vec<u8>, FsError> {
-                    let at = self.block_offset(b)?;
-                    let mut buf = vec![0u8; crate::bytes::us(bs)];
-                    if !self.disk.peek(at, &mut buf)? {
-                        missing.push((at, bs));
-                        buf.fill(0);
-                    }
-                    Ok(buf)
-                };
-                let root_at = inode.base.saturating_add(0x28);
-                let _ = if inode.flags & super::inode::EXTENTS_FL != 0 {
-                    super::extent::walk(inode.ino, &inode.block, root_at, &geo, &mut read)
+                if missing.len() == before {
+                    self.dir_blocks(inode, &mut blocks);
                 } else {
-                    super::indirect::walk(inode.ino, &inode.block, root_at, &geo, &mut read)
-                };
+                    incomplete.push(inode);
+                }
             }
-            if missing.is_empty() || self.disk.prefetch(&missing)? == 0 {
+            left = incomplete;
+            let maps = missing.len();
+            missing.extend(blocks);
+            if missing.is_empty() {
+                break;
+            }
+            // The tables go with the first batch: the first listing's
+            // inode (the root's) is held since the open, so that is the
+            // first batch to go to the disk.
+            let fetched = self.disk.prefetch(&self.with_itables(missing))?;
+            if left.is_empty() || maps == 0 || fetched == 0 {
                 break;
             }
         }
-        let mut blocks: Vec<(u64, u64)> = Vec::new();
-        for inode in &inodes {
-            let Ok(map) = self.block_map(inode) else {
-                continue;
-            };
-            let size_blocks = inode.size.div_ceil(bs.max(1));
-            for r in map.runs.iter().filter(|r| !r.meta && !r.uninit) {
-                let len = r.len.min(size_blocks.saturating_sub(r.logical));
-                if len > 0 {
-                    if let Ok(at) = self.block_offset(r.physical) {
-                        blocks.push((at, len.saturating_mul(bs)));
-                    }
+        Ok(true)
+    }
+}
+
+impl Ext4 {
+    /// The disk ranges of directory `inode`'s blocks (its map read from
+    /// what is held or the disk), up to its size, added to `out`.
+    fn dir_blocks(&self, inode: &super::inode::Inode, out: &mut Vec<(u64, u64)>) {
+        let bs = self.sb.block_size;
+        let Ok(map) = self.block_map(inode) else {
+            return;
+        };
+        let size_blocks = inode.size.div_ceil(bs.max(1));
+        for r in map.runs.iter().filter(|r| !r.meta && !r.uninit) {
+            let len = r.len.min(size_blocks.saturating_sub(r.logical));
+            if len > 0 {
+                if let Ok(at) = self.block_offset(r.physical) {
+                    out.push((at, len.saturating_mul(bs)));
                 }
             }
         }
-        // The tables go with the first call's blocks: the first listing's
-        // inode (the root's) is held since the open, so that is the
-        // first batch to go to the disk.
-        self.disk.prefetch(&self.with_itables(blocks))?;
-        Ok(true)
     }
+}
+
+/// Whether raw inode bytes are a directory in use: the mode's type a
+/// directory, links left and no deletion time.
+fn live_dir(raw: &[u8]) -> bool {
+    let mode = crate::bytes::le16(raw, 0).unwrap_or(0);
+    let dtime = crate::bytes::le32(raw, 0x14).unwrap_or(1);
+    let links = crate::bytes::le16(raw, 0x1a).unwrap_or(0);
+    mode & 0xf000 == 0x4000 && links > 0 && dtime == 0
 }

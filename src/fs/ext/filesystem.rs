@@ -442,6 +442,16 @@ impl Filesystem for Ext4 {
         }
     }
 
+    fn prefetch_all_dirs(&self) -> bool {
+        match Ext4::prefetch_all_dirs(self) {
+            Ok(did) => did,
+            Err(e) => {
+                tracing::debug!("prefetch: {e}");
+                false
+            }
+        }
+    }
+
     fn prefetch_dirs(&self, dirs: &[NodeId]) -> bool {
         match Ext4::prefetch_dirs(self, dirs) {
             Ok(did) => did,
