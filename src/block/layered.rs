@@ -182,9 +182,15 @@ impl LayeredReader {
             }
             len = e.len.min(len);
             if e.status != Status::Unallocated {
+                // Data stored in a hole of the layer's file reads as zeros
+                // (flat VMDK extents, fixed VHD, static VDI).
+                let status = match e.status {
+                    Status::Data if exact && e.reads_zero => Status::Zero,
+                    s => s,
+                };
                 return Ok(Owner {
                     layer: Some(index),
-                    status: e.status,
+                    status,
                     len,
                     compressed: e.compressed,
                 });

@@ -185,16 +185,7 @@ pub trait BlockSource: Send + Sync {
     /// # Errors
     /// As [`BlockSource::block_status`].
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
-        let extents = self.block_status(offset, len)?;
-        extents
-            .into_iter()
-            .next()
-            .ok_or_else(|| BlockError::Internal {
-                what: format!(
-                    "{}: block status returned no extent at {offset:#x}",
-                    self.name()
-                ),
-            })
+        first_extent(self.block_status(offset, len)?, self.name(), offset)
     }
 
     /// [`BlockSource::locate`] exact about what reads as zeros: bulk copies
@@ -208,6 +199,21 @@ pub trait BlockSource: Send + Sync {
     fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
         self.locate(offset, len)
     }
+}
+
+/// The first extent of a block status answer at `offset` (a source
+/// answering nothing is an internal error, never an empty range that a
+/// reader would loop on).
+///
+/// # Errors
+/// `Internal` for an empty answer.
+pub fn first_extent(extents: Vec<Extent>, name: &str, offset: u64) -> Result<Extent, BlockError> {
+    extents
+        .into_iter()
+        .next()
+        .ok_or_else(|| BlockError::Internal {
+            what: format!("{name}: block status returned no extent at {offset:#x}"),
+        })
 }
 
 /// Byte ranges `(offset, len)` sorted, with overlapping and touching

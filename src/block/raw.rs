@@ -127,15 +127,7 @@ impl BlockSource for RawFile {
     }
 
     fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
-        self.block_status(offset, len)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| BlockError::Internal {
-                what: format!(
-                    "{}: block status returned no extent at {offset:#x}",
-                    self.path
-                ),
-            })
+        crate::block::first_extent(self.block_status(offset, len)?, &self.path, offset)
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {

@@ -510,6 +510,12 @@ impl BlockSource for VhdImage {
         let (piece, n) = self.run(offset, offset.saturating_add(len))?;
         Ok(piece.extent(offset, n))
     }
+
+    /// Exact about holes in the file (`block_status` asks the kernel), so
+    /// streams skip them instead of reading gigabytes of zeros.
+    fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
+        crate::block::first_extent(self.block_status(offset, len)?, &self.path, offset)
+    }
 }
 
 impl ImageInfo for VhdImage {

@@ -492,6 +492,12 @@ impl BlockSource for VmdkImage {
         let (piece, n, _) = self.run(offset, offset.saturating_add(len), true)?;
         Ok(piece.extent(offset, n))
     }
+
+    /// Exact about holes in the file (`block_status` asks the kernel), so
+    /// streams skip them instead of reading gigabytes of zeros.
+    fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
+        crate::block::first_extent(self.block_status(offset, len)?, &self.path, offset)
+    }
 }
 
 impl VmdkImage {
