@@ -144,6 +144,15 @@ impl LayeredReader {
         })
     }
 
+    /// The pieces layer `index` serves, read in one batch.
+    fn read_layer(&self, index: usize, pieces: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        match pieces {
+            [] => Ok(()),
+            [(pos, piece)] => self.layer(index)?.read_at(*pos, piece),
+            many => self.layer(index)?.read_many(many),
+        }
+    }
+
     /// Which layer would serve a read at `offset`, and for how long.
     ///
     /// # Errors
@@ -434,6 +443,11 @@ impl BlockSource for LayeredReader {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         check_range(&self.name, self.size, offset, u64_of(buf.len()))?;
+        if self.warm {
+            // Over a remote chain, a read spanning layers sends their
+            // pieces together ([`BlockSource::read_many`] below).
+            return self.read_many(&mut [(offset, buf)]);
+        }
         // Offsets stay inside the range check_range accepted.
         let mut pos = offset;
         let mut rest = buf;
@@ -483,14 +497,33 @@ impl BlockSource for LayeredReader {
                 pos = pos.saturating_add(u64_of(n));
             }
         }
-        for (index, mut pieces) in by_layer.into_iter().enumerate() {
-            match pieces.as_mut_slice() {
-                [] => {}
-                [(pos, piece)] => self.layer(index)?.read_at(*pos, piece)?,
-                many => self.layer(index)?.read_many(many)?,
+        let busy: Vec<_> = by_layer
+            .into_iter()
+            .enumerate()
+            .filter(|(_, pieces)| !pieces.is_empty())
+            .collect();
+        if !self.warm || busy.len() < 2 {
+            for (index, mut pieces) in busy {
+                self.read_layer(index, &mut pieces)?;
             }
+            return Ok(());
         }
-        Ok(())
+        // Over a remote chain, the layers' reads go out together, one
+        // thread each: layer after layer would pay a round trip each (a
+        // batch of directory blocks spread over four layers paid four).
+        std::thread::scope(|s| {
+            let tasks: Vec<_> = busy
+                .into_iter()
+                .map(|(index, mut pieces)| s.spawn(move || self.read_layer(index, &mut pieces)))
+                .collect();
+            tasks.into_iter().try_for_each(|t| {
+                t.join().unwrap_or_else(|_| {
+                    Err(BlockError::Internal {
+                        what: format!("{}: a layer's read thread panicked", self.name),
+                    })
+                })
+            })
+        })
     }
 
     fn remote(&self) -> bool {
@@ -582,6 +615,124 @@ mod tests {
                 reads_zero: false,
             }])
         }
+    }
+
+    /// A remote layer holding data in `[0, data)` (unallocated above),
+    /// whose reads wait until every layer sharing `met` is reading: a
+    /// chain that read its layers one after another never gets there,
+    /// and the first read gives up with an error.
+    struct Rendezvous {
+        name: &'static str,
+        data: u64,
+        met: Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
+        of: usize,
+    }
+
+    impl BlockSource for Rendezvous {
+        fn name(&self) -> &str {
+            self.name
+        }
+
+        fn len(&self) -> u64 {
+            1 << 20
+        }
+
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            let (lock, all) = &*self.met;
+            let mut n = lock.lock().unwrap();
+            *n += 1;
+            all.notify_all();
+            let (n, wait) = all
+                .wait_timeout_while(n, std::time::Duration::from_secs(20), |n| *n < self.of)
+                .unwrap();
+            if wait.timed_out() {
+                return Err(BlockError::Internal {
+                    what: format!(
+                        "{}: read alone ({} of {} layers reading)",
+                        self.name, *n, self.of
+                    ),
+                });
+            }
+            buf.fill(self.name.as_bytes()[0]);
+            let _ = offset;
+            Ok(())
+        }
+
+        fn remote(&self) -> bool {
+            true
+        }
+
+        fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
+            let (status, len) = if offset < self.data {
+                (Status::Data, len.min(self.data - offset))
+            } else {
+                (Status::Unallocated, len)
+            };
+            Ok(vec![Extent {
+                offset,
+                len,
+                status,
+                compressed: false,
+                host_offset: None,
+                reads_zero: false,
+            }])
+        }
+    }
+
+    fn layer(index: usize, source: Arc<dyn BlockSource>) -> Layer {
+        Layer {
+            index,
+            path: source.name().into(),
+            format: Format::Raw,
+            format_probed: false,
+            source,
+            qcow2: None,
+            info: None,
+            nbd: None,
+            storage: None,
+            backing_name: None,
+            backing_resolved: None,
+            backing_format: None,
+        }
+    }
+
+    /// A remote base and a top layer holding the first 64 KiB, meeting
+    /// in their reads ([`Rendezvous`]).
+    fn rendezvous_chain() -> LayeredReader {
+        let met = Arc::new((std::sync::Mutex::new(0), std::sync::Condvar::new()));
+        let base = Rendezvous {
+            name: "base",
+            data: 1 << 20,
+            met: Arc::clone(&met),
+            of: 2,
+        };
+        let top = Rendezvous {
+            name: "top",
+            data: 64 << 10,
+            met,
+            of: 2,
+        };
+        let chain = Chain {
+            layers: vec![layer(0, Arc::new(base)), layer(1, Arc::new(top))],
+        };
+        LayeredReader::new(&chain).unwrap()
+    }
+
+    #[test]
+    fn a_remote_chain_reads_its_layers_pieces_at_once() {
+        let reader = rendezvous_chain();
+        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+        reader
+            .read_many(&mut [(0x1000, &mut a[..]), (0x40000, &mut b[..])])
+            .unwrap();
+        assert!(a.iter().all(|&x| x == b't'), "the top layer's piece");
+        assert!(b.iter().all(|&x| x == b'b'), "the base's piece");
+        // One read across the layers' boundary: both pieces at once too.
+        let reader = rendezvous_chain();
+        let mut c = vec![0u8; 0x10000];
+        reader.read_at(0x8000, &mut c).unwrap();
+        assert!(c[..0x8000].iter().all(|&x| x == b't'));
+        assert!(c[0x8000..].iter().all(|&x| x == b'b'));
     }
 
     #[test]

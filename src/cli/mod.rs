@@ -388,8 +388,9 @@ pub struct RemoteArgs {
     /// time (qemu-nbd's default) would refuse a second.
     #[arg(skip)]
     pub contexts: Vec<String>,
-    /// The command walks a tree (`ls -R`): over NBD, the connections its
-    /// batches spread over open during the first round.
+    /// The command walks a tree (`ls -R`, `find`, `grep`, …; see
+    /// `walk::mark_tree_walk`): over NBD, the connections its batches
+    /// spread over open during the first round.
     #[arg(skip)]
     pub walk: bool,
 }
@@ -550,7 +551,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // Block-buffered: line buffering would cost a syscall per map entry.
     let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
-    match cli.command {
+    let mut command = cli.command;
+    if let Some(c) = command.as_mut() {
+        walk::mark_tree_walk(c);
+    }
+    match command {
         Some(Command::Chain(args)) => chain::run(&args.image.open()?, args.json, &mut out),
         Some(Command::Map(args)) => bitmap::map(&args, &mut out),
         Some(Command::Read(args)) => {
@@ -576,10 +581,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Volumes(args)) => volumes::run(&args, &mut out),
         Some(Command::Info(args)) => fs::info(&args, &mut out),
         Some(Command::Groups(args)) => fs::groups(&args, &mut out),
-        Some(Command::Ls(mut args)) => {
-            args.fs.image.remote.walk = args.recursive;
-            files::ls(&args, &mut out)
-        }
+        Some(Command::Ls(args)) => files::ls(&args, &mut out),
         Some(Command::Stat(args)) => files::stat(&args, &mut out),
         Some(Command::Cat(args)) => match read::stdout_file() {
             Some(mut f) => files::cat(&args, &mut f),

@@ -85,6 +85,29 @@ impl Ahead {
     }
 }
 
+/// Marks a command that walks a whole tree (`ls -R`, `find`, `grep`,
+/// `path`, `owner`, `timeline`, `extract`), so that over NBD the
+/// connections its batches spread over start opening with the first
+/// round ([`super::RemoteArgs::walk`]).
+pub(super) fn mark_tree_walk(command: &mut super::Command) {
+    use super::Command as C;
+    let remote = match command {
+        C::Ls(a) => {
+            let recursive = a.recursive;
+            a.fs.image.remote.walk = recursive;
+            return;
+        }
+        C::Find(a) => &mut a.fs.image.remote,
+        C::Grep(a) => &mut a.fs.image.remote,
+        C::Path(a) => &mut a.fs.image.remote,
+        C::Owner(a) => &mut a.fs.image.remote,
+        C::Timeline(a) => &mut a.fs.image.remote,
+        C::Extract(a) => &mut a.fs.image.remote,
+        _ => return,
+    };
+    remote.walk = true;
+}
+
 /// `base` + `/` + `name`.
 pub(super) fn join(base: &[u8], name: &[u8]) -> Vec<u8> {
     let mut p = base.to_vec();
@@ -190,6 +213,22 @@ pub(super) fn walk_views(
         starts.iter().map(|s| s.iter().copied().collect()).collect();
     let mut stack: Vec<(Vec<Option<NodeId>>, Vec<u8>, usize)> =
         vec![(starts.to_vec(), start_path.to_vec(), 0)];
+    // Over a remote disk, each view fetches ahead as `walk` does (the
+    // whole tree at once from the root, else a level at a time under the
+    // directories waiting); not for a walk bounded in depth, which would
+    // fetch what it never lists.
+    let mut aheads: Vec<Ahead> = views.iter().map(|_| Ahead::new()).collect();
+    if max_depth.is_none() {
+        for ((fs, start), ahead) in views.iter().zip(starts).zip(&mut aheads) {
+            if let (Some(fs), Some(start)) = (*fs, *start) {
+                ahead.whole_tree(fs, start);
+            }
+        }
+    } else {
+        for ahead in &mut aheads {
+            ahead.on = false;
+        }
+    }
     while let Some((dirs, path, depth)) = stack.pop() {
         if max_depth.is_some_and(|m| depth >= m) {
             continue;
@@ -199,6 +238,12 @@ pub(super) fn walk_views(
             let (Some(fs), Some(dir)) = (*fs, *dir) else {
                 continue;
             };
+            if let Some(ahead) = aheads.get_mut(k) {
+                let waiting = stack
+                    .iter()
+                    .filter_map(|(d, _, _)| d.get(k).copied().flatten());
+                ahead.before(fs, dir, waiting);
+            }
             let mut problems = Vec::new();
             let shown = || {
                 let p = crate::escape::printable_bytes(&path);
@@ -268,5 +313,41 @@ pub(super) fn walk_views(
         }
         // Reversed, so that the first subdirectory is walked first.
         stack.extend(subdirs.into_iter().rev());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// Whether `args` (a command line) marks its NBD connections for a
+    /// walk.
+    fn walks(args: &[&str]) -> bool {
+        let cli = super::super::Cli::try_parse_from(
+            std::iter::once("layerscope").chain(args.iter().copied()),
+        )
+        .unwrap();
+        let mut command = cli.command.unwrap();
+        super::mark_tree_walk(&mut command);
+        let remote = match &command {
+            super::super::Command::Ls(a) => &a.fs.image.remote,
+            super::super::Command::Find(a) => &a.fs.image.remote,
+            super::super::Command::Grep(a) => &a.fs.image.remote,
+            super::super::Command::Stat(a) => &a.fs.image.remote,
+            super::super::Command::Timeline(a) => &a.fs.image.remote,
+            other => panic!("not covered here: {other:?}"),
+        };
+        remote.nbd_options().walk_ahead
+    }
+
+    #[test]
+    fn tree_walks_open_their_nbd_connections_with_the_first_round() {
+        let u = "nbd://localhost/x";
+        assert!(walks(&["ls", "-R", u]));
+        assert!(!walks(&["ls", u]));
+        assert!(walks(&["find", u]));
+        assert!(walks(&["grep", u, "x"]));
+        assert!(walks(&["timeline", u]));
+        assert!(!walks(&["stat", u, "/etc"]));
     }
 }

@@ -56,7 +56,7 @@ pub(crate) fn uri(sock: &Path) -> String {
 /// A tree of three levels (20 directories of 8 subdirectories of 4
 /// files), a directory of 3000 long names (36 blocks: an indirect block
 /// on ext2), and a chain of nested directories 9 deep; its paths.
-fn make_walk_tree(root: &Path) -> BTreeSet<String> {
+pub(crate) fn make_walk_tree(root: &Path) -> BTreeSet<String> {
     let mut paths = BTreeSet::new();
     let mut add = |p: &Path| {
         paths.insert(p.strip_prefix(root).unwrap().to_str().unwrap().to_owned());
@@ -121,7 +121,7 @@ pub(crate) fn listed_paths(out: &str) -> BTreeSet<String> {
 }
 
 /// The most reads nbdkit's log filter shows outstanding at once.
-fn max_reads_in_flight(log: &str) -> usize {
+pub(crate) fn max_reads_in_flight(log: &str) -> usize {
     let (mut now, mut max) = (0usize, 0usize);
     for line in log.lines() {
         if line.contains(" Read id=") {
