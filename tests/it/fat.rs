@@ -624,3 +624,89 @@ fn fat_through_a_qcow2_chain() {
         walk(open(&dir.join("flat0.img")).as_ref())
     );
 }
+
+/// The FAT copies' free clusters and their comparison skip what reads as
+/// zeros: a FAT32 of 4 million clusters (two 16 MiB tables, almost all
+/// free) as a qcow2, where qemu-img convert left the free parts of the
+/// tables unallocated. The counts equal fsck.fat's on the raw image, on
+/// the qcow2 (holes skipped) and on the raw (every byte read), the
+/// copies are found equal, and a byte changed in the second copy's
+/// unallocated part (a zero cluster becomes data) is still found.
+#[test]
+fn fat32_tables_with_holes_count_as_fsck_fat() {
+    if !tools() || !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    make_image(dir, "big.img", &["-F", "32", "-S", "512", "-s", "1", "2097152"]);
+    let fsck = String::from_utf8(sh(dir, &["fsck.fat", "-n", "-v", "big.img"]).stdout).unwrap();
+    let summary = fsck.lines().last().unwrap();
+    let (used, total) = summary
+        .rsplit_once(", ")
+        .unwrap()
+        .1
+        .trim_end_matches(" clusters")
+        .split_once('/')
+        .unwrap();
+    let (used, total): (u64, u64) = (used.parse().unwrap(), total.parse().unwrap());
+    assert!(total > 4_000_000, "{summary}");
+    sh(
+        dir,
+        &["qemu-img", "convert", "-q", "-O", "qcow2", "big.img", "big.qcow2"],
+    );
+    for image in ["big.qcow2", "big.img"] {
+        let fs = open(&dir.join(image));
+        let groups = fs.groups(0, 10).unwrap();
+        assert_eq!(groups.total, 2, "{image}");
+        for row in &groups.rows {
+            let free: u64 = row.cells[2].parse().unwrap();
+            assert_eq!(free, total - used, "{image}: {summary}");
+            assert_eq!(row.ok, Some(true), "{image}: {row:?}");
+        }
+    }
+    // The entry of the middle cluster in the second table, free (zeros)
+    // and unallocated in the qcow2: made "end of chain", the copies
+    // differ and copy 1 has one free cluster fewer.
+    let fs = open(&dir.join("big.img"));
+    let fat = fs
+        .as_any()
+        .downcast_ref::<layerscope::fs::fat::Fat>()
+        .unwrap();
+    let b = fat.boot().clone();
+    let table = b.fat_sectors * b.bytes_per_sector;
+    let at = b.fat_offset + table + b.cluster_count / 2 * 4;
+    let map: Vec<serde_json::Value> = serde_json::from_slice(
+        &sh(dir, &["qemu-img", "map", "--output=json", "big.qcow2"]).stdout,
+    )
+    .unwrap();
+    let here = map
+        .iter()
+        .find(|e| {
+            let (s, l) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+            (s..s + l).contains(&at)
+        })
+        .unwrap();
+    assert_eq!(here["data"], false, "the entry's cluster is a hole: {here}");
+    sh(
+        dir,
+        &[
+            "qemu-io",
+            "-f",
+            "qcow2",
+            "-c",
+            &format!("write -P 0xff {at} 4"),
+            "big.qcow2",
+        ],
+    );
+    let fs = open(&dir.join("big.qcow2"));
+    let groups = fs.groups(0, 10).unwrap();
+    let free: Vec<u64> = groups
+        .rows
+        .iter()
+        .map(|r| r.cells[2].parse().unwrap())
+        .collect();
+    assert_eq!(free, vec![total - used, total - used - 1]);
+    assert_eq!(groups.rows[1].ok, Some(false), "{:?}", groups.rows[1]);
+    assert!(groups.rows[1].cells[3].starts_with("DIFFERS"));
+}

@@ -1,6 +1,6 @@
 //! ext2/3/4 behind the [`Filesystem`] seam: the decoders of this module
 //! turned into the model every caller shares.
-use super::superblock::{sb, Compat, Incompat, RoCompat};
+use super::superblock::{sb, Compat, Incompat, RoCompat, Superblock};
 use std::any::Any;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -349,7 +349,24 @@ impl Filesystem for Ext4 {
     }
 
     fn groups(&self, first: u64, count: u64) -> Result<GroupTable, FsError> {
-        let total = Ext4::superblock(self).group_count();
+        let sb = Ext4::superblock(self);
+        let total = sb.group_count();
+        // e2fsprogs opens no filesystem whose groups hold another number
+        // of inodes than the superblock counts (dumpe2fs: "The ext2
+        // superblock is corrupt"): the group count is then a claim that
+        // nothing confirms, and a hostile one makes millions of rows.
+        let claimed = total.saturating_mul(u64::from(sb.inodes_per_group));
+        if total > 0 && claimed != u64::from(sb.inodes_count) {
+            return Err(FsError::corrupt(
+                "superblock",
+                "s_inodes_count",
+                Superblock::offset_of(sb!("s_inodes_count")),
+                format!(
+                    "{} inodes, but {total} groups of {} inodes hold {claimed}: the group table is not read (dumpe2fs refuses this superblock too)",
+                    sb.inodes_count, sb.inodes_per_group
+                ),
+            ));
+        }
         let end = first.saturating_add(count).min(total);
         let rows = (first..end).map(|g| self.group_row(g)).collect();
         Ok(GroupTable {

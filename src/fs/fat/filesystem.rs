@@ -584,13 +584,48 @@ impl Fat {
         reader.count_free(2, last)
     }
 
+    /// Whether the bytes from `at` read as zeros, as the disk's block
+    /// status says, and for how many (at most `len`, at least 1): data
+    /// for one byte on an error or an empty answer (then read).
+    fn run_at(&self, at: u64, len: u64) -> (bool, u64) {
+        let len = len.min(self.disk.len().saturating_sub(at));
+        if len == 0 {
+            return (false, 1);
+        }
+        match self.disk.block_status(at, len).map(|v| v.into_iter().next()) {
+            Ok(Some(e)) if e.len > 0 => (e.status != crate::block::Status::Data, e.len.min(len)),
+            _ => (false, 1),
+        }
+    }
+
     /// Whether `len` bytes at `a` and `b` are equal.
     fn same_bytes(&self, a: u64, b: u64, len: u64) -> Result<bool, FsError> {
         let mut x = vec![0u8; 64 << 10];
         let mut y = vec![0u8; 64 << 10];
         let mut done = 0u64;
+        // (reads as zeros, length) of the runs at a and b, and where
+        // (from `done`'s start) each ends.
+        let (mut run_a, mut run_b) = ((false, 0u64), (false, 0u64));
+        let (mut known_a, mut known_b) = (0u64, 0u64);
         while done < len {
-            let n = usize::try_from(len.saturating_sub(done).min(64 << 10)).unwrap_or(0);
+            let rest = len.saturating_sub(done);
+            // Where both copies read as zeros (holes, clusters no layer
+            // holds), they are equal without reading: two tables of the
+            // size a field claims cost what is stored. The disk is asked
+            // again only past the run it last answered.
+            if done >= known_a {
+                run_a = self.run_at(a.saturating_add(done), rest);
+                known_a = done.saturating_add(run_a.1);
+            }
+            if done >= known_b {
+                run_b = self.run_at(b.saturating_add(done), rest);
+                known_b = done.saturating_add(run_b.1);
+            }
+            if run_a.0 && run_b.0 {
+                done = known_a.min(known_b);
+                continue;
+            }
+            let n = usize::try_from(rest.min(64 << 10)).unwrap_or(0);
             let (xs, ys) = (
                 x.get_mut(..n).unwrap_or_default(),
                 y.get_mut(..n).unwrap_or_default(),

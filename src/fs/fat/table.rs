@@ -5,7 +5,7 @@
 //! the chain really holds.
 use super::boot::{BootSector, FatType};
 use super::FsError;
-use crate::block::BlockSource;
+use crate::block::{BlockSource, Status};
 
 /// What a FAT entry says about the cluster after this one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +87,26 @@ impl<'a> FatReader<'a> {
         Ok(out)
     }
 
+    /// Whether the table's bytes from `at` (from the table's start) read
+    /// as zeros, and where that run ends, as the disk's block status says;
+    /// an error or an answer of nothing is "data, for one entry" (read).
+    fn zero_run(&self, at: u64, table_len: u64) -> (bool, u64) {
+        let abs = self.base.saturating_add(at);
+        let len = table_len
+            .min(self.disk.len().saturating_sub(self.base))
+            .saturating_sub(at);
+        if len == 0 {
+            return (false, at.saturating_add(1));
+        }
+        match self.disk.block_status(abs, len).map(|v| v.into_iter().next()) {
+            Ok(Some(e)) if e.len > 0 => {
+                let zeros = e.status != Status::Data;
+                (zeros, at.saturating_add(e.len.min(len)))
+            }
+            _ => (false, at.saturating_add(1)),
+        }
+    }
+
     /// The raw entry of `cluster` (masked to 28 bits on FAT32).
     ///
     /// # Errors
@@ -142,6 +162,10 @@ impl<'a> FatReader<'a> {
         let mut buf = vec![0u8; usize::try_from(STEP).unwrap_or(0)];
         let (mut c, last) = (u64::from(first), u64::from(last));
         let mut free = 0u64;
+        // The table's bytes up to here (from its start) read as zeros.
+        let mut zeros_until = 0u64;
+        // Up to here the disk said data: read without asking again.
+        let mut data_until = 0u64;
         while c <= last {
             let at = c.saturating_mul(width);
             let left = last.saturating_sub(c).saturating_add(1);
@@ -149,6 +173,24 @@ impl<'a> FatReader<'a> {
                 // Every entry from here reads as zeros (a table that runs
                 // past the disk's end fails to read there, as `entry` does).
                 return Ok(free.saturating_add(left));
+            }
+            if at >= zeros_until && at >= data_until {
+                let (zeros, end) = self.zero_run(at, table_len);
+                if zeros {
+                    zeros_until = end;
+                } else {
+                    data_until = end;
+                }
+            }
+            // Entries wholly inside a run of zeros (a hole of a sparse
+            // file, clusters no layer holds) are free without reading: a
+            // table the size a field claims costs what is stored.
+            let whole = zeros_until.saturating_sub(at).checked_div(width).unwrap_or(0);
+            if whole > 0 {
+                let n = whole.min(left);
+                free = free.saturating_add(n);
+                c = c.saturating_add(n);
+                continue;
             }
             let n = left.min(STEP.checked_div(width).unwrap_or(1));
             let want = usize::try_from(n.saturating_mul(width)).unwrap_or(0);

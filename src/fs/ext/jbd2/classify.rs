@@ -82,7 +82,13 @@ impl Layout {
         let ipg = u64::from(sb.inodes_per_group);
         let itb = ipg.saturating_mul(isz).div_ceil(bs);
         let mut map = BTreeMap::new();
-        for g in 0..sb.group_count().min(MAX_GROUPS) {
+        // A group count the inode count denies (e2fsprogs refuses such a
+        // superblock) is a claim: only the groups the inodes confirm.
+        let mut groups = sb.group_count();
+        if groups.saturating_mul(ipg) != u64::from(sb.inodes_count) {
+            groups = groups.min(u64::from(sb.inodes_count).checked_div(ipg).unwrap_or(0));
+        }
+        for g in 0..groups.min(MAX_GROUPS) {
             let d = fs.group(g)?;
             map.insert(d.block_bitmap, (1, What::BlockBitmap { group: g }));
             map.insert(d.inode_bitmap, (1, What::InodeBitmap { group: g }));
