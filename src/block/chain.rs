@@ -75,6 +75,13 @@ pub trait Opener {
     fn resolve_backing(&self, overlay: &str, name: &str) -> Result<String, BlockError> {
         resolve_backing(overlay, name)
     }
+
+    /// A hint: `path` is likely opened next (the backing file an
+    /// overlay's header names, while the overlay's tables load). A remote
+    /// opener sends the open now and [`Opener::open`] takes its answer,
+    /// so the open costs no round trip of its own. Errors are left for
+    /// that open.
+    fn open_ahead(&self, _path: &str) {}
 }
 
 /// Most directory entries looked at when searching for a parent by
@@ -592,6 +599,14 @@ fn open_layer(
     let mut parent = None;
     match format {
         Format::Qcow2 => {
+            if storage.remote() {
+                // The backing file opens while this layer's tables load.
+                if let Some(name) = crate::block::qcow2::header::backing_hint(storage.as_ref()) {
+                    if let Ok(next) = opener.resolve_backing(path, &name) {
+                        opener.open_ahead(&next);
+                    }
+                }
+            }
             let mut q = Qcow2Layer::open(path, storage)?;
             if let Some(name) = q.header().data_file.clone() {
                 q.set_data_file(open_data_file(path, &name, opener)?);

@@ -319,14 +319,14 @@ fn snapshot_diff(
 }
 
 /// The two views a diff compares, and how to name them.
-struct Sides {
-    old: Arc<dyn Filesystem>,
-    new: Arc<dyn Filesystem>,
+pub(super) struct Sides {
+    pub(super) old: Arc<dyn Filesystem>,
+    pub(super) new: Arc<dyn Filesystem>,
     /// `from` and `to` in the JSON (layer numbers, or snapshot names).
-    from: serde_json::Value,
-    to: serde_json::Value,
+    pub(super) from: serde_json::Value,
+    pub(super) to: serde_json::Value,
     /// "from layer 1 to layer 2", for the summary line.
-    label: String,
+    pub(super) label: String,
 }
 
 /// The volume ranges the overlays between two sides hold.
@@ -351,7 +351,7 @@ fn compare(args: &DiffArgs, sides: &Sides, held: &Held, out: &mut dyn Write) -> 
         Some((o, n)) => {
             // Blocks either view replays from its journal changed too.
             let held = blocks::with_replayed(held()?, o, n);
-            ("clusters", crate::diff::diff(o, n, &held, &bar)?)
+            return super::diff_stream::quick(args, sides, (o, n), &held, &bar, out);
         }
         None => {
             let held = if args.full { None } else { Some(held()?) };
@@ -373,46 +373,64 @@ fn compare(args: &DiffArgs, sides: &Sides, held: &Held, out: &mut dyn Write) -> 
         return write_json(out, sides, method, terms, &result);
     }
     for c in &result.changes {
-        let mut line = format!("{}  {:<9}  ", c.change.letter(), c.file_type);
-        match &c.from {
-            Some(f) => line.push_str(&format!("{f} -> {}", c.path)),
-            None => line.push_str(&c.path),
-        }
-        let mut what = Vec::new();
-        if c.replaced {
-            what.push(format!("replaced: was inode {}", c.old_inode.unwrap_or(0)));
-        }
-        if c.hard_link {
-            let verb = if c.change == crate::diff::Kind::Deleted {
-                "hard link removed"
-            } else {
-                "hard link"
-            };
-            match &c.link_path {
-                Some(p) if c.change == crate::diff::Kind::Deleted => {
-                    what.push(format!("{verb}; still at {p}"))
-                }
-                Some(p) => what.push(format!("{verb} to {p}")),
-                None => what.push(verb.to_owned()),
-            }
-        }
-        if c.delta.content {
-            what.push("content".to_owned());
-        }
-        if !c.delta.metadata.is_empty() {
-            what.push(c.delta.metadata.join(","));
-        }
-        if !what.is_empty() {
-            line.push_str(&format!("  ({})", what.join("; ")));
-        }
-        writeln!(out, "{line}")?;
+        out.write_all(text_line(c).as_bytes())?;
     }
+    summary(args, sides, &result, result.changes.len(), out)
+}
+
+/// A change as a line of text.
+pub(super) fn text_line(c: &crate::diff::Change) -> String {
+    let mut line = format!("{}  {:<9}  ", c.change.letter(), c.file_type);
+    match &c.from {
+        Some(f) => line.push_str(&format!("{f} -> {}", c.path)),
+        None => line.push_str(&c.path),
+    }
+    let mut what = Vec::new();
+    if c.replaced {
+        what.push(format!("replaced: was inode {}", c.old_inode.unwrap_or(0)));
+    }
+    if c.hard_link {
+        let verb = if c.change == crate::diff::Kind::Deleted {
+            "hard link removed"
+        } else {
+            "hard link"
+        };
+        match &c.link_path {
+            Some(p) if c.change == crate::diff::Kind::Deleted => {
+                what.push(format!("{verb}; still at {p}"))
+            }
+            Some(p) => what.push(format!("{verb} to {p}")),
+            None => what.push(verb.to_owned()),
+        }
+    }
+    if c.delta.content {
+        what.push("content".to_owned());
+    }
+    if !c.delta.metadata.is_empty() {
+        what.push(c.delta.metadata.join(","));
+    }
+    if !what.is_empty() {
+        line.push_str(&format!("  ({})", what.join("; ")));
+    }
+    line.push('\n');
+    line
+}
+
+/// The text form's last line (`count` changes) and the notes.
+pub(super) fn summary(
+    args: &DiffArgs,
+    sides: &Sides,
+    result: &Diff,
+    count: usize,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let new = &sides.new;
     let s = &result.stats;
     if s.trees_compared {
         writeln!(
             out,
             "{} change(s) {}; trees compared ({}): {} file(s) compared, {} director(ies) listed",
-            result.changes.len(),
+            count,
             sides.label,
             if args.trees {
                 "--trees".to_owned()
@@ -430,7 +448,7 @@ fn compare(args: &DiffArgs, sides: &Sides, held: &Held, out: &mut dyn Write) -> 
     writeln!(
         out,
         "{} change(s) {}; {} block(s) changed, {} held unchanged (copy-up), {} inode(s) compared, {} director(ies) listed{}",
-        result.changes.len(),
+        count,
         sides.label,
         s.changed_blocks,
         s.copied_up_blocks,
@@ -448,7 +466,7 @@ fn compare(args: &DiffArgs, sides: &Sides, held: &Held, out: &mut dyn Write) -> 
 /// order, pretty, escaped), written as it goes: each change is made JSON
 /// and written alone, so the output costs one change's JSON at a time,
 /// not a copy of them all.
-fn write_json(
+pub(super) fn write_json(
     out: &mut dyn Write,
     sides: &Sides,
     method: &str,

@@ -24,6 +24,7 @@ mod bitmap;
 mod chain;
 mod check;
 mod diff;
+mod diff_stream;
 mod dirty;
 mod ext;
 mod extract;

@@ -190,6 +190,9 @@ pub struct Paths<'a> {
     dirs: HashMap<u64, Option<Vec<u8>>>,
     /// Directories listed while searching names: how many.
     pub listed: u64,
+    /// Directories [`Paths::names`] listed: one searched again (a diff
+    /// asks for names a batch at a time) counts once.
+    named: HashSet<u64>,
 }
 
 impl<'a> Paths<'a> {
@@ -198,6 +201,7 @@ impl<'a> Paths<'a> {
             fs,
             dirs: HashMap::new(),
             listed: 0,
+            named: HashSet::new(),
         }
     }
 
@@ -330,7 +334,9 @@ impl<'a> Paths<'a> {
                 Ok(())
             })?;
             for d in dirs {
-                self.listed = self.listed.saturating_add(1);
+                if self.named.insert(d.ino) {
+                    self.listed = self.listed.saturating_add(1);
+                }
                 let Ok(listing) = fs.list_dir(&d) else {
                     continue;
                 };

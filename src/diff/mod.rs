@@ -20,7 +20,6 @@
         clippy::as_conversions
     )
 )]
-use crate::fs::ext::superblock::sb;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::block::{BlockError, BlockSource};
@@ -37,13 +36,14 @@ mod layout;
 mod pair;
 mod pairing;
 pub mod paths;
+pub mod quick;
 pub mod spans;
+pub mod spill;
 pub mod tree;
 
 use blocks::BlockSet;
-use compare::{compare, in_use, same_file, Delta};
-use index::Paths;
-use layout::{Bitmaps, Layout};
+use compare::{in_use, Delta};
+use layout::Layout;
 use pair::{Brief, Pair};
 
 /// Why a diff stopped.
@@ -55,6 +55,9 @@ pub enum DiffError {
     Block(#[from] BlockError),
     #[error("cancelled")]
     Cancelled,
+    /// The temporary file a large diff sorts its changes in.
+    #[error("temporary file: {0}")]
+    Spill(#[from] std::io::Error),
 }
 
 /// Told how long work goes; answers whether to go on.
@@ -348,6 +351,21 @@ fn assemble(
     pair: &mut dyn PairView,
     removed: Vec<Name>,
     added: Vec<Name>,
+    modified: BTreeMap<u64, (Delta, Vec<Name>)>,
+) -> Vec<Change> {
+    let mut out = assemble_names(pair, removed, added, modified);
+    let dir_moves = dir_moves_of(&out);
+    after_moves(pair, &mut out, &dir_moves);
+    out.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
+    out
+}
+
+/// [`assemble`] before the moved directories are applied ([`after_moves`])
+/// and the changes sorted.
+fn assemble_names(
+    pair: &mut dyn PairView,
+    removed: Vec<Name>,
+    added: Vec<Name>,
     mut modified: BTreeMap<u64, (Delta, Vec<Name>)>,
 ) -> Vec<Change> {
     // A name found twice (a directory listed and also walked as part of
@@ -445,6 +463,17 @@ fn assemble(
             );
         }
     }
+    in_place(pair, modified, &mut out);
+    out
+}
+
+/// Changes of files changed in place (`modified`: their deltas and their
+/// names as of the newer layer), pushed to `out`.
+fn in_place(
+    pair: &mut dyn PairView,
+    modified: BTreeMap<u64, (Delta, Vec<Name>)>,
+    out: &mut Vec<Change>,
+) {
     for (ino, (delta, mut names)) in modified {
         names.sort_by(|a, b| a.path.cmp(&b.path));
         let fallback;
@@ -469,6 +498,10 @@ fn assemble(
             .collect();
         out.push(c);
     }
+}
+
+/// The directories `out` moves (old path, new path), outermost first.
+fn dir_moves_of(out: &[Change]) -> Vec<(Vec<u8>, Vec<u8>)> {
     // A moved directory moves what is under it: only the directory is a
     // change (a full walk sees every name under it move).
     let mut dir_moves: Vec<(Vec<u8>, Vec<u8>)> = out
@@ -478,6 +511,13 @@ fn assemble(
         .collect();
     // Outermost first, so that `.rev()` meets the innermost move first.
     dir_moves.sort_by_key(|(_, t)| t.len());
+    dir_moves
+}
+
+/// Files under the moved directories `dir_moves` (from
+/// [`dir_moves_of`]): changed in place there, they moved too; names that
+/// only moved with their directory are not changes.
+fn after_moves(pair: &mut dyn PairView, out: &mut Vec<Change>, dir_moves: &[(Vec<u8>, Vec<u8>)]) {
     if !dir_moves.is_empty() {
         let (old, new) = pair.views();
         // A file changed in place under a moved directory: the full walk
@@ -527,8 +567,6 @@ fn assemble(
             })
         });
     }
-    out.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
-    out
 }
 
 /// The part of `path` below directory `dir`, from its `/` on (`None`
@@ -614,7 +652,8 @@ pub fn diff_full(old: &Ext4, new: &Ext4, progress: &dyn Progress) -> Result<Diff
 
 /// The quick diff: what changed between `old` and `new`, given the
 /// filesystem byte ranges the overlays between them hold (see
-/// [`blocks::held_ranges`]).
+/// [`blocks::held_ranges`]). All changes at once ([`quick::diff_each`]
+/// hands them over in batches).
 ///
 /// # Errors
 /// `Cancelled`; read errors of the changed blocks.
@@ -624,212 +663,15 @@ pub fn diff(
     held: &[(u64, u64)],
     progress: &dyn Progress,
 ) -> Result<Diff, DiffError> {
-    let mut d = Diff::default();
-    let changed = blocks::changed_blocks(old, new, held, progress)?;
-    d.stats.held_bytes = changed.held_bytes;
-    d.stats.changed_blocks = changed.blocks.count();
-    d.stats.copied_up_blocks = changed.same;
-    if changed.blocks.is_empty() {
-        return Ok(d);
-    }
-    let mut layout = Layout::lazy(new);
-    // Changed blocks -> inode slots, filesystem metadata, the rest.
-    let mut sorted = Sorted::default();
-    sorted.add(old, new, &mut layout, changed.blocks.blocks())?;
-    // Blocks of the changed inodes (as of either layer) are explained.
-    let first_ino = new.superblock().get(sb!("s_first_ino")).max(11);
-    let mut pair = Pair::new(old, new);
-    let mut loose = std::mem::take(&mut sorted.loose);
-    for &ino in &sorted.inodes {
-        explain(&mut pair, ino, &mut loose);
-    }
-    // The resize and journal inodes: their blocks are filesystem
-    // metadata, not file data; changed ones are counted as such (the
-    // owner search below skips these inodes).
-    for (ino, what) in [(7, "resize inode"), (8, "journal")] {
-        let n = explain_reserved(&mut pair, ino, &mut loose);
-        if n > 0 {
-            let m = sorted.meta.entry(what).or_default();
-            *m = m.saturating_add(n);
+    let mut all = Vec::new();
+    let mut d = quick::diff_each(old, new, held, progress, usize::MAX, &mut |part| {
+        match part {
+            quick::Part::Names(c) | quick::Part::InPlace(c) => all.extend(c),
         }
-    }
-    // Blocks free in both views belong to nothing.
-    let mut free = Vec::new();
-    let (mut old_bitmaps, mut new_bitmaps) = (Bitmaps::new(old), Bitmaps::new(new));
-    for blk in loose.blocks() {
-        if old_bitmaps.free(blk)? && new_bitmaps.free(blk)? {
-            free.push(blk);
-        }
-    }
-    for blk in &free {
-        loose.remove(*blk, 1);
-    }
-    let mut owned_by_none = None;
-    if !loose.is_empty() {
-        let mut rest = loose;
-        // Owners are searched first where the allocator puts them: the
-        // groups of the inodes that changed, and the flex groups of the
-        // blocks (a file's blocks go to its inode's flex group).
-        let near = near_groups(new, &sorted.inodes, &rest);
-        let mut found = index::owners_in(new, &mut rest, near.iter().copied())?;
-        if !rest.is_empty() {
-            found.extend(index::owners_in(old, &mut rest, near.iter().copied())?);
-        }
-        let mut searched = !found.is_empty();
-        sorted.inodes.extend(found);
-        if !rest.is_empty() && !layout.is_whole() {
-            // Blocks no file near them owns may be the tables or bitmaps
-            // of a group whose metadata lies far from it: every
-            // descriptor is read, and they are sorted again.
-            layout.read_all()?;
-            let blocks: Vec<u64> = rest.blocks().collect();
-            let mut again = Sorted::default();
-            again.add(old, new, &mut layout, blocks.into_iter())?;
-            rest = std::mem::take(&mut again.loose);
-            for &ino in &again.inodes {
-                explain(&mut pair, ino, &mut rest);
-            }
-            sorted.inodes.extend(again.inodes);
-            for (what, n) in again.meta {
-                let m = sorted.meta.entry(what).or_default();
-                *m = m.saturating_add(n);
-            }
-        }
-        if !rest.is_empty() {
-            searched = true;
-            let all = new.superblock().group_count();
-            let done: HashSet<u64> = near.iter().copied().collect();
-            let far = || (0..all).filter(|g| !done.contains(g));
-            sorted
-                .inodes
-                .extend(index::owners_in(new, &mut rest, far())?);
-            if !rest.is_empty() {
-                sorted
-                    .inodes
-                    .extend(index::owners_in(old, &mut rest, far())?);
-            }
-        }
-        d.stats.inode_tables_searched = searched;
-        if !rest.is_empty() {
-            owned_by_none = Some(format!(
-                "{} changed block(s) in use but owned by no file (from block {})",
-                rest.count(),
-                rest.runs().first().map_or(0, |r| r.0)
-            ));
-        }
-    }
-    for (what, n) in &sorted.meta {
-        d.notes.push(format!("{what}: {n} block(s) changed"));
-    }
-    d.notes.extend(owned_by_none);
-    let mut inodes = sorted.inodes;
-    inodes.sort_unstable();
-    inodes.dedup();
-    // Inodes -> deltas, and the directories whose entries to compare.
-    let mut dirs = Vec::new();
-    let mut modified: BTreeMap<u64, Delta> = BTreeMap::new();
-    let total = u64_of(inodes.len());
-    for (k, &ino) in (0u64..).zip(&inodes) {
-        if !progress.step("comparing inodes", k, total) {
-            return Err(DiffError::Cancelled);
-        }
-        if ino < first_ino && ino != 2 {
-            d.notes.push(format!("reserved inode {ino} changed"));
-            continue;
-        }
-        // Read once here, for both questions.
-        let (Some(o), Some(n)) = pair.read(ino) else {
-            continue;
-        };
-        if !same_file(&o, &n) {
-            continue;
-        }
-        d.stats.inodes_compared = d.stats.inodes_compared.saturating_add(1);
-        if n.is_dir() {
-            dirs.push(ino);
-        }
-        match compare(old, &o, new, &n, Some(&changed.blocks)) {
-            Ok(delta) if !delta.is_empty() => {
-                modified.insert(ino, delta);
-            }
-            Ok(_) => {}
-            Err(e) => d.notes.push(format!("inode {ino}: {e}")),
-        }
-    }
-    // Directories -> names removed and added.
-    let (mut opaths, mut npaths) = (Paths::new(old), Paths::new(new));
-    let (mut removed, mut added) = (Vec::new(), Vec::new());
-    for &dir in &dirs {
-        let listed = |fs: &Ext4, notes: &mut Vec<String>| match index::entries(fs, dir) {
-            Ok((entries, problems)) => {
-                notes.extend(problems.iter().map(|p| format!("directory {dir}: {p}")));
-                entries
-            }
-            Err(e) => {
-                notes.push(format!("directory {dir} cannot be listed: {e}"));
-                BTreeMap::new()
-            }
-        };
-        let (eo, en) = (listed(old, &mut d.notes), listed(new, &mut d.notes));
-        d.stats.directories_listed = d.stats.directories_listed.saturating_add(2);
-        // Names in one listing and not (for the same file) in the other.
-        for (mine, other, paths, out, old_side) in [
-            (&eo, &en, &mut opaths, &mut removed, true),
-            (&en, &eo, &mut npaths, &mut added, false),
-        ] {
-            for (name, &ino) in mine {
-                if other.get(name) != Some(&ino) || !pair.persists(ino) {
-                    let base = paths
-                        .dir_path(dir)
-                        .unwrap_or_else(|| format!("<{dir}>").into_bytes());
-                    let (o, n) = pair.get(ino);
-                    let inode = if old_side { o } else { n };
-                    out.push(Name::of(join(&base, name), ino, inode));
-                }
-            }
-        }
-    }
-    // A directory that came or went brings or takes its whole tree.
-    for (names, fs) in [(&mut removed, old), (&mut added, new)] {
-        let mut extra = Vec::new();
-        for n in names.iter().filter(|n| n.dir) {
-            if !pair.persists(n.ino) {
-                walk(fs, n.ino, &n.path, &mut extra, &mut d.notes);
-            }
-        }
-        names.extend(extra);
-    }
-    // Modified files -> their names as of the newer layer.
-    let mut targets = HashMap::new();
-    let mut with_names: BTreeMap<u64, (Delta, Vec<Name>)> = BTreeMap::new();
-    for (ino, delta) in modified {
-        let n = pair.get(ino).1;
-        let mut names = Vec::new();
-        if n.is_some_and(Brief::is_dir) {
-            if let Some(p) = npaths.dir_path(ino) {
-                names.push(Name::of(p, ino, n));
-            }
-        } else if let Some(b) = n {
-            targets.insert(ino, b.links);
-        }
-        with_names.insert(ino, (delta, names));
-    }
-    if !targets.is_empty() {
-        let found = npaths.names(&targets)?;
-        for (ino, paths) in found {
-            if let Some((_, names)) = with_names.get_mut(&ino) {
-                let n = pair.get(ino).1;
-                names.extend(paths.into_iter().map(|path| Name::of(path, ino, n)));
-            }
-        }
-    }
-    d.stats.directories_listed = d
-        .stats
-        .directories_listed
-        .saturating_add(opaths.listed)
-        .saturating_add(npaths.listed);
-    d.changes = assemble(&mut pair, removed, added, with_names);
-    d.notes.dedup();
+        Ok(())
+    })?;
+    all.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
+    d.changes = all;
     Ok(d)
 }
 

@@ -13,6 +13,10 @@ use super::blocks::BlockSet;
 use super::compare::{compare, in_use, Delta};
 use super::PairView;
 
+/// Most briefs kept (under 1 MiB): past them the cache starts again, so
+/// that memory does not follow the number of changed inodes.
+const MAX_BRIEFS: usize = 1 << 13;
+
 /// What a diff remembers of one view's inode.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Brief {
@@ -66,6 +70,10 @@ impl<'a> Pair<'a> {
     /// Inode `ino` as of both views, read now (its briefs are kept).
     pub(super) fn read(&mut self, ino: u64) -> (Option<Inode>, Option<Inode>) {
         let (o, n) = (self.old.inode(ino).ok(), self.new.inode(ino).ok());
+        if self.briefs.len() >= MAX_BRIEFS {
+            // A cache: a brief dropped is read again when asked for.
+            self.briefs.clear();
+        }
         self.briefs
             .insert(ino, (o.as_ref().map(Brief::of), n.as_ref().map(Brief::of)));
         (o, n)

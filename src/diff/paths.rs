@@ -28,11 +28,272 @@ const MAX_EXPANDED: usize = 1_000_000;
 /// Rewrites `diff`'s changes in path terms (see the module doc).
 pub fn path_level(diff: &mut Diff, old: &Ext4, new: &Ext4, expand: bool) {
     let changes = std::mem::take(&mut diff.changes);
-    let changes = replaced(changes, old, new, &mut diff.notes);
-    let changes = other_names(changes);
-    let mut changes = moved_trees(changes, new, expand, &mut diff.notes);
-    changes.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
-    diff.changes = changes;
+    let (_, mut items) = Level::names(changes, old, new, expand, &mut diff.notes);
+    items.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut out = Vec::new();
+    let mut group: Vec<Item> = Vec::new();
+    for item in items {
+        if group.first().is_some_and(|g| g.key.path != item.key.path) {
+            let classes: Vec<Class> = group.iter().map(|g| g.key.class).collect();
+            let kept = keep(&classes);
+            out.extend(
+                group
+                    .drain(..)
+                    .zip(kept)
+                    .filter(|(_, k)| *k)
+                    .map(|(g, _)| g.change),
+            );
+        }
+        group.push(item);
+    }
+    let classes: Vec<Class> = group.iter().map(|g| g.key.class).collect();
+    let kept = keep(&classes);
+    out.extend(
+        group
+            .into_iter()
+            .zip(kept)
+            .filter(|(_, k)| *k)
+            .map(|(g, _)| g.change),
+    );
+    diff.changes = out;
+}
+
+/// Why a change is in the list, for the order of changes at one path
+/// and for which of them are kept ([`keep`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Class {
+    /// A path deleted and added again, as one `M` ([`replaced`]).
+    Replaced,
+    /// A change as the diff found it.
+    Found,
+    /// A change dropped as having only moved with its directory: not
+    /// listed, but its path counted as listed for [`Class::OtherName`].
+    Dropped,
+    /// A modified file's other name ([`other_names`]): listed unless its
+    /// path has a change.
+    OtherName,
+    /// A path under a moved directory ([`moved_trees`]): listed unless its
+    /// path has a change.
+    Expanded,
+}
+
+/// Where a change goes in the list: by path, kind, then why and in
+/// what order it was found.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key {
+    pub path: Vec<u8>,
+    pub kind: Kind,
+    pub class: Class,
+    /// 0: found with the names; 1: a file changed in place, in a batch.
+    pub src: u8,
+    pub seq: u64,
+}
+
+/// A change and its place.
+#[derive(Clone, Debug)]
+pub struct Item {
+    pub key: Key,
+    pub change: Change,
+}
+
+impl Item {
+    pub fn new(change: Change, class: Class, src: u8, seq: u64) -> Item {
+        Item {
+            key: Key {
+                path: change.raw_path.clone(),
+                kind: change.change,
+                class,
+                src,
+                seq,
+            },
+            change,
+        }
+    }
+}
+
+/// Of the changes at one path, in [`Key`] order (their classes), which
+/// are listed: every one found; the first other name of a modified file
+/// when no change (not even one dropped) is at the path; the first path
+/// under a moved directory when nothing else is listed there.
+pub fn keep(classes: &[Class]) -> Vec<bool> {
+    let found = classes
+        .iter()
+        .any(|c| matches!(c, Class::Replaced | Class::Found));
+    let dropped = classes.contains(&Class::Dropped);
+    let mut other = !found && !dropped;
+    let mut expanded = !found;
+    classes
+        .iter()
+        .map(|c| match c {
+            Class::Replaced | Class::Found => true,
+            Class::Dropped => false,
+            Class::OtherName => {
+                let k = other;
+                if k {
+                    other = false;
+                    expanded = false;
+                }
+                k
+            }
+            Class::Expanded => {
+                let k = expanded;
+                expanded = false;
+                k
+            }
+        })
+        .collect()
+}
+
+/// Path terms applied a part at a time: [`Level::names`] takes the
+/// changes found with the names (all of them: every added, deleted and
+/// moved name), [`Level::in_place`] then takes files changed in place, a
+/// batch at a time. The items, sorted by [`Key`] and filtered by
+/// [`keep`] per path, are the changes in path terms.
+pub struct Level<'a> {
+    new: &'a Ext4,
+    /// Moved directories (old path, new path, inode), outermost first.
+    dirs: Vec<(Vec<u8>, Vec<u8>, u64)>,
+    /// Items made so far of files changed in place, and of other names.
+    seq: u64,
+}
+
+impl<'a> Level<'a> {
+    /// The items of `changes` (every change but files changed in place:
+    /// those may come here too, or later through [`Level::in_place`]).
+    pub fn names(
+        changes: Vec<Change>,
+        old: &'a Ext4,
+        new: &'a Ext4,
+        expand: bool,
+        notes: &mut Vec<String>,
+    ) -> (Level<'a>, Vec<Item>) {
+        let changes = replaced(changes, old, new, notes);
+        let extras = other_names(&changes);
+        let mut level = Level {
+            new,
+            dirs: moved_dirs(&changes),
+            seq: 0,
+        };
+        let mut items = Vec::new();
+        let mut found = Vec::new();
+        for (c, seq) in changes.into_iter().zip(0u64..) {
+            let class = if c.replaced {
+                Class::Replaced
+            } else {
+                Class::Found
+            };
+            if level.only_moved_with_directory(&c) {
+                items.push(Item::new(c, Class::Dropped, 0, seq));
+            } else {
+                found.push((c, class, seq));
+            }
+        }
+        for (mut c, class, seq) in found {
+            level.moved_under(&mut c);
+            items.push(Item::new(c, class, 0, seq));
+        }
+        for mut c in extras {
+            level.moved_under(&mut c);
+            items.push(Item::new(c, Class::OtherName, 0, level.next()));
+        }
+        if expand {
+            items.extend(level.expanded(notes));
+        }
+        (level, items)
+    }
+
+    /// The items of files changed in place.
+    pub fn in_place(&mut self, changes: Vec<Change>) -> Vec<Item> {
+        let extras = other_names(&changes);
+        let mut items = Vec::new();
+        for mut c in changes {
+            self.moved_under(&mut c);
+            let seq = self.next();
+            items.push(Item::new(c, Class::Found, 1, seq));
+        }
+        for mut c in extras {
+            self.moved_under(&mut c);
+            let seq = self.next();
+            items.push(Item::new(c, Class::OtherName, 1, seq));
+        }
+        items
+    }
+
+    fn next(&mut self) -> u64 {
+        self.seq = self.seq.saturating_add(1);
+        self.seq
+    }
+
+    /// A path under a moved directory that only moved with it (the full
+    /// diff sees it move): dropped, it comes back expanded.
+    fn only_moved_with_directory(&self, c: &Change) -> bool {
+        if self.dirs.is_empty()
+            || c.change != Kind::Moved
+            || !c.delta.is_empty()
+            || c.moved_with.is_some()
+        {
+            return false;
+        }
+        let Some(from) = c.raw_from.as_deref() else {
+            return false;
+        };
+        self.dirs.iter().any(|(f, t, _)| {
+            matches!((below(from, f), below(&c.raw_path, t)), (Some(a), Some(b)) if !a.is_empty() && a == b)
+        })
+    }
+
+    /// A path that changed in place under a moved directory moved too.
+    fn moved_under(&self, c: &mut Change) {
+        if c.change != Kind::Modified || c.replaced {
+            return;
+        }
+        if let Some((f, t, _)) = self
+            .dirs
+            .iter()
+            .rev()
+            .find(|(_, t, _)| below(&c.raw_path, t).is_some_and(|r| !r.is_empty()))
+        {
+            let rel = below(&c.raw_path, t).unwrap_or_default().to_vec();
+            let from = join(f, &rel);
+            c.change = Kind::Moved;
+            c.from = Some(printable_bytes(&from));
+            c.raw_from = Some(from);
+            c.moved_with = Some(printable_bytes(t));
+        }
+    }
+
+    /// The paths under the moved directories, as moves.
+    fn expanded(&mut self, notes: &mut Vec<String>) -> Vec<Item> {
+        let mut items = Vec::new();
+        for (_, t, ino) in &self.dirs {
+            let mut names = Vec::new();
+            super::walk(self.new, *ino, t, &mut names, notes);
+            for n in names.into_iter().take(MAX_EXPANDED) {
+                // The innermost moved directory holding the path says
+                // where it was (a directory moved inside a moved one came
+                // from its own old place, not from under the outer one's).
+                let Some((f, t, rel)) = self
+                    .dirs
+                    .iter()
+                    .rev()
+                    .find_map(|(f, t, _)| below(&n.path, t).map(|r| (f, t, r.to_vec())))
+                else {
+                    continue;
+                };
+                if rel.is_empty() {
+                    continue;
+                }
+                let from = join(f, &rel);
+                let mut c = super::change(Kind::Moved, &n, None, Delta::default());
+                c.from = Some(printable_bytes(&from));
+                c.raw_from = Some(from);
+                c.moved_with = Some(printable_bytes(t));
+                self.seq = self.seq.saturating_add(1);
+                items.push(Item::new(c, Class::Expanded, 0, self.seq));
+            }
+        }
+        items
+    }
 }
 
 /// A path deleted and added again (a different inode now) becomes one
@@ -94,26 +355,23 @@ fn replaced(changes: Vec<Change>, old: &Ext4, new: &Ext4, notes: &mut Vec<String
 }
 
 /// A modified file with several names (hard links) changed at each of
-/// its paths: one `M` per name not already listed.
-fn other_names(mut changes: Vec<Change>) -> Vec<Change> {
-    let mut present: HashSet<Vec<u8>> = changes.iter().map(|c| c.raw_path.clone()).collect();
+/// its paths: one `M` per other name (kept by [`keep`] where no change
+/// is listed).
+fn other_names(changes: &[Change]) -> Vec<Change> {
     let mut extra = Vec::new();
     for c in changes
         .iter()
         .filter(|c| c.change == Kind::Modified && !c.raw_other_names.is_empty())
     {
         for name in &c.raw_other_names {
-            if present.insert(name.clone()) {
-                let mut o = c.clone();
-                o.path = printable_bytes(name);
-                o.raw_path = name.clone();
-                o.raw_other_names = Vec::new();
-                extra.push(o);
-            }
+            let mut o = c.clone();
+            o.path = printable_bytes(name);
+            o.raw_path = name.clone();
+            o.raw_other_names = Vec::new();
+            extra.push(o);
         }
     }
-    changes.extend(extra);
-    changes
+    extra
 }
 
 /// Whether `path` is `dir` itself or below it; the part below.
@@ -134,91 +392,17 @@ fn join(dir: &[u8], rel: &[u8]) -> Vec<u8> {
     p
 }
 
-/// Moved directories: the paths under each, as moves (with `expand`), and
-/// changed paths under them as moves with their change.
-fn moved_trees(
-    mut changes: Vec<Change>,
-    new: &Ext4,
-    expand: bool,
-    notes: &mut Vec<String>,
-) -> Vec<Change> {
-    // Outermost first: a directory moved inside a moved one is expanded
-    // from its own move.
+/// The moved directories among `changes` (old path, new path, inode),
+/// outermost first: a directory moved inside a moved one is expanded
+/// from its own move.
+fn moved_dirs(changes: &[Change]) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
     let mut dirs: Vec<(Vec<u8>, Vec<u8>, u64)> = changes
         .iter()
         .filter(|c| c.change == Kind::Moved && c.file_type == "directory")
         .filter_map(|c| Some((c.raw_from.clone()?, c.raw_path.clone(), c.inode)))
         .collect();
-    if dirs.is_empty() {
-        return changes;
-    }
     dirs.sort_by_key(|d| d.1.len());
-    // Paths under a moved directory that only moved with it (the full
-    // diff sees them move) are dropped; they come back below.
-    changes.retain(|c| {
-        if c.change != Kind::Moved || !c.delta.is_empty() || c.moved_with.is_some() {
-            return true;
-        }
-        let Some(from) = c.raw_from.as_deref() else {
-            return true;
-        };
-        !dirs.iter().any(|(f, t, _)| {
-            matches!((below(from, f), below(&c.raw_path, t)), (Some(a), Some(b)) if !a.is_empty() && a == b)
-        })
-    });
-    // A path that changed in place under a moved directory moved too.
-    for c in changes
-        .iter_mut()
-        .filter(|c| c.change == Kind::Modified && !c.replaced)
-    {
-        if let Some((f, t, _)) = dirs
-            .iter()
-            .rev()
-            .find(|(_, t, _)| below(&c.raw_path, t).is_some_and(|r| !r.is_empty()))
-        {
-            let rel = below(&c.raw_path, t).unwrap_or_default().to_vec();
-            let from = join(f, &rel);
-            c.change = Kind::Moved;
-            c.from = Some(printable_bytes(&from));
-            c.raw_from = Some(from);
-            c.moved_with = Some(printable_bytes(t));
-        }
-    }
-    if !expand {
-        return changes;
-    }
-    let mut present: HashSet<Vec<u8>> = changes.iter().map(|c| c.raw_path.clone()).collect();
-    let mut extra = Vec::new();
-    for (_, t, ino) in &dirs {
-        let mut names = Vec::new();
-        super::walk(new, *ino, t, &mut names, notes);
-        for n in names.into_iter().take(MAX_EXPANDED) {
-            if !present.insert(n.path.clone()) {
-                continue;
-            }
-            // The innermost moved directory holding the path says where
-            // it was (a directory moved inside a moved one came from its
-            // own old place, not from under the outer one's).
-            let Some((f, t, rel)) = dirs
-                .iter()
-                .rev()
-                .find_map(|(f, t, _)| below(&n.path, t).map(|r| (f, t, r.to_vec())))
-            else {
-                continue;
-            };
-            if rel.is_empty() {
-                continue;
-            }
-            let from = join(f, &rel);
-            let mut c = super::change(Kind::Moved, &n, None, Delta::default());
-            c.from = Some(printable_bytes(&from));
-            c.raw_from = Some(from);
-            c.moved_with = Some(printable_bytes(t));
-            extra.push(c);
-        }
-    }
-    changes.extend(extra);
-    changes
+    dirs
 }
 
 #[cfg(test)]

@@ -344,6 +344,14 @@ fn check_edits(dir: &Path, expect: BTreeSet<(char, String)>) {
     let (q, f) = (quick.json(), full.json());
     assert_eq!(changes(&q), expect, "quick diff vs the edits made");
     assert_eq!(q["changes"], f["changes"], "quick diff vs --full");
+    for mode in [&[][..], &["--no-expand"], &["--by-inode"]] {
+        for json in [&["--json"][..], &[]] {
+            let mut args = vec!["diff", "--from", "0", "--to", "1", "l2.qcow2"];
+            args.extend(mode);
+            args.extend(json);
+            spilled_equals_unspilled(dir, &args);
+        }
+    }
     // The filesystem-independent path (what filesystems without a quick
     // diff get) finds the same, reading only what the overlay holds, and
     // says it compared trees.
@@ -421,6 +429,51 @@ fn check_edits(dir: &Path, expect: BTreeSet<(char, String)>) {
     assert!(
         text.contains("M  regular    /etc/mode.conf  (mode)"),
         "{text}"
+    );
+}
+
+/// `layerscope ARGS` (a quick diff) with three inodes per batch and every
+/// change in a run of its own, merged two at a time, prints byte for
+/// byte what it prints in one piece; the temporary file is gone after.
+pub(crate) fn spilled_equals_unspilled(dir: &Path, args: &[&str]) {
+    let whole = layerscope(dir, args).ok();
+    let tmp = tempfile::tempdir().unwrap();
+    let spill = std::path::PathBuf::from("3,1,2");
+    let spilled = layerscope_env(
+        dir,
+        args,
+        &[("LAYERSCOPE_DIFF_SPILL", &spill), ("TMPDIR", tmp.path())],
+    )
+    .ok();
+    assert_eq!(
+        String::from_utf8_lossy(&spilled.stdout),
+        String::from_utf8_lossy(&whole.stdout),
+        "{args:?}: spilled vs whole"
+    );
+    // It did spill (a run per change at least).
+    let told = spilled
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("layerscope: spill: "))
+        .unwrap_or_else(|| panic!("{args:?}: no spill line in {}", spilled.stderr));
+    let runs: usize = told
+        .split(", ")
+        .nth(1)
+        .and_then(|r| r.strip_suffix(" run(s)"))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("{told}"));
+    let changes = if args.contains(&"--json") {
+        whole.json()["changes"].as_array().unwrap().len()
+    } else {
+        let text = whole.text();
+        let last = text.lines().last().unwrap_or_default().to_owned();
+        last.split(' ').next().unwrap().parse().unwrap()
+    };
+    assert!(runs >= changes, "{args:?}: {told}, {changes} change(s)");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "{args:?}: the temporary file is left"
     );
 }
 

@@ -217,7 +217,7 @@ fn ls_ssh(sshd: &Sshd, cwd: &Path, args: &[&str]) -> Run {
 /// `../base/base.raw` (a relative backing file in another directory, raw,
 /// with compressed clusters) and `top/top.qcow2` over `mid.qcow2`; each
 /// overlay adds, changes and deletes files.
-fn fixture() -> Option<&'static Path> {
+pub(crate) fn fixture() -> Option<&'static Path> {
     static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
     DIR.get_or_init(|| {
         if !need("qemu-img") || !need("mke2fs") || !need("debugfs") {

@@ -77,10 +77,16 @@ pub fn with_args<T>(extra: &[&str], f: impl FnOnce() -> T) -> T {
 
 /// Runs layerscope with `args` in `cwd`.
 pub fn layerscope(cwd: &Path, args: &[&str]) -> Run {
+    layerscope_env(cwd, args, &[])
+}
+
+/// [`layerscope`] with environment variables set.
+pub fn layerscope_env(cwd: &Path, args: &[&str], vars: &[(&str, &Path)]) -> Run {
     let extra = EXTRA.with(|e| e.borrow().clone());
     let out = Command::new(env!("CARGO_BIN_EXE_layerscope"))
         .args(args)
         .args(&extra)
+        .envs(vars.iter().copied())
         .current_dir(cwd)
         .output()
         .expect("running layerscope");

@@ -18,6 +18,33 @@ pub const MAX_L1_BYTES: u64 = 32 << 20;
 /// Backing file names longer than this are refused by qemu.
 pub const MAX_BACKING_NAME: u32 = 1023;
 
+/// Bytes from the start of the file within which [`backing_hint`] looks
+/// for the name: what the format probe has already fetched of a remote
+/// file (its first chunk), so the hint costs no round trip.
+const HINT_WITHIN: u64 = 4096;
+
+/// The backing file name a qcow2 header names, read as it is (magic,
+/// then offset and length, the name within the file's first
+/// [`HINT_WITHIN`] bytes), for opening the backing file ahead. Nothing
+/// is checked beyond that: [`Header::decode`] decides what the layer's
+/// parent is.
+pub fn backing_hint(storage: &dyn crate::block::storage::Storage) -> Option<String> {
+    let mut fixed = [0u8; 20];
+    storage.read_exact_at(0, &mut fixed).ok()?;
+    if fixed.get(0..4) != Some(&MAGIC[..]) {
+        return None;
+    }
+    let at = crate::bytes::be64(&fixed, 8)?;
+    let len = crate::bytes::be32(&fixed, 16)?;
+    let end = at.checked_add(u64::from(len))?;
+    if len == 0 || len > MAX_BACKING_NAME || end > HINT_WITHIN.min(storage.len()) {
+        return None;
+    }
+    let mut name = vec![0u8; crate::bytes::us(u64::from(len))];
+    storage.read_exact_at(at, &mut name).ok()?;
+    String::from_utf8(name).ok()
+}
+
 /// Incompatible feature bits.
 pub const INCOMPAT_DIRTY: u64 = 1 << 0;
 pub const INCOMPAT_CORRUPT: u64 = 1 << 1;

@@ -67,6 +67,48 @@ pub struct SshStatus {
     pub stats: StatsSnapshot,
 }
 
+/// Round trips of a session: a round begins when requests go out while
+/// none sent before is still unanswered (its reply not yet taken by
+/// whoever waits for it). A request whose reply is taken later, such as
+/// an open sent ahead ([`Session::open_send`]), keeps the requests sent
+/// meanwhile in its round: they do not wait for each other.
+#[derive(Debug, Default)]
+struct Rounds {
+    unanswered: AtomicU64,
+    rounds: AtomicU64,
+}
+
+impl Rounds {
+    fn sent(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        if n > 0 && self.unanswered.fetch_add(n, Ordering::Relaxed) == 0 {
+            self.rounds.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn taken(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        let _ = self
+            .unanswered
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(n))
+            });
+    }
+
+    /// A new link: its INIT and VERSION are a round; nothing of the last
+    /// link is awaited any more.
+    fn new_link(&self) {
+        self.unanswered.store(0, Ordering::Relaxed);
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An open sent and not yet answered ([`Session::open_send`]).
+pub(super) struct PendingOpen {
+    ids: [u32; 3],
+    rx: mpsc::Receiver<super::link::Routed>,
+}
+
 /// An SFTP session to one host.
 pub struct Session {
     uri: SshUri,
@@ -74,6 +116,7 @@ pub struct Session {
     current: Mutex<Current>,
     stats: Arc<Stats>,
     read_size: AtomicU64,
+    rounds: Rounds,
 }
 
 impl Session {
@@ -90,6 +133,8 @@ impl Session {
             .inspect_err(|e| stats.set_state(ConnState::Failed, Some(e.to_string())))?;
         stats.set_state(ConnState::Ready, None);
         let read_size = AtomicU64::new(u64::from(link.read_size_now()));
+        let rounds = Rounds::default();
+        rounds.new_link();
         Ok(Arc::new(Session {
             uri: uri.clone(),
             opts,
@@ -99,7 +144,14 @@ impl Session {
             }),
             stats,
             read_size,
+            rounds,
         }))
+    }
+
+    /// Round trips so far (see [`Rounds`]): the connection's start, then
+    /// every batch of requests that had to wait for the one before.
+    pub fn round_trips(&self) -> u64 {
+        self.rounds.rounds.load(Ordering::Relaxed)
     }
 
     /// `[user@]host[:port]`.
@@ -148,6 +200,7 @@ impl Session {
                 Fault::link(&e)
             })?;
         tracing::info!("ssh {}: reconnected", self.host());
+        self.rounds.new_link();
         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         self.stats.set_state(ConnState::Ready, None);
         self.read_size
@@ -226,12 +279,15 @@ impl Session {
     /// As [`Session::run`].
     pub fn realpath(&self, path: &str) -> Result<String, Fault> {
         let t = self.timeout();
-        self.run(
-            |link, _| match link.call(|id| proto::realpath(id, path.as_bytes()), t)? {
+        self.run(|link, _| {
+            self.rounds.sent(1);
+            let reply = link.call(|id| proto::realpath(id, path.as_bytes()), t);
+            self.rounds.taken(1);
+            match reply? {
                 Reply::Name(n) => Ok(String::from_utf8_lossy(&n).into_owned()),
                 other => Err(unexpected(link, "REALPATH", &other)),
-            },
-        )
+            }
+        })
     }
 
     /// Opens `path` for reading on `link`, in one round trip: REALPATH, STAT
@@ -243,7 +299,13 @@ impl Session {
         link: &Link,
         path: &str,
     ) -> Result<(String, Attrs, Vec<u8>), Fault> {
-        let t = self.timeout();
+        let pending = self.open_send(link, path)?;
+        self.open_take(link, pending)
+    }
+
+    /// The requests of [`Session::open_on`] sent on `link`, their replies
+    /// left for [`Session::open_take`].
+    pub(super) fn open_send(&self, link: &Link, path: &str) -> Result<PendingOpen, Fault> {
         let (tx, rx) = mpsc::channel();
         let ids = [link.id(), link.id(), link.id()];
         let requests = vec![
@@ -261,13 +323,36 @@ impl Session {
             ),
         ];
         link.submit(&requests, &tx)?;
+        self.rounds.sent(requests.len());
+        Ok(PendingOpen { ids, rx })
+    }
+
+    /// The answer to an open sent with [`Session::open_send`] on `link`.
+    pub(super) fn open_take(
+        &self,
+        link: &Link,
+        pending: PendingOpen,
+    ) -> Result<(String, Attrs, Vec<u8>), Fault> {
+        let t = self.timeout();
+        let PendingOpen { ids, rx } = pending;
+        let mut replies = Vec::with_capacity(3);
+        for left in (1..=ids.len()).rev() {
+            let (id, reply) = link.wait(&rx, t);
+            self.rounds.taken(1);
+            match reply {
+                Ok(r) => replies.push((id, r)),
+                Err(f) => {
+                    self.rounds.taken(left.saturating_sub(1));
+                    return Err(f);
+                }
+            }
+        }
         let mut real = None;
         let mut attrs = None;
         let mut handle = None;
         let mut refused = None;
-        for _ in 0..3 {
-            let (id, reply) = link.wait(&rx, t);
-            match (reply?, id) {
+        for (id, reply) in replies {
+            match (reply, id) {
                 (Reply::Status { code, message }, _) if code != proto::FX_OK => {
                     // The first refusal in request order says most (a
                     // missing file fails all three the same way).
@@ -325,7 +410,6 @@ impl Session {
         reqs: &mut [(u64, &mut [u8])],
     ) -> Result<(), Fault> {
         use std::collections::{HashMap, VecDeque};
-        let t = self.timeout();
         let size = link.read_size();
         self.read_size.store(u64::from(size), Ordering::Relaxed);
         let piece = usize::try_from(size.max(512)).unwrap_or(32 << 10);
@@ -341,6 +425,26 @@ impl Session {
         }
         let (tx, rx) = mpsc::channel();
         let mut flying: HashMap<u32, (usize, usize, usize)> = HashMap::new();
+        let done = self.read_loop(link, handle, reqs, &mut todo, &mut flying, &tx, &rx);
+        // Whatever is still in flight after an error is not awaited.
+        self.rounds.taken(flying.len());
+        done
+    }
+
+    /// The loop of [`Session::read_on`]: `todo` pieces sent (the window
+    /// full), replies taken into `reqs`, until none is left or one fails.
+    #[allow(clippy::too_many_arguments)]
+    fn read_loop(
+        &self,
+        link: &Link,
+        handle: &[u8],
+        reqs: &mut [(u64, &mut [u8])],
+        todo: &mut std::collections::VecDeque<(usize, usize, usize)>,
+        flying: &mut std::collections::HashMap<u32, (usize, usize, usize)>,
+        tx: &mpsc::Sender<super::link::Routed>,
+        rx: &mpsc::Receiver<super::link::Routed>,
+    ) -> Result<(), Fault> {
+        let t = self.timeout();
         let window = self.window();
         loop {
             let mut batch = Vec::new();
@@ -360,11 +464,13 @@ impl Session {
                 ));
                 flying.insert(id, (i, start, len));
             }
-            link.submit(&batch, &tx)?;
+            link.submit(&batch, tx)?;
+            self.rounds.sent(batch.len());
             if flying.is_empty() {
                 return Ok(());
             }
-            let (id, reply) = link.wait(&rx, t);
+            let (id, reply) = link.wait(rx, t);
+            self.rounds.taken(1);
             let reply = reply?;
             let Some((i, start, len)) = flying.remove(&id) else {
                 let f = bad(&format!(

@@ -140,6 +140,18 @@ pub struct SshOpener {
     cache: Arc<ChunkCache>,
     /// The login directory, for `/~/…` paths (asked on first use).
     home: Mutex<Option<String>>,
+    /// The open sent ahead ([`Opener::open_ahead`]), not answered yet.
+    ahead: Mutex<Option<Ahead>>,
+}
+
+/// An open sent ahead: the remote path, on which link. One never taken
+/// (the chain's open failed before its turn) keeps its handle on the
+/// server until the session ends.
+struct Ahead {
+    path: String,
+    link: Arc<super::link::Link>,
+    generation: u64,
+    pending: super::client::PendingOpen,
 }
 
 impl SshOpener {
@@ -150,6 +162,31 @@ impl SshOpener {
             session,
             cache: Arc::new(ChunkCache::new(CACHE_BYTES)),
             home: Mutex::new(None),
+            ahead: Mutex::new(None),
+        }
+    }
+
+    /// The open sent ahead for remote `path`, taken (answered) when it is
+    /// that file's on the live link; any other is closed. `None`: open it
+    /// now.
+    fn take_ahead(&self, path: &str) -> Option<(String, proto::Attrs, Vec<u8>, u64)> {
+        let a = self.ahead.lock().ok()?.take()?;
+        let live = self
+            .session
+            .current()
+            .is_some_and(|(_, g)| g == a.generation);
+        let answer = self.session.open_take(&a.link, a.pending);
+        match answer {
+            Ok((real, attrs, handle)) if live && a.path == path => {
+                Some((real, attrs, handle, a.generation))
+            }
+            Ok((_, _, handle)) => {
+                self.session.close_on(&a.link, &handle);
+                None
+            }
+            // A refusal (no such file) or a broken link: the open below
+            // meets it again and reports it as any open does.
+            Err(_) => None,
         }
     }
 
@@ -211,13 +248,16 @@ impl SshOpener {
 impl Opener for SshOpener {
     fn open(&self, name: &str) -> Result<Opened, BlockError> {
         let path = self.remote_path(name)?;
-        let (real, attrs, handle, generation) = self
-            .session
-            .run(|link, generation| {
-                let (real, attrs, handle) = self.session.open_on(link, &path)?;
-                Ok((real, attrs, handle, generation))
-            })
-            .map_err(|f| self.fault(name, f))?;
+        let (real, attrs, handle, generation) = match self.take_ahead(&path) {
+            Some(opened) => opened,
+            None => self
+                .session
+                .run(|link, generation| {
+                    let (real, attrs, handle) = self.session.open_on(link, &path)?;
+                    Ok((real, attrs, handle, generation))
+                })
+                .map_err(|f| self.fault(name, f))?,
+        };
         let refuse = |e: BlockError| {
             if let Some((link, g)) = self.session.current() {
                 if g == generation {
@@ -258,5 +298,39 @@ impl Opener for SshOpener {
             return Ok(format!("{}{name}", self.authority));
         }
         resolve_backing(overlay, name)
+    }
+
+    /// Sends the open of `name` on the live link (not reconnecting, not
+    /// asking for the login directory): [`Opener::open`] takes its
+    /// answer. An earlier one not taken is closed first.
+    fn open_ahead(&self, name: &str) {
+        let known_home = self.home.lock().is_ok_and(|h| h.is_some());
+        let needs_home = name
+            .strip_prefix(&self.authority)
+            .is_some_and(|p| p == "/~" || p.starts_with("/~/"));
+        if needs_home && !known_home {
+            return;
+        }
+        let Ok(path) = self.remote_path(name) else {
+            return;
+        };
+        let Some((link, generation)) = self.session.current() else {
+            return;
+        };
+        if let Some(old) = self.ahead.lock().ok().and_then(|mut a| a.take()) {
+            if let Ok((_, _, h)) = self.session.open_take(&old.link, old.pending) {
+                self.session.close_on(&old.link, &h);
+            }
+        }
+        if let Ok(pending) = self.session.open_send(&link, &path) {
+            if let Ok(mut a) = self.ahead.lock() {
+                *a = Some(Ahead {
+                    path,
+                    link,
+                    generation,
+                    pending,
+                });
+            }
+        }
     }
 }

@@ -134,6 +134,15 @@ fn quick_diff_equals_full_on_every_pair() {
                         quick, full,
                         "{top} --from {from} --to {to} {mode:?}: quick vs --full"
                     );
+                    if to == from + 1 || from == 0 {
+                        let (f, t) = (from.to_string(), to.to_string());
+                        for json in [&["--json"][..], &[]] {
+                            let mut args = vec!["diff", &top, "--from", &f, "--to", &t];
+                            args.extend(mode);
+                            args.extend(json);
+                            crate::diff::spilled_equals_unspilled(d.path(), &args);
+                        }
+                    }
                     compared += 1;
                 }
             }

@@ -1,0 +1,336 @@
+//! The quick diff, handed over in parts so that memory need not follow
+//! the number of changes (issue 19): files changed in place (their names
+//! the same in both views: what a `chmod -R`, a package upgrade writing
+//! in place or a log rotation mostly makes) are compared, named and
+//! handed over a batch of inodes at a time. What pairs names across the
+//! tree stays whole: the names directories lost or gained (moves, hard
+//! links, added and deleted trees), the changed directories, and the list
+//! of changed inode numbers (8 bytes each).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::as_conversions
+    )
+)]
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use crate::bytes::u64_of;
+use crate::fs::ext::superblock::sb;
+use crate::fs::ext::Ext4;
+
+use super::compare::{compare, same_file, Delta};
+use super::index::{self, Paths};
+use super::layout::{Bitmaps, Layout};
+use super::pair::{Brief, Pair};
+use super::{
+    after_moves, assemble_names, blocks, dir_moves_of, explain, explain_reserved, in_place, join,
+    near_groups, walk, Change, Diff, DiffError, Name, Progress, Sorted,
+};
+
+/// What [`diff_each`] hands over.
+pub enum Part {
+    /// The changes of the files whose names changed (added, deleted,
+    /// moved; hard links made or removed) and of changed directories:
+    /// all of them, once, before any [`Part::InPlace`]. Sorted by path
+    /// and kind.
+    Names(Vec<Change>),
+    /// Files changed in place: one batch, in inode order.
+    InPlace(Vec<Change>),
+}
+
+/// The quick diff ([`super::diff`]), handing the changes to `each` as
+/// they are made: [`Part::Names`] once, then files changed in place
+/// `batch` inodes at a time. The [`Diff`] returned has the stats and the
+/// notes, and no changes.
+///
+/// # Errors
+/// `Cancelled`; read errors of the changed blocks; what `each` returns.
+pub fn diff_each(
+    old: &Ext4,
+    new: &Ext4,
+    held: &[(u64, u64)],
+    progress: &dyn Progress,
+    batch: usize,
+    each: &mut dyn FnMut(Part) -> Result<(), DiffError>,
+) -> Result<Diff, DiffError> {
+    let mut d = Diff::default();
+    let changed = blocks::changed_blocks(old, new, held, progress)?;
+    d.stats.held_bytes = changed.held_bytes;
+    d.stats.changed_blocks = changed.blocks.count();
+    d.stats.copied_up_blocks = changed.same;
+    if changed.blocks.is_empty() {
+        return Ok(d);
+    }
+    let mut layout = Layout::lazy(new);
+    // Changed blocks -> inode slots, filesystem metadata, the rest.
+    let mut sorted = Sorted::default();
+    sorted.add(old, new, &mut layout, changed.blocks.blocks())?;
+    // Blocks of the changed inodes (as of either layer) are explained.
+    let first_ino = new.superblock().get(sb!("s_first_ino")).max(11);
+    let mut pair = Pair::new(old, new);
+    let mut loose = std::mem::take(&mut sorted.loose);
+    for &ino in &sorted.inodes {
+        explain(&mut pair, ino, &mut loose);
+    }
+    // The resize and journal inodes: their blocks are filesystem
+    // metadata, not file data; changed ones are counted as such (the
+    // owner search below skips these inodes).
+    for (ino, what) in [(7, "resize inode"), (8, "journal")] {
+        let n = explain_reserved(&mut pair, ino, &mut loose);
+        if n > 0 {
+            let m = sorted.meta.entry(what).or_default();
+            *m = m.saturating_add(n);
+        }
+    }
+    // Blocks free in both views belong to nothing.
+    let mut free = Vec::new();
+    let (mut old_bitmaps, mut new_bitmaps) = (Bitmaps::new(old), Bitmaps::new(new));
+    for blk in loose.blocks() {
+        if old_bitmaps.free(blk)? && new_bitmaps.free(blk)? {
+            free.push(blk);
+        }
+    }
+    for blk in &free {
+        loose.remove(*blk, 1);
+    }
+    let mut owned_by_none = None;
+    if !loose.is_empty() {
+        let mut rest = loose;
+        // Owners are searched first where the allocator puts them: the
+        // groups of the inodes that changed, and the flex groups of the
+        // blocks (a file's blocks go to its inode's flex group).
+        let near = near_groups(new, &sorted.inodes, &rest);
+        let mut found = index::owners_in(new, &mut rest, near.iter().copied())?;
+        if !rest.is_empty() {
+            found.extend(index::owners_in(old, &mut rest, near.iter().copied())?);
+        }
+        let mut searched = !found.is_empty();
+        sorted.inodes.extend(found);
+        if !rest.is_empty() && !layout.is_whole() {
+            // Blocks no file near them owns may be the tables or bitmaps
+            // of a group whose metadata lies far from it: every
+            // descriptor is read, and they are sorted again.
+            layout.read_all()?;
+            let blocks: Vec<u64> = rest.blocks().collect();
+            let mut again = Sorted::default();
+            again.add(old, new, &mut layout, blocks.into_iter())?;
+            rest = std::mem::take(&mut again.loose);
+            for &ino in &again.inodes {
+                explain(&mut pair, ino, &mut rest);
+            }
+            sorted.inodes.extend(again.inodes);
+            for (what, n) in again.meta {
+                let m = sorted.meta.entry(what).or_default();
+                *m = m.saturating_add(n);
+            }
+        }
+        if !rest.is_empty() {
+            searched = true;
+            let all = new.superblock().group_count();
+            let done: HashSet<u64> = near.iter().copied().collect();
+            let far = || (0..all).filter(|g| !done.contains(g));
+            sorted
+                .inodes
+                .extend(index::owners_in(new, &mut rest, far())?);
+            if !rest.is_empty() {
+                sorted
+                    .inodes
+                    .extend(index::owners_in(old, &mut rest, far())?);
+            }
+        }
+        d.stats.inode_tables_searched = searched;
+        if !rest.is_empty() {
+            owned_by_none = Some(format!(
+                "{} changed block(s) in use but owned by no file (from block {})",
+                rest.count(),
+                rest.runs().first().map_or(0, |r| r.0)
+            ));
+        }
+    }
+    for (what, n) in &sorted.meta {
+        d.notes.push(format!("{what}: {n} block(s) changed"));
+    }
+    d.notes.extend(owned_by_none);
+    let mut inodes = sorted.inodes;
+    inodes.sort_unstable();
+    inodes.dedup();
+    let counted = |ino: u64| ino >= first_ino || ino == 2;
+    // Notes of the inodes compared, in inode order whichever pass wrote
+    // them (as one pass over the inodes wrote them).
+    let mut inode_notes: Vec<(u64, String)> = Vec::new();
+    // Inodes -> the directories whose entries to compare (and their
+    // deltas).
+    let mut dirs = Vec::new();
+    let mut modified: BTreeMap<u64, Delta> = BTreeMap::new();
+    let total = u64_of(inodes.len());
+    for (k, &ino) in (0u64..).zip(&inodes) {
+        if !progress.step("comparing inodes", k, total) {
+            return Err(DiffError::Cancelled);
+        }
+        if !counted(ino) {
+            inode_notes.push((ino, format!("reserved inode {ino} changed")));
+            continue;
+        }
+        let (Some(o), Some(n)) = pair.read(ino) else {
+            continue;
+        };
+        if !same_file(&o, &n) {
+            continue;
+        }
+        d.stats.inodes_compared = d.stats.inodes_compared.saturating_add(1);
+        if n.is_dir() {
+            dirs.push(ino);
+            match compare(old, &o, new, &n, Some(&changed.blocks)) {
+                Ok(delta) if !delta.is_empty() => {
+                    modified.insert(ino, delta);
+                }
+                Ok(_) => {}
+                Err(e) => inode_notes.push((ino, format!("inode {ino}: {e}"))),
+            }
+        }
+    }
+    let mut later = Vec::new();
+    // Directories -> names removed and added.
+    let (mut opaths, mut npaths) = (Paths::new(old), Paths::new(new));
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    for &dir in &dirs {
+        let listed = |fs: &Ext4, notes: &mut Vec<String>| match index::entries(fs, dir) {
+            Ok((entries, problems)) => {
+                notes.extend(problems.iter().map(|p| format!("directory {dir}: {p}")));
+                entries
+            }
+            Err(e) => {
+                notes.push(format!("directory {dir} cannot be listed: {e}"));
+                BTreeMap::new()
+            }
+        };
+        let (eo, en) = (listed(old, &mut later), listed(new, &mut later));
+        d.stats.directories_listed = d.stats.directories_listed.saturating_add(2);
+        // Names in one listing and not (for the same file) in the other.
+        for (mine, other, paths, out, old_side) in [
+            (&eo, &en, &mut opaths, &mut removed, true),
+            (&en, &eo, &mut npaths, &mut added, false),
+        ] {
+            for (name, &ino) in mine {
+                if other.get(name) != Some(&ino) || !pair.persists(ino) {
+                    let base = paths
+                        .dir_path(dir)
+                        .unwrap_or_else(|| format!("<{dir}>").into_bytes());
+                    let (o, n) = pair.get(ino);
+                    let inode = if old_side { o } else { n };
+                    out.push(Name::of(join(&base, name), ino, inode));
+                }
+            }
+        }
+    }
+    // A directory that came or went brings or takes its whole tree.
+    for (names, fs) in [(&mut removed, old), (&mut added, new)] {
+        let mut extra = Vec::new();
+        for n in names.iter().filter(|n| n.dir) {
+            if !pair.persists(n.ino) {
+                walk(fs, n.ino, &n.path, &mut extra, &mut later);
+            }
+        }
+        names.extend(extra);
+    }
+    // Files whose names changed are assembled with the directories.
+    let renamed: BTreeSet<u64> = removed.iter().chain(&added).map(|n| n.ino).collect();
+    for &ino in &renamed {
+        if !counted(ino) || inodes.binary_search(&ino).is_err() {
+            continue;
+        }
+        let (Some(o), Some(n)) = pair.read(ino) else {
+            continue;
+        };
+        if !same_file(&o, &n) || n.is_dir() {
+            continue;
+        }
+        match compare(old, &o, new, &n, Some(&changed.blocks)) {
+            Ok(delta) if !delta.is_empty() => {
+                modified.insert(ino, delta);
+            }
+            Ok(_) => {}
+            Err(e) => inode_notes.push((ino, format!("inode {ino}: {e}"))),
+        }
+    }
+    let names = with_names(&mut pair, &mut npaths, modified)?;
+    let mut first = assemble_names(&mut pair, removed, added, names);
+    let dir_moves = dir_moves_of(&first);
+    after_moves(&mut pair, &mut first, &dir_moves);
+    first.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
+    each(Part::Names(first))?;
+    // The other changed files, a batch at a time.
+    for part in inodes.chunks(batch.max(1)) {
+        let mut modified = BTreeMap::new();
+        for &ino in part {
+            if !counted(ino) || renamed.contains(&ino) {
+                continue;
+            }
+            let (Some(o), Some(n)) = pair.read(ino) else {
+                continue;
+            };
+            if !same_file(&o, &n) || n.is_dir() {
+                continue;
+            }
+            match compare(old, &o, new, &n, Some(&changed.blocks)) {
+                Ok(delta) if !delta.is_empty() => {
+                    modified.insert(ino, delta);
+                }
+                Ok(_) => {}
+                Err(e) => inode_notes.push((ino, format!("inode {ino}: {e}"))),
+            }
+        }
+        if modified.is_empty() {
+            continue;
+        }
+        let names = with_names(&mut pair, &mut npaths, modified)?;
+        let mut changes = Vec::new();
+        in_place(&mut pair, names, &mut changes);
+        after_moves(&mut pair, &mut changes, &dir_moves);
+        each(Part::InPlace(changes))?;
+    }
+    d.stats.directories_listed = d
+        .stats
+        .directories_listed
+        .saturating_add(opaths.listed)
+        .saturating_add(npaths.listed);
+    inode_notes.sort_by_key(|(ino, _)| *ino);
+    d.notes.extend(inode_notes.into_iter().map(|(_, n)| n));
+    d.notes.extend(later);
+    d.notes.dedup();
+    Ok(d)
+}
+
+/// Modified files -> their names as of the newer layer.
+fn with_names(
+    pair: &mut Pair,
+    npaths: &mut Paths,
+    modified: BTreeMap<u64, Delta>,
+) -> Result<BTreeMap<u64, (Delta, Vec<Name>)>, DiffError> {
+    let mut targets = HashMap::new();
+    let mut with_names: BTreeMap<u64, (Delta, Vec<Name>)> = BTreeMap::new();
+    for (ino, delta) in modified {
+        let n = pair.get(ino).1;
+        let mut names = Vec::new();
+        if n.is_some_and(Brief::is_dir) {
+            if let Some(p) = npaths.dir_path(ino) {
+                names.push(Name::of(p, ino, n));
+            }
+        } else if let Some(b) = n {
+            targets.insert(ino, b.links);
+        }
+        with_names.insert(ino, (delta, names));
+    }
+    if !targets.is_empty() {
+        let found = npaths.names(&targets)?;
+        for (ino, paths) in found {
+            if let Some((_, names)) = with_names.get_mut(&ino) {
+                let n = pair.get(ino).1;
+                names.extend(paths.into_iter().map(|path| Name::of(path, ino, n)));
+            }
+        }
+    }
+    Ok(with_names)
+}
