@@ -57,6 +57,22 @@ pub struct CacheStats {
     pub readahead_chunks: u64,
 }
 
+/// Bytes held in one cached chunk, shared with the cache (no copy).
+pub struct Shared {
+    chunk: Arc<AlignedBuf>,
+    start: usize,
+    len: usize,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        let end = self.start.saturating_add(self.len);
+        self.chunk.get(self.start..end).unwrap_or_default()
+    }
+}
+
 /// A caching wrapper around a block source.
 pub struct BlockCache {
     inner: Arc<dyn BlockSource>,
@@ -176,6 +192,24 @@ impl BlockCache {
             }
             None => Ok(false),
         }
+    }
+
+    /// `[offset, offset + len)` when one cached chunk holds all of it,
+    /// shared without a copy or a read (the chunks' order is left as it
+    /// is); `None` otherwise.
+    pub fn shared(&self, offset: u64, len: usize) -> Option<Shared> {
+        let index = offset / CHUNK;
+        let end = offset.checked_add(u64_of(len))?;
+        if len == 0 || end.saturating_sub(1) / CHUNK != index {
+            return None;
+        }
+        let chunk = self.lock().ok()?.peek(&index).cloned()?;
+        let start = us(offset % CHUNK);
+        // A short chunk (the disk's end) may not hold all of it.
+        if start.checked_add(len)? > chunk.len() {
+            return None;
+        }
+        Some(Shared { chunk, start, len })
     }
 
     /// Reads `[offset, offset + buf.len())` from the page store when it
@@ -298,7 +332,15 @@ impl BlockCache {
     }
 
     fn cached(&self, index: u64) -> Result<Option<Arc<AlignedBuf>>, BlockError> {
-        Ok(self.lock()?.get(&index).cloned())
+        let mut chunks = self.lock()?;
+        // The most recently used chunk (nodes read one after another lie
+        // in the same one): no lookup, and the order stays as it is.
+        if let Some((&i, c)) = chunks.iter().next() {
+            if i == index {
+                return Ok(Some(Arc::clone(c)));
+            }
+        }
+        Ok(chunks.get(&index).cloned())
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Held>, BlockError> {

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use crate::block::cache::{Shared, CHUNK};
 use crate::block::layered::LayeredReader;
 use crate::block::{BlockError, BlockSource, Status};
 use crate::fs::ext::jbd2::ReplayedSource;
@@ -90,8 +91,17 @@ pub struct Views {
     /// volume (source `k`: layer `k`'s own), which layer serves
     /// stretches of the disk (source `layers.len()`: the chain).
     pub spans: super::spans::Spans,
-    /// [`Views::same_bytes`]'s read buffers, kept between calls.
-    pub scratch: std::sync::Mutex<(Vec<u8>, Vec<u8>)>,
+    /// [`Views::same_bytes`]'s buffers, kept between calls.
+    pub scratch: std::sync::Mutex<Scratch>,
+}
+
+/// [`Views::same_bytes`]'s buffers: the bytes read in each view, and
+/// the held parts of a range.
+#[derive(Default)]
+pub struct Scratch {
+    new: Vec<u8>,
+    old: Vec<u8>,
+    held: Vec<(u64, u64)>,
 }
 
 /// The unit [`Views::same_bytes`] compares and remembers.
@@ -108,8 +118,23 @@ const SAME_BLOCKS_KEPT: usize = 1 << 18;
 /// Where a path leads as of layer `k`: the node `lookup` finds there.
 pub(super) type At<'a> = dyn FnMut(usize) -> Option<NodeId> + 'a;
 
-/// Metadata already read: (layer, node, its metadata as of that layer).
-type Seen = Vec<(usize, NodeId, Metadata)>;
+/// Metadata already read: (lowest layer, highest layer, node, its
+/// metadata as of those layers); the first entry for a layer and node
+/// is its metadata.
+type Seen = Vec<(usize, usize, NodeId, Metadata)>;
+
+/// Notes in `seen` that node `node` has metadata `m` as of layers `lo`
+/// to `hi`: the last entry stretched down when it holds the same from
+/// `hi` (a node passed over layer after layer is cloned once).
+fn saw(seen: &mut Seen, lo: usize, hi: usize, node: NodeId, m: &Metadata) {
+    if let Some(last) = seen.last_mut() {
+        if last.0 == hi && last.2 == node && last.3 == *m {
+            last.0 = last.0.min(lo);
+            return;
+        }
+    }
+    seen.push((lo, hi, node, m.clone()));
+}
 
 /// Every run of `node` (data, map and attribute blocks).
 fn runs(fs: &dyn Filesystem, node: NodeId) -> Result<Vec<Run>, FsError> {
@@ -177,7 +202,10 @@ impl Views {
     /// The metadata of `node` as of layer `layer`: from `seen` when it
     /// was read, else read.
     fn meta<'a>(&self, seen: &'a Seen, layer: usize, node: NodeId) -> Option<Cow<'a, Metadata>> {
-        if let Some((_, _, m)) = seen.iter().find(|s| s.0 == layer && s.1 == node) {
+        if let Some((_, _, _, m)) = seen
+            .iter()
+            .find(|s| s.0 <= layer && layer <= s.1 && s.2 == node)
+        {
             return Some(Cow::Borrowed(m));
         }
         self.fs.get(layer)?.metadata(node).ok().map(Cow::Owned)
@@ -204,8 +232,21 @@ impl Views {
     /// same bytes, which [`compare`] need not read.
     fn held_in(&self, layer: usize, ranges: &[(u64, u64)]) -> Result<Vec<(u64, u64)>, DiffError> {
         let mut out = Vec::new();
+        self.held_into(layer, ranges, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Views::held_in`], written to `out` (cleared first).
+    fn held_into(
+        &self,
+        layer: usize,
+        ranges: &[(u64, u64)],
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<(), DiffError> {
+        out.clear();
         let Some(src) = self.layers.get(layer) else {
-            return Ok(ranges.to_vec());
+            out.extend_from_slice(ranges);
+            return Ok(());
         };
         for &(start, len) in ranges {
             let end = start.saturating_add(len);
@@ -221,15 +262,18 @@ impl Views {
             let end = end.min(src.len());
             let mut at = start;
             while at < end {
-                let e = src.locate(at, end.saturating_sub(at))?;
-                let next = e.end().max(at.saturating_add(1)).min(end);
-                if e.status != Status::Unallocated {
+                // Block status asked ahead and kept: the files after
+                // this one lie in the same stretches.
+                let (held, next) = self.held_at(layer, src.as_ref(), at, end)?;
+                let next = next.max(at.saturating_add(1)).min(end);
+                if held {
                     out.push((at, next.saturating_sub(at)));
                 }
                 at = next;
             }
         }
-        Ok(crate::block::merge_ranges(out))
+        crate::block::merge_in_place(out);
+        Ok(())
     }
 
     /// Whether layer `layer` holds any byte of the volume ranges `ranges`
@@ -303,40 +347,46 @@ impl Views {
     /// (a read error).
     pub(super) fn same_bytes(&self, layer: usize, ranges: &[(u64, u64)]) -> bool {
         // The buffers of the last call: memory already faulted in.
-        let mut ab = self
+        let mut scratch = self
             .scratch
             .lock()
             .map(|mut s| std::mem::take(&mut *s))
             .unwrap_or_default();
-        let same = self.same_bytes_in(layer, ranges, &mut ab);
+        let same = self.same_bytes_in(layer, ranges, &mut scratch);
         if let Ok(mut s) = self.scratch.lock() {
-            *s = ab;
+            *s = scratch;
         }
         same
     }
 
-    /// [`Views::same_bytes`], reading into buffers `a` and `b`.
-    fn same_bytes_in(
-        &self,
-        layer: usize,
-        ranges: &[(u64, u64)],
-        (a, b): &mut (Vec<u8>, Vec<u8>),
-    ) -> bool {
+    /// [`Views::same_bytes`], with buffers `scratch`.
+    fn same_bytes_in(&self, layer: usize, ranges: &[(u64, u64)], scratch: &mut Scratch) -> bool {
         let below = layer.checked_sub(1).and_then(|l| self.fs.get(l));
-        let (Some(new), Some(old)) = (self.fs.get(layer), below) else {
+        let (Some(new_fs), Some(old_fs)) = (self.fs.get(layer), below) else {
             return false;
         };
         if self.replay_differs(layer, ranges) {
             return false;
         }
-        let (new, old) = (new.source(), old.source());
+        let Scratch {
+            new: a,
+            old: b,
+            held,
+        } = scratch;
+        // Each view's bytes from its filesystem's cache where it holds
+        // them (the top's holds the node it just read), else read.
+        let (new_fs, old_fs) = (new_fs.as_ref(), old_fs.as_ref());
+        let (new, old) = (new_fs.source(), old_fs.source());
         // In the order given: a node's own structure first, which differs
         // soonest.
         for r in ranges {
-            let Ok(held) = self.held_in(layer, std::slice::from_ref(r)) else {
+            if self
+                .held_into(layer, std::slice::from_ref(r), held)
+                .is_err()
+            {
                 return false;
-            };
-            for (start, len) in held {
+            }
+            for &(start, len) in held.iter() {
                 let mut at = start;
                 let end = start.saturating_add(len);
                 while at < end {
@@ -373,13 +423,14 @@ impl Views {
                             ) else {
                                 return false;
                             };
-                            a.resize(size, 0);
-                            b.resize(size, 0);
-                            if new.read_at(first, a).is_err()
-                                || old.read_at(first, b).is_err()
-                                || a.get(from..to).is_none()
-                                || a.get(from..to) != b.get(from..to)
-                            {
+                            let (Some(x), Some(y)) =
+                                (fill(new_fs, first, size, a), fill(old_fs, first, size, b))
+                            else {
+                                return false;
+                            };
+                            let x = x.as_deref().unwrap_or(a.as_slice());
+                            let y = y.as_deref().unwrap_or(b.as_slice());
+                            if x.get(from..to).is_none() || x.get(from..to) != y.get(from..to) {
                                 return false;
                             }
                         }
@@ -388,17 +439,31 @@ impl Views {
                             // in both views at once and remembered: the
                             // nodes after this one ask about them next.
                             let reach = self.same_reach(layer, first, last, old.len());
-                            let read = |end: u64, a: &mut Vec<u8>, b: &mut Vec<u8>| {
-                                let Ok(size) = usize::try_from(end.saturating_sub(first)) else {
-                                    return false;
-                                };
-                                a.resize(size, 0);
-                                b.resize(size, 0);
-                                new.read_at(first, a).is_ok() && old.read_at(first, b).is_ok()
-                            };
-                            if !read(reach, a, b) && (reach == last || !read(last, a, b)) {
+                            // Inside the cache chunk of the block: the top's
+                            // cache mostly holds it (its node was just read).
+                            let chunk_end = first
+                                .checked_div(CHUNK)
+                                .unwrap_or(0)
+                                .saturating_add(1)
+                                .saturating_mul(CHUNK);
+                            let reach = reach.min(chunk_end).max(last);
+                            let size = |end: u64| usize::try_from(end.saturating_sub(first)).ok();
+                            let (Some(whole), Some(alone)) = (size(reach), size(last)) else {
                                 return false;
-                            }
+                            };
+                            let read = |size: usize, a: &mut Vec<u8>, b: &mut Vec<u8>| {
+                                Some((fill(new_fs, first, size, a)?, fill(old_fs, first, size, b)?))
+                            };
+                            let (x, y) = match read(whole, a, b) {
+                                Some(xy) => xy,
+                                None if reach == last => return false,
+                                None => match read(alone, a, b) {
+                                    Some(xy) => xy,
+                                    None => return false,
+                                },
+                            };
+                            let a = x.as_deref().unwrap_or(a.as_slice());
+                            let b = y.as_deref().unwrap_or(b.as_slice());
                             let same = match self.remember_region(layer, block, a, b) {
                                 Some(d) => !meets(&d),
                                 None => {
@@ -666,8 +731,7 @@ impl Views {
                     && self.same_bytes(l, &ranges));
             if unchanged {
                 // The layer below has the same bytes: the same node.
-                seen.push((l, ino, n.clone()));
-                seen.push((l.saturating_sub(1), ino, n.clone()));
+                saw(&mut seen, l.saturating_sub(1), l, ino, &n);
                 known = Some((n, ranges));
                 continue;
             }
@@ -715,8 +779,8 @@ impl Views {
             }
             match o {
                 Some(o) if same => {
-                    seen.push((l, ino, n.clone()));
-                    seen.push((l.saturating_sub(1), ino, o.clone()));
+                    saw(&mut seen, l, l, ino, &n);
+                    saw(&mut seen, l.saturating_sub(1), l.saturating_sub(1), ino, &o);
                     let mut d = compare(older, &o, newer, &n, Some(&held))?;
                     if n.file_type == FileType::Directory {
                         // A directory's content is its entries.
@@ -756,4 +820,16 @@ impl Views {
         b.metadata_layer = meta_layer.unwrap_or(0);
         Ok(b)
     }
+}
+
+/// Bytes `[first, first + size)` of `fs`'s volume: `Some(Some(_))` when
+/// its cache holds them (shared, no read), `Some(None)` when they were
+/// read into `buf`; `None` on a read error.
+fn fill(fs: &dyn Filesystem, first: u64, size: usize, buf: &mut Vec<u8>) -> Option<Option<Shared>> {
+    if let Some(h) = fs.cached_bytes(first, size) {
+        return Some(Some(h));
+    }
+    buf.resize(size, 0);
+    fs.source().read_at(first, buf).ok()?;
+    Some(None)
 }

@@ -79,22 +79,39 @@ pub fn differ(a: &[u8], b: &[u8]) -> Option<Differ> {
     }
     let mut out = Vec::new();
     let mut open: Option<u32> = None;
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        let i = u32::try_from(i).ok()?;
-        match (x != y, open) {
-            (true, None) => open = Some(i),
-            (false, Some(start)) => {
-                out.push((start, i));
-                open = None;
+    // Word by word where they agree (most of a block that differs), byte
+    // by byte inside a word that differs.
+    let mut at = 0u32;
+    for (x, y) in a.chunks(WORD).zip(b.chunks(WORD)) {
+        if x == y {
+            if let Some(start) = open.take() {
+                out.push((start, at));
             }
-            _ => {}
+        } else {
+            for (j, (p, q)) in (at..).zip(x.iter().zip(y)) {
+                match (p != q, open) {
+                    (true, None) => open = Some(j),
+                    (false, Some(start)) => {
+                        out.push((start, j));
+                        open = None;
+                    }
+                    _ => {}
+                }
+            }
         }
+        if out.len() > DIFFER_KEPT {
+            return None;
+        }
+        at = at.checked_add(u32::try_from(x.len()).ok()?)?;
     }
     if let Some(start) = open {
-        out.push((start, u32::try_from(a.len()).ok()?));
+        out.push((start, at));
     }
     (out.len() <= DIFFER_KEPT).then(|| out.into_boxed_slice())
 }
+
+/// Bytes [`differ`] compares at once.
+const WORD: usize = 32;
 
 #[cfg(test)]
 mod tests {
@@ -111,6 +128,41 @@ mod tests {
         assert_eq!(differ(b"ab", b"abc"), None);
         let (a, b) = (vec![0u8; 64], [1u8, 0].repeat(32));
         assert_eq!(differ(&a, &b), None);
+        // Ranges across words, at a block's end, and a block's length
+        // that is not a whole number of words.
+        let mut a = vec![7u8; 4096];
+        let b = a.clone();
+        a[30..70].fill(1);
+        a[100] = 0;
+        a[4095] = 0;
+        assert_eq!(
+            differ(&a, &b).as_deref(),
+            Some(&[(30, 70), (100, 101), (4095, 4096)][..])
+        );
+        assert_eq!(
+            differ(&a[..101], &b[..101]).as_deref(),
+            Some(&[(30, 70), (100, 101)][..])
+        );
+        // Against byte-by-byte comparison, for differences of every
+        // count around the limit.
+        for n in 0..40u32 {
+            let mut c = b.clone();
+            for k in 0..n {
+                let i = (k as usize * 97 + 13) % 4096;
+                c[i] ^= 0x5a;
+            }
+            let mut want: Vec<(u32, u32)> = Vec::new();
+            for i in 0..4096u32 {
+                if c[i as usize] != b[i as usize] {
+                    match want.last_mut() {
+                        Some(last) if last.1 == i => last.1 = i + 1,
+                        _ => want.push((i, i + 1)),
+                    }
+                }
+            }
+            let want = (want.len() <= DIFFER_KEPT).then(|| want.into_boxed_slice());
+            assert_eq!(differ(&c, &b), want, "{n} bytes changed");
+        }
     }
 
     #[test]

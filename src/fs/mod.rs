@@ -89,6 +89,14 @@ pub trait Filesystem: Send + Sync {
     /// layers serving those bytes.
     fn source(&self) -> &Arc<dyn BlockSource>;
 
+    /// The bytes of [`Filesystem::source`] at `[offset, offset + len)`
+    /// when the filesystem's own cache holds them in one piece, shared
+    /// without a read or a copy (`blame` compares two views' bytes where
+    /// their walks already read them); `None` otherwise.
+    fn cached_bytes(&self, _offset: u64, _len: usize) -> Option<crate::block::cache::Shared> {
+        None
+    }
+
     /// The allocation unit in bytes (block or cluster size): the unit
     /// `blocks` lists runs in.
     fn block_size(&self) -> u64;

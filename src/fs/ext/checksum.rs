@@ -35,10 +35,11 @@ pub fn fs_seed(uuid: &[u8; 16], stored_seed: Option<u32>) -> u32 {
 /// blocks): the filesystem seed, then the inode number and generation
 /// (the kernel's `ei->i_csum_seed`).
 pub fn inode_seed(fs_seed: u32, ino: u32, generation: u32) -> u32 {
-    crc32c_raw(
-        crc32c_raw(fs_seed, &ino.to_le_bytes()),
-        &generation.to_le_bytes(),
-    )
+    // One pass over both: crc32c_raw(crc32c_raw(s, a), b) is
+    // crc32c_raw(s, a ++ b).
+    let [a, b, c, d] = ino.to_le_bytes();
+    let [e, f, g, h] = generation.to_le_bytes();
+    crc32c_raw(fs_seed, &[a, b, c, d, e, f, g, h])
 }
 
 /// A checksum as stored and as computed (shared with every filesystem's

@@ -85,8 +85,8 @@ pub struct Node {
     pub depth: u16,
     pub max: u16,
     pub entries: Vec<Entry>,
-    /// The disk offset of each entry.
-    pub entry_offsets: Vec<u64>,
+    /// The node's disk offset (entry `i` is at `base + 12 + 12 i`).
+    pub base: u64,
 }
 
 impl Node {
@@ -138,13 +138,11 @@ impl Node {
             ));
         }
         let mut out = Vec::with_capacity(usize::from(entries));
-        let mut offsets = Vec::with_capacity(usize::from(entries));
         // entries <= max <= room: every slot is inside `bytes`.
         let slots = bytes.get(12..).unwrap_or_default().chunks_exact(12);
-        for (e, at) in slots.take(usize::from(entries)).zip((12u64..).step_by(12)) {
+        for e in slots.take(usize::from(entries)) {
             let u = |f: &Field| f.le(e).unwrap_or(0);
             let word = |f: &Field| u32::try_from(u(f)).unwrap_or(0);
-            offsets.push(base.saturating_add(at));
             out.push(if depth == 0 {
                 let raw_len = u16::try_from(u(lf!("ee_len"))).unwrap_or(0);
                 let uninit = raw_len > INIT_MAX_LEN;
@@ -169,7 +167,7 @@ impl Node {
             depth,
             max,
             entries: out,
-            entry_offsets: offsets,
+            base,
         })
     }
 
@@ -272,7 +270,8 @@ impl Walker<'_, '_> {
     }
 
     fn node(&mut self, node: &Node, level: u8) -> Result<(), FsError> {
-        for (entry, &at) in node.entries.iter().zip(&node.entry_offsets) {
+        let offsets = (12u64..).step_by(12).map(|at| node.base.saturating_add(at));
+        for (entry, at) in node.entries.iter().zip(offsets) {
             match *entry {
                 Entry::Leaf {
                     logical,

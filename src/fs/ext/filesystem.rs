@@ -327,6 +327,10 @@ impl Filesystem for Ext4 {
         self.disk().inner()
     }
 
+    fn cached_bytes(&self, offset: u64, len: usize) -> Option<crate::block::cache::Shared> {
+        self.disk().shared(offset, len)
+    }
+
     fn block_size(&self) -> u64 {
         self.superblock().block_size
     }
@@ -382,7 +386,8 @@ impl Filesystem for Ext4 {
     }
 
     fn metadata(&self, node: NodeId) -> Result<Metadata, FsError> {
-        Ok(self.metadata_of(node, &self.inode(node)?))
+        // Without the checks: their problems are not part of metadata.
+        Ok(self.metadata_of(node, &self.inode_unchecked(node)?))
     }
 
     fn metadata_runs(
@@ -418,7 +423,8 @@ impl Filesystem for Ext4 {
         problems: &mut Vec<Problem>,
         each: &mut dyn FnMut(DirEntry) -> ControlFlow<()>,
     ) -> Result<(), FsError> {
-        let inode = self.inode(dir)?;
+        // Without the checks: the listing keeps none of their problems.
+        let inode = self.inode_unchecked(dir)?;
         if !inode.is_dir() {
             return Err(FsError::NotFound {
                 path: format!("<{dir}>"),

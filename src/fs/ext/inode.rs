@@ -167,7 +167,7 @@ impl Timestamp {
 pub struct Inode {
     pub ino: u64,
     /// The on-disk bytes (`s_inode_size` of them) and their disk offset.
-    raw: Vec<u8>,
+    raw: Raw,
     pub base: u64,
     pub mode: u16,
     pub uid: u32,
@@ -199,6 +199,52 @@ pub struct Inode {
     /// Non-fatal problems found decoding (a bad extra size, a checksum
     /// that does not match).
     pub problems: Vec<FsError>,
+}
+
+/// Inode sizes kept inside [`Raw`] itself (256, the default, and 128).
+const INLINE: usize = 256;
+
+/// An inode's on-disk bytes: inside the inode up to [`INLINE`] bytes (a
+/// walk decodes every inode; no allocation each), else on the heap.
+#[derive(Debug)]
+struct Raw {
+    inline: [u8; INLINE],
+    len: usize,
+    /// The bytes when they do not fit inline (else empty: no allocation).
+    heap: Vec<u8>,
+}
+
+impl Raw {
+    fn new(from: &[u8]) -> Raw {
+        let mut inline = [0u8; INLINE];
+        match inline.get_mut(..from.len()) {
+            Some(b) => {
+                b.copy_from_slice(from);
+                Raw {
+                    inline,
+                    len: from.len(),
+                    heap: Vec::new(),
+                }
+            }
+            None => Raw {
+                inline,
+                len: 0,
+                heap: from.to_vec(),
+            },
+        }
+    }
+}
+
+impl std::ops::Deref for Raw {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            self.inline.get(..self.len).unwrap_or(&self.inline)
+        } else {
+            &self.heap
+        }
+    }
 }
 
 fn le(raw: &[u8], at: usize, n: usize) -> Option<u64> {
@@ -277,7 +323,7 @@ impl Inode {
             projid: extra(field!("i_projid")),
             checksum: None,
             problems,
-            raw: bytes.to_vec(),
+            raw: Raw::new(bytes),
             base,
         })
     }

@@ -313,8 +313,9 @@ impl Ext4 {
     pub fn inode_unchecked(&self, ino: u64) -> Result<Inode, FsError> {
         let offset = self.inode_offset(ino)?;
         let size = us(u64::from(self.sb.inode_size));
-        // Most inodes are 256 bytes: read on the stack.
-        let mut small = [0u8; 1024];
+        // Most inodes are 256 bytes: read on the stack (no larger, or
+        // zeroing it costs more than the read).
+        let mut small = [0u8; 256];
         let mut large = Vec::new();
         let raw = match small.get_mut(..size) {
             Some(r) => r,
