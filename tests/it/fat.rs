@@ -639,7 +639,11 @@ fn fat32_tables_with_holes_count_as_fsck_fat() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    make_image(dir, "big.img", &["-F", "32", "-S", "512", "-s", "1", "2097152"]);
+    make_image(
+        dir,
+        "big.img",
+        &["-F", "32", "-S", "512", "-s", "1", "2097152"],
+    );
     let fsck = String::from_utf8(sh(dir, &["fsck.fat", "-n", "-v", "big.img"]).stdout).unwrap();
     let summary = fsck.lines().last().unwrap();
     let (used, total) = summary
@@ -653,7 +657,15 @@ fn fat32_tables_with_holes_count_as_fsck_fat() {
     assert!(total > 4_000_000, "{summary}");
     sh(
         dir,
-        &["qemu-img", "convert", "-q", "-O", "qcow2", "big.img", "big.qcow2"],
+        &[
+            "qemu-img",
+            "convert",
+            "-q",
+            "-O",
+            "qcow2",
+            "big.img",
+            "big.qcow2",
+        ],
     );
     for image in ["big.qcow2", "big.img"] {
         let fs = open(&dir.join(image));
@@ -676,10 +688,9 @@ fn fat32_tables_with_holes_count_as_fsck_fat() {
     let b = fat.boot().clone();
     let table = b.fat_sectors * b.bytes_per_sector;
     let at = b.fat_offset + table + b.cluster_count / 2 * 4;
-    let map: Vec<serde_json::Value> = serde_json::from_slice(
-        &sh(dir, &["qemu-img", "map", "--output=json", "big.qcow2"]).stdout,
-    )
-    .unwrap();
+    let map: Vec<serde_json::Value> =
+        serde_json::from_slice(&sh(dir, &["qemu-img", "map", "--output=json", "big.qcow2"]).stdout)
+            .unwrap();
     let here = map
         .iter()
         .find(|e| {

@@ -592,7 +592,11 @@ impl Fat {
         if len == 0 {
             return (false, 1);
         }
-        match self.disk.block_status(at, len).map(|v| v.into_iter().next()) {
+        match self
+            .disk
+            .block_status(at, len)
+            .map(|v| v.into_iter().next())
+        {
             Ok(Some(e)) if e.len > 0 => (e.status != crate::block::Status::Data, e.len.min(len)),
             _ => (false, 1),
         }

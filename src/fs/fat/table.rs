@@ -98,7 +98,11 @@ impl<'a> FatReader<'a> {
         if len == 0 {
             return (false, at.saturating_add(1));
         }
-        match self.disk.block_status(abs, len).map(|v| v.into_iter().next()) {
+        match self
+            .disk
+            .block_status(abs, len)
+            .map(|v| v.into_iter().next())
+        {
             Ok(Some(e)) if e.len > 0 => {
                 let zeros = e.status != Status::Data;
                 (zeros, at.saturating_add(e.len.min(len)))
@@ -185,7 +189,10 @@ impl<'a> FatReader<'a> {
             // Entries wholly inside a run of zeros (a hole of a sparse
             // file, clusters no layer holds) are free without reading: a
             // table the size a field claims costs what is stored.
-            let whole = zeros_until.saturating_sub(at).checked_div(width).unwrap_or(0);
+            let whole = zeros_until
+                .saturating_sub(at)
+                .checked_div(width)
+                .unwrap_or(0);
             if whole > 0 {
                 let n = whole.min(left);
                 free = free.saturating_add(n);

@@ -90,7 +90,12 @@ fn a_group_count_the_inode_count_denies_is_not_walked() {
     }
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    plain_ext4(dir, "groups.img", "1G", &["-O", "^64bit,^flex_bg,^resize_inode", "-g", "256"]);
+    plain_ext4(
+        dir,
+        "groups.img",
+        "1G",
+        &["-O", "^64bit,^flex_bg,^resize_inode", "-g", "256"],
+    );
     let before = run(dir, &["ls", "-R", "groups.img"], b"");
     assert_eq!(before.code, 0, "{}", before.stderr);
     let r = run(dir, &["groups", "groups.img"], b"");
