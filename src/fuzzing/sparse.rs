@@ -41,6 +41,35 @@ struct Sparse {
     len: u64,
     /// (offset, bytes), in input order.
     pieces: Vec<(u64, Vec<u8>)>,
+    /// Where data lies, as a filesystem would report it for a sparse
+    /// file: the pieces rounded out to [`BLOCK`]s, merged, sorted.
+    data: Vec<(u64, u64)>,
+}
+
+/// The granularity of the holes the volume reports (a filesystem's block).
+const BLOCK: u64 = 4096;
+
+/// The pieces' blocks as sorted, merged `(start, end)` runs within `len`.
+fn data_runs(pieces: &[(u64, Vec<u8>)], len: u64) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = pieces
+        .iter()
+        .map(|(at, bytes)| {
+            let end = at.saturating_add(u64::try_from(bytes.len()).unwrap_or(u64::MAX));
+            let start = at.saturating_sub(at % BLOCK);
+            let end = end.saturating_add(BLOCK.saturating_sub(1));
+            (start, end.saturating_sub(end % BLOCK).min(len))
+        })
+        .filter(|(a, b)| a < b)
+        .collect();
+    runs.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(runs.len());
+    for (a, b) in runs {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    merged
 }
 
 fn decode(bytes: &[u8]) -> Option<Sparse> {
@@ -63,7 +92,8 @@ fn decode(bytes: &[u8]) -> Option<Sparse> {
             pieces.push((offset, data.to_vec()));
         }
     }
-    Some(Sparse { len, pieces })
+    let data = data_runs(&pieces, len);
+    Some(Sparse { len, pieces, data })
 }
 
 impl Storage for Sparse {
@@ -102,8 +132,19 @@ impl Storage for Sparse {
         Ok(())
     }
 
-    fn next_run(&self, _offset: u64) -> io::Result<Option<(bool, u64)>> {
-        Ok(None)
+    /// Holes between the pieces' blocks, as SEEK_DATA/SEEK_HOLE report
+    /// them for a sparse file: the harness sees what a real one shows.
+    fn next_run(&self, offset: u64) -> io::Result<Option<(bool, u64)>> {
+        if offset >= self.len {
+            return Ok(Some((false, self.len)));
+        }
+        // The first run ending after offset.
+        let i = self.data.partition_point(|&(_, end)| end <= offset);
+        Ok(Some(match self.data.get(i) {
+            Some(&(start, end)) if start <= offset => (true, end),
+            Some(&(start, _)) => (false, start),
+            None => (false, self.len),
+        }))
     }
 
     fn allocated_size(&self) -> Option<u64> {
@@ -138,5 +179,36 @@ mod tests {
         assert!(s.read_exact_at(2047, &mut past).is_err());
         // Without the magic, the bytes are the volume.
         assert_eq!(storage(b"plain").len(), 5);
+    }
+
+    /// Data and holes as a filesystem reports a sparse file's: the
+    /// pieces rounded out to 4 KiB blocks, merged, the rest holes.
+    #[test]
+    fn holes_lie_between_the_pieces_blocks() {
+        let mut input = MAGIC.to_vec();
+        input.extend_from_slice(&128u32.to_le_bytes()); // 64 KiB
+        for (sector, len) in [(40u32, 1u16), (1, 3), (16, 5000)] {
+            input.extend_from_slice(&sector.to_le_bytes());
+            input.extend_from_slice(&len.to_le_bytes());
+            input.extend(std::iter::repeat_n(7u8, usize::from(len)));
+        }
+        let s = storage(&input);
+        for (at, run) in [
+            (0, (true, 4096)),
+            (4095, (true, 4096)),
+            (4096, (false, 8192)),
+            (9000, (true, 16384)),
+            (16384, (false, 20480)),
+            (20480, (true, 24576)),
+            (30000, (false, 65536)),
+            (65536, (false, 65536)),
+        ] {
+            assert_eq!(s.next_run(at).unwrap(), Some(run), "at {at}");
+        }
+        // Every byte outside the data runs reads as zero.
+        let mut all = vec![0u8; 65536];
+        s.read_exact_at(0, &mut all).unwrap();
+        let data = |i: usize| i < 4096 || (8192..16384).contains(&i) || (20480..24576).contains(&i);
+        assert!(all.iter().enumerate().all(|(i, &b)| b == 0 || data(i)));
     }
 }
