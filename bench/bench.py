@@ -1200,10 +1200,19 @@ def ssh_bench(top):
         wait_for(lambda: subprocess.run(["ssh", "-F", f"{tmp}/ssh_config", "-p", str(port), "127.0.0.1", "true"]).returncode == 0, "sshd")
         uri = f"ssh://127.0.0.1:{port}{top}"
         names = ["top.qcow2", "l2.qcow2", "l1.qcow2", "base.qcow2"]
+        # The chain for qemu-img map: the top spelled out in JSON, each
+        # backing layer given only its host-key-check. qemu opens a
+        # backing file from the name in its overlay's header (resolved
+        # against the overlay's ssh:// URL) and parses that URL for the
+        # server and path; server.* or path given as options as well fail
+        # ("Option 'server.host' cannot be used with a file name"), and the
+        # URL's ?host_key_check=no form cannot be a base directory.
         spec = None
         for n in reversed(names):
-            layer = {"driver": "qcow2", "file": {"driver": "ssh", "server": {"host": "127.0.0.1", "port": str(port)},
-                                                  "path": os.path.join(WORK, n), "host-key-check": {"mode": "none"}}}
+            file = {"driver": "ssh", "host-key-check": {"mode": "none"}}
+            if n == names[0]:
+                file.update({"server": {"host": "127.0.0.1", "port": str(port)}, "path": os.path.join(WORK, n)})
+            layer = {"driver": "qcow2", "file": file}
             if spec is not None:
                 layer["backing"] = spec
             spec = layer
@@ -1235,19 +1244,17 @@ def ssh_bench(top):
             print(f"{'  (ssh -s sftp alone, curve25519)':<44} {bare[0] * 1000:7.1f} ms: "
                   f"{bare[0] / theirs[0]:.2f}x qemu-img info")
         except subprocess.CalledProcessError as e:
-            why = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-2:-1]
+            why = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-3:-2]
             print(f"(ssh info row skipped: qemu's ssh driver failed: {' '.join(why)})")
         try:
             row("ssh:// map --json (2 GiB chain)", timed([BIN, "map", "--json", uri], runs=3),
                 timed(["qemu-img", "map", "--output=json", qjson], runs=3), "qemu-img map (qemu ssh driver)", "<= 1x")
         except subprocess.CalledProcessError as e:
             # The oracle, not layerscope: say so and go on to the next row.
-            # (The last stderr line is /usr/bin/time's peak RSS: skip it.
-            # Known cause, qemu 10.0: the chain as nested json "backing"
-            # options fails with "Could not open backing file: Option
-            # 'server.host' cannot be used with a file name": qemu also
-            # passes the header's backing file name to the ssh driver.)
-            why = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-2:-1]
+            # (The last two stderr lines are /usr/bin/time's: "Command
+            # exited with non-zero status" and the peak RSS; qemu's own
+            # message is the line before.)
+            why = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-3:-2]
             print(f"(ssh map row skipped: qemu's ssh driver failed: {' '.join(why)})")
         dest = tempfile.mkdtemp(prefix="layerscope-bench-scp-", dir="/dev/shm" if os.path.isdir("/dev/shm") else WORK)
         srcs = " ".join(f"127.0.0.1:{os.path.join(WORK, n)}" for n in names)

@@ -530,6 +530,14 @@ impl BlockSource for LayeredReader {
         self.layers.iter().any(|l| l.remote())
     }
 
+    fn bulk_readers(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.bulk_readers())
+            .max()
+            .unwrap_or(1)
+    }
+
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<crate::block::Extent>, BlockError> {
         let e = self.map_entry(offset, len)?;
         Ok(vec![crate::block::Extent {

@@ -142,6 +142,14 @@ pub trait BlockSource: Send + Sync {
         false
     }
 
+    /// How many bulk readers the source serves at once to advantage: an
+    /// NBD export allowing multi-conn, one per connection (each reader
+    /// then keeps its own connection's pipeline full). Bulk copies
+    /// ([`crate::block::stream`]) use at least this many reader threads.
+    fn bulk_readers(&self) -> usize {
+        1
+    }
+
     /// Whether locating `offset` would first read metadata from a remote
     /// source that is not held yet (a qcow2 layer's L2 table): a chain
     /// then fetches it for every such layer at once

@@ -18,6 +18,7 @@
         clippy::as_conversions
     )
 )]
+use std::cell::Cell;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use crate::block::buffer::AlignedBuf;
@@ -84,7 +85,11 @@ pub fn stream(
     let end = offset.saturating_add(length);
     // No more threads than segments: a small read stays on one.
     let segments = usize::try_from(length.div_ceil(SEGMENT)).unwrap_or(usize::MAX);
-    let threads = threads.clamp(1, segments.max(1));
+    // At least as many as the source serves bulk readers at once (an NBD
+    // export's connections), at most 64.
+    let threads = threads
+        .max(reader.bulk_readers())
+        .clamp(1, segments.clamp(1, 64));
     let seg_len = usize::try_from(SEGMENT.min(length.max(1))).unwrap_or(1);
 
     std::thread::scope(|scope| -> Result<(), StreamError> {
@@ -92,7 +97,7 @@ pub fn stream(
         let mut jobs = Vec::with_capacity(threads);
         let mut results = Vec::with_capacity(threads);
         let mut recycle = Vec::with_capacity(threads);
-        for _ in 0..threads {
+        for index in 0..threads {
             let (job_tx, job_rx) = mpsc::sync_channel::<(u64, u64)>(BUFFERS);
             let (done_tx, done_rx) = mpsc::sync_channel::<Result<Filled, BlockError>>(1);
             let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
@@ -100,7 +105,10 @@ pub fn stream(
                 // Cannot fail: the receiver is alive.
                 let _ = free_tx.send(AlignedBuf::new(seg_len));
             }
-            scope.spawn(move || read_segments(reader, &job_rx, &done_tx, &free_rx));
+            scope.spawn(move || {
+                WORKER.with(|w| w.set(Some(index)));
+                read_segments(reader, &job_rx, &done_tx, &free_rx);
+            });
             jobs.push(job_tx);
             results.push(done_rx);
             recycle.push(free_tx);
@@ -110,6 +118,19 @@ pub fn stream(
         // returns early, they are dropped and the threads above end.
         consume_in_order(&order_rx, &results, &recycle, consume)
     })
+}
+
+thread_local! {
+    /// On a stream's reader thread, its index among the stream's readers.
+    static WORKER: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of this thread among a bulk copy's reader threads, when it
+/// is one: a source serving several bulk readers at once
+/// ([`BlockSource::bulk_readers`]) gives each its own connection instead
+/// of spreading each read over all of them.
+pub fn bulk_worker() -> Option<usize> {
+    WORKER.with(Cell::get)
 }
 
 /// The planner: zero runs as lengths, data runs as segments dealt out
@@ -251,4 +272,99 @@ fn consume_in_order(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::block::chain::{Chain, Layer};
+    use crate::block::probe::Format;
+    use crate::block::Extent;
+
+    /// A disk of data whose every segment reads as its index, serving
+    /// `readers` bulk readers at once; notes which stream reader thread
+    /// read what.
+    struct Recording {
+        size: u64,
+        readers: usize,
+        seen: Mutex<BTreeSet<Option<usize>>>,
+    }
+
+    impl BlockSource for Recording {
+        fn name(&self) -> &str {
+            "recording"
+        }
+
+        fn len(&self) -> u64 {
+            self.size
+        }
+
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+            self.seen.lock().unwrap().insert(bulk_worker());
+            buf.fill(u8::try_from(offset / SEGMENT).unwrap());
+            Ok(())
+        }
+
+        fn bulk_readers(&self) -> usize {
+            self.readers
+        }
+
+        fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
+            Ok(vec![Extent {
+                offset,
+                len,
+                status: Status::Data,
+                compressed: false,
+                host_offset: None,
+                reads_zero: false,
+            }])
+        }
+    }
+
+    #[test]
+    fn a_source_serving_n_bulk_readers_is_read_by_n_threads_each_knowing_its_index() {
+        for readers in [1usize, 3, 6] {
+            let src = Arc::new(Recording {
+                size: 16 * SEGMENT,
+                readers,
+                seen: Mutex::default(),
+            });
+            let chain = Chain {
+                layers: vec![Layer {
+                    index: 0,
+                    path: "recording".into(),
+                    format: Format::Raw,
+                    format_probed: false,
+                    source: src.clone(),
+                    qcow2: None,
+                    info: None,
+                    nbd: None,
+                    storage: None,
+                    backing_name: None,
+                    backing_resolved: None,
+                    backing_format: None,
+                }],
+            };
+            let reader = LayeredReader::new(&chain).unwrap();
+            let mut out = Vec::new();
+            stream(&reader, 0, reader.len(), 1, &mut |p| {
+                if let Piece::Data(b) = p {
+                    out.extend_from_slice(b);
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(out.len() as u64, 16 * SEGMENT);
+            for (i, seg) in out.chunks(SEGMENT as usize).enumerate() {
+                assert!(seg.iter().all(|&b| usize::from(b) == i), "segment {i}");
+            }
+            let want: BTreeSet<_> = (0..readers).map(Some).collect();
+            assert_eq!(*src.seen.lock().unwrap(), want, "{readers} readers");
+        }
+        // Not a stream's reader thread.
+        assert_eq!(bulk_worker(), None);
+    }
 }

@@ -11,7 +11,7 @@ use crate::fs::ext::Ext4;
 use crate::volume::{Geometry, VolumeSource};
 
 use super::{DiffError, Progress};
-use crate::bytes::us;
+use crate::bytes::{u64_of, us};
 
 /// A set of filesystem blocks, as sorted, disjoint, non-adjacent runs
 /// `(start, len)`. Its size follows the number of runs, not the disk.
@@ -209,6 +209,9 @@ pub fn changed_blocks(
     let chunk = us(chunk_blocks.saturating_mul(bs));
     let mut a = vec![0u8; chunk];
     let mut b = vec![0u8; chunk];
+    // What the old side reads where its layers hold nothing (an overlay's
+    // new clusters over a hole of the base): compared without reading.
+    let zeros = vec![0u8; chunk];
     let mut done = 0u64;
     let mut last_block = None::<u64>;
     for &(start, len) in held {
@@ -226,13 +229,20 @@ pub fn changed_blocks(
             let n = end.saturating_sub(blk).min(chunk_blocks);
             let bytes = us(n.saturating_mul(bs)).min(chunk);
             let at = blk.saturating_mul(bs);
-            let (Some(a), Some(b)) = (a.get_mut(..bytes), b.get_mut(..bytes)) else {
+            let (Some(a), Some(b), Some(z)) =
+                (a.get_mut(..bytes), b.get_mut(..bytes), zeros.get(..bytes))
+            else {
                 break;
             };
             // Straight from the disk: each block is compared once, so
             // caching it (or reading ahead of it) would only copy it more.
             new.disk().read_direct(at, b)?;
-            read_or_zero(old, at, a)?;
+            let a: &[u8] = if reads_zeros(old, at, u64_of(bytes)) {
+                z
+            } else {
+                read_or_zero(old, at, a)?;
+                a
+            };
             for (i, (x, y)) in (0u64..).zip(a.chunks(us(bs).max(1)).zip(b.chunks(us(bs).max(1)))) {
                 if x == y {
                     out.same = out.same.saturating_add(1);
@@ -264,6 +274,20 @@ pub fn with_replayed(held: Vec<(u64, u64)>, old: &Ext4, new: &Ext4) -> Vec<(u64,
         }
     }
     crate::block::merge_ranges(all)
+}
+
+/// Whether `fs`'s disk reads as zeros over all of `len` bytes at `at`, as
+/// its block status says (what lies past its end reads as zeros too), so
+/// they need not be read. Asked only of a local disk: over a remote one the
+/// question costs the round trip the read would.
+fn reads_zeros(fs: &Ext4, at: u64, len: u64) -> bool {
+    let disk = fs.disk();
+    let n = len.min(disk.len().saturating_sub(at));
+    if n == 0 {
+        return true;
+    }
+    !disk.remote()
+        && matches!(disk.locate_exact(at, n), Ok(e) if e.status != Status::Data && e.offset == at && e.len >= n)
 }
 
 /// Reads `buf` at `at` from `fs`'s disk; what lies past its end reads as

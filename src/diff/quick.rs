@@ -238,21 +238,14 @@ pub fn diff_each(
     // Files whose names changed are assembled with the directories.
     let renamed: BTreeSet<u64> = removed.iter().chain(&added).map(|n| n.ino).collect();
     for &ino in &renamed {
-        if !counted(ino) || inodes.binary_search(&ino).is_err() {
-            continue;
-        }
-        let (Some(o), Some(n)) = pair.read(ino) else {
-            continue;
-        };
-        if !same_file(&o, &n) || n.is_dir() {
-            continue;
-        }
-        match compare(old, &o, new, &n, Some(&changed.blocks)) {
-            Ok(delta) if !delta.is_empty() => {
-                modified.insert(ino, delta);
-            }
-            Ok(_) => {}
-            Err(e) => inode_notes.push((ino, format!("inode {ino}: {e}"))),
+        if counted(ino) && inodes.binary_search(&ino).is_ok() {
+            in_place_delta(
+                &mut pair,
+                ino,
+                &changed.blocks,
+                &mut modified,
+                &mut inode_notes,
+            );
         }
     }
     let names = with_names(&mut pair, &mut npaths, modified)?;
@@ -265,21 +258,14 @@ pub fn diff_each(
     for part in inodes.chunks(batch.max(1)) {
         let mut modified = BTreeMap::new();
         for &ino in part {
-            if !counted(ino) || renamed.contains(&ino) {
-                continue;
-            }
-            let (Some(o), Some(n)) = pair.read(ino) else {
-                continue;
-            };
-            if !same_file(&o, &n) || n.is_dir() {
-                continue;
-            }
-            match compare(old, &o, new, &n, Some(&changed.blocks)) {
-                Ok(delta) if !delta.is_empty() => {
-                    modified.insert(ino, delta);
-                }
-                Ok(_) => {}
-                Err(e) => inode_notes.push((ino, format!("inode {ino}: {e}"))),
+            if counted(ino) && !renamed.contains(&ino) {
+                in_place_delta(
+                    &mut pair,
+                    ino,
+                    &changed.blocks,
+                    &mut modified,
+                    &mut inode_notes,
+                );
             }
         }
         if modified.is_empty() {
@@ -304,6 +290,31 @@ pub fn diff_each(
 }
 
 /// Modified files -> their names as of the newer layer.
+/// How file `ino` changed in place, into `modified` (nothing when it did
+/// not, or when it became another file or is a directory: the names and
+/// directories say those); a file that cannot be compared gets a note.
+fn in_place_delta(
+    pair: &mut Pair,
+    ino: u64,
+    changed: &blocks::BlockSet,
+    modified: &mut BTreeMap<u64, Delta>,
+    notes: &mut Vec<(u64, String)>,
+) {
+    let (Some(o), Some(n)) = pair.read(ino) else {
+        return;
+    };
+    if !same_file(&o, &n) || n.is_dir() {
+        return;
+    }
+    match compare(pair.old, &o, pair.new, &n, Some(changed)) {
+        Ok(delta) if !delta.is_empty() => {
+            modified.insert(ino, delta);
+        }
+        Ok(_) => {}
+        Err(e) => notes.push((ino, format!("inode {ino}: {e}"))),
+    }
+}
+
 fn with_names(
     pair: &mut Pair,
     npaths: &mut Paths,

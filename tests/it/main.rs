@@ -33,6 +33,7 @@ mod remote_find;
 mod remote_walk;
 mod rough_edges;
 mod ssh;
+mod ssh_exit;
 mod ssh_rounds;
 mod toolbox;
 mod tui;

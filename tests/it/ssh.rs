@@ -132,6 +132,11 @@ impl Sshd {
         format!("ssh://127.0.0.1:{}{}", self.port, path.display())
     }
 
+    /// The per-connection sshd processes (children of ours) alive.
+    pub fn sessions(&self) -> usize {
+        children_of(self.child.id()).len()
+    }
+
     /// Kills the per-connection sshd processes (children of ours): every
     /// client loses its connection, the listener stays.
     pub fn kill_sessions(&self) -> usize {
@@ -197,7 +202,7 @@ fn children_of(pid: u32) -> Vec<u32> {
 }
 
 /// Runs layerscope with LAYERSCOPE_SSH_COMMAND set.
-fn ls_ssh(sshd: &Sshd, cwd: &Path, args: &[&str]) -> Run {
+pub(crate) fn ls_ssh(sshd: &Sshd, cwd: &Path, args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_layerscope"))
         .args(args)
         .current_dir(cwd)

@@ -409,24 +409,42 @@ impl Drop for Link {
         if let Ok(mut w) = self.writer.lock() {
             w.take();
         }
-        let deadline = Instant::now().checked_add(Duration::from_millis(300));
-        loop {
-            let done = match self.shared.child.lock() {
-                Ok(mut c) => !matches!(c.try_wait(), Ok(None)),
-                Err(_) => true,
-            };
-            if done {
-                break;
-            }
-            if deadline.is_none_or(|d| Instant::now() >= d) {
-                if let Ok(mut c) = self.shared.child.lock() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        // ssh is reaped (or killed after a grace period) on a thread of
+        // its own: nothing here waits for its goodbye to the server. A
+        // command ending now (`info`, `ls`) exits without paying ssh's
+        // teardown, 10-40 ms of polling here before; ssh, its stdin
+        // closed, ends by itself. A long session (the TUI reconnecting)
+        // leaves no zombie behind.
+        let shared = Arc::clone(&self.shared);
+        let spawned = std::thread::Builder::new()
+            .name("ssh-reaper".into())
+            .spawn(move || reap(&shared));
+        if spawned.is_err() {
+            reap(&self.shared);
         }
+    }
+}
+
+/// Waits up to 300 ms for ssh to exit once its stdin is closed, then
+/// kills it; either way it is waited for.
+fn reap(shared: &Shared) {
+    let deadline = Instant::now().checked_add(Duration::from_millis(300));
+    loop {
+        let done = match shared.child.lock() {
+            Ok(mut c) => !matches!(c.try_wait(), Ok(None)),
+            Err(_) => true,
+        };
+        if done {
+            break;
+        }
+        if deadline.is_none_or(|d| Instant::now() >= d) {
+            if let Ok(mut c) = shared.child.lock() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

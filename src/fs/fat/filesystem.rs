@@ -584,24 +584,6 @@ impl Fat {
         reader.count_free(2, last)
     }
 
-    /// Whether the bytes from `at` read as zeros, as the disk's block
-    /// status says, and for how many (at most `len`, at least 1): data
-    /// for one byte on an error or an empty answer (then read).
-    fn run_at(&self, at: u64, len: u64) -> (bool, u64) {
-        let len = len.min(self.disk.len().saturating_sub(at));
-        if len == 0 {
-            return (false, 1);
-        }
-        match self
-            .disk
-            .block_status(at, len)
-            .map(|v| v.into_iter().next())
-        {
-            Ok(Some(e)) if e.len > 0 => (e.status != crate::block::Status::Data, e.len.min(len)),
-            _ => (false, 1),
-        }
-    }
-
     /// Whether `len` bytes at `a` and `b` are equal.
     fn same_bytes(&self, a: u64, b: u64, len: u64) -> Result<bool, FsError> {
         let mut x = vec![0u8; 64 << 10];
@@ -618,11 +600,11 @@ impl Fat {
             // size a field claims cost what is stored. The disk is asked
             // again only past the run it last answered.
             if done >= known_a {
-                run_a = self.run_at(a.saturating_add(done), rest);
+                run_a = super::table::zero_run(&self.disk, a.saturating_add(done), rest);
                 known_a = done.saturating_add(run_a.1);
             }
             if done >= known_b {
-                run_b = self.run_at(b.saturating_add(done), rest);
+                run_b = super::table::zero_run(&self.disk, b.saturating_add(done), rest);
                 known_b = done.saturating_add(run_b.1);
             }
             if run_a.0 && run_b.0 {

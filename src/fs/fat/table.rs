@@ -88,27 +88,13 @@ impl<'a> FatReader<'a> {
     }
 
     /// Whether the table's bytes from `at` (from the table's start) read
-    /// as zeros, and where that run ends, as the disk's block status says;
-    /// an error or an answer of nothing is "data, for one entry" (read).
+    /// as zeros, and where that run ends ([`zero_run`]).
     fn zero_run(&self, at: u64, table_len: u64) -> (bool, u64) {
-        let abs = self.base.saturating_add(at);
         let len = table_len
             .min(self.disk.len().saturating_sub(self.base))
             .saturating_sub(at);
-        if len == 0 {
-            return (false, at.saturating_add(1));
-        }
-        match self
-            .disk
-            .block_status(abs, len)
-            .map(|v| v.into_iter().next())
-        {
-            Ok(Some(e)) if e.len > 0 => {
-                let zeros = e.status != Status::Data;
-                (zeros, at.saturating_add(e.len.min(len)))
-            }
-            _ => (false, at.saturating_add(1)),
-        }
+        let (zeros, n) = zero_run(self.disk, self.base.saturating_add(at), len);
+        (zeros, at.saturating_add(n))
     }
 
     /// The raw entry of `cluster` (masked to 28 bits on FAT32).
@@ -322,6 +308,22 @@ pub fn walk(
             run_len = 1;
         }
         current = next;
+    }
+}
+
+/// Whether the `len` bytes of `disk` at `at` read as zeros, as its block
+/// status says (holes of a sparse file, clusters no layer holds), and for
+/// how many (at most `len`, at least 1). An error, an empty answer or a
+/// range past the end is "data, for one byte": the caller reads it. Lets
+/// a walk over a table of the size a field claims cost what is stored.
+pub(super) fn zero_run(disk: &dyn BlockSource, at: u64, len: u64) -> (bool, u64) {
+    let len = len.min(disk.len().saturating_sub(at));
+    if len == 0 {
+        return (false, 1);
+    }
+    match disk.locate_exact(at, len) {
+        Ok(e) if e.len > 0 => (e.status != Status::Data, e.len.min(len)),
+        _ => (false, 1),
     }
 }
 
