@@ -50,9 +50,8 @@ pub type Each<'a> = dyn FnMut(&[u8], Result<Blame, DiffError>) -> ControlFlow<()
 enum Found<'a> {
     Entry {
         node: NodeId,
-        /// Its path (raw bytes), and as shown.
+        /// Its path (raw bytes).
         path: &'a [u8],
-        shown: String,
         /// Its metadata and runs as of the top (the runs' error apart).
         read: Read,
         runs: &'a [Run],
@@ -86,7 +85,6 @@ enum Item {
     Entry {
         node: NodeId,
         path: Range<usize>,
-        shown: String,
         read: Read,
         runs: Range<usize>,
         below: Range<usize>,
@@ -95,9 +93,13 @@ enum Item {
     DirEnd,
 }
 
-/// Entries per [`Batch`]: handed over a few hundred at a time, the two
-/// threads rarely wait for each other.
-const BATCH: usize = 256;
+/// Entries per [`Batch`]: handed over a hundred or so at a time, the two
+/// threads rarely wait for each other (the first batch is smaller: the
+/// blame starts sooner).
+const BATCH: usize = 128;
+
+/// Entries in the first [`Batch`].
+const FIRST_BATCH: usize = 16;
 
 /// Batches under way at once (memory stays bounded).
 const BATCHES: usize = 4;
@@ -116,7 +118,6 @@ impl Batch {
             Found::Entry {
                 node,
                 path,
-                shown,
                 read,
                 runs,
                 below,
@@ -130,7 +131,6 @@ impl Batch {
                 self.items.push(Item::Entry {
                     node,
                     path: put(p, self.paths.len()),
-                    shown,
                     read,
                     runs: put(r, self.runs.len()),
                     below: put(b, self.below.len()),
@@ -155,14 +155,12 @@ impl Batch {
                 Item::Entry {
                     node,
                     path,
-                    shown,
                     read,
                     runs: r,
                     below: b,
                 } => Found::Entry {
                     node,
                     path: paths.get(path).unwrap_or_default(),
-                    shown,
                     read,
                     runs: runs.get(r).unwrap_or_default(),
                     below: below.get(b).unwrap_or_default(),
@@ -209,13 +207,13 @@ impl Views {
             Found::Entry {
                 node,
                 path,
-                shown,
                 read,
                 runs,
                 below,
             } => {
                 let blamed = read.map_err(DiffError::from).and_then(|(meta, listed)| {
                     listed?;
+                    let shown = crate::escape::printable_bytes(path);
                     let mut at = |k: usize| {
                         if k == top {
                             Some(node)
@@ -253,13 +251,16 @@ impl Views {
                         let done = std::mem::replace(batch, next);
                         full.send(done).map_err(|_| ())
                     };
-                    let mut stopped = false;
+                    let (mut stopped, mut size) = (false, FIRST_BATCH);
                     self.walk(root, path, by_path, top, fs, &mut |found| {
                         batch.push(found);
-                        if batch.items.len() >= BATCH && hand(&mut batch).is_err() {
-                            // The blaming side stopped.
-                            stopped = true;
-                            return ControlFlow::Break(());
+                        if batch.items.len() >= size {
+                            size = BATCH;
+                            if hand(&mut batch).is_err() {
+                                // The blaming side stopped.
+                                stopped = true;
+                                return ControlFlow::Break(());
+                            }
                         }
                         ControlFlow::Continue(())
                     });
@@ -361,15 +362,9 @@ impl Views {
                     .as_ref()
                     .is_ok_and(|(m, _)| m.file_type == FileType::Directory);
                 let mapped = matches!(read, Ok((_, Ok(()))));
-                let shown = if mapped {
-                    crate::escape::printable_bytes(&path)
-                } else {
-                    String::new()
-                };
                 let entry = Found::Entry {
                     node: e.node,
                     path: &path,
-                    shown,
                     read,
                     runs: &runs,
                     below: &below,

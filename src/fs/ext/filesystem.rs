@@ -72,10 +72,15 @@ impl Ext4 {
             generation: Some(i.generation),
             rdev,
             // What a user sets (chattr), not how the file is laid out.
-            flags: i
-                .flags_set()
-                .filter(|f| !LAYOUT_FLAGS.contains(f))
-                .collect(),
+            flags: if i.flags & !LAYOUT_BITS == 0 {
+                // Only layout flags (most files: extents): no names to
+                // look through.
+                Vec::new()
+            } else {
+                i.flags_set()
+                    .filter(|f| !LAYOUT_FLAGS.contains(f))
+                    .collect()
+            },
         }
     }
 
@@ -271,6 +276,9 @@ impl Ext4 {
 /// htree, inline data, block counts in blocks), not what a user set: not
 /// in [`Metadata::flags`], so converting a file's layout is no change.
 const LAYOUT_FLAGS: &[&str] = &["index", "extents", "inline_data", "huge_file"];
+/// The bits of [`LAYOUT_FLAGS`] (`index`, `huge_file`, `extents`,
+/// `inline_data`).
+const LAYOUT_BITS: u32 = 0x1000 | 0x4_0000 | 0x8_0000 | 0x1000_0000;
 
 /// The columns of the group table's text form (dumpe2fs's facts, one
 /// line per group).

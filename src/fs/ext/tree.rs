@@ -130,6 +130,8 @@ impl Ext4 {
         let bs = self.sb.block_size;
         let indexed = inode.flags & INDEX_FL != 0;
         let mut read = HashSet::new();
+        // One block in memory at a time, in one buffer.
+        let mut block = Vec::new();
         for r in map.runs.iter().filter(|r| !r.meta && !r.uninit) {
             for i in 0..r.len {
                 let logical = r.logical.saturating_add(i);
@@ -149,14 +151,14 @@ impl Ext4 {
                     )));
                     continue;
                 }
-                let block = match self.block(physical) {
-                    Ok(b) => b,
+                match self.block_into(physical, &mut block) {
+                    Ok(()) => {}
                     Err(e @ FsError::Io(_)) => return Err(e),
                     Err(e) => {
                         problems.push(Problem::lost(e));
                         continue;
                     }
-                };
+                }
                 let at = DirBlockAt {
                     ino: inode.ino,
                     physical,
