@@ -126,8 +126,13 @@ pub fn push_u64(out: &mut String, n: u64) {
 pub fn push_u64_right(out: &mut String, n: u64, width: usize) {
     let (buf, at) = digits(n);
     let text = buf.get(at..).unwrap_or_default();
-    for _ in text.len()..width {
-        out.push(' ');
+    // The padding in one piece (a listing writes several per line).
+    const SPACES: &str = "                                ";
+    let mut pad = width.saturating_sub(text.len());
+    while pad > 0 {
+        let n = pad.min(SPACES.len());
+        out.push_str(SPACES.get(..n).unwrap_or_default());
+        pad = pad.saturating_sub(n);
     }
     out.push_str(std::str::from_utf8(text).unwrap_or_default());
 }

@@ -195,6 +195,7 @@ impl Disk {
             same_blocks: Default::default(),
             scratch: Default::default(),
             spans: Default::default(),
+            replays: Default::default(),
         })
     }
 }

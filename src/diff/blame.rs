@@ -93,6 +93,9 @@ pub struct Views {
     pub spans: super::spans::Spans,
     /// [`Views::same_bytes`]'s buffers, kept between calls.
     pub scratch: std::sync::Mutex<Scratch>,
+    /// Whether any view replays a journal, once asked (most do not: no
+    /// view need then be asked per range).
+    pub replays: std::sync::OnceLock<bool>,
 }
 
 /// [`Views::same_bytes`]'s buffers: the bytes read in each view, and
@@ -545,6 +548,12 @@ impl Views {
     /// Whether the views of `layer` and the one below replay any block of
     /// `ranges` from different places.
     fn replay_differs(&self, layer: usize, ranges: &[(u64, u64)]) -> bool {
+        let any = self
+            .replays
+            .get_or_init(|| self.fs.iter().any(|f| replayed(f.as_ref()).is_some()));
+        if !any {
+            return false;
+        }
         let below = layer.checked_sub(1).and_then(|l| self.fs.get(l));
         let (Some(new), Some(old)) = (self.fs.get(layer), below) else {
             return false;

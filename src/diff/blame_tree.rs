@@ -11,11 +11,11 @@
 //! are searched again. The result is [`Views::blame_path`]'s, file by
 //! file (the blame tests compare them).
 use std::collections::{HashMap, HashSet};
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 
 use super::blame::{Blame, Views};
 use super::DiffError;
-use crate::fs::{FileType, NodeId, Run};
+use crate::fs::{FileType, Filesystem, FsError, Metadata, NodeId, Run};
 
 /// A directory waiting to be listed, and where its path leads below the
 /// top.
@@ -43,6 +43,142 @@ type Names = HashMap<Vec<u8>, NodeId>;
 /// bytes) and its blame, or why it could not be blamed.
 pub type Each<'a> = dyn FnMut(&[u8], Result<Blame, DiffError>) -> ControlFlow<()> + 'a;
 
+/// What the walk of [`Views::blame_tree`] finds, in order: a file or
+/// directory to blame, or a note about a directory.
+// Entries are nearly every item: boxing them would allocate per entry.
+#[allow(clippy::large_enum_variant)]
+enum Found<'a> {
+    Entry {
+        node: NodeId,
+        /// Its path (raw bytes), and as shown.
+        path: &'a [u8],
+        shown: String,
+        /// Its metadata and runs as of the top (the runs' error apart).
+        read: Read,
+        runs: &'a [Run],
+        /// Where its path leads below the top (`Dir::below`).
+        below: &'a [Option<NodeId>],
+    },
+    Note(String),
+    /// The end of a directory's entries and notes.
+    DirEnd,
+}
+
+/// A node's metadata as of the top, and whether its runs could be read.
+type Read = Result<(Metadata, Result<(), FsError>), FsError>;
+
+/// [`Found`]s handed from the walking thread to the blaming one, kept
+/// together: each entry's path, runs and `below` in shared buffers (one
+/// batch's buffers are used again and again).
+#[derive(Default)]
+struct Batch {
+    items: Vec<Item>,
+    paths: Vec<u8>,
+    runs: Vec<Run>,
+    below: Vec<Option<NodeId>>,
+}
+
+/// One [`Found`] in a [`Batch`]: its parts as ranges of the batch's
+/// buffers.
+// As [`Found`].
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    Entry {
+        node: NodeId,
+        path: Range<usize>,
+        shown: String,
+        read: Read,
+        runs: Range<usize>,
+        below: Range<usize>,
+    },
+    Note(String),
+    DirEnd,
+}
+
+/// Entries per [`Batch`]: handed over a few hundred at a time, the two
+/// threads rarely wait for each other.
+const BATCH: usize = 256;
+
+/// Batches under way at once (memory stays bounded).
+const BATCHES: usize = 4;
+
+impl Batch {
+    fn clear(&mut self) {
+        self.items.clear();
+        self.paths.clear();
+        self.runs.clear();
+        self.below.clear();
+    }
+
+    fn push(&mut self, found: Found) {
+        let put = |from: usize, to: usize| from..to;
+        match found {
+            Found::Entry {
+                node,
+                path,
+                shown,
+                read,
+                runs,
+                below,
+            } => {
+                let p = self.paths.len();
+                self.paths.extend_from_slice(path);
+                let r = self.runs.len();
+                self.runs.extend_from_slice(runs);
+                let b = self.below.len();
+                self.below.extend_from_slice(below);
+                self.items.push(Item::Entry {
+                    node,
+                    path: put(p, self.paths.len()),
+                    shown,
+                    read,
+                    runs: put(r, self.runs.len()),
+                    below: put(b, self.below.len()),
+                });
+            }
+            Found::Note(n) => self.items.push(Item::Note(n)),
+            Found::DirEnd => self.items.push(Item::DirEnd),
+        }
+    }
+
+    /// Hands each item to `f` as a [`Found`], in order, until it breaks
+    /// at the end of a directory.
+    fn drain(&mut self, f: &mut dyn FnMut(Found) -> ControlFlow<()>) -> ControlFlow<()> {
+        let Batch {
+            items,
+            paths,
+            runs,
+            below,
+        } = self;
+        for item in items.drain(..) {
+            let found = match item {
+                Item::Entry {
+                    node,
+                    path,
+                    shown,
+                    read,
+                    runs: r,
+                    below: b,
+                } => Found::Entry {
+                    node,
+                    path: paths.get(path).unwrap_or_default(),
+                    shown,
+                    read,
+                    runs: runs.get(r).unwrap_or_default(),
+                    below: below.get(b).unwrap_or_default(),
+                },
+                Item::Note(n) => Found::Note(n),
+                Item::DirEnd => Found::DirEnd,
+            };
+            let end = matches!(found, Found::DirEnd);
+            if f(found).is_break() && end {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
 impl Views {
     /// Blames every file and directory under directory `root` (named
     /// `path`), as the top's listing gives them: a directory's entries in
@@ -50,6 +186,10 @@ impl Views {
     /// order of [`super::walk_tree`]). With `by_path` each is blamed as a
     /// path ([`Views::blame_path`] with its path), else as a node.
     /// Directories that cannot be listed go to `note`.
+    ///
+    /// With more than one processor, one thread walks the tree (reads
+    /// the directories and nodes) while this one blames what it found
+    /// and hands it to `each`, in the walk's order.
     pub fn blame_tree(
         &self,
         root: NodeId,
@@ -61,6 +201,102 @@ impl Views {
         let Ok((top, fs)) = self.top() else {
             return;
         };
+        // Once `each` stops, the rest of its directory's notes are still
+        // given (then the walk ends).
+        let mut stopping = false;
+        let mut blame = |found: Found| match found {
+            Found::Entry { .. } if stopping => ControlFlow::Continue(()),
+            Found::Entry {
+                node,
+                path,
+                shown,
+                read,
+                runs,
+                below,
+            } => {
+                let blamed = read.map_err(DiffError::from).and_then(|(meta, listed)| {
+                    listed?;
+                    let mut at = |k: usize| {
+                        if k == top {
+                            Some(node)
+                        } else {
+                            below.get(k).copied().flatten()
+                        }
+                    };
+                    self.blame_known(node, shown, by_path, meta, runs, &mut at)
+                });
+                let flow = each(path, blamed);
+                stopping = flow.is_break();
+                flow
+            }
+            Found::Note(n) => {
+                note(n);
+                ControlFlow::Continue(())
+            }
+            Found::DirEnd if stopping => ControlFlow::Break(()),
+            Found::DirEnd => ControlFlow::Continue(()),
+        };
+        let two = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        if !two {
+            self.walk(root, path, by_path, top, fs, &mut blame);
+            return;
+        }
+        std::thread::scope(|s| {
+            let (full, fulls) = std::sync::mpsc::sync_channel::<Batch>(BATCHES);
+            let (empty, empties) = std::sync::mpsc::channel::<Batch>();
+            let walker = std::thread::Builder::new()
+                .name("blame walk".into())
+                .spawn_scoped(s, move || {
+                    let mut batch = Batch::default();
+                    let hand = |batch: &mut Batch| {
+                        let next = empties.try_recv().unwrap_or_default();
+                        let done = std::mem::replace(batch, next);
+                        full.send(done).map_err(|_| ())
+                    };
+                    let mut stopped = false;
+                    self.walk(root, path, by_path, top, fs, &mut |found| {
+                        batch.push(found);
+                        if batch.items.len() >= BATCH && hand(&mut batch).is_err() {
+                            // The blaming side stopped.
+                            stopped = true;
+                            return ControlFlow::Break(());
+                        }
+                        ControlFlow::Continue(())
+                    });
+                    if !stopped && !batch.items.is_empty() {
+                        let _ = hand(&mut batch);
+                    }
+                });
+            if walker.is_err() {
+                // No thread: the walk and the blame in turn, here.
+                drop(fulls);
+                self.walk(root, path, by_path, top, fs, &mut blame);
+                return;
+            }
+            for mut batch in fulls.iter() {
+                if batch.drain(&mut blame).is_break() {
+                    // Dropping the receiver stops the walk at its next
+                    // batch.
+                    return;
+                }
+                batch.clear();
+                let _ = empty.send(batch);
+            }
+        });
+    }
+
+    /// The walk of [`Views::blame_tree`]: each entry under `root` with
+    /// what the top says of it, and the notes of directories, to `found`
+    /// in order until it breaks.
+    fn walk(
+        &self,
+        root: NodeId,
+        path: &[u8],
+        by_path: bool,
+        top: usize,
+        fs: &dyn Filesystem,
+        found: &mut dyn FnMut(Found) -> ControlFlow<()>,
+    ) {
         // Paths are followed down the layers only for a path's history.
         let paths = by_path && top > 0;
         let below = if paths {
@@ -124,21 +360,21 @@ impl Views {
                 let is_dir = read
                     .as_ref()
                     .is_ok_and(|(m, _)| m.file_type == FileType::Directory);
-                let mut mapped = false;
-                let blamed = read.map_err(DiffError::from).and_then(|(meta, listed)| {
-                    listed?;
-                    mapped = true;
-                    let mut at = |k: usize| {
-                        if k == top {
-                            Some(e.node)
-                        } else {
-                            below.get(k).copied().flatten()
-                        }
-                    };
-                    let shown = crate::escape::printable_bytes(&path);
-                    self.blame_known(e.node, shown, by_path, meta, &runs, &mut at)
-                });
-                if each(&path, blamed).is_break() {
+                let mapped = matches!(read, Ok((_, Ok(()))));
+                let shown = if mapped {
+                    crate::escape::printable_bytes(&path)
+                } else {
+                    String::new()
+                };
+                let entry = Found::Entry {
+                    node: e.node,
+                    path: &path,
+                    shown,
+                    read,
+                    runs: &runs,
+                    below: &below,
+                };
+                if found(entry).is_break() {
                     stopped = true;
                     return ControlFlow::Break(());
                 }
@@ -162,19 +398,17 @@ impl Views {
                 }
                 ControlFlow::Continue(())
             });
-            if let Err(e) = listed {
-                note(format!(
-                    "{}: {e}",
-                    crate::escape::printable_bytes(&dir.path)
-                ));
+            // The directory's notes, also after a stop (as before it).
+            let shown = crate::escape::printable_bytes(&dir.path);
+            let notes = listed
+                .err()
+                .map(|e| format!("{shown}: {e}"))
+                .into_iter()
+                .chain(problems.iter().map(|p| format!("{shown}: {p}")));
+            for n in notes {
+                let _ = found(Found::Note(n));
             }
-            for p in problems {
-                note(format!(
-                    "{}: {p}",
-                    crate::escape::printable_bytes(&dir.path)
-                ));
-            }
-            if stopped {
+            if found(Found::DirEnd).is_break() || stopped {
                 return;
             }
             stack.extend(subdirs);

@@ -13,7 +13,6 @@
 //!
 //! The same pass runs after the quick diff and the full one, so they stay
 //! equal line for line.
-use std::collections::{BTreeMap, HashSet};
 
 use crate::escape::printable_bytes;
 use crate::fs::ext::Ext4;
@@ -174,9 +173,10 @@ impl<'a> Level<'a> {
             dirs: moved_dirs(&changes),
             seq: 0,
         };
-        let mut items = Vec::new();
-        let mut found = Vec::new();
-        for (c, seq) in changes.into_iter().zip(0u64..) {
+        // One pass, into a list of the right size: a mass create's or
+        // delete's changes are held once here, not twice.
+        let mut items = Vec::with_capacity(changes.len().saturating_add(extras.len()));
+        for (mut c, seq) in changes.into_iter().zip(0u64..) {
             let class = if c.replaced {
                 Class::Replaced
             } else {
@@ -185,12 +185,9 @@ impl<'a> Level<'a> {
             if level.only_moved_with_directory(&c) {
                 items.push(Item::new(c, Class::Dropped, 0, seq));
             } else {
-                found.push((c, class, seq));
+                level.moved_under(&mut c);
+                items.push(Item::new(c, class, 0, seq));
             }
-        }
-        for (mut c, class, seq) in found {
-            level.moved_under(&mut c);
-            items.push(Item::new(c, class, 0, seq));
         }
         for mut c in extras {
             level.moved_under(&mut c);
@@ -298,31 +295,47 @@ impl<'a> Level<'a> {
 
 /// A path deleted and added again (a different inode now) becomes one
 /// `M`, replaced, with what differs between the two files.
-fn replaced(changes: Vec<Change>, old: &Ext4, new: &Ext4, notes: &mut Vec<String>) -> Vec<Change> {
-    let mut by_path: BTreeMap<Vec<u8>, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
-    for (i, c) in changes.iter().enumerate() {
-        match c.change {
-            Kind::Deleted => by_path.entry(c.raw_path.clone()).or_default().0.push(i),
-            Kind::Added => by_path.entry(c.raw_path.clone()).or_default().1.push(i),
-            _ => {}
-        }
-    }
-    let mut merged: HashSet<usize> = HashSet::new();
-    let mut out = Vec::new();
-    for (_, (gone, came)) in by_path {
-        let (&[d], &[a]) = (gone.as_slice(), came.as_slice()) else {
+fn replaced(
+    mut changes: Vec<Change>,
+    old: &Ext4,
+    new: &Ext4,
+    notes: &mut Vec<String>,
+) -> Vec<Change> {
+    // The added and deleted names, sorted by path (indices, not copies of
+    // the paths: a mass create has hundreds of thousands); a path with one
+    // of each is a pair (deleted, added).
+    let pairs: Vec<(usize, usize)> = {
+        let path_of = |i: &usize| changes.get(*i).map(|c| c.raw_path.as_slice());
+        let kind_of = |i: usize| changes.get(i).map(|c| c.change);
+        let mut named: Vec<usize> = (0..changes.len())
+            .filter(|&i| matches!(kind_of(i), Some(Kind::Deleted | Kind::Added)))
+            .collect();
+        named.sort_by(|a, b| path_of(a).cmp(&path_of(b)).then(a.cmp(b)));
+        named
+            .chunk_by(|x, y| path_of(x) == path_of(y))
+            .filter_map(|group| {
+                let of = |k: Kind| group.iter().filter(move |&&i| kind_of(i) == Some(k));
+                match (of(Kind::Deleted).count(), of(Kind::Added).count()) {
+                    (1, 1) => Some((*of(Kind::Deleted).next()?, *of(Kind::Added).next()?)),
+                    _ => None,
+                }
+            })
+            .collect()
+    };
+    let mut gone: Vec<bool> = Vec::new();
+    for (d, a) in pairs {
+        let Some(d_inode) = changes.get(d).map(|c| c.inode) else {
             continue;
         };
-        let (Some(dc), Some(ac)) = (changes.get(d), changes.get(a)) else {
+        let Some(c) = changes.get_mut(a) else {
             continue;
         };
-        let mut c = ac.clone();
         c.change = Kind::Modified;
         c.replaced = true;
-        c.old_inode = Some(dc.inode);
+        c.old_inode = Some(d_inode);
         c.hard_link = false;
         c.link_path = None;
-        c.delta = match (old.inode(dc.inode), new.inode(ac.inode)) {
+        c.delta = match (old.inode(d_inode), new.inode(c.inode)) {
             (Ok(o), Ok(n)) if o.mode & 0xf000 == n.mode & 0xf000 => {
                 match compare(old, &o, new, &n, None) {
                     Ok(d) => d,
@@ -340,18 +353,38 @@ fn replaced(changes: Vec<Change>, old: &Ext4, new: &Ext4, notes: &mut Vec<String
                 metadata: vec!["type"],
             },
         };
-        merged.insert(d);
-        merged.insert(a);
-        out.push(c);
+        if gone.is_empty() {
+            gone = vec![false; changes.len()];
+        }
+        if let Some(g) = gone.get_mut(d) {
+            *g = true;
+        }
     }
-    out.extend(
-        changes
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !merged.contains(i))
-            .map(|(_, c)| c),
-    );
-    out
+    // The merged changes first, in path order, then the rest in their
+    // order (the order breaks ties in `Key::seq`), rearranged in place: a
+    // stable partition moves the rest forward, the merged and the deleted
+    // halves of each pair (the latter dropped) stay behind it.
+    let mut kept = 0usize;
+    for i in 0..changes.len() {
+        let done =
+            gone.get(i).copied().unwrap_or(false) || changes.get(i).is_some_and(|c| c.replaced);
+        if !done {
+            changes.swap(kept, i);
+            kept = kept.saturating_add(1);
+        }
+    }
+    let mut i = 0usize;
+    changes.retain(|c| {
+        let keep = i < kept || c.replaced;
+        i = i.saturating_add(1);
+        keep
+    });
+    if let Some(tail) = changes.get_mut(kept..) {
+        tail.sort_unstable_by(|a, b| a.raw_path.cmp(&b.raw_path));
+    }
+    let kept = kept.min(changes.len());
+    changes.rotate_left(kept);
+    changes
 }
 
 /// A modified file with several names (hard links) changed at each of

@@ -54,6 +54,14 @@ use superblock::Superblock;
 /// what was already used, and made the RSS of `ls -R` 41 MiB).
 const CACHE_BYTES: u64 = 16 << 20;
 
+/// Inode table block of each group seen so far, with the disk offset
+/// of the descriptor field naming it; the last one asked apart.
+#[derive(Default)]
+struct ITables {
+    all: HashMap<u64, (u64, u64)>,
+    last: Option<(u64, (u64, u64))>,
+}
+
 /// An opened ext2/3/4 filesystem.
 pub struct Ext4 {
     disk: BlockCache,
@@ -61,7 +69,7 @@ pub struct Ext4 {
     /// Inode table block of each group seen so far, with the disk offset
     /// of the descriptor field naming it (a walk looks the same groups up
     /// again and again).
-    itables: Mutex<HashMap<u64, (u64, u64)>>,
+    itables: Mutex<ITables>,
     /// The journal replayed in memory under this view (see
     /// [`jbd2::mount`]), and what it did.
     replayed: Option<Arc<jbd2::ReplayedSource>>,
@@ -239,12 +247,18 @@ impl Ext4 {
     /// The inode table of `group` and the disk offset of the descriptor
     /// field that names it.
     fn inode_table(&self, group: u64) -> Result<(u64, u64), FsError> {
-        if let Some(t) = self
-            .itables
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&group).copied())
-        {
+        if let Some(t) = self.itables.lock().ok().and_then(|mut m| {
+            // The group of the last inode asked, mostly (a directory's
+            // files lie together): no hashing.
+            if let Some((g, t)) = m.last {
+                if g == group {
+                    return Some(t);
+                }
+            }
+            let t = m.all.get(&group).copied()?;
+            m.last = Some((group, t));
+            Some(t)
+        }) {
             return Ok(t);
         }
         let d = self.group(group)?;
@@ -253,7 +267,8 @@ impl Ext4 {
             .saturating_add(u64_of(group_desc::gd!("bg_inode_table_lo").offset));
         let t = (d.inode_table, field);
         if let Ok(mut m) = self.itables.lock() {
-            m.insert(group, t);
+            m.all.insert(group, t);
+            m.last = Some((group, t));
         }
         Ok(t)
     }
