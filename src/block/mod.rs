@@ -224,6 +224,24 @@ pub fn first_extent(extents: Vec<Extent>, name: &str, offset: u64) -> Result<Ext
         })
 }
 
+/// Whether the `len` bytes of `disk` at `at` read as zeros, as its block
+/// status says (holes of a sparse file, clusters no layer holds), and for
+/// how many (at most `len`, at least 1). An error, an empty answer, an
+/// extent not starting at `at` or a range past the end is "data, for one
+/// byte": the caller reads it. Lets a walk over what a field claims (a FAT
+/// of the size the boot sector says, a diff's chunks over a base's holes)
+/// cost what is stored.
+pub fn zero_run(disk: &dyn BlockSource, at: u64, len: u64) -> (bool, u64) {
+    let len = len.min(disk.len().saturating_sub(at));
+    if len == 0 {
+        return (false, 1);
+    }
+    match disk.locate_exact(at, len) {
+        Ok(e) if e.len > 0 && e.offset == at => (e.status != Status::Data, e.len.min(len)),
+        _ => (false, 1),
+    }
+}
+
 /// Byte ranges `(offset, len)` sorted, with overlapping and touching
 /// ones joined.
 pub fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {

@@ -286,8 +286,7 @@ fn reads_zeros(fs: &Ext4, at: u64, len: u64) -> bool {
     if n == 0 {
         return true;
     }
-    !disk.remote()
-        && matches!(disk.locate_exact(at, n), Ok(e) if e.status != Status::Data && e.offset == at && e.len >= n)
+    !disk.remote() && matches!(crate::block::zero_run(disk, at, n), (true, m) if m >= n)
 }
 
 /// Reads `buf` at `at` from `fs`'s disk; what lies past its end reads as

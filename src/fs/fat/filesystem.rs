@@ -600,11 +600,11 @@ impl Fat {
             // size a field claims cost what is stored. The disk is asked
             // again only past the run it last answered.
             if done >= known_a {
-                run_a = super::table::zero_run(&self.disk, a.saturating_add(done), rest);
+                run_a = crate::block::zero_run(&self.disk, a.saturating_add(done), rest);
                 known_a = done.saturating_add(run_a.1);
             }
             if done >= known_b {
-                run_b = super::table::zero_run(&self.disk, b.saturating_add(done), rest);
+                run_b = crate::block::zero_run(&self.disk, b.saturating_add(done), rest);
                 known_b = done.saturating_add(run_b.1);
             }
             if run_a.0 && run_b.0 {

@@ -5,7 +5,7 @@
 //! the chain really holds.
 use super::boot::{BootSector, FatType};
 use super::FsError;
-use crate::block::{BlockSource, Status};
+use crate::block::BlockSource;
 
 /// What a FAT entry says about the cluster after this one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,12 +88,12 @@ impl<'a> FatReader<'a> {
     }
 
     /// Whether the table's bytes from `at` (from the table's start) read
-    /// as zeros, and where that run ends ([`zero_run`]).
+    /// as zeros, and where that run ends ([`crate::block::zero_run`]).
     fn zero_run(&self, at: u64, table_len: u64) -> (bool, u64) {
         let len = table_len
             .min(self.disk.len().saturating_sub(self.base))
             .saturating_sub(at);
-        let (zeros, n) = zero_run(self.disk, self.base.saturating_add(at), len);
+        let (zeros, n) = crate::block::zero_run(self.disk, self.base.saturating_add(at), len);
         (zeros, at.saturating_add(n))
     }
 
@@ -308,22 +308,6 @@ pub fn walk(
             run_len = 1;
         }
         current = next;
-    }
-}
-
-/// Whether the `len` bytes of `disk` at `at` read as zeros, as its block
-/// status says (holes of a sparse file, clusters no layer holds), and for
-/// how many (at most `len`, at least 1). An error, an empty answer or a
-/// range past the end is "data, for one byte": the caller reads it. Lets
-/// a walk over a table of the size a field claims cost what is stored.
-pub(super) fn zero_run(disk: &dyn BlockSource, at: u64, len: u64) -> (bool, u64) {
-    let len = len.min(disk.len().saturating_sub(at));
-    if len == 0 {
-        return (false, 1);
-    }
-    match disk.locate_exact(at, len) {
-        Ok(e) if e.len > 0 => (e.status != Status::Data, e.len.min(len)),
-        _ => (false, 1),
     }
 }
 
