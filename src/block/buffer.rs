@@ -19,7 +19,9 @@ use std::ops::{Deref, DerefMut};
 /// Alignment of [`AlignedBuf`]'s bytes.
 pub const ALIGN: usize = 4096;
 
-/// A zeroed, page-aligned byte buffer of a fixed length.
+/// A zeroed, page-aligned byte buffer of a fixed length. The default is
+/// empty and allocates nothing (a buffer kept for later reads).
+#[derive(Default)]
 pub struct AlignedBuf {
     /// `len + ALIGN` bytes; the aligned window starts at `start`.
     bytes: Vec<u8>,

@@ -220,6 +220,10 @@ impl Bar {
 
 impl Progress for Bar {
     fn step(&self, phase: &str, done: u64, total: u64) -> bool {
+        // Nothing to draw (not a terminal): no state to keep either.
+        if self.0.is_hidden() {
+            return true;
+        }
         if self.0.length() != Some(total) {
             self.0.set_length(total);
             self.0.set_message(phase.to_owned());

@@ -5,6 +5,7 @@
 //! neighbours of a changed block in one cluster, drop out here.
 use std::sync::Arc;
 
+use crate::block::buffer::AlignedBuf;
 use crate::block::chain::Chain;
 use crate::block::{BlockError, BlockSource, Status};
 use crate::fs::ext::Ext4;
@@ -207,8 +208,10 @@ pub fn changed_blocks(
     // The block size is 1 KiB to 64 KiB (the superblock's check).
     let chunk_blocks = CHUNK_BYTES.checked_div(bs).unwrap_or(1).max(1);
     let chunk = us(chunk_blocks.saturating_mul(bs));
-    let mut a = vec![0u8; chunk];
-    let mut b = vec![0u8; chunk];
+    // Page-aligned: the kernel copies into an unaligned buffer ~3x slower
+    // (most of a small overlay's diff is these two reads).
+    let mut a = AlignedBuf::new(chunk);
+    let mut b = AlignedBuf::new(chunk);
     // What the old side reads where its layers hold nothing (an overlay's
     // new clusters over a hole of the base): compared without reading.
     let zeros = vec![0u8; chunk];

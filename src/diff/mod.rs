@@ -701,7 +701,11 @@ impl Sorted {
         let isz = u64::from(sb.inode_size).max(128);
         let ipg = u64::from(sb.inodes_per_group);
         // 1 KiB to 64 KiB (the superblock's check).
-        let (mut a, mut b) = (vec![0u8; us(bs)], vec![0u8; us(bs)]);
+        // Page-aligned: the kernel copies into them fastest.
+        let (mut a, mut b) = (
+            crate::block::buffer::AlignedBuf::new(us(bs)),
+            crate::block::buffer::AlignedBuf::new(us(bs)),
+        );
         let per_block = bs.checked_div(isz).unwrap_or(0);
         let mut near = None;
         for blk in blocks {

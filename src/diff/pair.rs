@@ -6,6 +6,7 @@
 //! for a diff of 16,000 changed files.)
 use std::collections::HashMap;
 
+use crate::block::BlockSource;
 use crate::fs::ext::inode::Inode;
 use crate::fs::ext::{Ext4, FsError};
 
@@ -56,6 +57,11 @@ pub(super) struct Pair<'a> {
     pub(super) old: &'a Ext4,
     pub(super) new: &'a Ext4,
     briefs: HashMap<u64, (Option<Brief>, Option<Brief>)>,
+    /// The blocks whose bytes the two views were compared in and found
+    /// different (the quick diff's): an inode outside them and inside
+    /// what was compared has the same bytes in both views, and is read
+    /// once.
+    changed: Option<&'a BlockSet>,
 }
 
 impl<'a> Pair<'a> {
@@ -64,12 +70,29 @@ impl<'a> Pair<'a> {
             old,
             new,
             briefs: HashMap::new(),
+            changed: None,
+        }
+    }
+
+    /// [`Pair::new`] for a diff that compared the blocks the overlays
+    /// hold ([`super::blocks::changed_blocks`]): `changed` is what it
+    /// found different.
+    pub(super) fn with_changed(old: &'a Ext4, new: &'a Ext4, changed: &'a BlockSet) -> Pair<'a> {
+        Pair {
+            changed: Some(changed),
+            ..Pair::new(old, new)
         }
     }
 
     /// Inode `ino` as of both views, read now (its briefs are kept).
     pub(super) fn read(&mut self, ino: u64) -> (Option<Inode>, Option<Inode>) {
-        let (o, n) = (self.old.inode(ino).ok(), self.new.inode(ino).ok());
+        let n = self.new.inode(ino).ok();
+        // The old view's bytes are the new view's where the diff saw no
+        // change: decoded (and checked) by the old view, not read again.
+        let o = match n.as_ref().filter(|n| self.same_bytes(ino, n)) {
+            Some(n) => self.old.inode_from_raw(ino, n.raw()).ok(),
+            None => self.old.inode(ino).ok(),
+        };
         if self.briefs.len() >= MAX_BRIEFS {
             // A cache: a brief dropped is read again when asked for.
             self.briefs.clear();
@@ -77,6 +100,41 @@ impl<'a> Pair<'a> {
         self.briefs
             .insert(ino, (o.as_ref().map(Brief::of), n.as_ref().map(Brief::of)));
         (o, n)
+    }
+
+    /// Whether inode `ino` has the same bytes in the old view as `n`, its
+    /// decoding in the new one: both views put it at the same place, its
+    /// blocks were inside what the diff compared (below the new view's
+    /// block count and disk end: blocks the overlays hold were compared
+    /// there, and blocks they do not hold are served by the same layers
+    /// in both views), and none of them was found changed.
+    fn same_bytes(&self, ino: u64, n: &Inode) -> bool {
+        let Some(changed) = self.changed else {
+            return false;
+        };
+        let (os, ns) = (self.old.superblock(), self.new.superblock());
+        if os.block_size != ns.block_size || os.inode_size != ns.inode_size {
+            return false;
+        }
+        let bs = ns.block_size;
+        let size = u64::from(ns.inode_size);
+        let (Some(first), Some(last)) = (
+            n.base.checked_div(bs),
+            n.base
+                .checked_add(size)
+                .and_then(|e| e.checked_sub(1))
+                .and_then(|e| e.checked_div(bs)),
+        ) else {
+            return false;
+        };
+        let inside = last < ns.blocks_count
+            && last
+                .checked_add(1)
+                .and_then(|b| b.checked_mul(bs))
+                .is_some_and(|e| e <= self.new.disk().len());
+        inside
+            && self.old.inode_offset(ino).ok() == Some(n.base)
+            && !changed.overlaps(first, last.saturating_sub(first).saturating_add(1))
     }
 
     /// The briefs of inode `ino` as of both views.

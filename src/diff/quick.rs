@@ -69,7 +69,7 @@ pub fn diff_each(
     sorted.add(old, new, &mut layout, changed.blocks.blocks())?;
     // Blocks of the changed inodes (as of either layer) are explained.
     let first_ino = new.superblock().get(sb!("s_first_ino")).max(11);
-    let mut pair = Pair::new(old, new);
+    let mut pair = Pair::with_changed(old, new, &changed.blocks);
     let mut loose = std::mem::take(&mut sorted.loose);
     for &ino in &sorted.inodes {
         explain(&mut pair, ino, &mut loose);

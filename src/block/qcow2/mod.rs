@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use lru::LruCache;
 
+use crate::block::buffer::AlignedBuf;
 use crate::block::storage::Storage;
 use crate::block::{check_range, BlockError, BlockSource, Extent, Status};
 use crate::bytes::{be64, u64_of, us};
@@ -86,7 +87,7 @@ pub struct Qcow2Layer {
     data: Option<Arc<dyn Storage>>,
     /// The internal snapshot this layer reads as, where one was chosen.
     snapshot: Option<snapshot::Snapshot>,
-    l2_cache: Mutex<LruCache<u64, Arc<[u8]>>>,
+    l2_cache: Mutex<LruCache<u64, Arc<AlignedBuf>>>,
     zcache: Mutex<LruCache<u64, Arc<[u8]>>>,
 }
 
@@ -328,7 +329,7 @@ impl Qcow2Layer {
         let mut out: Vec<(u64, u64)> = Vec::new();
         // An entry as compared: the mapping without the copied flag (it
         // only says whether the refcount is 1), and the subcluster bitmap.
-        let entry = |t: &Option<Arc<[u8]>>, j: u64| -> (u64, u64) {
+        let entry = |t: &Option<Arc<AlignedBuf>>, j: u64| -> (u64, u64) {
             let Some(t) = t.as_ref() else {
                 return (0, 0);
             };
@@ -483,7 +484,7 @@ impl Qcow2Layer {
         Ok(held)
     }
 
-    fn l2_table(&self, l1_index: u64) -> Result<Option<Arc<[u8]>>, BlockError> {
+    fn l2_table(&self, l1_index: u64) -> Result<Option<Arc<AlignedBuf>>, BlockError> {
         let offset = self.l1.get(l1_index)? & L1E_OFFSET_MASK;
         if offset == 0 {
             return Ok(None);
@@ -531,8 +532,9 @@ impl Qcow2Layer {
             self.storage.prefetch(&ahead);
         }
         // Read straight into the shared table (a walk of a large disk
-        // reads thousands of tables: no second copy of each).
-        let mut table: Arc<[u8]> = std::iter::repeat_n(0u8, us(self.cluster_size)).collect();
+        // reads thousands of tables: no second copy of each), page-aligned:
+        // the kernel copies into an unaligned buffer ~3x slower.
+        let mut table = Arc::new(AlignedBuf::new(us(self.cluster_size)));
         let raw = Arc::get_mut(&mut table).ok_or_else(|| BlockError::Internal {
             what: format!("{}: a new L2 table is shared", self.path),
         })?;

@@ -6,6 +6,7 @@
 //! more clusters are referenced than the file really occupies, and then
 //! reports data clusters whose storage is a hole as "data, reads as zero".
 //! `layerscope map` must do the same to agree with `qemu-img map`.
+use crate::block::buffer::AlignedBuf;
 use crate::block::storage::Storage;
 use crate::bytes::{be64, slice, us};
 
@@ -54,11 +55,12 @@ pub fn detect_metadata_preallocation(
     if table_len > 8 << 20 {
         return false;
     }
-    let mut table = vec![0u8; us(table_len)];
+    // Page-aligned, as the kernel copies into them fastest.
+    let mut table = AlignedBuf::new(us(table_len));
     if storage.read_exact_at(table_offset, &mut table).is_err() {
         return false;
     }
-    let mut block = vec![0u8; us(cluster_size)];
+    let mut block = AlignedBuf::new(us(cluster_size));
     let mut loaded: Option<u64> = None;
     let mut count = 0u64;
     let mut cluster = 0u64;

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use superblock::{sb, Compat, Incompat};
 
 use crate::block::cache::BlockCache;
-use crate::block::BlockSource;
+use crate::block::{BlockError, BlockSource};
 use crate::bytes::{u64_of, us};
 
 pub mod ahead;
@@ -255,6 +255,24 @@ impl Ext4 {
         Ok(())
     }
 
+    /// [`Ext4::block_into`] a page-aligned buffer (made a block long).
+    ///
+    /// # Errors
+    /// As [`Ext4::block`].
+    pub fn block_into_aligned(
+        &self,
+        block: u64,
+        buf: &mut crate::block::buffer::AlignedBuf,
+    ) -> Result<(), FsError> {
+        let at = self.block_offset(block)?;
+        let size = us(self.sb.block_size);
+        if buf.len() != size {
+            *buf = crate::block::buffer::AlignedBuf::new(size);
+        }
+        self.disk.read_direct(at, buf)?;
+        Ok(())
+    }
+
     /// The inode table of `group` and the disk offset of the descriptor
     /// field that names it.
     fn inode_table(&self, group: u64) -> Result<(u64, u64), FsError> {
@@ -311,8 +329,30 @@ impl Ext4 {
     /// `Corrupt` for an inode number out of range or an inode table outside
     /// the disk.
     pub fn inode(&self, ino: u64) -> Result<Inode, FsError> {
+        let inode = self.inode_unchecked(ino)?;
+        Ok(self.checked(inode))
+    }
+
+    /// Inode `ino` decoded from `raw`, its `s_inode_size` bytes as read
+    /// elsewhere (another view of the same disk where the caller knows them
+    /// to be the same), with [`Ext4::inode`]'s checks: what
+    /// [`Ext4::inode`] returns, without reading.
+    ///
+    /// # Errors
+    /// As [`Ext4::inode`]; `Io(Internal)` when `raw` is not an inode's size.
+    pub fn inode_from_raw(&self, ino: u64, raw: &[u8]) -> Result<Inode, FsError> {
+        let offset = self.inode_offset(ino)?;
+        if u64_of(raw.len()) != u64::from(self.sb.inode_size) {
+            return Err(FsError::Io(BlockError::Internal {
+                what: format!("inode {ino}: {} bytes given", raw.len()),
+            }));
+        }
+        Ok(self.checked(Inode::decode(ino, raw, offset)?))
+    }
+
+    /// [`Ext4::inode`]'s checks of a decoded inode (flags, checksum).
+    fn checked(&self, mut inode: Inode) -> Inode {
         let sb = &self.sb;
-        let mut inode = self.inode_unchecked(ino)?;
         let offset = inode.base;
         self.check_flags(&mut inode);
         if sb.has_metadata_csum() {
@@ -328,7 +368,7 @@ impl Ext4 {
             }
             inode.checksum = Some(c);
         }
-        Ok(inode)
+        inode
     }
 
     /// Inode `ino` as [`Ext4::inode`] decodes it, without its checks
