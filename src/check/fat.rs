@@ -18,7 +18,7 @@
 //!
 //! Each problem's structure is the file's path as fsck.fat prints it
 //! (short names, upper case), or the table or sector.
-use super::{Problem, Problems, Progress, Severity, Space};
+use super::{Problem, Problems, Progress, Severity};
 use crate::block::BlockSource;
 use crate::fs::fat::boot::FatType;
 use crate::fs::fat::dir::{self, ShortEntry};
@@ -106,16 +106,14 @@ impl Checker<'_> {
         offset: Option<u64>,
         detail: String,
     ) {
-        let layer = offset.and_then(|o| (self.layer_of)(o));
-        self.out.push(Problem {
+        self.out.push(Problem::in_volume(
+            self.layer_of,
             severity,
             kind,
             structure,
             offset,
-            space: Space::Volume,
-            layer,
             detail,
-        });
+        ));
     }
 
     fn eoc(&self) -> u32 {

@@ -99,6 +99,27 @@ impl Problem {
             detail: detail.into(),
         }
     }
+
+    /// A problem in the filesystem's volume; `layer_of` names the chain
+    /// layer that holds the bad bytes (the filesystem checks share it).
+    pub fn in_volume(
+        layer_of: &dyn Fn(u64) -> Option<usize>,
+        severity: Severity,
+        kind: &'static str,
+        structure: String,
+        offset: Option<u64>,
+        detail: String,
+    ) -> Problem {
+        Problem {
+            severity,
+            kind,
+            structure,
+            offset,
+            space: Space::Volume,
+            layer: offset.and_then(layer_of),
+            detail,
+        }
+    }
 }
 
 /// Problems kept per check at most: a badly damaged image cannot grow the

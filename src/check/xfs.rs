@@ -12,7 +12,7 @@
 //!   free lists').
 //!
 //! Inodes, directories and block maps are not checked yet.
-use super::{Problem, Problems, Progress, Severity, Space};
+use super::{Problem, Problems, Progress, Severity};
 use crate::fs::xfs::Xfs;
 
 /// What an XFS check found besides its problems.
@@ -34,15 +34,14 @@ pub fn check(
     let mut out = Problems::default();
     let mut problem =
         |kind: &'static str, structure: String, offset: Option<u64>, detail: String| {
-            out.push(Problem {
-                severity: Severity::Error,
+            out.push(Problem::in_volume(
+                layer_of,
+                Severity::Error,
                 kind,
                 structure,
                 offset,
-                space: Space::Volume,
-                layer: offset.and_then(layer_of),
                 detail,
-            });
+            ));
         };
     let sb = xfs.superblock();
     let field = |name: &str| {

@@ -535,7 +535,6 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // Each file is blamed and written as the walk finds it: `blame -R`
     // over millions of names keeps one at a time.
     let count = std::cell::Cell::new(0u64);
-    let mut failed: Option<anyhow::Error> = None;
     let blame_one = |ino: u64, path: &[u8], emit: &mut dyn FnMut(&Blame) -> anyhow::Result<()>| {
         bar.step("blaming", count.get(), 0);
         count.set(count.get().saturating_add(1));
@@ -576,22 +575,18 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
     };
     let mut note = |n: String| eprintln!("layerscope: {}", crate::escape::printable(&n));
-    if args.json {
-        use serde::ser::{SerializeSeq, Serializer as _};
-        let mut ser = serde_json::Serializer::with_formatter(
-            &mut *out,
-            crate::escape::json::Escaping(serde_json::ser::PrettyFormatter::new()),
-        );
-        let mut seq = ser.serialize_seq(None)?;
-        let mut emit = |b: &Blame| -> anyhow::Result<()> { Ok(seq.serialize_element(b)?) };
-        blame_one(ino, &arg_path, &mut emit)?;
+    // The argument, then (with -R) every file under it, each handed to
+    // `emit` as it is blamed; the first error `emit` returns stops the walk.
+    let mut blame_all = |emit: &mut dyn FnMut(&Blame) -> anyhow::Result<()>| {
+        blame_one(ino, &arg_path, emit)?;
         if args.recursive {
+            let mut failed: Option<anyhow::Error> = None;
             views.blame_tree(
                 ino,
                 &arg_path,
                 !by_inode,
                 &mut note,
-                &mut |p, b| match each(p, b, &mut emit) {
+                &mut |p, b| match each(p, b, emit) {
                     Ok(()) => ControlFlow::Continue(()),
                     Err(e) => {
                         failed = Some(e);
@@ -599,10 +594,20 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                     }
                 },
             );
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
-        if let Some(e) = failed {
-            return Err(e);
-        }
+        anyhow::Ok(())
+    };
+    if args.json {
+        use serde::ser::{SerializeSeq, Serializer as _};
+        let mut ser = serde_json::Serializer::with_formatter(
+            &mut *out,
+            crate::escape::json::Escaping(serde_json::ser::PrettyFormatter::new()),
+        );
+        let mut seq = ser.serialize_seq(None)?;
+        blame_all(&mut |b: &Blame| Ok(seq.serialize_element(b)?))?;
         seq.end()?;
         writeln!(out)?;
         bar.0.finish_and_clear();
@@ -657,22 +662,7 @@ pub fn blame(args: &BlameArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         out.write_all(line.as_bytes())?;
         Ok(())
     };
-    blame_one(ino, &arg_path, &mut emit)?;
-    if args.recursive {
-        views.blame_tree(
-            ino,
-            &arg_path,
-            !by_inode,
-            &mut note,
-            &mut |p, b| match each(p, b, &mut emit) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(e) => {
-                    failed = Some(e);
-                    ControlFlow::Break(())
-                }
-            },
-        );
-    }
+    let done = blame_all(&mut emit);
     bar.0.finish_and_clear();
-    failed.map_or(Ok(()), Err)
+    done
 }

@@ -707,35 +707,6 @@ impl Qcow2Layer {
         Ok((kind, host))
     }
 
-    /// qemu's recursion into the file for preallocated metadata (block/io.c,
-    /// `BDRV_BLOCK_RECURSE`): data over a hole in the file reads as zero,
-    /// and the answer stops where the file's hole or data run ends. A hole
-    /// that runs to the end of the file, or storage past it, does not
-    /// shorten the answer.
-    fn find_holes(&self, e: &mut Extent, host: u64) -> Result<(), BlockError> {
-        let file_len = self.storage.len();
-        if host >= file_len {
-            e.reads_zero = true;
-            return Ok(());
-        }
-        let run = self
-            .storage
-            .next_run(host)
-            .map_err(|err| BlockError::io(&self.path, "asking for holes", host, err))?;
-        let Some((data, run_end)) = run else {
-            return Ok(());
-        };
-        let in_run = run_end.saturating_sub(host);
-        let at_eof = host.saturating_add(in_run.min(e.len)) >= file_len;
-        if !data && at_eof {
-            e.reads_zero = true;
-        } else {
-            e.len = e.len.min(in_run.max(1));
-            e.reads_zero = !data;
-        }
-        Ok(())
-    }
-
     /// The decompressed bytes of the compressed cluster `descriptor`.
     fn decompressed(&self, descriptor: u64) -> Result<Arc<[u8]>, BlockError> {
         if let Some(c) = self.zcache.lock().map_err(|_| poisoned())?.get(&descriptor) {
@@ -1021,7 +992,14 @@ impl BlockSource for Qcow2Layer {
             && self.metadata_prealloc()
         {
             if let Some(host) = e.host_offset {
-                self.find_holes(&mut e, host)?;
+                // qemu's recursion into the file for preallocated
+                // metadata (`BDRV_BLOCK_RECURSE`), as for the other formats.
+                crate::block::image::recurse_into_file(
+                    self.storage.as_ref(),
+                    &self.path,
+                    &mut e,
+                    host,
+                )?;
             }
         }
         Ok(vec![e])

@@ -20,7 +20,7 @@ use crate::fs::ext::superblock::sb;
 use std::collections::{BTreeMap, HashMap};
 
 use super::bits::Bits;
-use super::{Problem, Problems, Progress, Severity, Space};
+use super::{Problem, Problems, Progress, Severity};
 use crate::block::BlockSource;
 use crate::fs::ext::group_desc::placement;
 use crate::fs::ext::inode::Inode;
@@ -177,16 +177,14 @@ impl Checker<'_> {
         offset: Option<u64>,
         detail: String,
     ) {
-        let layer = offset.and_then(|o| (self.layer_of)(o));
-        self.out.push(Problem {
+        self.out.push(Problem::in_volume(
+            self.layer_of,
             severity,
             kind,
             structure,
             offset,
-            space: Space::Volume,
-            layer,
             detail,
-        });
+        ));
     }
 
     /// Records a decoder's error about `structure`: a checksum mismatch
