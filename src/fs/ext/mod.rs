@@ -238,24 +238,14 @@ impl Ext4 {
     /// # Errors
     /// `Corrupt` for a block past the end of the filesystem or disk.
     pub fn block(&self, block: u64) -> Result<Vec<u8>, FsError> {
-        let mut buf = Vec::new();
-        self.block_into(block, &mut buf)?;
+        let at = self.block_offset(block)?;
+        let mut buf = vec![0; us(self.sb.block_size)];
+        self.disk.read_direct(at, &mut buf)?;
         Ok(buf)
     }
 
-    /// [`Ext4::block`], read into `buf` (kept between blocks: a walk
-    /// reads every directory's blocks).
-    ///
-    /// # Errors
-    /// As [`Ext4::block`].
-    pub fn block_into(&self, block: u64, buf: &mut Vec<u8>) -> Result<(), FsError> {
-        let at = self.block_offset(block)?;
-        buf.resize(us(self.sb.block_size), 0);
-        self.disk.read_direct(at, buf)?;
-        Ok(())
-    }
-
-    /// [`Ext4::block_into`] a page-aligned buffer (made a block long).
+    /// [`Ext4::block`], read into a page-aligned buffer kept between
+    /// blocks (made a block long): a walk reads every directory's blocks.
     ///
     /// # Errors
     /// As [`Ext4::block`].
