@@ -14,7 +14,7 @@ use super::ImageArgs;
 use crate::block::probe::Format;
 use crate::check::{self, Problem, Problems, Progress, Severity};
 
-/// Arguments of `check`.
+// Arguments of `check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]

@@ -16,7 +16,7 @@ use crate::fs::Filesystem;
 use crate::volume::{Geometry, VolumeSource};
 use std::ops::ControlFlow;
 
-/// Arguments of `diff`.
+// Arguments of `diff`.
 #[derive(Debug, Args)]
 pub struct DiffArgs {
     #[command(flatten)]
@@ -70,7 +70,7 @@ pub struct DiffArgs {
     pub replay: super::ReplayArgs,
 }
 
-/// Arguments of `blame`.
+// Arguments of `blame`.
 #[derive(Debug, Args)]
 pub struct BlameArgs {
     #[command(flatten)]

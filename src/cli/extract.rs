@@ -31,7 +31,7 @@ use serde_json::json;
 use super::FsArgs;
 use crate::fs::{FileType, Filesystem, Metadata, NodeId};
 
-/// Arguments of `extract`.
+// Arguments of `extract`.
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
     #[command(flatten)]

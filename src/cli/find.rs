@@ -23,7 +23,7 @@ use super::walk::{walk_views, ViewsVisit};
 use super::FsArgs;
 use crate::fs::{FileType, Filesystem, Metadata};
 
-/// Arguments of `find`.
+// Arguments of `find`.
 #[derive(Debug, Args)]
 pub struct FindArgs {
     #[command(flatten)]

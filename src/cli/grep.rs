@@ -33,7 +33,7 @@ use crate::bytes::{u64_of, us};
 use crate::fs::{FileType, Filesystem, NodeId, Run, RunKind};
 use crate::volume::Geometry;
 
-/// Arguments of `grep`.
+// Arguments of `grep`.
 #[derive(Debug, Args)]
 pub struct GrepArgs {
     #[command(flatten)]

@@ -27,7 +27,7 @@ use crate::fs::ext::jbd2::{blocktype, feature, Outcome, MAGIC};
 use crate::fs::ext::superblock::{sb, Incompat};
 use crate::fs::ext::Ext4;
 
-/// Arguments of `journal`.
+// Arguments of `journal`.
 #[derive(Debug, Args)]
 pub struct JournalArgs {
     #[command(flatten)]

@@ -15,7 +15,7 @@ use super::walk::walk;
 use super::FsArgs;
 use crate::fs::{Filesystem, NodeId, RunKind};
 
-/// Arguments of `path`.
+// Arguments of `path`.
 #[derive(Debug, Args)]
 pub struct PathLookupArgs {
     #[command(flatten)]
@@ -25,7 +25,7 @@ pub struct PathLookupArgs {
     pub inodes: Vec<NodeId>,
 }
 
-/// Arguments of `owner`.
+// Arguments of `owner`.
 #[derive(Debug, Args)]
 pub struct OwnerArgs {
     #[command(flatten)]

@@ -6,7 +6,7 @@ use clap::{Args, CommandFactory};
 
 use super::Cli;
 
-/// Arguments of `completions`.
+// Arguments of `completions`.
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell.
@@ -14,7 +14,7 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
-/// Arguments of `man`.
+// Arguments of `man`.
 #[derive(Debug, Args)]
 pub struct ManArgs {
     /// A command's page instead of the main one (`layerscope man ls`

@@ -13,7 +13,7 @@ use super::walk::walk;
 use super::FsArgs;
 use crate::fs::{FileType, Filesystem, Metadata, Timestamp};
 
-/// Arguments of `timeline`.
+// Arguments of `timeline`.
 #[derive(Debug, Args)]
 pub struct TimelineArgs {
     #[command(flatten)]

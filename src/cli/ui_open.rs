@@ -7,8 +7,8 @@ use clap::Args;
 use super::{Format, ImageArgs, RemoteArgs};
 use crate::block::chain::Chain;
 
-/// ImageArgs without the image (the UI's is optional: the demo chain),
-/// and `--bitmap`.
+// ImageArgs without the image (the UI's is optional: the demo chain),
+// and `--bitmap`.
 #[derive(Debug, Default, Args)]
 pub struct UiOpenArgs {
     /// Format of IMAGE (default: detect).

@@ -13,7 +13,7 @@ use crate::block::BlockSource;
 use crate::volume::layers::{shares, Shares};
 use crate::volume::{Role, Volume, VolumeTree};
 
-/// Arguments of `volumes`.
+// Arguments of `volumes`.
 #[derive(Debug, clap::Args)]
 pub struct VolumesArgs {
     #[command(flatten)]
