@@ -477,6 +477,48 @@ pub fn check(
         clusters: boot.cluster_count,
         ..Summary::default()
     };
+    // Only what the volume holds: the first FAT must lie within it (its
+    // entries are what the check reads and keeps, one word per cluster),
+    // and no more clusters are checked than it has entries for. A boot
+    // sector claiming 32 million clusters on an 84-byte volume would
+    // otherwise cost 256 MB and seconds of reading zeros.
+    let volume = crate::fs::Filesystem::source(fat).len();
+    let fat_bytes = boot.fat_sectors.saturating_mul(boot.bytes_per_sector);
+    let fat_end = boot.fat_offset.saturating_add(fat_bytes);
+    if fat_end > volume {
+        c.problem(
+            Severity::Error,
+            "fat-past-volume",
+            "FAT".into(),
+            Some(boot.fat_offset),
+            format!(
+                "the first FAT (bytes {:#x}-{:#x}) lies past the end of the volume ({volume} bytes): not checked",
+                boot.fat_offset,
+                fat_end.saturating_sub(1)
+            ),
+        );
+        return (c.out, summary);
+    }
+    let bits = match boot.fat_type {
+        FatType::Fat12 => 12,
+        FatType::Fat16 => 16,
+        FatType::Fat32 => 32,
+    };
+    let entries = fat_bytes.saturating_mul(8).checked_div(bits).unwrap_or(0);
+    let held = entries.saturating_sub(2);
+    if u64::from(c.clusters) > held {
+        c.problem(
+            Severity::Error,
+            "fat-too-small",
+            "FAT".into(),
+            Some(boot.fat_offset),
+            format!(
+                "{} clusters, but the FAT ({fat_bytes} bytes) has entries for {held}: only those are checked",
+                boot.cluster_count
+            ),
+        );
+        c.clusters = u32::try_from(held).unwrap_or(0);
+    }
     if boot.cluster_count > MAX_CLUSTERS {
         c.problem(
             Severity::Leak,

@@ -122,14 +122,22 @@ pub(super) struct Scratch {
 /// multiple of the page size, so the read area stays aligned.
 const CARRY: usize = MAX_LINE;
 
+/// Content no larger than this may be held in the node itself (inline
+/// data, XFS local format: at most a block or an inode).
+const INLINE_MAX: u64 = 64 * 1024;
+
 /// The file's data on disk, `(start, end)` in file bytes, in order, when
-/// it has holes (or unwritten extents): `None` when it has none, or its
-/// content is not in runs (inline data), or the runs cannot be had.
+/// it has holes (or unwritten extents): `None` when its content is not in
+/// runs (inline data) or the runs cannot be had, for a file small enough
+/// to read whole. Where the map is lost or unreadable, the data found is
+/// all there is to read: the rest counts as holes, so the cost follows
+/// the map, not the size the inode claims (a damaged inode may claim
+/// 2^63 bytes).
 fn data_ranges(fs: &dyn Filesystem, node: NodeId, size: u64) -> Option<Vec<(u64, u64)>> {
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     let mut problems = Vec::new();
     let mut any_content = false;
-    fs.runs(node, &mut problems, &mut |r| {
+    let mapped = fs.runs(node, &mut problems, &mut |r| {
         if r.kind.is_content() {
             any_content = true;
         }
@@ -137,9 +145,8 @@ fn data_ranges(fs: &dyn Filesystem, node: NodeId, size: u64) -> Option<Vec<(u64,
             ranges.push((r.logical, r.logical.saturating_add(r.len).min(size)));
         }
         ControlFlow::Continue(())
-    })
-    .ok()?;
-    if !any_content || problems.iter().any(|p| p.lost) {
+    });
+    if (mapped.is_err() || !any_content) && size <= INLINE_MAX {
         return None;
     }
     ranges.sort_unstable();
