@@ -207,9 +207,34 @@ impl BlockCache {
         Some(Shared { chunk, start, len })
     }
 
-    /// Reads `[offset, offset + buf.len())` from the page store when it
-    /// is there, else straight from the source without caching it (what
-    /// a one-off block read such as a directory block wants).
+    /// Whether [`BlockCache::peek`] would fill `[offset, offset + len)`
+    /// from what is held (the page store, or one cached chunk), without
+    /// copying it: reading it costs no request.
+    ///
+    /// # Errors
+    /// A poisoned lock.
+    pub fn holds(&self, offset: u64, len: u64) -> Result<bool, BlockError> {
+        if len == 0 {
+            return Ok(true);
+        }
+        let Some(last) = offset.checked_add(len).and_then(|e| e.checked_sub(1)) else {
+            return Ok(false);
+        };
+        if self.has_pages.load(Ordering::Relaxed) {
+            let pages = self.lock_pages()?;
+            if (offset / PAGE..=last / PAGE).all(|i| pages.contains(&i)) {
+                return Ok(true);
+            }
+        }
+        let index = offset / CHUNK;
+        Ok(last / CHUNK == index && self.lock()?.contains(&index))
+    }
+
+    /// Reads `[offset, offset + buf.len())` from what is held (the page
+    /// store, or a cached chunk that holds all of it), else straight
+    /// from the source without caching it (what a one-off block read
+    /// such as a directory block wants). A page [`BlockCache::prefetch`]
+    /// passed over because its chunk was cached is then not asked again.
     ///
     /// # Errors
     /// As [`BlockSource::read_at`].
@@ -220,7 +245,7 @@ impl BlockCache {
             offset,
             u64_of(buf.len()),
         )?;
-        if self.serve_pages(offset, buf)? {
+        if self.peek(offset, buf)? {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }

@@ -51,10 +51,13 @@ impl Ahead {
 
     /// Called once before a walk from `start`: when that is the root,
     /// the filesystem fetches every directory ahead where it can find
-    /// them without walking ([`Filesystem::prefetch_all_dirs`]).
+    /// them without walking ([`Filesystem::prefetch_all_dirs`]); those
+    /// it holds then are listed without looking ahead again (which
+    /// listed every directory of the tree a second time to find the
+    /// levels below it).
     pub(super) fn whole_tree(&mut self, fs: &dyn Filesystem, start: NodeId) {
         if self.on && start == fs.root() {
-            fs.prefetch_all_dirs();
+            self.warm.extend(fs.prefetch_all_dirs());
         }
     }
 

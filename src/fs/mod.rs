@@ -271,10 +271,11 @@ pub trait Filesystem: Send + Sync {
     /// A hint: every directory will be listed soon (a walk of the whole
     /// tree). A filesystem on a remote disk that can find its
     /// directories without walking them (ext's inode tables) fetches
-    /// them all ahead at once; true when it did. Errors are left for
-    /// the listing to meet.
-    fn prefetch_all_dirs(&self) -> bool {
-        false
+    /// them all ahead at once; it returns the directories whose listing
+    /// it now holds (a walk need not fetch ahead for those again), none
+    /// when it did nothing. Errors are left for the listing to meet.
+    fn prefetch_all_dirs(&self) -> Vec<NodeId> {
+        Vec::new()
     }
 
     /// A hint: the metadata of `nodes` will be read soon (a listing's

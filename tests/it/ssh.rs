@@ -134,7 +134,20 @@ impl Sshd {
 
     /// The per-connection sshd processes (children of ours) alive.
     pub fn sessions(&self) -> usize {
-        children_of(self.child.id()).len()
+        self.session_pids().len()
+    }
+
+    /// Their process ids, sorted: one per TCP connection, the same for as
+    /// long as the connection lives.
+    pub fn session_pids(&self) -> Vec<u32> {
+        let mut pids = children_of(self.child.id());
+        pids.sort_unstable();
+        pids
+    }
+
+    /// The ssh client configuration file (`-F`) of [`Sshd::command`].
+    pub fn client_config(&self) -> PathBuf {
+        self._dir.path().join("ssh_config")
     }
 
     /// Kills the per-connection sshd processes (children of ours): every
@@ -203,10 +216,16 @@ fn children_of(pid: u32) -> Vec<u32> {
 
 /// Runs layerscope with LAYERSCOPE_SSH_COMMAND set.
 pub(crate) fn ls_ssh(sshd: &Sshd, cwd: &Path, args: &[&str]) -> Run {
+    ls_ssh_env(sshd, cwd, args, &[])
+}
+
+/// [`ls_ssh`] with more environment variables.
+pub(crate) fn ls_ssh_env(sshd: &Sshd, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_layerscope"))
         .args(args)
         .current_dir(cwd)
         .env("LAYERSCOPE_SSH_COMMAND", &sshd.command)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("running layerscope");

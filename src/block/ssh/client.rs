@@ -31,6 +31,10 @@ pub struct Options {
     /// A command line replacing `ssh` (run by `sh -c` with ssh's arguments
     /// after it). Default: `$LAYERSCOPE_SSH_COMMAND`.
     pub ssh_command: Option<String>,
+    /// Seconds the connection is kept for the next command after this
+    /// one ends, shared through ssh's ControlMaster (0: not shared; see
+    /// [`super::share`]). Default: `$LAYERSCOPE_SSH_SHARE`, else 60.
+    pub share_seconds: u32,
 }
 
 impl Default for Options {
@@ -43,6 +47,7 @@ impl Default for Options {
             ssh_command: std::env::var(super::uri::SSH_COMMAND_ENV)
                 .ok()
                 .filter(|c| !c.trim().is_empty()),
+            share_seconds: super::share::persist_from_env(),
         }
     }
 }

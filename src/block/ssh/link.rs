@@ -157,7 +157,14 @@ impl Link {
         stats: Arc<Stats>,
     ) -> io::Result<Link> {
         let timeout = opts.connect_timeout;
-        let mut cmd = uri.command(opts.ssh_command.as_deref(), batch);
+        // A reconnection goes around a shared master: the master's own
+        // connection may be what broke.
+        let sharing = if batch {
+            None
+        } else {
+            uri.sharing(opts.ssh_command.as_deref(), opts.share_seconds)
+        };
+        let mut cmd = uri.command(opts.ssh_command.as_deref(), batch, sharing.as_ref());
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -26,6 +26,7 @@
 pub mod client;
 pub mod link;
 pub mod proto;
+pub mod share;
 pub mod storage;
 pub mod uri;
 

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::process::Command;
 
+use super::share::{self, Sharing};
 use crate::block::percent;
 
 /// Where the images are: a host as `ssh` names it, and a path there.
@@ -114,9 +115,11 @@ impl SshUri {
     /// runs `GIT_SSH_COMMAND`; run directly, split at blanks, when it holds
     /// nothing the shell would read otherwise: see [`plain_words`]) with
     /// the options of OpenSSH's `sftp` client (no forwarding of X11, agent
-    /// or ports, no local command), `-p`, `-l`, and `-s HOST sftp`. `batch` adds `BatchMode=yes`, for reconnections
-    /// in the middle of a session, which must not prompt.
-    pub fn command(&self, custom: Option<&str>, batch: bool) -> Command {
+    /// or ports, no local command), `-p`, `-l`, and `-s HOST sftp`.
+    /// `batch` adds `BatchMode=yes`, for reconnections in the middle of a
+    /// session, which must not prompt. `sharing` adds the options of a
+    /// shared connection ([`super::share`]).
+    pub fn command(&self, custom: Option<&str>, batch: bool, sharing: Option<&Sharing>) -> Command {
         let custom = custom.filter(|c| !c.trim().is_empty());
         let mut cmd = match (custom, custom.and_then(plain_words)) {
             (_, Some(words)) => {
@@ -143,6 +146,9 @@ impl SshUri {
         if batch {
             cmd.arg("-o").arg("BatchMode=yes");
         }
+        if let Some(s) = sharing {
+            cmd.args(s.options());
+        }
         if let Some(p) = self.port {
             cmd.arg("-p").arg(p.to_string());
         }
@@ -151,6 +157,19 @@ impl SshUri {
         }
         cmd.arg("-s").arg("--").arg(&self.host).arg("sftp");
         cmd
+    }
+}
+
+impl SshUri {
+    /// The connection sharing for the ssh command `custom` (normally
+    /// `$LAYERSCOPE_SSH_COMMAND`; `None`: `ssh`) keeping the connection
+    /// `persist` seconds: only for `ssh` run directly (see
+    /// [`super::share`]).
+    pub fn sharing(&self, custom: Option<&str>, persist: u32) -> Option<Sharing> {
+        match custom.filter(|c| !c.trim().is_empty()) {
+            None => share::sharing(self, None, persist),
+            Some(c) => share::sharing(self, Some(&plain_words(c)?), persist),
+        }
     }
 }
 
@@ -206,7 +225,7 @@ mod tests {
     #[test]
     fn the_command_line_ends_with_the_subsystem() {
         let u = SshUri::parse("ssh://bob@h:2200/x").unwrap();
-        let cmd = u.command(Some("ssh -F /dev/null"), true);
+        let cmd = u.command(Some("ssh -F /dev/null"), true, None);
         let args: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -234,7 +253,7 @@ mod tests {
             "FOO=1 ssh",
             "ssh -v # debug",
         ] {
-            let cmd = u.command(Some(custom), false);
+            let cmd = u.command(Some(custom), false, None);
             assert_eq!(cmd.get_program(), "sh", "{custom}");
             let args: Vec<String> = cmd
                 .get_args()

@@ -104,33 +104,50 @@ impl Ext4 {
     /// batch, then, for every inode there that is a live directory, what
     /// listing it reads ([`Ext4::prefetch_dirs`]: map blocks, then all
     /// the directory blocks in one batch). A walk then pays the round
-    /// trips of three batches, not a few per level of the tree. False,
-    /// having done nothing, for a local disk or when the tables are too
-    /// large to fetch ahead ([`Ext4::itables_in_use`]); the walk then
-    /// fetches level by level. Directory blocks past one batch's bound
-    /// are left for the walk. Inodes are taken as they are on the disk:
-    /// a damaged one is passed over here and met by the listing.
+    /// trips of three batches, not a few per level of the tree. Returns
+    /// the directories whose listing is now held (inode, map and blocks):
+    /// listing them costs no request, and the walk need not look ahead
+    /// under them again. Empty, having done nothing, for a local disk or
+    /// when the tables are too large to fetch ahead
+    /// ([`Ext4::itables_in_use`]); the walk then fetches level by level.
+    /// Directory blocks past one batch's bound are left for the walk.
+    /// Inodes are taken as they are on the disk: a damaged one is passed
+    /// over here and met by the listing.
     ///
     /// # Errors
     /// I/O errors of the batches.
-    pub fn prefetch_all_dirs(&self) -> Result<bool, FsError> {
+    pub fn prefetch_all_dirs(&self) -> Result<Vec<u64>, FsError> {
         use crate::block::BlockSource;
         if !self.disk.remote() {
-            return Ok(false);
+            return Ok(Vec::new());
         }
         let tables = self.itables_by_group();
         if tables.is_empty() {
-            return Ok(false);
+            return Ok(Vec::new());
         }
         self.itables_ahead.store(true, Ordering::Relaxed);
         let ranges: Vec<(u64, u64)> = tables.iter().map(|&(_, at, len)| (at, len)).collect();
         self.disk.prefetch(&ranges)?;
+        let dirs = self.live_dirs(&tables)?;
+        Ok(self.prefetch_dirs(&dirs)?.unwrap_or_default())
+    }
+
+    /// The live directories among the in-use inodes of `tables` (group,
+    /// disk offset, bytes), read from what is held: a table at a time
+    /// (one copy of its bytes, not one lookup per inode), an inode at a
+    /// time where a table is not all held.
+    fn live_dirs(&self, tables: &[(u64, u64, u64)]) -> Result<Vec<u64>, FsError> {
         let isize = u64::from(self.sb.inode_size);
         let ipg = u64::from(self.sb.inodes_per_group);
+        let mut table: Vec<u8> = Vec::new();
         let mut raw = vec![0u8; crate::bytes::us(isize)];
         let mut dirs = Vec::new();
-        for &(g, at, len) in &tables {
-            for i in 0..len.checked_div(isize).unwrap_or(0) {
+        for &(g, at, len) in tables {
+            table.clear();
+            table.resize(crate::bytes::us(len), 0);
+            let whole = self.disk.peek(at, &mut table)?;
+            let slots = len.checked_div(isize).unwrap_or(0);
+            for (i, slot) in (0..slots).zip(table.chunks_exact(crate::bytes::us(isize).max(1))) {
                 let Some(ino) = g
                     .checked_mul(ipg)
                     .and_then(|n| n.checked_add(i))
@@ -138,13 +155,18 @@ impl Ext4 {
                 else {
                     continue;
                 };
-                let here = at.saturating_add(i.saturating_mul(isize));
-                if self.disk.peek(here, &mut raw)? && live_dir(&raw) {
+                let live = if whole {
+                    live_dir(slot)
+                } else {
+                    let here = at.saturating_add(i.saturating_mul(isize));
+                    self.disk.peek(here, &mut raw)? && live_dir(&raw)
+                };
+                if live {
                     dirs.push(ino);
                 }
             }
         }
-        self.prefetch_dirs(&dirs)
+        Ok(dirs)
     }
 
     /// Fetches ahead what listing the directories `dirs` will read, when
@@ -157,15 +179,17 @@ impl Ext4 {
     /// bytes), a step with nothing to fetch costing no round trip. The
     /// first batch also fetches the in-use inode tables
     /// ([`Ext4::with_itables`]): the inodes of the levels below are then
-    /// held. Returns false, having done nothing, for a local disk.
-    /// Damage is not reported here: the listing itself meets it.
+    /// held. Returns the directories whose listing is then held (their
+    /// inode, map and blocks; see [`Ext4::prefetch_all_dirs`]); `None`,
+    /// having done nothing, for a local disk. Damage is not reported
+    /// here: the listing itself meets it.
     ///
     /// # Errors
     /// I/O errors of the batches.
-    pub fn prefetch_dirs(&self, dirs: &[u64]) -> Result<bool, FsError> {
+    pub fn prefetch_dirs(&self, dirs: &[u64]) -> Result<Option<Vec<u64>>, FsError> {
         use crate::block::BlockSource;
         if !self.disk.remote() {
-            return Ok(false);
+            return Ok(None);
         }
         let isize = u64::from(self.sb.inode_size);
         let wanted: Vec<(u64, u64)> = dirs
@@ -187,6 +211,10 @@ impl Ext4 {
         // next round goes one level deeper. A map still incomplete after
         // the last round is left for the listing.
         let mut left: Vec<&super::inode::Inode> = inodes.iter().collect();
+        // Each directory whose map was complete, with where its blocks
+        // start in `planned`: what is checked for being held at the end.
+        let mut mapped: Vec<(u64, u64, usize)> = Vec::new();
+        let mut planned: Vec<(u64, u64)> = Vec::new();
         for _ in 0..=MAP_LEVELS {
             let mut missing: Vec<(u64, u64)> = Vec::new();
             let mut blocks: Vec<(u64, u64)> = Vec::new();
@@ -212,7 +240,10 @@ impl Ext4 {
                     };
                 }
                 if missing.len() == before {
+                    let from = blocks.len();
                     self.dir_blocks(inode, &mut blocks);
+                    mapped.push((inode.ino, inode.base, planned.len()));
+                    planned.extend(blocks.get(from..).unwrap_or_default());
                 } else {
                     incomplete.push(inode);
                 }
@@ -231,7 +262,42 @@ impl Ext4 {
                 break;
             }
         }
-        Ok(true)
+        self.held_dirs(&mapped, &planned).map(Some)
+    }
+
+    /// The directories of `mapped` (inode number, inode's disk offset,
+    /// start of its blocks in `planned`) whose inode and every block are
+    /// held, block by block as the listing reads them.
+    fn held_dirs(
+        &self,
+        mapped: &[(u64, u64, usize)],
+        planned: &[(u64, u64)],
+    ) -> Result<Vec<u64>, FsError> {
+        let bs = self.sb.block_size;
+        let isize = u64::from(self.sb.inode_size);
+        let mut held = Vec::with_capacity(mapped.len());
+        let ends = mapped
+            .iter()
+            .skip(1)
+            .map(|m| m.2)
+            .chain(std::iter::once(planned.len()));
+        'dirs: for (&(ino, base, from), to) in mapped.iter().zip(ends) {
+            if !self.disk.holds(base, isize)? {
+                continue;
+            }
+            for &(at, len) in planned.get(from..to).unwrap_or_default() {
+                let mut pos = at;
+                let end = at.saturating_add(len);
+                while pos < end {
+                    if !self.disk.holds(pos, bs.min(end.saturating_sub(pos)))? {
+                        continue 'dirs;
+                    }
+                    pos = pos.saturating_add(bs.max(1));
+                }
+            }
+            held.push(ino);
+        }
+        Ok(held)
     }
 }
 

@@ -473,19 +473,19 @@ impl Filesystem for Ext4 {
         }
     }
 
-    fn prefetch_all_dirs(&self) -> bool {
+    fn prefetch_all_dirs(&self) -> Vec<NodeId> {
         match Ext4::prefetch_all_dirs(self) {
-            Ok(did) => did,
+            Ok(held) => held,
             Err(e) => {
                 tracing::debug!("prefetch: {e}");
-                false
+                Vec::new()
             }
         }
     }
 
     fn prefetch_dirs(&self, dirs: &[NodeId]) -> bool {
         match Ext4::prefetch_dirs(self, dirs) {
-            Ok(did) => did,
+            Ok(did) => did.is_some(),
             Err(e) => {
                 tracing::debug!("prefetch: {e}");
                 false
