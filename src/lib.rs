@@ -52,6 +52,7 @@ pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod layout;
+mod lazy_lru;
 pub mod ui;
 pub mod units;
 pub mod volume;

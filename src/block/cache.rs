@@ -14,7 +14,6 @@
         clippy::as_conversions
     )
 )]
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -100,9 +99,7 @@ impl BlockCache {
         let slots = us((capacity_bytes / CHUNK).max(MAX_WINDOW * 2));
         BlockCache {
             inner,
-            chunks: Mutex::new(LruCache::new(
-                NonZeroUsize::new(slots).unwrap_or(NonZeroUsize::MIN),
-            )),
+            chunks: Mutex::new(crate::lazy_lru::bounded(slots)),
             spare: Mutex::new(Vec::new()),
             capacity_bytes: u64_of(slots).saturating_mul(CHUNK),
             next_expected: AtomicU64::new(u64::MAX),
@@ -110,9 +107,7 @@ impl BlockCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             readahead: AtomicU64::new(0),
-            pages: Mutex::new(LruCache::new(
-                NonZeroUsize::new(us(PAGE_STORE / PAGE)).unwrap_or(NonZeroUsize::MIN),
-            )),
+            pages: Mutex::new(crate::lazy_lru::bounded(us(PAGE_STORE / PAGE))),
             has_pages: std::sync::atomic::AtomicBool::new(false),
             prefetched: AtomicU64::new(0),
         }

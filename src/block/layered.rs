@@ -146,10 +146,14 @@ impl LayeredReader {
 
     /// The pieces layer `index` serves, read in one batch.
     fn read_layer(&self, index: usize, pieces: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
+        let layer = self.layer(index)?;
         match pieces {
             [] => Ok(()),
-            [(pos, piece)] => self.layer(index)?.read_at(*pos, piece),
-            many => self.layer(index)?.read_many(many),
+            // A remote layer reads even one piece as a batch: a long
+            // range fetched ahead (inode tables) is then sent as a batch
+            // is (few large requests at once), not as a bulk read.
+            [(pos, piece)] if !layer.remote() => layer.read_at(*pos, piece),
+            many => layer.read_many(many),
         }
     }
 

@@ -16,7 +16,6 @@
     )
 )]
 use std::io;
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -47,9 +46,7 @@ impl ChunkCache {
     pub fn new(bytes: u64) -> ChunkCache {
         let slots = usize::try_from((bytes / CHUNK).max(16)).unwrap_or(16);
         ChunkCache {
-            chunks: Mutex::new(LruCache::new(
-                NonZeroUsize::new(slots).unwrap_or(NonZeroUsize::MIN),
-            )),
+            chunks: Mutex::new(crate::lazy_lru::bounded(slots)),
             slots,
             next_file: AtomicU64::new(0),
             hits: AtomicU64::new(0),

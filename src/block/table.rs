@@ -11,7 +11,6 @@
     clippy::indexing_slicing,
     clippy::as_conversions
 )]
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -99,9 +98,7 @@ impl Table {
             offset,
             entries,
             entry,
-            pages: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CACHED_PAGES).unwrap_or(NonZeroUsize::MIN),
-            )),
+            pages: Mutex::new(crate::lazy_lru::bounded(CACHED_PAGES)),
         })
     }
 

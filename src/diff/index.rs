@@ -8,9 +8,11 @@
 //! a file next to its directory.
 use crate::fs::ext::superblock::{sb, Incompat, RoCompat};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::ControlFlow;
 
 use crate::block::BlockSource;
 use crate::fs::ext::inode::Inode;
+use crate::fs::ext::tree::MAX_ENTRIES;
 use crate::fs::ext::{Ext4, FsError};
 
 use super::blocks::BlockSet;
@@ -334,30 +336,46 @@ impl<'a> Paths<'a> {
                 continue;
             }
             let fs = self.fs;
-            let mut dirs = Vec::new();
-            for_each_inode(fs, g, &mut |i| {
-                if i.is_dir() {
-                    dirs.push(i);
+            let (named, listed) = (&mut self.named, &mut self.listed);
+            // Each directory is listed as the table walk meets it, its
+            // entries streamed (no list of the group's directories, each
+            // a whole inode, nor of each one's entries): what `list_dir`
+            // gives, and a directory that cannot be read to its end
+            // names nothing, as when it was listed whole.
+            let mut problems = Vec::new();
+            let mut mine = Vec::new();
+            for_each_inode(fs, g, &mut |d| {
+                if !d.is_dir() {
+                    return Ok(());
                 }
-                Ok(())
-            })?;
-            for d in dirs {
-                if self.named.insert(d.ino) {
-                    self.listed = self.listed.saturating_add(1);
+                if named.insert(d.ino) {
+                    *listed = listed.saturating_add(1);
                 }
-                let Ok(listing) = fs.list_dir(&d) else {
-                    continue;
-                };
-                for e in listing.entries {
+                mine.clear();
+                let mut entries = 0usize;
+                let listing = fs.for_each_entry(&d, &mut problems, &mut |e| {
                     let ino = u64::from(e.inode);
                     if targets.contains_key(&ino) && !e.is_dot_or_dotdot() {
+                        mine.push((ino, e.name));
+                    }
+                    entries = entries.saturating_add(1);
+                    if entries > MAX_ENTRIES {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+                problems.clear();
+                if listing.is_ok() {
+                    for (ino, name) in mine.drain(..) {
                         let v = found.entry(ino).or_default();
-                        if !v.iter().any(|(p, n)| *p == d.ino && *n == e.name) {
-                            v.push((d.ino, e.name));
+                        if !v.iter().any(|(p, n)| *p == d.ino && *n == name) {
+                            v.push((d.ino, name));
                         }
                     }
                 }
-            }
+                Ok(())
+            })?;
         }
         let mut out = HashMap::new();
         for (ino, names) in found {

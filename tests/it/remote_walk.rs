@@ -385,12 +385,13 @@ fn read_many_over_nbd_equals_the_file() {
     assert!(conns.len() > 1, "one connection: {conns:?}");
 }
 
-/// One long range in a batch is as many requests as the server's block
-/// size makes it, and they are spread over the connections like many
-/// short ranges (a filesystem's inode tables fetched ahead): the log
-/// shows its reads on more than one connection; the bytes equal the file.
+/// One long range in a batch (a filesystem's inode tables fetched
+/// ahead) is a few large requests, all in one round on one connection:
+/// nbdkit's log shows 4 reads of 2 MiB for an 8 MiB range (32 of 256 KiB
+/// before, spread over 4 connections that first had to shake hands), all
+/// outstanding together; the bytes equal the file.
 #[test]
-fn a_long_range_in_a_batch_is_spread_over_connections() {
+fn a_long_range_in_a_batch_is_a_few_requests_in_one_round() {
     if !need("nbdkit") {
         return;
     }
@@ -403,7 +404,20 @@ fn a_long_range_in_a_batch_is_spread_over_connections() {
     let sock = dir.join("long.sock");
     let log = dir.join("long.log");
     let logfile = format!("logfile={}", log.display());
-    let server = nbdkit(dir, &sock, &["--filter=log", "file", "disk.raw", &logfile]);
+    // A delay on each read: requests sent one round after another
+    // would not be outstanding together in the log.
+    let server = nbdkit(
+        dir,
+        &sock,
+        &[
+            "--filter=log",
+            "--filter=delay",
+            "file",
+            "disk.raw",
+            &logfile,
+            "rdelay=20ms",
+        ],
+    );
     let client =
         NbdClient::connect(NbdUri::parse(&uri(&sock)).unwrap(), Options::default()).unwrap();
     let mut buf = vec![0u8; 8 << 20];
@@ -414,12 +428,16 @@ fn a_long_range_in_a_batch_is_spread_over_connections() {
     drop(client);
     drop(server);
     let text = std::fs::read_to_string(&log).unwrap();
+    let reads = read_requests(&text);
+    let want: Vec<(u64, u64)> = (0..4).map(|i| ((1 + 2 * i) << 20, 2 << 20)).collect();
+    assert_eq!(reads, want, "the range's requests");
+    assert_eq!(max_reads_in_flight(&text), 4, "not in one round");
     let conns: BTreeSet<&str> = text
         .lines()
         .filter(|l| l.contains(" Read id="))
         .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("connection=")))
         .collect();
-    assert!(conns.len() > 1, "one connection: {conns:?}");
+    assert_eq!(conns.len(), 1, "{conns:?}");
 }
 
 /// A server that stops answering in the middle of a batch: the batch

@@ -16,7 +16,6 @@
         clippy::as_conversions
     )
 )]
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -32,6 +31,9 @@ const LOCAL_SLICE: u64 = 512;
 const REMOTE_SLICE: u64 = 8192;
 /// Bytes of decoded slices each layer keeps.
 const CACHE_BYTES: u64 = 1 << 20;
+/// Most bytes of the table one read fetches when lookups walk it in
+/// order: a 16 TiB disk's 256 KiB table in a few reads, not 64.
+const AHEAD_BYTES: u64 = 64 << 10;
 
 /// An L1 table of `entries` entries at `offset` in `storage`.
 pub(super) struct L1 {
@@ -42,7 +44,22 @@ pub(super) struct L1 {
     /// Entries per slice.
     slice: u64,
     action: &'static str,
-    cache: Mutex<LruCache<u64, Arc<[u64]>>>,
+    cache: Mutex<Slices>,
+}
+
+/// The decoded slices held, and what the next read of the table reuses.
+struct Slices {
+    held: LruCache<u64, Arc<[u64]>>,
+    /// The slice after the last ones read, and how many were read then:
+    /// a walk reads the table in order, so a miss there reads twice as
+    /// many slices at once (up to [`AHEAD_BYTES`]), as one request.
+    next: u64,
+    run: u64,
+    /// The raw bytes of the last read, kept for the next one.
+    raw: Vec<u8>,
+    /// One all-zero slice shared by every such slice (most of a large
+    /// sparse disk's table): no memory of their own.
+    zero: Option<Arc<[u64]>>,
 }
 
 impl L1 {
@@ -72,9 +89,13 @@ impl L1 {
             entries: u64::from(entries),
             slice,
             action,
-            cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(slices).unwrap_or(NonZeroUsize::MIN),
-            )),
+            cache: Mutex::new(Slices {
+                held: crate::lazy_lru::bounded(slices),
+                next: u64::MAX,
+                run: 0,
+                raw: Vec::new(),
+                zero: None,
+            }),
         }
     }
 
@@ -105,7 +126,7 @@ impl L1 {
         }
         let n = index.checked_div(self.slice)?;
         let cache = self.cache.lock().ok()?;
-        let s = cache.peek(&n)?;
+        let s = cache.held.peek(&n)?;
         s.get(us(index.checked_rem(self.slice).unwrap_or(0)))
             .copied()
     }
@@ -132,24 +153,63 @@ impl L1 {
     fn slice_of(&self, index: u64) -> Result<Arc<[u64]>, BlockError> {
         let n = index.checked_div(self.slice).unwrap_or(0);
         let mut cache = self.cache.lock().map_err(|_| super::poisoned())?;
-        if let Some(s) = cache.get(&n) {
+        if let Some(s) = cache.held.get(&n) {
             return Ok(Arc::clone(s));
         }
-        // The slice's entries: the last one may be short. `index` is below
+        // In order after the last read: twice as many slices as then.
+        let most = AHEAD_BYTES
+            .checked_div(self.slice.saturating_mul(8))
+            .unwrap_or(1)
+            .max(1);
+        let run = if n == cache.next {
+            cache.run.saturating_mul(2).clamp(1, most)
+        } else {
+            1
+        };
+        // The slices' entries: the last one may be short. `index` is below
         // `entries` (at most 2^22), so nothing here saturates.
         let first = n.saturating_mul(self.slice);
-        let count = self.slice.min(self.entries.saturating_sub(first));
+        let count = self
+            .slice
+            .saturating_mul(run)
+            .min(self.entries.saturating_sub(first));
         let at = self.offset.saturating_add(first.saturating_mul(8));
-        let mut raw = vec![0u8; us(count.saturating_mul(8))];
+        let mut raw = std::mem::take(&mut cache.raw);
+        raw.resize(us(count.saturating_mul(8)), 0);
         self.storage
             .read_exact_at(at, &mut raw)
             .map_err(|e| BlockError::io(&self.path, self.action, at, e))?;
-        let decoded: Arc<[u64]> = raw
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
-        cache.put(n, Arc::clone(&decoded));
-        Ok(decoded)
+        let mut wanted = None;
+        for (i, piece) in (n..).zip(raw.chunks(us(self.slice.saturating_mul(8)))) {
+            let decoded = if piece.len() == us(self.slice.saturating_mul(8))
+                && piece.iter().all(|&b| b == 0)
+            {
+                let slice = us(self.slice);
+                Arc::clone(
+                    cache
+                        .zero
+                        .get_or_insert_with(|| Arc::from(vec![0u64; slice])),
+                )
+            } else {
+                piece
+                    .chunks_exact(8)
+                    .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect()
+            };
+            if i == n {
+                wanted = Some(Arc::clone(&decoded));
+            }
+            // A slice already held (read ahead before) stays as it is.
+            if i == n || !cache.held.contains(&i) {
+                cache.held.put(i, decoded);
+            }
+        }
+        cache.next = n.saturating_add(run);
+        cache.run = run;
+        cache.raw = raw;
+        wanted.ok_or_else(|| BlockError::Internal {
+            what: format!("{}: L1 slice {n} was not read", self.path),
+        })
     }
 
     /// Where entry `index` lies in the file (for messages).
@@ -224,6 +284,38 @@ mod tests {
         assert_eq!(all(&l1).unwrap(), values);
         for i in [0u64, 511, 512, 1000, u64::from(n) - 1] {
             assert_eq!(l1.get(i).unwrap(), values[i as usize]);
+        }
+    }
+
+    #[test]
+    fn zero_slices_and_reads_ahead_give_the_table() {
+        // 40 slices, most of them all zero (a large sparse disk's table),
+        // a short last one; walked in order (reads ahead), then backwards
+        // and from the middle (single slices).
+        let n: u32 = 40 * 512 + 100;
+        let values: Vec<u64> = (0..u64::from(n))
+            .map(|i| {
+                if i % 4096 == 7 || i + 1 == u64::from(n) {
+                    (i + 1) << 16
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let mut bytes = vec![0u8; 4096];
+        for v in &values {
+            bytes.extend_from_slice(&v.to_be_bytes());
+        }
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes));
+        let l1 = L1::new("t", Arc::clone(&storage), 4096, n, "reading the L1 table");
+        assert_eq!(all(&l1).unwrap(), values);
+        let l1 = L1::new("t", storage, 4096, n, "reading the L1 table");
+        for i in (0..u64::from(n))
+            .rev()
+            .step_by(97)
+            .chain([20_000, 7, 20_479])
+        {
+            assert_eq!(l1.get(i).unwrap(), values[i as usize], "entry {i}");
         }
     }
 

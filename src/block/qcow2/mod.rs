@@ -21,7 +21,6 @@
         clippy::as_conversions
     )
 )]
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use lru::LruCache;
@@ -173,12 +172,8 @@ impl Qcow2Layer {
             metadata_prealloc: OnceLock::new(),
             snapshot: None,
             data: None,
-            l2_cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(tables).unwrap_or(NonZeroUsize::MIN),
-            )),
-            zcache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(DECOMPRESSED_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
+            l2_cache: Mutex::new(crate::lazy_lru::bounded(tables)),
+            zcache: Mutex::new(crate::lazy_lru::bounded(DECOMPRESSED_CACHE)),
             header,
         })
     }

@@ -55,12 +55,30 @@ pub fn detect_metadata_preallocation(
     if table_len > 8 << 20 {
         return false;
     }
+    // Only the entries and refcounts of the file's own clusters are
+    // looked at (the loop below stops at `end_cluster`): a small
+    // overlay's check reads a few bytes of each, not two whole clusters
+    // (fresh memory to fault in at every open). A block past the file's
+    // end is still "no", as reading all of it was.
+    let entries = end_cluster
+        .saturating_sub(1)
+        .checked_shr(per_block_bits)
+        .unwrap_or(0)
+        .saturating_add(1);
+    let table_need = entries.saturating_mul(8).min(table_len);
     // Page-aligned, as the kernel copies into them fastest.
-    let mut table = AlignedBuf::new(us(table_len));
+    let mut table = AlignedBuf::new(us(table_need));
     if storage.read_exact_at(table_offset, &mut table).is_err() {
         return false;
     }
-    let mut block = AlignedBuf::new(us(cluster_size));
+    // As much of a block as the first one's clusters need (a later
+    // block holds the refcounts of fewer of the file's clusters).
+    let most = end_cluster
+        .min(1u64.checked_shl(per_block_bits).unwrap_or(u64::MAX))
+        .saturating_mul(bits)
+        .div_ceil(8)
+        .min(cluster_size);
+    let mut block = AlignedBuf::new(us(most));
     let mut loaded: Option<u64> = None;
     let mut count = 0u64;
     let mut cluster = 0u64;
@@ -82,8 +100,19 @@ pub fn detect_metadata_preallocation(
             continue;
         }
         if loaded != Some(block_offset) {
+            // The refcounts of this block's clusters below `end_cluster`.
+            let first = index.checked_shl(per_block_bits).unwrap_or(u64::MAX);
+            let clusters = end_cluster
+                .saturating_sub(first)
+                .min(1u64.checked_shl(per_block_bits).unwrap_or(u64::MAX));
+            let need = us(clusters.saturating_mul(bits).div_ceil(8)).min(block.len());
             if block_offset & cluster_mask != 0
-                || storage.read_exact_at(block_offset, &mut block).is_err()
+                || block_offset
+                    .checked_add(cluster_size)
+                    .is_none_or(|e| e > storage.len())
+                || block
+                    .get_mut(..need)
+                    .is_none_or(|b| storage.read_exact_at(block_offset, b).is_err())
             {
                 return false;
             }

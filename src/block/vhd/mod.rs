@@ -19,7 +19,6 @@
     clippy::indexing_slicing,
     clippy::as_conversions
 )]
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -203,9 +202,7 @@ impl VhdImage {
             block_size,
             bitmap_size,
             bat,
-            bitmaps: Mutex::new(LruCache::new(
-                NonZeroUsize::new(BITMAP_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
+            bitmaps: Mutex::new(crate::lazy_lru::bounded(BITMAP_CACHE)),
             header: h,
         })
     }

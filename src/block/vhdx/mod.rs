@@ -21,7 +21,6 @@
     clippy::indexing_slicing,
     clippy::as_conversions
 )]
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -189,9 +188,7 @@ impl VhdxImage {
             regions: regions.all,
             locator: None,
             parent: None,
-            bitmaps: Mutex::new(LruCache::new(
-                NonZeroUsize::new(BITMAP_PAGES).unwrap_or(NonZeroUsize::MIN),
-            )),
+            bitmaps: Mutex::new(crate::lazy_lru::bounded(BITMAP_PAGES)),
         };
         img.check_bat()?;
         if g.params.has_parent {

@@ -6,7 +6,6 @@
 //! checked against the file before use: a grain table or grain past the end
 //! of the file, or a grain inside the metadata before the first grain, is
 //! an error naming the entry.
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
@@ -136,12 +135,8 @@ impl SparseExtent {
             file,
             grain_bytes,
             gd,
-            gt_cache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(GT_CACHE).unwrap_or(NonZeroUsize::MIN),
-            )),
-            zcache: Mutex::new(LruCache::new(
-                NonZeroUsize::new(4).unwrap_or(NonZeroUsize::MIN),
-            )),
+            gt_cache: Mutex::new(crate::lazy_lru::bounded(GT_CACHE)),
+            zcache: Mutex::new(crate::lazy_lru::bounded(4)),
             params,
         })
     }

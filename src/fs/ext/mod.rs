@@ -145,9 +145,7 @@ impl Ext4 {
             replay_info: None,
             replay_failed: None,
             last_runs: Mutex::default(),
-            dir_memo: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(DIR_MEMO).unwrap_or(std::num::NonZeroUsize::MIN),
-            )),
+            dir_memo: Mutex::new(crate::lazy_lru::bounded(DIR_MEMO)),
             itables_ahead: std::sync::atomic::AtomicBool::new(false),
         })
     }

@@ -39,7 +39,7 @@ fn errors_as_text<S: serde::Serializer>(errors: &[FsError], s: S) -> Result<S::O
 
 /// Most directory entries [`Ext4::list_dir`] collects from one directory
 /// (the streaming walk needs no such limit: it holds one block).
-const MAX_ENTRIES: usize = 4 << 20;
+pub(crate) const MAX_ENTRIES: usize = 4 << 20;
 
 /// Where a directory walk is, to say it in a problem.
 struct DirBlockAt {
