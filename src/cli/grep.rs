@@ -176,7 +176,10 @@ pub(super) fn search_file(
     let mut result = FileResult::default();
     let meta = fs.metadata(node)?;
     let size = meta.size;
-    let data = if !text && meta.allocated < size {
+    // The map is asked for every file larger than inline data can be,
+    // not only those whose block count says they have holes: a damaged
+    // inode's block count is a claim like its size.
+    let data = if !text && (meta.allocated < size || size > INLINE_MAX) {
         data_ranges(fs, node, size)
     } else {
         None
