@@ -224,11 +224,8 @@ impl Checker<'_> {
     /// counts), and the rest of the check is not done.
     fn superblock(&mut self) -> bool {
         let sb = self.fs.superblock();
-        // e2fsprogs opens no filesystem whose groups hold another number
-        // of inodes than the superblock counts ("Superblock invalid").
-        let claimed = sb
-            .group_count()
-            .saturating_mul(u64::from(sb.inodes_per_group));
+        // See Superblock::inodes_in_groups.
+        let claimed = sb.inodes_in_groups();
         if claimed != u64::from(sb.inodes_count) {
             self.problem(
                 Severity::Error,

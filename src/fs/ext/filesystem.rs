@@ -367,7 +367,7 @@ impl Filesystem for Ext4 {
         // of inodes than the superblock counts (dumpe2fs: "The ext2
         // superblock is corrupt"): the group count is then a claim that
         // nothing confirms, and a hostile one makes millions of rows.
-        let claimed = total.saturating_mul(u64::from(sb.inodes_per_group));
+        let claimed = sb.inodes_in_groups();
         if total > 0 && claimed != u64::from(sb.inodes_count) {
             return Err(FsError::corrupt(
                 "superblock",

@@ -596,6 +596,15 @@ impl Superblock {
         .div_ceil(u64::from(self.blocks_per_group.max(1)))
     }
 
+    /// The inodes the groups hold (groups × inodes per group).
+    /// e2fsprogs opens no filesystem where this is not `s_inodes_count`
+    /// ("The ext2 superblock is corrupt"): the group count is then a
+    /// claim nothing confirms.
+    pub fn inodes_in_groups(&self) -> u64 {
+        self.group_count()
+            .saturating_mul(u64::from(self.inodes_per_group))
+    }
+
     /// 64-bit block numbers and descriptors.
     pub fn is_64bit(&self) -> bool {
         self.has_incompat(Incompat::BIT64)

@@ -430,23 +430,7 @@ fn grep_reads_what_a_claimed_terabyte_maps() {
     let src = dir.join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("big"), b"needle\n").unwrap();
-    sh(
-        dir,
-        &[
-            "mke2fs",
-            "-q",
-            "-t",
-            "ext4",
-            "-b",
-            "4096",
-            "-O",
-            "^metadata_csum,^has_journal",
-            "-d",
-            "src",
-            "g.img",
-            "8M",
-        ],
-    );
+    plain_ext4(dir, "g.img", "8M", &["-d", "src"]);
     debugfs_w(
         dir,
         "g.img",
