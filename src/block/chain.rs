@@ -282,6 +282,26 @@ impl Chain {
 }
 
 impl Layer {
+    /// A layer that is `source` alone: no format reader, no file, no
+    /// backing name. An NBD export is one, and a chain opener or a test
+    /// sets the rest with struct update syntax.
+    pub fn bare(index: usize, path: &str, format: Format, source: Arc<dyn BlockSource>) -> Layer {
+        Layer {
+            index,
+            path: path.to_owned(),
+            format,
+            format_probed: false,
+            source,
+            qcow2: None,
+            info: None,
+            nbd: None,
+            storage: None,
+            backing_name: None,
+            backing_resolved: None,
+            backing_format: None,
+        }
+    }
+
     fn share(&self) -> Layer {
         Layer {
             index: self.index,
@@ -413,18 +433,8 @@ pub fn nbd_chain(uri: &str, client: crate::block::nbd::NbdClient) -> Chain {
     let client = Arc::new(client);
     Chain {
         layers: vec![Layer {
-            index: 0,
-            path: uri.to_owned(),
-            format: Format::Nbd,
-            format_probed: false,
-            source: client.clone(),
-            qcow2: None,
-            info: None,
-            nbd: Some(client),
-            storage: None,
-            backing_name: None,
-            backing_resolved: None,
-            backing_format: None,
+            nbd: Some(Arc::clone(&client)),
+            ..Layer::bare(0, uri, Format::Nbd, client)
         }],
     }
 }
@@ -574,18 +584,14 @@ fn open_layer(
         None => (probe_storage(path, storage.as_ref())?, true),
     };
     let mut layer = Layer {
-        index: 0,
-        path: path.to_owned(),
-        format,
         format_probed: probed,
-        source: Arc::new(RawFile::new(path, Arc::clone(&storage))),
-        qcow2: None,
-        info: None,
-        nbd: None,
         storage: Some(Arc::clone(&storage)),
-        backing_name: None,
-        backing_resolved: None,
-        backing_format: None,
+        ..Layer::bare(
+            0,
+            path,
+            format,
+            Arc::new(RawFile::new(path, Arc::clone(&storage))),
+        )
     };
     if let (Some(_), false) = (snapshot, format == Format::Qcow2) {
         return Err(BlockError::unsupported(

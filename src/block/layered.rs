@@ -692,20 +692,8 @@ mod tests {
     }
 
     fn layer(index: usize, source: Arc<dyn BlockSource>) -> Layer {
-        Layer {
-            index,
-            path: source.name().into(),
-            format: Format::Raw,
-            format_probed: false,
-            source,
-            qcow2: None,
-            info: None,
-            nbd: None,
-            storage: None,
-            backing_name: None,
-            backing_resolved: None,
-            backing_format: None,
-        }
+        let name = source.name().to_owned();
+        Layer::bare(index, &name, Format::Raw, source)
     }
 
     /// A remote base and a top layer holding the first 64 KiB, meeting
@@ -750,20 +738,12 @@ mod tests {
     #[test]
     fn an_empty_block_status_answer_is_an_error_not_an_endless_loop() {
         let chain = Chain {
-            layers: vec![Layer {
-                index: 0,
-                path: "empty-answers".into(),
-                format: Format::Raw,
-                format_probed: false,
-                source: Arc::new(EmptyAnswers),
-                qcow2: None,
-                info: None,
-                nbd: None,
-                storage: None,
-                backing_name: None,
-                backing_resolved: None,
-                backing_format: None,
-            }],
+            layers: vec![Layer::bare(
+                0,
+                "empty-answers",
+                Format::Raw,
+                Arc::new(EmptyAnswers),
+            )],
         };
         let reader = LayeredReader::new(&chain).unwrap();
         let mut buf = [0u8; 4096];

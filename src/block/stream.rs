@@ -333,20 +333,7 @@ mod tests {
                 seen: Mutex::default(),
             });
             let chain = Chain {
-                layers: vec![Layer {
-                    index: 0,
-                    path: "recording".into(),
-                    format: Format::Raw,
-                    format_probed: false,
-                    source: src.clone(),
-                    qcow2: None,
-                    info: None,
-                    nbd: None,
-                    storage: None,
-                    backing_name: None,
-                    backing_resolved: None,
-                    backing_format: None,
-                }],
+                layers: vec![Layer::bare(0, "recording", Format::Raw, src.clone())],
             };
             let reader = LayeredReader::new(&chain).unwrap();
             let mut out = Vec::new();

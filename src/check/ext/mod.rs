@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::bits::Bits;
 use super::{Problem, Problems, Progress, Severity};
 use crate::block::BlockSource;
+use crate::bytes::us;
 use crate::fs::ext::group_desc::placement;
 use crate::fs::ext::inode::Inode;
 use crate::fs::ext::{Ext4, FsError};
@@ -37,6 +38,9 @@ mod orphan;
 
 /// Blocks claimed twice that are named, at most (the rest are counted).
 const MAX_DUPS: usize = 10_000;
+
+/// Bytes of an inode table pass 1 reads at a time.
+const TABLE_PIECE: u64 = 64 << 10;
 
 /// What an ext check found, besides its problems.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -495,22 +499,96 @@ impl Checker<'_> {
                 0
             };
             let first = g.saturating_mul(ipg).saturating_add(1);
-            for ino in first
-                ..first
-                    .saturating_add(scan)
-                    .min(u64::from(sb.inodes_count).saturating_add(1))
-            {
-                self.inode(ino);
-            }
+            let end = first
+                .saturating_add(scan)
+                .min(u64::from(sb.inodes_count).saturating_add(1));
+            self.inodes(first, end);
             progress.advance(ipg);
         }
     }
 
-    /// Pass 1 for one inode.
-    fn inode(&mut self, ino: u64) {
+    /// Pass 1 for inodes `first..end` of one group, their table read
+    /// [`TABLE_PIECE`] bytes at a time. A slot that is all zeros past the
+    /// reserved inodes was never written: pass 1 has nothing to say of it
+    /// (no mode, no links, no dtime, and libext2fs takes its checksum as
+    /// valid), so it is passed over without decoding; a table of
+    /// millions of them costs a read and a scan, as in e2fsck. A piece
+    /// that cannot be read is checked an inode at a time, so each read
+    /// error is named by its inode.
+    fn inodes(&mut self, first: u64, end: u64) {
         let fs = self.fs;
         let sb = fs.superblock();
-        let inode = match fs.inode(ino) {
+        let size = u64::from(sb.inode_size).max(1);
+        let first_ino = sb.get(sb!("s_first_ino")).max(11);
+        let per_piece = (TABLE_PIECE / size).max(1);
+        let mut buf = Vec::new();
+        let mut at = first;
+        while at < end {
+            if at >= first_ino {
+                // Slots the disk holds no data for read as zeros: they
+                // are passed over without reading them.
+                let skip = self.zero_slots(at, end, size);
+                if skip > 0 {
+                    at = at.saturating_add(skip);
+                    continue;
+                }
+            }
+            let stop = at.saturating_add(per_piece).min(end);
+            let bytes = us(stop.saturating_sub(at).saturating_mul(size));
+            buf.resize(bytes, 0);
+            let read = fs
+                .inode_offset(at)
+                .ok()
+                .and_then(|offset| fs.disk().read_at(offset, &mut buf).ok());
+            if read.is_none() {
+                for ino in at..stop {
+                    self.inode(ino, None);
+                }
+                at = stop;
+                continue;
+            }
+            for (ino, raw) in (at..stop).zip(buf.chunks_exact(us(size))) {
+                if ino >= first_ino && raw.iter().all(|&b| b == 0) {
+                    continue;
+                }
+                self.inode(ino, Some(raw));
+            }
+            at = stop;
+        }
+    }
+
+    /// How many whole inode slots from `at` on (before `end`) lie where
+    /// the disk holds no data (a hole, a zero cluster, no layer holding
+    /// it): they read as zeros. 0 when the status cannot be had.
+    fn zero_slots(&self, at: u64, end: u64, size: u64) -> u64 {
+        let fs = self.fs;
+        let Ok(offset) = fs.inode_offset(at) else {
+            return 0;
+        };
+        let len = end.saturating_sub(at).saturating_mul(size);
+        let len = len.min(fs.disk().len().saturating_sub(offset));
+        if len == 0 {
+            return 0;
+        }
+        match fs.disk().block_status(offset, len) {
+            Ok(extents) => extents
+                .first()
+                .filter(|e| e.offset == offset && e.status != crate::block::Status::Data)
+                .map_or(0, |e| e.len.checked_div(size).unwrap_or(0)),
+            Err(_) => 0,
+        }
+    }
+
+    /// Pass 1 for one inode, from `raw` (its bytes, read with its table)
+    /// or read alone.
+    fn inode(&mut self, ino: u64, raw: Option<&[u8]>) {
+        let fs = self.fs;
+        let sb = fs.superblock();
+        let got = match raw {
+            Some(raw) => fs.inode_from_raw(ino, raw),
+            None => fs.inode(ino),
+        };
+        let inode = match got {
             Ok(i) => i,
             Err(e) => {
                 self.decoder("inode-checksum", "inode", format!("inode {ino}"), &e);

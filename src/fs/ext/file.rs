@@ -322,6 +322,54 @@ impl Ext4 {
         Ok(buf)
     }
 
+    /// How many bytes of the file a read returns, given its `runs`. A
+    /// regular file reads as the kernel reads it: `i_size`, but nothing
+    /// at or past `s_maxbytes` ([`Superblock::max_bytes`]). Any other
+    /// inode (a directory, a symlink, a device, an inode of no valid type)
+    /// is read as `debugfs dump` reads it, but no further than its map or
+    /// inline area reaches: the kernel never read(2)s those, so past what
+    /// they hold their `i_size` is only a claim. An `i_size` of 2^63 or
+    /// more is no size at all: the kernel's iget refuses the inode ("bad
+    /// i_size value").
+    ///
+    /// # Errors
+    /// `Corrupt` for such an `i_size`; a damaged inline data area.
+    ///
+    /// [`Superblock::max_bytes`]: super::superblock::Superblock::max_bytes
+    pub fn readable_size(&self, inode: &Inode, runs: &[Run]) -> Result<u64, FsError> {
+        if i64::try_from(inode.size).is_err() {
+            return Err(FsError::corrupt(
+                "inode",
+                "i_size",
+                inode.base.saturating_add(4),
+                format!(
+                    "inode {}: size {} is negative as the kernel reads it (2^63 or more); it refuses the inode",
+                    inode.ino, inode.size
+                ),
+            ));
+        }
+        let size = inode.size.min(self.sb.max_bytes());
+        if inode.is_reg() {
+            return Ok(size);
+        }
+        let held = if inode.has_inline_data() {
+            u64_of(self.inline_data(inode)?.len())
+        } else if self.fast_symlink(inode) {
+            u64_of(inode.block.len())
+        } else {
+            runs.iter()
+                .filter(|r| !r.meta)
+                .map(|r| {
+                    r.logical
+                        .saturating_add(r.len)
+                        .saturating_mul(self.sb.block_size)
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        Ok(size.min(held))
+    }
+
     /// Fills `buf` with the file's bytes at `offset`, given its `runs`
     /// (from [`Ext4::block_map`]); what no run covers reads as zeros.
     ///

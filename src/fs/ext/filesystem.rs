@@ -504,13 +504,13 @@ impl Filesystem for Ext4 {
 
     fn read_file(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
         let inode = self.inode(node)?;
-        let have = inode.size.saturating_sub(offset);
+        // What cannot be mapped reads as zeros; `runs` reports it.
+        let runs = self.data_runs_cached(&inode)?;
+        let have = self.readable_size(&inode, &runs)?.saturating_sub(offset);
         let n = usize::try_from(have).unwrap_or(usize::MAX).min(buf.len());
         let Some(part) = buf.get_mut(..n) else {
             return Ok(0);
         };
-        // What cannot be mapped reads as zeros; `runs` reports it.
-        let runs = self.data_runs_cached(&inode)?;
         Ext4::read_file(self, &inode, &runs, offset, part)?;
         Ok(n)
     }

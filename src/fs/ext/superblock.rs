@@ -605,6 +605,23 @@ impl Superblock {
             .saturating_mul(u64::from(self.inodes_per_group))
     }
 
+    /// How far the kernel reads any file (`s_maxbytes`, ext4_max_size):
+    /// a read at or past it returns nothing, whatever `i_size` claims.
+    /// An extent's 32-bit logical start bounds it at 2^32 - 1 blocks;
+    /// without huge_file, `i_blocks` (512-byte sectors in 32 bits) bounds
+    /// it lower.
+    pub fn max_bytes(&self) -> u64 {
+        let bits = self.block_size.trailing_zeros();
+        let extents = u64::from(u32::MAX).checked_shl(bits).unwrap_or(u64::MAX);
+        if self.has_ro_compat(RoCompat::HUGE_FILE) {
+            return extents.min(i64::MAX.unsigned_abs());
+        }
+        let sectors = (u64::from(u32::MAX) >> bits.saturating_sub(9))
+            .checked_shl(bits)
+            .unwrap_or(u64::MAX);
+        extents.min(sectors)
+    }
+
     /// 64-bit block numbers and descriptors.
     pub fn is_64bit(&self) -> bool {
         self.has_incompat(Incompat::BIT64)

@@ -506,7 +506,7 @@ impl Filesystem for Xfs {
 
     fn read_file(&self, node: NodeId, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
         let i = self.inode(node)?;
-        let have = i.size.saturating_sub(offset);
+        let have = self.readable_end(&i, offset)?.saturating_sub(offset);
         let n = usize::try_from(have).unwrap_or(usize::MAX).min(buf.len());
         let Some(part) = buf.get_mut(..n) else {
             return Ok(0);
@@ -667,6 +667,55 @@ fn entry_type(t: u8) -> Option<FileType> {
 impl Xfs {
     /// Fills `buf` with the file's bytes from `offset` (holes and
     /// unwritten extents read as zeros; `buf` is zeroed by the caller).
+    /// Where reading the inode at `offset` ends. A regular file ends at
+    /// `di_size`, which the kernel's inode verifier refuses at 2^63 or
+    /// more. Any other inode (a directory, a symlink, one of no valid
+    /// type) is read no further than its data fork reaches: the kernel
+    /// never read(2)s those, so past their fork their size is only a
+    /// claim. The fork is walked from `offset` on, so reading one
+    /// sequentially costs its map once per piece, not more.
+    fn readable_end(&self, i: &Dinode, offset: u64) -> Result<u64, FsError> {
+        if i64::try_from(i.size).is_err() {
+            return Err(FsError::corrupt(
+                "inode",
+                "di_size",
+                i.offset.saturating_add(0x38),
+                format!(
+                    "inode {}: size {} is negative as the kernel reads it (2^63 or more); its verifier refuses the inode",
+                    i.ino, i.size
+                ),
+            ));
+        }
+        if i.file_type() == FileType::Regular {
+            return Ok(i.size);
+        }
+        let held = match i.format {
+            Format::Local => i.fork(Fork::Data)?.map_or(0, |(fork, _, _)| {
+                u64::try_from(fork.len()).unwrap_or(u64::MAX)
+            }),
+            Format::Extents | Format::Btree => {
+                let bs = self.block_bytes();
+                let mut end = 0u64;
+                let mut problems = Vec::new();
+                self.walk_fork(
+                    i,
+                    Fork::Data,
+                    offset.checked_div(bs).unwrap_or(0),
+                    &mut problems,
+                    &mut |m| {
+                        if let Mapping::Extent(e) = m {
+                            end = end.max(e.end().saturating_mul(bs));
+                        }
+                        ControlFlow::Continue(())
+                    },
+                )?;
+                end
+            }
+            _ => 0,
+        };
+        Ok(i.size.min(held))
+    }
+
     fn read_extents(&self, i: &Dinode, offset: u64, buf: &mut [u8]) -> Result<(), FsError> {
         let bs = self.block_bytes();
         let end = offset.saturating_add(u64::try_from(buf.len()).unwrap_or(u64::MAX));

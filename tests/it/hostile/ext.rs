@@ -453,3 +453,75 @@ fn grep_reads_what_a_claimed_terabyte_maps() {
     bounded(&r, "grep");
     assert_eq!(r.code, 1, "{}{}", r.text(), r.stderr);
 }
+
+/// `cat` of a file whose `i_size` is 2^63: the kernel's iget refuses such
+/// an inode ("bad i_size value"), and reading it would write zeros as far
+/// as the claim goes (a fuzz input's root inode claiming 2^64 - 1 bytes
+/// had made the session's start binary write 22 GB in 15 s).
+#[test]
+fn cat_refuses_a_size_the_kernel_refuses() {
+    if !need("mke2fs") || !need("debugfs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let src = dir.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("f"), b"hello\n").unwrap();
+    plain_ext4(dir, "s.img", "8M", &["-d", "src"]);
+    let r = run(dir, &["cat", "s.img", "/f"], b"");
+    assert_eq!(
+        (r.code, r.text()),
+        (0, "hello\n".to_owned()),
+        "{}",
+        r.stderr
+    );
+    debugfs_w(dir, "s.img", "sif /f size 0x8000000000000000\n");
+    let stat = String::from_utf8(sh(dir, &["debugfs", "-R", "stat /f", "s.img"]).stdout).unwrap();
+    assert!(stat.contains("Size: 9223372036854775808"), "{stat}");
+    let r = run(dir, &["cat", "s.img", "/f"], b"");
+    fails_with(
+        &r,
+        "cat",
+        &["i_size", "size 9223372036854775808", "refuses"],
+    );
+    assert!(r.text().is_empty(), "{} bytes written", r.text().len());
+}
+
+/// How far a read goes ([`Superblock::max_bytes`]) is the kernel's
+/// `s_maxbytes`. The expected values are the largest size `truncate(2)`
+/// reached on these geometries, loop-mounted under Linux 6.18 (a bisection
+/// of EFBIG; recorded here, as CI mounts nothing): extents bound it at
+/// 2^32 - 1 blocks, and without huge_file `i_blocks` in 512-byte sectors
+/// bounds it at ~2 TiB.
+///
+/// [`Superblock::max_bytes`]: layerscope::fs::ext::superblock::Superblock::max_bytes
+#[test]
+fn the_read_limit_is_the_kernels_s_maxbytes() {
+    use layerscope::block::chain::{open_chain, FsOpener};
+    use layerscope::block::layered::LayeredReader;
+    if !need("mke2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    for (bs, huge, want) in [
+        ("4096", "huge_file", 17_592_186_040_320u64),
+        ("4096", "^huge_file", 2_199_023_251_456),
+        ("1024", "huge_file", 4_398_046_510_080),
+        ("1024", "^huge_file", 2_199_023_254_528),
+    ] {
+        let name = format!("{bs}{huge}.img");
+        sh(
+            dir,
+            &[
+                "mke2fs", "-q", "-F", "-t", "ext4", "-b", bs, "-O", huge, &name, "8M",
+            ],
+        );
+        let path = dir.join(&name);
+        let chain = open_chain(path.to_str().unwrap(), Default::default(), &FsOpener).unwrap();
+        let reader = std::sync::Arc::new(LayeredReader::new(&chain).unwrap());
+        let fs = layerscope::fs::ext::Ext4::open(reader).unwrap();
+        assert_eq!(fs.superblock().max_bytes(), want, "{bs} {huge}");
+    }
+}
