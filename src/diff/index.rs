@@ -209,6 +209,9 @@ pub struct Paths<'a> {
     /// and decoded again. At most [`KEPT_ENTRIES`] entries in all.
     walked: HashMap<u64, Walked>,
     kept: usize,
+    /// The last directory [`Paths::dir_path`] searched for a child's name,
+    /// and its listing: siblings ask the same parent (the root, mostly).
+    parent: Option<(u64, Vec<crate::fs::ext::dir::Entry>)>,
 }
 
 /// A group's directories as [`Paths::names`] met them, in inode order:
@@ -229,6 +232,7 @@ impl<'a> Paths<'a> {
             named: HashSet::new(),
             walked: HashMap::new(),
             kept: 0,
+            parent: None,
         }
     }
 
@@ -295,14 +299,18 @@ impl<'a> Paths<'a> {
             .map(|e| u64::from(e.inode))?;
         let pnode = fs.inode(parent).ok().filter(|i| i.is_dir())?;
         self.listed = self.listed.saturating_add(1);
-        let name = fs
-            .list_dir(&pnode)
-            .ok()?
-            .entries
-            .into_iter()
-            .find(|e| u64::from(e.inode) == ino && !e.is_dot_or_dotdot())?
-            .name;
-        Some((parent, name))
+        // The parent listed last time is not read again (counted all the
+        // same: the count says how many listings the search needed).
+        let entries = match self.parent.take() {
+            Some((p, entries)) if p == parent => entries,
+            _ => fs.list_dir(&pnode).ok()?.entries,
+        };
+        let name = entries
+            .iter()
+            .find(|e| u64::from(e.inode) == ino && !e.is_dot_or_dotdot())
+            .map(|e| e.name.clone());
+        self.parent = Some((parent, entries));
+        Some((parent, name?))
     }
 
     /// The names (full paths) of the non-directory inodes `targets` (ino
@@ -489,5 +497,34 @@ mod tests {
         }
         assert_eq!(counts[0], counts[1]);
         assert!(counts[0] >= fresh.listed);
+    }
+
+    /// Directories' paths found by their `..` entries, siblings and
+    /// cousins one after the other (the parent listed last is reused), are
+    /// the paths they are looked up by; each step counts two listings.
+    #[test]
+    fn directory_paths_by_their_parents() {
+        let chain = crate::demo::open().unwrap();
+        let disk: Arc<dyn BlockSource> = Arc::new(LayeredReader::new(&chain).unwrap());
+        let fs = Ext4::open(disk).unwrap();
+        let mut paths = Paths::new(&fs);
+        let dirs = [
+            "/etc",
+            "/srv",
+            "/srv/www",
+            "/var/log/app",
+            "/var",
+            "/tmp",
+            "/home/user",
+            "/bin",
+        ];
+        for d in dirs {
+            let ino = fs.lookup(d).unwrap();
+            assert_eq!(paths.dir_path(ino), Some(d.as_bytes().to_vec()), "{d}");
+        }
+        assert_eq!(paths.dir_path(2), Some(b"/".to_vec()));
+        // Ten steps up: /etc, /srv, /srv/www, /var/log/app, /var/log,
+        // /var, /tmp, /home/user, /home, /bin (then /var was known).
+        assert_eq!(paths.listed, 20);
     }
 }
