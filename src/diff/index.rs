@@ -203,7 +203,22 @@ pub struct Paths<'a> {
     /// Directories [`Paths::names`] listed: one searched again (a diff
     /// asks for names a batch at a time) counts once.
     named: HashSet<u64>,
+    /// The groups [`Paths::names`] walked, kept for its next search (a
+    /// diff asks for names a batch at a time, and every search starts
+    /// with the same groups): their tables and directories are not read
+    /// and decoded again. At most [`KEPT_ENTRIES`] entries in all.
+    walked: HashMap<u64, Walked>,
+    kept: usize,
 }
+
+/// A group's directories as [`Paths::names`] met them, in inode order:
+/// each one's inode, whether it was listed without error, and the
+/// entries the listing gave (inode and name; `.` and `..` left out).
+type Walked = Vec<(u64, bool, Vec<(u64, Vec<u8>)>)>;
+
+/// Most directory entries [`Paths`] keeps of the groups it walked (a
+/// few MiB): a group past what is left is walked again when asked.
+const KEPT_ENTRIES: usize = 1 << 15;
 
 impl<'a> Paths<'a> {
     pub fn new(fs: &'a Ext4) -> Paths<'a> {
@@ -212,6 +227,8 @@ impl<'a> Paths<'a> {
             dirs: HashMap::new(),
             listed: 0,
             named: HashSet::new(),
+            walked: HashMap::new(),
+            kept: 0,
         }
     }
 
@@ -335,8 +352,30 @@ impl<'a> Paths<'a> {
             if !searched.insert(g) {
                 continue;
             }
+            if let Some(walk) = self.walked.get(&g) {
+                // What the walk below gave the last time, for these targets.
+                for (dir, ok, entries) in walk {
+                    if self.named.insert(*dir) {
+                        self.listed = self.listed.saturating_add(1);
+                    }
+                    if !ok {
+                        continue;
+                    }
+                    for (ino, name) in entries.iter().filter(|(i, _)| targets.contains_key(i)) {
+                        let v = found.entry(*ino).or_default();
+                        if !v.iter().any(|(p, n)| p == dir && n == name) {
+                            v.push((*dir, name.clone()));
+                        }
+                    }
+                }
+                continue;
+            }
             let fs = self.fs;
             let (named, listed) = (&mut self.named, &mut self.listed);
+            // This walk, kept for the next search while within the bound.
+            let room = KEPT_ENTRIES.saturating_sub(self.kept);
+            let mut keep: Option<Walked> = (room > 0).then(Vec::new);
+            let mut kept = 0usize;
             // Each directory is listed as the table walk meets it, its
             // entries streamed (no list of the group's directories, each
             // a whole inode, nor of each one's entries): what `list_dir`
@@ -352,11 +391,22 @@ impl<'a> Paths<'a> {
                     *listed = listed.saturating_add(1);
                 }
                 mine.clear();
+                let mut all = Vec::new();
                 let mut entries = 0usize;
                 let listing = fs.for_each_entry(&d, &mut problems, &mut |e| {
                     let ino = u64::from(e.inode);
-                    if targets.contains_key(&ino) && !e.is_dot_or_dotdot() {
-                        mine.push((ino, e.name));
+                    if !e.is_dot_or_dotdot() {
+                        if targets.contains_key(&ino) {
+                            mine.push((ino, e.name.clone()));
+                        }
+                        if keep.is_some() {
+                            kept = kept.saturating_add(1);
+                            if kept > room {
+                                keep = None;
+                            } else {
+                                all.push((ino, e.name));
+                            }
+                        }
                     }
                     entries = entries.saturating_add(1);
                     if entries > MAX_ENTRIES {
@@ -366,6 +416,9 @@ impl<'a> Paths<'a> {
                     }
                 });
                 problems.clear();
+                if let Some(k) = keep.as_mut() {
+                    k.push((d.ino, listing.is_ok(), all));
+                }
                 if listing.is_ok() {
                     for (ino, name) in mine.drain(..) {
                         let v = found.entry(ino).or_default();
@@ -376,6 +429,10 @@ impl<'a> Paths<'a> {
                 }
                 Ok(())
             })?;
+            if let Some(k) = keep {
+                self.kept = self.kept.saturating_add(kept);
+                self.walked.insert(g, k);
+            }
         }
         let mut out = HashMap::new();
         for (ino, names) in found {
@@ -393,5 +450,44 @@ impl<'a> Paths<'a> {
             out.insert(ino, paths);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::layered::LayeredReader;
+    use std::sync::Arc;
+
+    /// A search for names after another one (which keeps the groups it
+    /// walked) finds what a first search finds, and counts the same
+    /// directories; so does one after the kept entries ran out.
+    #[test]
+    fn names_searched_again_equal_a_first_search() {
+        let chain = crate::demo::open().unwrap();
+        let disk: Arc<dyn BlockSource> = Arc::new(LayeredReader::new(&chain).unwrap());
+        let fs = Ext4::open(disk).unwrap();
+        let ino = |p: &str| fs.lookup(p).unwrap();
+        let first: HashMap<u64, u16> = [(ino("/etc/hostname"), 1)].into();
+        let second: HashMap<u64, u16> =
+            [(ino("/etc/hostname"), 1), (ino("/srv/www/index.html"), 1)].into();
+        let mut fresh = Paths::new(&fs);
+        let want = fresh.names(&second).unwrap();
+        assert_eq!(
+            want[&ino("/srv/www/index.html")],
+            vec![b"/srv/www/index.html".to_vec()]
+        );
+        let mut counts = Vec::new();
+        for room in [KEPT_ENTRIES, 1] {
+            let mut again = Paths::new(&fs);
+            again.kept = KEPT_ENTRIES - room;
+            again.names(&first).unwrap();
+            // Kept when there was room; walked again when not.
+            assert_eq!(again.walked.is_empty(), room == 1);
+            assert_eq!(again.names(&second).unwrap(), want);
+            counts.push(again.listed);
+        }
+        assert_eq!(counts[0], counts[1]);
+        assert!(counts[0] >= fresh.listed);
     }
 }
