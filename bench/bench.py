@@ -1245,7 +1245,11 @@ def ssh_bench(top):
                        LAYERSCOPE_SSH_SHARE="0")
             os.environ.update(kex)
             ours = timed([BIN, "info", uri], runs=3)
+            # Back to env: the rows below share the connection again
+            # (update alone left LAYERSCOPE_SSH_SHARE=0 from kex set, so
+            # the map and "shared conn." ls -R rows connected anew).
             os.environ.update(env)
+            os.environ.pop("LAYERSCOPE_SSH_SHARE", None)
             row("ssh:// info, curve25519 as libssh", ours, theirs, "qemu-img info (same run as above)", "<= 1x")
             # The floor under the rows above: the ssh client alone
             # starting the SFTP subsystem (stdin empty: it ends at once).

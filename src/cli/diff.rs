@@ -101,7 +101,16 @@ pub(super) struct Disk {
     /// The volume's name.
     volume: String,
     replay: super::ReplayArgs,
+    /// The filesystem found on the top layer (and its reader) while
+    /// looking for the volume, when [`Disk::view`] of the top would open
+    /// the same one again: handed to the first such view instead of a
+    /// second open (issue 19: a small overlay's diff read and decoded the
+    /// top's metadata twice).
+    probed: std::sync::Mutex<Option<View>>,
 }
+
+/// A filesystem as of a layer, and the reader of the chain cut there.
+type View = (Arc<dyn Filesystem>, Arc<LayeredReader>);
 
 impl Disk {
     pub(super) fn open(
@@ -131,11 +140,13 @@ impl Disk {
             None => chain,
         };
         let top = super::fs::open_in(&chain, volume)?;
+        let probed = same_as_view(&top).then(|| (Arc::clone(&top.fs), Arc::clone(&top.reader)));
         Ok(Disk {
             chain,
             geometry: top.geometry,
             volume: top.volume,
             replay: replay.clone(),
+            probed: std::sync::Mutex::new(probed),
         })
     }
 
@@ -153,10 +164,17 @@ impl Disk {
     }
 
     /// The filesystem as of layer `n`.
-    pub(super) fn view(
-        &self,
-        n: usize,
-    ) -> anyhow::Result<(Arc<dyn Filesystem>, Arc<LayeredReader>)> {
+    pub(super) fn view(&self, n: usize) -> anyhow::Result<View> {
+        let probed = if n.saturating_add(1) == self.chain.layers.len() {
+            self.probed.lock().ok().and_then(|mut p| p.take())
+        } else {
+            None
+        };
+        if let Some((fs, reader)) = probed {
+            // What the open below checks of the arguments, checked alike.
+            super::fs::mount(&self.replay, &reader, &self.geometry)?;
+            return Ok((fs, reader));
+        }
         let reader = Arc::new(LayeredReader::new(&self.chain.cut(n))?);
         let src = self.over(reader.clone(), format!("layer {n} {}", self.volume));
         let mount = super::fs::mount(&self.replay, &reader, &self.geometry)?;
@@ -234,6 +252,24 @@ impl Progress for Bar {
 }
 
 /// `diff`.
+/// Whether the filesystem `top` probed is the one [`Disk::view`] of the
+/// top layer opens: ext read straight from the whole disk (the view's
+/// source is then the same reader, under the same name), with no journal
+/// to recover (the probe never replays; the view opens a filesystem that
+/// needs no recovery as it is on disk, whatever the replay options).
+fn same_as_view(top: &super::fs::Opened) -> bool {
+    let Some(ext) = super::ext::as_ext(top.fs.as_ref()) else {
+        return false;
+    };
+    let disk = ext.disk();
+    !ext.superblock()
+        .has_incompat(crate::fs::ext::superblock::Incompat::NEEDS_RECOVERY)
+        && top.geometry.window_start() == Some(0)
+        && top.geometry.len() == top.reader.len()
+        && disk.len() == top.reader.len()
+        && disk.name() == top.reader.name()
+}
+
 pub fn diff(args: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let disk = Disk::open(&args.image, args.volume.as_deref(), &args.replay)?;
     let top = disk.chain.layers.len().saturating_sub(1);

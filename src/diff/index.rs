@@ -203,7 +203,25 @@ pub struct Paths<'a> {
     /// Directories [`Paths::names`] listed: one searched again (a diff
     /// asks for names a batch at a time) counts once.
     named: HashSet<u64>,
+    /// The groups [`Paths::names`] walked, kept for its next search (a
+    /// diff asks for names a batch at a time, and every search starts
+    /// with the same groups): their tables and directories are not read
+    /// and decoded again. At most [`KEPT_ENTRIES`] entries in all.
+    walked: HashMap<u64, Walked>,
+    kept: usize,
+    /// The last directory [`Paths::dir_path`] searched for a child's name,
+    /// and its listing: siblings ask the same parent (the root, mostly).
+    parent: Option<(u64, Vec<crate::fs::ext::dir::Entry>)>,
 }
+
+/// A group's directories as [`Paths::names`] met them, in inode order:
+/// each one's inode, whether it was listed without error, and the
+/// entries the listing gave (inode and name; `.` and `..` left out).
+type Walked = Vec<(u64, bool, Vec<(u64, Vec<u8>)>)>;
+
+/// Most directory entries [`Paths`] keeps of the groups it walked (a
+/// few MiB): a group past what is left is walked again when asked.
+const KEPT_ENTRIES: usize = 1 << 15;
 
 impl<'a> Paths<'a> {
     pub fn new(fs: &'a Ext4) -> Paths<'a> {
@@ -212,6 +230,9 @@ impl<'a> Paths<'a> {
             dirs: HashMap::new(),
             listed: 0,
             named: HashSet::new(),
+            walked: HashMap::new(),
+            kept: 0,
+            parent: None,
         }
     }
 
@@ -278,14 +299,18 @@ impl<'a> Paths<'a> {
             .map(|e| u64::from(e.inode))?;
         let pnode = fs.inode(parent).ok().filter(|i| i.is_dir())?;
         self.listed = self.listed.saturating_add(1);
-        let name = fs
-            .list_dir(&pnode)
-            .ok()?
-            .entries
-            .into_iter()
-            .find(|e| u64::from(e.inode) == ino && !e.is_dot_or_dotdot())?
-            .name;
-        Some((parent, name))
+        // The parent listed last time is not read again (counted all the
+        // same: the count says how many listings the search needed).
+        let entries = match self.parent.take() {
+            Some((p, entries)) if p == parent => entries,
+            _ => fs.list_dir(&pnode).ok()?.entries,
+        };
+        let name = entries
+            .iter()
+            .find(|e| u64::from(e.inode) == ino && !e.is_dot_or_dotdot())
+            .map(|e| e.name.clone());
+        self.parent = Some((parent, entries));
+        Some((parent, name?))
     }
 
     /// The names (full paths) of the non-directory inodes `targets` (ino
@@ -335,8 +360,30 @@ impl<'a> Paths<'a> {
             if !searched.insert(g) {
                 continue;
             }
+            if let Some(walk) = self.walked.get(&g) {
+                // What the walk below gave the last time, for these targets.
+                for (dir, ok, entries) in walk {
+                    if self.named.insert(*dir) {
+                        self.listed = self.listed.saturating_add(1);
+                    }
+                    if !ok {
+                        continue;
+                    }
+                    for (ino, name) in entries.iter().filter(|(i, _)| targets.contains_key(i)) {
+                        let v = found.entry(*ino).or_default();
+                        if !v.iter().any(|(p, n)| p == dir && n == name) {
+                            v.push((*dir, name.clone()));
+                        }
+                    }
+                }
+                continue;
+            }
             let fs = self.fs;
             let (named, listed) = (&mut self.named, &mut self.listed);
+            // This walk, kept for the next search while within the bound.
+            let room = KEPT_ENTRIES.saturating_sub(self.kept);
+            let mut keep: Option<Walked> = (room > 0).then(Vec::new);
+            let mut kept = 0usize;
             // Each directory is listed as the table walk meets it, its
             // entries streamed (no list of the group's directories, each
             // a whole inode, nor of each one's entries): what `list_dir`
@@ -352,11 +399,22 @@ impl<'a> Paths<'a> {
                     *listed = listed.saturating_add(1);
                 }
                 mine.clear();
+                let mut all = Vec::new();
                 let mut entries = 0usize;
                 let listing = fs.for_each_entry(&d, &mut problems, &mut |e| {
                     let ino = u64::from(e.inode);
-                    if targets.contains_key(&ino) && !e.is_dot_or_dotdot() {
-                        mine.push((ino, e.name));
+                    if !e.is_dot_or_dotdot() {
+                        if targets.contains_key(&ino) {
+                            mine.push((ino, e.name.clone()));
+                        }
+                        if keep.is_some() {
+                            kept = kept.saturating_add(1);
+                            if kept > room {
+                                keep = None;
+                            } else {
+                                all.push((ino, e.name));
+                            }
+                        }
                     }
                     entries = entries.saturating_add(1);
                     if entries > MAX_ENTRIES {
@@ -366,6 +424,9 @@ impl<'a> Paths<'a> {
                     }
                 });
                 problems.clear();
+                if let Some(k) = keep.as_mut() {
+                    k.push((d.ino, listing.is_ok(), all));
+                }
                 if listing.is_ok() {
                     for (ino, name) in mine.drain(..) {
                         let v = found.entry(ino).or_default();
@@ -376,6 +437,10 @@ impl<'a> Paths<'a> {
                 }
                 Ok(())
             })?;
+            if let Some(k) = keep {
+                self.kept = self.kept.saturating_add(kept);
+                self.walked.insert(g, k);
+            }
         }
         let mut out = HashMap::new();
         for (ino, names) in found {
@@ -393,5 +458,73 @@ impl<'a> Paths<'a> {
             out.insert(ino, paths);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::layered::LayeredReader;
+    use std::sync::Arc;
+
+    /// A search for names after another one (which keeps the groups it
+    /// walked) finds what a first search finds, and counts the same
+    /// directories; so does one after the kept entries ran out.
+    #[test]
+    fn names_searched_again_equal_a_first_search() {
+        let chain = crate::demo::open().unwrap();
+        let disk: Arc<dyn BlockSource> = Arc::new(LayeredReader::new(&chain).unwrap());
+        let fs = Ext4::open(disk).unwrap();
+        let ino = |p: &str| fs.lookup(p).unwrap();
+        let first: HashMap<u64, u16> = [(ino("/etc/hostname"), 1)].into();
+        let second: HashMap<u64, u16> =
+            [(ino("/etc/hostname"), 1), (ino("/srv/www/index.html"), 1)].into();
+        let mut fresh = Paths::new(&fs);
+        let want = fresh.names(&second).unwrap();
+        assert_eq!(
+            want[&ino("/srv/www/index.html")],
+            vec![b"/srv/www/index.html".to_vec()]
+        );
+        let mut counts = Vec::new();
+        for room in [KEPT_ENTRIES, 1] {
+            let mut again = Paths::new(&fs);
+            again.kept = KEPT_ENTRIES - room;
+            again.names(&first).unwrap();
+            // Kept when there was room; walked again when not.
+            assert_eq!(again.walked.is_empty(), room == 1);
+            assert_eq!(again.names(&second).unwrap(), want);
+            counts.push(again.listed);
+        }
+        assert_eq!(counts[0], counts[1]);
+        assert!(counts[0] >= fresh.listed);
+    }
+
+    /// Directories' paths found by their `..` entries, siblings and
+    /// cousins one after the other (the parent listed last is reused), are
+    /// the paths they are looked up by; each step counts two listings.
+    #[test]
+    fn directory_paths_by_their_parents() {
+        let chain = crate::demo::open().unwrap();
+        let disk: Arc<dyn BlockSource> = Arc::new(LayeredReader::new(&chain).unwrap());
+        let fs = Ext4::open(disk).unwrap();
+        let mut paths = Paths::new(&fs);
+        let dirs = [
+            "/etc",
+            "/srv",
+            "/srv/www",
+            "/var/log/app",
+            "/var",
+            "/tmp",
+            "/home/user",
+            "/bin",
+        ];
+        for d in dirs {
+            let ino = fs.lookup(d).unwrap();
+            assert_eq!(paths.dir_path(ino), Some(d.as_bytes().to_vec()), "{d}");
+        }
+        assert_eq!(paths.dir_path(2), Some(b"/".to_vec()));
+        // Ten steps up: /etc, /srv, /srv/www, /var/log/app, /var/log,
+        // /var, /tmp, /home/user, /home, /bin (then /var was known).
+        assert_eq!(paths.listed, 20);
     }
 }

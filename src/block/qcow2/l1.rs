@@ -181,8 +181,11 @@ impl L1 {
             .map_err(|e| BlockError::io(&self.path, self.action, at, e))?;
         let mut wanted = None;
         for (i, piece) in (n..).zip(raw.chunks(us(self.slice.saturating_mul(8)))) {
+            // A sparse disk's table is mostly zero slices: found by a
+            // word-wide scan (a byte at a time cost a 16 TiB disk's quick
+            // diff ~0.2 ms for its 256 KiB table).
             let decoded = if piece.len() == us(self.slice.saturating_mul(8))
-                && piece.iter().all(|&b| b == 0)
+                && super::zero_prefix(piece) == piece.len()
             {
                 let slice = us(self.slice);
                 Arc::clone(
@@ -235,6 +238,20 @@ impl RestOfSlice {
     pub(super) fn entries(&self) -> &[u64] {
         self.slice.get(self.from..).unwrap_or_default()
     }
+
+    /// How many entries from the first have no bit of `mask` set: a
+    /// block's worth at a time (the empty run of a sparse table is
+    /// thousands of entries long).
+    pub(super) fn empty_prefix(&self, mask: u64) -> usize {
+        let mut n = 0usize;
+        for c in self.entries().chunks(64) {
+            if c.iter().fold(0u64, |a, &e| a | (e & mask)) != 0 {
+                return n.saturating_add(c.iter().position(|&e| e & mask != 0).unwrap_or(0));
+            }
+            n = n.saturating_add(c.len());
+        }
+        n
+    }
 }
 
 /// Reads all of an L1 table's entries (a test's and a check's view).
@@ -273,6 +290,31 @@ mod tests {
             &values[1536..]
         );
         assert!(l1.rest_of_slice(9999).unwrap().entries().is_empty());
+    }
+
+    #[test]
+    fn empty_prefixes_count_entries_without_the_masked_bits() {
+        // Entries with only bits outside the mask set count as empty.
+        let mut values = vec![0u64; 512];
+        values[200] = 1; // a flag bit outside the offset mask
+        values[300] = 5 << 16;
+        let mut bytes = vec![0u8; 4096];
+        for v in &values {
+            bytes.extend_from_slice(&v.to_be_bytes());
+        }
+        let l1 = L1::new("t", Arc::new(MemStorage::new(bytes)), 4096, 512, "l1");
+        let mask = 0x00ff_ffff_ffff_fe00;
+        for from in [0u64, 63, 64, 200, 299, 300, 301, 511] {
+            let rest = l1.rest_of_slice(from).unwrap();
+            let want = rest
+                .entries()
+                .iter()
+                .take_while(|&&e| e & mask == 0)
+                .count();
+            assert_eq!(rest.empty_prefix(mask), want, "from {from}");
+        }
+        assert_eq!(l1.rest_of_slice(301).unwrap().empty_prefix(mask), 211);
+        assert_eq!(l1.rest_of_slice(0).unwrap().empty_prefix(mask), 300);
     }
 
     #[test]

@@ -570,10 +570,7 @@ impl Qcow2Layer {
                     // Past the table: nothing more is held.
                     break end;
                 }
-                let empty = entries
-                    .iter()
-                    .take_while(|&&e| e & L1E_OFFSET_MASK == 0)
-                    .count();
+                let empty = rest.empty_prefix(L1E_OFFSET_MASK);
                 next = next.saturating_add(u64_of(empty));
                 if empty < entries.len() {
                     break guest(next).min(end);

@@ -87,6 +87,10 @@ pub struct Ext4 {
     /// Whether the in-use inode tables were fetched ahead (see
     /// [`Ext4::itables_in_use`]): once per filesystem.
     itables_ahead: std::sync::atomic::AtomicBool,
+    /// The block buffer [`Ext4::for_each_entry`] lists directories with,
+    /// kept for the next listing (a diff's name search lists hundreds of
+    /// directories; each allocated and zeroed a fresh one).
+    dir_block: Mutex<crate::block::buffer::AlignedBuf>,
 }
 
 /// Directory paths [`Ext4`] remembers.
@@ -147,6 +151,7 @@ impl Ext4 {
             last_runs: Mutex::default(),
             dir_memo: Mutex::new(crate::lazy_lru::bounded(DIR_MEMO)),
             itables_ahead: std::sync::atomic::AtomicBool::new(false),
+            dir_block: Mutex::default(),
         })
     }
 

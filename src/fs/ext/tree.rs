@@ -127,13 +127,35 @@ impl Ext4 {
         let map = self.block_map(inode)?;
         problems.extend(map.skipped.into_iter().map(Problem::lost));
         problems.extend(map.warnings.into_iter().map(Problem::warning));
+        // One block in memory at a time, in one page-aligned buffer (the
+        // kernel copies into an unaligned one ~3x slower), the one the
+        // last listing used (a listing at the same time has its own).
+        let mut block = self
+            .dir_block
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default();
+        let listed = self.list_blocks(inode, &map.runs, problems, each, &mut block);
+        if let Ok(mut b) = self.dir_block.lock() {
+            *b = block;
+        }
+        listed
+    }
+
+    /// [`Ext4::for_each_entry`]'s walk of the directory's block runs,
+    /// read into `block`.
+    fn list_blocks(
+        &self,
+        inode: &Inode,
+        runs: &[crate::fs::ext::blockmap::Run],
+        problems: &mut Vec<Problem>,
+        each: &mut dyn FnMut(Entry) -> ControlFlow<()>,
+        block: &mut crate::block::buffer::AlignedBuf,
+    ) -> Result<(), FsError> {
         let bs = self.sb.block_size;
         let indexed = inode.flags & INDEX_FL != 0;
         let mut read = HashSet::new();
-        // One block in memory at a time, in one page-aligned buffer (the
-        // kernel copies into an unaligned one ~3x slower).
-        let mut block = crate::block::buffer::AlignedBuf::default();
-        for r in map.runs.iter().filter(|r| !r.meta && !r.uninit) {
+        for r in runs.iter().filter(|r| !r.meta && !r.uninit) {
             for i in 0..r.len {
                 let logical = r.logical.saturating_add(i);
                 if logical.saturating_mul(bs) >= inode.size {
@@ -152,7 +174,7 @@ impl Ext4 {
                     )));
                     continue;
                 }
-                match self.block_into_aligned(physical, &mut block) {
+                match self.block_into_aligned(physical, block) {
                     Ok(()) => {}
                     Err(e @ FsError::Io(_)) => return Err(e),
                     Err(e) => {
@@ -166,13 +188,13 @@ impl Ext4 {
                     base: physical.saturating_mul(bs),
                 };
                 let root = indexed && logical == 0;
-                if indexed && (root || htree::is_node(&block)) {
-                    self.check_index_block(inode, &block, &at, root, problems);
+                if indexed && (root || htree::is_node(block)) {
+                    self.check_index_block(inode, block, &at, root, problems);
                     if !root {
                         continue;
                     }
                 }
-                let d = self.leaf_block(inode, &block, &at, root, problems);
+                let d = self.leaf_block(inode, block, &at, root, problems);
                 for e in d.entries {
                     if each(e).is_break() {
                         return Ok(());
