@@ -520,7 +520,7 @@ impl Checker<'_> {
         let sb = fs.superblock();
         let size = u64::from(sb.inode_size).max(1);
         let first_ino = sb.get(sb!("s_first_ino")).max(11);
-        let per_piece = (TABLE_PIECE / size).max(1);
+        let per_piece = TABLE_PIECE.checked_div(size).unwrap_or(1).max(1);
         let mut buf = Vec::new();
         let mut at = first;
         while at < end {
