@@ -179,6 +179,11 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             ControlFlow::Continue(())
         });
     };
+    if holders.values().all(|h| h.structure.is_some()) {
+        // Filesystem structures all: no file holds them, and a walk of
+        // the tree would only confirm it.
+        return print_owners(args, fs, &targets, &holders, out);
+    }
     visit_node(root, b"/", &mut holders);
     // ext's reserved inodes (the journal, the resize inode, …) hold
     // blocks no path reaches; icheck finds them, so does this.
@@ -200,6 +205,18 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         },
         &mut warn_line,
     );
+    print_owners(args, fs, &targets, &holders, out)
+}
+
+/// `owner`'s answer: each block asked about and what holds it.
+fn print_owners(
+    args: &OwnerArgs,
+    fs: &dyn Filesystem,
+    targets: &[u64],
+    holders: &BTreeMap<u64, Holder>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let bs = fs.block_size().max(1);
     let describe = |h: &Holder| -> String {
         if let Some(s) = &h.structure {
             return s.clone();
@@ -242,7 +259,7 @@ pub fn owner(args: &OwnerArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         return Ok(());
     }
     writeln!(out, "Block\tOwner")?;
-    for b in &targets {
+    for b in targets {
         let h = holders.get(b).cloned().unwrap_or_default();
         writeln!(out, "{b}\t{}", crate::escape::printable(&describe(&h)))?;
     }
@@ -264,41 +281,45 @@ fn ext_structures(fs: &crate::fs::ext::Ext4, holders: &mut BTreeMap<u64, Holder>
         .saturating_mul(u64::from(sb.inode_size))
         .div_ceil(sb.block_size.max(1));
     for g in 0..sb.group_count() {
+        // Every block asked about is named: the other groups' structures
+        // cannot be them (a block has one owner).
+        if holders.values().all(|h| h.structure.is_some()) {
+            break;
+        }
         let p = crate::fs::ext::group_desc::placement(sb, g);
-        let mut name = |range: (u64, u64), what: String| {
+        // The name is made only for a block asked about: a disk of
+        // millions of groups costs a lookup per structure, not a string.
+        let mut name = |range: (u64, u64), what: &dyn Fn() -> String| {
             for (_, h) in holders.range_mut(range.0..=range.1) {
                 if h.structure.is_none() {
-                    h.structure = Some(what.clone());
+                    h.structure = Some(what());
                 }
             }
         };
         if let Some(s) = p.superblock {
-            name(
-                (s, s),
+            name((s, s), &|| {
                 format!(
                     "group {g} {} superblock",
                     if g == 0 { "primary" } else { "backup" }
-                ),
-            );
+                )
+            });
         }
         if let Some(r) = p.descriptors {
-            name(r, format!("group {g} group descriptors"));
+            name(r, &|| format!("group {g} group descriptors"));
         }
         if let Some(r) = p.reserved_gdt {
-            name(r, format!("group {g} reserved GDT blocks"));
+            name(r, &|| format!("group {g} reserved GDT blocks"));
         }
         if let Some(m) = p.meta_descriptor {
-            name((m, m), format!("group {g} meta_bg group descriptors"));
+            name((m, m), &|| format!("group {g} meta_bg group descriptors"));
         }
         let Ok(d) = fs.group(g) else { continue };
-        name(
-            (d.block_bitmap, d.block_bitmap),
-            format!("group {g} block bitmap"),
-        );
-        name(
-            (d.inode_bitmap, d.inode_bitmap),
-            format!("group {g} inode bitmap"),
-        );
+        name((d.block_bitmap, d.block_bitmap), &|| {
+            format!("group {g} block bitmap")
+        });
+        name((d.inode_bitmap, d.inode_bitmap), &|| {
+            format!("group {g} inode bitmap")
+        });
         let last = d
             .inode_table
             .saturating_add(itable_blocks.saturating_sub(1));
