@@ -400,6 +400,17 @@ impl VmdkImage {
                             pos = to;
                             continue;
                         }
+                        // Zero entries of a present table: up to the next
+                        // grain it maps.
+                        let rel = pos.saturating_sub(ext.start);
+                        if let Some(e) = s.unallocated_in_table_end(rel)? {
+                            let to = ext.start.saturating_add(e).min(stop);
+                            if to > pos {
+                                len = len.saturating_add(to.saturating_sub(pos));
+                                pos = to;
+                                continue;
+                            }
+                        }
                     }
                     let next = s.grain(pos.saturating_sub(ext.start))?;
                     let same = match (first, next) {

@@ -270,6 +270,53 @@ impl SparseExtent {
         Ok(t)
     }
 
+    /// Where the run of zero grain table entries holding `rel` ends (the
+    /// next grain its table maps, or the table's span end), when the
+    /// grain at `rel` has a table and its entry is 0 (unallocated, in
+    /// both flavors); else None. Lets a walk step over the empty part of
+    /// a table with one scan of its bytes, not a lookup per grain:
+    /// qemu-img preallocates every grain table, so an empty 8 TiB VMDK is
+    /// 128 Mi zero entries (its map took 24 s, the TUI's first frame 50).
+    ///
+    /// # Errors
+    /// As [`SparseExtent::grain`].
+    pub fn unallocated_in_table_end(&self, rel: u64) -> Result<Option<u64>, BlockError> {
+        let sector = rel / 512;
+        let per_gd = self
+            .params
+            .grain_sectors
+            .saturating_mul(self.params.gtes_per_gt);
+        let gd_index = sector.checked_div(per_gd).unwrap_or(0);
+        let Some(gd_entry) = self.gd.get(gd_index)? else {
+            return Ok(None);
+        };
+        let Some(gt_offset) = self.table_offset(gd_index, gd_entry)? else {
+            return Ok(None);
+        };
+        let table = self.table(gt_offset, gd_index)?;
+        let gt_index = sector
+            .checked_div(self.params.grain_sectors)
+            .and_then(|g| g.checked_rem(self.params.gtes_per_gt))
+            .unwrap_or(0);
+        let width = usize::try_from(self.entry_width()).unwrap_or(4).max(1);
+        let at = usize::try_from(gt_index)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(width);
+        let rest = table.get(at..).unwrap_or_default();
+        let entries = rest.chunks_exact(width);
+        let left = u64::try_from(entries.len()).unwrap_or(0);
+        let zeros = entries.take_while(|e| e.iter().all(|&b| b == 0)).count();
+        let zeros = u64::try_from(zeros).unwrap_or(0);
+        if zeros == 0 || left == 0 {
+            return Ok(None);
+        }
+        let table_start = gd_index.saturating_mul(per_gd).saturating_mul(512);
+        let end_grain = gt_index.saturating_add(zeros);
+        Ok(Some(table_start.saturating_add(
+            end_grain.saturating_mul(self.grain_bytes),
+        )))
+    }
+
     /// What the grain holding byte `rel` of the extent maps to, and the
     /// file offset of its grain table entry (for messages).
     pub fn grain(&self, rel: u64) -> Result<Piece, BlockError> {
