@@ -281,12 +281,7 @@ impl SparseExtent {
     /// # Errors
     /// As [`SparseExtent::grain`].
     pub fn unallocated_in_table_end(&self, rel: u64) -> Result<Option<u64>, BlockError> {
-        let sector = rel / 512;
-        let per_gd = self
-            .params
-            .grain_sectors
-            .saturating_mul(self.params.gtes_per_gt);
-        let gd_index = sector.checked_div(per_gd).unwrap_or(0);
+        let (gd_index, gt_index) = self.locate(rel);
         let Some(gd_entry) = self.gd.get(gd_index)? else {
             return Ok(None);
         };
@@ -294,38 +289,48 @@ impl SparseExtent {
             return Ok(None);
         };
         let table = self.table(gt_offset, gd_index)?;
-        let gt_index = sector
-            .checked_div(self.params.grain_sectors)
-            .and_then(|g| g.checked_rem(self.params.gtes_per_gt))
-            .unwrap_or(0);
         let width = usize::try_from(self.entry_width()).unwrap_or(4).max(1);
         let at = usize::try_from(gt_index)
             .unwrap_or(usize::MAX)
             .saturating_mul(width);
         let rest = table.get(at..).unwrap_or_default();
-        let entries = rest.chunks_exact(width);
-        let left = u64::try_from(entries.len()).unwrap_or(0);
-        let zeros = entries.take_while(|e| e.iter().all(|&b| b == 0)).count();
+        let zeros = rest
+            .chunks_exact(width)
+            .take_while(|e| e.iter().all(|&b| b == 0))
+            .count();
         let zeros = u64::try_from(zeros).unwrap_or(0);
-        if zeros == 0 || left == 0 {
+        if zeros == 0 {
             return Ok(None);
         }
-        let table_start = gd_index.saturating_mul(per_gd).saturating_mul(512);
-        let end_grain = gt_index.saturating_add(zeros);
-        Ok(Some(table_start.saturating_add(
-            end_grain.saturating_mul(self.grain_bytes),
-        )))
+        // Grains are counted from the table's first: its span starts at
+        // gd_index whole tables.
+        let end_grain = gd_index
+            .saturating_mul(self.params.gtes_per_gt)
+            .saturating_add(gt_index)
+            .saturating_add(zeros);
+        Ok(Some(end_grain.saturating_mul(self.grain_bytes)))
     }
 
-    /// What the grain holding byte `rel` of the extent maps to, and the
-    /// file offset of its grain table entry (for messages).
-    pub fn grain(&self, rel: u64) -> Result<Piece, BlockError> {
+    /// The grain directory entry and the grain table entry of the grain
+    /// holding byte `rel` of the extent.
+    fn locate(&self, rel: u64) -> (u64, u64) {
         let sector = rel / 512;
         let per_gd = self
             .params
             .grain_sectors
             .saturating_mul(self.params.gtes_per_gt);
         let gd_index = sector.checked_div(per_gd).unwrap_or(0);
+        let gt_index = sector
+            .checked_div(self.params.grain_sectors)
+            .and_then(|g| g.checked_rem(self.params.gtes_per_gt))
+            .unwrap_or(0);
+        (gd_index, gt_index)
+    }
+
+    /// What the grain holding byte `rel` of the extent maps to, and the
+    /// file offset of its grain table entry (for messages).
+    pub fn grain(&self, rel: u64) -> Result<Piece, BlockError> {
+        let (gd_index, gt_index) = self.locate(rel);
         let Some(gd_entry) = self.gd.get(gd_index)? else {
             return Err(BlockError::corrupt(
                 &self.path,
@@ -338,10 +343,6 @@ impl SparseExtent {
             return Ok(Piece::Unallocated);
         };
         let table = self.table(gt_offset, gd_index)?;
-        let gt_index = sector
-            .checked_div(self.params.grain_sectors)
-            .and_then(|g| g.checked_rem(self.params.gtes_per_gt))
-            .unwrap_or(0);
         let width = self.entry_width();
         let at = usize::try_from(gt_index.saturating_mul(width)).unwrap_or(usize::MAX);
         let entry_at = gt_offset.saturating_add(gt_index.saturating_mul(width));

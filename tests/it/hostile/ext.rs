@@ -23,6 +23,14 @@ fn plain_ext4(dir: &Path, name: &str, size: &str, extra: &[&str]) {
     sh(dir, &args);
 }
 
+/// An 8 MiB [`plain_ext4`] `image` whose root holds one file, `name`.
+fn ext4_holding(dir: &Path, image: &str, name: &str, content: &[u8]) {
+    let src = dir.join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join(name), content).unwrap();
+    plain_ext4(dir, image, "8M", &["-d", "src"]);
+}
+
 fn put_le32(path: &Path, at: u64, v: u32) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
@@ -427,10 +435,7 @@ fn grep_reads_what_a_claimed_terabyte_maps() {
     }
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let src = dir.join("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("big"), b"needle\n").unwrap();
-    plain_ext4(dir, "g.img", "8M", &["-d", "src"]);
+    ext4_holding(dir, "g.img", "big", b"needle\n");
     debugfs_w(
         dir,
         "g.img",
@@ -465,10 +470,7 @@ fn cat_refuses_a_size_the_kernel_refuses() {
     }
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let src = dir.join("src");
-    std::fs::create_dir(&src).unwrap();
-    std::fs::write(src.join("f"), b"hello\n").unwrap();
-    plain_ext4(dir, "s.img", "8M", &["-d", "src"]);
+    ext4_holding(dir, "s.img", "f", b"hello\n");
     let r = run(dir, &["cat", "s.img", "/f"], b"");
     assert_eq!(
         (r.code, r.text()),
