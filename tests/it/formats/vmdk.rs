@@ -108,6 +108,81 @@ fn every_subformat_agrees_with_qemu() {
     check(dir, "dense.vmdk", None);
 }
 
+/// qemu-img preallocates every grain table of a sparse VMDK and leaves
+/// them unwritten: holes of the file, which the map, the chain's "holds"
+/// and reads take as all-unallocated tables without reading them. Grains
+/// written in the first table, deep inside, twice in one table and in the
+/// last grain put data blocks between the holes.
+#[test]
+fn preallocated_tables_in_holes_of_the_file() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let size = 256u64 << 30;
+    sh(
+        dir,
+        &["qemu-img", "create", "-q", "-f", "vmdk", "big.vmdk", "256G"],
+    );
+    let far = 100u64 << 30;
+    qemu_io_fmt(
+        dir,
+        "vmdk",
+        "big.vmdk",
+        &[
+            "write -P 0x41 0x10000 0x20000",
+            &format!("write -P 0x42 {far} 0x10000"),
+            &format!("write -P 0x43 {} 0x10000", far + (1 << 20)),
+            &format!("write -P 0x44 {} 0x10000", size - 0x10000),
+        ],
+    );
+    // The premise: the tables' 16 MiB are mostly holes of the file.
+    let chain = layerscope(dir, &["chain", "--json", "big.vmdk"])
+        .ok()
+        .json();
+    let (file, on_disk) = (
+        chain[0]["file-size"].as_u64().unwrap(),
+        chain[0]["actual-size"].as_u64().unwrap(),
+    );
+    assert!(
+        on_disk < (4 << 20) && file > (16 << 20),
+        "the grain tables are not holes of the file ({on_disk} of {file} bytes on disk)"
+    );
+    check_map(dir, "big.vmdk", None);
+    check_chain(dir, "big.vmdk", None);
+    // "holds": the bytes qemu-img map says the image holds.
+    let map: Value =
+        serde_json::from_slice(&sh(dir, &["qemu-img", "map", "--output=json", "big.vmdk"]).stdout)
+            .unwrap();
+    let held: u64 = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"] == true)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum();
+    assert_eq!(held, 5 * 0x10000);
+    assert_eq!(chain[0]["allocated-bytes"], held, "allocated-bytes");
+    for off in [far, far + (1 << 20), far + (2 << 20), size - 0x10000] {
+        let ours = layerscope(
+            dir,
+            &[
+                "read",
+                "--offset",
+                &off.to_string(),
+                "--length",
+                "64K",
+                "big.vmdk",
+            ],
+        )
+        .ok()
+        .stdout;
+        let theirs = qemu_io_read_fmt(dir, "vmdk", "big.vmdk", off, 65536);
+        assert!(ours == theirs, "the grain at {off:#x} differs");
+    }
+}
+
 #[test]
 fn split_extents_across_the_2gib_boundary() {
     if !tools() {
