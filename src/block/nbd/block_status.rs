@@ -19,8 +19,9 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
-use super::client::{read_chunk, Conn};
+use super::conn::Conn;
 use super::handshake::MAX_REPLIES_PER_OPTION;
+use super::pipeline::read_chunk;
 use super::proto::*;
 
 /// Descriptors of each metadata context, by context id: (length, flags)

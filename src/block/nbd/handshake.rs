@@ -15,7 +15,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use super::client::Options;
+use super::options::Options;
 use super::proto::*;
 use super::tls::{TlsMode, TlsOptions};
 use super::uri::{NbdUri, Transport};

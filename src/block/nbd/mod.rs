@@ -7,14 +7,20 @@
 //! NBD_OPT_EXPORT_NAME handshake and simple replies. Its server is a test
 //! fixture instead, for this client's fallback to that handshake.
 pub mod block_status;
+mod cache;
 pub mod client;
+mod conn;
 pub mod deadline;
 pub mod handshake;
 pub mod known;
 pub mod map;
+mod multi_conn;
+pub mod options;
+mod pipeline;
 pub mod proto;
 pub mod recent;
 pub mod status;
+mod status_ahead;
 pub mod tls;
 pub mod uri;
 
