@@ -536,12 +536,7 @@ pub fn check(
     let total = usize::try_from(u64::from(c.clusters).saturating_add(2)).unwrap_or(0);
     progress.stage("FAT", u64::try_from(total).unwrap_or(0));
     // The first FAT, then the copies against it.
-    let mut reader = fat.fat_reader();
-    let mut table = Vec::with_capacity(total);
-    for cl in 0..total {
-        table.push(reader.entry(u32::try_from(cl).unwrap_or(0)).unwrap_or(0));
-    }
-    c.table = table;
+    c.table = fat.fat_reader().entries(total);
     c.owner = vec![0; total];
     copies(&mut c);
     for cl in 2..u32::try_from(total).unwrap_or(0) {

@@ -322,21 +322,53 @@ impl Ext4 {
         Ok(buf)
     }
 
-    /// How many bytes of the file a read returns, given its `runs`. A
-    /// regular file reads as the kernel reads it: `i_size`, but nothing
-    /// at or past `s_maxbytes` ([`Superblock::max_bytes`]). Any other
-    /// inode (a directory, a symlink, a device, an inode of no valid type)
-    /// is read as `debugfs dump` reads it, but no further than its map or
-    /// inline area reaches: the kernel never read(2)s those, so past what
-    /// they hold their `i_size` is only a claim. An `i_size` of 2^63 or
-    /// more is no size at all: the kernel's iget refuses the inode ("bad
-    /// i_size value").
+    /// Reads the file at `offset` into `buf`, given its `runs`, as far as
+    /// a read reaches; returns how many bytes of `buf` are the file's (0 at
+    /// or past its end). A regular file reads as the kernel reads it:
+    /// `i_size`, but nothing at or past `s_maxbytes`
+    /// ([`Superblock::max_bytes`]). Any other inode (a directory, a
+    /// symlink, a device, an inode of no valid type) is read as `debugfs
+    /// dump` reads it, but no further than its map or inline area reaches:
+    /// the kernel never read(2)s those, so past what they hold their
+    /// `i_size` is only a claim. An `i_size` of 2^63 or more is no size at
+    /// all: the kernel's iget refuses the inode ("bad i_size value").
+    /// Inline data is decoded once, for both the size and the bytes.
     ///
     /// # Errors
-    /// `Corrupt` for such an `i_size`; a damaged inline data area.
+    /// `Corrupt` for such an `i_size`; a damaged inline data area; read
+    /// errors.
     ///
     /// [`Superblock::max_bytes`]: super::superblock::Superblock::max_bytes
-    pub fn readable_size(&self, inode: &Inode, runs: &[Run]) -> Result<u64, FsError> {
+    pub fn read_at(
+        &self,
+        inode: &Inode,
+        runs: &[Run],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, FsError> {
+        let size = self.size_as_read(inode)?;
+        let inline = if inode.has_inline_data() {
+            Some(self.inline_data(inode)?)
+        } else {
+            None
+        };
+        let have = self
+            .readable_of(inode, size, runs, inline.as_deref())
+            .saturating_sub(offset);
+        let n = usize::try_from(have).unwrap_or(usize::MAX).min(buf.len());
+        let Some(part) = buf.get_mut(..n) else {
+            return Ok(0);
+        };
+        match inline {
+            Some(data) => copy_at(&data, offset, part),
+            None => self.read_file(inode, runs, offset, part)?,
+        }
+        Ok(n)
+    }
+
+    /// `i_size` bounded by `s_maxbytes`, or `Corrupt` for 2^63 or more
+    /// (see [`Ext4::read_at`]).
+    fn size_as_read(&self, inode: &Inode) -> Result<u64, FsError> {
         if i64::try_from(inode.size).is_err() {
             return Err(FsError::corrupt(
                 "inode",
@@ -348,12 +380,18 @@ impl Ext4 {
                 ),
             ));
         }
-        let size = inode.size.min(self.sb.max_bytes());
+        Ok(inode.size.min(self.sb.max_bytes()))
+    }
+
+    /// How many bytes of the file a read returns (see [`Ext4::read_at`]),
+    /// given `size` ([`Ext4::size_as_read`]) and the inode's decoded inline
+    /// data when it has some.
+    fn readable_of(&self, inode: &Inode, size: u64, runs: &[Run], inline: Option<&[u8]>) -> u64 {
         if inode.is_reg() {
-            return Ok(size);
+            return size;
         }
         let held = if inode.has_inline_data() {
-            u64_of(self.inline_data(inode)?.len())
+            u64_of(inline.map_or(0, <[u8]>::len))
         } else if self.fast_symlink(inode) {
             u64_of(inode.block.len())
         } else {
@@ -367,7 +405,7 @@ impl Ext4 {
                 .max()
                 .unwrap_or(0)
         };
-        Ok(size.min(held))
+        size.min(held)
     }
 
     /// Fills `buf` with the file's bytes at `offset`, given its `runs`
@@ -382,20 +420,12 @@ impl Ext4 {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), FsError> {
-        if inode.has_inline_data() || self.fast_symlink(inode) {
-            buf.fill(0);
-            let data = if inode.has_inline_data() {
-                self.inline_data(inode)?
-            } else {
-                inode.block.to_vec()
-            };
-            let start = usize::try_from(offset)
-                .unwrap_or(usize::MAX)
-                .min(data.len());
-            let src = data.get(start..).unwrap_or_default();
-            for (d, s) in buf.iter_mut().zip(src) {
-                *d = *s;
-            }
+        if inode.has_inline_data() {
+            copy_at(&self.inline_data(inode)?, offset, buf);
+            return Ok(());
+        }
+        if self.fast_symlink(inode) {
+            copy_at(&inode.block, offset, buf);
             return Ok(());
         }
         let bs = self.sb.block_size;
@@ -439,5 +469,18 @@ impl Ext4 {
             }
         }
         Ok(())
+    }
+}
+
+/// Fills `buf` with `data` from `offset` on, zeros past its end.
+fn copy_at(data: &[u8], offset: u64, buf: &mut [u8]) {
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(data.len());
+    let src = data.get(start..).unwrap_or_default();
+    let n = src.len().min(buf.len());
+    if let (Some((head, tail)), Some(src)) = (buf.split_at_mut_checked(n), src.get(..n)) {
+        head.copy_from_slice(src);
+        tail.fill(0);
     }
 }

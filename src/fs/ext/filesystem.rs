@@ -506,13 +506,7 @@ impl Filesystem for Ext4 {
         let inode = self.inode(node)?;
         // What cannot be mapped reads as zeros; `runs` reports it.
         let runs = self.data_runs_cached(&inode)?;
-        let have = self.readable_size(&inode, &runs)?.saturating_sub(offset);
-        let n = usize::try_from(have).unwrap_or(usize::MAX).min(buf.len());
-        let Some(part) = buf.get_mut(..n) else {
-            return Ok(0);
-        };
-        Ext4::read_file(self, &inode, &runs, offset, part)?;
-        Ok(n)
+        self.read_at(&inode, &runs, offset, buf)
     }
 
     fn read_link(&self, node: NodeId) -> Result<Vec<u8>, FsError> {
