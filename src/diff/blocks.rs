@@ -212,9 +212,6 @@ pub fn changed_blocks(
     // (most of a small overlay's diff is these two reads).
     let mut a = AlignedBuf::new(chunk);
     let mut b = AlignedBuf::new(chunk);
-    // What the old side reads where its layers hold nothing (an overlay's
-    // new clusters over a hole of the base): compared without reading.
-    let zeros = vec![0u8; chunk];
     let mut done = 0u64;
     let mut last_block = None::<u64>;
     for &(start, len) in held {
@@ -232,22 +229,29 @@ pub fn changed_blocks(
             let n = end.saturating_sub(blk).min(chunk_blocks);
             let bytes = us(n.saturating_mul(bs)).min(chunk);
             let at = blk.saturating_mul(bs);
-            let (Some(a), Some(b), Some(z)) =
-                (a.get_mut(..bytes), b.get_mut(..bytes), zeros.get(..bytes))
-            else {
+            let (Some(a), Some(b)) = (a.get_mut(..bytes), b.get_mut(..bytes)) else {
                 break;
             };
             // Straight from the disk: each block is compared once, so
             // caching it (or reading ahead of it) would only copy it more.
             new.disk().read_direct(at, b)?;
-            let a: &[u8] = if reads_zeros(old, at, u64_of(bytes)) {
-                z
+            // Where the old side's layers hold nothing (an overlay's new
+            // clusters over a hole of the base), its blocks are compared
+            // with zeros without reading them.
+            let a: Option<&[u8]> = if reads_zeros(old, at, u64_of(bytes)) {
+                None
             } else {
                 read_or_zero(old, at, a)?;
-                a
+                Some(a)
             };
-            for (i, (x, y)) in (0u64..).zip(a.chunks(us(bs).max(1)).zip(b.chunks(us(bs).max(1)))) {
-                if x == y {
+            let bsz = us(bs).max(1);
+            let mut olds = a.map(|a| a.chunks(bsz));
+            for (i, y) in (0u64..).zip(b.chunks(bsz)) {
+                let same = match olds.as_mut() {
+                    Some(o) => o.next() == Some(y),
+                    None => is_zero(y),
+                };
+                if same {
                     out.same = out.same.saturating_add(1);
                 } else {
                     out.blocks.push(blk.saturating_add(i), 1);
@@ -262,6 +266,17 @@ pub fn changed_blocks(
         last_block = Some(end.saturating_sub(1)).filter(|_| end > 0);
     }
     Ok(out)
+}
+
+/// A page of zeros, compared with (a buffer of zeros as long as a chunk
+/// was pages faulted in for each diff).
+static ZERO_PAGE: [u8; 4096] = [0; 4096];
+
+/// Whether `bytes` are all zeros.
+fn is_zero(bytes: &[u8]) -> bool {
+    bytes
+        .chunks(ZERO_PAGE.len())
+        .all(|c| ZERO_PAGE.get(..c.len()) == Some(c))
 }
 
 /// `held` (sorted byte ranges) with the blocks either view replays from
