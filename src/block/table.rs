@@ -66,6 +66,10 @@ pub struct Table {
     /// scanning the rest of the run again (a VMDK claiming 8 TiB of empty
     /// directory entries took the first frame 11 s so).
     zero_run: Mutex<Option<(u64, u64)>>,
+    /// The last run [`Table::run_end`] found, as `(start, end, value)`:
+    /// the same memory for runs of a value other than 0 (VDI's free
+    /// blocks are `0xffffffff`).
+    value_run: Mutex<Option<(u64, u64, u64)>>,
 }
 
 impl Table {
@@ -107,6 +111,7 @@ impl Table {
             entry,
             pages: Mutex::new(crate::lazy_lru::bounded(CACHED_PAGES)),
             zero_run: Mutex::new(None),
+            value_run: Mutex::new(None),
         })
     }
 
@@ -162,6 +167,48 @@ impl Table {
             }
         }
         Ok(next)
+    }
+
+    /// The index of the first entry at or after `from` that is not
+    /// `value` (the table's length when there is none): a run of entries
+    /// found a page at a time, not a lookup per entry, and remembered, so
+    /// a walk or a hit map asking from inside it again is answered at once
+    /// (an empty 8 TiB VDI's 8 Mi free entries took its map 1.2 s so).
+    ///
+    /// # Errors
+    /// As [`Table::get`], for the pages read.
+    pub fn run_end(&self, from: u64, value: u64) -> Result<u64, BlockError> {
+        let known = self.value_run.lock().ok().and_then(|r| *r);
+        if let Some((_, end, _)) = known.filter(|&(a, b, v)| v == value && a <= from && from < b) {
+            return Ok(end);
+        }
+        let width = self.entry.width();
+        let step = usize::try_from(width).unwrap_or(8).max(1);
+        let total = self.entries.saturating_mul(width);
+        let mut at = from.saturating_mul(width);
+        let mut end = self.entries;
+        'pages: while at < total {
+            let page = at / PAGE_BYTES;
+            let data = self.page(page)?;
+            let in_page = usize::try_from(at % PAGE_BYTES).unwrap_or(0);
+            let rest = data.get(in_page..).unwrap_or_default();
+            for (i, e) in rest.chunks_exact(step).enumerate() {
+                if self.entry.decode(e) != Some(value) {
+                    end = at
+                        .saturating_add(u64_of(i.saturating_mul(step)))
+                        .checked_div(width)
+                        .unwrap_or(from);
+                    break 'pages;
+                }
+            }
+            at = page.saturating_add(1).saturating_mul(PAGE_BYTES);
+        }
+        if from < end {
+            if let Ok(mut run) = self.value_run.lock() {
+                *run = Some((from, end, value));
+            }
+        }
+        Ok(end.max(from))
     }
 
     /// [`Table::next_nonzero`] without the remembered run.
@@ -240,6 +287,48 @@ mod tests {
 
     /// The first non-zero entry at or after an index, across pages and
     /// long runs of zeros, as a lookup of every entry finds it.
+    #[test]
+    fn run_end_agrees_with_every_lookup() {
+        for entry in [Entry::Le32, Entry::Be32, Entry::Le64] {
+            let n = 100_000u64;
+            let w = entry.width() as usize;
+            // All 0xff (VDI's free value in 32 bits), with entries that
+            // differ in the first page, in their last byte only, past a
+            // page boundary, and the last entry.
+            let mut bytes = vec![0xffu8; 8 + n as usize * w];
+            for (i, b) in [(3u64, 0usize), (5, w - 1), (40_000, 1), (n - 1, 0)] {
+                bytes[8 + i as usize * w + b] = 0x7f;
+            }
+            let s: Arc<dyn Storage> = Arc::new(MemStorage::new(bytes));
+            let t = Table::new(s, "t", "BAT", 8, n, entry).unwrap();
+            let free = t.get(0).unwrap().unwrap();
+            let mut each = n;
+            // Backwards and then forwards, so remembered runs are asked
+            // from inside, at their start and past their end.
+            let mut expected = vec![0; n as usize + 2];
+            for from in (0..=n + 1).rev() {
+                if from < n && t.get(from).unwrap() != Some(free) {
+                    each = from;
+                }
+                expected[from as usize] = each.max(from);
+                assert_eq!(
+                    t.run_end(from, free).unwrap(),
+                    each.max(from),
+                    "{entry:?} from {from}"
+                );
+            }
+            for from in 0..=n + 1 {
+                assert_eq!(
+                    t.run_end(from, free).unwrap(),
+                    expected[from as usize],
+                    "{entry:?} from {from}"
+                );
+            }
+            // Another value is not answered from the remembered run.
+            assert_eq!(t.run_end(7, 0).unwrap(), 7);
+        }
+    }
+
     #[test]
     fn next_nonzero_agrees_with_every_lookup() {
         for entry in [Entry::Le32, Entry::Be32, Entry::Le64] {

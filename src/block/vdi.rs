@@ -310,6 +310,14 @@ impl VdiImage {
         let mut pos = offset
             .saturating_add(BLOCK_SIZE.saturating_sub(offset % BLOCK_SIZE))
             .min(end);
+        // A stretch of free (or discarded) entries like the first: found
+        // a page of the map at a time, not a lookup per block.
+        if matches!(first, Piece::Unallocated | Piece::Zero) {
+            if let Some(e) = self.bmap.get(block)? {
+                let next = self.bmap.run_end(block.saturating_add(1), e)?;
+                pos = next.saturating_mul(BLOCK_SIZE).min(end).max(pos);
+            }
+        }
         while pos < end {
             let next = self.piece(pos / BLOCK_SIZE, 0)?;
             if !first.continues(pos.saturating_sub(offset), next) {
