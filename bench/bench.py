@@ -1304,10 +1304,10 @@ def ssh_bench(top):
         srcs = " ".join(f"127.0.0.1:{os.path.join(WORK, n)}" for n in names)
         copy_ls = ["sh", "-c", f"scp -q -F {tmp}/ssh_config -P {port} {srcs} {dest}/ && {BIN} ls -R {dest}/top.qcow2"]
         scp_ls = timed(copy_ls, runs=1)
-        row("ssh:// ls -R / (~20k files), shared conn.", timed([BIN, "ls", "-R", uri], runs=1), scp_ls,
+        row("ssh:// ls -R / (~20k files), shared conn.", timed([BIN, "ls", "-R", uri], runs=3), scp_ls,
             "scp the chain + ls -R the copy", "<= 0.1x")
         os.environ["LAYERSCOPE_SSH_SHARE"] = "0"
-        new_ls = timed([BIN, "ls", "-R", uri], runs=1)
+        new_ls = timed([BIN, "ls", "-R", uri], runs=3)
         row("ssh:// ls -R /, new connection", new_ls, scp_ls,
             "scp the chain + ls -R the copy (same)", "<= 0.1x")
         del os.environ["LAYERSCOPE_SSH_SHARE"]
