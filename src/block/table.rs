@@ -59,17 +59,13 @@ pub struct Table {
     entries: u64,
     entry: Entry,
     pages: Mutex<LruCache<u64, Arc<[u8]>>>,
-    /// The last run of zero entries [`Table::next_nonzero`] found: every
-    /// entry in `start..end` is 0, and `end` is the next nonzero one (or
-    /// the table's length). A walk or the TUI's hit map asks the same
-    /// run again from many points; each is answered from here, not by
-    /// scanning the rest of the run again (a VMDK claiming 8 TiB of empty
-    /// directory entries took the first frame 11 s so).
-    zero_run: Mutex<Option<(u64, u64)>>,
     /// The last run [`Table::run_end`] found, as `(start, end, value)`:
-    /// the same memory for runs of a value other than 0 (VDI's free
-    /// blocks are `0xffffffff`).
-    value_run: Mutex<Option<(u64, u64, u64)>>,
+    /// every entry in `start..end` is `value`, and `end` is the next
+    /// other one (or the table's length). A walk or the TUI's hit map
+    /// asks the same run again from many points; each is answered from
+    /// here, not by scanning the rest of the run again (a VMDK claiming
+    /// 8 TiB of empty directory entries took the first frame 11 s so).
+    run: Mutex<Option<(u64, u64, u64)>>,
 }
 
 impl Table {
@@ -110,8 +106,7 @@ impl Table {
             entries,
             entry,
             pages: Mutex::new(crate::lazy_lru::bounded(CACHED_PAGES)),
-            zero_run: Mutex::new(None),
-            value_run: Mutex::new(None),
+            run: Mutex::new(None),
         })
     }
 
@@ -155,18 +150,8 @@ impl Table {
     /// # Errors
     /// As [`Table::get`], for the pages read.
     pub fn next_nonzero(&self, from: u64) -> Result<Option<u64>, BlockError> {
-        let known = self.zero_run.lock().ok().and_then(|r| *r);
-        if let Some((_, end)) = known.filter(|&(a, b)| a <= from && from < b) {
-            return Ok((end < self.entries).then_some(end));
-        }
-        let next = self.scan_nonzero(from)?;
-        if let Ok(mut run) = self.zero_run.lock() {
-            let end = next.unwrap_or(self.entries);
-            if from < end {
-                *run = Some((from, end));
-            }
-        }
-        Ok(next)
+        let end = self.run_end(from, 0)?;
+        Ok((end < self.entries).then_some(end))
     }
 
     /// The index of the first entry at or after `from` that is not
@@ -178,7 +163,8 @@ impl Table {
     /// # Errors
     /// As [`Table::get`], for the pages read.
     pub fn run_end(&self, from: u64, value: u64) -> Result<u64, BlockError> {
-        let known = self.value_run.lock().ok().and_then(|r| *r);
+        static ZERO_PAGE: [u8; 64 << 10] = [0; 64 << 10];
+        let known = self.run.lock().ok().and_then(|r| *r);
         if let Some((_, end, _)) = known.filter(|&(a, b, v)| v == value && a <= from && from < b) {
             return Ok(end);
         }
@@ -192,44 +178,26 @@ impl Table {
             let data = self.page(page)?;
             let in_page = usize::try_from(at % PAGE_BYTES).unwrap_or(0);
             let rest = data.get(in_page..).unwrap_or_default();
-            for (i, e) in rest.chunks_exact(step).enumerate() {
-                if self.entry.decode(e) != Some(value) {
-                    end = at
-                        .saturating_add(u64_of(i.saturating_mul(step)))
-                        .checked_div(width)
-                        .unwrap_or(from);
-                    break 'pages;
+            // A page of zeros costs one compare.
+            if value != 0 || ZERO_PAGE.get(..rest.len()) != Some(rest) {
+                for (i, e) in rest.chunks_exact(step).enumerate() {
+                    if self.entry.decode(e) != Some(value) {
+                        end = at
+                            .saturating_add(u64_of(i.saturating_mul(step)))
+                            .checked_div(width)
+                            .unwrap_or(from);
+                        break 'pages;
+                    }
                 }
             }
             at = page.saturating_add(1).saturating_mul(PAGE_BYTES);
         }
         if from < end {
-            if let Ok(mut run) = self.value_run.lock() {
+            if let Ok(mut run) = self.run.lock() {
                 *run = Some((from, end, value));
             }
         }
         Ok(end.max(from))
-    }
-
-    /// [`Table::next_nonzero`] without the remembered run.
-    fn scan_nonzero(&self, from: u64) -> Result<Option<u64>, BlockError> {
-        static ZERO_PAGE: [u8; 64 << 10] = [0; 64 << 10];
-        let width = self.entry.width();
-        let total = self.entries.saturating_mul(width);
-        let mut at = from.saturating_mul(width);
-        while at < total {
-            let page = at / PAGE_BYTES;
-            let data = self.page(page)?;
-            let in_page = usize::try_from(at % PAGE_BYTES).unwrap_or(0);
-            let rest = data.get(in_page..).unwrap_or_default();
-            if ZERO_PAGE.get(..rest.len()) != Some(rest) {
-                if let Some(i) = rest.iter().position(|&b| b != 0) {
-                    return Ok(at.saturating_add(u64_of(i)).checked_div(width));
-                }
-            }
-            at = page.saturating_add(1).saturating_mul(PAGE_BYTES);
-        }
-        Ok(None)
     }
 
     fn page(&self, page: u64) -> Result<Arc<[u8]>, BlockError> {
@@ -285,8 +253,6 @@ mod tests {
         assert!(err.to_string().contains("corrupt BAT"), "{err}");
     }
 
-    /// The first non-zero entry at or after an index, across pages and
-    /// long runs of zeros, as a lookup of every entry finds it.
     #[test]
     fn run_end_agrees_with_every_lookup() {
         for entry in [Entry::Le32, Entry::Be32, Entry::Le64] {
@@ -329,6 +295,8 @@ mod tests {
         }
     }
 
+    /// The first non-zero entry at or after an index, across pages and
+    /// long runs of zeros, as a lookup of every entry finds it.
     #[test]
     fn next_nonzero_agrees_with_every_lookup() {
         for entry in [Entry::Le32, Entry::Be32, Entry::Le64] {
