@@ -378,14 +378,20 @@ impl SparseExtent {
             return Ok(end.saturating_mul(self.table_span()));
         }
         let mut next = gd_index.saturating_add(1);
-        while let Some(entry) = self.gd.get(next)? {
-            let empty = entry == 0
-                || self
-                    .table_offset(next, entry)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|off| self.in_hole(off).is_some());
-            if !empty {
+        loop {
+            // Empty entries are skipped a page of the directory at a time:
+            // a directory of zeros (a hostile capacity over a hole) took
+            // seconds a lookup per entry.
+            next = self.gd.run_end(next, 0)?;
+            let Some(entry) = self.gd.get(next)? else {
+                break;
+            };
+            let in_hole = self
+                .table_offset(next, entry)
+                .ok()
+                .flatten()
+                .is_some_and(|off| self.in_hole(off).is_some());
+            if !in_hole {
                 break;
             }
             next = next.saturating_add(1);
