@@ -162,6 +162,7 @@ def main():
     ap.add_argument("--formats", action="store_true", help="only the image format rows (VMDK, VHD, VHDX, VDI)")
     ap.add_argument("--throughput", action="store_true", help="only the bulk read rows (issue 19)")
     ap.add_argument("--blame", action="store_true", help="only the blame -R rows of --throughput")
+    ap.add_argument("--mass", action="store_true", help="only the diff --json mass-create rows (20,000 and 200,000 files created)")
     ap.add_argument("--overlay", action="store_true", help="only the rows whose cost must follow the overlays (issue 19): multi-layer diff, diff and first frame at 1 TiB and 16 TiB, NBD map")
     ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline/find/grep rows")
     ap.add_argument("--fs-kinds", action="store_true", help="only the XFS and FAT rows")
@@ -181,6 +182,9 @@ def main():
         return
     if args.blame:
         blame_rows(os.path.join(WORK, "throughput"))
+        return
+    if args.mass:
+        mass_create_rows()
         return
     if args.fs_kinds:
         fs_kinds_bench()
@@ -808,6 +812,76 @@ def diff_json_rss_rows():
         print(f"{'diff --json, ' + format(n, ',') + ' changes':<40} layerscope {t[0] * 1000:8.1f} ms, peak RSS {t[1] / 1024:6.1f} MiB (goal: flat in the changes)")
 
 
+def mass_created(n):
+    """The paths a mass create of `n` files makes (what `build_mass_create`
+    gives debugfs, in its order): /new, /new/dNNNN (200 files each), the
+    files under them, and every 100th file in an existing directory
+    /base/dK instead. The oracle of the row and of tests/it/diff_mass.rs."""
+    dirs = ["/new"] + [f"/new/d{k:04d}" for k in range(-(-n // 200))]
+    files = [f"/base/d{i % 10}/m{i:06d}" if i % 100 == 99 else f"/new/d{i // 200:04d}/f{i:06d}" for i in range(n)]
+    return dirs, files
+
+
+def build_mass_create(d, n):
+    """A 2 GiB ext4 base (10 directories of 20 small files, by mke2fs -d)
+    and a thin overlay in which debugfs created `n` files (every 16th with
+    3,000 bytes, the rest empty) in 1 + n/200 new directories, every 100th
+    in an existing directory: the `diff --json` mass-create rows. Returns
+    the top overlay and its flat raw image (the `fls` anchor). Cached."""
+    base, top, flat = (os.path.join(d, f"mass{n}-{k}") for k in ("base.qcow2", "top.qcow2", "flat.raw"))
+    if os.path.exists(top):
+        return top, flat
+    t0 = time.time()
+    os.makedirs(d, exist_ok=True)
+    tree = os.path.join(d, f"mass{n}-tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    rng = random.Random(n)
+    for k in range(10):
+        os.makedirs(os.path.join(tree, "base", f"d{k}"))
+        for j in range(20):
+            with open(os.path.join(tree, "base", f"d{k}", f"b{j:02d}"), "wb") as f:
+                f.write(rng.randbytes(rng.randint(0, 5000)))
+    raw = os.path.join(d, f"mass{n}-base.raw")
+    sh("mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-N", str(n + 20000), "-d", tree,
+       "-E", "root_owner=0:0", raw, "2G")
+    shutil.rmtree(tree)
+    sh("qemu-img", "convert", "-O", "qcow2", raw, base)
+    os.rename(raw, flat)
+    payload = os.path.join(d, f"mass{n}-payload")
+    with open(payload, "wb") as f:
+        f.write(rng.randbytes(3000))
+    dirs, files = mass_created(n)
+    cmds = [f"mkdir {p}" for p in dirs]
+    cmds += [f"write {payload if i % 16 == 0 else '/dev/null'} {p}" for i, p in enumerate(files)]
+    debugfs(flat, cmds)
+    os.remove(payload)
+    thin_overlay(flat, base, top)
+    print(f"  mass create of {n} files built in {time.time() - t0:.0f}s", flush=True)
+    return top, flat
+
+
+def mass_create_rows():
+    """`diff --json` of a mass create (20,000 and 200,000 files created in
+    the top overlay) vs `fls -r -p` of the top's flat raw image, which
+    lists the whole tree as of the top: interleaved wall medians, CPU time
+    and peak RSS (issue 19: items streamed, memory flat, < 32 MiB). The
+    row checks that every created path is listed as added."""
+    d = os.path.join(WORK, "mass")
+    for n, rounds in ((20000, 5), (200000, 3)):
+        top, flat = build_mass_create(d, n)
+        ours, fls = [BIN, "diff", "--json", top], ["fls", "-r", "-p", flat]
+        got = json.loads(subprocess.check_output(ours))["changes"]
+        dirs, files = mass_created(n)
+        added = {c["path"] for c in got if c["change"] == "added"}
+        missing = set(dirs + files) - added
+        assert not missing, f"{len(missing)} created paths not listed, e.g. {sorted(missing)[:3]}"
+        t1, t2 = interleaved([ours, fls], rounds=rounds, warmup=1)
+        cpu = [cpu_time(c) for c in (ours, fls)]
+        rss = [peak_rss(c) for c in (ours, fls)]
+        what = f"diff --json, {n} files created"
+        print(f"{what:<40} layerscope {t1 * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms, {rss[0] / 1024:5.1f} MiB) | fls -r -p {t2 * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms, {rss[1] / 1024:5.1f} MiB) | ratio {t1 / t2:5.2f}x ({len(got)} changes; goal < 32 MiB)")
+
+
 def overlay_bench(rebuild=False):
     """Rows whose cost must follow the overlays, not the disk (issue 19
     items 5 and 6), interleaved medians with CPU time: the quick diff
@@ -846,6 +920,7 @@ def overlay_bench(rebuild=False):
         print(f"{what:<40} render --first-frame {first[0] * 1000:7.1f} ms, interactive (pty, 120x40) {ff * 1000:7.1f} ms (goal < 100 ms) | "
               f"render (the finished picture: exact hit map) {render[0] * 1000:7.1f} ms, RSS {render[1] / 1024:.1f} MiB")
     diff_json_rss_rows()
+    mass_create_rows()
     tp = os.path.join(WORK, "throughput")
     if not os.path.exists(os.path.join(tp, "top.qcow2")):
         print("building the throughput chain ...", flush=True)

@@ -96,6 +96,14 @@ pub(super) fn quick(
                 };
                 l.in_place(c)
             }
+            // A new file's name is an added path and nothing else.
+            Part::Added(c) => c
+                .into_iter()
+                .map(|c| {
+                    seq = seq.saturating_add(1);
+                    Item::new(c, Class::Found, 2, seq)
+                })
+                .collect(),
             Part::Names(c) | Part::InPlace(c) => c
                 .into_iter()
                 .map(|c| {
@@ -136,6 +144,20 @@ pub(super) fn quick(
     let mut count = 0usize;
     let mut group: Vec<(Key, Vec<u8>)> = Vec::new();
     let mut flush = |group: &mut Vec<(Key, Vec<u8>)>, out: &mut dyn Write| -> anyhow::Result<()> {
+        // A name found twice (listed with its directory and walked with a
+        // new tree) is one change.
+        let mut i = 0;
+        while i < group.len() {
+            let (a, b) = group.split_at(i);
+            if b.first().is_some_and(|(k, x)| {
+                a.iter()
+                    .any(|(j, y)| j.kind == k.kind && j.class == k.class && y == x)
+            }) {
+                group.remove(i);
+            } else {
+                i = i.saturating_add(1);
+            }
+        }
         let classes: Vec<Class> = group.iter().map(|(k, _)| k.class).collect();
         for ((_, bytes), kept) in group.drain(..).zip(keep(&classes)) {
             if !kept {

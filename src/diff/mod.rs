@@ -33,6 +33,7 @@ pub mod compare;
 pub mod dirty;
 pub mod index;
 mod layout;
+mod name_spill;
 mod pair;
 mod pairing;
 pub mod paths;
@@ -215,8 +216,30 @@ const MAX_NAMES: usize = 50_000_000;
 /// The names under directory `ino` (at `path`), depth first, each
 /// directory once.
 fn walk(fs: &Ext4, ino: u64, path: &[u8], out: &mut Vec<Name>, notes: &mut Vec<String>) {
+    let limit = MAX_NAMES.saturating_sub(out.len());
+    let _ = walk_each::<std::convert::Infallible>(fs, ino, path, limit, notes, &mut |n| {
+        out.push(n);
+        Ok(())
+    });
+}
+
+/// [`walk`], handing each name to `each` as it is found (at most `limit`
+/// of them): memory follows the directories waiting to be listed, not
+/// the names.
+///
+/// # Errors
+/// What `each` returns.
+fn walk_each<E>(
+    fs: &Ext4,
+    ino: u64,
+    path: &[u8],
+    limit: usize,
+    notes: &mut Vec<String>,
+    each: &mut dyn FnMut(Name) -> Result<(), E>,
+) -> Result<(), E> {
     let mut stack = vec![(ino, path.to_vec())];
     let mut seen = HashSet::from([ino]);
+    let mut count = 0usize;
     while let Some((dir, dpath)) = stack.pop() {
         let listing = match fs.inode(dir).and_then(|i| fs.list_dir(&i)) {
             Ok(l) => l,
@@ -226,7 +249,7 @@ fn walk(fs: &Ext4, ino: u64, path: &[u8], out: &mut Vec<Name>, notes: &mut Vec<S
             }
         };
         for e in listing.entries {
-            if e.is_dot_or_dotdot() || e.inode == 0 || out.len() >= MAX_NAMES {
+            if e.is_dot_or_dotdot() || e.inode == 0 || count >= limit {
                 continue;
             }
             let ino = u64::from(e.inode);
@@ -239,17 +262,19 @@ fn walk(fs: &Ext4, ino: u64, path: &[u8], out: &mut Vec<Name>, notes: &mut Vec<S
                 continue;
             };
             let dir = i.is_dir();
-            out.push(Name {
+            count = count.saturating_add(1);
+            each(Name {
                 path: path.clone(),
                 ino,
                 dir,
                 file_type: i.type_name(),
-            });
+            })?;
             if dir && seen.insert(ino) {
                 stack.push((ino, path));
             }
         }
     }
+    Ok(())
 }
 
 /// Calls `each` with every name under directory `ino` (at `path`) and its
@@ -535,25 +560,7 @@ fn after_moves(pair: &mut dyn PairView, out: &mut Vec<Change>, dir_moves: &[(Vec
             }
         }
         out.retain(|c| {
-            // The quick diff walks a new directory's tree and finds there
-            // names of files whose old names, under the moved directory's
-            // old path, it never listed: the same file at the same place
-            // under the moved directory only moved with it.
-            let (here, there) = match c.change {
-                Kind::Added => (
-                    dir_moves.iter().map(|(f, t)| (t, f)).collect::<Vec<_>>(),
-                    old,
-                ),
-                Kind::Deleted => (dir_moves.iter().map(|(f, t)| (f, t)).collect(), new),
-                _ => (Vec::new(), old),
-            };
-            if here.iter().any(|(at, other)| {
-                under(&c.raw_path, at).is_some_and(|rel| {
-                    let mut p = (*other).clone();
-                    p.extend_from_slice(rel);
-                    ino_at(there, &p) == Some(c.inode)
-                })
-            }) {
+            if carried_along(c, dir_moves, old, new) {
                 return false;
             }
             if c.change != Kind::Moved || !c.delta.is_empty() {
@@ -567,6 +574,34 @@ fn after_moves(pair: &mut dyn PairView, out: &mut Vec<Change>, dir_moves: &[(Vec
             })
         });
     }
+}
+
+/// An added or deleted name that only moved with its directory: the
+/// quick diff walks a new directory's tree and finds there names of files
+/// whose old names, under the moved directory's old path, it never
+/// listed: the same file at the same place under the moved directory
+/// only moved with it.
+fn carried_along(
+    c: &Change,
+    dir_moves: &[(Vec<u8>, Vec<u8>)],
+    old: &dyn crate::fs::Filesystem,
+    new: &dyn crate::fs::Filesystem,
+) -> bool {
+    let (here, there) = match c.change {
+        Kind::Added => (
+            dir_moves.iter().map(|(f, t)| (t, f)).collect::<Vec<_>>(),
+            old,
+        ),
+        Kind::Deleted => (dir_moves.iter().map(|(f, t)| (f, t)).collect(), new),
+        _ => return false,
+    };
+    here.iter().any(|(at, other)| {
+        under(&c.raw_path, at).is_some_and(|rel| {
+            let mut p = (*other).clone();
+            p.extend_from_slice(rel);
+            ino_at(there, &p) == Some(c.inode)
+        })
+    })
 }
 
 /// The part of `path` below directory `dir`, from its `/` on (`None`
@@ -666,11 +701,16 @@ pub fn diff(
     let mut all = Vec::new();
     let mut d = quick::diff_each(old, new, held, progress, usize::MAX, &mut |part| {
         match part {
-            quick::Part::Names(c) | quick::Part::InPlace(c) => all.extend(c),
+            quick::Part::Names(c) | quick::Part::Added(c) | quick::Part::InPlace(c) => {
+                all.extend(c)
+            }
         }
         Ok(())
     })?;
     all.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
+    // A name found twice (a directory listed and also walked as part of
+    // a new tree) is one change.
+    all.dedup();
     d.changes = all;
     Ok(d)
 }

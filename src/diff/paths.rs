@@ -83,7 +83,8 @@ pub struct Key {
     pub path: Vec<u8>,
     pub kind: Kind,
     pub class: Class,
-    /// 0: found with the names; 1: a file changed in place, in a batch.
+    /// 0: found with the names; 1: a file changed in place, in a batch;
+    /// 2: a new file's name ([`super::quick::Part::Added`]).
     pub src: u8,
     pub seq: u64,
 }

@@ -23,10 +23,11 @@ use crate::fs::ext::Ext4;
 use super::compare::{compare, same_file, Delta};
 use super::index::{self, Paths};
 use super::layout::{Bitmaps, Layout};
+use super::name_spill::NameSpill;
 use super::pair::{Brief, Pair};
 use super::{
     after_moves, assemble_names, blocks, dir_moves_of, explain, explain_reserved, in_place, join,
-    near_groups, walk, Change, Diff, DiffError, Name, Progress, Sorted,
+    near_groups, walk, walk_each, Change, Diff, DiffError, Kind, Name, Progress, Sorted, MAX_NAMES,
 };
 
 /// What [`diff_each`] hands over.
@@ -36,13 +37,25 @@ pub enum Part {
     /// all of them, once, before any [`Part::InPlace`]. Sorted by path
     /// and kind.
     Names(Vec<Change>),
+    /// Names of files new in the newer view (added paths that pair with
+    /// no other change: not a move, a hard link or a replaced path): one
+    /// batch, after [`Part::Names`] and before any [`Part::InPlace`], in
+    /// no order. A name found twice (listed with its directory and walked
+    /// with a new tree) may come twice.
+    Added(Vec<Change>),
     /// Files changed in place: one batch, in inode order.
     InPlace(Vec<Change>),
 }
 
+/// Names of new files kept in memory, per inode of a batch, before they
+/// go to a temporary file ([`NameSpill`]).
+const NAMES_PER_BATCH: usize = 16;
+
 /// The quick diff ([`super::diff`]), handing the changes to `each` as
-/// they are made: [`Part::Names`] once, then files changed in place
-/// `batch` inodes at a time. The [`Diff`] returned has the stats and the
+/// they are made: [`Part::Names`] once, then the names of new files
+/// `batch` at a time ([`Part::Added`]; up to `batch` × 16 of them are
+/// kept in memory, the rest in a temporary file), then files changed in
+/// place `batch` inodes at a time. The [`Diff`] returned has the stats and the
 /// notes, and no changes.
 ///
 /// # Errors
@@ -195,6 +208,12 @@ pub fn diff_each(
     // Directories -> names removed and added.
     let (mut opaths, mut npaths) = (Paths::new(old), Paths::new(new));
     let (mut removed, mut added) = (Vec::new(), Vec::new());
+    // Names of files new in the newer view, and the new directories
+    // among them, whose trees are walked below.
+    let mut plain = NameSpill::new(batch.max(1).saturating_mul(NAMES_PER_BATCH));
+    let mut new_dirs: Vec<(u64, Vec<u8>)> = Vec::new();
+    // Their inodes, as runs (a mass create's are mostly consecutive).
+    let mut plain_inos: Vec<(u64, u64)> = Vec::new();
     for &dir in &dirs {
         let listed = |fs: &Ext4, notes: &mut Vec<String>| match index::entries(fs, dir) {
             Ok((entries, problems)) => {
@@ -224,16 +243,59 @@ pub fn diff_each(
                 }
             }
         }
-    }
-    // A directory that came or went brings or takes its whole tree.
-    for (names, fs) in [(&mut removed, old), (&mut added, new)] {
-        let mut extra = Vec::new();
-        for n in names.iter().filter(|n| n.dir) {
-            if !pair.persists(n.ino) {
-                walk(fs, n.ino, &n.path, &mut extra, &mut later);
+        // The new files' names go their own way (the list of added names
+        // holds those of files that persist: moves and hard links).
+        let mut kept = Vec::new();
+        for n in added.drain(..) {
+            if pair.persists(n.ino) {
+                kept.push(n);
+            } else {
+                if n.dir {
+                    new_dirs.push((n.ino, n.path.clone()));
+                }
+                add_run(&mut plain_inos, n.ino);
+                plain.push(n)?;
             }
         }
-        names.extend(extra);
+        added = kept;
+    }
+    // A directory that came or went brings or takes its whole tree.
+    let mut extra = Vec::new();
+    for n in removed.iter().filter(|n| n.dir) {
+        if !pair.persists(n.ino) {
+            walk(old, n.ino, &n.path, &mut extra, &mut later);
+        }
+    }
+    removed.extend(extra);
+    for (ino, path) in std::mem::take(&mut new_dirs) {
+        walk_each(new, ino, &path, MAX_NAMES, &mut later, &mut |n| {
+            if pair.persists(n.ino) {
+                added.push(n);
+            } else {
+                add_run(&mut plain_inos, n.ino);
+                plain.push(n)?;
+            }
+            Ok::<(), DiffError>(())
+        })?;
+    }
+    let mut plain_inos = blocks::BlockSet::from_runs(plain_inos);
+    // A new file's name at a path that lost another file's name is one
+    // replaced path ([`super::paths`]): it joins the names that pair.
+    let mut taken: Vec<u64> = Vec::new();
+    if !plain.is_empty() && !removed.is_empty() {
+        let gone: HashSet<&[u8]> = removed.iter().map(|n| n.path.as_slice()).collect();
+        let mut back = Vec::new();
+        plain.for_each(&mut |k, n| {
+            if gone.contains(n.path.as_slice()) {
+                taken.push(k);
+                back.push(n);
+            }
+            Ok::<(), DiffError>(())
+        })?;
+        for n in &back {
+            plain_inos.remove(n.ino, 1);
+        }
+        added.extend(back);
     }
     // Files whose names changed are assembled with the directories.
     let renamed: BTreeSet<u64> = removed.iter().chain(&added).map(|n| n.ino).collect();
@@ -254,11 +316,34 @@ pub fn diff_each(
     after_moves(&mut pair, &mut first, &dir_moves);
     first.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
     each(Part::Names(first))?;
+    // The new files' names, a batch at a time.
+    let mut changes = Vec::new();
+    let mut skip = taken.iter().peekable();
+    let total = plain.len();
+    plain.for_each(&mut |k, n| {
+        if skip.next_if_eq(&&k).is_some() {
+            return Ok(());
+        }
+        let c = super::change(Kind::Added, &n, None, Delta::default());
+        if !super::carried_along(&c, &dir_moves, old, new) {
+            changes.push(c);
+        }
+        if changes.len() >= batch.max(1) {
+            if !progress.step("naming new files", k, total) {
+                return Err(DiffError::Cancelled);
+            }
+            each(Part::Added(std::mem::take(&mut changes)))?;
+        }
+        Ok(())
+    })?;
+    if !changes.is_empty() {
+        each(Part::Added(changes))?;
+    }
     // The other changed files, a batch at a time.
     for part in inodes.chunks(batch.max(1)) {
         let mut modified = BTreeMap::new();
         for &ino in part {
-            if counted(ino) && !renamed.contains(&ino) {
+            if counted(ino) && !renamed.contains(&ino) && !plain_inos.contains(ino) {
                 in_place_delta(
                     &mut pair,
                     ino,
@@ -289,7 +374,14 @@ pub fn diff_each(
     Ok(d)
 }
 
-/// Modified files -> their names as of the newer layer.
+/// Adds `ino` to `runs`, extending the last run when it follows it.
+fn add_run(runs: &mut Vec<(u64, u64)>, ino: u64) {
+    match runs.last_mut() {
+        Some((s, l)) if s.saturating_add(*l) == ino => *l = l.saturating_add(1),
+        _ => runs.push((ino, 1)),
+    }
+}
+
 /// How file `ino` changed in place, into `modified` (nothing when it did
 /// not, or when it became another file or is a directory: the names and
 /// directories say those); a file that cannot be compared gets a note.
@@ -315,6 +407,7 @@ fn in_place_delta(
     }
 }
 
+/// Modified files -> their names as of the newer layer.
 fn with_names(
     pair: &mut Pair,
     npaths: &mut Paths,

@@ -163,7 +163,7 @@ impl Runs {
 }
 
 /// A temporary file, unlinked at once, in `$TMPDIR`.
-fn temp_file() -> io::Result<File> {
+pub(super) fn temp_file() -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = std::env::temp_dir();
     let nanos = std::time::SystemTime::now()

@@ -9,6 +9,7 @@ mod cli;
 mod demo;
 mod diff;
 mod diff_chain;
+mod diff_mass;
 mod e2e;
 mod ext;
 mod fat;
