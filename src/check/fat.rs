@@ -18,6 +18,8 @@
 //!
 //! Each problem's structure is the file's path as fsck.fat prints it
 //! (short names, upper case), or the table or sector.
+use std::fmt::Write as _;
+
 use super::{Problem, Problems, Progress, Severity};
 use crate::block::BlockSource;
 use crate::fs::fat::boot::FatType;
@@ -69,17 +71,16 @@ fn short_name(raw: &[u8; 11]) -> String {
             .iter()
             .rposition(|&c| c != b' ')
             .map_or(0, |i| i.saturating_add(1));
-        b.get(..end)
-            .unwrap_or_default()
-            .iter()
-            .map(|&c| {
-                if c.is_ascii_graphic() {
-                    char::from(c).to_string()
-                } else {
-                    format!("\\{c:03o}")
-                }
-            })
-            .collect()
+        let mut out = String::new();
+        for &c in b.get(..end).unwrap_or_default() {
+            if c.is_ascii_graphic() {
+                out.push(char::from(c));
+            } else {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "\\{c:03o}");
+            }
+        }
+        out
     };
     let mut name = raw.to_owned();
     // 0x05 stands for a first byte 0xe5.
@@ -539,20 +540,28 @@ pub fn check(
     c.table = fat.fat_reader().entries(total);
     c.owner = vec![0; total];
     copies(&mut c);
-    for cl in 2..u32::try_from(total).unwrap_or(0) {
-        let v = c.get(cl);
-        let past = u64::from(v) >= u64::from(c.clusters).saturating_add(2) && v < c.bad();
-        if v == 1 || past {
-            c.problem(
-                Severity::Error,
-                "fat-cluster-out-of-range",
-                "FAT".into(),
-                Some(c.entry_offset(cl)),
-                format!("cluster {} out of range ({v})", cl.saturating_sub(2)),
-            );
-            let e = c.eoc();
-            c.set(cl, e);
-        }
+    // Entries naming no cluster of the volume: 1, or past the last and
+    // below the bad mark. Found with one pass over the slice (they are
+    // rare), then reported and set to end of chain in cluster order.
+    let (limit, bad) = (u64::from(c.clusters).saturating_add(2), c.bad());
+    let out_of_range: Vec<(u32, u32)> = c
+        .table
+        .iter()
+        .enumerate()
+        .skip(2)
+        .filter(|&(_, &v)| v == 1 || (u64::from(v) >= limit && v < bad))
+        .filter_map(|(cl, &v)| Some((u32::try_from(cl).ok()?, v)))
+        .collect();
+    for (cl, v) in out_of_range {
+        c.problem(
+            Severity::Error,
+            "fat-cluster-out-of-range",
+            "FAT".into(),
+            Some(c.entry_offset(cl)),
+            format!("cluster {} out of range ({v})", cl.saturating_sub(2)),
+        );
+        let e = c.eoc();
+        c.set(cl, e);
     }
     progress.advance(u64::try_from(total).unwrap_or(0));
     // The files, from the root.
@@ -585,19 +594,31 @@ pub fn check(
     let root_start = root.map(|_| boot.root_cluster);
     c.check_dir(root, root_start, 0, 0);
     summary.files = u64::try_from(c.files.len()).unwrap_or(0);
-    // Clusters in use that no file owns.
+    // Clusters in use that no file owns, reclaimed; then every cluster no
+    // file owns that is not bad is free. One pass does both: a reclaimed
+    // cluster is free once set to 0, so it counts as fsck.fat's second
+    // pass would count it.
     let mut reclaimed = 0u64;
+    let mut free = 0u64;
     let mut first_lost = None;
-    for cl in 2..u32::try_from(total).unwrap_or(0) {
-        let v = c.get(cl);
-        if c.owner_of(cl) == 0 && v != 0 && v != c.bad() {
-            first_lost.get_or_insert(cl);
-            c.set(cl, 0);
-            reclaimed = reclaimed.saturating_add(1);
+    let (bad, end) = (c.bad(), total.min(c.table.len()).min(c.owner.len()));
+    if let (Some(table), Some(owner)) = (c.table.get_mut(2..end), c.owner.get(2..end)) {
+        for (i, (v, &o)) in table.iter_mut().zip(owner).enumerate() {
+            if o != 0 || *v == bad {
+                continue;
+            }
+            free = free.saturating_add(1);
+            if *v != 0 {
+                first_lost.get_or_insert(i);
+                *v = 0;
+                reclaimed = reclaimed.saturating_add(1);
+            }
         }
     }
     if reclaimed > 0 {
-        let at = first_lost.map(|cl| c.entry_offset(cl));
+        let at = first_lost
+            .and_then(|i| u32::try_from(i.saturating_add(2)).ok())
+            .map(|cl| c.entry_offset(cl));
         c.problem(
             Severity::Error,
             "fat-unused-clusters",
@@ -609,10 +630,6 @@ pub fn check(
             ),
         );
     }
-    let free = (2..u32::try_from(total).unwrap_or(0))
-        .filter(|&cl| c.owner_of(cl) == 0 && c.get(cl) != c.bad())
-        .count();
-    let free = u64::try_from(free).unwrap_or(0);
     summary.clusters_used = u64::from(c.clusters).saturating_sub(free);
     if let Some((info, at)) = fat.fsinfo() {
         if let Some(count) = info.free_count {
@@ -700,6 +717,12 @@ fn copies(c: &mut Checker<'_>) {
                 || c.fat.disk().read_at(base.saturating_add(pos), y).is_err()
             {
                 return;
+            }
+            // Equal chunks are the rule: one slice compare (memcmp), and
+            // the byte-by-byte scan only for the chunk that differs.
+            if x == y {
+                pos = pos.saturating_add(n);
+                continue;
             }
             if let Some(i) = x.iter().zip(y.iter()).position(|(p, q)| p != q) {
                 let at = base
