@@ -303,10 +303,14 @@ fn journal(ext: &crate::fs::ext::Ext4) {
     if let Ok(Some(journal)) = ext.journal_log(None) {
         let rec = ext.recover(&journal);
         let _ = fast_commit::scan(&journal.geometry, &journal.log, rec.end_transaction);
-    }
-    if let Ok(layout) = Layout::read(ext) {
-        for block in 0..64 {
-            let _ = layout.what(block);
+        // As `journal` does: the block classification (every group's
+        // descriptor, up to a million) only for a filesystem with a log to
+        // describe. Read for every input, it took 44% of the filesystem
+        // target's time on its corpus.
+        if let Ok(layout) = Layout::read(ext) {
+            for block in 0..64 {
+                let _ = layout.what(block);
+            }
         }
     }
     let _ = orphan::orphans(ext);
