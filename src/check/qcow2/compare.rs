@@ -21,7 +21,9 @@ impl Checker<'_> {
             let stored = match self.stored_refcount(k) {
                 Ok(v) => v,
                 Err(e) => {
-                    self.check_error(format!("cannot get the refcount of cluster {k}: {e}"));
+                    self.check_error_with(|| {
+                        format!("cannot get the refcount of cluster {k}: {e}")
+                    });
                     k = k.saturating_add(1);
                     continue;
                 }
