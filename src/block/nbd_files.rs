@@ -155,6 +155,26 @@ fn open_error(path: &str, e: &BlockError) -> BlockError {
 /// Bytes of the export's head the probe reads (its first 512 decide).
 const PROBE_HEAD: u64 = 128 << 10;
 
+/// Most bytes of the head the probe reads for a command that walks the
+/// whole tree (`ls -R`, `find`, …): the start of a disk holds most of a
+/// filesystem's metadata (ext4 packs the inode tables of its first 16
+/// groups there, flex_bg; XFS its first AG's inodes; FAT its tables), so
+/// the walk's first batch (the in-use inode tables) is then answered
+/// from memory, not a round trip after the probe's.
+const WALK_HEAD: u64 = 8 << 20;
+
+/// The head the probe reads: a walk's longer one is at most 1/256 of the
+/// disk, so the guess never costs more than a small part of what copying
+/// the disk would.
+fn probe_head(len: u64, walk: bool) -> u64 {
+    let head = if walk {
+        WALK_HEAD.min(len / 256).max(PROBE_HEAD)
+    } else {
+        PROBE_HEAD
+    };
+    head.min(len)
+}
+
 /// Opens an NBD URI: a disk export as one NBD layer (what qemu-nbd serves),
 /// or, when `opts.format` names an image format or the export's first and
 /// last bytes look like one, the image stored in the export with its
@@ -185,7 +205,8 @@ pub fn open_uri(
             // The head is read whole (same round trip, a few more bytes):
             // the partition table, the filesystem's superblock and its
             // group descriptors are read next, and the client keeps it.
-            let mut head = vec![0u8; usize::try_from(len.min(PROBE_HEAD)).unwrap_or(0)];
+            let walk = nbd_opts.walk_ahead;
+            let mut head = vec![0u8; usize::try_from(probe_head(len, walk)).unwrap_or(0)];
             let mut tail = vec![0u8; usize::try_from(n).unwrap_or(0)];
             // Both in flight together: one round trip.
             // Block status for the whole export goes in the same write.

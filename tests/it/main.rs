@@ -31,6 +31,7 @@ mod qcow2_snapshots;
 mod readonly;
 mod remote_ahead;
 mod remote_find;
+mod remote_rounds;
 mod remote_walk;
 mod rough_edges;
 mod ssh;

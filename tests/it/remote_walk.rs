@@ -261,7 +261,7 @@ pub(crate) fn read_requests(log: &str) -> Vec<(u64, u64)> {
 /// the end, none in a group flagged INODE_UNINIT; the whole table when
 /// the descriptors have no checksums (dumpe2fs then prints no unused
 /// count).
-fn itables_in_use(dir: &Path, image: &str) -> Vec<(u64, u64)> {
+pub(crate) fn itables_in_use(dir: &Path, image: &str) -> Vec<(u64, u64)> {
     let out = sh(dir, &["dumpe2fs", image]);
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| -> u64 {

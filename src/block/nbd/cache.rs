@@ -36,9 +36,10 @@ impl NbdClient {
         self.recent.lock().map_or(0, |r| r.bytes())
     }
 
-    /// Fills `buf` from a recent read that holds it; false when none does.
+    /// Fills `buf` from the recent reads that hold it (one, or several
+    /// in a row); false when they do not.
     pub(super) fn served(&self, offset: u64, buf: &mut [u8]) -> bool {
-        u64_of(buf.len()) <= MAX_SPAN && self.recent.lock().is_ok_and(|r| r.serve(offset, buf))
+        self.recent.lock().is_ok_and(|r| r.serve(offset, buf))
     }
 
     /// Keeps a small read for later reads of the same bytes.
@@ -47,6 +48,16 @@ impl NbdClient {
             if let Ok(mut r) = self.recent.lock() {
                 r.keep(offset, buf);
             }
+        }
+    }
+
+    /// Keeps a read of any length, a span of at most [`MAX_SPAN`] at a
+    /// time (the probe's head: see `nbd_files::open_uri`).
+    pub(super) fn keep_all(&self, offset: u64, buf: &[u8]) {
+        let mut at = offset;
+        for piece in buf.chunks(crate::bytes::us(MAX_SPAN)) {
+            self.keep(at, piece);
+            at = at.saturating_add(u64_of(piece.len()));
         }
     }
 

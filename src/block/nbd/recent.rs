@@ -33,29 +33,61 @@ pub struct Recent {
 }
 
 impl Recent {
-    /// Fills `buf` with the bytes at `offset` when one kept span holds
-    /// them all; false (and `buf` untouched) otherwise.
+    /// Fills `buf` with the bytes at `offset` when kept spans hold them
+    /// all: one span, or several in a row (a long read, such as a tree
+    /// walk's head of the disk, is kept a span at a time); false (and
+    /// `buf` untouched) otherwise.
     pub fn serve(&self, offset: u64, buf: &mut [u8]) -> bool {
         let end = offset.saturating_add(u64_of(buf.len()));
-        if buf.is_empty() || u64_of(buf.len()) > MAX_SPAN {
+        if buf.is_empty() {
             return false;
         }
-        for (&start, span) in self
-            .spans
-            .range(offset.saturating_sub(MAX_SPAN)..=offset)
-            .rev()
-        {
-            if start.saturating_add(u64_of(span.len())) < end {
-                continue;
+        let Some(first) = self.covering(offset, end) else {
+            return false;
+        };
+        if first.2 == buf.len() {
+            return copy_piece(first, buf);
+        }
+        // Where every piece comes from, found before anything is copied.
+        let mut pieces = vec![first];
+        let mut pos = offset.saturating_add(u64_of(first.2));
+        while pos < end {
+            let Some(p) = self.covering(pos, end) else {
+                return false;
+            };
+            pieces.push(p);
+            pos = pos.saturating_add(u64_of(p.2));
+        }
+        let mut rest = buf;
+        for p in pieces {
+            let (here, tail) = rest.split_at_mut(p.2.min(rest.len()));
+            if !copy_piece(p, here) {
+                return false;
             }
-            // start <= offset and end <= start + span.len().
-            let from = us(offset.saturating_sub(start));
-            if let Some(src) = span.get(from..from.saturating_add(buf.len())) {
-                buf.copy_from_slice(src);
-                return true;
+            rest = tail;
+        }
+        true
+    }
+
+    /// The kept span holding `pos` that reaches furthest toward `end`:
+    /// (the span, where `pos` is in it, its bytes from `pos` up to
+    /// `end`). Spans are at most [`MAX_SPAN`] long, so only those
+    /// starting that far before `pos` can hold it.
+    fn covering(&self, pos: u64, end: u64) -> Option<(&[u8], usize, usize)> {
+        let mut best: Option<(&[u8], u64, u64)> = None;
+        for (&start, span) in self.spans.range(pos.saturating_sub(MAX_SPAN)..=pos) {
+            let upto = start.saturating_add(u64_of(span.len())).min(end);
+            if upto > pos && best.is_none_or(|b| upto > b.2) {
+                best = Some((span, start, upto));
             }
         }
-        false
+        best.map(|(span, start, upto)| {
+            (
+                span,
+                us(pos.saturating_sub(start)),
+                us(upto.saturating_sub(pos)),
+            )
+        })
     }
 
     /// Keeps the bytes read at `offset` (when small enough), evicting the
@@ -96,6 +128,18 @@ impl Recent {
     }
 }
 
+/// Copies a piece found by [`Recent::covering`] into `out` (as long as
+/// the piece); false when the span does not hold it.
+fn copy_piece((span, from, n): (&[u8], usize, usize), out: &mut [u8]) -> bool {
+    match span.get(from..from.saturating_add(n)) {
+        Some(src) if src.len() == out.len() => {
+            out.copy_from_slice(src);
+            true
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +158,28 @@ mod tests {
         r.keep(8192, &data[..10]);
         assert!(r.serve(8192 + 20, &mut b));
         assert_eq!(b[..], data[4096 + 20..4096 + 120]);
+    }
+
+    #[test]
+    fn a_read_across_spans_in_a_row_is_served() {
+        let mut r = Recent::default();
+        let data: Vec<u8> = (0..3 * MAX_SPAN as u32).map(|i| (i % 251) as u8).collect();
+        for (i, piece) in data.chunks(MAX_SPAN as usize).enumerate() {
+            r.keep(i as u64 * MAX_SPAN, piece);
+        }
+        let mut b = vec![0u8; 2 * MAX_SPAN as usize + 10];
+        assert!(r.serve(100, &mut b));
+        assert_eq!(b[..], data[100..100 + b.len()]);
+        // A gap in the row: nothing served, the buffer untouched.
+        let mut r2 = Recent::default();
+        r2.keep(0, &data[..MAX_SPAN as usize]);
+        r2.keep(
+            MAX_SPAN + 1,
+            &data[MAX_SPAN as usize + 1..2 * MAX_SPAN as usize],
+        );
+        let mut c = vec![9u8; MAX_SPAN as usize + 10];
+        assert!(!r2.serve(0, &mut c));
+        assert!(c.iter().all(|&x| x == 9));
     }
 
     #[test]

@@ -260,12 +260,10 @@ impl NbdClient {
         // wait a server round more. The map and the walks then ask the
         // same windows ([`NbdClient::ahead_windows`]) and use these
         // answers.
-        let piece = u64::from(
-            self.opts
-                .max_request
-                .min(self.info.block_max.unwrap_or(u32::MAX))
-                .max(512),
-        );
+        // Requests of a batch's size: a tree walk's longer head (see
+        // `nbd_files::open_uri`) is a few requests, leaving the windows
+        // their room.
+        let piece = self.batch_piece();
         let reads = reqs.iter().fold(0usize, |n, (_, b)| {
             n.saturating_add(us(u64_of(b.len()).div_ceil(piece)))
         });
@@ -277,12 +275,11 @@ impl NbdClient {
         let first = reqs.first().map_or(0, |r| r.0);
         let answers = self.with_conn("reading", first, |c| {
             let mut batch = StatusBatch::new(windows.clone());
-            let piece = self.stream_piece(c);
             self.scatter_with_status(c, reqs, Some(&mut batch), piece)?;
             Ok(batch.finish().ok())
         })?;
         for (o, b) in reqs.iter() {
-            self.keep(*o, b);
+            self.keep_all(*o, b);
         }
         if let Some(answers) = answers {
             if let Ok(mut p) = self.primed.lock() {
