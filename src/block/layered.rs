@@ -389,6 +389,31 @@ impl LayeredReader {
         Ok(o)
     }
 
+    /// Where layer `index`, which serves `[offset, offset + len)` as data
+    /// (a stream's [`LayeredReader::stream_extent`] said so), stores a
+    /// prefix of it as-is in a local file ([`BlockSource::stored`]). The
+    /// prefix is recorded in the hit map: it is served, by the kernel.
+    ///
+    /// # Errors
+    /// Errors of the layer's metadata.
+    pub fn stored(
+        &self,
+        index: usize,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<crate::block::Stored<'_>>, BlockError> {
+        check_range(&self.name, self.size, offset, len)?;
+        let Some(mut s) = self.layer(index)?.stored(offset, len)? else {
+            return Ok(None);
+        };
+        s.len = s.len.min(len);
+        if s.len == 0 {
+            return Ok(None);
+        }
+        self.record(Some(index), offset, s.len)?;
+        Ok(Some(s))
+    }
+
     /// Reads the next piece of a stream at `offset` (at most `max_len`
     /// bytes): either data into `buf` (stopping before the next range that
     /// reads as zeros), or the length of a zero range, which is neither

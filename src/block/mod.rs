@@ -207,6 +207,31 @@ pub trait BlockSource: Send + Sync {
     fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
         self.locate(offset, len)
     }
+
+    /// Where a prefix of `[offset, offset + len)`, which this layer holds
+    /// as data, lies unchanged and contiguous in a local file: a bulk copy
+    /// (`read` to a file) then has the kernel move those bytes from file
+    /// to file, with no copy through user space. `None` when the layer
+    /// cannot say (compressed or encoded data, remote storage, a hole of
+    /// the host file at `host`): the caller reads the range instead.
+    ///
+    /// # Errors
+    /// As [`BlockSource::block_status`].
+    fn stored(&self, _offset: u64, _len: u64) -> Result<Option<Stored<'_>>, BlockError> {
+        Ok(None)
+    }
+}
+
+/// A run of the virtual disk stored as-is in a local file (see
+/// [`BlockSource::stored`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Stored<'a> {
+    /// The layer's file (or its external data file), opened read-only.
+    pub file: &'a std::fs::File,
+    /// Where the run starts in `file`.
+    pub host: u64,
+    /// Its length (never 0), inside the file.
+    pub len: u64,
 }
 
 /// The first extent of a block status answer at `offset` (a source

@@ -71,6 +71,13 @@ pub trait Storage: Send + Sync {
     fn ssh_session(&self) -> Option<Arc<crate::block::ssh::Session>> {
         None
     }
+
+    /// The local file itself, opened read-only, when the storage is one:
+    /// a bulk copy then has the kernel move its bytes into the output
+    /// (`copy_file_range`, `sendfile`) instead of reading them out first.
+    fn local_file(&self) -> Option<&File> {
+        None
+    }
 }
 
 /// A file opened read-only.
@@ -140,6 +147,10 @@ impl Storage for FileStorage {
 
     fn allocated_size(&self) -> Option<u64> {
         Some(self.blocks_bytes)
+    }
+
+    fn local_file(&self) -> Option<&File> {
+        Some(&self.file)
     }
 }
 

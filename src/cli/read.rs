@@ -4,14 +4,16 @@
 //! read or copied (the layered reader says where they are, a raw layer's
 //! holes included), reader threads fill the next segments while this one
 //! is written (`crate::block::stream`), and a regular file as stdout
-//! becomes a sparse file.
+//! becomes a sparse file, into which the kernel copies the runs that
+//! layers keep as-is in local files ([`SparseFile`]).
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 
 use super::ReadArgs;
 use crate::block::chain::Chain;
 use crate::block::layered::LayeredReader;
-use crate::block::stream::{stream, Piece, StreamError};
-use crate::block::{check_range, BlockError, BlockSource};
+use crate::block::stream::{stream_with, Piece, StreamError};
+use crate::block::{check_range, BlockError, BlockSource, Stored};
 use crate::bytes::{u64_of, us};
 
 /// Where the bytes go: a pipe (zeros are written) or a sparse file (zeros
@@ -27,6 +29,19 @@ pub trait Sink {
     /// # Errors
     /// Write errors.
     fn zeros(&mut self, len: u64) -> io::Result<()>;
+    /// Whether the sink copies [`Stored`] runs itself (from file to file
+    /// in the kernel); otherwise the stream reads them.
+    fn takes_stored(&self) -> bool {
+        false
+    }
+    /// Writes the bytes of a run as they lie in a local file. By default
+    /// they are read, a megabyte at a time, and written as data.
+    ///
+    /// # Errors
+    /// Read and write errors.
+    fn stored(&mut self, run: Stored<'_>) -> io::Result<()> {
+        read_stored(run, &mut |bytes| self.data(bytes))
+    }
     /// Completes the output.
     ///
     /// # Errors
@@ -75,11 +90,14 @@ pub fn run(chain: &Chain, args: &ReadArgs, sink: &mut dyn Sink) -> anyhow::Resul
     let size = reader.len();
     let length = length.unwrap_or(size.saturating_sub(offset));
     check_range(reader.name(), size, offset, length)?;
+    let kernel_copy = sink.takes_stored();
     let mut consume = |piece: Piece<'_>| match piece {
         Piece::Data(bytes) => sink.data(bytes),
         Piece::Zeros(n) => sink.zeros(n),
+        Piece::Stored(run) => sink.stored(run),
     };
-    match stream(&reader, offset, length, reader_threads(), &mut consume) {
+    let threads = reader_threads();
+    match stream_with(&reader, offset, length, threads, kernel_copy, &mut consume) {
         Ok(()) => {}
         Err(StreamError::Read(e)) => return Err(e.into()),
         Err(StreamError::Consumer(e)) => return Err(e.into()),
@@ -195,14 +213,54 @@ pub fn stdout_file() -> Option<std::fs::File> {
 /// Granularity of hole detection in [`SparseFile`].
 const HOLE_BLOCK: usize = 4096;
 
+/// Reads a stored run a megabyte at a time into `write`.
+fn read_stored(run: Stored<'_>, write: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    let mut buf = crate::block::buffer::AlignedBuf::new(us(run.len.min(1 << 20)));
+    let (mut at, end) = (run.host, run.host.saturating_add(run.len));
+    while at < end {
+        let n = us(end.saturating_sub(at)).min(buf.len());
+        let piece = buf.get_mut(..n).unwrap_or_default();
+        run.file.read_exact_at(piece, at)?;
+        write(piece)?;
+        at = at.saturating_add(u64_of(n));
+    }
+    Ok(())
+}
+
+/// How [`SparseFile`] copies a stored run; each step down is taken once,
+/// when the kernel refuses the one above for this pair of files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CopyBy {
+    /// `copy_file_range`: file to file in the kernel, the same filesystem
+    /// (on some, extents are shared rather than copied).
+    CopyFileRange,
+    /// `sendfile`: file to file through the page cache, across
+    /// filesystems too (ext4 to tmpfs, where `copy_file_range` says EXDEV).
+    SendFile,
+    /// Read into memory, then written, zero blocks as holes.
+    Read,
+}
+
 /// Writes to a regular file, seeking over zeros instead of writing them, so
 /// `layerscope read disk.qcow2 > disk.raw` makes a sparse file the way
-/// `qemu-img convert` and `cp --sparse` do. Data blocks that happen to be
-/// all zeros become holes too.
+/// `qemu-img convert` and `cp --sparse` do.
+///
+/// What is a hole: every range that reads as zeros by the image's own
+/// metadata (unallocated clusters, zero clusters, a raw layer's holes, a
+/// hole in a qcow2 file under a data cluster) stays a hole. Data the
+/// stream reads into memory (compressed clusters, other formats) is
+/// checked per 4 KiB block, and all-zero blocks become holes too. Runs a
+/// layer keeps as-is in a local file (a raw layer's data, plain qcow2
+/// clusters) are copied by the kernel without passing through memory, so
+/// all-zero 4 KiB blocks *stored as data* inside them stay data, as with
+/// `qemu-img convert -C` or `cp --sparse=auto`: the bytes are the same,
+/// only `du` can differ. That is what makes the copy cheap: one kernel
+/// copy instead of two, no scan of the bytes in user space.
 pub struct SparseFile {
     file: std::fs::File,
     /// Zero bytes seen but not yet skipped over.
     hole: u64,
+    copy_by: CopyBy,
 }
 
 impl SparseFile {
@@ -219,7 +277,17 @@ impl SparseFile {
         if !file.metadata().ok()?.is_file() {
             return None;
         }
-        Some(SparseFile { file, hole: 0 })
+        Some(SparseFile::new(file))
+    }
+
+    /// A sparse writer to `file` (a regular file, not in append mode),
+    /// from its current position.
+    pub fn new(file: std::fs::File) -> SparseFile {
+        SparseFile {
+            file,
+            hole: 0,
+            copy_by: CopyBy::CopyFileRange,
+        }
     }
 
     fn skip_hole(&mut self) -> io::Result<()> {
@@ -230,6 +298,26 @@ impl SparseFile {
             self.hole = 0;
         }
         Ok(())
+    }
+
+    /// One kernel copy of at most `left` bytes from `run.file` at `*at`
+    /// to the file's position, by `how`: the bytes copied (0 at the end
+    /// of the source), or the kernel's refusal.
+    fn kernel_copy(
+        &self,
+        how: CopyBy,
+        run: &Stored<'_>,
+        at: &mut u64,
+        left: u64,
+    ) -> rustix::io::Result<usize> {
+        // Both calls take at most 2 GiB minus a page at a time.
+        let n = us(left.min(1 << 30));
+        match how {
+            CopyBy::CopyFileRange => {
+                rustix::fs::copy_file_range(run.file, Some(at), &self.file, None, n)
+            }
+            _ => rustix::fs::sendfile(&self.file, run.file, Some(at), n),
+        }
     }
 }
 
@@ -266,6 +354,54 @@ impl Sink for SparseFile {
         Ok(())
     }
 
+    fn takes_stored(&self) -> bool {
+        true
+    }
+
+    /// `copy_file_range`, else `sendfile` (EXDEV across filesystems,
+    /// EINVAL or ENOSYS where the kernel or the files do not support it),
+    /// else a read; both kernel calls write at the file's position, after
+    /// the pending hole, and move it on.
+    fn stored(&mut self, run: Stored<'_>) -> io::Result<()> {
+        use rustix::io::Errno;
+        self.skip_hole()?;
+        let mut at = run.host;
+        let end = run.host.saturating_add(run.len);
+        while at < end && self.copy_by != CopyBy::Read {
+            let (before, left) = (at, end.saturating_sub(at));
+            match self.kernel_copy(self.copy_by, &run, &mut at, left) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("a layer's file ended at {at:#x}, inside a run of data"),
+                    ))
+                }
+                // The kernel moved `at` on by what it copied.
+                Ok(_) => {}
+                Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP | Errno::PERM)
+                    if at == before =>
+                {
+                    self.copy_by = match self.copy_by {
+                        CopyBy::CopyFileRange => CopyBy::SendFile,
+                        _ => CopyBy::Read,
+                    };
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if at < end {
+            let rest = Stored {
+                host: at,
+                len: end.saturating_sub(at),
+                ..run
+            };
+            // The kernel would not copy: read, zero blocks as holes.
+            read_stored(rest, &mut |bytes| self.data(bytes))?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> io::Result<()> {
         use std::io::Seek;
         if self.hole > 0 {
@@ -277,5 +413,70 @@ impl Sink for SparseFile {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Seek};
+
+    use super::*;
+
+    /// The data ranges of a file (SEEK_DATA / SEEK_HOLE).
+    fn data_ranges(file: &std::fs::File) -> Vec<(u64, u64)> {
+        use rustix::fs::{seek, SeekFrom};
+        let len = file.metadata().unwrap().len();
+        let (mut out, mut at) = (Vec::new(), 0);
+        while at < len {
+            let Ok(start) = seek(file, SeekFrom::Data(at)) else {
+                break;
+            };
+            let end = seek(file, SeekFrom::Hole(start)).unwrap();
+            out.push((start, end));
+            at = end;
+        }
+        out
+    }
+
+    #[test]
+    fn a_stored_run_lands_after_the_hole_by_each_way_of_copying() {
+        let dir = tempfile::tempdir().unwrap();
+        // Source: 4 KiB of data, 4 KiB of zeros stored as data, 4 KiB of
+        // data, at host offset 4096.
+        let mut src = vec![0u8; 4 << 12];
+        src[4096..8192].fill(0x5a);
+        src[12288..].fill(0xa5);
+        std::fs::write(dir.path().join("src"), &src).unwrap();
+        let from = std::fs::File::open(dir.path().join("src")).unwrap();
+        let run = Stored {
+            file: &from,
+            host: 4096,
+            len: 3 << 12,
+        };
+        for how in [CopyBy::CopyFileRange, CopyBy::SendFile, CopyBy::Read] {
+            let path = dir.path().join(format!("{how:?}"));
+            let mut sink = SparseFile::new(std::fs::File::create(&path).unwrap());
+            sink.copy_by = how;
+            sink.zeros(8192).unwrap();
+            sink.stored(run).unwrap();
+            sink.zeros(4096).unwrap();
+            sink.finish().unwrap();
+            let mut out = std::fs::File::open(&path).unwrap();
+            let mut got = Vec::new();
+            out.read_to_end(&mut got).unwrap();
+            let mut want = vec![0u8; 8192];
+            want.extend_from_slice(&src[4096..]);
+            want.resize(want.len() + 4096, 0);
+            assert_eq!(got, want, "{how:?}");
+            out.rewind().unwrap();
+            // The leading and trailing zeros are holes either way; the
+            // zeros stored as data are a hole only when read and scanned.
+            let data = data_ranges(&out);
+            let want = match how {
+                CopyBy::Read => vec![(8192, 12288), (16384, 20480)],
+                _ => vec![(8192, 20480)],
+            };
+            assert_eq!(data, want, "{how:?}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use layerscope::block::cache::BlockCache;
 use layerscope::block::chain::{open_chain, ChainOptions, FsOpener};
 use layerscope::block::layered::LayeredReader;
-use layerscope::block::stream::{stream, Piece};
+use layerscope::block::stream::{stream_with, Piece};
 use layerscope::block::BlockSource;
 
 use crate::util::{layerscope, need, qemu_io, sh, Rng};
@@ -202,7 +202,7 @@ fn bulk_and_cached_reads_agree_with_qemu_img_convert_at_random() {
     let cache = BlockCache::new(reader.clone(), 8 << 20);
     let size = flat.len();
     let mut rng = Rng(0x5eed_1919);
-    let (mut data_edges, mut zero_pieces) = (0, 0);
+    let (mut data_edges, mut zero_pieces, mut stored_runs) = (0, 0, 0);
     for round in 0..300 {
         // Mostly small reads, every fourth up to 6 MiB (several segments).
         let max = if round % 4 == 0 { 6 << 20 } else { 300 << 10 };
@@ -211,12 +211,16 @@ fn bulk_and_cached_reads_agree_with_qemu_img_convert_at_random() {
         let len = len.min(size - off);
         let want = &flat[off..off + len];
 
+        // Every other round, runs kept as-is in a file come as its
+        // ranges (what `read` to a file copies in the kernel), read here.
+        let kernel = round % 2 == 1;
         let mut bulk = Vec::with_capacity(len);
-        stream(
+        stream_with(
             &reader,
             off as u64,
             len as u64,
             1 + round % 3,
+            kernel,
             &mut |piece| {
                 match piece {
                     Piece::Data(bytes) => {
@@ -226,6 +230,14 @@ fn bulk_and_cached_reads_agree_with_qemu_img_convert_at_random() {
                     Piece::Zeros(n) => {
                         zero_pieces += 1;
                         bulk.resize(bulk.len() + n as usize, 0);
+                    }
+                    Piece::Stored(run) => {
+                        use std::os::unix::fs::FileExt;
+                        assert!(kernel, "a stored run in a stream that did not ask");
+                        stored_runs += 1;
+                        let at = bulk.len();
+                        bulk.resize(at + run.len as usize, 0);
+                        run.file.read_exact_at(&mut bulk[at..], run.host)?;
                     }
                 }
                 Ok(())
@@ -246,7 +258,162 @@ fn bulk_and_cached_reads_agree_with_qemu_img_convert_at_random() {
     }
     // Both kinds of pieces were met: the ranges crossed data and zeros.
     assert!(
-        data_edges > 100 && zero_pieces > 100,
-        "{data_edges} data, {zero_pieces} zero pieces"
+        data_edges > 100 && zero_pieces > 100 && stored_runs > 50,
+        "{data_edges} data, {zero_pieces} zero pieces, {stored_runs} stored runs"
     );
+}
+
+/// The ranges `[start, end)` of `file` that hold data (SEEK_DATA /
+/// SEEK_HOLE).
+fn data_ranges(file: &fs::File) -> Vec<(u64, u64)> {
+    use rustix::fs::{seek, SeekFrom};
+    let len = file.metadata().unwrap().len();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < len {
+        let Ok(start) = seek(file, SeekFrom::Data(at)) else {
+            break;
+        };
+        let end = seek(file, SeekFrom::Hole(start)).unwrap();
+        out.push((start, end));
+        at = end;
+    }
+    out
+}
+
+/// `read` to a regular file has the kernel copy what layers keep as-is
+/// in their files (copy_file_range on the same filesystem, sendfile
+/// across, e.g. to tmpfs): the bytes are qemu-img convert's over every
+/// kind of range (raw holes and data, zero, compressed and plain
+/// clusters, layer boundaries, a backing file shorter than the overlay,
+/// a range that starts and ends mid-cluster); every range that qemu-img
+/// map says reads as zeros is a hole in the output; and zero blocks
+/// stored as data in a plain cluster are data, as with qemu-img convert
+/// -C, which shows the bytes were not read and scanned. The hit totals
+/// still cover the disk once.
+#[test]
+fn read_to_a_file_is_a_kernel_copy_with_qemus_bytes_and_holes() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    build_chain(d);
+    // An overlay larger than its 24 MiB backing chain, with data past the
+    // backing's end, a zero cluster, and a cluster of zeros stored as data.
+    sh(
+        d,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "top.qcow2",
+            "-F",
+            "qcow2",
+            "big.qcow2",
+            "32M",
+        ],
+    );
+    qemu_io(
+        d,
+        "big.qcow2",
+        &[
+            "write -P 0x61 30m 1m",
+            "write -P 0x62 23m 1536k",
+            "write -z 26m 64k",
+            "write -P 0 8m 64k",
+            "write -P 0x63 8260k 4k",
+        ],
+    );
+    sh(
+        d,
+        &[
+            "qemu-img",
+            "convert",
+            "-O",
+            "raw",
+            "big.qcow2",
+            "big-flat.raw",
+        ],
+    );
+    let flat = fs::read(d.join("big-flat.raw")).unwrap();
+    assert_eq!(flat.len(), 32 << 20);
+    let map = crate::util::qemu_map(d, "big.qcow2");
+    let zero_ranges: Vec<(u64, u64)> = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["data"].as_bool().unwrap())
+        .map(|e| {
+            let s = e["start"].as_u64().unwrap();
+            (s, s + e["length"].as_u64().unwrap())
+        })
+        .collect();
+    assert!(zero_ranges.len() > 3, "{map}");
+
+    let shm = Path::new("/dev/shm");
+    let shm_dir = shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap());
+    let mut outs = vec![d.join("out.raw")];
+    outs.extend(shm_dir.as_ref().map(|t| t.path().join("out.raw")));
+    for out in &outs {
+        for (off, len) in [(0u64, flat.len() as u64), (6 * (1 << 20) + 12345, 20 << 20)] {
+            let file = fs::File::create(out).unwrap();
+            let run = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
+                .args(["read", "--hits", "--offset", &off.to_string()])
+                .args(["--length", &len.to_string(), "big.qcow2"])
+                .current_dir(d)
+                .stdout(file)
+                .output()
+                .unwrap();
+            assert!(
+                run.status.success(),
+                "{}",
+                String::from_utf8_lossy(&run.stderr)
+            );
+            let got = fs::read(out).unwrap();
+            assert!(
+                got == flat[off as usize..(off + len) as usize],
+                "read --offset {off} --length {len} to {} differs from qemu-img convert",
+                out.display()
+            );
+            let hits: serde_json::Value =
+                serde_json::from_str(String::from_utf8_lossy(&run.stderr).trim()).unwrap();
+            let served: u64 = hits["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["bytes"].as_u64().unwrap())
+                .sum::<u64>()
+                + hits["nowhere"]["bytes"].as_u64().unwrap();
+            assert_eq!(served, len, "{hits}");
+
+            // Holes where the image reads as zeros by its metadata (the
+            // whole 4 KiB blocks inside each such range of the output).
+            let data = data_ranges(&fs::File::open(out).unwrap());
+            for &(s, e) in &zero_ranges {
+                let (s, e) = (s.max(off) - off, e.min(off + len).saturating_sub(off));
+                let (s, e) = (s.next_multiple_of(4096), e / 4096 * 4096);
+                if s >= e {
+                    continue;
+                }
+                assert!(
+                    data.iter().all(|&(a, b)| b <= s || a >= e),
+                    "{}: data in [{s:#x}, {e:#x}), which reads as zeros: {data:x?}",
+                    out.display()
+                );
+            }
+            // The plain cluster of zeros at 8 MiB was copied, not read.
+            if off == 0 {
+                let z = 8u64 << 20;
+                assert!(
+                    data.iter().any(|&(a, b)| a <= z && b >= z + 4096),
+                    "{}: the zeros stored at 8 MiB were read and made a hole: {data:x?}",
+                    out.display()
+                );
+            }
+        }
+    }
 }

@@ -27,7 +27,7 @@ use lru::LruCache;
 
 use crate::block::buffer::AlignedBuf;
 use crate::block::storage::Storage;
-use crate::block::{check_range, BlockError, BlockSource, Extent, Status};
+use crate::block::{check_range, BlockError, BlockSource, Extent, Status, Stored};
 use crate::bytes::{be64, u64_of, us};
 
 pub mod bitmap;
@@ -995,6 +995,39 @@ impl BlockSource for Qcow2Layer {
             }
         }
         Ok(vec![e])
+    }
+
+    /// A run of plain data clusters with contiguous host offsets, in a
+    /// local file, cut where the host file has a hole: a hole under a data
+    /// cluster (metadata preallocation, a discarded range) reads as zeros,
+    /// and a copy must leave it a hole, so it is read and zero-detected
+    /// instead (`None` when the run starts in one). A run that passes the
+    /// end of the file is left to `read_at`, which reports it.
+    fn stored(&self, offset: u64, len: u64) -> Result<Option<Stored<'_>>, BlockError> {
+        check_range(&self.path, self.header.size, offset, len)?;
+        // check_range proved the sum fits.
+        let run = self.run_at(offset, offset.saturating_add(len), false)?;
+        let (Kind::Normal { .. }, Some(host)) = (run.kind, run.host) else {
+            return Ok(None);
+        };
+        let data = self.data_storage();
+        let Some(file) = data.local_file() else {
+            return Ok(None);
+        };
+        let mut n = run.len.min(len);
+        if n == 0 || host.checked_add(n).is_none_or(|end| end > data.len()) {
+            return Ok(None);
+        }
+        match data
+            .next_run(host)
+            .map_err(|e| BlockError::io(&self.path, "asking for holes", host, e))?
+        {
+            Some((true, data_end)) => n = n.min(data_end.saturating_sub(host)),
+            Some((false, _)) => return Ok(None),
+            // The filesystem cannot tell: all of it is data.
+            None => {}
+        }
+        Ok((n > 0).then_some(Stored { file, host, len: n }))
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
