@@ -390,9 +390,10 @@ impl LayeredReader {
     }
 
     /// Where layer `index`, which serves `[offset, offset + len)` as data
-    /// (a stream's [`LayeredReader::stream_extent`] said so), stores a
-    /// prefix of it as-is in a local file ([`BlockSource::stored`]). The
-    /// prefix is recorded in the hit map: it is served, by the kernel.
+    /// (a stream's [`LayeredReader::stream_extent`] said so), keeps a
+    /// prefix of it as-is in a local file, or in a hole of that file
+    /// ([`BlockSource::stored`]). The prefix is recorded in the hit map:
+    /// the layer serves it, though nothing here reads it.
     ///
     /// # Errors
     /// Errors of the layer's metadata.
@@ -401,17 +402,22 @@ impl LayeredReader {
         index: usize,
         offset: u64,
         len: u64,
-    ) -> Result<Option<crate::block::Stored<'_>>, BlockError> {
+    ) -> Result<Option<crate::block::HostRun<'_>>, BlockError> {
+        use crate::block::HostRun;
         check_range(&self.name, self.size, offset, len)?;
-        let Some(mut s) = self.layer(index)?.stored(offset, len)? else {
-            return Ok(None);
+        let run = match self.layer(index)?.stored(offset, len)? {
+            Some(HostRun::Stored(mut s)) => {
+                s.len = s.len.min(len);
+                HostRun::Stored(s)
+            }
+            Some(HostRun::Hole(n)) => HostRun::Hole(n.min(len)),
+            None => return Ok(None),
         };
-        s.len = s.len.min(len);
-        if s.len == 0 {
+        if run.is_empty() {
             return Ok(None);
         }
-        self.record(Some(index), offset, s.len)?;
-        Ok(Some(s))
+        self.record(Some(index), offset, run.len())?;
+        Ok(Some(run))
     }
 
     /// Reads the next piece of a stream at `offset` (at most `max_len`

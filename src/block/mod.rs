@@ -211,14 +211,40 @@ pub trait BlockSource: Send + Sync {
     /// Where a prefix of `[offset, offset + len)`, which this layer holds
     /// as data, lies unchanged and contiguous in a local file: a bulk copy
     /// (`read` to a file) then has the kernel move those bytes from file
-    /// to file, with no copy through user space. `None` when the layer
-    /// cannot say (compressed or encoded data, remote storage, a hole of
-    /// the host file at `host`): the caller reads the range instead.
+    /// to file, with no copy through user space; or that the prefix lies
+    /// in a hole of that file, so it reads as zeros and is not copied at
+    /// all. `None` when the layer cannot say (compressed or encoded data,
+    /// remote storage): the caller reads the range instead.
     ///
     /// # Errors
     /// As [`BlockSource::block_status`].
-    fn stored(&self, _offset: u64, _len: u64) -> Result<Option<Stored<'_>>, BlockError> {
+    fn stored(&self, _offset: u64, _len: u64) -> Result<Option<HostRun<'_>>, BlockError> {
         Ok(None)
+    }
+}
+
+/// Where a layer keeps a prefix of a data run (see [`BlockSource::stored`]).
+#[derive(Clone, Copy, Debug)]
+pub enum HostRun<'a> {
+    /// Its bytes lie as-is in a local file.
+    Stored(Stored<'a>),
+    /// This many bytes lie in a hole of the layer's file (a qcow2 image
+    /// with preallocated metadata, a discarded range): they read as zeros.
+    Hole(u64),
+}
+
+impl HostRun<'_> {
+    /// The prefix's length.
+    pub fn len(&self) -> u64 {
+        match self {
+            HostRun::Stored(s) => s.len,
+            HostRun::Hole(n) => *n,
+        }
+    }
+
+    /// True for an empty prefix (which callers never act on).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use crate::block::storage::Storage;
-use crate::block::{check_range, BlockError, BlockSource, Extent, Status, Stored};
+use crate::block::{check_range, BlockError, BlockSource, Extent, HostRun, Status, Stored};
 use crate::bytes::{u64_of, us};
 
 /// A raw disk image.
@@ -129,17 +129,19 @@ impl BlockSource for RawFile {
     /// The range itself, up to the end of the file: the disk's bytes are
     /// the file's. Holes inside it would be copied as zeros; a stream asks
     /// only for the data runs `locate_exact` found.
-    fn stored(&self, offset: u64, len: u64) -> Result<Option<Stored<'_>>, BlockError> {
+    fn stored(&self, offset: u64, len: u64) -> Result<Option<HostRun<'_>>, BlockError> {
         check_range(&self.path, self.size(), offset, len)?;
         let in_file = self.storage.len().saturating_sub(offset).min(len);
         Ok(self
             .storage
             .local_file()
             .filter(|_| in_file > 0)
-            .map(|file| Stored {
-                file,
-                host: offset,
-                len: in_file,
+            .map(|file| {
+                HostRun::Stored(Stored {
+                    file,
+                    host: offset,
+                    len: in_file,
+                })
             }))
     }
 

@@ -290,7 +290,8 @@ fn data_ranges(file: &fs::File) -> Vec<(u64, u64)> {
 /// map says reads as zeros is a hole in the output; and zero blocks
 /// stored as data in a plain cluster are data, as with qemu-img convert
 /// -C, which shows the bytes were not read and scanned. The hit totals
-/// still cover the disk once.
+/// still cover the disk once. Data clusters over holes of the qcow2 file
+/// (preallocation=metadata) stay holes.
 #[test]
 fn read_to_a_file_is_a_kernel_copy_with_qemus_bytes_and_holes() {
     if !need("qemu-img") || !need("qemu-io") {
@@ -415,5 +416,40 @@ fn read_to_a_file_is_a_kernel_copy_with_qemus_bytes_and_holes() {
                 );
             }
         }
+    }
+
+    // Preallocated metadata: every cluster is data, in a file of holes.
+    sh(
+        d,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "preallocation=metadata",
+            "pre.qcow2",
+            "16M",
+        ],
+    );
+    qemu_io(d, "pre.qcow2", &["write -P 0x71 5m 1m"]);
+    let want = crate::util::qemu_raw(d, "pre.qcow2", &[]);
+    for out in &outs {
+        let file = fs::File::create(out).unwrap();
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
+            .args(["read", "pre.qcow2"])
+            .current_dir(d)
+            .stdout(file)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(
+            fs::read(out).unwrap() == want,
+            "pre.qcow2 to {}",
+            out.display()
+        );
+        let data = data_ranges(&fs::File::open(out).unwrap());
+        assert_eq!(data, [(5 << 20, 6 << 20)], "{}", out.display());
     }
 }

@@ -27,7 +27,7 @@ use lru::LruCache;
 
 use crate::block::buffer::AlignedBuf;
 use crate::block::storage::Storage;
-use crate::block::{check_range, BlockError, BlockSource, Extent, Status, Stored};
+use crate::block::{check_range, BlockError, BlockSource, Extent, HostRun, Status, Stored};
 use crate::bytes::{be64, u64_of, us};
 
 pub mod bitmap;
@@ -998,12 +998,11 @@ impl BlockSource for Qcow2Layer {
     }
 
     /// A run of plain data clusters with contiguous host offsets, in a
-    /// local file, cut where the host file has a hole: a hole under a data
-    /// cluster (metadata preallocation, a discarded range) reads as zeros,
-    /// and a copy must leave it a hole, so it is read and zero-detected
-    /// instead (`None` when the run starts in one). A run that passes the
-    /// end of the file is left to `read_at`, which reports it.
-    fn stored(&self, offset: u64, len: u64) -> Result<Option<Stored<'_>>, BlockError> {
+    /// local file, cut where the host file has a hole; a run that starts
+    /// in a hole (metadata preallocation, a discarded range) is that hole,
+    /// which reads as zeros. A run that passes the end of the file is left
+    /// to `read_at`, which reports it.
+    fn stored(&self, offset: u64, len: u64) -> Result<Option<HostRun<'_>>, BlockError> {
         check_range(&self.path, self.header.size, offset, len)?;
         // check_range proved the sum fits.
         let run = self.run_at(offset, offset.saturating_add(len), false)?;
@@ -1014,20 +1013,21 @@ impl BlockSource for Qcow2Layer {
         let Some(file) = data.local_file() else {
             return Ok(None);
         };
-        let mut n = run.len.min(len);
+        let n = run.len.min(len);
         if n == 0 || host.checked_add(n).is_none_or(|end| end > data.len()) {
             return Ok(None);
         }
-        match data
+        let stored = |n: u64| Stored { file, host, len: n };
+        let next = data
             .next_run(host)
-            .map_err(|e| BlockError::io(&self.path, "asking for holes", host, e))?
-        {
-            Some((true, data_end)) => n = n.min(data_end.saturating_sub(host)),
-            Some((false, _)) => return Ok(None),
+            .map_err(|e| BlockError::io(&self.path, "asking for holes", host, e))?;
+        Ok(match next {
+            Some((true, end)) => Some(HostRun::Stored(stored(n.min(end.saturating_sub(host))))),
+            Some((false, end)) => Some(HostRun::Hole(n.min(end.saturating_sub(host)))),
             // The filesystem cannot tell: all of it is data.
-            None => {}
+            None => Some(HostRun::Stored(stored(n))),
         }
-        Ok((n > 0).then_some(Stored { file, host, len: n }))
+        .filter(|r| !r.is_empty()))
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
