@@ -582,7 +582,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             // would scan every data buffer for newlines.
             match (read::SparseFile::for_stdout(), read::stdout_file()) {
                 (Some(mut file), _) => read::run(&chain, &args, &mut file),
-                (None, Some(file)) => read::run(&chain, &args, &mut read::Plain(file)),
+                (None, Some(file)) => read::run(&chain, &args, &mut read::Descriptor::new(file)),
                 (None, None) => read::run(&chain, &args, &mut read::Plain(&mut out)),
             }
         }

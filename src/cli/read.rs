@@ -5,7 +5,8 @@
 //! holes included), reader threads fill the next segments while this one
 //! is written (`crate::block::stream`), and a regular file as stdout
 //! becomes a sparse file, into which the kernel copies the runs that
-//! layers keep as-is in local files ([`SparseFile`]).
+//! layers keep as-is in local files ([`SparseFile`]); a pipe or
+//! `/dev/null` gets those runs by `sendfile` ([`Descriptor`]).
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
@@ -70,6 +71,74 @@ impl<W: Write> Sink for Plain<W> {
 
     fn finish(&mut self) -> io::Result<()> {
         self.0.flush()
+    }
+}
+
+/// Stdout as a file descriptor that is not a regular file (a pipe,
+/// `/dev/null`, a socket): zeros are written out, and runs that layers
+/// keep as-is in local files go by `sendfile`, which hands the page
+/// cache's pages to a pipe (or drops them, for `/dev/null`) instead of
+/// copying them out and back in. Where the kernel refuses, they are read.
+pub struct Descriptor {
+    file: std::fs::File,
+    kernel: bool,
+}
+
+impl Descriptor {
+    /// A sink writing to `file`.
+    pub fn new(file: std::fs::File) -> Descriptor {
+        Descriptor { file, kernel: true }
+    }
+}
+
+impl Sink for Descriptor {
+    fn data(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)
+    }
+
+    fn zeros(&mut self, len: u64) -> io::Result<()> {
+        Plain(&mut self.file).zeros(len)
+    }
+
+    fn takes_stored(&self) -> bool {
+        true
+    }
+
+    fn stored(&mut self, run: Stored<'_>) -> io::Result<()> {
+        use rustix::io::Errno;
+        let mut at = run.host;
+        let end = run.host.saturating_add(run.len);
+        while at < end && self.kernel {
+            let before = at;
+            let n = us(end.saturating_sub(at).min(1 << 30));
+            match rustix::fs::sendfile(&self.file, run.file, Some(&mut at), n) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("a layer's file ended at {at:#x}, inside a run of data"),
+                    ))
+                }
+                Ok(_) | Err(Errno::INTR) => {}
+                Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if at == before => {
+                    self.kernel = false;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if at < end {
+            let rest = Stored {
+                host: at,
+                len: end.saturating_sub(at),
+                ..run
+            };
+            let file = &mut self.file;
+            read_stored(rest, &mut |bytes| file.write_all(bytes))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
@@ -436,6 +505,39 @@ mod tests {
             at = end;
         }
         out
+    }
+
+    #[test]
+    fn a_stored_run_goes_to_a_socket_or_pipe_by_sendfile_with_its_bytes() {
+        use std::os::fd::OwnedFd;
+        let dir = tempfile::tempdir().unwrap();
+        let src: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("src"), &src).unwrap();
+        let from = std::fs::File::open(dir.path().join("src")).unwrap();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut theirs = theirs;
+            theirs.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut sink = Descriptor::new(std::fs::File::from(OwnedFd::from(ours)));
+        sink.data(b"head").unwrap();
+        sink.stored(Stored {
+            file: &from,
+            host: 1000,
+            len: 250_000,
+        })
+        .unwrap();
+        sink.zeros(5).unwrap();
+        sink.finish().unwrap();
+        assert!(sink.kernel, "sendfile to a socket was refused");
+        drop(sink);
+        let got = reader.join().unwrap();
+        let mut want = b"head".to_vec();
+        want.extend_from_slice(&src[1000..251_000]);
+        want.extend_from_slice(&[0; 5]);
+        assert!(got == want);
     }
 
     #[test]
