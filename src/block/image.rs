@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::block::probe::Format;
 use crate::block::storage::Storage;
-use crate::block::{BlockError, BlockSource, Extent, Status};
+use crate::block::{BlockError, BlockSource, Extent, HostRun, Status, Stored};
 
 /// Facts about one opened layer, for `chain` (text and JSON) and the UI.
 /// Implemented by each format reader beside its [`BlockSource`].
@@ -226,6 +226,43 @@ pub fn read_or_zeros(
         .map_err(|e| BlockError::io(path, action, host, e))?;
     tail.fill(0);
     Ok(())
+}
+
+/// [`BlockSource::stored`] for a format whose data runs are plain bytes
+/// of its one file (VDI, VHD; as [`read_plain_runs`] reads them): `run`
+/// is what the format's map says at the offset, cut to `len`. A data run
+/// lies in the file up to the file's next hole, or in that hole; past
+/// the end of the file it reads as zeros (as `read_or_zeros` reads it).
+///
+/// # Errors
+/// `Io` from asking the kernel for holes.
+pub fn stored_plain<'a>(
+    storage: &'a dyn Storage,
+    path: &str,
+    (piece, n): (Piece, u64),
+    len: u64,
+) -> Result<Option<HostRun<'a>>, BlockError> {
+    let (Piece::Data { host, .. }, Some(file)) = (piece, storage.local_file()) else {
+        return Ok(None);
+    };
+    let n = n.min(len);
+    let in_file = storage.len().saturating_sub(host).min(n);
+    if n == 0 {
+        return Ok(None);
+    }
+    if in_file == 0 {
+        return Ok(Some(HostRun::Hole(n)));
+    }
+    let next = storage
+        .next_run(host)
+        .map_err(|e| BlockError::io(path, "asking for holes", host, e))?;
+    let stored = |len: u64| HostRun::Stored(Stored { file, host, len });
+    Ok(match next {
+        Some((true, end)) => Some(stored(in_file.min(end.saturating_sub(host)))),
+        Some((false, end)) => Some(HostRun::Hole(in_file.min(end.saturating_sub(host)))),
+        None => Some(stored(in_file)),
+    }
+    .filter(|r| !r.is_empty()))
 }
 
 /// `read_at` for a format whose map is a sequence of runs: `run(pos, end)`

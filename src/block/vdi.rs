@@ -394,6 +394,18 @@ impl BlockSource for VdiImage {
         Ok(piece.extent(offset, n))
     }
 
+    /// Data blocks are plain bytes of the file: a bulk copy has the
+    /// kernel copy them.
+    fn stored(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<crate::block::HostRun<'_>>, BlockError> {
+        check_range(&self.path, self.size, offset, len)?;
+        let run = self.run(offset, offset.saturating_add(len))?;
+        crate::block::image::stored_plain(self.storage.as_ref(), &self.path, run, len)
+    }
+
     /// Exact about holes in the file (`block_status` asks the kernel), so
     /// streams skip them instead of reading gigabytes of zeros.
     fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {

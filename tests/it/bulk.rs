@@ -453,3 +453,92 @@ fn read_to_a_file_is_a_kernel_copy_with_qemus_bytes_and_holes() {
         assert_eq!(data, [(5 << 20, 6 << 20)], "{}", out.display());
     }
 }
+
+/// VHD and VDI data blocks are plain bytes of their file: `read` to a
+/// file (same filesystem: copy_file_range; /dev/shm: sendfile) gives
+/// `qemu-img convert -f FMT -O raw`'s bytes, and what qemu-img map says
+/// reads as zeros is a hole, for fixed and dynamic VHD, static and
+/// dynamic VDI made from a raw disk with data, holes and a zero MiB.
+#[test]
+fn vhd_and_vdi_blocks_read_to_a_file_with_qemus_bytes_and_holes() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    sh(
+        d,
+        &["qemu-img", "create", "-q", "-f", "raw", "src.raw", "24M"],
+    );
+    sh(
+        d,
+        &[
+            "qemu-io",
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x61 1m 3m",
+            "-c",
+            "write -P 0x62 10m 512k",
+            "-c",
+            "write -P 0 12m 1m",
+            "-c",
+            "write -P 0x63 20m 4k",
+            "src.raw",
+        ],
+    );
+    let shm = Path::new("/dev/shm");
+    let shm_dir = shm.is_dir().then(|| tempfile::tempdir_in(shm).unwrap());
+    let mut outs = vec![d.join("out.raw")];
+    outs.extend(shm_dir.as_ref().map(|t| t.path().join("out.raw")));
+    for (fmt, opts) in [
+        ("vpc", "subformat=fixed"),
+        ("vpc", "subformat=dynamic"),
+        ("vdi", "static=on"),
+        ("vdi", "static=off"),
+    ] {
+        let image = format!("{fmt}-{opts}.img");
+        sh(
+            d,
+            &[
+                "qemu-img", "convert", "-q", "-f", "raw", "-O", fmt, "-o", opts, "src.raw", &image,
+            ],
+        );
+        let want = crate::util::qemu_raw(d, &image, &["-f", fmt]);
+        let map: serde_json::Value = serde_json::from_slice(
+            &sh(d, &["qemu-img", "map", "--output=json", "-f", fmt, &image]).stdout,
+        )
+        .unwrap();
+        for out in &outs {
+            let file = fs::File::create(out).unwrap();
+            let status = std::process::Command::new(env!("CARGO_BIN_EXE_layerscope"))
+                .args(["read", "-f", fmt, &image])
+                .current_dir(d)
+                .stdout(file)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            assert!(
+                fs::read(out).unwrap() == want,
+                "{image} to {} differs from qemu-img convert",
+                out.display()
+            );
+            let data = data_ranges(&fs::File::open(out).unwrap());
+            for e in map
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["data"] == false)
+            {
+                let s = e["start"].as_u64().unwrap();
+                let end = s + e["length"].as_u64().unwrap();
+                let (s, end) = (s.next_multiple_of(4096), end / 4096 * 4096);
+                assert!(
+                    data.iter().all(|&(a, b)| b <= s || a >= end),
+                    "{image} to {}: data in [{s:#x}, {end:#x}), which reads as zeros: {data:x?}",
+                    out.display()
+                );
+            }
+        }
+    }
+}
