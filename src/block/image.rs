@@ -228,9 +228,10 @@ pub fn read_or_zeros(
     Ok(())
 }
 
-/// [`BlockSource::stored`] for a format whose data runs are plain bytes
-/// of its one file (VDI, VHD; as [`read_plain_runs`] reads them): `run`
-/// is what the format's map says at the offset, cut to `len`. A data run
+/// [`BlockSource::stored`] for a data run stored as plain bytes of
+/// `storage` (VDI and VHD blocks as [`read_plain_runs`] reads them, VMDK
+/// extents): `run` is what the format's map says at the offset, cut to
+/// `len`. A data run
 /// lies in the file up to the file's next hole, or in that hole; past
 /// the end of the file it reads as zeros (as `read_or_zeros` reads it).
 ///

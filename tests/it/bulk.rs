@@ -454,13 +454,15 @@ fn read_to_a_file_is_a_kernel_copy_with_qemus_bytes_and_holes() {
     }
 }
 
-/// VHD and VDI data blocks are plain bytes of their file: `read` to a
+/// VHD and VDI data blocks and VMDK extents are plain bytes of their
+/// files: `read` to a
 /// file (same filesystem: copy_file_range; /dev/shm: sendfile) gives
 /// `qemu-img convert -f FMT -O raw`'s bytes, and what qemu-img map says
 /// reads as zeros is a hole, for fixed and dynamic VHD, static and
-/// dynamic VDI made from a raw disk with data, holes and a zero MiB.
+/// dynamic VDI, sparse and flat VMDK made from a raw disk with data,
+/// holes and a zero MiB.
 #[test]
-fn vhd_and_vdi_blocks_read_to_a_file_with_qemus_bytes_and_holes() {
+fn vhd_vdi_and_vmdk_blocks_read_to_a_file_with_qemus_bytes_and_holes() {
     if !need("qemu-img") || !need("qemu-io") {
         return;
     }
@@ -496,6 +498,8 @@ fn vhd_and_vdi_blocks_read_to_a_file_with_qemus_bytes_and_holes() {
         ("vpc", "subformat=dynamic"),
         ("vdi", "static=on"),
         ("vdi", "static=off"),
+        ("vmdk", "subformat=monolithicSparse"),
+        ("vmdk", "subformat=monolithicFlat"),
     ] {
         let image = format!("{fmt}-{opts}.img");
         sh(

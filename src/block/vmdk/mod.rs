@@ -509,6 +509,31 @@ impl BlockSource for VmdkImage {
     fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
         crate::block::first_extent(self.block_status(offset, len)?, &self.path, offset)
     }
+
+    /// A flat extent's bytes and a sparse extent's plain grains lie as-is
+    /// in their files: a bulk copy has the kernel copy them. A grain that
+    /// passes the end of its file is left to `read_at`, which reports it.
+    fn stored(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<crate::block::HostRun<'_>>, BlockError> {
+        check_range(&self.path, self.size, offset, len)?;
+        let (piece, n, ext) = self.run(offset, offset.saturating_add(len), false)?;
+        let storage = match (&ext.kind, piece) {
+            (Kind::Flat { storage, .. }, _) => storage,
+            (Kind::Sparse(s), Piece::Data { host, .. }) => {
+                let storage = s.storage();
+                let end = host.checked_add(n.min(len));
+                if end.is_none_or(|e| e > storage.len()) {
+                    return Ok(None);
+                }
+                storage
+            }
+            _ => return Ok(None),
+        };
+        crate::block::image::stored_plain(storage.as_ref(), &ext.name, (piece, n), len)
+    }
 }
 
 impl VmdkImage {
