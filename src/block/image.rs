@@ -230,7 +230,7 @@ pub fn read_or_zeros(
 
 /// [`BlockSource::stored`] for a data run stored as plain bytes of
 /// `storage` (VDI and VHD blocks as [`read_plain_runs`] reads them, VMDK
-/// extents): `run` is what the format's map says at the offset, cut to
+/// extents, VHDX payload blocks): `run` is what the format's map says at the offset, cut to
 /// `len`. A data run
 /// lies in the file up to the file's next hole, or in that hole; past
 /// the end of the file it reads as zeros (as `read_or_zeros` reads it).

@@ -320,7 +320,7 @@ enum CopyBy {
 /// stream reads into memory (compressed clusters, other formats) is
 /// checked per 4 KiB block, and all-zero blocks become holes too. Runs a
 /// layer keeps as-is in a local file (a raw layer's data, plain qcow2
-/// clusters, VHD and VDI data blocks, VMDK extents) are copied by the
+/// clusters, VHD, VDI and VHDX data blocks, VMDK extents) are copied by the
 /// kernel without
 /// passing through memory, so
 /// all-zero 4 KiB blocks *stored as data* inside them stay data, as with

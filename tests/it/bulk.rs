@@ -454,15 +454,15 @@ fn read_to_a_file_is_a_kernel_copy_with_qemus_bytes_and_holes() {
     }
 }
 
-/// VHD and VDI data blocks and VMDK extents are plain bytes of their
-/// files: `read` to a
+/// VHD, VDI and VHDX data blocks and VMDK extents are plain bytes of
+/// their files: `read` to a
 /// file (same filesystem: copy_file_range; /dev/shm: sendfile) gives
 /// `qemu-img convert -f FMT -O raw`'s bytes, and what qemu-img map says
 /// reads as zeros is a hole, for fixed and dynamic VHD, static and
-/// dynamic VDI, sparse and flat VMDK made from a raw disk with data,
-/// holes and a zero MiB.
+/// dynamic VDI, sparse and flat VMDK, dynamic and fixed VHDX made from
+/// a raw disk with data, holes and a zero MiB.
 #[test]
-fn vhd_vdi_and_vmdk_blocks_read_to_a_file_with_qemus_bytes_and_holes() {
+fn vhd_vdi_vmdk_and_vhdx_blocks_read_to_a_file_with_qemus_bytes_and_holes() {
     if !need("qemu-img") || !need("qemu-io") {
         return;
     }
@@ -500,6 +500,8 @@ fn vhd_vdi_and_vmdk_blocks_read_to_a_file_with_qemus_bytes_and_holes() {
         ("vdi", "static=off"),
         ("vmdk", "subformat=monolithicSparse"),
         ("vmdk", "subformat=monolithicFlat"),
+        ("vhdx", "subformat=dynamic"),
+        ("vhdx", "subformat=fixed"),
     ] {
         let image = format!("{fmt}-{opts}.img");
         sh(

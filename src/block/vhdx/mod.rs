@@ -476,6 +476,26 @@ impl BlockSource for VhdxImage {
         )
     }
 
+    /// Payload blocks lie as-is in the file: a bulk copy has the kernel
+    /// copy them. A run past the end of the file is left to `read_at`,
+    /// which reports it.
+    fn stored(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<crate::block::HostRun<'_>>, BlockError> {
+        check_range(&self.path, self.size, offset, len)?;
+        let (piece, n) = self.run(offset, offset.saturating_add(len))?;
+        let Piece::Data { host, .. } = piece else {
+            return Ok(None);
+        };
+        let end = host.checked_add(n.min(len));
+        if end.is_none_or(|e| e > self.storage.len()) {
+            return Ok(None);
+        }
+        crate::block::image::stored_plain(self.storage.as_ref(), &self.path, (piece, n), len)
+    }
+
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
         Ok(vec![self.locate(offset, len)?])
     }
