@@ -15,10 +15,10 @@
 //! regular file) asks for [`Piece::Stored`] too: a run that a layer keeps
 //! as-is in a local file (a raw layer's data, plain qcow2 clusters, VHD,
 //! VDI and VHDX blocks, VMDK extents) is then passed on as that file's
-//! range, never read into user space (and
-//! one in a hole of that file as zeros, never read at all). Three
-//! quarters of a copy's CPU time went to the two kernel copies (out of the
-//! page cache into a buffer, then into the output); this leaves one.
+//! range, never read into user space (and one in a hole of that file as
+//! zeros, never read at all). Three quarters of a copy's CPU time went
+//! to the two kernel copies (out of the page cache into a buffer, then
+//! into the output); this leaves one.
 #![cfg_attr(
     not(test),
     deny(
