@@ -101,6 +101,12 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
             e.1 = e.1.saturating_add(1);
         }
     }
+    // The inodes in use, sorted: each group's are found by bisection, so
+    // the bitmap pass costs a scan of the bitmaps plus the inodes in use
+    // (a lookup per inode number made a fuzzer's 16.7-million-inode
+    // filesystem take a second).
+    let mut in_use: Vec<u64> = c.inodes.keys().map(|&n| u64::from(n)).collect();
+    in_use.sort_unstable();
     let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
     let mut block_diffs = Compared::default();
     let mut inode_diffs = Compared::default();
@@ -202,17 +208,13 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
                 }
             }
         };
-        let mut cmp = Compared::default();
         let first_ino = g.saturating_mul(ipg).saturating_add(1);
-        for i in 0..ipg {
-            let ino = first_ino.saturating_add(i);
-            if ino > u64::from(sb.inodes_count) {
-                break;
-            }
-            let found = u32::try_from(ino).is_ok_and(|n| c.inodes.contains_key(&n));
-            let on_disk = stored.as_deref().is_some_and(|b| bit(b, i));
-            cmp.note(found, on_disk, ino);
-        }
+        let count = ipg.min(
+            u64::from(sb.inodes_count)
+                .saturating_add(1)
+                .saturating_sub(first_ino),
+        );
+        let cmp = compare_inodes(stored.as_deref(), first_ino, count, &in_use);
         let free = ipg.saturating_sub(cmp.stored_used);
         free_inodes = free_inodes.saturating_add(free);
         if cmp.differs() {
@@ -310,6 +312,39 @@ pub(super) fn run(c: &mut Checker<'_>, progress: &dyn Progress) {
             format!("free inodes count wrong ({stored_inodes}, counted={free_inodes})"),
         );
     }
+}
+
+/// One group's inode bitmap (`None`: uninitialized, all free) against
+/// the inodes found in use (`in_use`, sorted, all groups'), for the
+/// `count` inodes from `first_ino`. Bytes of the bitmap that are zero
+/// where no inode was found are stepped over whole.
+fn compare_inodes(stored: Option<&[u8]>, first_ino: u64, count: u64, in_use: &[u64]) -> Compared {
+    let end_ino = first_ino.saturating_add(count);
+    let lo = in_use.partition_point(|&n| n < first_ino);
+    let hi = in_use.partition_point(|&n| n < end_ino);
+    let found = in_use.get(lo..hi).unwrap_or(&[]);
+    let mut cursor = 0usize;
+    let mut cmp = Compared::default();
+    let mut i = 0u64;
+    while i < count {
+        let ino = first_ino.saturating_add(i);
+        let byte = stored
+            .and_then(|b| usize::try_from(i / 8).ok().and_then(|at| b.get(at)))
+            .copied()
+            .unwrap_or(0);
+        let next_found = found.get(cursor).copied().unwrap_or(u64::MAX);
+        if i % 8 == 0 && byte == 0 && next_found >= ino.saturating_add(8) {
+            i = i.saturating_add(8);
+            continue;
+        }
+        let is_found = next_found == ino;
+        if is_found {
+            cursor = cursor.saturating_add(1);
+        }
+        cmp.note(is_found, byte & (1 << (i % 8)) != 0, ino);
+        i = i.saturating_add(1);
+    }
+    cmp
 }
 
 fn list(groups: &[u64]) -> String {

@@ -16,6 +16,11 @@ impl Checker<'_> {
         let mut too_low = Vec::new();
         let mut k = self.window.start;
         while k < self.window.end {
+            if let Some(run_end) = self.absent_refcounts_end(k, self.window.end) {
+                self.compare_absent(k..run_end, &mut too_low);
+                k = run_end.max(k.saturating_add(1));
+                continue;
+            }
             let i = usize::try_from(k.saturating_sub(self.window.start)).unwrap_or(usize::MAX);
             let counted = self.counts.get(i).copied().map_or(0, u64::from);
             let stored = match self.stored_refcount(k) {
@@ -57,6 +62,32 @@ impl Checker<'_> {
             k = k.saturating_add(1);
         }
         too_low
+    }
+
+    /// Clusters whose refcount block is absent: stored 0, so only the
+    /// counted ones are problems (the same report as a lookup per cluster
+    /// would give, at the cost of scanning the counts).
+    fn compare_absent(&mut self, run: std::ops::Range<u64>, too_low: &mut Vec<u64>) {
+        let base = self.window.start;
+        let idx = |k: u64| usize::try_from(k.saturating_sub(base)).unwrap_or(usize::MAX);
+        let (lo, hi) = (idx(run.start), idx(run.end).min(self.counts.len()));
+        for (i, k) in (lo..hi).zip(run.start..) {
+            let counted = self.counts.get(i).copied().map_or(0, u64::from);
+            if counted == 0 {
+                continue;
+            }
+            self.highest = self.highest.max(k);
+            if too_low.len() < MAX_EXPLAINED {
+                too_low.push(k);
+            }
+            self.problem(
+                Severity::Error,
+                "refcount-too-low",
+                format!("cluster {k}"),
+                Some(k.saturating_mul(self.cluster_size)),
+                format!("refcount 0, referenced {counted} times"),
+            );
+        }
     }
 
     /// Walks the metadata once more, naming who references each cluster

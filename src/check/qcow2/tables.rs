@@ -91,6 +91,38 @@ impl Checker<'_> {
         });
     }
 
+    /// Where the run of clusters from `k` whose refcount block is absent
+    /// ends (the first cluster past it, at most `end`), or `None` when
+    /// `k`'s block is present. Those clusters' refcounts are 0 without
+    /// reading anything: a file claiming terabytes over a reftable of
+    /// zeros is compared a block's worth of clusters at a time, not one
+    /// lookup per cluster (a fuzzer's 2 TiB sparse qcow2 took 1.5 s).
+    pub(super) fn absent_refcounts_end(&self, k: u64, end: u64) -> Option<u64> {
+        let r = self.refcounts.as_ref()?;
+        let mut index = k >> r.block_bits;
+        let absent = |i: u64| {
+            r.table
+                .get(us(i))
+                .is_none_or(|&e| e & super::REFT_OFFSET_MASK == 0)
+        };
+        if !absent(index) {
+            return None;
+        }
+        // Past the table every block is absent: jump straight to `end`.
+        let table_len = u64::try_from(r.table.len()).unwrap_or(u64::MAX);
+        while index < table_len && absent(index) {
+            let next = index.saturating_add(1);
+            if next.checked_shl(r.block_bits).is_none_or(|c| c >= end) {
+                return Some(end);
+            }
+            index = next;
+        }
+        if index >= table_len {
+            return Some(end);
+        }
+        Some(index.checked_shl(r.block_bits).map_or(end, |c| c.min(end)))
+    }
+
     /// The refcount stored for cluster `k` (qemu's `qcow2_get_refcount`).
     pub(super) fn stored_refcount(&mut self, k: u64) -> Result<u64, String> {
         let cluster_size = self.cluster_size;
