@@ -483,31 +483,45 @@ fn check_counts_a_leaked_qcow2_cluster_as_qemu_img_check_does() {
     bytes.resize((leaked + 1) * cluster, 0);
     bytes[block + 2 * leaked..block + 2 * leaked + 2].copy_from_slice(&1u16.to_be_bytes());
     std::fs::write(d.join("a.qcow2"), bytes).unwrap();
-    let qemu = Command::new("qemu-img")
-        .args(["check", "--output=json", "a.qcow2"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    let theirs: Value = serde_json::from_slice(&qemu.stdout).unwrap();
+    let theirs = qemu_img_check_json(d, "a.qcow2");
     assert_eq!(theirs["leaks"], 1, "{theirs}");
     let run = layerscope(d, &["check", "--image-only", "--json", "a.qcow2"]);
     assert_eq!(run.code, 1, "{}{}", run.text(), run.stderr);
     let ours = &run.json()["layers"][0];
-    for key in [
-        "leaks",
-        "corruptions",
-        "check-errors",
-        "image-end-offset",
-        "allocated-clusters",
-        "total-clusters",
-    ] {
-        // qemu leaves out counts that are 0.
-        let n = |v: &Value| v[key].as_u64().unwrap_or(0);
-        assert_eq!(n(ours), n(&theirs), "{key}: ours {ours}, qemu's {theirs}");
-    }
+    assert_counts_equal(
+        ours,
+        &theirs,
+        &[
+            "leaks",
+            "corruptions",
+            "check-errors",
+            "image-end-offset",
+            "allocated-clusters",
+            "total-clusters",
+        ],
+    );
     let p = &ours["problems"]["list"][0];
     assert_eq!(p["kind"], "leaked-cluster", "{p}");
     assert_eq!(p["layer"], 0);
+}
+
+/// `qemu-img check --output=json` of `file` in `d`.
+fn qemu_img_check_json(d: &std::path::Path, file: &str) -> Value {
+    let qemu = Command::new("qemu-img")
+        .args(["check", "--output=json", file])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&qemu.stdout).unwrap()
+}
+
+/// Our layer's counts equal qemu-img check's for `keys` (qemu leaves out
+/// counts that are 0).
+fn assert_counts_equal(ours: &Value, theirs: &Value, keys: &[&str]) {
+    for key in keys {
+        let n = |v: &Value| v[key].as_u64().unwrap_or(0);
+        assert_eq!(n(ours), n(theirs), "{key}: ours {ours}, qemu's {theirs}");
+    }
 }
 
 /// A refcount table whose entries are zero says every cluster they cover
@@ -542,12 +556,7 @@ fn check_steps_over_absent_refcount_blocks_as_qemu_img_check_counts() {
         .unwrap()
         .set_len(3 << 40)
         .unwrap();
-    let qemu = Command::new("qemu-img")
-        .args(["check", "--output=json", "a.qcow2"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    let theirs: Value = serde_json::from_slice(&qemu.stdout).unwrap();
+    let theirs = qemu_img_check_json(d, "a.qcow2");
     let human = Command::new("qemu-img")
         .args(["check", "a.qcow2"])
         .current_dir(d)
@@ -575,16 +584,17 @@ fn check_steps_over_absent_refcount_blocks_as_qemu_img_check_counts() {
     );
     assert_eq!(run.code, 1, "{}{}", run.text(), run.stderr);
     let ours = &run.json()["layers"][0];
-    for key in [
-        "leaks",
-        "corruptions",
-        "image-end-offset",
-        "allocated-clusters",
-        "total-clusters",
-    ] {
-        let n = |v: &Value| v[key].as_u64().unwrap_or(0);
-        assert_eq!(n(ours), n(&theirs), "{key}: ours {ours}, qemu's {theirs}");
-    }
+    assert_counts_equal(
+        ours,
+        &theirs,
+        &[
+            "leaks",
+            "corruptions",
+            "image-end-offset",
+            "allocated-clusters",
+            "total-clusters",
+        ],
+    );
     let our_clusters: BTreeSet<u64> = ours["problems"]["list"]
         .as_array()
         .unwrap()

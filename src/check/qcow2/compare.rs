@@ -47,16 +47,7 @@ impl Checker<'_> {
                         format!("refcount {stored}, referenced {counted} times: leaked (wasted space, no harm to data)"),
                     );
                 } else {
-                    if too_low.len() < MAX_EXPLAINED {
-                        too_low.push(k);
-                    }
-                    self.problem(
-                        Severity::Error,
-                        "refcount-too-low",
-                        format!("cluster {k}"),
-                        Some(at),
-                        format!("refcount {stored}, referenced {counted} times"),
-                    );
+                    self.refcount_too_low(k, stored, counted, &mut too_low);
                 }
             }
             k = k.saturating_add(1);
@@ -77,17 +68,23 @@ impl Checker<'_> {
                 continue;
             }
             self.highest = self.highest.max(k);
-            if too_low.len() < MAX_EXPLAINED {
-                too_low.push(k);
-            }
-            self.problem(
-                Severity::Error,
-                "refcount-too-low",
-                format!("cluster {k}"),
-                Some(k.saturating_mul(self.cluster_size)),
-                format!("refcount 0, referenced {counted} times"),
-            );
+            self.refcount_too_low(k, 0, counted, too_low);
         }
+    }
+
+    /// Cluster `k` is referenced more often than its refcount says: an
+    /// error, and the cluster kept (up to a bound) for explaining.
+    fn refcount_too_low(&mut self, k: u64, stored: u64, counted: u64, too_low: &mut Vec<u64>) {
+        if too_low.len() < MAX_EXPLAINED {
+            too_low.push(k);
+        }
+        self.problem(
+            Severity::Error,
+            "refcount-too-low",
+            format!("cluster {k}"),
+            Some(k.saturating_mul(self.cluster_size)),
+            format!("refcount {stored}, referenced {counted} times"),
+        );
     }
 
     /// Walks the metadata once more, naming who references each cluster
