@@ -18,7 +18,7 @@ cd "$(dirname "$0")"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out=${SEEDS_OUT:-corpus}
-mkdir -p "$out/image" "$out/disk" "$out/filesystem" "$out/nbd"
+mkdir -p "$out/image" "$out/disk" "$out/filesystem" "$out/ext" "$out/xfs" "$out/fat" "$out/nbd"
 sparse() { python3 sparse.py "$1" "$2"; }
 src=$work/src
 mkdir -p "$src/dir/sub"
@@ -55,6 +55,10 @@ printf '/dev/null\n0 0\nd--755 0 0\nhello.txt ---644 0 0 %s\nsub d--755 0 0\nblo
   "$src/dir/hello.txt" "$src/dir/sub/blob" > "$work/proto"
 truncate -s 300M "$work/xfs.raw"; mkfs.xfs -q -f -p "$work/proto" "$work/xfs.raw"
 for f in ext2 ext4 ext4j ext4h fat12 fat16 fat32 xfs; do sparse "$work/$f.raw" "$out/filesystem/$f"; done
+# The same volumes for the one-kind targets (ext, xfs, fat).
+for f in ext2 ext4 ext4j ext4h; do cp "$out/filesystem/$f" "$out/ext/"; done
+cp "$out/filesystem/xfs" "$out/xfs/"
+for f in fat12 fat16 fat32; do cp "$out/filesystem/$f" "$out/fat/"; done
 
 # Disks: MBR with a logical partition, GPT, LVM.
 truncate -s 1M "$work/mbr.raw"

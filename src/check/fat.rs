@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 
 use super::{Problem, Problems, Progress, Severity};
 use crate::block::BlockSource;
-use crate::fs::fat::boot::FatType;
+use crate::fs::fat::boot::{FatType, MAX_FAT16_CLUSTERS};
 use crate::fs::fat::dir::{self, ShortEntry};
 use crate::fs::fat::Fat;
 
@@ -512,6 +512,18 @@ pub fn check(
             ),
         );
         return (c.out, summary);
+    }
+    if boot.fat_type == FatType::Fat16 && boot.data_clusters > MAX_FAT16_CLUSTERS {
+        c.problem(
+            Severity::Error,
+            "fat-too-many-clusters",
+            "boot sector".into(),
+            None,
+            format!(
+                "too many clusters ({}) for a FAT16 filesystem (fsck.fat refuses it, the kernel will not mount it): the first {MAX_FAT16_CLUSTERS} are checked",
+                boot.data_clusters
+            ),
+        );
     }
     let bits = match boot.fat_type {
         FatType::Fat12 => 12,

@@ -548,6 +548,14 @@ fn check_steps_over_absent_refcount_blocks_as_qemu_img_check_counts() {
     let reftable = u64::from_be_bytes(bytes[48..56].try_into().unwrap()) as usize;
     assert_ne!(bytes[reftable..reftable + 8], [0u8; 8], "entry 0 is in use");
     bytes[reftable..reftable + 8].fill(0);
+    // Guest cluster 0 moved to 2.5 TiB: past the first window of counts
+    // (32 Mi clusters, 2 TiB here), so the check must walk the metadata
+    // again for the second window and find the reference there.
+    let be = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+    let l2 = (be(be(40) as usize) & 0x00ff_ffff_ffff_fe00) as usize;
+    assert_ne!(be(l2), 0, "guest cluster 0 is allocated");
+    let far = (1u64 << 63) | (5u64 << 39);
+    bytes[l2..l2 + 8].copy_from_slice(&far.to_be_bytes());
     std::fs::write(d.join("a.qcow2"), bytes).unwrap();
     // A sparse tail: the file claims 3 TiB, nothing in it.
     std::fs::OpenOptions::new()
@@ -575,6 +583,10 @@ fn check_steps_over_absent_refcount_blocks_as_qemu_img_check_counts() {
     assert!(
         their_clusters.len() >= 20,
         "qemu-img check names the referenced clusters: {text}"
+    );
+    assert!(
+        their_clusters.contains(&((5u64 << 39) >> 16)),
+        "qemu-img check names the moved cluster: {text}"
     );
     let started = std::time::Instant::now();
     let run = layerscope(d, &["check", "--image-only", "--json", "a.qcow2"]);
@@ -1262,6 +1274,7 @@ fn fsck_fat_findings(text: &str) -> BTreeSet<(String, String)> {
             ),
             ("Dirty bit is set", "fat-dirty"),
             ("out of range", "fat-cluster-out-of-range"),
+            ("Too many clusters", "fat-too-many-clusters"),
         ];
         for (text, kind) in whole {
             if line.contains(text) {
@@ -1472,6 +1485,76 @@ fn check_finds_what_fsck_fat_finds() {
             "{what}: no finding in the overlay: {layers:?} ({first:?})"
         );
     }
+}
+
+/// A FAT16 boot sector whose geometry gives more clusters than 16-bit
+/// entries address: fsck.fat refuses it ("Too many clusters"), and the
+/// check reports the same count and checks only the 65,524 a FAT16 can
+/// have (the fuzzers made such volumes cost a second each, a FAT of 16
+/// million entries read for a type that holds 65,524).
+#[test]
+fn check_refuses_a_fat16_with_more_clusters_than_it_addresses_as_fsck_fat() {
+    for t in ["mkfs.vfat", "fsck.fat"] {
+        if !need(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Two sectors a cluster, 256 FAT sectors: ~65,000 clusters. One
+    // sector a cluster doubles the count the geometry gives.
+    sh(
+        d,
+        &[
+            "mkfs.vfat",
+            "-C",
+            "-F",
+            "16",
+            "-s",
+            "2",
+            "-S",
+            "512",
+            "v.img",
+            "65536",
+        ],
+    );
+    let mut bytes = std::fs::read(d.join("v.img")).unwrap();
+    bytes[13] = 1;
+    std::fs::write(d.join("v.img"), &bytes).unwrap();
+    let out = Command::new("fsck.fat")
+        .args(["-n", "v.img"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{text}");
+    let theirs = fsck_fat_findings(&text);
+    let claimed: u64 = text
+        .split("Too many clusters (")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in fsck.fat's output: {text}"));
+    let run = layerscope(d, &["check", "--fs-only", "--json", "v.img"]);
+    assert_eq!(run.code, 1, "{}{}", run.text(), run.stderr);
+    let j = run.json();
+    let (ours, _) = our_fat_findings(&j);
+    assert_eq!(ours, theirs, "fsck.fat: {text}");
+    let message = j["filesystem"]["problems"]["list"][0]["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains(&format!("({claimed})")),
+        "{message} / {text}"
+    );
+    let human = layerscope(d, &["check", "--fs-only", "v.img"]);
+    assert!(
+        human.text().contains("0/65524 clusters"),
+        "{}",
+        human.text()
+    );
 }
 
 /// What `xfs_repair -n` found, as (kind, allocation group; 0 for the

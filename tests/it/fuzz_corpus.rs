@@ -25,6 +25,9 @@ fn entry(target: &str) -> Entry {
         "image" => layerscope::fuzzing::image,
         "disk" => layerscope::fuzzing::disk,
         "filesystem" => layerscope::fuzzing::filesystem,
+        "ext" => layerscope::fuzzing::ext,
+        "xfs" => layerscope::fuzzing::xfs,
+        "fat" => layerscope::fuzzing::fat,
         "nbd" => layerscope::fuzzing::nbd_server,
         other => panic!("unknown fuzz target {other}"),
     }
@@ -60,7 +63,7 @@ fn regressions_dir() -> PathBuf {
 #[test]
 fn every_input_the_fuzzers_found_now_finishes() {
     let mut count = 0;
-    for target in ["image", "disk", "filesystem", "nbd"] {
+    for target in ["image", "disk", "filesystem", "ext", "xfs", "fat", "nbd"] {
         let dir = regressions_dir().join(target);
         let Ok(read) = std::fs::read_dir(&dir) else {
             continue;

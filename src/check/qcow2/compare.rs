@@ -62,13 +62,31 @@ impl Checker<'_> {
         let base = self.window.start;
         let idx = |k: u64| usize::try_from(k.saturating_sub(base)).unwrap_or(usize::MAX);
         let (lo, hi) = (idx(run.start), idx(run.end).min(self.counts.len()));
-        for (i, k) in (lo..hi).zip(run.start..) {
-            let counted = self.counts.get(i).copied().map_or(0, u64::from);
-            if counted == 0 {
-                continue;
+        let mut i = lo;
+        while i < hi {
+            // Only the 4096-cluster chunks where a count is.
+            let chunk = i >> TOUCH_SHIFT;
+            let chunk_end = chunk
+                .saturating_add(1)
+                .checked_shl(TOUCH_SHIFT)
+                .unwrap_or(usize::MAX)
+                .min(hi);
+            let touched = self
+                .touched
+                .get(chunk / 64)
+                .is_some_and(|w| w & (1 << (chunk % 64)) != 0);
+            if touched {
+                for j in i..chunk_end {
+                    let counted = self.counts.get(j).copied().map_or(0, u64::from);
+                    if counted == 0 {
+                        continue;
+                    }
+                    let k = base.saturating_add(u64::try_from(j).unwrap_or(u64::MAX));
+                    self.highest = self.highest.max(k);
+                    self.refcount_too_low(k, 0, counted, too_low);
+                }
             }
-            self.highest = self.highest.max(k);
-            self.refcount_too_low(k, 0, counted, too_low);
+            i = chunk_end;
         }
     }
 

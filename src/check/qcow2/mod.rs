@@ -41,6 +41,8 @@ use tables::{be64, Bitmap, Refcounts, Snapshot};
 
 /// Clusters counted at once (64 MiB of counters).
 pub const WINDOW_CLUSTERS: u64 = 32 << 20;
+/// log2 of the clusters one bit of [`Checker::touched`] stands for.
+const TOUCH_SHIFT: u32 = 12;
 /// Clusters referenced too often whose referrers are named, at most.
 const MAX_EXPLAINED: usize = 1000;
 /// Referrers named per cluster, at most.
@@ -179,6 +181,14 @@ struct Checker<'a> {
     first_pass: bool,
     window: Range<u64>,
     counts: Vec<u16>,
+    /// One bit per 4096 clusters of the window: set where a count is.
+    /// Where refcount blocks are absent only counted clusters matter, and
+    /// the counts of a sparse file of terabytes are mostly zeros that a
+    /// scan would page in for nothing.
+    touched: Vec<u64>,
+    /// The highest cluster any reference names (known after the first
+    /// walk): windows past it hold no counts, so they are not walked.
+    max_ref: Option<u64>,
     /// Where counts are wanted for explanations: cluster → referrers.
     explain: Option<HashMap<u64, Vec<String>>>,
     refcount_max: u64,
@@ -220,6 +230,8 @@ impl<'a> Checker<'a> {
             first_pass: true,
             window: 0..0,
             counts: Vec::new(),
+            touched: Vec::new(),
+            max_ref: None,
             explain: None,
             refcount_max,
             out: LayerCheck {
@@ -315,17 +327,28 @@ impl<'a> Checker<'a> {
             let end = start.saturating_add(WINDOW_CLUSTERS).min(self.nb_clusters);
             self.window = start..end;
             let n = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
-            self.counts = vec![0u16; n];
-            progress.stage(
-                &format!("layer {} ({}): references", self.layer, self.path),
-                u64::from(self.h.l1_size),
-            );
-            self.walk(progress);
+            // Past the last referenced cluster every count is 0: the
+            // stored refcounts are compared with nothing walked (a file
+            // of terabytes with its metadata at the start costs one walk).
+            let referenced = self.first_pass || self.max_ref.is_some_and(|m| m >= start);
+            if referenced {
+                self.counts = vec![0u16; n];
+                self.touched = vec![0u64; (n >> TOUCH_SHIFT).div_ceil(64).saturating_add(1)];
+                progress.stage(
+                    &format!("layer {} ({}): references", self.layer, self.path),
+                    u64::from(self.h.l1_size),
+                );
+                self.walk(progress);
+            } else {
+                self.counts = Vec::new();
+                self.touched = Vec::new();
+            }
             tops.extend(self.compare());
             self.first_pass = false;
             start = end;
         }
         self.counts = Vec::new();
+        self.touched = Vec::new();
         if !tops.is_empty() {
             self.explain_clusters(&tops);
         }
@@ -363,6 +386,9 @@ impl Checker<'_> {
         }
         let first = offset >> self.cluster_bits;
         let last = end.unwrap_or(offset).saturating_sub(1) >> self.cluster_bits;
+        if self.explain.is_none() {
+            self.max_ref = Some(self.max_ref.map_or(last, |m| m.max(last)));
+        }
         let mut k = first;
         while k <= last {
             if let Some(explain) = self.explain.as_mut() {
@@ -391,6 +417,10 @@ impl Checker<'_> {
                     }
                 } else if let Some(c) = self.counts.get_mut(i) {
                     *c = c.saturating_add(1);
+                    let chunk = i >> TOUCH_SHIFT;
+                    if let Some(w) = self.touched.get_mut(chunk / 64) {
+                        *w |= 1 << (chunk % 64);
+                    }
                 }
             }
             k = k.saturating_add(1);

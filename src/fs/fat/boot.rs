@@ -159,6 +159,11 @@ impl FatType {
 
 /// Linux's limit for FAT12 (`MAX_FAT12`).
 const MAX_FAT12_CLUSTERS: u64 = 4084;
+/// Linux's limit for FAT16 (`MAX_FAT16`), one below dosfstools'
+/// `FAT16_THRESHOLD`: 16-bit entries from 0xfff7 up are marks, not
+/// clusters. fsck.fat refuses a FAT16 volume with more; the kernel will
+/// not mount it.
+pub const MAX_FAT16_CLUSTERS: u64 = 0xfff4;
 /// The most clusters a FAT32 volume may have (28-bit entries, less the
 /// reserved values).
 const MAX_FAT32_CLUSTERS: u64 = 0x0fff_fff5;
@@ -194,6 +199,10 @@ pub struct BootSector {
     pub data_offset: u64,
     /// Data clusters; valid cluster numbers are 2..=cluster_count+1.
     pub cluster_count: u64,
+    /// The data clusters the geometry gives (data sectors over sectors
+    /// per cluster), before `cluster_count` is limited to what the FAT and
+    /// its entry width can describe.
+    pub data_clusters: u64,
     /// Things that are odd but do not stop decoding.
     pub problems: Vec<String>,
 }
@@ -326,6 +335,15 @@ impl BootSector {
             ));
             cluster_count = fat_room;
         }
+        if fat_type == FatType::Fat16 && count > MAX_FAT16_CLUSTERS {
+            // As fsck.fat ("Too many clusters for FAT16 filesystem"): the
+            // volume is invalid; what can be shown is the part 16-bit
+            // entries address, and it costs what a real FAT16 costs.
+            problems.push(format!(
+                "{count} data clusters: more than a FAT16 can address ({MAX_FAT16_CLUSTERS}); only those are used"
+            ));
+            cluster_count = cluster_count.min(MAX_FAT16_CLUSTERS);
+        }
         if fat_type == FatType::Fat32 && cluster_count > MAX_FAT32_CLUSTERS {
             cluster_count = MAX_FAT32_CLUSTERS;
         }
@@ -391,6 +409,7 @@ impl BootSector {
             root_dir_bytes,
             data_offset,
             cluster_count,
+            data_clusters: count,
             problems,
         })
     }

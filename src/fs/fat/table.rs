@@ -411,6 +411,7 @@ mod tests {
                     root_dir_bytes: 0,
                     data_offset: 0,
                     cluster_count: 200_000,
+                    data_clusters: 200_000,
                     problems: Vec::new(),
                 };
                 for count in [0usize, 1, 2047, 2049, 150_000] {
@@ -477,6 +478,7 @@ mod tests {
                     root_dir_bytes: 0,
                     data_offset: 0,
                     cluster_count: 200_000,
+                    data_clusters: 200_000,
                     problems: Vec::new(),
                 };
                 for (first, last) in [
