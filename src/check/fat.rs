@@ -513,18 +513,13 @@ pub fn check(
         );
         return (c.out, summary);
     }
-    if boot.fat_type == FatType::Fat16 && boot.data_clusters > MAX_FAT16_CLUSTERS {
-        c.problem(
-            Severity::Error,
-            "fat-too-many-clusters",
-            "boot sector".into(),
-            None,
-            format!(
-                "too many clusters ({}) for a FAT16 filesystem (fsck.fat refuses it, the kernel will not mount it): the first {MAX_FAT16_CLUSTERS} are checked",
-                boot.data_clusters
-            ),
-        );
-    }
+    // Geometry fsck.fat refuses and stops at, the first of "Too many
+    // clusters for FAT16 filesystem" and "Filesystem has N clusters but
+    // only space for M FAT entries": the check reports the same and
+    // nothing further. Where the second FAT lies and every count after
+    // follow from that geometry, so further findings would be its echoes
+    // (and a FAT16 read as 16 million entries cost seconds); `ls` and the
+    // other views still show what the FAT describes.
     let bits = match boot.fat_type {
         FatType::Fat12 => 12,
         FatType::Fat16 => 16,
@@ -532,18 +527,32 @@ pub fn check(
     };
     let entries = fat_bytes.saturating_mul(8).checked_div(bits).unwrap_or(0);
     let held = entries.saturating_sub(2);
-    if u64::from(c.clusters) > held {
+    // The decode has limited `cluster_count` to what the FAT takes: the
+    // geometry's own count is what fsck.fat judges.
+    let claimed = boot.data_clusters.max(boot.cluster_count);
+    if boot.fat_type == FatType::Fat16 && claimed > MAX_FAT16_CLUSTERS {
+        c.problem(
+            Severity::Error,
+            "fat-too-many-clusters",
+            "boot sector".into(),
+            None,
+            format!(
+                "too many clusters ({claimed}) for a FAT16 filesystem (at most {MAX_FAT16_CLUSTERS}; fsck.fat refuses it, the kernel will not mount it): not checked further"
+            ),
+        );
+        return (c.out, summary);
+    }
+    if claimed > held {
         c.problem(
             Severity::Error,
             "fat-too-small",
             "FAT".into(),
             Some(boot.fat_offset),
             format!(
-                "{} clusters, but the FAT ({fat_bytes} bytes) has entries for {held}: only those are checked",
-                boot.cluster_count
+                "{claimed} clusters, but the FAT ({fat_bytes} bytes) has entries for {held} (fsck.fat refuses it): not checked further"
             ),
         );
-        c.clusters = u32::try_from(held).unwrap_or(0);
+        return (c.out, summary);
     }
     if boot.cluster_count > MAX_CLUSTERS {
         c.problem(

@@ -1275,6 +1275,7 @@ fn fsck_fat_findings(text: &str) -> BTreeSet<(String, String)> {
             ("Dirty bit is set", "fat-dirty"),
             ("out of range", "fat-cluster-out-of-range"),
             ("Too many clusters", "fat-too-many-clusters"),
+            ("but only space for", "fat-too-small"),
         ];
         for (text, kind) in whole {
             if line.contains(text) {
@@ -1487,13 +1488,15 @@ fn check_finds_what_fsck_fat_finds() {
     }
 }
 
-/// A FAT16 boot sector whose geometry gives more clusters than 16-bit
-/// entries address: fsck.fat refuses it ("Too many clusters"), and the
-/// check reports the same count and checks only the 65,524 a FAT16 can
-/// have (the fuzzers made such volumes cost a second each, a FAT of 16
-/// million entries read for a type that holds 65,524).
+/// Boot sectors whose geometry gives more clusters than the FAT can
+/// take: a FAT16 with more than 16-bit entries address ("Too many
+/// clusters"), and a FAT32 whose FAT is half the size its data area
+/// needs ("Filesystem has N clusters but only space for M FAT entries").
+/// fsck.fat stops at either; the check reports the same finding with the
+/// same count and checks only what the FAT describes (the fuzzers made
+/// such volumes cost a second each: a FAT16 read as 16 million entries).
 #[test]
-fn check_refuses_a_fat16_with_more_clusters_than_it_addresses_as_fsck_fat() {
+fn check_judges_more_clusters_than_the_fat_takes_as_fsck_fat() {
     for t in ["mkfs.vfat", "fsck.fat"] {
         if !need(t) {
             return;
@@ -1501,60 +1504,73 @@ fn check_refuses_a_fat16_with_more_clusters_than_it_addresses_as_fsck_fat() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Two sectors a cluster, 256 FAT sectors: ~65,000 clusters. One
-    // sector a cluster doubles the count the geometry gives.
-    sh(
-        d,
-        &[
-            "mkfs.vfat",
-            "-C",
-            "-F",
-            "16",
-            "-s",
-            "2",
-            "-S",
-            "512",
-            "v.img",
-            "65536",
-        ],
-    );
-    let mut bytes = std::fs::read(d.join("v.img")).unwrap();
-    bytes[13] = 1;
-    std::fs::write(d.join("v.img"), &bytes).unwrap();
-    let out = Command::new("fsck.fat")
-        .args(["-n", "v.img"])
-        .current_dir(d)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{text}");
-    let theirs = fsck_fat_findings(&text);
-    let claimed: u64 = text
-        .split("Too many clusters (")
-        .nth(1)
-        .and_then(|t| t.split(')').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in fsck.fat's output: {text}"));
-    let run = layerscope(d, &["check", "--fs-only", "--json", "v.img"]);
-    assert_eq!(run.code, 1, "{}{}", run.text(), run.stderr);
-    let j = run.json();
-    let (ours, _) = our_fat_findings(&j);
-    assert_eq!(ours, theirs, "fsck.fat: {text}");
-    let message = j["filesystem"]["problems"]["list"][0]["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        message.contains(&format!("({claimed})")),
-        "{message} / {text}"
-    );
-    let human = layerscope(d, &["check", "--fs-only", "v.img"]);
-    assert!(
-        human.text().contains("0/65524 clusters"),
-        "{}",
-        human.text()
-    );
+    // FAT16: two sectors a cluster, 256 FAT sectors, ~65,000 clusters;
+    // one sector a cluster doubles the count the geometry gives.
+    // FAT32: BPB_FATSz32 halved.
+    type Patch = fn(&mut Vec<u8>);
+    let cases: [(&str, &[&str], Patch, &str, &str); 2] = [
+        (
+            "fat16",
+            &["-F", "16", "-s", "2", "-S", "512"],
+            |b| b[13] = 1,
+            "Too many clusters (",
+            "0/65524 clusters",
+        ),
+        (
+            "fat32",
+            &["-F", "32", "-s", "1", "-S", "512"],
+            |b| {
+                // In the backup boot sector too: fsck.fat compares them.
+                let backup = u16::from_le_bytes([b[50], b[51]]) as usize * 512;
+                let fat = u32::from_le_bytes(b[36..40].try_into().unwrap());
+                for at in [36, backup + 36] {
+                    b[at..at + 4].copy_from_slice(&(fat / 2).to_le_bytes());
+                }
+            },
+            "Filesystem has ",
+            " clusters): 1 problem",
+        ),
+    ];
+    for (name, args, patch, theirs_count, summary) in cases {
+        let img = format!("{name}.img");
+        let mut mkfs = vec!["mkfs.vfat", "-C"];
+        mkfs.extend_from_slice(args);
+        mkfs.extend_from_slice(&[&img, "65536"]);
+        sh(d, &mkfs);
+        let mut bytes = std::fs::read(d.join(&img)).unwrap();
+        patch(&mut bytes);
+        std::fs::write(d.join(&img), &bytes).unwrap();
+        let out = Command::new("fsck.fat")
+            .args(["-n", &img])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{name}: {text}");
+        let theirs = fsck_fat_findings(&text);
+        let claimed: u64 = text
+            .split(theirs_count)
+            .nth(1)
+            .and_then(|t| t.split([')', ' ']).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no count in fsck.fat's output: {text}"));
+        let run = layerscope(d, &["check", "--fs-only", "--json", &img]);
+        assert_eq!(run.code, 1, "{name}: {}{}", run.text(), run.stderr);
+        let j = run.json();
+        let (ours, _) = our_fat_findings(&j);
+        assert_eq!(ours, theirs, "{name}: fsck.fat: {text}");
+        let detail = j["filesystem"]["problems"]["list"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            detail.contains(&claimed.to_string()),
+            "{name}: {detail} / {text}"
+        );
+        let human = layerscope(d, &["check", "--fs-only", &img]);
+        assert!(human.text().contains(summary), "{name}: {}", human.text());
+    }
 }
 
 /// What `xfs_repair -n` found, as (kind, allocation group; 0 for the
