@@ -123,6 +123,20 @@ impl Checker<'_> {
         Some(index.checked_shl(r.block_bits).map_or(end, |c| c.min(end)))
     }
 
+    /// The first cluster past `k`'s refcount block (at most `end`): the
+    /// clusters one lookup error stands for, since every cluster of a
+    /// block that cannot be read meets the same error.
+    pub(super) fn refcount_block_end(&self, k: u64, end: u64) -> u64 {
+        let Some(r) = self.refcounts.as_ref() else {
+            return end;
+        };
+        (k >> r.block_bits)
+            .saturating_add(1)
+            .checked_shl(r.block_bits)
+            .map_or(end, |c| c.min(end))
+            .max(k.saturating_add(1))
+    }
+
     /// The refcount stored for cluster `k` (qemu's `qcow2_get_refcount`).
     pub(super) fn stored_refcount(&mut self, k: u64) -> Result<u64, String> {
         let cluster_size = self.cluster_size;
