@@ -707,11 +707,34 @@ impl Superblock {
         // e2fsprogs' limits (ext2fs_open2, which dumpe2fs refuses to go
         // past): at least 8 blocks per group, at most what the 16-bit free
         // counts of a descriptor can describe (65528 clusters).
-        let cluster_ratio = if ro_compat.contains(RoCompat::BIGALLOC) {
-            1u64 << get(sb!("s_log_cluster_size")).saturating_sub(log).min(19)
-        } else {
-            1
+        // ext2fs_open2's rules for clusters: without bigalloc a cluster is
+        // a block; with it, a group's blocks are exactly its clusters
+        // times the blocks of a cluster. A superblock breaking them (a
+        // fuzzer's claimed 1 TiB clusters, 2^31 blocks a group) would
+        // make every per-group count and bitmap meaningless.
+        let log_cluster = get(sb!("s_log_cluster_size"));
+        if !ro_compat.contains(RoCompat::BIGALLOC) && log_cluster != log {
+            return Err(bad(
+                sb!("s_log_cluster_size"),
+                format!("{log_cluster}: without bigalloc it must equal s_log_block_size ({log})"),
+            ));
+        }
+        let ratio_bits = log_cluster
+            .checked_sub(log)
+            .filter(|&b| b < 32)
+            .and_then(|b| u32::try_from(b).ok());
+        let clusters_per_group = word(sb!("s_clusters_per_group"));
+        let Some(ratio_bits) = ratio_bits.filter(|&b| {
+            u64::from(clusters_per_group).checked_shl(b) == Some(u64::from(blocks_per_group))
+        }) else {
+            return Err(bad(
+                sb!("s_clusters_per_group"),
+                format!(
+                    "{clusters_per_group} clusters a group (s_log_cluster_size {log_cluster}) do not make its {blocks_per_group} blocks (s_log_block_size {log})"
+                ),
+            ));
         };
+        let cluster_ratio = 1u64 << ratio_bits;
         let max_per_group = MAX_CLUSTERS_PER_GROUP.saturating_mul(cluster_ratio);
         if u64::from(blocks_per_group) < MIN_BLOCKS_PER_GROUP
             || u64::from(blocks_per_group) > max_per_group

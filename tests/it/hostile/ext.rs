@@ -85,6 +85,43 @@ fn absurd_group_geometry_is_refused_like_dumpe2fs() {
     }
 }
 
+/// Cluster geometry dumpe2fs refuses (ext2fs_open2's rules) is refused,
+/// naming the field: clusters per group that do not make the blocks per
+/// group, and a cluster size other than the block size without bigalloc.
+/// A fuzzer's bigalloc superblock with 1 TiB clusters and 2^31 blocks a
+/// group made `check` compare a bitmap of 790 million bits (60 s).
+#[test]
+fn cluster_geometry_is_refused_like_dumpe2fs() {
+    if !need("mke2fs") || !need("dumpe2fs") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    // (image, field offset, value, what the error names)
+    let cases = [
+        ("cpg.img", 0x24, 16384u32, "s_clusters_per_group"),
+        ("log.img", 0x1c, 3u32, "s_log_cluster_size"),
+    ];
+    for (image, at, value, field) in cases {
+        plain_ext4(dir, image, "8M", &[]);
+        put_le32(&dir.join(image), 1024 + at, value);
+        assert!(dumpe2fs_refuses(dir, image), "{image}");
+        for cmd in ["info", "ls"] {
+            let r = run(dir, &[cmd, image], b"");
+            fails_with(&r, cmd, &[image, field, "corrupt superblock"]);
+        }
+        // check reports it as the filesystem's one problem.
+        let r = run(dir, &["check", image], b"");
+        bounded(&r, "check");
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert_eq!(r.code, 1, "check: {out} {}", r.stderr);
+        assert!(
+            out.contains(field) && out.contains("corrupt superblock"),
+            "check: {out}"
+        );
+    }
+}
+
 /// A superblock claiming 2^32 - 1 blocks in groups of 256 (16.8 million
 /// groups, whose 512 MiB of descriptors fit the 1 GiB disk) while its
 /// inode count is still the 1,024 groups' own: dumpe2fs refuses it as
