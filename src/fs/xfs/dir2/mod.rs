@@ -37,6 +37,11 @@ pub struct Entry {
     pub at: u64,
 }
 
+/// Problems one directory's blocks may raise before the rest of its
+/// blocks are left unread: a directory that damaged is not listed
+/// further, and a hostile one cannot grow the list without end.
+const MAX_DIR_PROBLEMS: usize = 4096;
+
 impl Xfs {
     /// Blocks per directory block.
     fn dir_fsbs(&self) -> u64 {
@@ -93,9 +98,12 @@ impl Xfs {
                 let per = self.dir_fsbs();
                 let leaf = self.leaf_fsb();
                 let mut stop = false;
-                let mut blocks = Vec::new();
-                // Collect the data-space directory blocks first: reading
-                // them re-walks the map, which cannot happen inside the walk.
+                // The data-space directory blocks, extent by extent (a
+                // range of directory block numbers each), collected first:
+                // reading them re-walks the map, which cannot happen inside
+                // the walk. Ranges, not block numbers: a hostile extent of
+                // 2^21 blocks costs one entry here.
+                let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
                 self.walk_fork(dir, Fork::Data, 0, problems, &mut |m| {
                     let Mapping::Extent(e) = m else {
                         return ControlFlow::Continue(());
@@ -105,49 +113,74 @@ impl Xfs {
                     }
                     let first = e.startoff.div_ceil(per);
                     let last = e.end().min(leaf).div_ceil(per);
-                    for db in first..last {
-                        blocks.push(db);
+                    // Overlapping extents: a block is listed once.
+                    let first = ranges.last().map_or(first, |r| first.max(r.end));
+                    if first < last {
+                        ranges.push(first..last);
                     }
                     ControlFlow::Continue(())
                 })?;
-                blocks.dedup();
-                for db in blocks {
-                    if stop {
-                        break;
+                let before = problems.len();
+                'ranges: for range in ranges {
+                    for db in range {
+                        if stop {
+                            break 'ranges;
+                        }
+                        if problems.len().saturating_sub(before) >= MAX_DIR_PROBLEMS {
+                            problems.push(FsError::corrupt(
+                                "inode",
+                                "di_size",
+                                dir.offset,
+                                format!(
+                                    "directory inode {}: {MAX_DIR_PROBLEMS} problems in its blocks; the rest not read",
+                                    dir.ino
+                                ),
+                            ));
+                            break 'ranges;
+                        }
+                        let (block, at) = match self.read_fork_blocks(
+                            dir,
+                            Fork::Data,
+                            db.saturating_mul(per),
+                            per,
+                            "directory data block",
+                            problems,
+                        ) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                // A block that cannot be read (outside the
+                                // filesystem, an I/O error): so are the rest
+                                // of its extent. One error for them.
+                                problems.push(e);
+                                continue 'ranges;
+                            }
+                        };
+                        let h = match data::header(
+                            &block,
+                            sb.is_v5(),
+                            at,
+                            dir.ino,
+                            &sb.meta_uuid,
+                            problems,
+                        ) {
+                            Ok(h) => h,
+                            Err(e) => {
+                                problems.push(e);
+                                continue;
+                            }
+                        };
+                        let end = data::entries_end(&block, &h, at, dir.ino, problems);
+                        stop = !data::walk(
+                            &block,
+                            h.len,
+                            end,
+                            at,
+                            ftype,
+                            dir.ino,
+                            problems,
+                            &mut |e| each(e).is_continue(),
+                        );
                     }
-                    let (block, at) = match self.read_fork_blocks(
-                        dir,
-                        Fork::Data,
-                        db.saturating_mul(per),
-                        per,
-                        "directory data block",
-                        problems,
-                    ) {
-                        Ok(b) => b,
-                        Err(e) => {
-                            problems.push(e);
-                            continue;
-                        }
-                    };
-                    let h = match data::header(
-                        &block,
-                        sb.is_v5(),
-                        at,
-                        dir.ino,
-                        &sb.meta_uuid,
-                        problems,
-                    ) {
-                        Ok(h) => h,
-                        Err(e) => {
-                            problems.push(e);
-                            continue;
-                        }
-                    };
-                    let end = data::entries_end(&block, &h, at, dir.ino, problems);
-                    stop =
-                        !data::walk(&block, h.len, end, at, ftype, dir.ino, problems, &mut |e| {
-                            each(e).is_continue()
-                        });
                 }
                 Ok(())
             }
