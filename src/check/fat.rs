@@ -513,9 +513,10 @@ pub fn check(
         );
         return (c.out, summary);
     }
-    // Geometry fsck.fat refuses and stops at, the first of "Too many
-    // clusters for FAT16 filesystem" and "Filesystem has N clusters but
-    // only space for M FAT entries": the check reports the same and
+    // Geometry fsck.fat refuses and stops at, the first of "only 1 or 2
+    // FATs are supported", "Too many clusters for FAT16 filesystem" and
+    // "Filesystem has N clusters but only space for M FAT entries": the
+    // check reports the same and
     // nothing further. Where the second FAT lies and every count after
     // follow from that geometry, so further findings would be its echoes
     // (and a FAT16 read as 16 million entries cost seconds); `ls` and the
@@ -530,6 +531,19 @@ pub fn check(
     // The decode has limited `cluster_count` to what the FAT takes: the
     // geometry's own count is what fsck.fat judges.
     let claimed = boot.data_clusters.max(boot.cluster_count);
+    if !(1..=2).contains(&boot.num_fats) {
+        c.problem(
+            Severity::Error,
+            "fat-count",
+            "boot sector".into(),
+            Some(0x10),
+            format!(
+                "{} FATs (fsck.fat checks 1 or 2, and refuses the volume): not checked further",
+                boot.num_fats
+            ),
+        );
+        return (c.out, summary);
+    }
     if boot.fat_type == FatType::Fat16 && claimed > MAX_FAT16_CLUSTERS {
         c.problem(
             Severity::Error,
