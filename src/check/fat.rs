@@ -516,17 +516,15 @@ pub fn check(
     // Geometry fsck.fat refuses and stops at, the first of "only 1 or 2
     // FATs are supported", "Too many clusters for FAT16 filesystem" and
     // "Filesystem has N clusters but only space for M FAT entries": the
-    // check reports the same and
-    // nothing further. Where the second FAT lies and every count after
-    // follow from that geometry, so further findings would be its echoes
-    // (and a FAT16 read as 16 million entries cost seconds); `ls` and the
-    // other views still show what the FAT describes.
-    let bits = match boot.fat_type {
-        FatType::Fat12 => 12,
-        FatType::Fat16 => 16,
-        FatType::Fat32 => 32,
-    };
-    let entries = fat_bytes.saturating_mul(8).checked_div(bits).unwrap_or(0);
+    // check reports the same and nothing further. Where the second FAT
+    // lies and every count after follow from that geometry, so further
+    // findings would be its echoes (and a FAT16 read as 16 million
+    // entries cost seconds); `ls` and the other views still show what the
+    // FAT describes.
+    let entries = fat_bytes
+        .saturating_mul(8)
+        .checked_div(boot.fat_type.bits())
+        .unwrap_or(0);
     let held = entries.saturating_sub(2);
     // The decode has limited `cluster_count` to what the FAT takes: the
     // geometry's own count is what fsck.fat judges.

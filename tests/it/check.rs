@@ -515,6 +515,16 @@ fn qemu_img_check_json(d: &std::path::Path, file: &str) -> Value {
     serde_json::from_slice(&qemu.stdout).unwrap()
 }
 
+/// Extends (sparsely) or cuts the file at `path` to `len` bytes.
+fn set_file_len(path: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 /// Our layer's counts equal qemu-img check's for `keys` (qemu leaves out
 /// counts that are 0).
 fn assert_counts_equal(ours: &Value, theirs: &Value, keys: &[&str]) {
@@ -558,12 +568,7 @@ fn check_steps_over_absent_refcount_blocks_as_qemu_img_check_counts() {
     bytes[l2..l2 + 8].copy_from_slice(&far.to_be_bytes());
     std::fs::write(d.join("a.qcow2"), bytes).unwrap();
     // A sparse tail: the file claims 3 TiB, nothing in it.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(d.join("a.qcow2"))
-        .unwrap()
-        .set_len(3 << 40)
-        .unwrap();
+    set_file_len(&d.join("a.qcow2"), 3 << 40);
     let theirs = qemu_img_check_json(d, "a.qcow2");
     let human = Command::new("qemu-img")
         .args(["check", "a.qcow2"])
@@ -641,12 +646,7 @@ fn check_counts_an_unreadable_refcount_block_as_qemu_img_check() {
         bytes[reftable..reftable + 8].copy_from_slice(&(entry + 0x200).to_be_bytes());
         std::fs::write(d.join(name), bytes).unwrap();
         if let Some(len) = tail {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(d.join(name))
-                .unwrap()
-                .set_len(len)
-                .unwrap();
+            set_file_len(&d.join(name), len);
         }
         let theirs = qemu_img_check_json(d, name);
         assert!(

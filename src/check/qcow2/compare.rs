@@ -101,11 +101,7 @@ impl Checker<'_> {
                 .checked_shl(TOUCH_SHIFT)
                 .unwrap_or(usize::MAX)
                 .min(hi);
-            let touched = self
-                .touched
-                .get(chunk / 64)
-                .is_some_and(|w| w & (1 << (chunk % 64)) != 0);
-            if touched {
+            if self.touched.get(u64::try_from(chunk).unwrap_or(u64::MAX)) {
                 for j in i..chunk_end {
                     let counted = self.counts.get(j).copied().map_or(0, u64::from);
                     if counted == 0 {

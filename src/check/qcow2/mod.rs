@@ -27,6 +27,7 @@ use std::ops::Range;
 
 use serde::Serialize;
 
+use super::bits::Bits;
 use super::{Problem, Problems, Progress, Severity};
 use crate::block::qcow2::header::Header;
 use crate::block::qcow2::l2::compressed_location;
@@ -185,7 +186,7 @@ struct Checker<'a> {
     /// Where refcount blocks are absent only counted clusters matter, and
     /// the counts of a sparse file of terabytes are mostly zeros that a
     /// scan would page in for nothing.
-    touched: Vec<u64>,
+    touched: Bits,
     /// The highest cluster any reference names (known after the first
     /// walk): windows past it hold no counts, so they are not walked.
     max_ref: Option<u64>,
@@ -230,7 +231,7 @@ impl<'a> Checker<'a> {
             first_pass: true,
             window: 0..0,
             counts: Vec::new(),
-            touched: Vec::new(),
+            touched: Bits::default(),
             max_ref: None,
             explain: None,
             refcount_max,
@@ -333,7 +334,8 @@ impl<'a> Checker<'a> {
             let referenced = self.first_pass || self.max_ref.is_some_and(|m| m >= start);
             if referenced {
                 self.counts = vec![0u16; n];
-                self.touched = vec![0u64; (n >> TOUCH_SHIFT).div_ceil(64).saturating_add(1)];
+                self.touched =
+                    Bits::new(u64::try_from(n >> TOUCH_SHIFT).map_or(0, |c| c.saturating_add(1)));
                 progress.stage(
                     &format!("layer {} ({}): references", self.layer, self.path),
                     u64::from(self.h.l1_size),
@@ -341,14 +343,14 @@ impl<'a> Checker<'a> {
                 self.walk(progress);
             } else {
                 self.counts = Vec::new();
-                self.touched = Vec::new();
+                self.touched = Bits::default();
             }
             tops.extend(self.compare());
             self.first_pass = false;
             start = end;
         }
         self.counts = Vec::new();
-        self.touched = Vec::new();
+        self.touched = Bits::default();
         if !tops.is_empty() {
             self.explain_clusters(&tops);
         }
@@ -417,10 +419,9 @@ impl Checker<'_> {
                     }
                 } else if let Some(c) = self.counts.get_mut(i) {
                     *c = c.saturating_add(1);
-                    let chunk = i >> TOUCH_SHIFT;
-                    if let Some(w) = self.touched.get_mut(chunk / 64) {
-                        *w |= 1 << (chunk % 64);
-                    }
+                    let _ = self
+                        .touched
+                        .set(u64::try_from(i >> TOUCH_SHIFT).unwrap_or(u64::MAX));
                 }
             }
             k = k.saturating_add(1);
