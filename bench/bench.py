@@ -162,7 +162,7 @@ def main():
     ap.add_argument("--formats", action="store_true", help="only the image format rows (VMDK, VHD, VHDX, VDI)")
     ap.add_argument("--throughput", action="store_true", help="only the bulk read rows (issue 19)")
     ap.add_argument("--blame", action="store_true", help="only the blame -R rows of --throughput")
-    ap.add_argument("--mass", action="store_true", help="only the diff --json mass-create rows (20,000 and 200,000 files created)")
+    ap.add_argument("--mass", action="store_true", help="only the diff --json mass-create and mass-delete rows (20,000 and 200,000 files created or removed)")
     ap.add_argument("--overlay", action="store_true", help="only the rows whose cost must follow the overlays (issue 19): multi-layer diff, diff and first frame at 1 TiB and 16 TiB, NBD map")
     ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline/find/grep rows")
     ap.add_argument("--fs-kinds", action="store_true", help="only the XFS and FAT rows")
@@ -185,6 +185,7 @@ def main():
         return
     if args.mass:
         mass_create_rows()
+        mass_delete_rows()
         return
     if args.fs_kinds:
         fs_kinds_bench()
@@ -860,6 +861,68 @@ def build_mass_create(d, n):
     return top, flat
 
 
+def build_mass_delete(d, n):
+    """A 2 GiB ext4 base holding the tree a mass create of `n` files makes
+    (`mass_created`, every 16th file with 3,000 bytes, besides 10
+    directories of 20 small files; by mke2fs -d) and a thin overlay in
+    which debugfs removed all of it: the `diff --json` mass-delete rows.
+    Returns the top overlay and the base's raw image (the `fls` anchor:
+    what was there). Cached."""
+    base, top, old = (os.path.join(d, f"gone{n}-{k}") for k in ("base.qcow2", "top.qcow2", "old.raw"))
+    if os.path.exists(top):
+        return top, old
+    t0 = time.time()
+    os.makedirs(d, exist_ok=True)
+    tree = os.path.join(d, f"gone{n}-tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    rng = random.Random(n)
+    for k in range(10):
+        os.makedirs(os.path.join(tree, "base", f"d{k}"))
+        for j in range(20):
+            with open(os.path.join(tree, "base", f"d{k}", f"b{j:02d}"), "wb") as f:
+                f.write(rng.randbytes(rng.randint(0, 5000)))
+    dirs, files = mass_created(n)
+    for p in dirs:
+        os.makedirs(tree + p, exist_ok=True)
+    payload = rng.randbytes(3000)
+    for i, p in enumerate(files):
+        with open(tree + p, "wb") as f:
+            f.write(payload if i % 16 == 0 else b"")
+    sh("mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-N", str(n + 20000), "-d", tree,
+       "-E", "root_owner=0:0", old, "2G")
+    shutil.rmtree(tree)
+    sh("qemu-img", "convert", "-O", "qcow2", old, base)
+    flat = os.path.join(d, f"gone{n}-flat.raw")
+    shutil.copyfile(old, flat)
+    debugfs(flat, [f"rm {p}" for p in files] + [f"rmdir {p}" for p in reversed(dirs)])
+    thin_overlay(flat, base, top)
+    os.remove(flat)
+    print(f"  mass delete of {n} files built in {time.time() - t0:.0f}s", flush=True)
+    return top, old
+
+
+def mass_delete_rows():
+    """`diff --json` of a mass delete (20,000 and 200,000 files removed in
+    the top overlay) vs `fls -r -p` of the base's raw image (what was
+    there): interleaved wall medians, CPU time and peak RSS (issue 19:
+    memory flat, < 32 MiB). The row checks that every removed path is
+    listed as deleted."""
+    d = os.path.join(WORK, "mass")
+    for n, rounds in ((20000, 5), (200000, 3)):
+        top, old = build_mass_delete(d, n)
+        ours, fls = [BIN, "diff", "--json", top], ["fls", "-r", "-p", old]
+        got = json.loads(subprocess.check_output(ours))["changes"]
+        dirs, files = mass_created(n)
+        deleted = {c["path"] for c in got if c["change"] == "deleted"}
+        missing = set(dirs + files) - deleted
+        assert not missing, f"{len(missing)} removed paths not listed, e.g. {sorted(missing)[:3]}"
+        t1, t2 = interleaved([ours, fls], rounds=rounds, warmup=1)
+        cpu = [cpu_time(c) for c in (ours, fls)]
+        rss = [peak_rss(c) for c in (ours, fls)]
+        what = f"diff --json, {n} files deleted"
+        print(f"{what:<40} layerscope {t1 * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms, {rss[0] / 1024:5.1f} MiB) | fls -r -p {t2 * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms, {rss[1] / 1024:5.1f} MiB) | ratio {t1 / t2:5.2f}x ({len(got)} changes; goal < 32 MiB)")
+
+
 def mass_create_rows():
     """`diff --json` of a mass create (20,000 and 200,000 files created in
     the top overlay) vs `fls -r -p` of the top's flat raw image, which
@@ -921,6 +984,7 @@ def overlay_bench(rebuild=False):
               f"render (the finished picture: exact hit map) {render[0] * 1000:7.1f} ms, RSS {render[1] / 1024:.1f} MiB")
     diff_json_rss_rows()
     mass_create_rows()
+    mass_delete_rows()
     tp = os.path.join(WORK, "throughput")
     if not os.path.exists(os.path.join(tp, "top.qcow2")):
         print("building the throughput chain ...", flush=True)

@@ -96,8 +96,9 @@ pub(super) fn quick(
                 };
                 l.in_place(c)
             }
-            // A new file's name is an added path and nothing else.
-            Part::Added(c) => c
+            // A new file's name is an added path and nothing else, a
+            // deleted file's a deleted path.
+            Part::Added(c) | Part::Deleted(c) => c
                 .into_iter()
                 .map(|c| {
                     seq = seq.saturating_add(1);

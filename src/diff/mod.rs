@@ -701,9 +701,10 @@ pub fn diff(
     let mut all = Vec::new();
     let mut d = quick::diff_each(old, new, held, progress, usize::MAX, &mut |part| {
         match part {
-            quick::Part::Names(c) | quick::Part::Added(c) | quick::Part::InPlace(c) => {
-                all.extend(c)
-            }
+            quick::Part::Names(c)
+            | quick::Part::Added(c)
+            | quick::Part::Deleted(c)
+            | quick::Part::InPlace(c) => all.extend(c),
         }
         Ok(())
     })?;

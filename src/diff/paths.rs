@@ -84,7 +84,8 @@ pub struct Key {
     pub kind: Kind,
     pub class: Class,
     /// 0: found with the names; 1: a file changed in place, in a batch;
-    /// 2: a new file's name ([`super::quick::Part::Added`]).
+    /// 2: a new or deleted file's name ([`super::quick::Part::Added`],
+    /// [`super::quick::Part::Deleted`]).
     pub src: u8,
     pub seq: u64,
 }

@@ -2,10 +2,13 @@
 //! the number of changes (issue 19): files changed in place (their names
 //! the same in both views: what a `chmod -R`, a package upgrade writing
 //! in place or a log rotation mostly makes) are compared, named and
-//! handed over a batch of inodes at a time. What pairs names across the
-//! tree stays whole: the names directories lost or gained (moves, hard
-//! links, added and deleted trees), the changed directories, and the list
-//! of changed inode numbers (8 bytes each).
+//! handed over a batch of inodes at a time; the names of files created or
+//! deleted (a mass create, a tree removed) go through temporary files and
+//! are handed over a batch at a time too. What pairs names across the
+//! tree stays whole: the names of files that persist which directories
+//! lost or gained (moves, hard links), the changed directories, the list
+//! of changed inode numbers and the fingerprints of the created and
+//! deleted paths (8 bytes each).
 #![cfg_attr(
     not(test),
     deny(
@@ -27,7 +30,7 @@ use super::name_spill::NameSpill;
 use super::pair::{Brief, Pair};
 use super::{
     after_moves, assemble_names, blocks, dir_moves_of, explain, explain_reserved, in_place, join,
-    near_groups, walk, walk_each, Change, Diff, DiffError, Kind, Name, Progress, Sorted, MAX_NAMES,
+    near_groups, walk_each, Change, Diff, DiffError, Kind, Name, Progress, Sorted, MAX_NAMES,
 };
 
 /// What [`diff_each`] hands over.
@@ -43,19 +46,24 @@ pub enum Part {
     /// no order. A name found twice (listed with its directory and walked
     /// with a new tree) may come twice.
     Added(Vec<Change>),
+    /// Names of files gone from the older view (deleted paths that pair
+    /// with no other change), as [`Part::Added`]: one batch, after the
+    /// added names and before any [`Part::InPlace`], in no order, maybe
+    /// twice.
+    Deleted(Vec<Change>),
     /// Files changed in place: one batch, in inode order.
     InPlace(Vec<Change>),
 }
 
-/// Names of new files kept in memory, per inode of a batch, before they
-/// go to a temporary file ([`NameSpill`]).
+/// Names of new (or deleted) files kept in memory, per inode of a batch,
+/// before they go to a temporary file ([`NameSpill`]).
 const NAMES_PER_BATCH: usize = 16;
 
 /// The quick diff ([`super::diff`]), handing the changes to `each` as
-/// they are made: [`Part::Names`] once, then the names of new files
-/// `batch` at a time ([`Part::Added`]; up to `batch` × 16 of them are
-/// kept in memory, the rest in a temporary file), then files changed in
-/// place `batch` inodes at a time. The [`Diff`] returned has the stats and the
+/// they are made: [`Part::Names`] once, then the names of new files and
+/// of deleted files `batch` at a time ([`Part::Added`], [`Part::Deleted`];
+/// up to `batch` × 16 of each are kept in memory, the rest in temporary
+/// files), then files changed in place `batch` inodes at a time. The [`Diff`] returned has the stats and the
 /// notes, and no changes.
 ///
 /// # Errors
@@ -208,10 +216,13 @@ pub fn diff_each(
     // Directories -> names removed and added.
     let (mut opaths, mut npaths) = (Paths::new(old), Paths::new(new));
     let (mut removed, mut added) = (Vec::new(), Vec::new());
-    // Names of files new in the newer view, and the new directories
-    // among them, whose trees are walked below.
-    let mut plain = NameSpill::new(batch.max(1).saturating_mul(NAMES_PER_BATCH));
+    // Names of files new in the newer view and of files gone from the
+    // older one, and the directories among them, whose trees are walked
+    // below.
+    let keep = batch.max(1).saturating_mul(NAMES_PER_BATCH);
+    let (mut plain, mut plain_gone) = (NameSpill::new(keep), NameSpill::new(keep));
     let mut new_dirs: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut gone_dirs: Vec<(u64, Vec<u8>)> = Vec::new();
     // Their inodes, as runs (a mass create's are mostly consecutive).
     let mut plain_inos: Vec<(u64, u64)> = Vec::new();
     for &dir in &dirs {
@@ -227,6 +238,7 @@ pub fn diff_each(
         };
         let (eo, en) = (listed(old, &mut later), listed(new, &mut later));
         d.stats.directories_listed = d.stats.directories_listed.saturating_add(2);
+        let from = removed.len();
         // Names in one listing and not (for the same file) in the other.
         for (mine, other, paths, out, old_side) in [
             (&eo, &en, &mut opaths, &mut removed, true),
@@ -243,8 +255,20 @@ pub fn diff_each(
                 }
             }
         }
-        // The new files' names go their own way (the list of added names
-        // holds those of files that persist: moves and hard links).
+        // The names of files that came or went go their own way (the
+        // lists of names removed and added hold those of files that
+        // persist: moves and hard links).
+        for n in removed.split_off(from) {
+            if pair.persists(n.ino) {
+                removed.push(n);
+            } else {
+                if n.dir {
+                    gone_dirs.push((n.ino, n.path.clone()));
+                }
+                add_run(&mut plain_inos, n.ino);
+                plain_gone.push(n)?;
+            }
+        }
         let mut kept = Vec::new();
         for n in added.drain(..) {
             if pair.persists(n.ino) {
@@ -259,14 +283,21 @@ pub fn diff_each(
         }
         added = kept;
     }
-    // A directory that came or went brings or takes its whole tree.
-    let mut extra = Vec::new();
-    for n in removed.iter().filter(|n| n.dir) {
-        if !pair.persists(n.ino) {
-            walk(old, n.ino, &n.path, &mut extra, &mut later);
-        }
+    // A directory that came or went brings or takes its whole tree (the
+    // names gone share one bound, as one walk's).
+    let mut gone_left = MAX_NAMES;
+    for (ino, path) in std::mem::take(&mut gone_dirs) {
+        walk_each(old, ino, &path, gone_left, &mut later, &mut |n| {
+            gone_left = gone_left.saturating_sub(1);
+            if pair.persists(n.ino) {
+                removed.push(n);
+            } else {
+                add_run(&mut plain_inos, n.ino);
+                plain_gone.push(n)?;
+            }
+            Ok::<(), DiffError>(())
+        })?;
     }
-    removed.extend(extra);
     for (ino, path) in std::mem::take(&mut new_dirs) {
         walk_each(new, ino, &path, MAX_NAMES, &mut later, &mut |n| {
             if pair.persists(n.ino) {
@@ -280,13 +311,19 @@ pub fn diff_each(
     }
     let mut plain_inos = blocks::BlockSet::from_runs(plain_inos);
     // A new file's name at a path that lost another file's name is one
-    // replaced path ([`super::paths`]): it joins the names that pair.
+    // replaced path ([`super::paths`]): both names join those that pair.
+    // The names that came and went are matched by their paths'
+    // fingerprints (8 bytes a name, not the names; a fingerprint shared
+    // by chance only brings a name back to be paired, which changes
+    // nothing), the names that persist by their paths.
     let mut taken: Vec<u64> = Vec::new();
-    if !plain.is_empty() && !removed.is_empty() {
+    let lost_any = !removed.is_empty() || !plain_gone.is_empty();
+    if !plain.is_empty() && lost_any {
+        let gone_prints = fingerprints(&mut plain_gone)?;
         let gone: HashSet<&[u8]> = removed.iter().map(|n| n.path.as_slice()).collect();
         let mut back = Vec::new();
         plain.for_each(&mut |k, n| {
-            if gone.contains(n.path.as_slice()) {
+            if gone.contains(n.path.as_slice()) || gone_prints.contains(&fingerprint(&n.path)) {
                 taken.push(k);
                 back.push(n);
             }
@@ -296,6 +333,21 @@ pub fn diff_each(
             plain_inos.remove(n.ino, 1);
         }
         added.extend(back);
+    }
+    let mut taken_gone: Vec<u64> = Vec::new();
+    let gained_any = !added.is_empty() || !plain.is_empty();
+    if !plain_gone.is_empty() && gained_any {
+        let new_prints = fingerprints(&mut plain)?;
+        let came: HashSet<&[u8]> = added.iter().map(|n| n.path.as_slice()).collect();
+        let mut back = Vec::new();
+        plain_gone.for_each(&mut |k, n| {
+            if came.contains(n.path.as_slice()) || new_prints.contains(&fingerprint(&n.path)) {
+                taken_gone.push(k);
+                back.push(n);
+            }
+            Ok::<(), DiffError>(())
+        })?;
+        removed.extend(back);
     }
     // Files whose names changed are assembled with the directories.
     let renamed: BTreeSet<u64> = removed.iter().chain(&added).map(|n| n.ino).collect();
@@ -316,28 +368,38 @@ pub fn diff_each(
     after_moves(&mut pair, &mut first, &dir_moves);
     first.sort_by(|a, b| a.raw_path.cmp(&b.raw_path).then(a.change.cmp(&b.change)));
     each(Part::Names(first))?;
-    // The new files' names, a batch at a time.
-    let mut changes = Vec::new();
-    let mut skip = taken.iter().peekable();
-    let total = plain.len();
-    plain.for_each(&mut |k, n| {
-        if skip.next_if_eq(&&k).is_some() {
-            return Ok(());
-        }
-        let c = super::change(Kind::Added, &n, None, Delta::default());
-        if !super::carried_along(&c, &dir_moves, old, new) {
-            changes.push(c);
-        }
-        if changes.len() >= batch.max(1) {
-            if !progress.step("naming new files", k, total) {
-                return Err(DiffError::Cancelled);
+    // The names of files that came and went, a batch at a time.
+    for (spill, skip, kind) in [
+        (&mut plain, &taken, Kind::Added),
+        (&mut plain_gone, &taken_gone, Kind::Deleted),
+    ] {
+        let mut changes = Vec::new();
+        let mut skip = skip.iter().peekable();
+        let total = spill.len();
+        let (what, part): (&str, fn(Vec<Change>) -> Part) = if kind == Kind::Added {
+            ("naming new files", Part::Added)
+        } else {
+            ("naming deleted files", Part::Deleted)
+        };
+        spill.for_each(&mut |k, n| {
+            if skip.next_if_eq(&&k).is_some() {
+                return Ok(());
             }
-            each(Part::Added(std::mem::take(&mut changes)))?;
+            let c = super::change(kind, &n, None, Delta::default());
+            if !super::carried_along(&c, &dir_moves, old, new) {
+                changes.push(c);
+            }
+            if changes.len() >= batch.max(1) {
+                if !progress.step(what, k, total) {
+                    return Err(DiffError::Cancelled);
+                }
+                each(part(std::mem::take(&mut changes)))?;
+            }
+            Ok(())
+        })?;
+        if !changes.is_empty() {
+            each(part(changes))?;
         }
-        Ok(())
-    })?;
-    if !changes.is_empty() {
-        each(Part::Added(changes))?;
     }
     // The other changed files, a batch at a time.
     for part in inodes.chunks(batch.max(1)) {
@@ -372,6 +434,27 @@ pub fn diff_each(
     d.notes.extend(later);
     d.notes.dedup();
     Ok(d)
+}
+
+/// A path's fingerprint: where two names' paths may be equal.
+fn fingerprint(path: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    path.hash(&mut h);
+    h.finish()
+}
+
+/// The fingerprints of the paths of `names`.
+///
+/// # Errors
+/// Reading the temporary file.
+fn fingerprints(names: &mut NameSpill) -> Result<HashSet<u64>, DiffError> {
+    let mut out = HashSet::new();
+    names.for_each(&mut |_, n| {
+        out.insert(fingerprint(&n.path));
+        Ok::<(), DiffError>(())
+    })?;
+    Ok(out)
 }
 
 /// Adds `ino` to `runs`, extending the last run when it follows it.
