@@ -63,8 +63,8 @@ const NAMES_PER_BATCH: usize = 16;
 /// they are made: [`Part::Names`] once, then the names of new files and
 /// of deleted files `batch` at a time ([`Part::Added`], [`Part::Deleted`];
 /// up to `batch` × 16 of each are kept in memory, the rest in temporary
-/// files), then files changed in place `batch` inodes at a time. The [`Diff`] returned has the stats and the
-/// notes, and no changes.
+/// files), then files changed in place `batch` inodes at a time. The
+/// [`Diff`] returned has the stats and the notes, and no changes.
 ///
 /// # Errors
 /// `Cancelled`; read errors of the changed blocks; what `each` returns.
