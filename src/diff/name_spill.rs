@@ -19,22 +19,15 @@ use std::os::unix::fs::FileExt;
 
 use super::Name;
 use crate::bytes::{u64_of, us};
+use crate::fs::node::FileType;
 
 /// Bytes written or read at a time.
 const IO_CHUNK: usize = 64 * 1024;
 
-/// The type names a [`Name`] carries, by their byte in a record.
-const TYPES: [&str; 9] = [
-    "directory",
-    "regular",
-    "symlink",
-    "block special",
-    "character special",
-    "FIFO",
-    "socket",
-    "bad type",
-    "unknown",
-];
+/// The type a [`Name`] carries, by its byte in a record: a
+/// [`FileType`]'s place in [`FileType::ALL`], or one past them for the
+/// name of none ("unknown": a file no view can read).
+const UNKNOWN: &str = "unknown";
 
 /// Names, in the order pushed.
 pub(super) struct NameSpill {
@@ -91,8 +84,8 @@ impl NameSpill {
     /// A record: inode, type, whether a directory, path length, path.
     fn encode(&mut self, n: &Name) -> io::Result<()> {
         let t = (0u8..)
-            .zip(TYPES)
-            .find(|(_, x)| *x == n.file_type)
+            .zip(FileType::ALL)
+            .find(|(_, x)| x.name() == n.file_type)
             .map_or(8, |(i, _)| i);
         self.buf.extend_from_slice(&n.ino.to_le_bytes());
         self.buf.push(t);
@@ -173,7 +166,9 @@ fn record(b: &[u8]) -> Option<(Name, usize)> {
     let len = us(u64::from_le_bytes(b.get(10..18)?.try_into().ok()?));
     let end = len.checked_add(18)?;
     let path = b.get(18..end)?.to_vec();
-    let file_type = TYPES.get(usize::from(t)).copied().unwrap_or("unknown");
+    let file_type = FileType::ALL
+        .get(usize::from(t))
+        .map_or(UNKNOWN, |f| f.name());
     Some((
         Name {
             path,
@@ -198,7 +193,9 @@ mod tests {
             path: format!("/new/d{}/f{i}", i % 7).into_bytes(),
             ino: 1000 + i,
             dir: i % 5 == 0,
-            file_type: TYPES[(i % 9) as usize],
+            file_type: FileType::ALL
+                .get((i % 9) as usize)
+                .map_or(UNKNOWN, |f| f.name()),
         }
     }
 

@@ -24,6 +24,18 @@ pub enum FileType {
 }
 
 impl FileType {
+    /// Every type, in declaration order.
+    pub const ALL: [FileType; 8] = [
+        FileType::Regular,
+        FileType::Directory,
+        FileType::Symlink,
+        FileType::CharDevice,
+        FileType::BlockDevice,
+        FileType::Fifo,
+        FileType::Socket,
+        FileType::Unknown,
+    ];
+
     /// From the type bits of a POSIX mode (`S_IFMT`).
     pub fn from_mode(mode: u32) -> FileType {
         match mode & 0o170_000 {

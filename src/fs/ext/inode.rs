@@ -465,16 +465,7 @@ impl Inode {
 
     /// The type as debugfs names it.
     pub fn type_name(&self) -> &'static str {
-        match self.mode & 0xf000 {
-            0x4000 => "directory",
-            0x8000 => "regular",
-            0xa000 => "symlink",
-            0x6000 => "block special",
-            0x2000 => "character special",
-            0x1000 => "FIFO",
-            0xc000 => "socket",
-            _ => "bad type",
-        }
+        crate::fs::node::FileType::from_mode(u32::from(self.mode)).name()
     }
 
     /// The in-inode extended attribute area: the bytes after
