@@ -6,6 +6,7 @@
 use super::boot::{BootSector, FatType};
 use super::FsError;
 use crate::block::BlockSource;
+use crate::bytes::u64_of;
 
 /// What a FAT entry says about the cluster after this one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +98,16 @@ impl<'a> FatReader<'a> {
         (zeros, at.saturating_add(n))
     }
 
+    /// Bytes an entry takes and the mask of its value, for the types whose
+    /// entries are whole bytes (FAT16, FAT32); `None` for FAT12.
+    fn word(&self) -> Option<(usize, u32)> {
+        match self.boot.fat_type {
+            FatType::Fat12 => None,
+            FatType::Fat16 => Some((2, 0xffff)),
+            FatType::Fat32 => Some((4, 0x0fff_ffff)),
+        }
+    }
+
     /// The raw entry of `cluster` (masked to 28 bits on FAT32).
     ///
     /// # Errors
@@ -132,15 +143,11 @@ impl<'a> FatReader<'a> {
     /// build.
     pub fn entries(&mut self, count: usize) -> Vec<u32> {
         let mut out = Vec::with_capacity(count);
-        let (width, mask) = match self.boot.fat_type {
-            FatType::Fat12 => {
-                for c in (0..u32::MAX).take(count) {
-                    out.push(self.entry(c).unwrap_or(0));
-                }
-                return out;
+        let Some((width, mask)) = self.word() else {
+            for c in (0..u32::MAX).take(count) {
+                out.push(self.entry(c).unwrap_or(0));
             }
-            FatType::Fat16 => (2usize, 0xffff_u32),
-            FatType::Fat32 => (4, 0x0fff_ffff),
+            return out;
         };
         let table_len = self.table_len();
         let per_chunk = usize::try_from(CHUNK)
@@ -161,15 +168,11 @@ impl<'a> FatReader<'a> {
             if !buf.is_empty() && self.disk.read_at(abs, &mut buf).is_err() {
                 buf.clear();
             }
-            let mut words = buf.chunks(width);
+            // A chunk cut short (the table's or the disk's end, a read
+            // error) reads as zeros past what was read.
+            let mut words = words(&buf, width, mask).chain(std::iter::repeat(0));
             for _ in 0..per_chunk.min(count.saturating_sub(out.len())) {
-                let mut b = [0u8; 4];
-                if let Some(w) = words.next() {
-                    if let Some(dst) = b.get_mut(..w.len()) {
-                        dst.copy_from_slice(w);
-                    }
-                }
-                out.push(u32::from_le_bytes(b) & mask);
+                out.push(words.next().unwrap_or(0));
             }
             start = start.saturating_add(CHUNK);
         }
@@ -186,19 +189,16 @@ impl<'a> FatReader<'a> {
     /// # Errors
     /// Read errors.
     pub fn count_free(&mut self, first: u32, last: u32) -> Result<u64, FsError> {
-        let (width, mask) = match self.boot.fat_type {
-            FatType::Fat12 => {
-                let mut free = 0u64;
-                for c in first..=last {
-                    if self.entry(c)? == 0 {
-                        free = free.saturating_add(1);
-                    }
+        let Some((w, mask)) = self.word() else {
+            let mut free = 0u64;
+            for c in first..=last {
+                if self.entry(c)? == 0 {
+                    free = free.saturating_add(1);
                 }
-                return Ok(free);
             }
-            FatType::Fat16 => (2u64, 0xffff_u32),
-            FatType::Fat32 => (4u64, 0x0fff_ffff_u32),
+            return Ok(free);
         };
+        let width = u64_of(w);
         let table_len = self.table_len();
         const STEP: u64 = 64 << 10;
         let mut buf = vec![0u8; usize::try_from(STEP).unwrap_or(0)];
@@ -247,16 +247,8 @@ impl<'a> FatReader<'a> {
             if let Some(part) = chunk.get_mut(..have.min(want)) {
                 self.disk.read_at(self.base.saturating_add(at), part)?;
             }
-            let w = usize::try_from(width).unwrap_or(4);
-            for e in chunk.chunks_exact(w) {
-                let mut b = [0u8; 4];
-                if let Some(dst) = b.get_mut(..w) {
-                    dst.copy_from_slice(e);
-                }
-                if u32::from_le_bytes(b) & mask == 0 {
-                    free = free.saturating_add(1);
-                }
-            }
+            let zero = words(chunk, w, mask).filter(|&v| v == 0).count();
+            free = free.saturating_add(u64_of(zero));
             c = c.saturating_add(n.max(1));
         }
         Ok(free)
@@ -293,6 +285,18 @@ pub enum ChainEnd {
     Stopped,
     /// Damaged: what was wrong, already worded.
     Broken(String),
+}
+
+/// The entries in `chunk`, `width` bytes each (little-endian, masked);
+/// a partial entry at the end is left out.
+fn words(chunk: &[u8], width: usize, mask: u32) -> impl Iterator<Item = u32> + '_ {
+    chunk.chunks_exact(width.max(1)).map(move |e| {
+        let mut b = [0u8; 4];
+        if let Some(dst) = b.get_mut(..e.len()) {
+            dst.copy_from_slice(e);
+        }
+        u32::from_le_bytes(b) & mask
+    })
 }
 
 /// Walks the chain starting at `first`, calling `each` with runs of
