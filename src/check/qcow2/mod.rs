@@ -24,6 +24,7 @@
 )]
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -97,22 +98,25 @@ pub struct LayerCheck {
 /// Who references a cluster (named when a cluster is referenced too
 /// often).
 #[derive(Clone, Debug)]
+///
+/// Names are shared (`Arc<str>`), not copied: a `Who` is made for every
+/// entry of every table, and a snapshot's name may be 64 KiB.
 enum Who {
     Header,
     L1 {
-        snapshot: Option<String>,
+        snapshot: Option<Arc<str>>,
     },
     L2 {
         l1_index: u64,
-        snapshot: Option<String>,
+        snapshot: Option<Arc<str>>,
     },
     Data {
         guest: u64,
-        snapshot: Option<String>,
+        snapshot: Option<Arc<str>>,
     },
     Compressed {
         guest: u64,
-        snapshot: Option<String>,
+        snapshot: Option<Arc<str>>,
     },
     SnapshotTable,
     RefcountTable,
@@ -121,17 +125,17 @@ enum Who {
     },
     BitmapDirectory,
     BitmapTable {
-        name: String,
+        name: Arc<str>,
     },
     BitmapData {
-        name: String,
+        name: Arc<str>,
         index: u64,
     },
 }
 
 impl Who {
     fn describe(&self) -> String {
-        let of = |s: &Option<String>| match s {
+        let of = |s: &Option<Arc<str>>| match s {
             Some(n) => format!(" of snapshot {n}"),
             None => String::new(),
         };

@@ -7,6 +7,8 @@
     clippy::indexing_slicing,
     clippy::as_conversions
 )]
+use std::sync::Arc;
+
 use super::{Checker, MAX_REFTABLE_BYTES};
 use crate::block::qcow2::{bitmap, snapshot};
 
@@ -33,17 +35,30 @@ fn us(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
 
+/// Characters of a snapshot's ID or name that problems show.
+const NAME_SHOWN: usize = 64;
+
+/// `s` cut to [`NAME_SHOWN`] characters, `…` marking a cut.
+fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(NAME_SHOWN) {
+        Some((at, _)) => format!("{}…", s.get(..at).unwrap_or_default()).into(),
+        None => s.into(),
+    }
+}
+
 /// A snapshot's L1 table, as the snapshot table gives it.
 pub struct Snapshot {
-    /// `ID (name)`, as `qemu-img snapshot -l` shows them.
-    pub name: String,
+    /// `ID (name)`, as `qemu-img snapshot -l` shows them, each cut to
+    /// [`NAME_SHOWN`] characters (a name may be 64 KiB, and problems name
+    /// the snapshot).
+    pub name: Arc<str>,
     pub l1_offset: u64,
     pub l1_size: u64,
 }
 
 /// A persistent bitmap's table.
 pub struct Bitmap {
-    pub name: String,
+    pub name: Arc<str>,
     pub table_offset: u64,
     pub table_size: u64,
 }
@@ -205,7 +220,7 @@ impl Checker<'_> {
         let table = snapshot::read_entries(&self.path, self.storage, self.h);
         for s in table.snapshots {
             self.snapshots.push(Snapshot {
-                name: format!("{} ({})", s.id, s.name),
+                name: format!("{} ({})", clip(&s.id), clip(&s.name)).into(),
                 l1_offset: s.l1_table_offset,
                 l1_size: u64::from(s.l1_size),
             });
@@ -229,7 +244,7 @@ impl Checker<'_> {
                 self.bitmaps = list
                     .into_iter()
                     .map(|b| Bitmap {
-                        name: b.name,
+                        name: b.name.into(),
                         table_offset: b.table_offset,
                         table_size: u64::from(b.table_size),
                     })
@@ -238,5 +253,22 @@ impl Checker<'_> {
             Ok(_) => {}
             Err(e) => self.check_error(e.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A long ID or name is cut to 64 characters and marked; a short
+    /// one, or one of multi-byte characters, is cut on a character.
+    #[test]
+    fn snapshot_names_in_problems_are_clipped() {
+        assert_eq!(clip("snap-1"), "snap-1");
+        let long = "n".repeat(65_535);
+        assert_eq!(clip(&long), format!("{}…", "n".repeat(64)));
+        let wide = "é".repeat(100);
+        assert_eq!(clip(&wide), format!("{}…", "é".repeat(64)));
+        assert_eq!(clip(&"x".repeat(64)), "x".repeat(64));
     }
 }

@@ -55,7 +55,7 @@ impl Checker<'_> {
         &mut self,
         l1_offset: u64,
         l1_size: u64,
-        snapshot: Option<String>,
+        snapshot: Option<Arc<str>>,
         progress: &dyn Progress,
     ) {
         if l1_size == 0 {
@@ -125,7 +125,7 @@ impl Checker<'_> {
         }
     }
 
-    fn walk_l2(&mut self, l1_index: u64, l2_offset: u64, snapshot: &Option<String>) {
+    fn walk_l2(&mut self, l1_index: u64, l2_offset: u64, snapshot: &Option<Arc<str>>) {
         let table = match self.read(l2_offset, self.cluster_size) {
             Ok(t) => t,
             Err(e) => {
