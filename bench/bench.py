@@ -823,6 +823,16 @@ def mass_created(n):
     return dirs, files
 
 
+def mass_base_tree(tree, rng):
+    """What a mass-create or mass-delete base holds besides the mass: 10
+    directories /base/dK of 20 small random files."""
+    for k in range(10):
+        os.makedirs(os.path.join(tree, "base", f"d{k}"))
+        for j in range(20):
+            with open(os.path.join(tree, "base", f"d{k}", f"b{j:02d}"), "wb") as f:
+                f.write(rng.randbytes(rng.randint(0, 5000)))
+
+
 def build_mass_create(d, n):
     """A 2 GiB ext4 base (10 directories of 20 small files, by mke2fs -d)
     and a thin overlay in which debugfs created `n` files (every 16th with
@@ -837,11 +847,7 @@ def build_mass_create(d, n):
     tree = os.path.join(d, f"mass{n}-tree")
     shutil.rmtree(tree, ignore_errors=True)
     rng = random.Random(n)
-    for k in range(10):
-        os.makedirs(os.path.join(tree, "base", f"d{k}"))
-        for j in range(20):
-            with open(os.path.join(tree, "base", f"d{k}", f"b{j:02d}"), "wb") as f:
-                f.write(rng.randbytes(rng.randint(0, 5000)))
+    mass_base_tree(tree, rng)
     raw = os.path.join(d, f"mass{n}-base.raw")
     sh("mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-N", str(n + 20000), "-d", tree,
        "-E", "root_owner=0:0", raw, "2G")
@@ -876,11 +882,7 @@ def build_mass_delete(d, n):
     tree = os.path.join(d, f"gone{n}-tree")
     shutil.rmtree(tree, ignore_errors=True)
     rng = random.Random(n)
-    for k in range(10):
-        os.makedirs(os.path.join(tree, "base", f"d{k}"))
-        for j in range(20):
-            with open(os.path.join(tree, "base", f"d{k}", f"b{j:02d}"), "wb") as f:
-                f.write(rng.randbytes(rng.randint(0, 5000)))
+    mass_base_tree(tree, rng)
     dirs, files = mass_created(n)
     for p in dirs:
         os.makedirs(tree + p, exist_ok=True)

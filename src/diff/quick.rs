@@ -319,16 +319,8 @@ pub fn diff_each(
     let mut taken: Vec<u64> = Vec::new();
     let lost_any = !removed.is_empty() || !plain_gone.is_empty();
     if !plain.is_empty() && lost_any {
-        let gone_prints = fingerprints(&mut plain_gone)?;
-        let gone: HashSet<&[u8]> = removed.iter().map(|n| n.path.as_slice()).collect();
-        let mut back = Vec::new();
-        plain.for_each(&mut |k, n| {
-            if gone.contains(n.path.as_slice()) || gone_prints.contains(&fingerprint(&n.path)) {
-                taken.push(k);
-                back.push(n);
-            }
-            Ok::<(), DiffError>(())
-        })?;
+        let back;
+        (taken, back) = pull_back(&mut plain, &removed, &mut plain_gone)?;
         for n in &back {
             plain_inos.remove(n.ino, 1);
         }
@@ -337,16 +329,8 @@ pub fn diff_each(
     let mut taken_gone: Vec<u64> = Vec::new();
     let gained_any = !added.is_empty() || !plain.is_empty();
     if !plain_gone.is_empty() && gained_any {
-        let new_prints = fingerprints(&mut plain)?;
-        let came: HashSet<&[u8]> = added.iter().map(|n| n.path.as_slice()).collect();
-        let mut back = Vec::new();
-        plain_gone.for_each(&mut |k, n| {
-            if came.contains(n.path.as_slice()) || new_prints.contains(&fingerprint(&n.path)) {
-                taken_gone.push(k);
-                back.push(n);
-            }
-            Ok::<(), DiffError>(())
-        })?;
+        let back;
+        (taken_gone, back) = pull_back(&mut plain_gone, &added, &mut plain)?;
         removed.extend(back);
     }
     // Files whose names changed are assembled with the directories.
@@ -444,17 +428,32 @@ fn fingerprint(path: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The fingerprints of the paths of `names`.
+/// The names of `spill` at a path of `kept` (by path) or of `other`
+/// (by fingerprint): their places in `spill` and the names, which go
+/// back to be paired (a replaced path).
 ///
 /// # Errors
-/// Reading the temporary file.
-fn fingerprints(names: &mut NameSpill) -> Result<HashSet<u64>, DiffError> {
-    let mut out = HashSet::new();
-    names.for_each(&mut |_, n| {
-        out.insert(fingerprint(&n.path));
+/// Reading the temporary files.
+fn pull_back(
+    spill: &mut NameSpill,
+    kept: &[Name],
+    other: &mut NameSpill,
+) -> Result<(Vec<u64>, Vec<Name>), DiffError> {
+    let mut prints = HashSet::new();
+    other.for_each(&mut |_, n| {
+        prints.insert(fingerprint(&n.path));
         Ok::<(), DiffError>(())
     })?;
-    Ok(out)
+    let exact: HashSet<&[u8]> = kept.iter().map(|n| n.path.as_slice()).collect();
+    let (mut taken, mut back) = (Vec::new(), Vec::new());
+    spill.for_each(&mut |k, n| {
+        if exact.contains(n.path.as_slice()) || prints.contains(&fingerprint(&n.path)) {
+            taken.push(k);
+            back.push(n);
+        }
+        Ok::<(), DiffError>(())
+    })?;
+    Ok((taken, back))
 }
 
 /// Adds `ino` to `runs`, extending the last run when it follows it.

@@ -32,10 +32,10 @@ fn created(n: usize) -> (Vec<String>, Vec<String>) {
     (dirs, files)
 }
 
-/// `mass.qcow2` over `base.qcow2` in `dir`: a base of 10 directories of 5
-/// files, and an overlay where debugfs created `n` files (every 16th with
-/// 3,000 bytes). Returns the created paths (directories first).
-fn build(dir: &Path, n: usize) -> Vec<String> {
+/// `flat.raw` (256 MiB ext4 made by mke2fs -d, room for `n` + 2,000
+/// inodes) and `base.qcow2` (its qcow2 copy) in `dir`, from a tree of 10
+/// directories of 5 small files `/base/dK/bJ` and what `more` adds to it.
+fn base_image(dir: &Path, n: usize, more: impl FnOnce(&Path)) {
     let tree = dir.join("tree");
     for k in 0..10 {
         let d = tree.join("base").join(format!("d{k}"));
@@ -44,6 +44,7 @@ fn build(dir: &Path, n: usize) -> Vec<String> {
             std::fs::write(d.join(format!("b{j}")), vec![b'a' + j as u8; 100 * j]).unwrap();
         }
     }
+    more(&tree);
     let inodes = (n + 2000).to_string();
     sh(
         dir,
@@ -76,6 +77,13 @@ fn build(dir: &Path, n: usize) -> Vec<String> {
             "base.qcow2",
         ],
     );
+}
+
+/// `mass.qcow2` over `base.qcow2` in `dir`: a base of 10 directories of 5
+/// files, and an overlay where debugfs created `n` files (every 16th with
+/// 3,000 bytes). Returns the created paths (directories first).
+fn build(dir: &Path, n: usize) -> Vec<String> {
+    base_image(dir, n, |_| {});
     std::fs::write(dir.join("payload"), vec![7u8; 3000]).unwrap();
     let (dirs, files) = created(n);
     let mut cmds = String::new();
@@ -166,58 +174,20 @@ fn diff_json_of_a_mass_create_keeps_memory_flat() {
 /// side among the names that stream). Returns the removed paths (directories
 /// first) and the paths made anew.
 fn build_delete(dir: &Path, n: usize, again: usize) -> (Vec<String>, Vec<String>) {
-    let tree = dir.join("tree");
-    for k in 0..10 {
-        let d = tree.join("base").join(format!("d{k}"));
-        std::fs::create_dir_all(&d).unwrap();
-        for j in 0..5 {
-            std::fs::write(d.join(format!("b{j}")), vec![b'a' + j as u8; 100 * j]).unwrap();
-        }
-    }
     let (dirs, files) = created(n);
-    for d in &dirs {
-        std::fs::create_dir_all(tree.join(&d[1..])).unwrap();
-    }
-    for (i, f) in files.iter().enumerate() {
-        let body = if i % 16 == 0 {
-            vec![7u8; 3000]
-        } else {
-            Vec::new()
-        };
-        std::fs::write(tree.join(&f[1..]), body).unwrap();
-    }
-    let inodes = (n + 2000).to_string();
-    sh(
-        dir,
-        &[
-            "mke2fs",
-            "-q",
-            "-F",
-            "-t",
-            "ext4",
-            "-b",
-            "4096",
-            "-N",
-            &inodes,
-            "-d",
-            "tree",
-            "-E",
-            "root_owner=0:0",
-            "flat.raw",
-            "256M",
-        ],
-    );
-    sh(
-        dir,
-        &[
-            "qemu-img",
-            "convert",
-            "-O",
-            "qcow2",
-            "flat.raw",
-            "base.qcow2",
-        ],
-    );
+    base_image(dir, n, |tree| {
+        for d in &dirs {
+            std::fs::create_dir_all(tree.join(&d[1..])).unwrap();
+        }
+        for (i, f) in files.iter().enumerate() {
+            let body = if i % 16 == 0 {
+                vec![7u8; 3000]
+            } else {
+                Vec::new()
+            };
+            std::fs::write(tree.join(&f[1..]), body).unwrap();
+        }
+    });
     // The files made anew are made first, under another name, and linked
     // into place once the old tree is gone: debugfs gives a new file the
     // lowest free inode and generation 0, so one made after the deletes
