@@ -173,3 +173,111 @@ fn snapshots_and_bitmaps_are_counted_as_qemu_img_check_counts() {
         map.stderr
     );
 }
+
+/// Points every entry of the active L1 table at the first entry's L2
+/// table (the shape a hostile image uses to multiply a walk); returns
+/// the L1 table's size and the shared table's offset.
+fn share_first_l2(d: &Path) -> (usize, usize) {
+    let path = d.join("a.qcow2");
+    let mut img = std::fs::read(&path).unwrap();
+    let l1 = be64(&img, 40) as usize;
+    let l1_size = be32(&img, 36) as usize;
+    let first = be64(&img, l1);
+    for i in 1..l1_size {
+        img[l1 + i * 8..l1 + i * 8 + 8].copy_from_slice(&first.to_be_bytes());
+    }
+    std::fs::write(&path, img).unwrap();
+    (l1_size, (first & 0x00ff_ffff_ffff_fe00) as usize)
+}
+
+fn create(d: &Path, opts: &str, size: &str) {
+    let _ = std::fs::remove_file(d.join("a.qcow2"));
+    sh(
+        d,
+        &[
+            "qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, "a.qcow2", size,
+        ],
+    );
+}
+
+/// Tables named many times (every L1 entry naming one L2 table, two
+/// snapshots copying that L1, two snapshots sharing one L1 table) are
+/// walked once each and their references counted by multiplicity; the
+/// counts equal `qemu-img check`'s, which walks them per reference:
+/// refcounts too low, 4-bit and 16-bit refcount overflows (one error per
+/// reference over the limit), 32-bit counts past 65,535, and a reserved
+/// bit in the shared L2 table counted once per reference.
+#[test]
+fn tables_named_many_times_are_counted_as_qemu_img_check_counts() {
+    if !(need("qemu-img") && need("qemu-io")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // 2,048 L1 entries naming one L2 table, then two snapshots of it.
+    create(d, "cluster_size=64k", "1T");
+    qemu_io(d, "a.qcow2", &["write -P 1 0 192k", "write -P 2 1G 64k"]);
+    let (l1_size, l2) = share_first_l2(d);
+    assert_eq!(l1_size, 2048);
+    let ours = same_counts(d, "one L2 table named by 2,048 L1 entries");
+    // The shared table and its three data clusters, each referenced 2,048
+    // times with a refcount of 1.
+    assert_eq!(ours["corruptions"], 4, "{ours}");
+    sh(d, &["qemu-img", "snapshot", "-c", "s1", "a.qcow2"]);
+    sh(d, &["qemu-img", "snapshot", "-c", "s2", "a.qcow2"]);
+    let ours = same_counts(d, "and two snapshots of that L1 table");
+    assert_eq!(ours["allocated-clusters"], 3 * 2048, "{ours}");
+    let snapped = std::fs::read(d.join("a.qcow2")).unwrap();
+
+    // A reserved bit in the shared table: one error per reference.
+    let mut img = snapped.clone();
+    let e = be64(&img, l2 + 8) | 2;
+    img[l2 + 8..l2 + 16].copy_from_slice(&e.to_be_bytes());
+    std::fs::write(d.join("a.qcow2"), &img).unwrap();
+    let ours = same_counts(d, "a reserved bit in the shared L2 table");
+    let listed = ours["problems"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "l2-reserved-bits")
+        .count();
+    assert_eq!(listed, 1, "listed once: {ours}");
+
+    // The second snapshot's L1 table replaced by the first's.
+    let mut img = snapped;
+    let table = be64(&img, 64) as usize;
+    let first_l1 = be64(&img, table);
+    let id_len = u16::from_be_bytes(img[table + 12..table + 14].try_into().unwrap()) as usize;
+    let name_len = u16::from_be_bytes(img[table + 14..table + 16].try_into().unwrap()) as usize;
+    let extra = be32(&img, table + 36) as usize;
+    let second = (table + 40 + extra + id_len + name_len).next_multiple_of(8);
+    img[second..second + 8].copy_from_slice(&first_l1.to_be_bytes());
+    std::fs::write(d.join("a.qcow2"), &img).unwrap();
+    same_counts(d, "two snapshots sharing one L1 table");
+
+    // 4-bit refcounts: every reference past 15 is an overflow.
+    create(d, "cluster_size=64k,refcount_bits=4", "1T");
+    qemu_io(d, "a.qcow2", &["write -P 1 0 192k"]);
+    share_first_l2(d);
+    let ours = same_counts(d, "4-bit refcounts, 2,048 references");
+    assert!(ours["corruptions"].as_u64().unwrap() > 8000, "{ours}");
+
+    // 70,000 references: past 16-bit refcounts, and counted exactly
+    // with 32-bit ones (512-byte clusters keep qemu's walk short).
+    for (bits, what) in [("16", "16-bit overflow"), ("32", "32-bit refcounts")] {
+        create(
+            d,
+            &format!("cluster_size=512,refcount_bits={bits}"),
+            &format!("{}", 70_000u64 * 32 * 1024),
+        );
+        qemu_io(d, "a.qcow2", &["write -P 1 0 1k"]);
+        let (l1_size, _) = share_first_l2(d);
+        assert_eq!(l1_size, 70_000);
+        let ours = same_counts(d, what);
+        let detail = ours["problems"]["list"][0]["detail"].as_str().unwrap_or("");
+        if bits == "32" {
+            assert!(detail.contains("referenced 70000 times"), "{ours}");
+        }
+    }
+}

@@ -27,7 +27,7 @@ impl Checker<'_> {
                 continue;
             }
             let i = usize::try_from(k.saturating_sub(self.window.start)).unwrap_or(usize::MAX);
-            let counted = self.counts.get(i).copied().map_or(0, u64::from);
+            let counted = self.count_at(i);
             let stored = match self.stored_refcount(k) {
                 Ok(v) => v,
                 Err(e) => {
@@ -103,7 +103,7 @@ impl Checker<'_> {
                 .min(hi);
             if self.touched.get(u64::try_from(chunk).unwrap_or(u64::MAX)) {
                 for j in i..chunk_end {
-                    let counted = self.counts.get(j).copied().map_or(0, u64::from);
+                    let counted = self.count_at(j);
                     if counted == 0 {
                         continue;
                     }
@@ -164,6 +164,16 @@ impl Checker<'_> {
         let width = self.entry_width();
         let extended = self.h.extended_l2();
         let w = usize::try_from(width).unwrap_or(8);
+        // The distinct L2 tables the entries name, (offset, entries naming
+        // it), at most as many as the file has clusters (as the walk).
+        let cap = usize::try_from(
+            self.file_len
+                .div_ceil(self.cluster_size.max(1))
+                .saturating_add(1),
+        )
+        .unwrap_or(usize::MAX);
+        let mut seen: HashMap<u64, usize> = HashMap::new();
+        let mut tables: Vec<(u64, u64)> = Vec::new();
         for (i, chunk) in (0u64..).zip(l1.chunks_exact(8)) {
             let l1e = be64(chunk);
             let l2_offset = l1e & OFFSET_MASK;
@@ -182,6 +192,20 @@ impl Checker<'_> {
                     format!("entry {l1e:#x}: the copied flag disagrees with the L2 table's refcount {rc}"),
                 );
             }
+            // A table wholly past the end of the file reads as zeros.
+            if l2_offset >= self.file_len {
+                continue;
+            }
+            if let Some(t) = seen.get(&l2_offset).and_then(|&t| tables.get_mut(t)) {
+                t.1 = t.1.saturating_add(1);
+            } else if tables.len() < cap {
+                seen.insert(l2_offset, tables.len());
+                tables.push((l2_offset, 1u64));
+            }
+        }
+        // Each distinct L2 table once, its problems counted once per L1
+        // entry naming it (as qemu, which reads it per entry, counts them).
+        for (l2_offset, n) in tables {
             let Ok(table) = self.read(l2_offset, self.cluster_size) else {
                 continue;
             };
@@ -206,12 +230,18 @@ impl Checker<'_> {
                     rc
                 };
                 if (rc == 1) != (entry & OFLAG_COPIED != 0) {
-                    self.problem(
+                    let shared = if n > 1 {
+                        format!(" (counted {n} times: the table is named {n} times)")
+                    } else {
+                        String::new()
+                    };
+                    self.problem_n(
                         Severity::Error,
                         "oflag-copied-l2",
                         format!("L2 entry {j} of the table at {l2_offset:#x}"),
                         Some(l2_offset.saturating_add(j.saturating_mul(width))),
-                        format!("entry {entry:#x}: the copied flag disagrees with the data cluster's refcount {rc}"),
+                        format!("entry {entry:#x}: the copied flag disagrees with the data cluster's refcount {rc}{shared}"),
+                        n,
                     );
                 }
             }

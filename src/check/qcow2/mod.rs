@@ -186,6 +186,15 @@ struct Checker<'a> {
     first_pass: bool,
     window: Range<u64>,
     counts: Vec<u16>,
+    /// Counts of [`u16::MAX`] or more (`counts` holds [`u16::MAX`] there):
+    /// refcounts may be 32 or 64 bits wide, and one table named by
+    /// millions of L1 entries counts each of its clusters that often.
+    big: HashMap<usize, u64>,
+    /// Clusters of the window referenced past what their refcounts can
+    /// count: who went over first, and by how many references (one
+    /// problem per cluster, counted once per reference over, as qemu
+    /// counts them).
+    overflows: std::collections::BTreeMap<u64, (String, u64)>,
     /// One bit per 4096 clusters of the window: set where a count is.
     /// Where refcount blocks are absent only counted clusters matter, and
     /// the counts of a sparse file of terabytes are mostly zeros that a
@@ -218,11 +227,9 @@ impl<'a> Checker<'a> {
         let file_len = storage.len();
         let nb_clusters = file_len.div_ceil(cluster_size.max(1)).saturating_add(1);
         let bits = h.refcount_bits();
-        let refcount_max = if bits >= 16 {
-            u64::from(u16::MAX)
-        } else {
-            (1u64 << bits).saturating_sub(1)
-        };
+        let refcount_max = 1u64
+            .checked_shl(bits)
+            .map_or(u64::MAX, |m| m.saturating_sub(1));
         let path = crate::block::BlockSource::name(q).to_owned();
         Checker {
             layer,
@@ -235,6 +242,8 @@ impl<'a> Checker<'a> {
             first_pass: true,
             window: 0..0,
             counts: Vec::new(),
+            big: HashMap::new(),
+            overflows: std::collections::BTreeMap::new(),
             touched: Bits::default(),
             max_ref: None,
             explain: None,
@@ -269,10 +278,24 @@ impl<'a> Checker<'a> {
         offset: Option<u64>,
         detail: String,
     ) {
+        self.problem_n(severity, kind, structure, offset, detail, 1);
+    }
+
+    /// One problem listed, counted `n` times (qemu counts it once per
+    /// reference; a table named `n` times is walked once here).
+    fn problem_n(
+        &mut self,
+        severity: Severity,
+        kind: &'static str,
+        structure: String,
+        offset: Option<u64>,
+        detail: String,
+        n: u64,
+    ) {
         if severity == Severity::Leak {
-            self.out.leaks = self.out.leaks.saturating_add(1);
+            self.out.leaks = self.out.leaks.saturating_add(n);
         } else {
-            self.out.corruptions = self.out.corruptions.saturating_add(1);
+            self.out.corruptions = self.out.corruptions.saturating_add(n);
         }
         self.out.problems.push(Problem::in_file(
             self.layer, severity, kind, structure, offset, detail,
@@ -287,8 +310,27 @@ impl<'a> Checker<'a> {
         offset: Option<u64>,
         detail: String,
     ) {
+        self.walk_problem_n(kind, structure, offset, detail, 1);
+    }
+
+    /// A problem in a table that `n` references name: listed once,
+    /// counted `n` times, as qemu counts it walking the table per
+    /// reference.
+    fn walk_problem_n(
+        &mut self,
+        kind: &'static str,
+        structure: String,
+        offset: Option<u64>,
+        detail: String,
+        n: u64,
+    ) {
         if self.first_pass && self.explain.is_none() {
-            self.problem(Severity::Error, kind, structure, offset, detail);
+            let detail = if n > 1 {
+                format!("{detail} (counted {n} times: the table is named {n} times)")
+            } else {
+                detail
+            };
+            self.problem_n(Severity::Error, kind, structure, offset, detail, n);
         }
     }
 
@@ -338,6 +380,7 @@ impl<'a> Checker<'a> {
             let referenced = self.first_pass || self.max_ref.is_some_and(|m| m >= start);
             if referenced {
                 self.counts = vec![0u16; n];
+                self.big = HashMap::new();
                 self.touched =
                     Bits::new(u64::try_from(n >> TOUCH_SHIFT).map_or(0, |c| c.saturating_add(1)));
                 progress.stage(
@@ -345,8 +388,10 @@ impl<'a> Checker<'a> {
                     u64::from(self.h.l1_size),
                 );
                 self.walk(progress);
+                self.report_overflows();
             } else {
                 self.counts = Vec::new();
+                self.big = HashMap::new();
                 self.touched = Bits::default();
             }
             tops.extend(self.compare());
@@ -354,6 +399,7 @@ impl<'a> Checker<'a> {
             start = end;
         }
         self.counts = Vec::new();
+        self.big = HashMap::new();
         self.touched = Bits::default();
         if !tops.is_empty() {
             self.explain_clusters(&tops);
@@ -370,16 +416,71 @@ impl<'a> Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// The window's refcount overflows, one problem per cluster.
+    fn report_overflows(&mut self) {
+        for (k, (who, over)) in std::mem::take(&mut self.overflows) {
+            let at = k.saturating_mul(self.cluster_size);
+            let times = if over > 1 {
+                format!(", {over} references over")
+            } else {
+                String::new()
+            };
+            self.problem_n(
+                Severity::Error,
+                "refcount-overflow",
+                format!("cluster {k}"),
+                Some(at),
+                format!(
+                    "referenced more often than {}-bit refcounts can count (first by {who}{times})",
+                    self.h.refcount_bits(),
+                ),
+                over,
+            );
+        }
+    }
+
+    /// The window's count at `i`.
+    fn count_at(&self, i: usize) -> u64 {
+        match self.counts.get(i).copied() {
+            Some(u16::MAX) => self.big.get(&i).copied().unwrap_or(u64::from(u16::MAX)),
+            c => c.map_or(0, u64::from),
+        }
+    }
+
+    fn set_count(&mut self, i: usize, v: u64) {
+        let Some(c) = self.counts.get_mut(i) else {
+            return;
+        };
+        match u16::try_from(v) {
+            Ok(small) if small < u16::MAX => *c = small,
+            _ => {
+                *c = u16::MAX;
+                self.big.insert(i, v);
+            }
+        }
+        if v > 0 {
+            let _ = self
+                .touched
+                .set(u64::try_from(i >> TOUCH_SHIFT).unwrap_or(u64::MAX));
+        }
+    }
+
     /// Counts one reference to every cluster of `[offset, offset + size)`
     /// (qemu's `qcow2_inc_refcounts_imrt`).
     fn inc(&mut self, offset: u64, size: u64, who: &Who) {
-        if size == 0 {
+        self.inc_n(offset, size, who, 1);
+    }
+
+    /// Counts `n` references at once: a table that `n` L1 entries or
+    /// snapshots name is walked once, its clusters counted `n` times.
+    fn inc_n(&mut self, offset: u64, size: u64, who: &Who, n: u64) {
+        if size == 0 || n == 0 {
             return;
         }
         let end = offset.checked_add(size);
         let limit = self.file_len.saturating_add(self.cluster_size);
         if end.is_none_or(|e| e >= limit) {
-            self.walk_problem(
+            self.walk_problem_n(
                 "reference-past-eof",
                 who.describe(),
                 Some(offset),
@@ -387,6 +488,7 @@ impl Checker<'_> {
                     "references {offset:#x}+{size:#x}, one cluster or more past the end of the file ({} bytes)",
                     self.file_len
                 ),
+                n,
             );
             return;
         }
@@ -400,33 +502,26 @@ impl Checker<'_> {
             if let Some(explain) = self.explain.as_mut() {
                 if let Some(list) = explain.get_mut(&k) {
                     if list.len() < MAX_REFERRERS {
-                        list.push(who.describe());
+                        list.push(if n > 1 {
+                            format!("{} (×{n})", who.describe())
+                        } else {
+                            who.describe()
+                        });
                     }
                 }
             } else if self.window.contains(&k) {
                 let i = usize::try_from(k.saturating_sub(self.window.start)).unwrap_or(usize::MAX);
-                let cur = self.counts.get(i).copied().map_or(0, u64::from);
-                if cur >= self.refcount_max {
-                    if self.refcount_max < u64::from(u16::MAX) {
-                        let at = k.saturating_mul(self.cluster_size);
-                        self.problem(
-                            Severity::Error,
-                            "refcount-overflow",
-                            format!("cluster {k}"),
-                            Some(at),
-                            format!(
-                                "referenced more often than {}-bit refcounts can count (by {})",
-                                self.h.refcount_bits(),
-                                who.describe()
-                            ),
-                        );
-                    }
-                } else if let Some(c) = self.counts.get_mut(i) {
-                    *c = c.saturating_add(1);
-                    let _ = self
-                        .touched
-                        .set(u64::try_from(i >> TOUCH_SHIFT).unwrap_or(u64::MAX));
+                let cur = self.count_at(i);
+                let room = self.refcount_max.saturating_sub(cur);
+                if n > room {
+                    let over = n.saturating_sub(room);
+                    let o = self
+                        .overflows
+                        .entry(k)
+                        .or_insert_with(|| (who.describe(), 0));
+                    o.1 = o.1.saturating_add(over);
                 }
+                self.set_count(i, cur.saturating_add(n.min(room)));
             }
             k = k.saturating_add(1);
         }

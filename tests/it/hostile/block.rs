@@ -528,3 +528,139 @@ fn vmdk_empty_entries_after_a_table_in_a_hole_are_stepped_over_whole() {
     bounded(&r, "map");
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+/// Entries of qemu's largest L1 table (32 MiB).
+const MAX_L1_ENTRIES: u64 = 1 << 22;
+
+/// A 42 MiB qcow2 with 2 MiB clusters whose 4M L1 entries (qemu's
+/// largest L1 table) all name one L2 table of 262,144 entries, with one
+/// data cluster. Returns the path and the L1 table's offset.
+fn l1_all_naming_one_l2(dir: &Path) -> (std::path::PathBuf, u64) {
+    // Each L1 entry maps 2^18 clusters of 2 MiB: 512 GiB.
+    let size = format!("{}G", MAX_L1_ENTRIES * 512);
+    sh(
+        dir,
+        &[
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=2M",
+            "huge.qcow2",
+            &size,
+        ],
+    );
+    qemu_io(dir, "huge.qcow2", &["write -P 7 0 4k"]);
+    let path = dir.join("huge.qcow2");
+    let mut img = std::fs::read(&path).unwrap();
+    let l1 = be64(&img, 40) as usize;
+    let l1_size = u32::from_be_bytes(img[36..40].try_into().unwrap()) as u64;
+    assert_eq!(l1_size, MAX_L1_ENTRIES);
+    let first = be64(&img, l1);
+    for i in 1..l1_size as usize {
+        put_be64(&mut img, l1 + i * 8, first);
+    }
+    std::fs::write(&path, img).unwrap();
+    (path, l1 as u64)
+}
+
+/// [`l1_all_naming_one_l2`]: `check` walks the shared table once and
+/// counts its references by multiplicity (walking it per reference, as
+/// qemu-img check does, is 2^40 entries: hours). The counts follow
+/// qemu's rules, which
+/// `qcow2_check::tables_named_many_times_are_counted_as_qemu_img_check_counts`
+/// compares with qemu-img check at 70,000 references: one corruption per
+/// reference past 16-bit refcounts, one per cluster whose refcount is too
+/// low.
+#[test]
+fn check_walks_a_table_named_millions_of_times_once() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    l1_all_naming_one_l2(dir);
+    let r = run(dir, &["check", "--image-only", "--json", "huge.qcow2"], b"");
+    bounded(&r, "check");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let layer = &j["layers"][0];
+    // The L2 table and its one data cluster.
+    let over = MAX_L1_ENTRIES - 65_535;
+    assert_eq!(layer["corruptions"].as_u64(), Some(2 * over + 2), "{layer}");
+    assert_eq!(layer["allocated-clusters"].as_u64(), Some(MAX_L1_ENTRIES));
+    assert_eq!(layer["leaks"].as_u64(), Some(0), "{layer}");
+    let list = layer["problems"]["list"].as_array().unwrap();
+    assert_eq!(
+        list.len(),
+        4,
+        "one overflow and one too-low per cluster: {layer}"
+    );
+}
+
+/// [`l1_all_naming_one_l2`] with 1,024 snapshots whose L1 tables are
+/// distinct but overlap the active one (the same offset, each a different
+/// size): distinct tables beyond what the file can hold apart (its size
+/// in entries, plus one largest table) are not walked, and the check
+/// says so; walking each would be 4G entries.
+#[test]
+fn check_stops_at_overlapping_snapshot_tables() {
+    if !need("qemu-img") || !need("qemu-io") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (path, l1) = l1_all_naming_one_l2(dir);
+    let mut img = std::fs::read(&path).unwrap();
+    let cluster = 2usize << 20;
+    let table_at = img.len().next_multiple_of(cluster);
+    let mut table = Vec::new();
+    let count = 1024u32;
+    for i in 0..count {
+        let id = i.to_string();
+        let name = format!("s{i}");
+        table.extend_from_slice(&l1.to_be_bytes());
+        table.extend_from_slice(&(MAX_L1_ENTRIES as u32 - i).to_be_bytes());
+        table.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        table.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        table.extend_from_slice(&[0u8; 16]); // dates, vm clock
+        table.extend_from_slice(&0u32.to_be_bytes()); // vm state
+        table.extend_from_slice(&16u32.to_be_bytes()); // extra data
+        table.extend_from_slice(&0u64.to_be_bytes()); // large vm state
+        table.extend_from_slice(&(MAX_L1_ENTRIES * (512 << 30)).to_be_bytes());
+        table.extend_from_slice(id.as_bytes());
+        table.extend_from_slice(name.as_bytes());
+        table.resize(table.len().next_multiple_of(8), 0);
+    }
+    img.resize(table_at, 0);
+    img.extend_from_slice(&table);
+    // The budget: the file's size in entries and one largest table; the
+    // first snapshot past it is named.
+    let mut budget = img.len() as u64 / 8 + MAX_L1_ENTRIES;
+    let mut stop = 0u64;
+    while let Some(left) = budget.checked_sub(MAX_L1_ENTRIES - stop) {
+        budget = left;
+        stop += 1;
+    }
+    assert!((1..4).contains(&stop), "{stop}");
+    img[60..64].copy_from_slice(&count.to_be_bytes());
+    put_be64(&mut img, 64, table_at as u64);
+    std::fs::write(&path, img).unwrap();
+    let r = run(dir, &["check", "--image-only", "--json", "huge.qcow2"], b"");
+    bounded(&r, "check");
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let errors = j["layers"][0]["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e
+            .as_str()
+            .is_some_and(|e| e.starts_with("snapshot L1 tables:")
+                && e.contains(&format!(
+                    "from snapshot {stop} (s{stop}) on were not walked"
+                )))),
+        "{}",
+        j["layers"][0]
+    );
+}
