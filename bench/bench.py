@@ -162,7 +162,7 @@ def main():
     ap.add_argument("--formats", action="store_true", help="only the image format rows (VMDK, VHD, VHDX, VDI)")
     ap.add_argument("--throughput", action="store_true", help="only the bulk read rows (issue 19)")
     ap.add_argument("--blame", action="store_true", help="only the blame -R rows of --throughput")
-    ap.add_argument("--mass", action="store_true", help="only the diff --json mass-create and mass-delete rows (20,000 and 200,000 files created or removed)")
+    ap.add_argument("--mass", action="store_true", help="only the diff --json mass-create, mass-delete and mass-modify rows (20,000 and 200,000 files created, removed or touched)")
     ap.add_argument("--overlay", action="store_true", help="only the rows whose cost must follow the overlays (issue 19): multi-layer diff, diff and first frame at 1 TiB and 16 TiB, NBD map")
     ap.add_argument("--toolbox", action="store_true", help="only the check/extract/timeline/find/grep rows")
     ap.add_argument("--fs-kinds", action="store_true", help="only the XFS and FAT rows")
@@ -186,6 +186,7 @@ def main():
     if args.mass:
         mass_create_rows()
         mass_delete_rows()
+        mass_modify_rows()
         return
     if args.fs_kinds:
         fs_kinds_bench()
@@ -925,6 +926,50 @@ def mass_delete_rows():
         print(f"{what:<40} layerscope {t1 * 1000:8.1f} ms (cpu {cpu[0] * 1000:6.0f} ms, {rss[0] / 1024:5.1f} MiB) | fls -r -p {t2 * 1000:8.1f} ms (cpu {cpu[1] * 1000:6.0f} ms, {rss[1] / 1024:5.1f} MiB) | ratio {t1 / t2:5.2f}x ({len(got)} changes; goal < 32 MiB)")
 
 
+def build_mass_modify(d, n):
+    """The mass-delete base (`build_mass_delete`: the tree a mass create
+    of `n` files makes) and a thin overlay in which debugfs set the mtime
+    of every file (what a `touch` over the tree, or a restore that sets
+    times, leaves): the `diff --json` mass-modify rows. Returns the top
+    overlay and the base's raw image. Cached."""
+    build_mass_delete(d, n)
+    base, old = (os.path.join(d, f"gone{n}-{k}") for k in ("base.qcow2", "old.raw"))
+    top = os.path.join(d, f"touched{n}-top.qcow2")
+    if os.path.exists(top):
+        return top, old
+    t0 = time.time()
+    flat = os.path.join(d, f"touched{n}-flat.raw")
+    shutil.copyfile(old, flat)
+    _, files = mass_created(n)
+    debugfs(flat, [f"sif {p} mtime 20200101000000" for p in files])
+    thin_overlay(flat, base, top)
+    os.remove(flat)
+    print(f"  mass modify of {n} files built in {time.time() - t0:.0f}s", flush=True)
+    return top, old
+
+
+def mass_modify_rows():
+    """`diff --json` of a mass modify (the mtime of 20,000 and 200,000
+    files set in the top overlay) vs `fls -r -p` of the base, and `diff
+    --full --json` beside it (the walk of both trees; a scan per modified
+    file made it quadratic, 42 s at 200,000). The row checks that every
+    file is listed as modified, by both."""
+    d = os.path.join(WORK, "mass")
+    for n, rounds in ((20000, 5), (200000, 3)):
+        top, old = build_mass_modify(d, n)
+        ours, full, fls = [BIN, "diff", "--json", top], [BIN, "diff", "--full", "--json", top], ["fls", "-r", "-p", old]
+        _, files = mass_created(n)
+        for cmd in (ours, full):
+            got = json.loads(subprocess.check_output(cmd))["changes"]
+            modified = {c["path"] for c in got if c["change"] == "modified" and "mtime" in c.get("metadata", [])}
+            missing = set(files) - modified
+            assert not missing, f"{cmd[2]}: {len(missing)} touched files not listed, e.g. {sorted(missing)[:3]}"
+        t1, t2, t3 = interleaved([ours, full, fls], rounds=rounds, warmup=1)
+        rss = [peak_rss(c) for c in (ours, full)]
+        what = f"diff --json, {n} files modified"
+        print(f"{what:<40} layerscope {t1 * 1000:8.1f} ms ({rss[0] / 1024:5.1f} MiB) | fls -r -p {t3 * 1000:8.1f} ms | ratio {t1 / t3:5.2f}x | diff --full {t2 * 1000:8.1f} ms ({rss[1] / 1024:5.1f} MiB)")
+
+
 def mass_create_rows():
     """`diff --json` of a mass create (20,000 and 200,000 files created in
     the top overlay) vs `fls -r -p` of the top's flat raw image, which
@@ -987,6 +1032,7 @@ def overlay_bench(rebuild=False):
     diff_json_rss_rows()
     mass_create_rows()
     mass_delete_rows()
+    mass_modify_rows()
     tp = os.path.join(WORK, "throughput")
     if not os.path.exists(os.path.join(tp, "top.qcow2")):
         print("building the throughput chain ...", flush=True)

@@ -666,6 +666,22 @@ pub fn diff_full(old: &Ext4, new: &Ext4, progress: &dyn Progress) -> Result<Diff
         .copied()
         .filter(|i| keep.contains(i) && in_old.contains(i))
         .collect();
+    // The newer tree's names by inode, for the modified files' names
+    // (a scan of all names per modified file was quadratic: 42 s for
+    // 200,000 files touched).
+    let mut by_ino: Vec<usize> = (0..nn.len()).collect();
+    by_ino.sort_by_key(|&i| nn.get(i).map(|n| n.ino));
+    let names_of = |ino: u64| -> Vec<Name> {
+        let ino_at = |i: &usize| nn.get(*i).map(|n| n.ino);
+        let start = by_ino.partition_point(|i| ino_at(i) < Some(ino));
+        by_ino
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .map_while(|&i| nn.get(i).filter(|n| n.ino == ino))
+            .cloned()
+            .collect()
+    };
     let total = u64_of(candidates.len());
     for (k, &ino) in (0u64..).zip(&candidates) {
         if !progress.step("comparing files", k, total) {
@@ -674,8 +690,7 @@ pub fn diff_full(old: &Ext4, new: &Ext4, progress: &dyn Progress) -> Result<Diff
         d.stats.inodes_compared = d.stats.inodes_compared.saturating_add(1);
         match pair.compare(ino, None) {
             Ok(delta) if !delta.is_empty() => {
-                let names = nn.iter().filter(|n| n.ino == ino).cloned().collect();
-                modified.insert(ino, (delta, names));
+                modified.insert(ino, (delta, names_of(ino)));
             }
             Ok(_) => {}
             Err(e) => d.notes.push(format!("inode {ino}: {e}")),
