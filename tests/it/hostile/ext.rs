@@ -362,8 +362,13 @@ fn an_inode_table_past_the_filesystem_is_reported_once() {
     assert!(r.count < 16, "{} errors: {text}", r.count);
 }
 
-/// Where a file's inode lies: (block, offset in it), from debugfs imap.
+/// Where a file's inode lies (a byte offset), from debugfs imap.
 fn inode_location(dir: &Path, image: &str, ino: u64) -> u64 {
+    inode_location_in(dir, image, ino, 4096)
+}
+
+/// [`inode_location`] on a filesystem of `block_size`-byte blocks.
+fn inode_location_in(dir: &Path, image: &str, ino: u64, block_size: u64) -> u64 {
     let out = sh(dir, &["debugfs", "-R", &format!("imap <{ino}>"), image]);
     let text = String::from_utf8_lossy(&out.stdout);
     let block: u64 = text
@@ -377,7 +382,7 @@ fn inode_location(dir: &Path, image: &str, ino: u64) -> u64 {
         .nth(1)
         .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
         .unwrap_or_else(|| panic!("imap: {text}"));
-    block * 4096 + offset
+    block * block_size + offset
 }
 
 /// An extent node: header and entries (12 bytes each).
@@ -679,4 +684,196 @@ fn the_read_limit_is_the_kernels_s_maxbytes() {
         let fs = layerscope::fs::ext::Ext4::open(reader).unwrap();
         assert_eq!(fs.superblock().max_bytes(), want, "{bs} {huge}");
     }
+}
+
+/// An ext4 of `block_size`-byte blocks (no journal, no checksums) whose
+/// directory /big of 400 names e2fsck -D made an indexed one; its last
+/// block moved to logical block `last` (the extent list rewritten in the
+/// inode). Returns /big's inode number.
+fn htree_dir_moved(dir: &Path, image: &str, block_size: &str, last: u32) -> u64 {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("big")).unwrap();
+    for i in 0..400 {
+        std::fs::write(
+            src.join("big")
+                .join(format!("file-with-a-longish-name-{i}")),
+            b"",
+        )
+        .unwrap();
+    }
+    sh(
+        dir,
+        &[
+            "mke2fs",
+            "-q",
+            "-t",
+            "ext4",
+            "-b",
+            block_size,
+            "-O",
+            "^metadata_csum,^has_journal",
+            "-d",
+            "src",
+            image,
+            "16M",
+        ],
+    );
+    let _ = std::process::Command::new("e2fsck")
+        .args(["-fyD", image])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stat = String::from_utf8(sh(dir, &["debugfs", "-R", "stat /big", image]).stdout).unwrap();
+    let ino: u64 = stat
+        .split("Inode: ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{stat}"));
+    assert!(stat.contains("Flags: 0x81000"), "indexed, extents: {stat}");
+    // One extent (0-n):p-(p+n) → (0-(n-1)) and (last):(p+n).
+    let (n, p) = {
+        let e = stat
+            .split("EXTENTS:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{stat}"));
+        let e = e.trim().trim_start_matches('(');
+        let (range, phys) = e.split_once("):").unwrap();
+        let hi: u32 = range.split('-').nth(1).unwrap().parse().unwrap();
+        let lo: u32 = phys.split('-').next().unwrap().trim().parse().unwrap();
+        (hi + 1, lo)
+    };
+    assert!(n >= 3, "{stat}");
+    let at = inode_location_in(dir, image, ino, block_size.parse().unwrap()) + 0x28;
+    let ext = |l: u32, len: u16, phys: u32| {
+        let mut e = l.to_le_bytes().to_vec();
+        e.extend(len.to_le_bytes());
+        e.extend(0u16.to_le_bytes());
+        e.extend(phys.to_le_bytes());
+        e
+    };
+    let mut root = Vec::new();
+    for v in [0xf30au16, 2, 4, 0] {
+        root.extend(v.to_le_bytes());
+    }
+    root.extend(0u32.to_le_bytes());
+    root.extend(ext(0, (n - 1) as u16, p));
+    root.extend(ext(last, 1, p + n - 1));
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(image))
+        .unwrap();
+    f.write_all_at(&root, at).unwrap();
+    ino
+}
+
+/// An indexed directory whose last block an extent puts at logical block
+/// 2^21 - 8 of a 1 KiB-block filesystem: the hole before it is blocks no
+/// index entry references. e2fsck (its table of the directory's blocks
+/// dense) reports each; the check says so once for the run, its memory
+/// following the blocks mapped, not the hole (the dense table took
+/// 111 MB for a fuzzer's 2M-block hole). The e2fsck oracle runs on a
+/// hole of 3,000 blocks (e2fsck prints a line per block).
+#[test]
+fn a_hole_in_an_indexed_directory_costs_what_is_mapped() {
+    if !(need("mke2fs") && need("e2fsck") && need("debugfs")) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let ino = htree_dir_moved(dir, "small.img", "1024", 3000);
+    let e2fsck = std::process::Command::new("e2fsck")
+        .args(["-fn", "small.img"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&e2fsck.stdout);
+    let lines = said
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("HTREE directory inode {ino}")) && l.contains("not referenced")
+        })
+        .count();
+    assert!(lines > 2900, "e2fsck, per block: {lines} lines: {said}");
+    let r = run(dir, &["check", "--json", "small.img"], b"");
+    bounded(&r, "check");
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let holes: Vec<&serde_json::Value> = j["filesystem"]["problems"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "htree-not-referenced" && p["structure"] == format!("inode {ino}"))
+        .collect();
+    // The hole as one finding, the moved block (which the index names at
+    // its old number) as another: as many blocks as e2fsck's lines.
+    let covered: usize = holes
+        .iter()
+        .map(|p| {
+            let d = p["detail"].as_str().unwrap();
+            d.split("a hole of ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next())
+                .map_or(1, |n| n.parse().unwrap())
+        })
+        .sum();
+    assert_eq!(holes.len(), 2, "{holes:?}");
+    assert_eq!(covered, lines, "{holes:?}");
+
+    let ino = htree_dir_moved(&dir.join("big"), "big.img", "1024", (1 << 21) - 8);
+    let r = run(&dir.join("big"), &["check", "--json", "big.img"], b"");
+    bounded(&r, "check");
+    assert!(
+        r.peak_kib < 32 << 10,
+        "peak {} KiB for a hole of 2M blocks",
+        r.peak_kib
+    );
+    let text = r.text();
+    assert!(
+        text.contains(&format!("HTREE directory inode {ino}: blocks #"))
+            && text.contains("not referenced (a hole of"),
+        "{}",
+        &text[..text.len().min(4000)]
+    );
+}
+
+/// The same directory with its last block past 2 GiB of a 4 KiB-block
+/// filesystem (2^19 blocks) without large_dir: e2fsck leaves that extent
+/// out ("causes directory to be too big"), so the index entry naming the
+/// block names one past the directory's end ("bad block number"), and no
+/// block is unreferenced; so does the check.
+#[test]
+fn an_indexed_directory_past_2_gib_ends_where_e2fsck_ends_it() {
+    if !(need("mke2fs") && need("e2fsck") && need("debugfs")) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let ino = htree_dir_moved(dir, "h.img", "4096", (1 << 22) - 4);
+    let e2fsck = std::process::Command::new("e2fsck")
+        .args(["-fn", "h.img"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&e2fsck.stdout);
+    assert!(said.contains("causes directory to be too big"), "{said}");
+    assert!(
+        said.contains(&format!(
+            "HTREE directory inode {ino} (/big): bad block number"
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("not referenced"), "{said}");
+    let r = run(dir, &["check", "--json", "h.img"], b"");
+    bounded(&r, "check");
+    let j: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let kinds: Vec<&str> = j["filesystem"]["problems"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["structure"] == format!("inode {ino}"))
+        .filter_map(|p| p["kind"].as_str())
+        .filter(|k| k.starts_with("htree"))
+        .collect();
+    assert_eq!(kinds, ["htree-bad-block"], "{}", j["filesystem"]);
 }
