@@ -164,16 +164,9 @@ impl Checker<'_> {
         let width = self.entry_width();
         let extended = self.h.extended_l2();
         let w = usize::try_from(width).unwrap_or(8);
-        // The distinct L2 tables the entries name, (offset, entries naming
-        // it), at most as many as the file has clusters (as the walk).
-        let cap = usize::try_from(
-            self.file_len
-                .div_ceil(self.cluster_size.max(1))
-                .saturating_add(1),
-        )
-        .unwrap_or(usize::MAX);
-        let mut seen: HashMap<u64, usize> = HashMap::new();
-        let mut tables: Vec<(u64, u64)> = Vec::new();
+        // The distinct L2 tables the entries name, and how many name each
+        // (as the walk counts them).
+        let mut tables = super::walk::L2Refs::new(self.distinct_tables_cap());
         for (i, chunk) in (0u64..).zip(l1.chunks_exact(8)) {
             let l1e = be64(chunk);
             let l2_offset = l1e & OFFSET_MASK;
@@ -196,16 +189,11 @@ impl Checker<'_> {
             if l2_offset >= self.file_len {
                 continue;
             }
-            if let Some(t) = seen.get(&l2_offset).and_then(|&t| tables.get_mut(t)) {
-                t.1 = t.1.saturating_add(1);
-            } else if tables.len() < cap {
-                seen.insert(l2_offset, tables.len());
-                tables.push((l2_offset, 1u64));
-            }
+            tables.add(l2_offset, 1, i, &None);
         }
         // Each distinct L2 table once, its problems counted once per L1
         // entry naming it (as qemu, which reads it per entry, counts them).
-        for (l2_offset, n) in tables {
+        for (l2_offset, n) in tables.refs.iter().map(|r| (r.offset, r.active)) {
             let Ok(table) = self.read(l2_offset, self.cluster_size) else {
                 continue;
             };

@@ -408,6 +408,18 @@ impl<'a> Checker<'a> {
         self.out.image_end_offset = Some(self.image_end_offset());
     }
 
+    /// Distinct L2 tables walked at most: as many as the file has
+    /// clusters (a well-formed image cannot hold more; more distinct
+    /// offsets are misaligned entries of a damaged one).
+    fn distinct_tables_cap(&self) -> usize {
+        usize::try_from(
+            self.file_len
+                .div_ceil(self.cluster_size.max(1))
+                .saturating_add(1),
+        )
+        .unwrap_or(usize::MAX)
+    }
+
     fn image_end_offset(&self) -> u64 {
         self.highest
             .saturating_add(1)

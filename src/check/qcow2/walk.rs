@@ -16,11 +16,11 @@ use std::collections::HashMap;
 /// share most L2 tables with the active image, and a hostile image can
 /// name one table from every entry of a 4M-entry L1 table (walking it per
 /// reference, as qemu does, costs 2^40 entries from a 36 MB file).
-struct L2Ref {
-    offset: u64,
+pub(super) struct L2Ref {
+    pub(super) offset: u64,
     /// References from the active L1 table (its entries count as
     /// allocated clusters).
-    active: u64,
+    pub(super) active: u64,
     /// References from snapshots' L1 tables.
     snapshots: u64,
     /// The first reference, which names the table in problems.
@@ -29,9 +29,9 @@ struct L2Ref {
 }
 
 /// The distinct L2 tables of one walk, in the order first named.
-struct L2Refs {
+pub(super) struct L2Refs {
     index: HashMap<u64, usize>,
-    refs: Vec<L2Ref>,
+    pub(super) refs: Vec<L2Ref>,
     /// Distinct tables kept at most: the file's clusters (a well-formed
     /// image cannot hold more tables than that; more distinct offsets are
     /// misaligned entries of a damaged image).
@@ -41,7 +41,7 @@ struct L2Refs {
 }
 
 impl L2Refs {
-    fn new(cap: usize) -> L2Refs {
+    pub(super) fn new(cap: usize) -> L2Refs {
         L2Refs {
             index: HashMap::new(),
             refs: Vec::new(),
@@ -50,7 +50,7 @@ impl L2Refs {
         }
     }
 
-    fn add(&mut self, offset: u64, n: u64, l1_index: u64, snapshot: &Option<Arc<str>>) {
+    pub(super) fn add(&mut self, offset: u64, n: u64, l1_index: u64, snapshot: &Option<Arc<str>>) {
         let (active, snapshots) = if snapshot.is_none() { (n, 0) } else { (0, n) };
         if let Some(r) = self.index.get(&offset).and_then(|&i| self.refs.get_mut(i)) {
             r.active = r.active.saturating_add(active);
@@ -95,12 +95,7 @@ impl Checker<'_> {
     /// that L2 tables are walked after all L1 tables, once each.
     pub(super) fn walk(&mut self, progress: &dyn Progress) {
         self.inc(0, self.cluster_size, &Who::Header);
-        let cap = usize::try_from(
-            self.file_len
-                .div_ceil(self.cluster_size.max(1))
-                .saturating_add(1),
-        )
-        .unwrap_or(usize::MAX);
+        let cap = self.distinct_tables_cap();
         let mut l2 = L2Refs::new(cap);
         let (l1_offset, l1_size) = (self.h.l1_table_offset, u64::from(self.h.l1_size));
         self.walk_l1(l1_offset, l1_size, None, 1, &mut l2, progress);
