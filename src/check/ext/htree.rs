@@ -10,10 +10,11 @@
 //! under a count past the limit, a leaf's range from the next entry), so
 //! that the same damage gives the same findings.
 use super::{Checker, Severity};
+use crate::fs::ext::blockmap::Run;
 use crate::fs::ext::checksum::crc32c_raw;
 use crate::fs::ext::dirhash;
 use crate::fs::ext::inode::{Inode, ENCRYPT_FL, EXTENTS_FL};
-use crate::fs::ext::superblock::{sb, Compat, Incompat};
+use crate::fs::ext::superblock::{sb, Compat, Incompat, Superblock};
 
 /// `dx_dirblock_info.type`.
 const ROOT: u8 = 1;
@@ -300,25 +301,10 @@ pub(super) fn check(c: &mut Checker<'_>, inode: &Inode) {
     };
     let mut blocks: Vec<(u64, u64)> = Vec::new(); // (logical, physical)
     let mut numblocks = 0u64;
-    // e2fsck's PR_1_TOOBIG_DIR: without large_dir (and a size below
-    // 4 GiB), a directory's blocks past 2 GiB are not its blocks (an
-    // extent reaching past that limit is left out whole, a block-mapped
-    // directory's blocks one by one).
-    let too_big = (!sb.has_incompat(Incompat::LARGE_DIR) && inode.size >> 32 == 0).then(|| {
-        let log = sb.block_size.trailing_zeros().saturating_sub(10);
-        1u64.checked_shl(21u32.saturating_sub(log))
-            .unwrap_or(u64::MAX)
-    });
-    let extents = inode.flags & EXTENTS_FL != 0;
     for r in map.runs.iter().filter(|r| !r.meta) {
-        let mut len = r.len;
-        if let Some(limit) = too_big {
-            let end = r.logical.saturating_add(r.len);
-            if extents && end > limit {
-                continue;
-            }
-            // Blocks up to and at `limit` itself (e2fsck's `blockcnt >`).
-            len = len.min(limit.saturating_add(1).saturating_sub(r.logical));
+        let len = dir_run_len(sb, inode, r);
+        if len == 0 {
+            continue;
         }
         numblocks = numblocks.max(r.logical.saturating_add(len));
         for i in 0..len {
@@ -608,6 +594,30 @@ pub(super) fn check(c: &mut Checker<'_>, inode: &Inode) {
             Some(inode.base),
             "invalid HTREE directory".into(),
         );
+    }
+}
+
+/// How much of data run `r` of directory `inode` is the directory's, by
+/// e2fsck's PR_1_TOOBIG_DIR: without large_dir (and with a size below
+/// 4 GiB) a directory's blocks past 2^(21 - log block size) (2 GiB) are
+/// not its own: an extent reaching past that is left out whole, a
+/// block-mapped directory's blocks past it one by one (`blockcnt >`).
+pub(super) fn dir_run_len(sb: &Superblock, inode: &Inode, r: &Run) -> u64 {
+    if sb.has_incompat(Incompat::LARGE_DIR) || inode.size >> 32 != 0 {
+        return r.len;
+    }
+    let log = sb.block_size.trailing_zeros().saturating_sub(10);
+    let limit = 1u64
+        .checked_shl(21u32.saturating_sub(log))
+        .unwrap_or(u64::MAX);
+    if inode.flags & EXTENTS_FL != 0 {
+        if r.logical.saturating_add(r.len) > limit {
+            0
+        } else {
+            r.len
+        }
+    } else {
+        r.len.min(limit.saturating_add(1).saturating_sub(r.logical))
     }
 }
 

@@ -726,8 +726,14 @@ impl Checker<'_> {
         for e in map.warnings.iter().chain(map.skipped.iter()) {
             self.decoder("extent-checksum", "block-map", format!("inode {ino}"), e);
         }
+        let dir = inode.mode & 0xf000 == 0x4000;
         for r in &map.runs {
-            self.claim(r.physical, r.len, ino, &format!("inode {ino}"));
+            let len = if dir && !r.meta {
+                htree::dir_run_len(self.fs.superblock(), inode, r)
+            } else {
+                r.len
+            };
+            self.claim(r.physical, len, ino, &format!("inode {ino}"));
         }
     }
 

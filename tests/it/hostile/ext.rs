@@ -841,7 +841,8 @@ fn a_hole_in_an_indexed_directory_costs_what_is_mapped() {
 /// filesystem (2^19 blocks) without large_dir: e2fsck leaves that extent
 /// out ("causes directory to be too big"), so the index entry naming the
 /// block names one past the directory's end ("bad block number"), and no
-/// block is unreferenced; so does the check.
+/// block is unreferenced; so does the check, and in pass 5 the block is
+/// in the bitmap but nobody's.
 #[test]
 fn an_indexed_directory_past_2_gib_ends_where_e2fsck_ends_it() {
     if !(need("mke2fs") && need("e2fsck") && need("debugfs")) {
@@ -876,4 +877,21 @@ fn an_indexed_directory_past_2_gib_ends_where_e2fsck_ends_it() {
         .filter(|k| k.starts_with("htree"))
         .collect();
     assert_eq!(kinds, ["htree-bad-block"], "{}", j["filesystem"]);
+    // Nor is the block its own in pass 5: in the bitmap, used by no one.
+    let theirs = said
+        .split("Block bitmap differences:")
+        .nth(1)
+        .and_then(|t| t.lines().next())
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("{said}"));
+    let bitmap = j["filesystem"]["problems"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "block-bitmap")
+        .unwrap_or_else(|| panic!("{}", j["filesystem"]));
+    assert!(
+        bitmap["detail"].as_str().unwrap().ends_with(theirs),
+        "{bitmap} vs e2fsck's {theirs}"
+    );
 }
