@@ -73,21 +73,35 @@ impl L2Refs {
 }
 
 /// Tables named by several snapshots or bitmaps, grouped: (first
-/// position, how many) per distinct (offset, size), in the order first
-/// named.
-fn group_tables(tables: impl Iterator<Item = (u64, u64)>) -> Vec<(usize, u64)> {
+/// position, how many) per distinct (offset, size in entries), in the
+/// order first named, while their sizes fit `budget` entries; and the
+/// position of the first table left out. Distinct tables of a
+/// well-formed image lie apart in the file, so a budget of the file's
+/// size in entries (and a little) leaves out only tables that overlap.
+fn group_tables(
+    tables: impl Iterator<Item = (u64, u64)>,
+    mut budget: u64,
+) -> (Vec<(usize, u64)>, Option<usize>) {
     let mut seen: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut groups: Vec<(usize, u64)> = Vec::new();
+    let mut groups: Vec<(usize, u64, u64)> = Vec::new();
     for (i, key) in tables.enumerate() {
         match seen.get(&key).and_then(|&g| groups.get_mut(g)) {
             Some(g) => g.1 = g.1.saturating_add(1),
             None => {
                 seen.insert(key, groups.len());
-                groups.push((i, 1));
+                groups.push((i, 1, key.1));
             }
         }
     }
-    groups
+    let mut out = Vec::with_capacity(groups.len());
+    for (i, n, size) in groups {
+        match budget.checked_sub(size) {
+            Some(left) => budget = left,
+            None => return (out, Some(i)),
+        }
+        out.push((i, n));
+    }
+    (out, None)
 }
 
 impl Checker<'_> {
@@ -122,26 +136,12 @@ impl Checker<'_> {
             }
             walkable.push(s);
         }
-        // Snapshots naming one L1 table share its walk. Distinct tables
-        // of a well-formed image lie apart in the file; overlapping ones
-        // past that budget are not walked.
-        let mut budget = (self.file_len / 8).saturating_add(MAX_L1_BYTES / 8);
-        let groups = group_tables(walkable.iter().map(|s| (s.l1_offset, s.l1_size)));
+        // Snapshots naming one L1 table share its walk.
+        let budget = (self.file_len / 8).saturating_add(MAX_L1_BYTES / 8);
+        let (groups, left_out) =
+            group_tables(walkable.iter().map(|s| (s.l1_offset, s.l1_size)), budget);
         for (i, n) in groups {
             let Some(s) = walkable.get(i) else { continue };
-            let Some(left) = budget.checked_sub(s.l1_size) else {
-                if self.first_pass {
-                    self.check_error(format!(
-                        "snapshot L1 tables: {} bytes of distinct tables overlap in a file of {} bytes; \
-                         the tables from snapshot {} on were not walked",
-                        s.l1_size.saturating_mul(8),
-                        self.file_len,
-                        s.name
-                    ));
-                }
-                break;
-            };
-            budget = left;
             self.walk_l1(
                 s.l1_offset,
                 s.l1_size,
@@ -150,6 +150,15 @@ impl Checker<'_> {
                 &mut l2,
                 progress,
             );
+        }
+        if let Some(s) = left_out.and_then(|i| walkable.get(i)) {
+            if self.first_pass {
+                self.check_error(format!(
+                    "snapshot L1 tables: distinct tables overlap in a file of {} bytes; \
+                     the tables from snapshot {} on were not walked",
+                    self.file_len, s.name
+                ));
+            }
         }
         self.snapshots = snapshots;
         if l2.dropped > 0 && self.first_pass {
@@ -448,23 +457,23 @@ impl Checker<'_> {
         };
         self.inc(dir_offset, dir_size, &Who::BitmapDirectory);
         let bitmaps = std::mem::take(&mut self.bitmaps);
-        // Bitmaps naming one table share its walk; distinct tables past
-        // what the file can hold apart are not walked (as for snapshots).
-        let mut budget = (self.file_len / 8).saturating_add(1 << 20);
-        let groups = group_tables(bitmaps.iter().map(|b| (b.table_offset, b.table_size)));
+        // Bitmaps naming one table share its walk (as snapshots do).
+        let budget = (self.file_len / 8).saturating_add(1 << 20);
+        let (groups, left_out) = group_tables(
+            bitmaps.iter().map(|b| (b.table_offset, b.table_size)),
+            budget,
+        );
+        if let Some(b) = left_out.and_then(|i| bitmaps.get(i)) {
+            if self.first_pass {
+                self.check_error(format!(
+                    "bitmap tables: distinct tables overlap in a file of {} bytes; \
+                     the tables from bitmap {:?} on were not walked",
+                    self.file_len, b.name
+                ));
+            }
+        }
         for (i, n) in groups {
             let Some(b) = bitmaps.get(i) else { continue };
-            let Some(left) = budget.checked_sub(b.table_size) else {
-                if self.first_pass {
-                    self.check_error(format!(
-                        "bitmap tables: distinct tables overlap in a file of {} bytes; \
-                         the tables from bitmap {:?} on were not walked",
-                        self.file_len, b.name
-                    ));
-                }
-                break;
-            };
-            budget = left;
             let bytes = b.table_size.saturating_mul(8);
             self.inc_n(
                 b.table_offset,
