@@ -204,7 +204,7 @@ struct Checker<'a> {
     /// walk): windows past it hold no counts, so they are not walked.
     max_ref: Option<u64>,
     /// Where counts are wanted for explanations: cluster → referrers.
-    explain: Option<HashMap<u64, Vec<String>>>,
+    explain: Option<std::collections::BTreeMap<u64, Vec<String>>>,
     refcount_max: u64,
     out: LayerCheck,
     /// Per-L2-table next contiguous host offset (fragmentation).
@@ -509,32 +509,40 @@ impl Checker<'_> {
         if self.explain.is_none() {
             self.max_ref = Some(self.max_ref.map_or(last, |m| m.max(last)));
         }
-        let mut k = first;
-        while k <= last {
-            if let Some(explain) = self.explain.as_mut() {
-                if let Some(list) = explain.get_mut(&k) {
-                    if list.len() < MAX_REFERRERS {
-                        list.push(if n > 1 {
-                            format!("{} (×{n})", who.describe())
-                        } else {
-                            who.describe()
-                        });
-                    }
+        // Only what a pass keeps is visited: the clusters being explained
+        // in the range, or the range's part in the window (a table a
+        // hostile header sizes at terabytes costs the window, not its
+        // size, per pass).
+        if let Some(explain) = self.explain.as_mut() {
+            for (_, list) in explain.range_mut(first..=last) {
+                if list.len() < MAX_REFERRERS {
+                    list.push(if n > 1 {
+                        format!("{} (×{n})", who.describe())
+                    } else {
+                        who.describe()
+                    });
                 }
-            } else if self.window.contains(&k) {
-                let i = usize::try_from(k.saturating_sub(self.window.start)).unwrap_or(usize::MAX);
-                let cur = self.count_at(i);
-                let room = self.refcount_max.saturating_sub(cur);
-                if n > room {
-                    let over = n.saturating_sub(room);
-                    let o = self
-                        .overflows
-                        .entry(k)
-                        .or_insert_with(|| (who.describe(), 0));
-                    o.1 = o.1.saturating_add(over);
-                }
-                self.set_count(i, cur.saturating_add(n.min(room)));
             }
+            return;
+        }
+        if self.window.is_empty() {
+            return;
+        }
+        let mut k = first.max(self.window.start);
+        let hi = last.min(self.window.end.saturating_sub(1));
+        while k <= hi {
+            let i = usize::try_from(k.saturating_sub(self.window.start)).unwrap_or(usize::MAX);
+            let cur = self.count_at(i);
+            let room = self.refcount_max.saturating_sub(cur);
+            if n > room {
+                let over = n.saturating_sub(room);
+                let o = self
+                    .overflows
+                    .entry(k)
+                    .or_insert_with(|| (who.describe(), 0));
+                o.1 = o.1.saturating_add(over);
+            }
+            self.set_count(i, cur.saturating_add(n.min(room)));
             k = k.saturating_add(1);
         }
     }
