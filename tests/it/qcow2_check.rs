@@ -174,19 +174,10 @@ fn snapshots_and_bitmaps_are_counted_as_qemu_img_check_counts() {
     );
 }
 
-/// Points every entry of the active L1 table at the first entry's L2
-/// table (the shape a hostile image uses to multiply a walk); returns
-/// the L1 table's size and the shared table's offset.
-fn share_first_l2(d: &Path) -> (usize, usize) {
-    let path = d.join("a.qcow2");
-    let mut img = std::fs::read(&path).unwrap();
-    let l1 = be64(&img, 40) as usize;
-    let l1_size = be32(&img, 36) as usize;
-    let first = be64(&img, l1);
-    for i in 1..l1_size {
-        img[l1 + i * 8..l1 + i * 8 + 8].copy_from_slice(&first.to_be_bytes());
-    }
-    std::fs::write(&path, img).unwrap();
+/// [`share_first_l2`] of `a.qcow2`: the L1 table's size and the shared
+/// table's offset.
+fn share_a_first_l2(d: &Path) -> (usize, usize) {
+    let (_, l1_size, first) = share_first_l2(&d.join("a.qcow2"));
     (l1_size, (first & 0x00ff_ffff_ffff_fe00) as usize)
 }
 
@@ -218,7 +209,7 @@ fn tables_named_many_times_are_counted_as_qemu_img_check_counts() {
     // 2,048 L1 entries naming one L2 table, then two snapshots of it.
     create(d, "cluster_size=64k", "1T");
     qemu_io(d, "a.qcow2", &["write -P 1 0 192k", "write -P 2 1G 64k"]);
-    let (l1_size, l2) = share_first_l2(d);
+    let (l1_size, l2) = share_a_first_l2(d);
     assert_eq!(l1_size, 2048);
     let ours = same_counts(d, "one L2 table named by 2,048 L1 entries");
     // The shared table and its three data clusters, each referenced 2,048
@@ -259,7 +250,7 @@ fn tables_named_many_times_are_counted_as_qemu_img_check_counts() {
     // 4-bit refcounts: every reference past 15 is an overflow.
     create(d, "cluster_size=64k,refcount_bits=4", "1T");
     qemu_io(d, "a.qcow2", &["write -P 1 0 192k"]);
-    share_first_l2(d);
+    share_a_first_l2(d);
     let ours = same_counts(d, "4-bit refcounts, 2,048 references");
     assert!(ours["corruptions"].as_u64().unwrap() > 8000, "{ours}");
 
@@ -272,7 +263,7 @@ fn tables_named_many_times_are_counted_as_qemu_img_check_counts() {
             &format!("{}", 70_000u64 * 32 * 1024),
         );
         qemu_io(d, "a.qcow2", &["write -P 1 0 1k"]);
-        let (l1_size, _) = share_first_l2(d);
+        let (l1_size, _) = share_a_first_l2(d);
         assert_eq!(l1_size, 70_000);
         let ours = same_counts(d, what);
         let detail = ours["problems"]["list"][0]["detail"].as_str().unwrap_or("");

@@ -426,3 +426,20 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
 }
+
+/// Points every entry of the qcow2 `path`'s active L1 table at the first
+/// entry's L2 table (the shape a hostile image uses to multiply a walk
+/// over one real table). Returns the L1 table's offset, its number of
+/// entries and the first entry.
+pub fn share_first_l2(path: &Path) -> (usize, usize, u64) {
+    let mut img = std::fs::read(path).unwrap();
+    let be64 = |at: usize| u64::from_be_bytes(img[at..at + 8].try_into().unwrap());
+    let l1 = be64(40) as usize;
+    let l1_size = u32::from_be_bytes(img[36..40].try_into().unwrap()) as usize;
+    let first = be64(l1);
+    for i in 1..l1_size {
+        img[l1 + i * 8..l1 + i * 8 + 8].copy_from_slice(&first.to_be_bytes());
+    }
+    std::fs::write(path, img).unwrap();
+    (l1, l1_size, first)
+}

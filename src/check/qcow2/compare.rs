@@ -218,17 +218,12 @@ impl Checker<'_> {
                     rc
                 };
                 if (rc == 1) != (entry & OFLAG_COPIED != 0) {
-                    let shared = if n > 1 {
-                        format!(" (counted {n} times: the table is named {n} times)")
-                    } else {
-                        String::new()
-                    };
                     self.problem_n(
                         Severity::Error,
                         "oflag-copied-l2",
                         format!("L2 entry {j} of the table at {l2_offset:#x}"),
                         Some(l2_offset.saturating_add(j.saturating_mul(width))),
-                        format!("entry {entry:#x}: the copied flag disagrees with the data cluster's refcount {rc}{shared}"),
+                        format!("entry {entry:#x}: the copied flag disagrees with the data cluster's refcount {rc}{}", counted(n)),
                         n,
                     );
                 }

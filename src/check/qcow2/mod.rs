@@ -163,6 +163,16 @@ impl Who {
     }
 }
 
+/// What a problem in a table named `n` times says of its count (nothing
+/// for a table named once).
+fn counted(n: u64) -> String {
+    if n > 1 {
+        format!(" (counted {n} times: the table is named {n} times)")
+    } else {
+        String::new()
+    }
+}
+
 /// Checks one qcow2 layer the way `qemu-img check` does.
 pub fn check(layer: usize, q: &Qcow2Layer, progress: &dyn Progress) -> LayerCheck {
     let mut c = Checker::new(layer, q);
@@ -325,11 +335,7 @@ impl<'a> Checker<'a> {
         n: u64,
     ) {
         if self.first_pass && self.explain.is_none() {
-            let detail = if n > 1 {
-                format!("{detail} (counted {n} times: the table is named {n} times)")
-            } else {
-                detail
-            };
+            let detail = format!("{detail}{}", counted(n));
             self.problem_n(Severity::Error, kind, structure, offset, detail, n);
         }
     }

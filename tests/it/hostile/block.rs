@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{be64, bounded, fails_with, put_be64, run};
 use crate::formats::{check_map, qemu_io_fmt};
-use crate::util::{need, qemu_io, sh};
+use crate::util::{need, qemu_io, sh, share_first_l2};
 
 /// The L2 table of the image's first L1 entry.
 fn first_l2(img: &[u8]) -> usize {
@@ -244,16 +244,10 @@ fn chain_cost_follows_the_real_l2_tables() {
         &["write -P 7 0 64k", "write -z 128k 64k", "write -P 9 1M 64k"],
     );
     let path = dir.join("huge.qcow2");
-    let mut img = std::fs::read(&path).unwrap();
-    assert!(img.len() <= 5 << 20, "{} bytes", img.len());
-    let l1 = be64(&img, 40) as usize;
-    let l1_size = u32::from_be_bytes(img[36..40].try_into().unwrap()) as usize;
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len <= 5 << 20, "{len} bytes");
+    let (_, l1_size, _) = share_first_l2(&path);
     assert_eq!(l1_size, 1 << 19);
-    let first = be64(&img, l1);
-    for i in 1..l1_size {
-        put_be64(&mut img, l1 + i * 8, first);
-    }
-    std::fs::write(&path, img).unwrap();
     let out = sh(
         dir,
         &[
@@ -554,15 +548,8 @@ fn l1_all_naming_one_l2(dir: &Path) -> (std::path::PathBuf, u64) {
     );
     qemu_io(dir, "huge.qcow2", &["write -P 7 0 4k"]);
     let path = dir.join("huge.qcow2");
-    let mut img = std::fs::read(&path).unwrap();
-    let l1 = be64(&img, 40) as usize;
-    let l1_size = u32::from_be_bytes(img[36..40].try_into().unwrap()) as u64;
-    assert_eq!(l1_size, MAX_L1_ENTRIES);
-    let first = be64(&img, l1);
-    for i in 1..l1_size as usize {
-        put_be64(&mut img, l1 + i * 8, first);
-    }
-    std::fs::write(&path, img).unwrap();
+    let (l1, l1_size, _) = share_first_l2(&path);
+    assert_eq!(l1_size as u64, MAX_L1_ENTRIES);
     (path, l1 as u64)
 }
 

@@ -8,13 +8,18 @@ use crate::util::{debugfs_w, need, sh, thin_overlay};
 /// A 4 KiB-block ext4 image without journal or checksums (so patched
 /// fields are read as patched), made by mke2fs.
 fn plain_ext4(dir: &Path, name: &str, size: &str, extra: &[&str]) {
+    plain_ext4_in(dir, name, size, "4096", extra);
+}
+
+/// [`plain_ext4`] with blocks of `block_size` bytes.
+fn plain_ext4_in(dir: &Path, name: &str, size: &str, block_size: &str, extra: &[&str]) {
     let mut args = vec![
         "mke2fs",
         "-q",
         "-t",
         "ext4",
         "-b",
-        "4096",
+        block_size,
         "-O",
         "^metadata_csum,^has_journal",
     ];
@@ -400,9 +405,14 @@ fn node(depth: u16, max: u16, entries: &[[u8; 12]], size: usize) -> Vec<u8> {
 }
 
 fn leaf(logical: u32, physical: u32) -> [u8; 12] {
+    extent(logical, 1, physical)
+}
+
+/// A leaf extent of `len` blocks.
+fn extent(logical: u32, len: u16, physical: u32) -> [u8; 12] {
     let mut e = [0u8; 12];
     e[0..4].copy_from_slice(&logical.to_le_bytes());
-    e[4..6].copy_from_slice(&1u16.to_le_bytes());
+    e[4..6].copy_from_slice(&len.to_le_bytes());
     e[8..12].copy_from_slice(&physical.to_le_bytes());
     e
 }
@@ -701,23 +711,7 @@ fn htree_dir_moved(dir: &Path, image: &str, block_size: &str, last: u32) -> u64 
         )
         .unwrap();
     }
-    sh(
-        dir,
-        &[
-            "mke2fs",
-            "-q",
-            "-t",
-            "ext4",
-            "-b",
-            block_size,
-            "-O",
-            "^metadata_csum,^has_journal",
-            "-d",
-            "src",
-            image,
-            "16M",
-        ],
-    );
+    plain_ext4_in(dir, image, "16M", block_size, &["-d", "src"]);
     let _ = std::process::Command::new("e2fsck")
         .args(["-fyD", image])
         .current_dir(dir)
@@ -745,20 +739,12 @@ fn htree_dir_moved(dir: &Path, image: &str, block_size: &str, last: u32) -> u64 
     };
     assert!(n >= 3, "{stat}");
     let at = inode_location_in(dir, image, ino, block_size.parse().unwrap()) + 0x28;
-    let ext = |l: u32, len: u16, phys: u32| {
-        let mut e = l.to_le_bytes().to_vec();
-        e.extend(len.to_le_bytes());
-        e.extend(0u16.to_le_bytes());
-        e.extend(phys.to_le_bytes());
-        e
-    };
-    let mut root = Vec::new();
-    for v in [0xf30au16, 2, 4, 0] {
-        root.extend(v.to_le_bytes());
-    }
-    root.extend(0u32.to_le_bytes());
-    root.extend(ext(0, (n - 1) as u16, p));
-    root.extend(ext(last, 1, p + n - 1));
+    let root = node(
+        0,
+        4,
+        &[extent(0, (n - 1) as u16, p), extent(last, 1, p + n - 1)],
+        60,
+    );
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
         .write(true)
