@@ -187,6 +187,7 @@ def main():
         mass_create_rows()
         mass_delete_rows()
         mass_modify_rows()
+        mass_rename_rows()
         return
     if args.fs_kinds:
         fs_kinds_bench()
@@ -970,6 +971,66 @@ def mass_modify_rows():
         print(f"{what:<40} layerscope {t1 * 1000:8.1f} ms ({rss[0] / 1024:5.1f} MiB) | fls -r -p {t3 * 1000:8.1f} ms | ratio {t1 / t3:5.2f}x | diff --full {t2 * 1000:8.1f} ms ({rss[1] / 1024:5.1f} MiB)")
 
 
+def build_mass_rename(d, n):
+    """A base of `n` directories `/d/dirK` (each holding a file `f` and a
+    directory `sub`; without dir_index, where debugfs's link keeps the
+    directory sound) and a thin overlay in which debugfs renamed every
+    one to `/d/movK` (unlink, then link the inode under a name as long):
+    the `diff --json` mass-rename row. Returns the top overlay and the
+    base's raw image. Cached."""
+    os.makedirs(d, exist_ok=True)
+    base, old, top = (os.path.join(d, f"renamed{n}-{k}") for k in ("base.qcow2", "old.raw", "top.qcow2"))
+    if os.path.exists(top):
+        return top, old
+    t0 = time.time()
+    tree = os.path.join(d, f"renamed{n}-tree")
+    shutil.rmtree(tree, ignore_errors=True)
+    for k in range(n):
+        os.makedirs(os.path.join(tree, "d", f"dir{k}", "sub"))
+        with open(os.path.join(tree, "d", f"dir{k}", "f"), "w") as f:
+            f.write("x")
+    sh("mke2fs", "-q", "-F", "-t", "ext4", "-O", "^dir_index", "-b", "4096", "-N", str(3 * n + 1000),
+       "-d", tree, "-E", "root_owner=0:0", old, "512M")
+    shutil.rmtree(tree)
+    sh("qemu-img", "convert", "-O", "qcow2", old, base)
+    ls = subprocess.run(["debugfs", "-R", "ls -l /d", old], capture_output=True, text=True, check=True).stdout
+    cmds = []
+    for line in ls.splitlines():
+        w = line.split()
+        if w and w[-1].startswith("dir"):
+            cmds += [f"unlink /d/{w[-1]}", f"link <{w[0]}> /d/mov{w[-1][3:]}"]
+    flat = os.path.join(d, f"renamed{n}-flat.raw")
+    shutil.copyfile(old, flat)
+    debugfs(flat, cmds)
+    sh("e2fsck", "-fn", flat, stdout=subprocess.DEVNULL)
+    thin_overlay(flat, base, top)
+    os.remove(flat)
+    print(f"  mass rename of {n} directories built in {time.time() - t0:.0f}s", flush=True)
+    return top, old
+
+
+def mass_rename_rows():
+    """`diff --json` of a mass rename (20,000 directories renamed in the
+    top overlay, each holding a file and a directory) vs `fls -r -p` of
+    the base, and `diff --full --json` beside it. Each changed name was
+    matched against every directory move: 37 s before the moves were
+    indexed by path. The row checks that every directory, and what is
+    under it, is listed as moved from its old path, by both."""
+    d = os.path.join(WORK, "mass")
+    n = 20000
+    top, old = build_mass_rename(d, n)
+    ours, full, fls = [BIN, "diff", "--json", top], [BIN, "diff", "--full", "--json", top], ["fls", "-r", "-p", old]
+    want = {(f"/d/mov{k}{p}", f"/d/dir{k}{p}") for k in range(n) for p in ("", "/f", "/sub")}
+    for cmd in (ours, full):
+        got = json.loads(subprocess.check_output(cmd))["changes"]
+        moved = {(c["path"], c.get("from")) for c in got if c["change"] == "moved"}
+        assert moved == want and len(got) == len(want), f"{cmd[2]}: {len(want - moved)} moves not listed, {len(got) - len(want & moved)} other changes"
+    t1, t2, t3 = interleaved([ours, full, fls], rounds=5, warmup=1)
+    rss = [peak_rss(c) for c in (ours, full)]
+    what = f"diff --json, {n} directories renamed"
+    print(f"{what:<40} layerscope {t1 * 1000:8.1f} ms ({rss[0] / 1024:5.1f} MiB) | fls -r -p {t3 * 1000:8.1f} ms | ratio {t1 / t3:5.2f}x | diff --full {t2 * 1000:8.1f} ms ({rss[1] / 1024:5.1f} MiB)")
+
+
 def mass_create_rows():
     """`diff --json` of a mass create (20,000 and 200,000 files created in
     the top overlay) vs `fls -r -p` of the top's flat raw image, which
@@ -1033,6 +1094,7 @@ def overlay_bench(rebuild=False):
     mass_create_rows()
     mass_delete_rows()
     mass_modify_rows()
+    mass_rename_rows()
     tp = os.path.join(WORK, "throughput")
     if not os.path.exists(os.path.join(tp, "top.qcow2")):
         print("building the throughput chain ...", flush=True)

@@ -33,6 +33,7 @@ pub mod compare;
 pub mod dirty;
 pub mod index;
 mod layout;
+mod moves;
 mod name_spill;
 mod pair;
 mod pairing;
@@ -45,6 +46,7 @@ pub mod tree;
 use blocks::BlockSet;
 use compare::{in_use, Delta};
 use layout::Layout;
+use moves::DirMoves;
 use pair::{Brief, Pair};
 
 /// Why a diff stopped.
@@ -409,14 +411,15 @@ fn assemble_names(
     }
     // Directories that moved (one name lost, one gained, the same
     // directory): they carry the names under them (see [`pairing`]).
-    let mut moved_dirs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut moved_dirs = Vec::new();
     for (&ino, (gone, new)) in &by_ino {
         if let ([g], [n]) = (gone.as_slice(), new.as_slice()) {
             if g.dir && n.dir && pair.persists(ino) {
-                moved_dirs.push((g.path.clone(), n.path.clone()));
+                moved_dirs.push((g.path.clone(), n.path.clone(), ino));
             }
         }
     }
+    let moved_dirs = DirMoves::new(moved_dirs);
     let mut out = Vec::new();
     for (ino, (mut gone, mut new)) in by_ino {
         gone.sort_by(|a, b| a.path.cmp(&b.path));
@@ -427,13 +430,9 @@ fn assemble_names(
                 // A name that only moved with its directory is one the
                 // quick diff need not have listed as lost (its directory
                 // entry did not change): found here, it pairs with it.
-                let back: Vec<(Vec<u8>, Vec<u8>)> = moved_dirs
-                    .iter()
-                    .map(|(f, t)| (t.clone(), f.clone()))
-                    .collect();
                 let old = pair.views().0;
                 for n in &new {
-                    let Some(was) = pairing::carried(&n.path, &back) else {
+                    let Some(was) = pairing::carried_back(&n.path, &moved_dirs) else {
                         continue;
                     };
                     if !gone.iter().any(|g| g.path == was) && ino_at(old, &was) == Some(ino) {
@@ -525,34 +524,39 @@ fn in_place(
     }
 }
 
-/// The directories `out` moves (old path, new path), outermost first.
-fn dir_moves_of(out: &[Change]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// The directories `out` moves (old path, new path, inode), outermost
+/// first: the last of a path's moves is its innermost.
+fn dir_moves_of(out: &[Change]) -> DirMoves {
     // A moved directory moves what is under it: only the directory is a
     // change (a full walk sees every name under it move).
-    let mut dir_moves: Vec<(Vec<u8>, Vec<u8>)> = out
+    let mut dir_moves: Vec<moves::DirMove> = out
         .iter()
         .filter(|c| c.change == Kind::Moved && c.file_type == "directory")
-        .filter_map(|c| Some((c.raw_from.clone()?, c.raw_path.clone())))
+        .filter_map(|c| Some((c.raw_from.clone()?, c.raw_path.clone(), c.inode)))
         .collect();
-    // Outermost first, so that `.rev()` meets the innermost move first.
-    dir_moves.sort_by_key(|(_, t)| t.len());
-    dir_moves
+    dir_moves.sort_by_key(|(_, t, _)| t.len());
+    DirMoves::new(dir_moves)
 }
 
 /// Files under the moved directories `dir_moves` (from
 /// [`dir_moves_of`]): changed in place there, they moved too; names that
 /// only moved with their directory are not changes.
-fn after_moves(pair: &mut dyn PairView, out: &mut Vec<Change>, dir_moves: &[(Vec<u8>, Vec<u8>)]) {
+fn after_moves(pair: &mut dyn PairView, out: &mut Vec<Change>, dir_moves: &DirMoves) {
     if !dir_moves.is_empty() {
         let (old, new) = pair.views();
         // A file changed in place under a moved directory: the full walk
         // sees it move (with its change), the quick one only the change.
         for c in out.iter_mut().filter(|c| c.change == Kind::Modified) {
-            let from = dir_moves.iter().rev().find_map(|(f, t)| {
-                let mut p = f.clone();
-                p.extend_from_slice(under(&c.raw_path, t)?);
-                (ino_at(old, &p) == Some(c.inode)).then_some(p)
-            });
+            let near = dir_moves.near_new(&c.raw_path);
+            let from = near
+                .iter()
+                .rev()
+                .filter_map(|&i| dir_moves.get(i))
+                .find_map(|(f, t, _)| {
+                    let mut p = f.clone();
+                    p.extend_from_slice(under(&c.raw_path, t)?);
+                    (ino_at(old, &p) == Some(c.inode)).then_some(p)
+                });
             if let Some(from) = from {
                 c.change = Kind::Moved;
                 c.from = Some(crate::escape::printable_bytes(&from));
@@ -569,7 +573,7 @@ fn after_moves(pair: &mut dyn PairView, out: &mut Vec<Change>, dir_moves: &[(Vec
             let Some(from) = c.raw_from.as_ref() else {
                 return true;
             };
-            !dir_moves.iter().any(|(df, dt)| {
+            !dir_moves.near_old(from).iter().filter_map(|&i| dir_moves.get(i)).any(|(df, dt, _)| {
                 matches!((under(from, df), under(&c.raw_path, dt)), (Some(a), Some(b)) if a == b)
             })
         });
@@ -583,16 +587,19 @@ fn after_moves(pair: &mut dyn PairView, out: &mut Vec<Change>, dir_moves: &[(Vec
 /// only moved with it.
 fn carried_along(
     c: &Change,
-    dir_moves: &[(Vec<u8>, Vec<u8>)],
+    dir_moves: &DirMoves,
     old: &dyn crate::fs::Filesystem,
     new: &dyn crate::fs::Filesystem,
 ) -> bool {
+    let moves = |near: Vec<usize>, back: bool| -> Vec<(&Vec<u8>, &Vec<u8>)> {
+        near.iter()
+            .filter_map(|&i| dir_moves.get(i))
+            .map(|(f, t, _)| if back { (t, f) } else { (f, t) })
+            .collect()
+    };
     let (here, there) = match c.change {
-        Kind::Added => (
-            dir_moves.iter().map(|(f, t)| (t, f)).collect::<Vec<_>>(),
-            old,
-        ),
-        Kind::Deleted => (dir_moves.iter().map(|(f, t)| (f, t)).collect(), new),
+        Kind::Added => (moves(dir_moves.near_new(&c.raw_path), true), old),
+        Kind::Deleted => (moves(dir_moves.near_old(&c.raw_path), false), new),
         _ => return false,
     };
     here.iter().any(|(at, other)| {

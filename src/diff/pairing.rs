@@ -9,14 +9,31 @@
 //! 1. the old path carried by a moved directory to exactly the new path;
 //! 2. the same file name (a move to another directory);
 //! 3. what is left, in path order.
+use super::moves::DirMoves;
 use super::Name;
 
 /// Where the moves of directories `moves` (old path, new path) carry
 /// `path`: the innermost moved directory holding it decides (a move
 /// inside a moved directory is recorded with its full new path).
-pub(super) fn carried(path: &[u8], moves: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
-    moves
-        .iter()
+pub(super) fn carried(path: &[u8], moves: &DirMoves) -> Option<Vec<u8>> {
+    carry(path, moves, false)
+}
+
+/// Where `path`, a new path, was before the moves of directories
+/// `moves`: [`carried`] backwards.
+pub(super) fn carried_back(path: &[u8], moves: &DirMoves) -> Option<Vec<u8>> {
+    carry(path, moves, true)
+}
+
+fn carry(path: &[u8], moves: &DirMoves, back: bool) -> Option<Vec<u8>> {
+    let near = if back {
+        moves.near_new(path)
+    } else {
+        moves.near_old(path)
+    };
+    near.iter()
+        .filter_map(|&i| moves.get(i))
+        .map(|(f, t, _)| if back { (t, f) } else { (f, t) })
         .filter_map(|(f, t)| super::under(path, f).map(|rel| (f.len(), t, rel)))
         .max_by_key(|(len, _, _)| *len)
         .map(|(_, t, rel)| {
@@ -37,11 +54,7 @@ fn file_name(path: &[u8]) -> &[u8] {
 
 /// Pairs `gone` (names lost, sorted by path) with `new` (names gained,
 /// sorted): indexes `(g, n)` of the moves, in the order of `new`.
-pub(super) fn pair_names(
-    gone: &[Name],
-    new: &[Name],
-    moves: &[(Vec<u8>, Vec<u8>)],
-) -> Vec<(usize, usize)> {
+pub(super) fn pair_names(gone: &[Name], new: &[Name], moves: &DirMoves) -> Vec<(usize, usize)> {
     let mut g_used = vec![false; gone.len()];
     let mut n_used = vec![false; new.len()];
     let mut out = Vec::new();
@@ -99,34 +112,39 @@ mod tests {
         }
     }
 
+    fn moves(list: &[(&str, &str)]) -> DirMoves {
+        DirMoves::new(
+            list.iter()
+                .map(|(f, t)| (f.as_bytes().to_vec(), t.as_bytes().to_vec(), 2))
+                .collect(),
+        )
+    }
+
     #[test]
     fn a_moved_directory_carries_the_name_that_stayed() {
         // /d/a and /d/b are one file; /d moved to /x; /d/a was replaced
         // by another file, so only b is this file's name now.
         let gone = [name("/d/a"), name("/d/b")];
         let new = [name("/x/b")];
-        let moves = [(b"/d".to_vec(), b"/x".to_vec())];
-        assert_eq!(pair_names(&gone, &new, &moves), vec![(1, 0)]);
+        assert_eq!(
+            pair_names(&gone, &new, &moves(&[("/d", "/x")])),
+            vec![(1, 0)]
+        );
     }
 
     #[test]
     fn the_same_file_name_then_path_order() {
         let gone = [name("/a/one"), name("/a/two")];
         let new = [name("/b/three"), name("/b/two")];
-        assert_eq!(pair_names(&gone, &new, &[]), vec![(0, 0), (1, 1)]);
+        assert_eq!(pair_names(&gone, &new, &moves(&[])), vec![(0, 0), (1, 1)]);
         assert_eq!(
-            carried(b"/r/s/t", &[(b"/r".to_vec(), b"/".to_vec())]),
+            carried(b"/r/s/t", &moves(&[("/r", "/")])),
             Some(b"/s/t".to_vec())
         );
-        assert_eq!(
-            carried(
-                b"/r/s/t",
-                &[
-                    (b"/r".to_vec(), b"/q".to_vec()),
-                    (b"/r/s".to_vec(), b"/z".to_vec())
-                ]
-            ),
-            Some(b"/z/t".to_vec())
-        );
+        let nested = moves(&[("/r", "/q"), ("/r/s", "/z")]);
+        assert_eq!(carried(b"/r/s/t", &nested), Some(b"/z/t".to_vec()));
+        assert_eq!(carried_back(b"/z/t", &nested), Some(b"/r/s/t".to_vec()));
+        assert_eq!(carried_back(b"/q/u", &nested), Some(b"/r/u".to_vec()));
+        assert_eq!(carried(b"/rs/t", &nested), None);
     }
 }

@@ -18,6 +18,7 @@ use crate::escape::printable_bytes;
 use crate::fs::ext::Ext4;
 
 use super::compare::{compare, Delta};
+use super::moves::DirMoves;
 use super::{Change, Diff, Kind};
 
 /// Most paths one moved directory expands to (a damaged or enormous tree
@@ -153,7 +154,7 @@ pub fn keep(classes: &[Class]) -> Vec<bool> {
 pub struct Level<'a> {
     new: &'a Ext4,
     /// Moved directories (old path, new path, inode), outermost first.
-    dirs: Vec<(Vec<u8>, Vec<u8>, u64)>,
+    dirs: DirMoves,
     /// Items made so far of files changed in place, and of other names.
     seq: u64,
 }
@@ -172,7 +173,7 @@ impl<'a> Level<'a> {
         let extras = other_names(&changes);
         let mut level = Level {
             new,
-            dirs: moved_dirs(&changes),
+            dirs: super::dir_moves_of(&changes),
             seq: 0,
         };
         // One pass, into a list of the right size: a mass create's or
@@ -236,7 +237,8 @@ impl<'a> Level<'a> {
         let Some(from) = c.raw_from.as_deref() else {
             return false;
         };
-        self.dirs.iter().any(|(f, t, _)| {
+        let near = self.dirs.near_old(from);
+        near.iter().filter_map(|&i| self.dirs.get(i)).any(|(f, t, _)| {
             matches!((below(from, f), below(&c.raw_path, t)), (Some(a), Some(b)) if !a.is_empty() && a == b)
         })
     }
@@ -246,10 +248,11 @@ impl<'a> Level<'a> {
         if c.change != Kind::Modified || c.replaced {
             return;
         }
-        if let Some((f, t, _)) = self
-            .dirs
+        let near = self.dirs.near_new(&c.raw_path);
+        if let Some((f, t, _)) = near
             .iter()
             .rev()
+            .filter_map(|&i| self.dirs.get(i))
             .find(|(_, t, _)| below(&c.raw_path, t).is_some_and(|r| !r.is_empty()))
         {
             let rel = below(&c.raw_path, t).unwrap_or_default().to_vec();
@@ -264,17 +267,18 @@ impl<'a> Level<'a> {
     /// The paths under the moved directories, as moves.
     fn expanded(&mut self, notes: &mut Vec<String>) -> Vec<Item> {
         let mut items = Vec::new();
-        for (_, t, ino) in &self.dirs {
+        for (_, t, ino) in self.dirs.list() {
             let mut names = Vec::new();
             super::walk(self.new, *ino, t, &mut names, notes);
             for n in names.into_iter().take(MAX_EXPANDED) {
                 // The innermost moved directory holding the path says
                 // where it was (a directory moved inside a moved one came
                 // from its own old place, not from under the outer one's).
-                let Some((f, t, rel)) = self
-                    .dirs
+                let near = self.dirs.near_new(&n.path);
+                let Some((f, t, rel)) = near
                     .iter()
                     .rev()
+                    .filter_map(|&i| self.dirs.get(i))
                     .find_map(|(f, t, _)| below(&n.path, t).map(|r| (f, t, r.to_vec())))
                 else {
                     continue;
@@ -425,19 +429,6 @@ fn join(dir: &[u8], rel: &[u8]) -> Vec<u8> {
     }
     p.extend_from_slice(rel);
     p
-}
-
-/// The moved directories among `changes` (old path, new path, inode),
-/// outermost first: a directory moved inside a moved one is expanded
-/// from its own move.
-fn moved_dirs(changes: &[Change]) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
-    let mut dirs: Vec<(Vec<u8>, Vec<u8>, u64)> = changes
-        .iter()
-        .filter(|c| c.change == Kind::Moved && c.file_type == "directory")
-        .filter_map(|c| Some((c.raw_from.clone()?, c.raw_path.clone(), c.inode)))
-        .collect();
-    dirs.sort_by_key(|d| d.1.len());
-    dirs
 }
 
 #[cfg(test)]
