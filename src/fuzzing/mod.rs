@@ -431,6 +431,32 @@ pub fn nbd_server(bytes: &[u8]) {
     }
 }
 
+/// The scripted server's socket, in the temporary directory: this and
+/// the process id.
+const SOCKET_PREFIX: &str = "layerscope-fuzz-nbd-";
+
+/// Removes the sockets of [`script_server`]s whose process is gone: the
+/// server lives as long as its process and its socket stays behind (a
+/// test run left one in /tmp per run).
+fn remove_stale_sockets(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(pid) = name
+            .strip_prefix(SOCKET_PREFIX)
+            .and_then(|rest| rest.strip_suffix(".sock"))
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The scripted server of [`nbd_server`]: one per process, on a socket in
 /// the temporary directory.
 struct ScriptServer {
@@ -443,8 +469,10 @@ fn script_server() -> Option<&'static ScriptServer> {
     use std::os::unix::net::UnixListener;
     static SERVER: std::sync::OnceLock<Option<&'static ScriptServer>> = std::sync::OnceLock::new();
     *SERVER.get_or_init(|| {
-        let path = std::env::temp_dir()
-            .join(format!("layerscope-fuzz-nbd-{}.sock", std::process::id()))
+        let dir = std::env::temp_dir();
+        remove_stale_sockets(&dir);
+        let path = dir
+            .join(format!("{SOCKET_PREFIX}{}.sock", std::process::id()))
             .to_string_lossy()
             .into_owned();
         let _ = std::fs::remove_file(&path);
@@ -473,4 +501,26 @@ fn script_server() -> Option<&'static ScriptServer> {
         });
         Some(server)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sockets_of_processes_gone_are_removed() {
+        let dir = std::env::temp_dir().join(format!("layerscope-stale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gone = dir.join(format!("{}{}.sock", super::SOCKET_PREFIX, i32::MAX));
+        let alive = dir.join(format!(
+            "{}{}.sock",
+            super::SOCKET_PREFIX,
+            std::process::id()
+        ));
+        let other = dir.join("unrelated-1.sock");
+        for p in [&gone, &alive, &other] {
+            std::fs::write(p, b"").unwrap();
+        }
+        super::remove_stale_sockets(&dir);
+        assert!(!gone.exists() && alive.exists() && other.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
