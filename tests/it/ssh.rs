@@ -242,13 +242,13 @@ pub(crate) fn ls_ssh_env(sshd: &Sshd, cwd: &Path, args: &[&str], env: &[(&str, &
 /// with compressed clusters) and `top/top.qcow2` over `mid.qcow2`; each
 /// overlay adds, changes and deletes files.
 pub(crate) fn fixture() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
         if !need("qemu-img") || !need("mke2fs") || !need("debugfs") {
             return None;
         }
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
+        let dir = process_dir("layerscope-ssh-fixture");
+        let d = dir.as_path();
         std::fs::create_dir_all(d.join("base")).unwrap();
         std::fs::create_dir_all(d.join("top")).unwrap();
         mkfs(d, "sparse", "24M", 120);
@@ -314,7 +314,7 @@ pub(crate) fn fixture() -> Option<&'static Path> {
         Some(dir)
     })
     .as_ref()
-    .map(|t| t.path())
+    .map(|t| t.as_path())
 }
 
 /// Replaces the remote names by the local ones and drops what SFTP cannot

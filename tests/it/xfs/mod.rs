@@ -302,10 +302,7 @@ pub fn db_pairs(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn build(v: Variant) -> Image {
-    let dir =
-        std::env::temp_dir().join(format!("layerscope-xfs-{}-{}", std::process::id(), v.name));
-    let _ = std::fs::remove_dir_all(&dir);
+fn build(v: Variant, dir: PathBuf) -> Image {
     std::fs::create_dir_all(&dir).unwrap();
     let (proto, tree) = protofile(&dir, v.name.starts_with("v5"));
     let base = format!("{}.base.raw", v.name);
@@ -396,21 +393,13 @@ pub fn tools() -> bool {
 pub fn images() -> &'static [Image] {
     static IMAGES: OnceLock<Vec<Image>> = OnceLock::new();
     IMAGES.get_or_init(|| {
-        // Leftovers of earlier runs (statics are never dropped).
-        for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = name
-                .strip_prefix("layerscope-xfs-")
-                .and_then(|r| r.split('-').next())
-            {
-                if pid != std::process::id().to_string() && !Path::new("/proc").join(pid).exists() {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
+        let root = crate::util::process_dir("layerscope-xfs");
         let handles: Vec<_> = VARIANTS
             .iter()
-            .map(|&v| std::thread::spawn(move || build(v)))
+            .map(|&v| {
+                let dir = root.join(v.name);
+                std::thread::spawn(move || build(v, dir))
+            })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     })
