@@ -1,7 +1,7 @@
 //! Bounded LRU caches that allocate as they fill.
 //!
 //! `LruCache::new(cap)` reserves a hash table for `cap` entries up front:
-//! the block cache's page store alone reserves 8,192 (a 272 KiB mapping,
+//! the block cache's page store alone reserved 8,192 (a 272 KiB mapping,
 //! its control bytes written and page-faulted in). Every image opened
 //! builds several such caches, and a short command (a quick diff, a
 //! `stat`) fills few of them: their up-front tables were a sizeable part

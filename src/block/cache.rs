@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use crate::block::buffer::AlignedBuf;
+use crate::block::page_store::PageStore;
 use crate::block::{check_range, BlockError, BlockSource, Extent};
 use crate::bytes::{u64_of, us};
 
@@ -38,15 +39,13 @@ const START_CHUNKS: u64 = 2 * MAX_WINDOW;
 /// costs a fresh buffer once (~70 µs), a chunk read again ~8 µs.
 const GROW_EVERY: u64 = 8;
 
-type Chunks = LruCache<u64, Arc<[u8]>>;
-
 /// Cached chunks: page-aligned buffers the source reads into directly.
 type Held = LruCache<u64, Arc<AlignedBuf>>;
 
 /// Bytes per page of the prefetch store: scattered metadata (inodes,
 /// directory blocks) is fetched ahead in pages, not whole chunks.
-pub const PAGE: u64 = 4096;
-/// Pages the prefetch store keeps (32 MiB), least recently used first out.
+pub use crate::block::page_store::PAGE;
+/// Bytes the prefetch store keeps (32 MiB), least recently used first out.
 const PAGE_STORE: u64 = 32 << 20;
 /// Most bytes one [`BlockCache::prefetch`] fetches (16 MiB): what is
 /// fetched ahead stays well inside the store until it is used.
@@ -96,7 +95,7 @@ pub struct BlockCache {
     misses: AtomicU64,
     readahead: AtomicU64,
     /// Pages fetched ahead ([`BlockCache::prefetch`]), by page index.
-    pages: Mutex<Chunks>,
+    pages: Mutex<PageStore>,
     /// Whether `pages` may hold anything (reads skip its lock until then).
     has_pages: std::sync::atomic::AtomicBool,
     prefetched: AtomicU64,
@@ -172,7 +171,7 @@ impl BlockCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             readahead: AtomicU64::new(0),
-            pages: Mutex::new(crate::lazy_lru::bounded(us(PAGE_STORE / PAGE))),
+            pages: Mutex::new(PageStore::new(PAGE_STORE)),
             has_pages: std::sync::atomic::AtomicBool::new(false),
             prefetched: AtomicU64::new(0),
         }
@@ -183,7 +182,7 @@ impl BlockCache {
         self.prefetched.load(Ordering::Relaxed)
     }
 
-    fn lock_pages(&self) -> Result<std::sync::MutexGuard<'_, Chunks>, BlockError> {
+    fn lock_pages(&self) -> Result<std::sync::MutexGuard<'_, PageStore>, BlockError> {
         self.pages.lock().map_err(|_| BlockError::Internal {
             what: "the page store lock was poisoned".into(),
         })
@@ -196,33 +195,7 @@ impl BlockCache {
         if !self.has_pages.load(Ordering::Relaxed) || buf.is_empty() {
             return Ok(false);
         }
-        let end = offset.saturating_add(u64_of(buf.len()));
-        let first = offset / PAGE;
-        let last = end.saturating_sub(1) / PAGE;
-        let mut pages = self.lock_pages()?;
-        if !(first..=last).all(|i| pages.contains(&i)) {
-            return Ok(false);
-        }
-        let mut pos = offset;
-        let mut rest = buf;
-        while !rest.is_empty() {
-            let index = pos / PAGE;
-            let Some(page) = pages.get(&index) else {
-                return Ok(false);
-            };
-            let from = page.get(us(pos % PAGE)..).unwrap_or_default();
-            let from = from.get(..rest.len()).unwrap_or(from);
-            if from.is_empty() {
-                // A short page (the end of the disk) that does not hold
-                // the bytes: read them the ordinary way.
-                return Ok(false);
-            }
-            let (piece, tail) = rest.split_at_mut(from.len());
-            piece.copy_from_slice(from);
-            rest = tail;
-            pos = pos.saturating_add(u64_of(from.len()));
-        }
-        Ok(true)
+        Ok(self.lock_pages()?.serve(offset, buf))
     }
 
     /// Fills `buf` from what is held (the page store, or one cached
@@ -285,11 +258,8 @@ impl BlockCache {
         let Some(last) = offset.checked_add(len).and_then(|e| e.checked_sub(1)) else {
             return Ok(false);
         };
-        if self.has_pages.load(Ordering::Relaxed) {
-            let pages = self.lock_pages()?;
-            if (offset / PAGE..=last / PAGE).all(|i| pages.contains(&i)) {
-                return Ok(true);
-            }
+        if self.has_pages.load(Ordering::Relaxed) && self.lock_pages()?.holds(offset, len) {
+            return Ok(true);
         }
         let index = offset / CHUNK;
         Ok(last / CHUNK == index && self.lock()?.contains(&index))
@@ -345,7 +315,7 @@ impl BlockCache {
                         break 'ranges;
                     }
                     let chunk = i.saturating_mul(PAGE) / CHUNK;
-                    if !pages.contains(&i) && !chunks.contains(&chunk) {
+                    if !pages.contains(i) && !chunks.contains(&chunk) {
                         wanted.insert(i);
                     }
                 }
@@ -389,13 +359,9 @@ impl BlockCache {
         drop(reqs);
         let mut fetched = 0u64;
         let mut pages = self.lock_pages()?;
-        // Each buffer freed as soon as its pages are copied: the batch is
-        // not held twice at its end.
+        // Each buffer kept as it is, its pages sharing it (no copy).
         for (start, buf) in bufs {
-            for (i, piece) in (start / PAGE..).zip(buf.chunks(us(PAGE))) {
-                pages.put(i, Arc::from(piece));
-                fetched = fetched.saturating_add(u64_of(piece.len()));
-            }
+            fetched = fetched.saturating_add(pages.insert(start / PAGE, bytes::Bytes::from(buf)));
         }
         self.has_pages.store(true, Ordering::Relaxed);
         self.prefetched.fetch_add(fetched / PAGE, Ordering::Relaxed);

@@ -20,6 +20,7 @@ pub mod map;
 pub mod nbd;
 pub mod nbd_files;
 pub mod origin;
+pub mod page_store;
 pub mod percent;
 pub mod probe;
 pub mod qcow2;

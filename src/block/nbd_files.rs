@@ -210,8 +210,13 @@ pub fn open_uri(
             let mut tail = vec![0u8; usize::try_from(n).unwrap_or(0)];
             // Both in flight together: one round trip.
             // Block status for the whole export goes in the same write.
-            client
-                .read_many_with_status(&mut [(0, &mut head), (len.saturating_sub(n), &mut tail)])?;
+            let tail_at = len.saturating_sub(n);
+            client.read_many_with_status(&mut [(0, &mut head), (tail_at, &mut tail)])?;
+            // Kept for the reads that follow, without a copy (the walk's
+            // head is megabytes).
+            let (head, tail) = (bytes::Bytes::from(head), bytes::Bytes::from(tail));
+            client.keep_shared(0, &head);
+            client.keep_shared(tail_at, &tail);
             let head = head
                 .get(..usize::try_from(n).unwrap_or(0))
                 .unwrap_or_default();

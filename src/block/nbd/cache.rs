@@ -51,13 +51,12 @@ impl NbdClient {
         }
     }
 
-    /// Keeps a read of any length, a span of at most [`MAX_SPAN`] at a
-    /// time (the probe's head: see `nbd_files::open_uri`).
-    pub(super) fn keep_all(&self, offset: u64, buf: &[u8]) {
-        let mut at = offset;
-        for piece in buf.chunks(crate::bytes::us(MAX_SPAN)) {
-            self.keep(at, piece);
-            at = at.saturating_add(u64_of(piece.len()));
+    /// Keeps a read of any length without copying it, a span of at most
+    /// [`MAX_SPAN`] at a time (the probe's head: see
+    /// `nbd_files::open_uri`).
+    pub fn keep_shared(&self, offset: u64, bytes: &bytes::Bytes) {
+        if let Ok(mut r) = self.recent.lock() {
+            r.keep_shared(offset, bytes);
         }
     }
 

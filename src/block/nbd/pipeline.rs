@@ -136,6 +136,9 @@ impl NbdClient {
                 self.stats
                     .in_flight
                     .store(u64_of(pending.len()), Ordering::Relaxed);
+                if side.as_mut().is_some_and(|b| b.take_warm()) {
+                    self.warm_extras();
+                }
             }
             let side_done = side.as_ref().is_none_or(|b| b.finished());
             if pending.is_empty() && side_done {

@@ -4,7 +4,10 @@
 //! filesystem's caches all start by reading the first blocks).
 //!
 //! Bounded: at most [`BUDGET`] bytes, oldest out first; only reads of at
-//! most [`MAX_SPAN`] bytes are kept (bulk reads stream past).
+//! most [`MAX_SPAN`] bytes are kept (bulk reads stream past), or a
+//! longer buffer handed over whole ([`Recent::keep_shared`]), kept as
+//! spans that share it: its bytes are freed when its last span goes, so
+//! at most one such buffer outlives the budget in part.
 #![cfg_attr(
     not(test),
     deny(
@@ -14,7 +17,8 @@
     )
 )]
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+
+use bytes::Bytes;
 
 use crate::bytes::{u64_of, us};
 
@@ -26,7 +30,7 @@ const BUDGET: u64 = 16 << 20;
 /// Spans read, by start offset.
 #[derive(Default)]
 pub struct Recent {
-    spans: BTreeMap<u64, Arc<[u8]>>,
+    spans: BTreeMap<u64, Bytes>,
     /// Insertion order (start, length), for eviction.
     order: VecDeque<(u64, usize)>,
     bytes: u64,
@@ -93,22 +97,44 @@ impl Recent {
     /// Keeps the bytes read at `offset` (when small enough), evicting the
     /// oldest spans past the budget.
     pub fn keep(&mut self, offset: u64, bytes: &[u8]) {
-        let n = u64_of(bytes.len());
-        if bytes.is_empty() || n > MAX_SPAN {
-            return;
-        }
-        if self
-            .spans
-            .get(&offset)
-            .is_some_and(|s| s.len() >= bytes.len())
+        if bytes.is_empty()
+            || u64_of(bytes.len()) > MAX_SPAN
+            || self.holds_span(offset, bytes.len())
         {
             return;
         }
-        if let Some(old) = self.spans.insert(offset, Arc::from(bytes)) {
+        self.put(offset, Bytes::copy_from_slice(bytes));
+    }
+
+    /// Keeps a read of any length without copying it: spans of at most
+    /// [`MAX_SPAN`] that share `bytes` (a tree walk's head of the disk,
+    /// megabytes that a copy would cost a fresh page each).
+    pub fn keep_shared(&mut self, offset: u64, bytes: &Bytes) {
+        let span = us(MAX_SPAN);
+        let mut from = 0usize;
+        while from < bytes.len() {
+            let to = from.saturating_add(span).min(bytes.len());
+            let at = offset.saturating_add(u64_of(from));
+            if !self.holds_span(at, to.saturating_sub(from)) {
+                self.put(at, bytes.slice(from..to));
+            }
+            from = to;
+        }
+    }
+
+    /// Whether the span kept at `offset` is at least `len` long.
+    fn holds_span(&self, offset: u64, len: usize) -> bool {
+        self.spans.get(&offset).is_some_and(|s| s.len() >= len)
+    }
+
+    fn put(&mut self, offset: u64, bytes: Bytes) {
+        let n = u64_of(bytes.len());
+        let len = bytes.len();
+        if let Some(old) = self.spans.insert(offset, bytes) {
             self.bytes = self.bytes.saturating_sub(u64_of(old.len()));
         }
         self.bytes = self.bytes.saturating_add(n);
-        self.order.push_back((offset, bytes.len()));
+        self.order.push_back((offset, len));
         while self.bytes > BUDGET {
             let Some((start, len)) = self.order.pop_front() else {
                 break;
@@ -196,5 +222,27 @@ mod tests {
         // Too large to keep.
         r.keep(0, &vec![1u8; MAX_SPAN as usize + 1]);
         assert!(!r.serve(0, &mut b));
+    }
+
+    #[test]
+    fn a_shared_buffer_is_kept_as_spans_within_the_budget() {
+        let mut r = Recent::default();
+        let data: Vec<u8> = (0..3 * MAX_SPAN as u32 + 10)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        r.keep_shared(4096, &Bytes::from(data.clone()));
+        assert_eq!(r.bytes(), data.len() as u64);
+        let mut b = vec![0u8; 2 * MAX_SPAN as usize];
+        assert!(r.serve(4096 + 5, &mut b));
+        assert_eq!(b[..], data[5..5 + b.len()]);
+        let mut end = [0u8; 10];
+        assert!(r.serve(4096 + 3 * MAX_SPAN, &mut end));
+        assert_eq!(end[..], data[3 * MAX_SPAN as usize..]);
+        // A buffer past the budget: its oldest spans go.
+        let big = Bytes::from(vec![3u8; 2 * BUDGET as usize]);
+        r.keep_shared(1 << 40, &big);
+        assert!(r.bytes() <= BUDGET);
+        assert!(!r.serve(4096, &mut end), "the first buffer went first");
+        assert!(r.serve((1 << 40) + 2 * BUDGET - 10, &mut end));
     }
 }

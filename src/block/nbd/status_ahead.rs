@@ -240,16 +240,18 @@ impl NbdClient {
     /// round of a block status walk over the whole export sent in the
     /// same write: the export probe's one round trip also answers where
     /// the disk's data is, for the map, the hit map and reads that skip
-    /// holes. A block status the server refuses is left for later.
+    /// holes. A block status the server refuses is left for later. The
+    /// bytes read are the caller's to keep ([`NbdClient::keep_shared`]
+    /// keeps them without a copy).
     ///
     /// # Errors
     /// As [`BlockSource::read_many`].
     pub fn read_many_with_status(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
-        if self.opts.walk_ahead {
-            self.warm_extras();
-        }
         let size = self.info.size;
         if self.info.meta_contexts.is_empty() || size == 0 {
+            if self.opts.walk_ahead {
+                self.warm_extras();
+            }
             return self.read_many(reqs);
         }
         for (offset, buf) in reqs.iter() {
@@ -275,12 +277,12 @@ impl NbdClient {
         let first = reqs.first().map_or(0, |r| r.0);
         let answers = self.with_conn("reading", first, |c| {
             let mut batch = StatusBatch::new(windows.clone());
+            if self.opts.walk_ahead {
+                batch = batch.warming();
+            }
             self.scatter_with_status(c, reqs, Some(&mut batch), piece)?;
             Ok(batch.finish().ok())
         })?;
-        for (o, b) in reqs.iter() {
-            self.keep_all(*o, b);
-        }
         if let Some(answers) = answers {
             if let Ok(mut p) = self.primed.lock() {
                 *p = Some((windows, answers));
