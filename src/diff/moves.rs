@@ -2,7 +2,7 @@
 //! paths: what a path under them was or became is found by looking up
 //! the path's own ancestors, at a cost of its depth, not of the number
 //! of moves. (A scan of every move per changed name made a layer that
-//! renamed 20,000 directories take 36 s to diff.)
+//! renamed 20,000 directories take 46 s to diff.)
 use std::collections::HashMap;
 
 /// One directory move: old path, new path, inode.
