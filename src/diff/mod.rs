@@ -547,11 +547,9 @@ fn after_moves(pair: &mut dyn PairView, out: &mut Vec<Change>, dir_moves: &DirMo
         // A file changed in place under a moved directory: the full walk
         // sees it move (with its change), the quick one only the change.
         for c in out.iter_mut().filter(|c| c.change == Kind::Modified) {
-            let near = dir_moves.near_new(&c.raw_path);
-            let from = near
-                .iter()
+            let from = dir_moves
+                .holding_new(&c.raw_path)
                 .rev()
-                .filter_map(|&i| dir_moves.get(i))
                 .find_map(|(f, t, _)| {
                     let mut p = f.clone();
                     p.extend_from_slice(under(&c.raw_path, t)?);
@@ -573,7 +571,7 @@ fn after_moves(pair: &mut dyn PairView, out: &mut Vec<Change>, dir_moves: &DirMo
             let Some(from) = c.raw_from.as_ref() else {
                 return true;
             };
-            !dir_moves.near_old(from).iter().filter_map(|&i| dir_moves.get(i)).any(|(df, dt, _)| {
+            !dir_moves.holding_old(from).any(|(df, dt, _)| {
                 matches!((under(from, df), under(&c.raw_path, dt)), (Some(a), Some(b)) if a == b)
             })
         });
@@ -591,15 +589,21 @@ fn carried_along(
     old: &dyn crate::fs::Filesystem,
     new: &dyn crate::fs::Filesystem,
 ) -> bool {
-    let moves = |near: Vec<usize>, back: bool| -> Vec<(&Vec<u8>, &Vec<u8>)> {
-        near.iter()
-            .filter_map(|&i| dir_moves.get(i))
-            .map(|(f, t, _)| if back { (t, f) } else { (f, t) })
-            .collect()
-    };
-    let (here, there) = match c.change {
-        Kind::Added => (moves(dir_moves.near_new(&c.raw_path), true), old),
-        Kind::Deleted => (moves(dir_moves.near_old(&c.raw_path), false), new),
+    let (here, there): (Vec<(&Vec<u8>, &Vec<u8>)>, _) = match c.change {
+        Kind::Added => (
+            dir_moves
+                .holding_new(&c.raw_path)
+                .map(|(f, t, _)| (t, f))
+                .collect(),
+            old,
+        ),
+        Kind::Deleted => (
+            dir_moves
+                .holding_old(&c.raw_path)
+                .map(|(f, t, _)| (f, t))
+                .collect(),
+            new,
+        ),
         _ => return false,
     };
     here.iter().any(|(at, other)| {

@@ -41,11 +41,6 @@ impl DirMoves {
         &self.list
     }
 
-    /// Move `i`.
-    pub fn get(&self, i: usize) -> Option<&DirMove> {
-        self.list.get(i)
-    }
-
     /// The moves whose old path is `path`, `/`, or `path` up to one of
     /// its `/`s: every move whose old path may hold `path` (the caller's
     /// own test decides), in the order given.
@@ -56,6 +51,20 @@ impl DirMoves {
     /// [`DirMoves::near_old`] by new path.
     pub fn near_new(&self, path: &[u8]) -> Vec<usize> {
         near(&self.by_to, path)
+    }
+
+    /// The moves [`DirMoves::near_old`] names, in the order given.
+    pub fn holding_old(&self, path: &[u8]) -> impl DoubleEndedIterator<Item = &DirMove> + '_ {
+        self.near_old(path)
+            .into_iter()
+            .filter_map(|i| self.list.get(i))
+    }
+
+    /// The moves [`DirMoves::near_new`] names, in the order given.
+    pub fn holding_new(&self, path: &[u8]) -> impl DoubleEndedIterator<Item = &DirMove> + '_ {
+        self.near_new(path)
+            .into_iter()
+            .filter_map(|i| self.list.get(i))
     }
 }
 
@@ -105,7 +114,7 @@ mod tests {
         for path in [&b"/a/b/c/d"[..], b"/ab/c", b"/", b"/x", b"a/b"] {
             let all: Vec<usize> = (0..moves.list().len())
                 .filter(|&i| {
-                    let f = &moves.get(i).unwrap().0;
+                    let f = &moves.list()[i].0;
                     path.starts_with(f)
                         && (f.as_slice() == b"/"
                             || path.len() == f.len()

@@ -26,13 +26,12 @@ pub(super) fn carried_back(path: &[u8], moves: &DirMoves) -> Option<Vec<u8>> {
 }
 
 fn carry(path: &[u8], moves: &DirMoves, back: bool) -> Option<Vec<u8>> {
-    let near = if back {
-        moves.near_new(path)
+    let near: Vec<&super::moves::DirMove> = if back {
+        moves.holding_new(path).collect()
     } else {
-        moves.near_old(path)
+        moves.holding_old(path).collect()
     };
-    near.iter()
-        .filter_map(|&i| moves.get(i))
+    near.into_iter()
         .map(|(f, t, _)| if back { (t, f) } else { (f, t) })
         .filter_map(|(f, t)| super::under(path, f).map(|rel| (f.len(), t, rel)))
         .max_by_key(|(len, _, _)| *len)

@@ -237,8 +237,7 @@ impl<'a> Level<'a> {
         let Some(from) = c.raw_from.as_deref() else {
             return false;
         };
-        let near = self.dirs.near_old(from);
-        near.iter().filter_map(|&i| self.dirs.get(i)).any(|(f, t, _)| {
+        self.dirs.holding_old(from).any(|(f, t, _)| {
             matches!((below(from, f), below(&c.raw_path, t)), (Some(a), Some(b)) if !a.is_empty() && a == b)
         })
     }
@@ -248,11 +247,10 @@ impl<'a> Level<'a> {
         if c.change != Kind::Modified || c.replaced {
             return;
         }
-        let near = self.dirs.near_new(&c.raw_path);
-        if let Some((f, t, _)) = near
-            .iter()
+        if let Some((f, t, _)) = self
+            .dirs
+            .holding_new(&c.raw_path)
             .rev()
-            .filter_map(|&i| self.dirs.get(i))
             .find(|(_, t, _)| below(&c.raw_path, t).is_some_and(|r| !r.is_empty()))
         {
             let rel = below(&c.raw_path, t).unwrap_or_default().to_vec();
@@ -274,11 +272,10 @@ impl<'a> Level<'a> {
                 // The innermost moved directory holding the path says
                 // where it was (a directory moved inside a moved one came
                 // from its own old place, not from under the outer one's).
-                let near = self.dirs.near_new(&n.path);
-                let Some((f, t, rel)) = near
-                    .iter()
+                let Some((f, t, rel)) = self
+                    .dirs
+                    .holding_new(&n.path)
                     .rev()
-                    .filter_map(|&i| self.dirs.get(i))
                     .find_map(|(f, t, _)| below(&n.path, t).map(|r| (f, t, r.to_vec())))
                 else {
                     continue;
