@@ -343,25 +343,52 @@ impl BlockCache {
         if spans.is_empty() {
             return Ok(0);
         }
-        let mut bufs: Vec<(u64, Vec<u8>)> = spans
-            .iter()
-            .map(|&(first, last)| {
-                let start = first.saturating_mul(PAGE);
-                let end = last.saturating_add(1).saturating_mul(PAGE).min(size);
-                (start, vec![0u8; us(end.saturating_sub(start))])
-            })
-            .collect();
+        // What the source already holds (the probe's head of the disk)
+        // is shared whole pages at a time, not copied into a fresh
+        // buffer; the rest of each span is read.
+        let mut shared: Vec<(u64, bytes::Bytes)> = Vec::new();
+        let mut bufs: Vec<(u64, Vec<u8>)> = Vec::new();
+        for &(first, last) in &spans {
+            let end = last.saturating_add(1).saturating_mul(PAGE).min(size);
+            let mut pos = first.saturating_mul(PAGE);
+            while pos < end {
+                let Some(b) = self.inner.held(pos, end.saturating_sub(pos)) else {
+                    break;
+                };
+                let n = u64_of(b.len()).min(end.saturating_sub(pos));
+                // Whole pages, but for the disk's short last one.
+                let take = if pos.saturating_add(n) == end {
+                    n
+                } else {
+                    (n / PAGE).saturating_mul(PAGE)
+                };
+                if take == 0 {
+                    break;
+                }
+                shared.push((pos, b.slice(..us(take))));
+                pos = pos.saturating_add(take);
+            }
+            if pos < end {
+                bufs.push((pos, vec![0u8; us(end.saturating_sub(pos))]));
+            }
+        }
         let mut reqs: Vec<(u64, &mut [u8])> = bufs
             .iter_mut()
             .map(|(start, b)| (*start, b.as_mut_slice()))
             .collect();
-        self.inner.read_many(&mut reqs)?;
+        if !reqs.is_empty() {
+            self.inner.read_many(&mut reqs)?;
+        }
         drop(reqs);
         let mut fetched = 0u64;
         let mut pages = self.lock_pages()?;
         // Each buffer kept as it is, its pages sharing it (no copy).
-        for (start, buf) in bufs {
-            fetched = fetched.saturating_add(pages.insert(start / PAGE, bytes::Bytes::from(buf)));
+        let all = shared.into_iter().chain(
+            bufs.into_iter()
+                .map(|(start, b)| (start, bytes::Bytes::from(b))),
+        );
+        for (start, bytes) in all {
+            fetched = fetched.saturating_add(pages.insert(start / PAGE, bytes));
         }
         self.has_pages.store(true, Ordering::Relaxed);
         self.prefetched.fetch_add(fetched / PAGE, Ordering::Relaxed);
@@ -665,6 +692,8 @@ mod tests {
         bytes: Vec<u8>,
         calls: AtomicU64,
         ranges: AtomicU64,
+        /// Pieces it holds in memory ([`BlockSource::held`]).
+        held: Vec<(u64, bytes::Bytes)>,
     }
 
     impl BlockSource for Remote {
@@ -703,6 +732,14 @@ mod tests {
         fn remote(&self) -> bool {
             true
         }
+        fn held(&self, offset: u64, max: u64) -> Option<bytes::Bytes> {
+            let (at, b) = self
+                .held
+                .iter()
+                .find(|(at, b)| (*at..*at + b.len() as u64).contains(&offset))?;
+            let from = (offset - at) as usize;
+            Some(b.slice(from..b.len().min(from + max as usize)))
+        }
     }
 
     #[test]
@@ -713,6 +750,7 @@ mod tests {
             bytes: bytes.clone(),
             calls: AtomicU64::new(0),
             ranges: AtomicU64::new(0),
+            held: Vec::new(),
         });
         let cache = BlockCache::new(src.clone(), 8 << 20);
         // Scattered blocks, two of them near (one request), one at the
@@ -749,5 +787,38 @@ mod tests {
             BlockCache::new(local, 8 << 20).prefetch(&wanted).unwrap(),
             0
         );
+    }
+
+    #[test]
+    fn bytes_the_source_holds_are_kept_without_a_read() {
+        let len = 4usize << 20;
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+        let head = bytes::Bytes::copy_from_slice(&bytes[..512 << 10]);
+        let src = Arc::new(Remote {
+            bytes: bytes.clone(),
+            calls: AtomicU64::new(0),
+            ranges: AtomicU64::new(0),
+            // Two pieces of one buffer, and a piece ending mid-page.
+            held: vec![
+                (0, head.slice(..256 << 10)),
+                (256 << 10, head.slice(256 << 10..)),
+                (
+                    1 << 20,
+                    bytes::Bytes::copy_from_slice(&bytes[1 << 20..(1 << 20) + 6000]),
+                ),
+            ],
+        });
+        let cache = BlockCache::new(src.clone(), 8 << 20);
+        let wanted = [(0u64, 600u64 << 10), (1 << 20, 8192)];
+        assert_eq!(cache.prefetch(&wanted).unwrap(), (600 << 10) + 8192);
+        // One batch, for what was not held: the pages past the held
+        // 512 KiB, and the page the mid-page piece did not fill.
+        assert_eq!(src.calls.load(Ordering::Relaxed), 1);
+        assert_eq!(src.ranges.load(Ordering::Relaxed), 2);
+        for &(o, n) in &wanted {
+            let mut b = vec![0u8; n as usize];
+            assert!(cache.peek(o, &mut b).unwrap());
+            assert_eq!(&b[..], &bytes[o as usize..(o + n) as usize]);
+        }
     }
 }

@@ -565,6 +565,23 @@ impl BlockSource for LayeredReader {
         self.layers.iter().any(|l| l.remote())
     }
 
+    /// What the layer serving `offset` holds there, within the run it
+    /// serves (a range across layers, or reading as zeros, is not held:
+    /// it is read).
+    fn held(&self, offset: u64, max: u64) -> Option<bytes::Bytes> {
+        let max = max.min(self.size.checked_sub(offset)?);
+        if max == 0 {
+            return None;
+        }
+        let owner = self.owner(offset, max).ok()?;
+        let (Some(index), Status::Data) = (owner.layer, owner.status) else {
+            return None;
+        };
+        let bytes = self.layer(index).ok()?.held(offset, owner.len.min(max))?;
+        self.record(owner.layer, offset, u64_of(bytes.len())).ok()?;
+        Some(bytes)
+    }
+
     fn bulk_readers(&self) -> usize {
         self.layers
             .iter()

@@ -136,6 +136,17 @@ pub trait BlockSource: Send + Sync {
         Ok(())
     }
 
+    /// Bytes at `offset` the source already holds in memory, up to `max`
+    /// of them, handed out shared rather than copied: an NBD client's
+    /// recent reads (a tree walk's head of the disk, megabytes that the
+    /// block cache's page store would otherwise copy, page-faulting a
+    /// fresh buffer). `None` where the byte at `offset` is not held; the
+    /// bytes returned may be fewer than `max` (one held piece). Taking
+    /// them counts as reading them (a chain's hit map).
+    fn held(&self, _offset: u64, _max: u64) -> Option<bytes::Bytes> {
+        None
+    }
+
     /// True when each request pays a round trip (an NBD server, a file
     /// over ssh): readers then batch what they will need
     /// ([`BlockSource::read_many`]) instead of asking piece by piece.

@@ -269,6 +269,15 @@ impl BlockSource for VolumeSource {
         self.inner.remote()
     }
 
+    fn held(&self, offset: u64, max: u64) -> Option<bytes::Bytes> {
+        let max = max.min(self.len().checked_sub(offset)?);
+        if max == 0 {
+            return None;
+        }
+        let (disk, n) = self.run(offset, max).ok()?;
+        self.inner.held(disk, n)
+    }
+
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
         check_range(&self.name, self.len(), offset, len)?;
         let (disk, n) = self.run(offset, len)?;

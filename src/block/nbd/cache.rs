@@ -42,6 +42,12 @@ impl NbdClient {
         self.recent.lock().is_ok_and(|r| r.serve(offset, buf))
     }
 
+    /// What the recent reads hold at `offset`, shared
+    /// ([`crate::block::BlockSource::held`]).
+    pub(super) fn held_recent(&self, offset: u64, max: u64) -> Option<bytes::Bytes> {
+        self.recent.lock().ok()?.held(offset, max)
+    }
+
     /// Keeps a small read for later reads of the same bytes.
     pub(super) fn keep(&self, offset: u64, buf: &[u8]) {
         if u64_of(buf.len()) <= MAX_SPAN {

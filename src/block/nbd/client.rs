@@ -258,6 +258,11 @@ impl BlockSource for NbdClient {
         true
     }
 
+    fn held(&self, offset: u64, max: u64) -> Option<bytes::Bytes> {
+        let max = max.min(self.info.size.checked_sub(offset)?);
+        self.held_recent(offset, max)
+    }
+
     fn bulk_readers(&self) -> usize {
         if self.info.flags & TFLAG_CAN_MULTI_CONN == 0 {
             1

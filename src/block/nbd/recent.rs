@@ -73,6 +73,23 @@ impl Recent {
         true
     }
 
+    /// The bytes at `offset` as kept, shared (no copy): the piece of the
+    /// span holding `offset` that reaches furthest, at most `max` bytes.
+    pub fn held(&self, offset: u64, max: u64) -> Option<Bytes> {
+        let end = offset.saturating_add(max);
+        let mut best: Option<(&Bytes, u64, u64)> = None;
+        for (&start, span) in self.spans.range(offset.saturating_sub(MAX_SPAN)..=offset) {
+            let upto = start.saturating_add(u64_of(span.len())).min(end);
+            if upto > offset && best.is_none_or(|b| upto > b.2) {
+                best = Some((span, start, upto));
+            }
+        }
+        let (span, start, upto) = best?;
+        let from = us(offset.saturating_sub(start));
+        let to = us(upto.saturating_sub(start));
+        (from < to && to <= span.len()).then(|| span.slice(from..to))
+    }
+
     /// The kept span holding `pos` that reaches furthest toward `end`:
     /// (the span, where `pos` is in it, its bytes from `pos` up to
     /// `end`). Spans are at most [`MAX_SPAN`] long, so only those
@@ -244,5 +261,28 @@ mod tests {
         assert!(r.bytes() <= BUDGET);
         assert!(!r.serve(4096, &mut end), "the first buffer went first");
         assert!(r.serve((1 << 40) + 2 * BUDGET - 10, &mut end));
+    }
+
+    #[test]
+    fn held_bytes_are_slices_of_the_kept_buffer() {
+        let mut r = Recent::default();
+        let data: Vec<u8> = (0..600u32 << 10).map(|i| (i % 241) as u8).collect();
+        let buf = Bytes::from(data.clone());
+        r.keep_shared(4096, &buf);
+        // From inside the first span: up to its end, not past it.
+        let got = r.held(4096 + 10, 1 << 20).unwrap();
+        assert_eq!(got.len(), MAX_SPAN as usize - 10);
+        assert_eq!(got[..], data[10..MAX_SPAN as usize]);
+        assert_eq!(got.as_ptr(), buf[10..].as_ptr(), "a copy, not a slice");
+        // Bounded by max; the last span's rest; nothing outside.
+        assert_eq!(
+            r.held(4096 + MAX_SPAN, 100).unwrap()[..],
+            data[MAX_SPAN as usize..][..100]
+        );
+        let last = r.held(4096 + 2 * MAX_SPAN, 1 << 20).unwrap();
+        assert_eq!(last[..], data[2 * MAX_SPAN as usize..]);
+        assert!(r.held(0, 4096).is_none());
+        assert!(r.held(4096 + (600 << 10), 1).is_none());
+        assert!(r.held(4096, 0).is_none());
     }
 }
