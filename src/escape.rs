@@ -112,6 +112,24 @@ pub fn printable_bytes(bytes: &[u8]) -> String {
     out
 }
 
+/// [`printable_bytes`] written to `out`: a name that needs no escape
+/// (printable ASCII without a backslash, nearly every name) goes out as
+/// it is, without a string made for it (`ls -R` writes tens of
+/// thousands).
+///
+/// # Errors
+/// Write errors.
+pub fn write_printable_bytes(out: &mut dyn std::io::Write, bytes: &[u8]) -> std::io::Result<()> {
+    if bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\')
+    {
+        out.write_all(bytes)
+    } else {
+        out.write_all(printable_bytes(bytes).as_bytes())
+    }
+}
+
 /// The inverse of [`printable_bytes`]: the raw bytes of a name as
 /// layerscope prints it (`\xNN`, `\n`, `\r`, `\t`, `\\`, `\u{…}`), so
 /// the escaped form `ls` shows can be given back as a path. `None` when
@@ -297,6 +315,22 @@ pub mod json {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_written_match_the_printable_form() {
+        for name in [
+            &b"plain-name.txt"[..],
+            b"back\\slash",
+            b"tab\there",
+            b"\xff\xfe bytes",
+            "bidi \u{202e}txt".as_bytes(),
+            b"",
+        ] {
+            let mut out = Vec::new();
+            write_printable_bytes(&mut out, name).unwrap();
+            assert_eq!(out, printable_bytes(name).into_bytes(), "{name:?}");
+        }
+    }
 
     #[test]
     fn unescape_inverts_printable_bytes() {

@@ -81,7 +81,8 @@ impl Listing<'_> {
         meta: Option<&Metadata>,
     ) -> anyhow::Result<()> {
         let Some(m) = meta else {
-            writeln!(self.out, "{}", printable_bytes(&e.name))?;
+            crate::escape::write_printable_bytes(self.out, &e.name)?;
+            self.out.write_all(b"\n")?;
             return Ok(());
         };
         let code = e.file_type.map_or(0, FileType::code);
