@@ -468,6 +468,66 @@ fn directory_blocks_with_a_bad_magic_or_crc_are_skipped_or_flagged() {
     }
 }
 
+/// A directory's map problem (here more extents claimed than its fork
+/// holds) is reported once, not again for every directory block read
+/// (which also spent the directory's bound on problems on copies).
+#[test]
+fn a_directory_map_problem_is_reported_once_not_per_block() {
+    if !tools() {
+        return;
+    }
+    let img = images().iter().find(|i| i.variant.name == "v5-4k").unwrap();
+    let fs = open(img, Some(0));
+    let dir = fs.lookup(b"/node").unwrap();
+    let r = fs.node_report(dir).unwrap();
+    assert_eq!(r.field("di_format").unwrap().value(), 2, "extents form");
+    let blocks = r.field("di_size").unwrap().value() / 4096;
+    assert!(blocks >= 4, "{blocks} directory blocks");
+    let mut all = Vec::new();
+    fs.read_dir(dir, &mut Vec::new(), &mut |e| {
+        all.push(e.name);
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    // The data fork's count: di_nextents, or di_big_nextents (nrext64).
+    let recs = r.fields.iter().filter(|f| f.name == "bmx").count() as u64;
+    assert!(recs >= 1);
+    let mut d = Damaged::of("v5-4k", "dir-nextents");
+    let small = r.field("di_nextents").unwrap();
+    if small.value() == recs {
+        d.be32(small.offset, 0xffff);
+    } else {
+        let big = r.field("di_big_nextents").unwrap();
+        assert_eq!(big.value(), recs);
+        d.be64(big.offset, 0xffff);
+    }
+    d.fix_crc(r.offset, 512, 100);
+    let p = d.write(true);
+    let (names, problems) = guarded(move || {
+        let fs = try_open(&p).unwrap();
+        let mut problems = Vec::new();
+        let mut names = Vec::new();
+        fs.read_dir(dir, &mut problems, &mut |e| {
+            names.push(e.name);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        (
+            names,
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        )
+    });
+    assert_eq!(names, all, "every entry still listed");
+    assert!(
+        problems.iter().any(|p| p.contains("di_nextents")),
+        "{problems:?}"
+    );
+    let mut once = problems.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), problems.len(), "repeated: {problems:?}");
+}
+
 #[test]
 fn extents_overlapping_or_past_the_ag_are_skipped_and_named() {
     if !tools() {

@@ -138,13 +138,17 @@ impl Xfs {
                             ));
                             break 'ranges;
                         }
+                        // The map's problems were reported by the walk
+                        // above; reading a block walks it again, and
+                        // reporting them per block repeated each (and
+                        // spent MAX_DIR_PROBLEMS on copies).
                         let (block, at) = match self.read_fork_blocks(
                             dir,
                             Fork::Data,
                             db.saturating_mul(per),
                             per,
                             "directory data block",
-                            problems,
+                            &mut Vec::new(),
                         ) {
                             Ok(b) => b,
                             Err(e) => {
