@@ -221,6 +221,59 @@ fn qemu_nbd_export_reads_and_maps_like_the_local_chain() {
     }
 }
 
+/// Every connection ends with NBD_CMD_DISC ("the client SHOULD send
+/// NBD_CMD_DISC" before closing), the multi-conn ones too: qemu-nbd's
+/// trace counts the connections it negotiated and the disconnect
+/// requests it decoded.
+#[test]
+fn every_connection_says_goodbye() {
+    if !tools() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    chain(dir);
+    let sock = dir.join("nbd.sock");
+    let trace = std::fs::File::create(dir.join("trace.log")).unwrap();
+    let child = Command::new("qemu-nbd")
+        .args(["--read-only", "--persistent", "--shared=8", "-A"])
+        .args(["--trace", "nbd_negotiate_success"])
+        .args(["--trace", "nbd_co_receive_request_decode_type"])
+        .arg("--socket")
+        .arg(&sock)
+        .args(["-f", "qcow2", "top.qcow2"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(trace)
+        .spawn()
+        .unwrap();
+    let _server = Server { child };
+    let ready = socket_ready(sock.clone());
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < Duration::from_secs(10), "qemu-nbd");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let uri = unix_uri(&sock);
+    layerscope(dir, &["read", &uri, "--connections", "4"]).ok();
+    layerscope(dir, &["read", &uri, "--connections", "1"]).ok();
+    // The server logs as it gets to them.
+    let counts = || {
+        let log = std::fs::read_to_string(dir.join("trace.log")).unwrap_or_default();
+        // The readiness probe above connected without negotiating.
+        let conns = log.matches("nbd_negotiate_success").count();
+        let discs = log.matches("(disconnect)").count();
+        (conns, discs)
+    };
+    let start = Instant::now();
+    while counts().0 != counts().1 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (conns, discs) = counts();
+    assert!(conns >= 5, "{conns} connections: multi-conn was not used");
+    assert_eq!(discs, conns, "connections closed without NBD_CMD_DISC");
+}
+
 /// A 1 GiB chain mapped over NBD is asked in several windows at once
 /// (64 MiB and up): runs that cross window edges must join up exactly as
 /// in the local map.

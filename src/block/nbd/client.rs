@@ -103,18 +103,26 @@ impl NbdClient {
 
 impl Drop for NbdClient {
     fn drop(&mut self) {
-        // NBD_CMD_DISC: a polite goodbye; errors do not matter any more.
+        // NBD_CMD_DISC on every connection, the multi-conn ones too ("the
+        // client SHOULD send NBD_CMD_DISC" before closing): a polite
+        // goodbye; errors do not matter any more.
         if let Ok(mut g) = self.conn.lock() {
             if let Some(c) = g.as_mut() {
-                let req = c.request(Command::Disconnect, 0, 0);
-                let w = c.reader.get_mut();
-                // A server that stopped reading must not hold up the exit.
-                w.start(Some(Duration::from_secs(1)));
-                let _ = w.write_all(&req.to_bytes());
-                let _ = w.flush();
+                goodbye(c);
             }
         }
+        self.each_extra(goodbye);
     }
+}
+
+/// Sends NBD_CMD_DISC on `c`; a server that stopped reading must not
+/// hold up the exit.
+fn goodbye(c: &mut Conn) {
+    let req = c.request(Command::Disconnect, 0, 0);
+    let w = c.reader.get_mut();
+    w.start(Some(Duration::from_secs(1)));
+    let _ = w.write_all(&req.to_bytes());
+    let _ = w.flush();
 }
 
 impl BlockSource for NbdClient {

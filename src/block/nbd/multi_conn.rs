@@ -79,6 +79,29 @@ impl NbdClient {
         extra.open.iter().take(want).cloned().collect()
     }
 
+    /// Runs `f` on every extra connection that is open, those opened in
+    /// the background and not used yet among them (one still shaking
+    /// hands is not waited for).
+    pub(super) fn each_extra(&self, mut f: impl FnMut(&mut Conn)) {
+        let Ok(extra) = self.extra.lock() else {
+            return;
+        };
+        for slot in &extra.open {
+            if let Ok(mut g) = slot.lock() {
+                if let Some(c) = g.as_mut() {
+                    f(c);
+                }
+            }
+        }
+        if let Some((_, rx)) = &extra.opening {
+            while let Ok(ready) = rx.try_recv() {
+                if let Ok(mut c) = ready {
+                    f(&mut c);
+                }
+            }
+        }
+    }
+
     /// Options for an extra connection: one the server does not take
     /// within a second (a server at its client limit leaves it waiting)
     /// is given up.
