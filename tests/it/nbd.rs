@@ -31,11 +31,16 @@ impl Drop for Server {
 /// Starts `args` in `dir` and waits until `ready` exists (a socket) or a
 /// TCP port answers.
 pub(crate) fn serve(dir: &Path, args: &[&str], ready: &dyn Fn() -> bool) -> Server {
+    serve_logged(dir, args, ready, Stdio::null())
+}
+
+/// [`serve`] with the server's stderr going to `log`.
+fn serve_logged(dir: &Path, args: &[&str], ready: &dyn Fn() -> bool, log: Stdio) -> Server {
     let child = Command::new(args[0])
         .args(&args[1..])
         .current_dir(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
     let server = Server { child };
@@ -235,25 +240,27 @@ fn every_connection_says_goodbye() {
     chain(dir);
     let sock = dir.join("nbd.sock");
     let trace = std::fs::File::create(dir.join("trace.log")).unwrap();
-    let child = Command::new("qemu-nbd")
-        .args(["--read-only", "--persistent", "--shared=8", "-A"])
-        .args(["--trace", "nbd_negotiate_success"])
-        .args(["--trace", "nbd_co_receive_request_decode_type"])
-        .arg("--socket")
-        .arg(&sock)
-        .args(["-f", "qcow2", "top.qcow2"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(trace)
-        .spawn()
-        .unwrap();
-    let _server = Server { child };
-    let ready = socket_ready(sock.clone());
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < Duration::from_secs(10), "qemu-nbd");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _server = serve_logged(
+        dir,
+        &[
+            "qemu-nbd",
+            "--read-only",
+            "--persistent",
+            "--shared=8",
+            "-A",
+            "--trace",
+            "nbd_negotiate_success",
+            "--trace",
+            "nbd_co_receive_request_decode_type",
+            "--socket",
+            sock.to_str().unwrap(),
+            "-f",
+            "qcow2",
+            "top.qcow2",
+        ],
+        &socket_ready(sock.clone()),
+        Stdio::from(trace),
+    );
     let uri = unix_uri(&sock);
     layerscope(dir, &["read", &uri, "--connections", "4"]).ok();
     layerscope(dir, &["read", &uri, "--connections", "1"]).ok();

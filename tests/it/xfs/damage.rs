@@ -89,6 +89,25 @@ fn guarded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         .expect("hung (or panicked) on damaged input")
 }
 
+/// Lists directory `dir` of the image at `p` (on another thread, with
+/// the hang guard): the names, and the problems met.
+fn listed(p: String, dir: u64) -> (Vec<Vec<u8>>, Vec<String>) {
+    guarded(move || {
+        let fs = try_open(&p).unwrap();
+        let mut problems = Vec::new();
+        let mut names = Vec::new();
+        fs.read_dir(dir, &mut problems, &mut |e| {
+            names.push(e.name);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        (
+            names,
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        )
+    })
+}
+
 /// Geometry of a variant's base image: (block size, AG blocks, sector).
 fn geometry(fs: &dyn Filesystem) -> (u64, u64, u64) {
     let sb = fs.superblock();
@@ -441,21 +460,8 @@ fn directory_blocks_with_a_bad_magic_or_crc_are_skipped_or_flagged() {
             // A name byte: the CRC no longer matches.
             d.bytes[block as usize + 64 + 9] ^= 0x20;
         }
-        let p = d.write(true);
-        let (n, problems) = guarded(move || {
-            let fs = try_open(&p).unwrap();
-            let mut problems = Vec::new();
-            let mut n = 0;
-            fs.read_dir(dir, &mut problems, &mut |_| {
-                n += 1;
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-            (
-                n,
-                problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            )
-        });
+        let (names, problems) = listed(d.write(true), dir);
+        let n = names.len();
         let at = format!("at {block:#x}");
         if tag == "magic" {
             assert!(n > 0 && n < all, "{n} of {all} entries");
@@ -511,21 +517,7 @@ fn a_directory_map_problem_is_reported_once_not_per_block() {
         d.be64(big.offset, 0xffff);
     }
     d.fix_crc(r.offset, 512, 100);
-    let p = d.write(true);
-    let (names, problems) = guarded(move || {
-        let fs = try_open(&p).unwrap();
-        let mut problems = Vec::new();
-        let mut names = Vec::new();
-        fs.read_dir(dir, &mut problems, &mut |e| {
-            names.push(e.name);
-            ControlFlow::Continue(())
-        })
-        .unwrap();
-        (
-            names,
-            problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        )
-    });
+    let (names, problems) = listed(d.write(true), dir);
     assert_eq!(names, all, "every entry still listed");
     assert!(
         problems.iter().any(|p| p.contains("di_nextents")),
@@ -641,21 +633,7 @@ fn fork_offset_past_the_inode_and_short_form_count_past_its_size() {
     let mut d = Damaged::of("v5-4k", "sf-count");
     d.bytes[sp_at as usize + 176] = 200;
     d.fix_crc(sp_at, 512, 100);
-    let p = d.write(true);
-    let (names, problems) = guarded(move || {
-        let fs = try_open(&p).unwrap();
-        let mut problems = Vec::new();
-        let mut names = Vec::new();
-        fs.read_dir(special, &mut problems, &mut |e| {
-            names.push(e.name);
-            ControlFlow::Continue(())
-        })
-        .unwrap();
-        (
-            names,
-            problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        )
-    });
+    let (names, problems) = listed(d.write(true), special);
     assert!(
         names.len() >= 2 + 5,
         "the entries that fit are listed: {names:?}"
