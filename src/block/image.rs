@@ -368,6 +368,88 @@ pub fn read_upto(
     Ok(buf)
 }
 
+/// A format whose map gives plain runs of its one file (VDI, VHD): the
+/// [`BlockSource`] methods they share, from the map (`run`: the piece
+/// at an offset and how far it reaches before an end) and the file.
+pub struct PlainMap<'a, F: Fn(u64, u64) -> Result<(Piece, u64), BlockError>> {
+    pub storage: &'a dyn Storage,
+    pub path: &'a str,
+    pub size: u64,
+    /// Data answers as qemu's `BDRV_BLOCK_RECURSE` (a static VDI, a
+    /// fixed VHD: [`recurse_into_file`]).
+    pub recurse: bool,
+    pub run: F,
+}
+
+impl<'a, F: Fn(u64, u64) -> Result<(Piece, u64), BlockError>> PlainMap<'a, F> {
+    /// [`BlockSource::read_at`] ([`read_plain_runs`]; `action` names the
+    /// read in errors).
+    ///
+    /// # Errors
+    /// Those of [`read_plain_runs`].
+    pub fn read_at(
+        &self,
+        action: &'static str,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), BlockError> {
+        read_plain_runs(
+            self.storage,
+            self.path,
+            self.size,
+            action,
+            offset,
+            buf,
+            &self.run,
+        )
+    }
+
+    /// [`BlockSource::block_status`]: one extent, the piece at `offset`.
+    ///
+    /// # Errors
+    /// Out of range; the map's errors; asking the kernel for holes.
+    pub fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
+        crate::block::check_range(self.path, self.size, offset, len)?;
+        let (piece, n) = (self.run)(offset, offset.saturating_add(len))?;
+        let mut e = piece.extent(offset, n);
+        if let (true, Piece::Data { host, .. }) = (self.recurse, piece) {
+            recurse_into_file(self.storage, self.path, &mut e, host)?;
+        }
+        Ok(vec![e])
+    }
+
+    /// [`BlockSource::locate`]: what the map says at `offset`.
+    ///
+    /// # Errors
+    /// Out of range; the map's errors.
+    pub fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
+        crate::block::check_range(self.path, self.size, offset, len)?;
+        let (piece, n) = (self.run)(offset, offset.saturating_add(len))?;
+        Ok(piece.extent(offset, n))
+    }
+
+    /// [`BlockSource::stored`]: data blocks are plain bytes of the file,
+    /// which a bulk copy has the kernel copy ([`stored_plain`]).
+    ///
+    /// # Errors
+    /// Out of range; the map's errors; asking the kernel for holes.
+    pub fn stored(&self, offset: u64, len: u64) -> Result<Option<HostRun<'a>>, BlockError> {
+        crate::block::check_range(self.path, self.size, offset, len)?;
+        let run = (self.run)(offset, offset.saturating_add(len))?;
+        stored_plain(self.storage, self.path, run, len)
+    }
+
+    /// [`BlockSource::locate_exact`]: exact about holes in the file
+    /// ([`PlainMap::block_status`] asks the kernel), so streams skip them
+    /// instead of reading gigabytes of zeros.
+    ///
+    /// # Errors
+    /// As [`PlainMap::block_status`].
+    pub fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
+        crate::block::first_extent(self.block_status(offset, len)?, self.path, offset)
+    }
+}
+
 /// qemu's `BDRV_BLOCK_RECURSE` (block/io.c): data stored at `host` of a
 /// file whose storage is a hole reads as zero (qemu reports it as data and
 /// zero), and the answer stops where the file's hole or data run ends. A

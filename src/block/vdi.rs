@@ -21,12 +21,12 @@
 use std::sync::Arc;
 
 use crate::block::image::{
-    bytes16, guid_text, held_by, le32, le64, read_plain_runs, read_upto, recurse_into_file,
-    FormatLayer, ImageInfo, ParentRef, Piece,
+    bytes16, guid_text, held_by, le32, le64, read_upto, FormatLayer, ImageInfo, ParentRef, Piece,
+    PlainMap,
 };
 use crate::block::storage::Storage;
 use crate::block::table::{Entry, Table};
-use crate::block::{check_range, BlockError, BlockSource, Extent};
+use crate::block::{BlockError, BlockSource, Extent};
 use crate::layout::{Field, Kind};
 
 /// `0xbeda107f` at offset 64.
@@ -355,6 +355,19 @@ pub fn identity(storage: &dyn Storage) -> Option<[u8; 16]> {
     Header::decode(&read_upto(storage, "", "VDI header", 0, 512).ok()?).map(|h| h.uuid_image)
 }
 
+impl VdiImage {
+    /// The map as plain runs of the file, for the [`BlockSource`] methods.
+    fn plain(&self) -> PlainMap<'_, impl Fn(u64, u64) -> Result<(Piece, u64), BlockError> + '_> {
+        PlainMap {
+            storage: self.storage.as_ref(),
+            path: &self.path,
+            size: self.size,
+            recurse: self.header.image_type == TYPE_STATIC,
+            run: |pos, end| self.run(pos, end),
+        }
+    }
+}
+
 impl BlockSource for VdiImage {
     fn name(&self) -> &str {
         &self.path
@@ -367,49 +380,27 @@ impl BlockSource for VdiImage {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         // A static image's last block may stop at the end of the file: zeros
         // past it, as qemu reads.
-        read_plain_runs(
-            self.storage.as_ref(),
-            &self.path,
-            self.size,
-            "reading a VDI block",
-            offset,
-            buf,
-            |pos, end| self.run(pos, end),
-        )
+        self.plain().read_at("reading a VDI block", offset, buf)
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
-        check_range(&self.path, self.size, offset, len)?;
-        let (piece, n) = self.run(offset, offset.saturating_add(len))?;
-        let mut e = piece.extent(offset, n);
-        if let (TYPE_STATIC, Piece::Data { host, .. }) = (self.header.image_type, piece) {
-            recurse_into_file(self.storage.as_ref(), &self.path, &mut e, host)?;
-        }
-        Ok(vec![e])
+        self.plain().block_status(offset, len)
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
-        check_range(&self.path, self.size, offset, len)?;
-        let (piece, n) = self.run(offset, offset.saturating_add(len))?;
-        Ok(piece.extent(offset, n))
+        self.plain().locate(offset, len)
     }
 
-    /// Data blocks are plain bytes of the file: a bulk copy has the
-    /// kernel copy them.
     fn stored(
         &self,
         offset: u64,
         len: u64,
     ) -> Result<Option<crate::block::HostRun<'_>>, BlockError> {
-        check_range(&self.path, self.size, offset, len)?;
-        let run = self.run(offset, offset.saturating_add(len))?;
-        crate::block::image::stored_plain(self.storage.as_ref(), &self.path, run, len)
+        self.plain().stored(offset, len)
     }
 
-    /// Exact about holes in the file (`block_status` asks the kernel), so
-    /// streams skip them instead of reading gigabytes of zeros.
     fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
-        crate::block::first_extent(self.block_status(offset, len)?, &self.path, offset)
+        self.plain().locate_exact(offset, len)
     }
 }
 

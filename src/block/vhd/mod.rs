@@ -24,12 +24,11 @@ use std::sync::{Arc, Mutex};
 use lru::LruCache;
 
 use crate::block::image::{
-    held_by, read_exact, read_plain_runs, read_upto, recurse_into_file, uuid_text, FormatLayer,
-    ImageInfo, ParentRef, Piece,
+    held_by, read_exact, read_upto, uuid_text, FormatLayer, ImageInfo, ParentRef, Piece, PlainMap,
 };
 use crate::block::storage::Storage;
 use crate::block::table::{Entry, Table};
-use crate::block::{check_range, BlockError, BlockSource, Extent};
+use crate::block::{BlockError, BlockSource, Extent};
 
 pub mod footer;
 
@@ -468,6 +467,19 @@ fn poisoned() -> BlockError {
     }
 }
 
+impl VhdImage {
+    /// The map as plain runs of the file, for the [`BlockSource`] methods.
+    fn plain(&self) -> PlainMap<'_, impl Fn(u64, u64) -> Result<(Piece, u64), BlockError> + '_> {
+        PlainMap {
+            storage: self.storage.as_ref(),
+            path: &self.path,
+            size: self.size,
+            recurse: self.kind == VhdKind::Fixed,
+            run: |pos, end| self.run(pos, end),
+        }
+    }
+}
+
 impl BlockSource for VhdImage {
     fn name(&self) -> &str {
         &self.path
@@ -479,51 +491,29 @@ impl BlockSource for VhdImage {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         // A fixed disk's data may stop short of its size: zeros, as qemu
-        // reads past the end of a file.
-        read_plain_runs(
-            self.storage.as_ref(),
-            &self.path,
-            self.size,
-            "reading a VHD block",
-            offset,
-            buf,
-            |pos, end| self.run(pos, end),
-        )
+        // reads past the end of a file (qemu: fixed disks answer
+        // BDRV_BLOCK_RECURSE).
+        self.plain().read_at("reading a VHD block", offset, buf)
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Vec<Extent>, BlockError> {
-        check_range(&self.path, self.size, offset, len)?;
-        let (piece, n) = self.run(offset, offset.saturating_add(len))?;
-        let mut e = piece.extent(offset, n);
-        if let (VhdKind::Fixed, Piece::Data { host, .. }) = (self.kind, piece) {
-            // qemu: fixed disks answer BDRV_BLOCK_RECURSE.
-            recurse_into_file(self.storage.as_ref(), &self.path, &mut e, host)?;
-        }
-        Ok(vec![e])
+        self.plain().block_status(offset, len)
     }
 
     fn locate(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
-        check_range(&self.path, self.size, offset, len)?;
-        let (piece, n) = self.run(offset, offset.saturating_add(len))?;
-        Ok(piece.extent(offset, n))
+        self.plain().locate(offset, len)
     }
 
-    /// Data blocks are plain bytes of the file: a bulk copy has the
-    /// kernel copy them.
     fn stored(
         &self,
         offset: u64,
         len: u64,
     ) -> Result<Option<crate::block::HostRun<'_>>, BlockError> {
-        check_range(&self.path, self.size, offset, len)?;
-        let run = self.run(offset, offset.saturating_add(len))?;
-        crate::block::image::stored_plain(self.storage.as_ref(), &self.path, run, len)
+        self.plain().stored(offset, len)
     }
 
-    /// Exact about holes in the file (`block_status` asks the kernel), so
-    /// streams skip them instead of reading gigabytes of zeros.
     fn locate_exact(&self, offset: u64, len: u64) -> Result<Extent, BlockError> {
-        crate::block::first_extent(self.block_status(offset, len)?, &self.path, offset)
+        self.plain().locate_exact(offset, len)
     }
 }
 
