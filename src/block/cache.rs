@@ -345,7 +345,10 @@ impl BlockCache {
         }
         // What the source already holds (the probe's head of the disk)
         // is shared whole pages at a time, not copied into a fresh
-        // buffer; the rest of each span is read.
+        // buffer; the rest of each span is read. The store counts such a
+        // piece by its own length, while the buffer it shares lives as
+        // long as any page of it is kept: beyond the budget, at most the
+        // one buffer the source handed out whole (the head, 8 MiB).
         let mut shared: Vec<(u64, bytes::Bytes)> = Vec::new();
         let mut bufs: Vec<(u64, Vec<u8>)> = Vec::new();
         for &(first, last) in &spans {

@@ -137,12 +137,13 @@ pub trait BlockSource: Send + Sync {
     }
 
     /// Bytes at `offset` the source already holds in memory, up to `max`
-    /// of them, handed out shared rather than copied: an NBD client's
-    /// recent reads (a tree walk's head of the disk, megabytes that the
-    /// block cache's page store would otherwise copy, page-faulting a
-    /// fresh buffer). `None` where the byte at `offset` is not held; the
-    /// bytes returned may be fewer than `max` (one held piece). Taking
-    /// them counts as reading them (a chain's hit map).
+    /// of them, handed out without a read: an NBD client's recent reads,
+    /// shared where they are one large buffer (a tree walk's head of the
+    /// disk, megabytes that the block cache's page store would otherwise
+    /// copy, page-faulting a fresh buffer), copied where they are a small
+    /// read's. `None` where the byte at `offset` is not held; the bytes
+    /// returned may be fewer than `max` (one held piece). Taking them
+    /// counts as reading them (a chain's hit map).
     fn held(&self, _offset: u64, _max: u64) -> Option<bytes::Bytes> {
         None
     }

@@ -16,7 +16,7 @@
         clippy::as_conversions
     )
 )]
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 
@@ -31,6 +31,10 @@ const BUDGET: u64 = 16 << 20;
 #[derive(Default)]
 pub struct Recent {
     spans: BTreeMap<u64, Bytes>,
+    /// The spans that share a buffer handed over whole
+    /// ([`Recent::keep_shared`]), by start: [`Recent::held`] hands out
+    /// slices of those, copies of the others.
+    shared: BTreeSet<u64>,
     /// Insertion order (start, length), for eviction.
     order: VecDeque<(u64, usize)>,
     bytes: u64,
@@ -73,8 +77,11 @@ impl Recent {
         true
     }
 
-    /// The bytes at `offset` as kept, shared (no copy): the piece of the
-    /// span holding `offset` that reaches furthest, at most `max` bytes.
+    /// The bytes at `offset` as kept: the piece of the span holding
+    /// `offset` that reaches furthest, at most `max` bytes. A slice (no
+    /// copy) of a buffer handed over whole; a copy of a small read's span,
+    /// so that a holder counting the piece by its length counts what it
+    /// keeps alive (a slice of a 256 KiB span would keep all of it).
     pub fn held(&self, offset: u64, max: u64) -> Option<Bytes> {
         let end = offset.saturating_add(max);
         let mut best: Option<(&Bytes, u64, u64)> = None;
@@ -87,7 +94,14 @@ impl Recent {
         let (span, start, upto) = best?;
         let from = us(offset.saturating_sub(start));
         let to = us(upto.saturating_sub(start));
-        (from < to && to <= span.len()).then(|| span.slice(from..to))
+        if from >= to || to > span.len() {
+            return None;
+        }
+        Some(if self.shared.contains(&start) {
+            span.slice(from..to)
+        } else {
+            Bytes::copy_from_slice(span.get(from..to)?)
+        })
     }
 
     /// The kept span holding `pos` that reaches furthest toward `end`:
@@ -120,7 +134,7 @@ impl Recent {
         {
             return;
         }
-        self.put(offset, Bytes::copy_from_slice(bytes));
+        self.put(offset, Bytes::copy_from_slice(bytes), false);
     }
 
     /// Keeps a read of any length without copying it: spans of at most
@@ -133,7 +147,7 @@ impl Recent {
             let to = from.saturating_add(span).min(bytes.len());
             let at = offset.saturating_add(u64_of(from));
             if !self.holds_span(at, to.saturating_sub(from)) {
-                self.put(at, bytes.slice(from..to));
+                self.put(at, bytes.slice(from..to), true);
             }
             from = to;
         }
@@ -144,11 +158,16 @@ impl Recent {
         self.spans.get(&offset).is_some_and(|s| s.len() >= len)
     }
 
-    fn put(&mut self, offset: u64, bytes: Bytes) {
+    fn put(&mut self, offset: u64, bytes: Bytes, shared: bool) {
         let n = u64_of(bytes.len());
         let len = bytes.len();
         if let Some(old) = self.spans.insert(offset, bytes) {
             self.bytes = self.bytes.saturating_sub(u64_of(old.len()));
+        }
+        if shared {
+            self.shared.insert(offset);
+        } else {
+            self.shared.remove(&offset);
         }
         self.bytes = self.bytes.saturating_add(n);
         self.order.push_back((offset, len));
@@ -160,6 +179,7 @@ impl Recent {
             // under its new length: only the entry that matches goes.
             if self.spans.get(&start).is_some_and(|s| s.len() == len) {
                 self.spans.remove(&start);
+                self.shared.remove(&start);
                 self.bytes = self.bytes.saturating_sub(u64_of(len));
             }
         }
@@ -284,5 +304,15 @@ mod tests {
         assert!(r.held(0, 4096).is_none());
         assert!(r.held(4096 + (600 << 10), 1).is_none());
         assert!(r.held(4096, 0).is_none());
+        // A small read's span is handed out as a copy.
+        r.keep(1 << 30, &data[..8192]);
+        let small = r.held((1 << 30) + 100, 1000).unwrap();
+        assert_eq!(small[..], data[100..1100]);
+        let kept = r.spans.get(&(1 << 30)).unwrap();
+        assert_ne!(
+            small.as_ptr(),
+            kept[100..].as_ptr(),
+            "a slice of a small span"
+        );
     }
 }
