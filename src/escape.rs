@@ -72,11 +72,7 @@ pub fn printable(text: &str) -> String {
 
 fn push_printable(out: &mut String, text: &str) {
     use std::fmt::Write;
-    // Printable ASCII but the backslash (most names) is kept as it is.
-    if text
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
-    {
+    if needs_no_escape(text.as_bytes()) {
         out.push_str(text);
         return;
     }
@@ -95,6 +91,13 @@ fn push_printable(out: &mut String, text: &str) {
             c => out.push(c),
         }
     }
+}
+
+/// Printable ASCII but the backslash (most names): kept as it is.
+fn needs_no_escape(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\')
 }
 
 /// Raw bytes from disk (names are not necessarily UTF-8) made safe the
@@ -120,10 +123,7 @@ pub fn printable_bytes(bytes: &[u8]) -> String {
 /// # Errors
 /// Write errors.
 pub fn write_printable_bytes(out: &mut dyn std::io::Write, bytes: &[u8]) -> std::io::Result<()> {
-    if bytes
-        .iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'\\')
-    {
+    if needs_no_escape(bytes) {
         out.write_all(bytes)
     } else {
         out.write_all(printable_bytes(bytes).as_bytes())

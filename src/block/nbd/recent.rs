@@ -16,7 +16,7 @@
         clippy::as_conversions
     )
 )]
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -27,14 +27,18 @@ pub const MAX_SPAN: u64 = 256 << 10;
 /// Bytes kept in all.
 const BUDGET: u64 = 16 << 20;
 
+/// One span kept.
+struct Span {
+    bytes: Bytes,
+    /// Part of a buffer handed over whole ([`Recent::keep_shared`]):
+    /// [`Recent::held`] hands out slices of it, copies of the others.
+    shared: bool,
+}
+
 /// Spans read, by start offset.
 #[derive(Default)]
 pub struct Recent {
-    spans: BTreeMap<u64, Bytes>,
-    /// The spans that share a buffer handed over whole
-    /// ([`Recent::keep_shared`]), by start: [`Recent::held`] hands out
-    /// slices of those, copies of the others.
-    shared: BTreeSet<u64>,
+    spans: BTreeMap<u64, Span>,
     /// Insertion order (start, length), for eviction.
     order: VecDeque<(u64, usize)>,
     bytes: u64,
@@ -83,24 +87,13 @@ impl Recent {
     /// so that a holder counting the piece by its length counts what it
     /// keeps alive (a slice of a 256 KiB span would keep all of it).
     pub fn held(&self, offset: u64, max: u64) -> Option<Bytes> {
-        let end = offset.saturating_add(max);
-        let mut best: Option<(&Bytes, u64, u64)> = None;
-        for (&start, span) in self.spans.range(offset.saturating_sub(MAX_SPAN)..=offset) {
-            let upto = start.saturating_add(u64_of(span.len())).min(end);
-            if upto > offset && best.is_none_or(|b| upto > b.2) {
-                best = Some((span, start, upto));
-            }
-        }
-        let (span, start, upto) = best?;
-        let from = us(offset.saturating_sub(start));
-        let to = us(upto.saturating_sub(start));
-        if from >= to || to > span.len() {
-            return None;
-        }
-        Some(if self.shared.contains(&start) {
-            span.slice(from..to)
+        let (span, from, n) = self.covering_span(offset, offset.saturating_add(max))?;
+        let to = from.saturating_add(n);
+        let piece = span.bytes.get(from..to).filter(|p| !p.is_empty())?;
+        Some(if span.shared {
+            span.bytes.slice(from..to)
         } else {
-            Bytes::copy_from_slice(span.get(from..to)?)
+            Bytes::copy_from_slice(piece)
         })
     }
 
@@ -109,9 +102,15 @@ impl Recent {
     /// `end`). Spans are at most [`MAX_SPAN`] long, so only those
     /// starting that far before `pos` can hold it.
     fn covering(&self, pos: u64, end: u64) -> Option<(&[u8], usize, usize)> {
-        let mut best: Option<(&[u8], u64, u64)> = None;
+        self.covering_span(pos, end)
+            .map(|(span, from, n)| (&span.bytes[..], from, n))
+    }
+
+    /// [`Recent::covering`], giving the span itself.
+    fn covering_span(&self, pos: u64, end: u64) -> Option<(&Span, usize, usize)> {
+        let mut best: Option<(&Span, u64, u64)> = None;
         for (&start, span) in self.spans.range(pos.saturating_sub(MAX_SPAN)..=pos) {
-            let upto = start.saturating_add(u64_of(span.len())).min(end);
+            let upto = start.saturating_add(u64_of(span.bytes.len())).min(end);
             if upto > pos && best.is_none_or(|b| upto > b.2) {
                 best = Some((span, start, upto));
             }
@@ -155,19 +154,16 @@ impl Recent {
 
     /// Whether the span kept at `offset` is at least `len` long.
     fn holds_span(&self, offset: u64, len: usize) -> bool {
-        self.spans.get(&offset).is_some_and(|s| s.len() >= len)
+        self.spans
+            .get(&offset)
+            .is_some_and(|s| s.bytes.len() >= len)
     }
 
     fn put(&mut self, offset: u64, bytes: Bytes, shared: bool) {
         let n = u64_of(bytes.len());
         let len = bytes.len();
-        if let Some(old) = self.spans.insert(offset, bytes) {
-            self.bytes = self.bytes.saturating_sub(u64_of(old.len()));
-        }
-        if shared {
-            self.shared.insert(offset);
-        } else {
-            self.shared.remove(&offset);
+        if let Some(old) = self.spans.insert(offset, Span { bytes, shared }) {
+            self.bytes = self.bytes.saturating_sub(u64_of(old.bytes.len()));
         }
         self.bytes = self.bytes.saturating_add(n);
         self.order.push_back((offset, len));
@@ -177,9 +173,8 @@ impl Recent {
             };
             // A span replaced by a longer one later is queued again
             // under its new length: only the entry that matches goes.
-            if self.spans.get(&start).is_some_and(|s| s.len() == len) {
+            if self.spans.get(&start).is_some_and(|s| s.bytes.len() == len) {
                 self.spans.remove(&start);
-                self.shared.remove(&start);
                 self.bytes = self.bytes.saturating_sub(u64_of(len));
             }
         }
@@ -308,7 +303,7 @@ mod tests {
         r.keep(1 << 30, &data[..8192]);
         let small = r.held((1 << 30) + 100, 1000).unwrap();
         assert_eq!(small[..], data[100..1100]);
-        let kept = r.spans.get(&(1 << 30)).unwrap();
+        let kept = &r.spans.get(&(1 << 30)).unwrap().bytes;
         assert_ne!(
             small.as_ptr(),
             kept[100..].as_ptr(),
