@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
-use crate::block::buffer::AlignedBuf;
+use crate::block::buffer::{AlignedBuf, FetchBuf};
 use crate::block::page_store::PageStore;
 use crate::block::{check_range, BlockError, BlockSource, Extent};
 use crate::bytes::{u64_of, us};
@@ -350,7 +350,8 @@ impl BlockCache {
         // long as any page of it is kept: beyond the budget, at most the
         // one buffer the source handed out whole (the head, 8 MiB).
         let mut shared: Vec<(u64, bytes::Bytes)> = Vec::new();
-        let mut bufs: Vec<(u64, Vec<u8>)> = Vec::new();
+        // The rest to read: (offset, bytes).
+        let mut rest: Vec<(u64, usize)> = Vec::new();
         for &(first, last) in &spans {
             let end = last.saturating_add(1).saturating_mul(PAGE).min(size);
             let mut pos = first.saturating_mul(PAGE);
@@ -372,27 +373,42 @@ impl BlockCache {
                 pos = pos.saturating_add(take);
             }
             if pos < end {
-                bufs.push((pos, vec![0u8; us(end.saturating_sub(pos))]));
+                rest.push((pos, us(end.saturating_sub(pos))));
             }
         }
-        let mut reqs: Vec<(u64, &mut [u8])> = bufs
-            .iter_mut()
-            .map(|(start, b)| (*start, b.as_mut_slice()))
-            .collect();
+        // The rest is read into one buffer (one allocation, huge pages
+        // for a walk's batch: 2,003 small ones, 8 MiB, cost 5-8 ms of
+        // page faults), whose pieces the store keeps as one.
+        let total = rest.iter().fold(0usize, |n, r| n.saturating_add(r.1));
+        let mut buf = FetchBuf::zeroed(total);
+        let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(rest.len());
+        let mut free: &mut [u8] = &mut buf;
+        for &(pos, n) in &rest {
+            let k = n.min(free.len());
+            let (piece, after) = std::mem::take(&mut free).split_at_mut(k);
+            reqs.push((pos, piece));
+            free = after;
+        }
         if !reqs.is_empty() {
             self.inner.read_many(&mut reqs)?;
         }
         drop(reqs);
+        let bytes = buf.into_bytes();
+        let mut read = Vec::with_capacity(rest.len());
+        let mut at = 0usize;
+        for &(pos, n) in &rest {
+            let to = at.saturating_add(n).min(bytes.len());
+            read.push((pos / PAGE, bytes.slice(at..to)));
+            at = to;
+        }
         let mut fetched = 0u64;
         let mut pages = self.lock_pages()?;
-        // Each buffer kept as it is, its pages sharing it (no copy).
-        let all = shared.into_iter().chain(
-            bufs.into_iter()
-                .map(|(start, b)| (start, bytes::Bytes::from(b))),
-        );
-        for (start, bytes) in all {
+        // Each held piece kept as it is, its pages sharing its buffer,
+        // and the pieces read as one buffer: no copy.
+        for (start, bytes) in shared {
             fetched = fetched.saturating_add(pages.insert(start / PAGE, bytes));
         }
+        fetched = fetched.saturating_add(pages.insert_pieces(&read, u64_of(total)));
         self.has_pages.store(true, Ordering::Relaxed);
         self.prefetched.fetch_add(fetched / PAGE, Ordering::Relaxed);
         Ok(fetched)

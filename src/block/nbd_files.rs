@@ -15,6 +15,7 @@
 use std::io;
 use std::sync::Arc;
 
+use crate::block::buffer::FetchBuf;
 use crate::block::chain::{FileId, Opened, Opener, MAX_SIBLINGS};
 use crate::block::nbd::{list_exports, NbdClient, NbdUri, Options};
 use crate::block::storage::Storage;
@@ -206,12 +207,12 @@ pub fn open_uri(
             // the partition table, the filesystem's superblock and its
             // group descriptors are read next, and the client keeps it.
             let walk = nbd_opts.walk_ahead;
-            let mut head = head_buffer(usize::try_from(probe_head(len, walk)).unwrap_or(0));
+            let mut head = FetchBuf::zeroed(usize::try_from(probe_head(len, walk)).unwrap_or(0));
             let mut tail = vec![0u8; usize::try_from(n).unwrap_or(0)];
             // Both in flight together: one round trip.
             // Block status for the whole export goes in the same write.
             let tail_at = len.saturating_sub(n);
-            client.read_many_with_status(&mut [(0, head.as_mut()), (tail_at, &mut tail)])?;
+            client.read_many_with_status(&mut [(0, &mut head[..]), (tail_at, &mut tail)])?;
             // Kept for the reads that follow, without a copy (the walk's
             // head is megabytes).
             let (head, tail) = (head.into_bytes(), bytes::Bytes::from(tail));
@@ -253,67 +254,4 @@ pub fn open_uri(
         top.format_probed = opts.format.is_none();
     }
     Ok(chain)
-}
-
-/// The probe's head buffer, zeroed. From 2 MiB up (a walk's head is
-/// 8 MiB) an anonymous mapping the kernel is asked to back with huge
-/// pages: as ordinary memory, filling it cost a page fault per 4 KiB
-/// (2,048 for 8 MiB) and freeing it as many pages at the exit.
-enum Head {
-    Small(Vec<u8>),
-    Mapped(memmap2::MmapMut),
-}
-
-fn head_buffer(len: usize) -> Head {
-    if len >= 2 << 20 {
-        if let Ok(map) = memmap2::MmapMut::map_anon(len) {
-            // Advice only: without huge pages the mapping is ordinary.
-            #[cfg(target_os = "linux")]
-            let _ = map.advise(memmap2::Advice::HugePage);
-            return Head::Mapped(map);
-        }
-    }
-    Head::Small(vec![0u8; len])
-}
-
-impl Head {
-    fn as_mut(&mut self) -> &mut [u8] {
-        match self {
-            Head::Small(v) => v,
-            Head::Mapped(m) => m,
-        }
-    }
-
-    /// The bytes, shared without a copy.
-    fn into_bytes(self) -> bytes::Bytes {
-        match self {
-            Head::Small(v) => bytes::Bytes::from(v),
-            Head::Mapped(m) => bytes::Bytes::from_owner(m),
-        }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_head_buffer_is_zeroed_and_keeps_what_is_read_into_it() {
-        for len in [512usize, (2 << 20) - 1, 8 << 20] {
-            let mut head = head_buffer(len);
-            assert_eq!(matches!(head, Head::Mapped(_)), len >= 2 << 20);
-            let buf = head.as_mut();
-            assert_eq!(buf.len(), len);
-            assert!(buf.iter().all(|&b| b == 0));
-            buf[0] = 1;
-            buf[len - 1] = 2;
-            let bytes = head.into_bytes();
-            assert_eq!((bytes.len(), bytes[0], bytes[len - 1]), (len, 1, 2));
-            // Slices share it, and outlive the first handle.
-            let tail = bytes.slice(len - 1..);
-            drop(bytes);
-            assert_eq!(tail[..], [2]);
-        }
-    }
 }

@@ -8,6 +8,7 @@
 //! in and zeroed), a millisecond per megabyte. The bound is therefore on
 //! the buffers kept, not on the pages: a buffer counts whole until its
 //! last page goes, and pages go until the buffers kept fit the budget.
+//! A batch's spans read into one buffer are one buffer here too.
 #![cfg_attr(
     not(test),
     deny(
@@ -108,28 +109,44 @@ impl PageStore {
     /// Returns the bytes kept.
     pub fn insert(&mut self, first: u64, bytes: Bytes) -> u64 {
         let len = u64_of(bytes.len());
-        if len == 0 {
+        self.insert_pieces(&[(first, bytes)], len)
+    }
+
+    /// Keeps `pieces` (each fetched at its first page) as their pages,
+    /// all of them counted as one buffer of `owner` bytes until the last
+    /// page of any goes: pieces of one allocation (a batch read into a
+    /// single buffer, [`crate::block::buffer::FetchBuf`]) keep all of it
+    /// alive. Then drops the least recently used pages until the buffers
+    /// kept fit the budget. Returns the bytes of the pieces.
+    pub fn insert_pieces(&mut self, pieces: &[(u64, Bytes)], owner: u64) -> u64 {
+        let count = pieces.iter().fold(0usize, |n, (_, b)| {
+            n.saturating_add(us(u64_of(b.len()).div_ceil(PAGE)))
+        });
+        if count == 0 {
             return 0;
         }
         let id = self.next_buf;
         self.next_buf = self.next_buf.wrapping_add(1);
-        let count = us(len.div_ceil(PAGE));
-        self.bufs.insert(id, (count, len));
-        self.kept = self.kept.saturating_add(len);
-        let mut from = 0usize;
-        for index in first.. {
-            if from >= bytes.len() {
-                break;
+        self.bufs.insert(id, (count, owner));
+        self.kept = self.kept.saturating_add(owner);
+        let mut len = 0u64;
+        for (first, bytes) in pieces {
+            len = len.saturating_add(u64_of(bytes.len()));
+            let mut from = 0usize;
+            for index in *first.. {
+                if from >= bytes.len() {
+                    break;
+                }
+                let to = from.saturating_add(us(PAGE)).min(bytes.len());
+                let page = Page {
+                    bytes: bytes.slice(from..to),
+                    buf: id,
+                };
+                if let Some(old) = self.pages.put(index, page) {
+                    self.release(old.buf);
+                }
+                from = to;
             }
-            let to = from.saturating_add(us(PAGE)).min(bytes.len());
-            let page = Page {
-                bytes: bytes.slice(from..to),
-                buf: id,
-            };
-            if let Some(old) = self.pages.put(index, page) {
-                self.release(old.buf);
-            }
-            from = to;
         }
         while self.kept > self.budget {
             let Some((_, old)) = self.pages.pop_lru() else {
@@ -211,5 +228,37 @@ mod tests {
         // Putting a page again releases the old one's share.
         s.insert(0, pattern(PAGE as usize, 4));
         assert_eq!(s.kept(), 5 * PAGE);
+    }
+
+    #[test]
+    fn pieces_of_one_buffer_count_as_it_until_the_last_goes() {
+        // Three pieces of a 12-page buffer (the gaps between them never
+        // kept): counted as 12 pages while any page of any piece is.
+        let mut s = PageStore::new(16 * PAGE);
+        let whole = pattern(12 * PAGE as usize, 5);
+        let p = PAGE as usize;
+        let pieces = [
+            (0, whole.slice(..p)),
+            (50, whole.slice(p..4 * p)),
+            (90, whole.slice(4 * p..5 * p)),
+        ];
+        assert_eq!(s.insert_pieces(&pieces, 12 * PAGE), 5 * PAGE);
+        assert_eq!(s.kept(), 12 * PAGE);
+        let mut b = vec![0u8; 2 * p];
+        assert!(s.serve(51 * PAGE, &mut b));
+        assert_eq!(b[..], whole[2 * p..4 * p]);
+        // Another buffer of 8 pages: 20 pages counted, over the budget
+        // of 16 although only 13 are held. The group's pages go, oldest
+        // first, until its last one (page 90, used last) releases all
+        // 12; the new buffer stays whole.
+        assert!(s.serve(90 * PAGE, &mut b[..p]));
+        s.insert(200, pattern(8 * p, 6));
+        assert_eq!(s.kept(), 8 * PAGE);
+        assert!([0, 50, 51, 52, 90].iter().all(|&i| !s.contains(i)));
+        assert!((200..208).all(|i| s.contains(i)));
+        // Nothing left of a group: nothing counted for it.
+        let mut e = PageStore::new(PAGE);
+        assert_eq!(e.insert_pieces(&[], 12 * PAGE), 0);
+        assert_eq!(e.kept(), 0);
     }
 }
