@@ -1458,7 +1458,13 @@ def remote_bench(top, size):
         row("map --json over NBD, 20 ms per request", timed([BIN, "map", "--json", duri], runs=5),
             timed(["nbdinfo", "--map", duri], runs=5), "nbdinfo --map", "<= 1x")
         t, rss = time_keys(duri, "", runs=1)
-        print(f"{'TUI first frame over NBD, 20 ms per request':<44} {t['first_frame_ms']:.0f} ms (goal < 1 s)")
+        print(f"{'TUI first frame over NBD, 20 ms per request':<44} {t['first_frame_ms']:.0f} ms after the open (goal < 1 s)")
+        # The whole of what the issue times: the process started, the
+        # export opened, the first frame, / listed, then /many (1,002
+        # entries; the second-to-last row of /) opened and listed, and
+        # the exit. The worker on its thread, as in the terminal.
+        many = timed([BIN, "render", duri, "--time-keys", "--keys", "BackTab Enter Wait End Up Enter Wait"], runs=5)
+        print(f"{'TUI open, / and /many (1,002 entries), NBD':<44} {many[0] * 1000:.0f} ms from start to exit, RSS {many[1] / 1024:.1f} MiB (goal < 1 s)")
     finally:
         for p in (d, q):
             if p:
