@@ -84,6 +84,18 @@ impl FetchBuf {
         FetchBuf(Fetch::Heap(vec![0u8; len]))
     }
 
+    /// The memory the buffer may take: a mapping's length rounded up to
+    /// whole huge pages (the kernel backs a partly used one whole), a
+    /// heap buffer's own length. What a store keeping it counts.
+    pub fn footprint(&self) -> u64 {
+        match &self.0 {
+            Fetch::Heap(v) => crate::bytes::u64_of(v.len()),
+            Fetch::Mapped(m) => {
+                crate::bytes::u64_of(m.len()).next_multiple_of(crate::bytes::u64_of(MAPPED_FROM))
+            }
+        }
+    }
+
     /// The bytes, shared without a copy.
     pub fn into_bytes(self) -> bytes::Bytes {
         match self.0 {
@@ -124,6 +136,12 @@ mod tests {
             assert_eq!(matches!(buf.0, Fetch::Mapped(_)), len >= MAPPED_FROM);
             assert_eq!(buf.len(), len);
             assert!(buf.iter().all(|&b| b == 0));
+            let whole = if len >= MAPPED_FROM {
+                8 << 20
+            } else {
+                len as u64
+            };
+            assert_eq!(buf.footprint(), whole);
             if len == 0 {
                 assert!(buf.into_bytes().is_empty());
                 continue;

@@ -378,9 +378,11 @@ impl BlockCache {
         }
         // The rest is read into one buffer (one allocation, huge pages
         // for a walk's batch: 2,003 small ones, 8 MiB, cost 5-8 ms of
-        // page faults), whose pieces the store keeps as one.
+        // page faults), whose pieces the store keeps as one, counted as
+        // the memory the buffer takes (a mapping in whole huge pages).
         let total = rest.iter().fold(0usize, |n, r| n.saturating_add(r.1));
         let mut buf = FetchBuf::zeroed(total);
+        let footprint = buf.footprint();
         let mut reqs: Vec<(u64, &mut [u8])> = Vec::with_capacity(rest.len());
         let mut free: &mut [u8] = &mut buf;
         for &(pos, n) in &rest {
@@ -408,7 +410,7 @@ impl BlockCache {
         for (start, bytes) in shared {
             fetched = fetched.saturating_add(pages.insert(start / PAGE, bytes));
         }
-        fetched = fetched.saturating_add(pages.insert_pieces(&read, u64_of(total)));
+        fetched = fetched.saturating_add(pages.insert_pieces(&read, footprint));
         self.has_pages.store(true, Ordering::Relaxed);
         self.prefetched.fetch_add(fetched / PAGE, Ordering::Relaxed);
         Ok(fetched)
