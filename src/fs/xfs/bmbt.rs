@@ -401,24 +401,11 @@ impl Xfs {
         structure: &'static str,
         problems: &mut Vec<FsError>,
     ) -> Result<(Vec<u8>, u64), FsError> {
-        let bs = self.block_bytes();
-        let len = count.saturating_mul(bs);
-        if len > 1 << 17 {
-            return Err(FsError::corrupt(
-                structure,
-                "length",
-                inode.offset,
-                format!(
-                    "inode {}: {count} blocks asked for one structure",
-                    inode.ino
-                ),
-            ));
-        }
-        let mut out = vec![0u8; us(len)];
-        let mut covered = 0u64;
-        let mut first_at = None;
+        too_long(inode, count, self.block_bytes(), structure)?;
+        // The extents the range lies in (at most `count` of them), then
+        // their blocks.
         let end = first.saturating_add(count);
-        let mut failure = None;
+        let mut extents = Vec::new();
         self.walk_fork(inode, which, first, problems, &mut |m| {
             let Mapping::Extent(e) = m else {
                 return ControlFlow::Continue(());
@@ -426,37 +413,59 @@ impl Xfs {
             if e.startoff >= end {
                 return ControlFlow::Break(());
             }
+            extents.push(e);
+            ControlFlow::Continue(())
+        })?;
+        self.read_mapped_blocks(inode, &extents, first, count, structure)
+    }
+
+    /// [`Xfs::read_fork_blocks`] from a fork's extents already walked
+    /// (`extents` in file order, as [`Xfs::walk_fork`] gives them): a
+    /// directory's blocks read one after another without walking its
+    /// map again for each (a btree-form map re-read its leaf records per
+    /// block).
+    ///
+    /// # Errors
+    /// As [`Xfs::read_fork_blocks`], but for the map's.
+    pub fn read_mapped_blocks(
+        &self,
+        inode: &Dinode,
+        extents: &[Extent],
+        first: u64,
+        count: u64,
+        structure: &'static str,
+    ) -> Result<(Vec<u8>, u64), FsError> {
+        let bs = self.block_bytes();
+        too_long(inode, count, bs, structure)?;
+        let mut out = vec![0u8; us(count.saturating_mul(bs))];
+        let mut covered = 0u64;
+        let mut first_at = None;
+        let end = first.saturating_add(count);
+        let from_index = extents.partition_point(|e| e.end() <= first);
+        for e in extents.get(from_index..).unwrap_or_default() {
+            if e.startoff >= end {
+                break;
+            }
             let from = e.startoff.max(first);
             let to = e.end().min(end);
             if from != first.saturating_add(covered) || e.unwritten {
-                return ControlFlow::Break(());
+                break;
             }
             let phys = e.startblock.saturating_add(from.saturating_sub(e.startoff));
-            let read = self.fsb_offset(phys).and_then(|at| {
-                if first_at.is_none() {
-                    first_at = Some(at);
-                }
-                let n = to.saturating_sub(from).saturating_mul(bs);
-                let bytes = self.read_bytes(at, us(n), structure)?;
-                let dst = us(covered.saturating_mul(bs));
-                if let Some(d) = out.get_mut(dst..dst.saturating_add(bytes.len())) {
-                    d.copy_from_slice(&bytes);
-                }
-                Ok(())
-            });
-            if let Err(e) = read {
-                failure = Some(e);
-                return ControlFlow::Break(());
+            let at = self.fsb_offset(phys)?;
+            if first_at.is_none() {
+                first_at = Some(at);
+            }
+            let n = to.saturating_sub(from).saturating_mul(bs);
+            let bytes = self.read_bytes(at, us(n), structure)?;
+            let dst = us(covered.saturating_mul(bs));
+            if let Some(d) = out.get_mut(dst..dst.saturating_add(bytes.len())) {
+                d.copy_from_slice(&bytes);
             }
             covered = covered.saturating_add(to.saturating_sub(from));
             if covered >= count {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
+                break;
             }
-        })?;
-        if let Some(e) = failure {
-            return Err(e);
         }
         match first_at {
             Some(at) if covered >= count => Ok((out, at)),
@@ -471,6 +480,23 @@ impl Xfs {
             )),
         }
     }
+}
+
+/// A structure of `count` blocks of `bs` bytes is refused past 128 KiB
+/// (XFS's largest directory block is 64 KiB).
+fn too_long(inode: &Dinode, count: u64, bs: u64, structure: &'static str) -> Result<(), FsError> {
+    if count.saturating_mul(bs) > 1 << 17 {
+        return Err(FsError::corrupt(
+            structure,
+            "length",
+            inode.offset,
+            format!(
+                "inode {}: {count} blocks asked for one structure",
+                inode.ino
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -98,11 +98,13 @@ impl Xfs {
                 let per = self.dir_fsbs();
                 let leaf = self.leaf_fsb();
                 let mut stop = false;
-                // The data-space directory blocks, extent by extent (a
-                // range of directory block numbers each), collected first:
-                // reading them re-walks the map, which cannot happen inside
-                // the walk. Ranges, not block numbers: a hostile extent of
-                // 2^21 blocks costs one entry here.
+                // The data-space extents, and the directory blocks extent
+                // by extent (a range of directory block numbers each),
+                // collected first: the blocks are then read from these
+                // extents, the map walked once. Ranges, not block
+                // numbers: a hostile extent of 2^21 blocks costs one
+                // entry here.
+                let mut extents = Vec::new();
                 let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
                 self.walk_fork(dir, Fork::Data, 0, problems, &mut |m| {
                     let Mapping::Extent(e) = m else {
@@ -113,6 +115,7 @@ impl Xfs {
                     }
                     let first = e.startoff.div_ceil(per);
                     let last = e.end().min(leaf).div_ceil(per);
+                    extents.push(e);
                     // Overlapping extents: a block is listed once.
                     let first = ranges.last().map_or(first, |r| first.max(r.end));
                     if first < last {
@@ -138,17 +141,14 @@ impl Xfs {
                             ));
                             break 'ranges;
                         }
-                        // The map's problems were reported by the walk
-                        // above; reading a block walks it again, and
-                        // reporting them per block repeated each (and
-                        // spent MAX_DIR_PROBLEMS on copies).
-                        let (block, at) = match self.read_fork_blocks(
+                        // From the extents walked above: the map's
+                        // problems are reported once, by that walk.
+                        let (block, at) = match self.read_mapped_blocks(
                             dir,
-                            Fork::Data,
+                            &extents,
                             db.saturating_mul(per),
                             per,
                             "directory data block",
-                            &mut Vec::new(),
                         ) {
                             Ok(b) => b,
                             Err(e) => {
