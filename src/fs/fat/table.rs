@@ -375,49 +375,59 @@ mod tests {
     use crate::block::raw::RawFile;
     use crate::block::storage::MemStorage;
 
+    /// A FAT of 204,800 bytes at 1 KiB (400 sectors of 512) for 200,000
+    /// clusters, over whatever disk a test gives it.
+    fn boot_of(fat_type: FatType) -> BootSector {
+        BootSector {
+            fat_type,
+            bytes_per_sector: 512,
+            sectors_per_cluster: 1,
+            cluster_size: 512,
+            reserved_sectors: 2,
+            num_fats: 1,
+            root_entries: 0,
+            total_sectors: 0,
+            media: 0xf8,
+            fat_sectors: 400,
+            root_cluster: 2,
+            fs_info_sector: 0,
+            backup_boot_sector: 0,
+            ext_flags: 0,
+            volume_id: None,
+            label: None,
+            fat_offset: 1024,
+            root_dir_offset: 0,
+            root_dir_bytes: 0,
+            data_offset: 0,
+            cluster_count: 200_000,
+            data_clusters: 200_000,
+            problems: Vec::new(),
+        }
+    }
+
+    /// A xorshift generator from `seed`: the same numbers on every run.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// `entries` equals `entry` one by one (0 where it fails), on FAT12,
     /// FAT16 and FAT32 tables of random bytes, for tables the disk holds
     /// whole or cuts short, and counts that pass the table's end.
     #[test]
     fn entries_equal_each_entry() {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1d_u64);
         for fat_type in [FatType::Fat12, FatType::Fat16, FatType::Fat32] {
             // The FAT is 204,800 bytes at 1 KiB: whole, cut inside a
             // chunk, cut at a chunk's end, cut inside an entry.
             for disk_len in [300_000u64, 100_001, 1024 + 65536, 1024 + 4097] {
                 let bytes: Vec<u8> = (0..disk_len).map(|_| rand() as u8).collect();
                 let disk = RawFile::new("mem", Arc::new(MemStorage::new(bytes)));
-                let boot = BootSector {
-                    fat_type,
-                    bytes_per_sector: 512,
-                    sectors_per_cluster: 1,
-                    cluster_size: 512,
-                    reserved_sectors: 2,
-                    num_fats: 1,
-                    root_entries: 0,
-                    total_sectors: 0,
-                    media: 0xf8,
-                    fat_sectors: 400,
-                    root_cluster: 2,
-                    fs_info_sector: 0,
-                    backup_boot_sector: 0,
-                    ext_flags: 0,
-                    volume_id: None,
-                    label: None,
-                    fat_offset: 1024,
-                    root_dir_offset: 0,
-                    root_dir_bytes: 0,
-                    data_offset: 0,
-                    cluster_count: 200_000,
-                    data_clusters: 200_000,
-                    problems: Vec::new(),
-                };
+                let boot = boot_of(fat_type);
                 for count in [0usize, 1, 2047, 2049, 150_000] {
                     let mut a = FatReader::new(&disk, &boot, 0);
                     let mut b = FatReader::new(&disk, &boot, 0);
@@ -442,13 +452,7 @@ mod tests {
     /// end and pass the table's end anywhere.
     #[test]
     fn count_free_equals_counting_each_entry() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15_u64);
         for (fat_type, width) in [(FatType::Fat16, 2u64), (FatType::Fat32, 4)] {
             for disk_len in [300_000u64, 262_144] {
                 let mut bytes = vec![0u8; usize::try_from(disk_len).unwrap()];
@@ -459,32 +463,7 @@ mod tests {
                     }
                 }
                 let disk = RawFile::new("mem", Arc::new(MemStorage::new(bytes)));
-                // A 204,800-byte FAT at 1 KiB.
-                let boot = BootSector {
-                    fat_type,
-                    bytes_per_sector: 512,
-                    sectors_per_cluster: 1,
-                    cluster_size: 512,
-                    reserved_sectors: 2,
-                    num_fats: 1,
-                    root_entries: 0,
-                    total_sectors: 0,
-                    media: 0xf8,
-                    fat_sectors: 400,
-                    root_cluster: 2,
-                    fs_info_sector: 0,
-                    backup_boot_sector: 0,
-                    ext_flags: 0,
-                    volume_id: None,
-                    label: None,
-                    fat_offset: 1024,
-                    root_dir_offset: 0,
-                    root_dir_bytes: 0,
-                    data_offset: 0,
-                    cluster_count: 200_000,
-                    data_clusters: 200_000,
-                    problems: Vec::new(),
-                };
+                let boot = boot_of(fat_type);
                 for (first, last) in [
                     (2, 5),
                     (2, 50_000),
