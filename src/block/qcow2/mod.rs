@@ -8,7 +8,7 @@
 //! every allocation is bounded by the file's own size or a fixed cap.
 //!
 //! A layer opened here knows nothing about its backing file: unallocated
-//! ranges report [`Status::Unallocated`] and read as zeros. Stacking is the
+//! ranges report [`crate::block::Status::Unallocated`] and read as zeros. Stacking is the
 //! job of [`crate::block::layered`].
 //!
 //! Offsets computed from the file are checked (`checked_*`, or masks and

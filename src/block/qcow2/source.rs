@@ -150,7 +150,7 @@ impl BlockSource for Qcow2Layer {
     }
 
     /// The ranges mapped as [`Qcow2Layer::read_at`] maps them; the data
-    /// clusters of all of them read in one [`Storage::read_many`] (in
+    /// clusters of all of them read in one [`crate::block::storage::Storage::read_many`] (in
     /// flight together over a remote file).
     fn read_many(&self, reqs: &mut [(u64, &mut [u8])]) -> Result<(), BlockError> {
         let mut batch: Vec<(u64, &mut [u8])> = Vec::new();
