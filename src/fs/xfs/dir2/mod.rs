@@ -98,14 +98,9 @@ impl Xfs {
                 let per = self.dir_fsbs();
                 let leaf = self.leaf_fsb();
                 let mut stop = false;
-                // The data-space extents, and the directory blocks extent
-                // by extent (a range of directory block numbers each),
-                // collected first: the blocks are then read from these
-                // extents, the map walked once. Ranges, not block
-                // numbers: a hostile extent of 2^21 blocks costs one
-                // entry here.
+                // The data-space extents, collected first: the blocks are
+                // then read from them, the map walked once.
                 let mut extents = Vec::new();
-                let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
                 self.walk_fork(dir, Fork::Data, 0, problems, &mut |m| {
                     let Mapping::Extent(e) = m else {
                         return ControlFlow::Continue(());
@@ -113,16 +108,23 @@ impl Xfs {
                     if e.startoff >= leaf {
                         return ControlFlow::Break(());
                     }
+                    extents.push(e);
+                    ControlFlow::Continue(())
+                })?;
+                // The directory blocks, extent by extent (a range of
+                // directory block numbers each). Ranges, not block
+                // numbers: a hostile extent of 2^21 blocks costs one entry
+                // here.
+                let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+                for e in &extents {
                     let first = e.startoff.div_ceil(per);
                     let last = e.end().min(leaf).div_ceil(per);
-                    extents.push(e);
                     // Overlapping extents: a block is listed once.
                     let first = ranges.last().map_or(first, |r| first.max(r.end));
                     if first < last {
                         ranges.push(first..last);
                     }
-                    ControlFlow::Continue(())
-                })?;
+                }
                 let before = problems.len();
                 'ranges: for range in ranges {
                     for db in range {
