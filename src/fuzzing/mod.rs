@@ -32,7 +32,7 @@ use crate::block::storage::Storage;
 use crate::block::BlockSource;
 use crate::fs::{FileType, Filesystem, NodeId};
 
-mod sparse;
+pub(crate) mod sparse;
 
 /// The directory the fuzz input is "in".
 const DIR: &str = "/fuzz";

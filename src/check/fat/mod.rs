@@ -26,6 +26,9 @@ use crate::fs::fat::boot::{FatType, MAX_FAT16_CLUSTERS};
 use crate::fs::fat::dir::{self, ShortEntry};
 use crate::fs::fat::Fat;
 
+mod words;
+use words::Words;
+
 /// Clusters checked at most (the check holds two words per cluster).
 pub const MAX_CLUSTERS: u64 = 1 << 25;
 /// Directory levels followed at most.
@@ -55,10 +58,13 @@ struct Checker<'a> {
     layer_of: &'a dyn Fn(u64) -> Option<usize>,
     out: Problems,
     /// The FAT as fixed in memory (index: cluster).
-    table: Vec<u32>,
+    table: Words,
     /// The file owning each cluster (index into `files`, plus 1).
-    owner: Vec<u32>,
+    owner: Words,
     files: Vec<File>,
+    /// The files fsck.fat counts in its summary: every entry it meets
+    /// (volume labels too) but `.`, `..` and the FAT32 root.
+    counted: u64,
     kind: FatType,
     clusters: u32,
     cluster_size: u64,
@@ -126,23 +132,20 @@ impl Checker<'_> {
     }
 
     fn get(&self, c: u32) -> u32 {
-        self.table
-            .get(usize::try_from(c).unwrap_or(usize::MAX))
-            .copied()
-            .unwrap_or(0)
+        self.table.get(usize::try_from(c).unwrap_or(usize::MAX))
     }
 
     fn set(&mut self, c: u32, v: u32) {
-        if let Some(e) = self.table.get_mut(usize::try_from(c).unwrap_or(usize::MAX)) {
-            *e = v;
-        }
+        self.table.set(usize::try_from(c).unwrap_or(usize::MAX), v);
     }
 
     fn owner_of(&self, c: u32) -> u32 {
+        self.owner.get(usize::try_from(c).unwrap_or(usize::MAX))
+    }
+
+    fn set_owner(&mut self, c: u32, file: u32) {
         self.owner
-            .get(usize::try_from(c).unwrap_or(usize::MAX))
-            .copied()
-            .unwrap_or(0)
+            .set(usize::try_from(c).unwrap_or(usize::MAX), file);
     }
 
     /// fsck.fat's `next_cluster`: `None` at the end (or a free entry,
@@ -343,9 +346,7 @@ impl Checker<'_> {
                 }
                 break;
             }
-            if let Some(o) = self.owner.get_mut(usize::try_from(c).unwrap_or(usize::MAX)) {
-                *o = me;
-            }
+            self.set_owner(c, me);
             clusters = clusters.saturating_add(1);
             prev = c;
             curr = self.next(c);
@@ -366,8 +367,8 @@ impl Checker<'_> {
     }
 
     /// The short entries of a directory (its chain as fixed in memory),
-    /// as (volume offset, entry).
-    fn entries(&self, start: Option<u32>) -> Vec<(u64, ShortEntry)> {
+    /// as (volume offset, entry), and how many volume labels it holds.
+    fn entries(&self, start: Option<u32>) -> (Vec<(u64, ShortEntry)>, u64) {
         let boot = self.fat.boot();
         let mut ranges = Vec::new();
         match start {
@@ -388,6 +389,7 @@ impl Checker<'_> {
             }
         }
         let mut out = Vec::new();
+        let mut labels = 0u64;
         // Read a piece of up to 64 KiB at a time, not an entry at a time
         // (the FAT fuzz target spent most of its time in 32-byte reads).
         let mut buf = vec![0u8; 1 << 16];
@@ -396,7 +398,7 @@ impl Checker<'_> {
             while pos.saturating_add(32) <= len {
                 let n = (len.saturating_sub(pos) & !31).min(1 << 16);
                 let Some(piece) = buf.get_mut(..usize::try_from(n).unwrap_or(0)) else {
-                    return out;
+                    return (out, labels);
                 };
                 let base = at.saturating_add(pos);
                 pos = pos.saturating_add(n);
@@ -407,17 +409,18 @@ impl Checker<'_> {
                 for (i, raw) in piece.chunks_exact_mut(32).enumerate() {
                     let off = base.saturating_add(u64::try_from(i).unwrap_or(0).saturating_mul(32));
                     if !whole && self.fat.disk().read_at(off, raw).is_err() {
-                        return out;
+                        return (out, labels);
                     }
                     match dir::slot(raw) {
-                        dir::Slot::End => return out,
+                        dir::Slot::End => return (out, labels),
                         dir::Slot::Short(e) => out.push((off, e)),
+                        dir::Slot::Label(_) => labels = labels.saturating_add(1),
                         _ => {}
                     }
                 }
             }
         }
-        out
+        (out, labels)
     }
 
     /// `check_dir` then `subdirs`: the directory's files, then each
@@ -436,9 +439,12 @@ impl Checker<'_> {
             .and_then(|d| self.files.get(d))
             .map_or_else(String::new, |d| d.path.clone());
         let mut mine = Vec::new();
-        for (offset, entry) in self.entries(start) {
-            if entry.attr & dir::ATTR_VOLUME_ID != 0 && !entry.is_dir() {
-                continue;
+        let (entries, labels) = self.entries(start);
+        // fsck.fat counts a volume label among the files.
+        self.counted = self.counted.saturating_add(labels);
+        for (offset, entry) in entries {
+            if !matches!(&entry.raw_name, b".          " | b"..         ") {
+                self.counted = self.counted.saturating_add(1);
             }
             let path = format!("{prefix}/{}", short_name(&entry.raw_name));
             let start = entry.first_cluster;
@@ -480,9 +486,10 @@ pub fn check(
         fat,
         layer_of,
         out: Problems::default(),
-        table: Vec::new(),
-        owner: Vec::new(),
+        table: Words::new(0),
+        owner: Words::new(0),
         files: Vec::new(),
+        counted: 0,
         kind: boot.fat_type,
         clusters: u32::try_from(boot.cluster_count.min(MAX_CLUSTERS)).unwrap_or(0),
         cluster_size: boot.cluster_size.max(1),
@@ -583,20 +590,28 @@ pub fn check(
     let total = usize::try_from(u64::from(c.clusters).saturating_add(2)).unwrap_or(0);
     progress.stage("FAT", u64::try_from(total).unwrap_or(0));
     // The first FAT, then the copies against it.
-    c.table = fat.fat_reader().entries(total);
-    c.owner = vec![0; total];
+    let mut table = Words::new(total);
+    fat.fat_reader()
+        .nonzero_entries(total, |cl, v| table.set(cl, v));
+    c.table = table;
+    c.owner = Words::new(total);
     copies(&mut c);
     // Entries naming no cluster of the volume: 1, or past the last and
-    // below the bad mark. Found with one pass over the slice (they are
-    // rare), then reported and set to end of chain in cluster order.
+    // below the bad mark. Found with one pass over the entries that are
+    // not 0 (they are rare), then reported and set to end of chain in
+    // cluster order.
     let (limit, bad) = (u64::from(c.clusters).saturating_add(2), c.bad());
     let out_of_range: Vec<(u32, u32)> = c
         .table
-        .iter()
-        .enumerate()
-        .skip(2)
-        .filter(|&(_, &v)| v == 1 || (u64::from(v) >= limit && v < bad))
-        .filter_map(|(cl, &v)| Some((u32::try_from(cl).ok()?, v)))
+        .pages()
+        .flat_map(|(at, page)| {
+            page.iter()
+                .enumerate()
+                .map(move |(i, &v)| (at.saturating_add(i), v))
+        })
+        .skip_while(|&(cl, _)| cl < 2)
+        .filter(|&(_, v)| v == 1 || (u64::from(v) >= limit && v < bad))
+        .filter_map(|(cl, v)| Some((u32::try_from(cl).ok()?, v)))
         .collect();
     for (cl, v) in out_of_range {
         c.problem(
@@ -627,9 +642,7 @@ pub fn check(
                 if n > u64::from(c.clusters) || c.owner_of(cl) != 0 {
                     break;
                 }
-                if let Some(o) = c.owner.get_mut(usize::try_from(cl).unwrap_or(usize::MAX)) {
-                    *o = 1;
-                }
+                c.set_owner(cl, 1);
                 n = n.saturating_add(1);
                 cur = c.next(cl);
             }
@@ -639,7 +652,7 @@ pub fn check(
     };
     let root_start = root.map(|_| boot.root_cluster);
     c.check_dir(root, root_start, 0, 0);
-    summary.files = u64::try_from(c.files.len()).unwrap_or(0);
+    summary.files = c.counted;
     // Clusters in use that no file owns, reclaimed; then every cluster no
     // file owns that is not bad is free. One pass does both: a reclaimed
     // cluster is free once set to 0, so it counts as fsck.fat's second
@@ -647,23 +660,37 @@ pub fn check(
     let mut reclaimed = 0u64;
     let mut free = 0u64;
     let mut first_lost = None;
-    let (bad, end) = (c.bad(), total.min(c.table.len()).min(c.owner.len()));
-    if let (Some(table), Some(owner)) = (c.table.get_mut(2..end), c.owner.get(2..end)) {
-        for (i, (v, &o)) in table.iter_mut().zip(owner).enumerate() {
-            if o != 0 || *v == bad {
+    let bad = c.bad();
+    let mut cl = 2usize;
+    while cl < total {
+        // A page of the FAT never written holds free entries only; whether
+        // a file owns them is asked of the owners' page.
+        let page_end = total.min(
+            cl.saturating_sub(cl % words::PAGE)
+                .saturating_add(words::PAGE),
+        );
+        if !c.table.has_page(cl) && !c.owner.has_page(cl) {
+            free = free.saturating_add(u64::try_from(page_end.saturating_sub(cl)).unwrap_or(0));
+            cl = page_end;
+            continue;
+        }
+        for i in cl..page_end {
+            let v = c.table.get(i);
+            if c.owner.get(i) != 0 || v == bad {
                 continue;
             }
             free = free.saturating_add(1);
-            if *v != 0 {
+            if v != 0 {
                 first_lost.get_or_insert(i);
-                *v = 0;
+                c.table.set(i, 0);
                 reclaimed = reclaimed.saturating_add(1);
             }
         }
+        cl = page_end;
     }
     if reclaimed > 0 {
         let at = first_lost
-            .and_then(|i| u32::try_from(i.saturating_add(2)).ok())
+            .and_then(|i| u32::try_from(i).ok())
             .map(|cl| c.entry_offset(cl));
         c.problem(
             Severity::Error,
