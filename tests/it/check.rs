@@ -1318,6 +1318,7 @@ fn fsck_fat_findings(text: &str) -> BTreeSet<(String, String)> {
         }
         let whole = [
             ("FATs differ", "fat-copies-differ"),
+            ("Both FATs appear to be corrupt", "fat-copies-corrupt"),
             ("Reclaimed ", "fat-unused-clusters"),
             ("Free cluster summary wrong", "fat-free-count"),
             (
@@ -1500,6 +1501,23 @@ fn check_finds_what_fsck_fat_finds() {
             vec![(gamma + 20, 0x0fffu16.to_le_bytes().to_vec())],
         ),
         ("a free cluster in a chain", both(a0 + 2, &[0, 0, 0, 0])),
+        // fsck.fat's choice of copy by their first entries (media byte,
+        // all ones above it): the intact one is used.
+        (
+            "a second FAT whose first entry is damaged",
+            vec![(fat2, vec![0, 0, 0, 0])],
+        ),
+        (
+            "a first FAT whose first entry is damaged, a chain whole in the second only",
+            vec![
+                (fat1, vec![0, 0, 0, 0]),
+                (fat1 + 4 * (a0 + 2), vec![0, 0, 0, 0]),
+            ],
+        ),
+        (
+            "both FATs' first entries damaged, differently",
+            vec![(fat1, vec![0, 0, 0, 0]), (fat2, vec![1, 0, 0, 0])],
+        ),
     ];
     for (i, (what, patches)) in damages.into_iter().enumerate() {
         let img = format!("v{i}.img");
