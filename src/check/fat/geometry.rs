@@ -1,0 +1,144 @@
+//! The boot sector and the geometry fsck.fat refuses before it reads the
+//! FAT.
+use super::{Checker, Severity, MAX_CLUSTERS};
+use crate::block::BlockSource;
+use crate::fs::fat::boot::{FatType, MAX_FAT16_CLUSTERS};
+
+/// Whether the FAT the boot sector places fits what the volume holds
+/// and what fsck.fat checks; if not, the finding that says why is
+/// reported and the check goes no further.
+pub(super) fn fits(c: &mut Checker<'_>) -> bool {
+    let fat = c.fat;
+    let boot = fat.boot();
+    // Only what the volume holds: the first FAT must lie within it (its
+    // entries are what the check reads and keeps, one word per cluster),
+    // and no more clusters are checked than it has entries for. A boot
+    // sector claiming 32 million clusters on an 84-byte volume would
+    // otherwise cost 256 MB and seconds of reading zeros.
+    let volume = crate::fs::Filesystem::source(fat).len();
+    let fat_bytes = boot.fat_sectors.saturating_mul(boot.bytes_per_sector);
+    let fat_end = boot.fat_offset.saturating_add(fat_bytes);
+    if fat_end > volume {
+        c.problem(
+            Severity::Error,
+            "fat-past-volume",
+            "FAT".into(),
+            Some(boot.fat_offset),
+            format!(
+                "the first FAT (bytes {:#x}-{:#x}) lies past the end of the volume ({volume} bytes): not checked",
+                boot.fat_offset,
+                fat_end.saturating_sub(1)
+            ),
+        );
+        return false;
+    }
+    // Geometry fsck.fat refuses and stops at, the first of "only 1 or 2
+    // FATs are supported", "Too many clusters for FAT16 filesystem" and
+    // "Filesystem has N clusters but only space for M FAT entries": the
+    // check reports the same and nothing further. Where the second FAT
+    // lies and every count after follow from that geometry, so further
+    // findings would be its echoes (and a FAT16 read as 16 million
+    // entries cost seconds); `ls` and the other views still show what the
+    // FAT describes.
+    let entries = fat_bytes
+        .saturating_mul(8)
+        .checked_div(boot.fat_type.bits())
+        .unwrap_or(0);
+    let held = entries.saturating_sub(2);
+    // The decode has limited `cluster_count` to what the FAT takes: the
+    // geometry's own count is what fsck.fat judges.
+    let claimed = boot.data_clusters.max(boot.cluster_count);
+    if !(1..=2).contains(&boot.num_fats) {
+        c.problem(
+            Severity::Error,
+            "fat-count",
+            "boot sector".into(),
+            Some(0x10),
+            format!(
+                "{} FATs (fsck.fat checks 1 or 2, and refuses the volume): not checked further",
+                boot.num_fats
+            ),
+        );
+        return false;
+    }
+    if boot.fat_type == FatType::Fat16 && claimed > MAX_FAT16_CLUSTERS {
+        c.problem(
+            Severity::Error,
+            "fat-too-many-clusters",
+            "boot sector".into(),
+            None,
+            format!(
+                "too many clusters ({claimed}) for a FAT16 filesystem (at most {MAX_FAT16_CLUSTERS}; fsck.fat refuses it, the kernel will not mount it): not checked further"
+            ),
+        );
+        return false;
+    }
+    if claimed > held {
+        c.problem(
+            Severity::Error,
+            "fat-too-small",
+            "FAT".into(),
+            Some(boot.fat_offset),
+            format!(
+                "{claimed} clusters, but the FAT ({fat_bytes} bytes) has entries for {held} (fsck.fat refuses it): not checked further"
+            ),
+        );
+        return false;
+    }
+    if boot.cluster_count > MAX_CLUSTERS {
+        c.problem(
+            Severity::Leak,
+            "fat-not-checked",
+            "FAT".into(),
+            None,
+            format!(
+                "{} clusters: more than the {MAX_CLUSTERS} this check holds in memory; not checked",
+                boot.cluster_count
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+/// The boot sector: its backup (FAT32) and the dirty bit.
+pub(super) fn boot_sector(c: &mut Checker<'_>) {
+    let boot = c.fat.boot();
+    let bps = boot.bytes_per_sector;
+    let mut first = vec![0u8; 512];
+    if c.fat.disk().read_at(0, &mut first).is_err() {
+        return;
+    }
+    let dirty_at = if boot.fat_type == FatType::Fat32 {
+        0x41
+    } else {
+        0x25
+    };
+    if boot.fat_type != FatType::Fat12 && first.get(dirty_at).is_some_and(|b| b & 1 != 0) {
+        c.problem(
+            Severity::Error,
+            "fat-dirty",
+            "boot sector".into(),
+            Some(u64::try_from(dirty_at).unwrap_or(0)),
+            "dirty bit is set: the filesystem was not properly unmounted".into(),
+        );
+    }
+    if boot.fat_type == FatType::Fat32 && boot.backup_boot_sector != 0 {
+        let at = boot.backup_boot_sector.saturating_mul(bps);
+        let mut backup = vec![0u8; 512];
+        if c.fat.disk().read_at(at, &mut backup).is_ok() && backup != first {
+            let diff = first
+                .iter()
+                .zip(&backup)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            c.problem(
+                Severity::Leak,
+                "fat-boot-backup",
+                "boot sector".into(),
+                Some(at.saturating_add(u64::try_from(diff).unwrap_or(0))),
+                format!("the boot sector and its backup differ (first at byte {diff})"),
+            );
+        }
+    }
+}
