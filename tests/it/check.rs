@@ -1319,6 +1319,9 @@ fn fsck_fat_findings(text: &str) -> BTreeSet<(String, String)> {
         let whole = [
             ("FATs differ", "fat-copies-differ"),
             ("Both FATs appear to be corrupt", "fat-copies-corrupt"),
+            ("First FAT appears to be corrupt", "fat-copies-corrupt"),
+            ("Failed to read sector", "fat-volume-short"),
+            ("doesn't span an integral number", "fat-root-entries"),
             ("Reclaimed ", "fat-unused-clusters"),
             ("Free cluster summary wrong", "fat-free-count"),
             (
@@ -1972,4 +1975,70 @@ fn check_counts_files_and_clusters_as_fsck_fat() {
         peak < 32 << 10,
         "check of an 8 M-cluster FAT32 took {peak} KiB"
     );
+}
+
+/// Volumes fsck.fat gives up on before it walks a file, each found by a
+/// differential sweep of the FAT fuzz corpus where the check called them
+/// clean: a volume shorter than its boot sector says ("Failed to read
+/// sector N": fsck.fat reads the last even sector first), a root
+/// directory whose entry count does not fill whole sectors, two FAT
+/// copies whose first entries are damaged alike ("Both FATs appear to be
+/// corrupt": fsck.fat gives up whether or not the copies differ), and a
+/// single FAT whose first entry is damaged. The check reports fsck.fat's
+/// finding and nothing further, exit 1.
+#[test]
+fn check_gives_up_where_fsck_fat_does() {
+    for t in ["mkfs.vfat", "fsck.fat"] {
+        if !need(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // FAT16, 32 MiB: reserved sectors at 14, FAT length at 22.
+    let fat_start = |b: &[u8]| u16::from_le_bytes([b[14], b[15]]) as usize * 512;
+    let fat_len = |b: &[u8]| u16::from_le_bytes([b[22], b[23]]) as usize * 512;
+    type Damage = fn(&mut Vec<u8>, usize, usize);
+    let cases: [(&str, &[&str], Damage); 4] = [
+        ("short volume", &["-F", "16"], |b, _, _| {
+            b.truncate(b.len() / 2)
+        }),
+        ("root entries", &["-F", "16"], |b, _, _| {
+            b[17..19].copy_from_slice(&111u16.to_le_bytes())
+        }),
+        ("both first entries", &["-F", "16"], |b, fat, len| {
+            b[fat..fat + 2].copy_from_slice(&[0, 0]);
+            b[fat + len..fat + len + 2].copy_from_slice(&[0, 0]);
+        }),
+        (
+            "one FAT, its first entry",
+            &["-F", "16", "-f", "1"],
+            |b, fat, _| b[fat..fat + 2].copy_from_slice(&[0, 0]),
+        ),
+    ];
+    for (i, (what, args, damage)) in cases.into_iter().enumerate() {
+        let img = format!("g{i}.img");
+        let mut mkfs = vec!["mkfs.vfat", "-C"];
+        mkfs.extend_from_slice(args);
+        mkfs.extend_from_slice(&[&img, "32768"]);
+        sh(d, &mkfs);
+        let mut bytes = std::fs::read(d.join(&img)).unwrap();
+        let (fat, len) = (fat_start(&bytes), fat_len(&bytes));
+        damage(&mut bytes, fat, len);
+        std::fs::write(d.join(&img), &bytes).unwrap();
+        let out = Command::new("fsck.fat")
+            .args(["-n", &img])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{what}: {text}");
+        let theirs = fsck_fat_findings(&text);
+        assert_eq!(theirs.len(), 1, "{what}: {text}");
+        let run = layerscope(d, &["check", "--fs-only", "--json", "-f", "raw", &img]);
+        assert_eq!(run.code, 1, "{what}: {}{}", run.text(), run.stderr);
+        let (ours, _) = our_fat_findings(&run.json());
+        assert_eq!(ours, theirs, "{what}: {}\nfsck.fat: {text}", run.text());
+    }
 }

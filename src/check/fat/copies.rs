@@ -3,11 +3,12 @@
 use super::{Checker, Severity, Words};
 use crate::block::BlockSource;
 use crate::fs::fat::boot::FatType;
+use crate::fs::fat::table::FatReader;
 
 /// Where the second FAT first differs from the first, over the bytes
 /// that map clusters (fsck.fat compares these two; a volume with more
 /// copies is refused before this).
-pub(super) fn second_differs(c: &Checker<'_>) -> Option<u64> {
+fn second_differs(c: &Checker<'_>) -> Option<u64> {
     let boot = c.fat.boot();
     if boot.num_fats < 2 {
         return None;
@@ -49,13 +50,13 @@ pub(super) fn second_differs(c: &Checker<'_>) -> Option<u64> {
     None
 }
 
-/// fsck.fat's choice between two FATs that differ (`read_fat`): a copy
-/// whose first entry (the media byte and all ones above it) is intact is
-/// trusted; both intact, the first is used; only the second intact, the
-/// second is used (and the check goes on with it, as fsck.fat copies it
-/// over the first); neither, fsck.fat gives up. `at` is where the second
-/// first differs. Whether the check goes on.
-pub(super) fn choose_copy(c: &mut Checker<'_>, at: u64, total: usize) -> bool {
+/// fsck.fat's choice of FAT (`read_fat`): a copy whose first entry (the
+/// media byte and all ones above it) is intact is trusted. Neither copy
+/// intact, or a single copy that is not, fsck.fat gives up. Copies that
+/// differ: both intact, the first is used; only the second intact, the
+/// second is used (the check goes on with it, as fsck.fat copies it over
+/// the first). Whether the check goes on.
+pub(super) fn choose(c: &mut Checker<'_>, total: usize) -> bool {
     let boot = c.fat.boot();
     // FAT_EXTD: the entry's bits above its low byte (28 bits on FAT32).
     let bits = match c.kind {
@@ -63,25 +64,38 @@ pub(super) fn choose_copy(c: &mut Checker<'_>, at: u64, total: usize) -> bool {
         kind => u32::try_from(kind.bits()).unwrap_or(16),
     };
     let extd = 1u32.checked_shl(bits).unwrap_or(0).wrapping_sub(1) & !0xff;
-    let first_ok = c.get(0) & extd == extd;
-    let mut second = crate::fs::fat::table::FatReader::new(c.fat.disk(), boot, 1);
-    let second_ok = second.entry(0).is_ok_and(|v| v & extd == extd);
-    let which = match (first_ok, second_ok) {
-        (true, true) => "both appear intact: the first is used",
-        (true, false) => "the second's first entry is damaged: the first is used",
-        (false, true) => "the first's first entry is damaged: the second is used",
-        (false, false) => {
-            c.problem(
-                Severity::Error,
-                "fat-copies-corrupt",
-                "FAT".into(),
-                Some(boot.fat_offset),
-                format!(
-                    "the FAT copies differ (first at {at:#x}) and the first entry of both is damaged (fsck.fat gives up): not checked further"
-                ),
-            );
-            return false;
-        }
+    let intact = |copy: u64| {
+        FatReader::new(c.fat.disk(), boot, copy)
+            .entry(0)
+            .is_ok_and(|v| v & extd == extd)
+    };
+    let first_ok = intact(0);
+    let two = boot.num_fats >= 2;
+    let second_ok = two && intact(1);
+    if !first_ok && !second_ok {
+        let detail = if two {
+            "the first entry of both FAT copies is damaged (fsck.fat gives up: \"Both FATs appear to be corrupt\"): not checked further"
+        } else {
+            "the first entry of the only FAT is damaged (fsck.fat gives up: \"First FAT appears to be corrupt and second FAT does not exist\"): not checked further"
+        };
+        c.problem(
+            Severity::Error,
+            "fat-copies-corrupt",
+            "FAT".into(),
+            Some(boot.fat_offset),
+            detail.into(),
+        );
+        return false;
+    }
+    let Some(at) = second_differs(c) else {
+        return true;
+    };
+    let which = if first_ok && second_ok {
+        "both appear intact: the first is used"
+    } else if first_ok {
+        "the second's first entry is damaged: the first is used"
+    } else {
+        "the first's first entry is damaged: the second is used"
     };
     // The finding points into the copy not used: where the damage is.
     let (copy, offset) = if first_ok {
@@ -99,7 +113,7 @@ pub(super) fn choose_copy(c: &mut Checker<'_>, at: u64, total: usize) -> bool {
     );
     if !first_ok {
         let mut table = Words::new(total);
-        second.nonzero_entries(total, |cl, v| table.set(cl, v));
+        FatReader::new(c.fat.disk(), boot, 1).nonzero_entries(total, |cl, v| table.set(cl, v));
         c.table = table;
     }
     true

@@ -10,13 +10,63 @@ use crate::fs::fat::boot::{FatType, MAX_FAT16_CLUSTERS};
 pub(super) fn fits(c: &mut Checker<'_>) -> bool {
     let fat = c.fat;
     let boot = fat.boot();
+    let mut raw = [0u8; 512];
+    if fat.disk().read_at(0, &mut raw).is_err() {
+        return false;
+    }
+    let field = |at: usize| {
+        raw.get(at..at.saturating_add(2))
+            .and_then(|b| crate::bytes::le16(b, 0))
+            .map_or(0, u64::from)
+    };
+    // Geometry fsck.fat refuses and stops at (`read_boot`), in its order:
+    // "only 1 or 2 FATs are supported", "Failed to read sector N" (the
+    // boot sector's last even sector), "Too many clusters for FAT16
+    // filesystem", "Filesystem has N clusters but only space for M FAT
+    // entries" and "Root directory (N entries) doesn't span an integral
+    // number of sectors": the check reports the same and nothing further.
+    // Where the second FAT lies and every count after follow from that
+    // geometry, so further findings would be its echoes (and a FAT16 read
+    // as 16 million entries cost seconds); `ls` and the other views still
+    // show what the FAT describes.
+    if !(1..=2).contains(&boot.num_fats) {
+        c.problem(
+            Severity::Error,
+            "fat-count",
+            "boot sector".into(),
+            Some(0x10),
+            format!(
+                "{} FATs (fsck.fat checks 1 or 2, and refuses the volume): not checked further",
+                boot.num_fats
+            ),
+        );
+        return false;
+    }
+    let volume = crate::fs::Filesystem::source(fat).len();
+    let bps = boot.bytes_per_sector;
+    let last_even = boot.total_sectors & !1;
+    if last_even.saturating_mul(bps) > volume {
+        // BPB_TotSec16, or BPB_TotSec32 where it is 0.
+        let at = if field(0x13) != 0 { 0x13 } else { 0x20 };
+        c.problem(
+            Severity::Error,
+            "fat-volume-short",
+            "boot sector".into(),
+            Some(at),
+            format!(
+                "the boot sector gives {} sectors; sector {} lies past the end of the volume ({volume} bytes; fsck.fat fails to read it and refuses the volume): not checked further",
+                boot.total_sectors,
+                last_even.saturating_sub(1)
+            ),
+        );
+        return false;
+    }
     // Only what the volume holds: the first FAT must lie within it (its
     // entries are what the check reads and keeps, one word per cluster),
     // and no more clusters are checked than it has entries for. A boot
     // sector claiming 32 million clusters on an 84-byte volume would
     // otherwise cost 256 MB and seconds of reading zeros.
-    let volume = crate::fs::Filesystem::source(fat).len();
-    let fat_bytes = boot.fat_sectors.saturating_mul(boot.bytes_per_sector);
+    let fat_bytes = boot.fat_sectors.saturating_mul(bps);
     let fat_end = boot.fat_offset.saturating_add(fat_bytes);
     if fat_end > volume {
         c.problem(
@@ -32,14 +82,6 @@ pub(super) fn fits(c: &mut Checker<'_>) -> bool {
         );
         return false;
     }
-    // Geometry fsck.fat refuses and stops at, the first of "only 1 or 2
-    // FATs are supported", "Too many clusters for FAT16 filesystem" and
-    // "Filesystem has N clusters but only space for M FAT entries": the
-    // check reports the same and nothing further. Where the second FAT
-    // lies and every count after follow from that geometry, so further
-    // findings would be its echoes (and a FAT16 read as 16 million
-    // entries cost seconds); `ls` and the other views still show what the
-    // FAT describes.
     let entries = fat_bytes
         .saturating_mul(8)
         .checked_div(boot.fat_type.bits())
@@ -48,19 +90,6 @@ pub(super) fn fits(c: &mut Checker<'_>) -> bool {
     // The decode has limited `cluster_count` to what the FAT takes: the
     // geometry's own count is what fsck.fat judges.
     let claimed = boot.data_clusters.max(boot.cluster_count);
-    if !(1..=2).contains(&boot.num_fats) {
-        c.problem(
-            Severity::Error,
-            "fat-count",
-            "boot sector".into(),
-            Some(0x10),
-            format!(
-                "{} FATs (fsck.fat checks 1 or 2, and refuses the volume): not checked further",
-                boot.num_fats
-            ),
-        );
-        return false;
-    }
     if boot.fat_type == FatType::Fat16 && claimed > MAX_FAT16_CLUSTERS {
         c.problem(
             Severity::Error,
@@ -81,6 +110,23 @@ pub(super) fn fits(c: &mut Checker<'_>) -> bool {
             Some(boot.fat_offset),
             format!(
                 "{claimed} clusters, but the FAT ({fat_bytes} bytes) has entries for {held} (fsck.fat refuses it): not checked further"
+            ),
+        );
+        return false;
+    }
+    // BPB_RootEntCnt as stored (the decode takes 0 on FAT32, where the
+    // root directory is a chain): fsck.fat wants whole 512-byte sectors
+    // of 32-byte entries on every type, and the kernel refuses the
+    // volume too ("bogus number of directory entries").
+    let root_entries = field(0x11);
+    if root_entries % 16 != 0 {
+        c.problem(
+            Severity::Error,
+            "fat-root-entries",
+            "boot sector".into(),
+            Some(0x11),
+            format!(
+                "the root directory's {root_entries} entries do not fill whole sectors (fsck.fat refuses the volume): not checked further"
             ),
         );
         return false;

@@ -165,10 +165,8 @@ pub fn check(
         .nonzero_entries(total, |cl, v| table.set(cl, v));
     c.table = table;
     c.owner = Words::new(total);
-    if let Some(at) = copies::second_differs(&c) {
-        if !copies::choose_copy(&mut c, at, total) {
-            return (c.out, summary);
-        }
+    if !copies::choose(&mut c, total) {
+        return (c.out, summary);
     }
     // Entries naming no cluster of the volume: 1, or past the last and
     // below the bad mark. Found with one pass over the entries that are
