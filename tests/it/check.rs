@@ -1322,6 +1322,7 @@ fn fsck_fat_findings(text: &str) -> BTreeSet<(String, String)> {
             ("First FAT appears to be corrupt", "fat-copies-corrupt"),
             ("Failed to read sector", "fat-volume-short"),
             ("doesn't span an integral number", "fat-root-entries"),
+            ("No root directory!", "fat-no-root"),
             ("Reclaimed ", "fat-unused-clusters"),
             ("Free cluster summary wrong", "fat-free-count"),
             (
@@ -1984,8 +1985,11 @@ fn check_counts_files_and_clusters_as_fsck_fat() {
 /// directory whose entry count does not fill whole sectors, two FAT
 /// copies whose first entries are damaged alike ("Both FATs appear to be
 /// corrupt": fsck.fat gives up whether or not the copies differ), and a
-/// single FAT whose first entry is damaged. The check reports fsck.fat's
-/// finding and nothing further, exit 1.
+/// single FAT whose first entry is damaged, a FAT32 without a root
+/// ("No root directory!"), and a FAT32 whose FAT is too small for its
+/// clusters while its backup boot sector differs (fsck.fat compares the
+/// backup first). The check reports fsck.fat's findings and nothing
+/// further, exit 1.
 #[test]
 fn check_gives_up_where_fsck_fat_does() {
     for t in ["mkfs.vfat", "fsck.fat"] {
@@ -1999,7 +2003,7 @@ fn check_gives_up_where_fsck_fat_does() {
     let fat_start = |b: &[u8]| u16::from_le_bytes([b[14], b[15]]) as usize * 512;
     let fat_len = |b: &[u8]| u16::from_le_bytes([b[22], b[23]]) as usize * 512;
     type Damage = fn(&mut Vec<u8>, usize, usize);
-    let cases: [(&str, &[&str], Damage); 4] = [
+    let cases: [(&str, &[&str], Damage); 6] = [
         ("short volume", &["-F", "16"], |b, _, _| {
             b.truncate(b.len() / 2)
         }),
@@ -2014,6 +2018,19 @@ fn check_gives_up_where_fsck_fat_does() {
             "one FAT, its first entry",
             &["-F", "16", "-f", "1"],
             |b, fat, _| b[fat..fat + 2].copy_from_slice(&[0, 0]),
+        ),
+        ("FAT32 without a root", &["-F", "32"], |b, _, _| {
+            b[0x2c..0x30].copy_from_slice(&[0; 4])
+        }),
+        // fsck.fat compares the backup before it judges the counts: two
+        // findings.
+        (
+            "FAT32 FAT halved, not in the backup",
+            &["-F", "32"],
+            |b, _, _| {
+                let n = u32::from_le_bytes(b[36..40].try_into().unwrap());
+                b[36..40].copy_from_slice(&(n / 2).to_le_bytes());
+            },
         ),
     ];
     for (i, (what, args, damage)) in cases.into_iter().enumerate() {
@@ -2035,7 +2052,73 @@ fn check_gives_up_where_fsck_fat_does() {
             + &String::from_utf8_lossy(&out.stderr);
         assert_ne!(out.status.code(), Some(0), "{what}: {text}");
         let theirs = fsck_fat_findings(&text);
-        assert_eq!(theirs.len(), 1, "{what}: {text}");
+        assert!(!theirs.is_empty(), "{what}: {text}");
+        let run = layerscope(d, &["check", "--fs-only", "--json", "-f", "raw", &img]);
+        assert_eq!(run.code, 1, "{what}: {}{}", run.text(), run.stderr);
+        let (ours, _) = our_fat_findings(&run.json());
+        assert_eq!(ours, theirs, "{what}: {}\nfsck.fat: {text}", run.text());
+    }
+}
+
+/// The dirty state as fsck.fat's `check_dirty_bits` reads it: the boot
+/// sector's flag on every type (FAT12 included), and on FAT16 and FAT32
+/// the clean-shutdown bit of the FAT's second entry (in both copies, so
+/// they do not differ). Each finding set equals fsck.fat's.
+#[test]
+fn check_reads_the_dirty_state_as_fsck_fat() {
+    for t in ["mkfs.vfat", "fsck.fat"] {
+        if !need(t) {
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let le16 = |b: &[u8], at: usize| u16::from_le_bytes([b[at], b[at + 1]]) as usize;
+    type Damage = fn(&mut Vec<u8>, usize, usize);
+    let cases: [(&str, &[&str], Damage); 4] = [
+        ("FAT12 boot sector flag", &["-F", "12"], |b, _, _| {
+            b[0x25] |= 1
+        }),
+        ("FAT16 boot sector flag", &["-F", "16"], |b, _, _| {
+            b[0x25] |= 1
+        }),
+        ("FAT16 clean-shutdown bit", &["-F", "16"], |b, fat, len| {
+            for at in [fat + 2, fat + len + 2] {
+                b[at + 1] &= 0x7f;
+            }
+        }),
+        ("FAT32 clean-shutdown bit", &["-F", "32"], |b, fat, len| {
+            for at in [fat + 4, fat + len + 4] {
+                b[at + 3] &= 0xf7;
+            }
+        }),
+    ];
+    for (i, (what, args, damage)) in cases.into_iter().enumerate() {
+        let img = format!("dirty{i}.img");
+        let mut mkfs = vec!["mkfs.vfat", "-C"];
+        mkfs.extend_from_slice(args);
+        mkfs.extend_from_slice(&[&img, "65536"]);
+        sh(d, &mkfs);
+        let mut b = std::fs::read(d.join(&img)).unwrap();
+        let fat = le16(&b, 14) * 512;
+        let len = match le16(&b, 22) {
+            0 => u32::from_le_bytes(b[36..40].try_into().unwrap()) as usize * 512,
+            n => n * 512,
+        };
+        damage(&mut b, fat, len);
+        std::fs::write(d.join(&img), &b).unwrap();
+        let out = Command::new("fsck.fat")
+            .args(["-n", &img])
+            .current_dir(d)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let theirs = fsck_fat_findings(&text);
+        assert!(
+            theirs.contains(&("fat-dirty".to_owned(), String::new())),
+            "{what}: {text}"
+        );
         let run = layerscope(d, &["check", "--fs-only", "--json", "-f", "raw", &img]);
         assert_eq!(run.code, 1, "{what}: {}{}", run.text(), run.stderr);
         let (ours, _) = our_fat_findings(&run.json());

@@ -82,6 +82,22 @@ pub(super) fn fits(c: &mut Checker<'_>) -> bool {
         );
         return false;
     }
+    // A FAT32 root is a chain; without one, and without an old-style
+    // root directory, fsck.fat gives up ("No root directory!"). Then it
+    // compares the boot sector with its backup, before the counts below.
+    if boot.fat_type == FatType::Fat32 {
+        if boot.root_cluster == 0 && field(0x11) == 0 {
+            c.problem(
+                Severity::Error,
+                "fat-no-root",
+                "boot sector".into(),
+                Some(0x2c),
+                "BPB_RootClus is 0 and there is no root directory area (fsck.fat gives up: \"No root directory!\"): not checked further".into(),
+            );
+            return false;
+        }
+        backup_boot(c);
+    }
     let entries = fat_bytes
         .saturating_mul(8)
         .checked_div(boot.fat_type.bits())
@@ -147,44 +163,69 @@ pub(super) fn fits(c: &mut Checker<'_>) -> bool {
     true
 }
 
-/// The boot sector: its backup (FAT32) and the dirty bit.
-pub(super) fn boot_sector(c: &mut Checker<'_>) {
+/// The boot sector against its backup (FAT32), as fsck.fat's `read_boot`
+/// compares them.
+fn backup_boot(c: &mut Checker<'_>) {
     let boot = c.fat.boot();
-    let bps = boot.bytes_per_sector;
+    if boot.fat_type != FatType::Fat32 || boot.backup_boot_sector == 0 {
+        return;
+    }
     let mut first = vec![0u8; 512];
     if c.fat.disk().read_at(0, &mut first).is_err() {
         return;
     }
-    let dirty_at = if boot.fat_type == FatType::Fat32 {
-        0x41
-    } else {
-        0x25
+    let at = boot
+        .backup_boot_sector
+        .saturating_mul(boot.bytes_per_sector);
+    let mut backup = vec![0u8; 512];
+    if c.fat.disk().read_at(at, &mut backup).is_ok() && backup != first {
+        let diff = first
+            .iter()
+            .zip(&backup)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        c.problem(
+            Severity::Leak,
+            "fat-boot-backup",
+            "boot sector".into(),
+            Some(at.saturating_add(u64::try_from(diff).unwrap_or(0))),
+            format!("the boot sector and its backup differ (first at byte {diff})"),
+        );
+    }
+}
+
+/// fsck.fat's `check_dirty_bits`, after the files: the boot sector's
+/// dirty flag (bit 0 of BS_Reserved1, on every FAT type), or on FAT16 and
+/// FAT32 the clean-shutdown bit of the FAT's second entry clear (the
+/// kernel clears it while mounted on FAT32; Windows on both).
+pub(super) fn dirty(c: &mut Checker<'_>) {
+    let boot = c.fat.boot();
+    let mut first = [0u8; 512];
+    if c.fat.disk().read_at(0, &mut first).is_err() {
+        return;
+    }
+    let (flag_at, clean_bit) = match boot.fat_type {
+        FatType::Fat32 => (0x41usize, Some(0x0800_0000u32)),
+        FatType::Fat16 => (0x25, Some(0x8000)),
+        FatType::Fat12 => (0x25, None),
     };
-    if boot.fat_type != FatType::Fat12 && first.get(dirty_at).is_some_and(|b| b & 1 != 0) {
+    if first.get(flag_at).is_some_and(|b| b & 1 != 0) {
         c.problem(
             Severity::Error,
             "fat-dirty",
             "boot sector".into(),
-            Some(u64::try_from(dirty_at).unwrap_or(0)),
+            Some(u64::try_from(flag_at).unwrap_or(0)),
             "dirty bit is set: the filesystem was not properly unmounted".into(),
         );
-    }
-    if boot.fat_type == FatType::Fat32 && boot.backup_boot_sector != 0 {
-        let at = boot.backup_boot_sector.saturating_mul(bps);
-        let mut backup = vec![0u8; 512];
-        if c.fat.disk().read_at(at, &mut backup).is_ok() && backup != first {
-            let diff = first
-                .iter()
-                .zip(&backup)
-                .position(|(a, b)| a != b)
-                .unwrap_or(0);
-            c.problem(
-                Severity::Leak,
-                "fat-boot-backup",
-                "boot sector".into(),
-                Some(at.saturating_add(u64::try_from(diff).unwrap_or(0))),
-                format!("the boot sector and its backup differ (first at byte {diff})"),
-            );
-        }
+    } else if let Some(bit) = clean_bit.filter(|&bit| c.get(1) & bit == 0) {
+        c.problem(
+            Severity::Error,
+            "fat-dirty",
+            "FAT".into(),
+            Some(c.entry_offset(1)),
+            format!(
+                "the clean-shutdown bit ({bit:#x}) of the FAT's second entry is clear: the filesystem was not properly unmounted"
+            ),
+        );
     }
 }

@@ -4,17 +4,21 @@
 //! cluster cleared) and checks the rest against that, so one damage
 //! gives the findings it gives there.
 //!
-//! - the boot sector against its backup (FAT32; a leak: fsck.fat does
-//!   not fix it and exits 0) and the dirty bit;
-//! - the FAT copies against the first (the part that maps clusters), and
-//!   entries naming no cluster of the volume (set to end of chain);
+//! - the geometry fsck.fat refuses (`geometry`), then the boot sector
+//!   against its backup (FAT32; a leak: fsck.fat does not fix it and
+//!   exits 0);
+//! - the FAT copies: a copy whose first entry is damaged is not used,
+//!   neither intact ends the check, copies that differ are reported
+//!   (the part that maps clusters); entries naming no cluster of the
+//!   volume (set to end of chain);
 //! - every file from the root, a directory's files before its
 //!   subdirectories: a start cluster past the volume, a chain reaching a
 //!   free or bad cluster, a chain shorter or longer than the size, a
 //!   cluster another file owns (the second is cut), a directory with a
 //!   size, `.` and `..` naming the wrong cluster;
-//! - clusters in use that no file owns (reclaimed), and the FSInfo free
-//!   count against the clusters no file owns.
+//! - clusters in use that no file owns (reclaimed), the dirty state (the
+//!   boot sector's flag, the FAT's clean-shutdown bit), and the FSInfo
+//!   free count against the clusters no file owns.
 //!
 //! Each problem's structure is the file's path as fsck.fat prints it
 //! (short names, upper case), or the table or sector.
@@ -156,7 +160,6 @@ pub fn check(
     if !geometry::fits(&mut c) {
         return (c.out, summary);
     }
-    geometry::boot_sector(&mut c);
     let total = usize::try_from(u64::from(c.clusters).saturating_add(2)).unwrap_or(0);
     progress.stage("FAT", u64::try_from(total).unwrap_or(0));
     // The first FAT, then the copies against it.
@@ -275,6 +278,7 @@ pub fn check(
             ),
         );
     }
+    geometry::dirty(&mut c);
     summary.clusters_used = u64::from(c.clusters).saturating_sub(free);
     if let Some((info, at)) = fat.fsinfo() {
         if let Some(count) = info.free_count {
