@@ -1323,6 +1323,7 @@ fn fsck_fat_findings(text: &str) -> BTreeSet<(String, String)> {
             ("Failed to read sector", "fat-volume-short"),
             ("doesn't span an integral number", "fat-root-entries"),
             ("No root directory!", "fat-no-root"),
+            ("FSINFO sector has bad magic", "fat-fsinfo-magic"),
             ("Reclaimed ", "fat-unused-clusters"),
             ("Free cluster summary wrong", "fat-free-count"),
             (
@@ -1978,20 +1979,21 @@ fn check_counts_files_and_clusters_as_fsck_fat() {
     );
 }
 
-/// Volumes fsck.fat gives up on before it walks a file, each found by a
-/// differential sweep of the FAT fuzz corpus where the check called them
-/// clean: a volume shorter than its boot sector says ("Failed to read
-/// sector N": fsck.fat reads the last even sector first), a root
-/// directory whose entry count does not fill whole sectors, two FAT
-/// copies whose first entries are damaged alike ("Both FATs appear to be
-/// corrupt": fsck.fat gives up whether or not the copies differ), and a
-/// single FAT whose first entry is damaged, a FAT32 without a root
-/// ("No root directory!"), and a FAT32 whose FAT is too small for its
-/// clusters while its backup boot sector differs (fsck.fat compares the
-/// backup first). The check reports fsck.fat's findings and nothing
-/// further, exit 1.
+/// The boot area as fsck.fat's `read_boot` and `read_fat` judge it, each
+/// case found by a differential sweep of the FAT fuzz corpus where the
+/// check disagreed. Volumes it gives up on before it walks a file: one
+/// shorter than its boot sector says ("Failed to read sector N": it reads
+/// the last even sector first), a root directory whose entry count does
+/// not fill whole sectors, two FAT copies whose first entries are damaged
+/// alike ("Both FATs appear to be corrupt", whether or not the copies
+/// differ), a single FAT whose first entry is damaged, a FAT32 without a
+/// root ("No root directory!"), and a FAT32 whose FAT is too small for
+/// its clusters while its backup boot sector differs (it compares the
+/// backup first). And an FSInfo sector with a wrong signature, which it
+/// re-creates without comparing its (wrong) free count. The check's
+/// findings equal fsck.fat's, exit 1.
 #[test]
-fn check_gives_up_where_fsck_fat_does() {
+fn check_reads_the_boot_area_as_fsck_fat() {
     for t in ["mkfs.vfat", "fsck.fat"] {
         if !need(t) {
             return;
@@ -2003,7 +2005,7 @@ fn check_gives_up_where_fsck_fat_does() {
     let fat_start = |b: &[u8]| u16::from_le_bytes([b[14], b[15]]) as usize * 512;
     let fat_len = |b: &[u8]| u16::from_le_bytes([b[22], b[23]]) as usize * 512;
     type Damage = fn(&mut Vec<u8>, usize, usize);
-    let cases: [(&str, &[&str], Damage); 6] = [
+    let cases: [(&str, &[&str], Damage); 7] = [
         ("short volume", &["-F", "16"], |b, _, _| {
             b.truncate(b.len() / 2)
         }),
@@ -2019,6 +2021,13 @@ fn check_gives_up_where_fsck_fat_does() {
             &["-F", "16", "-f", "1"],
             |b, fat, _| b[fat..fat + 2].copy_from_slice(&[0, 0]),
         ),
+        // fsck.fat re-creates an FSInfo sector whose signature is wrong
+        // and does not compare its free count (set wrong here too).
+        ("FAT32 FSInfo signature", &["-F", "32"], |b, _, _| {
+            let at = u16::from_le_bytes([b[48], b[49]]) as usize * 512;
+            b[at..at + 4].copy_from_slice(&0x1234_5678u32.to_le_bytes());
+            b[at + 488..at + 492].copy_from_slice(&5u32.to_le_bytes());
+        }),
         ("FAT32 without a root", &["-F", "32"], |b, _, _| {
             b[0x2c..0x30].copy_from_slice(&[0; 4])
         }),

@@ -97,6 +97,18 @@ pub(super) fn fits(c: &mut Checker<'_>) -> bool {
             return false;
         }
         backup_boot(c);
+        // Then `read_fsinfo`: a sector whose signatures are wrong is
+        // re-created ("FSINFO sector has bad magic number(s)"), its free
+        // count unknown.
+        if let Some((_, at)) = fat.fsinfo().filter(|(info, _)| !info.valid) {
+            c.problem(
+                Severity::Error,
+                "fat-fsinfo-magic",
+                "FSInfo".into(),
+                Some(at),
+                "the FSInfo sector's signatures (0x41615252, 0x61417272, 0xaa550000) are wrong: its free count is not used".into(),
+            );
+        }
     }
     let entries = fat_bytes
         .saturating_mul(8)

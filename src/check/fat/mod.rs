@@ -280,7 +280,9 @@ pub fn check(
     }
     geometry::dirty(&mut c);
     summary.clusters_used = u64::from(c.clusters).saturating_sub(free);
-    if let Some((info, at)) = fat.fsinfo() {
+    // An FSInfo sector with a bad signature is one fsck.fat re-creates
+    // with the count unknown (`geometry` reports it): nothing to compare.
+    if let Some((info, at)) = fat.fsinfo().filter(|(info, _)| info.valid) {
         if let Some(count) = info.free_count {
             if u64::from(count) != free {
                 c.problem(
