@@ -10,10 +10,7 @@ use crate::fs::fat::boot::{FatType, MAX_FAT16_CLUSTERS};
 pub(super) fn fits(c: &mut Checker<'_>) -> bool {
     let fat = c.fat;
     let boot = fat.boot();
-    let mut raw = [0u8; 512];
-    if fat.disk().read_at(0, &mut raw).is_err() {
-        return false;
-    }
+    let raw = c.sector0;
     let field = |at: usize| {
         raw.get(at..at.saturating_add(2))
             .and_then(|b| crate::bytes::le16(b, 0))
@@ -182,15 +179,12 @@ fn backup_boot(c: &mut Checker<'_>) {
     if boot.fat_type != FatType::Fat32 || boot.backup_boot_sector == 0 {
         return;
     }
-    let mut first = vec![0u8; 512];
-    if c.fat.disk().read_at(0, &mut first).is_err() {
-        return;
-    }
+    let first = c.sector0;
     let at = boot
         .backup_boot_sector
         .saturating_mul(boot.bytes_per_sector);
     let mut backup = vec![0u8; 512];
-    if c.fat.disk().read_at(at, &mut backup).is_ok() && backup != first {
+    if c.fat.disk().read_at(at, &mut backup).is_ok() && backup != first.as_slice() {
         let diff = first
             .iter()
             .zip(&backup)
@@ -212,10 +206,7 @@ fn backup_boot(c: &mut Checker<'_>) {
 /// kernel clears it while mounted on FAT32; Windows on both).
 pub(super) fn dirty(c: &mut Checker<'_>) {
     let boot = c.fat.boot();
-    let mut first = [0u8; 512];
-    if c.fat.disk().read_at(0, &mut first).is_err() {
-        return;
-    }
+    let first = c.sector0;
     let (flag_at, clean_bit) = match boot.fat_type {
         FatType::Fat32 => (0x41usize, Some(0x0800_0000u32)),
         FatType::Fat16 => (0x25, Some(0x8000)),

@@ -23,6 +23,7 @@
 //! Each problem's structure is the file's path as fsck.fat prints it
 //! (short names, upper case), or the table or sector.
 use super::{Problem, Problems, Progress, Severity};
+use crate::block::BlockSource;
 use crate::fs::fat::boot::FatType;
 use crate::fs::fat::dir::ShortEntry;
 use crate::fs::fat::Fat;
@@ -66,6 +67,9 @@ struct Checker<'a> {
     /// The file owning each cluster (index into `files`, plus 1).
     owner: Words,
     files: Vec<File>,
+    /// The boot sector, read once: the geometry, the backup comparison and
+    /// the dirty flag all look at it.
+    sector0: [u8; 512],
     /// The files fsck.fat counts in its summary: every entry it meets
     /// (volume labels too) but `.`, `..` and the FAT32 root.
     counted: u64,
@@ -148,6 +152,7 @@ pub fn check(
         table: Words::new(0),
         owner: Words::new(0),
         files: Vec::new(),
+        sector0: [0; 512],
         counted: 0,
         kind: boot.fat_type,
         clusters: u32::try_from(boot.cluster_count.min(MAX_CLUSTERS)).unwrap_or(0),
@@ -157,7 +162,7 @@ pub fn check(
         clusters: boot.cluster_count,
         ..Summary::default()
     };
-    if !geometry::fits(&mut c) {
+    if fat.disk().read_at(0, &mut c.sector0).is_err() || !geometry::fits(&mut c) {
         return (c.out, summary);
     }
     let total = usize::try_from(u64::from(c.clusters).saturating_add(2)).unwrap_or(0);

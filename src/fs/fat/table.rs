@@ -26,6 +26,32 @@ pub enum Next {
 /// Bytes of the FAT read at once while walking.
 const CHUNK: u64 = 4096;
 
+/// What the disk said of the table's bytes so far, for a walk from its
+/// start: block status is asked once per run, not once per chunk.
+#[derive(Default)]
+struct Runs {
+    /// Up to here (from the table's start) the bytes read as zeros.
+    zeros: u64,
+    /// Up to here the disk said data.
+    data: u64,
+}
+
+impl Runs {
+    /// Where the run of zeros holding table byte `at` ends: `at` or less
+    /// when `at` is not in one.
+    fn zeros_until(&mut self, reader: &FatReader<'_>, at: u64, table_len: u64) -> u64 {
+        if at >= self.zeros && at >= self.data {
+            let (zeros, end) = reader.zero_run(at, table_len);
+            if zeros {
+                self.zeros = end;
+            } else {
+                self.data = end;
+            }
+        }
+        self.zeros
+    }
+}
+
 /// Reads FAT entries, keeping the last chunk of the table it read.
 pub struct FatReader<'a> {
     disk: &'a dyn BlockSource,
@@ -161,9 +187,7 @@ impl<'a> FatReader<'a> {
             .unwrap_or(1)
             .max(1);
         let mut buf = Vec::new();
-        // The table's bytes up to here (from its start) read as zeros, and
-        // up to here the disk said data: asked once per run.
-        let (mut zeros_until, mut data_until) = (0u64, 0u64);
+        let mut runs = Runs::default();
         let mut first = 0usize;
         while first < count {
             // Where the chunk read lies in the table, as `bytes` reads it:
@@ -172,14 +196,7 @@ impl<'a> FatReader<'a> {
             if start >= table_len {
                 return;
             }
-            if start >= zeros_until && start >= data_until {
-                let (zeros, end) = self.zero_run(start, table_len);
-                if zeros {
-                    zeros_until = end;
-                } else {
-                    data_until = end;
-                }
-            }
+            let zeros_until = runs.zeros_until(self, start, table_len);
             // Whole chunks inside a run of zeros are skipped.
             if zeros_until >= start.saturating_add(CHUNK) {
                 let whole = zeros_until.saturating_sub(start) / CHUNK;
@@ -236,10 +253,7 @@ impl<'a> FatReader<'a> {
         let mut buf = vec![0u8; usize::try_from(STEP).unwrap_or(0)];
         let (mut c, last) = (u64::from(first), u64::from(last));
         let mut free = 0u64;
-        // The table's bytes up to here (from its start) read as zeros.
-        let mut zeros_until = 0u64;
-        // Up to here the disk said data: read without asking again.
-        let mut data_until = 0u64;
+        let mut runs = Runs::default();
         while c <= last {
             let at = c.saturating_mul(width);
             let left = last.saturating_sub(c).saturating_add(1);
@@ -248,14 +262,7 @@ impl<'a> FatReader<'a> {
                 // past the disk's end fails to read there, as `entry` does).
                 return Ok(free.saturating_add(left));
             }
-            if at >= zeros_until && at >= data_until {
-                let (zeros, end) = self.zero_run(at, table_len);
-                if zeros {
-                    zeros_until = end;
-                } else {
-                    data_until = end;
-                }
-            }
+            let zeros_until = runs.zeros_until(self, at, table_len);
             // Entries wholly inside a run of zeros (a hole of a sparse
             // file, clusters no layer holds) are free without reading: a
             // table the size a field claims costs what is stored.
