@@ -146,9 +146,10 @@ fn recovered(path: &Path) {
         .lines()
         .any(|l| l.starts_with("Filesystem features:") && l.contains("needs_recovery"))
     {
-        // Bounded: e2fsck 1.47 can restart forever on some damage.
+        // Bounded: e2fsck 1.47 can restart forever on some damage, and
+        // does not always stop for SIGTERM there (killed 5 s later).
         let _ = std::process::Command::new("timeout")
-            .args(["60", "e2fsck", "-y", "-E", "journal_only"])
+            .args(["-k", "5", "60", "e2fsck", "-y", "-E", "journal_only"])
             .arg(path)
             .output();
     }

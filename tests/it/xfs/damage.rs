@@ -56,7 +56,7 @@ impl Damaged {
         // disk for superblock copies may take long; a timeout counts as
         // "it sees something wrong".
         let out = Command::new("timeout")
-            .args(["300", "xfs_repair", "-n", &self.name])
+            .args(["-k", "5", "300", "xfs_repair", "-n", &self.name])
             .current_dir(&self.dir)
             .output()
             .unwrap();
